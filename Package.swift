@@ -1,0 +1,97 @@
+// swift-tools-version:6.1
+// Aurora mesh: one daemon (`nodeagent`) and one operator tool (`aurora-cli`).
+// Layering (shared/DESIGN.md, Layout): Mesh and AuroraAPI are pure; Secrets wraps libsodium;
+// NodeAgent is the daemon as a library; the executables are thin; the CLI links no C library.
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny")
+]
+
+let package = Package(
+    name: "aurora-mesh",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "nodeagent", targets: ["nodeagent"]),
+        .executable(name: "aurora-cli", targets: ["aurora-cli"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: ["FullFoundation"]),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-async-algorithms.git", from: "1.1.4"),
+    ],
+    targets: [
+        // MARK: System libraries (apt providers; see shared/PLATFORM.md)
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+
+        // MARK: Libraries
+        .target(name: "Secrets", dependencies: ["CSodium"], swiftSettings: swiftSettings),
+        .target(name: "Mesh", swiftSettings: swiftSettings),
+        .target(name: "AuroraAPI", swiftSettings: swiftSettings),
+        .target(
+            name: "NodeAgent",
+            dependencies: [
+                "Secrets", "Mesh", "AuroraAPI", "CLibPQ", "CHiredis",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Executables
+        .executableTarget(
+            name: "nodeagent",
+            dependencies: [
+                "NodeAgent",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "aurora-cli",
+            dependencies: [
+                "AuroraAPI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Tests
+        .target(
+            name: "AuroraTestKit",
+            dependencies: [
+                "AuroraAPI",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "UnitTests",
+            dependencies: ["Mesh", "Secrets", "AuroraAPI", "NodeAgent", "AuroraTestKit"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["AuroraAPI", "AuroraTestKit"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,21 @@
+/// The body of every error answer: `{"error": {"code": "...", "message": "..."}}`.
+public struct ErrorResponse: Codable, Sendable, Equatable, Error {
+    /// The error itself.
+    public struct Detail: Codable, Sendable, Equatable {
+        /// A stable, machine-readable code such as `not_found` or `payload_too_large`.
+        public var code: String
+        /// A sentence for a person. Never contains a secret.
+        public var message: String
+
+        public init(code: String, message: String) {
+            self.code = code
+            self.message = message
+        }
+    }
+
+    public var error: Detail
+
+    public init(code: String, message: String) {
+        self.error = Detail(code: code, message: message)
+    }
+}

@@ -1,0 +1,135 @@
+/// The role a node plays in the mesh, selected by `--profile` (shared/DESIGN.md, Roles).
+public enum NodeRole: String, Codable, Sendable, CaseIterable {
+    /// Runs everything, plus the registry, IP allocation, GPU coordinator, secrets and the store.
+    case lead
+    /// A GPU box or VM: heartbeat, WireGuard peer, GPU worker, replica monitor, secrets cache.
+    case compute
+    /// A laptop behind NAT: lenient heartbeats, keepalive, secrets cache, no jobs by default.
+    case edge
+}
+
+/// What the agent's store is doing right now.
+public enum StoreState: String, Codable, Sendable {
+    /// This node keeps no store (only the lead does).
+    case none
+    /// The managed cluster is being initialised or started, or the connection is being made.
+    case starting
+    /// Connected, migrations applied.
+    case ok
+    /// Connection lost or startup failed; `message` in ``StoreHealth`` says why.
+    case failed
+    /// Stopping during a graceful shutdown.
+    case stopping
+}
+
+/// Whether the store is a PostgreSQL cluster the agent owns or one it was pointed at.
+public enum StoreMode: String, Codable, Sendable {
+    /// `DATA/postgres`, started and stopped by the agent.
+    case managed
+    /// A server named by `--store URL`.
+    case external
+    /// No store on this node.
+    case none
+}
+
+/// The store part of ``HealthResponse``.
+public struct StoreHealth: Codable, Sendable, Equatable {
+    public var state: StoreState
+    public var mode: StoreMode
+    /// The highest schema migration applied, once connected.
+    public var schemaVersion: Int?
+    /// Why the store is not `ok`, when it is not.
+    public var message: String?
+
+    public init(state: StoreState, mode: StoreMode, schemaVersion: Int? = nil, message: String? = nil) {
+        self.state = state
+        self.mode = mode
+        self.schemaVersion = schemaVersion
+        self.message = message
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case state, mode, message
+        case schemaVersion = "schema_version"
+    }
+}
+
+/// `GET /health`: the answer of every agent, with no authentication.
+///
+/// `status` is `ok` when everything this node runs is working, `starting` while it comes up,
+/// `degraded` when a part has failed. The HTTP status is 200 for `ok`, 503 otherwise.
+public struct HealthResponse: Codable, Sendable, Equatable {
+    public enum Status: String, Codable, Sendable {
+        case ok, starting, degraded, stopping
+    }
+
+    public var status: Status
+    public var node: String
+    public var role: NodeRole
+    public var version: String
+    public var uptimeS: Double
+    public var store: StoreHealth
+
+    public init(status: Status, node: String, role: NodeRole, version: String, uptimeS: Double, store: StoreHealth) {
+        self.status = status
+        self.node = node
+        self.role = role
+        self.version = version
+        self.uptimeS = uptimeS
+        self.store = store
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case status, node, role, version, store
+        case uptimeS = "uptime_s"
+    }
+}
+
+/// `GET /api/agent` (operator token): what `aurora-cli status` shows about the local agent.
+public struct AgentStatus: Codable, Sendable, Equatable {
+    /// The node's public identity. Never any private key.
+    public struct Identity: Codable, Sendable, Equatable {
+        public var wireguardPublicKey: String
+        public var signPublicKey: String
+        public var boxPublicKey: String
+
+        public init(wireguardPublicKey: String, signPublicKey: String, boxPublicKey: String) {
+            self.wireguardPublicKey = wireguardPublicKey
+            self.signPublicKey = signPublicKey
+            self.boxPublicKey = boxPublicKey
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case wireguardPublicKey = "wireguard_public_key"
+            case signPublicKey = "sign_public_key"
+            case boxPublicKey = "box_public_key"
+        }
+    }
+
+    public var health: HealthResponse
+    public var pid: Int32
+    public var dataDir: String
+    public var listen: String
+    public var startedAt: String
+    public var identity: Identity
+    /// The mesh this lead's store belongs to (lead only, once the store is ready).
+    public var meshID: String?
+
+    public init(health: HealthResponse, pid: Int32, dataDir: String, listen: String, startedAt: String, identity: Identity,
+                meshID: String? = nil) {
+        self.meshID = meshID
+        self.health = health
+        self.pid = pid
+        self.dataDir = dataDir
+        self.listen = listen
+        self.startedAt = startedAt
+        self.identity = identity
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case health, pid, listen, identity
+        case dataDir = "data_dir"
+        case startedAt = "started_at"
+        case meshID = "mesh_id"
+    }
+}

@@ -1,0 +1,18 @@
+/// The one error type of the Mesh module: a domain rule was broken.
+public struct MeshError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Which rule.
+    public enum Code: String, Sendable {
+        case invalidName
+        case invalidAddress
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}

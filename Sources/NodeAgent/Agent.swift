@@ -1,0 +1,86 @@
+import AuroraAPI
+import Mesh
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The daemon: checks everything it can before it starts (so bad input fails fast, in one
+/// line, changing nothing), then runs its services in one `ServiceGroup` ordered
+/// store → HTTP and stops them in reverse on SIGTERM or SIGINT.
+public enum Agent {
+    /// Runs until a graceful shutdown; throws ``AgentError`` for anything that stops a start.
+    public static func run(config: NodeConfig, metrics: PrometheusCollectorRegistry?, logger baseLogger: Logger) async throws {
+        var logger = baseLogger
+        logger[metadataKey: "nodeagent.node"] = "\(config.name)"
+
+        // Preflight, in the order a person would fix things.
+        try ListenCheck.ensureFree(config.listen)
+        let dataDir = try DataDirectory(path: config.dataDir)
+        let identity = try NodeIdentity.loadOrCreate(in: dataDir.file("keys"), logger: logger)
+        let token = try AdminToken.loadOrCreate(dataDir: dataDir.path, keysDir: dataDir.file("keys"), logger: logger)
+        let state = AgentState(config: config, identity: identity)
+
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if config.role == .lead {
+            services.append(.init(service: try StoreService(config: config, state: state, logger: logger)))
+        }
+        let http = HTTPServer.application(state: state, token: token, metrics: metrics, logger: logger)
+        services.append(.init(service: http))
+
+        logger.info("starting", metadata: [
+            "nodeagent.role": "\(config.role.rawValue)", "nodeagent.version": "\(AuroraVersion.current)",
+            "nodeagent.data_dir": "\(config.dataDir)", "nodeagent.profile": "\(config.profileFile)",
+        ])
+        let group = ServiceGroup(configuration: .init(
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
+        do {
+            try await group.run()
+        } catch let error as IOError where error.errnoCode == EADDRINUSE {
+            throw AgentError(.portInUse, "cannot listen on \(config.listen): address already in use")
+        }
+        state.markStopping()
+        withExtendedLifetime(dataDir) {}  // the lock is held until here
+        logger.info("stopped")
+    }
+}
+
+/// Checks that the listen address can be bound before anything else starts, so an occupied
+/// port is a one-line error and not a half-started agent.
+enum ListenCheck {
+    static func ensureFree(_ address: HostPortAddress) throws(AgentError) {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(address.host, String(address.port), &hints, &result) == 0, let info = result else {
+            throw AgentError(.config, "cannot listen on \(address): '\(address.host)' does not resolve to a local address")
+        }
+        defer { freeaddrinfo(result) }
+        let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype, info.pointee.ai_protocol)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var yes: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+        guard bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
+            let code = errno
+            switch code {
+            case EADDRINUSE: throw AgentError(.portInUse, "cannot listen on \(address): address already in use")
+            case EADDRNOTAVAIL: throw AgentError(.config, "cannot listen on \(address): not an address of this machine")
+            case EACCES: throw AgentError(.portInUse, "cannot listen on \(address): permission denied (ports below 1024 need root)")
+            default: throw AgentError(.portInUse, "cannot listen on \(address): \(String(cString: strerror(code)))")
+            }
+        }
+        guard listen(fd, 1) == 0 else {
+            throw AgentError(.portInUse, "cannot listen on \(address): \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
+public typealias HostPortAddress = Mesh.HostPort

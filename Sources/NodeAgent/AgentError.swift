@@ -1,0 +1,26 @@
+/// The one error type of the NodeAgent module. `description` is a single line that names the
+/// cause (a file and key, a port, a path) and never contains a secret.
+public struct AgentError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The kind of failure, for code and tests that must tell cases apart.
+    public enum Code: String, Sendable {
+        case config
+        case profileNotFound
+        case dataDir
+        case dataDirLocked
+        case identity
+        case portInUse
+        case store
+        case process
+        case http
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}

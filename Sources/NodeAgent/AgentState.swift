@@ -1,0 +1,60 @@
+import AuroraAPI
+import Foundation
+import Synchronization
+
+/// What the agent knows about itself right now, shared by its services and read by `/health`.
+public final class AgentState: Sendable {
+    public let config: NodeConfig
+    public let identity: NodeIdentity
+    public let startedAt: Date
+    private let started: ContinuousClock.Instant
+    private let mutable: Mutex<Mutable>
+
+    private struct Mutable {
+        var store: StoreHealth
+        var meshID: String?
+        var stopping = false
+    }
+
+    public init(config: NodeConfig, identity: NodeIdentity) {
+        self.config = config
+        self.identity = identity
+        self.startedAt = Date()
+        self.started = .now
+        let store = config.role == .lead
+            ? StoreHealth(state: .starting, mode: config.storeURL == nil ? .managed : .external)
+            : StoreHealth(state: .none, mode: .none)
+        self.mutable = Mutex(Mutable(store: store))
+    }
+
+    /// Seconds since the agent started.
+    public var uptime: Double {
+        let elapsed = ContinuousClock.now - started
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    }
+
+    public var store: StoreHealth { mutable.withLock { $0.store } }
+
+    public var meshID: String? { mutable.withLock { $0.meshID } }
+
+    func updateStore(_ change: (inout StoreHealth) -> Void) {
+        mutable.withLock { change(&$0.store) }
+    }
+
+    func setMeshID(_ id: String) { mutable.withLock { $0.meshID = id } }
+
+    func markStopping() { mutable.withLock { $0.stopping = true } }
+
+    /// `GET /health`.
+    public var health: HealthResponse {
+        let (store, stopping) = mutable.withLock { ($0.store, $0.stopping) }
+        let status: HealthResponse.Status = switch (stopping, store.state) {
+        case (true, _): .stopping
+        case (false, .ok), (false, .none): .ok
+        case (false, .starting): .starting
+        case (false, .failed), (false, .stopping): .degraded
+        }
+        return HealthResponse(status: status, node: config.name, role: config.role, version: AuroraVersion.current,
+                              uptimeS: (uptime * 1000).rounded() / 1000, store: store)
+    }
+}

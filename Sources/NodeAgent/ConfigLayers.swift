@@ -1,0 +1,289 @@
+import Foundation
+import Mesh
+import Yams
+
+/// Where a resolved value came from, printed by `nodeagent config`.
+public enum ConfigSource: Sendable, Equatable, CustomStringConvertible {
+    case defaultValue
+    /// Derived at start, e.g. the host name.
+    case computed(String)
+    case profile(file: String, line: Int)
+    case nodeFile(file: String, line: Int)
+    case environment(String)
+    case flag(String)
+
+    public var description: String {
+        switch self {
+        case .defaultValue: "default"
+        case .computed(let what): "default (\(what))"
+        case .profile(let file, let line): "profile \(file):\(line)"
+        case .nodeFile(let file, let line): "file \(file):\(line)"
+        case .environment(let name): "env \(name)"
+        case .flag(let name): "flag \(name)"
+        }
+    }
+}
+
+/// The keys one source sets, with where each was set.
+public struct ConfigLayer: Sendable, Equatable {
+    public var values: [String: (value: ConfigValue, source: ConfigSource)] = [:]
+
+    public init() {}
+
+    public static func == (lhs: ConfigLayer, rhs: ConfigLayer) -> Bool {
+        lhs.values.keys == rhs.values.keys
+            && lhs.values.allSatisfy { rhs.values[$0.key]?.value == $0.value.value && rhs.values[$0.key]?.source == $0.value.source }
+    }
+}
+
+// MARK: - Parsing values
+
+extension ConfigKind {
+    /// Parses text for a key, or throws an error naming `origin` (a file and line, a variable or
+    /// a flag), the key, what was expected and what was given.
+    func parse(_ text: String, key: String, origin: String) throws(AgentError) -> ConfigValue {
+        func bad(_ detail: String? = nil) -> AgentError {
+            let shown = text.count > 60 ? String(text.prefix(60)) + "…" : text
+            return AgentError(.config, "\(origin): '\(key)' must be \(detail ?? expectation), got '\(shown)'")
+        }
+        switch self {
+        case .string:
+            return .string(text)
+        case .nodeName:
+            do { return .string(try NodeName(text).value) } catch { throw bad(error.message) }
+        case .path:
+            guard !text.isEmpty else { throw bad() }
+            return .string(text)
+        case .int(let range):
+            guard let value = Int(text), range.contains(value) else { throw bad() }
+            return .int(value)
+        case .seconds:
+            guard let value = Double(text), value > 0, value.isFinite else { throw bad() }
+            return .double(value)
+        case .bool:
+            switch text.lowercased() {
+            case "true", "yes", "on", "1": return .bool(true)
+            case "false", "no", "off", "0": return .bool(false)
+            default: throw bad()
+            }
+        case .oneOf(let choices):
+            guard choices.contains(text) else { throw bad() }
+            return .string(text)
+        case .hostPort:
+            do { _ = try HostPort(parsing: text) } catch { throw bad() }
+            return .string(text)
+        case .optionalHostPort:
+            if text.isEmpty { return .string("") }
+            do { _ = try HostPort(parsing: text) } catch { throw bad() }
+            return .string(text)
+        case .url(let schemes):
+            if text.isEmpty { return .string("") }
+            guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
+                schemes.contains(scheme), components.host.map({ !$0.isEmpty }) ?? false || scheme.hasPrefix("postgres")
+            else { throw bad() }
+            return .string(text)
+        case .ipv4:
+            if text.isEmpty { return .string("") }
+            guard IPv4.parse(text) != nil else { throw bad() }
+            return .string(text)
+        case .cidr:
+            let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count == 2, let address = IPv4.parse(String(parts[0])), let bits = Int(parts[1]), (8...30).contains(bits)
+            else { throw bad() }
+            let mask: UInt32 = bits == 0 ? 0 : ~UInt32(0) << (32 - bits)
+            guard address & ~mask == 0 else { throw bad("a network address (host bits zero)") }
+            return .string(text)
+        case .map, .gpus:
+            throw AgentError(.config, "\(origin): '\(key)' can only be set in a YAML file")
+        }
+    }
+}
+
+/// Dotted-quad IPv4 parsing without sockets.
+enum IPv4 {
+    static func parse(_ text: String) -> UInt32? {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 else { return nil }
+        var value: UInt32 = 0
+        for part in parts {
+            guard let octet = UInt8(part), part.count <= 3, String(octet) == part else { return nil }
+            value = value << 8 | UInt32(octet)
+        }
+        return value
+    }
+}
+
+// MARK: - YAML files
+
+/// Reads a profile or node file into a layer, rejecting unknown keys and bad values with the
+/// file, line and key.
+public enum ConfigFile {
+    public enum Kind: Sendable { case profile, nodeFile }
+
+    /// Loads `path`; throws naming the file when it is missing or unreadable.
+    public static func load(path: String, kind: Kind) throws(AgentError) -> ConfigLayer {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw AgentError(.config, "\(path): cannot read: \(posixReason(error))")
+        }
+        return try parse(text, file: path, kind: kind)
+    }
+
+    /// Parses YAML text that came from `file`.
+    public static func parse(_ text: String, file: String, kind: Kind) throws(AgentError) -> ConfigLayer {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw AgentError(.config, "\(file): invalid YAML: \(oneLine(error))")
+        } catch {
+            throw AgentError(.config, "\(file): invalid YAML: \(error)")
+        }
+        var layer = ConfigLayer()
+        guard let root else { return layer }  // an empty file sets nothing
+        guard case .mapping(let mapping) = root else {
+            throw AgentError(.config, "\(file):\(root.mark?.line ?? 1): the top level must be a mapping of keys")
+        }
+        try collect(mapping, prefix: "", file: file, kind: kind, into: &layer)
+        return layer
+    }
+
+    private static func collect(_ mapping: Node.Mapping, prefix: String, file: String, kind: Kind,
+                                into layer: inout ConfigLayer) throws(AgentError) {
+        for (keyNode, valueNode) in mapping {
+            let line = keyNode.mark?.line ?? 0
+            guard let name = keyNode.string else {
+                throw AgentError(.config, "\(file):\(line): keys must be plain names")
+            }
+            let path = prefix + name
+            let origin = "\(file):\(line)"
+            if let key = ConfigSchema.key(path) {
+                let source: ConfigSource = kind == .profile ? .profile(file: file, line: line) : .nodeFile(file: file, line: line)
+                layer.values[path] = (try value(of: valueNode, for: key, origin: origin), source)
+            } else if prefix.isEmpty, ConfigSchema.sections.contains(name) {
+                guard case .mapping(let section) = valueNode else {
+                    if valueNode.null != nil { continue }  // an empty section
+                    throw AgentError(.config, "\(origin): '\(path)' is a section; give it keys such as '\(ConfigSchema.keys.first { $0.path.hasPrefix(path + ".") }!.path)'")
+                }
+                try collect(section, prefix: path + ".", file: file, kind: kind, into: &layer)
+            } else {
+                throw AgentError(.config, "\(origin): unknown key '\(path)'" + suggestion(for: path))
+            }
+        }
+    }
+
+    private static func value(of node: Node, for key: ConfigKey, origin: String) throws(AgentError) -> ConfigValue {
+        switch key.kind {
+        case .map:
+            if node.null != nil { return .map([:]) }
+            guard case .mapping(let mapping) = node else {
+                throw AgentError(.config, "\(origin): '\(key.path)' must be \(key.kind.expectation)")
+            }
+            var result: [String: String] = [:]
+            for (k, v) in mapping {
+                guard let name = k.string, let text = v.string, case .scalar = v else {
+                    throw AgentError(.config, "\(origin): '\(key.path)' must be \(key.kind.expectation)")
+                }
+                result[name] = text
+            }
+            return .map(result)
+        case .gpus:
+            if node.null != nil { return .gpus([]) }
+            guard case .sequence(let sequence) = node else {
+                throw AgentError(.config, "\(origin): 'gpus' must be a list of GPUs ({index, name, memory_total_mb, ...})")
+            }
+            return .gpus(try sequence.enumerated().map { (offset, entry) throws(AgentError) in
+                try gpu(entry, position: offset, origin: "\(origin.split(separator: ":").dropLast().joined(separator: ":")):\(entry.mark?.line ?? 0)")
+            })
+        default:
+            guard case .scalar(let scalar) = node else {
+                throw AgentError(.config, "\(origin): '\(key.path)' must be \(key.kind.expectation), got a \(node.mapping != nil ? "mapping" : "list")")
+            }
+            // `~` and `null` mean "not set here": an empty string for string-like keys.
+            if node.null != nil, case .string = key.defaultValue ?? .string("") { return try key.kind.parse("", key: key.path, origin: origin) }
+            return try key.kind.parse(scalar.string, key: key.path, origin: origin)
+        }
+    }
+
+    private static func gpu(_ node: Node, position: Int, origin: String) throws(AgentError) -> GPUInventoryEntry {
+        guard case .mapping(let mapping) = node else {
+            throw AgentError(.config, "\(origin): gpus[\(position)] must be a mapping {index, name, memory_total_mb, ...}")
+        }
+        let allowed = ["index", "uuid", "name", "memory_total_mb", "memory_used_mb", "utilization_pct"]
+        var fields: [String: String] = [:]
+        for (k, v) in mapping {
+            guard let name = k.string, allowed.contains(name) else {
+                throw AgentError(.config, "\(origin): unknown key 'gpus[\(position)].\(k.string ?? "?")'; known: \(allowed.joined(separator: ", "))")
+            }
+            fields[name] = v.string
+        }
+        func int(_ name: String, required: Bool, range: ClosedRange<Int>) throws(AgentError) -> Int {
+            guard let text = fields[name] else {
+                if required { throw AgentError(.config, "\(origin): gpus[\(position)] needs '\(name)'") }
+                return 0
+            }
+            guard let value = Int(text), range.contains(value) else {
+                throw AgentError(.config, "\(origin): 'gpus[\(position)].\(name)' must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+            }
+            return value
+        }
+        guard let name = fields["name"], !name.isEmpty else {
+            throw AgentError(.config, "\(origin): gpus[\(position)] needs 'name'")
+        }
+        let index = try int("index", required: true, range: 0...255)
+        let total = try int("memory_total_mb", required: true, range: 1...10_000_000)
+        let used = try int("memory_used_mb", required: false, range: 0...total)
+        let utilization = try int("utilization_pct", required: false, range: 0...100)
+        return GPUInventoryEntry(index: index, uuid: fields["uuid"] ?? "GPU-static-\(index)", name: name,
+                                 memoryTotalMB: total, memoryUsedMB: used, utilizationPct: utilization)
+    }
+
+    /// "did you mean" for a near miss, by shared prefix or edit distance.
+    static func suggestion(for path: String) -> String {
+        let best = ConfigSchema.keys.map { ($0.path, editDistance($0.path, path)) }.min { $0.1 < $1.1 }
+        guard let best, best.1 <= max(2, path.count / 4) else { return "" }
+        return "; did you mean '\(best.0)'?"
+    }
+
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var row = Array(0...b.count)
+        for i in 1...max(a.count, 1) where !a.isEmpty {
+            var previous = row[0]
+            row[0] = i
+            for j in stride(from: 1, through: b.count, by: 1) {
+                let current = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+                previous = current
+            }
+        }
+        return row[b.count]
+    }
+
+    private static func oneLine(_ error: YamlError) -> String {
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
+            return "line \(mark.line), column \(mark.column): \(problem)"
+        default:
+            return String(describing: error).split(separator: "\n").first.map(String.init) ?? "unreadable"
+        }
+    }
+}
+
+/// The POSIX reason of a Foundation file error, e.g. "No such file or directory".
+func posixReason(_ error: any Error) -> String {
+    let nsError = error as NSError
+    if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+        return String(cString: strerror(Int32(underlying.code)))
+    }
+    if nsError.domain == NSCocoaErrorDomain {
+        switch nsError.code {
+        case NSFileReadNoSuchFileError, NSFileNoSuchFileError: return "No such file or directory"
+        case NSFileReadNoPermissionError, NSFileWriteNoPermissionError: return "Permission denied"
+        default: break
+        }
+    }
+    return nsError.localizedDescription
+}

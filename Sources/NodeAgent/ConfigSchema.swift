@@ -1,0 +1,173 @@
+import Mesh
+
+/// A value of a configuration key, after parsing and validation.
+public enum ConfigValue: Sendable, Equatable {
+    case string(String)
+    case int(Int)
+    case double(Double)
+    case bool(Bool)
+    case map([String: String])
+    case gpus([GPUInventoryEntry])
+}
+
+/// One GPU of a static inventory (`gpus:` in a profile), used instead of `nvidia-smi`.
+public struct GPUInventoryEntry: Sendable, Equatable, Codable {
+    public var index: Int
+    public var uuid: String
+    public var name: String
+    public var memoryTotalMB: Int
+    public var memoryUsedMB: Int
+    public var utilizationPct: Int
+
+    enum CodingKeys: String, CodingKey {
+        case index, uuid, name
+        case memoryTotalMB = "memory_total_mb"
+        case memoryUsedMB = "memory_used_mb"
+        case utilizationPct = "utilization_pct"
+    }
+}
+
+/// What kind of value a key takes; each kind parses text (from YAML, the environment or a
+/// flag) and says precisely what it expected when the text does not fit.
+public enum ConfigKind: Sendable, Equatable {
+    case string
+    case nodeName
+    case path
+    case int(ClosedRange<Int>)
+    case seconds
+    case bool
+    case oneOf([String])
+    case hostPort
+    case optionalHostPort
+    case url(schemes: [String])
+    case ipv4
+    case cidr
+    case map
+    case gpus
+
+    /// A short description for errors and documentation.
+    var expectation: String {
+        switch self {
+        case .string: "a string"
+        case .nodeName: "a node name (letters, digits, '-', '_', '.'; at most 63)"
+        case .path: "an absolute path"
+        case .int(let range): "an integer in \(range.lowerBound)...\(range.upperBound)"
+        case .seconds: "a positive number of seconds"
+        case .bool: "true or false"
+        case .oneOf(let choices): "one of " + choices.joined(separator: ", ")
+        case .hostPort: "HOST:PORT"
+        case .optionalHostPort: "HOST:PORT or empty"
+        case .url(let schemes): "a URL (" + schemes.map { $0 + "://" }.joined(separator: ", ") + ") or empty"
+        case .ipv4: "an IPv4 address or empty"
+        case .cidr: "an IPv4 CIDR such as 10.0.0.0/24"
+        case .map: "a mapping of names to strings"
+        case .gpus: "a list of GPUs"
+        }
+    }
+}
+
+/// One configuration key: where it may come from, what it takes, its default and meaning.
+///
+/// The table ``ConfigSchema/keys`` is the single source of truth: the loader rejects keys that
+/// are not in it, `nodeagent config` prints them all, and profiles document them.
+public struct ConfigKey: Sendable {
+    /// Dotted path, as in YAML (`wireguard.mode`).
+    public let path: String
+    public let kind: ConfigKind
+    /// The value when no layer sets it; `nil` for keys computed at resolution (host name).
+    public let defaultValue: ConfigValue?
+    /// The environment variable that sets it, if any.
+    public let environment: String?
+    /// The `nodeagent run` flag that sets it, if any.
+    public let flag: String?
+    /// Redact in `nodeagent config` output.
+    public let secret: Bool
+    /// One line for people.
+    public let doc: String
+
+    init(_ path: String, _ kind: ConfigKind, default defaultValue: ConfigValue?, env: String? = nil, flag: String? = nil,
+         secret: Bool = false, _ doc: String) {
+        self.path = path
+        self.kind = kind
+        self.defaultValue = defaultValue
+        self.environment = env
+        self.flag = flag
+        self.secret = secret
+        self.doc = doc
+    }
+}
+
+/// Every key the agent understands.
+public enum ConfigSchema {
+    public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    public static let keys: [ConfigKey] = [
+        // MARK: Node
+        ConfigKey("role", .oneOf(["lead", "compute", "edge"]), default: nil, env: "NODE_ROLE",
+                  "what this node runs: lead, compute or edge"),
+        ConfigKey("name", .nodeName, default: nil, env: "NODE_NAME", flag: "--name",
+                  "the node's name in the mesh; default: the host name's first label"),
+        ConfigKey("company", .string, default: .string(""), env: "AURORA_COMPANY",
+                  "the company the node belongs to (secrets overrides, placement labels)"),
+        ConfigKey("labels", .map, default: .map([:]), "free-form labels used by placement"),
+        ConfigKey("data_dir", .path, default: .string("/var/lib/aurora"), env: "AURORA_DATA_DIR", flag: "--data-dir",
+                  "keys, tokens, caches, outbox and the managed PostgreSQL cluster"),
+        ConfigKey("listen", .hostPort, default: .string("127.0.0.1:9999"), env: "AURORA_LISTEN", flag: "--listen",
+                  "HTTP API address (loopback; the VPN address is added once WireGuard is up)"),
+        ConfigKey("vpn_ip", .ipv4, default: .string(""), env: "VPN_IP",
+                  "the mesh address to ask the lead for; empty: the lead allocates one"),
+        // MARK: Mesh membership
+        ConfigKey("lead", .url(schemes: ["http", "https"]), default: .string(""), env: "AURORA_LEAD", flag: "--lead",
+                  "URL of the lead agent (compute and edge nodes)"),
+        ConfigKey("join_token", .string, default: .string(""), env: "AURORA_JOIN_TOKEN", flag: "--join-token",
+                  secret: true, "one-time token for the first join; not needed once joined"),
+        ConfigKey("heartbeat.interval_s", .seconds, default: .double(1), "seconds between heartbeats"),
+        ConfigKey("heartbeat.suspect_after", .int(1...100), default: .int(3), "missed heartbeats before suspect"),
+        ConfigKey("heartbeat.away_after", .int(0...10_000), default: .int(0),
+                  "missed heartbeats before away (edge); 0: never away"),
+        ConfigKey("heartbeat.dead_after", .int(2...10_000), default: .int(10), "missed heartbeats before dead"),
+        // MARK: Store
+        ConfigKey("store.url", .url(schemes: ["postgres", "postgresql"]), default: .string(""), env: "AURORA_STORE",
+                  flag: "--store", secret: true,
+                  "PostgreSQL URL for the lead's store; empty: a managed cluster in DATA/postgres"),
+        ConfigKey("store.run_as", .string, default: .string("postgres"),
+                  "OS user that runs the managed cluster when the agent runs as root"),
+        ConfigKey("store.pg_bin", .string, default: .string(""),
+                  "directory of initdb and pg_ctl; empty: pg_config --bindir, then /usr/lib/postgresql/*/bin"),
+        // MARK: HTTP
+        ConfigKey("http.max_body_bytes", .int(1024...(64 << 20)), default: .int(1 << 20),
+                  "largest request body accepted; larger gets 413"),
+        ConfigKey("log.level", .oneOf(logLevels), default: .string("info"), env: "AURORA_LOG_LEVEL", flag: "--log-level",
+                  "least severe log level written to stderr"),
+        // MARK: WireGuard
+        ConfigKey("wireguard.mode", .oneOf(["off", "render", "apply"]), default: .string("off"),
+                  "off; render (write DATA/wireguard/IF.conf); apply (also configure the interface)"),
+        ConfigKey("wireguard.cidr", .cidr, default: .string("10.0.0.0/24"), "mesh network; the lead takes the first host"),
+        ConfigKey("wireguard.interface", .string, default: .string("aurora0"), "WireGuard interface name"),
+        ConfigKey("wireguard.listen_port", .int(1...65535), default: .int(51820), "UDP port WireGuard listens on"),
+        ConfigKey("wireguard.endpoint", .optionalHostPort, default: .string(""),
+                  "public HOST:PORT peers dial; empty: what the lead sees"),
+        ConfigKey("wireguard.behind_nat", .bool, default: .bool(false), "send and ask for PersistentKeepalive = 25"),
+        // MARK: GPU
+        ConfigKey("gpu.accept_jobs", .bool, default: .bool(false), "take GPU jobs from the lead"),
+        ConfigKey("gpu.allow_exec", .bool, default: .bool(false), "allow exec jobs (commands) on this node"),
+        ConfigKey("gpu.backend", .url(schemes: ["http", "https"]), default: .string(""),
+                  "local inference server (OpenAI-compatible or Ollama) for generate jobs"),
+        ConfigKey("gpus", .gpus, default: .gpus([]), "static GPU inventory used instead of nvidia-smi"),
+        // MARK: PostgreSQL monitor and events
+        ConfigKey("postgres.monitor", .string, default: .string(""), secret: true,
+                  "libpq connection string of the local server to watch; empty: no monitor"),
+        ConfigKey("events.redis", .url(schemes: ["redis"]), default: .string(""), secret: true,
+                  "Redis URL for the event stream; empty: no Redis fan-out"),
+    ]
+
+    /// The key with this path, if any.
+    public static func key(_ path: String) -> ConfigKey? { byPath[path] }
+
+    static let byPath: [String: ConfigKey] = Dictionary(uniqueKeysWithValues: keys.map { ($0.path, $0) })
+
+    /// Section names (`wireguard`, `heartbeat`, ...) that hold keys.
+    static let sections: Set<String> = Set(keys.compactMap { key in
+        key.path.firstIndex(of: ".").map { String(key.path[..<$0]) }
+    })
+}

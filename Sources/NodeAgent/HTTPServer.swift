@@ -1,0 +1,135 @@
+import AuroraAPI
+import Foundation
+import Hummingbird
+import Logging
+import Metrics
+import NIOCore
+import Prometheus
+
+/// An error the API answers with: a status and the JSON body `{"error": {"code", "message"}}`.
+struct APIError: Error {
+    let status: HTTPResponse.Status
+    let code: String
+    let message: String
+
+    static func unauthorized(_ message: String) -> APIError { APIError(status: .unauthorized, code: "unauthorized", message: message) }
+}
+
+/// The agent's HTTP API (Hummingbird), on loopback by default.
+public enum HTTPServer {
+    /// Builds the application; it is a `Service` and runs in the agent's `ServiceGroup`.
+    public static func application(state: AgentState, token: AdminToken, metrics: PrometheusCollectorRegistry?,
+                                   logger: Logger) -> some ApplicationProtocol {
+        let router = Router(context: BasicRequestContext.self)
+        router.middlewares.add(APIErrorMiddleware(logger: logger))
+        router.middlewares.add(BodyLimitMiddleware(maxBytes: state.config.maxBodyBytes))
+
+        router.get(RouterPath(Routes.health)) { _, _ -> Response in
+            let health = state.health
+            return try json(health, status: health.status == .ok ? .ok : .serviceUnavailable)
+        }
+        router.get(RouterPath(Routes.metrics)) { _, _ -> Response in
+            Gauge(label: "aurora_uptime_seconds").record(state.uptime)
+            var buffer = [UInt8]()
+            metrics?.emit(into: &buffer)
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
+        }
+        router.get(RouterPath(Routes.agent)) { request, _ -> Response in
+            try authorize(request, token: token)
+            let status = AgentStatus(
+                health: state.health, pid: getpid(), dataDir: state.config.dataDir, listen: state.config.listen.description,
+                startedAt: ISO8601DateFormatter().string(from: state.startedAt), identity: state.identity.publicIdentity,
+                meshID: state.meshID)
+            return try json(status, status: .ok)
+        }
+
+        let address = state.config.listen
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
+            onServerRunning: { channel in
+                logger.info("listening", metadata: ["nodeagent.address": "\(channel.localAddress?.description ?? address.description)"])
+            },
+            logger: logger)
+    }
+
+    /// Operator calls carry `Authorization: Bearer <token>`.
+    static func authorize(_ request: Request, token: AdminToken) throws {
+        guard let header = request.headers[.authorization] else {
+            throw APIError.unauthorized("this call needs the operator token (Authorization: Bearer …; aurora-cli reads DATA/admin.token)")
+        }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer", token.accepts(String(parts[1])) else {
+            throw APIError.unauthorized("the operator token is not valid for this agent")
+        }
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status) throws -> Response {
+        let data = try APICoding.encoder().encode(value)
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+// MARK: - Middleware
+
+/// Turns every error into `{"error": {"code", "message"}}` with the right status, and counts
+/// requests by method and status. Internal errors are logged, never shown.
+struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = ContinuousClock.now
+        let response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as APIError {
+            response = Self.render(status: error.status, code: error.code, message: error.message)
+        } catch let error as HTTPError {
+            let (code, message) = Self.describe(error, request: request)
+            response = Self.render(status: error.status, code: code, message: message)
+        } catch {
+            logger.error("request failed", metadata: ["nodeagent.path": "\(request.uri.path)", "nodeagent.error": "\(String(reflecting: type(of: error)))"])
+            response = Self.render(status: .internalServerError, code: "internal", message: "internal error; see the agent's log")
+        }
+        let dimensions = [("method", request.method.rawValue), ("status", String(response.status.code))]
+        Counter(label: "aurora_http_requests_total", dimensions: dimensions).increment()
+        Timer(label: "aurora_http_request_duration_seconds", dimensions: [("method", request.method.rawValue)])
+            .recordNanoseconds((ContinuousClock.now - started).milliseconds * 1_000_000)
+        return response
+    }
+
+    static func describe(_ error: HTTPError, request: Request) -> (String, String) {
+        switch error.status {
+        case .notFound: ("not_found", "no route for \(request.method.rawValue) \(request.uri.path)")
+        case .contentTooLarge: ("payload_too_large", error.body ?? "the request body is larger than allowed")
+        case .methodNotAllowed: ("method_not_allowed", "\(request.method.rawValue) is not allowed on \(request.uri.path)")
+        case .badRequest: ("bad_request", error.body ?? "the request is malformed")
+        default: (error.status.reasonPhrase.lowercased().replacingOccurrences(of: " ", with: "_"), error.body ?? error.status.reasonPhrase)
+        }
+    }
+
+    static func render(status: HTTPResponse.Status, code: String, message: String) -> Response {
+        let body = (try? APICoding.encoder().encode(ErrorResponse(code: code, message: message))) ?? Data("{}".utf8)
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// Refuses bodies over `http.max_body_bytes` with 413 before any handler sees them: at once
+/// from `Content-Length`, or while collecting a chunked body.
+struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
+    let maxBytes: Int
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let tooLarge = APIError(status: .contentTooLarge, code: "payload_too_large",
+                                message: "the request body is larger than \(maxBytes) bytes (http.max_body_bytes)")
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > maxBytes { throw tooLarge }
+        var request = request
+        do {
+            _ = try await request.collectBody(upTo: maxBytes)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw tooLarge
+        }
+        return try await next(request, context)
+    }
+}

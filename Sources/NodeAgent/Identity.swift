@@ -1,0 +1,127 @@
+import AuroraAPI
+import Foundation
+import Logging
+import Secrets
+
+/// The node's keys, generated with libsodium on first start and reused on every later start:
+/// the WireGuard key pair, the Ed25519 key that signs its requests, and the X25519 key that
+/// secrets are sealed to. Files live in `DATA/keys/`, every one 0600.
+public struct NodeIdentity: Sendable {
+    public let wireguard: WireGuardPrivateKey
+    public let signing: SigningKey
+    public let box: BoxKey
+
+    /// The public half, as the API shows it.
+    public var publicIdentity: AgentStatus.Identity {
+        AgentStatus.Identity(wireguardPublicKey: wireguard.publicKey.base64, signPublicKey: signing.publicKey.base64,
+                             boxPublicKey: box.publicKey.base64)
+    }
+
+    /// Loads the keys in `directory`, creating any that are missing. A key file that exists but
+    /// does not parse is an error: it is never silently replaced.
+    public static func loadOrCreate(in directory: String, logger: Logger) throws(AgentError) -> NodeIdentity {
+        try DataDirectory.createDirectory(directory, mode: 0o700, what: "key directory")
+        chmod(directory, 0o700)
+        let wireguard = try key(directory, "wireguard", logger: logger, parse: WireGuardPrivateKey.init(base64:),
+                                generate: WireGuardPrivateKey.generate, encode: { $0.base64() }, publicKey: { $0.publicKey })
+        let signing = try key(directory, "sign", logger: logger, parse: SigningKey.init(base64Seed:),
+                              generate: SigningKey.generate, encode: { $0.base64Seed() }, publicKey: { $0.publicKey })
+        let box = try key(directory, "box", logger: logger, parse: BoxKey.init(base64:),
+                          generate: BoxKey.generate, encode: { $0.base64() }, publicKey: { $0.publicKey })
+        return NodeIdentity(wireguard: wireguard, signing: signing, box: box)
+    }
+
+    private static func key<Key>(
+        _ directory: String, _ name: String, logger: Logger,
+        parse: (String) throws(SecretsError) -> Key, generate: () -> Key, encode: (Key) -> String, publicKey: (Key) -> PublicKey
+    ) throws(AgentError) -> Key {
+        let privatePath = "\(directory)/\(name).key"
+        let publicPath = "\(directory)/\(name).pub"
+        if let text = try SecureFile.read(privatePath) {
+            if let mode = SecureFile.mode(privatePath), mode & 0o077 != 0 {
+                chmod(privatePath, 0o600)
+                logger.warning("key file was readable by others; tightened to 0600", metadata: ["nodeagent.file": "\(privatePath)"])
+            }
+            let key: Key
+            do {
+                key = try parse(text)
+            } catch {
+                throw AgentError(.identity, "\(privatePath) is not a valid key (\(error.message)); restore it from a backup or remove it to make a new identity")
+            }
+            let derived = publicKey(key).base64
+            if (try? SecureFile.read(publicPath))?.trimmingCharacters(in: .whitespacesAndNewlines) != derived {
+                try SecureFile.write(derived + "\n", to: publicPath)
+            }
+            return key
+        }
+        let key = generate()
+        try SecureFile.write(encode(key) + "\n", to: privatePath)
+        try SecureFile.write(publicKey(key).base64 + "\n", to: publicPath)
+        logger.info("generated key", metadata: ["nodeagent.key": "\(name)", "nodeagent.public_key": "\(publicKey(key).base64)"])
+        return key
+    }
+}
+
+/// The operator token: created on first start, written once in clear to `DATA/admin.token`
+/// (0600) for the operator, and kept only as a SHA-256 hash by the agent.
+public struct AdminToken: Sendable {
+    private let hash: [UInt8]
+
+    /// Loads the hash, or creates the token on first start.
+    public static func loadOrCreate(dataDir: String, keysDir: String, logger: Logger) throws(AgentError) -> AdminToken {
+        let hashPath = keysDir + "/admin.token.sha256"
+        if let hex = try SecureFile.read(hashPath) {
+            guard let hash = Hex.decode(hex.trimmingCharacters(in: .whitespacesAndNewlines)), hash.count == 32 else {
+                throw AgentError(.identity, "\(hashPath) is not a SHA-256 hash; remove it to issue a new operator token")
+            }
+            return AdminToken(hash: hash)
+        }
+        let token = "aur_" + Hex.encode(Crypto.randomBytes(32))
+        let hash = Crypto.sha256(Array(token.utf8))
+        try SecureFile.write(Hex.encode(hash) + "\n", to: hashPath)
+        try SecureFile.write(token + "\n", to: dataDir + "/" + Defaults.adminTokenFile)
+        logger.info("created operator token", metadata: ["nodeagent.file": "\(dataDir)/\(Defaults.adminTokenFile)"])
+        return AdminToken(hash: hash)
+    }
+
+    /// Whether `presented` is the token (constant time).
+    public func accepts(_ presented: String) -> Bool {
+        Crypto.constantTimeEquals(Crypto.sha256(Array(presented.utf8)), hash)
+    }
+}
+
+/// Lower-case hexadecimal.
+enum Hex {
+    static func encode(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.count * 2)
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func decode(_ text: String) -> [UInt8]? {
+        let chars = Array(text.utf8)
+        guard chars.count % 2 == 0 else { return nil }
+        func value(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+            default: nil
+            }
+        }
+        var out = [UInt8]()
+        out.reserveCapacity(chars.count / 2)
+        var index = 0
+        while index < chars.count {
+            guard let high = value(chars[index]), let low = value(chars[index + 1]) else { return nil }
+            out.append(high << 4 | low)
+            index += 2
+        }
+        return out
+    }
+}

@@ -1,0 +1,225 @@
+import AuroraAPI
+import Foundation
+import Logging
+import Mesh
+
+/// Everything that goes into resolving a node's configuration. Pure data, so resolution is a
+/// pure function and tested without files or a process environment.
+public struct ConfigInputs: Sendable {
+    /// The profile file's layer (lowest precedence but defaults).
+    public var profile: ConfigLayer
+    /// The node file's layer (`--config FILE`), if any.
+    public var nodeFile: ConfigLayer?
+    /// The process environment.
+    public var environment: [String: String]
+    /// Values given as flags, by key path (`data_dir` for `--data-dir`).
+    public var flags: [String: String]
+    /// The host name, for the default node name.
+    public var hostName: String
+    /// For relative paths in flags and variables.
+    public var workingDirectory: String
+
+    public init(profile: ConfigLayer, nodeFile: ConfigLayer? = nil, environment: [String: String] = [:],
+                flags: [String: String] = [:], hostName: String, workingDirectory: String) {
+        self.profile = profile
+        self.nodeFile = nodeFile
+        self.environment = environment
+        self.flags = flags
+        self.hostName = hostName
+        self.workingDirectory = workingDirectory
+    }
+}
+
+/// Every key with its value and where the value came from, in schema order.
+public struct ResolvedConfig: Sendable {
+    /// One resolved key.
+    public struct Entry: Sendable {
+        public let key: ConfigKey
+        public let value: ConfigValue
+        public let source: ConfigSource
+    }
+
+    public let entries: [Entry]
+
+    /// The value of `path`; every schema key has one after resolution.
+    public subscript(path: String) -> ConfigValue {
+        entries.first { $0.key.path == path }!.value
+    }
+
+    /// The source of `path`.
+    public func source(of path: String) -> ConfigSource {
+        entries.first { $0.key.path == path }!.source
+    }
+
+    /// Resolves flags > environment > node file > profile > default, parsing and validating
+    /// each value where it came from.
+    public static func resolve(_ inputs: ConfigInputs) throws(AgentError) -> ResolvedConfig {
+        var entries: [Entry] = []
+        for key in ConfigSchema.keys {
+            var resolved: (ConfigValue, ConfigSource)
+            if let text = inputs.flags[key.path] {
+                let flag = key.flag ?? "--\(key.path)"
+                resolved = (try key.kind.parse(text, key: key.path, origin: "flag \(flag)"), .flag(flag))
+            } else if let variable = key.environment, let text = inputs.environment[variable], !text.isEmpty {
+                resolved = (try key.kind.parse(text, key: key.path, origin: "environment \(variable)"), .environment(variable))
+            } else if let fromFile = inputs.nodeFile?.values[key.path] {
+                resolved = fromFile
+            } else if let fromProfile = inputs.profile.values[key.path] {
+                resolved = fromProfile
+            } else if let value = key.defaultValue {
+                resolved = (value, .defaultValue)
+            } else if key.path == "name" {
+                guard let name = NodeName.fromHostName(inputs.hostName) else {
+                    throw AgentError(.config, "the host name '\(inputs.hostName)' makes no valid node name; set NODE_NAME or --name")
+                }
+                resolved = (.string(name.value), .computed("host name"))
+            } else {
+                throw AgentError(.config, "'\(key.path)' is not set; the profile should set it\(key.environment.map { " (or set \($0))" } ?? "")")
+            }
+            if case .path = key.kind, case .string(let path) = resolved.0, !path.hasPrefix("/") {
+                resolved.0 = .string(URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: inputs.workingDirectory, isDirectory: true)).standardizedFileURL.path)
+            }
+            entries.append(Entry(key: ConfigSchema.key(key.path)!, value: resolved.0, source: resolved.1))
+        }
+        let config = ResolvedConfig(entries: entries)
+        try config.validateTogether()
+        return config
+    }
+
+    /// Rules that span keys.
+    private func validateTogether() throws(AgentError) {
+        if case .int(let suspect) = self["heartbeat.suspect_after"], case .int(let dead) = self["heartbeat.dead_after"], dead <= suspect {
+            throw AgentError(.config, "'heartbeat.dead_after' (\(dead), \(source(of: "heartbeat.dead_after"))) must be greater than 'heartbeat.suspect_after' (\(suspect), \(source(of: "heartbeat.suspect_after")))")
+        }
+    }
+
+    // MARK: Printing
+
+    /// The value as `nodeagent config` shows it: secrets redacted.
+    public func displayValue(_ entry: Entry) -> String {
+        let text: String
+        switch entry.value {
+        case .string(let s): text = s
+        case .int(let i): text = String(i)
+        case .double(let d): text = d == d.rounded() ? String(Int(d)) : String(d)
+        case .bool(let b): text = String(b)
+        case .map(let m): text = m.isEmpty ? "{}" : "{" + m.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + "}"
+        case .gpus(let g): text = g.isEmpty ? "[]" : g.map { "\($0.index): \($0.name) \($0.memoryTotalMB) MB" }.joined(separator: "; ")
+        }
+        return entry.key.secret ? Redaction.redact(text) : text
+    }
+
+    /// A table: key, value, source.
+    public func renderTable() -> String {
+        let width = (entries.map(\.key.path.count).max() ?? 0) + 2
+        let values = entries.map { displayValue($0) }
+        let valueWidth = min((values.map(\.count).max() ?? 0) + 2, 48)
+        return zip(entries, values).map { entry, value in
+            let keyColumn = entry.key.path.padding(toLength: width, withPad: " ", startingAt: 0)
+            let shown = value.isEmpty ? "\"\"" : value
+            let valueColumn = shown.count >= valueWidth ? shown + "  " : shown.padding(toLength: valueWidth, withPad: " ", startingAt: 0)
+            return keyColumn + valueColumn + entry.source.description
+        }.joined(separator: "\n")
+    }
+
+    /// JSON: `{"key": {"value": ..., "source": "...", "secret": bool}}`, secrets redacted.
+    public func renderJSON() -> String {
+        var object: [String: Any] = [:]
+        for entry in entries {
+            let value: Any
+            switch entry.value {
+            case .string: value = displayValue(entry)
+            case .int(let i): value = i
+            case .double(let d): value = d
+            case .bool(let b): value = b
+            case .map(let m): value = m
+            case .gpus(let g): value = g.map { ["index": $0.index, "uuid": $0.uuid, "name": $0.name, "memory_total_mb": $0.memoryTotalMB,
+                                                  "memory_used_mb": $0.memoryUsedMB, "utilization_pct": $0.utilizationPct] as [String: Any] }
+            }
+            object[entry.key.path] = ["value": value, "source": entry.source.description, "doc": entry.key.doc]
+        }
+        let data = try! JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// Hides secret values: whole tokens, and the password inside URLs and libpq strings.
+public enum Redaction {
+    public static let marker = "<redacted>"
+
+    public static func redact(_ text: String) -> String {
+        guard !text.isEmpty else { return text }
+        if let schemeEnd = text.range(of: "://") {
+            // scheme://user:password@host → scheme://user:<redacted>@host
+            let rest = text[schemeEnd.upperBound...]
+            guard let at = rest.firstIndex(of: "@") else { return redactConninfo(text) }
+            let userinfo = rest[..<at]
+            let user = userinfo.split(separator: ":", maxSplits: 1).first.map(String.init) ?? ""
+            let hidden = userinfo.contains(":") ? "\(user):\(marker)" : user
+            return redactConninfo(String(text[..<schemeEnd.upperBound]) + hidden + String(rest[at...]))
+        }
+        if text.contains("=") { return redactConninfo(text) }
+        return marker
+    }
+
+    /// `password=...` in a libpq keyword string or URL query.
+    private static func redactConninfo(_ text: String) -> String {
+        guard let regex = try? NSRegularExpression(pattern: "(password\\s*=\\s*)('[^']*'|[^\\s&]+)", options: [.caseInsensitive]) else { return marker }
+        let range = NSRange(text.startIndex..., in: text)
+        return regex.stringByReplacingMatches(in: text, range: range, withTemplate: "$1\(marker)")
+    }
+}
+
+// MARK: - Typed configuration
+
+/// The validated, immutable configuration of one agent, passed down to every component.
+public struct NodeConfig: Sendable {
+    public let role: NodeRole
+    public let name: String
+    public let company: String
+    public let labels: [String: String]
+    public let dataDir: String
+    public let listen: HostPort
+    /// The lead's URL, when this node is not the lead.
+    public let lead: String?
+    public let joinToken: String?
+    /// An external store's URL; nil for the managed cluster.
+    public let storeURL: String?
+    public let storeRunAs: String
+    public let pgBinDirectory: String?
+    public let maxBodyBytes: Int
+    public let logLevel: Logger.Level
+    public let gpus: [GPUInventoryEntry]
+    /// The profile file that was used.
+    public let profileFile: String
+    /// All keys with their sources, for `nodeagent config`.
+    public let resolved: ResolvedConfig
+
+    public init(resolved: ResolvedConfig, profileFile: String) {
+        func string(_ path: String) -> String {
+            guard case .string(let value) = resolved[path] else { preconditionFailure("\(path) is not a string key") }
+            return value
+        }
+        func int(_ path: String) -> Int {
+            guard case .int(let value) = resolved[path] else { preconditionFailure("\(path) is not an integer key") }
+            return value
+        }
+        func nonEmpty(_ path: String) -> String? { string(path).isEmpty ? nil : string(path) }
+        self.role = NodeRole(rawValue: string("role"))!
+        self.name = string("name")
+        self.company = string("company")
+        if case .map(let labels) = resolved["labels"] { self.labels = labels } else { self.labels = [:] }
+        self.dataDir = string("data_dir")
+        self.listen = try! HostPort(parsing: string("listen"))  // validated by the schema
+        self.lead = nonEmpty("lead")
+        self.joinToken = nonEmpty("join_token")
+        self.storeURL = nonEmpty("store.url")
+        self.storeRunAs = string("store.run_as")
+        self.pgBinDirectory = nonEmpty("store.pg_bin")
+        self.maxBodyBytes = int("http.max_body_bytes")
+        self.logLevel = Logger.Level(rawValue: string("log.level")) ?? .info
+        if case .gpus(let gpus) = resolved["gpus"] { self.gpus = gpus } else { self.gpus = [] }
+        self.profileFile = profileFile
+        self.resolved = resolved
+    }
+}

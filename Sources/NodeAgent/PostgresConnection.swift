@@ -1,0 +1,94 @@
+import CLibPQ
+import Foundation
+
+/// Rows of a query, in text form.
+public struct QueryResult: Sendable {
+    public var columns: [String]
+    public var rows: [[String?]]
+
+    /// The first column of the first row.
+    public var scalar: String? { rows.first?.first ?? nil }
+}
+
+/// One libpq connection. Owns its `PGconn` and closes it in `deinit`.
+///
+/// Every call blocks; ``Store`` makes all calls from its own single thread, never from Swift's
+/// cooperative pool.
+final class PostgresConnection: @unchecked Sendable {  // owns a PGconn; used by one thread at a time (Store's)
+    private let connection: OpaquePointer
+
+    /// Connects with a libpq URL or keyword string; PG* environment variables apply as in psql.
+    /// The connection string is never part of an error (it may hold a password).
+    init(conninfo: String, connectTimeoutSeconds: Int = 5) throws(AgentError) {
+        let keywords = ["connect_timeout", "application_name", "dbname"]
+        let values = [String(connectTimeoutSeconds), "nodeagent", conninfo]
+        let connection: OpaquePointer? = withCStrings(keywords) { keywordPointers in
+            withCStrings(values) { valuePointers in
+                PQconnectdbParams(keywordPointers, valuePointers, 1)
+            }
+        }
+        guard let connection else { throw AgentError(.store, "libpq could not allocate a connection") }
+        guard PQstatus(connection) == CONNECTION_OK else {
+            let message = Self.message(connection)
+            PQfinish(connection)
+            throw AgentError(.store, "cannot connect to PostgreSQL: \(message)")
+        }
+        self.connection = connection
+    }
+
+    deinit {
+        PQfinish(connection)
+    }
+
+    /// Whether the connection is still usable.
+    var isConnected: Bool { PQstatus(connection) == CONNECTION_OK }
+
+    /// Runs one statement with text parameters (`$1`, `$2`, ...).
+    func execute(_ sql: String, _ parameters: [String?] = []) throws(AgentError) -> QueryResult {
+        let result: OpaquePointer? = withOptionalCStrings(parameters) { pointers in
+            PQexecParams(connection, sql, Int32(parameters.count), nil, pointers, nil, nil, 0)
+        }
+        guard let result else { throw AgentError(.store, "query failed: \(Self.message(connection))") }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            return QueryResult(columns: [], rows: [])
+        case PGRES_TUPLES_OK:
+            let rowCount = PQntuples(result), columnCount = PQnfields(result)
+            let columns = (0..<columnCount).map { String(cString: PQfname(result, $0)) }
+            var rows: [[String?]] = []
+            rows.reserveCapacity(Int(rowCount))
+            for row in 0..<rowCount {
+                rows.append((0..<columnCount).map { column in
+                    PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
+                })
+            }
+            return QueryResult(columns: columns, rows: rows)
+        default:
+            let message = PQresultErrorMessage(result).map { String(cString: $0) } ?? "unknown error"
+            throw AgentError(.store, "query failed: \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+
+    /// The server's version number, e.g. 150018.
+    var serverVersion: Int { Int(PQserverVersion(connection)) }
+
+    private static func message(_ connection: OpaquePointer) -> String {
+        let text = PQerrorMessage(connection).map { String(cString: $0) } ?? "unknown error"
+        return text.split(separator: "\n").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? "unknown error"
+    }
+}
+
+/// Calls `body` with a NULL-terminated array of C strings that live for the call.
+private func withCStrings<R>(_ strings: [String], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    let pointers = strings.map { strdup($0) }
+    defer { pointers.forEach { free($0) } }
+    return body(pointers.map { UnsafePointer($0) } + [nil])
+}
+
+/// Like `withCStrings`, with NULL for nil (SQL NULL parameters).
+private func withOptionalCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    let pointers = strings.map { $0.map { strdup($0) } ?? nil }
+    defer { pointers.forEach { free($0) } }
+    return body(pointers.map { UnsafePointer($0) })
+}

@@ -1,0 +1,89 @@
+import Foundation
+import NIOPosix
+
+/// What a finished child process left behind.
+struct ProcessResult: Sendable {
+    var status: Int32
+    /// stdout and stderr together, trimmed.
+    var output: String
+
+    /// The last non-empty line of the output, for one-line errors.
+    var lastLine: String {
+        output.split(separator: "\n").last.map { String($0).trimmingCharacters(in: .whitespaces) } ?? "no output"
+    }
+}
+
+/// Runs short-lived helper programs (initdb, pg_ctl, runuser) without blocking Swift's
+/// cooperative pool: the wait happens on a NIO thread-pool thread.
+enum ProcessRunner {
+    /// Runs `executable` with `arguments`; as `user` (through runuser) when given and the agent
+    /// runs as root. Output goes through an unlinked temporary file, so a daemon the child leaves
+    /// behind (pg_ctl start) cannot hold a pipe open.
+    static func run(_ executable: String, _ arguments: [String], asUser user: String? = nil,
+                    environment: [String: String]? = nil) async throws(AgentError) -> ProcessResult {
+        var program = executable
+        var argv = arguments
+        if let user, geteuid() == 0 {
+            guard let runuser = ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"].first(where: FileManager.default.isExecutableFile(atPath:)) else {
+                throw AgentError(.process, "runuser not found; it is needed to run \((executable as NSString).lastPathComponent) as '\(user)'")
+            }
+            program = runuser
+            argv = ["-u", user, "--", executable] + arguments
+        }
+        let finalProgram = program, finalArguments = argv
+        do {
+            return try await NIOThreadPool.singleton.runIfActive { () throws(AgentError) in
+                try runBlocking(finalProgram, finalArguments, environment: environment)
+            }
+        } catch let error as AgentError {
+            throw error
+        } catch {
+            throw AgentError(.process, "cannot run \((executable as NSString).lastPathComponent): \(error)")
+        }
+    }
+
+    /// posix_spawn and a blocking waitpid for exactly this child, on a thread-pool thread.
+    private static func runBlocking(_ program: String, _ arguments: [String], environment: [String: String]?) throws(AgentError) -> ProcessResult {
+        let outputPath = NSTemporaryDirectory() + "nodeagent-\(getpid())-\(UUID().uuidString).out"
+        let outputFD = open(outputPath, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0o600)
+        guard outputFD >= 0 else { throw AgentError(.process, "cannot create \(outputPath): \(String(cString: strerror(errno)))") }
+        unlink(outputPath)  // the descriptor keeps it; nothing is left behind
+        defer { close(outputFD) }
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, outputFD, 1)
+        posix_spawn_file_actions_adddup2(&actions, outputFD, 2)
+
+        // Run from "/" so a working directory the child's user cannot enter (root's home, for
+        // the postgres user) never matters: `sh -c 'cd / && exec "$@"' sh PROGRAM ARGS...`.
+        let argv = (["/bin/sh", "-c", "cd / && exec \"$@\"", "sh", program] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let environmentPairs = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { environmentPairs.forEach { free($0) } }
+
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, "/bin/sh", &actions, nil, argv, environmentPairs)
+        guard spawned == 0 else {
+            throw AgentError(.process, "cannot start \(program): \(String(cString: strerror(spawned)))")
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            guard errno == EINTR else { throw AgentError(.process, "waiting for \(program) failed: \(String(cString: strerror(errno)))") }
+        }
+        let exitCode: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+
+        var output = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        lseek(outputFD, 0, SEEK_SET)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(outputFD, $0.baseAddress!, $0.count) }
+            if n <= 0 { break }
+            output.append(contentsOf: buffer[0..<n])
+            if output.count > 1 << 20 { break }
+        }
+        return ProcessResult(status: exitCode, output: String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+
+/// Finds profile files: `--profile NAME` names `NAME.yaml` in the first directory that has it,
+/// or is a path to a YAML file itself.
+public enum ProfileLocator {
+    /// The directories searched, in order.
+    public static func searchDirectories(profilesDir: String?, environment: [String: String], executable: String) -> [String] {
+        var directories: [String] = []
+        if let profilesDir { directories.append(profilesDir) }
+        if let fromEnvironment = environment["AURORA_PROFILES_DIR"], !fromEnvironment.isEmpty { directories.append(fromEnvironment) }
+        directories.append("/etc/aurora/profiles")
+        // Installed layout (/usr/local/bin/nodeagent → /usr/local/share/aurora/profiles), then a
+        // source checkout (…/.build/debug/nodeagent → …/profiles).
+        var directory = URL(fileURLWithPath: executable).resolvingSymlinksInPath().deletingLastPathComponent()
+        directories.append(directory.deletingLastPathComponent().appendingPathComponent("share/aurora/profiles").path)
+        for _ in 0..<5 {
+            directory = directory.deletingLastPathComponent()
+            let candidate = directory.appendingPathComponent("profiles").path
+            if FileManager.default.fileExists(atPath: candidate + "/lead.yaml") { directories.append(candidate) }
+        }
+        return directories
+    }
+
+    /// The file for `profile`, or an error listing where it looked.
+    public static func locate(_ profile: String, profilesDir: String?, environment: [String: String], executable: String) throws(AgentError) -> String {
+        if profile.contains("/") || profile.hasSuffix(".yaml") || profile.hasSuffix(".yml") {
+            guard FileManager.default.fileExists(atPath: profile) else {
+                throw AgentError(.profileNotFound, "profile file '\(profile)' does not exist")
+            }
+            return profile
+        }
+        guard !profile.isEmpty, profile.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+            throw AgentError(.profileNotFound, "'\(profile)' is not a profile name; use lead, compute, edge or a path to a YAML file")
+        }
+        let directories = searchDirectories(profilesDir: profilesDir, environment: environment, executable: executable)
+        for directory in directories {
+            let candidate = (directory as NSString).appendingPathComponent(profile + ".yaml")
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
+        }
+        throw AgentError(.profileNotFound, "profile '\(profile)' not found; looked for \(profile).yaml in \(directories.joined(separator: ", "))")
+    }
+}
+
+/// Loading the whole configuration from files and the process.
+public enum ConfigLoader {
+    /// What `nodeagent` was asked for on its command line.
+    public struct Request: Sendable {
+        public var profile: String?
+        public var profilesDir: String?
+        public var configFile: String?
+        public var flags: [String: String]
+
+        public init(profile: String?, profilesDir: String?, configFile: String?, flags: [String: String]) {
+            self.profile = profile
+            self.profilesDir = profilesDir
+            self.configFile = configFile
+            self.flags = flags
+        }
+    }
+
+    /// Locates and reads the profile and node file, then resolves every key.
+    public static func load(_ request: Request, environment: [String: String] = ProcessInfo.processInfo.environment,
+                            executable: String = CommandLine.arguments[0]) throws(AgentError) -> NodeConfig {
+        guard let profile = request.profile ?? environment["AURORA_PROFILE"].flatMap({ $0.isEmpty ? nil : $0 }) ?? environment["NODE_ROLE"].flatMap({ $0.isEmpty ? nil : $0 }) else {
+            throw AgentError(.profileNotFound, "no profile given; pass --profile lead|compute|edge (or set NODE_ROLE)")
+        }
+        let executablePath = executable.contains("/") ? executable : (Self.which(executable) ?? executable)
+        let profileFile = try ProfileLocator.locate(profile, profilesDir: request.profilesDir, environment: environment, executable: executablePath)
+        let profileLayer = try ConfigFile.load(path: profileFile, kind: .profile)
+        let nodeLayer: ConfigLayer?
+        if let file = request.configFile ?? environment["AURORA_CONFIG"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            nodeLayer = try ConfigFile.load(path: file, kind: .nodeFile)
+        } else {
+            nodeLayer = nil
+        }
+        let inputs = ConfigInputs(profile: profileLayer, nodeFile: nodeLayer, environment: environment, flags: request.flags,
+                                  hostName: ProcessInfo.processInfo.hostName, workingDirectory: FileManager.default.currentDirectoryPath)
+        return NodeConfig(resolved: try ResolvedConfig.resolve(inputs), profileFile: profileFile)
+    }
+
+    static func which(_ program: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        return path.split(separator: ":").map { "\($0)/\(program)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+}

@@ -1,0 +1,132 @@
+import Foundation
+import Logging
+import NIOPosix
+
+/// The lead's store: PostgreSQL through libpq, every blocking call on the store's own thread.
+///
+/// A single connection serves the lead; calls queue on one thread in arrival order.
+public actor Store {
+    private let conninfo: String
+    private let thread: NIOThreadPool
+    private var connection: PostgresConnection?
+    private let logger: Logger
+
+    /// A store that will connect to `conninfo` (a URL or libpq keyword string; never logged).
+    public init(conninfo: String, logger: Logger) {
+        self.conninfo = conninfo
+        self.logger = logger
+        self.thread = NIOThreadPool(numberOfThreads: 1)
+        self.thread.start()
+    }
+
+    /// Connects, replacing a broken connection.
+    public func connect() async throws(AgentError) {
+        let conninfo = self.conninfo
+        connection = try await onStoreThread { () throws(AgentError) in try PostgresConnection(conninfo: conninfo) }
+    }
+
+    /// Runs one statement with text parameters.
+    @discardableResult
+    public func query(_ sql: String, _ parameters: [String?] = []) async throws(AgentError) -> QueryResult {
+        guard let connection else { throw AgentError(.store, "the store is not connected") }
+        return try await onStoreThread { () throws(AgentError) in try connection.execute(sql, parameters) }
+    }
+
+    /// Runs `statements` in one transaction on the store thread, rolling back on error.
+    public func transaction(_ statements: [(String, [String?])]) async throws(AgentError) {
+        guard let connection else { throw AgentError(.store, "the store is not connected") }
+        try await onStoreThread { () throws(AgentError) in
+            _ = try connection.execute("BEGIN")
+            do throws(AgentError) {
+                for (sql, parameters) in statements { _ = try connection.execute(sql, parameters) }
+                _ = try connection.execute("COMMIT")
+            } catch {
+                _ = try? connection.execute("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    /// Whether a trivial query answers now.
+    public func ping() async -> Bool {
+        guard let connection else { return false }
+        return (try? await onStoreThread { () throws(AgentError) in try connection.execute("SELECT 1") }) != nil
+    }
+
+    /// Closes the connection and stops the store thread.
+    public func close() async {
+        let connection = self.connection
+        self.connection = nil
+        _ = try? await onStoreThread { () throws(AgentError) in withExtendedLifetime(connection) {} }  // PQfinish on the store thread
+        try? await thread.shutdownGracefully()
+    }
+
+    private func onStoreThread<R: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> R) async throws(AgentError) -> R {
+        do {
+            return try await thread.runIfActive { try body() }
+        } catch let error as AgentError {
+            throw error
+        } catch {
+            throw AgentError(.store, "the store thread is not running")
+        }
+    }
+}
+
+// MARK: - Migrations
+
+/// One versioned schema change. Versions only grow; a released migration never changes.
+public struct Migration: Sendable {
+    public let version: Int
+    public let name: String
+    public let sql: String
+}
+
+/// The schema, in order. Later subsystems append their migrations here.
+public enum Migrations {
+    public static let all: [Migration] = [
+        Migration(version: 1, name: "mesh", sql: """
+            CREATE TABLE mesh (
+                singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                mesh_id    uuid NOT NULL,
+                lead_name  text NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now()
+            )
+            """),
+    ]
+
+    /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate
+    /// one after the other.
+    static let lockKey = "7420170001"
+
+    /// Applies what is missing, each migration in its own transaction; returns the schema version.
+    @discardableResult
+    public static func run(on store: Store, logger: Logger) async throws(AgentError) -> Int {
+        try await store.query("SELECT pg_advisory_lock($1)", [lockKey])
+        do throws(AgentError) {
+            try await store.query("""
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version    integer PRIMARY KEY,
+                    name       text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )
+                """)
+            let applied = Set(try await store.query("SELECT version FROM schema_migrations").rows.compactMap { $0[0].flatMap(Int.init) })
+            let known = all.map(\.version).max() ?? 0
+            if let newest = applied.max(), newest > known {
+                throw AgentError(.store, "the store's schema version \(newest) is newer than this nodeagent knows (\(known)); upgrade nodeagent")
+            }
+            for migration in all where !applied.contains(migration.version) {
+                try await store.transaction([
+                    (migration.sql, []),
+                    ("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", [String(migration.version), migration.name]),
+                ])
+                logger.info("applied schema migration", metadata: ["nodeagent.migration": "\(migration.version) \(migration.name)"])
+            }
+            _ = try? await store.query("SELECT pg_advisory_unlock($1)", [lockKey])
+            return known
+        } catch {
+            _ = try? await store.query("SELECT pg_advisory_unlock($1)", [lockKey])
+            throw error
+        }
+    }
+}

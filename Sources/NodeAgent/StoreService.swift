@@ -1,0 +1,133 @@
+import AsyncAlgorithms
+import Foundation
+import Logging
+import Metrics
+import ServiceLifecycle
+
+/// Owns the lead's store for the agent's lifetime: starts (or reuses) the managed cluster or
+/// connects to the external one, runs migrations, watches the connection every two seconds,
+/// and on shutdown closes the connection and stops the managed cluster.
+final class StoreService: Service {
+    let store: Store
+    let managed: ManagedPostgres?
+    let state: AgentState
+    let logger: Logger
+    private let up = Gauge(label: "aurora_store_up")
+
+    init(config: NodeConfig, state: AgentState, logger: Logger) throws(AgentError) {
+        var logger = logger
+        logger[metadataKey: "nodeagent.subsystem"] = "store"
+        if let url = config.storeURL {
+            self.managed = nil
+            self.store = Store(conninfo: url, logger: logger)
+        } else {
+            let managed = try ManagedPostgres(dataDir: config.dataDir, binDirectory: config.pgBinDirectory, runAs: config.storeRunAs, logger: logger)
+            self.managed = managed
+            self.store = Store(conninfo: managed.conninfo, logger: logger)
+        }
+        self.state = state
+        self.logger = logger
+    }
+
+    func run() async throws {
+        do {
+            try await startUp()
+        } catch {
+            state.updateStore { $0.state = .failed; $0.message = error.message }
+            await shutDown()
+            throw error
+        }
+        // Ends on graceful shutdown or cancellation; either way the store stops cleanly below.
+        for await _ in AsyncTimerSequence(interval: .seconds(2), clock: .continuous).cancelOnGracefulShutdown() {
+            await watch()
+        }
+        await shutDown()
+    }
+
+    /// Managed: start or reuse the cluster (fatal on failure). External: retry the connection
+    /// with backoff until it answers; the agent keeps serving meanwhile.
+    private func startUp() async throws(AgentError) {
+        let started = ContinuousClock.now
+        if let managed {
+            _ = try await managed.start()
+            try await runOnPool { () throws(AgentError) in try managed.createDatabaseIfNeeded() }
+            try await store.connect()
+        } else {
+            var delay = Duration.milliseconds(250)
+            while true {
+                do {
+                    try await store.connect()
+                    break
+                } catch {
+                    state.updateStore { $0.state = .failed; $0.message = error.message }
+                    logger.warning("store not reachable; retrying", metadata: ["nodeagent.error": "\(error.message)", "nodeagent.retry_ms": "\(delay.milliseconds)"])
+                    let wait = delay
+                    do {
+                        try await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
+                    } catch {
+                        throw AgentError(.store, "stopped before the store answered")
+                    }
+                    delay = min(delay * 2, .seconds(5))
+                }
+            }
+        }
+        let version = try await Migrations.run(on: store, logger: logger)
+        let meshID = try await ensureMeshRow()
+        state.setMeshID(meshID)
+        state.updateStore { $0 = .init(state: .ok, mode: $0.mode, schemaVersion: version, message: nil) }
+        up.record(1)
+        logger.info("store ready", metadata: ["nodeagent.schema": "\(version)", "nodeagent.ms": "\((ContinuousClock.now - started).milliseconds)"])
+    }
+
+    private func ensureMeshRow() async throws(AgentError) -> String {
+        try await store.query("INSERT INTO mesh (mesh_id, lead_name) VALUES ($1, $2) ON CONFLICT (singleton) DO NOTHING",
+                              [UUID().uuidString.lowercased(), state.config.name])
+        guard let id = try await store.query("SELECT mesh_id FROM mesh").scalar else {
+            throw AgentError(.store, "the mesh row is missing after insert")
+        }
+        return id
+    }
+
+    /// One health probe; reconnects (and restarts a managed server that died) when it fails.
+    private func watch() async {
+        if await store.ping() {
+            if state.store.state != .ok {
+                state.updateStore { $0.state = .ok; $0.message = nil }
+                logger.notice("store reachable again")
+            }
+            up.record(1)
+            return
+        }
+        up.record(0)
+        state.updateStore { $0.state = .failed; $0.message = "store connection lost; reconnecting" }
+        logger.error("store connection lost; reconnecting")
+        do {
+            if let managed, !(await managed.isRunning()) { _ = try await managed.start() }
+            try await store.connect()
+            state.updateStore { $0.state = .ok; $0.message = nil }
+            up.record(1)
+            logger.notice("store reconnected")
+        } catch {
+            state.updateStore { $0.message = error.message }
+        }
+    }
+
+    private func shutDown() async {
+        state.updateStore { $0.state = .stopping }
+        await store.close()
+        if let managed {
+            do { try await managed.stop() } catch { logger.error("could not stop the managed PostgreSQL", metadata: ["nodeagent.error": "\(error.message)"]) }
+        }
+        up.record(0)
+    }
+
+    private func runOnPool<R: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> R) async throws(AgentError) -> R {
+        do {
+            return try await NIOThreadPoolRunner.run(body)
+        } catch let error as AgentError {
+            throw error
+        } catch {
+            throw AgentError(.store, "\(error)")
+        }
+    }
+}
