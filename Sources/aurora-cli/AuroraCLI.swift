@@ -1,0 +1,113 @@
+import ArgumentParser
+import AuroraAPI
+import Foundation
+
+/// `aurora-cli`: the operator's tool. It talks to the local agent over HTTP only, through the
+/// AuroraAPI types; it links no C library and not the daemon.
+@main
+struct AuroraCLI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "aurora-cli",
+        abstract: "Operate an Aurora mesh through the local nodeagent.",
+        discussion: """
+            The agent is http://127.0.0.1:9999 unless --agent or AURORA_AGENT says otherwise.
+            The operator token comes from --token, AURORA_TOKEN, or DATA/admin.token
+            (DATA: --data-dir, AURORA_DATA_DIR, default /var/lib/aurora).
+            """,
+        version: AuroraVersion.current,
+        subcommands: [Status.self, Doctor.self])
+
+    /// Accepted before the command too: `aurora-cli --data-dir D status`.
+    @OptionGroup var options: AgentOptions
+
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as CLIError {
+            FileHandle.standardError.write(Data("aurora-cli: error: \(error.message)\n".utf8))
+            Foundation.exit(error.exitCode)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                print(fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            FileHandle.standardError.write(Data("aurora-cli: error: \(message) (see 'aurora-cli --help')\n".utf8))
+            Foundation.exit(code.rawValue == 0 ? 1 : code.rawValue)
+        }
+    }
+}
+
+/// Where the agent is and how to authenticate; shared by every command.
+struct AgentOptions: ParsableArguments {
+    @Option(help: "Agent URL (env AURORA_AGENT; default http://127.0.0.1:9999).")
+    var agent: String?
+
+    @Option(name: .customLong("data-dir"), help: "The agent's data directory, for the token (env AURORA_DATA_DIR; default /var/lib/aurora).")
+    var dataDir: String?
+
+    @Option(help: "Operator token (env AURORA_TOKEN; default: DATA/admin.token).")
+    var token: String?
+
+    var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+    /// These options, with any left unset taken from `outer` (the ones given before the command).
+    func merged(with outer: AgentOptions) -> AgentOptions {
+        var merged = self
+        merged.agent = agent ?? outer.agent
+        merged.dataDir = dataDir ?? outer.dataDir
+        merged.token = token ?? outer.token
+        return merged
+    }
+
+    var agentURL: String {
+        let url = agent ?? environment["AURORA_AGENT"].flatMap { $0.isEmpty ? nil : $0 } ?? Defaults.agentURL
+        return url.hasSuffix("/") ? String(url.dropLast()) : url
+    }
+
+    var resolvedDataDir: String {
+        dataDir ?? environment["AURORA_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? Defaults.dataDir
+    }
+
+    /// The token and where it came from, or why there is none.
+    func resolveToken() -> Result<(token: String, source: String), CLIError> {
+        if let token, !token.isEmpty { return .success((token, "--token")) }
+        if let token = environment["AURORA_TOKEN"], !token.isEmpty { return .success((token, "AURORA_TOKEN")) }
+        let path = resolvedDataDir + "/" + Defaults.adminTokenFile
+        guard FileManager.default.fileExists(atPath: path) else {
+            return .failure(CLIError("no operator token: \(path) does not exist; pass --token or set AURORA_TOKEN"))
+        }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            return .failure(CLIError("no operator token: cannot read \(path) (run as the agent's user or root, or set AURORA_TOKEN)"))
+        }
+        return .success((text.trimmingCharacters(in: .whitespacesAndNewlines), path))
+    }
+
+    func validate() throws {
+        guard let url = URL(string: agentURL), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil else {
+            throw ValidationError("--agent must be an http(s) URL such as http://127.0.0.1:9999, got '\(agentURL)'")
+        }
+    }
+}
+
+/// A CLI failure: one line, and the exit code scripts can test.
+struct CLIError: Error {
+    var message: String
+    var exitCode: Int32
+
+    init(_ message: String, exitCode: Int32 = 1) {
+        self.message = message
+        self.exitCode = exitCode
+    }
+
+    /// Exit code 3: no agent answers (like `systemctl status` for a stopped unit).
+    static func notRunning(_ url: String, _ reason: String) -> CLIError {
+        CLIError("no nodeagent is answering at \(url) (\(reason)); start it with './bootstrap run', 'nodeagent --profile lead' or 'systemctl start nodeagent'", exitCode: 3)
+    }
+}
