@@ -81,6 +81,7 @@ let package = Package(
             dependencies: [
                 "AuroraAPI",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -1,0 +1,67 @@
+import AuroraAPI
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real `nodeagent` process on loopback with its own data directory.
+public final class AgentHarness: Sendable {
+    public let process: ChildProcess
+    public let port: Int
+    public let dataDir: String
+    public var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    /// Starts `nodeagent run --profile PROFILE --data-dir DATA --listen 127.0.0.1:PORT EXTRA...`.
+    public init(profile: String = "lead", dataDir: String, port: Int? = nil, extraArguments: [String] = [],
+                environment: [String: String?] = [:], outputDirectory: String) throws {
+        let port = try port ?? freePort()
+        self.port = port
+        self.dataDir = dataDir
+        self.process = try ChildProcess(
+            Binaries.nodeagent,
+            ["run", "--profile", profile, "--data-dir", dataDir, "--listen", "127.0.0.1:\(port)"] + extraArguments,
+            environment: environment, outputDirectory: outputDirectory)
+    }
+
+    /// Polls `/health` until it says `ok`; fails early if the process exits.
+    @discardableResult
+    public func waitHealthy(timeout: Duration = .seconds(60)) async throws -> HealthResponse {
+        try await poll(timeout: timeout, "nodeagent on port \(port) to be healthy") { () async throws -> HealthResponse? in
+            if let code = process.exitCode {
+                throw TestKitError("nodeagent exited with \(code) before it was healthy: \(process.stderr.suffix(800))")
+            }
+            let answer = try await http(baseURL + Routes.health)
+            let health = try answer.decode(HealthResponse.self)
+            return health.status == .ok ? health : nil
+        }
+    }
+
+    /// The operator token the agent wrote.
+    public var adminToken: String {
+        get throws {
+            try String(contentsOfFile: dataDir + "/" + Defaults.adminTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+    }
+
+    /// `GET /api/agent` with the operator token.
+    public func agentStatus() async throws -> AgentStatus {
+        try await http(baseURL + Routes.agent, headers: ["Authorization": "Bearer \(try adminToken)"]).decode(AgentStatus.self)
+    }
+
+    /// The managed PostgreSQL's postmaster PID, if its pid file exists.
+    public var postgresPID: pid_t? {
+        (try? String(contentsOfFile: dataDir + "/postgres/postmaster.pid", encoding: .utf8))?
+            .split(separator: "\n").first.flatMap { pid_t($0) }
+    }
+}
+
+/// PIDs of processes whose command line mentions `text` (like `pgrep -f`).
+public func processes(mentioning text: String) -> [pid_t] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap { entry -> pid_t? in
+        guard let pid = pid_t(entry), pid != getpid(),
+              let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return nil }
+        let commandLine = String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+        return commandLine.contains(text) ? pid : nil
+    }
+}

@@ -1,0 +1,139 @@
+import AsyncHTTPClient
+import AuroraAPI
+import Foundation
+import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where the built executables are: `AURORA_BIN_DIR`, else `.build/debug` of this checkout.
+public enum Binaries {
+    public static var directory: String {
+        if let directory = ProcessInfo.processInfo.environment["AURORA_BIN_DIR"], !directory.isEmpty { return directory }
+        return repositoryRoot + "/.build/debug"
+    }
+
+    /// The checkout this test kit was compiled from.
+    public static var repositoryRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
+    public static var nodeagent: String { try! require("nodeagent") }
+    public static var auroraCLI: String { try! require("aurora-cli") }
+
+    static func require(_ name: String) throws -> String {
+        let path = directory + "/" + name
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw TestKitError("\(path) is missing: build first ('swift build --build-tests' or './bootstrap test')")
+        }
+        return path
+    }
+
+    /// Fails loudly when a server binary the integration tests need is not installed.
+    public static func requireTool(_ path: String, hint: String) throws {
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw TestKitError("\(path) is not installed; \(hint)")
+        }
+    }
+}
+
+/// A scratch directory under /tmp, traversable by the managed PostgreSQL's user (0755),
+/// removed by `remove()`.
+public struct ScratchDirectory: Sendable {
+    public let path: String
+
+    public init(_ label: String) throws {
+        path = "/tmp/aurora-test-\(label)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        guard mkdir(path, 0o755) == 0 else { throw TestKitError("cannot create \(path): \(String(cString: strerror(errno)))") }
+        chmod(path, 0o755)
+    }
+
+    public func remove() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// A loopback port that is free right now.
+public func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestKitError("socket failed") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard ok else { throw TestKitError("no free port") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// A listening socket on 127.0.0.1 that holds a port for as long as it lives.
+public final class PortHolder: @unchecked Sendable {  // owns a file descriptor
+    public let port: Int
+    private let fd: Int32
+
+    public init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard ok else {
+            close(fd)
+            throw TestKitError("cannot hold a port")
+        }
+        self.fd = fd
+        self.port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    deinit { close(fd) }
+}
+
+/// A plain HTTP answer.
+public struct HTTPAnswer: Sendable {
+    public var status: Int
+    public var body: Data
+    public var contentType: String?
+
+    public var text: String { String(decoding: body, as: UTF8.self) }
+
+    public func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        try APICoding.decoder().decode(T.self, from: body)
+    }
+}
+
+/// One HTTP request to an agent.
+public func http(_ url: String, method: String = "GET", headers: [String: String] = [:], body: [UInt8]? = nil,
+                 timeout: Duration = .seconds(5)) async throws -> HTTPAnswer {
+    var request = HTTPClientRequest(url: url)
+    request.method = .init(rawValue: method)
+    for (name, value) in headers { request.headers.add(name: name, value: value) }
+    if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
+    let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(timeout.components.seconds * 1000))
+    let buffer = try await response.body.collect(upTo: 16 << 20)
+    return HTTPAnswer(status: Int(response.status.code), body: Data(buffer.readableBytesView), contentType: response.headers.first(name: "content-type"))
+}
+
+/// Polls `condition` until it returns a value or `timeout` passes.
+public func poll<T>(timeout: Duration, every interval: Duration = .milliseconds(25), _ what: String,
+                    _ condition: () async throws -> T?) async throws -> T {
+    let deadline = ContinuousClock.now + timeout
+    var lastError: (any Error)?
+    while ContinuousClock.now < deadline {
+        do {
+            if let value = try await condition() { return value }
+        } catch {
+            lastError = error
+        }
+        try await Task.sleep(for: interval)
+    }
+    throw TestKitError("timed out after \(timeout) waiting for \(what)\(lastError.map { " (last error: \($0))" } ?? "")")
+}
+
+/// Whether a process with this PID exists.
+public func processExists(_ pid: pid_t) -> Bool {
+    kill(pid, 0) == 0 || errno == EPERM
+}
