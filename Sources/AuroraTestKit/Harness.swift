@@ -133,7 +133,15 @@ public func poll<T>(timeout: Duration, every interval: Duration = .milliseconds(
     throw TestKitError("timed out after \(timeout) waiting for \(what)\(lastError.map { " (last error: \($0))" } ?? "")")
 }
 
-/// Whether a process with this PID exists.
+/// Whether a process with this PID is alive (a zombie waiting to be reaped is not).
 public func processExists(_ pid: pid_t) -> Bool {
-    kill(pid, 0) == 0 || errno == EPERM
+    guard kill(pid, 0) == 0 || errno == EPERM else { return false }
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return true }
+    return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+}
+
+/// Waits until the process with this PID is gone; false if it is still alive after `timeout`.
+public func waitGone(_ pid: pid_t, timeout: Duration) async throws -> Bool {
+    (try? await poll(timeout: timeout, every: .milliseconds(10), "pid \(pid) to exit") { processExists(pid) ? nil : true }) ?? false
 }

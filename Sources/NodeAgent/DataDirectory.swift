@@ -51,19 +51,30 @@ public final class DataDirectory: Sendable {
     /// `path/relative`.
     public func file(_ relative: String) -> String { path + "/" + relative }
 
-    /// Creates `path` and its parents; an existing directory is kept as it is.
+    /// Creates `path` (with `mode`) and missing parents (0755); an existing directory is kept
+    /// as it is. Errors name `path` and, when a parent is the problem, that parent.
     static func createDirectory(_ path: String, mode: mode_t, what: String) throws(AgentError) {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
             guard isDirectory.boolValue else { throw AgentError(.dataDir, "\(what) \(path) exists and is not a directory") }
             return
         }
-        let parent = (path as NSString).deletingLastPathComponent
-        if parent != path, !parent.isEmpty { try createDirectory(parent, mode: 0o755, what: what) }
-        guard mkdir(path, mode) == 0 || errno == EEXIST else {
-            throw AgentError(.dataDir, "cannot create \(what) \(path): \(String(cString: strerror(errno)))")
+        var missing: [String] = []
+        var current = path
+        while !current.isEmpty, current != "/", !FileManager.default.fileExists(atPath: current, isDirectory: &isDirectory) {
+            missing.append(current)
+            current = (current as NSString).deletingLastPathComponent
         }
-        chmod(path, mode)  // not subject to the umask
+        if !current.isEmpty, current != "/", !isDirectory.boolValue {
+            throw AgentError(.dataDir, "cannot create \(what) \(path): \(current) is not a directory")
+        }
+        for directory in missing.reversed() {
+            let directoryMode: mode_t = directory == path ? mode : 0o755
+            guard mkdir(directory, directoryMode) == 0 || errno == EEXIST else {
+                throw AgentError(.dataDir, "cannot create \(what) \(path): \(String(cString: strerror(errno)))")
+            }
+            chmod(directory, directoryMode)  // not subject to the umask
+        }
     }
 }
 

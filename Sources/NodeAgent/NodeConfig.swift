@@ -154,7 +154,7 @@ public enum Redaction {
             let rest = text[schemeEnd.upperBound...]
             guard let at = rest.firstIndex(of: "@") else { return redactConninfo(text) }
             let userinfo = rest[..<at]
-            let user = userinfo.split(separator: ":", maxSplits: 1).first.map(String.init) ?? ""
+            let user = userinfo.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
             let hidden = userinfo.contains(":") ? "\(user):\(marker)" : user
             return redactConninfo(String(text[..<schemeEnd.upperBound]) + hidden + String(rest[at...]))
         }

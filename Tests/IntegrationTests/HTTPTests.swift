@@ -1,0 +1,58 @@
+import AuroraAPI
+import AuroraTestKit
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The HTTP surface of a real agent: JSON errors, the body limit, the token, metrics.
+@Suite("HTTP API of a running agent")
+struct HTTPTests {
+    @Test("errors are JSON with code and message; 404, 413, 401; metrics are Prometheus text")
+    func httpSurface() async throws {
+        let scratch = try ScratchDirectory("http")
+        defer { scratch.remove() }
+        let node = scratch.path + "/node.yaml"
+        try "http:\n  max_body_bytes: 2048\n".write(toFile: node, atomically: true, encoding: .utf8)
+        let agent = try AgentHarness(profile: "compute", dataDir: scratch.path + "/data", extraArguments: ["--config", node],
+                                     outputDirectory: scratch.path)
+        try await agent.waitHealthy(timeout: .seconds(30))
+
+        let health = try await http(agent.baseURL + Routes.health)
+        #expect(health.status == 200)
+        #expect(health.contentType == "application/json")
+        let decoded = try health.decode(HealthResponse.self)
+        #expect(decoded.role == .compute)
+        #expect(decoded.store.state == StoreState.none)
+        #expect(decoded.version == AuroraVersion.current)
+
+        let missing = try await http(agent.baseURL + "/no/such/route")
+        #expect(missing.status == 404)
+        #expect(try missing.decode(ErrorResponse.self).error.code == "not_found")
+
+        let large = try await http(agent.baseURL + Routes.health, method: "POST", body: [UInt8](repeating: 65, count: 4096))
+        #expect(large.status == 413)
+        let largeError = try large.decode(ErrorResponse.self).error
+        #expect(largeError.code == "payload_too_large")
+        #expect(largeError.message.contains("2048"))
+
+        let anonymous = try await http(agent.baseURL + Routes.agent)
+        #expect(anonymous.status == 401)
+        #expect(try anonymous.decode(ErrorResponse.self).error.code == "unauthorized")
+        let forged = try await http(agent.baseURL + Routes.agent, headers: ["Authorization": "Bearer aur_0000"])
+        #expect(forged.status == 401)
+        let authorised = try await http(agent.baseURL + Routes.agent, headers: ["Authorization": "Bearer \(try agent.adminToken)"])
+        #expect(authorised.status == 200)
+        #expect(try authorised.decode(AgentStatus.self).dataDir == scratch.path + "/data")
+
+        let metrics = try await http(agent.baseURL + Routes.metrics)
+        #expect(metrics.status == 200)
+        #expect(metrics.contentType?.hasPrefix("text/plain") == true)
+        #expect(metrics.text.contains("aurora_http_requests_total{method=\"GET\",status=\"404\"} 1"))
+        #expect(metrics.text.contains("aurora_uptime_seconds"))
+
+        agent.process.signal(SIGINT)
+        #expect(try await agent.process.waitForExit(timeout: .seconds(5)) == 0)
+    }
+}
