@@ -61,7 +61,10 @@ enum ProcessRunner {
         // the postgres user) never matters: `sh -c 'cd / && exec "$@"' sh PROGRAM ARGS...`.
         let argv = (["/bin/sh", "-c", "cd / && exec \"$@\"", "sh", program] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
-        let environmentPairs = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        // Children (initdb, pg_ctl and the server they start) never see the agent's own
+        // variables: AURORA_JOIN_TOKEN and AURORA_STORE may hold secrets.
+        let inherited = (environment ?? ProcessInfo.processInfo.environment).filter { !$0.key.hasPrefix("AURORA_") }
+        let environmentPairs = inherited.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { environmentPairs.forEach { free($0) } }
 
         var pid: pid_t = 0

@@ -31,7 +31,10 @@ final class StoreService: Service {
 
     func run() async throws {
         do {
-            try await startUp()
+            guard try await startUp() else {  // shut down before the store ever answered
+                await shutDown()
+                return
+            }
         } catch {
             state.updateStore { $0.state = .failed; $0.message = error.message }
             await shutDown()
@@ -45,8 +48,9 @@ final class StoreService: Service {
     }
 
     /// Managed: start or reuse the cluster (fatal on failure). External: retry the connection
-    /// with backoff until it answers; the agent keeps serving meanwhile.
-    private func startUp() async throws(AgentError) {
+    /// with backoff until it answers; the agent keeps serving meanwhile. Returns false when a
+    /// graceful shutdown came first.
+    private func startUp() async throws(AgentError) -> Bool {
         let started = ContinuousClock.now
         if let managed {
             _ = try await managed.start()
@@ -65,7 +69,7 @@ final class StoreService: Service {
                     do {
                         try await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
                     } catch {
-                        throw AgentError(.store, "stopped before the store answered")
+                        return false
                     }
                     delay = min(delay * 2, .seconds(5))
                 }
@@ -77,6 +81,7 @@ final class StoreService: Service {
         state.updateStore { $0 = .init(state: .ok, mode: $0.mode, schemaVersion: version, message: nil) }
         up.record(1)
         logger.info("store ready", metadata: ["nodeagent.schema": "\(version)", "nodeagent.ms": "\((ContinuousClock.now - started).milliseconds)"])
+        return true
     }
 
     private func ensureMeshRow() async throws(AgentError) -> String {

@@ -1,0 +1,53 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A throw-away PostgreSQL server on 127.0.0.1 for tests that need an external store:
+/// initdb into a scratch directory, `pg_ctl start` on a free port, `stop()` to end it.
+/// As root it runs as the `postgres` user, since PostgreSQL refuses root.
+public final class PostgresServer: Sendable {
+    public let directory: String
+    public let port: Int
+    let binDirectory: String
+    let runAs: String?
+    let outputDirectory: String
+
+    /// `postgres://aurora@127.0.0.1:PORT/postgres` (trust authentication on loopback).
+    public var url: String { "postgres://aurora@127.0.0.1:\(port)/postgres" }
+
+    public static func binDirectory() throws -> String {
+        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []).compactMap(Int.init).sorted()
+        guard let newest = versions.last else {
+            throw TestKitError("PostgreSQL server binaries are not installed under /usr/lib/postgresql; run ./bootstrap")
+        }
+        return "/usr/lib/postgresql/\(newest)/bin"
+    }
+
+    public init(in scratch: ScratchDirectory, port: Int? = nil) async throws {
+        binDirectory = try Self.binDirectory()
+        directory = scratch.path + "/external-pg"
+        outputDirectory = scratch.path
+        self.port = try port ?? freePort()
+        runAs = geteuid() == 0 ? "postgres" : nil
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        if let runAs { try FileManager.default.setAttributes([.ownerAccountName: runAs, .groupOwnerAccountName: runAs], ofItemAtPath: directory) }
+        try await run("initdb", ["-D", directory, "-U", "aurora", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions"])
+        try await run("pg_ctl", ["start", "-D", directory, "-l", directory + "/server.log", "-w", "-t", "30", "-s",
+                                 "-o", "-c listen_addresses=127.0.0.1 -c port=\(self.port) -c unix_socket_directories=''"])
+    }
+
+    /// Fast shutdown; waits for it.
+    public func stop() async throws {
+        try await run("pg_ctl", ["stop", "-D", directory, "-m", "fast", "-w", "-s"])
+    }
+
+    private func run(_ tool: String, _ arguments: [String]) async throws {
+        let program = binDirectory + "/" + tool
+        let result = runAs.map { user in ("/usr/sbin/runuser", ["-u", user, "--", program] + arguments) } ?? (program, arguments)
+        let outcome = try await ChildProcess.run(result.0, result.1, environment: ["PWD": "/"], outputDirectory: outputDirectory)
+        guard outcome.code == 0 else {
+            throw TestKitError("\(tool) failed (\(outcome.code)): \(outcome.stderr.suffix(400)) \(outcome.stdout.suffix(400))")
+        }
+    }
+}
