@@ -51,20 +51,27 @@ public struct ScratchDirectory: Sendable {
     public func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 
-/// A loopback port that is free right now.
+/// A loopback port that is free right now, chosen below the kernel's ephemeral range
+/// (32768-60999 here) so that outgoing connections of parallel tests cannot take it first.
 public func freePort() throws -> Int {
+    for _ in 0..<200 {
+        let port = Int.random(in: 20_000..<32_000)
+        if portIsFree(port) { return port }
+    }
+    throw TestKitError("no free port in 20000-32000")
+}
+
+func portIsFree(_ port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw TestKitError("socket failed") }
+    guard fd >= 0 else { return false }
     defer { close(fd) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    address.sin_port = UInt16(port).bigEndian
+    return withUnsafePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
     }
-    guard ok else { throw TestKitError("no free port") }
-    return Int(UInt16(bigEndian: address.sin_port))
 }
 
 /// A listening socket on 127.0.0.1 that holds a port for as long as it lives.

@@ -54,7 +54,7 @@ public enum Agent {
 /// Checks that the listen address can be bound before anything else starts, so an occupied
 /// port is a one-line error and not a half-started agent.
 enum ListenCheck {
-    static func ensureFree(_ address: HostPortAddress) throws(AgentError) {
+    static func ensureFree(_ address: HostPort) throws(AgentError) {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_flags = AI_PASSIVE
@@ -82,5 +82,3 @@ enum ListenCheck {
         }
     }
 }
-
-public typealias HostPortAddress = Mesh.HostPort

@@ -11,7 +11,6 @@ public struct AgentError: Error, Sendable, Equatable, CustomStringConvertible {
         case portInUse
         case store
         case process
-        case http
     }
 
     public let code: Code

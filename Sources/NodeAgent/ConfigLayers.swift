@@ -25,15 +25,10 @@ public enum ConfigSource: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// The keys one source sets, with where each was set.
-public struct ConfigLayer: Sendable, Equatable {
+public struct ConfigLayer: Sendable {
     public var values: [String: (value: ConfigValue, source: ConfigSource)] = [:]
 
     public init() {}
-
-    public static func == (lhs: ConfigLayer, rhs: ConfigLayer) -> Bool {
-        lhs.values.keys == rhs.values.keys
-            && lhs.values.allSatisfy { rhs.values[$0.key]?.value == $0.value.value && rhs.values[$0.key]?.source == $0.value.source }
-    }
 }
 
 // MARK: - Parsing values

@@ -53,15 +53,14 @@ public actor Store {
         return (try? await onStoreThread { () throws(AgentError) in try connection.execute("SELECT 1") }) != nil
     }
 
-    /// Closes the connection and stops the store thread.
+    /// Closes the connection (after calls already queued) and stops the store thread.
     public func close() async {
-        let connection = self.connection
-        self.connection = nil
-        _ = try? await onStoreThread { () throws(AgentError) in withExtendedLifetime(connection) {} }  // PQfinish on the store thread
+        connection = nil
         try? await thread.shutdownGracefully()
     }
 
-    private func onStoreThread<R: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> R) async throws(AgentError) -> R {
+    /// Runs other blocking libpq work on the store thread.
+    func onStoreThread<R: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> R) async throws(AgentError) -> R {
         do {
             return try await thread.runIfActive { try body() }
         } catch let error as AgentError {

@@ -54,7 +54,7 @@ final class StoreService: Service {
         let started = ContinuousClock.now
         if let managed {
             _ = try await managed.start()
-            try await runOnPool { () throws(AgentError) in try managed.createDatabaseIfNeeded() }
+            try await store.onStoreThread { () throws(AgentError) in try managed.createDatabaseIfNeeded() }
             try await store.connect()
         } else {
             var delay = Duration.milliseconds(250)
@@ -124,15 +124,5 @@ final class StoreService: Service {
             do { try await managed.stop() } catch { logger.error("could not stop the managed PostgreSQL", metadata: ["nodeagent.error": "\(error.message)"]) }
         }
         up.record(0)
-    }
-
-    private func runOnPool<R: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> R) async throws(AgentError) -> R {
-        do {
-            return try await NIOThreadPoolRunner.run(body)
-        } catch let error as AgentError {
-            throw error
-        } catch {
-            throw AgentError(.store, "\(error)")
-        }
     }
 }

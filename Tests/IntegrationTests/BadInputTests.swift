@@ -2,6 +2,9 @@ import AuroraAPI
 import AuroraTestKit
 import Foundation
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Each bad start is one line on stderr naming the cause, a non-zero exit, and nothing changed.
 @Suite("Bad input to nodeagent and aurora-cli")
@@ -76,12 +79,30 @@ struct BadInputTests {
         if geteuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/sbin/runuser") {
             let readOnly = scratch.path + "/readonly"
             try FileManager.default.createDirectory(atPath: readOnly, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
+            // 'nobody' must reach the binary: a checkout under a 0700 directory (mktemp -d) gets a copy.
+            var executable = Binaries.nodeagent
+            if !reachableByOthers(executable) {
+                executable = scratch.path + "/nodeagent"
+                try FileManager.default.copyItem(atPath: Binaries.nodeagent, toPath: executable)
+            }
             let result = try await ChildProcess.run("/usr/sbin/runuser",
-                ["-u", "nobody", "--", Binaries.nodeagent, "--profile", "edge", "--data-dir", readOnly, "--listen", "127.0.0.1:\(try freePort())"],
+                ["-u", "nobody", "--", executable, "--profile", "edge", "--data-dir", readOnly, "--listen", "127.0.0.1:\(try freePort())"],
                 outputDirectory: scratch.path)
             #expect(result.code != 0)
             #expect(result.stderr == "nodeagent: error: data dir \(readOnly) is not writable: Permission denied\n")
         }
+    }
+
+    /// Whether every directory above `path` lets others through and `path` lets others execute.
+    func reachableByOthers(_ path: String) -> Bool {
+        var current = path
+        while !current.isEmpty {
+            var info = stat()
+            guard stat(current, &info) == 0, info.st_mode & 0o001 != 0 else { return false }
+            if current == "/" { return true }
+            current = (current as NSString).deletingLastPathComponent
+        }
+        return true
     }
 
     @Test("aurora-cli says plainly when no agent runs, with exit code 3")
