@@ -85,8 +85,11 @@ struct BadInputTests {
                 executable = scratch.path + "/nodeagent"
                 try FileManager.default.copyItem(atPath: Binaries.nodeagent, toPath: executable)
             }
+            let profile = scratch.path + "/edge.yaml"
+            try "role: edge\n".write(toFile: profile, atomically: true, encoding: .utf8)
+            chmod(profile, 0o644)
             let result = try await ChildProcess.run("/usr/sbin/runuser",
-                ["-u", "nobody", "--", executable, "--profile", "edge", "--data-dir", readOnly, "--listen", "127.0.0.1:\(try freePort())"],
+                ["-u", "nobody", "--", executable, "--profile", profile, "--data-dir", readOnly, "--listen", "127.0.0.1:\(try freePort())"],
                 outputDirectory: scratch.path)
             #expect(result.code != 0)
             #expect(result.stderr == "nodeagent: error: data dir \(readOnly) is not writable: Permission denied\n")
