@@ -83,7 +83,10 @@ struct BadInputTests {
             var executable = Binaries.nodeagent
             if !reachableByOthers(executable) {
                 executable = scratch.path + "/nodeagent"
-                try FileManager.default.copyItem(atPath: Binaries.nodeagent, toPath: executable)
+                // cp in its own process: a write descriptor held here could leak into a child that
+                // another test forks meanwhile, and exec would then fail with ETXTBSY.
+                let copy = try await ChildProcess.run("/bin/cp", [Binaries.nodeagent, executable], outputDirectory: scratch.path)
+                #expect(copy.code == 0, "\(copy.stderr)")
             }
             let profile = scratch.path + "/edge.yaml"
             try "role: edge\n".write(toFile: profile, atomically: true, encoding: .utf8)
