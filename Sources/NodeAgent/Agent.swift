@@ -45,7 +45,6 @@ public enum Agent {
         } catch let error as IOError where error.errnoCode == EADDRINUSE {
             throw AgentError(.portInUse, "cannot listen on \(config.listen): address already in use")
         }
-        state.markStopping()
         withExtendedLifetime(dataDir) {}  // the lock is held until here
         logger.info("stopped")
     }

@@ -13,7 +13,6 @@ public final class AgentState: Sendable {
     private struct Mutable {
         var store: StoreHealth
         var meshID: String?
-        var stopping = false
     }
 
     public init(config: NodeConfig, identity: NodeIdentity) {
@@ -43,16 +42,14 @@ public final class AgentState: Sendable {
 
     func setMeshID(_ id: String) { mutable.withLock { $0.meshID = id } }
 
-    func markStopping() { mutable.withLock { $0.stopping = true } }
-
     /// `GET /health`.
     public var health: HealthResponse {
-        let (store, stopping) = mutable.withLock { ($0.store, $0.stopping) }
-        let status: HealthResponse.Status = switch (stopping, store.state) {
-        case (true, _): .stopping
-        case (false, .ok), (false, .none): .ok
-        case (false, .starting): .starting
-        case (false, .failed), (false, .stopping): .degraded
+        let store = self.store
+        let status: HealthResponse.Status = switch store.state {
+        case .ok, .none: .ok
+        case .starting: .starting
+        case .failed: .degraded
+        case .stopping: .stopping
         }
         return HealthResponse(status: status, node: config.name, role: config.role, version: AuroraVersion.current,
                               uptimeS: (uptime * 1000).rounded() / 1000, store: store)

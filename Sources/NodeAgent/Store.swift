@@ -9,12 +9,10 @@ public actor Store {
     private let conninfo: String
     private let thread: NIOThreadPool
     private var connection: PostgresConnection?
-    private let logger: Logger
 
     /// A store that will connect to `conninfo` (a URL or libpq keyword string; never logged).
-    public init(conninfo: String, logger: Logger) {
+    public init(conninfo: String) {
         self.conninfo = conninfo
-        self.logger = logger
         self.thread = NIOThreadPool(numberOfThreads: 1)
         self.thread.start()
     }

@@ -19,11 +19,11 @@ final class StoreService: Service {
         logger[metadataKey: "nodeagent.subsystem"] = "store"
         if let url = config.storeURL {
             self.managed = nil
-            self.store = Store(conninfo: url, logger: logger)
+            self.store = Store(conninfo: url)
         } else {
             let managed = try ManagedPostgres(dataDir: config.dataDir, binDirectory: config.pgBinDirectory, runAs: config.storeRunAs, logger: logger)
             self.managed = managed
-            self.store = Store(conninfo: managed.conninfo, logger: logger)
+            self.store = Store(conninfo: managed.conninfo)
         }
         self.state = state
         self.logger = logger

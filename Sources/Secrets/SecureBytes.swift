@@ -62,12 +62,6 @@ public final class SecureBytes: @unchecked Sendable {  // owns a C allocation; n
         try body(UnsafeMutableRawBufferPointer(start: pointer, count: count))
     }
 
-    /// Constant-time comparison.
-    public func constantTimeEquals(_ other: SecureBytes) -> Bool {
-        guard count == other.count else { return false }
-        return sodium_memcmp(pointer, other.pointer, count) == 0
-    }
-
     /// Zeroes an ordinary array that held secret bytes.
     public static func zero(_ bytes: inout [UInt8]) {
         bytes.withUnsafeMutableBytes { buffer in
