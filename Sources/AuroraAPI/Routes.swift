@@ -6,6 +6,22 @@ public enum Routes {
     public static let metrics = "/metrics"
     /// Local agent status for operators; needs the operator token.
     public static let agent = "/api/agent"
+    /// `POST`: a node joins with a join token.
+    public static let join = "/api/nodes/join"
+    /// `POST /api/nodes/{name}/heartbeat`: signed.
+    public static func heartbeat(_ name: String) -> String { "/api/nodes/\(name)/heartbeat" }
+    /// `POST /api/nodes/{name}/leave`: signed; the node leaves the mesh on purpose.
+    public static func leave(_ name: String) -> String { "/api/nodes/\(name)/leave" }
+    /// `GET`: every node; `DELETE /nodes/{name}` (admin) removes one.
+    public static let nodes = "/nodes"
+    /// `GET /nodes/{name}`.
+    public static func node(_ name: String) -> String { "/nodes/\(name)" }
+    /// `GET`: nodes and measured links.
+    public static let topology = "/topology"
+    /// `GET`/`POST` join tokens (admin, lead); `DELETE /api/tokens/{id}` revokes.
+    public static let tokens = "/api/tokens"
+    /// `GET`: Server-Sent Events, resumable with `Last-Event-ID` or `?since=SEQ`.
+    public static let events = "/api/events"
 }
 
 /// HTTP header names of the API.

@@ -4,6 +4,7 @@ public struct MeshError: Error, Sendable, Equatable, CustomStringConvertible {
     public enum Code: String, Sendable {
         case invalidName
         case invalidAddress
+        case addressTaken
     }
 
     public let code: Code

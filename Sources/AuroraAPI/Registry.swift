@@ -1,0 +1,525 @@
+// The registry's part of the public contract (shared/DESIGN.md, API shapes): nodes, join,
+// heartbeats, topology. JSON keys are snake_case; fields may be added, never renamed.
+
+// MARK: - Node
+
+/// Where a node stands in the lead's failure detector.
+public enum NodeState: String, Codable, Sendable, CaseIterable {
+    /// Heartbeats arrive on time.
+    case alive
+    /// Three or more heartbeats missed (the profile's `heartbeat.suspect_after`).
+    case suspect
+    /// An edge node quiet for longer (`heartbeat.away_after`): expected to come back.
+    case away
+    /// Quiet past `heartbeat.dead_after`, or its agent was found not listening.
+    case dead
+    /// Left on purpose (`DELETE /nodes/{name}` or `--leave-on-stop`).
+    case left
+}
+
+/// One GPU as a node reports it (from `nvidia-smi` or the `gpus:` inventory).
+public struct GPU: Codable, Sendable, Equatable {
+    public var index: Int
+    public var uuid: String
+    public var name: String
+    public var memoryTotalMB: Int
+    public var memoryUsedMB: Int
+    public var utilizationPct: Int
+
+    public init(index: Int, uuid: String, name: String, memoryTotalMB: Int, memoryUsedMB: Int, utilizationPct: Int) {
+        self.index = index
+        self.uuid = uuid
+        self.name = name
+        self.memoryTotalMB = memoryTotalMB
+        self.memoryUsedMB = memoryUsedMB
+        self.utilizationPct = utilizationPct
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case index, uuid, name
+        case memoryTotalMB = "memory_total_mb"
+        case memoryUsedMB = "memory_used_mb"
+        case utilizationPct = "utilization_pct"
+    }
+}
+
+/// What a node has to offer.
+public struct Capabilities: Codable, Sendable, Equatable {
+    public var cpuCores: Int
+    public var memoryMB: Int
+    public var os: String
+    public var arch: String
+    public var gpus: [GPU]
+
+    public init(cpuCores: Int, memoryMB: Int, os: String, arch: String, gpus: [GPU]) {
+        self.cpuCores = cpuCores
+        self.memoryMB = memoryMB
+        self.os = os
+        self.arch = arch
+        self.gpus = gpus
+    }
+
+    public static let unknown = Capabilities(cpuCores: 0, memoryMB: 0, os: "", arch: "", gpus: [])
+
+    enum CodingKeys: String, CodingKey {
+        case os, arch, gpus
+        case cpuCores = "cpu_cores"
+        case memoryMB = "memory_mb"
+    }
+}
+
+/// A node's WireGuard peer data.
+public struct WireGuardPeer: Codable, Sendable, Equatable {
+    public var publicKey: String
+    public var endpoint: String?
+    public var listenPort: Int
+    /// Seconds since the last handshake with this node, when known.
+    public var handshakeAgeS: Double?
+
+    public init(publicKey: String, endpoint: String? = nil, listenPort: Int, handshakeAgeS: Double? = nil) {
+        self.publicKey = publicKey
+        self.endpoint = endpoint
+        self.listenPort = listenPort
+        self.handshakeAgeS = handshakeAgeS
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case endpoint
+        case publicKey = "public_key"
+        case listenPort = "listen_port"
+        case handshakeAgeS = "handshake_age_s"
+    }
+}
+
+/// The result of one local check a node runs and reports with its heartbeat.
+public struct CheckResult: Codable, Sendable, Equatable {
+    public enum Status: String, Codable, Sendable {
+        case passing, warning, critical
+    }
+
+    public var name: String
+    public var status: Status
+    public var output: String
+
+    public init(name: String, status: Status, output: String) {
+        self.name = name
+        self.status = status
+        self.output = output
+    }
+}
+
+/// A node's heartbeat timing, from its profile; the lead's failure detector applies it.
+public struct HeartbeatTiming: Codable, Sendable, Equatable {
+    public var intervalS: Double
+    public var suspectAfter: Int
+    /// 0: never away.
+    public var awayAfter: Int
+    public var deadAfter: Int
+
+    public init(intervalS: Double, suspectAfter: Int, awayAfter: Int, deadAfter: Int) {
+        self.intervalS = intervalS
+        self.suspectAfter = suspectAfter
+        self.awayAfter = awayAfter
+        self.deadAfter = deadAfter
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case intervalS = "interval_s"
+        case suspectAfter = "suspect_after"
+        case awayAfter = "away_after"
+        case deadAfter = "dead_after"
+    }
+}
+
+/// A node as the registry knows it (`GET /nodes/{name}`).
+public struct Node: Codable, Sendable, Equatable {
+    public var name: String
+    public var role: NodeRole
+    public var company: String
+    public var vpnIP: String
+    public var state: NodeState
+    /// When the lead last heard from the node (ISO 8601), or when it joined.
+    public var lastSeen: String
+    public var labels: [String: String]
+    public var wireguard: WireGuardPeer
+    public var capabilities: Capabilities
+    public var version: String
+    /// The node's API address (`listen`), which peers use to measure RTT.
+    public var address: String?
+    public var joinedAt: String
+    public var signPublicKey: String
+    public var boxPublicKey: String
+    public var timing: HeartbeatTiming?
+    public var checks: [CheckResult]?
+
+    public init(name: String, role: NodeRole, company: String, vpnIP: String, state: NodeState, lastSeen: String,
+                labels: [String: String], wireguard: WireGuardPeer, capabilities: Capabilities, version: String,
+                address: String?, joinedAt: String, signPublicKey: String, boxPublicKey: String,
+                timing: HeartbeatTiming? = nil, checks: [CheckResult]? = nil) {
+        self.name = name
+        self.role = role
+        self.company = company
+        self.vpnIP = vpnIP
+        self.state = state
+        self.lastSeen = lastSeen
+        self.labels = labels
+        self.wireguard = wireguard
+        self.capabilities = capabilities
+        self.version = version
+        self.address = address
+        self.joinedAt = joinedAt
+        self.signPublicKey = signPublicKey
+        self.boxPublicKey = boxPublicKey
+        self.timing = timing
+        self.checks = checks
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, role, company, state, labels, wireguard, capabilities, version, address, timing, checks
+        case vpnIP = "vpn_ip"
+        case lastSeen = "last_seen"
+        case joinedAt = "joined_at"
+        case signPublicKey = "sign_public_key"
+        case boxPublicKey = "box_public_key"
+    }
+}
+
+/// `GET /nodes`: every node, and whether this is a cached view because the lead is away.
+public struct NodeList: Codable, Sendable, Equatable {
+    public var nodes: [Node]
+    /// True when an agent answers from its cache because it cannot reach the lead.
+    public var stale: Bool
+    /// Age of the cached view in seconds, when stale.
+    public var ageS: Double?
+    /// The lead's name, as far as the answering agent knows.
+    public var lead: String?
+    /// Why the view is stale, when it is.
+    public var reason: String?
+
+    public init(nodes: [Node], stale: Bool, ageS: Double? = nil, lead: String? = nil, reason: String? = nil) {
+        self.nodes = nodes
+        self.stale = stale
+        self.ageS = ageS
+        self.lead = lead
+        self.reason = reason
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case nodes, stale, lead, reason
+        case ageS = "age_s"
+    }
+}
+
+/// `GET /topology`: nodes and the RTT each node measured to its peers.
+public struct Topology: Codable, Sendable, Equatable {
+    public struct Member: Codable, Sendable, Equatable {
+        public var name: String
+        public var state: NodeState
+        public var vpnIP: String
+
+        public init(name: String, state: NodeState, vpnIP: String) {
+            self.name = name
+            self.state = state
+            self.vpnIP = vpnIP
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case name, state
+            case vpnIP = "vpn_ip"
+        }
+    }
+
+    public struct Link: Codable, Sendable, Equatable {
+        public var from: String
+        public var to: String
+        public var rttMs: Double
+        public var handshakeAgeS: Double?
+        /// Seconds since `from` measured it.
+        public var measuredAgeS: Double?
+
+        public init(from: String, to: String, rttMs: Double, handshakeAgeS: Double? = nil, measuredAgeS: Double? = nil) {
+            self.from = from
+            self.to = to
+            self.rttMs = rttMs
+            self.handshakeAgeS = handshakeAgeS
+            self.measuredAgeS = measuredAgeS
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case from, to
+            case rttMs = "rtt_ms"
+            case handshakeAgeS = "handshake_age_s"
+            case measuredAgeS = "measured_age_s"
+        }
+    }
+
+    public var nodes: [Member]
+    public var links: [Link]
+    public var stale: Bool
+    public var ageS: Double?
+
+    public init(nodes: [Member], links: [Link], stale: Bool, ageS: Double? = nil) {
+        self.nodes = nodes
+        self.links = links
+        self.stale = stale
+        self.ageS = ageS
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case nodes, links, stale
+        case ageS = "age_s"
+    }
+}
+
+// MARK: - Join
+
+/// `POST /api/nodes/join`.
+public struct JoinRequest: Codable, Sendable, Equatable {
+    public struct WireGuard: Codable, Sendable, Equatable {
+        public var publicKey: String
+        public var endpoint: String?
+        public var listenPort: Int
+
+        public init(publicKey: String, endpoint: String?, listenPort: Int) {
+            self.publicKey = publicKey
+            self.endpoint = endpoint
+            self.listenPort = listenPort
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case endpoint
+            case publicKey = "public_key"
+            case listenPort = "listen_port"
+        }
+    }
+
+    public var token: String
+    public var name: String
+    public var profile: NodeRole
+    public var company: String?
+    public var labels: [String: String]?
+    public var wireguard: WireGuard
+    public var signPublicKey: String
+    public var boxPublicKey: String
+    public var vpnIP: String?
+    public var capabilities: Capabilities
+    public var address: String?
+    public var version: String?
+    public var timing: HeartbeatTiming?
+
+    public init(token: String, name: String, profile: NodeRole, company: String?, labels: [String: String]?,
+                wireguard: WireGuard, signPublicKey: String, boxPublicKey: String, vpnIP: String?,
+                capabilities: Capabilities, address: String?, version: String?, timing: HeartbeatTiming?) {
+        self.token = token
+        self.name = name
+        self.profile = profile
+        self.company = company
+        self.labels = labels
+        self.wireguard = wireguard
+        self.signPublicKey = signPublicKey
+        self.boxPublicKey = boxPublicKey
+        self.vpnIP = vpnIP
+        self.capabilities = capabilities
+        self.address = address
+        self.version = version
+        self.timing = timing
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case token, name, profile, company, labels, wireguard, capabilities, address, version, timing
+        case signPublicKey = "sign_public_key"
+        case boxPublicKey = "box_public_key"
+        case vpnIP = "vpn_ip"
+    }
+}
+
+/// The answer to a join: the node's record and what it needs to know about the mesh.
+public struct JoinResponse: Codable, Sendable, Equatable {
+    public struct Mesh: Codable, Sendable, Equatable {
+        public struct Lead: Codable, Sendable, Equatable {
+            public var name: String
+            public var url: String
+            public var signPublicKey: String
+            public var boxPublicKey: String
+
+            public init(name: String, url: String, signPublicKey: String, boxPublicKey: String) {
+                self.name = name
+                self.url = url
+                self.signPublicKey = signPublicKey
+                self.boxPublicKey = boxPublicKey
+            }
+
+            enum CodingKeys: String, CodingKey {
+                case name, url
+                case signPublicKey = "sign_public_key"
+                case boxPublicKey = "box_public_key"
+            }
+        }
+
+        public var cidr: String
+        public var lead: Lead
+        public var meshID: String?
+
+        public init(cidr: String, lead: Lead, meshID: String?) {
+            self.cidr = cidr
+            self.lead = lead
+            self.meshID = meshID
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case cidr, lead
+            case meshID = "mesh_id"
+        }
+    }
+
+    public var node: Node
+    public var mesh: Mesh
+
+    public init(node: Node, mesh: Mesh) {
+        self.node = node
+        self.mesh = mesh
+    }
+}
+
+// MARK: - Heartbeat
+
+/// The RTT a node measured to one peer.
+public struct PeerRTT: Codable, Sendable, Equatable {
+    public var name: String
+    public var rttMs: Double
+
+    public init(name: String, rttMs: Double) {
+        self.name = name
+        self.rttMs = rttMs
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name
+        case rttMs = "rtt_ms"
+    }
+}
+
+/// `POST /api/nodes/{name}/heartbeat` (signed).
+public struct HeartbeatRequest: Codable, Sendable, Equatable {
+    public var capabilities: Capabilities
+    public var version: String
+    public var labels: [String: String]
+    public var checks: [CheckResult]
+    public var peers: [PeerRTT]
+    public var address: String?
+    public var timing: HeartbeatTiming
+
+    public init(capabilities: Capabilities, version: String, labels: [String: String], checks: [CheckResult],
+                peers: [PeerRTT], address: String?, timing: HeartbeatTiming) {
+        self.capabilities = capabilities
+        self.version = version
+        self.labels = labels
+        self.checks = checks
+        self.peers = peers
+        self.address = address
+        self.timing = timing
+    }
+}
+
+/// The lead's answer to a heartbeat.
+public struct HeartbeatResponse: Codable, Sendable, Equatable {
+    /// The node's state after this heartbeat.
+    public var state: NodeState
+    /// Grows whenever membership changes (join, leave, state, address); nodes refresh their
+    /// cached registry when it moves.
+    public var registryVersion: Int
+    public var leadTime: String
+
+    public init(state: NodeState, registryVersion: Int, leadTime: String) {
+        self.state = state
+        self.registryVersion = registryVersion
+        self.leadTime = leadTime
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case state
+        case registryVersion = "registry_version"
+        case leadTime = "lead_time"
+    }
+}
+
+// MARK: - Join tokens
+
+/// `POST /api/tokens` (admin).
+public struct TokenCreateRequest: Codable, Sendable, Equatable {
+    public var profile: NodeRole
+    public var company: String?
+    /// Lifetime in seconds (default one hour).
+    public var ttlS: Int?
+    public var reusable: Bool?
+    public var labels: [String: String]?
+
+    public init(profile: NodeRole, company: String? = nil, ttlS: Int? = nil, reusable: Bool? = nil, labels: [String: String]? = nil) {
+        self.profile = profile
+        self.company = company
+        self.ttlS = ttlS
+        self.reusable = reusable
+        self.labels = labels
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case profile, company, reusable, labels
+        case ttlS = "ttl_s"
+    }
+}
+
+/// A join token as listed: never the token itself.
+public struct TokenInfo: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable {
+        case active, used, expired, revoked
+    }
+
+    public var id: String
+    public var profile: NodeRole
+    public var company: String
+    public var labels: [String: String]
+    public var reusable: Bool
+    public var uses: Int
+    public var state: State
+    public var createdAt: String
+    public var expiresAt: String
+
+    public init(id: String, profile: NodeRole, company: String, labels: [String: String], reusable: Bool, uses: Int,
+                state: State, createdAt: String, expiresAt: String) {
+        self.id = id
+        self.profile = profile
+        self.company = company
+        self.labels = labels
+        self.reusable = reusable
+        self.uses = uses
+        self.state = state
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, profile, company, labels, reusable, uses, state
+        case createdAt = "created_at"
+        case expiresAt = "expires_at"
+    }
+}
+
+/// The answer to `POST /api/tokens`: the only time the token is shown.
+public struct TokenCreated: Codable, Sendable, Equatable {
+    public var token: String
+    public var info: TokenInfo
+
+    public init(token: String, info: TokenInfo) {
+        self.token = token
+        self.info = info
+    }
+}
+
+/// `GET /api/tokens`.
+public struct TokenList: Codable, Sendable, Equatable {
+    public var tokens: [TokenInfo]
+
+    public init(tokens: [TokenInfo]) {
+        self.tokens = tokens
+    }
+}
