@@ -325,7 +325,10 @@ public struct JoinRequest: Codable, Sendable, Equatable {
         self.timing = timing
     }
 
-    enum CodingKeys: String, CodingKey {
+    /// The top-level fields a join may carry; anything else is refused.
+    public static let fields = Set(CodingKeys.allCases.map(\.rawValue))
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case token, name, profile, company, labels, wireguard, capabilities, address, version, timing
         case signPublicKey = "sign_public_key"
         case boxPublicKey = "box_public_key"
@@ -419,6 +422,13 @@ public struct HeartbeatRequest: Codable, Sendable, Equatable {
         self.address = address
         self.timing = timing
     }
+
+    /// The top-level fields a heartbeat may carry.
+    public static let fields = Set(CodingKeys.allCases.map(\.rawValue))
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case capabilities, version, labels, checks, peers, address, timing
+    }
 }
 
 /// The lead's answer to a heartbeat.
@@ -462,7 +472,10 @@ public struct TokenCreateRequest: Codable, Sendable, Equatable {
         self.labels = labels
     }
 
-    enum CodingKeys: String, CodingKey {
+    /// The fields a token request may carry.
+    public static let fields = Set(CodingKeys.allCases.map(\.rawValue))
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case profile, company, reusable, labels
         case ttlS = "ttl_s"
     }

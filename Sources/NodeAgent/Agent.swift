@@ -27,12 +27,35 @@ public enum Agent {
         let token = try AdminToken.loadOrCreate(dataDir: dataDir.path, keysDir: dataDir.file("keys"), logger: logger)
         let state = AgentState(config: config, identity: identity)
 
+        let inventory = Inventory(config: config, logger: logger)
+        let hub = EventHub()
+        var mesh = MeshContext(hub: hub)
+
+        // Services start in this order and stop in reverse: store → registry or membership → HTTP.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if config.role == .lead {
-            services.append(.init(service: try StoreService(config: config, state: state, logger: logger)))
+            let storeService = try StoreService(config: config, state: state, logger: logger)
+            let registry = try Registry(store: storeService.store, hub: hub, config: config, identity: identity, logger: logger)
+            mesh.registry = registry
+            mesh.store = storeService.store
+            services.append(.init(service: storeService))
+            services.append(.init(service: RegistryService(registry: registry, state: state, inventory: inventory, hub: hub, logger: logger)))
+        } else {
+            if config.lead == nil {
+                throw AgentError(.config, "a \(config.role.rawValue) node needs the lead's URL: set --lead, AURORA_LEAD or 'lead' in the node file")
+            }
+            if try Membership.load(dataDir: dataDir.path) == nil, config.joinToken == nil {
+                throw AgentError(.config, "this node has not joined a mesh yet: pass --join-token (or AURORA_JOIN_TOKEN) from 'aurora-cli token create' on the lead")
+            }
+            let cache = RegistryCache(dataDir: dataDir.path)
+            let membership = try MembershipService(config: config, identity: identity, state: state, inventory: inventory, cache: cache, logger: logger)
+            mesh.membership = membership
+            mesh.cache = cache
+            services.append(.init(service: membership))
         }
-        let http = HTTPServer.application(state: state, token: token, metrics: metrics, logger: logger)
+        let http = HTTPServer.application(state: state, token: token, metrics: metrics, mesh: mesh, logger: logger)
         services.append(.init(service: http))
+        services.append(.init(service: StreamCloser(hub: hub)))
 
         logger.info("starting", metadata: [
             "nodeagent.role": "\(config.role.rawValue)", "nodeagent.version": "\(AuroraVersion.current)",

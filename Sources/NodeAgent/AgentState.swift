@@ -13,6 +13,10 @@ public final class AgentState: Sendable {
     private struct Mutable {
         var store: StoreHealth
         var meshID: String?
+        var membership: Membership?
+        var leadReachable: Bool?
+        var leadMessage: String?
+        var leadContactAt: Date?
     }
 
     public init(config: NodeConfig, identity: NodeIdentity) {
@@ -41,6 +45,31 @@ public final class AgentState: Sendable {
     }
 
     func setMeshID(_ id: String) { mutable.withLock { $0.meshID = id } }
+
+    func setMembership(_ membership: Membership) {
+        mutable.withLock {
+            $0.membership = membership
+            $0.meshID = membership.meshID
+        }
+    }
+
+    var membership: Membership? { mutable.withLock { $0.membership } }
+
+    /// Records the outcome of a call to the lead; true when reachability changed.
+    func leadContact(ok: Bool, message: String?) -> Bool {
+        mutable.withLock { state in
+            let changed = state.leadReachable != ok
+            state.leadReachable = ok
+            state.leadMessage = message
+            if ok { state.leadContactAt = Date() }
+            return changed
+        }
+    }
+
+    /// Whether the last call to the lead succeeded (nil before the first), and why not.
+    var leadStatus: (reachable: Bool?, message: String?, lastContact: Date?) {
+        mutable.withLock { ($0.leadReachable, $0.leadMessage, $0.leadContactAt) }
+    }
 
     /// `GET /health`.
     public var health: HealthResponse {

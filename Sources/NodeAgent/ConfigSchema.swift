@@ -121,6 +121,8 @@ public enum ConfigSchema {
                   "URL of the lead agent (compute and edge nodes)"),
         ConfigKey("join_token", .string, default: .string(""), env: "AURORA_JOIN_TOKEN", flag: "--join-token",
                   secret: true, "one-time token for the first join; not needed once joined"),
+        ConfigKey("leave_on_stop", .bool, default: .bool(false), env: "AURORA_LEAVE_ON_STOP", flag: "--leave-on-stop",
+                  "on SIGTERM tell the lead this node leaves (left, not dead)"),
         ConfigKey("heartbeat.interval_s", .seconds, default: .double(1), "seconds between heartbeats"),
         ConfigKey("heartbeat.suspect_after", .int(1...100), default: .int(3), "missed heartbeats before suspect"),
         ConfigKey("heartbeat.away_after", .int(0...10_000), default: .int(0),

@@ -13,14 +13,24 @@ struct APIError: Error {
     let message: String
 
     static func unauthorized(_ message: String) -> APIError { APIError(status: .unauthorized, code: "unauthorized", message: message) }
+    static func badRequest(_ message: String) -> APIError { APIError(status: .badRequest, code: "bad_request", message: message) }
+    static func notFound(_ message: String) -> APIError { APIError(status: .notFound, code: "not_found", message: message) }
+    static func notLead(_ what: String, lead: String?) -> APIError {
+        APIError(status: .misdirectedRequest, code: "not_lead",
+                 message: "\(what) is served by the lead\(lead.map { " (\($0))" } ?? ""); send it there with the lead's operator token")
+    }
+    /// The store failed underneath a request; the store's message names no secret.
+    static func storeUnavailable(_ error: AgentError) -> APIError {
+        APIError(status: .serviceUnavailable, code: "store_unavailable", message: "the store is not available: \(error.message)")
+    }
 }
 
 /// The agent's HTTP API (Hummingbird), on loopback by default.
 public enum HTTPServer {
     /// Builds the application; it is a `Service` and runs in the agent's `ServiceGroup`.
-    public static func application(state: AgentState, token: AdminToken, metrics: PrometheusCollectorRegistry?,
-                                   logger: Logger) -> some ApplicationProtocol {
-        let router = Router(context: BasicRequestContext.self)
+    static func application(state: AgentState, token: AdminToken, metrics: PrometheusCollectorRegistry?, mesh: MeshContext,
+                            logger: Logger) -> some ApplicationProtocol {
+        let router = Router(context: AgentRequestContext.self)
         router.middlewares.add(APIErrorMiddleware(logger: logger))
         router.middlewares.add(BodyLimitMiddleware(maxBytes: state.config.maxBodyBytes))
 
@@ -43,6 +53,7 @@ public enum HTTPServer {
                 meshID: state.meshID)
             return try json(status, status: .ok)
         }
+        addRegistryRoutes(to: router, state: state, token: token, mesh: mesh)
 
         let address = state.config.listen
         return Application(

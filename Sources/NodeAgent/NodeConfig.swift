@@ -172,6 +172,14 @@ public enum Redaction {
 
 // MARK: - Typed configuration
 
+extension NodeConfig {
+    /// The failure detector's policy for this node's own timing.
+    var detectorPolicy: FailureDetector.Policy {
+        FailureDetector.Policy(interval: .milliseconds(Int64(heartbeatTiming.intervalS * 1000)), suspectAfter: heartbeatTiming.suspectAfter,
+                               awayAfter: heartbeatTiming.awayAfter, deadAfter: heartbeatTiming.deadAfter)
+    }
+}
+
 /// The validated, immutable configuration of one agent, passed down to every component.
 public struct NodeConfig: Sendable {
     public let role: NodeRole
@@ -190,6 +198,15 @@ public struct NodeConfig: Sendable {
     public let maxBodyBytes: Int
     public let logLevel: Logger.Level
     public let gpus: [GPUInventoryEntry]
+    /// The address this node asks for (`vpn_ip`); nil lets the lead allocate.
+    public let vpnIP: String?
+    public let wireguardCIDR: String
+    public let wireguardEndpoint: String?
+    public let wireguardListenPort: Int
+    /// The heartbeat timing of this node's profile, which the lead's failure detector applies.
+    public let heartbeatTiming: HeartbeatTiming
+    /// Tell the lead this node is leaving on SIGTERM (`left`, not `dead`).
+    public let leaveOnStop: Bool
     /// The profile file that was used.
     public let profileFile: String
     /// All keys with their sources, for `nodeagent config`.
@@ -219,6 +236,19 @@ public struct NodeConfig: Sendable {
         self.maxBodyBytes = int("http.max_body_bytes")
         self.logLevel = Logger.Level(rawValue: string("log.level")) ?? .info
         if case .gpus(let gpus) = resolved["gpus"] { self.gpus = gpus } else { self.gpus = [] }
+        self.vpnIP = nonEmpty("vpn_ip")
+        self.wireguardCIDR = string("wireguard.cidr")
+        self.wireguardEndpoint = nonEmpty("wireguard.endpoint")
+        self.wireguardListenPort = int("wireguard.listen_port")
+        let interval: Double
+        switch resolved["heartbeat.interval_s"] {
+        case .double(let value): interval = value
+        case .int(let value): interval = Double(value)
+        default: interval = 1
+        }
+        self.heartbeatTiming = HeartbeatTiming(intervalS: interval, suspectAfter: int("heartbeat.suspect_after"),
+                                               awayAfter: int("heartbeat.away_after"), deadAfter: int("heartbeat.dead_after"))
+        if case .bool(let leave) = resolved["leave_on_stop"] { self.leaveOnStop = leave } else { self.leaveOnStop = false }
         self.profileFile = profileFile
         self.resolved = resolved
     }

@@ -43,9 +43,10 @@ final class PostgresConnection: @unchecked Sendable {  // owns a PGconn; used by
     /// Whether the connection is still usable.
     var isConnected: Bool { PQstatus(connection) == CONNECTION_OK }
 
-    /// Runs one statement with text parameters (`$1`, `$2`, ...).
+    /// Runs one statement with text parameters (`$1`, `$2`, ...). Without parameters the
+    /// text may hold several statements (a migration); the last one's rows are returned.
     func execute(_ sql: String, _ parameters: [String?] = []) throws(AgentError) -> QueryResult {
-        let result: OpaquePointer? = withOptionalCStrings(parameters) { pointers in
+        let result: OpaquePointer? = parameters.isEmpty ? PQexec(connection, sql) : withOptionalCStrings(parameters) { pointers in
             PQexecParams(connection, sql, Int32(parameters.count), nil, pointers, nil, nil, 0)
         }
         guard let result else { throw AgentError(.store, "query failed: \(Self.message(connection))") }

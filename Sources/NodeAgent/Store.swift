@@ -45,6 +45,29 @@ public actor Store {
         }
     }
 
+    /// Runs `body` with the connection inside one transaction on the store thread: committed
+    /// when it returns, rolled back when it throws. Work that must be all-or-nothing (a join:
+    /// the token use, the node and its event) goes here.
+    ///
+    /// `afterCommit` runs on the store thread right after the commit, before any later
+    /// transaction: publishing events there keeps them in commit order.
+    func inTransaction<R: Sendable>(_ body: @escaping @Sendable (PostgresConnection) throws(AgentError) -> R,
+                                    afterCommit: @escaping @Sendable (R) -> Void = { _ in }) async throws(AgentError) -> R {
+        guard let connection else { throw AgentError(.store, "the store is not connected") }
+        return try await onStoreThread { () throws(AgentError) -> R in
+            _ = try connection.execute("BEGIN")
+            do throws(AgentError) {
+                let result = try body(connection)
+                _ = try connection.execute("COMMIT")
+                afterCommit(result)
+                return result
+            } catch {
+                _ = try? connection.execute("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
     /// Whether a trivial query answers now.
     public func ping() async -> Bool {
         guard let connection else { return false }
@@ -88,6 +111,50 @@ public enum Migrations {
                 lead_name  text NOT NULL,
                 created_at timestamptz NOT NULL DEFAULT now()
             )
+            """),
+        Migration(version: 2, name: "registry", sql: """
+            CREATE TABLE join_tokens (
+                id          text PRIMARY KEY,
+                token_hash  text NOT NULL UNIQUE,
+                profile     text NOT NULL,
+                company     text NOT NULL DEFAULT '',
+                labels      jsonb NOT NULL DEFAULT '{}',
+                reusable    boolean NOT NULL DEFAULT false,
+                uses        integer NOT NULL DEFAULT 0,
+                created_at  timestamptz NOT NULL DEFAULT now(),
+                expires_at  timestamptz NOT NULL,
+                revoked_at  timestamptz
+            );
+            CREATE TABLE nodes (
+                name            text PRIMARY KEY,
+                role            text NOT NULL,
+                company         text NOT NULL DEFAULT '',
+                vpn_ip          text NOT NULL UNIQUE,
+                sign_public_key text NOT NULL,
+                box_public_key  text NOT NULL,
+                wg_public_key   text NOT NULL,
+                wg_endpoint     text,
+                wg_listen_port  integer NOT NULL,
+                labels          jsonb NOT NULL DEFAULT '{}',
+                capabilities    jsonb NOT NULL,
+                timing          jsonb,
+                version         text NOT NULL DEFAULT '',
+                address         text,
+                state           text NOT NULL,
+                removed         boolean NOT NULL DEFAULT false,
+                last_seen       timestamptz NOT NULL,
+                joined_at       timestamptz NOT NULL DEFAULT now(),
+                token_id        text
+            );
+            CREATE TABLE events (
+                seq   bigserial PRIMARY KEY,
+                id    uuid NOT NULL UNIQUE,
+                type  text NOT NULL,
+                at    timestamptz NOT NULL DEFAULT now(),
+                node  text,
+                data  jsonb NOT NULL DEFAULT '{}'
+            );
+            CREATE INDEX events_node ON events (node, seq)
             """),
     ]
 

@@ -87,6 +87,9 @@ struct ConfigOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
 
+    @Flag(name: .customLong("leave-on-stop"), help: "On SIGTERM, tell the lead this node leaves (state 'left', not 'dead').")
+    var leaveOnStop = false
+
     var request: ConfigLoader.Request {
         var flags: [String: String] = [:]
         flags["data_dir"] = dataDir
@@ -96,6 +99,7 @@ struct ConfigOptions: ParsableArguments {
         flags["join_token"] = joinToken
         flags["store.url"] = store
         flags["log.level"] = logLevel
+        if leaveOnStop { flags["leave_on_stop"] = "true" }
         return ConfigLoader.Request(profile: profile, profilesDir: profilesDir, configFile: config, flags: flags)
     }
 }

@@ -1,0 +1,146 @@
+import AuroraAPI
+import Foundation
+import Synchronization
+
+/// Fans events out to live subscribers (SSE streams), in sequence order.
+///
+/// The lead publishes from the store thread right after the transaction that wrote the
+/// events commits, so subscribers see events in `seq` order.
+public final class EventHub: Sendable {
+    /// What a subscriber receives.
+    enum Item: Sendable {
+        case event(MeshEvent)
+        /// Keeps idle streams alive and finds clients that went away.
+        case ping
+    }
+
+    private struct State {
+        var subscribers: [UUID: AsyncStream<Item>.Continuation] = [:]
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// A live stream of items; ends when the hub closes or `unsubscribe` is called.
+    func subscribe() -> (UUID, AsyncStream<Item>) {
+        let (stream, continuation) = AsyncStream<Item>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
+        let id = UUID()
+        let closed = state.withLock { state in
+            if !state.closed { state.subscribers[id] = continuation }
+            return state.closed
+        }
+        if closed { continuation.finish() }
+        return (id, stream)
+    }
+
+    func unsubscribe(_ id: UUID) {
+        state.withLock { $0.subscribers.removeValue(forKey: id) }?.finish()
+    }
+
+    func publish(_ events: [MeshEvent]) {
+        guard !events.isEmpty else { return }
+        state.withLock { state in
+            for continuation in state.subscribers.values {
+                for event in events { continuation.yield(.event(event)) }
+            }
+        }
+    }
+
+    func ping() {
+        state.withLock { state in
+            for continuation in state.subscribers.values { continuation.yield(.ping) }
+        }
+    }
+
+    var subscriberCount: Int { state.withLock { $0.subscribers.count } }
+
+    /// Ends every stream (graceful shutdown: SSE clients must not hold the server open).
+    public func close() {
+        let continuations = state.withLock { state in
+            state.closed = true
+            defer { state.subscribers = [:] }
+            return Array(state.subscribers.values)
+        }
+        continuations.forEach { $0.finish() }
+    }
+}
+
+/// The lead's durable event log: the `events` table, with `seq` from a sequence.
+enum EventLog {
+    /// A pending event, written inside the transaction of the change it describes.
+    struct Draft: Sendable {
+        var type: String
+        var node: String?
+        var data: [String: JSONValue]
+    }
+
+    /// Inserts `draft` with the connection of an open transaction.
+    static func insert(_ draft: Draft, on connection: PostgresConnection) throws(AgentError) -> MeshEvent {
+        let id = UUID().uuidString.lowercased()
+        let data: String
+        do { data = String(decoding: try APICoding.encoder().encode(draft.data), as: UTF8.self) } catch {
+            throw AgentError(.store, "cannot encode event data")
+        }
+        let row = try connection.execute(
+            "INSERT INTO events (id, type, node, data) VALUES ($1, $2, $3, $4::jsonb) RETURNING seq, \(SQL.iso("at"))",
+            [id, draft.type, draft.node, data]).rows.first
+        guard let row, let seq = row[0].flatMap({ Int64($0) }), let at = row[1] else {
+            throw AgentError(.store, "the event insert returned no sequence")
+        }
+        return MeshEvent(id: id, seq: seq, type: draft.type, at: at, node: draft.node, data: draft.data)
+    }
+
+    /// Events after `seq`, oldest first.
+    static func since(_ seq: Int64, limit: Int, store: Store) async throws(AgentError) -> [MeshEvent] {
+        let rows = try await store.query(
+            "SELECT seq, id, type, \(SQL.iso("at")), node, data::text FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            [String(seq), String(limit)]).rows
+        return rows.compactMap { row in
+            guard let seq = row[0].flatMap({ Int64($0) }), let id = row[1], let type = row[2], let at = row[3] else { return nil }
+            let data = row[5].flatMap { try? APICoding.decoder().decode([String: JSONValue].self, from: Data($0.utf8)) } ?? [:]
+            return MeshEvent(id: id, seq: seq, type: type, at: at, node: row[4], data: data)
+        }
+    }
+
+    /// The newest sequence number (0 when there are no events).
+    static func latest(store: Store) async throws(AgentError) -> Int64 {
+        Int64(try await store.query("SELECT coalesce(max(seq), 0) FROM events").scalar ?? "0") ?? 0
+    }
+
+    /// One event in Server-Sent Events form.
+    static func sse(_ event: MeshEvent) -> String {
+        let json = (try? APICoding.encoder().encode(event)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        return "id: \(event.seq)\nevent: \(event.type)\ndata: \(json)\n\n"
+    }
+}
+
+/// SQL fragments used across the store code.
+enum SQL {
+    /// A timestamptz column as ISO 8601 UTC with milliseconds.
+    static func iso(_ column: String) -> String {
+        "to_char(\(column) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+    }
+
+    /// `[String: String]` as JSON text for a jsonb parameter.
+    static func json(_ value: some Encodable) -> String {
+        (try? APICoding.encoder().encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ text: String?) -> T? {
+        text.flatMap { try? APICoding.decoder().decode(T.self, from: Data($0.utf8)) }
+    }
+}
+
+/// ISO 8601 with milliseconds, UTC, as the API writes times.
+enum ISOTime {
+    static func string(_ date: Date) -> String {
+        date.formatted(.iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true).timeSeparator(.colon).timeZone(separator: .omitted))
+    }
+
+    static func parse(_ text: String) -> Date? {
+        (try? Date(text, strategy: .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true).timeSeparator(.colon).timeZone(separator: .omitted)))
+            ?? (try? Date(text, strategy: .iso8601))
+    }
+}

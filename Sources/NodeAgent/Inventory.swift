@@ -1,0 +1,126 @@
+import AuroraAPI
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+
+/// What this machine offers, as its heartbeats report it: CPU, memory, OS, architecture and
+/// GPUs (from the `gpus:` inventory when set, else from `nvidia-smi`, else none).
+actor Inventory {
+    private let config: NodeConfig
+    private let logger: Logger
+    private var cachedGPUs: [GPU] = []
+    private var gpusSampledAt: ContinuousClock.Instant?
+    private let base: Capabilities
+    /// nvidia-smi is asked at most this often.
+    private let gpuRefresh = Duration.seconds(2)
+
+    init(config: NodeConfig, logger: Logger) {
+        self.config = config
+        self.logger = logger
+        var system = utsname()
+        uname(&system)
+        let arch = withUnsafeBytes(of: &system.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let release = withUnsafeBytes(of: &system.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        self.base = Capabilities(cpuCores: ProcessInfo.processInfo.activeProcessorCount,
+                                 memoryMB: Int(ProcessInfo.processInfo.physicalMemory / (1 << 20)),
+                                 os: Self.osName(kernel: release), arch: arch, gpus: [])
+    }
+
+    /// The capabilities now.
+    func capabilities() async -> Capabilities {
+        var capabilities = base
+        capabilities.gpus = await gpus()
+        return capabilities
+    }
+
+    private func gpus() async -> [GPU] {
+        if !config.gpus.isEmpty {
+            return config.gpus.map { GPU(index: $0.index, uuid: $0.uuid, name: $0.name, memoryTotalMB: $0.memoryTotalMB,
+                                        memoryUsedMB: $0.memoryUsedMB, utilizationPct: $0.utilizationPct) }
+        }
+        if let sampled = gpusSampledAt, sampled.duration(to: .now) < gpuRefresh { return cachedGPUs }
+        gpusSampledAt = .now
+        guard let smi = Self.which("nvidia-smi") else { return [] }
+        do {
+            let result = try await ProcessRunner.run(smi, ["--query-gpu=index,uuid,name,memory.total,memory.used,utilization.gpu",
+                                                           "--format=csv,noheader,nounits"])
+            guard result.status == 0 else {
+                logger.warning("nvidia-smi failed", metadata: ["nodeagent.error": "\(result.lastLine)"])
+                return cachedGPUs
+            }
+            cachedGPUs = GPUQuery.parse(result.output)
+        } catch {
+            logger.warning("cannot run nvidia-smi", metadata: ["nodeagent.error": "\(error.message)"])
+        }
+        return cachedGPUs
+    }
+
+    /// Local checks reported with every heartbeat.
+    nonisolated func checks() -> [CheckResult] {
+        var stats = statvfs()
+        guard statvfs(config.dataDir, &stats) == 0, stats.f_blocks > 0 else {
+            return [CheckResult(name: "data_dir_disk", status: .critical, output: "cannot stat \(config.dataDir)")]
+        }
+        let used = 100.0 * Double(stats.f_blocks - stats.f_bavail) / Double(stats.f_blocks)
+        let status: CheckResult.Status = used >= 95 ? .critical : used >= 85 ? .warning : .passing
+        return [CheckResult(name: "data_dir_disk", status: status, output: String(format: "%.0f%% used", used))]
+    }
+
+    static func which(_ program: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        return path.split(separator: ":").map { "\($0)/\(program)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    private static func osName(kernel: String) -> String {
+        let release = (try? String(contentsOfFile: "/etc/os-release", encoding: .utf8)) ?? ""
+        let pretty = release.split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
+            .map { String($0.dropFirst("PRETTY_NAME=".count)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+        return pretty.map { "\($0) (Linux \(kernel))" } ?? "Linux \(kernel)"
+    }
+}
+
+/// Parses `nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used,utilization.gpu
+/// --format=csv,noheader,nounits`. Lines that do not parse are skipped; `[N/A]` counts as 0.
+enum GPUQuery {
+    static func parse(_ output: String) -> [GPU] {
+        output.split(separator: "\n").compactMap { line -> GPU? in
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard fields.count == 6, let index = Int(fields[0]), let total = Int(fields[3]) else { return nil }
+            return GPU(index: index, uuid: fields[1], name: fields[2], memoryTotalMB: total,
+                       memoryUsedMB: Int(fields[4]) ?? 0, utilizationPct: Int(fields[5]) ?? 0)
+        }
+    }
+}
+
+/// TCP connects, for the lead's probe of a late node and for nodes' RTT to their peers.
+enum TCPProbe {
+    enum Outcome: Sendable, Equatable {
+        /// Connected; the time the connect took.
+        case connected(Duration)
+        /// The host answered that nothing listens on the port.
+        case refused
+        /// No answer in time, or another error: proves nothing.
+        case inconclusive
+    }
+
+    static func connect(host: String, port: Int, timeout: Duration) async -> Outcome {
+        let address: SocketAddress
+        do { address = try SocketAddress(ipAddress: host, port: port) } catch { return .inconclusive }
+        let started = ContinuousClock.now
+        let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.milliseconds(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
+        do {
+            let channel = try await bootstrap.connect(to: address).get()
+            let elapsed = started.duration(to: .now)
+            try? await channel.close()
+            return .connected(elapsed)
+        } catch let error as IOError where error.errnoCode == ECONNREFUSED {
+            return .refused
+        } catch let error as NIOConnectionError where error.connectionErrors.contains(where: { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }) {
+            return .refused
+        } catch {
+            return .inconclusive
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import AuroraAPI
+import Foundation
+import Secrets
+
+/// What a valid join token grants.
+struct TokenGrant: Sendable {
+    var id: String
+    var profile: NodeRole
+    var company: String
+    var labels: [String: String]
+}
+
+/// Join tokens on the lead: stored as SHA-256 hashes, single use unless reusable, expiring.
+/// The token itself is shown once, when it is created.
+enum JoinTokens {
+    static let defaultTTL = 3600
+    static let maxTTL = 30 * 86_400
+
+    /// Creates a token; returns it with its record.
+    static func create(_ request: TokenCreateRequest, store: Store) async throws(APIError) -> TokenCreated {
+        guard request.profile != .lead else { throw APIError.badRequest("profile: join tokens are for compute or edge nodes") }
+        let ttl = request.ttlS ?? defaultTTL
+        guard (1...maxTTL).contains(ttl) else { throw APIError.badRequest("ttl_s must be 1-\(maxTTL) seconds") }
+        for (key, _) in request.labels ?? [:] where key.isEmpty || key.count > 63 {
+            throw APIError.badRequest("labels: keys must be 1-63 characters")
+        }
+        let id = "jt_" + Hex.encode(Crypto.randomBytes(6))
+        let token = "aurjoin_" + Hex.encode(Crypto.randomBytes(24))
+        let hash = Hex.encode(Crypto.sha256(Array(token.utf8)))
+        let rows: [[String?]]
+        do {
+            rows = try await store.query("""
+                INSERT INTO join_tokens (id, token_hash, profile, company, labels, reusable, expires_at)
+                VALUES ($1, $2, $3, $4, $5::jsonb, $6, now() + make_interval(secs => $7::integer))
+                RETURNING \(columns)
+                """, [id, hash, request.profile.rawValue, request.company ?? "", SQL.json(request.labels ?? [:]),
+                      (request.reusable ?? false) ? "true" : "false", String(ttl)]).rows
+        } catch {
+            throw APIError.storeUnavailable(error)
+        }
+        guard let row = rows.first, let info = info(row) else {
+            throw APIError(status: .internalServerError, code: "internal", message: "the token was not stored")
+        }
+        return TokenCreated(token: token, info: info)
+    }
+
+    static func list(store: Store) async throws(APIError) -> TokenList {
+        do {
+            let rows = try await store.query("SELECT \(columns) FROM join_tokens ORDER BY created_at, id").rows
+            return TokenList(tokens: rows.compactMap(info))
+        } catch {
+            throw APIError.storeUnavailable(error)
+        }
+    }
+
+    /// Revokes by id (`jt_...`); revoking twice is fine, an unknown id is 404.
+    static func revoke(_ id: String, store: Store) async throws(APIError) -> TokenInfo {
+        do {
+            let rows = try await store.query(
+                "UPDATE join_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING \(columns)", [id]).rows
+            guard let row = rows.first, let info = info(row) else { throw APIError.notFound("no join token with id '\(id)'") }
+            return info
+        } catch let error as AgentError {
+            throw APIError.storeUnavailable(error)
+        } catch let error as APIError {
+            throw error
+        } catch {
+            throw APIError(status: .internalServerError, code: "internal", message: "internal error")
+        }
+    }
+
+    /// Uses a token inside the join's transaction: the row is locked, checked and counted.
+    static func consume(hash: String, on connection: PostgresConnection) throws(AgentError) -> Result<TokenGrant, APIError> {
+        let rows = try connection.execute("""
+            SELECT id, profile, company, labels::text, reusable, uses, revoked_at IS NOT NULL, expires_at <= now()
+            FROM join_tokens WHERE token_hash = $1 FOR UPDATE
+            """, [hash]).rows
+        guard let row = rows.first, let id = row[0], let profile = row[1].flatMap(NodeRole.init(rawValue:)) else {
+            return .failure(.unauthorized("join token is not valid"))
+        }
+        if row[6] == "t" { return .failure(.unauthorized("join token \(id) was revoked")) }
+        if row[7] == "t" { return .failure(.unauthorized("join token \(id) has expired")) }
+        if row[4] != "t", (row[5].flatMap { Int($0) } ?? 0) > 0 {
+            return .failure(.unauthorized("join token \(id) was already used (it is single-use; create a --reusable one for many nodes)"))
+        }
+        _ = try connection.execute("UPDATE join_tokens SET uses = uses + 1 WHERE id = $1", [id])
+        return .success(TokenGrant(id: id, profile: profile, company: row[2] ?? "", labels: SQL.decode([String: String].self, row[3]) ?? [:]))
+    }
+
+    private static let columns = """
+        id, profile, company, labels::text, reusable, uses, \(SQL.iso("created_at")), \(SQL.iso("expires_at")),
+        CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN expires_at <= now() THEN 'expired'
+             WHEN NOT reusable AND uses > 0 THEN 'used' ELSE 'active' END
+        """
+
+    private static func info(_ row: [String?]) -> TokenInfo? {
+        guard row.count == 9, let id = row[0], let profile = row[1].flatMap(NodeRole.init(rawValue:)), let created = row[6],
+              let expires = row[7], let state = row[8].flatMap(TokenInfo.State.init(rawValue:)) else { return nil }
+        return TokenInfo(id: id, profile: profile, company: row[2] ?? "", labels: SQL.decode([String: String].self, row[3]) ?? [:],
+                         reusable: row[4] == "t", uses: row[5].flatMap { Int($0) } ?? 0, state: state, createdAt: created, expiresAt: expires)
+    }
+}

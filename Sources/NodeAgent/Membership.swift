@@ -1,0 +1,327 @@
+import AsyncAlgorithms
+import AsyncHTTPClient
+import AuroraAPI
+import Foundation
+import Logging
+import Mesh
+import Metrics
+import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
+import Synchronization
+
+/// What a joined node remembers about its membership (`DATA/membership.json`, 0600). With it,
+/// later starts need no join token.
+struct Membership: Codable, Sendable, Equatable {
+    var name: String
+    var vpnIP: String
+    var leadURL: String
+    var lead: JoinResponse.Mesh.Lead
+    var cidr: String
+    var meshID: String?
+    var joinedAt: String
+
+    enum CodingKeys: String, CodingKey {
+        case name, lead, cidr
+        case vpnIP = "vpn_ip"
+        case leadURL = "lead_url"
+        case meshID = "mesh_id"
+        case joinedAt = "joined_at"
+    }
+
+    static func path(dataDir: String) -> String { dataDir + "/membership.json" }
+
+    static func load(dataDir: String) throws(AgentError) -> Membership? {
+        guard let text = try SecureFile.read(path(dataDir: dataDir)) else { return nil }
+        guard let membership = SQL.decode(Membership.self, text) else {
+            throw AgentError(.identity, "\(path(dataDir: dataDir)) is not readable membership data; remove it and join again with a token")
+        }
+        return membership
+    }
+
+    func save(dataDir: String) throws(AgentError) {
+        try SecureFile.write(SQL.json(self) + "\n", to: Membership.path(dataDir: dataDir))
+    }
+}
+
+/// Why a call to the lead failed.
+enum LeadCallError: Error, Sendable {
+    /// No answer (refused, timed out, reset): the lead is away.
+    case unreachable(String)
+    /// The lead answered with an error.
+    case refused(status: Int, ErrorResponse)
+
+    var message: String {
+        switch self {
+        case .unreachable(let reason): "lead unreachable: \(reason)"
+        case .refused(let status, let error): "lead answered \(status) \(error.error.code): \(error.error.message)"
+        }
+    }
+}
+
+/// Signed HTTP calls from this node to the lead.
+struct LeadClient: Sendable {
+    let baseURL: String
+    let signer: RequestSigner?
+
+    /// Sends a request (signed when a signer is set) and decodes a 2xx answer as `T`.
+    func call<T: Decodable>(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none, as type: T.Type,
+                            timeout: Duration) async throws(LeadCallError) -> T {
+        let bytes = try await send(method, path, body: body, timeout: timeout)
+        do { return try APICoding.decoder().decode(T.self, from: Data(bytes)) } catch {
+            throw .refused(status: 502, ErrorResponse(code: "bad_gateway", message: "the lead's answer to \(path) did not decode"))
+        }
+    }
+
+    /// Sends a request; returns the body of a 2xx answer.
+    func send(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none, timeout: Duration) async throws(LeadCallError) -> [UInt8] {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method
+        var bytes: [UInt8] = []
+        if let body {
+            bytes = Array((try? APICoding.encoder().encode(body)) ?? Data())
+            request.body = .bytes(ByteBuffer(bytes: bytes))
+            request.headers.add(name: "Content-Type", value: "application/json")
+        }
+        if let signer {
+            for (name, value) in signer.headers(method: method.rawValue, path: path, body: bytes) { request.headers.add(name: name, value: value) }
+        }
+        let response: HTTPClientResponse
+        let collected: ByteBuffer
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(Int64(timeout / .milliseconds(1))))
+            collected = try await response.body.collect(upTo: 32 << 20)
+        } catch {
+            throw .unreachable(Self.reason(error))
+        }
+        let answer = Array(collected.readableBytesView)
+        guard (200..<300).contains(Int(response.status.code)) else {
+            let error = (try? APICoding.decoder().decode(ErrorResponse.self, from: Data(answer)))
+                ?? ErrorResponse(code: "http_\(response.status.code)", message: response.status.reasonPhrase)
+            throw .refused(status: Int(response.status.code), error)
+        }
+        return answer
+    }
+
+    static func reason(_ error: any Error) -> String {
+        let text = String(describing: error)
+        if text.contains("refused") || text.contains("errno: 111") { return "connection refused" }
+        if text.lowercased().contains("timeout") || text.contains("deadlineExceeded") { return "timed out" }
+        return text.split(separator: "\n").first.map(String.init) ?? "unreachable"
+    }
+}
+
+/// The last registry view this node got from the lead, kept in memory and in
+/// `DATA/cache/registry.json`, served (marked stale) while the lead is away.
+final class RegistryCache: Sendable {
+    struct Snapshot: Codable, Sendable {
+        var nodes: NodeList
+        var topology: Topology?
+        var fetchedAt: String
+
+        enum CodingKeys: String, CodingKey {
+            case nodes, topology
+            case fetchedAt = "fetched_at"
+        }
+    }
+
+    private let path: String
+    private let snapshot: Mutex<Snapshot?>
+
+    init(dataDir: String) {
+        self.path = dataDir + "/cache/registry.json"
+        let loaded = (try? SecureFile.read(dataDir + "/cache/registry.json")).flatMap { SQL.decode(Snapshot.self, $0) }
+        self.snapshot = Mutex(loaded)
+    }
+
+    var current: Snapshot? { snapshot.withLock { $0 } }
+
+    /// Seconds since the snapshot was fetched.
+    func age(now: Date = Date()) -> Double? {
+        guard let fetched = current.flatMap({ ISOTime.parse($0.fetchedAt) }) else { return nil }
+        return max(0, now.timeIntervalSince(fetched)).rounded(toPlaces: 3)
+    }
+
+    func store(nodes: NodeList, topology: Topology?) {
+        let value = Snapshot(nodes: nodes, topology: topology ?? current?.topology, fetchedAt: ISOTime.string(Date()))
+        snapshot.withLock { $0 = value }
+        let directory = (path as NSString).deletingLastPathComponent
+        try? DataDirectory.createDirectory(directory, mode: 0o700, what: "cache directory")
+        try? SecureFile.write(SQL.json(value), to: path)
+    }
+}
+
+/// A compute or edge node's membership: joins once with the token, then heartbeats to the
+/// lead at the profile's interval, measures RTT to its peers, keeps the registry cache warm
+/// and, with `--leave-on-stop`, leaves on SIGTERM.
+final class MembershipService: Service {
+    let config: NodeConfig
+    let identity: NodeIdentity
+    let state: AgentState
+    let inventory: Inventory
+    let cache: RegistryCache
+    let logger: Logger
+    private let lead: LeadClient
+    private let joinClient: LeadClient
+    private let beats = Counter(label: "aurora_heartbeats_sent_total")
+    private let beatFailures = Counter(label: "aurora_heartbeat_failures_total")
+    private let peerRTTs = Mutex<[PeerRTT]>([])
+
+    init(config: NodeConfig, identity: NodeIdentity, state: AgentState, inventory: Inventory, cache: RegistryCache, logger: Logger) throws(AgentError) {
+        guard let leadURL = config.lead else {
+            throw AgentError(.config, "a \(config.role.rawValue) node needs the lead's URL: set --lead, AURORA_LEAD or 'lead' in the node file")
+        }
+        self.config = config
+        self.identity = identity
+        self.state = state
+        self.inventory = inventory
+        self.cache = cache
+        var logger = logger
+        logger[metadataKey: "nodeagent.subsystem"] = "membership"
+        self.logger = logger
+        let base = leadURL.hasSuffix("/") ? String(leadURL.dropLast()) : leadURL
+        self.lead = LeadClient(baseURL: base, signer: RequestSigner(node: config.name, key: identity.signing))
+        self.joinClient = LeadClient(baseURL: base, signer: nil)
+    }
+
+    /// The signed client, for forwarding operator reads to the lead.
+    var leadClient: LeadClient { lead }
+
+    func run() async throws {
+        guard let membership = try await joinIfNeeded() else { return }
+        state.setMembership(membership)
+        var knownVersion = -1
+        var lastRefresh: ContinuousClock.Instant?
+        var lastRTT: ContinuousClock.Instant?
+        let interval = Duration.milliseconds(Int64(config.heartbeatTiming.intervalS * 1000))
+        let timeout = min(interval, .seconds(2))
+        for await _ in AsyncTimerSequence(interval: interval, clock: .continuous).cancelOnGracefulShutdown() {
+            do {
+                let response = try await heartbeat(timeout: timeout)
+                if state.leadContact(ok: true, message: nil) { logger.notice("lead reachable") }
+                if response.registryVersion != knownVersion || lastRefresh.map({ $0.duration(to: .now) > .seconds(10) }) ?? true {
+                    if await refreshCache(timeout: timeout) {
+                        knownVersion = response.registryVersion
+                        lastRefresh = .now
+                    }
+                }
+            } catch {
+                beatFailures.increment()
+                if state.leadContact(ok: false, message: error.message) {
+                    logger.warning("heartbeat failed; the lead is away", metadata: ["nodeagent.error": "\(error.message)"])
+                }
+            }
+            if lastRTT.map({ $0.duration(to: .now) >= .seconds(5) }) ?? true {
+                lastRTT = .now
+                await measurePeers()
+            }
+        }
+        if config.leaveOnStop {
+            do {
+                _ = try await lead.send(.POST, Routes.leave(config.name), body: Optional<Int>.none, timeout: .seconds(2))
+                logger.info("left the mesh")
+            } catch {
+                logger.warning("could not tell the lead this node leaves", metadata: ["nodeagent.error": "\(error.message)"])
+            }
+        }
+    }
+
+    // MARK: Join
+
+    /// The saved membership, or a join with the token (retried while the lead is away).
+    /// Returns nil when a shutdown came first; throws when the lead refuses the join.
+    private func joinIfNeeded() async throws -> Membership? {
+        if let saved = try Membership.load(dataDir: config.dataDir) {
+            if saved.name != config.name {
+                throw AgentError(.config, "this data dir joined the mesh as '\(saved.name)', not '\(config.name)'; use --name \(saved.name) or another --data-dir")
+            }
+            return saved
+        }
+        guard let token = config.joinToken else {
+            throw AgentError(.config, "this node has not joined a mesh yet: pass --join-token (or AURORA_JOIN_TOKEN) from 'aurora-cli token create' on the lead")
+        }
+        var delay = Duration.milliseconds(250)
+        while true {
+            let request = JoinRequest(
+                token: token, name: config.name, profile: config.role, company: config.company.isEmpty ? nil : config.company,
+                labels: config.labels.isEmpty ? nil : config.labels,
+                wireguard: .init(publicKey: identity.wireguard.publicKey.base64, endpoint: config.wireguardEndpoint, listenPort: config.wireguardListenPort),
+                signPublicKey: identity.signing.publicKey.base64, boxPublicKey: identity.box.publicKey.base64, vpnIP: config.vpnIP,
+                capabilities: await inventory.capabilities(), address: config.listen.description, version: AuroraVersion.current,
+                timing: config.heartbeatTiming)
+            let answer: Result<JoinResponse, LeadCallError>
+            do throws(LeadCallError) {
+                answer = .success(try await joinClient.call(.POST, Routes.join, body: request, as: JoinResponse.self, timeout: .seconds(5)))
+            } catch {
+                answer = .failure(error)
+            }
+            switch answer {
+            case .success(let response):
+                let membership = Membership(name: response.node.name, vpnIP: response.node.vpnIP, leadURL: lead.baseURL,
+                                            lead: response.mesh.lead, cidr: response.mesh.cidr, meshID: response.mesh.meshID,
+                                            joinedAt: response.node.joinedAt)
+                try membership.save(dataDir: config.dataDir)
+                logger.info("joined the mesh", metadata: ["nodeagent.vpn_ip": "\(membership.vpnIP)", "nodeagent.lead": "\(membership.lead.name)"])
+                return membership
+            case .failure(.refused(let status, let error)) where status < 500:
+                throw AgentError(.identity, "the lead refused the join: \(error.error.message)")
+            case .failure(let error):
+                _ = state.leadContact(ok: false, message: error.message)
+                logger.warning("cannot join yet; retrying", metadata: ["nodeagent.error": "\(error.message)", "nodeagent.retry_ms": "\(delay.milliseconds)"])
+            }
+            do {
+                let wait = delay
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
+            } catch {
+                return nil
+            }
+            delay = min(delay * 2, .seconds(5))
+        }
+    }
+
+    // MARK: Heartbeat
+
+    private func heartbeat(timeout: Duration) async throws(LeadCallError) -> HeartbeatResponse {
+        let beat = HeartbeatRequest(
+            capabilities: await inventory.capabilities(), version: AuroraVersion.current, labels: config.labels,
+            checks: inventory.checks(), peers: peerRTTs.withLock { $0 }, address: config.listen.description,
+            timing: config.heartbeatTiming)
+        let response = try await lead.call(.POST, Routes.heartbeat(config.name), body: beat, as: HeartbeatResponse.self, timeout: timeout)
+        beats.increment()
+        return response
+    }
+
+    /// Fetches the registry and topology for the cache; false when the lead did not answer.
+    @discardableResult
+    func refreshCache(timeout: Duration) async -> Bool {
+        do {
+            let nodes = try await lead.call(.GET, Routes.nodes, as: NodeList.self, timeout: timeout)
+            let topology = try? await lead.call(.GET, Routes.topology, as: Topology.self, timeout: timeout)
+            cache.store(nodes: nodes, topology: topology)
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    /// TCP connect time to every peer whose API address is known, for `/topology`.
+    private func measurePeers() async {
+        guard let nodes = cache.current?.nodes.nodes else { return }
+        let peers = nodes.filter { $0.name != config.name && ($0.state == .alive || $0.state == .suspect) }
+        let results = await withTaskGroup(of: PeerRTT?.self) { group in
+            for peer in peers {
+                guard let text = peer.address, let address = try? HostPort(parsing: text) else { continue }
+                group.addTask {
+                    if case .connected(let elapsed) = await TCPProbe.connect(host: address.host, port: address.port, timeout: .milliseconds(500)) {
+                        return PeerRTT(name: peer.name, rttMs: (Double(elapsed / .microseconds(1)) / 1000).rounded(toPlaces: 3))
+                    }
+                    return nil
+                }
+            }
+            var results: [PeerRTT] = []
+            for await result in group { if let result { results.append(result) } }
+            return results.sorted { $0.name < $1.name }
+        }
+        peerRTTs.withLock { $0 = results }
+    }
+}

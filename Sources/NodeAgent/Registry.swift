@@ -1,0 +1,552 @@
+import AuroraAPI
+import Foundation
+import Logging
+import Mesh
+import Metrics
+import Secrets
+
+/// The lead's registry: every node's record and liveness, in memory, with the store as the
+/// durable copy.
+///
+/// Joins, leaves, removals and state changes are written (with their events) in one
+/// transaction before they are acknowledged. Heartbeats only touch memory; `last_seen` is
+/// flushed in one statement every few seconds and a record is rewritten only when what a node
+/// reports (capabilities, labels, version, address, timing) changes.
+actor Registry {
+    /// One node as the lead holds it.
+    struct Entry: Sendable {
+        var node: Node
+        var signKey: PublicKey
+        var policy: FailureDetector.Policy
+        /// Removed by an operator: its heartbeats are refused until it joins again.
+        var removed: Bool
+        /// The address the node's requests come from, for probes.
+        var observedHost: String?
+        var peers: [PeerRTT] = []
+        var peersAt: ContinuousClock.Instant?
+        var lastSeen: Date
+    }
+
+    /// A probe the service should make.
+    struct ProbeTarget: Sendable {
+        var name: String
+        var host: String
+        var port: Int
+        var sentAt: ContinuousClock.Instant
+    }
+
+    let store: Store
+    let hub: EventHub
+    let config: NodeConfig
+    let identity: NodeIdentity
+    let network: IPv4Network
+    let logger: Logger
+
+    private var entries: [String: Entry] = [:]
+    private var detector = FailureDetector()
+    private var replay = ReplayGuard(windowSeconds: RequestSigning.maxSkewSeconds)
+    private var seenDirty = Set<String>()
+    private var recordDirty = Set<String>()
+    /// Grows on every membership change; nodes refresh their cached copy when it moves.
+    private(set) var version = 1
+    private(set) var loaded = false
+    private var meshID: String?
+
+    private let heartbeats = Counter(label: "aurora_heartbeats_total")
+    private let refusals = Counter(label: "aurora_signed_requests_refused_total")
+
+    init(store: Store, hub: EventHub, config: NodeConfig, identity: NodeIdentity, logger: Logger) throws(AgentError) {
+        self.store = store
+        self.hub = hub
+        self.config = config
+        self.identity = identity
+        var logger = logger
+        logger[metadataKey: "nodeagent.subsystem"] = "registry"
+        self.logger = logger
+        do { self.network = try IPv4Network(parsing: config.wireguardCIDR) } catch {
+            throw AgentError(.config, "wireguard.cidr: \(error.message)")
+        }
+    }
+
+    // MARK: Loading
+
+    /// Loads every node from the store and records the lead itself. Nodes that were alive get
+    /// a fresh grace period from now: the lead was away, not they.
+    func load(capabilities: Capabilities, meshID: String?, now: ContinuousClock.Instant = .now) async throws(AgentError) {
+        self.meshID = meshID
+        let rows = try await store.query("""
+            SELECT name, role, company, vpn_ip, sign_public_key, box_public_key, wg_public_key, wg_endpoint, wg_listen_port,
+                   labels::text, capabilities::text, timing::text, version, address, state, removed, \(SQL.iso("last_seen")), \(SQL.iso("joined_at"))
+            FROM nodes
+            """).rows
+        for row in rows {
+            guard let entry = Self.entry(row) else {
+                logger.error("skipping an unreadable node row", metadata: ["nodeagent.node": "\(row.first.flatMap { $0 } ?? "?")"])
+                continue
+            }
+            entries[entry.node.name] = entry
+            if entry.node.name != config.name {
+                detector.add(entry.node.name, policy: entry.policy, state: MemberState(rawValue: entry.node.state.rawValue) ?? .alive, at: now)
+            }
+        }
+        try await recordLead(capabilities: capabilities)
+        loaded = true
+        logger.info("registry loaded", metadata: ["nodeagent.nodes": "\(entries.count)"])
+    }
+
+    /// Inserts or refreshes the lead's own record (it is alive while it answers).
+    private func recordLead(capabilities: Capabilities) async throws(AgentError) {
+        let vpnIP = config.vpnIP ?? IPv4Network.format(AddressAllocator(network: network).leadAddress)
+        let now = Date()
+        let joinedAt = entries[config.name]?.node.joinedAt ?? ISOTime.string(now)
+        let node = Node(
+            name: config.name, role: .lead, company: config.company, vpnIP: vpnIP, state: .alive, lastSeen: ISOTime.string(now),
+            labels: config.labels,
+            wireguard: WireGuardPeer(publicKey: identity.wireguard.publicKey.base64, endpoint: config.wireguardEndpoint, listenPort: config.wireguardListenPort),
+            capabilities: capabilities, version: AuroraVersion.current, address: config.listen.description, joinedAt: joinedAt,
+            signPublicKey: identity.signing.publicKey.base64, boxPublicKey: identity.box.publicKey.base64,
+            timing: config.heartbeatTiming, checks: nil)
+        let entry = Entry(node: node, signKey: identity.signing.publicKey, policy: config.detectorPolicy, removed: false,
+                          observedHost: config.listen.host, lastSeen: now)
+        if let other = entries.values.first(where: { $0.node.vpnIP == vpnIP && $0.node.name != config.name }) {
+            throw AgentError(.config, "the lead's address \(vpnIP) is held by node '\(other.node.name)'; set vpn_ip for the lead")
+        }
+        try await store.query(Self.upsertSQL, Self.upsertParameters(entry))
+        entries[config.name] = entry
+    }
+
+    // MARK: Join
+
+    /// A node joins with a token. All-or-nothing: the token use, the node row and the
+    /// `node.joined` event commit together, or nothing changes.
+    func join(_ request: JoinRequest, observedHost: String?) async throws(APIError) -> JoinResponse {
+        try requireLoaded()
+        let name: String
+        do { name = try NodeName(request.name).value } catch { throw APIError.badRequest("name: \(error.message)") }
+        guard request.profile != .lead else { throw APIError.badRequest("profile: a node cannot join as a lead") }
+        let signKey = try Self.publicKey(request.signPublicKey, field: "sign_public_key")
+        _ = try Self.publicKey(request.boxPublicKey, field: "box_public_key")
+        _ = try Self.publicKey(request.wireguard.publicKey, field: "wireguard.public_key")
+        guard (1...65535).contains(request.wireguard.listenPort) else { throw APIError.badRequest("wireguard.listen_port must be 1-65535") }
+        let timing = request.timing ?? Self.defaultTiming(for: request.profile)
+        let policy = try Self.policy(timing)
+        if let address = request.address { _ = try Self.hostPort(address, field: "address") }
+
+        // The address: the node's own if it has one, else the one asked for, else the lowest free.
+        let existing = entries[name]
+        if let existing, existing.signKey != signKey, !existing.removed {
+            throw APIError(status: .conflict, code: "name_taken", message: "node name '\(name)' is taken by another node (a different key); choose another --name")
+        }
+        var requested: UInt32?
+        if let text = request.vpnIP, !text.isEmpty {
+            guard let address = IPv4Network.parse(text) else { throw APIError.badRequest("vpn_ip: '\(text)' is not an IPv4 address") }
+            requested = address
+        }
+        let vpnIP: String
+        if let existing, requested == nil || IPv4Network.format(requested!) == existing.node.vpnIP {
+            vpnIP = existing.node.vpnIP
+        } else {
+            let taken = Set(entries.values.filter { $0.node.name != name }.compactMap { IPv4Network.parse($0.node.vpnIP) })
+                .union([AddressAllocator(network: network).leadAddress])
+            do {
+                vpnIP = IPv4Network.format(try AddressAllocator(network: network).allocate(requested: requested, taken: taken))
+            } catch {
+                throw APIError(status: error.code == .addressTaken ? .conflict : .badRequest,
+                               code: error.code == .addressTaken ? "address_taken" : "bad_request", message: "vpn_ip: \(error.message)")
+            }
+        }
+
+        let now = Date()
+        let node = Node(
+            name: name, role: request.profile, company: request.company ?? "", vpnIP: vpnIP, state: .alive,
+            lastSeen: ISOTime.string(now), labels: request.labels ?? [:],
+            wireguard: WireGuardPeer(publicKey: request.wireguard.publicKey, endpoint: request.wireguard.endpoint, listenPort: request.wireguard.listenPort),
+            capabilities: request.capabilities, version: request.version ?? "", address: request.address,
+            joinedAt: existing.map { $0.node.joinedAt } ?? ISOTime.string(now),
+            signPublicKey: request.signPublicKey, boxPublicKey: request.boxPublicKey, timing: timing, checks: nil)
+        var entry = Entry(node: node, signKey: signKey, policy: policy, removed: false, observedHost: observedHost, lastSeen: now)
+
+        let tokenHash = Hex.encode(Crypto.sha256(Array(request.token.utf8)))
+        let rejoin = existing != nil && existing?.removed == false
+        let upsert = Self.upsertSQL, parameters = Self.upsertParameters(entry)
+        let hub = self.hub
+        let outcome: Result<(TokenGrant, MeshEvent), APIError>
+        do {
+            outcome = try await store.inTransaction({ (connection) throws(AgentError) -> Result<(TokenGrant, MeshEvent), APIError> in
+                let grant: TokenGrant
+                switch try JoinTokens.consume(hash: tokenHash, on: connection) {
+                case .failure(let refusal): return .failure(refusal)
+                case .success(let granted): grant = granted
+                }
+                guard grant.profile == request.profile else {
+                    return .failure(APIError(status: .forbidden, code: "wrong_profile",
+                                             message: "the join token is for \(grant.profile.rawValue) nodes; this node's profile is \(request.profile.rawValue)"))
+                }
+                var values = parameters
+                if !grant.company.isEmpty, request.company?.isEmpty ?? true { values[2] = grant.company }
+                if (request.labels ?? [:]).isEmpty, !grant.labels.isEmpty { values[9] = SQL.json(grant.labels) }
+                values[17] = grant.id
+                _ = try connection.execute(upsert, values)
+                let event = try EventLog.insert(EventLog.Draft(type: EventType.nodeJoined, node: name, data: [
+                    "vpn_ip": .string(vpnIP), "role": .string(request.profile.rawValue), "token": .string(grant.id),
+                    "rejoin": .bool(rejoin),
+                ]), on: connection)
+                return .success((grant, event))
+            }, afterCommit: { result in
+                if case .success((_, let event)) = result { hub.publish([event]) }
+            })
+        } catch {
+            throw APIError.storeUnavailable(error)
+        }
+        let grant: TokenGrant
+        switch outcome {
+        case .failure(let refusal):
+            logger.notice("join refused", metadata: ["nodeagent.node": "\(name)", "nodeagent.reason": "\(refusal.code)"])
+            throw refusal
+        case .success((let granted, _)):
+            grant = granted
+        }
+        if !grant.company.isEmpty, request.company?.isEmpty ?? true { entry.node.company = grant.company }
+        if (request.labels ?? [:]).isEmpty, !grant.labels.isEmpty { entry.node.labels = grant.labels }
+        entries[name] = entry
+        detector.add(name, policy: policy, at: .now)
+        version += 1
+        logger.info("node joined", metadata: ["nodeagent.node": "\(name)", "nodeagent.vpn_ip": "\(vpnIP)", "nodeagent.token": "\(grant.id)"])
+        return JoinResponse(node: entry.node, mesh: meshInfo())
+    }
+
+    func meshInfo() -> JoinResponse.Mesh {
+        JoinResponse.Mesh(
+            cidr: network.description,
+            lead: .init(name: config.name, url: "http://\(config.listen)", signPublicKey: identity.signing.publicKey.base64,
+                        boxPublicKey: identity.box.publicKey.base64),
+            meshID: meshID)
+    }
+
+    // MARK: Signed requests
+
+    /// Verifies a node's signed request and returns the node's name. Nothing changes when
+    /// it is refused; the nonce is remembered only once the signature verified.
+    func authenticate(_ headers: SignedHeaders, method: String, path: String, body: [UInt8],
+                      now: Date = Date()) throws(APIError) -> String {
+        try requireLoaded()
+        let nowMilliseconds = Int64((now.timeIntervalSince1970 * 1000).rounded())
+        func refuse(_ message: String) -> APIError {
+            refusals.increment()
+            logger.notice("signed request refused", metadata: ["nodeagent.node": "\(headers.node)", "nodeagent.reason": "\(message)"])
+            return APIError.unauthorized(message)
+        }
+        guard let entry = entries[headers.node], headers.node != config.name else {
+            throw refuse("unknown node '\(headers.node)': join the mesh first")
+        }
+        switch replay.check(node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds, nowMilliseconds: nowMilliseconds) {
+        case .stale(let skew):
+            throw refuse("stale request: its timestamp is \(abs(skew) / 1000) s \(skew < 0 ? "behind" : "ahead of") the lead's clock (limit \(RequestSigning.maxSkewSeconds) s)")
+        case .replayed:
+            throw refuse("replayed request: nonce already used")
+        case .fresh:
+            break
+        }
+        guard headers.verifies(method: method, path: path, body: body, key: entry.signKey) else {
+            throw refuse("bad signature for node '\(headers.node)'")
+        }
+        if case .replayed = replay.admit(node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds,
+                                         nowMilliseconds: nowMilliseconds) {
+            throw refuse("replayed request: nonce already used")
+        }
+        if entry.removed {
+            throw refuse("node '\(headers.node)' was removed by an operator; join again with a token")
+        }
+        return headers.node
+    }
+
+    // MARK: Heartbeats
+
+    /// A verified heartbeat from `name`.
+    func heartbeat(_ name: String, _ beat: HeartbeatRequest, observedHost: String?, at: ContinuousClock.Instant = .now) async throws(APIError) -> HeartbeatResponse {
+        let policy = try Self.policy(beat.timing)
+        if let address = beat.address { _ = try Self.hostPort(address, field: "address") }
+        guard var entry = entries[name] else { throw APIError.notFound("no node named '\(name)'") }
+        let now = Date()
+        heartbeats.increment()
+        if entry.node.capabilities != beat.capabilities || entry.node.labels != beat.labels || entry.node.version != beat.version
+            || entry.node.address != beat.address || entry.node.timing != beat.timing {
+            recordDirty.insert(name)
+            if entry.node.address != beat.address { version += 1 }
+        }
+        entry.node.capabilities = beat.capabilities
+        entry.node.labels = beat.labels
+        entry.node.version = beat.version
+        entry.node.address = beat.address
+        entry.node.timing = beat.timing
+        entry.node.checks = beat.checks
+        entry.policy = policy
+        entry.observedHost = observedHost
+        entry.lastSeen = now
+        entry.node.lastSeen = ISOTime.string(now)
+        if !beat.peers.isEmpty {
+            entry.peers = beat.peers
+            entry.peersAt = at
+        }
+        entries[name] = entry
+        seenDirty.insert(name)
+        let directives = detector.onHeartbeat(name, policy: policy, at: at)
+        try await apply(directives)
+        return HeartbeatResponse(state: entries[name]?.node.state ?? .alive, registryVersion: version, leadTime: ISOTime.string(now))
+    }
+
+    /// The node leaves on purpose (its own signed call).
+    func leave(_ name: String) async throws(APIError) {
+        guard entries[name] != nil else { throw APIError.notFound("no node named '\(name)'") }
+        try await apply(detector.onLeave(name, at: .now), leftBy: "node")
+    }
+
+    /// An operator removes a node: it is `left`, and its heartbeats are refused until it joins again.
+    func remove(_ name: String) async throws(APIError) {
+        try requireLoaded()
+        guard var entry = entries[name] else { throw APIError.notFound("no node named '\(name)'") }
+        guard name != config.name else { throw APIError.badRequest("the lead cannot remove itself") }
+        entry.removed = true
+        entries[name] = entry
+        do {
+            try await store.query("UPDATE nodes SET removed = true WHERE name = $1", [name])
+        } catch {
+            throw APIError.storeUnavailable(error)
+        }
+        let directives = detector.onLeave(name, at: .now)
+        if directives.isEmpty {
+            return  // already left; now removed too
+        }
+        try await apply(directives, leftBy: "operator")
+    }
+
+    // MARK: Time
+
+    /// Applies timing and returns the probes to make.
+    func tick(now: ContinuousClock.Instant = .now) async -> [ProbeTarget] {
+        guard loaded else { return [] }
+        let directives = detector.onTick(now: now)
+        do { try await apply(directives) } catch {
+            logger.error("cannot record state changes", metadata: ["nodeagent.error": "\(error.message)"])
+        }
+        return directives.compactMap { directive in
+            guard case .probe(let name) = directive, let entry = entries[name], let target = Self.probeAddress(entry) else { return nil }
+            return ProbeTarget(name: name, host: target.host, port: target.port, sentAt: now)
+        }
+    }
+
+    /// The result of a probe.
+    func probed(_ target: ProbeTarget, outcome: TCPProbe.Outcome) async {
+        guard case .refused = outcome else { return }
+        do { try await apply(detector.onProbe(target.name, refused: true, sentAt: target.sentAt, at: .now)) } catch {
+            logger.error("cannot record state changes", metadata: ["nodeagent.error": "\(error.message)"])
+        }
+    }
+
+    /// Writes `last_seen` of the nodes heard from, and records whose reported data changed.
+    func flush() async {
+        guard loaded, !(seenDirty.isEmpty && recordDirty.isEmpty) else { return }
+        let seen = seenDirty, records = recordDirty
+        seenDirty = []
+        recordDirty = []
+        var statements: [(String, [String?])] = []
+        let live = seen.compactMap { entries[$0] }
+        if !live.isEmpty {
+            statements.append(("""
+                UPDATE nodes SET last_seen = v.seen::timestamptz
+                FROM unnest($1::text[], $2::text[]) AS v(name, seen) WHERE nodes.name = v.name
+                """, ["{" + live.map(\.node.name).joined(separator: ",") + "}", "{" + live.map { ISOTime.string($0.lastSeen) }.joined(separator: ",") + "}"]))
+        }
+        for name in records {
+            guard let entry = entries[name] else { continue }
+            statements.append(("""
+                UPDATE nodes SET labels = $2::jsonb, capabilities = $3::jsonb, timing = $4::jsonb, version = $5, address = $6 WHERE name = $1
+                """, [name, SQL.json(entry.node.labels), SQL.json(entry.node.capabilities), entry.node.timing.map { SQL.json($0) },
+                      entry.node.version, entry.node.address]))
+        }
+        do {
+            try await store.transaction(statements)
+        } catch {
+            seenDirty.formUnion(seen)
+            recordDirty.formUnion(records)
+            logger.warning("cannot flush heartbeats; will retry", metadata: ["nodeagent.error": "\(error.message)"])
+        }
+    }
+
+    /// The lead's own heartbeat, in process.
+    func beatLead(capabilities: Capabilities, checks: [CheckResult]) {
+        guard var entry = entries[config.name] else { return }
+        let now = Date()
+        if entry.node.capabilities != capabilities { recordDirty.insert(config.name) }
+        entry.node.capabilities = capabilities
+        entry.node.checks = checks
+        entry.lastSeen = now
+        entry.node.lastSeen = ISOTime.string(now)
+        entries[config.name] = entry
+        seenDirty.insert(config.name)
+    }
+
+    // MARK: Views
+
+    func list() throws(APIError) -> NodeList {
+        try requireLoaded()
+        return NodeList(nodes: entries.values.map(\.node).sorted { $0.name < $1.name }, stale: false, lead: config.name)
+    }
+
+    func node(_ name: String) throws(APIError) -> Node {
+        try requireLoaded()
+        guard let entry = entries[name] else { throw APIError.notFound("no node named '\(name)'") }
+        return entry.node
+    }
+
+    func topology(now: ContinuousClock.Instant = .now) throws(APIError) -> Topology {
+        try requireLoaded()
+        let members = entries.values.map { Topology.Member(name: $0.node.name, state: $0.node.state, vpnIP: $0.node.vpnIP) }
+            .sorted { $0.name < $1.name }
+        var links: [Topology.Link] = []
+        for entry in entries.values.sorted(by: { $0.node.name < $1.node.name }) {
+            guard let at = entry.peersAt else { continue }
+            let age = at.duration(to: now)
+            for peer in entry.peers where entries[peer.name] != nil {
+                links.append(Topology.Link(from: entry.node.name, to: peer.name, rttMs: peer.rttMs,
+                                           handshakeAgeS: entries[peer.name]?.node.wireguard.handshakeAgeS,
+                                           measuredAgeS: (Double(age.components.seconds) + Double(age.components.attoseconds) / 1e18).rounded(toPlaces: 3)))
+            }
+        }
+        return Topology(nodes: members, links: links, stale: false)
+    }
+
+    // MARK: Internals
+
+    private func requireLoaded() throws(APIError) {
+        guard loaded else { throw APIError(status: .serviceUnavailable, code: "starting", message: "the registry is starting; retry in a moment") }
+    }
+
+    /// Records state changes: memory, the store (state and event in one transaction), then subscribers.
+    private func apply(_ directives: [FailureDetector.Directive], leftBy: String? = nil) async throws(APIError) {
+        let transitions = directives.compactMap { directive -> FailureDetector.Transition? in
+            if case .transition(let transition) = directive { transition } else { nil }
+        }
+        guard !transitions.isEmpty else { return }
+        var statements: [(String, [String?])] = []
+        var drafts: [EventLog.Draft] = []
+        for transition in transitions {
+            guard var entry = entries[transition.name], let state = NodeState(rawValue: transition.to.rawValue) else { continue }
+            entry.node.state = state
+            entries[transition.name] = entry
+            version += 1
+            statements.append(("UPDATE nodes SET state = $2, last_seen = $3::timestamptz WHERE name = $1",
+                               [transition.name, state.rawValue, ISOTime.string(entry.lastSeen)]))
+            logger.notice("node state changed", metadata: [
+                "nodeagent.node": "\(transition.name)", "nodeagent.from": "\(transition.from.rawValue)",
+                "nodeagent.to": "\(transition.to.rawValue)", "nodeagent.reason": "\(transition.reason.rawValue)",
+                "nodeagent.reported": "\(transition.reported)",
+            ])
+            guard transition.reported else { continue }
+            var data: [String: JSONValue] = [
+                "from": .string(transition.from.rawValue), "to": .string(transition.to.rawValue),
+                "reason": .string(transition.reason.rawValue),
+            ]
+            if transition.dampingStarted { data["damped"] = .bool(true) }
+            if transition.reason == .settled { data["folded"] = .number(Double(transition.folded)) }
+            if transition.to == .left {
+                data["by"] = .string(leftBy ?? "node")
+                drafts.append(EventLog.Draft(type: EventType.nodeLeft, node: transition.name, data: data))
+            } else {
+                drafts.append(EventLog.Draft(type: EventType.nodeStateChanged, node: transition.name, data: data))
+            }
+        }
+        let hub = self.hub, finalStatements = statements, finalDrafts = drafts
+        do {
+            _ = try await store.inTransaction({ (connection) throws(AgentError) -> [MeshEvent] in
+                for (sql, parameters) in finalStatements { _ = try connection.execute(sql, parameters) }
+                var events: [MeshEvent] = []
+                for draft in finalDrafts { events.append(try EventLog.insert(draft, on: connection)) }
+                return events
+            }, afterCommit: { hub.publish($0) })
+        } catch {
+            throw APIError.storeUnavailable(error)
+        }
+    }
+
+    private static func probeAddress(_ entry: Entry) -> (host: String, port: Int)? {
+        guard let text = entry.node.address, let address = try? HostPort(parsing: text), let observed = entry.observedHost else { return nil }
+        if address.host == observed { return (observed, address.port) }
+        if address.host == "0.0.0.0" || address.host == "::" { return (observed, address.port) }
+        return nil
+    }
+
+    static let upsertSQL = """
+        INSERT INTO nodes (name, role, company, vpn_ip, sign_public_key, box_public_key, wg_public_key, wg_endpoint, wg_listen_port,
+                           labels, capabilities, timing, version, address, state, removed, last_seen, joined_at, token_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::integer, $10::jsonb, $11::jsonb, $12::jsonb, $13, $14, $15, false, $16::timestamptz,
+                $17::timestamptz, $18)
+        ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role, company = EXCLUDED.company, vpn_ip = EXCLUDED.vpn_ip,
+            sign_public_key = EXCLUDED.sign_public_key, box_public_key = EXCLUDED.box_public_key, wg_public_key = EXCLUDED.wg_public_key,
+            wg_endpoint = EXCLUDED.wg_endpoint, wg_listen_port = EXCLUDED.wg_listen_port, labels = EXCLUDED.labels,
+            capabilities = EXCLUDED.capabilities, timing = EXCLUDED.timing, version = EXCLUDED.version, address = EXCLUDED.address,
+            state = EXCLUDED.state, removed = false, last_seen = EXCLUDED.last_seen, token_id = EXCLUDED.token_id
+        """
+
+    static func upsertParameters(_ entry: Entry, tokenID: String? = nil) -> [String?] {
+        let node = entry.node
+        return [node.name, node.role.rawValue, node.company, node.vpnIP, node.signPublicKey, node.boxPublicKey, node.wireguard.publicKey,
+                node.wireguard.endpoint, String(node.wireguard.listenPort), SQL.json(node.labels), SQL.json(node.capabilities),
+                node.timing.map { SQL.json($0) }, node.version, node.address, node.state.rawValue, ISOTime.string(entry.lastSeen), node.joinedAt,
+                tokenID]
+    }
+
+    private static func entry(_ row: [String?]) -> Entry? {
+        guard row.count == 18, let name = row[0], let role = row[1].flatMap(NodeRole.init(rawValue:)), let vpnIP = row[3],
+              let signText = row[4], let signKey = try? PublicKey(base64: signText), let box = row[5], let wg = row[6],
+              let port = row[8].flatMap({ Int($0) }), let state = row[14].flatMap(NodeState.init(rawValue:)),
+              let lastSeenText = row[16], let lastSeen = ISOTime.parse(lastSeenText), let joinedAt = row[17] else { return nil }
+        let timing = SQL.decode(HeartbeatTiming.self, row[11]) ?? defaultTiming(for: role)
+        let node = Node(
+            name: name, role: role, company: row[2] ?? "", vpnIP: vpnIP, state: state, lastSeen: lastSeenText,
+            labels: SQL.decode([String: String].self, row[9]) ?? [:],
+            wireguard: WireGuardPeer(publicKey: wg, endpoint: row[7], listenPort: port),
+            capabilities: SQL.decode(Capabilities.self, row[10]) ?? .unknown, version: row[12] ?? "", address: row[13],
+            joinedAt: joinedAt, signPublicKey: signText, boxPublicKey: box, timing: timing)
+        return Entry(node: node, signKey: signKey, policy: (try? policy(timing)) ?? policy(defaultTiming(for: role), validated: ()),
+                     removed: row[15] == "t", lastSeen: lastSeen)
+    }
+
+    static func defaultTiming(for role: NodeRole) -> HeartbeatTiming {
+        role == .edge ? HeartbeatTiming(intervalS: 5, suspectAfter: 3, awayAfter: 6, deadAfter: 720)
+            : HeartbeatTiming(intervalS: 1, suspectAfter: 3, awayAfter: 0, deadAfter: 10)
+    }
+
+    /// The detector policy for reported timing, within sane bounds.
+    static func policy(_ timing: HeartbeatTiming) throws(APIError) -> FailureDetector.Policy {
+        guard timing.intervalS >= 0.05, timing.intervalS <= 3600 else { throw APIError.badRequest("timing.interval_s must be 0.05-3600") }
+        guard (1...100).contains(timing.suspectAfter) else { throw APIError.badRequest("timing.suspect_after must be 1-100") }
+        guard timing.awayAfter == 0 || timing.awayAfter > timing.suspectAfter else {
+            throw APIError.badRequest("timing.away_after must be 0 or greater than suspect_after")
+        }
+        guard timing.deadAfter > timing.suspectAfter, timing.deadAfter > timing.awayAfter, timing.deadAfter <= 100_000 else {
+            throw APIError.badRequest("timing.dead_after must be greater than suspect_after and away_after")
+        }
+        return policy(timing, validated: ())
+    }
+
+    private static func policy(_ timing: HeartbeatTiming, validated: Void) -> FailureDetector.Policy {
+        FailureDetector.Policy(interval: .milliseconds(Int64(timing.intervalS * 1000)), suspectAfter: timing.suspectAfter,
+                               awayAfter: timing.awayAfter, deadAfter: timing.deadAfter)
+    }
+
+    private static func publicKey(_ text: String, field: String) throws(APIError) -> PublicKey {
+        do { return try PublicKey(base64: text) } catch { throw APIError.badRequest("\(field): \(error.message)") }
+    }
+
+    private static func hostPort(_ text: String, field: String) throws(APIError) -> HostPort {
+        do { return try HostPort(parsing: text) } catch { throw APIError.badRequest("\(field): \(error.message)") }
+    }
+}
+
+extension Double {
+    func rounded(toPlaces places: Int) -> Double {
+        let scale = Foundation.pow(10, Double(places))
+        return (self * scale).rounded() / scale
+    }
+}

@@ -1,0 +1,272 @@
+import AuroraAPI
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+
+/// The request context of the agent's API: Hummingbird's, plus the peer address (the lead
+/// probes a late node at the address its requests come from).
+public struct AgentRequestContext: RequestContext, RemoteAddressRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.remoteAddress = source.channel.remoteAddress
+    }
+
+    var remoteHost: String? { remoteAddress?.ipAddress }
+}
+
+/// What the registry routes need: on the lead the registry, store and event hub; on other
+/// nodes the membership (to forward to the lead) and the cache.
+struct MeshContext: Sendable {
+    var registry: Registry?
+    var store: Store?
+    var hub: EventHub
+    var membership: MembershipService?
+    var cache: RegistryCache?
+}
+
+extension HTTPServer {
+    /// Registry, join, token and event routes (docs/API.md).
+    static func addRegistryRoutes(to router: Router<AgentRequestContext>, state: AgentState, token: AdminToken, mesh: MeshContext) {
+        let maxBody = state.config.maxBodyBytes
+        let leadURL = state.config.lead
+
+        // MARK: Join and signed node calls (lead)
+        router.post(RouterPath(Routes.join)) { request, context -> Response in
+            guard let registry = mesh.registry else { throw APIError.notLead("joining", lead: leadURL) }
+            let join = try await decode(JoinRequest.self, request, maxBody: maxBody, allowed: JoinRequest.fields)
+            return try json(try await registry.join(join, observedHost: context.remoteHost), status: .created)
+        }
+        router.post("/api/nodes/:name/heartbeat") { request, context -> Response in
+            guard let registry = mesh.registry else { throw APIError.notLead("heartbeats", lead: leadURL) }
+            let (name, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
+            let target = try context.parameters.require("name")
+            guard name == target else { throw APIError.unauthorized("node '\(name)' cannot send heartbeats for '\(target)'") }
+            let beat = try decode(HeartbeatRequest.self, body, allowed: HeartbeatRequest.fields)
+            return try json(try await registry.heartbeat(name, beat, observedHost: context.remoteHost), status: .ok)
+        }
+        router.post("/api/nodes/:name/leave") { request, context -> Response in
+            guard let registry = mesh.registry else { throw APIError.notLead("leaving", lead: leadURL) }
+            let (name, _) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
+            let target = try context.parameters.require("name")
+            guard name == target else { throw APIError.unauthorized("node '\(name)' cannot leave for '\(target)'") }
+            try await registry.leave(name)
+            return try json(try await registry.node(name), status: .ok)
+        }
+
+        // MARK: Reads: operator token or a node's signature; other agents forward or serve the cache
+        router.get(RouterPath(Routes.nodes)) { request, context -> Response in
+            if let registry = mesh.registry {
+                try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
+                return try json(try await registry.list(), status: .ok)
+            }
+            try authorize(request, token: token)
+            return try json(try await forwardedList(mesh: mesh), status: .ok)
+        }
+        router.get("/nodes/:name") { request, context -> Response in
+            let name = try context.parameters.require("name")
+            if let registry = mesh.registry {
+                try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
+                return try json(try await registry.node(name), status: .ok)
+            }
+            try authorize(request, token: token)
+            let list = try await forwardedList(mesh: mesh)
+            guard let node = list.nodes.first(where: { $0.name == name }) else { throw APIError.notFound("no node named '\(name)'") }
+            return try json(node, status: .ok, stale: list.stale ? list.ageS ?? 0 : nil)
+        }
+        router.delete("/nodes/:name") { request, context -> Response in
+            guard let registry = mesh.registry else { throw APIError.notLead("removing a node", lead: leadURL) }
+            try authorize(request, token: token)
+            let name = try context.parameters.require("name")
+            try await registry.remove(name)
+            return try json(try await registry.node(name), status: .ok)
+        }
+        router.get(RouterPath(Routes.topology)) { request, context -> Response in
+            if let registry = mesh.registry {
+                try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
+                return try json(try await registry.topology(), status: .ok)
+            }
+            try authorize(request, token: token)
+            guard let membership = mesh.membership, let cache = mesh.cache else { throw APIError.notLead("the topology", lead: leadURL) }
+            let answer: Result<Topology, LeadCallError>
+            do throws(LeadCallError) {
+                answer = .success(try await membership.leadClient.call(.GET, Routes.topology, as: Topology.self, timeout: .seconds(2)))
+            } catch {
+                answer = .failure(error)
+            }
+            switch answer {
+            case .success(let topology):
+                return try json(topology, status: .ok)
+            case .failure(let error):
+                guard var topology = cache.current?.topology else {
+                    throw APIError(status: .serviceUnavailable, code: "lead_unreachable", message: "\(error.message), and no cached topology yet")
+                }
+                topology.stale = true
+                topology.ageS = cache.age()
+                return try json(topology, status: .ok)
+            }
+        }
+
+        // MARK: Join tokens (lead, operator token)
+        router.post(RouterPath(Routes.tokens)) { request, _ -> Response in
+            guard let store = mesh.store else { throw APIError.notLead("join tokens", lead: leadURL) }
+            try authorize(request, token: token)
+            let create = try await decode(TokenCreateRequest.self, request, maxBody: maxBody, allowed: TokenCreateRequest.fields)
+            return try json(try await JoinTokens.create(create, store: store), status: .created)
+        }
+        router.get(RouterPath(Routes.tokens)) { request, _ -> Response in
+            guard let store = mesh.store else { throw APIError.notLead("join tokens", lead: leadURL) }
+            try authorize(request, token: token)
+            return try json(try await JoinTokens.list(store: store), status: .ok)
+        }
+        router.delete("/api/tokens/:id") { request, context -> Response in
+            guard let store = mesh.store else { throw APIError.notLead("join tokens", lead: leadURL) }
+            try authorize(request, token: token)
+            return try json(try await JoinTokens.revoke(try context.parameters.require("id"), store: store), status: .ok)
+        }
+
+        // MARK: Events (lead, operator token): Server-Sent Events
+        router.get(RouterPath(Routes.events)) { request, _ -> Response in
+            guard let store = mesh.store else { throw APIError.notLead("the event stream", lead: leadURL) }
+            try authorize(request, token: token)
+            let since: Int64
+            if let text = request.uri.queryParameters.get("since") ?? request.headers[.init("Last-Event-ID")!] {
+                guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("since / Last-Event-ID must be an event sequence number (0 or more)") }
+                since = value
+            } else {
+                do throws(AgentError) { since = try await EventLog.latest(store: store) } catch { throw APIError.storeUnavailable(error) }
+            }
+            let follow = request.uri.queryParameters.get("follow").map { $0 != "false" && $0 != "0" } ?? true
+            let hub = mesh.hub
+            let (subscription, stream) = hub.subscribe()
+            let backlog: [MeshEvent]
+            do throws(AgentError) { backlog = try await EventLog.since(since, limit: 10_000, store: store) } catch {
+                hub.unsubscribe(subscription)
+                throw APIError.storeUnavailable(error)
+            }
+            let body = ResponseBody { writer in
+                defer { hub.unsubscribe(subscription) }
+                var last = since
+                for event in backlog {
+                    try await writer.write(ByteBuffer(string: EventLog.sse(event)))
+                    last = event.seq
+                }
+                if follow {
+                    try await writer.write(ByteBuffer(string: ": following from \(last)\n\n"))
+                    for await item in stream {
+                        switch item {
+                        case .event(let event) where event.seq > last:
+                            try await writer.write(ByteBuffer(string: EventLog.sse(event)))
+                            last = event.seq
+                        case .event:
+                            continue
+                        case .ping:
+                            try await writer.write(ByteBuffer(string: ": ping\n\n"))
+                        }
+                    }
+                }
+                try await writer.finish(nil)
+            }
+            return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
+        }
+    }
+
+    // MARK: Helpers
+
+    /// The lead's list through this node's signed identity; the cache (marked stale) when the
+    /// lead does not answer.
+    static func forwardedList(mesh: MeshContext) async throws(APIError) -> NodeList {
+        guard let membership = mesh.membership, let cache = mesh.cache else {
+            throw APIError(status: .serviceUnavailable, code: "starting", message: "this node has not joined the mesh yet")
+        }
+        do throws(LeadCallError) {
+            let list = try await membership.leadClient.call(.GET, Routes.nodes, as: NodeList.self, timeout: .seconds(2))
+            cache.store(nodes: list, topology: nil)
+            return list
+        } catch {
+            guard var list = cache.current?.nodes else {
+                throw APIError(status: .serviceUnavailable, code: "lead_unreachable", message: "\(error.message), and no cached view yet")
+            }
+            list.stale = true
+            list.ageS = cache.age()
+            list.reason = error.message
+            return list
+        }
+    }
+
+    /// Verifies a node's signature; returns its name and the body it signed.
+    static func authenticateNode(_ request: Request, context: AgentRequestContext, registry: Registry,
+                                 maxBody: Int) async throws -> (String, [UInt8]) {
+        guard let headers = try SignedHeaders.parse({ request.headers[.init($0)!] }) else {
+            throw APIError.unauthorized("unsigned request: node calls need \(RequestSigning.nodeHeader), \(RequestSigning.timestampHeader), \(RequestSigning.nonceHeader) and \(RequestSigning.signatureHeader)")
+        }
+        var request = request
+        let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
+        let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
+        let name = try await registry.authenticate(headers, method: request.method.rawValue, path: path, body: body)
+        return (name, body)
+    }
+
+    /// Operator token, or a node's valid signature.
+    static func authorizeOperatorOrNode(_ request: Request, context: AgentRequestContext, token: AdminToken, registry: Registry,
+                                        maxBody: Int) async throws {
+        if request.headers[.authorization] != nil {
+            try authorize(request, token: token)
+        } else {
+            _ = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
+        }
+    }
+
+    /// Decodes a JSON body; bad JSON, unknown fields and wrong types are 400 naming the field.
+    static func decode<T: Decodable>(_ type: T.Type, _ request: Request, maxBody: Int, allowed: Set<String>) async throws -> T {
+        var request = request
+        let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
+        return try decode(type, body, allowed: allowed)
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ body: [UInt8], allowed: Set<String>) throws(APIError) -> T {
+        guard !body.isEmpty else { throw APIError.badRequest("the request needs a JSON body") }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
+            throw APIError.badRequest("the body is not a JSON object")
+        }
+        if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw APIError.badRequest("unknown field '\(unknown)'")
+        }
+        do {
+            return try APICoding.decoder().decode(T.self, from: Data(body))
+        } catch let DecodingError.keyNotFound(key, context) {
+            throw APIError.badRequest("missing field '\(fieldPath(context.codingPath + [key]))'")
+        } catch let DecodingError.typeMismatch(expected, context) {
+            throw APIError.badRequest("field '\(fieldPath(context.codingPath))' must be \(describe(expected))")
+        } catch let DecodingError.valueNotFound(expected, context) {
+            throw APIError.badRequest("field '\(fieldPath(context.codingPath))' must be \(describe(expected)), not null")
+        } catch let DecodingError.dataCorrupted(context) {
+            throw APIError.badRequest("field '\(fieldPath(context.codingPath))': \(context.debugDescription)")
+        } catch {
+            throw APIError.badRequest("the body does not decode")
+        }
+    }
+
+    private static func fieldPath(_ path: [any CodingKey]) -> String {
+        path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+    }
+
+    private static func describe(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: "a string"
+        case is Int.Type, is Int64.Type: "an integer"
+        case is Double.Type: "a number"
+        case is Bool.Type: "true or false"
+        default: "\(type)".contains("Dictionary") ? "an object" : "\(type)".contains("Array") ? "a list" : "a value of another shape"
+        }
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status, stale ageS: Double?) throws -> Response {
+        var response = try json(value, status: status)
+        if let ageS { response.headers[.init("X-Aurora-Stale-Age")!] = String(ageS) }
+        return response
+    }
+}

@@ -1,0 +1,68 @@
+import AsyncAlgorithms
+import AuroraAPI
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// Runs the lead's registry: waits for the store, loads the registry, then ticks the failure
+/// detector every 100 ms (probing late nodes concurrently), beats for the lead itself every
+/// interval and flushes `last_seen` every two seconds.
+final class RegistryService: Service {
+    let registry: Registry
+    let state: AgentState
+    let inventory: Inventory
+    let hub: EventHub
+    let logger: Logger
+
+    init(registry: Registry, state: AgentState, inventory: Inventory, hub: EventHub, logger: Logger) {
+        self.registry = registry
+        self.state = state
+        self.inventory = inventory
+        self.hub = hub
+        self.logger = logger
+    }
+
+    func run() async throws {
+        // The store comes first; until it answers the registry answers 503.
+        for await _ in AsyncTimerSequence(interval: .milliseconds(50), clock: .continuous).cancelOnGracefulShutdown() {
+            guard state.store.state == .ok else { continue }
+            do {
+                try await registry.load(capabilities: await inventory.capabilities(), meshID: state.meshID)
+                break
+            } catch {
+                logger.error("cannot load the registry; retrying", metadata: ["nodeagent.error": "\(error.message)"])
+            }
+        }
+        guard await registry.loaded else { return }
+        let beatEvery = max(1, Int(state.config.heartbeatTiming.intervalS * 10))
+        var ticks = 0
+        await withDiscardingTaskGroup { group in
+            for await _ in AsyncTimerSequence(interval: .milliseconds(100), clock: .continuous).cancelOnGracefulShutdown() {
+                ticks += 1
+                for target in await registry.tick() {
+                    group.addTask { [registry] in
+                        let outcome = await TCPProbe.connect(host: target.host, port: target.port, timeout: .milliseconds(500))
+                        await registry.probed(target, outcome: outcome)
+                    }
+                }
+                if ticks % beatEvery == 0 {
+                    await registry.beatLead(capabilities: await inventory.capabilities(), checks: inventory.checks())
+                }
+                if ticks % 20 == 0 { await registry.flush() }
+                if ticks % 150 == 0 { hub.ping() }
+            }
+        }
+        await registry.flush()
+    }
+}
+
+/// The last service in the group, so the first to hear of a graceful shutdown: it ends
+/// long-lived streams (SSE) so the HTTP server can drain.
+struct StreamCloser: Service {
+    let hub: EventHub
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        hub.close()
+    }
+}

@@ -1,0 +1,65 @@
+import AuroraAPI
+import Foundation
+import Secrets
+
+/// Signs a node's requests to the lead (the scheme is in ``RequestSigning``).
+struct RequestSigner: Sendable {
+    let node: String
+    let key: SigningKey
+
+    /// The four headers for one request.
+    func headers(method: String, path: String, body: [UInt8], now: Date = Date()) -> [(String, String)] {
+        let timestamp = String(Int64((now.timeIntervalSince1970 * 1000).rounded()))
+        let nonce = Hex.encode(Crypto.randomBytes(16))
+        let canonical = RequestSigning.canonical(method: method, path: path, node: node, timestamp: timestamp, nonce: nonce,
+                                                 bodySHA256: Hex.encode(Crypto.sha256(body)))
+        let signature = Data(key.sign(Array(canonical.utf8))).base64EncodedString()
+        return [
+            (RequestSigning.nodeHeader, node),
+            (RequestSigning.timestampHeader, timestamp),
+            (RequestSigning.nonceHeader, nonce),
+            (RequestSigning.signatureHeader, signature),
+        ]
+    }
+}
+
+/// The signature headers of a request, parsed but not yet verified.
+struct SignedHeaders: Sendable {
+    let node: String
+    let timestampMilliseconds: Int64
+    let timestamp: String
+    let nonce: String
+    let signature: [UInt8]
+
+    /// Parses the headers; nil when the request carries none of them (not a node request).
+    static func parse(_ value: (String) -> String?) throws(APIError) -> SignedHeaders? {
+        let node = value(RequestSigning.nodeHeader)
+        let timestamp = value(RequestSigning.timestampHeader)
+        let nonce = value(RequestSigning.nonceHeader)
+        let signature = value(RequestSigning.signatureHeader)
+        if node == nil, timestamp == nil, nonce == nil, signature == nil { return nil }
+        let missing = [(RequestSigning.nodeHeader, node), (RequestSigning.timestampHeader, timestamp),
+                       (RequestSigning.nonceHeader, nonce), (RequestSigning.signatureHeader, signature)]
+            .filter { $0.1?.isEmpty ?? true }.map(\.0)
+        guard missing.isEmpty, let node, let timestamp, let nonce, let signature else {
+            throw APIError.unauthorized("unsigned request: missing \(missing.joined(separator: ", "))")
+        }
+        guard let milliseconds = Int64(timestamp) else {
+            throw APIError.unauthorized("\(RequestSigning.timestampHeader) must be Unix time in milliseconds")
+        }
+        guard nonce.count >= 16, nonce.count <= 128 else {
+            throw APIError.unauthorized("\(RequestSigning.nonceHeader) must be 16 to 128 characters")
+        }
+        guard let bytes = Data(base64Encoded: signature), bytes.count == 64 else {
+            throw APIError.unauthorized("\(RequestSigning.signatureHeader) is not a base64 Ed25519 signature")
+        }
+        return SignedHeaders(node: node, timestampMilliseconds: milliseconds, timestamp: timestamp, nonce: nonce, signature: Array(bytes))
+    }
+
+    /// Whether the signature is `key`'s over this request.
+    func verifies(method: String, path: String, body: [UInt8], key: PublicKey) -> Bool {
+        let canonical = RequestSigning.canonical(method: method, path: path, node: node, timestamp: timestamp, nonce: nonce,
+                                                 bodySHA256: Hex.encode(Crypto.sha256(body)))
+        return SigningKey.verify(signature: signature, of: Array(canonical.utf8), by: key)
+    }
+}
