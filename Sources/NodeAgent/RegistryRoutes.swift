@@ -137,7 +137,11 @@ extension HTTPServer {
                 guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("since / Last-Event-ID must be an event sequence number (0 or more)") }
                 since = value
             } else {
-                do throws(AgentError) { since = try await EventLog.latest(store: store) } catch { throw APIError.storeUnavailable(error) }
+                let tail = try request.uri.queryParameters.get("tail").map { text throws(APIError) -> Int64 in
+                    guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("tail must be a number of events (0 or more)") }
+                    return value
+                } ?? 0
+                do throws(AgentError) { since = max(0, try await EventLog.latest(store: store) - tail) } catch { throw APIError.storeUnavailable(error) }
             }
             let follow = request.uri.queryParameters.get("follow").map { $0 != "false" && $0 != "0" } ?? true
             let hub = mesh.hub

@@ -16,7 +16,17 @@ struct AgentClient {
 
     /// GET `path`; a connection failure becomes ``CLIError/notRunning(_:_:)``.
     func get(_ path: String) async throws -> Reply {
+        try await send("GET", path, body: nil)
+    }
+
+    /// Sends `method path` with an optional JSON body.
+    func send(_ method: String, _ path: String, body: Data?) async throws -> Reply {
         var request = HTTPClientRequest(url: baseURL + path)
+        request.method = .init(rawValue: method)
+        if let body {
+            request.body = .bytes(ByteBuffer(bytes: body))
+            request.headers.add(name: "Content-Type", value: "application/json")
+        }
         if let token { request.headers.add(name: Headers.authorization, value: "Bearer \(token)") }
         let response: HTTPClientResponse
         do {
@@ -38,6 +48,50 @@ struct AgentClient {
             throw CLIError("\(path): \(reply.status) \(error.error.code): \(error.error.message)")
         }
         throw CLIError("\(path): unexpected answer \(reply.status) from \(baseURL)")
+    }
+
+    /// Sends and decodes `T` from a 2xx answer, or throws the agent's JSON error as one line.
+    func call<T: Decodable>(_ method: String, _ path: String, body: (some Encodable)? = Optional<Int>.none, as type: T.Type) async throws -> T {
+        let data = try body.map { try APICoding.encoder().encode($0) }
+        let reply = try await send(method, path, body: data)
+        if (200..<300).contains(reply.status), let value = try? APICoding.decoder().decode(T.self, from: reply.body) {
+            return value
+        }
+        if let error = try? APICoding.decoder().decode(ErrorResponse.self, from: reply.body) {
+            throw CLIError("\(error.error.message) (\(reply.status) \(error.error.code))")
+        }
+        throw CLIError("\(method) \(path): unexpected answer \(reply.status) from \(baseURL)")
+    }
+
+    /// Streams Server-Sent Events from `path`, calling `onEvent` with each `data:` payload.
+    func stream(_ path: String, onEvent: (String) throws -> Void) async throws {
+        var request = HTTPClientRequest(url: baseURL + path)
+        if let token { request.headers.add(name: Headers.authorization, value: "Bearer \(token)") }
+        request.headers.add(name: "Accept", value: "text/event-stream")
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: .hours(24 * 365))
+        } catch {
+            throw CLIError.notRunning(baseURL, Self.reason(error))
+        }
+        guard response.status.code == 200 else {
+            let body = try await response.body.collect(upTo: 1 << 20)
+            if let error = try? APICoding.decoder().decode(ErrorResponse.self, from: Data(buffer: body)) {
+                throw CLIError("\(error.error.message) (\(response.status.code) \(error.error.code))")
+            }
+            throw CLIError("\(path): unexpected answer \(response.status.code) from \(baseURL)")
+        }
+        var pending = ""
+        for try await chunk in response.body {
+            pending += String(decoding: chunk.readableBytesView, as: UTF8.self)
+            while let end = pending.range(of: "\n\n") {
+                let block = pending[..<end.lowerBound]
+                pending = String(pending[end.upperBound...])
+                for line in block.split(separator: "\n") where line.hasPrefix("data: ") {
+                    try onEvent(String(line.dropFirst(6)))
+                }
+            }
+        }
     }
 
     static func reason(_ error: any Error) -> String {

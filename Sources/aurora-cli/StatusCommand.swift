@@ -2,53 +2,90 @@ import ArgumentParser
 import AuroraAPI
 import Foundation
 
-/// `aurora-cli status`: the local agent at a glance.
+/// `aurora-cli status`: the local agent and the whole mesh at a glance.
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show the local agent: role, health, store, uptime.",
-        discussion: "Exit status: 0 healthy, 1 reachable but not healthy, 3 no agent answering.")
+        abstract: "Show the local agent and one table for the whole mesh.",
+        discussion: """
+            Works on any node: a compute or edge agent forwards to the lead, or shows its cached
+            copy marked STALE (JSON: "stale": true, "age_s") when the lead is away.
+            Exit status: 0 healthy, 1 reachable but not healthy, 3 no agent answering.
+            """)
 
     @OptionGroup var localOptions: AgentOptions
     @ParentCommand var root: AuroraCLI
 
     var options: AgentOptions { localOptions.merged(with: root.options) }
 
-    @Flag(help: "Print JSON: {agent, health, detail?, token_error?}.")
+    @Flag(help: "Print JSON: {agent, health, detail?, mesh?: {nodes, stale, age_s?}, mesh_error?, token_error?}.")
     var json = false
+
+    @Flag(help: "Redraw every --interval seconds until interrupted (with --json: one JSON document per line).")
+    var watch = false
+
+    @Option(help: "Seconds between redraws with --watch.")
+    var interval: Double = 1
 
     /// What `--json` prints.
     struct Output: Codable {
         var agent: String
         var health: HealthResponse
         var detail: AgentStatus?
+        var mesh: NodeList?
+        var meshError: String?
         var tokenError: String?
 
         enum CodingKeys: String, CodingKey {
-            case agent, health, detail
+            case agent, health, detail, mesh
+            case meshError = "mesh_error"
             case tokenError = "token_error"
         }
     }
 
+    func validate() throws {
+        guard interval >= 0.1 else { throw ValidationError("--interval must be at least 0.1 seconds") }
+    }
+
     func run() async throws {
+        guard watch else {
+            let output = try await collect()
+            print(json ? String(decoding: try APICoding.encoder(pretty: true).encode(output), as: UTF8.self) : render(output))
+            if output.health.status != .ok { throw ExitCode(1) }
+            return
+        }
+        while true {
+            let output = try await collect()
+            if json {
+                print(String(decoding: try APICoding.encoder().encode(output), as: UTF8.self))
+            } else {
+                print("\u{1B}[H\u{1B}[2J" + render(output))
+            }
+            fflush(nil)
+            try await Task.sleep(for: .milliseconds(Int64(interval * 1000)))
+        }
+    }
+
+    func collect() async throws -> Output {
         let url = options.agentURL
         let health = try await AgentClient(baseURL: url, token: nil).get(Routes.health, as: HealthResponse.self, acceptServiceUnavailable: true)
         var output = Output(agent: url, health: health)
         switch options.resolveToken() {
         case .success(let (token, _)):
+            let client = AgentClient(baseURL: url, token: token)
             do {
-                output.detail = try await AgentClient(baseURL: url, token: token).get(Routes.agent, as: AgentStatus.self)
+                output.detail = try await client.get(Routes.agent, as: AgentStatus.self)
             } catch let error as CLIError {
                 output.tokenError = error.message
+            }
+            do {
+                output.mesh = try await client.call("GET", Routes.nodes, as: NodeList.self)
+            } catch let error as CLIError {
+                output.meshError = error.message
             }
         case .failure(let error):
             output.tokenError = error.message
         }
-        if json {
-            print(String(decoding: try APICoding.encoder(pretty: true).encode(output), as: UTF8.self))
-        } else {
-            print(render(output))
-        }
-        if health.status != .ok { throw ExitCode(1) }
+        return output
     }
 
     func render(_ output: Output) -> String {
@@ -73,7 +110,13 @@ struct Status: AsyncParsableCommand {
             lines.append(("detail", "not shown: \(error)"))
         }
         let width = lines.map(\.0.count).max()! + 2
-        return lines.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + $0.1 }.joined(separator: "\n")
+        var text = lines.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + $0.1 }.joined(separator: "\n")
+        if let mesh = output.mesh {
+            text += "\n\n" + MeshTable.render(mesh, colour: MeshTable.colour)
+        } else if let error = output.meshError {
+            text += "\n\nmesh: not shown: \(error)"
+        }
+        return text
     }
 
     static func duration(_ seconds: Double) -> String {

@@ -1,0 +1,214 @@
+import ArgumentParser
+import AuroraAPI
+import Foundation
+
+extension NodeRole: ExpressibleByArgument {}
+
+/// `aurora-cli nodes`: the registry.
+struct Nodes: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List, show or remove mesh nodes.",
+        subcommands: [List.self, Show.self, Remove.self], defaultSubcommand: List.self)
+
+    @OptionGroup var localOptions: AgentOptions
+    @ParentCommand var root: AuroraCLI
+
+    var options: AgentOptions { localOptions.merged(with: root.options) }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "One row per node (any agent; stale when the lead is away).",
+            discussion: "Exit status 0; 3 when no agent answers.")
+        @OptionGroup var localOptions: AgentOptions
+        @ParentCommand var parent: Nodes
+        @Flag(help: "Print the NodeList JSON: {nodes, stale, age_s?}.") var json = false
+
+        func run() async throws {
+            let options = localOptions.merged(with: parent.options)
+            let list = try await options.client().call("GET", Routes.nodes, as: NodeList.self)
+            print(json ? try encodePretty(list) : MeshTable.render(list, colour: MeshTable.colour))
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One node's full record as JSON.")
+        @OptionGroup var localOptions: AgentOptions
+        @ParentCommand var parent: Nodes
+        @Argument(help: "The node's name.") var name: String
+
+        func run() async throws {
+            let options = localOptions.merged(with: parent.options)
+            print(try encodePretty(try await options.client().call("GET", Routes.node(name), as: Node.self)))
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a node (lead, operator token): it becomes 'left' and must join again with a token.")
+        @OptionGroup var localOptions: AgentOptions
+        @ParentCommand var parent: Nodes
+        @Argument(help: "The node's name.") var name: String
+        @Flag(help: "Print the node's record as JSON.") var json = false
+
+        func run() async throws {
+            let options = localOptions.merged(with: parent.options)
+            let node = try await options.client().call("DELETE", Routes.node(name), as: Node.self)
+            print(json ? try encodePretty(node) : "removed \(node.name) (state \(node.state.rawValue))")
+        }
+    }
+}
+
+/// `aurora-cli token`: join tokens on the lead.
+struct Token: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create, list or revoke join tokens (on the lead, with its operator token).",
+        subcommands: [Create.self, List.self, Revoke.self])
+
+    @OptionGroup var localOptions: AgentOptions
+    @ParentCommand var root: AuroraCLI
+
+    var options: AgentOptions { localOptions.merged(with: root.options) }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a join token; it is printed once and stored only as a hash.",
+            discussion: "Example: aurora-cli token create --profile compute --ttl 1h --labels gpu=4090,zone=office")
+        @OptionGroup var localOptions: AgentOptions
+        @ParentCommand var parent: Token
+        @Option(help: "Profile the joining node must run: compute or edge.") var profile: NodeRole
+        @Option(help: "Company the node belongs to (when the node does not set one).") var company: String?
+        @Option(help: "Lifetime: 90s, 15m, 1h, 7d (default 1h).") var ttl: String = "1h"
+        @Flag(help: "Allow many joins until it expires (default: single use).") var reusable = false
+        @Option(help: "Labels for nodes that set none: k=v[,k=v...].") var labels: String?
+        @Flag(help: "Print JSON: {token, info}.") var json = false
+
+        func validate() throws {
+            guard profile != .lead else { throw ValidationError("--profile must be compute or edge; a lead does not join") }
+            guard TTL.seconds(ttl) != nil else { throw ValidationError("--ttl must look like 90s, 15m, 1h or 7d, got '\(ttl)'") }
+            if let labels { _ = try Labels.parse(labels) }
+        }
+
+        func run() async throws {
+            let options = localOptions.merged(with: parent.options)
+            let request = TokenCreateRequest(profile: profile, company: company, ttlS: TTL.seconds(ttl), reusable: reusable,
+                                             labels: try labels.map(Labels.parse))
+            let created = try await options.client().call("POST", Routes.tokens, body: request, as: TokenCreated.self)
+            if json {
+                print(try encodePretty(created))
+            } else {
+                print(created.token)
+                FileHandle.standardError.write(Data("token \(created.info.id): \(created.info.profile.rawValue), \(created.info.reusable ? "reusable" : "single use"), expires \(created.info.expiresAt)\n".utf8))
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List join tokens (never the tokens themselves).")
+        @OptionGroup var localOptions: AgentOptions
+        @ParentCommand var parent: Token
+        @Flag(help: "Print JSON: {tokens: [...]}.") var json = false
+
+        func run() async throws {
+            let options = localOptions.merged(with: parent.options)
+            let list = try await options.client().call("GET", Routes.tokens, as: TokenList.self)
+            guard !json else { return print(try encodePretty(list)) }
+            let rows = [["ID", "PROFILE", "COMPANY", "STATE", "USES", "REUSABLE", "EXPIRES"]] + list.tokens.map {
+                [$0.id, $0.profile.rawValue, $0.company.isEmpty ? "-" : $0.company, $0.state.rawValue, String($0.uses),
+                 $0.reusable ? "yes" : "no", $0.expiresAt]
+            }
+            print(Table.render(rows))
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a join token by id (jt_...).")
+        @OptionGroup var localOptions: AgentOptions
+        @ParentCommand var parent: Token
+        @Argument(help: "The token's id, as 'token list' shows it.") var id: String
+        @Flag(help: "Print the token's record as JSON.") var json = false
+
+        func run() async throws {
+            let options = localOptions.merged(with: parent.options)
+            let info = try await options.client().call("DELETE", Routes.tokens + "/" + id, as: TokenInfo.self)
+            print(json ? try encodePretty(info) : "revoked \(info.id)")
+        }
+    }
+}
+
+/// `aurora-cli events`: the event log, and with --follow the live stream.
+struct Events: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print mesh events (node.joined, node.state_changed, node.left, ...) from the lead.",
+        discussion: "Without --since it prints the last 50 events; --follow keeps streaming (Ctrl-C stops).")
+
+    @OptionGroup var localOptions: AgentOptions
+    @ParentCommand var root: AuroraCLI
+    @Flag(help: "Keep streaming new events.") var follow = false
+    @Option(help: "Start after this sequence number (0: from the beginning).") var since: Int64?
+    @Flag(help: "One JSON event per line.") var json = false
+
+    func run() async throws {
+        let options = localOptions.merged(with: root.options)
+        let client = try options.client()
+        let from = since.map { "since=\($0)" } ?? "tail=50"
+        try await client.stream(Routes.events + "?\(from)&follow=\(follow)") { data in
+            guard let event = try? APICoding.decoder().decode(MeshEvent.self, from: Data(data.utf8)) else { return }
+            if json {
+                print(data)
+            } else {
+                let details = event.data.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.string ?? String(decoding: (try? APICoding.encoder().encode($0.value)) ?? Data(), as: UTF8.self))" }
+                print("\(event.seq)  \(event.at)  \(event.type)  \(event.node ?? "-")  \(details.joined(separator: " "))")
+            }
+            fflush(nil)
+        }
+    }
+}
+
+// MARK: - Helpers
+
+extension AgentOptions {
+    /// A client with the operator token.
+    func client() throws -> AgentClient {
+        switch resolveToken() {
+        case .success(let (token, _)): AgentClient(baseURL: agentURL, token: token)
+        case .failure(let error): throw error
+        }
+    }
+}
+
+func encodePretty(_ value: some Encodable) throws -> String {
+    String(decoding: try APICoding.encoder(pretty: true).encode(value), as: UTF8.self)
+}
+
+enum TTL {
+    /// `90s`, `15m`, `1h`, `7d` or plain seconds.
+    static func seconds(_ text: String) -> Int? {
+        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
+        if let value = Int(text), value > 0 { return value }
+        guard let unit = text.last, let scale = units[unit], let value = Int(text.dropLast()), value > 0 else { return nil }
+        return value * scale
+    }
+}
+
+enum Labels {
+    static func parse(_ text: String) throws -> [String: String] {
+        var labels: [String: String] = [:]
+        for pair in text.split(separator: ",") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, !parts[0].isEmpty else { throw ValidationError("--labels must be k=v[,k=v...], got '\(pair)'") }
+            labels[String(parts[0])] = String(parts[1])
+        }
+        return labels
+    }
+}
+
+enum Table {
+    static func render(_ rows: [[String]]) -> String {
+        guard let first = rows.first else { return "" }
+        let widths = first.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { index, cell in index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+}

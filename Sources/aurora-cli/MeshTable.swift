@@ -1,0 +1,81 @@
+import AuroraAPI
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The mesh as one table, for `status` and `nodes`.
+enum MeshTable {
+    /// Whether to colour: a terminal, and NO_COLOR unset.
+    static var colour: Bool {
+        isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
+    }
+
+    static func paint(_ text: String, _ state: NodeState, colour: Bool) -> String {
+        guard colour else { return text }
+        let code = switch state {
+        case .alive: "32"
+        case .suspect: "33"
+        case .away: "34"
+        case .dead: "31"
+        case .left: "90"
+        }
+        return "\u{1B}[\(code)m\(text)\u{1B}[0m"
+    }
+
+    /// A GPU counts as free when under 10 % of its memory and 10 % utilization are in use.
+    static func freeGPUs(_ node: Node) -> Int {
+        node.capabilities.gpus.filter { $0.memoryUsedMB * 10 < max($0.memoryTotalMB, 1) && $0.utilizationPct < 10 }.count
+    }
+
+    static func lastSeen(_ iso: String, now: Date = Date()) -> String {
+        guard let date = parseISO(iso) else { return iso }
+        let seconds = max(0, now.timeIntervalSince(date))
+        if seconds < 60 { return String(format: "%.1fs ago", seconds) }
+        if seconds < 3600 { return "\(Int(seconds / 60))m ago" }
+        if seconds < 86_400 { return "\(Int(seconds / 3600))h ago" }
+        return "\(Int(seconds / 86_400))d ago"
+    }
+
+    static func parseISO(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.date(from: text) ?? ISO8601DateFormatter().date(from: text)
+    }
+
+    /// The table, columns padded; later issues fill JOBS, REPLICA and HANDSHAKE.
+    static func render(_ list: NodeList, colour: Bool) -> String {
+        let header = ["NODE", "ROLE", "COMPANY", "VPN IP", "STATE", "LAST SEEN", "GPUS FREE/TOTAL", "VERSION", "JOBS", "REPLICA", "HANDSHAKE"]
+        let rows: [[String]] = list.nodes.map { node in
+            [node.name, node.role.rawValue, node.company.isEmpty ? "-" : node.company, node.vpnIP, node.state.rawValue,
+             lastSeen(node.lastSeen), "\(freeGPUs(node))/\(node.capabilities.gpus.count)", node.version.isEmpty ? "-" : node.version,
+             "-", "-", node.wireguard.handshakeAgeS.map { String(format: "%.0fs", $0) } ?? "-"]
+        }
+        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+        func line(_ cells: [String], states: NodeState? = nil) -> String {
+            cells.enumerated().map { index, cell in
+                let padded = index == cells.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+                return index == 4 && states != nil ? paint(padded, states!, colour: colour) : padded
+            }.joined(separator: "  ")
+        }
+        var lines = [colour ? "\u{1B}[1m\(line(header))\u{1B}[0m" : line(header)]
+        for (node, row) in zip(list.nodes, rows) { lines.append(line(row, states: node.state)) }
+        lines.append(summary(list))
+        if list.stale {
+            let age = list.ageS.map { String(format: "%.1fs", $0) } ?? "unknown"
+            let warning = "STALE VIEW: the lead is unreachable (\(list.reason ?? "no answer")); showing the copy cached \(age) ago"
+            lines.append(colour ? "\u{1B}[33m\(warning)\u{1B}[0m" : warning)
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func summary(_ list: NodeList) -> String {
+        let counts = NodeState.allCases.compactMap { state -> String? in
+            let n = list.nodes.filter { $0.state == state }.count
+            return n == 0 ? nil : "\(n) \(state.rawValue)"
+        }
+        let gpus = list.nodes.reduce(0) { $0 + $1.capabilities.gpus.count }
+        let free = list.nodes.filter { $0.state == .alive }.reduce(0) { $0 + freeGPUs($1) }
+        return "\(list.nodes.count) node\(list.nodes.count == 1 ? "" : "s"): \(counts.joined(separator: ", "))  ·  GPUs \(free)/\(gpus) free"
+    }
+}
