@@ -93,7 +93,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["AuroraAPI", "AuroraTestKit"],
+            dependencies: ["AuroraAPI", "AuroraTestKit", "Secrets"],
             swiftSettings: swiftSettings
         ),
     ]
