@@ -17,6 +17,7 @@ public final class AgentState: Sendable {
         var leadReachable: Bool?
         var leadMessage: String?
         var leadContactAt: Date?
+        var registryReady = false
     }
 
     public init(config: NodeConfig, identity: NodeIdentity) {
@@ -46,6 +47,9 @@ public final class AgentState: Sendable {
 
     func setMeshID(_ id: String) { mutable.withLock { $0.meshID = id } }
 
+    /// The lead's registry has loaded: joins and heartbeats are answered.
+    func setRegistryReady() { mutable.withLock { $0.registryReady = true } }
+
     func setMembership(_ membership: Membership) {
         mutable.withLock {
             $0.membership = membership
@@ -73,8 +77,9 @@ public final class AgentState: Sendable {
 
     /// `GET /health`.
     public var health: HealthResponse {
-        let store = self.store
+        let (store, registryReady) = mutable.withLock { ($0.store, $0.registryReady) }
         let status: HealthResponse.Status = switch store.state {
+        case .ok where config.role == .lead && !registryReady: .starting
         case .ok, .none: .ok
         case .starting: .starting
         case .failed: .degraded

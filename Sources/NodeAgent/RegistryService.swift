@@ -34,6 +34,7 @@ final class RegistryService: Service {
             }
         }
         guard await registry.loaded else { return }
+        state.setRegistryReady()
         let beatEvery = max(1, Int(state.config.heartbeatTiming.intervalS * 10))
         var ticks = 0
         await withDiscardingTaskGroup { group in

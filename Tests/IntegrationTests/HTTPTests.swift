@@ -15,7 +15,9 @@ struct HTTPTests {
         defer { scratch.remove() }
         let node = scratch.path + "/node.yaml"
         try "http:\n  max_body_bytes: 2048\n".write(toFile: node, atomically: true, encoding: .utf8)
-        let agent = try AgentHarness(profile: "compute", dataDir: scratch.path + "/data", extraArguments: ["--config", node],
+        // A compute node whose lead is away: it keeps trying to join and serves its own API meanwhile.
+        let agent = try AgentHarness(profile: "compute", dataDir: scratch.path + "/data",
+                                     extraArguments: ["--config", node, "--lead", "http://127.0.0.1:9", "--join-token", "aurjoin_unused"],
                                      outputDirectory: scratch.path)
         try await agent.waitHealthy(timeout: .seconds(30))
 

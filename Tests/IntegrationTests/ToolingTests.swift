@@ -39,7 +39,8 @@ struct ToolingTests {
     func doctor() async throws {
         let scratch = try ScratchDirectory("doctor")
         defer { scratch.remove() }
-        let agent = try AgentHarness(profile: "edge", dataDir: scratch.path + "/data", outputDirectory: scratch.path)
+        let agent = try AgentHarness(profile: "edge", dataDir: scratch.path + "/data",
+                                     extraArguments: ["--lead", "http://127.0.0.1:9", "--join-token", "aurjoin_unused"], outputDirectory: scratch.path)
         try await agent.waitHealthy(timeout: .seconds(30))
         let result = try await ChildProcess.run(Binaries.auroraCLI, ["doctor", "--json", "--agent", agent.baseURL, "--data-dir", agent.dataDir],
                                                 outputDirectory: scratch.path)
