@@ -152,3 +152,26 @@ public func processExists(_ pid: pid_t) -> Bool {
 public func waitGone(_ pid: pid_t, timeout: Duration) async throws -> Bool {
     (try? await poll(timeout: timeout, every: .milliseconds(10), "pid \(pid) to exit") { processExists(pid) ? nil : true }) ?? false
 }
+
+/// Reads a Server-Sent Events stream, calling `onData` with every `data:` payload and
+/// `onOpen` once the stream has started, until `onData` returns true or `timeout` passes.
+public func readEvents(_ url: String, headers: [String: String] = [:], timeout: Duration,
+                       onOpen: @Sendable () async throws -> Void = {}, onData: (String) async throws -> Bool) async throws {
+    var request = HTTPClientRequest(url: url)
+    for (name, value) in headers { request.headers.add(name: name, value: value) }
+    let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(timeout.components.seconds * 1000))
+    guard response.status.code == 200 else { throw TestKitError("\(url) answered \(response.status.code)") }
+    try await onOpen()
+    var pending = ""
+    for try await chunk in response.body {
+        pending += String(decoding: chunk.readableBytesView, as: UTF8.self)
+        while let end = pending.range(of: "\n\n") {
+            let block = pending[..<end.lowerBound]
+            pending = String(pending[end.upperBound...])
+            for line in block.split(separator: "\n") where line.hasPrefix("data: ") {
+                if try await onData(String(line.dropFirst(6))) { return }
+            }
+        }
+    }
+    throw TestKitError("the event stream \(url) ended early")
+}

@@ -70,7 +70,8 @@ enum JoinTokens {
     }
 
     /// Uses a token inside the join's transaction: the row is locked, checked and counted.
-    static func consume(hash: String, on connection: PostgresConnection) throws(AgentError) -> Result<TokenGrant, APIError> {
+    /// A refused token is not counted.
+    static func consume(hash: String, for role: NodeRole, on connection: PostgresConnection) throws(AgentError) -> Result<TokenGrant, APIError> {
         let rows = try connection.execute("""
             SELECT id, profile, company, labels::text, reusable, uses, revoked_at IS NOT NULL, expires_at <= now()
             FROM join_tokens WHERE token_hash = $1 FOR UPDATE
@@ -82,6 +83,10 @@ enum JoinTokens {
         if row[7] == "t" { return .failure(.unauthorized("join token \(id) has expired")) }
         if row[4] != "t", (row[5].flatMap { Int($0) } ?? 0) > 0 {
             return .failure(.unauthorized("join token \(id) was already used (it is single-use; create a --reusable one for many nodes)"))
+        }
+        guard profile == role else {
+            return .failure(APIError(status: .forbidden, code: "wrong_profile",
+                                     message: "join token \(id) is for \(profile.rawValue) nodes; this node's profile is \(role.rawValue)"))
         }
         _ = try connection.execute("UPDATE join_tokens SET uses = uses + 1 WHERE id = $1", [id])
         return .success(TokenGrant(id: id, profile: profile, company: row[2] ?? "", labels: SQL.decode([String: String].self, row[3]) ?? [:]))

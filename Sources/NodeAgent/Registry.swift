@@ -132,86 +132,84 @@ actor Registry {
         let policy = try Self.policy(timing)
         if let address = request.address { _ = try Self.hostPort(address, field: "address") }
 
-        // The address: the node's own if it has one, else the one asked for, else the lowest free.
-        let existing = entries[name]
-        if let existing, existing.signKey != signKey, !existing.removed {
-            throw APIError(status: .conflict, code: "name_taken", message: "node name '\(name)' is taken by another node (a different key); choose another --name")
-        }
-        var requested: UInt32?
+        var asked: UInt32?
         if let text = request.vpnIP, !text.isEmpty {
             guard let address = IPv4Network.parse(text) else { throw APIError.badRequest("vpn_ip: '\(text)' is not an IPv4 address") }
-            requested = address
+            asked = address
         }
-        let vpnIP: String
-        if let existing, requested == nil || IPv4Network.format(requested!) == existing.node.vpnIP {
-            vpnIP = existing.node.vpnIP
-        } else {
-            let taken = Set(entries.values.filter { $0.node.name != name }.compactMap { IPv4Network.parse($0.node.vpnIP) })
-                .union([AddressAllocator(network: network).leadAddress])
-            do {
-                vpnIP = IPv4Network.format(try AddressAllocator(network: network).allocate(requested: requested, taken: taken))
-            } catch {
-                throw APIError(status: error.code == .addressTaken ? .conflict : .badRequest,
-                               code: error.code == .addressTaken ? "address_taken" : "bad_request", message: "vpn_ip: \(error.message)")
-            }
-        }
+        let requested = asked
 
+        // Everything that depends on other nodes (the name, the address) is decided inside the
+        // transaction: the store runs one transaction at a time, so concurrent joins cannot
+        // take the same name or address.
         let now = Date()
-        let node = Node(
-            name: name, role: request.profile, company: request.company ?? "", vpnIP: vpnIP, state: .alive,
+        let template = Node(
+            name: name, role: request.profile, company: request.company ?? "", vpnIP: "", state: .alive,
             lastSeen: ISOTime.string(now), labels: request.labels ?? [:],
             wireguard: WireGuardPeer(publicKey: request.wireguard.publicKey, endpoint: request.wireguard.endpoint, listenPort: request.wireguard.listenPort),
             capabilities: request.capabilities, version: request.version ?? "", address: request.address,
-            joinedAt: existing.map { $0.node.joinedAt } ?? ISOTime.string(now),
-            signPublicKey: request.signPublicKey, boxPublicKey: request.boxPublicKey, timing: timing, checks: nil)
-        var entry = Entry(node: node, signKey: signKey, policy: policy, removed: false, observedHost: observedHost, lastSeen: now)
-
+            joinedAt: ISOTime.string(now), signPublicKey: request.signPublicKey, boxPublicKey: request.boxPublicKey, timing: timing, checks: nil)
         let tokenHash = Hex.encode(Crypto.sha256(Array(request.token.utf8)))
-        let rejoin = existing != nil && existing?.removed == false
-        let upsert = Self.upsertSQL, parameters = Self.upsertParameters(entry)
+        let allocator = AddressAllocator(network: network), leadName = config.name
         let hub = self.hub
-        let outcome: Result<(TokenGrant, MeshEvent), APIError>
+        let outcome: Result<(Node, String, MeshEvent), APIError>
         do {
-            outcome = try await store.inTransaction({ (connection) throws(AgentError) -> Result<(TokenGrant, MeshEvent), APIError> in
+            outcome = try await store.inTransaction({ (connection) throws(AgentError) -> Result<(Node, String, MeshEvent), APIError> in
+                var node = template
+                let existing = try connection.execute(
+                    "SELECT sign_public_key, removed, vpn_ip, \(SQL.iso("joined_at")) FROM nodes WHERE name = $1 FOR UPDATE", [name]).rows.first
+                let rejoin = existing.map { $0[0] == request.signPublicKey && $0[1] != "t" } ?? false
+                if let existing, existing[0] != request.signPublicKey, existing[1] != "t" || name == leadName {
+                    return .failure(APIError(status: .conflict, code: "name_taken",
+                                             message: "node name '\(name)' is taken by another node (a different key); choose another --name"))
+                }
+                if let existing, let ip = existing[2], requested == nil || IPv4Network.format(requested!) == ip {
+                    node.vpnIP = ip
+                    if existing[0] == request.signPublicKey, let joined = existing[3] { node.joinedAt = joined }
+                } else {
+                    let taken = Set(try connection.execute("SELECT vpn_ip FROM nodes WHERE name <> $1", [name]).rows.compactMap { $0[0].flatMap(IPv4Network.parse) })
+                        .union([allocator.leadAddress])
+                    do throws(MeshError) {
+                        node.vpnIP = IPv4Network.format(try allocator.allocate(requested: requested, taken: taken))
+                    } catch {
+                        return .failure(APIError(status: error.code == .addressTaken ? .conflict : .badRequest,
+                                                 code: error.code == .addressTaken ? "address_taken" : "bad_request", message: "vpn_ip: \(error.message)"))
+                    }
+                }
                 let grant: TokenGrant
-                switch try JoinTokens.consume(hash: tokenHash, on: connection) {
+                switch try JoinTokens.consume(hash: tokenHash, for: request.profile, on: connection) {
                 case .failure(let refusal): return .failure(refusal)
                 case .success(let granted): grant = granted
                 }
-                guard grant.profile == request.profile else {
-                    return .failure(APIError(status: .forbidden, code: "wrong_profile",
-                                             message: "the join token is for \(grant.profile.rawValue) nodes; this node's profile is \(request.profile.rawValue)"))
-                }
-                var values = parameters
-                if !grant.company.isEmpty, request.company?.isEmpty ?? true { values[2] = grant.company }
-                if (request.labels ?? [:]).isEmpty, !grant.labels.isEmpty { values[9] = SQL.json(grant.labels) }
-                values[17] = grant.id
-                _ = try connection.execute(upsert, values)
+                if !grant.company.isEmpty, node.company.isEmpty { node.company = grant.company }
+                if node.labels.isEmpty, !grant.labels.isEmpty { node.labels = grant.labels }
+                let entry = Entry(node: node, signKey: signKey, policy: policy, removed: false, observedHost: nil, lastSeen: now)
+                _ = try connection.execute(Registry.upsertSQL, Registry.upsertParameters(entry, tokenID: grant.id))
                 let event = try EventLog.insert(EventLog.Draft(type: EventType.nodeJoined, node: name, data: [
-                    "vpn_ip": .string(vpnIP), "role": .string(request.profile.rawValue), "token": .string(grant.id),
+                    "vpn_ip": .string(node.vpnIP), "role": .string(request.profile.rawValue), "token": .string(grant.id),
                     "rejoin": .bool(rejoin),
                 ]), on: connection)
-                return .success((grant, event))
+                return .success((node, grant.id, event))
             }, afterCommit: { result in
-                if case .success((_, let event)) = result { hub.publish([event]) }
+                if case .success((_, _, let event)) = result { hub.publish([event]) }
             })
         } catch {
             throw APIError.storeUnavailable(error)
         }
-        let grant: TokenGrant
+        let node: Node, tokenID: String
         switch outcome {
         case .failure(let refusal):
             logger.notice("join refused", metadata: ["nodeagent.node": "\(name)", "nodeagent.reason": "\(refusal.code)"])
             throw refusal
-        case .success((let granted, _)):
-            grant = granted
+        case .success((let joined, let id, _)):
+            (node, tokenID) = (joined, id)
         }
-        if !grant.company.isEmpty, request.company?.isEmpty ?? true { entry.node.company = grant.company }
-        if (request.labels ?? [:]).isEmpty, !grant.labels.isEmpty { entry.node.labels = grant.labels }
+        let vpnIP = node.vpnIP
+        let entry = Entry(node: node, signKey: signKey, policy: policy, removed: false, observedHost: observedHost, lastSeen: now)
         entries[name] = entry
         detector.add(name, policy: policy, at: .now)
         version += 1
-        logger.info("node joined", metadata: ["nodeagent.node": "\(name)", "nodeagent.vpn_ip": "\(vpnIP)", "nodeagent.token": "\(grant.id)"])
+        logger.info("node joined", metadata: ["nodeagent.node": "\(name)", "nodeagent.vpn_ip": "\(vpnIP)", "nodeagent.token": "\(tokenID)"])
         return JoinResponse(node: entry.node, mesh: meshInfo())
     }
 

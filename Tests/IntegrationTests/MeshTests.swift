@@ -106,6 +106,12 @@ struct MeshMembershipTests {
         #expect(gpus("gpu-3").first?["name"] as? String == "NVIDIA A100-SXM4-80GB", "from the fake nvidia-smi")
         #expect(gpus("laptop").isEmpty)
 
+        // aurora-cli events prints the log: one node.joined per member.
+        let log = try await Self.cli(["events", "--since", "0", "--json"], agent: lead, scratch: scratch)
+        let joined = log.split(separator: "\n").compactMap { try? APICoding.decoder().decode(MeshEvent.self, from: Data($0.utf8)) }
+            .filter { $0.type == EventType.nodeJoined }.compactMap(\.node)
+        #expect(Set(joined) == ["gpu-1", "gpu-2", "gpu-3", "laptop"])
+
         // kill -9 of a compute agent: dead within 3 s of the kill, and a node.state_changed event.
         let vpnBefore = try await Self.node("gpu-2", lead: lead).vpnIP
         let lastSeq = try await Self.events(since: 0, lead: lead).last?.seq ?? 0

@@ -100,9 +100,12 @@ struct SigningTests {
         let taken = try await join(impostor, token: try await createToken(#"{"profile":"compute"}"#).token)
         #expect(taken.status == 409)
         #expect(message(taken).contains("taken"))
-        // An edge token does not make a compute node.
-        let wrongProfile = try await join(gamma, token: try await createToken(#"{"profile":"edge"}"#).token)
+        // An edge token does not make a compute node, and the refused join does not use it up.
+        let edgeToken = try await createToken(#"{"profile":"edge"}"#)
+        let wrongProfile = try await join(gamma, token: edgeToken.token)
         #expect(wrongProfile.status == 403)
+        let afterRefusal = try await http(lead.baseURL + Routes.tokens, headers: admin).decode(TokenList.self)
+        #expect(afterRefusal.tokens.first { $0.id == edgeToken.info.id }.map { "\($0.state) \($0.uses)" } == "active 0")
 
         // A good heartbeat works.
         let path = Routes.heartbeat("beta")
@@ -160,6 +163,30 @@ struct SigningTests {
         // Operator endpoints need the operator token, not a node's signature.
         let tokenList = try await http(lead.baseURL + Routes.tokens, headers: beta.headers(method: "GET", path: Routes.tokens, body: []))
         #expect(tokenList.status == 401)
+
+        // Events resume after Last-Event-ID, then follow live: a join while the stream is open arrives on it.
+        let history = try await http(lead.baseURL + Routes.events + "?since=0&follow=false", headers: admin).text
+            .split(separator: "\n").filter { $0.hasPrefix("data: ") }
+            .compactMap { try? APICoding.decoder().decode(MeshEvent.self, from: Data($0.dropFirst(6).utf8)) }
+        #expect(history.filter { $0.type == EventType.nodeJoined }.map(\.node) == ["alpha", "beta"])
+        #expect(history.map(\.seq) == history.map(\.seq).sorted())
+        let firstSeq = try #require(history.first?.seq)
+        var received: [MeshEvent] = []
+        let delta = SimulatedNode(name: "delta")
+        let deltaToken = try await createToken(#"{"profile":"compute"}"#).token
+        let deltaBody = try delta.joinBody(token: deltaToken)
+        let url = lead.baseURL
+        try await readEvents(lead.baseURL + Routes.events, headers: admin.merging(["Last-Event-ID": String(firstSeq)]) { $1 }, timeout: .seconds(20),
+                             onOpen: {
+            let joined = try await http(url + Routes.join, method: "POST", headers: ["Content-Type": "application/json"], body: deltaBody)
+            #expect(joined.status == 201)
+        }) { data in
+            received.append(try APICoding.decoder().decode(MeshEvent.self, from: Data(data.utf8)))
+            return received.last?.node == "delta"
+        }
+        #expect(received.first?.seq == firstSeq + 1, "resumes right after Last-Event-ID")
+        #expect(received.map(\.seq) == Array((firstSeq + 1)...(received.last?.seq ?? 0)), "in order, none missing")
+        #expect(received.last?.type == EventType.nodeJoined)
 
         lead.process.signal(SIGTERM)
         #expect(try await lead.process.waitForExit(timeout: .seconds(10)) == 0)
