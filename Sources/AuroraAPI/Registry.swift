@@ -403,16 +403,20 @@ public struct PeerRTT: Codable, Sendable, Equatable {
 }
 
 /// `POST /api/nodes/{name}/heartbeat` (signed).
+///
+/// `capabilities` and `labels` may be left out when they did not change since the node last
+/// sent them; the lead keeps what it has (a node sends them in full at least every 30 s, and
+/// whenever the lead's answer says `send_full`).
 public struct HeartbeatRequest: Codable, Sendable, Equatable {
-    public var capabilities: Capabilities
+    public var capabilities: Capabilities?
     public var version: String
-    public var labels: [String: String]
+    public var labels: [String: String]?
     public var checks: [CheckResult]
     public var peers: [PeerRTT]
     public var address: String?
     public var timing: HeartbeatTiming
 
-    public init(capabilities: Capabilities, version: String, labels: [String: String], checks: [CheckResult],
+    public init(capabilities: Capabilities?, version: String, labels: [String: String]?, checks: [CheckResult],
                 peers: [PeerRTT], address: String?, timing: HeartbeatTiming) {
         self.capabilities = capabilities
         self.version = version
@@ -439,17 +443,21 @@ public struct HeartbeatResponse: Codable, Sendable, Equatable {
     /// cached registry when it moves.
     public var registryVersion: Int
     public var leadTime: String
+    /// The lead wants capabilities and labels in full with the next heartbeat.
+    public var sendFull: Bool
 
-    public init(state: NodeState, registryVersion: Int, leadTime: String) {
+    public init(state: NodeState, registryVersion: Int, leadTime: String, sendFull: Bool = false) {
         self.state = state
         self.registryVersion = registryVersion
         self.leadTime = leadTime
+        self.sendFull = sendFull
     }
 
     enum CodingKeys: String, CodingKey {
         case state
         case registryVersion = "registry_version"
         case leadTime = "lead_time"
+        case sendFull = "send_full"
     }
 }
 

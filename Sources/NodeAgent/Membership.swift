@@ -166,6 +166,8 @@ final class MembershipService: Service {
     private let beats = Counter(label: "aurora_heartbeats_sent_total")
     private let beatFailures = Counter(label: "aurora_heartbeat_failures_total")
     private let peerRTTs = Mutex<[PeerRTT]>([])
+    /// What the lead last got in full, and when; unchanged capabilities are left out.
+    private let lastFull = Mutex<(capabilities: Capabilities?, at: ContinuousClock.Instant?)>((nil, nil))
 
     init(config: NodeConfig, identity: NodeIdentity, state: AgentState, inventory: Inventory, cache: RegistryCache, logger: Logger) throws(AgentError) {
         guard let leadURL = config.lead else {
@@ -282,11 +284,18 @@ final class MembershipService: Service {
     // MARK: Heartbeat
 
     private func heartbeat(timeout: Duration) async throws(LeadCallError) -> HeartbeatResponse {
+        let capabilities = await inventory.capabilities()
+        let full = lastFull.withLock { last in
+            last.capabilities != capabilities || last.at.map { $0.duration(to: .now) >= .seconds(30) } ?? true
+        }
         let beat = HeartbeatRequest(
-            capabilities: await inventory.capabilities(), version: AuroraVersion.current, labels: config.labels,
+            capabilities: full ? capabilities : nil, version: AuroraVersion.current, labels: full ? config.labels : nil,
             checks: inventory.checks(), peers: peerRTTs.withLock { $0 }, address: config.listen.description,
             timing: config.heartbeatTiming)
         let response = try await lead.call(.POST, Routes.heartbeat(config.name), body: beat, as: HeartbeatResponse.self, timeout: timeout)
+        lastFull.withLock { last in
+            if response.sendFull { last = (nil, nil) } else if full { last = (capabilities, .now) }
+        }
         beats.increment()
         return response
     }

@@ -19,8 +19,11 @@ struct BenchLead {
     static func start(executable: String, root: String) async throws -> BenchLead {
         let port = try StartupBenchmark.freePort()
         let dataDir = root + "/lead"
+        // A /16, so that thousands of simulated nodes get addresses.
+        let nodeFile = root + "/lead.yaml"
+        try "wireguard:\n  cidr: 10.64.0.0/16\n".write(toFile: nodeFile, atomically: true, encoding: .utf8)
         let process = try BenchLead.spawn(executable, ["run", "--profile", "lead", "--name", "bench-lead", "--data-dir", dataDir,
-                                                      "--listen", "127.0.0.1:\(port)", "--log-level", "error"])
+                                                      "--listen", "127.0.0.1:\(port)", "--log-level", "error", "--config", nodeFile])
         let url = "http://127.0.0.1:\(port)"
         try await waitUntil("the lead to be healthy", timeout: .seconds(60)) {
             guard process.isRunning else { throw AgentError(.process, "the lead exited with \(process.terminationStatus)") }
@@ -160,7 +163,9 @@ public struct HeartbeatBenchmark: Sendable {
 
         // Load: N heartbeats per second, spread evenly, for `seconds`.
         progress("sending \(nodes) heartbeats/s for \(seconds) s…")
-        let beat = try APICoding.encoder().encode(HeartbeatRequest(capabilities: capabilities, version: "bench", labels: [:], checks: [],
+        // As real nodes do: capabilities went in full with the join; unchanged, they are left out.
+        let beat = try APICoding.encoder().encode(HeartbeatRequest(capabilities: nil, version: "bench", labels: nil,
+                                                                   checks: [CheckResult(name: "data_dir_disk", status: .passing, output: "40% used")],
                                                                    peers: [], address: nil, timing: timing))
         let body = Array(beat)
         let tally = Tally()

@@ -267,21 +267,22 @@ actor Registry {
         guard var entry = entries[name] else { throw APIError.notFound("no node named '\(name)'") }
         let now = Date()
         heartbeats.increment()
-        if entry.node.capabilities != beat.capabilities || entry.node.labels != beat.labels || entry.node.version != beat.version
+        let capabilities = beat.capabilities ?? entry.node.capabilities
+        let labels = beat.labels ?? entry.node.labels
+        if entry.node.capabilities != capabilities || entry.node.labels != labels || entry.node.version != beat.version
             || entry.node.address != beat.address || entry.node.timing != beat.timing {
             recordDirty.insert(name)
             if entry.node.address != beat.address { version += 1 }
         }
-        entry.node.capabilities = beat.capabilities
-        entry.node.labels = beat.labels
+        entry.node.capabilities = capabilities
+        entry.node.labels = labels
         entry.node.version = beat.version
         entry.node.address = beat.address
         entry.node.timing = beat.timing
         entry.node.checks = beat.checks
         entry.policy = policy
         entry.observedHost = observedHost
-        entry.lastSeen = now
-        entry.node.lastSeen = ISOTime.string(now)
+        entry.lastSeen = now  // `node.lastSeen` is formatted when the registry is read
         if !beat.peers.isEmpty {
             entry.peers = beat.peers
             entry.peersAt = at
@@ -290,7 +291,8 @@ actor Registry {
         seenDirty.insert(name)
         let directives = detector.onHeartbeat(name, policy: policy, at: at)
         try await apply(directives)
-        return HeartbeatResponse(state: entries[name]?.node.state ?? .alive, registryVersion: version, leadTime: ISOTime.string(now))
+        return HeartbeatResponse(state: entries[name]?.node.state ?? .alive, registryVersion: version, leadTime: ISOTime.string(now),
+                                 sendFull: capabilities == .unknown)
     }
 
     /// The node leaves on purpose (its own signed call).
@@ -379,7 +381,6 @@ actor Registry {
         entry.node.capabilities = capabilities
         entry.node.checks = checks
         entry.lastSeen = now
-        entry.node.lastSeen = ISOTime.string(now)
         entries[config.name] = entry
         seenDirty.insert(config.name)
     }
@@ -388,13 +389,20 @@ actor Registry {
 
     func list() throws(APIError) -> NodeList {
         try requireLoaded()
-        return NodeList(nodes: entries.values.map(\.node).sorted { $0.name < $1.name }, stale: false, lead: config.name)
+        return NodeList(nodes: entries.values.map(Self.view).sorted { $0.name < $1.name }, stale: false, lead: config.name)
     }
 
     func node(_ name: String) throws(APIError) -> Node {
         try requireLoaded()
         guard let entry = entries[name] else { throw APIError.notFound("no node named '\(name)'") }
-        return entry.node
+        return Self.view(entry)
+    }
+
+    /// The node as the API shows it, with `last_seen` from the in-memory time.
+    private static func view(_ entry: Entry) -> Node {
+        var node = entry.node
+        node.lastSeen = ISOTime.string(entry.lastSeen)
+        return node
     }
 
     func topology(now: ContinuousClock.Instant = .now) throws(APIError) -> Topology {

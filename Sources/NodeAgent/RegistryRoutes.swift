@@ -45,7 +45,9 @@ extension HTTPServer {
             let (name, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let target = try context.parameters.require("name")
             guard name == target else { throw APIError.unauthorized("node '\(name)' cannot send heartbeats for '\(target)'") }
-            let beat = try decode(HeartbeatRequest.self, body, allowed: HeartbeatRequest.fields)
+            // Unknown fields are allowed here: a newer node may report more than this lead knows
+            // (rolling upgrades); the body is signed, so nothing in it is a stranger's.
+            let beat = try decode(HeartbeatRequest.self, body, allowed: nil)
             return try json(try await registry.heartbeat(name, beat, observedHost: context.remoteHost), status: .ok)
         }
         router.post("/api/nodes/:name/leave") { request, context -> Response in
@@ -231,13 +233,15 @@ extension HTTPServer {
         return try decode(type, body, allowed: allowed)
     }
 
-    static func decode<T: Decodable>(_ type: T.Type, _ body: [UInt8], allowed: Set<String>) throws(APIError) -> T {
+    static func decode<T: Decodable>(_ type: T.Type, _ body: [UInt8], allowed: Set<String>?) throws(APIError) -> T {
         guard !body.isEmpty else { throw APIError.badRequest("the request needs a JSON body") }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
-            throw APIError.badRequest("the body is not a JSON object")
-        }
-        if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
-            throw APIError.badRequest("unknown field '\(unknown)'")
+        if let allowed {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
+                throw APIError.badRequest("the body is not a JSON object")
+            }
+            if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
+                throw APIError.badRequest("unknown field '\(unknown)'")
+            }
         }
         do {
             return try APICoding.decoder().decode(T.self, from: Data(body))
