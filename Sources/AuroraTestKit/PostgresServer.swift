@@ -44,8 +44,10 @@ public final class PostgresServer: Sendable {
 
     private func run(_ tool: String, _ arguments: [String]) async throws {
         let program = binDirectory + "/" + tool
-        let result = runAs.map { user in ("/usr/sbin/runuser", ["-u", user, "--", program] + arguments) } ?? (program, arguments)
-        let outcome = try await ChildProcess.run(result.0, result.1, environment: ["PWD": "/"], outputDirectory: outputDirectory)
+        let command = runAs.map { user in ["/usr/sbin/runuser", "-u", user, "--", program] + arguments } ?? [program] + arguments
+        // From "/": the server's user may not be able to enter the test's working directory
+        // (a checkout under a 0700 directory).
+        let outcome = try await ChildProcess.run("/bin/sh", ["-c", "cd / && exec \"$@\"", "sh"] + command, outputDirectory: outputDirectory)
         guard outcome.code == 0 else {
             throw TestKitError("\(tool) failed (\(outcome.code)): \(outcome.stderr.suffix(400)) \(outcome.stdout.suffix(400))")
         }

@@ -1,5 +1,3 @@
-import Foundation  // pow only: the core does no I/O and reads no clock
-
 /// A member's liveness as the failure detector sees it. Raw values are the API's `state`.
 public enum MemberState: String, Sendable, CaseIterable, Comparable {
     case alive, suspect, away, dead, left
@@ -226,7 +224,7 @@ public struct FailureDetector: Sendable {
     private func decay(_ member: inout Member, to now: Instant) {
         let elapsed = member.penaltyAt.duration(to: now) / damping.halfLife
         if elapsed > 0 {
-            member.penalty *= pow(2, -elapsed)
+            member.penalty *= halving(elapsed)
             member.penaltyAt = now
         }
     }
@@ -248,4 +246,19 @@ public struct FailureDetector: Sendable {
         }
         return Transition(name: name, from: from, to: state, reason: reason, at: at, reported: true, dampingStarted: starts, folded: 0)
     }
+}
+
+/// 0.5^x for x >= 0, without Foundation: whole halvings, then exp(-f ln 2) by its series.
+private func halving(_ x: Double) -> Double {
+    guard x < 1024 else { return 0 }
+    let whole = x.rounded(.down)
+    var result = 1.0
+    for _ in 0..<Int(whole) { result *= 0.5 }
+    let y = -(x - whole) * 0.6931471805599453
+    var term = 1.0, sum = 1.0
+    for k in 1...16 {
+        term *= y / Double(k)
+        sum += term
+    }
+    return result * sum
 }

@@ -1,3 +1,4 @@
+import AuroraAPI
 import Mesh
 
 /// A value of a configuration key, after parsing and validation.
@@ -10,22 +11,9 @@ public enum ConfigValue: Sendable, Equatable {
     case gpus([GPUInventoryEntry])
 }
 
-/// One GPU of a static inventory (`gpus:` in a profile), used instead of `nvidia-smi`.
-public struct GPUInventoryEntry: Sendable, Equatable, Codable {
-    public var index: Int
-    public var uuid: String
-    public var name: String
-    public var memoryTotalMB: Int
-    public var memoryUsedMB: Int
-    public var utilizationPct: Int
-
-    enum CodingKeys: String, CodingKey {
-        case index, uuid, name
-        case memoryTotalMB = "memory_total_mb"
-        case memoryUsedMB = "memory_used_mb"
-        case utilizationPct = "utilization_pct"
-    }
-}
+/// One GPU of a static inventory (`gpus:` in a profile), used instead of `nvidia-smi`: the
+/// API's GPU shape.
+public typealias GPUInventoryEntry = GPU
 
 /// What kind of value a key takes; each kind parses text (from YAML, the environment or a
 /// flag) and says precisely what it expected when the text does not fit.

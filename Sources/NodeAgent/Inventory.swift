@@ -35,10 +35,7 @@ actor Inventory {
     }
 
     private func gpus() async -> [GPU] {
-        if !config.gpus.isEmpty {
-            return config.gpus.map { GPU(index: $0.index, uuid: $0.uuid, name: $0.name, memoryTotalMB: $0.memoryTotalMB,
-                                        memoryUsedMB: $0.memoryUsedMB, utilizationPct: $0.utilizationPct) }
-        }
+        if !config.gpus.isEmpty { return config.gpus }
         if let sampled = gpusSampledAt, sampled.duration(to: .now) < gpuRefresh { return cachedGPUs }
         gpusSampledAt = .now
         guard let smi = Self.which("nvidia-smi") else { return [] }

@@ -33,6 +33,14 @@ struct BenchLead {
         return BenchLead(process: process, port: port, dataDir: dataDir, token: token)
     }
 
+    /// A fresh directory under /tmp for one benchmark run.
+    static func scratch(_ label: String) throws -> String {
+        let root = "/tmp/aurora-bench-\(label)-\(getpid())"
+        try? FileManager.default.removeItem(atPath: root)
+        guard mkdir(root, 0o755) == 0 else { throw AgentError(.dataDir, "cannot create \(root)") }
+        return root
+    }
+
     static func spawn(_ executable: String, _ arguments: [String]) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -121,9 +129,7 @@ public struct HeartbeatBenchmark: Sendable {
     }
 
     public func run() async throws -> Report {
-        let root = "/tmp/aurora-bench-hb-\(getpid())"
-        try? FileManager.default.removeItem(atPath: root)
-        guard mkdir(root, 0o755) == 0 else { throw AgentError(.dataDir, "cannot create \(root)") }
+        let root = try BenchLead.scratch("hb")
         defer { try? FileManager.default.removeItem(atPath: root) }
         let lead = try await BenchLead.start(executable: executable, root: root)
         defer { lead.process.terminate() }
@@ -247,9 +253,7 @@ public struct DetectionBenchmark: Sendable {
     }
 
     public func run() async throws -> Report {
-        let root = "/tmp/aurora-bench-detect-\(getpid())"
-        try? FileManager.default.removeItem(atPath: root)
-        guard mkdir(root, 0o755) == 0 else { throw AgentError(.dataDir, "cannot create \(root)") }
+        let root = try BenchLead.scratch("detect")
         defer { try? FileManager.default.removeItem(atPath: root) }
         let lead = try await BenchLead.start(executable: executable, root: root)
         defer { lead.process.terminate() }
