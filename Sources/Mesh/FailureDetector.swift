@@ -130,8 +130,6 @@ public struct FailureDetector: Sendable {
 
     public func isDamped(_ name: String) -> Bool { members[name]?.damped ?? false }
 
-    public var count: Int { members.count }
-
     // MARK: Events
 
     /// Starts watching a member (a join, or the lead's restart) as if heard from at `at`.

@@ -13,10 +13,7 @@ public final class AgentState: Sendable {
     private struct Mutable {
         var store: StoreHealth
         var meshID: String?
-        var membership: Membership?
         var leadReachable: Bool?
-        var leadMessage: String?
-        var leadContactAt: Date?
         var registryReady = false
     }
 
@@ -50,29 +47,13 @@ public final class AgentState: Sendable {
     /// The lead's registry has loaded: joins and heartbeats are answered.
     func setRegistryReady() { mutable.withLock { $0.registryReady = true } }
 
-    func setMembership(_ membership: Membership) {
-        mutable.withLock {
-            $0.membership = membership
-            $0.meshID = membership.meshID
-        }
-    }
-
-    var membership: Membership? { mutable.withLock { $0.membership } }
-
-    /// Records the outcome of a call to the lead; true when reachability changed.
-    func leadContact(ok: Bool, message: String?) -> Bool {
+    /// Records the outcome of a call to the lead; true when reachability changed (for logging
+    /// once per change, not once per heartbeat).
+    func leadContact(ok: Bool) -> Bool {
         mutable.withLock { state in
-            let changed = state.leadReachable != ok
-            state.leadReachable = ok
-            state.leadMessage = message
-            if ok { state.leadContactAt = Date() }
-            return changed
+            defer { state.leadReachable = ok }
+            return state.leadReachable != ok
         }
-    }
-
-    /// Whether the last call to the lead succeeded (nil before the first), and why not.
-    var leadStatus: (reachable: Bool?, message: String?, lastContact: Date?) {
-        mutable.withLock { ($0.leadReachable, $0.leadMessage, $0.leadContactAt) }
     }
 
     /// `GET /health`.

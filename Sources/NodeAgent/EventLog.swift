@@ -54,8 +54,6 @@ public final class EventHub: Sendable {
         }
     }
 
-    var subscriberCount: Int { state.withLock { $0.subscribers.count } }
-
     /// Ends every stream (graceful shutdown: SSE clients must not hold the server open).
     public func close() {
         let continuations = state.withLock { state in

@@ -129,9 +129,9 @@ final class RegistryCache: Sendable {
     private let snapshot: Mutex<Snapshot?>
 
     init(dataDir: String) {
-        self.path = dataDir + "/cache/registry.json"
-        let loaded = (try? SecureFile.read(dataDir + "/cache/registry.json")).flatMap { SQL.decode(Snapshot.self, $0) }
-        self.snapshot = Mutex(loaded)
+        let path = dataDir + "/cache/registry.json"
+        self.path = path
+        self.snapshot = Mutex((try? SecureFile.read(path)).flatMap { SQL.decode(Snapshot.self, $0) })
     }
 
     var current: Snapshot? { snapshot.withLock { $0 } }
@@ -191,7 +191,7 @@ final class MembershipService: Service {
 
     func run() async throws {
         guard let membership = try await joinIfNeeded() else { return }
-        state.setMembership(membership)
+        if let meshID = membership.meshID { state.setMeshID(meshID) }
         var knownVersion = -1
         var lastRefresh: ContinuousClock.Instant?
         var lastRTT: ContinuousClock.Instant?
@@ -200,7 +200,7 @@ final class MembershipService: Service {
         for await _ in AsyncTimerSequence(interval: interval, clock: .continuous).cancelOnGracefulShutdown() {
             do {
                 let response = try await heartbeat(timeout: timeout)
-                if state.leadContact(ok: true, message: nil) { logger.notice("lead reachable") }
+                if state.leadContact(ok: true) { logger.notice("lead reachable") }
                 if response.registryVersion != knownVersion || lastRefresh.map({ $0.duration(to: .now) > .seconds(10) }) ?? true {
                     if await refreshCache(timeout: timeout) {
                         knownVersion = response.registryVersion
@@ -209,7 +209,7 @@ final class MembershipService: Service {
                 }
             } catch {
                 beatFailures.increment()
-                if state.leadContact(ok: false, message: error.message) {
+                if state.leadContact(ok: false) {
                     logger.warning("heartbeat failed; the lead is away", metadata: ["nodeagent.error": "\(error.message)"])
                 }
             }
@@ -268,7 +268,7 @@ final class MembershipService: Service {
             case .failure(.refused(let status, let error)) where status < 500:
                 throw AgentError(.identity, "the lead refused the join: \(error.error.message)")
             case .failure(let error):
-                _ = state.leadContact(ok: false, message: error.message)
+                _ = state.leadContact(ok: false)
                 logger.warning("cannot join yet; retrying", metadata: ["nodeagent.error": "\(error.message)", "nodeagent.retry_ms": "\(delay.milliseconds)"])
             }
             do {

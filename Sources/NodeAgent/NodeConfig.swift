@@ -174,9 +174,14 @@ public enum Redaction {
 
 extension NodeConfig {
     /// The failure detector's policy for this node's own timing.
-    var detectorPolicy: FailureDetector.Policy {
-        FailureDetector.Policy(interval: .milliseconds(Int64(heartbeatTiming.intervalS * 1000)), suspectAfter: heartbeatTiming.suspectAfter,
-                               awayAfter: heartbeatTiming.awayAfter, deadAfter: heartbeatTiming.deadAfter)
+    var detectorPolicy: FailureDetector.Policy { FailureDetector.Policy(heartbeatTiming) }
+}
+
+extension FailureDetector.Policy {
+    /// The detector's policy for a node's reported timing (not validated here).
+    init(_ timing: HeartbeatTiming) {
+        self.init(interval: .milliseconds(Int64(timing.intervalS * 1000)), suspectAfter: timing.suspectAfter,
+                  awayAfter: timing.awayAfter, deadAfter: timing.deadAfter)
     }
 }
 

@@ -514,7 +514,7 @@ actor Registry {
             wireguard: WireGuardPeer(publicKey: wg, endpoint: row[7], listenPort: port),
             capabilities: SQL.decode(Capabilities.self, row[10]) ?? .unknown, version: row[12] ?? "", address: row[13],
             joinedAt: joinedAt, signPublicKey: signText, boxPublicKey: box, timing: timing)
-        return Entry(node: node, signKey: signKey, policy: (try? policy(timing)) ?? policy(defaultTiming(for: role), validated: ()),
+        return Entry(node: node, signKey: signKey, policy: (try? policy(timing)) ?? FailureDetector.Policy(defaultTiming(for: role)),
                      removed: row[15] == "t", lastSeen: lastSeen)
     }
 
@@ -533,12 +533,7 @@ actor Registry {
         guard timing.deadAfter > timing.suspectAfter, timing.deadAfter > timing.awayAfter, timing.deadAfter <= 100_000 else {
             throw APIError.badRequest("timing.dead_after must be greater than suspect_after and away_after")
         }
-        return policy(timing, validated: ())
-    }
-
-    private static func policy(_ timing: HeartbeatTiming, validated: Void) -> FailureDetector.Policy {
-        FailureDetector.Policy(interval: .milliseconds(Int64(timing.intervalS * 1000)), suspectAfter: timing.suspectAfter,
-                               awayAfter: timing.awayAfter, deadAfter: timing.deadAfter)
+        return FailureDetector.Policy(timing)
     }
 
     private static func publicKey(_ text: String, field: String) throws(APIError) -> PublicKey {
