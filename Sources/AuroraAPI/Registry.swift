@@ -415,9 +415,11 @@ public struct HeartbeatRequest: Codable, Sendable, Equatable {
     public var peers: [PeerRTT]
     public var address: String?
     public var timing: HeartbeatTiming
+    /// The GPU worker: whether it takes jobs, and the jobs it runs (their leases are extended).
+    public var worker: WorkerReport?
 
     public init(capabilities: Capabilities?, version: String, labels: [String: String]?, checks: [CheckResult],
-                peers: [PeerRTT], address: String?, timing: HeartbeatTiming) {
+                peers: [PeerRTT], address: String?, timing: HeartbeatTiming, worker: WorkerReport? = nil) {
         self.capabilities = capabilities
         self.version = version
         self.labels = labels
@@ -425,13 +427,14 @@ public struct HeartbeatRequest: Codable, Sendable, Equatable {
         self.peers = peers
         self.address = address
         self.timing = timing
+        self.worker = worker
     }
 
     /// The top-level fields a heartbeat may carry.
     public static let fields = Set(CodingKeys.allCases.map(\.rawValue))
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case capabilities, version, labels, checks, peers, address, timing
+        case capabilities, version, labels, checks, peers, address, timing, worker
     }
 }
 
