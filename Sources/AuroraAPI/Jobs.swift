@@ -374,17 +374,20 @@ public struct WorkerReport: Codable, Sendable, Equatable {
     public var accepting: Bool
     /// `gpu.allow_exec`.
     public var allowExec: Bool
+    /// `gpu.backend` is set: it takes `generate` jobs.
+    public var generate: Bool
     /// The jobs it is running; their leases are extended.
     public var jobs: [JobLease]
 
-    public init(accepting: Bool, allowExec: Bool, jobs: [JobLease]) {
+    public init(accepting: Bool, allowExec: Bool, generate: Bool, jobs: [JobLease]) {
         self.accepting = accepting
         self.allowExec = allowExec
+        self.generate = generate
         self.jobs = jobs
     }
 
     enum CodingKeys: String, CodingKey {
-        case accepting, jobs
+        case accepting, jobs, generate
         case allowExec = "allow_exec"
     }
 }

@@ -6,7 +6,7 @@
 /// it.
 ///
 /// Feasibility: the worker is eligible (alive and accepting), allows `exec` when the job is
-/// one, carries every required label, and has `gpuCount` GPUs whose model matches and whose
+/// one (or has an inference server for a `generate` job), carries every required label, and has `gpuCount` GPUs whose model matches and whose
 /// free VRAM (total − used by other processes − reserved by jobs placed there) is at least the
 /// requirement. Among feasible workers the policy scores: `binpack` takes the tightest fit,
 /// `spread` the loosest; fewer placed jobs, then lower RTT, then the name break ties.
@@ -46,6 +46,8 @@ public struct Scheduler: Sendable {
         /// Alive and accepting jobs.
         public var eligible: Bool
         public var allowExec: Bool
+        /// Has a local inference server for `generate` jobs.
+        public var canGenerate: Bool
         public var labels: [String: String]
         public var gpus: [GPUSlot]
         /// Jobs placed here; kept by the scheduler.
@@ -53,10 +55,12 @@ public struct Scheduler: Sendable {
         /// Round trip to the lead in ms; `.infinity` when unknown.
         public var rttMs: Double
 
-        public init(name: String, eligible: Bool, allowExec: Bool, labels: [String: String], gpus: [GPUSlot], rttMs: Double = .infinity) {
+        public init(name: String, eligible: Bool, allowExec: Bool, canGenerate: Bool = true, labels: [String: String], gpus: [GPUSlot],
+                    rttMs: Double = .infinity) {
             self.name = name
             self.eligible = eligible
             self.allowExec = allowExec
+            self.canGenerate = canGenerate
             self.labels = labels
             self.gpus = gpus
             self.rttMs = rttMs
@@ -273,7 +277,7 @@ public struct Scheduler: Sendable {
         let pattern = need.gpuModel.map { $0.lowercased() }
         var best: (worker: Int, gpus: [Int], fit: Int)?
         for (w, worker) in workers.enumerated() where worker.eligible {
-            if need.exec && !worker.allowExec { continue }
+            if need.exec ? !worker.allowExec : !worker.canGenerate { continue }
             if !need.labels.isEmpty && !need.labels.allSatisfy({ worker.labels[$0.key] == $0.value }) { continue }
             guard let (gpus, fit) = choose(worker, need: need.minVramMB, count: count, pattern: pattern) else { continue }
             if let current = best, !better(w, fit: fit, than: current.worker, fit: current.fit) { continue }

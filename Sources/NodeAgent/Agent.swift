@@ -36,10 +36,14 @@ public enum Agent {
         if config.role == .lead {
             let storeService = try StoreService(config: config, state: state, logger: logger)
             let registry = try Registry(store: storeService.store, hub: hub, config: config, identity: identity, logger: logger)
+            let jobs = JobCoordinator(store: storeService.store, hub: hub, leadName: config.name,
+                                      policy: Scheduler.Policy(rawValue: config.gpuPolicy) ?? .binpack, logger: logger)
             mesh.registry = registry
+            mesh.jobs = jobs
             mesh.store = storeService.store
             services.append(.init(service: storeService))
             services.append(.init(service: RegistryService(registry: registry, state: state, inventory: inventory, hub: hub, logger: logger)))
+            services.append(.init(service: JobService(jobs: jobs, registry: registry, state: state, logger: logger)))
         } else {
             if config.lead == nil {
                 throw AgentError(.config, "a \(config.role.rawValue) node needs the lead's URL: set --lead, AURORA_LEAD or 'lead' in the node file")
@@ -48,10 +52,14 @@ public enum Agent {
                 throw AgentError(.config, "this node has not joined a mesh yet: pass --join-token (or AURORA_JOIN_TOKEN) from 'aurora-cli token create' on the lead")
             }
             let cache = RegistryCache(dataDir: dataDir.path)
-            let membership = try MembershipService(config: config, identity: identity, state: state, inventory: inventory, cache: cache, logger: logger)
+            let worker = config.acceptJobs
+                ? GPUWorker(config: config, state: state, lead: LeadClient.signed(config: config, identity: identity), logger: logger) : nil
+            let membership = try MembershipService(config: config, identity: identity, state: state, inventory: inventory, cache: cache,
+                                                   worker: worker, logger: logger)
             mesh.membership = membership
             mesh.cache = cache
             services.append(.init(service: membership))
+            if let worker { services.append(.init(service: worker)) }
         }
         let http = HTTPServer.application(state: state, token: token, metrics: metrics, mesh: mesh, logger: logger)
         services.append(.init(service: http))

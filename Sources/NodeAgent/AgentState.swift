@@ -15,6 +15,7 @@ public final class AgentState: Sendable {
         var meshID: String?
         var leadReachable: Bool?
         var registryReady = false
+        var joined = false
     }
 
     public init(config: NodeConfig, identity: NodeIdentity) {
@@ -44,7 +45,12 @@ public final class AgentState: Sendable {
 
     func setMeshID(_ id: String) { mutable.withLock { $0.meshID = id } }
 
-    /// The lead's registry has loaded: joins and heartbeats are answered.
+    /// A compute or edge node has joined (or had joined): it can talk to the lead.
+    var joined: Bool { mutable.withLock { $0.joined } }
+
+    func setJoined() { mutable.withLock { $0.joined = true } }
+
+    /// The lead's registry and job coordinator have loaded: joins, heartbeats and jobs are answered.
     func setRegistryReady() { mutable.withLock { $0.registryReady = true } }
 
     /// Records the outcome of a call to the lead; true when reachability changed (for logging

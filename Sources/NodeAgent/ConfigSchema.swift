@@ -143,6 +143,8 @@ public enum ConfigSchema {
         ConfigKey("gpu.allow_exec", .bool, default: .bool(false), "allow exec jobs (commands) on this node"),
         ConfigKey("gpu.backend", .url(schemes: ["http", "https"]), default: .string(""),
                   "local inference server (OpenAI-compatible or Ollama) for generate jobs"),
+        ConfigKey("gpu.policy", .oneOf(["binpack", "spread"]), default: .string("binpack"),
+                  "lead: placement scoring; binpack fills the tightest GPU, spread the emptiest"),
         ConfigKey("gpus", .gpus, default: .gpus([]), "static GPU inventory used instead of nvidia-smi"),
         // MARK: PostgreSQL monitor and events
         ConfigKey("postgres.monitor", .string, default: .string(""), secret: true,

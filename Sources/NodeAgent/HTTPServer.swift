@@ -54,6 +54,7 @@ public enum HTTPServer {
             return try json(status, status: .ok)
         }
         addRegistryRoutes(to: router, state: state, token: token, mesh: mesh)
+        addJobRoutes(to: router, state: state, token: token, mesh: mesh)
 
         let address = state.config.listen
         return Application(

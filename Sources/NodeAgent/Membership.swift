@@ -64,12 +64,40 @@ struct LeadClient: Sendable {
     let baseURL: String
     let signer: RequestSigner?
 
+    /// This node's signed client for the lead named in its configuration.
+    static func signed(config: NodeConfig, identity: NodeIdentity) -> LeadClient {
+        LeadClient(baseURL: base(config.lead ?? ""), signer: RequestSigner(node: config.name, key: identity.signing))
+    }
+
+    static func base(_ url: String) -> String { url.hasSuffix("/") ? String(url.dropLast()) : url }
+
     /// Sends a request (signed when a signer is set) and decodes a 2xx answer as `T`.
     func call<T: Decodable>(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none, as type: T.Type,
                             timeout: Duration) async throws(LeadCallError) -> T {
         let bytes = try await send(method, path, body: body, timeout: timeout)
         do { return try APICoding.decoder().decode(T.self, from: Data(bytes)) } catch {
             throw .refused(status: 502, ErrorResponse(code: "bad_gateway", message: "the lead's answer to \(path) did not decode"))
+        }
+    }
+
+    /// Sends a request and returns the lead's status and body as they are, for forwarding a
+    /// client's call. Throws only when the lead does not answer.
+    func relay(_ method: HTTPMethod, _ path: String, body: [UInt8], timeout: Duration) async throws(LeadCallError) -> (status: Int, body: [UInt8]) {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method
+        if !body.isEmpty {
+            request.body = .bytes(ByteBuffer(bytes: body))
+            request.headers.add(name: "Content-Type", value: "application/json")
+        }
+        if let signer {
+            for (name, value) in signer.headers(method: method.rawValue, path: path, body: body) { request.headers.add(name: name, value: value) }
+        }
+        do {
+            let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(Int64(timeout / .milliseconds(1))))
+            let collected = try await response.body.collect(upTo: 32 << 20)
+            return (Int(response.status.code), Array(collected.readableBytesView))
+        } catch {
+            throw .unreachable(Self.reason(error))
         }
     }
 
@@ -160,6 +188,7 @@ final class MembershipService: Service {
     let state: AgentState
     let inventory: Inventory
     let cache: RegistryCache
+    let worker: GPUWorker?
     let logger: Logger
     private let lead: LeadClient
     private let joinClient: LeadClient
@@ -169,7 +198,8 @@ final class MembershipService: Service {
     /// What the lead last got in full, and when; unchanged capabilities are left out.
     private let lastFull = Mutex<(capabilities: Capabilities?, at: ContinuousClock.Instant?)>((nil, nil))
 
-    init(config: NodeConfig, identity: NodeIdentity, state: AgentState, inventory: Inventory, cache: RegistryCache, logger: Logger) throws(AgentError) {
+    init(config: NodeConfig, identity: NodeIdentity, state: AgentState, inventory: Inventory, cache: RegistryCache, worker: GPUWorker?,
+         logger: Logger) throws(AgentError) {
         guard let leadURL = config.lead else {
             throw AgentError(.config, "a \(config.role.rawValue) node needs the lead's URL: set --lead, AURORA_LEAD or 'lead' in the node file")
         }
@@ -178,12 +208,12 @@ final class MembershipService: Service {
         self.state = state
         self.inventory = inventory
         self.cache = cache
+        self.worker = worker
         var logger = logger
         logger[metadataKey: "nodeagent.subsystem"] = "membership"
         self.logger = logger
-        let base = leadURL.hasSuffix("/") ? String(leadURL.dropLast()) : leadURL
-        self.lead = LeadClient(baseURL: base, signer: RequestSigner(node: config.name, key: identity.signing))
-        self.joinClient = LeadClient(baseURL: base, signer: nil)
+        self.lead = LeadClient.signed(config: config, identity: identity)
+        self.joinClient = LeadClient(baseURL: LeadClient.base(leadURL), signer: nil)
     }
 
     /// The signed client, for forwarding operator reads to the lead.
@@ -192,6 +222,7 @@ final class MembershipService: Service {
     func run() async throws {
         guard let membership = try await joinIfNeeded() else { return }
         if let meshID = membership.meshID { state.setMeshID(meshID) }
+        state.setJoined()
         var knownVersion = -1
         var lastRefresh: ContinuousClock.Instant?
         var lastRTT: ContinuousClock.Instant?
@@ -291,7 +322,7 @@ final class MembershipService: Service {
         let beat = HeartbeatRequest(
             capabilities: full ? capabilities : nil, version: AuroraVersion.current, labels: full ? config.labels : nil,
             checks: inventory.checks(), peers: peerRTTs.withLock { $0 }, address: config.listen.description,
-            timing: config.heartbeatTiming)
+            timing: config.heartbeatTiming, worker: worker?.report())
         let response = try await lead.call(.POST, Routes.heartbeat(config.name), body: beat, as: HeartbeatResponse.self, timeout: timeout)
         lastFull.withLock { last in
             if response.sendFull { last = (nil, nil) } else if full { last = (capabilities, .now) }

@@ -203,6 +203,14 @@ public struct NodeConfig: Sendable {
     public let maxBodyBytes: Int
     public let logLevel: Logger.Level
     public let gpus: [GPUInventoryEntry]
+    /// Take GPU jobs (`gpu.accept_jobs`).
+    public let acceptJobs: Bool
+    /// Run `exec` jobs (`gpu.allow_exec`).
+    public let allowExec: Bool
+    /// The local inference server for `generate` jobs; nil: none.
+    public let gpuBackend: String?
+    /// The lead's placement policy (`gpu.policy`).
+    public let gpuPolicy: String
     /// The address this node asks for (`vpn_ip`); nil lets the lead allocate.
     public let vpnIP: String?
     public let wireguardCIDR: String
@@ -241,6 +249,14 @@ public struct NodeConfig: Sendable {
         self.maxBodyBytes = int("http.max_body_bytes")
         self.logLevel = Logger.Level(rawValue: string("log.level")) ?? .info
         if case .gpus(let gpus) = resolved["gpus"] { self.gpus = gpus } else { self.gpus = [] }
+        func bool(_ path: String) -> Bool {
+            guard case .bool(let value) = resolved[path] else { preconditionFailure("\(path) is not a boolean key") }
+            return value
+        }
+        self.acceptJobs = bool("gpu.accept_jobs")
+        self.allowExec = bool("gpu.allow_exec")
+        self.gpuBackend = nonEmpty("gpu.backend")
+        self.gpuPolicy = string("gpu.policy")
         self.vpnIP = nonEmpty("vpn_ip")
         self.wireguardCIDR = string("wireguard.cidr")
         self.wireguardEndpoint = nonEmpty("wireguard.endpoint")

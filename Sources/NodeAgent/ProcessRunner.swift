@@ -90,3 +90,88 @@ enum ProcessRunner {
         return ProcessResult(status: exitCode, output: String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
     }
 }
+
+/// Runs a job's command: its own process group, a timeout, stdout and stderr captured up to a
+/// bound each. The child is watched with `waitpid(WNOHANG)` from an async loop, so a long job
+/// holds no thread; cancelling the task kills the whole group.
+enum ExecRunner {
+    struct Outcome: Sendable {
+        var exitCode: Int32?
+        var signal: Int32?
+        var stdout: [UInt8]
+        var stderr: [UInt8]
+        var stdoutTruncated: Bool
+        var stderrTruncated: Bool
+        var timedOut: Bool
+        var cancelled: Bool
+        var duration: Duration
+    }
+
+    static func run(_ argv: [String], environment: [String: String], timeout: Duration, maxOutput: Int) async throws(AgentError) -> Outcome {
+        guard let program = argv.first, !program.isEmpty else { throw AgentError(.process, "payload.argv is empty") }
+        func capture(_ label: String) throws(AgentError) -> Int32 {
+            let path = NSTemporaryDirectory() + "nodeagent-job-\(getpid())-\(UUID().uuidString).\(label)"
+            let fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw AgentError(.process, "cannot create \(path): \(String(cString: strerror(errno)))") }
+            unlink(path)
+            return fd
+        }
+        let out = try capture("out")
+        defer { close(out) }
+        let err = try capture("err")
+        defer { close(err) }
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, out, 1)
+        posix_spawn_file_actions_adddup2(&actions, err, 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attributes, 0)
+
+        let cArguments = argv.map { strdup($0) } + [nil]
+        defer { cArguments.forEach { free($0) } }
+        let cEnvironment = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { cEnvironment.forEach { free($0) } }
+        let started = ContinuousClock.now
+        var pid: pid_t = 0
+        let spawned = posix_spawnp(&pid, program, &actions, &attributes, cArguments, cEnvironment)
+        guard spawned == 0 else { throw AgentError(.process, "cannot start \(program): \(String(cString: strerror(spawned)))") }
+
+        var status: Int32 = 0
+        var timedOut = false, cancelled = false
+        while true {
+            let reaped = waitpid(pid, &status, WNOHANG)
+            if reaped == pid || (reaped < 0 && errno != EINTR) { break }
+            if started.duration(to: .now) >= timeout {
+                timedOut = true
+            } else if Task.isCancelled {
+                cancelled = true
+            } else {
+                try? await Task.sleep(for: .milliseconds(10))
+                continue
+            }
+            kill(-pid, SIGKILL)
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            break
+        }
+        kill(-pid, SIGKILL)  // what the command left behind in its group
+        func read(_ fd: Int32) -> ([UInt8], Bool) {
+            let size = Int(lseek(fd, 0, SEEK_END))
+            lseek(fd, 0, SEEK_SET)
+            var bytes = [UInt8](repeating: 0, count: min(max(size, 0), maxOutput))
+            let n = bytes.isEmpty ? 0 : bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+            return (Array(bytes.prefix(max(n, 0))), size > maxOutput)
+        }
+        let (stdout, stdoutTruncated) = read(out)
+        let (stderr, stderrTruncated) = read(err)
+        let exited = (status & 0x7f) == 0
+        return Outcome(exitCode: exited ? (status >> 8) & 0xff : nil, signal: exited ? nil : status & 0x7f, stdout: stdout, stderr: stderr,
+                       stdoutTruncated: stdoutTruncated, stderrTruncated: stderrTruncated, timedOut: timedOut, cancelled: cancelled,
+                       duration: started.duration(to: .now))
+    }
+}

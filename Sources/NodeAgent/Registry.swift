@@ -25,6 +25,8 @@ actor Registry {
         var peers: [PeerRTT] = []
         var peersAt: ContinuousClock.Instant?
         var lastSeen: Date
+        /// What its GPU worker last reported (without the job list).
+        var worker: WorkerReport?
     }
 
     /// A probe the service should make.
@@ -51,6 +53,8 @@ actor Registry {
     private(set) var version = 1
     private(set) var loaded = false
     private var meshID: String?
+    /// The GPU coordinator hears of node changes that matter for placement.
+    private var jobs: JobCoordinator?
 
     private let heartbeats = Counter(label: "aurora_heartbeats_total")
     private let refusals = Counter(label: "aurora_signed_requests_refused_total")
@@ -67,6 +71,8 @@ actor Registry {
             throw AgentError(.config, "wireguard.cidr: \(error.message)")
         }
     }
+
+    func attach(_ jobs: JobCoordinator) { self.jobs = jobs }
 
     // MARK: Loading
 
@@ -287,10 +293,19 @@ actor Registry {
             entry.peers = beat.peers
             entry.peersAt = at
         }
+        var worker = beat.worker
+        worker?.jobs = []
+        let placementChanged = entry.worker != worker || entry.node.capabilities.gpus != capabilities.gpus || entry.node.labels != labels
+            || (entry.peers.isEmpty && !beat.peers.isEmpty)
+        entry.worker = worker
         entries[name] = entry
         seenDirty.insert(name)
         let directives = detector.onHeartbeat(name, policy: policy, at: at)
         try await apply(directives)
+        if let jobs {
+            if placementChanged, let update = jobUpdate(name) { await jobs.nodeChanged(update) }
+            if let leases = beat.worker?.jobs, !leases.isEmpty { await jobs.renew(name, leases) }
+        }
         return HeartbeatResponse(state: entries[name]?.node.state ?? .alive, registryVersion: version, leadTime: ISOTime.string(now),
                                  sendFull: capabilities == .unknown)
     }
@@ -473,7 +488,21 @@ actor Registry {
         } catch {
             throw APIError.storeUnavailable(error)
         }
+        if let jobs {
+            for transition in transitions { if let update = jobUpdate(transition.name) { await jobs.nodeChanged(update) } }
+        }
     }
+
+    /// What the job coordinator needs to know of a node.
+    func jobUpdate(_ name: String) -> JobCoordinator.NodeUpdate? {
+        guard let entry = entries[name] else { return nil }
+        return JobCoordinator.NodeUpdate(name: name, state: entry.removed ? .left : entry.node.state, labels: entry.node.labels,
+                                         gpus: entry.node.capabilities.gpus, worker: entry.worker,
+                                         rttMs: entry.peers.first { $0.name == config.name }?.rttMs)
+    }
+
+    /// Every node, for the job coordinator's load.
+    func jobUpdates() -> [JobCoordinator.NodeUpdate] { entries.keys.sorted().compactMap(jobUpdate) }
 
     private static func probeAddress(_ entry: Entry) -> (host: String, port: Int)? {
         guard let text = entry.node.address, let address = try? HostPort(parsing: text), let observed = entry.observedHost else { return nil }

@@ -22,6 +22,7 @@ public struct AgentRequestContext: RequestContext, RemoteAddressRequestContext {
 /// nodes the membership (to forward to the lead) and the cache.
 struct MeshContext: Sendable {
     var registry: Registry?
+    var jobs: JobCoordinator?
     var store: Store?
     var hub: EventHub
     var membership: MembershipService?

@@ -34,7 +34,6 @@ final class RegistryService: Service {
             }
         }
         guard await registry.loaded else { return }
-        state.setRegistryReady()
         let beatEvery = max(1, Int(state.config.heartbeatTiming.intervalS * 10))
         var ticks = 0
         await withDiscardingTaskGroup { group in
@@ -65,5 +64,39 @@ struct StreamCloser: Service {
     func run() async throws {
         try? await gracefulShutdown()
         hub.close()
+    }
+}
+
+/// Runs the lead's job coordinator: once the registry is loaded, loads the open jobs, then
+/// every 250 ms requeues jobs whose lease ran out and places what fits.
+/// The lead is healthy once both are loaded.
+final class JobService: Service {
+    let jobs: JobCoordinator
+    let registry: Registry
+    let state: AgentState
+    let logger: Logger
+
+    init(jobs: JobCoordinator, registry: Registry, state: AgentState, logger: Logger) {
+        self.jobs = jobs
+        self.registry = registry
+        self.state = state
+        self.logger = logger
+    }
+
+    func run() async throws {
+        for await _ in AsyncTimerSequence(interval: .milliseconds(50), clock: .continuous).cancelOnGracefulShutdown() {
+            guard await registry.loaded else { continue }
+            await registry.attach(jobs)
+            do {
+                try await jobs.load(nodes: await registry.jobUpdates())
+                state.setRegistryReady()
+                break
+            } catch {
+                logger.error("cannot load jobs; retrying", metadata: ["nodeagent.error": "\(error.message)"])
+            }
+        }
+        for await _ in AsyncTimerSequence(interval: .milliseconds(250), clock: .continuous).cancelOnGracefulShutdown() {
+            await jobs.tick()
+        }
     }
 }

@@ -156,6 +156,31 @@ public enum Migrations {
             );
             CREATE INDEX events_node ON events (node, seq)
             """),
+        Migration(version: 3, name: "jobs", sql: """
+            CREATE TABLE jobs (
+                seq             bigserial PRIMARY KEY,
+                id              text NOT NULL UNIQUE,
+                idempotency_key text UNIQUE,
+                kind            text NOT NULL,
+                priority        integer NOT NULL,
+                requirements    jsonb NOT NULL,
+                payload         jsonb NOT NULL,
+                state           text NOT NULL,
+                attempt         integer NOT NULL,
+                max_attempts    integer NOT NULL,
+                node            text,
+                gpus            jsonb,
+                lease_deadline  timestamptz,
+                submitted_at    timestamptz NOT NULL,
+                started_at      timestamptz,
+                finished_at     timestamptz,
+                result          jsonb,
+                error           text,
+                submitted_by    text
+            );
+            CREATE INDEX jobs_open ON jobs (seq) WHERE state IN ('queued', 'assigned', 'running');
+            CREATE INDEX jobs_state ON jobs (state, seq)
+            """),
     ]
 
     /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate

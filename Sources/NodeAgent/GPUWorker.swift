@@ -1,0 +1,313 @@
+import AsyncAlgorithms
+import AsyncHTTPClient
+import AuroraAPI
+import Foundation
+import Logging
+import Metrics
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// A compute node's GPU worker: pulls assignments from the lead (a signed long-poll, so it
+/// works behind NAT), runs each job — `generate` against the local inference server, `exec` as
+/// a command with `CUDA_VISIBLE_DEVICES` — and reports the result with the attempt as fencing
+/// token, retrying while the lead is away. The jobs it holds travel in every heartbeat, which
+/// extends their leases.
+final class GPUWorker: Service {
+    /// Why a running job's task was cancelled.
+    private enum Stop: Sendable {
+        /// The lead cancelled or moved it: report nothing.
+        case lead
+        /// The agent is stopping: hand it back so the lead requeues it at once.
+        case shutdown
+    }
+
+    private struct Running: Sendable {
+        var attempt: Int
+        var task: Task<Void, Never>?
+        var stop: Stop?
+    }
+
+    let config: NodeConfig
+    let state: AgentState
+    let lead: LeadClient
+    let logger: Logger
+    private let running = Mutex<[String: Running]>([:])
+    private let polling = Atomic<Bool>(false)
+    private let completed = Counter(label: "aurora_worker_jobs_total")
+
+    init(config: NodeConfig, state: AgentState, lead: LeadClient, logger: Logger) {
+        self.config = config
+        self.state = state
+        self.lead = lead
+        var logger = logger
+        logger[metadataKey: "nodeagent.subsystem"] = "gpu-worker"
+        self.logger = logger
+    }
+
+    /// What the heartbeat says about this worker.
+    func report() -> WorkerReport {
+        WorkerReport(accepting: config.acceptJobs && polling.load(ordering: .relaxed), allowExec: config.allowExec,
+                     generate: config.gpuBackend != nil,
+                     jobs: running.withLock { $0.map { JobLease(id: $0.key, attempt: $0.value.attempt) }.sorted { $0.id < $1.id } })
+    }
+
+    func run() async throws {
+        guard config.acceptJobs else { return }
+        // Pull once the node has joined.
+        for await _ in AsyncTimerSequence(interval: .milliseconds(100), clock: .continuous).cancelOnGracefulShutdown() where state.joined {
+            break
+        }
+        polling.store(true, ordering: .relaxed)
+        logger.info("taking GPU jobs", metadata: ["nodeagent.exec": "\(config.allowExec)", "nodeagent.backend": "\(config.gpuBackend ?? "none")"])
+        var delay = Duration.milliseconds(100)
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let answer: Result<AssignmentBatch, LeadCallError>
+            do {
+                answer = try await cancelWhenGracefulShutdown { () async throws -> Result<AssignmentBatch, LeadCallError> in
+                    do throws(LeadCallError) {
+                        return .success(try await self.lead.call(.GET, Routes.gpuAssignments + "?wait=20", as: AssignmentBatch.self,
+                                                                 timeout: .seconds(25)))
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            } catch {
+                break  // shutting down
+            }
+            switch answer {
+            case .success(let batch):
+                delay = .milliseconds(100)
+                for lease in batch.cancel { stop(lease, because: .lead) }
+                for assignment in batch.assignments { start(assignment) }
+            case .failure(let error):
+                if Task.isShuttingDownGracefully { break }
+                logger.debug("cannot fetch assignments", metadata: ["nodeagent.error": "\(error.message)"])
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(2))
+            }
+        }
+        polling.store(false, ordering: .relaxed)
+        // Hand back what still runs: the lead requeues it without waiting for the lease.
+        let tasks = running.withLock { jobs in
+            jobs.keys.compactMap { id -> Task<Void, Never>? in
+                jobs[id]?.stop = .shutdown
+                return jobs[id]?.task
+            }
+        }
+        for task in tasks { task.cancel() }
+        for task in tasks { await task.value }
+    }
+
+    // MARK: Jobs
+
+    private func start(_ assignment: Assignment) {
+        let fresh = running.withLock { jobs -> Bool in
+            guard jobs[assignment.id] == nil else { return false }
+            jobs[assignment.id] = Running(attempt: assignment.attempt)
+            return true
+        }
+        guard fresh else { return }
+        logger.info("job started", metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.kind": "\(assignment.kind.rawValue)",
+                                               "nodeagent.gpus": "\(assignment.gpus)"])
+        let task = Task { [self] in
+            let result = await execute(assignment)
+            let stop = running.withLock { $0[assignment.id]?.stop }
+            switch stop {
+            case .lead?:
+                logger.info("job stopped by the lead", metadata: ["nodeagent.job": "\(assignment.id)"])
+            case .shutdown?:
+                await send(assignment, JobResult(attempt: assignment.attempt, outcome: .failed, error: "the worker on \(config.name) stopped",
+                                                 retry: true), attempts: 1)
+            case nil:
+                await send(assignment, result, attempts: nil)
+            }
+            completed.increment()
+            running.withLock { _ = $0.removeValue(forKey: assignment.id) }
+        }
+        running.withLock { $0[assignment.id]?.task = task }
+    }
+
+    private func stop(_ lease: JobLease, because reason: Stop) {
+        let task = running.withLock { jobs -> Task<Void, Never>? in
+            guard jobs[lease.id]?.attempt == lease.attempt else { return nil }
+            jobs[lease.id]?.stop = reason
+            return jobs[lease.id]?.task
+        }
+        task?.cancel()
+    }
+
+    /// Posts a result until the lead takes or refuses it (`attempts` nil: until the task is cancelled).
+    private func send(_ assignment: Assignment, _ result: JobResult, attempts: Int?) async {
+        var delay = Duration.milliseconds(250)
+        var tries = 0
+        while true {
+            tries += 1
+            do throws(LeadCallError) {
+                _ = try await lead.send(.POST, Routes.gpuJobResult(assignment.id), body: result, timeout: .seconds(5))
+                logger.info("job reported", metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.outcome": "\(result.outcome.rawValue)"])
+                return
+            } catch {
+                if case .refused(let status, let answer) = error, status < 500 {
+                    logger.notice("job result refused", metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.reason": "\(answer.error.message)"])
+                    return
+                }
+                if let attempts, tries >= attempts { return }
+                logger.warning("cannot report a job result; retrying", metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.error": "\(error.message)"])
+            }
+            if running.withLock({ $0[assignment.id]?.stop }) == .lead { return }
+            try? await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(5))
+        }
+    }
+
+    private func execute(_ assignment: Assignment) async -> JobResult {
+        switch assignment.kind {
+        case .generate: await generate(assignment)
+        case .exec: await exec(assignment)
+        }
+    }
+
+    // MARK: generate
+
+    private func generate(_ assignment: Assignment) async -> JobResult {
+        let attempt = assignment.attempt
+        guard let backend = config.gpuBackend else {
+            return JobResult(attempt: attempt, outcome: .failed, error: "node \(config.name) has no gpu.backend", retry: true)
+        }
+        let call = InferenceCall(backend: backend, payload: assignment.payload)
+        var request = HTTPClientRequest(url: call.url)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: call.body))
+        let timeout = assignment.payload["timeout_s"].flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 600
+        let response: HTTPClientResponse
+        let bytes: ByteBuffer
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(Int64(timeout * 1000)))
+            bytes = try await response.body.collect(upTo: 16 << 20)
+        } catch is CancellationError {
+            return JobResult(attempt: attempt, outcome: .failed, error: "cancelled")
+        } catch {
+            // The backend is this node's problem, not the job's: run it elsewhere.
+            return JobResult(attempt: attempt, outcome: .failed, error: "inference backend: \(LeadClient.reason(error))", retry: true)
+        }
+        let status = Int(response.status.code)
+        let text = String(buffer: bytes)
+        guard (200..<300).contains(status) else {
+            return JobResult(attempt: attempt, outcome: .failed, error: "inference backend answered \(status): \(text.prefix(300))",
+                             retry: status >= 500)
+        }
+        guard let answer = try? APICoding.decoder().decode(JSONValue.self, from: Data(buffer: bytes)) else {
+            return JobResult(attempt: attempt, outcome: .failed, error: "the inference backend's answer is not JSON")
+        }
+        return JobResult(attempt: attempt, outcome: .succeeded, result: call.result(from: answer))
+    }
+
+    // MARK: exec
+
+    private func exec(_ assignment: Assignment) async -> JobResult {
+        let attempt = assignment.attempt
+        guard config.allowExec else {
+            return JobResult(attempt: attempt, outcome: .failed, error: "exec jobs are not allowed on \(config.name) (gpu.allow_exec)", retry: true)
+        }
+        guard case .array(let items)? = assignment.payload["argv"] else {
+            return JobResult(attempt: attempt, outcome: .failed, error: "payload.argv is missing")
+        }
+        let argv = items.compactMap(\.string)
+        let timeout = assignment.payload["timeout_s"].flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 3600
+        let maxOutput = assignment.payload["max_output_bytes"].flatMap { if case .number(let n) = $0 { Int(n) } else { nil } } ?? 65_536
+        let devices = assignment.gpus.map(String.init).joined(separator: ",")
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AURORA_") }
+        environment["CUDA_VISIBLE_DEVICES"] = devices
+        environment["AURORA_JOB_ID"] = assignment.id
+        environment["AURORA_JOB_ATTEMPT"] = String(attempt)
+        let outcome: ExecRunner.Outcome
+        do {
+            outcome = try await ExecRunner.run(argv, environment: environment, timeout: .milliseconds(Int64(timeout * 1000)), maxOutput: maxOutput)
+        } catch {
+            return JobResult(attempt: attempt, outcome: .failed, error: error.message)
+        }
+        var result: [String: JSONValue] = [
+            "stdout": .string(String(decoding: outcome.stdout, as: UTF8.self)),
+            "stderr": .string(String(decoding: outcome.stderr, as: UTF8.self)),
+            "stdout_truncated": .bool(outcome.stdoutTruncated), "stderr_truncated": .bool(outcome.stderrTruncated),
+            "duration_s": .number(outcome.duration.seconds.rounded(toPlaces: 3)), "cuda_visible_devices": .string(devices),
+        ]
+        result["exit_code"] = outcome.exitCode.map { .number(Double($0)) } ?? .null
+        if let signal = outcome.signal { result["signal"] = .number(Double(signal)) }
+        if outcome.timedOut {
+            return JobResult(attempt: attempt, outcome: .failed, result: .object(result), error: "timed out after \(timeout) s; killed")
+        }
+        if outcome.cancelled { return JobResult(attempt: attempt, outcome: .failed, result: .object(result), error: "cancelled") }
+        guard outcome.exitCode == 0 else {
+            let reason = outcome.exitCode.map { "exit code \($0)" } ?? "killed by signal \(outcome.signal ?? 0)"
+            return JobResult(attempt: attempt, outcome: .failed, result: .object(result), error: reason)
+        }
+        return JobResult(attempt: attempt, outcome: .succeeded, result: .object(result))
+    }
+}
+
+/// One call to a local inference server: an OpenAI-compatible `/v1/chat/completions` or an
+/// Ollama `/api/generate` (or `/api/chat`) URL, chosen by the path of `gpu.backend`.
+struct InferenceCall {
+    enum Flavor: String { case openAI = "openai", ollamaGenerate = "ollama", ollamaChat = "ollama-chat" }
+
+    let url: String
+    let flavor: Flavor
+    let body: [UInt8]
+
+    init(backend: String, payload: [String: JSONValue]) {
+        let base = backend.hasSuffix("/") ? String(backend.dropLast()) : backend
+        var options: [String: JSONValue] = [:]
+        if case .object(let given)? = payload["options"] { options = given }
+        var body: [String: JSONValue] = ["model": payload["model"] ?? .null, "stream": .bool(false)]
+        if base.hasSuffix("/api/generate") || base.hasSuffix("/api/chat") {
+            if case .array(let messages)? = payload["messages"] {
+                flavor = .ollamaChat
+                url = base.hasSuffix("/api/chat") ? base : String(base.dropLast("/api/generate".count)) + "/api/chat"
+                body["messages"] = .array(messages)
+            } else {
+                flavor = base.hasSuffix("/api/chat") ? .ollamaChat : .ollamaGenerate
+                url = base
+                if flavor == .ollamaChat {
+                    body["messages"] = .array([.object(["role": .string("user"), "content": payload["prompt"] ?? .string("")])])
+                } else {
+                    body["prompt"] = payload["prompt"] ?? .string("")
+                }
+            }
+            if !options.isEmpty { body["options"] = .object(options) }
+        } else {
+            flavor = .openAI
+            url = base.hasSuffix("/chat/completions") ? base : base + "/v1/chat/completions"
+            for (key, value) in options where key != "model" && key != "messages" { body[key] = value }
+            if case .array(let messages)? = payload["messages"] {
+                body["messages"] = .array(messages)
+            } else {
+                body["messages"] = .array([.object(["role": .string("user"), "content": payload["prompt"] ?? .string("")])])
+            }
+        }
+        self.body = Array((try? APICoding.encoder().encode(body)) ?? Data())
+    }
+
+    /// `{"text", "model", "backend", "usage"?}` from the server's answer.
+    func result(from answer: JSONValue) -> JSONValue {
+        guard case .object(let object) = answer else { return .object(["raw": answer]) }
+        var text: JSONValue = .null
+        switch flavor {
+        case .openAI:
+            if case .array(let choices)? = object["choices"], case .object(let first)? = choices.first {
+                if case .object(let message)? = first["message"] { text = message["content"] ?? .null } else { text = first["text"] ?? .null }
+            }
+        case .ollamaGenerate:
+            text = object["response"] ?? .null
+        case .ollamaChat:
+            if case .object(let message)? = object["message"] { text = message["content"] ?? .null }
+        }
+        var result: [String: JSONValue] = ["text": text, "backend": .string(flavor == .openAI ? "openai" : "ollama"),
+                                           "model": object["model"] ?? .null]
+        if let usage = object["usage"] { result["usage"] = usage }
+        if let count = object["eval_count"] { result["usage"] = .object(["completion_tokens": count]) }
+        return .object(result)
+    }
+}

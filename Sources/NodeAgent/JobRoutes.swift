@@ -1,0 +1,156 @@
+import AuroraAPI
+import Foundation
+import Hummingbird
+import NIOCore
+import NIOHTTP1
+
+extension HTTPServer {
+    /// GPU job routes (docs/API.md). Client calls are answered by the lead (operator token or a
+    /// node's signature) and forwarded by every other agent (local operator token) with that
+    /// agent's signed identity. Worker calls are signed and served by the lead only.
+    static func addJobRoutes(to router: Router<AgentRequestContext>, state: AgentState, token: AdminToken, mesh: MeshContext) {
+        let maxBody = state.config.maxBodyBytes
+        let leadURL = state.config.lead
+
+        // MARK: Clients
+        router.post(RouterPath(Routes.gpuJobs)) { request, context -> Response in
+            guard let jobs = mesh.jobs, let registry = mesh.registry else {
+                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(10))
+            }
+            let (who, body) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            let submission = try decode(JobSubmission.self, body, allowed: JobSubmission.fields)
+            let (job, created) = try await jobs.submit(submission, by: who)
+            return try json(job, status: created ? .created : .ok)
+        }
+        router.post(RouterPath(Routes.gpuGenerate)) { request, context -> Response in
+            guard let jobs = mesh.jobs, let registry = mesh.registry else {
+                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody,
+                                               timeout: .seconds(Int64(JobCoordinator.Limits.maxWait) + 5))
+            }
+            let (who, body) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            let generate = try decode(GenerateRequest.self, body, allowed: GenerateRequest.fields)
+            if let wait = generate.waitS, !(0...JobCoordinator.Limits.maxWait).contains(wait) {
+                throw APIError.badRequest("wait_s must be 0-\(Int(JobCoordinator.Limits.maxWait)) seconds")
+            }
+            var payload: [String: JSONValue] = ["model": .string(generate.model)]
+            if let prompt = generate.prompt { payload["prompt"] = .string(prompt) }
+            if let messages = generate.messages { payload["messages"] = .array(messages) }
+            if let options = generate.options { payload["options"] = .object(options) }
+            let submission = JobSubmission(
+                kind: .generate, priority: generate.priority?.value,
+                requirements: JobRequirements(minVramMB: generate.minVramMB ?? 0, gpuModel: generate.gpuModel, labels: generate.labels),
+                payload: payload, idempotencyKey: generate.idempotencyKey)
+            var (job, _) = try await jobs.submit(submission, by: who)
+            if let wait = generate.waitS, wait > 0, !job.state.isTerminal {
+                job = try await jobs.job(job.id, wait: .milliseconds(Int64(wait * 1000)))
+            }
+            return try json(job, status: job.state.isTerminal ? .ok : .accepted)
+        }
+        router.get(RouterPath(Routes.gpuJobs)) { request, context -> Response in
+            guard let jobs = mesh.jobs, let registry = mesh.registry else {
+                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(10))
+            }
+            _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            let filter = try request.uri.queryParameters.get("state").map { text throws(APIError) -> JobState in
+                guard let state = JobState(rawValue: text) else {
+                    throw APIError.badRequest("state must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                return state
+            }
+            let limit = try request.uri.queryParameters.get("limit").map { text throws(APIError) -> Int in
+                guard let value = Int(text), (1...10_000).contains(value) else { throw APIError.badRequest("limit must be 1-10000") }
+                return value
+            } ?? 100
+            return try json(try await jobs.list(state: filter, limit: limit), status: .ok)
+        }
+        router.get("/api/gpu/jobs/:id") { request, context -> Response in
+            let wait = try waitParameter(request, limit: JobCoordinator.Limits.maxWait)
+            guard let jobs = mesh.jobs, let registry = mesh.registry else {
+                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: (wait ?? .zero) + .seconds(10))
+            }
+            _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            return try json(try await jobs.job(try context.parameters.require("id"), wait: wait), status: .ok)
+        }
+        router.delete("/api/gpu/jobs/:id") { request, context -> Response in
+            guard let jobs = mesh.jobs, let registry = mesh.registry else {
+                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(10))
+            }
+            _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            return try json(try await jobs.cancel(try context.parameters.require("id")), status: .ok)
+        }
+        router.get(RouterPath(Routes.gpuStatus)) { request, context -> Response in
+            guard let jobs = mesh.jobs, let registry = mesh.registry else {
+                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(10))
+            }
+            _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            return try json(try await jobs.status(), status: .ok)
+        }
+        router.get(RouterPath(Routes.gpuQueue)) { request, context -> Response in
+            guard let jobs = mesh.jobs, let registry = mesh.registry else {
+                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(10))
+            }
+            _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            return try json(try await jobs.queue(), status: .ok)
+        }
+
+        // MARK: Workers (signed, lead)
+        router.get(RouterPath(Routes.gpuAssignments)) { request, context -> Response in
+            guard let jobs = mesh.jobs, let registry = mesh.registry else { throw APIError.notLead("GPU assignments", lead: leadURL) }
+            let (node, _) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
+            let wait = try waitParameter(request, limit: 60) ?? .seconds(20)
+            return try json(try await jobs.assignments(for: node, wait: wait), status: .ok)
+        }
+        router.post("/api/gpu/jobs/:id/result") { request, context -> Response in
+            guard let jobs = mesh.jobs, let registry = mesh.registry else { throw APIError.notLead("job results", lead: leadURL) }
+            let (node, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
+            let result = try decode(JobResult.self, body, allowed: JobResult.fields)
+            return try json(try await jobs.result(try context.parameters.require("id"), from: node, result), status: .ok)
+        }
+    }
+
+    /// Who calls (`operator` or `node:NAME`) and the body: the operator token, or a node's signature.
+    static func client(_ request: Request, context: AgentRequestContext, token: AdminToken, registry: Registry,
+                       maxBody: Int) async throws -> (String, [UInt8]) {
+        if request.headers[.authorization] != nil {
+            try authorize(request, token: token)
+            var request = request
+            return ("operator", Array(try await request.collectBody(upTo: maxBody).readableBytesView))
+        }
+        let (node, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
+        return ("node:\(node)", body)
+    }
+
+    /// `?wait=S`: seconds, 0 to `limit`.
+    static func waitParameter(_ request: Request, limit: Double) throws(APIError) -> Duration? {
+        guard let text = request.uri.queryParameters.get("wait") else { return nil }
+        guard let seconds = Double(text), seconds >= 0, seconds <= limit else {
+            throw APIError.badRequest("wait must be 0-\(Int(limit)) seconds")
+        }
+        return .milliseconds(Int64(seconds * 1000))
+    }
+
+    /// Forwards a client call to the lead with this node's signed identity, and relays the
+    /// lead's answer as it is.
+    static func forwardToLead(_ request: Request, mesh: MeshContext, token: AdminToken, maxBody: Int, timeout: Duration) async throws -> Response {
+        try authorize(request, token: token)
+        guard let membership = mesh.membership else {
+            throw APIError(status: .serviceUnavailable, code: "starting", message: "this node has not joined the mesh yet")
+        }
+        var request = request
+        let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
+        let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
+        let answer: Result<(status: Int, body: [UInt8]), LeadCallError>
+        do throws(LeadCallError) {
+            answer = .success(try await membership.leadClient.relay(NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue), path, body: body,
+                                                                    timeout: timeout))
+        } catch {
+            answer = .failure(error)
+        }
+        switch answer {
+        case .success(let (status, bytes)):
+            return Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        case .failure(let error):
+            throw APIError(status: .serviceUnavailable, code: "lead_unreachable", message: "\(error.message); GPU jobs are served by the lead")
+        }
+    }
+}
