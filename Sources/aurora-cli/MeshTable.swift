@@ -43,13 +43,27 @@ enum MeshTable {
         return formatter.date(from: text) ?? ISO8601DateFormatter().date(from: text)
     }
 
-    /// The table, columns padded; later issues fill JOBS, REPLICA and HANDSHAKE.
-    static func render(_ list: NodeList, colour: Bool) -> String {
-        let header = ["NODE", "ROLE", "COMPANY", "VPN IP", "STATE", "LAST SEEN", "GPUS FREE/TOTAL", "VERSION", "JOBS", "REPLICA", "HANDSHAKE"]
+    /// Free and total VRAM of a node's GPUs in GB: free as the coordinator counts it (total −
+    /// used by other processes − reserved by placed jobs) when known.
+    static func vram(_ node: Node, gpu: GPUStatus.NodeView?) -> String {
+        guard !node.capabilities.gpus.isEmpty else { return "-" }
+        let total = node.capabilities.gpus.reduce(0) { $0 + $1.memoryTotalMB }
+        let free = gpu.map { $0.gpus.reduce(0) { $0 + max(0, $1.freeVramMB) } }
+            ?? node.capabilities.gpus.reduce(0) { $0 + max(0, $1.memoryTotalMB - $1.memoryUsedMB) }
+        return String(format: "%.1f/%.1f", Double(free) / 1024, Double(total) / 1024)
+    }
+
+    /// The table, columns padded; later issues fill REPLICA and HANDSHAKE.
+    static func render(_ list: NodeList, gpu: GPUStatus? = nil, colour: Bool) -> String {
+        let header = ["NODE", "ROLE", "COMPANY", "VPN IP", "STATE", "LAST SEEN", "GPUS FREE/TOTAL", "VRAM GB FREE/TOTAL", "JOBS", "VERSION",
+                      "REPLICA", "HANDSHAKE"]
+        let workers = Dictionary((gpu?.nodes ?? []).map { ($0.name, $0) }, uniquingKeysWith: { $1 })
         let rows: [[String]] = list.nodes.map { node in
-            [node.name, node.role.rawValue, node.company.isEmpty ? "-" : node.company, node.vpnIP, node.state.rawValue,
-             lastSeen(node.lastSeen), "\(freeGPUs(node))/\(node.capabilities.gpus.count)", node.version.isEmpty ? "-" : node.version,
-             "-", "-", node.wireguard.handshakeAgeS.map { String(format: "%.0fs", $0) } ?? "-"]
+            let worker = workers[node.name]
+            return [node.name, node.role.rawValue, node.company.isEmpty ? "-" : node.company, node.vpnIP, node.state.rawValue,
+                    lastSeen(node.lastSeen), "\(freeGPUs(node))/\(node.capabilities.gpus.count)", vram(node, gpu: worker),
+                    worker.map { String($0.running) + ($0.accepting ? "" : " (not accepting)") } ?? "-", node.version.isEmpty ? "-" : node.version,
+                    "-", node.wireguard.handshakeAgeS.map { String(format: "%.0fs", $0) } ?? "-"]
         }
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         func line(_ cells: [String], states: NodeState? = nil) -> String {
@@ -60,7 +74,9 @@ enum MeshTable {
         }
         var lines = [colour ? "\u{1B}[1m\(line(header))\u{1B}[0m" : line(header)]
         for (node, row) in zip(list.nodes, rows) { lines.append(line(row, states: node.state)) }
-        lines.append(summary(list))
+        lines.append(summary(list) + (gpu.map { status in
+            "  ·  jobs \(status.nodes.reduce(0) { $0 + $1.running }) running, \(status.queued) queued"
+        } ?? ""))
         if list.stale {
             let age = list.ageS.map { String(format: "%.1fs", $0) } ?? "unknown"
             let warning = "STALE VIEW: the lead is unreachable (\(list.reason ?? "no answer")); showing the copy cached \(age) ago"

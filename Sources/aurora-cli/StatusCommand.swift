@@ -17,7 +17,7 @@ struct Status: AsyncParsableCommand {
 
     var options: AgentOptions { localOptions.merged(with: root.options) }
 
-    @Flag(help: "Print JSON: {agent, health, detail?, mesh?: {nodes, stale, age_s?}, mesh_error?, token_error?}.")
+    @Flag(help: "Print JSON: {agent, health, detail?, mesh?: {nodes, stale, age_s?}, gpu?: {nodes, queued}, mesh_error?, token_error?}.")
     var json = false
 
     @Flag(help: "Redraw every --interval seconds until interrupted (with --json: one JSON document per line).")
@@ -32,11 +32,13 @@ struct Status: AsyncParsableCommand {
         var health: HealthResponse
         var detail: AgentStatus?
         var mesh: NodeList?
+        /// GPU placement's view: free VRAM and jobs per node, the queue length.
+        var gpu: GPUStatus?
         var meshError: String?
         var tokenError: String?
 
         enum CodingKeys: String, CodingKey {
-            case agent, health, detail, mesh
+            case agent, health, detail, mesh, gpu
             case meshError = "mesh_error"
             case tokenError = "token_error"
         }
@@ -82,6 +84,9 @@ struct Status: AsyncParsableCommand {
             } catch let error as CLIError {
                 output.meshError = error.message
             }
+            if output.mesh?.stale == false {
+                output.gpu = try? await client.call("GET", Routes.gpuStatus, as: GPUStatus.self)
+            }
         case .failure(let error):
             output.tokenError = error.message
         }
@@ -112,7 +117,7 @@ struct Status: AsyncParsableCommand {
         let width = lines.map(\.0.count).max()! + 2
         var text = lines.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + $0.1 }.joined(separator: "\n")
         if let mesh = output.mesh {
-            text += "\n\n" + MeshTable.render(mesh, colour: MeshTable.colour)
+            text += "\n\n" + MeshTable.render(mesh, gpu: output.gpu, colour: MeshTable.colour)
         } else if let error = output.meshError {
             text += "\n\nmesh: not shown: \(error)"
         }

@@ -1,0 +1,186 @@
+import ArgumentParser
+import AuroraAPI
+import Foundation
+
+extension JobKind: ExpressibleByArgument {}
+extension JobState: ExpressibleByArgument {}
+
+/// `aurora-cli jobs`: GPU jobs, through any agent (the lead answers; others forward).
+struct Jobs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Submit, list, show, cancel GPU jobs and see the queue.",
+        subcommands: [Submit.self, List.self, Show.self, Cancel.self, Queue.self], defaultSubcommand: List.self)
+
+    @OptionGroup var localOptions: AgentOptions
+    @ParentCommand var root: AuroraCLI
+
+    var options: AgentOptions { localOptions.merged(with: root.options) }
+
+    struct Submit: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Submit a job: generate (--model, --prompt) or exec (a command after --).",
+            discussion: """
+                Examples:
+                  aurora-cli jobs submit --model llama3 --prompt "Summarise ..." --min-vram 16000 --wait 60
+                  aurora-cli jobs submit --kind exec --gpus 2 --min-vram 20000 -- python train.py --epochs 3
+                Priority: 0-9 (9 highest) or low, normal, high, critical. Prints the job id, or the
+                job as JSON with --json; with --wait, waits for the job to finish (exit 1 if it failed).
+                """)
+        @OptionGroup var localOptions: AgentOptions
+        @ParentCommand var parent: Jobs
+        @Option(help: "generate or exec (default: exec when a command follows --, else generate).") var kind: JobKind?
+        @Option(help: "Model name (generate).") var model: String?
+        @Option(help: "Prompt (generate); '-' reads it from stdin.") var prompt: String?
+        @Option(help: "Priority: 0-9 or low, normal, high, critical.") var priority: String = "normal"
+        @Option(name: .customLong("min-vram"), help: "Free VRAM needed on each GPU, in MB.") var minVram: Int = 0
+        @Option(name: .customLong("gpu-model"), help: "GPU model pattern, e.g. 4090 or 'A100*'.") var gpuModel: String?
+        @Option(help: "GPUs on one node (default 1).") var gpus: Int?
+        @Option(help: "Node labels required, k=v,k=v.") var labels: String?
+        @Option(name: .customLong("idempotency-key"), help: "Same key, same job: safe to retry.") var idempotencyKey: String?
+        @Option(name: .customLong("max-attempts"), help: "Runs before the job fails (default 3).") var maxAttempts: Int?
+        @Option(help: "exec: seconds before the command is killed.") var timeout: Double?
+        @Option(help: "Wait up to this many seconds for the job to finish.") var wait: Double?
+        @Flag(help: "Print the job as JSON.") var json = false
+        @Argument(parsing: .postTerminator, help: "exec: the command and its arguments, after --.") var command: [String] = []
+
+        func run() async throws {
+            let options = localOptions.merged(with: parent.options)
+            guard let priorityValue = JobPriority.parse(priority) else {
+                throw ValidationError("--priority must be 0-9 or low, normal, high, critical")
+            }
+            let kind = self.kind ?? (command.isEmpty ? .generate : .exec)
+            var payload: [String: JSONValue] = [:]
+            switch kind {
+            case .generate:
+                guard let model else { throw ValidationError("generate jobs need --model") }
+                guard var text = prompt else { throw ValidationError("generate jobs need --prompt (or --prompt - for stdin)") }
+                if text == "-" { text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
+                payload = ["model": .string(model), "prompt": .string(text)]
+            case .exec:
+                guard !command.isEmpty else { throw ValidationError("exec jobs need a command after --") }
+                payload = ["argv": .array(command.map(JSONValue.string))]
+                if let timeout { payload["timeout_s"] = .number(timeout) }
+            }
+            var requiredLabels: [String: String]?
+            if let labels {
+                requiredLabels = [:]
+                for pair in labels.split(separator: ",") {
+                    let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+                    guard parts.count == 2, !parts[0].isEmpty else { throw ValidationError("--labels takes k=v,k=v; '\(pair)' is not k=v") }
+                    requiredLabels?[parts[0]] = parts[1]
+                }
+            }
+            let submission = JobSubmission(
+                kind: kind, priority: priorityValue,
+                requirements: JobRequirements(minVramMB: minVram, gpuModel: gpuModel, gpuCount: gpus, labels: requiredLabels),
+                payload: payload, idempotencyKey: idempotencyKey, maxAttempts: maxAttempts)
+            var client = try options.client()
+            var job = try await client.call("POST", Routes.gpuJobs, body: submission, as: Job.self)
+            if let wait, !job.state.isTerminal {
+                client.timeout = .seconds(Int64(wait) + 10)
+                job = try await client.call("GET", Routes.gpuJob(job.id) + "?wait=\(wait)", as: Job.self)
+            }
+            print(json ? try encodePretty(job) : wait == nil ? job.id : JobTable.describe(job))
+            if job.state == .failed { throw ExitCode(1) }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Recent jobs, newest first.")
+        @OptionGroup var localOptions: AgentOptions
+        @ParentCommand var parent: Jobs
+        @Option(help: "Only jobs in this state: queued, assigned, running, succeeded, failed, cancelled.") var state: JobState?
+        @Option(help: "How many (1-10000).") var limit: Int = 50
+        @Flag(help: "Print {jobs: [...]} as JSON.") var json = false
+
+        func run() async throws {
+            let options = localOptions.merged(with: parent.options)
+            var path = Routes.gpuJobs + "?limit=\(limit)"
+            if let state { path += "&state=\(state.rawValue)" }
+            let list = try await options.client().call("GET", path, as: JobList.self)
+            print(json ? try encodePretty(list) : JobTable.render(list.jobs))
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One job as JSON; --wait waits for it to finish.")
+        @OptionGroup var localOptions: AgentOptions
+        @ParentCommand var parent: Jobs
+        @Argument(help: "The job id.") var id: String
+        @Option(help: "Wait up to this many seconds for the job to finish.") var wait: Double?
+
+        func run() async throws {
+            let options = localOptions.merged(with: parent.options)
+            var client = try options.client()
+            if let wait { client.timeout = .seconds(Int64(wait) + 10) }
+            let job = try await client.call("GET", Routes.gpuJob(id) + (wait.map { "?wait=\($0)" } ?? ""), as: Job.self)
+            print(try encodePretty(job))
+        }
+    }
+
+    struct Cancel: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Cancel a job; a running one is stopped on its worker.")
+        @OptionGroup var localOptions: AgentOptions
+        @ParentCommand var parent: Jobs
+        @Argument(help: "The job id.") var id: String
+        @Flag(help: "Print the job as JSON.") var json = false
+
+        func run() async throws {
+            let options = localOptions.merged(with: parent.options)
+            let job = try await options.client().call("DELETE", Routes.gpuJob(id), as: Job.self)
+            print(json ? try encodePretty(job) : "cancelled \(job.id)")
+        }
+    }
+
+    struct Queue: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Queued jobs in the order they will be placed, with ETAs.")
+        @OptionGroup var localOptions: AgentOptions
+        @ParentCommand var parent: Jobs
+        @Flag(help: "Print the queue as JSON.") var json = false
+
+        func run() async throws {
+            let options = localOptions.merged(with: parent.options)
+            let queue = try await options.client().call("GET", Routes.gpuQueue, as: QueueView.self)
+            if json { return print(try encodePretty(queue)) }
+            let rows = queue.queued.map { entry in
+                [String(entry.position), String(entry.id.prefix(8)), entry.kind.rawValue, String(entry.priority), String(entry.minVramMB),
+                 entry.etaS.map { String(format: "%.0fs", $0) } ?? "-", MeshTable.lastSeen(entry.submittedAt)]
+            }
+            print(JobTable.table(["POS", "ID", "KIND", "PRIO", "VRAM MB", "ETA", "SUBMITTED"], rows))
+            print("\(queue.queued.count) queued" + (queue.meanRunS.map { String(format: "  ·  mean run %.1fs", $0) } ?? ""))
+        }
+    }
+}
+
+/// Jobs as tables.
+enum JobTable {
+    static func render(_ jobs: [Job]) -> String {
+        let rows = jobs.map { job -> [String] in
+            let gpus: String = job.gpus.map { $0.map(String.init).joined(separator: ",") } ?? "-"
+            let error: String = job.error.map { String($0.prefix(60)) } ?? ""
+            let node: String = job.node ?? "-"
+            return [String(job.id.prefix(8)), job.kind.rawValue, String(job.priority), job.state.rawValue, String(job.attempt),
+                    node, gpus, MeshTable.lastSeen(job.submittedAt), error]
+        }
+        return table(["ID", "KIND", "PRIO", "STATE", "TRY", "NODE", "GPUS", "SUBMITTED", "ERROR"], rows)
+    }
+
+    static func describe(_ job: Job) -> String {
+        var text = "\(job.id)  \(job.state.rawValue)" + (job.node.map { " on \($0)" } ?? "") + "  attempt \(job.attempt)"
+        if let error = job.error { text += "\nerror: \(error)" }
+        if case .object(let result)? = job.result {
+            if let answer = result["text"]?.string { text += "\n" + answer }
+            if let out = result["stdout"]?.string, !out.isEmpty { text += "\n" + out }
+        }
+        return text
+    }
+
+    static func table(_ header: [String], _ rows: [[String]]) -> String {
+        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+        return ([header] + rows).map { cells in
+            cells.enumerated().map { index, cell in
+                index == cells.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+}
