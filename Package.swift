@@ -33,6 +33,10 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
 
+        // One glibc function Swift's Glibc module hides (posix_spawn closefrom): children of the
+        // agent must not inherit its sockets.
+        .target(name: "CSpawn"),
+
         // MARK: Libraries
         .target(name: "Secrets", dependencies: ["CSodium"], swiftSettings: swiftSettings),
         .target(name: "Mesh", swiftSettings: swiftSettings),
@@ -40,7 +44,7 @@ let package = Package(
         .target(
             name: "NodeAgent",
             dependencies: [
-                "Secrets", "Mesh", "AuroraAPI", "CLibPQ", "CHiredis",
+                "Secrets", "Mesh", "AuroraAPI", "CLibPQ", "CHiredis", "CSpawn",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),

@@ -63,7 +63,7 @@ public enum Agent {
         }
         let http = HTTPServer.application(state: state, token: token, metrics: metrics, mesh: mesh, logger: logger)
         services.append(.init(service: http))
-        services.append(.init(service: StreamCloser(hub: hub)))
+        services.append(.init(service: StreamCloser(hub: hub, jobs: mesh.jobs)))
 
         logger.info("starting", metadata: [
             "nodeagent.role": "\(config.role.rawValue)", "nodeagent.version": "\(AuroraVersion.current)",

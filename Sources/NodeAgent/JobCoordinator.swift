@@ -66,6 +66,8 @@ actor JobCoordinator {
     private var runTimes: [Double] = []
     private(set) var loaded = false
     private var reloading = false
+    /// Graceful shutdown: long-polls answer at once so the HTTP server can drain.
+    private var closing = false
 
     private let submitted = Counter(label: "aurora_jobs_submitted_total")
     private let finished = Counter(label: "aurora_jobs_finished_total")
@@ -268,7 +270,7 @@ actor JobCoordinator {
             let ready = open.values.filter { $0.job.node == node && $0.job.state == .assigned && !$0.delivered }
                 .sorted { $0.order < $1.order }
             let stopping = stops.removeValue(forKey: node) ?? []
-            if !ready.isEmpty || !stopping.isEmpty || ContinuousClock.now >= deadline {
+            if !ready.isEmpty || !stopping.isEmpty || ContinuousClock.now >= deadline || closing {
                 var writes = Writes()
                 let now = Date(), instant = ContinuousClock.now
                 var handed: [Assignment] = []
@@ -392,7 +394,7 @@ actor JobCoordinator {
         try requireLoaded()
         let deadline = ContinuousClock.now + (wait ?? .zero)
         while let record = open[id] {
-            guard wait != nil, ContinuousClock.now < deadline else { return view(record) }
+            guard wait != nil, ContinuousClock.now < deadline, !closing else { return view(record) }
             await waitOn(.job, id, timeout: deadline - ContinuousClock.now)
         }
         return try await fetch(id)
@@ -479,6 +481,13 @@ actor JobCoordinator {
             .map(\.job.id)
         if !expired.isEmpty { try? await requeue(expired, reason: "lease_expired") }
         try? await dispatch()
+    }
+
+    /// Graceful shutdown: every long-poll answers now, and later ones do not wait.
+    func close() {
+        closing = true
+        for key in nodeWaiters.keys { nodeWaiters.wakeAll(key) }
+        for key in jobWaiters.keys { jobWaiters.wakeAll(key) }
     }
 
     // MARK: Internals
@@ -764,7 +773,7 @@ extension JobCoordinator {
 
     /// Waits until `key` is woken on `list`, `timeout` passes or the task is cancelled.
     fileprivate func waitOn(_ list: List, _ key: String, timeout: Duration) async {
-        guard timeout > .zero else { return }
+        guard timeout > .zero, !closing || list == .key else { return }
         let id = UUID()
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

@@ -1,3 +1,4 @@
+import CSpawn
 import Foundation
 import NIOPosix
 
@@ -56,6 +57,9 @@ enum ProcessRunner {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, outputFD, 1)
         posix_spawn_file_actions_adddup2(&actions, outputFD, 2)
+        // Nothing else of the agent's: a server the child leaves running (pg_ctl start) must not
+        // keep the agent's listening socket after the agent is gone.
+        aurora_spawn_closefrom(&actions, 3)
 
         // Run from "/" so a working directory the child's user cannot enter (root's home, for
         // the postgres user) never matters: `sh -c 'cd / && exec "$@"' sh PROGRAM ARGS...`.
@@ -127,6 +131,7 @@ enum ExecRunner {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, out, 1)
         posix_spawn_file_actions_adddup2(&actions, err, 2)
+        aurora_spawn_closefrom(&actions, 3)  // no agent socket or key file reaches a job
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

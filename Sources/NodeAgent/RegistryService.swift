@@ -57,13 +57,16 @@ final class RegistryService: Service {
 }
 
 /// The last service in the group, so the first to hear of a graceful shutdown: it ends
-/// long-lived streams (SSE) so the HTTP server can drain.
+/// long-lived streams (SSE) and long-polls (job waits, worker assignments) so the HTTP server
+/// can drain.
 struct StreamCloser: Service {
     let hub: EventHub
+    let jobs: JobCoordinator?
 
     func run() async throws {
         try? await gracefulShutdown()
         hub.close()
+        await jobs?.close()
     }
 }
 
