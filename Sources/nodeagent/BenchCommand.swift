@@ -7,7 +7,8 @@ extension Nodeagent {
     /// `nodeagent bench ...`: benchmarks that print figures.
     struct Bench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Benchmarks that print figures.", subcommands: [Startup.self, Heartbeat.self, Detection.self])
+            abstract: "Benchmarks that print figures.",
+            subcommands: [Startup.self, Heartbeat.self, Detection.self, Placement.self, Dispatch.self, Requeue.self, Queue.self])
     }
 }
 
@@ -114,6 +115,111 @@ extension Nodeagent.Bench {
             print("nodeagent bench detection (\(runs) runs, release=\(isReleaseBuild))")
             print(String(format: "  kill -9 to dead: median %.0f ms, min %.0f ms, max %.0f ms (target <= 3000 ms)", report.medianMs,
                          report.detectionMs.min() ?? .nan, report.detectionMs.max() ?? .nan))
+        }
+    }
+}
+
+extension Nodeagent.Bench {
+    /// `nodeagent bench placement`.
+    struct Placement: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Placement decisions per second and their latency over simulated workers (the pure core, one thread).")
+
+        @Option(help: "Simulated workers (1-8 GPUs each).") var workers = 1000
+        @Option(help: "Decisions to time.") var decisions = 200_000
+        @Option(help: "binpack or spread.") var policy = "binpack"
+        @Flag(help: "Print the report as JSON.") var json = false
+
+        func validate() throws {
+            guard (1...100_000).contains(workers) else { throw ValidationError("--workers must be 1...100000") }
+            guard (1...10_000_000).contains(decisions) else { throw ValidationError("--decisions must be 1...10000000") }
+            guard ["binpack", "spread"].contains(policy) else { throw ValidationError("--policy must be binpack or spread") }
+        }
+
+        func run() async throws {
+            let report = PlacementBenchmark(workers: workers, decisions: decisions, policy: policy).run()
+            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
+            print("nodeagent bench placement (\(report.workers) workers, \(report.gpus) GPUs, \(policy), release=\(isReleaseBuild))")
+            print(String(format: "  %d decisions (%d placed): %.0f/s (target >= 20000/s)", report.decisions, report.placed, report.decisionsPerSecond))
+            print(String(format: "  latency p50 %.1f µs, p99 %.1f µs, max %.0f µs (target p99 <= 200 µs)", report.p50Us, report.p99Us, report.maxUs))
+        }
+    }
+
+    /// `nodeagent bench dispatch`.
+    struct Dispatch: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Submit → dispatched to a worker's long-poll on a real lead at a steady rate (durable commits), p50/p99.",
+            discussion: "Simulated workers (signed, in this process) pull assignments and report results. All on loopback.")
+
+        @Option(help: "Submissions per second.") var rate = 500
+        @Option(help: "Seconds of load.") var seconds = 10
+        @Option(help: "Simulated workers.") var workers = 4
+        @Flag(help: "Print the report as JSON.") var json = false
+
+        func validate() throws {
+            guard (1...20_000).contains(rate) else { throw ValidationError("--rate must be 1...20000") }
+            guard (1...600).contains(seconds) else { throw ValidationError("--seconds must be 1...600") }
+            guard (1...256).contains(workers) else { throw ValidationError("--workers must be 1...256") }
+        }
+
+        func run() async throws {
+            let benchmark = DispatchBenchmark(executable: selfExecutable, rate: rate, seconds: seconds, workers: workers) { line in
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
+            let report = try await benchmark.run()
+            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
+            print("nodeagent bench dispatch (\(rate)/s for \(seconds) s, \(workers) workers, release=\(isReleaseBuild))")
+            print("  submitted \(report.submitted), dispatched \(report.dispatched), failed \(report.failed)")
+            print(String(format: "  submit → worker p50 %.2f ms, p99 %.2f ms, max %.1f ms (target p99 <= 5 ms); lead CPU %.0f %% of one core",
+                         report.p50Ms, report.p99Ms, report.maxMs, report.leadCPUPercentOfOneCore))
+        }
+    }
+
+    /// `nodeagent bench requeue`.
+    struct Requeue: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Time from kill -9 of the worker running a job to the job running on another worker (two real compute agents).")
+
+        @Option(help: "How many kills to time.") var runs = 10
+        @Flag(help: "Print the report as JSON.") var json = false
+
+        func validate() throws {
+            guard (1...100).contains(runs) else { throw ValidationError("--runs must be 1...100") }
+        }
+
+        func run() async throws {
+            let benchmark = RequeueBenchmark(executable: selfExecutable, runs: runs) { line in
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
+            let report = try await benchmark.run()
+            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
+            print("nodeagent bench requeue (\(runs) runs, release=\(isReleaseBuild))")
+            print(String(format: "  kill -9 to running elsewhere: median %.0f ms, min %.0f ms, max %.0f ms (target <= 5000 ms)", report.medianMs,
+                         report.requeueMs.min() ?? .nan, report.requeueMs.max() ?? .nan))
+        }
+    }
+
+    /// `nodeagent bench queue`.
+    struct Queue: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The lead's RSS with many queued jobs (no worker takes them).")
+
+        @Option(help: "Jobs to queue.") var jobs = 10_000
+        @Flag(help: "Print the report as JSON.") var json = false
+
+        func validate() throws {
+            guard (1...1_000_000).contains(jobs) else { throw ValidationError("--jobs must be 1...1000000") }
+        }
+
+        func run() async throws {
+            let benchmark = QueueMemoryBenchmark(executable: selfExecutable, jobs: jobs) { line in
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
+            let report = try await benchmark.run()
+            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
+            print("nodeagent bench queue (\(jobs) jobs, release=\(isReleaseBuild))")
+            print(String(format: "  submitted at %.0f/s, failed %d", report.submitsPerSecond, report.failed))
+            print("  lead RSS: \(report.leadRSSMBBefore.map { String(format: "%.1f", $0) } ?? "?") MB empty, "
+                  + "\(report.leadRSSMB.map { String(format: "%.1f", $0) } ?? "?") MB with \(jobs) queued (target < 64 MB; PostgreSQL not counted)")
         }
     }
 }
