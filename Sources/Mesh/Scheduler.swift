@@ -27,14 +27,12 @@ public struct Scheduler: Sendable {
         public var usedByOthersMB: Int
         /// Reserved by jobs placed here; kept by the scheduler.
         public internal(set) var reservedMB: Int = 0
-        fileprivate var modelLowercased: String
 
         public init(index: Int, model: String, totalMB: Int, usedByOthersMB: Int) {
             self.index = index
             self.model = model
             self.totalMB = totalMB
             self.usedByOthersMB = usedByOthersMB
-            self.modelLowercased = model.lowercased()
         }
 
         public var freeMB: Int { totalMB - usedByOthersMB - reservedMB }
@@ -125,8 +123,34 @@ public struct Scheduler: Sendable {
     /// Seconds of waiting that raise a job's effective priority by one.
     public var agingSeconds: Double
 
-    public private(set) var workers: [Worker] = []
-    private var workerIndex: [String: Int] = [:]
+    /// A worker as the scheduler keeps it: plain values in the hot loop (GPU models interned).
+    private struct Member {
+        var name: String
+        var eligible: Bool
+        var allowExec: Bool
+        var canGenerate: Bool
+        var labels: [String: String]
+        var rttMs: Double
+        var slots: [Slot]
+        var placed = 0
+    }
+
+    private struct Slot: Equatable {
+        var index: Int
+        var model: Int
+        var totalMB: Int
+        var usedByOthersMB: Int
+        var reservedMB: Int
+        var freeMB: Int { totalMB - usedByOthersMB - reservedMB }
+    }
+
+    private var members: [Member] = []
+    private var memberIndex: [String: Int] = [:]
+    /// Lowercased GPU model names; slots refer to them by position.
+    private var models: [String] = []
+    private var modelIDs: [String: Int] = [:]
+    /// "key\u{1F}value" → members with that label.
+    private var labelIndex: [String: Set<Int>] = [:]
     /// Queued jobs by id; the buckets hold ids by priority, oldest first.
     private var queued: [String: Job] = [:]
     private var buckets = [[String]](repeating: [], count: 10)
@@ -146,36 +170,75 @@ public struct Scheduler: Sendable {
 
     /// Adds or updates a worker. Reservations of jobs placed on it are kept (by GPU index).
     public mutating func upsert(_ worker: Worker) {
-        var worker = worker
-        if let index = workerIndex[worker.name] {
-            let old = workers[index]
-            worker.placed = old.placed
-            for i in worker.gpus.indices {
-                worker.gpus[i].reservedMB = old.gpus.first { $0.index == worker.gpus[i].index }?.reservedMB ?? 0
-            }
+        var slots = worker.gpus.map { gpu in
+            Slot(index: gpu.index, model: modelID(gpu.model), totalMB: gpu.totalMB, usedByOthersMB: gpu.usedByOthersMB, reservedMB: 0)
+        }
+        var member = Member(name: worker.name, eligible: worker.eligible, allowExec: worker.allowExec, canGenerate: worker.canGenerate,
+                            labels: worker.labels, rttMs: worker.rttMs, slots: [])
+        if let index = memberIndex[worker.name] {
+            let old = members[index]
+            member.placed = old.placed
+            for i in slots.indices { slots[i].reservedMB = old.slots.first { $0.index == slots[i].index }?.reservedMB ?? 0 }
             // A GPU that disappeared keeps its reservations until its jobs end: the jobs still run.
-            for gone in old.gpus where gone.reservedMB > 0 && !worker.gpus.contains(where: { $0.index == gone.index }) {
+            for gone in old.slots where gone.reservedMB > 0 && !slots.contains(where: { $0.index == gone.index }) {
                 var kept = gone
                 kept.totalMB = 0
-                worker.gpus.append(kept)
+                slots.append(kept)
             }
-            if worker != old { capacityGrew = true }
-            workers[index] = worker
+            member.slots = slots
+            if old.labels != member.labels {
+                for pair in old.labels { labelIndex[Self.labelKey(pair.key, pair.value)]?.remove(index) }
+                for pair in member.labels { labelIndex[Self.labelKey(pair.key, pair.value), default: []].insert(index) }
+            }
+            if old.slots != member.slots || old.eligible != member.eligible || old.labels != member.labels || old.allowExec != member.allowExec
+                || old.canGenerate != member.canGenerate {
+                capacityGrew = true
+            }
+            members[index] = member
         } else {
-            workerIndex[worker.name] = workers.count
-            workers.append(worker)
+            member.slots = slots
+            let index = members.count
+            memberIndex[worker.name] = index
+            members.append(member)
+            for pair in member.labels { labelIndex[Self.labelKey(pair.key, pair.value), default: []].insert(index) }
             capacityGrew = true
         }
     }
 
     /// Marks a worker eligible or not (alive and accepting).
     public mutating func setEligible(_ name: String, _ eligible: Bool) {
-        guard let index = workerIndex[name], workers[index].eligible != eligible else { return }
-        workers[index].eligible = eligible
+        guard let index = memberIndex[name], members[index].eligible != eligible else { return }
+        members[index].eligible = eligible
         if eligible { capacityGrew = true }
     }
 
-    public func worker(_ name: String) -> Worker? { workerIndex[name].map { workers[$0] } }
+    /// A worker as the scheduler sees it now, with its reservations.
+    public func worker(_ name: String) -> Worker? { memberIndex[name].map(view) }
+
+    /// Every worker, in the order they were added.
+    public var workers: [Worker] { members.indices.map(view) }
+
+    private func view(_ index: Int) -> Worker {
+        let member = members[index]
+        var worker = Worker(name: member.name, eligible: member.eligible, allowExec: member.allowExec, canGenerate: member.canGenerate,
+                            labels: member.labels, gpus: member.slots.map { slot in
+                                var gpu = GPUSlot(index: slot.index, model: models[slot.model], totalMB: slot.totalMB, usedByOthersMB: slot.usedByOthersMB)
+                                gpu.reservedMB = slot.reservedMB
+                                return gpu
+                            }, rttMs: member.rttMs)
+        worker.placed = member.placed
+        return worker
+    }
+
+    private mutating func modelID(_ model: String) -> Int {
+        let lowered = model.lowercased()
+        if let id = modelIDs[lowered] { return id }
+        models.append(lowered)
+        modelIDs[lowered] = models.count - 1
+        return models.count - 1
+    }
+
+    private static func labelKey(_ key: String, _ value: String) -> String { key + "\u{1F}" + value }
 
     /// Jobs placed on `node`.
     public func placed(on node: String) -> [Placement] {
@@ -220,10 +283,10 @@ public struct Scheduler: Sendable {
     @discardableResult
     public mutating func release(_ id: String) -> Placement? {
         guard let placement = placements.removeValue(forKey: id) else { return nil }
-        if let index = workerIndex[placement.node] {
-            workers[index].placed -= 1
-            for i in workers[index].gpus.indices where placement.gpus.contains(workers[index].gpus[i].index) {
-                workers[index].gpus[i].reservedMB -= placement.reservedMB
+        if let index = memberIndex[placement.node] {
+            members[index].placed -= 1
+            for i in members[index].slots.indices where placement.gpus.contains(members[index].slots[i].index) {
+                members[index].slots[i].reservedMB -= placement.reservedMB
             }
         }
         capacityGrew = true
@@ -253,9 +316,12 @@ public struct Scheduler: Sendable {
         var unfit = Set<Requirements>()
         // An upper bound on any GPU's free VRAM: it only shrinks while this round places jobs,
         // so a job asking for more is skipped without a scan.
-        var roomiest = Int.min
-        for worker in workers where worker.eligible {
-            for gpu in worker.gpus where gpu.freeMB > roomiest { roomiest = gpu.freeMB }
+        var roomiest = Int.max
+        if candidates.count > 1 {
+            roomiest = Int.min
+            for member in members where member.eligible {
+                for slot in member.slots where slot.freeMB > roomiest { roomiest = slot.freeMB }
+            }
         }
         for id in candidates {
             guard let job = queued[id], job.requirements.minVramMB <= roomiest, !unfit.contains(job.requirements) else { continue }
@@ -274,17 +340,29 @@ public struct Scheduler: Sendable {
     public func decide(_ job: Job) -> Placement? {
         let need = job.requirements
         let count = max(1, need.gpuCount)
-        let pattern = need.gpuModel.map { $0.lowercased() }
-        var best: (worker: Int, gpus: [Int], fit: Int)?
-        for (w, worker) in workers.enumerated() where worker.eligible {
-            if need.exec ? !worker.allowExec : !worker.canGenerate { continue }
-            if !need.labels.isEmpty && !need.labels.allSatisfy({ worker.labels[$0.key] == $0.value }) { continue }
-            guard let (gpus, fit) = choose(worker, need: need.minVramMB, count: count, pattern: pattern) else { continue }
-            if let current = best, !better(w, fit: fit, than: current.worker, fit: current.fit) { continue }
-            best = (w, gpus, fit)
+        // Which GPU models the pattern takes, decided once per model rather than per GPU.
+        let modelFits: [Bool]? = need.gpuModel.map { pattern in
+            let lowered = pattern.lowercased()
+            return models.map { Self.matches($0, lowered) }
+        }
+        var best: (worker: Int, fit: Int)?
+        func consider(_ w: Int) {
+            guard members[w].eligible, need.exec ? members[w].allowExec : members[w].canGenerate else { return }
+            guard let fit = fit(w, need: need.minVramMB, count: count, modelFits: modelFits) else { return }
+            if let current = best, !better(w, fit: fit, than: current.worker, fit: current.fit) { return }
+            best = (w, fit)
+        }
+        if need.labels.isEmpty {
+            for w in members.indices { consider(w) }
+        } else {
+            // Only members carrying every label: the smallest label set, checked against the rest.
+            let sets = need.labels.map { labelIndex[Self.labelKey($0.key, $0.value)] ?? [] }
+            guard let smallest = sets.min(by: { $0.count < $1.count }) else { return nil }
+            for w in smallest.sorted() where sets.allSatisfy({ $0.contains(w) }) { consider(w) }
         }
         guard let best else { return nil }
-        return Placement(jobID: job.id, node: workers[best.worker].name, gpus: best.gpus, reservedMB: need.minVramMB)
+        return Placement(jobID: job.id, node: members[best.worker].name, gpus: gpus(best.worker, need: need.minVramMB, count: count, modelFits: modelFits),
+                         reservedMB: need.minVramMB)
     }
 
     /// Queued jobs in the order they would be placed.
@@ -327,45 +405,72 @@ public struct Scheduler: Sendable {
 
     private mutating func reserve(_ placement: Placement) {
         placements[placement.jobID] = placement
-        guard let index = workerIndex[placement.node] else { return }
-        workers[index].placed += 1
-        for i in workers[index].gpus.indices where placement.gpus.contains(workers[index].gpus[i].index) {
-            workers[index].gpus[i].reservedMB += placement.reservedMB
+        guard let index = memberIndex[placement.node] else { return }
+        members[index].placed += 1
+        for i in members[index].slots.indices where placement.gpus.contains(members[index].slots[i].index) {
+            members[index].slots[i].reservedMB += placement.reservedMB
         }
     }
 
-    /// The GPUs of `worker` that `count` jobs' worth of `need` MB would take, and the fit score:
-    /// the free VRAM left on them (lower is tighter).
-    private func choose(_ worker: Worker, need: Int, count: Int, pattern: String?) -> ([Int], Int)? {
+    /// How well `count` GPUs of member `w` fit `need` MB each: the free VRAM that would be left
+    /// on them (lower is tighter); nil when they do not fit. Allocates nothing for one GPU.
+    private func fit(_ w: Int, need: Int, count: Int, modelFits: [Bool]?) -> Int? {
+        let binpack = policy == .binpack
         if count == 1 {
-            var pick: (index: Int, free: Int)?
-            for gpu in worker.gpus {
-                let free = gpu.freeMB
-                guard free >= need, gpu.totalMB > 0, pattern.map({ Self.matches(gpu.modelLowercased, $0) }) ?? true else { continue }
-                if let current = pick {
-                    let takes = policy == .binpack ? free < current.free : free > current.free
-                    if !takes { continue }
-                }
-                pick = (gpu.index, free)
+            var found = false, pick = 0
+            for slot in members[w].slots {
+                let free = slot.freeMB
+                guard free >= need, slot.totalMB > 0, modelFits?[slot.model] ?? true else { continue }
+                if found && (binpack ? free >= pick : free <= pick) { continue }
+                found = true
+                pick = free
             }
-            return pick.map { ([$0.index], $0.free - need) }
+            return found ? pick - need : nil
         }
-        var fitting = worker.gpus.filter { gpu in
-            gpu.freeMB >= need && gpu.totalMB > 0 && (pattern.map { Self.matches(gpu.modelLowercased, $0) } ?? true)
+        // The `count` best frees, kept sorted in a small stack buffer: no allocation per member.
+        return withUnsafeTemporaryAllocation(of: Int.self, capacity: count) { best -> Int? in
+            var kept = 0
+            for slot in members[w].slots {
+                let free = slot.freeMB
+                guard free >= need, slot.totalMB > 0, modelFits?[slot.model] ?? true else { continue }
+                // Order: binpack wants the smallest frees first, spread the largest.
+                var position = kept
+                while position > 0 && (binpack ? free < best[position - 1] : free > best[position - 1]) { position -= 1 }
+                guard position < count else { continue }
+                var i = min(kept, count - 1)
+                while i > position {
+                    best[i] = best[i - 1]
+                    i -= 1
+                }
+                best[position] = free
+                kept = min(kept + 1, count)
+            }
+            guard kept == count else { return nil }
+            var sum = 0
+            for i in 0..<count { sum += best[i] - need }
+            return sum
         }
-        guard fitting.count >= count else { return nil }
-        fitting.sort { policy == .binpack ? $0.freeMB < $1.freeMB : $0.freeMB > $1.freeMB }
-        let taken = fitting.prefix(count)
-        return (taken.map(\.index).sorted(), taken.reduce(0) { $0 + $1.freeMB - need })
     }
 
-    /// Whether worker `a` with fit `fitA` beats worker `b` with fit `fitB`.
+    /// The GPU indices a placement on member `w` takes (the policy's choice).
+    private func gpus(_ w: Int, need: Int, count: Int, modelFits: [Bool]?) -> [Int] {
+        taking(w, need: need, count: count, modelFits: modelFits).map(\.index).sorted()
+    }
+
+    private func taking(_ w: Int, need: Int, count: Int, modelFits: [Bool]?) -> ArraySlice<Slot> {
+        var fitting = members[w].slots.filter { $0.freeMB >= need && $0.totalMB > 0 && (modelFits?[$0.model] ?? true) }
+        guard fitting.count >= count else { return [] }
+        // Ties by GPU index, so `fit` and `gpus` agree.
+        fitting.sort { policy == .binpack ? ($0.freeMB, $0.index) < ($1.freeMB, $1.index) : ($0.freeMB, -$0.index) > ($1.freeMB, -$1.index) }
+        return fitting.prefix(count)
+    }
+
+    /// Whether member `a` with fit `fitA` beats member `b` with fit `fitB`.
     private func better(_ a: Int, fit fitA: Int, than b: Int, fit fitB: Int) -> Bool {
         if fitA != fitB { return policy == .binpack ? fitA < fitB : fitA > fitB }
-        let wa = workers[a], wb = workers[b]
-        if wa.placed != wb.placed { return wa.placed < wb.placed }
-        if wa.rttMs != wb.rttMs { return wa.rttMs < wb.rttMs }
-        return wa.name < wb.name
+        if members[a].placed != members[b].placed { return members[a].placed < members[b].placed }
+        if members[a].rttMs != members[b].rttMs { return members[a].rttMs < members[b].rttMs }
+        return members[a].name < members[b].name
     }
 
     /// Case-insensitive model match (both lowercased): a glob when the pattern has `*`, else a substring.

@@ -113,6 +113,21 @@ struct SchedulerTests {
         #expect(first(.spread) == Scheduler.Placement(jobID: "j", node: "roomy", gpus: [0], reservedMB: 8_000))
     }
 
+    @Test("multi-GPU jobs: binpack takes the tightest GPUs of the tightest node, spread the emptiest")
+    func multiGPU() {
+        func place(_ policy: Scheduler.Policy) -> Scheduler.Placement? {
+            var scheduler = Scheduler(policy: policy)
+            scheduler.upsert(Self.worker("four", [Self.gpu(0, 24_000, used: 4_000), Self.gpu(1, 24_000), Self.gpu(2, 24_000, used: 12_000),
+                                                  Self.gpu(3, 24_000, used: 2_000)]))
+            scheduler.upsert(Self.worker("two", [Self.gpu(0, 48_000), Self.gpu(1, 48_000)]))
+            scheduler.enqueue(Self.job("pair", vram: 10_000, count: 2))
+            return scheduler.place(now: 0).first
+        }
+        // binpack: on "four", GPUs 2 (12 GB free) and 3 (22 GB) leave 2 + 12 GB; on "two", 76 GB.
+        #expect(place(.binpack) == Scheduler.Placement(jobID: "pair", node: "four", gpus: [2, 3], reservedMB: 10_000))
+        #expect(place(.spread) == Scheduler.Placement(jobID: "pair", node: "two", gpus: [0, 1], reservedMB: 10_000))
+    }
+
     @Test("ties go to fewer placed jobs, then lower RTT, then the name")
     func tieBreaks() {
         var scheduler = Scheduler()
