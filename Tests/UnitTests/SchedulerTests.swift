@@ -123,8 +123,8 @@ struct SchedulerTests {
             scheduler.enqueue(Self.job("pair", vram: 10_000, count: 2))
             return scheduler.place(now: 0).first
         }
-        // binpack: on "four", GPUs 2 (12 GB free) and 3 (22 GB) leave 2 + 12 GB; on "two", 76 GB.
-        #expect(place(.binpack) == Scheduler.Placement(jobID: "pair", node: "four", gpus: [2, 3], reservedMB: 10_000))
+        // binpack: on "four", GPUs 2 (12 GB free) and 0 (20 GB) leave 2 + 10 GB; on "two", 76 GB.
+        #expect(place(.binpack) == Scheduler.Placement(jobID: "pair", node: "four", gpus: [0, 2], reservedMB: 10_000))
         #expect(place(.spread) == Scheduler.Placement(jobID: "pair", node: "two", gpus: [0, 1], reservedMB: 10_000))
     }
 
