@@ -76,14 +76,22 @@ enum EventLog {
 
     /// Inserts `draft` with the connection of an open transaction.
     static func insert(_ draft: Draft, on connection: PostgresConnection) throws(AgentError) -> MeshEvent {
-        let id = UUID().uuidString.lowercased()
-        let data: String
-        do { data = String(decoding: try APICoding.encoder().encode(draft.data), as: UTF8.self) } catch {
-            throw AgentError(.store, "cannot encode event data")
-        }
+        let (id, data) = try prepare(draft)
         let row = try connection.execute(
             "INSERT INTO events (id, type, node, data) VALUES ($1, $2, $3, $4::jsonb) RETURNING seq, \(SQL.iso("at"))",
             [id, draft.type, draft.node, data]).rows.first
+        return try event(draft, id: id, row: row)
+    }
+
+    /// A new event id and the data as JSON text, for an insert.
+    static func prepare(_ draft: Draft) throws(AgentError) -> (id: String, data: String) {
+        do { return (UUID().uuidString.lowercased(), String(decoding: try APICoding.encoder().encode(draft.data), as: UTF8.self)) } catch {
+            throw AgentError(.store, "cannot encode event data")
+        }
+    }
+
+    /// The event an insert returned `seq, at` for.
+    static func event(_ draft: Draft, id: String, row: [String?]?) throws(AgentError) -> MeshEvent {
         guard let row, let seq = row[0].flatMap({ Int64($0) }), let at = row[1] else {
             throw AgentError(.store, "the event insert returned no sequence")
         }

@@ -234,7 +234,8 @@ public struct DispatchBenchmark: Sendable {
                         clocks.received.withLock { received in
                             for assignment in batch.assignments { received[Int(assignment.payload["prompt"]?.string ?? "") ?? -1] = now }
                         }
-                        for assignment in batch.assignments { try await sim.result(assignment) }
+                        // Results go out beside the next poll, as a real worker's do.
+                        for assignment in batch.assignments { Task { try? await sim.result(assignment) } }
                         if lastBeat.duration(to: .now) >= .seconds(1) {
                             lastBeat = .now
                             try await sim.heartbeat(running: [])

@@ -591,24 +591,32 @@ actor JobCoordinator {
         do { _ = try await commit(writes) } catch { throw APIError.storeUnavailable(error) }
     }
 
-    /// A job reached a terminal state: out of memory, its reservation freed, waiters woken.
+    /// A job reached a terminal state: out of memory and its reservation freed. Its waiters
+    /// wake once the write has committed (``commit(_:)``), so they read the final row.
     private func finish(_ job: Job) {
         open[job.id] = nil
         if let key = job.idempotencyKey, byKey[key] == job.id { byKey[key] = nil }
         scheduler.dequeue(job.id)
         scheduler.release(job.id)
-        jobWaiters.wakeAll(job.id)
     }
 
     /// Writes a batch in one transaction and publishes its events after the commit. A failed
     /// write leaves memory ahead of the store: the coordinator reloads.
     private func commit(_ writes: Writes) async throws(AgentError) -> Writes.Outcome {
         let hub = self.hub
+        let publish: @Sendable (Writes.Outcome) -> Void = { outcome in
+            if case .committed(let events) = outcome { hub.publish(events) }
+        }
         do {
-            return try await store.inTransaction({ connection throws(AgentError) in try writes.apply(on: connection) },
-                                                  afterCommit: { outcome in
-                                                      if case .committed(let events) = outcome { hub.publish(events) }
-                                                  })
+            let outcome: Writes.Outcome
+            if writes.isSingle {
+                let single = try writes.single()
+                outcome = try await store.withConnection({ connection throws(AgentError) in try Writes.apply(single, on: connection) }, after: publish)
+            } else {
+                outcome = try await store.inTransaction({ connection throws(AgentError) in try writes.apply(on: connection) }, afterCommit: publish)
+            }
+            for id in writes.finishedIDs { jobWaiters.wakeAll(id) }
+            return outcome
         } catch {
             logger.error("cannot write jobs; reloading from the store", metadata: ["nodeagent.error": "\(error.message)"])
             loaded = false
@@ -692,7 +700,16 @@ struct Writes: Sendable {
     private var updates: [Job] = []
     private var events: [EventLog.Draft] = []
 
+    /// One job row and its one event: written as one statement (a data-modifying CTE), which
+    /// commits on its own — one round trip instead of BEGIN, two statements and COMMIT.
+    var isSingle: Bool {
+        events.count == 1 && ((insertJob != nil && updates.allSatisfy { $0.id == insertJob?.0.id }) || (insertJob == nil && updates.count == 1))
+    }
+
     var isEmpty: Bool { insertJob == nil && updates.isEmpty && events.isEmpty }
+
+    /// Jobs this batch finishes (succeeded, failed, cancelled).
+    var finishedIDs: [String] { updates.filter(\.state.isTerminal).map(\.id) }
 
     mutating func insert(_ job: Job, payload: [String: JSONValue]) { insertJob = (job, payload) }
 
@@ -708,25 +725,83 @@ struct Writes: Sendable {
         events.append(EventLog.Draft(type: type, node: job.node, data: data))
     }
 
+    /// The batch as one statement, its parameters and event prepared (encoded) up front so the
+    /// store thread only executes it; only when ``isSingle``.
+    struct Single: Sendable {
+        var sql: String
+        var parameters: [String?]
+        var eventID: String
+        var draft: EventLog.Draft
+        var inserted: Job?
+    }
+
+    func single() throws(AgentError) -> Single {
+        let draft = events[0]
+        let (eventID, data) = try EventLog.prepare(draft)
+        if let (job, payload) = insertJob {
+            return Single(sql: Self.insertWithEventSQL, parameters: Self.insertParameters(job, payload) + [eventID, draft.type, draft.node, data],
+                          eventID: eventID, draft: draft, inserted: job)
+        }
+        return Single(sql: Self.updateWithEventSQL, parameters: Self.updateParameters(updates[0]) + [eventID, draft.type, draft.node, data],
+                      eventID: eventID, draft: draft, inserted: nil)
+    }
+
+    static func apply(_ single: Single, on connection: PostgresConnection) throws(AgentError) -> Outcome {
+        let rows = try connection.execute(single.sql, single.parameters).rows
+        if rows.isEmpty {
+            // The insert hit an idempotency key; an update found no row (nothing to announce).
+            return try single.inserted.map { job throws(AgentError) in try duplicate(of: job, on: connection) } ?? .committed([])
+        }
+        return .committed([try EventLog.event(single.draft, id: single.eventID, row: rows.first)])
+    }
+
+    static let insertWithEventSQL = "WITH job AS (\(insertSQL)) "
+        + "INSERT INTO events (id, type, node, data) SELECT $15, $16, $17, $18::jsonb FROM job RETURNING seq, \(SQL.iso("at"))"
+    static let updateWithEventSQL = "WITH job AS (\(updateSQL) RETURNING id) "
+        + "INSERT INTO events (id, type, node, data) SELECT $11, $12, $13, $14::jsonb FROM job RETURNING seq, \(SQL.iso("at"))"
+
+    /// The job that holds `job`'s idempotency key (the insert did nothing).
+    private static func duplicate(of job: Job, on connection: PostgresConnection) throws(AgentError) -> Outcome {
+        guard let key = job.idempotencyKey,
+              let row = try connection.execute("SELECT \(JobCoordinator.columns) FROM jobs WHERE idempotency_key = $1", [key]).rows.first,
+              let existing = JobCoordinator.job(row)?.0 else {
+            throw AgentError(.store, "the job insert wrote nothing and no job holds its key")
+        }
+        return .duplicate(existing)
+    }
+
+    static let insertSQL = """
+        INSERT INTO jobs (id, idempotency_key, kind, priority, requirements, payload, state, attempt, max_attempts, node, gpus,
+                          lease_deadline, submitted_at, submitted_by)
+        VALUES ($1, $2, $3, $4::integer, $5::jsonb, $6::jsonb, $7, $8::integer, $9::integer, $10, $11::jsonb, $12::timestamptz,
+                $13::timestamptz, $14)
+        ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq
+        """
+
+    static func insertParameters(_ job: Job, _ payload: [String: JSONValue]) -> [String?] {
+        [job.id, job.idempotencyKey, job.kind.rawValue, String(job.priority), SQL.json(job.requirements), SQL.json(payload),
+         job.state.rawValue, String(job.attempt), String(job.maxAttempts), job.node, job.gpus.map { SQL.json($0) },
+         job.leaseDeadline, job.submittedAt, job.submittedBy]
+    }
+
+    static let updateSQL = """
+        UPDATE jobs SET state = $2, attempt = $3::integer, node = $4, gpus = $5::jsonb, lease_deadline = $6::timestamptz,
+            started_at = $7::timestamptz, finished_at = $8::timestamptz, result = $9::jsonb, error = $10
+        WHERE id = $1
+        """
+
+    static func updateParameters(_ job: Job) -> [String?] {
+        [job.id, job.state.rawValue, String(job.attempt), job.node, job.gpus.map { SQL.json($0) }, job.leaseDeadline,
+         job.startedAt, job.finishedAt, job.result.map { SQL.json($0) }, job.error]
+    }
+
     func apply(on connection: PostgresConnection) throws(AgentError) -> Outcome {
         if let (job, payload) = insertJob {
-            let inserted = try connection.execute("""
-                INSERT INTO jobs (id, idempotency_key, kind, priority, requirements, payload, state, attempt, max_attempts, node, gpus,
-                                  lease_deadline, submitted_at, submitted_by)
-                VALUES ($1, $2, $3, $4::integer, $5::jsonb, $6::jsonb, $7, $8::integer, $9::integer, $10, $11::jsonb, $12::timestamptz,
-                        $13::timestamptz, $14)
-                ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq
-                """, [job.id, job.idempotencyKey, job.kind.rawValue, String(job.priority), SQL.json(job.requirements), SQL.json(payload),
-                      job.state.rawValue, String(job.attempt), String(job.maxAttempts), job.node, job.gpus.map { SQL.json($0) },
-                      job.leaseDeadline, job.submittedAt, job.submittedBy]).rows
-            if inserted.isEmpty, let key = job.idempotencyKey {
-                let row = try connection.execute("SELECT \(JobCoordinator.columns) FROM jobs WHERE idempotency_key = $1", [key]).rows.first
-                if let row, let existing = JobCoordinator.job(row)?.0 {
-                    // Still write the other placements of this round.
-                    for update in updates where update.id != job.id { try Self.write(update, on: connection) }
-                    return .duplicate(existing)
-                }
-                throw AgentError(.store, "idempotency key conflict without a row")
+            let inserted = try connection.execute(Self.insertSQL, Self.insertParameters(job, payload)).rows
+            if inserted.isEmpty {
+                // Still write the other placements of this round.
+                for update in updates where update.id != job.id { try Self.write(update, on: connection) }
+                return try Self.duplicate(of: job, on: connection)
             }
         }
         for job in updates where job.id != insertJob?.0.id { try Self.write(job, on: connection) }
@@ -736,12 +811,7 @@ struct Writes: Sendable {
     }
 
     private static func write(_ job: Job, on connection: PostgresConnection) throws(AgentError) {
-        _ = try connection.execute("""
-            UPDATE jobs SET state = $2, attempt = $3::integer, node = $4, gpus = $5::jsonb, lease_deadline = $6::timestamptz,
-                started_at = $7::timestamptz, finished_at = $8::timestamptz, result = $9::jsonb, error = $10
-            WHERE id = $1
-            """, [job.id, job.state.rawValue, String(job.attempt), job.node, job.gpus.map { SQL.json($0) }, job.leaseDeadline,
-                  job.startedAt, job.finishedAt, job.result.map { SQL.json($0) }, job.error])
+        _ = try connection.execute(updateSQL, updateParameters(job))
     }
 }
 

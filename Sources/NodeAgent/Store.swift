@@ -68,6 +68,18 @@ public actor Store {
         }
     }
 
+    /// Runs `body` with the connection outside a transaction (each statement commits on its
+    /// own), then `after` on the store thread before any later call: for one-statement writes.
+    func withConnection<R: Sendable>(_ body: @escaping @Sendable (PostgresConnection) throws(AgentError) -> R,
+                                     after: @escaping @Sendable (R) -> Void = { _ in }) async throws(AgentError) -> R {
+        guard let connection else { throw AgentError(.store, "the store is not connected") }
+        return try await onStoreThread { () throws(AgentError) -> R in
+            let result = try body(connection)
+            after(result)
+            return result
+        }
+    }
+
     /// Whether a trivial query answers now.
     public func ping() async -> Bool {
         guard let connection else { return false }
