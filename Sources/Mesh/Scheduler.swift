@@ -294,6 +294,27 @@ public struct Scheduler: Sendable {
     }
 
     public func placement(of id: String) -> Placement? { placements[id] }
+    public var placedCount: Int { placements.count }
+
+    /// Where a queued job stands in ``order(now:)`` (1 is next), without building the order:
+    /// in each bucket the jobs ahead of it form a prefix, found by binary search.
+    public func position(of id: String, now: Double) -> Int? {
+        guard let job = queued[id] else { return nil }
+        var ahead = 0
+        for bucket in buckets {
+            var low = 0, high = bucket.count
+            while low < high {
+                let mid = (low + high) / 2
+                if let other = queued[bucket[mid]], other.id != id, Self.ahead(other, job, now: now, aging: agingSeconds) {
+                    low = mid + 1
+                } else {
+                    high = mid
+                }
+            }
+            ahead += low
+        }
+        return ahead + 1
+    }
     public func isQueued(_ id: String) -> Bool { queued[id] != nil }
     public var queuedCount: Int { queued.count }
 

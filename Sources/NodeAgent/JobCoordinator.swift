@@ -425,7 +425,7 @@ actor JobCoordinator {
         let now = Date().timeIntervalSince1970
         let order = scheduler.order(now: now)
         let mean = meanRunTime()
-        let slots = max(1, open.values.count(where: { $0.job.state == .running || $0.job.state == .assigned }))
+        let slots = max(1, scheduler.placedCount)
         var byPriority: [String: Int] = [:]
         let entries = order.enumerated().compactMap { index, id -> QueueView.Entry? in
             guard let record = open[id] else { return nil }
@@ -639,10 +639,8 @@ actor JobCoordinator {
     private func view(_ record: Record, positions: [String: Int]? = nil) -> Job {
         var job = record.job
         if job.state == .queued {
-            let positions = positions ?? queuePositions()
-            job.position = positions[job.id]
-            let slots = max(1, open.values.count(where: { $0.job.state == .running || $0.job.state == .assigned }))
-            job.etaS = job.position.flatMap { Self.eta(position: $0, slots: slots, mean: meanRunTime()) }
+            job.position = positions?[job.id] ?? scheduler.position(of: job.id, now: Date().timeIntervalSince1970)
+            job.etaS = job.position.flatMap { Self.eta(position: $0, slots: max(1, scheduler.placedCount), mean: meanRunTime()) }
         }
         return job
     }

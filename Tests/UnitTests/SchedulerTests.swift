@@ -180,6 +180,20 @@ struct SchedulerTests {
         #expect(result7.map(\.node) == ["a"])
     }
 
+    @Test("a job's position agrees with the placement order, aging included")
+    func positions() {
+        var generator = SplitMix64(seed: 7)
+        var scheduler = Scheduler(agingSeconds: 10)
+        for i in 0..<300 {
+            scheduler.enqueue(Self.job("j\(i)", priority: Int.random(in: 0...9, using: &generator), at: Double(i) / 3, order: Int64(i)))
+        }
+        for now in [100.0, 150.0, 400.0] {
+            let order = scheduler.order(now: now)
+            for (index, id) in order.enumerated() { #expect(scheduler.position(of: id, now: now) == index + 1) }
+        }
+        #expect(scheduler.position(of: "nope", now: 0) == nil)
+    }
+
     @Test("a requeued job keeps its place by submission time")
     func requeueKeepsPlace() {
         var scheduler = Scheduler(agingSeconds: 0)
