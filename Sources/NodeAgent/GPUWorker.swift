@@ -58,6 +58,7 @@ final class GPUWorker: Service {
         for await _ in AsyncTimerSequence(interval: .milliseconds(100), clock: .continuous).cancelOnGracefulShutdown() where state.joined {
             break
         }
+        guard state.joined else { return }  // stopped before it joined
         polling.store(true, ordering: .relaxed)
         logger.info("taking GPU jobs", metadata: ["nodeagent.exec": "\(config.allowExec)", "nodeagent.backend": "\(config.gpuBackend ?? "none")"])
         var delay = Duration.milliseconds(100)
