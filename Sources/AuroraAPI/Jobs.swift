@@ -297,37 +297,37 @@ public struct QueueView: Codable, Sendable, Equatable {
 
 /// `GET /api/gpu/status`.
 public struct GPUStatus: Codable, Sendable, Equatable {
+    /// A GPU as the node reports it, plus what placement counts: flat in JSON.
     public struct GPUView: Codable, Sendable, Equatable {
-        public var index: Int
-        public var uuid: String
-        public var name: String
-        public var memoryTotalMB: Int
-        public var memoryUsedMB: Int
-        public var utilizationPct: Int
+        public var gpu: GPU
         /// Reserved by jobs placed on this GPU.
         public var reservedMB: Int
         /// total − used by other processes − reserved.
         public var freeVramMB: Int
 
-        public init(index: Int, uuid: String, name: String, memoryTotalMB: Int, memoryUsedMB: Int, utilizationPct: Int,
-                    reservedMB: Int, freeVramMB: Int) {
-            self.index = index
-            self.uuid = uuid
-            self.name = name
-            self.memoryTotalMB = memoryTotalMB
-            self.memoryUsedMB = memoryUsedMB
-            self.utilizationPct = utilizationPct
+        public init(gpu: GPU, reservedMB: Int, freeVramMB: Int) {
+            self.gpu = gpu
             self.reservedMB = reservedMB
             self.freeVramMB = freeVramMB
         }
 
         enum CodingKeys: String, CodingKey {
-            case index, uuid, name
-            case memoryTotalMB = "memory_total_mb"
-            case memoryUsedMB = "memory_used_mb"
-            case utilizationPct = "utilization_pct"
             case reservedMB = "reserved_mb"
             case freeVramMB = "free_vram_mb"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            gpu = try GPU(from: decoder)
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            reservedMB = try container.decode(Int.self, forKey: .reservedMB)
+            freeVramMB = try container.decode(Int.self, forKey: .freeVramMB)
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            try gpu.encode(to: encoder)
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(reservedMB, forKey: .reservedMB)
+            try container.encode(freeVramMB, forKey: .freeVramMB)
         }
     }
 

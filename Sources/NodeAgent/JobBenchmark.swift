@@ -348,16 +348,7 @@ public struct QueueMemoryBenchmark: Sendable {
 /// `nodeagent bench requeue`: time from `kill -9` of the worker running a job to the job
 /// running on another worker, over several runs (two real compute agents, `exec` jobs).
 public struct RequeueBenchmark: Sendable {
-    public struct Report: Codable, Sendable {
-        public var runs: Int
-        public var requeueMs: [Double]
-        public var medianMs: Double
-
-        enum CodingKeys: String, CodingKey {
-            case runs
-            case requeueMs = "requeue_ms", medianMs = "median_ms"
-        }
-    }
+    public typealias Report = KillTimings
 
     public var executable: String
     public var runs: Int
@@ -419,7 +410,7 @@ public struct RequeueBenchmark: Sendable {
             agents[victim] = try BenchLead.spawn(executable, arguments[victim]!)
         }
         await lead.stop()
-        return Report(runs: runs, requeueMs: timings, medianMs: StartupBenchmark.Report.median(timings))
+        return KillTimings(timings)
     }
 }
 

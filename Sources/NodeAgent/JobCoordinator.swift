@@ -443,9 +443,7 @@ actor JobCoordinator {
             guard let worker = scheduler.worker(node.name), node.worker != nil || !node.gpus.isEmpty else { return nil }
             let gpus = node.gpus.map { gpu in
                 let slot = worker.gpus.first { $0.index == gpu.index }
-                return GPUStatus.GPUView(index: gpu.index, uuid: gpu.uuid, name: gpu.name, memoryTotalMB: gpu.memoryTotalMB,
-                                         memoryUsedMB: gpu.memoryUsedMB, utilizationPct: gpu.utilizationPct,
-                                         reservedMB: slot?.reservedMB ?? 0, freeVramMB: slot?.freeMB ?? 0)
+                return GPUStatus.GPUView(gpu: gpu, reservedMB: slot?.reservedMB ?? 0, freeVramMB: slot?.freeMB ?? 0)
             }
             return GPUStatus.NodeView(name: node.name, state: node.state, accepting: node.worker?.accepting ?? false,
                                       allowExec: node.worker?.allowExec ?? false, gpus: gpus, running: worker.placed)

@@ -228,19 +228,28 @@ private final class Tally: Sendable {
     let failures = Mutex<Int>(0)
 }
 
+/// Milliseconds from each `kill -9` to what a benchmark waits for, and their median.
+public struct KillTimings: Codable, Sendable {
+    public var runs: Int
+    public var ms: [Double]
+    public var medianMs: Double
+
+    init(_ ms: [Double]) {
+        self.runs = ms.count
+        self.ms = ms
+        self.medianMs = StartupBenchmark.Report.median(ms)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case runs, ms
+        case medianMs = "median_ms"
+    }
+}
+
 /// `nodeagent bench detection`: time from `kill -9` of a compute agent to the lead's registry
 /// saying `dead`, over several runs.
 public struct DetectionBenchmark: Sendable {
-    public struct Report: Codable, Sendable {
-        public var runs: Int
-        public var detectionMs: [Double]
-        public var medianMs: Double
-
-        enum CodingKeys: String, CodingKey {
-            case runs
-            case detectionMs = "detection_ms", medianMs = "median_ms"
-        }
-    }
+    public typealias Report = KillTimings
 
     public var executable: String
     public var runs: Int
@@ -282,6 +291,6 @@ public struct DetectionBenchmark: Sendable {
             if run < runs { compute = try BenchLead.spawn(executable, arguments) }  // the saved membership: no token needed
         }
         await lead.stop()
-        return Report(runs: runs, detectionMs: detections, medianMs: StartupBenchmark.Report.median(detections))
+        return KillTimings(detections)
     }
 }

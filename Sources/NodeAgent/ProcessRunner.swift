@@ -52,14 +52,8 @@ enum ProcessRunner {
         defer { close(outputFD) }
 
         var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
+        SpawnActions.setUp(&actions, stdout: outputFD, stderr: outputFD)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, outputFD, 1)
-        posix_spawn_file_actions_adddup2(&actions, outputFD, 2)
-        // Nothing else of the agent's: a server the child leaves running (pg_ctl start) must not
-        // keep the agent's listening socket after the agent is gone.
-        aurora_spawn_closefrom(&actions, 3)
 
         // Run from "/" so a working directory the child's user cannot enter (root's home, for
         // the postgres user) never matters: `sh -c 'cd / && exec "$@"' sh PROGRAM ARGS...`.
@@ -95,6 +89,20 @@ enum ProcessRunner {
     }
 }
 
+/// The file actions every child of the agent gets.
+enum SpawnActions {
+    /// stdin from /dev/null, stdout and stderr to these descriptors, and nothing else of the
+    /// agent's: a server a child leaves running (pg_ctl start) must not keep the agent's
+    /// listening socket after the agent is gone, and no socket or key file reaches a job.
+    static func setUp(_ actions: inout posix_spawn_file_actions_t, stdout: Int32, stderr: Int32) {
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, stdout, 1)
+        posix_spawn_file_actions_adddup2(&actions, stderr, 2)
+        aurora_spawn_closefrom(&actions, 3)
+    }
+}
+
 /// Runs a job's command: its own process group, a timeout, stdout and stderr captured up to a
 /// bound each. The child is watched with `waitpid(WNOHANG)` from an async loop, so a long job
 /// holds no thread; cancelling the task kills the whole group.
@@ -126,12 +134,8 @@ enum ExecRunner {
         defer { close(err) }
 
         var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
+        SpawnActions.setUp(&actions, stdout: out, stderr: err)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, out, 1)
-        posix_spawn_file_actions_adddup2(&actions, err, 2)
-        aurora_spawn_closefrom(&actions, 3)  // no agent socket or key file reaches a job
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

@@ -114,7 +114,7 @@ extension Nodeagent.Bench {
             if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
             print("nodeagent bench detection (\(runs) runs, release=\(isReleaseBuild))")
             print(String(format: "  kill -9 to dead: median %.0f ms, min %.0f ms, max %.0f ms (target <= 3000 ms)", report.medianMs,
-                         report.detectionMs.min() ?? .nan, report.detectionMs.max() ?? .nan))
+                         report.ms.min() ?? .nan, report.ms.max() ?? .nan))
         }
     }
 }
@@ -195,7 +195,7 @@ extension Nodeagent.Bench {
             if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
             print("nodeagent bench requeue (\(runs) runs, release=\(isReleaseBuild))")
             print(String(format: "  kill -9 to running elsewhere: median %.0f ms, min %.0f ms, max %.0f ms (target <= 5000 ms)", report.medianMs,
-                         report.requeueMs.min() ?? .nan, report.requeueMs.max() ?? .nan))
+                         report.ms.min() ?? .nan, report.ms.max() ?? .nan))
         }
     }
 
