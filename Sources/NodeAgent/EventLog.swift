@@ -79,7 +79,7 @@ enum EventLog {
         let (id, data) = try prepare(draft)
         let row = try connection.execute(
             "INSERT INTO events (id, type, node, data) VALUES ($1, $2, $3, $4::jsonb) RETURNING seq, \(SQL.iso("at"))",
-            [id, draft.type, draft.node, data]).rows.first
+            [id, draft.type, draft.node, data], prepared: "event_insert").rows.first
         return try event(draft, id: id, row: row)
     }
 

@@ -725,6 +725,8 @@ struct Writes: Sendable {
     /// store thread only executes it; only when ``isSingle``.
     struct Single: Sendable {
         var sql: String
+        /// The prepared statement's name.
+        var name: String
         var parameters: [String?]
         var eventID: String
         var draft: EventLog.Draft
@@ -735,15 +737,17 @@ struct Writes: Sendable {
         let draft = events[0]
         let (eventID, data) = try EventLog.prepare(draft)
         if let (job, payload) = insertJob {
-            return Single(sql: Self.insertWithEventSQL, parameters: Self.insertParameters(job, payload) + [eventID, draft.type, draft.node, data],
+            return Single(sql: Self.insertWithEventSQL, name: "job_insert_event",
+                          parameters: Self.insertParameters(job, payload) + [eventID, draft.type, draft.node, data],
                           eventID: eventID, draft: draft, inserted: job)
         }
-        return Single(sql: Self.updateWithEventSQL, parameters: Self.updateParameters(updates[0]) + [eventID, draft.type, draft.node, data],
+        return Single(sql: Self.updateWithEventSQL, name: "job_update_event",
+                      parameters: Self.updateParameters(updates[0]) + [eventID, draft.type, draft.node, data],
                       eventID: eventID, draft: draft, inserted: nil)
     }
 
     static func apply(_ single: Single, on connection: PostgresConnection) throws(AgentError) -> Outcome {
-        let rows = try connection.execute(single.sql, single.parameters).rows
+        let rows = try connection.execute(single.sql, single.parameters, prepared: single.name).rows
         if rows.isEmpty {
             // The insert hit an idempotency key; an update found no row (nothing to announce).
             return try single.inserted.map { job throws(AgentError) in try duplicate(of: job, on: connection) } ?? .committed([])
@@ -793,7 +797,7 @@ struct Writes: Sendable {
 
     func apply(on connection: PostgresConnection) throws(AgentError) -> Outcome {
         if let (job, payload) = insertJob {
-            let inserted = try connection.execute(Self.insertSQL, Self.insertParameters(job, payload)).rows
+            let inserted = try connection.execute(Self.insertSQL, Self.insertParameters(job, payload), prepared: "job_insert").rows
             if inserted.isEmpty {
                 // Still write the other placements of this round.
                 for update in updates where update.id != job.id { try Self.write(update, on: connection) }
@@ -807,7 +811,7 @@ struct Writes: Sendable {
     }
 
     private static func write(_ job: Job, on connection: PostgresConnection) throws(AgentError) {
-        _ = try connection.execute(updateSQL, updateParameters(job))
+        _ = try connection.execute(updateSQL, updateParameters(job), prepared: "job_update")
     }
 }
 

@@ -16,6 +16,8 @@ public struct QueryResult: Sendable {
 /// cooperative pool.
 final class PostgresConnection: @unchecked Sendable {  // owns a PGconn; used by one thread at a time (Store's)
     private let connection: OpaquePointer
+    /// Names of the statements prepared on this connection (``execute(_:_:prepared:)``).
+    private var prepared = Set<String>()
 
     /// Connects with a libpq URL or keyword string; PG* environment variables apply as in psql.
     /// The connection string is never part of an error (it may hold a password).
@@ -49,6 +51,24 @@ final class PostgresConnection: @unchecked Sendable {  // owns a PGconn; used by
         let result: OpaquePointer? = parameters.isEmpty ? PQexec(connection, sql) : withOptionalCStrings(parameters) { pointers in
             PQexecParams(connection, sql, Int32(parameters.count), nil, pointers, nil, nil, 0)
         }
+        return try read(result)
+    }
+
+    /// Runs a hot statement as a prepared statement named `name`: parsed and planned once per
+    /// connection, then only executed.
+    func execute(_ sql: String, _ parameters: [String?], prepared name: String) throws(AgentError) -> QueryResult {
+        if !prepared.contains(name) {
+            let preparation = PQprepare(connection, name, sql, Int32(parameters.count), nil)
+            _ = try read(preparation)
+            prepared.insert(name)
+        }
+        let result: OpaquePointer? = withOptionalCStrings(parameters) { pointers in
+            PQexecPrepared(connection, name, Int32(parameters.count), pointers, nil, nil, 0)
+        }
+        return try read(result)
+    }
+
+    private func read(_ result: OpaquePointer?) throws(AgentError) -> QueryResult {
         guard let result else { throw AgentError(.store, "query failed: \(Self.message(connection))") }
         defer { PQclear(result) }
         switch PQresultStatus(result) {
