@@ -403,4 +403,76 @@ struct GPUJobTests {
             #expect(status.contains("/80.0"), "status shows free/total VRAM: \(status)")
         }
     }
+
+    @Test("a job whose lease runs out (its worker stops naming it) is requeued; that attempt's result is refused and its worker told to stop")
+    func leaseExpiry() async throws {
+        let scratch = try ScratchDirectory("jobs-lease")
+        defer { scratch.remove() }
+        let lead = try AgentHarness(profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "lead-1"], outputDirectory: scratch.path)
+        defer { if lead.process.isRunning { lead.process.signal(SIGKILL) } }
+        try await lead.waitHealthy()
+        let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
+        let token = try await JobMesh.cli(["token", "create", "--profile", "compute"], agent: lead, scratch: scratch)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+
+        // A worker the test plays itself: joins with a GPU, heartbeats, pulls, reports.
+        let sim = SimulatedNode(name: "sim-1")
+        let timing = HeartbeatTiming(intervalS: 1, suspectAfter: 3, awayAfter: 0, deadAfter: 600)
+        let join = JoinRequest(
+            token: token, name: sim.name, profile: .compute, company: nil, labels: ["sim": "yes"],
+            wireguard: .init(publicKey: sim.wireguard.publicKey.base64, endpoint: nil, listenPort: 51820),
+            signPublicKey: sim.signing.publicKey.base64, boxPublicKey: sim.box.publicKey.base64, vpnIP: nil,
+            capabilities: Capabilities(cpuCores: 4, memoryMB: 1024, os: "test", arch: "x86_64",
+                                       gpus: [GPU(index: 0, uuid: "GPU-sim", name: "RTX 4090", memoryTotalMB: 24000, memoryUsedMB: 0, utilizationPct: 0)]),
+            address: nil, version: "test", timing: timing)
+        #expect(try await http(lead.baseURL + Routes.join, method: "POST", body: Array(try APICoding.encoder().encode(join))).status == 201)
+        func signed(_ method: String, _ path: String, _ body: [UInt8] = [], timeout: Duration = .seconds(5)) async throws -> HTTPAnswer {
+            try await http(lead.baseURL + path, method: method, headers: sim.headers(method: method, path: path, body: body), body: body.isEmpty ? nil : body,
+                           timeout: timeout)
+        }
+        func beat(_ jobs: [JobLease]) async throws {
+            let beat = HeartbeatRequest(capabilities: nil, version: "test", labels: nil, checks: [], peers: [], address: nil, timing: timing,
+                                        worker: WorkerReport(accepting: true, allowExec: false, generate: true, jobs: jobs))
+            let answer = try await signed("POST", Routes.heartbeat(sim.name), Array(try APICoding.encoder().encode(beat)))
+            #expect(answer.status == 200, "\(answer.text)")
+        }
+        func pull() async throws -> AssignmentBatch {
+            try await signed("GET", Routes.gpuAssignments + "?wait=5", timeout: .seconds(15)).decode(AssignmentBatch.self)
+        }
+        try await beat([])
+
+        let submission = JobMesh.generate("leased", labels: ["sim": "yes"])
+        let job = try await http(lead.baseURL + Routes.gpuJobs, method: "POST", headers: admin, body: Array(try APICoding.encoder().encode(submission)))
+            .decode(Job.self)
+        let first = try await pull()
+        #expect(first.assignments.map(\.id) == [job.id] && first.assignments.first?.attempt == 1)
+
+        // Heartbeats that do not name the job: after the 10 s lease it is requeued, attempt 2,
+        // and placed on the only matching worker again.
+        let started = ContinuousClock.now
+        let requeued = try await poll(timeout: .seconds(20), every: .milliseconds(500), "the lease to run out") { () async throws -> Job? in
+            try await beat([])
+            let current = try await http(lead.baseURL + Routes.gpuJob(job.id), headers: admin).decode(Job.self)
+            return current.attempt == 2 ? current : nil
+        }
+        #expect(started.duration(to: .now) >= .seconds(8), "not before the lease ran out")
+        #expect(requeued.state == .assigned && requeued.node == sim.name)
+        let events = try await http(lead.baseURL + Routes.events + "?since=0&follow=false", headers: admin).text
+        #expect(events.contains("job.requeued") && events.contains("lease_expired"))
+
+        // The old attempt's result is refused and changes nothing.
+        let late = Array(try APICoding.encoder().encode(JobResult(attempt: 1, outcome: .succeeded, result: .object(["text": .string("late")]))))
+        let refused = try await signed("POST", Routes.gpuJobResult(job.id), late)
+        #expect(refused.status == 409 && refused.text.contains("stale_attempt"))
+        // The next pull hands over attempt 2 and tells the worker to stop attempt 1.
+        let second = try await pull()
+        #expect(second.assignments.map(\.attempt) == [2])
+        #expect(second.cancel.contains(JobLease(id: job.id, attempt: 1)))
+        let result = Array(try APICoding.encoder().encode(JobResult(attempt: 2, outcome: .succeeded, result: .object(["text": .string("done")]))))
+        #expect(try await signed("POST", Routes.gpuJobResult(job.id), result).status == 200)
+        #expect(try await http(lead.baseURL + Routes.gpuJob(job.id), headers: admin).decode(Job.self).state == .succeeded)
+
+        lead.process.signal(SIGTERM)
+        #expect(try await lead.process.waitForExit(timeout: .seconds(10)) == 0)
+    }
 }
