@@ -53,7 +53,8 @@ public enum Agent {
             }
             let cache = RegistryCache(dataDir: dataDir.path)
             let worker = config.acceptJobs
-                ? GPUWorker(config: config, state: state, lead: LeadClient.signed(config: config, identity: identity), logger: logger) : nil
+                ? GPUWorker(config: config, state: state, lead: LeadClient.signed(config: config, identity: identity), groups: inventory.jobGroups,
+                            logger: logger) : nil
             let membership = try MembershipService(config: config, identity: identity, state: state, inventory: inventory, cache: cache,
                                                    worker: worker, logger: logger)
             mesh.membership = membership

@@ -31,15 +31,17 @@ final class GPUWorker: Service {
     let config: NodeConfig
     let state: AgentState
     let lead: LeadClient
+    let groups: JobGroups
     let logger: Logger
     private let running = Mutex<[String: Running]>([:])
     private let polling = Atomic<Bool>(false)
     private let completed = Counter(label: "aurora_worker_jobs_total")
 
-    init(config: NodeConfig, state: AgentState, lead: LeadClient, logger: Logger) {
+    init(config: NodeConfig, state: AgentState, lead: LeadClient, groups: JobGroups, logger: Logger) {
         self.config = config
         self.state = state
         self.lead = lead
+        self.groups = groups
         var logger = logger
         logger[metadataKey: "nodeagent.subsystem"] = "gpu-worker"
         self.logger = logger
@@ -225,7 +227,8 @@ final class GPUWorker: Service {
         environment["AURORA_JOB_ATTEMPT"] = String(attempt)
         let outcome: ExecRunner.Outcome
         do {
-            outcome = try await ExecRunner.run(argv, environment: environment, timeout: .milliseconds(Int64(timeout * 1000)), maxOutput: maxOutput)
+            outcome = try await ExecRunner.run(argv, environment: environment, timeout: .milliseconds(Int64(timeout * 1000)), maxOutput: maxOutput,
+                                               groups: groups)
         } catch {
             return JobResult(attempt: attempt, outcome: .failed, error: error.message)
         }

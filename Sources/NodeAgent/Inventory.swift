@@ -3,10 +3,15 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// What this machine offers, as its heartbeats report it: CPU, memory, OS, architecture and
 /// GPUs (from the `gpus:` inventory when set, else from `nvidia-smi`, else none).
 actor Inventory {
+    /// Process groups of the `exec` jobs this node's worker runs: their GPU memory is not
+    /// "used by other processes", so it is left out of `memory_used_mb` (the lead reserves it).
+    nonisolated let jobGroups = JobGroups()
+
     private let config: NodeConfig
     private let logger: Logger
     private var cachedGPUs: [GPU] = []
@@ -47,6 +52,13 @@ actor Inventory {
                 return cachedGPUs
             }
             cachedGPUs = GPUQuery.parse(result.output)
+            let own = jobGroups.current
+            if !own.isEmpty {
+                let apps = try await ProcessRunner.run(smi, ["--query-compute-apps=gpu_uuid,pid,used_memory", "--format=csv,noheader,nounits"])
+                if apps.status == 0 {
+                    cachedGPUs = GPUQuery.subtract(cachedGPUs, apps: apps.output) { own.contains(getpgid($0)) }
+                }
+            }
         } catch {
             logger.warning("cannot run nvidia-smi", metadata: ["nodeagent.error": "\(error.message)"])
         }
@@ -77,6 +89,15 @@ actor Inventory {
     }
 }
 
+/// The process groups of running `exec` jobs, shared by the worker and the inventory.
+final class JobGroups: Sendable {
+    private let groups = Mutex<Set<pid_t>>([])
+
+    var current: Set<pid_t> { groups.withLock { $0 } }
+    func add(_ group: pid_t) { groups.withLock { _ = $0.insert(group) } }
+    func remove(_ group: pid_t) { groups.withLock { _ = $0.remove(group) } }
+}
+
 /// Parses `nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used,utilization.gpu
 /// --format=csv,noheader,nounits`. Lines that do not parse are skipped; `[N/A]` counts as 0.
 enum GPUQuery {
@@ -86,6 +107,23 @@ enum GPUQuery {
             guard fields.count == 6, let index = Int(fields[0]), let total = Int(fields[3]) else { return nil }
             return GPU(index: index, uuid: fields[1], name: fields[2], memoryTotalMB: total,
                        memoryUsedMB: Int(fields[4]) ?? 0, utilizationPct: Int(fields[5]) ?? 0)
+        }
+    }
+
+    /// Takes the memory of this node's own job processes (`isOwn(pid)`) out of each GPU's
+    /// `memory_used_mb`, from `nvidia-smi --query-compute-apps=gpu_uuid,pid,used_memory
+    /// --format=csv,noheader,nounits`: what is left is other processes' use.
+    static func subtract(_ gpus: [GPU], apps: String, isOwn: (pid_t) -> Bool) -> [GPU] {
+        var own: [String: Int] = [:]
+        for line in apps.split(separator: "\n") {
+            let fields = line.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard fields.count == 3, let pid = pid_t(fields[1]), let used = Int(fields[2]), isOwn(pid) else { continue }
+            own[fields[0], default: 0] += used
+        }
+        return gpus.map { gpu in
+            var gpu = gpu
+            gpu.memoryUsedMB = max(0, gpu.memoryUsedMB - (own[gpu.uuid] ?? 0))
+            return gpu
         }
     }
 }

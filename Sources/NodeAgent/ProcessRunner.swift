@@ -119,7 +119,9 @@ enum ExecRunner {
         var duration: Duration
     }
 
-    static func run(_ argv: [String], environment: [String: String], timeout: Duration, maxOutput: Int) async throws(AgentError) -> Outcome {
+    /// `groups` holds the child's process group while it runs (its GPU memory is the job's).
+    static func run(_ argv: [String], environment: [String: String], timeout: Duration, maxOutput: Int,
+                    groups: JobGroups? = nil) async throws(AgentError) -> Outcome {
         guard let program = argv.first, !program.isEmpty else { throw AgentError(.process, "payload.argv is empty") }
         func capture(_ label: String) throws(AgentError) -> Int32 {
             let path = NSTemporaryDirectory() + "nodeagent-job-\(getpid())-\(UUID().uuidString).\(label)"
@@ -150,6 +152,8 @@ enum ExecRunner {
         var pid: pid_t = 0
         let spawned = posix_spawnp(&pid, program, &actions, &attributes, cArguments, cEnvironment)
         guard spawned == 0 else { throw AgentError(.process, "cannot start \(program): \(String(cString: strerror(spawned)))") }
+        groups?.add(pid)
+        defer { groups?.remove(pid) }
 
         var status: Int32 = 0
         var timedOut = false, cancelled = false

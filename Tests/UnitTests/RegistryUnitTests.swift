@@ -58,6 +58,15 @@ struct RegistryUnitTests {
         #expect(gpus[0] == GPU(index: 0, uuid: "GPU-1111", name: "NVIDIA GeForce RTX 4090", memoryTotalMB: 24564, memoryUsedMB: 1200, utilizationPct: 37))
         #expect(gpus[1].memoryUsedMB == 0)
         #expect(GPUQuery.parse("").isEmpty)
+
+        // The memory of this node's own job processes is not "used by other processes".
+        let apps = """
+            GPU-1111, 4242, 1000
+            GPU-1111, 777, 100
+            GPU-2222, 4242, 500
+            garbage
+            """
+        #expect(GPUQuery.subtract(gpus, apps: apps) { $0 == 4242 }.map(\.memoryUsedMB) == [200, 0])
     }
 
     @Test("bodies: unknown fields, wrong types and missing fields are 400 naming the field")
