@@ -21,10 +21,11 @@ struct Jobs: AsyncParsableCommand {
             abstract: "Submit a job: generate (--model, --prompt) or exec (a command after --).",
             discussion: """
                 Examples:
-                  aurora-cli jobs submit --model llama3 --prompt "Summarise ..." --min-vram 16000 --wait 60
-                  aurora-cli jobs submit --kind exec --gpus 2 --min-vram 20000 -- python train.py --epochs 3
-                Priority: 0-9 (9 highest) or low, normal, high, critical. Prints the job id, or the
-                job as JSON with --json; with --wait, waits for the job to finish (exit 1 if it failed).
+                  aurora-cli jobs submit --model llama3 --prompt "Hi" --wait 60
+                  aurora-cli jobs submit --gpus 2 --min-vram 20000 -- python train.py
+                Priority: 0-9 (9 highest) or low, normal, high, critical.
+                Prints the job id (the job as JSON with --json). With --wait it
+                waits for the job to finish and exits 1 if the job failed.
                 """)
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Jobs
