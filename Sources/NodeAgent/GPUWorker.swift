@@ -91,7 +91,11 @@ final class GPUWorker: Service {
             }
         }
         polling.store(false, ordering: .relaxed)
-        // Hand back what still runs: the lead requeues it without waiting for the lease.
+        // Tell the lead first that this worker takes nothing more, so what it hands back is not
+        // placed here again; then hand back what still runs: the lead requeues it at once.
+        let stopping = HeartbeatRequest(capabilities: nil, version: AuroraVersion.current, labels: nil, checks: [], peers: [],
+                                        address: config.listen.description, timing: config.heartbeatTiming, worker: report())
+        _ = try? await lead.send(.POST, Routes.heartbeat(config.name), body: stopping, timeout: .seconds(2))
         let tasks = running.withLock { jobs in
             jobs.keys.compactMap { id -> Task<Void, Never>? in
                 jobs[id]?.stop = .shutdown
@@ -120,8 +124,9 @@ final class GPUWorker: Service {
             case .lead?:
                 logger.info("job stopped by the lead", metadata: ["nodeagent.job": "\(assignment.id)"])
             case .shutdown?:
-                await send(assignment, JobResult(attempt: assignment.attempt, outcome: .failed, error: "the worker on \(config.name) stopped",
-                                                 retry: true), attempts: 1)
+                // This task is cancelled; the hand-back runs in a fresh one, which is not.
+                let handBack = JobResult(attempt: assignment.attempt, outcome: .failed, error: "the worker on \(config.name) stopped", retry: true)
+                await Task { await self.send(assignment, handBack, attempts: 1) }.value
             case nil:
                 await send(assignment, result, attempts: nil)
             }
@@ -158,7 +163,8 @@ final class GPUWorker: Service {
                 if let attempts, tries >= attempts { return }
                 logger.warning("cannot report a job result; retrying", metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.error": "\(error.message)"])
             }
-            if running.withLock({ $0[assignment.id]?.stop }) == .lead { return }
+            // Stopped by the lead, or the agent is stopping: the lead requeues it when its lease runs out.
+            if Task.isCancelled || running.withLock({ $0[assignment.id]?.stop }) != nil { return }
             try? await Task.sleep(for: delay)
             delay = min(delay * 2, .seconds(5))
         }
@@ -240,6 +246,7 @@ final class GPUWorker: Service {
         ]
         result["exit_code"] = outcome.exitCode.map { .number(Double($0)) } ?? .null
         if let signal = outcome.signal { result["signal"] = .number(Double(signal)) }
+        Self.fit(&result, within: Self.maxResultBytes)
         if outcome.timedOut {
             return JobResult(attempt: attempt, outcome: .failed, result: .object(result), error: "timed out after \(timeout) s; killed")
         }
@@ -249,6 +256,25 @@ final class GPUWorker: Service {
             return JobResult(attempt: attempt, outcome: .failed, result: .object(result), error: reason)
         }
         return JobResult(attempt: attempt, outcome: .succeeded, result: .object(result))
+    }
+}
+
+extension GPUWorker {
+    /// A result must fit in the lead's request body limit (`http.max_body_bytes`, 1 MiB by
+    /// default) with room to spare: output that escapes badly in JSON is cut further.
+    static let maxResultBytes = 768 * 1024
+
+    static func fit(_ result: inout [String: JSONValue], within limit: Int) {
+        while (try? APICoding.encoder().encode(result).count) ?? 0 > limit {
+            var shrunk = false
+            for (key, flag) in [("stdout", "stdout_truncated"), ("stderr", "stderr_truncated")] {
+                guard case .string(let text)? = result[key], !text.isEmpty else { continue }
+                result[key] = .string(String(text.prefix(text.count / 2)))
+                result[flag] = .bool(true)
+                shrunk = true
+            }
+            if !shrunk { return }
+        }
     }
 }
 

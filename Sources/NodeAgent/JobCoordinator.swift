@@ -249,7 +249,7 @@ actor JobCoordinator {
                 throw APIError.badRequest("unknown field 'payload.\(unknown)'")
             }
             if let value = payload["max_output_bytes"] {
-                guard case .number(let n) = value, n >= 0, n <= 1_048_576 else { throw APIError.badRequest("payload.max_output_bytes must be 0-1048576") }
+                guard case .number(let n) = value, n >= 0, n <= 262_144 else { throw APIError.badRequest("payload.max_output_bytes must be 0-262144") }
             }
         }
         if let value = payload["timeout_s"] {

@@ -401,6 +401,19 @@ struct GPUJobTests {
             #expect(list.contains(shown.id.prefix(8)) && list.contains("succeeded"))
             let status = try await JobMesh.cli(["status"], agent: mesh.lead, scratch: mesh.scratch)
             #expect(status.contains("/80.0"), "status shows free/total VRAM: \(status)")
+
+            // A worker stopped gracefully hands its running job back: requeued at once, for the
+            // worker's reason, not when the node is found dead.
+            let handed = try await mesh.submitted(JobMesh.exec("exec sleep 60"))
+            _ = try await poll(timeout: .seconds(10), every: .milliseconds(20), "the job to run") { () async throws -> Bool? in
+                try await mesh.job(handed.id).state == .running ? true : nil
+            }
+            let gpu1 = try #require(mesh.workers["gpu-1"])
+            gpu1.process.signal(SIGTERM)
+            #expect(try await gpu1.process.waitForExit(timeout: .seconds(10)) == 0)
+            let handBack = try await mesh.events().first { $0.type == EventType.jobRequeued && $0.data["id"]?.string == handed.id }
+            #expect(handBack?.data["reason"]?.string == "worker: the worker on gpu-1 stopped")
+            #expect(try await mesh.job(handed.id).state == .queued, "exec runs only on gpu-1: it waits")
         }
     }
 
