@@ -72,6 +72,8 @@ actor JobCoordinator {
     private let submitted = Counter(label: "aurora_jobs_submitted_total")
     private let finished = Counter(label: "aurora_jobs_finished_total")
     private let requeued = Counter(label: "aurora_jobs_requeued_total")
+    private let queuedGauge = Gauge(label: "aurora_jobs_queued")
+    private let placedGauge = Gauge(label: "aurora_jobs_placed")
 
     init(store: Store, hub: EventHub, leadName: String, policy: Scheduler.Policy = .binpack, logger: Logger) {
         self.store = store
@@ -479,6 +481,8 @@ actor JobCoordinator {
             .map(\.job.id)
         if !expired.isEmpty { try? await requeue(expired, reason: "lease_expired") }
         try? await dispatch()
+        queuedGauge.record(scheduler.queuedCount)
+        placedGauge.record(scheduler.placedCount)
     }
 
     /// Graceful shutdown: every long-poll answers now, and later ones do not wait.
