@@ -6,6 +6,8 @@ public struct SecretsError: Error, Sendable, Equatable, CustomStringConvertible 
         case invalidKey
         /// A sealed box or ciphertext did not open.
         case cannotOpen
+        /// A secret scope that does not exist, or lacks its id.
+        case invalidScope
     }
 
     public let code: Code
