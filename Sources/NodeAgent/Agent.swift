@@ -38,12 +38,15 @@ public enum Agent {
             let registry = try Registry(store: storeService.store, hub: hub, config: config, identity: identity, logger: logger)
             let jobs = JobCoordinator(store: storeService.store, hub: hub, leadName: config.name,
                                       policy: Scheduler.Policy(rawValue: config.gpuPolicy) ?? .binpack, logger: logger)
+            let master = try SecretsMasterKey.loadOrCreate(in: dataDir.file("keys"), logger: logger)
+            let secrets = SecretsManager(store: storeService.store, hub: hub, master: master, signing: identity.signing, logger: logger)
             mesh.registry = registry
             mesh.jobs = jobs
+            mesh.secrets = secrets
             mesh.store = storeService.store
             services.append(.init(service: storeService))
             services.append(.init(service: RegistryService(registry: registry, state: state, inventory: inventory, hub: hub, logger: logger)))
-            services.append(.init(service: JobService(jobs: jobs, registry: registry, state: state, logger: logger)))
+            services.append(.init(service: JobService(jobs: jobs, registry: registry, secrets: secrets, state: state, logger: logger)))
         } else {
             if config.lead == nil {
                 throw AgentError(.config, "a \(config.role.rawValue) node needs the lead's URL: set --lead, AURORA_LEAD or 'lead' in the node file")

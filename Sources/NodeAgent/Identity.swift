@@ -125,3 +125,20 @@ enum Hex {
         return out
     }
 }
+
+/// The lead's secrets master key: `DATA/keys/secrets.master` (0600), created on first start.
+/// Losing it loses every stored secret; back it up with the data directory.
+enum SecretsMasterKey {
+    static func loadOrCreate(in directory: String, logger: Logger) throws(AgentError) -> MasterKey {
+        let path = directory + "/secrets.master"
+        if let text = try SecureFile.read(path) {
+            do { return try MasterKey(base64: text.trimmingCharacters(in: .whitespacesAndNewlines)) } catch {
+                throw AgentError(.identity, "\(path) does not hold a secrets master key (\(error.message)); restore it from a backup")
+            }
+        }
+        let key = MasterKey.generate()
+        try SecureFile.write(key.base64() + "\n", to: path)
+        logger.info("created the secrets master key", metadata: ["nodeagent.file": "\(path)"])
+        return key
+    }
+}

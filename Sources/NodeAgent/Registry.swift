@@ -501,6 +501,11 @@ actor Registry {
                                          rttMs: entry.peers.first { $0.name == config.name }?.rttMs)
     }
 
+    /// A node's company and box key (base64), for resolving and sealing its secrets.
+    func secretIdentity(_ name: String) -> (company: String, boxKey: String)? {
+        entries[name].map { ($0.node.company, $0.node.boxPublicKey) }
+    }
+
     /// Every node, for the job coordinator's load.
     func jobUpdates() -> [JobCoordinator.NodeUpdate] { entries.keys.sorted().compactMap(jobUpdate) }
 

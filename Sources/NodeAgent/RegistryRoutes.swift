@@ -23,6 +23,7 @@ public struct AgentRequestContext: RequestContext, RemoteAddressRequestContext {
 struct MeshContext: Sendable {
     var registry: Registry?
     var jobs: JobCoordinator?
+    var secrets: SecretsManager?
     var store: Store?
     var hub: EventHub
     var membership: MembershipService?

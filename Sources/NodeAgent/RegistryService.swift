@@ -70,18 +70,21 @@ struct StreamCloser: Service {
     }
 }
 
-/// Runs the lead's job coordinator: once the registry is loaded, loads the open jobs, then
+/// Runs the lead's job coordinator: once the registry is loaded, loads the open jobs (and the
+/// secrets manager's current versions), then
 /// every 250 ms requeues jobs whose lease ran out and places what fits.
 /// The lead is healthy once both are loaded.
 final class JobService: Service {
     let jobs: JobCoordinator
     let registry: Registry
+    let secrets: SecretsManager
     let state: AgentState
     let logger: Logger
 
-    init(jobs: JobCoordinator, registry: Registry, state: AgentState, logger: Logger) {
+    init(jobs: JobCoordinator, registry: Registry, secrets: SecretsManager, state: AgentState, logger: Logger) {
         self.jobs = jobs
         self.registry = registry
+        self.secrets = secrets
         self.state = state
         self.logger = logger
     }
@@ -92,6 +95,7 @@ final class JobService: Service {
             await registry.attach(jobs)
             do {
                 try await jobs.load(nodes: await registry.jobUpdates())
+                try await secrets.load()
                 state.setRegistryReady()
                 break
             } catch {

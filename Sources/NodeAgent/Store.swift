@@ -193,6 +193,48 @@ public enum Migrations {
             CREATE INDEX jobs_open ON jobs (seq) WHERE state IN ('queued', 'assigned', 'running');
             CREATE INDEX jobs_state ON jobs (state, seq)
             """),
+        Migration(version: 4, name: "secrets", sql: """
+            CREATE TABLE secrets (
+                service       text NOT NULL,
+                key_name      text NOT NULL,
+                scope         text NOT NULL,
+                scope_id      text NOT NULL,
+                version       integer NOT NULL,
+                ciphertext    text NOT NULL,
+                nonce         text NOT NULL,
+                wrapped_key   text NOT NULL,
+                wrap_nonce    text NOT NULL,
+                kek_version   integer NOT NULL,
+                created_at    timestamptz NOT NULL DEFAULT now(),
+                created_by    text NOT NULL,
+                restored_from integer,
+                PRIMARY KEY (service, key_name, scope, scope_id, version)
+            );
+            CREATE TABLE secret_heads (
+                service    text NOT NULL,
+                key_name   text NOT NULL,
+                scope      text NOT NULL,
+                scope_id   text NOT NULL,
+                version    integer NOT NULL,
+                deleted    boolean NOT NULL DEFAULT false,
+                updated_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (service, key_name, scope, scope_id)
+            );
+            CREATE TABLE secret_audit (
+                seq           bigint PRIMARY KEY,
+                at            text NOT NULL,
+                actor         text NOT NULL,
+                action        text NOT NULL,
+                service       text NOT NULL,
+                key_name      text NOT NULL,
+                node          text,
+                scope         text,
+                version       integer,
+                result        text NOT NULL,
+                previous_hash text NOT NULL,
+                hash          text NOT NULL
+            )
+            """),
     ]
 
     /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate

@@ -1,0 +1,129 @@
+import AuroraAPI
+import Foundation
+import Hummingbird
+import Secrets
+
+extension HTTPServer {
+    /// Secrets routes (docs/API.md, section 4.10). Writes, lists, history, rollback and the
+    /// audit are operator calls on the lead. A value read is a node's signed call on the lead
+    /// (sealed to the node's box key), an operator's preview there (`?node=` / `?company=`), or,
+    /// on any other agent, its operator asking for what resolves for that node.
+    static func addSecretRoutes(to router: Router<AgentRequestContext>, state: AgentState, token: AdminToken, mesh: MeshContext) {
+        let maxBody = state.config.maxBodyBytes
+        let leadURL = state.config.lead
+
+        router.post(RouterPath(Routes.secrets)) { request, _ -> Response in
+            guard let secrets = mesh.secrets else { throw APIError.notLead("writing secrets", lead: leadURL) }
+            try authorize(request, token: token)
+            let write = try await decode(SecretWrite.self, request, maxBody: maxBody, allowed: SecretWrite.fields)
+            return try json(try await secrets.write(write, actor: "operator"), status: .created)
+        }
+        router.get(RouterPath(Routes.secrets)) { request, _ -> Response in
+            guard let secrets = mesh.secrets else { throw APIError.notLead("the secrets list", lead: leadURL) }
+            try authorize(request, token: token)
+            return try json(try await secrets.list(), status: .ok)
+        }
+        router.get("/api/secrets/:service/:key") { request, context -> Response in
+            let service = try context.parameters.require("service"), keyName = try context.parameters.require("key")
+            let node = request.uri.queryParameters.get("node"), company = request.uri.queryParameters.get("company")
+            guard let secrets = mesh.secrets, let registry = mesh.registry else {
+                try authorize(request, token: token)
+                return try json(try await readThroughLead(service: service, keyName: keyName, state: state, mesh: mesh), status: .ok)
+            }
+            if request.headers[.authorization] != nil {
+                try authorize(request, token: token)
+                guard node != nil || company != nil else {
+                    throw APIError.badRequest("an operator previews a resolution: add ?node=NAME or ?company=NAME")
+                }
+                var resolvedCompany = company ?? ""
+                if let node, company == nil {
+                    guard let identity = await registry.secretIdentity(node) else { throw APIError.notFound("no node named '\(node)'") }
+                    resolvedCompany = identity.company
+                }
+                return try json(try await secrets.preview(service: service, keyName: keyName, node: node, company: resolvedCompany), status: .ok)
+            }
+            let (name, _) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
+            guard let identity = await registry.secretIdentity(name), let boxKey = try? PublicKey(base64: identity.boxKey) else {
+                throw APIError.unauthorized("unknown node '\(name)'")
+            }
+            if let node, node != name {
+                throw await secrets.refuse(service: service, keyName: keyName, node: name, asked: "node:\(node)")
+            }
+            if let company, company != identity.company {
+                throw await secrets.refuse(service: service, keyName: keyName, node: name, asked: "company:\(company)")
+            }
+            return try json(try await secrets.read(service: service, keyName: keyName, node: name, company: identity.company, boxKey: boxKey),
+                            status: .ok)
+        }
+        router.delete("/api/secrets/:service/:key") { request, context -> Response in
+            guard let secrets = mesh.secrets else { throw APIError.notLead("deleting secrets", lead: leadURL) }
+            try authorize(request, token: token)
+            let scope = try SecretsManager.scope(request.uri.queryParameters.get("scope") ?? "", request.uri.queryParameters.get("scope_id"))
+            return try json(try await secrets.delete(service: try context.parameters.require("service"), keyName: try context.parameters.require("key"),
+                                                     scope: scope, actor: "operator"), status: .ok)
+        }
+        router.get("/api/secrets/:service/:key/versions") { request, context -> Response in
+            guard let secrets = mesh.secrets else { throw APIError.notLead("secret versions", lead: leadURL) }
+            try authorize(request, token: token)
+            let scope = try SecretsManager.scope(request.uri.queryParameters.get("scope") ?? "", request.uri.queryParameters.get("scope_id"))
+            return try json(try await secrets.versions(service: try context.parameters.require("service"),
+                                                       keyName: try context.parameters.require("key"), scope: scope), status: .ok)
+        }
+        router.post("/api/secrets/:service/:key/rollback") { request, context -> Response in
+            guard let secrets = mesh.secrets else { throw APIError.notLead("rolling back secrets", lead: leadURL) }
+            try authorize(request, token: token)
+            let rollback = try await decode(SecretRollback.self, request, maxBody: maxBody, allowed: SecretRollback.fields)
+            return try json(try await secrets.rollback(service: try context.parameters.require("service"),
+                                                       keyName: try context.parameters.require("key"), rollback, actor: "operator"),
+                            status: .created)
+        }
+        router.get(RouterPath(Routes.audit)) { request, _ -> Response in
+            guard let secrets = mesh.secrets else { throw APIError.notLead("the audit log", lead: leadURL) }
+            try authorize(request, token: token)
+            let verify = request.uri.queryParameters.get("verify").map { $0 != "false" && $0 != "0" } ?? false
+            let limit = try request.uri.queryParameters.get("limit").map { text throws(APIError) -> Int in
+                guard let value = Int(text), (1...100_000).contains(value) else { throw APIError.badRequest("limit must be 1-100000") }
+                return value
+            } ?? 1000
+            return try json(try await secrets.auditLog(verify: verify, limit: limit), status: .ok)
+        }
+    }
+
+    /// On a compute or edge node: what resolves for this node, fetched from the lead with its
+    /// signed identity, opened with its box key after checking the lead's signature.
+    static func readThroughLead(service: String, keyName: String, state: AgentState, mesh: MeshContext) async throws(APIError) -> SecretRead {
+        guard let membershipService = mesh.membership,
+              let membership = try? Membership.load(dataDir: state.config.dataDir),
+              let leadKey = try? PublicKey(base64: membership.lead.signPublicKey) else {
+            throw APIError(status: .serviceUnavailable, code: "starting", message: "this node has not joined the mesh yet")
+        }
+        let sealedRead: SecretRead
+        do throws(LeadCallError) {
+            sealedRead = try await membershipService.leadClient.call(.GET, Routes.secret(service, keyName), as: SecretRead.self, timeout: .seconds(3))
+        } catch {
+            if case .refused(let status, let answer) = error {
+                throw APIError(status: .init(code: status), code: answer.error.code, message: answer.error.message)
+            }
+            throw APIError(status: .serviceUnavailable, code: "lead_unreachable", message: error.message)
+        }
+        guard let sealedText = sealedRead.sealedValue, let sealed = Data(base64Encoded: sealedText).map({ [UInt8]($0) }),
+              let signatureText = sealedRead.signature, let signature = Data(base64Encoded: signatureText).map({ [UInt8]($0) }) else {
+            throw APIError(status: .badGateway, code: "bad_gateway", message: "the lead's answer has no sealed value or signature")
+        }
+        let text = SecretRead.signedText(service: sealedRead.service, keyName: sealedRead.keyName, scope: sealedRead.scope,
+                                         scopeID: sealedRead.scopeID, version: sealedRead.version, node: state.config.name,
+                                         sealedSHA256Hex: Crypto.sha256(sealed).map { String(format: "%02x", $0) }.joined())
+        guard SigningKey.verify(signature: signature, of: Array(text.utf8), by: leadKey) else {
+            throw APIError(status: .badGateway, code: "bad_signature", message: "the secret is not signed by the lead this node joined")
+        }
+        let value: SecureBytes
+        do { value = try state.identity.box.open(sealed: sealed) } catch {
+            throw APIError(status: .badGateway, code: "cannot_open", message: "the sealed value does not open with this node's key")
+        }
+        var read = sealedRead
+        read.sealedValue = nil
+        read.signature = nil
+        read.value = value.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+        return read
+    }
+}

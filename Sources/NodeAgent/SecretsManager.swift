@@ -1,0 +1,373 @@
+import AuroraAPI
+import Foundation
+import Logging
+import Secrets
+
+/// The lead's secrets manager: versions sealed at rest (``Envelope``), node > company > global
+/// resolution, sealed and signed delivery to nodes, and a hash-chained audit of every read and
+/// write.
+///
+/// Current versions (sealed) are kept in memory for fast resolution; the store holds every
+/// version and the audit log. Values are never logged, put in errors or in events.
+actor SecretsManager {
+    /// A secret's identity at one scope.
+    struct Slot: Hashable, Sendable {
+        var service: String
+        var keyName: String
+        var scope: SecretScope
+    }
+
+    struct Current: Sendable {
+        var version: Int
+        var sealed: SealedValue
+        var updatedAt: String
+    }
+
+    let store: Store
+    let hub: EventHub
+    let master: MasterKey
+    let signing: SigningKey
+    let logger: Logger
+    /// The key-encryption key new values are wrapped with.
+    private var kekVersion = 1
+    private var current: [Slot: Current] = [:]
+    private var lastAudit: AuditRecord?
+    private(set) var loaded = false
+
+    init(store: Store, hub: EventHub, master: MasterKey, signing: SigningKey, logger: Logger) {
+        self.store = store
+        self.hub = hub
+        self.master = master
+        self.signing = signing
+        var logger = logger
+        logger[metadataKey: "nodeagent.subsystem"] = "secrets"
+        self.logger = logger
+    }
+
+    // MARK: Loading
+
+    func load() async throws(AgentError) {
+        let rows = try await store.query("""
+            SELECT s.service, s.key_name, s.scope, s.scope_id, s.version, s.ciphertext, s.nonce, s.wrapped_key, s.wrap_nonce, s.kek_version,
+                   \(SQL.iso("h.updated_at"))
+            FROM secret_heads h JOIN secrets s USING (service, key_name, scope, scope_id, version)
+            WHERE NOT h.deleted
+            """).rows
+        var loadedCurrent: [Slot: Current] = [:]
+        for row in rows {
+            guard let slot = Self.slot(row), let current = Self.current(row, from: 4) else { continue }
+            loadedCurrent[slot] = current
+        }
+        current = loadedCurrent
+        lastAudit = try await Self.lastAudit(store: store)
+        kekVersion = Int(try await store.query("SELECT coalesce(max(kek_version), 1) FROM secrets").scalar ?? "1") ?? 1
+        loaded = true
+        logger.info("secrets loaded", metadata: ["nodeagent.secrets": "\(current.count)"])
+    }
+
+    // MARK: Writes (operator)
+
+    /// A new version of a secret at one scope.
+    func write(_ request: SecretWrite, actor: String) async throws(APIError) -> SecretInfo {
+        try requireLoaded()
+        try Self.validName(request.service, field: "service")
+        try Self.validName(request.keyName, field: "key_name")
+        let scope = try Self.scope(request.scope, request.scopeID)
+        guard !request.value.isEmpty else { throw APIError.badRequest("value must not be empty") }
+        guard request.value.utf8.count <= 64 * 1024 else {
+            throw APIError(status: .contentTooLarge, code: "payload_too_large", message: "value is larger than 65536 bytes")
+        }
+        var bytes = Array(request.value.utf8)
+        let secret = SecureBytes(copying: bytes)
+        SecureBytes.zero(&bytes)
+        return try await save(secret, at: Slot(service: request.service, keyName: request.keyName, scope: scope), actor: actor,
+                               action: "write", restoredFrom: nil)
+    }
+
+    /// A new version with the value of version `request.version`.
+    func rollback(service: String, keyName: String, _ request: SecretRollback, actor: String) async throws(APIError) -> SecretInfo {
+        try requireLoaded()
+        let scope = try Self.scope(request.scope, request.scopeID)
+        let slot = Slot(service: service, keyName: keyName, scope: scope)
+        let row: [String?]?
+        do {
+            row = try await store.query("""
+                SELECT service, key_name, scope, scope_id, version, ciphertext, nonce, wrapped_key, wrap_nonce, kek_version, \(SQL.iso("created_at"))
+                FROM secrets WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4 AND version = $5
+                """, [service, keyName, scope.name, scope.id, String(request.version)]).rows.first
+        } catch { throw APIError.storeUnavailable(error) }
+        guard let row, let old = Self.current(row, from: 4) else {
+            throw APIError.notFound("\(service)/\(keyName) at \(scope) has no version \(request.version)")
+        }
+        let value: SecureBytes
+        do { value = try Envelope.open(old.sealed, for: Self.row(slot, version: old.version), master: master) } catch {
+            throw APIError(status: .internalServerError, code: "cannot_open", message: "version \(request.version) does not open: \(error.message)")
+        }
+        return try await save(value, at: slot, actor: actor, action: "rollback", restoredFrom: request.version)
+    }
+
+    /// Deletes a secret at one scope: reads no longer see it; its versions stay for history.
+    func delete(service: String, keyName: String, scope: SecretScope, actor: String) async throws(APIError) -> SecretInfo {
+        try requireLoaded()
+        let slot = Slot(service: service, keyName: keyName, scope: scope)
+        guard let existing = current[slot] else { throw APIError.notFound("no secret \(service)/\(keyName) at \(scope)") }
+        let record = nextAudit(actor: actor, action: "delete", service: service, keyName: keyName, scope: scope.description,
+                               version: existing.version, result: "ok")
+        let event = EventLog.Draft(type: EventType.secretChanged, node: nil, data: [
+            "service": .string(service), "key_name": .string(keyName), "scope": .string(scope.name), "scope_id": .string(scope.id),
+            "version": .number(Double(existing.version)), "deleted": .bool(true),
+        ])
+        do {
+            try await commit([("UPDATE secret_heads SET deleted = true, updated_at = now() WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4",
+                               [service, keyName, scope.name, scope.id])], audit: record, event: event)
+        } catch { throw APIError.storeUnavailable(error) }
+        current[slot] = nil
+        return SecretInfo(service: service, keyName: keyName, scope: scope.name, scopeID: scope.id, version: existing.version)
+    }
+
+    private func save(_ value: SecureBytes, at slot: Slot, actor: String, action: String, restoredFrom: Int?) async throws(APIError) -> SecretInfo {
+        let version: Int
+        do {
+            version = (Int(try await store.query(
+                "SELECT coalesce(max(version), 0) FROM secrets WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4",
+                [slot.service, slot.keyName, slot.scope.name, slot.scope.id]).scalar ?? "0") ?? 0) + 1
+        } catch { throw APIError.storeUnavailable(error) }
+        let sealed = Envelope.seal(value, for: Self.row(slot, version: version), master: master, kekVersion: kekVersion)
+        let record = nextAudit(actor: actor, action: action, service: slot.service, keyName: slot.keyName, scope: slot.scope.description,
+                               version: version, result: "ok")
+        let event = EventLog.Draft(type: EventType.secretChanged, node: nil, data: [
+            "service": .string(slot.service), "key_name": .string(slot.keyName), "scope": .string(slot.scope.name),
+            "scope_id": .string(slot.scope.id), "version": .number(Double(version)),
+        ])
+        do {
+            try await commit([
+                ("""
+                 INSERT INTO secrets (service, key_name, scope, scope_id, version, ciphertext, nonce, wrapped_key, wrap_nonce, kek_version, created_by, restored_from)
+                 VALUES ($1, $2, $3, $4, $5::integer, $6, $7, $8, $9, $10::integer, $11, $12::integer)
+                 """, [slot.service, slot.keyName, slot.scope.name, slot.scope.id, String(version), Self.b64(sealed.ciphertext), Self.b64(sealed.nonce),
+                       Self.b64(sealed.wrappedKey), Self.b64(sealed.wrapNonce), String(sealed.kekVersion), actor, restoredFrom.map(String.init)]),
+                ("""
+                 INSERT INTO secret_heads (service, key_name, scope, scope_id, version) VALUES ($1, $2, $3, $4, $5::integer)
+                 ON CONFLICT (service, key_name, scope, scope_id) DO UPDATE SET version = EXCLUDED.version, deleted = false, updated_at = now()
+                 """, [slot.service, slot.keyName, slot.scope.name, slot.scope.id, String(version)]),
+            ], audit: record, event: event)
+        } catch { throw APIError.storeUnavailable(error) }
+        current[slot] = Current(version: version, sealed: sealed, updatedAt: ISOTime.string(Date()))
+        logger.info("secret written", metadata: ["nodeagent.secret": "\(slot.service)/\(slot.keyName)", "nodeagent.scope": "\(slot.scope)",
+                                                 "nodeagent.version": "\(version)"])
+        return SecretInfo(service: slot.service, keyName: slot.keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: version)
+    }
+
+    // MARK: Reads
+
+    /// The value that resolves for `node` of `company`, sealed to its box key and signed by the
+    /// lead. Audited before it is answered; if the audit cannot be written the read is refused.
+    func read(service: String, keyName: String, node: String, company: String, boxKey: PublicKey) async throws(APIError) -> SecretRead {
+        try requireLoaded()
+        let (slot, found) = try resolve(service: service, keyName: keyName, node: node, company: company, actor: "node:\(node)")
+        let value = try await open(found, at: slot, audit: nextAudit(actor: "node:\(node)", action: "read", service: service, keyName: keyName,
+                                                                     node: node, scope: slot.scope.description, version: found.version, result: "ok"))
+        let sealed = value.withUnsafeBytes { BoxKey.seal(Array($0), to: boxKey) }
+        let text = SecretRead.signedText(service: service, keyName: keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: found.version,
+                                         node: node, sealedSHA256Hex: Crypto.sha256(sealed).map { String(format: "%02x", $0) }.joined())
+        return SecretRead(service: service, keyName: keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: found.version,
+                          sealedValue: Data(sealed).base64EncodedString(), signature: Data(signing.sign(Array(text.utf8))).base64EncodedString())
+    }
+
+    /// An operator's preview of what resolves for a node or a company, with the value.
+    func preview(service: String, keyName: String, node: String?, company: String) async throws(APIError) -> SecretRead {
+        try requireLoaded()
+        let target = node ?? ""
+        let (slot, found) = try resolve(service: service, keyName: keyName, node: target, company: company, actor: "operator")
+        let value = try await open(found, at: slot, audit: nextAudit(actor: "operator", action: "preview", service: service, keyName: keyName,
+                                                                     node: node, scope: slot.scope.description, version: found.version, result: "ok"))
+        return SecretRead(service: service, keyName: keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: found.version,
+                          value: value.withUnsafeBytes { String(decoding: $0, as: UTF8.self) })
+    }
+
+    /// Records a refused read (another node's override, another company's value) and answers 403.
+    func refuse(service: String, keyName: String, node: String, asked: String) async -> APIError {
+        let record = nextAudit(actor: "node:\(node)", action: "read", service: service, keyName: keyName, node: node, scope: asked,
+                               result: "refused: not this node's scope")
+        try? await commit([], audit: record, event: nil)
+        logger.notice("secret read refused", metadata: ["nodeagent.node": "\(node)", "nodeagent.secret": "\(service)/\(keyName)",
+                                                        "nodeagent.asked": "\(asked)"])
+        return APIError(status: .forbidden, code: "forbidden_scope", message: "node '\(node)' may read only what resolves for itself, not \(asked)")
+    }
+
+    private func resolve(service: String, keyName: String, node: String, company: String, actor: String) throws(APIError) -> (Slot, Current) {
+        var available: [SecretScope: Current] = [:]
+        for scope in SecretResolution.chain(node: node, company: company) {
+            if let found = current[Slot(service: service, keyName: keyName, scope: scope)] { available[scope] = found }
+        }
+        guard let (scope, found) = SecretResolution.resolve(available, node: node, company: company) else {
+            throw APIError.notFound("no secret \(service)/\(keyName) resolves for \(node.isEmpty ? "company '\(company)'" : "node '\(node)'")")
+        }
+        return (Slot(service: service, keyName: keyName, scope: scope), found)
+    }
+
+    /// Writes the audit record, then opens the value. Fails closed: no audit, no value.
+    private func open(_ found: Current, at slot: Slot, audit record: AuditRecord) async throws(APIError) -> SecureBytes {
+        do {
+            try await commit([], audit: record, event: nil, deadline: .milliseconds(100))
+        } catch {
+            throw APIError(status: .serviceUnavailable, code: "audit_unavailable", message: "the read was refused: its audit record could not be written (\(error.message))")
+        }
+        do { return try Envelope.open(found.sealed, for: Self.row(slot, version: found.version), master: master) } catch {
+            throw APIError(status: .internalServerError, code: "cannot_open", message: "the stored value does not open: \(error.message)")
+        }
+    }
+
+    // MARK: Views (operator)
+
+    func list() throws(APIError) -> SecretList {
+        try requireLoaded()
+        let secrets = current.map { slot, found in
+            SecretInfo(service: slot.service, keyName: slot.keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: found.version,
+                       updatedAt: found.updatedAt)
+        }
+        return SecretList(secrets: secrets.sorted { ($0.service, $0.keyName, $0.scope, $0.scopeID) < ($1.service, $1.keyName, $1.scope, $1.scopeID) })
+    }
+
+    func versions(service: String, keyName: String, scope: SecretScope) async throws(APIError) -> SecretVersions {
+        try requireLoaded()
+        let rows: [[String?]]
+        do {
+            rows = try await store.query("""
+                SELECT version, \(SQL.iso("created_at")), created_by, restored_from FROM secrets
+                WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4 ORDER BY version
+                """, [service, keyName, scope.name, scope.id]).rows
+        } catch { throw APIError.storeUnavailable(error) }
+        guard !rows.isEmpty else { throw APIError.notFound("no secret \(service)/\(keyName) at \(scope)") }
+        let head = current[Slot(service: service, keyName: keyName, scope: scope)]?.version
+        return SecretVersions(service: service, keyName: keyName, scope: scope.name, scopeID: scope.id, versions: rows.compactMap { row in
+            guard let version = row[0].flatMap({ Int($0) }), let at = row[1] else { return nil }
+            return SecretVersions.Version(version: version, createdAt: at, createdBy: row[2] ?? "", current: version == head,
+                                          restoredFrom: row[3].flatMap { Int($0) })
+        })
+    }
+
+    /// The audit log, oldest first; with `verify`, whether its chain holds.
+    func auditLog(verify: Bool, limit: Int) async throws(APIError) -> AuditLog {
+        let rows: [[String?]]
+        do {
+            rows = try await store.query(
+                "SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash FROM secret_audit ORDER BY seq").rows
+        } catch { throw APIError.storeUnavailable(error) }
+        let records = rows.compactMap(Self.audit)
+        var log = AuditLog(entries: records.suffix(limit).map { record in
+            AuditEntry(seq: record.seq, at: record.at, actor: record.actor, action: record.action, service: record.service, keyName: record.keyName,
+                       node: record.node, scope: record.scope, version: record.version, result: record.result,
+                       previousHash: record.previousHash, hash: record.hash)
+        })
+        if verify {
+            let problem = records.count == rows.count ? AuditChain.verify(records, head: lastAudit?.seq) : .changed(seq: 0)
+            log.verified = problem == nil
+            log.problem = problem?.description
+        }
+        return log
+    }
+
+    // MARK: Internals
+
+    private func requireLoaded() throws(APIError) {
+        guard loaded else { throw APIError(status: .serviceUnavailable, code: "starting", message: "the secrets manager is starting; retry in a moment") }
+    }
+
+    /// The next audit record; memory moves on at once so concurrent appends chain in order.
+    private func nextAudit(actor: String, action: String, service: String, keyName: String, node: String? = nil, scope: String? = nil,
+                           version: Int? = nil, result: String) -> AuditRecord {
+        let record = AuditChain.append(after: lastAudit, at: ISOTime.string(Date()), actor: actor, action: action, service: service,
+                                       keyName: keyName, node: node, scope: scope, version: version, result: result)
+        lastAudit = record
+        return record
+    }
+
+    /// Writes `statements`, the audit record and the event in one transaction; publishes the
+    /// event after the commit. With a deadline, gives up waiting after it (the read is refused;
+    /// the write may still land, and the chain stays whole). A failed write reloads the audit
+    /// head from the store.
+    private func commit(_ statements: [(String, [String?])], audit record: AuditRecord, event: EventLog.Draft?,
+                        deadline: Duration? = nil) async throws(AgentError) {
+        let hub = self.hub
+        let write: @Sendable () async throws(AgentError) -> Void = { [store] () throws(AgentError) in
+            _ = try await store.inTransaction({ connection throws(AgentError) -> [MeshEvent] in
+                for (sql, parameters) in statements { _ = try connection.execute(sql, parameters) }
+                _ = try connection.execute("""
+                    INSERT INTO secret_audit (seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash)
+                    VALUES ($1::bigint, $2, $3, $4, $5, $6, $7, $8, $9::integer, $10, $11, $12)
+                    """, [String(record.seq), record.at, record.actor, record.action, record.service, record.keyName, record.node, record.scope,
+                          record.version.map(String.init), record.result, record.previousHash, record.hash], prepared: "secret_audit_insert")
+                guard let event else { return [] }
+                return [try EventLog.insert(event, on: connection)]
+            }, afterCommit: { hub.publish($0) })
+        }
+        let outcome: Result<Void, AgentError>
+        if let deadline {
+            outcome = await withTaskGroup(of: Result<Void, AgentError>?.self) { group in
+                group.addTask {
+                    do throws(AgentError) { try await write(); return .success(()) } catch { return .failure(error) }
+                }
+                group.addTask {
+                    try? await Task.sleep(for: deadline)
+                    return nil
+                }
+                let first = await group.next() ?? nil
+                group.cancelAll()
+                return first ?? .failure(AgentError(.store, "the audit write took longer than \(deadline)"))
+            }
+        } else {
+            do throws(AgentError) { try await write(); outcome = .success(()) } catch { outcome = .failure(error) }
+        }
+        if case .failure(let error) = outcome {
+            if let reloaded = try? await Self.lastAudit(store: store) { lastAudit = reloaded }
+            throw error
+        }
+    }
+
+    private static func lastAudit(store: Store) async throws(AgentError) -> AuditRecord? {
+        try await store.query(
+            "SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash FROM secret_audit ORDER BY seq DESC LIMIT 1")
+            .rows.first.flatMap(audit)
+    }
+
+    private static func audit(_ row: [String?]) -> AuditRecord? {
+        guard row.count == 12, let seq = row[0].flatMap({ Int64($0) }), let at = row[1], let actor = row[2], let action = row[3],
+              let service = row[4], let keyName = row[5], let result = row[9], let previous = row[10], let hash = row[11] else { return nil }
+        return AuditRecord(seq: seq, at: at, actor: actor, action: action, service: service, keyName: keyName, node: row[6], scope: row[7],
+                           version: row[8].flatMap { Int($0) }, result: result, previousHash: previous, hash: hash)
+    }
+
+    static func row(_ slot: Slot, version: Int) -> SecretRow {
+        SecretRow(scope: slot.scope.name, scopeID: slot.scope.id, service: slot.service, keyName: slot.keyName, version: version)
+    }
+
+    static func scope(_ name: String, _ id: String?) throws(APIError) -> SecretScope {
+        do { return try SecretScope(name: name, id: id) } catch { throw APIError.badRequest(error.message) }
+    }
+
+    static func validName(_ text: String, field: String) throws(APIError) {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        guard (1...128).contains(text.count), text.allSatisfy({ allowed.contains($0) }) else {
+            throw APIError.badRequest("\(field) must be 1-128 letters, digits, '.', '_' or '-'")
+        }
+    }
+
+    private static func slot(_ row: [String?]) -> Slot? {
+        guard let service = row[0], let keyName = row[1], let scopeName = row[2], let scopeID = row[3],
+              let scope = try? SecretScope(name: scopeName, id: scopeID) else { return nil }
+        return Slot(service: service, keyName: keyName, scope: scope)
+    }
+
+    /// Version and sealed value from columns `start`… (version, ciphertext, nonce, wrapped key, wrap nonce, kek version, time).
+    private static func current(_ row: [String?], from start: Int) -> Current? {
+        guard row.count >= start + 7, let version = row[start].flatMap({ Int($0) }), let ciphertext = unb64(row[start + 1]),
+              let nonce = unb64(row[start + 2]), let wrapped = unb64(row[start + 3]), let wrapNonce = unb64(row[start + 4]),
+              let kek = row[start + 5].flatMap({ Int($0) }), let at = row[start + 6] else { return nil }
+        return Current(version: version, sealed: SealedValue(ciphertext: ciphertext, nonce: nonce, wrappedKey: wrapped, wrapNonce: wrapNonce,
+                                                             kekVersion: kek), updatedAt: at)
+    }
+
+    private static func b64(_ bytes: [UInt8]) -> String { Data(bytes).base64EncodedString() }
+    private static func unb64(_ text: String?) -> [UInt8]? { text.flatMap { Data(base64Encoded: $0) }.map { [UInt8]($0) } }
+}

@@ -1,0 +1,146 @@
+import AuroraAPI
+import AuroraTestKit
+import Foundation
+import Secrets
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The secrets manager with real agents: a lead and nodes of two companies.
+@Suite("Secrets (lead + nodes of two companies)", .serialized)
+struct SecretsTests {
+    static let global = "sk-global-5d1c0a"
+    static let acme = "sk-acme-company-93be"
+    static let nodeOverride = "sk-node-a1-override-7f3a"
+
+    @Test("node > company > global for each node; cross reads refused and audited; sealed only for its node; no plaintext in store, logs or events")
+    func resolution() async throws {
+        let scratch = try ScratchDirectory("secrets")
+        defer { scratch.remove() }
+        let lead = try AgentHarness(profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "lead-1"], outputDirectory: scratch.path)
+        var agents = [lead]
+        defer { for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) } }
+        try await lead.waitHealthy()
+        let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
+        func cli(_ arguments: [String], agent: AgentHarness, stdin: String? = nil) async throws -> String {
+            var input: String?
+            if let stdin {
+                input = scratch.path + "/stdin-\(UUID().uuidString)"
+                try stdin.write(toFile: input!, atomically: true, encoding: .utf8)
+            }
+            defer { if let input { try? FileManager.default.removeItem(atPath: input) } }
+            let arguments = arguments + ["--agent", agent.baseURL, "--data-dir", agent.dataDir] + (input.map { ["--file", $0] } ?? [])
+            let result = try await ChildProcess.run(Binaries.auroraCLI, arguments, outputDirectory: scratch.path + "/cli")
+            guard result.code == 0 else { throw TestKitError("aurora-cli \(arguments.joined(separator: " ")) exited \(result.code): \(result.stderr)") }
+            return result.stdout
+        }
+        try FileManager.default.createDirectory(atPath: scratch.path + "/cli", withIntermediateDirectories: true)
+
+        // Nodes: two of company acme, one of globex.
+        var nodes: [String: AgentHarness] = [:]
+        for (name, company) in [("gpu-a1", "acme"), ("gpu-a2", "acme"), ("gpu-g1", "globex")] {
+            let token = try await cli(["token", "create", "--profile", "compute", "--company", company], agent: lead)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let node = try AgentHarness(profile: "compute", dataDir: scratch.path + "/" + name,
+                                        extraArguments: ["--name", name, "--lead", lead.baseURL, "--join-token", token], outputDirectory: scratch.path)
+            nodes[name] = node
+            agents.append(node)
+        }
+        for node in nodes.values { try await node.waitHealthy() }
+        _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "three nodes joined") { () async throws -> Bool? in
+            let list = try await http(lead.baseURL + Routes.nodes, headers: admin).decode(NodeList.self)
+            return list.nodes.filter { $0.state == .alive }.count == 4 ? true : nil
+        }
+
+        // Values at each scope; the value goes in on stdin (a file here), never in argv.
+        _ = try await cli(["secrets", "set", "openai", "api_key", "--scope", "global"], agent: lead, stdin: Self.global + "\n")
+        _ = try await cli(["secrets", "set", "openai", "api_key", "--scope", "company", "--scope-id", "acme"], agent: lead, stdin: Self.acme)
+        _ = try await cli(["secrets", "set", "openai", "api_key", "--scope", "node", "--scope-id", "gpu-a1"], agent: lead, stdin: Self.nodeOverride)
+
+        // Each node's agent returns what resolves for it, saying which scope won.
+        for (name, value, scope) in [("gpu-a1", Self.nodeOverride, "node"), ("gpu-a2", Self.acme, "company"), ("gpu-g1", Self.global, "global")] {
+            let text = try await cli(["secrets", "get", "openai", "api_key", "--json"], agent: nodes[name]!)
+            let read = try APICoding.decoder().decode(SecretRead.self, from: Data(text.utf8))
+            #expect(read.value == value && read.scope == scope, "\(name): \(read.scope)")
+        }
+        // The operator previews the same resolution on the lead.
+        #expect(try await cli(["secrets", "get", "openai", "api_key", "--company", "globex"], agent: lead) == Self.global + "\n")
+        #expect(try await cli(["secrets", "get", "openai", "api_key", "--node", "gpu-a2"], agent: lead) == Self.acme + "\n")
+
+        // Signed reads as the nodes themselves, with their own keys.
+        func signed(as name: String, _ path: String) async throws -> HTTPAnswer {
+            let node = nodes[name]!
+            let seed = try String(contentsOfFile: node.dataDir + "/keys/sign.key", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            return try await http(lead.baseURL + path, headers: SimulatedNode(name: name).headers(method: "GET", path: path, body: [],
+                                                                                                key: try SigningKey(base64Seed: seed)))
+        }
+        func boxKey(_ name: String) throws -> BoxKey {
+            try BoxKey(base64: try String(contentsOfFile: nodes[name]!.dataDir + "/keys/box.key", encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        // Another node's override, another company's value: 403.
+        let crossNode = try await signed(as: "gpu-a2", Routes.secret("openai", "api_key") + "?node=gpu-a1")
+        #expect(crossNode.status == 403 && !crossNode.text.contains(Self.nodeOverride))
+        let crossCompany = try await signed(as: "gpu-g1", Routes.secret("openai", "api_key") + "?company=acme")
+        #expect(crossCompany.status == 403 && !crossCompany.text.contains(Self.acme))
+        // The sealed answer opens only with the node's own box key.
+        let sealed = try await signed(as: "gpu-a1", Routes.secret("openai", "api_key")).decode(SecretRead.self)
+        #expect(sealed.value == nil && sealed.signature != nil)
+        let sealedText = try #require(sealed.sealedValue)
+        let box = [UInt8](try #require(Data(base64Encoded: sealedText)))
+        #expect(try boxKey("gpu-a1").open(sealed: box).withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == Self.nodeOverride)
+        #expect(throws: SecretsError.self) { try boxKey("gpu-a2").open(sealed: box) }
+
+        // The audit: every write and read, refusals included, and a chain that verifies.
+        let audit = try await http(lead.baseURL + Routes.audit + "?verify=true", headers: admin).decode(AuditLog.self)
+        #expect(audit.verified == true, "\(audit.problem ?? "")")
+        #expect(audit.entries.filter { $0.action == "write" }.count == 3)
+        #expect(audit.entries.contains { $0.actor == "node:gpu-a2" && $0.result.hasPrefix("refused") && $0.scope == "node:gpu-a1" })
+        #expect(audit.entries.contains { $0.actor == "node:gpu-g1" && $0.result.hasPrefix("refused") && $0.scope == "company:acme" })
+        #expect(audit.entries.contains { $0.actor == "node:gpu-a1" && $0.action == "read" && $0.scope == "node:gpu-a1" && $0.version == 1 })
+        _ = try await cli(["secrets", "audit", "--verify"], agent: lead)
+
+        // History and rollback: a new version with the old value.
+        _ = try await cli(["secrets", "set", "openai", "api_key", "--scope", "company", "--scope-id", "acme"], agent: lead, stdin: "sk-acme-second-11aa")
+        #expect(try await cli(["secrets", "get", "openai", "api_key"], agent: nodes["gpu-a2"]!) == "sk-acme-second-11aa\n")
+        _ = try await cli(["secrets", "rollback", "openai", "api_key", "--scope", "company", "--scope-id", "acme", "--version", "1"], agent: lead)
+        let history = try APICoding.decoder().decode(SecretVersions.self, from: Data(try await cli(
+            ["secrets", "history", "openai", "api_key", "--scope", "company", "--scope-id", "acme", "--json"], agent: lead).utf8))
+        #expect(history.versions.map(\.version) == [1, 2, 3] && history.versions.last?.restoredFrom == 1 && history.versions.last?.current == true)
+        #expect(try await cli(["secrets", "get", "openai", "api_key"], agent: nodes["gpu-a2"]!) == Self.acme + "\n")
+        let list = try await http(lead.baseURL + Routes.secrets, headers: admin)
+        #expect(list.status == 200 && !list.text.contains("sk-"), "the list names secrets, never values")
+
+        // Bad input: 400 naming the field; nothing written.
+        let badScope = try await http(lead.baseURL + Routes.secrets, method: "POST", headers: admin,
+                                      body: Array(#"{"service": "openai", "key_name": "k", "value": "v", "scope": "team"}"#.utf8))
+        #expect(badScope.status == 400 && badScope.text.contains("scope"))
+        let badName = try await http(lead.baseURL + Routes.secrets, method: "POST", headers: admin,
+                                     body: Array(#"{"service": "open ai", "key_name": "k", "value": "v", "scope": "global"}"#.utf8))
+        #expect(badName.status == 400 && badName.text.contains("service"))
+
+        // No plaintext anywhere it must not be: the event stream, the agents' logs, the store's files.
+        let events = try await http(lead.baseURL + Routes.events + "?since=0&follow=false", headers: admin).text
+        #expect(events.contains("secret.changed"))
+        lead.process.signal(SIGTERM)  // flushes PostgreSQL's files
+        #expect(try await lead.process.waitForExit(timeout: .seconds(15)) == 0)
+        var haystack = [events]
+        for agent in agents { haystack += [agent.process.stdout, agent.process.stderr] }
+        #expect(try Self.filesContain(scratch.path + "/lead", Array("gpu-a1".utf8)), "the search finds what the store does hold")
+        for value in [Self.global, Self.acme, Self.nodeOverride, "sk-acme-second-11aa"] {
+            #expect(!haystack.contains { $0.contains(value) }, "\(value) in an event or a log")
+            #expect(try !Self.filesContain(scratch.path + "/lead", Array(value.utf8)), "\(value) in the lead's data directory")
+        }
+    }
+
+    /// Whether any file under `directory` contains `needle` (binary-safe).
+    static func filesContain(_ directory: String, _ needle: [UInt8]) throws -> Bool {
+        guard let walker = FileManager.default.enumerator(atPath: directory) else { return false }
+        for case let path as String in walker {
+            guard let data = FileManager.default.contents(atPath: directory + "/" + path), data.count >= needle.count else { continue }
+            if data.range(of: Data(needle)) != nil { return true }
+        }
+        return false
+    }
+}
