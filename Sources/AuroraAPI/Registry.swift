@@ -448,12 +448,16 @@ public struct HeartbeatResponse: Codable, Sendable, Equatable {
     public var leadTime: String
     /// The lead wants capabilities and labels in full with the next heartbeat.
     public var sendFull: Bool
+    /// Grows whenever a secret changes (`secret.changed`); nodes refresh their secrets cache
+    /// when it moves.
+    public var secretsVersion: Int?
 
-    public init(state: NodeState, registryVersion: Int, leadTime: String, sendFull: Bool = false) {
+    public init(state: NodeState, registryVersion: Int, leadTime: String, sendFull: Bool = false, secretsVersion: Int? = nil) {
         self.state = state
         self.registryVersion = registryVersion
         self.leadTime = leadTime
         self.sendFull = sendFull
+        self.secretsVersion = secretsVersion
     }
 
     enum CodingKeys: String, CodingKey {
@@ -461,6 +465,7 @@ public struct HeartbeatResponse: Codable, Sendable, Equatable {
         case registryVersion = "registry_version"
         case leadTime = "lead_time"
         case sendFull = "send_full"
+        case secretsVersion = "secrets_version"
     }
 }
 

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Prometheus
+import Secrets
 import ServiceLifecycle
 #if canImport(Glibc)
 import Glibc
@@ -35,11 +36,14 @@ public enum Agent {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if config.role == .lead {
             let storeService = try StoreService(config: config, state: state, logger: logger)
-            let registry = try Registry(store: storeService.store, hub: hub, config: config, identity: identity, logger: logger)
+            let generation = SecretsGeneration()
+            let registry = try Registry(store: storeService.store, hub: hub, config: config, identity: identity, secretsGeneration: generation,
+                                        logger: logger)
             let jobs = JobCoordinator(store: storeService.store, hub: hub, leadName: config.name,
                                       policy: Scheduler.Policy(rawValue: config.gpuPolicy) ?? .binpack, logger: logger)
             let master = try SecretsMasterKey.loadOrCreate(in: dataDir.file("keys"), logger: logger)
-            let secrets = SecretsManager(store: storeService.store, hub: hub, master: master, signing: identity.signing, logger: logger)
+            let secrets = SecretsManager(store: storeService.store, hub: hub, master: master, signing: identity.signing,
+                                         generation: generation, logger: logger)
             mesh.registry = registry
             mesh.jobs = jobs
             mesh.secrets = secrets
@@ -58,10 +62,20 @@ public enum Agent {
             let worker = config.acceptJobs
                 ? GPUWorker(config: config, state: state, lead: LeadClient.signed(config: config, identity: identity), groups: inventory.jobGroups,
                             logger: logger) : nil
+            let dataPath = dataDir.path
+            let secretCache = SecretCache(dataDir: dataPath, node: config.name, box: identity.box, leadSignKey: {
+                (try? Membership.load(dataDir: dataPath)).flatMap { try? PublicKey(base64: $0.lead.signPublicKey) }
+            }, logger: logger)
             let membership = try MembershipService(config: config, identity: identity, state: state, inventory: inventory, cache: cache,
                                                    worker: worker, logger: logger)
             mesh.membership = membership
             mesh.cache = cache
+            mesh.secretCache = secretCache
+            membership.onSecretsChanged = { [state] in
+                for (service, keyName) in secretCache.names {
+                    _ = await HTTPServer.fetchFromLead(service: service, keyName: keyName, state: state, membership: membership, cache: secretCache)
+                }
+            }
             services.append(.init(service: membership))
             if let worker { services.append(.init(service: worker)) }
         }

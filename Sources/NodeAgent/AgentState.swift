@@ -53,6 +53,9 @@ public final class AgentState: Sendable {
     /// The lead's registry and job coordinator have loaded: joins, heartbeats and jobs are answered.
     func setRegistryReady() { mutable.withLock { $0.registryReady = true } }
 
+    /// Whether the last call to the lead got an answer (nil: none yet).
+    var leadReachable: Bool? { mutable.withLock { $0.leadReachable } }
+
     /// Records the outcome of a call to the lead; true when reachability changed (for logging
     /// once per change, not once per heartbeat).
     func leadContact(ok: Bool) -> Bool {

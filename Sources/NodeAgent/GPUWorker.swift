@@ -95,7 +95,9 @@ final class GPUWorker: Service {
         // placed here again; then hand back what still runs: the lead requeues it at once.
         let stopping = HeartbeatRequest(capabilities: nil, version: AuroraVersion.current, labels: nil, checks: [], peers: [],
                                         address: config.listen.description, timing: config.heartbeatTiming, worker: report())
-        _ = try? await lead.send(.POST, Routes.heartbeat(config.name), body: stopping, timeout: .seconds(2))
+        if state.leadReachable != false {
+            _ = try? await lead.send(.POST, Routes.heartbeat(config.name), body: stopping, timeout: .seconds(2))
+        }
         let tasks = running.withLock { jobs in
             jobs.keys.compactMap { id -> Task<Void, Never>? in
                 jobs[id]?.stop = .shutdown

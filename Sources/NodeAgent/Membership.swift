@@ -71,6 +71,15 @@ struct LeadClient: Sendable {
 
     static func base(_ url: String) -> String { url.hasSuffix("/") ? String(url.dropLast()) : url }
 
+    /// One client for every call to the lead, for the life of the process. A refused connection
+    /// fails at once instead of being retried until the call's deadline: a lead that is away
+    /// is known in a millisecond, so caches answer without waiting.
+    static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
     /// Sends a request (signed when a signer is set) and decodes a 2xx answer as `T`.
     func call<T: Decodable>(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none, as type: T.Type,
                             timeout: Duration) async throws(LeadCallError) -> T {
@@ -93,7 +102,7 @@ struct LeadClient: Sendable {
             for (name, value) in signer.headers(method: method.rawValue, path: path, body: body) { request.headers.add(name: name, value: value) }
         }
         do {
-            let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(Int64(timeout / .milliseconds(1))))
+            let response = try await Self.http.execute(request, timeout: .milliseconds(Int64(timeout / .milliseconds(1))))
             let collected = try await response.body.collect(upTo: 32 << 20)
             return (Int(response.status.code), Array(collected.readableBytesView))
         } catch {
@@ -117,7 +126,7 @@ struct LeadClient: Sendable {
         let response: HTTPClientResponse
         let collected: ByteBuffer
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(Int64(timeout / .milliseconds(1))))
+            response = try await Self.http.execute(request, timeout: .milliseconds(Int64(timeout / .milliseconds(1))))
             collected = try await response.body.collect(upTo: 32 << 20)
         } catch {
             throw .unreachable(Self.reason(error))
@@ -219,11 +228,16 @@ final class MembershipService: Service {
     /// The signed client, for forwarding operator reads to the lead.
     var leadClient: LeadClient { lead }
 
+    /// Called (in the background) when the lead says secrets changed: refresh the cache.
+    /// Set once, before the service runs.
+    nonisolated(unsafe) var onSecretsChanged: (@Sendable () async -> Void)?
+
     func run() async throws {
         guard let membership = try await joinIfNeeded() else { return }
         if let meshID = membership.meshID { state.setMeshID(meshID) }
         state.setJoined()
         var knownVersion = -1
+        var knownSecrets: Int?
         var lastRefresh: ContinuousClock.Instant?
         var lastRTT: ContinuousClock.Instant?
         let interval = Duration.milliseconds(Int64(config.heartbeatTiming.intervalS * 1000))
@@ -232,6 +246,10 @@ final class MembershipService: Service {
             do {
                 let response = try await heartbeat(timeout: timeout)
                 if state.leadContact(ok: true) { logger.notice("lead reachable") }
+                if let secrets = response.secretsVersion, secrets != knownSecrets {
+                    knownSecrets = secrets
+                    if let refresh = onSecretsChanged { Task { await refresh() } }
+                }
                 if response.registryVersion != knownVersion || lastRefresh.map({ $0.duration(to: .now) > .seconds(10) }) ?? true {
                     if await refreshCache(timeout: timeout) {
                         knownVersion = response.registryVersion

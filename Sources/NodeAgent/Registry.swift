@@ -55,11 +55,15 @@ actor Registry {
     private var meshID: String?
     /// The GPU coordinator hears of node changes that matter for placement.
     private var jobs: JobCoordinator?
+    /// Heartbeat answers carry it so nodes refresh their secrets cache.
+    let secretsGeneration: SecretsGeneration
 
     private let heartbeats = Counter(label: "aurora_heartbeats_total")
     private let refusals = Counter(label: "aurora_signed_requests_refused_total")
 
-    init(store: Store, hub: EventHub, config: NodeConfig, identity: NodeIdentity, logger: Logger) throws(AgentError) {
+    init(store: Store, hub: EventHub, config: NodeConfig, identity: NodeIdentity, secretsGeneration: SecretsGeneration = SecretsGeneration(),
+         logger: Logger) throws(AgentError) {
+        self.secretsGeneration = secretsGeneration
         self.store = store
         self.hub = hub
         self.config = config
@@ -307,7 +311,7 @@ actor Registry {
             if let leases = beat.worker?.jobs, !leases.isEmpty { await jobs.renew(name, leases) }
         }
         return HeartbeatResponse(state: entries[name]?.node.state ?? .alive, registryVersion: version, leadTime: ISOTime.string(now),
-                                 sendFull: capabilities == .unknown)
+                                 sendFull: capabilities == .unknown, secretsVersion: secretsGeneration.current)
     }
 
     /// The node leaves on purpose (its own signed call).

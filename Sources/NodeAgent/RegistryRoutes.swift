@@ -28,6 +28,7 @@ struct MeshContext: Sendable {
     var hub: EventHub
     var membership: MembershipService?
     var cache: RegistryCache?
+    var secretCache: SecretCache?
 }
 
 extension HTTPServer {

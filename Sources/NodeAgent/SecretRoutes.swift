@@ -90,40 +90,55 @@ extension HTTPServer {
     }
 
     /// On a compute or edge node: what resolves for this node, fetched from the lead with its
-    /// signed identity, opened with its box key after checking the lead's signature.
+    /// signed identity and opened with its box key after checking the lead's signature; kept in
+    /// the node's cache, which answers (with `cached_age_s`) while the lead is away.
     static func readThroughLead(service: String, keyName: String, state: AgentState, mesh: MeshContext) async throws(APIError) -> SecretRead {
-        guard let membershipService = mesh.membership,
-              let membership = try? Membership.load(dataDir: state.config.dataDir),
-              let leadKey = try? PublicKey(base64: membership.lead.signPublicKey) else {
+        guard let membership = mesh.membership, let cache = mesh.secretCache else {
             throw APIError(status: .serviceUnavailable, code: "starting", message: "this node has not joined the mesh yet")
+        }
+        // The last heartbeat found the lead away: answer from the cache at once rather than wait
+        // for a connection that will not come.
+        if state.leadReachable == false, let cached = cache.answer(service, keyName) { return cached }
+        switch await fetchFromLead(service: service, keyName: keyName, state: state, membership: membership, cache: cache) {
+        case .success(let read):
+            return read
+        case .failure(let error) where error.code == "lead_unreachable":
+            guard let cached = cache.answer(service, keyName) else {
+                throw APIError(status: .serviceUnavailable, code: "lead_unreachable", message: "\(error.message), and this secret is not cached here")
+            }
+            return cached
+        case .failure(let error):
+            throw error
+        }
+    }
+
+    /// One fetch from the lead, stored in the cache when it succeeds and forgotten when the
+    /// lead says it no longer resolves.
+    static func fetchFromLead(service: String, keyName: String, state: AgentState, membership: MembershipService,
+                              cache: SecretCache) async -> Result<SecretRead, APIError> {
+        guard let saved = try? Membership.load(dataDir: state.config.dataDir), let leadKey = try? PublicKey(base64: saved.lead.signPublicKey) else {
+            return .failure(APIError(status: .serviceUnavailable, code: "starting", message: "this node has not joined the mesh yet"))
         }
         let sealedRead: SecretRead
         do throws(LeadCallError) {
-            sealedRead = try await membershipService.leadClient.call(.GET, Routes.secret(service, keyName), as: SecretRead.self, timeout: .seconds(3))
+            sealedRead = try await membership.leadClient.call(.GET, Routes.secret(service, keyName), as: SecretRead.self, timeout: .seconds(3))
         } catch {
             if case .refused(let status, let answer) = error {
-                throw APIError(status: .init(code: status), code: answer.error.code, message: answer.error.message)
+                if status == 404 || status == 403 { cache.forget(service, keyName) }
+                return .failure(APIError(status: .init(code: status), code: answer.error.code, message: answer.error.message))
             }
-            throw APIError(status: .serviceUnavailable, code: "lead_unreachable", message: error.message)
+            return .failure(APIError(status: .serviceUnavailable, code: "lead_unreachable", message: error.message))
         }
-        guard let sealedText = sealedRead.sealedValue, let sealed = Data(base64Encoded: sealedText).map({ [UInt8]($0) }),
-              let signatureText = sealedRead.signature, let signature = Data(base64Encoded: signatureText).map({ [UInt8]($0) }) else {
-            throw APIError(status: .badGateway, code: "bad_gateway", message: "the lead's answer has no sealed value or signature")
+        do throws(APIError) {
+            let value = try SecretCache.open(sealedRead, node: state.config.name, box: state.identity.box, leadKey: leadKey)
+            cache.store(sealedRead, value: value)
+            var read = sealedRead
+            read.sealedValue = nil
+            read.signature = nil
+            read.value = value.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+            return .success(read)
+        } catch {
+            return .failure(error)
         }
-        let text = SecretRead.signedText(service: sealedRead.service, keyName: sealedRead.keyName, scope: sealedRead.scope,
-                                         scopeID: sealedRead.scopeID, version: sealedRead.version, node: state.config.name,
-                                         sealedSHA256Hex: Crypto.sha256(sealed).map { String(format: "%02x", $0) }.joined())
-        guard SigningKey.verify(signature: signature, of: Array(text.utf8), by: leadKey) else {
-            throw APIError(status: .badGateway, code: "bad_signature", message: "the secret is not signed by the lead this node joined")
-        }
-        let value: SecureBytes
-        do { value = try state.identity.box.open(sealed: sealed) } catch {
-            throw APIError(status: .badGateway, code: "cannot_open", message: "the sealed value does not open with this node's key")
-        }
-        var read = sealedRead
-        read.sealedValue = nil
-        read.signature = nil
-        read.value = value.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
-        return read
     }
 }

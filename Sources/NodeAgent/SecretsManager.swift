@@ -27,6 +27,7 @@ actor SecretsManager {
     let hub: EventHub
     let master: MasterKey
     let signing: SigningKey
+    let generation: SecretsGeneration
     let logger: Logger
     /// The key-encryption key new values are wrapped with.
     private var kekVersion = 1
@@ -34,11 +35,12 @@ actor SecretsManager {
     private var lastAudit: AuditRecord?
     private(set) var loaded = false
 
-    init(store: Store, hub: EventHub, master: MasterKey, signing: SigningKey, logger: Logger) {
+    init(store: Store, hub: EventHub, master: MasterKey, signing: SigningKey, generation: SecretsGeneration, logger: Logger) {
         self.store = store
         self.hub = hub
         self.master = master
         self.signing = signing
+        self.generation = generation
         var logger = logger
         logger[metadataKey: "nodeagent.subsystem"] = "secrets"
         self.logger = logger
@@ -122,6 +124,7 @@ actor SecretsManager {
                                [service, keyName, scope.name, scope.id])], audit: record, event: event)
         } catch { throw APIError.storeUnavailable(error) }
         current[slot] = nil
+        generation.bump()
         return SecretInfo(service: service, keyName: keyName, scope: scope.name, scopeID: scope.id, version: existing.version)
     }
 
@@ -153,6 +156,7 @@ actor SecretsManager {
             ], audit: record, event: event)
         } catch { throw APIError.storeUnavailable(error) }
         current[slot] = Current(version: version, sealed: sealed, updatedAt: ISOTime.string(Date()))
+        generation.bump()
         logger.info("secret written", metadata: ["nodeagent.secret": "\(slot.service)/\(slot.keyName)", "nodeagent.scope": "\(slot.scope)",
                                                  "nodeagent.version": "\(version)"])
         return SecretInfo(service: slot.service, keyName: slot.keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: version)

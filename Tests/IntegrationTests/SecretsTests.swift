@@ -120,15 +120,47 @@ struct SecretsTests {
                                      body: Array(#"{"service": "open ai", "key_name": "k", "value": "v", "scope": "global"}"#.utf8))
         #expect(badName.status == 400 && badName.text.contains("service"))
 
+        // A changed value reaches the cache of a node that read it within 2 s (heartbeats carry
+        // the lead's secrets version; the node refreshes what it holds).
+        let changedAt = ContinuousClock.now
+        _ = try await cli(["secrets", "set", "openai", "api_key", "--scope", "company", "--scope-id", "acme"], agent: lead, stdin: "sk-acme-third-22bb")
+        let cacheFile = nodes["gpu-a2"]!.dataDir + "/cache/secrets.json"
+        _ = try await poll(timeout: .seconds(5), every: .milliseconds(20), "the new version in gpu-a2's cache") { () async throws -> Bool? in
+            let data = try Data(contentsOf: URL(fileURLWithPath: cacheFile))
+            let entries = try #require(try JSONSerialization.jsonObject(with: data) as? [[String: Any]])
+            return entries.contains { (($0["read"] as? [String: Any])?["version"] as? Int) == 4 } ? true : nil
+        }
+        let propagation = changedAt.duration(to: .now)
+        #expect(propagation < .seconds(2), "reached the cache after \(propagation)")
+        #expect(try !Self.filesContain(nodes["gpu-a2"]!.dataDir + "/cache", Array("sk-acme-third-22bb".utf8)), "the cache holds it sealed")
+
         // No plaintext anywhere it must not be: the event stream, the agents' logs, the store's files.
         let events = try await http(lead.baseURL + Routes.events + "?since=0&follow=false", headers: admin).text
         #expect(events.contains("secret.changed"))
         lead.process.signal(SIGTERM)  // flushes PostgreSQL's files
         #expect(try await lead.process.waitForExit(timeout: .seconds(15)) == 0)
+
+        // The lead is away: the node answers from its cache, with its age, also after a restart.
+        func cachedRead(_ agent: AgentHarness) async throws -> SecretRead {
+            try APICoding.decoder().decode(SecretRead.self, from: Data(try await cli(["secrets", "get", "openai", "api_key", "--json"], agent: agent).utf8))
+        }
+        let cached = try await cachedRead(nodes["gpu-a2"]!)
+        #expect(cached.value == "sk-acme-third-22bb" && cached.version == 4 && cached.cachedAgeS != nil)
+        nodes["gpu-a2"]!.process.signal(SIGTERM)
+        _ = try await nodes["gpu-a2"]!.process.waitForExit(timeout: .seconds(10))
+        let restarted = try AgentHarness(profile: "compute", dataDir: nodes["gpu-a2"]!.dataDir,
+                                         extraArguments: ["--name", "gpu-a2", "--lead", lead.baseURL], outputDirectory: scratch.path)
+        agents.append(restarted)
+        try await restarted.waitHealthy()
+        let afterRestart = try await cachedRead(restarted)
+        #expect(afterRestart.value == "sk-acme-third-22bb" && afterRestart.scope == "company" && afterRestart.cachedAgeS != nil)
+        // Never fetched here: no cached copy, a clear 503.
+        let missing = try await http(restarted.baseURL + Routes.secret("anthropic", "api_key"), headers: ["Authorization": "Bearer \(try restarted.adminToken)"])
+        #expect(missing.status == 503 && missing.text.contains("not cached"))
         var haystack = [events]
         for agent in agents { haystack += [agent.process.stdout, agent.process.stderr] }
         #expect(try Self.filesContain(scratch.path + "/lead", Array("gpu-a1".utf8)), "the search finds what the store does hold")
-        for value in [Self.global, Self.acme, Self.nodeOverride, "sk-acme-second-11aa"] {
+        for value in [Self.global, Self.acme, Self.nodeOverride, "sk-acme-second-11aa", "sk-acme-third-22bb"] {
             #expect(!haystack.contains { $0.contains(value) }, "\(value) in an event or a log")
             #expect(try !Self.filesContain(scratch.path + "/lead", Array(value.utf8)), "\(value) in the lead's data directory")
         }
