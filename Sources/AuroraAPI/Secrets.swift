@@ -224,6 +224,28 @@ public struct AuditLog: Codable, Sendable, Equatable {
     }
 }
 
+/// `POST /api/secrets/rotate-key` (operator): every data key re-wrapped under a new
+/// key-encryption key.
+public struct SecretRotation: Codable, Sendable, Equatable {
+    public var fromVersion: Int
+    public var toVersion: Int
+    public var rewrapped: Int
+    public var seconds: Double
+
+    public init(fromVersion: Int, toVersion: Int, rewrapped: Int, seconds: Double) {
+        self.fromVersion = fromVersion
+        self.toVersion = toVersion
+        self.rewrapped = rewrapped
+        self.seconds = seconds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case rewrapped, seconds
+        case fromVersion = "from_version"
+        case toVersion = "to_version"
+    }
+}
+
 extension EventType {
     /// A secret changed: names, scope and version only, never the value.
     public static let secretChanged = "secret.changed"
@@ -235,4 +257,5 @@ extension Routes {
     public static func secretVersions(_ service: String, _ keyName: String) -> String { "/api/secrets/\(service)/\(keyName)/versions" }
     public static func secretRollback(_ service: String, _ keyName: String) -> String { "/api/secrets/\(service)/\(keyName)/rollback" }
     public static let audit = "/api/audit"
+    public static let secretsRotateKey = "/api/secrets/rotate-key"
 }

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import AuroraAPI
 import Foundation
+import Logging
 import Mesh
 import NIOCore
 import NIOHTTP1
@@ -434,4 +435,151 @@ extension BenchLead {
         try await call(.POST, path, body: Array(try APICoding.encoder().encode(body)))
     }
     func delete<T: Decodable>(_ path: String) async throws -> T { try await call(.DELETE, path) }
+}
+
+/// `nodeagent bench secrets`: resolved reads on the lead (signed node reads over loopback),
+/// reads from a node's cache (in process), and the rotation of many secrets.
+public struct SecretsBenchmark: Sendable {
+    public struct Report: Codable, Sendable {
+        public var secrets: Int
+        public var leadReads: Int
+        public var leadReadsPerSecond: Double
+        public var leadP50Ms: Double
+        public var leadP99Ms: Double
+        public var cacheP50Us: Double
+        public var cacheP99Us: Double
+        public var rotationSeconds: Double
+        public var rewrapped: Int
+
+        enum CodingKeys: String, CodingKey {
+            case secrets, rewrapped
+            case leadReads = "lead_reads", leadReadsPerSecond = "lead_reads_per_s", leadP50Ms = "lead_p50_ms", leadP99Ms = "lead_p99_ms"
+            case cacheP50Us = "cache_p50_us", cacheP99Us = "cache_p99_us", rotationSeconds = "rotation_s"
+        }
+    }
+
+    public var executable: String
+    public var secrets: Int
+    public var seconds: Int
+    public var progress: @Sendable (String) -> Void
+
+    public init(executable: String, secrets: Int, seconds: Int, progress: @escaping @Sendable (String) -> Void) {
+        self.executable = executable
+        self.secrets = secrets
+        self.seconds = seconds
+        self.progress = progress
+    }
+
+    private final class Latencies: Sendable {
+        let values = Mutex<[Double]>([])
+        let failures = Mutex(0)
+    }
+
+    public func run() async throws -> Report {
+        let root = try BenchLead.scratch("secrets")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let lead = try await BenchLead.start(executable: executable, root: root)
+        defer { lead.process.terminate() }
+        let token = try await lead.joinToken()
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 32
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        defer { _ = client.shutdown() }
+
+        // A node to read as: its own signing and box keys.
+        let node = SimulatedWorker(name: "bench-node", leadURL: lead.baseURL, client: client)
+        let box = BoxKey.generate()
+        let join = JoinRequest(
+            token: token, name: node.signer.node, profile: .compute, company: "acme", labels: nil,
+            wireguard: .init(publicKey: WireGuardPrivateKey.generate().publicKey.base64, endpoint: nil, listenPort: 51820),
+            signPublicKey: node.signer.key.publicKey.base64, boxPublicKey: box.publicKey.base64, vpnIP: nil,
+            capabilities: Capabilities(cpuCores: 1, memoryMB: 1024, os: "bench", arch: "x86_64", gpus: []), address: nil, version: "bench",
+            timing: SimulatedWorker.timing)
+        let (joined, _) = try await node.send("POST", Routes.join, body: Array(try APICoding.encoder().encode(join)), signed: false)
+        guard joined == 201 else { throw AgentError(.process, "the bench node could not join (\(joined))") }
+
+        progress("writing \(secrets) secrets…")
+        let leadURL = lead.baseURL, adminToken = lead.token
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for n in 0..<secrets {
+                if n >= 16 { try await group.next() }
+                group.addTask {
+                    let scope = n % 3 == 0 ? ("global", "") : n % 3 == 1 ? ("company", "acme") : ("node", "bench-node")
+                    let write = SecretWrite(service: "svc\(n / 10)", keyName: "key\(n % 10)", value: "value-\(n)-\(UUID().uuidString)",
+                                            scope: scope.0, scopeID: scope.1)
+                    var request = HTTPClientRequest(url: leadURL + Routes.secrets)
+                    request.method = .POST
+                    request.headers.add(name: "Authorization", value: "Bearer \(adminToken)")
+                    request.body = .bytes(ByteBuffer(bytes: try APICoding.encoder().encode(write)))
+                    let response = try await client.execute(request, timeout: .seconds(30))
+                    _ = try await response.body.collect(upTo: 1 << 16)
+                    guard response.status == .created else { throw AgentError(.process, "a secret write answered \(response.status.code)") }
+                }
+            }
+            try await group.waitForAll()
+        }
+
+        // Reads as the node, 16 at a time, for `seconds`.
+        progress("reading as a node for \(seconds) s…")
+        let latencies = Latencies()
+        let readsUntil = ContinuousClock.now + .seconds(Int64(seconds))
+        let readStart = ContinuousClock.now
+        let names = (0..<min(secrets, 1000)).map { ("svc\($0 / 10)", "key\($0 % 10)") }
+        var sample: SecretRead?
+        try await withThrowingTaskGroup(of: SecretRead?.self) { group in
+            for lane in 0..<16 {
+                group.addTask {
+                    var last: SecretRead?
+                    var i = lane
+                    while ContinuousClock.now < readsUntil {
+                        let (service, key) = names[i % names.count]
+                        i += 16
+                        let started = ContinuousClock.now
+                        let (status, body) = try await node.send("GET", Routes.secret(service, key), body: [])
+                        if status == 200 {
+                            latencies.values.withLock { $0.append(Double(started.duration(to: .now) / .microseconds(1)) / 1000) }
+                            if last == nil { last = try? APICoding.decoder().decode(SecretRead.self, from: Data(body)) }
+                        } else {
+                            latencies.failures.withLock { $0 += 1 }
+                        }
+                    }
+                    return last
+                }
+            }
+            for try await read in group where sample == nil { sample = read }
+        }
+        let readWall = Double(readStart.duration(to: .now) / .milliseconds(1)) / 1000
+        let leadLatencies = latencies.values.withLock { $0 }.sorted()
+        guard latencies.failures.withLock({ $0 }) == 0 else { throw AgentError(.process, "reads failed during the benchmark") }
+
+        // The node's cache: the same lookups a node's agent answers from, in process.
+        progress("reading from a node cache…")
+        let leadKey = try PublicKey(base64: try String(contentsOfFile: lead.dataDir + "/keys/sign.pub", encoding: .utf8))
+        let cache = SecretCache(dataDir: root + "/node-cache", node: node.signer.node, box: box, leadSignKey: { leadKey },
+                                logger: Logger(label: "bench"))
+        for (service, key) in names.prefix(200) {
+            let (status, body) = try await node.send("GET", Routes.secret(service, key), body: [])
+            guard status == 200 else { continue }
+            let read = try APICoding.decoder().decode(SecretRead.self, from: Data(body))
+            cache.store(read, value: try SecretCache.open(read, node: node.signer.node, box: box, leadKey: leadKey))
+        }
+        var cacheLatencies: [Double] = []
+        let cachedNames = cache.names
+        for i in 0..<100_000 {
+            let (service, key) = cachedNames[i % cachedNames.count]
+            let started = ContinuousClock.now
+            _ = cache.answer(service, key)
+            cacheLatencies.append(Double(started.duration(to: .now) / .nanoseconds(1)) / 1000)
+        }
+        cacheLatencies.sort()
+
+        progress("rotating the key-encryption key…")
+        let rotation: SecretRotation = try await lead.post(Routes.secretsRotateKey, Optional<Int>.none)
+        await lead.stop()
+        _ = sample
+        return Report(secrets: secrets, leadReads: leadLatencies.count, leadReadsPerSecond: Double(leadLatencies.count) / readWall,
+                      leadP50Ms: Samples.percentile(leadLatencies, 0.5), leadP99Ms: Samples.percentile(leadLatencies, 0.99),
+                      cacheP50Us: Samples.percentile(cacheLatencies, 0.5), cacheP99Us: Samples.percentile(cacheLatencies, 0.99),
+                      rotationSeconds: rotation.seconds, rewrapped: rotation.rewrapped)
+    }
 }

@@ -77,6 +77,11 @@ extension HTTPServer {
                                                        keyName: try context.parameters.require("key"), rollback, actor: "operator"),
                             status: .created)
         }
+        router.post(RouterPath(Routes.secretsRotateKey)) { request, _ -> Response in
+            guard let secrets = mesh.secrets else { throw APIError.notLead("key rotation", lead: leadURL) }
+            try authorize(request, token: token)
+            return try json(try await secrets.rotateKey(actor: "operator"), status: .ok)
+        }
         router.get(RouterPath(Routes.audit)) { request, _ -> Response in
             guard let secrets = mesh.secrets else { throw APIError.notLead("the audit log", lead: leadURL) }
             try authorize(request, token: token)

@@ -162,6 +162,59 @@ actor SecretsManager {
         return SecretInfo(service: slot.service, keyName: slot.keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: version)
     }
 
+    // MARK: Rotation (operator)
+
+    /// Re-wraps every data key of every version under a new key-encryption key, online: values
+    /// are not re-encrypted, new writes use the new key at once, and reads go on throughout
+    /// (each current version switches to its re-wrapped key in one step).
+    func rotateKey(actor: String) async throws(APIError) -> SecretRotation {
+        try requireLoaded()
+        let started = ContinuousClock.now
+        let from = kekVersion, to = kekVersion + 1
+        kekVersion = to
+        let rows: [[String?]]
+        do {
+            rows = try await store.query("""
+                SELECT service, key_name, scope, scope_id, version, ciphertext, nonce, wrapped_key, wrap_nonce, kek_version, \(SQL.iso("created_at"))
+                FROM secrets WHERE kek_version < $1
+                """, [String(to)]).rows
+        } catch { throw APIError.storeUnavailable(error) }
+        var rewrapped = 0
+        for batch in stride(from: 0, to: rows.count, by: 1000).map({ Array(rows[$0..<min($0 + 1000, rows.count)]) }) {
+            var updates: [[String: JSONValue]] = []
+            var fresh: [(Slot, Int, SealedValue)] = []
+            for row in batch {
+                guard let slot = Self.slot(row), let old = Self.current(row, from: 4) else { continue }
+                let sealed: SealedValue
+                do { sealed = try Envelope.rewrap(old.sealed, for: Self.row(slot, version: old.version), master: master, kekVersion: to) } catch {
+                    throw APIError(status: .internalServerError, code: "cannot_open",
+                                   message: "\(slot.service)/\(slot.keyName) version \(old.version) does not open; rotation stopped: \(error.message)")
+                }
+                updates.append(["service": .string(slot.service), "key_name": .string(slot.keyName), "scope": .string(slot.scope.name),
+                                "scope_id": .string(slot.scope.id), "version": .number(Double(old.version)),
+                                "wrapped_key": .string(Self.b64(sealed.wrappedKey)), "wrap_nonce": .string(Self.b64(sealed.wrapNonce))])
+                fresh.append((slot, old.version, sealed))
+            }
+            do {
+                try await store.query("""
+                    UPDATE secrets s SET wrapped_key = v.wrapped_key, wrap_nonce = v.wrap_nonce, kek_version = $2::integer
+                    FROM jsonb_to_recordset($1::jsonb) AS v(service text, key_name text, scope text, scope_id text, version integer,
+                                                            wrapped_key text, wrap_nonce text)
+                    WHERE s.service = v.service AND s.key_name = v.key_name AND s.scope = v.scope AND s.scope_id = v.scope_id
+                      AND s.version = v.version
+                    """, [SQL.json(updates), String(to)])
+            } catch { throw APIError.storeUnavailable(error) }
+            // Current versions switch to the re-wrapped key; the ciphertext is the same.
+            for (slot, version, sealed) in fresh where current[slot]?.version == version { current[slot]?.sealed = sealed }
+            rewrapped += fresh.count
+        }
+        let record = nextAudit(actor: actor, action: "rotate", service: "*", keyName: "*", version: to, result: "ok: \(rewrapped) data keys re-wrapped")
+        do { try await commit([], audit: record, event: nil) } catch { throw APIError.storeUnavailable(error) }
+        let elapsed = started.duration(to: .now)
+        logger.notice("secrets key rotated", metadata: ["nodeagent.from": "\(from)", "nodeagent.to": "\(to)", "nodeagent.rewrapped": "\(rewrapped)"])
+        return SecretRotation(fromVersion: from, toVersion: to, rewrapped: rewrapped, seconds: (Double(elapsed / .microseconds(1)) / 1e6).rounded(toPlaces: 3))
+    }
+
     // MARK: Reads
 
     /// The value that resolves for `node` of `company`, sealed to its box key and signed by the

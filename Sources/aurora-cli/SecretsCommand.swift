@@ -11,7 +11,7 @@ struct Secrets: AsyncParsableCommand {
             set, list, history, rollback and audit go to the lead (its operator token);
             get works on any agent: on a node it returns what resolves for that node.
             """,
-        subcommands: [Set.self, Get.self, List.self, History.self, Rollback.self, Audit.self])
+        subcommands: [Set.self, Get.self, List.self, History.self, Rollback.self, Audit.self, RotateKey.self])
 
     @OptionGroup var localOptions: AgentOptions
     @ParentCommand var root: AuroraCLI
@@ -158,6 +158,24 @@ struct Secrets: AsyncParsableCommand {
                 if verify { print(log.verified == true ? "chain verified" : "CHAIN BROKEN: \(log.problem ?? "unknown")") }
             }
             if verify && log.verified != true { throw ExitCode(1) }
+        }
+    }
+
+    struct RotateKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rotate-key",
+            abstract: "Re-wrap every data key under a new key-encryption key, online (values are not re-encrypted).")
+        @OptionGroup var localOptions: AgentOptions
+        @ParentCommand var parent: Secrets
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let options = localOptions.merged(with: parent.options)
+            var client = try options.client()
+            client.timeout = .seconds(300)
+            let rotation = try await client.call("POST", Routes.secretsRotateKey, as: SecretRotation.self)
+            print(json ? try encodePretty(rotation)
+                  : "key-encryption key \(rotation.fromVersion) → \(rotation.toVersion): \(rotation.rewrapped) data keys re-wrapped in \(rotation.seconds) s")
         }
     }
 }

@@ -8,7 +8,8 @@ extension Nodeagent {
     struct Bench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Benchmarks that print figures.",
-            subcommands: [Startup.self, Heartbeat.self, Detection.self, Placement.self, Dispatch.self, Requeue.self, Queue.self])
+            subcommands: [Startup.self, Heartbeat.self, Detection.self, Placement.self, Dispatch.self, Requeue.self, Queue.self,
+                          SecretsBench.self])
     }
 }
 
@@ -220,6 +221,37 @@ extension Nodeagent.Bench {
             print(String(format: "  submitted at %.0f/s, failed %d", report.submitsPerSecond, report.failed))
             print("  lead RSS: \(report.leadRSSMBBefore.map { String(format: "%.1f", $0) } ?? "?") MB empty, "
                   + "\(report.leadRSSMB.map { String(format: "%.1f", $0) } ?? "?") MB with \(jobs) queued (target < 64 MB; PostgreSQL not counted)")
+        }
+    }
+}
+
+extension Nodeagent.Bench {
+    /// `nodeagent bench secrets`.
+    struct SecretsBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "secrets",
+            abstract: "Resolved reads on the lead and from a node's cache (p50/p99), and the rotation of many secrets.")
+
+        @Option(help: "Secrets to write (and rotate).") var secrets = 10_000
+        @Option(help: "Seconds of reads on the lead.") var seconds = 10
+        @Flag(help: "Print the report as JSON.") var json = false
+
+        func validate() throws {
+            guard (1...1_000_000).contains(secrets) else { throw ValidationError("--secrets must be 1...1000000") }
+            guard (1...600).contains(seconds) else { throw ValidationError("--seconds must be 1...600") }
+        }
+
+        func run() async throws {
+            let benchmark = SecretsBenchmark(executable: selfExecutable, secrets: secrets, seconds: seconds) { line in
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
+            let report = try await benchmark.run()
+            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
+            print("nodeagent bench secrets (\(secrets) secrets, release=\(isReleaseBuild))")
+            print(String(format: "  lead, signed node reads (16 concurrent): %.0f/s, p50 %.2f ms, p99 %.2f ms (target >= 10000/s, p99 <= 2 ms)",
+                         report.leadReadsPerSecond, report.leadP50Ms, report.leadP99Ms))
+            print(String(format: "  node cache: p50 %.1f µs, p99 %.1f µs (target p99 <= 100 µs)", report.cacheP50Us, report.cacheP99Us))
+            print(String(format: "  rotation: %d data keys re-wrapped in %.2f s (target < 5 s)", report.rewrapped, report.rotationSeconds))
         }
     }
 }

@@ -120,6 +120,33 @@ struct SecretsTests {
                                      body: Array(#"{"service": "open ai", "key_name": "k", "value": "v", "scope": "global"}"#.utf8))
         #expect(badName.status == 400 && badName.text.contains("service"))
 
+        // Key rotation while nodes read: every read succeeds, and the values are unchanged after.
+        let a1 = nodes["gpu-a1"]!
+        let a1Token = try a1.adminToken
+        let (reads, rotation) = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
+            group.addTask {
+                var failures: [String] = []
+                for _ in 0..<150 {
+                    let answer = try await http(a1.baseURL + Routes.secret("openai", "api_key"), headers: ["Authorization": "Bearer \(a1Token)"])
+                    if answer.status != 200 || !answer.text.contains(Self.nodeOverride) { failures.append("\(answer.status)") }
+                }
+                return (failures.count, nil)
+            }
+            group.addTask { (0, try await cli(["secrets", "rotate-key", "--json"], agent: lead)) }
+            var failures = 0, output: String?
+            for try await (count, text) in group {
+                failures += count
+                if let text { output = text }
+            }
+            return (failures, output)
+        }
+        #expect(reads == 0, "reads failed during rotation")
+        let rotated = try APICoding.decoder().decode(SecretRotation.self, from: Data(try #require(rotation).utf8))
+        #expect(rotated.fromVersion == 1 && rotated.toVersion == 2 && rotated.rewrapped == 5)
+        #expect(try await cli(["secrets", "get", "openai", "api_key", "--node", "gpu-a1"], agent: lead) == Self.nodeOverride + "\n")
+        let rotatedAudit = try await http(lead.baseURL + Routes.audit + "?verify=true", headers: admin).decode(AuditLog.self)
+        #expect(rotatedAudit.verified == true && rotatedAudit.entries.contains { $0.action == "rotate" })
+
         // A changed value reaches the cache of a node that read it within 2 s (heartbeats carry
         // the lead's secrets version; the node refreshes what it holds).
         let changedAt = ContinuousClock.now
