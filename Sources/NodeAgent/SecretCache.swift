@@ -68,7 +68,7 @@ final class SecretCache: Sendable {
         }
         let text = SecretRead.signedText(service: read.service, keyName: read.keyName, scope: read.scope, scopeID: read.scopeID,
                                          version: read.version, node: node,
-                                         sealedSHA256Hex: Crypto.sha256(sealed).map { String(format: "%02x", $0) }.joined())
+                                         sealedSHA256Hex: Hex.encode(Crypto.sha256(sealed)))
         guard SigningKey.verify(signature: signature, of: Array(text.utf8), by: leadKey) else {
             throw APIError(status: .badGateway, code: "bad_signature", message: "the secret is not signed by the lead this node joined")
         }

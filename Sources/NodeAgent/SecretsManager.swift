@@ -219,27 +219,45 @@ actor SecretsManager {
 
     /// The value that resolves for `node` of `company`, sealed to its box key and signed by the
     /// lead. Audited before it is answered; if the audit cannot be written the read is refused.
-    func read(service: String, keyName: String, node: String, company: String, boxKey: PublicKey) async throws(APIError) -> SecretRead {
-        try requireLoaded()
-        let (slot, found) = try resolve(service: service, keyName: keyName, node: node, company: company, actor: "node:\(node)")
-        let value = try await open(found, at: slot, audit: nextAudit(actor: "node:\(node)", action: "read", service: service, keyName: keyName,
-                                                                     node: node, scope: slot.scope.description, version: found.version, result: "ok"))
+    /// Only resolution and the audit run on the actor; the cryptography runs on the caller's
+    /// task, so reads proceed in parallel.
+    nonisolated func read(service: String, keyName: String, node: String, company: String, boxKey: PublicKey) async throws(APIError) -> SecretRead {
+        let (slot, found) = try await resolveAudited(service: service, keyName: keyName, node: node, company: company, actor: "node:\(node)",
+                                                     action: "read")
+        let value = try open(found, at: slot)
         let sealed = value.withUnsafeBytes { BoxKey.seal(Array($0), to: boxKey) }
         let text = SecretRead.signedText(service: service, keyName: keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: found.version,
-                                         node: node, sealedSHA256Hex: Crypto.sha256(sealed).map { String(format: "%02x", $0) }.joined())
+                                         node: node, sealedSHA256Hex: Hex.encode(Crypto.sha256(sealed)))
         return SecretRead(service: service, keyName: keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: found.version,
                           sealedValue: Data(sealed).base64EncodedString(), signature: Data(signing.sign(Array(text.utf8))).base64EncodedString())
     }
 
     /// An operator's preview of what resolves for a node or a company, with the value.
-    func preview(service: String, keyName: String, node: String?, company: String) async throws(APIError) -> SecretRead {
-        try requireLoaded()
-        let target = node ?? ""
-        let (slot, found) = try resolve(service: service, keyName: keyName, node: target, company: company, actor: "operator")
-        let value = try await open(found, at: slot, audit: nextAudit(actor: "operator", action: "preview", service: service, keyName: keyName,
-                                                                     node: node, scope: slot.scope.description, version: found.version, result: "ok"))
+    nonisolated func preview(service: String, keyName: String, node: String?, company: String) async throws(APIError) -> SecretRead {
+        let (slot, found) = try await resolveAudited(service: service, keyName: keyName, node: node ?? "", company: company, actor: "operator",
+                                                     action: "preview", auditNode: node)
+        let value = try open(found, at: slot)
         return SecretRead(service: service, keyName: keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: found.version,
                           value: value.withUnsafeBytes { String(decoding: $0, as: UTF8.self) })
+    }
+
+    /// Resolves, then writes the audit record. Fails closed: no audit, no value.
+    private func resolveAudited(service: String, keyName: String, node: String, company: String, actor: String, action: String,
+                                auditNode: String?? = .none) async throws(APIError) -> (Slot, Current) {
+        try requireLoaded()
+        let (slot, found) = try resolve(service: service, keyName: keyName, node: node, company: company, actor: actor)
+        let record = nextAudit(actor: actor, action: action, service: service, keyName: keyName, node: auditNode ?? node,
+                               scope: slot.scope.description, version: found.version, result: "ok")
+        if case .failure(let error) = await appendRead(record, deadline: .milliseconds(100)) {
+            throw APIError(status: .serviceUnavailable, code: "audit_unavailable", message: "the read was refused: its audit record could not be written (\(error.message))")
+        }
+        return (slot, found)
+    }
+
+    private nonisolated func open(_ found: Current, at slot: Slot) throws(APIError) -> SecureBytes {
+        do { return try Envelope.open(found.sealed, for: Self.row(slot, version: found.version), master: master) } catch {
+            throw APIError(status: .internalServerError, code: "cannot_open", message: "the stored value does not open: \(error.message)")
+        }
     }
 
     /// Records a refused read (another node's override, another company's value) and answers 403.
@@ -263,16 +281,66 @@ actor SecretsManager {
         return (Slot(service: service, keyName: keyName, scope: scope), found)
     }
 
-    /// Writes the audit record, then opens the value. Fails closed: no audit, no value.
-    private func open(_ found: Current, at slot: Slot, audit record: AuditRecord) async throws(APIError) -> SecureBytes {
-        do {
-            try await commit([], audit: record, event: nil, deadline: .milliseconds(100))
-        } catch {
-            throw APIError(status: .serviceUnavailable, code: "audit_unavailable", message: "the read was refused: its audit record could not be written (\(error.message))")
+    // MARK: Read audit, group-committed
+
+    /// Read audit records waiting for the next batch, and who waits for each.
+    private var pendingReads: [(AuditRecord, CheckedContinuation<Result<Void, AgentError>, Never>)] = []
+    private var flushingReads = false
+
+    /// Appends a read's audit record and waits until it is stored, at most `deadline`. Reads
+    /// that arrive while a batch is being written go together into the next one: one statement
+    /// and one commit for many reads.
+    private func appendRead(_ record: AuditRecord, deadline: Duration) async -> Result<Void, AgentError> {
+        let stored = Task { () -> Result<Void, AgentError> in
+            await withCheckedContinuation { continuation in
+                Task { await self.enqueueRead(record, continuation) }
+            }
         }
-        do { return try Envelope.open(found.sealed, for: Self.row(slot, version: found.version), master: master) } catch {
-            throw APIError(status: .internalServerError, code: "cannot_open", message: "the stored value does not open: \(error.message)")
+        return await withTaskGroup(of: Result<Void, AgentError>?.self) { group in
+            group.addTask { await stored.value }
+            group.addTask {
+                try? await Task.sleep(for: deadline)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first ?? .failure(AgentError(.store, "the audit write took longer than \(deadline)"))
         }
+    }
+
+    private func enqueueRead(_ record: AuditRecord, _ continuation: CheckedContinuation<Result<Void, AgentError>, Never>) {
+        pendingReads.append((record, continuation))
+        guard !flushingReads else { return }
+        flushingReads = true
+        Task { await self.flushReads() }
+    }
+
+    private func flushReads() async {
+        while !pendingReads.isEmpty {
+            let batch = pendingReads
+            pendingReads = []
+            let rows: [[String: JSONValue]] = batch.map { record, _ in
+                ["seq": .number(Double(record.seq)), "at": .string(record.at), "actor": .string(record.actor), "action": .string(record.action),
+                 "service": .string(record.service), "key_name": .string(record.keyName), "node": record.node.map(JSONValue.string) ?? .null,
+                 "scope": record.scope.map(JSONValue.string) ?? .null, "version": record.version.map { .number(Double($0)) } ?? .null,
+                 "result": .string(record.result), "previous_hash": .string(record.previousHash), "hash": .string(record.hash)]
+            }
+            let outcome: Result<Void, AgentError>
+            do {
+                try await store.query("""
+                    INSERT INTO secret_audit (seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash)
+                    SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash
+                    FROM jsonb_to_recordset($1::jsonb) AS r(seq bigint, at text, actor text, action text, service text, key_name text, node text,
+                                                            scope text, version integer, result text, previous_hash text, hash text)
+                    """, [SQL.json(rows)])
+                outcome = .success(())
+            } catch {
+                outcome = .failure(error)
+                if let reloaded = try? await Self.lastAudit(store: store) { lastAudit = reloaded }
+            }
+            for (_, continuation) in batch { continuation.resume(returning: outcome) }
+        }
+        flushingReads = false
     }
 
     // MARK: Views (operator)

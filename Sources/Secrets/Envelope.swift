@@ -1,5 +1,6 @@
 import CSodium
 import Foundation
+import Synchronization
 
 // Envelope encryption of secret values (shared/DESIGN.md, Secrets): every version of a secret
 // gets its own random data key; the value is sealed with XChaCha20-Poly1305 under it, with the
@@ -9,6 +10,9 @@ import Foundation
 /// The master key: 32 bytes in guarded memory, from a 0600 file or a passphrase.
 public struct MasterKey: Sendable {
     private let secret: SecureBytes
+    /// Derived key-encryption keys, one per version, kept in guarded memory: guarded allocations
+    /// cost system calls, and reads need the same few keys again and again.
+    private let keks = KEKCache()
 
     /// A new random master key.
     public static func generate() -> MasterKey { MasterKey(secret: SecureBytes.random(count: 32)) }
@@ -46,6 +50,10 @@ public struct MasterKey: Sendable {
 
     /// Key-encryption key number `version`, derived with `crypto_kdf` (context `aurorakk`).
     func kek(version: Int) -> SecureBytes {
+        keks.key(version) { derive(version: version) }
+    }
+
+    private func derive(version: Int) -> SecureBytes {
         let kek = SecureBytes(count: Int(crypto_aead_xchacha20poly1305_ietf_keybytes()))
         kek.withUnsafeMutableBytes { out in
             secret.withUnsafeBytes { master in
@@ -54,6 +62,21 @@ public struct MasterKey: Sendable {
             }
         }
         return kek
+    }
+}
+
+/// Key-encryption keys derived so far.
+final class KEKCache: Sendable {
+    private let keys = Mutex<[Int: SecureBytes]>([:])
+
+    func key(_ version: Int, derive: () -> SecureBytes) -> SecureBytes {
+        if let key = keys.withLock({ $0[version] }) { return key }
+        let key = derive()
+        return keys.withLock { keys in
+            if let existing = keys[version] { return existing }
+            keys[version] = key
+            return key
+        }
     }
 }
 
