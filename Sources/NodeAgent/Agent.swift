@@ -34,6 +34,7 @@ public enum Agent {
 
         // Services start in this order and stop in reverse: store → registry or membership → HTTP.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        var connectivity: ConnectivityService?
         if config.role == .lead {
             let storeService = try StoreService(config: config, state: state, logger: logger)
             let generation = SecretsGeneration()
@@ -47,6 +48,11 @@ public enum Agent {
             mesh.registry = registry
             mesh.jobs = jobs
             mesh.secrets = secrets
+            let board = ConnectivityBoard(store: storeService.store, hub: hub, logger: logger)
+            mesh.connectivity = board
+            connectivity = ConnectivityService(config: config, logger: logger) { [name = config.name] results in
+                do { try await board.report(name, results); return true } catch { return false }
+            }
             mesh.store = storeService.store
             services.append(.init(service: storeService))
             services.append(.init(service: RegistryService(registry: registry, state: state, inventory: inventory, hub: hub, logger: logger)))
@@ -78,7 +84,17 @@ public enum Agent {
             }
             services.append(.init(service: membership))
             if let worker { services.append(.init(service: worker)) }
+            let reporter = LeadClient.signed(config: config, identity: identity)
+            connectivity = ConnectivityService(config: config, logger: logger) { results in
+                do {
+                    _ = try await reporter.send(.POST, Routes.connectivityStatus, body: ConnectivityReport(results: results), timeout: .seconds(3))
+                    return true
+                } catch {
+                    return false
+                }
+            }
         }
+        if let connectivity, !config.probes.isEmpty { services.append(.init(service: connectivity)) }
         let http = HTTPServer.application(state: state, token: token, metrics: metrics, mesh: mesh, logger: logger)
         services.append(.init(service: http))
         services.append(.init(service: StreamCloser(hub: hub, jobs: mesh.jobs)))

@@ -1,6 +1,7 @@
 import Foundation
 import Mesh
 import Yams
+import struct AuroraAPI.ConnectivityProbe
 
 /// Where a resolved value came from, printed by `nodeagent config`.
 public enum ConfigSource: Sendable, Equatable, CustomStringConvertible {
@@ -88,7 +89,7 @@ extension ConfigKind {
             let mask: UInt32 = bits == 0 ? 0 : ~UInt32(0) << (32 - bits)
             guard address & ~mask == 0 else { throw bad("a network address (host bits zero)") }
             return .string(text)
-        case .map, .gpus:
+        case .map, .gpus, .probes:
             throw AgentError(.config, "\(origin): '\(key)' can only be set in a YAML file")
         }
     }
@@ -192,6 +193,18 @@ public enum ConfigFile {
             return .gpus(try sequence.enumerated().map { (offset, entry) throws(AgentError) in
                 try gpu(entry, position: offset, origin: "\(origin.split(separator: ":").dropLast().joined(separator: ":")):\(entry.mark?.line ?? 0)")
             })
+        case .probes:
+            if node.null != nil { return .probes([]) }
+            guard case .sequence(let sequence) = node else {
+                throw AgentError(.config, "\(origin): 'connectivity' must be \(key.kind.expectation)")
+            }
+            let probes = try sequence.enumerated().map { (offset, entry) throws(AgentError) in
+                try probe(entry, position: offset, origin: "\(origin.split(separator: ":").dropLast().joined(separator: ":")):\(entry.mark?.line ?? 0)")
+            }
+            if let duplicate = Dictionary(grouping: probes, by: \.name).first(where: { $0.value.count > 1 })?.key {
+                throw AgentError(.config, "\(origin): two connectivity probes are named '\(duplicate)'")
+            }
+            return .probes(probes)
         default:
             guard case .scalar(let scalar) = node else {
                 throw AgentError(.config, "\(origin): '\(key.path)' must be \(key.kind.expectation), got a \(node.mapping != nil ? "mapping" : "list")")
@@ -233,6 +246,37 @@ public enum ConfigFile {
         let utilization = try int("utilization_pct", required: false, range: 0...100)
         return GPUInventoryEntry(index: index, uuid: fields["uuid"] ?? "GPU-static-\(index)", name: name,
                                  memoryTotalMB: total, memoryUsedMB: used, utilizationPct: utilization)
+    }
+
+    private static func probe(_ node: Node, position: Int, origin: String) throws(AgentError) -> ConnectivityProbe {
+        guard case .mapping(let mapping) = node else {
+            throw AgentError(.config, "\(origin): connectivity[\(position)] must be a mapping {name, url, ...}")
+        }
+        let allowed = ["name", "url", "method", "expect_status", "interval_s", "timeout_s", "degraded_ms"]
+        var fields: [String: String] = [:]
+        for (k, v) in mapping {
+            guard let name = k.string, allowed.contains(name) else {
+                throw AgentError(.config, "\(origin): unknown key 'connectivity[\(position)].\(k.string ?? "?")'; known: \(allowed.joined(separator: ", "))")
+            }
+            fields[name] = v.string
+        }
+        func number(_ name: String, _ fallback: Double, _ range: ClosedRange<Double>) throws(AgentError) -> Double {
+            guard let text = fields[name] else { return fallback }
+            guard let value = Double(text), range.contains(value) else {
+                throw AgentError(.config, "\(origin): 'connectivity[\(position)].\(name)' must be a number in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+            }
+            return value
+        }
+        guard let name = fields["name"], !name.isEmpty else { throw AgentError(.config, "\(origin): connectivity[\(position)] needs 'name'") }
+        guard let url = fields["url"], let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
+            throw AgentError(.config, "\(origin): 'connectivity[\(position)].url' must be an http(s) URL")
+        }
+        let method = (fields["method"] ?? "GET").uppercased()
+        guard ["GET", "HEAD"].contains(method) else { throw AgentError(.config, "\(origin): 'connectivity[\(position)].method' must be GET or HEAD") }
+        let timeout = try number("timeout_s", 5, 0.05...120)
+        return ConnectivityProbe(name: name, url: url, method: method, expectStatus: Int(try number("expect_status", 200, 100...599)),
+                                 intervalS: try number("interval_s", 30, 0.1...86_400), timeoutS: timeout,
+                                 degradedMs: try number("degraded_ms", min(1000, timeout * 500), 1...120_000))
     }
 
     /// "did you mean" for a near miss, by shared prefix or edit distance.

@@ -9,6 +9,7 @@ public enum ConfigValue: Sendable, Equatable {
     case bool(Bool)
     case map([String: String])
     case gpus([GPUInventoryEntry])
+    case probes([ConnectivityProbe])
 }
 
 /// One GPU of a static inventory (`gpus:` in a profile), used instead of `nvidia-smi`: the
@@ -32,6 +33,7 @@ public enum ConfigKind: Sendable, Equatable {
     case cidr
     case map
     case gpus
+    case probes
 
     /// A short description for errors and documentation.
     var expectation: String {
@@ -50,6 +52,7 @@ public enum ConfigKind: Sendable, Equatable {
         case .cidr: "an IPv4 CIDR such as 10.0.0.0/24"
         case .map: "a mapping of names to strings"
         case .gpus: "a list of GPUs"
+        case .probes: "a list of probes ({name, url, method?, expect_status?, interval_s?, timeout_s?, degraded_ms?})"
         }
     }
 }
@@ -146,6 +149,7 @@ public enum ConfigSchema {
         ConfigKey("gpu.policy", .oneOf(["binpack", "spread"]), default: .string("binpack"),
                   "lead: placement scoring; binpack fills the tightest GPU, spread the emptiest"),
         ConfigKey("gpus", .gpus, default: .gpus([]), "static GPU inventory used instead of nvidia-smi"),
+        ConfigKey("connectivity", .probes, default: .probes([]), "external APIs this node probes and reports (healthy, degraded, down)"),
         // MARK: PostgreSQL monitor and events
         ConfigKey("postgres.monitor", .string, default: .string(""), secret: true,
                   "libpq connection string of the local server to watch; empty: no monitor"),

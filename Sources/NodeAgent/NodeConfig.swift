@@ -105,6 +105,7 @@ public struct ResolvedConfig: Sendable {
         case .bool(let b): text = String(b)
         case .map(let m): text = m.isEmpty ? "{}" : "{" + m.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + "}"
         case .gpus(let g): text = g.isEmpty ? "[]" : g.map { "\($0.index): \($0.name) \($0.memoryTotalMB) MB" }.joined(separator: "; ")
+        case .probes(let p): text = p.isEmpty ? "[]" : p.map { "\($0.name): \($0.method) \($0.url) every \($0.intervalS) s" }.joined(separator: "; ")
         }
         return entry.key.secret ? Redaction.redact(text) : text
     }
@@ -133,6 +134,8 @@ public struct ResolvedConfig: Sendable {
             case .double(let d): value = d
             case .bool(let b): value = b
             case .map(let m): value = m
+            case .probes(let p): value = p.map { ["name": $0.name, "url": $0.url, "method": $0.method, "expect_status": $0.expectStatus,
+                                                  "interval_s": $0.intervalS, "timeout_s": $0.timeoutS, "degraded_ms": $0.degradedMs] as [String: Any] }
             case .gpus(let g): value = g.map { ["index": $0.index, "uuid": $0.uuid, "name": $0.name, "memory_total_mb": $0.memoryTotalMB,
                                                   "memory_used_mb": $0.memoryUsedMB, "utilization_pct": $0.utilizationPct] as [String: Any] }
             }
@@ -203,6 +206,8 @@ public struct NodeConfig: Sendable {
     public let maxBodyBytes: Int
     public let logLevel: Logger.Level
     public let gpus: [GPUInventoryEntry]
+    /// External APIs this node probes (`connectivity`).
+    public let probes: [ConnectivityProbe]
     /// Take GPU jobs (`gpu.accept_jobs`).
     public let acceptJobs: Bool
     /// Run `exec` jobs (`gpu.allow_exec`).
@@ -249,6 +254,7 @@ public struct NodeConfig: Sendable {
         self.maxBodyBytes = int("http.max_body_bytes")
         self.logLevel = Logger.Level(rawValue: string("log.level")) ?? .info
         if case .gpus(let gpus) = resolved["gpus"] { self.gpus = gpus } else { self.gpus = [] }
+        if case .probes(let probes) = resolved["connectivity"] { self.probes = probes } else { self.probes = [] }
         func bool(_ path: String) -> Bool {
             guard case .bool(let value) = resolved[path] else { preconditionFailure("\(path) is not a boolean key") }
             return value

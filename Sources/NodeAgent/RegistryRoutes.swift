@@ -24,6 +24,7 @@ struct MeshContext: Sendable {
     var registry: Registry?
     var jobs: JobCoordinator?
     var secrets: SecretsManager?
+    var connectivity: ConnectivityBoard?
     var store: Store?
     var hub: EventHub
     var membership: MembershipService?

@@ -82,6 +82,28 @@ extension HTTPServer {
             try authorize(request, token: token)
             return try json(try await secrets.rotateKey(actor: "operator"), status: .ok)
         }
+        // MARK: Connectivity
+        router.post(RouterPath(Routes.connectivityStatus)) { request, context -> Response in
+            guard let board = mesh.connectivity, let registry = mesh.registry else { throw APIError.notLead("connectivity reports", lead: leadURL) }
+            let (node, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
+            let report = try decode(ConnectivityReport.self, body, allowed: ConnectivityReport.fields)
+            try await board.report(node, report.results)
+            return try json(["accepted": report.results.count], status: .ok)
+        }
+        router.get(RouterPath(Routes.connectivityStatus)) { request, context -> Response in
+            guard let board = mesh.connectivity, let registry = mesh.registry else {
+                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(5))
+            }
+            _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            return try json(await board.status(), status: .ok)
+        }
+        router.get(RouterPath(Routes.connectivityHealth)) { request, context -> Response in
+            guard let board = mesh.connectivity, let registry = mesh.registry else {
+                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(5))
+            }
+            _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            return try json(ConnectivityHealth.summarize(await board.status()), status: .ok)
+        }
         router.get(RouterPath(Routes.audit)) { request, _ -> Response in
             guard let secrets = mesh.secrets else { throw APIError.notLead("the audit log", lead: leadURL) }
             try authorize(request, token: token)

@@ -179,3 +179,41 @@ struct Secrets: AsyncParsableCommand {
         }
     }
 }
+
+/// `aurora-cli connectivity`: every node's view of the external APIs their profiles probe.
+struct Connectivity: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Node × service connectivity (healthy, degraded, down) and per-service health.",
+        discussion: "Exit status 0 when everything is healthy, 1 otherwise.")
+
+    @OptionGroup var localOptions: AgentOptions
+    @ParentCommand var root: AuroraCLI
+    @Flag(help: "Print {status, health} as JSON.") var json = false
+
+    struct Output: Codable {
+        var status: ConnectivityMatrix
+        var health: ConnectivityHealth
+    }
+
+    func run() async throws {
+        let options = localOptions.merged(with: root.options)
+        let client = try options.client()
+        let status = try await client.call("GET", Routes.connectivityStatus, as: ConnectivityMatrix.self)
+        let health = try await client.call("GET", Routes.connectivityHealth, as: ConnectivityHealth.self)
+        if json {
+            print(try encodePretty(Output(status: status, health: health)))
+        } else {
+            var rows: [[String]] = []
+            for node in status.nodes.keys.sorted() {
+                for (service, result) in status.nodes[node]!.sorted(by: { $0.key < $1.key }) {
+                    rows.append([node, service, result.state.rawValue, result.latencyMs.map { String(format: "%.1f ms", $0) } ?? "-",
+                                 result.status.map(String.init) ?? "-", result.error ?? ""])
+                }
+            }
+            print(JobTable.table(["NODE", "SERVICE", "STATE", "LATENCY", "STATUS", "ERROR"], rows))
+            let services = health.services.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.state.rawValue)" }.joined(separator: ", ")
+            print("overall \(health.state.rawValue)" + (services.isEmpty ? "" : "  ·  \(services)"))
+        }
+        if health.state != .healthy { throw ExitCode(1) }
+    }
+}
