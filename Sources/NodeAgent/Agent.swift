@@ -42,7 +42,8 @@ public enum Agent {
                                         logger: logger)
             let jobs = JobCoordinator(store: storeService.store, hub: hub, leadName: config.name,
                                       policy: Scheduler.Policy(rawValue: config.gpuPolicy) ?? .binpack, logger: logger)
-            let master = try SecretsMasterKey.loadOrCreate(in: dataDir.file("keys"), logger: logger)
+            let master = try SecretsMasterKey.loadOrCreate(in: dataDir.file("keys"), passphraseFile: config.secretsPassphraseFile,
+                                                             logger: logger)
             let secrets = SecretsManager(store: storeService.store, hub: hub, master: master, signing: identity.signing,
                                          generation: generation, logger: logger)
             mesh.registry = registry

@@ -149,6 +149,8 @@ public enum ConfigSchema {
         ConfigKey("gpu.policy", .oneOf(["binpack", "spread"]), default: .string("binpack"),
                   "lead: placement scoring; binpack fills the tightest GPU, spread the emptiest"),
         ConfigKey("gpus", .gpus, default: .gpus([]), "static GPU inventory used instead of nvidia-smi"),
+        ConfigKey("secrets.passphrase_file", .string, default: .string(""), env: "AURORA_SECRETS_PASSPHRASE_FILE", flag: "--secrets-passphrase-file",
+                  "lead: file with the passphrase the secrets master key is derived from (Argon2id); empty: DATA/keys/secrets.master"),
         ConfigKey("connectivity", .probes, default: .probes([]), "external APIs this node probes and reports (healthy, degraded, down)"),
         // MARK: PostgreSQL monitor and events
         ConfigKey("postgres.monitor", .string, default: .string(""), secret: true,

@@ -126,19 +126,68 @@ enum Hex {
     }
 }
 
-/// The lead's secrets master key: `DATA/keys/secrets.master` (0600), created on first start.
-/// Losing it loses every stored secret; back it up with the data directory.
+/// The lead's secrets master key: `DATA/keys/secrets.master` (0600), created on first start,
+/// or derived from a passphrase (`secrets.passphrase_file`) with Argon2id and a salt kept in
+/// `DATA/keys/secrets.salt`. A check value sealed under the key finds a wrong passphrase at
+/// start, before anything is written with it. Losing the key (or the passphrase) loses every
+/// stored secret.
 enum SecretsMasterKey {
-    static func loadOrCreate(in directory: String, logger: Logger) throws(AgentError) -> MasterKey {
-        let path = directory + "/secrets.master"
-        if let text = try SecureFile.read(path) {
-            do { return try MasterKey(base64: text.trimmingCharacters(in: .whitespacesAndNewlines)) } catch {
-                throw AgentError(.identity, "\(path) does not hold a secrets master key (\(error.message)); restore it from a backup")
+    static func loadOrCreate(in directory: String, passphraseFile: String?, logger: Logger) throws(AgentError) -> MasterKey {
+        let key: MasterKey
+        if let passphraseFile {
+            guard let text = try? String(contentsOfFile: passphraseFile, encoding: .utf8) else {
+                throw AgentError(.identity, "cannot read the secrets passphrase file \(passphraseFile)")
+            }
+            var bytes = Array(text.trimmingCharacters(in: .newlines).utf8)
+            guard bytes.count >= 12 else { throw AgentError(.identity, "the secrets passphrase in \(passphraseFile) is shorter than 12 characters") }
+            let passphrase = SecureBytes(copying: bytes)
+            SecureBytes.zero(&bytes)
+            let saltPath = directory + "/secrets.salt"
+            let salt: [UInt8]
+            if let saved = try SecureFile.read(saltPath), let decoded = Data(base64Encoded: saved.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                salt = [UInt8](decoded)
+            } else {
+                salt = MasterKey.newSalt()
+                try SecureFile.write(Data(salt).base64EncodedString() + "\n", to: saltPath)
+            }
+            do { key = try MasterKey(passphrase: passphrase, salt: salt, opsLimit: 3, memLimit: 64 << 20) } catch {
+                throw AgentError(.identity, "cannot derive the secrets master key: \(error.message)")
+            }
+        } else {
+            let path = directory + "/secrets.master"
+            if let text = try SecureFile.read(path) {
+                do { key = try MasterKey(base64: text.trimmingCharacters(in: .whitespacesAndNewlines)) } catch {
+                    throw AgentError(.identity, "\(path) does not hold a secrets master key (\(error.message)); restore it from a backup")
+                }
+            } else {
+                key = MasterKey.generate()
+                try SecureFile.write(key.base64() + "\n", to: path)
+                logger.info("created the secrets master key", metadata: ["nodeagent.file": "\(path)"])
             }
         }
-        let key = MasterKey.generate()
-        try SecureFile.write(key.base64() + "\n", to: path)
-        logger.info("created the secrets master key", metadata: ["nodeagent.file": "\(path)"])
+        try check(key, directory: directory, passphrase: passphraseFile != nil)
         return key
+    }
+
+    /// Seals a known value under the key the first time; later starts must open it.
+    private static func check(_ key: MasterKey, directory: String, passphrase: Bool) throws(AgentError) {
+        let path = directory + "/secrets.check"
+        let row = SecretRow(scope: "check", scopeID: "", service: "aurora", keyName: "master", version: 1)
+        if let text = try SecureFile.read(path), let data = Data(base64Encoded: text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+            let bytes = [UInt8](data)
+            let nonceLength = 24, wrapLength = 32 + 16
+            guard bytes.count > 2 * nonceLength + wrapLength else { throw AgentError(.identity, "\(path) is damaged; remove it to start over") }
+            let sealed = SealedValue(ciphertext: Array(bytes[(2 * nonceLength + wrapLength)...]), nonce: Array(bytes[0..<nonceLength]),
+                                     wrappedKey: Array(bytes[(2 * nonceLength)..<(2 * nonceLength + wrapLength)]),
+                                     wrapNonce: Array(bytes[nonceLength..<(2 * nonceLength)]), kekVersion: 1)
+            do { _ = try Envelope.open(sealed, for: row, master: key) } catch {
+                throw AgentError(.identity, passphrase
+                    ? "the secrets passphrase does not match the one this lead's secrets were stored with"
+                    : "DATA/keys/secrets.master does not match the key this lead's secrets were stored with")
+            }
+            return
+        }
+        let sealed = Envelope.seal(SecureBytes(copying: Array("aurora-master-check".utf8)), for: row, master: key, kekVersion: 1)
+        try SecureFile.write(Data(sealed.nonce + sealed.wrapNonce + sealed.wrappedKey + sealed.ciphertext).base64EncodedString() + "\n", to: path)
     }
 }

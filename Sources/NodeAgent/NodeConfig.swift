@@ -208,6 +208,8 @@ public struct NodeConfig: Sendable {
     public let gpus: [GPUInventoryEntry]
     /// External APIs this node probes (`connectivity`).
     public let probes: [ConnectivityProbe]
+    /// The lead derives its secrets master key from the passphrase in this file; nil: key file.
+    public let secretsPassphraseFile: String?
     /// Take GPU jobs (`gpu.accept_jobs`).
     public let acceptJobs: Bool
     /// Run `exec` jobs (`gpu.allow_exec`).
@@ -255,6 +257,7 @@ public struct NodeConfig: Sendable {
         self.logLevel = Logger.Level(rawValue: string("log.level")) ?? .info
         if case .gpus(let gpus) = resolved["gpus"] { self.gpus = gpus } else { self.gpus = [] }
         if case .probes(let probes) = resolved["connectivity"] { self.probes = probes } else { self.probes = [] }
+        self.secretsPassphraseFile = nonEmpty("secrets.passphrase_file")
         func bool(_ path: String) -> Bool {
             guard case .bool(let value) = resolved[path] else { preconditionFailure("\(path) is not a boolean key") }
             return value

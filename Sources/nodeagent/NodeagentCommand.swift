@@ -90,6 +90,10 @@ struct ConfigOptions: ParsableArguments {
     @Flag(name: .customLong("leave-on-stop"), help: "On SIGTERM, tell the lead this node leaves (state 'left', not 'dead').")
     var leaveOnStop = false
 
+    @Option(name: .customLong("secrets-passphrase-file"),
+            help: "Lead: derive the secrets master key from the passphrase in this file (Argon2id) instead of DATA/keys/secrets.master.")
+    var secretsPassphraseFile: String?
+
     var request: ConfigLoader.Request {
         var flags: [String: String] = [:]
         flags["data_dir"] = dataDir
@@ -100,6 +104,7 @@ struct ConfigOptions: ParsableArguments {
         flags["store.url"] = store
         flags["log.level"] = logLevel
         if leaveOnStop { flags["leave_on_stop"] = "true" }
+        flags["secrets.passphrase_file"] = secretsPassphraseFile
         return ConfigLoader.Request(profile: profile, profilesDir: profilesDir, configFile: config, flags: flags)
     }
 }

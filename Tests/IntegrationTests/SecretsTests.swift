@@ -193,6 +193,40 @@ struct SecretsTests {
         }
     }
 
+    @Test("a passphrase-derived master key: secrets survive a restart with it; a wrong passphrase stops the start with a clear error")
+    func passphrase() async throws {
+        let scratch = try ScratchDirectory("secrets-pass")
+        defer { scratch.remove() }
+        let good = scratch.path + "/pass", bad = scratch.path + "/wrong"
+        try "correct horse battery staple\n".write(toFile: good, atomically: true, encoding: .utf8)
+        try "incorrect donkey battery staple\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let dataDir = scratch.path + "/lead"
+        func start(_ passphrase: String) throws -> AgentHarness {
+            try AgentHarness(profile: "lead", dataDir: dataDir, extraArguments: ["--name", "lead-1", "--secrets-passphrase-file", passphrase],
+                             outputDirectory: scratch.path)
+        }
+        var lead = try start(good)
+        try await lead.waitHealthy()
+        #expect(!FileManager.default.fileExists(atPath: dataDir + "/keys/secrets.master"), "no key file with a passphrase")
+        let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
+        let write = SecretWrite(service: "db", keyName: "password", value: "pass-derived-value-31", scope: "global")
+        #expect(try await http(lead.baseURL + Routes.secrets, method: "POST", headers: admin, body: Array(try APICoding.encoder().encode(write))).status == 201)
+        lead.process.signal(SIGTERM)
+        #expect(try await lead.process.waitForExit(timeout: .seconds(15)) == 0)
+
+        let wrong = try start(bad)
+        #expect(try await wrong.process.waitForExit(timeout: .seconds(30)) != 0)
+        #expect(wrong.process.stderr.contains("passphrase does not match"))
+
+        lead = try start(good)
+        defer { if lead.process.isRunning { lead.process.signal(SIGKILL) } }
+        try await lead.waitHealthy()
+        let preview = try await http(lead.baseURL + Routes.secret("db", "password") + "?company=any", headers: admin).decode(SecretRead.self)
+        #expect(preview.value == "pass-derived-value-31")
+        lead.process.signal(SIGTERM)
+        #expect(try await lead.process.waitForExit(timeout: .seconds(15)) == 0)
+    }
+
     /// Whether any file under `directory` contains `needle` (binary-safe).
     static func filesContain(_ directory: String, _ needle: [UInt8]) throws -> Bool {
         guard let walker = FileManager.default.enumerator(atPath: directory) else { return false }
