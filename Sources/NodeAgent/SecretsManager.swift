@@ -2,6 +2,7 @@ import AuroraAPI
 import Foundation
 import Logging
 import Secrets
+import Synchronization
 
 /// The lead's secrets manager: versions sealed at rest (``Envelope``), node > company > global
 /// resolution, sealed and signed delivery to nodes, and a hash-chained audit of every read and
@@ -284,32 +285,26 @@ actor SecretsManager {
     // MARK: Read audit, group-committed
 
     /// Read audit records waiting for the next batch, and who waits for each.
-    private var pendingReads: [(AuditRecord, CheckedContinuation<Result<Void, AgentError>, Never>)] = []
+    private var pendingReads: [(AuditRecord, @Sendable (Result<Void, AgentError>) -> Void)] = []
     private var flushingReads = false
 
-    /// Appends a read's audit record and waits until it is stored, at most `deadline`. Reads
-    /// that arrive while a batch is being written go together into the next one: one statement
-    /// and one commit for many reads.
+    /// Appends a read's audit record and waits until it is stored, at most `deadline`: a store
+    /// that hangs refuses the read after the deadline (the write may still land later, and the
+    /// chain stays whole). Reads that arrive while a batch is being written go together into the
+    /// next one: one statement and one commit for many reads.
     private func appendRead(_ record: AuditRecord, deadline: Duration) async -> Result<Void, AgentError> {
-        let stored = Task { () -> Result<Void, AgentError> in
-            await withCheckedContinuation { continuation in
-                Task { await self.enqueueRead(record, continuation) }
-            }
-        }
-        return await withTaskGroup(of: Result<Void, AgentError>?.self) { group in
-            group.addTask { await stored.value }
-            group.addTask {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Result<Void, AgentError>, Never>) in
+            let once = ResumeOnce(continuation)
+            enqueueRead(record) { once.resume($0) }
+            Task {
                 try? await Task.sleep(for: deadline)
-                return nil
+                once.resume(.failure(AgentError(.store, "the audit write took longer than \(deadline)")))
             }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first ?? .failure(AgentError(.store, "the audit write took longer than \(deadline)"))
         }
     }
 
-    private func enqueueRead(_ record: AuditRecord, _ continuation: CheckedContinuation<Result<Void, AgentError>, Never>) {
-        pendingReads.append((record, continuation))
+    private func enqueueRead(_ record: AuditRecord, _ done: @escaping @Sendable (Result<Void, AgentError>) -> Void) {
+        pendingReads.append((record, done))
         guard !flushingReads else { return }
         flushingReads = true
         Task { await self.flushReads() }
@@ -338,7 +333,7 @@ actor SecretsManager {
                 outcome = .failure(error)
                 if let reloaded = try? await Self.lastAudit(store: store) { lastAudit = reloaded }
             }
-            for (_, continuation) in batch { continuation.resume(returning: outcome) }
+            for (_, done) in batch { done(outcome) }
         }
         flushingReads = false
     }
@@ -409,13 +404,10 @@ actor SecretsManager {
     }
 
     /// Writes `statements`, the audit record and the event in one transaction; publishes the
-    /// event after the commit. With a deadline, gives up waiting after it (the read is refused;
-    /// the write may still land, and the chain stays whole). A failed write reloads the audit
-    /// head from the store.
-    private func commit(_ statements: [(String, [String?])], audit record: AuditRecord, event: EventLog.Draft?,
-                        deadline: Duration? = nil) async throws(AgentError) {
+    /// event after the commit. A failed write reloads the audit head from the store.
+    private func commit(_ statements: [(String, [String?])], audit record: AuditRecord, event: EventLog.Draft?) async throws(AgentError) {
         let hub = self.hub
-        let write: @Sendable () async throws(AgentError) -> Void = { [store] () throws(AgentError) in
+        do {
             _ = try await store.inTransaction({ connection throws(AgentError) -> [MeshEvent] in
                 for (sql, parameters) in statements { _ = try connection.execute(sql, parameters) }
                 _ = try connection.execute("""
@@ -426,25 +418,7 @@ actor SecretsManager {
                 guard let event else { return [] }
                 return [try EventLog.insert(event, on: connection)]
             }, afterCommit: { hub.publish($0) })
-        }
-        let outcome: Result<Void, AgentError>
-        if let deadline {
-            outcome = await withTaskGroup(of: Result<Void, AgentError>?.self) { group in
-                group.addTask {
-                    do throws(AgentError) { try await write(); return .success(()) } catch { return .failure(error) }
-                }
-                group.addTask {
-                    try? await Task.sleep(for: deadline)
-                    return nil
-                }
-                let first = await group.next() ?? nil
-                group.cancelAll()
-                return first ?? .failure(AgentError(.store, "the audit write took longer than \(deadline)"))
-            }
-        } else {
-            do throws(AgentError) { try await write(); outcome = .success(()) } catch { outcome = .failure(error) }
-        }
-        if case .failure(let error) = outcome {
+        } catch {
             if let reloaded = try? await Self.lastAudit(store: store) { lastAudit = reloaded }
             throw error
         }
@@ -495,4 +469,18 @@ actor SecretsManager {
 
     private static func b64(_ bytes: [UInt8]) -> String { Data(bytes).base64EncodedString() }
     private static func unb64(_ text: String?) -> [UInt8]? { text.flatMap { Data(base64Encoded: $0) }.map { [UInt8]($0) } }
+}
+
+/// Resumes a continuation once: the first of several outcomes (a result, a timeout) wins.
+final class ResumeOnce<T: Sendable>: Sendable {
+    private let continuation: Mutex<CheckedContinuation<T, Never>?>
+
+    init(_ continuation: CheckedContinuation<T, Never>) { self.continuation = Mutex(continuation) }
+
+    func resume(_ value: T) {
+        continuation.withLock { pending in
+            defer { pending = nil }
+            return pending
+        }?.resume(returning: value)
+    }
 }

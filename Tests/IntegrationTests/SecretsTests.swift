@@ -227,6 +227,61 @@ struct SecretsTests {
         #expect(try await lead.process.waitForExit(timeout: .seconds(15)) == 0)
     }
 
+    @Test("fail closed: when the audit cannot be written the read is refused at once, never served unaudited")
+    func failClosed() async throws {
+        let scratch = try ScratchDirectory("secrets-closed")
+        defer { scratch.remove() }
+        let server = try await PostgresServer(in: scratch)
+        let lead = try AgentHarness(profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "lead-1", "--store", server.url],
+                                    outputDirectory: scratch.path)
+        defer { if lead.process.isRunning { lead.process.signal(SIGKILL) } }
+        try await lead.waitHealthy()
+        let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
+        let write = SecretWrite(service: "db", keyName: "password", value: "closed-value-77", scope: "global")
+        #expect(try await http(lead.baseURL + Routes.secrets, method: "POST", headers: admin, body: Array(try APICoding.encoder().encode(write))).status == 201)
+        let path = Routes.secret("db", "password") + "?company=any"
+        #expect(try await http(lead.baseURL + path, headers: admin).status == 200)
+
+        // A store that hangs (every PostgreSQL process stopped): the read is refused after the
+        // 100 ms audit deadline, not held.
+        let postmaster = try #require((try? String(contentsOfFile: server.directory + "/postmaster.pid", encoding: .utf8))?
+            .split(separator: "\n").first.flatMap { pid_t($0) })
+        let family = [postmaster] + Self.children(of: postmaster)
+        for pid in family { kill(pid, SIGSTOP) }
+        let hungStart = ContinuousClock.now
+        let hung = try await http(lead.baseURL + path, headers: admin)
+        let hungElapsed = hungStart.duration(to: .now)
+        for pid in family { kill(pid, SIGCONT) }
+        #expect(hung.status == 503 && hung.text.contains("audit_unavailable"), "\(hung.status) \(hung.text)")
+        #expect(hungElapsed < .milliseconds(600), "refused after \(hungElapsed)")
+        // Once the store answers again, reads are served (and audited) again.
+        _ = try await poll(timeout: .seconds(10), every: .milliseconds(50), "reads to work again") { () async throws -> Bool? in
+            try await http(lead.baseURL + path, headers: admin).status == 200 ? true : nil
+        }
+        let audit = try await http(lead.baseURL + Routes.audit + "?verify=true", headers: admin).decode(AuditLog.self)
+        #expect(audit.verified == true, "\(audit.problem ?? "")")
+
+        try await server.stop()  // the store (and so the audit log) is gone
+        let started = ContinuousClock.now
+        let refused = try await http(lead.baseURL + path, headers: admin)
+        let elapsed = started.duration(to: .now)
+        #expect(refused.status == 503 && refused.text.contains("audit_unavailable"), "\(refused.status) \(refused.text)")
+        #expect(!refused.text.contains("closed-value-77"))
+        #expect(elapsed < .milliseconds(500), "refused after \(elapsed)")
+        lead.process.signal(SIGTERM)
+        _ = try await lead.process.waitForExit(timeout: .seconds(15))
+    }
+
+    /// PIDs whose parent is `parent` (the postmaster's backends and workers).
+    static func children(of parent: pid_t) -> [pid_t] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry -> pid_t? in
+            guard let pid = pid_t(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return nil }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && pid_t(fields[1]) == parent ? pid : nil
+        }
+    }
+
     /// Whether any file under `directory` contains `needle` (binary-safe).
     static func filesContain(_ directory: String, _ needle: [UInt8]) throws -> Bool {
         guard let walker = FileManager.default.enumerator(atPath: directory) else { return false }
