@@ -232,6 +232,15 @@ struct SecretsTests {
         let scratch = try ScratchDirectory("secrets-closed")
         defer { scratch.remove() }
         let server = try await PostgresServer(in: scratch)
+        do {
+            try await failClosed(server: server, scratch: scratch)
+        } catch {
+            try? await server.stop()
+            throw error
+        }
+    }
+
+    func failClosed(server: PostgresServer, scratch: ScratchDirectory) async throws {
         let lead = try AgentHarness(profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "lead-1", "--store", server.url],
                                     outputDirectory: scratch.path)
         defer { if lead.process.isRunning { lead.process.signal(SIGKILL) } }
@@ -249,9 +258,11 @@ struct SecretsTests {
         let family = [postmaster] + Self.children(of: postmaster)
         for pid in family { kill(pid, SIGSTOP) }
         let hungStart = ContinuousClock.now
-        let hung = try await http(lead.baseURL + path, headers: admin)
+        let hungAnswer: Result<HTTPAnswer, any Error>
+        do { hungAnswer = .success(try await http(lead.baseURL + path, headers: admin)) } catch { hungAnswer = .failure(error) }
         let hungElapsed = hungStart.duration(to: .now)
-        for pid in family { kill(pid, SIGCONT) }
+        for pid in family { kill(pid, SIGCONT) }  // before anything can throw
+        let hung = try hungAnswer.get()
         #expect(hung.status == 503 && hung.text.contains("audit_unavailable"), "\(hung.status) \(hung.text)")
         #expect(hungElapsed < .milliseconds(600), "refused after \(hungElapsed)")
         // Once the store answers again, reads are served (and audited) again.
