@@ -234,39 +234,54 @@ actor Registry {
     // MARK: Signed requests
 
     /// Verifies a node's signed request and returns the node's name. Nothing changes when
-    /// it is refused; the nonce is remembered only once the signature verified.
-    func authenticate(_ headers: SignedHeaders, method: String, path: String, body: [UInt8],
-                      now: Date = Date()) throws(APIError) -> String {
-        try requireLoaded()
-        let nowMilliseconds = Int64((now.timeIntervalSince1970 * 1000).rounded())
-        func refuse(_ message: String) -> APIError {
-            refusals.increment()
-            logger.notice("signed request refused", metadata: ["nodeagent.node": "\(headers.node)", "nodeagent.reason": "\(message)"])
-            return APIError.unauthorized(message)
+    /// it is refused; the nonce is remembered only once the signature verified. The signature
+    /// check (the costly part) runs on the caller's task, outside the registry, so requests
+    /// verify in parallel.
+    nonisolated func authenticate(_ headers: SignedHeaders, method: String, path: String, body: [UInt8],
+                                  now: Date = Date()) async throws(APIError) -> String {
+        let key = try await precheck(headers, now: now)
+        guard headers.verifies(method: method, path: path, body: body, key: key) else {
+            throw await refuse(headers, "bad signature for node '\(headers.node)'")
         }
-        guard let entry = entries[headers.node], headers.node != config.name else {
-            throw refuse("unknown node '\(headers.node)': join the mesh first")
-        }
-        switch replay.check(node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds, nowMilliseconds: nowMilliseconds) {
-        case .stale(let skew):
-            throw refuse("stale request: its timestamp is \(abs(skew) / 1000) s \(skew < 0 ? "behind" : "ahead of") the lead's clock (limit \(RequestSigning.maxSkewSeconds) s)")
-        case .replayed:
-            throw refuse("replayed request: nonce already used")
-        case .fresh:
-            break
-        }
-        guard headers.verifies(method: method, path: path, body: body, key: entry.signKey) else {
-            throw refuse("bad signature for node '\(headers.node)'")
-        }
-        if case .replayed = replay.admit(node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds,
-                                         nowMilliseconds: nowMilliseconds) {
-            throw refuse("replayed request: nonce already used")
-        }
-        if entry.removed {
-            throw refuse("node '\(headers.node)' was removed by an operator; join again with a token")
-        }
+        try await admit(headers, now: now)
         return headers.node
     }
+
+    /// Known node, fresh timestamp, unused nonce: the key to verify with.
+    private func precheck(_ headers: SignedHeaders, now: Date) throws(APIError) -> PublicKey {
+        try requireLoaded()
+        guard let entry = entries[headers.node], headers.node != config.name else {
+            throw refuse(headers, "unknown node '\(headers.node)': join the mesh first")
+        }
+        switch replay.check(node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds,
+                            nowMilliseconds: Self.milliseconds(now)) {
+        case .stale(let skew):
+            throw refuse(headers, "stale request: its timestamp is \(abs(skew) / 1000) s \(skew < 0 ? "behind" : "ahead of") the lead's clock (limit \(RequestSigning.maxSkewSeconds) s)")
+        case .replayed:
+            throw refuse(headers, "replayed request: nonce already used")
+        case .fresh:
+            return entry.signKey
+        }
+    }
+
+    /// Remembers the nonce of a verified request (a concurrent twin loses) and refuses removed nodes.
+    private func admit(_ headers: SignedHeaders, now: Date) throws(APIError) {
+        if case .replayed = replay.admit(node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds,
+                                         nowMilliseconds: Self.milliseconds(now)) {
+            throw refuse(headers, "replayed request: nonce already used")
+        }
+        if entries[headers.node]?.removed ?? true {
+            throw refuse(headers, "node '\(headers.node)' was removed by an operator; join again with a token")
+        }
+    }
+
+    private func refuse(_ headers: SignedHeaders, _ message: String) -> APIError {
+        refusals.increment()
+        logger.notice("signed request refused", metadata: ["nodeagent.node": "\(headers.node)", "nodeagent.reason": "\(message)"])
+        return APIError.unauthorized(message)
+    }
+
+    private static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
 
     // MARK: Heartbeats
 

@@ -102,3 +102,14 @@ struct RegistryUnitTests {
         #expect(abs(parsed.timeIntervalSince(date)) < 0.001)
     }
 }
+
+@Suite("Hand-written JSON for the audit batch")
+struct QuotedJSONTests {
+    @Test("quoted strings decode back to themselves, control characters and quotes included")
+    func roundTrip() throws {
+        for text in ["plain", "with \"quotes\" and \\ backslash", "tab\tnew\nline\rcr", "\u{01}\u{1F}", "ünïcödé ✓", ""] {
+            let decoded = try JSONSerialization.jsonObject(with: Data(SecretsManager.quoted(text).utf8), options: .fragmentsAllowed) as? String
+            #expect(decoded == text)
+        }
+    }
+}
