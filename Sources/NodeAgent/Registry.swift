@@ -4,6 +4,7 @@ import Logging
 import Mesh
 import Metrics
 import Secrets
+import Synchronization
 
 /// The lead's registry: every node's record and liveness, in memory, with the store as the
 /// durable copy.
@@ -45,6 +46,8 @@ actor Registry {
     let logger: Logger
 
     private var entries: [String: Entry] = [:]
+    /// The nodes' signing keys, readable without the actor (request verification).
+    private nonisolated let signKeys = SignKeyTable()
     private var detector = FailureDetector()
     private var replay = ReplayGuard(windowSeconds: RequestSigning.maxSkewSeconds)
     private var seenDirty = Set<String>()
@@ -95,6 +98,7 @@ actor Registry {
                 continue
             }
             entries[entry.node.name] = entry
+            signKeys.set(entry.node.name, entry.signKey)
             if entry.node.name != config.name {
                 detector.add(entry.node.name, policy: entry.policy, state: MemberState(rawValue: entry.node.state.rawValue) ?? .alive, at: now)
             }
@@ -217,6 +221,7 @@ actor Registry {
         let vpnIP = node.vpnIP
         let entry = Entry(node: node, signKey: signKey, policy: policy, removed: false, observedHost: observedHost, lastSeen: now)
         entries[name] = entry
+        signKeys.set(name, signKey)
         detector.add(name, policy: policy, at: .now)
         version += 1
         logger.info("node joined", metadata: ["nodeagent.node": "\(name)", "nodeagent.vpn_ip": "\(vpnIP)", "nodeagent.token": "\(tokenID)"])
@@ -234,43 +239,39 @@ actor Registry {
     // MARK: Signed requests
 
     /// Verifies a node's signed request and returns the node's name. Nothing changes when
-    /// it is refused; the nonce is remembered only once the signature verified. The signature
-    /// check (the costly part) runs on the caller's task, outside the registry, so requests
-    /// verify in parallel.
+    /// it is refused; the nonce is remembered only once the signature verified.
+    ///
+    /// The signature check (the costly part) runs on the caller's task against a snapshot of
+    /// the nodes' keys, so requests verify in parallel; then one step on the registry checks
+    /// the timestamp, the nonce and that the node was not removed.
     nonisolated func authenticate(_ headers: SignedHeaders, method: String, path: String, body: [UInt8],
                                   now: Date = Date()) async throws(APIError) -> String {
-        let key = try await precheck(headers, now: now)
+        guard headers.node != config.name, let key = signKeys.key(headers.node) else {
+            throw await refuse(headers, "unknown node '\(headers.node)': join the mesh first")
+        }
         guard headers.verifies(method: method, path: path, body: body, key: key) else {
             throw await refuse(headers, "bad signature for node '\(headers.node)'")
         }
-        try await admit(headers, now: now)
+        try await admit(headers, key: key, now: now)
         return headers.node
     }
 
-    /// Known node, fresh timestamp, unused nonce: the key to verify with.
-    private func precheck(_ headers: SignedHeaders, now: Date) throws(APIError) -> PublicKey {
+    /// Fresh timestamp, unused nonce (remembered now), the key still current, not removed.
+    private func admit(_ headers: SignedHeaders, key: PublicKey, now: Date) throws(APIError) {
         try requireLoaded()
-        guard let entry = entries[headers.node], headers.node != config.name else {
+        guard let entry = entries[headers.node], entry.signKey == key else {
             throw refuse(headers, "unknown node '\(headers.node)': join the mesh first")
         }
-        switch replay.check(node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds,
+        switch replay.admit(node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds,
                             nowMilliseconds: Self.milliseconds(now)) {
         case .stale(let skew):
             throw refuse(headers, "stale request: its timestamp is \(abs(skew) / 1000) s \(skew < 0 ? "behind" : "ahead of") the lead's clock (limit \(RequestSigning.maxSkewSeconds) s)")
         case .replayed:
             throw refuse(headers, "replayed request: nonce already used")
         case .fresh:
-            return entry.signKey
+            break
         }
-    }
-
-    /// Remembers the nonce of a verified request (a concurrent twin loses) and refuses removed nodes.
-    private func admit(_ headers: SignedHeaders, now: Date) throws(APIError) {
-        if case .replayed = replay.admit(node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds,
-                                         nowMilliseconds: Self.milliseconds(now)) {
-            throw refuse(headers, "replayed request: nonce already used")
-        }
-        if entries[headers.node]?.removed ?? true {
+        if entry.removed {
             throw refuse(headers, "node '\(headers.node)' was removed by an operator; join again with a token")
         }
     }
@@ -603,4 +604,12 @@ extension Double {
         let scale = Foundation.pow(10, Double(places))
         return (self * scale).rounded() / scale
     }
+}
+
+/// Nodes' signing keys by name, shared with request verification outside the registry actor.
+final class SignKeyTable: Sendable {
+    private let keys = Mutex<[String: PublicKey]>([:])
+
+    func key(_ node: String) -> PublicKey? { keys.withLock { $0[node] } }
+    func set(_ node: String, _ key: PublicKey) { keys.withLock { $0[node] = key } }
 }
