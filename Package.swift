@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "CSpawn"),
 
         // MARK: Libraries
-        .target(name: "Secrets", dependencies: ["CSodium"], swiftSettings: swiftSettings),
+        .target(name: "Secrets", dependencies: ["CSodium", "AuroraAPI"], swiftSettings: swiftSettings),
         .target(name: "Mesh", swiftSettings: swiftSettings),
         .target(name: "AuroraAPI", swiftSettings: swiftSettings),
         .target(

@@ -390,11 +390,7 @@ actor SecretsManager {
                 "SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash FROM secret_audit ORDER BY seq").rows
         } catch { throw APIError.storeUnavailable(error) }
         let records = rows.compactMap(Self.audit)
-        var log = AuditLog(entries: records.suffix(limit).map { record in
-            AuditEntry(seq: record.seq, at: record.at, actor: record.actor, action: record.action, service: record.service, keyName: record.keyName,
-                       node: record.node, scope: record.scope, version: record.version, result: record.result,
-                       previousHash: record.previousHash, hash: record.hash)
-        })
+        var log = AuditLog(entries: Array(records.suffix(limit)))
         if verify {
             let problem = records.count == rows.count ? AuditChain.verify(records, head: lastAudit?.seq) : .changed(seq: 0)
             log.verified = problem == nil

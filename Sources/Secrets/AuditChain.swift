@@ -1,41 +1,8 @@
-/// One entry of the secrets audit log. Each entry's hash covers its fields and the previous
-/// entry's hash, so changing, deleting or reordering entries breaks the chain.
-public struct AuditRecord: Sendable, Equatable {
-    public var seq: Int64
-    public var at: String
-    /// `operator` or `node:NAME`.
-    public var actor: String
-    /// `read`, `write`, `delete`, `rollback`, `rotate`, `refused` …
-    public var action: String
-    public var service: String
-    public var keyName: String
-    /// The node a read resolved for.
-    public var node: String?
-    /// The scope that won (`node:gpu-1`), or was written.
-    public var scope: String?
-    public var version: Int?
-    /// `ok`, or why it was refused.
-    public var result: String
-    /// Hex SHA-256 of the previous entry (``AuditChain/genesis`` for the first).
-    public var previousHash: String
-    public var hash: String
+import AuroraAPI
 
-    public init(seq: Int64, at: String, actor: String, action: String, service: String, keyName: String, node: String?, scope: String?,
-                version: Int?, result: String, previousHash: String, hash: String) {
-        self.seq = seq
-        self.at = at
-        self.actor = actor
-        self.action = action
-        self.service = service
-        self.keyName = keyName
-        self.node = node
-        self.scope = scope
-        self.version = version
-        self.result = result
-        self.previousHash = previousHash
-        self.hash = hash
-    }
-}
+/// One entry of the secrets audit log: the API's shape. Each entry's hash covers its fields and
+/// the previous entry's hash, so changing, deleting or reordering entries breaks the chain.
+public typealias AuditRecord = AuditEntry
 
 /// Builds and verifies the hash chain of the audit log.
 public enum AuditChain {
