@@ -73,16 +73,16 @@ public enum Agent {
             let secretCache = SecretCache(dataDir: dataPath, node: config.name, box: identity.box, leadSignKey: {
                 (try? Membership.load(dataDir: dataPath)).flatMap { try? PublicKey(base64: $0.lead.signPublicKey) }
             }, logger: logger)
-            let membership = try MembershipService(config: config, identity: identity, state: state, inventory: inventory, cache: cache,
-                                                   worker: worker, logger: logger)
+            let membership = try MembershipService(
+                config: config, identity: identity, state: state, inventory: inventory, cache: cache, worker: worker,
+                onSecretsChanged: { [state] membership in
+                    for (service, keyName) in secretCache.names {
+                        _ = await HTTPServer.fetchFromLead(service: service, keyName: keyName, state: state, membership: membership, cache: secretCache)
+                    }
+                }, logger: logger)
             mesh.membership = membership
             mesh.cache = cache
             mesh.secretCache = secretCache
-            membership.onSecretsChanged = { [state] in
-                for (service, keyName) in secretCache.names {
-                    _ = await HTTPServer.fetchFromLead(service: service, keyName: keyName, state: state, membership: membership, cache: secretCache)
-                }
-            }
             services.append(.init(service: membership))
             if let worker { services.append(.init(service: worker)) }
             let reporter = LeadClient.signed(config: config, identity: identity)

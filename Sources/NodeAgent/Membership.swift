@@ -208,7 +208,8 @@ final class MembershipService: Service {
     private let lastFull = Mutex<(capabilities: Capabilities?, at: ContinuousClock.Instant?)>((nil, nil))
 
     init(config: NodeConfig, identity: NodeIdentity, state: AgentState, inventory: Inventory, cache: RegistryCache, worker: GPUWorker?,
-         logger: Logger) throws(AgentError) {
+         onSecretsChanged: (@Sendable (MembershipService) async -> Void)? = nil, logger: Logger) throws(AgentError) {
+        self.onSecretsChanged = onSecretsChanged
         guard let leadURL = config.lead else {
             throw AgentError(.config, "a \(config.role.rawValue) node needs the lead's URL: set --lead, AURORA_LEAD or 'lead' in the node file")
         }
@@ -229,8 +230,7 @@ final class MembershipService: Service {
     var leadClient: LeadClient { lead }
 
     /// Called (in the background) when the lead says secrets changed: refresh the cache.
-    /// Set once, before the service runs.
-    nonisolated(unsafe) var onSecretsChanged: (@Sendable () async -> Void)?
+    let onSecretsChanged: (@Sendable (MembershipService) async -> Void)?
 
     func run() async throws {
         guard let membership = try await joinIfNeeded() else { return }
@@ -248,7 +248,7 @@ final class MembershipService: Service {
                 if state.leadContact(ok: true) { logger.notice("lead reachable") }
                 if let secrets = response.secretsVersion, secrets != knownSecrets {
                     knownSecrets = secrets
-                    if let refresh = onSecretsChanged { Task { await refresh() } }
+                    if let refresh = onSecretsChanged { Task { await refresh(self) } }
                 }
                 if response.registryVersion != knownVersion || lastRefresh.map({ $0.duration(to: .now) > .seconds(10) }) ?? true {
                     if await refreshCache(timeout: timeout) {
