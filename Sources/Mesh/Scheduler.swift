@@ -215,9 +215,6 @@ public struct Scheduler: Sendable {
     /// A worker as the scheduler sees it now, with its reservations.
     public func worker(_ name: String) -> Worker? { memberIndex[name].map(view) }
 
-    /// Every worker, in the order they were added.
-    public var workers: [Worker] { members.indices.map(view) }
-
     private func view(_ index: Int) -> Worker {
         let member = members[index]
         var worker = Worker(name: member.name, eligible: member.eligible, allowExec: member.allowExec, canGenerate: member.canGenerate,
@@ -239,11 +236,6 @@ public struct Scheduler: Sendable {
     }
 
     private static func labelKey(_ key: String, _ value: String) -> String { key + "\u{1F}" + value }
-
-    /// Jobs placed on `node`.
-    public func placed(on node: String) -> [Placement] {
-        placements.values.filter { $0.node == node }
-    }
 
     // MARK: Jobs
 
@@ -293,7 +285,6 @@ public struct Scheduler: Sendable {
         return placement
     }
 
-    public func placement(of id: String) -> Placement? { placements[id] }
     public var placedCount: Int { placements.count }
 
     /// Where a queued job stands in ``order(now:)`` (1 is next), without building the order:

@@ -62,17 +62,16 @@ public enum Agent {
             if config.lead == nil {
                 throw AgentError(.config, "a \(config.role.rawValue) node needs the lead's URL: set --lead, AURORA_LEAD or 'lead' in the node file")
             }
-            if try Membership.load(dataDir: dataDir.path) == nil, config.joinToken == nil {
+            let saved = try Membership.load(dataDir: dataDir.path)
+            if saved == nil, config.joinToken == nil {
                 throw AgentError(.config, "this node has not joined a mesh yet: pass --join-token (or AURORA_JOIN_TOKEN) from 'aurora-cli token create' on the lead")
             }
             let cache = RegistryCache(dataDir: dataDir.path)
             let worker = config.acceptJobs
                 ? GPUWorker(config: config, state: state, lead: LeadClient.signed(config: config, identity: identity), groups: inventory.jobGroups,
                             logger: logger) : nil
-            let dataPath = dataDir.path
-            let secretCache = SecretCache(dataDir: dataPath, node: config.name, box: identity.box, leadSignKey: {
-                (try? Membership.load(dataDir: dataPath)).flatMap { try? PublicKey(base64: $0.lead.signPublicKey) }
-            }, logger: logger)
+            let secretCache = SecretCache(dataDir: dataDir.path, node: config.name, box: identity.box,
+                                          leadSignKey: saved.flatMap { try? PublicKey(base64: $0.lead.signPublicKey) }, logger: logger)
             let membership = try MembershipService(
                 config: config, identity: identity, state: state, inventory: inventory, cache: cache, worker: worker,
                 onSecretsChanged: { [state] membership in

@@ -39,16 +39,7 @@ actor ConnectivityBoard {
             updated[result.service] = result
         }
         if !drafts.isEmpty {
-            let hub = self.hub, finalDrafts = drafts
-            do {
-                _ = try await store.inTransaction({ connection throws(AgentError) -> [MeshEvent] in
-                    var events: [MeshEvent] = []
-                    for draft in finalDrafts { events.append(try EventLog.insert(draft, on: connection)) }
-                    return events
-                }, afterCommit: { hub.publish($0) })
-            } catch {
-                throw APIError.storeUnavailable(error)
-            }
+            do { try await EventLog.commit([], events: drafts, store: store, hub: hub) } catch { throw APIError.storeUnavailable(error) }
         }
         matrix[node] = updated
     }

@@ -74,6 +74,18 @@ enum EventLog {
         var data: [String: JSONValue]
     }
 
+    /// Runs `statements` and records `drafts` in one transaction, then publishes the events
+    /// (on the store thread, right after the commit, so subscribers see them in order).
+    @discardableResult
+    static func commit(_ statements: [(String, [String?])], events drafts: [Draft], store: Store, hub: EventHub) async throws(AgentError) -> [MeshEvent] {
+        try await store.inTransaction({ connection throws(AgentError) -> [MeshEvent] in
+            for (sql, parameters) in statements { _ = try connection.execute(sql, parameters) }
+            var events: [MeshEvent] = []
+            for draft in drafts { events.append(try insert(draft, on: connection)) }
+            return events
+        }, afterCommit: { hub.publish($0) })
+    }
+
     /// Inserts `draft` with the connection of an open transaction.
     static func insert(_ draft: Draft, on connection: PostgresConnection) throws(AgentError) -> MeshEvent {
         let (id, data) = try prepare(draft)

@@ -117,11 +117,11 @@ struct SimulatedWorker: Sendable {
         self.client = client
     }
 
-    func join(token: String, gpus: [GPU]) async throws {
+    func join(token: String, gpus: [GPU], company: String? = nil, box: BoxKey = .generate()) async throws {
         let join = JoinRequest(
-            token: token, name: signer.node, profile: .compute, company: nil, labels: nil,
+            token: token, name: signer.node, profile: .compute, company: company, labels: nil,
             wireguard: .init(publicKey: WireGuardPrivateKey.generate().publicKey.base64, endpoint: nil, listenPort: 51820),
-            signPublicKey: signer.key.publicKey.base64, boxPublicKey: BoxKey.generate().publicKey.base64, vpnIP: nil,
+            signPublicKey: signer.key.publicKey.base64, boxPublicKey: box.publicKey.base64, vpnIP: nil,
             capabilities: Capabilities(cpuCores: 8, memoryMB: 32_768, os: "bench", arch: "x86_64", gpus: gpus), address: nil,
             version: "bench", timing: Self.timing)
         let (status, _) = try await send("POST", Routes.join, body: Array(try APICoding.encoder().encode(join)), signed: false)
@@ -198,10 +198,8 @@ public struct DispatchBenchmark: Sendable {
     }
 
     public func run() async throws -> Report {
-        let root = try BenchLead.scratch("dispatch")
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let lead = try await BenchLead.start(executable: executable, root: root)
-        defer { lead.process.terminate() }
+        let lead = try await BenchLead.start("dispatch", executable: executable)
+        defer { lead.discard() }
         let token = try await lead.joinToken()
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
@@ -307,10 +305,8 @@ public struct QueueMemoryBenchmark: Sendable {
     }
 
     public func run() async throws -> Report {
-        let root = try BenchLead.scratch("queue")
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let lead = try await BenchLead.start(executable: executable, root: root)
-        defer { lead.process.terminate() }
+        let lead = try await BenchLead.start("queue", executable: executable)
+        defer { lead.discard() }
         let before = StartupBenchmark.rssMB(pid: lead.process.processIdentifier)
         let failures = Counted()
         let leadURL = lead.baseURL, adminToken = lead.token
@@ -362,10 +358,9 @@ public struct RequeueBenchmark: Sendable {
     }
 
     public func run() async throws -> Report {
-        let root = try BenchLead.scratch("requeue")
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let lead = try await BenchLead.start(executable: executable, root: root)
-        defer { lead.process.terminate() }
+        let lead = try await BenchLead.start("requeue", executable: executable)
+        defer { lead.discard() }
+        let root = lead.root
         let token = try await lead.joinToken()
         let nodeFile = root + "/worker.yaml"
         try """
@@ -476,10 +471,9 @@ public struct SecretsBenchmark: Sendable {
     }
 
     public func run() async throws -> Report {
-        let root = try BenchLead.scratch("secrets")
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let lead = try await BenchLead.start(executable: executable, root: root)
-        defer { lead.process.terminate() }
+        let lead = try await BenchLead.start("secrets", executable: executable)
+        defer { lead.discard() }
+        let root = lead.root
         let token = try await lead.joinToken()
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 32
@@ -489,14 +483,7 @@ public struct SecretsBenchmark: Sendable {
         // A node to read as: its own signing and box keys.
         let node = SimulatedWorker(name: "bench-node", leadURL: lead.baseURL, client: client)
         let box = BoxKey.generate()
-        let join = JoinRequest(
-            token: token, name: node.signer.node, profile: .compute, company: "acme", labels: nil,
-            wireguard: .init(publicKey: WireGuardPrivateKey.generate().publicKey.base64, endpoint: nil, listenPort: 51820),
-            signPublicKey: node.signer.key.publicKey.base64, boxPublicKey: box.publicKey.base64, vpnIP: nil,
-            capabilities: Capabilities(cpuCores: 1, memoryMB: 1024, os: "bench", arch: "x86_64", gpus: []), address: nil, version: "bench",
-            timing: SimulatedWorker.timing)
-        let (joined, _) = try await node.send("POST", Routes.join, body: Array(try APICoding.encoder().encode(join)), signed: false)
-        guard joined == 201 else { throw AgentError(.process, "the bench node could not join (\(joined))") }
+        try await node.join(token: token, gpus: [], company: "acme", box: box)
 
         progress("writing \(secrets) secrets…")
         let leadURL = lead.baseURL, adminToken = lead.token
@@ -555,7 +542,7 @@ public struct SecretsBenchmark: Sendable {
         // The node's cache: the same lookups a node's agent answers from, in process.
         progress("reading from a node cache…")
         let leadKey = try PublicKey(base64: try String(contentsOfFile: lead.dataDir + "/keys/sign.pub", encoding: .utf8))
-        let cache = SecretCache(dataDir: root + "/node-cache", node: node.signer.node, box: box, leadSignKey: { leadKey },
+        let cache = SecretCache(dataDir: root + "/node-cache", node: node.signer.node, box: box, leadSignKey: leadKey,
                                 logger: Logger(label: "bench"))
         for (service, key) in names.prefix(200) {
             let (status, body) = try await node.send("GET", Routes.secret(service, key), body: [])

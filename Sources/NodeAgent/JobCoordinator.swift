@@ -58,6 +58,9 @@ actor JobCoordinator {
     private var nextOrder: Int64 = 1
     /// Jobs a node's worker must stop (cancelled, or requeued elsewhere).
     private var stops: [String: [JobLease]] = [:]
+    /// Jobs placed on each node and not yet handed over, in placement order (ids may have gone
+    /// stale through a cancel or requeue; they are checked when taken).
+    private var undelivered: [String: [String]] = [:]
     private var nodeWaiters = WaitList()
     private var jobWaiters = WaitList()
     private var keyWaiters = WaitList()
@@ -96,6 +99,7 @@ actor JobCoordinator {
         let updates = merged.values.sorted { $0.name < $1.name }
         open = [:]
         byKey = [:]
+        undelivered = [:]
         scheduler = Scheduler(policy: scheduler.policy, agingSeconds: scheduler.agingSeconds)
         nodes = [:]
         for update in updates { applyNode(update) }
@@ -114,6 +118,7 @@ actor JobCoordinator {
             } else if let node = job.node {
                 record.lease = now + Self.leaseDuration
                 scheduler.restore(Scheduler.Placement(jobID: job.id, node: node, gpus: job.gpus ?? [], reservedMB: job.requirements.minVramMB))
+                if job.state == .assigned { undelivered[node, default: []].append(job.id) }
             }
             open[job.id] = record
             if let key = job.idempotencyKey { byKey[key] = job.id }
@@ -269,8 +274,8 @@ actor JobCoordinator {
         let deadline = ContinuousClock.now + wait
         while true {
             try requireLoaded()
-            let ready = open.values.filter { $0.job.node == node && $0.job.state == .assigned && !$0.delivered }
-                .sorted { $0.order < $1.order }
+            let ready = (undelivered.removeValue(forKey: node) ?? []).compactMap { open[$0] }
+                .filter { $0.job.node == node && $0.job.state == .assigned && !$0.delivered }
             let stopping = stops.removeValue(forKey: node) ?? []
             if !ready.isEmpty || !stopping.isEmpty || ContinuousClock.now >= deadline || closing {
                 var writes = Writes()
@@ -529,6 +534,7 @@ actor JobCoordinator {
             record.job.leaseDeadline = ISOTime.string(now.addingTimeInterval(Self.leaseDuration.seconds))
             record.delivered = false
             open[placement.jobID] = record
+            undelivered[placement.node, default: []].append(placement.jobID)
         }
         return placed
     }

@@ -7,6 +7,7 @@ import Mesh
 import Metrics
 import NIOCore
 import NIOHTTP1
+import Secrets
 import ServiceLifecycle
 import Synchronization
 
@@ -229,11 +230,17 @@ final class MembershipService: Service {
     /// The signed client, for forwarding operator reads to the lead.
     var leadClient: LeadClient { lead }
 
+    /// The signing key of the lead this node joined (nil until it has): secrets it delivers are
+    /// checked against it.
+    var leadSignKey: PublicKey? { joinedLeadKey.withLock { $0 } }
+    private let joinedLeadKey = Mutex<PublicKey?>(nil)
+
     /// Called (in the background) when the lead says secrets changed: refresh the cache.
     let onSecretsChanged: (@Sendable (MembershipService) async -> Void)?
 
     func run() async throws {
         guard let membership = try await joinIfNeeded() else { return }
+        joinedLeadKey.withLock { $0 = try? PublicKey(base64: membership.lead.signPublicKey) }
         if let meshID = membership.meshID { state.setMeshID(meshID) }
         state.setJoined()
         var knownVersion = -1

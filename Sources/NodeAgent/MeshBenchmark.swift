@@ -12,11 +12,16 @@ import Glibc
 struct BenchLead {
     let process: Process
     let port: Int
+    /// The benchmark's scratch directory; the lead's data dir is inside.
+    let root: String
     let dataDir: String
     let token: String
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
-    static func start(executable: String, root: String) async throws -> BenchLead {
+    /// A lead on a fresh scratch directory `/tmp/aurora-bench-LABEL-PID`; ``discard()`` stops it
+    /// and removes the directory.
+    static func start(_ label: String, executable: String) async throws -> BenchLead {
+        let root = try scratch(label)
         let port = try StartupBenchmark.freePort()
         let dataDir = root + "/lead"
         // A /16, so that thousands of simulated nodes get addresses.
@@ -30,7 +35,13 @@ struct BenchLead {
             return (try? await HTTPClient.shared.get(url: url + Routes.health).get())?.status == .ok
         }
         let token = try String(contentsOfFile: dataDir + "/" + Defaults.adminTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        return BenchLead(process: process, port: port, dataDir: dataDir, token: token)
+        return BenchLead(process: process, port: port, root: root, dataDir: dataDir, token: token)
+    }
+
+    /// Stops the lead at once (if `stop()` did not) and removes its scratch directory.
+    func discard() {
+        if process.isRunning { process.terminate() }
+        try? FileManager.default.removeItem(atPath: root)
     }
 
     /// A fresh directory under /tmp for one benchmark run.
@@ -129,10 +140,8 @@ public struct HeartbeatBenchmark: Sendable {
     }
 
     public func run() async throws -> Report {
-        let root = try BenchLead.scratch("hb")
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let lead = try await BenchLead.start(executable: executable, root: root)
-        defer { lead.process.terminate() }
+        let lead = try await BenchLead.start("hb", executable: executable)
+        defer { lead.discard() }
         let token = try await lead.joinToken()
         let leadURL = lead.baseURL
 
@@ -262,10 +271,9 @@ public struct DetectionBenchmark: Sendable {
     }
 
     public func run() async throws -> Report {
-        let root = try BenchLead.scratch("detect")
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let lead = try await BenchLead.start(executable: executable, root: root)
-        defer { lead.process.terminate() }
+        let lead = try await BenchLead.start("detect", executable: executable)
+        defer { lead.discard() }
+        let root = lead.root
         let token = try await lead.joinToken()
         let port = try StartupBenchmark.freePort()
         let arguments = ["run", "--profile", "compute", "--name", "bench-compute", "--data-dir", root + "/compute",

@@ -497,17 +497,7 @@ actor Registry {
                 drafts.append(EventLog.Draft(type: EventType.nodeStateChanged, node: transition.name, data: data))
             }
         }
-        let hub = self.hub, finalStatements = statements, finalDrafts = drafts
-        do {
-            _ = try await store.inTransaction({ (connection) throws(AgentError) -> [MeshEvent] in
-                for (sql, parameters) in finalStatements { _ = try connection.execute(sql, parameters) }
-                var events: [MeshEvent] = []
-                for draft in finalDrafts { events.append(try EventLog.insert(draft, on: connection)) }
-                return events
-            }, afterCommit: { hub.publish($0) })
-        } catch {
-            throw APIError.storeUnavailable(error)
-        }
+        do { try await EventLog.commit(statements, events: drafts, store: store, hub: hub) } catch { throw APIError.storeUnavailable(error) }
         if let jobs {
             for transition in transitions { if let update = jobUpdate(transition.name) { await jobs.nodeChanged(update) } }
         }

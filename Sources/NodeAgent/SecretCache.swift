@@ -40,7 +40,7 @@ final class SecretCache: Sendable {
     private let state = Mutex<[String: Opened]>([:])
     private let logger: Logger
 
-    init(dataDir: String, node: String, box: BoxKey, leadSignKey: () -> PublicKey?, logger: Logger) {
+    init(dataDir: String, node: String, box: BoxKey, leadSignKey: PublicKey?, logger: Logger) {
         self.path = dataDir + "/cache/secrets.json"
         self.node = node
         self.box = box
@@ -48,7 +48,7 @@ final class SecretCache: Sendable {
         // Entries that no longer open or verify (another key, a changed file) are dropped.
         let saved = (try? SecureFile.read(path)).flatMap { SQL.decode([Entry].self, $0) } ?? []
         var opened: [String: Opened] = [:]
-        if let leadKey = leadSignKey() {
+        if let leadKey = leadSignKey {
             for entry in saved {
                 guard let value = try? Self.open(entry.read, node: node, box: box, leadKey: leadKey) else { continue }
                 opened[Self.key(entry.read.service, entry.read.keyName)] = Opened(entry: entry, value: value, fetched: nil,

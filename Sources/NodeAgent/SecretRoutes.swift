@@ -143,7 +143,7 @@ extension HTTPServer {
     /// lead says it no longer resolves.
     static func fetchFromLead(service: String, keyName: String, state: AgentState, membership: MembershipService,
                               cache: SecretCache) async -> Result<SecretRead, APIError> {
-        guard let saved = try? Membership.load(dataDir: state.config.dataDir), let leadKey = try? PublicKey(base64: saved.lead.signPublicKey) else {
+        guard let leadKey = membership.leadSignKey else {
             return .failure(APIError(status: .serviceUnavailable, code: "starting", message: "this node has not joined the mesh yet"))
         }
         let sealedRead: SecretRead

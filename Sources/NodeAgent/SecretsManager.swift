@@ -417,18 +417,13 @@ actor SecretsManager {
     /// Writes `statements`, the audit record and the event in one transaction; publishes the
     /// event after the commit. A failed write reloads the audit head from the store.
     private func commit(_ statements: [(String, [String?])], audit record: AuditRecord, event: EventLog.Draft?) async throws(AgentError) {
-        let hub = self.hub
+        let audit = ("""
+            INSERT INTO secret_audit (seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash)
+            VALUES ($1::bigint, $2, $3, $4, $5, $6, $7, $8, $9::integer, $10, $11, $12)
+            """, [String(record.seq), record.at, record.actor, record.action, record.service, record.keyName, record.node, record.scope,
+                  record.version.map(String.init), record.result, record.previousHash, record.hash])
         do {
-            _ = try await store.inTransaction({ connection throws(AgentError) -> [MeshEvent] in
-                for (sql, parameters) in statements { _ = try connection.execute(sql, parameters) }
-                _ = try connection.execute("""
-                    INSERT INTO secret_audit (seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash)
-                    VALUES ($1::bigint, $2, $3, $4, $5, $6, $7, $8, $9::integer, $10, $11, $12)
-                    """, [String(record.seq), record.at, record.actor, record.action, record.service, record.keyName, record.node, record.scope,
-                          record.version.map(String.init), record.result, record.previousHash, record.hash], prepared: "secret_audit_insert")
-                guard let event else { return [] }
-                return [try EventLog.insert(event, on: connection)]
-            }, afterCommit: { hub.publish($0) })
+            try await EventLog.commit(statements + [audit], events: event.map { [$0] } ?? [], store: store, hub: hub)
         } catch {
             if let reloaded = try? await Self.lastAudit(store: store) { lastAudit = reloaded }
             throw error
