@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import AuroraAPI
 import Foundation
 import NIOCore
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -51,14 +52,29 @@ public struct ScratchDirectory: Sendable {
     public func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 
-/// A loopback port that is free right now, chosen below the kernel's ephemeral range
-/// (32768-60999 here) so that outgoing connections of parallel tests cannot take it first.
+/// A loopback port that is free right now and that no other test of this process was given,
+/// chosen below the kernel's ephemeral range (32768-60999 here) so that outgoing connections
+/// of parallel tests cannot take it first. Ports are handed out in turn from a random start,
+/// so two tests running side by side never get the same one (a random pick checked only for
+/// being free let two of them race for one port).
 public func freePort() throws -> Int {
-    for _ in 0..<200 {
-        let port = Int.random(in: 20_000..<32_000)
+    for _ in 0..<400 {
+        let port = PortCursor.next()
         if portIsFree(port) { return port }
     }
     throw TestKitError("no free port in 20000-32000")
+}
+
+enum PortCursor {
+    static let range = 20_000..<32_000
+    static let cursor = Mutex(Int.random(in: range))
+
+    static func next() -> Int {
+        cursor.withLock { value in
+            value = value + 1 < range.upperBound ? value + 1 : range.lowerBound
+            return value
+        }
+    }
 }
 
 func portIsFree(_ port: Int) -> Bool {

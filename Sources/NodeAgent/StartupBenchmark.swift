@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import AuroraAPI
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -118,10 +119,16 @@ public struct StartupBenchmark: Sendable {
         return kb / 1024
     }
 
-    /// A port nothing listens on now, below the ephemeral range so client sockets cannot take it.
+    private static let portCursor = Mutex(Int.random(in: 20_000..<32_000))
+
+    /// A port nothing listens on now, below the ephemeral range so client sockets cannot take it,
+    /// handed out in turn from a random start so that two calls never get the same one.
     static func freePort() throws -> Int {
-        for _ in 0..<200 {
-            let port = Int.random(in: 20_000..<32_000)
+        for _ in 0..<400 {
+            let port = portCursor.withLock { value in
+                value = value + 1 < 32_000 ? value + 1 : 20_000
+                return value
+            }
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { continue }
             var address = sockaddr_in()
