@@ -69,18 +69,22 @@ public struct HealthResponse: Codable, Sendable, Equatable {
     public var version: String
     public var uptimeS: Double
     public var store: StoreHealth
+    /// The local PostgreSQL server, when the agent watches one (`postgres.monitor`).
+    public var postgres: ReplicaHealth?
 
-    public init(status: Status, node: String, role: NodeRole, version: String, uptimeS: Double, store: StoreHealth) {
+    public init(status: Status, node: String, role: NodeRole, version: String, uptimeS: Double, store: StoreHealth,
+                postgres: ReplicaHealth? = nil) {
         self.status = status
         self.node = node
         self.role = role
         self.version = version
         self.uptimeS = uptimeS
         self.store = store
+        self.postgres = postgres
     }
 
     enum CodingKeys: String, CodingKey {
-        case status, node, role, version, store
+        case status, node, role, version, store, postgres
         case uptimeS = "uptime_s"
     }
 }

@@ -151,11 +151,13 @@ public struct Node: Codable, Sendable, Equatable {
     public var boxPublicKey: String
     public var timing: HeartbeatTiming?
     public var checks: [CheckResult]?
+    /// The node's local PostgreSQL server, when it watches one (`postgres.monitor`).
+    public var postgres: ReplicaHealth?
 
     public init(name: String, role: NodeRole, company: String, vpnIP: String, state: NodeState, lastSeen: String,
                 labels: [String: String], wireguard: WireGuardPeer, capabilities: Capabilities, version: String,
                 address: String?, joinedAt: String, signPublicKey: String, boxPublicKey: String,
-                timing: HeartbeatTiming? = nil, checks: [CheckResult]? = nil) {
+                timing: HeartbeatTiming? = nil, checks: [CheckResult]? = nil, postgres: ReplicaHealth? = nil) {
         self.name = name
         self.role = role
         self.company = company
@@ -172,10 +174,11 @@ public struct Node: Codable, Sendable, Equatable {
         self.boxPublicKey = boxPublicKey
         self.timing = timing
         self.checks = checks
+        self.postgres = postgres
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, role, company, state, labels, wireguard, capabilities, version, address, timing, checks
+        case name, role, company, state, labels, wireguard, capabilities, version, address, timing, checks, postgres
         case vpnIP = "vpn_ip"
         case lastSeen = "last_seen"
         case joinedAt = "joined_at"
@@ -417,9 +420,11 @@ public struct HeartbeatRequest: Codable, Sendable, Equatable {
     public var timing: HeartbeatTiming
     /// The GPU worker: whether it takes jobs, and the jobs it runs (their leases are extended).
     public var worker: WorkerReport?
+    /// The node's local PostgreSQL server, when it watches one.
+    public var postgres: ReplicaHealth?
 
     public init(capabilities: Capabilities?, version: String, labels: [String: String]?, checks: [CheckResult],
-                peers: [PeerRTT], address: String?, timing: HeartbeatTiming, worker: WorkerReport? = nil) {
+                peers: [PeerRTT], address: String?, timing: HeartbeatTiming, worker: WorkerReport? = nil, postgres: ReplicaHealth? = nil) {
         self.capabilities = capabilities
         self.version = version
         self.labels = labels
@@ -428,13 +433,14 @@ public struct HeartbeatRequest: Codable, Sendable, Equatable {
         self.address = address
         self.timing = timing
         self.worker = worker
+        self.postgres = postgres
     }
 
     /// The top-level fields a heartbeat may carry.
     public static let fields = Set(CodingKeys.allCases.map(\.rawValue))
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case capabilities, version, labels, checks, peers, address, timing, worker
+        case capabilities, version, labels, checks, peers, address, timing, worker, postgres
     }
 }
 

@@ -95,6 +95,7 @@ public enum Agent {
             }
         }
         if let connectivity, !config.probes.isEmpty { services.append(.init(service: connectivity)) }
+        if let postgres = config.postgresMonitor { services.append(.init(service: ReplicaMonitor(config: postgres, state: state, logger: logger))) }
         let http = HTTPServer.application(state: state, token: token, metrics: metrics, mesh: mesh, logger: logger)
         services.append(.init(service: http))
         services.append(.init(service: StreamCloser(hub: hub, jobs: mesh.jobs)))

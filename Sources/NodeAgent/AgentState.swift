@@ -16,6 +16,8 @@ public final class AgentState: Sendable {
         var leadReachable: Bool?
         var registryReady = false
         var joined = false
+        var postgres: ReplicaHealth?
+        var postgresAt: ContinuousClock.Instant?
     }
 
     public init(config: NodeConfig, identity: NodeIdentity) {
@@ -65,6 +67,22 @@ public final class AgentState: Sendable {
         }
     }
 
+    /// The replica monitor's latest view of the local PostgreSQL server (nil: no monitor or no
+    /// sample yet), and how old it is.
+    var postgres: (health: ReplicaHealth, age: Duration)? {
+        mutable.withLock { state in
+            guard let health = state.postgres, let at = state.postgresAt else { return nil }
+            return (health, at.duration(to: .now))
+        }
+    }
+
+    func setPostgres(_ health: ReplicaHealth) {
+        mutable.withLock { state in
+            state.postgres = health
+            state.postgresAt = .now
+        }
+    }
+
     /// `GET /health`.
     public var health: HealthResponse {
         let (store, registryReady) = mutable.withLock { ($0.store, $0.registryReady) }
@@ -76,6 +94,6 @@ public final class AgentState: Sendable {
         case .stopping: .stopping
         }
         return HealthResponse(status: status, node: config.name, role: config.role, version: AuroraVersion.current,
-                              uptimeS: (uptime * 1000).rounded() / 1000, store: store)
+                              uptimeS: (uptime * 1000).rounded() / 1000, store: store, postgres: postgres?.health)
     }
 }

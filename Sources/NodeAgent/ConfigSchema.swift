@@ -155,6 +155,16 @@ public enum ConfigSchema {
         // MARK: PostgreSQL monitor and events
         ConfigKey("postgres.monitor", .string, default: .string(""), secret: true,
                   "libpq connection string of the local server to watch; empty: no monitor"),
+        ConfigKey("postgres.interval_s", .seconds, default: .double(2), "seconds between samples of the local server"),
+        ConfigKey("postgres.expect", .oneOf(["auto", "primary", "replica"]), default: .string("auto"),
+                  "what the local server should be; auto: the lead's is the primary, other nodes' are replicas"),
+        ConfigKey("postgres.max_lag_s", .seconds, default: .double(5), "replica lag in seconds above which it is catching_up (degraded)"),
+        ConfigKey("postgres.max_lag_bytes", .int(1...(1 << 40)), default: .int(16 << 20),
+                  "replica lag in bytes above which it is catching_up (degraded)"),
+        ConfigKey("postgres.stall_after_s", .seconds, default: .double(10),
+                  "replay not advancing this long while WAL is pending is stalled"),
+        ConfigKey("postgres.slot_max_retained_bytes", .int(0...(1 << 50)), default: .int(1 << 30),
+                  "an inactive replication slot retaining more WAL than this is reported"),
         ConfigKey("events.redis", .url(schemes: ["redis"]), default: .string(""), secret: true,
                   "Redis URL for the event stream; empty: no Redis fan-out"),
     ]

@@ -347,7 +347,7 @@ final class MembershipService: Service {
         let beat = HeartbeatRequest(
             capabilities: full ? capabilities : nil, version: AuroraVersion.current, labels: full ? config.labels : nil,
             checks: inventory.checks(), peers: peerRTTs.withLock { $0 }, address: config.listen.description,
-            timing: config.heartbeatTiming, worker: worker?.report())
+            timing: config.heartbeatTiming, worker: worker?.report(), postgres: state.postgres?.health)
         let response = try await lead.call(.POST, Routes.heartbeat(config.name), body: beat, as: HeartbeatResponse.self, timeout: timeout)
         lastFull.withLock { last in
             if response.sendFull { last = (nil, nil) } else if full { last = (capabilities, .now) }

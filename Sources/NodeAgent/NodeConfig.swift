@@ -227,6 +227,8 @@ public struct NodeConfig: Sendable {
     public let heartbeatTiming: HeartbeatTiming
     /// Tell the lead this node is leaving on SIGTERM (`left`, not `dead`).
     public let leaveOnStop: Bool
+    /// The local PostgreSQL server to watch (`postgres.*`); nil: none.
+    public let postgresMonitor: PostgresMonitorConfig?
     /// The profile file that was used.
     public let profileFile: String
     /// All keys with their sources, for `nodeagent config`.
@@ -278,8 +280,48 @@ public struct NodeConfig: Sendable {
         }
         self.heartbeatTiming = HeartbeatTiming(intervalS: interval, suspectAfter: int("heartbeat.suspect_after"),
                                                awayAfter: int("heartbeat.away_after"), deadAfter: int("heartbeat.dead_after"))
+        func seconds(_ path: String) -> Double {
+            switch resolved[path] {
+            case .double(let value): return value
+            case .int(let value): return Double(value)
+            default: preconditionFailure("\(path) is not a seconds key")
+            }
+        }
+        if let conninfo = nonEmpty("postgres.monitor") {
+            let expect = string("postgres.expect")
+            postgresMonitor = PostgresMonitorConfig(
+                conninfo: conninfo, interval: seconds("postgres.interval_s"),
+                expectPrimary: expect == "auto" ? role == .lead : expect == "primary",
+                thresholds: ReplicaThresholds(maxLagS: seconds("postgres.max_lag_s"), maxLagBytes: UInt64(int("postgres.max_lag_bytes")),
+                                              stallAfterS: seconds("postgres.stall_after_s")),
+                slotMaxRetainedBytes: UInt64(int("postgres.slot_max_retained_bytes")))
+        } else {
+            postgresMonitor = nil
+        }
         if case .bool(let leave) = resolved["leave_on_stop"] { self.leaveOnStop = leave } else { self.leaveOnStop = false }
         self.profileFile = profileFile
         self.resolved = resolved
+    }
+}
+
+/// How an agent watches its local PostgreSQL server (`postgres.*`).
+public struct PostgresMonitorConfig: Sendable {
+    /// libpq connection string; may hold a password, so it is never logged.
+    public let conninfo: String
+    /// Seconds between samples.
+    public let interval: Double
+    /// The server is meant to be the primary (it then also gets the heartbeat row).
+    public let expectPrimary: Bool
+    public let thresholds: ReplicaThresholds
+    public let slotMaxRetainedBytes: UInt64
+
+    init(conninfo: String, interval: Double, expectPrimary: Bool, thresholds: ReplicaThresholds, slotMaxRetainedBytes: UInt64) {
+        self.conninfo = conninfo
+        self.interval = interval
+        self.expectPrimary = expectPrimary
+        var thresholds = thresholds
+        thresholds.expectPrimary = expectPrimary
+        self.thresholds = thresholds
+        self.slotMaxRetainedBytes = slotMaxRetainedBytes
     }
 }

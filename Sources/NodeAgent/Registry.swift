@@ -306,6 +306,8 @@ actor Registry {
         entry.node.address = beat.address
         entry.node.timing = beat.timing
         entry.node.checks = beat.checks
+        let previousPostgres = entry.node.postgres
+        entry.node.postgres = beat.postgres
         entry.policy = policy
         entry.observedHost = observedHost
         entry.lastSeen = now  // `node.lastSeen` is formatted when the registry is read
@@ -322,6 +324,7 @@ actor Registry {
         seenDirty.insert(name)
         let directives = detector.onHeartbeat(name, policy: policy, at: at)
         try await apply(directives)
+        await recordPostgres(name, from: previousPostgres, to: beat.postgres)
         if let jobs {
             if placementChanged, let update = jobUpdate(name) { await jobs.nodeChanged(update) }
             if let leases = beat.worker?.jobs, !leases.isEmpty { await jobs.renew(name, leases) }
@@ -409,15 +412,50 @@ actor Registry {
     }
 
     /// The lead's own heartbeat, in process.
-    func beatLead(capabilities: Capabilities, checks: [CheckResult]) {
+    func beatLead(capabilities: Capabilities, checks: [CheckResult], postgres: ReplicaHealth?) async {
         guard var entry = entries[config.name] else { return }
         let now = Date()
         if entry.node.capabilities != capabilities { recordDirty.insert(config.name) }
         entry.node.capabilities = capabilities
         entry.node.checks = checks
+        let previousPostgres = entry.node.postgres
+        entry.node.postgres = postgres
         entry.lastSeen = now
         entries[config.name] = entry
         seenDirty.insert(config.name)
+        await recordPostgres(config.name, from: previousPostgres, to: postgres)
+    }
+
+    /// Records `replica.state_changed` when a node's server changed state, and
+    /// `replica.slot_inactive` for each slot newly found retaining WAL for no one. When the
+    /// store refuses, the old view is put back so the next heartbeat records the change again.
+    private func recordPostgres(_ name: String, from previous: ReplicaHealth?, to current: ReplicaHealth?) async {
+        guard let current else { return }
+        var drafts: [EventLog.Draft] = []
+        if previous?.state != current.state {
+            var data: [String: JSONValue] = ["from": previous.map { .string($0.state) } ?? .null, "to": .string(current.state),
+                                             "role": .string(current.role.rawValue), "reason": .string(current.reason)]
+            if let lag = current.lagBytes { data["lag_bytes"] = .number(Double(lag)) }
+            if let lag = current.lagS { data["lag_s"] = .number(lag) }
+            drafts.append(EventLog.Draft(type: EventType.replicaStateChanged, node: name, data: data))
+            logger.notice("replica state changed", metadata: [
+                "nodeagent.node": "\(name)", "nodeagent.from": "\(previous?.state ?? "none")", "nodeagent.to": "\(current.state)",
+                "nodeagent.reason": "\(current.reason)",
+            ])
+        }
+        let known = Set((previous?.inactiveSlots ?? []).map(\.name))
+        for slot in current.inactiveSlots ?? [] where !known.contains(slot.name) {
+            drafts.append(EventLog.Draft(type: EventType.replicaSlotInactive, node: name, data: [
+                "slot": .string(slot.name), "retained_bytes": slot.retainedBytes.map { .number(Double($0)) } ?? .null,
+            ]))
+        }
+        guard !drafts.isEmpty else { return }
+        do {
+            _ = try await EventLog.commit([], events: drafts, store: store, hub: hub)
+        } catch {
+            if entries[name]?.node.postgres == current { entries[name]?.node.postgres = previous }
+            logger.warning("cannot record a replica event; will retry with the next heartbeat", metadata: ["nodeagent.error": "\(error.message)"])
+        }
     }
 
     // MARK: Views
