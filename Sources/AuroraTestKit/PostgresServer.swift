@@ -24,17 +24,40 @@ public final class PostgresServer: Sendable {
         return "/usr/lib/postgresql/\(newest)/bin"
     }
 
-    public init(in scratch: ScratchDirectory, port: Int? = nil) async throws {
+    public init(in scratch: ScratchDirectory, port: Int? = nil, name: String = "external-pg") async throws {
         binDirectory = try Self.binDirectory()
-        directory = scratch.path + "/external-pg"
+        directory = scratch.path + "/" + name
         outputDirectory = scratch.path
         self.port = try port ?? freePort()
         runAs = geteuid() == 0 ? "postgres" : nil
+        try makeDirectory()
+        try await run("initdb", ["-D", directory, "-U", "aurora", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions"])
+        try await start()
+    }
+
+    /// A streaming standby of `primary`: `pg_basebackup -R` through a new replication slot
+    /// `slot`, started on its own port.
+    public init(standbyOf primary: PostgresServer, slot: String, in scratch: ScratchDirectory, name: String = "standby-pg") async throws {
+        binDirectory = primary.binDirectory
+        directory = scratch.path + "/" + name
+        outputDirectory = scratch.path
+        port = try freePort()
+        runAs = primary.runAs
+        try makeDirectory()
+        try await run("pg_basebackup", ["-h", "127.0.0.1", "-p", String(primary.port), "-U", "aurora", "-D", directory,
+                                        "-R", "-C", "-S", slot, "-X", "stream", "-c", "fast"])
+        try await start()
+    }
+
+    private func makeDirectory() throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
         if let runAs { try FileManager.default.setAttributes([.ownerAccountName: runAs, .groupOwnerAccountName: runAs], ofItemAtPath: directory) }
-        try await run("initdb", ["-D", directory, "-U", "aurora", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions"])
+    }
+
+    /// `pg_ctl start` on this server's port, loopback only; waits until it accepts connections.
+    public func start() async throws {
         try await run("pg_ctl", ["start", "-D", directory, "-l", directory + "/server.log", "-w", "-t", "30", "-s",
-                                 "-o", "-c listen_addresses=127.0.0.1 -c port=\(self.port) -c unix_socket_directories=''"])
+                                 "-o", "-c listen_addresses=127.0.0.1 -c port=\(port) -c unix_socket_directories=''"])
     }
 
     /// Fast shutdown; waits for it.
@@ -42,7 +65,29 @@ public final class PostgresServer: Sendable {
         try await run("pg_ctl", ["stop", "-D", directory, "-m", "fast", "-w", "-s"])
     }
 
-    private func run(_ tool: String, _ arguments: [String]) async throws {
+    /// Stops the server if it runs; for cleanup paths, never throws.
+    public func stopIfRunning() async {
+        guard FileManager.default.fileExists(atPath: directory + "/postmaster.pid") else { return }
+        _ = try? await run("pg_ctl", ["stop", "-D", directory, "-m", "immediate", "-w", "-s"])
+    }
+
+    /// `pg_ctl promote`: a standby leaves recovery and becomes writable.
+    public func promote() async throws {
+        try await run("pg_ctl", ["promote", "-D", directory, "-w", "-s"])
+    }
+
+    /// The libpq keyword string of the `postgres` database as the superuser `aurora`.
+    public var conninfo: String { "host=127.0.0.1 port=\(port) dbname=postgres user=aurora" }
+
+    /// Runs SQL with psql and returns its unaligned, tuples-only output.
+    @discardableResult
+    public func sql(_ text: String) async throws -> String {
+        try await run("psql", ["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", String(port), "-U", "aurora",
+                               "-d", "postgres", "-c", text])
+    }
+
+    @discardableResult
+    private func run(_ tool: String, _ arguments: [String]) async throws -> String {
         let program = binDirectory + "/" + tool
         let command = runAs.map { user in ["/usr/sbin/runuser", "-u", user, "--", program] + arguments } ?? [program] + arguments
         // From "/": the server's user may not be able to enter the test's working directory
@@ -51,5 +96,6 @@ public final class PostgresServer: Sendable {
         guard outcome.code == 0 else {
             throw TestKitError("\(tool) failed (\(outcome.code)): \(outcome.stderr.suffix(400)) \(outcome.stdout.suffix(400))")
         }
+        return outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }

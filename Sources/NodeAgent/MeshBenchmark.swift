@@ -20,13 +20,13 @@ struct BenchLead {
 
     /// A lead on a fresh scratch directory `/tmp/aurora-bench-LABEL-PID`; ``discard()`` stops it
     /// and removes the directory.
-    static func start(_ label: String, executable: String) async throws -> BenchLead {
+    static func start(_ label: String, executable: String, config: String = "") async throws -> BenchLead {
         let root = try scratch(label)
         let port = try StartupBenchmark.freePort()
         let dataDir = root + "/lead"
         // A /16, so that thousands of simulated nodes get addresses.
         let nodeFile = root + "/lead.yaml"
-        try "wireguard:\n  cidr: 10.64.0.0/16\n".write(toFile: nodeFile, atomically: true, encoding: .utf8)
+        try ("wireguard:\n  cidr: 10.64.0.0/16\n" + config).write(toFile: nodeFile, atomically: true, encoding: .utf8)
         let process = try BenchLead.spawn(executable, ["run", "--profile", "lead", "--name", "bench-lead", "--data-dir", dataDir,
                                                       "--listen", "127.0.0.1:\(port)", "--log-level", "error", "--config", nodeFile])
         let url = "http://127.0.0.1:\(port)"

@@ -53,7 +53,23 @@ enum MeshTable {
         return String(format: "%.1f/%.1f", Double(free) / 1024, Double(total) / 1024)
     }
 
-    /// The table, columns padded; later issues fill REPLICA and HANDSHAKE.
+    /// A node's PostgreSQL server: its state, and the lag of a replica (`streaming 0B 0.0s`).
+    static func replica(_ node: Node) -> String {
+        guard let postgres = node.postgres else { return "-" }
+        guard postgres.role == .replica else { return postgres.state }
+        let bytes = postgres.lagBytes.map { bytes -> String in
+            switch bytes {
+            case ..<1024: "\(bytes)B"
+            case ..<(1 << 20): String(format: "%.0fkB", Double(bytes) / 1024)
+            case ..<(1 << 30): String(format: "%.1fMB", Double(bytes) / 1_048_576)
+            default: String(format: "%.1fGB", Double(bytes) / 1_073_741_824)
+            }
+        }
+        let seconds = postgres.lagS.map { String(format: "%.1fs", $0) }
+        return ([postgres.state] + [bytes, seconds].compactMap { $0 }).joined(separator: " ")
+    }
+
+    /// The table, columns padded; HANDSHAKE is filled by the WireGuard issue.
     static func render(_ list: NodeList, gpu: GPUStatus? = nil, colour: Bool) -> String {
         let header = ["NODE", "ROLE", "COMPANY", "VPN IP", "STATE", "LAST SEEN", "GPUS FREE/TOTAL", "VRAM GB FREE/TOTAL", "JOBS", "VERSION",
                       "REPLICA", "HANDSHAKE"]
@@ -63,7 +79,7 @@ enum MeshTable {
             return [node.name, node.role.rawValue, node.company.isEmpty ? "-" : node.company, node.vpnIP, node.state.rawValue,
                     lastSeen(node.lastSeen), "\(freeGPUs(node))/\(node.capabilities.gpus.count)", vram(node, gpu: worker),
                     worker.map { String($0.running) + ($0.accepting ? "" : " (not accepting)") } ?? "-", node.version.isEmpty ? "-" : node.version,
-                    "-", node.wireguard.handshakeAgeS.map { String(format: "%.0fs", $0) } ?? "-"]
+                    replica(node), node.wireguard.handshakeAgeS.map { String(format: "%.0fs", $0) } ?? "-"]
         }
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         func line(_ cells: [String], states: NodeState? = nil) -> String {

@@ -8,7 +8,7 @@ extension Nodeagent {
     struct Bench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Benchmarks that print figures.",
-            subcommands: [Startup.self, Heartbeat.self, Detection.self, Placement.self, Dispatch.self, Requeue.self, Queue.self,
+            subcommands: [Startup.self, Heartbeat.self, Detection.self, Placement.self, Dispatch.self, Requeue.self, Queue.self, ReplicaBench.self,
                           SecretsBench.self])
     }
 }
@@ -177,6 +177,36 @@ extension Nodeagent.Bench {
     }
 
     /// `nodeagent bench requeue`.
+    struct ReplicaBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "replica",
+            abstract: "Time from stopping a PostgreSQL primary to its standby's agent reporting disconnected, and the monitor's CPU cost.",
+            discussion: "Starts a primary and a streaming standby (pg_basebackup -R; as the postgres user when root) and a lead agent watching the standby every 2 s.")
+
+        @Option(help: "How many primary stops to time.") var runs = 10
+        @Option(help: "Seconds of idle sampling over which CPU is measured.") var idleSeconds = 60
+        @Flag(help: "Print the report as JSON.") var json = false
+
+        func validate() throws {
+            guard (1...100).contains(runs) else { throw ValidationError("--runs must be 1...100") }
+            guard (5...3600).contains(idleSeconds) else { throw ValidationError("--idle-seconds must be 5...3600") }
+        }
+
+        func run() async throws {
+            let benchmark = ReplicaBenchmark(executable: selfExecutable, runs: runs, idleSeconds: idleSeconds) { line in
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
+            let report = try await benchmark.run()
+            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
+            print("nodeagent bench replica (\(runs) runs, sampling every \(Int(report.intervalS)) s, release=\(isReleaseBuild))")
+            print(String(format: "  primary stopped to disconnected: median %.0f ms, min %.0f ms, max %.0f ms (target <= 10000 ms)",
+                         report.disconnectMedianMs, report.disconnectMs.min() ?? .nan, report.disconnectMs.max() ?? .nan))
+            print(String(format: "  primary started to streaming: median %.0f ms", report.reconnectMedianMs))
+            print(String(format: "  agent CPU over %d s idle: %.2f%% of a core with the monitor, %.2f%% without; monitoring costs %.2f%% (target < 1%%)",
+                         report.idleSeconds, report.cpuPctWithMonitor, report.cpuPctWithout, report.cpuPctWithMonitor - report.cpuPctWithout))
+        }
+    }
+
     struct Requeue: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Time from kill -9 of the worker running a job to the job running on another worker (two real compute agents).")
