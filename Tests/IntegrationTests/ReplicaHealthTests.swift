@@ -38,6 +38,7 @@ struct ReplicaHealthTests {
             postgres:
               monitor: "\(primary.conninfo)"
               interval_s: 0.5
+              slot_max_retained_bytes: 1
             """.write(toFile: leadFile, atomically: true, encoding: .utf8)
         try """
             postgres:
@@ -68,6 +69,14 @@ struct ReplicaHealthTests {
                 let health = try await http(node.baseURL + Routes.postgresHealth, headers: nodeAdmin)
                 guard health.status == 200, let view = try? health.decode(ReplicaHealth.self) else { return nil }
                 return view.state == state && extra(view) ? view : nil
+            }
+        }
+
+        /// Waits until the lead has heard the state in a heartbeat (so it is an event).
+        func leadSees(_ state: String) async throws {
+            _ = try await poll(timeout: .seconds(10), every: .milliseconds(100), "the lead to hear pg-b is \(state)") { () async throws -> Bool? in
+                let view = try await http(lead.baseURL + Routes.node("pg-b"), headers: admin).decode(Node.self)
+                return view.postgres?.state == state ? true : nil
             }
         }
 
@@ -130,15 +139,18 @@ struct ReplicaHealthTests {
         let stalled = try await wait(for: "stalled", timeout: .seconds(15))
         #expect(stalled.reason.contains("replay has not advanced"))
         #expect(try await http(node.baseURL + Routes.postgresReplica).status == 503)
+        try await leadSees("stalled")
         try await standby.sql("SELECT pg_wal_replay_resume()")
         _ = try await wait(for: "streaming", timeout: .seconds(20)) { $0.lagBytes == 0 }
         #expect(try await standby.sql("SELECT count(*) FROM bulk") == "200000")
+        try await leadSees("streaming")
 
         // The primary stops: disconnected within 10 s, the lag check fails; it returns: streaming.
         try await primary.stop()
         let stoppedAt = ContinuousClock.now
         let gone = try await wait(for: "disconnected", timeout: .seconds(10))
         #expect(ContinuousClock.now - stoppedAt < .seconds(10))
+        try await leadSees("disconnected")
         #expect(gone.degraded && gone.role == .replica)
         let refused = try await http(node.baseURL + Routes.postgresReplica + "?lag=5s")
         #expect(refused.status == 503 && refused.text.contains("disconnected"))
@@ -151,6 +163,7 @@ struct ReplicaHealthTests {
         try await primary.start()
         _ = try await wait(for: "streaming", timeout: .seconds(20))
         #expect(try await http(node.baseURL + Routes.postgresReplica + "?lag=5s").status == 200)
+        try await leadSees("streaming")
 
         // Promotion: the standby leaves recovery: not_a_replica, and the primary check passes there.
         try await standby.promote()
@@ -158,6 +171,17 @@ struct ReplicaHealthTests {
         #expect(promoted.role == .primary && promoted.degraded)
         #expect(try await http(node.baseURL + Routes.postgresPrimary).status == 200)
         #expect(try await http(node.baseURL + Routes.postgresReplica).status == 503)
+
+        // The promoted standby left its slot on the old primary: inactive, retaining WAL, reported.
+        let slotted = try await poll(timeout: .seconds(10), every: .milliseconds(100), "the inactive slot on the lead") { () async throws -> ReplicaHealth? in
+            let view = try await http(lead.baseURL + Routes.postgresHealth, headers: admin).decode(ReplicaHealth.self)
+            return view.inactiveSlots?.contains { $0.name == Self.slot } == true ? view : nil
+        }
+        #expect(slotted.degraded && slotted.state == "primary")
+        _ = try await poll(timeout: .seconds(10), every: .milliseconds(200), "a replica.slot_inactive event") { () async throws -> Bool? in
+            let text = try await http(lead.baseURL + Routes.events + "?since=0&follow=false", headers: admin).text
+            return text.contains(EventType.replicaSlotInactive) && text.contains("\"slot\":\"\(Self.slot)\"") ? true : nil
+        }
 
         // Every change was an event on the lead, in order, with the node.
         let events = try await poll(timeout: .seconds(10), every: .milliseconds(200), "replica events on the lead") { () async throws -> [String]? in
