@@ -55,6 +55,9 @@ public enum Agent {
                 do { try await board.report(name, results); return true } catch { return false }
             }
             mesh.store = storeService.store
+            mesh.backups = BackupArchive(dataDir: dataDir.path, store: storeService.store, source: .init(
+                conninfo: storeService.managed?.conninfo ?? config.storeURL ?? "", binDirectory: storeService.managed?.binDirectory ?? config.pgBinDirectory),
+                logger: logger)
             services.append(.init(service: storeService))
             services.append(.init(service: RegistryService(registry: registry, state: state, inventory: inventory, hub: hub, logger: logger)))
             services.append(.init(service: JobService(jobs: jobs, registry: registry, secrets: secrets, state: state, logger: logger)))

@@ -11,6 +11,18 @@ public struct AgentError: Error, Sendable, Equatable, CustomStringConvertible {
         case portInUse
         case store
         case process
+        /// A backup is already being taken.
+        case backupRunning
+        /// No backup by that name.
+        case backupNotFound
+        /// A backup failed a check (checksum, archive).
+        case backupCorrupt
+        /// Taking or restoring a backup failed.
+        case backupFailed
+        /// A database to restore into exists already.
+        case databaseExists
+        /// A name or value in a request is not acceptable.
+        case invalidInput
     }
 
     public let code: Code

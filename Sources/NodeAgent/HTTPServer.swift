@@ -56,6 +56,7 @@ public enum HTTPServer {
         addRegistryRoutes(to: router, state: state, token: token, mesh: mesh)
         addJobRoutes(to: router, state: state, token: token, mesh: mesh)
         addSecretRoutes(to: router, state: state, token: token, mesh: mesh)
+        addBackupRoutes(to: router, state: state, token: token, mesh: mesh)
         addPostgresRoutes(to: router, state: state, token: token, mesh: mesh)
 
         let address = state.config.listen

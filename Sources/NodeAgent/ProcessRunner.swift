@@ -89,6 +89,79 @@ enum ProcessRunner {
     }
 }
 
+extension ProcessRunner {
+    /// Runs a long helper (pg_dump, pg_restore) that the caller watches as it goes: every
+    /// `interval`, `onPoll` gets the complete lines the child wrote since the last call (stdout
+    /// and stderr together, through an unlinked file). The child runs in its own process group
+    /// from "/"; cancelling the calling task kills the group and throws. No thread is held
+    /// while it runs. The result keeps the last 64 KiB of output, for error messages.
+    static func watch(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+                      every interval: Duration = .milliseconds(100),
+                      onPoll: @Sendable ([String]) async -> Void = { _ in }) async throws(AgentError) -> ProcessResult {
+        let name = (executable as NSString).lastPathComponent
+        let outputPath = NSTemporaryDirectory() + "nodeagent-\(getpid())-\(UUID().uuidString).out"
+        let outputFD = open(outputPath, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0o600)
+        guard outputFD >= 0 else { throw AgentError(.process, "cannot create \(outputPath): \(String(cString: strerror(errno)))") }
+        unlink(outputPath)
+        defer { close(outputFD) }
+
+        var actions = posix_spawn_file_actions_t()
+        SpawnActions.setUp(&actions, stdout: outputFD, stderr: outputFD)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        let argv = (["/bin/sh", "-c", "cd / && exec \"$@\"", "sh", executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let inherited = (environment ?? ProcessInfo.processInfo.environment).filter { !$0.key.hasPrefix("AURORA_") }
+        let environmentPairs = inherited.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { environmentPairs.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, environmentPairs)
+        guard spawned == 0 else { throw AgentError(.process, "cannot start \(name): \(String(cString: strerror(spawned)))") }
+
+        var offset: off_t = 0
+        var partial: [UInt8] = [], tail: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        /// The complete lines written since the last call (all of them at the end).
+        func newLines(final: Bool) -> [String] {
+            while true {
+                let count = chunk.withUnsafeMutableBytes { pread(outputFD, $0.baseAddress!, $0.count, offset) }
+                if count <= 0 { break }
+                offset += off_t(count)
+                partial.append(contentsOf: chunk[0..<count])
+                tail.append(contentsOf: chunk[0..<count])
+                if tail.count > 131_072 { tail.removeFirst(tail.count - 65_536) }
+            }
+            guard let lastNewline = final ? partial.indices.last : partial.lastIndex(of: UInt8(ascii: "\n")) else { return [] }
+            let lines = partial[...lastNewline].split(separator: UInt8(ascii: "\n")).map { String(decoding: $0, as: UTF8.self) }
+            partial.removeFirst(lastNewline + 1)
+            return lines
+        }
+
+        var status: Int32 = 0
+        while true {
+            let reaped = waitpid(pid, &status, WNOHANG)
+            if reaped == pid { break }
+            if reaped < 0 && errno != EINTR { throw AgentError(.process, "waiting for \(name) failed: \(String(cString: strerror(errno)))") }
+            if Task.isCancelled {
+                kill(-pid, SIGKILL)
+                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                throw AgentError(.process, "\(name) was stopped: the request was cancelled or the agent is shutting down")
+            }
+            await onPoll(newLines(final: false))
+            try? await Task.sleep(for: interval)
+        }
+        kill(-pid, SIGKILL)  // anything the tool left behind in its group
+        await onPoll(newLines(final: true))
+        let exitCode: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        let output = String(decoding: tail.suffix(65_536), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return ProcessResult(status: exitCode, output: output)
+    }
+}
+
 /// The file actions every child of the agent gets.
 enum SpawnActions {
     /// stdin from /dev/null, stdout and stderr to these descriptors, and nothing else of the

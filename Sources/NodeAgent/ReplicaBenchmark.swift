@@ -81,6 +81,9 @@ public struct ReplicaBenchmark: Sendable {
 
         var disconnect: [Double] = [], reconnect: [Double] = []
         for run in 1...runs {
+            // The agent samples on a fixed period; stop the primary at a random phase of it,
+            // not right after a sample (which would time the worst case every run).
+            try await Task.sleep(for: .milliseconds(Int64.random(in: 0..<Int64(interval * 1000))))
             try await cluster.stopPrimary()
             let stopped = ContinuousClock.now
             try await waitFor("disconnected", watcher, timeout: .seconds(60))

@@ -8,6 +8,8 @@ public struct SecretsError: Error, Sendable, Equatable, CustomStringConvertible 
         case cannotOpen
         /// A secret scope that does not exist, or lacks its id.
         case invalidScope
+        /// A file to hash could not be read.
+        case unreadable
     }
 
     public let code: Code

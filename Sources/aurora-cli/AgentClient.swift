@@ -94,6 +94,38 @@ struct AgentClient {
         }
     }
 
+    /// Sends `method path` asking for newline-delimited JSON and calls `onLine` with each line
+    /// as it arrives; a refusal before the stream starts throws the agent's JSON error.
+    func lines(_ method: String, _ path: String, timeout: TimeAmount, onLine: (String) throws -> Void) async throws {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = .init(rawValue: method)
+        if let token { request.headers.add(name: Headers.authorization, value: "Bearer \(token)") }
+        request.headers.add(name: "Accept", value: MediaTypes.ndjson)
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: timeout)
+        } catch {
+            throw CLIError.notRunning(baseURL, Self.reason(error))
+        }
+        guard response.status.code == 200 else {
+            let body = try await response.body.collect(upTo: 1 << 20)
+            if let error = try? APICoding.decoder().decode(ErrorResponse.self, from: Data(buffer: body)) {
+                throw CLIError("\(error.error.message) (\(response.status.code) \(error.error.code))")
+            }
+            throw CLIError("\(method) \(path): unexpected answer \(response.status.code) from \(baseURL)")
+        }
+        var pending = Data()
+        for try await chunk in response.body {
+            pending.append(contentsOf: chunk.readableBytesView)
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
+                pending.removeSubrange(pending.startIndex...newline)
+                if !line.isEmpty { try onLine(line) }
+            }
+        }
+        if !pending.isEmpty { try onLine(String(decoding: pending, as: UTF8.self)) }
+    }
+
     static func reason(_ error: any Error) -> String {
         let text = String(describing: error)
         if text.contains("connectTimeout") || text.contains("Timeout") { return "timed out" }

@@ -1,0 +1,107 @@
+import AuroraAPI
+import Foundation
+import Hummingbird
+import NIOCore
+import ServiceLifecycle
+
+extension HTTPServer {
+    /// Backup routes (docs/API.md, section 4.13): operator calls on the lead, which owns the
+    /// mesh database and DATA/backups. Other agents answer `not_lead`.
+    static func addBackupRoutes(to router: Router<AgentRequestContext>, state: AgentState, token: AdminToken, mesh: MeshContext) {
+        let maxBody = state.config.maxBodyBytes
+        let leadURL = state.config.lead
+
+        router.get(RouterPath(Routes.backups)) { request, _ -> Response in
+            guard let backups = mesh.backups else { throw APIError.notLead("backups", lead: leadURL) }
+            try authorize(request, token: token)
+            let list: BackupList
+            do throws(AgentError) { list = try await backups.list() } catch { throw backupError(error) }
+            return try json(list, status: .ok)
+        }
+
+        // A backup runs with the request; graceful shutdown or a client that goes away stops
+        // pg_dump and leaves nothing behind.
+        router.post(RouterPath(Routes.backups)) { request, _ -> Response in
+            guard let backups = mesh.backups else { throw APIError.notLead("backups", lead: leadURL) }
+            try authorize(request, token: token)
+            guard request.headers[.accept]?.contains(MediaTypes.ndjson) == true else {
+                let created = try await cancelWhenGracefulShutdown { () async throws -> BackupCreated in
+                    do throws(AgentError) { return try await backups.create() } catch { throw backupError(error) }
+                }
+                return try json(created, status: .created)
+            }
+            // Streamed: a refusal is still a status; after the 200, progress lines and then
+            // one line with the backup or the error.
+            do throws(AgentError) { try await backups.checkIdle() } catch { throw backupError(error) }
+            let (lines, sink) = AsyncStream.makeStream(of: BackupStreamLine.self, bufferingPolicy: .bufferingNewest(8))
+            let body = ResponseBody { writer in
+                async let outcome = streamedBackup(backups, sink: sink)
+                for await line in lines { try await writer.write(ndjson(line)) }
+                try await writer.write(ndjson(await outcome))
+                try await writer.finish(nil)
+            }
+            return Response(status: .ok, headers: [.contentType: MediaTypes.ndjson, .cacheControl: "no-cache"], body: body)
+        }
+
+        router.post("/api/backups/:file/verify") { request, context -> Response in
+            guard let backups = mesh.backups else { throw APIError.notLead("backups", lead: leadURL) }
+            try authorize(request, token: token)
+            let file = try backupFile(context)
+            let verification: BackupVerification
+            do throws(AgentError) { verification = try await backups.verify(file) } catch { throw backupError(error) }
+            return try json(verification, status: .ok)
+        }
+
+        router.post("/api/backups/:file/restore") { request, context -> Response in
+            guard let backups = mesh.backups else { throw APIError.notLead("backups", lead: leadURL) }
+            try authorize(request, token: token)
+            let file = try backupFile(context)
+            let restore = try await decode(BackupRestoreRequest.self, request, maxBody: maxBody, allowed: BackupRestoreRequest.fields)
+            let restored: BackupRestored
+            do throws(AgentError) { restored = try await backups.restore(file, into: restore.into) } catch { throw backupError(error) }
+            return try json(restored, status: .created)
+        }
+    }
+
+    /// Runs the backup for a streamed answer: progress into `sink`, then the last line.
+    private static func streamedBackup(_ backups: BackupArchive, sink: AsyncStream<BackupStreamLine>.Continuation) async -> BackupStreamLine {
+        defer { sink.finish() }
+        do {
+            let created = try await cancelWhenGracefulShutdown { () async throws -> BackupCreated in
+                try await backups.create { progress in sink.yield(BackupStreamLine(progress: progress)) }
+            }
+            return BackupStreamLine(backup: created)
+        } catch let error as AgentError {
+            let answer = backupError(error)
+            return BackupStreamLine(error: .init(code: answer.code, message: answer.message))
+        } catch {
+            return BackupStreamLine(error: .init(code: "backup_failed", message: "the backup was stopped: the agent is shutting down"))
+        }
+    }
+
+    private static func ndjson(_ line: BackupStreamLine) throws -> ByteBuffer {
+        var data = try APICoding.encoder().encode(line)
+        data.append(UInt8(ascii: "\n"))
+        return ByteBuffer(bytes: data)
+    }
+
+    /// The `{file}` of the path, percent-decoded; the archive checks that it is exactly a
+    /// backup's name.
+    private static func backupFile(_ context: AgentRequestContext) throws -> String {
+        let raw = try context.parameters.require("file")
+        return raw.removingPercentEncoding ?? raw
+    }
+
+    /// The HTTP face of a backup failure.
+    static func backupError(_ error: AgentError) -> APIError {
+        switch error.code {
+        case .backupRunning: APIError(status: .conflict, code: "backup_running", message: error.message)
+        case .backupNotFound: APIError.notFound(error.message)
+        case .backupCorrupt: APIError(status: .unprocessableContent, code: "backup_corrupt", message: error.message)
+        case .databaseExists: APIError(status: .conflict, code: "database_exists", message: error.message)
+        case .invalidInput: APIError.badRequest(error.message)
+        case .store: APIError.storeUnavailable(error)
+        default: APIError(status: .internalServerError, code: "backup_failed", message: error.message)
+        }
+    }
+}
