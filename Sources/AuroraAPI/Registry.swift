@@ -73,14 +73,17 @@ public struct WireGuardPeer: Codable, Sendable, Equatable {
     public var publicKey: String
     public var endpoint: String?
     public var listenPort: Int
-    /// Seconds since the last handshake with this node, when known.
+    /// Seconds since the node's most recent handshake with any peer, as it last reported.
     public var handshakeAgeS: Double?
+    /// The node is behind NAT: it and its peers keep the tunnel open (PersistentKeepalive 25).
+    public var behindNAT: Bool?
 
-    public init(publicKey: String, endpoint: String? = nil, listenPort: Int, handshakeAgeS: Double? = nil) {
+    public init(publicKey: String, endpoint: String? = nil, listenPort: Int, handshakeAgeS: Double? = nil, behindNAT: Bool? = nil) {
         self.publicKey = publicKey
         self.endpoint = endpoint
         self.listenPort = listenPort
         self.handshakeAgeS = handshakeAgeS
+        self.behindNAT = behindNAT
     }
 
     enum CodingKeys: String, CodingKey {
@@ -88,6 +91,7 @@ public struct WireGuardPeer: Codable, Sendable, Equatable {
         case publicKey = "public_key"
         case listenPort = "listen_port"
         case handshakeAgeS = "handshake_age_s"
+        case behindNAT = "behind_nat"
     }
 }
 
@@ -282,17 +286,20 @@ public struct JoinRequest: Codable, Sendable, Equatable {
         public var publicKey: String
         public var endpoint: String?
         public var listenPort: Int
+        public var behindNAT: Bool?
 
-        public init(publicKey: String, endpoint: String?, listenPort: Int) {
+        public init(publicKey: String, endpoint: String?, listenPort: Int, behindNAT: Bool? = nil) {
             self.publicKey = publicKey
             self.endpoint = endpoint
             self.listenPort = listenPort
+            self.behindNAT = behindNAT
         }
 
         enum CodingKeys: String, CodingKey {
             case endpoint
             case publicKey = "public_key"
             case listenPort = "listen_port"
+            case behindNAT = "behind_nat"
         }
     }
 
@@ -422,9 +429,12 @@ public struct HeartbeatRequest: Codable, Sendable, Equatable {
     public var worker: WorkerReport?
     /// The node's local PostgreSQL server, when it watches one.
     public var postgres: ReplicaHealth?
+    /// How peers reach the node, and its interface's handshakes.
+    public var wireguard: WireGuardReport?
 
     public init(capabilities: Capabilities?, version: String, labels: [String: String]?, checks: [CheckResult],
-                peers: [PeerRTT], address: String?, timing: HeartbeatTiming, worker: WorkerReport? = nil, postgres: ReplicaHealth? = nil) {
+                peers: [PeerRTT], address: String?, timing: HeartbeatTiming, worker: WorkerReport? = nil, postgres: ReplicaHealth? = nil,
+                wireguard: WireGuardReport? = nil) {
         self.capabilities = capabilities
         self.version = version
         self.labels = labels
@@ -434,13 +444,14 @@ public struct HeartbeatRequest: Codable, Sendable, Equatable {
         self.timing = timing
         self.worker = worker
         self.postgres = postgres
+        self.wireguard = wireguard
     }
 
     /// The top-level fields a heartbeat may carry.
     public static let fields = Set(CodingKeys.allCases.map(\.rawValue))
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case capabilities, version, labels, checks, peers, address, timing, worker, postgres
+        case capabilities, version, labels, checks, peers, address, timing, worker, postgres, wireguard
     }
 }
 

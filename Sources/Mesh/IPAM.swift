@@ -56,6 +56,34 @@ public struct AddressAllocator: Sendable {
     /// The lead's address.
     public var leadAddress: UInt32 { network.host(1) }
 
+    /// An address a removed node held: taken until `grace` seconds after the removal.
+    public struct Released: Sendable, Equatable {
+        public var node: String
+        public var address: UInt32
+        /// Seconds since the node was removed.
+        public var removedAgoS: Double
+
+        public init(node: String, address: UInt32, removedAgoS: Double) {
+            self.node = node
+            self.address = address
+            self.removedAgoS = removedAgoS
+        }
+    }
+
+    /// An address for a node, given the addresses live nodes hold and those removed nodes held:
+    /// a removed node's address is free again only after `grace` seconds. `reclaimed` names
+    /// the removed node whose address was given out (its record must let go of it).
+    public func allocate(requested: UInt32?, taken: Set<UInt32>, released: [Released], grace: Double) throws(MeshError)
+        -> (address: UInt32, reclaimed: String?) {
+        let held = released.filter { $0.removedAgoS < grace }
+        if let requested, let holder = held.first(where: { $0.address == requested }) {
+            let left = Int((grace - holder.removedAgoS).rounded(.up))
+            throw MeshError(.addressTaken, "\(IPv4Network.format(requested)) was node '\(holder.node)''s and is held for another \(left) s after its removal (wireguard.reuse_after_s)")
+        }
+        let address = try allocate(requested: requested, taken: taken.union(held.map(\.address)))
+        return (address, released.first { $0.address == address && $0.removedAgoS >= grace }?.node)
+    }
+
     /// An address for a node, given the addresses already taken.
     public func allocate(requested: UInt32?, taken: Set<UInt32>) throws(MeshError) -> UInt32 {
         if let requested {

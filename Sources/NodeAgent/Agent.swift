@@ -55,6 +55,9 @@ public enum Agent {
                 do { try await board.report(name, results); return true } catch { return false }
             }
             mesh.store = storeService.store
+            mesh.wireguard = WireGuardService(config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger) {
+                try? await registry.list().nodes
+            }
             mesh.backups = BackupArchive(dataDir: dataDir.path, store: storeService.store, source: .init(
                 conninfo: storeService.managed?.conninfo ?? config.storeURL ?? "", binDirectory: storeService.managed?.binDirectory ?? config.pgBinDirectory),
                 logger: logger)
@@ -85,6 +88,9 @@ public enum Agent {
             mesh.membership = membership
             mesh.cache = cache
             mesh.secretCache = secretCache
+            mesh.wireguard = WireGuardService(config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger) {
+                cache.current?.nodes.nodes
+            }
             services.append(.init(service: membership))
             if let worker { services.append(.init(service: worker)) }
             let reporter = LeadClient.signed(config: config, identity: identity)
@@ -98,6 +104,7 @@ public enum Agent {
             }
         }
         if let connectivity, !config.probes.isEmpty { services.append(.init(service: connectivity)) }
+        if let wireguard = mesh.wireguard, wireguard.mode != .off { services.append(.init(service: wireguard)) }
         if let postgres = config.postgresMonitor { services.append(.init(service: ReplicaMonitor(config: postgres, state: state, logger: logger))) }
         let http = HTTPServer.application(state: state, token: token, metrics: metrics, mesh: mesh, logger: logger)
         services.append(.init(service: http))

@@ -18,6 +18,7 @@ public final class AgentState: Sendable {
         var joined = false
         var postgres: ReplicaHealth?
         var postgresAt: ContinuousClock.Instant?
+        var wireguardLinks: [WireGuardLink]?
     }
 
     public init(config: NodeConfig, identity: NodeIdentity) {
@@ -82,6 +83,15 @@ public final class AgentState: Sendable {
             state.postgresAt = .now
         }
     }
+
+    /// What this node tells the lead about its WireGuard side: how to reach it and, when the
+    /// interface is applied, its peers' handshakes.
+    var wireguardReport: WireGuardReport {
+        WireGuardReport(endpoint: config.wireguardEndpoint, listenPort: config.wireguardListenPort, behindNAT: config.wireguardBehindNAT,
+                        peers: mutable.withLock { $0.wireguardLinks })
+    }
+
+    func setWireGuardLinks(_ links: [WireGuardLink]?) { mutable.withLock { $0.wireguardLinks = links } }
 
     /// `GET /health`.
     public var health: HealthResponse {

@@ -141,6 +141,8 @@ public enum ConfigSchema {
         ConfigKey("wireguard.endpoint", .optionalHostPort, default: .string(""),
                   "public HOST:PORT peers dial; empty: what the lead sees"),
         ConfigKey("wireguard.behind_nat", .bool, default: .bool(false), "send and ask for PersistentKeepalive = 25"),
+        ConfigKey("wireguard.reuse_after_s", .seconds, default: .double(86_400),
+                  "lead: a removed node's mesh address is given to another node only this long after the removal"),
         // MARK: GPU
         ConfigKey("gpu.accept_jobs", .bool, default: .bool(false), "take GPU jobs from the lead"),
         ConfigKey("gpu.allow_exec", .bool, default: .bool(false), "allow exec jobs (commands) on this node"),

@@ -303,7 +303,8 @@ final class MembershipService: Service {
             let request = JoinRequest(
                 token: token, name: config.name, profile: config.role, company: config.company.isEmpty ? nil : config.company,
                 labels: config.labels.isEmpty ? nil : config.labels,
-                wireguard: .init(publicKey: identity.wireguard.publicKey.base64, endpoint: config.wireguardEndpoint, listenPort: config.wireguardListenPort),
+                wireguard: .init(publicKey: identity.wireguard.publicKey.base64, endpoint: config.wireguardEndpoint, listenPort: config.wireguardListenPort,
+                                 behindNAT: config.wireguardBehindNAT),
                 signPublicKey: identity.signing.publicKey.base64, boxPublicKey: identity.box.publicKey.base64, vpnIP: config.vpnIP,
                 capabilities: await inventory.capabilities(), address: config.listen.description, version: AuroraVersion.current,
                 timing: config.heartbeatTiming)
@@ -347,7 +348,7 @@ final class MembershipService: Service {
         let beat = HeartbeatRequest(
             capabilities: full ? capabilities : nil, version: AuroraVersion.current, labels: full ? config.labels : nil,
             checks: inventory.checks(), peers: peerRTTs.withLock { $0 }, address: config.listen.description,
-            timing: config.heartbeatTiming, worker: worker?.report(), postgres: state.postgres?.health)
+            timing: config.heartbeatTiming, worker: worker?.report(), postgres: state.postgres?.health, wireguard: state.wireguardReport)
         let response = try await lead.call(.POST, Routes.heartbeat(config.name), body: beat, as: HeartbeatResponse.self, timeout: timeout)
         lastFull.withLock { last in
             if response.sendFull { last = (nil, nil) } else if full { last = (capabilities, .now) }

@@ -223,6 +223,12 @@ public struct NodeConfig: Sendable {
     public let wireguardCIDR: String
     public let wireguardEndpoint: String?
     public let wireguardListenPort: Int
+    /// off | render | apply (`wireguard.mode`).
+    public let wireguardMode: String
+    public let wireguardInterface: String
+    public let wireguardBehindNAT: Bool
+    /// Seconds before a removed node's address may be reused (`wireguard.reuse_after_s`).
+    public let wireguardReuseAfter: Double
     /// The heartbeat timing of this node's profile, which the lead's failure detector applies.
     public let heartbeatTiming: HeartbeatTiming
     /// Tell the lead this node is leaving on SIGTERM (`left`, not `dead`).
@@ -272,6 +278,14 @@ public struct NodeConfig: Sendable {
         self.wireguardCIDR = string("wireguard.cidr")
         self.wireguardEndpoint = nonEmpty("wireguard.endpoint")
         self.wireguardListenPort = int("wireguard.listen_port")
+        self.wireguardMode = string("wireguard.mode")
+        self.wireguardInterface = string("wireguard.interface")
+        if case .bool(let nat) = resolved["wireguard.behind_nat"] { self.wireguardBehindNAT = nat } else { self.wireguardBehindNAT = false }
+        switch resolved["wireguard.reuse_after_s"] {
+        case .double(let value): self.wireguardReuseAfter = value
+        case .int(let value): self.wireguardReuseAfter = Double(value)
+        default: self.wireguardReuseAfter = 86_400
+        }
         let interval: Double
         switch resolved["heartbeat.interval_s"] {
         case .double(let value): interval = value

@@ -28,6 +28,8 @@ actor Registry {
         var lastSeen: Date
         /// What its GPU worker last reported (without the job list).
         var worker: WorkerReport?
+        /// Its interface's peers, as its last heartbeat reported them.
+        var links: [WireGuardLink] = []
     }
 
     /// A probe the service should make.
@@ -89,7 +91,8 @@ actor Registry {
         self.meshID = meshID
         let rows = try await store.query("""
             SELECT name, role, company, vpn_ip, sign_public_key, box_public_key, wg_public_key, wg_endpoint, wg_listen_port,
-                   labels::text, capabilities::text, timing::text, version, address, state, removed, \(SQL.iso("last_seen")), \(SQL.iso("joined_at"))
+                   labels::text, capabilities::text, timing::text, version, address, state, removed, \(SQL.iso("last_seen")), \(SQL.iso("joined_at")),
+                   wg_behind_nat
             FROM nodes
             """).rows
         for row in rows {
@@ -116,7 +119,8 @@ actor Registry {
         let node = Node(
             name: config.name, role: .lead, company: config.company, vpnIP: vpnIP, state: .alive, lastSeen: ISOTime.string(now),
             labels: config.labels,
-            wireguard: WireGuardPeer(publicKey: identity.wireguard.publicKey.base64, endpoint: config.wireguardEndpoint, listenPort: config.wireguardListenPort),
+            wireguard: WireGuardPeer(publicKey: identity.wireguard.publicKey.base64, endpoint: config.wireguardEndpoint, listenPort: config.wireguardListenPort,
+                                     behindNAT: config.wireguardBehindNAT),
             capabilities: capabilities, version: AuroraVersion.current, address: config.listen.description, joinedAt: joinedAt,
             signPublicKey: identity.signing.publicKey.base64, boxPublicKey: identity.box.publicKey.base64,
             timing: config.heartbeatTiming, checks: nil)
@@ -160,11 +164,12 @@ actor Registry {
         let template = Node(
             name: name, role: request.profile, company: request.company ?? "", vpnIP: "", state: .alive,
             lastSeen: ISOTime.string(now), labels: request.labels ?? [:],
-            wireguard: WireGuardPeer(publicKey: request.wireguard.publicKey, endpoint: request.wireguard.endpoint, listenPort: request.wireguard.listenPort),
+            wireguard: WireGuardPeer(publicKey: request.wireguard.publicKey, endpoint: request.wireguard.endpoint, listenPort: request.wireguard.listenPort,
+                                     behindNAT: request.wireguard.behindNAT ?? (request.profile == .edge)),
             capabilities: request.capabilities, version: request.version ?? "", address: request.address,
             joinedAt: ISOTime.string(now), signPublicKey: request.signPublicKey, boxPublicKey: request.boxPublicKey, timing: timing, checks: nil)
         let tokenHash = Hex.encode(Crypto.sha256(Array(request.token.utf8)))
-        let allocator = AddressAllocator(network: network), leadName = config.name
+        let allocator = AddressAllocator(network: network), leadName = config.name, grace = config.wireguardReuseAfter
         let hub = self.hub
         let outcome: Result<(Node, String, MeshEvent), APIError>
         do {
@@ -177,17 +182,37 @@ actor Registry {
                     return .failure(APIError(status: .conflict, code: "name_taken",
                                              message: "node name '\(name)' is taken by another node (a different key); choose another --name"))
                 }
-                if let existing, let ip = existing[2], requested == nil || IPv4Network.format(requested!) == ip {
+                if let existing, let ip = existing[2], !ip.isEmpty, requested == nil || IPv4Network.format(requested!) == ip {
                     node.vpnIP = ip
                     if existing[0] == request.signPublicKey, let joined = existing[3] { node.joinedAt = joined }
                 } else {
-                    let taken = Set(try connection.execute("SELECT vpn_ip FROM nodes WHERE name <> $1", [name]).rows.compactMap { $0[0].flatMap(IPv4Network.parse) })
-                        .union([allocator.leadAddress])
+                    // Live nodes' addresses are taken; a removed node's address only until the
+                    // grace period after its removal has passed.
+                    let rows = try connection.execute("""
+                        SELECT name, vpn_ip, removed, extract(epoch FROM now() - coalesce(removed_at, now()))::float8::text
+                        FROM nodes WHERE name <> $1 AND vpn_ip <> ''
+                        """, [name]).rows
+                    var taken: Set<UInt32> = [allocator.leadAddress]
+                    var released: [AddressAllocator.Released] = []
+                    for row in rows {
+                        guard let address = row[1].flatMap(IPv4Network.parse) else { continue }
+                        if row[2] == "t" {
+                            released.append(.init(node: row[0] ?? "?", address: address, removedAgoS: row[3].flatMap(Double.init) ?? 0))
+                        } else {
+                            taken.insert(address)
+                        }
+                    }
+                    var reclaimed: String?
                     do throws(MeshError) {
-                        node.vpnIP = IPv4Network.format(try allocator.allocate(requested: requested, taken: taken))
+                        let allocation = try allocator.allocate(requested: requested, taken: taken, released: released, grace: grace)
+                        node.vpnIP = IPv4Network.format(allocation.address)
+                        reclaimed = allocation.reclaimed
                     } catch {
                         return .failure(APIError(status: error.code == .addressTaken ? .conflict : .badRequest,
                                                  code: error.code == .addressTaken ? "address_taken" : "bad_request", message: "vpn_ip: \(error.message)"))
+                    }
+                    if let reclaimed {
+                        _ = try connection.execute("UPDATE nodes SET vpn_ip = '' WHERE name = $1 AND removed", [reclaimed])
                     }
                 }
                 let grant: TokenGrant
@@ -219,6 +244,8 @@ actor Registry {
             (node, tokenID) = (joined, id)
         }
         let vpnIP = node.vpnIP
+        // A removed node whose address was given out lets go of it (the store did the same).
+        for (other, held) in entries where other != name && held.removed && held.node.vpnIP == vpnIP { entries[other]?.node.vpnIP = "" }
         let entry = Entry(node: node, signKey: signKey, policy: policy, removed: false, observedHost: observedHost, lastSeen: now)
         entries[name] = entry
         signKeys.set(name, signKey)
@@ -308,6 +335,19 @@ actor Registry {
         entry.node.checks = beat.checks
         let previousPostgres = entry.node.postgres
         entry.node.postgres = beat.postgres
+        if let report = beat.wireguard {
+            let endpoint = report.endpoint.flatMap { $0.isEmpty ? nil : $0 }
+            if entry.node.wireguard.endpoint != endpoint || entry.node.wireguard.listenPort != report.listenPort
+                || entry.node.wireguard.behindNAT != report.behindNAT || entry.observedHost != observedHost {
+                recordDirty.insert(name)
+                version += 1  // peers render another endpoint or keepalive
+            }
+            entry.node.wireguard.endpoint = endpoint
+            entry.node.wireguard.listenPort = report.listenPort
+            entry.node.wireguard.behindNAT = report.behindNAT
+            entry.links = report.peers ?? []
+            entry.node.wireguard.handshakeAgeS = entry.links.compactMap(\.handshakeAgeS).min()
+        }
         entry.policy = policy
         entry.observedHost = observedHost
         entry.lastSeen = now  // `node.lastSeen` is formatted when the registry is read
@@ -347,7 +387,7 @@ actor Registry {
         entry.removed = true
         entries[name] = entry
         do {
-            try await store.query("UPDATE nodes SET removed = true WHERE name = $1", [name])
+            try await store.query("UPDATE nodes SET removed = true, removed_at = now() WHERE name = $1", [name])
         } catch {
             throw APIError.storeUnavailable(error)
         }
@@ -412,9 +452,13 @@ actor Registry {
     }
 
     /// The lead's own heartbeat, in process.
-    func beatLead(capabilities: Capabilities, checks: [CheckResult], postgres: ReplicaHealth?) async {
+    func beatLead(capabilities: Capabilities, checks: [CheckResult], postgres: ReplicaHealth?, links: [WireGuardLink]? = nil) async {
         guard var entry = entries[config.name] else { return }
         let now = Date()
+        if let links {
+            entry.links = links
+            entry.node.wireguard.handshakeAgeS = links.compactMap(\.handshakeAgeS).min()
+        }
         if entry.node.capabilities != capabilities { recordDirty.insert(config.name) }
         entry.node.capabilities = capabilities
         entry.node.checks = checks
@@ -475,7 +519,16 @@ actor Registry {
     private static func view(_ entry: Entry) -> Node {
         var node = entry.node
         node.lastSeen = ISOTime.string(entry.lastSeen)
+        node.wireguard.endpoint = endpoint(entry)
         return node
+    }
+
+    /// How peers reach a node: the endpoint it configured, else the source address of its
+    /// heartbeats with its WireGuard port.
+    static func endpoint(_ entry: Entry) -> String? {
+        if let configured = entry.node.wireguard.endpoint, !configured.isEmpty { return configured }
+        guard let host = entry.observedHost, !host.isEmpty, host != "0.0.0.0", host != "::" else { return nil }
+        return host.contains(":") ? "[\(host)]:\(entry.node.wireguard.listenPort)" : "\(host):\(entry.node.wireguard.listenPort)"
     }
 
     func topology(now: ContinuousClock.Instant = .now) throws(APIError) -> Topology {
@@ -487,8 +540,9 @@ actor Registry {
             guard let at = entry.peersAt else { continue }
             let age = at.duration(to: now)
             for peer in entry.peers where entries[peer.name] != nil {
+                let peerKey = entries[peer.name]?.node.wireguard.publicKey
                 links.append(Topology.Link(from: entry.node.name, to: peer.name, rttMs: peer.rttMs,
-                                           handshakeAgeS: entries[peer.name]?.node.wireguard.handshakeAgeS,
+                                           handshakeAgeS: entry.links.first { $0.publicKey == peerKey }?.handshakeAgeS,
                                            measuredAgeS: (Double(age.components.seconds) + Double(age.components.attoseconds) / 1e18).rounded(toPlaces: 3)))
             }
         }
@@ -566,14 +620,15 @@ actor Registry {
 
     static let upsertSQL = """
         INSERT INTO nodes (name, role, company, vpn_ip, sign_public_key, box_public_key, wg_public_key, wg_endpoint, wg_listen_port,
-                           labels, capabilities, timing, version, address, state, removed, last_seen, joined_at, token_id)
+                           labels, capabilities, timing, version, address, state, removed, last_seen, joined_at, token_id, wg_behind_nat)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::integer, $10::jsonb, $11::jsonb, $12::jsonb, $13, $14, $15, false, $16::timestamptz,
-                $17::timestamptz, $18)
+                $17::timestamptz, $18, $19::boolean)
         ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role, company = EXCLUDED.company, vpn_ip = EXCLUDED.vpn_ip,
             sign_public_key = EXCLUDED.sign_public_key, box_public_key = EXCLUDED.box_public_key, wg_public_key = EXCLUDED.wg_public_key,
             wg_endpoint = EXCLUDED.wg_endpoint, wg_listen_port = EXCLUDED.wg_listen_port, labels = EXCLUDED.labels,
             capabilities = EXCLUDED.capabilities, timing = EXCLUDED.timing, version = EXCLUDED.version, address = EXCLUDED.address,
-            state = EXCLUDED.state, removed = false, last_seen = EXCLUDED.last_seen, token_id = EXCLUDED.token_id
+            state = EXCLUDED.state, removed = false, removed_at = NULL, last_seen = EXCLUDED.last_seen, token_id = EXCLUDED.token_id,
+            wg_behind_nat = EXCLUDED.wg_behind_nat
         """
 
     static func upsertParameters(_ entry: Entry, tokenID: String? = nil) -> [String?] {
@@ -581,11 +636,11 @@ actor Registry {
         return [node.name, node.role.rawValue, node.company, node.vpnIP, node.signPublicKey, node.boxPublicKey, node.wireguard.publicKey,
                 node.wireguard.endpoint, String(node.wireguard.listenPort), SQL.json(node.labels), SQL.json(node.capabilities),
                 node.timing.map { SQL.json($0) }, node.version, node.address, node.state.rawValue, ISOTime.string(entry.lastSeen), node.joinedAt,
-                tokenID]
+                tokenID, (node.wireguard.behindNAT ?? false) ? "true" : "false"]
     }
 
     private static func entry(_ row: [String?]) -> Entry? {
-        guard row.count == 18, let name = row[0], let role = row[1].flatMap(NodeRole.init(rawValue:)), let vpnIP = row[3],
+        guard row.count == 19, let name = row[0], let role = row[1].flatMap(NodeRole.init(rawValue:)), let vpnIP = row[3],
               let signText = row[4], let signKey = try? PublicKey(base64: signText), let box = row[5], let wg = row[6],
               let port = row[8].flatMap({ Int($0) }), let state = row[14].flatMap(NodeState.init(rawValue:)),
               let lastSeenText = row[16], let lastSeen = ISOTime.parse(lastSeenText), let joinedAt = row[17] else { return nil }
@@ -593,7 +648,7 @@ actor Registry {
         let node = Node(
             name: name, role: role, company: row[2] ?? "", vpnIP: vpnIP, state: state, lastSeen: lastSeenText,
             labels: SQL.decode([String: String].self, row[9]) ?? [:],
-            wireguard: WireGuardPeer(publicKey: wg, endpoint: row[7], listenPort: port),
+            wireguard: WireGuardPeer(publicKey: wg, endpoint: row[7], listenPort: port, behindNAT: row[18] == "t"),
             capabilities: SQL.decode(Capabilities.self, row[10]) ?? .unknown, version: row[12] ?? "", address: row[13],
             joinedAt: joinedAt, signPublicKey: signText, boxPublicKey: box, timing: timing)
         return Entry(node: node, signKey: signKey, policy: (try? policy(timing)) ?? FailureDetector.Policy(defaultTiming(for: role)),

@@ -30,6 +30,7 @@ struct MeshContext: Sendable {
     var membership: MembershipService?
     var cache: RegistryCache?
     var secretCache: SecretCache?
+    var wireguard: WireGuardService?
     var backups: BackupArchive?
 }
 

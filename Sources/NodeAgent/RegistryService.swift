@@ -47,7 +47,7 @@ final class RegistryService: Service {
                 }
                 if ticks % beatEvery == 0 {
                     await registry.beatLead(capabilities: await inventory.capabilities(), checks: inventory.checks(),
-                                            postgres: state.postgres?.health)
+                                            postgres: state.postgres?.health, links: state.wireguardReport.peers)
                 }
                 if ticks % 20 == 0 { await registry.flush() }
                 if ticks % 150 == 0 { hub.ping() }

@@ -235,6 +235,10 @@ public enum Migrations {
                 hash          text NOT NULL
             )
             """),
+        Migration(version: 5, name: "wireguard", sql: """
+            ALTER TABLE nodes ADD COLUMN removed_at timestamptz;
+            ALTER TABLE nodes ADD COLUMN wg_behind_nat boolean NOT NULL DEFAULT false
+            """),
     ]
 
     /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate

@@ -1,0 +1,38 @@
+import AuroraAPI
+import Hummingbird
+import NIOCore
+
+extension HTTPServer {
+    /// The local WireGuard view (docs/API.md §4.14): the interface and its peers, and the
+    /// rendered configuration with the private key hidden unless asked for.
+    static func addWireGuardRoutes(to router: Router<AgentRequestContext>, state: AgentState, token: AdminToken, mesh: MeshContext) {
+        router.get(RouterPath(Routes.wireguard)) { request, _ -> Response in
+            try authorize(request, token: token)
+            guard let wireguard = mesh.wireguard else { throw APIError.notFound("WireGuard is not set up on this agent") }
+            return try json(wireguard.status, status: .ok)
+        }
+        router.get(RouterPath(Routes.wireguardConfig)) { request, _ -> Response in
+            try authorize(request, token: token)
+            guard let wireguard = mesh.wireguard else { throw APIError.notFound("WireGuard is not set up on this agent") }
+            let showPrivate = try flag(request, "show_private")
+            let setconf = try flag(request, "setconf")
+            guard let rendered = await wireguard.desired() ?? wireguard.rendered else {
+                throw APIError(status: .serviceUnavailable, code: "starting",
+                               message: "this node's mesh address is not known yet (not joined, or no registry copy); retry after it joins")
+            }
+            let shown = showPrivate ? rendered : rendered.redacted
+            return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(string: setconf ? shown.setconf() : shown.wgQuick())))
+        }
+    }
+
+    /// `?name=true|false|1|0`; 400 for anything else.
+    private static func flag(_ request: Request, _ name: String) throws -> Bool {
+        guard let text = request.uri.queryParameters.get(name) else { return false }
+        switch text {
+        case "true", "1", "": return true
+        case "false", "0": return false
+        default: throw APIError.badRequest("\(name) must be true or false; got '\(text)'")
+        }
+    }
+}

@@ -1,0 +1,237 @@
+import AsyncAlgorithms
+import AuroraAPI
+import Foundation
+import Logging
+import Mesh
+import ServiceLifecycle
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The node's WireGuard interface (`wireguard.mode`):
+/// - `render`: keeps `DATA/wireguard/IF.conf` (wg-quick form, 0600) equal to the mesh as the
+///   registry (or this node's cached copy of it) describes it;
+/// - `apply`: also creates the interface when missing (kernel WireGuard, else `wireguard-go`),
+///   sets its address and link, and loads peers with `wg syncconf` only when the rendered
+///   configuration changed, so existing sessions never reset.
+///
+/// At start the last good configuration is applied before anything else, so a node whose lead
+/// is away still has its tunnels. Nothing here ever takes the interface down: an unreachable
+/// lead only means no changes. The interface outlives the agent (it belongs to the kernel or
+/// to a detached `wireguard-go`), so restarting the agent does not drop a tunnel either.
+final class WireGuardService: Service, Sendable {
+    enum Mode: String { case off, render, apply }
+
+    let config: NodeConfig
+    let identity: NodeIdentity
+    let logger: Logger
+    /// Members of the mesh: the lead's registry, or a node's cached copy; nil while unknown.
+    let members: @Sendable () async -> [Node]?
+    let agent: AgentState
+    let directory: String
+    let network: IPv4Network?
+    private let state = Mutex(Observed())
+
+    struct Observed {
+        var applied: WireGuardConfig?
+        var appliedAt: Date?
+        var lastError: String?
+        var up = false
+        var links: [WireGuardLink] = []
+    }
+
+    init(config: NodeConfig, identity: NodeIdentity, agent: AgentState, dataDir: String, logger: Logger,
+         members: @escaping @Sendable () async -> [Node]?) {
+        self.agent = agent
+        self.config = config
+        self.identity = identity
+        self.members = members
+        self.directory = dataDir + "/wireguard"
+        self.network = try? IPv4Network(parsing: config.wireguardCIDR)
+        var logger = logger
+        logger[metadataKey: "nodeagent.subsystem"] = "wireguard"
+        self.logger = logger
+    }
+
+    var mode: Mode { Mode(rawValue: config.wireguardMode) ?? .off }
+    var interface: String { config.wireguardInterface }
+    var configPath: String { directory + "/\(interface).conf" }
+
+    /// `GET /api/wireguard`.
+    var status: WireGuardStatus {
+        let observed = state.withLock { $0 }
+        return WireGuardStatus(mode: mode.rawValue, interface: interface, up: observed.up, address: observed.applied?.interface.address,
+                               publicKey: identity.wireguard.publicKey.base64, listenPort: config.wireguardListenPort, configPath: configPath,
+                               appliedAt: observed.appliedAt.map(ISOTime.string), lastError: observed.lastError, peers: observed.links)
+    }
+
+    /// The configuration as rendered now; nil until one was rendered.
+    var rendered: WireGuardConfig? { state.withLock { $0.applied } }
+
+    func run() async throws {
+        guard mode != .off else { return }
+        guard mkdir(directory, 0o700) == 0 || errno == EEXIST else {
+            throw AgentError(.dataDir, "cannot create \(directory): \(String(cString: strerror(errno)))")
+        }
+        // The last good configuration first: tunnels come back even when the lead is away.
+        if let text = try? SecureFile.read(configPath), let last = WireGuardConfig(wgQuick: text, node: config.name) {
+            var withKey = last
+            withKey.interface.privateKey = identity.wireguard.base64()
+            if mode == .apply {
+                do {
+                    try await apply(withKey, diff: WireGuardDiff(from: nil, to: withKey), ensure: true)
+                    logger.info("applied the last good configuration", metadata: ["nodeagent.peers": "\(withKey.peers.count)"])
+                } catch {
+                    record(error: error.message)
+                    logger.error("cannot apply the last good configuration", metadata: ["nodeagent.error": "\(error.message)"])
+                }
+            }
+            state.withLock { $0.applied = withKey }
+        }
+        for await _ in AsyncTimerSequence(interval: .seconds(1), clock: .continuous).cancelOnGracefulShutdown() {
+            await tick()
+        }
+    }
+
+    private func tick() async {
+        if let wanted = await desired() {
+            let last = state.withLock { $0.applied }
+            if wanted != last {
+                let diff = WireGuardDiff(from: last, to: wanted)
+                do {
+                    if mode == .apply { try await apply(wanted, diff: diff, ensure: last == nil || !state.withLock { $0.up }) }
+                    try SecureFile.write(wanted.wgQuick(), to: configPath)
+                    state.withLock {
+                        $0.applied = wanted
+                        $0.appliedAt = Date()
+                        $0.lastError = nil
+                    }
+                    logger.info("configuration changed", metadata: ["nodeagent.change": "\(diff.summary)", "nodeagent.mode": "\(mode.rawValue)"])
+                    if mode == .apply { nudge(wanted.peers.filter { diff.added.contains($0.name) }) }
+                } catch {
+                    record(error: error.message)
+                    logger.error("cannot apply the configuration; will retry", metadata: ["nodeagent.error": "\(error.message)"])
+                }
+            }
+        }
+        if mode == .apply { await observe() }
+    }
+
+    /// The configuration the mesh asks for now; nil while this node's own entry is unknown.
+    func desired() async -> WireGuardConfig? {
+        guard let network, let nodes = await members(), let me = nodes.first(where: { $0.name == config.name }), !me.vpnIP.isEmpty else { return nil }
+        let all = nodes.map { node in
+            WireGuardConfig.Member(name: node.name, publicKey: node.wireguard.publicKey, vpnIP: node.vpnIP, endpoint: node.wireguard.endpoint,
+                                   behindNAT: node.wireguard.behindNAT ?? false, active: node.state != .left)
+        }
+        var mine = all.first { $0.name == config.name }!
+        mine.behindNAT = config.wireguardBehindNAT
+        return WireGuardConfig.build(for: mine, privateKey: identity.wireguard.base64(), listenPort: config.wireguardListenPort,
+                                     network: network, members: all)
+    }
+
+    // MARK: Applying
+
+    /// Brings the interface to `wanted`: creates it when `ensure` finds it missing, sets the
+    /// address when it changed, loads peers with `wg syncconf` (sessions of unchanged peers keep
+    /// their handshake and counters).
+    func apply(_ wanted: WireGuardConfig, diff: WireGuardDiff, ensure: Bool) async throws(AgentError) {
+        var created = false
+        if ensure, try await run("ip", ["link", "show", "dev", interface]).status != 0 {
+            try await create()
+            created = true
+        }
+        if created || ensure || diff.addressChanged {
+            _ = try await run("ip", ["address", "flush", "dev", interface])
+            try await check("ip", ["address", "add", wanted.interface.address, "dev", interface])
+            try await check("ip", ["link", "set", "dev", interface, "up"])
+        }
+        if created || ensure || diff.peersOrInterfaceChanged {
+            let path = directory + "/.\(interface).setconf"
+            try SecureFile.write(wanted.setconf(), to: path)
+            defer { unlink(path) }
+            try await check("wg", ["syncconf", interface, path])
+        }
+        state.withLock { $0.up = true }
+    }
+
+    /// Kernel WireGuard when the kernel has it, else `wireguard-go`, which detaches and keeps
+    /// running when the agent stops.
+    private func create() async throws(AgentError) {
+        if try await run("ip", ["link", "add", "dev", interface, "type", "wireguard"]).status == 0 { return }
+        let result = try await run("wireguard-go", [interface])
+        guard result.status == 0, try await run("ip", ["link", "show", "dev", interface]).status == 0 else {
+            throw AgentError(.process, "cannot create WireGuard interface \(interface): no kernel WireGuard and wireguard-go said: \(result.lastLine)")
+        }
+        logger.info("created the interface with wireguard-go", metadata: ["nodeagent.interface": "\(interface)"])
+    }
+
+    /// `wg show IF dump` into the links the heartbeat carries; a missing interface is created
+    /// again from the configuration in force.
+    private func observe() async {
+        guard let result = try? await run("wg", ["show", interface, "dump"]) else { return }
+        guard result.status == 0, let dump = WireGuardDump(parsing: result.output) else {
+            let wasUp = state.withLock { observed in
+                defer { observed.up = false; observed.links = [] }
+                return observed.up
+            }
+            agent.setWireGuardLinks(nil)
+            if wasUp { logger.warning("the interface is gone; creating it again", metadata: ["nodeagent.interface": "\(interface)"]) }
+            if let applied = state.withLock({ $0.applied }) {
+                do { try await apply(applied, diff: WireGuardDiff(from: nil, to: applied), ensure: true) } catch { record(error: error.message) }
+            }
+            return
+        }
+        let names = Dictionary((state.withLock { $0.applied?.peers } ?? []).map { ($0.publicKey, $0.name) }, uniquingKeysWith: { $1 })
+        let now = Int64(Date().timeIntervalSince1970)
+        let links = dump.peers.map { peer in
+            WireGuardLink(publicKey: peer.publicKey, name: names[peer.publicKey], endpoint: peer.endpoint, allowedIPs: peer.allowedIPs,
+                          handshakeAgeS: peer.latestHandshake.map { Double(max(0, now - $0)) }, rxBytes: peer.rxBytes, txBytes: peer.txBytes)
+        }
+        state.withLock {
+            $0.up = true
+            $0.links = links
+        }
+        agent.setWireGuardLinks(links)
+    }
+
+    /// A datagram to each new peer's mesh address: this side starts the handshake at once,
+    /// rather than waiting for the new peer's first attempt to be retried (5 s) after it was
+    /// dropped by a side that did not know it yet.
+    private func nudge(_ peers: [WireGuardPeerConfig]) {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        for peer in peers {
+            guard let ip = peer.allowedIPs.first?.split(separator: "/").first, let address = IPv4Network.parse(String(ip)) else { continue }
+            var target = sockaddr_in()
+            target.sin_family = sa_family_t(AF_INET)
+            target.sin_port = UInt16(9).bigEndian  // discard
+            target.sin_addr.s_addr = address.bigEndian
+            var byte: UInt8 = 0
+            _ = withUnsafePointer(to: &target) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, &byte, 1, Int32(MSG_DONTWAIT), $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+    }
+
+    private func record(error: String) { state.withLock { $0.lastError = error } }
+
+    private func check(_ tool: String, _ arguments: [String]) async throws(AgentError) {
+        let result = try await run(tool, arguments)
+        guard result.status == 0 else { throw AgentError(.process, "\(tool) \(arguments.joined(separator: " ")) failed: \(result.lastLine)") }
+    }
+
+    private func run(_ tool: String, _ arguments: [String]) async throws(AgentError) -> ProcessResult {
+        guard let path = Self.find(tool) else {
+            throw AgentError(.process, "\(tool) not found; install iproute2 and wireguard-tools (and wireguard-go without kernel WireGuard)")
+        }
+        return try await ProcessRunner.run(path, arguments)
+    }
+
+    static func find(_ tool: String) -> String? {
+        ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin", "/usr/local/sbin"].map { $0 + "/" + tool }
+            .first(where: FileManager.default.isExecutableFile(atPath:))
+    }
+}
