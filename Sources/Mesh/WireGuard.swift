@@ -127,7 +127,7 @@ public struct WireGuardConfig: Sendable, Equatable {
             let key = String(line[..<equals]).trimmingSpaces(), value = String(line[line.index(after: equals)...]).trimmingSpaces()
             if section == "interface" {
                 switch key {
-                case "PrivateKey": interface?.privateKey = value
+                case "PrivateKey": interface?.privateKey = value.hasPrefix("(") ? nil : value  // a placeholder
                 case "Address": interface?.address = value
                 case "ListenPort": interface?.listenPort = Int(value) ?? 0
                 default: break

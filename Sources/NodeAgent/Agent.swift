@@ -55,7 +55,8 @@ public enum Agent {
                 do { try await board.report(name, results); return true } catch { return false }
             }
             mesh.store = storeService.store
-            mesh.wireguard = WireGuardService(config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger) {
+            mesh.wireguard = WireGuardService(config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,
+                                              network: { [network = registry.network] in network }) {
                 try? await registry.list().nodes
             }
             mesh.backups = BackupArchive(dataDir: dataDir.path, store: storeService.store, source: .init(
@@ -88,7 +89,8 @@ public enum Agent {
             mesh.membership = membership
             mesh.cache = cache
             mesh.secretCache = secretCache
-            mesh.wireguard = WireGuardService(config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger) {
+            mesh.wireguard = WireGuardService(config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,
+                                              network: { [path = dataDir.path] in WireGuardService.joinedNetwork(dataDir: path) }) {
                 cache.current?.nodes.nodes
             }
             services.append(.init(service: membership))

@@ -30,7 +30,9 @@ final class WireGuardService: Service, Sendable {
     let members: @Sendable () async -> [Node]?
     let agent: AgentState
     let directory: String
-    let network: IPv4Network?
+    /// The mesh network: the lead's own setting, a node's from its join answer.
+    private let meshNetwork: @Sendable () -> IPv4Network?
+    private let knownNetwork = Mutex<IPv4Network?>(nil)
     private let state = Mutex(Observed())
 
     struct Observed {
@@ -42,13 +44,13 @@ final class WireGuardService: Service, Sendable {
     }
 
     init(config: NodeConfig, identity: NodeIdentity, agent: AgentState, dataDir: String, logger: Logger,
-         members: @escaping @Sendable () async -> [Node]?) {
+         network: @escaping @Sendable () -> IPv4Network?, members: @escaping @Sendable () async -> [Node]?) {
         self.agent = agent
+        self.meshNetwork = network
         self.config = config
         self.identity = identity
         self.members = members
         self.directory = dataDir + "/wireguard"
-        self.network = try? IPv4Network(parsing: config.wireguardCIDR)
         var logger = logger
         logger[metadataKey: "nodeagent.subsystem"] = "wireguard"
         self.logger = logger
@@ -120,6 +122,10 @@ final class WireGuardService: Service, Sendable {
 
     /// The configuration the mesh asks for now; nil while this node's own entry is unknown.
     func desired() async -> WireGuardConfig? {
+        let network = knownNetwork.withLock { known in
+            if known == nil { known = meshNetwork() }
+            return known
+        }
         guard let network, let nodes = await members(), let me = nodes.first(where: { $0.name == config.name }), !me.vpnIP.isEmpty else { return nil }
         let all = nodes.map { node in
             WireGuardConfig.Member(name: node.name, publicKey: node.wireguard.publicKey, vpnIP: node.vpnIP, endpoint: node.wireguard.endpoint,
@@ -228,6 +234,12 @@ final class WireGuardService: Service, Sendable {
             throw AgentError(.process, "\(tool) not found; install iproute2 and wireguard-tools (and wireguard-go without kernel WireGuard)")
         }
         return try await ProcessRunner.run(path, arguments)
+    }
+
+    /// A node's mesh network, from the join answer it saved; nil before it joined.
+    static func joinedNetwork(dataDir: String) -> IPv4Network? {
+        guard let saved = try? Membership.load(dataDir: dataDir) else { return nil }
+        return try? IPv4Network(parsing: saved.cidr)
     }
 
     static func find(_ tool: String) -> String? {
