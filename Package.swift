@@ -80,6 +80,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: Benchmarks that need the test kit (network namespaces)
+        .executableTarget(
+            name: "wireguard-bench",
+            dependencies: ["AuroraTestKit", "AuroraAPI", "Mesh"],
+            path: "Benchmarks/WireGuard",
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Tests
         .target(
             name: "AuroraTestKit",
