@@ -528,6 +528,8 @@ actor Registry {
     static func endpoint(_ entry: Entry) -> String? {
         if let configured = entry.node.wireguard.endpoint, !configured.isEmpty { return configured }
         guard let host = entry.observedHost, !host.isEmpty, host != "0.0.0.0", host != "::" else { return nil }
+        // The lead's "observed" host is its own listen address: loopback reaches no other machine.
+        if entry.node.role == .lead, host.hasPrefix("127.") || host == "::1" || host == "localhost" { return nil }
         return host.contains(":") ? "[\(host)]:\(entry.node.wireguard.listenPort)" : "\(host):\(entry.node.wireguard.listenPort)"
     }
 
