@@ -411,8 +411,10 @@ struct GPUJobTests {
             let gpu1 = try #require(mesh.workers["gpu-1"])
             gpu1.process.signal(SIGTERM)
             #expect(try await gpu1.process.waitForExit(timeout: .seconds(10)) == 0)
-            let handBack = try await mesh.events().first { $0.type == EventType.jobRequeued && $0.data["id"]?.string == handed.id }
-            #expect(handBack?.data["reason"]?.string == "worker: the worker on gpu-1 stopped")
+            let handBack = try await poll(timeout: .seconds(5), every: .milliseconds(50), "the hand-back's requeue event") { () async throws -> MeshEvent? in
+                try await mesh.events().first { $0.type == EventType.jobRequeued && $0.data["id"]?.string == handed.id }
+            }
+            #expect(handBack.data["reason"]?.string == "worker: the worker on gpu-1 stopped", "worker log: \(gpu1.process.stderr.suffix(1500))")
             #expect(try await mesh.job(handed.id).state == .queued, "exec runs only on gpu-1: it waits")
         }
     }

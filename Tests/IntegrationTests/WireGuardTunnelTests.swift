@@ -54,6 +54,7 @@ struct WireGuardTunnelTests {
                   interface: \(m.interface)
                   cidr: 10.77.0.0/24
                 \(profile == "lead" ? "  endpoint: \"\(m.underlay):51820\"" : "")
+                vpn_ip: \(m.meshIP)
                 """.write(toFile: file, atomically: true, encoding: .utf8)
             return try net.spawn(in: m.namespace, Binaries.nodeagent, [
                 "run", "--profile", profile, "--name", m.name, "--data-dir", m.dataDir, "--listen", "\(m.underlay):\(Self.port)",
