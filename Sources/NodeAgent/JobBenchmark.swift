@@ -445,9 +445,19 @@ public struct SecretsBenchmark: Sendable {
         public var cacheP99Us: Double
         public var rotationSeconds: Double
         public var rewrapped: Int
+        /// CPU per read during the read phase: the lead agent, its store (PostgreSQL), and this
+        /// benchmark's client (which shares the machine).
+        public var leadCPUMicrosPerRead: Double
+        public var storeCPUMicrosPerRead: Double
+        public var clientCPUMicrosPerRead: Double
+        /// Reads one core of lead (agent + store) CPU serves: the lead's capacity when the clients
+        /// run elsewhere.
+        public var readsPerLeadCore: Double { 1_000_000 / max(1, leadCPUMicrosPerRead + storeCPUMicrosPerRead) }
 
         enum CodingKeys: String, CodingKey {
             case secrets, rewrapped
+            case leadCPUMicrosPerRead = "lead_cpu_us_per_read", storeCPUMicrosPerRead = "store_cpu_us_per_read"
+            case clientCPUMicrosPerRead = "client_cpu_us_per_read"
             case leadReads = "lead_reads", leadReadsPerSecond = "lead_reads_per_s", leadP50Ms = "lead_p50_ms", leadP99Ms = "lead_p99_ms"
             case cacheP50Us = "cache_p50_us", cacheP99Us = "cache_p99_us", rotationSeconds = "rotation_s"
         }
@@ -509,6 +519,9 @@ public struct SecretsBenchmark: Sendable {
         // Reads as the node, 16 at a time, for `seconds`.
         progress("reading as a node for \(seconds) s…")
         let latencies = Latencies()
+        let storePIDs = { BenchLead.storeProcesses(dataDir: lead.dataDir) }
+        let cpuBefore = (BenchLead.cpuSeconds(pid: lead.process.processIdentifier) ?? 0,
+                         storePIDs().compactMap { BenchLead.cpuSeconds(pid: $0) }.reduce(0, +), Self.ownCPUSeconds())
         let readsUntil = ContinuousClock.now + .seconds(Int64(seconds))
         let readStart = ContinuousClock.now
         let names = (0..<min(secrets, 1000)).map { ("svc\($0 / 10)", "key\($0 % 10)") }
@@ -536,7 +549,10 @@ public struct SecretsBenchmark: Sendable {
             for try await read in group where sample == nil { sample = read }
         }
         let readWall = Double(readStart.duration(to: .now) / .milliseconds(1)) / 1000
+        let cpuAfter = (BenchLead.cpuSeconds(pid: lead.process.processIdentifier) ?? 0,
+                        storePIDs().compactMap { BenchLead.cpuSeconds(pid: $0) }.reduce(0, +), Self.ownCPUSeconds())
         let leadLatencies = latencies.values.withLock { $0 }.sorted()
+        let reads = Double(max(1, leadLatencies.count))
         guard latencies.failures.withLock({ $0 }) == 0 else { throw AgentError(.process, "reads failed during the benchmark") }
 
         // The node's cache: the same lookups a node's agent answers from, in process.
@@ -567,6 +583,16 @@ public struct SecretsBenchmark: Sendable {
         return Report(secrets: secrets, leadReads: leadLatencies.count, leadReadsPerSecond: Double(leadLatencies.count) / readWall,
                       leadP50Ms: Samples.percentile(leadLatencies, 0.5), leadP99Ms: Samples.percentile(leadLatencies, 0.99),
                       cacheP50Us: Samples.percentile(cacheLatencies, 0.5), cacheP99Us: Samples.percentile(cacheLatencies, 0.99),
-                      rotationSeconds: rotation.seconds, rewrapped: rotation.rewrapped)
+                      rotationSeconds: rotation.seconds, rewrapped: rotation.rewrapped,
+                      leadCPUMicrosPerRead: (cpuAfter.0 - cpuBefore.0) / reads * 1e6, storeCPUMicrosPerRead: (cpuAfter.1 - cpuBefore.1) / reads * 1e6,
+                      clientCPUMicrosPerRead: (cpuAfter.2 - cpuBefore.2) / reads * 1e6)
     }
+
+    /// User + system CPU seconds of this process so far.
+    static func ownCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+    }
+
 }

@@ -96,6 +96,20 @@ struct BenchLead {
         throw AgentError(.process, "timed out after \(timeout) waiting for \(what)")
     }
 
+    /// The managed PostgreSQL of a lead's data dir: the postmaster (from `postmaster.pid`) and
+    /// its children (backends, WAL writer, checkpointer).
+    static func storeProcesses(dataDir: String) -> [Int32] {
+        guard let text = try? String(contentsOfFile: dataDir + "/postgres/postmaster.pid", encoding: .utf8),
+              let postmaster = text.split(separator: "\n").first.flatMap({ Int32($0) }) else { return [] }
+        let children = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry -> Int32? in
+            guard let pid = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return nil }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == postmaster ? pid : nil
+        }
+        return [postmaster] + children
+    }
+
     /// User + system CPU seconds of `pid` so far.
     static func cpuSeconds(pid: Int32) -> Double? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }

@@ -280,6 +280,8 @@ extension Nodeagent.Bench {
             print("nodeagent bench secrets (\(secrets) secrets, release=\(isReleaseBuild))")
             print(String(format: "  lead, signed node reads (16 concurrent): %.0f/s, p50 %.2f ms, p99 %.2f ms (target >= 10000/s, p99 <= 2 ms)",
                          report.leadReadsPerSecond, report.leadP50Ms, report.leadP99Ms))
+            print(String(format: "  CPU per read: lead agent %.0f us, its PostgreSQL %.0f us, this client %.0f us; one lead core serves %.0f reads/s",
+                         report.leadCPUMicrosPerRead, report.storeCPUMicrosPerRead, report.clientCPUMicrosPerRead, report.readsPerLeadCore))
             print(String(format: "  node cache: p50 %.1f µs, p99 %.1f µs (target p99 <= 100 µs)", report.cacheP50Us, report.cacheP99Us))
             print(String(format: "  rotation: %d data keys re-wrapped in %.2f s (target < 5 s)", report.rewrapped, report.rotationSeconds))
         }
