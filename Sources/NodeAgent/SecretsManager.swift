@@ -305,11 +305,39 @@ actor SecretsManager {
         await withCheckedContinuation { (continuation: CheckedContinuation<Result<Void, AgentError>, Never>) in
             let once = ResumeOnce(continuation)
             enqueueRead(record) { once.resume($0) }
-            Task {
-                try? await Task.sleep(for: deadline)
-                once.resume(.failure(AgentError(.store, "the audit write took longer than \(deadline)")))
+            // One watchdog for all waiting reads, not a timer task per read.
+            deadlines.append((ContinuousClock.now + deadline, deadline, { once.resume($0) }))
+            if !watching {
+                watching = true
+                Task { await self.watchDeadlines() }
             }
         }
+    }
+
+    /// Reads waiting for their audit record, oldest first, with the moment they fail closed.
+    private var deadlines: [(at: ContinuousClock.Instant, deadline: Duration, fail: @Sendable (Result<Void, AgentError>) -> Void)] = []
+    private var deadlinesHead = 0
+    private var watching = false
+
+    /// Every 10 ms while reads wait: those past their deadline are refused (a read already
+    /// answered ignores it). Ends when nothing waits.
+    private func watchDeadlines() async {
+        while deadlinesHead < deadlines.count {
+            try? await Task.sleep(for: .milliseconds(10))
+            let now = ContinuousClock.now
+            while deadlinesHead < deadlines.count, deadlines[deadlinesHead].at <= now {
+                let expired = deadlines[deadlinesHead]
+                expired.fail(.failure(AgentError(.store, "the audit write took longer than \(expired.deadline)")))
+                deadlinesHead += 1
+            }
+            if deadlinesHead > 1024 {
+                deadlines.removeFirst(deadlinesHead)
+                deadlinesHead = 0
+            }
+        }
+        deadlines.removeAll(keepingCapacity: true)
+        deadlinesHead = 0
+        watching = false
     }
 
     private func enqueueRead(_ record: AuditRecord, _ done: @escaping @Sendable (Result<Void, AgentError>) -> Void) {
