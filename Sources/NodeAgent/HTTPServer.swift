@@ -58,6 +58,7 @@ public enum HTTPServer {
         addSecretRoutes(to: router, state: state, token: token, mesh: mesh)
         addBackupRoutes(to: router, state: state, token: token, mesh: mesh)
         addPostgresRoutes(to: router, state: state, token: token, mesh: mesh)
+        addOperatorRoutes(to: router, state: state, token: token, mesh: mesh)
 
         let address = state.config.listen
         return Application(

@@ -31,6 +31,8 @@ struct MeshContext: Sendable {
     var cache: RegistryCache?
     var secretCache: SecretCache?
     var backups: BackupArchive?
+    var inbox: ReportInbox?
+    var subsystems: Subsystems?
 }
 
 extension HTTPServer {
@@ -151,6 +153,7 @@ extension HTTPServer {
                 do throws(AgentError) { since = max(0, try await EventLog.latest(store: store) - tail) } catch { throw APIError.storeUnavailable(error) }
             }
             let follow = request.uri.queryParameters.get("follow").map { $0 != "false" && $0 != "0" } ?? true
+            let filter = try EventFilter(types: request.uri.queryParameters.get("type"), node: request.uri.queryParameters.get("node"))
             let hub = mesh.hub
             let (subscription, stream) = hub.subscribe()
             let backlog: [MeshEvent]
@@ -162,7 +165,7 @@ extension HTTPServer {
                 defer { hub.unsubscribe(subscription) }
                 var last = since
                 for event in backlog {
-                    try await writer.write(ByteBuffer(string: EventLog.sse(event)))
+                    if filter.matches(event) { try await writer.write(ByteBuffer(string: EventLog.sse(event))) }
                     last = event.seq
                 }
                 if follow {
@@ -170,7 +173,7 @@ extension HTTPServer {
                     for await item in stream {
                         switch item {
                         case .event(let event) where event.seq > last:
-                            try await writer.write(ByteBuffer(string: EventLog.sse(event)))
+                            if filter.matches(event) { try await writer.write(ByteBuffer(string: EventLog.sse(event))) }
                             last = event.seq
                         case .event:
                             continue

@@ -235,6 +235,18 @@ public enum Migrations {
                 hash          text NOT NULL
             )
             """),
+        Migration(version: 5, name: "reports", sql: """
+            CREATE TABLE reports (
+                id          uuid PRIMARY KEY,
+                node        text NOT NULL,
+                kind        text NOT NULL,
+                status      text NOT NULL,
+                code        text,
+                message     text,
+                received_at timestamptz NOT NULL DEFAULT now()
+            );
+            CREATE INDEX reports_received ON reports (received_at)
+            """),
     ]
 
     /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate

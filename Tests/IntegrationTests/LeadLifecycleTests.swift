@@ -27,7 +27,7 @@ struct LeadLifecycleTests {
         #expect(health.role == .lead)
         #expect(health.store.state == .ok)
         #expect(health.store.mode == .managed)
-        #expect(health.store.schemaVersion == 4)
+        #expect(health.store.schemaVersion == 5)
         let before = try await first.agentStatus()
         #expect(before.pid == first.process.pid)
         let meshID = try #require(before.meshID)
