@@ -15,6 +15,8 @@ struct OutboxMesh {
     let nodePort: Int
     let nodeFile: String
     let flag: String
+    /// Jobs wait for this file: they finish when the test says so.
+    let gate: String
     let api: ToggleServer
 
     init(_ label: String) async throws {
@@ -22,6 +24,7 @@ struct OutboxMesh {
         leadPort = try freePort()
         nodePort = try freePort()
         flag = scratch.path + "/flag"
+        gate = scratch.path + "/gate"
         api = try await ToggleServer()
         nodeFile = scratch.path + "/node.yaml"
         try """
@@ -62,6 +65,9 @@ struct OutboxMesh {
             return status.nodes.contains { $0.name == "out-1" && $0.accepting && $0.state == .alive } ? true : nil
         }
     }
+
+    /// A job that waits for the gate file, then prints `output`.
+    func gated(_ output: String) -> String { "while [ ! -e \(gate) ]; do sleep 0.05; done; echo \(output)" }
 
     static func submit(_ script: String, lead: AgentHarness) async throws -> Job {
         let submission = JobSubmission(kind: .exec, requirements: JobRequirements(minVramMB: 1000),
@@ -126,7 +132,7 @@ struct OutboxLeadAwayTests {
             }
             try await OutboxMesh.accepting(lead)
             var ids: [String] = []
-            for index in 0..<12 { ids.append(try await OutboxMesh.submit("sleep 2; echo done-\(index)", lead: lead).id) }
+            for index in 0..<12 { ids.append(try await OutboxMesh.submit(mesh.gated("done-\(index)"), lead: lead).id) }
             _ = try await poll(timeout: .seconds(15), every: .milliseconds(50), "12 jobs running on out-1") { () async throws -> Bool? in
                 let jobs = try await OutboxMesh.jobs(ids, lead: lead)
                 return jobs.count == 12 && jobs.values.allSatisfy { $0.state == .running } ? true : nil
@@ -135,6 +141,7 @@ struct OutboxLeadAwayTests {
             // The lead goes away; meanwhile the jobs finish, the check passes, the probe goes down.
             lead.process.signal(SIGTERM)
             #expect(try await lead.process.waitForExit(timeout: .seconds(15)) == 0)
+            FileManager.default.createFile(atPath: mesh.gate, contents: Data())
             FileManager.default.createFile(atPath: mesh.flag, contents: Data())
             mesh.api.set(status: 503)
             let waiting = try await poll(timeout: .seconds(20), every: .milliseconds(100), "the reports in out-1's outbox") { () async throws -> OutboxStatus? in
@@ -235,13 +242,14 @@ struct OutboxCrashTests {
 
             try await OutboxMesh.accepting(lead)
             var ids: [String] = []
-            for index in 0..<20 { ids.append(try await OutboxMesh.submit("sleep 1.5; echo crash-\(index)", lead: lead).id) }
+            for index in 0..<20 { ids.append(try await OutboxMesh.submit(mesh.gated("crash-\(index)"), lead: lead).id) }
             _ = try await poll(timeout: .seconds(15), every: .milliseconds(50), "20 jobs running on out-1") { () async throws -> Bool? in
                 let jobs = try await OutboxMesh.jobs(ids, lead: lead)
                 return jobs.count == 20 && jobs.values.allSatisfy { $0.state == .running } ? true : nil
             }
             lead.process.signal(SIGKILL)
             _ = try await lead.process.waitForExit(timeout: .seconds(5))
+            FileManager.default.createFile(atPath: mesh.gate, contents: Data())
 
             // The results start landing in the outbox: kill -9 in the middle of it.
             let file = node.dataDir + "/outbox/reports.log"
