@@ -104,10 +104,7 @@ public enum Agent {
             services.append(.init(service: membership))
             if let worker { services.append(.init(service: subsystems.wrap("gpu", worker, logger: logger))) }
             let reporter = LeadClient.signed(config: config, identity: identity)
-            deliverReports = { [name = config.name] reports in
-                try await reporter.call(.POST, Routes.nodeReports(name), body: ReportBatch(reports: reports), as: ReportAnswer.self,
-                                        timeout: .seconds(10)).results
-            }
+            deliverReports = { [name = config.name] reports in try await OutboxSender.toLead(reports, node: name, lead: reporter) }
             connectivity = ConnectivityService(config: config, logger: logger) { results, changed in
                 // A changed state must arrive: through the outbox, in order. A refresh with
                 // nothing new goes directly, and waits while the outbox still holds reports.

@@ -392,6 +392,62 @@ final class OutboxSender: Service {
     }
 }
 
+extension OutboxSender {
+    /// Delivers a batch to the lead (`POST /api/nodes/{name}/reports`). A lead that does not
+    /// know that route (404: an older version, during a rolling upgrade) gets job results and
+    /// connectivity reports one by one on its older routes; events it cannot take are dropped.
+    static func toLead(_ reports: [NodeReport], node: String, lead: LeadClient) async throws -> [ReportOutcome] {
+        let answer: Result<ReportAnswer, LeadCallError>
+        do throws(LeadCallError) {
+            answer = .success(try await lead.call(.POST, Routes.nodeReports(node), body: ReportBatch(reports: reports), as: ReportAnswer.self,
+                                                  timeout: .seconds(10)))
+        } catch {
+            answer = .failure(error)
+        }
+        switch answer {
+        case .success(let batch):
+            return batch.results
+        case .failure(.refused(let status, _)) where status == 404:
+            return try await oneByOne(reports, lead: lead)
+        case .failure(let error):
+            throw error
+        }
+    }
+
+    private static func oneByOne(_ reports: [NodeReport], lead: LeadClient) async throws -> [ReportOutcome] {
+        var outcomes: [ReportOutcome] = []
+        for report in reports {
+            let sent: Result<Void, LeadCallError>
+            do throws(LeadCallError) {
+                switch report.kind {
+                case .jobResult:
+                    if let job = report.job, let result = report.result {
+                        _ = try await lead.send(.POST, Routes.gpuJobResult(job), body: result, timeout: .seconds(5))
+                    }
+                case .connectivity:
+                    _ = try await lead.send(.POST, Routes.connectivityStatus, body: report.connectivity ?? ConnectivityReport(results: []),
+                                            timeout: .seconds(5))
+                case .event:
+                    throw LeadCallError.refused(status: 404, ErrorResponse(code: "not_supported", message: "this lead takes no node events"))
+                }
+                sent = .success(())
+            } catch {
+                sent = .failure(error)
+            }
+            switch sent {
+            case .success:
+                outcomes.append(ReportOutcome(id: report.id, status: .accepted))
+            case .failure(.refused(let status, let error)) where status < 500:
+                outcomes.append(ReportOutcome(id: report.id, status: .refused, code: error.error.code, message: error.error.message))
+            case .failure(let error):
+                if outcomes.isEmpty { throw error }
+                return outcomes
+            }
+        }
+        return outcomes
+    }
+}
+
 extension NodeReport {
     /// A new report made now.
     static func make(_ kind: Kind, job: String? = nil, result: JobResult? = nil, connectivity: ConnectivityReport? = nil,
