@@ -56,8 +56,11 @@ public struct CheckTracker: Sendable, Equatable {
     /// How often it ran.
     public private(set) var recoveries = 0
 
-    public init(policy: CheckPolicy) {
+    /// A tracker; `status` carries a known status over (a restarted check service), so it is
+    /// not announced again as if it were new.
+    public init(policy: CheckPolicy, status: CheckStatus? = nil) {
         self.policy = policy
+        self.status = status
     }
 
     /// A check ran and gave `outcome` at `now`.
@@ -150,8 +153,10 @@ public struct ResourceWatch: Sendable, Equatable {
     /// Since when CPU has been above its threshold without a dip (nil: it is not).
     public private(set) var cpuAboveSince: Double?
 
-    public init(thresholds: ResourceThresholds) {
+    /// A watch; `active` carries raised alerts over (a restarted monitor), so they are not raised twice.
+    public init(thresholds: ResourceThresholds, active: Set<WatchedResource> = []) {
         self.thresholds = thresholds
+        self.active = active
     }
 
     /// One sample (percentages; nil where unknown) at `now` seconds.

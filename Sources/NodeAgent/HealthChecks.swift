@@ -212,6 +212,16 @@ final class CheckBoard: Sendable {
     }
 }
 
+extension CheckStatus {
+    init(_ status: CheckResult.Status) {
+        switch status {
+        case .passing: self = .passing
+        case .warning: self = .warning
+        case .critical: self = .critical
+        }
+    }
+}
+
 extension CheckResult.Status {
     init(_ status: CheckStatus) {
         switch status {
@@ -271,7 +281,8 @@ final class HealthCheckService: Service {
     private var now: Double { Double((ContinuousClock.now - epoch) / .milliseconds(1)) / 1000 }
 
     private func loop(_ check: ServiceCheckConfig, requestRecovery: AsyncStream<Int>.Continuation) async {
-        var tracker = CheckTracker(policy: check.policy)
+        let known = board.checks.first { $0.name == check.name }?.status.map(CheckStatus.init)
+        var tracker = CheckTracker(policy: check.policy, status: known)
         await runOnce(check, tracker: &tracker, requestRecovery: requestRecovery)
         let interval = Duration.milliseconds(Int64(check.interval * 1000))
         for await _ in AsyncTimerSequence(interval: interval, clock: .continuous).cancelOnGracefulShutdown() {
@@ -408,7 +419,7 @@ final class ResourceMonitorService: Service {
     }
 
     func run() async throws {
-        var watch = ResourceWatch(thresholds: thresholds)
+        var watch = ResourceWatch(thresholds: thresholds, active: Set(board.activeAlerts.compactMap { WatchedResource(rawValue: $0.resource) }))
         var previous = CPUTimes.read()
         for await _ in AsyncTimerSequence(interval: .milliseconds(Int64(interval * 1000)), clock: .continuous).cancelOnGracefulShutdown() {
             let current = CPUTimes.read()

@@ -160,6 +160,8 @@ struct HealthCheckTests {
         let unknown = try await cli(["logs", "--node", "nowhere"], agent: lead)
         #expect(unknown.code == 1 && unknown.stderr.contains("no node named 'nowhere'"))
         #expect(try await http(node.baseURL + Routes.logs + "?limit=0", headers: nodeAdmin).status == 400)
+        let elsewhere = try await cli(["logs", "--node", "chk-lead"], agent: node)
+        #expect(elsewhere.code == 1 && elsewhere.stderr.contains("not_lead"), "another node's logs are read on the lead")
 
         // restart gpu: a running job is handed back and runs again on the restarted worker.
         let submission = JobSubmission(kind: .exec, requirements: JobRequirements(minVramMB: 1000),

@@ -38,6 +38,8 @@ struct ServiceCheckTests {
         #expect(plain.onResult(.warning, at: 1) == [.changed(from: .passing, to: .warning)], "a warning result is never critical")
         #expect(plain.onResult(.warning, at: 2).isEmpty)
         #expect(CheckPolicy(failuresBeforeWarning: 9, failuresBeforeCritical: 2).failuresBeforeWarning == 2, "never above critical")
+        var carried = CheckTracker(policy: CheckPolicy(), status: .critical)
+        #expect(carried.onResult(.critical, at: 0).isEmpty, "a restarted check does not announce a status it had")
     }
 
     @Test("recovery runs after N failures, then at most once per window while failures go on, not in a loop")
