@@ -48,6 +48,8 @@ final class Outbox: Sendable {
     private let directory: String
     private let state: Mutex<State>
     private let io = NIOThreadPool(numberOfThreads: 1)
+    /// The thread starts with the first write, so an agent that stops in preflight leaves none behind.
+    private let lifecycle = Mutex<(started: Bool, closed: Bool)>((false, false))
     private let logger: Logger
     /// Wakes the sender: a report was appended.
     let changes: AsyncStream<Void>
@@ -96,7 +98,6 @@ final class Outbox: Sendable {
         corruptRegionsSkipped = scan.corruptRegions
         state = Mutex(State(descriptor: descriptor, ledger: ledger, reports: reports, fileBytes: scan.validLength))
         (changes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        io.start()
         if !ledger.pending.isEmpty {
             logger.info("outbox has reports to replay", metadata: ["nodeagent.pending": "\(ledger.pending.count)"])
             wake.yield()
@@ -244,12 +245,24 @@ final class Outbox: Sendable {
             Glibc.close(state.descriptor)
         }
         wake.finish()
-        try? await io.shutdownGracefully()
+        let started = lifecycle.withLock { lifecycle -> Bool in
+            defer { lifecycle.closed = true }
+            return lifecycle.started && !lifecycle.closed
+        }
+        if started { try? await io.shutdownGracefully() }
     }
 
     // MARK: File helpers
 
     private func onIOThread<R: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> R) async throws(AgentError) -> R {
+        let open = lifecycle.withLock { lifecycle -> Bool in
+            if !lifecycle.started, !lifecycle.closed {
+                io.start()
+                lifecycle.started = true
+            }
+            return !lifecycle.closed
+        }
+        guard open else { throw AgentError(.dataDir, "the outbox is closed") }
         do {
             return try await io.runIfActive { try body() }
         } catch let error as AgentError {

@@ -28,6 +28,9 @@ public struct RedisBenchmark: Sendable {
         public var latencyP50Ms: Double
         public var latencyP99Ms: Double
         public var latencyMaxMs: Double
+        /// From the event's commit timestamp (`at`, the store's clock, millisecond resolution) to the consumer.
+        public var commitToConsumerP50Ms: Double
+        public var commitToConsumerP99Ms: Double
         public var liveEventsPerSecond: Double
         public var liveEvents: Int
         public var catchUpEvents: Int
@@ -41,6 +44,7 @@ public struct RedisBenchmark: Sendable {
         enum CodingKeys: String, CodingKey {
             case rate, seconds, failed, duplicates
             case latencySamples = "latency_samples", latencyP50Ms = "latency_p50_ms", latencyP99Ms = "latency_p99_ms", latencyMaxMs = "latency_max_ms"
+            case commitToConsumerP50Ms = "commit_to_consumer_p50_ms", commitToConsumerP99Ms = "commit_to_consumer_p99_ms"
             case liveEventsPerSecond = "live_events_per_s", liveEvents = "live_events"
             case catchUpEvents = "catch_up_events", catchUpEventsPerSecond = "catch_up_events_per_s"
             case streamEvents = "stream_events", storeEvents = "store_events", outOfOrder = "out_of_order"
@@ -64,6 +68,8 @@ public struct RedisBenchmark: Sendable {
     /// What the consumer saw: arrival time and payload of every message.
     private final class Inbox: Sendable {
         let messages = Mutex<[(ContinuousClock.Instant, String)]>([])
+        /// Wall-clock arrival of each message, for comparing with the event's `at`.
+        let wallArrivals = Mutex<[Double]>([])
         let sent = Mutex<[String: ContinuousClock.Instant]>([:])
         let failures = Mutex(0)
         let next = Mutex(0)
@@ -99,7 +105,9 @@ public struct RedisBenchmark: Sendable {
             while true {
                 guard case .array(let parts)? = try connection.nextPush(), parts.count == 3, let payload = parts[2].text else { continue }
                 if payload == "stop" { return }
-                inbox.messages.withLock { $0.append((.now, payload)) }
+                let now = ContinuousClock.now, wall = Date().timeIntervalSince1970
+                inbox.messages.withLock { $0.append((now, payload)) }
+                inbox.wallArrivals.withLock { $0.append(wall) }
             }
         }
         try await BenchLead.waitUntil("the consumer to subscribe", timeout: .seconds(10)) { inbox.subscribed.withLock { $0 } }
@@ -154,6 +162,10 @@ public struct RedisBenchmark: Sendable {
         let sent = inbox.sent.withLock { $0 }
         let latencies = Self.received(inbox, types: [EventType.jobQueued]).compactMap { id, at in
             sent[id].map { Double($0.duration(to: at) / .microseconds(1)) / 1000 }
+        }.sorted()
+        let fromCommit = zip(inbox.messages.withLock { $0 }, inbox.wallArrivals.withLock { $0 }).compactMap { message, wall -> Double? in
+            guard let event = try? APICoding.decoder().decode(MeshEvent.self, from: Data(message.1.utf8)), let at = ISOTime.parse(event.at) else { return nil }
+            return max(0, (wall - at.timeIntervalSince1970) * 1000)
         }.sorted()
 
         // Live throughput: 32 clients back to back.
@@ -216,6 +228,7 @@ public struct RedisBenchmark: Sendable {
         let outOfOrder = zip(seqs, seqs.dropFirst()).filter { $0 >= $1 }.count
         return Report(rate: rate, seconds: seconds, latencySamples: latencies.count, latencyP50Ms: Samples.percentile(latencies, 0.5),
                       latencyP99Ms: Samples.percentile(latencies, 0.99), latencyMaxMs: latencies.last ?? .nan,
+                      commitToConsumerP50Ms: Samples.percentile(fromCommit, 0.5), commitToConsumerP99Ms: Samples.percentile(fromCommit, 0.99),
                       liveEventsPerSecond: Double(live.count) / liveSpan, liveEvents: live.count,
                       catchUpEvents: storeEvents, catchUpEventsPerSecond: Double(storeEvents) / catchUpSeconds,
                       streamEvents: seqs.count, storeEvents: storeEvents, duplicates: seqs.count - Set(seqs).count, outOfOrder: outOfOrder,
