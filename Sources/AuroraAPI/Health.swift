@@ -71,6 +71,17 @@ public struct HealthResponse: Codable, Sendable, Equatable {
     public var store: StoreHealth
     /// The local PostgreSQL server, when the agent watches one (`postgres.monitor`).
     public var postgres: ReplicaHealth?
+    /// The profile's service checks (`checks`), when it has any. They do not change `status`:
+    /// the agent works whatever the services it watches do.
+    public var checks: [CheckResult]?
+    /// The worst status among `checks`.
+    public var checksStatus: CheckResult.Status?
+    /// Resource alerts raised and not cleared (`cpu`, `memory`, `disk`).
+    public var alerts: [String]?
+    /// The lead's Redis fan-out, when `events.redis` is set; Redis being down does not change `status`.
+    public var redis: RedisHealth?
+    /// Reports waiting in this node's outbox for the lead.
+    public var outboxPending: Int?
 
     public init(status: Status, node: String, role: NodeRole, version: String, uptimeS: Double, store: StoreHealth,
                 postgres: ReplicaHealth? = nil) {
@@ -84,8 +95,10 @@ public struct HealthResponse: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case status, node, role, version, store, postgres
+        case status, node, role, version, store, postgres, checks, alerts, redis
         case uptimeS = "uptime_s"
+        case checksStatus = "checks_status"
+        case outboxPending = "outbox_pending"
     }
 }
 

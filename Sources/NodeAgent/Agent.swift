@@ -28,9 +28,17 @@ public enum Agent {
         let token = try AdminToken.loadOrCreate(dataDir: dataDir.path, keysDir: dataDir.file("keys"), logger: logger)
         let state = AgentState(config: config, identity: identity)
 
-        let inventory = Inventory(config: config, logger: logger)
+        let inventory = Inventory(config: config, logger: logger, board: state.checkBoard)
         let hub = EventHub()
         var mesh = MeshContext(hub: hub)
+        // Reports for the lead (job results, connectivity changes, check and alert events) go
+        // through the durable outbox; restartable subsystems are known by name.
+        let outbox = try Outbox(dataDir: dataDir.path, logger: logger)
+        state.setOutbox(outbox)
+        let subsystems = Subsystems()
+        mesh.subsystems = subsystems
+        LogRing.shared.configure(linesPerSubsystem: config.logRingLines)
+        var deliverReports: @Sendable ([NodeReport]) async throws -> [ReportOutcome] = { _ in [] }
 
         // Services start in this order and stop in reverse: store → registry or membership → HTTP.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
@@ -51,7 +59,10 @@ public enum Agent {
             mesh.secrets = secrets
             let board = ConnectivityBoard(store: storeService.store, hub: hub, logger: logger)
             mesh.connectivity = board
-            connectivity = ConnectivityService(config: config, logger: logger) { [name = config.name] results in
+            let inbox = ReportInbox(store: storeService.store, hub: hub, jobs: jobs, board: board, logger: logger)
+            mesh.inbox = inbox
+            deliverReports = { [name = config.name] reports in try await inbox.receive(from: name, reports) }
+            connectivity = ConnectivityService(config: config, logger: logger) { [name = config.name] results, _ in
                 do { try await board.report(name, results); return true } catch { return false }
             }
             mesh.store = storeService.store
@@ -65,6 +76,11 @@ public enum Agent {
             services.append(.init(service: storeService))
             services.append(.init(service: RegistryService(registry: registry, state: state, inventory: inventory, hub: hub, logger: logger)))
             services.append(.init(service: JobService(jobs: jobs, registry: registry, secrets: secrets, state: state, logger: logger)))
+            if let url = config.redisURL {
+                let publisher = try RedisPublisher(url: url, maxLength: config.redisMaxLength, hub: hub, store: storeService.store, state: state,
+                                                   logger: logger)
+                services.append(.init(service: subsystems.wrap("redis", publisher, logger: logger)))
+            }
         } else {
             if config.lead == nil {
                 throw AgentError(.config, "a \(config.role.rawValue) node needs the lead's URL: set --lead, AURORA_LEAD or 'lead' in the node file")
@@ -76,7 +92,7 @@ public enum Agent {
             let cache = RegistryCache(dataDir: dataDir.path)
             let worker = config.acceptJobs
                 ? GPUWorker(config: config, state: state, lead: LeadClient.signed(config: config, identity: identity), groups: inventory.jobGroups,
-                            logger: logger) : nil
+                            outbox: outbox, logger: logger) : nil
             let secretCache = SecretCache(dataDir: dataDir.path, node: config.name, box: identity.box,
                                           leadSignKey: saved.flatMap { try? PublicKey(base64: $0.lead.signPublicKey) }, logger: logger)
             let membership = try MembershipService(
@@ -94,9 +110,17 @@ public enum Agent {
                 cache.current?.nodes.nodes
             }
             services.append(.init(service: membership))
-            if let worker { services.append(.init(service: worker)) }
+            if let worker { services.append(.init(service: subsystems.wrap("gpu", worker, logger: logger))) }
             let reporter = LeadClient.signed(config: config, identity: identity)
-            connectivity = ConnectivityService(config: config, logger: logger) { results in
+            deliverReports = { [name = config.name] reports in try await OutboxSender.toLead(reports, node: name, lead: reporter) }
+            connectivity = ConnectivityService(config: config, logger: logger) { results, changed in
+                // A changed state must arrive: through the outbox, in order. A refresh with
+                // nothing new goes directly, and waits while the outbox still holds reports.
+                if changed {
+                    do { try await outbox.append(.make(.connectivity, connectivity: ConnectivityReport(results: results))) } catch { return false }
+                    return true
+                }
+                if !outbox.isEmpty { return true }
                 do {
                     _ = try await reporter.send(.POST, Routes.connectivityStatus, body: ConnectivityReport(results: results), timeout: .seconds(3))
                     return true
@@ -105,7 +129,19 @@ public enum Agent {
                 }
             }
         }
-        if let connectivity, !config.probes.isEmpty { services.append(.init(service: connectivity)) }
+        if let connectivity, !config.probes.isEmpty { services.append(.init(service: subsystems.wrap("connectivity", connectivity, logger: logger))) }
+        let reportEvent: @Sendable (NodeEvent) async -> Void = { [logger] event in
+            do throws(AgentError) { try await outbox.append(.make(.event, event: event)) } catch {
+                logger.error("cannot record an event in the outbox", metadata: ["nodeagent.error": "\(error.message)"])
+            }
+        }
+        if !config.checks.isEmpty {
+            services.append(.init(service: subsystems.wrap("checks", HealthCheckService(checks: config.checks, board: state.checkBoard, logger: logger,
+                                                                                        report: reportEvent), logger: logger)))
+        }
+        services.append(.init(service: subsystems.wrap("alerts", ResourceMonitorService(config: config, board: state.checkBoard, logger: logger,
+                                                                                        report: reportEvent), logger: logger)))
+        services.append(.init(service: subsystems.wrap("outbox", OutboxSender(outbox: outbox, logger: logger, deliver: deliverReports), logger: logger)))
         if let wireguard = mesh.wireguard, wireguard.mode != .off { services.append(.init(service: wireguard)) }
         if let postgres = config.postgresMonitor { services.append(.init(service: ReplicaMonitor(config: postgres, state: state, logger: logger))) }
         let http = HTTPServer.application(state: state, token: token, metrics: metrics, mesh: mesh, logger: logger)
@@ -121,8 +157,13 @@ public enum Agent {
         do {
             try await group.run()
         } catch let error as IOError where error.errnoCode == EADDRINUSE {
+            await outbox.close()
             throw AgentError(.portInUse, "cannot listen on \(config.listen): address already in use")
+        } catch {
+            await outbox.close()
+            throw error
         }
+        await outbox.close()
         withExtendedLifetime(dataDir) {}  // the lock is held until here
         logger.info("stopped")
     }

@@ -9,6 +9,8 @@ public final class AgentState: Sendable {
     public let startedAt: Date
     private let started: ContinuousClock.Instant
     private let mutable: Mutex<Mutable>
+    /// The profile's service checks and the resource alerts, as the services last saw them.
+    let checkBoard = CheckBoard()
 
     private struct Mutable {
         var store: StoreHealth
@@ -19,6 +21,8 @@ public final class AgentState: Sendable {
         var postgres: ReplicaHealth?
         var postgresAt: ContinuousClock.Instant?
         var wireguardLinks: [WireGuardLink]?
+        var redis: RedisHealth?
+        var outbox: Outbox?
     }
 
     public init(config: NodeConfig, identity: NodeIdentity) {
@@ -93,9 +97,19 @@ public final class AgentState: Sendable {
 
     func setWireGuardLinks(_ links: [WireGuardLink]?) { mutable.withLock { $0.wireguardLinks = links } }
 
+    /// The lead's Redis fan-out (nil: not configured).
+    var redis: RedisHealth? { mutable.withLock { $0.redis } }
+
+    func setRedis(_ health: RedisHealth) { mutable.withLock { $0.redis = health } }
+
+    /// This agent's outbox, once open.
+    var outbox: Outbox? { mutable.withLock { $0.outbox } }
+
+    func setOutbox(_ outbox: Outbox) { mutable.withLock { $0.outbox = outbox } }
+
     /// `GET /health`.
     public var health: HealthResponse {
-        let (store, registryReady) = mutable.withLock { ($0.store, $0.registryReady) }
+        let (store, registryReady, redis, outbox) = mutable.withLock { ($0.store, $0.registryReady, $0.redis, $0.outbox) }
         let status: HealthResponse.Status = switch store.state {
         case .ok where config.role == .lead && !registryReady: .starting
         case .ok, .none: .ok
@@ -103,7 +117,17 @@ public final class AgentState: Sendable {
         case .failed: .degraded
         case .stopping: .stopping
         }
-        return HealthResponse(status: status, node: config.name, role: config.role, version: AuroraVersion.current,
-                              uptimeS: (uptime * 1000).rounded() / 1000, store: store, postgres: postgres?.health)
+        var health = HealthResponse(status: status, node: config.name, role: config.role, version: AuroraVersion.current,
+                                    uptimeS: (uptime * 1000).rounded() / 1000, store: store, postgres: postgres?.health)
+        if !config.checks.isEmpty {
+            let checks = checkBoard.results
+            health.checks = checks
+            health.checksStatus = checks.map(\.status).max { CheckBoard.rank($0) < CheckBoard.rank($1) } ?? .passing
+        }
+        let alerts = checkBoard.activeAlerts
+        health.alerts = alerts.isEmpty ? nil : alerts.map(\.resource)
+        health.redis = redis
+        health.outboxPending = outbox?.pendingCount
+        return health
     }
 }

@@ -89,7 +89,7 @@ extension ConfigKind {
             let mask: UInt32 = bits == 0 ? 0 : ~UInt32(0) << (32 - bits)
             guard address & ~mask == 0 else { throw bad("a network address (host bits zero)") }
             return .string(text)
-        case .map, .gpus, .probes:
+        case .map, .gpus, .probes, .checks:
             throw AgentError(.config, "\(origin): '\(key)' can only be set in a YAML file")
         }
     }
@@ -205,6 +205,19 @@ public enum ConfigFile {
                 throw AgentError(.config, "\(origin): two connectivity probes are named '\(duplicate)'")
             }
             return .probes(probes)
+        case .checks:
+            if node.null != nil { return .checks([]) }
+            guard case .sequence(let sequence) = node else {
+                throw AgentError(.config, "\(origin): 'checks' must be \(key.kind.expectation)")
+            }
+            let checks = try sequence.enumerated().map { (offset, entry) throws(AgentError) in
+                try ServiceCheckConfig.parse(entry, position: offset,
+                                             origin: "\(origin.split(separator: ":").dropLast().joined(separator: ":")):\(entry.mark?.line ?? 0)")
+            }
+            if let duplicate = Dictionary(grouping: checks, by: \.name).first(where: { $0.value.count > 1 })?.key {
+                throw AgentError(.config, "\(origin): two checks are named '\(duplicate)'")
+            }
+            return .checks(checks)
         default:
             guard case .scalar(let scalar) = node else {
                 throw AgentError(.config, "\(origin): '\(key.path)' must be \(key.kind.expectation), got a \(node.mapping != nil ? "mapping" : "list")")

@@ -10,6 +10,7 @@ public enum ConfigValue: Sendable, Equatable {
     case map([String: String])
     case gpus([GPUInventoryEntry])
     case probes([ConnectivityProbe])
+    case checks([ServiceCheckConfig])
 }
 
 /// One GPU of a static inventory (`gpus:` in a profile), used instead of `nvidia-smi`: the
@@ -34,6 +35,7 @@ public enum ConfigKind: Sendable, Equatable {
     case map
     case gpus
     case probes
+    case checks
 
     /// A short description for errors and documentation.
     var expectation: String {
@@ -53,6 +55,7 @@ public enum ConfigKind: Sendable, Equatable {
         case .map: "a mapping of names to strings"
         case .gpus: "a list of GPUs"
         case .probes: "a list of probes ({name, url, method?, expect_status?, interval_s?, timeout_s?, degraded_ms?})"
+        case .checks: "a list of checks ({name, http | tcp | args, interval_s?, timeout_s?, thresholds?, recovery?})"
         }
     }
 }
@@ -169,6 +172,18 @@ public enum ConfigSchema {
                   "an inactive replication slot retaining more WAL than this is reported"),
         ConfigKey("events.redis", .url(schemes: ["redis"]), default: .string(""), secret: true,
                   "Redis URL for the event stream; empty: no Redis fan-out"),
+        ConfigKey("events.redis_maxlen", .int(100...100_000_000), default: .int(100_000),
+                  "lead: the Redis stream keeps about this many newest events (XADD MAXLEN ~)"),
+        // MARK: Service checks, resource alerts, log ring
+        ConfigKey("checks", .checks, default: .checks([]),
+                  "service checks (HTTP, TCP, command) with thresholds and an optional recovery command"),
+        ConfigKey("alerts.cpu_pct", .int(1...100), default: .int(80), "CPU busy above this percentage for alerts.cpu_for_s raises alert.raised"),
+        ConfigKey("alerts.cpu_for_s", .seconds, default: .double(300), "seconds CPU must stay above alerts.cpu_pct"),
+        ConfigKey("alerts.memory_pct", .int(1...100), default: .int(90), "memory in use above this percentage raises an alert"),
+        ConfigKey("alerts.disk_pct", .int(1...100), default: .int(85), "the data dir's file system above this percentage used raises an alert"),
+        ConfigKey("alerts.interval_s", .seconds, default: .double(10), "seconds between resource samples"),
+        ConfigKey("log.ring_lines", .int(0...100_000), default: .int(1000),
+                  "recent log lines kept per subsystem for aurora-cli logs; 0: none"),
     ]
 
     /// The key with this path, if any.

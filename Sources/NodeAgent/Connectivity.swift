@@ -52,11 +52,13 @@ actor ConnectivityBoard {
 final class ConnectivityService: Service {
     let config: NodeConfig
     let logger: Logger
-    /// Where results go: the lead's board, or a signed POST to the lead.
-    let deliver: @Sendable ([ProbeResult]) async -> Bool
+    /// Where results go: the lead's board, or (on other nodes) the outbox when a state changed
+    /// and a signed POST to the lead otherwise. The flag says a state changed since the last
+    /// delivered report.
+    let deliver: @Sendable ([ProbeResult], Bool) async -> Bool
     private let results = Mutex<[String: ProbeResult]>([:])
 
-    init(config: NodeConfig, logger: Logger, deliver: @escaping @Sendable ([ProbeResult]) async -> Bool) {
+    init(config: NodeConfig, logger: Logger, deliver: @escaping @Sendable ([ProbeResult], Bool) async -> Bool) {
         self.config = config
         var logger = logger
         logger[metadataKey: "nodeagent.subsystem"] = "connectivity"
@@ -96,7 +98,7 @@ final class ConnectivityService: Service {
                 }
             }
             if pending || lastReport.map({ $0.duration(to: now) >= .seconds(15) }) ?? true {
-                if await deliver(latest) {
+                if await deliver(latest, pending) {
                     pending = false
                     lastReport = now
                 }

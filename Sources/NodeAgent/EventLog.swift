@@ -17,6 +17,8 @@ public final class EventHub: Sendable {
     private struct State {
         var subscribers: [UUID: AsyncStream<Item>.Continuation] = [:]
         var closed = false
+        /// In-process listeners (the Redis publisher), called with every published batch.
+        var taps: [@Sendable ([MeshEvent]) -> Void] = []
     }
 
     private let state = Mutex(State())
@@ -41,11 +43,19 @@ public final class EventHub: Sendable {
 
     func publish(_ events: [MeshEvent]) {
         guard !events.isEmpty else { return }
-        state.withLock { state in
+        let taps = state.withLock { state in
             for continuation in state.subscribers.values {
                 for event in events { continuation.yield(.event(event)) }
             }
+            return state.taps
         }
+        for tap in taps { tap(events) }
+    }
+
+    /// Calls `tap` with every batch published from now on, in order, on the publishing thread
+    /// (the store's): it must only hand the events over, never block.
+    func addTap(_ tap: @escaping @Sendable ([MeshEvent]) -> Void) {
+        state.withLock { $0.taps.append(tap) }
     }
 
     func ping() {
@@ -100,6 +110,20 @@ enum EventLog {
         do { return (UUID().uuidString.lowercased(), String(decoding: try APICoding.encoder().encode(draft.data), as: UTF8.self)) } catch {
             throw AgentError(.store, "cannot encode event data")
         }
+    }
+
+    /// Inserts an event whose id is given (a node's report id): nil when an event with that id
+    /// exists already, so a replayed report is recorded once.
+    static func insertOnce(_ draft: Draft, id: String, on connection: PostgresConnection) throws(AgentError) -> MeshEvent? {
+        let data: String
+        do { data = String(decoding: try APICoding.encoder().encode(draft.data), as: UTF8.self) } catch {
+            throw AgentError(.store, "cannot encode event data")
+        }
+        let row = try connection.execute(
+            "INSERT INTO events (id, type, node, data) VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (id) DO NOTHING RETURNING seq, \(SQL.iso("at"))",
+            [id, draft.type, draft.node, data], prepared: "event_insert_once").rows.first
+        guard let row else { return nil }
+        return try event(draft, id: id, row: row)
     }
 
     /// The event an insert returned `seq, at` for.

@@ -33,11 +33,14 @@ final class GPUWorker: Service {
     let lead: LeadClient
     let groups: JobGroups
     let logger: Logger
+    /// Results go through the node's durable outbox (nil: posted directly).
+    let outbox: Outbox?
     private let running = Mutex<[String: Running]>([:])
     private let polling = Atomic<Bool>(false)
     private let completed = Counter(label: "aurora_worker_jobs_total")
 
-    init(config: NodeConfig, state: AgentState, lead: LeadClient, groups: JobGroups, logger: Logger) {
+    init(config: NodeConfig, state: AgentState, lead: LeadClient, groups: JobGroups, outbox: Outbox? = nil, logger: Logger) {
+        self.outbox = outbox
         self.config = config
         self.state = state
         self.lead = lead
@@ -47,11 +50,13 @@ final class GPUWorker: Service {
         self.logger = logger
     }
 
-    /// What the heartbeat says about this worker.
+    /// What the heartbeat says about this worker: the jobs it runs, and the jobs whose results
+    /// wait in the outbox (their leases hold until the lead has the results).
     func report() -> WorkerReport {
-        WorkerReport(accepting: config.acceptJobs && polling.load(ordering: .relaxed), allowExec: config.allowExec,
-                     generate: config.gpuBackend != nil,
-                     jobs: running.withLock { $0.map { JobLease(id: $0.key, attempt: $0.value.attempt) }.sorted { $0.id < $1.id } })
+        var jobs = Set(running.withLock { $0.map { JobLease(id: $0.key, attempt: $0.value.attempt) } })
+        jobs.formUnion(outbox?.pendingJobLeases ?? [])
+        return WorkerReport(accepting: config.acceptJobs && polling.load(ordering: .relaxed), allowExec: config.allowExec,
+                            generate: config.gpuBackend != nil, jobs: jobs.sorted { $0.id < $1.id })
     }
 
     func run() async throws {
@@ -130,7 +135,7 @@ final class GPUWorker: Service {
                 let handBack = JobResult(attempt: assignment.attempt, outcome: .failed, error: "the worker on \(config.name) stopped", retry: true)
                 await Task { await self.send(assignment, handBack, attempts: 1) }.value
             case nil:
-                await send(assignment, result, attempts: nil)
+                await deliver(assignment, result)
             }
             completed.increment()
             running.withLock { _ = $0.removeValue(forKey: assignment.id) }
@@ -145,6 +150,22 @@ final class GPUWorker: Service {
             return jobs[lease.id]?.task
         }
         task?.cancel()
+    }
+
+    /// Hands a result to the outbox (durable; it replays until the lead takes it), or posts it
+    /// directly when there is no outbox or it cannot take the result.
+    private func deliver(_ assignment: Assignment, _ result: JobResult) async {
+        if let outbox {
+            do {
+                try await outbox.append(.make(.jobResult, job: assignment.id, result: result))
+                logger.info("job finished; result in the outbox", metadata: ["nodeagent.job": "\(assignment.id)",
+                                                                             "nodeagent.outcome": "\(result.outcome.rawValue)"])
+                return
+            } catch {
+                logger.error("cannot put a job result in the outbox; posting it directly", metadata: ["nodeagent.error": "\(error.message)"])
+            }
+        }
+        await send(assignment, result, attempts: nil)
     }
 
     /// Posts a result until the lead takes or refuses it (`attempts` nil: until the task is cancelled).

@@ -59,6 +59,7 @@ public enum HTTPServer {
         addBackupRoutes(to: router, state: state, token: token, mesh: mesh)
         addPostgresRoutes(to: router, state: state, token: token, mesh: mesh)
         addWireGuardRoutes(to: router, state: state, token: token, mesh: mesh)
+        addOperatorRoutes(to: router, state: state, token: token, mesh: mesh)
 
         let address = state.config.listen
         return Application(

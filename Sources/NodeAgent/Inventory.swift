@@ -14,13 +14,16 @@ actor Inventory {
 
     private let config: NodeConfig
     private let logger: Logger
+    /// The profile's service checks, reported with the local ones.
+    nonisolated let board: CheckBoard?
     private var cachedGPUs: [GPU] = []
     private var gpusSampledAt: ContinuousClock.Instant?
     private let base: Capabilities
     /// nvidia-smi is asked at most this often.
     private let gpuRefresh = Duration.seconds(2)
 
-    init(config: NodeConfig, logger: Logger) {
+    init(config: NodeConfig, logger: Logger, board: CheckBoard? = nil) {
+        self.board = board
         self.config = config
         self.logger = logger
         var system = utsname()
@@ -65,8 +68,13 @@ actor Inventory {
         return cachedGPUs
     }
 
-    /// Local checks reported with every heartbeat.
+    /// Local checks reported with every heartbeat: the data dir's disk, then the profile's
+    /// service checks that have run.
     nonisolated func checks() -> [CheckResult] {
+        diskCheck() + (board?.results ?? [])
+    }
+
+    private nonisolated func diskCheck() -> [CheckResult] {
         var stats = statvfs()
         guard statvfs(config.dataDir, &stats) == 0, stats.f_blocks > 0 else {
             return [CheckResult(name: "data_dir_disk", status: .critical, output: "cannot stat \(config.dataDir)")]

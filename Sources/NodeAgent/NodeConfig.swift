@@ -106,6 +106,7 @@ public struct ResolvedConfig: Sendable {
         case .map(let m): text = m.isEmpty ? "{}" : "{" + m.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + "}"
         case .gpus(let g): text = g.isEmpty ? "[]" : g.map { "\($0.index): \($0.name) \($0.memoryTotalMB) MB" }.joined(separator: "; ")
         case .probes(let p): text = p.isEmpty ? "[]" : p.map { "\($0.name): \($0.method) \($0.url) every \($0.intervalS) s" }.joined(separator: "; ")
+        case .checks(let c): text = c.isEmpty ? "[]" : c.map { "\($0.name): \($0.kind) \($0.targetDescription) every \($0.interval) s" }.joined(separator: "; ")
         }
         return entry.key.secret ? Redaction.redact(text) : text
     }
@@ -136,6 +137,8 @@ public struct ResolvedConfig: Sendable {
             case .map(let m): value = m
             case .probes(let p): value = p.map { ["name": $0.name, "url": $0.url, "method": $0.method, "expect_status": $0.expectStatus,
                                                   "interval_s": $0.intervalS, "timeout_s": $0.timeoutS, "degraded_ms": $0.degradedMs] as [String: Any] }
+            case .checks(let c): value = c.map { ["name": $0.name, "kind": $0.kind, "target": $0.targetDescription, "interval_s": $0.interval,
+                                                  "timeout_s": $0.timeout, "recovery": $0.recovery.map { _ in true } ?? false] as [String: Any] }
             case .gpus(let g): value = g.map { ["index": $0.index, "uuid": $0.uuid, "name": $0.name, "memory_total_mb": $0.memoryTotalMB,
                                                   "memory_used_mb": $0.memoryUsedMB, "utilization_pct": $0.utilizationPct] as [String: Any] }
             }
@@ -208,6 +211,17 @@ public struct NodeConfig: Sendable {
     public let gpus: [GPUInventoryEntry]
     /// External APIs this node probes (`connectivity`).
     public let probes: [ConnectivityProbe]
+    /// Service checks (`checks`).
+    public let checks: [ServiceCheckConfig]
+    /// Resource alert thresholds (`alerts.*`) and the sampling interval in seconds.
+    public let alertThresholds: ResourceThresholds
+    public let alertInterval: Double
+    /// The lead's Redis fan-out (`events.redis`, a secret: never logged); nil: none.
+    public let redisURL: String?
+    /// `events.redis_maxlen`.
+    public let redisMaxLength: Int
+    /// Log lines kept per subsystem (`log.ring_lines`).
+    public let logRingLines: Int
     /// The lead derives its secrets master key from the passphrase in this file; nil: key file.
     public let secretsPassphraseFile: String?
     /// Take GPU jobs (`gpu.accept_jobs`).
@@ -265,6 +279,10 @@ public struct NodeConfig: Sendable {
         self.logLevel = Logger.Level(rawValue: string("log.level")) ?? .info
         if case .gpus(let gpus) = resolved["gpus"] { self.gpus = gpus } else { self.gpus = [] }
         if case .probes(let probes) = resolved["connectivity"] { self.probes = probes } else { self.probes = [] }
+        if case .checks(let checks) = resolved["checks"] { self.checks = checks } else { self.checks = [] }
+        self.redisURL = nonEmpty("events.redis")
+        self.redisMaxLength = int("events.redis_maxlen")
+        self.logRingLines = int("log.ring_lines")
         self.secretsPassphraseFile = nonEmpty("secrets.passphrase_file")
         func bool(_ path: String) -> Bool {
             guard case .bool(let value) = resolved[path] else { preconditionFailure("\(path) is not a boolean key") }
@@ -301,6 +319,9 @@ public struct NodeConfig: Sendable {
             default: preconditionFailure("\(path) is not a seconds key")
             }
         }
+        self.alertThresholds = ResourceThresholds(cpuPct: Double(int("alerts.cpu_pct")), cpuFor: seconds("alerts.cpu_for_s"),
+                                                  memoryPct: Double(int("alerts.memory_pct")), diskPct: Double(int("alerts.disk_pct")))
+        self.alertInterval = seconds("alerts.interval_s")
         if let conninfo = nonEmpty("postgres.monitor") {
             let expect = string("postgres.expect")
             postgresMonitor = PostgresMonitorConfig(

@@ -32,6 +32,8 @@ struct MeshContext: Sendable {
     var secretCache: SecretCache?
     var wireguard: WireGuardService?
     var backups: BackupArchive?
+    var inbox: ReportInbox?
+    var subsystems: Subsystems?
 }
 
 extension HTTPServer {
@@ -152,6 +154,7 @@ extension HTTPServer {
                 do throws(AgentError) { since = max(0, try await EventLog.latest(store: store) - tail) } catch { throw APIError.storeUnavailable(error) }
             }
             let follow = request.uri.queryParameters.get("follow").map { $0 != "false" && $0 != "0" } ?? true
+            let filter = try EventFilter(types: request.uri.queryParameters.get("type"), node: request.uri.queryParameters.get("node"))
             let hub = mesh.hub
             let (subscription, stream) = hub.subscribe()
             let backlog: [MeshEvent]
@@ -163,7 +166,7 @@ extension HTTPServer {
                 defer { hub.unsubscribe(subscription) }
                 var last = since
                 for event in backlog {
-                    try await writer.write(ByteBuffer(string: EventLog.sse(event)))
+                    if filter.matches(event) { try await writer.write(ByteBuffer(string: EventLog.sse(event))) }
                     last = event.seq
                 }
                 if follow {
@@ -171,7 +174,7 @@ extension HTTPServer {
                     for await item in stream {
                         switch item {
                         case .event(let event) where event.seq > last:
-                            try await writer.write(ByteBuffer(string: EventLog.sse(event)))
+                            if filter.matches(event) { try await writer.write(ByteBuffer(string: EventLog.sse(event))) }
                             last = event.seq
                         case .event:
                             continue

@@ -239,6 +239,18 @@ public enum Migrations {
             ALTER TABLE nodes ADD COLUMN removed_at timestamptz;
             ALTER TABLE nodes ADD COLUMN wg_behind_nat boolean NOT NULL DEFAULT false
             """),
+        Migration(version: 6, name: "reports", sql: """
+            CREATE TABLE reports (
+                id          uuid PRIMARY KEY,
+                node        text NOT NULL,
+                kind        text NOT NULL,
+                status      text NOT NULL,
+                code        text,
+                message     text,
+                received_at timestamptz NOT NULL DEFAULT now()
+            );
+            CREATE INDEX reports_received ON reports (received_at)
+            """),
     ]
 
     /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate

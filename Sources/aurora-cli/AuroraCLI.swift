@@ -15,7 +15,8 @@ struct AuroraCLI: AsyncParsableCommand {
             (DATA: --data-dir, AURORA_DATA_DIR, default /var/lib/aurora).
             """,
         version: AuroraVersion.current,
-        subcommands: [Status.self, Nodes.self, Jobs.self, Secrets.self, Connectivity.self, Token.self, Events.self, Backup.self, WG.self, Doctor.self])
+        subcommands: [Status.self, Nodes.self, Jobs.self, Secrets.self, Connectivity.self, Token.self, Events.self, Backup.self, WG.self, Doctor.self,
+                      Logs.self, Restart.self, SSH.self])
 
     /// Accepted before the command too: `aurora-cli --data-dir D status`.
     @OptionGroup var options: AgentOptions

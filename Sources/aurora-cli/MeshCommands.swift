@@ -146,12 +146,15 @@ struct Events: AsyncParsableCommand {
     @Flag(help: "Keep streaming new events.") var follow = false
     @Option(help: "Start after this sequence number (0: from the beginning).") var since: Int64?
     @Flag(help: "One JSON event per line.") var json = false
+    @Option(help: "Only these event types (comma-separated; job.* matches by prefix).") var type: String?
+    @Option(help: "Only events of this node.") var node: String?
 
     func run() async throws {
         let options = localOptions.merged(with: root.options)
         let client = try options.client()
         let from = since.map { "since=\($0)" } ?? "tail=50"
-        try await client.stream(Routes.events + "?\(from)&follow=\(follow)") { data in
+        let filters = [type.map { "&type=\(Logs.escape($0))" }, node.map { "&node=\(Logs.escape($0))" }].compactMap { $0 }.joined()
+        try await client.stream(Routes.events + "?\(from)&follow=\(follow)" + filters) { data in
             guard let event = try? APICoding.decoder().decode(MeshEvent.self, from: Data(data.utf8)) else { return }
             if json {
                 print(data)

@@ -9,7 +9,7 @@ extension Nodeagent {
         static let configuration = CommandConfiguration(
             abstract: "Benchmarks that print figures.",
             subcommands: [Startup.self, Heartbeat.self, Detection.self, Placement.self, Dispatch.self, Requeue.self, Queue.self, ReplicaBench.self,
-                          SecretsBench.self])
+                          SecretsBench.self, RedisBench.self])
     }
 }
 
@@ -284,6 +284,43 @@ extension Nodeagent.Bench {
                          report.leadCPUMicrosPerRead, report.storeCPUMicrosPerRead, report.clientCPUMicrosPerRead, report.readsPerLeadCore))
             print(String(format: "  node cache: p50 %.1f µs, p99 %.1f µs (target p99 <= 100 µs)", report.cacheP50Us, report.cacheP99Us))
             print(String(format: "  rotation: %d data keys re-wrapped in %.2f s (target < 5 s)", report.rewrapped, report.rotationSeconds))
+        }
+    }
+}
+
+extension Nodeagent.Bench {
+    /// `nodeagent bench redis`.
+    struct RedisBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "redis",
+            abstract: "Events through the lead to Redis: end-to-end latency from a state change to a channel consumer, live and catch-up events/s.",
+            discussion: "Starts redis-server (from PATH) and a lead on loopback ports; the consumer subscribes in this process.")
+
+        @Option(help: "State changes per second in the latency phase (each: a submit and a cancel, two events).") var rate = 500
+        @Option(help: "Seconds of each live phase.") var seconds = 10
+        @Option(name: .customLong("catch-up"), help: "Events written to the store for the catch-up phase.") var catchUp = 50_000
+        @Flag(help: "Print the report as JSON.") var json = false
+
+        func validate() throws {
+            guard (1...20_000).contains(rate) else { throw ValidationError("--rate must be 1...20000") }
+            guard (1...600).contains(seconds) else { throw ValidationError("--seconds must be 1...600") }
+            guard (1...5_000_000).contains(catchUp) else { throw ValidationError("--catch-up must be 1...5000000") }
+        }
+
+        func run() async throws {
+            let benchmark = RedisBenchmark(executable: selfExecutable, rate: rate, seconds: seconds, catchUp: catchUp) { line in
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
+            let report = try await benchmark.run()
+            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
+            print("nodeagent bench redis (\(rate) changes/s for \(seconds) s, catch-up \(catchUp), release=\(isReleaseBuild))")
+            print(String(format: "  API call that changes state → Redis consumer: p50 %.2f ms, p99 %.2f ms, max %.1f ms over %d changes (target p99 <= 10 ms)",
+                         report.latencyP50Ms, report.latencyP99Ms, report.latencyMaxMs, report.latencySamples))
+            print(String(format: "  event committed (its `at`, ms resolution) → Redis consumer: p50 %.2f ms, p99 %.2f ms",
+                         report.commitToConsumerP50Ms, report.commitToConsumerP99Ms))
+            print(String(format: "  live, 32 clients: %.0f events/s reached the consumer (%d events)", report.liveEventsPerSecond, report.liveEvents))
+            print(String(format: "  catch-up from the store: %.0f events/s (%d events) (target >= 5000/s)", report.catchUpEventsPerSecond, report.catchUpEvents))
+            print("  stream: \(report.streamEvents) entries for \(report.storeEvents) events, \(report.duplicates) duplicates, \(report.outOfOrder) out of order; \(report.failed) failed calls")
         }
     }
 }

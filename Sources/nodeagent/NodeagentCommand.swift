@@ -119,10 +119,13 @@ extension Nodeagent {
         func run() async throws {
             let config = try ConfigLoader.load(options.request)
             let level = config.logLevel
+            // stderr, and the ring of recent lines per subsystem that `aurora-cli logs` reads.
             LoggingSystem.bootstrap { label in
                 var handler = StreamLogHandler.standardError(label: label)
                 handler.logLevel = level
-                return handler
+                var ring = RingLogHandler(label: label)
+                ring.logLevel = level
+                return MultiplexLogHandler([handler, ring])
             }
             let registry = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))

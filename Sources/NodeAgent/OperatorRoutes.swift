@@ -1,0 +1,193 @@
+import AuroraAPI
+import Foundation
+import Hummingbird
+import Logging
+import Mesh
+import NIOCore
+import NIOHTTP1
+import Secrets
+import Synchronization
+
+extension HTTPServer {
+    /// Node reports (lead), the outbox, service checks, logs and subsystem restarts (docs/API.md 4.15-4.18).
+    static func addOperatorRoutes(to router: Router<AgentRequestContext>, state: AgentState, token: AdminToken, mesh: MeshContext) {
+        let maxBody = state.config.maxBodyBytes
+        let leadURL = state.config.lead
+        let leadCalls = LeadRequestVerifier()
+
+        // MARK: Reports from node outboxes (lead, signed)
+        router.post("/api/nodes/:name/reports") { request, context -> Response in
+            guard let inbox = mesh.inbox, let registry = mesh.registry else { throw APIError.notLead("node reports", lead: leadURL) }
+            let (name, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
+            let target = try context.parameters.require("name")
+            guard name == target else { throw APIError.unauthorized("node '\(name)' cannot send reports for '\(target)'") }
+            let batch = try decode(ReportBatch.self, body, allowed: ReportBatch.fields)
+            return try json(ReportAnswer(results: try await inbox.receive(from: name, batch.reports)), status: .ok)
+        }
+
+        // MARK: Local views (operator token)
+        router.get(RouterPath(Routes.outbox)) { request, _ -> Response in
+            try authorize(request, token: token)
+            guard let outbox = state.outbox else { throw APIError(status: .serviceUnavailable, code: "starting", message: "the outbox is not open yet") }
+            return try json(outbox.status, status: .ok)
+        }
+        router.get(RouterPath(Routes.checks)) { request, _ -> Response in
+            try authorize(request, token: token)
+            return try json(state.checkBoard.report, status: .ok)
+        }
+        router.get(RouterPath(Routes.subsystems)) { request, _ -> Response in
+            try authorize(request, token: token)
+            return try json(mesh.subsystems?.list ?? SubsystemList(subsystems: []), status: .ok)
+        }
+        router.post("/api/subsystems/:name/restart") { request, context -> Response in
+            try authorize(request, token: token)
+            let name = try context.parameters.require("name")
+            guard let subsystem = mesh.subsystems?.named(name) else {
+                let known = mesh.subsystems?.names ?? []
+                throw APIError.notFound("no restartable subsystem '\(name)' on \(state.config.name); "
+                                        + (known.isEmpty ? "this agent runs none" : "known: \(known.joined(separator: ", "))"))
+            }
+            return try json(await subsystem.restart(), status: .ok)
+        }
+
+        // MARK: Logs: local, or another node's through the lead
+        router.get(RouterPath(Routes.logs)) { request, context -> Response in
+            let query = try LogQuery(request)
+            if let node = query.node, node != state.config.name {
+                // Another node's logs are the mesh operator's: the lead's token, on the lead.
+                guard let registry = mesh.registry else { throw APIError.notLead("reading another node's logs", lead: leadURL) }
+                try authorize(request, token: token)
+                let target = try await registry.node(node)
+                guard let base = agentURL(of: target) else {
+                    throw APIError(status: .serviceUnavailable, code: "no_address", message: "node '\(node)' has not reported its agent's address")
+                }
+                let client = LeadClient(baseURL: base, signer: RequestSigner(node: state.config.name, key: state.identity.signing))
+                let answer: Result<(status: Int, body: [UInt8]), LeadCallError>
+                do throws(LeadCallError) {
+                    answer = .success(try await client.relay(.GET, Routes.logs + "?" + query.forwarded, body: [], timeout: .seconds(5)))
+                } catch {
+                    answer = .failure(error)
+                }
+                switch answer {
+                case .success(let (status, bytes)):
+                    return Response(status: .init(code: status), headers: [.contentType: "application/json"],
+                                    body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+                case .failure(let error):
+                    throw APIError(status: .badGateway, code: "node_unreachable", message: "node '\(node)' did not answer: \(error.message)")
+                }
+            }
+            if request.headers[.authorization] != nil || mesh.membership == nil {
+                try authorize(request, token: token)
+            } else {
+                // The lead reading this node's logs for its operator: signed by the lead.
+                try await leadCalls.verify(request, key: mesh.membership?.leadSignKey, maxBody: maxBody)
+            }
+            let ring = LogRing.shared
+            let page = LogPage(node: state.config.name, lines: ring.lines(subsystem: query.subsystem, since: query.since, level: query.level,
+                                                                         limit: query.limit), subsystems: ring.subsystems)
+            return try json(page, status: .ok)
+        }
+    }
+
+    /// The agent URL of a node from its registry record: its reported address, with the VPN
+    /// address in place of an unspecified host.
+    static func agentURL(of node: Node) -> String? {
+        guard let text = node.address, let address = try? HostPort(parsing: text) else { return nil }
+        let host = ["0.0.0.0", "::", ""].contains(address.host) ? node.vpnIP : address.host
+        return "http://" + (host.contains(":") ? "[\(host)]" : host) + ":\(address.port)"
+    }
+}
+
+/// `GET /api/logs` parameters.
+struct LogQuery: Sendable {
+    var subsystem: String?
+    var since: Int64
+    var limit: Int
+    var level: Logger.Level
+    var node: String?
+
+    init(_ request: Request) throws(APIError) {
+        let parameters = request.uri.queryParameters
+        subsystem = parameters.get("subsystem").flatMap { $0.isEmpty ? nil : $0 }
+        node = parameters.get("node").flatMap { $0.isEmpty ? nil : $0 }
+        if let text = parameters.get("since") {
+            guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("since must be a log sequence number (0 or more)") }
+            since = value
+        } else {
+            since = 0
+        }
+        if let text = parameters.get("limit") {
+            guard let value = Int(text), (1...10_000).contains(value) else { throw APIError.badRequest("limit must be 1-10000") }
+            limit = value
+        } else {
+            limit = 200
+        }
+        if let text = parameters.get("level") {
+            guard let value = Logger.Level(rawValue: text) else {
+                throw APIError.badRequest("level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            level = value
+        } else {
+            level = .trace
+        }
+        if let subsystem, subsystem.count > 64 || !subsystem.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) {
+            throw APIError.badRequest("subsystem must be a name such as gpu-worker, membership or checks")
+        }
+    }
+
+    /// The query for the node's own agent (without `node`).
+    var forwarded: String {
+        var items = ["since=\(since)", "limit=\(limit)", "level=\(level.rawValue)"]
+        if let subsystem { items.append("subsystem=\(subsystem)") }
+        return items.joined(separator: "&")
+    }
+}
+
+/// Verifies requests the lead signs to a node (the lead reading this node's logs): the lead's
+/// key from the membership, a fresh timestamp and an unused nonce.
+final class LeadRequestVerifier: Sendable {
+    private let replay = Mutex(ReplayGuard(windowSeconds: RequestSigning.maxSkewSeconds))
+
+    func verify(_ request: Request, key: PublicKey?, maxBody: Int) async throws {
+        guard let headers = try SignedHeaders.parse({ request.headers[.init($0)!] }) else {
+            throw APIError.unauthorized("this call needs the operator token (Authorization: Bearer …) or the lead's signature")
+        }
+        guard let key else { throw APIError.unauthorized("this node has not joined a lead yet; use the operator token") }
+        var request = request
+        let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
+        let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
+        guard headers.verifies(method: request.method.rawValue, path: path, body: body, key: key) else {
+            throw APIError.unauthorized("only this node's operator or its lead may read its logs (the signature is not the lead's)")
+        }
+        let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+        let verdict = replay.withLock { $0.admit(node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds,
+                                                 nowMilliseconds: now) }
+        switch verdict {
+        case .fresh: return
+        case .stale: throw APIError.unauthorized("stale request: the timestamp is outside \(RequestSigning.maxSkewSeconds) s")
+        case .replayed: throw APIError.unauthorized("replayed request: nonce already used")
+        }
+    }
+}
+
+/// `GET /api/events?type=T[,T...]&node=N`: which events a stream sends. A type ending in `*`
+/// (`job.*`) matches by prefix.
+struct EventFilter: Sendable {
+    var types: [String]
+    var node: String?
+
+    init(types: String?, node: String?) throws(APIError) {
+        self.types = (types ?? "").split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        if types == nil { self.types = [] }
+        if let bad = self.types.first(where: { $0.isEmpty || $0.count > 64 || $0.dropLast($0.hasSuffix("*") ? 1 : 0).contains("*") }) {
+            throw APIError.badRequest("type must be event types separated by commas, e.g. job.succeeded or job.* (got '\(bad)')")
+        }
+        self.node = node.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    func matches(_ event: MeshEvent) -> Bool {
+        if let node, event.node != node { return false }
+        guard !types.isEmpty else { return true }
+        return types.contains { $0.hasSuffix("*") ? event.type.hasPrefix(String($0.dropLast())) : event.type == $0 }
+    }
+}

@@ -1,0 +1,137 @@
+import ArgumentParser
+import AuroraAPI
+import Foundation
+
+/// `aurora-cli logs`: recent structured log lines of an agent, by subsystem.
+struct Logs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Recent log lines of the local agent or of another node (the agent keeps the last lines of each subsystem).",
+        discussion: """
+            Examples: aurora-cli logs; aurora-cli logs gpu-worker --follow; aurora-cli logs checks --node gpu-1 --level warning.
+            --node reads another node's agent through the lead (the lead signs the call).
+            """)
+
+    @OptionGroup var localOptions: AgentOptions
+    @ParentCommand var root: AuroraCLI
+    @Argument(help: "A subsystem (gpu-worker, membership, connectivity, checks, alerts, outbox, redis, store, ...); all when omitted.")
+    var subsystem: String?
+    @Option(help: "Read this node's logs (through the lead).") var node: String?
+    @Flag(help: "Keep printing new lines (Ctrl-C stops).") var follow = false
+    @Option(help: "How many recent lines to print first (1-10000).") var lines = 100
+    @Option(help: "Least severe level: trace, debug, info, notice, warning, error, critical.") var level: String?
+    @Flag(help: "One JSON line per log line.") var json = false
+
+    func validate() throws {
+        guard (1...10_000).contains(lines) else { throw ValidationError("--lines must be 1-10000, got \(lines)") }
+        if let level, !["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) {
+            throw ValidationError("--level must be trace, debug, info, notice, warning, error or critical, got '\(level)'")
+        }
+    }
+
+    func run() async throws {
+        let options = localOptions.merged(with: root.options)
+        let client = try options.client()
+        var since: Int64 = 0
+        var limit = lines
+        repeat {
+            var query = ["limit=\(limit)", "since=\(since)"]
+            if let subsystem { query.append("subsystem=\(Self.escape(subsystem))") }
+            if let node { query.append("node=\(Self.escape(node))") }
+            if let level { query.append("level=\(level)") }
+            let page = try await client.call("GET", Routes.logs + "?" + query.joined(separator: "&"), as: LogPage.self)
+            for line in page.lines {
+                if json {
+                    print(String(decoding: try APICoding.encoder().encode(line), as: UTF8.self))
+                } else {
+                    let details = line.metadata.filter { $0.key != "node" }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+                    print("\(line.at)  \(line.level.padding(toLength: 8, withPad: " ", startingAt: 0))\(line.subsystem.padding(toLength: 13, withPad: " ", startingAt: 0)) \(line.message)\(details.isEmpty ? "" : "  " + details)")
+                }
+                since = max(since, line.seq)
+            }
+            fflush(nil)
+            limit = 1000
+            if follow { try await Task.sleep(for: .milliseconds(500)) }
+        } while follow
+    }
+
+    static func escape(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&=+"))) ?? text
+    }
+}
+
+/// `aurora-cli restart SUBSYSTEM`: restarts one subsystem of the local agent in place.
+struct Restart: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Restart one subsystem of the local agent (gpu, connectivity, checks, alerts, outbox, redis) without restarting the process.",
+        discussion: """
+            The subsystem stops as it would on SIGTERM (the GPU worker hands its running jobs back to the lead) and starts again.
+            Without a name it lists the agent's restartable subsystems.
+            """)
+
+    @OptionGroup var localOptions: AgentOptions
+    @ParentCommand var root: AuroraCLI
+    @Argument(help: "The subsystem to restart.") var subsystem: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let options = localOptions.merged(with: root.options)
+        let client = try options.client()
+        guard let subsystem else {
+            let list = try await client.call("GET", Routes.subsystems, as: SubsystemList.self)
+            guard !json else { return print(try encodePretty(list)) }
+            let rows = [["SUBSYSTEM", "STATE", "RESTARTS", "STARTED"]] + list.subsystems.map { [$0.name, $0.state, String($0.restarts), $0.startedAt ?? "-"] }
+            return print(Table.render(rows))
+        }
+        var restarting = client
+        restarting.timeout = .seconds(30)
+        let state = try await restarting.call("POST", Routes.restartSubsystem(subsystem), as: SubsystemState.self)
+        print(json ? try encodePretty(state) : "restarted \(state.name): \(state.state), \(state.restarts) restart\(state.restarts == 1 ? "" : "s") since the agent started")
+    }
+}
+
+/// `aurora-cli ssh NODE`: ssh to a node's mesh (VPN) address.
+struct SSH: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ssh",
+        abstract: "Run ssh to a node's mesh address (its vpn_ip from the registry).",
+        discussion: "Example: aurora-cli ssh gpu-1 --user root -- -L 8080:127.0.0.1:8080. --dry-run prints the command instead.")
+
+    @OptionGroup var localOptions: AgentOptions
+    @ParentCommand var root: AuroraCLI
+    @Argument(help: "The node's name.") var node: String
+    @Option(help: "Remote user (ssh -l).") var user: String?
+    @Flag(name: .customLong("dry-run"), help: "Print the ssh command line and exit.") var dryRun = false
+    @Argument(parsing: .postTerminator, help: "More arguments for ssh, after --.") var sshArguments: [String] = []
+
+    func validate() throws {
+        if let user, user.isEmpty || user.hasPrefix("-") || user.contains("@") {
+            throw ValidationError("--user must be a user name, got '\(user)'")
+        }
+    }
+
+    func run() async throws {
+        let options = localOptions.merged(with: root.options)
+        let record = try await options.client().call("GET", Routes.node(node), as: Node.self)
+        guard !record.vpnIP.isEmpty else { throw CLIError("node '\(node)' has no mesh address yet") }
+        let argv = ["ssh"] + (user.map { ["-l", $0] } ?? []) + sshArguments + [record.vpnIP]
+        if dryRun {
+            print(argv.map(Self.quote).joined(separator: " "))
+            return
+        }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        guard let ssh = path.split(separator: ":").map({ "\($0)/ssh" }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw CLIError("ssh is not installed (apt-get install openssh-client)")
+        }
+        fflush(nil)
+        let arguments = argv.map { strdup($0) } + [nil]
+        execv(ssh, arguments)
+        throw CLIError("cannot run \(ssh): \(String(cString: strerror(errno)))")
+    }
+
+    /// Shell quoting for printing, only where needed.
+    static func quote(_ word: String) -> String {
+        let safe = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_")
+        if !word.isEmpty, word.unicodeScalars.allSatisfy(safe.contains) { return word }
+        return "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+}
