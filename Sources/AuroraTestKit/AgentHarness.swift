@@ -48,6 +48,15 @@ public final class AgentHarness: Sendable {
         try await http(baseURL + Routes.agent, headers: ["Authorization": "Bearer \(try adminToken)"]).decode(AgentStatus.self)
     }
 
+    /// A join token from this lead (`aurora-cli token create`).
+    public func joinToken(profile: String = "compute", reusable: Bool = false, outputDirectory: String) async throws -> String {
+        let outcome = try await ChildProcess.run(Binaries.auroraCLI, ["token", "create", "--profile", profile, "--agent", baseURL, "--data-dir", dataDir]
+                                                 + (reusable ? ["--reusable"] : []), outputDirectory: outputDirectory)
+        let token = outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard outcome.code == 0, !token.isEmpty else { throw TestKitError("token create failed (\(outcome.code)): \(outcome.stderr.suffix(400))") }
+        return token
+    }
+
     /// The managed PostgreSQL's postmaster PID, if its pid file exists.
     public var postgresPID: pid_t? {
         (try? String(contentsOfFile: dataDir + "/postgres/postmaster.pid", encoding: .utf8))?

@@ -119,22 +119,31 @@ final class ReplicaMonitor: Service, Sendable {
     /// One sample, on the sampler thread: connects when needed, drops the connection on error.
     static func take(connection holder: borrowing Mutex<PostgresConnection?>, conninfo: String, at: Double) -> RawSample {
         do throws(AgentError) {
-            let connection: PostgresConnection
-            if let existing = holder.withLock({ $0 }), existing.isConnected {
-                connection = existing
-            } else {
-                connection = try PostgresConnection(conninfo: conninfo, connectTimeoutSeconds: 2)
-                _ = try connection.execute("SET statement_timeout = 5000")
-                holder.withLock { $0 = connection }
-            }
-            do {
-                return try query(connection, at: at)
-            } catch {
-                holder.withLock { $0 = nil }
-                throw error
+            return try using(holder, conninfo: conninfo, setup: ["SET statement_timeout = 5000"]) { connection throws(AgentError) in
+                try query(connection, at: at)
             }
         } catch {
             return RawSample(sample: ReplicaSample(at: at, .down(error.message)))
+        }
+    }
+
+    /// Runs `body` on the held connection, connecting (and running `setup`) when there is none
+    /// or it broke; a failure drops the connection so the next call connects again.
+    static func using<R>(_ holder: borrowing Mutex<PostgresConnection?>, conninfo: String, setup: [String],
+                         _ body: (PostgresConnection) throws(AgentError) -> R) throws(AgentError) -> R {
+        let connection: PostgresConnection
+        if let existing = holder.withLock({ $0 }), existing.isConnected {
+            connection = existing
+        } else {
+            connection = try PostgresConnection(conninfo: conninfo, connectTimeoutSeconds: 2)
+            for statement in setup { _ = try connection.execute(statement) }
+            holder.withLock { $0 = connection }
+        }
+        do {
+            return try body(connection)
+        } catch {
+            holder.withLock { $0 = nil }
+            throw error
         }
     }
 
@@ -248,25 +257,13 @@ final class ReplicaMonitor: Service, Sendable {
 
     static func writeHeartbeat(connection holder: borrowing Mutex<PostgresConnection?>, conninfo: String, node: String) -> String? {
         do throws(AgentError) {
-            let connection: PostgresConnection
-            if let existing = holder.withLock({ $0 }), existing.isConnected {
-                connection = existing
-            } else {
-                connection = try PostgresConnection(conninfo: conninfo, connectTimeoutSeconds: 2)
-                _ = try connection.execute("SET statement_timeout = 2000")
-                _ = try connection.execute("""
-                    CREATE TABLE IF NOT EXISTS \(heartbeatTable) (id integer PRIMARY KEY, at timestamptz NOT NULL, node text NOT NULL)
-                    """)
-                holder.withLock { $0 = connection }
-            }
-            do {
-                _ = try connection.execute("""
+            let setup = ["SET statement_timeout = 2000",
+                         "CREATE TABLE IF NOT EXISTS \(heartbeatTable) (id integer PRIMARY KEY, at timestamptz NOT NULL, node text NOT NULL)"]
+            _ = try using(holder, conninfo: conninfo, setup: setup) { connection throws(AgentError) in
+                try connection.execute("""
                     INSERT INTO \(heartbeatTable) VALUES (1, clock_timestamp(), $1)
                     ON CONFLICT (id) DO UPDATE SET at = excluded.at, node = excluded.node
                     """, [node], prepared: "replica_heartbeat")
-            } catch {
-                holder.withLock { $0 = nil }
-                throw error
             }
             return nil
         } catch {

@@ -23,9 +23,7 @@ struct ConnectivityTests {
         defer { for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) } }
         try await lead.waitHealthy()
         let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
-        let token = try await ChildProcess.run(Binaries.auroraCLI, ["token", "create", "--profile", "compute", "--agent", lead.baseURL,
-                                                                    "--data-dir", lead.dataDir], outputDirectory: scratch.path)
-            .stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let token = try await lead.joinToken(outputDirectory: scratch.path)
         let file = scratch.path + "/node.yaml"
         try """
             connectivity:
