@@ -52,8 +52,7 @@ final class Outbox: Sendable {
     private let lifecycle = Mutex<(started: Bool, closed: Bool)>((false, false))
     private let logger: Logger
     /// Wakes the sender: a report was appended.
-    let changes: AsyncStream<Void>
-    private let wake: AsyncStream<Void>.Continuation
+    private let wake = Mutex<AsyncStream<Void>.Continuation?>(nil)
     let tornTailRepaired: Bool
     let corruptRegionsSkipped: Int
     private let appended = Counter(label: "aurora_outbox_appended_total")
@@ -97,10 +96,8 @@ final class Outbox: Sendable {
         tornTailRepaired = scan.tornTail
         corruptRegionsSkipped = scan.corruptRegions
         state = Mutex(State(descriptor: descriptor, ledger: ledger, reports: reports, fileBytes: scan.validLength))
-        (changes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         if !ledger.pending.isEmpty {
             logger.info("outbox has reports to replay", metadata: ["nodeagent.pending": "\(ledger.pending.count)"])
-            wake.yield()
         }
         pendingGauge.record(ledger.pending.count)
     }
@@ -131,7 +128,20 @@ final class Outbox: Sendable {
         }
         appended.increment()
         pendingGauge.record(pendingCount)
-        wake.yield()
+        wake.withLock { $0 }?.yield()
+    }
+
+    /// A stream that yields whenever a report is appended (and once at once): the sender's
+    /// wake-ups. A new call replaces the previous stream (the sender restarted).
+    func changes() -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        continuation.yield()
+        let previous = wake.withLock { wake in
+            defer { wake = continuation }
+            return wake
+        }
+        previous?.finish()
+        return stream
     }
 
     /// Every report up to `sequence` was delivered: records that durably, then compacts the
@@ -244,7 +254,7 @@ final class Outbox: Sendable {
             state.closed = true
             Glibc.close(state.descriptor)
         }
-        wake.finish()
+        wake.withLock { $0 }?.finish()
         let started = lifecycle.withLock { lifecycle -> Bool in
             defer { lifecycle.closed = true }
             return lifecycle.started && !lifecycle.closed
@@ -344,7 +354,7 @@ final class OutboxSender: Service {
 
     func run() async throws {
         var delay = Duration.milliseconds(250)
-        for await _ in outbox.changes.cancelOnGracefulShutdown() {
+        for await _ in outbox.changes().cancelOnGracefulShutdown() {
             while !outbox.isEmpty, !Task.isShuttingDownGracefully, !Task.isCancelled {
                 if await deliverBatch() {
                     delay = .milliseconds(250)
