@@ -145,8 +145,10 @@ final class Outbox: Sendable {
     }
 
     /// Every report up to `sequence` was delivered: records that durably, then compacts the
-    /// file when it holds nothing more to deliver (or mostly delivered reports).
-    func acknowledge(through sequence: UInt64, delivered count: Int) async {
+    /// file when it holds nothing more to deliver (or mostly delivered reports). False when the
+    /// record could not be written (the reports stay pending).
+    @discardableResult
+    func acknowledge(through sequence: UInt64, delivered count: Int) async -> Bool {
         do {
             try await onIOThread { () throws(AgentError) in
                 try self.state.withLock { state throws(AgentError) in
@@ -165,8 +167,11 @@ final class Outbox: Sendable {
         } catch {
             // The reports stay pending: delivered again later, and the lead takes each id once.
             logger.error("cannot record a delivery in the outbox", metadata: ["nodeagent.error": "\(error.message)"])
+            pendingGauge.record(pendingCount)
+            return false
         }
         pendingGauge.record(pendingCount)
+        return true
     }
 
     /// Rewrites the file with only the pending reports (or truncates it when there are none).
@@ -375,8 +380,7 @@ final class OutboxSender: Service {
         let sendable = batch.compactMap(\.report)
         if sendable.isEmpty {
             logger.error("dropping unreadable outbox records", metadata: ["nodeagent.count": "\(batch.count)"])
-            await outbox.acknowledge(through: last.sequence, delivered: 0)
-            return true
+            return await outbox.acknowledge(through: last.sequence, delivered: 0)
         }
         let outcomes: [ReportOutcome]
         do {
@@ -398,20 +402,23 @@ final class OutboxSender: Service {
         }
         // The lead answers in order; everything up to the last answered report is done.
         let answered = Set(outcomes.map(\.id))
-        var through = batch.first!.sequence
+        var through: UInt64?
         for pending in batch {
             guard let report = pending.report else { through = pending.sequence; continue }
             guard answered.contains(report.id) else { break }
             through = pending.sequence
+        }
+        guard let through else {
+            outbox.noteFailure("the lead's answer does not match the reports sent")
+            return false
         }
         for outcome in outcomes where outcome.status == .refused {
             logger.notice("the lead refused a report", metadata: [
                 "nodeagent.report": "\(outcome.id)", "nodeagent.code": "\(outcome.code ?? "")", "nodeagent.reason": "\(outcome.message ?? "")",
             ])
         }
-        await outbox.acknowledge(through: through, delivered: outcomes.count)
         logger.debug("reports delivered", metadata: ["nodeagent.count": "\(outcomes.count)"])
-        return true
+        return await outbox.acknowledge(through: through, delivered: outcomes.count)
     }
 }
 
