@@ -52,8 +52,7 @@ final class Outbox: Sendable {
     private let lifecycle = Mutex<(started: Bool, closed: Bool)>((false, false))
     private let logger: Logger
     /// Wakes the sender: a report was appended.
-    let changes: AsyncStream<Void>
-    private let wake: AsyncStream<Void>.Continuation
+    private let wake = Mutex<AsyncStream<Void>.Continuation?>(nil)
     let tornTailRepaired: Bool
     let corruptRegionsSkipped: Int
     private let appended = Counter(label: "aurora_outbox_appended_total")
@@ -97,10 +96,8 @@ final class Outbox: Sendable {
         tornTailRepaired = scan.tornTail
         corruptRegionsSkipped = scan.corruptRegions
         state = Mutex(State(descriptor: descriptor, ledger: ledger, reports: reports, fileBytes: scan.validLength))
-        (changes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         if !ledger.pending.isEmpty {
             logger.info("outbox has reports to replay", metadata: ["nodeagent.pending": "\(ledger.pending.count)"])
-            wake.yield()
         }
         pendingGauge.record(ledger.pending.count)
     }
@@ -131,12 +128,27 @@ final class Outbox: Sendable {
         }
         appended.increment()
         pendingGauge.record(pendingCount)
-        wake.yield()
+        wake.withLock { $0 }?.yield()
+    }
+
+    /// A stream that yields whenever a report is appended (and once at once): the sender's
+    /// wake-ups. A new call replaces the previous stream (the sender restarted).
+    func changes() -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        continuation.yield()
+        let previous = wake.withLock { wake in
+            defer { wake = continuation }
+            return wake
+        }
+        previous?.finish()
+        return stream
     }
 
     /// Every report up to `sequence` was delivered: records that durably, then compacts the
-    /// file when it holds nothing more to deliver (or mostly delivered reports).
-    func acknowledge(through sequence: UInt64, delivered count: Int) async {
+    /// file when it holds nothing more to deliver (or mostly delivered reports). False when the
+    /// record could not be written (the reports stay pending).
+    @discardableResult
+    func acknowledge(through sequence: UInt64, delivered count: Int) async -> Bool {
         do {
             try await onIOThread { () throws(AgentError) in
                 try self.state.withLock { state throws(AgentError) in
@@ -155,8 +167,11 @@ final class Outbox: Sendable {
         } catch {
             // The reports stay pending: delivered again later, and the lead takes each id once.
             logger.error("cannot record a delivery in the outbox", metadata: ["nodeagent.error": "\(error.message)"])
+            pendingGauge.record(pendingCount)
+            return false
         }
         pendingGauge.record(pendingCount)
+        return true
     }
 
     /// Rewrites the file with only the pending reports (or truncates it when there are none).
@@ -244,7 +259,7 @@ final class Outbox: Sendable {
             state.closed = true
             Glibc.close(state.descriptor)
         }
-        wake.finish()
+        wake.withLock { $0 }?.finish()
         let started = lifecycle.withLock { lifecycle -> Bool in
             defer { lifecycle.closed = true }
             return lifecycle.started && !lifecycle.closed
@@ -344,7 +359,7 @@ final class OutboxSender: Service {
 
     func run() async throws {
         var delay = Duration.milliseconds(250)
-        for await _ in outbox.changes.cancelOnGracefulShutdown() {
+        for await _ in outbox.changes().cancelOnGracefulShutdown() {
             while !outbox.isEmpty, !Task.isShuttingDownGracefully, !Task.isCancelled {
                 if await deliverBatch() {
                     delay = .milliseconds(250)
@@ -365,8 +380,7 @@ final class OutboxSender: Service {
         let sendable = batch.compactMap(\.report)
         if sendable.isEmpty {
             logger.error("dropping unreadable outbox records", metadata: ["nodeagent.count": "\(batch.count)"])
-            await outbox.acknowledge(through: last.sequence, delivered: 0)
-            return true
+            return await outbox.acknowledge(through: last.sequence, delivered: 0)
         }
         let outcomes: [ReportOutcome]
         do {
@@ -388,20 +402,23 @@ final class OutboxSender: Service {
         }
         // The lead answers in order; everything up to the last answered report is done.
         let answered = Set(outcomes.map(\.id))
-        var through = batch.first!.sequence
+        var through: UInt64?
         for pending in batch {
             guard let report = pending.report else { through = pending.sequence; continue }
             guard answered.contains(report.id) else { break }
             through = pending.sequence
+        }
+        guard let through else {
+            outbox.noteFailure("the lead's answer does not match the reports sent")
+            return false
         }
         for outcome in outcomes where outcome.status == .refused {
             logger.notice("the lead refused a report", metadata: [
                 "nodeagent.report": "\(outcome.id)", "nodeagent.code": "\(outcome.code ?? "")", "nodeagent.reason": "\(outcome.message ?? "")",
             ])
         }
-        await outbox.acknowledge(through: through, delivered: outcomes.count)
         logger.debug("reports delivered", metadata: ["nodeagent.count": "\(outcomes.count)"])
-        return true
+        return await outbox.acknowledge(through: through, delivered: outcomes.count)
     }
 }
 

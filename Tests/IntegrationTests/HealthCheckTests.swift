@@ -193,6 +193,18 @@ struct HealthCheckTests {
         #expect(checksRestart.code == 0 && checksRestart.stdout.contains("restarted checks"))
         let list = try await cli(["restart"], agent: node)
         #expect(list.code == 0 && list.stdout.contains("gpu") && list.stdout.contains("outbox"))
+        // The outbox sender restarted still delivers: the script fails again, and the lead hears it.
+        #expect(try await cli(["restart", "outbox"], agent: node).code == 0)
+        try FileManager.default.removeItem(atPath: flag)
+        _ = try await poll(timeout: .seconds(10), every: .milliseconds(100), "the lead to hear the script fail again") { () async throws -> Bool? in
+            let text = try await http(lead.baseURL + Routes.events + "?since=0&follow=false&node=chk-1&type=check.changed", headers: admin).text
+            let changes = text.split(separator: "\n").compactMap { line -> String? in
+                guard line.hasPrefix("data: "), let event = try? APICoding.decoder().decode(MeshEvent.self, from: Data(line.dropFirst(6).utf8)),
+                      event.data["check"]?.string == "script" else { return nil }
+                return event.data["to"]?.string
+            }
+            return changes == ["critical", "passing", "critical"] ? true : nil
+        }
 
         // ssh: the node's mesh address, as a dry run.
         let record = try await http(lead.baseURL + Routes.node("chk-1"), headers: admin).decode(Node.self)

@@ -180,8 +180,10 @@ struct OutboxLeadAwayTests {
             #expect(checkChanges == ["critical", "passing"])
             let probeChanges = events.filter { $0.type == EventType.connectivityChanged && $0.node == "out-1" }.compactMap { $0.data["to"]?.string }
             #expect(probeChanges == ["healthy", "down"])
-            let node1 = try await http(restarted.baseURL + Routes.node("out-1"), headers: try OutboxMesh.admin(restarted)).decode(Node.self)
-            #expect(node1.checks?.contains { $0.name == "flag" && $0.status == .passing } == true, "checks travel in heartbeats")
+            _ = try await poll(timeout: .seconds(10), every: .milliseconds(100), "out-1's checks in its heartbeat") { () async throws -> Bool? in
+                let record = try await http(restarted.baseURL + Routes.node("out-1"), headers: try OutboxMesh.admin(restarted)).decode(Node.self)
+                return record.checks?.contains { $0.name == "flag" && $0.status == .passing } == true ? true : nil
+            }
 
             // Deduplication by id, as a replay after a lost answer sees it: the same report twice
             // is taken once and answered `duplicate` (200); a result for a finished job is refused.

@@ -137,7 +137,15 @@ struct SigningTests {
         let unchanged = try await http(lead.baseURL + Routes.node("beta"), headers: admin).decode(Node.self)
         #expect(unchanged == beforeBeta, "refused requests changed beta's record")
         func members(_ text: String) throws -> [Node] {
-            try APICoding.decoder().decode(NodeList.self, from: Data(text.utf8)).nodes.filter { $0.name != "lead-1" }  // the lead's last_seen moves
+            // The lead's last_seen moves, and so may the state of a node that stopped beating (the
+            // failure detector runs on while a loaded machine works through the cases): compare
+            // what a request could change. beta is compared whole above.
+            try APICoding.decoder().decode(NodeList.self, from: Data(text.utf8)).nodes.filter { $0.name != "lead-1" }.map { node in
+                var node = node
+                node.lastSeen = ""
+                node.state = .alive
+                return node
+            }
         }
         #expect(try members(try await http(lead.baseURL + Routes.nodes, headers: admin).text) == members(before), "refused requests changed the registry")
 
