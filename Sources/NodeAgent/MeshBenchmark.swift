@@ -30,9 +30,18 @@ struct BenchLead {
         let process = try BenchLead.spawn(executable, ["run", "--profile", "lead", "--name", "bench-lead", "--data-dir", dataDir,
                                                       "--listen", "127.0.0.1:\(port)", "--log-level", "error", "--config", nodeFile])
         let url = "http://127.0.0.1:\(port)"
-        try await waitUntil("the lead to be healthy", timeout: .seconds(60)) {
-            guard process.isRunning else { throw AgentError(.process, "the lead exited with \(process.terminationStatus)") }
-            return (try? await HTTPClient.shared.get(url: url + Routes.health).get())?.status == .ok
+        do {
+            try await waitUntil("the lead to be healthy", timeout: .seconds(60)) {
+                guard process.isRunning else {
+                    throw AgentError(.process, "the lead exited with \(process.terminationStatus); run it by hand to see why: "
+                                     + "nodeagent run --profile lead --data-dir \(dataDir) --config \(nodeFile)")
+                }
+                return (try? await HTTPClient.shared.get(url: url + Routes.health).get())?.status == .ok
+            }
+        } catch {
+            if process.isRunning { process.terminate() }
+            try? FileManager.default.removeItem(atPath: root)
+            throw error
         }
         let token = try String(contentsOfFile: dataDir + "/" + Defaults.adminTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         return BenchLead(process: process, port: port, root: root, dataDir: dataDir, token: token)
