@@ -33,8 +33,8 @@ struct BenchLead {
         do {
             try await waitUntil("the lead to be healthy", timeout: .seconds(60)) {
                 guard process.isRunning else {
-                    throw AgentError(.process, "the lead exited with \(process.terminationStatus); run it by hand to see why: "
-                                     + "nodeagent run --profile lead --data-dir \(dataDir) --config \(nodeFile)")
+                    throw AgentError(.process, "the lead exited with \(process.terminationStatus) (its output is discarded: "
+                                     + "'nodeagent run --profile lead --data-dir DIR' shows why)")
                 }
                 return (try? await HTTPClient.shared.get(url: url + Routes.health).get())?.status == .ok
             }
