@@ -82,7 +82,9 @@ public struct RedisBenchmark: Sendable {
         defer { try? FileManager.default.removeItem(atPath: root) }
         let port = try StartupBenchmark.freePort()
         let redis = try BenchLead.spawn(server, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", root])
-        defer { if redis.isRunning { redis.terminate() } }
+        // A child of this process inherits its blocked signals (redis-server would ignore
+        // SIGTERM): it is stopped with SHUTDOWN below, and SIGKILL when anything went wrong.
+        defer { if redis.isRunning { kill(redis.processIdentifier, SIGKILL) } }
         let endpoint = try RedisEndpoint(url: "redis://127.0.0.1:\(port)")
         try await BenchLead.waitUntil("redis-server to answer", timeout: .seconds(10)) {
             (try? RedisConnection(endpoint, timeout: .seconds(1)).command(["PING"])) == .status("PONG")
@@ -225,6 +227,8 @@ public struct RedisBenchmark: Sendable {
         try? await listening.get()
         try? await consumer.shutdownGracefully()
         await lead.stop()
+        _ = try? reader.command(["SHUTDOWN", "NOSAVE"])
+        try? await BenchLead.waitUntil("redis-server to stop", timeout: .seconds(10)) { !redis.isRunning }
         let outOfOrder = zip(seqs, seqs.dropFirst()).filter { $0 >= $1 }.count
         return Report(rate: rate, seconds: seconds, latencySamples: latencies.count, latencyP50Ms: Samples.percentile(latencies, 0.5),
                       latencyP99Ms: Samples.percentile(latencies, 0.99), latencyMaxMs: latencies.last ?? .nan,
