@@ -107,8 +107,9 @@ public final class FakeInference: Sendable {
                 let handler = handlerBound.value
                 context.write(handler.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
                 context.write(handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: data)))), promise: nil)
+                let channel = context.channel
                 context.writeAndFlush(handler.wrapOutboundOut(.end(nil))).whenComplete { _ in
-                    if !keepAlive { context.close(promise: nil) }
+                    if !keepAlive { channel.close(promise: nil) }
                 }
             }
         }
