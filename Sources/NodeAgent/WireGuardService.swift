@@ -112,8 +112,11 @@ final class WireGuardService: Service, Sendable {
                     logger.info("configuration changed", metadata: ["nodeagent.change": "\(diff.summary)", "nodeagent.mode": "\(mode.rawValue)"])
                     if mode == .apply { nudge(wanted.peers.filter { diff.added.contains($0.name) }) }
                 } catch {
+                    // Retried every second: logged when the reason changes, not each time.
+                    if state.withLock({ $0.lastError }) != error.message {
+                        logger.error("cannot apply the configuration; will retry", metadata: ["nodeagent.error": "\(error.message)"])
+                    }
                     record(error: error.message)
-                    logger.error("cannot apply the configuration; will retry", metadata: ["nodeagent.error": "\(error.message)"])
                 }
             }
         }
