@@ -29,7 +29,13 @@ actor Registry {
         /// What its GPU worker last reported (without the job list).
         var worker: WorkerReport?
         /// Its interface's peers, as its last heartbeat reported them.
-        var links: [WireGuardLink] = []
+        private(set) var links: [WireGuardLink] = []
+
+        /// The peers a heartbeat reported; the node's handshake age is its most recent one.
+        mutating func setLinks(_ links: [WireGuardLink]) {
+            self.links = links
+            node.wireguard.handshakeAgeS = links.compactMap(\.handshakeAgeS).min()
+        }
     }
 
     /// A probe the service should make.
@@ -345,8 +351,7 @@ actor Registry {
             entry.node.wireguard.endpoint = endpoint
             entry.node.wireguard.listenPort = report.listenPort
             entry.node.wireguard.behindNAT = report.behindNAT
-            entry.links = report.peers ?? []
-            entry.node.wireguard.handshakeAgeS = entry.links.compactMap(\.handshakeAgeS).min()
+            entry.setLinks(report.peers ?? [])
         }
         entry.policy = policy
         entry.observedHost = observedHost
@@ -455,10 +460,7 @@ actor Registry {
     func beatLead(capabilities: Capabilities, checks: [CheckResult], postgres: ReplicaHealth?, links: [WireGuardLink]? = nil) async {
         guard var entry = entries[config.name] else { return }
         let now = Date()
-        if let links {
-            entry.links = links
-            entry.node.wireguard.handshakeAgeS = links.compactMap(\.handshakeAgeS).min()
-        }
+        if let links { entry.setLinks(links) }
         if entry.node.capabilities != capabilities { recordDirty.insert(config.name) }
         entry.node.capabilities = capabilities
         entry.node.checks = checks

@@ -59,7 +59,7 @@ final class ReplicaMonitor: Service, Sendable {
         let origin = ContinuousClock.now
         var lastState: ReplicaState?
         let interval = Duration.milliseconds(Int64(config.interval * 1000))
-        var busy: ResumeOnceBox?
+        var busy: SampleInFlight?
         for await _ in AsyncTimerSequence(interval: interval, clock: .continuous).cancelOnGracefulShutdown() {
             let now = origin.duration(to: .now)
             let at = Double(now.components.seconds) + Double(now.components.attoseconds) / 1e18
@@ -69,7 +69,7 @@ final class ReplicaMonitor: Service, Sendable {
                 // packets): that is down, whatever the thread is stuck in.
                 raw = RawSample(sample: ReplicaSample(at: at, .down("the server has not answered for \(pending.age.components.seconds) s")))
             } else {
-                let box = ResumeOnceBox()
+                let box = SampleInFlight()
                 busy = box
                 var timer: Task<Void, Never>?
                 raw = await withCheckedContinuation { (continuation: CheckedContinuation<RawSample, Never>) in
@@ -273,7 +273,7 @@ final class ReplicaMonitor: Service, Sendable {
 }
 
 /// Whether a sample submitted to the sampler thread has come back, and since when it waits.
-final class ResumeOnceBox: Sendable {
+final class SampleInFlight: Sendable {
     private let finished = Atomic<Bool>(false)
     private let started = ContinuousClock.now
 

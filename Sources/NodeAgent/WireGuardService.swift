@@ -40,7 +40,6 @@ final class WireGuardService: Service, Sendable {
         var appliedAt: Date?
         var lastError: String?
         var up = false
-        var links: [WireGuardLink] = []
     }
 
     init(config: NodeConfig, identity: NodeIdentity, agent: AgentState, dataDir: String, logger: Logger,
@@ -65,7 +64,8 @@ final class WireGuardService: Service, Sendable {
         let observed = state.withLock { $0 }
         return WireGuardStatus(mode: mode.rawValue, interface: interface, up: observed.up, address: observed.applied?.interface.address,
                                publicKey: identity.wireguard.publicKey.base64, listenPort: config.wireguardListenPort, configPath: configPath,
-                               appliedAt: observed.appliedAt.map(ISOTime.string), lastError: observed.lastError, peers: observed.links)
+                               appliedAt: observed.appliedAt.map(ISOTime.string), lastError: observed.lastError,
+                               peers: agent.wireguardReport.peers ?? [])
     }
 
     /// The configuration as rendered now; nil until one was rendered.
@@ -182,7 +182,7 @@ final class WireGuardService: Service, Sendable {
         guard let result = try? await run("wg", ["show", interface, "dump"]) else { return }
         guard result.status == 0, let dump = WireGuardDump(parsing: result.output) else {
             let wasUp = state.withLock { observed in
-                defer { observed.up = false; observed.links = [] }
+                defer { observed.up = false }
                 return observed.up
             }
             agent.setWireGuardLinks(nil)
@@ -198,10 +198,7 @@ final class WireGuardService: Service, Sendable {
             WireGuardLink(publicKey: peer.publicKey, name: names[peer.publicKey], endpoint: peer.endpoint, allowedIPs: peer.allowedIPs,
                           handshakeAgeS: peer.latestHandshake.map { Double(max(0, now - $0)) }, rxBytes: peer.rxBytes, txBytes: peer.txBytes)
         }
-        state.withLock {
-            $0.up = true
-            $0.links = links
-        }
+        state.withLock { $0.up = true }
         agent.setWireGuardLinks(links)
     }
 

@@ -57,16 +57,18 @@ enum MeshTable {
     static func replica(_ node: Node) -> String {
         guard let postgres = node.postgres else { return "-" }
         guard postgres.role == .replica else { return postgres.state }
-        let bytes = postgres.lagBytes.map { bytes -> String in
-            switch bytes {
-            case ..<1024: "\(bytes)B"
-            case ..<(1 << 20): String(format: "%.0fkB", Double(bytes) / 1024)
-            case ..<(1 << 30): String(format: "%.1fMB", Double(bytes) / 1_048_576)
-            default: String(format: "%.1fGB", Double(bytes) / 1_073_741_824)
-            }
-        }
         let seconds = postgres.lagS.map { String(format: "%.1fs", $0) }
-        return ([postgres.state] + [bytes, seconds].compactMap { $0 }).joined(separator: " ")
+        return ([postgres.state] + [postgres.lagBytes.map(bytes), seconds].compactMap { $0 }).joined(separator: " ")
+    }
+
+    /// A byte count in short form: `512B`, `12kB`, `48.0MB`, `1.2GB`.
+    static func bytes(_ count: Int64) -> String {
+        switch count {
+        case ..<1024: "\(count)B"
+        case ..<(1 << 20): String(format: "%.0fkB", Double(count) / 1024)
+        case ..<(1 << 30): String(format: "%.1fMB", Double(count) / 1_048_576)
+        default: String(format: "%.1fGB", Double(count) / 1_073_741_824)
+        }
     }
 
     /// The table, columns padded; HANDSHAKE is filled by the WireGuard issue.

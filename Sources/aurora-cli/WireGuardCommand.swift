@@ -34,19 +34,11 @@ struct WG: AsyncParsableCommand {
                 if let error = status.lastError { print("last error: \(error)") }
                 let rows = status.peers.map { peer in
                     [peer.name ?? "?", peer.publicKey, peer.endpoint ?? "-", (peer.allowedIPs ?? []).joined(separator: ","),
-                     peer.handshakeAgeS.map { String(format: "%.0fs ago", $0) } ?? "never", Self.bytes(peer.rxBytes), Self.bytes(peer.txBytes)]
+                     peer.handshakeAgeS.map { String(format: "%.0fs ago", $0) } ?? "never", MeshTable.bytes(peer.rxBytes), MeshTable.bytes(peer.txBytes)]
                 }
                 print(JobTable.table(["PEER", "PUBLIC KEY", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX", "TX"], rows))
             }
             if status.mode == "apply", !status.up { throw ExitCode(1) }
-        }
-
-        static func bytes(_ count: Int64) -> String {
-            switch count {
-            case ..<1024: "\(count) B"
-            case ..<(1 << 20): String(format: "%.1f KiB", Double(count) / 1024)
-            default: String(format: "%.1f MiB", Double(count) / 1_048_576)
-            }
         }
     }
 

@@ -51,9 +51,7 @@ struct HealthCheckTests {
         agents.append(lead)
         try await lead.waitHealthy()
         let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
-        let token = try await ChildProcess.run(Binaries.auroraCLI, ["token", "create", "--profile", "compute", "--agent", lead.baseURL,
-                                                                    "--data-dir", lead.dataDir], outputDirectory: scratch.path)
-            .stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let token = try await lead.joinToken(outputDirectory: scratch.path)
         let node = try AgentHarness(profile: "compute", dataDir: scratch.path + "/chk-1",
                                     extraArguments: ["--name", "chk-1", "--lead", lead.baseURL, "--join-token", token, "--config", file],
                                     outputDirectory: scratch.path)

@@ -53,9 +53,15 @@ struct OutboxMesh {
 
     static func admin(_ lead: AgentHarness) throws -> [String: String] { ["Authorization": "Bearer \(try lead.adminToken)"] }
 
-    static func token(_ lead: AgentHarness, scratch: ScratchDirectory) async throws -> String {
-        try await ChildProcess.run(Binaries.auroraCLI, ["token", "create", "--profile", "compute", "--agent", lead.baseURL, "--data-dir", lead.dataDir],
-                                   outputDirectory: scratch.path).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    /// The lead, then out-1 joined to it, both healthy; both are in `agents` for cleanup.
+    func startLeadAndNode(_ agents: inout [AgentHarness]) async throws -> (lead: AgentHarness, node: AgentHarness) {
+        let lead = try startLead()
+        agents.append(lead)
+        try await lead.waitHealthy()
+        let node = try startNode(token: try await lead.joinToken(outputDirectory: scratch.path))
+        agents.append(node)
+        try await node.waitHealthy()
+        return (lead, node)
     }
 
     /// Waits until out-1's worker takes jobs.
@@ -117,13 +123,7 @@ struct OutboxLeadAwayTests {
     @Test("the lead stops while a compute node finishes jobs and its checks and probes change; after the lead restarts every report arrives exactly once")
     func leadAway() async throws {
         try await OutboxMesh.with("outbox-away") { mesh, agents in
-            let lead = try mesh.startLead()
-            agents.append(lead)
-            try await lead.waitHealthy()
-            let token = try await OutboxMesh.token(lead, scratch: mesh.scratch)
-            let node = try mesh.startNode(token: token)
-            agents.append(node)
-            try await node.waitHealthy()
+            let (lead, node) = try await mesh.startLeadAndNode(&agents)
 
             // Seen by the lead while it is up: the check fails (no flag file), the probe is healthy.
             _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "the first check and probe events") { () async throws -> Bool? in
@@ -228,13 +228,7 @@ struct OutboxCrashTests {
     func crash() async throws {
         try await OutboxMesh.with("outbox-crash") { mesh, agents in
             #expect(FileManager.default.createFile(atPath: mesh.flag, contents: Data()))
-            let lead = try mesh.startLead()
-            agents.append(lead)
-            try await lead.waitHealthy()
-            let token = try await OutboxMesh.token(lead, scratch: mesh.scratch)
-            let node = try mesh.startNode(token: token)
-            agents.append(node)
-            try await node.waitHealthy()
+            let (lead, node) = try await mesh.startLeadAndNode(&agents)
             // Let the first check and probe reports drain, so the outbox is empty.
             _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "the first reports to drain") { () async throws -> Bool? in
                 let types = try await OutboxMesh.events(lead).filter { $0.node == "out-1" }.map(\.type)
