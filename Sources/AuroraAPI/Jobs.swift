@@ -411,13 +411,22 @@ public struct Assignment: Codable, Sendable, Equatable {
     public var payload: [String: JSONValue]
     /// GPU indices on the worker (`CUDA_VISIBLE_DEVICES`).
     public var gpus: [Int]
+    /// Who submitted the job, as the lead recorded it (`operator` is the mesh admin). A worker
+    /// runs an exec job only for a submitter it trusts.
+    public var submittedBy: String?
 
-    public init(id: String, attempt: Int, kind: JobKind, payload: [String: JSONValue], gpus: [Int]) {
+    public init(id: String, attempt: Int, kind: JobKind, payload: [String: JSONValue], gpus: [Int], submittedBy: String? = nil) {
         self.id = id
         self.attempt = attempt
         self.kind = kind
         self.payload = payload
         self.gpus = gpus
+        self.submittedBy = submittedBy
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, attempt, kind, payload, gpus
+        case submittedBy = "submitted_by"
     }
 }
 

@@ -144,7 +144,11 @@ public struct Node: Codable, Sendable, Equatable {
     public var state: NodeState
     /// When the lead last heard from the node (ISO 8601), or when it joined.
     public var lastSeen: String
+    /// The trusted labels: from the node's join token or an operator (`aurora-cli nodes label`).
+    /// Placement matches these only.
     public var labels: [String: String]
+    /// What the node says of itself (its node file's `labels`): shown, never trusted.
+    public var reportedLabels: [String: String]?
     public var wireguard: WireGuardPeer
     public var capabilities: Capabilities
     public var version: String
@@ -183,6 +187,7 @@ public struct Node: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case name, role, company, state, labels, wireguard, capabilities, version, address, timing, checks, postgres
+        case reportedLabels = "reported_labels"
         case vpnIP = "vpn_ip"
         case lastSeen = "last_seen"
         case joinedAt = "joined_at"

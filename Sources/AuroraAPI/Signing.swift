@@ -17,12 +17,19 @@ public enum RequestSigning {
     /// Base64 of the 64-byte Ed25519 signature over ``canonical(method:path:node:timestamp:nonce:bodySHA256:)``.
     public static let signatureHeader = "X-Aurora-Signature"
 
+    /// The node the request is addressed to, on requests the lead signs to a node. It is part
+    /// of the signed text, so a request signed for one node is refused by every other.
+    public static let targetHeader = "X-Aurora-Target"
+
     /// Allowed clock difference between node and lead.
     public static let maxSkewSeconds: Int64 = 30
 
     /// The text that is signed.
+    /// With a `target`, an eighth line `target:<name>` follows.
     public static func canonical(method: String, path: String, node: String, timestamp: String, nonce: String,
-                                 bodySHA256: String) -> String {
-        ["aurora-v1", method.uppercased(), path, node, timestamp, nonce, bodySHA256].joined(separator: "\n")
+                                 bodySHA256: String, target: String? = nil) -> String {
+        var lines = ["aurora-v1", method.uppercased(), path, node, timestamp, nonce, bodySHA256]
+        if let target { lines.append("target:" + target) }
+        return lines.joined(separator: "\n")
     }
 }

@@ -7,6 +7,9 @@ public struct HostPort: Sendable, Hashable, CustomStringConvertible {
 
     public init(host: String, port: Int) throws(MeshError) {
         guard !host.isEmpty else { throw MeshError(.invalidAddress, "the host is empty") }
+        guard InputRules.host(host) else {
+            throw MeshError(.invalidAddress, "'\(InputRules.printable(host))' is not a host name or an IP address")
+        }
         guard (0...65535).contains(port) else { throw MeshError(.invalidAddress, "port \(port) is outside 0-65535") }
         self.host = host
         self.port = port
@@ -29,11 +32,15 @@ public struct HostPort: Sendable, Hashable, CustomStringConvertible {
             host = text[..<colon]
             portText = text[text.index(after: colon)...]
         }
-        guard let port = Int(portText) else {
+        guard portText.utf8.count <= 5, portText.allSatisfy(\.isASCIIDigitCharacter), let port = Int(portText) else {
             throw MeshError(.invalidAddress, "'\(text)' has no numeric port")
         }
         try self.init(host: String(host), port: port)
     }
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+private extension Character {
+    var isASCIIDigitCharacter: Bool { ("0"..."9").contains(self) }
 }

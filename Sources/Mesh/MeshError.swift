@@ -5,6 +5,10 @@ public struct MeshError: Error, Sendable, Equatable, CustomStringConvertible {
         case invalidName
         case invalidAddress
         case addressTaken
+        /// Text with a control character, or longer than its field allows.
+        case invalidText
+        /// More entries than a field allows.
+        case tooMany
     }
 
     public let code: Code

@@ -214,7 +214,7 @@ public struct ReplicaClassifier: Sendable {
     }
 
     static func format(_ seconds: Double) -> String {
-        let tenths = Int((seconds * 10).rounded())
+        let tenths = CheckedNumber.clamped(seconds * 10, to: -999_999_999_999...999_999_999_999)
         return "\(tenths / 10).\(tenths % 10)"
     }
 }
@@ -244,16 +244,29 @@ public enum LagLimit: Sendable, Equatable {
     case seconds(Double)
     case bytes(UInt64)
 
+    /// The largest limits accepted: ten years, and 2^60 bytes (an exbibyte).
+    public static let maxSeconds: Double = 315_360_000
+    public static let maxBytes: UInt64 = 1 << 60
+
     public init?(_ text: String) {
         let lower = text.lowercased()
         let units: [(String, Double, Bool)] = [("ms", 0.001, true), ("s", 1, true), ("min", 60, true),
                                                ("kb", 1024, false), ("mb", 1_048_576, false), ("gb", 1_073_741_824, false), ("b", 1, false)]
+        guard (1...32).contains(lower.utf8.count) else { return nil }
         for (suffix, factor, isTime) in units where lower.hasSuffix(suffix) {
+            // Range before conversion: `1e20b` or `99999999999999999999GB` must not trap.
             guard let number = Double(lower.dropLast(suffix.count)), number >= 0, number.isFinite else { return nil }
-            self = isTime ? .seconds(number * factor) : .bytes(UInt64(number * factor))
+            let value = number * factor
+            if isTime {
+                guard value <= Self.maxSeconds else { return nil }
+                self = .seconds(value)
+            } else {
+                guard let bytes = CheckedNumber.uint64(value.rounded(.down)), bytes <= Self.maxBytes else { return nil }
+                self = .bytes(bytes)
+            }
             return
         }
-        guard let bytes = UInt64(lower) else { return nil }
+        guard let bytes = UInt64(lower), bytes <= Self.maxBytes else { return nil }
         self = .bytes(bytes)
     }
 

@@ -133,6 +133,17 @@ public enum ConfigSchema {
         // MARK: HTTP
         ConfigKey("http.max_body_bytes", .int(1024...(64 << 20)), default: .int(1 << 20),
                   "largest request body accepted; larger gets 413"),
+        ConfigKey("http.idle_timeout_s", .int(1...3600), default: .int(15),
+                  "seconds before an idle connection, or one whose request head or body stalls, is closed"),
+        // MARK: Limits (token buckets; 429 with Retry-After)
+        ConfigKey("limits.requests_per_s", .int(1...1_000_000), default: .int(200),
+                  "requests per second from one source address as one identity (node, token or anonymous)"),
+        ConfigKey("limits.burst", .int(1...1_000_000), default: .int(400),
+                  "requests one source and identity may send at once above the steady rate"),
+        ConfigKey("limits.joins_per_min", .int(1...1_000_000), default: .int(120),
+                  "join attempts per minute from one source address (a quarter of it at once)"),
+        ConfigKey("limits.auth_failures_per_min", .int(1...1_000_000), default: .int(120),
+                  "failed authentications per minute from one source address before its authenticated calls get 429"),
         ConfigKey("log.level", .oneOf(logLevels), default: .string("info"), env: "AURORA_LOG_LEVEL", flag: "--log-level",
                   "least severe log level written to stderr"),
         // MARK: WireGuard

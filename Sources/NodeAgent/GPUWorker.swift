@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import AuroraAPI
 import Foundation
 import Logging
+import Mesh
 import Metrics
 import NIOCore
 import ServiceLifecycle
@@ -155,6 +156,8 @@ final class GPUWorker: Service {
     /// Hands a result to the outbox (durable; it replays until the lead takes it), or posts it
     /// directly when there is no outbox or it cannot take the result.
     private func deliver(_ assignment: Assignment, _ result: JobResult) async {
+        // What a program or a backend printed crosses the mesh without control characters.
+        let result = result.sanitized()
         if let outbox {
             do {
                 try await outbox.append(.make(.jobResult, job: assignment.id, result: result))
@@ -242,6 +245,13 @@ final class GPUWorker: Service {
         let attempt = assignment.attempt
         guard config.allowExec else {
             return JobResult(attempt: attempt, outcome: .failed, error: "exec jobs are not allowed on \(config.name) (gpu.allow_exec)", retry: true)
+        }
+        // The worker's own check, beside the lead's: a command runs only for the mesh admin.
+        guard assignment.submittedBy == JobAccess.admin else {
+            logger.warning("exec job refused: not submitted by the mesh admin", metadata: [
+                "nodeagent.job": "\(assignment.id)", "nodeagent.submitter": "\(InputRules.printable(assignment.submittedBy ?? "unknown"))",
+            ])
+            return JobResult(attempt: attempt, outcome: .failed, error: "exec jobs run on \(config.name) only when the mesh admin submits them")
         }
         guard case .array(let items)? = assignment.payload["argv"] else {
             return JobResult(attempt: attempt, outcome: .failed, error: "payload.argv is missing")
@@ -362,5 +372,26 @@ struct InferenceCall {
         if let usage = object["usage"] { result["usage"] = usage }
         if let count = object["eval_count"] { result["usage"] = .object(["completion_tokens": count]) }
         return .object(result)
+    }
+}
+
+extension JobResult {
+    /// The result with every string (and object key) free of control characters other than
+    /// tab, newline and carriage return: they become `\u{XX}` (InputRules.sanitizedFreeText).
+    func sanitized() -> JobResult {
+        var copy = self
+        copy.result = result.map(Self.sanitize)
+        copy.error = error.map(InputRules.sanitizedFreeText)
+        return copy
+    }
+
+    private static func sanitize(_ value: JSONValue) -> JSONValue {
+        switch value {
+        case .string(let text): .string(InputRules.sanitizedFreeText(text))
+        case .array(let items): .array(items.map(sanitize))
+        case .object(let fields):
+            .object(Dictionary(fields.map { (InputRules.sanitizedFreeText($0.key), sanitize($0.value)) }, uniquingKeysWith: { first, _ in first }))
+        default: value
+        }
     }
 }

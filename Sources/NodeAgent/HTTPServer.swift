@@ -11,6 +11,8 @@ struct APIError: Error {
     let status: HTTPResponse.Status
     let code: String
     let message: String
+    /// `Retry-After` (seconds) for a 429.
+    var retryAfterSeconds: Int? = nil
 
     static func unauthorized(_ message: String) -> APIError { APIError(status: .unauthorized, code: "unauthorized", message: message) }
     static func badRequest(_ message: String) -> APIError { APIError(status: .badRequest, code: "bad_request", message: message) }
@@ -20,9 +22,14 @@ struct APIError: Error {
                  message: "\(what) is served by the lead\(lead.map { " (\($0))" } ?? ""); send it there with the lead's operator token")
     }
     /// The store failed underneath a request; the store's message names no secret.
+    /// The store's own words (which may quote what was sent) go to the log, not to the caller.
     static func storeUnavailable(_ error: AgentError) -> APIError {
-        APIError(status: .serviceUnavailable, code: "store_unavailable", message: "the store is not available: \(error.message)")
+        storeLogger.error("store call failed", metadata: ["nodeagent.error": "\(error.message)"])
+        return APIError(status: .serviceUnavailable, code: "store_unavailable",
+                        message: "the store is not available; retry in a moment (the lead's log has the details)")
     }
+
+    private static let storeLogger = Logger(label: "nodeagent.store")
 }
 
 /// The agent's HTTP API (Hummingbird), on loopback by default.
@@ -32,6 +39,7 @@ public enum HTTPServer {
                             logger: Logger) -> some ApplicationProtocol {
         let router = Router(context: AgentRequestContext.self)
         router.middlewares.add(APIErrorMiddleware(logger: logger))
+        router.middlewares.add(RequestLimitMiddleware(limits: RequestLimits(config: state.config)))
         router.middlewares.add(BodyLimitMiddleware(maxBytes: state.config.maxBodyBytes))
 
         router.get(RouterPath(Routes.health)) { _, _ -> Response in
@@ -64,6 +72,11 @@ public enum HTTPServer {
         let address = state.config.listen
         return Application(
             router: router,
+            // Idle connections and slow request heads are closed after http.idle_timeout_s
+            // (Hummingbird's idle timer runs until a request has been read in full).
+            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(state.config.idleTimeoutS)),
+                                                httpDecoderConfiguration: .init(maxHeaderFieldSize: 16 * 1024, maxHeaderListSize: 64 * 1024,
+                                                                                maxHeaderFieldCount: 100))),
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
             onServerRunning: { channel in
                 logger.info("listening", metadata: ["nodeagent.address": "\(channel.localAddress?.description ?? address.description)"])
@@ -97,11 +110,12 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
-        let response: Response
+        var response: Response
         do {
             response = try await next(request, context)
         } catch let error as APIError {
             response = Self.render(status: error.status, code: error.code, message: error.message)
+            if let seconds = error.retryAfterSeconds { response.headers[.retryAfter] = String(seconds) }
         } catch let error as HTTPError {
             let (code, message) = Self.describe(error, request: request)
             response = Self.render(status: error.status, code: code, message: message)

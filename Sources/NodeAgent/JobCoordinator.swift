@@ -121,7 +121,7 @@ actor JobCoordinator {
                 if job.state == .assigned { undelivered[node, default: []].append(job.id) }
             }
             open[job.id] = record
-            if let key = job.idempotencyKey { byKey[key] = job.id }
+            if let key = Self.scopedKey(job) { byKey[key] = job.id }
         }
         loaded = true
         reloading = false
@@ -140,6 +140,13 @@ actor JobCoordinator {
     func submit(_ submission: JobSubmission, by submitter: String) async throws(APIError) -> (job: Job, created: Bool) {
         try requireLoaded()
         let valid = try Self.validate(submission)
+        if valid.kind == .exec, !JobAccess.mayRunExec(submitter) {
+            throw APIError(status: .forbidden, code: "exec_not_allowed",
+                           message: "exec jobs run only when the mesh admin submits them (\(submitter) may submit generate jobs); "
+                               + "submit on the lead with its operator token")
+        }
+        // Idempotency keys belong to their submitter: another caller's key is another key.
+        let scopedKey = valid.idempotencyKey.map { Self.scopedKey(submitter, $0) }
         if valid.kind == .exec {
             let labels = valid.requirements.labels ?? [:]
             let allowed = nodes.values.contains { node in
@@ -152,7 +159,7 @@ actor JobCoordinator {
             }
         }
         // Duplicates of a key wait for the first submission's outcome, then find its job.
-        if let key = valid.idempotencyKey {
+        if let key = scopedKey {
             while keysInFlight.contains(key) {
                 await waitOn(.key, key, timeout: .seconds(30))
             }
@@ -160,7 +167,7 @@ actor JobCoordinator {
             keysInFlight.insert(key)
         }
         defer {
-            if let key = valid.idempotencyKey {
+            if let key = scopedKey {
                 keysInFlight.remove(key)
                 keyWaiters.wakeAll(key)
             }
@@ -174,7 +181,7 @@ actor JobCoordinator {
         let record = Record(job: job, payload: valid.payload, order: nextOrder, submittedEpoch: now.timeIntervalSince1970, lease: nil, delivered: false)
         nextOrder += 1
         open[id] = record
-        if let key = valid.idempotencyKey { byKey[key] = id }
+        if let key = scopedKey { byKey[key] = id }
         scheduler.enqueue(schedulerJob(record))
         let placed = place()
 
@@ -188,7 +195,7 @@ actor JobCoordinator {
         if case .duplicate(let existing) = outcome {
             // The key belongs to a job that already finished: that job is the answer.
             open[id] = nil
-            if let key = valid.idempotencyKey { byKey[key] = nil }
+            if let key = scopedKey { byKey[key] = nil }
             scheduler.dequeue(id)
             scheduler.release(id)
             try? await dispatch()
@@ -292,7 +299,7 @@ actor JobCoordinator {
                     writes.update(current.job)
                     writes.event(EventType.jobStarted, current.job, ["gpus": .array((current.job.gpus ?? []).map { .number(Double($0)) })])
                     handed.append(Assignment(id: current.job.id, attempt: current.job.attempt, kind: current.job.kind,
-                                             payload: current.payload, gpus: current.job.gpus ?? []))
+                                             payload: current.payload, gpus: current.job.gpus ?? [], submittedBy: current.job.submittedBy))
                 }
                 if !writes.isEmpty {
                     do { _ = try await commit(writes) } catch {
@@ -333,7 +340,10 @@ actor JobCoordinator {
     func result(_ id: String, from node: String, _ report: JobResult) async throws(APIError) -> Job {
         try requireLoaded()
         guard let record = open[id] else {
-            let stored = try await fetch(id)
+            let stored = try await fetch(id, for: JobAccess.admin)
+            guard stored.node == node else {
+                throw APIError(status: .conflict, code: "not_assigned", message: "job \(id) is not assigned to node '\(node)'")
+            }
             throw APIError(status: .conflict, code: "already_finished",
                            message: "job \(id) is already \(stored.state.rawValue); this result changes nothing")
         }
@@ -372,12 +382,13 @@ actor JobCoordinator {
     // MARK: Clients
 
     /// Cancels a job: a queued one at once, a placed one also on its worker.
-    func cancel(_ id: String) async throws(APIError) -> Job {
+    func cancel(_ id: String, by caller: String) async throws(APIError) -> Job {
         try requireLoaded()
         guard let record = open[id] else {
-            let stored = try await fetch(id)
+            let stored = try await fetch(id, for: caller)
             throw APIError(status: .conflict, code: "already_finished", message: "job \(id) is already \(stored.state.rawValue)")
         }
+        guard JobAccess.mayRead(record.job, caller) else { throw Self.notFound(id) }
         var job = record.job
         if let node = job.node, job.state == .assigned || job.state == .running {
             stops[node, default: []].append(JobLease(id: id, attempt: job.attempt))
@@ -397,25 +408,33 @@ actor JobCoordinator {
     }
 
     /// A job by id; with `wait`, waits up to that long for it to finish.
-    func job(_ id: String, wait: Duration? = nil) async throws(APIError) -> Job {
+    func job(_ id: String, wait: Duration? = nil, for caller: String) async throws(APIError) -> Job {
         try requireLoaded()
         let deadline = ContinuousClock.now + (wait ?? .zero)
         while let record = open[id] {
+            guard JobAccess.mayRead(record.job, caller) else { throw Self.notFound(id) }
             guard wait != nil, ContinuousClock.now < deadline, !closing else { return view(record) }
             await waitOn(.job, id, timeout: deadline - ContinuousClock.now)
         }
-        return try await fetch(id)
+        return try await fetch(id, for: caller)
     }
 
-    /// Jobs, newest first, optionally in one state.
-    func list(state: JobState?, limit: Int) async throws(APIError) -> JobList {
+    /// Jobs, newest first, optionally in one state: every job for the mesh admin, the
+    /// caller's own for anyone else.
+    func list(state: JobState?, limit: Int, for caller: String) async throws(APIError) -> JobList {
         try requireLoaded()
         var sql = "SELECT \(Self.columns) FROM jobs"
+        var conditions: [String] = []
         var parameters: [String?] = []
         if let state {
-            sql += " WHERE state = $1"
             parameters.append(state.rawValue)
+            conditions.append("state = $\(parameters.count)")
         }
+        if !JobAccess.seesAll(caller) {
+            parameters.append(caller)
+            conditions.append("submitted_by = $\(parameters.count)")
+        }
+        if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
         sql += " ORDER BY seq DESC LIMIT \(max(1, min(limit, 10_000)))"
         let rows: [[String?]]
         do { rows = try await store.query(sql, parameters).rows } catch { throw APIError.storeUnavailable(error) }
@@ -603,7 +622,7 @@ actor JobCoordinator {
     /// wake once the write has committed (``commit(_:)``), so they read the final row.
     private func finish(_ job: Job) {
         open[job.id] = nil
-        if let key = job.idempotencyKey, byKey[key] == job.id { byKey[key] = nil }
+        if let key = Self.scopedKey(job), byKey[key] == job.id { byKey[key] = nil }
         scheduler.dequeue(job.id)
         scheduler.release(job.id)
     }
@@ -635,13 +654,26 @@ actor JobCoordinator {
         }
     }
 
-    private func fetch(_ id: String) async throws(APIError) -> Job {
+    private func fetch(_ id: String, for caller: String) async throws(APIError) -> Job {
         let row: [String?]?
         do { row = try await store.query("SELECT \(Self.columns) FROM jobs WHERE id = $1", [id]).rows.first } catch {
             throw APIError.storeUnavailable(error)
         }
-        guard let row, let job = Self.job(row)?.0 else { throw APIError.notFound("no job with id '\(id)'") }
+        guard let row, let job = Self.job(row)?.0, JobAccess.mayRead(job, caller) else { throw Self.notFound(id) }
         return job
+    }
+
+    /// Another caller's job is answered as if it did not exist: its id tells nothing.
+    private static func notFound(_ id: String) -> APIError { APIError.notFound("no job with id '\(InputRules.printable(String(id.prefix(64))))'") }
+
+    /// The store's form of an idempotency key: the submitter, a newline (never in a key), the key.
+    static func scopedKey(_ submitter: String?, _ key: String) -> String { (submitter ?? JobAccess.admin) + "\n" + key }
+
+    static func scopedKey(_ job: Job) -> String? { job.idempotencyKey.map { scopedKey(job.submittedBy, $0) } }
+
+    /// The key as its submitter gave it.
+    static func unscopedKey(_ stored: String) -> String {
+        stored.firstIndex(of: "\n").map { String(stored[stored.index(after: $0)...]) } ?? stored
     }
 
     private func view(_ record: Record, positions: [String: Int]? = nil) -> Job {
@@ -687,7 +719,7 @@ actor JobCoordinator {
               let maxAttempts = row[5].flatMap({ Int($0) }), let requirements = SQL.decode(JobRequirements.self, row[6]),
               let submittedAt = row[10] else { return nil }
         let job = Job(id: id, kind: kind, priority: priority, state: state, attempt: attempt, maxAttempts: maxAttempts,
-                      requirements: requirements, idempotencyKey: row[7], node: row[8], gpus: SQL.decode([Int].self, row[9]),
+                      requirements: requirements, idempotencyKey: row[7].map(unscopedKey), node: row[8], gpus: SQL.decode([Int].self, row[9]),
                       submittedAt: submittedAt, startedAt: row[11], finishedAt: row[12], leaseDeadline: row[13],
                       result: SQL.decode(JSONValue.self, row[14]), error: row[15], submittedBy: row[16])
         return (job, SQL.decode([String: JSONValue].self, row[17]) ?? [:])
@@ -772,7 +804,7 @@ struct Writes: Sendable {
 
     /// The job that holds `job`'s idempotency key (the insert did nothing).
     private static func duplicate(of job: Job, on connection: PostgresConnection) throws(AgentError) -> Outcome {
-        guard let key = job.idempotencyKey,
+        guard let key = JobCoordinator.scopedKey(job),
               let row = try connection.execute("SELECT \(JobCoordinator.columns) FROM jobs WHERE idempotency_key = $1", [key]).rows.first,
               let existing = JobCoordinator.job(row)?.0 else {
             throw AgentError(.store, "the job insert wrote nothing and no job holds its key")
@@ -789,7 +821,7 @@ struct Writes: Sendable {
         """
 
     static func insertParameters(_ job: Job, _ payload: [String: JSONValue]) -> [String?] {
-        [job.id, job.idempotencyKey, job.kind.rawValue, String(job.priority), SQL.json(job.requirements), SQL.json(payload),
+        [job.id, JobCoordinator.scopedKey(job), job.kind.rawValue, String(job.priority), SQL.json(job.requirements), SQL.json(payload),
          job.state.rawValue, String(job.attempt), String(job.maxAttempts), job.node, job.gpus.map { SQL.json($0) },
          job.leaseDeadline, job.submittedAt, job.submittedBy]
     }

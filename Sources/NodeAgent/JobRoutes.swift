@@ -42,7 +42,7 @@ extension HTTPServer {
                 payload: payload, idempotencyKey: generate.idempotencyKey)
             var (job, _) = try await jobs.submit(submission, by: who)
             if let wait = generate.waitS, wait > 0, !job.state.isTerminal {
-                job = try await jobs.job(job.id, wait: .milliseconds(Int64(wait * 1000)))
+                job = try await jobs.job(job.id, wait: .milliseconds(Int64(wait * 1000)), for: who)
             }
             return try json(job, status: job.state.isTerminal ? .ok : .accepted)
         }
@@ -50,7 +50,7 @@ extension HTTPServer {
             guard let jobs = mesh.jobs, let registry = mesh.registry else {
                 return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(10))
             }
-            _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            let (who, _) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
             let filter = try request.uri.queryParameters.get("state").map { text throws(APIError) -> JobState in
                 guard let state = JobState(rawValue: text) else {
                     throw APIError.badRequest("state must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -61,22 +61,22 @@ extension HTTPServer {
                 guard let value = Int(text), (1...10_000).contains(value) else { throw APIError.badRequest("limit must be 1-10000") }
                 return value
             } ?? 100
-            return try json(try await jobs.list(state: filter, limit: limit), status: .ok)
+            return try json(try await jobs.list(state: filter, limit: limit, for: who), status: .ok)
         }
         router.get("/api/gpu/jobs/:id") { request, context -> Response in
             let wait = try waitParameter(request, limit: JobCoordinator.Limits.maxWait)
             guard let jobs = mesh.jobs, let registry = mesh.registry else {
                 return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: (wait ?? .zero) + .seconds(10))
             }
-            _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
-            return try json(try await jobs.job(try context.parameters.require("id"), wait: wait), status: .ok)
+            let (who, _) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            return try json(try await jobs.job(try context.parameters.require("id"), wait: wait, for: who), status: .ok)
         }
         router.delete("/api/gpu/jobs/:id") { request, context -> Response in
             guard let jobs = mesh.jobs, let registry = mesh.registry else {
                 return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(10))
             }
-            _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
-            return try json(try await jobs.cancel(try context.parameters.require("id")), status: .ok)
+            let (who, _) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            return try json(try await jobs.cancel(try context.parameters.require("id"), by: who), status: .ok)
         }
         router.get(RouterPath(Routes.gpuStatus)) { request, context -> Response in
             guard let jobs = mesh.jobs, let registry = mesh.registry else {
@@ -114,7 +114,7 @@ extension HTTPServer {
         if request.headers[.authorization] != nil {
             try authorize(request, token: token)
             var request = request
-            return ("operator", Array(try await request.collectBody(upTo: maxBody).readableBytesView))
+            return (JobAccess.admin, Array(try await request.collectBody(upTo: maxBody).readableBytesView))
         }
         let (node, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
         return ("node:\(node)", body)

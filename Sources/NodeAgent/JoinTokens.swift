@@ -1,5 +1,6 @@
 import AuroraAPI
 import Foundation
+import Mesh
 import Secrets
 
 /// What a valid join token grants.
@@ -21,8 +22,11 @@ enum JoinTokens {
         guard request.profile != .lead else { throw APIError.badRequest("profile: join tokens are for compute or edge nodes") }
         let ttl = request.ttlS ?? defaultTTL
         guard (1...maxTTL).contains(ttl) else { throw APIError.badRequest("ttl_s must be 1-\(maxTTL) seconds") }
-        for (key, _) in request.labels ?? [:] where key.isEmpty || key.count > 63 {
-            throw APIError.badRequest("labels: keys must be 1-63 characters")
+        do throws(MeshError) {
+            try InputRules.labels(request.labels ?? [:], field: "labels")
+            try InputRules.identifier(request.company ?? "", field: "company", maxBytes: 128)
+        } catch {
+            throw APIError.badRequest(error.message)
         }
         let id = "jt_" + Hex.encode(Crypto.randomBytes(6))
         let token = "aurjoin_" + Hex.encode(Crypto.randomBytes(24))
@@ -69,9 +73,10 @@ enum JoinTokens {
         }
     }
 
-    /// Uses a token inside the join's transaction: the row is locked, checked and counted.
-    /// A refused token is not counted.
-    static func consume(hash: String, for role: NodeRole, on connection: PostgresConnection) throws(AgentError) -> Result<TokenGrant, APIError> {
+    /// Checks a token inside the join's transaction and locks its row; ``use(_:on:)`` counts
+    /// it once the join is certain. The token is checked before anything else about the join,
+    /// so a caller without a valid token learns nothing (not whether a name or address is taken).
+    static func check(hash: String, for role: NodeRole, on connection: PostgresConnection) throws(AgentError) -> Result<TokenGrant, APIError> {
         let rows = try connection.execute("""
             SELECT id, profile, company, labels::text, reusable, uses, revoked_at IS NOT NULL, expires_at <= now()
             FROM join_tokens WHERE token_hash = $1 FOR UPDATE
@@ -88,8 +93,12 @@ enum JoinTokens {
             return .failure(APIError(status: .forbidden, code: "wrong_profile",
                                      message: "join token \(id) is for \(profile.rawValue) nodes; this node's profile is \(role.rawValue)"))
         }
-        _ = try connection.execute("UPDATE join_tokens SET uses = uses + 1 WHERE id = $1", [id])
         return .success(TokenGrant(id: id, profile: profile, company: row[2] ?? "", labels: SQL.decode([String: String].self, row[3]) ?? [:]))
+    }
+
+    /// Counts one use of a checked token (in the same transaction).
+    static func use(_ id: String, on connection: PostgresConnection) throws(AgentError) {
+        _ = try connection.execute("UPDATE join_tokens SET uses = uses + 1 WHERE id = $1", [id])
     }
 
     private static let columns = """

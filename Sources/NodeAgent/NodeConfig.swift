@@ -207,6 +207,13 @@ public struct NodeConfig: Sendable {
     public let storeRunAs: String
     public let pgBinDirectory: String?
     public let maxBodyBytes: Int
+    /// `http.idle_timeout_s`.
+    public let idleTimeoutS: Int
+    /// `limits.*`: see ``RequestLimits``.
+    public let limitRequestsPerS: Int
+    public let limitBurst: Int
+    public let limitJoinsPerMin: Int
+    public let limitAuthFailuresPerMin: Int
     public let logLevel: Logger.Level
     public let gpus: [GPUInventoryEntry]
     /// External APIs this node probes (`connectivity`).
@@ -276,6 +283,11 @@ public struct NodeConfig: Sendable {
         self.storeRunAs = string("store.run_as")
         self.pgBinDirectory = nonEmpty("store.pg_bin")
         self.maxBodyBytes = int("http.max_body_bytes")
+        self.idleTimeoutS = int("http.idle_timeout_s")
+        self.limitRequestsPerS = int("limits.requests_per_s")
+        self.limitBurst = int("limits.burst")
+        self.limitJoinsPerMin = int("limits.joins_per_min")
+        self.limitAuthFailuresPerMin = int("limits.auth_failures_per_min")
         self.logLevel = Logger.Level(rawValue: string("log.level")) ?? .info
         if case .gpus(let gpus) = resolved["gpus"] { self.gpus = gpus } else { self.gpus = [] }
         if case .probes(let probes) = resolved["connectivity"] { self.probes = probes } else { self.probes = [] }

@@ -57,11 +57,14 @@ extension HTTPServer {
                 // Another node's logs are the mesh operator's: the lead's token, on the lead.
                 guard let registry = mesh.registry else { throw APIError.notLead("reading another node's logs", lead: leadURL) }
                 try authorize(request, token: token)
-                let target = try await registry.node(node)
-                guard let base = agentURL(of: target) else {
-                    throw APIError(status: .serviceUnavailable, code: "no_address", message: "node '\(node)' has not reported its agent's address")
+                _ = try await registry.node(node)
+                // Only where the node's own requests come from: never an address it merely claims.
+                guard let address = await registry.agentAddress(node) else {
+                    throw APIError(status: .serviceUnavailable, code: "no_address",
+                                   message: "node '\(node)' has not reported an agent address that its requests come from")
                 }
-                let client = LeadClient(baseURL: base, signer: RequestSigner(node: state.config.name, key: state.identity.signing))
+                let base = "http://" + (address.host.contains(":") ? "[\(address.host)]" : address.host) + ":\(address.port)"
+                let client = LeadClient(baseURL: base, signer: RequestSigner(node: state.config.name, key: state.identity.signing, target: node))
                 let answer: Result<(status: Int, body: [UInt8]), LeadCallError>
                 do throws(LeadCallError) {
                     answer = .success(try await client.relay(.GET, Routes.logs + "?" + query.forwarded, body: [], timeout: .seconds(5)))
@@ -80,21 +83,13 @@ extension HTTPServer {
                 try authorize(request, token: token)
             } else {
                 // The lead reading this node's logs for its operator: signed by the lead.
-                try await leadCalls.verify(request, key: mesh.membership?.leadSignKey, maxBody: maxBody)
+                try await leadCalls.verify(request, key: mesh.membership?.leadSignKey, target: state.config.name, maxBody: maxBody)
             }
             let ring = LogRing.shared
             let page = LogPage(node: state.config.name, lines: ring.lines(subsystem: query.subsystem, since: query.since, level: query.level,
                                                                          limit: query.limit), subsystems: ring.subsystems)
             return try json(page, status: .ok)
         }
-    }
-
-    /// The agent URL of a node from its registry record: its reported address, with the VPN
-    /// address in place of an unspecified host.
-    static func agentURL(of node: Node) -> String? {
-        guard let text = node.address, let address = try? HostPort(parsing: text) else { return nil }
-        let host = ["0.0.0.0", "::", ""].contains(address.host) ? node.vpnIP : address.host
-        return "http://" + (host.contains(":") ? "[\(host)]" : host) + ":\(address.port)"
     }
 }
 
@@ -148,9 +143,14 @@ struct LogQuery: Sendable {
 final class LeadRequestVerifier: Sendable {
     private let replay = Mutex(ReplayGuard(windowSeconds: RequestSigning.maxSkewSeconds))
 
-    func verify(_ request: Request, key: PublicKey?, maxBody: Int) async throws {
+    func verify(_ request: Request, key: PublicKey?, target: String, maxBody: Int) async throws {
         guard let headers = try SignedHeaders.parse({ request.headers[.init($0)!] }) else {
             throw APIError.unauthorized("this call needs the operator token (Authorization: Bearer …) or the lead's signature")
+        }
+        // A request the lead signed for another node is not for this one (no replay across nodes).
+        guard headers.target == target else {
+            throw APIError.unauthorized("the lead's request names \(headers.target.map { "node '\(InputRules.printable($0))'" } ?? "no node"); "
+                                        + "this is '\(target)'")
         }
         guard let key else { throw APIError.unauthorized("this node has not joined a lead yet; use the operator token") }
         var request = request

@@ -155,6 +155,8 @@ actor Registry {
         let timing = request.timing ?? Self.defaultTiming(for: request.profile)
         let policy = try Self.policy(timing)
         if let address = request.address { _ = try Self.hostPort(address, field: "address") }
+        try Self.validateClaims(company: request.company, labels: request.labels, version: request.version,
+                                endpoint: request.wireguard.endpoint, capabilities: request.capabilities)
 
         var asked: UInt32?
         if let text = request.vpnIP, !text.isEmpty {
@@ -168,8 +170,8 @@ actor Registry {
         // take the same name or address.
         let now = Date()
         let template = Node(
-            name: name, role: request.profile, company: request.company ?? "", vpnIP: "", state: .alive,
-            lastSeen: ISOTime.string(now), labels: request.labels ?? [:],
+            name: name, role: request.profile, company: "", vpnIP: "", state: .alive,
+            lastSeen: ISOTime.string(now), labels: [:],
             wireguard: WireGuardPeer(publicKey: request.wireguard.publicKey, endpoint: request.wireguard.endpoint, listenPort: request.wireguard.listenPort,
                                      behindNAT: request.wireguard.behindNAT ?? (request.profile == .edge)),
             capabilities: request.capabilities, version: request.version ?? "", address: request.address,
@@ -181,6 +183,20 @@ actor Registry {
         do {
             outcome = try await store.inTransaction({ (connection) throws(AgentError) -> Result<(Node, String, MeshEvent), APIError> in
                 var node = template
+                // The token first: without a valid one, nothing else is answered.
+                let grant: TokenGrant
+                switch try JoinTokens.check(hash: tokenHash, for: request.profile, on: connection) {
+                case .failure(let refusal): return .failure(refusal)
+                case .success(let granted): grant = granted
+                }
+                // The company and the trusted labels are the token's, never the node's own claim.
+                if let claimed = request.company, !claimed.isEmpty, claimed != grant.company {
+                    return .failure(APIError(status: .forbidden, code: "forbidden", message: grant.company.isEmpty
+                        ? "join token \(grant.id) sets no company, and a node cannot choose its own; create the token with --company"
+                        : "join token \(grant.id) is for company '\(grant.company)'; a node cannot choose another"))
+                }
+                node.company = grant.company
+                node.labels = grant.labels
                 let existing = try connection.execute(
                     "SELECT sign_public_key, removed, vpn_ip, \(SQL.iso("joined_at")) FROM nodes WHERE name = $1 FOR UPDATE", [name]).rows.first
                 let rejoin = existing.map { $0[0] == request.signPublicKey && $0[1] != "t" } ?? false
@@ -221,13 +237,7 @@ actor Registry {
                         _ = try connection.execute("UPDATE nodes SET vpn_ip = '' WHERE name = $1 AND removed", [reclaimed])
                     }
                 }
-                let grant: TokenGrant
-                switch try JoinTokens.consume(hash: tokenHash, for: request.profile, on: connection) {
-                case .failure(let refusal): return .failure(refusal)
-                case .success(let granted): grant = granted
-                }
-                if !grant.company.isEmpty, node.company.isEmpty { node.company = grant.company }
-                if node.labels.isEmpty, !grant.labels.isEmpty { node.labels = grant.labels }
+                try JoinTokens.use(grant.id, on: connection)
                 let entry = Entry(node: node, signKey: signKey, policy: policy, removed: false, observedHost: nil, lastSeen: now)
                 _ = try connection.execute(Registry.upsertSQL, Registry.upsertParameters(entry, tokenID: grant.id))
                 let event = try EventLog.insert(EventLog.Draft(type: EventType.nodeJoined, node: name, data: [
@@ -252,7 +262,8 @@ actor Registry {
         let vpnIP = node.vpnIP
         // A removed node whose address was given out lets go of it (the store did the same).
         for (other, held) in entries where other != name && held.removed && held.node.vpnIP == vpnIP { entries[other]?.node.vpnIP = "" }
-        let entry = Entry(node: node, signKey: signKey, policy: policy, removed: false, observedHost: observedHost, lastSeen: now)
+        var entry = Entry(node: node, signKey: signKey, policy: policy, removed: false, observedHost: observedHost, lastSeen: now)
+        entry.node.reportedLabels = request.labels.flatMap { $0.isEmpty ? nil : $0 }
         entries[name] = entry
         signKeys.set(name, signKey)
         detector.add(name, policy: policy, at: .now)
@@ -323,12 +334,17 @@ actor Registry {
     func heartbeat(_ name: String, _ beat: HeartbeatRequest, observedHost: String?, at: ContinuousClock.Instant = .now) async throws(APIError) -> HeartbeatResponse {
         let policy = try Self.policy(beat.timing)
         if let address = beat.address { _ = try Self.hostPort(address, field: "address") }
+        try Self.validateClaims(company: nil, labels: beat.labels, version: beat.version, endpoint: beat.wireguard?.endpoint,
+                                capabilities: beat.capabilities)
         guard var entry = entries[name] else { throw APIError.notFound("no node named '\(name)'") }
         let now = Date()
         heartbeats.increment()
         let capabilities = beat.capabilities ?? entry.node.capabilities
-        let labels = beat.labels ?? entry.node.labels
-        if entry.node.capabilities != capabilities || entry.node.labels != labels || entry.node.version != beat.version
+        // What a node says of its labels is shown as `reported_labels`; placement and rights use
+        // only the labels its token or an operator gave it.
+        if let reported = beat.labels { entry.node.reportedLabels = reported.isEmpty ? nil : reported }
+        let labels = entry.node.labels
+        if entry.node.capabilities != capabilities || entry.node.version != beat.version
             || entry.node.address != beat.address || entry.node.timing != beat.timing {
             recordDirty.insert(name)
             if entry.node.address != beat.address { version += 1 }
@@ -615,6 +631,10 @@ actor Registry {
     /// Every node, for the job coordinator's load.
     func jobUpdates() -> [JobCoordinator.NodeUpdate] { entries.keys.sorted().compactMap(jobUpdate) }
 
+    /// Where the lead may call a node's agent: the port it reported, on the host its signed
+    /// requests come from (never a host it merely names).
+    func agentAddress(_ name: String) -> (host: String, port: Int)? { entries[name].flatMap(Self.probeAddress) }
+
     private static func probeAddress(_ entry: Entry) -> (host: String, port: Int)? {
         guard let text = entry.node.address, let address = try? HostPort(parsing: text), let observed = entry.observedHost else { return nil }
         if address.host == observed { return (observed, address.port) }
@@ -675,6 +695,33 @@ actor Registry {
             throw APIError.badRequest("timing.dead_after must be greater than suspect_after and away_after")
         }
         return FailureDetector.Policy(timing)
+    }
+
+    /// What a node says about itself, checked before anything stores or renders it: no control
+    /// characters, bounded lengths, an endpoint that is a real `HOST:PORT` (it is written into
+    /// every peer's WireGuard file).
+    static func validateClaims(company: String?, labels: [String: String]?, version: String?, endpoint: String?,
+                               capabilities: Capabilities?) throws(APIError) {
+        do throws(MeshError) {
+            if let company { try InputRules.identifier(company, field: "company", maxBytes: 128) }
+            if let labels { try InputRules.labels(labels, field: "labels") }
+            if let version { try InputRules.identifier(version, field: "version", maxBytes: 64) }
+            if let endpoint, !endpoint.isEmpty {
+                try InputRules.identifier(endpoint, field: "wireguard.endpoint")
+                do { _ = try HostPort(parsing: endpoint) } catch { throw MeshError(.invalidAddress, "wireguard.endpoint: \(error.message)") }
+            }
+            if let capabilities {
+                try InputRules.identifier(capabilities.os, field: "capabilities.os", maxBytes: 128)
+                try InputRules.identifier(capabilities.arch, field: "capabilities.arch", maxBytes: 64)
+                guard capabilities.gpus.count <= 64 else { throw MeshError(.tooMany, "capabilities.gpus has more than 64 entries") }
+                for (index, gpu) in capabilities.gpus.enumerated() {
+                    try InputRules.identifier(gpu.name, field: "capabilities.gpus[\(index)].name", maxBytes: 128)
+                    try InputRules.identifier(gpu.uuid, field: "capabilities.gpus[\(index)].uuid", maxBytes: 128)
+                }
+            }
+        } catch {
+            throw APIError.badRequest(error.message)
+        }
     }
 
     private static func publicKey(_ text: String, field: String) throws(APIError) -> PublicKey {

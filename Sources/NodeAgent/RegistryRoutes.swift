@@ -2,6 +2,7 @@ import AuroraAPI
 import Foundation
 import Hummingbird
 import Logging
+import Mesh
 import NIOCore
 
 /// The request context of the agent's API: Hummingbird's, plus the peer address (the lead
@@ -244,6 +245,10 @@ extension HTTPServer {
 
     static func decode<T: Decodable>(_ type: T.Type, _ body: [UInt8], allowed: Set<String>?) throws(APIError) -> T {
         guard !body.isEmpty else { throw APIError.badRequest("the request needs a JSON body") }
+        if let control = InputRules.controlCharacter(inJSON: body) {
+            throw APIError.badRequest("the body carries a control character (U+\(String(control.value, radix: 16, uppercase: true))) in a string; "
+                                      + "only tab, newline and carriage return are allowed")
+        }
         if let allowed {
             guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
                 throw APIError.badRequest("the body is not a JSON object")

@@ -6,20 +6,24 @@ import Secrets
 struct RequestSigner: Sendable {
     let node: String
     let key: SigningKey
+    /// The node the requests are for (the lead's calls to a node); signed with them.
+    var target: String? = nil
 
     /// The four headers for one request.
     func headers(method: String, path: String, body: [UInt8], now: Date = Date()) -> [(String, String)] {
         let timestamp = String(Int64((now.timeIntervalSince1970 * 1000).rounded()))
         let nonce = Hex.encode(Crypto.randomBytes(16))
         let canonical = RequestSigning.canonical(method: method, path: path, node: node, timestamp: timestamp, nonce: nonce,
-                                                 bodySHA256: Hex.encode(Crypto.sha256(body)))
+                                                 bodySHA256: Hex.encode(Crypto.sha256(body)), target: target)
         let signature = Data(key.sign(Array(canonical.utf8))).base64EncodedString()
-        return [
+        var headers = [
             (RequestSigning.nodeHeader, node),
             (RequestSigning.timestampHeader, timestamp),
             (RequestSigning.nonceHeader, nonce),
             (RequestSigning.signatureHeader, signature),
         ]
+        if let target { headers.append((RequestSigning.targetHeader, target)) }
+        return headers
     }
 }
 
@@ -30,6 +34,8 @@ struct SignedHeaders: Sendable {
     let timestamp: String
     let nonce: String
     let signature: [UInt8]
+    /// `X-Aurora-Target`, when the request names the node it is for.
+    var target: String? = nil
 
     /// Parses the headers; nil when the request carries none of them (not a node request).
     static func parse(_ value: (String) -> String?) throws(APIError) -> SignedHeaders? {
@@ -53,13 +59,15 @@ struct SignedHeaders: Sendable {
         guard let bytes = Data(base64Encoded: signature), bytes.count == 64 else {
             throw APIError.unauthorized("\(RequestSigning.signatureHeader) is not a base64 Ed25519 signature")
         }
-        return SignedHeaders(node: node, timestampMilliseconds: milliseconds, timestamp: timestamp, nonce: nonce, signature: Array(bytes))
+        let target = value(RequestSigning.targetHeader).flatMap { $0.isEmpty ? nil : $0 }
+        return SignedHeaders(node: node, timestampMilliseconds: milliseconds, timestamp: timestamp, nonce: nonce, signature: Array(bytes),
+                             target: target)
     }
 
     /// Whether the signature is `key`'s over this request.
     func verifies(method: String, path: String, body: [UInt8], key: PublicKey) -> Bool {
         let canonical = RequestSigning.canonical(method: method, path: path, node: node, timestamp: timestamp, nonce: nonce,
-                                                 bodySHA256: Hex.encode(Crypto.sha256(body)))
+                                                 bodySHA256: Hex.encode(Crypto.sha256(body)), target: target)
         return SigningKey.verify(signature: signature, of: Array(canonical.utf8), by: key)
     }
 }
