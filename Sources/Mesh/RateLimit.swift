@@ -50,8 +50,7 @@ public struct RateLimiter: Sendable {
             return .allowed
         }
         store(key, bucket)
-        let missing = cost - bucket.tokens
-        return .limited(retryAfterMilliseconds: max(1, Int64((missing / limit.ratePerSecond * 1000).rounded(.up))))
+        return .limited(retryAfterMilliseconds: wait(for: cost - bucket.tokens))
     }
 
     /// Whether `key` has `cost` tokens now, without taking them (to refuse early, before work
@@ -59,7 +58,12 @@ public struct RateLimiter: Sendable {
     public func peek(_ key: String, cost: Double = 1, now: Int64) -> Verdict {
         let bucket = refilled(key, now: now)
         if bucket.tokens >= cost { return .allowed }
-        return .limited(retryAfterMilliseconds: max(1, Int64(((cost - bucket.tokens) / limit.ratePerSecond * 1000).rounded(.up))))
+        return .limited(retryAfterMilliseconds: wait(for: cost - bucket.tokens))
+    }
+
+    /// Milliseconds until `missing` tokens are back (a nanosecond's slack for rounding).
+    private func wait(for missing: Double) -> Int64 {
+        max(1, Int64((missing / limit.ratePerSecond * 1000 - 1e-6).rounded(.up)))
     }
 
     private func refilled(_ key: String, now: Int64) -> Bucket {

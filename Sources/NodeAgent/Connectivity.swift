@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import AuroraAPI
 import Foundation
 import Logging
+import Mesh
 import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
@@ -24,9 +25,28 @@ actor ConnectivityBoard {
     }
 
     /// A node's latest results; changed states become events (written before they count).
+    /// The most services one node may report on (its profile's probes), in one report and in all.
+    static let maxServices = 64
+
     func report(_ node: String, _ results: [ProbeResult]) async throws(APIError) {
+        guard results.count <= Self.maxServices else {
+            throw APIError.badRequest("results has \(results.count) entries; the cap is \(Self.maxServices) services per node")
+        }
+        for (index, result) in results.enumerated() {
+            do throws(MeshError) {
+                try InputRules.identifier(result.service, field: "results[\(index)].service", maxBytes: 64)
+                if let error = result.error { try InputRules.freeText(error, field: "results[\(index)].error", maxBytes: 4096) }
+            } catch {
+                throw APIError.badRequest(error.message)
+            }
+            guard !result.service.isEmpty else { throw APIError.badRequest("results[\(index)].service must not be empty") }
+        }
         var drafts: [EventLog.Draft] = []
         var updated = matrix[node] ?? [:]
+        let services = Set(updated.keys).union(results.map(\.service))
+        guard services.count <= Self.maxServices else {
+            throw APIError.badRequest("node '\(node)' would report on \(services.count) services; the cap is \(Self.maxServices) services per node")
+        }
         for result in results {
             let before = updated[result.service]?.state
             if before != result.state {

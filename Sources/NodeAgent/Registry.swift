@@ -466,9 +466,23 @@ actor Registry {
         do {
             try await store.transaction(statements)
         } catch {
-            seenDirty.formUnion(seen)
-            recordDirty.formUnion(records)
-            logger.warning("cannot flush heartbeats; will retry", metadata: ["nodeagent.error": "\(error.message)"])
+            // One node's row must not hold back everyone's: each statement alone, and only
+            // those that fail again wait for the next flush.
+            logger.warning("cannot flush heartbeats in one batch; writing them one by one", metadata: ["nodeagent.error": "\(error.message)"])
+            var failedRecords = Set<String>()
+            for (index, statement) in statements.enumerated() {
+                do { try await store.transaction([statement]) } catch {
+                    if index == 0, !live.isEmpty {
+                        seenDirty.formUnion(seen)
+                    } else if let name = statement.1.first ?? nil {
+                        failedRecords.insert(name)
+                    }
+                    logger.warning("cannot flush a heartbeat row; will retry", metadata: [
+                        "nodeagent.node": "\(statement.1.first.flatMap { $0 } ?? "?")", "nodeagent.error": "\(error.message)",
+                    ])
+                }
+            }
+            recordDirty.formUnion(failedRecords)
         }
     }
 

@@ -258,7 +258,7 @@ actor SecretsManager {
         let (slot, found) = try resolve(service: service, keyName: keyName, node: node, company: company, actor: actor)
         let record = nextAudit(actor: actor, action: action, service: service, keyName: keyName, node: auditNode ?? node,
                                scope: slot.scope.description, version: found.version, result: "ok")
-        if case .failure(let error) = await appendRead(record, deadline: .milliseconds(100)) {
+        if case .failure(let error) = await appendRead(record, deadline: Self.auditDeadline) {
             throw APIError(status: .serviceUnavailable, code: "audit_unavailable", message: "the read was refused: its audit record could not be written (\(error.message))")
         }
         return (slot, found)
@@ -292,6 +292,12 @@ actor SecretsManager {
     }
 
     // MARK: Read audit, group-committed
+
+    /// How long a read waits for its audit record before it is refused. Fail closed when the
+    /// audit cannot be written, not when it is slow (Vault's rule): a loaded machine or a
+    /// key rotation holding the store delays a batch by tens of milliseconds, and such reads must
+    /// still be served; a store that has not committed a small insert in 2 s is failing.
+    static let auditDeadline: Duration = .seconds(2)
 
     /// Read audit records waiting for the next batch, and who waits for each.
     private var pendingReads: [(AuditRecord, @Sendable (Result<Void, AgentError>) -> Void)] = []

@@ -173,10 +173,11 @@ enum JobTable {
             if let answer = result["text"]?.string { text += "\n" + answer }
             if let out = result["stdout"]?.string, !out.isEmpty { text += "\n" + out }
         }
-        return text
+        return TerminalText.safe(text, keepNewlines: true)
     }
 
     static func table(_ header: [String], _ rows: [[String]]) -> String {
+        let rows = rows.map { $0.map { TerminalText.safe($0) } }
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         return ([header] + rows).map { cells in
             cells.enumerated().map { index, cell in

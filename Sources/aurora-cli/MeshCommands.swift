@@ -160,7 +160,7 @@ struct Events: AsyncParsableCommand {
                 print(data)
             } else {
                 let details = event.data.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.string ?? String(decoding: (try? APICoding.encoder().encode($0.value)) ?? Data(), as: UTF8.self))" }
-                print("\(event.seq)  \(event.at)  \(event.type)  \(event.node ?? "-")  \(details.joined(separator: " "))")
+                print(TerminalText.safe("\(event.seq)  \(event.at)  \(event.type)  \(event.node ?? "-")  \(details.joined(separator: " "))"))
             }
             fflush(nil)
         }
@@ -207,6 +207,7 @@ enum Labels {
 
 enum Table {
     static func render(_ rows: [[String]]) -> String {
+        let rows = rows.map { $0.map { TerminalText.safe($0) } }
         guard let first = rows.first else { return "" }
         let widths = first.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         return rows.map { row in

@@ -81,7 +81,7 @@ enum MeshTable {
             return [node.name, node.role.rawValue, node.company.isEmpty ? "-" : node.company, node.vpnIP, node.state.rawValue,
                     lastSeen(node.lastSeen), "\(freeGPUs(node))/\(node.capabilities.gpus.count)", vram(node, gpu: worker),
                     worker.map { String($0.running) + ($0.accepting ? "" : " (not accepting)") } ?? "-", node.version.isEmpty ? "-" : node.version,
-                    replica(node), node.wireguard.handshakeAgeS.map { String(format: "%.0fs", $0) } ?? "-"]
+                    replica(node), node.wireguard.handshakeAgeS.map { String(format: "%.0fs", $0) } ?? "-"].map { TerminalText.safe($0) }
         }
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         func line(_ cells: [String], states: NodeState? = nil) -> String {
@@ -97,7 +97,7 @@ enum MeshTable {
         } ?? ""))
         if list.stale {
             let age = list.ageS.map { String(format: "%.1fs", $0) } ?? "unknown"
-            let warning = "STALE VIEW: the lead is unreachable (\(list.reason ?? "no answer")); showing the copy cached \(age) ago"
+            let warning = "STALE VIEW: the lead is unreachable (\(TerminalText.safe(list.reason ?? "no answer"))); showing the copy cached \(age) ago"
             lines.append(colour ? "\u{1B}[33m\(warning)\u{1B}[0m" : warning)
         }
         return lines.joined(separator: "\n")

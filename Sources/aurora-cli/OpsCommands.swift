@@ -44,7 +44,7 @@ struct Logs: AsyncParsableCommand {
                     print(String(decoding: try APICoding.encoder().encode(line), as: UTF8.self))
                 } else {
                     let details = line.metadata.filter { $0.key != "node" }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-                    print("\(line.at)  \(line.level.padding(toLength: 8, withPad: " ", startingAt: 0))\(line.subsystem.padding(toLength: 13, withPad: " ", startingAt: 0)) \(line.message)\(details.isEmpty ? "" : "  " + details)")
+                    print(TerminalText.safe("\(line.at)  \(line.level.padding(toLength: 8, withPad: " ", startingAt: 0))\(line.subsystem.padding(toLength: 13, withPad: " ", startingAt: 0)) \(line.message)\(details.isEmpty ? "" : "  " + details)"))
                 }
                 since = max(since, line.seq)
             }

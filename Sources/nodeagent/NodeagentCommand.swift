@@ -78,8 +78,12 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: "URL of the lead agent (compute and edge nodes).")
     var lead: String?
 
-    @Option(name: .customLong("join-token"), help: "One-time join token for the first start.")
+    @Option(name: .customLong("join-token"),
+            help: "Join token for the first start. Visible in the process list: prefer --join-token-file or AURORA_JOIN_TOKEN.")
     var joinToken: String?
+
+    @Option(name: .customLong("join-token-file"), help: "File holding the join token (first start); keep it 0600 and delete it after joining.")
+    var joinTokenFile: String?
 
     @Option(help: "PostgreSQL URL for the lead's store; default: a managed cluster in DATA/postgres.")
     var store: String?
@@ -94,18 +98,34 @@ struct ConfigOptions: ParsableArguments {
             help: "Lead: derive the secrets master key from the passphrase in this file (Argon2id) instead of DATA/keys/secrets.master.")
     var secretsPassphraseFile: String?
 
+    func validate() throws {
+        if joinToken != nil, joinTokenFile != nil { throw ValidationError("give --join-token or --join-token-file, not both") }
+    }
+
     var request: ConfigLoader.Request {
+        get throws {
         var flags: [String: String] = [:]
         flags["data_dir"] = dataDir
         flags["listen"] = listen
         flags["name"] = name
         flags["lead"] = lead
         flags["join_token"] = joinToken
+        if let joinTokenFile {
+            guard let text = try? String(contentsOfFile: joinTokenFile, encoding: .utf8) else {
+                throw ValidationError("--join-token-file: cannot read '\(joinTokenFile)'")
+            }
+            let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !token.isEmpty, !token.contains(where: { $0.isNewline || $0 == " " }) else {
+                throw ValidationError("--join-token-file: '\(joinTokenFile)' must hold one token (aurora-cli token create prints it)")
+            }
+            flags["join_token"] = token
+        }
         flags["store.url"] = store
         flags["log.level"] = logLevel
         if leaveOnStop { flags["leave_on_stop"] = "true" }
         flags["secrets.passphrase_file"] = secretsPassphraseFile
         return ConfigLoader.Request(profile: profile, profilesDir: profilesDir, configFile: config, flags: flags)
+        }
     }
 }
 

@@ -252,7 +252,7 @@ struct SecretsTests {
         #expect(try await http(lead.baseURL + path, headers: admin).status == 200)
 
         // A store that hangs (every PostgreSQL process stopped): the read is refused after the
-        // 100 ms audit deadline, not held.
+        // 2 s audit deadline, not held (a slow store below it still serves reads).
         let postmaster = try #require((try? String(contentsOfFile: server.directory + "/postmaster.pid", encoding: .utf8))?
             .split(separator: "\n").first.flatMap { pid_t($0) })
         let family = [postmaster] + Self.children(of: postmaster)
@@ -264,7 +264,7 @@ struct SecretsTests {
         for pid in family { kill(pid, SIGCONT) }  // before anything can throw
         let hung = try hungAnswer.get()
         #expect(hung.status == 503 && hung.text.contains("audit_unavailable"), "\(hung.status) \(hung.text)")
-        #expect(hungElapsed < .milliseconds(600), "refused after \(hungElapsed)")
+        #expect(hungElapsed >= .milliseconds(1900) && hungElapsed < .seconds(4), "refused after \(hungElapsed)")
         // Once the store answers again, reads are served (and audited) again.
         _ = try await poll(timeout: .seconds(10), every: .milliseconds(50), "reads to work again") { () async throws -> Bool? in
             try await http(lead.baseURL + path, headers: admin).status == 200 ? true : nil
