@@ -44,6 +44,8 @@ public enum EventType {
     public static let nodeJoined = "node.joined"
     public static let nodeStateChanged = "node.state_changed"
     public static let nodeLeft = "node.left"
+    /// An operator set a node's trusted labels.
+    public static let nodeLabelsChanged = "node.labels_changed"
 }
 
 /// One event, as `GET /api/events` sends it in an SSE `data:` line (and Redis later).

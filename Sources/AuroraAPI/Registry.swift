@@ -574,3 +574,12 @@ public struct TokenList: Codable, Sendable, Equatable {
         self.tokens = tokens
     }
 }
+
+/// `PUT /nodes/{name}/labels`: the node's trusted labels, replaced whole (mesh admin).
+public struct NodeLabelsUpdate: Codable, Sendable, Equatable {
+    public var labels: [String: String]
+
+    public init(labels: [String: String]) { self.labels = labels }
+
+    public static let fields: Set<String> = ["labels"]
+}

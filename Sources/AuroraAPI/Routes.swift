@@ -16,6 +16,8 @@ public enum Routes {
     public static let nodes = "/nodes"
     /// `GET /nodes/{name}`.
     public static func node(_ name: String) -> String { "/nodes/\(name)" }
+    /// `PUT` (admin, lead): a node's trusted labels, `{"labels": {...}}`, replaced whole.
+    public static func nodeLabels(_ name: String) -> String { "/nodes/\(name)/labels" }
     /// `GET`: nodes and measured links.
     public static let topology = "/topology"
     /// `GET`/`POST` join tokens (admin, lead); `DELETE /api/tokens/{id}` revokes.

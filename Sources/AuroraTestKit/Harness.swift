@@ -124,6 +124,8 @@ public struct HTTPAnswer: Sendable {
     public var status: Int
     public var body: Data
     public var contentType: String?
+    /// Every response header, by lower-case name (the last value of a repeated one).
+    public var headers: [String: String] = [:]
 
     public var text: String { String(decoding: body, as: UTF8.self) }
 
@@ -141,7 +143,8 @@ public func http(_ url: String, method: String = "GET", headers: [String: String
     if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
     let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(timeout.components.seconds * 1000))
     let buffer = try await response.body.collect(upTo: 16 << 20)
-    return HTTPAnswer(status: Int(response.status.code), body: Data(buffer.readableBytesView), contentType: response.headers.first(name: "content-type"))
+    return HTTPAnswer(status: Int(response.status.code), body: Data(buffer.readableBytesView), contentType: response.headers.first(name: "content-type"),
+                      headers: Dictionary(response.headers.map { ($0.name.lowercased(), $0.value) }, uniquingKeysWith: { $1 }))
 }
 
 /// Polls `condition` until it returns a value or `timeout` passes.

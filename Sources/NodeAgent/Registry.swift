@@ -198,8 +198,13 @@ actor Registry {
                 node.company = grant.company
                 node.labels = grant.labels
                 let existing = try connection.execute(
-                    "SELECT sign_public_key, removed, vpn_ip, \(SQL.iso("joined_at")) FROM nodes WHERE name = $1 FOR UPDATE", [name]).rows.first
+                    "SELECT sign_public_key, removed, vpn_ip, \(SQL.iso("joined_at")), labels::text FROM nodes WHERE name = $1 FOR UPDATE",
+                    [name]).rows.first
                 let rejoin = existing.map { $0[0] == request.signPublicKey && $0[1] != "t" } ?? false
+                // The same node joining again keeps what an operator labelled it with.
+                if rejoin, let stored = existing.flatMap({ SQL.decode([String: String].self, $0[4]) }) {
+                    node.labels = grant.labels.merging(stored) { _, byOperator in byOperator }
+                }
                 if let existing, existing[0] != request.signPublicKey, existing[1] != "t" || name == leadName {
                     return .failure(APIError(status: .conflict, code: "name_taken",
                                              message: "node name '\(name)' is taken by another node (a different key); choose another --name"))
@@ -417,6 +422,26 @@ actor Registry {
             return  // already left; now removed too
         }
         try await apply(directives, leftBy: "operator")
+    }
+
+    /// An operator sets a node's trusted labels (placement matches only these).
+    func setLabels(_ name: String, _ labels: [String: String]) async throws(APIError) -> Node {
+        try requireLoaded()
+        guard entries[name] != nil else { throw APIError.notFound("no node named '\(InputRules.printable(name))'") }
+        do throws(MeshError) { try InputRules.labels(labels, field: "labels") } catch { throw APIError.badRequest(error.message) }
+        do {
+            _ = try await EventLog.commit([("UPDATE nodes SET labels = $2::jsonb WHERE name = $1", [name, SQL.json(labels)])],
+                                          events: [EventLog.Draft(type: EventType.nodeLabelsChanged, node: name,
+                                                                  data: ["labels": .object(labels.mapValues { .string($0) }), "by": .string("operator")])],
+                                          store: store, hub: hub)
+        } catch {
+            throw APIError.storeUnavailable(error)
+        }
+        entries[name]?.node.labels = labels
+        version += 1
+        if let jobs, let update = jobUpdate(name) { await jobs.nodeChanged(update) }
+        logger.info("node labels set", metadata: ["nodeagent.node": "\(name)"])
+        return try node(name)
     }
 
     // MARK: Time

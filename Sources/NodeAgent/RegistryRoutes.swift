@@ -95,6 +95,12 @@ extension HTTPServer {
             try await registry.remove(name)
             return try json(try await registry.node(name), status: .ok)
         }
+        router.put("/nodes/:name/labels") { request, context -> Response in
+            guard let registry = mesh.registry else { throw APIError.notLead("setting a node's labels", lead: leadURL) }
+            try authorize(request, token: token)
+            let update = try await decode(NodeLabelsUpdate.self, request, maxBody: maxBody, allowed: NodeLabelsUpdate.fields)
+            return try json(try await registry.setLabels(try context.parameters.require("name"), update.labels), status: .ok)
+        }
         router.get(RouterPath(Routes.topology)) { request, context -> Response in
             if let registry = mesh.registry {
                 try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)

@@ -8,7 +8,7 @@ extension NodeRole: ExpressibleByArgument {}
 struct Nodes: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List, show or remove mesh nodes.",
-        subcommands: [List.self, Show.self, Remove.self], defaultSubcommand: List.self)
+        subcommands: [List.self, Show.self, Label.self, Remove.self], defaultSubcommand: List.self)
 
     @OptionGroup var localOptions: AgentOptions
     @ParentCommand var root: AuroraCLI
@@ -39,6 +39,44 @@ struct Nodes: AsyncParsableCommand {
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
             print(try encodePretty(try await options.client().call("GET", Routes.node(name), as: Node.self)))
+        }
+    }
+
+    struct Label: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Set or remove a node's trusted labels (lead, operator token).",
+            discussion: """
+                Placement matches only trusted labels: those of the node's join token and those set here.
+                What a node says of itself (its node file's labels) is shown as reported_labels, never trusted.
+                Examples: aurora-cli nodes label gpu-1 zone=secure tier=a   ·   aurora-cli nodes label gpu-1 zone-
+                """)
+        @OptionGroup var localOptions: AgentOptions
+        @ParentCommand var parent: Nodes
+        @Argument(help: "The node's name.") var name: String
+        @Argument(help: "KEY=VALUE to set, KEY- to remove.") var changes: [String]
+        @Flag(help: "Print the node's record as JSON.") var json = false
+
+        func validate() throws {
+            guard !changes.isEmpty else { throw ValidationError("give at least one KEY=VALUE or KEY-") }
+            for change in changes where !(change.contains("=") && !change.hasPrefix("=")) && !(change.hasSuffix("-") && change.count > 1) {
+                throw ValidationError("'\(change)' is neither KEY=VALUE nor KEY-")
+            }
+        }
+
+        func run() async throws {
+            let options = localOptions.merged(with: parent.options)
+            let client = try options.client()
+            var labels = try await client.call("GET", Routes.node(name), as: Node.self).labels
+            for change in changes {
+                if let equals = change.firstIndex(of: "=") {
+                    labels[String(change[..<equals])] = String(change[change.index(after: equals)...])
+                } else {
+                    labels[String(change.dropLast())] = nil
+                }
+            }
+            let node = try await client.call("PUT", Routes.nodeLabels(name), body: NodeLabelsUpdate(labels: labels), as: Node.self)
+            print(json ? try encodePretty(node)
+                : TerminalText.safe("\(node.name): " + (node.labels.isEmpty ? "no labels" : node.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))))
         }
     }
 
@@ -76,10 +114,10 @@ struct Token: AsyncParsableCommand {
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Token
         @Option(help: "Profile the joining node must run: compute or edge.") var profile: NodeRole
-        @Option(help: "Company the node belongs to (when the node does not set one).") var company: String?
+        @Option(help: "Company of the nodes that join with it (a node cannot choose its own).") var company: String?
         @Option(help: "Lifetime: 90s, 15m, 1h, 7d (default 1h).") var ttl: String = "1h"
         @Flag(help: "Allow many joins until it expires (default: single use).") var reusable = false
-        @Option(help: "Labels for nodes that set none: k=v[,k=v...].") var labels: String?
+        @Option(help: "Trusted labels of the nodes that join with it (placement matches these): k=v[,k=v...].") var labels: String?
         @Flag(help: "Print JSON: {token, info}.") var json = false
 
         func validate() throws {

@@ -35,10 +35,11 @@ final class JobMesh: Sendable {
         lead = try AgentHarness(profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "lead-1"], outputDirectory: scratch.path)
         try await lead.waitHealthy()
         adminToken = try lead.adminToken
-        let token = try await Self.cli(["token", "create", "--profile", "compute", "--reusable"], agent: lead, scratch: scratch)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+        // Placement trusts only the labels of a node's join token (or an operator's): one token per zone.
         var workers: [String: AgentHarness] = [:]
         for name in Self.specs.keys.sorted() {
+            let token = try await Self.cli(["token", "create", "--profile", "compute", "--labels", "zone=\(Self.specs[name]!.zone)"],
+                                           agent: lead, scratch: scratch).trimmingCharacters(in: .whitespacesAndNewlines)
             workers[name] = try Self.worker(name, token: token, lead: lead, backend: backend, scratch: scratch)
         }
         self.workers = workers
@@ -427,7 +428,7 @@ struct GPUJobTests {
         defer { if lead.process.isRunning { lead.process.signal(SIGKILL) } }
         try await lead.waitHealthy()
         let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
-        let token = try await JobMesh.cli(["token", "create", "--profile", "compute"], agent: lead, scratch: scratch)
+        let token = try await JobMesh.cli(["token", "create", "--profile", "compute", "--labels", "sim=yes"], agent: lead, scratch: scratch)
             .trimmingCharacters(in: .whitespacesAndNewlines)
 
         // A worker the test plays itself: joins with a GPU, heartbeats, pulls, reports.
