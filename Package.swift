@@ -26,6 +26,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-async-algorithms.git", from: "1.1.4"),
+        // TLS: NIOSSL serves and pins it; swift-certificates makes each agent's self-signed
+        // certificate at first start; swift-crypto hashes keys for pins (the CLI links no libsodium).
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         // MARK: System libraries (apt providers; see shared/PLATFORM.md)
@@ -41,11 +46,27 @@ let package = Package(
         .target(name: "Secrets", dependencies: ["CSodium", "AuroraAPI"], swiftSettings: swiftSettings),
         .target(name: "Mesh", swiftSettings: swiftSettings),
         .target(name: "AuroraAPI", swiftSettings: swiftSettings),
+        // Pins and pinned TLS clients, shared by the daemon and the CLI.
+        .target(
+            name: "AuroraTLS",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "NodeAgent",
             dependencies: [
-                "Secrets", "Mesh", "AuroraAPI", "CLibPQ", "CHiredis", "CSpawn",
+                "Secrets", "Mesh", "AuroraAPI", "AuroraTLS", "CLibPQ", "CHiredis", "CSpawn",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -72,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "aurora-cli",
             dependencies: [
-                "AuroraAPI",
+                "AuroraAPI", "AuroraTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -92,7 +113,8 @@ let package = Package(
         .target(
             name: "AuroraTestKit",
             dependencies: [
-                "AuroraAPI",
+                "AuroraAPI", "AuroraTLS",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -102,12 +124,13 @@ let package = Package(
         ),
         .testTarget(
             name: "UnitTests",
-            dependencies: ["Mesh", "Secrets", "AuroraAPI", "NodeAgent", "AuroraTestKit"],
+            dependencies: ["Mesh", "Secrets", "AuroraAPI", "AuroraTLS", "NodeAgent", "AuroraTestKit"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["AuroraAPI", "AuroraTestKit", "Secrets"],
+            dependencies: ["AuroraAPI", "AuroraTLS", "AuroraTestKit", "Secrets",
+                           .product(name: "NIOSSL", package: "swift-nio-ssl")],
             swiftSettings: swiftSettings
         ),
     ]

@@ -557,12 +557,31 @@ public struct TokenInfo: Codable, Sendable, Equatable {
 
 /// The answer to `POST /api/tokens`: the only time the token is shown.
 public struct TokenCreated: Codable, Sendable, Equatable {
+    /// The token as a node takes it: `aurjoin_<secret>` and, when the lead serves TLS,
+    /// `:sha256:<pin of the lead's key>` (the node checks the lead against it before it sends
+    /// the secret).
     public var token: String
     public var info: TokenInfo
+    /// The pin of the lead's TLS key, when it serves TLS.
+    public var leadPin: String?
+    /// The lead's URL for nodes (`tls.advertise`, or from `tls.listen`).
+    public var leadURL: String?
+    /// The command that joins a machine (the token read from a file, never argv).
+    public var joinCommand: String?
 
-    public init(token: String, info: TokenInfo) {
+    public init(token: String, info: TokenInfo, leadPin: String? = nil, leadURL: String? = nil, joinCommand: String? = nil) {
         self.token = token
         self.info = info
+        self.leadPin = leadPin
+        self.leadURL = leadURL
+        self.joinCommand = joinCommand
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case token, info
+        case leadPin = "lead_pin"
+        case leadURL = "lead_url"
+        case joinCommand = "join_command"
     }
 }
 

@@ -26,6 +26,13 @@ public enum Agent {
         let dataDir = try DataDirectory(path: config.dataDir)
         let identity = try NodeIdentity.loadOrCreate(in: dataDir.file("keys"), logger: logger)
         let token = try AdminToken.loadOrCreate(dataDir: dataDir.path, keysDir: dataDir.file("keys"), logger: logger)
+        let tls = try TLSIdentity.loadOrCreate(in: dataDir.file("keys"), name: config.name, logger: logger)
+        // Every listener that is not loopback speaks TLS, unless the operator says otherwise in so many words.
+        if !HTTPServer.isLoopback(config.listen.host), !config.insecurePlain {
+            throw AgentError(.config, "listen \(config.listen) is not a loopback address: plain HTTP there would carry tokens and secrets in clear; "
+                             + "serve nodes and remote operators with tls.listen (--tls-listen \(config.listen)), or set http.insecure_plain: true "
+                             + "inside a network you trust")
+        }
         let state = AgentState(config: config, identity: identity)
 
         let inventory = Inventory(config: config, logger: logger, board: state.checkBoard)
@@ -66,6 +73,7 @@ public enum Agent {
                 do { try await board.report(name, results); return true } catch { return false }
             }
             mesh.store = storeService.store
+            if config.tlsListen != nil { mesh.leadTLS = LeadTLS(identity: tls, config: config) }
             mesh.wireguard = WireGuardService(config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,
                                               network: { [network = registry.network] in network }) {
                 try? await registry.list().nodes
@@ -82,21 +90,20 @@ public enum Agent {
                 services.append(.init(service: subsystems.wrap("redis", publisher, logger: logger)))
             }
         } else {
-            if config.lead == nil {
-                throw AgentError(.config, "a \(config.role.rawValue) node needs the lead's URL: set --lead, AURORA_LEAD or 'lead' in the node file")
-            }
             let saved = try Membership.load(dataDir: dataDir.path)
             if saved == nil, config.joinToken == nil {
-                throw AgentError(.config, "this node has not joined a mesh yet: pass --join-token (or AURORA_JOIN_TOKEN) from 'aurora-cli token create' on the lead")
+                throw AgentError(.config, "this node has not joined a mesh yet: pass --join-token-file (or AURORA_JOIN_TOKEN) from 'aurora-cli token create' on the lead")
             }
+            // A joined node finds its lead (and its pinned certificate) in its membership: no --lead needed.
+            let link = try LeadLink.forNode(config: config, saved: saved)
             let cache = RegistryCache(dataDir: dataDir.path)
             let worker = config.acceptJobs
-                ? GPUWorker(config: config, state: state, lead: LeadClient.signed(config: config, identity: identity), groups: inventory.jobGroups,
+                ? GPUWorker(config: config, state: state, lead: LeadClient.signed(config: config, identity: identity, link: link), groups: inventory.jobGroups,
                             outbox: outbox, logger: logger) : nil
             let secretCache = SecretCache(dataDir: dataDir.path, node: config.name, box: identity.box,
                                           leadSignKey: saved.flatMap { try? PublicKey(base64: $0.lead.signPublicKey) }, logger: logger)
             let membership = try MembershipService(
-                config: config, identity: identity, state: state, inventory: inventory, cache: cache, worker: worker,
+                config: config, identity: identity, state: state, inventory: inventory, cache: cache, worker: worker, link: link,
                 onSecretsChanged: { [state] membership in
                     for (service, keyName) in secretCache.names {
                         _ = await HTTPServer.fetchFromLead(service: service, keyName: keyName, state: state, membership: membership, cache: secretCache)
@@ -111,7 +118,7 @@ public enum Agent {
             }
             services.append(.init(service: membership))
             if let worker { services.append(.init(service: subsystems.wrap("gpu", worker, logger: logger))) }
-            let reporter = LeadClient.signed(config: config, identity: identity)
+            let reporter = LeadClient.signed(config: config, identity: identity, link: link)
             deliverReports = { [name = config.name] reports in try await OutboxSender.toLead(reports, node: name, lead: reporter) }
             connectivity = ConnectivityService(config: config, logger: logger) { results, changed in
                 // A changed state must arrive: through the outbox, in order. A refresh with
@@ -144,8 +151,9 @@ public enum Agent {
         services.append(.init(service: subsystems.wrap("outbox", OutboxSender(outbox: outbox, logger: logger, deliver: deliverReports), logger: logger)))
         if let wireguard = mesh.wireguard, wireguard.mode != .off { services.append(.init(service: wireguard)) }
         if let postgres = config.postgresMonitor { services.append(.init(service: ReplicaMonitor(config: postgres, state: state, logger: logger))) }
-        let http = HTTPServer.application(state: state, token: token, metrics: metrics, mesh: mesh, logger: logger)
-        services.append(.init(service: http))
+        for http in try HTTPServer.applications(state: state, token: token, metrics: metrics, mesh: mesh, tls: tls, logger: logger) {
+            services.append(.init(service: http))
+        }
         services.append(.init(service: StreamCloser(hub: hub, jobs: mesh.jobs)))
 
         logger.info("starting", metadata: [

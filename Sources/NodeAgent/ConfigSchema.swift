@@ -133,6 +133,13 @@ public enum ConfigSchema {
         // MARK: HTTP
         ConfigKey("http.max_body_bytes", .int(1024...(64 << 20)), default: .int(1 << 20),
                   "largest request body accepted; larger gets 413"),
+        ConfigKey("http.insecure_plain", .bool, default: .bool(false),
+                  "serve plain HTTP on a listen address that is not loopback (only inside a network you trust; use tls.listen)"),
+        // MARK: TLS
+        ConfigKey("tls.listen", .optionalHostPort, default: .string(""), env: "AURORA_TLS_LISTEN", flag: "--tls-listen",
+                  "HOST:PORT of the TLS 1.3 listener for nodes and remote operators (self-signed; peers pin its key); empty: none"),
+        ConfigKey("tls.advertise", .url(schemes: ["https"]), default: .string(""),
+                  "the https URL nodes should use for this agent, printed by 'token create'; empty: from tls.listen"),
         ConfigKey("http.idle_timeout_s", .int(1...3600), default: .int(15),
                   "seconds before an idle connection, or one whose request head or body stalls, is closed"),
         // MARK: Limits (token buckets; 429 with Retry-After)

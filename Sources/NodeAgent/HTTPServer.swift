@@ -1,6 +1,9 @@
 import AuroraAPI
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import ServiceLifecycle
 import Logging
 import Metrics
 import NIOCore
@@ -34,9 +37,10 @@ struct APIError: Error {
 
 /// The agent's HTTP API (Hummingbird), on loopback by default.
 public enum HTTPServer {
-    /// Builds the application; it is a `Service` and runs in the agent's `ServiceGroup`.
-    static func application(state: AgentState, token: AdminToken, metrics: PrometheusCollectorRegistry?, mesh: MeshContext,
-                            logger: Logger) -> some ApplicationProtocol {
+    /// Builds the applications, each a `Service` in the agent's `ServiceGroup`: plain HTTP on
+    /// `listen`, and TLS 1.3 on `tls.listen` when set. Both serve the same routes.
+    static func applications(state: AgentState, token: AdminToken, metrics: PrometheusCollectorRegistry?, mesh: MeshContext,
+                             tls: TLSIdentity, logger: Logger) throws -> [any Service] {
         let router = Router(context: AgentRequestContext.self)
         router.middlewares.add(APIErrorMiddleware(logger: logger))
         router.middlewares.add(RequestLimitMiddleware(limits: RequestLimits(config: state.config)))
@@ -69,19 +73,38 @@ public enum HTTPServer {
         addWireGuardRoutes(to: router, state: state, token: token, mesh: mesh)
         addOperatorRoutes(to: router, state: state, token: token, mesh: mesh)
 
+        // Idle connections and slow request heads are closed after http.idle_timeout_s
+        // (Hummingbird's idle timer runs until a request has been read in full).
+        let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(Int64(state.config.idleTimeoutS)),
+                                               httpDecoderConfiguration: .init(maxHeaderFieldSize: 16 * 1024, maxHeaderListSize: 64 * 1024,
+                                                                               maxHeaderFieldCount: 100))
         let address = state.config.listen
-        return Application(
+        var services: [any Service] = [Application(
             router: router,
-            // Idle connections and slow request heads are closed after http.idle_timeout_s
-            // (Hummingbird's idle timer runs until a request has been read in full).
-            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(state.config.idleTimeoutS)),
-                                                httpDecoderConfiguration: .init(maxHeaderFieldSize: 16 * 1024, maxHeaderListSize: 64 * 1024,
-                                                                                maxHeaderFieldCount: 100))),
+            server: .http1(configuration: http1),
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
             onServerRunning: { channel in
                 logger.info("listening", metadata: ["nodeagent.address": "\(channel.localAddress?.description ?? address.description)"])
             },
-            logger: logger)
+            logger: logger)]
+        if let secure = state.config.tlsListen {
+            services.append(Application(
+                router: router,
+                server: try .tls(.http1(configuration: http1), tlsConfiguration: tls.serverConfiguration),
+                configuration: .init(address: .hostname(secure.host, port: secure.port), serverName: nil),
+                onServerRunning: { channel in
+                    logger.info("listening with TLS", metadata: [
+                        "nodeagent.address": "\(channel.localAddress?.description ?? secure.description)", "nodeagent.pin": "\(tls.pin)",
+                    ])
+                },
+                logger: logger))
+        }
+        return services
+    }
+
+    /// Whether `host` is a loopback address or name (plain HTTP is fine there).
+    static func isLoopback(_ host: String) -> Bool {
+        host.hasPrefix("127.") || host == "::1" || host.lowercased() == "localhost"
     }
 
     /// Operator calls carry `Authorization: Bearer <token>`.

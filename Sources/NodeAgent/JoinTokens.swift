@@ -1,4 +1,5 @@
 import AuroraAPI
+import AuroraTLS
 import Foundation
 import Mesh
 import Secrets
@@ -18,7 +19,7 @@ enum JoinTokens {
     static let maxTTL = 30 * 86_400
 
     /// Creates a token; returns it with its record.
-    static func create(_ request: TokenCreateRequest, store: Store) async throws(APIError) -> TokenCreated {
+    static func create(_ request: TokenCreateRequest, store: Store, lead: LeadTLS? = nil) async throws(APIError) -> TokenCreated {
         guard request.profile != .lead else { throw APIError.badRequest("profile: join tokens are for compute or edge nodes") }
         let ttl = request.ttlS ?? defaultTTL
         guard (1...maxTTL).contains(ttl) else { throw APIError.badRequest("ttl_s must be 1-\(maxTTL) seconds") }
@@ -45,7 +46,16 @@ enum JoinTokens {
         guard let row = rows.first, let info = info(row) else {
             throw APIError(status: .internalServerError, code: "internal", message: "the token was not stored")
         }
-        return TokenCreated(token: token, info: info)
+        guard let lead else { return TokenCreated(token: token, info: info) }
+        let printed = JoinTokenText(secret: token, pin: lead.pin).description
+        return TokenCreated(token: printed, info: info, leadPin: lead.pin.description, leadURL: lead.url,
+                            joinCommand: "nodeagent --profile \(info.profile.rawValue) --lead \(lead.url) --join-token-file FILE")
+    }
+
+    /// The secret part of a token as a node or a person may send it (a pinned token's
+    /// `:sha256:...` suffix is the node's business, not the lead's).
+    static func secret(_ token: String) -> String {
+        token.range(of: ":sha256:").map { String(token[..<$0.lowerBound]) } ?? token
     }
 
     static func list(store: Store) async throws(APIError) -> TokenList {
@@ -112,5 +122,24 @@ enum JoinTokens {
               let expires = row[7], let state = row[8].flatMap(TokenInfo.State.init(rawValue:)) else { return nil }
         return TokenInfo(id: id, profile: profile, company: row[2] ?? "", labels: SQL.decode([String: String].self, row[3]) ?? [:],
                          reusable: row[4] == "t", uses: row[5].flatMap { Int($0) } ?? 0, state: state, createdAt: created, expiresAt: expires)
+    }
+}
+
+/// What a join token says of the lead's TLS listener: its pin and the URL nodes use.
+struct LeadTLS: Sendable {
+    let pin: TLSPin
+    let url: String
+
+    init(identity: TLSIdentity, config: NodeConfig) {
+        pin = identity.pin
+        if let advertised = config.tlsAdvertise {
+            url = advertised
+        } else if let listen = config.tlsListen {
+            let unspecified = listen.host == "0.0.0.0" || listen.host == "::"
+            let host = unspecified ? (ProcessInfo.processInfo.hostName.isEmpty ? "LEAD-HOST" : ProcessInfo.processInfo.hostName) : listen.host
+            url = "https://" + (host.contains(":") ? "[\(host)]" : host) + ":\(listen.port)"
+        } else {
+            url = ""
+        }
     }
 }

@@ -1,6 +1,8 @@
 import AsyncAlgorithms
 import AsyncHTTPClient
 import AuroraAPI
+import NIOSSL
+import AuroraTLS
 import Foundation
 import Logging
 import Mesh
@@ -21,6 +23,11 @@ struct Membership: Codable, Sendable, Equatable {
     var cidr: String
     var meshID: String?
     var joinedAt: String
+    /// The lead's TLS certificate (PEM) this node pinned when it joined over https; every later
+    /// call to the lead trusts only it.
+    var leadCertificate: String?
+    /// Its pin, `sha256:...`.
+    var leadPin: String?
 
     enum CodingKeys: String, CodingKey {
         case name, lead, cidr
@@ -28,6 +35,8 @@ struct Membership: Codable, Sendable, Equatable {
         case leadURL = "lead_url"
         case meshID = "mesh_id"
         case joinedAt = "joined_at"
+        case leadCertificate = "lead_certificate"
+        case leadPin = "lead_pin"
     }
 
     static func path(dataDir: String) -> String { dataDir + "/membership.json" }
@@ -60,14 +69,61 @@ enum LeadCallError: Error, Sendable {
     }
 }
 
+/// Where this node's lead is and how to reach it: its URL and, over https, a TLS configuration
+/// that trusts only the certificate pinned at join. Set once the node has joined; every
+/// ``LeadClient`` of the node reads it.
+final class LeadLink: Sendable {
+    private let state: Mutex<(url: String, tls: TLSConfiguration?)>
+
+    init(url: String, tls: TLSConfiguration? = nil) { state = Mutex((LeadClient.base(url), tls)) }
+
+    var url: String { state.withLock { $0.url } }
+    var tls: TLSConfiguration? { state.withLock { $0.tls } }
+
+    func set(url: String, tls: TLSConfiguration?) { state.withLock { $0 = (LeadClient.base(url), tls) } }
+
+    /// The link for a node: `lead` from the configuration, else the joined lead's URL; pinned to
+    /// the saved certificate when there is one. An https lead without a pinned certificate is
+    /// an error once the node has joined (nothing would be verified).
+    static func forNode(config: NodeConfig, saved: Membership?) throws(AgentError) -> LeadLink {
+        guard let url = config.lead ?? saved?.leadURL else {
+            throw AgentError(.config, "a \(config.role.rawValue) node needs the lead's URL: set --lead, AURORA_LEAD or 'lead' in the node file")
+        }
+        guard let pem = saved?.leadCertificate else {
+            if saved != nil, url.lowercased().hasPrefix("https:") {
+                throw AgentError(.config, "this node joined without a pinned lead certificate, so it cannot check \(url); join again with a token from that lead")
+            }
+            return LeadLink(url: url)
+        }
+        do {
+            let certificate = try NIOSSLCertificate(bytes: Array(pem.utf8), format: .pem)
+            return LeadLink(url: url, tls: PinnedTLS.clientConfiguration(trusting: certificate))
+        } catch {
+            throw AgentError(.identity, "\(Membership.path(dataDir: config.dataDir)): the pinned lead certificate does not parse; join again with a token")
+        }
+    }
+}
+
 /// Signed HTTP calls from this node to the lead.
 struct LeadClient: Sendable {
-    let baseURL: String
+    let link: LeadLink
     let signer: RequestSigner?
 
-    /// This node's signed client for the lead named in its configuration.
-    static func signed(config: NodeConfig, identity: NodeIdentity) -> LeadClient {
-        LeadClient(baseURL: base(config.lead ?? ""), signer: RequestSigner(node: config.name, key: identity.signing))
+    var baseURL: String { link.url }
+
+    init(link: LeadLink, signer: RequestSigner?) {
+        self.link = link
+        self.signer = signer
+    }
+
+    /// A client for one fixed URL (plain, or TLS with `tls`).
+    init(baseURL: String, signer: RequestSigner?, tls: TLSConfiguration? = nil) {
+        self.init(link: LeadLink(url: baseURL, tls: tls), signer: signer)
+    }
+
+    /// This node's signed client for its lead.
+    static func signed(config: NodeConfig, identity: NodeIdentity, link: LeadLink) -> LeadClient {
+        LeadClient(link: link, signer: RequestSigner(node: config.name, key: identity.signing))
     }
 
     static func base(_ url: String) -> String { url.hasSuffix("/") ? String(url.dropLast()) : url }
@@ -95,6 +151,7 @@ struct LeadClient: Sendable {
     func relay(_ method: HTTPMethod, _ path: String, body: [UInt8], timeout: Duration) async throws(LeadCallError) -> (status: Int, body: [UInt8]) {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
+        request.tlsConfiguration = link.tls
         if !body.isEmpty {
             request.body = .bytes(ByteBuffer(bytes: body))
             request.headers.add(name: "Content-Type", value: "application/json")
@@ -115,6 +172,7 @@ struct LeadClient: Sendable {
     func send(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none, timeout: Duration) async throws(LeadCallError) -> [UInt8] {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
+        request.tlsConfiguration = link.tls
         var bytes: [UInt8] = []
         if let body {
             bytes = Array((try? APICoding.encoder().encode(body)) ?? Data())
@@ -209,11 +267,9 @@ final class MembershipService: Service {
     private let lastFull = Mutex<(capabilities: Capabilities?, at: ContinuousClock.Instant?)>((nil, nil))
 
     init(config: NodeConfig, identity: NodeIdentity, state: AgentState, inventory: Inventory, cache: RegistryCache, worker: GPUWorker?,
-         onSecretsChanged: (@Sendable (MembershipService) async -> Void)? = nil, logger: Logger) throws(AgentError) {
+         link: LeadLink, onSecretsChanged: (@Sendable (MembershipService) async -> Void)? = nil, logger: Logger) throws(AgentError) {
         self.onSecretsChanged = onSecretsChanged
-        guard let leadURL = config.lead else {
-            throw AgentError(.config, "a \(config.role.rawValue) node needs the lead's URL: set --lead, AURORA_LEAD or 'lead' in the node file")
-        }
+        self.link = link
         self.config = config
         self.identity = identity
         self.state = state
@@ -223,9 +279,11 @@ final class MembershipService: Service {
         var logger = logger
         logger[metadataKey: "nodeagent.subsystem"] = "membership"
         self.logger = logger
-        self.lead = LeadClient.signed(config: config, identity: identity)
-        self.joinClient = LeadClient(baseURL: LeadClient.base(leadURL), signer: nil)
+        self.lead = LeadClient.signed(config: config, identity: identity, link: link)
+        self.joinClient = LeadClient(link: link, signer: nil)
     }
+
+    private let link: LeadLink
 
     /// The signed client, for forwarding operator reads to the lead.
     var leadClient: LeadClient { lead }
@@ -295,13 +353,47 @@ final class MembershipService: Service {
             }
             return saved
         }
-        guard let token = config.joinToken else {
-            throw AgentError(.config, "this node has not joined a mesh yet: pass --join-token (or AURORA_JOIN_TOKEN) from 'aurora-cli token create' on the lead")
+        guard let printed = config.joinToken else {
+            throw AgentError(.config, "this node has not joined a mesh yet: pass --join-token-file (or AURORA_JOIN_TOKEN) from 'aurora-cli token create' on the lead")
+        }
+        guard let token = JoinTokenText(parsing: printed) else {
+            throw AgentError(.config, "the join token's pin is malformed: it should end in :sha256:<64 hex digits>, as 'aurora-cli token create' prints it")
         }
         var delay = Duration.milliseconds(250)
+        var pinned: (certificate: String, pin: TLSPin)?
         while true {
+            // Over https the lead must present the pinned key before the token leaves this node.
+            if pinned == nil, let url = URLComponents(string: link.url), url.scheme?.lowercased() == "https" {
+                guard let pin = token.pin else {
+                    throw AgentError(.config, "\(link.url) is https, but the join token carries no pin of the lead's key; "
+                                     + "create the token on a lead that serves TLS (tls.listen): it prints the token with its pin")
+                }
+                let certificate: NIOSSLCertificate
+                do {
+                    certificate = try await PinnedTLS.verifiedCertificate(url: link.url, host: url.host ?? "", port: url.port ?? 443, pin: pin)
+                } catch let error as PinningError where error.message.contains("refusing") {
+                    throw AgentError(.identity, error.message)
+                } catch {
+                    _ = state.leadContact(ok: false)
+                    logger.warning("cannot reach the lead yet; retrying", metadata: ["nodeagent.error": "\(error)", "nodeagent.retry_ms": "\(delay.milliseconds)"])
+                    do {
+                        let wait = delay
+                        try await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
+                    } catch {
+                        return nil
+                    }
+                    delay = min(delay * 2, .seconds(5))
+                    continue
+                }
+                link.set(url: link.url, tls: PinnedTLS.clientConfiguration(trusting: certificate))
+                pinned = (try certificate.pemText(), pin)
+                logger.info("the lead's key matches the token's pin", metadata: ["nodeagent.pin": "\(pin)"])
+            } else if token.pin != nil, link.tls == nil {
+                throw AgentError(.config, "the join token pins the lead's TLS key, but \(link.url) is plain HTTP: use the lead's https URL "
+                                 + "(the one 'aurora-cli token create' prints)")
+            }
             let request = JoinRequest(
-                token: token, name: config.name, profile: config.role, company: config.company.isEmpty ? nil : config.company,
+                token: token.secret, name: config.name, profile: config.role, company: config.company.isEmpty ? nil : config.company,
                 labels: config.labels.isEmpty ? nil : config.labels,
                 wireguard: .init(publicKey: identity.wireguard.publicKey.base64, endpoint: config.wireguardEndpoint, listenPort: config.wireguardListenPort,
                                  behindNAT: config.wireguardBehindNAT),
@@ -318,7 +410,8 @@ final class MembershipService: Service {
             case .success(let response):
                 let membership = Membership(name: response.node.name, vpnIP: response.node.vpnIP, leadURL: lead.baseURL,
                                             lead: response.mesh.lead, cidr: response.mesh.cidr, meshID: response.mesh.meshID,
-                                            joinedAt: response.node.joinedAt)
+                                            joinedAt: response.node.joinedAt, leadCertificate: pinned?.certificate,
+                                            leadPin: pinned?.pin.description)
                 try membership.save(dataDir: config.dataDir)
                 logger.info("joined the mesh", metadata: ["nodeagent.vpn_ip": "\(membership.vpnIP)", "nodeagent.lead": "\(membership.lead.name)"])
                 return membership

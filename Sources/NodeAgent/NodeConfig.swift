@@ -209,6 +209,12 @@ public struct NodeConfig: Sendable {
     public let maxBodyBytes: Int
     /// `http.idle_timeout_s`.
     public let idleTimeoutS: Int
+    /// `http.insecure_plain`: a plain listener on a non-loopback address was asked for.
+    public let insecurePlain: Bool
+    /// `tls.listen`: the TLS listener, when there is one.
+    public let tlsListen: HostPort?
+    /// `tls.advertise`: the https URL of this agent for nodes.
+    public let tlsAdvertise: String?
     /// `limits.*`: see ``RequestLimits``.
     public let limitRequestsPerS: Int
     public let limitBurst: Int
@@ -284,6 +290,8 @@ public struct NodeConfig: Sendable {
         self.pgBinDirectory = nonEmpty("store.pg_bin")
         self.maxBodyBytes = int("http.max_body_bytes")
         self.idleTimeoutS = int("http.idle_timeout_s")
+        self.tlsListen = nonEmpty("tls.listen").flatMap { try? HostPort(parsing: $0) }
+        self.tlsAdvertise = nonEmpty("tls.advertise")
         self.limitRequestsPerS = int("limits.requests_per_s")
         self.limitBurst = int("limits.burst")
         self.limitJoinsPerMin = int("limits.joins_per_min")
@@ -300,6 +308,7 @@ public struct NodeConfig: Sendable {
             guard case .bool(let value) = resolved[path] else { preconditionFailure("\(path) is not a boolean key") }
             return value
         }
+        self.insecurePlain = bool("http.insecure_plain")
         self.acceptJobs = bool("gpu.accept_jobs")
         self.allowExec = bool("gpu.allow_exec")
         self.gpuBackend = nonEmpty("gpu.backend")

@@ -176,7 +176,7 @@ actor Registry {
                                      behindNAT: request.wireguard.behindNAT ?? (request.profile == .edge)),
             capabilities: request.capabilities, version: request.version ?? "", address: request.address,
             joinedAt: ISOTime.string(now), signPublicKey: request.signPublicKey, boxPublicKey: request.boxPublicKey, timing: timing, checks: nil)
-        let tokenHash = Hex.encode(Crypto.sha256(Array(request.token.utf8)))
+        let tokenHash = Hex.encode(Crypto.sha256(Array(JoinTokens.secret(request.token).utf8)))
         let allocator = AddressAllocator(network: network), leadName = config.name, grace = config.wireguardReuseAfter
         let hub = self.hub
         let outcome: Result<(Node, String, MeshEvent), APIError>

@@ -35,6 +35,8 @@ struct MeshContext: Sendable {
     var backups: BackupArchive?
     var inbox: ReportInbox?
     var subsystems: Subsystems?
+    /// The lead's TLS listener, for pinned join tokens (nil: it serves none).
+    var leadTLS: LeadTLS?
 }
 
 extension HTTPServer {
@@ -132,7 +134,7 @@ extension HTTPServer {
             guard let store = mesh.store else { throw APIError.notLead("join tokens", lead: leadURL) }
             try authorize(request, token: token)
             let create = try await decode(TokenCreateRequest.self, request, maxBody: maxBody, allowed: TokenCreateRequest.fields)
-            return try json(try await JoinTokens.create(create, store: store), status: .created)
+            return try json(try await JoinTokens.create(create, store: store, lead: mesh.leadTLS), status: .created)
         }
         router.get(RouterPath(Routes.tokens)) { request, _ -> Response in
             guard let store = mesh.store else { throw APIError.notLead("join tokens", lead: leadURL) }

@@ -1,13 +1,33 @@
 import AsyncHTTPClient
 import AuroraAPI
+import AuroraTLS
 import Foundation
 import NIOCore
+import NIOSSL
 
 /// A few typed calls to the local agent's HTTP API.
 struct AgentClient {
     let baseURL: String
     let token: String?
     var timeout: TimeAmount = .seconds(5)
+    /// The pin of the agent's TLS key, for an https agent (`--pin`, `AURORA_PIN`).
+    var pin: TLSPin? = AgentOptions.environmentPin
+
+    /// For an https agent: a TLS configuration that trusts only the certificate whose key
+    /// matches the pin (checked in a handshake before the token is sent). Nil for http.
+    func tlsConfiguration() async throws -> TLSConfiguration? {
+        guard let url = URLComponents(string: baseURL), url.scheme?.lowercased() == "https" else { return nil }
+        guard let pin else {
+            throw CLIError("\(baseURL) is https: pass --pin sha256:... (or set AURORA_PIN) so the agent's key is checked before the token is sent; "
+                           + "the agent logs its pin at start, and 'token create' on the lead prints it")
+        }
+        do {
+            let certificate = try await PinnedTLS.verifiedCertificate(url: baseURL, host: url.host ?? "", port: url.port ?? 443, pin: pin)
+            return PinnedTLS.clientConfiguration(trusting: certificate)
+        } catch let error as PinningError {
+            throw CLIError(error.message, exitCode: error.message.contains("refusing") ? 1 : 3)
+        }
+    }
 
     struct Reply {
         var status: Int
@@ -22,6 +42,7 @@ struct AgentClient {
     /// Sends `method path` with an optional JSON body.
     func send(_ method: String, _ path: String, body: Data?) async throws -> Reply {
         var request = HTTPClientRequest(url: baseURL + path)
+        request.tlsConfiguration = try await tlsConfiguration()
         request.method = .init(rawValue: method)
         if let body {
             request.body = .bytes(ByteBuffer(bytes: body))
@@ -66,6 +87,7 @@ struct AgentClient {
     /// Streams Server-Sent Events from `path`, calling `onEvent` with each `data:` payload.
     func stream(_ path: String, onEvent: (String) throws -> Void) async throws {
         var request = HTTPClientRequest(url: baseURL + path)
+        request.tlsConfiguration = try await tlsConfiguration()
         if let token { request.headers.add(name: Headers.authorization, value: "Bearer \(token)") }
         request.headers.add(name: "Accept", value: "text/event-stream")
         let response: HTTPClientResponse
@@ -98,6 +120,7 @@ struct AgentClient {
     /// as it arrives; a refusal before the stream starts throws the agent's JSON error.
     func lines(_ method: String, _ path: String, timeout: TimeAmount, onLine: (String) throws -> Void) async throws {
         var request = HTTPClientRequest(url: baseURL + path)
+        request.tlsConfiguration = try await tlsConfiguration()
         request.method = .init(rawValue: method)
         if let token { request.headers.add(name: Headers.authorization, value: "Bearer \(token)") }
         request.headers.add(name: "Accept", value: MediaTypes.ndjson)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import AuroraAPI
+import AuroraTLS
 import Foundation
 
 /// `aurora-cli`: the operator's tool. It talks to the local agent over HTTP only, through the
@@ -56,6 +57,15 @@ struct AgentOptions: ParsableArguments {
     @Option(help: "Operator token (env AURORA_TOKEN; default: DATA/admin.token).")
     var token: String?
 
+    @Option(help: "Pin of an https agent's TLS key, sha256:<hex> (env AURORA_PIN); checked before the token is sent.")
+    var pin: String?
+
+    /// `AURORA_PIN`, when it parses.
+    static var environmentPin: TLSPin? { ProcessInfo.processInfo.environment["AURORA_PIN"].flatMap { TLSPin(parsing: $0) } }
+
+    /// `--pin`, else `AURORA_PIN`.
+    var resolvedPin: TLSPin? { pin.flatMap { TLSPin(parsing: $0) } ?? Self.environmentPin }
+
     var environment: [String: String] { ProcessInfo.processInfo.environment }
 
     /// These options, with any left unset taken from `outer` (the ones given before the command).
@@ -64,6 +74,7 @@ struct AgentOptions: ParsableArguments {
         merged.agent = agent ?? outer.agent
         merged.dataDir = dataDir ?? outer.dataDir
         merged.token = token ?? outer.token
+        merged.pin = pin ?? outer.pin
         return merged
     }
 
@@ -93,6 +104,10 @@ struct AgentOptions: ParsableArguments {
     func validate() throws {
         guard let url = URL(string: agentURL), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil else {
             throw ValidationError("--agent must be an http(s) URL such as http://127.0.0.1:9999, got '\(agentURL)'")
+        }
+        if let pin, TLSPin(parsing: pin) == nil { throw ValidationError("--pin must be sha256: and 64 hex digits, got '\(pin)'") }
+        if let text = environment["AURORA_PIN"], !text.isEmpty, TLSPin(parsing: text) == nil {
+            throw ValidationError("AURORA_PIN must be sha256: and 64 hex digits")
         }
     }
 }

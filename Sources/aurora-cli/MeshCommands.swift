@@ -135,7 +135,11 @@ struct Token: AsyncParsableCommand {
                 print(try encodePretty(created))
             } else {
                 print(created.token)
-                FileHandle.standardError.write(Data("token \(created.info.id): \(created.info.profile.rawValue), \(created.info.reusable ? "reusable" : "single use"), expires \(created.info.expiresAt)\n".utf8))
+                var note = "token \(created.info.id): \(created.info.profile.rawValue), \(created.info.reusable ? "reusable" : "single use"), expires \(created.info.expiresAt)\n"
+                if let command = created.joinCommand, let pin = created.leadPin {
+                    note += "the token pins the lead's key \(pin); save it in a 0600 file FILE on the new machine, then run:\n  \(command)\n"
+                }
+                FileHandle.standardError.write(Data(note.utf8))
             }
         }
     }
@@ -211,7 +215,7 @@ extension AgentOptions {
     /// A client with the operator token.
     func client() throws -> AgentClient {
         switch resolveToken() {
-        case .success(let (token, _)): AgentClient(baseURL: agentURL, token: token)
+        case .success(let (token, _)): AgentClient(baseURL: agentURL, token: token, pin: resolvedPin)
         case .failure(let error): throw error
         }
     }
