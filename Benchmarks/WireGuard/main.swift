@@ -114,6 +114,8 @@ func joinBenchmark(_ net: NetworkNamespaces, scratch: ScratchDirectory, joins: I
               interface: \(net.tag)-wg\(index)
               cidr: 10.97.0.0/24
             \(lead ? "  endpoint: \"\(underlay):51820\"" : "")
+            http:
+              insecure_plain: true
             """.write(toFile: file, atomically: true, encoding: .utf8)
         return file
     }

@@ -75,6 +75,9 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: "Node name in the mesh. Default: the host name.")
     var name: String?
 
+    @Option(name: .customLong("tls-listen"), help: "TLS 1.3 listen address HOST:PORT for nodes and remote operators (self-signed; peers pin its key).")
+    var tlsListen: String?
+
     @Option(help: "URL of the lead agent (compute and edge nodes).")
     var lead: String?
 
@@ -107,6 +110,7 @@ struct ConfigOptions: ParsableArguments {
         var flags: [String: String] = [:]
         flags["data_dir"] = dataDir
         flags["listen"] = listen
+        flags["tls.listen"] = tlsListen
         flags["name"] = name
         flags["lead"] = lead
         flags["join_token"] = joinToken

@@ -55,6 +55,8 @@ struct WireGuardTunnelTests {
                   cidr: 10.77.0.0/24
                 \(profile == "lead" ? "  endpoint: \"\(m.underlay):51820\"" : "")
                 vpn_ip: \(m.meshIP)
+                http:
+                  insecure_plain: true
                 """.write(toFile: file, atomically: true, encoding: .utf8)
             return try net.spawn(in: m.namespace, Binaries.nodeagent, [
                 "run", "--profile", profile, "--name", m.name, "--data-dir", m.dataDir, "--listen", "\(m.underlay):\(Self.port)",
