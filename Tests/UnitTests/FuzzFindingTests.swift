@@ -19,4 +19,11 @@ struct FuzzFindingTests {
         #expect(try #require(OutboxRecord.decode(highest.encoded(), at: 0)).record == highest)
         #expect(OutboxLedger([highest]).nextSequence == OutboxRecord.maxSequence + 1)
     }
+
+    @Test("'[[+[]:2' is refused: a bracketed host holding '[' would print as an address that does not parse back")
+    func hostPortBracketInHost() {
+        #expect(throws: MeshError.self) { try HostPort(parsing: "[[+[]:2") }
+        #expect(throws: MeshError.self) { try HostPort(parsing: "[[::1]:80") }
+        #expect((try? HostPort(parsing: "[::1]:80"))?.description == "[::1]:80")
+    }
 }
