@@ -26,4 +26,20 @@ struct FuzzFindingTests {
         #expect(throws: MeshError.self) { try HostPort(parsing: "[[::1]:80") }
         #expect((try? HostPort(parsing: "[::1]:80"))?.description == "[::1]:80")
     }
+
+    @Test("an endpoint with a line break cannot add lines to the WireGuard file; only HOST:PORT endpoints are written")
+    func wireGuardEndpointInjection() throws {
+        let network = try IPv4Network(parsing: "10.0.0.0/24")
+        let evil = "203.0.113.7:51820\n[Peer]\nPublicKey = QUFBQQ==\nAllowedIPs = 0.0.0.0/0"
+        let members: [WireGuardConfig.Member] = [
+            .init(name: "lead", publicKey: "TGVhZA==", vpnIP: "10.0.0.1", endpoint: nil, behindNAT: false),
+            .init(name: "gpu-01", publicKey: "UGVlcjE=", vpnIP: "10.0.0.2", endpoint: evil, behindNAT: false),
+            .init(name: "gpu-02", publicKey: "UGVlcjI=", vpnIP: "10.0.0.3", endpoint: " 192.0.2.1:51820", behindNAT: false),
+            .init(name: "gpu-03", publicKey: "UGVlcjM=", vpnIP: "10.0.0.4", endpoint: "[2001:db8::1]:51820", behindNAT: false),
+        ]
+        let config = WireGuardConfig.build(for: members[0], privateKey: nil, listenPort: 51820, network: network, members: members)
+        #expect(config.peers.map(\.endpoint) == [nil, nil, "[2001:db8::1]:51820"])
+        #expect(!config.wgQuick().contains("0.0.0.0/0"))
+        #expect(WireGuardConfig(wgQuick: config.wgQuick(), node: "lead") == config)
+    }
 }
