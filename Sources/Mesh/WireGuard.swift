@@ -143,7 +143,7 @@ public struct WireGuardConfig: Sendable, Equatable {
                 switch key {
                 case "PublicKey": peers[peers.count - 1].publicKey = value
                 case "Endpoint": peers[peers.count - 1].endpoint = value
-                case "AllowedIPs": peers[peers.count - 1].allowedIPs = value.split(separator: ",").map { String($0).trimmingSpaces() }
+                case "AllowedIPs": peers[peers.count - 1].allowedIPs = value.split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
                 case "PersistentKeepalive": peers[peers.count - 1].persistentKeepalive = Int(value)
                 default: break
                 }

@@ -42,4 +42,12 @@ struct FuzzFindingTests {
         #expect(!config.wgQuick().contains("0.0.0.0/0"))
         #expect(WireGuardConfig(wgQuick: config.wgQuick(), node: "lead") == config)
     }
+
+    @Test("empty AllowedIPs entries ('AllowedIPs = 1, ,') are dropped when the wg-quick file is read back")
+    func wireGuardEmptyAllowedIP() throws {
+        let file = "[Interface]\nAddress = 10.0.0.1/24\nListenPort = 51820\n# gpu-01\n[Peer]\nPublicKey = UGVlcjE=\nAllowedIPs = 10.0.0.2/32, ,\n"
+        let config = try #require(WireGuardConfig(wgQuick: file, node: "lead"))
+        #expect(config.peers.map(\.allowedIPs) == [["10.0.0.2/32"]])
+        #expect(WireGuardConfig(wgQuick: config.wgQuick(), node: "lead") == config)
+    }
 }
