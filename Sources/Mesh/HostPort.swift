@@ -20,7 +20,8 @@ public struct HostPort: Sendable, Hashable, CustomStringConvertible {
         let host: Substring
         let portText: Substring
         if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":"),
+                  !text[text.index(after: text.startIndex)..<close].contains("[") else {
                 throw MeshError(.invalidAddress, "'\(text)' is not [IPv6]:PORT")
             }
             host = text[text.index(after: text.startIndex)..<close]

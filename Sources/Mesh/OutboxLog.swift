@@ -40,6 +40,9 @@ public struct OutboxRecord: Sendable, Equatable {
     public static let headerSize = 21
     /// Larger lengths are taken for corruption.
     public static let maxPayload = 16 << 20
+    /// Larger sequence numbers are taken for corruption (the ledger counts up from 1 and adds 1
+    /// to the highest it reads, which must not overflow).
+    public static let maxSequence = UInt64(Int64.max)
 
     public var kind: Kind
     public var sequence: UInt64
@@ -72,7 +75,7 @@ public struct OutboxRecord: Sendable, Equatable {
         let sequence = read(bytes, at: offset + 5, count: 8)
         let length = Int(read(bytes, at: offset + 13, count: 4))
         let crc = UInt32(read(bytes, at: offset + 17, count: 4))
-        guard length <= maxPayload, bytes.count - offset - headerSize >= length else { return nil }
+        guard length <= maxPayload, sequence <= maxSequence, bytes.count - offset - headerSize >= length else { return nil }
         let payloadStart = offset + headerSize
         let computed = CRC32.checksum(bytes[payloadStart..<payloadStart + length], seed: CRC32.checksum(bytes[(offset + 4)..<(offset + 17)]))
         guard computed == crc else { return nil }

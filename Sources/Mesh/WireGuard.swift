@@ -75,16 +75,23 @@ public struct WireGuardConfig: Sendable, Equatable {
 
     /// The configuration of `me` in a mesh of `members` on `network`: every other active member
     /// with a key and an address is a peer with AllowedIPs = its /32. Keepalive 25 s when
-    /// either side is behind NAT.
+    /// either side is behind NAT. An endpoint that is not a plain `HOST:PORT` is left out (the
+    /// peer is then reached when it connects), so what a node reports cannot add lines to the file.
     public static func build(for me: Member, privateKey: String?, listenPort: Int, network: IPv4Network, members: [Member]) -> WireGuardConfig {
         let peers = members.filter { $0.name != me.name && $0.active && !$0.publicKey.isEmpty && IPv4Network.parse($0.vpnIP) != nil }
             .map { member in
-                WireGuardPeerConfig(name: member.name, publicKey: member.publicKey, endpoint: member.endpoint.flatMap { $0.isEmpty ? nil : $0 },
+                WireGuardPeerConfig(name: member.name, publicKey: member.publicKey, endpoint: member.endpoint.flatMap(validEndpoint),
                                     allowedIPs: [member.vpnIP + "/32"],
                                     persistentKeepalive: me.behindNAT || member.behindNAT ? keepaliveSeconds : nil)
             }
         return WireGuardConfig(node: me.name, interface: WireGuardInterface(privateKey: privateKey, address: "\(me.vpnIP)/\(network.prefix)",
                                                                             listenPort: listenPort), peers: peers)
+    }
+
+    /// `text` when it is `HOST:PORT` or `[V6]:PORT` in printable ASCII without spaces, else nil.
+    static func validEndpoint(_ text: String) -> String? {
+        guard text.utf8.allSatisfy({ (0x21...0x7E).contains($0) }), (try? HostPort(parsing: text)) != nil else { return nil }
+        return text
     }
 
     /// The wg-quick form (`DATA/wireguard/IF.conf`): with `Address`.
@@ -136,7 +143,7 @@ public struct WireGuardConfig: Sendable, Equatable {
                 switch key {
                 case "PublicKey": peers[peers.count - 1].publicKey = value
                 case "Endpoint": peers[peers.count - 1].endpoint = value
-                case "AllowedIPs": peers[peers.count - 1].allowedIPs = value.split(separator: ",").map { String($0).trimmingSpaces() }
+                case "AllowedIPs": peers[peers.count - 1].allowedIPs = value.split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
                 case "PersistentKeepalive": peers[peers.count - 1].persistentKeepalive = Int(value)
                 default: break
                 }
