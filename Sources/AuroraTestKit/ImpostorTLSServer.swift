@@ -18,7 +18,7 @@ public final class ImpostorTLSServer: Sendable {
     public init(certificatePath: String, keyPath: String) async throws {
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMFile(certificatePath).map { .certificate($0) },
-            privateKey: .file(keyPath))
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: keyPath, format: .pem)))
         configuration.minimumTLSVersion = .tlsv12
         let context = try NIOSSLContext(configuration: configuration)
         let log = ByteLog()

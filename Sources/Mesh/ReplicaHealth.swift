@@ -252,7 +252,9 @@ public enum LagLimit: Sendable, Equatable {
         let lower = text.lowercased()
         let units: [(String, Double, Bool)] = [("ms", 0.001, true), ("s", 1, true), ("min", 60, true),
                                                ("kb", 1024, false), ("mb", 1_048_576, false), ("gb", 1_073_741_824, false), ("b", 1, false)]
-        guard (1...32).contains(lower.utf8.count) else { return nil }
+        // Letters, digits, '.', '+' and '-' only: a NUL would end the number early (`5%00xyzs` is not 5 s).
+        guard (1...32).contains(lower.utf8.count),
+              lower.utf8.allSatisfy({ (48...57).contains($0) || (97...122).contains($0) || $0 == 46 || $0 == 43 || $0 == 45 }) else { return nil }
         for (suffix, factor, isTime) in units where lower.hasSuffix(suffix) {
             // Range before conversion: `1e20b` or `99999999999999999999GB` must not trap.
             guard let number = Double(lower.dropLast(suffix.count)), number >= 0, number.isFinite else { return nil }

@@ -6,7 +6,7 @@ struct InputRulesTests {
     @Test("lag limits out of range are refused, never trap")
     func lagLimitRanges() {
         for text in ["1e20b", "99999999999999999999GB", "1e300s", "18446744073709551616", "nan", "inf", "-1s", "1e19",
-                     "18446744073709551615gb", "0x1p70b", String(repeating: "9", count: 40)] {
+                     "18446744073709551615gb", "0x1p70b", String(repeating: "9", count: 40), "5\u{0}xyzs", "5 s"] {
             #expect(LagLimit(text) == nil, "\(text)")
         }
         #expect(LagLimit("1152921504606846976") == .bytes(1 << 60))
