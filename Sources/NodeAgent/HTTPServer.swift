@@ -3,11 +3,11 @@ import Foundation
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
-import ServiceLifecycle
 import Logging
 import Metrics
 import NIOCore
 import Prometheus
+import ServiceLifecycle
 
 /// An error the API answers with: a status and the JSON body `{"error": {"code", "message"}}`.
 struct APIError: Error {

@@ -5,6 +5,7 @@ import Logging
 import Mesh
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import Secrets
 import Synchronization
 #if canImport(Glibc)
@@ -109,12 +110,15 @@ struct SimulatedWorker: Sendable {
     let signer: RequestSigner
     let leadURL: String
     let client: HTTPClient
+    /// Pinned TLS to the lead, when it is reached over https.
+    var tls: TLSConfiguration? = nil
     static let timing = HeartbeatTiming(intervalS: 1, suspectAfter: 3, awayAfter: 0, deadAfter: 600)
 
-    init(name: String, leadURL: String, client: HTTPClient) {
+    init(name: String, leadURL: String, client: HTTPClient, tls: TLSConfiguration? = nil) {
         self.signer = RequestSigner(node: name, key: SigningKey.generate())
         self.leadURL = leadURL
         self.client = client
+        self.tls = tls
     }
 
     func join(token: String, gpus: [GPU], company: String? = nil, box: BoxKey = .generate()) async throws {
@@ -147,6 +151,7 @@ struct SimulatedWorker: Sendable {
 
     func send(_ method: String, _ path: String, body: [UInt8], signed: Bool = true, timeout: Duration = .seconds(10)) async throws -> (Int, [UInt8]) {
         var request = HTTPClientRequest(url: leadURL + path)
+        request.tlsConfiguration = tls
         request.method = .init(rawValue: method)
         if !body.isEmpty { request.body = .bytes(ByteBuffer(bytes: body)) }
         if signed { for (name, value) in signer.headers(method: method, path: path, body: body) { request.headers.add(name: name, value: value) } }
@@ -468,7 +473,11 @@ public struct SecretsBenchmark: Sendable {
     public var seconds: Int
     public var progress: @Sendable (String) -> Void
 
-    public init(executable: String, secrets: Int, seconds: Int, progress: @escaping @Sendable (String) -> Void) {
+    /// Node reads over pinned TLS 1.3 (kept-alive connections) instead of plain HTTP.
+    public var tls = false
+
+    public init(executable: String, secrets: Int, seconds: Int, tls: Bool = false, progress: @escaping @Sendable (String) -> Void) {
+        self.tls = tls
         self.executable = executable
         self.secrets = secrets
         self.seconds = seconds
@@ -481,17 +490,17 @@ public struct SecretsBenchmark: Sendable {
     }
 
     public func run() async throws -> Report {
-        let lead = try await BenchLead.start("secrets", executable: executable)
+        let lead = try await BenchLead.start("secrets", executable: executable, tls: tls)
         defer { lead.discard() }
         let root = lead.root
-        let token = try await lead.joinToken()
+        let token = String(try await lead.joinToken().prefix { $0 != ":" })
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 32
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         defer { _ = client.shutdown() }
 
         // A node to read as: its own signing and box keys.
-        let node = SimulatedWorker(name: "bench-node", leadURL: lead.baseURL, client: client)
+        let node = SimulatedWorker(name: "bench-node", leadURL: lead.nodeURL, client: client, tls: try lead.nodeTLS())
         let box = BoxKey.generate()
         try await node.join(token: token, gpus: [], company: "acme", box: box)
 

@@ -1,7 +1,6 @@
 import AsyncAlgorithms
 import AsyncHTTPClient
 import AuroraAPI
-import NIOSSL
 import AuroraTLS
 import Foundation
 import Logging
@@ -9,6 +8,7 @@ import Mesh
 import Metrics
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import Secrets
 import ServiceLifecycle
 import Synchronization

@@ -1,7 +1,9 @@
 import AsyncHTTPClient
 import AuroraAPI
+import AuroraTLS
 import Foundation
 import NIOCore
+import NIOSSL
 import Secrets
 import Synchronization
 #if canImport(Glibc)
@@ -16,13 +18,25 @@ struct BenchLead {
     let root: String
     let dataDir: String
     let token: String
+    /// The TLS listener's port, when the lead was started with one.
+    var tlsPort: Int? = nil
     var baseURL: String { "http://127.0.0.1:\(port)" }
+    /// Where nodes call: the TLS listener when there is one, else the plain one.
+    var nodeURL: String { tlsPort.map { "https://127.0.0.1:\($0)" } ?? baseURL }
+
+    /// TLS 1.3 trusting only the lead's certificate (as a joined node pins it); nil without TLS.
+    func nodeTLS() throws -> TLSConfiguration? {
+        guard tlsPort != nil else { return nil }
+        return PinnedTLS.clientConfiguration(trusting: try NIOSSLCertificate(file: dataDir + "/keys/tls.crt", format: .pem))
+    }
 
     /// A lead on a fresh scratch directory `/tmp/aurora-bench-LABEL-PID`; ``discard()`` stops it
     /// and removes the directory.
-    static func start(_ label: String, executable: String, config: String = "") async throws -> BenchLead {
+    static func start(_ label: String, executable: String, config: String = "", tls: Bool = false) async throws -> BenchLead {
         let root = try scratch(label)
         let port = try StartupBenchmark.freePort()
+        let tlsPort = tls ? try StartupBenchmark.freePort() : nil
+        let config = config + (tlsPort.map { "tls:\n  listen: 127.0.0.1:\($0)\n" } ?? "")
         let dataDir = root + "/lead"
         // A /16, so that thousands of simulated nodes get addresses.
         let nodeFile = root + "/lead.yaml"
@@ -46,7 +60,7 @@ struct BenchLead {
             throw error
         }
         let token = try String(contentsOfFile: dataDir + "/" + Defaults.adminTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        return BenchLead(process: process, port: port, root: root, dataDir: dataDir, token: token)
+        return BenchLead(process: process, port: port, root: root, dataDir: dataDir, token: token, tlsPort: tlsPort)
     }
 
     /// Stops the lead at once (if `stop()` did not) and removes its scratch directory.
@@ -157,7 +171,11 @@ public struct HeartbeatBenchmark: Sendable {
     public var seconds: Int
     public var progress: @Sendable (String) -> Void
 
-    public init(executable: String, nodes: Int, seconds: Int, progress: @escaping @Sendable (String) -> Void) {
+    /// Heartbeats over pinned TLS 1.3 (kept-alive connections) instead of plain HTTP.
+    public var tls = false
+
+    public init(executable: String, nodes: Int, seconds: Int, tls: Bool = false, progress: @escaping @Sendable (String) -> Void) {
+        self.tls = tls
         self.executable = executable
         self.nodes = nodes
         self.seconds = seconds
@@ -165,10 +183,11 @@ public struct HeartbeatBenchmark: Sendable {
     }
 
     public func run() async throws -> Report {
-        let lead = try await BenchLead.start("hb", executable: executable)
+        let lead = try await BenchLead.start("hb", executable: executable, tls: tls)
         defer { lead.discard() }
-        let token = try await lead.joinToken()
-        let leadURL = lead.baseURL
+        let token = String(try await lead.joinToken().prefix { $0 != ":" })
+        let leadURL = lead.nodeURL
+        let nodeTLS = try lead.nodeTLS()
 
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
@@ -191,6 +210,7 @@ public struct HeartbeatBenchmark: Sendable {
                         signPublicKey: signer.key.publicKey.base64, boxPublicKey: BoxKey.generate().publicKey.base64, vpnIP: nil,
                         capabilities: capabilities, address: nil, version: "bench", timing: timing)
                     var request = HTTPClientRequest(url: leadURL + Routes.join)
+                    request.tlsConfiguration = nodeTLS
                     request.method = .POST
                     request.body = .bytes(ByteBuffer(bytes: try APICoding.encoder().encode(join)))
                     let response = try await client.execute(request, timeout: .seconds(30))
@@ -220,6 +240,7 @@ public struct HeartbeatBenchmark: Sendable {
                 group.addTask {
                     let path = Routes.heartbeat(signer.node)
                     var request = HTTPClientRequest(url: leadURL + path)
+                    request.tlsConfiguration = nodeTLS
                     request.method = .POST
                     for (name, value) in signer.headers(method: "POST", path: path, body: body) { request.headers.add(name: name, value: value) }
                     request.body = .bytes(ByteBuffer(bytes: body))

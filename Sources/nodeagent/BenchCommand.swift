@@ -74,6 +74,7 @@ extension Nodeagent.Bench {
 
         @Option(help: "Simulated nodes (one heartbeat per second each).") var nodes = 1000
         @Option(help: "Seconds of load.") var seconds = 20
+        @Flag(help: "Heartbeats over pinned TLS 1.3 (the lead's tls.listen) with kept-alive connections.") var tls = false
         @Flag(help: "Print the report as JSON.") var json = false
 
         func validate() throws {
@@ -82,12 +83,12 @@ extension Nodeagent.Bench {
         }
 
         func run() async throws {
-            let benchmark = HeartbeatBenchmark(executable: selfExecutable, nodes: nodes, seconds: seconds) { line in
+            let benchmark = HeartbeatBenchmark(executable: selfExecutable, nodes: nodes, seconds: seconds, tls: tls) { line in
                 FileHandle.standardError.write(Data((line + "\n").utf8))
             }
             let report = try await benchmark.run()
             if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("nodeagent bench heartbeat (\(nodes) nodes at 1 Hz for \(seconds) s, release=\(isReleaseBuild))")
+            print("nodeagent bench heartbeat (\(nodes) nodes at 1 Hz for \(seconds) s, \(tls ? "pinned TLS 1.3" : "plain HTTP"), release=\(isReleaseBuild))")
             print(String(format: "  sent %d (%.0f/s), failed %d", report.sent, report.ratePerSecond, report.failed))
             print(String(format: "  latency p50 %.2f ms, p99 %.2f ms, max %.1f ms (target p99 < 5 ms)", report.p50Ms, report.p99Ms, report.maxMs))
             print(String(format: "  lead CPU %.1f %% of one core (target < 25 %%)", report.leadCPUPercentOfOneCore)
@@ -264,6 +265,7 @@ extension Nodeagent.Bench {
 
         @Option(help: "Secrets to write (and rotate).") var secrets = 10_000
         @Option(help: "Seconds of reads on the lead.") var seconds = 10
+        @Flag(help: "Node reads over pinned TLS 1.3 (the lead's tls.listen) with kept-alive connections.") var tls = false
         @Flag(help: "Print the report as JSON.") var json = false
 
         func validate() throws {
@@ -272,12 +274,12 @@ extension Nodeagent.Bench {
         }
 
         func run() async throws {
-            let benchmark = SecretsBenchmark(executable: selfExecutable, secrets: secrets, seconds: seconds) { line in
+            let benchmark = SecretsBenchmark(executable: selfExecutable, secrets: secrets, seconds: seconds, tls: tls) { line in
                 FileHandle.standardError.write(Data((line + "\n").utf8))
             }
             let report = try await benchmark.run()
             if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("nodeagent bench secrets (\(secrets) secrets, release=\(isReleaseBuild))")
+            print("nodeagent bench secrets (\(secrets) secrets, \(tls ? "pinned TLS 1.3" : "plain HTTP"), release=\(isReleaseBuild))")
             print(String(format: "  lead, signed node reads (16 concurrent): %.0f/s, p50 %.2f ms, p99 %.2f ms (target >= 10000/s, p99 <= 2 ms)",
                          report.leadReadsPerSecond, report.leadP50Ms, report.leadP99Ms))
             print(String(format: "  CPU per read: lead agent %.0f us, its PostgreSQL %.0f us, this client %.0f us; one lead core serves %.0f reads/s",
