@@ -495,9 +495,14 @@ public struct HeartbeatResponse: Codable, Sendable, Equatable {
 
 /// `POST /api/tokens` (admin).
 public struct TokenCreateRequest: Codable, Sendable, Equatable {
-    public var profile: NodeRole
+    /// `join` (the default): a node joins with it. `api`: a program calls the API with it.
+    public var kind: TokenKind?
+    /// The joining node's profile (join tokens; required there).
+    public var profile: NodeRole?
+    /// API tokens: what the program may do.
+    public var role: APIRole?
     public var company: String?
-    /// Lifetime in seconds (default one hour).
+    /// Lifetime in seconds (join tokens: default one hour; API tokens: default none).
     public var ttlS: Int?
     public var reusable: Bool?
     public var labels: [String: String]?
@@ -510,12 +515,64 @@ public struct TokenCreateRequest: Codable, Sendable, Equatable {
         self.labels = labels
     }
 
+    /// An API token request.
+    public init(apiRole role: APIRole, company: String? = nil, ttlS: Int? = nil) {
+        self.kind = .api
+        self.role = role
+        self.company = company
+        self.ttlS = ttlS
+    }
+
     /// The fields a token request may carry.
     public static let fields = Set(CodingKeys.allCases.map(\.rawValue))
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case profile, company, reusable, labels
+        case kind, profile, role, company, reusable, labels
         case ttlS = "ttl_s"
+    }
+}
+
+/// What a token is for.
+public enum TokenKind: String, Codable, Sendable, CaseIterable {
+    case join, api
+}
+
+/// What a scoped API token may do (docs/API.md, section 3a).
+public enum APIRole: String, Codable, Sendable, CaseIterable, Comparable {
+    /// Reads: nodes, topology, jobs, queue, GPU status, connectivity, replicas, events.
+    case read
+    /// Reads, and generate jobs: submit, wait on and cancel its own.
+    case submit
+    /// Everything the mesh admin token may do.
+    case admin
+
+    public static func < (lhs: APIRole, rhs: APIRole) -> Bool {
+        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    }
+}
+
+/// A scoped API token as listed: never the token itself.
+public struct APITokenInfo: Codable, Sendable, Equatable {
+    public var id: String
+    public var role: APIRole
+    public var company: String
+    public var state: TokenInfo.State
+    public var createdAt: String
+    public var expiresAt: String?
+
+    public init(id: String, role: APIRole, company: String, state: TokenInfo.State, createdAt: String, expiresAt: String?) {
+        self.id = id
+        self.role = role
+        self.company = company
+        self.state = state
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, role, company, state
+        case createdAt = "created_at"
+        case expiresAt = "expires_at"
     }
 }
 
@@ -588,9 +645,28 @@ public struct TokenCreated: Codable, Sendable, Equatable {
 /// `GET /api/tokens`.
 public struct TokenList: Codable, Sendable, Equatable {
     public var tokens: [TokenInfo]
+    /// Scoped API tokens (`token create --kind api`).
+    public var apiTokens: [APITokenInfo]?
 
-    public init(tokens: [TokenInfo]) {
+    public init(tokens: [TokenInfo], apiTokens: [APITokenInfo]? = nil) {
         self.tokens = tokens
+        self.apiTokens = apiTokens
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case tokens
+        case apiTokens = "api_tokens"
+    }
+}
+
+/// `POST /api/tokens` with `"kind": "api"`: the token, shown once, and its record.
+public struct APITokenCreated: Codable, Sendable, Equatable {
+    public var token: String
+    public var info: APITokenInfo
+
+    public init(token: String, info: APITokenInfo) {
+        self.token = token
+        self.info = info
     }
 }
 

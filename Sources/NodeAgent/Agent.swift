@@ -25,7 +25,7 @@ public enum Agent {
         try ListenCheck.ensureFree(config.listen)
         let dataDir = try DataDirectory(path: config.dataDir)
         let identity = try NodeIdentity.loadOrCreate(in: dataDir.file("keys"), logger: logger)
-        let token = try AdminToken.loadOrCreate(dataDir: dataDir.path, keysDir: dataDir.file("keys"), logger: logger)
+        var token = try AdminToken.loadOrCreate(dataDir: dataDir.path, keysDir: dataDir.file("keys"), logger: logger)
         let tls = try TLSIdentity.loadOrCreate(in: dataDir.file("keys"), name: config.name, logger: logger)
         // Every listener that is not loopback speaks TLS, unless the operator says otherwise in so many words.
         if !HTTPServer.isLoopback(config.listen.host), !config.insecurePlain {
@@ -82,7 +82,11 @@ public enum Agent {
                 conninfo: storeService.managed?.conninfo ?? config.storeURL ?? "", binDirectory: storeService.managed?.binDirectory ?? config.pgBinDirectory),
                 logger: logger)
             services.append(.init(service: storeService))
-            services.append(.init(service: RegistryService(registry: registry, state: state, inventory: inventory, hub: hub, logger: logger)))
+            let apiTokens = APITokens(store: storeService.store)
+            token.scoped = apiTokens
+            mesh.apiTokens = apiTokens
+            services.append(.init(service: RegistryService(registry: registry, apiTokens: apiTokens, state: state, inventory: inventory, hub: hub,
+                                                           logger: logger)))
             services.append(.init(service: JobService(jobs: jobs, registry: registry, secrets: secrets, state: state, logger: logger)))
             if let url = config.redisURL {
                 let publisher = try RedisPublisher(url: url, maxLength: config.redisMaxLength, hub: hub, store: storeService.store, state: state,

@@ -15,7 +15,24 @@ enum JobAccess {
 
     static func seesAll(_ caller: String) -> Bool { caller == admin }
 
-    static func mayRead(_ job: Job, _ caller: String) -> Bool { seesAll(caller) || job.submittedBy == caller }
+    /// The mesh admin; the submitter; and an API token of a company for its company's API tokens' jobs.
+    static func mayRead(_ job: Job, _ caller: String) -> Bool {
+        if seesAll(caller) || job.submittedBy == caller { return true }
+        guard let company = company(of: caller), let submitter = job.submittedBy else { return false }
+        return self.company(of: submitter) == company
+    }
+
+    /// `COMPANY` of `api:ID@COMPANY`.
+    static func company(of caller: String) -> String? {
+        guard caller.hasPrefix("api:"), let at = caller.firstIndex(of: "@") else { return nil }
+        return String(caller[caller.index(after: at)...])
+    }
+
+    /// Callers whose jobs `caller` may list (nil: everyone's).
+    static func listFilter(_ caller: String) -> (exact: String, companySuffix: String?)? {
+        if seesAll(caller) { return nil }
+        return (caller, company(of: caller).map { "@" + $0 })
+    }
 
     static func mayRunExec(_ caller: String) -> Bool { caller == admin }
 }

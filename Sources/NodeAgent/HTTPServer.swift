@@ -107,6 +107,22 @@ public enum HTTPServer {
         host.hasPrefix("127.") || host == "::1" || host.lowercased() == "localhost"
     }
 
+    /// A bearer token that needs at least `role` (a scoped API token, or the operator token):
+    /// the caller's name as jobs record it. 401 for an unknown token, 403 for too small a role.
+    static func authorize(_ request: Request, token: AdminToken, role needed: APIRole) throws -> String {
+        guard let header = request.headers[.authorization] else {
+            throw APIError.unauthorized("this call needs the operator token or an API token (Authorization: Bearer …)")
+        }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer", let (role, caller) = token.role(of: String(parts[1])) else {
+            throw APIError.unauthorized("the token is not valid for this agent")
+        }
+        guard role >= needed else {
+            throw APIError(status: .forbidden, code: "forbidden", message: "this API token's role is \(role.rawValue); the call needs \(needed.rawValue)")
+        }
+        return caller
+    }
+
     /// Operator calls carry `Authorization: Bearer <token>`.
     static func authorize(_ request: Request, token: AdminToken) throws {
         guard let header = request.headers[.authorization] else {

@@ -66,6 +66,8 @@ public struct NodeIdentity: Sendable {
 /// (0600) for the operator, and kept only as a SHA-256 hash by the agent.
 public struct AdminToken: Sendable {
     private let hash: [UInt8]
+    /// On the lead, the scoped API tokens: one with role `admin` is accepted wherever this token is.
+    var scoped: APITokens?
 
     /// Loads the hash, or creates the token on first start.
     public static func loadOrCreate(dataDir: String, keysDir: String, logger: Logger) throws(AgentError) -> AdminToken {
@@ -84,9 +86,18 @@ public struct AdminToken: Sendable {
         return AdminToken(hash: hash)
     }
 
-    /// Whether `presented` is the token (constant time).
+    /// Whether `presented` is the token (constant time), or an API token with role `admin`.
     public func accepts(_ presented: String) -> Bool {
-        Crypto.constantTimeEquals(Crypto.sha256(Array(presented.utf8)), hash)
+        if Crypto.constantTimeEquals(Crypto.sha256(Array(presented.utf8)), hash) { return true }
+        return scoped?.grant(for: presented)?.role == .admin
+    }
+
+    /// What a presented bearer token may do: `admin` for this token, the role of a valid API
+    /// token, nil for anything else.
+    func role(of presented: String) -> (role: APIRole, caller: String)? {
+        if Crypto.constantTimeEquals(Crypto.sha256(Array(presented.utf8)), hash) { return (.admin, JobAccess.admin) }
+        guard let grant = scoped?.grant(for: presented) else { return nil }
+        return (grant.role, grant.caller)
     }
 }
 

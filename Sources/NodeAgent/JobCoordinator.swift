@@ -430,9 +430,15 @@ actor JobCoordinator {
             parameters.append(state.rawValue)
             conditions.append("state = $\(parameters.count)")
         }
-        if !JobAccess.seesAll(caller) {
-            parameters.append(caller)
-            conditions.append("submitted_by = $\(parameters.count)")
+        if let filter = JobAccess.listFilter(caller) {
+            parameters.append(filter.exact)
+            var condition = "submitted_by = $\(parameters.count)"
+            if let suffix = filter.companySuffix {
+                parameters.append("%" + suffix.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
+                                      .replacingOccurrences(of: "_", with: "\\_"))
+                condition = "(\(condition) OR (submitted_by LIKE 'api:%' AND submitted_by LIKE $\(parameters.count)))"
+            }
+            conditions.append(condition)
         }
         if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
         sql += " ORDER BY seq DESC LIMIT \(max(1, min(limit, 10_000)))"

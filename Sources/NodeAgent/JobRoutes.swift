@@ -17,7 +17,7 @@ extension HTTPServer {
             guard let jobs = mesh.jobs, let registry = mesh.registry else {
                 return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(10))
             }
-            let (who, body) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            let (who, body) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
             let submission = try decode(JobSubmission.self, body, allowed: JobSubmission.fields)
             let (job, created) = try await jobs.submit(submission, by: who)
             return try json(job, status: created ? .created : .ok)
@@ -27,7 +27,7 @@ extension HTTPServer {
                 return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody,
                                                timeout: .seconds(Int64(JobCoordinator.Limits.maxWait) + 5))
             }
-            let (who, body) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            let (who, body) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
             let generate = try decode(GenerateRequest.self, body, allowed: GenerateRequest.fields)
             if let wait = generate.waitS, !(0...JobCoordinator.Limits.maxWait).contains(wait) {
                 throw APIError.badRequest("wait_s must be 0-\(Int(JobCoordinator.Limits.maxWait)) seconds")
@@ -75,7 +75,7 @@ extension HTTPServer {
             guard let jobs = mesh.jobs, let registry = mesh.registry else {
                 return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(10))
             }
-            let (who, _) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            let (who, _) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
             return try json(try await jobs.cancel(try context.parameters.require("id"), by: who), status: .ok)
         }
         router.get(RouterPath(Routes.gpuStatus)) { request, context -> Response in
@@ -108,13 +108,14 @@ extension HTTPServer {
         }
     }
 
-    /// Who calls (`operator` or `node:NAME`) and the body: the operator token, or a node's signature.
+    /// Who calls (`operator`, `api:ID[@COMPANY]` or `node:NAME`) and the body: a bearer token
+    /// with at least `role` (reads need `read`, submitting and cancelling `submit`), or a node's signature.
     static func client(_ request: Request, context: AgentRequestContext, token: AdminToken, registry: Registry,
-                       maxBody: Int) async throws -> (String, [UInt8]) {
+                       maxBody: Int, role: APIRole = .read) async throws -> (String, [UInt8]) {
         if request.headers[.authorization] != nil {
-            try authorize(request, token: token)
+            let caller = try authorize(request, token: token, role: role)
             var request = request
-            return (JobAccess.admin, Array(try await request.collectBody(upTo: maxBody).readableBytesView))
+            return (caller, Array(try await request.collectBody(upTo: maxBody).readableBytesView))
         }
         let (node, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
         return ("node:\(node)", body)

@@ -20,7 +20,9 @@ enum JoinTokens {
 
     /// Creates a token; returns it with its record.
     static func create(_ request: TokenCreateRequest, store: Store, lead: LeadTLS? = nil) async throws(APIError) -> TokenCreated {
-        guard request.profile != .lead else { throw APIError.badRequest("profile: join tokens are for compute or edge nodes") }
+        guard let profile = request.profile else { throw APIError.badRequest("profile: a join token needs the joining node's profile (compute or edge)") }
+        guard profile != .lead else { throw APIError.badRequest("profile: join tokens are for compute or edge nodes") }
+        guard request.role == nil else { throw APIError.badRequest("role is for API tokens (kind: api), not join tokens") }
         let ttl = request.ttlS ?? defaultTTL
         guard (1...maxTTL).contains(ttl) else { throw APIError.badRequest("ttl_s must be 1-\(maxTTL) seconds") }
         do throws(MeshError) {
@@ -38,7 +40,7 @@ enum JoinTokens {
                 INSERT INTO join_tokens (id, token_hash, profile, company, labels, reusable, expires_at)
                 VALUES ($1, $2, $3, $4, $5::jsonb, $6, now() + make_interval(secs => $7::integer))
                 RETURNING \(columns)
-                """, [id, hash, request.profile.rawValue, request.company ?? "", SQL.json(request.labels ?? [:]),
+                """, [id, hash, profile.rawValue, request.company ?? "", SQL.json(request.labels ?? [:]),
                       (request.reusable ?? false) ? "true" : "false", String(ttl)]).rows
         } catch {
             throw APIError.storeUnavailable(error)

@@ -37,6 +37,8 @@ struct MeshContext: Sendable {
     var subsystems: Subsystems?
     /// The lead's TLS listener, for pinned join tokens (nil: it serves none).
     var leadTLS: LeadTLS?
+    /// The lead's scoped API tokens.
+    var apiTokens: APITokens?
 }
 
 extension HTTPServer {
@@ -134,23 +136,31 @@ extension HTTPServer {
             guard let store = mesh.store else { throw APIError.notLead("join tokens", lead: leadURL) }
             try authorize(request, token: token)
             let create = try await decode(TokenCreateRequest.self, request, maxBody: maxBody, allowed: TokenCreateRequest.fields)
+            if create.kind == .api, let apiTokens = mesh.apiTokens { return try json(try await apiTokens.create(create), status: .created) }
             return try json(try await JoinTokens.create(create, store: store, lead: mesh.leadTLS), status: .created)
         }
         router.get(RouterPath(Routes.tokens)) { request, _ -> Response in
             guard let store = mesh.store else { throw APIError.notLead("join tokens", lead: leadURL) }
             try authorize(request, token: token)
-            return try json(try await JoinTokens.list(store: store), status: .ok)
+            var list = try await JoinTokens.list(store: store)
+            list.apiTokens = try await mesh.apiTokens?.list()
+            return try json(list, status: .ok)
         }
         router.delete("/api/tokens/:id") { request, context -> Response in
             guard let store = mesh.store else { throw APIError.notLead("join tokens", lead: leadURL) }
             try authorize(request, token: token)
-            return try json(try await JoinTokens.revoke(try context.parameters.require("id"), store: store), status: .ok)
+            let id = try context.parameters.require("id")
+            if id.hasPrefix("at_"), let apiTokens = mesh.apiTokens {
+                guard let info = try await apiTokens.revoke(id) else { throw APIError.notFound("no API token with id '\(InputRules.printable(id))'") }
+                return try json(info, status: .ok)
+            }
+            return try json(try await JoinTokens.revoke(id, store: store), status: .ok)
         }
 
         // MARK: Events (lead, operator token): Server-Sent Events
         router.get(RouterPath(Routes.events)) { request, _ -> Response in
             guard let store = mesh.store else { throw APIError.notLead("the event stream", lead: leadURL) }
-            try authorize(request, token: token)
+            _ = try authorize(request, token: token, role: .read)
             let since: Int64
             if let text = request.uri.queryParameters.get("since") ?? request.headers[.init("Last-Event-ID")!] {
                 guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("since / Last-Event-ID must be an event sequence number (0 or more)") }
@@ -234,11 +244,11 @@ extension HTTPServer {
         return (name, body)
     }
 
-    /// Operator token, or a node's valid signature.
+    /// Operator token (or an API token that may read), or a node's valid signature.
     static func authorizeOperatorOrNode(_ request: Request, context: AgentRequestContext, token: AdminToken, registry: Registry,
                                         maxBody: Int) async throws {
         if request.headers[.authorization] != nil {
-            try authorize(request, token: token)
+            _ = try authorize(request, token: token, role: .read)
         } else {
             _ = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
         }

@@ -14,7 +14,11 @@ final class RegistryService: Service {
     let hub: EventHub
     let logger: Logger
 
-    init(registry: Registry, state: AgentState, inventory: Inventory, hub: EventHub, logger: Logger) {
+    /// Scoped API tokens, loaded with the registry.
+    let apiTokens: APITokens?
+
+    init(registry: Registry, apiTokens: APITokens? = nil, state: AgentState, inventory: Inventory, hub: EventHub, logger: Logger) {
+        self.apiTokens = apiTokens
         self.registry = registry
         self.state = state
         self.inventory = inventory
@@ -28,6 +32,7 @@ final class RegistryService: Service {
             guard state.store.state == .ok else { continue }
             do {
                 try await registry.load(capabilities: await inventory.capabilities(), meshID: state.meshID)
+                try await apiTokens?.load()
                 break
             } catch {
                 logger.error("cannot load the registry; retrying", metadata: ["nodeagent.error": "\(error.message)"])

@@ -251,6 +251,17 @@ public enum Migrations {
             );
             CREATE INDEX reports_received ON reports (received_at)
             """),
+        Migration(version: 7, name: "api_tokens", sql: """
+            CREATE TABLE api_tokens (
+                id          text PRIMARY KEY,
+                token_hash  text NOT NULL UNIQUE,
+                role        text NOT NULL,
+                company     text NOT NULL DEFAULT '',
+                created_at  timestamptz NOT NULL DEFAULT now(),
+                expires_at  timestamptz,
+                revoked_at  timestamptz
+            )
+            """),
     ]
 
     /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate

@@ -3,6 +3,8 @@ import AuroraAPI
 import Foundation
 
 extension NodeRole: ExpressibleByArgument {}
+extension TokenKind: ExpressibleByArgument {}
+extension APIRole: ExpressibleByArgument {}
 
 /// `aurora-cli nodes`: the registry.
 struct Nodes: AsyncParsableCommand {
@@ -109,25 +111,52 @@ struct Token: AsyncParsableCommand {
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create a join token; it is printed once and stored only as a hash.",
-            discussion: "Example: aurora-cli token create --profile compute --ttl 1h --labels gpu=4090,zone=office")
+            abstract: "Create a join token, or a scoped API token; it is printed once and stored only as a hash.",
+            discussion: """
+                Join token:  aurora-cli token create --profile compute --ttl 1h --labels gpu=4090,zone=office
+                API token:   aurora-cli token create --kind api --role submit [--company acme] [--ttl 30d]
+                  read: nodes, topology, jobs, queue, GPU status, connectivity, replicas, events
+                  submit: read, plus generate jobs (its own: submit, wait, cancel); never exec
+                  admin: everything the mesh admin token may do
+                """)
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Token
-        @Option(help: "Profile the joining node must run: compute or edge.") var profile: NodeRole
-        @Option(help: "Company of the nodes that join with it (a node cannot choose its own).") var company: String?
-        @Option(help: "Lifetime: 90s, 15m, 1h, 7d (default 1h).") var ttl: String = "1h"
+        @Option(help: "join (default) or api.") var kind: TokenKind = .join
+        @Option(help: "Join tokens: the profile the joining node must run, compute or edge.") var profile: NodeRole?
+        @Option(help: "API tokens: read, submit or admin.") var role: APIRole?
+        @Option(help: "Company of the nodes that join with it (a node cannot choose its own), or of the API token's jobs.") var company: String?
+        @Option(help: "Lifetime: 90s, 15m, 1h, 7d (join default 1h; API tokens default: until revoked).") var ttl: String?
         @Flag(help: "Allow many joins until it expires (default: single use).") var reusable = false
         @Option(help: "Trusted labels of the nodes that join with it (placement matches these): k=v[,k=v...].") var labels: String?
         @Flag(help: "Print JSON: {token, info}.") var json = false
 
         func validate() throws {
-            guard profile != .lead else { throw ValidationError("--profile must be compute or edge; a lead does not join") }
-            guard TTL.seconds(ttl) != nil else { throw ValidationError("--ttl must look like 90s, 15m, 1h or 7d, got '\(ttl)'") }
-            if let labels { _ = try Labels.parse(labels) }
+            if let ttl { guard TTL.seconds(ttl) != nil else { throw ValidationError("--ttl must look like 90s, 15m, 1h or 7d, got '\(ttl)'") } }
+            switch kind {
+            case .join:
+                guard let profile else { throw ValidationError("--profile is required for a join token: compute or edge") }
+                guard profile != .lead else { throw ValidationError("--profile must be compute or edge; a lead does not join") }
+                guard role == nil else { throw ValidationError("--role is for API tokens (--kind api)") }
+                if let labels { _ = try Labels.parse(labels) }
+            case .api:
+                guard role != nil else { throw ValidationError("--role is required for an API token: read, submit or admin") }
+                guard profile == nil, labels == nil, !reusable else { throw ValidationError("--profile, --labels and --reusable are for join tokens") }
+            }
         }
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
+            if kind == .api, let role {
+                let created = try await options.client().call("POST", Routes.tokens,
+                                                              body: TokenCreateRequest(apiRole: role, company: company, ttlS: ttl.flatMap(TTL.seconds)),
+                                                              as: APITokenCreated.self)
+                if json { return print(try encodePretty(created)) }
+                print(created.token)
+                FileHandle.standardError.write(Data("API token \(created.info.id): role \(created.info.role.rawValue)\(created.info.company.isEmpty ? "" : ", company \(created.info.company)"), expires \(created.info.expiresAt ?? "never"); use it as Authorization: Bearer TOKEN (or AURORA_TOKEN)\n".utf8))
+                return
+            }
+            guard let profile else { return }
+            let ttl = ttl ?? "1h"
             let request = TokenCreateRequest(profile: profile, company: company, ttlS: TTL.seconds(ttl), reusable: reusable,
                                              labels: try labels.map(Labels.parse))
             let created = try await options.client().call("POST", Routes.tokens, body: request, as: TokenCreated.self)
@@ -154,16 +183,18 @@ struct Token: AsyncParsableCommand {
             let options = localOptions.merged(with: parent.options)
             let list = try await options.client().call("GET", Routes.tokens, as: TokenList.self)
             guard !json else { return print(try encodePretty(list)) }
-            let rows = [["ID", "PROFILE", "COMPANY", "STATE", "USES", "REUSABLE", "EXPIRES"]] + list.tokens.map {
-                [$0.id, $0.profile.rawValue, $0.company.isEmpty ? "-" : $0.company, $0.state.rawValue, String($0.uses),
+            let rows = [["ID", "KIND", "PROFILE/ROLE", "COMPANY", "STATE", "USES", "REUSABLE", "EXPIRES"]] + list.tokens.map {
+                [$0.id, "join", $0.profile.rawValue, $0.company.isEmpty ? "-" : $0.company, $0.state.rawValue, String($0.uses),
                  $0.reusable ? "yes" : "no", $0.expiresAt]
+            } + (list.apiTokens ?? []).map {
+                [$0.id, "api", $0.role.rawValue, $0.company.isEmpty ? "-" : $0.company, $0.state.rawValue, "-", "-", $0.expiresAt ?? "never"]
             }
             print(Table.render(rows))
         }
     }
 
     struct Revoke: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Revoke a join token by id (jt_...).")
+        static let configuration = CommandConfiguration(abstract: "Revoke a join token (jt_...) or an API token (at_...) by id.")
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Token
         @Argument(help: "The token's id, as 'token list' shows it.") var id: String
@@ -171,6 +202,10 @@ struct Token: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
+            if id.hasPrefix("at_") {
+                let info = try await options.client().call("DELETE", Routes.tokens + "/" + id, as: APITokenInfo.self)
+                return print(json ? try encodePretty(info) : "revoked \(info.id)")
+            }
             let info = try await options.client().call("DELETE", Routes.tokens + "/" + id, as: TokenInfo.self)
             print(json ? try encodePretty(info) : "revoked \(info.id)")
         }

@@ -37,7 +37,21 @@ struct AuthorizationMatrixTests {
         var path: String
         var body: String?
         var access: Access
+        /// The least API token role that gets in (admin: only an admin-role token; nil: no token).
+        var role: APIRole? = .admin
         var description: String { "\(method) \(path)" }
+
+        init(method: String, path: String, body: String? = nil, access: Access, role: APIRole? = nil) {
+            self.method = method
+            self.path = path
+            self.body = body
+            self.access = access
+            switch access {
+            case .anyone: self.role = .read
+            case .node: self.role = nil
+            case .admin, .adminOrNode: self.role = role ?? .admin
+            }
+        }
     }
 
     /// Every route the lead's router has (the OpenAPI route-set test keeps this list honest
@@ -49,23 +63,23 @@ struct AuthorizationMatrixTests {
         Route(method: "GET", path: "/postgres/replica", access: .anyone),
         Route(method: "GET", path: "/postgres/read-only", access: .anyone),
         Route(method: "GET", path: "/api/agent", access: .admin),
-        Route(method: "GET", path: "/nodes", access: .adminOrNode),
-        Route(method: "GET", path: "/nodes/matrix-node", access: .adminOrNode),
-        Route(method: "GET", path: "/topology", access: .adminOrNode),
+        Route(method: "GET", path: "/nodes", access: .adminOrNode, role: .read),
+        Route(method: "GET", path: "/nodes/matrix-node", access: .adminOrNode, role: .read),
+        Route(method: "GET", path: "/topology", access: .adminOrNode, role: .read),
         Route(method: "DELETE", path: "/nodes/nobody-here", access: .admin),
         Route(method: "PUT", path: "/nodes/nobody-here/labels", body: #"{"labels":{"zone":"x"}}"#, access: .admin),
         Route(method: "POST", path: "/api/tokens", body: #"{"profile":"compute","ttl_s":60}"#, access: .admin),
         Route(method: "GET", path: "/api/tokens", access: .admin),
         Route(method: "DELETE", path: "/api/tokens/jt_000000000000", access: .admin),
-        Route(method: "GET", path: "/api/events?follow=false", access: .admin),
+        Route(method: "GET", path: "/api/events?follow=false", access: .admin, role: .read),
         Route(method: "POST", path: "/api/gpu/jobs", body: #"{"kind":"generate","payload":{"model":"m","prompt":"p"},"requirements":{"min_vram_mb":0,"labels":{"zone":"none"}}}"#,
-              access: .adminOrNode),
-        Route(method: "POST", path: "/api/gpu/generate", body: #"{"model":"m","prompt":"p","labels":{"zone":"none"}}"#, access: .adminOrNode),
-        Route(method: "GET", path: "/api/gpu/jobs", access: .adminOrNode),
-        Route(method: "GET", path: "/api/gpu/jobs/00000000-0000-0000-0000-000000000000", access: .adminOrNode),
-        Route(method: "DELETE", path: "/api/gpu/jobs/00000000-0000-0000-0000-000000000000", access: .adminOrNode),
-        Route(method: "GET", path: "/api/gpu/status", access: .adminOrNode),
-        Route(method: "GET", path: "/api/gpu/queue", access: .adminOrNode),
+              access: .adminOrNode, role: .submit),
+        Route(method: "POST", path: "/api/gpu/generate", body: #"{"model":"m","prompt":"p","labels":{"zone":"none"}}"#, access: .adminOrNode, role: .submit),
+        Route(method: "GET", path: "/api/gpu/jobs", access: .adminOrNode, role: .read),
+        Route(method: "GET", path: "/api/gpu/jobs/00000000-0000-0000-0000-000000000000", access: .adminOrNode, role: .read),
+        Route(method: "DELETE", path: "/api/gpu/jobs/00000000-0000-0000-0000-000000000000", access: .adminOrNode, role: .submit),
+        Route(method: "GET", path: "/api/gpu/status", access: .adminOrNode, role: .read),
+        Route(method: "GET", path: "/api/gpu/queue", access: .adminOrNode, role: .read),
         Route(method: "GET", path: "/api/gpu/assignments?wait=0", access: .node),
         Route(method: "POST", path: "/api/gpu/jobs/00000000-0000-0000-0000-000000000000/result", body: #"{"attempt":1,"outcome":"failed"}"#, access: .node),
         Route(method: "POST", path: "/api/nodes/matrix-node/reports", body: #"{"reports":[]}"#, access: .node),
@@ -79,10 +93,10 @@ struct AuthorizationMatrixTests {
         Route(method: "POST", path: "/api/secrets/rotate-key", access: .admin),
         Route(method: "GET", path: "/api/audit", access: .admin),
         Route(method: "POST", path: "/api/connectivity/status", body: #"{"results":[]}"#, access: .node),
-        Route(method: "GET", path: "/api/connectivity/status", access: .adminOrNode),
-        Route(method: "GET", path: "/api/connectivity/health", access: .adminOrNode),
+        Route(method: "GET", path: "/api/connectivity/status", access: .adminOrNode, role: .read),
+        Route(method: "GET", path: "/api/connectivity/health", access: .adminOrNode, role: .read),
         Route(method: "GET", path: "/api/postgres/health", access: .admin),
-        Route(method: "GET", path: "/api/postgres/replicas", access: .adminOrNode),
+        Route(method: "GET", path: "/api/postgres/replicas", access: .adminOrNode, role: .read),
         Route(method: "GET", path: "/api/backups", access: .admin),
         Route(method: "POST", path: "/api/backups/none.dump/verify", access: .admin),
         Route(method: "POST", path: "/api/backups/none.dump/restore", body: #"{"into":"matrix_restore"}"#, access: .admin),
@@ -96,7 +110,7 @@ struct AuthorizationMatrixTests {
         Route(method: "POST", path: "/api/nodes/matrix-node/leave", access: .node),
     ]
 
-    @Test("nobody, a stranger's token, a joined node and the mesh admin on every route")
+    @Test("nobody, a stranger's token, a joined node, read, submit and admin API tokens and the mesh admin on every route")
     func matrix() async throws {
         let scratch = try ScratchDirectory("authz")
         defer { scratch.remove() }
@@ -115,6 +129,12 @@ struct AuthorizationMatrixTests {
         let heartbeat = String(decoding: try node.heartbeatBody(cpuCores: 4), as: UTF8.self)
         // Another agent's operator token is a stranger's token here.
         let strangerToken = "aur_" + String(repeating: "ab", count: 32)
+        // Scoped API tokens of each role.
+        var apiTokens: [APIRole: String] = [:]
+        for role in APIRole.allCases {
+            apiTokens[role] = try await http(lead.baseURL + Routes.tokens, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
+                                             body: Array(try APICoding.encoder().encode(TokenCreateRequest(apiRole: role)))).decode(APITokenCreated.self).token
+        }
 
         var failures: [String] = []
         for route in Self.routes {
@@ -128,6 +148,8 @@ struct AuthorizationMatrixTests {
             let anonymous = try await call([:])
             let stranger = try await call(["Authorization": "Bearer \(strangerToken)"])
             let signed = try await call(node.headers(method: route.method, path: route.path, body: body).filter { $0.key != "Content-Type" })
+            var scoped: [APIRole: Int] = [:]
+            for (role, token) in apiTokens { scoped[role] = try await call(["Authorization": "Bearer \(token)"]) }
             let admin = try await call(["Authorization": "Bearer \(adminToken)"])
             let (anonymousIn, strangerIn, nodeIn, adminIn): (Bool, Bool, Bool, Bool) = switch route.access {
             case .anyone: (true, true, true, true)
@@ -146,6 +168,9 @@ struct AuthorizationMatrixTests {
             check("a stranger's token", stranger, strangerIn)
             check("the node", signed, nodeIn)
             check("the admin", admin, adminIn)
+            for role in APIRole.allCases {
+                check("an API token (\(role.rawValue))", scoped[role]!, route.role.map { role >= $0 } ?? false)
+            }
         }
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
         #expect(lead.process.isRunning)
