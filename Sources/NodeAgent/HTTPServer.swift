@@ -30,6 +30,20 @@ public enum HTTPServer {
     /// Builds the application; it is a `Service` and runs in the agent's `ServiceGroup`.
     static func application(state: AgentState, token: AdminToken, metrics: PrometheusCollectorRegistry?, mesh: MeshContext,
                             logger: Logger) -> some ApplicationProtocol {
+        let router = router(state: state, token: token, metrics: metrics, mesh: mesh, logger: logger)
+        let address = state.config.listen
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
+            onServerRunning: { channel in
+                logger.info("listening", metadata: ["nodeagent.address": "\(channel.localAddress?.description ?? address.description)"])
+            },
+            logger: logger)
+    }
+
+    /// Every route of the API (docs/openapi.yaml lists the same set; a unit test compares them).
+    static func router(state: AgentState, token: AdminToken, metrics: PrometheusCollectorRegistry?, mesh: MeshContext,
+                       logger: Logger) -> Router<AgentRequestContext> {
         let router = Router(context: AgentRequestContext.self)
         router.middlewares.add(APIErrorMiddleware(logger: logger))
         router.middlewares.add(BodyLimitMiddleware(maxBytes: state.config.maxBodyBytes))
@@ -44,6 +58,12 @@ public enum HTTPServer {
             metrics?.emit(into: &buffer)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                             body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
+        }
+        router.get(RouterPath(Routes.openAPI)) { _, _ -> Response in
+            guard let document = OpenAPIDocument.served else {
+                throw APIError(status: .internalServerError, code: "internal", message: "the built-in OpenAPI document does not convert to JSON")
+            }
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: document)))
         }
         router.get(RouterPath(Routes.agent)) { request, _ -> Response in
             try authorize(request, token: token)
@@ -60,15 +80,7 @@ public enum HTTPServer {
         addPostgresRoutes(to: router, state: state, token: token, mesh: mesh)
         addWireGuardRoutes(to: router, state: state, token: token, mesh: mesh)
         addOperatorRoutes(to: router, state: state, token: token, mesh: mesh)
-
-        let address = state.config.listen
-        return Application(
-            router: router,
-            configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
-            onServerRunning: { channel in
-                logger.info("listening", metadata: ["nodeagent.address": "\(channel.localAddress?.description ?? address.description)"])
-            },
-            logger: logger)
+        return router
     }
 
     /// Operator calls carry `Authorization: Bearer <token>`.
