@@ -449,7 +449,18 @@ paths:
           description: the event stream
           content:
             text/event-stream:
-              schema: {type: string}
+              schema:
+                description: one event (the schema of each event, as OpenAPI 3.1 reads `schema` for a stream); comments are not events
+                type: object
+                required: [id, event, data]
+                properties:
+                  id: {type: string, pattern: '^[0-9]+$', description: the event's `seq`}
+                  event: {type: string, description: the event's `type`}
+                  data:
+                    type: string
+                    description: the event as one line of JSON
+                    contentMediaType: application/json
+                    contentSchema: {$ref: '#/components/schemas/MeshEvent'}
         '400': {$ref: '#/components/responses/BadRequest'}
         '401': {$ref: '#/components/responses/Unauthorized'}
         '403': {$ref: '#/components/responses/Forbidden'}
