@@ -250,6 +250,8 @@ public enum LagLimit: Sendable, Equatable {
                                                ("kb", 1024, false), ("mb", 1_048_576, false), ("gb", 1_073_741_824, false), ("b", 1, false)]
         for (suffix, factor, isTime) in units where lower.hasSuffix(suffix) {
             guard let number = Double(lower.dropLast(suffix.count)), number >= 0, number.isFinite else { return nil }
+            // A size past UInt64 (2^64 bytes) is refused, not converted (that traps).
+            guard isTime || number * factor < 0x1p64 else { return nil }
             self = isTime ? .seconds(number * factor) : .bytes(UInt64(number * factor))
             return
         }
