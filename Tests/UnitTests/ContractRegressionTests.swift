@@ -1,0 +1,28 @@
+import AuroraAPI
+import Testing
+@testable import NodeAgent
+
+/// Requests the contract fuzzer (Tests/contract/run) found to fail, kept as pure checks.
+@Suite("Contract fuzzing regressions")
+struct ContractRegressionTests {
+    @Test("a job whose payload, key or requirements hold U+0000 is a 400 naming the field, not a store failure")
+    func nulInJobSubmission() throws {
+        // schemathesis: POST /api/gpu/jobs {"kind": "generate", "payload": {"model": "m", "prompt": "p", "options": {"\u0000": 1}}}
+        func refusal(_ submission: JobSubmission) -> String? {
+            do { _ = try JobCoordinator.validate(submission); return nil } catch { return error.status == .badRequest ? error.message : "\(error.status)" }
+        }
+        let nul = "a\u{0}b"
+        let payload: [String: JSONValue] = ["model": .string("m"), "prompt": .string("p")]
+        #expect(refusal(JobSubmission(kind: .generate, payload: payload)) == nil)
+        var nested = payload
+        nested["options"] = .object(["x": .array([.object([nul: .number(1)])])])
+        #expect(refusal(JobSubmission(kind: .generate, payload: nested)) == "payload must not contain U+0000")
+        #expect(refusal(JobSubmission(kind: .generate, payload: ["model": .string("m"), "prompt": .string(nul)]))
+                == "payload must not contain U+0000")
+        #expect(refusal(JobSubmission(kind: .generate, payload: payload, idempotencyKey: nul)) == "idempotency_key must not contain U+0000")
+        #expect(refusal(JobSubmission(kind: .generate, requirements: JobRequirements(gpuModel: nul), payload: payload))
+                == "requirements.gpu_model must not contain U+0000")
+        #expect(refusal(JobSubmission(kind: .generate, requirements: JobRequirements(labels: ["zone": nul]), payload: payload))
+                == "requirements.labels must not contain U+0000")
+    }
+}
