@@ -24,6 +24,11 @@ enum JoinTokens {
         for (key, _) in request.labels ?? [:] where key.isEmpty || key.count > 63 {
             throw APIError.badRequest("labels: keys must be 1-63 characters")
         }
+        // The store cannot hold U+0000: libpq would cut the company short, jsonb refuses the labels.
+        let texts = [request.company ?? ""] + (request.labels ?? [:]).flatMap { [$0.key, $0.value] }
+        if texts.contains(where: { $0.unicodeScalars.contains("\u{0}") }) {
+            throw APIError.badRequest("company and labels must not contain U+0000")
+        }
         let id = "jt_" + Hex.encode(Crypto.randomBytes(6))
         let token = "aurjoin_" + Hex.encode(Crypto.randomBytes(24))
         let hash = Hex.encode(Crypto.sha256(Array(token.utf8)))

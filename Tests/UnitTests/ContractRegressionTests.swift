@@ -25,4 +25,18 @@ struct ContractRegressionTests {
         #expect(refusal(JobSubmission(kind: .generate, requirements: JobRequirements(labels: ["zone": nul]), payload: payload))
                 == "requirements.labels must not contain U+0000")
     }
+
+    @Test("a join token whose company or labels hold U+0000 is a 400, not a store failure or a company cut short")
+    func nulInJoinToken() async throws {
+        // schemathesis: POST /api/tokens {"profile": "compute", "labels": {"k": "a\u0000b"}} answered 503 store_unavailable.
+        let store = Store(conninfo: "host=/nonexistent")
+        func answer(_ request: TokenCreateRequest) async -> String {
+            do { _ = try await JoinTokens.create(request, store: store); return "created" } catch { return "\(error.status.code) \(error.code)" }
+        }
+        #expect(await answer(TokenCreateRequest(profile: .compute, labels: ["k": "a\u{0}b"])) == "400 bad_request")
+        #expect(await answer(TokenCreateRequest(profile: .compute, labels: ["a\u{0}b": "v"])) == "400 bad_request")
+        #expect(await answer(TokenCreateRequest(profile: .compute, company: "acme\u{0}evil")) == "400 bad_request")
+        // A good request gets past validation to the (absent) store.
+        #expect(await answer(TokenCreateRequest(profile: .compute, company: "acme", labels: ["k": "v"])) == "503 store_unavailable")
+    }
 }
