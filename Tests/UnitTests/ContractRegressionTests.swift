@@ -1,4 +1,5 @@
 import AuroraAPI
+import Secrets
 import Testing
 @testable import NodeAgent
 
@@ -38,5 +39,14 @@ struct ContractRegressionTests {
         #expect(await answer(TokenCreateRequest(profile: .compute, company: "acme\u{0}evil")) == "400 bad_request")
         // A good request gets past validation to the (absent) store.
         #expect(await answer(TokenCreateRequest(profile: .compute, company: "acme", labels: ["k": "v"])) == "503 store_unavailable")
+    }
+
+    @Test("a secret scope id holding U+0000 is refused (a 400), not a store failure")
+    func nulInSecretScope() {
+        // schemathesis: POST /api/secrets {"service": "s", "key_name": "k", "value": "v", "scope": "company", "scope_id": "a\u0000b"}
+        // answered 503 store_unavailable.
+        #expect(throws: SecretsError.self) { try SecretScope(name: "company", id: "a\u{0}b") }
+        #expect(throws: APIError.self) { try SecretsManager.scope("node", "n\u{0}") }
+        #expect((try? SecretScope(name: "company", id: "acme"))?.description == "company:acme")
     }
 }
