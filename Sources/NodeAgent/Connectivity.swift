@@ -25,6 +25,10 @@ actor ConnectivityBoard {
 
     /// A node's latest results; changed states become events (written before they count).
     func report(_ node: String, _ results: [ProbeResult]) async throws(APIError) {
+        // The connectivity.changed event (jsonb) cannot hold U+0000: refused, not a store failure.
+        if results.contains(where: { [$0.service, $0.url, $0.error ?? ""].contains { $0.unicodeScalars.contains("\u{0}") } }) {
+            throw APIError.badRequest("results: service, url and error must not contain U+0000")
+        }
         var drafts: [EventLog.Draft] = []
         var updated = matrix[node] ?? [:]
         for result in results {

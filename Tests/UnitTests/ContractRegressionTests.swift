@@ -1,4 +1,5 @@
 import AuroraAPI
+import Logging
 import Secrets
 import Testing
 @testable import NodeAgent
@@ -48,5 +49,20 @@ struct ContractRegressionTests {
         #expect(throws: SecretsError.self) { try SecretScope(name: "company", id: "a\u{0}b") }
         #expect(throws: APIError.self) { try SecretsManager.scope("node", "n\u{0}") }
         #expect((try? SecretScope(name: "company", id: "acme"))?.description == "company:acme")
+    }
+
+    @Test("a connectivity report holding U+0000 is a 400, not a store failure")
+    func nulInConnectivityReport() async {
+        // schemathesis (signed as a node): POST /api/connectivity/status {"results": [{"service": "s", "url": "u",
+        // "state": "down", "error": "a\u0000b", "checked_at": "…"}]} answered 503 store_unavailable.
+        let board = ConnectivityBoard(store: Store(conninfo: "host=/nonexistent"), hub: EventHub(), logger: Logger(label: "test"))
+        func answer(_ error: String) async -> String {
+            let result = ProbeResult(service: "api", url: "http://127.0.0.1:9/", state: .down, latencyMs: nil, status: nil, error: error,
+                                     checkedAt: "2026-01-01T00:00:00.000Z")
+            do { try await board.report("gpu-1", [result]); return "accepted" } catch { return "\(error.status.code) \(error.code)" }
+        }
+        #expect(await answer("a\u{0}b") == "400 bad_request")
+        // A good report gets past the check to the (absent) store.
+        #expect(await answer("connection refused") == "503 store_unavailable")
     }
 }
