@@ -1539,7 +1539,7 @@ components:
         application/json:
           schema: {$ref: '#/components/schemas/Error'}
     Unavailable:
-      description: '`starting` (not loaded or not joined yet), `store_unavailable`, `lead_unreachable` (a compute or edge agent cannot reach the lead and has no cached copy), `audit_unavailable`'
+      description: '`starting` (not loaded or not joined yet), `store_unavailable`, `lead_unreachable` (a compute or edge agent cannot reach the lead and has no cached copy), `audit_unavailable`, `no_address` (the node whose logs were asked for has not reported its address)'
       content:
         application/json:
           schema: {$ref: '#/components/schemas/Error'}
