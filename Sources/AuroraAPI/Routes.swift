@@ -4,6 +4,8 @@ public enum Routes {
     public static let health = "/health"
     /// Prometheus text exposition; no authentication.
     public static let metrics = "/metrics"
+    /// This API's OpenAPI 3.1 document (docs/openapi.yaml) as JSON; no authentication.
+    public static let openAPI = "/api/openapi.json"
     /// Local agent status for operators; needs the operator token.
     public static let agent = "/api/agent"
     /// `POST`: a node joins with a join token.

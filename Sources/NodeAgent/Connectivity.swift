@@ -35,6 +35,7 @@ actor ConnectivityBoard {
         for (index, result) in results.enumerated() {
             do throws(MeshError) {
                 try InputRules.identifier(result.service, field: "results[\(index)].service", maxBytes: 64)
+                try InputRules.identifier(result.url, field: "results[\(index)].url", maxBytes: 2048)
                 if let error = result.error { try InputRules.freeText(error, field: "results[\(index)].error", maxBytes: 4096) }
             } catch {
                 throw APIError.badRequest(error.message)

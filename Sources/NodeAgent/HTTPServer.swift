@@ -41,38 +41,7 @@ public enum HTTPServer {
     /// `listen`, and TLS 1.3 on `tls.listen` when set. Both serve the same routes.
     static func applications(state: AgentState, token: AdminToken, metrics: PrometheusCollectorRegistry?, mesh: MeshContext,
                              tls: TLSIdentity, logger: Logger) throws -> [any Service] {
-        let router = Router(context: AgentRequestContext.self)
-        router.middlewares.add(APIErrorMiddleware(logger: logger))
-        router.middlewares.add(RequestLimitMiddleware(limits: RequestLimits(config: state.config)))
-        router.middlewares.add(BodyLimitMiddleware(maxBytes: state.config.maxBodyBytes))
-
-        router.get(RouterPath(Routes.health)) { _, _ -> Response in
-            let health = state.health
-            return try json(health, status: health.status == .ok ? .ok : .serviceUnavailable)
-        }
-        router.get(RouterPath(Routes.metrics)) { _, _ -> Response in
-            Gauge(label: "aurora_uptime_seconds").record(state.uptime)
-            var buffer = [UInt8]()
-            metrics?.emit(into: &buffer)
-            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                            body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
-        }
-        router.get(RouterPath(Routes.agent)) { request, _ -> Response in
-            try authorize(request, token: token)
-            let status = AgentStatus(
-                health: state.health, pid: getpid(), dataDir: state.config.dataDir, listen: state.config.listen.description,
-                startedAt: ISO8601DateFormatter().string(from: state.startedAt), identity: state.identity.publicIdentity,
-                meshID: state.meshID)
-            return try json(status, status: .ok)
-        }
-        addRegistryRoutes(to: router, state: state, token: token, mesh: mesh)
-        addJobRoutes(to: router, state: state, token: token, mesh: mesh)
-        addSecretRoutes(to: router, state: state, token: token, mesh: mesh)
-        addBackupRoutes(to: router, state: state, token: token, mesh: mesh)
-        addPostgresRoutes(to: router, state: state, token: token, mesh: mesh)
-        addWireGuardRoutes(to: router, state: state, token: token, mesh: mesh)
-        addOperatorRoutes(to: router, state: state, token: token, mesh: mesh)
-
+        let router = router(state: state, token: token, metrics: metrics, mesh: mesh, logger: logger)
         // Idle connections and slow request heads are closed after http.idle_timeout_s
         // (Hummingbird's idle timer runs until a request has been read in full).
         let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(Int64(state.config.idleTimeoutS)),
@@ -100,6 +69,49 @@ public enum HTTPServer {
                 logger: logger))
         }
         return services
+    }
+
+    /// Every route of the API (docs/openapi.yaml lists the same set; a unit test compares them).
+    static func router(state: AgentState, token: AdminToken, metrics: PrometheusCollectorRegistry?, mesh: MeshContext,
+                       logger: Logger) -> Router<AgentRequestContext> {
+        let router = Router(context: AgentRequestContext.self)
+        router.middlewares.add(APIErrorMiddleware(logger: logger))
+        router.middlewares.add(RequestLimitMiddleware(limits: RequestLimits(config: state.config)))
+        router.middlewares.add(BodyLimitMiddleware(maxBytes: state.config.maxBodyBytes))
+
+        router.get(RouterPath(Routes.health)) { _, _ -> Response in
+            let health = state.health
+            return try json(health, status: health.status == .ok ? .ok : .serviceUnavailable)
+        }
+        router.get(RouterPath(Routes.metrics)) { _, _ -> Response in
+            Gauge(label: "aurora_uptime_seconds").record(state.uptime)
+            var buffer = [UInt8]()
+            metrics?.emit(into: &buffer)
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
+        }
+        router.get(RouterPath(Routes.openAPI)) { _, _ -> Response in
+            guard let document = OpenAPIDocument.served else {
+                throw APIError(status: .internalServerError, code: "internal", message: "the built-in OpenAPI document does not convert to JSON")
+            }
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: document)))
+        }
+        router.get(RouterPath(Routes.agent)) { request, _ -> Response in
+            try authorize(request, token: token)
+            let status = AgentStatus(
+                health: state.health, pid: getpid(), dataDir: state.config.dataDir, listen: state.config.listen.description,
+                startedAt: ISO8601DateFormatter().string(from: state.startedAt), identity: state.identity.publicIdentity,
+                meshID: state.meshID)
+            return try json(status, status: .ok)
+        }
+        addRegistryRoutes(to: router, state: state, token: token, mesh: mesh)
+        addJobRoutes(to: router, state: state, token: token, mesh: mesh)
+        addSecretRoutes(to: router, state: state, token: token, mesh: mesh)
+        addBackupRoutes(to: router, state: state, token: token, mesh: mesh)
+        addPostgresRoutes(to: router, state: state, token: token, mesh: mesh)
+        addWireGuardRoutes(to: router, state: state, token: token, mesh: mesh)
+        addOperatorRoutes(to: router, state: state, token: token, mesh: mesh)
+        return router
     }
 
     /// Whether `host` is a loopback address or name (plain HTTP is fine there).

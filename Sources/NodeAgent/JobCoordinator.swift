@@ -269,8 +269,28 @@ actor JobCoordinator {
         if let value = payload["timeout_s"] {
             guard case .number(let n) = value, n > 0, n <= 7 * 86_400 else { throw APIError.badRequest("payload.timeout_s must be a number of seconds (up to 604800)") }
         }
+        // The store's text and jsonb cannot hold U+0000: refused here, not as a store failure.
+        if let field = Self.fieldHoldingNUL(submission) { throw APIError.badRequest("\(field) must not contain U+0000") }
         return Valid(kind: submission.kind, priority: submission.priority?.value ?? JobPriority.normal, requirements: requirements,
                      payload: payload, idempotencyKey: submission.idempotencyKey, maxAttempts: maxAttempts)
+    }
+
+    /// The first field of a submission whose text (a key or a string, at any depth) holds U+0000.
+    static func fieldHoldingNUL(_ submission: JobSubmission) -> String? {
+        func holds(_ value: JSONValue) -> Bool {
+            switch value {
+            case .string(let text): text.unicodeScalars.contains("\u{0}")
+            case .array(let items): items.contains(where: holds)
+            case .object(let members): members.contains { $0.key.unicodeScalars.contains("\u{0}") || holds($0.value) }
+            case .number, .bool, .null: false
+            }
+        }
+        let requirements = submission.requirements
+        if holds(.object(submission.payload)) { return "payload" }
+        if let key = submission.idempotencyKey, holds(.string(key)) { return "idempotency_key" }
+        if let model = requirements?.gpuModel, holds(.string(model)) { return "requirements.gpu_model" }
+        if let labels = requirements?.labels, holds(.object(labels.mapValues(JSONValue.string))) { return "requirements.labels" }
+        return nil
     }
 
     // MARK: Workers

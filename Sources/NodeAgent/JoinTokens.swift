@@ -31,6 +31,11 @@ enum JoinTokens {
         } catch {
             throw APIError.badRequest(error.message)
         }
+        // The store cannot hold U+0000: libpq would cut the company short, jsonb refuses the labels.
+        let texts = [request.company ?? ""] + (request.labels ?? [:]).flatMap { [$0.key, $0.value] }
+        if texts.contains(where: { $0.unicodeScalars.contains("\u{0}") }) {
+            throw APIError.badRequest("company and labels must not contain U+0000")
+        }
         let id = "jt_" + Hex.encode(Crypto.randomBytes(6))
         let token = "aurjoin_" + Hex.encode(Crypto.randomBytes(24))
         let hash = Hex.encode(Crypto.sha256(Array(token.utf8)))

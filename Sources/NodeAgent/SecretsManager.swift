@@ -95,6 +95,10 @@ actor SecretsManager {
         try requireLoaded()
         let scope = try Self.scope(request.scope, request.scopeID)
         let slot = Slot(service: service, keyName: keyName, scope: scope)
+        // Versions are PostgreSQL integers: one past their range exists nowhere (and the store refuses it).
+        guard Int32(exactly: request.version) != nil else {
+            throw APIError.notFound("\(service)/\(keyName) at \(scope) has no version \(request.version)")
+        }
         let row: [String?]?
         do {
             row = try await store.query("""

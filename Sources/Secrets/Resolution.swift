@@ -25,6 +25,8 @@ public enum SecretScope: Sendable, Hashable, CustomStringConvertible {
     /// A scope from the API's `scope` and `scope_id`.
     public init(name: String, id: String?) throws(SecretsError) {
         let id = id ?? ""
+        // The store cannot hold U+0000 (the audit and the event refuse it).
+        guard !id.unicodeScalars.contains("\u{0}") else { throw SecretsError(.invalidScope, "scope_id must not contain U+0000") }
         switch name {
         case "global":
             guard id.isEmpty else { throw SecretsError(.invalidScope, "scope_id must be empty for the global scope") }

@@ -119,6 +119,11 @@ struct SecretsTests {
         let badName = try await http(lead.baseURL + Routes.secrets, method: "POST", headers: admin,
                                      body: Array(#"{"service": "open ai", "key_name": "k", "value": "v", "scope": "global"}"#.utf8))
         #expect(badName.status == 400 && badName.text.contains("service"))
+        // A version past PostgreSQL's integer is not found, not a store failure
+        // (schemathesis: POST /api/secrets/{service}/{key}/rollback {"version": 4205021247}).
+        let farVersion = try await http(lead.baseURL + Routes.secretRollback("openai", "api_key"), method: "POST", headers: admin,
+                                        body: Array(#"{"scope": "company", "scope_id": "acme", "version": 4205021247}"#.utf8))
+        #expect(farVersion.status == 404 && farVersion.text.contains("no version 4205021247"), "\(farVersion.text)")
 
         // Key rotation while nodes read: every read succeeds, and the values are unchanged after.
         let a1 = nodes["gpu-a1"]!

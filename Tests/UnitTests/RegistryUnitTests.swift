@@ -81,9 +81,9 @@ struct RegistryUnitTests {
         }
         #expect(wrongType?.message == "field 'ttl_s' must be an integer")
         let missing = #expect(throws: APIError.self) {
-            try HTTPServer.decode(TokenCreateRequest.self, body(#"{"company":"acme"}"#), allowed: TokenCreateRequest.fields)
+            try HTTPServer.decode(NodeLabelsUpdate.self, body(#"{}"#), allowed: NodeLabelsUpdate.fields)
         }
-        #expect(missing?.message == "missing field 'profile'")
+        #expect(missing?.message == "missing field 'labels'")
         let badEnum = #expect(throws: APIError.self) {
             try HTTPServer.decode(TokenCreateRequest.self, body(#"{"profile":"mainframe"}"#), allowed: TokenCreateRequest.fields)
         }

@@ -128,6 +128,12 @@ struct ReplicaClassifierTests {
         #expect(LagLimit("1gb") == .bytes(1 << 30))
         #expect(LagLimit("4096") == .bytes(4096))
         for junk in ["", "s", "-1s", "5 parsecs", "MB"] { #expect(LagLimit(junk) == nil, "\(junk)") }
+        // Sizes past 2^64 bytes are refused, not a trap (schemathesis: GET /postgres/read-only?lag=587449140746800964.194503KB).
+        for huge in ["587449140746800964.194503KB", "31711841692.31711841692GB", "1e20b", "18446744073709551616b"] {
+            #expect(LagLimit(huge) == nil, "\(huge)")
+        }
+        #expect(LagLimit("17179869183GB") == nil)  // above the 2^60-byte cap
+        #expect(LagLimit("1073741824GB") == .bytes(1 << 60))
         #expect(LagLimit.seconds(5).admits(lagBytes: 99, lagS: 4.9))
         #expect(!LagLimit.seconds(5).admits(lagBytes: 0, lagS: 5.1))
         #expect(!LagLimit.seconds(5).admits(lagBytes: 0, lagS: nil))
