@@ -54,7 +54,8 @@ extension ConfigKind {
             guard let value = Int(text), range.contains(value) else { throw bad() }
             return .int(value)
         case .seconds:
-            guard let value = Double(text), value > 0, value.isFinite else { throw bad() }
+            // At most a year: every duration becomes whole milliseconds somewhere, and must not trap there.
+            guard let value = Double(text), value > 0, value.isFinite, value <= 31_536_000 else { throw bad() }
             return .double(value)
         case .bool:
             switch text.lowercased() {

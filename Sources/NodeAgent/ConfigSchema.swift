@@ -44,7 +44,7 @@ public enum ConfigKind: Sendable, Equatable {
         case .nodeName: "a node name (letters, digits, '-', '_', '.'; at most 63)"
         case .path: "an absolute path"
         case .int(let range): "an integer in \(range.lowerBound)...\(range.upperBound)"
-        case .seconds: "a positive number of seconds"
+        case .seconds: "a positive number of seconds, at most 31536000 (a year)"
         case .bool: "true or false"
         case .oneOf(let choices): "one of " + choices.joined(separator: ", ")
         case .hostPort: "HOST:PORT"

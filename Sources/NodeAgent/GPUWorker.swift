@@ -215,7 +215,8 @@ final class GPUWorker: Service {
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.body = .bytes(ByteBuffer(bytes: call.body))
-        let timeout = assignment.payload["timeout_s"].flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 600
+        let timeout = Double(CheckedNumber.clamped(assignment.payload["timeout_s"].flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 600,
+                                                   to: 1...(7 * 86_400)))
         let response: HTTPClientResponse
         let bytes: ByteBuffer
         do {
@@ -257,8 +258,11 @@ final class GPUWorker: Service {
             return JobResult(attempt: attempt, outcome: .failed, error: "payload.argv is missing")
         }
         let argv = items.compactMap(\.string)
-        let timeout = assignment.payload["timeout_s"].flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 3600
-        let maxOutput = assignment.payload["max_output_bytes"].flatMap { if case .number(let n) = $0 { Int(n) } else { nil } } ?? 65_536
+        // The lead checked these at submission; ranges again before any conversion.
+        let timeout = Double(CheckedNumber.clamped(assignment.payload["timeout_s"].flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 3600,
+                                                   to: 1...(7 * 86_400)))
+        let maxOutput = CheckedNumber.clamped(assignment.payload["max_output_bytes"].flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 65_536,
+                                              to: 0...262_144)
         let devices = assignment.gpus.map(String.init).joined(separator: ",")
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AURORA_") }
         environment["CUDA_VISIBLE_DEVICES"] = devices
