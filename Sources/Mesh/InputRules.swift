@@ -131,7 +131,12 @@ extension InputRules {
     /// One pass over the bytes, no allocation: it runs on every request body before decoding.
     /// Raw C0 bytes are not looked for: JSON does not allow them in strings, so the decoder
     /// refuses them.
-    public static func controlCharacter(inJSON bytes: some Collection<UInt8>) -> Unicode.Scalar? {
+    public static func controlCharacter(inJSON bytes: [UInt8]) -> Unicode.Scalar? {
+        bytes.withUnsafeBufferPointer { controlCharacter(inJSON: $0) }
+    }
+
+    /// The same over a buffer (one specialised loop, no generic dispatch per byte).
+    public static func controlCharacter(inJSON bytes: UnsafeBufferPointer<UInt8>) -> Unicode.Scalar? {
         var iterator = bytes.makeIterator()
         var previous: (UInt8, UInt8) = (0, 0)
         while let byte = iterator.next() {

@@ -493,7 +493,7 @@ public struct SecretsBenchmark: Sendable {
         let lead = try await BenchLead.start("secrets", executable: executable, tls: tls)
         defer { lead.discard() }
         let root = lead.root
-        let token = String(try await lead.joinToken().prefix { $0 != ":" })
+        let token = String(try await lead.joinToken(company: "acme").prefix { $0 != ":" })
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 32
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)

@@ -87,12 +87,12 @@ struct BenchLead {
         return process
     }
 
-    /// A reusable compute join token.
-    func joinToken() async throws -> String {
+    /// A reusable compute join token (for `company`'s nodes when given).
+    func joinToken(company: String? = nil) async throws -> String {
         var request = HTTPClientRequest(url: baseURL + Routes.tokens)
         request.method = .POST
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
-        request.body = .bytes(ByteBuffer(bytes: try APICoding.encoder().encode(TokenCreateRequest(profile: .compute, ttlS: 3600, reusable: true))))
+        request.body = .bytes(ByteBuffer(bytes: try APICoding.encoder().encode(TokenCreateRequest(profile: .compute, company: company, ttlS: 3600, reusable: true))))
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
         let body = try await response.body.collect(upTo: 1 << 20)
         return try APICoding.decoder().decode(TokenCreated.self, from: Data(body.readableBytesView)).token

@@ -296,7 +296,7 @@ actor Registry {
     nonisolated func authenticate(_ headers: SignedHeaders, method: String, path: String, body: [UInt8],
                                   now: Date = Date()) async throws(APIError) -> String {
         guard headers.node != config.name, let key = signKeys.key(headers.node) else {
-            throw await refuse(headers, "unknown node '\(headers.node)': join the mesh first")
+            throw await refuse(headers, "unknown node '\(InputRules.printable(String(headers.node.prefix(64))))': join the mesh first")
         }
         guard headers.verifies(method: method, path: path, body: body, key: key) else {
             throw await refuse(headers, "bad signature for node '\(headers.node)'")
@@ -309,7 +309,7 @@ actor Registry {
     private func admit(_ headers: SignedHeaders, key: PublicKey, now: Date) throws(APIError) {
         try requireLoaded()
         guard let entry = entries[headers.node], entry.signKey == key else {
-            throw refuse(headers, "unknown node '\(headers.node)': join the mesh first")
+            throw refuse(headers, "unknown node '\(InputRules.printable(String(headers.node.prefix(64))))': join the mesh first")
         }
         switch replay.admit(node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds,
                             nowMilliseconds: Self.milliseconds(now)) {
@@ -327,7 +327,9 @@ actor Registry {
 
     private func refuse(_ headers: SignedHeaders, _ message: String) -> APIError {
         refusals.increment()
-        logger.notice("signed request refused", metadata: ["nodeagent.node": "\(headers.node)", "nodeagent.reason": "\(message)"])
+        // Header text is the caller's: logged only with its control characters made visible.
+        logger.notice("signed request refused", metadata: ["nodeagent.node": "\(InputRules.printable(String(headers.node.prefix(64))))",
+                                                           "nodeagent.reason": "\(message)"])
         return APIError.unauthorized(message)
     }
 

@@ -89,7 +89,8 @@ struct RequestLimitMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let source = context.remoteHost ?? "unknown"
         let identity: String
-        if let node = request.headers[.init(RequestSigning.nodeHeader)!] {
+        let node = request.headers[.init(RequestSigning.nodeHeader)!]
+        if let node {
             identity = "node '" + InputRules.printable(String(node.prefix(64))) + "'"
         } else if let authorization = request.headers[.authorization] {
             identity = "token:\(authorization.hashValue)"  // in memory only; Hasher is seeded per process
@@ -98,7 +99,7 @@ struct RequestLimitMiddleware: RouterMiddleware {
         }
         let path = request.uri.path
         let isJoin = request.method == .post && path == Routes.join
-        let needsAuthentication = isJoin || request.headers[.authorization] != nil || request.headers[.init(RequestSigning.nodeHeader)!] != nil
+        let needsAuthentication = isJoin || request.headers[.authorization] != nil || node != nil
         try limits.admit(source: source, identity: identity, isJoin: isJoin, needsAuthentication: needsAuthentication)
         do {
             let response = try await next(request, context)

@@ -253,6 +253,57 @@ struct AttackTests {
         #expect(try await http(agent.baseURL + Routes.health).status == 200)
     }
 
+    @Test("a request the lead signs for one node is refused by another (it names its target); a forged or unsigned one by every node")
+    func signedTarget() async throws {
+        let scratch = try ScratchDirectory("attack-target")
+        defer { scratch.remove() }
+        let lead = try AgentHarness(profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "lead-1"], outputDirectory: scratch.path)
+        defer { if lead.process.isRunning { lead.process.signal(SIGKILL) } }
+        try await lead.waitHealthy()
+        let token = try await lead.joinToken(reusable: true, outputDirectory: scratch.path)
+        var nodes: [String: AgentHarness] = [:]
+        for name in ["gpu-a", "gpu-b"] {
+            nodes[name] = try AgentHarness(profile: "compute", dataDir: scratch.path + "/" + name,
+                                           extraArguments: ["--name", name, "--lead", lead.baseURL, "--join-token", token], outputDirectory: scratch.path)
+        }
+        defer { for node in nodes.values where node.process.isRunning { node.process.signal(SIGKILL) } }
+        for node in nodes.values { try await node.waitHealthy() }
+        // The nodes learn the lead's key when they join.
+        for (name, node) in nodes {
+            _ = try await poll(timeout: .seconds(20), every: .milliseconds(50), "\(name) to join") { () async throws -> Bool? in
+                FileManager.default.fileExists(atPath: node.dataDir + "/membership.json") ? true : nil
+            }
+        }
+        let seed = try String(contentsOfFile: lead.dataDir + "/keys/sign.key", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let leadKey = try SigningKey(base64Seed: seed)
+        let path = Routes.logs + "?since=0&limit=5&level=trace"
+        func signedByLead(for target: String?, nonce: String = Hex.random()) -> [String: String] {
+            let stamp = String(Int64(Date().timeIntervalSince1970 * 1000))
+            let canonical = RequestSigning.canonical(method: "GET", path: path, node: "lead-1", timestamp: stamp, nonce: nonce,
+                                                     bodySHA256: Hex.string(Crypto.sha256([])), target: target)
+            var headers = [RequestSigning.nodeHeader: "lead-1", RequestSigning.timestampHeader: stamp, RequestSigning.nonceHeader: nonce,
+                           RequestSigning.signatureHeader: Data(leadKey.sign(Array(canonical.utf8))).base64EncodedString()]
+            if let target { headers[RequestSigning.targetHeader] = target }
+            return headers
+        }
+        let a = try #require(nodes["gpu-a"]), b = try #require(nodes["gpu-b"])
+        // The lead's request for gpu-a works on gpu-a...
+        let forA = signedByLead(for: "gpu-a")
+        let answered = try await http(a.baseURL + path, headers: forA)
+        #expect(answered.status == 200 && (try? answered.decode(LogPage.self).node) == "gpu-a", "\(answered.status) \(answered.text)")
+        // ...and the same request, replayed to gpu-b within the window, is refused there.
+        let replayed = try await http(b.baseURL + path, headers: forA)
+        #expect(replayed.status == 401 && Self.message(replayed).contains("names node 'gpu-a'"), "\(replayed.status) \(replayed.text)")
+        // Without a target (the old form), with a target moved to another header value, or unsigned: refused.
+        #expect(try await http(b.baseURL + path, headers: signedByLead(for: nil)).status == 401)
+        var moved = signedByLead(for: "gpu-a")
+        moved[RequestSigning.targetHeader] = "gpu-b"
+        let retargeted = try await http(b.baseURL + path, headers: moved)
+        #expect(retargeted.status == 401 && !Self.message(retargeted).contains("names node"), "\(retargeted.status) \(retargeted.text)")
+        #expect(try await http(b.baseURL + path).status == 401)
+        #expect(try await http(b.baseURL + path, headers: signedByLead(for: "gpu-b")).status == 200)
+    }
+
     static func connect(port: Int) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestKitError("socket: \(errno)") }
