@@ -239,12 +239,16 @@ struct AttackTests {
         var statuses: [Int] = []
         var retryAfter: String?
         let guess = try AttackTests.joinJSON(SimulatedNode(name: "guess"), token: "aurjoin_guess")
+        let guessing = ContinuousClock.now
         for _ in 0..<40 {
             let answer = try await http(agent.baseURL + Routes.join, method: "POST", headers: ["Content-Type": "application/json"], body: Array(guess.utf8))
             statuses.append(answer.status)
             if answer.status == 429 { retryAfter = answer.headers["retry-after"] }
         }
-        #expect(statuses.filter { $0 == 401 }.count <= 16 && statuses.filter { $0 == 429 }.count >= 24, "\(statuses)")
+        // A bucket of 15 that refills one a second: a slow (loaded) machine earns a few more checks.
+        let checked = 15 + Int(guessing.duration(to: .now) / .seconds(1)) + 1
+        #expect(statuses.filter { $0 == 401 }.count <= checked && statuses.filter { $0 == 429 }.count >= 40 - checked && statuses.contains(429),
+                "\(statuses) (at most \(checked) checked)")
         #expect(retryAfter.flatMap { Int($0) }.map { $0 >= 1 && $0 <= 60 } == true, "Retry-After: \(retryAfter ?? "none")")
         // The source has used up its failures: even the right operator token gets 429 until it refills.
         let refused = try await http(agent.baseURL + Routes.tokens, headers: ["Authorization": "Bearer \(try agent.adminToken)"])
