@@ -376,13 +376,7 @@ final class MembershipService: Service {
                 } catch {
                     _ = state.leadContact(ok: false)
                     logger.warning("cannot reach the lead yet; retrying", metadata: ["nodeagent.error": "\(error)", "nodeagent.retry_ms": "\(delay.milliseconds)"])
-                    do {
-                        let wait = delay
-                        try await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
-                    } catch {
-                        return nil
-                    }
-                    delay = min(delay * 2, .seconds(5))
+                    guard await Self.backOff(&delay) else { return nil }
                     continue
                 }
                 link.set(url: link.url, tls: PinnedTLS.clientConfiguration(trusting: certificate))
@@ -421,13 +415,20 @@ final class MembershipService: Service {
                 _ = state.leadContact(ok: false)
                 logger.warning("cannot join yet; retrying", metadata: ["nodeagent.error": "\(error.message)", "nodeagent.retry_ms": "\(delay.milliseconds)"])
             }
-            do {
-                let wait = delay
-                try await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
-            } catch {
-                return nil
-            }
-            delay = min(delay * 2, .seconds(5))
+            guard await Self.backOff(&delay) else { return nil }
+        }
+    }
+
+    /// Waits `delay` before the next try (doubling it, up to 5 s, for the one after); false
+    /// when a graceful shutdown came first.
+    private static func backOff(_ delay: inout Duration) async -> Bool {
+        let wait = delay
+        delay = min(delay * 2, .seconds(5))
+        do {
+            try await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
+            return true
+        } catch {
+            return false
         }
     }
 
