@@ -161,6 +161,10 @@ public struct Node: Codable, Sendable, Equatable {
     public var checks: [CheckResult]?
     /// The node's local PostgreSQL server, when it watches one (`postgres.monitor`).
     public var postgres: ReplicaHealth?
+    /// The pin of the node's TLS key, from its join.
+    public var tlsPin: String?
+    /// The node's TLS listener port.
+    public var tlsPort: Int?
 
     public init(name: String, role: NodeRole, company: String, vpnIP: String, state: NodeState, lastSeen: String,
                 labels: [String: String], wireguard: WireGuardPeer, capabilities: Capabilities, version: String,
@@ -188,6 +192,8 @@ public struct Node: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case name, role, company, state, labels, wireguard, capabilities, version, address, timing, checks, postgres
         case reportedLabels = "reported_labels"
+        case tlsPin = "tls_pin"
+        case tlsPort = "tls_port"
         case vpnIP = "vpn_ip"
         case lastSeen = "last_seen"
         case joinedAt = "joined_at"
@@ -321,6 +327,10 @@ public struct JoinRequest: Codable, Sendable, Equatable {
     public var address: String?
     public var version: String?
     public var timing: HeartbeatTiming?
+    /// The pin of the node's TLS key (`sha256:…`): the lead calls the node only over TLS to that key.
+    public var tlsPin: String?
+    /// The node's TLS listener port (`tls.listen`), when it has one.
+    public var tlsPort: Int?
 
     public init(token: String, name: String, profile: NodeRole, company: String?, labels: [String: String]?,
                 wireguard: WireGuard, signPublicKey: String, boxPublicKey: String, vpnIP: String?,
@@ -345,6 +355,8 @@ public struct JoinRequest: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case token, name, profile, company, labels, wireguard, capabilities, address, version, timing
+        case tlsPin = "tls_pin"
+        case tlsPort = "tls_port"
         case signPublicKey = "sign_public_key"
         case boxPublicKey = "box_public_key"
         case vpnIP = "vpn_ip"
@@ -436,6 +448,8 @@ public struct HeartbeatRequest: Codable, Sendable, Equatable {
     public var postgres: ReplicaHealth?
     /// How peers reach the node, and its interface's handshakes.
     public var wireguard: WireGuardReport?
+    /// The node's TLS listener port, when it has one.
+    public var tlsPort: Int?
 
     public init(capabilities: Capabilities?, version: String, labels: [String: String]?, checks: [CheckResult],
                 peers: [PeerRTT], address: String?, timing: HeartbeatTiming, worker: WorkerReport? = nil, postgres: ReplicaHealth? = nil,
@@ -457,6 +471,7 @@ public struct HeartbeatRequest: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case capabilities, version, labels, checks, peers, address, timing, worker, postgres, wireguard
+        case tlsPort = "tls_port"
     }
 }
 

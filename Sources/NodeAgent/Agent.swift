@@ -107,7 +107,7 @@ public enum Agent {
             let secretCache = SecretCache(dataDir: dataDir.path, node: config.name, box: identity.box,
                                           leadSignKey: saved.flatMap { try? PublicKey(base64: $0.lead.signPublicKey) }, logger: logger)
             let membership = try MembershipService(
-                config: config, identity: identity, state: state, inventory: inventory, cache: cache, worker: worker, link: link,
+                config: config, identity: identity, state: state, inventory: inventory, cache: cache, worker: worker, link: link, tlsPin: tls.pin,
                 onSecretsChanged: { [state] membership in
                     for (service, keyName) in secretCache.names {
                         _ = await HTTPServer.fetchFromLead(service: service, keyName: keyName, state: state, membership: membership, cache: secretCache)

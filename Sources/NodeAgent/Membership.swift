@@ -267,9 +267,11 @@ final class MembershipService: Service {
     private let lastFull = Mutex<(capabilities: Capabilities?, at: ContinuousClock.Instant?)>((nil, nil))
 
     init(config: NodeConfig, identity: NodeIdentity, state: AgentState, inventory: Inventory, cache: RegistryCache, worker: GPUWorker?,
-         link: LeadLink, onSecretsChanged: (@Sendable (MembershipService) async -> Void)? = nil, logger: Logger) throws(AgentError) {
+         link: LeadLink, tlsPin: TLSPin? = nil, onSecretsChanged: (@Sendable (MembershipService) async -> Void)? = nil,
+         logger: Logger) throws(AgentError) {
         self.onSecretsChanged = onSecretsChanged
         self.link = link
+        self.tlsPin = tlsPin
         self.config = config
         self.identity = identity
         self.state = state
@@ -284,6 +286,8 @@ final class MembershipService: Service {
     }
 
     private let link: LeadLink
+    /// The pin of this node's TLS key, sent with the join: the lead calls this node only over TLS to it.
+    private let tlsPin: TLSPin?
 
     /// The signed client, for forwarding operator reads to the lead.
     var leadClient: LeadClient { lead }
@@ -394,9 +398,13 @@ final class MembershipService: Service {
                 signPublicKey: identity.signing.publicKey.base64, boxPublicKey: identity.box.publicKey.base64, vpnIP: config.vpnIP,
                 capabilities: await inventory.capabilities(), address: config.listen.description, version: AuroraVersion.current,
                 timing: config.heartbeatTiming)
+            var pinnedRequest = request
+            pinnedRequest.tlsPin = tlsPin?.description
+            pinnedRequest.tlsPort = config.tlsListen?.port
+            let joinRequest = pinnedRequest
             let answer: Result<JoinResponse, LeadCallError>
             do throws(LeadCallError) {
-                answer = .success(try await joinClient.call(.POST, Routes.join, body: request, as: JoinResponse.self, timeout: .seconds(5)))
+                answer = .success(try await joinClient.call(.POST, Routes.join, body: joinRequest, as: JoinResponse.self, timeout: .seconds(5)))
             } catch {
                 answer = .failure(error)
             }
@@ -443,7 +451,9 @@ final class MembershipService: Service {
             capabilities: full ? capabilities : nil, version: AuroraVersion.current, labels: full ? config.labels : nil,
             checks: inventory.checks(), peers: peerRTTs.withLock { $0 }, address: config.listen.description,
             timing: config.heartbeatTiming, worker: worker?.report(), postgres: state.postgres?.health, wireguard: state.wireguardReport)
-        let response = try await lead.call(.POST, Routes.heartbeat(config.name), body: beat, as: HeartbeatResponse.self, timeout: timeout)
+        var withTLS = beat
+        withTLS.tlsPort = config.tlsListen?.port
+        let response = try await lead.call(.POST, Routes.heartbeat(config.name), body: withTLS, as: HeartbeatResponse.self, timeout: timeout)
         lastFull.withLock { last in
             if response.sendFull { last = (nil, nil) } else if full { last = (capabilities, .now) }
         }

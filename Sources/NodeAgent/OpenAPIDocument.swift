@@ -1766,6 +1766,8 @@ components:
           type: array
           items: {$ref: '#/components/schemas/CheckResult'}
         postgres: {$ref: '#/components/schemas/ReplicaHealth'}
+        tls_pin: {type: string, description: the pin of the node's TLS key, from its join}
+        tls_port: {type: integer}
     NodeList:
       type: object
       required: [nodes, stale]
@@ -1831,6 +1833,8 @@ components:
         address: {type: string, description: 'the node''s API host:port'}
         version: {type: string}
         timing: {$ref: '#/components/schemas/HeartbeatTiming'}
+        tls_pin: {type: string, description: '`sha256:` and 64 hex digits: the pin of the node''s TLS key; the lead calls the node only over TLS to it'}
+        tls_port: {type: integer, minimum: 1, maximum: 65535, description: the node's TLS listener port (tls.listen)}
     JoinResponse:
       type: object
       required: [node, mesh]
@@ -1914,6 +1918,7 @@ components:
         worker: {$ref: '#/components/schemas/WorkerReport'}
         postgres: {$ref: '#/components/schemas/ReplicaHealth'}
         wireguard: {$ref: '#/components/schemas/WireGuardReport'}
+        tls_port: {type: integer, minimum: 1, maximum: 65535, description: the node's TLS listener port}
     HeartbeatResponse:
       type: object
       required: [state, registry_version, lead_time, send_full]

@@ -1,10 +1,12 @@
 import AuroraAPI
+import AuroraTLS
 import Foundation
 import Hummingbird
 import Logging
 import Mesh
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import Secrets
 import Synchronization
 
@@ -58,13 +60,30 @@ extension HTTPServer {
                 guard let registry = mesh.registry else { throw APIError.notLead("reading another node's logs", lead: leadURL) }
                 try authorize(request, token: token)
                 _ = try await registry.node(node)
-                // Only where the node's own requests come from: never an address it merely claims.
-                guard let address = await registry.agentAddress(node) else {
-                    throw APIError(status: .serviceUnavailable, code: "no_address",
-                                   message: "node '\(node)' has not reported an agent address that its requests come from")
+                let signer = RequestSigner(node: state.config.name, key: state.identity.signing, target: node)
+                let client: LeadClient
+                if let secure = await registry.agentTLS(node) {
+                    // TLS to the key the node joined with, on the host its requests come from.
+                    let url = "https://" + (secure.host.contains(":") ? "[\(secure.host)]" : secure.host) + ":\(secure.port)"
+                    let certificate: NIOSSLCertificate
+                    do { certificate = try await PinnedTLS.verifiedCertificate(url: url, host: secure.host, port: secure.port, pin: secure.pin) } catch {
+                        throw APIError(status: .badGateway, code: "node_unreachable", message: "node '\(node)': \(error)")
+                    }
+                    client = LeadClient(baseURL: url, signer: signer, tls: PinnedTLS.clientConfiguration(trusting: certificate))
+                } else {
+                    // Only where the node's own requests come from: never an address it merely claims,
+                    // and in plain HTTP only on this machine.
+                    guard let address = await registry.agentAddress(node) else {
+                        throw APIError(status: .serviceUnavailable, code: "no_address",
+                                       message: "node '\(node)' has not reported an agent address that its requests come from")
+                    }
+                    guard HTTPServer.isLoopback(address.host) else {
+                        throw APIError(status: .serviceUnavailable, code: "no_tls",
+                                       message: "node '\(node)' serves no TLS listener, and the lead calls other machines only over TLS pinned to "
+                                           + "their key: start it with --tls-listen")
+                    }
+                    client = LeadClient(baseURL: "http://" + address.host + ":\(address.port)", signer: signer)
                 }
-                let base = "http://" + (address.host.contains(":") ? "[\(address.host)]" : address.host) + ":\(address.port)"
-                let client = LeadClient(baseURL: base, signer: RequestSigner(node: state.config.name, key: state.identity.signing, target: node))
                 let answer: Result<(status: Int, body: [UInt8]), LeadCallError>
                 do throws(LeadCallError) {
                     answer = .success(try await client.relay(.GET, Routes.logs + "?" + query.forwarded, body: [], timeout: .seconds(5)))

@@ -1,4 +1,5 @@
 import AuroraAPI
+import AuroraTLS
 import Foundation
 import Logging
 import Mesh
@@ -98,7 +99,7 @@ actor Registry {
         let rows = try await store.query("""
             SELECT name, role, company, vpn_ip, sign_public_key, box_public_key, wg_public_key, wg_endpoint, wg_listen_port,
                    labels::text, capabilities::text, timing::text, version, address, state, removed, \(SQL.iso("last_seen")), \(SQL.iso("joined_at")),
-                   wg_behind_nat
+                   wg_behind_nat, tls_pin, tls_port
             FROM nodes
             """).rows
         for row in rows {
@@ -157,6 +158,11 @@ actor Registry {
         if let address = request.address { _ = try Self.hostPort(address, field: "address") }
         try Self.validateClaims(company: request.company, labels: request.labels, version: request.version,
                                 endpoint: request.wireguard.endpoint, capabilities: request.capabilities)
+        let tlsPin = try request.tlsPin.map { text throws(APIError) -> String in
+            guard let pin = TLSPin(parsing: text) else { throw APIError.badRequest("tls_pin must be sha256: and 64 hex digits") }
+            return pin.description
+        }
+        try Self.validateTLSPort(request.tlsPort)
 
         var asked: UInt32?
         if let text = request.vpnIP, !text.isEmpty {
@@ -169,20 +175,23 @@ actor Registry {
         // transaction: the store runs one transaction at a time, so concurrent joins cannot
         // take the same name or address.
         let now = Date()
-        let template = Node(
+        var template = Node(
             name: name, role: request.profile, company: "", vpnIP: "", state: .alive,
             lastSeen: ISOTime.string(now), labels: [:],
             wireguard: WireGuardPeer(publicKey: request.wireguard.publicKey, endpoint: request.wireguard.endpoint, listenPort: request.wireguard.listenPort,
                                      behindNAT: request.wireguard.behindNAT ?? (request.profile == .edge)),
             capabilities: request.capabilities, version: request.version ?? "", address: request.address,
             joinedAt: ISOTime.string(now), signPublicKey: request.signPublicKey, boxPublicKey: request.boxPublicKey, timing: timing, checks: nil)
+        template.tlsPin = tlsPin
+        template.tlsPort = request.tlsPort
+        let joining = template
         let tokenHash = Hex.encode(Crypto.sha256(Array(JoinTokens.secret(request.token).utf8)))
         let allocator = AddressAllocator(network: network), leadName = config.name, grace = config.wireguardReuseAfter
         let hub = self.hub
         let outcome: Result<(Node, String, MeshEvent), APIError>
         do {
             outcome = try await store.inTransaction({ (connection) throws(AgentError) -> Result<(Node, String, MeshEvent), APIError> in
-                var node = template
+                var node = joining
                 // The token first: without a valid one, nothing else is answered.
                 let grant: TokenGrant
                 switch try JoinTokens.check(hash: tokenHash, for: request.profile, on: connection) {
@@ -343,6 +352,7 @@ actor Registry {
         if let address = beat.address { _ = try Self.hostPort(address, field: "address") }
         try Self.validateClaims(company: nil, labels: beat.labels, version: beat.version, endpoint: beat.wireguard?.endpoint,
                                 capabilities: beat.capabilities)
+        try Self.validateTLSPort(beat.tlsPort)
         guard var entry = entries[name] else { throw APIError.notFound("no node named '\(name)'") }
         let now = Date()
         heartbeats.increment()
@@ -352,7 +362,7 @@ actor Registry {
         if let reported = beat.labels { entry.node.reportedLabels = reported.isEmpty ? nil : reported }
         let labels = entry.node.labels
         if entry.node.capabilities != capabilities || entry.node.version != beat.version
-            || entry.node.address != beat.address || entry.node.timing != beat.timing {
+            || entry.node.address != beat.address || entry.node.timing != beat.timing || entry.node.tlsPort != beat.tlsPort {
             recordDirty.insert(name)
             if entry.node.address != beat.address { version += 1 }
         }
@@ -361,6 +371,7 @@ actor Registry {
         entry.node.version = beat.version
         entry.node.address = beat.address
         entry.node.timing = beat.timing
+        entry.node.tlsPort = beat.tlsPort
         entry.node.checks = beat.checks
         let previousPostgres = entry.node.postgres
         entry.node.postgres = beat.postgres
@@ -486,9 +497,10 @@ actor Registry {
         for name in records {
             guard let entry = entries[name] else { continue }
             statements.append(("""
-                UPDATE nodes SET labels = $2::jsonb, capabilities = $3::jsonb, timing = $4::jsonb, version = $5, address = $6 WHERE name = $1
+                UPDATE nodes SET labels = $2::jsonb, capabilities = $3::jsonb, timing = $4::jsonb, version = $5, address = $6,
+                    tls_port = $7::integer WHERE name = $1
                 """, [name, SQL.json(entry.node.labels), SQL.json(entry.node.capabilities), entry.node.timing.map { SQL.json($0) },
-                      entry.node.version, entry.node.address]))
+                      entry.node.version, entry.node.address, entry.node.tlsPort.map(String.init)]))
         }
         do {
             try await store.transaction(statements)
@@ -676,6 +688,18 @@ actor Registry {
     /// requests come from (never a host it merely names).
     func agentAddress(_ name: String) -> (host: String, port: Int)? { entries[name].flatMap(Self.probeAddress) }
 
+    /// The node's TLS listener on the host its signed requests come from, and the pin of the key
+    /// it joined with: the lead calls it only over TLS to that key.
+    func agentTLS(_ name: String) -> (host: String, port: Int, pin: TLSPin)? {
+        guard let entry = entries[name], let host = entry.observedHost, let port = entry.node.tlsPort,
+              let pin = entry.node.tlsPin.flatMap(TLSPin.init(parsing:)) else { return nil }
+        return (host, port, pin)
+    }
+
+    static func validateTLSPort(_ port: Int?) throws(APIError) {
+        if let port, !(1...65535).contains(port) { throw APIError.badRequest("tls_port must be 1-65535") }
+    }
+
     private static func probeAddress(_ entry: Entry) -> (host: String, port: Int)? {
         guard let text = entry.node.address, let address = try? HostPort(parsing: text), let observed = entry.observedHost else { return nil }
         if address.host == observed { return (observed, address.port) }
@@ -685,15 +709,16 @@ actor Registry {
 
     static let upsertSQL = """
         INSERT INTO nodes (name, role, company, vpn_ip, sign_public_key, box_public_key, wg_public_key, wg_endpoint, wg_listen_port,
-                           labels, capabilities, timing, version, address, state, removed, last_seen, joined_at, token_id, wg_behind_nat)
+                           labels, capabilities, timing, version, address, state, removed, last_seen, joined_at, token_id, wg_behind_nat,
+                           tls_pin, tls_port)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::integer, $10::jsonb, $11::jsonb, $12::jsonb, $13, $14, $15, false, $16::timestamptz,
-                $17::timestamptz, $18, $19::boolean)
+                $17::timestamptz, $18, $19::boolean, $20, $21::integer)
         ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role, company = EXCLUDED.company, vpn_ip = EXCLUDED.vpn_ip,
             sign_public_key = EXCLUDED.sign_public_key, box_public_key = EXCLUDED.box_public_key, wg_public_key = EXCLUDED.wg_public_key,
             wg_endpoint = EXCLUDED.wg_endpoint, wg_listen_port = EXCLUDED.wg_listen_port, labels = EXCLUDED.labels,
             capabilities = EXCLUDED.capabilities, timing = EXCLUDED.timing, version = EXCLUDED.version, address = EXCLUDED.address,
             state = EXCLUDED.state, removed = false, removed_at = NULL, last_seen = EXCLUDED.last_seen, token_id = EXCLUDED.token_id,
-            wg_behind_nat = EXCLUDED.wg_behind_nat
+            wg_behind_nat = EXCLUDED.wg_behind_nat, tls_pin = EXCLUDED.tls_pin, tls_port = EXCLUDED.tls_port
         """
 
     static func upsertParameters(_ entry: Entry, tokenID: String? = nil) -> [String?] {
@@ -701,21 +726,23 @@ actor Registry {
         return [node.name, node.role.rawValue, node.company, node.vpnIP, node.signPublicKey, node.boxPublicKey, node.wireguard.publicKey,
                 node.wireguard.endpoint, String(node.wireguard.listenPort), SQL.json(node.labels), SQL.json(node.capabilities),
                 node.timing.map { SQL.json($0) }, node.version, node.address, node.state.rawValue, ISOTime.string(entry.lastSeen), node.joinedAt,
-                tokenID, (node.wireguard.behindNAT ?? false) ? "true" : "false"]
+                tokenID, (node.wireguard.behindNAT ?? false) ? "true" : "false", node.tlsPin, node.tlsPort.map(String.init)]
     }
 
     private static func entry(_ row: [String?]) -> Entry? {
-        guard row.count == 19, let name = row[0], let role = row[1].flatMap(NodeRole.init(rawValue:)), let vpnIP = row[3],
+        guard row.count == 21, let name = row[0], let role = row[1].flatMap(NodeRole.init(rawValue:)), let vpnIP = row[3],
               let signText = row[4], let signKey = try? PublicKey(base64: signText), let box = row[5], let wg = row[6],
               let port = row[8].flatMap({ Int($0) }), let state = row[14].flatMap(NodeState.init(rawValue:)),
               let lastSeenText = row[16], let lastSeen = ISOTime.parse(lastSeenText), let joinedAt = row[17] else { return nil }
         let timing = SQL.decode(HeartbeatTiming.self, row[11]) ?? defaultTiming(for: role)
-        let node = Node(
+        var node = Node(
             name: name, role: role, company: row[2] ?? "", vpnIP: vpnIP, state: state, lastSeen: lastSeenText,
             labels: SQL.decode([String: String].self, row[9]) ?? [:],
             wireguard: WireGuardPeer(publicKey: wg, endpoint: row[7], listenPort: port, behindNAT: row[18] == "t"),
             capabilities: SQL.decode(Capabilities.self, row[10]) ?? .unknown, version: row[12] ?? "", address: row[13],
             joinedAt: joinedAt, signPublicKey: signText, boxPublicKey: box, timing: timing)
+        node.tlsPin = row[19].flatMap { TLSPin(parsing: $0)?.description }
+        node.tlsPort = row[20].flatMap { Int($0) }.flatMap { (1...65535).contains($0) ? $0 : nil }
         return Entry(node: node, signKey: signKey, policy: (try? policy(timing)) ?? FailureDetector.Policy(defaultTiming(for: role)),
                      removed: row[15] == "t", lastSeen: lastSeen)
     }

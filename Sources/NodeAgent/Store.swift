@@ -260,7 +260,8 @@ public enum Migrations {
                 created_at  timestamptz NOT NULL DEFAULT now(),
                 expires_at  timestamptz,
                 revoked_at  timestamptz
-            )
+            );
+            ALTER TABLE nodes ADD COLUMN tls_pin text, ADD COLUMN tls_port integer
             """),
     ]
 

@@ -53,7 +53,9 @@ struct PinnedTLSTests {
         // 2. The right lead: capture everything on its TLS port while a node joins, heartbeats,
         //    runs a generate job and reads a secret.
         let capture = scratch.path + "/tls.pcap"
-        let tcpdump = try ChildProcess("/usr/bin/env", ["tcpdump", "-i", "lo", "-U", "-n", "-s", "0", "-w", capture, "tcp port \(tlsPort)"],
+        let nodeTLSPort = try freePort()
+        let tcpdump = try ChildProcess("/usr/bin/env", ["tcpdump", "-i", "lo", "-U", "-n", "-s", "0", "-w", capture,
+                                                        "tcp port \(tlsPort) or tcp port \(nodeTLSPort)"],
                                        outputDirectory: scratch.path)
         defer { if tcpdump.isRunning { tcpdump.signal(SIGKILL) } }
         _ = try await poll(timeout: .seconds(10), every: .milliseconds(50), "tcpdump to listen") { () async throws -> Bool? in
@@ -69,7 +71,7 @@ struct PinnedTLSTests {
             """.write(toFile: nodeFile, atomically: true, encoding: .utf8)
         let node = try AgentHarness(profile: "compute", dataDir: scratch.path + "/gpu-1",
                                     extraArguments: ["--name", "gpu-1", "--lead", "https://127.0.0.1:\(tlsPort)", "--join-token-file", tokenFile,
-                                                     "--config", nodeFile],
+                                                     "--config", nodeFile, "--tls-listen", "127.0.0.1:\(nodeTLSPort)"],
                                     outputDirectory: scratch.path)
         defer { if node.process.isRunning { node.process.signal(SIGKILL) } }
         try await node.waitHealthy()
@@ -97,6 +99,14 @@ struct PinnedTLSTests {
         let read = try await http(node.baseURL + Routes.secret("openai", "api_key"), headers: nodeAdmin)
         #expect(read.status == 200 && read.text.contains(secretValue), "\(read.status) \(read.text)")
 
+        // The lead reads the node's logs over TLS to the key the node joined with.
+        let record = try await http(lead.baseURL + Routes.node("gpu-1"), headers: admin).decode(Node.self)
+        #expect(record.tlsPin?.hasPrefix("sha256:") == true && record.tlsPort == nodeTLSPort, "\(String(describing: record.tlsPin)) \(String(describing: record.tlsPort))")
+        let logs = try await http(lead.baseURL + Routes.logs + "?node=gpu-1&limit=50", headers: admin)
+        #expect(logs.status == 200, "\(logs.status) \(logs.text)")
+        let page = try logs.decode(LogPage.self)
+        #expect(page.node == "gpu-1" && page.lines.contains { $0.message == "joined the mesh" }, "\(page.lines.map(\.message))")
+
         // A restarted node needs no --lead: its membership holds the URL and the pinned certificate.
         node.process.signal(SIGTERM)
         _ = try await node.process.waitForExit(timeout: .seconds(15))
@@ -117,7 +127,8 @@ struct PinnedTLSTests {
         let bytes = try Data(contentsOf: URL(fileURLWithPath: capture))
         #expect(bytes.count > 4096, "the capture holds \(bytes.count) bytes: the traffic went elsewhere")
         for (what, text) in [("the token", secret), ("the prompt", prompt), ("the secret", secretValue), ("the answer", "echo: " + prompt),
-                             ("a heartbeat", "\"capabilities\""), ("a route", "/api/nodes/")] {
+                             ("a heartbeat", "\"capabilities\""), ("a route", "/api/nodes/"), ("the lead's call for logs", "/api/logs"),
+                             ("a log line", "joined the mesh")] {
             #expect(bytes.range(of: Data(text.utf8)) == nil, "\(what) is readable in the capture")
         }
     }
