@@ -118,7 +118,8 @@ struct ReplicaHealthTests {
             idleSamples += 1
             try await Task.sleep(for: .milliseconds(500))  // sampling cadence, not waiting for a condition
         }
-        #expect(idleSamples >= 50)
+        // One sample a second at least (a loaded machine answers slower than the 500 ms cadence).
+        #expect(idleSamples >= 30)
 
         // Bulk write with replay paused: byte lag seen on both sides, catching up, then a stall;
         // replay resumed: streaming again with no lag.
