@@ -211,10 +211,11 @@ struct GPUJobTests {
                 #expect(result["backend"]?.string == (job.node == "gpu-3" ? "ollama" : "openai"))
             }
 
-            // Priority: one GPU (the A100, zone b) busy with a filler; then 10 low and 10 high jobs
+            // Priority: one GPU (the A100, zone b) busy with a filler (8 s: long enough for the 20
+            // submissions on a loaded machine); then 10 low and 10 high jobs
             // that each need most of it queue up together. They start one at a time: every high
             // one before any low one.
-            let filler = try await mesh.submitted(JobMesh.generate("filler", vram: 70000, delayMs: 1500, labels: ["zone": "b"]))
+            let filler = try await mesh.submitted(JobMesh.generate("filler", vram: 70000, delayMs: 8000, labels: ["zone": "b"]))
             #expect(filler.node == "gpu-2")
             var low: [String] = [], high: [String] = []
             for i in 0..<10 {
