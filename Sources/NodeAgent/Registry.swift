@@ -360,14 +360,12 @@ actor Registry {
         // What a node says of its labels is shown as `reported_labels`; placement and rights use
         // only the labels its token or an operator gave it.
         if let reported = beat.labels { entry.node.reportedLabels = reported.isEmpty ? nil : reported }
-        let labels = entry.node.labels
         if entry.node.capabilities != capabilities || entry.node.version != beat.version
             || entry.node.address != beat.address || entry.node.timing != beat.timing || entry.node.tlsPort != beat.tlsPort {
             recordDirty.insert(name)
             if entry.node.address != beat.address { version += 1 }
         }
         entry.node.capabilities = capabilities
-        entry.node.labels = labels
         entry.node.version = beat.version
         entry.node.address = beat.address
         entry.node.timing = beat.timing
@@ -396,7 +394,7 @@ actor Registry {
         }
         var worker = beat.worker
         worker?.jobs = []
-        let placementChanged = entry.worker != worker || entry.node.capabilities.gpus != capabilities.gpus || entry.node.labels != labels
+        let placementChanged = entry.worker != worker || entry.node.capabilities.gpus != capabilities.gpus
             || (entry.peers.isEmpty && !beat.peers.isEmpty)
         entry.worker = worker
         entries[name] = entry
