@@ -136,6 +136,24 @@ struct AuthorizationMatrixTests {
                                              body: Array(try APICoding.encoder().encode(TokenCreateRequest(apiRole: role)))).decode(APITokenCreated.self).token
         }
 
+        // API token requests: bad role, out-of-range lifetime, join-only fields, a control character — 400, nothing stored.
+        for bad in [#"{"kind":"api","role":"root"}"#, #"{"kind":"api","role":"read","ttl_s":99999999999}"#, #"{"kind":"api","role":"read","ttl_s":0}"#,
+                    #"{"kind":"api","role":"read","profile":"compute"}"#, #"{"kind":"api","role":"read","company":"a\u001bb"}"#, #"{"kind":"api"}"#] {
+            let answer = try await http(lead.baseURL + Routes.tokens, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"], body: Array(bad.utf8))
+            #expect(answer.status == 400, "\(bad): \(answer.status) \(answer.text)")
+        }
+        let stored = try await http(lead.baseURL + Routes.tokens, headers: ["Authorization": "Bearer \(adminToken)"]).decode(TokenList.self)
+        #expect(stored.apiTokens?.count == APIRole.allCases.count, "refused requests stored no token")
+        // A read token cannot make tokens; a revoked admin token is refused at once.
+        #expect(try await http(lead.baseURL + Routes.tokens, method: "POST", headers: ["Authorization": "Bearer \(apiTokens[.read]!)"],
+                               body: Array(#"{"kind":"api","role":"admin"}"#.utf8)).status == 401)
+        let extraAdmin = try await http(lead.baseURL + Routes.tokens, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
+                                        body: Array(try APICoding.encoder().encode(TokenCreateRequest(apiRole: .admin)))).decode(APITokenCreated.self)
+        #expect(try await http(lead.baseURL + Routes.agent, headers: ["Authorization": "Bearer \(extraAdmin.token)"]).status == 200)
+        #expect(try await http(lead.baseURL + Routes.tokens + "/" + extraAdmin.info.id, method: "DELETE",
+                               headers: ["Authorization": "Bearer \(adminToken)"]).status == 200)
+        #expect(try await http(lead.baseURL + Routes.agent, headers: ["Authorization": "Bearer \(extraAdmin.token)"]).status == 401)
+
         var failures: [String] = []
         for route in Self.routes {
             let body = Array((route.path.hasSuffix("/heartbeat") ? heartbeat : route.body ?? "").utf8)
