@@ -13,7 +13,7 @@ struct OpenAPITests {
     @Test("the built-in OpenAPI document is docs/openapi.yaml (else run Tests/contract/embed-openapi)")
     func embeddedDocumentIsCurrent() throws {
         let text = try String(contentsOf: Self.root.appendingPathComponent("docs/openapi.yaml"), encoding: .utf8)
-        #expect(OpenAPIDocument.yaml == text, "Sources/NodeAgent/OpenAPIDocument.swift is stale: run Tests/contract/embed-openapi")
+        #expect(OpenAPIDocument.yaml == text, "Sources/NodeAgent/HTTP/OpenAPIDocument.swift is stale: run Tests/contract/embed-openapi")
     }
 
     @Test("the served document is JSON and keeps what the YAML says")
