@@ -9,6 +9,10 @@ public struct MeshError: Error, Sendable, Equatable, CustomStringConvertible {
         case invalidText
         /// More entries than a field allows.
         case tooMany
+        /// A caller asked for something its grant does not give it (a join token's company).
+        case forbidden
+        /// A node name another key holds.
+        case nameTaken
     }
 
     public let code: Code

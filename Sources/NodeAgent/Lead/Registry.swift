@@ -199,55 +199,44 @@ actor Registry {
                 case .success(let granted): grant = granted
                 }
                 // The company and the trusted labels are the token's, never the node's own claim.
-                if let claimed = request.company, !claimed.isEmpty, claimed != grant.company {
-                    return .failure(APIError(status: .forbidden, code: "forbidden", message: grant.company.isEmpty
-                        ? "join token \(grant.id) sets no company, and a node cannot choose its own; create the token with --company"
-                        : "join token \(grant.id) is for company '\(grant.company)'; a node cannot choose another"))
-                }
-                node.company = grant.company
-                node.labels = grant.labels
-                let existing = try connection.execute(
+                let holder = try connection.execute(
                     "SELECT sign_public_key, removed, vpn_ip, \(SQL.iso("joined_at")), labels::text FROM nodes WHERE name = $1 FOR UPDATE",
-                    [name]).rows.first
-                let rejoin = existing.map { $0[0] == request.signPublicKey && $0[1] != "t" } ?? false
-                // The same node joining again keeps what an operator labelled it with.
-                if rejoin, let stored = existing.flatMap({ SQL.decode([String: String].self, $0[4]) }) {
-                    node.labels = grant.labels.merging(stored) { _, byOperator in byOperator }
+                    [name]).rows.first.map {
+                        JoinRules.Holder(signPublicKey: $0[0] ?? "", removed: $0[1] == "t", vpnIP: $0[2], joinedAt: $0[3],
+                                         labels: SQL.decode([String: String].self, $0[4]))
+                    }
+                let identity: JoinRules.Identity
+                do throws(MeshError) {
+                    identity = try JoinRules.identity(
+                        name: name, signPublicKey: request.signPublicKey, claimedCompany: request.company, requested: requested,
+                        grant: JoinRules.Grant(id: grant.id, company: grant.company, labels: grant.labels), holder: holder, leadName: leadName)
+                } catch {
+                    return .failure(APIError(error))
                 }
-                if let existing, existing[0] != request.signPublicKey, existing[1] != "t" || name == leadName {
-                    return .failure(APIError(status: .conflict, code: "name_taken",
-                                             message: "node name '\(name)' is taken by another node (a different key); choose another --name"))
-                }
-                if let existing, let ip = existing[2], !ip.isEmpty, requested == nil || IPv4Network.format(requested!) == ip {
-                    node.vpnIP = ip
-                    if existing[0] == request.signPublicKey, let joined = existing[3] { node.joinedAt = joined }
+                let rejoin = identity.rejoin
+                node.company = identity.company
+                node.labels = identity.labels
+                if let kept = identity.keptAddress {
+                    node.vpnIP = kept
+                    if let joined = identity.keptJoinedAt { node.joinedAt = joined }
                 } else {
                     // Live nodes' addresses are taken; a removed node's address only until the
                     // grace period after its removal has passed.
-                    let rows = try connection.execute("""
+                    let others = try connection.execute("""
                         SELECT name, vpn_ip, removed, extract(epoch FROM now() - coalesce(removed_at, now()))::float8::text
                         FROM nodes WHERE name <> $1 AND vpn_ip <> ''
-                        """, [name]).rows
-                    var taken: Set<UInt32> = [allocator.leadAddress]
-                    var released: [AddressAllocator.Released] = []
-                    for row in rows {
-                        guard let address = row[1].flatMap(IPv4Network.parse) else { continue }
-                        if row[2] == "t" {
-                            released.append(.init(node: row[0] ?? "?", address: address, removedAgoS: row[3].flatMap(Double.init) ?? 0))
-                        } else {
-                            taken.insert(address)
+                        """, [name]).rows.map {
+                            JoinRules.AddressHolder(node: $0[0] ?? "?", vpnIP: $0[1] ?? "", removed: $0[2] == "t",
+                                                    removedAgoS: $0[3].flatMap(Double.init) ?? 0)
                         }
-                    }
-                    var reclaimed: String?
+                    let allocation: (address: UInt32, reclaimed: String?)
                     do throws(MeshError) {
-                        let allocation = try allocator.allocate(requested: requested, taken: taken, released: released, grace: grace)
-                        node.vpnIP = IPv4Network.format(allocation.address)
-                        reclaimed = allocation.reclaimed
+                        allocation = try JoinRules.address(requested: requested, others: others, allocator: allocator, grace: grace)
                     } catch {
-                        return .failure(APIError(status: error.code == .addressTaken ? .conflict : .badRequest,
-                                                 code: error.code == .addressTaken ? "address_taken" : "bad_request", message: "vpn_ip: \(error.message)"))
+                        return .failure(APIError(error))
                     }
-                    if let reclaimed {
+                    node.vpnIP = IPv4Network.format(allocation.address)
+                    if let reclaimed = allocation.reclaimed {
                         _ = try connection.execute("UPDATE nodes SET vpn_ip = '' WHERE name = $1 AND removed", [reclaimed])
                     }
                 }
