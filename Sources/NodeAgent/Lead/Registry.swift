@@ -54,13 +54,13 @@ actor Registry {
     let network: IPv4Network
     let logger: Logger
 
-    private var entries: [String: Entry] = [:]
+    var entries: [String: Entry] = [:]
     /// The nodes' signing keys, readable without the actor (request verification).
-    private nonisolated let signKeys = SignKeyTable()
-    private var detector = FailureDetector()
-    private var replay = ReplayGuard(windowSeconds: RequestSigning.maxSkewSeconds)
-    private var seenDirty = Set<String>()
-    private var recordDirty = Set<String>()
+    nonisolated let signKeys = SignKeyTable()
+    var detector = FailureDetector()
+    var replay = ReplayGuard(windowSeconds: RequestSigning.maxSkewSeconds)
+    var seenDirty = Set<String>()
+    var recordDirty = Set<String>()
     /// Grows on every membership change; nodes refresh their cached copy when it moves.
     private(set) var version = 1
     private(set) var loaded = false
@@ -70,8 +70,8 @@ actor Registry {
     /// Heartbeat answers carry it so nodes refresh their secrets cache.
     let secretsGeneration: SecretsGeneration
 
-    private let heartbeats = Counter(label: "aurora_heartbeats_total")
-    private let refusals = Counter(label: "aurora_signed_requests_refused_total")
+    let heartbeats = Counter(label: "aurora_heartbeats_total")
+    let refusals = Counter(label: "aurora_signed_requests_refused_total")
 
     init(store: Store, hub: EventHub, config: NodeConfig, identity: NodeIdentity, secretsGeneration: SecretsGeneration = SecretsGeneration(),
          logger: Logger) throws(AgentError) {
@@ -282,56 +282,6 @@ actor Registry {
                         boxPublicKey: identity.box.publicKey.base64),
             meshID: meshID)
     }
-
-    // MARK: Signed requests
-
-    /// Verifies a node's signed request and returns the node's name. Nothing changes when
-    /// it is refused; the nonce is remembered only once the signature verified.
-    ///
-    /// The signature check (the costly part) runs on the caller's task against a snapshot of
-    /// the nodes' keys, so requests verify in parallel; then one step on the registry checks
-    /// the timestamp, the nonce and that the node was not removed.
-    nonisolated func authenticate(_ headers: SignedHeaders, method: String, path: String, body: [UInt8],
-                                  now: Date = Date()) async throws(APIError) -> String {
-        guard headers.node != config.name, let key = signKeys.key(headers.node) else {
-            throw await refuse(headers, "unknown node '\(InputRules.printable(String(headers.node.prefix(64))))': join the mesh first")
-        }
-        guard headers.verifies(method: method, path: path, body: body, key: key) else {
-            throw await refuse(headers, "bad signature for node '\(headers.node)'")
-        }
-        try await admit(headers, key: key, now: now)
-        return headers.node
-    }
-
-    /// Fresh timestamp, unused nonce (remembered now), the key still current, not removed.
-    private func admit(_ headers: SignedHeaders, key: PublicKey, now: Date) throws(APIError) {
-        try requireLoaded()
-        guard let entry = entries[headers.node], entry.signKey == key else {
-            throw refuse(headers, "unknown node '\(InputRules.printable(String(headers.node.prefix(64))))': join the mesh first")
-        }
-        switch replay.admit(node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds,
-                            nowMilliseconds: Self.milliseconds(now)) {
-        case .stale(let skew):
-            throw refuse(headers, "stale request: its timestamp is \(abs(skew) / 1000) s \(skew < 0 ? "behind" : "ahead of") the lead's clock (limit \(RequestSigning.maxSkewSeconds) s)")
-        case .replayed:
-            throw refuse(headers, "replayed request: nonce already used")
-        case .fresh:
-            break
-        }
-        if entry.removed {
-            throw refuse(headers, "node '\(headers.node)' was removed by an operator; join again with a token")
-        }
-    }
-
-    private func refuse(_ headers: SignedHeaders, _ message: String) -> APIError {
-        refusals.increment()
-        // Header text is the caller's: logged only with its control characters made visible.
-        logger.notice("signed request refused", metadata: ["nodeagent.node": "\(InputRules.printable(String(headers.node.prefix(64))))",
-                                                           "nodeagent.reason": "\(message)"])
-        return APIError.unauthorized(message)
-    }
-
-    private static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
 
     // MARK: Heartbeats
 
@@ -560,58 +510,9 @@ actor Registry {
         }
     }
 
-    // MARK: Views
-
-    func list() throws(APIError) -> NodeList {
-        try requireLoaded()
-        return NodeList(nodes: entries.values.map(Self.view).sorted { $0.name < $1.name }, stale: false, lead: config.name)
-    }
-
-    func node(_ name: String) throws(APIError) -> Node {
-        try requireLoaded()
-        guard let entry = entries[name] else { throw APIError.notFound("no node named '\(name)'") }
-        return Self.view(entry)
-    }
-
-    /// The node as the API shows it, with `last_seen` from the in-memory time.
-    private static func view(_ entry: Entry) -> Node {
-        var node = entry.node
-        node.lastSeen = ISOTime.string(entry.lastSeen)
-        node.wireguard.endpoint = endpoint(entry)
-        return node
-    }
-
-    /// How peers reach a node: the endpoint it configured, else the source address of its
-    /// heartbeats with its WireGuard port.
-    static func endpoint(_ entry: Entry) -> String? {
-        if let configured = entry.node.wireguard.endpoint, !configured.isEmpty { return configured }
-        guard let host = entry.observedHost, !host.isEmpty, host != "0.0.0.0", host != "::" else { return nil }
-        // The lead's "observed" host is its own listen address: loopback reaches no other machine.
-        if entry.node.role == .lead, host.hasPrefix("127.") || host == "::1" || host == "localhost" { return nil }
-        return host.contains(":") ? "[\(host)]:\(entry.node.wireguard.listenPort)" : "\(host):\(entry.node.wireguard.listenPort)"
-    }
-
-    func topology(now: ContinuousClock.Instant = .now) throws(APIError) -> Topology {
-        try requireLoaded()
-        let members = entries.values.map { Topology.Member(name: $0.node.name, state: $0.node.state, vpnIP: $0.node.vpnIP) }
-            .sorted { $0.name < $1.name }
-        var links: [Topology.Link] = []
-        for entry in entries.values.sorted(by: { $0.node.name < $1.node.name }) {
-            guard let at = entry.peersAt else { continue }
-            let age = at.duration(to: now)
-            for peer in entry.peers where entries[peer.name] != nil {
-                let peerKey = entries[peer.name]?.node.wireguard.publicKey
-                links.append(Topology.Link(from: entry.node.name, to: peer.name, rttMs: peer.rttMs,
-                                           handshakeAgeS: entry.links.first { $0.publicKey == peerKey }?.handshakeAgeS,
-                                           measuredAgeS: (Double(age.components.seconds) + Double(age.components.attoseconds) / 1e18).rounded(toPlaces: 3)))
-            }
-        }
-        return Topology(nodes: members, links: links, stale: false)
-    }
-
     // MARK: Internals
 
-    private func requireLoaded() throws(APIError) {
+    func requireLoaded() throws(APIError) {
         guard loaded else { throw APIError(status: .serviceUnavailable, code: "starting", message: "the registry is starting; retry in a moment") }
     }
 
@@ -694,111 +595,4 @@ actor Registry {
         return nil
     }
 
-    static let upsertSQL = """
-        INSERT INTO nodes (name, role, company, vpn_ip, sign_public_key, box_public_key, wg_public_key, wg_endpoint, wg_listen_port,
-                           labels, capabilities, timing, version, address, state, removed, last_seen, joined_at, token_id, wg_behind_nat,
-                           tls_pin, tls_port)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::integer, $10::jsonb, $11::jsonb, $12::jsonb, $13, $14, $15, false, $16::timestamptz,
-                $17::timestamptz, $18, $19::boolean, $20, $21::integer)
-        ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role, company = EXCLUDED.company, vpn_ip = EXCLUDED.vpn_ip,
-            sign_public_key = EXCLUDED.sign_public_key, box_public_key = EXCLUDED.box_public_key, wg_public_key = EXCLUDED.wg_public_key,
-            wg_endpoint = EXCLUDED.wg_endpoint, wg_listen_port = EXCLUDED.wg_listen_port, labels = EXCLUDED.labels,
-            capabilities = EXCLUDED.capabilities, timing = EXCLUDED.timing, version = EXCLUDED.version, address = EXCLUDED.address,
-            state = EXCLUDED.state, removed = false, removed_at = NULL, last_seen = EXCLUDED.last_seen, token_id = EXCLUDED.token_id,
-            wg_behind_nat = EXCLUDED.wg_behind_nat, tls_pin = EXCLUDED.tls_pin, tls_port = EXCLUDED.tls_port
-        """
-
-    static func upsertParameters(_ entry: Entry, tokenID: String? = nil) -> [String?] {
-        let node = entry.node
-        return [node.name, node.role.rawValue, node.company, node.vpnIP, node.signPublicKey, node.boxPublicKey, node.wireguard.publicKey,
-                node.wireguard.endpoint, String(node.wireguard.listenPort), SQL.json(node.labels), SQL.json(node.capabilities),
-                node.timing.map { SQL.json($0) }, node.version, node.address, node.state.rawValue, ISOTime.string(entry.lastSeen), node.joinedAt,
-                tokenID, (node.wireguard.behindNAT ?? false) ? "true" : "false", node.tlsPin, node.tlsPort.map(String.init)]
-    }
-
-    private static func entry(_ row: [String?]) -> Entry? {
-        guard row.count == 21, let name = row[0], let role = row[1].flatMap(NodeRole.init(rawValue:)), let vpnIP = row[3],
-              let signText = row[4], let signKey = try? PublicKey(base64: signText), let box = row[5], let wg = row[6],
-              let port = row[8].flatMap({ Int($0) }), let state = row[14].flatMap(NodeState.init(rawValue:)),
-              let lastSeenText = row[16], let lastSeen = ISOTime.parse(lastSeenText), let joinedAt = row[17] else { return nil }
-        let timing = SQL.decode(HeartbeatTiming.self, row[11]) ?? defaultTiming(for: role)
-        var node = Node(
-            name: name, role: role, company: row[2] ?? "", vpnIP: vpnIP, state: state, lastSeen: lastSeenText,
-            labels: SQL.decode([String: String].self, row[9]) ?? [:],
-            wireguard: WireGuardPeer(publicKey: wg, endpoint: row[7], listenPort: port, behindNAT: row[18] == "t"),
-            capabilities: SQL.decode(Capabilities.self, row[10]) ?? .unknown, version: row[12] ?? "", address: row[13],
-            joinedAt: joinedAt, signPublicKey: signText, boxPublicKey: box, timing: timing)
-        node.tlsPin = row[19].flatMap { TLSPin(parsing: $0)?.description }
-        node.tlsPort = row[20].flatMap { Int($0) }.flatMap { (1...65535).contains($0) ? $0 : nil }
-        return Entry(node: node, signKey: signKey, policy: (try? policy(timing)) ?? FailureDetector.Policy(defaultTiming(for: role)),
-                     removed: row[15] == "t", lastSeen: lastSeen)
-    }
-
-    static func defaultTiming(for role: NodeRole) -> HeartbeatTiming {
-        role == .edge ? HeartbeatTiming(intervalS: 5, suspectAfter: 3, awayAfter: 6, deadAfter: 720)
-            : HeartbeatTiming(intervalS: 1, suspectAfter: 3, awayAfter: 0, deadAfter: 10)
-    }
-
-    /// The detector policy for reported timing, within sane bounds.
-    static func policy(_ timing: HeartbeatTiming) throws(APIError) -> FailureDetector.Policy {
-        guard timing.intervalS >= 0.05, timing.intervalS <= 3600 else { throw APIError.badRequest("timing.interval_s must be 0.05-3600") }
-        guard (1...100).contains(timing.suspectAfter) else { throw APIError.badRequest("timing.suspect_after must be 1-100") }
-        guard timing.awayAfter == 0 || timing.awayAfter > timing.suspectAfter else {
-            throw APIError.badRequest("timing.away_after must be 0 or greater than suspect_after")
-        }
-        guard timing.deadAfter > timing.suspectAfter, timing.deadAfter > timing.awayAfter, timing.deadAfter <= 100_000 else {
-            throw APIError.badRequest("timing.dead_after must be greater than suspect_after and away_after")
-        }
-        return FailureDetector.Policy(timing)
-    }
-
-    /// What a node says about itself, checked before anything stores or renders it: no control
-    /// characters, bounded lengths, an endpoint that is a real `HOST:PORT` (it is written into
-    /// every peer's WireGuard file).
-    static func validateClaims(company: String?, labels: [String: String]?, version: String?, endpoint: String?,
-                               capabilities: Capabilities?) throws(APIError) {
-        do throws(MeshError) {
-            if let company { try InputRules.identifier(company, field: "company", maxBytes: 128) }
-            if let labels { try InputRules.labels(labels, field: "labels") }
-            if let version { try InputRules.identifier(version, field: "version", maxBytes: 64) }
-            if let endpoint, !endpoint.isEmpty {
-                try InputRules.identifier(endpoint, field: "wireguard.endpoint")
-                do { _ = try HostPort(parsing: endpoint) } catch { throw MeshError(.invalidAddress, "wireguard.endpoint: \(error.message)") }
-            }
-            if let capabilities {
-                try InputRules.identifier(capabilities.os, field: "capabilities.os", maxBytes: 128)
-                try InputRules.identifier(capabilities.arch, field: "capabilities.arch", maxBytes: 64)
-                guard capabilities.gpus.count <= 64 else { throw MeshError(.tooMany, "capabilities.gpus has more than 64 entries") }
-                for (index, gpu) in capabilities.gpus.enumerated() {
-                    try InputRules.identifier(gpu.name, field: "capabilities.gpus[\(index)].name", maxBytes: 128)
-                    try InputRules.identifier(gpu.uuid, field: "capabilities.gpus[\(index)].uuid", maxBytes: 128)
-                }
-            }
-        } catch {
-            throw APIError.badRequest(error.message)
-        }
-    }
-
-    private static func publicKey(_ text: String, field: String) throws(APIError) -> PublicKey {
-        do { return try PublicKey(base64: text) } catch { throw APIError.badRequest("\(field): \(error.message)") }
-    }
-
-    private static func hostPort(_ text: String, field: String) throws(APIError) -> HostPort {
-        do { return try HostPort(parsing: text) } catch { throw APIError.badRequest("\(field): \(error.message)") }
-    }
-}
-
-extension Double {
-    func rounded(toPlaces places: Int) -> Double {
-        let scale = Foundation.pow(10, Double(places))
-        return (self * scale).rounded() / scale
-    }
-}
-
-/// Nodes' signing keys by name, shared with request verification outside the registry actor.
-final class SignKeyTable: Sendable {
-    private let keys = Mutex<[String: PublicKey]>([:])
-
-    func key(_ node: String) -> PublicKey? { keys.withLock { $0[node] } }
-    func set(_ node: String, _ key: PublicKey) { keys.withLock { $0[node] = key } }
 }
