@@ -96,6 +96,15 @@ final class JobService: Service {
     }
 
     func run() async throws {
+        // The secrets manager's read audit runs as a child of this service and ends with it.
+        await withDiscardingTaskGroup { group in
+            group.addTask { [secrets] in await secrets.runReadAudit() }
+            await runJobs()
+            group.cancelAll()
+        }
+    }
+
+    private func runJobs() async {
         for await _ in AsyncTimerSequence(interval: .milliseconds(50), clock: .continuous).cancelOnGracefulShutdown() {
             guard await registry.loaded else { continue }
             await registry.attach(jobs)

@@ -36,7 +36,17 @@ actor SecretsManager {
     /// The key-encryption key new values are wrapped with.
     private var kekVersion = 1
     private var current: [Slot: Current] = [:]
-    private var lastAudit: AuditRecord?
+    var lastAudit: AuditRecord?
+
+    // The read audit's state (SecretsManager+ReadAudit.swift).
+    /// Read audit records waiting for the next batch, and who waits for each.
+    var pendingReads: [(AuditRecord, @Sendable (Result<Void, AgentError>) -> Void)] = []
+    /// Reads waiting for their audit record, oldest first, with the moment they fail closed.
+    var deadlines: [(at: ContinuousClock.Instant, deadline: Duration, fail: @Sendable (Result<Void, AgentError>) -> Void)] = []
+    var deadlinesHead = 0
+    let readAuditSignals = ReadAuditSignals()
+    /// The loops have ended: reads are refused at once.
+    var readAuditStopped = false
     private(set) var loaded = false
 
     init(store: Store, hub: EventHub, master: MasterKey, signing: SigningKey, generation: SecretsGeneration, logger: Logger) {
@@ -295,102 +305,6 @@ actor SecretsManager {
         return (Slot(service: service, keyName: keyName, scope: scope), found)
     }
 
-    // MARK: Read audit, group-committed
-
-    /// How long a read waits for its audit record before it is refused. Fail closed when the
-    /// audit cannot be written, not when it is slow (Vault's rule): a loaded machine or a
-    /// key rotation holding the store delays a batch by tens of milliseconds, and such reads must
-    /// still be served; a store that has not committed a small insert in 2 s is failing.
-    static let auditDeadline: Duration = .seconds(2)
-
-    /// Read audit records waiting for the next batch, and who waits for each.
-    private var pendingReads: [(AuditRecord, @Sendable (Result<Void, AgentError>) -> Void)] = []
-    private var flushingReads = false
-
-    /// Appends a read's audit record and waits until it is stored, at most `deadline`: a store
-    /// that hangs refuses the read after the deadline (the write may still land later, and the
-    /// chain stays whole). Reads that arrive while a batch is being written go together into the
-    /// next one: one statement and one commit for many reads.
-    private func appendRead(_ record: AuditRecord, deadline: Duration) async -> Result<Void, AgentError> {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Result<Void, AgentError>, Never>) in
-            let once = ResumeOnce(continuation)
-            enqueueRead(record) { once.resume($0) }
-            // One watchdog for all waiting reads, not a timer task per read.
-            deadlines.append((ContinuousClock.now + deadline, deadline, { once.resume($0) }))
-            if !watching {
-                watching = true
-                Task { await self.watchDeadlines() }
-            }
-        }
-    }
-
-    /// Reads waiting for their audit record, oldest first, with the moment they fail closed.
-    private var deadlines: [(at: ContinuousClock.Instant, deadline: Duration, fail: @Sendable (Result<Void, AgentError>) -> Void)] = []
-    private var deadlinesHead = 0
-    private var watching = false
-
-    /// Every 10 ms while reads wait: those past their deadline are refused (a read already
-    /// answered ignores it). Ends when nothing waits.
-    private func watchDeadlines() async {
-        while deadlinesHead < deadlines.count {
-            try? await Task.sleep(for: .milliseconds(10))
-            let now = ContinuousClock.now
-            while deadlinesHead < deadlines.count, deadlines[deadlinesHead].at <= now {
-                let expired = deadlines[deadlinesHead]
-                expired.fail(.failure(AgentError(.store, "the audit write took longer than \(expired.deadline)")))
-                deadlinesHead += 1
-            }
-            if deadlinesHead > 1024 {
-                deadlines.removeFirst(deadlinesHead)
-                deadlinesHead = 0
-            }
-        }
-        deadlines.removeAll(keepingCapacity: true)
-        deadlinesHead = 0
-        watching = false
-    }
-
-    private func enqueueRead(_ record: AuditRecord, _ done: @escaping @Sendable (Result<Void, AgentError>) -> Void) {
-        pendingReads.append((record, done))
-        guard !flushingReads else { return }
-        flushingReads = true
-        Task { await self.flushReads() }
-    }
-
-    private func flushReads() async {
-        while !pendingReads.isEmpty {
-            let batch = pendingReads
-            pendingReads = []
-            // Written by hand: JSONEncoder over thousands of small records per second showed up
-            // as the lead's biggest cost.
-            var json = "["
-            for (index, (record, _)) in batch.enumerated() {
-                if index > 0 { json += "," }
-                json += "{\"seq\":\(record.seq),\"at\":\(Self.quoted(record.at)),\"actor\":\(Self.quoted(record.actor)),"
-                json += "\"action\":\(Self.quoted(record.action)),\"service\":\(Self.quoted(record.service)),\"key_name\":\(Self.quoted(record.keyName)),"
-                json += "\"node\":\(record.node.map(Self.quoted) ?? "null"),\"scope\":\(record.scope.map(Self.quoted) ?? "null"),"
-                json += "\"version\":\(record.version.map(String.init) ?? "null"),\"result\":\(Self.quoted(record.result)),"
-                json += "\"previous_hash\":\(Self.quoted(record.previousHash)),\"hash\":\(Self.quoted(record.hash))}"
-            }
-            json += "]"
-            let outcome: Result<Void, AgentError>
-            do {
-                try await store.query("""
-                    INSERT INTO secret_audit (seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash)
-                    SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash
-                    FROM jsonb_to_recordset($1::jsonb) AS r(seq bigint, at text, actor text, action text, service text, key_name text, node text,
-                                                            scope text, version integer, result text, previous_hash text, hash text)
-                    """, [json])
-                outcome = .success(())
-            } catch {
-                outcome = .failure(error)
-                if let reloaded = try? await Self.lastAudit(store: store) { lastAudit = reloaded }
-            }
-            for (_, done) in batch { done(outcome) }
-        }
-        flushingReads = false
-    }
-
     // MARK: Views (operator)
 
     func list() throws(APIError) -> SecretList {
@@ -468,7 +382,7 @@ actor SecretsManager {
         }
     }
 
-    private static func lastAudit(store: Store) async throws(AgentError) -> AuditRecord? {
+    static func lastAudit(store: Store) async throws(AgentError) -> AuditRecord? {
         try await store.query(
             "SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash FROM secret_audit ORDER BY seq DESC LIMIT 1")
             .rows.first.flatMap(audit)
@@ -533,20 +447,6 @@ actor SecretsManager {
 
     private static func b64(_ bytes: [UInt8]) -> String { Data(bytes).base64EncodedString() }
     private static func unb64(_ text: String?) -> [UInt8]? { text.flatMap { Data(base64Encoded: $0) }.map { [UInt8]($0) } }
-}
-
-/// Resumes a continuation once: the first of several outcomes (a result, a timeout) wins.
-final class ResumeOnce<T: Sendable>: Sendable {
-    private let continuation: Mutex<CheckedContinuation<T, Never>?>
-
-    init(_ continuation: CheckedContinuation<T, Never>) { self.continuation = Mutex(continuation) }
-
-    func resume(_ value: T) {
-        continuation.withLock { pending in
-            defer { pending = nil }
-            return pending
-        }?.resume(returning: value)
-    }
 }
 
 /// A bounded map of sealed answers; cleared when full (answers are cheap to make again).

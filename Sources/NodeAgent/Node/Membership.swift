@@ -297,7 +297,7 @@ final class MembershipService: Service {
     var leadSignKey: PublicKey? { joinedLeadKey.withLock { $0 } }
     private let joinedLeadKey = Mutex<PublicKey?>(nil)
 
-    /// Called (in the background) when the lead says secrets changed: refresh the cache.
+    /// Called (beside the heartbeats, as a child task of `run()`) when the lead says secrets changed: refresh the cache.
     let onSecretsChanged: (@Sendable (MembershipService) async -> Void)?
 
     func run() async throws {
@@ -311,29 +311,32 @@ final class MembershipService: Service {
         var lastRTT: ContinuousClock.Instant?
         let interval = Duration.milliseconds(Int64(config.heartbeatTiming.intervalS * 1000))
         let timeout = min(interval, .seconds(2))
-        for await _ in AsyncTimerSequence(interval: interval, clock: .continuous).cancelOnGracefulShutdown() {
-            do {
-                let response = try await heartbeat(timeout: timeout)
-                if state.leadContact(ok: true) { logger.notice("lead reachable") }
-                if let secrets = response.secretsVersion, secrets != knownSecrets {
-                    knownSecrets = secrets
-                    if let refresh = onSecretsChanged { Task { await refresh(self) } }
-                }
-                if response.registryVersion != knownVersion || lastRefresh.map({ $0.duration(to: .now) > .seconds(10) }) ?? true {
-                    if await refreshCache(timeout: timeout) {
-                        knownVersion = response.registryVersion
-                        lastRefresh = .now
+        // A secrets refresh runs beside the heartbeats as a child task: it ends with them.
+        await withDiscardingTaskGroup { group in
+            for await _ in AsyncTimerSequence(interval: interval, clock: .continuous).cancelOnGracefulShutdown() {
+                do throws(LeadCallError) {
+                    let response = try await heartbeat(timeout: timeout)
+                    if state.leadContact(ok: true) { logger.notice("lead reachable") }
+                    if let secrets = response.secretsVersion, secrets != knownSecrets {
+                        knownSecrets = secrets
+                        if let refresh = onSecretsChanged { group.addTask { await refresh(self) } }
+                    }
+                    if response.registryVersion != knownVersion || lastRefresh.map({ $0.duration(to: .now) > .seconds(10) }) ?? true {
+                        if await refreshCache(timeout: timeout) {
+                            knownVersion = response.registryVersion
+                            lastRefresh = .now
+                        }
+                    }
+                } catch {
+                    beatFailures.increment()
+                    if state.leadContact(ok: false) {
+                        logger.warning("heartbeat failed; the lead is away", metadata: ["nodeagent.error": "\(error.message)"])
                     }
                 }
-            } catch {
-                beatFailures.increment()
-                if state.leadContact(ok: false) {
-                    logger.warning("heartbeat failed; the lead is away", metadata: ["nodeagent.error": "\(error.message)"])
+                if lastRTT.map({ $0.duration(to: .now) >= .seconds(5) }) ?? true {
+                    lastRTT = .now
+                    await measurePeers()
                 }
-            }
-            if lastRTT.map({ $0.duration(to: .now) >= .seconds(5) }) ?? true {
-                lastRTT = .now
-                await measurePeers()
             }
         }
         if config.leaveOnStop {

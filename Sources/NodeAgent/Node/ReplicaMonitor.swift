@@ -71,9 +71,8 @@ final class ReplicaMonitor: Service, Sendable {
             } else {
                 let box = SampleInFlight()
                 busy = box
-                var timer: Task<Void, Never>?
-                raw = await withCheckedContinuation { (continuation: CheckedContinuation<RawSample, Never>) in
-                    let once = ResumeOnce(continuation)
+                let deadline = sampleTimeout
+                raw = await firstOf({ deliver in
                     sampler.submit { [self] outcome in
                         let result: RawSample
                         if case .active = outcome {
@@ -82,15 +81,11 @@ final class ReplicaMonitor: Service, Sendable {
                             result = RawSample(sample: ReplicaSample(at: at, .down("the monitor is stopping")))
                         }
                         box.finish()
-                        once.resume(result)
+                        deliver(result)
                     }
-                    let deadline = sampleTimeout
-                    timer = Task {
-                        guard (try? await Task.sleep(for: deadline)) != nil else { return }
-                        once.resume(RawSample(sample: ReplicaSample(at: at, .down("no answer within \(deadline.components.seconds) s"))))
-                    }
+                }, orAfter: deadline) {
+                    RawSample(sample: ReplicaSample(at: at, .down("no answer within \(deadline.components.seconds) s")))
                 }
-                timer?.cancel()
             }
             let verdict = classifier.classify(raw.sample)
             let health = Self.health(verdict, raw, thresholds: config.thresholds, slotLimit: config.slotMaxRetainedBytes)
@@ -233,19 +228,12 @@ final class ReplicaMonitor: Service, Sendable {
         var failing = false
         for await _ in AsyncTimerSequence(interval: .seconds(1), clock: .continuous).cancelOnGracefulShutdown() {
             guard state.postgres?.health.role == .primary else { continue }
-            var timer: Task<Void, Never>?
-            let error: String? = await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
-                let once = ResumeOnce(continuation)
+            let error: String? = await firstOf({ deliver in
                 writer.submit { [self] outcome in
-                    guard case .active = outcome else { return once.resume(nil) }
-                    once.resume(Self.writeHeartbeat(connection: writerConnection, conninfo: config.conninfo, node: state.config.name))
+                    guard case .active = outcome else { return deliver(nil) }
+                    deliver(Self.writeHeartbeat(connection: writerConnection, conninfo: config.conninfo, node: state.config.name))
                 }
-                timer = Task {
-                    guard (try? await Task.sleep(for: .seconds(3))) != nil else { return }
-                    once.resume("no answer within 3 s")
-                }
-            }
-            timer?.cancel()
+            }, orAfter: .seconds(3)) { "no answer within 3 s" }
             if let error, !failing {
                 logger.warning("cannot write the replica heartbeat row; standbys may show time lag", metadata: ["nodeagent.error": "\(error)"])
             } else if error == nil, failing {
