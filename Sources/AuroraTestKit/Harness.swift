@@ -5,6 +5,7 @@ import NIOCore
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+import NIOHTTP1
 #endif
 
 /// Where the built executables are: `AURORA_BIN_DIR`, else `.build/debug` of this checkout.

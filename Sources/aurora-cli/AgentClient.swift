@@ -3,6 +3,7 @@ import AuroraAPI
 import AuroraTLS
 import Foundation
 import NIOCore
+import NIOHTTP1
 import NIOSSL
 
 /// A few typed calls to the local agent's HTTP API.

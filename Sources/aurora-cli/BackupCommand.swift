@@ -3,6 +3,7 @@ import AuroraAPI
 import Foundation
 #if canImport(Glibc)
 import Glibc
+import NIOCore
 #endif
 
 /// `aurora-cli backup`: backups of the mesh database, taken and kept by the lead.

@@ -3,6 +3,7 @@ import AuroraAPI
 import Foundation
 #if canImport(Glibc)
 import Glibc
+import NIOCore
 #endif
 
 /// `aurora-cli doctor`: checks the local install and says, per check, what is wrong and how to

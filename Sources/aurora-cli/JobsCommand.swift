@@ -1,6 +1,7 @@
 import ArgumentParser
 import AuroraAPI
 import Foundation
+import NIOCore
 
 extension JobKind: ExpressibleByArgument {}
 extension JobState: ExpressibleByArgument {}

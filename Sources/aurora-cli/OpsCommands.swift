@@ -1,6 +1,7 @@
 import ArgumentParser
 import AuroraAPI
 import Foundation
+import NIOCore
 
 /// `aurora-cli logs`: recent structured log lines of an agent, by subsystem.
 struct Logs: AsyncParsableCommand {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import AuroraAPI
 import Foundation
+import NIOCore
 
 /// `aurora-cli secrets`: the secrets manager.
 struct Secrets: AsyncParsableCommand {

@@ -1,6 +1,8 @@
+import AuroraAPI
 import Foundation
-import Testing
+import Mesh
 @testable import NodeAgent
+import Testing
 
 @Suite("Configuration layering and errors")
 struct ConfigTests {

@@ -1,8 +1,9 @@
 import AuroraAPI
+import HTTPTypes
 import Logging
+@testable import NodeAgent
 import Secrets
 import Testing
-@testable import NodeAgent
 
 /// Requests the contract fuzzer (Tests/contract/run) found to fail, kept as pure checks.
 @Suite("Contract fuzzing regressions")

@@ -1,8 +1,10 @@
 import AuroraAPI
 import Foundation
+import HTTPTypes
+import Hummingbird
 import Logging
-import Testing
 @testable import NodeAgent
+import Testing
 
 /// docs/openapi.yaml is the API's contract: it must be what the binary serves, and it must list
 /// exactly the routes the router registers.

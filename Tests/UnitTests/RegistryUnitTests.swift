@@ -1,8 +1,9 @@
 import AuroraAPI
 import Foundation
+import HTTPTypes
+@testable import NodeAgent
 import Secrets
 import Testing
-@testable import NodeAgent
 
 @Suite("Request signing, GPU inventory parsing, API decoding")
 struct RegistryUnitTests {

@@ -1,5 +1,6 @@
-import Testing
+import AuroraAPI
 @testable import Secrets
+import Testing
 
 /// The secrets core, pure apart from libsodium: envelope encryption, scope resolution and the
 /// audit hash chain.

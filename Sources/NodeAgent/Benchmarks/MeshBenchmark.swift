@@ -8,6 +8,7 @@ import Secrets
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+import NIOHTTP1
 #endif
 
 /// A lead started by a benchmark: this same binary on a temporary data dir and a loopback port.

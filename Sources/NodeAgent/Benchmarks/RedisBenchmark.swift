@@ -6,6 +6,7 @@ import NIOPosix
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+import NIOHTTP1
 #endif
 
 /// `nodeagent bench redis`: a real lead with `events.redis` pointing at a real redis-server

@@ -3,6 +3,9 @@ import AuroraAPI
 import Foundation
 #if canImport(Glibc)
 import Glibc
+import NIOCore
+import NIOFoundationEssentialsCompat
+import NIOHTTP1
 #endif
 
 /// `nodeagent bench replica`: a real primary, a streaming standby and an agent watching the

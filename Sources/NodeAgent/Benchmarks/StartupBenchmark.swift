@@ -4,6 +4,8 @@ import Foundation
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+import NIOCore
+import NIOHTTP1
 #endif
 
 /// `nodeagent bench startup`: time from `nodeagent --profile lead` to a healthy `/health` on an

@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 import Logging
+import Mesh
 import Metrics
 import NIOCore
 import Prometheus

@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import Mesh
 import NIOCore
+import NIOHTTP1
 
 /// The request context of the agent's API: Hummingbird's, plus the peer address (the lead
 /// probes a late node at the address its requests come from).

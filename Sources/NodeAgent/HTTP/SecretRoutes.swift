@@ -1,6 +1,7 @@
 import AuroraAPI
 import Foundation
 import Hummingbird
+import NIOHTTP1
 import Secrets
 
 extension HTTPServer {

@@ -1,5 +1,6 @@
 import AuroraAPI
 import Hummingbird
+import Mesh
 import NIOCore
 
 extension HTTPServer {

@@ -1,5 +1,6 @@
 import AuroraAPI
 import Foundation
+import HTTPTypes
 import Mesh
 import Secrets
 import Synchronization

@@ -5,7 +5,6 @@ import Mesh
 import NIOPosix
 import Secrets
 #if canImport(Glibc)
-import Glibc
 #endif
 
 /// The lead's backups of the mesh database: `pg_dump -Fc` files in `DATA/backups`, each with
@@ -121,8 +120,7 @@ actor BackupArchive {
             result = try await ProcessRunner.watch(pgDump, ["--format=custom", "--verbose", "--no-password", "--file", partial] + connection.arguments,
                                                    environment: connection.environment, every: .milliseconds(250)) { lines in
                 let tables = lines.compactMap(Self.tableBegun)
-                var info = stat()
-                let bytes = stat(partial, &info) == 0 ? Int64(info.st_size) : 0
+                let bytes = FileStatus.of(partial)?.size ?? 0
                 if let progress = await self.advance(tables: tables, bytes: bytes) { onProgress(progress) }
             }
         } catch {
@@ -220,11 +218,10 @@ actor BackupArchive {
     }
 
     private func describe(_ name: String) throws(AgentError) -> BackupInfo {
-        var info = stat()
-        guard let stamp = BackupName.timestamp(of: name), lstat(path(name), &info) == 0 else {
+        guard let stamp = BackupName.timestamp(of: name), let info = FileStatus.of(path(name), followingLinks: false) else {
             throw AgentError(.backupNotFound, "no backup named \(name) in \(directory)")
         }
-        return BackupInfo(file: name, createdAt: stamp.iso8601, sizeBytes: Int64(info.st_size), sha256: recordedChecksum(name))
+        return BackupInfo(file: name, createdAt: stamp.iso8601, sizeBytes: info.size, sha256: recordedChecksum(name))
     }
 
     /// Names of the backups in the directory (exactly `aurora-YYYYMMDDTHHMMSSZ.dump`, regular
@@ -232,8 +229,7 @@ actor BackupArchive {
     private func backupNames() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         return names.filter { name in
-            var info = stat()
-            return BackupName.timestamp(of: name) != nil && lstat(path(name), &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+            return BackupName.timestamp(of: name) != nil && FileStatus.of(path(name), followingLinks: false)?.isRegularFile == true
         }.sorted(by: >)
     }
 
@@ -403,8 +399,7 @@ actor BackupArchive {
             throw AgentError(.invalidInput, "'\(name.prefix(80))' is not a backup's name: backups are named aurora-YYYYMMDDTHHMMSSZ.dump "
                              + "(see 'aurora-cli backup list')")
         }
-        var info = stat()
-        guard lstat(path(name), &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+        guard let info = FileStatus.of(path(name), followingLinks: false), info.isRegularFile else {
             throw AgentError(.backupNotFound, "no backup named \(name) in \(directory) (see 'aurora-cli backup list')")
         }
         return path(name)

@@ -1,5 +1,6 @@
 import AuroraAPI
 import Foundation
+import HTTPTypes
 import Logging
 import Mesh
 import Metrics

@@ -1,4 +1,5 @@
 import AuroraAPI
+import Metrics
 import Foundation
 import Logging
 import Mesh

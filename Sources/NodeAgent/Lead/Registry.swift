@@ -1,6 +1,7 @@
 import AuroraAPI
 import AuroraTLS
 import Foundation
+import HTTPTypes
 import Logging
 import Mesh
 import Metrics

@@ -6,6 +6,8 @@ import Logging
 import Mesh
 import Metrics
 import NIOCore
+import NIOFoundationEssentialsCompat
+import NIOHTTP1
 import ServiceLifecycle
 import Synchronization
 

@@ -10,6 +10,7 @@ import Synchronization
 import Yams
 #if canImport(Glibc)
 import Glibc
+import NIOHTTP1
 #endif
 
 // MARK: - Configuration

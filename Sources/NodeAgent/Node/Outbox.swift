@@ -9,6 +9,7 @@ import ServiceLifecycle
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+import NIOHTTP1
 #endif
 
 /// The node's durable outbox, `DATA/outbox/reports.log` (0600): every report for the lead (job

@@ -7,6 +7,7 @@ import ServiceLifecycle
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+import Secrets
 #endif
 
 /// The node's WireGuard interface (`wireguard.mode`):

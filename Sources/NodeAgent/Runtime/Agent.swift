@@ -10,6 +10,8 @@ import Secrets
 import ServiceLifecycle
 #if canImport(Glibc)
 import Glibc
+import NIOHTTP1
+import UnixSignals
 #endif
 
 /// The daemon: checks everything it can before it starts (so bad input fails fast, in one

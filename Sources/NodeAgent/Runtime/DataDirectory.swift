@@ -1,6 +1,5 @@
 import Foundation
 #if canImport(Glibc)
-import Glibc
 #endif
 
 /// The agent's data directory: created on first start, exclusively locked for the agent's
@@ -131,8 +130,6 @@ enum SecureFile {
 
     /// The permission bits of `path`.
     static func mode(_ path: String) -> mode_t? {
-        var info = stat()
-        guard stat(path, &info) == 0 else { return nil }
-        return info.st_mode & 0o7777
+        FileStatus.of(path)?.permissions
     }
 }

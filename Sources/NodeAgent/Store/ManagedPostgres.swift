@@ -1,7 +1,6 @@
 import Foundation
 import Logging
 #if canImport(Glibc)
-import Glibc
 #endif
 
 /// The PostgreSQL cluster a lead owns in `DATA/postgres`: initdb on first start, `pg_ctl start`
@@ -193,10 +192,9 @@ struct ManagedPostgres: Sendable {
     private func checkReachable(by owner: Account) throws(AgentError) {
         var path = (directory as NSString).deletingLastPathComponent
         while !path.isEmpty {
-            var info = stat()
-            if stat(path, &info) == 0 {
-                let mode = info.st_mode
-                let searchable = mode & 0o001 != 0 || (info.st_uid == owner.uid && mode & 0o100 != 0) || (info.st_gid == owner.gid && mode & 0o010 != 0)
+            if let info = FileStatus.of(path) {
+                let mode = info.mode
+                let searchable = mode & 0o001 != 0 || (info.uid == owner.uid && mode & 0o100 != 0) || (info.gid == owner.gid && mode & 0o010 != 0)
                 guard searchable else {
                     throw AgentError(.store, "the managed PostgreSQL runs as '\(owner.name)', which cannot enter \(path) (mode \(String(mode & 0o777, radix: 8))); run 'chmod o+x \(path)' or set store.run_as")
                 }

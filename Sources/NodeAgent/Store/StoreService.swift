@@ -1,4 +1,5 @@
 import AsyncAlgorithms
+import AuroraAPI
 import Foundation
 import Logging
 import Metrics
