@@ -48,7 +48,7 @@ struct ContractRegressionTests {
         // schemathesis: POST /api/secrets {"service": "s", "key_name": "k", "value": "v", "scope": "company", "scope_id": "a\u0000b"}
         // answered 503 store_unavailable.
         #expect(throws: SecretsError.self) { try SecretScope(name: "company", id: "a\u{0}b") }
-        #expect(throws: APIError.self) { try SecretsManager.scope("node", "n\u{0}") }
+        #expect(throws: Refusal.self) { try SecretsManager.scope("node", "n\u{0}") }
         #expect((try? SecretScope(name: "company", id: "acme"))?.description == "company:acme")
     }
 

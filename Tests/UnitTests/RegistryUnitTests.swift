@@ -35,15 +35,15 @@ struct RegistryUnitTests {
     @Test("missing or malformed signature headers are refused with the reason; none at all is not a node request")
     func headerParsing() throws {
         #expect(try SignedHeaders.parse { _ in nil } == nil)
-        let partial = #expect(throws: APIError.self) { try SignedHeaders.parse { $0 == RequestSigning.nodeHeader ? "gpu-1" : nil } }
+        let partial = #expect(throws: Refusal.self) { try SignedHeaders.parse { $0 == RequestSigning.nodeHeader ? "gpu-1" : nil } }
         #expect(partial?.message.contains("missing X-Aurora-Timestamp, X-Aurora-Nonce, X-Aurora-Signature") == true)
         let values = [RequestSigning.nodeHeader: "gpu-1", RequestSigning.timestampHeader: "yesterday",
                       RequestSigning.nonceHeader: String(repeating: "a", count: 32), RequestSigning.signatureHeader: "AAAA"]
-        let badTime = #expect(throws: APIError.self) { try SignedHeaders.parse { values[$0] } }
+        let badTime = #expect(throws: Refusal.self) { try SignedHeaders.parse { values[$0] } }
         #expect(badTime?.message.contains("milliseconds") == true)
         var shortSignature = values
         shortSignature[RequestSigning.timestampHeader] = "1700000000000"
-        let badSignature = #expect(throws: APIError.self) { try SignedHeaders.parse { shortSignature[$0] } }
+        let badSignature = #expect(throws: Refusal.self) { try SignedHeaders.parse { shortSignature[$0] } }
         #expect(badSignature?.status == .unauthorized)
     }
 
@@ -73,23 +73,23 @@ struct RegistryUnitTests {
     @Test("bodies: unknown fields, wrong types and missing fields are 400 naming the field")
     func decoding() throws {
         func body(_ text: String) -> [UInt8] { Array(text.utf8) }
-        let unknown = #expect(throws: APIError.self) {
+        let unknown = #expect(throws: Refusal.self) {
             try HTTPServer.decode(TokenCreateRequest.self, body(#"{"profile":"compute","colour":"red"}"#), allowed: TokenCreateRequest.fields)
         }
         #expect(unknown?.message == "unknown field 'colour'")
-        let wrongType = #expect(throws: APIError.self) {
+        let wrongType = #expect(throws: Refusal.self) {
             try HTTPServer.decode(TokenCreateRequest.self, body(#"{"profile":"compute","ttl_s":"soon"}"#), allowed: TokenCreateRequest.fields)
         }
         #expect(wrongType?.message == "field 'ttl_s' must be an integer")
-        let missing = #expect(throws: APIError.self) {
+        let missing = #expect(throws: Refusal.self) {
             try HTTPServer.decode(NodeLabelsUpdate.self, body(#"{}"#), allowed: NodeLabelsUpdate.fields)
         }
         #expect(missing?.message == "missing field 'labels'")
-        let badEnum = #expect(throws: APIError.self) {
+        let badEnum = #expect(throws: Refusal.self) {
             try HTTPServer.decode(TokenCreateRequest.self, body(#"{"profile":"mainframe"}"#), allowed: TokenCreateRequest.fields)
         }
         #expect(badEnum?.message.hasPrefix("field 'profile'") == true)
-        #expect(throws: APIError.self) { try HTTPServer.decode(TokenCreateRequest.self, body("[1]"), allowed: TokenCreateRequest.fields) }
+        #expect(throws: Refusal.self) { try HTTPServer.decode(TokenCreateRequest.self, body("[1]"), allowed: TokenCreateRequest.fields) }
         let ok = try HTTPServer.decode(TokenCreateRequest.self, body(#"{"profile":"edge","ttl_s":60}"#), allowed: TokenCreateRequest.fields)
         #expect(ok == TokenCreateRequest(profile: .edge, ttlS: 60))
     }

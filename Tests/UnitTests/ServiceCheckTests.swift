@@ -214,7 +214,7 @@ struct LogRingTests {
         #expect(try EventFilter(types: "node.joined,job.succeeded", node: "gpu-1").matches(event))
         #expect(try !EventFilter(types: "job.failed", node: nil).matches(event))
         #expect(try !EventFilter(types: nil, node: "gpu-2").matches(event))
-        #expect(throws: APIError.self) { try EventFilter(types: "job.*,", node: nil) }
-        #expect(throws: APIError.self) { try EventFilter(types: "j*b", node: nil) }
+        #expect(throws: Refusal.self) { try EventFilter(types: "job.*,", node: nil) }
+        #expect(throws: Refusal.self) { try EventFilter(types: "j*b", node: nil) }
     }
 }

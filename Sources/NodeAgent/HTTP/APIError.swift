@@ -1,44 +1,54 @@
-import AuroraAPI
 import Hummingbird
-import Logging
-import Mesh
 
-/// An error the API answers with: a status and the JSON body `{"error": {"code", "message"}}`.
-struct APIError: Error {
-    let status: HTTPResponse.Status
-    let code: String
-    let message: String
-    /// `Retry-After` (seconds) for a 429.
-    var retryAfterSeconds: Int? = nil
-
-    static func unauthorized(_ message: String) -> APIError { APIError(status: .unauthorized, code: "unauthorized", message: message) }
-    static func badRequest(_ message: String) -> APIError { APIError(status: .badRequest, code: "bad_request", message: message) }
-    static func notFound(_ message: String) -> APIError { APIError(status: .notFound, code: "not_found", message: message) }
-    static func notLead(_ what: String, lead: String?) -> APIError {
-        APIError(status: .misdirectedRequest, code: "not_lead",
-                 message: "\(what) is served by the lead\(lead.map { " (\($0))" } ?? ""); send it there with the lead's operator token")
-    }
-    /// The store failed underneath a request; the store's message names no secret.
-    /// The store's own words (which may quote what was sent) go to the log, not to the caller.
-    static func storeUnavailable(_ error: AgentError) -> APIError {
-        storeLogger.error("store call failed", metadata: ["nodeagent.error": "\(error.message)"])
-        return APIError(status: .serviceUnavailable, code: "store_unavailable",
-                        message: "the store is not available; retry in a moment (the lead's log has the details)")
+/// The one mapping from a ``Refusal`` to HTTP: its status. The body is always
+/// `{"error": {"code", "message"}}` (``APIErrorMiddleware``).
+extension Refusal.Kind {
+    /// The status this kind of refusal answers with.
+    var status: HTTPResponse.Status {
+        switch self {
+        case .invalid: .badRequest
+        case .unauthenticated: .unauthorized
+        case .forbidden: .forbidden
+        case .notFound: .notFound
+        case .conflict: .conflict
+        case .tooLarge: .contentTooLarge
+        case .unprocessable: .unprocessableContent
+        case .tooMany: .tooManyRequests
+        case .notHere: .misdirectedRequest
+        case .unavailable: .serviceUnavailable
+        case .upstreamFailed: .badGateway
+        case .internalFailure: .internalServerError
+        }
     }
 
-    private static let storeLogger = Logger(label: "nodeagent.store")
-}
-
-// MARK: Domain errors
-
-extension APIError {
-    /// A broken domain rule as the API answers it: the one place a ``MeshError`` gets a status.
-    init(_ error: MeshError) {
-        switch error.code {
-        case .forbidden: self.init(status: .forbidden, code: "forbidden", message: error.message)
-        case .nameTaken: self.init(status: .conflict, code: "name_taken", message: error.message)
-        case .addressTaken: self.init(status: .conflict, code: "address_taken", message: error.message)
-        case .invalidName, .invalidAddress, .invalidText, .tooMany: self.init(status: .badRequest, code: "bad_request", message: error.message)
+    /// The kind of a refusal another agent answered with `status` (relayed as it is).
+    init(status: Int) {
+        switch status {
+        case 400: self = .invalid
+        case 401: self = .unauthenticated
+        case 403: self = .forbidden
+        case 404: self = .notFound
+        case 409: self = .conflict
+        case 413: self = .tooLarge
+        case 421: self = .notHere
+        case 422: self = .unprocessable
+        case 429: self = .tooMany
+        case 500: self = .internalFailure
+        case 503: self = .unavailable
+        default: self = status >= 500 ? .upstreamFailed : .invalid
         }
     }
 }
+
+extension Refusal {
+    /// Until the job coordinator is rewritten onto the job book: its refusals still name a status.
+    init(status: HTTPResponse.Status, code: String, message: String) {
+        self.init(Kind(status: Int(status.code)), code: code, message: message)
+    }
+
+    /// The status this refusal answers with.
+    var status: HTTPResponse.Status { kind.status }
+}
+
+/// The job coordinator's name for a refusal, until it is rewritten onto the job book.
+typealias APIError = Refusal

@@ -12,7 +12,7 @@ extension HTTPServer {
         let leadURL = state.config.lead
 
         router.get(RouterPath(Routes.backups)) { request, _ -> Response in
-            guard let backups = mesh.backups else { throw APIError.notLead("backups", lead: leadURL) }
+            guard let backups = mesh.backups else { throw Refusal.notLead("backups", lead: leadURL) }
             try authorize(request, token: token)
             let list: BackupList
             do throws(AgentError) { list = try await backups.list() } catch { throw backupError(error) }
@@ -22,7 +22,7 @@ extension HTTPServer {
         // A backup runs with the request; graceful shutdown or a client that goes away stops
         // pg_dump and leaves nothing behind.
         router.post(RouterPath(Routes.backups)) { request, _ -> Response in
-            guard let backups = mesh.backups else { throw APIError.notLead("backups", lead: leadURL) }
+            guard let backups = mesh.backups else { throw Refusal.notLead("backups", lead: leadURL) }
             try authorize(request, token: token)
             guard request.headers[.accept]?.contains(MediaTypes.ndjson) == true else {
                 let created = try await cancelWhenGracefulShutdown { () async throws -> BackupCreated in
@@ -44,7 +44,7 @@ extension HTTPServer {
         }
 
         router.post("/api/backups/:file/verify") { request, context -> Response in
-            guard let backups = mesh.backups else { throw APIError.notLead("backups", lead: leadURL) }
+            guard let backups = mesh.backups else { throw Refusal.notLead("backups", lead: leadURL) }
             try authorize(request, token: token)
             let file = try backupFile(context)
             let verification: BackupVerification
@@ -53,7 +53,7 @@ extension HTTPServer {
         }
 
         router.post("/api/backups/:file/restore") { request, context -> Response in
-            guard let backups = mesh.backups else { throw APIError.notLead("backups", lead: leadURL) }
+            guard let backups = mesh.backups else { throw Refusal.notLead("backups", lead: leadURL) }
             try authorize(request, token: token)
             let file = try backupFile(context)
             let restore = try await decode(BackupRestoreRequest.self, request, maxBody: maxBody, allowed: BackupRestoreRequest.fields)
@@ -93,15 +93,15 @@ extension HTTPServer {
     }
 
     /// The HTTP face of a backup failure.
-    static func backupError(_ error: AgentError) -> APIError {
+    static func backupError(_ error: AgentError) -> Refusal {
         switch error.code {
-        case .backupRunning: APIError(status: .conflict, code: "backup_running", message: error.message)
-        case .backupNotFound: APIError.notFound(error.message)
-        case .backupCorrupt: APIError(status: .unprocessableContent, code: "backup_corrupt", message: error.message)
-        case .databaseExists: APIError(status: .conflict, code: "database_exists", message: error.message)
-        case .invalidInput: APIError.badRequest(error.message)
-        case .store: APIError.storeUnavailable(error)
-        default: APIError(status: .internalServerError, code: "backup_failed", message: error.message)
+        case .backupRunning: Refusal(.conflict, code: "backup_running", message: error.message)
+        case .backupNotFound: Refusal.notFound(error.message)
+        case .backupCorrupt: Refusal(.unprocessable, code: "backup_corrupt", message: error.message)
+        case .databaseExists: Refusal(.conflict, code: "database_exists", message: error.message)
+        case .invalidInput: Refusal.badRequest(error.message)
+        case .store: Refusal.storeUnavailable(error)
+        default: Refusal(.internalFailure, code: "backup_failed", message: error.message)
         }
     }
 }

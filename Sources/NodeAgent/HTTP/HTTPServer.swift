@@ -67,7 +67,7 @@ public enum HTTPServer {
         }
         router.get(RouterPath(Routes.openAPI)) { _, _ -> Response in
             guard let document = OpenAPIDocument.served else {
-                throw APIError(status: .internalServerError, code: "internal", message: "the built-in OpenAPI document does not convert to JSON")
+                throw Refusal(.internalFailure, code: "internal", message: "the built-in OpenAPI document does not convert to JSON")
             }
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: document)))
         }
@@ -98,14 +98,14 @@ public enum HTTPServer {
     /// the caller's name as jobs record it. 401 for an unknown token, 403 for too small a role.
     static func authorize(_ request: Request, token: AdminToken, role needed: APIRole) throws -> String {
         guard let header = request.headers[.authorization] else {
-            throw APIError.unauthorized("this call needs the operator token or an API token (Authorization: Bearer …)")
+            throw Refusal.unauthorized("this call needs the operator token or an API token (Authorization: Bearer …)")
         }
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer", let (role, caller) = token.role(of: String(parts[1])) else {
-            throw APIError.unauthorized("the token is not valid for this agent")
+            throw Refusal.unauthorized("the token is not valid for this agent")
         }
         guard role >= needed else {
-            throw APIError(status: .forbidden, code: "forbidden", message: "this API token's role is \(role.rawValue); the call needs \(needed.rawValue)")
+            throw Refusal(.forbidden, code: "forbidden", message: "this API token's role is \(role.rawValue); the call needs \(needed.rawValue)")
         }
         return caller
     }
@@ -113,11 +113,11 @@ public enum HTTPServer {
     /// Operator calls carry `Authorization: Bearer <token>`.
     static func authorize(_ request: Request, token: AdminToken) throws {
         guard let header = request.headers[.authorization] else {
-            throw APIError.unauthorized("this call needs the operator token (Authorization: Bearer …; aurora-cli reads DATA/admin.token)")
+            throw Refusal.unauthorized("this call needs the operator token (Authorization: Bearer …; aurora-cli reads DATA/admin.token)")
         }
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer", token.accepts(String(parts[1])) else {
-            throw APIError.unauthorized("the operator token is not valid for this agent")
+            throw Refusal.unauthorized("the operator token is not valid for this agent")
         }
     }
 
@@ -139,7 +139,7 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         var response: Response
         do {
             response = try await next(request, context)
-        } catch let error as APIError {
+        } catch let error as Refusal {
             response = Self.render(status: error.status, code: error.code, message: error.message)
             if let seconds = error.retryAfterSeconds { response.headers[.retryAfter] = String(seconds) }
         } catch let error as HTTPError {
@@ -178,7 +178,7 @@ struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
     let maxBytes: Int
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let tooLarge = APIError(status: .contentTooLarge, code: "payload_too_large",
+        let tooLarge = Refusal(.tooLarge, code: "payload_too_large",
                                 message: "the request body is larger than \(maxBytes) bytes (http.max_body_bytes)")
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > maxBytes { throw tooLarge }
         var request = request

@@ -30,7 +30,7 @@ extension HTTPServer {
             let (who, body) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
             let generate = try decode(GenerateRequest.self, body, allowed: GenerateRequest.fields)
             if let wait = generate.waitS, !(0...JobCoordinator.Limits.maxWait).contains(wait) {
-                throw APIError.badRequest("wait_s must be 0-\(Int(JobCoordinator.Limits.maxWait)) seconds")
+                throw Refusal.badRequest("wait_s must be 0-\(Int(JobCoordinator.Limits.maxWait)) seconds")
             }
             var payload: [String: JSONValue] = ["model": .string(generate.model)]
             if let prompt = generate.prompt { payload["prompt"] = .string(prompt) }
@@ -51,14 +51,14 @@ extension HTTPServer {
                 return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(10))
             }
             let (who, _) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
-            let filter = try request.uri.queryParameters.get("state").map { text throws(APIError) -> JobState in
+            let filter = try request.uri.queryParameters.get("state").map { text throws(Refusal) -> JobState in
                 guard let state = JobState(rawValue: text) else {
-                    throw APIError.badRequest("state must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
+                    throw Refusal.badRequest("state must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 return state
             }
-            let limit = try request.uri.queryParameters.get("limit").map { text throws(APIError) -> Int in
-                guard let value = Int(text), (1...10_000).contains(value) else { throw APIError.badRequest("limit must be 1-10000") }
+            let limit = try request.uri.queryParameters.get("limit").map { text throws(Refusal) -> Int in
+                guard let value = Int(text), (1...10_000).contains(value) else { throw Refusal.badRequest("limit must be 1-10000") }
                 return value
             } ?? 100
             return try json(try await jobs.list(state: filter, limit: limit, for: who), status: .ok)
@@ -95,13 +95,13 @@ extension HTTPServer {
 
         // MARK: Workers (signed, lead)
         router.get(RouterPath(Routes.gpuAssignments)) { request, context -> Response in
-            guard let jobs = mesh.jobs, let registry = mesh.registry else { throw APIError.notLead("GPU assignments", lead: leadURL) }
+            guard let jobs = mesh.jobs, let registry = mesh.registry else { throw Refusal.notLead("GPU assignments", lead: leadURL) }
             let (node, _) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let wait = try waitParameter(request, limit: 60) ?? .seconds(20)
             return try json(try await jobs.assignments(for: node, wait: wait), status: .ok)
         }
         router.post("/api/gpu/jobs/:id/result") { request, context -> Response in
-            guard let jobs = mesh.jobs, let registry = mesh.registry else { throw APIError.notLead("job results", lead: leadURL) }
+            guard let jobs = mesh.jobs, let registry = mesh.registry else { throw Refusal.notLead("job results", lead: leadURL) }
             let (node, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let result = try decode(JobResult.self, body, allowed: JobResult.fields)
             return try json(try await jobs.result(try context.parameters.require("id"), from: node, result), status: .ok)
@@ -122,10 +122,10 @@ extension HTTPServer {
     }
 
     /// `?wait=S`: seconds, 0 to `limit`.
-    static func waitParameter(_ request: Request, limit: Double) throws(APIError) -> Duration? {
+    static func waitParameter(_ request: Request, limit: Double) throws(Refusal) -> Duration? {
         guard let text = request.uri.queryParameters.get("wait") else { return nil }
         guard let seconds = Double(text), seconds >= 0, seconds <= limit else {
-            throw APIError.badRequest("wait must be 0-\(Int(limit)) seconds")
+            throw Refusal.badRequest("wait must be 0-\(Int(limit)) seconds")
         }
         return .milliseconds(Int64(seconds * 1000))
     }
@@ -135,7 +135,7 @@ extension HTTPServer {
     static func forwardToLead(_ request: Request, mesh: MeshContext, token: AdminToken, maxBody: Int, timeout: Duration) async throws -> Response {
         try authorize(request, token: token)
         guard let membership = mesh.membership else {
-            throw APIError(status: .serviceUnavailable, code: "starting", message: "this node has not joined the mesh yet")
+            throw Refusal(.unavailable, code: "starting", message: "this node has not joined the mesh yet")
         }
         var request = request
         let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
@@ -151,7 +151,7 @@ extension HTTPServer {
         case .success(let (status, bytes)):
             return Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
         case .failure(let error):
-            throw APIError(status: .serviceUnavailable, code: "lead_unreachable", message: "\(error.message); GPU jobs are served by the lead")
+            throw Refusal(.unavailable, code: "lead_unreachable", message: "\(error.message); GPU jobs are served by the lead")
         }
     }
 }

@@ -11,10 +11,10 @@ extension HTTPServer {
         router.get(RouterPath(Routes.postgresHealth)) { request, _ -> Response in
             try authorize(request, token: token)
             guard state.config.postgresMonitor != nil else {
-                throw APIError(status: .notFound, code: "not_configured", message: "this agent watches no PostgreSQL server (postgres.monitor is not set)")
+                throw Refusal(.notFound, code: "not_configured", message: "this agent watches no PostgreSQL server (postgres.monitor is not set)")
             }
             guard let current = state.postgres else {
-                throw APIError(status: .serviceUnavailable, code: "starting", message: "no sample of the local PostgreSQL server yet; retry in a moment")
+                throw Refusal(.unavailable, code: "starting", message: "no sample of the local PostgreSQL server yet; retry in a moment")
             }
             return try json(current.health, status: .ok)
         }
@@ -58,7 +58,7 @@ extension HTTPServer {
     private static func lagLimit(_ request: Request) throws -> LagLimit? {
         guard let text = request.uri.queryParameters.get("lag") else { return nil }
         guard let limit = LagLimit(text) else {
-            throw APIError.badRequest("lag must be a duration (5s, 500ms) or a size (16MB, 1GB, bytes); got '\(text)'")
+            throw Refusal.badRequest("lag must be a duration (5s, 500ms) or a size (16MB, 1GB, bytes); got '\(text)'")
         }
         return limit
     }

@@ -50,25 +50,25 @@ extension HTTPServer {
 
         // MARK: Join and signed node calls (lead)
         router.post(RouterPath(Routes.join)) { request, context -> Response in
-            guard let registry = mesh.registry else { throw APIError.notLead("joining", lead: leadURL) }
+            guard let registry = mesh.registry else { throw Refusal.notLead("joining", lead: leadURL) }
             let join = try await decode(JoinRequest.self, request, maxBody: maxBody, allowed: JoinRequest.fields)
             return try json(try await registry.join(join, observedHost: context.remoteHost), status: .created)
         }
         router.post("/api/nodes/:name/heartbeat") { request, context -> Response in
-            guard let registry = mesh.registry else { throw APIError.notLead("heartbeats", lead: leadURL) }
+            guard let registry = mesh.registry else { throw Refusal.notLead("heartbeats", lead: leadURL) }
             let (name, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let target = try context.parameters.require("name")
-            guard name == target else { throw APIError.unauthorized("node '\(name)' cannot send heartbeats for '\(target)'") }
+            guard name == target else { throw Refusal.unauthorized("node '\(name)' cannot send heartbeats for '\(target)'") }
             // Unknown fields are allowed here: a newer node may report more than this lead knows
             // (rolling upgrades); the body is signed, so nothing in it is a stranger's.
             let beat = try decode(HeartbeatRequest.self, body, allowed: nil)
             return try json(try await registry.heartbeat(name, beat, observedHost: context.remoteHost), status: .ok)
         }
         router.post("/api/nodes/:name/leave") { request, context -> Response in
-            guard let registry = mesh.registry else { throw APIError.notLead("leaving", lead: leadURL) }
+            guard let registry = mesh.registry else { throw Refusal.notLead("leaving", lead: leadURL) }
             let (name, _) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let target = try context.parameters.require("name")
-            guard name == target else { throw APIError.unauthorized("node '\(name)' cannot leave for '\(target)'") }
+            guard name == target else { throw Refusal.unauthorized("node '\(name)' cannot leave for '\(target)'") }
             try await registry.leave(name)
             return try json(try await registry.node(name), status: .ok)
         }
@@ -90,18 +90,18 @@ extension HTTPServer {
             }
             try authorize(request, token: token)
             let list = try await forwardedList(mesh: mesh)
-            guard let node = list.nodes.first(where: { $0.name == name }) else { throw APIError.notFound("no node named '\(name)'") }
+            guard let node = list.nodes.first(where: { $0.name == name }) else { throw Refusal.notFound("no node named '\(name)'") }
             return try json(node, status: .ok, stale: list.stale ? list.ageS ?? 0 : nil)
         }
         router.delete("/nodes/:name") { request, context -> Response in
-            guard let registry = mesh.registry else { throw APIError.notLead("removing a node", lead: leadURL) }
+            guard let registry = mesh.registry else { throw Refusal.notLead("removing a node", lead: leadURL) }
             try authorize(request, token: token)
             let name = try context.parameters.require("name")
             try await registry.remove(name)
             return try json(try await registry.node(name), status: .ok)
         }
         router.put("/nodes/:name/labels") { request, context -> Response in
-            guard let registry = mesh.registry else { throw APIError.notLead("setting a node's labels", lead: leadURL) }
+            guard let registry = mesh.registry else { throw Refusal.notLead("setting a node's labels", lead: leadURL) }
             try authorize(request, token: token)
             let update = try await decode(NodeLabelsUpdate.self, request, maxBody: maxBody, allowed: NodeLabelsUpdate.fields)
             return try json(try await registry.setLabels(try context.parameters.require("name"), update.labels), status: .ok)
@@ -112,7 +112,7 @@ extension HTTPServer {
                 return try json(try await registry.topology(), status: .ok)
             }
             try authorize(request, token: token)
-            guard let membership = mesh.membership, let cache = mesh.cache else { throw APIError.notLead("the topology", lead: leadURL) }
+            guard let membership = mesh.membership, let cache = mesh.cache else { throw Refusal.notLead("the topology", lead: leadURL) }
             let answer: Result<Topology, LeadCallError>
             do throws(LeadCallError) {
                 answer = .success(try await membership.leadClient.call(.GET, Routes.topology, as: Topology.self, timeout: .seconds(2)))
@@ -124,7 +124,7 @@ extension HTTPServer {
                 return try json(topology, status: .ok)
             case .failure(let error):
                 guard var topology = cache.current?.topology else {
-                    throw APIError(status: .serviceUnavailable, code: "lead_unreachable", message: "\(error.message), and no cached topology yet")
+                    throw Refusal(.unavailable, code: "lead_unreachable", message: "\(error.message), and no cached topology yet")
                 }
                 topology.stale = true
                 topology.ageS = cache.age()
@@ -134,25 +134,25 @@ extension HTTPServer {
 
         // MARK: Join tokens (lead, operator token)
         router.post(RouterPath(Routes.tokens)) { request, _ -> Response in
-            guard let store = mesh.store else { throw APIError.notLead("join tokens", lead: leadURL) }
+            guard let store = mesh.store else { throw Refusal.notLead("join tokens", lead: leadURL) }
             try authorize(request, token: token)
             let create = try await decode(TokenCreateRequest.self, request, maxBody: maxBody, allowed: TokenCreateRequest.fields)
             if create.kind == .api, let apiTokens = mesh.apiTokens { return try json(try await apiTokens.create(create), status: .created) }
             return try json(try await JoinTokens.create(create, store: store, lead: mesh.leadTLS), status: .created)
         }
         router.get(RouterPath(Routes.tokens)) { request, _ -> Response in
-            guard let store = mesh.store else { throw APIError.notLead("join tokens", lead: leadURL) }
+            guard let store = mesh.store else { throw Refusal.notLead("join tokens", lead: leadURL) }
             try authorize(request, token: token)
             var list = try await JoinTokens.list(store: store)
             list.apiTokens = try await mesh.apiTokens?.list()
             return try json(list, status: .ok)
         }
         router.delete("/api/tokens/:id") { request, context -> Response in
-            guard let store = mesh.store else { throw APIError.notLead("join tokens", lead: leadURL) }
+            guard let store = mesh.store else { throw Refusal.notLead("join tokens", lead: leadURL) }
             try authorize(request, token: token)
             let id = try context.parameters.require("id")
             if id.hasPrefix("at_"), let apiTokens = mesh.apiTokens {
-                guard let info = try await apiTokens.revoke(id) else { throw APIError.notFound("no API token with id '\(InputRules.printable(id))'") }
+                guard let info = try await apiTokens.revoke(id) else { throw Refusal.notFound("no API token with id '\(InputRules.printable(id))'") }
                 return try json(info, status: .ok)
             }
             return try json(try await JoinTokens.revoke(id, store: store), status: .ok)
@@ -160,18 +160,18 @@ extension HTTPServer {
 
         // MARK: Events (lead, operator token): Server-Sent Events
         router.get(RouterPath(Routes.events)) { request, _ -> Response in
-            guard let store = mesh.store else { throw APIError.notLead("the event stream", lead: leadURL) }
+            guard let store = mesh.store else { throw Refusal.notLead("the event stream", lead: leadURL) }
             _ = try authorize(request, token: token, role: .read)
             let since: Int64
             if let text = request.uri.queryParameters.get("since") ?? request.headers[.init("Last-Event-ID")!] {
-                guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("since / Last-Event-ID must be an event sequence number (0 or more)") }
+                guard let value = Int64(text), value >= 0 else { throw Refusal.badRequest("since / Last-Event-ID must be an event sequence number (0 or more)") }
                 since = value
             } else {
-                let tail = try request.uri.queryParameters.get("tail").map { text throws(APIError) -> Int64 in
-                    guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("tail must be a number of events (0 or more)") }
+                let tail = try request.uri.queryParameters.get("tail").map { text throws(Refusal) -> Int64 in
+                    guard let value = Int64(text), value >= 0 else { throw Refusal.badRequest("tail must be a number of events (0 or more)") }
                     return value
                 } ?? 0
-                do throws(AgentError) { since = max(0, try await EventLog.latest(store: store) - tail) } catch { throw APIError.storeUnavailable(error) }
+                do throws(AgentError) { since = max(0, try await EventLog.latest(store: store) - tail) } catch { throw Refusal.storeUnavailable(error) }
             }
             let follow = request.uri.queryParameters.get("follow").map { $0 != "false" && $0 != "0" } ?? true
             let filter = try EventFilter(types: request.uri.queryParameters.get("type"), node: request.uri.queryParameters.get("node"))
@@ -180,7 +180,7 @@ extension HTTPServer {
             let backlog: [MeshEvent]
             do throws(AgentError) { backlog = try await EventLog.since(since, limit: 10_000, store: store) } catch {
                 hub.unsubscribe(subscription)
-                throw APIError.storeUnavailable(error)
+                throw Refusal.storeUnavailable(error)
             }
             let body = ResponseBody { writer in
                 defer { hub.unsubscribe(subscription) }
@@ -213,9 +213,9 @@ extension HTTPServer {
 
     /// The lead's list through this node's signed identity; the cache (marked stale) when the
     /// lead does not answer.
-    static func forwardedList(mesh: MeshContext) async throws(APIError) -> NodeList {
+    static func forwardedList(mesh: MeshContext) async throws(Refusal) -> NodeList {
         guard let membership = mesh.membership, let cache = mesh.cache else {
-            throw APIError(status: .serviceUnavailable, code: "starting", message: "this node has not joined the mesh yet")
+            throw Refusal(.unavailable, code: "starting", message: "this node has not joined the mesh yet")
         }
         do throws(LeadCallError) {
             let list = try await membership.leadClient.call(.GET, Routes.nodes, as: NodeList.self, timeout: .seconds(2))
@@ -223,7 +223,7 @@ extension HTTPServer {
             return list
         } catch {
             guard var list = cache.current?.nodes else {
-                throw APIError(status: .serviceUnavailable, code: "lead_unreachable", message: "\(error.message), and no cached view yet")
+                throw Refusal(.unavailable, code: "lead_unreachable", message: "\(error.message), and no cached view yet")
             }
             list.stale = true
             list.ageS = cache.age()
@@ -236,7 +236,7 @@ extension HTTPServer {
     static func authenticateNode(_ request: Request, context: AgentRequestContext, registry: Registry,
                                  maxBody: Int) async throws -> (String, [UInt8]) {
         guard let headers = try SignedHeaders.parse({ request.headers[.init($0)!] }) else {
-            throw APIError.unauthorized("unsigned request: node calls need \(RequestSigning.nodeHeader), \(RequestSigning.timestampHeader), \(RequestSigning.nonceHeader) and \(RequestSigning.signatureHeader)")
+            throw Refusal.unauthorized("unsigned request: node calls need \(RequestSigning.nodeHeader), \(RequestSigning.timestampHeader), \(RequestSigning.nonceHeader) and \(RequestSigning.signatureHeader)")
         }
         var request = request
         let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
@@ -262,32 +262,32 @@ extension HTTPServer {
         return try decode(type, body, allowed: allowed)
     }
 
-    static func decode<T: Decodable>(_ type: T.Type, _ body: [UInt8], allowed: Set<String>?) throws(APIError) -> T {
-        guard !body.isEmpty else { throw APIError.badRequest("the request needs a JSON body") }
+    static func decode<T: Decodable>(_ type: T.Type, _ body: [UInt8], allowed: Set<String>?) throws(Refusal) -> T {
+        guard !body.isEmpty else { throw Refusal.badRequest("the request needs a JSON body") }
         if let control = InputRules.controlCharacter(inJSON: body) {
-            throw APIError.badRequest("the body carries a control character (U+\(String(control.value, radix: 16, uppercase: true))) in a string; "
+            throw Refusal.badRequest("the body carries a control character (U+\(String(control.value, radix: 16, uppercase: true))) in a string; "
                                       + "only tab, newline and carriage return are allowed")
         }
         if let allowed {
             guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
-                throw APIError.badRequest("the body is not a JSON object")
+                throw Refusal.badRequest("the body is not a JSON object")
             }
             if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
-                throw APIError.badRequest("unknown field '\(unknown)'")
+                throw Refusal.badRequest("unknown field '\(unknown)'")
             }
         }
         do {
             return try APICoding.decoder().decode(T.self, from: Data(body))
         } catch let DecodingError.keyNotFound(key, context) {
-            throw APIError.badRequest("missing field '\(fieldPath(context.codingPath + [key]))'")
+            throw Refusal.badRequest("missing field '\(fieldPath(context.codingPath + [key]))'")
         } catch let DecodingError.typeMismatch(expected, context) {
-            throw APIError.badRequest("field '\(fieldPath(context.codingPath))' must be \(describe(expected))")
+            throw Refusal.badRequest("field '\(fieldPath(context.codingPath))' must be \(describe(expected))")
         } catch let DecodingError.valueNotFound(expected, context) {
-            throw APIError.badRequest("field '\(fieldPath(context.codingPath))' must be \(describe(expected)), not null")
+            throw Refusal.badRequest("field '\(fieldPath(context.codingPath))' must be \(describe(expected)), not null")
         } catch let DecodingError.dataCorrupted(context) {
-            throw APIError.badRequest("field '\(fieldPath(context.codingPath))': \(context.debugDescription)")
+            throw Refusal.badRequest("field '\(fieldPath(context.codingPath))': \(context.debugDescription)")
         } catch {
-            throw APIError.badRequest("the body does not decode")
+            throw Refusal.badRequest("the body does not decode")
         }
     }
 

@@ -50,7 +50,7 @@ final class RequestLimits: Sendable {
     }
 
     /// Checks a request before it is handled; a refusal names the limit.
-    func admit(source: String, identity: String, isJoin: Bool, needsAuthentication: Bool) throws(APIError) {
+    func admit(source: String, identity: String, isJoin: Bool, needsAuthentication: Bool) throws(Refusal) {
         let now = self.now
         let refusal: (String, Int64)? = buckets.withLock { buckets in
             if needsAuthentication, case .limited(let wait) = buckets.failures.peek(source, now: now) {
@@ -73,9 +73,9 @@ final class RequestLimits: Sendable {
         buckets.withLock { _ = $0.failures.take(source, now: now) }
     }
 
-    static func limited(_ what: String, retryAfterMilliseconds: Int64) -> APIError {
+    static func limited(_ what: String, retryAfterMilliseconds: Int64) -> Refusal {
         let seconds = max(1, (retryAfterMilliseconds + 999) / 1000)
-        return APIError(status: .tooManyRequests, code: "rate_limited", message: "too many \(what); retry in \(seconds) s",
+        return Refusal(.tooMany, code: "rate_limited", message: "too many \(what); retry in \(seconds) s",
                         retryAfterSeconds: Int(seconds))
     }
 }
@@ -105,7 +105,7 @@ struct RequestLimitMiddleware: RouterMiddleware {
             let response = try await next(request, context)
             if response.status == .unauthorized { limits.failed(source: source) }
             return response
-        } catch let error as APIError where error.status == .unauthorized {
+        } catch let error as Refusal where error.status == .unauthorized {
             limits.failed(source: source)
             throw error
         }

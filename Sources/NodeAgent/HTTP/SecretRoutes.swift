@@ -14,13 +14,13 @@ extension HTTPServer {
         let leadURL = state.config.lead
 
         router.post(RouterPath(Routes.secrets)) { request, _ -> Response in
-            guard let secrets = mesh.secrets else { throw APIError.notLead("writing secrets", lead: leadURL) }
+            guard let secrets = mesh.secrets else { throw Refusal.notLead("writing secrets", lead: leadURL) }
             try authorize(request, token: token)
             let write = try await decode(SecretWrite.self, request, maxBody: maxBody, allowed: SecretWrite.fields)
             return try json(try await secrets.write(write, actor: "operator"), status: .created)
         }
         router.get(RouterPath(Routes.secrets)) { request, _ -> Response in
-            guard let secrets = mesh.secrets else { throw APIError.notLead("the secrets list", lead: leadURL) }
+            guard let secrets = mesh.secrets else { throw Refusal.notLead("the secrets list", lead: leadURL) }
             try authorize(request, token: token)
             return try json(try await secrets.list(), status: .ok)
         }
@@ -34,18 +34,18 @@ extension HTTPServer {
             if request.headers[.authorization] != nil {
                 try authorize(request, token: token)
                 guard node != nil || company != nil else {
-                    throw APIError.badRequest("an operator previews a resolution: add ?node=NAME or ?company=NAME")
+                    throw Refusal.badRequest("an operator previews a resolution: add ?node=NAME or ?company=NAME")
                 }
                 var resolvedCompany = company ?? ""
                 if let node, company == nil {
-                    guard let identity = await registry.secretIdentity(node) else { throw APIError.notFound("no node named '\(node)'") }
+                    guard let identity = await registry.secretIdentity(node) else { throw Refusal.notFound("no node named '\(node)'") }
                     resolvedCompany = identity.company
                 }
                 return try json(try await secrets.preview(service: service, keyName: keyName, node: node, company: resolvedCompany), status: .ok)
             }
             let (name, _) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             guard let identity = await registry.secretIdentity(name), let boxKey = try? PublicKey(base64: identity.boxKey) else {
-                throw APIError.unauthorized("unknown node '\(name)'")
+                throw Refusal.unauthorized("unknown node '\(name)'")
             }
             if let node, node != name {
                 throw await secrets.refuse(service: service, keyName: keyName, node: name, asked: "node:\(node)")
@@ -57,21 +57,21 @@ extension HTTPServer {
                             status: .ok)
         }
         router.delete("/api/secrets/:service/:key") { request, context -> Response in
-            guard let secrets = mesh.secrets else { throw APIError.notLead("deleting secrets", lead: leadURL) }
+            guard let secrets = mesh.secrets else { throw Refusal.notLead("deleting secrets", lead: leadURL) }
             try authorize(request, token: token)
             let scope = try SecretsManager.scope(request.uri.queryParameters.get("scope") ?? "", request.uri.queryParameters.get("scope_id"))
             return try json(try await secrets.delete(service: try context.parameters.require("service"), keyName: try context.parameters.require("key"),
                                                      scope: scope, actor: "operator"), status: .ok)
         }
         router.get("/api/secrets/:service/:key/versions") { request, context -> Response in
-            guard let secrets = mesh.secrets else { throw APIError.notLead("secret versions", lead: leadURL) }
+            guard let secrets = mesh.secrets else { throw Refusal.notLead("secret versions", lead: leadURL) }
             try authorize(request, token: token)
             let scope = try SecretsManager.scope(request.uri.queryParameters.get("scope") ?? "", request.uri.queryParameters.get("scope_id"))
             return try json(try await secrets.versions(service: try context.parameters.require("service"),
                                                        keyName: try context.parameters.require("key"), scope: scope), status: .ok)
         }
         router.post("/api/secrets/:service/:key/rollback") { request, context -> Response in
-            guard let secrets = mesh.secrets else { throw APIError.notLead("rolling back secrets", lead: leadURL) }
+            guard let secrets = mesh.secrets else { throw Refusal.notLead("rolling back secrets", lead: leadURL) }
             try authorize(request, token: token)
             let rollback = try await decode(SecretRollback.self, request, maxBody: maxBody, allowed: SecretRollback.fields)
             return try json(try await secrets.rollback(service: try context.parameters.require("service"),
@@ -79,13 +79,13 @@ extension HTTPServer {
                             status: .created)
         }
         router.post(RouterPath(Routes.secretsRotateKey)) { request, _ -> Response in
-            guard let secrets = mesh.secrets else { throw APIError.notLead("key rotation", lead: leadURL) }
+            guard let secrets = mesh.secrets else { throw Refusal.notLead("key rotation", lead: leadURL) }
             try authorize(request, token: token)
             return try json(try await secrets.rotateKey(actor: "operator"), status: .ok)
         }
         // MARK: Connectivity
         router.post(RouterPath(Routes.connectivityStatus)) { request, context -> Response in
-            guard let board = mesh.connectivity, let registry = mesh.registry else { throw APIError.notLead("connectivity reports", lead: leadURL) }
+            guard let board = mesh.connectivity, let registry = mesh.registry else { throw Refusal.notLead("connectivity reports", lead: leadURL) }
             let (node, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let report = try decode(ConnectivityReport.self, body, allowed: ConnectivityReport.fields)
             try await board.report(node, report.results)
@@ -106,11 +106,11 @@ extension HTTPServer {
             return try json(ConnectivityHealth.summarize(await board.status()), status: .ok)
         }
         router.get(RouterPath(Routes.audit)) { request, _ -> Response in
-            guard let secrets = mesh.secrets else { throw APIError.notLead("the audit log", lead: leadURL) }
+            guard let secrets = mesh.secrets else { throw Refusal.notLead("the audit log", lead: leadURL) }
             try authorize(request, token: token)
             let verify = request.uri.queryParameters.get("verify").map { $0 != "false" && $0 != "0" } ?? false
-            let limit = try request.uri.queryParameters.get("limit").map { text throws(APIError) -> Int in
-                guard let value = Int(text), (1...100_000).contains(value) else { throw APIError.badRequest("limit must be 1-100000") }
+            let limit = try request.uri.queryParameters.get("limit").map { text throws(Refusal) -> Int in
+                guard let value = Int(text), (1...100_000).contains(value) else { throw Refusal.badRequest("limit must be 1-100000") }
                 return value
             } ?? 1000
             return try json(try await secrets.auditLog(verify: verify, limit: limit), status: .ok)
@@ -120,9 +120,9 @@ extension HTTPServer {
     /// On a compute or edge node: what resolves for this node, fetched from the lead with its
     /// signed identity and opened with its box key after checking the lead's signature; kept in
     /// the node's cache, which answers (with `cached_age_s`) while the lead is away.
-    static func readThroughLead(service: String, keyName: String, state: AgentState, mesh: MeshContext) async throws(APIError) -> SecretRead {
+    static func readThroughLead(service: String, keyName: String, state: AgentState, mesh: MeshContext) async throws(Refusal) -> SecretRead {
         guard let membership = mesh.membership, let cache = mesh.secretCache else {
-            throw APIError(status: .serviceUnavailable, code: "starting", message: "this node has not joined the mesh yet")
+            throw Refusal(.unavailable, code: "starting", message: "this node has not joined the mesh yet")
         }
         // The last heartbeat found the lead away: answer from the cache at once rather than wait
         // for a connection that will not come.
@@ -132,7 +132,7 @@ extension HTTPServer {
             return read
         case .failure(let error) where error.code == "lead_unreachable":
             guard let cached = cache.answer(service, keyName) else {
-                throw APIError(status: .serviceUnavailable, code: "lead_unreachable", message: "\(error.message), and this secret is not cached here")
+                throw Refusal(.unavailable, code: "lead_unreachable", message: "\(error.message), and this secret is not cached here")
             }
             return cached
         case .failure(let error):
@@ -143,9 +143,9 @@ extension HTTPServer {
     /// One fetch from the lead, stored in the cache when it succeeds and forgotten when the
     /// lead says it no longer resolves.
     static func fetchFromLead(service: String, keyName: String, state: AgentState, membership: MembershipService,
-                              cache: SecretCache) async -> Result<SecretRead, APIError> {
+                              cache: SecretCache) async -> Result<SecretRead, Refusal> {
         guard let leadKey = membership.leadSignKey else {
-            return .failure(APIError(status: .serviceUnavailable, code: "starting", message: "this node has not joined the mesh yet"))
+            return .failure(Refusal(.unavailable, code: "starting", message: "this node has not joined the mesh yet"))
         }
         let sealedRead: SecretRead
         do throws(LeadCallError) {
@@ -153,11 +153,11 @@ extension HTTPServer {
         } catch {
             if case .refused(let status, let answer) = error {
                 if status == 404 || status == 403 { cache.forget(service, keyName) }
-                return .failure(APIError(status: .init(code: status), code: answer.error.code, message: answer.error.message))
+                return .failure(Refusal(Refusal.Kind(status: status), code: answer.error.code, message: answer.error.message))
             }
-            return .failure(APIError(status: .serviceUnavailable, code: "lead_unreachable", message: error.message))
+            return .failure(Refusal(.unavailable, code: "lead_unreachable", message: error.message))
         }
-        do throws(APIError) {
+        do throws(Refusal) {
             let value = try SecretCache.open(sealedRead, node: state.config.name, box: state.identity.box, leadKey: leadKey)
             cache.store(sealedRead, value: value)
             var read = sealedRead

@@ -9,16 +9,16 @@ extension HTTPServer {
     static func addWireGuardRoutes(to router: Router<AgentRequestContext>, state: AgentState, token: AdminToken, mesh: MeshContext) {
         router.get(RouterPath(Routes.wireguard)) { request, _ -> Response in
             try authorize(request, token: token)
-            guard let wireguard = mesh.wireguard else { throw APIError.notFound("WireGuard is not set up on this agent") }
+            guard let wireguard = mesh.wireguard else { throw Refusal.notFound("WireGuard is not set up on this agent") }
             return try json(wireguard.status, status: .ok)
         }
         router.get(RouterPath(Routes.wireguardConfig)) { request, _ -> Response in
             try authorize(request, token: token)
-            guard let wireguard = mesh.wireguard else { throw APIError.notFound("WireGuard is not set up on this agent") }
+            guard let wireguard = mesh.wireguard else { throw Refusal.notFound("WireGuard is not set up on this agent") }
             let showPrivate = try flag(request, "show_private")
             let setconf = try flag(request, "setconf")
             guard let rendered = await wireguard.desired() ?? wireguard.rendered else {
-                throw APIError(status: .serviceUnavailable, code: "starting",
+                throw Refusal(.unavailable, code: "starting",
                                message: "this node's mesh address is not known yet (not joined, or no registry copy); retry after it joins")
             }
             let shown = showPrivate ? rendered : rendered.redacted
@@ -33,7 +33,7 @@ extension HTTPServer {
         switch text {
         case "true", "1", "": return true
         case "false", "0": return false
-        default: throw APIError.badRequest("\(name) must be true or false; got '\(text)'")
+        default: throw Refusal.badRequest("\(name) must be true or false; got '\(text)'")
         }
     }
 }

@@ -1,6 +1,5 @@
 import AuroraAPI
 import Foundation
-import HTTPTypes
 import Mesh
 import Secrets
 import Synchronization
@@ -45,14 +44,14 @@ final class APITokens: Sendable {
         return grant
     }
 
-    func create(_ request: TokenCreateRequest) async throws(APIError) -> APITokenCreated {
-        guard let role = request.role else { throw APIError.badRequest("role: an API token needs a role: read, submit or admin") }
+    func create(_ request: TokenCreateRequest) async throws(Refusal) -> APITokenCreated {
+        guard let role = request.role else { throw Refusal.badRequest("role: an API token needs a role: read, submit or admin") }
         guard request.profile == nil, request.reusable == nil, request.labels == nil else {
-            throw APIError.badRequest("profile, reusable and labels are for join tokens, not API tokens")
+            throw Refusal.badRequest("profile, reusable and labels are for join tokens, not API tokens")
         }
         let company = request.company ?? ""
-        do throws(MeshError) { try InputRules.identifier(company, field: "company", maxBytes: 128) } catch { throw APIError.badRequest(error.message) }
-        if let ttl = request.ttlS, !(1...(366 * 86_400)).contains(ttl) { throw APIError.badRequest("ttl_s must be 1-\(366 * 86_400) seconds") }
+        do throws(MeshError) { try InputRules.identifier(company, field: "company", maxBytes: 128) } catch { throw Refusal.badRequest(error.message) }
+        if let ttl = request.ttlS, !(1...(366 * 86_400)).contains(ttl) { throw Refusal.badRequest("ttl_s must be 1-\(366 * 86_400) seconds") }
         let id = "at_" + Hex.encode(Crypto.randomBytes(6))
         let token = "aurapi_" + Hex.encode(Crypto.randomBytes(24))
         let hash = Hex.encode(Crypto.sha256(Array(token.utf8)))
@@ -64,31 +63,31 @@ final class APITokens: Sendable {
                 RETURNING \(Self.columns)
                 """, [id, hash, role.rawValue, company, request.ttlS.map(String.init)]).rows
         } catch {
-            throw APIError.storeUnavailable(error)
+            throw Refusal.storeUnavailable(error)
         }
         guard let row = rows.first, let info = Self.info(row) else {
-            throw APIError(status: .internalServerError, code: "internal", message: "the token was not stored")
+            throw Refusal(.internalFailure, code: "internal", message: "the token was not stored")
         }
         grants.withLock { $0[hash] = Grant(id: id, role: role, company: company, expiresAt: info.expiresAt.flatMap(ISOTime.parse), revoked: false) }
         return APITokenCreated(token: token, info: info)
     }
 
-    func list() async throws(APIError) -> [APITokenInfo] {
+    func list() async throws(Refusal) -> [APITokenInfo] {
         do {
             return try await store.query("SELECT \(Self.columns) FROM api_tokens ORDER BY created_at, id").rows.compactMap(Self.info)
         } catch {
-            throw APIError.storeUnavailable(error)
+            throw Refusal.storeUnavailable(error)
         }
     }
 
     /// Revokes by id (`at_...`); nil when no such token exists.
-    func revoke(_ id: String) async throws(APIError) -> APITokenInfo? {
+    func revoke(_ id: String) async throws(Refusal) -> APITokenInfo? {
         let rows: [[String?]]
         do {
             rows = try await store.query(
                 "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING \(Self.columns)", [id]).rows
         } catch {
-            throw APIError.storeUnavailable(error)
+            throw Refusal.storeUnavailable(error)
         }
         guard let info = rows.first.flatMap(Self.info) else { return nil }
         grants.withLock { grants in

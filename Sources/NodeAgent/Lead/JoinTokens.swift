@@ -1,7 +1,6 @@
 import AuroraAPI
 import AuroraTLS
 import Foundation
-import HTTPTypes
 import Mesh
 import Secrets
 
@@ -20,22 +19,22 @@ enum JoinTokens {
     static let maxTTL = 30 * 86_400
 
     /// Creates a token; returns it with its record.
-    static func create(_ request: TokenCreateRequest, store: Store, lead: LeadTLS? = nil) async throws(APIError) -> TokenCreated {
-        guard let profile = request.profile else { throw APIError.badRequest("profile: a join token needs the joining node's profile (compute or edge)") }
-        guard profile != .lead else { throw APIError.badRequest("profile: join tokens are for compute or edge nodes") }
-        guard request.role == nil else { throw APIError.badRequest("role is for API tokens (kind: api), not join tokens") }
+    static func create(_ request: TokenCreateRequest, store: Store, lead: LeadTLS? = nil) async throws(Refusal) -> TokenCreated {
+        guard let profile = request.profile else { throw Refusal.badRequest("profile: a join token needs the joining node's profile (compute or edge)") }
+        guard profile != .lead else { throw Refusal.badRequest("profile: join tokens are for compute or edge nodes") }
+        guard request.role == nil else { throw Refusal.badRequest("role is for API tokens (kind: api), not join tokens") }
         let ttl = request.ttlS ?? defaultTTL
-        guard (1...maxTTL).contains(ttl) else { throw APIError.badRequest("ttl_s must be 1-\(maxTTL) seconds") }
+        guard (1...maxTTL).contains(ttl) else { throw Refusal.badRequest("ttl_s must be 1-\(maxTTL) seconds") }
         do throws(MeshError) {
             try InputRules.labels(request.labels ?? [:], field: "labels")
             try InputRules.identifier(request.company ?? "", field: "company", maxBytes: 128)
         } catch {
-            throw APIError.badRequest(error.message)
+            throw Refusal.badRequest(error.message)
         }
         // The store cannot hold U+0000: libpq would cut the company short, jsonb refuses the labels.
         let texts = [request.company ?? ""] + (request.labels ?? [:]).flatMap { [$0.key, $0.value] }
         if texts.contains(where: { $0.unicodeScalars.contains("\u{0}") }) {
-            throw APIError.badRequest("company and labels must not contain U+0000")
+            throw Refusal.badRequest("company and labels must not contain U+0000")
         }
         let id = "jt_" + Hex.encode(Crypto.randomBytes(6))
         let token = "aurjoin_" + Hex.encode(Crypto.randomBytes(24))
@@ -49,10 +48,10 @@ enum JoinTokens {
                 """, [id, hash, profile.rawValue, request.company ?? "", SQL.json(request.labels ?? [:]),
                       (request.reusable ?? false) ? "true" : "false", String(ttl)]).rows
         } catch {
-            throw APIError.storeUnavailable(error)
+            throw Refusal.storeUnavailable(error)
         }
         guard let row = rows.first, let info = info(row) else {
-            throw APIError(status: .internalServerError, code: "internal", message: "the token was not stored")
+            throw Refusal(.internalFailure, code: "internal", message: "the token was not stored")
         }
         guard let lead else { return TokenCreated(token: token, info: info) }
         let printed = JoinTokenText(secret: token, pin: lead.pin).description
@@ -66,35 +65,35 @@ enum JoinTokens {
         token.range(of: ":sha256:").map { String(token[..<$0.lowerBound]) } ?? token
     }
 
-    static func list(store: Store) async throws(APIError) -> TokenList {
+    static func list(store: Store) async throws(Refusal) -> TokenList {
         do {
             let rows = try await store.query("SELECT \(columns) FROM join_tokens ORDER BY created_at, id").rows
             return TokenList(tokens: rows.compactMap(info))
         } catch {
-            throw APIError.storeUnavailable(error)
+            throw Refusal.storeUnavailable(error)
         }
     }
 
     /// Revokes by id (`jt_...`); revoking twice is fine, an unknown id is 404.
-    static func revoke(_ id: String, store: Store) async throws(APIError) -> TokenInfo {
+    static func revoke(_ id: String, store: Store) async throws(Refusal) -> TokenInfo {
         do {
             let rows = try await store.query(
                 "UPDATE join_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING \(columns)", [id]).rows
-            guard let row = rows.first, let info = info(row) else { throw APIError.notFound("no join token with id '\(id)'") }
+            guard let row = rows.first, let info = info(row) else { throw Refusal.notFound("no join token with id '\(id)'") }
             return info
         } catch let error as AgentError {
-            throw APIError.storeUnavailable(error)
-        } catch let error as APIError {
+            throw Refusal.storeUnavailable(error)
+        } catch let error as Refusal {
             throw error
         } catch {
-            throw APIError(status: .internalServerError, code: "internal", message: "internal error")
+            throw Refusal(.internalFailure, code: "internal", message: "internal error")
         }
     }
 
     /// Checks a token inside the join's transaction and locks its row; ``use(_:on:)`` counts
     /// it once the join is certain. The token is checked before anything else about the join,
     /// so a caller without a valid token learns nothing (not whether a name or address is taken).
-    static func check(hash: String, for role: NodeRole, on connection: PostgresConnection) throws(AgentError) -> Result<TokenGrant, APIError> {
+    static func check(hash: String, for role: NodeRole, on connection: PostgresConnection) throws(AgentError) -> Result<TokenGrant, Refusal> {
         let rows = try connection.execute("""
             SELECT id, profile, company, labels::text, reusable, uses, revoked_at IS NOT NULL, expires_at <= now()
             FROM join_tokens WHERE token_hash = $1 FOR UPDATE
@@ -108,7 +107,7 @@ enum JoinTokens {
             return .failure(.unauthorized("join token \(id) was already used (it is single-use; create a --reusable one for many nodes)"))
         }
         guard profile == role else {
-            return .failure(APIError(status: .forbidden, code: "wrong_profile",
+            return .failure(Refusal(.forbidden, code: "wrong_profile",
                                      message: "join token \(id) is for \(profile.rawValue) nodes; this node's profile is \(role.rawValue)"))
         }
         return .success(TokenGrant(id: id, profile: profile, company: row[2] ?? "", labels: SQL.decode([String: String].self, row[3]) ?? [:]))

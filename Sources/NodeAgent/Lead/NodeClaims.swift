@@ -13,14 +13,14 @@ extension Registry {
     }
 
     /// The detector policy for reported timing, within sane bounds.
-    static func policy(_ timing: HeartbeatTiming) throws(APIError) -> FailureDetector.Policy {
-        guard timing.intervalS >= 0.05, timing.intervalS <= 3600 else { throw APIError.badRequest("timing.interval_s must be 0.05-3600") }
-        guard (1...100).contains(timing.suspectAfter) else { throw APIError.badRequest("timing.suspect_after must be 1-100") }
+    static func policy(_ timing: HeartbeatTiming) throws(Refusal) -> FailureDetector.Policy {
+        guard timing.intervalS >= 0.05, timing.intervalS <= 3600 else { throw Refusal.badRequest("timing.interval_s must be 0.05-3600") }
+        guard (1...100).contains(timing.suspectAfter) else { throw Refusal.badRequest("timing.suspect_after must be 1-100") }
         guard timing.awayAfter == 0 || timing.awayAfter > timing.suspectAfter else {
-            throw APIError.badRequest("timing.away_after must be 0 or greater than suspect_after")
+            throw Refusal.badRequest("timing.away_after must be 0 or greater than suspect_after")
         }
         guard timing.deadAfter > timing.suspectAfter, timing.deadAfter > timing.awayAfter, timing.deadAfter <= 100_000 else {
-            throw APIError.badRequest("timing.dead_after must be greater than suspect_after and away_after")
+            throw Refusal.badRequest("timing.dead_after must be greater than suspect_after and away_after")
         }
         return FailureDetector.Policy(timing)
     }
@@ -29,7 +29,7 @@ extension Registry {
     /// characters, bounded lengths, an endpoint that is a real `HOST:PORT` (it is written into
     /// every peer's WireGuard file).
     static func validateClaims(company: String?, labels: [String: String]?, version: String?, endpoint: String?,
-                               capabilities: Capabilities?) throws(APIError) {
+                               capabilities: Capabilities?) throws(Refusal) {
         do throws(MeshError) {
             if let company { try InputRules.identifier(company, field: "company", maxBytes: 128) }
             if let labels { try InputRules.labels(labels, field: "labels") }
@@ -48,16 +48,16 @@ extension Registry {
                 }
             }
         } catch {
-            throw APIError.badRequest(error.message)
+            throw Refusal.badRequest(error.message)
         }
     }
 
-    static func publicKey(_ text: String, field: String) throws(APIError) -> PublicKey {
-        do { return try PublicKey(base64: text) } catch { throw APIError.badRequest("\(field): \(error.message)") }
+    static func publicKey(_ text: String, field: String) throws(Refusal) -> PublicKey {
+        do { return try PublicKey(base64: text) } catch { throw Refusal.badRequest("\(field): \(error.message)") }
     }
 
-    static func hostPort(_ text: String, field: String) throws(APIError) -> HostPort {
-        do { return try HostPort(parsing: text) } catch { throw APIError.badRequest("\(field): \(error.message)") }
+    static func hostPort(_ text: String, field: String) throws(Refusal) -> HostPort {
+        do { return try HostPort(parsing: text) } catch { throw Refusal.badRequest("\(field): \(error.message)") }
     }
 }
 

@@ -16,7 +16,7 @@ extension Registry {
     /// the nodes' keys, so requests verify in parallel; then one step on the registry checks
     /// the timestamp, the nonce and that the node was not removed.
     nonisolated func authenticate(_ headers: SignedHeaders, method: String, path: String, body: [UInt8],
-                                  now: Date = Date()) async throws(APIError) -> String {
+                                  now: Date = Date()) async throws(Refusal) -> String {
         guard headers.node != config.name, let key = signKeys.key(headers.node) else {
             throw await refuse(headers, "unknown node '\(InputRules.printable(String(headers.node.prefix(64))))': join the mesh first")
         }
@@ -28,7 +28,7 @@ extension Registry {
     }
 
     /// Fresh timestamp, unused nonce (remembered now), the key still current, not removed.
-    func admit(_ headers: SignedHeaders, key: PublicKey, now: Date) throws(APIError) {
+    func admit(_ headers: SignedHeaders, key: PublicKey, now: Date) throws(Refusal) {
         try requireLoaded()
         guard let entry = entries[headers.node], entry.signKey == key else {
             throw refuse(headers, "unknown node '\(InputRules.printable(String(headers.node.prefix(64))))': join the mesh first")
@@ -47,12 +47,12 @@ extension Registry {
         }
     }
 
-    func refuse(_ headers: SignedHeaders, _ message: String) -> APIError {
+    func refuse(_ headers: SignedHeaders, _ message: String) -> Refusal {
         refusals.increment()
         // Header text is the caller's: logged only with its control characters made visible.
         logger.notice("signed request refused", metadata: ["nodeagent.node": "\(InputRules.printable(String(headers.node.prefix(64))))",
                                                            "nodeagent.reason": "\(message)"])
-        return APIError.unauthorized(message)
+        return Refusal.unauthorized(message)
     }
 
     static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }

@@ -7,14 +7,14 @@ import Secrets
 extension Registry {
     // MARK: Views
 
-    func list() throws(APIError) -> NodeList {
+    func list() throws(Refusal) -> NodeList {
         try requireLoaded()
         return NodeList(nodes: entries.values.map(Self.view).sorted { $0.name < $1.name }, stale: false, lead: config.name)
     }
 
-    func node(_ name: String) throws(APIError) -> Node {
+    func node(_ name: String) throws(Refusal) -> Node {
         try requireLoaded()
-        guard let entry = entries[name] else { throw APIError.notFound("no node named '\(name)'") }
+        guard let entry = entries[name] else { throw Refusal.notFound("no node named '\(name)'") }
         return Self.view(entry)
     }
 
@@ -36,7 +36,7 @@ extension Registry {
         return host.contains(":") ? "[\(host)]:\(entry.node.wireguard.listenPort)" : "\(host):\(entry.node.wireguard.listenPort)"
     }
 
-    func topology(now: ContinuousClock.Instant = .now) throws(APIError) -> Topology {
+    func topology(now: ContinuousClock.Instant = .now) throws(Refusal) -> Topology {
         try requireLoaded()
         let members = entries.values.map { Topology.Member(name: $0.node.name, state: $0.node.state, vpnIP: $0.node.vpnIP) }
             .sorted { $0.name < $1.name }

@@ -1,7 +1,6 @@
 import AuroraAPI
 import AuroraTLS
 import Foundation
-import HTTPTypes
 import Logging
 import Mesh
 import Metrics
@@ -145,29 +144,29 @@ actor Registry {
 
     /// A node joins with a token. All-or-nothing: the token use, the node row and the
     /// `node.joined` event commit together, or nothing changes.
-    func join(_ request: JoinRequest, observedHost: String?) async throws(APIError) -> JoinResponse {
+    func join(_ request: JoinRequest, observedHost: String?) async throws(Refusal) -> JoinResponse {
         try requireLoaded()
         let name: String
-        do { name = try NodeName(request.name).value } catch { throw APIError.badRequest("name: \(error.message)") }
-        guard request.profile != .lead else { throw APIError.badRequest("profile: a node cannot join as a lead") }
+        do { name = try NodeName(request.name).value } catch { throw Refusal.badRequest("name: \(error.message)") }
+        guard request.profile != .lead else { throw Refusal.badRequest("profile: a node cannot join as a lead") }
         let signKey = try Self.publicKey(request.signPublicKey, field: "sign_public_key")
         _ = try Self.publicKey(request.boxPublicKey, field: "box_public_key")
         _ = try Self.publicKey(request.wireguard.publicKey, field: "wireguard.public_key")
-        guard (1...65535).contains(request.wireguard.listenPort) else { throw APIError.badRequest("wireguard.listen_port must be 1-65535") }
+        guard (1...65535).contains(request.wireguard.listenPort) else { throw Refusal.badRequest("wireguard.listen_port must be 1-65535") }
         let timing = request.timing ?? Self.defaultTiming(for: request.profile)
         let policy = try Self.policy(timing)
         if let address = request.address { _ = try Self.hostPort(address, field: "address") }
         try Self.validateClaims(company: request.company, labels: request.labels, version: request.version,
                                 endpoint: request.wireguard.endpoint, capabilities: request.capabilities)
-        let tlsPin = try request.tlsPin.map { text throws(APIError) -> String in
-            guard let pin = TLSPin(parsing: text) else { throw APIError.badRequest("tls_pin must be sha256: and 64 hex digits") }
+        let tlsPin = try request.tlsPin.map { text throws(Refusal) -> String in
+            guard let pin = TLSPin(parsing: text) else { throw Refusal.badRequest("tls_pin must be sha256: and 64 hex digits") }
             return pin.description
         }
         try Self.validateTLSPort(request.tlsPort)
 
         var asked: UInt32?
         if let text = request.vpnIP, !text.isEmpty {
-            guard let address = IPv4Network.parse(text) else { throw APIError.badRequest("vpn_ip: '\(text)' is not an IPv4 address") }
+            guard let address = IPv4Network.parse(text) else { throw Refusal.badRequest("vpn_ip: '\(text)' is not an IPv4 address") }
             asked = address
         }
         let requested = asked
@@ -189,9 +188,9 @@ actor Registry {
         let tokenHash = Hex.encode(Crypto.sha256(Array(JoinTokens.secret(request.token).utf8)))
         let allocator = AddressAllocator(network: network), leadName = config.name, grace = config.wireguardReuseAfter
         let hub = self.hub
-        let outcome: Result<(Node, String, MeshEvent), APIError>
+        let outcome: Result<(Node, String, MeshEvent), Refusal>
         do {
-            outcome = try await store.inTransaction({ (connection) throws(AgentError) -> Result<(Node, String, MeshEvent), APIError> in
+            outcome = try await store.inTransaction({ (connection) throws(AgentError) -> Result<(Node, String, MeshEvent), Refusal> in
                 var node = joining
                 // The token first: without a valid one, nothing else is answered.
                 let grant: TokenGrant
@@ -212,7 +211,7 @@ actor Registry {
                         name: name, signPublicKey: request.signPublicKey, claimedCompany: request.company, requested: requested,
                         grant: JoinRules.Grant(id: grant.id, company: grant.company, labels: grant.labels), holder: holder, leadName: leadName)
                 } catch {
-                    return .failure(APIError(error))
+                    return .failure(Refusal(error))
                 }
                 let rejoin = identity.rejoin
                 node.company = identity.company
@@ -234,7 +233,7 @@ actor Registry {
                     do throws(MeshError) {
                         allocation = try JoinRules.address(requested: requested, others: others, allocator: allocator, grace: grace)
                     } catch {
-                        return .failure(APIError(error))
+                        return .failure(Refusal(error))
                     }
                     node.vpnIP = IPv4Network.format(allocation.address)
                     if let reclaimed = allocation.reclaimed {
@@ -253,7 +252,7 @@ actor Registry {
                 if case .success((_, _, let event)) = result { hub.publish([event]) }
             })
         } catch {
-            throw APIError.storeUnavailable(error)
+            throw Refusal.storeUnavailable(error)
         }
         let node: Node, tokenID: String
         switch outcome {
@@ -287,13 +286,13 @@ actor Registry {
     // MARK: Heartbeats
 
     /// A verified heartbeat from `name`.
-    func heartbeat(_ name: String, _ beat: HeartbeatRequest, observedHost: String?, at: ContinuousClock.Instant = .now) async throws(APIError) -> HeartbeatResponse {
+    func heartbeat(_ name: String, _ beat: HeartbeatRequest, observedHost: String?, at: ContinuousClock.Instant = .now) async throws(Refusal) -> HeartbeatResponse {
         let policy = try Self.policy(beat.timing)
         if let address = beat.address { _ = try Self.hostPort(address, field: "address") }
         try Self.validateClaims(company: nil, labels: beat.labels, version: beat.version, endpoint: beat.wireguard?.endpoint,
                                 capabilities: beat.capabilities)
         try Self.validateTLSPort(beat.tlsPort)
-        guard var entry = entries[name] else { throw APIError.notFound("no node named '\(name)'") }
+        guard var entry = entries[name] else { throw Refusal.notFound("no node named '\(name)'") }
         let now = Date()
         heartbeats.increment()
         let capabilities = beat.capabilities ?? entry.node.capabilities
@@ -351,22 +350,22 @@ actor Registry {
     }
 
     /// The node leaves on purpose (its own signed call).
-    func leave(_ name: String) async throws(APIError) {
-        guard entries[name] != nil else { throw APIError.notFound("no node named '\(name)'") }
+    func leave(_ name: String) async throws(Refusal) {
+        guard entries[name] != nil else { throw Refusal.notFound("no node named '\(name)'") }
         try await apply(detector.onLeave(name, at: .now), leftBy: "node")
     }
 
     /// An operator removes a node: it is `left`, and its heartbeats are refused until it joins again.
-    func remove(_ name: String) async throws(APIError) {
+    func remove(_ name: String) async throws(Refusal) {
         try requireLoaded()
-        guard var entry = entries[name] else { throw APIError.notFound("no node named '\(name)'") }
-        guard name != config.name else { throw APIError.badRequest("the lead cannot remove itself") }
+        guard var entry = entries[name] else { throw Refusal.notFound("no node named '\(name)'") }
+        guard name != config.name else { throw Refusal.badRequest("the lead cannot remove itself") }
         entry.removed = true
         entries[name] = entry
         do {
             try await store.query("UPDATE nodes SET removed = true, removed_at = now() WHERE name = $1", [name])
         } catch {
-            throw APIError.storeUnavailable(error)
+            throw Refusal.storeUnavailable(error)
         }
         let directives = detector.onLeave(name, at: .now)
         if directives.isEmpty {
@@ -376,17 +375,17 @@ actor Registry {
     }
 
     /// An operator sets a node's trusted labels (placement matches only these).
-    func setLabels(_ name: String, _ labels: [String: String]) async throws(APIError) -> Node {
+    func setLabels(_ name: String, _ labels: [String: String]) async throws(Refusal) -> Node {
         try requireLoaded()
-        guard entries[name] != nil else { throw APIError.notFound("no node named '\(InputRules.printable(name))'") }
-        do throws(MeshError) { try InputRules.labels(labels, field: "labels") } catch { throw APIError.badRequest(error.message) }
+        guard entries[name] != nil else { throw Refusal.notFound("no node named '\(InputRules.printable(name))'") }
+        do throws(MeshError) { try InputRules.labels(labels, field: "labels") } catch { throw Refusal.badRequest(error.message) }
         do {
             _ = try await EventLog.commit([("UPDATE nodes SET labels = $2::jsonb WHERE name = $1", [name, SQL.json(labels)])],
                                           events: [EventLog.Draft(type: EventType.nodeLabelsChanged, node: name,
                                                                   data: ["labels": .object(labels.mapValues { .string($0) }), "by": .string("operator")])],
                                           store: store, hub: hub)
         } catch {
-            throw APIError.storeUnavailable(error)
+            throw Refusal.storeUnavailable(error)
         }
         entries[name]?.node.labels = labels
         version += 1
@@ -513,12 +512,12 @@ actor Registry {
 
     // MARK: Internals
 
-    func requireLoaded() throws(APIError) {
-        guard loaded else { throw APIError(status: .serviceUnavailable, code: "starting", message: "the registry is starting; retry in a moment") }
+    func requireLoaded() throws(Refusal) {
+        guard loaded else { throw Refusal(.unavailable, code: "starting", message: "the registry is starting; retry in a moment") }
     }
 
     /// Records state changes: memory, the store (state and event in one transaction), then subscribers.
-    private func apply(_ directives: [FailureDetector.Directive], leftBy: String? = nil) async throws(APIError) {
+    private func apply(_ directives: [FailureDetector.Directive], leftBy: String? = nil) async throws(Refusal) {
         let transitions = directives.compactMap { directive -> FailureDetector.Transition? in
             if case .transition(let transition) = directive { transition } else { nil }
         }
@@ -551,7 +550,7 @@ actor Registry {
                 drafts.append(EventLog.Draft(type: EventType.nodeStateChanged, node: transition.name, data: data))
             }
         }
-        do { try await EventLog.commit(statements, events: drafts, store: store, hub: hub) } catch { throw APIError.storeUnavailable(error) }
+        do { try await EventLog.commit(statements, events: drafts, store: store, hub: hub) } catch { throw Refusal.storeUnavailable(error) }
         if let jobs {
             for transition in transitions { if let update = jobUpdate(transition.name) { await jobs.nodeChanged(update) } }
         }
@@ -585,8 +584,8 @@ actor Registry {
         return (host, port, pin)
     }
 
-    static func validateTLSPort(_ port: Int?) throws(APIError) {
-        if let port, !(1...65535).contains(port) { throw APIError.badRequest("tls_port must be 1-65535") }
+    static func validateTLSPort(_ port: Int?) throws(Refusal) {
+        if let port, !(1...65535).contains(port) { throw Refusal.badRequest("tls_port must be 1-65535") }
     }
 
     private static func probeAddress(_ entry: Entry) -> (host: String, port: Int)? {

@@ -1,6 +1,5 @@
 import AuroraAPI
 import Foundation
-import HTTPTypes
 import Logging
 import Metrics
 
@@ -38,11 +37,11 @@ actor ReportInbox {
 
     /// Takes `reports` from `node`, in order, stopping at the first one the store cannot take
     /// now (the node sends it again). Throws when not even the first could be taken.
-    func receive(from node: String, _ reports: [NodeReport]) async throws(APIError) -> [ReportOutcome] {
-        guard reports.count <= Self.maxBatch else { throw APIError.badRequest("a batch holds at most \(Self.maxBatch) reports") }
+    func receive(from node: String, _ reports: [NodeReport]) async throws(Refusal) -> [ReportOutcome] {
+        guard reports.count <= Self.maxBatch else { throw Refusal.badRequest("a batch holds at most \(Self.maxBatch) reports") }
         var outcomes: [ReportOutcome] = []
         for report in reports {
-            do throws(APIError) {
+            do throws(Refusal) {
                 outcomes.append(try await take(report, from: node))
             } catch {
                 if outcomes.isEmpty { throw error }
@@ -58,14 +57,14 @@ actor ReportInbox {
     }
 
     /// One report: a refusal for good is an outcome; a passing failure (the store) throws.
-    private func take(_ report: NodeReport, from node: String) async throws(APIError) -> ReportOutcome {
+    private func take(_ report: NodeReport, from node: String) async throws(Refusal) -> ReportOutcome {
         guard UUID(uuidString: report.id) != nil else {
             return ReportOutcome(id: report.id, status: .refused, code: "bad_request", message: "the report id must be a UUID")
         }
         let id = report.id.lowercased()
         let seen: [String?]?
         do { seen = try await store.query("SELECT status FROM reports WHERE id = $1::uuid", [id]).rows.first } catch {
-            throw APIError.storeUnavailable(error)
+            throw Refusal.storeUnavailable(error)
         }
         if seen != nil { return ReportOutcome(id: report.id, status: .duplicate) }
         let outcome = try await apply(report, id: id, from: node)
@@ -80,7 +79,7 @@ actor ReportInbox {
         return outcome
     }
 
-    private func apply(_ report: NodeReport, id: String, from node: String) async throws(APIError) -> ReportOutcome {
+    private func apply(_ report: NodeReport, id: String, from node: String) async throws(Refusal) -> ReportOutcome {
         func refused(_ code: String, _ message: String) -> ReportOutcome {
             ReportOutcome(id: report.id, status: .refused, code: code, message: message)
         }
@@ -91,7 +90,8 @@ actor ReportInbox {
                 _ = try await jobs.result(job, from: node, result)
                 return ReportOutcome(id: report.id, status: .accepted)
             } catch {
-                if error.status.code >= 500 { throw error }
+                // A fault of the lead (not of the report) is retried by the node.
+                if [.unavailable, .upstreamFailed, .internalFailure].contains(error.kind) { throw error }
                 return refused(error.code, error.message)
             }
         case .connectivity:
@@ -112,7 +112,7 @@ actor ReportInbox {
                 inserted = try await store.withConnection({ connection throws(AgentError) in try EventLog.insertOnce(draft, id: id, on: connection) },
                                                           after: { [hub] event in if let event { hub.publish([event]) } })
             } catch {
-                throw APIError.storeUnavailable(error)
+                throw Refusal.storeUnavailable(error)
             }
             return ReportOutcome(id: report.id, status: inserted == nil ? .duplicate : .accepted)
         }

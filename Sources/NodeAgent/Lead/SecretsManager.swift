@@ -1,6 +1,5 @@
 import AuroraAPI
 import Foundation
-import HTTPTypes
 import Logging
 import Secrets
 import Synchronization
@@ -85,14 +84,14 @@ actor SecretsManager {
     // MARK: Writes (operator)
 
     /// A new version of a secret at one scope.
-    func write(_ request: SecretWrite, actor: String) async throws(APIError) -> SecretInfo {
+    func write(_ request: SecretWrite, actor: String) async throws(Refusal) -> SecretInfo {
         try requireLoaded()
         try Self.validName(request.service, field: "service")
         try Self.validName(request.keyName, field: "key_name")
         let scope = try Self.scope(request.scope, request.scopeID)
-        guard !request.value.isEmpty else { throw APIError.badRequest("value must not be empty") }
+        guard !request.value.isEmpty else { throw Refusal.badRequest("value must not be empty") }
         guard request.value.utf8.count <= 64 * 1024 else {
-            throw APIError(status: .contentTooLarge, code: "payload_too_large", message: "value is larger than 65536 bytes")
+            throw Refusal(.tooLarge, code: "payload_too_large", message: "value is larger than 65536 bytes")
         }
         var bytes = Array(request.value.utf8)
         let secret = SecureBytes(copying: bytes)
@@ -102,13 +101,13 @@ actor SecretsManager {
     }
 
     /// A new version with the value of version `request.version`.
-    func rollback(service: String, keyName: String, _ request: SecretRollback, actor: String) async throws(APIError) -> SecretInfo {
+    func rollback(service: String, keyName: String, _ request: SecretRollback, actor: String) async throws(Refusal) -> SecretInfo {
         try requireLoaded()
         let scope = try Self.scope(request.scope, request.scopeID)
         let slot = Slot(service: service, keyName: keyName, scope: scope)
         // Versions are PostgreSQL integers: one past their range exists nowhere (and the store refuses it).
         guard Int32(exactly: request.version) != nil else {
-            throw APIError.notFound("\(service)/\(keyName) at \(scope) has no version \(request.version)")
+            throw Refusal.notFound("\(service)/\(keyName) at \(scope) has no version \(request.version)")
         }
         let row: [String?]?
         do {
@@ -116,22 +115,22 @@ actor SecretsManager {
                 SELECT service, key_name, scope, scope_id, version, ciphertext, nonce, wrapped_key, wrap_nonce, kek_version, \(SQL.iso("created_at"))
                 FROM secrets WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4 AND version = $5
                 """, [service, keyName, scope.name, scope.id, String(request.version)]).rows.first
-        } catch { throw APIError.storeUnavailable(error) }
+        } catch { throw Refusal.storeUnavailable(error) }
         guard let row, let old = Self.current(row, from: 4) else {
-            throw APIError.notFound("\(service)/\(keyName) at \(scope) has no version \(request.version)")
+            throw Refusal.notFound("\(service)/\(keyName) at \(scope) has no version \(request.version)")
         }
         let value: SecureBytes
         do { value = try Envelope.open(old.sealed, for: Self.row(slot, version: old.version), master: master) } catch {
-            throw APIError(status: .internalServerError, code: "cannot_open", message: "version \(request.version) does not open: \(error.message)")
+            throw Refusal(.internalFailure, code: "cannot_open", message: "version \(request.version) does not open: \(error.message)")
         }
         return try await save(value, at: slot, actor: actor, action: "rollback", restoredFrom: request.version)
     }
 
     /// Deletes a secret at one scope: reads no longer see it; its versions stay for history.
-    func delete(service: String, keyName: String, scope: SecretScope, actor: String) async throws(APIError) -> SecretInfo {
+    func delete(service: String, keyName: String, scope: SecretScope, actor: String) async throws(Refusal) -> SecretInfo {
         try requireLoaded()
         let slot = Slot(service: service, keyName: keyName, scope: scope)
-        guard let existing = current[slot] else { throw APIError.notFound("no secret \(service)/\(keyName) at \(scope)") }
+        guard let existing = current[slot] else { throw Refusal.notFound("no secret \(service)/\(keyName) at \(scope)") }
         let record = nextAudit(actor: actor, action: "delete", service: service, keyName: keyName, scope: scope.description,
                                version: existing.version, result: "ok")
         let event = EventLog.Draft(type: EventType.secretChanged, node: nil, data: [
@@ -141,19 +140,19 @@ actor SecretsManager {
         do {
             try await commit([("UPDATE secret_heads SET deleted = true, updated_at = now() WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4",
                                [service, keyName, scope.name, scope.id])], audit: record, event: event)
-        } catch { throw APIError.storeUnavailable(error) }
+        } catch { throw Refusal.storeUnavailable(error) }
         current[slot] = nil
         generation.bump()
         return SecretInfo(service: service, keyName: keyName, scope: scope.name, scopeID: scope.id, version: existing.version)
     }
 
-    private func save(_ value: SecureBytes, at slot: Slot, actor: String, action: String, restoredFrom: Int?) async throws(APIError) -> SecretInfo {
+    private func save(_ value: SecureBytes, at slot: Slot, actor: String, action: String, restoredFrom: Int?) async throws(Refusal) -> SecretInfo {
         let version: Int
         do {
             version = (Int(try await store.query(
                 "SELECT coalesce(max(version), 0) FROM secrets WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4",
                 [slot.service, slot.keyName, slot.scope.name, slot.scope.id]).scalar ?? "0") ?? 0) + 1
-        } catch { throw APIError.storeUnavailable(error) }
+        } catch { throw Refusal.storeUnavailable(error) }
         let sealed = Envelope.seal(value, for: Self.row(slot, version: version), master: master, kekVersion: kekVersion)
         let record = nextAudit(actor: actor, action: action, service: slot.service, keyName: slot.keyName, scope: slot.scope.description,
                                version: version, result: "ok")
@@ -173,7 +172,7 @@ actor SecretsManager {
                  ON CONFLICT (service, key_name, scope, scope_id) DO UPDATE SET version = EXCLUDED.version, deleted = false, updated_at = now()
                  """, [slot.service, slot.keyName, slot.scope.name, slot.scope.id, String(version)]),
             ], audit: record, event: event)
-        } catch { throw APIError.storeUnavailable(error) }
+        } catch { throw Refusal.storeUnavailable(error) }
         current[slot] = Current(version: version, sealed: sealed, updatedAt: ISOTime.string(Date()))
         generation.bump()
         logger.info("secret written", metadata: ["nodeagent.secret": "\(slot.service)/\(slot.keyName)", "nodeagent.scope": "\(slot.scope)",
@@ -186,7 +185,7 @@ actor SecretsManager {
     /// Re-wraps every data key of every version under a new key-encryption key, online: values
     /// are not re-encrypted, new writes use the new key at once, and reads go on throughout
     /// (each current version switches to its re-wrapped key in one step).
-    func rotateKey(actor: String) async throws(APIError) -> SecretRotation {
+    func rotateKey(actor: String) async throws(Refusal) -> SecretRotation {
         try requireLoaded()
         let started = ContinuousClock.now
         let from = kekVersion, to = kekVersion + 1
@@ -197,7 +196,7 @@ actor SecretsManager {
                 SELECT service, key_name, scope, scope_id, version, ciphertext, nonce, wrapped_key, wrap_nonce, kek_version, \(SQL.iso("created_at"))
                 FROM secrets WHERE kek_version < $1
                 """, [String(to)]).rows
-        } catch { throw APIError.storeUnavailable(error) }
+        } catch { throw Refusal.storeUnavailable(error) }
         var rewrapped = 0
         for batch in stride(from: 0, to: rows.count, by: 1000).map({ Array(rows[$0..<min($0 + 1000, rows.count)]) }) {
             var updates: [[String: JSONValue]] = []
@@ -206,7 +205,7 @@ actor SecretsManager {
                 guard let slot = Self.slot(row), let old = Self.current(row, from: 4) else { continue }
                 let sealed: SealedValue
                 do { sealed = try Envelope.rewrap(old.sealed, for: Self.row(slot, version: old.version), master: master, kekVersion: to) } catch {
-                    throw APIError(status: .internalServerError, code: "cannot_open",
+                    throw Refusal(.internalFailure, code: "cannot_open",
                                    message: "\(slot.service)/\(slot.keyName) version \(old.version) does not open; rotation stopped: \(error.message)")
                 }
                 updates.append(["service": .string(slot.service), "key_name": .string(slot.keyName), "scope": .string(slot.scope.name),
@@ -222,13 +221,13 @@ actor SecretsManager {
                     WHERE s.service = v.service AND s.key_name = v.key_name AND s.scope = v.scope AND s.scope_id = v.scope_id
                       AND s.version = v.version
                     """, [SQL.json(updates), String(to)])
-            } catch { throw APIError.storeUnavailable(error) }
+            } catch { throw Refusal.storeUnavailable(error) }
             // Current versions switch to the re-wrapped key; the ciphertext is the same.
             for (slot, version, sealed) in fresh where current[slot]?.version == version { current[slot]?.sealed = sealed }
             rewrapped += fresh.count
         }
         let record = nextAudit(actor: actor, action: "rotate", service: "*", keyName: "*", version: to, result: "ok: \(rewrapped) data keys re-wrapped")
-        do { try await commit([], audit: record, event: nil) } catch { throw APIError.storeUnavailable(error) }
+        do { try await commit([], audit: record, event: nil) } catch { throw Refusal.storeUnavailable(error) }
         let elapsed = started.duration(to: .now)
         logger.notice("secrets key rotated", metadata: ["nodeagent.from": "\(from)", "nodeagent.to": "\(to)", "nodeagent.rewrapped": "\(rewrapped)"])
         return SecretRotation(fromVersion: from, toVersion: to, rewrapped: rewrapped, seconds: (Double(elapsed / .microseconds(1)) / 1e6).rounded(toPlaces: 3))
@@ -240,7 +239,7 @@ actor SecretsManager {
     /// lead. Audited before it is answered; if the audit cannot be written the read is refused.
     /// Only resolution and the audit run on the actor; the cryptography runs on the caller's
     /// task, so reads proceed in parallel.
-    nonisolated func read(service: String, keyName: String, node: String, company: String, boxKey: PublicKey) async throws(APIError) -> SecretRead {
+    nonisolated func read(service: String, keyName: String, node: String, company: String, boxKey: PublicKey) async throws(Refusal) -> SecretRead {
         let (slot, found) = try await resolveAudited(service: service, keyName: keyName, node: node, company: company, actor: "node:\(node)",
                                                      action: "read")
         // The same version for the same node and key: the answer sealed and signed before serves
@@ -258,7 +257,7 @@ actor SecretsManager {
     }
 
     /// An operator's preview of what resolves for a node or a company, with the value.
-    nonisolated func preview(service: String, keyName: String, node: String?, company: String) async throws(APIError) -> SecretRead {
+    nonisolated func preview(service: String, keyName: String, node: String?, company: String) async throws(Refusal) -> SecretRead {
         let (slot, found) = try await resolveAudited(service: service, keyName: keyName, node: node ?? "", company: company, actor: "operator",
                                                      action: "preview", auditNode: node)
         let value = try open(found, at: slot)
@@ -268,47 +267,47 @@ actor SecretsManager {
 
     /// Resolves, then writes the audit record. Fails closed: no audit, no value.
     private func resolveAudited(service: String, keyName: String, node: String, company: String, actor: String, action: String,
-                                auditNode: String?? = .none) async throws(APIError) -> (Slot, Current) {
+                                auditNode: String?? = .none) async throws(Refusal) -> (Slot, Current) {
         try requireLoaded()
         let (slot, found) = try resolve(service: service, keyName: keyName, node: node, company: company, actor: actor)
         let record = nextAudit(actor: actor, action: action, service: service, keyName: keyName, node: auditNode ?? node,
                                scope: slot.scope.description, version: found.version, result: "ok")
         if case .failure(let error) = await appendRead(record, deadline: Self.auditDeadline) {
-            throw APIError(status: .serviceUnavailable, code: "audit_unavailable", message: "the read was refused: its audit record could not be written (\(error.message))")
+            throw Refusal(.unavailable, code: "audit_unavailable", message: "the read was refused: its audit record could not be written (\(error.message))")
         }
         return (slot, found)
     }
 
-    private nonisolated func open(_ found: Current, at slot: Slot) throws(APIError) -> SecureBytes {
+    private nonisolated func open(_ found: Current, at slot: Slot) throws(Refusal) -> SecureBytes {
         do { return try Envelope.open(found.sealed, for: Self.row(slot, version: found.version), master: master) } catch {
-            throw APIError(status: .internalServerError, code: "cannot_open", message: "the stored value does not open: \(error.message)")
+            throw Refusal(.internalFailure, code: "cannot_open", message: "the stored value does not open: \(error.message)")
         }
     }
 
     /// Records a refused read (another node's override, another company's value) and answers 403.
-    func refuse(service: String, keyName: String, node: String, asked: String) async -> APIError {
+    func refuse(service: String, keyName: String, node: String, asked: String) async -> Refusal {
         let record = nextAudit(actor: "node:\(node)", action: "read", service: service, keyName: keyName, node: node, scope: asked,
                                result: "refused: not this node's scope")
         try? await commit([], audit: record, event: nil)
         logger.notice("secret read refused", metadata: ["nodeagent.node": "\(node)", "nodeagent.secret": "\(service)/\(keyName)",
                                                         "nodeagent.asked": "\(asked)"])
-        return APIError(status: .forbidden, code: "forbidden_scope", message: "node '\(node)' may read only what resolves for itself, not \(asked)")
+        return Refusal(.forbidden, code: "forbidden_scope", message: "node '\(node)' may read only what resolves for itself, not \(asked)")
     }
 
-    private func resolve(service: String, keyName: String, node: String, company: String, actor: String) throws(APIError) -> (Slot, Current) {
+    private func resolve(service: String, keyName: String, node: String, company: String, actor: String) throws(Refusal) -> (Slot, Current) {
         var available: [SecretScope: Current] = [:]
         for scope in SecretResolution.chain(node: node, company: company) {
             if let found = current[Slot(service: service, keyName: keyName, scope: scope)] { available[scope] = found }
         }
         guard let (scope, found) = SecretResolution.resolve(available, node: node, company: company) else {
-            throw APIError.notFound("no secret \(service)/\(keyName) resolves for \(node.isEmpty ? "company '\(company)'" : "node '\(node)'")")
+            throw Refusal.notFound("no secret \(service)/\(keyName) resolves for \(node.isEmpty ? "company '\(company)'" : "node '\(node)'")")
         }
         return (Slot(service: service, keyName: keyName, scope: scope), found)
     }
 
     // MARK: Views (operator)
 
-    func list() throws(APIError) -> SecretList {
+    func list() throws(Refusal) -> SecretList {
         try requireLoaded()
         let secrets = current.map { slot, found in
             SecretInfo(service: slot.service, keyName: slot.keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: found.version,
@@ -317,7 +316,7 @@ actor SecretsManager {
         return SecretList(secrets: secrets.sorted { ($0.service, $0.keyName, $0.scope, $0.scopeID) < ($1.service, $1.keyName, $1.scope, $1.scopeID) })
     }
 
-    func versions(service: String, keyName: String, scope: SecretScope) async throws(APIError) -> SecretVersions {
+    func versions(service: String, keyName: String, scope: SecretScope) async throws(Refusal) -> SecretVersions {
         try requireLoaded()
         let rows: [[String?]]
         do {
@@ -325,8 +324,8 @@ actor SecretsManager {
                 SELECT version, \(SQL.iso("created_at")), created_by, restored_from FROM secrets
                 WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4 ORDER BY version
                 """, [service, keyName, scope.name, scope.id]).rows
-        } catch { throw APIError.storeUnavailable(error) }
-        guard !rows.isEmpty else { throw APIError.notFound("no secret \(service)/\(keyName) at \(scope)") }
+        } catch { throw Refusal.storeUnavailable(error) }
+        guard !rows.isEmpty else { throw Refusal.notFound("no secret \(service)/\(keyName) at \(scope)") }
         let head = current[Slot(service: service, keyName: keyName, scope: scope)]?.version
         return SecretVersions(service: service, keyName: keyName, scope: scope.name, scopeID: scope.id, versions: rows.compactMap { row in
             guard let version = row[0].flatMap({ Int($0) }), let at = row[1] else { return nil }
@@ -336,12 +335,12 @@ actor SecretsManager {
     }
 
     /// The audit log, oldest first; with `verify`, whether its chain holds.
-    func auditLog(verify: Bool, limit: Int) async throws(APIError) -> AuditLog {
+    func auditLog(verify: Bool, limit: Int) async throws(Refusal) -> AuditLog {
         let rows: [[String?]]
         do {
             rows = try await store.query(
                 "SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash FROM secret_audit ORDER BY seq").rows
-        } catch { throw APIError.storeUnavailable(error) }
+        } catch { throw Refusal.storeUnavailable(error) }
         let records = rows.compactMap(Self.audit)
         var log = AuditLog(entries: Array(records.suffix(limit)))
         if verify {
@@ -354,8 +353,8 @@ actor SecretsManager {
 
     // MARK: Internals
 
-    private func requireLoaded() throws(APIError) {
-        guard loaded else { throw APIError(status: .serviceUnavailable, code: "starting", message: "the secrets manager is starting; retry in a moment") }
+    private func requireLoaded() throws(Refusal) {
+        guard loaded else { throw Refusal(.unavailable, code: "starting", message: "the secrets manager is starting; retry in a moment") }
     }
 
     /// The next audit record; memory moves on at once so concurrent appends chain in order.
@@ -420,14 +419,14 @@ actor SecretsManager {
         SecretRow(scope: slot.scope.name, scopeID: slot.scope.id, service: slot.service, keyName: slot.keyName, version: version)
     }
 
-    static func scope(_ name: String, _ id: String?) throws(APIError) -> SecretScope {
-        do { return try SecretScope(name: name, id: id) } catch { throw APIError.badRequest(error.message) }
+    static func scope(_ name: String, _ id: String?) throws(Refusal) -> SecretScope {
+        do { return try SecretScope(name: name, id: id) } catch { throw Refusal.badRequest(error.message) }
     }
 
-    static func validName(_ text: String, field: String) throws(APIError) {
+    static func validName(_ text: String, field: String) throws(Refusal) {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
         guard (1...128).contains(text.count), text.allSatisfy({ allowed.contains($0) }) else {
-            throw APIError.badRequest("\(field) must be 1-128 letters, digits, '.', '_' or '-'")
+            throw Refusal.badRequest("\(field) must be 1-128 letters, digits, '.', '_' or '-'")
         }
     }
 

@@ -28,9 +28,9 @@ actor ConnectivityBoard {
     /// The most services one node may report on (its profile's probes), in one report and in all.
     static let maxServices = 64
 
-    func report(_ node: String, _ results: [ProbeResult]) async throws(APIError) {
+    func report(_ node: String, _ results: [ProbeResult]) async throws(Refusal) {
         guard results.count <= Self.maxServices else {
-            throw APIError.badRequest("results has \(results.count) entries; the cap is \(Self.maxServices) services per node")
+            throw Refusal.badRequest("results has \(results.count) entries; the cap is \(Self.maxServices) services per node")
         }
         for (index, result) in results.enumerated() {
             do throws(MeshError) {
@@ -38,15 +38,15 @@ actor ConnectivityBoard {
                 try InputRules.identifier(result.url, field: "results[\(index)].url", maxBytes: 2048)
                 if let error = result.error { try InputRules.freeText(error, field: "results[\(index)].error", maxBytes: 4096) }
             } catch {
-                throw APIError.badRequest(error.message)
+                throw Refusal.badRequest(error.message)
             }
-            guard !result.service.isEmpty else { throw APIError.badRequest("results[\(index)].service must not be empty") }
+            guard !result.service.isEmpty else { throw Refusal.badRequest("results[\(index)].service must not be empty") }
         }
         var drafts: [EventLog.Draft] = []
         var updated = matrix[node] ?? [:]
         let services = Set(updated.keys).union(results.map(\.service))
         guard services.count <= Self.maxServices else {
-            throw APIError.badRequest("node '\(node)' would report on \(services.count) services; the cap is \(Self.maxServices) services per node")
+            throw Refusal.badRequest("node '\(node)' would report on \(services.count) services; the cap is \(Self.maxServices) services per node")
         }
         for result in results {
             let before = updated[result.service]?.state
@@ -60,7 +60,7 @@ actor ConnectivityBoard {
             updated[result.service] = result
         }
         if !drafts.isEmpty {
-            do { try await EventLog.commit([], events: drafts, store: store, hub: hub) } catch { throw APIError.storeUnavailable(error) }
+            do { try await EventLog.commit([], events: drafts, store: store, hub: hub) } catch { throw Refusal.storeUnavailable(error) }
         }
         matrix[node] = updated
     }

@@ -388,7 +388,7 @@ final class OutboxSender: Service {
             outcomes = try await deliver(sendable)
         } catch {
             failures.increment()
-            let message = (error as? LeadCallError)?.message ?? (error as? APIError)?.message ?? "\(error)"
+            let message = (error as? LeadCallError)?.message ?? (error as? Refusal)?.message ?? "\(error)"
             if !outbox.status.failing {
                 logger.warning("cannot deliver reports; keeping them in the outbox", metadata: [
                     "nodeagent.pending": "\(outbox.pendingCount)", "nodeagent.error": "\(message)",

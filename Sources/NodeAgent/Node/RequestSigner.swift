@@ -38,7 +38,7 @@ struct SignedHeaders: Sendable {
     var target: String? = nil
 
     /// Parses the headers; nil when the request carries none of them (not a node request).
-    static func parse(_ value: (String) -> String?) throws(APIError) -> SignedHeaders? {
+    static func parse(_ value: (String) -> String?) throws(Refusal) -> SignedHeaders? {
         let node = value(RequestSigning.nodeHeader)
         let timestamp = value(RequestSigning.timestampHeader)
         let nonce = value(RequestSigning.nonceHeader)
@@ -48,16 +48,16 @@ struct SignedHeaders: Sendable {
                        (RequestSigning.nonceHeader, nonce), (RequestSigning.signatureHeader, signature)]
             .filter { $0.1?.isEmpty ?? true }.map(\.0)
         guard missing.isEmpty, let node, let timestamp, let nonce, let signature else {
-            throw APIError.unauthorized("unsigned request: missing \(missing.joined(separator: ", "))")
+            throw Refusal.unauthorized("unsigned request: missing \(missing.joined(separator: ", "))")
         }
         guard let milliseconds = Int64(timestamp) else {
-            throw APIError.unauthorized("\(RequestSigning.timestampHeader) must be Unix time in milliseconds")
+            throw Refusal.unauthorized("\(RequestSigning.timestampHeader) must be Unix time in milliseconds")
         }
         guard nonce.count >= 16, nonce.count <= 128 else {
-            throw APIError.unauthorized("\(RequestSigning.nonceHeader) must be 16 to 128 characters")
+            throw Refusal.unauthorized("\(RequestSigning.nonceHeader) must be 16 to 128 characters")
         }
         guard let bytes = Data(base64Encoded: signature), bytes.count == 64 else {
-            throw APIError.unauthorized("\(RequestSigning.signatureHeader) is not a base64 Ed25519 signature")
+            throw Refusal.unauthorized("\(RequestSigning.signatureHeader) is not a base64 Ed25519 signature")
         }
         let target = value(RequestSigning.targetHeader).flatMap { $0.isEmpty ? nil : $0 }
         return SignedHeaders(node: node, timestampMilliseconds: milliseconds, timestamp: timestamp, nonce: nonce, signature: Array(bytes),

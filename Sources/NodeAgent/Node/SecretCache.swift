@@ -1,6 +1,5 @@
 import AuroraAPI
 import Foundation
-import HTTPTypes
 import Logging
 import Secrets
 import Synchronization
@@ -62,19 +61,19 @@ final class SecretCache: Sendable {
     static func key(_ service: String, _ keyName: String) -> String { service + "/" + keyName }
 
     /// Opens a sealed read after checking the lead's signature.
-    static func open(_ read: SecretRead, node: String, box: BoxKey, leadKey: PublicKey) throws(APIError) -> SecureBytes {
+    static func open(_ read: SecretRead, node: String, box: BoxKey, leadKey: PublicKey) throws(Refusal) -> SecureBytes {
         guard let sealedText = read.sealedValue, let sealed = Data(base64Encoded: sealedText).map({ [UInt8]($0) }),
               let signatureText = read.signature, let signature = Data(base64Encoded: signatureText).map({ [UInt8]($0) }) else {
-            throw APIError(status: .badGateway, code: "bad_gateway", message: "the lead's answer has no sealed value or signature")
+            throw Refusal(.upstreamFailed, code: "bad_gateway", message: "the lead's answer has no sealed value or signature")
         }
         let text = SecretRead.signedText(service: read.service, keyName: read.keyName, scope: read.scope, scopeID: read.scopeID,
                                          version: read.version, node: node,
                                          sealedSHA256Hex: Hex.encode(Crypto.sha256(sealed)))
         guard SigningKey.verify(signature: signature, of: Array(text.utf8), by: leadKey) else {
-            throw APIError(status: .badGateway, code: "bad_signature", message: "the secret is not signed by the lead this node joined")
+            throw Refusal(.upstreamFailed, code: "bad_signature", message: "the secret is not signed by the lead this node joined")
         }
         do { return try box.open(sealed: sealed) } catch {
-            throw APIError(status: .badGateway, code: "cannot_open", message: "the sealed value does not open with this node's key")
+            throw Refusal(.upstreamFailed, code: "cannot_open", message: "the sealed value does not open with this node's key")
         }
     }
 
