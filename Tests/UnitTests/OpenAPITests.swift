@@ -30,21 +30,12 @@ struct OpenAPITests {
         #expect(converted == #"{"a":"200","b":200,"c":true,"d":1.5,"e":null,"f":"x\"y\n","g":[1,"two"]}"#)
     }
 
-    @Test("the router's routes and the document's operations are the same set")
+    @Test("each role's router serves the same routes, and they are the document's operations")
     func routesMatchDocument() throws {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("aurora-openapi-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: scratch) }
         let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
-        let resolved = try ResolvedConfig.resolve(ConfigInputs(
-            profile: try ConfigFile.parse("role: lead\n", file: "p.yaml", kind: .profile), hostName: "h", workingDirectory: scratch.path))
-        let config = NodeConfig(resolved: resolved, profileFile: "p.yaml")
-        let identity = try NodeIdentity.loadOrCreate(in: scratch.appendingPathComponent("keys").path, logger: logger)
-        let token = try AdminToken.loadOrCreate(dataDir: scratch.path, keysDir: scratch.appendingPathComponent("keys").path, logger: logger)
-        // Routes are registered whatever the role; the mesh's parts only decide how they answer.
-        let router = HTTPServer.router(state: AgentState(config: config, identity: identity), token: token, metrics: nil,
-                                       mesh: MeshContext(hub: EventHub()), logger: logger)
-        let registered = Set(router.routes.map { "\($0.method.rawValue) \($0.path)" })
 
         let bytes = try #require(OpenAPIDocument.served)
         let document = try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
@@ -52,8 +43,58 @@ struct OpenAPITests {
         let methods: Set<String> = ["get", "put", "post", "delete", "patch", "head", "options", "trace"]
         let documented = Set(paths.flatMap { path, item in item.keys.filter(methods.contains).map { "\($0.uppercased()) \(path)" } })
 
-        #expect(registered.count > 40)
-        #expect(registered.subtracting(documented).sorted() == [], "routes missing from docs/openapi.yaml")
-        #expect(documented.subtracting(registered).sorted() == [], "operations in docs/openapi.yaml that the router does not serve")
+        // Routes are the same on every agent; the role's parts only decide how they answer.
+        for role in ["lead", "compute"] {
+            let router = try RouterFixture.router(role: role, in: scratch.appendingPathComponent(role), logger: logger)
+            let registered = Set(router.routes.map { "\($0.method.rawValue) \($0.path)" })
+            #expect(registered.count > 40)
+            #expect(registered.subtracting(documented).sorted() == [], "\(role): routes missing from docs/openapi.yaml")
+            #expect(documented.subtracting(registered).sorted() == [], "\(role): operations in docs/openapi.yaml that the router does not serve")
+        }
+    }
+}
+
+/// A role's router built from parts that are never started: registering routes touches no
+/// store and no network.
+enum RouterFixture {
+    static func router(role: String, in directory: URL, logger: Logger) throws -> Router<AgentRequestContext> {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let text = role == "lead" ? "role: lead\n" : "role: \(role)\n"
+        var inputs = ConfigInputs(profile: try ConfigFile.parse(text, file: "p.yaml", kind: .profile), hostName: "h",
+                                  workingDirectory: directory.path)
+        if role != "lead" { inputs.flags["lead"] = "http://127.0.0.1:9" }
+        let config = NodeConfig(resolved: try ResolvedConfig.resolve(inputs), profileFile: "p.yaml")
+        let keys = directory.appendingPathComponent("keys").path
+        let identity = try NodeIdentity.loadOrCreate(in: keys, logger: logger)
+        let token = try AdminToken.loadOrCreate(dataDir: directory.path, keysDir: keys, logger: logger)
+        let state = AgentState(config: config, identity: identity)
+        let hub = EventHub()
+        let wireguard = WireGuardService(config: config, identity: identity, agent: state, dataDir: directory.path, logger: logger,
+                                         network: { nil }) { nil }
+        let agent = AgentParts(state: state, token: token, hub: hub, subsystems: Subsystems(), wireguard: wireguard)
+        let parts: RoleParts
+        if role == "lead" {
+            let store = Store(conninfo: "host=/nonexistent")
+            let registry = try Registry(store: store, hub: hub, config: config, identity: identity, logger: logger)
+            let jobs = JobCoordinator(store: store, hub: hub, leadName: config.name, logger: logger)
+            let master = try SecretsMasterKey.loadOrCreate(in: keys, passphraseFile: nil, logger: logger)
+            let secrets = SecretsManager(store: store, hub: hub, master: master, signing: identity.signing, generation: SecretsGeneration(),
+                                         logger: logger)
+            let board = ConnectivityBoard(store: store, hub: hub, logger: logger)
+            parts = .lead(LeadParts(
+                registry: registry, jobs: jobs, secrets: secrets, connectivity: board, store: store,
+                inbox: ReportInbox(store: store, hub: hub, jobs: jobs, board: board, logger: logger),
+                backups: BackupArchive(dataDir: directory.path, store: store, source: .init(conninfo: "", binDirectory: nil), logger: logger),
+                apiTokens: APITokens(store: store), leadTLS: nil))
+        } else {
+            let cache = RegistryCache(dataDir: directory.path)
+            let membership = try MembershipService(
+                config: config, identity: identity, state: state, inventory: Inventory(config: config, logger: logger), cache: cache, worker: nil,
+                link: try LeadLink.forNode(config: config, saved: nil), tlsPin: nil, onSecretsChanged: nil, logger: logger)
+            parts = .node(NodeParts(membership: membership, cache: cache,
+                                    secretCache: SecretCache(dataDir: directory.path, node: config.name, box: identity.box, leadSignKey: nil,
+                                                             logger: logger)))
+        }
+        return HTTPServer.router(agent: agent, role: parts, metrics: nil, logger: logger)
     }
 }

@@ -7,12 +7,11 @@ import ServiceLifecycle
 extension HTTPServer {
     /// Backup routes (docs/API.md, section 4.13): operator calls on the lead, which owns the
     /// mesh database and DATA/backups. Other agents answer `not_lead`.
-    static func addBackupRoutes(to router: Router<AgentRequestContext>, state: AgentState, token: AdminToken, mesh: MeshContext) {
-        let maxBody = state.config.maxBodyBytes
-        let leadURL = state.config.lead
+    static func addBackupRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, lead: LeadParts) {
+        let maxBody = agent.maxBody, token = agent.token
+        let backups = lead.backups
 
         router.get(RouterPath(Routes.backups)) { request, _ -> Response in
-            guard let backups = mesh.backups else { throw Refusal.notLead("backups", lead: leadURL) }
             try authorize(request, token: token)
             let list: BackupList
             do throws(AgentError) { list = try await backups.list() } catch { throw backupError(error) }
@@ -22,7 +21,6 @@ extension HTTPServer {
         // A backup runs with the request; graceful shutdown or a client that goes away stops
         // pg_dump and leaves nothing behind.
         router.post(RouterPath(Routes.backups)) { request, _ -> Response in
-            guard let backups = mesh.backups else { throw Refusal.notLead("backups", lead: leadURL) }
             try authorize(request, token: token)
             guard request.headers[.accept]?.contains(MediaTypes.ndjson) == true else {
                 let created = try await cancelWhenGracefulShutdown { () async throws -> BackupCreated in
@@ -44,7 +42,6 @@ extension HTTPServer {
         }
 
         router.post("/api/backups/:file/verify") { request, context -> Response in
-            guard let backups = mesh.backups else { throw Refusal.notLead("backups", lead: leadURL) }
             try authorize(request, token: token)
             let file = try backupFile(context)
             let verification: BackupVerification
@@ -53,7 +50,6 @@ extension HTTPServer {
         }
 
         router.post("/api/backups/:file/restore") { request, context -> Response in
-            guard let backups = mesh.backups else { throw Refusal.notLead("backups", lead: leadURL) }
             try authorize(request, token: token)
             let file = try backupFile(context)
             let restore = try await decode(BackupRestoreRequest.self, request, maxBody: maxBody, allowed: BackupRestoreRequest.fields)
@@ -61,6 +57,14 @@ extension HTTPServer {
             do throws(AgentError) { restored = try await backups.restore(file, into: restore.into) } catch { throw backupError(error) }
             return try json(restored, status: .created)
         }
+    }
+
+    /// On a compute or edge node every backup call is the lead's.
+    static func addBackupRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, node: NodeParts) {
+        leadOnly(router, .get, RouterPath(Routes.backups), "backups", agent: agent)
+        leadOnly(router, .post, RouterPath(Routes.backups), "backups", agent: agent)
+        leadOnly(router, .post, "/api/backups/:file/verify", "backups", agent: agent)
+        leadOnly(router, .post, "/api/backups/:file/restore", "backups", agent: agent)
     }
 
     /// Runs the backup for a streamed answer: progress into `sink`, then the last line.

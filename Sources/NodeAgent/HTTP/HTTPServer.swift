@@ -14,9 +14,10 @@ import ServiceLifecycle
 public enum HTTPServer {
     /// Builds the applications, each a `Service` in the agent's `ServiceGroup`: plain HTTP on
     /// `listen`, and TLS 1.3 on `tls.listen` when set. Both serve the same routes.
-    static func applications(state: AgentState, token: AdminToken, metrics: PrometheusCollectorRegistry?, mesh: MeshContext,
+    static func applications(agent: AgentParts, role: RoleParts, metrics: PrometheusCollectorRegistry?,
                              tls: TLSIdentity, logger: Logger) throws -> [any Service] {
-        let router = router(state: state, token: token, metrics: metrics, mesh: mesh, logger: logger)
+        let state = agent.state
+        let router = router(agent: agent, role: role, metrics: metrics, logger: logger)
         // Idle connections and slow request heads are closed after http.idle_timeout_s
         // (Hummingbird's idle timer runs until a request has been read in full).
         let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(Int64(state.config.idleTimeoutS)),
@@ -46,9 +47,12 @@ public enum HTTPServer {
         return services
     }
 
-    /// Every route of the API (docs/openapi.yaml lists the same set; a unit test compares them).
-    static func router(state: AgentState, token: AdminToken, metrics: PrometheusCollectorRegistry?, mesh: MeshContext,
+    /// Every route of the API (docs/openapi.yaml lists the same set; a unit test compares them):
+    /// the same paths on every agent, answered by the lead's subsystems on the lead and forwarded,
+    /// served from caches or refused with `not_lead` elsewhere.
+    static func router(agent: AgentParts, role: RoleParts, metrics: PrometheusCollectorRegistry?,
                        logger: Logger) -> Router<AgentRequestContext> {
+        let state = agent.state, token = agent.token
         let router = Router(context: AgentRequestContext.self)
         router.middlewares.add(APIErrorMiddleware(logger: logger))
         router.middlewares.add(RequestLimitMiddleware(limits: RequestLimits(config: state.config)))
@@ -79,13 +83,21 @@ public enum HTTPServer {
                 meshID: state.meshID)
             return try json(status, status: .ok)
         }
-        addRegistryRoutes(to: router, state: state, token: token, mesh: mesh)
-        addJobRoutes(to: router, state: state, token: token, mesh: mesh)
-        addSecretRoutes(to: router, state: state, token: token, mesh: mesh)
-        addBackupRoutes(to: router, state: state, token: token, mesh: mesh)
-        addPostgresRoutes(to: router, state: state, token: token, mesh: mesh)
-        addWireGuardRoutes(to: router, state: state, token: token, mesh: mesh)
-        addOperatorRoutes(to: router, state: state, token: token, mesh: mesh)
+        switch role {
+        case .lead(let lead):
+            addRegistryRoutes(to: router, agent: agent, lead: lead)
+            addJobRoutes(to: router, agent: agent, lead: lead)
+            addSecretRoutes(to: router, agent: agent, lead: lead)
+            addBackupRoutes(to: router, agent: agent, lead: lead)
+        case .node(let node):
+            addRegistryRoutes(to: router, agent: agent, node: node)
+            addJobRoutes(to: router, agent: agent, node: node)
+            addSecretRoutes(to: router, agent: agent, node: node)
+            addBackupRoutes(to: router, agent: agent, node: node)
+        }
+        addPostgresRoutes(to: router, agent: agent, role: role)
+        addWireGuardRoutes(to: router, agent: agent)
+        addOperatorRoutes(to: router, agent: agent, role: role)
         return router
     }
 

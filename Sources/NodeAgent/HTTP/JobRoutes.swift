@@ -8,25 +8,18 @@ extension HTTPServer {
     /// GPU job routes (docs/API.md). Client calls are answered by the lead (operator token or a
     /// node's signature) and forwarded by every other agent (local operator token) with that
     /// agent's signed identity. Worker calls are signed and served by the lead only.
-    static func addJobRoutes(to router: Router<AgentRequestContext>, state: AgentState, token: AdminToken, mesh: MeshContext) {
-        let maxBody = state.config.maxBodyBytes
-        let leadURL = state.config.lead
+    static func addJobRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, lead: LeadParts) {
+        let maxBody = agent.maxBody, token = agent.token
+        let jobs = lead.jobs, registry = lead.registry
 
         // MARK: Clients
         router.post(RouterPath(Routes.gpuJobs)) { request, context -> Response in
-            guard let jobs = mesh.jobs, let registry = mesh.registry else {
-                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(10))
-            }
             let (who, body) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
             let submission = try decode(JobSubmission.self, body, allowed: JobSubmission.fields)
             let (job, created) = try await jobs.submit(submission, by: who)
             return try json(job, status: created ? .created : .ok)
         }
         router.post(RouterPath(Routes.gpuGenerate)) { request, context -> Response in
-            guard let jobs = mesh.jobs, let registry = mesh.registry else {
-                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody,
-                                               timeout: .seconds(Int64(JobCoordinator.Limits.maxWait) + 5))
-            }
             let (who, body) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
             let generate = try decode(GenerateRequest.self, body, allowed: GenerateRequest.fields)
             if let wait = generate.waitS, !(0...JobCoordinator.Limits.maxWait).contains(wait) {
@@ -47,9 +40,6 @@ extension HTTPServer {
             return try json(job, status: job.state.isTerminal ? .ok : .accepted)
         }
         router.get(RouterPath(Routes.gpuJobs)) { request, context -> Response in
-            guard let jobs = mesh.jobs, let registry = mesh.registry else {
-                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(10))
-            }
             let (who, _) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
             let filter = try request.uri.queryParameters.get("state").map { text throws(Refusal) -> JobState in
                 guard let state = JobState(rawValue: text) else {
@@ -65,47 +55,66 @@ extension HTTPServer {
         }
         router.get("/api/gpu/jobs/:id") { request, context -> Response in
             let wait = try waitParameter(request, limit: JobCoordinator.Limits.maxWait)
-            guard let jobs = mesh.jobs, let registry = mesh.registry else {
-                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: (wait ?? .zero) + .seconds(10))
-            }
             let (who, _) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(try await jobs.job(try context.parameters.require("id"), wait: wait, for: who), status: .ok)
         }
         router.delete("/api/gpu/jobs/:id") { request, context -> Response in
-            guard let jobs = mesh.jobs, let registry = mesh.registry else {
-                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(10))
-            }
             let (who, _) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
             return try json(try await jobs.cancel(try context.parameters.require("id"), by: who), status: .ok)
         }
         router.get(RouterPath(Routes.gpuStatus)) { request, context -> Response in
-            guard let jobs = mesh.jobs, let registry = mesh.registry else {
-                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(10))
-            }
             _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(try await jobs.status(), status: .ok)
         }
         router.get(RouterPath(Routes.gpuQueue)) { request, context -> Response in
-            guard let jobs = mesh.jobs, let registry = mesh.registry else {
-                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(10))
-            }
             _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(try await jobs.queue(), status: .ok)
         }
 
         // MARK: Workers (signed, lead)
         router.get(RouterPath(Routes.gpuAssignments)) { request, context -> Response in
-            guard let jobs = mesh.jobs, let registry = mesh.registry else { throw Refusal.notLead("GPU assignments", lead: leadURL) }
             let (node, _) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let wait = try waitParameter(request, limit: 60) ?? .seconds(20)
             return try json(try await jobs.assignments(for: node, wait: wait), status: .ok)
         }
         router.post("/api/gpu/jobs/:id/result") { request, context -> Response in
-            guard let jobs = mesh.jobs, let registry = mesh.registry else { throw Refusal.notLead("job results", lead: leadURL) }
             let (node, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let result = try decode(JobResult.self, body, allowed: JobResult.fields)
             return try json(try await jobs.result(try context.parameters.require("id"), from: node, result), status: .ok)
         }
+    }
+
+    /// The same routes on a compute or edge node: client calls are forwarded to the lead with
+    /// this node's signed identity (its local operator token required); worker calls are the
+    /// lead's.
+    static func addJobRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, node: NodeParts) {
+        let maxBody = agent.maxBody, token = agent.token
+        let membership = node.membership
+        router.post(RouterPath(Routes.gpuJobs)) { request, _ -> Response in
+            try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
+        }
+        router.post(RouterPath(Routes.gpuGenerate)) { request, _ -> Response in
+            try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody,
+                                    timeout: .seconds(Int64(JobCoordinator.Limits.maxWait) + 5))
+        }
+        router.get(RouterPath(Routes.gpuJobs)) { request, _ -> Response in
+            try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
+        }
+        router.get("/api/gpu/jobs/:id") { request, _ -> Response in
+            let wait = try waitParameter(request, limit: JobCoordinator.Limits.maxWait)
+            return try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: (wait ?? .zero) + .seconds(10))
+        }
+        router.delete("/api/gpu/jobs/:id") { request, _ -> Response in
+            try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
+        }
+        router.get(RouterPath(Routes.gpuStatus)) { request, _ -> Response in
+            try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
+        }
+        router.get(RouterPath(Routes.gpuQueue)) { request, _ -> Response in
+            try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
+        }
+        leadOnly(router, .get, RouterPath(Routes.gpuAssignments), "GPU assignments", agent: agent)
+        leadOnly(router, .post, "/api/gpu/jobs/:id/result", "job results", agent: agent)
     }
 
     /// Who calls (`operator`, `api:ID[@COMPANY]` or `node:NAME`) and the body: a bearer token
@@ -132,11 +141,9 @@ extension HTTPServer {
 
     /// Forwards a client call to the lead with this node's signed identity, and relays the
     /// lead's answer as it is.
-    static func forwardToLead(_ request: Request, mesh: MeshContext, token: AdminToken, maxBody: Int, timeout: Duration) async throws -> Response {
+    static func forwardToLead(_ request: Request, membership: MembershipService, token: AdminToken, maxBody: Int,
+                              timeout: Duration) async throws -> Response {
         try authorize(request, token: token)
-        guard let membership = mesh.membership else {
-            throw Refusal(.unavailable, code: "starting", message: "this node has not joined the mesh yet")
-        }
         var request = request
         let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
         let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")

@@ -12,19 +12,22 @@ import Synchronization
 
 extension HTTPServer {
     /// Node reports (lead), the outbox, service checks, logs and subsystem restarts (docs/API.md 4.15-4.18).
-    static func addOperatorRoutes(to router: Router<AgentRequestContext>, state: AgentState, token: AdminToken, mesh: MeshContext) {
-        let maxBody = state.config.maxBodyBytes
-        let leadURL = state.config.lead
+    static func addOperatorRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, role: RoleParts) {
+        let maxBody = agent.maxBody, token = agent.token, state = agent.state, leadURL = agent.leadURL
+        let subsystems = agent.subsystems
+        // The lead (on the lead) and this node's membership (elsewhere), for calls between them.
+        let lead: LeadParts?, membership: MembershipService?
+        switch role {
+        case .lead(let parts): (lead, membership) = (parts, nil)
+        case .node(let parts): (lead, membership) = (nil, parts.membership)
+        }
         let leadCalls = LeadRequestVerifier()
 
         // MARK: Reports from node outboxes (lead, signed)
-        router.post("/api/nodes/:name/reports") { request, context -> Response in
-            guard let inbox = mesh.inbox, let registry = mesh.registry else { throw Refusal.notLead("node reports", lead: leadURL) }
-            let (name, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
-            let target = try context.parameters.require("name")
-            guard name == target else { throw Refusal.unauthorized("node '\(name)' cannot send reports for '\(target)'") }
-            let batch = try decode(ReportBatch.self, body, allowed: ReportBatch.fields)
-            return try json(ReportAnswer(results: try await inbox.receive(from: name, batch.reports)), status: .ok)
+        if let lead {
+            addReportRoute(to: router, agent: agent, lead: lead)
+        } else {
+            leadOnly(router, .post, "/api/nodes/:name/reports", "node reports", agent: agent)
         }
 
         // MARK: Local views (operator token)
@@ -39,13 +42,13 @@ extension HTTPServer {
         }
         router.get(RouterPath(Routes.subsystems)) { request, _ -> Response in
             try authorize(request, token: token)
-            return try json(mesh.subsystems?.list ?? SubsystemList(subsystems: []), status: .ok)
+            return try json(subsystems.list, status: .ok)
         }
         router.post("/api/subsystems/:name/restart") { request, context -> Response in
             try authorize(request, token: token)
             let name = try context.parameters.require("name")
-            guard let subsystem = mesh.subsystems?.named(name) else {
-                let known = mesh.subsystems?.names ?? []
+            guard let subsystem = subsystems.named(name) else {
+                let known = subsystems.names
                 throw Refusal.notFound("no restartable subsystem '\(name)' on \(state.config.name); "
                                         + (known.isEmpty ? "this agent runs none" : "known: \(known.joined(separator: ", "))"))
             }
@@ -57,7 +60,7 @@ extension HTTPServer {
             let query = try LogQuery(request)
             if let node = query.node, node != state.config.name {
                 // Another node's logs are the mesh operator's: the lead's token, on the lead.
-                guard let registry = mesh.registry else { throw Refusal.notLead("reading another node's logs", lead: leadURL) }
+                guard let registry = lead?.registry else { throw Refusal.notLead("reading another node's logs", lead: leadURL) }
                 try authorize(request, token: token)
                 _ = try await registry.node(node)
                 let signer = RequestSigner(node: state.config.name, key: state.identity.signing, target: node)
@@ -98,16 +101,30 @@ extension HTTPServer {
                     throw Refusal(.upstreamFailed, code: "node_unreachable", message: "node '\(node)' did not answer: \(error.message)")
                 }
             }
-            if request.headers[.authorization] != nil || mesh.membership == nil {
+            if request.headers[.authorization] != nil || membership == nil {
                 try authorize(request, token: token)
             } else {
                 // The lead reading this node's logs for its operator: signed by the lead.
-                try await leadCalls.verify(request, key: mesh.membership?.leadSignKey, target: state.config.name, maxBody: maxBody)
+                try await leadCalls.verify(request, key: membership?.leadSignKey, target: state.config.name, maxBody: maxBody)
             }
             let ring = LogRing.shared
             let page = LogPage(node: state.config.name, lines: ring.lines(subsystem: query.subsystem, since: query.since, level: query.level,
                                                                          limit: query.limit), subsystems: ring.subsystems)
             return try json(page, status: .ok)
+        }
+    }
+}
+
+extension HTTPServer {
+    /// `POST /api/nodes/{name}/reports` on the lead: a node's outbox batch, signed by that node.
+    static func addReportRoute(to router: Router<AgentRequestContext>, agent: AgentParts, lead: LeadParts) {
+        let maxBody = agent.maxBody, inbox = lead.inbox, registry = lead.registry
+        router.post("/api/nodes/:name/reports") { request, context -> Response in
+            let (name, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
+            let target = try context.parameters.require("name")
+            guard name == target else { throw Refusal.unauthorized("node '\(name)' cannot send reports for '\(target)'") }
+            let batch = try decode(ReportBatch.self, body, allowed: ReportBatch.fields)
+            return try json(ReportAnswer(results: try await inbox.receive(from: name, batch.reports)), status: .ok)
         }
     }
 }

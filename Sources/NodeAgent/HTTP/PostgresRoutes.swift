@@ -5,8 +5,8 @@ import Mesh
 extension HTTPServer {
     /// PostgreSQL replica health (docs/API.md §4.12): the local view, the mesh-wide view on the
     /// lead, and the Patroni-style checks for load balancers.
-    static func addPostgresRoutes(to router: Router<AgentRequestContext>, state: AgentState, token: AdminToken, mesh: MeshContext) {
-        let maxBody = state.config.maxBodyBytes
+    static func addPostgresRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, role: RoleParts) {
+        let maxBody = agent.maxBody, token = agent.token, state = agent.state
 
         router.get(RouterPath(Routes.postgresHealth)) { request, _ -> Response in
             try authorize(request, token: token)
@@ -18,12 +18,16 @@ extension HTTPServer {
             }
             return try json(current.health, status: .ok)
         }
-        router.get(RouterPath(Routes.postgresReplicas)) { request, context -> Response in
-            guard let registry = mesh.registry else {
-                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(5))
+        switch role {
+        case .lead(let lead):
+            router.get(RouterPath(Routes.postgresReplicas)) { request, context -> Response in
+                try await authorizeOperatorOrNode(request, context: context, token: token, registry: lead.registry, maxBody: maxBody)
+                return try json(ReplicaOverview.build(try await lead.registry.list().nodes), status: .ok)
             }
-            try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
-            return try json(ReplicaOverview.build(try await registry.list().nodes), status: .ok)
+        case .node(let node):
+            router.get(RouterPath(Routes.postgresReplicas)) { request, _ -> Response in
+                try await forwardToLead(request, membership: node.membership, token: token, maxBody: maxBody, timeout: .seconds(5))
+            }
         }
 
         // Load-balancer checks: no authentication, 200 or 503, always with the reason.

@@ -20,42 +20,18 @@ public struct AgentRequestContext: RequestContext, RemoteAddressRequestContext {
     var remoteHost: String? { remoteAddress?.ipAddress }
 }
 
-/// What the registry routes need: on the lead the registry, store and event hub; on other
-/// nodes the membership (to forward to the lead) and the cache.
-struct MeshContext: Sendable {
-    var registry: Registry?
-    var jobs: JobCoordinator?
-    var secrets: SecretsManager?
-    var connectivity: ConnectivityBoard?
-    var store: Store?
-    var hub: EventHub
-    var membership: MembershipService?
-    var cache: RegistryCache?
-    var secretCache: SecretCache?
-    var wireguard: WireGuardService?
-    var backups: BackupArchive?
-    var inbox: ReportInbox?
-    var subsystems: Subsystems?
-    /// The lead's TLS listener, for pinned join tokens (nil: it serves none).
-    var leadTLS: LeadTLS?
-    /// The lead's scoped API tokens.
-    var apiTokens: APITokens?
-}
-
 extension HTTPServer {
-    /// Registry, join, token and event routes (docs/API.md).
-    static func addRegistryRoutes(to router: Router<AgentRequestContext>, state: AgentState, token: AdminToken, mesh: MeshContext) {
-        let maxBody = state.config.maxBodyBytes
-        let leadURL = state.config.lead
+    /// Registry, join, token and event routes as the lead answers them (docs/API.md).
+    static func addRegistryRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, lead: LeadParts) {
+        let maxBody = agent.maxBody, token = agent.token
+        let registry = lead.registry, store = lead.store, apiTokens = lead.apiTokens
 
         // MARK: Join and signed node calls (lead)
         router.post(RouterPath(Routes.join)) { request, context -> Response in
-            guard let registry = mesh.registry else { throw Refusal.notLead("joining", lead: leadURL) }
             let join = try await decode(JoinRequest.self, request, maxBody: maxBody, allowed: JoinRequest.fields)
             return try json(try await registry.join(join, observedHost: context.remoteHost), status: .created)
         }
         router.post("/api/nodes/:name/heartbeat") { request, context -> Response in
-            guard let registry = mesh.registry else { throw Refusal.notLead("heartbeats", lead: leadURL) }
             let (name, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let target = try context.parameters.require("name")
             guard name == target else { throw Refusal.unauthorized("node '\(name)' cannot send heartbeats for '\(target)'") }
@@ -65,7 +41,6 @@ extension HTTPServer {
             return try json(try await registry.heartbeat(name, beat, observedHost: context.remoteHost), status: .ok)
         }
         router.post("/api/nodes/:name/leave") { request, context -> Response in
-            guard let registry = mesh.registry else { throw Refusal.notLead("leaving", lead: leadURL) }
             let (name, _) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let target = try context.parameters.require("name")
             guard name == target else { throw Refusal.unauthorized("node '\(name)' cannot leave for '\(target)'") }
@@ -75,83 +50,47 @@ extension HTTPServer {
 
         // MARK: Reads: operator token or a node's signature; other agents forward or serve the cache
         router.get(RouterPath(Routes.nodes)) { request, context -> Response in
-            if let registry = mesh.registry {
-                try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
-                return try json(try await registry.list(), status: .ok)
-            }
-            try authorize(request, token: token)
-            return try json(try await forwardedList(mesh: mesh), status: .ok)
+            try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            return try json(try await registry.list(), status: .ok)
         }
         router.get("/nodes/:name") { request, context -> Response in
             let name = try context.parameters.require("name")
-            if let registry = mesh.registry {
-                try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
-                return try json(try await registry.node(name), status: .ok)
-            }
-            try authorize(request, token: token)
-            let list = try await forwardedList(mesh: mesh)
-            guard let node = list.nodes.first(where: { $0.name == name }) else { throw Refusal.notFound("no node named '\(name)'") }
-            return try json(node, status: .ok, stale: list.stale ? list.ageS ?? 0 : nil)
+            try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            return try json(try await registry.node(name), status: .ok)
         }
         router.delete("/nodes/:name") { request, context -> Response in
-            guard let registry = mesh.registry else { throw Refusal.notLead("removing a node", lead: leadURL) }
             try authorize(request, token: token)
             let name = try context.parameters.require("name")
             try await registry.remove(name)
             return try json(try await registry.node(name), status: .ok)
         }
         router.put("/nodes/:name/labels") { request, context -> Response in
-            guard let registry = mesh.registry else { throw Refusal.notLead("setting a node's labels", lead: leadURL) }
             try authorize(request, token: token)
             let update = try await decode(NodeLabelsUpdate.self, request, maxBody: maxBody, allowed: NodeLabelsUpdate.fields)
             return try json(try await registry.setLabels(try context.parameters.require("name"), update.labels), status: .ok)
         }
         router.get(RouterPath(Routes.topology)) { request, context -> Response in
-            if let registry = mesh.registry {
-                try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
-                return try json(try await registry.topology(), status: .ok)
-            }
-            try authorize(request, token: token)
-            guard let membership = mesh.membership, let cache = mesh.cache else { throw Refusal.notLead("the topology", lead: leadURL) }
-            let answer: Result<Topology, LeadCallError>
-            do throws(LeadCallError) {
-                answer = .success(try await membership.leadClient.call(.GET, Routes.topology, as: Topology.self, timeout: .seconds(2)))
-            } catch {
-                answer = .failure(error)
-            }
-            switch answer {
-            case .success(let topology):
-                return try json(topology, status: .ok)
-            case .failure(let error):
-                guard var topology = cache.current?.topology else {
-                    throw Refusal(.unavailable, code: "lead_unreachable", message: "\(error.message), and no cached topology yet")
-                }
-                topology.stale = true
-                topology.ageS = cache.age()
-                return try json(topology, status: .ok)
-            }
+            try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            return try json(try await registry.topology(), status: .ok)
         }
 
         // MARK: Join tokens (lead, operator token)
         router.post(RouterPath(Routes.tokens)) { request, _ -> Response in
-            guard let store = mesh.store else { throw Refusal.notLead("join tokens", lead: leadURL) }
             try authorize(request, token: token)
             let create = try await decode(TokenCreateRequest.self, request, maxBody: maxBody, allowed: TokenCreateRequest.fields)
-            if create.kind == .api, let apiTokens = mesh.apiTokens { return try json(try await apiTokens.create(create), status: .created) }
-            return try json(try await JoinTokens.create(create, store: store, lead: mesh.leadTLS), status: .created)
+            if create.kind == .api { return try json(try await apiTokens.create(create), status: .created) }
+            return try json(try await JoinTokens.create(create, store: store, lead: lead.leadTLS), status: .created)
         }
         router.get(RouterPath(Routes.tokens)) { request, _ -> Response in
-            guard let store = mesh.store else { throw Refusal.notLead("join tokens", lead: leadURL) }
             try authorize(request, token: token)
             var list = try await JoinTokens.list(store: store)
-            list.apiTokens = try await mesh.apiTokens?.list()
+            list.apiTokens = try await apiTokens.list()
             return try json(list, status: .ok)
         }
         router.delete("/api/tokens/:id") { request, context -> Response in
-            guard let store = mesh.store else { throw Refusal.notLead("join tokens", lead: leadURL) }
             try authorize(request, token: token)
             let id = try context.parameters.require("id")
-            if id.hasPrefix("at_"), let apiTokens = mesh.apiTokens {
+            if id.hasPrefix("at_") {
                 guard let info = try await apiTokens.revoke(id) else { throw Refusal.notFound("no API token with id '\(InputRules.printable(id))'") }
                 return try json(info, status: .ok)
             }
@@ -160,7 +99,6 @@ extension HTTPServer {
 
         // MARK: Events (lead, operator token): Server-Sent Events
         router.get(RouterPath(Routes.events)) { request, _ -> Response in
-            guard let store = mesh.store else { throw Refusal.notLead("the event stream", lead: leadURL) }
             _ = try authorize(request, token: token, role: .read)
             let since: Int64
             if let text = request.uri.queryParameters.get("since") ?? request.headers[.init("Last-Event-ID")!] {
@@ -175,7 +113,7 @@ extension HTTPServer {
             }
             let follow = request.uri.queryParameters.get("follow").map { $0 != "false" && $0 != "0" } ?? true
             let filter = try EventFilter(types: request.uri.queryParameters.get("type"), node: request.uri.queryParameters.get("node"))
-            let hub = mesh.hub
+            let hub = agent.hub
             let (subscription, stream) = hub.subscribe()
             let backlog: [MeshEvent]
             do throws(AgentError) { backlog = try await EventLog.since(since, limit: 10_000, store: store) } catch {
@@ -209,14 +147,60 @@ extension HTTPServer {
         }
     }
 
+    /// The same routes on a compute or edge node: reads are forwarded to the lead with this
+    /// node's signature (or answered from the cached copy, marked stale, while the lead is
+    /// away); everything else is the lead's.
+    static func addRegistryRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, node: NodeParts) {
+        let token = agent.token
+        leadOnly(router, .post, RouterPath(Routes.join), "joining", agent: agent)
+        leadOnly(router, .post, "/api/nodes/:name/heartbeat", "heartbeats", agent: agent)
+        leadOnly(router, .post, "/api/nodes/:name/leave", "leaving", agent: agent)
+        router.get(RouterPath(Routes.nodes)) { request, _ -> Response in
+            try authorize(request, token: token)
+            return try json(try await forwardedList(node: node), status: .ok)
+        }
+        router.get("/nodes/:name") { request, context -> Response in
+            let name = try context.parameters.require("name")
+            try authorize(request, token: token)
+            let list = try await forwardedList(node: node)
+            guard let found = list.nodes.first(where: { $0.name == name }) else { throw Refusal.notFound("no node named '\(name)'") }
+            return try json(found, status: .ok, stale: list.stale ? list.ageS ?? 0 : nil)
+        }
+        leadOnly(router, .delete, "/nodes/:name", "removing a node", agent: agent)
+        leadOnly(router, .put, "/nodes/:name/labels", "setting a node's labels", agent: agent)
+        router.get(RouterPath(Routes.topology)) { request, _ -> Response in
+            try authorize(request, token: token)
+            let membership = node.membership, cache = node.cache
+            let answer: Result<Topology, LeadCallError>
+            do throws(LeadCallError) {
+                answer = .success(try await membership.leadClient.call(.GET, Routes.topology, as: Topology.self, timeout: .seconds(2)))
+            } catch {
+                answer = .failure(error)
+            }
+            switch answer {
+            case .success(let topology):
+                return try json(topology, status: .ok)
+            case .failure(let error):
+                guard var topology = cache.current?.topology else {
+                    throw Refusal(.unavailable, code: "lead_unreachable", message: "\(error.message), and no cached topology yet")
+                }
+                topology.stale = true
+                topology.ageS = cache.age()
+                return try json(topology, status: .ok)
+            }
+        }
+        leadOnly(router, .post, RouterPath(Routes.tokens), "join tokens", agent: agent)
+        leadOnly(router, .get, RouterPath(Routes.tokens), "join tokens", agent: agent)
+        leadOnly(router, .delete, "/api/tokens/:id", "join tokens", agent: agent)
+        leadOnly(router, .get, RouterPath(Routes.events), "the event stream", agent: agent)
+    }
+
     // MARK: Helpers
 
     /// The lead's list through this node's signed identity; the cache (marked stale) when the
     /// lead does not answer.
-    static func forwardedList(mesh: MeshContext) async throws(Refusal) -> NodeList {
-        guard let membership = mesh.membership, let cache = mesh.cache else {
-            throw Refusal(.unavailable, code: "starting", message: "this node has not joined the mesh yet")
-        }
+    static func forwardedList(node: NodeParts) async throws(Refusal) -> NodeList {
+        let membership = node.membership, cache = node.cache
         do throws(LeadCallError) {
             let list = try await membership.leadClient.call(.GET, Routes.nodes, as: NodeList.self, timeout: .seconds(2))
             cache.store(nodes: list, topology: nil)

@@ -9,28 +9,22 @@ extension HTTPServer {
     /// audit are operator calls on the lead. A value read is a node's signed call on the lead
     /// (sealed to the node's box key), an operator's preview there (`?node=` / `?company=`), or,
     /// on any other agent, its operator asking for what resolves for that node.
-    static func addSecretRoutes(to router: Router<AgentRequestContext>, state: AgentState, token: AdminToken, mesh: MeshContext) {
-        let maxBody = state.config.maxBodyBytes
-        let leadURL = state.config.lead
+    static func addSecretRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, lead: LeadParts) {
+        let maxBody = agent.maxBody, token = agent.token
+        let secrets = lead.secrets, registry = lead.registry, board = lead.connectivity
 
         router.post(RouterPath(Routes.secrets)) { request, _ -> Response in
-            guard let secrets = mesh.secrets else { throw Refusal.notLead("writing secrets", lead: leadURL) }
             try authorize(request, token: token)
             let write = try await decode(SecretWrite.self, request, maxBody: maxBody, allowed: SecretWrite.fields)
             return try json(try await secrets.write(write, actor: "operator"), status: .created)
         }
         router.get(RouterPath(Routes.secrets)) { request, _ -> Response in
-            guard let secrets = mesh.secrets else { throw Refusal.notLead("the secrets list", lead: leadURL) }
             try authorize(request, token: token)
             return try json(try await secrets.list(), status: .ok)
         }
         router.get("/api/secrets/:service/:key") { request, context -> Response in
             let service = try context.parameters.require("service"), keyName = try context.parameters.require("key")
             let node = request.uri.queryParameters.get("node"), company = request.uri.queryParameters.get("company")
-            guard let secrets = mesh.secrets, let registry = mesh.registry else {
-                try authorize(request, token: token)
-                return try json(try await readThroughLead(service: service, keyName: keyName, state: state, mesh: mesh), status: .ok)
-            }
             if request.headers[.authorization] != nil {
                 try authorize(request, token: token)
                 guard node != nil || company != nil else {
@@ -57,21 +51,18 @@ extension HTTPServer {
                             status: .ok)
         }
         router.delete("/api/secrets/:service/:key") { request, context -> Response in
-            guard let secrets = mesh.secrets else { throw Refusal.notLead("deleting secrets", lead: leadURL) }
             try authorize(request, token: token)
             let scope = try SecretsManager.scope(request.uri.queryParameters.get("scope") ?? "", request.uri.queryParameters.get("scope_id"))
             return try json(try await secrets.delete(service: try context.parameters.require("service"), keyName: try context.parameters.require("key"),
                                                      scope: scope, actor: "operator"), status: .ok)
         }
         router.get("/api/secrets/:service/:key/versions") { request, context -> Response in
-            guard let secrets = mesh.secrets else { throw Refusal.notLead("secret versions", lead: leadURL) }
             try authorize(request, token: token)
             let scope = try SecretsManager.scope(request.uri.queryParameters.get("scope") ?? "", request.uri.queryParameters.get("scope_id"))
             return try json(try await secrets.versions(service: try context.parameters.require("service"),
                                                        keyName: try context.parameters.require("key"), scope: scope), status: .ok)
         }
         router.post("/api/secrets/:service/:key/rollback") { request, context -> Response in
-            guard let secrets = mesh.secrets else { throw Refusal.notLead("rolling back secrets", lead: leadURL) }
             try authorize(request, token: token)
             let rollback = try await decode(SecretRollback.self, request, maxBody: maxBody, allowed: SecretRollback.fields)
             return try json(try await secrets.rollback(service: try context.parameters.require("service"),
@@ -79,34 +70,25 @@ extension HTTPServer {
                             status: .created)
         }
         router.post(RouterPath(Routes.secretsRotateKey)) { request, _ -> Response in
-            guard let secrets = mesh.secrets else { throw Refusal.notLead("key rotation", lead: leadURL) }
             try authorize(request, token: token)
             return try json(try await secrets.rotateKey(actor: "operator"), status: .ok)
         }
         // MARK: Connectivity
         router.post(RouterPath(Routes.connectivityStatus)) { request, context -> Response in
-            guard let board = mesh.connectivity, let registry = mesh.registry else { throw Refusal.notLead("connectivity reports", lead: leadURL) }
             let (node, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let report = try decode(ConnectivityReport.self, body, allowed: ConnectivityReport.fields)
             try await board.report(node, report.results)
             return try json(["accepted": report.results.count], status: .ok)
         }
         router.get(RouterPath(Routes.connectivityStatus)) { request, context -> Response in
-            guard let board = mesh.connectivity, let registry = mesh.registry else {
-                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(5))
-            }
             _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(await board.status(), status: .ok)
         }
         router.get(RouterPath(Routes.connectivityHealth)) { request, context -> Response in
-            guard let board = mesh.connectivity, let registry = mesh.registry else {
-                return try await forwardToLead(request, mesh: mesh, token: token, maxBody: maxBody, timeout: .seconds(5))
-            }
             _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(ConnectivityHealth.summarize(await board.status()), status: .ok)
         }
         router.get(RouterPath(Routes.audit)) { request, _ -> Response in
-            guard let secrets = mesh.secrets else { throw Refusal.notLead("the audit log", lead: leadURL) }
             try authorize(request, token: token)
             let verify = request.uri.queryParameters.get("verify").map { $0 != "false" && $0 != "0" } ?? false
             let limit = try request.uri.queryParameters.get("limit").map { text throws(Refusal) -> Int in
@@ -117,13 +99,37 @@ extension HTTPServer {
         }
     }
 
+    /// The same routes on a compute or edge node: its operator reads what resolves for this
+    /// node (through the lead, or from the cache while the lead is away); connectivity views are
+    /// forwarded; the rest is the lead's.
+    static func addSecretRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, node: NodeParts) {
+        let maxBody = agent.maxBody, token = agent.token, state = agent.state
+        leadOnly(router, .post, RouterPath(Routes.secrets), "writing secrets", agent: agent)
+        leadOnly(router, .get, RouterPath(Routes.secrets), "the secrets list", agent: agent)
+        router.get("/api/secrets/:service/:key") { request, context -> Response in
+            let service = try context.parameters.require("service"), keyName = try context.parameters.require("key")
+            try authorize(request, token: token)
+            return try json(try await readThroughLead(service: service, keyName: keyName, state: state, node: node), status: .ok)
+        }
+        leadOnly(router, .delete, "/api/secrets/:service/:key", "deleting secrets", agent: agent)
+        leadOnly(router, .get, "/api/secrets/:service/:key/versions", "secret versions", agent: agent)
+        leadOnly(router, .post, "/api/secrets/:service/:key/rollback", "rolling back secrets", agent: agent)
+        leadOnly(router, .post, RouterPath(Routes.secretsRotateKey), "key rotation", agent: agent)
+        leadOnly(router, .post, RouterPath(Routes.connectivityStatus), "connectivity reports", agent: agent)
+        router.get(RouterPath(Routes.connectivityStatus)) { request, _ -> Response in
+            try await forwardToLead(request, membership: node.membership, token: token, maxBody: maxBody, timeout: .seconds(5))
+        }
+        router.get(RouterPath(Routes.connectivityHealth)) { request, _ -> Response in
+            try await forwardToLead(request, membership: node.membership, token: token, maxBody: maxBody, timeout: .seconds(5))
+        }
+        leadOnly(router, .get, RouterPath(Routes.audit), "the audit log", agent: agent)
+    }
+
     /// On a compute or edge node: what resolves for this node, fetched from the lead with its
     /// signed identity and opened with its box key after checking the lead's signature; kept in
     /// the node's cache, which answers (with `cached_age_s`) while the lead is away.
-    static func readThroughLead(service: String, keyName: String, state: AgentState, mesh: MeshContext) async throws(Refusal) -> SecretRead {
-        guard let membership = mesh.membership, let cache = mesh.secretCache else {
-            throw Refusal(.unavailable, code: "starting", message: "this node has not joined the mesh yet")
-        }
+    static func readThroughLead(service: String, keyName: String, state: AgentState, node: NodeParts) async throws(Refusal) -> SecretRead {
+        let membership = node.membership, cache = node.secretCache
         // The last heartbeat found the lead away: answer from the cache at once rather than wait
         // for a connection that will not come.
         if state.leadReachable == false, let cached = cache.answer(service, keyName) { return cached }

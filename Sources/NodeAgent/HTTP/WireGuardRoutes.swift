@@ -6,15 +6,14 @@ import NIOCore
 extension HTTPServer {
     /// The local WireGuard view (docs/API.md §4.14): the interface and its peers, and the
     /// rendered configuration with the private key hidden unless asked for.
-    static func addWireGuardRoutes(to router: Router<AgentRequestContext>, state: AgentState, token: AdminToken, mesh: MeshContext) {
+    static func addWireGuardRoutes(to router: Router<AgentRequestContext>, agent: AgentParts) {
+        let token = agent.token, wireguard = agent.wireguard
         router.get(RouterPath(Routes.wireguard)) { request, _ -> Response in
             try authorize(request, token: token)
-            guard let wireguard = mesh.wireguard else { throw Refusal.notFound("WireGuard is not set up on this agent") }
             return try json(wireguard.status, status: .ok)
         }
         router.get(RouterPath(Routes.wireguardConfig)) { request, _ -> Response in
             try authorize(request, token: token)
-            guard let wireguard = mesh.wireguard else { throw Refusal.notFound("WireGuard is not set up on this agent") }
             let showPrivate = try flag(request, "show_private")
             let setconf = try flag(request, "setconf")
             guard let rendered = await wireguard.desired() ?? wireguard.rendered else {

@@ -39,19 +39,21 @@ public enum Agent {
 
         let inventory = Inventory(config: config, logger: logger, board: state.checkBoard)
         let hub = EventHub()
-        var mesh = MeshContext(hub: hub)
         // Reports for the lead (job results, connectivity changes, check and alert events) go
         // through the durable outbox; restartable subsystems are known by name.
         let outbox = try Outbox(dataDir: dataDir.path, logger: logger)
         state.setOutbox(outbox)
         let subsystems = Subsystems()
-        mesh.subsystems = subsystems
         LogRing.shared.configure(linesPerSubsystem: config.logRingLines)
         var deliverReports: @Sendable ([NodeReport]) async throws -> [ReportOutcome] = { _ in [] }
 
         // Services start in this order and stop in reverse: store → registry or membership → HTTP.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         var connectivity: ConnectivityService?
+        // What the routes serve from: the role's parts, each present (built below).
+        let role: RoleParts
+        let wireguard: WireGuardService
+        var leadJobs: JobCoordinator?
         if config.role == .lead {
             let storeService = try StoreService(config: config, state: state, logger: logger)
             let generation = SecretsGeneration()
@@ -63,30 +65,26 @@ public enum Agent {
                                                              logger: logger)
             let secrets = SecretsManager(store: storeService.store, hub: hub, master: master, signing: identity.signing,
                                          generation: generation, logger: logger)
-            mesh.registry = registry
-            mesh.jobs = jobs
-            mesh.secrets = secrets
+            leadJobs = jobs
             let board = ConnectivityBoard(store: storeService.store, hub: hub, logger: logger)
-            mesh.connectivity = board
             let inbox = ReportInbox(store: storeService.store, hub: hub, jobs: jobs, board: board, logger: logger)
-            mesh.inbox = inbox
             deliverReports = { [name = config.name] reports in try await inbox.receive(from: name, reports) }
             connectivity = ConnectivityService(config: config, logger: logger) { [name = config.name] results, _ in
                 do { try await board.report(name, results); return true } catch { return false }
             }
-            mesh.store = storeService.store
-            if config.tlsListen != nil { mesh.leadTLS = LeadTLS(identity: tls, config: config) }
-            mesh.wireguard = WireGuardService(config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,
+            wireguard = WireGuardService(config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,
                                               network: { [network = registry.network] in network }) {
                 try? await registry.list().nodes
             }
-            mesh.backups = BackupArchive(dataDir: dataDir.path, store: storeService.store, source: .init(
+            let backups = BackupArchive(dataDir: dataDir.path, store: storeService.store, source: .init(
                 conninfo: storeService.managed?.conninfo ?? config.storeURL ?? "", binDirectory: storeService.managed?.binDirectory ?? config.pgBinDirectory),
                 logger: logger)
             services.append(.init(service: storeService))
             let apiTokens = APITokens(store: storeService.store)
             token.scoped = apiTokens
-            mesh.apiTokens = apiTokens
+            role = .lead(LeadParts(registry: registry, jobs: jobs, secrets: secrets, connectivity: board, store: storeService.store, inbox: inbox,
+                                   backups: backups, apiTokens: apiTokens,
+                                   leadTLS: config.tlsListen != nil ? LeadTLS(identity: tls, config: config) : nil))
             services.append(.init(service: RegistryService(registry: registry, apiTokens: apiTokens, state: state, inventory: inventory, hub: hub,
                                                            logger: logger)))
             services.append(.init(service: JobService(jobs: jobs, registry: registry, secrets: secrets, state: state, logger: logger)))
@@ -115,10 +113,8 @@ public enum Agent {
                         _ = await HTTPServer.fetchFromLead(service: service, keyName: keyName, state: state, membership: membership, cache: secretCache)
                     }
                 }, logger: logger)
-            mesh.membership = membership
-            mesh.cache = cache
-            mesh.secretCache = secretCache
-            mesh.wireguard = WireGuardService(config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,
+            role = .node(NodeParts(membership: membership, cache: cache, secretCache: secretCache))
+            wireguard = WireGuardService(config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,
                                               network: { [path = dataDir.path] in WireGuardService.joinedNetwork(dataDir: path) }) {
                 cache.current?.nodes.nodes
             }
@@ -155,12 +151,14 @@ public enum Agent {
         services.append(.init(service: subsystems.wrap("alerts", ResourceMonitorService(config: config, board: state.checkBoard, logger: logger,
                                                                                         report: reportEvent), logger: logger)))
         services.append(.init(service: subsystems.wrap("outbox", OutboxSender(outbox: outbox, logger: logger, deliver: deliverReports), logger: logger)))
-        if let wireguard = mesh.wireguard, wireguard.mode != .off { services.append(.init(service: wireguard)) }
+        if wireguard.mode != .off { services.append(.init(service: wireguard)) }
         if let postgres = config.postgresMonitor { services.append(.init(service: ReplicaMonitor(config: postgres, state: state, logger: logger))) }
-        for http in try HTTPServer.applications(state: state, token: token, metrics: metrics, mesh: mesh, tls: tls, logger: logger) {
+        for http in try HTTPServer.applications(
+            agent: AgentParts(state: state, token: token, hub: hub, subsystems: subsystems, wireguard: wireguard), role: role,
+            metrics: metrics, tls: tls, logger: logger) {
             services.append(.init(service: http))
         }
-        services.append(.init(service: StreamCloser(hub: hub, jobs: mesh.jobs)))
+        services.append(.init(service: StreamCloser(hub: hub, jobs: leadJobs)))
 
         logger.info("starting", metadata: [
             "nodeagent.role": "\(config.role.rawValue)", "nodeagent.version": "\(AuroraVersion.current)",
