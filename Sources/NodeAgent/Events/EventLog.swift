@@ -180,7 +180,14 @@ enum ISOTime {
     /// `2026-11-21T20:22:39.318Z`. Hand-rolled with `gmtime_r`: heartbeats format times at a
     /// rate where Foundation's format styles show up in the lead's CPU profile.
     static func string(_ date: Date) -> String {
-        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        string(milliseconds: milliseconds(date))
+    }
+
+    /// Milliseconds since 1970 (rounded down), the precision of ``string(_:)`` and the store.
+    static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded(.down)) }
+
+    /// `milliseconds` since 1970 as ``string(_:)`` writes it; exact, with no floating point.
+    static func string(milliseconds: Int64) -> String {
         var seconds = time_t(milliseconds / 1000)
         var parts = tm()
         gmtime_r(&seconds, &parts)
