@@ -41,14 +41,6 @@ extension Refusal.Kind {
 }
 
 extension Refusal {
-    /// Until the job coordinator is rewritten onto the job book: its refusals still name a status.
-    init(status: HTTPResponse.Status, code: String, message: String) {
-        self.init(Kind(status: Int(status.code)), code: code, message: message)
-    }
-
     /// The status this refusal answers with.
     var status: HTTPResponse.Status { kind.status }
 }
-
-/// The job coordinator's name for a refusal, until it is rewritten onto the job book.
-typealias APIError = Refusal

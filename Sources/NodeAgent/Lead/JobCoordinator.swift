@@ -1,6 +1,5 @@
 import AuroraAPI
 import Foundation
-import HTTPTypes
 import Logging
 import Mesh
 import Metrics
@@ -105,11 +104,11 @@ actor JobCoordinator {
 
     /// Queues a job, or returns the job already submitted with the same idempotency key
     /// (`created` false).
-    func submit(_ submission: JobSubmission, by submitter: String) async throws(APIError) -> (job: Job, created: Bool) {
+    func submit(_ submission: JobSubmission, by submitter: String) async throws(Refusal) -> (job: Job, created: Bool) {
         try requireLoaded()
         let valid = try Self.validate(submission)
         if valid.kind == .exec, !JobAccess.mayRunExec(submitter) {
-            throw APIError(status: .forbidden, code: "exec_not_allowed",
+            throw Refusal(.forbidden, code: "exec_not_allowed",
                            message: "exec jobs run only when the mesh admin submits them (\(submitter) may submit generate jobs); "
                                + "submit on the lead with its operator token")
         }
@@ -119,7 +118,7 @@ actor JobCoordinator {
         if valid.kind == .exec {
             let labels = valid.requirements.labels ?? [:]
             guard book.mayRunExec(labels: labels) else {
-                throw APIError(status: .forbidden, code: "exec_not_allowed",
+                throw Refusal(.forbidden, code: "exec_not_allowed",
                                message: "kind: exec jobs are not allowed on any \(labels.isEmpty ? "" : "matching ")node (set gpu.allow_exec: true in a worker's profile)")
             }
         }
@@ -154,7 +153,7 @@ actor JobCoordinator {
         write(.queued(record), into: &writes)
         for change in placed.changes where change.record.id != id { write(change, into: &writes) }
         let outcome: Writes.Outcome
-        do { outcome = try await commit(writes) } catch { throw APIError.storeUnavailable(error) }
+        do { outcome = try await commit(writes) } catch { throw Refusal.storeUnavailable(error) }
         if case .duplicate(let existing) = outcome {
             // The key belongs to a job that already finished: that job is the answer.
             book.withdraw(id)
@@ -170,7 +169,7 @@ actor JobCoordinator {
 
     /// New jobs for `node`'s worker and the jobs it must stop; waits up to `wait` for either.
     /// Handing a job over marks it running (written before the answer).
-    func assignments(for node: String, wait: Duration) async throws(APIError) -> AssignmentBatch {
+    func assignments(for node: String, wait: Duration) async throws(Refusal) -> AssignmentBatch {
         let deadline = ContinuousClock.now + wait
         while true {
             try requireLoaded()
@@ -187,7 +186,7 @@ actor JobCoordinator {
                 if !writes.isEmpty {
                     do { _ = try await commit(writes) } catch {
                         book.returnStops(delivery.stops, to: node)
-                        throw APIError.storeUnavailable(error)
+                        throw Refusal.storeUnavailable(error)
                     }
                 }
                 return AssignmentBatch(assignments: handed, cancel: delivery.stops.map { JobLease(id: $0.id, attempt: $0.attempt) })
@@ -206,21 +205,21 @@ actor JobCoordinator {
 
     /// A worker reports how a job ended. The attempt is a fencing token: a stale one is
     /// refused with 409 and changes nothing.
-    func result(_ id: String, from node: String, _ report: JobResult) async throws(APIError) -> Job {
+    func result(_ id: String, from node: String, _ report: JobResult) async throws(Refusal) -> Job {
         try requireLoaded()
         let ending: Book.Report = report.outcome == .succeeded ? .succeeded : .failed(error: report.error, retry: report.retry == true)
         switch book.result(id, from: node, attempt: report.attempt, ending, now: Self.now()) {
         case .notOpen:
             let stored = try await fetch(id, for: JobAccess.admin)
             guard stored.node == node else {
-                throw APIError(status: .conflict, code: "not_assigned", message: "job \(id) is not assigned to node '\(node)'")
+                throw Refusal(.conflict, code: "not_assigned", message: "job \(id) is not assigned to node '\(node)'")
             }
-            throw APIError(status: .conflict, code: "already_finished",
+            throw Refusal(.conflict, code: "already_finished",
                            message: "job \(id) is already \(stored.state.rawValue); this result changes nothing")
         case .notAssigned:
-            throw APIError(status: .conflict, code: "not_assigned", message: "job \(id) is not assigned to node '\(node)' (any more)")
+            throw Refusal(.conflict, code: "not_assigned", message: "job \(id) is not assigned to node '\(node)' (any more)")
         case .staleAttempt(let current):
-            throw APIError(status: .conflict, code: "stale_attempt",
+            throw Refusal(.conflict, code: "stale_attempt",
                            message: "job \(id) is at attempt \(current); the result of attempt \(report.attempt) is refused")
         case .requeued(let before, let directives):
             try await carryOut(directives)
@@ -229,7 +228,7 @@ actor JobCoordinator {
         case .finished(let record, let directives):
             var writes = Writes()
             for change in directives.changes { write(change, into: &writes, result: report.result) }
-            do { _ = try await commit(writes) } catch { throw APIError.storeUnavailable(error) }
+            do { _ = try await commit(writes) } catch { throw Refusal.storeUnavailable(error) }
             finished.increment()
             try? await dispatch()
             var job = Self.job(record)
@@ -241,11 +240,11 @@ actor JobCoordinator {
     // MARK: Clients
 
     /// Cancels a job: a queued one at once, a placed one also on its worker.
-    func cancel(_ id: String, by caller: String) async throws(APIError) -> Job {
+    func cancel(_ id: String, by caller: String) async throws(Refusal) -> Job {
         try requireLoaded()
         guard let record = book.record(id) else {
             let stored = try await fetch(id, for: caller)
-            throw APIError(status: .conflict, code: "already_finished", message: "job \(id) is already \(stored.state.rawValue)")
+            throw Refusal(.conflict, code: "already_finished", message: "job \(id) is already \(stored.state.rawValue)")
         }
         guard JobAccess.mayRead(Self.job(record), caller), let (cancelled, directives) = book.cancel(id, now: Self.now()) else {
             throw Self.notFound(id)
@@ -256,7 +255,7 @@ actor JobCoordinator {
     }
 
     /// A job by id; with `wait`, waits up to that long for it to finish.
-    func job(_ id: String, wait: Duration? = nil, for caller: String) async throws(APIError) -> Job {
+    func job(_ id: String, wait: Duration? = nil, for caller: String) async throws(Refusal) -> Job {
         try requireLoaded()
         let deadline = ContinuousClock.now + (wait ?? .zero)
         while let record = book.record(id) {
@@ -269,7 +268,7 @@ actor JobCoordinator {
 
     /// Jobs, newest first, optionally in one state: every job for the mesh admin, the
     /// caller's own for anyone else.
-    func list(state: JobState?, limit: Int, for caller: String) async throws(APIError) -> JobList {
+    func list(state: JobState?, limit: Int, for caller: String) async throws(Refusal) -> JobList {
         try requireLoaded()
         var sql = "SELECT \(JobRows.columns) FROM jobs"
         var conditions: [String] = []
@@ -291,7 +290,7 @@ actor JobCoordinator {
         if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
         sql += " ORDER BY seq DESC LIMIT \(max(1, min(limit, 10_000)))"
         let rows: [[String?]]
-        do { rows = try await store.query(sql, parameters).rows } catch { throw APIError.storeUnavailable(error) }
+        do { rows = try await store.query(sql, parameters).rows } catch { throw Refusal.storeUnavailable(error) }
         let positions = queuePositions()
         return JobList(jobs: rows.compactMap { row in
             guard var job = JobRows.job(row)?.0 else { return nil }
@@ -300,7 +299,7 @@ actor JobCoordinator {
         })
     }
 
-    func queue() throws(APIError) -> QueueView {
+    func queue() throws(Refusal) -> QueueView {
         try requireLoaded()
         let order = book.scheduler.order(now: Self.now().wallSeconds)
         let mean = book.meanRunTime
@@ -317,7 +316,7 @@ actor JobCoordinator {
         return QueueView(queued: entries, byPriority: byPriority, meanRunS: mean.map { $0.rounded(toPlaces: 3) })
     }
 
-    func status() throws(APIError) -> GPUStatus {
+    func status() throws(Refusal) -> GPUStatus {
         try requireLoaded()
         let views = nodes.values.sorted { $0.name < $1.name }.compactMap { node -> GPUStatus.NodeView? in
             guard let worker = book.scheduler.worker(node.name), node.worker != nil || !node.gpus.isEmpty else { return nil }
@@ -367,8 +366,8 @@ actor JobCoordinator {
 
     // MARK: Carrying out
 
-    private func requireLoaded() throws(APIError) {
-        guard loaded else { throw APIError(status: .serviceUnavailable, code: "starting", message: "the job coordinator is starting; retry in a moment") }
+    private func requireLoaded() throws(Refusal) {
+        guard loaded else { throw Refusal(.unavailable, code: "starting", message: "the job coordinator is starting; retry in a moment") }
     }
 
     /// Places what fits, writes the placements, then wakes the nodes that got jobs.
@@ -382,12 +381,12 @@ actor JobCoordinator {
     }
 
     /// Wakes the nodes with news (stops), then writes the changes (requeues, cancellations).
-    private func carryOut(_ directives: Book.Directives) async throws(APIError) {
+    private func carryOut(_ directives: Book.Directives) async throws(Refusal) {
         wakeNodes(directives.wake)
         guard !directives.changes.isEmpty else { return }
         var writes = Writes()
         for change in directives.changes { write(change, into: &writes) }
-        do { _ = try await commit(writes) } catch { throw APIError.storeUnavailable(error) }
+        do { _ = try await commit(writes) } catch { throw Refusal.storeUnavailable(error) }
     }
 
     /// Adds a change's row and event to a batch, and counts and logs requeues.
@@ -452,17 +451,17 @@ actor JobCoordinator {
         }
     }
 
-    private func fetch(_ id: String, for caller: String) async throws(APIError) -> Job {
+    private func fetch(_ id: String, for caller: String) async throws(Refusal) -> Job {
         let row: [String?]?
         do { row = try await store.query("SELECT \(JobRows.columns) FROM jobs WHERE id = $1", [id]).rows.first } catch {
-            throw APIError.storeUnavailable(error)
+            throw Refusal.storeUnavailable(error)
         }
         guard let row, let job = JobRows.job(row)?.0, JobAccess.mayRead(job, caller) else { throw Self.notFound(id) }
         return job
     }
 
     /// Another caller's job is answered as if it did not exist: its id tells nothing.
-    private static func notFound(_ id: String) -> APIError { APIError.notFound("no job with id '\(InputRules.printable(String(id.prefix(64))))'") }
+    private static func notFound(_ id: String) -> Refusal { Refusal.notFound("no job with id '\(InputRules.printable(String(id.prefix(64))))'") }
 
     // MARK: Views
 

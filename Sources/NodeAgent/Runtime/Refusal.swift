@@ -2,7 +2,7 @@ import Logging
 import Mesh
 
 /// Why a subsystem refused a call, in the API's words but without HTTP: the kind of refusal
-/// (the HTTP layer alone turns it into a status, in `HTTP/APIError.swift`), the API's error
+/// (the HTTP layer alone turns it into a status, in `HTTP/Refusal.swift`), the API's error
 /// code (`name_taken`, `audit_unavailable`, …; part of the contract) and a message that names
 /// what is wrong. A message never holds a secret or the store's own words.
 struct Refusal: Error, Sendable {
