@@ -113,7 +113,7 @@ let package = Package(
         .target(
             name: "AuroraTestKit",
             dependencies: [
-                "AuroraAPI", "AuroraTLS",
+                "AuroraAPI", "AuroraTLS", "Secrets",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
