@@ -102,7 +102,19 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // MARK: Benchmarks that need the test kit (network namespaces)
+        // MARK: Benchmarks: beside the product, not in it. They start the built `nodeagent` as
+        // child processes through the test kit and talk to it over HTTP.
+        .executableTarget(
+            name: "aurora-bench",
+            dependencies: [
+                "AuroraTestKit", "AuroraAPI", "AuroraTLS", "Mesh", "Secrets",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            path: "Benchmarks/AuroraBench",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "wireguard-bench",
             dependencies: ["AuroraTestKit", "AuroraAPI", "Mesh"],
@@ -114,7 +126,7 @@ let package = Package(
         .target(
             name: "AuroraTestKit",
             dependencies: [
-                "AuroraAPI", "AuroraTLS",
+                "AuroraAPI", "AuroraTLS", "Secrets",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -10,23 +10,29 @@ public final class AgentHarness: Sendable {
     public let port: Int
     public let dataDir: String
     public var baseURL: String { "http://127.0.0.1:\(port)" }
+    /// The agent's managed PostgreSQL, in ``StartedProcesses`` in case the agent cannot stop it.
+    private let postgresRegistration: UInt64
 
-    /// Starts `nodeagent run --profile PROFILE --data-dir DATA --listen 127.0.0.1:PORT EXTRA...`.
+    /// Starts `nodeagent run --profile PROFILE --data-dir DATA --listen 127.0.0.1:PORT EXTRA...`;
+    /// `executable` is the built `nodeagent` unless given.
     public init(profile: String = "lead", dataDir: String, port: Int? = nil, extraArguments: [String] = [],
-                environment: [String: String?] = [:], outputDirectory: String) throws {
+                environment: [String: String?] = [:], outputDirectory: String, executable: String? = nil) throws {
         let port = try port ?? freePort()
         self.port = port
         self.dataDir = dataDir
         self.process = try ChildProcess(
-            Binaries.nodeagent,
+            executable ?? Binaries.nodeagent,
             ["run", "--profile", profile, "--data-dir", dataDir, "--listen", "127.0.0.1:\(port)"] + extraArguments,
             environment: environment, outputDirectory: outputDirectory)
+        postgresRegistration = StartedProcesses.registerPostmaster(dataDirectory: dataDir + "/postgres")
     }
 
-    /// Polls `/health` until it says `ok`; fails early if the process exits.
+    deinit { StartedProcesses.unregister(postgresRegistration) }
+
+    /// Polls `/health` every `interval` until it says `ok`; fails early if the process exits.
     @discardableResult
-    public func waitHealthy(timeout: Duration = .seconds(60)) async throws -> HealthResponse {
-        try await poll(timeout: timeout, "nodeagent on port \(port) to be healthy") { () async throws -> HealthResponse? in
+    public func waitHealthy(timeout: Duration = .seconds(60), every interval: Duration = .milliseconds(25)) async throws -> HealthResponse {
+        try await poll(timeout: timeout, every: interval, "nodeagent on port \(port) to be healthy") { () async throws -> HealthResponse? in
             if let code = process.exitCode {
                 throw TestKitError("nodeagent exited with \(code) before it was healthy: \(process.stderr.suffix(800))")
             }

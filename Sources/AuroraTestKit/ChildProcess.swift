@@ -5,12 +5,14 @@ import Glibc
 
 /// A child process for tests: spawned with posix_spawn, its stdout and stderr in files, reaped
 /// with `waitpid` for exactly its PID. Tests poll it with deadlines; nothing sleeps blindly.
+/// While it runs it is in ``StartedProcesses``, so an interrupted benchmark can end it.
 public final class ChildProcess: @unchecked Sendable {  // PID and exit status guarded by `lock`
     public let pid: pid_t
     public let stdoutPath: String
     public let stderrPath: String
     private let lock = NSLock()
     private var exitStatus: Int32?
+    private let registration: UInt64
 
     /// Starts `executable` with `arguments`; `environment` adds to (or, with nil values, removes
     /// from) this process's environment.
@@ -47,6 +49,8 @@ public final class ChildProcess: @unchecked Sendable {  // PID and exit status g
         let result = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
         guard result == 0 else { throw TestKitError("cannot start \(executable): \(String(cString: strerror(result)))") }
         self.pid = pid
+        let spawned = pid
+        registration = StartedProcesses.register(.init(isChild: true, stopSignal: SIGTERM) { spawned })
     }
 
     deinit {
@@ -55,6 +59,7 @@ public final class ChildProcess: @unchecked Sendable {  // PID and exit status g
             var status: Int32 = 0
             waitpid(pid, &status, 0)
         }
+        StartedProcesses.unregister(registration)
     }
 
     /// The exit code once the process has ended (128 + signal for a signal), else nil.
@@ -66,6 +71,7 @@ public final class ChildProcess: @unchecked Sendable {  // PID and exit status g
         let result = waitpid(pid, &status, WNOHANG)
         guard result == pid else { return nil }
         exitStatus = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        StartedProcesses.unregister(registration)
         return exitStatus
     }
 
@@ -76,13 +82,13 @@ public final class ChildProcess: @unchecked Sendable {  // PID and exit status g
         if isRunning { kill(pid, signal) }
     }
 
-    /// Waits for the exit, polling; throws when `timeout` passes first.
+    /// Waits for the exit, polling every `interval`; throws when `timeout` passes first.
     @discardableResult
-    public func waitForExit(timeout: Duration) async throws -> Int32 {
+    public func waitForExit(timeout: Duration, every interval: Duration = .milliseconds(10)) async throws -> Int32 {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if let code = exitCode { return code }
-            try await Task.sleep(for: .milliseconds(10))
+            try await Task.sleep(for: interval)
         }
         throw TestKitError("pid \(pid) did not exit within \(timeout); stderr: \(stderr.suffix(500))")
     }

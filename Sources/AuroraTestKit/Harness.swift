@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import AuroraAPI
 import Foundation
 import NIOCore
+import NIOSSL
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -44,17 +45,22 @@ public enum Binaries {
 public let latestSchemaVersion = 7
 
 /// A scratch directory under /tmp, traversable by the managed PostgreSQL's user (0755),
-/// removed by `remove()`.
+/// removed by `remove()` (or by ``StartedProcesses/endAll(grace:)`` when a benchmark is interrupted).
 public struct ScratchDirectory: Sendable {
     public let path: String
 
-    public init(_ label: String) throws {
-        path = "/tmp/aurora-test-\(label)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    /// `/tmp/PREFIX-LABEL-PID-RANDOM`.
+    public init(_ label: String, prefix: String = "aurora-test") throws {
+        path = "/tmp/\(prefix)-\(label)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         guard mkdir(path, 0o755) == 0 else { throw TestKitError("cannot create \(path): \(String(cString: strerror(errno)))") }
         chmod(path, 0o755)
+        StartedProcesses.addScratch(path)
     }
 
-    public func remove() { try? FileManager.default.removeItem(atPath: path) }
+    public func remove() {
+        try? FileManager.default.removeItem(atPath: path)
+        StartedProcesses.removeScratch(path)
+    }
 }
 
 /// A loopback port that is free right now and that no other test of this process was given,
@@ -82,14 +88,20 @@ enum PortCursor {
     }
 }
 
-func portIsFree(_ port: Int) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
+/// 127.0.0.1:`port` (0: any port) as a socket address.
+func loopbackAddress(port: Int) -> sockaddr_in {
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     address.sin_port = UInt16(port).bigEndian
+    return address
+}
+
+func portIsFree(_ port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var address = loopbackAddress(port: port)
     return withUnsafePointer(to: &address) { pointer in
         pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
     }
@@ -102,9 +114,7 @@ public final class PortHolder: @unchecked Sendable {  // owns a file descriptor
 
     public init() throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var address = loopbackAddress(port: 0)
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let ok = withUnsafeMutablePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, $0, &length) == 0 }
@@ -135,14 +145,17 @@ public struct HTTPAnswer: Sendable {
     }
 }
 
-/// One HTTP request to an agent.
+/// One HTTP request to an agent, on `client` (a benchmark passes its own, with a larger
+/// connection pool), over `tlsConfiguration` when the URL is https.
 public func http(_ url: String, method: String = "GET", headers: [String: String] = [:], body: [UInt8]? = nil,
-                 timeout: Duration = .seconds(5)) async throws -> HTTPAnswer {
+                 timeout: Duration = .seconds(5), client: HTTPClient = .shared,
+                 tlsConfiguration: TLSConfiguration? = nil) async throws -> HTTPAnswer {
     var request = HTTPClientRequest(url: url)
     request.method = .init(rawValue: method)
+    request.tlsConfiguration = tlsConfiguration
     for (name, value) in headers { request.headers.add(name: name, value: value) }
     if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
-    let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(timeout.components.seconds * 1000))
+    let response = try await client.execute(request, timeout: .milliseconds(timeout.components.seconds * 1000))
     let buffer = try await response.body.collect(upTo: 16 << 20)
     return HTTPAnswer(status: Int(response.status.code), body: Data(buffer.readableBytesView), contentType: response.headers.first(name: "content-type"),
                       headers: Dictionary(response.headers.map { ($0.name.lowercased(), $0.value) }, uniquingKeysWith: { $1 }))

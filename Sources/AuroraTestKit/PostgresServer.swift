@@ -12,6 +12,7 @@ public final class PostgresServer: Sendable {
     let binDirectory: String
     let runAs: String?
     let outputDirectory: String
+    private let registration: UInt64
 
     /// `postgres://aurora@127.0.0.1:PORT/postgres` (trust authentication on loopback).
     public var url: String { "postgres://aurora@127.0.0.1:\(port)/postgres" }
@@ -30,6 +31,7 @@ public final class PostgresServer: Sendable {
         outputDirectory = scratch.path
         self.port = try port ?? freePort()
         runAs = geteuid() == 0 ? "postgres" : nil
+        registration = StartedProcesses.registerPostmaster(dataDirectory: directory)
         try makeDirectory()
         try await run("initdb", ["-D", directory, "-U", "aurora", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions"])
         try await start()
@@ -43,11 +45,14 @@ public final class PostgresServer: Sendable {
         outputDirectory = scratch.path
         port = try freePort()
         runAs = primary.runAs
+        registration = StartedProcesses.registerPostmaster(dataDirectory: directory)
         try makeDirectory()
         try await run("pg_basebackup", ["-h", "127.0.0.1", "-p", String(primary.port), "-U", "aurora", "-D", directory,
                                         "-R", "-C", "-S", slot, "-X", "stream", "-c", "fast"])
         try await start()
     }
+
+    deinit { StartedProcesses.unregister(registration) }
 
     private func makeDirectory() throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])

@@ -15,14 +15,13 @@ struct Nodeagent: AsyncParsableCommand {
         discussion: """
             Start a lead on a fresh machine:    nodeagent --profile lead --data-dir ./data
             See the resolved configuration:    nodeagent config --profile compute
-            Measure start-up time and memory:  nodeagent bench startup
 
             Configuration precedence: flags > environment (NODE_NAME, NODE_ROLE, VPN_IP, AURORA_LEAD,
             AURORA_JOIN_TOKEN, AURORA_DATA_DIR, AURORA_LISTEN, AURORA_STORE, AURORA_LOG_LEVEL)
             > node file (--config) > profile (profiles/NAME.yaml) > built-in defaults.
             """,
         version: AuroraVersion.current,
-        subcommands: [Run.self, Config.self, Bench.self],
+        subcommands: [Run.self, Config.self],
         defaultSubcommand: Run.self)
 
     /// Parses and runs; every error is a single line on stderr and a non-zero exit code.

@@ -1,8 +1,9 @@
-import CNIOLinux  // with MemberImportVisibility, `struct stat` resolves through whichever C module
-import CoreFoundation  // imported it first; naming both here keeps that quirk in this one file.
+import CSpawn
 import Glibc
 
-/// What `stat(2)`/`lstat(2)` says of a path: the few fields the agent checks.
+/// What `stat(2)`/`lstat(2)` says of a path: the few fields the agent checks. (Through a C
+/// helper: with MemberImportVisibility, Swift resolves `struct stat` through whichever C module
+/// imported it first, which changes with the import graph.)
 struct FileStatus: Sendable, Equatable {
     /// `st_mode`: type and permission bits.
     var mode: mode_t
@@ -18,8 +19,8 @@ struct FileStatus: Sendable, Equatable {
     /// The status of `path`, following a final symbolic link unless `followingLinks` is false;
     /// nil when it cannot be read.
     static func of(_ path: String, followingLinks: Bool = true) -> FileStatus? {
-        var info = stat()
-        guard (followingLinks ? stat(path, &info) : lstat(path, &info)) == 0 else { return nil }
-        return FileStatus(mode: info.st_mode, size: Int64(info.st_size), uid: info.st_uid, gid: info.st_gid)
+        var mode: UInt32 = 0, size: Int64 = 0, uid: UInt32 = 0, gid: UInt32 = 0
+        guard aurora_stat(path, followingLinks ? 1 : 0, &mode, &size, &uid, &gid) == 0 else { return nil }
+        return FileStatus(mode: mode, size: size, uid: uid, gid: gid)
     }
 }

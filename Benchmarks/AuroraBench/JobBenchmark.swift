@@ -1,10 +1,8 @@
 import AsyncHTTPClient
 import AuroraAPI
+import AuroraTestKit
 import Foundation
-import Logging
 import Mesh
-import NIOCore
-import NIOHTTP1
 import NIOSSL
 import Secrets
 import Synchronization
@@ -12,20 +10,12 @@ import Synchronization
 import Glibc
 #endif
 
-/// Percentiles and medians of benchmark samples.
-enum Samples {
-    static func percentile(_ sorted: [Double], _ p: Double) -> Double {
-        guard !sorted.isEmpty else { return .nan }
-        return sorted[min(sorted.count - 1, max(0, Int((Double(sorted.count) * p).rounded(.up)) - 1))]
-    }
-}
-
 /// A counter shared by concurrent tasks.
 private final class Counted: Sendable {
     let value = Mutex(0)
 }
 
-/// `nodeagent bench placement`: the pure placement core over simulated workers, one decision
+/// `aurora-bench placement`: the pure placement core over simulated workers, one decision
 /// at a time, on this thread (one core).
 public struct PlacementBenchmark: Sendable {
     public struct Report: Codable, Sendable {
@@ -107,7 +97,7 @@ public struct PlacementBenchmark: Sendable {
 /// A node the benchmark plays itself against a real lead: joins, heartbeats with a worker
 /// report, long-polls for assignments and reports results.
 struct SimulatedWorker: Sendable {
-    let signer: RequestSigner
+    let signer: NodeSigner
     let leadURL: String
     let client: HTTPClient
     /// Pinned TLS to the lead, when it is reached over https.
@@ -115,7 +105,7 @@ struct SimulatedWorker: Sendable {
     static let timing = HeartbeatTiming(intervalS: 1, suspectAfter: 3, awayAfter: 0, deadAfter: 600)
 
     init(name: String, leadURL: String, client: HTTPClient, tls: TLSConfiguration? = nil) {
-        self.signer = RequestSigner(node: name, key: SigningKey.generate())
+        self.signer = NodeSigner(node: name)
         self.leadURL = leadURL
         self.client = client
         self.tls = tls
@@ -129,7 +119,7 @@ struct SimulatedWorker: Sendable {
             capabilities: Capabilities(cpuCores: 8, memoryMB: 32_768, os: "bench", arch: "x86_64", gpus: gpus), address: nil,
             version: "bench", timing: Self.timing)
         let (status, _) = try await send("POST", Routes.join, body: Array(try APICoding.encoder().encode(join)), signed: false)
-        guard status == 201 else { throw AgentError(.process, "join of \(signer.node) answered \(status)") }
+        guard status == 201 else { throw TestKitError("join of \(signer.node) answered \(status)") }
     }
 
     func heartbeat(running: [JobLease]) async throws {
@@ -140,7 +130,7 @@ struct SimulatedWorker: Sendable {
 
     func assignments(wait: Int) async throws -> AssignmentBatch {
         let (status, body) = try await send("GET", Routes.gpuAssignments + "?wait=\(wait)", body: [], timeout: .seconds(Int64(wait) + 10))
-        guard status == 200 else { throw AgentError(.process, "assignments answered \(status)") }
+        guard status == 200 else { throw TestKitError("assignments answered \(status)") }
         return try APICoding.decoder().decode(AssignmentBatch.self, from: Data(body))
     }
 
@@ -150,18 +140,13 @@ struct SimulatedWorker: Sendable {
     }
 
     func send(_ method: String, _ path: String, body: [UInt8], signed: Bool = true, timeout: Duration = .seconds(10)) async throws -> (Int, [UInt8]) {
-        var request = HTTPClientRequest(url: leadURL + path)
-        request.tlsConfiguration = tls
-        request.method = .init(rawValue: method)
-        if !body.isEmpty { request.body = .bytes(ByteBuffer(bytes: body)) }
-        if signed { for (name, value) in signer.headers(method: method, path: path, body: body) { request.headers.add(name: name, value: value) } }
-        let response = try await client.execute(request, timeout: .milliseconds(Int64(timeout / .milliseconds(1))))
-        let collected = try await response.body.collect(upTo: 4 << 20)
-        return (Int(response.status.code), Array(collected.readableBytesView))
+        let answer = try await http(leadURL + path, method: method, headers: signed ? signer.headers(method: method, path: path, body: body) : [:],
+                                    body: body.isEmpty ? nil : body, timeout: timeout, client: client, tlsConfiguration: tls)
+        return (answer.status, Array(answer.body))
     }
 }
 
-/// `nodeagent bench dispatch`: submissions at a steady rate to a real lead (durable commits),
+/// `aurora-bench dispatch`: submissions at a steady rate to a real lead (durable commits),
 /// timed until a simulated worker's long-poll receives each job.
 public struct DispatchBenchmark: Sendable {
     public struct Report: Codable, Sendable {
@@ -206,9 +191,7 @@ public struct DispatchBenchmark: Sendable {
         let lead = try await BenchLead.start("dispatch", executable: executable)
         defer { lead.discard() }
         let token = try await lead.joinToken()
-        var configuration = HTTPClient.Configuration()
-        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let client = loadClient(connections: 64)
         defer { _ = client.shutdown() }
 
         progress("joining \(workers) simulated workers…")
@@ -225,7 +208,7 @@ public struct DispatchBenchmark: Sendable {
             Array((try? APICoding.encoder().encode(JobSubmission(kind: .generate, payload: ["model": .string("bench"), "prompt": .string(String(n))]))) ?? Data())
         }
         progress("submitting \(rate) jobs/s for \(seconds) s…")
-        let cpuBefore = BenchLead.cpuSeconds(pid: lead.process.processIdentifier) ?? 0
+        let cpuBefore = Measurements.cpuSeconds(pid: lead.process.pid) ?? 0
         let started = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             // Workers: long-poll, note arrival, report the result; heartbeat every second.
@@ -253,15 +236,12 @@ public struct DispatchBenchmark: Sendable {
                     for n in 0..<total {
                         try? await Task.sleep(until: started + spacing * n, clock: .continuous)
                         submits.addTask {
-                            var request = HTTPClientRequest(url: leadURL + Routes.gpuJobs)
-                            request.method = .POST
-                            request.headers.add(name: "Authorization", value: "Bearer \(adminToken)")
-                            request.body = .bytes(ByteBuffer(bytes: body(n)))
+                            let submission = body(n)
                             clocks.submitted.withLock { $0[n] = .now }
                             do {
-                                let response = try await client.execute(request, timeout: .seconds(10))
-                                _ = try await response.body.collect(upTo: 1 << 16)
-                                if response.status != .created { clocks.failures.withLock { $0 += 1 } }
+                                let answer = try await http(leadURL + Routes.gpuJobs, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
+                                                            body: submission, timeout: .seconds(10), client: client)
+                                if answer.status != 201 { clocks.failures.withLock { $0 += 1 } }
                             } catch {
                                 clocks.failures.withLock { $0 += 1 }
                             }
@@ -272,7 +252,7 @@ public struct DispatchBenchmark: Sendable {
             try await group.waitForAll()
         }
         let wall = started.duration(to: .now)
-        let cpuAfter = BenchLead.cpuSeconds(pid: lead.process.processIdentifier) ?? cpuBefore
+        let cpuAfter = Measurements.cpuSeconds(pid: lead.process.pid) ?? cpuBefore
         await lead.stop()
         let submitted = clocks.submitted.withLock { $0 }
         let received = clocks.received.withLock { $0 }
@@ -284,7 +264,7 @@ public struct DispatchBenchmark: Sendable {
     }
 }
 
-/// `nodeagent bench queue`: the lead's memory with many queued jobs (no worker takes them).
+/// `aurora-bench queue`: the lead's memory with many queued jobs (no worker takes them).
 public struct QueueMemoryBenchmark: Sendable {
     public struct Report: Codable, Sendable {
         public var jobs: Int
@@ -312,7 +292,7 @@ public struct QueueMemoryBenchmark: Sendable {
     public func run() async throws -> Report {
         let lead = try await BenchLead.start("queue", executable: executable)
         defer { lead.discard() }
-        let before = StartupBenchmark.rssMB(pid: lead.process.processIdentifier)
+        let before = Measurements.rssMB(pid: lead.process.pid)
         let failures = Counted()
         let leadURL = lead.baseURL, adminToken = lead.token
         progress("submitting \(jobs) jobs (32 at a time)…")
@@ -326,13 +306,9 @@ public struct QueueMemoryBenchmark: Sendable {
                         payload: ["model": .string("llama3:8b"), "prompt": .string("Summarise document \(n) in three sentences."),
                                   "options": .object(["temperature": .number(0.2)])],
                         idempotencyKey: "bench-\(n)")
-                    var request = HTTPClientRequest(url: leadURL + Routes.gpuJobs)
-                    request.method = .POST
-                    request.headers.add(name: "Authorization", value: "Bearer \(adminToken)")
-                    request.body = .bytes(ByteBuffer(bytes: try APICoding.encoder().encode(submission)))
-                    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-                    _ = try await response.body.collect(upTo: 1 << 16)
-                    if response.status != .created { failures.value.withLock { $0 += 1 } }
+                    let answer = try await http(leadURL + Routes.gpuJobs, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
+                                                body: Array(try APICoding.encoder().encode(submission)), timeout: .seconds(30))
+                    if answer.status != 201 { failures.value.withLock { $0 += 1 } }
                 }
             }
             try await group.waitForAll()
@@ -340,14 +316,14 @@ public struct QueueMemoryBenchmark: Sendable {
         let wall = started.duration(to: .now)
         // Let the allocator settle, then read it.
         try await Task.sleep(for: .seconds(2))
-        let rss = StartupBenchmark.rssMB(pid: lead.process.processIdentifier)
+        let rss = Measurements.rssMB(pid: lead.process.pid)
         await lead.stop()
         return Report(jobs: jobs, failed: failures.value.withLock { $0 }, submitsPerSecond: Double(jobs) / (Double(wall / .milliseconds(1)) / 1000),
                       leadRSSMBBefore: before, leadRSSMB: rss)
     }
 }
 
-/// `nodeagent bench requeue`: time from `kill -9` of the worker running a job to the job
+/// `aurora-bench requeue`: time from `kill -9` of the worker running a job to the job
 /// running on another worker, over several runs (two real compute agents, `exec` jobs).
 public struct RequeueBenchmark: Sendable {
     public typealias Report = KillTimings
@@ -373,33 +349,33 @@ public struct RequeueBenchmark: Sendable {
             gpus:
               - {index: 0, uuid: GPU-bench, name: RTX 4090, memory_total_mb: 24564, memory_used_mb: 0}
             """.write(toFile: nodeFile, atomically: true, encoding: .utf8)
-        var agents: [String: Process] = [:]
+        var agents: [String: ChildProcess] = [:]
         var arguments: [String: [String]] = [:]
         for name in ["worker-a", "worker-b"] {
-            let port = try StartupBenchmark.freePort()
+            let port = try freePort()
             arguments[name] = ["run", "--profile", "compute", "--name", name, "--data-dir", root + "/" + name, "--listen", "127.0.0.1:\(port)",
                                "--lead", lead.baseURL, "--log-level", "error", "--config", nodeFile]
-            agents[name] = try BenchLead.spawn(executable, arguments[name]! + ["--join-token", token])
+            agents[name] = try lead.spawn(executable, arguments[name]! + ["--join-token", token])
         }
-        defer { for process in agents.values where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        defer { for process in agents.values { process.signal(SIGKILL) } }
         var timings: [Double] = []
         for run in 1...runs {
-            try await BenchLead.waitUntil("two accepting workers", timeout: .seconds(30)) {
+            try await waitUntil("two accepting workers", timeout: .seconds(30)) {
                 let status: GPUStatus = try await lead.get(Routes.gpuStatus)
                 return status.nodes.filter { $0.accepting && $0.state == .alive }.count == 2
             }
             let job: Job = try await lead.post(Routes.gpuJobs, JobSubmission(kind: .exec, requirements: JobRequirements(minVramMB: 20_000),
                                                                                payload: ["argv": .array([.string("sleep"), .string("20")])]))
             var victim = ""
-            try await BenchLead.waitUntil("the job to run", timeout: .seconds(10)) {
+            try await waitUntil("the job to run", timeout: .seconds(10)) {
                 let current: Job = try await lead.get(Routes.gpuJob(job.id))
                 victim = current.node ?? ""
                 return current.state == .running
             }
             try await Task.sleep(for: .milliseconds(Int64.random(in: 500...1500)))
-            kill(agents[victim]!.processIdentifier, SIGKILL)
+            agents[victim]!.signal(SIGKILL)
             let killed = ContinuousClock.now
-            try await BenchLead.waitUntil("the job to run elsewhere", timeout: .seconds(60)) {
+            try await waitUntil("the job to run elsewhere", timeout: .seconds(60)) {
                 let current: Job = try await lead.get(Routes.gpuJob(job.id))
                 return current.state == .running && current.node != victim
             }
@@ -407,201 +383,10 @@ public struct RequeueBenchmark: Sendable {
             timings.append(elapsed)
             progress("run \(run)/\(runs): running on another worker \(String(format: "%.0f", elapsed)) ms after kill -9 of \(victim)")
             let _: Job = try await lead.delete(Routes.gpuJob(job.id))
-            try await BenchLead.waitUntil("the killed agent to be reaped", timeout: .seconds(10)) { !agents[victim]!.isRunning }
-            agents[victim] = try BenchLead.spawn(executable, arguments[victim]!)
+            try await agents[victim]!.waitForExit(timeout: .seconds(10))
+            agents[victim] = try lead.spawn(executable, arguments[victim]!)
         }
         await lead.stop()
         return KillTimings(timings)
     }
-}
-
-extension BenchLead {
-    /// An operator call to the lead, decoded.
-    func call<T: Decodable>(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil) async throws -> T {
-        var request = HTTPClientRequest(url: baseURL + path)
-        request.method = method
-        request.headers.add(name: "Authorization", value: "Bearer \(token)")
-        if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
-        let collected = try await response.body.collect(upTo: 4 << 20)
-        guard (200..<300).contains(Int(response.status.code)) else {
-            throw AgentError(.process, "\(method.rawValue) \(path) answered \(response.status.code): \(String(buffer: collected))")
-        }
-        return try APICoding.decoder().decode(T.self, from: Data(collected.readableBytesView))
-    }
-
-    func get<T: Decodable>(_ path: String) async throws -> T { try await call(.GET, path) }
-    func post<T: Decodable>(_ path: String, _ body: some Encodable) async throws -> T {
-        try await call(.POST, path, body: Array(try APICoding.encoder().encode(body)))
-    }
-    func delete<T: Decodable>(_ path: String) async throws -> T { try await call(.DELETE, path) }
-}
-
-/// `nodeagent bench secrets`: resolved reads on the lead (signed node reads over loopback),
-/// reads from a node's cache (in process), and the rotation of many secrets.
-public struct SecretsBenchmark: Sendable {
-    public struct Report: Codable, Sendable {
-        public var secrets: Int
-        public var leadReads: Int
-        public var leadReadsPerSecond: Double
-        public var leadP50Ms: Double
-        public var leadP99Ms: Double
-        public var cacheP50Us: Double
-        public var cacheP99Us: Double
-        public var rotationSeconds: Double
-        public var rewrapped: Int
-        /// CPU per read during the read phase: the lead agent, its store (PostgreSQL), and this
-        /// benchmark's client (which shares the machine).
-        public var leadCPUMicrosPerRead: Double
-        public var storeCPUMicrosPerRead: Double
-        public var clientCPUMicrosPerRead: Double
-        /// Reads one core of lead (agent + store) CPU serves: the lead's capacity when the clients
-        /// run elsewhere.
-        public var readsPerLeadCore: Double { 1_000_000 / max(1, leadCPUMicrosPerRead + storeCPUMicrosPerRead) }
-
-        enum CodingKeys: String, CodingKey {
-            case secrets, rewrapped
-            case leadCPUMicrosPerRead = "lead_cpu_us_per_read", storeCPUMicrosPerRead = "store_cpu_us_per_read"
-            case clientCPUMicrosPerRead = "client_cpu_us_per_read"
-            case leadReads = "lead_reads", leadReadsPerSecond = "lead_reads_per_s", leadP50Ms = "lead_p50_ms", leadP99Ms = "lead_p99_ms"
-            case cacheP50Us = "cache_p50_us", cacheP99Us = "cache_p99_us", rotationSeconds = "rotation_s"
-        }
-    }
-
-    public var executable: String
-    public var secrets: Int
-    public var seconds: Int
-    public var progress: @Sendable (String) -> Void
-
-    /// Node reads over pinned TLS 1.3 (kept-alive connections) instead of plain HTTP.
-    public var tls = false
-
-    public init(executable: String, secrets: Int, seconds: Int, tls: Bool = false, progress: @escaping @Sendable (String) -> Void) {
-        self.tls = tls
-        self.executable = executable
-        self.secrets = secrets
-        self.seconds = seconds
-        self.progress = progress
-    }
-
-    private final class Latencies: Sendable {
-        let values = Mutex<[Double]>([])
-        let failures = Mutex(0)
-    }
-
-    public func run() async throws -> Report {
-        let lead = try await BenchLead.start("secrets", executable: executable, tls: tls)
-        defer { lead.discard() }
-        let root = lead.root
-        let token = String(try await lead.joinToken(company: "acme").prefix { $0 != ":" })
-        var configuration = HTTPClient.Configuration()
-        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 32
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-        defer { _ = client.shutdown() }
-
-        // A node to read as: its own signing and box keys.
-        let node = SimulatedWorker(name: "bench-node", leadURL: lead.nodeURL, client: client, tls: try lead.nodeTLS())
-        let box = BoxKey.generate()
-        try await node.join(token: token, gpus: [], company: "acme", box: box)
-
-        progress("writing \(secrets) secrets…")
-        let leadURL = lead.baseURL, adminToken = lead.token
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for n in 0..<secrets {
-                if n >= 16 { try await group.next() }
-                group.addTask {
-                    let scope = n % 3 == 0 ? ("global", "") : n % 3 == 1 ? ("company", "acme") : ("node", "bench-node")
-                    let write = SecretWrite(service: "svc\(n / 10)", keyName: "key\(n % 10)", value: "value-\(n)-\(UUID().uuidString)",
-                                            scope: scope.0, scopeID: scope.1)
-                    var request = HTTPClientRequest(url: leadURL + Routes.secrets)
-                    request.method = .POST
-                    request.headers.add(name: "Authorization", value: "Bearer \(adminToken)")
-                    request.body = .bytes(ByteBuffer(bytes: try APICoding.encoder().encode(write)))
-                    let response = try await client.execute(request, timeout: .seconds(30))
-                    _ = try await response.body.collect(upTo: 1 << 16)
-                    guard response.status == .created else { throw AgentError(.process, "a secret write answered \(response.status.code)") }
-                }
-            }
-            try await group.waitForAll()
-        }
-
-        // Reads as the node, 16 at a time, for `seconds`.
-        progress("reading as a node for \(seconds) s…")
-        let latencies = Latencies()
-        let storePIDs = { BenchLead.storeProcesses(dataDir: lead.dataDir) }
-        let cpuBefore = (BenchLead.cpuSeconds(pid: lead.process.processIdentifier) ?? 0,
-                         storePIDs().compactMap { BenchLead.cpuSeconds(pid: $0) }.reduce(0, +), Self.ownCPUSeconds())
-        let readsUntil = ContinuousClock.now + .seconds(Int64(seconds))
-        let readStart = ContinuousClock.now
-        let names = (0..<min(secrets, 1000)).map { ("svc\($0 / 10)", "key\($0 % 10)") }
-        var sample: SecretRead?
-        try await withThrowingTaskGroup(of: SecretRead?.self) { group in
-            for lane in 0..<16 {
-                group.addTask {
-                    var last: SecretRead?
-                    var i = lane
-                    while ContinuousClock.now < readsUntil {
-                        let (service, key) = names[i % names.count]
-                        i += 16
-                        let started = ContinuousClock.now
-                        let (status, body) = try await node.send("GET", Routes.secret(service, key), body: [])
-                        if status == 200 {
-                            latencies.values.withLock { $0.append(Double(started.duration(to: .now) / .microseconds(1)) / 1000) }
-                            if last == nil { last = try? APICoding.decoder().decode(SecretRead.self, from: Data(body)) }
-                        } else {
-                            latencies.failures.withLock { $0 += 1 }
-                        }
-                    }
-                    return last
-                }
-            }
-            for try await read in group where sample == nil { sample = read }
-        }
-        let readWall = Double(readStart.duration(to: .now) / .milliseconds(1)) / 1000
-        let cpuAfter = (BenchLead.cpuSeconds(pid: lead.process.processIdentifier) ?? 0,
-                        storePIDs().compactMap { BenchLead.cpuSeconds(pid: $0) }.reduce(0, +), Self.ownCPUSeconds())
-        let leadLatencies = latencies.values.withLock { $0 }.sorted()
-        let reads = Double(max(1, leadLatencies.count))
-        guard latencies.failures.withLock({ $0 }) == 0 else { throw AgentError(.process, "reads failed during the benchmark") }
-
-        // The node's cache: the same lookups a node's agent answers from, in process.
-        progress("reading from a node cache…")
-        let leadKey = try PublicKey(base64: try String(contentsOfFile: lead.dataDir + "/keys/sign.pub", encoding: .utf8))
-        let cache = SecretCache(dataDir: root + "/node-cache", node: node.signer.node, box: box, leadSignKey: leadKey,
-                                logger: Logger(label: "bench"))
-        for (service, key) in names.prefix(200) {
-            let (status, body) = try await node.send("GET", Routes.secret(service, key), body: [])
-            guard status == 200 else { continue }
-            let read = try APICoding.decoder().decode(SecretRead.self, from: Data(body))
-            cache.store(read, value: try SecretCache.open(read, node: node.signer.node, box: box, leadKey: leadKey))
-        }
-        var cacheLatencies: [Double] = []
-        let cachedNames = cache.names
-        for i in 0..<100_000 {
-            let (service, key) = cachedNames[i % cachedNames.count]
-            let started = ContinuousClock.now
-            _ = cache.answer(service, key)
-            cacheLatencies.append(Double(started.duration(to: .now) / .nanoseconds(1)) / 1000)
-        }
-        cacheLatencies.sort()
-
-        progress("rotating the key-encryption key…")
-        let rotation: SecretRotation = try await lead.post(Routes.secretsRotateKey, Optional<Int>.none)
-        await lead.stop()
-        _ = sample
-        return Report(secrets: secrets, leadReads: leadLatencies.count, leadReadsPerSecond: Double(leadLatencies.count) / readWall,
-                      leadP50Ms: Samples.percentile(leadLatencies, 0.5), leadP99Ms: Samples.percentile(leadLatencies, 0.99),
-                      cacheP50Us: Samples.percentile(cacheLatencies, 0.5), cacheP99Us: Samples.percentile(cacheLatencies, 0.99),
-                      rotationSeconds: rotation.seconds, rewrapped: rotation.rewrapped,
-                      leadCPUMicrosPerRead: (cpuAfter.0 - cpuBefore.0) / reads * 1e6, storeCPUMicrosPerRead: (cpuAfter.1 - cpuBefore.1) / reads * 1e6,
-                      clientCPUMicrosPerRead: (cpuAfter.2 - cpuBefore.2) / reads * 1e6)
-    }
-
-    /// User + system CPU seconds of this process so far.
-    static func ownCPUSeconds() -> Double {
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
-        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
-    }
-
 }

@@ -1,24 +1,101 @@
 import ArgumentParser
 import AuroraAPI
+import AuroraTestKit
+import Dispatch
 import Foundation
-import NodeAgent
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
-extension Nodeagent {
-    /// `nodeagent bench ...`: benchmarks that print figures.
-    struct Bench: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Benchmarks that print figures.",
-            subcommands: [Startup.self, Heartbeat.self, Detection.self, Placement.self, Dispatch.self, Requeue.self, Queue.self, ReplicaBench.self,
-                          SecretsBench.self, RedisBench.self])
+/// `aurora-bench`: the benchmarks that print figures, beside the product. They start the
+/// built `nodeagent` as child processes (through the test kit) and talk to it over HTTP.
+@main
+enum AuroraBenchMain {
+    static func main() async {
+        Interruption.install()
+        do {
+            var command = try AuroraBench.parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            // A benchmark interrupted fails as its children go away: the handler exits, not this.
+            await Interruption.waitIfInterrupted()
+            AuroraBench.exit(withError: error)
+        }
+        await Interruption.waitIfInterrupted()
     }
 }
 
-extension Nodeagent.Bench {
-    /// `nodeagent bench startup`.
+struct AuroraBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "aurora-bench",
+        abstract: "Benchmarks that print figures.",
+        discussion: "Build: ./bootstrap (nodeagent), then swift build -c release --static-swift-stdlib --product aurora-bench; run .build/release/aurora-bench SUBCOMMAND.",
+        subcommands: [Startup.self, Heartbeat.self, Detection.self, Placement.self, Dispatch.self, Requeue.self, Queue.self, ReplicaBench.self,
+                      SecretsBench.self, RedisBench.self])
+}
+
+/// `--nodeagent PATH`: the agent binary the benchmarks start.
+struct AgentBinary: ParsableArguments {
+    @Option(name: .customLong("nodeagent"), help: "The nodeagent binary to start (default: the one next to aurora-bench).")
+    var path: String = AgentBinary.besideThisExecutable
+
+    /// `nodeagent` in the directory of this executable (the same build directory).
+    static var besideThisExecutable: String {
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent("nodeagent").path
+    }
+
+    func validate() throws {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw ValidationError("\(path) does not exist: build it (swift build -c release --product nodeagent) or pass --nodeagent PATH")
+        }
+        guard FileManager.default.isExecutableFile(atPath: path) else { throw ValidationError("\(path) is not executable: pass --nodeagent PATH") }
+    }
+}
+
+/// SIGTERM and SIGINT end every process the benchmark started (a lead first stops its
+/// PostgreSQL), remove its scratch directories, and exit 143 or 130.
+enum Interruption {
+    nonisolated(unsafe) private static var sources: [any DispatchSourceSignal] = []
+    private static let interrupted = Atomic(false)
+
+    static func install() {
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler {
+                guard !interrupted.exchange(true, ordering: .relaxed) else { return }
+                FileHandle.standardError.write(Data("aurora-bench: interrupted, stopping what it started…\n".utf8))
+                StartedProcesses.endAll(grace: .seconds(10))
+                exit(128 + signalNumber)
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    /// Once a signal came, never returns: the handler is ending the children and exits.
+    static func waitIfInterrupted() async {
+        while interrupted.load(ordering: .relaxed) { try? await Task.sleep(for: .seconds(1)) }
+    }
+}
+
+/// Progress lines go to stderr; the figures to stdout.
+@Sendable func progressLine(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+}
+
+extension AuroraBench {
+    /// `aurora-bench startup`.
     struct Startup: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Time to healthy for a lead on an empty data dir and on restart, SIGTERM time, and idle RSS.",
-            discussion: "Starts this same binary as child processes on temporary data dirs under /tmp and loopback ports.")
+            discussion: "Starts nodeagent (--nodeagent) as child processes on temporary data dirs under /tmp and loopback ports.")
 
         @Option(help: "How many cold start + restart pairs to time.")
         var runs = 5
@@ -29,16 +106,15 @@ extension Nodeagent.Bench {
         @Flag(help: "Print the report as JSON.")
         var json = false
 
+        @OptionGroup var agent: AgentBinary
+
         func validate() throws {
             guard (1...100).contains(runs) else { throw ValidationError("--runs must be 1...100") }
             guard (0...3600).contains(idleSeconds) else { throw ValidationError("--idle-seconds must be 0...3600") }
         }
 
         func run() async throws {
-            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-            let benchmark = StartupBenchmark(executable: executable, runs: runs, idleSeconds: idleSeconds) { line in
-                FileHandle.standardError.write(Data((line + "\n").utf8))
-            }
+            let benchmark = StartupBenchmark(executable: agent.path, runs: runs, idleSeconds: idleSeconds, progress: progressLine)
             let report = try await benchmark.run()
             if json {
                 let data = try APICoding.encoder(pretty: true).encode(report)
@@ -46,7 +122,7 @@ extension Nodeagent.Bench {
                 return
             }
             func f(_ value: Double) -> String { String(format: "%.0f", value) }
-            print("nodeagent bench startup (\(runs) runs, release=\(isRelease))")
+            print("aurora-bench startup (\(runs) runs, release=\(isReleaseBuild))")
             print("  cold start to healthy (empty data dir, incl. initdb):  median \(f(report.coldStartMedianMs)) ms  [\(report.coldStartMs.map(f).joined(separator: ", "))]")
             print("  restart to healthy (existing data dir):              median \(f(report.restartMedianMs)) ms  [\(report.restartMs.map(f).joined(separator: ", "))]")
             print("  SIGTERM to exit (incl. stopping PostgreSQL):          median \(f(report.shutdownMedianMs)) ms")
@@ -54,19 +130,11 @@ extension Nodeagent.Bench {
                 print("  idle RSS after \(idleSeconds) s (agent only, without PostgreSQL): \(String(format: "%.1f", rss)) MB (target < 40 MB)")
             }
         }
-
-        private var isRelease: Bool {
-            #if DEBUG
-            false
-            #else
-            true
-            #endif
-        }
     }
 }
 
-extension Nodeagent.Bench {
-    /// `nodeagent bench heartbeat`.
+extension AuroraBench {
+    /// `aurora-bench heartbeat`.
     struct Heartbeat: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Heartbeat ingestion on a real lead: N simulated nodes, each one signed heartbeat per second over loopback.",
@@ -76,6 +144,7 @@ extension Nodeagent.Bench {
         @Option(help: "Seconds of load.") var seconds = 20
         @Flag(help: "Heartbeats over pinned TLS 1.3 (the lead's tls.listen) with kept-alive connections.") var tls = false
         @Flag(help: "Print the report as JSON.") var json = false
+        @OptionGroup var agent: AgentBinary
 
         func validate() throws {
             guard (1...20_000).contains(nodes) else { throw ValidationError("--nodes must be 1...20000") }
@@ -83,12 +152,10 @@ extension Nodeagent.Bench {
         }
 
         func run() async throws {
-            let benchmark = HeartbeatBenchmark(executable: selfExecutable, nodes: nodes, seconds: seconds, tls: tls) { line in
-                FileHandle.standardError.write(Data((line + "\n").utf8))
-            }
+            let benchmark = HeartbeatBenchmark(executable: agent.path, nodes: nodes, seconds: seconds, tls: tls, progress: progressLine)
             let report = try await benchmark.run()
             if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("nodeagent bench heartbeat (\(nodes) nodes at 1 Hz for \(seconds) s, \(tls ? "pinned TLS 1.3" : "plain HTTP"), release=\(isReleaseBuild))")
+            print("aurora-bench heartbeat (\(nodes) nodes at 1 Hz for \(seconds) s, \(tls ? "pinned TLS 1.3" : "plain HTTP"), release=\(isReleaseBuild))")
             print(String(format: "  sent %d (%.0f/s), failed %d", report.sent, report.ratePerSecond, report.failed))
             print(String(format: "  latency p50 %.2f ms, p99 %.2f ms, max %.1f ms (target p99 < 5 ms)", report.p50Ms, report.p99Ms, report.maxMs))
             print(String(format: "  lead CPU %.1f %% of one core (target < 25 %%)", report.leadCPUPercentOfOneCore)
@@ -96,33 +163,32 @@ extension Nodeagent.Bench {
         }
     }
 
-    /// `nodeagent bench detection`.
+    /// `aurora-bench detection`.
     struct Detection: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Time from kill -9 of a compute agent to 'dead' in the lead's registry, over several runs.")
 
         @Option(help: "How many kills to time.") var runs = 10
         @Flag(help: "Print the report as JSON.") var json = false
+        @OptionGroup var agent: AgentBinary
 
         func validate() throws {
             guard (1...100).contains(runs) else { throw ValidationError("--runs must be 1...100") }
         }
 
         func run() async throws {
-            let benchmark = DetectionBenchmark(executable: selfExecutable, runs: runs) { line in
-                FileHandle.standardError.write(Data((line + "\n").utf8))
-            }
+            let benchmark = DetectionBenchmark(executable: agent.path, runs: runs, progress: progressLine)
             let report = try await benchmark.run()
             if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("nodeagent bench detection (\(runs) runs, release=\(isReleaseBuild))")
+            print("aurora-bench detection (\(runs) runs, release=\(isReleaseBuild))")
             print(String(format: "  kill -9 to dead: median %.0f ms, min %.0f ms, max %.0f ms (target <= 3000 ms)", report.medianMs,
                          report.ms.min() ?? .nan, report.ms.max() ?? .nan))
         }
     }
 }
 
-extension Nodeagent.Bench {
-    /// `nodeagent bench placement`.
+extension AuroraBench {
+    /// `aurora-bench placement`.
     struct Placement: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Placement decisions per second and their latency over simulated workers (the pure core, one thread).")
@@ -141,13 +207,13 @@ extension Nodeagent.Bench {
         func run() async throws {
             let report = PlacementBenchmark(workers: workers, decisions: decisions, policy: policy).run()
             if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("nodeagent bench placement (\(report.workers) workers, \(report.gpus) GPUs, \(policy), release=\(isReleaseBuild))")
+            print("aurora-bench placement (\(report.workers) workers, \(report.gpus) GPUs, \(policy), release=\(isReleaseBuild))")
             print(String(format: "  %d decisions (%d placed): %.0f/s (target >= 20000/s)", report.decisions, report.placed, report.decisionsPerSecond))
             print(String(format: "  latency p50 %.1f µs, p99 %.1f µs, max %.0f µs (target p99 <= 200 µs)", report.p50Us, report.p99Us, report.maxUs))
         }
     }
 
-    /// `nodeagent bench dispatch`.
+    /// `aurora-bench dispatch`.
     struct Dispatch: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Submit → dispatched to a worker's long-poll on a real lead at a steady rate (durable commits), p50/p99.",
@@ -157,6 +223,7 @@ extension Nodeagent.Bench {
         @Option(help: "Seconds of load.") var seconds = 10
         @Option(help: "Simulated workers.") var workers = 4
         @Flag(help: "Print the report as JSON.") var json = false
+        @OptionGroup var agent: AgentBinary
 
         func validate() throws {
             guard (1...20_000).contains(rate) else { throw ValidationError("--rate must be 1...20000") }
@@ -165,19 +232,17 @@ extension Nodeagent.Bench {
         }
 
         func run() async throws {
-            let benchmark = DispatchBenchmark(executable: selfExecutable, rate: rate, seconds: seconds, workers: workers) { line in
-                FileHandle.standardError.write(Data((line + "\n").utf8))
-            }
+            let benchmark = DispatchBenchmark(executable: agent.path, rate: rate, seconds: seconds, workers: workers, progress: progressLine)
             let report = try await benchmark.run()
             if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("nodeagent bench dispatch (\(rate)/s for \(seconds) s, \(workers) workers, release=\(isReleaseBuild))")
+            print("aurora-bench dispatch (\(rate)/s for \(seconds) s, \(workers) workers, release=\(isReleaseBuild))")
             print("  submitted \(report.submitted), dispatched \(report.dispatched), failed \(report.failed)")
             print(String(format: "  submit → worker p50 %.2f ms, p99 %.2f ms, max %.1f ms (target p99 <= 5 ms); lead CPU %.0f %% of one core",
                          report.p50Ms, report.p99Ms, report.maxMs, report.leadCPUPercentOfOneCore))
         }
     }
 
-    /// `nodeagent bench requeue`.
+    /// `aurora-bench requeue`.
     struct ReplicaBench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "replica",
@@ -187,6 +252,7 @@ extension Nodeagent.Bench {
         @Option(help: "How many primary stops to time.") var runs = 10
         @Option(help: "Seconds of idle sampling over which CPU is measured.") var idleSeconds = 60
         @Flag(help: "Print the report as JSON.") var json = false
+        @OptionGroup var agent: AgentBinary
 
         func validate() throws {
             guard (1...100).contains(runs) else { throw ValidationError("--runs must be 1...100") }
@@ -194,12 +260,10 @@ extension Nodeagent.Bench {
         }
 
         func run() async throws {
-            let benchmark = ReplicaBenchmark(executable: selfExecutable, runs: runs, idleSeconds: idleSeconds) { line in
-                FileHandle.standardError.write(Data((line + "\n").utf8))
-            }
+            let benchmark = ReplicaBenchmark(executable: agent.path, runs: runs, idleSeconds: idleSeconds, progress: progressLine)
             let report = try await benchmark.run()
             if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("nodeagent bench replica (\(runs) runs, sampling every \(Int(report.intervalS)) s, release=\(isReleaseBuild))")
+            print("aurora-bench replica (\(runs) runs, sampling every \(Int(report.intervalS)) s, release=\(isReleaseBuild))")
             print(String(format: "  primary stopped to disconnected: median %.0f ms, min %.0f ms, max %.0f ms (target <= 10000 ms)",
                          report.disconnectMedianMs, report.disconnectMs.min() ?? .nan, report.disconnectMs.max() ?? .nan))
             print(String(format: "  primary started to streaming: median %.0f ms", report.reconnectMedianMs))
@@ -214,41 +278,39 @@ extension Nodeagent.Bench {
 
         @Option(help: "How many kills to time.") var runs = 10
         @Flag(help: "Print the report as JSON.") var json = false
+        @OptionGroup var agent: AgentBinary
 
         func validate() throws {
             guard (1...100).contains(runs) else { throw ValidationError("--runs must be 1...100") }
         }
 
         func run() async throws {
-            let benchmark = RequeueBenchmark(executable: selfExecutable, runs: runs) { line in
-                FileHandle.standardError.write(Data((line + "\n").utf8))
-            }
+            let benchmark = RequeueBenchmark(executable: agent.path, runs: runs, progress: progressLine)
             let report = try await benchmark.run()
             if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("nodeagent bench requeue (\(runs) runs, release=\(isReleaseBuild))")
+            print("aurora-bench requeue (\(runs) runs, release=\(isReleaseBuild))")
             print(String(format: "  kill -9 to running elsewhere: median %.0f ms, min %.0f ms, max %.0f ms (target <= 5000 ms)", report.medianMs,
                          report.ms.min() ?? .nan, report.ms.max() ?? .nan))
         }
     }
 
-    /// `nodeagent bench queue`.
+    /// `aurora-bench queue`.
     struct Queue: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The lead's RSS with many queued jobs (no worker takes them).")
 
         @Option(help: "Jobs to queue.") var jobs = 10_000
         @Flag(help: "Print the report as JSON.") var json = false
+        @OptionGroup var agent: AgentBinary
 
         func validate() throws {
             guard (1...1_000_000).contains(jobs) else { throw ValidationError("--jobs must be 1...1000000") }
         }
 
         func run() async throws {
-            let benchmark = QueueMemoryBenchmark(executable: selfExecutable, jobs: jobs) { line in
-                FileHandle.standardError.write(Data((line + "\n").utf8))
-            }
+            let benchmark = QueueMemoryBenchmark(executable: agent.path, jobs: jobs, progress: progressLine)
             let report = try await benchmark.run()
             if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("nodeagent bench queue (\(jobs) jobs, release=\(isReleaseBuild))")
+            print("aurora-bench queue (\(jobs) jobs, release=\(isReleaseBuild))")
             print(String(format: "  submitted at %.0f/s, failed %d", report.submitsPerSecond, report.failed))
             print("  lead RSS: \(report.leadRSSMBBefore.map { String(format: "%.1f", $0) } ?? "?") MB empty, "
                   + "\(report.leadRSSMB.map { String(format: "%.1f", $0) } ?? "?") MB with \(jobs) queued (target < 64 MB; PostgreSQL not counted)")
@@ -256,8 +318,8 @@ extension Nodeagent.Bench {
     }
 }
 
-extension Nodeagent.Bench {
-    /// `nodeagent bench secrets`.
+extension AuroraBench {
+    /// `aurora-bench secrets`.
     struct SecretsBench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "secrets",
@@ -267,6 +329,7 @@ extension Nodeagent.Bench {
         @Option(help: "Seconds of reads on the lead.") var seconds = 10
         @Flag(help: "Node reads over pinned TLS 1.3 (the lead's tls.listen) with kept-alive connections.") var tls = false
         @Flag(help: "Print the report as JSON.") var json = false
+        @OptionGroup var agent: AgentBinary
 
         func validate() throws {
             guard (1...1_000_000).contains(secrets) else { throw ValidationError("--secrets must be 1...1000000") }
@@ -274,24 +337,23 @@ extension Nodeagent.Bench {
         }
 
         func run() async throws {
-            let benchmark = SecretsBenchmark(executable: selfExecutable, secrets: secrets, seconds: seconds, tls: tls) { line in
-                FileHandle.standardError.write(Data((line + "\n").utf8))
-            }
+            let benchmark = SecretsBenchmark(executable: agent.path, secrets: secrets, seconds: seconds, tls: tls, progress: progressLine)
             let report = try await benchmark.run()
             if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("nodeagent bench secrets (\(secrets) secrets, \(tls ? "pinned TLS 1.3" : "plain HTTP"), release=\(isReleaseBuild))")
+            print("aurora-bench secrets (\(secrets) secrets, \(tls ? "pinned TLS 1.3" : "plain HTTP"), release=\(isReleaseBuild))")
             print(String(format: "  lead, signed node reads (16 concurrent): %.0f/s, p50 %.2f ms, p99 %.2f ms (target >= 10000/s, p99 <= 2 ms)",
                          report.leadReadsPerSecond, report.leadP50Ms, report.leadP99Ms))
             print(String(format: "  CPU per read: lead agent %.0f us, its PostgreSQL %.0f us, this client %.0f us; one lead core serves %.0f reads/s",
                          report.leadCPUMicrosPerRead, report.storeCPUMicrosPerRead, report.clientCPUMicrosPerRead, report.readsPerLeadCore))
-            print(String(format: "  node cache: p50 %.1f µs, p99 %.1f µs (target p99 <= 100 µs)", report.cacheP50Us, report.cacheP99Us))
+            print(String(format: "  node cache (lead away, through the node's API): p50 %.1f µs, p99 %.1f µs (target p99 <= 100 µs)",
+                         report.cacheP50Us, report.cacheP99Us))
             print(String(format: "  rotation: %d data keys re-wrapped in %.2f s (target < 5 s)", report.rewrapped, report.rotationSeconds))
         }
     }
 }
 
-extension Nodeagent.Bench {
-    /// `nodeagent bench redis`.
+extension AuroraBench {
+    /// `aurora-bench redis`.
     struct RedisBench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "redis",
@@ -302,6 +364,7 @@ extension Nodeagent.Bench {
         @Option(help: "Seconds of each live phase.") var seconds = 10
         @Option(name: .customLong("catch-up"), help: "Events written to the store for the catch-up phase.") var catchUp = 50_000
         @Flag(help: "Print the report as JSON.") var json = false
+        @OptionGroup var agent: AgentBinary
 
         func validate() throws {
             guard (1...20_000).contains(rate) else { throw ValidationError("--rate must be 1...20000") }
@@ -310,12 +373,10 @@ extension Nodeagent.Bench {
         }
 
         func run() async throws {
-            let benchmark = RedisBenchmark(executable: selfExecutable, rate: rate, seconds: seconds, catchUp: catchUp) { line in
-                FileHandle.standardError.write(Data((line + "\n").utf8))
-            }
+            let benchmark = RedisBenchmark(executable: agent.path, rate: rate, seconds: seconds, catchUp: catchUp, progress: progressLine)
             let report = try await benchmark.run()
             if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("nodeagent bench redis (\(rate) changes/s for \(seconds) s, catch-up \(catchUp), release=\(isReleaseBuild))")
+            print("aurora-bench redis (\(rate) changes/s for \(seconds) s, catch-up \(catchUp), release=\(isReleaseBuild))")
             print(String(format: "  API call that changes state → Redis consumer: p50 %.2f ms, p99 %.2f ms, max %.1f ms over %d changes (target p99 <= 10 ms)",
                          report.latencyP50Ms, report.latencyP99Ms, report.latencyMaxMs, report.latencySamples))
             print(String(format: "  event committed (its `at`, ms resolution) → Redis consumer: p50 %.2f ms, p99 %.2f ms",
@@ -325,11 +386,6 @@ extension Nodeagent.Bench {
             print("  stream: \(report.streamEvents) entries for \(report.storeEvents) events, \(report.duplicates) duplicates, \(report.outOfOrder) out of order; \(report.failed) failed calls")
         }
     }
-}
-
-/// This binary, for benchmarks that start it as child processes.
-var selfExecutable: String {
-    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
 }
 
 var isReleaseBuild: Bool {

@@ -1,15 +1,14 @@
 import AsyncHTTPClient
 import AuroraAPI
+import AuroraTestKit
 import Foundation
-import NIOCore
-import NIOPosix
 import Synchronization
 #if canImport(Glibc)
 import Glibc
 import NIOHTTP1
 #endif
 
-/// `nodeagent bench redis`: a real lead with `events.redis` pointing at a real redis-server
+/// `aurora-bench redis`: a real lead with `events.redis` pointing at a real redis-server
 /// (started here on a loopback port), and an in-process consumer subscribed to the channel.
 ///
 /// - latency: jobs submitted at a steady rate (each answered `job.queued`, then cancelled:
@@ -75,73 +74,57 @@ public struct RedisBenchmark: Sendable {
         let failures = Mutex(0)
         let next = Mutex(0)
         let subscribed = Mutex(false)
+        let stopped = Mutex(false)
     }
 
     public func run() async throws -> Report {
-        guard let server = Inventory.which("redis-server") else { throw AgentError(.process, "redis-server is not installed (apt-get install redis-server)") }
-        let root = try BenchLead.scratch("redis-server")
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let port = try StartupBenchmark.freePort()
-        let redis = try BenchLead.spawn(server, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", root])
-        // A child of this process inherits its blocked signals (redis-server would ignore
-        // SIGTERM): it is stopped with SHUTDOWN below, and SIGKILL when anything went wrong.
-        defer { if redis.isRunning { kill(redis.processIdentifier, SIGKILL) } }
-        let endpoint = try RedisEndpoint(url: "redis://127.0.0.1:\(port)")
-        try await BenchLead.waitUntil("redis-server to answer", timeout: .seconds(10)) {
-            (try? RedisConnection(endpoint, timeout: .seconds(1)).command(["PING"])) == .status("PONG")
-        }
+        let scratch = try ScratchDirectory("redis-server", prefix: "aurora-bench")
+        defer { scratch.remove() }
+        let redis = try await RedisServer(in: scratch)
         let lead = try await BenchLead.start("redis", executable: executable, config: """
             events:
-              redis: "redis://127.0.0.1:\(port)"
+              redis: "\(redis.url)"
               redis_maxlen: 10000000
 
             """)
         defer { lead.discard() }
         let inbox = Inbox()
-        let consumer = NIOThreadPool(numberOfThreads: 1)
-        consumer.start()
-        // The consumer blocks on its own thread; the future completes when it reads "stop".
-        let listening = consumer.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.next()) { () throws in
-            let connection = try RedisConnection(endpoint, timeout: .seconds(600))
-            _ = try connection.command(["SUBSCRIBE", RedisNames.events])
+        // The consumer blocks on a thread of its own (not the cooperative pool) until it reads "stop".
+        let connection = try redis.connect(timeout: .seconds(600))
+        let consumer = Thread {
+            defer { inbox.stopped.withLock { $0 = true } }
+            guard (try? connection.command(["SUBSCRIBE", RedisNames.events])) != nil else { return }
             inbox.subscribed.withLock { $0 = true }
             while true {
-                guard case .array(let parts)? = try connection.nextPush(), parts.count == 3, let payload = parts[2].text else { continue }
+                guard case .array(let parts?)? = try? connection.nextPush() else { return }
+                guard parts.count == 3, let payload = parts[2].text else { continue }
                 if payload == "stop" { return }
                 let now = ContinuousClock.now, wall = Date().timeIntervalSince1970
                 inbox.messages.withLock { $0.append((now, payload)) }
                 inbox.wallArrivals.withLock { $0.append(wall) }
             }
         }
-        try await BenchLead.waitUntil("the consumer to subscribe", timeout: .seconds(10)) { inbox.subscribed.withLock { $0 } }
+        consumer.start()
+        try await waitUntil("the consumer to subscribe", timeout: .seconds(10)) { inbox.subscribed.withLock { $0 } }
 
-        var configuration = HTTPClient.Configuration()
-        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let client = loadClient(connections: 64)
         defer { _ = client.shutdown() }
         let leadURL = lead.baseURL, token = lead.token
         /// Submits a job nobody can run (one `job.queued`), then cancels it (one `job.cancelled`).
         @Sendable func change(_ n: Int, record: Bool) async {
-            var request = HTTPClientRequest(url: leadURL + Routes.gpuJobs)
-            request.method = .POST
-            request.headers.add(name: "Authorization", value: "Bearer \(token)")
+            let operatorHeaders = ["Authorization": "Bearer \(token)"]
             let submission = JobSubmission(kind: .generate, requirements: JobRequirements(labels: ["bench": "none"]),
                                            payload: ["model": .string("bench"), "prompt": .string(String(n))])
-            request.body = .bytes(ByteBuffer(bytes: (try? APICoding.encoder().encode(submission)) ?? Data()))
+            let body = Array((try? APICoding.encoder().encode(submission)) ?? Data())
             let started = ContinuousClock.now
             do {
-                let response = try await client.execute(request, timeout: .seconds(10))
-                let body = try await response.body.collect(upTo: 1 << 16)
-                guard response.status == .created, let job = try? APICoding.decoder().decode(Job.self, from: Data(body.readableBytesView)) else {
+                let answer = try await http(leadURL + Routes.gpuJobs, method: "POST", headers: operatorHeaders, body: body, timeout: .seconds(10), client: client)
+                guard answer.status == 201, let job = try? answer.decode(Job.self) else {
                     inbox.failures.withLock { $0 += 1 }
                     return
                 }
                 if record { inbox.sent.withLock { $0[job.id] = started } }
-                var cancel = HTTPClientRequest(url: leadURL + Routes.gpuJob(job.id))
-                cancel.method = .DELETE
-                cancel.headers.add(name: "Authorization", value: "Bearer \(token)")
-                let answer = try await client.execute(cancel, timeout: .seconds(10))
-                _ = try await answer.body.collect(upTo: 1 << 16)
+                _ = try await http(leadURL + Routes.gpuJob(job.id), method: "DELETE", headers: operatorHeaders, timeout: .seconds(10), client: client)
             } catch {
                 inbox.failures.withLock { $0 += 1 }
             }
@@ -158,7 +141,7 @@ public struct RedisBenchmark: Sendable {
                 group.addTask { await change(n, record: true) }
             }
         }
-        try await BenchLead.waitUntil("every queued event to reach the consumer", timeout: .seconds(30)) {
+        try await waitUntil("every queued event to reach the consumer", timeout: .seconds(30)) {
             let sent = inbox.sent.withLock { $0.count }
             return Self.received(inbox, types: [EventType.jobQueued]).count >= sent
         }
@@ -167,7 +150,7 @@ public struct RedisBenchmark: Sendable {
             sent[id].map { Double($0.duration(to: at) / .microseconds(1)) / 1000 }
         }.sorted()
         let fromCommit = zip(inbox.messages.withLock { $0 }, inbox.wallArrivals.withLock { $0 }).compactMap { message, wall -> Double? in
-            guard let event = try? APICoding.decoder().decode(MeshEvent.self, from: Data(message.1.utf8)), let at = ISOTime.parse(event.at) else { return nil }
+            guard let event = try? APICoding.decoder().decode(MeshEvent.self, from: Data(message.1.utf8)), let at = Self.parseTime(event.at) else { return nil }
             return max(0, (wall - at.timeIntervalSince1970) * 1000)
         }.sorted()
 
@@ -184,7 +167,7 @@ public struct RedisBenchmark: Sendable {
             }
         }
         let newest = try await Self.newest(lead)
-        try await BenchLead.waitUntil("the live events to reach the consumer", timeout: .seconds(60)) {
+        try await waitUntil("the live events to reach the consumer", timeout: .seconds(60)) {
             (inbox.messages.withLock { $0.last?.1 }).flatMap(Self.seq) ?? 0 >= newest
         }
         let live = inbox.messages.withLock { Array($0[before...]) }
@@ -192,22 +175,19 @@ public struct RedisBenchmark: Sendable {
 
         // Catch-up: events straight into the store, the stream emptied, the publisher restarted.
         progress("catch-up: \(catchUp) events written to the store, stream emptied, publisher restarted")
-        let store = try PostgresConnection(conninfo: "host=\(lead.dataDir)/postgres port=5432 dbname=\(ManagedPostgres.databaseName) user=\(ManagedPostgres.superuser)")
-        _ = try store.execute("""
+        try await Self.storeSQL(lead, scratch: scratch, """
             INSERT INTO events (id, type, node, data)
             SELECT gen_random_uuid(), 'bench.filler', NULL, jsonb_build_object('n', g) FROM generate_series(1, \(catchUp)) AS g
             """)
-        let storeEvents = Int(try store.execute("SELECT count(*) FROM events").scalar ?? "0") ?? 0
-        let last = Int64(try store.execute("SELECT max(seq) FROM events").scalar ?? "0") ?? 0
-        let reader = try RedisConnection(endpoint, timeout: .seconds(10))
+        let storeEvents = Int(try await Self.storeSQL(lead, scratch: scratch, "SELECT count(*) FROM events")) ?? 0
+        let last = Int64(try await Self.storeSQL(lead, scratch: scratch, "SELECT max(seq) FROM events")) ?? 0
+        let reader = try redis.connect()
         _ = try reader.command(["DEL", RedisNames.events])
         let restartAt = ContinuousClock.now
-        var restart = HTTPClientRequest(url: leadURL + Routes.restartSubsystem("redis"))
-        restart.method = .POST
-        restart.headers.add(name: "Authorization", value: "Bearer \(token)")
-        _ = try await client.execute(restart, timeout: .seconds(30)).body.collect(upTo: 1 << 16)
-        try await BenchLead.waitUntil("the stream to catch up", timeout: .seconds(300)) {
-            (try? RedisPublisher.lastSeq(try reader.command(["XREVRANGE", RedisNames.events, "+", "-", "COUNT", "1"]))) == last
+        _ = try await http(leadURL + Routes.restartSubsystem("redis"), method: "POST", headers: ["Authorization": "Bearer \(token)"],
+                           timeout: .seconds(30), client: client)
+        try await waitUntil("the stream to catch up", timeout: .seconds(300)) {
+            Self.lastSeq(try reader.command(["XREVRANGE", RedisNames.events, "+", "-", "COUNT", "1"])) == last
         }
         let catchUpSeconds = Double(restartAt.duration(to: .now) / .microseconds(1)) / 1e6
 
@@ -215,9 +195,9 @@ public struct RedisBenchmark: Sendable {
         var seqs: [Int64] = []
         var cursor = "-"
         while true {
-            guard case .array(let entries) = try reader.command(["XRANGE", RedisNames.events, cursor, "+", "COUNT", "10000"]) else { break }
+            guard case .array(let entries?) = try reader.command(["XRANGE", RedisNames.events, cursor, "+", "COUNT", "10000"]) else { break }
             let page = entries.compactMap { entry -> Int64? in
-                guard case .array(let parts) = entry, let id = parts.first?.text else { return nil }
+                guard case .array(let parts?) = entry, let id = parts.first?.text else { return nil }
                 return id.split(separator: "-").first.flatMap { Int64($0) }
             }
             if page.isEmpty { break }
@@ -225,11 +205,9 @@ public struct RedisBenchmark: Sendable {
             cursor = "(\(page.last!)-0"
         }
         _ = try reader.command(["PUBLISH", RedisNames.events, "stop"])
-        try? await listening.get()
-        try? await consumer.shutdownGracefully()
+        try? await waitUntil("the consumer to stop", timeout: .seconds(10)) { inbox.stopped.withLock { $0 } }
         await lead.stop()
-        _ = try? reader.command(["SHUTDOWN", "NOSAVE"])
-        try? await BenchLead.waitUntil("redis-server to stop", timeout: .seconds(10)) { !redis.isRunning }
+        try? await redis.stop()
         let outOfOrder = zip(seqs, seqs.dropFirst()).filter { $0 >= $1 }.count
         return Report(rate: rate, seconds: seconds, latencySamples: latencies.count, latencyP50Ms: Samples.percentile(latencies, 0.5),
                       latencyP99Ms: Samples.percentile(latencies, 0.99), latencyMaxMs: latencies.last ?? .nan,
@@ -258,16 +236,39 @@ public struct RedisBenchmark: Sendable {
     /// The lead's newest event sequence.
     private static func newest(_ lead: BenchLead) async throws -> Int64 {
         var newest: Int64 = 0
-        try await BenchLead.waitUntil("the lead's event count", timeout: .seconds(10)) {
+        try await waitUntil("the lead's event count", timeout: .seconds(10)) {
             // The events route with tail=1 answers the newest event.
-            var events = HTTPClientRequest(url: lead.baseURL + Routes.events + "?tail=1&follow=false")
-            events.headers.add(name: "Authorization", value: "Bearer \(lead.token)")
-            guard let response = try? await HTTPClient.shared.execute(events, timeout: .seconds(5)),
-                  let body = try? await response.body.collect(upTo: 1 << 20) else { return false }
-            let text = String(buffer: body)
-            newest = text.split(separator: "\n").compactMap { $0.hasPrefix("id: ") ? Int64($0.dropFirst(4)) : nil }.last ?? 0
+            try await readEvents(lead.baseURL + Routes.events + "?tail=1&follow=false", headers: ["Authorization": "Bearer \(lead.token)"],
+                                 timeout: .seconds(5)) { data in
+                newest = (try? APICoding.decoder().decode(MeshEvent.self, from: Data(data.utf8)))?.seq ?? 0
+                return true
+            }
             return newest > 0
         }
         return newest
+    }
+
+    /// Runs SQL in the lead's managed PostgreSQL (its socket in the data dir) with psql;
+    /// the unaligned, tuples-only output.
+    @discardableResult
+    private static func storeSQL(_ lead: BenchLead, scratch: ScratchDirectory, _ sql: String) async throws -> String {
+        let psql = try PostgresServer.binDirectory() + "/psql"
+        let outcome = try await ChildProcess.run(psql, ["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", lead.dataDir + "/postgres", "-p", "5432",
+                                                        "-U", "aurora", "-d", "aurora", "-c", sql], outputDirectory: scratch.path, timeout: .seconds(300))
+        guard outcome.code == 0 else { throw TestKitError("psql failed (\(outcome.code)): \(outcome.stderr.suffix(400))") }
+        return outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// The `seq` of the newest stream entry of an `XREVRANGE ... COUNT 1` reply (entry ids are `SEQ-0`).
+    private static func lastSeq(_ reply: RESPValue) -> Int64? {
+        guard case .array(let entries?) = reply, case .array(let entry?)? = entries.first, let id = entry.first?.text else { return nil }
+        return id.split(separator: "-").first.flatMap { Int64($0) }
+    }
+
+    /// An event's `at` (ISO 8601, with or without fractional seconds).
+    private static func parseTime(_ text: String) -> Date? {
+        (try? Date(text, strategy: .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true).timeSeparator(.colon)
+            .timeZone(separator: .omitted)))
+            ?? (try? Date(text, strategy: .iso8601))
     }
 }
