@@ -6,7 +6,9 @@ import Glibc
 struct FileStatus: Sendable, Equatable {
     /// `st_mode`: type and permission bits.
     var mode: mode_t
+    /// `st_size`, in bytes.
     var size: Int64
+    /// Owner and group: the data directory's checks compare them with the agent's own user.
     var uid: uid_t
     var gid: gid_t
 
