@@ -8,7 +8,7 @@ struct FileStatus: Sendable, Equatable {
     var mode: mode_t
     /// `st_size`, in bytes.
     var size: Int64
-    /// Owner and group: the data directory's checks compare them with the agent's own user.
+    /// Owner and group: the managed PostgreSQL's start checks that its OS user can enter every parent.
     var uid: uid_t
     var gid: gid_t
 
