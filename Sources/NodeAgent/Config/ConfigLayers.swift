@@ -5,11 +5,14 @@ import struct AuroraAPI.ConnectivityProbe
 
 /// Where a resolved value came from, printed by `nodeagent config`.
 public enum ConfigSource: Sendable, Equatable, CustomStringConvertible {
+    /// The schema's default: no layer set the key.
     case defaultValue
     /// Derived at start, e.g. the host name.
     case computed(String)
+    /// A line of the profile file, or (`nodeFile`) of the node file given with `--config`.
     case profile(file: String, line: Int)
     case nodeFile(file: String, line: Int)
+    /// The environment variable named, or (`flag`) the `nodeagent run` flag named.
     case environment(String)
     case flag(String)
 
@@ -27,6 +30,7 @@ public enum ConfigSource: Sendable, Equatable, CustomStringConvertible {
 
 /// The keys one source sets, with where each was set.
 public struct ConfigLayer: Sendable {
+    /// Parsed values by dotted key path; a key the layer does not set is absent.
     public var values: [String: (value: ConfigValue, source: ConfigSource)] = [:]
 
     public init() {}
@@ -98,6 +102,8 @@ extension ConfigKind {
 
 /// Dotted-quad IPv4 parsing without sockets.
 enum IPv4 {
+    /// The address as a host-order integer; nil unless it is exactly four decimal octets without
+    /// leading zeros (so `010.0.0.1` is refused, not read as octal or decimal).
     static func parse(_ text: String) -> UInt32? {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 4 else { return nil }
@@ -115,6 +121,7 @@ enum IPv4 {
 /// Reads a profile or node file into a layer, rejecting unknown keys and bad values with the
 /// file, line and key.
 public enum ConfigFile {
+    /// Which layer the file is: only the source shown by `nodeagent config` differs.
     public enum Kind: Sendable { case profile, nodeFile }
 
     /// Loads `path`; throws naming the file when it is missing or unreadable.
@@ -129,6 +136,8 @@ public enum ConfigFile {
     }
 
     /// Parses YAML text that came from `file`.
+    /// An empty file sets nothing. Every error is an ``AgentError`` with code `config` naming
+    /// `file` and the line: invalid YAML, a key not in ``ConfigSchema``, a value that does not parse.
     public static func parse(_ text: String, file: String, kind: Kind) throws(AgentError) -> ConfigLayer {
         let root: Node?
         do {
@@ -147,6 +156,8 @@ public enum ConfigFile {
         return layer
     }
 
+    /// Walks one mapping: a schema key is parsed into `layer`, a section name (top level only)
+    /// recurses with `prefix`, anything else is an unknown key with a "did you mean" suggestion.
     private static func collect(_ mapping: Node.Mapping, prefix: String, file: String, kind: Kind,
                                 into layer: inout ConfigLayer) throws(AgentError) {
         for (keyNode, valueNode) in mapping {
@@ -171,6 +182,8 @@ public enum ConfigFile {
         }
     }
 
+    /// Turns a YAML node into the key's value: structured kinds from mappings and lists (with
+    /// duplicate names refused), scalars through ``ConfigKind/parse(_:key:origin:)``.
     private static func value(of node: Node, for key: ConfigKey, origin: String) throws(AgentError) -> ConfigValue {
         switch key.kind {
         case .map:
@@ -229,6 +242,8 @@ public enum ConfigFile {
         }
     }
 
+    /// One `gpus:` entry: `index` and `memory_total_mb` (MB) are required, `memory_used_mb` may not
+    /// exceed the total, `utilization_pct` is 0 to 100; a missing `uuid` becomes `GPU-static-INDEX`.
     private static func gpu(_ node: Node, position: Int, origin: String) throws(AgentError) -> GPUInventoryEntry {
         guard case .mapping(let mapping) = node else {
             throw AgentError(.config, "\(origin): gpus[\(position)] must be a mapping {index, name, memory_total_mb, ...}")
@@ -262,6 +277,8 @@ public enum ConfigFile {
                                  memoryTotalMB: total, memoryUsedMB: used, utilizationPct: utilization)
     }
 
+    /// One `connectivity:` entry: an http(s) `url`, GET or HEAD, and defaults of status 200, every
+    /// 30 s, a 5 s timeout and `degraded_ms` of half the timeout (at most 1000 ms).
     private static func probe(_ node: Node, position: Int, origin: String) throws(AgentError) -> ConnectivityProbe {
         guard case .mapping(let mapping) = node else {
             throw AgentError(.config, "\(origin): connectivity[\(position)] must be a mapping {name, url, ...}")
@@ -300,6 +317,7 @@ public enum ConfigFile {
         return "; did you mean '\(best.0)'?"
     }
 
+    /// Levenshtein distance between two key paths, in characters.
     static func editDistance(_ a: String, _ b: String) -> Int {
         let a = Array(a), b = Array(b)
         var row = Array(0...b.count)
@@ -315,6 +333,7 @@ public enum ConfigFile {
         return row[b.count]
     }
 
+    /// The YAML error's line, column and problem on one line, for an ``AgentError`` message.
     private static func oneLine(_ error: YamlError) -> String {
         switch error {
         case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):

@@ -20,18 +20,26 @@ public typealias GPUInventoryEntry = GPU
 /// What kind of value a key takes; each kind parses text (from YAML, the environment or a
 /// flag) and says precisely what it expected when the text does not fit.
 public enum ConfigKind: Sendable, Equatable {
+    /// Any text, taken as it is.
     case string
+    /// A valid ``NodeName`` (the name the mesh knows the node by).
     case nodeName
+    /// A non-empty path; a relative one is resolved against the working directory at resolution.
     case path
     case int(ClosedRange<Int>)
+    /// A positive number of seconds, at most a year, kept as a `Double` (fractions allowed).
     case seconds
     case bool
     case oneOf([String])
+    /// `HOST:PORT`, required; `optionalHostPort` also takes the empty string for "none".
     case hostPort
     case optionalHostPort
+    /// A URL with one of `schemes` and a host (PostgreSQL URLs may leave the host to libpq), or empty.
     case url(schemes: [String])
     case ipv4
+    /// An IPv4 network with a prefix of 8 to 30 bits and its host bits zero.
     case cidr
+    /// `map`, `gpus`, `probes` and `checks` are structured: they can only be set in a YAML file.
     case map
     case gpus
     case probes
@@ -67,6 +75,7 @@ public enum ConfigKind: Sendable, Equatable {
 public struct ConfigKey: Sendable {
     /// Dotted path, as in YAML (`wireguard.mode`).
     public let path: String
+    /// How the key's text is parsed and validated, wherever it comes from.
     public let kind: ConfigKind
     /// The value when no layer sets it; `nil` for keys computed at resolution (host name).
     public let defaultValue: ConfigValue?
@@ -93,8 +102,11 @@ public struct ConfigKey: Sendable {
 
 /// Every key the agent understands.
 public enum ConfigSchema {
+    /// The `log.level` choices, least severe first (swift-log's levels).
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
+    /// Every key in the order `nodeagent config` prints them. Adding a key here is all it takes for
+    /// the loader to accept it; ``NodeConfig`` must then read it into a typed field.
     public static let keys: [ConfigKey] = [
         // MARK: Node
         ConfigKey("role", .oneOf(["lead", "compute", "edge"]), default: nil, env: "NODE_ROLE",
@@ -207,9 +219,11 @@ public enum ConfigSchema {
     /// The key with this path, if any.
     public static func key(_ path: String) -> ConfigKey? { byPath[path] }
 
+    /// ``keys`` by dotted path, for ``key(_:)``.
     static let byPath: [String: ConfigKey] = Dictionary(uniqueKeysWithValues: keys.map { ($0.path, $0) })
 
     /// Section names (`wireguard`, `heartbeat`, ...) that hold keys.
+    /// A top-level YAML name in this set is a mapping of the section's keys, not a key itself.
     static let sections: Set<String> = Set(keys.compactMap { key in
         key.path.firstIndex(of: ".").map { String(key.path[..<$0]) }
     })

@@ -34,11 +34,13 @@ public struct ConfigInputs: Sendable {
 public struct ResolvedConfig: Sendable {
     /// One resolved key.
     public struct Entry: Sendable {
+        /// The schema entry, with its kind, documentation and whether it is secret.
         public let key: ConfigKey
         public let value: ConfigValue
         public let source: ConfigSource
     }
 
+    /// One entry per ``ConfigSchema/keys`` entry, in the same order.
     public let entries: [Entry]
 
     /// The value of `path`; every schema key has one after resolution.
@@ -87,6 +89,8 @@ public struct ResolvedConfig: Sendable {
     }
 
     /// Rules that span keys.
+    /// Today: `heartbeat.dead_after` must be greater than `heartbeat.suspect_after`; the error
+    /// names both values and where each was set.
     private func validateTogether() throws(AgentError) {
         if case .int(let suspect) = self["heartbeat.suspect_after"], case .int(let dead) = self["heartbeat.dead_after"], dead <= suspect {
             throw AgentError(.config, "'heartbeat.dead_after' (\(dead), \(source(of: "heartbeat.dead_after"))) must be greater than 'heartbeat.suspect_after' (\(suspect), \(source(of: "heartbeat.suspect_after")))")
@@ -151,8 +155,11 @@ public struct ResolvedConfig: Sendable {
 
 /// Hides secret values: whole tokens, and the password inside URLs and libpq strings.
 public enum Redaction {
+    /// What replaces a hidden value.
     public static let marker = "<redacted>"
 
+    /// A URL keeps its scheme, user and host but loses the password; a libpq keyword string loses
+    /// `password=`'s value; any other non-empty text (a token) is replaced whole.
     public static func redact(_ text: String) -> String {
         guard !text.isEmpty else { return text }
         if let schemeEnd = text.range(of: "://") {
@@ -193,19 +200,28 @@ extension FailureDetector.Policy {
 
 /// The validated, immutable configuration of one agent, passed down to every component.
 public struct NodeConfig: Sendable {
+    /// `lead`, `compute` or `edge`: which services ``Agent/run`` starts.
     public let role: NodeRole
+    /// The node's name in the mesh (`name`, default: the host name's first label).
     public let name: String
     public let company: String
+    /// Free-form labels (`labels`) the lead's placement matches jobs against.
     public let labels: [String: String]
+    /// The data directory (`data_dir`), absolute: see ``DataDirectory``.
     public let dataDir: String
+    /// The HTTP API's address (`listen`), loopback unless `http.insecure_plain` is set.
     public let listen: HostPort
     /// The lead's URL, when this node is not the lead.
     public let lead: String?
+    /// The one-time join token (`join_token`, a secret: never logged); not needed once joined.
     public let joinToken: String?
     /// An external store's URL; nil for the managed cluster.
     public let storeURL: String?
+    /// The OS user that runs the managed cluster when the agent runs as root (`store.run_as`).
     public let storeRunAs: String
+    /// The directory of `initdb` and `pg_ctl` (`store.pg_bin`); nil: found by ``ManagedPostgres``.
     public let pgBinDirectory: String?
+    /// The largest request body accepted, in bytes (`http.max_body_bytes`); larger gets 413.
     public let maxBodyBytes: Int
     /// `http.idle_timeout_s`.
     public let idleTimeoutS: Int
@@ -220,7 +236,9 @@ public struct NodeConfig: Sendable {
     public let limitBurst: Int
     public let limitJoinsPerMin: Int
     public let limitAuthFailuresPerMin: Int
+    /// The least severe level logged (`log.level`), to stderr and to the log ring alike.
     public let logLevel: Logger.Level
+    /// A static GPU inventory (`gpus`) used instead of `nvidia-smi`; empty: ask `nvidia-smi`.
     public let gpus: [GPUInventoryEntry]
     /// External APIs this node probes (`connectivity`).
     public let probes: [ConnectivityProbe]
@@ -247,12 +265,17 @@ public struct NodeConfig: Sendable {
     public let gpuPolicy: String
     /// The address this node asks for (`vpn_ip`); nil lets the lead allocate.
     public let vpnIP: String?
+    /// The mesh network (`wireguard.cidr`); the lead takes its first host address.
     public let wireguardCIDR: String
+    /// The public `HOST:PORT` peers dial (`wireguard.endpoint`); nil: the address the lead sees.
     public let wireguardEndpoint: String?
+    /// The UDP port WireGuard listens on (`wireguard.listen_port`).
     public let wireguardListenPort: Int
     /// off | render | apply (`wireguard.mode`).
     public let wireguardMode: String
+    /// The interface's name (`wireguard.interface`, default `aurora0`).
     public let wireguardInterface: String
+    /// `wireguard.behind_nat`: send and ask for `PersistentKeepalive = 25`.
     public let wireguardBehindNAT: Bool
     /// Seconds before a removed node's address may be reused (`wireguard.reuse_after_s`).
     public let wireguardReuseAfter: Double
@@ -267,6 +290,8 @@ public struct NodeConfig: Sendable {
     /// All keys with their sources, for `nodeagent config`.
     public let resolved: ResolvedConfig
 
+    /// Reads every key of an already validated ``ResolvedConfig`` into its typed field; a key of
+    /// the wrong kind is a programming error (the schema and this initializer disagree) and traps.
     public init(resolved: ResolvedConfig, profileFile: String) {
         func string(_ path: String) -> String {
             guard case .string(let value) = resolved[path] else { preconditionFailure("\(path) is not a string key") }
@@ -368,7 +393,10 @@ public struct PostgresMonitorConfig: Sendable {
     public let interval: Double
     /// The server is meant to be the primary (it then also gets the heartbeat row).
     public let expectPrimary: Bool
+    /// When the replica counts as catching up or stalled (`postgres.max_lag_s`, `max_lag_bytes`,
+    /// `stall_after_s`), with `expectPrimary` copied in.
     public let thresholds: ReplicaThresholds
+    /// An inactive replication slot holding more WAL than this many bytes is reported.
     public let slotMaxRetainedBytes: UInt64
 
     init(conninfo: String, interval: Double, expectPrimary: Bool, thresholds: ReplicaThresholds, slotMaxRetainedBytes: UInt64) {

@@ -4,6 +4,10 @@ import Foundation
 /// or is a path to a YAML file itself.
 public enum ProfileLocator {
     /// The directories searched, in order.
+    /// `--profiles-dir`, then `AURORA_PROFILES_DIR`, then `/etc/aurora/profiles`, then the
+    /// installed `../share/aurora/profiles` from the binary's directory, then any `profiles/` with a
+    /// `lead.yaml` up to five levels above it (a source checkout). Missing directories stay in the
+    /// list: ``locate(_:profilesDir:environment:executable:)`` names them all in its error.
     public static func searchDirectories(profilesDir: String?, environment: [String: String], executable: String) -> [String] {
         var directories: [String] = []
         if let profilesDir { directories.append(profilesDir) }
@@ -22,6 +26,8 @@ public enum ProfileLocator {
     }
 
     /// The file for `profile`, or an error listing where it looked.
+    /// A name with a `/` or a `.yaml`/`.yml` suffix is a path and must exist; any other name must
+    /// be letters, digits, `-` and `_`. Throws ``AgentError`` with code `profileNotFound`.
     public static func locate(_ profile: String, profilesDir: String?, environment: [String: String], executable: String) throws(AgentError) -> String {
         if profile.contains("/") || profile.hasSuffix(".yaml") || profile.hasSuffix(".yml") {
             guard FileManager.default.fileExists(atPath: profile) else {
@@ -45,9 +51,13 @@ public enum ProfileLocator {
 public enum ConfigLoader {
     /// What `nodeagent` was asked for on its command line.
     public struct Request: Sendable {
+        /// `--profile`: a profile name or a path; nil falls back to `AURORA_PROFILE`, then `NODE_ROLE`.
         public var profile: String?
+        /// `--profiles-dir`, searched before every other profile directory.
         public var profilesDir: String?
+        /// `--config`: the node file layered over the profile; nil falls back to `AURORA_CONFIG`.
         public var configFile: String?
+        /// The `nodeagent run` flags that were given, by key path (`data_dir` for `--data-dir`).
         public var flags: [String: String]
 
         public init(profile: String?, profilesDir: String?, configFile: String?, flags: [String: String]) {
@@ -59,6 +69,8 @@ public enum ConfigLoader {
     }
 
     /// Locates and reads the profile and node file, then resolves every key.
+    /// Called once by `nodeagent run` and `nodeagent config`. Every failure is an ``AgentError``
+    /// whose message names the file and line, variable or flag at fault; nothing is changed on disk.
     public static func load(_ request: Request, environment: [String: String] = ProcessInfo.processInfo.environment,
                             executable: String = CommandLine.arguments[0]) throws(AgentError) -> NodeConfig {
         guard let profile = request.profile ?? environment["AURORA_PROFILE"].flatMap({ $0.isEmpty ? nil : $0 }) ?? environment["NODE_ROLE"].flatMap({ $0.isEmpty ? nil : $0 }) else {
@@ -78,6 +90,7 @@ public enum ConfigLoader {
         return NodeConfig(resolved: try ResolvedConfig.resolve(inputs), profileFile: profileFile)
     }
 
+    /// The first executable `program` on `PATH`, as a shell would find it; nil when there is none.
     static func which(_ program: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
         return path.split(separator: ":").map { "\($0)/\(program)" }.first { FileManager.default.isExecutableFile(atPath: $0) }

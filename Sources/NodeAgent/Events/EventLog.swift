@@ -9,6 +9,7 @@ import Synchronization
 public final class EventHub: Sendable {
     /// What a subscriber receives.
     enum Item: Sendable {
+        /// A recorded event, in `seq` order.
         case event(MeshEvent)
         /// Keeps idle streams alive and finds clients that went away.
         case ping
@@ -26,6 +27,10 @@ public final class EventHub: Sendable {
     public init() {}
 
     /// A live stream of items; ends when the hub closes or `unsubscribe` is called.
+    /// Each stream buffers the newest 10,000 items: a client that reads slower than that loses the
+    /// oldest (it can resume from the log with `Last-Event-ID`). Subscribing to a closed hub gives a stream
+    /// that has already ended. Called by `GET /api/events` before it reads the backlog, so nothing
+    /// committed in between is missed.
     func subscribe() -> (UUID, AsyncStream<Item>) {
         let (stream, continuation) = AsyncStream<Item>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
         let id = UUID()
@@ -37,10 +42,13 @@ public final class EventHub: Sendable {
         return (id, stream)
     }
 
+    /// Ends the stream and forgets it; called when the SSE client goes away. Unknown ids do nothing.
     func unsubscribe(_ id: UUID) {
         state.withLock { $0.subscribers.removeValue(forKey: id) }?.finish()
     }
 
+    /// Hands a committed batch to every stream, then to every tap. Called by the store thread
+    /// after the commit (``EventLog/commit(_:events:store:hub:)``); it never blocks: streams buffer.
     func publish(_ events: [MeshEvent]) {
         guard !events.isEmpty else { return }
         let taps = state.withLock { state in
@@ -58,6 +66,7 @@ public final class EventHub: Sendable {
         state.withLock { $0.taps.append(tap) }
     }
 
+    /// Sends a ``Item/ping`` to every stream; the registry service's loop calls it every 15 s.
     func ping() {
         state.withLock { state in
             for continuation in state.subscribers.values { continuation.yield(.ping) }
@@ -79,13 +88,18 @@ public final class EventHub: Sendable {
 enum EventLog {
     /// A pending event, written inside the transaction of the change it describes.
     struct Draft: Sendable {
+        /// The event type (`node.joined`, `job.completed`, ...; see `EventType`).
         var type: String
+        /// The node the event is about, if any; SSE filters and the `events` table's index use it.
         var node: String?
+        /// The event's payload, stored as `jsonb`; never a secret.
         var data: [String: JSONValue]
     }
 
     /// Runs `statements` and records `drafts` in one transaction, then publishes the events
     /// (on the store thread, right after the commit, so subscribers see them in order).
+    /// Throws ``AgentError`` with code `store` when the transaction fails: nothing was written and
+    /// nothing is published.
     @discardableResult
     static func commit(_ statements: [(String, [String?])], events drafts: [Draft], store: Store, hub: EventHub) async throws(AgentError) -> [MeshEvent] {
         try await store.inTransaction({ connection throws(AgentError) -> [MeshEvent] in
@@ -97,6 +111,8 @@ enum EventLog {
     }
 
     /// Inserts `draft` with the connection of an open transaction.
+    /// The caller publishes the returned event after its own commit; an event published before
+    /// the commit could describe a change that was rolled back.
     static func insert(_ draft: Draft, on connection: PostgresConnection) throws(AgentError) -> MeshEvent {
         let (id, data) = try prepare(draft)
         let row = try connection.execute(
@@ -135,6 +151,8 @@ enum EventLog {
     }
 
     /// Events after `seq`, oldest first.
+    /// At most `limit` of them: the SSE backlog and the Redis catch-up page through the log with it.
+    /// A row that cannot be read is skipped, and data that does not decode becomes `{}`.
     static func since(_ seq: Int64, limit: Int, store: Store) async throws(AgentError) -> [MeshEvent] {
         let rows = try await store.query(
             "SELECT seq, id, type, \(SQL.iso("at")), node, data::text FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
@@ -170,6 +188,7 @@ enum SQL {
         (try? APICoding.encoder().encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 
+    /// A jsonb column's text (or a saved JSON file) decoded as `T`; nil when absent or malformed.
     static func decode<T: Decodable>(_ type: T.Type, _ text: String?) -> T? {
         text.flatMap { try? APICoding.decoder().decode(T.self, from: Data($0.utf8)) }
     }
@@ -212,6 +231,7 @@ enum ISOTime {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// Reads what ``string(_:)`` writes, and any other ISO 8601 time; nil when it is neither.
     static func parse(_ text: String) -> Date? {
         (try? Date(text, strategy: .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true).timeSeparator(.colon).timeZone(separator: .omitted)))
             ?? (try? Date(text, strategy: .iso8601))

@@ -3,6 +3,7 @@ import Foundation
 
 /// A Redis reply, copied out of hiredis's reply object.
 enum RedisReply: Sendable, Equatable {
+    /// A bulk string; `status` is a simple one (`OK`), `error` a Redis error reply (`ERR ...`).
     case string(String)
     case status(String)
     case integer(Int64)
@@ -10,6 +11,7 @@ enum RedisReply: Sendable, Equatable {
     case null
     case error(String)
 
+    /// A string, status or integer reply as text; nil for the others.
     var text: String? {
         switch self {
         case .string(let text), .status(let text): text
@@ -23,10 +25,15 @@ enum RedisReply: Sendable, Equatable {
 /// The password is never part of a description or an error.
 struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
     var host: String
+    /// 6379 when the URL names none.
     var port: Int
+    /// From the URL's password (or a lone user part), percent-decoding undone; never logged.
     var password: String?
+    /// The `/DB` number to `SELECT`; nil keeps the server's default database.
     var database: Int?
 
+    /// Throws ``AgentError`` with code `config` for anything but `redis://` with a host and an
+    /// optional numeric database.
     init(url: String) throws(AgentError) {
         guard let components = URLComponents(string: url), components.scheme?.lowercased() == "redis",
               let host = components.host, !host.isEmpty else {
@@ -59,6 +66,8 @@ final class RedisConnection: @unchecked Sendable {  // owns a redisContext; used
 
     /// Connects with a timeout for the connect and for every later command; authenticates and
     /// selects the database when the endpoint says so.
+    /// Throws ``AgentError`` with code `process` when the server cannot be reached or refuses the
+    /// password or database; the message names the endpoint, never the password.
     init(_ endpoint: RedisEndpoint, timeout: Duration) throws(AgentError) {
         let time = Self.timeval(timeout)
         guard let context = redisConnectWithTimeout(endpoint.host, Int32(endpoint.port), time) else {
@@ -132,6 +141,7 @@ final class RedisConnection: @unchecked Sendable {  // owns a redisContext; used
 
     // MARK: Helpers
 
+    /// Deep-copies a hiredis reply (arrays recursively) so it outlives `freeReplyObject`.
     private static func copy(_ reply: UnsafeMutablePointer<redisReply>) -> RedisReply {
         let value = reply.pointee
         switch value.type {

@@ -34,6 +34,9 @@ final class RedisPublisher: Service {
         var scriptSHA: String?
     }
 
+    /// Arguments: KEYS[1] the stream; ARGV[1] MAXLEN, ARGV[2] entry id, ARGV[3...8] the fields,
+    /// ARGV[9] `1` to publish, ARGV[10] the channel. Returns 1 when written, 0 when the stream
+    /// already had the entry (a replay), or the XADD error.
     static let script = """
         local ok = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[2], 'seq', ARGV[3], 'id', ARGV[4], 'type', ARGV[5], \
         'node', ARGV[6], 'at', ARGV[7], 'event', ARGV[8])
@@ -44,11 +47,15 @@ final class RedisPublisher: Service {
         if ARGV[9] == '1' then redis.call('PUBLISH', ARGV[10], ARGV[8]) end
         return 1
         """
+    /// Events the tap holds before it drops them all and marks the buffer overflowed.
     static let bufferLimit = 20_000
+    /// Script calls per pipelined write.
     static let chunk = 256
+    /// Events read from the store per page while catching up.
     static let catchUpPage = 2_000
 
     let endpoint: RedisEndpoint
+    /// `events.redis_maxlen`: the stream keeps about this many newest entries.
     let maxLength: Int
     let store: Store
     let state: AgentState
@@ -82,6 +89,9 @@ final class RedisPublisher: Service {
         state.setRedis(RedisHealth(state: .connecting))
     }
 
+    /// The service's loop: sleeps until the tap hands something over (or once at start, to
+    /// connect and catch up), then pumps. Ends on graceful shutdown, dropping the connection
+    /// and its thread; events not yet written are in the store and caught up at the next start.
     func run() async throws {
         let thread = NIOThreadPool(numberOfThreads: 1)
         thread.start()
@@ -225,6 +235,7 @@ final class RedisPublisher: Service {
         }
     }
 
+    /// Sleeps for `duration`; throws at once on graceful shutdown, which ends the pump.
     private func pause(_ duration: Duration) async throws {
         try await cancelWhenGracefulShutdown { try await Task.sleep(for: duration) }
     }

@@ -17,6 +17,7 @@ final class APITokens: Sendable {
         var revoked: Bool
 
         /// The caller name jobs record: `api:ID`, with `@COMPANY` when the token has one.
+        /// An `admin` token's caller is the mesh admin itself, as for the operator token.
         var caller: String { role == .admin ? JobAccess.admin : "api:\(id)" + (company.isEmpty ? "" : "@\(company)") }
     }
 
@@ -26,6 +27,8 @@ final class APITokens: Sendable {
     init(store: Store) { self.store = store }
 
     /// Loads every token from the store (the lead's start).
+    /// Rows that do not parse are skipped. Throws ``AgentError`` with code `store`; the registry
+    /// service then retries the whole load.
     func load() async throws(AgentError) {
         let rows = try await store.query("SELECT id, token_hash, role, company, \(SQL.iso("expires_at")), revoked_at IS NOT NULL FROM api_tokens").rows
         var loaded: [String: Grant] = [:]
@@ -37,6 +40,8 @@ final class APITokens: Sendable {
     }
 
     /// The grant of a presented token, when it is valid now.
+    /// Checked on every request that carries a bearer token, from memory only (no store call):
+    /// nil for anything that is not an `aurapi_` token, unknown, revoked or expired.
     func grant(for presented: String, now: Date = Date()) -> Grant? {
         guard presented.hasPrefix("aurapi_"), presented.utf8.count <= 128 else { return nil }
         let hash = Hex.encode(Crypto.sha256(Array(presented.utf8)))
@@ -44,6 +49,9 @@ final class APITokens: Sendable {
         return grant
     }
 
+    /// `POST /api/tokens` with a role: stores the hash (and an expiry `ttl_s` seconds from now, at
+    /// most 366 days) and returns the token, the only time it is shown. 400 for join-token fields
+    /// or a bad company or TTL; 503 when the store fails (nothing is granted then).
     func create(_ request: TokenCreateRequest) async throws(Refusal) -> APITokenCreated {
         guard let role = request.role else { throw Refusal.badRequest("role: an API token needs a role: read, submit or admin") }
         guard request.profile == nil, request.reusable == nil, request.labels == nil else {
@@ -72,6 +80,7 @@ final class APITokens: Sendable {
         return APITokenCreated(token: token, info: info)
     }
 
+    /// Every API token with its state (`active`, `expired`, `revoked`), oldest first; never a token.
     func list() async throws(Refusal) -> [APITokenInfo] {
         do {
             return try await store.query("SELECT \(Self.columns) FROM api_tokens ORDER BY created_at, id").rows.compactMap(Self.info)
@@ -96,11 +105,13 @@ final class APITokens: Sendable {
         return info
     }
 
+    /// The columns ``info(_:)`` reads, with the state computed by the store's clock.
     private static let columns = """
         id, role, company, \(SQL.iso("created_at")), \(SQL.iso("expires_at")),
         CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN expires_at <= now() THEN 'expired' ELSE 'active' END
         """
 
+    /// One row of ``columns``; nil when it does not parse.
     private static func info(_ row: [String?]) -> APITokenInfo? {
         guard row.count == 6, let id = row[0], let role = row[1].flatMap(APIRole.init(rawValue:)), let created = row[3],
               let state = row[5].flatMap(TokenInfo.State.init(rawValue:)) else { return nil }

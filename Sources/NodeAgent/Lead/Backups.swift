@@ -28,6 +28,7 @@ actor BackupArchive {
 
     /// `DATA/backups`.
     let directory: String
+    /// How many daily, weekly and monthly backups retention keeps (7, 4 and 12 by default).
     let policy: RetentionPolicy
     private let source: Source
     private let store: Store
@@ -217,6 +218,8 @@ actor BackupArchive {
         return BackupList(backups: backups, directory: directory)
     }
 
+    /// A backup's time (from its name), size in bytes and recorded checksum; ``AgentError`` with
+    /// code `backupNotFound` when there is no such file.
     private func describe(_ name: String) throws(AgentError) -> BackupInfo {
         guard let stamp = BackupName.timestamp(of: name), let info = FileStatus.of(path(name), followingLinks: false) else {
             throw AgentError(.backupNotFound, "no backup named \(name) in \(directory)")
@@ -347,6 +350,7 @@ actor BackupArchive {
         }
     }
 
+    /// Drops the half-restored database so a retry can use the name again; a failure is only logged.
     private func dropAfterFailure(_ database: String) async {
         let conninfo = source.conninfo
         do throws(AgentError) {
@@ -383,6 +387,7 @@ actor BackupArchive {
         return deleted
     }
 
+    /// Ends one verify or restore of `name`; retention may delete it once none is left.
     private func release(_ name: String) {
         inUse[name, default: 1] -= 1
         if inUse[name] == 0 { inUse[name] = nil }
@@ -428,6 +433,7 @@ actor BackupArchive {
         }
     }
 
+    /// fsyncs `DATA/backups`, so a rename or unlink in it survives a crash.
     private func syncDirectory() {
         let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd >= 0 {

@@ -6,8 +6,11 @@ import Secrets
 
 /// What a valid join token grants.
 struct TokenGrant: Sendable {
+    /// The token's id (`jt_...`), recorded with the node it admitted.
     var id: String
+    /// The only role a node may join with on this token.
     var profile: NodeRole
+    /// The company and the trusted labels the node is given: the token's, never what the node claims.
     var company: String
     var labels: [String: String]
 }
@@ -15,10 +18,14 @@ struct TokenGrant: Sendable {
 /// Join tokens on the lead: stored as SHA-256 hashes, single use unless reusable, expiring.
 /// The token itself is shown once, when it is created.
 enum JoinTokens {
+    /// Seconds a token lives when the request gives no `ttl_s` (an hour), and (`maxTTL`) at most (30 days).
     static let defaultTTL = 3600
     static let maxTTL = 30 * 86_400
 
     /// Creates a token; returns it with its record.
+    /// `POST /api/tokens` for a join token. With a TLS listener (`lead`), the printed token carries
+    /// the pin of the lead's key and the answer the URL and command a node joins with. 400 for a
+    /// lead profile, an API-token field, a bad TTL, company or labels; 503 when the store fails.
     static func create(_ request: TokenCreateRequest, store: Store, lead: LeadTLS? = nil) async throws(Refusal) -> TokenCreated {
         guard let profile = request.profile else { throw Refusal.badRequest("profile: a join token needs the joining node's profile (compute or edge)") }
         guard profile != .lead else { throw Refusal.badRequest("profile: join tokens are for compute or edge nodes") }
@@ -65,6 +72,8 @@ enum JoinTokens {
         token.range(of: ":sha256:").map { String(token[..<$0.lowerBound]) } ?? token
     }
 
+    /// Every join token with its state (`active`, `used`, `expired`, `revoked`), oldest first;
+    /// never a token. 503 when the store fails.
     static func list(store: Store) async throws(Refusal) -> TokenList {
         do {
             let rows = try await store.query("SELECT \(columns) FROM join_tokens ORDER BY created_at, id").rows
@@ -118,12 +127,14 @@ enum JoinTokens {
         _ = try connection.execute("UPDATE join_tokens SET uses = uses + 1 WHERE id = $1", [id])
     }
 
+    /// The columns ``info(_:)`` reads, with the state computed by the store's clock.
     private static let columns = """
         id, profile, company, labels::text, reusable, uses, \(SQL.iso("created_at")), \(SQL.iso("expires_at")),
         CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN expires_at <= now() THEN 'expired'
              WHEN NOT reusable AND uses > 0 THEN 'used' ELSE 'active' END
         """
 
+    /// One row of ``columns``; nil when it does not parse.
     private static func info(_ row: [String?]) -> TokenInfo? {
         guard row.count == 9, let id = row[0], let profile = row[1].flatMap(NodeRole.init(rawValue:)), let created = row[6],
               let expires = row[7], let state = row[8].flatMap(TokenInfo.State.init(rawValue:)) else { return nil }
@@ -134,7 +145,10 @@ enum JoinTokens {
 
 /// What a join token says of the lead's TLS listener: its pin and the URL nodes use.
 struct LeadTLS: Sendable {
+    /// The pin of the lead's TLS key, which a joining node checks before it sends the token.
     let pin: TLSPin
+    /// `tls.advertise`, else `https://HOST:PORT` from `tls.listen` (the host name for a wildcard
+    /// address); empty without a TLS listener.
     let url: String
 
     init(identity: TLSIdentity, config: NodeConfig) {

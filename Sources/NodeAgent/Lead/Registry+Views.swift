@@ -7,11 +7,14 @@ import Secrets
 extension Registry {
     // MARK: Views
 
+    /// `GET /api/nodes`: every node the registry knows (removed ones included), sorted by name.
+    /// 503 until the registry has loaded.
     func list() throws(Refusal) -> NodeList {
         try requireLoaded()
         return NodeList(nodes: entries.values.map(Self.view).sorted { $0.name < $1.name }, stale: false, lead: config.name)
     }
 
+    /// `GET /api/nodes/{name}`; 404 for a name the registry does not know.
     func node(_ name: String) throws(Refusal) -> Node {
         try requireLoaded()
         guard let entry = entries[name] else { throw Refusal.notFound("no node named '\(name)'") }
@@ -36,6 +39,8 @@ extension Registry {
         return host.contains(":") ? "[\(host)]:\(entry.node.wireguard.listenPort)" : "\(host):\(entry.node.wireguard.listenPort)"
     }
 
+    /// `GET /api/topology`: every node, and a link per peer RTT a node reported in its heartbeats
+    /// (with the WireGuard handshake age when it reported one, and how old the measurement is, in s).
     func topology(now: ContinuousClock.Instant = .now) throws(Refusal) -> Topology {
         try requireLoaded()
         let members = entries.values.map { Topology.Member(name: $0.node.name, state: $0.node.state, vpnIP: $0.node.vpnIP) }

@@ -18,14 +18,18 @@ actor Registry {
     /// One node as the lead holds it.
     struct Entry: Sendable {
         var node: Node
+        /// The node's Ed25519 key from its join: every signed request of the node must verify with it.
         var signKey: PublicKey
+        /// The detector's timing for the node, from the timing its last join or heartbeat reported.
         var policy: FailureDetector.Policy
         /// Removed by an operator: its heartbeats are refused until it joins again.
         var removed: Bool
         /// The address the node's requests come from, for probes.
         var observedHost: String?
+        /// The RTTs (ms) to its peers its last heartbeat with any reported, and (`peersAt`) when.
         var peers: [PeerRTT] = []
         var peersAt: ContinuousClock.Instant?
+        /// When it was last heard from (wall clock), flushed to `last_seen` every 2 s.
         var lastSeen: Date
         /// What its GPU worker last reported (without the job list).
         var worker: WorkerReport?
@@ -44,6 +48,7 @@ actor Registry {
         var name: String
         var host: String
         var port: Int
+        /// When the probe was asked for: a refusal counts only if the node was not heard from since.
         var sentAt: ContinuousClock.Instant
     }
 
@@ -51,18 +56,24 @@ actor Registry {
     let hub: EventHub
     let config: NodeConfig
     let identity: NodeIdentity
+    /// The mesh network (`wireguard.cidr`) addresses are allocated from; the lead holds the first.
     let network: IPv4Network
     let logger: Logger
 
     var entries: [String: Entry] = [:]
     /// The nodes' signing keys, readable without the actor (request verification).
     nonisolated let signKeys = SignKeyTable()
+    /// The pure failure detector: heartbeats, ticks and probe results go in, transitions come out.
     var detector = FailureDetector()
+    /// Nonces of signed requests seen within the allowed clock skew, to refuse replays.
     var replay = ReplayGuard(windowSeconds: RequestSigning.maxSkewSeconds)
+    /// Nodes whose `last_seen` (`seenDirty`) or reported record (`recordDirty`) changed since the
+    /// last ``flush()``.
     var seenDirty = Set<String>()
     var recordDirty = Set<String>()
     /// Grows on every membership change; nodes refresh their cached copy when it moves.
     private(set) var version = 1
+    /// True once ``load(capabilities:meshID:now:)`` finished; until then every call answers 503.
     private(set) var loaded = false
     private var meshID: String?
     /// The GPU coordinator hears of node changes that matter for placement.
@@ -73,6 +84,8 @@ actor Registry {
     let heartbeats = Counter(label: "aurora_heartbeats_total")
     let refusals = Counter(label: "aurora_signed_requests_refused_total")
 
+    /// Reads nothing yet (``load(capabilities:meshID:now:)`` does); throws ``AgentError`` with
+    /// code `config` when `wireguard.cidr` is not a network.
     init(store: Store, hub: EventHub, config: NodeConfig, identity: NodeIdentity, secretsGeneration: SecretsGeneration = SecretsGeneration(),
          logger: Logger) throws(AgentError) {
         self.secretsGeneration = secretsGeneration
@@ -88,6 +101,7 @@ actor Registry {
         }
     }
 
+    /// Called by the job service before the coordinator loads, so no node change is missed.
     func attach(_ jobs: JobCoordinator) { self.jobs = jobs }
 
     // MARK: Loading
@@ -275,6 +289,7 @@ actor Registry {
         return JoinResponse(node: entry.node, mesh: meshInfo())
     }
 
+    /// The mesh as a join answer gives it: network, the lead's name, URL and public keys, mesh id.
     func meshInfo() -> JoinResponse.Mesh {
         JoinResponse.Mesh(
             cidr: network.description,
@@ -286,6 +301,11 @@ actor Registry {
     // MARK: Heartbeats
 
     /// A verified heartbeat from `name`.
+    /// Memory only, but for the events of a state change (a dead node that beats again is
+    /// `alive`) or a replica change. The registry version moves when peers must render another
+    /// endpoint; the answer carries it, the secrets generation, and `sendFull` when the lead has
+    /// no capabilities of the node (after its restart). 400 for bad claims, 404 for an unknown
+    /// node, 503 when a state change cannot be stored.
     func heartbeat(_ name: String, _ beat: HeartbeatRequest, observedHost: String?, at: ContinuousClock.Instant = .now) async throws(Refusal) -> HeartbeatResponse {
         let policy = try Self.policy(beat.timing)
         if let address = beat.address { _ = try Self.hostPort(address, field: "address") }
@@ -350,6 +370,7 @@ actor Registry {
     }
 
     /// The node leaves on purpose (its own signed call).
+    /// The node is `left` at once (`node.left` with `by: node`); 404 for an unknown name.
     func leave(_ name: String) async throws(Refusal) {
         guard entries[name] != nil else { throw Refusal.notFound("no node named '\(name)'") }
         try await apply(detector.onLeave(name, at: .now), leftBy: "node")
@@ -397,6 +418,8 @@ actor Registry {
     // MARK: Time
 
     /// Applies timing and returns the probes to make.
+    /// Called every 100 ms by the registry service. A state change the store cannot record is
+    /// logged and stays in memory; the detector does not report it again.
     func tick(now: ContinuousClock.Instant = .now) async -> [ProbeTarget] {
         guard loaded else { return [] }
         let directives = detector.onTick(now: now)
@@ -410,6 +433,8 @@ actor Registry {
     }
 
     /// The result of a probe.
+    /// Only a refusal is evidence (the node is `dead`, or `away` if it goes away first); a timeout proves
+    /// nothing and the detector's timing goes on.
     func probed(_ target: ProbeTarget, outcome: TCPProbe.Outcome) async {
         guard case .refused = outcome else { return }
         do { try await apply(detector.onProbe(target.name, refused: true, sentAt: target.sentAt, at: .now)) } catch {
@@ -418,6 +443,9 @@ actor Registry {
     }
 
     /// Writes `last_seen` of the nodes heard from, and records whose reported data changed.
+    /// Called every 2 s by the registry service and once at shutdown. A failed batch is retried
+    /// statement by statement, and what still fails waits for the next flush; heartbeats are
+    /// never refused because the store is slow.
     func flush() async {
         guard loaded, !(seenDirty.isEmpty && recordDirty.isEmpty) else { return }
         let seen = seenDirty, records = recordDirty
@@ -463,6 +491,8 @@ actor Registry {
     }
 
     /// The lead's own heartbeat, in process.
+    /// Called every `heartbeat.interval_s` by the registry service; the lead is not watched by the
+    /// detector (it is alive while it answers).
     func beatLead(capabilities: Capabilities, checks: [CheckResult], postgres: ReplicaHealth?, links: [WireGuardLink]? = nil) async {
         guard var entry = entries[config.name] else { return }
         let now = Date()
@@ -512,11 +542,15 @@ actor Registry {
 
     // MARK: Internals
 
+    /// 503 `starting` until the registry has loaded.
     func requireLoaded() throws(Refusal) {
         guard loaded else { throw Refusal(.unavailable, code: "starting", message: "the registry is starting; retry in a moment") }
     }
 
     /// Records state changes: memory, the store (state and event in one transaction), then subscribers.
+    /// Damped transitions change the state but write no event. Every changed node is told to the
+    /// job coordinator, which requeues the jobs of dead or left nodes. A store failure is a 503; the
+    /// memory already holds the new state.
     private func apply(_ directives: [FailureDetector.Directive], leftBy: String? = nil) async throws(Refusal) {
         let transitions = directives.compactMap { directive -> FailureDetector.Transition? in
             if case .transition(let transition) = directive { transition } else { nil }
@@ -565,6 +599,7 @@ actor Registry {
     }
 
     /// A node's company and box key (base64), for resolving and sealing its secrets.
+    /// Nil for an unknown node.
     func secretIdentity(_ name: String) -> (company: String, boxKey: String)? {
         entries[name].map { ($0.node.company, $0.node.boxPublicKey) }
     }
@@ -584,10 +619,13 @@ actor Registry {
         return (host, port, pin)
     }
 
+    /// A reported `tls_port` must be 1–65535 (400 otherwise); nil is no TLS listener.
     static func validateTLSPort(_ port: Int?) throws(Refusal) {
         if let port, !(1...65535).contains(port) { throw Refusal.badRequest("tls_port must be 1-65535") }
     }
 
+    /// The node's reported port on its observed host, when its reported address is that host or a
+    /// wildcard; nil otherwise, so a node cannot make the lead connect to a host it only names.
     private static func probeAddress(_ entry: Entry) -> (host: String, port: Int)? {
         guard let text = entry.node.address, let address = try? HostPort(parsing: text), let observed = entry.observedHost else { return nil }
         if address.host == observed { return (observed, address.port) }

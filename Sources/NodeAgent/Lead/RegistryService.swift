@@ -26,6 +26,10 @@ final class RegistryService: Service {
         self.logger = logger
     }
 
+    /// Loads once the store is `ok` (retrying every 50 ms; the registry answers 503 meanwhile),
+    /// then runs the 100 ms loop until graceful shutdown: detector tick (late nodes probed with a
+    /// 500 ms TCP connect, in parallel), the lead's own heartbeat every `heartbeat.interval_s`,
+    /// a `last_seen` flush every 2 s and an SSE ping every 15 s. Flushes once more at the end.
     func run() async throws {
         // The store comes first; until it answers the registry answers 503.
         for await _ in AsyncTimerSequence(interval: .milliseconds(50), clock: .continuous).cancelOnGracefulShutdown() {
@@ -69,6 +73,7 @@ struct StreamCloser: Service {
     let hub: EventHub
     let jobs: JobCoordinator?
 
+    /// Waits for the graceful shutdown, then ends every SSE stream and job long-poll.
     func run() async throws {
         try? await gracefulShutdown()
         hub.close()
@@ -95,6 +100,8 @@ final class JobService: Service {
         self.logger = logger
     }
 
+    /// The job loop, with the secrets read audit's writer beside it as a child task; both end
+    /// on graceful shutdown.
     func run() async throws {
         // The secrets manager's read audit runs as a child of this service and ends with it.
         await withDiscardingTaskGroup { group in
@@ -104,6 +111,9 @@ final class JobService: Service {
         }
     }
 
+    /// Waits for the registry, attaches the coordinator to it, loads open jobs and secrets
+    /// versions (retrying every 50 ms, the lead reports `starting` meanwhile), marks the lead
+    /// ready, then ticks the coordinator every 250 ms until graceful shutdown.
     private func runJobs() async {
         for await _ in AsyncTimerSequence(interval: .milliseconds(50), clock: .continuous).cancelOnGracefulShutdown() {
             guard await registry.loaded else { continue }

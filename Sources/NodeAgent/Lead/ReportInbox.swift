@@ -20,7 +20,9 @@ actor ReportInbox {
     let board: ConnectivityBoard
     let logger: Logger
     private var lastPrune: ContinuousClock.Instant?
+    /// How long a taken report id is remembered (a PostgreSQL interval).
     static let keep = "7 days"
+    /// The most reports one batch may hold; the node's sender sends 100.
     static let maxBatch = 500
     /// An event's data larger than this (JSON) is refused.
     static let maxEventBytes = 16 * 1024
@@ -79,6 +81,10 @@ actor ReportInbox {
         return outcome
     }
 
+    /// The report's effect: a job result through the coordinator (its 4xx answers become refused
+    /// outcomes), connectivity through the board, an allowed event type (at most 16 KiB of data)
+    /// into the event log under the report's id. A store failure throws, so the node sends the
+    /// report again; so does any refusal of a connectivity report by the board.
     private func apply(_ report: NodeReport, id: String, from node: String) async throws(Refusal) -> ReportOutcome {
         func refused(_ code: String, _ message: String) -> ReportOutcome {
             ReportOutcome(id: report.id, status: .refused, code: code, message: message)

@@ -105,8 +105,10 @@ extension SecretsManager {
 /// Wake-ups for the read audit's loops; each keeps only the newest, so a burst of reads is
 /// one wake-up.
 struct ReadAuditSignals: Sendable {
+    /// Wakes the batch writer: audit records wait (`flushNeeded` is the sending side).
     let flush: AsyncStream<Void>
     let flushNeeded: AsyncStream<Void>.Continuation
+    /// Wakes the deadline watcher: a read started waiting (`deadlineAdded` is the sending side).
     let deadlines: AsyncStream<Void>
     let deadlineAdded: AsyncStream<Void>.Continuation
 

@@ -18,6 +18,7 @@ actor SecretsManager {
         var scope: SecretScope
     }
 
+    /// A slot's current version, sealed as stored (``Envelope``), and when the slot last changed.
     struct Current: Sendable {
         var version: Int
         var sealed: SealedValue
@@ -28,6 +29,7 @@ actor SecretsManager {
     let hub: EventHub
     let master: MasterKey
     let signing: SigningKey
+    /// Bumped after every committed change, so heartbeat answers tell nodes to refresh their cache.
     let generation: SecretsGeneration
     let logger: Logger
     /// Sealed, signed answers by node, key and version (nothing in them is readable without the
@@ -35,7 +37,9 @@ actor SecretsManager {
     private let answers = AnswerCache(limit: 100_000)
     /// The key-encryption key new values are wrapped with.
     private var kekVersion = 1
+    /// Every slot that is not deleted, with its current version: reads resolve from here alone.
     private var current: [Slot: Current] = [:]
+    /// The head of the audit chain: the next record's `previous_hash` is its hash.
     var lastAudit: AuditRecord?
 
     // The read audit's state (SecretsManager+ReadAudit.swift).
@@ -47,6 +51,7 @@ actor SecretsManager {
     let readAuditSignals = ReadAuditSignals()
     /// The loops have ended: reads are refused at once.
     var readAuditStopped = false
+    /// True once ``load()`` finished; until then every call answers 503 `starting`.
     private(set) var loaded = false
 
     init(store: Store, hub: EventHub, master: MasterKey, signing: SigningKey, generation: SecretsGeneration, logger: Logger) {
@@ -62,6 +67,9 @@ actor SecretsManager {
 
     // MARK: Loading
 
+    /// Called by the job service once the registry is loaded, before the lead reports ready: the
+    /// current versions, the audit chain's head and the key-encryption key in use. Throws
+    /// ``AgentError`` with code `store`; the job service retries.
     func load() async throws(AgentError) {
         let rows = try await store.query("""
             SELECT s.service, s.key_name, s.scope, s.scope_id, s.version, s.ciphertext, s.nonce, s.wrapped_key, s.wrap_nonce, s.kek_version,
@@ -307,6 +315,7 @@ actor SecretsManager {
 
     // MARK: Views (operator)
 
+    /// `GET /api/secrets`: every current secret's name, scope and version, never a value.
     func list() throws(Refusal) -> SecretList {
         try requireLoaded()
         let secrets = current.map { slot, found in
@@ -316,6 +325,8 @@ actor SecretsManager {
         return SecretList(secrets: secrets.sorted { ($0.service, $0.keyName, $0.scope, $0.scopeID) < ($1.service, $1.keyName, $1.scope, $1.scopeID) })
     }
 
+    /// Every stored version of one slot, oldest first, marking the current one (none after a
+    /// delete); 404 when the slot never had a version.
     func versions(service: String, keyName: String, scope: SecretScope) async throws(Refusal) -> SecretVersions {
         try requireLoaded()
         let rows: [[String?]]
@@ -353,6 +364,7 @@ actor SecretsManager {
 
     // MARK: Internals
 
+    /// 503 `starting` until ``load()`` finished.
     private func requireLoaded() throws(Refusal) {
         guard loaded else { throw Refusal(.unavailable, code: "starting", message: "the secrets manager is starting; retry in a moment") }
     }
@@ -382,6 +394,7 @@ actor SecretsManager {
         }
     }
 
+    /// The newest audit record in the store; nil for an empty log.
     static func lastAudit(store: Store) async throws(AgentError) -> AuditRecord? {
         try await store.query(
             "SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash FROM secret_audit ORDER BY seq DESC LIMIT 1")
@@ -396,6 +409,8 @@ actor SecretsManager {
     }
 
     /// A JSON string literal.
+    /// Quotes and escapes as JSON requires (control characters as `\uXXXX`), for hand-built JSON:
+    /// the read audit's batch insert and the OpenAPI document.
     static func quoted(_ text: String) -> String {
         var out = "\""
         out.reserveCapacity(text.utf8.count + 2)
@@ -415,6 +430,8 @@ actor SecretsManager {
         return out + "\""
     }
 
+    /// The identity a sealed value is bound to (its associated data): a value moved to another
+    /// slot or version does not open.
     static func row(_ slot: Slot, version: Int) -> SecretRow {
         SecretRow(scope: slot.scope.name, scopeID: slot.scope.id, service: slot.service, keyName: slot.keyName, version: version)
     }
@@ -423,6 +440,7 @@ actor SecretsManager {
         do { return try SecretScope(name: name, id: id) } catch { throw Refusal.badRequest(error.message) }
     }
 
+    /// Service and key names: 1–128 of letters, digits, `.`, `_`, `-`; 400 naming `field` otherwise.
     static func validName(_ text: String, field: String) throws(Refusal) {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
         guard (1...128).contains(text.count), text.allSatisfy({ allowed.contains($0) }) else {
@@ -456,8 +474,10 @@ final class AnswerCache: Sendable {
 
     init(limit: Int) { self.limit = limit }
 
+    /// The answer made before for this node, box key, secret and version, if any.
     func get(_ key: String) -> SecretRead? { entries.withLock { $0[key] } }
 
+    /// Keeps an answer; at `limit` entries the whole cache is emptied first.
     func put(_ key: String, _ answer: SecretRead) {
         entries.withLock { entries in
             if entries.count >= limit { entries.removeAll(keepingCapacity: true) }

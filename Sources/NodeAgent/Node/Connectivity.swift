@@ -16,6 +16,7 @@ actor ConnectivityBoard {
     let store: Store
     let hub: EventHub
     let logger: Logger
+    /// Node name → service name → latest result. Lost on restart: nodes report again within 15 s.
     private var matrix: [String: [String: ProbeResult]] = [:]
 
     init(store: Store, hub: EventHub, logger: Logger) {
@@ -24,10 +25,14 @@ actor ConnectivityBoard {
         self.logger = logger
     }
 
-    /// A node's latest results; changed states become events (written before they count).
     /// The most services one node may report on (its profile's probes), in one report and in all.
     static let maxServices = 64
 
+    /// A node's latest results; changed states become events (written before they count).
+    /// Called by the report inbox (a node's outbox), the connectivity route, and on the lead by
+    /// its own ``ConnectivityService``. Refuses (400) more than ``maxServices`` services or
+    /// malformed names; a store failure (503) leaves the board as it was, so the node's next
+    /// report brings the change again.
     func report(_ node: String, _ results: [ProbeResult]) async throws(Refusal) {
         guard results.count <= Self.maxServices else {
             throw Refusal.badRequest("results has \(results.count) entries; the cap is \(Self.maxServices) services per node")
@@ -65,6 +70,7 @@ actor ConnectivityBoard {
         matrix[node] = updated
     }
 
+    /// Every node's latest results, for `GET /api/connectivity/status` and (summarized) `.../health`.
     func status() -> ConnectivityMatrix { ConnectivityMatrix(nodes: matrix) }
 }
 
@@ -77,6 +83,7 @@ final class ConnectivityService: Service {
     /// and a signed POST to the lead otherwise. The flag says a state changed since the last
     /// delivered report.
     let deliver: @Sendable ([ProbeResult], Bool) async -> Bool
+    /// Each probe's latest result by probe name; read by `latest` for reports.
     private let results = Mutex<[String: ProbeResult]>([:])
 
     init(config: NodeConfig, logger: Logger, deliver: @escaping @Sendable ([ProbeResult], Bool) async -> Bool) {
@@ -90,6 +97,9 @@ final class ConnectivityService: Service {
     /// The latest result of each probe.
     var latest: [ProbeResult] { results.withLock { Array($0.values) }.sorted { $0.service < $1.service } }
 
+    /// The probe loop: ticks at a quarter of the shortest probe interval (50 ms to 1 s), runs the
+    /// probes that are due in parallel, and delivers the results when a state changed (until a
+    /// delivery succeeds) or 15 s after the last one. A failed delivery is retried on the next tick.
     func run() async throws {
         guard !config.probes.isEmpty else { return }
         var due = Dictionary(uniqueKeysWithValues: config.probes.map { ($0.name, ContinuousClock.now) })

@@ -25,6 +25,8 @@ final class GPUWorker: Service {
         case shutdown
     }
 
+    /// A job this worker holds: the attempt it was given (the fencing token its result carries),
+    /// its task, and why the task was stopped, if it was.
     private struct Running: Sendable {
         var attempt: Int
         var task: Task<Void, Never>?
@@ -38,7 +40,9 @@ final class GPUWorker: Service {
     let logger: Logger
     /// Results go through the node's durable outbox (nil: posted directly).
     let outbox: Outbox?
+    /// Held jobs by id; an entry lives from the assignment until its result was handed on.
     private let running = Mutex<[String: Running]>([:])
+    /// True while the long-poll loop runs; heartbeats report it as `accepting`.
     private let polling = Atomic<Bool>(false)
     private let completed = Counter(label: "aurora_worker_jobs_total")
 
@@ -62,6 +66,11 @@ final class GPUWorker: Service {
                             generate: config.gpuBackend != nil, jobs: jobs.sorted { $0.id < $1.id })
     }
 
+    /// The service: waits until the node has joined, then long-polls `GET /api/gpu/assignments`
+    /// (20 s wait, 25 s timeout) and starts or cancels jobs as the lead says; while the lead is away
+    /// it retries after 100 ms doubling to 2 s. On graceful shutdown it first tells the lead (a
+    /// heartbeat with `accepting: false`) that it takes nothing more, then stops every running job
+    /// and hands each back for an immediate requeue.
     func run() async throws {
         guard config.acceptJobs else { return }
         // Pull once the node has joined.
@@ -118,6 +127,9 @@ final class GPUWorker: Service {
 
     // MARK: Jobs
 
+    /// Runs an assignment in its own task, once per job id (a repeated assignment is ignored);
+    /// when it ends the result is delivered, or handed back on shutdown, or dropped if the lead
+    /// stopped it.
     private func start(_ assignment: Assignment) {
         let fresh = running.withLock { jobs -> Bool in
             guard jobs[assignment.id] == nil else { return false }
@@ -146,6 +158,8 @@ final class GPUWorker: Service {
         running.withLock { $0[assignment.id]?.task = task }
     }
 
+    /// Cancels a running job when the lead's cancel names the attempt running here; an older
+    /// attempt's cancel does nothing.
     private func stop(_ lease: JobLease, because reason: Stop) {
         let task = running.withLock { jobs -> Task<Void, Never>? in
             guard jobs[lease.id]?.attempt == lease.attempt else { return nil }
@@ -198,6 +212,8 @@ final class GPUWorker: Service {
         }
     }
 
+    /// Never throws: every failure is a failed ``JobResult``, with `retry` set when another node
+    /// might succeed (this node's backend or settings are at fault, not the job).
     private func execute(_ assignment: Assignment) async -> JobResult {
         switch assignment.kind {
         case .generate: await generate(assignment)
@@ -207,6 +223,9 @@ final class GPUWorker: Service {
 
     // MARK: generate
 
+    /// A `generate` job: one request to `gpu.backend` with the payload's model, prompt or messages
+    /// and options, `timeout_s` (default 600 s, at most 7 days); the answer is normalised by
+    /// ``InferenceCall/result(from:)``. A backend that is down or answers 5xx fails with `retry`.
     private func generate(_ assignment: Assignment) async -> JobResult {
         let attempt = assignment.attempt
         guard let backend = config.gpuBackend else {
@@ -244,6 +263,10 @@ final class GPUWorker: Service {
 
     // MARK: exec
 
+    /// An `exec` job: only with `gpu.allow_exec` and only when the mesh admin submitted it. Runs
+    /// `payload.argv` with `CUDA_VISIBLE_DEVICES` set to the assigned GPUs and the job's id and
+    /// attempt in `AURORA_JOB_ID`/`AURORA_JOB_ATTEMPT`, no other `AURORA_` variable, for at most
+    /// `timeout_s` (default 3600 s), keeping up to `max_output_bytes` (default 64 KiB) of each output.
     private func exec(_ assignment: Assignment) async -> JobResult {
         let attempt = assignment.attempt
         guard config.allowExec else {
@@ -303,6 +326,8 @@ extension GPUWorker {
     /// default) with room to spare: output that escapes badly in JSON is cut further.
     static let maxResultBytes = 768 * 1024
 
+    /// Halves `stdout` and `stderr` (marking them truncated) until the encoded result fits in
+    /// `limit` bytes, or nothing is left to cut.
     static func fit(_ result: inout [String: JSONValue], within limit: Int) {
         while (try? APICoding.encoder().encode(result).count) ?? 0 > limit {
             var shrunk = false
@@ -320,12 +345,15 @@ extension GPUWorker {
 /// One call to a local inference server: an OpenAI-compatible `/v1/chat/completions` or an
 /// Ollama `/api/generate` (or `/api/chat`) URL, chosen by the path of `gpu.backend`.
 struct InferenceCall {
+    /// The server's API: OpenAI chat completions, Ollama generate, or Ollama chat (also for an
+    /// Ollama URL when the payload has `messages`).
     enum Flavor: String { case openAI = "openai", ollamaGenerate = "ollama", ollamaChat = "ollama-chat" }
 
     let url: String
     let flavor: Flavor
     let body: [UInt8]
 
+    /// Builds the URL and the JSON body (never streaming) from `gpu.backend` and the job's payload.
     init(backend: String, payload: [String: JSONValue]) {
         let base = backend.hasSuffix("/") ? String(backend.dropLast()) : backend
         var options: [String: JSONValue] = [:]
@@ -391,6 +419,7 @@ extension JobResult {
         return copy
     }
 
+    /// Applies ``InputRules/sanitizedFreeText(_:)`` to every string and key, recursively.
     private static func sanitize(_ value: JSONValue) -> JSONValue {
         switch value {
         case .string(let text): .string(InputRules.sanitizedFreeText(text))

@@ -28,16 +28,22 @@ public struct ServiceCheckConfig: Sendable, Equatable {
         case command([String])
     }
 
+    /// Unique among the profile's checks: letters, digits, `-`, `_`, `.`, at most 63.
     public var name: String
     public var target: Target
     /// Seconds between runs, and the longest a run may take.
     public var interval: Double
+    /// Seconds a run may take before it counts as critical (default: the interval, at most 2 s).
     public var timeout: Double
+    /// How many results change the status (`success_before_passing`, `failures_before_warning`,
+    /// `failures_before_critical`) and when recovery runs (`recovery_after`, `recovery_window_s`).
     public var policy: CheckPolicy
     /// The recovery command (argv, no shell), e.g. `[systemctl, restart, api.service]`.
     public var recovery: [String]?
+    /// Seconds the recovery command may run before it is killed (`recovery_timeout_s`, default 60).
     public var recoveryTimeout: Double
 
+    /// `http`, `tcp` or `command`, as the API and events name it.
     public var kind: String {
         switch target {
         case .http: "http"
@@ -55,6 +61,7 @@ public struct ServiceCheckConfig: Sendable, Equatable {
         }
     }
 
+    /// The keys a `checks:` entry may have; any other is a configuration error.
     static let keys = ["name", "http", "method", "expect_status", "tcp", "args", "interval_s", "timeout_s", "success_before_passing",
                        "failures_before_warning", "failures_before_critical", "recovery", "recovery_after", "recovery_window_s",
                        "recovery_timeout_s"]
@@ -166,6 +173,7 @@ extension ServiceCheckConfig.Target {
 /// The latest state of every service check and the raised resource alerts: written by the
 /// check and alert services, read by `/health`, `/api/checks` and every heartbeat.
 final class CheckBoard: Sendable {
+    /// Checks by name in the profile's order, and raised alerts by resource.
     private struct State {
         var checks: [String: ServiceCheckState] = [:]
         var order: [String] = []
@@ -174,6 +182,7 @@ final class CheckBoard: Sendable {
 
     private let state = Mutex(State())
 
+    /// Sets a check's whole state; a new name goes to the end of the order.
     func update(_ check: ServiceCheckState) {
         state.withLock { state in
             if state.checks[check.name] == nil { state.order.append(check.name) }
@@ -181,6 +190,7 @@ final class CheckBoard: Sendable {
         }
     }
 
+    /// Edits a known check's state in place (a run's result, a recovery); unknown names are ignored.
     func change(_ name: String, _ body: (inout ServiceCheckState) -> Void) {
         state.withLock { state in
             guard var check = state.checks[name] else { return }
@@ -189,6 +199,7 @@ final class CheckBoard: Sendable {
         }
     }
 
+    /// Every check's full state, in the profile's order, for `GET /api/checks`.
     var checks: [ServiceCheckState] { state.withLock { state in state.order.compactMap { state.checks[$0] } } }
 
     /// Checks with a status, as heartbeats and `/health` carry them.
@@ -196,14 +207,17 @@ final class CheckBoard: Sendable {
         checks.compactMap { check in check.status.map { CheckResult(name: check.name, status: $0, output: check.output) } }
     }
 
+    /// Raised alerts sorted by resource (`cpu`, `disk`, `memory`), for `/health` and `/api/checks`.
     var activeAlerts: [ResourceAlert] { state.withLock { $0.alerts.values.sorted { $0.resource < $1.resource } } }
 
     func raise(_ alert: ResourceAlert) { state.withLock { $0.alerts[alert.resource] = alert } }
 
     func clear(_ resource: String) { state.withLock { _ = $0.alerts.removeValue(forKey: resource) } }
 
+    /// `GET /api/checks`: every check and every raised alert.
     var report: CheckReport { CheckReport(checks: checks, alerts: activeAlerts) }
 
+    /// Severity for "the worst status wins": passing 0, warning 1, critical 2.
     static func rank(_ status: CheckResult.Status) -> Int {
         switch status {
         case .passing: 0
@@ -262,6 +276,9 @@ final class HealthCheckService: Service {
         }
     }
 
+    /// The service: one loop per check and, for checks with a recovery command, one recovery
+    /// runner fed by it (a request waiting while a recovery runs is replaced by the newest), until
+    /// graceful shutdown.
     func run() async throws {
         await withDiscardingTaskGroup { group in
             for check in checks {
@@ -279,8 +296,11 @@ final class HealthCheckService: Service {
         }
     }
 
+    /// Seconds since the service started, on the monotonic clock: the tracker's time.
     private var now: Double { Double((ContinuousClock.now - epoch) / .milliseconds(1)) / 1000 }
 
+    /// One check's loop: a run at once, then one every `interval_s`, until graceful shutdown.
+    /// Runs of one check never overlap: the next waits for the one before.
     private func loop(_ check: ServiceCheckConfig, requestRecovery: AsyncStream<Int>.Continuation) async {
         let known = board.checks.first { $0.name == check.name }?.status.map(CheckStatus.init)
         var tracker = CheckTracker(policy: check.policy, status: known)
@@ -291,6 +311,8 @@ final class HealthCheckService: Service {
         }
     }
 
+    /// Runs the check, feeds the tracker, updates the board, and turns the tracker's directives
+    /// into a `check.changed` report (output cut to 200 characters) or a recovery request.
     private func runOnce(_ check: ServiceCheckConfig, tracker: inout CheckTracker, requestRecovery: AsyncStream<Int>.Continuation) async {
         let (outcome, output) = await Self.execute(check)
         let directives = tracker.onResult(outcome, at: now)
@@ -400,7 +422,9 @@ final class HealthCheckService: Service {
 /// every `alerts.interval_s` and raises and clears alerts through the pure ``ResourceWatch``:
 /// `alert.raised` / `alert.cleared` reports (through the outbox) and the board.
 final class ResourceMonitorService: Service {
+    /// Percentages that raise an alert (`alerts.cpu_pct` for `alerts.cpu_for_s`, `memory_pct`, `disk_pct`).
     let thresholds: ResourceThresholds
+    /// Seconds between samples (`alerts.interval_s`).
     let interval: Double
     let dataDir: String
     let board: CheckBoard
@@ -419,6 +443,9 @@ final class ResourceMonitorService: Service {
         self.report = report
     }
 
+    /// The sampling loop, every `alerts.interval_s` until graceful shutdown; CPU is the busy share
+    /// between two samples, so the first sample has none. Alerts already on the board (a restart
+    /// of the subsystem) stay raised rather than being raised again.
     func run() async throws {
         var watch = ResourceWatch(thresholds: thresholds, active: Set(board.activeAlerts.compactMap { WatchedResource(rawValue: $0.resource) }))
         var previous = CPUTimes.read()
@@ -476,9 +503,12 @@ final class ResourceMonitorService: Service {
 
 /// The aggregate CPU counters of `/proc/stat`.
 struct CPUTimes: Sendable {
+    /// Jiffies spent busy, and in all, since boot (all CPUs together).
     var busy: UInt64
     var total: UInt64
 
+    /// The `cpu` line of `/proc/stat`: idle and iowait count as idle; the total is the first eight
+    /// fields (guest time is already in user); nil when the file cannot be read.
     static func read() -> CPUTimes? {
         guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
               let line = text.split(separator: "\n").first, line.hasPrefix("cpu ") else { return nil }
@@ -489,6 +519,7 @@ struct CPUTimes: Sendable {
         return CPUTimes(busy: total - idle, total: total)
     }
 
+    /// Busy share in percent between `before` and now; nil when no time passed between them.
     func busyPercent(since before: CPUTimes) -> Double? {
         guard total > before.total else { return nil }
         return 100 * Double(busy &- before.busy) / Double(total - before.total)

@@ -16,8 +16,10 @@ actor Inventory {
     private let logger: Logger
     /// The profile's service checks, reported with the local ones.
     nonisolated let board: CheckBoard?
+    /// The last `nvidia-smi` answer (own jobs' memory taken out), kept when a later call fails.
     private var cachedGPUs: [GPU] = []
     private var gpusSampledAt: ContinuousClock.Instant?
+    /// CPU cores, memory in MB, OS and architecture: read once at start, they do not change.
     private let base: Capabilities
     /// nvidia-smi is asked at most this often.
     private let gpuRefresh = Duration.seconds(2)
@@ -36,12 +38,16 @@ actor Inventory {
     }
 
     /// The capabilities now.
+    /// Called for every heartbeat (a node's, and the lead's own record); `nvidia-smi` runs at most
+    /// every 2 s, so a fast heartbeat reuses the last GPU sample.
     func capabilities() async -> Capabilities {
         var capabilities = base
         capabilities.gpus = await gpus()
         return capabilities
     }
 
+    /// The static `gpus:` inventory when set; else `nvidia-smi`, with the memory of this node's own
+    /// `exec` jobs subtracted; else none. A failing `nvidia-smi` is logged and the last sample kept.
     private func gpus() async -> [GPU] {
         if !config.gpus.isEmpty { return config.gpus }
         if let sampled = gpusSampledAt, sampled.duration(to: .now) < gpuRefresh { return cachedGPUs }
@@ -74,6 +80,8 @@ actor Inventory {
         diskCheck() + (board?.results ?? [])
     }
 
+    /// `data_dir_disk`: warning from 85 % used, critical from 95 % (blocks reserved for root count
+    /// as used), critical when the directory cannot be stat'ed.
     private nonisolated func diskCheck() -> [CheckResult] {
         var stats = statvfs()
         guard statvfs(config.dataDir, &stats) == 0, stats.f_blocks > 0 else {
@@ -84,11 +92,13 @@ actor Inventory {
         return [CheckResult(name: "data_dir_disk", status: status, output: String(format: "%.0f%% used", used))]
     }
 
+    /// The first executable `program` on `PATH`; nil when there is none (no `nvidia-smi`: no GPUs).
     static func which(_ program: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
         return path.split(separator: ":").map { "\($0)/\(program)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
+    /// `PRETTY_NAME` from `/etc/os-release` with the kernel release, e.g. `Ubuntu 24.04 LTS (Linux 6.8.0)`.
     private static func osName(kernel: String) -> String {
         let release = (try? String(contentsOfFile: "/etc/os-release", encoding: .utf8)) ?? ""
         let pretty = release.split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
@@ -101,7 +111,10 @@ actor Inventory {
 final class JobGroups: Sendable {
     private let groups = Mutex<Set<pid_t>>([])
 
+    /// The groups running now; the inventory subtracts their GPU memory.
     var current: Set<pid_t> { groups.withLock { $0 } }
+    /// Called by ``ExecRunner/run(_:environment:timeout:maxOutput:groups:)`` as the child starts,
+    /// with `remove` once it ended.
     func add(_ group: pid_t) { groups.withLock { _ = $0.insert(group) } }
     func remove(_ group: pid_t) { groups.withLock { _ = $0.remove(group) } }
 }
@@ -109,6 +122,7 @@ final class JobGroups: Sendable {
 /// Parses `nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used,utilization.gpu
 /// --format=csv,noheader,nounits`. Lines that do not parse are skipped; `[N/A]` counts as 0.
 enum GPUQuery {
+    /// Memory is in MiB (nvidia-smi's `nounits`); utilization in percent.
     static func parse(_ output: String) -> [GPU] {
         output.split(separator: "\n").compactMap { line -> GPU? in
             let fields = line.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
@@ -147,6 +161,8 @@ enum TCPProbe {
         case inconclusive
     }
 
+    /// `host` must be an IP address (no name lookup: anything else is inconclusive). The channel is
+    /// closed at once: only whether and how fast the connect succeeds matters.
     static func connect(host: String, port: Int, timeout: Duration) async -> Outcome {
         let address: SocketAddress
         do { address = try SocketAddress(ipAddress: host, port: port) } catch { return .inconclusive }

@@ -18,8 +18,11 @@ import Synchronization
 struct Membership: Codable, Sendable, Equatable {
     var name: String
     var vpnIP: String
+    /// The lead's URL the node joined through; used when `lead` is not configured.
     var leadURL: String
+    /// The lead's name and public keys; its signing key checks the secrets it delivers.
     var lead: JoinResponse.Mesh.Lead
+    /// The mesh network (CIDR) the node's WireGuard configuration is built in.
     var cidr: String
     var meshID: String?
     var joinedAt: String
@@ -39,8 +42,11 @@ struct Membership: Codable, Sendable, Equatable {
         case leadPin = "lead_pin"
     }
 
+    /// `DATA/membership.json`.
     static func path(dataDir: String) -> String { dataDir + "/membership.json" }
 
+    /// Nil before the first join. A file that does not decode is an ``AgentError`` (code
+    /// `identity`): it is never silently replaced, since that would take a new join token.
     static func load(dataDir: String) throws(AgentError) -> Membership? {
         guard let text = try SecureFile.read(path(dataDir: dataDir)) else { return nil }
         guard let membership = SQL.decode(Membership.self, text) else {
@@ -49,6 +55,7 @@ struct Membership: Codable, Sendable, Equatable {
         return membership
     }
 
+    /// Written once, atomically (0600), right after a successful join.
     func save(dataDir: String) throws(AgentError) {
         try SecureFile.write(SQL.json(self) + "\n", to: Membership.path(dataDir: dataDir))
     }
@@ -61,6 +68,7 @@ enum LeadCallError: Error, Sendable {
     /// The lead answered with an error.
     case refused(status: Int, ErrorResponse)
 
+    /// One line for logs and answers; never holds the request's body.
     var message: String {
         switch self {
         case .unreachable(let reason): "lead unreachable: \(reason)"
@@ -80,6 +88,7 @@ final class LeadLink: Sendable {
     var url: String { state.withLock { $0.url } }
     var tls: TLSConfiguration? { state.withLock { $0.tls } }
 
+    /// Called once during a first join over https, after the lead showed the pinned key.
     func set(url: String, tls: TLSConfiguration?) { state.withLock { $0 = (LeadClient.base(url), tls) } }
 
     /// The link for a node: `lead` from the configuration, else the joined lead's URL; pinned to
@@ -107,6 +116,7 @@ final class LeadLink: Sendable {
 /// Signed HTTP calls from this node to the lead.
 struct LeadClient: Sendable {
     let link: LeadLink
+    /// Signs every request; nil for the join itself, which the token authorizes.
     let signer: RequestSigner?
 
     var baseURL: String { link.url }
@@ -126,6 +136,7 @@ struct LeadClient: Sendable {
         LeadClient(link: link, signer: RequestSigner(node: config.name, key: identity.signing))
     }
 
+    /// `url` without a trailing `/`, so route paths can be appended.
     static func base(_ url: String) -> String { url.hasSuffix("/") ? String(url.dropLast()) : url }
 
     /// One client for every call to the lead, for the life of the process. A refused connection
@@ -199,6 +210,8 @@ struct LeadClient: Sendable {
         return answer
     }
 
+    /// A short, stable reason for a failed call (`connection refused`, `timed out`, or the error's
+    /// first line), for logs and `lead_unreachable` answers.
     static func reason(_ error: any Error) -> String {
         let text = String(describing: error)
         if text.contains("refused") || text.contains("errno: 111") { return "connection refused" }
@@ -230,6 +243,7 @@ final class RegistryCache: Sendable {
         self.snapshot = Mutex((try? SecureFile.read(path)).flatMap { SQL.decode(Snapshot.self, $0) })
     }
 
+    /// The snapshot, loaded from disk at start (nil when there is none or it does not decode).
     var current: Snapshot? { snapshot.withLock { $0 } }
 
     /// Seconds since the snapshot was fetched.
@@ -238,6 +252,8 @@ final class RegistryCache: Sendable {
         return max(0, now.timeIntervalSince(fetched)).rounded(toPlaces: 3)
     }
 
+    /// Replaces the snapshot (keeping the old topology when `topology` is nil) and writes it to disk;
+    /// a failed write is ignored: the memory copy serves, and the next refresh writes again.
     func store(nodes: NodeList, topology: Topology?) {
         let value = Snapshot(nodes: nodes, topology: topology ?? current?.topology, fetchedAt: ISOTime.string(Date()))
         snapshot.withLock { $0 = value }
@@ -258,10 +274,13 @@ final class MembershipService: Service {
     let cache: RegistryCache
     let worker: GPUWorker?
     let logger: Logger
+    /// Signed: heartbeats, cache refreshes, leaving and forwarded reads.
     private let lead: LeadClient
+    /// Unsigned: only the join, before the lead knows this node's key.
     private let joinClient: LeadClient
     private let beats = Counter(label: "aurora_heartbeats_sent_total")
     private let beatFailures = Counter(label: "aurora_heartbeat_failures_total")
+    /// The last RTT measurement (ms), sent with every heartbeat; refreshed every 5 s.
     private let peerRTTs = Mutex<[PeerRTT]>([])
     /// What the lead last got in full, and when; unchanged capabilities are left out.
     private let lastFull = Mutex<(capabilities: Capabilities?, at: ContinuousClock.Instant?)>((nil, nil))
@@ -300,6 +319,12 @@ final class MembershipService: Service {
     /// Called (beside the heartbeats, as a child task of `run()`) when the lead says secrets changed: refresh the cache.
     let onSecretsChanged: (@Sendable (MembershipService) async -> Void)?
 
+    /// The service: joins (or loads the membership), then beats every `heartbeat.interval_s` with
+    /// a timeout of at most 2 s. Each answer may start a secrets refresh or a registry cache
+    /// refresh (on a new registry version, or 10 s after the last); a failed beat marks the lead
+    /// away once. Peer RTTs are measured every 5 s. On shutdown, with `leave_on_stop`, it tells the
+    /// lead this node leaves (left, not dead). Throws when the join is refused or the saved
+    /// membership is for another name.
     func run() async throws {
         guard let membership = try await joinIfNeeded() else { return }
         joinedLeadKey.withLock { $0 = try? PublicKey(base64: membership.lead.signPublicKey) }
@@ -445,6 +470,8 @@ final class MembershipService: Service {
 
     // MARK: Heartbeat
 
+    /// One beat: the full capabilities and labels only when they changed or 30 s passed (or the
+    /// lead asks with `sendFull`), with checks, peer RTTs, worker, PostgreSQL and WireGuard reports.
     private func heartbeat(timeout: Duration) async throws(LeadCallError) -> HeartbeatResponse {
         let capabilities = await inventory.capabilities()
         let full = lastFull.withLock { last in

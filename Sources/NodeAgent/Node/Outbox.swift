@@ -23,12 +23,17 @@ import NIOHTTP1
 final class Outbox: Sendable {
     /// One report waiting for the lead.
     struct Pending: Sendable {
+        /// The record's position in the outbox: acknowledgements name it, and it only grows.
         var sequence: UInt64
         /// nil when the record's payload did not decode (it is dropped on the next delivery).
         var report: NodeReport?
+        /// The payload's size in bytes.
         var bytes: Int
     }
 
+    /// The open file and what it holds, changed only on the outbox thread under the lock.
+    /// `fileBytes` is the file's length in bytes; `delivered`, `failing` and `lastError` feed
+    /// ``status``; once `closed` every write is refused.
     private struct State {
         var descriptor: Int32
         var ledger: OutboxLedger
@@ -54,8 +59,11 @@ final class Outbox: Sendable {
     private let logger: Logger
     /// Wakes the sender: a report was appended.
     private let wake = Mutex<AsyncStream<Void>.Continuation?>(nil)
+    /// Whether opening cut off a torn last record, and how many damaged regions it skipped: both
+    /// shown by `GET /api/outbox` (a sign of a crash or a damaged disk).
     let tornTailRepaired: Bool
     let corruptRegionsSkipped: Int
+    /// Reports made (`aurora_outbox_appended_total`) and reports waiting (`aurora_outbox_pending`).
     private let appended = Counter(label: "aurora_outbox_appended_total")
     private let pendingGauge = Gauge(label: "aurora_outbox_pending")
 
@@ -110,6 +118,11 @@ final class Outbox: Sendable {
     // MARK: Writing
 
     /// Appends `report` durably (written and fsync'd when this returns) and wakes the sender.
+    /// Called by the GPU worker (job results), the connectivity service (changes) and the check and
+    /// alert services (events). Throws ``AgentError`` with code `dataDir` when the outbox is closed,
+    /// the write or fsync fails (the file is cut back, so nothing half-written stays), or the file
+    /// would pass ``maxBytes`` (64 MiB). Then the worker posts the result directly, the
+    /// connectivity service retries on its next tick, and the check and alert services log the loss.
     func append(_ report: NodeReport) async throws(AgentError) {
         let payload: [UInt8]
         do { payload = Array(try APICoding.encoder().encode(report)) } catch { throw AgentError(.dataDir, "cannot encode a report") }
@@ -219,8 +232,10 @@ final class Outbox: Sendable {
         }
     }
 
+    /// Reports not yet acknowledged by the lead; `/health` shows it as `outbox_pending`.
     var pendingCount: Int { state.withLock { $0.ledger.pending.count } }
 
+    /// No report waits; the connectivity service then may send a refresh directly.
     var isEmpty: Bool { pendingCount == 0 }
 
     /// Jobs whose results wait here: the worker keeps naming them in heartbeats, so their
@@ -243,6 +258,8 @@ final class Outbox: Sendable {
         }
     }
 
+    /// `GET /api/outbox`: what waits (count, bytes, age of the oldest in s), how many were
+    /// delivered since start, whether delivery is failing and why, and what opening repaired.
     var status: OutboxStatus {
         state.withLock { state in
             let oldest = state.ledger.pending.first.flatMap { state.reports[$0.sequence] }.flatMap { ISOTime.parse($0.at) }
@@ -270,6 +287,8 @@ final class Outbox: Sendable {
 
     // MARK: File helpers
 
+    /// Runs file work on the outbox's own thread, starting it on first use; throws ``AgentError``
+    /// (`the outbox is closed`) after ``close()``.
     private func onIOThread<R: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> R) async throws(AgentError) -> R {
         let open = lifecycle.withLock { lifecycle -> Bool in
             if !lifecycle.started, !lifecycle.closed {
@@ -309,6 +328,8 @@ final class Outbox: Sendable {
         }
     }
 
+    /// The whole file, for the scan at open; a file over twice ``maxBytes`` is refused rather than
+    /// read into memory.
     private static func readAll(_ descriptor: Int32, path: String) throws(AgentError) -> [UInt8] {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
@@ -327,6 +348,7 @@ final class Outbox: Sendable {
         return bytes
     }
 
+    /// fsyncs the directory so a rename in it survives a crash.
     private static func syncDirectory(_ path: String) {
         let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if descriptor >= 0 {
@@ -348,6 +370,7 @@ final class OutboxSender: Service {
     /// stopped early). Throws when nothing was taken.
     let deliver: @Sendable ([NodeReport]) async throws -> [ReportOutcome]
     private let failures = Counter(label: "aurora_outbox_delivery_failures_total")
+    /// Reports per delivery.
     static let batchSize = 100
 
     init(outbox: Outbox, logger: Logger, deliver: @escaping @Sendable ([NodeReport]) async throws -> [ReportOutcome]) {
@@ -358,6 +381,9 @@ final class OutboxSender: Service {
         self.deliver = deliver
     }
 
+    /// The sender's loop: wakes on every append (and once at start), delivers batches until the
+    /// outbox is empty, and between failed batches waits 250 ms doubling to 2 s. Ends on graceful
+    /// shutdown; what was not delivered stays in the file for the next start.
     func run() async throws {
         var delay = Duration.milliseconds(250)
         for await _ in outbox.changes().cancelOnGracefulShutdown() {
@@ -445,6 +471,8 @@ extension OutboxSender {
         }
     }
 
+    /// Stops at the first report the lead does not answer (returning what was answered before it);
+    /// a 4xx refuses that report only. Throws when not even the first was answered.
     private static func oneByOne(_ reports: [NodeReport], lead: LeadClient) async throws -> [ReportOutcome] {
         var outcomes: [ReportOutcome] = []
         for report in reports {
@@ -481,6 +509,8 @@ extension OutboxSender {
 
 extension NodeReport {
     /// A new report made now.
+    /// The id is a fresh UUID: the lead records each id once, so a report delivered twice (an
+    /// acknowledgement lost in a crash) counts once.
     static func make(_ kind: Kind, job: String? = nil, result: JobResult? = nil, connectivity: ConnectivityReport? = nil,
                      event: NodeEvent? = nil) -> NodeReport {
         NodeReport(id: UUID().uuidString.lowercased(), kind: kind, at: ISOTime.string(Date()), job: job, result: result,

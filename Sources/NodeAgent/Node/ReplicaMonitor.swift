@@ -16,6 +16,8 @@ import Synchronization
 /// (`aurora_replica_heartbeat`) every second, so a standby measures its time lag from it and an
 /// idle primary shows no false lag.
 final class ReplicaMonitor: Service, Sendable {
+    /// One row (`id = 1`, `at`, `node`) on the primary, replicated to every standby; created by
+    /// the writer on first use.
     static let heartbeatTable = "aurora_replica_heartbeat"
 
     let config: PostgresMonitorConfig
@@ -37,6 +39,9 @@ final class ReplicaMonitor: Service, Sendable {
         self.logger = logger
     }
 
+    /// The service: the sampling loop and, when the server is meant to be the primary, the
+    /// heartbeat-row loop, until graceful shutdown; then both connections and threads go.
+    /// Nothing here throws: an unreachable server is a `down` sample, not an error.
     func run() async throws {
         sampler.start()
         writer.start()
@@ -54,6 +59,9 @@ final class ReplicaMonitor: Service, Sendable {
 
     // MARK: Sampling
 
+    /// The sampling loop, every `postgres.interval_s`. A sample that does not come back within
+    /// ``sampleTimeout`` counts as down, and no new one is submitted while it is stuck, so a hung
+    /// server cannot pile up queries on the sampler thread. Logs each change of state once.
     private func sample() async {
         var classifier = ReplicaClassifier(thresholds: config.thresholds)
         let origin = ContinuousClock.now
@@ -142,6 +150,8 @@ final class ReplicaMonitor: Service, Sendable {
         }
     }
 
+    /// Asks whether the server is in recovery; a primary goes on to ``primary(_:at:)``, a standby
+    /// reads its WAL receiver, the LSNs received and replayed, and the heartbeat row's age (time lag).
     private static func query(_ connection: PostgresConnection, at: Double) throws(AgentError) -> RawSample {
         let row = try connection.execute("""
             SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
@@ -171,6 +181,8 @@ final class ReplicaMonitor: Service, Sendable {
             receiveLSN: column(1), replayLSN: column(2))
     }
 
+    /// A primary's standbys (`pg_stat_replication`: lag in bytes and seconds) and its replication
+    /// slots with the WAL each retains, in bytes.
     private static func primary(_ connection: PostgresConnection, at: Double) throws(AgentError) -> RawSample {
         let standbys = try connection.execute("""
             SELECT r.application_name, host(r.client_addr), r.state, r.sent_lsn::text, r.write_lsn::text, r.flush_lsn::text,
@@ -195,6 +207,8 @@ final class ReplicaMonitor: Service, Sendable {
     }
 
     /// The API's view of a verdict and what the sample saw.
+    /// `degraded` is true for every state but `streaming` and `primary`, and for those too when
+    /// an inactive slot retains more than `slotLimit` bytes of WAL.
     static func health(_ verdict: ReplicaVerdict, _ raw: RawSample, thresholds: ReplicaThresholds, slotLimit: UInt64,
                        now: Date = Date()) -> ReplicaHealth {
         let role: ReplicaHealth.Role = switch raw.sample.server {
@@ -219,6 +233,7 @@ final class ReplicaMonitor: Service, Sendable {
             maxLagBytes: Int64(clamping: thresholds.maxLagBytes))
     }
 
+    /// Seconds to the millisecond, as the API shows lags.
     static func round(_ seconds: Double) -> Double { (seconds * 1000).rounded() / 1000 }
 
     // MARK: Heartbeat row
@@ -243,6 +258,8 @@ final class ReplicaMonitor: Service, Sendable {
         }
     }
 
+    /// One upsert of the heartbeat row with the server's clock (`clock_timestamp()`), on the writer
+    /// thread, with a 2 s statement timeout; returns the error's message, nil when it was written.
     static func writeHeartbeat(connection holder: borrowing Mutex<PostgresConnection?>, conninfo: String, node: String) -> String? {
         do throws(AgentError) {
             let setup = ["SET statement_timeout = 2000",
@@ -265,7 +282,9 @@ final class SampleInFlight: Sendable {
     private let finished = Atomic<Bool>(false)
     private let started = ContinuousClock.now
 
+    /// True once the sampler thread delivered, even after ``firstOf(_:orAfter:_:)`` gave up waiting.
     var done: Bool { finished.load(ordering: .acquiring) }
+    /// How long since the sample was submitted.
     var age: Duration { started.duration(to: .now) }
 
     func finish() { finished.store(true, ordering: .releasing) }

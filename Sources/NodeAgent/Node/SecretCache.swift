@@ -8,7 +8,10 @@ import Synchronization
 final class SecretsGeneration: Sendable {
     private let value = Atomic<Int>(0)
 
+    /// The count since the lead started; the heartbeat answer carries it as `secrets_version`, and
+    /// a node refreshes its cached secrets when it changes.
     var current: Int { value.load(ordering: .relaxed) }
+    /// Called by ``SecretsManager`` after every committed write or delete of a secret.
     func bump() { value.add(1, ordering: .relaxed) }
 }
 
@@ -17,6 +20,8 @@ final class SecretsGeneration: Sendable {
 /// guarded memory for fast reads. Served, with its age, while the lead is away, also after a
 /// restart. Refreshed when the lead's heartbeat answer says secrets changed.
 final class SecretCache: Sendable {
+    /// One cached read as saved in `secrets.json`: the lead's sealed, signed answer (no clear value)
+    /// and when it was fetched (ISO 8601).
     struct Entry: Codable, Sendable {
         var read: SecretRead
         var fetchedAt: String
@@ -27,6 +32,7 @@ final class SecretCache: Sendable {
         }
     }
 
+    /// An entry with its value opened in guarded memory; `fetchedDate` gives the `cached_age_s`.
     private struct Opened: Sendable {
         var entry: Entry
         var value: SecureBytes
@@ -40,6 +46,8 @@ final class SecretCache: Sendable {
     private let state = Mutex<[String: Opened]>([:])
     private let logger: Logger
 
+    /// Loads `DATA/cache/secrets.json`. Without the lead's key (a node that has not joined) the
+    /// cache starts empty. Never throws: a missing or unreadable file is an empty cache.
     init(dataDir: String, node: String, box: BoxKey, leadSignKey: PublicKey?, logger: Logger) {
         self.path = dataDir + "/cache/secrets.json"
         self.node = node
@@ -58,9 +66,13 @@ final class SecretCache: Sendable {
         state.withLock { $0 = opened }
     }
 
+    /// The cache's key for one secret: `SERVICE/KEY`.
     static func key(_ service: String, _ keyName: String) -> String { service + "/" + keyName }
 
     /// Opens a sealed read after checking the lead's signature.
+    /// The signature binds the service, key, scope, version and this node's name to the sealed
+    /// bytes, so an answer meant for another node or secret does not verify. Every failure is a 502:
+    /// the lead's answer is at fault, not the caller's request.
     static func open(_ read: SecretRead, node: String, box: BoxKey, leadKey: PublicKey) throws(Refusal) -> SecureBytes {
         guard let sealedText = read.sealedValue, let sealed = Data(base64Encoded: sealedText).map({ [UInt8]($0) }),
               let signatureText = read.signature, let signature = Data(base64Encoded: signatureText).map({ [UInt8]($0) }) else {
@@ -78,6 +90,8 @@ final class SecretCache: Sendable {
     }
 
     /// Keeps a verified read (and its opened value).
+    /// Called after a fetch from the lead opened; rewrites the file (a failed write is logged and
+    /// the entry still serves from memory until the agent stops).
     func store(_ read: SecretRead, value: SecureBytes) {
         let now = Date()
         let entry = Entry(read: read, fetchedAt: ISOTime.string(now))
@@ -88,6 +102,7 @@ final class SecretCache: Sendable {
         persist(all)
     }
 
+    /// Drops a secret the lead now refuses (403) or no longer has (404), so it is not served stale.
     func forget(_ service: String, _ keyName: String) {
         let all = state.withLock { cache -> [Entry] in
             cache[Self.key(service, keyName)] = nil
@@ -97,6 +112,7 @@ final class SecretCache: Sendable {
     }
 
     /// The cached answer, with its value and age.
+    /// Served by `GET /api/secrets/...` while the lead is away; nil when the secret was never fetched.
     func answer(_ service: String, _ keyName: String, now: Date = Date()) -> SecretRead? {
         state.withLock { cache in
             guard let opened = cache[Self.key(service, keyName)] else { return nil }
@@ -114,6 +130,7 @@ final class SecretCache: Sendable {
         state.withLock { cache in cache.values.map { ($0.entry.read.service, $0.entry.read.keyName) } }
     }
 
+    /// Writes every entry (sealed, oldest first) atomically to the 0600 file in a 0700 directory.
     private func persist(_ entries: [Entry]) {
         let directory = (path as NSString).deletingLastPathComponent
         do {

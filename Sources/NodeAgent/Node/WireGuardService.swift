@@ -30,12 +30,17 @@ final class WireGuardService: Service, Sendable {
     /// Members of the mesh: the lead's registry, or a node's cached copy; nil while unknown.
     let members: @Sendable () async -> [Node]?
     let agent: AgentState
+    /// `DATA/wireguard` (0700): the rendered `IF.conf` and, briefly, the `syncconf` input.
     let directory: String
     /// The mesh network: the lead's own setting, a node's from its join answer.
     private let meshNetwork: @Sendable () -> IPv4Network?
+    /// The mesh network once learned; it does not change while the agent runs.
     private let knownNetwork = Mutex<IPv4Network?>(nil)
     private let state = Mutex(Observed())
 
+    /// What the service last did and saw: the configuration in force (`applied`), when it changed,
+    /// the last error (shown by `GET /api/wireguard`, cleared by the next success), and whether
+    /// the interface was seen up.
     struct Observed {
         var applied: WireGuardConfig?
         var appliedAt: Date?
@@ -58,6 +63,7 @@ final class WireGuardService: Service, Sendable {
 
     var mode: Mode { Mode(rawValue: config.wireguardMode) ?? .off }
     var interface: String { config.wireguardInterface }
+    /// `DATA/wireguard/IF.conf`: the last good configuration, read back at the next start.
     var configPath: String { directory + "/\(interface).conf" }
 
     /// `GET /api/wireguard`.
@@ -72,6 +78,9 @@ final class WireGuardService: Service, Sendable {
     /// The configuration as rendered now; nil until one was rendered.
     var rendered: WireGuardConfig? { state.withLock { $0.applied } }
 
+    /// The service: with `wireguard.mode` off it returns at once. Otherwise it applies the last good
+    /// configuration, then every second renders what the mesh asks for and applies a change (see
+    /// ``tick()``). Throws only when `DATA/wireguard` cannot be created; apply failures are retried.
     func run() async throws {
         guard mode != .off else { return }
         guard mkdir(directory, 0o700) == 0 || errno == EEXIST else {
@@ -97,6 +106,9 @@ final class WireGuardService: Service, Sendable {
         }
     }
 
+    /// One round: when the desired configuration differs from the one in force, apply it (`apply`
+    /// mode) and write `IF.conf`; only a success makes it the one in force, so a failure is retried
+    /// next second. New peers get a nudge. In `apply` mode the interface is then observed.
     private func tick() async {
         if let wanted = await desired() {
             let last = state.withLock { $0.applied }
@@ -223,13 +235,17 @@ final class WireGuardService: Service, Sendable {
         }
     }
 
+    /// Keeps the last failure for `GET /api/wireguard`.
     private func record(error: String) { state.withLock { $0.lastError = error } }
 
+    /// Runs a tool that must succeed; ``AgentError`` with code `process` and its last output line if not.
     private func check(_ tool: String, _ arguments: [String]) async throws(AgentError) {
         let result = try await run(tool, arguments)
         guard result.status == 0 else { throw AgentError(.process, "\(tool) \(arguments.joined(separator: " ")) failed: \(result.lastLine)") }
     }
 
+    /// Runs `ip`, `wg` or `wireguard-go` from the system directories (not `PATH`); a tool that is
+    /// missing is an ``AgentError`` naming the packages to install.
     private func run(_ tool: String, _ arguments: [String]) async throws(AgentError) -> ProcessResult {
         guard let path = Self.find(tool) else {
             throw AgentError(.process, "\(tool) not found; install iproute2 and wireguard-tools (and wireguard-go without kernel WireGuard)")
@@ -243,6 +259,7 @@ final class WireGuardService: Service, Sendable {
         return try? IPv4Network(parsing: saved.cidr)
     }
 
+    /// The tool in `/usr/bin`, `/usr/sbin`, `/bin`, `/sbin` or `/usr/local/{bin,sbin}`; nil when absent.
     static func find(_ tool: String) -> String? {
         ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin", "/usr/local/sbin"].map { $0 + "/" + tool }
             .first(where: FileManager.default.isExecutableFile(atPath:))

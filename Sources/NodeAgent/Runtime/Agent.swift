@@ -184,6 +184,8 @@ public enum Agent {
 /// Checks that the listen address can be bound before anything else starts, so an occupied
 /// port is a one-line error and not a half-started agent.
 enum ListenCheck {
+    /// Binds and listens on `address` once and lets go at once; throws ``AgentError`` with code
+    /// `portInUse` (taken, refused) or `config` (no such local address). Called first by ``Agent/run``.
     static func ensureFree(_ address: HostPort) throws(AgentError) {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)

@@ -3,13 +3,21 @@
 public struct AgentError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The kind of failure, for code and tests that must tell cases apart.
     public enum Code: String, Sendable {
+        /// A configuration value (profile, file, flag, environment) is missing, malformed or unsafe.
         case config
+        /// The profile file named by `--profile` (or the default one) does not exist.
         case profileNotFound
+        /// The data directory or a file in it cannot be created, read or written.
         case dataDir
+        /// Another agent holds the data directory's `agent.lock`.
         case dataDirLocked
+        /// A key, token hash, certificate or the secrets master key cannot be loaded or does not match.
         case identity
+        /// A listen address cannot be bound (taken, or below 1024 without root).
         case portInUse
+        /// The store (managed or external PostgreSQL) cannot be started, reached or queried.
         case store
+        /// A child process (a helper tool or a job's command) cannot be started or waited for.
         case process
         /// A backup is already being taken.
         case backupRunning
@@ -25,7 +33,9 @@ public struct AgentError: Error, Sendable, Equatable, CustomStringConvertible {
         case invalidInput
     }
 
+    /// What kind of failure, for code that must react to one kind (tests, the API's status mapping).
     public let code: Code
+    /// The one-line, secret-free explanation an operator reads; also the `description`.
     public let message: String
 
     public init(_ code: Code, _ message: String) {

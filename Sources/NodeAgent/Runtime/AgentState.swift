@@ -6,10 +6,12 @@ import Synchronization
 public final class AgentState: Sendable {
     public let config: NodeConfig
     public let identity: NodeIdentity
+    /// Wall-clock start time, for `GET /api/status`; uptime uses the monotonic clock instead.
     public let startedAt: Date
     private let started: ContinuousClock.Instant
     private let mutable: Mutex<Mutable>
     /// The profile's service checks and the resource alerts, as the services last saw them.
+    /// Read by `/health` (checks and alerts) and by the inventory that goes into heartbeats.
     let checkBoard = CheckBoard()
 
     private struct Mutable {
@@ -42,19 +44,24 @@ public final class AgentState: Sendable {
         return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
     }
 
+    /// The store's health as ``StoreService`` last set it (`none` on a node that is not the lead).
     public var store: StoreHealth { mutable.withLock { $0.store } }
 
+    /// The mesh's id: the lead reads it from its store, a node from its membership (nil until then).
     public var meshID: String? { mutable.withLock { $0.meshID } }
 
+    /// Changes the store's health under the lock; only ``StoreService`` calls it (start, loss, reconnect).
     func updateStore(_ change: (inout StoreHealth) -> Void) {
         mutable.withLock { change(&$0.store) }
     }
 
+    /// Set once the store is open (lead) or the membership is loaded (compute and edge nodes).
     func setMeshID(_ id: String) { mutable.withLock { $0.meshID = id } }
 
     /// A compute or edge node has joined (or had joined): it can talk to the lead.
     var joined: Bool { mutable.withLock { $0.joined } }
 
+    /// Called by the membership service once the node holds a membership (joined now or before).
     func setJoined() { mutable.withLock { $0.joined = true } }
 
     /// The lead's registry and job coordinator have loaded: joins, heartbeats and jobs are answered.
@@ -81,6 +88,7 @@ public final class AgentState: Sendable {
         }
     }
 
+    /// Called by ``ReplicaMonitor`` after every sample; stamps it with the monotonic clock for its age.
     func setPostgres(_ health: ReplicaHealth) {
         mutable.withLock { state in
             state.postgres = health
@@ -95,19 +103,25 @@ public final class AgentState: Sendable {
                         peers: mutable.withLock { $0.wireguardLinks })
     }
 
+    /// Called by ``WireGuardService`` each time it reads the interface (`wg show dump`); nil when it is gone.
     func setWireGuardLinks(_ links: [WireGuardLink]?) { mutable.withLock { $0.wireguardLinks = links } }
 
     /// The lead's Redis fan-out (nil: not configured).
     var redis: RedisHealth? { mutable.withLock { $0.redis } }
 
+    /// Called by ``RedisPublisher`` on every change of its connection and after each batch written.
     func setRedis(_ health: RedisHealth) { mutable.withLock { $0.redis = health } }
 
     /// This agent's outbox, once open.
     var outbox: Outbox? { mutable.withLock { $0.outbox } }
 
+    /// Called once at start by ``Agent/run``, before any service runs.
     func setOutbox(_ outbox: Outbox) { mutable.withLock { $0.outbox = outbox } }
 
     /// `GET /health`.
+    /// `ok` once the store is up (and, on the lead, the registry is loaded); `starting`,
+    /// `degraded` or `stopping` from the store's state otherwise. Failing checks and active
+    /// alerts are listed but do not change `status`: they are the node's services, not the agent.
     public var health: HealthResponse {
         let (store, registryReady, redis, outbox) = mutable.withLock { ($0.store, $0.registryReady, $0.redis, $0.outbox) }
         let status: HealthResponse.Status = switch store.state {

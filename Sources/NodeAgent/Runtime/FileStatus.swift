@@ -7,7 +7,9 @@ import Glibc
 struct FileStatus: Sendable, Equatable {
     /// `st_mode`: type and permission bits.
     var mode: mode_t
+    /// `st_size`, in bytes.
     var size: Int64
+    /// Owner and group: the managed PostgreSQL's start checks that its OS user can enter every parent.
     var uid: uid_t
     var gid: gid_t
 

@@ -7,8 +7,11 @@ import Secrets
 /// the WireGuard key pair, the Ed25519 key that signs its requests, and the X25519 key that
 /// secrets are sealed to. Files live in `DATA/keys/`, every one 0600.
 public struct NodeIdentity: Sendable {
+    /// The WireGuard interface's private key (`wireguard.key`); its public half goes to peers.
     public let wireguard: WireGuardPrivateKey
+    /// Signs every request to the lead (``RequestSigner``) and, on the lead, the views it serves.
     public let signing: SigningKey
+    /// The X25519 key the lead seals this node's secrets to; only this node can open them.
     public let box: BoxKey
 
     /// The public half, as the API shows it.
@@ -31,6 +34,8 @@ public struct NodeIdentity: Sendable {
         return NodeIdentity(wireguard: wireguard, signing: signing, box: box)
     }
 
+    /// Loads `DIR/NAME.key` (tightening it to 0600 if needed) or generates it, and keeps
+    /// `DIR/NAME.pub` in step with the private key, rewriting it when it differs.
     private static func key<Key>(
         _ directory: String, _ name: String, logger: Logger,
         parse: (String) throws(SecretsError) -> Key, generate: () -> Key, encode: (Key) -> String, publicKey: (Key) -> PublicKey
@@ -65,6 +70,7 @@ public struct NodeIdentity: Sendable {
 /// The operator token: created on first start, written once in clear to `DATA/admin.token`
 /// (0600) for the operator, and kept only as a SHA-256 hash by the agent.
 public struct AdminToken: Sendable {
+    /// SHA-256 of the token; the clear token is never kept in memory after first start.
     private let hash: [UInt8]
     /// On the lead, the scoped API tokens: one with role `admin` is accepted wherever this token is.
     var scoped: APITokens?
@@ -103,6 +109,7 @@ public struct AdminToken: Sendable {
 
 /// Lower-case hexadecimal.
 enum Hex {
+    /// Two lower-case digits per byte.
     static func encode(_ bytes: [UInt8]) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var out = [UInt8]()
@@ -114,6 +121,7 @@ enum Hex {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// Accepts either case; nil for an odd length or a character that is not a hex digit.
     static func decode(_ text: String) -> [UInt8]? {
         let chars = Array(text.utf8)
         guard chars.count % 2 == 0 else { return nil }
@@ -143,6 +151,9 @@ enum Hex {
 /// start, before anything is written with it. Losing the key (or the passphrase) loses every
 /// stored secret.
 enum SecretsMasterKey {
+    /// Loads (or first makes) the key for ``Agent/run`` on the lead. Throws ``AgentError`` with
+    /// code `identity` when the passphrase file is unreadable or under 12 characters, the key file
+    /// is damaged, or the key does not open `secrets.check` (a wrong passphrase or key file).
     static func loadOrCreate(in directory: String, passphraseFile: String?, logger: Logger) throws(AgentError) -> MasterKey {
         let key: MasterKey
         if let passphraseFile {

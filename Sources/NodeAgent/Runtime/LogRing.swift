@@ -18,6 +18,7 @@ public final class LogRing: Sendable {
         var lines: [LogLine] = []
         var head = 0
 
+        /// Appends until `capacity` lines are held, then overwrites the oldest (at `head`).
         mutating func append(_ line: LogLine, capacity: Int) {
             if lines.count < capacity {
                 lines.append(line)
@@ -30,6 +31,7 @@ public final class LogRing: Sendable {
         /// Oldest first.
         var ordered: [LogLine] { Array(lines[head...] + lines[..<head]) }
 
+        /// Keeps the newest `capacity` lines, oldest first, after `log.ring_lines` changes.
         mutating func resize(_ capacity: Int) {
             let kept = ordered.suffix(capacity)
             lines = Array(kept)
@@ -55,6 +57,8 @@ public final class LogRing: Sendable {
         }
     }
 
+    /// Records one line under `subsystem` with the next sequence number (`seq`, shared by all
+    /// subsystems, so `since` pages through every ring at once). Called by ``RingLogHandler``.
     func append(level: Logger.Level, message: String, subsystem: String, metadata: [String: String]) {
         let at = ISOTime.string(Date())
         state.withLock { state in
@@ -97,6 +101,8 @@ public struct RingLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
+    /// Files the line under its `nodeagent.subsystem` value (`agent` without one) and drops the
+    /// `nodeagent.` prefix from the other metadata keys, as `aurora-cli logs` shows them.
     public func log(event: LogEvent) {
         var merged = metadata
         if let provided = metadataProvider?.get() { merged.merge(provided) { $1 } }

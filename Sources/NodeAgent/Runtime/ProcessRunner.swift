@@ -4,6 +4,7 @@ import NIOPosix
 
 /// What a finished child process left behind.
 struct ProcessResult: Sendable {
+    /// The exit status, or 128 + the signal number for a child that a signal ended (as a shell has it).
     var status: Int32
     /// stdout and stderr together, trimmed.
     var output: String
@@ -44,6 +45,8 @@ enum ProcessRunner {
     }
 
     /// posix_spawn and a blocking waitpid for exactly this child, on a thread-pool thread.
+    /// Output beyond 1 MiB is not read. Throws ``AgentError`` with code `process` only when the
+    /// child cannot be started or waited for; a failing child is a result with its status.
     private static func runBlocking(_ program: String, _ arguments: [String], environment: [String: String]?) throws(AgentError) -> ProcessResult {
         let outputPath = NSTemporaryDirectory() + "nodeagent-\(getpid())-\(UUID().uuidString).out"
         let outputFD = open(outputPath, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0o600)
@@ -180,18 +183,26 @@ enum SpawnActions {
 /// bound each. The child is watched with `waitpid(WNOHANG)` from an async loop, so a long job
 /// holds no thread; cancelling the task kills the whole group.
 enum ExecRunner {
+    /// What a job's command did: how it ended, the captured output (at most `maxOutput` bytes
+    /// each, `…Truncated` when more was written) and how long it ran.
     struct Outcome: Sendable {
+        /// Set when the command exited; nil when a signal (`signal`) ended it, our SIGKILL included.
         var exitCode: Int32?
         var signal: Int32?
         var stdout: [UInt8]
         var stderr: [UInt8]
         var stdoutTruncated: Bool
         var stderrTruncated: Bool
+        /// True when `timeout` passed and the group was killed; `cancelled` when the task was.
         var timedOut: Bool
         var cancelled: Bool
         var duration: Duration
     }
 
+    /// Runs `argv` (found on `PATH` like a shell does) with exactly `environment`, polling every
+    /// 10 ms; kills the process group at `timeout` or on cancellation, and always once more at the
+    /// end for anything left behind. Called by the GPU worker (jobs) and the health checks.
+    /// Throws ``AgentError`` with code `process` only when the command cannot be started.
     /// `groups` holds the child's process group while it runs (its GPU memory is the job's).
     static func run(_ argv: [String], environment: [String: String], timeout: Duration, maxOutput: Int,
                     groups: JobGroups? = nil) async throws(AgentError) -> Outcome {

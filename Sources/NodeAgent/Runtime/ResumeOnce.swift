@@ -6,6 +6,8 @@ final class ResumeOnce<T: Sendable>: Sendable {
 
     init(_ continuation: CheckedContinuation<T, Never>) { self.continuation = Mutex(continuation) }
 
+    /// Resumes the continuation with `value` if nobody has yet; later calls do nothing. Safe from
+    /// any thread: the continuation is taken out under the lock and resumed outside it.
     func resume(_ value: T) {
         continuation.withLock { pending in
             defer { pending = nil }

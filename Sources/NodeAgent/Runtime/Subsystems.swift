@@ -16,6 +16,7 @@ final class RestartableService: Service {
         var startedAt: Date?
     }
 
+    /// The name operators restart it by (`redis`, `gpu`, `connectivity`, `checks`, `alerts`, `outbox`).
     let name: String
     let service: any Service
     let logger: Logger
@@ -27,6 +28,10 @@ final class RestartableService: Service {
         self.logger = logger
     }
 
+    /// The service-group entry point: runs the wrapped service in a fresh nested group until the
+    /// agent shuts down. A restart (``restart(timeout:)``) ends one round and starts the next; an
+    /// error from the wrapped service ends `run()` with it (and so the agent). A service that
+    /// returns by itself is not started again: `run()` then waits for the agent's shutdown.
     func run() async throws {
         while true {
             let group = ServiceGroup(configuration: .init(services: [.init(service: service)], gracefulShutdownSignals: [], cancellationSignals: [],
@@ -76,6 +81,8 @@ final class RestartableService: Service {
         return view
     }
 
+    /// The subsystem as `GET /api/subsystems` shows it: `running`, `restarting` or `stopped`, how
+    /// many restarts it has had and when the current round started.
     var view: SubsystemState {
         state.withLock { state in
             SubsystemState(name: name, state: state.restarting ? "restarting" : state.group == nil ? "stopped" : "running",
@@ -95,9 +102,12 @@ final class Subsystems: Sendable {
         return wrapper
     }
 
+    /// The subsystem called `name`, for `POST /api/subsystems/NAME/restart`; nil when unknown.
     func named(_ name: String) -> RestartableService? { services.withLock { $0[name] } }
 
+    /// Every subsystem's name, sorted.
     var names: [String] { services.withLock { $0.keys.sorted() } }
 
+    /// All subsystems' states, sorted by name, for `GET /api/subsystems`.
     var list: SubsystemList { SubsystemList(subsystems: names.compactMap { named($0)?.view }) }
 }

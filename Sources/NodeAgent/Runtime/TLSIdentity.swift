@@ -12,6 +12,7 @@ import X509
 struct TLSIdentity: Sendable {
     let certificate: NIOSSLCertificate
     let privateKey: NIOSSLPrivateKey
+    /// The certificate's public-key pin, which join tokens carry and peers check instead of a CA.
     let pin: TLSPin
 
     /// Loads the pair, or makes it (ten years; the key, not the dates, is what peers pin).

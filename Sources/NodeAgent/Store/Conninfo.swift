@@ -13,6 +13,7 @@ struct Conninfo: Sendable, Equatable {
         var value: String
     }
 
+    /// In the order given; a key may repeat, and (as in libpq) the last one counts.
     private(set) var parameters: [Parameter]
 
     init(_ parameters: [Parameter]) {
@@ -166,6 +167,7 @@ struct Conninfo: Sendable, Equatable {
         return result
     }
 
+    /// Undoes percent-encoding; the error names `what` (the part of the URL), never its text.
     private static func decode(_ text: Substring, _ what: String) throws(AgentError) -> String {
         guard let decoded = String(text).removingPercentEncoding else {
             throw AgentError(.config, "the store URL's \(what) has a bad percent-encoding")

@@ -18,12 +18,15 @@ struct ManagedPostgres: Sendable {
     let logger: Logger
     /// The port only names the socket file; nothing listens on TCP.
     let port = 5432
+    /// The database the agent's tables live in, and (`superuser`) the role initdb makes.
     static let databaseName = "aurora"
     static let superuser = "aurora"
 
     /// The libpq connection string for the agent (trust over a socket only its owner reaches).
     var conninfo: String { "host=\(directory) port=\(port) dbname=\(Self.databaseName) user=\(Self.superuser)" }
 
+    /// Starts nothing: finds `initdb` and `pg_ctl` and checks the socket path fits in 107 bytes,
+    /// throwing ``AgentError`` with code `store` otherwise. `runAs` applies only when the agent is root.
     init(dataDir: String, binDirectory: String?, runAs: String, logger: Logger) throws(AgentError) {
         self.directory = dataDir + "/postgres"
         if let binDirectory { self.binDirectory = binDirectory } else { self.binDirectory = try Self.findBinDirectory() }
@@ -86,6 +89,7 @@ struct ManagedPostgres: Sendable {
     }
 
     /// Creates the database the agent uses, once.
+    /// Blocking: ``StoreService`` calls it on the store thread after ``start()``, over the socket.
     func createDatabaseIfNeeded() throws(AgentError) {
         let admin = try PostgresConnection(conninfo: "host=\(directory) port=\(port) dbname=postgres user=\(Self.superuser)")
         if try admin.execute("SELECT 1 FROM pg_database WHERE datname = $1", [Self.databaseName]).rows.isEmpty {
@@ -94,6 +98,7 @@ struct ManagedPostgres: Sendable {
     }
 
     /// Fast shutdown (active sessions are ended, nothing committed is lost).
+    /// Waits up to 30 s; a server that is not running is left alone.
     func stop() async throws(AgentError) {
         guard await isRunning() else { return }
         let result = try await pgctl(["stop", "-D", directory, "-m", "fast", "-w", "-t", "30", "-s"])
@@ -102,6 +107,8 @@ struct ManagedPostgres: Sendable {
     }
 
     /// `pg_ctl status`: 0 means a server runs on this directory.
+    /// No `postmaster.pid` answers false without running `pg_ctl`. ``StoreService`` asks after a
+    /// lost connection, to start a server that died.
     func isRunning() async -> Bool {
         guard FileManager.default.fileExists(atPath: directory + "/postmaster.pid") else { return false }
         return (try? await pgctl(["status", "-D", directory]))?.status == 0
@@ -153,6 +160,9 @@ struct ManagedPostgres: Sendable {
         logger.info("initialised managed PostgreSQL", metadata: ["nodeagent.dir": "\(directory)", "nodeagent.ms": "\((ContinuousClock.now - started).milliseconds)"])
     }
 
+    /// Writes `aurora.conf` (included from `postgresql.conf`): the socket in the cluster directory,
+    /// no TCP listener, 40 connections, 32 MB of shared buffers. Rewritten at every start, so a
+    /// change in a newer agent reaches existing clusters.
     private func writeSettings(owner: Account?) throws(AgentError) {
         let settings = """
             # Written by nodeagent at every start; edit the profile, not this file.
@@ -175,12 +185,14 @@ struct ManagedPostgres: Sendable {
 
     // MARK: The server's OS account
 
+    /// The OS user the server runs as (`store.run_as`) and its ids, for `chown` and the checks.
     struct Account {
         let name: String
         let uid: uid_t
         let gid: gid_t
     }
 
+    /// Looks `name` up with `getpwnam`; ``AgentError`` with code `store` when there is no such user.
     static func account(_ name: String) throws(AgentError) -> Account {
         guard let entry = getpwnam(name) else {
             throw AgentError(.store, "store.run_as user '\(name)' does not exist; create it (apt's postgresql package does) or set store.run_as")

@@ -7,6 +7,8 @@ import Secrets
 
 /// The `nodes` table: the registry's rows.
 extension Registry {
+    /// Writes a node's whole record by name: a join (with the join token's id), the lead's own
+    /// record at load. A row that was removed comes back (`removed = false`) under the same name.
     static let upsertSQL = """
         INSERT INTO nodes (name, role, company, vpn_ip, sign_public_key, box_public_key, wg_public_key, wg_endpoint, wg_listen_port,
                            labels, capabilities, timing, version, address, state, removed, last_seen, joined_at, token_id, wg_behind_nat,
@@ -21,6 +23,7 @@ extension Registry {
             wg_behind_nat = EXCLUDED.wg_behind_nat, tls_pin = EXCLUDED.tls_pin, tls_port = EXCLUDED.tls_port
         """
 
+    /// ``upsertSQL``'s 21 parameters, in order, from a registry entry; JSON columns as JSON text.
     static func upsertParameters(_ entry: Entry, tokenID: String? = nil) -> [String?] {
         let node = entry.node
         return [node.name, node.role.rawValue, node.company, node.vpnIP, node.signPublicKey, node.boxPublicKey, node.wireguard.publicKey,
@@ -29,6 +32,9 @@ extension Registry {
                 tokenID, (node.wireguard.behindNAT ?? false) ? "true" : "false", node.tlsPin, node.tlsPort.map(String.init)]
     }
 
+    /// A registry entry from a row of ``load(capabilities:meshID:now:)``'s SELECT (21 columns in
+    /// that order); nil when a required column is missing or does not parse, and the caller skips
+    /// the row. Missing or invalid timing falls back to the role's default heartbeat timing.
     static func entry(_ row: [String?]) -> Entry? {
         guard row.count == 21, let name = row[0], let role = row[1].flatMap(NodeRole.init(rawValue:)), let vpnIP = row[3],
               let signText = row[4], let signKey = try? PublicKey(base64: signText), let box = row[5], let wg = row[6],

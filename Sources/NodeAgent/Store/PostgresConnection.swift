@@ -3,7 +3,9 @@ import Foundation
 
 /// Rows of a query, in text form.
 public struct QueryResult: Sendable {
+    /// Column names, in the order of every row; empty for a statement that returns no rows.
     public var columns: [String]
+    /// Every value in PostgreSQL's text form (`t`/`f` for booleans); nil is SQL NULL.
     public var rows: [[String?]]
 
     /// The first column of the first row.
@@ -17,6 +19,7 @@ public struct QueryResult: Sendable {
 final class PostgresConnection: @unchecked Sendable {  // owns a PGconn; used by one thread at a time (Store's)
     private let connection: OpaquePointer
     /// Names of the statements prepared on this connection (``execute(_:_:prepared:)``).
+    /// A name is added once `PQprepare` succeeded; a new connection starts empty and prepares again.
     private var prepared = Set<String>()
 
     /// Connects with a libpq URL or keyword string; PG* environment variables apply as in psql.
@@ -68,6 +71,8 @@ final class PostgresConnection: @unchecked Sendable {  // owns a PGconn; used by
         return try read(result)
     }
 
+    /// Copies a result's rows out and frees it. A failed statement throws ``AgentError`` with code
+    /// `store` and the server's message (which can quote values sent, so callers log it, not the API).
     private func read(_ result: OpaquePointer?) throws(AgentError) -> QueryResult {
         guard let result else { throw AgentError(.store, "query failed: \(Self.message(connection))") }
         defer { PQclear(result) }
@@ -94,6 +99,7 @@ final class PostgresConnection: @unchecked Sendable {  // owns a PGconn; used by
     /// The server's version number, e.g. 150018.
     var serverVersion: Int { Int(PQserverVersion(connection)) }
 
+    /// The first line of libpq's last error on `connection`, trimmed.
     private static func message(_ connection: OpaquePointer) -> String {
         let text = PQerrorMessage(connection).map { String(cString: $0) } ?? "unknown error"
         return text.split(separator: "\n").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? "unknown error"

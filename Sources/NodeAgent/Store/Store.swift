@@ -24,6 +24,8 @@ public actor Store {
     }
 
     /// Runs one statement with text parameters.
+    /// Each call commits on its own. Throws ``AgentError`` with code `store` when not connected or
+    /// when the statement fails; the connection is not replaced here (``StoreService`` does that).
     @discardableResult
     public func query(_ sql: String, _ parameters: [String?] = []) async throws(AgentError) -> QueryResult {
         guard let connection else { throw AgentError(.store, "the store is not connected") }
@@ -108,8 +110,11 @@ public actor Store {
 
 /// One versioned schema change. Versions only grow; a released migration never changes.
 public struct Migration: Sendable {
+    /// Applied in ascending order; recorded in `schema_migrations` once it committed.
     public let version: Int
+    /// A short word for logs and `schema_migrations` (`registry`, `jobs`, ...).
     public let name: String
+    /// One or more statements, run without parameters in one transaction with the version's row.
     public let sql: String
 }
 
@@ -270,6 +275,10 @@ public enum Migrations {
     static let lockKey = "7420170001"
 
     /// Applies what is missing, each migration in its own transaction; returns the schema version.
+    /// Called by ``StoreService`` at every start, before anything reads the store. A store whose
+    /// schema is newer than this binary knows is refused (``AgentError`` with code `store`): an
+    /// older agent must not write into a newer schema. A migration that fails is rolled back and
+    /// stops the start; the ones before it stay applied.
     @discardableResult
     public static func run(on store: Store, logger: Logger) async throws(AgentError) -> Int {
         try await store.query("SELECT pg_advisory_lock($1)", [lockKey])

@@ -9,12 +9,16 @@ import ServiceLifecycle
 /// connects to the external one, runs migrations, watches the connection every two seconds,
 /// and on shutdown closes the connection and stops the managed cluster.
 final class StoreService: Service {
+    /// The lead's one store, shared by the registry, jobs, secrets, backups and the event log.
     let store: Store
+    /// The cluster in `DATA/postgres` when `store.url` is empty; nil for an external store.
     let managed: ManagedPostgres?
     let state: AgentState
     let logger: Logger
     private let up = Gauge(label: "aurora_store_up")
 
+    /// Connects to nothing yet; for a managed store it finds the PostgreSQL binaries and checks the
+    /// socket path, throwing ``AgentError`` with code `store` before any service starts.
     init(config: NodeConfig, state: AgentState, logger: Logger) throws(AgentError) {
         var logger = logger
         logger[metadataKey: "nodeagent.subsystem"] = "store"
@@ -30,6 +34,9 @@ final class StoreService: Service {
         self.logger = logger
     }
 
+    /// The service's life: ``startUp()``, then a health probe every 2 s until the agent shuts
+    /// down, then ``shutDown()``. A failed start is recorded in `/health` and thrown, which stops
+    /// the agent: a lead without its store cannot serve.
     func run() async throws {
         do {
             guard try await startUp() else {  // shut down before the store ever answered
@@ -85,6 +92,7 @@ final class StoreService: Service {
         return true
     }
 
+    /// The mesh's id: made (a new UUID, with this lead's name) the first time, read ever after.
     private func ensureMeshRow() async throws(AgentError) -> String {
         try await store.query("INSERT INTO mesh (mesh_id, lead_name) VALUES ($1, $2) ON CONFLICT (singleton) DO NOTHING",
                               [UUID().uuidString.lowercased(), state.config.name])
@@ -118,6 +126,8 @@ final class StoreService: Service {
         }
     }
 
+    /// Marks the store `stopping` for `/health`, closes the connection after the calls already
+    /// queued, and stops a managed cluster (`pg_ctl stop -m fast`); a failed stop is only logged.
     private func shutDown() async {
         state.updateStore { $0.state = .stopping }
         await store.close()
