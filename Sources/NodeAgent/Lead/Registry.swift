@@ -75,9 +75,9 @@ actor Registry {
     private(set) var version = 1
     /// True once ``load(capabilities:meshID:now:)`` finished; until then every call answers 503.
     private(set) var loaded = false
-    private var meshID: String?
+    var meshID: String?
     /// The GPU coordinator hears of node changes that matter for placement.
-    private var jobs: JobCoordinator?
+    var jobs: JobCoordinator?
     /// Heartbeat answers carry it so nodes refresh their secrets cache.
     let secretsGeneration: SecretsGeneration
 
@@ -133,7 +133,7 @@ actor Registry {
     }
 
     /// Inserts or refreshes the lead's own record (it is alive while it answers).
-    private func recordLead(capabilities: Capabilities) async throws(AgentError) {
+    func recordLead(capabilities: Capabilities) async throws(AgentError) {
         let vpnIP = config.vpnIP ?? IPv4Network.format(AddressAllocator(network: network).leadAddress)
         let now = Date()
         let joinedAt = entries[config.name]?.node.joinedAt ?? ISOTime.string(now)
@@ -415,131 +415,6 @@ actor Registry {
         return try node(name)
     }
 
-    // MARK: Time
-
-    /// Applies timing and returns the probes to make.
-    /// Called every 100 ms by the registry service. A state change the store cannot record is
-    /// logged and stays in memory; the detector does not report it again.
-    func tick(now: ContinuousClock.Instant = .now) async -> [ProbeTarget] {
-        guard loaded else { return [] }
-        let directives = detector.onTick(now: now)
-        do { try await apply(directives) } catch {
-            logger.error("cannot record state changes", metadata: ["nodeagent.error": "\(error.message)"])
-        }
-        return directives.compactMap { directive in
-            guard case .probe(let name) = directive, let entry = entries[name], let target = Self.probeAddress(entry) else { return nil }
-            return ProbeTarget(name: name, host: target.host, port: target.port, sentAt: now)
-        }
-    }
-
-    /// The result of a probe.
-    /// Only a refusal is evidence (the node is `dead`, or `away` if it goes away first); a timeout proves
-    /// nothing and the detector's timing goes on.
-    func probed(_ target: ProbeTarget, outcome: TCPProbe.Outcome) async {
-        guard case .refused = outcome else { return }
-        do { try await apply(detector.onProbe(target.name, refused: true, sentAt: target.sentAt, at: .now)) } catch {
-            logger.error("cannot record state changes", metadata: ["nodeagent.error": "\(error.message)"])
-        }
-    }
-
-    /// Writes `last_seen` of the nodes heard from, and records whose reported data changed.
-    /// Called every 2 s by the registry service and once at shutdown. A failed batch is retried
-    /// statement by statement, and what still fails waits for the next flush; heartbeats are
-    /// never refused because the store is slow.
-    func flush() async {
-        guard loaded, !(seenDirty.isEmpty && recordDirty.isEmpty) else { return }
-        let seen = seenDirty, records = recordDirty
-        seenDirty = []
-        recordDirty = []
-        var statements: [(String, [String?])] = []
-        let live = seen.compactMap { entries[$0] }
-        if !live.isEmpty {
-            statements.append(("""
-                UPDATE nodes SET last_seen = v.seen::timestamptz
-                FROM unnest($1::text[], $2::text[]) AS v(name, seen) WHERE nodes.name = v.name
-                """, ["{" + live.map(\.node.name).joined(separator: ",") + "}", "{" + live.map { ISOTime.string($0.lastSeen) }.joined(separator: ",") + "}"]))
-        }
-        for name in records {
-            guard let entry = entries[name] else { continue }
-            statements.append(("""
-                UPDATE nodes SET labels = $2::jsonb, capabilities = $3::jsonb, timing = $4::jsonb, version = $5, address = $6,
-                    tls_port = $7::integer WHERE name = $1
-                """, [name, SQL.json(entry.node.labels), SQL.json(entry.node.capabilities), entry.node.timing.map { SQL.json($0) },
-                      entry.node.version, entry.node.address, entry.node.tlsPort.map(String.init)]))
-        }
-        do {
-            try await store.transaction(statements)
-        } catch {
-            // One node's row must not hold back everyone's: each statement alone, and only
-            // those that fail again wait for the next flush.
-            logger.warning("cannot flush heartbeats in one batch; writing them one by one", metadata: ["nodeagent.error": "\(error.message)"])
-            var failedRecords = Set<String>()
-            for (index, statement) in statements.enumerated() {
-                do { try await store.transaction([statement]) } catch {
-                    if index == 0, !live.isEmpty {
-                        seenDirty.formUnion(seen)
-                    } else if let name = statement.1.first ?? nil {
-                        failedRecords.insert(name)
-                    }
-                    logger.warning("cannot flush a heartbeat row; will retry", metadata: [
-                        "nodeagent.node": "\(statement.1.first.flatMap { $0 } ?? "?")", "nodeagent.error": "\(error.message)",
-                    ])
-                }
-            }
-            recordDirty.formUnion(failedRecords)
-        }
-    }
-
-    /// The lead's own heartbeat, in process.
-    /// Called every `heartbeat.interval_s` by the registry service; the lead is not watched by the
-    /// detector (it is alive while it answers).
-    func beatLead(capabilities: Capabilities, checks: [CheckResult], postgres: ReplicaHealth?, links: [WireGuardLink]? = nil) async {
-        guard var entry = entries[config.name] else { return }
-        let now = Date()
-        if let links { entry.setLinks(links) }
-        if entry.node.capabilities != capabilities { recordDirty.insert(config.name) }
-        entry.node.capabilities = capabilities
-        entry.node.checks = checks
-        let previousPostgres = entry.node.postgres
-        entry.node.postgres = postgres
-        entry.lastSeen = now
-        entries[config.name] = entry
-        seenDirty.insert(config.name)
-        await recordPostgres(config.name, from: previousPostgres, to: postgres)
-    }
-
-    /// Records `replica.state_changed` when a node's server changed state, and
-    /// `replica.slot_inactive` for each slot newly found retaining WAL for no one. When the
-    /// store refuses, the old view is put back so the next heartbeat records the change again.
-    private func recordPostgres(_ name: String, from previous: ReplicaHealth?, to current: ReplicaHealth?) async {
-        guard let current else { return }
-        var drafts: [EventLog.Draft] = []
-        if previous?.state != current.state {
-            var data: [String: JSONValue] = ["from": previous.map { .string($0.state) } ?? .null, "to": .string(current.state),
-                                             "role": .string(current.role.rawValue), "reason": .string(current.reason)]
-            if let lag = current.lagBytes { data["lag_bytes"] = .number(Double(lag)) }
-            if let lag = current.lagS { data["lag_s"] = .number(lag) }
-            drafts.append(EventLog.Draft(type: EventType.replicaStateChanged, node: name, data: data))
-            logger.notice("replica state changed", metadata: [
-                "nodeagent.node": "\(name)", "nodeagent.from": "\(previous?.state ?? "none")", "nodeagent.to": "\(current.state)",
-                "nodeagent.reason": "\(current.reason)",
-            ])
-        }
-        let known = Set((previous?.inactiveSlots ?? []).map(\.name))
-        for slot in current.inactiveSlots ?? [] where !known.contains(slot.name) {
-            drafts.append(EventLog.Draft(type: EventType.replicaSlotInactive, node: name, data: [
-                "slot": .string(slot.name), "retained_bytes": slot.retainedBytes.map { .number(Double($0)) } ?? .null,
-            ]))
-        }
-        guard !drafts.isEmpty else { return }
-        do {
-            _ = try await EventLog.commit([], events: drafts, store: store, hub: hub)
-        } catch {
-            if entries[name]?.node.postgres == current { entries[name]?.node.postgres = previous }
-            logger.warning("cannot record a replica event; will retry with the next heartbeat", metadata: ["nodeagent.error": "\(error.message)"])
-        }
-    }
-
     // MARK: Internals
 
     /// 503 `starting` until the registry has loaded.
@@ -551,7 +426,7 @@ actor Registry {
     /// Damped transitions change the state but write no event. Every changed node is told to the
     /// job coordinator, which requeues the jobs of dead or left nodes. A store failure is a 503; the
     /// memory already holds the new state.
-    private func apply(_ directives: [FailureDetector.Directive], leftBy: String? = nil) async throws(Refusal) {
+    func apply(_ directives: [FailureDetector.Directive], leftBy: String? = nil) async throws(Refusal) {
         let transitions = directives.compactMap { directive -> FailureDetector.Transition? in
             if case .transition(let transition) = directive { transition } else { nil }
         }
@@ -626,7 +501,7 @@ actor Registry {
 
     /// The node's reported port on its observed host, when its reported address is that host or a
     /// wildcard; nil otherwise, so a node cannot make the lead connect to a host it only names.
-    private static func probeAddress(_ entry: Entry) -> (host: String, port: Int)? {
+    static func probeAddress(_ entry: Entry) -> (host: String, port: Int)? {
         guard let text = entry.node.address, let address = try? HostPort(parsing: text), let observed = entry.observedHost else { return nil }
         if address.host == observed { return (observed, address.port) }
         if address.host == "0.0.0.0" || address.host == "::" { return (observed, address.port) }

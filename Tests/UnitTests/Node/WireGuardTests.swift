@@ -6,7 +6,7 @@ import Testing
 /// files, the diff that decides whether `wg syncconf` runs, and `wg show dump` parsing.
 @Suite("WireGuard core: IPAM, rendering, diff, dump")
 struct WireGuardTests {
-    static let golden = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    static let golden = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Golden/wireguard").path
     let network = try! IPv4Network(parsing: "10.0.0.0/24")
 

@@ -145,7 +145,7 @@ struct ConfigTests {
 
     @Test("the shipped profiles parse and set their role", arguments: ["lead", "compute", "edge"])
     func shippedProfiles(_ name: String) throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let path = root.appendingPathComponent("profiles/\(name).yaml").path
         let config = NodeConfig(
             resolved: try ResolvedConfig.resolve(ConfigInputs(profile: try ConfigFile.load(path: path, kind: .profile), hostName: "h", workingDirectory: "/")),

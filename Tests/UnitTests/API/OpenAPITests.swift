@@ -10,7 +10,7 @@ import Testing
 /// exactly the routes the router registers.
 @Suite("OpenAPI document")
 struct OpenAPITests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     @Test("the built-in OpenAPI document is docs/openapi.yaml (else run Tests/contract/embed-openapi)")
     func embeddedDocumentIsCurrent() throws {
