@@ -141,6 +141,14 @@ let package = Package(
             dependencies: ["Mesh", "Secrets", "AuroraAPI", "AuroraTLS", "NodeAgent", "AuroraTestKit"],
             swiftSettings: swiftSettings
         ),
+        // In-process route tests (HummingbirdTesting): each role's router, no sockets, no processes.
+        .testTarget(
+            name: "ServiceTests",
+            dependencies: ["Mesh", "Secrets", "AuroraAPI", "NodeAgent",
+                           .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "HummingbirdTesting", package: "hummingbird")],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["AuroraAPI", "AuroraTLS", "AuroraTestKit", "Secrets",
