@@ -107,9 +107,8 @@ let package = Package(
         .executableTarget(
             name: "aurora-cli",
             dependencies: [
-                "AuroraAPI", "AuroraTLS",
+                "AuroraAPI", "AuroraTLS", "AuroraClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
