@@ -59,6 +59,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The typed client of the agent's API (one method per endpoint, streams parsed once);
+        // the CLI talks to agents only through it.
+        .target(
+            name: "AuroraClient",
+            dependencies: [
+                "AuroraAPI", "AuroraTLS",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "NodeAgent",
             dependencies: [
@@ -94,9 +107,8 @@ let package = Package(
         .executableTarget(
             name: "aurora-cli",
             dependencies: [
-                "AuroraAPI", "AuroraTLS",
+                "AuroraAPI", "AuroraTLS", "AuroraClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
@@ -138,7 +150,8 @@ let package = Package(
         ),
         .testTarget(
             name: "UnitTests",
-            dependencies: ["Mesh", "Secrets", "AuroraAPI", "AuroraTLS", "NodeAgent", "AuroraTestKit"],
+            dependencies: ["Mesh", "Secrets", "AuroraAPI", "AuroraTLS", "AuroraClient", "NodeAgent", "AuroraTestKit",
+                           .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         // In-process route tests (HummingbirdTesting): each role's router, no sockets, no processes.

@@ -162,15 +162,6 @@ public struct BackupRestored: Codable, Sendable, Equatable {
     }
 }
 
-extension Routes {
-    /// `GET`: the list; `POST`: take a backup now (`Accept: application/x-ndjson` streams progress).
-    public static let backups = "/api/backups"
-    /// `POST`: check a backup's checksum and archive.
-    public static func backupVerify(_ file: String) -> String { "/api/backups/\(file)/verify" }
-    /// `POST {"into": DB}`: restore a backup into a new database.
-    public static func backupRestore(_ file: String) -> String { "/api/backups/\(file)/restore" }
-}
-
 /// Media types of the API beyond JSON.
 public enum MediaTypes {
     /// Newline-delimited JSON: one JSON value per line (`POST /api/backups` progress).

@@ -140,8 +140,3 @@ extension EventType {
     /// A node's view of an external API changed state.
     public static let connectivityChanged = "connectivity.changed"
 }
-
-extension Routes {
-    public static let connectivityStatus = "/api/connectivity/status"
-    public static let connectivityHealth = "/api/connectivity/health"
-}

@@ -476,13 +476,3 @@ extension EventType {
     public static let jobRequeued = "job.requeued"
     public static let jobCancelled = "job.cancelled"
 }
-
-extension Routes {
-    public static let gpuJobs = "/api/gpu/jobs"
-    public static func gpuJob(_ id: String) -> String { "/api/gpu/jobs/\(id)" }
-    public static func gpuJobResult(_ id: String) -> String { "/api/gpu/jobs/\(id)/result" }
-    public static let gpuGenerate = "/api/gpu/generate"
-    public static let gpuStatus = "/api/gpu/status"
-    public static let gpuQueue = "/api/gpu/queue"
-    public static let gpuAssignments = "/api/gpu/assignments"
-}

@@ -329,17 +329,3 @@ extension EventType {
     /// It is back below the threshold (minus a margin).
     public static let alertCleared = "alert.cleared"
 }
-
-extension Routes {
-    /// `POST /api/nodes/{name}/reports`: signed report batches from the node's outbox.
-    public static func nodeReports(_ name: String) -> String { "/api/nodes/\(name)/reports" }
-    /// `GET`: the local outbox.
-    public static let outbox = "/api/outbox"
-    /// `GET`: service checks and resource alerts of the local agent.
-    public static let checks = "/api/checks"
-    /// `GET`: recent log lines (`?subsystem=`, `?since=`, `?limit=`, `?node=`).
-    public static let logs = "/api/logs"
-    /// `GET`: restartable subsystems; `POST /api/subsystems/{name}/restart` restarts one.
-    public static let subsystems = "/api/subsystems"
-    public static func restartSubsystem(_ name: String) -> String { "/api/subsystems/\(name)/restart" }
-}

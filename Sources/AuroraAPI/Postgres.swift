@@ -218,17 +218,6 @@ public struct PostgresCheck: Codable, Sendable, Equatable {
     }
 }
 
-extension Routes {
-    /// `GET`: this agent's view of its local server (any agent).
-    public static let postgresHealth = "/api/postgres/health"
-    /// `GET`: every node's view and the primary's, side by side (lead).
-    public static let postgresReplicas = "/api/postgres/replicas"
-    /// Load-balancer checks, no authentication: 200 or 503 with ``PostgresCheck``.
-    public static let postgresPrimary = "/postgres/primary"
-    public static let postgresReplica = "/postgres/replica"
-    public static let postgresReadOnly = "/postgres/read-only"
-}
-
 extension EventType {
     /// A node's replica state changed: `{"from","to","lag_bytes"?,"lag_s"?,"reason"}`.
     public static let replicaStateChanged = "replica.state_changed"

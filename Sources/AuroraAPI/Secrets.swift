@@ -250,12 +250,3 @@ extension EventType {
     /// A secret changed: names, scope and version only, never the value.
     public static let secretChanged = "secret.changed"
 }
-
-extension Routes {
-    public static let secrets = "/api/secrets"
-    public static func secret(_ service: String, _ keyName: String) -> String { "/api/secrets/\(service)/\(keyName)" }
-    public static func secretVersions(_ service: String, _ keyName: String) -> String { "/api/secrets/\(service)/\(keyName)/versions" }
-    public static func secretRollback(_ service: String, _ keyName: String) -> String { "/api/secrets/\(service)/\(keyName)/rollback" }
-    public static let audit = "/api/audit"
-    public static let secretsRotateKey = "/api/secrets/rotate-key"
-}

@@ -96,10 +96,3 @@ public struct WireGuardStatus: Codable, Sendable, Equatable {
         case lastError = "last_error"
     }
 }
-
-extension Routes {
-    /// `GET`: the local interface and peers (operator).
-    public static let wireguard = "/api/wireguard"
-    /// `GET`: the rendered wg-quick configuration, private key hidden unless `?show_private=true` (operator).
-    public static let wireguardConfig = "/api/wireguard/config"
-}

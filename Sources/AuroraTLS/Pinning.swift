@@ -64,7 +64,12 @@ public struct JoinTokenText: Sendable, Equatable {
 /// Why a pinned connection was not made. Messages name the URL and the fingerprints, never a token.
 public struct PinningError: Error, Sendable, CustomStringConvertible {
     public let message: String
-    public init(_ message: String) { self.message = message }
+    /// True when the server answered with a key other than the pin (not merely unreachable).
+    public let isMismatch: Bool
+    public init(_ message: String, isMismatch: Bool = false) {
+        self.message = message
+        self.isMismatch = isMismatch
+    }
     public var description: String { message }
 }
 
@@ -114,7 +119,8 @@ public enum PinnedTLS {
         }
         let presented = try TLSPin(certificate: certificate)
         guard presented == pin else {
-            throw PinningError("\(url) presents key \(presented), but the pin is \(pin): refusing to talk to it (a different lead, or a man in the middle)")
+            throw PinningError("\(url) presents key \(presented), but the pin is \(pin): refusing to talk to it (a different lead, or a man in the middle)",
+                               isMismatch: true)
         }
         return certificate
     }

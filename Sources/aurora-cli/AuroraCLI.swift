@@ -1,10 +1,11 @@
 import ArgumentParser
 import AuroraAPI
+import AuroraClient
 import AuroraTLS
 import Foundation
 
-/// `aurora-cli`: the operator's tool. It talks to the local agent over HTTP only, through the
-/// AuroraAPI types; it links no C library and not the daemon.
+/// `aurora-cli`: the operator's tool. It talks to agents only through AuroraClient (typed calls
+/// over the AuroraAPI route table); it links no C library and not the daemon.
 @main
 struct AuroraCLI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,8 +32,9 @@ struct AuroraCLI: AsyncParsableCommand {
                 try command.run()
             }
         } catch let error as CLIError {
-            FileHandle.standardError.write(Data("aurora-cli: error: \(error.message)\n".utf8))
-            Foundation.exit(error.exitCode)
+            fail(error)
+        } catch let error as AuroraClientError {
+            fail(CLIError(error))
         } catch {
             let code = exitCode(for: error)
             if code == .success {
@@ -43,6 +45,11 @@ struct AuroraCLI: AsyncParsableCommand {
             FileHandle.standardError.write(Data("aurora-cli: error: \(message) (see 'aurora-cli --help')\n".utf8))
             Foundation.exit(code.rawValue == 0 ? 1 : code.rawValue)
         }
+    }
+
+    private static func fail(_ error: CLIError) -> Never {
+        FileHandle.standardError.write(Data("aurora-cli: error: \(error.message)\n".utf8))
+        Foundation.exit(error.exitCode)
     }
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import AuroraAPI
+import AuroraClient
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -53,8 +54,7 @@ struct Backup: AsyncParsableCommand {
             let progress = ProgressLine(enabled: !json && isatty(STDERR_FILENO) == 1)
             var created: BackupCreated?
             var failure: ErrorResponse.Detail?
-            try await client.lines("POST", Routes.backups, timeout: .hours(24)) { text in
-                guard let line = try? APICoding.decoder().decode(BackupStreamLine.self, from: Data(text.utf8)) else { return }
+            for try await line in try await client.createBackup() {
                 if let update = line.progress { progress.show(update) }
                 if let backup = line.backup { created = backup }
                 if let error = line.error { failure = error }
@@ -80,7 +80,7 @@ struct Backup: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let list = try await options.client().call("GET", Routes.backups, as: BackupList.self)
+            let list = try await options.client().backups()
             if json { return print(try encodePretty(list)) }
             print(JobTable.table(["FILE", "CREATED", "AGE", "SIZE", "SHA-256"], list.backups.map { backup in
                 [backup.file, backup.createdAt, MeshTable.lastSeen(backup.createdAt), ByteCount.format(backup.sizeBytes),
@@ -106,9 +106,7 @@ struct Backup: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            var client = try options.client()
-            client.timeout = .hours(1)
-            let result = try await client.call("POST", Routes.backupVerify(Backup.pathComponent(file)), as: BackupVerification.self)
+            let result = try await options.client().verifyBackup(file)
             print(json ? try encodePretty(result)
                   : "\(result.file): ok (\(result.checks.joined(separator: ", "))); \(result.entries) archive entries, "
                     + "\(ByteCount.format(result.sizeBytes)), sha256 \(result.sha256)")
@@ -144,10 +142,7 @@ struct Backup: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            var client = try options.client()
-            client.timeout = .hours(24)
-            let restored = try await client.call("POST", Routes.backupRestore(Backup.pathComponent(file)), body: BackupRestoreRequest(into: into),
-                                                 as: BackupRestored.self)
+            let restored = try await options.client().restoreBackup(file, into: into)
             print(json ? try encodePretty(restored) : "restored \(restored.file) into database \(restored.into) in " + String(format: "%.1f s", restored.seconds))
         }
     }
@@ -157,10 +152,6 @@ struct Backup: AsyncParsableCommand {
         if file.contains("/") {
             throw ValidationError("FILE is a backup's name as 'aurora-cli backup list' shows it (aurora-YYYYMMDDTHHMMSSZ.dump), not a path")
         }
-    }
-
-    static func pathComponent(_ file: String) -> String {
-        file.addingPercentEncoding(withAllowedCharacters: CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")) ?? file
     }
 }
 

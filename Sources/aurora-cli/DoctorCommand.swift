@@ -1,5 +1,6 @@
 import ArgumentParser
 import AuroraAPI
+import AuroraClient
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -45,11 +46,11 @@ struct Doctor: AsyncParsableCommand {
         let url = options.agentURL
         var health: HealthResponse?
         do {
-            health = try await AgentClient(baseURL: url, token: nil, timeout: .seconds(3)).get(Routes.health, as: HealthResponse.self, acceptServiceUnavailable: true)
+            health = try await options.anonymousClient(timeout: .seconds(3)).health()
             checks.append(Check(name: "agent", verdict: health!.status == .ok ? .ok : .warn,
                                 detail: "\(url): \(health!.status.rawValue), \(health!.role.rawValue) '\(health!.node)', version \(health!.version)"))
-        } catch let error as CLIError {
-            checks.append(Check(name: "agent", verdict: .warn, detail: error.message))
+        } catch {
+            checks.append(Check(name: "agent", verdict: .warn, detail: CLIError(error, style: .check).message))
         }
         checks.append(await tokenCheck(agentUp: health != nil))
         checks.append(Self.store(health))
@@ -134,12 +135,10 @@ struct Doctor: AsyncParsableCommand {
         case .success(let (token, source)):
             guard agentUp else { return Check(name: name, verdict: .ok, detail: "from \(source) (agent not running: not verified)") }
             do {
-                _ = try await AgentClient(baseURL: options.agentURL, token: token, timeout: .seconds(3)).get(Routes.agent, as: AgentStatus.self)
+                _ = try await AuroraClient(baseURL: options.agentURL, token: token, pin: options.resolvedPin, timeout: .seconds(3)).agentStatus()
                 return Check(name: name, verdict: .ok, detail: "from \(source), accepted by the agent")
-            } catch let error as CLIError {
-                return Check(name: name, verdict: .fail, detail: "from \(source), refused: \(error.message)")
             } catch {
-                return Check(name: name, verdict: .fail, detail: "from \(source): \(error)")
+                return Check(name: name, verdict: .fail, detail: "from \(source), refused: \(CLIError(error, style: .check).message)")
             }
         }
     }

@@ -1,7 +1,7 @@
 import ArgumentParser
 import AuroraAPI
+import AuroraClient
 import Foundation
-import NIOCore
 
 extension JobKind: ExpressibleByArgument {}
 extension JobState: ExpressibleByArgument {}
@@ -76,11 +76,10 @@ struct Jobs: AsyncParsableCommand {
                 kind: kind, priority: priorityValue,
                 requirements: JobRequirements(minVramMB: minVram, gpuModel: gpuModel, gpuCount: gpus, labels: requiredLabels),
                 payload: payload, idempotencyKey: idempotencyKey, maxAttempts: maxAttempts)
-            var client = try options.client()
-            var job = try await client.call("POST", Routes.gpuJobs, body: submission, as: Job.self)
+            let client = try options.client()
+            var job = try await client.submitJob(submission)
             if let wait, !job.state.isTerminal {
-                client.timeout = .seconds(Int64(wait) + 10)
-                job = try await client.call("GET", Routes.gpuJob(job.id) + "?wait=\(wait)", as: Job.self)
+                job = try await client.job(job.id, wait: wait)
             }
             print(json ? try encodePretty(job) : wait == nil ? job.id : JobTable.describe(job))
             if job.state == .failed { throw ExitCode(1) }
@@ -97,9 +96,7 @@ struct Jobs: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            var path = Routes.gpuJobs + "?limit=\(limit)"
-            if let state { path += "&state=\(state.rawValue)" }
-            let list = try await options.client().call("GET", path, as: JobList.self)
+            let list = try await options.client().jobs(state: state, limit: limit)
             print(json ? try encodePretty(list) : JobTable.render(list.jobs))
         }
     }
@@ -113,9 +110,7 @@ struct Jobs: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            var client = try options.client()
-            if let wait { client.timeout = .seconds(Int64(wait) + 10) }
-            let job = try await client.call("GET", Routes.gpuJob(id) + (wait.map { "?wait=\($0)" } ?? ""), as: Job.self)
+            let job = try await options.client().job(id, wait: wait)
             print(try encodePretty(job))
         }
     }
@@ -129,7 +124,7 @@ struct Jobs: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let job = try await options.client().call("DELETE", Routes.gpuJob(id), as: Job.self)
+            let job = try await options.client().cancelJob(id)
             print(json ? try encodePretty(job) : "cancelled \(job.id)")
         }
     }
@@ -142,7 +137,7 @@ struct Jobs: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let queue = try await options.client().call("GET", Routes.gpuQueue, as: QueueView.self)
+            let queue = try await options.client().queue()
             if json { return print(try encodePretty(queue)) }
             let rows = queue.queued.map { entry in
                 [String(entry.position), String(entry.id.prefix(8)), entry.kind.rawValue, String(entry.priority), String(entry.minVramMB),

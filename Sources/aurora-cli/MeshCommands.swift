@@ -1,5 +1,6 @@
 import ArgumentParser
 import AuroraAPI
+import AuroraClient
 import Foundation
 
 extension NodeRole: ExpressibleByArgument {}
@@ -27,7 +28,7 @@ struct Nodes: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let list = try await options.client().call("GET", Routes.nodes, as: NodeList.self)
+            let list = try await options.client().nodes()
             print(json ? try encodePretty(list) : MeshTable.render(list, colour: MeshTable.colour))
         }
     }
@@ -40,7 +41,7 @@ struct Nodes: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            print(try encodePretty(try await options.client().call("GET", Routes.node(name), as: Node.self)))
+            print(try encodePretty(try await options.client().node(name)))
         }
     }
 
@@ -68,7 +69,7 @@ struct Nodes: AsyncParsableCommand {
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
             let client = try options.client()
-            var labels = try await client.call("GET", Routes.node(name), as: Node.self).labels
+            var labels = try await client.node(name).labels
             for change in changes {
                 if let equals = change.firstIndex(of: "=") {
                     labels[String(change[..<equals])] = String(change[change.index(after: equals)...])
@@ -76,7 +77,7 @@ struct Nodes: AsyncParsableCommand {
                     labels[String(change.dropLast())] = nil
                 }
             }
-            let node = try await client.call("PUT", Routes.nodeLabels(name), body: NodeLabelsUpdate(labels: labels), as: Node.self)
+            let node = try await client.setLabels(labels, of: name)
             print(json ? try encodePretty(node)
                 : TerminalText.safe("\(node.name): " + (node.labels.isEmpty ? "no labels" : node.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))))
         }
@@ -92,7 +93,7 @@ struct Nodes: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let node = try await options.client().call("DELETE", Routes.node(name), as: Node.self)
+            let node = try await options.client().removeNode(name)
             print(json ? try encodePretty(node) : "removed \(node.name) (state \(node.state.rawValue))")
         }
     }
@@ -147,9 +148,7 @@ struct Token: AsyncParsableCommand {
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
             if kind == .api, let role {
-                let created = try await options.client().call("POST", Routes.tokens,
-                                                              body: TokenCreateRequest(apiRole: role, company: company, ttlS: ttl.flatMap(TTL.seconds)),
-                                                              as: APITokenCreated.self)
+                let created = try await options.client().createAPIToken(TokenCreateRequest(apiRole: role, company: company, ttlS: ttl.flatMap(TTL.seconds)))
                 if json { return print(try encodePretty(created)) }
                 print(created.token)
                 FileHandle.standardError.write(Data("API token \(created.info.id): role \(created.info.role.rawValue)\(created.info.company.isEmpty ? "" : ", company \(created.info.company)"), expires \(created.info.expiresAt ?? "never"); use it as Authorization: Bearer TOKEN (or AURORA_TOKEN)\n".utf8))
@@ -159,7 +158,7 @@ struct Token: AsyncParsableCommand {
             let ttl = ttl ?? "1h"
             let request = TokenCreateRequest(profile: profile, company: company, ttlS: TTL.seconds(ttl), reusable: reusable,
                                              labels: try labels.map(Labels.parse))
-            let created = try await options.client().call("POST", Routes.tokens, body: request, as: TokenCreated.self)
+            let created = try await options.client().createJoinToken(request)
             if json {
                 print(try encodePretty(created))
             } else {
@@ -181,7 +180,7 @@ struct Token: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let list = try await options.client().call("GET", Routes.tokens, as: TokenList.self)
+            let list = try await options.client().tokens()
             guard !json else { return print(try encodePretty(list)) }
             let rows = [["ID", "KIND", "PROFILE/ROLE", "COMPANY", "STATE", "USES", "REUSABLE", "EXPIRES"]] + list.tokens.map {
                 [$0.id, "join", $0.profile.rawValue, $0.company.isEmpty ? "-" : $0.company, $0.state.rawValue, String($0.uses),
@@ -203,10 +202,10 @@ struct Token: AsyncParsableCommand {
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
             if id.hasPrefix("at_") {
-                let info = try await options.client().call("DELETE", Routes.tokens + "/" + id, as: APITokenInfo.self)
+                let info = try await options.client().revokeAPIToken(id)
                 return print(json ? try encodePretty(info) : "revoked \(info.id)")
             }
-            let info = try await options.client().call("DELETE", Routes.tokens + "/" + id, as: TokenInfo.self)
+            let info = try await options.client().revokeJoinToken(id)
             print(json ? try encodePretty(info) : "revoked \(info.id)")
         }
     }
@@ -229,12 +228,10 @@ struct Events: AsyncParsableCommand {
     func run() async throws {
         let options = localOptions.merged(with: root.options)
         let client = try options.client()
-        let from = since.map { "since=\($0)" } ?? "tail=50"
-        let filters = [type.map { "&type=\(Logs.escape($0))" }, node.map { "&node=\(Logs.escape($0))" }].compactMap { $0 }.joined()
-        try await client.stream(Routes.events + "?\(from)&follow=\(follow)" + filters) { data in
-            guard let event = try? APICoding.decoder().decode(MeshEvent.self, from: Data(data.utf8)) else { return }
+        for try await received in try await client.events(since: since, tail: 50, follow: follow, types: type, node: node) {
+            let event = received.event
             if json {
-                print(data)
+                print(received.json)
             } else {
                 let details = event.data.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.string ?? String(decoding: (try? APICoding.encoder().encode($0.value)) ?? Data(), as: UTF8.self))" }
                 print(TerminalText.safe("\(event.seq)  \(event.at)  \(event.type)  \(event.node ?? "-")  \(details.joined(separator: " "))"))
@@ -245,16 +242,6 @@ struct Events: AsyncParsableCommand {
 }
 
 // MARK: - Helpers
-
-extension AgentOptions {
-    /// A client with the operator token.
-    func client() throws -> AgentClient {
-        switch resolveToken() {
-        case .success(let (token, _)): AgentClient(baseURL: agentURL, token: token, pin: resolvedPin)
-        case .failure(let error): throw error
-        }
-    }
-}
 
 func encodePretty(_ value: some Encodable) throws -> String {
     String(decoding: try APICoding.encoder(pretty: true).encode(value), as: UTF8.self)

@@ -1,7 +1,7 @@
 import ArgumentParser
 import AuroraAPI
+import AuroraClient
 import Foundation
-import NIOCore
 
 /// `aurora-cli logs`: recent structured log lines of an agent, by subsystem.
 struct Logs: AsyncParsableCommand {
@@ -35,11 +35,7 @@ struct Logs: AsyncParsableCommand {
         var since: Int64 = 0
         var limit = lines
         repeat {
-            var query = ["limit=\(limit)", "since=\(since)"]
-            if let subsystem { query.append("subsystem=\(Self.escape(subsystem))") }
-            if let node { query.append("node=\(Self.escape(node))") }
-            if let level { query.append("level=\(level)") }
-            let page = try await client.call("GET", Routes.logs + "?" + query.joined(separator: "&"), as: LogPage.self)
+            let page = try await client.logs(limit: limit, since: since, subsystem: subsystem, node: node, level: level)
             for line in page.lines {
                 if json {
                     print(String(decoding: try APICoding.encoder().encode(line), as: UTF8.self))
@@ -53,10 +49,6 @@ struct Logs: AsyncParsableCommand {
             limit = 1000
             if follow { try await Task.sleep(for: .milliseconds(500)) }
         } while follow
-    }
-
-    static func escape(_ text: String) -> String {
-        text.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&=+"))) ?? text
     }
 }
 
@@ -78,14 +70,12 @@ struct Restart: AsyncParsableCommand {
         let options = localOptions.merged(with: root.options)
         let client = try options.client()
         guard let subsystem else {
-            let list = try await client.call("GET", Routes.subsystems, as: SubsystemList.self)
+            let list = try await client.subsystems()
             guard !json else { return print(try encodePretty(list)) }
             let rows = [["SUBSYSTEM", "STATE", "RESTARTS", "STARTED"]] + list.subsystems.map { [$0.name, $0.state, String($0.restarts), $0.startedAt ?? "-"] }
             return print(Table.render(rows))
         }
-        var restarting = client
-        restarting.timeout = .seconds(30)
-        let state = try await restarting.call("POST", Routes.restartSubsystem(subsystem), as: SubsystemState.self)
+        let state = try await client.restartSubsystem(subsystem)
         print(json ? try encodePretty(state) : "restarted \(state.name): \(state.state), \(state.restarts) restart\(state.restarts == 1 ? "" : "s") since the agent started")
     }
 }
@@ -112,7 +102,7 @@ struct SSH: AsyncParsableCommand {
 
     func run() async throws {
         let options = localOptions.merged(with: root.options)
-        let record = try await options.client().call("GET", Routes.node(node), as: Node.self)
+        let record = try await options.client().node(node)
         guard !record.vpnIP.isEmpty else { throw CLIError("node '\(node)' has no mesh address yet") }
         let argv = ["ssh"] + (user.map { ["-l", $0] } ?? []) + sshArguments + [record.vpnIP]
         if dryRun {

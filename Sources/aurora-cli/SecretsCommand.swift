@@ -1,7 +1,7 @@
 import ArgumentParser
 import AuroraAPI
+import AuroraClient
 import Foundation
-import NIOCore
 
 /// `aurora-cli secrets`: the secrets manager.
 struct Secrets: AsyncParsableCommand {
@@ -23,10 +23,6 @@ struct Secrets: AsyncParsableCommand {
     struct ScopeOptions: ParsableArguments {
         @Option(help: "global, company or node.") var scope: String = "global"
         @Option(name: .customLong("scope-id"), help: "The company or node name (not for global).") var scopeID: String?
-
-        var query: String {
-            "?scope=\(scope)" + (scopeID.map { "&scope_id=\($0.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? $0)" } ?? "")
-        }
     }
 
     struct Set: AsyncParsableCommand {
@@ -54,7 +50,7 @@ struct Secrets: AsyncParsableCommand {
             guard !data.isEmpty else { throw CLIError("the value is empty: pipe it on stdin or give --file") }
             let write = SecretWrite(service: service, keyName: keyName, value: String(decoding: data, as: UTF8.self), scope: scope.scope,
                                     scopeID: scope.scopeID)
-            let info = try await options.client().call("POST", Routes.secrets, body: write, as: SecretInfo.self)
+            let info = try await options.client().writeSecret(write)
             print(json ? try encodePretty(info) : "\(info.service)/\(info.keyName) at \(info.scope)\(info.scopeID.isEmpty ? "" : ":" + info.scopeID): version \(info.version)")
         }
     }
@@ -72,11 +68,7 @@ struct Secrets: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            var query: [String] = []
-            if let node { query.append("node=\(node)") }
-            if let company { query.append("company=\(company)") }
-            let path = Routes.secret(service, keyName) + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
-            let read = try await options.client().call("GET", path, as: SecretRead.self)
+            let read = try await options.client().readSecret(service: service, key: keyName, node: node, company: company)
             print(json ? try encodePretty(read) : read.value ?? "")
         }
     }
@@ -89,7 +81,7 @@ struct Secrets: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let list = try await options.client().call("GET", Routes.secrets, as: SecretList.self)
+            let list = try await options.client().secrets()
             if json { return print(try encodePretty(list)) }
             print(JobTable.table(["SERVICE", "KEY", "SCOPE", "VERSION", "UPDATED"], list.secrets.map { secret in
                 [secret.service, secret.keyName, secret.scopeID.isEmpty ? secret.scope : "\(secret.scope):\(secret.scopeID)", String(secret.version),
@@ -109,7 +101,7 @@ struct Secrets: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let versions = try await options.client().call("GET", Routes.secretVersions(service, keyName) + scope.query, as: SecretVersions.self)
+            let versions = try await options.client().secretVersions(service: service, key: keyName, scope: scope.scope, scopeID: scope.scopeID)
             if json { return print(try encodePretty(versions)) }
             print(JobTable.table(["VERSION", "CREATED", "BY", "CURRENT", "RESTORED FROM"], versions.versions.map { version in
                 [String(version.version), version.createdAt, version.createdBy, version.current ? "yes" : "", version.restoredFrom.map(String.init) ?? ""]
@@ -129,9 +121,8 @@ struct Secrets: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let info = try await options.client().call("POST", Routes.secretRollback(service, keyName),
-                                                       body: SecretRollback(scope: scope.scope, scopeID: scope.scopeID, version: version),
-                                                       as: SecretInfo.self)
+            let info = try await options.client().rollbackSecret(service: service, key: keyName,
+                                                                 SecretRollback(scope: scope.scope, scopeID: scope.scopeID, version: version))
             print(json ? try encodePretty(info) : "\(info.service)/\(info.keyName): version \(info.version) now holds version \(version)'s value")
         }
     }
@@ -148,7 +139,7 @@ struct Secrets: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let log = try await options.client().call("GET", Routes.audit + "?limit=\(limit)" + (verify ? "&verify=true" : ""), as: AuditLog.self)
+            let log = try await options.client().audit(limit: limit, verify: verify)
             if json {
                 print(try encodePretty(log))
             } else {
@@ -172,9 +163,7 @@ struct Secrets: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            var client = try options.client()
-            client.timeout = .seconds(300)
-            let rotation = try await client.call("POST", Routes.secretsRotateKey, as: SecretRotation.self)
+            let rotation = try await options.client().rotateSecretsKey()
             print(json ? try encodePretty(rotation)
                   : "key-encryption key \(rotation.fromVersion) → \(rotation.toVersion): \(rotation.rewrapped) data keys re-wrapped in \(rotation.seconds) s")
         }
@@ -199,8 +188,8 @@ struct Connectivity: AsyncParsableCommand {
     func run() async throws {
         let options = localOptions.merged(with: root.options)
         let client = try options.client()
-        let status = try await client.call("GET", Routes.connectivityStatus, as: ConnectivityMatrix.self)
-        let health = try await client.call("GET", Routes.connectivityHealth, as: ConnectivityHealth.self)
+        let status = try await client.connectivityStatus()
+        let health = try await client.connectivityHealth()
         if json {
             print(try encodePretty(Output(status: status, health: health)))
         } else {

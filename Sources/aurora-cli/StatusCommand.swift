@@ -1,5 +1,6 @@
 import ArgumentParser
 import AuroraAPI
+import AuroraClient
 import Foundation
 
 /// `aurora-cli status`: the local agent and the whole mesh at a glance.
@@ -68,26 +69,25 @@ struct Status: AsyncParsableCommand {
     }
 
     func collect() async throws -> Output {
-        let url = options.agentURL
-        let health = try await AgentClient(baseURL: url, token: nil).get(Routes.health, as: HealthResponse.self, acceptServiceUnavailable: true)
-        var output = Output(agent: url, health: health)
-        switch options.resolveToken() {
-        case .success(let (token, _)):
-            let client = AgentClient(baseURL: url, token: token)
+        let health: HealthResponse
+        do { health = try await options.anonymousClient().health() } catch { throw CLIError(error, style: .check) }
+        var output = Output(agent: options.agentURL, health: health)
+        do {
+            let client = try options.client()
             do {
-                output.detail = try await client.get(Routes.agent, as: AgentStatus.self)
-            } catch let error as CLIError {
-                output.tokenError = error.message
+                output.detail = try await client.agentStatus()
+            } catch {
+                output.tokenError = CLIError(error, style: .check).message
             }
             do {
-                output.mesh = try await client.call("GET", Routes.nodes, as: NodeList.self)
-            } catch let error as CLIError {
-                output.meshError = error.message
+                output.mesh = try await client.nodes()
+            } catch {
+                output.meshError = CLIError(error).message
             }
             if output.mesh?.stale == false {
-                output.gpu = try? await client.call("GET", Routes.gpuStatus, as: GPUStatus.self)
+                output.gpu = try? await client.gpuStatus()
             }
-        case .failure(let error):
+        } catch let error as CLIError {
             output.tokenError = error.message
         }
         return output

@@ -1,5 +1,6 @@
 import ArgumentParser
 import AuroraAPI
+import AuroraClient
 import Foundation
 
 /// `aurora-cli wg show|config`: the local agent's WireGuard interface and rendered configuration.
@@ -25,7 +26,8 @@ struct WG: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let status = try await options.client().get(Routes.wireguard, as: WireGuardStatus.self)
+            let status: WireGuardStatus
+            do { status = try await options.client().wireguard() } catch let error as AuroraClientError { throw CLIError(error, style: .check) }
             if json {
                 print(try encodePretty(status))
             } else {
@@ -53,15 +55,7 @@ struct WG: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let path = Routes.wireguardConfig + "?show_private=\(showPrivate)&setconf=\(setconf)"
-            let reply = try await options.client().get(path)
-            guard reply.status == 200 else {
-                if let error = try? APICoding.decoder().decode(ErrorResponse.self, from: reply.body) {
-                    throw CLIError("\(error.error.message) (\(reply.status) \(error.error.code))")
-                }
-                throw CLIError("\(path): unexpected answer \(reply.status)")
-            }
-            print(String(decoding: reply.body, as: UTF8.self), terminator: "")
+            print(try await options.client().wireguardConfig(showPrivate: showPrivate, setconf: setconf), terminator: "")
         }
     }
 }

@@ -1,0 +1,150 @@
+/// The route table: one ``Endpoint`` per operation of docs/openapi.yaml, shared by the daemon's
+/// router (``Endpoint/routerPattern``) and the client (``Endpoint/path(_:query:)``).
+/// Tests/UnitTests/RouteTableTests.swift checks that ``all`` is exactly the document's operations.
+public enum API {
+    // MARK: Agent
+
+    /// Liveness and readiness of any agent; no authentication.
+    public static let health = Endpoint("GET", "/health")
+    /// Prometheus text exposition; no authentication.
+    public static let metrics = Endpoint("GET", "/metrics")
+    /// This API's OpenAPI 3.1 document as JSON; no authentication.
+    public static let openAPI = Endpoint("GET", "/api/openapi.json")
+    /// Local agent status for operators.
+    public static let agent = Endpoint("GET", "/api/agent")
+
+    // MARK: Nodes (signed calls of nodes, and the registry)
+
+    /// A node joins with a join token.
+    public static let join = Endpoint("POST", "/api/nodes/join")
+    /// Signed heartbeat of node `{name}`.
+    public static let heartbeat = Endpoint("POST", "/api/nodes/{name}/heartbeat")
+    /// Signed: the node leaves the mesh on purpose.
+    public static let leave = Endpoint("POST", "/api/nodes/{name}/leave")
+    /// Signed: a node's queued reports (outbox).
+    public static let nodeReports = Endpoint("POST", "/api/nodes/{name}/reports")
+    /// Every node.
+    public static let listNodes = Endpoint("GET", "/nodes")
+    /// One node's record.
+    public static let getNode = Endpoint("GET", "/nodes/{name}")
+    /// Removes a node (admin, lead).
+    public static let removeNode = Endpoint("DELETE", "/nodes/{name}")
+    /// Replaces a node's trusted labels (admin, lead).
+    public static let setNodeLabels = Endpoint("PUT", "/nodes/{name}/labels")
+    /// Nodes and measured links.
+    public static let topology = Endpoint("GET", "/topology")
+
+    // MARK: Tokens and events
+
+    /// Creates a join token or an API token (admin, lead).
+    public static let createToken = Endpoint("POST", "/api/tokens")
+    /// Lists tokens, never their secrets.
+    public static let listTokens = Endpoint("GET", "/api/tokens")
+    /// Revokes a join token (`jt_…`) or an API token (`at_…`).
+    public static let revokeToken = Endpoint("DELETE", "/api/tokens/{id}")
+    /// Server-Sent Events, resumable with `Last-Event-ID` or `?since=SEQ`.
+    public static let events = Endpoint("GET", "/api/events")
+
+    // MARK: GPU jobs
+
+    /// Submits a job.
+    public static let submitJob = Endpoint("POST", "/api/gpu/jobs")
+    /// Recent jobs, newest first.
+    public static let listJobs = Endpoint("GET", "/api/gpu/jobs")
+    /// Submits a generate job and waits for its answer.
+    public static let generate = Endpoint("POST", "/api/gpu/generate")
+    /// One job; `?wait=S` waits for it to finish.
+    public static let getJob = Endpoint("GET", "/api/gpu/jobs/{id}")
+    /// Cancels a job.
+    public static let cancelJob = Endpoint("DELETE", "/api/gpu/jobs/{id}")
+    /// Signed: a worker's result for a job.
+    public static let jobResult = Endpoint("POST", "/api/gpu/jobs/{id}/result")
+    /// Placement's view: free VRAM and jobs per node.
+    public static let gpuStatus = Endpoint("GET", "/api/gpu/status")
+    /// Queued jobs in placement order.
+    public static let gpuQueue = Endpoint("GET", "/api/gpu/queue")
+    /// Signed: a worker's assignments.
+    public static let gpuAssignments = Endpoint("GET", "/api/gpu/assignments")
+
+    // MARK: Secrets
+
+    /// Stores a new version of a secret.
+    public static let writeSecret = Endpoint("POST", "/api/secrets")
+    /// Names, scopes and versions; never values.
+    public static let listSecrets = Endpoint("GET", "/api/secrets")
+    /// Re-wraps every data key under a new key-encryption key.
+    public static let rotateSecretsKey = Endpoint("POST", "/api/secrets/rotate-key")
+    /// The value that resolves.
+    public static let readSecret = Endpoint("GET", "/api/secrets/{service}/{key}")
+    /// Deletes a secret at one scope.
+    public static let deleteSecret = Endpoint("DELETE", "/api/secrets/{service}/{key}")
+    /// Every version of a secret at one scope.
+    public static let secretVersions = Endpoint("GET", "/api/secrets/{service}/{key}/versions")
+    /// Makes an earlier version current again.
+    public static let rollbackSecret = Endpoint("POST", "/api/secrets/{service}/{key}/rollback")
+    /// The audit log of secret reads and writes.
+    public static let audit = Endpoint("GET", "/api/audit")
+
+    // MARK: Connectivity
+
+    /// Signed: a node's probe results.
+    public static let reportConnectivity = Endpoint("POST", "/api/connectivity/status")
+    /// Node × service matrix.
+    public static let connectivityStatus = Endpoint("GET", "/api/connectivity/status")
+    /// Per-service health.
+    public static let connectivityHealth = Endpoint("GET", "/api/connectivity/health")
+
+    // MARK: Backups
+
+    /// The backups on the lead.
+    public static let listBackups = Endpoint("GET", "/api/backups")
+    /// Takes a backup, streaming progress as NDJSON.
+    public static let createBackup = Endpoint("POST", "/api/backups")
+    /// Verifies one backup.
+    public static let verifyBackup = Endpoint("POST", "/api/backups/{file}/verify")
+    /// Restores one backup into a new database.
+    public static let restoreBackup = Endpoint("POST", "/api/backups/{file}/restore")
+
+    // MARK: PostgreSQL
+
+    /// The local PostgreSQL server's health.
+    public static let postgresHealth = Endpoint("GET", "/api/postgres/health")
+    /// Replica states, on the lead.
+    public static let postgresReplicas = Endpoint("GET", "/api/postgres/replicas")
+    /// Load-balancer check: 200 on the primary.
+    public static let postgresPrimary = Endpoint("GET", "/postgres/primary")
+    /// Load-balancer check: 200 on a healthy replica.
+    public static let postgresReplica = Endpoint("GET", "/postgres/replica")
+    /// Load-balancer check: 200 where reads may go.
+    public static let postgresReadOnly = Endpoint("GET", "/postgres/read-only")
+
+    // MARK: WireGuard and operations
+
+    /// The local WireGuard interface and peers.
+    public static let wireguard = Endpoint("GET", "/api/wireguard")
+    /// The rendered configuration, as text.
+    public static let wireguardConfig = Endpoint("GET", "/api/wireguard/config")
+    /// The node's outbox.
+    public static let outbox = Endpoint("GET", "/api/outbox")
+    /// Health checks and their results.
+    public static let checks = Endpoint("GET", "/api/checks")
+    /// Restartable subsystems.
+    public static let subsystems = Endpoint("GET", "/api/subsystems")
+    /// Restarts one subsystem in place.
+    public static let restartSubsystem = Endpoint("POST", "/api/subsystems/{name}/restart")
+    /// Recent structured log lines.
+    public static let logs = Endpoint("GET", "/api/logs")
+
+    /// Every endpoint, once.
+    public static let all: [Endpoint] = [
+        health, metrics, openAPI, agent,
+        join, heartbeat, leave, nodeReports, listNodes, getNode, removeNode, setNodeLabels, topology,
+        createToken, listTokens, revokeToken, events,
+        submitJob, listJobs, generate, getJob, cancelJob, jobResult, gpuStatus, gpuQueue, gpuAssignments,
+        writeSecret, listSecrets, rotateSecretsKey, readSecret, deleteSecret, secretVersions, rollbackSecret, audit,
+        reportConnectivity, connectivityStatus, connectivityHealth,
+        listBackups, createBackup, verifyBackup, restoreBackup,
+        postgresHealth, postgresReplicas, postgresPrimary, postgresReplica, postgresReadOnly,
+        wireguard, wireguardConfig, outbox, checks, subsystems, restartSubsystem, logs,
+    ]
+}

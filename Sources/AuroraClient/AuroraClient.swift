@@ -1,0 +1,152 @@
+import AsyncHTTPClient
+import AuroraAPI
+import AuroraTLS
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+
+/// A typed client of one agent's HTTP API: one method per endpoint (see
+/// AuroraClient+Endpoints.swift), paths only from the route table (``API``), query values
+/// escaped inside, and failures as ``AuroraClientError``.
+///
+/// For an https agent the client needs the pin of the agent's TLS key: before each call it reads
+/// the key in a handshake that sends nothing, compares it with the pin, and only then talks to
+/// that certificate alone, so the token never reaches an impostor.
+public struct AuroraClient: Sendable {
+    /// `http://127.0.0.1:9999` or `https://…`, without a trailing `/`.
+    public let baseURL: String
+    /// The bearer token (operator or API token); nil for unauthenticated calls such as ``health()``.
+    public let token: String?
+    /// The pin of an https agent's key.
+    public let pin: TLSPin?
+    /// How long an ordinary call may take; long calls take their own (``restoreBackup(_:into:timeout:)``).
+    public var timeout: TimeAmount
+    let httpClient: HTTPClient
+
+    public init(baseURL: String, token: String? = nil, pin: TLSPin? = nil, timeout: TimeAmount = .seconds(5), httpClient: HTTPClient = .shared) {
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.token = token
+        self.pin = pin
+        self.timeout = timeout
+        self.httpClient = httpClient
+    }
+
+    /// Answers larger than this are refused (streams are bounded per line instead).
+    static let maxAnswerBytes = 8 << 20
+    /// A refusal's body is read up to this.
+    static let maxErrorBytes = 1 << 20
+
+    // MARK: TLS
+
+    /// For an https agent: a configuration that trusts only the certificate whose key matches
+    /// the pin, checked in a handshake before anything is sent. Nil for http.
+    func tlsConfiguration() async throws(AuroraClientError) -> TLSConfiguration? {
+        guard let url = URLComponents(string: baseURL), url.scheme?.lowercased() == "https" else { return nil }
+        guard let pin else {
+            var failure = AuroraClientError(.pinRequired, "\(baseURL) is https: a pin of the agent's key is needed so that it is checked before the token is sent")
+            failure.baseURL = baseURL
+            throw failure
+        }
+        do {
+            let certificate = try await PinnedTLS.verifiedCertificate(url: baseURL, host: url.host ?? "", port: url.port ?? 443, pin: pin)
+            return PinnedTLS.clientConfiguration(trusting: certificate)
+        } catch let error as PinningError {
+            var failure = AuroraClientError(error.isMismatch ? .pinMismatch : .tlsFailed, error.message)
+            failure.baseURL = baseURL
+            throw failure
+        } catch {
+            var failure = AuroraClientError(.tlsFailed, "cannot reach \(baseURL) over TLS: \(AuroraClientError.reason(error))")
+            failure.baseURL = baseURL
+            throw failure
+        }
+    }
+
+    // MARK: Calls
+
+    /// One request to be sent: the endpoint, its path as sent, and what goes with it.
+    struct Call {
+        var endpoint: Endpoint
+        var path: String
+        var body: Data?
+        var accept: String?
+        var timeout: TimeAmount?
+    }
+
+    /// A call of `endpoint` with `parameters` filled into its path and `query` appended.
+    func call(_ endpoint: Endpoint, _ parameters: String..., query: [(name: String, value: String?)] = [],
+              body: (some Encodable)? = Optional<Int>.none, accept: String? = nil, timeout: TimeAmount? = nil) throws(AuroraClientError) -> Call {
+        if parameters.contains(where: \.isEmpty) {
+            throw AuroraClientError(.invalidArgument, "\(endpoint): a path parameter is empty")
+        }
+        let data: Data?
+        do { data = try body.map { try APICoding.encoder().encode($0) } } catch {
+            throw AuroraClientError(.invalidArgument, "\(endpoint): the request does not encode: \(error)")
+        }
+        return Call(endpoint: endpoint, path: endpoint.path(parameters, query: query), body: data, accept: accept, timeout: timeout)
+    }
+
+    /// Sends `call` and returns the answer's head and streaming body, whatever its status.
+    func send(_ call: Call) async throws(AuroraClientError) -> HTTPClientResponse {
+        var request = HTTPClientRequest(url: baseURL + call.path)
+        request.tlsConfiguration = try await tlsConfiguration()
+        request.method = HTTPMethod(rawValue: call.endpoint.method)
+        if let body = call.body {
+            request.body = .bytes(ByteBuffer(bytes: body))
+            request.headers.add(name: "Content-Type", value: "application/json")
+        }
+        if let token { request.headers.add(name: Headers.authorization, value: "Bearer \(token)") }
+        if let accept = call.accept { request.headers.add(name: "Accept", value: accept) }
+        do {
+            return try await httpClient.execute(request, timeout: call.timeout ?? timeout)
+        } catch {
+            throw AuroraClientError.cannotConnect(baseURL, error)
+        }
+    }
+
+    /// The whole body, up to `limit` bytes.
+    func collect(_ response: HTTPClientResponse, _ call: Call, upTo limit: Int) async throws(AuroraClientError) -> Data {
+        do {
+            return Data(try await response.body.collect(upTo: limit).readableBytesView)
+        } catch is NIOTooManyBytesError {
+            var failure = AuroraClientError(.undecodable, "\(call.endpoint.method) \(call.path): the answer is larger than \(limit) bytes")
+            failure.status = Int(response.status.code)
+            throw failure
+        } catch {
+            throw AuroraClientError.cannotConnect(baseURL, error)
+        }
+    }
+
+    /// The failure an answer with an unwanted status stands for: the API's refusal when its body
+    /// is `{"error": …}`, else an unexpected answer.
+    func failure(_ response: HTTPClientResponse, _ call: Call, body: Data? = nil) async -> AuroraClientError {
+        let status = Int(response.status.code)
+        let data: Data
+        if let body { data = body } else {
+            do { data = try await collect(response, call, upTo: Self.maxErrorBytes) } catch { return error }
+        }
+        if let refusal = try? APICoding.decoder().decode(ErrorResponse.self, from: data) {
+            return .refused(refusal.error, status: status, method: call.endpoint.method, path: call.path, baseURL: baseURL)
+        }
+        return .unexpected(status: status, method: call.endpoint.method, path: call.path, baseURL: baseURL)
+    }
+
+    /// Sends `call` and decodes `T` from an answer whose status `accepts` takes (any 2xx unless
+    /// told otherwise).
+    func decode<T: Decodable>(_ call: Call, as type: T.Type = T.self, accepting accepts: (Int) -> Bool = { (200..<300).contains($0) })
+        async throws(AuroraClientError) -> T {
+        let response = try await send(call)
+        let body = try await collect(response, call, upTo: Self.maxAnswerBytes)
+        if accepts(Int(response.status.code)), let value = try? APICoding.decoder().decode(T.self, from: body) {
+            return value
+        }
+        throw await failure(response, call, body: body)
+    }
+
+    /// Sends `call` and returns its body, a stream, once the answer is 200.
+    func stream(_ call: Call) async throws(AuroraClientError) -> HTTPClientResponse.Body {
+        let response = try await send(call)
+        guard response.status == .ok else { throw await failure(response, call) }
+        return response.body
+    }
+}
