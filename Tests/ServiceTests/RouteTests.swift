@@ -137,6 +137,9 @@ struct RouteTests {
             let answer = try await Self.call(router, route: route, token: token)
             #expect(answer.status == 503 && answer.error?.code == "lead_unreachable", "\(route): \(answer.status) \(answer.body)")
         }
+        // Path parameters arrive percent-decoded: an escaped '/' stays inside one segment.
+        let escaped = try await Self.call(router, .post, "/api/subsystems/a%2Fb%3Fc/restart", token: token)
+        #expect(escaped.status == 404 && escaped.error?.message.contains("'a/b?c'") == true, "\(escaped.status) \(escaped.body)")
         // Local views answer with the token.
         for route in ["GET /api/agent", "GET /api/checks", "GET /api/subsystems", "GET /api/logs", "GET /api/wireguard"] {
             let answer = try await Self.call(router, route: route, token: token)

@@ -11,7 +11,7 @@ extension HTTPServer {
         let maxBody = agent.maxBody, token = agent.token
         let backups = lead.backups
 
-        router.get(RouterPath(Routes.backups)) { request, _ -> Response in
+        router.on(API.listBackups) { request, _ -> Response in
             try authorize(request, token: token)
             let list: BackupList
             do throws(AgentError) { list = try await backups.list() } catch { throw backupError(error) }
@@ -20,7 +20,7 @@ extension HTTPServer {
 
         // A backup runs with the request; graceful shutdown or a client that goes away stops
         // pg_dump and leaves nothing behind.
-        router.post(RouterPath(Routes.backups)) { request, _ -> Response in
+        router.on(API.createBackup) { request, _ -> Response in
             try authorize(request, token: token)
             guard request.headers[.accept]?.contains(MediaTypes.ndjson) == true else {
                 let created = try await cancelWhenGracefulShutdown { () async throws -> BackupCreated in
@@ -41,7 +41,7 @@ extension HTTPServer {
             return Response(status: .ok, headers: [.contentType: MediaTypes.ndjson, .cacheControl: "no-cache"], body: body)
         }
 
-        router.post("/api/backups/:file/verify") { request, context -> Response in
+        router.on(API.verifyBackup) { request, context -> Response in
             try authorize(request, token: token)
             let file = try backupFile(context)
             let verification: BackupVerification
@@ -49,7 +49,7 @@ extension HTTPServer {
             return try json(verification, status: .ok)
         }
 
-        router.post("/api/backups/:file/restore") { request, context -> Response in
+        router.on(API.restoreBackup) { request, context -> Response in
             try authorize(request, token: token)
             let file = try backupFile(context)
             let restore = try await decode(BackupRestoreRequest.self, request, maxBody: maxBody, allowed: BackupRestoreRequest.fields)
@@ -61,10 +61,10 @@ extension HTTPServer {
 
     /// On a compute or edge node every backup call is the lead's.
     static func addBackupRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, node: NodeParts) {
-        leadOnly(router, .get, RouterPath(Routes.backups), "backups", agent: agent)
-        leadOnly(router, .post, RouterPath(Routes.backups), "backups", agent: agent)
-        leadOnly(router, .post, "/api/backups/:file/verify", "backups", agent: agent)
-        leadOnly(router, .post, "/api/backups/:file/restore", "backups", agent: agent)
+        leadOnly(router, API.listBackups, "backups", agent: agent)
+        leadOnly(router, API.createBackup, "backups", agent: agent)
+        leadOnly(router, API.verifyBackup, "backups", agent: agent)
+        leadOnly(router, API.restoreBackup, "backups", agent: agent)
     }
 
     /// Runs the backup for a streamed answer: progress into `sink`, then the last line.
@@ -92,8 +92,7 @@ extension HTTPServer {
     /// The `{file}` of the path, percent-decoded; the archive checks that it is exactly a
     /// backup's name.
     private static func backupFile(_ context: AgentRequestContext) throws -> String {
-        let raw = try context.parameters.require("file")
-        return raw.removingPercentEncoding ?? raw
+        try context.parameters.decoded("file")
     }
 
     /// The HTTP face of a backup failure.

@@ -58,24 +58,24 @@ public enum HTTPServer {
         router.middlewares.add(RequestLimitMiddleware(limits: RequestLimits(config: state.config)))
         router.middlewares.add(BodyLimitMiddleware(maxBytes: state.config.maxBodyBytes))
 
-        router.get(RouterPath(Routes.health)) { _, _ -> Response in
+        router.on(API.health) { _, _ -> Response in
             let health = state.health
             return try json(health, status: health.status == .ok ? .ok : .serviceUnavailable)
         }
-        router.get(RouterPath(Routes.metrics)) { _, _ -> Response in
+        router.on(API.metrics) { _, _ -> Response in
             Gauge(label: "aurora_uptime_seconds").record(state.uptime)
             var buffer = [UInt8]()
             metrics?.emit(into: &buffer)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                             body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
         }
-        router.get(RouterPath(Routes.openAPI)) { _, _ -> Response in
+        router.on(API.openAPI) { _, _ -> Response in
             guard let document = OpenAPIDocument.served else {
                 throw Refusal(.internalFailure, code: "internal", message: "the built-in OpenAPI document does not convert to JSON")
             }
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: document)))
         }
-        router.get(RouterPath(Routes.agent)) { request, _ -> Response in
+        router.on(API.agent) { request, _ -> Response in
             try authorize(request, token: token)
             let status = AgentStatus(
                 health: state.health, pid: getpid(), dataDir: state.config.dataDir, listen: state.config.listen.description,

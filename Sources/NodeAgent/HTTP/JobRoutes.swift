@@ -13,13 +13,13 @@ extension HTTPServer {
         let jobs = lead.jobs, registry = lead.registry
 
         // MARK: Clients
-        router.post(RouterPath(Routes.gpuJobs)) { request, context -> Response in
+        router.on(API.submitJob) { request, context -> Response in
             let (who, body) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
             let submission = try decode(JobSubmission.self, body, allowed: JobSubmission.fields)
             let (job, created) = try await jobs.submit(submission, by: who)
             return try json(job, status: created ? .created : .ok)
         }
-        router.post(RouterPath(Routes.gpuGenerate)) { request, context -> Response in
+        router.on(API.generate) { request, context -> Response in
             let (who, body) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
             let generate = try decode(GenerateRequest.self, body, allowed: GenerateRequest.fields)
             if let wait = generate.waitS, !(0...JobCoordinator.Limits.maxWait).contains(wait) {
@@ -39,7 +39,7 @@ extension HTTPServer {
             }
             return try json(job, status: job.state.isTerminal ? .ok : .accepted)
         }
-        router.get(RouterPath(Routes.gpuJobs)) { request, context -> Response in
+        router.on(API.listJobs) { request, context -> Response in
             let (who, _) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
             let filter = try request.uri.queryParameters.get("state").map { text throws(Refusal) -> JobState in
                 guard let state = JobState(rawValue: text) else {
@@ -53,34 +53,34 @@ extension HTTPServer {
             } ?? 100
             return try json(try await jobs.list(state: filter, limit: limit, for: who), status: .ok)
         }
-        router.get("/api/gpu/jobs/:id") { request, context -> Response in
+        router.on(API.getJob) { request, context -> Response in
             let wait = try waitParameter(request, limit: JobCoordinator.Limits.maxWait)
             let (who, _) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
-            return try json(try await jobs.job(try context.parameters.require("id"), wait: wait, for: who), status: .ok)
+            return try json(try await jobs.job(try context.parameters.decoded("id"), wait: wait, for: who), status: .ok)
         }
-        router.delete("/api/gpu/jobs/:id") { request, context -> Response in
+        router.on(API.cancelJob) { request, context -> Response in
             let (who, _) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
-            return try json(try await jobs.cancel(try context.parameters.require("id"), by: who), status: .ok)
+            return try json(try await jobs.cancel(try context.parameters.decoded("id"), by: who), status: .ok)
         }
-        router.get(RouterPath(Routes.gpuStatus)) { request, context -> Response in
+        router.on(API.gpuStatus) { request, context -> Response in
             _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(try await jobs.status(), status: .ok)
         }
-        router.get(RouterPath(Routes.gpuQueue)) { request, context -> Response in
+        router.on(API.gpuQueue) { request, context -> Response in
             _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(try await jobs.queue(), status: .ok)
         }
 
         // MARK: Workers (signed, lead)
-        router.get(RouterPath(Routes.gpuAssignments)) { request, context -> Response in
+        router.on(API.gpuAssignments) { request, context -> Response in
             let (node, _) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let wait = try waitParameter(request, limit: 60) ?? .seconds(20)
             return try json(try await jobs.assignments(for: node, wait: wait), status: .ok)
         }
-        router.post("/api/gpu/jobs/:id/result") { request, context -> Response in
+        router.on(API.jobResult) { request, context -> Response in
             let (node, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let result = try decode(JobResult.self, body, allowed: JobResult.fields)
-            return try json(try await jobs.result(try context.parameters.require("id"), from: node, result), status: .ok)
+            return try json(try await jobs.result(try context.parameters.decoded("id"), from: node, result), status: .ok)
         }
     }
 
@@ -90,31 +90,31 @@ extension HTTPServer {
     static func addJobRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, node: NodeParts) {
         let maxBody = agent.maxBody, token = agent.token
         let membership = node.membership
-        router.post(RouterPath(Routes.gpuJobs)) { request, _ -> Response in
+        router.on(API.submitJob) { request, _ -> Response in
             try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
         }
-        router.post(RouterPath(Routes.gpuGenerate)) { request, _ -> Response in
+        router.on(API.generate) { request, _ -> Response in
             try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody,
                                     timeout: .seconds(Int64(JobCoordinator.Limits.maxWait) + 5))
         }
-        router.get(RouterPath(Routes.gpuJobs)) { request, _ -> Response in
+        router.on(API.listJobs) { request, _ -> Response in
             try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
         }
-        router.get("/api/gpu/jobs/:id") { request, _ -> Response in
+        router.on(API.getJob) { request, _ -> Response in
             let wait = try waitParameter(request, limit: JobCoordinator.Limits.maxWait)
             return try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: (wait ?? .zero) + .seconds(10))
         }
-        router.delete("/api/gpu/jobs/:id") { request, _ -> Response in
+        router.on(API.cancelJob) { request, _ -> Response in
             try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
         }
-        router.get(RouterPath(Routes.gpuStatus)) { request, _ -> Response in
+        router.on(API.gpuStatus) { request, _ -> Response in
             try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
         }
-        router.get(RouterPath(Routes.gpuQueue)) { request, _ -> Response in
+        router.on(API.gpuQueue) { request, _ -> Response in
             try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
         }
-        leadOnly(router, .get, RouterPath(Routes.gpuAssignments), "GPU assignments", agent: agent)
-        leadOnly(router, .post, "/api/gpu/jobs/:id/result", "job results", agent: agent)
+        leadOnly(router, API.gpuAssignments, "GPU assignments", agent: agent)
+        leadOnly(router, API.jobResult, "job results", agent: agent)
     }
 
     /// Who calls (`operator`, `api:ID[@COMPANY]` or `node:NAME`) and the body: a bearer token

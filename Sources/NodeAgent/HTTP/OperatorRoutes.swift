@@ -27,26 +27,26 @@ extension HTTPServer {
         if let lead {
             addReportRoute(to: router, agent: agent, lead: lead)
         } else {
-            leadOnly(router, .post, "/api/nodes/:name/reports", "node reports", agent: agent)
+            leadOnly(router, API.nodeReports, "node reports", agent: agent)
         }
 
         // MARK: Local views (operator token)
-        router.get(RouterPath(Routes.outbox)) { request, _ -> Response in
+        router.on(API.outbox) { request, _ -> Response in
             try authorize(request, token: token)
             guard let outbox = state.outbox else { throw Refusal(.unavailable, code: "starting", message: "the outbox is not open yet") }
             return try json(outbox.status, status: .ok)
         }
-        router.get(RouterPath(Routes.checks)) { request, _ -> Response in
+        router.on(API.checks) { request, _ -> Response in
             try authorize(request, token: token)
             return try json(state.checkBoard.report, status: .ok)
         }
-        router.get(RouterPath(Routes.subsystems)) { request, _ -> Response in
+        router.on(API.subsystems) { request, _ -> Response in
             try authorize(request, token: token)
             return try json(subsystems.list, status: .ok)
         }
-        router.post("/api/subsystems/:name/restart") { request, context -> Response in
+        router.on(API.restartSubsystem) { request, context -> Response in
             try authorize(request, token: token)
-            let name = try context.parameters.require("name")
+            let name = try context.parameters.decoded("name")
             guard let subsystem = subsystems.named(name) else {
                 let known = subsystems.names
                 throw Refusal.notFound("no restartable subsystem '\(name)' on \(state.config.name); "
@@ -56,7 +56,7 @@ extension HTTPServer {
         }
 
         // MARK: Logs: local, or another node's through the lead
-        router.get(RouterPath(Routes.logs)) { request, context -> Response in
+        router.on(API.logs) { request, context -> Response in
             let query = try LogQuery(request)
             if let node = query.node, node != state.config.name {
                 // Another node's logs are the mesh operator's: the lead's token, on the lead.
@@ -119,9 +119,9 @@ extension HTTPServer {
     /// `POST /api/nodes/{name}/reports` on the lead: a node's outbox batch, signed by that node.
     static func addReportRoute(to router: Router<AgentRequestContext>, agent: AgentParts, lead: LeadParts) {
         let maxBody = agent.maxBody, inbox = lead.inbox, registry = lead.registry
-        router.post("/api/nodes/:name/reports") { request, context -> Response in
+        router.on(API.nodeReports) { request, context -> Response in
             let (name, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
-            let target = try context.parameters.require("name")
+            let target = try context.parameters.decoded("name")
             guard name == target else { throw Refusal.unauthorized("node '\(name)' cannot send reports for '\(target)'") }
             let batch = try decode(ReportBatch.self, body, allowed: ReportBatch.fields)
             return try json(ReportAnswer(results: try await inbox.receive(from: name, batch.reports)), status: .ok)

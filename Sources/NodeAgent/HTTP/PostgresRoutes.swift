@@ -8,7 +8,7 @@ extension HTTPServer {
     static func addPostgresRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, role: RoleParts) {
         let maxBody = agent.maxBody, token = agent.token, state = agent.state
 
-        router.get(RouterPath(Routes.postgresHealth)) { request, _ -> Response in
+        router.on(API.postgresHealth) { request, _ -> Response in
             try authorize(request, token: token)
             guard state.config.postgresMonitor != nil else {
                 throw Refusal(.notFound, code: "not_configured", message: "this agent watches no PostgreSQL server (postgres.monitor is not set)")
@@ -20,23 +20,23 @@ extension HTTPServer {
         }
         switch role {
         case .lead(let lead):
-            router.get(RouterPath(Routes.postgresReplicas)) { request, context -> Response in
+            router.on(API.postgresReplicas) { request, context -> Response in
                 try await authorizeOperatorOrNode(request, context: context, token: token, registry: lead.registry, maxBody: maxBody)
                 return try json(ReplicaOverview.build(try await lead.registry.list().nodes), status: .ok)
             }
         case .node(let node):
-            router.get(RouterPath(Routes.postgresReplicas)) { request, _ -> Response in
+            router.on(API.postgresReplicas) { request, _ -> Response in
                 try await forwardToLead(request, membership: node.membership, token: token, maxBody: maxBody, timeout: .seconds(5))
             }
         }
 
         // Load-balancer checks: no authentication, 200 or 503, always with the reason.
-        router.get(RouterPath(Routes.postgresPrimary)) { _, _ -> Response in
+        router.on(API.postgresPrimary) { _, _ -> Response in
             try check(state) { health in
                 health.role == .primary ? nil : "not a primary (\(health.state): \(health.reason))"
             }
         }
-        router.get(RouterPath(Routes.postgresReplica)) { request, _ -> Response in
+        router.on(API.postgresReplica) { request, _ -> Response in
             let limit = try lagLimit(request)
             return try check(state) { health in
                 guard health.role == .replica else { return "not a replica (\(health.state): \(health.reason))" }
@@ -46,7 +46,7 @@ extension HTTPServer {
                 return lagRefusal(limit, health)
             }
         }
-        router.get(RouterPath(Routes.postgresReadOnly)) { request, _ -> Response in
+        router.on(API.postgresReadOnly) { request, _ -> Response in
             let limit = try lagLimit(request)
             return try check(state) { health in
                 switch health.role {

@@ -27,69 +27,69 @@ extension HTTPServer {
         let registry = lead.registry, store = lead.store, apiTokens = lead.apiTokens
 
         // MARK: Join and signed node calls (lead)
-        router.post(RouterPath(Routes.join)) { request, context -> Response in
+        router.on(API.join) { request, context -> Response in
             let join = try await decode(JoinRequest.self, request, maxBody: maxBody, allowed: JoinRequest.fields)
             return try json(try await registry.join(join, observedHost: context.remoteHost), status: .created)
         }
-        router.post("/api/nodes/:name/heartbeat") { request, context -> Response in
+        router.on(API.heartbeat) { request, context -> Response in
             let (name, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
-            let target = try context.parameters.require("name")
+            let target = try context.parameters.decoded("name")
             guard name == target else { throw Refusal.unauthorized("node '\(name)' cannot send heartbeats for '\(target)'") }
             // Unknown fields are allowed here: a newer node may report more than this lead knows
             // (rolling upgrades); the body is signed, so nothing in it is a stranger's.
             let beat = try decode(HeartbeatRequest.self, body, allowed: nil)
             return try json(try await registry.heartbeat(name, beat, observedHost: context.remoteHost), status: .ok)
         }
-        router.post("/api/nodes/:name/leave") { request, context -> Response in
+        router.on(API.leave) { request, context -> Response in
             let (name, _) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
-            let target = try context.parameters.require("name")
+            let target = try context.parameters.decoded("name")
             guard name == target else { throw Refusal.unauthorized("node '\(name)' cannot leave for '\(target)'") }
             try await registry.leave(name)
             return try json(try await registry.node(name), status: .ok)
         }
 
         // MARK: Reads: operator token or a node's signature; other agents forward or serve the cache
-        router.get(RouterPath(Routes.nodes)) { request, context -> Response in
+        router.on(API.listNodes) { request, context -> Response in
             try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(try await registry.list(), status: .ok)
         }
-        router.get("/nodes/:name") { request, context -> Response in
-            let name = try context.parameters.require("name")
+        router.on(API.getNode) { request, context -> Response in
+            let name = try context.parameters.decoded("name")
             try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(try await registry.node(name), status: .ok)
         }
-        router.delete("/nodes/:name") { request, context -> Response in
+        router.on(API.removeNode) { request, context -> Response in
             try authorize(request, token: token)
-            let name = try context.parameters.require("name")
+            let name = try context.parameters.decoded("name")
             try await registry.remove(name)
             return try json(try await registry.node(name), status: .ok)
         }
-        router.put("/nodes/:name/labels") { request, context -> Response in
+        router.on(API.setNodeLabels) { request, context -> Response in
             try authorize(request, token: token)
             let update = try await decode(NodeLabelsUpdate.self, request, maxBody: maxBody, allowed: NodeLabelsUpdate.fields)
-            return try json(try await registry.setLabels(try context.parameters.require("name"), update.labels), status: .ok)
+            return try json(try await registry.setLabels(try context.parameters.decoded("name"), update.labels), status: .ok)
         }
-        router.get(RouterPath(Routes.topology)) { request, context -> Response in
+        router.on(API.topology) { request, context -> Response in
             try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(try await registry.topology(), status: .ok)
         }
 
         // MARK: Join tokens (lead, operator token)
-        router.post(RouterPath(Routes.tokens)) { request, _ -> Response in
+        router.on(API.createToken) { request, _ -> Response in
             try authorize(request, token: token)
             let create = try await decode(TokenCreateRequest.self, request, maxBody: maxBody, allowed: TokenCreateRequest.fields)
             if create.kind == .api { return try json(try await apiTokens.create(create), status: .created) }
             return try json(try await JoinTokens.create(create, store: store, lead: lead.leadTLS), status: .created)
         }
-        router.get(RouterPath(Routes.tokens)) { request, _ -> Response in
+        router.on(API.listTokens) { request, _ -> Response in
             try authorize(request, token: token)
             var list = try await JoinTokens.list(store: store)
             list.apiTokens = try await apiTokens.list()
             return try json(list, status: .ok)
         }
-        router.delete("/api/tokens/:id") { request, context -> Response in
+        router.on(API.revokeToken) { request, context -> Response in
             try authorize(request, token: token)
-            let id = try context.parameters.require("id")
+            let id = try context.parameters.decoded("id")
             if id.hasPrefix("at_") {
                 guard let info = try await apiTokens.revoke(id) else { throw Refusal.notFound("no API token with id '\(InputRules.printable(id))'") }
                 return try json(info, status: .ok)
@@ -98,7 +98,7 @@ extension HTTPServer {
         }
 
         // MARK: Events (lead, operator token): Server-Sent Events
-        router.get(RouterPath(Routes.events)) { request, _ -> Response in
+        router.on(API.events) { request, _ -> Response in
             _ = try authorize(request, token: token, role: .read)
             let since: Int64
             if let text = request.uri.queryParameters.get("since") ?? request.headers[.init("Last-Event-ID")!] {
@@ -152,23 +152,23 @@ extension HTTPServer {
     /// away); everything else is the lead's.
     static func addRegistryRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, node: NodeParts) {
         let token = agent.token
-        leadOnly(router, .post, RouterPath(Routes.join), "joining", agent: agent)
-        leadOnly(router, .post, "/api/nodes/:name/heartbeat", "heartbeats", agent: agent)
-        leadOnly(router, .post, "/api/nodes/:name/leave", "leaving", agent: agent)
-        router.get(RouterPath(Routes.nodes)) { request, _ -> Response in
+        leadOnly(router, API.join, "joining", agent: agent)
+        leadOnly(router, API.heartbeat, "heartbeats", agent: agent)
+        leadOnly(router, API.leave, "leaving", agent: agent)
+        router.on(API.listNodes) { request, _ -> Response in
             try authorize(request, token: token)
             return try json(try await forwardedList(node: node), status: .ok)
         }
-        router.get("/nodes/:name") { request, context -> Response in
-            let name = try context.parameters.require("name")
+        router.on(API.getNode) { request, context -> Response in
+            let name = try context.parameters.decoded("name")
             try authorize(request, token: token)
             let list = try await forwardedList(node: node)
             guard let found = list.nodes.first(where: { $0.name == name }) else { throw Refusal.notFound("no node named '\(name)'") }
             return try json(found, status: .ok, stale: list.stale ? list.ageS ?? 0 : nil)
         }
-        leadOnly(router, .delete, "/nodes/:name", "removing a node", agent: agent)
-        leadOnly(router, .put, "/nodes/:name/labels", "setting a node's labels", agent: agent)
-        router.get(RouterPath(Routes.topology)) { request, _ -> Response in
+        leadOnly(router, API.removeNode, "removing a node", agent: agent)
+        leadOnly(router, API.setNodeLabels, "setting a node's labels", agent: agent)
+        router.on(API.topology) { request, _ -> Response in
             try authorize(request, token: token)
             let membership = node.membership, cache = node.cache
             let answer: Result<Topology, LeadCallError>
@@ -189,10 +189,10 @@ extension HTTPServer {
                 return try json(topology, status: .ok)
             }
         }
-        leadOnly(router, .post, RouterPath(Routes.tokens), "join tokens", agent: agent)
-        leadOnly(router, .get, RouterPath(Routes.tokens), "join tokens", agent: agent)
-        leadOnly(router, .delete, "/api/tokens/:id", "join tokens", agent: agent)
-        leadOnly(router, .get, RouterPath(Routes.events), "the event stream", agent: agent)
+        leadOnly(router, API.createToken, "join tokens", agent: agent)
+        leadOnly(router, API.listTokens, "join tokens", agent: agent)
+        leadOnly(router, API.revokeToken, "join tokens", agent: agent)
+        leadOnly(router, API.events, "the event stream", agent: agent)
     }
 
     // MARK: Helpers

@@ -13,17 +13,17 @@ extension HTTPServer {
         let maxBody = agent.maxBody, token = agent.token
         let secrets = lead.secrets, registry = lead.registry, board = lead.connectivity
 
-        router.post(RouterPath(Routes.secrets)) { request, _ -> Response in
+        router.on(API.writeSecret) { request, _ -> Response in
             try authorize(request, token: token)
             let write = try await decode(SecretWrite.self, request, maxBody: maxBody, allowed: SecretWrite.fields)
             return try json(try await secrets.write(write, actor: "operator"), status: .created)
         }
-        router.get(RouterPath(Routes.secrets)) { request, _ -> Response in
+        router.on(API.listSecrets) { request, _ -> Response in
             try authorize(request, token: token)
             return try json(try await secrets.list(), status: .ok)
         }
-        router.get("/api/secrets/:service/:key") { request, context -> Response in
-            let service = try context.parameters.require("service"), keyName = try context.parameters.require("key")
+        router.on(API.readSecret) { request, context -> Response in
+            let service = try context.parameters.decoded("service"), keyName = try context.parameters.decoded("key")
             let node = request.uri.queryParameters.get("node"), company = request.uri.queryParameters.get("company")
             if request.headers[.authorization] != nil {
                 try authorize(request, token: token)
@@ -50,45 +50,45 @@ extension HTTPServer {
             return try json(try await secrets.read(service: service, keyName: keyName, node: name, company: identity.company, boxKey: boxKey),
                             status: .ok)
         }
-        router.delete("/api/secrets/:service/:key") { request, context -> Response in
+        router.on(API.deleteSecret) { request, context -> Response in
             try authorize(request, token: token)
             let scope = try SecretsManager.scope(request.uri.queryParameters.get("scope") ?? "", request.uri.queryParameters.get("scope_id"))
-            return try json(try await secrets.delete(service: try context.parameters.require("service"), keyName: try context.parameters.require("key"),
+            return try json(try await secrets.delete(service: try context.parameters.decoded("service"), keyName: try context.parameters.decoded("key"),
                                                      scope: scope, actor: "operator"), status: .ok)
         }
-        router.get("/api/secrets/:service/:key/versions") { request, context -> Response in
+        router.on(API.secretVersions) { request, context -> Response in
             try authorize(request, token: token)
             let scope = try SecretsManager.scope(request.uri.queryParameters.get("scope") ?? "", request.uri.queryParameters.get("scope_id"))
-            return try json(try await secrets.versions(service: try context.parameters.require("service"),
-                                                       keyName: try context.parameters.require("key"), scope: scope), status: .ok)
+            return try json(try await secrets.versions(service: try context.parameters.decoded("service"),
+                                                       keyName: try context.parameters.decoded("key"), scope: scope), status: .ok)
         }
-        router.post("/api/secrets/:service/:key/rollback") { request, context -> Response in
+        router.on(API.rollbackSecret) { request, context -> Response in
             try authorize(request, token: token)
             let rollback = try await decode(SecretRollback.self, request, maxBody: maxBody, allowed: SecretRollback.fields)
-            return try json(try await secrets.rollback(service: try context.parameters.require("service"),
-                                                       keyName: try context.parameters.require("key"), rollback, actor: "operator"),
+            return try json(try await secrets.rollback(service: try context.parameters.decoded("service"),
+                                                       keyName: try context.parameters.decoded("key"), rollback, actor: "operator"),
                             status: .created)
         }
-        router.post(RouterPath(Routes.secretsRotateKey)) { request, _ -> Response in
+        router.on(API.rotateSecretsKey) { request, _ -> Response in
             try authorize(request, token: token)
             return try json(try await secrets.rotateKey(actor: "operator"), status: .ok)
         }
         // MARK: Connectivity
-        router.post(RouterPath(Routes.connectivityStatus)) { request, context -> Response in
+        router.on(API.reportConnectivity) { request, context -> Response in
             let (node, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let report = try decode(ConnectivityReport.self, body, allowed: ConnectivityReport.fields)
             try await board.report(node, report.results)
             return try json(["accepted": report.results.count], status: .ok)
         }
-        router.get(RouterPath(Routes.connectivityStatus)) { request, context -> Response in
+        router.on(API.connectivityStatus) { request, context -> Response in
             _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(await board.status(), status: .ok)
         }
-        router.get(RouterPath(Routes.connectivityHealth)) { request, context -> Response in
+        router.on(API.connectivityHealth) { request, context -> Response in
             _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(ConnectivityHealth.summarize(await board.status()), status: .ok)
         }
-        router.get(RouterPath(Routes.audit)) { request, _ -> Response in
+        router.on(API.audit) { request, _ -> Response in
             try authorize(request, token: token)
             let verify = request.uri.queryParameters.get("verify").map { $0 != "false" && $0 != "0" } ?? false
             let limit = try request.uri.queryParameters.get("limit").map { text throws(Refusal) -> Int in
@@ -104,25 +104,25 @@ extension HTTPServer {
     /// forwarded; the rest is the lead's.
     static func addSecretRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, node: NodeParts) {
         let maxBody = agent.maxBody, token = agent.token, state = agent.state
-        leadOnly(router, .post, RouterPath(Routes.secrets), "writing secrets", agent: agent)
-        leadOnly(router, .get, RouterPath(Routes.secrets), "the secrets list", agent: agent)
-        router.get("/api/secrets/:service/:key") { request, context -> Response in
-            let service = try context.parameters.require("service"), keyName = try context.parameters.require("key")
+        leadOnly(router, API.writeSecret, "writing secrets", agent: agent)
+        leadOnly(router, API.listSecrets, "the secrets list", agent: agent)
+        router.on(API.readSecret) { request, context -> Response in
+            let service = try context.parameters.decoded("service"), keyName = try context.parameters.decoded("key")
             try authorize(request, token: token)
             return try json(try await readThroughLead(service: service, keyName: keyName, state: state, node: node), status: .ok)
         }
-        leadOnly(router, .delete, "/api/secrets/:service/:key", "deleting secrets", agent: agent)
-        leadOnly(router, .get, "/api/secrets/:service/:key/versions", "secret versions", agent: agent)
-        leadOnly(router, .post, "/api/secrets/:service/:key/rollback", "rolling back secrets", agent: agent)
-        leadOnly(router, .post, RouterPath(Routes.secretsRotateKey), "key rotation", agent: agent)
-        leadOnly(router, .post, RouterPath(Routes.connectivityStatus), "connectivity reports", agent: agent)
-        router.get(RouterPath(Routes.connectivityStatus)) { request, _ -> Response in
+        leadOnly(router, API.deleteSecret, "deleting secrets", agent: agent)
+        leadOnly(router, API.secretVersions, "secret versions", agent: agent)
+        leadOnly(router, API.rollbackSecret, "rolling back secrets", agent: agent)
+        leadOnly(router, API.rotateSecretsKey, "key rotation", agent: agent)
+        leadOnly(router, API.reportConnectivity, "connectivity reports", agent: agent)
+        router.on(API.connectivityStatus) { request, _ -> Response in
             try await forwardToLead(request, membership: node.membership, token: token, maxBody: maxBody, timeout: .seconds(5))
         }
-        router.get(RouterPath(Routes.connectivityHealth)) { request, _ -> Response in
+        router.on(API.connectivityHealth) { request, _ -> Response in
             try await forwardToLead(request, membership: node.membership, token: token, maxBody: maxBody, timeout: .seconds(5))
         }
-        leadOnly(router, .get, RouterPath(Routes.audit), "the audit log", agent: agent)
+        leadOnly(router, API.audit, "the audit log", agent: agent)
     }
 
     /// On a compute or edge node: what resolves for this node, fetched from the lead with its

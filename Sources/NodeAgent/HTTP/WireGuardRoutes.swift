@@ -8,11 +8,11 @@ extension HTTPServer {
     /// rendered configuration with the private key hidden unless asked for.
     static func addWireGuardRoutes(to router: Router<AgentRequestContext>, agent: AgentParts) {
         let token = agent.token, wireguard = agent.wireguard
-        router.get(RouterPath(Routes.wireguard)) { request, _ -> Response in
+        router.on(API.wireguard) { request, _ -> Response in
             try authorize(request, token: token)
             return try json(wireguard.status, status: .ok)
         }
-        router.get(RouterPath(Routes.wireguardConfig)) { request, _ -> Response in
+        router.on(API.wireguardConfig) { request, _ -> Response in
             try authorize(request, token: token)
             let showPrivate = try flag(request, "show_private")
             let setconf = try flag(request, "setconf")
