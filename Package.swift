@@ -17,7 +17,8 @@ let package = Package(
         .executable(name: "aurora-cli", targets: ["aurora-cli"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: ["FullFoundation"]),
+        .package(
+            url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: ["FullFoundation"]),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -150,22 +151,28 @@ let package = Package(
         ),
         .testTarget(
             name: "UnitTests",
-            dependencies: ["Mesh", "Secrets", "AuroraAPI", "AuroraTLS", "AuroraClient", "NodeAgent", "AuroraTestKit",
-                           .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "Mesh", "Secrets", "AuroraAPI", "AuroraTLS", "AuroraClient", "NodeAgent", "AuroraTestKit",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         // In-process route tests (HummingbirdTesting): each role's router, no sockets, no processes.
         .testTarget(
             name: "ServiceTests",
-            dependencies: ["Mesh", "Secrets", "AuroraAPI", "NodeAgent",
-                           .product(name: "Hummingbird", package: "hummingbird"),
-                           .product(name: "HummingbirdTesting", package: "hummingbird")],
+            dependencies: [
+                "Mesh", "Secrets", "AuroraAPI", "NodeAgent",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["AuroraAPI", "AuroraTLS", "AuroraTestKit", "Secrets",
-                           .product(name: "NIOSSL", package: "swift-nio-ssl")],
+            dependencies: [
+                "AuroraAPI", "AuroraTLS", "AuroraTestKit", "Secrets",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

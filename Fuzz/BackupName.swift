@@ -13,7 +13,9 @@ public func fuzzBackupName(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         expect(stamp.compact == input, "'\(input)' parsed to \(stamp), which prints as '\(stamp.compact)'")
         let date = stamp.date
         expect((1...12).contains(date.month) && (1...31).contains(date.day), "'\(input)' parsed to the day \(date)")
-        expect((1...53).contains(stamp.date.isoWeek.week) && (1...7).contains(date.isoWeekday), "'\(input)': week or weekday out of range")
+        expect(
+            (1...53).contains(stamp.date.isoWeek.week) && (1...7).contains(date.isoWeekday),
+            "'\(input)': week or weekday out of range")
     }
     if let stamp = BackupName.timestamp(of: input) {
         expect(BackupName.fileName(for: stamp) == input, "'\(input)' was taken for the backup of \(stamp)")

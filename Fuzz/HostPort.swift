@@ -10,7 +10,9 @@ import Mesh
 public func fuzzHostPort(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let input = text(start, count)
     guard let address = try? HostPort(parsing: input) else { return 0 }
-    expect(!address.host.isEmpty && (0...65535).contains(address.port), "'\(input)' parsed to host '\(address.host)' port \(address.port)")
+    expect(
+        !address.host.isEmpty && (0...65535).contains(address.port),
+        "'\(input)' parsed to host '\(address.host)' port \(address.port)")
     let printed = address.description
     expect((try? HostPort(parsing: printed)) == address, "'\(input)' prints as '\(printed)', which does not parse back")
     return 0

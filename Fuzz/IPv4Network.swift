@@ -18,8 +18,11 @@ public func fuzzIPv4Network(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     expect((8...30).contains(network.prefix), "'\(input)' parsed with prefix \(network.prefix)")
     expect(network.base & ~(~UInt32(0) << (32 - network.prefix)) == 0, "'\(input)' parsed to a base with host bits")
     let printed = network.description
-    expect((try? IPv4Network(parsing: printed)) == network, "'\(input)' prints as '\(printed)', which does not parse back")
-    expect(network.contains(network.host(1)) && network.contains(network.host(network.hostCount)), "'\(input)': its hosts are outside it")
+    expect(
+        (try? IPv4Network(parsing: printed)) == network, "'\(input)' prints as '\(printed)', which does not parse back")
+    expect(
+        network.contains(network.host(1)) && network.contains(network.host(network.hostCount)),
+        "'\(input)': its hosts are outside it")
     expect(!network.contains(network.base), "'\(input)': the network address counts as a host")
     return 0
 }

@@ -11,12 +11,16 @@ import Mesh
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzLSN(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let input = text(start, count)
-    let positions = input.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false).compactMap { LSN(String($0)) }
+    let positions = input.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false).compactMap {
+        LSN(String($0))
+    }
     for lsn in positions {
         let printed = lsn.description
         expect(LSN(printed) == lsn, "\(lsn.value) prints as '\(printed)', which does not parse back")
-        expect(printed == printed.uppercased() && printed.split(separator: "/").allSatisfy { $0 == "0" || !$0.hasPrefix("0") },
-               "\(lsn.value) prints as '\(printed)', not in PostgreSQL's form")
+        expect(
+            printed == printed.uppercased()
+                && printed.split(separator: "/").allSatisfy { $0 == "0" || !$0.hasPrefix("0") },
+            "\(lsn.value) prints as '\(printed)', not in PostgreSQL's form")
     }
     if positions.count == 2 {
         let (a, b) = (positions[0], positions[1])

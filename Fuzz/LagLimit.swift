@@ -15,9 +15,13 @@ public func fuzzLagLimit(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     switch limit {
     case .seconds(let seconds):
         expect(seconds.isFinite && seconds >= 0, "'\(input)' parsed to \(seconds) s")
-        expect(LagLimit("\(seconds)s") == limit, "'\(input)' parsed to \(seconds) s, which does not re-parse from '\(seconds)s'")
+        expect(
+            LagLimit("\(seconds)s") == limit,
+            "'\(input)' parsed to \(seconds) s, which does not re-parse from '\(seconds)s'")
     case .bytes(let bytes):
-        expect(LagLimit("\(bytes)") == limit, "'\(input)' parsed to \(bytes) bytes, which does not re-parse from '\(bytes)'")
+        expect(
+            LagLimit("\(bytes)") == limit,
+            "'\(input)' parsed to \(bytes) bytes, which does not re-parse from '\(bytes)'")
     }
     expect(limit.admits(lagBytes: 0, lagS: 0), "'\(input)' does not admit a lag of zero")
     expect(!limit.admits(lagBytes: nil, lagS: nil), "'\(input)' admits an unknown lag")

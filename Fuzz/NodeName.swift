@@ -13,7 +13,9 @@ public func fuzzNodeName(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     }
     if let derived = NodeName.fromHostName(input) {
         expect(wellFormed(derived.value), "host name '\(input)' gave the node name '\(derived.value)'")
-        expect((try? NodeName(derived.value)) == derived, "host name '\(input)' gave '\(derived.value)', which does not validate")
+        expect(
+            (try? NodeName(derived.value)) == derived,
+            "host name '\(input)' gave '\(derived.value)', which does not validate")
     }
     return 0
 }
@@ -25,5 +27,7 @@ private func wellFormed(_ name: String) -> Bool {
             || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
     }
     guard let first = bytes.first, alphanumeric(first), bytes.count <= 63 else { return false }
-    return bytes.allSatisfy { alphanumeric($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") }
+    return bytes.allSatisfy {
+        alphanumeric($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".")
+    }
 }

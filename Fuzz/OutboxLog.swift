@@ -26,9 +26,12 @@ public func fuzzOutboxLog(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         let scan = OutboxScan.scan(file)
         // A record numbered above `maxSequence` is taken for corruption, so only files without one
         // must scan back exactly.
-        let whole = scan.records == records && scan.validLength == file.count && scan.corruptRegions == 0 && !scan.tornTail
-        expect(whole || records.contains { $0.sequence > OutboxRecord.maxSequence },
-               "a file of \(records.count) whole records scanned as \(scan.records.count) records, \(scan.validLength) of \(file.count) bytes")
+        let whole =
+            scan.records == records && scan.validLength == file.count && scan.corruptRegions == 0 && !scan.tornTail
+        expect(
+            whole || records.contains { $0.sequence > OutboxRecord.maxSequence },
+            "a file of \(records.count) whole records scanned as \(scan.records.count) records, \(scan.validLength) of \(file.count) bytes"
+        )
         checkImage(file)
     }
     return 0
@@ -37,7 +40,9 @@ public func fuzzOutboxLog(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
 /// Scans `file` and checks what the scan and the ledger make of it.
 private func checkImage(_ file: [UInt8]) {
     let scan = OutboxScan.scan(file)
-    expect(scan.validLength <= file.count && scan.tornTail == (scan.validLength < file.count), "validLength \(scan.validLength) of \(file.count)")
+    expect(
+        scan.validLength <= file.count && scan.tornTail == (scan.validLength < file.count),
+        "validLength \(scan.validLength) of \(file.count)")
     var offset = 0
     for record in scan.records {
         let encoded = record.encoded()
@@ -47,17 +52,25 @@ private func checkImage(_ file: [UInt8]) {
         }
         expect(record.sequence <= OutboxRecord.maxSequence, "record \(record.sequence) is numbered above maxSequence")
         let decoded = OutboxRecord.decode(file, at: at)
-        expect(decoded?.record == record && decoded?.size == encoded.count, "record \(record.sequence) at \(at) decodes differently")
+        expect(
+            decoded?.record == record && decoded?.size == encoded.count,
+            "record \(record.sequence) at \(at) decodes differently")
         offset = at + encoded.count
     }
     expect(offset == scan.validLength, "the last record ends at \(offset), validLength is \(scan.validLength)")
-    expect(OutboxScan.scan(Array(file[..<scan.validLength])).records == scan.records, "the file cut at validLength scans differently")
+    expect(
+        OutboxScan.scan(Array(file[..<scan.validLength])).records == scan.records,
+        "the file cut at validLength scans differently")
 
     var ledger = OutboxLedger(scan.records)
     for record in scan.records {
-        expect(ledger.nextSequence > record.sequence, "next sequence \(ledger.nextSequence) is not above record \(record.sequence)")
+        expect(
+            ledger.nextSequence > record.sequence,
+            "next sequence \(ledger.nextSequence) is not above record \(record.sequence)")
     }
-    expect(ledger.pending.allSatisfy { $0.kind == .report && $0.sequence > ledger.acknowledged }, "a pending record is acknowledged")
+    expect(
+        ledger.pending.allSatisfy { $0.kind == .report && $0.sequence > ledger.acknowledged },
+        "a pending record is acknowledged")
     let next = ledger.record(for: [1, 2, 3])
     ledger.appended(next)
     if let acknowledgement = ledger.acknowledgement(through: next.sequence) {

@@ -23,15 +23,18 @@ public func fuzzWireGuardQuick(_ start: UnsafeRawPointer, _ count: Int) -> CInt 
         var members: [WireGuardConfig.Member] = []
         while !input.isEmpty {
             let flags = input.byte()
-            let name = input.string(), key = input.string().filter { $0.isASCII && ($0.isLetter || $0.isNumber || "+/=".contains($0)) }
-            let member = WireGuardConfig.Member(name: name, publicKey: key, vpnIP: input.string(),
-                                                endpoint: flags & 2 == 0 ? nil : input.string(), behindNAT: flags & 4 != 0,
-                                                active: flags & 8 == 0)
+            let name = input.string(),
+                key = input.string().filter { $0.isASCII && ($0.isLetter || $0.isNumber || "+/=".contains($0)) }
+            let member = WireGuardConfig.Member(
+                name: name, publicKey: key, vpnIP: input.string(),
+                endpoint: flags & 2 == 0 ? nil : input.string(), behindNAT: flags & 4 != 0,
+                active: flags & 8 == 0)
             if (try? NodeName(name)) != nil { members.append(member) }
         }
         // The node's own address is the one the lead allocated it.
         guard let me = members.first, IPv4Network.parse(me.vpnIP) != nil else { return 0 }
-        let config = WireGuardConfig.build(for: me, privateKey: "cHJpdmF0ZQ==", listenPort: 51820, network: network, members: members)
+        let config = WireGuardConfig.build(
+            for: me, privateKey: "cHJpdmF0ZQ==", listenPort: 51820, network: network, members: members)
         checkRoundTrip(config)
     }
     return 0
@@ -39,6 +42,7 @@ public func fuzzWireGuardQuick(_ start: UnsafeRawPointer, _ count: Int) -> CInt 
 
 private func checkRoundTrip(_ config: WireGuardConfig) {
     let file = config.wgQuick()
-    expect(WireGuardConfig(wgQuick: file, node: config.node) == config,
-           "a configuration of \(config.peers.count) peers, written and read back, differs:\n\(file)")
+    expect(
+        WireGuardConfig(wgQuick: file, node: config.node) == config,
+        "a configuration of \(config.peers.count) peers, written and read back, differs:\n\(file)")
 }

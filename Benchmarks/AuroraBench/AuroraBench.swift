@@ -4,8 +4,9 @@ import AuroraTestKit
 import Dispatch
 import Foundation
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `aurora-bench`: the benchmarks that print figures, beside the product. They start the
@@ -34,27 +35,37 @@ struct AuroraBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "aurora-bench",
         abstract: "Benchmarks that print figures.",
-        discussion: "Build: ./bootstrap (nodeagent), then swift build -c release --static-swift-stdlib --product aurora-bench; run .build/release/aurora-bench SUBCOMMAND.",
-        subcommands: [Startup.self, Heartbeat.self, Detection.self, Placement.self, Dispatch.self, Requeue.self, Queue.self, ReplicaBench.self,
-                      SecretsBench.self, RedisBench.self])
+        discussion:
+            "Build: ./bootstrap (nodeagent), then swift build -c release --static-swift-stdlib --product aurora-bench; run .build/release/aurora-bench SUBCOMMAND.",
+        subcommands: [
+            Startup.self, Heartbeat.self, Detection.self, Placement.self, Dispatch.self, Requeue.self, Queue.self,
+            ReplicaBench.self,
+            SecretsBench.self, RedisBench.self,
+        ])
 }
 
 /// `--nodeagent PATH`: the agent binary the benchmarks start.
 struct AgentBinary: ParsableArguments {
-    @Option(name: .customLong("nodeagent"), help: "The nodeagent binary to start (default: the one next to aurora-bench).")
+    @Option(
+        name: .customLong("nodeagent"), help: "The nodeagent binary to start (default: the one next to aurora-bench).")
     var path: String = AgentBinary.besideThisExecutable
 
     /// `nodeagent` in the directory of this executable (the same build directory).
     static var besideThisExecutable: String {
-        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let executable =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         return URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent("nodeagent").path
     }
 
     func validate() throws {
         guard FileManager.default.fileExists(atPath: path) else {
-            throw ValidationError("\(path) does not exist: build it (swift build -c release --product nodeagent) or pass --nodeagent PATH")
+            throw ValidationError(
+                "\(path) does not exist: build it (swift build -c release --product nodeagent) or pass --nodeagent PATH"
+            )
         }
-        guard FileManager.default.isExecutableFile(atPath: path) else { throw ValidationError("\(path) is not executable: pass --nodeagent PATH") }
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw ValidationError("\(path) is not executable: pass --nodeagent PATH")
+        }
     }
 }
 
@@ -95,12 +106,16 @@ extension AuroraBench {
     struct Startup: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Time to healthy for a lead on an empty data dir and on restart, SIGTERM time, and idle RSS.",
-            discussion: "Starts nodeagent (--nodeagent) as child processes on temporary data dirs under /tmp and loopback ports.")
+            discussion:
+                "Starts nodeagent (--nodeagent) as child processes on temporary data dirs under /tmp and loopback ports."
+        )
 
         @Option(help: "How many cold start + restart pairs to time.")
         var runs = 5
 
-        @Option(name: .customLong("idle-seconds"), help: "Seconds the last agent idles before its RSS is read (0 skips it).")
+        @Option(
+            name: .customLong("idle-seconds"), help: "Seconds the last agent idles before its RSS is read (0 skips it)."
+        )
         var idleSeconds = 60
 
         @Flag(help: "Print the report as JSON.")
@@ -114,7 +129,8 @@ extension AuroraBench {
         }
 
         func run() async throws {
-            let benchmark = StartupBenchmark(executable: agent.path, runs: runs, idleSeconds: idleSeconds, progress: progressLine)
+            let benchmark = StartupBenchmark(
+                executable: agent.path, runs: runs, idleSeconds: idleSeconds, progress: progressLine)
             let report = try await benchmark.run()
             if json {
                 let data = try APICoding.encoder(pretty: true).encode(report)
@@ -123,11 +139,17 @@ extension AuroraBench {
             }
             func f(_ value: Double) -> String { String(format: "%.0f", value) }
             print("aurora-bench startup (\(runs) runs, release=\(isReleaseBuild))")
-            print("  cold start to healthy (empty data dir, incl. initdb):  median \(f(report.coldStartMedianMs)) ms  [\(report.coldStartMs.map(f).joined(separator: ", "))]")
-            print("  restart to healthy (existing data dir):              median \(f(report.restartMedianMs)) ms  [\(report.restartMs.map(f).joined(separator: ", "))]")
+            print(
+                "  cold start to healthy (empty data dir, incl. initdb):  median \(f(report.coldStartMedianMs)) ms  [\(report.coldStartMs.map(f).joined(separator: ", "))]"
+            )
+            print(
+                "  restart to healthy (existing data dir):              median \(f(report.restartMedianMs)) ms  [\(report.restartMs.map(f).joined(separator: ", "))]"
+            )
             print("  SIGTERM to exit (incl. stopping PostgreSQL):          median \(f(report.shutdownMedianMs)) ms")
             if let rss = report.idleRSSMB {
-                print("  idle RSS after \(idleSeconds) s (agent only, without PostgreSQL): \(String(format: "%.1f", rss)) MB (target < 40 MB)")
+                print(
+                    "  idle RSS after \(idleSeconds) s (agent only, without PostgreSQL): \(String(format: "%.1f", rss)) MB (target < 40 MB)"
+                )
             }
         }
     }
@@ -137,12 +159,15 @@ extension AuroraBench {
     /// `aurora-bench heartbeat`.
     struct Heartbeat: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Heartbeat ingestion on a real lead: N simulated nodes, each one signed heartbeat per second over loopback.",
-            discussion: "Prints p50/p99 latency and the lead process's CPU share. The load generator runs on the same machine.")
+            abstract:
+                "Heartbeat ingestion on a real lead: N simulated nodes, each one signed heartbeat per second over loopback.",
+            discussion:
+                "Prints p50/p99 latency and the lead process's CPU share. The load generator runs on the same machine.")
 
         @Option(help: "Simulated nodes (one heartbeat per second each).") var nodes = 1000
         @Option(help: "Seconds of load.") var seconds = 20
-        @Flag(help: "Heartbeats over pinned TLS 1.3 (the lead's tls.listen) with kept-alive connections.") var tls = false
+        @Flag(help: "Heartbeats over pinned TLS 1.3 (the lead's tls.listen) with kept-alive connections.") var tls =
+            false
         @Flag(help: "Print the report as JSON.") var json = false
         @OptionGroup var agent: AgentBinary
 
@@ -152,14 +177,23 @@ extension AuroraBench {
         }
 
         func run() async throws {
-            let benchmark = HeartbeatBenchmark(executable: agent.path, nodes: nodes, seconds: seconds, tls: tls, progress: progressLine)
+            let benchmark = HeartbeatBenchmark(
+                executable: agent.path, nodes: nodes, seconds: seconds, tls: tls, progress: progressLine)
             let report = try await benchmark.run()
-            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("aurora-bench heartbeat (\(nodes) nodes at 1 Hz for \(seconds) s, \(tls ? "pinned TLS 1.3" : "plain HTTP"), release=\(isReleaseBuild))")
+            if json {
+                return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
+            }
+            print(
+                "aurora-bench heartbeat (\(nodes) nodes at 1 Hz for \(seconds) s, \(tls ? "pinned TLS 1.3" : "plain HTTP"), release=\(isReleaseBuild))"
+            )
             print(String(format: "  sent %d (%.0f/s), failed %d", report.sent, report.ratePerSecond, report.failed))
-            print(String(format: "  latency p50 %.2f ms, p99 %.2f ms, max %.1f ms (target p99 < 5 ms)", report.p50Ms, report.p99Ms, report.maxMs))
-            print(String(format: "  lead CPU %.1f %% of one core (target < 25 %%)", report.leadCPUPercentOfOneCore)
-                  + (report.leadRSSMB.map { String(format: ", RSS %.1f MB", $0) } ?? ""))
+            print(
+                String(
+                    format: "  latency p50 %.2f ms, p99 %.2f ms, max %.1f ms (target p99 < 5 ms)", report.p50Ms,
+                    report.p99Ms, report.maxMs))
+            print(
+                String(format: "  lead CPU %.1f %% of one core (target < 25 %%)", report.leadCPUPercentOfOneCore)
+                    + (report.leadRSSMB.map { String(format: ", RSS %.1f MB", $0) } ?? ""))
         }
     }
 
@@ -179,10 +213,15 @@ extension AuroraBench {
         func run() async throws {
             let benchmark = DetectionBenchmark(executable: agent.path, runs: runs, progress: progressLine)
             let report = try await benchmark.run()
-            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
+            if json {
+                return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
+            }
             print("aurora-bench detection (\(runs) runs, release=\(isReleaseBuild))")
-            print(String(format: "  kill -9 to dead: median %.0f ms, min %.0f ms, max %.0f ms (target <= 3000 ms)", report.medianMs,
-                         report.ms.min() ?? .nan, report.ms.max() ?? .nan))
+            print(
+                String(
+                    format: "  kill -9 to dead: median %.0f ms, min %.0f ms, max %.0f ms (target <= 3000 ms)",
+                    report.medianMs,
+                    report.ms.min() ?? .nan, report.ms.max() ?? .nan))
         }
     }
 }
@@ -191,7 +230,8 @@ extension AuroraBench {
     /// `aurora-bench placement`.
     struct Placement: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Placement decisions per second and their latency over simulated workers (the pure core, one thread).")
+            abstract:
+                "Placement decisions per second and their latency over simulated workers (the pure core, one thread).")
 
         @Option(help: "Simulated workers (1-8 GPUs each).") var workers = 1000
         @Option(help: "Decisions to time.") var decisions = 200_000
@@ -200,24 +240,40 @@ extension AuroraBench {
 
         func validate() throws {
             guard (1...100_000).contains(workers) else { throw ValidationError("--workers must be 1...100000") }
-            guard (1...10_000_000).contains(decisions) else { throw ValidationError("--decisions must be 1...10000000") }
-            guard ["binpack", "spread"].contains(policy) else { throw ValidationError("--policy must be binpack or spread") }
+            guard (1...10_000_000).contains(decisions) else {
+                throw ValidationError("--decisions must be 1...10000000")
+            }
+            guard ["binpack", "spread"].contains(policy) else {
+                throw ValidationError("--policy must be binpack or spread")
+            }
         }
 
         func run() async throws {
             let report = PlacementBenchmark(workers: workers, decisions: decisions, policy: policy).run()
-            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("aurora-bench placement (\(report.workers) workers, \(report.gpus) GPUs, \(policy), release=\(isReleaseBuild))")
-            print(String(format: "  %d decisions (%d placed): %.0f/s (target >= 20000/s)", report.decisions, report.placed, report.decisionsPerSecond))
-            print(String(format: "  latency p50 %.1f µs, p99 %.1f µs, max %.0f µs (target p99 <= 200 µs)", report.p50Us, report.p99Us, report.maxUs))
+            if json {
+                return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
+            }
+            print(
+                "aurora-bench placement (\(report.workers) workers, \(report.gpus) GPUs, \(policy), release=\(isReleaseBuild))"
+            )
+            print(
+                String(
+                    format: "  %d decisions (%d placed): %.0f/s (target >= 20000/s)", report.decisions, report.placed,
+                    report.decisionsPerSecond))
+            print(
+                String(
+                    format: "  latency p50 %.1f µs, p99 %.1f µs, max %.0f µs (target p99 <= 200 µs)", report.p50Us,
+                    report.p99Us, report.maxUs))
         }
     }
 
     /// `aurora-bench dispatch`.
     struct Dispatch: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Submit → dispatched to a worker's long-poll on a real lead at a steady rate (durable commits), p50/p99.",
-            discussion: "Simulated workers (signed, in this process) pull assignments and report results. All on loopback.")
+            abstract:
+                "Submit → dispatched to a worker's long-poll on a real lead at a steady rate (durable commits), p50/p99.",
+            discussion:
+                "Simulated workers (signed, in this process) pull assignments and report results. All on loopback.")
 
         @Option(help: "Submissions per second.") var rate = 500
         @Option(help: "Seconds of load.") var seconds = 10
@@ -232,13 +288,19 @@ extension AuroraBench {
         }
 
         func run() async throws {
-            let benchmark = DispatchBenchmark(executable: agent.path, rate: rate, seconds: seconds, workers: workers, progress: progressLine)
+            let benchmark = DispatchBenchmark(
+                executable: agent.path, rate: rate, seconds: seconds, workers: workers, progress: progressLine)
             let report = try await benchmark.run()
-            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
+            if json {
+                return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
+            }
             print("aurora-bench dispatch (\(rate)/s for \(seconds) s, \(workers) workers, release=\(isReleaseBuild))")
             print("  submitted \(report.submitted), dispatched \(report.dispatched), failed \(report.failed)")
-            print(String(format: "  submit → worker p50 %.2f ms, p99 %.2f ms, max %.1f ms (target p99 <= 5 ms); lead CPU %.0f %% of one core",
-                         report.p50Ms, report.p99Ms, report.maxMs, report.leadCPUPercentOfOneCore))
+            print(
+                String(
+                    format:
+                        "  submit → worker p50 %.2f ms, p99 %.2f ms, max %.1f ms (target p99 <= 5 ms); lead CPU %.0f %% of one core",
+                    report.p50Ms, report.p99Ms, report.maxMs, report.leadCPUPercentOfOneCore))
         }
     }
 
@@ -246,8 +308,11 @@ extension AuroraBench {
     struct ReplicaBench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "replica",
-            abstract: "Time from stopping a PostgreSQL primary to its standby's agent reporting disconnected, and the monitor's CPU cost.",
-            discussion: "Starts a primary and a streaming standby (pg_basebackup -R; as the postgres user when root) and a lead agent watching the standby every 2 s.")
+            abstract:
+                "Time from stopping a PostgreSQL primary to its standby's agent reporting disconnected, and the monitor's CPU cost.",
+            discussion:
+                "Starts a primary and a streaming standby (pg_basebackup -R; as the postgres user when root) and a lead agent watching the standby every 2 s."
+        )
 
         @Option(help: "How many primary stops to time.") var runs = 10
         @Option(help: "Seconds of idle sampling over which CPU is measured.") var idleSeconds = 60
@@ -260,21 +325,35 @@ extension AuroraBench {
         }
 
         func run() async throws {
-            let benchmark = ReplicaBenchmark(executable: agent.path, runs: runs, idleSeconds: idleSeconds, progress: progressLine)
+            let benchmark = ReplicaBenchmark(
+                executable: agent.path, runs: runs, idleSeconds: idleSeconds, progress: progressLine)
             let report = try await benchmark.run()
-            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("aurora-bench replica (\(runs) runs, sampling every \(Int(report.intervalS)) s, release=\(isReleaseBuild))")
-            print(String(format: "  primary stopped to disconnected: median %.0f ms, min %.0f ms, max %.0f ms (target <= 10000 ms)",
-                         report.disconnectMedianMs, report.disconnectMs.min() ?? .nan, report.disconnectMs.max() ?? .nan))
+            if json {
+                return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
+            }
+            print(
+                "aurora-bench replica (\(runs) runs, sampling every \(Int(report.intervalS)) s, release=\(isReleaseBuild))"
+            )
+            print(
+                String(
+                    format:
+                        "  primary stopped to disconnected: median %.0f ms, min %.0f ms, max %.0f ms (target <= 10000 ms)",
+                    report.disconnectMedianMs, report.disconnectMs.min() ?? .nan, report.disconnectMs.max() ?? .nan))
             print(String(format: "  primary started to streaming: median %.0f ms", report.reconnectMedianMs))
-            print(String(format: "  agent CPU over %d s idle: %.2f%% of a core with the monitor, %.2f%% without; monitoring costs %.2f%% (target < 1%%)",
-                         report.idleSeconds, report.cpuPctWithMonitor, report.cpuPctWithout, report.cpuPctWithMonitor - report.cpuPctWithout))
+            print(
+                String(
+                    format:
+                        "  agent CPU over %d s idle: %.2f%% of a core with the monitor, %.2f%% without; monitoring costs %.2f%% (target < 1%%)",
+                    report.idleSeconds, report.cpuPctWithMonitor, report.cpuPctWithout,
+                    report.cpuPctWithMonitor - report.cpuPctWithout))
         }
     }
 
     struct Requeue: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Time from kill -9 of the worker running a job to the job running on another worker (two real compute agents).")
+            abstract:
+                "Time from kill -9 of the worker running a job to the job running on another worker (two real compute agents)."
+        )
 
         @Option(help: "How many kills to time.") var runs = 10
         @Flag(help: "Print the report as JSON.") var json = false
@@ -287,16 +366,23 @@ extension AuroraBench {
         func run() async throws {
             let benchmark = RequeueBenchmark(executable: agent.path, runs: runs, progress: progressLine)
             let report = try await benchmark.run()
-            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
+            if json {
+                return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
+            }
             print("aurora-bench requeue (\(runs) runs, release=\(isReleaseBuild))")
-            print(String(format: "  kill -9 to running elsewhere: median %.0f ms, min %.0f ms, max %.0f ms (target <= 5000 ms)", report.medianMs,
-                         report.ms.min() ?? .nan, report.ms.max() ?? .nan))
+            print(
+                String(
+                    format:
+                        "  kill -9 to running elsewhere: median %.0f ms, min %.0f ms, max %.0f ms (target <= 5000 ms)",
+                    report.medianMs,
+                    report.ms.min() ?? .nan, report.ms.max() ?? .nan))
         }
     }
 
     /// `aurora-bench queue`.
     struct Queue: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "The lead's RSS with many queued jobs (no worker takes them).")
+        static let configuration = CommandConfiguration(
+            abstract: "The lead's RSS with many queued jobs (no worker takes them).")
 
         @Option(help: "Jobs to queue.") var jobs = 10_000
         @Flag(help: "Print the report as JSON.") var json = false
@@ -309,11 +395,15 @@ extension AuroraBench {
         func run() async throws {
             let benchmark = QueueMemoryBenchmark(executable: agent.path, jobs: jobs, progress: progressLine)
             let report = try await benchmark.run()
-            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
+            if json {
+                return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
+            }
             print("aurora-bench queue (\(jobs) jobs, release=\(isReleaseBuild))")
             print(String(format: "  submitted at %.0f/s, failed %d", report.submitsPerSecond, report.failed))
-            print("  lead RSS: \(report.leadRSSMBBefore.map { String(format: "%.1f", $0) } ?? "?") MB empty, "
-                  + "\(report.leadRSSMB.map { String(format: "%.1f", $0) } ?? "?") MB with \(jobs) queued (target < 64 MB; PostgreSQL not counted)")
+            print(
+                "  lead RSS: \(report.leadRSSMBBefore.map { String(format: "%.1f", $0) } ?? "?") MB empty, "
+                    + "\(report.leadRSSMB.map { String(format: "%.1f", $0) } ?? "?") MB with \(jobs) queued (target < 64 MB; PostgreSQL not counted)"
+            )
         }
     }
 }
@@ -327,7 +417,8 @@ extension AuroraBench {
 
         @Option(help: "Secrets to write (and rotate).") var secrets = 10_000
         @Option(help: "Seconds of reads on the lead.") var seconds = 10
-        @Flag(help: "Node reads over pinned TLS 1.3 (the lead's tls.listen) with kept-alive connections.") var tls = false
+        @Flag(help: "Node reads over pinned TLS 1.3 (the lead's tls.listen) with kept-alive connections.") var tls =
+            false
         @Flag(help: "Print the report as JSON.") var json = false
         @OptionGroup var agent: AgentBinary
 
@@ -337,17 +428,35 @@ extension AuroraBench {
         }
 
         func run() async throws {
-            let benchmark = SecretsBenchmark(executable: agent.path, secrets: secrets, seconds: seconds, tls: tls, progress: progressLine)
+            let benchmark = SecretsBenchmark(
+                executable: agent.path, secrets: secrets, seconds: seconds, tls: tls, progress: progressLine)
             let report = try await benchmark.run()
-            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("aurora-bench secrets (\(secrets) secrets, \(tls ? "pinned TLS 1.3" : "plain HTTP"), release=\(isReleaseBuild))")
-            print(String(format: "  lead, signed node reads (16 concurrent): %.0f/s, p50 %.2f ms, p99 %.2f ms (target >= 10000/s, p99 <= 2 ms)",
-                         report.leadReadsPerSecond, report.leadP50Ms, report.leadP99Ms))
-            print(String(format: "  CPU per read: lead agent %.0f us, its PostgreSQL %.0f us, this client %.0f us; one lead core serves %.0f reads/s",
-                         report.leadCPUMicrosPerRead, report.storeCPUMicrosPerRead, report.clientCPUMicrosPerRead, report.readsPerLeadCore))
-            print(String(format: "  node cache (lead away, through the node's API): p50 %.1f µs, p99 %.1f µs (target p99 <= 100 µs)",
-                         report.cacheP50Us, report.cacheP99Us))
-            print(String(format: "  rotation: %d data keys re-wrapped in %.2f s (target < 5 s)", report.rewrapped, report.rotationSeconds))
+            if json {
+                return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
+            }
+            print(
+                "aurora-bench secrets (\(secrets) secrets, \(tls ? "pinned TLS 1.3" : "plain HTTP"), release=\(isReleaseBuild))"
+            )
+            print(
+                String(
+                    format:
+                        "  lead, signed node reads (16 concurrent): %.0f/s, p50 %.2f ms, p99 %.2f ms (target >= 10000/s, p99 <= 2 ms)",
+                    report.leadReadsPerSecond, report.leadP50Ms, report.leadP99Ms))
+            print(
+                String(
+                    format:
+                        "  CPU per read: lead agent %.0f us, its PostgreSQL %.0f us, this client %.0f us; one lead core serves %.0f reads/s",
+                    report.leadCPUMicrosPerRead, report.storeCPUMicrosPerRead, report.clientCPUMicrosPerRead,
+                    report.readsPerLeadCore))
+            print(
+                String(
+                    format:
+                        "  node cache (lead away, through the node's API): p50 %.1f µs, p99 %.1f µs (target p99 <= 100 µs)",
+                    report.cacheP50Us, report.cacheP99Us))
+            print(
+                String(
+                    format: "  rotation: %d data keys re-wrapped in %.2f s (target < 5 s)", report.rewrapped,
+                    report.rotationSeconds))
         }
     }
 }
@@ -357,12 +466,17 @@ extension AuroraBench {
     struct RedisBench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "redis",
-            abstract: "Events through the lead to Redis: end-to-end latency from a state change to a channel consumer, live and catch-up events/s.",
-            discussion: "Starts redis-server (from PATH) and a lead on loopback ports; the consumer subscribes in this process.")
+            abstract:
+                "Events through the lead to Redis: end-to-end latency from a state change to a channel consumer, live and catch-up events/s.",
+            discussion:
+                "Starts redis-server (from PATH) and a lead on loopback ports; the consumer subscribes in this process."
+        )
 
-        @Option(help: "State changes per second in the latency phase (each: a submit and a cancel, two events).") var rate = 500
+        @Option(help: "State changes per second in the latency phase (each: a submit and a cancel, two events).")
+        var rate = 500
         @Option(help: "Seconds of each live phase.") var seconds = 10
-        @Option(name: .customLong("catch-up"), help: "Events written to the store for the catch-up phase.") var catchUp = 50_000
+        @Option(name: .customLong("catch-up"), help: "Events written to the store for the catch-up phase.")
+        var catchUp = 50_000
         @Flag(help: "Print the report as JSON.") var json = false
         @OptionGroup var agent: AgentBinary
 
@@ -373,25 +487,43 @@ extension AuroraBench {
         }
 
         func run() async throws {
-            let benchmark = RedisBenchmark(executable: agent.path, rate: rate, seconds: seconds, catchUp: catchUp, progress: progressLine)
+            let benchmark = RedisBenchmark(
+                executable: agent.path, rate: rate, seconds: seconds, catchUp: catchUp, progress: progressLine)
             let report = try await benchmark.run()
-            if json { return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self)) }
-            print("aurora-bench redis (\(rate) changes/s for \(seconds) s, catch-up \(catchUp), release=\(isReleaseBuild))")
-            print(String(format: "  API call that changes state → Redis consumer: p50 %.2f ms, p99 %.2f ms, max %.1f ms over %d changes (target p99 <= 10 ms)",
-                         report.latencyP50Ms, report.latencyP99Ms, report.latencyMaxMs, report.latencySamples))
-            print(String(format: "  event committed (its `at`, ms resolution) → Redis consumer: p50 %.2f ms, p99 %.2f ms",
-                         report.commitToConsumerP50Ms, report.commitToConsumerP99Ms))
-            print(String(format: "  live, 32 clients: %.0f events/s reached the consumer (%d events)", report.liveEventsPerSecond, report.liveEvents))
-            print(String(format: "  catch-up from the store: %.0f events/s (%d events) (target >= 5000/s)", report.catchUpEventsPerSecond, report.catchUpEvents))
-            print("  stream: \(report.streamEvents) entries for \(report.storeEvents) events, \(report.duplicates) duplicates, \(report.outOfOrder) out of order; \(report.failed) failed calls")
+            if json {
+                return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
+            }
+            print(
+                "aurora-bench redis (\(rate) changes/s for \(seconds) s, catch-up \(catchUp), release=\(isReleaseBuild))"
+            )
+            print(
+                String(
+                    format:
+                        "  API call that changes state → Redis consumer: p50 %.2f ms, p99 %.2f ms, max %.1f ms over %d changes (target p99 <= 10 ms)",
+                    report.latencyP50Ms, report.latencyP99Ms, report.latencyMaxMs, report.latencySamples))
+            print(
+                String(
+                    format: "  event committed (its `at`, ms resolution) → Redis consumer: p50 %.2f ms, p99 %.2f ms",
+                    report.commitToConsumerP50Ms, report.commitToConsumerP99Ms))
+            print(
+                String(
+                    format: "  live, 32 clients: %.0f events/s reached the consumer (%d events)",
+                    report.liveEventsPerSecond, report.liveEvents))
+            print(
+                String(
+                    format: "  catch-up from the store: %.0f events/s (%d events) (target >= 5000/s)",
+                    report.catchUpEventsPerSecond, report.catchUpEvents))
+            print(
+                "  stream: \(report.streamEvents) entries for \(report.storeEvents) events, \(report.duplicates) duplicates, \(report.outOfOrder) out of order; \(report.failed) failed calls"
+            )
         }
     }
 }
 
 var isReleaseBuild: Bool {
     #if DEBUG
-    false
+        false
     #else
-    true
+        true
     #endif
 }

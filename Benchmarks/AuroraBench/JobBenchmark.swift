@@ -6,8 +6,9 @@ import Mesh
 import NIOSSL
 import Secrets
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A counter shared by concurrent tasks.
@@ -52,13 +53,16 @@ public struct PlacementBenchmark: Sendable {
         for w in 0..<workers {
             let gpus = (0..<Int.random(in: 1...8, using: &generator)).map { index -> Scheduler.GPUSlot in
                 let total = [24_000, 48_000, 81_920].randomElement(using: &generator)!
-                return Scheduler.GPUSlot(index: index, model: models.randomElement(using: &generator)!, totalMB: total,
-                                         usedByOthersMB: Int.random(in: 0...total / 4, using: &generator))
+                return Scheduler.GPUSlot(
+                    index: index, model: models.randomElement(using: &generator)!, totalMB: total,
+                    usedByOthersMB: Int.random(in: 0...total / 4, using: &generator))
             }
             gpuCount += gpus.count
-            scheduler.upsert(Scheduler.Worker(name: "sim-\(w)", eligible: Int.random(in: 0..<20, using: &generator) > 0,
-                                              allowExec: Bool.random(using: &generator), labels: ["zone": "z\(w % 8)"], gpus: gpus,
-                                              rttMs: Double.random(in: 0.1...40, using: &generator)))
+            scheduler.upsert(
+                Scheduler.Worker(
+                    name: "sim-\(w)", eligible: Int.random(in: 0..<20, using: &generator) > 0,
+                    allowExec: Bool.random(using: &generator), labels: ["zone": "z\(w % 8)"], gpus: gpus,
+                    rttMs: Double.random(in: 0.1...40, using: &generator)))
         }
         // Jobs of the usual shapes; a bounded set of running jobs is released as new ones come,
         // so the cluster stays busy but not full.
@@ -72,7 +76,9 @@ public struct PlacementBenchmark: Sendable {
             let requirements = Scheduler.Requirements(
                 minVramMB: [0, 4_000, 8_000, 16_000, 24_000, 40_000][i % 6], gpuModel: i % 7 == 0 ? "a100" : nil,
                 gpuCount: i % 11 == 0 ? 2 : 1, labels: i % 5 == 0 ? ["zone": "z\(i % 8)"] : [:], exec: i % 13 == 0)
-            let job = Scheduler.Job(id: "job-\(i)", priority: i % 10, submittedAt: Double(i) / 1000, order: Int64(i), requirements: requirements)
+            let job = Scheduler.Job(
+                id: "job-\(i)", priority: i % 10, submittedAt: Double(i) / 1000, order: Int64(i),
+                requirements: requirements)
             let before = clock.now
             scheduler.enqueue(job)
             let made = scheduler.place(now: Double(i) / 1000)
@@ -89,8 +95,11 @@ public struct PlacementBenchmark: Sendable {
         let wall = started.duration(to: clock.now)
         let seconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
         latencies.sort()
-        return Report(workers: workers, gpus: gpuCount, decisions: decisions, placed: placed, decisionsPerSecond: Double(decisions) / seconds,
-                      p50Us: Samples.percentile(latencies, 0.5), p99Us: Samples.percentile(latencies, 0.99), maxUs: latencies.last ?? .nan)
+        return Report(
+            workers: workers, gpus: gpuCount, decisions: decisions, placed: placed,
+            decisionsPerSecond: Double(decisions) / seconds,
+            p50Us: Samples.percentile(latencies, 0.5), p99Us: Samples.percentile(latencies, 0.99),
+            maxUs: latencies.last ?? .nan)
     }
 }
 
@@ -114,34 +123,45 @@ struct SimulatedWorker: Sendable {
     func join(token: String, gpus: [GPU], company: String? = nil, box: BoxKey = .generate()) async throws {
         let join = JoinRequest(
             token: token, name: signer.node, profile: .compute, company: company, labels: nil,
-            wireguard: .init(publicKey: WireGuardPrivateKey.generate().publicKey.base64, endpoint: nil, listenPort: 51820),
+            wireguard: .init(
+                publicKey: WireGuardPrivateKey.generate().publicKey.base64, endpoint: nil, listenPort: 51820),
             signPublicKey: signer.key.publicKey.base64, boxPublicKey: box.publicKey.base64, vpnIP: nil,
-            capabilities: Capabilities(cpuCores: 8, memoryMB: 32_768, os: "bench", arch: "x86_64", gpus: gpus), address: nil,
+            capabilities: Capabilities(cpuCores: 8, memoryMB: 32_768, os: "bench", arch: "x86_64", gpus: gpus),
+            address: nil,
             version: "bench", timing: Self.timing)
-        let (status, _) = try await send("POST", Routes.join, body: Array(try APICoding.encoder().encode(join)), signed: false)
+        let (status, _) = try await send(
+            "POST", Routes.join, body: Array(try APICoding.encoder().encode(join)), signed: false)
         guard status == 201 else { throw TestKitError("join of \(signer.node) answered \(status)") }
     }
 
     func heartbeat(running: [JobLease]) async throws {
-        let beat = HeartbeatRequest(capabilities: nil, version: "bench", labels: nil, checks: [], peers: [], address: nil, timing: Self.timing,
-                                    worker: WorkerReport(accepting: true, allowExec: false, generate: true, jobs: running))
+        let beat = HeartbeatRequest(
+            capabilities: nil, version: "bench", labels: nil, checks: [], peers: [], address: nil, timing: Self.timing,
+            worker: WorkerReport(accepting: true, allowExec: false, generate: true, jobs: running))
         _ = try await send("POST", Routes.heartbeat(signer.node), body: Array(try APICoding.encoder().encode(beat)))
     }
 
     func assignments(wait: Int) async throws -> AssignmentBatch {
-        let (status, body) = try await send("GET", Routes.gpuAssignments + "?wait=\(wait)", body: [], timeout: .seconds(Int64(wait) + 10))
+        let (status, body) = try await send(
+            "GET", Routes.gpuAssignments + "?wait=\(wait)", body: [], timeout: .seconds(Int64(wait) + 10))
         guard status == 200 else { throw TestKitError("assignments answered \(status)") }
         return try APICoding.decoder().decode(AssignmentBatch.self, from: Data(body))
     }
 
     func result(_ assignment: Assignment) async throws {
-        let result = JobResult(attempt: assignment.attempt, outcome: .succeeded, result: .object(["text": .string("ok")]))
-        _ = try await send("POST", Routes.gpuJobResult(assignment.id), body: Array(try APICoding.encoder().encode(result)))
+        let result = JobResult(
+            attempt: assignment.attempt, outcome: .succeeded, result: .object(["text": .string("ok")]))
+        _ = try await send(
+            "POST", Routes.gpuJobResult(assignment.id), body: Array(try APICoding.encoder().encode(result)))
     }
 
-    func send(_ method: String, _ path: String, body: [UInt8], signed: Bool = true, timeout: Duration = .seconds(10)) async throws -> (Int, [UInt8]) {
-        let answer = try await http(leadURL + path, method: method, headers: signed ? signer.headers(method: method, path: path, body: body) : [:],
-                                    body: body.isEmpty ? nil : body, timeout: timeout, client: client, tlsConfiguration: tls)
+    func send(_ method: String, _ path: String, body: [UInt8], signed: Bool = true, timeout: Duration = .seconds(10))
+        async throws -> (Int, [UInt8])
+    {
+        let answer = try await http(
+            leadURL + path, method: method,
+            headers: signed ? signer.headers(method: method, path: path, body: body) : [:],
+            body: body.isEmpty ? nil : body, timeout: timeout, client: client, tlsConfiguration: tls)
         return (answer.status, Array(answer.body))
     }
 }
@@ -163,7 +183,8 @@ public struct DispatchBenchmark: Sendable {
 
         enum CodingKeys: String, CodingKey {
             case rate, seconds, workers, submitted, dispatched, failed
-            case p50Ms = "p50_ms", p99Ms = "p99_ms", maxMs = "max_ms", leadCPUPercentOfOneCore = "lead_cpu_pct_of_one_core"
+            case p50Ms = "p50_ms", p99Ms = "p99_ms", maxMs = "max_ms", leadCPUPercentOfOneCore =
+                "lead_cpu_pct_of_one_core"
         }
     }
 
@@ -173,7 +194,9 @@ public struct DispatchBenchmark: Sendable {
     public var workers: Int
     public var progress: @Sendable (String) -> Void
 
-    public init(executable: String, rate: Int, seconds: Int, workers: Int, progress: @escaping @Sendable (String) -> Void) {
+    public init(
+        executable: String, rate: Int, seconds: Int, workers: Int, progress: @escaping @Sendable (String) -> Void
+    ) {
         self.executable = executable
         self.rate = rate
         self.seconds = seconds
@@ -195,7 +218,8 @@ public struct DispatchBenchmark: Sendable {
         defer { _ = client.shutdown() }
 
         progress("joining \(workers) simulated workers…")
-        let gpu = GPU(index: 0, uuid: "GPU-bench", name: "RTX 4090", memoryTotalMB: 24_564, memoryUsedMB: 0, utilizationPct: 0)
+        let gpu = GPU(
+            index: 0, uuid: "GPU-bench", name: "RTX 4090", memoryTotalMB: 24_564, memoryUsedMB: 0, utilizationPct: 0)
         let sims = (0..<workers).map { SimulatedWorker(name: "worker-\($0)", leadURL: lead.baseURL, client: client) }
         for sim in sims {
             try await sim.join(token: token, gpus: [gpu])
@@ -205,7 +229,10 @@ public struct DispatchBenchmark: Sendable {
         let total = rate * seconds
         let leadURL = lead.baseURL, adminToken = lead.token
         @Sendable func body(_ n: Int) -> [UInt8] {
-            Array((try? APICoding.encoder().encode(JobSubmission(kind: .generate, payload: ["model": .string("bench"), "prompt": .string(String(n))]))) ?? Data())
+            Array(
+                (try? APICoding.encoder().encode(
+                    JobSubmission(kind: .generate, payload: ["model": .string("bench"), "prompt": .string(String(n))])))
+                    ?? Data())
         }
         progress("submitting \(rate) jobs/s for \(seconds) s…")
         let cpuBefore = Measurements.cpuSeconds(pid: lead.process.pid) ?? 0
@@ -215,11 +242,15 @@ public struct DispatchBenchmark: Sendable {
             for sim in sims {
                 group.addTask {
                     var lastBeat = ContinuousClock.now
-                    while clocks.received.withLock({ $0.count }) < total && ContinuousClock.now < started + .seconds(Int64(seconds) + 30) {
+                    while clocks.received.withLock({ $0.count }) < total
+                        && ContinuousClock.now < started + .seconds(Int64(seconds) + 30)
+                    {
                         let batch = try await sim.assignments(wait: 2)
                         let now = ContinuousClock.now
                         clocks.received.withLock { received in
-                            for assignment in batch.assignments { received[Int(assignment.payload["prompt"]?.string ?? "") ?? -1] = now }
+                            for assignment in batch.assignments {
+                                received[Int(assignment.payload["prompt"]?.string ?? "") ?? -1] = now
+                            }
                         }
                         // Results go out beside the next poll, as a real worker's do.
                         for assignment in batch.assignments { Task { try? await sim.result(assignment) } }
@@ -239,8 +270,10 @@ public struct DispatchBenchmark: Sendable {
                             let submission = body(n)
                             clocks.submitted.withLock { $0[n] = .now }
                             do {
-                                let answer = try await http(leadURL + Routes.gpuJobs, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
-                                                            body: submission, timeout: .seconds(10), client: client)
+                                let answer = try await http(
+                                    leadURL + Routes.gpuJobs, method: "POST",
+                                    headers: ["Authorization": "Bearer \(adminToken)"],
+                                    body: submission, timeout: .seconds(10), client: client)
                                 if answer.status != 201 { clocks.failures.withLock { $0 += 1 } }
                             } catch {
                                 clocks.failures.withLock { $0 += 1 }
@@ -256,11 +289,15 @@ public struct DispatchBenchmark: Sendable {
         await lead.stop()
         let submitted = clocks.submitted.withLock { $0 }
         let received = clocks.received.withLock { $0 }
-        let latencies = received.compactMap { n, at in submitted[n].map { Double($0.duration(to: at) / .microseconds(1)) / 1000 } }.sorted()
-        return Report(rate: rate, seconds: seconds, workers: workers, submitted: submitted.count, dispatched: latencies.count,
-                      failed: clocks.failures.withLock { $0 }, p50Ms: Samples.percentile(latencies, 0.5), p99Ms: Samples.percentile(latencies, 0.99),
-                      maxMs: latencies.last ?? .nan,
-                      leadCPUPercentOfOneCore: 100 * (cpuAfter - cpuBefore) / (Double(wall / .milliseconds(1)) / 1000))
+        let latencies = received.compactMap { n, at in
+            submitted[n].map { Double($0.duration(to: at) / .microseconds(1)) / 1000 }
+        }.sorted()
+        return Report(
+            rate: rate, seconds: seconds, workers: workers, submitted: submitted.count, dispatched: latencies.count,
+            failed: clocks.failures.withLock { $0 }, p50Ms: Samples.percentile(latencies, 0.5),
+            p99Ms: Samples.percentile(latencies, 0.99),
+            maxMs: latencies.last ?? .nan,
+            leadCPUPercentOfOneCore: 100 * (cpuAfter - cpuBefore) / (Double(wall / .milliseconds(1)) / 1000))
     }
 }
 
@@ -302,12 +339,17 @@ public struct QueueMemoryBenchmark: Sendable {
                 if n >= 32 { try await group.next() }
                 group.addTask {
                     let submission = JobSubmission(
-                        kind: .generate, priority: n % 10, requirements: JobRequirements(minVramMB: 8_000 + n % 7 * 1_000),
-                        payload: ["model": .string("llama3:8b"), "prompt": .string("Summarise document \(n) in three sentences."),
-                                  "options": .object(["temperature": .number(0.2)])],
+                        kind: .generate, priority: n % 10,
+                        requirements: JobRequirements(minVramMB: 8_000 + n % 7 * 1_000),
+                        payload: [
+                            "model": .string("llama3:8b"),
+                            "prompt": .string("Summarise document \(n) in three sentences."),
+                            "options": .object(["temperature": .number(0.2)]),
+                        ],
                         idempotencyKey: "bench-\(n)")
-                    let answer = try await http(leadURL + Routes.gpuJobs, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
-                                                body: Array(try APICoding.encoder().encode(submission)), timeout: .seconds(30))
+                    let answer = try await http(
+                        leadURL + Routes.gpuJobs, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
+                        body: Array(try APICoding.encoder().encode(submission)), timeout: .seconds(30))
                     if answer.status != 201 { failures.value.withLock { $0 += 1 } }
                 }
             }
@@ -318,8 +360,10 @@ public struct QueueMemoryBenchmark: Sendable {
         try await Task.sleep(for: .seconds(2))
         let rss = Measurements.rssMB(pid: lead.process.pid)
         await lead.stop()
-        return Report(jobs: jobs, failed: failures.value.withLock { $0 }, submitsPerSecond: Double(jobs) / (Double(wall / .milliseconds(1)) / 1000),
-                      leadRSSMBBefore: before, leadRSSMB: rss)
+        return Report(
+            jobs: jobs, failed: failures.value.withLock { $0 },
+            submitsPerSecond: Double(jobs) / (Double(wall / .milliseconds(1)) / 1000),
+            leadRSSMBBefore: before, leadRSSMB: rss)
     }
 }
 
@@ -345,16 +389,19 @@ public struct RequeueBenchmark: Sendable {
         let token = try await lead.joinToken()
         let nodeFile = root + "/worker.yaml"
         try """
-            gpu: {accept_jobs: true, allow_exec: true}
-            gpus:
-              - {index: 0, uuid: GPU-bench, name: RTX 4090, memory_total_mb: 24564, memory_used_mb: 0}
-            """.write(toFile: nodeFile, atomically: true, encoding: .utf8)
+        gpu: {accept_jobs: true, allow_exec: true}
+        gpus:
+          - {index: 0, uuid: GPU-bench, name: RTX 4090, memory_total_mb: 24564, memory_used_mb: 0}
+        """.write(toFile: nodeFile, atomically: true, encoding: .utf8)
         var agents: [String: ChildProcess] = [:]
         var arguments: [String: [String]] = [:]
         for name in ["worker-a", "worker-b"] {
             let port = try freePort()
-            arguments[name] = ["run", "--profile", "compute", "--name", name, "--data-dir", root + "/" + name, "--listen", "127.0.0.1:\(port)",
-                               "--lead", lead.baseURL, "--log-level", "error", "--config", nodeFile]
+            arguments[name] = [
+                "run", "--profile", "compute", "--name", name, "--data-dir", root + "/" + name, "--listen",
+                "127.0.0.1:\(port)",
+                "--lead", lead.baseURL, "--log-level", "error", "--config", nodeFile,
+            ]
             agents[name] = try lead.spawn(executable, arguments[name]! + ["--join-token", token])
         }
         defer { for process in agents.values { process.signal(SIGKILL) } }
@@ -364,8 +411,11 @@ public struct RequeueBenchmark: Sendable {
                 let status: GPUStatus = try await lead.get(Routes.gpuStatus)
                 return status.nodes.filter { $0.accepting && $0.state == .alive }.count == 2
             }
-            let job: Job = try await lead.post(Routes.gpuJobs, JobSubmission(kind: .exec, requirements: JobRequirements(minVramMB: 20_000),
-                                                                               payload: ["argv": .array([.string("sleep"), .string("20")])]))
+            let job: Job = try await lead.post(
+                Routes.gpuJobs,
+                JobSubmission(
+                    kind: .exec, requirements: JobRequirements(minVramMB: 20_000),
+                    payload: ["argv": .array([.string("sleep"), .string("20")])]))
             var victim = ""
             try await waitUntil("the job to run", timeout: .seconds(10)) {
                 let current: Job = try await lead.get(Routes.gpuJob(job.id))
@@ -381,7 +431,9 @@ public struct RequeueBenchmark: Sendable {
             }
             let elapsed = Double(killed.duration(to: .now) / .microseconds(1)) / 1000
             timings.append(elapsed)
-            progress("run \(run)/\(runs): running on another worker \(String(format: "%.0f", elapsed)) ms after kill -9 of \(victim)")
+            progress(
+                "run \(run)/\(runs): running on another worker \(String(format: "%.0f", elapsed)) ms after kill -9 of \(victim)"
+            )
             let _: Job = try await lead.delete(Routes.gpuJob(job.id))
             try await agents[victim]!.waitForExit(timeout: .seconds(10))
             agents[victim] = try lead.spawn(executable, arguments[victim]!)

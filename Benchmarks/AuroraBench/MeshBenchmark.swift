@@ -6,8 +6,9 @@ import Foundation
 import NIOSSL
 import Secrets
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A lead started by a benchmark: `nodeagent` (the test kit's ``AgentHarness``) on a scratch
@@ -36,20 +37,26 @@ struct BenchLead {
     }
 
     /// Thousands of simulated nodes join and call from one address: the limits are lifted.
-    static let liftedLimits = "limits: {requests_per_s: 1000000, burst: 1000000, joins_per_min: 1000000, auth_failures_per_min: 1000000}\n"
+    static let liftedLimits =
+        "limits: {requests_per_s: 1000000, burst: 1000000, joins_per_min: 1000000, auth_failures_per_min: 1000000}\n"
 
     /// A lead on a fresh scratch directory; ``discard()`` stops it and removes the directory.
-    static func start(_ label: String, executable: String, config: String = "", tls: Bool = false) async throws -> BenchLead {
+    static func start(_ label: String, executable: String, config: String = "", tls: Bool = false) async throws
+        -> BenchLead
+    {
         let scratch = try ScratchDirectory(label, prefix: "aurora-bench")
         do {
             let tlsPort = tls ? try freePort() : nil
             // A /16, so that thousands of simulated nodes get addresses.
             let nodeFile = scratch.path + "/lead.yaml"
-            try ("wireguard:\n  cidr: 10.64.0.0/16\n" + liftedLimits + config + (tlsPort.map { "tls:\n  listen: 127.0.0.1:\($0)\n" } ?? ""))
+            try
+                ("wireguard:\n  cidr: 10.64.0.0/16\n" + liftedLimits + config
+                + (tlsPort.map { "tls:\n  listen: 127.0.0.1:\($0)\n" } ?? ""))
                 .write(toFile: nodeFile, atomically: true, encoding: .utf8)
-            let agent = try AgentHarness(profile: "lead", dataDir: scratch.path + "/lead",
-                                         extraArguments: ["--name", "bench-lead", "--log-level", "error", "--config", nodeFile],
-                                         outputDirectory: scratch.path, executable: executable)
+            let agent = try AgentHarness(
+                profile: "lead", dataDir: scratch.path + "/lead",
+                extraArguments: ["--name", "bench-lead", "--log-level", "error", "--config", nodeFile],
+                outputDirectory: scratch.path, executable: executable)
             do {
                 try await agent.waitHealthy(timeout: .seconds(60), every: .milliseconds(10))
             } catch {
@@ -87,7 +94,8 @@ struct BenchLead {
 
     /// A reusable compute join token (for `company`'s nodes when given).
     func joinToken(company: String? = nil) async throws -> String {
-        let created: TokenCreated = try await post(Routes.tokens, TokenCreateRequest(profile: .compute, company: company, ttlS: 3600, reusable: true))
+        let created: TokenCreated = try await post(
+            Routes.tokens, TokenCreateRequest(profile: .compute, company: company, ttlS: 3600, reusable: true))
         return created.token
     }
 
@@ -99,8 +107,12 @@ struct BenchLead {
 
     /// An operator call to the lead, decoded.
     func call<T: Decodable>(_ method: String, _ path: String, body: [UInt8]? = nil) async throws -> T {
-        let answer = try await http(baseURL + path, method: method, headers: ["Authorization": "Bearer \(token)"], body: body, timeout: .seconds(10))
-        guard (200..<300).contains(answer.status) else { throw TestKitError("\(method) \(path) answered \(answer.status): \(answer.text)") }
+        let answer = try await http(
+            baseURL + path, method: method, headers: ["Authorization": "Bearer \(token)"], body: body,
+            timeout: .seconds(10))
+        guard (200..<300).contains(answer.status) else {
+            throw TestKitError("\(method) \(path) answered \(answer.status): \(answer.text)")
+        }
         return try answer.decode(T.self)
     }
 
@@ -153,7 +165,9 @@ public struct HeartbeatBenchmark: Sendable {
     /// Heartbeats over pinned TLS 1.3 (kept-alive connections) instead of plain HTTP.
     public var tls = false
 
-    public init(executable: String, nodes: Int, seconds: Int, tls: Bool = false, progress: @escaping @Sendable (String) -> Void) {
+    public init(
+        executable: String, nodes: Int, seconds: Int, tls: Bool = false, progress: @escaping @Sendable (String) -> Void
+    ) {
         self.tls = tls
         self.executable = executable
         self.nodes = nodes
@@ -174,8 +188,13 @@ public struct HeartbeatBenchmark: Sendable {
         // Join the simulated nodes (16 at a time).
         progress("joining \(nodes) simulated nodes…")
         let timing = HeartbeatTiming(intervalS: 1, suspectAfter: 3, awayAfter: 0, deadAfter: 600)
-        let capabilities = Capabilities(cpuCores: 8, memoryMB: 32_768, os: "bench", arch: "x86_64",
-                                        gpus: [GPU(index: 0, uuid: "GPU-bench", name: "RTX 4090", memoryTotalMB: 24_564, memoryUsedMB: 100, utilizationPct: 0)])
+        let capabilities = Capabilities(
+            cpuCores: 8, memoryMB: 32_768, os: "bench", arch: "x86_64",
+            gpus: [
+                GPU(
+                    index: 0, uuid: "GPU-bench", name: "RTX 4090", memoryTotalMB: 24_564, memoryUsedMB: 100,
+                    utilizationPct: 0)
+            ])
         let signers = (0..<nodes).map { NodeSigner(node: "sim-\($0)") }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (index, signer) in signers.enumerated() {
@@ -183,12 +202,18 @@ public struct HeartbeatBenchmark: Sendable {
                 group.addTask {
                     let join = JoinRequest(
                         token: token, name: signer.node, profile: .compute, company: nil, labels: nil,
-                        wireguard: .init(publicKey: WireGuardPrivateKey.generate().publicKey.base64, endpoint: nil, listenPort: 51820),
-                        signPublicKey: signer.key.publicKey.base64, boxPublicKey: BoxKey.generate().publicKey.base64, vpnIP: nil,
+                        wireguard: .init(
+                            publicKey: WireGuardPrivateKey.generate().publicKey.base64, endpoint: nil, listenPort: 51820
+                        ),
+                        signPublicKey: signer.key.publicKey.base64, boxPublicKey: BoxKey.generate().publicKey.base64,
+                        vpnIP: nil,
                         capabilities: capabilities, address: nil, version: "bench", timing: timing)
-                    let answer = try await http(leadURL + Routes.join, method: "POST", body: Array(try APICoding.encoder().encode(join)),
-                                                timeout: .seconds(30), client: client, tlsConfiguration: nodeTLS)
-                    guard answer.status == 201 else { throw TestKitError("join of \(signer.node) answered \(answer.status)") }
+                    let answer = try await http(
+                        leadURL + Routes.join, method: "POST", body: Array(try APICoding.encoder().encode(join)),
+                        timeout: .seconds(30), client: client, tlsConfiguration: nodeTLS)
+                    guard answer.status == 201 else {
+                        throw TestKitError("join of \(signer.node) answered \(answer.status)")
+                    }
                 }
             }
             try await group.waitForAll()
@@ -197,9 +222,11 @@ public struct HeartbeatBenchmark: Sendable {
         // Load: N heartbeats per second, spread evenly, for `seconds`.
         progress("sending \(nodes) heartbeats/s for \(seconds) s…")
         // As real nodes do: capabilities went in full with the join; unchanged, they are left out.
-        let beat = try APICoding.encoder().encode(HeartbeatRequest(capabilities: nil, version: "bench", labels: nil,
-                                                                   checks: [CheckResult(name: "data_dir_disk", status: .passing, output: "40% used")],
-                                                                   peers: [], address: nil, timing: timing))
+        let beat = try APICoding.encoder().encode(
+            HeartbeatRequest(
+                capabilities: nil, version: "bench", labels: nil,
+                checks: [CheckResult(name: "data_dir_disk", status: .passing, output: "40% used")],
+                peers: [], address: nil, timing: timing))
         let body = Array(beat)
         let tally = Tally()
         let total = nodes * seconds
@@ -215,8 +242,9 @@ public struct HeartbeatBenchmark: Sendable {
                     let headers = signer.headers(method: "POST", path: path, body: body)
                     let sent = ContinuousClock.now
                     do {
-                        let answer = try await http(leadURL + path, method: "POST", headers: headers, body: body, timeout: .seconds(10),
-                                                    client: client, tlsConfiguration: nodeTLS)
+                        let answer = try await http(
+                            leadURL + path, method: "POST", headers: headers, body: body, timeout: .seconds(10),
+                            client: client, tlsConfiguration: nodeTLS)
                         guard answer.status == 200 else {
                             tally.failures.withLock { $0 += 1 }
                             return
@@ -237,9 +265,11 @@ public struct HeartbeatBenchmark: Sendable {
 
         let sorted = tally.latencies.withLock { $0 }.sorted()
         func percentile(_ p: Double) -> Double { Samples.percentile(sorted, p) }
-        return Report(nodes: nodes, seconds: seconds, sent: total, failed: tally.failures.withLock { $0 },
-                      ratePerSecond: Double(total) / wallSeconds, p50Ms: percentile(0.5), p99Ms: percentile(0.99), maxMs: sorted.last ?? .nan,
-                      leadCPUPercentOfOneCore: 100 * (cpuAfter - cpuBefore) / wallSeconds, leadRSSMB: rss)
+        return Report(
+            nodes: nodes, seconds: seconds, sent: total, failed: tally.failures.withLock { $0 },
+            ratePerSecond: Double(total) / wallSeconds, p50Ms: percentile(0.5), p99Ms: percentile(0.99),
+            maxMs: sorted.last ?? .nan,
+            leadCPUPercentOfOneCore: 100 * (cpuAfter - cpuBefore) / wallSeconds, leadRSSMB: rss)
     }
 }
 
@@ -288,13 +318,17 @@ public struct DetectionBenchmark: Sendable {
         let root = lead.root
         let token = try await lead.joinToken()
         let port = try freePort()
-        let arguments = ["run", "--profile", "compute", "--name", "bench-compute", "--data-dir", root + "/compute",
-                         "--listen", "127.0.0.1:\(port)", "--lead", lead.baseURL, "--log-level", "error"]
+        let arguments = [
+            "run", "--profile", "compute", "--name", "bench-compute", "--data-dir", root + "/compute",
+            "--listen", "127.0.0.1:\(port)", "--lead", lead.baseURL, "--log-level", "error",
+        ]
         var detections: [Double] = []
         var compute = try lead.spawn(executable, arguments + ["--join-token", token])
         for run in 1...runs {
             try await waitUntil("bench-compute to be alive", timeout: .seconds(30)) {
-                if let code = compute.exitCode { throw TestKitError("the compute agent exited with \(code): \(compute.stderr.suffix(400))") }
+                if let code = compute.exitCode {
+                    throw TestKitError("the compute agent exited with \(code): \(compute.stderr.suffix(400))")
+                }
                 return try await lead.node("bench-compute")?.state == .alive
             }
             // Kill at a random point of its heartbeat rhythm, as a crash would.

@@ -3,9 +3,10 @@ import AuroraAPI
 import AuroraTestKit
 import Foundation
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
-import NIOHTTP1
+    import Glibc
+    import NIOHTTP1
 #endif
 
 /// `aurora-bench redis`: a real lead with `events.redis` pointing at a real redis-server
@@ -43,8 +44,10 @@ public struct RedisBenchmark: Sendable {
 
         enum CodingKeys: String, CodingKey {
             case rate, seconds, failed, duplicates
-            case latencySamples = "latency_samples", latencyP50Ms = "latency_p50_ms", latencyP99Ms = "latency_p99_ms", latencyMaxMs = "latency_max_ms"
-            case commitToConsumerP50Ms = "commit_to_consumer_p50_ms", commitToConsumerP99Ms = "commit_to_consumer_p99_ms"
+            case latencySamples = "latency_samples", latencyP50Ms = "latency_p50_ms", latencyP99Ms = "latency_p99_ms",
+                latencyMaxMs = "latency_max_ms"
+            case commitToConsumerP50Ms = "commit_to_consumer_p50_ms", commitToConsumerP99Ms =
+                "commit_to_consumer_p99_ms"
             case liveEventsPerSecond = "live_events_per_s", liveEvents = "live_events"
             case catchUpEvents = "catch_up_events", catchUpEventsPerSecond = "catch_up_events_per_s"
             case streamEvents = "stream_events", storeEvents = "store_events", outOfOrder = "out_of_order"
@@ -57,7 +60,9 @@ public struct RedisBenchmark: Sendable {
     public var catchUp: Int
     public var progress: @Sendable (String) -> Void
 
-    public init(executable: String, rate: Int, seconds: Int, catchUp: Int, progress: @escaping @Sendable (String) -> Void) {
+    public init(
+        executable: String, rate: Int, seconds: Int, catchUp: Int, progress: @escaping @Sendable (String) -> Void
+    ) {
         self.executable = executable
         self.rate = rate
         self.seconds = seconds
@@ -81,12 +86,14 @@ public struct RedisBenchmark: Sendable {
         let scratch = try ScratchDirectory("redis-server", prefix: "aurora-bench")
         defer { scratch.remove() }
         let redis = try await RedisServer(in: scratch)
-        let lead = try await BenchLead.start("redis", executable: executable, config: """
-            events:
-              redis: "\(redis.url)"
-              redis_maxlen: 10000000
+        let lead = try await BenchLead.start(
+            "redis", executable: executable,
+            config: """
+                events:
+                  redis: "\(redis.url)"
+                  redis_maxlen: 10000000
 
-            """)
+                """)
         defer { lead.discard() }
         let inbox = Inbox()
         // The consumer blocks on a thread of its own (not the cooperative pool) until it reads "stop".
@@ -113,18 +120,23 @@ public struct RedisBenchmark: Sendable {
         /// Submits a job nobody can run (one `job.queued`), then cancels it (one `job.cancelled`).
         @Sendable func change(_ n: Int, record: Bool) async {
             let operatorHeaders = ["Authorization": "Bearer \(token)"]
-            let submission = JobSubmission(kind: .generate, requirements: JobRequirements(labels: ["bench": "none"]),
-                                           payload: ["model": .string("bench"), "prompt": .string(String(n))])
+            let submission = JobSubmission(
+                kind: .generate, requirements: JobRequirements(labels: ["bench": "none"]),
+                payload: ["model": .string("bench"), "prompt": .string(String(n))])
             let body = Array((try? APICoding.encoder().encode(submission)) ?? Data())
             let started = ContinuousClock.now
             do {
-                let answer = try await http(leadURL + Routes.gpuJobs, method: "POST", headers: operatorHeaders, body: body, timeout: .seconds(10), client: client)
+                let answer = try await http(
+                    leadURL + Routes.gpuJobs, method: "POST", headers: operatorHeaders, body: body,
+                    timeout: .seconds(10), client: client)
                 guard answer.status == 201, let job = try? answer.decode(Job.self) else {
                     inbox.failures.withLock { $0 += 1 }
                     return
                 }
                 if record { inbox.sent.withLock { $0[job.id] = started } }
-                _ = try await http(leadURL + Routes.gpuJob(job.id), method: "DELETE", headers: operatorHeaders, timeout: .seconds(10), client: client)
+                _ = try await http(
+                    leadURL + Routes.gpuJob(job.id), method: "DELETE", headers: operatorHeaders, timeout: .seconds(10),
+                    client: client)
             } catch {
                 inbox.failures.withLock { $0 += 1 }
             }
@@ -149,8 +161,11 @@ public struct RedisBenchmark: Sendable {
         let latencies = Self.received(inbox, types: [EventType.jobQueued]).compactMap { id, at in
             sent[id].map { Double($0.duration(to: at) / .microseconds(1)) / 1000 }
         }.sorted()
-        let fromCommit = zip(inbox.messages.withLock { $0 }, inbox.wallArrivals.withLock { $0 }).compactMap { message, wall -> Double? in
-            guard let event = try? APICoding.decoder().decode(MeshEvent.self, from: Data(message.1.utf8)), let at = Self.parseTime(event.at) else { return nil }
+        let fromCommit = zip(inbox.messages.withLock { $0 }, inbox.wallArrivals.withLock { $0 }).compactMap {
+            message, wall -> Double? in
+            guard let event = try? APICoding.decoder().decode(MeshEvent.self, from: Data(message.1.utf8)),
+                let at = Self.parseTime(event.at)
+            else { return nil }
             return max(0, (wall - at.timeIntervalSince1970) * 1000)
         }.sorted()
 
@@ -162,7 +177,12 @@ public struct RedisBenchmark: Sendable {
         await withDiscardingTaskGroup { group in
             for _ in 0..<32 {
                 group.addTask {
-                    while ContinuousClock.now < deadline { await change(inbox.next.withLock { $0 += 1; return $0 }, record: false) }
+                    while ContinuousClock.now < deadline {
+                        await change(
+                            inbox.next.withLock {
+                                $0 += 1; return $0
+                            }, record: false)
+                    }
                 }
             }
         }
@@ -175,7 +195,9 @@ public struct RedisBenchmark: Sendable {
 
         // Catch-up: events straight into the store, the stream emptied, the publisher restarted.
         progress("catch-up: \(catchUp) events written to the store, stream emptied, publisher restarted")
-        try await Self.storeSQL(lead, scratch: scratch, """
+        try await Self.storeSQL(
+            lead, scratch: scratch,
+            """
             INSERT INTO events (id, type, node, data)
             SELECT gen_random_uuid(), 'bench.filler', NULL, jsonb_build_object('n', g) FROM generate_series(1, \(catchUp)) AS g
             """)
@@ -184,8 +206,9 @@ public struct RedisBenchmark: Sendable {
         let reader = try redis.connect()
         _ = try reader.command(["DEL", RedisNames.events])
         let restartAt = ContinuousClock.now
-        _ = try await http(leadURL + Routes.restartSubsystem("redis"), method: "POST", headers: ["Authorization": "Bearer \(token)"],
-                           timeout: .seconds(30), client: client)
+        _ = try await http(
+            leadURL + Routes.restartSubsystem("redis"), method: "POST", headers: ["Authorization": "Bearer \(token)"],
+            timeout: .seconds(30), client: client)
         try await waitUntil("the stream to catch up", timeout: .seconds(300)) {
             Self.lastSeq(try reader.command(["XREVRANGE", RedisNames.events, "+", "-", "COUNT", "1"])) == last
         }
@@ -195,7 +218,11 @@ public struct RedisBenchmark: Sendable {
         var seqs: [Int64] = []
         var cursor = "-"
         while true {
-            guard case .array(let entries?) = try reader.command(["XRANGE", RedisNames.events, cursor, "+", "COUNT", "10000"]) else { break }
+            guard
+                case .array(let entries?) = try reader.command([
+                    "XRANGE", RedisNames.events, cursor, "+", "COUNT", "10000",
+                ])
+            else { break }
             let page = entries.compactMap { entry -> Int64? in
                 guard case .array(let parts?) = entry, let id = parts.first?.text else { return nil }
                 return id.split(separator: "-").first.flatMap { Int64($0) }
@@ -209,21 +236,27 @@ public struct RedisBenchmark: Sendable {
         await lead.stop()
         try? await redis.stop()
         let outOfOrder = zip(seqs, seqs.dropFirst()).filter { $0 >= $1 }.count
-        return Report(rate: rate, seconds: seconds, latencySamples: latencies.count, latencyP50Ms: Samples.percentile(latencies, 0.5),
-                      latencyP99Ms: Samples.percentile(latencies, 0.99), latencyMaxMs: latencies.last ?? .nan,
-                      commitToConsumerP50Ms: Samples.percentile(fromCommit, 0.5), commitToConsumerP99Ms: Samples.percentile(fromCommit, 0.99),
-                      liveEventsPerSecond: Double(live.count) / liveSpan, liveEvents: live.count,
-                      catchUpEvents: storeEvents, catchUpEventsPerSecond: Double(storeEvents) / catchUpSeconds,
-                      streamEvents: seqs.count, storeEvents: storeEvents, duplicates: seqs.count - Set(seqs).count, outOfOrder: outOfOrder,
-                      failed: inbox.failures.withLock { $0 })
+        return Report(
+            rate: rate, seconds: seconds, latencySamples: latencies.count,
+            latencyP50Ms: Samples.percentile(latencies, 0.5),
+            latencyP99Ms: Samples.percentile(latencies, 0.99), latencyMaxMs: latencies.last ?? .nan,
+            commitToConsumerP50Ms: Samples.percentile(fromCommit, 0.5),
+            commitToConsumerP99Ms: Samples.percentile(fromCommit, 0.99),
+            liveEventsPerSecond: Double(live.count) / liveSpan, liveEvents: live.count,
+            catchUpEvents: storeEvents, catchUpEventsPerSecond: Double(storeEvents) / catchUpSeconds,
+            streamEvents: seqs.count, storeEvents: storeEvents, duplicates: seqs.count - Set(seqs).count,
+            outOfOrder: outOfOrder,
+            failed: inbox.failures.withLock { $0 })
     }
 
     /// Job id → arrival, for messages of `types`.
     private static func received(_ inbox: Inbox, types: Set<String>) -> [String: ContinuousClock.Instant] {
         var result: [String: ContinuousClock.Instant] = [:]
         for (at, payload) in inbox.messages.withLock({ $0 }) {
-            guard let event = try? APICoding.decoder().decode(MeshEvent.self, from: Data(payload.utf8)), types.contains(event.type),
-                  let id = event.data["id"]?.string else { continue }
+            guard let event = try? APICoding.decoder().decode(MeshEvent.self, from: Data(payload.utf8)),
+                types.contains(event.type),
+                let id = event.data["id"]?.string
+            else { continue }
             result[id] = at
         }
         return result
@@ -238,8 +271,11 @@ public struct RedisBenchmark: Sendable {
         var newest: Int64 = 0
         try await waitUntil("the lead's event count", timeout: .seconds(10)) {
             // The events route with tail=1 answers the newest event.
-            try await readEvents(lead.baseURL + Routes.events + "?tail=1&follow=false", headers: ["Authorization": "Bearer \(lead.token)"],
-                                 timeout: .seconds(5)) { data in
+            try await readEvents(
+                lead.baseURL + Routes.events + "?tail=1&follow=false",
+                headers: ["Authorization": "Bearer \(lead.token)"],
+                timeout: .seconds(5)
+            ) { data in
                 newest = (try? APICoding.decoder().decode(MeshEvent.self, from: Data(data.utf8)))?.seq ?? 0
                 return true
             }
@@ -253,22 +289,32 @@ public struct RedisBenchmark: Sendable {
     @discardableResult
     private static func storeSQL(_ lead: BenchLead, scratch: ScratchDirectory, _ sql: String) async throws -> String {
         let psql = try PostgresServer.binDirectory() + "/psql"
-        let outcome = try await ChildProcess.run(psql, ["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", lead.dataDir + "/postgres", "-p", "5432",
-                                                        "-U", "aurora", "-d", "aurora", "-c", sql], outputDirectory: scratch.path, timeout: .seconds(300))
-        guard outcome.code == 0 else { throw TestKitError("psql failed (\(outcome.code)): \(outcome.stderr.suffix(400))") }
+        let outcome = try await ChildProcess.run(
+            psql,
+            [
+                "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", lead.dataDir + "/postgres", "-p", "5432",
+                "-U", "aurora", "-d", "aurora", "-c", sql,
+            ], outputDirectory: scratch.path, timeout: .seconds(300))
+        guard outcome.code == 0 else {
+            throw TestKitError("psql failed (\(outcome.code)): \(outcome.stderr.suffix(400))")
+        }
         return outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// The `seq` of the newest stream entry of an `XREVRANGE ... COUNT 1` reply (entry ids are `SEQ-0`).
     private static func lastSeq(_ reply: RESPValue) -> Int64? {
-        guard case .array(let entries?) = reply, case .array(let entry?)? = entries.first, let id = entry.first?.text else { return nil }
+        guard case .array(let entries?) = reply, case .array(let entry?)? = entries.first, let id = entry.first?.text
+        else { return nil }
         return id.split(separator: "-").first.flatMap { Int64($0) }
     }
 
     /// An event's `at` (ISO 8601, with or without fractional seconds).
     private static func parseTime(_ text: String) -> Date? {
-        (try? Date(text, strategy: .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true).timeSeparator(.colon)
-            .timeZone(separator: .omitted)))
+        (try? Date(
+            text,
+            strategy: .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true)
+                .timeSeparator(.colon)
+                .timeZone(separator: .omitted)))
             ?? (try? Date(text, strategy: .iso8601))
     }
 }

@@ -1,8 +1,9 @@
 import AuroraAPI
 import AuroraTestKit
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `aurora-bench replica`: a real primary, a streaming standby and an agent watching the
@@ -49,7 +50,8 @@ public struct ReplicaBenchmark: Sendable {
             progress("starting a primary and a streaming standby")
             let primary = try await PostgresServer(in: scratch, name: "primary")
             servers.append(primary)
-            let standby = try await PostgresServer(standbyOf: primary, slot: "bench_replica", in: scratch, name: "standby")
+            let standby = try await PostgresServer(
+                standbyOf: primary, slot: "bench_replica", in: scratch, name: "standby")
             servers.append(standby)
             let report = try await measure(primary: primary, standby: standby)
             for server in servers.reversed() { await server.stopIfRunning() }
@@ -62,20 +64,26 @@ public struct ReplicaBenchmark: Sendable {
 
     private func measure(primary: PostgresServer, standby: PostgresServer) async throws -> Report {
         let interval = 2.0
-        let watcher = try await BenchLead.start("replica-agent", executable: executable, config: """
-            postgres:
-              monitor: "\(standby.conninfo)"
-              expect: replica
-              interval_s: \(interval)
+        let watcher = try await BenchLead.start(
+            "replica-agent", executable: executable,
+            config: """
+                postgres:
+                  monitor: "\(standby.conninfo)"
+                  expect: replica
+                  interval_s: \(interval)
 
-            """)
+                """)
         defer { watcher.discard() }
         let plain = try await BenchLead.start("replica-plain", executable: executable)
         defer { plain.discard() }
         try await waitFor("streaming", watcher, timeout: .seconds(30))
 
-        progress("idle for \(idleSeconds) s: CPU of an agent sampling every \(Int(interval)) s, and of one without a monitor")
-        let before = (Measurements.cpuSeconds(pid: watcher.process.pid), Measurements.cpuSeconds(pid: plain.process.pid))
+        progress(
+            "idle for \(idleSeconds) s: CPU of an agent sampling every \(Int(interval)) s, and of one without a monitor"
+        )
+        let before = (
+            Measurements.cpuSeconds(pid: watcher.process.pid), Measurements.cpuSeconds(pid: plain.process.pid)
+        )
         try await Task.sleep(for: .seconds(idleSeconds))  // the measurement window itself
         let after = (Measurements.cpuSeconds(pid: watcher.process.pid), Measurements.cpuSeconds(pid: plain.process.pid))
         guard let a0 = before.0, let a1 = after.0, let b0 = before.1, let b1 = after.1 else {
@@ -95,19 +103,27 @@ public struct ReplicaBenchmark: Sendable {
             let started = ContinuousClock.now
             try await waitFor("streaming", watcher, timeout: .seconds(60))
             reconnect.append(Measurements.ms(started.duration(to: .now)))
-            progress(String(format: "  run %d: disconnected after %.0f ms, streaming again %.0f ms after the primary started", run,
-                            disconnect.last!, reconnect.last!))
+            progress(
+                String(
+                    format: "  run %d: disconnected after %.0f ms, streaming again %.0f ms after the primary started",
+                    run,
+                    disconnect.last!, reconnect.last!))
         }
-        return Report(runs: runs, intervalS: interval, disconnectMs: disconnect, reconnectMs: reconnect, idleSeconds: idleSeconds,
-                      cpuPctWithMonitor: (a1 - a0) / Double(idleSeconds) * 100, cpuPctWithout: (b1 - b0) / Double(idleSeconds) * 100)
+        return Report(
+            runs: runs, intervalS: interval, disconnectMs: disconnect, reconnectMs: reconnect, idleSeconds: idleSeconds,
+            cpuPctWithMonitor: (a1 - a0) / Double(idleSeconds) * 100,
+            cpuPctWithout: (b1 - b0) / Double(idleSeconds) * 100)
     }
 
     /// Polls the agent's `/api/postgres/health` every 20 ms until it reports `state`.
     private func waitFor(_ state: String, _ agent: BenchLead, timeout: Duration) async throws {
         try await waitUntil("the agent to report \(state)", timeout: timeout) {
-            guard let answer = try? await http(agent.baseURL + Routes.postgresHealth, headers: ["Authorization": "Bearer \(agent.token)"],
-                                               timeout: .seconds(2)), answer.status == 200,
-                  let health = try? answer.decode(ReplicaHealth.self) else { return false }
+            guard
+                let answer = try? await http(
+                    agent.baseURL + Routes.postgresHealth, headers: ["Authorization": "Bearer \(agent.token)"],
+                    timeout: .seconds(2)), answer.status == 200,
+                let health = try? answer.decode(ReplicaHealth.self)
+            else { return false }
             try await Task.sleep(for: .milliseconds(10))
             return health.state == state
         }

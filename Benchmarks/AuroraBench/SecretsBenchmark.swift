@@ -4,8 +4,9 @@ import AuroraTestKit
 import Foundation
 import Secrets
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `aurora-bench secrets`: resolved reads on the lead (signed node reads over loopback), the
@@ -35,7 +36,8 @@ public struct SecretsBenchmark: Sendable {
             case secrets, rewrapped
             case leadCPUMicrosPerRead = "lead_cpu_us_per_read", storeCPUMicrosPerRead = "store_cpu_us_per_read"
             case clientCPUMicrosPerRead = "client_cpu_us_per_read"
-            case leadReads = "lead_reads", leadReadsPerSecond = "lead_reads_per_s", leadP50Ms = "lead_p50_ms", leadP99Ms = "lead_p99_ms"
+            case leadReads = "lead_reads", leadReadsPerSecond = "lead_reads_per_s", leadP50Ms = "lead_p50_ms",
+                leadP99Ms = "lead_p99_ms"
             case cacheP50Us = "cache_p50_us", cacheP99Us = "cache_p99_us", rotationSeconds = "rotation_s"
         }
     }
@@ -48,7 +50,10 @@ public struct SecretsBenchmark: Sendable {
     /// Node reads over pinned TLS 1.3 (kept-alive connections) instead of plain HTTP.
     public var tls = false
 
-    public init(executable: String, secrets: Int, seconds: Int, tls: Bool = false, progress: @escaping @Sendable (String) -> Void) {
+    public init(
+        executable: String, secrets: Int, seconds: Int, tls: Bool = false,
+        progress: @escaping @Sendable (String) -> Void
+    ) {
         self.tls = tls
         self.executable = executable
         self.secrets = secrets
@@ -82,10 +87,12 @@ public struct SecretsBenchmark: Sendable {
                 if n >= 16 { try await group.next() }
                 group.addTask {
                     let scope = n % 3 == 0 ? ("global", "") : n % 3 == 1 ? ("company", "acme") : ("node", "bench-node")
-                    let write = SecretWrite(service: "svc\(n / 10)", keyName: "key\(n % 10)", value: "value-\(n)-\(UUID().uuidString)",
-                                            scope: scope.0, scopeID: scope.1)
-                    let answer = try await http(leadURL + Routes.secrets, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
-                                                body: Array(try APICoding.encoder().encode(write)), timeout: .seconds(30), client: client)
+                    let write = SecretWrite(
+                        service: "svc\(n / 10)", keyName: "key\(n % 10)", value: "value-\(n)-\(UUID().uuidString)",
+                        scope: scope.0, scopeID: scope.1)
+                    let answer = try await http(
+                        leadURL + Routes.secrets, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
+                        body: Array(try APICoding.encoder().encode(write)), timeout: .seconds(30), client: client)
                     guard answer.status == 201 else { throw TestKitError("a secret write answered \(answer.status)") }
                 }
             }
@@ -96,8 +103,10 @@ public struct SecretsBenchmark: Sendable {
         progress("reading as a node for \(seconds) s…")
         let latencies = Latencies()
         let storePIDs = { Measurements.postgresProcesses(dataDirectory: lead.dataDir + "/postgres") }
-        let cpuBefore = (Measurements.cpuSeconds(pid: lead.process.pid) ?? 0,
-                         storePIDs().compactMap { Measurements.cpuSeconds(pid: $0) }.reduce(0, +), Measurements.ownCPUSeconds())
+        let cpuBefore = (
+            Measurements.cpuSeconds(pid: lead.process.pid) ?? 0,
+            storePIDs().compactMap { Measurements.cpuSeconds(pid: $0) }.reduce(0, +), Measurements.ownCPUSeconds()
+        )
         let readsUntil = ContinuousClock.now + .seconds(Int64(seconds))
         let readStart = ContinuousClock.now
         let names = (0..<min(secrets, 1000)).map { ("svc\($0 / 10)", "key\($0 % 10)") }
@@ -113,7 +122,9 @@ public struct SecretsBenchmark: Sendable {
                         let started = ContinuousClock.now
                         let (status, body) = try await node.send("GET", Routes.secret(service, key), body: [])
                         if status == 200 {
-                            latencies.values.withLock { $0.append(Double(started.duration(to: .now) / .microseconds(1)) / 1000) }
+                            latencies.values.withLock {
+                                $0.append(Double(started.duration(to: .now) / .microseconds(1)) / 1000)
+                            }
                             if last == nil { last = try? APICoding.decoder().decode(SecretRead.self, from: Data(body)) }
                         } else {
                             latencies.failures.withLock { $0 += 1 }
@@ -125,8 +136,10 @@ public struct SecretsBenchmark: Sendable {
             for try await read in group where sample == nil { sample = read }
         }
         let readWall = Double(readStart.duration(to: .now) / .milliseconds(1)) / 1000
-        let cpuAfter = (Measurements.cpuSeconds(pid: lead.process.pid) ?? 0,
-                        storePIDs().compactMap { Measurements.cpuSeconds(pid: $0) }.reduce(0, +), Measurements.ownCPUSeconds())
+        let cpuAfter = (
+            Measurements.cpuSeconds(pid: lead.process.pid) ?? 0,
+            storePIDs().compactMap { Measurements.cpuSeconds(pid: $0) }.reduce(0, +), Measurements.ownCPUSeconds()
+        )
         let leadLatencies = latencies.values.withLock { $0 }.sorted()
         let reads = Double(max(1, leadLatencies.count))
         guard latencies.failures.withLock({ $0 }) == 0 else { throw TestKitError("reads failed during the benchmark") }
@@ -139,23 +152,30 @@ public struct SecretsBenchmark: Sendable {
         progress("reading from a node cache (a compute agent, the lead stopped)…")
         let cacheNodeFile = root + "/cache-node.yaml"
         try BenchLead.liftedLimits.write(toFile: cacheNodeFile, atomically: true, encoding: .utf8)
-        let cacheNode = try AgentHarness(profile: "compute", dataDir: root + "/cache-node",
-                                         extraArguments: ["--name", "cache-node", "--lead", lead.baseURL, "--join-token", fullToken,
-                                                          "--log-level", "error", "--config", cacheNodeFile],
-                                         outputDirectory: root, executable: executable)
+        let cacheNode = try AgentHarness(
+            profile: "compute", dataDir: root + "/cache-node",
+            extraArguments: [
+                "--name", "cache-node", "--lead", lead.baseURL, "--join-token", fullToken,
+                "--log-level", "error", "--config", cacheNodeFile,
+            ],
+            outputDirectory: root, executable: executable)
         defer { cacheNode.process.signal(SIGTERM) }
         try await cacheNode.waitHealthy()
         let nodeAdmin = ["Authorization": "Bearer \(try cacheNode.adminToken)"]
         // Global and company secrets resolve for it (the node-scoped ones are bench-node's).
         let cachedNames = names.enumerated().filter { $0.offset % 3 != 2 }.prefix(200).map(\.element)
         for (service, key) in cachedNames {
-            _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "cache-node to read \(service)/\(key)") { () async throws -> Bool? in
-                try await http(cacheNode.baseURL + Routes.secret(service, key), headers: nodeAdmin).status == 200 ? true : nil
+            _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "cache-node to read \(service)/\(key)")
+            { () async throws -> Bool? in
+                try await http(cacheNode.baseURL + Routes.secret(service, key), headers: nodeAdmin).status == 200
+                    ? true : nil
             }
         }
         await lead.stop()
-        _ = try await poll(timeout: .seconds(30), every: .milliseconds(50), "cache-node to answer from its cache") { () async throws -> Bool? in
-            let answer = try await http(cacheNode.baseURL + Routes.secret(cachedNames[0].0, cachedNames[0].1), headers: nodeAdmin)
+        _ = try await poll(timeout: .seconds(30), every: .milliseconds(50), "cache-node to answer from its cache") {
+            () async throws -> Bool? in
+            let answer = try await http(
+                cacheNode.baseURL + Routes.secret(cachedNames[0].0, cachedNames[0].1), headers: nodeAdmin)
             guard answer.status == 200 else { return nil }
             return try answer.decode(SecretRead.self).cachedAgeS != nil ? true : nil
         }
@@ -171,11 +191,14 @@ public struct SecretsBenchmark: Sendable {
 
         await lead.stop()
         _ = sample
-        return Report(secrets: secrets, leadReads: leadLatencies.count, leadReadsPerSecond: Double(leadLatencies.count) / readWall,
-                      leadP50Ms: Samples.percentile(leadLatencies, 0.5), leadP99Ms: Samples.percentile(leadLatencies, 0.99),
-                      cacheP50Us: Samples.percentile(cacheLatencies, 0.5), cacheP99Us: Samples.percentile(cacheLatencies, 0.99),
-                      rotationSeconds: rotation.seconds, rewrapped: rotation.rewrapped,
-                      leadCPUMicrosPerRead: (cpuAfter.0 - cpuBefore.0) / reads * 1e6, storeCPUMicrosPerRead: (cpuAfter.1 - cpuBefore.1) / reads * 1e6,
-                      clientCPUMicrosPerRead: (cpuAfter.2 - cpuBefore.2) / reads * 1e6)
+        return Report(
+            secrets: secrets, leadReads: leadLatencies.count,
+            leadReadsPerSecond: Double(leadLatencies.count) / readWall,
+            leadP50Ms: Samples.percentile(leadLatencies, 0.5), leadP99Ms: Samples.percentile(leadLatencies, 0.99),
+            cacheP50Us: Samples.percentile(cacheLatencies, 0.5), cacheP99Us: Samples.percentile(cacheLatencies, 0.99),
+            rotationSeconds: rotation.seconds, rewrapped: rotation.rewrapped,
+            leadCPUMicrosPerRead: (cpuAfter.0 - cpuBefore.0) / reads * 1e6,
+            storeCPUMicrosPerRead: (cpuAfter.1 - cpuBefore.1) / reads * 1e6,
+            clientCPUMicrosPerRead: (cpuAfter.2 - cpuBefore.2) / reads * 1e6)
     }
 }

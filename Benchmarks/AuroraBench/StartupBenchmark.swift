@@ -1,8 +1,9 @@
 import AuroraAPI
 import AuroraTestKit
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `aurora-bench startup`: time from `nodeagent --profile lead` to a healthy `/health` on an
@@ -52,7 +53,9 @@ public struct StartupBenchmark: Sendable {
             report.restartMs.append(warm.ms)
             let isLast = index == runs
             if isLast, idleSeconds > 0 {
-                progress("run \(index)/\(runs): cold \(format(cold.ms)) ms, restart \(format(warm.ms)) ms; idling \(idleSeconds) s for RSS…")
+                progress(
+                    "run \(index)/\(runs): cold \(format(cold.ms)) ms, restart \(format(warm.ms)) ms; idling \(idleSeconds) s for RSS…"
+                )
                 try await Task.sleep(for: .seconds(idleSeconds))
                 report.idleRSSMB = Measurements.rssMB(pid: warm.agent.process.pid)
             } else {
@@ -65,10 +68,13 @@ public struct StartupBenchmark: Sendable {
 
     // MARK: Steps
 
-    private func startTimed(dataDir: String, scratch: ScratchDirectory) async throws -> (agent: AgentHarness, ms: Double) {
+    private func startTimed(dataDir: String, scratch: ScratchDirectory) async throws -> (
+        agent: AgentHarness, ms: Double
+    ) {
         let started = ContinuousClock.now
-        let agent = try AgentHarness(profile: "lead", dataDir: dataDir, extraArguments: ["--log-level", "warning"],
-                                     outputDirectory: scratch.path, executable: executable)
+        let agent = try AgentHarness(
+            profile: "lead", dataDir: dataDir, extraArguments: ["--log-level", "warning"],
+            outputDirectory: scratch.path, executable: executable)
         do {
             try await agent.waitHealthy(timeout: .seconds(60), every: .milliseconds(5))
         } catch {

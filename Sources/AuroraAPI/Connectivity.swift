@@ -13,8 +13,11 @@ public struct ConnectivityProbe: Codable, Sendable, Equatable {
     /// Slower than this (ms) is degraded.
     public var degradedMs: Double
 
-    public init(name: String, url: String, method: String = "GET", expectStatus: Int = 200, intervalS: Double = 30, timeoutS: Double = 5,
-                degradedMs: Double = 1000) {
+    public init(
+        name: String, url: String, method: String = "GET", expectStatus: Int = 200, intervalS: Double = 30,
+        timeoutS: Double = 5,
+        degradedMs: Double = 1000
+    ) {
         self.name = name
         self.url = url
         self.method = method
@@ -52,7 +55,10 @@ public struct ProbeResult: Codable, Sendable, Equatable {
     public var error: String?
     public var checkedAt: String
 
-    public init(service: String, url: String, state: ConnectivityState, latencyMs: Double?, status: Int?, error: String?, checkedAt: String) {
+    public init(
+        service: String, url: String, state: ConnectivityState, latencyMs: Double?, status: Int?, error: String?,
+        checkedAt: String
+    ) {
         self.service = service
         self.url = url
         self.state = state
@@ -126,11 +132,14 @@ public struct ConnectivityHealth: Codable, Sendable, Equatable {
         }
         var services: [String: Service] = [:]
         for (service, (healthy, degraded, down)) in counts {
-            let state: ConnectivityState = degraded == 0 && down == 0 ? .healthy : healthy == 0 && degraded == 0 ? .down : .degraded
+            let state: ConnectivityState =
+                degraded == 0 && down == 0 ? .healthy : healthy == 0 && degraded == 0 ? .down : .degraded
             services[service] = Service(state: state, healthy: healthy, degraded: degraded, down: down)
         }
         let states = services.values.map(\.state)
-        let overall: ConnectivityState = states.contains(.down) ? (states.allSatisfy { $0 == .down } ? .down : .degraded)
+        let overall: ConnectivityState =
+            states.contains(.down)
+            ? (states.allSatisfy { $0 == .down } ? .down : .degraded)
             : states.contains(.degraded) ? .degraded : .healthy
         return ConnectivityHealth(state: overall, services: services)
     }

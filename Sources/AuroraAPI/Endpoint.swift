@@ -26,7 +26,9 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
 
     /// The pattern in the router's form: `{id}` becomes `:id` (`/api/gpu/jobs/:id`).
     public var routerPattern: String {
-        "/" + segments.map { segment in Self.parameterName(segment).map { ":" + $0 } ?? String(segment) }.joined(separator: "/")
+        "/"
+            + segments.map { segment in Self.parameterName(segment).map { ":" + $0 } ?? String(segment) }.joined(
+                separator: "/")
     }
 
     /// The path with `parameters` filled in order, each percent-escaped as one segment, and
@@ -38,12 +40,18 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
 
     /// ``path(_:query:)`` with the parameters as an array.
     public func path(_ parameters: [String], query: [(name: String, value: String?)] = []) -> String {
-        precondition(parameters.count == parameterNames.count, "\(self) takes \(parameterNames.count) parameters, got \(parameters.count)")
+        precondition(
+            parameters.count == parameterNames.count,
+            "\(self) takes \(parameterNames.count) parameters, got \(parameters.count)")
         var values = parameters.makeIterator()
-        var path = "/" + segments.map { segment in
-            Self.parameterName(segment) == nil ? String(segment) : PercentEscaping.segment(values.next()!)
-        }.joined(separator: "/")
-        let items = query.compactMap { item in item.value.map { PercentEscaping.queryComponent(item.name) + "=" + PercentEscaping.queryComponent($0) } }
+        var path =
+            "/"
+            + segments.map { segment in
+                Self.parameterName(segment) == nil ? String(segment) : PercentEscaping.segment(values.next()!)
+            }.joined(separator: "/")
+        let items = query.compactMap { item in
+            item.value.map { PercentEscaping.queryComponent(item.name) + "=" + PercentEscaping.queryComponent($0) }
+        }
         if !items.isEmpty { path += "?" + items.joined(separator: "&") }
         return path
     }
@@ -73,8 +81,9 @@ public enum PercentEscaping {
         bytes.reserveCapacity(value.utf8.count)
         for byte in value.utf8 {
             switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
                 bytes.append(byte)
             default:
                 bytes += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]

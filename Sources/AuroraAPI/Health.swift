@@ -83,8 +83,10 @@ public struct HealthResponse: Codable, Sendable, Equatable {
     /// Reports waiting in this node's outbox for the lead.
     public var outboxPending: Int?
 
-    public init(status: Status, node: String, role: NodeRole, version: String, uptimeS: Double, store: StoreHealth,
-                postgres: ReplicaHealth? = nil) {
+    public init(
+        status: Status, node: String, role: NodeRole, version: String, uptimeS: Double, store: StoreHealth,
+        postgres: ReplicaHealth? = nil
+    ) {
         self.status = status
         self.node = node
         self.role = role
@@ -132,8 +134,10 @@ public struct AgentStatus: Codable, Sendable, Equatable {
     /// The mesh this lead's store belongs to (lead only, once the store is ready).
     public var meshID: String?
 
-    public init(health: HealthResponse, pid: Int32, dataDir: String, listen: String, startedAt: String, identity: Identity,
-                meshID: String? = nil) {
+    public init(
+        health: HealthResponse, pid: Int32, dataDir: String, listen: String, startedAt: String, identity: Identity,
+        meshID: String? = nil
+    ) {
         self.meshID = meshID
         self.health = health
         self.pid = pid

@@ -93,13 +93,15 @@ public struct PriorityValue: Codable, Sendable, Equatable {
         let container = try decoder.singleValueContainer()
         if let number = try? container.decode(Int.self) {
             guard JobPriority.range.contains(number) else {
-                throw DecodingError.dataCorruptedError(in: container, debugDescription: "must be 0-9 (9 highest) or low, normal, high, critical")
+                throw DecodingError.dataCorruptedError(
+                    in: container, debugDescription: "must be 0-9 (9 highest) or low, normal, high, critical")
             }
             value = number
         } else if let text = try? container.decode(String.self), let number = JobPriority.parse(text) {
             value = number
         } else {
-            throw DecodingError.dataCorruptedError(in: container, debugDescription: "must be 0-9 (9 highest) or low, normal, high, critical")
+            throw DecodingError.dataCorruptedError(
+                in: container, debugDescription: "must be 0-9 (9 highest) or low, normal, high, critical")
         }
     }
 
@@ -119,8 +121,10 @@ public struct JobSubmission: Codable, Sendable, Equatable {
     public var idempotencyKey: String?
     public var maxAttempts: Int?
 
-    public init(kind: JobKind, priority: Int? = nil, requirements: JobRequirements? = nil, payload: [String: JSONValue],
-                idempotencyKey: String? = nil, maxAttempts: Int? = nil) {
+    public init(
+        kind: JobKind, priority: Int? = nil, requirements: JobRequirements? = nil, payload: [String: JSONValue],
+        idempotencyKey: String? = nil, maxAttempts: Int? = nil
+    ) {
         self.kind = kind
         self.priority = priority.map(PriorityValue.init)
         self.requirements = requirements
@@ -129,7 +133,9 @@ public struct JobSubmission: Codable, Sendable, Equatable {
         self.maxAttempts = maxAttempts
     }
 
-    public static let fields: Set<String> = ["kind", "priority", "requirements", "payload", "idempotency_key", "max_attempts"]
+    public static let fields: Set<String> = [
+        "kind", "priority", "requirements", "payload", "idempotency_key", "max_attempts",
+    ]
 
     enum CodingKeys: String, CodingKey {
         case kind, priority, requirements, payload
@@ -152,8 +158,10 @@ public struct GenerateRequest: Codable, Sendable, Equatable {
     /// Wait up to this many seconds for the answer (200 when it finished, else 202).
     public var waitS: Double?
 
-    public init(model: String, prompt: String? = nil, messages: [JSONValue]? = nil, options: [String: JSONValue]? = nil,
-                priority: Int? = nil, minVramMB: Int? = nil, idempotencyKey: String? = nil, waitS: Double? = nil) {
+    public init(
+        model: String, prompt: String? = nil, messages: [JSONValue]? = nil, options: [String: JSONValue]? = nil,
+        priority: Int? = nil, minVramMB: Int? = nil, idempotencyKey: String? = nil, waitS: Double? = nil
+    ) {
         self.model = model
         self.prompt = prompt
         self.messages = messages
@@ -164,8 +172,10 @@ public struct GenerateRequest: Codable, Sendable, Equatable {
         self.waitS = waitS
     }
 
-    public static let fields: Set<String> = ["model", "prompt", "messages", "options", "priority", "min_vram_mb", "gpu_model", "labels",
-                                             "idempotency_key", "wait_s"]
+    public static let fields: Set<String> = [
+        "model", "prompt", "messages", "options", "priority", "min_vram_mb", "gpu_model", "labels",
+        "idempotency_key", "wait_s",
+    ]
 
     enum CodingKeys: String, CodingKey {
         case model, prompt, messages, options, priority, labels
@@ -202,10 +212,13 @@ public struct Job: Codable, Sendable, Equatable {
     /// `operator` or `node:NAME`.
     public var submittedBy: String?
 
-    public init(id: String, kind: JobKind, priority: Int, state: JobState, attempt: Int, maxAttempts: Int,
-                requirements: JobRequirements, idempotencyKey: String? = nil, node: String? = nil, gpus: [Int]? = nil,
-                submittedAt: String, startedAt: String? = nil, finishedAt: String? = nil, leaseDeadline: String? = nil,
-                position: Int? = nil, etaS: Double? = nil, result: JSONValue? = nil, error: String? = nil, submittedBy: String? = nil) {
+    public init(
+        id: String, kind: JobKind, priority: Int, state: JobState, attempt: Int, maxAttempts: Int,
+        requirements: JobRequirements, idempotencyKey: String? = nil, node: String? = nil, gpus: [Int]? = nil,
+        submittedAt: String, startedAt: String? = nil, finishedAt: String? = nil, leaseDeadline: String? = nil,
+        position: Int? = nil, etaS: Double? = nil, result: JSONValue? = nil, error: String? = nil,
+        submittedBy: String? = nil
+    ) {
         self.id = id
         self.kind = kind
         self.priority = priority
@@ -258,7 +271,9 @@ public struct QueueView: Codable, Sendable, Equatable {
         public var submittedAt: String
         public var minVramMB: Int
 
-        public init(id: String, kind: JobKind, priority: Int, position: Int, etaS: Double?, submittedAt: String, minVramMB: Int) {
+        public init(
+            id: String, kind: JobKind, priority: Int, position: Int, etaS: Double?, submittedAt: String, minVramMB: Int
+        ) {
             self.id = id
             self.kind = kind
             self.priority = priority
@@ -415,7 +430,9 @@ public struct Assignment: Codable, Sendable, Equatable {
     /// runs an exec job only for a submitter it trusts.
     public var submittedBy: String?
 
-    public init(id: String, attempt: Int, kind: JobKind, payload: [String: JSONValue], gpus: [Int], submittedBy: String? = nil) {
+    public init(
+        id: String, attempt: Int, kind: JobKind, payload: [String: JSONValue], gpus: [Int], submittedBy: String? = nil
+    ) {
         self.id = id
         self.attempt = attempt
         self.kind = kind

@@ -26,8 +26,10 @@ public struct NodeReport: Codable, Sendable, Equatable {
     /// `event`: what happened on the node.
     public var event: NodeEvent?
 
-    public init(id: String, kind: Kind, at: String, job: String? = nil, result: JobResult? = nil,
-                connectivity: ConnectivityReport? = nil, event: NodeEvent? = nil) {
+    public init(
+        id: String, kind: Kind, at: String, job: String? = nil, result: JobResult? = nil,
+        connectivity: ConnectivityReport? = nil, event: NodeEvent? = nil
+    ) {
         self.id = id
         self.kind = kind
         self.at = at
@@ -49,7 +51,9 @@ public struct NodeEvent: Codable, Sendable, Equatable {
     }
 
     /// The event types a node may report; the lead refuses others.
-    public static let reportable: Set<String> = [EventType.checkChanged, EventType.checkRecovery, EventType.alertRaised, EventType.alertCleared]
+    public static let reportable: Set<String> = [
+        EventType.checkChanged, EventType.checkRecovery, EventType.alertRaised, EventType.alertCleared,
+    ]
 }
 
 /// `POST /api/nodes/{name}/reports` (signed): reports in the order they were made.
@@ -115,8 +119,10 @@ public struct OutboxStatus: Codable, Sendable, Equatable {
     public var corruptRegionsSkipped: Int
     public var path: String
 
-    public init(pending: Int, pendingBytes: Int, oldestAgeS: Double?, delivered: Int, failing: Bool, lastError: String?,
-                tornTailRepaired: Bool, corruptRegionsSkipped: Int, path: String) {
+    public init(
+        pending: Int, pendingBytes: Int, oldestAgeS: Double?, delivered: Int, failing: Bool, lastError: String?,
+        tornTailRepaired: Bool, corruptRegionsSkipped: Int, path: String
+    ) {
         self.pending = pending
         self.pendingBytes = pendingBytes
         self.oldestAgeS = oldestAgeS
@@ -160,9 +166,13 @@ public struct ServiceCheckState: Codable, Sendable, Equatable {
     public var lastRecoveryAt: String?
     public var lastRecoveryExitCode: Int?
 
-    public init(name: String, kind: String, target: String, status: CheckResult.Status?, lastOutcome: CheckResult.Status?, output: String,
-                consecutiveFailures: Int, consecutiveSuccesses: Int, checkedAt: String?, recoveries: Int, lastRecoveryAt: String?,
-                lastRecoveryExitCode: Int?) {
+    public init(
+        name: String, kind: String, target: String, status: CheckResult.Status?, lastOutcome: CheckResult.Status?,
+        output: String,
+        consecutiveFailures: Int, consecutiveSuccesses: Int, checkedAt: String?, recoveries: Int,
+        lastRecoveryAt: String?,
+        lastRecoveryExitCode: Int?
+    ) {
         self.name = name
         self.kind = kind
         self.target = target

@@ -19,8 +19,11 @@ public struct StandbyView: Codable, Sendable, Equatable {
     /// The replication slot the standby streams through, when it uses one.
     public var slot: String?
 
-    public init(applicationName: String, clientAddr: String?, state: String, sentLSN: String?, writeLSN: String?, flushLSN: String?,
-                replayLSN: String?, lagBytes: Int64?, writeLagS: Double?, flushLagS: Double?, replayLagS: Double?, slot: String?) {
+    public init(
+        applicationName: String, clientAddr: String?, state: String, sentLSN: String?, writeLSN: String?,
+        flushLSN: String?,
+        replayLSN: String?, lagBytes: Int64?, writeLagS: Double?, flushLagS: Double?, replayLagS: Double?, slot: String?
+    ) {
         self.applicationName = applicationName
         self.clientAddr = clientAddr
         self.state = state
@@ -120,9 +123,13 @@ public struct ReplicaHealth: Codable, Sendable, Equatable {
     public var maxLagS: Double?
     public var maxLagBytes: Int64?
 
-    public init(role: Role, state: String, reason: String, degraded: Bool, lagBytes: Int64? = nil, lagS: Double? = nil,
-                receiveLSN: String? = nil, replayLSN: String? = nil, receiver: ReceiverView? = nil, standbys: [StandbyView]? = nil,
-                slots: [SlotView]? = nil, inactiveSlots: [SlotView]? = nil, sampledAt: String, maxLagS: Double? = nil, maxLagBytes: Int64? = nil) {
+    public init(
+        role: Role, state: String, reason: String, degraded: Bool, lagBytes: Int64? = nil, lagS: Double? = nil,
+        receiveLSN: String? = nil, replayLSN: String? = nil, receiver: ReceiverView? = nil,
+        standbys: [StandbyView]? = nil,
+        slots: [SlotView]? = nil, inactiveSlots: [SlotView]? = nil, sampledAt: String, maxLagS: Double? = nil,
+        maxLagBytes: Int64? = nil
+    ) {
         self.role = role
         self.state = state
         self.reason = reason

@@ -78,7 +78,10 @@ public struct WireGuardPeer: Codable, Sendable, Equatable {
     /// The node is behind NAT: it and its peers keep the tunnel open (PersistentKeepalive 25).
     public var behindNAT: Bool?
 
-    public init(publicKey: String, endpoint: String? = nil, listenPort: Int, handshakeAgeS: Double? = nil, behindNAT: Bool? = nil) {
+    public init(
+        publicKey: String, endpoint: String? = nil, listenPort: Int, handshakeAgeS: Double? = nil,
+        behindNAT: Bool? = nil
+    ) {
         self.publicKey = publicKey
         self.endpoint = endpoint
         self.listenPort = listenPort
@@ -166,10 +169,12 @@ public struct Node: Codable, Sendable, Equatable {
     /// The node's TLS listener port.
     public var tlsPort: Int?
 
-    public init(name: String, role: NodeRole, company: String, vpnIP: String, state: NodeState, lastSeen: String,
-                labels: [String: String], wireguard: WireGuardPeer, capabilities: Capabilities, version: String,
-                address: String?, joinedAt: String, signPublicKey: String, boxPublicKey: String,
-                timing: HeartbeatTiming? = nil, checks: [CheckResult]? = nil, postgres: ReplicaHealth? = nil) {
+    public init(
+        name: String, role: NodeRole, company: String, vpnIP: String, state: NodeState, lastSeen: String,
+        labels: [String: String], wireguard: WireGuardPeer, capabilities: Capabilities, version: String,
+        address: String?, joinedAt: String, signPublicKey: String, boxPublicKey: String,
+        timing: HeartbeatTiming? = nil, checks: [CheckResult]? = nil, postgres: ReplicaHealth? = nil
+    ) {
         self.name = name
         self.role = role
         self.company = company
@@ -255,7 +260,8 @@ public struct Topology: Codable, Sendable, Equatable {
         /// Seconds since `from` measured it.
         public var measuredAgeS: Double?
 
-        public init(from: String, to: String, rttMs: Double, handshakeAgeS: Double? = nil, measuredAgeS: Double? = nil) {
+        public init(from: String, to: String, rttMs: Double, handshakeAgeS: Double? = nil, measuredAgeS: Double? = nil)
+        {
             self.from = from
             self.to = to
             self.rttMs = rttMs
@@ -332,9 +338,11 @@ public struct JoinRequest: Codable, Sendable, Equatable {
     /// The node's TLS listener port (`tls.listen`), when it has one.
     public var tlsPort: Int?
 
-    public init(token: String, name: String, profile: NodeRole, company: String?, labels: [String: String]?,
-                wireguard: WireGuard, signPublicKey: String, boxPublicKey: String, vpnIP: String?,
-                capabilities: Capabilities, address: String?, version: String?, timing: HeartbeatTiming?) {
+    public init(
+        token: String, name: String, profile: NodeRole, company: String?, labels: [String: String]?,
+        wireguard: WireGuard, signPublicKey: String, boxPublicKey: String, vpnIP: String?,
+        capabilities: Capabilities, address: String?, version: String?, timing: HeartbeatTiming?
+    ) {
         self.token = token
         self.name = name
         self.profile = profile
@@ -451,9 +459,12 @@ public struct HeartbeatRequest: Codable, Sendable, Equatable {
     /// The node's TLS listener port, when it has one.
     public var tlsPort: Int?
 
-    public init(capabilities: Capabilities?, version: String, labels: [String: String]?, checks: [CheckResult],
-                peers: [PeerRTT], address: String?, timing: HeartbeatTiming, worker: WorkerReport? = nil, postgres: ReplicaHealth? = nil,
-                wireguard: WireGuardReport? = nil) {
+    public init(
+        capabilities: Capabilities?, version: String, labels: [String: String]?, checks: [CheckResult],
+        peers: [PeerRTT], address: String?, timing: HeartbeatTiming, worker: WorkerReport? = nil,
+        postgres: ReplicaHealth? = nil,
+        wireguard: WireGuardReport? = nil
+    ) {
         self.capabilities = capabilities
         self.version = version
         self.labels = labels
@@ -489,7 +500,9 @@ public struct HeartbeatResponse: Codable, Sendable, Equatable {
     /// when it moves.
     public var secretsVersion: Int?
 
-    public init(state: NodeState, registryVersion: Int, leadTime: String, sendFull: Bool = false, secretsVersion: Int? = nil) {
+    public init(
+        state: NodeState, registryVersion: Int, leadTime: String, sendFull: Bool = false, secretsVersion: Int? = nil
+    ) {
         self.state = state
         self.registryVersion = registryVersion
         self.leadTime = leadTime
@@ -522,7 +535,10 @@ public struct TokenCreateRequest: Codable, Sendable, Equatable {
     public var reusable: Bool?
     public var labels: [String: String]?
 
-    public init(profile: NodeRole, company: String? = nil, ttlS: Int? = nil, reusable: Bool? = nil, labels: [String: String]? = nil) {
+    public init(
+        profile: NodeRole, company: String? = nil, ttlS: Int? = nil, reusable: Bool? = nil,
+        labels: [String: String]? = nil
+    ) {
         self.profile = profile
         self.company = company
         self.ttlS = ttlS
@@ -575,7 +591,9 @@ public struct APITokenInfo: Codable, Sendable, Equatable {
     public var createdAt: String
     public var expiresAt: String?
 
-    public init(id: String, role: APIRole, company: String, state: TokenInfo.State, createdAt: String, expiresAt: String?) {
+    public init(
+        id: String, role: APIRole, company: String, state: TokenInfo.State, createdAt: String, expiresAt: String?
+    ) {
         self.id = id
         self.role = role
         self.company = company
@@ -607,8 +625,10 @@ public struct TokenInfo: Codable, Sendable, Equatable {
     public var createdAt: String
     public var expiresAt: String
 
-    public init(id: String, profile: NodeRole, company: String, labels: [String: String], reusable: Bool, uses: Int,
-                state: State, createdAt: String, expiresAt: String) {
+    public init(
+        id: String, profile: NodeRole, company: String, labels: [String: String], reusable: Bool, uses: Int,
+        state: State, createdAt: String, expiresAt: String
+    ) {
         self.id = id
         self.profile = profile
         self.company = company
@@ -641,7 +661,9 @@ public struct TokenCreated: Codable, Sendable, Equatable {
     /// The command that joins a machine (the token read from a file, never argv).
     public var joinCommand: String?
 
-    public init(token: String, info: TokenInfo, leadPin: String? = nil, leadURL: String? = nil, joinCommand: String? = nil) {
+    public init(
+        token: String, info: TokenInfo, leadPin: String? = nil, leadURL: String? = nil, joinCommand: String? = nil
+    ) {
         self.token = token
         self.info = info
         self.leadPin = leadPin

@@ -29,8 +29,12 @@ public enum Routes {
 
     public static let secrets = API.listSecrets.pattern
     public static func secret(_ service: String, _ keyName: String) -> String { API.readSecret.path(service, keyName) }
-    public static func secretVersions(_ service: String, _ keyName: String) -> String { API.secretVersions.path(service, keyName) }
-    public static func secretRollback(_ service: String, _ keyName: String) -> String { API.rollbackSecret.path(service, keyName) }
+    public static func secretVersions(_ service: String, _ keyName: String) -> String {
+        API.secretVersions.path(service, keyName)
+    }
+    public static func secretRollback(_ service: String, _ keyName: String) -> String {
+        API.rollbackSecret.path(service, keyName)
+    }
     public static let audit = API.audit.pattern
     public static let secretsRotateKey = API.rotateSecretsKey.pattern
 

@@ -36,7 +36,9 @@ public struct SecretInfo: Codable, Sendable, Equatable {
     public var version: Int
     public var updatedAt: String?
 
-    public init(service: String, keyName: String, scope: String, scopeID: String, version: Int, updatedAt: String? = nil) {
+    public init(
+        service: String, keyName: String, scope: String, scopeID: String, version: Int, updatedAt: String? = nil
+    ) {
         self.service = service
         self.keyName = keyName
         self.scope = scope
@@ -76,8 +78,10 @@ public struct SecretRead: Codable, Sendable, Equatable {
     /// From a node's cache while the lead is away: seconds since it was fetched.
     public var cachedAgeS: Double?
 
-    public init(service: String, keyName: String, scope: String, scopeID: String, version: Int, sealedValue: String? = nil,
-                signature: String? = nil, value: String? = nil, cachedAgeS: Double? = nil) {
+    public init(
+        service: String, keyName: String, scope: String, scopeID: String, version: Int, sealedValue: String? = nil,
+        signature: String? = nil, value: String? = nil, cachedAgeS: Double? = nil
+    ) {
         self.service = service
         self.keyName = keyName
         self.scope = scope
@@ -90,8 +94,10 @@ public struct SecretRead: Codable, Sendable, Equatable {
     }
 
     /// What the lead signs for a node: every field of the answer and the sealed bytes' hash.
-    public static func signedText(service: String, keyName: String, scope: String, scopeID: String, version: Int, node: String,
-                                  sealedSHA256Hex: String) -> String {
+    public static func signedText(
+        service: String, keyName: String, scope: String, scopeID: String, version: Int, node: String,
+        sealedSHA256Hex: String
+    ) -> String {
         "aurora-secret-v1\n\(service)\n\(keyName)\n\(scope)\n\(scopeID)\n\(version)\n\(node)\n\(sealedSHA256Hex)"
     }
 
@@ -187,8 +193,11 @@ public struct AuditEntry: Codable, Sendable, Equatable {
     public var previousHash: String
     public var hash: String
 
-    public init(seq: Int64, at: String, actor: String, action: String, service: String, keyName: String, node: String?, scope: String?,
-                version: Int?, result: String, previousHash: String, hash: String) {
+    public init(
+        seq: Int64, at: String, actor: String, action: String, service: String, keyName: String, node: String?,
+        scope: String?,
+        version: Int?, result: String, previousHash: String, hash: String
+    ) {
         self.seq = seq
         self.at = at
         self.actor = actor

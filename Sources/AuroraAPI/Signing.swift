@@ -26,8 +26,10 @@ public enum RequestSigning {
 
     /// The text that is signed.
     /// With a `target`, an eighth line `target:<name>` follows.
-    public static func canonical(method: String, path: String, node: String, timestamp: String, nonce: String,
-                                 bodySHA256: String, target: String? = nil) -> String {
+    public static func canonical(
+        method: String, path: String, node: String, timestamp: String, nonce: String,
+        bodySHA256: String, target: String? = nil
+    ) -> String {
         var lines = ["aurora-v1", method.uppercased(), path, node, timestamp, nonce, bodySHA256]
         if let target { lines.append("target:" + target) }
         return lines.joined(separator: "\n")

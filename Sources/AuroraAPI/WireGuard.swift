@@ -12,7 +12,10 @@ public struct WireGuardLink: Codable, Sendable, Equatable {
     public var rxBytes: Int64
     public var txBytes: Int64
 
-    public init(publicKey: String, name: String?, endpoint: String?, allowedIPs: [String]?, handshakeAgeS: Double?, rxBytes: Int64, txBytes: Int64) {
+    public init(
+        publicKey: String, name: String?, endpoint: String?, allowedIPs: [String]?, handshakeAgeS: Double?,
+        rxBytes: Int64, txBytes: Int64
+    ) {
         self.publicKey = publicKey
         self.name = name
         self.endpoint = endpoint
@@ -73,8 +76,11 @@ public struct WireGuardStatus: Codable, Sendable, Equatable {
     public var lastError: String?
     public var peers: [WireGuardLink]
 
-    public init(mode: String, interface: String, up: Bool, address: String?, publicKey: String, listenPort: Int, configPath: String,
-                appliedAt: String?, lastError: String?, peers: [WireGuardLink]) {
+    public init(
+        mode: String, interface: String, up: Bool, address: String?, publicKey: String, listenPort: Int,
+        configPath: String,
+        appliedAt: String?, lastError: String?, peers: [WireGuardLink]
+    ) {
         self.mode = mode
         self.interface = interface
         self.up = up

@@ -109,10 +109,15 @@ extension AuroraClient {
     /// `GET /api/events`: the events after `since`, or the last `tail` ones; with `follow` the
     /// stream stays open for new events. `types` is comma-separated (`job.*` matches by prefix).
     public func events(since: Int64? = nil, tail: Int? = nil, follow: Bool, types: String? = nil, node: String? = nil)
-        async throws(AuroraClientError) -> MeshEventStream {
-        let request = try call(API.events, query: [("since", since.map(String.init)), ("tail", since == nil ? tail.map(String.init) : nil),
-                                                ("follow", String(follow)), ("type", types), ("node", node)],
-                            accept: "text/event-stream", timeout: .hours(24 * 365))
+        async throws(AuroraClientError) -> MeshEventStream
+    {
+        let request = try call(
+            API.events,
+            query: [
+                ("since", since.map(String.init)), ("tail", since == nil ? tail.map(String.init) : nil),
+                ("follow", String(follow)), ("type", types), ("node", node),
+            ],
+            accept: "text/event-stream", timeout: .hours(24 * 365))
         return MeshEventStream(events: ServerSentEvents(try await stream(request)))
     }
 }
@@ -133,8 +138,10 @@ extension AuroraClient {
     /// `GET /api/gpu/jobs/{id}`; with `wait` the agent holds the answer up to that many seconds
     /// until the job finishes (the call's timeout grows by as much).
     public func job(_ id: String, wait: Double? = nil) async throws(AuroraClientError) -> Job {
-        try await decode(call(API.getJob, id, query: [("wait", wait.map { String($0) })],
-                              timeout: wait.map { .seconds(Int64($0) + 10) }))
+        try await decode(
+            call(
+                API.getJob, id, query: [("wait", wait.map { String($0) })],
+                timeout: wait.map { .seconds(Int64($0) + 10) }))
     }
 
     /// `DELETE /api/gpu/jobs/{id}`.
@@ -162,7 +169,9 @@ extension AuroraClient {
     }
 
     /// `GET /api/secrets/{service}/{key}`; on the lead `node` or `company` previews what resolves there.
-    public func readSecret(service: String, key: String, node: String? = nil, company: String? = nil) async throws(AuroraClientError) -> SecretRead {
+    public func readSecret(service: String, key: String, node: String? = nil, company: String? = nil)
+        async throws(AuroraClientError) -> SecretRead
+    {
         try await decode(call(API.readSecret, service, key, query: [("node", node), ("company", company)]))
     }
 
@@ -172,12 +181,16 @@ extension AuroraClient {
     }
 
     /// `GET /api/secrets/{service}/{key}/versions` at one scope.
-    public func secretVersions(service: String, key: String, scope: String, scopeID: String?) async throws(AuroraClientError) -> SecretVersions {
+    public func secretVersions(service: String, key: String, scope: String, scopeID: String?)
+        async throws(AuroraClientError) -> SecretVersions
+    {
         try await decode(call(API.secretVersions, service, key, query: [("scope", scope), ("scope_id", scopeID)]))
     }
 
     /// `POST /api/secrets/{service}/{key}/rollback`.
-    public func rollbackSecret(service: String, key: String, _ rollback: SecretRollback) async throws(AuroraClientError) -> SecretInfo {
+    public func rollbackSecret(service: String, key: String, _ rollback: SecretRollback) async throws(AuroraClientError)
+        -> SecretInfo
+    {
         try await decode(call(API.rollbackSecret, service, key, body: rollback))
     }
 
@@ -187,7 +200,8 @@ extension AuroraClient {
     }
 
     /// `POST /api/secrets/rotate-key`.
-    public func rotateSecretsKey(timeout: TimeAmount = .seconds(300)) async throws(AuroraClientError) -> SecretRotation {
+    public func rotateSecretsKey(timeout: TimeAmount = .seconds(300)) async throws(AuroraClientError) -> SecretRotation
+    {
         try await decode(call(API.rotateSecretsKey, timeout: timeout))
     }
 }
@@ -216,17 +230,22 @@ extension AuroraClient {
 
     /// `POST /api/backups` as NDJSON: progress lines, then one line with the backup or the error.
     public func createBackup(timeout: TimeAmount = .hours(24)) async throws(AuroraClientError)
-        -> NDJSONLines<HTTPClientResponse.Body, BackupStreamLine> {
+        -> NDJSONLines<HTTPClientResponse.Body, BackupStreamLine>
+    {
         NDJSONLines(try await stream(call(API.createBackup, accept: MediaTypes.ndjson, timeout: timeout)))
     }
 
     /// `POST /api/backups/{file}/verify`.
-    public func verifyBackup(_ file: String, timeout: TimeAmount = .hours(1)) async throws(AuroraClientError) -> BackupVerification {
+    public func verifyBackup(_ file: String, timeout: TimeAmount = .hours(1)) async throws(AuroraClientError)
+        -> BackupVerification
+    {
         try await decode(call(API.verifyBackup, file, timeout: timeout))
     }
 
     /// `POST /api/backups/{file}/restore` into a new database.
-    public func restoreBackup(_ file: String, into database: String, timeout: TimeAmount = .hours(24)) async throws(AuroraClientError) -> BackupRestored {
+    public func restoreBackup(_ file: String, into database: String, timeout: TimeAmount = .hours(24))
+        async throws(AuroraClientError) -> BackupRestored
+    {
         try await decode(call(API.restoreBackup, file, body: BackupRestoreRequest(into: database), timeout: timeout))
     }
 }
@@ -241,7 +260,8 @@ extension AuroraClient {
 
     /// `GET /api/wireguard/config`: the rendered configuration as text.
     public func wireguardConfig(showPrivate: Bool, setconf: Bool) async throws(AuroraClientError) -> String {
-        let request = try call(API.wireguardConfig, query: [("show_private", String(showPrivate)), ("setconf", String(setconf))])
+        let request = try call(
+            API.wireguardConfig, query: [("show_private", String(showPrivate)), ("setconf", String(setconf))])
         let response = try await send(request)
         let body = try await collect(response, request, upTo: Self.maxAnswerBytes)
         guard response.status == .ok else { throw await failure(response, request, body: body) }
@@ -251,9 +271,15 @@ extension AuroraClient {
     /// `GET /api/logs`: up to `limit` lines after `since`, of one subsystem and level or more,
     /// of this agent or (through the lead) of `node`.
     public func logs(limit: Int, since: Int64, subsystem: String? = nil, node: String? = nil, level: String? = nil)
-        async throws(AuroraClientError) -> LogPage {
-        try await decode(call(API.logs, query: [("limit", String(limit)), ("since", String(since)), ("subsystem", subsystem),
-                                                ("node", node), ("level", level)]))
+        async throws(AuroraClientError) -> LogPage
+    {
+        try await decode(
+            call(
+                API.logs,
+                query: [
+                    ("limit", String(limit)), ("since", String(since)), ("subsystem", subsystem),
+                    ("node", node), ("level", level),
+                ]))
     }
 
     /// `GET /api/subsystems`.
@@ -262,7 +288,9 @@ extension AuroraClient {
     }
 
     /// `POST /api/subsystems/{name}/restart`.
-    public func restartSubsystem(_ name: String, timeout: TimeAmount = .seconds(30)) async throws(AuroraClientError) -> SubsystemState {
+    public func restartSubsystem(_ name: String, timeout: TimeAmount = .seconds(30)) async throws(AuroraClientError)
+        -> SubsystemState
+    {
         try await decode(call(API.restartSubsystem, name, timeout: timeout))
     }
 }

@@ -24,7 +24,10 @@ public struct AuroraClient: Sendable {
     public var timeout: TimeAmount
     let httpClient: HTTPClient
 
-    public init(baseURL: String, token: String? = nil, pin: TLSPin? = nil, timeout: TimeAmount = .seconds(5), httpClient: HTTPClient = .shared) {
+    public init(
+        baseURL: String, token: String? = nil, pin: TLSPin? = nil, timeout: TimeAmount = .seconds(5),
+        httpClient: HTTPClient = .shared
+    ) {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.token = token
         self.pin = pin
@@ -44,19 +47,24 @@ public struct AuroraClient: Sendable {
     func tlsConfiguration() async throws(AuroraClientError) -> TLSConfiguration? {
         guard let url = URLComponents(string: baseURL), url.scheme?.lowercased() == "https" else { return nil }
         guard let pin else {
-            var failure = AuroraClientError(.pinRequired, "\(baseURL) is https: a pin of the agent's key is needed so that it is checked before the token is sent")
+            var failure = AuroraClientError(
+                .pinRequired,
+                "\(baseURL) is https: a pin of the agent's key is needed so that it is checked before the token is sent"
+            )
             failure.baseURL = baseURL
             throw failure
         }
         do {
-            let certificate = try await PinnedTLS.verifiedCertificate(url: baseURL, host: url.host ?? "", port: url.port ?? 443, pin: pin)
+            let certificate = try await PinnedTLS.verifiedCertificate(
+                url: baseURL, host: url.host ?? "", port: url.port ?? 443, pin: pin)
             return PinnedTLS.clientConfiguration(trusting: certificate)
         } catch let error as PinningError {
             var failure = AuroraClientError(error.isMismatch ? .pinMismatch : .tlsFailed, error.message)
             failure.baseURL = baseURL
             throw failure
         } catch {
-            var failure = AuroraClientError(.tlsFailed, "cannot reach \(baseURL) over TLS: \(AuroraClientError.reason(error))")
+            var failure = AuroraClientError(
+                .tlsFailed, "cannot reach \(baseURL) over TLS: \(AuroraClientError.reason(error))")
             failure.baseURL = baseURL
             throw failure
         }
@@ -74,8 +82,10 @@ public struct AuroraClient: Sendable {
     }
 
     /// A call of `endpoint` with `parameters` filled into its path and `query` appended.
-    func call(_ endpoint: Endpoint, _ parameters: String..., query: [(name: String, value: String?)] = [],
-              body: (some Encodable)? = Optional<Int>.none, accept: String? = nil, timeout: TimeAmount? = nil) throws(AuroraClientError) -> Call {
+    func call(
+        _ endpoint: Endpoint, _ parameters: String..., query: [(name: String, value: String?)] = [],
+        body: (some Encodable)? = Optional<Int>.none, accept: String? = nil, timeout: TimeAmount? = nil
+    ) throws(AuroraClientError) -> Call {
         if parameters.contains(where: \.isEmpty) {
             throw AuroraClientError(.invalidArgument, "\(endpoint): a path parameter is empty")
         }
@@ -83,7 +93,9 @@ public struct AuroraClient: Sendable {
         do { data = try body.map { try APICoding.encoder().encode($0) } } catch {
             throw AuroraClientError(.invalidArgument, "\(endpoint): the request does not encode: \(error)")
         }
-        return Call(endpoint: endpoint, path: endpoint.path(parameters, query: query), body: data, accept: accept, timeout: timeout)
+        return Call(
+            endpoint: endpoint, path: endpoint.path(parameters, query: query), body: data, accept: accept,
+            timeout: timeout)
     }
 
     /// Sends `call` and returns the answer's head and streaming body, whatever its status.
@@ -105,11 +117,13 @@ public struct AuroraClient: Sendable {
     }
 
     /// The whole body, up to `limit` bytes.
-    func collect(_ response: HTTPClientResponse, _ call: Call, upTo limit: Int) async throws(AuroraClientError) -> Data {
+    func collect(_ response: HTTPClientResponse, _ call: Call, upTo limit: Int) async throws(AuroraClientError) -> Data
+    {
         do {
             return Data(try await response.body.collect(upTo: limit).readableBytesView)
         } catch is NIOTooManyBytesError {
-            var failure = AuroraClientError(.undecodable, "\(call.endpoint.method) \(call.path): the answer is larger than \(limit) bytes")
+            var failure = AuroraClientError(
+                .undecodable, "\(call.endpoint.method) \(call.path): the answer is larger than \(limit) bytes")
             failure.status = Int(response.status.code)
             throw failure
         } catch {
@@ -122,19 +136,25 @@ public struct AuroraClient: Sendable {
     func failure(_ response: HTTPClientResponse, _ call: Call, body: Data? = nil) async -> AuroraClientError {
         let status = Int(response.status.code)
         let data: Data
-        if let body { data = body } else {
+        if let body {
+            data = body
+        } else {
             do { data = try await collect(response, call, upTo: Self.maxErrorBytes) } catch { return error }
         }
         if let refusal = try? APICoding.decoder().decode(ErrorResponse.self, from: data) {
-            return .refused(refusal.error, status: status, method: call.endpoint.method, path: call.path, baseURL: baseURL)
+            return .refused(
+                refusal.error, status: status, method: call.endpoint.method, path: call.path, baseURL: baseURL)
         }
         return .unexpected(status: status, method: call.endpoint.method, path: call.path, baseURL: baseURL)
     }
 
     /// Sends `call` and decodes `T` from an answer whose status `accepts` takes (any 2xx unless
     /// told otherwise).
-    func decode<T: Decodable>(_ call: Call, as type: T.Type = T.self, accepting accepts: (Int) -> Bool = { (200..<300).contains($0) })
-        async throws(AuroraClientError) -> T {
+    func decode<T: Decodable>(
+        _ call: Call, as type: T.Type = T.self, accepting accepts: (Int) -> Bool = { (200..<300).contains($0) }
+    )
+        async throws(AuroraClientError) -> T
+    {
         let response = try await send(call)
         let body = try await collect(response, call, upTo: Self.maxAnswerBytes)
         if accepts(Int(response.status.code)), let value = try? APICoding.decoder().decode(T.self, from: body) {

@@ -67,7 +67,9 @@ extension AuroraClientError {
         return failure
     }
 
-    static func refused(_ detail: ErrorResponse.Detail, status: Int, method: String, path: String, baseURL: String) -> AuroraClientError {
+    static func refused(_ detail: ErrorResponse.Detail, status: Int, method: String, path: String, baseURL: String)
+        -> AuroraClientError
+    {
         var failure = AuroraClientError(.refused, "\(detail.message) (\(status) \(detail.code))")
         failure.apiError = detail
         failure.status = status
@@ -90,7 +92,9 @@ extension AuroraClientError {
     static func reason(_ error: any Error) -> String {
         let text = String(describing: error)
         if text.contains("connectTimeout") || text.contains("Timeout") { return "timed out" }
-        if text.contains("refused") || text.contains("ECONNREFUSED") || text.contains("errno: 111") { return "connection refused" }
+        if text.contains("refused") || text.contains("ECONNREFUSED") || text.contains("errno: 111") {
+            return "connection refused"
+        }
         return text.split(separator: "\n").first.map(String.init) ?? "unreachable"
     }
 }

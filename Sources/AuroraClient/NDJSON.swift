@@ -60,9 +60,11 @@ public struct NDJSONLines<Base: AsyncSequence, Value: Decodable>: AsyncSequence 
             do {
                 return try decoder.decode(Value.self, from: Data(line))
             } catch {
-                throw AuroraClientError(.undecodable, last
-                    ? "the stream ended in the middle of line \(number), or its last line is not a \(Value.self)"
-                    : "line \(number) of the stream is not a \(Value.self)")
+                throw AuroraClientError(
+                    .undecodable,
+                    last
+                        ? "the stream ended in the middle of line \(number), or its last line is not a \(Value.self)"
+                        : "line \(number) of the stream is not a \(Value.self)")
             }
         }
     }

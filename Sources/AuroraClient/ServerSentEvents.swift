@@ -38,8 +38,9 @@ public struct ServerSentEvents<Base: AsyncSequence>: AsyncSequence where Base.El
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(base: base.makeAsyncIterator(), lines: LineSplitter(maxLineBytes: maxLineBytes),
-                      assembler: EventAssembler(maxEventBytes: maxEventBytes))
+        AsyncIterator(
+            base: base.makeAsyncIterator(), lines: LineSplitter(maxLineBytes: maxLineBytes),
+            assembler: EventAssembler(maxEventBytes: maxEventBytes))
     }
 
     /// Reads chunks until an event is complete.
@@ -107,7 +108,9 @@ struct EventAssembler {
         case "id":
             if !value.contains(0) { lastID = String(decoding: value, as: UTF8.self) }
         case "retry":
-            if !value.isEmpty, value.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }), value.count < 10 {
+            if !value.isEmpty, value.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
+                value.count < 10
+            {
                 retry = Int(String(decoding: value, as: UTF8.self))
             }
         default:
@@ -124,7 +127,8 @@ struct EventAssembler {
             retry = nil
         }
         guard hasData else { return nil }
-        return ServerSentEvent(type: type.flatMap { $0.isEmpty ? nil : $0 } ?? "message", data: String(decoding: data, as: UTF8.self),
-                               id: lastID, retry: retry)
+        return ServerSentEvent(
+            type: type.flatMap { $0.isEmpty ? nil : $0 } ?? "message", data: String(decoding: data, as: UTF8.self),
+            id: lastID, retry: retry)
     }
 }

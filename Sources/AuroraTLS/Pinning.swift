@@ -19,7 +19,9 @@ public struct TLSPin: Sendable, Hashable, CustomStringConvertible {
     /// Parses `sha256:<64 hex>` (the prefix may be left out); nil for anything else.
     public init?(parsing text: String) {
         let body = text.hasPrefix("sha256:") ? String(text.dropFirst(7)) : text
-        guard body.utf8.count == 64, body.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) || (65...70).contains($0) }) else {
+        guard body.utf8.count == 64,
+            body.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) || (65...70).contains($0) })
+        else {
             return nil
         }
         hex = body.lowercased()
@@ -79,7 +81,9 @@ public struct PinningError: Error, Sendable, CustomStringConvertible {
 public enum PinnedTLS {
     /// The leaf certificate `host:port` presents, read in a TLS 1.3 handshake that verifies
     /// nothing (the caller checks the pin). No application data is sent.
-    public static func presentedCertificate(host: String, port: Int, timeout: TimeAmount = .seconds(5)) async throws -> NIOSSLCertificate {
+    public static func presentedCertificate(host: String, port: Int, timeout: TimeAmount = .seconds(5)) async throws
+        -> NIOSSLCertificate
+    {
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.certificateVerification = .none
         configuration.minimumTLSVersion = .tlsv13
@@ -102,7 +106,9 @@ public enum PinnedTLS {
         }
         defer { channel.close(promise: nil) }
         let timer = channel.eventLoop.scheduleTask(in: timeout) {
-            promise.fail(PinningError("\(host):\(port) completed no TLS handshake within \(timeout.nanoseconds / 1_000_000_000) s"))
+            promise.fail(
+                PinningError(
+                    "\(host):\(port) completed no TLS handshake within \(timeout.nanoseconds / 1_000_000_000) s"))
         }
         defer { timer.cancel() }
         return try await promise.futureResult.get()
@@ -110,7 +116,9 @@ public enum PinnedTLS {
 
     /// The certificate at `host:port` when its key matches `pin`; otherwise an error naming both
     /// fingerprints.
-    public static func verifiedCertificate(url: String, host: String, port: Int, pin: TLSPin) async throws -> NIOSSLCertificate {
+    public static func verifiedCertificate(url: String, host: String, port: Int, pin: TLSPin) async throws
+        -> NIOSSLCertificate
+    {
         let certificate: NIOSSLCertificate
         do { certificate = try await presentedCertificate(host: host, port: port) } catch let error as PinningError {
             throw error
@@ -119,8 +127,9 @@ public enum PinnedTLS {
         }
         let presented = try TLSPin(certificate: certificate)
         guard presented == pin else {
-            throw PinningError("\(url) presents key \(presented), but the pin is \(pin): refusing to talk to it (a different lead, or a man in the middle)",
-                               isMismatch: true)
+            throw PinningError(
+                "\(url) presents key \(presented), but the pin is \(pin): refusing to talk to it (a different lead, or a man in the middle)",
+                isMismatch: true)
         }
         return certificate
     }
@@ -148,7 +157,9 @@ private final class PeerCertificateCatcher: ChannelInboundHandler, RemovableChan
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case TLSUserEvent.handshakeCompleted = event, !done {
             done = true
-            if let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self), let certificate = handler.peerCertificate {
+            if let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self),
+                let certificate = handler.peerCertificate
+            {
                 promise.succeed(certificate)
             } else {
                 promise.fail(PinningError("the server presented no certificate"))
@@ -177,7 +188,9 @@ private final class PeerCertificateCatcher: ChannelInboundHandler, RemovableChan
 extension NIOSSLCertificate {
     /// The certificate as PEM text (for a membership file).
     public func pemText() throws -> String {
-        let base64 = Data(try toDERBytes()).base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed])
+        let base64 = Data(try toDERBytes()).base64EncodedString(options: [
+            .lineLength64Characters, .endLineWithLineFeed,
+        ])
         return "-----BEGIN CERTIFICATE-----\n" + base64 + "\n-----END CERTIFICATE-----\n"
     }
 }

@@ -1,7 +1,8 @@
 import AuroraAPI
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A real `nodeagent` process on loopback with its own data directory.
@@ -15,8 +16,10 @@ public final class AgentHarness: Sendable {
 
     /// Starts `nodeagent run --profile PROFILE --data-dir DATA --listen 127.0.0.1:PORT EXTRA...`;
     /// `executable` is the built `nodeagent` unless given.
-    public init(profile: String = "lead", dataDir: String, port: Int? = nil, extraArguments: [String] = [],
-                environment: [String: String?] = [:], outputDirectory: String, executable: String? = nil) throws {
+    public init(
+        profile: String = "lead", dataDir: String, port: Int? = nil, extraArguments: [String] = [],
+        environment: [String: String?] = [:], outputDirectory: String, executable: String? = nil
+    ) throws {
         let port = try port ?? freePort()
         self.port = port
         self.dataDir = dataDir
@@ -31,8 +34,11 @@ public final class AgentHarness: Sendable {
 
     /// Polls `/health` every `interval` until it says `ok`; fails early if the process exits.
     @discardableResult
-    public func waitHealthy(timeout: Duration = .seconds(60), every interval: Duration = .milliseconds(25)) async throws -> HealthResponse {
-        try await poll(timeout: timeout, every: interval, "nodeagent on port \(port) to be healthy") { () async throws -> HealthResponse? in
+    public func waitHealthy(timeout: Duration = .seconds(60), every interval: Duration = .milliseconds(25)) async throws
+        -> HealthResponse
+    {
+        try await poll(timeout: timeout, every: interval, "nodeagent on port \(port) to be healthy") {
+            () async throws -> HealthResponse? in
             if let code = process.exitCode {
                 throw TestKitError("nodeagent exited with \(code) before it was healthy: \(process.stderr.suffix(800))")
             }
@@ -45,21 +51,29 @@ public final class AgentHarness: Sendable {
     /// The operator token the agent wrote.
     public var adminToken: String {
         get throws {
-            try String(contentsOfFile: dataDir + "/" + Defaults.adminTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            try String(contentsOfFile: dataDir + "/" + Defaults.adminTokenFile, encoding: .utf8).trimmingCharacters(
+                in: .whitespacesAndNewlines)
         }
     }
 
     /// `GET /api/agent` with the operator token.
     public func agentStatus() async throws -> AgentStatus {
-        try await http(baseURL + Routes.agent, headers: ["Authorization": "Bearer \(try adminToken)"]).decode(AgentStatus.self)
+        try await http(baseURL + Routes.agent, headers: ["Authorization": "Bearer \(try adminToken)"]).decode(
+            AgentStatus.self)
     }
 
     /// A join token from this lead (`aurora-cli token create`).
-    public func joinToken(profile: String = "compute", reusable: Bool = false, outputDirectory: String) async throws -> String {
-        let outcome = try await ChildProcess.run(Binaries.auroraCLI, ["token", "create", "--profile", profile, "--agent", baseURL, "--data-dir", dataDir]
-                                                 + (reusable ? ["--reusable"] : []), outputDirectory: outputDirectory)
+    public func joinToken(profile: String = "compute", reusable: Bool = false, outputDirectory: String) async throws
+        -> String
+    {
+        let outcome = try await ChildProcess.run(
+            Binaries.auroraCLI,
+            ["token", "create", "--profile", profile, "--agent", baseURL, "--data-dir", dataDir]
+                + (reusable ? ["--reusable"] : []), outputDirectory: outputDirectory)
         let token = outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard outcome.code == 0, !token.isEmpty else { throw TestKitError("token create failed (\(outcome.code)): \(outcome.stderr.suffix(400))") }
+        guard outcome.code == 0, !token.isEmpty else {
+            throw TestKitError("token create failed (\(outcome.code)): \(outcome.stderr.suffix(400))")
+        }
         return token
     }
 
@@ -75,7 +89,8 @@ public func processes(mentioning text: String) -> [pid_t] {
     let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
     return entries.compactMap { entry -> pid_t? in
         guard let pid = pid_t(entry), pid != getpid(),
-              let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return nil }
+            let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline")
+        else { return nil }
         let commandLine = String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
         return commandLine.contains(text) ? pid : nil
     }

@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A child process for tests: spawned with posix_spawn, its stdout and stderr in files, reaped
@@ -16,7 +17,9 @@ public final class ChildProcess: @unchecked Sendable {  // PID and exit status g
 
     /// Starts `executable` with `arguments`; `environment` adds to (or, with nil values, removes
     /// from) this process's environment.
-    public init(_ executable: String, _ arguments: [String], environment: [String: String?] = [:], outputDirectory: String) throws {
+    public init(
+        _ executable: String, _ arguments: [String], environment: [String: String?] = [:], outputDirectory: String
+    ) throws {
         var env = ProcessInfo.processInfo.environment
         for (key, value) in environment { env[key] = value }
         let id = UUID().uuidString.prefix(8)
@@ -47,7 +50,9 @@ public final class ChildProcess: @unchecked Sendable {  // PID and exit status g
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
         let result = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
-        guard result == 0 else { throw TestKitError("cannot start \(executable): \(String(cString: strerror(result)))") }
+        guard result == 0 else {
+            throw TestKitError("cannot start \(executable): \(String(cString: strerror(result)))")
+        }
         self.pid = pid
         let spawned = pid
         registration = StartedProcesses.register(.init(isChild: true, stopSignal: SIGTERM) { spawned })
@@ -97,8 +102,10 @@ public final class ChildProcess: @unchecked Sendable {  // PID and exit status g
     public var stderr: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
 
     /// Runs to completion and returns the exit code with both outputs.
-    public static func run(_ executable: String, _ arguments: [String], environment: [String: String?] = [:],
-                           outputDirectory: String, timeout: Duration = .seconds(60)) async throws -> (code: Int32, stdout: String, stderr: String) {
+    public static func run(
+        _ executable: String, _ arguments: [String], environment: [String: String?] = [:],
+        outputDirectory: String, timeout: Duration = .seconds(60)
+    ) async throws -> (code: Int32, stdout: String, stderr: String) {
         let child = try ChildProcess(executable, arguments, environment: environment, outputDirectory: outputDirectory)
         let code = try await child.waitForExit(timeout: timeout)
         return (code, child.stdout, child.stderr)

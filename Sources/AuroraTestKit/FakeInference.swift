@@ -26,7 +26,8 @@ public final class FakeInference: Sendable {
 
     public init(defaultDelay: Duration = .zero) async throws {
         let log = RequestLog()
-        let delayMs = defaultDelay.components.seconds * 1000 + defaultDelay.components.attoseconds / 1_000_000_000_000_000
+        let delayMs =
+            defaultDelay.components.seconds * 1000 + defaultDelay.components.attoseconds / 1_000_000_000_000_000
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -74,21 +75,38 @@ public final class FakeInference: Sendable {
         }
 
         private func respond(context: ChannelHandlerContext, head: HTTPRequestHead) {
-            let object = (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any] ?? [:]
+            let object =
+                (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any] ?? [:]
             let options = object["options"] as? [String: Any] ?? [:]
             var prompt = object["prompt"] as? String ?? ""
-            if let messages = object["messages"] as? [[String: Any]], let last = messages.last?["content"] as? String { prompt = last }
+            if let messages = object["messages"] as? [[String: Any]], let last = messages.last?["content"] as? String {
+                prompt = last
+            }
             let model = object["model"] as? String ?? ""
-            let delay = (options["delay_ms"] as? Int).map(Int64.init) ?? (object["delay_ms"] as? Int).map(Int64.init) ?? defaultDelayMs
-            log.entries.withLock { $0.append(Request(path: head.uri, prompt: prompt, body: object.mapValues { "\($0)" })) }
+            let delay =
+                (options["delay_ms"] as? Int).map(Int64.init) ?? (object["delay_ms"] as? Int).map(Int64.init)
+                ?? defaultDelayMs
+            log.entries.withLock {
+                $0.append(Request(path: head.uri, prompt: prompt, body: object.mapValues { "\($0)" }))
+            }
             let answer: [String: Any]
             let status: HTTPResponseStatus
             switch head.uri {
             case "/v1/chat/completions":
                 status = .ok
-                answer = ["id": "chatcmpl-fake", "object": "chat.completion", "model": model,
-                          "choices": [["index": 0, "message": ["role": "assistant", "content": "echo: \(prompt)"], "finish_reason": "stop"]],
-                          "usage": ["prompt_tokens": prompt.count, "completion_tokens": prompt.count + 6, "total_tokens": 2 * prompt.count + 6]]
+                answer = [
+                    "id": "chatcmpl-fake", "object": "chat.completion", "model": model,
+                    "choices": [
+                        [
+                            "index": 0, "message": ["role": "assistant", "content": "echo: \(prompt)"],
+                            "finish_reason": "stop",
+                        ]
+                    ],
+                    "usage": [
+                        "prompt_tokens": prompt.count, "completion_tokens": prompt.count + 6,
+                        "total_tokens": 2 * prompt.count + 6,
+                    ],
+                ]
             case "/api/generate":
                 status = .ok
                 answer = ["model": model, "response": "echo: \(prompt)", "done": true, "eval_count": prompt.count + 6]
@@ -102,10 +120,14 @@ public final class FakeInference: Sendable {
             let handlerBound = NIOLoopBound(self, eventLoop: context.eventLoop)
             context.eventLoop.scheduleTask(in: .milliseconds(delay)) {
                 let context = loopBound.value
-                var headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", String(data.count))])
+                var headers = HTTPHeaders([
+                    ("Content-Type", "application/json"), ("Content-Length", String(data.count)),
+                ])
                 if !keepAlive { headers.add(name: "Connection", value: "close") }
                 let handler = handlerBound.value
-                context.write(handler.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+                context.write(
+                    handler.wrapOutboundOut(
+                        .head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
                 context.write(handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: data)))), promise: nil)
                 let channel = context.channel
                 context.writeAndFlush(handler.wrapOutboundOut(.end(nil))).whenComplete { _ in

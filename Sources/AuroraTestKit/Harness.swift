@@ -4,21 +4,25 @@ import Foundation
 import NIOCore
 import NIOSSL
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
-import NIOHTTP1
+    import Glibc
+    import NIOHTTP1
 #endif
 
 /// Where the built executables are: `AURORA_BIN_DIR`, else `.build/debug` of this checkout.
 public enum Binaries {
     public static var directory: String {
-        if let directory = ProcessInfo.processInfo.environment["AURORA_BIN_DIR"], !directory.isEmpty { return directory }
+        if let directory = ProcessInfo.processInfo.environment["AURORA_BIN_DIR"], !directory.isEmpty {
+            return directory
+        }
         return repositoryRoot + "/.build/debug"
     }
 
     /// The checkout this test kit was compiled from.
     public static var repositoryRoot: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
     }
 
     public static var nodeagent: String { try! require("nodeagent") }
@@ -52,7 +56,9 @@ public struct ScratchDirectory: Sendable {
     /// `/tmp/PREFIX-LABEL-PID-RANDOM`.
     public init(_ label: String, prefix: String = "aurora-test") throws {
         path = "/tmp/\(prefix)-\(label)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        guard mkdir(path, 0o755) == 0 else { throw TestKitError("cannot create \(path): \(String(cString: strerror(errno)))") }
+        guard mkdir(path, 0o755) == 0 else {
+            throw TestKitError("cannot create \(path): \(String(cString: strerror(errno)))")
+        }
         chmod(path, 0o755)
         StartedProcesses.addScratch(path)
     }
@@ -103,7 +109,9 @@ func portIsFree(_ port: Int) -> Bool {
     defer { close(fd) }
     var address = loopbackAddress(port: port)
     return withUnsafePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+        }
     }
 }
 
@@ -117,7 +125,9 @@ public final class PortHolder: @unchecked Sendable {  // owns a file descriptor
         var address = loopbackAddress(port: 0)
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let ok = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, $0, &length) == 0 }
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, $0, &length) == 0
+            }
         }
         guard ok else {
             close(fd)
@@ -147,9 +157,11 @@ public struct HTTPAnswer: Sendable {
 
 /// One HTTP request to an agent, on `client` (a benchmark passes its own, with a larger
 /// connection pool), over `tlsConfiguration` when the URL is https.
-public func http(_ url: String, method: String = "GET", headers: [String: String] = [:], body: [UInt8]? = nil,
-                 timeout: Duration = .seconds(5), client: HTTPClient = .shared,
-                 tlsConfiguration: TLSConfiguration? = nil) async throws -> HTTPAnswer {
+public func http(
+    _ url: String, method: String = "GET", headers: [String: String] = [:], body: [UInt8]? = nil,
+    timeout: Duration = .seconds(5), client: HTTPClient = .shared,
+    tlsConfiguration: TLSConfiguration? = nil
+) async throws -> HTTPAnswer {
     var request = HTTPClientRequest(url: url)
     request.method = .init(rawValue: method)
     request.tlsConfiguration = tlsConfiguration
@@ -157,13 +169,17 @@ public func http(_ url: String, method: String = "GET", headers: [String: String
     if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
     let response = try await client.execute(request, timeout: .milliseconds(timeout.components.seconds * 1000))
     let buffer = try await response.body.collect(upTo: 16 << 20)
-    return HTTPAnswer(status: Int(response.status.code), body: Data(buffer.readableBytesView), contentType: response.headers.first(name: "content-type"),
-                      headers: Dictionary(response.headers.map { ($0.name.lowercased(), $0.value) }, uniquingKeysWith: { $1 }))
+    return HTTPAnswer(
+        status: Int(response.status.code), body: Data(buffer.readableBytesView),
+        contentType: response.headers.first(name: "content-type"),
+        headers: Dictionary(response.headers.map { ($0.name.lowercased(), $0.value) }, uniquingKeysWith: { $1 }))
 }
 
 /// Polls `condition` until it returns a value or `timeout` passes.
-public func poll<T>(timeout: Duration, every interval: Duration = .milliseconds(25), _ what: String,
-                    _ condition: () async throws -> T?) async throws -> T {
+public func poll<T>(
+    timeout: Duration, every interval: Duration = .milliseconds(25), _ what: String,
+    _ condition: () async throws -> T?
+) async throws -> T {
     let deadline = ContinuousClock.now + timeout
     var lastError: (any Error)?
     while ContinuousClock.now < deadline {
@@ -174,29 +190,36 @@ public func poll<T>(timeout: Duration, every interval: Duration = .milliseconds(
         }
         try await Task.sleep(for: interval)
     }
-    throw TestKitError("timed out after \(timeout) waiting for \(what)\(lastError.map { " (last error: \($0))" } ?? "")")
+    throw TestKitError(
+        "timed out after \(timeout) waiting for \(what)\(lastError.map { " (last error: \($0))" } ?? "")")
 }
 
 /// Whether a process with this PID is alive (a zombie waiting to be reaped is not).
 public func processExists(_ pid: pid_t) -> Bool {
     guard kill(pid, 0) == 0 || errno == EPERM else { return false }
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let close = stat.lastIndex(of: ")") else { return true }
+        let close = stat.lastIndex(of: ")")
+    else { return true }
     return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
 }
 
 /// Waits until the process with this PID is gone; false if it is still alive after `timeout`.
 public func waitGone(_ pid: pid_t, timeout: Duration) async throws -> Bool {
-    (try? await poll(timeout: timeout, every: .milliseconds(10), "pid \(pid) to exit") { processExists(pid) ? nil : true }) ?? false
+    (try? await poll(timeout: timeout, every: .milliseconds(10), "pid \(pid) to exit") {
+        processExists(pid) ? nil : true
+    }) ?? false
 }
 
 /// Reads a Server-Sent Events stream, calling `onData` with every `data:` payload and
 /// `onOpen` once the stream has started, until `onData` returns true or `timeout` passes.
-public func readEvents(_ url: String, headers: [String: String] = [:], timeout: Duration,
-                       onOpen: @Sendable () async throws -> Void = {}, onData: (String) async throws -> Bool) async throws {
+public func readEvents(
+    _ url: String, headers: [String: String] = [:], timeout: Duration,
+    onOpen: @Sendable () async throws -> Void = {}, onData: (String) async throws -> Bool
+) async throws {
     var request = HTTPClientRequest(url: url)
     for (name, value) in headers { request.headers.add(name: name, value: value) }
-    let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(timeout.components.seconds * 1000))
+    let response = try await HTTPClient.shared.execute(
+        request, timeout: .milliseconds(timeout.components.seconds * 1000))
     guard response.status.code == 200 else { throw TestKitError("\(url) answered \(response.status.code)") }
     try await onOpen()
     var pending = ""

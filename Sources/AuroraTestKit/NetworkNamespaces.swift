@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Network namespaces a test makes itself: a hub namespace with a bridge, and one namespace
@@ -16,7 +17,9 @@ public final class NetworkNamespaces: Sendable {
     public var hub: String { "\(tag)-hub" }
 
     public init(outputDirectory: String) async throws {
-        guard geteuid() == 0 else { throw TestKitError("network namespaces need root (ip netns); run the tests as root") }
+        guard geteuid() == 0 else {
+            throw TestKitError("network namespaces need root (ip netns); run the tests as root")
+        }
         tag = "au" + String(UInt32.random(in: 0...0xFFFF), radix: 16)
         subnet = "172.31.\(Int.random(in: 1...254))"
         self.outputDirectory = outputDirectory
@@ -31,7 +34,10 @@ public final class NetworkNamespaces: Sendable {
     public func node(_ index: Int) async throws -> (namespace: String, address: String) {
         let namespace = "\(tag)-n\(index)", address = "\(subnet).\(index)"
         try await ip(["netns", "add", namespace])
-        try await ip(["link", "add", "\(tag)v\(index)", "netns", namespace, "type", "veth", "peer", "name", "\(tag)h\(index)", "netns", hub])
+        try await ip([
+            "link", "add", "\(tag)v\(index)", "netns", namespace, "type", "veth", "peer", "name", "\(tag)h\(index)",
+            "netns", hub,
+        ])
         try await ip(["-n", namespace, "link", "set", "lo", "up"])
         try await ip(["-n", namespace, "address", "add", "\(address)/24", "dev", "\(tag)v\(index)"])
         try await ip(["-n", namespace, "link", "set", "\(tag)v\(index)", "up"])
@@ -41,13 +47,17 @@ public final class NetworkNamespaces: Sendable {
     }
 
     /// `ip netns exec NS PROGRAM ARGS...` to completion.
-    public func run(in namespace: String, _ program: String, _ arguments: [String]) async throws -> (code: Int32, stdout: String, stderr: String) {
-        try await ChildProcess.run("/usr/sbin/ip", ["netns", "exec", namespace, program] + arguments, outputDirectory: outputDirectory)
+    public func run(in namespace: String, _ program: String, _ arguments: [String]) async throws -> (
+        code: Int32, stdout: String, stderr: String
+    ) {
+        try await ChildProcess.run(
+            "/usr/sbin/ip", ["netns", "exec", namespace, program] + arguments, outputDirectory: outputDirectory)
     }
 
     /// A long-running process inside `namespace`.
     public func spawn(in namespace: String, _ program: String, _ arguments: [String]) throws -> ChildProcess {
-        try ChildProcess("/usr/sbin/ip", ["netns", "exec", namespace, program] + arguments, outputDirectory: outputDirectory)
+        try ChildProcess(
+            "/usr/sbin/ip", ["netns", "exec", namespace, program] + arguments, outputDirectory: outputDirectory)
     }
 
     /// Whether one ping from `namespace` to `address` gets an answer within a second.
@@ -58,14 +68,19 @@ public final class NetworkNamespaces: Sendable {
     /// Every namespace of this test, by name.
     public var namespaces: [String] {
         get async {
-            let listing = (try? await ChildProcess.run("/usr/sbin/ip", ["netns", "list"], outputDirectory: outputDirectory))?.stdout ?? ""
-            return listing.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }.filter { $0.hasPrefix(tag + "-") }
+            let listing =
+                (try? await ChildProcess.run("/usr/sbin/ip", ["netns", "list"], outputDirectory: outputDirectory))?
+                .stdout ?? ""
+            return listing.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }.filter
+            { $0.hasPrefix(tag + "-") }
         }
     }
 
     /// PIDs of processes inside `namespace` (`ip netns pids`).
     public func pids(in namespace: String) async -> [pid_t] {
-        let output = (try? await ChildProcess.run("/usr/sbin/ip", ["netns", "pids", namespace], outputDirectory: outputDirectory))?.stdout ?? ""
+        let output =
+            (try? await ChildProcess.run(
+                "/usr/sbin/ip", ["netns", "pids", namespace], outputDirectory: outputDirectory))?.stdout ?? ""
         return output.split(separator: "\n").compactMap { pid_t($0) }
     }
 
@@ -92,7 +107,9 @@ public final class NetworkNamespaces: Sendable {
     @discardableResult
     func ip(_ arguments: [String]) async throws -> String {
         let outcome = try await ChildProcess.run("/usr/sbin/ip", arguments, outputDirectory: outputDirectory)
-        guard outcome.code == 0 else { throw TestKitError("ip \(arguments.joined(separator: " ")) failed: \(outcome.stderr.suffix(300))") }
+        guard outcome.code == 0 else {
+            throw TestKitError("ip \(arguments.joined(separator: " ")) failed: \(outcome.stderr.suffix(300))")
+        }
         return outcome.stdout
     }
 }

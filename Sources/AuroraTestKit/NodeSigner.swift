@@ -17,10 +17,14 @@ public struct NodeSigner: Sendable {
     public func headers(method: String, path: String, body: [UInt8], now: Date = Date()) -> [String: String] {
         let timestamp = String(Int64((now.timeIntervalSince1970 * 1000).rounded()))
         let nonce = Self.hex(Crypto.randomBytes(16))
-        let canonical = RequestSigning.canonical(method: method, path: path, node: node, timestamp: timestamp, nonce: nonce,
-                                                 bodySHA256: Self.hex(Crypto.sha256(body)))
-        return [RequestSigning.nodeHeader: node, RequestSigning.timestampHeader: timestamp, RequestSigning.nonceHeader: nonce,
-                RequestSigning.signatureHeader: Data(key.sign(Array(canonical.utf8))).base64EncodedString()]
+        let canonical = RequestSigning.canonical(
+            method: method, path: path, node: node, timestamp: timestamp, nonce: nonce,
+            bodySHA256: Self.hex(Crypto.sha256(body)))
+        return [
+            RequestSigning.nodeHeader: node, RequestSigning.timestampHeader: timestamp,
+            RequestSigning.nonceHeader: nonce,
+            RequestSigning.signatureHeader: Data(key.sign(Array(canonical.utf8))).base64EncodedString(),
+        ]
     }
 
     static func hex(_ bytes: [UInt8]) -> String {

@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A throw-away PostgreSQL server on 127.0.0.1 for tests that need an external store:
@@ -18,9 +19,12 @@ public final class PostgresServer: Sendable {
     public var url: String { "postgres://aurora@127.0.0.1:\(port)/postgres" }
 
     public static func binDirectory() throws -> String {
-        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []).compactMap(Int.init).sorted()
+        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []).compactMap(
+            Int.init
+        ).sorted()
         guard let newest = versions.last else {
-            throw TestKitError("PostgreSQL server binaries are not installed under /usr/lib/postgresql; run ./bootstrap")
+            throw TestKitError(
+                "PostgreSQL server binaries are not installed under /usr/lib/postgresql; run ./bootstrap")
         }
         return "/usr/lib/postgresql/\(newest)/bin"
     }
@@ -33,13 +37,17 @@ public final class PostgresServer: Sendable {
         runAs = geteuid() == 0 ? "postgres" : nil
         registration = StartedProcesses.registerPostmaster(dataDirectory: directory)
         try makeDirectory()
-        try await run("initdb", ["-D", directory, "-U", "aurora", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions"])
+        try await run(
+            "initdb",
+            ["-D", directory, "-U", "aurora", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions"])
         try await start()
     }
 
     /// A streaming standby of `primary`: `pg_basebackup -R` through a new replication slot
     /// `slot`, started on its own port.
-    public init(standbyOf primary: PostgresServer, slot: String, in scratch: ScratchDirectory, name: String = "standby-pg") async throws {
+    public init(
+        standbyOf primary: PostgresServer, slot: String, in scratch: ScratchDirectory, name: String = "standby-pg"
+    ) async throws {
         binDirectory = primary.binDirectory
         directory = scratch.path + "/" + name
         outputDirectory = scratch.path
@@ -47,22 +55,34 @@ public final class PostgresServer: Sendable {
         runAs = primary.runAs
         registration = StartedProcesses.registerPostmaster(dataDirectory: directory)
         try makeDirectory()
-        try await run("pg_basebackup", ["-h", "127.0.0.1", "-p", String(primary.port), "-U", "aurora", "-D", directory,
-                                        "-R", "-C", "-S", slot, "-X", "stream", "-c", "fast"])
+        try await run(
+            "pg_basebackup",
+            [
+                "-h", "127.0.0.1", "-p", String(primary.port), "-U", "aurora", "-D", directory,
+                "-R", "-C", "-S", slot, "-X", "stream", "-c", "fast",
+            ])
         try await start()
     }
 
     deinit { StartedProcesses.unregister(registration) }
 
     private func makeDirectory() throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
-        if let runAs { try FileManager.default.setAttributes([.ownerAccountName: runAs, .groupOwnerAccountName: runAs], ofItemAtPath: directory) }
+        try FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        if let runAs {
+            try FileManager.default.setAttributes(
+                [.ownerAccountName: runAs, .groupOwnerAccountName: runAs], ofItemAtPath: directory)
+        }
     }
 
     /// `pg_ctl start` on this server's port, loopback only; waits until it accepts connections.
     public func start() async throws {
-        try await run("pg_ctl", ["start", "-D", directory, "-l", directory + "/server.log", "-w", "-t", "30", "-s",
-                                 "-o", "-c listen_addresses=127.0.0.1 -c port=\(port) -c unix_socket_directories=''"])
+        try await run(
+            "pg_ctl",
+            [
+                "start", "-D", directory, "-l", directory + "/server.log", "-w", "-t", "30", "-s",
+                "-o", "-c listen_addresses=127.0.0.1 -c port=\(port) -c unix_socket_directories=''",
+            ])
     }
 
     /// Fast shutdown; waits for it.
@@ -87,19 +107,26 @@ public final class PostgresServer: Sendable {
     /// Runs SQL with psql and returns its unaligned, tuples-only output.
     @discardableResult
     public func sql(_ text: String) async throws -> String {
-        try await run("psql", ["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", String(port), "-U", "aurora",
-                               "-d", "postgres", "-c", text])
+        try await run(
+            "psql",
+            [
+                "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", String(port), "-U", "aurora",
+                "-d", "postgres", "-c", text,
+            ])
     }
 
     @discardableResult
     private func run(_ tool: String, _ arguments: [String]) async throws -> String {
         let program = binDirectory + "/" + tool
-        let command = runAs.map { user in ["/usr/sbin/runuser", "-u", user, "--", program] + arguments } ?? [program] + arguments
+        let command =
+            runAs.map { user in ["/usr/sbin/runuser", "-u", user, "--", program] + arguments } ?? [program] + arguments
         // From "/": the server's user may not be able to enter the test's working directory
         // (a checkout under a 0700 directory).
-        let outcome = try await ChildProcess.run("/bin/sh", ["-c", "cd / && exec \"$@\"", "sh"] + command, outputDirectory: outputDirectory)
+        let outcome = try await ChildProcess.run(
+            "/bin/sh", ["-c", "cd / && exec \"$@\"", "sh"] + command, outputDirectory: outputDirectory)
         guard outcome.code == 0 else {
-            throw TestKitError("\(tool) failed (\(outcome.code)): \(outcome.stderr.suffix(400)) \(outcome.stdout.suffix(400))")
+            throw TestKitError(
+                "\(tool) failed (\(outcome.code)): \(outcome.stderr.suffix(400)) \(outcome.stdout.suffix(400))")
         }
         return outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }

@@ -1,7 +1,8 @@
 import Foundation
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A throw-away Redis server on 127.0.0.1 for tests: `redis-server --port P --bind 127.0.0.1
@@ -31,11 +32,19 @@ public final class RedisServer: Sendable {
 
     /// Starts the server (empty: nothing is persisted) and waits until it answers PING.
     public func start() async throws {
-        let child = try ChildProcess(Self.serverPath, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                                       "--dir", directory, "--protected-mode", "no"], outputDirectory: outputDirectory)
+        let child = try ChildProcess(
+            Self.serverPath,
+            [
+                "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", directory, "--protected-mode", "no",
+            ], outputDirectory: outputDirectory)
         process.withLock { $0 = child }
-        _ = try await poll(timeout: .seconds(10), every: .milliseconds(20), "redis-server on port \(port) to answer PING") { () async throws -> Bool? in
-            if let code = child.exitCode { throw TestKitError("redis-server exited with \(code): \(child.stdout.suffix(400))") }
+        _ = try await poll(
+            timeout: .seconds(10), every: .milliseconds(20), "redis-server on port \(port) to answer PING"
+        ) { () async throws -> Bool? in
+            if let code = child.exitCode {
+                throw TestKitError("redis-server exited with \(code): \(child.stdout.suffix(400))")
+            }
             return (try? await self.cli(["PING"])) == "PONG" ? true : nil
         }
     }
@@ -62,15 +71,20 @@ public final class RedisServer: Sendable {
     /// `redis-cli -p PORT --raw ARGS...`, trimmed output; throws on a non-zero exit.
     @discardableResult
     public func cli(_ arguments: [String]) async throws -> String {
-        let outcome = try await ChildProcess.run(Self.cliPath, ["-h", "127.0.0.1", "-p", String(port), "--raw"] + arguments,
-                                                 outputDirectory: outputDirectory, timeout: .seconds(10))
-        guard outcome.code == 0 else { throw TestKitError("redis-cli \(arguments.joined(separator: " ")) exited \(outcome.code): \(outcome.stderr)") }
+        let outcome = try await ChildProcess.run(
+            Self.cliPath, ["-h", "127.0.0.1", "-p", String(port), "--raw"] + arguments,
+            outputDirectory: outputDirectory, timeout: .seconds(10))
+        guard outcome.code == 0 else {
+            throw TestKitError(
+                "redis-cli \(arguments.joined(separator: " ")) exited \(outcome.code): \(outcome.stderr)")
+        }
         return outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// The `seq` field of every entry of `stream`, in stream order.
     public func streamSeqs(_ stream: String) async throws -> [Int64] {
-        let lines = try await cli(["XRANGE", stream, "-", "+"]).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let lines = try await cli(["XRANGE", stream, "-", "+"]).split(separator: "\n", omittingEmptySubsequences: false)
+            .map(String.init)
         var seqs: [Int64] = []
         var index = 0
         while index + 1 < lines.count {
@@ -86,6 +100,8 @@ public final class RedisServer: Sendable {
 
     /// A `redis-cli SUBSCRIBE CHANNEL` child process; its stdout collects the messages.
     public func subscribe(_ channel: String) throws -> ChildProcess {
-        try ChildProcess(Self.cliPath, ["-h", "127.0.0.1", "-p", String(port), "--raw", "SUBSCRIBE", channel], outputDirectory: outputDirectory)
+        try ChildProcess(
+            Self.cliPath, ["-h", "127.0.0.1", "-p", String(port), "--raw", "SUBSCRIBE", channel],
+            outputDirectory: outputDirectory)
     }
 }

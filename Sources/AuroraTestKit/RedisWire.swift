@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A Redis reply (RESP2).
@@ -33,12 +34,15 @@ public final class RedisWire: @unchecked Sendable {  // owns a socket; used by o
     public init(port: Int, timeout: Duration) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestKitError("cannot create a socket: \(String(cString: strerror(errno)))") }
-        var limit = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
+        var limit = timeval(
+            tv_sec: Int(timeout.components.seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         var address = loopbackAddress(port: port)
         let connected = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
         }
         guard connected else {
             let reason = String(cString: strerror(errno))
@@ -114,7 +118,9 @@ public final class RedisWire: @unchecked Sendable {  // owns a socket; used by o
         var chunk = [UInt8](repeating: 0, count: 65_536)
         let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         guard count > 0 else {
-            throw TestKitError(count == 0 ? "redis closed the connection" : "cannot read from redis: \(String(cString: strerror(errno)))")
+            throw TestKitError(
+                count == 0
+                    ? "redis closed the connection" : "cannot read from redis: \(String(cString: strerror(errno)))")
         }
         buffer += chunk[..<count]
     }
@@ -122,5 +128,7 @@ public final class RedisWire: @unchecked Sendable {  // owns a socket; used by o
 
 extension RedisServer {
     /// A connection of this process's own to the server.
-    public func connect(timeout: Duration = .seconds(10)) throws -> RedisWire { try RedisWire(port: port, timeout: timeout) }
+    public func connect(timeout: Duration = .seconds(10)) throws -> RedisWire {
+        try RedisWire(port: port, timeout: timeout)
+    }
 }

@@ -1,7 +1,8 @@
 import Foundation
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Everything this process started that must not outlive it when it is interrupted: its child
@@ -62,7 +63,9 @@ public enum StartedProcesses {
     }
 
     private static func stop(_ group: [Entry], grace: Duration) {
-        let targets = group.compactMap { entry in entry.pid().map { ($0, entry.stopSignal) } }.filter { processExists($0.0) }
+        let targets = group.compactMap { entry in entry.pid().map { ($0, entry.stopSignal) } }.filter {
+            processExists($0.0)
+        }
         for (pid, signal) in targets { kill(pid, signal) }
         let deadline = ContinuousClock.now + grace
         while targets.contains(where: { processExists($0.0) }), ContinuousClock.now < deadline { usleep(20_000) }
@@ -76,7 +79,8 @@ public enum StartedProcesses {
 /// `postmaster.pid` names a live `postgres` process), else nil.
 public func postmasterPID(dataDirectory directory: String) -> pid_t? {
     guard let text = try? String(contentsOfFile: directory + "/postmaster.pid", encoding: .utf8),
-          let pid = text.split(separator: "\n").first.flatMap({ pid_t($0) }), processExists(pid),
-          let name = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8), name.hasPrefix("postgres") else { return nil }
+        let pid = text.split(separator: "\n").first.flatMap({ pid_t($0) }), processExists(pid),
+        let name = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8), name.hasPrefix("postgres")
+    else { return nil }
     return pid
 }

@@ -22,7 +22,9 @@ public final class ToggleServer: Sendable {
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline().flatMap { channel.pipeline.addHandler(Handler(box: box)) }
+                channel.pipeline.configureHTTPServerPipeline().flatMap {
+                    channel.pipeline.addHandler(Handler(box: box))
+                }
             }
         channel = try await bootstrap.bind(host: "127.0.0.1", port: try freePort()).get()
         port = channel.localAddress?.port ?? 0
@@ -60,14 +62,22 @@ public final class ToggleServer: Sendable {
             let status = box.status.withLock { $0 }
             box.requests.withLock { $0 += 1 }
             let body = ByteBuffer(string: "{\"status\": \(status)}")
-            var headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", String(body.readableBytes))])
+            var headers = HTTPHeaders([
+                ("Content-Type", "application/json"), ("Content-Length", String(body.readableBytes)),
+            ])
             if !keepAlive { headers.add(name: "Connection", value: "close") }
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: headers))),
-                          promise: nil)
+            context.write(
+                wrapOutboundOut(
+                    .head(
+                        HTTPResponseHead(
+                            version: version, status: HTTPResponseStatus(statusCode: status), headers: headers))),
+                promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
             let keepAlive = self.keepAlive
             let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in if !keepAlive { channel.close(promise: nil) } }
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+                if !keepAlive { channel.close(promise: nil) }
+            }
         }
     }
 }

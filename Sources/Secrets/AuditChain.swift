@@ -31,11 +31,14 @@ public enum AuditChain {
     }
 
     /// The next entry after `previous` (nil: the first), with its hash.
-    public static func append(after previous: AuditRecord?, at: String, actor: String, action: String, service: String, keyName: String,
-                              node: String? = nil, scope: String? = nil, version: Int? = nil, result: String) -> AuditRecord {
-        var record = AuditRecord(seq: (previous?.seq ?? 0) + 1, at: at, actor: actor, action: action, service: service, keyName: keyName,
-                                 node: node, scope: scope, version: version, result: result,
-                                 previousHash: previous?.hash ?? genesis, hash: "")
+    public static func append(
+        after previous: AuditRecord?, at: String, actor: String, action: String, service: String, keyName: String,
+        node: String? = nil, scope: String? = nil, version: Int? = nil, result: String
+    ) -> AuditRecord {
+        var record = AuditRecord(
+            seq: (previous?.seq ?? 0) + 1, at: at, actor: actor, action: action, service: service, keyName: keyName,
+            node: node, scope: scope, version: version, result: result,
+            previousHash: previous?.hash ?? genesis, hash: "")
         record.hash = hash(of: record)
         return record
     }
@@ -44,8 +47,11 @@ public enum AuditChain {
     /// different entries encode alike.
     public static func hash(of record: AuditRecord) -> String {
         var bytes: [UInt8] = []
-        for field in [record.previousHash, String(record.seq), record.at, record.actor, record.action, record.service, record.keyName,
-                      record.node ?? "\u{0}", record.scope ?? "\u{0}", record.version.map(String.init) ?? "\u{0}", record.result] {
+        for field in [
+            record.previousHash, String(record.seq), record.at, record.actor, record.action, record.service,
+            record.keyName,
+            record.node ?? "\u{0}", record.scope ?? "\u{0}", record.version.map(String.init) ?? "\u{0}", record.result,
+        ] {
             let utf8 = Array(field.utf8)
             bytes += Array(String(utf8.count).utf8) + [0x3A] + utf8
         }

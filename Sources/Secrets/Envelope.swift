@@ -31,17 +31,21 @@ public struct MasterKey: Sendable {
 
     /// A master key from a passphrase with Argon2id (`crypto_pwhash`, moderate limits: about
     /// 256 MiB and a fraction of a second). The same passphrase and salt give the same key.
-    public init(passphrase: SecureBytes, salt: [UInt8], opsLimit: Int = Int(crypto_pwhash_opslimit_moderate()),
-                memLimit: Int = Int(crypto_pwhash_memlimit_moderate())) throws(SecretsError) {
+    public init(
+        passphrase: SecureBytes, salt: [UInt8], opsLimit: Int = Int(crypto_pwhash_opslimit_moderate()),
+        memLimit: Int = Int(crypto_pwhash_memlimit_moderate())
+    ) throws(SecretsError) {
         guard salt.count == Int(crypto_pwhash_saltbytes()) else {
-            throw SecretsError(.invalidKey, "a passphrase salt has \(crypto_pwhash_saltbytes()) bytes, got \(salt.count)")
+            throw SecretsError(
+                .invalidKey, "a passphrase salt has \(crypto_pwhash_saltbytes()) bytes, got \(salt.count)")
         }
         let key = SecureBytes(count: 32)
         let status = key.withUnsafeMutableBytes { out in
             passphrase.withUnsafeBytes { phrase in
-                crypto_pwhash(out.baseAddress!.assumingMemoryBound(to: UInt8.self), 32,
-                              phrase.baseAddress!.assumingMemoryBound(to: CChar.self), UInt64(phrase.count), salt,
-                              UInt64(opsLimit), memLimit, crypto_pwhash_alg_argon2id13())
+                crypto_pwhash(
+                    out.baseAddress!.assumingMemoryBound(to: UInt8.self), 32,
+                    phrase.baseAddress!.assumingMemoryBound(to: CChar.self), UInt64(phrase.count), salt,
+                    UInt64(opsLimit), memLimit, crypto_pwhash_alg_argon2id13())
             }
         }
         guard status == 0 else { throw SecretsError(.invalidKey, "Argon2id could not derive a key (out of memory?)") }
@@ -57,8 +61,9 @@ public struct MasterKey: Sendable {
         let kek = SecureBytes(count: Int(crypto_aead_xchacha20poly1305_ietf_keybytes()))
         kek.withUnsafeMutableBytes { out in
             secret.withUnsafeBytes { master in
-                _ = crypto_kdf_derive_from_key(out.baseAddress!.assumingMemoryBound(to: UInt8.self), out.count, UInt64(version),
-                                               "aurorakk", master.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                _ = crypto_kdf_derive_from_key(
+                    out.baseAddress!.assumingMemoryBound(to: UInt8.self), out.count, UInt64(version),
+                    "aurorakk", master.baseAddress!.assumingMemoryBound(to: UInt8.self))
             }
         }
         return kek
@@ -122,28 +127,40 @@ public struct SealedValue: Sendable, Equatable {
 /// Seals, opens and re-wraps secret values.
 public enum Envelope {
     /// Seals `value` for `row` under a fresh data key, wrapped by key-encryption key `kekVersion`.
-    public static func seal(_ value: SecureBytes, for row: SecretRow, master: MasterKey, kekVersion: Int) -> SealedValue {
+    public static func seal(_ value: SecureBytes, for row: SecretRow, master: MasterKey, kekVersion: Int) -> SealedValue
+    {
         let dataKey = SecureBytes.random(count: Int(crypto_aead_xchacha20poly1305_ietf_keybytes()))
         let aad = row.associatedData
         let (ciphertext, nonce) = value.withUnsafeBytes { encrypt($0, key: dataKey, aad: aad) }
-        let (wrapped, wrapNonce) = dataKey.withUnsafeBytes { encrypt($0, key: master.kek(version: kekVersion), aad: aad) }
-        return SealedValue(ciphertext: ciphertext, nonce: nonce, wrappedKey: wrapped, wrapNonce: wrapNonce, kekVersion: kekVersion)
+        let (wrapped, wrapNonce) = dataKey.withUnsafeBytes {
+            encrypt($0, key: master.kek(version: kekVersion), aad: aad)
+        }
+        return SealedValue(
+            ciphertext: ciphertext, nonce: nonce, wrappedKey: wrapped, wrapNonce: wrapNonce, kekVersion: kekVersion)
     }
 
     /// Opens a sealed value of `row`; fails if anything was changed or the value belongs to
     /// another row.
-    public static func open(_ sealed: SealedValue, for row: SecretRow, master: MasterKey) throws(SecretsError) -> SecureBytes {
+    public static func open(_ sealed: SealedValue, for row: SecretRow, master: MasterKey) throws(SecretsError)
+        -> SecureBytes
+    {
         let aad = row.associatedData
-        let dataKey = try decrypt(sealed.wrappedKey, nonce: sealed.wrapNonce, key: master.kek(version: sealed.kekVersion), aad: aad)
+        let dataKey = try decrypt(
+            sealed.wrappedKey, nonce: sealed.wrapNonce, key: master.kek(version: sealed.kekVersion), aad: aad)
         return try decrypt(sealed.ciphertext, nonce: sealed.nonce, key: dataKey, aad: aad)
     }
 
     /// Wraps the data key under key-encryption key `kekVersion` instead; the value's ciphertext
     /// is untouched (rotation without re-encrypting values).
-    public static func rewrap(_ sealed: SealedValue, for row: SecretRow, master: MasterKey, kekVersion: Int) throws(SecretsError) -> SealedValue {
+    public static func rewrap(_ sealed: SealedValue, for row: SecretRow, master: MasterKey, kekVersion: Int)
+        throws(SecretsError) -> SealedValue
+    {
         let aad = row.associatedData
-        let dataKey = try decrypt(sealed.wrappedKey, nonce: sealed.wrapNonce, key: master.kek(version: sealed.kekVersion), aad: aad)
-        let (wrapped, wrapNonce) = dataKey.withUnsafeBytes { encrypt($0, key: master.kek(version: kekVersion), aad: aad) }
+        let dataKey = try decrypt(
+            sealed.wrappedKey, nonce: sealed.wrapNonce, key: master.kek(version: sealed.kekVersion), aad: aad)
+        let (wrapped, wrapNonce) = dataKey.withUnsafeBytes {
+            encrypt($0, key: master.kek(version: kekVersion), aad: aad)
+        }
         var rewrapped = sealed
         rewrapped.wrappedKey = wrapped
         rewrapped.wrapNonce = wrapNonce
@@ -153,9 +170,12 @@ public enum Envelope {
 
     // MARK: XChaCha20-Poly1305
 
-    private static func encrypt(_ plaintext: UnsafeRawBufferPointer, key: SecureBytes, aad: [UInt8]) -> ([UInt8], [UInt8]) {
+    private static func encrypt(_ plaintext: UnsafeRawBufferPointer, key: SecureBytes, aad: [UInt8]) -> (
+        [UInt8], [UInt8]
+    ) {
         let nonce = Crypto.randomBytes(Int(crypto_aead_xchacha20poly1305_ietf_npubbytes()))
-        var ciphertext = [UInt8](repeating: 0, count: plaintext.count + Int(crypto_aead_xchacha20poly1305_ietf_abytes()))
+        var ciphertext = [UInt8](
+            repeating: 0, count: plaintext.count + Int(crypto_aead_xchacha20poly1305_ietf_abytes()))
         var length: UInt64 = 0
         key.withUnsafeBytes { keyBytes in
             _ = ciphertext.withUnsafeMutableBytes { out in
@@ -168,7 +188,9 @@ public enum Envelope {
         return (Array(ciphertext.prefix(Int(length))), nonce)
     }
 
-    private static func decrypt(_ ciphertext: [UInt8], nonce: [UInt8], key: SecureBytes, aad: [UInt8]) throws(SecretsError) -> SecureBytes {
+    private static func decrypt(_ ciphertext: [UInt8], nonce: [UInt8], key: SecureBytes, aad: [UInt8])
+        throws(SecretsError) -> SecureBytes
+    {
         let tag = Int(crypto_aead_xchacha20poly1305_ietf_abytes())
         // Values are never empty (SecureBytes holds at least one byte), so a ciphertext is longer than its tag.
         guard ciphertext.count > tag, nonce.count == Int(crypto_aead_xchacha20poly1305_ietf_npubbytes()) else {
@@ -179,12 +201,14 @@ public enum Envelope {
         let status = plaintext.withUnsafeMutableBytes { out in
             key.withUnsafeBytes { keyBytes in
                 crypto_aead_xchacha20poly1305_ietf_decrypt(
-                    out.baseAddress!.assumingMemoryBound(to: UInt8.self), &length, nil, ciphertext, UInt64(ciphertext.count),
+                    out.baseAddress!.assumingMemoryBound(to: UInt8.self), &length, nil, ciphertext,
+                    UInt64(ciphertext.count),
                     aad, UInt64(aad.count), nonce, keyBytes.baseAddress!.assumingMemoryBound(to: UInt8.self))
             }
         }
         guard status == 0 else {
-            throw SecretsError(.cannotOpen, "the sealed value does not open: wrong key, changed bytes or another row's ciphertext")
+            throw SecretsError(
+                .cannotOpen, "the sealed value does not open: wrong key, changed bytes or another row's ciphertext")
         }
         return plaintext
     }

@@ -32,7 +32,9 @@ public final class SHA256Stream {
         precondition(!finished, "SHA256Stream.finish called twice")
         finished = true
         var digest = [UInt8](repeating: 0, count: Int(crypto_hash_sha256_bytes()))
-        _ = digest.withUnsafeMutableBytes { crypto_hash_sha256_final(state, $0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
+        _ = digest.withUnsafeMutableBytes {
+            crypto_hash_sha256_final(state, $0.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        }
         return digest
     }
 }
@@ -42,7 +44,9 @@ extension Crypto {
     /// cooperative pool.
     public static func sha256(fileAt path: String) throws(SecretsError) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SecretsError(.unreadable, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw SecretsError(.unreadable, "cannot open \(path): \(String(cString: strerror(errno)))")
+        }
         defer { close(fd) }
         let hash = SHA256Stream()
         var buffer = [UInt8](repeating: 0, count: 1 << 20)

@@ -200,7 +200,9 @@ public struct BoxKey: Sendable {
                     sk.baseAddress!.assumingMemoryBound(to: UInt8.self))
             }
         }
-        guard status == 0 else { throw SecretsError(.cannotOpen, "the sealed box was not sealed to this key or was altered") }
+        guard status == 0 else {
+            throw SecretsError(.cannotOpen, "the sealed box was not sealed to this key or was altered")
+        }
         return plain
     }
 }

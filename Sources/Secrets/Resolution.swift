@@ -26,7 +26,9 @@ public enum SecretScope: Sendable, Hashable, CustomStringConvertible {
     public init(name: String, id: String?) throws(SecretsError) {
         let id = id ?? ""
         // The store cannot hold U+0000 (the audit and the event refuse it).
-        guard !id.unicodeScalars.contains("\u{0}") else { throw SecretsError(.invalidScope, "scope_id must not contain U+0000") }
+        guard !id.unicodeScalars.contains("\u{0}") else {
+            throw SecretsError(.invalidScope, "scope_id must not contain U+0000")
+        }
         switch name {
         case "global":
             guard id.isEmpty else { throw SecretsError(.invalidScope, "scope_id must be empty for the global scope") }
@@ -54,7 +56,9 @@ public enum SecretResolution {
 
     /// The winning scope and its value among those that hold the secret, for `node` of
     /// `company`; nil when none applies to it.
-    public static func resolve<Value>(_ available: [SecretScope: Value], node: String, company: String) -> (scope: SecretScope, value: Value)? {
+    public static func resolve<Value>(_ available: [SecretScope: Value], node: String, company: String) -> (
+        scope: SecretScope, value: Value
+    )? {
         for scope in chain(node: node, company: company) {
             if let value = available[scope] { return (scope, value) }
         }

@@ -17,8 +17,11 @@ struct AuroraCLI: AsyncParsableCommand {
             (DATA: --data-dir, AURORA_DATA_DIR, default /var/lib/aurora).
             """,
         version: AuroraVersion.current,
-        subcommands: [Status.self, Nodes.self, Jobs.self, Secrets.self, Connectivity.self, Token.self, Events.self, Backup.self, WG.self, Doctor.self,
-                      Logs.self, Restart.self, SSH.self])
+        subcommands: [
+            Status.self, Nodes.self, Jobs.self, Secrets.self, Connectivity.self, Token.self, Events.self, Backup.self,
+            WG.self, Doctor.self,
+            Logs.self, Restart.self, SSH.self,
+        ])
 
     /// Accepted before the command too: `aurora-cli --data-dir D status`.
     @OptionGroup var options: AgentOptions
@@ -58,7 +61,9 @@ struct AgentOptions: ParsableArguments {
     @Option(help: "Agent URL (env AURORA_AGENT; default http://127.0.0.1:9999).")
     var agent: String?
 
-    @Option(name: .customLong("data-dir"), help: "The agent's data directory, for the token (env AURORA_DATA_DIR; default /var/lib/aurora).")
+    @Option(
+        name: .customLong("data-dir"),
+        help: "The agent's data directory, for the token (env AURORA_DATA_DIR; default /var/lib/aurora).")
     var dataDir: String?
 
     @Option(help: "Operator token (env AURORA_TOKEN; default: DATA/admin.token).")
@@ -68,7 +73,9 @@ struct AgentOptions: ParsableArguments {
     var pin: String?
 
     /// `AURORA_PIN`, when it parses.
-    static var environmentPin: TLSPin? { ProcessInfo.processInfo.environment["AURORA_PIN"].flatMap { TLSPin(parsing: $0) } }
+    static var environmentPin: TLSPin? {
+        ProcessInfo.processInfo.environment["AURORA_PIN"].flatMap { TLSPin(parsing: $0) }
+    }
 
     /// `--pin`, else `AURORA_PIN`.
     var resolvedPin: TLSPin? { pin.flatMap { TLSPin(parsing: $0) } ?? Self.environmentPin }
@@ -103,16 +110,22 @@ struct AgentOptions: ParsableArguments {
             return .failure(CLIError("no operator token: \(path) does not exist; pass --token or set AURORA_TOKEN"))
         }
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            return .failure(CLIError("no operator token: cannot read \(path) (run as the agent's user or root, or set AURORA_TOKEN)"))
+            return .failure(
+                CLIError(
+                    "no operator token: cannot read \(path) (run as the agent's user or root, or set AURORA_TOKEN)"))
         }
         return .success((text.trimmingCharacters(in: .whitespacesAndNewlines), path))
     }
 
     func validate() throws {
-        guard let url = URL(string: agentURL), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil else {
+        guard let url = URL(string: agentURL), let scheme = url.scheme, ["http", "https"].contains(scheme),
+            url.host != nil
+        else {
             throw ValidationError("--agent must be an http(s) URL such as http://127.0.0.1:9999, got '\(agentURL)'")
         }
-        if let pin, TLSPin(parsing: pin) == nil { throw ValidationError("--pin must be sha256: and 64 hex digits, got '\(pin)'") }
+        if let pin, TLSPin(parsing: pin) == nil {
+            throw ValidationError("--pin must be sha256: and 64 hex digits, got '\(pin)'")
+        }
         if let text = environment["AURORA_PIN"], !text.isEmpty, TLSPin(parsing: text) == nil {
             throw ValidationError("AURORA_PIN must be sha256: and 64 hex digits")
         }
@@ -131,6 +144,8 @@ struct CLIError: Error {
 
     /// Exit code 3: no agent answers (like `systemctl status` for a stopped unit).
     static func notRunning(_ url: String, _ reason: String) -> CLIError {
-        CLIError("no nodeagent is answering at \(url) (\(reason)); start it with './bootstrap run', 'nodeagent --profile lead' or 'systemctl start nodeagent'", exitCode: 3)
+        CLIError(
+            "no nodeagent is answering at \(url) (\(reason)); start it with './bootstrap run', 'nodeagent --profile lead' or 'systemctl start nodeagent'",
+            exitCode: 3)
     }
 }

@@ -2,9 +2,10 @@ import ArgumentParser
 import AuroraAPI
 import AuroraClient
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
-import NIOCore
+    import Glibc
+    import NIOCore
 #endif
 
 /// `aurora-cli backup`: backups of the mesh database, taken and kept by the lead.
@@ -64,11 +65,15 @@ struct Backup: AsyncParsableCommand {
             guard let created else { throw CLIError("the agent ended the backup without a result; see its log") }
             if json { return print(try encodePretty(created)) }
             let backup = created.backup
-            print("\(backup.file)  \(ByteCount.format(backup.sizeBytes))  \(created.tables) tables  "
-                  + String(format: "%.1f s", created.seconds) + "  sha256 \(backup.sha256.map { String($0.prefix(16)) } ?? "-")")
+            print(
+                "\(backup.file)  \(ByteCount.format(backup.sizeBytes))  \(created.tables) tables  "
+                    + String(format: "%.1f s", created.seconds)
+                    + "  sha256 \(backup.sha256.map { String($0.prefix(16)) } ?? "-")")
             let retention = created.retention
-            print("retention (\(retention.daily) daily, \(retention.weekly) weekly, \(retention.monthly) monthly): \(retention.kept) kept"
-                  + (retention.deleted.isEmpty ? ", none deleted" : ", deleted \(retention.deleted.joined(separator: ", "))"))
+            print(
+                "retention (\(retention.daily) daily, \(retention.weekly) weekly, \(retention.monthly) monthly): \(retention.kept) kept"
+                    + (retention.deleted.isEmpty
+                        ? ", none deleted" : ", deleted \(retention.deleted.joined(separator: ", "))"))
         }
     }
 
@@ -82,10 +87,16 @@ struct Backup: AsyncParsableCommand {
             let options = localOptions.merged(with: parent.options)
             let list = try await options.client().backups()
             if json { return print(try encodePretty(list)) }
-            print(JobTable.table(["FILE", "CREATED", "AGE", "SIZE", "SHA-256"], list.backups.map { backup in
-                [backup.file, backup.createdAt, MeshTable.lastSeen(backup.createdAt), ByteCount.format(backup.sizeBytes),
-                 backup.sha256.map { String($0.prefix(16)) } ?? "missing"]
-            }))
+            print(
+                JobTable.table(
+                    ["FILE", "CREATED", "AGE", "SIZE", "SHA-256"],
+                    list.backups.map { backup in
+                        [
+                            backup.file, backup.createdAt, MeshTable.lastSeen(backup.createdAt),
+                            ByteCount.format(backup.sizeBytes),
+                            backup.sha256.map { String($0.prefix(16)) } ?? "missing",
+                        ]
+                    }))
             print("\(list.backups.count) backup\(list.backups.count == 1 ? "" : "s") in \(list.directory)")
         }
     }
@@ -107,9 +118,11 @@ struct Backup: AsyncParsableCommand {
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
             let result = try await options.client().verifyBackup(file)
-            print(json ? try encodePretty(result)
-                  : "\(result.file): ok (\(result.checks.joined(separator: ", "))); \(result.entries) archive entries, "
-                    + "\(ByteCount.format(result.sizeBytes)), sha256 \(result.sha256)")
+            print(
+                json
+                    ? try encodePretty(result)
+                    : "\(result.file): ok (\(result.checks.joined(separator: ", "))); \(result.entries) archive entries, "
+                        + "\(ByteCount.format(result.sizeBytes)), sha256 \(result.sha256)")
         }
     }
 
@@ -128,29 +141,41 @@ struct Backup: AsyncParsableCommand {
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Backup
         @Argument(help: "The backup's file name, as 'backup list' shows it.") var file: String
-        @Option(help: "The new database: letters, digits and _, at most 63, not starting with a digit.") var into: String
+        @Option(help: "The new database: letters, digits and _, at most 63, not starting with a digit.") var into:
+            String
         @Flag(help: "Print the result as JSON.") var json = false
 
         func validate() throws {
             try Backup.validateName(file)
-            let valid = (1...63).contains(into.utf8.count) && into.first.map { !$0.isNumber } == true
-                && into.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "_") }
+            let valid =
+                (1...63).contains(into.utf8.count) && into.first.map { !$0.isNumber } == true
+                && into.unicodeScalars.allSatisfy {
+                    $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "_")
+                }
             guard valid else {
-                throw ValidationError("--into must be a new database name: letters, digits and _, at most 63, not starting with a digit (got '\(into)')")
+                throw ValidationError(
+                    "--into must be a new database name: letters, digits and _, at most 63, not starting with a digit (got '\(into)')"
+                )
             }
         }
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
             let restored = try await options.client().restoreBackup(file, into: into)
-            print(json ? try encodePretty(restored) : "restored \(restored.file) into database \(restored.into) in " + String(format: "%.1f s", restored.seconds))
+            print(
+                json
+                    ? try encodePretty(restored)
+                    : "restored \(restored.file) into database \(restored.into) in "
+                        + String(format: "%.1f s", restored.seconds))
         }
     }
 
     /// A backup is named by its file name, never a path.
     static func validateName(_ file: String) throws {
         if file.contains("/") {
-            throw ValidationError("FILE is a backup's name as 'aurora-cli backup list' shows it (aurora-YYYYMMDDTHHMMSSZ.dump), not a path")
+            throw ValidationError(
+                "FILE is a backup's name as 'aurora-cli backup list' shows it (aurora-YYYYMMDDTHHMMSSZ.dump), not a path"
+            )
         }
     }
 }
@@ -164,9 +189,12 @@ private final class ProgressLine {
 
     func show(_ progress: BackupProgress) {
         guard enabled else { return }
-        let tables = progress.tablesTotal > 0 ? "\(min(progress.tablesDone, progress.tablesTotal))/\(progress.tablesTotal)" : "\(progress.tablesDone)"
+        let tables =
+            progress.tablesTotal > 0
+            ? "\(min(progress.tablesDone, progress.tablesTotal))/\(progress.tablesTotal)" : "\(progress.tablesDone)"
         let table = progress.table.map { " (\($0))" } ?? ""
-        FileHandle.standardError.write(Data("\r\u{1B}[Kbacking up: \(tables) tables\(table), \(ByteCount.format(progress.bytes)) written".utf8))
+        FileHandle.standardError.write(
+            Data("\r\u{1B}[Kbacking up: \(tables) tables\(table), \(ByteCount.format(progress.bytes)) written".utf8))
         shown = true
     }
 

@@ -2,16 +2,18 @@ import ArgumentParser
 import AuroraAPI
 import AuroraClient
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
-import NIOCore
+    import Glibc
+    import NIOCore
 #endif
 
 /// `aurora-cli doctor`: checks the local install and says, per check, what is wrong and how to
 /// fix it.
 struct Doctor: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check the local install: binaries, libraries, data dir permissions, agent, store, port, WireGuard and PostgreSQL tools.",
+        abstract:
+            "Check the local install: binaries, libraries, data dir permissions, agent, store, port, WireGuard and PostgreSQL tools.",
         discussion: "Exit status: 0 when no check failed (warnings allowed), 1 otherwise.")
 
     @OptionGroup var localOptions: AgentOptions
@@ -38,8 +40,11 @@ struct Doctor: AsyncParsableCommand {
     func run() async throws {
         var checks: [Check] = []
         let nodeagent = Self.findNodeagent()
-        checks.append(nodeagent.map { Check(name: "nodeagent binary", verdict: .ok, detail: $0) }
-            ?? Check(name: "nodeagent binary", verdict: .fail, detail: "not found beside aurora-cli or on PATH; run ./bootstrap install"))
+        checks.append(
+            nodeagent.map { Check(name: "nodeagent binary", verdict: .ok, detail: $0) }
+                ?? Check(
+                    name: "nodeagent binary", verdict: .fail,
+                    detail: "not found beside aurora-cli or on PATH; run ./bootstrap install"))
         checks.append(Self.libraries(of: nodeagent))
         checks.append(contentsOf: Self.dataDir(options.resolvedDataDir))
 
@@ -47,8 +52,12 @@ struct Doctor: AsyncParsableCommand {
         var health: HealthResponse?
         do {
             health = try await options.anonymousClient(timeout: .seconds(3)).health()
-            checks.append(Check(name: "agent", verdict: health!.status == .ok ? .ok : .warn,
-                                detail: "\(url): \(health!.status.rawValue), \(health!.role.rawValue) '\(health!.node)', version \(health!.version)"))
+            checks.append(
+                Check(
+                    name: "agent", verdict: health!.status == .ok ? .ok : .warn,
+                    detail:
+                        "\(url): \(health!.status.rawValue), \(health!.role.rawValue) '\(health!.node)', version \(health!.version)"
+                ))
         } catch {
             checks.append(Check(name: "agent", verdict: .warn, detail: CLIError(error, style: .check).message))
         }
@@ -58,15 +67,22 @@ struct Doctor: AsyncParsableCommand {
         checks.append(Self.postgresTools())
         checks.append(Self.wireguardTools())
 
-        let verdict: Check.Verdict = checks.contains { $0.verdict == .fail } ? .fail : checks.contains { $0.verdict == .warn } ? .warn : .ok
+        let verdict: Check.Verdict =
+            checks.contains { $0.verdict == .fail } ? .fail : checks.contains { $0.verdict == .warn } ? .warn : .ok
         if json {
-            print(String(decoding: try APICoding.encoder(pretty: true).encode(Report(checks: checks, verdict: verdict)), as: UTF8.self))
+            print(
+                String(
+                    decoding: try APICoding.encoder(pretty: true).encode(Report(checks: checks, verdict: verdict)),
+                    as: UTF8.self))
         } else {
             let width = checks.map(\.name.count).max()! + 2
             for check in checks {
-                print(check.verdict.rawValue.padding(toLength: 6, withPad: " ", startingAt: 0) + check.name.padding(toLength: width, withPad: " ", startingAt: 0) + check.detail)
+                print(
+                    check.verdict.rawValue.padding(toLength: 6, withPad: " ", startingAt: 0)
+                        + check.name.padding(toLength: width, withPad: " ", startingAt: 0) + check.detail)
             }
-            let failed = checks.filter { $0.verdict == .fail }.count, warned = checks.filter { $0.verdict == .warn }.count
+            let failed = checks.filter { $0.verdict == .fail }.count,
+                warned = checks.filter { $0.verdict == .warn }.count
             print("verdict: \(verdict.rawValue) (\(failed) failed, \(warned) warnings, \(checks.count) checks)")
         }
         if verdict == .fail { throw ExitCode(1) }
@@ -75,7 +91,8 @@ struct Doctor: AsyncParsableCommand {
     // MARK: Checks
 
     static func findNodeagent() -> String? {
-        let own = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let own =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let beside = (own as NSString).deletingLastPathComponent + "/nodeagent"
         if FileManager.default.isExecutableFile(atPath: beside) { return beside }
         return which("nodeagent")
@@ -87,9 +104,15 @@ struct Doctor: AsyncParsableCommand {
         guard let ldd = which("ldd"), let output = run(ldd, [binary]) else {
             return Check(name: name, verdict: .warn, detail: "ldd not available; cannot inspect \(binary)")
         }
-        let missing = output.split(separator: "\n").filter { $0.contains("not found") }.map { $0.split(separator: " ").first.map(String.init) ?? String($0) }
+        let missing = output.split(separator: "\n").filter { $0.contains("not found") }.map {
+            $0.split(separator: " ").first.map(String.init) ?? String($0)
+        }
         if !missing.isEmpty {
-            return Check(name: name, verdict: .fail, detail: "missing: \(missing.joined(separator: ", ")); run ./bootstrap (apt: libsodium23 libpq5 libhiredis0.14)")
+            return Check(
+                name: name, verdict: .fail,
+                detail:
+                    "missing: \(missing.joined(separator: ", ")); run ./bootstrap (apt: libsodium23 libpq5 libhiredis0.14)"
+            )
         }
         let wanted = ["libsodium", "libpq", "libhiredis"]
         let present = wanted.filter { output.contains($0) }
@@ -99,14 +122,26 @@ struct Doctor: AsyncParsableCommand {
     static func dataDir(_ path: String) -> [Check] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            return [Check(name: "data dir", verdict: .warn, detail: "\(path) does not exist yet; the agent creates it on first start")]
+            return [
+                Check(
+                    name: "data dir", verdict: .warn,
+                    detail: "\(path) does not exist yet; the agent creates it on first start")
+            ]
         }
-        guard isDirectory.boolValue else { return [Check(name: "data dir", verdict: .fail, detail: "\(path) is not a directory")] }
+        guard isDirectory.boolValue else {
+            return [Check(name: "data dir", verdict: .fail, detail: "\(path) is not a directory")]
+        }
         var checks: [Check] = []
         if let mode = mode(path), mode & 0o022 != 0 {
-            checks.append(Check(name: "data dir", verdict: .fail, detail: "\(path) is writable by others (mode \(octal(mode))); run 'chmod 711 \(path)'"))
+            checks.append(
+                Check(
+                    name: "data dir", verdict: .fail,
+                    detail: "\(path) is writable by others (mode \(octal(mode))); run 'chmod 711 \(path)'"))
         } else if access(path, W_OK) != 0 {
-            checks.append(Check(name: "data dir", verdict: .warn, detail: "\(path) is not writable by this user (the agent's user may differ)"))
+            checks.append(
+                Check(
+                    name: "data dir", verdict: .warn,
+                    detail: "\(path) is not writable by this user (the agent's user may differ)"))
         } else {
             checks.append(Check(name: "data dir", verdict: .ok, detail: "\(path) (mode \(octal(mode(path) ?? 0)))"))
         }
@@ -118,11 +153,17 @@ struct Doctor: AsyncParsableCommand {
         let present = secretFiles.filter { FileManager.default.fileExists(atPath: $0) }
         let loose = present.filter { (mode($0) ?? 0) & 0o077 != 0 }
         if present.isEmpty {
-            checks.append(Check(name: "key files", verdict: .warn, detail: "no keys yet in \(keys); the agent creates them on first start"))
+            checks.append(
+                Check(
+                    name: "key files", verdict: .warn,
+                    detail: "no keys yet in \(keys); the agent creates them on first start"))
         } else if loose.isEmpty {
             checks.append(Check(name: "key files", verdict: .ok, detail: "\(present.count) secret files, all 0600"))
         } else {
-            checks.append(Check(name: "key files", verdict: .fail, detail: "readable by others: \(loose.joined(separator: ", ")); run 'chmod 600' on them"))
+            checks.append(
+                Check(
+                    name: "key files", verdict: .fail,
+                    detail: "readable by others: \(loose.joined(separator: ", ")); run 'chmod 600' on them"))
         }
         return checks
     }
@@ -133,12 +174,18 @@ struct Doctor: AsyncParsableCommand {
         case .failure(let error):
             return Check(name: name, verdict: .warn, detail: error.message)
         case .success(let (token, source)):
-            guard agentUp else { return Check(name: name, verdict: .ok, detail: "from \(source) (agent not running: not verified)") }
+            guard agentUp else {
+                return Check(name: name, verdict: .ok, detail: "from \(source) (agent not running: not verified)")
+            }
             do {
-                _ = try await AuroraClient(baseURL: options.agentURL, token: token, pin: options.resolvedPin, timeout: .seconds(3)).agentStatus()
+                _ = try await AuroraClient(
+                    baseURL: options.agentURL, token: token, pin: options.resolvedPin, timeout: .seconds(3)
+                ).agentStatus()
                 return Check(name: name, verdict: .ok, detail: "from \(source), accepted by the agent")
             } catch {
-                return Check(name: name, verdict: .fail, detail: "from \(source), refused: \(CLIError(error, style: .check).message)")
+                return Check(
+                    name: name, verdict: .fail,
+                    detail: "from \(source), refused: \(CLIError(error, style: .check).message)")
             }
         }
     }
@@ -147,10 +194,17 @@ struct Doctor: AsyncParsableCommand {
         let name = "store"
         guard let health else { return Check(name: name, verdict: .skip, detail: "agent not running") }
         switch health.store.state {
-        case .none: return Check(name: name, verdict: .skip, detail: "this node keeps no store (\(health.role.rawValue))")
-        case .ok: return Check(name: name, verdict: .ok, detail: "\(health.store.mode.rawValue) PostgreSQL reachable, schema \(health.store.schemaVersion.map(String.init) ?? "?")")
+        case .none:
+            return Check(name: name, verdict: .skip, detail: "this node keeps no store (\(health.role.rawValue))")
+        case .ok:
+            return Check(
+                name: name, verdict: .ok,
+                detail:
+                    "\(health.store.mode.rawValue) PostgreSQL reachable, schema \(health.store.schemaVersion.map(String.init) ?? "?")"
+            )
         case .starting: return Check(name: name, verdict: .warn, detail: "still starting")
-        case .failed, .stopping: return Check(name: name, verdict: .fail, detail: health.store.message ?? health.store.state.rawValue)
+        case .failed, .stopping:
+            return Check(name: name, verdict: .fail, detail: health.store.message ?? health.store.state.rawValue)
         }
     }
 
@@ -161,20 +215,31 @@ struct Doctor: AsyncParsableCommand {
         }
         let port = components.port ?? (components.scheme == "https" ? 443 : 80)
         if agentUp { return Check(name: name, verdict: .ok, detail: "\(host):\(port) in use by the agent") }
-        guard ["127.0.0.1", "localhost", "::1"].contains(host) else { return Check(name: name, verdict: .skip, detail: "\(host) is not this machine") }
+        guard ["127.0.0.1", "localhost", "::1"].contains(host) else {
+            return Check(name: name, verdict: .skip, detail: "\(host) is not this machine")
+        }
         if let reason = bindFails(port: port) {
-            return Check(name: name, verdict: .fail, detail: "127.0.0.1:\(port) is taken by another program (\(reason)); stop it or set listen in the profile")
+            return Check(
+                name: name, verdict: .fail,
+                detail:
+                    "127.0.0.1:\(port) is taken by another program (\(reason)); stop it or set listen in the profile")
         }
         return Check(name: name, verdict: .ok, detail: "127.0.0.1:\(port) is free")
     }
 
     static func postgresTools() -> Check {
         let name = "postgresql server"
-        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []).compactMap(Int.init).sorted()
-        if let newest = versions.last, FileManager.default.isExecutableFile(atPath: "/usr/lib/postgresql/\(newest)/bin/initdb") {
+        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []).compactMap(
+            Int.init
+        ).sorted()
+        if let newest = versions.last,
+            FileManager.default.isExecutableFile(atPath: "/usr/lib/postgresql/\(newest)/bin/initdb")
+        {
             return Check(name: name, verdict: .ok, detail: "initdb and pg_ctl in /usr/lib/postgresql/\(newest)/bin")
         }
-        return Check(name: name, verdict: .warn, detail: "initdb not found: a lead needs it for its managed store (apt install postgresql) or --store URL")
+        return Check(
+            name: name, verdict: .warn,
+            detail: "initdb not found: a lead needs it for its managed store (apt install postgresql) or --store URL")
     }
 
     static func wireguardTools() -> Check {
@@ -183,18 +248,29 @@ struct Doctor: AsyncParsableCommand {
         let userspace = which("wireguard-go")
         let kernel = FileManager.default.fileExists(atPath: "/sys/module/wireguard")
         switch (wg, userspace, kernel) {
-        case (nil, _, _): return Check(name: name, verdict: .warn, detail: "wg not found; wireguard.mode apply needs it (apt install wireguard-tools)")
+        case (nil, _, _):
+            return Check(
+                name: name, verdict: .warn,
+                detail: "wg not found; wireguard.mode apply needs it (apt install wireguard-tools)")
         case (let wg?, _, true): return Check(name: name, verdict: .ok, detail: "\(wg), kernel WireGuard")
-        case (let wg?, let go?, false): return Check(name: name, verdict: .ok, detail: "\(wg), \(go) (no kernel module: userspace)")
-        case (_?, nil, false): return Check(name: name, verdict: .warn, detail: "no kernel module and no wireguard-go (apt install --no-install-recommends wireguard-go)")
+        case (let wg?, let go?, false):
+            return Check(name: name, verdict: .ok, detail: "\(wg), \(go) (no kernel module: userspace)")
+        case (_?, nil, false):
+            return Check(
+                name: name, verdict: .warn,
+                detail: "no kernel module and no wireguard-go (apt install --no-install-recommends wireguard-go)")
         }
     }
 
     // MARK: Helpers
 
     static func which(_ program: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        return path.split(separator: ":").map { "\($0)/\(program)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        let path =
+            ProcessInfo.processInfo.environment["PATH"]
+            ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        return path.split(separator: ":").map { "\($0)/\(program)" }.first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
     }
 
     static func run(_ program: String, _ arguments: [String]) -> String? {
@@ -228,7 +304,11 @@ struct Doctor: AsyncParsableCommand {
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = UInt16(port).bigEndian
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let result = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
         return result == 0 ? nil : String(cString: strerror(errno))
     }
 }

@@ -38,12 +38,14 @@ struct Jobs: AsyncParsableCommand {
         @Option(name: .customLong("gpu-model"), help: "GPU model pattern, e.g. 4090 or 'A100*'.") var gpuModel: String?
         @Option(help: "GPUs on one node (default 1).") var gpus: Int?
         @Option(help: "Node labels required, k=v,k=v.") var labels: String?
-        @Option(name: .customLong("idempotency-key"), help: "Same key, same job: safe to retry.") var idempotencyKey: String?
+        @Option(name: .customLong("idempotency-key"), help: "Same key, same job: safe to retry.") var idempotencyKey:
+            String?
         @Option(name: .customLong("max-attempts"), help: "Runs before the job fails (default 3).") var maxAttempts: Int?
         @Option(help: "exec: seconds before the command is killed.") var timeout: Double?
         @Option(help: "Wait up to this many seconds for the job to finish.") var wait: Double?
         @Flag(help: "Print the job as JSON.") var json = false
-        @Argument(parsing: .postTerminator, help: "exec: the command and its arguments, after --.") var command: [String] = []
+        @Argument(parsing: .postTerminator, help: "exec: the command and its arguments, after --.") var command:
+            [String] = []
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
@@ -55,8 +57,12 @@ struct Jobs: AsyncParsableCommand {
             switch kind {
             case .generate:
                 guard let model else { throw ValidationError("generate jobs need --model") }
-                guard var text = prompt else { throw ValidationError("generate jobs need --prompt (or --prompt - for stdin)") }
-                if text == "-" { text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
+                guard var text = prompt else {
+                    throw ValidationError("generate jobs need --prompt (or --prompt - for stdin)")
+                }
+                if text == "-" {
+                    text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+                }
                 payload = ["model": .string(model), "prompt": .string(text)]
             case .exec:
                 guard !command.isEmpty else { throw ValidationError("exec jobs need a command after --") }
@@ -68,13 +74,16 @@ struct Jobs: AsyncParsableCommand {
                 requiredLabels = [:]
                 for pair in labels.split(separator: ",") {
                     let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
-                    guard parts.count == 2, !parts[0].isEmpty else { throw ValidationError("--labels takes k=v,k=v; '\(pair)' is not k=v") }
+                    guard parts.count == 2, !parts[0].isEmpty else {
+                        throw ValidationError("--labels takes k=v,k=v; '\(pair)' is not k=v")
+                    }
                     requiredLabels?[parts[0]] = parts[1]
                 }
             }
             let submission = JobSubmission(
                 kind: kind, priority: priorityValue,
-                requirements: JobRequirements(minVramMB: minVram, gpuModel: gpuModel, gpuCount: gpus, labels: requiredLabels),
+                requirements: JobRequirements(
+                    minVramMB: minVram, gpuModel: gpuModel, gpuCount: gpus, labels: requiredLabels),
                 payload: payload, idempotencyKey: idempotencyKey, maxAttempts: maxAttempts)
             let client = try options.client()
             var job = try await client.submitJob(submission)
@@ -90,7 +99,8 @@ struct Jobs: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Recent jobs, newest first.")
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Jobs
-        @Option(help: "Only jobs in this state: queued, assigned, running, succeeded, failed, cancelled.") var state: JobState?
+        @Option(help: "Only jobs in this state: queued, assigned, running, succeeded, failed, cancelled.") var state:
+            JobState?
         @Option(help: "How many (1-10000).") var limit: Int = 50
         @Flag(help: "Print {jobs: [...]} as JSON.") var json = false
 
@@ -116,7 +126,8 @@ struct Jobs: AsyncParsableCommand {
     }
 
     struct Cancel: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Cancel a job; a running one is stopped on its worker.")
+        static let configuration = CommandConfiguration(
+            abstract: "Cancel a job; a running one is stopped on its worker.")
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Jobs
         @Argument(help: "The job id.") var id: String
@@ -130,7 +141,8 @@ struct Jobs: AsyncParsableCommand {
     }
 
     struct Queue: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Queued jobs in the order they will be placed, with ETAs.")
+        static let configuration = CommandConfiguration(
+            abstract: "Queued jobs in the order they will be placed, with ETAs.")
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Jobs
         @Flag(help: "Print the queue as JSON.") var json = false
@@ -140,11 +152,16 @@ struct Jobs: AsyncParsableCommand {
             let queue = try await options.client().queue()
             if json { return print(try encodePretty(queue)) }
             let rows = queue.queued.map { entry in
-                [String(entry.position), String(entry.id.prefix(8)), entry.kind.rawValue, String(entry.priority), String(entry.minVramMB),
-                 entry.etaS.map { String(format: "%.0fs", $0) } ?? "-", MeshTable.lastSeen(entry.submittedAt)]
+                [
+                    String(entry.position), String(entry.id.prefix(8)), entry.kind.rawValue, String(entry.priority),
+                    String(entry.minVramMB),
+                    entry.etaS.map { String(format: "%.0fs", $0) } ?? "-", MeshTable.lastSeen(entry.submittedAt),
+                ]
             }
             print(JobTable.table(["POS", "ID", "KIND", "PRIO", "VRAM MB", "ETA", "SUBMITTED"], rows))
-            print("\(queue.queued.count) queued" + (queue.meanRunS.map { String(format: "  ·  mean run %.1fs", $0) } ?? ""))
+            print(
+                "\(queue.queued.count) queued"
+                    + (queue.meanRunS.map { String(format: "  ·  mean run %.1fs", $0) } ?? ""))
         }
     }
 }
@@ -156,14 +173,18 @@ enum JobTable {
             let gpus: String = job.gpus.map { $0.map(String.init).joined(separator: ",") } ?? "-"
             let error: String = job.error.map { String($0.prefix(60)) } ?? ""
             let node: String = job.node ?? "-"
-            return [String(job.id.prefix(8)), job.kind.rawValue, String(job.priority), job.state.rawValue, String(job.attempt),
-                    node, gpus, MeshTable.lastSeen(job.submittedAt), error]
+            return [
+                String(job.id.prefix(8)), job.kind.rawValue, String(job.priority), job.state.rawValue,
+                String(job.attempt),
+                node, gpus, MeshTable.lastSeen(job.submittedAt), error,
+            ]
         }
         return table(["ID", "KIND", "PRIO", "STATE", "TRY", "NODE", "GPUS", "SUBMITTED", "ERROR"], rows)
     }
 
     static func describe(_ job: Job) -> String {
-        var text = "\(job.id)  \(job.state.rawValue)" + (job.node.map { " on \($0)" } ?? "") + "  attempt \(job.attempt)"
+        var text =
+            "\(job.id)  \(job.state.rawValue)" + (job.node.map { " on \($0)" } ?? "") + "  attempt \(job.attempt)"
         if let error = job.error { text += "\nerror: \(error)" }
         if case .object(let result)? = job.result {
             if let answer = result["text"]?.string { text += "\n" + answer }

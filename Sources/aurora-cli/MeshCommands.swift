@@ -61,7 +61,8 @@ struct Nodes: AsyncParsableCommand {
 
         func validate() throws {
             guard !changes.isEmpty else { throw ValidationError("give at least one KEY=VALUE or KEY-") }
-            for change in changes where !(change.contains("=") && !change.hasPrefix("=")) && !(change.hasSuffix("-") && change.count > 1) {
+            for change in changes
+            where !(change.contains("=") && !change.hasPrefix("=")) && !(change.hasSuffix("-") && change.count > 1) {
                 throw ValidationError("'\(change)' is neither KEY=VALUE nor KEY-")
             }
         }
@@ -78,8 +79,15 @@ struct Nodes: AsyncParsableCommand {
                 }
             }
             let node = try await client.setLabels(labels, of: name)
-            print(json ? try encodePretty(node)
-                : TerminalText.safe("\(node.name): " + (node.labels.isEmpty ? "no labels" : node.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))))
+            print(
+                json
+                    ? try encodePretty(node)
+                    : TerminalText.safe(
+                        "\(node.name): "
+                            + (node.labels.isEmpty
+                                ? "no labels"
+                                : node.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(
+                                    separator: " "))))
         }
     }
 
@@ -125,47 +133,70 @@ struct Token: AsyncParsableCommand {
         @Option(help: "join (default) or api.") var kind: TokenKind = .join
         @Option(help: "Join tokens: the profile the joining node must run, compute or edge.") var profile: NodeRole?
         @Option(help: "API tokens: read, submit or admin.") var role: APIRole?
-        @Option(help: "Company of the nodes that join with it (a node cannot choose its own), or of the API token's jobs.") var company: String?
-        @Option(help: "Lifetime: 90s, 15m, 1h, 7d (join default 1h; API tokens default: until revoked).") var ttl: String?
+        @Option(
+            help: "Company of the nodes that join with it (a node cannot choose its own), or of the API token's jobs.")
+        var company: String?
+        @Option(help: "Lifetime: 90s, 15m, 1h, 7d (join default 1h; API tokens default: until revoked).") var ttl:
+            String?
         @Flag(help: "Allow many joins until it expires (default: single use).") var reusable = false
-        @Option(help: "Trusted labels of the nodes that join with it (placement matches these): k=v[,k=v...].") var labels: String?
+        @Option(help: "Trusted labels of the nodes that join with it (placement matches these): k=v[,k=v...].")
+        var labels: String?
         @Flag(help: "Print JSON: {token, info}.") var json = false
 
         func validate() throws {
-            if let ttl { guard TTL.seconds(ttl) != nil else { throw ValidationError("--ttl must look like 90s, 15m, 1h or 7d, got '\(ttl)'") } }
+            if let ttl {
+                guard TTL.seconds(ttl) != nil else {
+                    throw ValidationError("--ttl must look like 90s, 15m, 1h or 7d, got '\(ttl)'")
+                }
+            }
             switch kind {
             case .join:
-                guard let profile else { throw ValidationError("--profile is required for a join token: compute or edge") }
-                guard profile != .lead else { throw ValidationError("--profile must be compute or edge; a lead does not join") }
+                guard let profile else {
+                    throw ValidationError("--profile is required for a join token: compute or edge")
+                }
+                guard profile != .lead else {
+                    throw ValidationError("--profile must be compute or edge; a lead does not join")
+                }
                 guard role == nil else { throw ValidationError("--role is for API tokens (--kind api)") }
                 if let labels { _ = try Labels.parse(labels) }
             case .api:
-                guard role != nil else { throw ValidationError("--role is required for an API token: read, submit or admin") }
-                guard profile == nil, labels == nil, !reusable else { throw ValidationError("--profile, --labels and --reusable are for join tokens") }
+                guard role != nil else {
+                    throw ValidationError("--role is required for an API token: read, submit or admin")
+                }
+                guard profile == nil, labels == nil, !reusable else {
+                    throw ValidationError("--profile, --labels and --reusable are for join tokens")
+                }
             }
         }
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
             if kind == .api, let role {
-                let created = try await options.client().createAPIToken(TokenCreateRequest(apiRole: role, company: company, ttlS: ttl.flatMap(TTL.seconds)))
+                let created = try await options.client().createAPIToken(
+                    TokenCreateRequest(apiRole: role, company: company, ttlS: ttl.flatMap(TTL.seconds)))
                 if json { return print(try encodePretty(created)) }
                 print(created.token)
-                FileHandle.standardError.write(Data("API token \(created.info.id): role \(created.info.role.rawValue)\(created.info.company.isEmpty ? "" : ", company \(created.info.company)"), expires \(created.info.expiresAt ?? "never"); use it as Authorization: Bearer TOKEN (or AURORA_TOKEN)\n".utf8))
+                FileHandle.standardError.write(
+                    Data(
+                        "API token \(created.info.id): role \(created.info.role.rawValue)\(created.info.company.isEmpty ? "" : ", company \(created.info.company)"), expires \(created.info.expiresAt ?? "never"); use it as Authorization: Bearer TOKEN (or AURORA_TOKEN)\n"
+                            .utf8))
                 return
             }
             guard let profile else { return }
             let ttl = ttl ?? "1h"
-            let request = TokenCreateRequest(profile: profile, company: company, ttlS: TTL.seconds(ttl), reusable: reusable,
-                                             labels: try labels.map(Labels.parse))
+            let request = TokenCreateRequest(
+                profile: profile, company: company, ttlS: TTL.seconds(ttl), reusable: reusable,
+                labels: try labels.map(Labels.parse))
             let created = try await options.client().createJoinToken(request)
             if json {
                 print(try encodePretty(created))
             } else {
                 print(created.token)
-                var note = "token \(created.info.id): \(created.info.profile.rawValue), \(created.info.reusable ? "reusable" : "single use"), expires \(created.info.expiresAt)\n"
+                var note =
+                    "token \(created.info.id): \(created.info.profile.rawValue), \(created.info.reusable ? "reusable" : "single use"), expires \(created.info.expiresAt)\n"
                 if let command = created.joinCommand, let pin = created.leadPin {
-                    note += "the token pins the lead's key \(pin); save it in a 0600 file FILE on the new machine, then run:\n  \(command)\n"
+                    note +=
+                        "the token pins the lead's key \(pin); save it in a 0600 file FILE on the new machine, then run:\n  \(command)\n"
                 }
                 FileHandle.standardError.write(Data(note.utf8))
             }
@@ -182,18 +213,28 @@ struct Token: AsyncParsableCommand {
             let options = localOptions.merged(with: parent.options)
             let list = try await options.client().tokens()
             guard !json else { return print(try encodePretty(list)) }
-            let rows = [["ID", "KIND", "PROFILE/ROLE", "COMPANY", "STATE", "USES", "REUSABLE", "EXPIRES"]] + list.tokens.map {
-                [$0.id, "join", $0.profile.rawValue, $0.company.isEmpty ? "-" : $0.company, $0.state.rawValue, String($0.uses),
-                 $0.reusable ? "yes" : "no", $0.expiresAt]
-            } + (list.apiTokens ?? []).map {
-                [$0.id, "api", $0.role.rawValue, $0.company.isEmpty ? "-" : $0.company, $0.state.rawValue, "-", "-", $0.expiresAt ?? "never"]
-            }
+            let rows =
+                [["ID", "KIND", "PROFILE/ROLE", "COMPANY", "STATE", "USES", "REUSABLE", "EXPIRES"]]
+                + list.tokens.map {
+                    [
+                        $0.id, "join", $0.profile.rawValue, $0.company.isEmpty ? "-" : $0.company, $0.state.rawValue,
+                        String($0.uses),
+                        $0.reusable ? "yes" : "no", $0.expiresAt,
+                    ]
+                }
+                + (list.apiTokens ?? []).map {
+                    [
+                        $0.id, "api", $0.role.rawValue, $0.company.isEmpty ? "-" : $0.company, $0.state.rawValue, "-",
+                        "-", $0.expiresAt ?? "never",
+                    ]
+                }
             print(Table.render(rows))
         }
     }
 
     struct Revoke: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Revoke a join token (jt_...) or an API token (at_...) by id.")
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke a join token (jt_...) or an API token (at_...) by id.")
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Token
         @Argument(help: "The token's id, as 'token list' shows it.") var id: String
@@ -228,13 +269,20 @@ struct Events: AsyncParsableCommand {
     func run() async throws {
         let options = localOptions.merged(with: root.options)
         let client = try options.client()
-        for try await received in try await client.events(since: since, tail: 50, follow: follow, types: type, node: node) {
+        for try await received in try await client.events(
+            since: since, tail: 50, follow: follow, types: type, node: node)
+        {
             let event = received.event
             if json {
                 print(received.json)
             } else {
-                let details = event.data.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.string ?? String(decoding: (try? APICoding.encoder().encode($0.value)) ?? Data(), as: UTF8.self))" }
-                print(TerminalText.safe("\(event.seq)  \(event.at)  \(event.type)  \(event.node ?? "-")  \(details.joined(separator: " "))"))
+                let details = event.data.sorted { $0.key < $1.key }.map {
+                    "\($0.key)=\($0.value.string ?? String(decoding: (try? APICoding.encoder().encode($0.value)) ?? Data(), as: UTF8.self))"
+                }
+                print(
+                    TerminalText.safe(
+                        "\(event.seq)  \(event.at)  \(event.type)  \(event.node ?? "-")  \(details.joined(separator: " "))"
+                    ))
             }
             fflush(nil)
         }
@@ -252,7 +300,9 @@ enum TTL {
     static func seconds(_ text: String) -> Int? {
         let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
         if let value = Int(text), value > 0 { return value }
-        guard let unit = text.last, let scale = units[unit], let value = Int(text.dropLast()), value > 0 else { return nil }
+        guard let unit = text.last, let scale = units[unit], let value = Int(text.dropLast()), value > 0 else {
+            return nil
+        }
         return value * scale
     }
 }
@@ -262,7 +312,9 @@ enum Labels {
         var labels: [String: String] = [:]
         for pair in text.split(separator: ",") {
             let parts = pair.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2, !parts[0].isEmpty else { throw ValidationError("--labels must be k=v[,k=v...], got '\(pair)'") }
+            guard parts.count == 2, !parts[0].isEmpty else {
+                throw ValidationError("--labels must be k=v[,k=v...], got '\(pair)'")
+            }
             labels[String(parts[0])] = String(parts[1])
         }
         return labels
@@ -275,8 +327,10 @@ enum Table {
         guard let first = rows.first else { return "" }
         let widths = first.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         return rows.map { row in
-            row.enumerated().map { index, cell in index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0) }
-                .joined(separator: "  ")
+            row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }
+            .joined(separator: "  ")
         }.joined(separator: "\n")
     }
 }

@@ -6,7 +6,8 @@ import Foundation
 /// `aurora-cli logs`: recent structured log lines of an agent, by subsystem.
 struct Logs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Recent log lines of the local agent or of another node (the agent keeps the last lines of each subsystem).",
+        abstract:
+            "Recent log lines of the local agent or of another node (the agent keeps the last lines of each subsystem).",
         discussion: """
             Examples: aurora-cli logs; aurora-cli logs gpu-worker --follow; aurora-cli logs checks --node gpu-1 --level warning.
             --node reads another node's agent through the lead (the lead signs the call).
@@ -14,7 +15,10 @@ struct Logs: AsyncParsableCommand {
 
     @OptionGroup var localOptions: AgentOptions
     @ParentCommand var root: AuroraCLI
-    @Argument(help: "A subsystem (gpu-worker, membership, connectivity, checks, alerts, outbox, redis, store, ...); all when omitted.")
+    @Argument(
+        help:
+            "A subsystem (gpu-worker, membership, connectivity, checks, alerts, outbox, redis, store, ...); all when omitted."
+    )
     var subsystem: String?
     @Option(help: "Read this node's logs (through the lead).") var node: String?
     @Flag(help: "Keep printing new lines (Ctrl-C stops).") var follow = false
@@ -25,7 +29,8 @@ struct Logs: AsyncParsableCommand {
     func validate() throws {
         guard (1...10_000).contains(lines) else { throw ValidationError("--lines must be 1-10000, got \(lines)") }
         if let level, !["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) {
-            throw ValidationError("--level must be trace, debug, info, notice, warning, error or critical, got '\(level)'")
+            throw ValidationError(
+                "--level must be trace, debug, info, notice, warning, error or critical, got '\(level)'")
         }
     }
 
@@ -40,8 +45,13 @@ struct Logs: AsyncParsableCommand {
                 if json {
                     print(String(decoding: try APICoding.encoder().encode(line), as: UTF8.self))
                 } else {
-                    let details = line.metadata.filter { $0.key != "node" }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-                    print(TerminalText.safe("\(line.at)  \(line.level.padding(toLength: 8, withPad: " ", startingAt: 0))\(line.subsystem.padding(toLength: 13, withPad: " ", startingAt: 0)) \(line.message)\(details.isEmpty ? "" : "  " + details)"))
+                    let details = line.metadata.filter { $0.key != "node" }.sorted { $0.key < $1.key }.map {
+                        "\($0.key)=\($0.value)"
+                    }.joined(separator: " ")
+                    print(
+                        TerminalText.safe(
+                            "\(line.at)  \(line.level.padding(toLength: 8, withPad: " ", startingAt: 0))\(line.subsystem.padding(toLength: 13, withPad: " ", startingAt: 0)) \(line.message)\(details.isEmpty ? "" : "  " + details)"
+                        ))
                 }
                 since = max(since, line.seq)
             }
@@ -55,7 +65,8 @@ struct Logs: AsyncParsableCommand {
 /// `aurora-cli restart SUBSYSTEM`: restarts one subsystem of the local agent in place.
 struct Restart: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Restart one subsystem of the local agent (gpu, connectivity, checks, alerts, outbox, redis) without restarting the process.",
+        abstract:
+            "Restart one subsystem of the local agent (gpu, connectivity, checks, alerts, outbox, redis) without restarting the process.",
         discussion: """
             The subsystem stops as it would on SIGTERM (the GPU worker hands its running jobs back to the lead) and starts again.
             Without a name it lists the agent's restartable subsystems.
@@ -72,11 +83,17 @@ struct Restart: AsyncParsableCommand {
         guard let subsystem else {
             let list = try await client.subsystems()
             guard !json else { return print(try encodePretty(list)) }
-            let rows = [["SUBSYSTEM", "STATE", "RESTARTS", "STARTED"]] + list.subsystems.map { [$0.name, $0.state, String($0.restarts), $0.startedAt ?? "-"] }
+            let rows =
+                [["SUBSYSTEM", "STATE", "RESTARTS", "STARTED"]]
+                + list.subsystems.map { [$0.name, $0.state, String($0.restarts), $0.startedAt ?? "-"] }
             return print(Table.render(rows))
         }
         let state = try await client.restartSubsystem(subsystem)
-        print(json ? try encodePretty(state) : "restarted \(state.name): \(state.state), \(state.restarts) restart\(state.restarts == 1 ? "" : "s") since the agent started")
+        print(
+            json
+                ? try encodePretty(state)
+                : "restarted \(state.name): \(state.state), \(state.restarts) restart\(state.restarts == 1 ? "" : "s") since the agent started"
+        )
     }
 }
 
@@ -85,7 +102,9 @@ struct SSH: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ssh",
         abstract: "Run ssh to a node's mesh address (its vpn_ip from the registry).",
-        discussion: "Example: aurora-cli ssh gpu-1 --user root -- -L 8080:127.0.0.1:8080. --dry-run prints the command instead.")
+        discussion:
+            "Example: aurora-cli ssh gpu-1 --user root -- -L 8080:127.0.0.1:8080. --dry-run prints the command instead."
+    )
 
     @OptionGroup var localOptions: AgentOptions
     @ParentCommand var root: AuroraCLI
@@ -110,7 +129,11 @@ struct SSH: AsyncParsableCommand {
             return
         }
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
-        guard let ssh = path.split(separator: ":").map({ "\($0)/ssh" }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+        guard
+            let ssh = path.split(separator: ":").map({ "\($0)/ssh" }).first(where: {
+                FileManager.default.isExecutableFile(atPath: $0)
+            })
+        else {
             throw CLIError("ssh is not installed (apt-get install openssh-client)")
         }
         fflush(nil)
@@ -121,7 +144,8 @@ struct SSH: AsyncParsableCommand {
 
     /// Shell quoting for printing, only where needed.
     static func quote(_ word: String) -> String {
-        let safe = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_")
+        let safe = CharacterSet(
+            charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_")
         if !word.isEmpty, word.unicodeScalars.allSatisfy(safe.contains) { return word }
         return "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
     }

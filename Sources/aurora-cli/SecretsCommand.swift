@@ -28,7 +28,8 @@ struct Secrets: AsyncParsableCommand {
     struct Set: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Store a new version; the value comes from stdin or --file, never from the command line.",
-            discussion: "Example: printf %s \"$KEY\" | aurora-cli secrets set openai api_key --scope company --scope-id acme")
+            discussion:
+                "Example: printf %s \"$KEY\" | aurora-cli secrets set openai api_key --scope company --scope-id acme")
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Secrets
         @Argument(help: "Service, e.g. openai.") var service: String
@@ -41,17 +42,24 @@ struct Secrets: AsyncParsableCommand {
             let options = localOptions.merged(with: parent.options)
             var data: Data
             if let file {
-                guard let contents = FileManager.default.contents(atPath: file) else { throw CLIError("cannot read \(file)") }
+                guard let contents = FileManager.default.contents(atPath: file) else {
+                    throw CLIError("cannot read \(file)")
+                }
                 data = contents
             } else {
                 data = FileHandle.standardInput.readDataToEndOfFile()
             }
             if data.last == 0x0A { data.removeLast() }  // one trailing newline from `echo`
             guard !data.isEmpty else { throw CLIError("the value is empty: pipe it on stdin or give --file") }
-            let write = SecretWrite(service: service, keyName: keyName, value: String(decoding: data, as: UTF8.self), scope: scope.scope,
-                                    scopeID: scope.scopeID)
+            let write = SecretWrite(
+                service: service, keyName: keyName, value: String(decoding: data, as: UTF8.self), scope: scope.scope,
+                scopeID: scope.scopeID)
             let info = try await options.client().writeSecret(write)
-            print(json ? try encodePretty(info) : "\(info.service)/\(info.keyName) at \(info.scope)\(info.scopeID.isEmpty ? "" : ":" + info.scopeID): version \(info.version)")
+            print(
+                json
+                    ? try encodePretty(info)
+                    : "\(info.service)/\(info.keyName) at \(info.scope)\(info.scopeID.isEmpty ? "" : ":" + info.scopeID): version \(info.version)"
+            )
         }
     }
 
@@ -68,7 +76,8 @@ struct Secrets: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let read = try await options.client().readSecret(service: service, key: keyName, node: node, company: company)
+            let read = try await options.client().readSecret(
+                service: service, key: keyName, node: node, company: company)
             print(json ? try encodePretty(read) : read.value ?? "")
         }
     }
@@ -83,10 +92,17 @@ struct Secrets: AsyncParsableCommand {
             let options = localOptions.merged(with: parent.options)
             let list = try await options.client().secrets()
             if json { return print(try encodePretty(list)) }
-            print(JobTable.table(["SERVICE", "KEY", "SCOPE", "VERSION", "UPDATED"], list.secrets.map { secret in
-                [secret.service, secret.keyName, secret.scopeID.isEmpty ? secret.scope : "\(secret.scope):\(secret.scopeID)", String(secret.version),
-                 secret.updatedAt.map { MeshTable.lastSeen($0) } ?? "-"]
-            }))
+            print(
+                JobTable.table(
+                    ["SERVICE", "KEY", "SCOPE", "VERSION", "UPDATED"],
+                    list.secrets.map { secret in
+                        [
+                            secret.service, secret.keyName,
+                            secret.scopeID.isEmpty ? secret.scope : "\(secret.scope):\(secret.scopeID)",
+                            String(secret.version),
+                            secret.updatedAt.map { MeshTable.lastSeen($0) } ?? "-",
+                        ]
+                    }))
         }
     }
 
@@ -101,16 +117,24 @@ struct Secrets: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let versions = try await options.client().secretVersions(service: service, key: keyName, scope: scope.scope, scopeID: scope.scopeID)
+            let versions = try await options.client().secretVersions(
+                service: service, key: keyName, scope: scope.scope, scopeID: scope.scopeID)
             if json { return print(try encodePretty(versions)) }
-            print(JobTable.table(["VERSION", "CREATED", "BY", "CURRENT", "RESTORED FROM"], versions.versions.map { version in
-                [String(version.version), version.createdAt, version.createdBy, version.current ? "yes" : "", version.restoredFrom.map(String.init) ?? ""]
-            }))
+            print(
+                JobTable.table(
+                    ["VERSION", "CREATED", "BY", "CURRENT", "RESTORED FROM"],
+                    versions.versions.map { version in
+                        [
+                            String(version.version), version.createdAt, version.createdBy, version.current ? "yes" : "",
+                            version.restoredFrom.map(String.init) ?? "",
+                        ]
+                    }))
         }
     }
 
     struct Rollback: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Make an earlier version's value current again (as a new version).")
+        static let configuration = CommandConfiguration(
+            abstract: "Make an earlier version's value current again (as a new version).")
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Secrets
         @Argument(help: "Service.") var service: String
@@ -121,9 +145,13 @@ struct Secrets: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let info = try await options.client().rollbackSecret(service: service, key: keyName,
-                                                                 SecretRollback(scope: scope.scope, scopeID: scope.scopeID, version: version))
-            print(json ? try encodePretty(info) : "\(info.service)/\(info.keyName): version \(info.version) now holds version \(version)'s value")
+            let info = try await options.client().rollbackSecret(
+                service: service, key: keyName,
+                SecretRollback(scope: scope.scope, scopeID: scope.scopeID, version: version))
+            print(
+                json
+                    ? try encodePretty(info)
+                    : "\(info.service)/\(info.keyName): version \(info.version) now holds version \(version)'s value")
         }
     }
 
@@ -143,11 +171,19 @@ struct Secrets: AsyncParsableCommand {
             if json {
                 print(try encodePretty(log))
             } else {
-                print(JobTable.table(["SEQ", "AT", "ACTOR", "ACTION", "SECRET", "NODE", "SCOPE", "VERSION", "RESULT"], log.entries.map { entry in
-                    [String(entry.seq), entry.at, entry.actor, entry.action, "\(entry.service)/\(entry.keyName)", entry.node ?? "-", entry.scope ?? "-",
-                     entry.version.map(String.init) ?? "-", entry.result]
-                }))
-                if verify { print(log.verified == true ? "chain verified" : "CHAIN BROKEN: \(log.problem ?? "unknown")") }
+                print(
+                    JobTable.table(
+                        ["SEQ", "AT", "ACTOR", "ACTION", "SECRET", "NODE", "SCOPE", "VERSION", "RESULT"],
+                        log.entries.map { entry in
+                            [
+                                String(entry.seq), entry.at, entry.actor, entry.action,
+                                "\(entry.service)/\(entry.keyName)", entry.node ?? "-", entry.scope ?? "-",
+                                entry.version.map(String.init) ?? "-", entry.result,
+                            ]
+                        }))
+                if verify {
+                    print(log.verified == true ? "chain verified" : "CHAIN BROKEN: \(log.problem ?? "unknown")")
+                }
             }
             if verify && log.verified != true { throw ExitCode(1) }
         }
@@ -164,8 +200,11 @@ struct Secrets: AsyncParsableCommand {
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
             let rotation = try await options.client().rotateSecretsKey()
-            print(json ? try encodePretty(rotation)
-                  : "key-encryption key \(rotation.fromVersion) → \(rotation.toVersion): \(rotation.rewrapped) data keys re-wrapped in \(rotation.seconds) s")
+            print(
+                json
+                    ? try encodePretty(rotation)
+                    : "key-encryption key \(rotation.fromVersion) → \(rotation.toVersion): \(rotation.rewrapped) data keys re-wrapped in \(rotation.seconds) s"
+            )
         }
     }
 }
@@ -196,12 +235,16 @@ struct Connectivity: AsyncParsableCommand {
             var rows: [[String]] = []
             for node in status.nodes.keys.sorted() {
                 for (service, result) in status.nodes[node]!.sorted(by: { $0.key < $1.key }) {
-                    rows.append([node, service, result.state.rawValue, result.latencyMs.map { String(format: "%.1f ms", $0) } ?? "-",
-                                 result.status.map(String.init) ?? "-", result.error ?? ""])
+                    rows.append([
+                        node, service, result.state.rawValue,
+                        result.latencyMs.map { String(format: "%.1f ms", $0) } ?? "-",
+                        result.status.map(String.init) ?? "-", result.error ?? "",
+                    ])
                 }
             }
             print(JobTable.table(["NODE", "SERVICE", "STATE", "LATENCY", "STATUS", "ERROR"], rows))
-            let services = health.services.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.state.rawValue)" }.joined(separator: ", ")
+            let services = health.services.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.state.rawValue)" }
+                .joined(separator: ", ")
             print("overall \(health.state.rawValue)" + (services.isEmpty ? "" : "  ·  \(services)"))
         }
         if health.state != .healthy { throw ExitCode(1) }

@@ -18,7 +18,10 @@ struct Status: AsyncParsableCommand {
 
     var options: AgentOptions { localOptions.merged(with: root.options) }
 
-    @Flag(help: "Print JSON: {agent, health, detail?, mesh?: {nodes, stale, age_s?}, gpu?: {nodes, queued}, mesh_error?, token_error?}.")
+    @Flag(
+        help:
+            "Print JSON: {agent, health, detail?, mesh?: {nodes, stale, age_s?}, gpu?: {nodes, queued}, mesh_error?, token_error?}."
+    )
     var json = false
 
     @Flag(help: "Redraw every --interval seconds until interrupted (with --json: one JSON document per line).")
@@ -52,7 +55,10 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         guard watch else {
             let output = try await collect()
-            print(json ? String(decoding: try APICoding.encoder(pretty: true).encode(output), as: UTF8.self) : render(output))
+            print(
+                json
+                    ? String(decoding: try APICoding.encoder(pretty: true).encode(output), as: UTF8.self)
+                    : render(output))
             if output.health.status != .ok { throw ExitCode(1) }
             return
         }
@@ -102,7 +108,10 @@ struct Status: AsyncParsableCommand {
             ("uptime", Self.duration(health.uptimeS)),
         ]
         var store = health.store.state.rawValue
-        if health.store.mode != .none { store += " (\(health.store.mode.rawValue)" + (health.store.schemaVersion.map { ", schema \($0)" } ?? "") + ")" }
+        if health.store.mode != .none {
+            store +=
+                " (\(health.store.mode.rawValue)" + (health.store.schemaVersion.map { ", schema \($0)" } ?? "") + ")"
+        }
         if let message = health.store.message { store += ": \(message)" }
         lines.append(("store", store))
         if let detail = output.detail {
@@ -115,7 +124,8 @@ struct Status: AsyncParsableCommand {
             lines.append(("detail", "not shown: \(error)"))
         }
         let width = lines.map(\.0.count).max()! + 2
-        var text = lines.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + $0.1 }.joined(separator: "\n")
+        var text = lines.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + $0.1 }.joined(
+            separator: "\n")
         if let mesh = output.mesh {
             text += "\n\n" + MeshTable.render(mesh, gpu: output.gpu, colour: MeshTable.colour)
         } else if let error = output.meshError {

@@ -59,13 +59,17 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: "Profile: lead, compute, edge, or a path to a YAML file. Env: NODE_ROLE picks one when omitted.")
     var profile: String?
 
-    @Option(name: .customLong("profiles-dir"), help: "Directory of profile files (default: /etc/aurora/profiles, then next to the binary).")
+    @Option(
+        name: .customLong("profiles-dir"),
+        help: "Directory of profile files (default: /etc/aurora/profiles, then next to the binary).")
     var profilesDir: String?
 
     @Option(help: "Node file (YAML) layered over the profile. Env: AURORA_CONFIG.")
     var config: String?
 
-    @Option(name: .customLong("data-dir"), help: "Data directory (keys, tokens, managed PostgreSQL). Default /var/lib/aurora.")
+    @Option(
+        name: .customLong("data-dir"),
+        help: "Data directory (keys, tokens, managed PostgreSQL). Default /var/lib/aurora.")
     var dataDir: String?
 
     @Option(help: "HTTP listen address HOST:PORT. Default 127.0.0.1:9999.")
@@ -74,17 +78,24 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: "Node name in the mesh. Default: the host name.")
     var name: String?
 
-    @Option(name: .customLong("tls-listen"), help: "TLS 1.3 listen address HOST:PORT for nodes and remote operators (self-signed; peers pin its key).")
+    @Option(
+        name: .customLong("tls-listen"),
+        help: "TLS 1.3 listen address HOST:PORT for nodes and remote operators (self-signed; peers pin its key).")
     var tlsListen: String?
 
     @Option(help: "URL of the lead agent (compute and edge nodes).")
     var lead: String?
 
-    @Option(name: .customLong("join-token"),
-            help: "Join token for the first start. Visible in the process list: prefer --join-token-file or AURORA_JOIN_TOKEN.")
+    @Option(
+        name: .customLong("join-token"),
+        help:
+            "Join token for the first start. Visible in the process list: prefer --join-token-file or AURORA_JOIN_TOKEN."
+    )
     var joinToken: String?
 
-    @Option(name: .customLong("join-token-file"), help: "File holding the join token (first start); keep it 0600 and delete it after joining.")
+    @Option(
+        name: .customLong("join-token-file"),
+        help: "File holding the join token (first start); keep it 0600 and delete it after joining.")
     var joinTokenFile: String?
 
     @Option(help: "PostgreSQL URL for the lead's store; default: a managed cluster in DATA/postgres.")
@@ -93,41 +104,49 @@ struct ConfigOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
 
-    @Flag(name: .customLong("leave-on-stop"), help: "On SIGTERM, tell the lead this node leaves (state 'left', not 'dead').")
+    @Flag(
+        name: .customLong("leave-on-stop"),
+        help: "On SIGTERM, tell the lead this node leaves (state 'left', not 'dead').")
     var leaveOnStop = false
 
-    @Option(name: .customLong("secrets-passphrase-file"),
-            help: "Lead: derive the secrets master key from the passphrase in this file (Argon2id) instead of DATA/keys/secrets.master.")
+    @Option(
+        name: .customLong("secrets-passphrase-file"),
+        help:
+            "Lead: derive the secrets master key from the passphrase in this file (Argon2id) instead of DATA/keys/secrets.master."
+    )
     var secretsPassphraseFile: String?
 
     func validate() throws {
-        if joinToken != nil, joinTokenFile != nil { throw ValidationError("give --join-token or --join-token-file, not both") }
+        if joinToken != nil, joinTokenFile != nil {
+            throw ValidationError("give --join-token or --join-token-file, not both")
+        }
     }
 
     var request: ConfigLoader.Request {
         get throws {
-        var flags: [String: String] = [:]
-        flags["data_dir"] = dataDir
-        flags["listen"] = listen
-        flags["tls.listen"] = tlsListen
-        flags["name"] = name
-        flags["lead"] = lead
-        flags["join_token"] = joinToken
-        if let joinTokenFile {
-            guard let text = try? String(contentsOfFile: joinTokenFile, encoding: .utf8) else {
-                throw ValidationError("--join-token-file: cannot read '\(joinTokenFile)'")
+            var flags: [String: String] = [:]
+            flags["data_dir"] = dataDir
+            flags["listen"] = listen
+            flags["tls.listen"] = tlsListen
+            flags["name"] = name
+            flags["lead"] = lead
+            flags["join_token"] = joinToken
+            if let joinTokenFile {
+                guard let text = try? String(contentsOfFile: joinTokenFile, encoding: .utf8) else {
+                    throw ValidationError("--join-token-file: cannot read '\(joinTokenFile)'")
+                }
+                let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+                guard !token.isEmpty, !token.contains(where: { $0.isNewline || $0 == " " }) else {
+                    throw ValidationError(
+                        "--join-token-file: '\(joinTokenFile)' must hold one token (aurora-cli token create prints it)")
+                }
+                flags["join_token"] = token
             }
-            let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard !token.isEmpty, !token.contains(where: { $0.isNewline || $0 == " " }) else {
-                throw ValidationError("--join-token-file: '\(joinTokenFile)' must hold one token (aurora-cli token create prints it)")
-            }
-            flags["join_token"] = token
-        }
-        flags["store.url"] = store
-        flags["log.level"] = logLevel
-        if leaveOnStop { flags["leave_on_stop"] = "true" }
-        flags["secrets.passphrase_file"] = secretsPassphraseFile
-        return ConfigLoader.Request(profile: profile, profilesDir: profilesDir, configFile: config, flags: flags)
+            flags["store.url"] = store
+            flags["log.level"] = logLevel
+            if leaveOnStop { flags["leave_on_stop"] = "true" }
+            flags["secrets.passphrase_file"] = secretsPassphraseFile
+            return ConfigLoader.Request(profile: profile, profilesDir: profilesDir, configFile: config, flags: flags)
         }
     }
 }
@@ -135,7 +154,8 @@ struct ConfigOptions: ParsableArguments {
 extension Nodeagent {
     /// `nodeagent run`: the daemon (the default command).
     struct Run: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Run the agent until SIGTERM or SIGINT (the default command).")
+        static let configuration = CommandConfiguration(
+            abstract: "Run the agent until SIGTERM or SIGINT (the default command).")
 
         @OptionGroup var options: ConfigOptions
 

@@ -3,22 +3,25 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
-@testable import NodeAgent
 import Testing
+
+@testable import NodeAgent
 
 /// A role's router built from parts that are never started: registering routes touches no
 /// store and no network.
 enum RouterFixture {
     /// The operator token the fixture's agent wrote to its data directory.
     static func adminToken(in directory: URL) throws -> String {
-        try String(contentsOf: directory.appendingPathComponent("admin.token"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        try String(contentsOf: directory.appendingPathComponent("admin.token"), encoding: .utf8).trimmingCharacters(
+            in: .whitespacesAndNewlines)
     }
 
     static func router(role: String, in directory: URL, logger: Logger) throws -> Router<AgentRequestContext> {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let text = role == "lead" ? "role: lead\n" : "role: \(role)\n"
-        var inputs = ConfigInputs(profile: try ConfigFile.parse(text, file: "p.yaml", kind: .profile), hostName: "h",
-                                  workingDirectory: directory.path)
+        var inputs = ConfigInputs(
+            profile: try ConfigFile.parse(text, file: "p.yaml", kind: .profile), hostName: "h",
+            workingDirectory: directory.path)
         // Nothing listens on port 9: a node's forwarded calls find the lead away at once.
         if role != "lead" { inputs.flags["lead"] = "http://127.0.0.1:9" }
         // Route tests make many refused calls from one (unknown) source.
@@ -31,8 +34,10 @@ enum RouterFixture {
         let token = try AdminToken.loadOrCreate(dataDir: directory.path, keysDir: keys, logger: logger)
         let state = AgentState(config: config, identity: identity)
         let hub = EventHub()
-        let wireguard = WireGuardService(config: config, identity: identity, agent: state, dataDir: directory.path, logger: logger,
-                                         network: { nil }) { nil }
+        let wireguard = WireGuardService(
+            config: config, identity: identity, agent: state, dataDir: directory.path, logger: logger,
+            network: { nil }
+        ) { nil }
         let agent = AgentParts(state: state, token: token, hub: hub, subsystems: Subsystems(), wireguard: wireguard)
         let parts: RoleParts
         if role == "lead" {
@@ -40,22 +45,31 @@ enum RouterFixture {
             let registry = try Registry(store: store, hub: hub, config: config, identity: identity, logger: logger)
             let jobs = JobCoordinator(store: store, hub: hub, leadName: config.name, logger: logger)
             let master = try SecretsMasterKey.loadOrCreate(in: keys, passphraseFile: nil, logger: logger)
-            let secrets = SecretsManager(store: store, hub: hub, master: master, signing: identity.signing, generation: SecretsGeneration(),
-                                         logger: logger)
+            let secrets = SecretsManager(
+                store: store, hub: hub, master: master, signing: identity.signing, generation: SecretsGeneration(),
+                logger: logger)
             let board = ConnectivityBoard(store: store, hub: hub, logger: logger)
-            parts = .lead(LeadParts(
-                registry: registry, jobs: jobs, secrets: secrets, connectivity: board, store: store,
-                inbox: ReportInbox(store: store, hub: hub, jobs: jobs, board: board, logger: logger),
-                backups: BackupArchive(dataDir: directory.path, store: store, source: .init(conninfo: "", binDirectory: nil), logger: logger),
-                apiTokens: APITokens(store: store), leadTLS: nil))
+            parts = .lead(
+                LeadParts(
+                    registry: registry, jobs: jobs, secrets: secrets, connectivity: board, store: store,
+                    inbox: ReportInbox(store: store, hub: hub, jobs: jobs, board: board, logger: logger),
+                    backups: BackupArchive(
+                        dataDir: directory.path, store: store, source: .init(conninfo: "", binDirectory: nil),
+                        logger: logger),
+                    apiTokens: APITokens(store: store), leadTLS: nil))
         } else {
             let cache = RegistryCache(dataDir: directory.path)
             let membership = try MembershipService(
-                config: config, identity: identity, state: state, inventory: Inventory(config: config, logger: logger), cache: cache, worker: nil,
-                link: try LeadLink.forNode(config: config, saved: nil), tlsPin: nil, onSecretsChanged: nil, logger: logger)
-            parts = .node(NodeParts(membership: membership, cache: cache,
-                                    secretCache: SecretCache(dataDir: directory.path, node: config.name, box: identity.box, leadSignKey: nil,
-                                                             logger: logger)))
+                config: config, identity: identity, state: state, inventory: Inventory(config: config, logger: logger),
+                cache: cache, worker: nil,
+                link: try LeadLink.forNode(config: config, saved: nil), tlsPin: nil, onSecretsChanged: nil,
+                logger: logger)
+            parts = .node(
+                NodeParts(
+                    membership: membership, cache: cache,
+                    secretCache: SecretCache(
+                        dataDir: directory.path, node: config.name, box: identity.box, leadSignKey: nil,
+                        logger: logger)))
         }
         return HTTPServer.router(agent: agent, role: parts, metrics: nil, logger: logger)
     }

@@ -7,7 +7,8 @@ import Testing
 /// builds must keep their shape whatever the names.
 @Suite("Route table")
 struct RouteTableTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
 
     /// `METHOD /path` of every operation under `paths:` in docs/openapi.yaml (two-space path
     /// keys, four-space method keys).
@@ -54,7 +55,8 @@ struct RouteTableTests {
             #expect(pattern.count == router.count, "\(endpoint)")
             for (documented, routed) in zip(pattern, router) {
                 if documented.hasPrefix("{") {
-                    #expect(documented.hasSuffix("}") && routed == ":" + documented.dropFirst().dropLast(), "\(endpoint)")
+                    #expect(
+                        documented.hasSuffix("}") && routed == ":" + documented.dropFirst().dropLast(), "\(endpoint)")
                 } else {
                     #expect(documented == routed && !routed.hasPrefix(":"), "\(endpoint)")
                 }
@@ -84,7 +86,8 @@ struct RouteTableTests {
         #expect(API.getNode.path("a/b?c#d%e f") == "/nodes/a%2Fb%3Fc%23d%25e%20f")
         #expect(API.getNode.path("..") == "/nodes/%2E%2E")
         #expect(API.getNode.path(".") == "/nodes/%2E")
-        #expect(API.verifyBackup.path("aurora-20250312T104500Z.dump") == "/api/backups/aurora-20250312T104500Z.dump/verify")
+        #expect(
+            API.verifyBackup.path("aurora-20250312T104500Z.dump") == "/api/backups/aurora-20250312T104500Z.dump/verify")
         #expect(API.readSecret.path("open ai", "api/key") == "/api/secrets/open%20ai/api%2Fkey")
         #expect(API.getNode.path("zürich") == "/nodes/z%C3%BCrich")
         #expect(Routes.gpuJob("a/b") == "/api/gpu/jobs/a%2Fb")
@@ -93,7 +96,8 @@ struct RouteTableTests {
     @Test("query names and values are escaped; nil values are left out")
     func query() {
         #expect(API.listJobs.path(query: [("limit", "50"), ("state", nil)]) == "/api/gpu/jobs?limit=50")
-        #expect(API.events.path(query: [("type", "job.*,node.joined"), ("node", "a&b=c+d #e")])
+        #expect(
+            API.events.path(query: [("type", "job.*,node.joined"), ("node", "a&b=c+d #e")])
                 == "/api/events?type=job.%2A%2Cnode.joined&node=a%26b%3Dc%2Bd%20%23e")
         #expect(API.getJob.path("j1", query: [("wait", String(60.0))]) == "/api/gpu/jobs/j1?wait=60.0")
         #expect(API.health.path() == "/health")

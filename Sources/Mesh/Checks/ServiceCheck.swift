@@ -26,11 +26,14 @@ public struct CheckPolicy: Sendable, Equatable {
     /// The recovery action runs at most once per this many seconds.
     public var recoveryWindow: Double
 
-    public init(successBeforePassing: Int = 1, failuresBeforeWarning: Int? = nil, failuresBeforeCritical: Int = 1,
-                recoveryAfter: Int? = nil, recoveryWindow: Double = 300) {
+    public init(
+        successBeforePassing: Int = 1, failuresBeforeWarning: Int? = nil, failuresBeforeCritical: Int = 1,
+        recoveryAfter: Int? = nil, recoveryWindow: Double = 300
+    ) {
         self.successBeforePassing = max(1, successBeforePassing)
         self.failuresBeforeCritical = max(1, failuresBeforeCritical)
-        self.failuresBeforeWarning = max(1, min(failuresBeforeWarning ?? failuresBeforeCritical, self.failuresBeforeCritical))
+        self.failuresBeforeWarning = max(
+            1, min(failuresBeforeWarning ?? failuresBeforeCritical, self.failuresBeforeCritical))
         self.recoveryAfter = recoveryAfter.map { max(1, $0) }
         self.recoveryWindow = max(0, recoveryWindow)
     }
@@ -77,7 +80,9 @@ public struct CheckTracker: Sendable, Equatable {
         if outcome == .passing {
             consecutiveSuccesses += 1
             consecutiveFailures = 0
-            if status == nil || (status != .passing && consecutiveSuccesses >= policy.successBeforePassing) { status = .passing }
+            if status == nil || (status != .passing && consecutiveSuccesses >= policy.successBeforePassing) {
+                status = .passing
+            }
         } else {
             consecutiveFailures += 1
             consecutiveSuccesses = 0
@@ -92,7 +97,8 @@ public struct CheckTracker: Sendable, Equatable {
         }
         if let status, status != before { directives.append(.changed(from: before, to: status)) }
         if outcome != .passing, let after = policy.recoveryAfter, consecutiveFailures >= after,
-           lastRecoveryAt.map({ now - $0 >= policy.recoveryWindow }) ?? true {
+            lastRecoveryAt.map({ now - $0 >= policy.recoveryWindow }) ?? true
+        {
             lastRecoveryAt = now
             recoveries += 1
             directives.append(.runRecovery)
@@ -120,7 +126,9 @@ public struct ResourceThresholds: Sendable, Equatable {
     /// An alert clears only when the value is this many points below its threshold.
     public var clearMargin: Double
 
-    public init(cpuPct: Double = 80, cpuFor: Double = 300, memoryPct: Double = 90, diskPct: Double = 85, clearMargin: Double = 5) {
+    public init(
+        cpuPct: Double = 80, cpuFor: Double = 300, memoryPct: Double = 90, diskPct: Double = 85, clearMargin: Double = 5
+    ) {
         self.cpuPct = cpuPct
         self.cpuFor = cpuFor
         self.memoryPct = memoryPct
@@ -160,7 +168,8 @@ public struct ResourceWatch: Sendable, Equatable {
     }
 
     /// One sample (percentages; nil where unknown) at `now` seconds.
-    public mutating func onSample(cpuPct: Double?, memoryPct: Double?, diskPct: Double?, at now: Double) -> [Directive] {
+    public mutating func onSample(cpuPct: Double?, memoryPct: Double?, diskPct: Double?, at now: Double) -> [Directive]
+    {
         var directives: [Directive] = []
         for resource in WatchedResource.allCases {
             let value: Double?

@@ -75,11 +75,17 @@ public struct OutboxRecord: Sendable, Equatable {
         let sequence = read(bytes, at: offset + 5, count: 8)
         let length = Int(read(bytes, at: offset + 13, count: 4))
         let crc = UInt32(read(bytes, at: offset + 17, count: 4))
-        guard length <= maxPayload, sequence <= maxSequence, bytes.count - offset - headerSize >= length else { return nil }
+        guard length <= maxPayload, sequence <= maxSequence, bytes.count - offset - headerSize >= length else {
+            return nil
+        }
         let payloadStart = offset + headerSize
-        let computed = CRC32.checksum(bytes[payloadStart..<payloadStart + length], seed: CRC32.checksum(bytes[(offset + 4)..<(offset + 17)]))
+        let computed = CRC32.checksum(
+            bytes[payloadStart..<payloadStart + length], seed: CRC32.checksum(bytes[(offset + 4)..<(offset + 17)]))
         guard computed == crc else { return nil }
-        return (OutboxRecord(kind: kind, sequence: sequence, payload: Array(bytes[payloadStart..<payloadStart + length])), headerSize + length)
+        return (
+            OutboxRecord(kind: kind, sequence: sequence, payload: Array(bytes[payloadStart..<payloadStart + length])),
+            headerSize + length
+        )
     }
 
     private static func put(_ value: UInt64, bytes count: Int, into buffer: inout [UInt8]) {
@@ -130,7 +136,8 @@ public struct OutboxScan: Sendable, Equatable {
             corrupt += 1
             offset = found
         }
-        return OutboxScan(records: records, validLength: validLength, corruptRegions: corrupt, tornTail: validLength < bytes.count)
+        return OutboxScan(
+            records: records, validLength: validLength, corruptRegions: corrupt, tornTail: validLength < bytes.count)
     }
 }
 

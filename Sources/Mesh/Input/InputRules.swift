@@ -36,8 +36,12 @@ public enum InputRules {
         }
         for (key, value) in labels {
             guard (1...63).contains(key.utf8.count),
-                  key.unicodeScalars.allSatisfy({ $0.isASCII && (isAlphanumeric($0) || "._/-".unicodeScalars.contains($0)) }) else {
-                throw MeshError(.invalidText, "\(field): keys must be 1-63 characters of letters, digits, '.', '_', '/' and '-'")
+                key.unicodeScalars.allSatisfy({
+                    $0.isASCII && (isAlphanumeric($0) || "._/-".unicodeScalars.contains($0))
+                })
+            else {
+                throw MeshError(
+                    .invalidText, "\(field): keys must be 1-63 characters of letters, digits, '.', '_', '/' and '-'")
             }
             try identifier(value, field: "\(field).\(key)")
         }
@@ -50,8 +54,12 @@ public enum InputRules {
         if host.contains(":") {
             return host.unicodeScalars.allSatisfy { $0.isASCII && (isHexDigit($0) || $0 == ":" || $0 == ".") }
         }
-        guard host.unicodeScalars.allSatisfy({ $0.isASCII && (isAlphanumeric($0) || $0 == "-" || $0 == ".") }) else { return false }
-        return host.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { (1...63).contains($0.utf8.count) && !$0.hasPrefix("-") }
+        guard host.unicodeScalars.allSatisfy({ $0.isASCII && (isAlphanumeric($0) || $0 == "-" || $0 == ".") }) else {
+            return false
+        }
+        return host.split(separator: ".", omittingEmptySubsequences: false).allSatisfy {
+            (1...63).contains($0.utf8.count) && !$0.hasPrefix("-")
+        }
     }
 
     /// C0 (U+0000-U+001F), DEL and C1 (U+0080-U+009F), and the Unicode line and paragraph
@@ -104,7 +112,9 @@ public enum CheckedNumber {
 
     /// `value` as an `Int64` when it is finite and within ±2^63.
     public static func int64(_ value: Double) -> Int64? {
-        guard value.isFinite, value >= -9_223_372_036_854_775_808.0, value < 9_223_372_036_854_775_808.0 else { return nil }
+        guard value.isFinite, value >= -9_223_372_036_854_775_808.0, value < 9_223_372_036_854_775_808.0 else {
+            return nil
+        }
         return Int64(value)
     }
 
@@ -150,10 +160,13 @@ extension InputRules {
                 case UInt8(ascii: "u"):
                     var value: UInt32 = 0
                     for _ in 0..<4 {
-                        guard let digit = iterator.next(), let nibble = hexValue(digit) else { return nil }  // the decoder refuses it
+                        // the decoder refuses it
+                        guard let digit = iterator.next(), let nibble = hexValue(digit) else { return nil }
                         value = value << 4 | UInt32(nibble)
                     }
-                    if let scalar = Unicode.Scalar(value), isControl(scalar), !allowedInFreeText(scalar) { return scalar }
+                    if let scalar = Unicode.Scalar(value), isControl(scalar), !allowedInFreeText(scalar) {
+                        return scalar
+                    }
                 default:
                     continue
                 }
@@ -191,7 +204,11 @@ extension InputRules {
         var out = ""
         out.unicodeScalars.reserveCapacity(text.unicodeScalars.count)
         for scalar in text.unicodeScalars {
-            if isControl(scalar), !allowedInFreeText(scalar) { out += "\\u{\(hex(scalar))}" } else { out.unicodeScalars.append(scalar) }
+            if isControl(scalar), !allowedInFreeText(scalar) {
+                out += "\\u{\(hex(scalar))}"
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
         }
         return out
     }

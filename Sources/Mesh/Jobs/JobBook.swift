@@ -43,7 +43,8 @@ public struct JobBook<Spec: Sendable>: Sendable {
     /// Recent run times (s), for ETAs.
     private var runTimes: [Double] = []
 
-    public init(policy: Scheduler.Policy = .binpack, agingSeconds: Double = 30, leaseDuration: Duration = .seconds(10)) {
+    public init(policy: Scheduler.Policy = .binpack, agingSeconds: Double = 30, leaseDuration: Duration = .seconds(10))
+    {
         self.scheduler = Scheduler(policy: policy, agingSeconds: agingSeconds)
         self.leaseDuration = leaseDuration
     }
@@ -105,8 +106,10 @@ public struct JobBook<Spec: Sendable>: Sendable {
                 scheduler.enqueue(schedulerJob(record))
             } else if let node = record.node {
                 record.lease = now.instant + leaseDuration
-                scheduler.restore(Scheduler.Placement(jobID: record.id, node: node, gpus: record.gpus ?? [],
-                                                      reservedMB: record.requirements.minVramMB))
+                scheduler.restore(
+                    Scheduler.Placement(
+                        jobID: record.id, node: node, gpus: record.gpus ?? [],
+                        reservedMB: record.requirements.minVramMB))
                 if record.state == .assigned { undelivered[node, default: []].append(record.id) }
             }
             open[record.id] = record
@@ -136,8 +139,11 @@ public struct JobBook<Spec: Sendable>: Sendable {
     /// submitter's idempotency key.
     public mutating func submit(_ submission: Submission, now: Time) -> Submitted {
         if let key = submission.key, let existing = record(forKey: key) { return .existing(existing) }
-        var record = Record(id: submission.id, spec: submission.spec, priority: submission.priority, requirements: submission.requirements,
-                            key: submission.key, state: .queued, attempt: 1, maxAttempts: submission.maxAttempts, submittedAtMs: now.wallMs)
+        var record = Record(
+            id: submission.id, spec: submission.spec, priority: submission.priority,
+            requirements: submission.requirements,
+            key: submission.key, state: .queued, attempt: 1, maxAttempts: submission.maxAttempts,
+            submittedAtMs: now.wallMs)
         record.order = nextOrder
         nextOrder += 1
         open[record.id] = record
@@ -180,7 +186,9 @@ public struct JobBook<Spec: Sendable>: Sendable {
         var delivery = Delivery()
         delivery.stops = stops.removeValue(forKey: node) ?? []
         for id in undelivered.removeValue(forKey: node) ?? [] {
-            guard var record = open[id], record.node == node, record.state == .assigned, !record.delivered else { continue }
+            guard var record = open[id], record.node == node, record.state == .assigned, !record.delivered else {
+                continue
+            }
             record.state = .running
             record.startedAtMs = now.wallMs
             record.delivered = true
@@ -221,7 +229,9 @@ public struct JobBook<Spec: Sendable>: Sendable {
     /// A worker reports how attempt `attempt` of job `id` ended. The attempt is a fencing
     /// token: another node's or another attempt's result changes nothing. A retryable failure
     /// requeues the job; any other end finishes it (and its run time feeds the ETAs).
-    public mutating func result(_ id: String, from node: String, attempt: Int, _ report: Report, now: Time) -> ResultOutcome {
+    public mutating func result(_ id: String, from node: String, attempt: Int, _ report: Report, now: Time)
+        -> ResultOutcome
+    {
         guard var record = open[id] else { return .notOpen }
         guard record.node == node else { return .notAssigned }
         guard record.attempt == attempt else { return .staleAttempt(current: record.attempt) }
@@ -281,14 +291,18 @@ public struct JobBook<Spec: Sendable>: Sendable {
 
     private mutating func apply(_ node: Node) {
         nodes[node.name] = node
-        scheduler.upsert(Scheduler.Worker(
-            name: node.name, eligible: node.state == .alive && node.accepting, allowExec: node.allowExec, canGenerate: node.canGenerate,
-            labels: node.labels, gpus: node.gpus, rttMs: node.rttMs))
+        scheduler.upsert(
+            Scheduler.Worker(
+                name: node.name, eligible: node.state == .alive && node.accepting, allowExec: node.allowExec,
+                canGenerate: node.canGenerate,
+                labels: node.labels, gpus: node.gpus, rttMs: node.rttMs))
     }
 
     private func schedulerJob(_ record: Record) -> Scheduler.Job {
-        Scheduler.Job(id: record.id, priority: record.priority, submittedAt: Double(record.submittedAtMs) / 1000, order: record.order,
-                      requirements: record.requirements)
+        Scheduler.Job(
+            id: record.id, priority: record.priority, submittedAt: Double(record.submittedAtMs) / 1000,
+            order: record.order,
+            requirements: record.requirements)
     }
 
     /// Puts placed jobs back in the queue with attempt + 1, or fails them when their attempts

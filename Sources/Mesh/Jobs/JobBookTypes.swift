@@ -21,7 +21,8 @@ extension JobBook {
         /// This time moved on by `duration` on both clocks.
         public func advanced(by duration: Duration) -> Time {
             let (seconds, attoseconds) = duration.components
-            return Time(instant: instant + duration, wallMs: wallMs + seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+            return Time(
+                instant: instant + duration, wallMs: wallMs + seconds * 1000 + attoseconds / 1_000_000_000_000_000)
         }
     }
 
@@ -70,7 +71,10 @@ extension JobBook {
         public var maxAttempts: Int
         public var key: IdempotencyKey?
 
-        public init(id: String, spec: Spec, priority: Int, requirements: Scheduler.Requirements, maxAttempts: Int, key: IdempotencyKey?) {
+        public init(
+            id: String, spec: Spec, priority: Int, requirements: Scheduler.Requirements, maxAttempts: Int,
+            key: IdempotencyKey?
+        ) {
             self.id = id
             self.spec = spec
             self.priority = priority
@@ -109,9 +113,12 @@ extension JobBook {
         public internal(set) var order: Int64 = 0
 
         /// A job as stored, for ``JobBook/restore(_:nodes:now:)``.
-        public init(id: String, spec: Spec, priority: Int, requirements: Scheduler.Requirements, key: IdempotencyKey?, state: State,
-                    attempt: Int, maxAttempts: Int, node: String? = nil, gpus: [Int]? = nil, submittedAtMs: Int64,
-                    startedAtMs: Int64? = nil, finishedAtMs: Int64? = nil, leaseDeadlineMs: Int64? = nil, error: String? = nil) {
+        public init(
+            id: String, spec: Spec, priority: Int, requirements: Scheduler.Requirements, key: IdempotencyKey?,
+            state: State,
+            attempt: Int, maxAttempts: Int, node: String? = nil, gpus: [Int]? = nil, submittedAtMs: Int64,
+            startedAtMs: Int64? = nil, finishedAtMs: Int64? = nil, leaseDeadlineMs: Int64? = nil, error: String? = nil
+        ) {
             self.id = id
             self.spec = spec
             self.priority = priority
@@ -150,8 +157,11 @@ extension JobBook {
         /// Round trip to the lead in ms; `.infinity` when unknown.
         public var rttMs: Double
 
-        public init(name: String, state: MemberState, accepting: Bool, allowExec: Bool, canGenerate: Bool, labels: [String: String],
-                    gpus: [Scheduler.GPUSlot], rttMs: Double = .infinity) {
+        public init(
+            name: String, state: MemberState, accepting: Bool, allowExec: Bool, canGenerate: Bool,
+            labels: [String: String],
+            gpus: [Scheduler.GPUSlot], rttMs: Double = .infinity
+        ) {
             self.name = name
             self.state = state
             self.accepting = accepting
@@ -186,8 +196,10 @@ extension JobBook {
         /// The job after the change.
         public var record: Record {
             switch self {
-            case .queued(let r), .placed(let r), .started(let r), .requeued(let r, _, _), .finished(let r), .exhausted(let r),
-                 .cancelled(let r, _): r
+            case .queued(let r), .placed(let r), .started(let r), .requeued(let r, _, _), .finished(let r),
+                .exhausted(let r),
+                .cancelled(let r, _):
+                r
             }
         }
     }

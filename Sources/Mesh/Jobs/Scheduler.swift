@@ -53,8 +53,11 @@ public struct Scheduler: Sendable {
         /// Round trip to the lead in ms; `.infinity` when unknown.
         public var rttMs: Double
 
-        public init(name: String, eligible: Bool, allowExec: Bool, canGenerate: Bool = true, labels: [String: String], gpus: [GPUSlot],
-                    rttMs: Double = .infinity) {
+        public init(
+            name: String, eligible: Bool, allowExec: Bool, canGenerate: Bool = true, labels: [String: String],
+            gpus: [GPUSlot],
+            rttMs: Double = .infinity
+        ) {
             self.name = name
             self.eligible = eligible
             self.allowExec = allowExec
@@ -74,7 +77,10 @@ public struct Scheduler: Sendable {
         public var labels: [String: String]
         public var exec: Bool
 
-        public init(minVramMB: Int = 0, gpuModel: String? = nil, gpuCount: Int = 1, labels: [String: String] = [:], exec: Bool = false) {
+        public init(
+            minVramMB: Int = 0, gpuModel: String? = nil, gpuCount: Int = 1, labels: [String: String] = [:],
+            exec: Bool = false
+        ) {
             self.minVramMB = minVramMB
             self.gpuModel = gpuModel
             self.gpuCount = gpuCount
@@ -171,14 +177,19 @@ public struct Scheduler: Sendable {
     /// Adds or updates a worker. Reservations of jobs placed on it are kept (by GPU index).
     public mutating func upsert(_ worker: Worker) {
         var slots = worker.gpus.map { gpu in
-            Slot(index: gpu.index, model: modelID(gpu.model), totalMB: gpu.totalMB, usedByOthersMB: gpu.usedByOthersMB, reservedMB: 0)
+            Slot(
+                index: gpu.index, model: modelID(gpu.model), totalMB: gpu.totalMB, usedByOthersMB: gpu.usedByOthersMB,
+                reservedMB: 0)
         }
-        var member = Member(name: worker.name, eligible: worker.eligible, allowExec: worker.allowExec, canGenerate: worker.canGenerate,
-                            labels: worker.labels, rttMs: worker.rttMs, slots: [])
+        var member = Member(
+            name: worker.name, eligible: worker.eligible, allowExec: worker.allowExec, canGenerate: worker.canGenerate,
+            labels: worker.labels, rttMs: worker.rttMs, slots: [])
         if let index = memberIndex[worker.name] {
             let old = members[index]
             member.placed = old.placed
-            for i in slots.indices { slots[i].reservedMB = old.slots.first { $0.index == slots[i].index }?.reservedMB ?? 0 }
+            for i in slots.indices {
+                slots[i].reservedMB = old.slots.first { $0.index == slots[i].index }?.reservedMB ?? 0
+            }
             // A GPU that disappeared keeps its reservations until its jobs end: the jobs still run.
             for gone in old.slots where gone.reservedMB > 0 && !slots.contains(where: { $0.index == gone.index }) {
                 var kept = gone
@@ -190,8 +201,10 @@ public struct Scheduler: Sendable {
                 for pair in old.labels { labelIndex[Self.labelKey(pair.key, pair.value)]?.remove(index) }
                 for pair in member.labels { labelIndex[Self.labelKey(pair.key, pair.value), default: []].insert(index) }
             }
-            if old.slots != member.slots || old.eligible != member.eligible || old.labels != member.labels || old.allowExec != member.allowExec
-                || old.canGenerate != member.canGenerate {
+            if old.slots != member.slots || old.eligible != member.eligible || old.labels != member.labels
+                || old.allowExec != member.allowExec
+                || old.canGenerate != member.canGenerate
+            {
                 capacityGrew = true
             }
             members[index] = member
@@ -217,12 +230,16 @@ public struct Scheduler: Sendable {
 
     private func view(_ index: Int) -> Worker {
         let member = members[index]
-        var worker = Worker(name: member.name, eligible: member.eligible, allowExec: member.allowExec, canGenerate: member.canGenerate,
-                            labels: member.labels, gpus: member.slots.map { slot in
-                                var gpu = GPUSlot(index: slot.index, model: models[slot.model], totalMB: slot.totalMB, usedByOthersMB: slot.usedByOthersMB)
-                                gpu.reservedMB = slot.reservedMB
-                                return gpu
-                            }, rttMs: member.rttMs)
+        var worker = Worker(
+            name: member.name, eligible: member.eligible, allowExec: member.allowExec, canGenerate: member.canGenerate,
+            labels: member.labels,
+            gpus: member.slots.map { slot in
+                var gpu = GPUSlot(
+                    index: slot.index, model: models[slot.model], totalMB: slot.totalMB,
+                    usedByOthersMB: slot.usedByOthersMB)
+                gpu.reservedMB = slot.reservedMB
+                return gpu
+            }, rttMs: member.rttMs)
         worker.placed = member.placed
         return worker
     }
@@ -248,7 +265,9 @@ public struct Scheduler: Sendable {
             buckets[bucket].append(job.id)
         } else {
             // Out of order (a requeue, or a load): insert by submission time.
-            let position = buckets[bucket].firstIndex { id in queued[id].map { Self.before(job, $0) } ?? false } ?? buckets[bucket].endIndex
+            let position =
+                buckets[bucket].firstIndex { id in queued[id].map { Self.before(job, $0) } ?? false }
+                ?? buckets[bucket].endIndex
             buckets[bucket].insert(job.id, at: position)
         }
         fresh.append(job.id)
@@ -296,7 +315,9 @@ public struct Scheduler: Sendable {
             var low = 0, high = bucket.count
             while low < high {
                 let mid = (low + high) / 2
-                if let other = queued[bucket[mid]], other.id != id, Self.ahead(other, job, now: now, aging: agingSeconds) {
+                if let other = queued[bucket[mid]], other.id != id,
+                    Self.ahead(other, job, now: now, aging: agingSeconds)
+                {
                     low = mid + 1
                 } else {
                     high = mid
@@ -319,7 +340,8 @@ public struct Scheduler: Sendable {
         } else {
             // Nothing was freed since the last round, so the jobs that did not fit then still do
             // not; only the new ones can. They go in priority order among themselves.
-            candidates = fresh.compactMap { queued[$0] }.sorted { Self.ahead($0, $1, now: now, aging: agingSeconds) }.map(\.id)
+            candidates = fresh.compactMap { queued[$0] }.sorted { Self.ahead($0, $1, now: now, aging: agingSeconds) }
+                .map(\.id)
         }
         capacityGrew = false
         fresh.removeAll(keepingCapacity: true)
@@ -336,7 +358,9 @@ public struct Scheduler: Sendable {
             }
         }
         for id in candidates {
-            guard let job = queued[id], job.requirements.minVramMB <= roomiest, !unfit.contains(job.requirements) else { continue }
+            guard let job = queued[id], job.requirements.minVramMB <= roomiest, !unfit.contains(job.requirements) else {
+                continue
+            }
             guard let placement = decide(job) else {
                 unfit.insert(job.requirements)
                 continue
@@ -373,8 +397,10 @@ public struct Scheduler: Sendable {
             for w in smallest.sorted() where sets.allSatisfy({ $0.contains(w) }) { consider(w) }
         }
         guard let best else { return nil }
-        return Placement(jobID: job.id, node: members[best.worker].name, gpus: gpus(best.worker, need: need.minVramMB, count: count, modelFits: modelFits),
-                         reservedMB: need.minVramMB)
+        return Placement(
+            jobID: job.id, node: members[best.worker].name,
+            gpus: gpus(best.worker, need: need.minVramMB, count: count, modelFits: modelFits),
+            reservedMB: need.minVramMB)
     }
 
     /// Queued jobs in the order they would be placed.
@@ -447,7 +473,9 @@ public struct Scheduler: Sendable {
                 guard free >= need, slot.totalMB > 0, modelFits?[slot.model] ?? true else { continue }
                 // Order: binpack wants the smallest frees first, spread the largest.
                 var position = kept
-                while position > 0 && (binpack ? free < best[position - 1] : free > best[position - 1]) { position -= 1 }
+                while position > 0 && (binpack ? free < best[position - 1] : free > best[position - 1]) {
+                    position -= 1
+                }
                 guard position < count else { continue }
                 var i = min(kept, count - 1)
                 while i > position {
@@ -473,7 +501,10 @@ public struct Scheduler: Sendable {
         var fitting = members[w].slots.filter { $0.freeMB >= need && $0.totalMB > 0 && (modelFits?[$0.model] ?? true) }
         guard fitting.count >= count else { return [] }
         // Ties by GPU index, so `fit` and `gpus` agree.
-        fitting.sort { policy == .binpack ? ($0.freeMB, $0.index) < ($1.freeMB, $1.index) : ($0.freeMB, -$0.index) > ($1.freeMB, -$1.index) }
+        fitting.sort {
+            policy == .binpack
+                ? ($0.freeMB, $0.index) < ($1.freeMB, $1.index) : ($0.freeMB, -$0.index) > ($1.freeMB, -$1.index)
+        }
         return fitting.prefix(count)
     }
 

@@ -184,10 +184,13 @@ public struct FailureDetector: Sendable {
                 let intervals = late / member.policy.interval
                 let target = timedState(intervals: intervals, policy: member.policy)
                 if member.state < target {
-                    directives.append(.transition(change(&member, name, to: target, reason: .missedHeartbeats, at: now)))
+                    directives.append(
+                        .transition(change(&member, name, to: target, reason: .missedHeartbeats, at: now)))
                 }
                 if member.state < .dead, !(member.state == .away), intervals >= probeAfterIntervals,
-                   member.lastProbe.map({ $0 < member.lastHeard || $0.duration(to: now) >= member.policy.interval }) ?? true {
+                    member.lastProbe.map({ $0 < member.lastHeard || $0.duration(to: now) >= member.policy.interval })
+                        ?? true
+                {
                     member.lastProbe = now
                     directives.append(.probe(name))
                 }
@@ -197,9 +200,11 @@ public struct FailureDetector: Sendable {
                 if member.penalty < damping.reuseAt {
                     member.damped = false
                     if member.state != member.reportedState {
-                        directives.append(.transition(Transition(
-                            name: name, from: member.reportedState, to: member.state, reason: .settled, at: now,
-                            reported: true, dampingStarted: false, folded: member.folded)))
+                        directives.append(
+                            .transition(
+                                Transition(
+                                    name: name, from: member.reportedState, to: member.state, reason: .settled, at: now,
+                                    reported: true, dampingStarted: false, folded: member.folded)))
                         member.reportedState = member.state
                     }
                     member.folded = 0
@@ -227,14 +232,18 @@ public struct FailureDetector: Sendable {
         }
     }
 
-    private func change(_ member: inout Member, _ name: String, to state: MemberState, reason: Reason, at: Instant) -> Transition {
+    private func change(_ member: inout Member, _ name: String, to state: MemberState, reason: Reason, at: Instant)
+        -> Transition
+    {
         decay(&member, to: at)
         member.penalty += 1
         let from = member.state
         member.state = state
         if member.damped {
             member.folded += 1
-            return Transition(name: name, from: from, to: state, reason: reason, at: at, reported: false, dampingStarted: false, folded: 0)
+            return Transition(
+                name: name, from: from, to: state, reason: reason, at: at, reported: false, dampingStarted: false,
+                folded: 0)
         }
         member.reportedState = state
         let starts = member.penalty >= damping.suppressAt
@@ -242,7 +251,9 @@ public struct FailureDetector: Sendable {
             member.damped = true
             member.folded = 0
         }
-        return Transition(name: name, from: from, to: state, reason: reason, at: at, reported: true, dampingStarted: starts, folded: 0)
+        return Transition(
+            name: name, from: from, to: state, reason: reason, at: at, reported: true, dampingStarted: starts, folded: 0
+        )
     }
 }
 

@@ -36,7 +36,8 @@ public enum JoinRules {
         /// Its trusted labels as stored, including an operator's.
         public var labels: [String: String]?
 
-        public init(signPublicKey: String, removed: Bool, vpnIP: String?, joinedAt: String?, labels: [String: String]?) {
+        public init(signPublicKey: String, removed: Bool, vpnIP: String?, joinedAt: String?, labels: [String: String]?)
+        {
             self.signPublicKey = signPublicKey
             self.removed = removed
             self.vpnIP = vpnIP
@@ -58,7 +59,9 @@ public enum JoinRules {
         /// The first join's time, kept for the same key.
         public var keptJoinedAt: String?
 
-        public init(company: String, labels: [String: String], rejoin: Bool, keptAddress: String?, keptJoinedAt: String?) {
+        public init(
+            company: String, labels: [String: String], rejoin: Bool, keptAddress: String?, keptJoinedAt: String?
+        ) {
             self.company = company
             self.labels = labels
             self.rejoin = rejoin
@@ -78,20 +81,26 @@ public enum JoinRules {
         grant: Grant, holder: Holder?, leadName: String
     ) throws(MeshError) -> Identity {
         if let claimed = claimedCompany, !claimed.isEmpty, claimed != grant.company {
-            throw MeshError(.forbidden, grant.company.isEmpty
-                ? "join token \(grant.id) sets no company, and a node cannot choose its own; create the token with --company"
-                : "join token \(grant.id) is for company '\(grant.company)'; a node cannot choose another")
+            throw MeshError(
+                .forbidden,
+                grant.company.isEmpty
+                    ? "join token \(grant.id) sets no company, and a node cannot choose its own; create the token with --company"
+                    : "join token \(grant.id) is for company '\(grant.company)'; a node cannot choose another")
         }
         let sameKey = holder?.signPublicKey == signPublicKey
         if let holder, !sameKey, !holder.removed || name == leadName {
-            throw MeshError(.nameTaken, "node name '\(name)' is taken by another node (a different key); choose another --name")
+            throw MeshError(
+                .nameTaken, "node name '\(name)' is taken by another node (a different key); choose another --name")
         }
         let rejoin = sameKey && holder?.removed == false
         var labels = grant.labels
         // The same node joining again keeps what an operator labelled it with.
         if rejoin, let stored = holder?.labels { labels = grant.labels.merging(stored) { _, byOperator in byOperator } }
-        var identity = Identity(company: grant.company, labels: labels, rejoin: rejoin, keptAddress: nil, keptJoinedAt: nil)
-        if let holder, let address = holder.vpnIP, !address.isEmpty, requested == nil || IPv4Network.format(requested!) == address {
+        var identity = Identity(
+            company: grant.company, labels: labels, rejoin: rejoin, keptAddress: nil, keptJoinedAt: nil)
+        if let holder, let address = holder.vpnIP, !address.isEmpty,
+            requested == nil || IPv4Network.format(requested!) == address
+        {
             identity.keptAddress = address
             if sameKey { identity.keptJoinedAt = holder.joinedAt }
         }

@@ -15,8 +15,10 @@ public struct NodeName: Sendable, Hashable, Codable, CustomStringConvertible {
         guard let first = value.unicodeScalars.first, first.isASCIIAlphanumeric else {
             throw MeshError(.invalidName, "node name '\(value)' must start with a letter or a digit")
         }
-        for scalar in value.unicodeScalars where !(scalar.isASCIIAlphanumeric || "-_.".unicodeScalars.contains(scalar)) {
-            throw MeshError(.invalidName, "node name '\(value)' contains '\(scalar)'; use letters, digits, '-', '_' or '.'")
+        for scalar in value.unicodeScalars where !(scalar.isASCIIAlphanumeric || "-_.".unicodeScalars.contains(scalar))
+        {
+            throw MeshError(
+                .invalidName, "node name '\(value)' contains '\(scalar)'; use letters, digits, '-', '_' or '.'")
         }
         self.value = value
     }
@@ -25,7 +27,10 @@ public struct NodeName: Sendable, Hashable, Codable, CustomStringConvertible {
     /// characters replaced by `-`. Returns nil when nothing usable is left.
     public static func fromHostName(_ host: String) -> NodeName? {
         let label = host.split(separator: ".").first.map(String.init) ?? host
-        let cleaned = String(label.lowercased().unicodeScalars.map { $0.isASCIIAlphanumeric || $0 == "-" || $0 == "_" ? Character($0) : "-" })
+        let cleaned = String(
+            label.lowercased().unicodeScalars.map {
+                $0.isASCIIAlphanumeric || $0 == "-" || $0 == "_" ? Character($0) : "-"
+            })
         let trimmed = String(cleaned.drop(while: { $0 == "-" || $0 == "_" }).prefix(63))
         return try? NodeName(trimmed)
     }

@@ -35,9 +35,12 @@ public struct ReplayGuard: Sendable {
 
     /// Checks and, when fresh, remembers the nonce. Call after the signature verified, so
     /// forged requests cannot fill the memory.
-    public mutating func admit(node: String, nonce: String, timestampMilliseconds: Int64, nowMilliseconds: Int64) -> Verdict {
+    public mutating func admit(node: String, nonce: String, timestampMilliseconds: Int64, nowMilliseconds: Int64)
+        -> Verdict
+    {
         forget(before: nowMilliseconds)
-        let verdict = check(node: node, nonce: nonce, timestampMilliseconds: timestampMilliseconds, nowMilliseconds: nowMilliseconds)
+        let verdict = check(
+            node: node, nonce: nonce, timestampMilliseconds: timestampMilliseconds, nowMilliseconds: nowMilliseconds)
         guard verdict == .fresh else { return verdict }
         // The same timestamp stays fresh until timestamp + window: remember the nonce as long.
         let until = timestampMilliseconds + windowMilliseconds

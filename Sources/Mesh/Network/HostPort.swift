@@ -21,7 +21,8 @@ public struct HostPort: Sendable, Hashable, CustomStringConvertible {
         let portText: Substring
         if text.hasPrefix("[") {
             guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":"),
-                  !text[text.index(after: text.startIndex)..<close].contains("[") else {
+                !text[text.index(after: text.startIndex)..<close].contains("[")
+            else {
                 throw MeshError(.invalidAddress, "'\(text)' is not [IPv6]:PORT")
             }
             host = text[text.index(after: text.startIndex)..<close]

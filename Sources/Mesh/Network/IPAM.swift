@@ -5,7 +5,9 @@ public struct IPv4Network: Sendable, Equatable, CustomStringConvertible {
 
     public init(parsing text: String) throws(MeshError) {
         let parts = text.split(separator: "/")
-        guard parts.count == 2, let prefix = Int(parts[1]), (8...30).contains(prefix), let address = IPv4Network.parse(String(parts[0])) else {
+        guard parts.count == 2, let prefix = Int(parts[1]), (8...30).contains(prefix),
+            let address = IPv4Network.parse(String(parts[0]))
+        else {
             throw MeshError(.invalidAddress, "'\(text)' is not an IPv4 network such as 10.0.0.0/24 (prefix 8-30)")
         }
         let mask: UInt32 = prefix == 0 ? 0 : ~UInt32(0) << (32 - prefix)
@@ -74,11 +76,15 @@ public struct AddressAllocator: Sendable {
     /// a removed node's address is free again only after `grace` seconds. `reclaimed` names
     /// the removed node whose address was given out (its record must let go of it).
     public func allocate(requested: UInt32?, taken: Set<UInt32>, released: [Released], grace: Double) throws(MeshError)
-        -> (address: UInt32, reclaimed: String?) {
+        -> (address: UInt32, reclaimed: String?)
+    {
         let held = released.filter { $0.removedAgoS < grace }
         if let requested, let holder = held.first(where: { $0.address == requested }) {
             let left = Int((grace - holder.removedAgoS).rounded(.up))
-            throw MeshError(.addressTaken, "\(IPv4Network.format(requested)) was node '\(holder.node)''s and is held for another \(left) s after its removal (wireguard.reuse_after_s)")
+            throw MeshError(
+                .addressTaken,
+                "\(IPv4Network.format(requested)) was node '\(holder.node)''s and is held for another \(left) s after its removal (wireguard.reuse_after_s)"
+            )
         }
         let address = try allocate(requested: requested, taken: taken.union(held.map(\.address)))
         return (address, released.first { $0.address == address && $0.removedAgoS >= grace }?.node)
@@ -88,7 +94,8 @@ public struct AddressAllocator: Sendable {
     public func allocate(requested: UInt32?, taken: Set<UInt32>) throws(MeshError) -> UInt32 {
         if let requested {
             guard network.contains(requested) else {
-                throw MeshError(.invalidAddress, "\(IPv4Network.format(requested)) is not inside the mesh network \(network)")
+                throw MeshError(
+                    .invalidAddress, "\(IPv4Network.format(requested)) is not inside the mesh network \(network)")
             }
             guard !taken.contains(requested), requested != leadAddress else {
                 throw MeshError(.addressTaken, "\(IPv4Network.format(requested)) is already taken")

@@ -63,7 +63,9 @@ public struct WireGuardConfig: Sendable, Equatable {
         /// Left or removed members get no peer entry.
         public var active: Bool
 
-        public init(name: String, publicKey: String, vpnIP: String, endpoint: String?, behindNAT: Bool, active: Bool = true) {
+        public init(
+            name: String, publicKey: String, vpnIP: String, endpoint: String?, behindNAT: Bool, active: Bool = true
+        ) {
             self.name = name
             self.publicKey = publicKey
             self.vpnIP = vpnIP
@@ -77,20 +79,30 @@ public struct WireGuardConfig: Sendable, Equatable {
     /// with a key and an address is a peer with AllowedIPs = its /32. Keepalive 25 s when
     /// either side is behind NAT. An endpoint that is not a plain `HOST:PORT` is left out (the
     /// peer is then reached when it connects), so what a node reports cannot add lines to the file.
-    public static func build(for me: Member, privateKey: String?, listenPort: Int, network: IPv4Network, members: [Member]) -> WireGuardConfig {
-        let peers = members.filter { $0.name != me.name && $0.active && !$0.publicKey.isEmpty && IPv4Network.parse($0.vpnIP) != nil }
-            .map { member in
-                WireGuardPeerConfig(name: member.name, publicKey: member.publicKey, endpoint: member.endpoint.flatMap(validEndpoint),
-                                    allowedIPs: [member.vpnIP + "/32"],
-                                    persistentKeepalive: me.behindNAT || member.behindNAT ? keepaliveSeconds : nil)
-            }
-        return WireGuardConfig(node: me.name, interface: WireGuardInterface(privateKey: privateKey, address: "\(me.vpnIP)/\(network.prefix)",
-                                                                            listenPort: listenPort), peers: peers)
+    public static func build(
+        for me: Member, privateKey: String?, listenPort: Int, network: IPv4Network, members: [Member]
+    ) -> WireGuardConfig {
+        let peers = members.filter {
+            $0.name != me.name && $0.active && !$0.publicKey.isEmpty && IPv4Network.parse($0.vpnIP) != nil
+        }
+        .map { member in
+            WireGuardPeerConfig(
+                name: member.name, publicKey: member.publicKey, endpoint: member.endpoint.flatMap(validEndpoint),
+                allowedIPs: [member.vpnIP + "/32"],
+                persistentKeepalive: me.behindNAT || member.behindNAT ? keepaliveSeconds : nil)
+        }
+        return WireGuardConfig(
+            node: me.name,
+            interface: WireGuardInterface(
+                privateKey: privateKey, address: "\(me.vpnIP)/\(network.prefix)",
+                listenPort: listenPort), peers: peers)
     }
 
     /// `text` when it is `HOST:PORT` or `[V6]:PORT` in printable ASCII without spaces, else nil.
     static func validEndpoint(_ text: String) -> String? {
-        guard text.utf8.allSatisfy({ (0x21...0x7E).contains($0) }), (try? HostPort(parsing: text)) != nil else { return nil }
+        guard text.utf8.allSatisfy({ (0x21...0x7E).contains($0) }), (try? HostPort(parsing: text)) != nil else {
+            return nil
+        }
         return text
     }
 
@@ -101,8 +113,10 @@ public struct WireGuardConfig: Sendable, Equatable {
     public func setconf() -> String { render(withAddress: false) }
 
     private func render(withAddress: Bool) -> String {
-        var lines = ["# Written by nodeagent for \(node); rewritten when the mesh changes.", "[Interface]",
-                     "PrivateKey = \(interface.privateKey ?? "(filled in on the node)")"]
+        var lines = [
+            "# Written by nodeagent for \(node); rewritten when the mesh changes.", "[Interface]",
+            "PrivateKey = \(interface.privateKey ?? "(filled in on the node)")",
+        ]
         if withAddress { lines.append("Address = \(interface.address)") }
         lines.append("ListenPort = \(interface.listenPort)")
         for peer in peers {
@@ -124,14 +138,20 @@ public struct WireGuardConfig: Sendable, Equatable {
         for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
             let line = raw.trimmingSpaces()
             if line.hasPrefix("#") { comment = String(line.dropFirst()).trimmingSpaces(); continue }
-            if line == "[Interface]" { section = "interface"; interface = WireGuardInterface(privateKey: nil, address: "", listenPort: 0); continue }
+            if line == "[Interface]" {
+                section = "interface"; interface = WireGuardInterface(privateKey: nil, address: "", listenPort: 0);
+                continue
+            }
             if line == "[Peer]" {
                 section = "peer"
-                peers.append(WireGuardPeerConfig(name: comment ?? "", publicKey: "", endpoint: nil, allowedIPs: [], persistentKeepalive: nil))
+                peers.append(
+                    WireGuardPeerConfig(
+                        name: comment ?? "", publicKey: "", endpoint: nil, allowedIPs: [], persistentKeepalive: nil))
                 continue
             }
             guard let equals = line.firstIndex(of: "=") else { continue }
-            let key = String(line[..<equals]).trimmingSpaces(), value = String(line[line.index(after: equals)...]).trimmingSpaces()
+            let key = String(line[..<equals]).trimmingSpaces(),
+                value = String(line[line.index(after: equals)...]).trimmingSpaces()
             if section == "interface" {
                 switch key {
                 case "PrivateKey": interface?.privateKey = value.hasPrefix("(") ? nil : value  // a placeholder
@@ -143,7 +163,9 @@ public struct WireGuardConfig: Sendable, Equatable {
                 switch key {
                 case "PublicKey": peers[peers.count - 1].publicKey = value
                 case "Endpoint": peers[peers.count - 1].endpoint = value
-                case "AllowedIPs": peers[peers.count - 1].allowedIPs = value.split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
+                case "AllowedIPs":
+                    peers[peers.count - 1].allowedIPs = value.split(separator: ",").map { String($0).trimmingSpaces() }
+                        .filter { !$0.isEmpty }
                 case "PersistentKeepalive": peers[peers.count - 1].persistentKeepalive = Int(value)
                 default: break
                 }
@@ -172,10 +194,14 @@ public struct WireGuardDiff: Sendable, Equatable {
     /// Key or listen port changed.
     public var interfaceChanged: Bool
 
-    public var isEmpty: Bool { added.isEmpty && removed.isEmpty && changed.isEmpty && !addressChanged && !interfaceChanged }
+    public var isEmpty: Bool {
+        added.isEmpty && removed.isEmpty && changed.isEmpty && !addressChanged && !interfaceChanged
+    }
 
     /// Whether `wg syncconf` has anything to do.
-    public var peersOrInterfaceChanged: Bool { !(added.isEmpty && removed.isEmpty && changed.isEmpty) || interfaceChanged }
+    public var peersOrInterfaceChanged: Bool {
+        !(added.isEmpty && removed.isEmpty && changed.isEmpty) || interfaceChanged
+    }
 
     public init(from old: WireGuardConfig?, to new: WireGuardConfig) {
         let before = Dictionary((old?.peers ?? []).map { ($0.publicKey, $0) }, uniquingKeysWith: { $1 })
@@ -184,12 +210,15 @@ public struct WireGuardDiff: Sendable, Equatable {
         removed = (old?.peers ?? []).filter { after[$0.publicKey] == nil }.map(\.name)
         changed = new.peers.filter { peer in before[peer.publicKey].map { $0 != peer } ?? false }.map(\.name)
         addressChanged = old?.interface.address != new.interface.address
-        interfaceChanged = old?.interface.privateKey != new.interface.privateKey || old?.interface.listenPort != new.interface.listenPort
+        interfaceChanged =
+            old?.interface.privateKey != new.interface.privateKey
+            || old?.interface.listenPort != new.interface.listenPort
     }
 
     /// `+1 -0 ~2 peers`, for logs.
     public var summary: String {
-        "+\(added.count) -\(removed.count) ~\(changed.count) peers" + (addressChanged ? ", address" : "") + (interfaceChanged ? ", interface" : "")
+        "+\(added.count) -\(removed.count) ~\(changed.count) peers" + (addressChanged ? ", address" : "")
+            + (interfaceChanged ? ", interface" : "")
     }
 }
 
@@ -204,8 +233,11 @@ public struct WireGuardPeerStatus: Sendable, Equatable {
     public var txBytes: Int64
     public var persistentKeepalive: Int?
 
-    public init(publicKey: String, endpoint: String?, allowedIPs: [String], latestHandshake: Int64?, rxBytes: Int64, txBytes: Int64,
-                persistentKeepalive: Int?) {
+    public init(
+        publicKey: String, endpoint: String?, allowedIPs: [String], latestHandshake: Int64?, rxBytes: Int64,
+        txBytes: Int64,
+        persistentKeepalive: Int?
+    ) {
         self.publicKey = publicKey
         self.endpoint = endpoint
         self.allowedIPs = allowedIPs
@@ -232,12 +264,16 @@ public struct WireGuardDump: Sendable, Equatable {
 
     /// Nil when the text is not a dump (the interface line is missing or malformed).
     public init?(parsing text: String) {
-        let lines = text.split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false).map(String.init) }
+        let lines = text.split(separator: "\n").map {
+            $0.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+        }
         guard let first = lines.first, first.count >= 3, let port = Int(first[2]) else { return nil }
         publicKey = first[1]
         listenPort = port
         peers = lines.dropFirst().compactMap { fields in
-            guard fields.count >= 8, let handshake = Int64(fields[4]), let rx = Int64(fields[5]), let tx = Int64(fields[6]) else { return nil }
+            guard fields.count >= 8, let handshake = Int64(fields[4]), let rx = Int64(fields[5]),
+                let tx = Int64(fields[6])
+            else { return nil }
             return WireGuardPeerStatus(
                 publicKey: fields[0], endpoint: fields[2] == "(none)" ? nil : fields[2],
                 allowedIPs: fields[3] == "(none)" ? [] : fields[3].split(separator: ",").map(String.init),

@@ -97,8 +97,10 @@ public struct UTCTimestamp: Sendable, Hashable, Comparable, CustomStringConverti
 
     /// A timestamp from calendar fields, or nil when one is out of range.
     public init?(year: Int, month: Int, day: Int, hour: Int = 0, minute: Int = 0, second: Int = 0) {
-        guard let date = CivilDate(year: year, month: month, day: day), (0...23).contains(hour), (0...59).contains(minute),
-              (0...59).contains(second) else { return nil }
+        guard let date = CivilDate(year: year, month: month, day: day), (0...23).contains(hour),
+            (0...59).contains(minute),
+            (0...59).contains(second)
+        else { return nil }
         self.secondsSinceEpoch = Int64(date.daysSinceEpoch) * 86_400 + Int64(hour * 3600 + minute * 60 + second)
     }
 
@@ -115,7 +117,8 @@ public struct UTCTimestamp: Sendable, Hashable, Comparable, CustomStringConverti
             return value
         }
         guard let year = number(0..<4), let month = number(4..<6), let day = number(6..<8), let hour = number(9..<11),
-              let minute = number(11..<13), let second = number(13..<15) else { return nil }
+            let minute = number(11..<13), let second = number(13..<15)
+        else { return nil }
         self.init(year: year, month: month, day: day, hour: hour, minute: minute, second: second)
     }
 
@@ -140,12 +143,15 @@ public struct UTCTimestamp: Sendable, Hashable, Comparable, CustomStringConverti
     /// `2025-03-12T10:45:00Z`.
     public var iso8601: String {
         let second = secondOfDay
-        return "\(date)T\(CivilDate.pad(second / 3600, 2)):\(CivilDate.pad(second / 60 % 60, 2)):\(CivilDate.pad(second % 60, 2))Z"
+        return
+            "\(date)T\(CivilDate.pad(second / 3600, 2)):\(CivilDate.pad(second / 60 % 60, 2)):\(CivilDate.pad(second % 60, 2))Z"
     }
 
     public var description: String { iso8601 }
 
-    public static func < (lhs: UTCTimestamp, rhs: UTCTimestamp) -> Bool { lhs.secondsSinceEpoch < rhs.secondsSinceEpoch }
+    public static func < (lhs: UTCTimestamp, rhs: UTCTimestamp) -> Bool {
+        lhs.secondsSinceEpoch < rhs.secondsSinceEpoch
+    }
 }
 
 // MARK: - Backup names
@@ -165,7 +171,9 @@ public enum BackupName {
     public static func timestamp(of fileName: String) -> UTCTimestamp? {
         guard fileName.hasPrefix(prefix), fileName.hasSuffix(suffix) else { return nil }
         let middle = fileName.dropFirst(prefix.count).dropLast(suffix.count)
-        guard let timestamp = UTCTimestamp(compact: String(middle)), fileName == self.fileName(for: timestamp) else { return nil }
+        guard let timestamp = UTCTimestamp(compact: String(middle)), fileName == self.fileName(for: timestamp) else {
+            return nil
+        }
         return timestamp
     }
 }
@@ -247,14 +255,16 @@ public enum BackupRetention {
             }
         }
         keepNewest(per: { $0.daysSinceEpoch }, count: policy.daily, as: .daily)
-        keepNewest(per: { timestamp in  // the Monday that starts the ISO week
-            let days = timestamp.daysSinceEpoch
-            return days - (CivilDate.isoWeekday(daysSinceEpoch: days) - 1)
-        }, count: policy.weekly, as: .weekly)
-        keepNewest(per: { timestamp in
-            let date = timestamp.date
-            return date.year * 12 + date.month - 1
-        }, count: policy.monthly, as: .monthly)
+        keepNewest(
+            per: { timestamp in  // the Monday that starts the ISO week
+                let days = timestamp.daysSinceEpoch
+                return days - (CivilDate.isoWeekday(daysSinceEpoch: days) - 1)
+            }, count: policy.weekly, as: .weekly)
+        keepNewest(
+            per: { timestamp in
+                let date = timestamp.date
+                return date.year * 12 + date.month - 1
+            }, count: policy.monthly, as: .monthly)
 
         var plan = Plan(keep: [], delete: [], reasons: reasons)
         for backup in ordered {

@@ -12,7 +12,8 @@ public struct LSN: Sendable, Hashable, Comparable, CustomStringConvertible {
     public init?(_ text: String) {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, (1...8).contains(parts[0].count), (1...8).contains(parts[1].count),
-              let high = UInt64(parts[0], radix: 16), let low = UInt64(parts[1], radix: 16) else { return nil }
+            let high = UInt64(parts[0], radix: 16), let low = UInt64(parts[1], radix: 16)
+        else { return nil }
         value = high << 32 | low
     }
 
@@ -73,8 +74,10 @@ public struct ReplicaSample: Sendable, Equatable {
         /// Seconds since the primary wrote the replayed heartbeat row; nil without one.
         public var heartbeatAgeS: Double?
 
-        public init(receiverStatus: String?, receiveLSN: LSN?, replayLSN: LSN?, primaryEndLSN: LSN?,
-                    lastMessageAgeS: Double?, heartbeatAgeS: Double?) {
+        public init(
+            receiverStatus: String?, receiveLSN: LSN?, replayLSN: LSN?, primaryEndLSN: LSN?,
+            lastMessageAgeS: Double?, heartbeatAgeS: Double?
+        ) {
             self.receiverStatus = receiverStatus
             self.receiveLSN = receiveLSN
             self.replayLSN = replayLSN
@@ -108,8 +111,10 @@ public struct ReplicaThresholds: Sendable, Equatable {
     /// A server out of recovery is `primary` when true, `not_a_replica` when false.
     public var expectPrimary: Bool
 
-    public init(maxLagS: Double = 5, maxLagBytes: UInt64 = 16 << 20, recoverFraction: Double = 0.5, stallAfterS: Double = 10,
-                silentAfterS: Double = 30, expectPrimary: Bool = false) {
+    public init(
+        maxLagS: Double = 5, maxLagBytes: UInt64 = 16 << 20, recoverFraction: Double = 0.5, stallAfterS: Double = 10,
+        silentAfterS: Double = 30, expectPrimary: Bool = false
+    ) {
         self.maxLagS = maxLagS
         self.maxLagBytes = maxLagBytes
         self.recoverFraction = recoverFraction
@@ -164,7 +169,8 @@ public struct ReplicaClassifier: Sendable {
             forgetReplay()
             return thresholds.expectPrimary
                 ? ReplicaVerdict(state: .primary, reason: "primary (not in recovery)")
-                : ReplicaVerdict(state: .notAReplica, reason: "expected a replica, but the server is not in recovery (promoted?)")
+                : ReplicaVerdict(
+                    state: .notAReplica, reason: "expected a replica, but the server is not in recovery (promoted?)")
         case .standby(let standby):
             return judge(standby, at: sample.at)
         }
@@ -183,27 +189,37 @@ public struct ReplicaClassifier: Sendable {
         lastReplay = replay
 
         guard let status = standby.receiverStatus else {
-            return ReplicaVerdict(state: .disconnected, lagBytes: lagBytes, lagS: lagS, reason: "in recovery with no WAL receiver (primary unreachable?)")
+            return ReplicaVerdict(
+                state: .disconnected, lagBytes: lagBytes, lagS: lagS,
+                reason: "in recovery with no WAL receiver (primary unreachable?)")
         }
         guard status == "streaming" else {
-            return ReplicaVerdict(state: .disconnected, lagBytes: lagBytes, lagS: lagS, reason: "WAL receiver is \(status), not streaming")
+            return ReplicaVerdict(
+                state: .disconnected, lagBytes: lagBytes, lagS: lagS, reason: "WAL receiver is \(status), not streaming"
+            )
         }
         if let silent = standby.lastMessageAgeS, silent > thresholds.silentAfterS {
-            return ReplicaVerdict(state: .disconnected, lagBytes: lagBytes, lagS: lagS,
-                                  reason: "WAL receiver heard nothing from the primary for \(Int(silent)) s")
+            return ReplicaVerdict(
+                state: .disconnected, lagBytes: lagBytes, lagS: lagS,
+                reason: "WAL receiver heard nothing from the primary for \(Int(silent)) s")
         }
         if let since = replayAdvancedAt, let lagBytes, lagBytes > 0, now - since >= thresholds.stallAfterS {
-            return ReplicaVerdict(state: .stalled, lagBytes: lagBytes, lagS: lagS,
-                                  reason: "replay has not advanced for \(Int(now - since)) s with \(lagBytes) bytes pending")
+            return ReplicaVerdict(
+                state: .stalled, lagBytes: lagBytes, lagS: lagS,
+                reason: "replay has not advanced for \(Int(now - since)) s with \(lagBytes) bytes pending")
         }
         let bytes = lagBytes ?? 0, seconds = lagS ?? 0
         let over = bytes > thresholds.maxLagBytes || seconds > thresholds.maxLagS
         let wasCatchingUp = state == .catchingUp || state == .stalled
-        let recovered = Double(bytes) <= Double(thresholds.maxLagBytes) * thresholds.recoverFraction
+        let recovered =
+            Double(bytes) <= Double(thresholds.maxLagBytes) * thresholds.recoverFraction
             && seconds <= thresholds.maxLagS * thresholds.recoverFraction
         if over || (wasCatchingUp && !recovered) {
-            return ReplicaVerdict(state: .catchingUp, lagBytes: lagBytes, lagS: lagS,
-                                  reason: "lag \(bytes) bytes, \(Self.format(seconds)) s (limits \(thresholds.maxLagBytes) bytes, \(Self.format(thresholds.maxLagS)) s)")
+            return ReplicaVerdict(
+                state: .catchingUp, lagBytes: lagBytes, lagS: lagS,
+                reason:
+                    "lag \(bytes) bytes, \(Self.format(seconds)) s (limits \(thresholds.maxLagBytes) bytes, \(Self.format(thresholds.maxLagS)) s)"
+            )
         }
         return ReplicaVerdict(state: .streaming, lagBytes: lagBytes, lagS: lagS, reason: "streaming")
     }
@@ -250,11 +266,16 @@ public enum LagLimit: Sendable, Equatable {
 
     public init?(_ text: String) {
         let lower = text.lowercased()
-        let units: [(String, Double, Bool)] = [("ms", 0.001, true), ("s", 1, true), ("min", 60, true),
-                                               ("kb", 1024, false), ("mb", 1_048_576, false), ("gb", 1_073_741_824, false), ("b", 1, false)]
+        let units: [(String, Double, Bool)] = [
+            ("ms", 0.001, true), ("s", 1, true), ("min", 60, true),
+            ("kb", 1024, false), ("mb", 1_048_576, false), ("gb", 1_073_741_824, false), ("b", 1, false),
+        ]
         // Letters, digits, '.', '+' and '-' only: a NUL would end the number early (`5%00xyzs` is not 5 s).
         guard (1...32).contains(lower.utf8.count),
-              lower.utf8.allSatisfy({ (48...57).contains($0) || (97...122).contains($0) || $0 == 46 || $0 == 43 || $0 == 45 }) else { return nil }
+            lower.utf8.allSatisfy({
+                (48...57).contains($0) || (97...122).contains($0) || $0 == 46 || $0 == 43 || $0 == 45
+            })
+        else { return nil }
         for (suffix, factor, isTime) in units where lower.hasSuffix(suffix) {
             // Range before conversion: `1e20b` or `99999999999999999999GB` must not trap.
             guard let number = Double(lower.dropLast(suffix.count)), number >= 0, number.isFinite else { return nil }

@@ -1,6 +1,7 @@
 import Foundation
 import Mesh
 import Yams
+
 import struct AuroraAPI.ConnectivityProbe
 
 /// Where a resolved value came from, printed by `nodeagent config`.
@@ -89,7 +90,8 @@ extension ConfigKind {
             return .string(text)
         case .cidr:
             let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-            guard parts.count == 2, let address = IPv4.parse(String(parts[0])), let bits = Int(parts[1]), (8...30).contains(bits)
+            guard parts.count == 2, let address = IPv4.parse(String(parts[0])), let bits = Int(parts[1]),
+                (8...30).contains(bits)
             else { throw bad() }
             let mask: UInt32 = bits == 0 ? 0 : ~UInt32(0) << (32 - bits)
             guard address & ~mask == 0 else { throw bad("a network address (host bits zero)") }
@@ -158,8 +160,10 @@ public enum ConfigFile {
 
     /// Walks one mapping: a schema key is parsed into `layer`, a section name (top level only)
     /// recurses with `prefix`, anything else is an unknown key with a "did you mean" suggestion.
-    private static func collect(_ mapping: Node.Mapping, prefix: String, file: String, kind: Kind,
-                                into layer: inout ConfigLayer) throws(AgentError) {
+    private static func collect(
+        _ mapping: Node.Mapping, prefix: String, file: String, kind: Kind,
+        into layer: inout ConfigLayer
+    ) throws(AgentError) {
         for (keyNode, valueNode) in mapping {
             let line = keyNode.mark?.line ?? 0
             guard let name = keyNode.string else {
@@ -168,12 +172,16 @@ public enum ConfigFile {
             let path = prefix + name
             let origin = "\(file):\(line)"
             if let key = ConfigSchema.key(path) {
-                let source: ConfigSource = kind == .profile ? .profile(file: file, line: line) : .nodeFile(file: file, line: line)
+                let source: ConfigSource =
+                    kind == .profile ? .profile(file: file, line: line) : .nodeFile(file: file, line: line)
                 layer.values[path] = (try value(of: valueNode, for: key, origin: origin), source)
             } else if prefix.isEmpty, ConfigSchema.sections.contains(name) {
                 guard case .mapping(let section) = valueNode else {
                     if valueNode.null != nil { continue }  // an empty section
-                    throw AgentError(.config, "\(origin): '\(path)' is a section; give it keys such as '\(ConfigSchema.keys.first { $0.path.hasPrefix(path + ".") }!.path)'")
+                    throw AgentError(
+                        .config,
+                        "\(origin): '\(path)' is a section; give it keys such as '\(ConfigSchema.keys.first { $0.path.hasPrefix(path + ".") }!.path)'"
+                    )
                 }
                 try collect(section, prefix: path + ".", file: file, kind: kind, into: &layer)
             } else {
@@ -202,18 +210,27 @@ public enum ConfigFile {
         case .gpus:
             if node.null != nil { return .gpus([]) }
             guard case .sequence(let sequence) = node else {
-                throw AgentError(.config, "\(origin): 'gpus' must be a list of GPUs ({index, name, memory_total_mb, ...})")
+                throw AgentError(
+                    .config, "\(origin): 'gpus' must be a list of GPUs ({index, name, memory_total_mb, ...})")
             }
-            return .gpus(try sequence.enumerated().map { (offset, entry) throws(AgentError) in
-                try gpu(entry, position: offset, origin: "\(origin.split(separator: ":").dropLast().joined(separator: ":")):\(entry.mark?.line ?? 0)")
-            })
+            return .gpus(
+                try sequence.enumerated().map { (offset, entry) throws(AgentError) in
+                    try gpu(
+                        entry, position: offset,
+                        origin:
+                            "\(origin.split(separator: ":").dropLast().joined(separator: ":")):\(entry.mark?.line ?? 0)"
+                    )
+                })
         case .probes:
             if node.null != nil { return .probes([]) }
             guard case .sequence(let sequence) = node else {
                 throw AgentError(.config, "\(origin): 'connectivity' must be \(key.kind.expectation)")
             }
             let probes = try sequence.enumerated().map { (offset, entry) throws(AgentError) in
-                try probe(entry, position: offset, origin: "\(origin.split(separator: ":").dropLast().joined(separator: ":")):\(entry.mark?.line ?? 0)")
+                try probe(
+                    entry, position: offset,
+                    origin: "\(origin.split(separator: ":").dropLast().joined(separator: ":")):\(entry.mark?.line ?? 0)"
+                )
             }
             if let duplicate = Dictionary(grouping: probes, by: \.name).first(where: { $0.value.count > 1 })?.key {
                 throw AgentError(.config, "\(origin): two connectivity probes are named '\(duplicate)'")
@@ -225,8 +242,10 @@ public enum ConfigFile {
                 throw AgentError(.config, "\(origin): 'checks' must be \(key.kind.expectation)")
             }
             let checks = try sequence.enumerated().map { (offset, entry) throws(AgentError) in
-                try ServiceCheckConfig.parse(entry, position: offset,
-                                             origin: "\(origin.split(separator: ":").dropLast().joined(separator: ":")):\(entry.mark?.line ?? 0)")
+                try ServiceCheckConfig.parse(
+                    entry, position: offset,
+                    origin: "\(origin.split(separator: ":").dropLast().joined(separator: ":")):\(entry.mark?.line ?? 0)"
+                )
             }
             if let duplicate = Dictionary(grouping: checks, by: \.name).first(where: { $0.value.count > 1 })?.key {
                 throw AgentError(.config, "\(origin): two checks are named '\(duplicate)'")
@@ -234,10 +253,15 @@ public enum ConfigFile {
             return .checks(checks)
         default:
             guard case .scalar(let scalar) = node else {
-                throw AgentError(.config, "\(origin): '\(key.path)' must be \(key.kind.expectation), got a \(node.mapping != nil ? "mapping" : "list")")
+                throw AgentError(
+                    .config,
+                    "\(origin): '\(key.path)' must be \(key.kind.expectation), got a \(node.mapping != nil ? "mapping" : "list")"
+                )
             }
             // `~` and `null` mean "not set here": an empty string for string-like keys.
-            if node.null != nil, case .string = key.defaultValue ?? .string("") { return try key.kind.parse("", key: key.path, origin: origin) }
+            if node.null != nil, case .string = key.defaultValue ?? .string("") {
+                return try key.kind.parse("", key: key.path, origin: origin)
+            }
             return try key.kind.parse(scalar.string, key: key.path, origin: origin)
         }
     }
@@ -246,13 +270,17 @@ public enum ConfigFile {
     /// exceed the total, `utilization_pct` is 0 to 100; a missing `uuid` becomes `GPU-static-INDEX`.
     private static func gpu(_ node: Node, position: Int, origin: String) throws(AgentError) -> GPUInventoryEntry {
         guard case .mapping(let mapping) = node else {
-            throw AgentError(.config, "\(origin): gpus[\(position)] must be a mapping {index, name, memory_total_mb, ...}")
+            throw AgentError(
+                .config, "\(origin): gpus[\(position)] must be a mapping {index, name, memory_total_mb, ...}")
         }
         let allowed = ["index", "uuid", "name", "memory_total_mb", "memory_used_mb", "utilization_pct"]
         var fields: [String: String] = [:]
         for (k, v) in mapping {
             guard let name = k.string, allowed.contains(name) else {
-                throw AgentError(.config, "\(origin): unknown key 'gpus[\(position)].\(k.string ?? "?")'; known: \(allowed.joined(separator: ", "))")
+                throw AgentError(
+                    .config,
+                    "\(origin): unknown key 'gpus[\(position)].\(k.string ?? "?")'; known: \(allowed.joined(separator: ", "))"
+                )
             }
             fields[name] = v.string
         }
@@ -262,7 +290,10 @@ public enum ConfigFile {
                 return 0
             }
             guard let value = Int(text), range.contains(value) else {
-                throw AgentError(.config, "\(origin): 'gpus[\(position)].\(name)' must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+                throw AgentError(
+                    .config,
+                    "\(origin): 'gpus[\(position)].\(name)' must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'"
+                )
             }
             return value
         }
@@ -273,8 +304,9 @@ public enum ConfigFile {
         let total = try int("memory_total_mb", required: true, range: 1...10_000_000)
         let used = try int("memory_used_mb", required: false, range: 0...total)
         let utilization = try int("utilization_pct", required: false, range: 0...100)
-        return GPUInventoryEntry(index: index, uuid: fields["uuid"] ?? "GPU-static-\(index)", name: name,
-                                 memoryTotalMB: total, memoryUsedMB: used, utilizationPct: utilization)
+        return GPUInventoryEntry(
+            index: index, uuid: fields["uuid"] ?? "GPU-static-\(index)", name: name,
+            memoryTotalMB: total, memoryUsedMB: used, utilizationPct: utilization)
     }
 
     /// One `connectivity:` entry: an http(s) `url`, GET or HEAD, and defaults of status 200, every
@@ -287,27 +319,40 @@ public enum ConfigFile {
         var fields: [String: String] = [:]
         for (k, v) in mapping {
             guard let name = k.string, allowed.contains(name) else {
-                throw AgentError(.config, "\(origin): unknown key 'connectivity[\(position)].\(k.string ?? "?")'; known: \(allowed.joined(separator: ", "))")
+                throw AgentError(
+                    .config,
+                    "\(origin): unknown key 'connectivity[\(position)].\(k.string ?? "?")'; known: \(allowed.joined(separator: ", "))"
+                )
             }
             fields[name] = v.string
         }
         func number(_ name: String, _ fallback: Double, _ range: ClosedRange<Double>) throws(AgentError) -> Double {
             guard let text = fields[name] else { return fallback }
             guard let value = Double(text), range.contains(value) else {
-                throw AgentError(.config, "\(origin): 'connectivity[\(position)].\(name)' must be a number in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+                throw AgentError(
+                    .config,
+                    "\(origin): 'connectivity[\(position)].\(name)' must be a number in \(range.lowerBound)...\(range.upperBound), got '\(text)'"
+                )
             }
             return value
         }
-        guard let name = fields["name"], !name.isEmpty else { throw AgentError(.config, "\(origin): connectivity[\(position)] needs 'name'") }
-        guard let url = fields["url"], let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
+        guard let name = fields["name"], !name.isEmpty else {
+            throw AgentError(.config, "\(origin): connectivity[\(position)] needs 'name'")
+        }
+        guard let url = fields["url"], let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""),
+            parsed.host != nil
+        else {
             throw AgentError(.config, "\(origin): 'connectivity[\(position)].url' must be an http(s) URL")
         }
         let method = (fields["method"] ?? "GET").uppercased()
-        guard ["GET", "HEAD"].contains(method) else { throw AgentError(.config, "\(origin): 'connectivity[\(position)].method' must be GET or HEAD") }
+        guard ["GET", "HEAD"].contains(method) else {
+            throw AgentError(.config, "\(origin): 'connectivity[\(position)].method' must be GET or HEAD")
+        }
         let timeout = try number("timeout_s", 5, 0.05...120)
-        return ConnectivityProbe(name: name, url: url, method: method, expectStatus: Int(try number("expect_status", 200, 100...599)),
-                                 intervalS: try number("interval_s", 30, 0.1...86_400), timeoutS: timeout,
-                                 degradedMs: try number("degraded_ms", min(1000, timeout * 500), 1...120_000))
+        return ConnectivityProbe(
+            name: name, url: url, method: method, expectStatus: Int(try number("expect_status", 200, 100...599)),
+            intervalS: try number("interval_s", 30, 0.1...86_400), timeoutS: timeout,
+            degradedMs: try number("degraded_ms", min(1000, timeout * 500), 1...120_000))
     }
 
     /// "did you mean" for a near miss, by shared prefix or edit distance.
@@ -336,7 +381,8 @@ public enum ConfigFile {
     /// The YAML error's line, column and problem on one line, for an ``AgentError`` message.
     private static func oneLine(_ error: YamlError) -> String {
         switch error {
-        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
+            .composer(_, let problem, let mark, _):
             return "line \(mark.line), column \(mark.column): \(problem)"
         default:
             return String(describing: error).split(separator: "\n").first.map(String.init) ?? "unreadable"

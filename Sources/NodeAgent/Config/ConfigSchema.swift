@@ -88,8 +88,10 @@ public struct ConfigKey: Sendable {
     /// One line for people.
     public let doc: String
 
-    init(_ path: String, _ kind: ConfigKind, default defaultValue: ConfigValue?, env: String? = nil, flag: String? = nil,
-         secret: Bool = false, _ doc: String) {
+    init(
+        _ path: String, _ kind: ConfigKind, default defaultValue: ConfigValue?, env: String? = nil, flag: String? = nil,
+        secret: Bool = false, _ doc: String
+    ) {
         self.path = path
         self.kind = kind
         self.defaultValue = defaultValue
@@ -109,111 +111,164 @@ public enum ConfigSchema {
     /// the loader to accept it; ``NodeConfig`` must then read it into a typed field.
     public static let keys: [ConfigKey] = [
         // MARK: Node
-        ConfigKey("role", .oneOf(["lead", "compute", "edge"]), default: nil, env: "NODE_ROLE",
-                  "what this node runs: lead, compute or edge"),
-        ConfigKey("name", .nodeName, default: nil, env: "NODE_NAME", flag: "--name",
-                  "the node's name in the mesh; default: the host name's first label"),
-        ConfigKey("company", .string, default: .string(""), env: "AURORA_COMPANY",
-                  "the company the node belongs to (secrets overrides, placement labels)"),
+        ConfigKey(
+            "role", .oneOf(["lead", "compute", "edge"]), default: nil, env: "NODE_ROLE",
+            "what this node runs: lead, compute or edge"),
+        ConfigKey(
+            "name", .nodeName, default: nil, env: "NODE_NAME", flag: "--name",
+            "the node's name in the mesh; default: the host name's first label"),
+        ConfigKey(
+            "company", .string, default: .string(""), env: "AURORA_COMPANY",
+            "the company the node belongs to (secrets overrides, placement labels)"),
         ConfigKey("labels", .map, default: .map([:]), "free-form labels used by placement"),
-        ConfigKey("data_dir", .path, default: .string("/var/lib/aurora"), env: "AURORA_DATA_DIR", flag: "--data-dir",
-                  "keys, tokens, caches, outbox and the managed PostgreSQL cluster"),
-        ConfigKey("listen", .hostPort, default: .string("127.0.0.1:9999"), env: "AURORA_LISTEN", flag: "--listen",
-                  "HTTP API address (loopback; the VPN address is added once WireGuard is up)"),
-        ConfigKey("vpn_ip", .ipv4, default: .string(""), env: "VPN_IP",
-                  "the mesh address to ask the lead for; empty: the lead allocates one"),
+        ConfigKey(
+            "data_dir", .path, default: .string("/var/lib/aurora"), env: "AURORA_DATA_DIR", flag: "--data-dir",
+            "keys, tokens, caches, outbox and the managed PostgreSQL cluster"),
+        ConfigKey(
+            "listen", .hostPort, default: .string("127.0.0.1:9999"), env: "AURORA_LISTEN", flag: "--listen",
+            "HTTP API address (loopback; the VPN address is added once WireGuard is up)"),
+        ConfigKey(
+            "vpn_ip", .ipv4, default: .string(""), env: "VPN_IP",
+            "the mesh address to ask the lead for; empty: the lead allocates one"),
         // MARK: Mesh membership
-        ConfigKey("lead", .url(schemes: ["http", "https"]), default: .string(""), env: "AURORA_LEAD", flag: "--lead",
-                  "URL of the lead agent (compute and edge nodes)"),
-        ConfigKey("join_token", .string, default: .string(""), env: "AURORA_JOIN_TOKEN", flag: "--join-token",
-                  secret: true, "one-time token for the first join; not needed once joined"),
-        ConfigKey("leave_on_stop", .bool, default: .bool(false), env: "AURORA_LEAVE_ON_STOP", flag: "--leave-on-stop",
-                  "on SIGTERM tell the lead this node leaves (left, not dead)"),
+        ConfigKey(
+            "lead", .url(schemes: ["http", "https"]), default: .string(""), env: "AURORA_LEAD", flag: "--lead",
+            "URL of the lead agent (compute and edge nodes)"),
+        ConfigKey(
+            "join_token", .string, default: .string(""), env: "AURORA_JOIN_TOKEN", flag: "--join-token",
+            secret: true, "one-time token for the first join; not needed once joined"),
+        ConfigKey(
+            "leave_on_stop", .bool, default: .bool(false), env: "AURORA_LEAVE_ON_STOP", flag: "--leave-on-stop",
+            "on SIGTERM tell the lead this node leaves (left, not dead)"),
         ConfigKey("heartbeat.interval_s", .seconds, default: .double(1), "seconds between heartbeats"),
         ConfigKey("heartbeat.suspect_after", .int(1...100), default: .int(3), "missed heartbeats before suspect"),
-        ConfigKey("heartbeat.away_after", .int(0...10_000), default: .int(0),
-                  "missed heartbeats before away (edge); 0: never away"),
+        ConfigKey(
+            "heartbeat.away_after", .int(0...10_000), default: .int(0),
+            "missed heartbeats before away (edge); 0: never away"),
         ConfigKey("heartbeat.dead_after", .int(2...10_000), default: .int(10), "missed heartbeats before dead"),
         // MARK: Store
-        ConfigKey("store.url", .url(schemes: ["postgres", "postgresql"]), default: .string(""), env: "AURORA_STORE",
-                  flag: "--store", secret: true,
-                  "PostgreSQL URL for the lead's store; empty: a managed cluster in DATA/postgres"),
-        ConfigKey("store.run_as", .string, default: .string("postgres"),
-                  "OS user that runs the managed cluster when the agent runs as root"),
-        ConfigKey("store.pg_bin", .string, default: .string(""),
-                  "directory of initdb and pg_ctl; empty: pg_config --bindir, then /usr/lib/postgresql/*/bin"),
+        ConfigKey(
+            "store.url", .url(schemes: ["postgres", "postgresql"]), default: .string(""), env: "AURORA_STORE",
+            flag: "--store", secret: true,
+            "PostgreSQL URL for the lead's store; empty: a managed cluster in DATA/postgres"),
+        ConfigKey(
+            "store.run_as", .string, default: .string("postgres"),
+            "OS user that runs the managed cluster when the agent runs as root"),
+        ConfigKey(
+            "store.pg_bin", .string, default: .string(""),
+            "directory of initdb and pg_ctl; empty: pg_config --bindir, then /usr/lib/postgresql/*/bin"),
         // MARK: HTTP
-        ConfigKey("http.max_body_bytes", .int(1024...(64 << 20)), default: .int(1 << 20),
-                  "largest request body accepted; larger gets 413"),
-        ConfigKey("http.insecure_plain", .bool, default: .bool(false),
-                  "serve plain HTTP on a listen address that is not loopback (only inside a network you trust; use tls.listen)"),
+        ConfigKey(
+            "http.max_body_bytes", .int(1024...(64 << 20)), default: .int(1 << 20),
+            "largest request body accepted; larger gets 413"),
+        ConfigKey(
+            "http.insecure_plain", .bool, default: .bool(false),
+            "serve plain HTTP on a listen address that is not loopback (only inside a network you trust; use tls.listen)"
+        ),
         // MARK: TLS
-        ConfigKey("tls.listen", .optionalHostPort, default: .string(""), env: "AURORA_TLS_LISTEN", flag: "--tls-listen",
-                  "HOST:PORT of the TLS 1.3 listener for nodes and remote operators (self-signed; peers pin its key); empty: none"),
-        ConfigKey("tls.advertise", .url(schemes: ["https"]), default: .string(""),
-                  "the https URL nodes should use for this agent, printed by 'token create'; empty: from tls.listen"),
-        ConfigKey("http.idle_timeout_s", .int(1...3600), default: .int(15),
-                  "seconds before an idle connection, or one whose request head or body stalls, is closed"),
+        ConfigKey(
+            "tls.listen", .optionalHostPort, default: .string(""), env: "AURORA_TLS_LISTEN", flag: "--tls-listen",
+            "HOST:PORT of the TLS 1.3 listener for nodes and remote operators (self-signed; peers pin its key); empty: none"
+        ),
+        ConfigKey(
+            "tls.advertise", .url(schemes: ["https"]), default: .string(""),
+            "the https URL nodes should use for this agent, printed by 'token create'; empty: from tls.listen"),
+        ConfigKey(
+            "http.idle_timeout_s", .int(1...3600), default: .int(15),
+            "seconds before an idle connection, or one whose request head or body stalls, is closed"),
         // MARK: Limits (token buckets; 429 with Retry-After)
-        ConfigKey("limits.requests_per_s", .int(1...1_000_000), default: .int(200),
-                  "requests per second from one source address as one identity (node, token or anonymous)"),
-        ConfigKey("limits.burst", .int(1...1_000_000), default: .int(400),
-                  "requests one source and identity may send at once above the steady rate"),
-        ConfigKey("limits.joins_per_min", .int(1...1_000_000), default: .int(120),
-                  "join attempts per minute from one source address (a quarter of it at once)"),
-        ConfigKey("limits.auth_failures_per_min", .int(1...1_000_000), default: .int(120),
-                  "failed authentications per minute from one source address before its authenticated calls get 429"),
-        ConfigKey("log.level", .oneOf(logLevels), default: .string("info"), env: "AURORA_LOG_LEVEL", flag: "--log-level",
-                  "least severe log level written to stderr"),
+        ConfigKey(
+            "limits.requests_per_s", .int(1...1_000_000), default: .int(200),
+            "requests per second from one source address as one identity (node, token or anonymous)"),
+        ConfigKey(
+            "limits.burst", .int(1...1_000_000), default: .int(400),
+            "requests one source and identity may send at once above the steady rate"),
+        ConfigKey(
+            "limits.joins_per_min", .int(1...1_000_000), default: .int(120),
+            "join attempts per minute from one source address (a quarter of it at once)"),
+        ConfigKey(
+            "limits.auth_failures_per_min", .int(1...1_000_000), default: .int(120),
+            "failed authentications per minute from one source address before its authenticated calls get 429"),
+        ConfigKey(
+            "log.level", .oneOf(logLevels), default: .string("info"), env: "AURORA_LOG_LEVEL", flag: "--log-level",
+            "least severe log level written to stderr"),
         // MARK: WireGuard
-        ConfigKey("wireguard.mode", .oneOf(["off", "render", "apply"]), default: .string("off"),
-                  "off; render (write DATA/wireguard/IF.conf); apply (also configure the interface)"),
-        ConfigKey("wireguard.cidr", .cidr, default: .string("10.0.0.0/24"), "mesh network; the lead takes the first host"),
+        ConfigKey(
+            "wireguard.mode", .oneOf(["off", "render", "apply"]), default: .string("off"),
+            "off; render (write DATA/wireguard/IF.conf); apply (also configure the interface)"),
+        ConfigKey(
+            "wireguard.cidr", .cidr, default: .string("10.0.0.0/24"), "mesh network; the lead takes the first host"),
         ConfigKey("wireguard.interface", .string, default: .string("aurora0"), "WireGuard interface name"),
         ConfigKey("wireguard.listen_port", .int(1...65535), default: .int(51820), "UDP port WireGuard listens on"),
-        ConfigKey("wireguard.endpoint", .optionalHostPort, default: .string(""),
-                  "public HOST:PORT peers dial; empty: what the lead sees"),
+        ConfigKey(
+            "wireguard.endpoint", .optionalHostPort, default: .string(""),
+            "public HOST:PORT peers dial; empty: what the lead sees"),
         ConfigKey("wireguard.behind_nat", .bool, default: .bool(false), "send and ask for PersistentKeepalive = 25"),
-        ConfigKey("wireguard.reuse_after_s", .seconds, default: .double(86_400),
-                  "lead: a removed node's mesh address is given to another node only this long after the removal"),
+        ConfigKey(
+            "wireguard.reuse_after_s", .seconds, default: .double(86_400),
+            "lead: a removed node's mesh address is given to another node only this long after the removal"),
         // MARK: GPU
         ConfigKey("gpu.accept_jobs", .bool, default: .bool(false), "take GPU jobs from the lead"),
         ConfigKey("gpu.allow_exec", .bool, default: .bool(false), "allow exec jobs (commands) on this node"),
-        ConfigKey("gpu.backend", .url(schemes: ["http", "https"]), default: .string(""),
-                  "local inference server (OpenAI-compatible or Ollama) for generate jobs"),
-        ConfigKey("gpu.policy", .oneOf(["binpack", "spread"]), default: .string("binpack"),
-                  "lead: placement scoring; binpack fills the tightest GPU, spread the emptiest"),
+        ConfigKey(
+            "gpu.backend", .url(schemes: ["http", "https"]), default: .string(""),
+            "local inference server (OpenAI-compatible or Ollama) for generate jobs"),
+        ConfigKey(
+            "gpu.policy", .oneOf(["binpack", "spread"]), default: .string("binpack"),
+            "lead: placement scoring; binpack fills the tightest GPU, spread the emptiest"),
         ConfigKey("gpus", .gpus, default: .gpus([]), "static GPU inventory used instead of nvidia-smi"),
-        ConfigKey("secrets.passphrase_file", .string, default: .string(""), env: "AURORA_SECRETS_PASSPHRASE_FILE", flag: "--secrets-passphrase-file",
-                  "lead: file with the passphrase the secrets master key is derived from (Argon2id); empty: DATA/keys/secrets.master"),
-        ConfigKey("connectivity", .probes, default: .probes([]), "external APIs this node probes and reports (healthy, degraded, down)"),
+        ConfigKey(
+            "secrets.passphrase_file", .string, default: .string(""), env: "AURORA_SECRETS_PASSPHRASE_FILE",
+            flag: "--secrets-passphrase-file",
+            "lead: file with the passphrase the secrets master key is derived from (Argon2id); empty: DATA/keys/secrets.master"
+        ),
+        ConfigKey(
+            "connectivity", .probes, default: .probes([]),
+            "external APIs this node probes and reports (healthy, degraded, down)"),
         // MARK: PostgreSQL monitor and events
-        ConfigKey("postgres.monitor", .string, default: .string(""), secret: true,
-                  "libpq connection string of the local server to watch; empty: no monitor"),
+        ConfigKey(
+            "postgres.monitor", .string, default: .string(""), secret: true,
+            "libpq connection string of the local server to watch; empty: no monitor"),
         ConfigKey("postgres.interval_s", .seconds, default: .double(2), "seconds between samples of the local server"),
-        ConfigKey("postgres.expect", .oneOf(["auto", "primary", "replica"]), default: .string("auto"),
-                  "what the local server should be; auto: the lead's is the primary, other nodes' are replicas"),
-        ConfigKey("postgres.max_lag_s", .seconds, default: .double(5), "replica lag in seconds above which it is catching_up (degraded)"),
-        ConfigKey("postgres.max_lag_bytes", .int(1...(1 << 40)), default: .int(16 << 20),
-                  "replica lag in bytes above which it is catching_up (degraded)"),
-        ConfigKey("postgres.stall_after_s", .seconds, default: .double(10),
-                  "replay not advancing this long while WAL is pending is stalled"),
-        ConfigKey("postgres.slot_max_retained_bytes", .int(0...(1 << 50)), default: .int(1 << 30),
-                  "an inactive replication slot retaining more WAL than this is reported"),
-        ConfigKey("events.redis", .url(schemes: ["redis"]), default: .string(""), secret: true,
-                  "Redis URL for the event stream; empty: no Redis fan-out"),
-        ConfigKey("events.redis_maxlen", .int(100...100_000_000), default: .int(100_000),
-                  "lead: the Redis stream keeps about this many newest events (XADD MAXLEN ~)"),
+        ConfigKey(
+            "postgres.expect", .oneOf(["auto", "primary", "replica"]), default: .string("auto"),
+            "what the local server should be; auto: the lead's is the primary, other nodes' are replicas"),
+        ConfigKey(
+            "postgres.max_lag_s", .seconds, default: .double(5),
+            "replica lag in seconds above which it is catching_up (degraded)"),
+        ConfigKey(
+            "postgres.max_lag_bytes", .int(1...(1 << 40)), default: .int(16 << 20),
+            "replica lag in bytes above which it is catching_up (degraded)"),
+        ConfigKey(
+            "postgres.stall_after_s", .seconds, default: .double(10),
+            "replay not advancing this long while WAL is pending is stalled"),
+        ConfigKey(
+            "postgres.slot_max_retained_bytes", .int(0...(1 << 50)), default: .int(1 << 30),
+            "an inactive replication slot retaining more WAL than this is reported"),
+        ConfigKey(
+            "events.redis", .url(schemes: ["redis"]), default: .string(""), secret: true,
+            "Redis URL for the event stream; empty: no Redis fan-out"),
+        ConfigKey(
+            "events.redis_maxlen", .int(100...100_000_000), default: .int(100_000),
+            "lead: the Redis stream keeps about this many newest events (XADD MAXLEN ~)"),
         // MARK: Service checks, resource alerts, log ring
-        ConfigKey("checks", .checks, default: .checks([]),
-                  "service checks (HTTP, TCP, command) with thresholds and an optional recovery command"),
-        ConfigKey("alerts.cpu_pct", .int(1...100), default: .int(80), "CPU busy above this percentage for alerts.cpu_for_s raises alert.raised"),
+        ConfigKey(
+            "checks", .checks, default: .checks([]),
+            "service checks (HTTP, TCP, command) with thresholds and an optional recovery command"),
+        ConfigKey(
+            "alerts.cpu_pct", .int(1...100), default: .int(80),
+            "CPU busy above this percentage for alerts.cpu_for_s raises alert.raised"),
         ConfigKey("alerts.cpu_for_s", .seconds, default: .double(300), "seconds CPU must stay above alerts.cpu_pct"),
-        ConfigKey("alerts.memory_pct", .int(1...100), default: .int(90), "memory in use above this percentage raises an alert"),
-        ConfigKey("alerts.disk_pct", .int(1...100), default: .int(85), "the data dir's file system above this percentage used raises an alert"),
+        ConfigKey(
+            "alerts.memory_pct", .int(1...100), default: .int(90), "memory in use above this percentage raises an alert"
+        ),
+        ConfigKey(
+            "alerts.disk_pct", .int(1...100), default: .int(85),
+            "the data dir's file system above this percentage used raises an alert"),
         ConfigKey("alerts.interval_s", .seconds, default: .double(10), "seconds between resource samples"),
-        ConfigKey("log.ring_lines", .int(0...100_000), default: .int(1000),
-                  "recent log lines kept per subsystem for aurora-cli logs; 0: none"),
+        ConfigKey(
+            "log.ring_lines", .int(0...100_000), default: .int(1000),
+            "recent log lines kept per subsystem for aurora-cli logs; 0: none"),
     ]
 
     /// The key with this path, if any.
@@ -224,7 +279,8 @@ public enum ConfigSchema {
 
     /// Section names (`wireguard`, `heartbeat`, ...) that hold keys.
     /// A top-level YAML name in this set is a mapping of the section's keys, not a key itself.
-    static let sections: Set<String> = Set(keys.compactMap { key in
-        key.path.firstIndex(of: ".").map { String(key.path[..<$0]) }
-    })
+    static let sections: Set<String> = Set(
+        keys.compactMap { key in
+            key.path.firstIndex(of: ".").map { String(key.path[..<$0]) }
+        })
 }

@@ -19,8 +19,10 @@ public struct ConfigInputs: Sendable {
     /// For relative paths in flags and variables.
     public var workingDirectory: String
 
-    public init(profile: ConfigLayer, nodeFile: ConfigLayer? = nil, environment: [String: String] = [:],
-                flags: [String: String] = [:], hostName: String, workingDirectory: String) {
+    public init(
+        profile: ConfigLayer, nodeFile: ConfigLayer? = nil, environment: [String: String] = [:],
+        flags: [String: String] = [:], hostName: String, workingDirectory: String
+    ) {
         self.profile = profile
         self.nodeFile = nodeFile
         self.environment = environment
@@ -63,7 +65,9 @@ public struct ResolvedConfig: Sendable {
                 let flag = key.flag ?? "--\(key.path)"
                 resolved = (try key.kind.parse(text, key: key.path, origin: "flag \(flag)"), .flag(flag))
             } else if let variable = key.environment, let text = inputs.environment[variable], !text.isEmpty {
-                resolved = (try key.kind.parse(text, key: key.path, origin: "environment \(variable)"), .environment(variable))
+                resolved = (
+                    try key.kind.parse(text, key: key.path, origin: "environment \(variable)"), .environment(variable)
+                )
             } else if let fromFile = inputs.nodeFile?.values[key.path] {
                 resolved = fromFile
             } else if let fromProfile = inputs.profile.values[key.path] {
@@ -72,14 +76,22 @@ public struct ResolvedConfig: Sendable {
                 resolved = (value, .defaultValue)
             } else if key.path == "name" {
                 guard let name = NodeName.fromHostName(inputs.hostName) else {
-                    throw AgentError(.config, "the host name '\(inputs.hostName)' makes no valid node name; set NODE_NAME or --name")
+                    throw AgentError(
+                        .config, "the host name '\(inputs.hostName)' makes no valid node name; set NODE_NAME or --name")
                 }
                 resolved = (.string(name.value), .computed("host name"))
             } else {
-                throw AgentError(.config, "'\(key.path)' is not set; the profile should set it\(key.environment.map { " (or set \($0))" } ?? "")")
+                throw AgentError(
+                    .config,
+                    "'\(key.path)' is not set; the profile should set it\(key.environment.map { " (or set \($0))" } ?? "")"
+                )
             }
             if case .path = key.kind, case .string(let path) = resolved.0, !path.hasPrefix("/") {
-                resolved.0 = .string(URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: inputs.workingDirectory, isDirectory: true)).standardizedFileURL.path)
+                resolved.0 = .string(
+                    URL(
+                        fileURLWithPath: path,
+                        relativeTo: URL(fileURLWithPath: inputs.workingDirectory, isDirectory: true)
+                    ).standardizedFileURL.path)
             }
             entries.append(Entry(key: ConfigSchema.key(key.path)!, value: resolved.0, source: resolved.1))
         }
@@ -92,8 +104,13 @@ public struct ResolvedConfig: Sendable {
     /// Today: `heartbeat.dead_after` must be greater than `heartbeat.suspect_after`; the error
     /// names both values and where each was set.
     private func validateTogether() throws(AgentError) {
-        if case .int(let suspect) = self["heartbeat.suspect_after"], case .int(let dead) = self["heartbeat.dead_after"], dead <= suspect {
-            throw AgentError(.config, "'heartbeat.dead_after' (\(dead), \(source(of: "heartbeat.dead_after"))) must be greater than 'heartbeat.suspect_after' (\(suspect), \(source(of: "heartbeat.suspect_after")))")
+        if case .int(let suspect) = self["heartbeat.suspect_after"], case .int(let dead) = self["heartbeat.dead_after"],
+            dead <= suspect
+        {
+            throw AgentError(
+                .config,
+                "'heartbeat.dead_after' (\(dead), \(source(of: "heartbeat.dead_after"))) must be greater than 'heartbeat.suspect_after' (\(suspect), \(source(of: "heartbeat.suspect_after")))"
+            )
         }
     }
 
@@ -107,10 +124,23 @@ public struct ResolvedConfig: Sendable {
         case .int(let i): text = String(i)
         case .double(let d): text = d == d.rounded() ? String(Int(d)) : String(d)
         case .bool(let b): text = String(b)
-        case .map(let m): text = m.isEmpty ? "{}" : "{" + m.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + "}"
-        case .gpus(let g): text = g.isEmpty ? "[]" : g.map { "\($0.index): \($0.name) \($0.memoryTotalMB) MB" }.joined(separator: "; ")
-        case .probes(let p): text = p.isEmpty ? "[]" : p.map { "\($0.name): \($0.method) \($0.url) every \($0.intervalS) s" }.joined(separator: "; ")
-        case .checks(let c): text = c.isEmpty ? "[]" : c.map { "\($0.name): \($0.kind) \($0.targetDescription) every \($0.interval) s" }.joined(separator: "; ")
+        case .map(let m):
+            text =
+                m.isEmpty
+                ? "{}"
+                : "{" + m.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + "}"
+        case .gpus(let g):
+            text = g.isEmpty ? "[]" : g.map { "\($0.index): \($0.name) \($0.memoryTotalMB) MB" }.joined(separator: "; ")
+        case .probes(let p):
+            text =
+                p.isEmpty
+                ? "[]" : p.map { "\($0.name): \($0.method) \($0.url) every \($0.intervalS) s" }.joined(separator: "; ")
+        case .checks(let c):
+            text =
+                c.isEmpty
+                ? "[]"
+                : c.map { "\($0.name): \($0.kind) \($0.targetDescription) every \($0.interval) s" }.joined(
+                    separator: "; ")
         }
         return entry.key.secret ? Redaction.redact(text) : text
     }
@@ -123,7 +153,9 @@ public struct ResolvedConfig: Sendable {
         return zip(entries, values).map { entry, value in
             let keyColumn = entry.key.path.padding(toLength: width, withPad: " ", startingAt: 0)
             let shown = value.isEmpty ? "\"\"" : value
-            let valueColumn = shown.count >= valueWidth ? shown + "  " : shown.padding(toLength: valueWidth, withPad: " ", startingAt: 0)
+            let valueColumn =
+                shown.count >= valueWidth
+                ? shown + "  " : shown.padding(toLength: valueWidth, withPad: " ", startingAt: 0)
             return keyColumn + valueColumn + entry.source.description
         }.joined(separator: "\n")
     }
@@ -139,16 +171,32 @@ public struct ResolvedConfig: Sendable {
             case .double(let d): value = d
             case .bool(let b): value = b
             case .map(let m): value = m
-            case .probes(let p): value = p.map { ["name": $0.name, "url": $0.url, "method": $0.method, "expect_status": $0.expectStatus,
-                                                  "interval_s": $0.intervalS, "timeout_s": $0.timeoutS, "degraded_ms": $0.degradedMs] as [String: Any] }
-            case .checks(let c): value = c.map { ["name": $0.name, "kind": $0.kind, "target": $0.targetDescription, "interval_s": $0.interval,
-                                                  "timeout_s": $0.timeout, "recovery": $0.recovery.map { _ in true } ?? false] as [String: Any] }
-            case .gpus(let g): value = g.map { ["index": $0.index, "uuid": $0.uuid, "name": $0.name, "memory_total_mb": $0.memoryTotalMB,
-                                                  "memory_used_mb": $0.memoryUsedMB, "utilization_pct": $0.utilizationPct] as [String: Any] }
+            case .probes(let p):
+                value = p.map {
+                    [
+                        "name": $0.name, "url": $0.url, "method": $0.method, "expect_status": $0.expectStatus,
+                        "interval_s": $0.intervalS, "timeout_s": $0.timeoutS, "degraded_ms": $0.degradedMs,
+                    ] as [String: Any]
+                }
+            case .checks(let c):
+                value = c.map {
+                    [
+                        "name": $0.name, "kind": $0.kind, "target": $0.targetDescription, "interval_s": $0.interval,
+                        "timeout_s": $0.timeout, "recovery": $0.recovery.map { _ in true } ?? false,
+                    ] as [String: Any]
+                }
+            case .gpus(let g):
+                value = g.map {
+                    [
+                        "index": $0.index, "uuid": $0.uuid, "name": $0.name, "memory_total_mb": $0.memoryTotalMB,
+                        "memory_used_mb": $0.memoryUsedMB, "utilization_pct": $0.utilizationPct,
+                    ] as [String: Any]
+                }
             }
             object[entry.key.path] = ["value": value, "source": entry.source.description, "doc": entry.key.doc]
         }
-        let data = try! JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        let data = try! JSONSerialization.data(
+            withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         return String(decoding: data, as: UTF8.self)
     }
 }
@@ -167,7 +215,9 @@ public enum Redaction {
             let rest = text[schemeEnd.upperBound...]
             guard let at = rest.firstIndex(of: "@") else { return redactConninfo(text) }
             let userinfo = rest[..<at]
-            let user = userinfo.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+            let user =
+                userinfo.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init)
+                ?? ""
             let hidden = userinfo.contains(":") ? "\(user):\(marker)" : user
             return redactConninfo(String(text[..<schemeEnd.upperBound]) + hidden + String(rest[at...]))
         }
@@ -177,7 +227,10 @@ public enum Redaction {
 
     /// `password=...` in a libpq keyword string or URL query.
     private static func redactConninfo(_ text: String) -> String {
-        guard let regex = try? NSRegularExpression(pattern: "(password\\s*=\\s*)('[^']*'|[^\\s&]+)", options: [.caseInsensitive]) else { return marker }
+        guard
+            let regex = try? NSRegularExpression(
+                pattern: "(password\\s*=\\s*)('[^']*'|[^\\s&]+)", options: [.caseInsensitive])
+        else { return marker }
         let range = NSRange(text.startIndex..., in: text)
         return regex.stringByReplacingMatches(in: text, range: range, withTemplate: "$1\(marker)")
     }
@@ -193,8 +246,9 @@ extension NodeConfig {
 extension FailureDetector.Policy {
     /// The detector's policy for a node's reported timing (not validated here).
     init(_ timing: HeartbeatTiming) {
-        self.init(interval: .milliseconds(Int64(timing.intervalS * 1000)), suspectAfter: timing.suspectAfter,
-                  awayAfter: timing.awayAfter, deadAfter: timing.deadAfter)
+        self.init(
+            interval: .milliseconds(Int64(timing.intervalS * 1000)), suspectAfter: timing.suspectAfter,
+            awayAfter: timing.awayAfter, deadAfter: timing.deadAfter)
     }
 }
 
@@ -344,7 +398,11 @@ public struct NodeConfig: Sendable {
         self.wireguardListenPort = int("wireguard.listen_port")
         self.wireguardMode = string("wireguard.mode")
         self.wireguardInterface = string("wireguard.interface")
-        if case .bool(let nat) = resolved["wireguard.behind_nat"] { self.wireguardBehindNAT = nat } else { self.wireguardBehindNAT = false }
+        if case .bool(let nat) = resolved["wireguard.behind_nat"] {
+            self.wireguardBehindNAT = nat
+        } else {
+            self.wireguardBehindNAT = false
+        }
         switch resolved["wireguard.reuse_after_s"] {
         case .double(let value): self.wireguardReuseAfter = value
         case .int(let value): self.wireguardReuseAfter = Double(value)
@@ -356,8 +414,9 @@ public struct NodeConfig: Sendable {
         case .int(let value): interval = Double(value)
         default: interval = 1
         }
-        self.heartbeatTiming = HeartbeatTiming(intervalS: interval, suspectAfter: int("heartbeat.suspect_after"),
-                                               awayAfter: int("heartbeat.away_after"), deadAfter: int("heartbeat.dead_after"))
+        self.heartbeatTiming = HeartbeatTiming(
+            intervalS: interval, suspectAfter: int("heartbeat.suspect_after"),
+            awayAfter: int("heartbeat.away_after"), deadAfter: int("heartbeat.dead_after"))
         func seconds(_ path: String) -> Double {
             switch resolved[path] {
             case .double(let value): return value
@@ -365,21 +424,27 @@ public struct NodeConfig: Sendable {
             default: preconditionFailure("\(path) is not a seconds key")
             }
         }
-        self.alertThresholds = ResourceThresholds(cpuPct: Double(int("alerts.cpu_pct")), cpuFor: seconds("alerts.cpu_for_s"),
-                                                  memoryPct: Double(int("alerts.memory_pct")), diskPct: Double(int("alerts.disk_pct")))
+        self.alertThresholds = ResourceThresholds(
+            cpuPct: Double(int("alerts.cpu_pct")), cpuFor: seconds("alerts.cpu_for_s"),
+            memoryPct: Double(int("alerts.memory_pct")), diskPct: Double(int("alerts.disk_pct")))
         self.alertInterval = seconds("alerts.interval_s")
         if let conninfo = nonEmpty("postgres.monitor") {
             let expect = string("postgres.expect")
             postgresMonitor = PostgresMonitorConfig(
                 conninfo: conninfo, interval: seconds("postgres.interval_s"),
                 expectPrimary: expect == "auto" ? role == .lead : expect == "primary",
-                thresholds: ReplicaThresholds(maxLagS: seconds("postgres.max_lag_s"), maxLagBytes: UInt64(int("postgres.max_lag_bytes")),
-                                              stallAfterS: seconds("postgres.stall_after_s")),
+                thresholds: ReplicaThresholds(
+                    maxLagS: seconds("postgres.max_lag_s"), maxLagBytes: UInt64(int("postgres.max_lag_bytes")),
+                    stallAfterS: seconds("postgres.stall_after_s")),
                 slotMaxRetainedBytes: UInt64(int("postgres.slot_max_retained_bytes")))
         } else {
             postgresMonitor = nil
         }
-        if case .bool(let leave) = resolved["leave_on_stop"] { self.leaveOnStop = leave } else { self.leaveOnStop = false }
+        if case .bool(let leave) = resolved["leave_on_stop"] {
+            self.leaveOnStop = leave
+        } else {
+            self.leaveOnStop = false
+        }
         self.profileFile = profileFile
         self.resolved = resolved
     }
@@ -399,7 +464,10 @@ public struct PostgresMonitorConfig: Sendable {
     /// An inactive replication slot holding more WAL than this many bytes is reported.
     public let slotMaxRetainedBytes: UInt64
 
-    init(conninfo: String, interval: Double, expectPrimary: Bool, thresholds: ReplicaThresholds, slotMaxRetainedBytes: UInt64) {
+    init(
+        conninfo: String, interval: Double, expectPrimary: Bool, thresholds: ReplicaThresholds,
+        slotMaxRetainedBytes: UInt64
+    ) {
         self.conninfo = conninfo
         self.interval = interval
         self.expectPrimary = expectPrimary

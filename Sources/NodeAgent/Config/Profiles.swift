@@ -8,10 +8,14 @@ public enum ProfileLocator {
     /// installed `../share/aurora/profiles` from the binary's directory, then any `profiles/` with a
     /// `lead.yaml` up to five levels above it (a source checkout). Missing directories stay in the
     /// list: ``locate(_:profilesDir:environment:executable:)`` names them all in its error.
-    public static func searchDirectories(profilesDir: String?, environment: [String: String], executable: String) -> [String] {
+    public static func searchDirectories(profilesDir: String?, environment: [String: String], executable: String)
+        -> [String]
+    {
         var directories: [String] = []
         if let profilesDir { directories.append(profilesDir) }
-        if let fromEnvironment = environment["AURORA_PROFILES_DIR"], !fromEnvironment.isEmpty { directories.append(fromEnvironment) }
+        if let fromEnvironment = environment["AURORA_PROFILES_DIR"], !fromEnvironment.isEmpty {
+            directories.append(fromEnvironment)
+        }
         directories.append("/etc/aurora/profiles")
         // Installed layout (/usr/local/bin/nodeagent → /usr/local/share/aurora/profiles), then a
         // source checkout (…/.build/debug/nodeagent → …/profiles).
@@ -28,7 +32,9 @@ public enum ProfileLocator {
     /// The file for `profile`, or an error listing where it looked.
     /// A name with a `/` or a `.yaml`/`.yml` suffix is a path and must exist; any other name must
     /// be letters, digits, `-` and `_`. Throws ``AgentError`` with code `profileNotFound`.
-    public static func locate(_ profile: String, profilesDir: String?, environment: [String: String], executable: String) throws(AgentError) -> String {
+    public static func locate(
+        _ profile: String, profilesDir: String?, environment: [String: String], executable: String
+    ) throws(AgentError) -> String {
         if profile.contains("/") || profile.hasSuffix(".yaml") || profile.hasSuffix(".yml") {
             guard FileManager.default.fileExists(atPath: profile) else {
                 throw AgentError(.profileNotFound, "profile file '\(profile)' does not exist")
@@ -36,14 +42,18 @@ public enum ProfileLocator {
             return profile
         }
         guard !profile.isEmpty, profile.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
-            throw AgentError(.profileNotFound, "'\(profile)' is not a profile name; use lead, compute, edge or a path to a YAML file")
+            throw AgentError(
+                .profileNotFound, "'\(profile)' is not a profile name; use lead, compute, edge or a path to a YAML file"
+            )
         }
         let directories = searchDirectories(profilesDir: profilesDir, environment: environment, executable: executable)
         for directory in directories {
             let candidate = (directory as NSString).appendingPathComponent(profile + ".yaml")
             if FileManager.default.fileExists(atPath: candidate) { return candidate }
         }
-        throw AgentError(.profileNotFound, "profile '\(profile)' not found; looked for \(profile).yaml in \(directories.joined(separator: ", "))")
+        throw AgentError(
+            .profileNotFound,
+            "profile '\(profile)' not found; looked for \(profile).yaml in \(directories.joined(separator: ", "))")
     }
 }
 
@@ -71,13 +81,19 @@ public enum ConfigLoader {
     /// Locates and reads the profile and node file, then resolves every key.
     /// Called once by `nodeagent run` and `nodeagent config`. Every failure is an ``AgentError``
     /// whose message names the file and line, variable or flag at fault; nothing is changed on disk.
-    public static func load(_ request: Request, environment: [String: String] = ProcessInfo.processInfo.environment,
-                            executable: String = CommandLine.arguments[0]) throws(AgentError) -> NodeConfig {
-        guard let profile = request.profile ?? environment["AURORA_PROFILE"].flatMap({ $0.isEmpty ? nil : $0 }) ?? environment["NODE_ROLE"].flatMap({ $0.isEmpty ? nil : $0 }) else {
+    public static func load(
+        _ request: Request, environment: [String: String] = ProcessInfo.processInfo.environment,
+        executable: String = CommandLine.arguments[0]
+    ) throws(AgentError) -> NodeConfig {
+        guard
+            let profile = request.profile ?? environment["AURORA_PROFILE"].flatMap({ $0.isEmpty ? nil : $0 })
+                ?? environment["NODE_ROLE"].flatMap({ $0.isEmpty ? nil : $0 })
+        else {
             throw AgentError(.profileNotFound, "no profile given; pass --profile lead|compute|edge (or set NODE_ROLE)")
         }
         let executablePath = executable.contains("/") ? executable : (Self.which(executable) ?? executable)
-        let profileFile = try ProfileLocator.locate(profile, profilesDir: request.profilesDir, environment: environment, executable: executablePath)
+        let profileFile = try ProfileLocator.locate(
+            profile, profilesDir: request.profilesDir, environment: environment, executable: executablePath)
         let profileLayer = try ConfigFile.load(path: profileFile, kind: .profile)
         let nodeLayer: ConfigLayer?
         if let file = request.configFile ?? environment["AURORA_CONFIG"].flatMap({ $0.isEmpty ? nil : $0 }) {
@@ -85,14 +101,17 @@ public enum ConfigLoader {
         } else {
             nodeLayer = nil
         }
-        let inputs = ConfigInputs(profile: profileLayer, nodeFile: nodeLayer, environment: environment, flags: request.flags,
-                                  hostName: ProcessInfo.processInfo.hostName, workingDirectory: FileManager.default.currentDirectoryPath)
+        let inputs = ConfigInputs(
+            profile: profileLayer, nodeFile: nodeLayer, environment: environment, flags: request.flags,
+            hostName: ProcessInfo.processInfo.hostName, workingDirectory: FileManager.default.currentDirectoryPath)
         return NodeConfig(resolved: try ResolvedConfig.resolve(inputs), profileFile: profileFile)
     }
 
     /// The first executable `program` on `PATH`, as a shell would find it; nil when there is none.
     static func which(_ program: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
-        return path.split(separator: ":").map { "\($0)/\(program)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        return path.split(separator: ":").map { "\($0)/\(program)" }.first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
     }
 }

@@ -101,13 +101,16 @@ enum EventLog {
     /// Throws ``AgentError`` with code `store` when the transaction fails: nothing was written and
     /// nothing is published.
     @discardableResult
-    static func commit(_ statements: [(String, [String?])], events drafts: [Draft], store: Store, hub: EventHub) async throws(AgentError) -> [MeshEvent] {
-        try await store.inTransaction({ connection throws(AgentError) -> [MeshEvent] in
-            for (sql, parameters) in statements { _ = try connection.execute(sql, parameters) }
-            var events: [MeshEvent] = []
-            for draft in drafts { events.append(try insert(draft, on: connection)) }
-            return events
-        }, afterCommit: { hub.publish($0) })
+    static func commit(_ statements: [(String, [String?])], events drafts: [Draft], store: Store, hub: EventHub)
+        async throws(AgentError) -> [MeshEvent]
+    {
+        try await store.inTransaction(
+            { connection throws(AgentError) -> [MeshEvent] in
+                for (sql, parameters) in statements { _ = try connection.execute(sql, parameters) }
+                var events: [MeshEvent] = []
+                for draft in drafts { events.append(try insert(draft, on: connection)) }
+                return events
+            }, afterCommit: { hub.publish($0) })
     }
 
     /// Inserts `draft` with the connection of an open transaction.
@@ -117,27 +120,36 @@ enum EventLog {
         let (id, data) = try prepare(draft)
         let row = try connection.execute(
             "INSERT INTO events (id, type, node, data) VALUES ($1, $2, $3, $4::jsonb) RETURNING seq, \(SQL.iso("at"))",
-            [id, draft.type, draft.node, data], prepared: "event_insert").rows.first
+            [id, draft.type, draft.node, data], prepared: "event_insert"
+        ).rows.first
         return try event(draft, id: id, row: row)
     }
 
     /// A new event id and the data as JSON text, for an insert.
     static func prepare(_ draft: Draft) throws(AgentError) -> (id: String, data: String) {
-        do { return (UUID().uuidString.lowercased(), String(decoding: try APICoding.encoder().encode(draft.data), as: UTF8.self)) } catch {
+        do {
+            return (
+                UUID().uuidString.lowercased(),
+                String(decoding: try APICoding.encoder().encode(draft.data), as: UTF8.self)
+            )
+        } catch {
             throw AgentError(.store, "cannot encode event data")
         }
     }
 
     /// Inserts an event whose id is given (a node's report id): nil when an event with that id
     /// exists already, so a replayed report is recorded once.
-    static func insertOnce(_ draft: Draft, id: String, on connection: PostgresConnection) throws(AgentError) -> MeshEvent? {
+    static func insertOnce(_ draft: Draft, id: String, on connection: PostgresConnection) throws(AgentError)
+        -> MeshEvent?
+    {
         let data: String
         do { data = String(decoding: try APICoding.encoder().encode(draft.data), as: UTF8.self) } catch {
             throw AgentError(.store, "cannot encode event data")
         }
         let row = try connection.execute(
             "INSERT INTO events (id, type, node, data) VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (id) DO NOTHING RETURNING seq, \(SQL.iso("at"))",
-            [id, draft.type, draft.node, data], prepared: "event_insert_once").rows.first
+            [id, draft.type, draft.node, data], prepared: "event_insert_once"
+        ).rows.first
         guard let row else { return nil }
         return try event(draft, id: id, row: row)
     }
@@ -156,10 +168,14 @@ enum EventLog {
     static func since(_ seq: Int64, limit: Int, store: Store) async throws(AgentError) -> [MeshEvent] {
         let rows = try await store.query(
             "SELECT seq, id, type, \(SQL.iso("at")), node, data::text FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
-            [String(seq), String(limit)]).rows
+            [String(seq), String(limit)]
+        ).rows
         return rows.compactMap { row in
-            guard let seq = row[0].flatMap({ Int64($0) }), let id = row[1], let type = row[2], let at = row[3] else { return nil }
-            let data = row[5].flatMap { try? APICoding.decoder().decode([String: JSONValue].self, from: Data($0.utf8)) } ?? [:]
+            guard let seq = row[0].flatMap({ Int64($0) }), let id = row[1], let type = row[2], let at = row[3] else {
+                return nil
+            }
+            let data =
+                row[5].flatMap { try? APICoding.decoder().decode([String: JSONValue].self, from: Data($0.utf8)) } ?? [:]
             return MeshEvent(id: id, seq: seq, type: type, at: at, node: row[4], data: data)
         }
     }
@@ -233,7 +249,10 @@ enum ISOTime {
 
     /// Reads what ``string(_:)`` writes, and any other ISO 8601 time; nil when it is neither.
     static func parse(_ text: String) -> Date? {
-        (try? Date(text, strategy: .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true).timeSeparator(.colon).timeZone(separator: .omitted)))
+        (try? Date(
+            text,
+            strategy: .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true)
+                .timeSeparator(.colon).timeZone(separator: .omitted)))
             ?? (try? Date(text, strategy: .iso8601))
     }
 }

@@ -36,7 +36,8 @@ struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
     /// optional numeric database.
     init(url: String) throws(AgentError) {
         guard let components = URLComponents(string: url), components.scheme?.lowercased() == "redis",
-              let host = components.host, !host.isEmpty else {
+            let host = components.host, !host.isEmpty
+        else {
             throw AgentError(.config, "'events.redis' must be redis://[:password@]host[:port][/db]")
         }
         self.host = host
@@ -47,7 +48,9 @@ struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
         if path.isEmpty {
             database = nil
         } else {
-            guard let number = Int(path), number >= 0 else { throw AgentError(.config, "'events.redis': the path must be a database number, got '/\(path)'") }
+            guard let number = Int(path), number >= 0 else {
+                throw AgentError(.config, "'events.redis': the path must be a database number, got '/\(path)'")
+            }
             database = number
         }
     }
@@ -61,7 +64,8 @@ struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
 /// Every call blocks: ``RedisPublisher`` makes them all from its own thread, never from Swift's
 /// cooperative pool. Commands go through `redisCommandArgv` / `redisAppendCommandArgv` (binary
 /// safe; the variadic `redisCommand` is not available to Swift).
-final class RedisConnection: @unchecked Sendable {  // owns a redisContext; used by one thread at a time (the publisher's)
+// owns a redisContext; used by one thread at a time (the publisher's)
+final class RedisConnection: @unchecked Sendable {
     private let context: UnsafeMutablePointer<redisContext>
 
     /// Connects with a timeout for the connect and for every later command; authenticates and
@@ -108,8 +112,12 @@ final class RedisConnection: @unchecked Sendable {  // owns a redisContext; used
     /// Sends all `commands` in one write and reads their replies in order (pipelining).
     func pipeline(_ commands: [[String]]) throws(AgentError) -> [RedisReply] {
         for arguments in commands {
-            let status = Self.withArgv(arguments) { argc, argv, lengths in redisAppendCommandArgv(context, argc, argv, lengths) }
-            guard status == REDIS_OK else { throw AgentError(.process, "Redis connection lost: \(Self.errorText(context))") }
+            let status = Self.withArgv(arguments) { argc, argv, lengths in
+                redisAppendCommandArgv(context, argc, argv, lengths)
+            }
+            guard status == REDIS_OK else {
+                throw AgentError(.process, "Redis connection lost: \(Self.errorText(context))")
+            }
         }
         var replies: [RedisReply] = []
         replies.reserveCapacity(commands.count)
@@ -168,7 +176,9 @@ final class RedisConnection: @unchecked Sendable {  // owns a redisContext; used
     }
 
     private static func errorText(_ context: UnsafeMutablePointer<redisContext>) -> String {
-        let text = withUnsafeBytes(of: context.pointee.errstr) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let text = withUnsafeBytes(of: context.pointee.errstr) {
+            String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+        }
         return text.isEmpty ? "error \(context.pointee.err)" : text
     }
 
@@ -178,8 +188,10 @@ final class RedisConnection: @unchecked Sendable {  // owns a redisContext; used
     }
 
     /// Calls `body` with argc, argv and the argument lengths; the strings live for the call.
-    private static func withArgv<R>(_ arguments: [String],
-                                    _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R) -> R {
+    private static func withArgv<R>(
+        _ arguments: [String],
+        _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R
+    ) -> R {
         let buffers = arguments.map { Array($0.utf8) }
         let pointers = buffers.map { bytes -> UnsafeMutablePointer<CChar> in
             let pointer = UnsafeMutablePointer<CChar>.allocate(capacity: max(1, bytes.count))

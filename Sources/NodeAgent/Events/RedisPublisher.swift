@@ -64,7 +64,8 @@ final class RedisPublisher: Service {
     private let written = Counter(label: "aurora_redis_events_written_total")
     private let up = Gauge(label: "aurora_redis_up")
 
-    init(url: String, maxLength: Int, hub: EventHub, store: Store, state: AgentState, logger: Logger) throws(AgentError) {
+    init(url: String, maxLength: Int, hub: EventHub, store: Store, state: AgentState, logger: Logger) throws(AgentError)
+    {
         endpoint = try RedisEndpoint(url: url)
         self.maxLength = maxLength
         self.store = store
@@ -142,11 +143,14 @@ final class RedisPublisher: Service {
             } catch {
                 let message = (error as? AgentError)?.message ?? "\(error)"
                 if fanOut.written != nil || state.redis?.state != .down {
-                    logger.warning("Redis unavailable; events wait in the store", metadata: ["nodeagent.error": "\(message)"])
+                    logger.warning(
+                        "Redis unavailable; events wait in the store", metadata: ["nodeagent.error": "\(message)"])
                 }
                 fanOut.disconnected()
                 // Whatever was handed over meanwhile comes from the store after the reconnect.
-                live.withLock { $0.buffer.removeAll(); $0.overflowed = true }
+                live.withLock {
+                    $0.buffer.removeAll(); $0.overflowed = true
+                }
                 _ = try? await thread.runIfActive { link.connection = nil }
                 state.setRedis(RedisHealth(state: .down, message: message))
                 up.record(0)
@@ -162,9 +166,11 @@ final class RedisPublisher: Service {
         let streamLast = try await thread.runIfActive { () throws -> Int64? in
             let connection = try RedisConnection(endpoint, timeout: .seconds(2))
             guard case .string(let sha) = try connection.command(["SCRIPT", "LOAD", Self.script]) else {
-                throw AgentError(.process, "Redis did not load the fan-out script (needs Redis 2.6 or later with scripting)")
+                throw AgentError(
+                    .process, "Redis did not load the fan-out script (needs Redis 2.6 or later with scripting)")
             }
-            let last = try Self.lastSeq(try connection.command(["XREVRANGE", RedisNames.events, "+", "-", "COUNT", "1"]))
+            let last = try Self.lastSeq(
+                try connection.command(["XREVRANGE", RedisNames.events, "+", "-", "COUNT", "1"]))
             link.connection = connection
             link.scriptSHA = sha
             return last
@@ -172,14 +178,19 @@ final class RedisPublisher: Service {
         let newest = try await EventLog.latest(store: store)
         let start = fanOut.connected(streamLast: streamLast, newest: newest)
         if let streamLast, streamLast > newest {
-            logger.warning("the Redis stream is ahead of the store (another mesh, or a reset store?); writing after its end",
-                           metadata: ["nodeagent.stream_seq": "\(streamLast)", "nodeagent.store_seq": "\(newest)"])
+            logger.warning(
+                "the Redis stream is ahead of the store (another mesh, or a reset store?); writing after its end",
+                metadata: ["nodeagent.stream_seq": "\(streamLast)", "nodeagent.store_seq": "\(newest)"])
         }
         live.withLock { $0.overflowed = true }  // catch up from the store first
         state.setRedis(RedisHealth(state: .connected, writtenSeq: start))
         up.record(1)
-        logger.notice("connected to Redis", metadata: ["nodeagent.stream_seq": "\(streamLast.map(String.init) ?? "empty")",
-                                                        "nodeagent.store_seq": "\(newest)"])
+        logger.notice(
+            "connected to Redis",
+            metadata: [
+                "nodeagent.stream_seq": "\(streamLast.map(String.init) ?? "empty")",
+                "nodeagent.store_seq": "\(newest)",
+            ])
     }
 
     /// Writes what the store has after the stream's end, page by page.
@@ -193,7 +204,9 @@ final class RedisPublisher: Service {
     }
 
     /// Writes `events` (in order) in pipelined chunks: one script call each.
-    private func write(_ events: [MeshEvent], _ fanOut: inout EventFanOut, link: Link, thread: NIOThreadPool) async throws {
+    private func write(_ events: [MeshEvent], _ fanOut: inout EventFanOut, link: Link, thread: NIOThreadPool)
+        async throws
+    {
         let encoder = APICoding.encoder()
         let maxLength = String(self.maxLength)
         var start = 0
@@ -204,14 +217,21 @@ final class RedisPublisher: Service {
             commands.reserveCapacity(chunk.count)
             for event in chunk {
                 let json = String(decoding: try encoder.encode(event), as: UTF8.self)
-                commands.append(["", "1", RedisNames.events, maxLength, EventFanOut.entryID(seq: event.seq), String(event.seq), event.id, event.type,
-                                 event.node ?? "", event.at, json, fanOut.publishes(event.seq) ? "1" : "0", RedisNames.events])
+                commands.append([
+                    "", "1", RedisNames.events, maxLength, EventFanOut.entryID(seq: event.seq), String(event.seq),
+                    event.id, event.type,
+                    event.node ?? "", event.at, json, fanOut.publishes(event.seq) ? "1" : "0", RedisNames.events,
+                ])
             }
             let prepared = commands
             let replies = try await thread.runIfActive { () throws -> [RedisReply] in
-                guard let connection = link.connection, let sha = link.scriptSHA else { throw AgentError(.process, "not connected to Redis") }
+                guard let connection = link.connection, let sha = link.scriptSHA else {
+                    throw AgentError(.process, "not connected to Redis")
+                }
                 var replies = try connection.pipeline(prepared.map { ["EVALSHA", sha] + $0.dropFirst() })
-                if replies.contains(where: { if case .error(let text) = $0 { text.hasPrefix("NOSCRIPT") } else { false } }) {
+                if replies.contains(where: {
+                    if case .error(let text) = $0 { text.hasPrefix("NOSCRIPT") } else { false }
+                }) {
                     // The script cache was flushed: load it again and send the chunk once more
                     // (entries already written are refused as duplicates, and not published twice).
                     guard case .string(let fresh) = try connection.command(["SCRIPT", "LOAD", Self.script]) else {
@@ -226,7 +246,8 @@ final class RedisPublisher: Service {
                 switch reply {
                 case .integer(1): fanOut.wrote(event.seq)
                 case .integer(0): fanOut.wrote(event.seq, duplicate: true)
-                case .error(let message): throw AgentError(.process, "Redis refused event \(event.seq): \(message.prefix(200))")
+                case .error(let message):
+                    throw AgentError(.process, "Redis refused event \(event.seq): \(message.prefix(200))")
                 default: throw AgentError(.process, "unexpected Redis answer for event \(event.seq)")
                 }
             }
@@ -248,11 +269,15 @@ final class RedisPublisher: Service {
             if entry.count == 2, case .array(let fields) = entry[1] {
                 var index = 0
                 while index + 1 < fields.count {
-                    if fields[index].text == "seq", let seq = fields[index + 1].text.flatMap({ Int64($0) }) { return seq }
+                    if fields[index].text == "seq", let seq = fields[index + 1].text.flatMap({ Int64($0) }) {
+                        return seq
+                    }
                     index += 2
                 }
             }
-            if let id = entry.first?.text, let seq = id.split(separator: "-").first.flatMap({ Int64($0) }) { return seq }
+            if let id = entry.first?.text, let seq = id.split(separator: "-").first.flatMap({ Int64($0) }) {
+                return seq
+            }
             return nil
         case .error(let message):
             throw AgentError(.process, "cannot read the stream \(RedisNames.events): \(message.prefix(200))")

@@ -38,7 +38,8 @@ extension HTTPServer {
                 try await writer.write(ndjson(await outcome))
                 try await writer.finish(nil)
             }
-            return Response(status: .ok, headers: [.contentType: MediaTypes.ndjson, .cacheControl: "no-cache"], body: body)
+            return Response(
+                status: .ok, headers: [.contentType: MediaTypes.ndjson, .cacheControl: "no-cache"], body: body)
         }
 
         router.on(API.verifyBackup) { request, context -> Response in
@@ -52,9 +53,12 @@ extension HTTPServer {
         router.on(API.restoreBackup) { request, context -> Response in
             try authorize(request, token: token)
             let file = try backupFile(context)
-            let restore = try await decode(BackupRestoreRequest.self, request, maxBody: maxBody, allowed: BackupRestoreRequest.fields)
+            let restore = try await decode(
+                BackupRestoreRequest.self, request, maxBody: maxBody, allowed: BackupRestoreRequest.fields)
             let restored: BackupRestored
-            do throws(AgentError) { restored = try await backups.restore(file, into: restore.into) } catch { throw backupError(error) }
+            do throws(AgentError) { restored = try await backups.restore(file, into: restore.into) } catch {
+                throw backupError(error)
+            }
             return try json(restored, status: .created)
         }
     }
@@ -68,7 +72,9 @@ extension HTTPServer {
     }
 
     /// Runs the backup for a streamed answer: progress into `sink`, then the last line.
-    private static func streamedBackup(_ backups: BackupArchive, sink: AsyncStream<BackupStreamLine>.Continuation) async -> BackupStreamLine {
+    private static func streamedBackup(_ backups: BackupArchive, sink: AsyncStream<BackupStreamLine>.Continuation) async
+        -> BackupStreamLine
+    {
         defer { sink.finish() }
         do {
             let created = try await cancelWhenGracefulShutdown { () async throws -> BackupCreated in
@@ -79,7 +85,8 @@ extension HTTPServer {
             let answer = backupError(error)
             return BackupStreamLine(error: .init(code: answer.code, message: answer.message))
         } catch {
-            return BackupStreamLine(error: .init(code: "backup_failed", message: "the backup was stopped: the agent is shutting down"))
+            return BackupStreamLine(
+                error: .init(code: "backup_failed", message: "the backup was stopped: the agent is shutting down"))
         }
     }
 

@@ -14,35 +14,47 @@ import ServiceLifecycle
 public enum HTTPServer {
     /// Builds the applications, each a `Service` in the agent's `ServiceGroup`: plain HTTP on
     /// `listen`, and TLS 1.3 on `tls.listen` when set. Both serve the same routes.
-    static func applications(agent: AgentParts, role: RoleParts, metrics: PrometheusCollectorRegistry?,
-                             tls: TLSIdentity, logger: Logger) throws -> [any Service] {
+    static func applications(
+        agent: AgentParts, role: RoleParts, metrics: PrometheusCollectorRegistry?,
+        tls: TLSIdentity, logger: Logger
+    ) throws -> [any Service] {
         let state = agent.state
         let router = router(agent: agent, role: role, metrics: metrics, logger: logger)
         // Idle connections and slow request heads are closed after http.idle_timeout_s
         // (Hummingbird's idle timer runs until a request has been read in full).
-        let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(Int64(state.config.idleTimeoutS)),
-                                               httpDecoderConfiguration: .init(maxHeaderFieldSize: 16 * 1024, maxHeaderListSize: 64 * 1024,
-                                                                               maxHeaderFieldCount: 100))
+        let http1 = HTTP1Channel.Configuration(
+            idleTimeout: .seconds(Int64(state.config.idleTimeoutS)),
+            httpDecoderConfiguration: .init(
+                maxHeaderFieldSize: 16 * 1024, maxHeaderListSize: 64 * 1024,
+                maxHeaderFieldCount: 100))
         let address = state.config.listen
-        var services: [any Service] = [Application(
-            router: router,
-            server: .http1(configuration: http1),
-            configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
-            onServerRunning: { channel in
-                logger.info("listening", metadata: ["nodeagent.address": "\(channel.localAddress?.description ?? address.description)"])
-            },
-            logger: logger)]
-        if let secure = state.config.tlsListen {
-            services.append(Application(
+        var services: [any Service] = [
+            Application(
                 router: router,
-                server: try .tls(.http1(configuration: http1), tlsConfiguration: tls.serverConfiguration),
-                configuration: .init(address: .hostname(secure.host, port: secure.port), serverName: nil),
+                server: .http1(configuration: http1),
+                configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
                 onServerRunning: { channel in
-                    logger.info("listening with TLS", metadata: [
-                        "nodeagent.address": "\(channel.localAddress?.description ?? secure.description)", "nodeagent.pin": "\(tls.pin)",
-                    ])
+                    logger.info(
+                        "listening",
+                        metadata: ["nodeagent.address": "\(channel.localAddress?.description ?? address.description)"])
                 },
-                logger: logger))
+                logger: logger)
+        ]
+        if let secure = state.config.tlsListen {
+            services.append(
+                Application(
+                    router: router,
+                    server: try .tls(.http1(configuration: http1), tlsConfiguration: tls.serverConfiguration),
+                    configuration: .init(address: .hostname(secure.host, port: secure.port), serverName: nil),
+                    onServerRunning: { channel in
+                        logger.info(
+                            "listening with TLS",
+                            metadata: [
+                                "nodeagent.address": "\(channel.localAddress?.description ?? secure.description)",
+                                "nodeagent.pin": "\(tls.pin)",
+                            ])
+                    },
+                    logger: logger))
         }
         return services
     }
@@ -50,8 +62,10 @@ public enum HTTPServer {
     /// Every route of the API (docs/openapi.yaml lists the same set; a unit test compares them):
     /// the same paths on every agent, answered by the lead's subsystems on the lead and forwarded,
     /// served from caches or refused with `not_lead` elsewhere.
-    static func router(agent: AgentParts, role: RoleParts, metrics: PrometheusCollectorRegistry?,
-                       logger: Logger) -> Router<AgentRequestContext> {
+    static func router(
+        agent: AgentParts, role: RoleParts, metrics: PrometheusCollectorRegistry?,
+        logger: Logger
+    ) -> Router<AgentRequestContext> {
         let state = agent.state, token = agent.token
         let router = Router(context: AgentRequestContext.self)
         router.middlewares.add(APIErrorMiddleware(logger: logger))
@@ -66,20 +80,27 @@ public enum HTTPServer {
             Gauge(label: "aurora_uptime_seconds").record(state.uptime)
             var buffer = [UInt8]()
             metrics?.emit(into: &buffer)
-            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                            body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
         }
         router.on(API.openAPI) { _, _ -> Response in
             guard let document = OpenAPIDocument.served else {
-                throw Refusal(.internalFailure, code: "internal", message: "the built-in OpenAPI document does not convert to JSON")
+                throw Refusal(
+                    .internalFailure, code: "internal",
+                    message: "the built-in OpenAPI document does not convert to JSON")
             }
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: document)))
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(bytes: document)))
         }
         router.on(API.agent) { request, _ -> Response in
             try authorize(request, token: token)
             let status = AgentStatus(
-                health: state.health, pid: getpid(), dataDir: state.config.dataDir, listen: state.config.listen.description,
-                startedAt: ISO8601DateFormatter().string(from: state.startedAt), identity: state.identity.publicIdentity,
+                health: state.health, pid: getpid(), dataDir: state.config.dataDir,
+                listen: state.config.listen.description,
+                startedAt: ISO8601DateFormatter().string(from: state.startedAt),
+                identity: state.identity.publicIdentity,
                 meshID: state.meshID)
             return try json(status, status: .ok)
         }
@@ -113,11 +134,14 @@ public enum HTTPServer {
             throw Refusal.unauthorized("this call needs the operator token or an API token (Authorization: Bearer …)")
         }
         let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer", let (role, caller) = token.role(of: String(parts[1])) else {
+        guard parts.count == 2, parts[0].lowercased() == "bearer", let (role, caller) = token.role(of: String(parts[1]))
+        else {
             throw Refusal.unauthorized("the token is not valid for this agent")
         }
         guard role >= needed else {
-            throw Refusal(.forbidden, code: "forbidden", message: "this API token's role is \(role.rawValue); the call needs \(needed.rawValue)")
+            throw Refusal(
+                .forbidden, code: "forbidden",
+                message: "this API token's role is \(role.rawValue); the call needs \(needed.rawValue)")
         }
         return caller
     }
@@ -125,7 +149,8 @@ public enum HTTPServer {
     /// Operator calls carry `Authorization: Bearer <token>`.
     static func authorize(_ request: Request, token: AdminToken) throws {
         guard let header = request.headers[.authorization] else {
-            throw Refusal.unauthorized("this call needs the operator token (Authorization: Bearer …; aurora-cli reads DATA/admin.token)")
+            throw Refusal.unauthorized(
+                "this call needs the operator token (Authorization: Bearer …; aurora-cli reads DATA/admin.token)")
         }
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer", token.accepts(String(parts[1])) else {
@@ -135,7 +160,9 @@ public enum HTTPServer {
 
     static func json(_ value: some Encodable, status: HTTPResponse.Status) throws -> Response {
         let data = try APICoding.encoder().encode(value)
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 }
 
@@ -146,7 +173,9 @@ public enum HTTPServer {
 struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let logger: Logger
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         let started = ContinuousClock.now
         var response: Response
         do {
@@ -158,8 +187,14 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             let (code, message) = Self.describe(error, request: request)
             response = Self.render(status: error.status, code: code, message: message)
         } catch {
-            logger.error("request failed", metadata: ["nodeagent.path": "\(request.uri.path)", "nodeagent.error": "\(String(reflecting: type(of: error)))"])
-            response = Self.render(status: .internalServerError, code: "internal", message: "internal error; see the agent's log")
+            logger.error(
+                "request failed",
+                metadata: [
+                    "nodeagent.path": "\(request.uri.path)",
+                    "nodeagent.error": "\(String(reflecting: type(of: error)))",
+                ])
+            response = Self.render(
+                status: .internalServerError, code: "internal", message: "internal error; see the agent's log")
         }
         let dimensions = [("method", request.method.rawValue), ("status", String(response.status.code))]
         Counter(label: "aurora_http_requests_total", dimensions: dimensions).increment()
@@ -172,15 +207,22 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         switch error.status {
         case .notFound: ("not_found", "no route for \(request.method.rawValue) \(request.uri.path)")
         case .contentTooLarge: ("payload_too_large", error.body ?? "the request body is larger than allowed")
-        case .methodNotAllowed: ("method_not_allowed", "\(request.method.rawValue) is not allowed on \(request.uri.path)")
+        case .methodNotAllowed:
+            ("method_not_allowed", "\(request.method.rawValue) is not allowed on \(request.uri.path)")
         case .badRequest: ("bad_request", error.body ?? "the request is malformed")
-        default: (error.status.reasonPhrase.lowercased().replacingOccurrences(of: " ", with: "_"), error.body ?? error.status.reasonPhrase)
+        default:
+            (
+                error.status.reasonPhrase.lowercased().replacingOccurrences(of: " ", with: "_"),
+                error.body ?? error.status.reasonPhrase
+            )
         }
     }
 
     static func render(status: HTTPResponse.Status, code: String, message: String) -> Response {
         let body = (try? APICoding.encoder().encode(ErrorResponse(code: code, message: message))) ?? Data("{}".utf8)
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        return Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 }
 
@@ -189,9 +231,12 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
     let maxBytes: Int
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let tooLarge = Refusal(.tooLarge, code: "payload_too_large",
-                                message: "the request body is larger than \(maxBytes) bytes (http.max_body_bytes)")
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        let tooLarge = Refusal(
+            .tooLarge, code: "payload_too_large",
+            message: "the request body is larger than \(maxBytes) bytes (http.max_body_bytes)")
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > maxBytes { throw tooLarge }
         var request = request
         do {

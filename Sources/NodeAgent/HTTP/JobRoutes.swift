@@ -14,13 +14,15 @@ extension HTTPServer {
 
         // MARK: Clients
         router.on(API.submitJob) { request, context -> Response in
-            let (who, body) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
+            let (who, body) = try await client(
+                request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
             let submission = try decode(JobSubmission.self, body, allowed: JobSubmission.fields)
             let (job, created) = try await jobs.submit(submission, by: who)
             return try json(job, status: created ? .created : .ok)
         }
         router.on(API.generate) { request, context -> Response in
-            let (who, body) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
+            let (who, body) = try await client(
+                request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
             let generate = try decode(GenerateRequest.self, body, allowed: GenerateRequest.fields)
             if let wait = generate.waitS, !(0...JobCoordinator.Limits.maxWait).contains(wait) {
                 throw Refusal.badRequest("wait_s must be 0-\(Int(JobCoordinator.Limits.maxWait)) seconds")
@@ -31,7 +33,8 @@ extension HTTPServer {
             if let options = generate.options { payload["options"] = .object(options) }
             let submission = JobSubmission(
                 kind: .generate, priority: generate.priority?.value,
-                requirements: JobRequirements(minVramMB: generate.minVramMB ?? 0, gpuModel: generate.gpuModel, labels: generate.labels),
+                requirements: JobRequirements(
+                    minVramMB: generate.minVramMB ?? 0, gpuModel: generate.gpuModel, labels: generate.labels),
                 payload: payload, idempotencyKey: generate.idempotencyKey)
             var (job, _) = try await jobs.submit(submission, by: who)
             if let wait = generate.waitS, wait > 0, !job.state.isTerminal {
@@ -40,26 +43,33 @@ extension HTTPServer {
             return try json(job, status: job.state.isTerminal ? .ok : .accepted)
         }
         router.on(API.listJobs) { request, context -> Response in
-            let (who, _) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            let (who, _) = try await client(
+                request, context: context, token: token, registry: registry, maxBody: maxBody)
             let filter = try request.uri.queryParameters.get("state").map { text throws(Refusal) -> JobState in
                 guard let state = JobState(rawValue: text) else {
-                    throw Refusal.badRequest("state must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
+                    throw Refusal.badRequest(
+                        "state must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 return state
             }
-            let limit = try request.uri.queryParameters.get("limit").map { text throws(Refusal) -> Int in
-                guard let value = Int(text), (1...10_000).contains(value) else { throw Refusal.badRequest("limit must be 1-10000") }
-                return value
-            } ?? 100
+            let limit =
+                try request.uri.queryParameters.get("limit").map { text throws(Refusal) -> Int in
+                    guard let value = Int(text), (1...10_000).contains(value) else {
+                        throw Refusal.badRequest("limit must be 1-10000")
+                    }
+                    return value
+                } ?? 100
             return try json(try await jobs.list(state: filter, limit: limit, for: who), status: .ok)
         }
         router.on(API.getJob) { request, context -> Response in
             let wait = try waitParameter(request, limit: JobCoordinator.Limits.maxWait)
-            let (who, _) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            let (who, _) = try await client(
+                request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(try await jobs.job(try context.parameters.decoded("id"), wait: wait, for: who), status: .ok)
         }
         router.on(API.cancelJob) { request, context -> Response in
-            let (who, _) = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
+            let (who, _) = try await client(
+                request, context: context, token: token, registry: registry, maxBody: maxBody, role: .submit)
             return try json(try await jobs.cancel(try context.parameters.decoded("id"), by: who), status: .ok)
         }
         router.on(API.gpuStatus) { request, context -> Response in
@@ -78,9 +88,11 @@ extension HTTPServer {
             return try json(try await jobs.assignments(for: node, wait: wait), status: .ok)
         }
         router.on(API.jobResult) { request, context -> Response in
-            let (node, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
+            let (node, body) = try await authenticateNode(
+                request, context: context, registry: registry, maxBody: maxBody)
             let result = try decode(JobResult.self, body, allowed: JobResult.fields)
-            return try json(try await jobs.result(try context.parameters.decoded("id"), from: node, result), status: .ok)
+            return try json(
+                try await jobs.result(try context.parameters.decoded("id"), from: node, result), status: .ok)
         }
     }
 
@@ -91,27 +103,35 @@ extension HTTPServer {
         let maxBody = agent.maxBody, token = agent.token
         let membership = node.membership
         router.on(API.submitJob) { request, _ -> Response in
-            try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
+            try await forwardToLead(
+                request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
         }
         router.on(API.generate) { request, _ -> Response in
-            try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody,
-                                    timeout: .seconds(Int64(JobCoordinator.Limits.maxWait) + 5))
+            try await forwardToLead(
+                request, membership: membership, token: token, maxBody: maxBody,
+                timeout: .seconds(Int64(JobCoordinator.Limits.maxWait) + 5))
         }
         router.on(API.listJobs) { request, _ -> Response in
-            try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
+            try await forwardToLead(
+                request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
         }
         router.on(API.getJob) { request, _ -> Response in
             let wait = try waitParameter(request, limit: JobCoordinator.Limits.maxWait)
-            return try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: (wait ?? .zero) + .seconds(10))
+            return try await forwardToLead(
+                request, membership: membership, token: token, maxBody: maxBody, timeout: (wait ?? .zero) + .seconds(10)
+            )
         }
         router.on(API.cancelJob) { request, _ -> Response in
-            try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
+            try await forwardToLead(
+                request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
         }
         router.on(API.gpuStatus) { request, _ -> Response in
-            try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
+            try await forwardToLead(
+                request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
         }
         router.on(API.gpuQueue) { request, _ -> Response in
-            try await forwardToLead(request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
+            try await forwardToLead(
+                request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
         }
         leadOnly(router, API.gpuAssignments, "GPU assignments", agent: agent)
         leadOnly(router, API.jobResult, "job results", agent: agent)
@@ -119,8 +139,10 @@ extension HTTPServer {
 
     /// Who calls (`operator`, `api:ID[@COMPANY]` or `node:NAME`) and the body: a bearer token
     /// with at least `role` (reads need `read`, submitting and cancelling `submit`), or a node's signature.
-    static func client(_ request: Request, context: AgentRequestContext, token: AdminToken, registry: Registry,
-                       maxBody: Int, role: APIRole = .read) async throws -> (String, [UInt8]) {
+    static func client(
+        _ request: Request, context: AgentRequestContext, token: AdminToken, registry: Registry,
+        maxBody: Int, role: APIRole = .read
+    ) async throws -> (String, [UInt8]) {
         if request.headers[.authorization] != nil {
             let caller = try authorize(request, token: token, role: role)
             var request = request
@@ -141,24 +163,31 @@ extension HTTPServer {
 
     /// Forwards a client call to the lead with this node's signed identity, and relays the
     /// lead's answer as it is.
-    static func forwardToLead(_ request: Request, membership: MembershipService, token: AdminToken, maxBody: Int,
-                              timeout: Duration) async throws -> Response {
+    static func forwardToLead(
+        _ request: Request, membership: MembershipService, token: AdminToken, maxBody: Int,
+        timeout: Duration
+    ) async throws -> Response {
         try authorize(request, token: token)
         var request = request
         let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
         let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
         let answer: Result<(status: Int, body: [UInt8]), LeadCallError>
         do throws(LeadCallError) {
-            answer = .success(try await membership.leadClient.relay(NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue), path, body: body,
-                                                                    timeout: timeout))
+            answer = .success(
+                try await membership.leadClient.relay(
+                    NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue), path, body: body,
+                    timeout: timeout))
         } catch {
             answer = .failure(error)
         }
         switch answer {
         case .success(let (status, bytes)):
-            return Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+            return Response(
+                status: .init(code: status), headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
         case .failure(let error):
-            throw Refusal(.unavailable, code: "lead_unreachable", message: "\(error.message); GPU jobs are served by the lead")
+            throw Refusal(
+                .unavailable, code: "lead_unreachable", message: "\(error.message); GPU jobs are served by the lead")
         }
     }
 }

@@ -33,7 +33,9 @@ extension HTTPServer {
         // MARK: Local views (operator token)
         router.on(API.outbox) { request, _ -> Response in
             try authorize(request, token: token)
-            guard let outbox = state.outbox else { throw Refusal(.unavailable, code: "starting", message: "the outbox is not open yet") }
+            guard let outbox = state.outbox else {
+                throw Refusal(.unavailable, code: "starting", message: "the outbox is not open yet")
+            }
             return try json(outbox.status, status: .ok)
         }
         router.on(API.checks) { request, _ -> Response in
@@ -49,8 +51,9 @@ extension HTTPServer {
             let name = try context.parameters.decoded("name")
             guard let subsystem = subsystems.named(name) else {
                 let known = subsystems.names
-                throw Refusal.notFound("no restartable subsystem '\(name)' on \(state.config.name); "
-                                        + (known.isEmpty ? "this agent runs none" : "known: \(known.joined(separator: ", "))"))
+                throw Refusal.notFound(
+                    "no restartable subsystem '\(name)' on \(state.config.name); "
+                        + (known.isEmpty ? "this agent runs none" : "known: \(known.joined(separator: ", "))"))
             }
             return try json(await subsystem.restart(), status: .ok)
         }
@@ -60,56 +63,75 @@ extension HTTPServer {
             let query = try LogQuery(request)
             if let node = query.node, node != state.config.name {
                 // Another node's logs are the mesh operator's: the lead's token, on the lead.
-                guard let registry = lead?.registry else { throw Refusal.notLead("reading another node's logs", lead: leadURL) }
+                guard let registry = lead?.registry else {
+                    throw Refusal.notLead("reading another node's logs", lead: leadURL)
+                }
                 try authorize(request, token: token)
                 _ = try await registry.node(node)
                 let signer = RequestSigner(node: state.config.name, key: state.identity.signing, target: node)
                 let client: LeadClient
                 if let secure = await registry.agentTLS(node) {
                     // TLS to the key the node joined with, on the host its requests come from.
-                    let url = "https://" + (secure.host.contains(":") ? "[\(secure.host)]" : secure.host) + ":\(secure.port)"
+                    let url =
+                        "https://" + (secure.host.contains(":") ? "[\(secure.host)]" : secure.host) + ":\(secure.port)"
                     let certificate: NIOSSLCertificate
-                    do { certificate = try await PinnedTLS.verifiedCertificate(url: url, host: secure.host, port: secure.port, pin: secure.pin) } catch {
+                    do {
+                        certificate = try await PinnedTLS.verifiedCertificate(
+                            url: url, host: secure.host, port: secure.port, pin: secure.pin)
+                    } catch {
                         throw Refusal(.upstreamFailed, code: "node_unreachable", message: "node '\(node)': \(error)")
                     }
-                    client = LeadClient(baseURL: url, signer: signer, tls: PinnedTLS.clientConfiguration(trusting: certificate))
+                    client = LeadClient(
+                        baseURL: url, signer: signer, tls: PinnedTLS.clientConfiguration(trusting: certificate))
                 } else {
                     // Only where the node's own requests come from: never an address it merely claims,
                     // and in plain HTTP only on this machine.
                     guard let address = await registry.agentAddress(node) else {
-                        throw Refusal(.unavailable, code: "no_address",
-                                       message: "node '\(node)' has not reported an agent address that its requests come from")
+                        throw Refusal(
+                            .unavailable, code: "no_address",
+                            message: "node '\(node)' has not reported an agent address that its requests come from")
                     }
                     guard HTTPServer.isLoopback(address.host) else {
-                        throw Refusal(.unavailable, code: "no_tls",
-                                       message: "node '\(node)' serves no TLS listener, and the lead calls other machines only over TLS pinned to "
-                                           + "their key: start it with --tls-listen")
+                        throw Refusal(
+                            .unavailable, code: "no_tls",
+                            message:
+                                "node '\(node)' serves no TLS listener, and the lead calls other machines only over TLS pinned to "
+                                + "their key: start it with --tls-listen")
                     }
                     client = LeadClient(baseURL: "http://" + address.host + ":\(address.port)", signer: signer)
                 }
                 let answer: Result<(status: Int, body: [UInt8]), LeadCallError>
                 do throws(LeadCallError) {
-                    answer = .success(try await client.relay(.GET, Routes.logs + "?" + query.forwarded, body: [], timeout: .seconds(5)))
+                    answer = .success(
+                        try await client.relay(
+                            .GET, Routes.logs + "?" + query.forwarded, body: [], timeout: .seconds(5)))
                 } catch {
                     answer = .failure(error)
                 }
                 switch answer {
                 case .success(let (status, bytes)):
-                    return Response(status: .init(code: status), headers: [.contentType: "application/json"],
-                                    body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+                    return Response(
+                        status: .init(code: status), headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
                 case .failure(let error):
-                    throw Refusal(.upstreamFailed, code: "node_unreachable", message: "node '\(node)' did not answer: \(error.message)")
+                    throw Refusal(
+                        .upstreamFailed, code: "node_unreachable",
+                        message: "node '\(node)' did not answer: \(error.message)")
                 }
             }
             if request.headers[.authorization] != nil || membership == nil {
                 try authorize(request, token: token)
             } else {
                 // The lead reading this node's logs for its operator: signed by the lead.
-                try await leadCalls.verify(request, key: membership?.leadSignKey, target: state.config.name, maxBody: maxBody)
+                try await leadCalls.verify(
+                    request, key: membership?.leadSignKey, target: state.config.name, maxBody: maxBody)
             }
             let ring = LogRing.shared
-            let page = LogPage(node: state.config.name, lines: ring.lines(subsystem: query.subsystem, since: query.since, level: query.level,
-                                                                         limit: query.limit), subsystems: ring.subsystems)
+            let page = LogPage(
+                node: state.config.name,
+                lines: ring.lines(
+                    subsystem: query.subsystem, since: query.since, level: query.level,
+                    limit: query.limit), subsystems: ring.subsystems)
             return try json(page, status: .ok)
         }
     }
@@ -120,9 +142,12 @@ extension HTTPServer {
     static func addReportRoute(to router: Router<AgentRequestContext>, agent: AgentParts, lead: LeadParts) {
         let maxBody = agent.maxBody, inbox = lead.inbox, registry = lead.registry
         router.on(API.nodeReports) { request, context -> Response in
-            let (name, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
+            let (name, body) = try await authenticateNode(
+                request, context: context, registry: registry, maxBody: maxBody)
             let target = try context.parameters.decoded("name")
-            guard name == target else { throw Refusal.unauthorized("node '\(name)' cannot send reports for '\(target)'") }
+            guard name == target else {
+                throw Refusal.unauthorized("node '\(name)' cannot send reports for '\(target)'")
+            }
             let batch = try decode(ReportBatch.self, body, allowed: ReportBatch.fields)
             return try json(ReportAnswer(results: try await inbox.receive(from: name, batch.reports)), status: .ok)
         }
@@ -142,26 +167,34 @@ struct LogQuery: Sendable {
         subsystem = parameters.get("subsystem").flatMap { $0.isEmpty ? nil : $0 }
         node = parameters.get("node").flatMap { $0.isEmpty ? nil : $0 }
         if let text = parameters.get("since") {
-            guard let value = Int64(text), value >= 0 else { throw Refusal.badRequest("since must be a log sequence number (0 or more)") }
+            guard let value = Int64(text), value >= 0 else {
+                throw Refusal.badRequest("since must be a log sequence number (0 or more)")
+            }
             since = value
         } else {
             since = 0
         }
         if let text = parameters.get("limit") {
-            guard let value = Int(text), (1...10_000).contains(value) else { throw Refusal.badRequest("limit must be 1-10000") }
+            guard let value = Int(text), (1...10_000).contains(value) else {
+                throw Refusal.badRequest("limit must be 1-10000")
+            }
             limit = value
         } else {
             limit = 200
         }
         if let text = parameters.get("level") {
             guard let value = Logger.Level(rawValue: text) else {
-                throw Refusal.badRequest("level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw Refusal.badRequest(
+                    "level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             level = value
         } else {
             level = .trace
         }
-        if let subsystem, subsystem.count > 64 || !subsystem.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) {
+        if let subsystem,
+            subsystem.count > 64
+                || !subsystem.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) })
+        {
             throw Refusal.badRequest("subsystem must be a name such as gpu-worker, membership or checks")
         }
     }
@@ -181,26 +214,33 @@ final class LeadRequestVerifier: Sendable {
 
     func verify(_ request: Request, key: PublicKey?, target: String, maxBody: Int) async throws {
         guard let headers = try SignedHeaders.parse({ request.headers[.init($0)!] }) else {
-            throw Refusal.unauthorized("this call needs the operator token (Authorization: Bearer …) or the lead's signature")
+            throw Refusal.unauthorized(
+                "this call needs the operator token (Authorization: Bearer …) or the lead's signature")
         }
         // A request the lead signed for another node is not for this one (no replay across nodes).
         guard headers.target == target else {
-            throw Refusal.unauthorized("the lead's request names \(headers.target.map { "node '\(InputRules.printable($0))'" } ?? "no node"); "
-                                        + "this is '\(target)'")
+            throw Refusal.unauthorized(
+                "the lead's request names \(headers.target.map { "node '\(InputRules.printable($0))'" } ?? "no node"); "
+                    + "this is '\(target)'")
         }
         guard let key else { throw Refusal.unauthorized("this node has not joined a lead yet; use the operator token") }
         var request = request
         let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
         let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
         guard headers.verifies(method: request.method.rawValue, path: path, body: body, key: key) else {
-            throw Refusal.unauthorized("only this node's operator or its lead may read its logs (the signature is not the lead's)")
+            throw Refusal.unauthorized(
+                "only this node's operator or its lead may read its logs (the signature is not the lead's)")
         }
         let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
-        let verdict = replay.withLock { $0.admit(node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds,
-                                                 nowMilliseconds: now) }
+        let verdict = replay.withLock {
+            $0.admit(
+                node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds,
+                nowMilliseconds: now)
+        }
         switch verdict {
         case .fresh: return
-        case .stale: throw Refusal.unauthorized("stale request: the timestamp is outside \(RequestSigning.maxSkewSeconds) s")
+        case .stale:
+            throw Refusal.unauthorized("stale request: the timestamp is outside \(RequestSigning.maxSkewSeconds) s")
         case .replayed: throw Refusal.unauthorized("replayed request: nonce already used")
         }
     }
@@ -213,10 +253,15 @@ struct EventFilter: Sendable {
     var node: String?
 
     init(types: String?, node: String?) throws(Refusal) {
-        self.types = (types ?? "").split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        self.types = (types ?? "").split(separator: ",", omittingEmptySubsequences: false).map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
         if types == nil { self.types = [] }
-        if let bad = self.types.first(where: { $0.isEmpty || $0.count > 64 || $0.dropLast($0.hasSuffix("*") ? 1 : 0).contains("*") }) {
-            throw Refusal.badRequest("type must be event types separated by commas, e.g. job.succeeded or job.* (got '\(bad)')")
+        if let bad = self.types.first(where: {
+            $0.isEmpty || $0.count > 64 || $0.dropLast($0.hasSuffix("*") ? 1 : 0).contains("*")
+        }) {
+            throw Refusal.badRequest(
+                "type must be event types separated by commas, e.g. job.succeeded or job.* (got '\(bad)')")
         }
         self.node = node.flatMap { $0.isEmpty ? nil : $0 }
     }

@@ -11,22 +11,28 @@ extension HTTPServer {
         router.on(API.postgresHealth) { request, _ -> Response in
             try authorize(request, token: token)
             guard state.config.postgresMonitor != nil else {
-                throw Refusal(.notFound, code: "not_configured", message: "this agent watches no PostgreSQL server (postgres.monitor is not set)")
+                throw Refusal(
+                    .notFound, code: "not_configured",
+                    message: "this agent watches no PostgreSQL server (postgres.monitor is not set)")
             }
             guard let current = state.postgres else {
-                throw Refusal(.unavailable, code: "starting", message: "no sample of the local PostgreSQL server yet; retry in a moment")
+                throw Refusal(
+                    .unavailable, code: "starting",
+                    message: "no sample of the local PostgreSQL server yet; retry in a moment")
             }
             return try json(current.health, status: .ok)
         }
         switch role {
         case .lead(let lead):
             router.on(API.postgresReplicas) { request, context -> Response in
-                try await authorizeOperatorOrNode(request, context: context, token: token, registry: lead.registry, maxBody: maxBody)
+                try await authorizeOperatorOrNode(
+                    request, context: context, token: token, registry: lead.registry, maxBody: maxBody)
                 return try json(ReplicaOverview.build(try await lead.registry.list().nodes), status: .ok)
             }
         case .node(let node):
             router.on(API.postgresReplicas) { request, _ -> Response in
-                try await forwardToLead(request, membership: node.membership, token: token, maxBody: maxBody, timeout: .seconds(5))
+                try await forwardToLead(
+                    request, membership: node.membership, token: token, maxBody: maxBody, timeout: .seconds(5))
             }
         }
 
@@ -73,27 +79,38 @@ extension HTTPServer {
         if limit.admits(lagBytes: lagBytes, lagS: health.lagS) { return nil }
         switch limit {
         case .seconds(let seconds):
-            return health.lagS.map { "lag \($0) s is over \(seconds) s" } ?? "lag in seconds is unknown (\(health.state))"
+            return health.lagS.map { "lag \($0) s is over \(seconds) s" }
+                ?? "lag in seconds is unknown (\(health.state))"
         case .bytes(let bytes):
-            return health.lagBytes.map { "lag \($0) bytes is over \(bytes) bytes" } ?? "lag in bytes is unknown (\(health.state))"
+            return health.lagBytes.map { "lag \($0) bytes is over \(bytes) bytes" }
+                ?? "lag in bytes is unknown (\(health.state))"
         }
     }
 
     /// 200 when `refusal` finds nothing wrong with a fresh sample, else 503 with the reason.
     private static func check(_ state: AgentState, _ refusal: (ReplicaHealth) -> String?) throws -> Response {
         guard let monitor = state.config.postgresMonitor else {
-            return try json(PostgresCheck(ok: false, role: .unknown, state: "unmonitored", reason: "postgres.monitor is not set on this agent",
-                                          lagBytes: nil, lagS: nil), status: .serviceUnavailable)
+            return try json(
+                PostgresCheck(
+                    ok: false, role: .unknown, state: "unmonitored",
+                    reason: "postgres.monitor is not set on this agent",
+                    lagBytes: nil, lagS: nil), status: .serviceUnavailable)
         }
         guard let (health, age) = state.postgres else {
-            return try json(PostgresCheck(ok: false, role: .unknown, state: "starting", reason: "no sample yet", lagBytes: nil, lagS: nil),
-                            status: .serviceUnavailable)
+            return try json(
+                PostgresCheck(
+                    ok: false, role: .unknown, state: "starting", reason: "no sample yet", lagBytes: nil, lagS: nil),
+                status: .serviceUnavailable)
         }
         let staleAfter = Duration.milliseconds(Int64((monitor.interval * 3 + 5) * 1000))
-        let reason = age > staleAfter ? "the last sample is \(age.components.seconds) s old (the monitor is stuck)" : refusal(health)
-        return try json(PostgresCheck(ok: reason == nil, role: health.role, state: health.state, reason: reason ?? health.reason,
-                                      lagBytes: health.lagBytes, lagS: health.lagS),
-                        status: reason == nil ? .ok : .serviceUnavailable)
+        let reason =
+            age > staleAfter
+            ? "the last sample is \(age.components.seconds) s old (the monitor is stuck)" : refusal(health)
+        return try json(
+            PostgresCheck(
+                ok: reason == nil, role: health.role, state: health.state, reason: reason ?? health.reason,
+                lagBytes: health.lagBytes, lagS: health.lagS),
+            status: reason == nil ? .ok : .serviceUnavailable)
     }
 }
 
@@ -102,14 +119,16 @@ extension ReplicaOverview {
     /// standby streams through, else by its application name being the node's name.
     static func build(_ nodes: [Node]) -> ReplicaOverview {
         let watched = nodes.filter { $0.postgres != nil }
-        let primaryNode = watched.first { $0.postgres?.state == ReplicaState.primary.rawValue }
+        let primaryNode =
+            watched.first { $0.postgres?.state == ReplicaState.primary.rawValue }
             ?? watched.first { $0.postgres?.role == .primary }
         var unclaimed = primaryNode?.postgres?.standbys ?? []
         var members: [Member] = []
         for node in watched.sorted(by: { $0.name < $1.name }) {
             var view: StandbyView?
             if node.name != primaryNode?.name, let local = node.postgres {
-                let index = local.receiver?.slot.flatMap { slot in unclaimed.firstIndex { $0.slot == slot } }
+                let index =
+                    local.receiver?.slot.flatMap { slot in unclaimed.firstIndex { $0.slot == slot } }
                     ?? unclaimed.firstIndex { $0.applicationName == node.name }
                 if let index { view = unclaimed.remove(at: index) }
             }

@@ -32,9 +32,12 @@ extension HTTPServer {
             return try json(try await registry.join(join, observedHost: context.remoteHost), status: .created)
         }
         router.on(API.heartbeat) { request, context -> Response in
-            let (name, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
+            let (name, body) = try await authenticateNode(
+                request, context: context, registry: registry, maxBody: maxBody)
             let target = try context.parameters.decoded("name")
-            guard name == target else { throw Refusal.unauthorized("node '\(name)' cannot send heartbeats for '\(target)'") }
+            guard name == target else {
+                throw Refusal.unauthorized("node '\(name)' cannot send heartbeats for '\(target)'")
+            }
             // Unknown fields are allowed here: a newer node may report more than this lead knows
             // (rolling upgrades); the body is signed, so nothing in it is a stranger's.
             let beat = try decode(HeartbeatRequest.self, body, allowed: nil)
@@ -50,12 +53,14 @@ extension HTTPServer {
 
         // MARK: Reads: operator token or a node's signature; other agents forward or serve the cache
         router.on(API.listNodes) { request, context -> Response in
-            try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            try await authorizeOperatorOrNode(
+                request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(try await registry.list(), status: .ok)
         }
         router.on(API.getNode) { request, context -> Response in
             let name = try context.parameters.decoded("name")
-            try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            try await authorizeOperatorOrNode(
+                request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(try await registry.node(name), status: .ok)
         }
         router.on(API.removeNode) { request, context -> Response in
@@ -66,18 +71,22 @@ extension HTTPServer {
         }
         router.on(API.setNodeLabels) { request, context -> Response in
             try authorize(request, token: token)
-            let update = try await decode(NodeLabelsUpdate.self, request, maxBody: maxBody, allowed: NodeLabelsUpdate.fields)
-            return try json(try await registry.setLabels(try context.parameters.decoded("name"), update.labels), status: .ok)
+            let update = try await decode(
+                NodeLabelsUpdate.self, request, maxBody: maxBody, allowed: NodeLabelsUpdate.fields)
+            return try json(
+                try await registry.setLabels(try context.parameters.decoded("name"), update.labels), status: .ok)
         }
         router.on(API.topology) { request, context -> Response in
-            try await authorizeOperatorOrNode(request, context: context, token: token, registry: registry, maxBody: maxBody)
+            try await authorizeOperatorOrNode(
+                request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(try await registry.topology(), status: .ok)
         }
 
         // MARK: Join tokens (lead, operator token)
         router.on(API.createToken) { request, _ -> Response in
             try authorize(request, token: token)
-            let create = try await decode(TokenCreateRequest.self, request, maxBody: maxBody, allowed: TokenCreateRequest.fields)
+            let create = try await decode(
+                TokenCreateRequest.self, request, maxBody: maxBody, allowed: TokenCreateRequest.fields)
             if create.kind == .api { return try json(try await apiTokens.create(create), status: .created) }
             return try json(try await JoinTokens.create(create, store: store, lead: lead.leadTLS), status: .created)
         }
@@ -91,7 +100,9 @@ extension HTTPServer {
             try authorize(request, token: token)
             let id = try context.parameters.decoded("id")
             if id.hasPrefix("at_") {
-                guard let info = try await apiTokens.revoke(id) else { throw Refusal.notFound("no API token with id '\(InputRules.printable(id))'") }
+                guard let info = try await apiTokens.revoke(id) else {
+                    throw Refusal.notFound("no API token with id '\(InputRules.printable(id))'")
+                }
                 return try json(info, status: .ok)
             }
             return try json(try await JoinTokens.revoke(id, store: store), status: .ok)
@@ -102,17 +113,25 @@ extension HTTPServer {
             _ = try authorize(request, token: token, role: .read)
             let since: Int64
             if let text = request.uri.queryParameters.get("since") ?? request.headers[.init("Last-Event-ID")!] {
-                guard let value = Int64(text), value >= 0 else { throw Refusal.badRequest("since / Last-Event-ID must be an event sequence number (0 or more)") }
+                guard let value = Int64(text), value >= 0 else {
+                    throw Refusal.badRequest("since / Last-Event-ID must be an event sequence number (0 or more)")
+                }
                 since = value
             } else {
-                let tail = try request.uri.queryParameters.get("tail").map { text throws(Refusal) -> Int64 in
-                    guard let value = Int64(text), value >= 0 else { throw Refusal.badRequest("tail must be a number of events (0 or more)") }
-                    return value
-                } ?? 0
-                do throws(AgentError) { since = max(0, try await EventLog.latest(store: store) - tail) } catch { throw Refusal.storeUnavailable(error) }
+                let tail =
+                    try request.uri.queryParameters.get("tail").map { text throws(Refusal) -> Int64 in
+                        guard let value = Int64(text), value >= 0 else {
+                            throw Refusal.badRequest("tail must be a number of events (0 or more)")
+                        }
+                        return value
+                    } ?? 0
+                do throws(AgentError) { since = max(0, try await EventLog.latest(store: store) - tail) } catch {
+                    throw Refusal.storeUnavailable(error)
+                }
             }
             let follow = request.uri.queryParameters.get("follow").map { $0 != "false" && $0 != "0" } ?? true
-            let filter = try EventFilter(types: request.uri.queryParameters.get("type"), node: request.uri.queryParameters.get("node"))
+            let filter = try EventFilter(
+                types: request.uri.queryParameters.get("type"), node: request.uri.queryParameters.get("node"))
             let hub = agent.hub
             let (subscription, stream) = hub.subscribe()
             let backlog: [MeshEvent]
@@ -143,7 +162,8 @@ extension HTTPServer {
                 }
                 try await writer.finish(nil)
             }
-            return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
+            return Response(
+                status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
         }
     }
 
@@ -163,7 +183,9 @@ extension HTTPServer {
             let name = try context.parameters.decoded("name")
             try authorize(request, token: token)
             let list = try await forwardedList(node: node)
-            guard let found = list.nodes.first(where: { $0.name == name }) else { throw Refusal.notFound("no node named '\(name)'") }
+            guard let found = list.nodes.first(where: { $0.name == name }) else {
+                throw Refusal.notFound("no node named '\(name)'")
+            }
             return try json(found, status: .ok, stale: list.stale ? list.ageS ?? 0 : nil)
         }
         leadOnly(router, API.removeNode, "removing a node", agent: agent)
@@ -173,7 +195,9 @@ extension HTTPServer {
             let membership = node.membership, cache = node.cache
             let answer: Result<Topology, LeadCallError>
             do throws(LeadCallError) {
-                answer = .success(try await membership.leadClient.call(.GET, Routes.topology, as: Topology.self, timeout: .seconds(2)))
+                answer = .success(
+                    try await membership.leadClient.call(.GET, Routes.topology, as: Topology.self, timeout: .seconds(2))
+                )
             } catch {
                 answer = .failure(error)
             }
@@ -182,7 +206,8 @@ extension HTTPServer {
                 return try json(topology, status: .ok)
             case .failure(let error):
                 guard var topology = cache.current?.topology else {
-                    throw Refusal(.unavailable, code: "lead_unreachable", message: "\(error.message), and no cached topology yet")
+                    throw Refusal(
+                        .unavailable, code: "lead_unreachable", message: "\(error.message), and no cached topology yet")
                 }
                 topology.stale = true
                 topology.ageS = cache.age()
@@ -207,7 +232,8 @@ extension HTTPServer {
             return list
         } catch {
             guard var list = cache.current?.nodes else {
-                throw Refusal(.unavailable, code: "lead_unreachable", message: "\(error.message), and no cached view yet")
+                throw Refusal(
+                    .unavailable, code: "lead_unreachable", message: "\(error.message), and no cached view yet")
             }
             list.stale = true
             list.ageS = cache.age()
@@ -217,10 +243,14 @@ extension HTTPServer {
     }
 
     /// Verifies a node's signature; returns its name and the body it signed.
-    static func authenticateNode(_ request: Request, context: AgentRequestContext, registry: Registry,
-                                 maxBody: Int) async throws -> (String, [UInt8]) {
+    static func authenticateNode(
+        _ request: Request, context: AgentRequestContext, registry: Registry,
+        maxBody: Int
+    ) async throws -> (String, [UInt8]) {
         guard let headers = try SignedHeaders.parse({ request.headers[.init($0)!] }) else {
-            throw Refusal.unauthorized("unsigned request: node calls need \(RequestSigning.nodeHeader), \(RequestSigning.timestampHeader), \(RequestSigning.nonceHeader) and \(RequestSigning.signatureHeader)")
+            throw Refusal.unauthorized(
+                "unsigned request: node calls need \(RequestSigning.nodeHeader), \(RequestSigning.timestampHeader), \(RequestSigning.nonceHeader) and \(RequestSigning.signatureHeader)"
+            )
         }
         var request = request
         let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
@@ -230,8 +260,10 @@ extension HTTPServer {
     }
 
     /// Operator token (or an API token that may read), or a node's valid signature.
-    static func authorizeOperatorOrNode(_ request: Request, context: AgentRequestContext, token: AdminToken, registry: Registry,
-                                        maxBody: Int) async throws {
+    static func authorizeOperatorOrNode(
+        _ request: Request, context: AgentRequestContext, token: AdminToken, registry: Registry,
+        maxBody: Int
+    ) async throws {
         if request.headers[.authorization] != nil {
             _ = try authorize(request, token: token, role: .read)
         } else {
@@ -240,7 +272,9 @@ extension HTTPServer {
     }
 
     /// Decodes a JSON body; bad JSON, unknown fields and wrong types are 400 naming the field.
-    static func decode<T: Decodable>(_ type: T.Type, _ request: Request, maxBody: Int, allowed: Set<String>) async throws -> T {
+    static func decode<T: Decodable>(_ type: T.Type, _ request: Request, maxBody: Int, allowed: Set<String>)
+        async throws -> T
+    {
         var request = request
         let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
         return try decode(type, body, allowed: allowed)
@@ -249,8 +283,9 @@ extension HTTPServer {
     static func decode<T: Decodable>(_ type: T.Type, _ body: [UInt8], allowed: Set<String>?) throws(Refusal) -> T {
         guard !body.isEmpty else { throw Refusal.badRequest("the request needs a JSON body") }
         if let control = InputRules.controlCharacter(inJSON: body) {
-            throw Refusal.badRequest("the body carries a control character (U+\(String(control.value, radix: 16, uppercase: true))) in a string; "
-                                      + "only tab, newline and carriage return are allowed")
+            throw Refusal.badRequest(
+                "the body carries a control character (U+\(String(control.value, radix: 16, uppercase: true))) in a string; "
+                    + "only tab, newline and carriage return are allowed")
         }
         if let allowed {
             guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
@@ -276,7 +311,8 @@ extension HTTPServer {
     }
 
     private static func fieldPath(_ path: [any CodingKey]) -> String {
-        path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+        path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(
+            of: ".[", with: "[")
     }
 
     private static func describe(_ type: Any.Type) -> String {
@@ -285,7 +321,9 @@ extension HTTPServer {
         case is Int.Type, is Int64.Type: "an integer"
         case is Double.Type: "a number"
         case is Bool.Type: "true or false"
-        default: "\(type)".contains("Dictionary") ? "an object" : "\(type)".contains("Array") ? "a list" : "a value of another shape"
+        default:
+            "\(type)".contains("Dictionary")
+                ? "an object" : "\(type)".contains("Array") ? "a list" : "a value of another shape"
         }
     }
 

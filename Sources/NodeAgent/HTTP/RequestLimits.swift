@@ -32,16 +32,22 @@ final class RequestLimits: Sendable {
     private let origin = ContinuousClock.now
 
     init(_ settings: Settings) {
-        buckets = Mutex(Buckets(requests: RateLimiter(settings.requests), joins: RateLimiter(settings.joins),
-                                failures: RateLimiter(settings.authFailures)))
+        buckets = Mutex(
+            Buckets(
+                requests: RateLimiter(settings.requests), joins: RateLimiter(settings.joins),
+                failures: RateLimiter(settings.authFailures)))
     }
 
     convenience init(config: NodeConfig) {
-        self.init(Settings(
-            requests: .init(ratePerSecond: Double(config.limitRequestsPerS), burst: Double(config.limitBurst)),
-            joins: .init(ratePerSecond: Double(config.limitJoinsPerMin) / 60, burst: Double(max(1, config.limitJoinsPerMin / 4))),
-            authFailures: .init(ratePerSecond: Double(config.limitAuthFailuresPerMin) / 60,
-                                burst: Double(max(1, config.limitAuthFailuresPerMin / 4)))))
+        self.init(
+            Settings(
+                requests: .init(ratePerSecond: Double(config.limitRequestsPerS), burst: Double(config.limitBurst)),
+                joins: .init(
+                    ratePerSecond: Double(config.limitJoinsPerMin) / 60,
+                    burst: Double(max(1, config.limitJoinsPerMin / 4))),
+                authFailures: .init(
+                    ratePerSecond: Double(config.limitAuthFailuresPerMin) / 60,
+                    burst: Double(max(1, config.limitAuthFailuresPerMin / 4)))))
     }
 
     private var now: Int64 {
@@ -75,8 +81,9 @@ final class RequestLimits: Sendable {
 
     static func limited(_ what: String, retryAfterMilliseconds: Int64) -> Refusal {
         let seconds = max(1, (retryAfterMilliseconds + 999) / 1000)
-        return Refusal(.tooMany, code: "rate_limited", message: "too many \(what); retry in \(seconds) s",
-                        retryAfterSeconds: Int(seconds))
+        return Refusal(
+            .tooMany, code: "rate_limited", message: "too many \(what); retry in \(seconds) s",
+            retryAfterSeconds: Int(seconds))
     }
 }
 
@@ -86,7 +93,9 @@ struct RequestLimitMiddleware: RouterMiddleware {
     typealias Context = AgentRequestContext
     let limits: RequestLimits
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         let source = context.remoteHost ?? "unknown"
         let identity: String
         let node = request.headers[.init(RequestSigning.nodeHeader)!]

@@ -53,7 +53,8 @@ enum RoleParts: Sendable {
 extension HTTPServer {
     /// Registers `endpoint` to answer `not_lead` (421) before anything else: a call only the
     /// lead serves, made to another agent.
-    static func leadOnly(_ router: Router<AgentRequestContext>, _ endpoint: Endpoint, _ what: String, agent: AgentParts) {
+    static func leadOnly(_ router: Router<AgentRequestContext>, _ endpoint: Endpoint, _ what: String, agent: AgentParts)
+    {
         let leadURL = agent.leadURL
         router.on(endpoint) { _, _ -> Response in throw Refusal.notLead(what, lead: leadURL) }
     }
@@ -63,7 +64,8 @@ extension Router where Context == AgentRequestContext {
     /// Registers `endpoint` from the route table AuroraAPI shares with the client: its method
     /// and path are spelled once, there.
     @discardableResult
-    func on(_ endpoint: Endpoint, use handler: @escaping @Sendable (Request, Context) async throws -> Response) -> Self {
+    func on(_ endpoint: Endpoint, use handler: @escaping @Sendable (Request, Context) async throws -> Response) -> Self
+    {
         on(RouterPath(endpoint.routerPattern), method: HTTPRequest.Method(endpoint.method)!, use: handler)
     }
 }
@@ -73,7 +75,9 @@ extension Parameters {
     /// holding `/` or `?` arrives as one segment); 400 when it does not decode to text.
     func decoded(_ name: String) throws(Refusal) -> String {
         guard let raw = self.get(name) else { throw Refusal.badRequest("the path has no {\(name)}") }
-        guard let text = raw.removingPercentEncoding else { throw Refusal.badRequest("{\(name)} is not valid percent-encoded text") }
+        guard let text = raw.removingPercentEncoding else {
+            throw Refusal.badRequest("{\(name)} is not valid percent-encoded text")
+        }
         return text
     }
 }

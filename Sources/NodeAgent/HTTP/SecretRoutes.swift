@@ -32,13 +32,19 @@ extension HTTPServer {
                 }
                 var resolvedCompany = company ?? ""
                 if let node, company == nil {
-                    guard let identity = await registry.secretIdentity(node) else { throw Refusal.notFound("no node named '\(node)'") }
+                    guard let identity = await registry.secretIdentity(node) else {
+                        throw Refusal.notFound("no node named '\(node)'")
+                    }
                     resolvedCompany = identity.company
                 }
-                return try json(try await secrets.preview(service: service, keyName: keyName, node: node, company: resolvedCompany), status: .ok)
+                return try json(
+                    try await secrets.preview(service: service, keyName: keyName, node: node, company: resolvedCompany),
+                    status: .ok)
             }
             let (name, _) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
-            guard let identity = await registry.secretIdentity(name), let boxKey = try? PublicKey(base64: identity.boxKey) else {
+            guard let identity = await registry.secretIdentity(name),
+                let boxKey = try? PublicKey(base64: identity.boxKey)
+            else {
                 throw Refusal.unauthorized("unknown node '\(name)'")
             }
             if let node, node != name {
@@ -47,27 +53,38 @@ extension HTTPServer {
             if let company, company != identity.company {
                 throw await secrets.refuse(service: service, keyName: keyName, node: name, asked: "company:\(company)")
             }
-            return try json(try await secrets.read(service: service, keyName: keyName, node: name, company: identity.company, boxKey: boxKey),
-                            status: .ok)
+            return try json(
+                try await secrets.read(
+                    service: service, keyName: keyName, node: name, company: identity.company, boxKey: boxKey),
+                status: .ok)
         }
         router.on(API.deleteSecret) { request, context -> Response in
             try authorize(request, token: token)
-            let scope = try SecretsManager.scope(request.uri.queryParameters.get("scope") ?? "", request.uri.queryParameters.get("scope_id"))
-            return try json(try await secrets.delete(service: try context.parameters.decoded("service"), keyName: try context.parameters.decoded("key"),
-                                                     scope: scope, actor: "operator"), status: .ok)
+            let scope = try SecretsManager.scope(
+                request.uri.queryParameters.get("scope") ?? "", request.uri.queryParameters.get("scope_id"))
+            return try json(
+                try await secrets.delete(
+                    service: try context.parameters.decoded("service"), keyName: try context.parameters.decoded("key"),
+                    scope: scope, actor: "operator"), status: .ok)
         }
         router.on(API.secretVersions) { request, context -> Response in
             try authorize(request, token: token)
-            let scope = try SecretsManager.scope(request.uri.queryParameters.get("scope") ?? "", request.uri.queryParameters.get("scope_id"))
-            return try json(try await secrets.versions(service: try context.parameters.decoded("service"),
-                                                       keyName: try context.parameters.decoded("key"), scope: scope), status: .ok)
+            let scope = try SecretsManager.scope(
+                request.uri.queryParameters.get("scope") ?? "", request.uri.queryParameters.get("scope_id"))
+            return try json(
+                try await secrets.versions(
+                    service: try context.parameters.decoded("service"),
+                    keyName: try context.parameters.decoded("key"), scope: scope), status: .ok)
         }
         router.on(API.rollbackSecret) { request, context -> Response in
             try authorize(request, token: token)
-            let rollback = try await decode(SecretRollback.self, request, maxBody: maxBody, allowed: SecretRollback.fields)
-            return try json(try await secrets.rollback(service: try context.parameters.decoded("service"),
-                                                       keyName: try context.parameters.decoded("key"), rollback, actor: "operator"),
-                            status: .created)
+            let rollback = try await decode(
+                SecretRollback.self, request, maxBody: maxBody, allowed: SecretRollback.fields)
+            return try json(
+                try await secrets.rollback(
+                    service: try context.parameters.decoded("service"),
+                    keyName: try context.parameters.decoded("key"), rollback, actor: "operator"),
+                status: .created)
         }
         router.on(API.rotateSecretsKey) { request, _ -> Response in
             try authorize(request, token: token)
@@ -75,7 +92,8 @@ extension HTTPServer {
         }
         // MARK: Connectivity
         router.on(API.reportConnectivity) { request, context -> Response in
-            let (node, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
+            let (node, body) = try await authenticateNode(
+                request, context: context, registry: registry, maxBody: maxBody)
             let report = try decode(ConnectivityReport.self, body, allowed: ConnectivityReport.fields)
             try await board.report(node, report.results)
             return try json(["accepted": report.results.count], status: .ok)
@@ -91,10 +109,13 @@ extension HTTPServer {
         router.on(API.audit) { request, _ -> Response in
             try authorize(request, token: token)
             let verify = request.uri.queryParameters.get("verify").map { $0 != "false" && $0 != "0" } ?? false
-            let limit = try request.uri.queryParameters.get("limit").map { text throws(Refusal) -> Int in
-                guard let value = Int(text), (1...100_000).contains(value) else { throw Refusal.badRequest("limit must be 1-100000") }
-                return value
-            } ?? 1000
+            let limit =
+                try request.uri.queryParameters.get("limit").map { text throws(Refusal) -> Int in
+                    guard let value = Int(text), (1...100_000).contains(value) else {
+                        throw Refusal.badRequest("limit must be 1-100000")
+                    }
+                    return value
+                } ?? 1000
             return try json(try await secrets.auditLog(verify: verify, limit: limit), status: .ok)
         }
     }
@@ -109,7 +130,8 @@ extension HTTPServer {
         router.on(API.readSecret) { request, context -> Response in
             let service = try context.parameters.decoded("service"), keyName = try context.parameters.decoded("key")
             try authorize(request, token: token)
-            return try json(try await readThroughLead(service: service, keyName: keyName, state: state, node: node), status: .ok)
+            return try json(
+                try await readThroughLead(service: service, keyName: keyName, state: state, node: node), status: .ok)
         }
         leadOnly(router, API.deleteSecret, "deleting secrets", agent: agent)
         leadOnly(router, API.secretVersions, "secret versions", agent: agent)
@@ -117,10 +139,12 @@ extension HTTPServer {
         leadOnly(router, API.rotateSecretsKey, "key rotation", agent: agent)
         leadOnly(router, API.reportConnectivity, "connectivity reports", agent: agent)
         router.on(API.connectivityStatus) { request, _ -> Response in
-            try await forwardToLead(request, membership: node.membership, token: token, maxBody: maxBody, timeout: .seconds(5))
+            try await forwardToLead(
+                request, membership: node.membership, token: token, maxBody: maxBody, timeout: .seconds(5))
         }
         router.on(API.connectivityHealth) { request, _ -> Response in
-            try await forwardToLead(request, membership: node.membership, token: token, maxBody: maxBody, timeout: .seconds(5))
+            try await forwardToLead(
+                request, membership: node.membership, token: token, maxBody: maxBody, timeout: .seconds(5))
         }
         leadOnly(router, API.audit, "the audit log", agent: agent)
     }
@@ -128,17 +152,23 @@ extension HTTPServer {
     /// On a compute or edge node: what resolves for this node, fetched from the lead with its
     /// signed identity and opened with its box key after checking the lead's signature; kept in
     /// the node's cache, which answers (with `cached_age_s`) while the lead is away.
-    static func readThroughLead(service: String, keyName: String, state: AgentState, node: NodeParts) async throws(Refusal) -> SecretRead {
+    static func readThroughLead(service: String, keyName: String, state: AgentState, node: NodeParts)
+        async throws(Refusal) -> SecretRead
+    {
         let membership = node.membership, cache = node.secretCache
         // The last heartbeat found the lead away: answer from the cache at once rather than wait
         // for a connection that will not come.
         if state.leadReachable == false, let cached = cache.answer(service, keyName) { return cached }
-        switch await fetchFromLead(service: service, keyName: keyName, state: state, membership: membership, cache: cache) {
+        switch await fetchFromLead(
+            service: service, keyName: keyName, state: state, membership: membership, cache: cache)
+        {
         case .success(let read):
             return read
         case .failure(let error) where error.code == "lead_unreachable":
             guard let cached = cache.answer(service, keyName) else {
-                throw Refusal(.unavailable, code: "lead_unreachable", message: "\(error.message), and this secret is not cached here")
+                throw Refusal(
+                    .unavailable, code: "lead_unreachable",
+                    message: "\(error.message), and this secret is not cached here")
             }
             return cached
         case .failure(let error):
@@ -148,23 +178,28 @@ extension HTTPServer {
 
     /// One fetch from the lead, stored in the cache when it succeeds and forgotten when the
     /// lead says it no longer resolves.
-    static func fetchFromLead(service: String, keyName: String, state: AgentState, membership: MembershipService,
-                              cache: SecretCache) async -> Result<SecretRead, Refusal> {
+    static func fetchFromLead(
+        service: String, keyName: String, state: AgentState, membership: MembershipService,
+        cache: SecretCache
+    ) async -> Result<SecretRead, Refusal> {
         guard let leadKey = membership.leadSignKey else {
             return .failure(Refusal(.unavailable, code: "starting", message: "this node has not joined the mesh yet"))
         }
         let sealedRead: SecretRead
         do throws(LeadCallError) {
-            sealedRead = try await membership.leadClient.call(.GET, Routes.secret(service, keyName), as: SecretRead.self, timeout: .seconds(3))
+            sealedRead = try await membership.leadClient.call(
+                .GET, Routes.secret(service, keyName), as: SecretRead.self, timeout: .seconds(3))
         } catch {
             if case .refused(let status, let answer) = error {
                 if status == 404 || status == 403 { cache.forget(service, keyName) }
-                return .failure(Refusal(Refusal.Kind(status: status), code: answer.error.code, message: answer.error.message))
+                return .failure(
+                    Refusal(Refusal.Kind(status: status), code: answer.error.code, message: answer.error.message))
             }
             return .failure(Refusal(.unavailable, code: "lead_unreachable", message: error.message))
         }
         do throws(Refusal) {
-            let value = try SecretCache.open(sealedRead, node: state.config.name, box: state.identity.box, leadKey: leadKey)
+            let value = try SecretCache.open(
+                sealedRead, node: state.config.name, box: state.identity.box, leadKey: leadKey)
             cache.store(sealedRead, value: value)
             var read = sealedRead
             read.sealedValue = nil

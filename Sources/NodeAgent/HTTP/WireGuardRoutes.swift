@@ -17,12 +17,16 @@ extension HTTPServer {
             let showPrivate = try flag(request, "show_private")
             let setconf = try flag(request, "setconf")
             guard let rendered = await wireguard.desired() ?? wireguard.rendered else {
-                throw Refusal(.unavailable, code: "starting",
-                               message: "this node's mesh address is not known yet (not joined, or no registry copy); retry after it joins")
+                throw Refusal(
+                    .unavailable, code: "starting",
+                    message:
+                        "this node's mesh address is not known yet (not joined, or no registry copy); retry after it joins"
+                )
             }
             let shown = showPrivate ? rendered : rendered.redacted
-            return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
-                            body: .init(byteBuffer: ByteBuffer(string: setconf ? shown.setconf() : shown.wgQuick())))
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: setconf ? shown.setconf() : shown.wgQuick())))
         }
     }
 

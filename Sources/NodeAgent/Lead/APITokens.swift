@@ -30,11 +30,17 @@ final class APITokens: Sendable {
     /// Rows that do not parse are skipped. Throws ``AgentError`` with code `store`; the registry
     /// service then retries the whole load.
     func load() async throws(AgentError) {
-        let rows = try await store.query("SELECT id, token_hash, role, company, \(SQL.iso("expires_at")), revoked_at IS NOT NULL FROM api_tokens").rows
+        let rows = try await store.query(
+            "SELECT id, token_hash, role, company, \(SQL.iso("expires_at")), revoked_at IS NOT NULL FROM api_tokens"
+        ).rows
         var loaded: [String: Grant] = [:]
         for row in rows {
-            guard let id = row[0], let hash = row[1], let role = row[2].flatMap(APIRole.init(rawValue:)) else { continue }
-            loaded[hash] = Grant(id: id, role: role, company: row[3] ?? "", expiresAt: row[4].flatMap(ISOTime.parse), revoked: row[5] == "t")
+            guard let id = row[0], let hash = row[1], let role = row[2].flatMap(APIRole.init(rawValue:)) else {
+                continue
+            }
+            loaded[hash] = Grant(
+                id: id, role: role, company: row[3] ?? "", expiresAt: row[4].flatMap(ISOTime.parse),
+                revoked: row[5] == "t")
         }
         grants.withLock { $0 = loaded }
     }
@@ -45,7 +51,8 @@ final class APITokens: Sendable {
     func grant(for presented: String, now: Date = Date()) -> Grant? {
         guard presented.hasPrefix("aurapi_"), presented.utf8.count <= 128 else { return nil }
         let hash = Hex.encode(Crypto.sha256(Array(presented.utf8)))
-        guard let grant = grants.withLock({ $0[hash] }), !grant.revoked, grant.expiresAt.map({ $0 > now }) ?? true else { return nil }
+        guard let grant = grants.withLock({ $0[hash] }), !grant.revoked, grant.expiresAt.map({ $0 > now }) ?? true
+        else { return nil }
         return grant
     }
 
@@ -53,37 +60,49 @@ final class APITokens: Sendable {
     /// most 366 days) and returns the token, the only time it is shown. 400 for join-token fields
     /// or a bad company or TTL; 503 when the store fails (nothing is granted then).
     func create(_ request: TokenCreateRequest) async throws(Refusal) -> APITokenCreated {
-        guard let role = request.role else { throw Refusal.badRequest("role: an API token needs a role: read, submit or admin") }
+        guard let role = request.role else {
+            throw Refusal.badRequest("role: an API token needs a role: read, submit or admin")
+        }
         guard request.profile == nil, request.reusable == nil, request.labels == nil else {
             throw Refusal.badRequest("profile, reusable and labels are for join tokens, not API tokens")
         }
         let company = request.company ?? ""
-        do throws(MeshError) { try InputRules.identifier(company, field: "company", maxBytes: 128) } catch { throw Refusal.badRequest(error.message) }
-        if let ttl = request.ttlS, !(1...(366 * 86_400)).contains(ttl) { throw Refusal.badRequest("ttl_s must be 1-\(366 * 86_400) seconds") }
+        do throws(MeshError) { try InputRules.identifier(company, field: "company", maxBytes: 128) } catch {
+            throw Refusal.badRequest(error.message)
+        }
+        if let ttl = request.ttlS, !(1...(366 * 86_400)).contains(ttl) {
+            throw Refusal.badRequest("ttl_s must be 1-\(366 * 86_400) seconds")
+        }
         let id = "at_" + Hex.encode(Crypto.randomBytes(6))
         let token = "aurapi_" + Hex.encode(Crypto.randomBytes(24))
         let hash = Hex.encode(Crypto.sha256(Array(token.utf8)))
         let rows: [[String?]]
         do {
-            rows = try await store.query("""
+            rows = try await store.query(
+                """
                 INSERT INTO api_tokens (id, token_hash, role, company, expires_at)
                 VALUES ($1, $2, $3, $4, CASE WHEN $5::integer IS NULL THEN NULL ELSE now() + make_interval(secs => $5::integer) END)
                 RETURNING \(Self.columns)
-                """, [id, hash, role.rawValue, company, request.ttlS.map(String.init)]).rows
+                """, [id, hash, role.rawValue, company, request.ttlS.map(String.init)]
+            ).rows
         } catch {
             throw Refusal.storeUnavailable(error)
         }
         guard let row = rows.first, let info = Self.info(row) else {
             throw Refusal(.internalFailure, code: "internal", message: "the token was not stored")
         }
-        grants.withLock { $0[hash] = Grant(id: id, role: role, company: company, expiresAt: info.expiresAt.flatMap(ISOTime.parse), revoked: false) }
+        grants.withLock {
+            $0[hash] = Grant(
+                id: id, role: role, company: company, expiresAt: info.expiresAt.flatMap(ISOTime.parse), revoked: false)
+        }
         return APITokenCreated(token: token, info: info)
     }
 
     /// Every API token with its state (`active`, `expired`, `revoked`), oldest first; never a token.
     func list() async throws(Refusal) -> [APITokenInfo] {
         do {
-            return try await store.query("SELECT \(Self.columns) FROM api_tokens ORDER BY created_at, id").rows.compactMap(Self.info)
+            return try await store.query("SELECT \(Self.columns) FROM api_tokens ORDER BY created_at, id").rows
+                .compactMap(Self.info)
         } catch {
             throw Refusal.storeUnavailable(error)
         }
@@ -94,7 +113,9 @@ final class APITokens: Sendable {
         let rows: [[String?]]
         do {
             rows = try await store.query(
-                "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING \(Self.columns)", [id]).rows
+                "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING \(Self.columns)",
+                [id]
+            ).rows
         } catch {
             throw Refusal.storeUnavailable(error)
         }
@@ -114,7 +135,9 @@ final class APITokens: Sendable {
     /// One row of ``columns``; nil when it does not parse.
     private static func info(_ row: [String?]) -> APITokenInfo? {
         guard row.count == 6, let id = row[0], let role = row[1].flatMap(APIRole.init(rawValue:)), let created = row[3],
-              let state = row[5].flatMap(TokenInfo.State.init(rawValue:)) else { return nil }
-        return APITokenInfo(id: id, role: role, company: row[2] ?? "", state: state, createdAt: created, expiresAt: row[4])
+            let state = row[5].flatMap(TokenInfo.State.init(rawValue:))
+        else { return nil }
+        return APITokenInfo(
+            id: id, role: role, company: row[2] ?? "", state: state, createdAt: created, expiresAt: row[4])
     }
 }

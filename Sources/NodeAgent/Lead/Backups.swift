@@ -4,6 +4,7 @@ import Logging
 import Mesh
 import NIOPosix
 import Secrets
+
 #if canImport(Glibc)
 #endif
 
@@ -40,8 +41,10 @@ actor BackupArchive {
     /// Backups being verified or restored: retention leaves them alone until they are done.
     private var inUse: [String: Int] = [:]
 
-    init(dataDir: String, store: Store, source: Source, policy: RetentionPolicy = .standard, logger: Logger,
-         clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
+    init(
+        dataDir: String, store: Store, source: Source, policy: RetentionPolicy = .standard, logger: Logger,
+        clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }
+    ) {
         self.directory = dataDir + "/backups"
         self.store = store
         self.source = source
@@ -69,15 +72,19 @@ actor BackupArchive {
         var reportedAt = ContinuousClock.now
 
         var busy: AgentError {
-            AgentError(.backupRunning, "a backup started at \(startedAt) is still running (\(progress.tablesDone) of \(progress.tablesTotal) "
-                       + "tables done); wait for it to finish")
+            AgentError(
+                .backupRunning,
+                "a backup started at \(startedAt) is still running (\(progress.tablesDone) of \(progress.tablesTotal) "
+                    + "tables done); wait for it to finish")
         }
     }
 
     /// Dumps the mesh database into a new backup, then applies retention. `onProgress` hears
     /// how far the dump is, a few times a second. Cancelling the task stops pg_dump and leaves
     /// nothing behind.
-    func create(onProgress: @escaping @Sendable (BackupProgress) -> Void = { _ in }) async throws(AgentError) -> BackupCreated {
+    func create(onProgress: @escaping @Sendable (BackupProgress) -> Void = { _ in }) async throws(AgentError)
+        -> BackupCreated
+    {
         if let running { throw running.busy }
         running = RunningBackup(startedAt: UTCTimestamp(secondsSinceEpoch: clock()))
         defer { running = nil }
@@ -90,7 +97,9 @@ actor BackupArchive {
     }
 
     /// ``create(onProgress:)`` once the slot is taken.
-    private func take(onProgress: @escaping @Sendable (BackupProgress) -> Void) async throws(AgentError) -> BackupCreated {
+    private func take(onProgress: @escaping @Sendable (BackupProgress) -> Void) async throws(AgentError)
+        -> BackupCreated
+    {
         let started = ContinuousClock.now
         var stamp = UTCTimestamp(secondsSinceEpoch: clock())
         let pgDump = try tool("pg_dump")
@@ -111,15 +120,19 @@ actor BackupArchive {
         onProgress(BackupProgress(tablesDone: 0, tablesTotal: tablesTotal, bytes: 0))
 
         let fd = open(partial, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw AgentError(.backupFailed, "cannot create \(partial): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw AgentError(.backupFailed, "cannot create \(partial): \(String(cString: strerror(errno)))")
+        }
         fchmod(fd, 0o600)
         close(fd)
 
         let connection = try connection(database: nil)
         let result: ProcessResult
         do throws(AgentError) {
-            result = try await ProcessRunner.watch(pgDump, ["--format=custom", "--verbose", "--no-password", "--file", partial] + connection.arguments,
-                                                   environment: connection.environment, every: .milliseconds(250)) { lines in
+            result = try await ProcessRunner.watch(
+                pgDump, ["--format=custom", "--verbose", "--no-password", "--file", partial] + connection.arguments,
+                environment: connection.environment, every: .milliseconds(250)
+            ) { lines in
                 let tables = lines.compactMap(Self.tableBegun)
                 let bytes = FileStatus.of(partial)?.size ?? 0
                 if let progress = await self.advance(tables: tables, bytes: bytes) { onProgress(progress) }
@@ -130,7 +143,8 @@ actor BackupArchive {
         }
         guard result.status == 0 else {
             unlink(partial)
-            throw AgentError(.backupFailed, "pg_dump failed: \(Self.scrub(Self.errorLine(result), connection.password))")
+            throw AgentError(
+                .backupFailed, "pg_dump failed: \(Self.scrub(Self.errorLine(result), connection.password))")
         }
         if let progress = finishProgress() { onProgress(progress) }
 
@@ -141,7 +155,9 @@ actor BackupArchive {
                 fsync(fd)
                 close(fd)
             }
-            do throws(SecretsError) { return Hex.encode(try Crypto.sha256(fileAt: partial)) } catch { throw AgentError(.backupFailed, error.message) }
+            do throws(SecretsError) { return Hex.encode(try Crypto.sha256(fileAt: partial)) } catch {
+                throw AgentError(.backupFailed, error.message)
+            }
         }
         do throws(AgentError) {
             try SecureFile.write("\(digest)  \(name)\n", to: final + ".sha256")
@@ -160,12 +176,19 @@ actor BackupArchive {
         let info = try describe(name)
         let deleted = applyRetention()
         let seconds = Double((ContinuousClock.now - started).milliseconds) / 1000
-        logger.info("backup written", metadata: [
-            "nodeagent.file": "\(name)", "nodeagent.bytes": "\(info.sizeBytes)", "nodeagent.tables": "\(tablesTotal)",
-            "nodeagent.ms": "\((ContinuousClock.now - started).milliseconds)", "nodeagent.deleted": "\(deleted.count)",
-        ])
-        return BackupCreated(backup: info, tables: tablesTotal, seconds: seconds, retention: BackupRetentionResult(
-            daily: policy.daily, weekly: policy.weekly, monthly: policy.monthly, kept: backupNames().count, deleted: deleted))
+        logger.info(
+            "backup written",
+            metadata: [
+                "nodeagent.file": "\(name)", "nodeagent.bytes": "\(info.sizeBytes)",
+                "nodeagent.tables": "\(tablesTotal)",
+                "nodeagent.ms": "\((ContinuousClock.now - started).milliseconds)",
+                "nodeagent.deleted": "\(deleted.count)",
+            ])
+        return BackupCreated(
+            backup: info, tables: tablesTotal, seconds: seconds,
+            retention: BackupRetentionResult(
+                daily: policy.daily, weekly: policy.weekly, monthly: policy.monthly, kept: backupNames().count,
+                deleted: deleted))
     }
 
     /// Notes the tables pg_dump began and the bytes written; the progress to report when it
@@ -198,7 +221,8 @@ actor BackupArchive {
     static func tableBegun(_ line: String) -> String? {
         guard let marker = line.range(of: "dumping contents of table ") else { return nil }
         let name = line[marker.upperBound...].trimmingCharacters(in: .whitespaces)
-        return name.count >= 2 && name.hasPrefix("\"") && name.hasSuffix("\"") ? String(name.dropFirst().dropLast()) : name
+        return name.count >= 2 && name.hasPrefix("\"") && name.hasSuffix("\"")
+            ? String(name.dropFirst().dropLast()) : name
     }
 
     /// Tables whose rows pg_dump writes (it says `dumping contents of table` once for each).
@@ -221,7 +245,8 @@ actor BackupArchive {
     /// A backup's time (from its name), size in bytes and recorded checksum; ``AgentError`` with
     /// code `backupNotFound` when there is no such file.
     private func describe(_ name: String) throws(AgentError) -> BackupInfo {
-        guard let stamp = BackupName.timestamp(of: name), let info = FileStatus.of(path(name), followingLinks: false) else {
+        guard let stamp = BackupName.timestamp(of: name), let info = FileStatus.of(path(name), followingLinks: false)
+        else {
             throw AgentError(.backupNotFound, "no backup named \(name) in \(directory)")
         }
         return BackupInfo(file: name, createdAt: stamp.iso8601, sizeBytes: info.size, sha256: recordedChecksum(name))
@@ -232,7 +257,8 @@ actor BackupArchive {
     private func backupNames() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         return names.filter { name in
-            return BackupName.timestamp(of: name) != nil && FileStatus.of(path(name), followingLinks: false)?.isRegularFile == true
+            return BackupName.timestamp(of: name) != nil
+                && FileStatus.of(path(name), followingLinks: false)?.isRegularFile == true
         }.sorted(by: >)
     }
 
@@ -268,22 +294,28 @@ actor BackupArchive {
         guard data.status == 0 else {
             throw AgentError(.backupCorrupt, "pg_restore cannot read the data in \(name): \(Self.errorLine(data))")
         }
-        return BackupVerification(file: name, ok: true, sha256: digest, sizeBytes: info.sizeBytes, entries: entries,
-                                  checks: ["checksum", "toc", "data"])
+        return BackupVerification(
+            file: name, ok: true, sha256: digest, sizeBytes: info.sizeBytes, entries: entries,
+            checks: ["checksum", "toc", "data"])
     }
 
     /// The file's SHA-256 when it matches `FILE.sha256`; `backupCorrupt` otherwise.
     private func checkChecksum(_ name: String) async throws(AgentError) -> String {
         guard let expected = recordedChecksum(name) else {
-            throw AgentError(.backupCorrupt, "\(name).sha256 is missing or holds no SHA-256; the backup cannot be checked")
+            throw AgentError(
+                .backupCorrupt, "\(name).sha256 is missing or holds no SHA-256; the backup cannot be checked")
         }
         let file = path(name)
         let actual = try await Self.offPool { () throws(AgentError) in
-            do throws(SecretsError) { return Hex.encode(try Crypto.sha256(fileAt: file)) } catch { throw AgentError(.backupCorrupt, error.message) }
+            do throws(SecretsError) { return Hex.encode(try Crypto.sha256(fileAt: file)) } catch {
+                throw AgentError(.backupCorrupt, error.message)
+            }
         }
         guard actual == expected else {
-            throw AgentError(.backupCorrupt, "checksum mismatch: \(name) has SHA-256 \(actual), but \(name).sha256 records \(expected); "
-                             + "the file changed after it was written")
+            throw AgentError(
+                .backupCorrupt,
+                "checksum mismatch: \(name) has SHA-256 \(actual), but \(name).sha256 records \(expected); "
+                    + "the file changed after it was written")
         }
         return actual
     }
@@ -296,8 +328,10 @@ actor BackupArchive {
     /// fails.
     func restore(_ name: String, into database: String) async throws(AgentError) -> BackupRestored {
         guard Self.isDatabaseName(database) else {
-            throw AgentError(.invalidInput, "'\(database.prefix(80))' is not a database name for a restore: use letters, digits and _, "
-                             + "at most 63, not starting with a digit")
+            throw AgentError(
+                .invalidInput,
+                "'\(database.prefix(80))' is not a database name for a restore: use letters, digits and _, "
+                    + "at most 63, not starting with a digit")
         }
         let file = try existing(name)
         inUse[name, default: 0] += 1
@@ -310,42 +344,56 @@ actor BackupArchive {
         try await Self.offPool { () throws(AgentError) in
             let admin = try PostgresConnection(conninfo: conninfo)
             if !(try admin.execute("SELECT 1 FROM pg_database WHERE datname = $1", [database]).rows.isEmpty) {
-                throw AgentError(.databaseExists, "database \(database) exists already; restore into a new name (a restore never overwrites)")
+                throw AgentError(
+                    .databaseExists,
+                    "database \(database) exists already; restore into a new name (a restore never overwrites)")
             }
             do throws(AgentError) {
                 _ = try admin.execute("CREATE DATABASE \"\(database)\"")
             } catch {
                 guard error.message.contains("already exists") else { throw error }
-                throw AgentError(.databaseExists, "database \(database) exists already; restore into a new name (a restore never overwrites)")
+                throw AgentError(
+                    .databaseExists,
+                    "database \(database) exists already; restore into a new name (a restore never overwrites)")
             }
         }
         let connection = try connection(database: database)
         let result: ProcessResult
         do throws(AgentError) {
-            result = try await ProcessRunner.watch(pgRestore, ["--no-owner", "--exit-on-error", "--no-password"] + connection.arguments + [file],
-                                                   environment: connection.environment)
+            result = try await ProcessRunner.watch(
+                pgRestore, ["--no-owner", "--exit-on-error", "--no-password"] + connection.arguments + [file],
+                environment: connection.environment)
         } catch {
             await dropAfterFailure(database)
             throw AgentError(.backupFailed, "the restore into \(database) stopped: \(error.message)")
         }
         guard result.status == 0 else {
             await dropAfterFailure(database)
-            throw AgentError(.backupFailed, "pg_restore into \(database) failed (the database was dropped again): "
-                             + Self.scrub(Self.errorLine(result), connection.password))
+            throw AgentError(
+                .backupFailed,
+                "pg_restore into \(database) failed (the database was dropped again): "
+                    + Self.scrub(Self.errorLine(result), connection.password))
         }
-        logger.info("backup restored", metadata: [
-            "nodeagent.file": "\(name)", "nodeagent.database": "\(database)", "nodeagent.ms": "\((ContinuousClock.now - started).milliseconds)",
-        ])
-        return BackupRestored(file: name, into: database, seconds: Double((ContinuousClock.now - started).milliseconds) / 1000)
+        logger.info(
+            "backup restored",
+            metadata: [
+                "nodeagent.file": "\(name)", "nodeagent.database": "\(database)",
+                "nodeagent.ms": "\((ContinuousClock.now - started).milliseconds)",
+            ])
+        return BackupRestored(
+            file: name, into: database, seconds: Double((ContinuousClock.now - started).milliseconds) / 1000)
     }
 
     /// Letters, digits and `_`, 1-63 of them, not starting with a digit: safe to quote and
     /// within PostgreSQL's identifier length.
     static func isDatabaseName(_ name: String) -> Bool {
         let bytes = Array(name.utf8)
-        guard (1...63).contains(bytes.count), let first = bytes.first, !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) else { return false }
+        guard (1...63).contains(bytes.count), let first = bytes.first,
+            !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first)
+        else { return false }
         return bytes.allSatisfy { byte in
-            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
+                || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
                 || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "_")
         }
     }
@@ -358,9 +406,11 @@ actor BackupArchive {
                 _ = try PostgresConnection(conninfo: conninfo).execute("DROP DATABASE IF EXISTS \"\(database)\"")
             }
         } catch {
-            logger.warning("could not drop the database of a failed restore", metadata: [
-                "nodeagent.database": "\(database)", "nodeagent.error": "\(error.message)",
-            ])
+            logger.warning(
+                "could not drop the database of a failed restore",
+                metadata: [
+                    "nodeagent.database": "\(database)", "nodeagent.error": "\(error.message)",
+                ])
         }
     }
 
@@ -369,14 +419,18 @@ actor BackupArchive {
     /// Deletes what the policy does not keep (each with its `.sha256`), except backups being
     /// verified or restored. Returns the deleted names, newest first.
     private func applyRetention() -> [String] {
-        let backups = backupNames().compactMap { name in BackupName.timestamp(of: name).map { BackupRetention.Backup(name: name, takenAt: $0) } }
+        let backups = backupNames().compactMap { name in
+            BackupName.timestamp(of: name).map { BackupRetention.Backup(name: name, takenAt: $0) }
+        }
         let plan = BackupRetention.plan(backups, policy: policy)
         var deleted: [String] = []
         for backup in plan.delete where inUse[backup.name] == nil {
             guard unlink(path(backup.name)) == 0 else {
-                logger.warning("retention could not delete a backup", metadata: [
-                    "nodeagent.file": "\(backup.name)", "nodeagent.error": "\(String(cString: strerror(errno)))",
-                ])
+                logger.warning(
+                    "retention could not delete a backup",
+                    metadata: [
+                        "nodeagent.file": "\(backup.name)", "nodeagent.error": "\(String(cString: strerror(errno)))",
+                    ])
                 continue
             }
             unlink(path(backup.name) + ".sha256")
@@ -401,8 +455,10 @@ actor BackupArchive {
     /// not a backup's name (a path, `..`), `backupNotFound` when there is no such file.
     private func existing(_ name: String) throws(AgentError) -> String {
         guard BackupName.timestamp(of: name) != nil else {
-            throw AgentError(.invalidInput, "'\(name.prefix(80))' is not a backup's name: backups are named aurora-YYYYMMDDTHHMMSSZ.dump "
-                             + "(see 'aurora-cli backup list')")
+            throw AgentError(
+                .invalidInput,
+                "'\(name.prefix(80))' is not a backup's name: backups are named aurora-YYYYMMDDTHHMMSSZ.dump "
+                    + "(see 'aurora-cli backup list')")
         }
         guard let info = FileStatus.of(path(name), followingLinks: false), info.isRegularFile else {
             throw AgentError(.backupNotFound, "no backup named \(name) in \(directory) (see 'aurora-cli backup list')")
@@ -423,9 +479,11 @@ actor BackupArchive {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         let dumps = Set(names.filter { BackupName.timestamp(of: $0) != nil })
         for name in names {
-            let stale = (name.hasPrefix("." + BackupName.prefix) && name.hasSuffix(".partial"))
+            let stale =
+                (name.hasPrefix("." + BackupName.prefix) && name.hasSuffix(".partial"))
                 || (name.hasPrefix(BackupName.prefix) && name.contains(".sha256.tmp-"))
-                || (name.hasSuffix(".sha256") && BackupName.timestamp(of: String(name.dropLast(7))) != nil && !dumps.contains(String(name.dropLast(7))))
+                || (name.hasSuffix(".sha256") && BackupName.timestamp(of: String(name.dropLast(7))) != nil
+                    && !dumps.contains(String(name.dropLast(7))))
             if stale {
                 unlink(path(name))
                 logger.notice("removed what an interrupted backup left", metadata: ["nodeagent.file": "\(name)"])
@@ -447,20 +505,29 @@ actor BackupArchive {
     /// `pg_dump` or `pg_restore` from the store's PostgreSQL installation.
     private func tool(_ name: String) throws(AgentError) -> String {
         let binDirectory: String
-        if let configured = source.binDirectory { binDirectory = configured } else { binDirectory = try ManagedPostgres.findBinDirectory() }
+        if let configured = source.binDirectory {
+            binDirectory = configured
+        } else {
+            binDirectory = try ManagedPostgres.findBinDirectory()
+        }
         let program = binDirectory + "/" + name
         guard FileManager.default.isExecutableFile(atPath: program) else {
-            throw AgentError(.backupFailed, "\(program) not found; install the PostgreSQL client programs or set store.pg_bin")
+            throw AgentError(
+                .backupFailed, "\(program) not found; install the PostgreSQL client programs or set store.pg_bin")
         }
         return program
     }
 
     /// The `-d` argument and environment for pg_dump or pg_restore: the store's connection
     /// string (on `database` when given) without its password, which goes in `PGPASSWORD`.
-    private func connection(database: String?) throws(AgentError) -> (arguments: [String], environment: [String: String], password: String?) {
+    private func connection(database: String?) throws(AgentError) -> (
+        arguments: [String], environment: [String: String], password: String?
+    ) {
         var conninfo = try Conninfo(parsing: source.conninfo)
         if let database { conninfo = conninfo.setting("dbname", database) }
-        if conninfo.value("application_name") == nil { conninfo = conninfo.setting("application_name", "nodeagent-backup") }
+        if conninfo.value("application_name") == nil {
+            conninfo = conninfo.setting("application_name", "nodeagent-backup")
+        }
         var environment = ProcessInfo.processInfo.environment
         let password = conninfo.password
         if let password {
@@ -484,7 +551,9 @@ actor BackupArchive {
     }
 
     /// Runs blocking work (hashing, libpq) on NIO's thread pool, off Swift's cooperative pool.
-    private static func offPool<R: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> R) async throws(AgentError) -> R {
+    private static func offPool<R: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> R)
+        async throws(AgentError) -> R
+    {
         do {
             return try await NIOThreadPool.singleton.runIfActive { try body() }
         } catch let error as AgentError {

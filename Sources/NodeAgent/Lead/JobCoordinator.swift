@@ -78,7 +78,9 @@ actor JobCoordinator {
         var merged = Dictionary(snapshot.map { ($0.name, $0) }, uniquingKeysWith: { $1 })
         for (name, update) in nodes { merged[name] = update }
         nodes = merged
-        let rows = try await store.query("SELECT \(JobRows.columns) FROM jobs WHERE state IN ('queued', 'assigned', 'running') ORDER BY seq").rows
+        let rows = try await store.query(
+            "SELECT \(JobRows.columns) FROM jobs WHERE state IN ('queued', 'assigned', 'running') ORDER BY seq"
+        ).rows
         let now = Self.now()
         var records: [Book.Record] = []
         for row in rows {
@@ -108,9 +110,10 @@ actor JobCoordinator {
         try requireLoaded()
         let valid = try Self.validate(submission)
         if valid.kind == .exec, !JobAccess.mayRunExec(submitter) {
-            throw Refusal(.forbidden, code: "exec_not_allowed",
-                           message: "exec jobs run only when the mesh admin submits them (\(submitter) may submit generate jobs); "
-                               + "submit on the lead with its operator token")
+            throw Refusal(
+                .forbidden, code: "exec_not_allowed",
+                message: "exec jobs run only when the mesh admin submits them (\(submitter) may submit generate jobs); "
+                    + "submit on the lead with its operator token")
         }
         // Idempotency keys belong to their submitter: another caller's key is another key.
         let scopedKey = valid.idempotencyKey.map { JobRows.scopedKey(submitter, $0) }
@@ -118,8 +121,11 @@ actor JobCoordinator {
         if valid.kind == .exec {
             let labels = valid.requirements.labels ?? [:]
             guard book.mayRunExec(labels: labels) else {
-                throw Refusal(.forbidden, code: "exec_not_allowed",
-                               message: "kind: exec jobs are not allowed on any \(labels.isEmpty ? "" : "matching ")node (set gpu.allow_exec: true in a worker's profile)")
+                throw Refusal(
+                    .forbidden, code: "exec_not_allowed",
+                    message:
+                        "kind: exec jobs are not allowed on any \(labels.isEmpty ? "" : "matching ")node (set gpu.allow_exec: true in a worker's profile)"
+                )
             }
         }
         // Duplicates of a key wait for the first submission's outcome, then find its job.
@@ -138,11 +144,14 @@ actor JobCoordinator {
         }
 
         let id = UUID().uuidString.lowercased()
-        let spec = JobSpec(kind: valid.kind, requirements: valid.requirements, payload: valid.payload, idempotencyKey: valid.idempotencyKey,
-                           submittedBy: submitter)
-        let submission = Book.Submission(id: id, spec: spec, priority: valid.priority,
-                                         requirements: Self.schedulerRequirements(valid.requirements, valid.kind),
-                                         maxAttempts: valid.maxAttempts, key: bookKey)
+        let spec = JobSpec(
+            kind: valid.kind, requirements: valid.requirements, payload: valid.payload,
+            idempotencyKey: valid.idempotencyKey,
+            submittedBy: submitter)
+        let submission = Book.Submission(
+            id: id, spec: spec, priority: valid.priority,
+            requirements: Self.schedulerRequirements(valid.requirements, valid.kind),
+            maxAttempts: valid.maxAttempts, key: bookKey)
         let record: Book.Record, placed: Book.Directives
         switch book.submit(submission, now: Self.now()) {
         case .existing(let existing): return (view(existing), false)
@@ -180,8 +189,11 @@ actor JobCoordinator {
                 var handed: [Assignment] = []
                 for record in delivery.started {
                     write(.started(record), into: &writes)
-                    handed.append(Assignment(id: record.id, attempt: record.attempt, kind: record.spec.kind, payload: record.spec.payload,
-                                             gpus: record.gpus ?? [], submittedBy: record.spec.submittedBy))
+                    handed.append(
+                        Assignment(
+                            id: record.id, attempt: record.attempt, kind: record.spec.kind,
+                            payload: record.spec.payload,
+                            gpus: record.gpus ?? [], submittedBy: record.spec.submittedBy))
                 }
                 if !writes.isEmpty {
                     do { _ = try await commit(writes) } catch {
@@ -189,7 +201,8 @@ actor JobCoordinator {
                         throw Refusal.storeUnavailable(error)
                     }
                 }
-                return AssignmentBatch(assignments: handed, cancel: delivery.stops.map { JobLease(id: $0.id, attempt: $0.attempt) })
+                return AssignmentBatch(
+                    assignments: handed, cancel: delivery.stops.map { JobLease(id: $0.id, attempt: $0.attempt) })
             }
             await waitOn(.node, node, timeout: deadline - ContinuousClock.now)
         }
@@ -199,7 +212,8 @@ actor JobCoordinator {
     /// not hold (cancelled, requeued elsewhere, unknown) are added to its stop list.
     func renew(_ node: String, _ leases: [JobLease]) {
         guard loaded else { return }
-        let directives = book.renew(node: node, leases: leases.map { Book.Lease(id: $0.id, attempt: $0.attempt) }, now: Self.now())
+        let directives = book.renew(
+            node: node, leases: leases.map { Book.Lease(id: $0.id, attempt: $0.attempt) }, now: Self.now())
         wakeNodes(directives.wake)
     }
 
@@ -207,20 +221,24 @@ actor JobCoordinator {
     /// refused with 409 and changes nothing.
     func result(_ id: String, from node: String, _ report: JobResult) async throws(Refusal) -> Job {
         try requireLoaded()
-        let ending: Book.Report = report.outcome == .succeeded ? .succeeded : .failed(error: report.error, retry: report.retry == true)
+        let ending: Book.Report =
+            report.outcome == .succeeded ? .succeeded : .failed(error: report.error, retry: report.retry == true)
         switch book.result(id, from: node, attempt: report.attempt, ending, now: Self.now()) {
         case .notOpen:
             let stored = try await fetch(id, for: JobAccess.admin)
             guard stored.node == node else {
                 throw Refusal(.conflict, code: "not_assigned", message: "job \(id) is not assigned to node '\(node)'")
             }
-            throw Refusal(.conflict, code: "already_finished",
-                           message: "job \(id) is already \(stored.state.rawValue); this result changes nothing")
+            throw Refusal(
+                .conflict, code: "already_finished",
+                message: "job \(id) is already \(stored.state.rawValue); this result changes nothing")
         case .notAssigned:
-            throw Refusal(.conflict, code: "not_assigned", message: "job \(id) is not assigned to node '\(node)' (any more)")
+            throw Refusal(
+                .conflict, code: "not_assigned", message: "job \(id) is not assigned to node '\(node)' (any more)")
         case .staleAttempt(let current):
-            throw Refusal(.conflict, code: "stale_attempt",
-                           message: "job \(id) is at attempt \(current); the result of attempt \(report.attempt) is refused")
+            throw Refusal(
+                .conflict, code: "stale_attempt",
+                message: "job \(id) is at attempt \(current); the result of attempt \(report.attempt) is refused")
         case .requeued(let before, let directives):
             try await carryOut(directives)
             try? await dispatch()
@@ -246,7 +264,9 @@ actor JobCoordinator {
             let stored = try await fetch(id, for: caller)
             throw Refusal(.conflict, code: "already_finished", message: "job \(id) is already \(stored.state.rawValue)")
         }
-        guard JobAccess.mayRead(Self.job(record), caller), let (cancelled, directives) = book.cancel(id, now: Self.now()) else {
+        guard JobAccess.mayRead(Self.job(record), caller),
+            let (cancelled, directives) = book.cancel(id, now: Self.now())
+        else {
             throw Self.notFound(id)
         }
         try await carryOut(directives)
@@ -281,8 +301,10 @@ actor JobCoordinator {
             parameters.append(filter.exact)
             var condition = "submitted_by = $\(parameters.count)"
             if let suffix = filter.companySuffix {
-                parameters.append("%" + suffix.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
-                                      .replacingOccurrences(of: "_", with: "\\_"))
+                parameters.append(
+                    "%"
+                        + suffix.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
+                        .replacingOccurrences(of: "_", with: "\\_"))
                 condition = "(\(condition) OR (submitted_by LIKE 'api:%' AND submitted_by LIKE $\(parameters.count)))"
             }
             conditions.append(condition)
@@ -292,11 +314,12 @@ actor JobCoordinator {
         let rows: [[String?]]
         do { rows = try await store.query(sql, parameters).rows } catch { throw Refusal.storeUnavailable(error) }
         let positions = queuePositions()
-        return JobList(jobs: rows.compactMap { row in
-            guard var job = JobRows.job(row)?.0 else { return nil }
-            if let record = book.record(job.id) { job = view(record, positions: positions) }
-            return job
-        })
+        return JobList(
+            jobs: rows.compactMap { row in
+                guard var job = JobRows.job(row)?.0 else { return nil }
+                if let record = book.record(job.id) { job = view(record, positions: positions) }
+                return job
+            })
     }
 
     func queue() throws(Refusal) -> QueueView {
@@ -308,10 +331,11 @@ actor JobCoordinator {
         let entries = order.enumerated().compactMap { index, id -> QueueView.Entry? in
             guard let record = book.record(id) else { return nil }
             byPriority[String(record.priority), default: 0] += 1
-            return QueueView.Entry(id: id, kind: record.spec.kind, priority: record.priority, position: index + 1,
-                                   etaS: Book.eta(position: index + 1, slots: slots, mean: mean),
-                                   submittedAt: ISOTime.string(milliseconds: record.submittedAtMs),
-                                   minVramMB: record.spec.requirements.minVramMB)
+            return QueueView.Entry(
+                id: id, kind: record.spec.kind, priority: record.priority, position: index + 1,
+                etaS: Book.eta(position: index + 1, slots: slots, mean: mean),
+                submittedAt: ISOTime.string(milliseconds: record.submittedAtMs),
+                minVramMB: record.spec.requirements.minVramMB)
         }
         return QueueView(queued: entries, byPriority: byPriority, meanRunS: mean.map { $0.rounded(toPlaces: 3) })
     }
@@ -319,13 +343,16 @@ actor JobCoordinator {
     func status() throws(Refusal) -> GPUStatus {
         try requireLoaded()
         let views = nodes.values.sorted { $0.name < $1.name }.compactMap { node -> GPUStatus.NodeView? in
-            guard let worker = book.scheduler.worker(node.name), node.worker != nil || !node.gpus.isEmpty else { return nil }
+            guard let worker = book.scheduler.worker(node.name), node.worker != nil || !node.gpus.isEmpty else {
+                return nil
+            }
             let gpus = node.gpus.map { gpu in
                 let slot = worker.gpus.first { $0.index == gpu.index }
                 return GPUStatus.GPUView(gpu: gpu, reservedMB: slot?.reservedMB ?? 0, freeVramMB: slot?.freeMB ?? 0)
             }
-            return GPUStatus.NodeView(name: node.name, state: node.state, accepting: node.worker?.accepting ?? false,
-                                      allowExec: node.worker?.allowExec ?? false, gpus: gpus, running: worker.placed)
+            return GPUStatus.NodeView(
+                name: node.name, state: node.state, accepting: node.worker?.accepting ?? false,
+                allowExec: node.worker?.allowExec ?? false, gpus: gpus, running: worker.placed)
         }
         return GPUStatus(nodes: views, queued: book.scheduler.queuedCount, policy: book.scheduler.policy.rawValue)
     }
@@ -367,7 +394,9 @@ actor JobCoordinator {
     // MARK: Carrying out
 
     private func requireLoaded() throws(Refusal) {
-        guard loaded else { throw Refusal(.unavailable, code: "starting", message: "the job coordinator is starting; retry in a moment") }
+        guard loaded else {
+            throw Refusal(.unavailable, code: "starting", message: "the job coordinator is starting; retry in a moment")
+        }
     }
 
     /// Places what fits, writes the placements, then wakes the nodes that got jobs.
@@ -395,8 +424,12 @@ actor JobCoordinator {
         switch change {
         case .queued(let record):
             writes.insert(job, payload: record.spec.payload)
-            writes.event(EventType.jobQueued, job, ["kind": .string(job.kind.rawValue), "priority": .number(Double(job.priority)),
-                                                    "min_vram_mb": .number(Double(job.requirements.minVramMB))])
+            writes.event(
+                EventType.jobQueued, job,
+                [
+                    "kind": .string(job.kind.rawValue), "priority": .number(Double(job.priority)),
+                    "min_vram_mb": .number(Double(job.requirements.minVramMB)),
+                ])
         case .placed:
             writes.update(job)
         case .started:
@@ -404,10 +437,18 @@ actor JobCoordinator {
             writes.event(EventType.jobStarted, job, ["gpus": .array((job.gpus ?? []).map { .number(Double($0)) })])
         case .requeued(_, let from, let reason):
             writes.update(job)
-            writes.event(EventType.jobRequeued, job, ["from_node": from.map(JSONValue.string) ?? .null,
-                                                      "attempt": .number(Double(job.attempt)), "reason": .string(reason)])
+            writes.event(
+                EventType.jobRequeued, job,
+                [
+                    "from_node": from.map(JSONValue.string) ?? .null,
+                    "attempt": .number(Double(job.attempt)), "reason": .string(reason),
+                ])
             requeued.increment()
-            logger.notice("job requeued", metadata: ["nodeagent.job": "\(job.id)", "nodeagent.from": "\(from ?? "?")", "nodeagent.reason": "\(reason)"])
+            logger.notice(
+                "job requeued",
+                metadata: [
+                    "nodeagent.job": "\(job.id)", "nodeagent.from": "\(from ?? "?")", "nodeagent.reason": "\(reason)",
+                ])
         case .finished:
             job.result = result
             writes.update(job)
@@ -416,7 +457,9 @@ actor JobCoordinator {
             writes.event(job.state == .succeeded ? EventType.jobSucceeded : EventType.jobFailed, job, data)
         case .exhausted:
             writes.update(job)
-            writes.event(EventType.jobFailed, job, ["attempt": .number(Double(job.attempt)), "error": .string(job.error ?? "failed")])
+            writes.event(
+                EventType.jobFailed, job,
+                ["attempt": .number(Double(job.attempt)), "error": .string(job.error ?? "failed")])
         case .cancelled(_, let from):
             writes.update(job)
             writes.event(EventType.jobCancelled, job, ["from": .string(from.rawValue)])
@@ -435,14 +478,17 @@ actor JobCoordinator {
             let outcome: Writes.Outcome
             if writes.isSingle {
                 let single = try writes.single()
-                outcome = try await store.withConnection({ connection throws(AgentError) in try Writes.apply(single, on: connection) }, after: publish)
+                outcome = try await store.withConnection(
+                    { connection throws(AgentError) in try Writes.apply(single, on: connection) }, after: publish)
             } else {
-                outcome = try await store.inTransaction({ connection throws(AgentError) in try writes.apply(on: connection) }, afterCommit: publish)
+                outcome = try await store.inTransaction(
+                    { connection throws(AgentError) in try writes.apply(on: connection) }, afterCommit: publish)
             }
             for id in writes.finishedIDs { waiters.job.wakeAll(id) }
             return outcome
         } catch {
-            logger.error("cannot write jobs; reloading from the store", metadata: ["nodeagent.error": "\(error.message)"])
+            logger.error(
+                "cannot write jobs; reloading from the store", metadata: ["nodeagent.error": "\(error.message)"])
             loaded = false
             reloading = true
             waiters.node.wakeEveryone()
@@ -461,7 +507,9 @@ actor JobCoordinator {
     }
 
     /// Another caller's job is answered as if it did not exist: its id tells nothing.
-    private static func notFound(_ id: String) -> Refusal { Refusal.notFound("no job with id '\(InputRules.printable(String(id.prefix(64))))'") }
+    private static func notFound(_ id: String) -> Refusal {
+        Refusal.notFound("no job with id '\(InputRules.printable(String(id.prefix(64))))'")
+    }
 
     // MARK: Views
 
@@ -470,7 +518,9 @@ actor JobCoordinator {
         var job = Self.job(record)
         if job.state == .queued {
             job.position = positions?[job.id] ?? book.scheduler.position(of: job.id, now: Self.now().wallSeconds)
-            job.etaS = job.position.flatMap { Book.eta(position: $0, slots: max(1, book.scheduler.placedCount), mean: book.meanRunTime) }
+            job.etaS = job.position.flatMap {
+                Book.eta(position: $0, slots: max(1, book.scheduler.placedCount), mean: book.meanRunTime)
+            }
         }
         return job
     }
@@ -482,7 +532,9 @@ actor JobCoordinator {
     }
 
     /// Jobs ahead run `slots` at a time, each for the mean run time.
-    static func eta(position: Int, slots: Int, mean: Double?) -> Double? { Book.eta(position: position, slots: slots, mean: mean) }
+    static func eta(position: Int, slots: Int, mean: Double?) -> Double? {
+        Book.eta(position: position, slots: slots, mean: mean)
+    }
 }
 
 // MARK: - The book's values and the API's
@@ -493,41 +545,55 @@ extension JobCoordinator {
 
     /// A book record as the API's job (no queue position, no result).
     static func job(_ record: Book.Record) -> Job {
-        Job(id: record.id, kind: record.spec.kind, priority: record.priority, state: JobState(rawValue: record.state.rawValue) ?? .queued,
+        Job(
+            id: record.id, kind: record.spec.kind, priority: record.priority,
+            state: JobState(rawValue: record.state.rawValue) ?? .queued,
             attempt: record.attempt, maxAttempts: record.maxAttempts, requirements: record.spec.requirements,
             idempotencyKey: record.spec.idempotencyKey, node: record.node, gpus: record.gpus,
-            submittedAt: ISOTime.string(milliseconds: record.submittedAtMs), startedAt: record.startedAtMs.map(ISOTime.string(milliseconds:)),
+            submittedAt: ISOTime.string(milliseconds: record.submittedAtMs),
+            startedAt: record.startedAtMs.map(ISOTime.string(milliseconds:)),
             finishedAt: record.finishedAtMs.map(ISOTime.string(milliseconds:)),
-            leaseDeadline: record.leaseDeadlineMs.map(ISOTime.string(milliseconds:)), error: record.error, submittedBy: record.spec.submittedBy)
+            leaseDeadline: record.leaseDeadlineMs.map(ISOTime.string(milliseconds:)), error: record.error,
+            submittedBy: record.spec.submittedBy)
     }
 
     /// A stored open job as a book record.
     static func record(_ job: Job, _ payload: [String: JSONValue], now: Book.Time) -> Book.Record {
-        func ms(_ text: String?) -> Int64? { text.flatMap(ISOTime.parse).map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) } }
+        func ms(_ text: String?) -> Int64? {
+            text.flatMap(ISOTime.parse).map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
+        }
         return Book.Record(
-            id: job.id, spec: JobSpec(kind: job.kind, requirements: job.requirements, payload: payload, idempotencyKey: job.idempotencyKey,
-                                      submittedBy: job.submittedBy),
+            id: job.id,
+            spec: JobSpec(
+                kind: job.kind, requirements: job.requirements, payload: payload, idempotencyKey: job.idempotencyKey,
+                submittedBy: job.submittedBy),
             priority: job.priority, requirements: schedulerRequirements(job.requirements, job.kind),
             key: job.idempotencyKey.map { Book.IdempotencyKey(submitter: job.submittedBy ?? JobAccess.admin, key: $0) },
-            state: Book.State(rawValue: job.state.rawValue) ?? .queued, attempt: job.attempt, maxAttempts: job.maxAttempts,
-            node: job.node, gpus: job.gpus, submittedAtMs: ms(job.submittedAt) ?? now.wallMs, startedAtMs: ms(job.startedAt),
+            state: Book.State(rawValue: job.state.rawValue) ?? .queued, attempt: job.attempt,
+            maxAttempts: job.maxAttempts,
+            node: job.node, gpus: job.gpus, submittedAtMs: ms(job.submittedAt) ?? now.wallMs,
+            startedAtMs: ms(job.startedAt),
             finishedAtMs: ms(job.finishedAt), leaseDeadlineMs: ms(job.leaseDeadline), error: job.error)
     }
 
     static func schedulerRequirements(_ requirements: JobRequirements, _ kind: JobKind) -> Scheduler.Requirements {
-        Scheduler.Requirements(minVramMB: requirements.minVramMB, gpuModel: requirements.gpuModel, gpuCount: requirements.gpuCount ?? 1,
-                               labels: requirements.labels ?? [:], exec: kind == .exec)
+        Scheduler.Requirements(
+            minVramMB: requirements.minVramMB, gpuModel: requirements.gpuModel, gpuCount: requirements.gpuCount ?? 1,
+            labels: requirements.labels ?? [:], exec: kind == .exec)
     }
 
     /// A node as the book sees it.
     static func bookNode(_ update: NodeUpdate) -> Book.Node {
         let state = MemberState(rawValue: update.state.rawValue) ?? .alive
         let gpus: [Scheduler.GPUSlot] = update.gpus.map { gpu in
-            Scheduler.GPUSlot(index: gpu.index, model: gpu.name, totalMB: gpu.memoryTotalMB, usedByOthersMB: gpu.memoryUsedMB)
+            Scheduler.GPUSlot(
+                index: gpu.index, model: gpu.name, totalMB: gpu.memoryTotalMB, usedByOthersMB: gpu.memoryUsedMB)
         }
         let worker = update.worker
-        return Book.Node(name: update.name, state: state, accepting: worker?.accepting ?? false, allowExec: worker?.allowExec ?? false,
-                         canGenerate: worker?.generate ?? false, labels: update.labels, gpus: gpus, rttMs: update.rttMs ?? .infinity)
+        return Book.Node(
+            name: update.name, state: state, accepting: worker?.accepting ?? false,
+            allowExec: worker?.allowExec ?? false,
+            canGenerate: worker?.generate ?? false, labels: update.labels, gpus: gpus, rttMs: update.rttMs ?? .infinity)
     }
 }
 

@@ -26,10 +26,16 @@ enum JoinTokens {
     /// `POST /api/tokens` for a join token. With a TLS listener (`lead`), the printed token carries
     /// the pin of the lead's key and the answer the URL and command a node joins with. 400 for a
     /// lead profile, an API-token field, a bad TTL, company or labels; 503 when the store fails.
-    static func create(_ request: TokenCreateRequest, store: Store, lead: LeadTLS? = nil) async throws(Refusal) -> TokenCreated {
-        guard let profile = request.profile else { throw Refusal.badRequest("profile: a join token needs the joining node's profile (compute or edge)") }
+    static func create(_ request: TokenCreateRequest, store: Store, lead: LeadTLS? = nil) async throws(Refusal)
+        -> TokenCreated
+    {
+        guard let profile = request.profile else {
+            throw Refusal.badRequest("profile: a join token needs the joining node's profile (compute or edge)")
+        }
         guard profile != .lead else { throw Refusal.badRequest("profile: join tokens are for compute or edge nodes") }
-        guard request.role == nil else { throw Refusal.badRequest("role is for API tokens (kind: api), not join tokens") }
+        guard request.role == nil else {
+            throw Refusal.badRequest("role is for API tokens (kind: api), not join tokens")
+        }
         let ttl = request.ttlS ?? defaultTTL
         guard (1...maxTTL).contains(ttl) else { throw Refusal.badRequest("ttl_s must be 1-\(maxTTL) seconds") }
         do throws(MeshError) {
@@ -48,12 +54,17 @@ enum JoinTokens {
         let hash = Hex.encode(Crypto.sha256(Array(token.utf8)))
         let rows: [[String?]]
         do {
-            rows = try await store.query("""
+            rows = try await store.query(
+                """
                 INSERT INTO join_tokens (id, token_hash, profile, company, labels, reusable, expires_at)
                 VALUES ($1, $2, $3, $4, $5::jsonb, $6, now() + make_interval(secs => $7::integer))
                 RETURNING \(columns)
-                """, [id, hash, profile.rawValue, request.company ?? "", SQL.json(request.labels ?? [:]),
-                      (request.reusable ?? false) ? "true" : "false", String(ttl)]).rows
+                """,
+                [
+                    id, hash, profile.rawValue, request.company ?? "", SQL.json(request.labels ?? [:]),
+                    (request.reusable ?? false) ? "true" : "false", String(ttl),
+                ]
+            ).rows
         } catch {
             throw Refusal.storeUnavailable(error)
         }
@@ -62,8 +73,9 @@ enum JoinTokens {
         }
         guard let lead else { return TokenCreated(token: token, info: info) }
         let printed = JoinTokenText(secret: token, pin: lead.pin).description
-        return TokenCreated(token: printed, info: info, leadPin: lead.pin.description, leadURL: lead.url,
-                            joinCommand: "nodeagent --profile \(info.profile.rawValue) --lead \(lead.url) --join-token-file FILE")
+        return TokenCreated(
+            token: printed, info: info, leadPin: lead.pin.description, leadURL: lead.url,
+            joinCommand: "nodeagent --profile \(info.profile.rawValue) --lead \(lead.url) --join-token-file FILE")
     }
 
     /// The secret part of a token as a node or a person may send it (a pinned token's
@@ -87,8 +99,12 @@ enum JoinTokens {
     static func revoke(_ id: String, store: Store) async throws(Refusal) -> TokenInfo {
         do {
             let rows = try await store.query(
-                "UPDATE join_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING \(columns)", [id]).rows
-            guard let row = rows.first, let info = info(row) else { throw Refusal.notFound("no join token with id '\(id)'") }
+                "UPDATE join_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING \(columns)",
+                [id]
+            ).rows
+            guard let row = rows.first, let info = info(row) else {
+                throw Refusal.notFound("no join token with id '\(id)'")
+            }
             return info
         } catch let error as AgentError {
             throw Refusal.storeUnavailable(error)
@@ -102,24 +118,36 @@ enum JoinTokens {
     /// Checks a token inside the join's transaction and locks its row; ``use(_:on:)`` counts
     /// it once the join is certain. The token is checked before anything else about the join,
     /// so a caller without a valid token learns nothing (not whether a name or address is taken).
-    static func check(hash: String, for role: NodeRole, on connection: PostgresConnection) throws(AgentError) -> Result<TokenGrant, Refusal> {
-        let rows = try connection.execute("""
+    static func check(hash: String, for role: NodeRole, on connection: PostgresConnection) throws(AgentError) -> Result<
+        TokenGrant, Refusal
+    > {
+        let rows = try connection.execute(
+            """
             SELECT id, profile, company, labels::text, reusable, uses, revoked_at IS NOT NULL, expires_at <= now()
             FROM join_tokens WHERE token_hash = $1 FOR UPDATE
-            """, [hash]).rows
+            """, [hash]
+        ).rows
         guard let row = rows.first, let id = row[0], let profile = row[1].flatMap(NodeRole.init(rawValue:)) else {
             return .failure(.unauthorized("join token is not valid"))
         }
         if row[6] == "t" { return .failure(.unauthorized("join token \(id) was revoked")) }
         if row[7] == "t" { return .failure(.unauthorized("join token \(id) has expired")) }
         if row[4] != "t", (row[5].flatMap { Int($0) } ?? 0) > 0 {
-            return .failure(.unauthorized("join token \(id) was already used (it is single-use; create a --reusable one for many nodes)"))
+            return .failure(
+                .unauthorized(
+                    "join token \(id) was already used (it is single-use; create a --reusable one for many nodes)"))
         }
         guard profile == role else {
-            return .failure(Refusal(.forbidden, code: "wrong_profile",
-                                     message: "join token \(id) is for \(profile.rawValue) nodes; this node's profile is \(role.rawValue)"))
+            return .failure(
+                Refusal(
+                    .forbidden, code: "wrong_profile",
+                    message:
+                        "join token \(id) is for \(profile.rawValue) nodes; this node's profile is \(role.rawValue)"))
         }
-        return .success(TokenGrant(id: id, profile: profile, company: row[2] ?? "", labels: SQL.decode([String: String].self, row[3]) ?? [:]))
+        return .success(
+            TokenGrant(
+                id: id, profile: profile, company: row[2] ?? "",
+                labels: SQL.decode([String: String].self, row[3]) ?? [:]))
     }
 
     /// Counts one use of a checked token (in the same transaction).
@@ -136,10 +164,14 @@ enum JoinTokens {
 
     /// One row of ``columns``; nil when it does not parse.
     private static func info(_ row: [String?]) -> TokenInfo? {
-        guard row.count == 9, let id = row[0], let profile = row[1].flatMap(NodeRole.init(rawValue:)), let created = row[6],
-              let expires = row[7], let state = row[8].flatMap(TokenInfo.State.init(rawValue:)) else { return nil }
-        return TokenInfo(id: id, profile: profile, company: row[2] ?? "", labels: SQL.decode([String: String].self, row[3]) ?? [:],
-                         reusable: row[4] == "t", uses: row[5].flatMap { Int($0) } ?? 0, state: state, createdAt: created, expiresAt: expires)
+        guard row.count == 9, let id = row[0], let profile = row[1].flatMap(NodeRole.init(rawValue:)),
+            let created = row[6],
+            let expires = row[7], let state = row[8].flatMap(TokenInfo.State.init(rawValue:))
+        else { return nil }
+        return TokenInfo(
+            id: id, profile: profile, company: row[2] ?? "", labels: SQL.decode([String: String].self, row[3]) ?? [:],
+            reusable: row[4] == "t", uses: row[5].flatMap { Int($0) } ?? 0, state: state, createdAt: created,
+            expiresAt: expires)
     }
 }
 
@@ -157,7 +189,10 @@ struct LeadTLS: Sendable {
             url = advertised
         } else if let listen = config.tlsListen {
             let unspecified = listen.host == "0.0.0.0" || listen.host == "::"
-            let host = unspecified ? (ProcessInfo.processInfo.hostName.isEmpty ? "LEAD-HOST" : ProcessInfo.processInfo.hostName) : listen.host
+            let host =
+                unspecified
+                ? (ProcessInfo.processInfo.hostName.isEmpty ? "LEAD-HOST" : ProcessInfo.processInfo.hostName)
+                : listen.host
             url = "https://" + (host.contains(":") ? "[\(host)]" : host) + ":\(listen.port)"
         } else {
             url = ""

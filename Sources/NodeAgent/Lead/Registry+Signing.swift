@@ -1,8 +1,8 @@
 import AuroraAPI
-import Metrics
 import Foundation
 import Logging
 import Mesh
+import Metrics
 import Secrets
 import Synchronization
 
@@ -15,10 +15,13 @@ extension Registry {
     /// The signature check (the costly part) runs on the caller's task against a snapshot of
     /// the nodes' keys, so requests verify in parallel; then one step on the registry checks
     /// the timestamp, the nonce and that the node was not removed.
-    nonisolated func authenticate(_ headers: SignedHeaders, method: String, path: String, body: [UInt8],
-                                  now: Date = Date()) async throws(Refusal) -> String {
+    nonisolated func authenticate(
+        _ headers: SignedHeaders, method: String, path: String, body: [UInt8],
+        now: Date = Date()
+    ) async throws(Refusal) -> String {
         guard headers.node != config.name, let key = signKeys.key(headers.node) else {
-            throw await refuse(headers, "unknown node '\(InputRules.printable(String(headers.node.prefix(64))))': join the mesh first")
+            throw await refuse(
+                headers, "unknown node '\(InputRules.printable(String(headers.node.prefix(64))))': join the mesh first")
         }
         guard headers.verifies(method: method, path: path, body: body, key: key) else {
             throw await refuse(headers, "bad signature for node '\(headers.node)'")
@@ -31,12 +34,18 @@ extension Registry {
     func admit(_ headers: SignedHeaders, key: PublicKey, now: Date) throws(Refusal) {
         try requireLoaded()
         guard let entry = entries[headers.node], entry.signKey == key else {
-            throw refuse(headers, "unknown node '\(InputRules.printable(String(headers.node.prefix(64))))': join the mesh first")
+            throw refuse(
+                headers, "unknown node '\(InputRules.printable(String(headers.node.prefix(64))))': join the mesh first")
         }
-        switch replay.admit(node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds,
-                            nowMilliseconds: Self.milliseconds(now)) {
+        switch replay.admit(
+            node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds,
+            nowMilliseconds: Self.milliseconds(now))
+        {
         case .stale(let skew):
-            throw refuse(headers, "stale request: its timestamp is \(abs(skew) / 1000) s \(skew < 0 ? "behind" : "ahead of") the lead's clock (limit \(RequestSigning.maxSkewSeconds) s)")
+            throw refuse(
+                headers,
+                "stale request: its timestamp is \(abs(skew) / 1000) s \(skew < 0 ? "behind" : "ahead of") the lead's clock (limit \(RequestSigning.maxSkewSeconds) s)"
+            )
         case .replayed:
             throw refuse(headers, "replayed request: nonce already used")
         case .fresh:
@@ -50,8 +59,12 @@ extension Registry {
     func refuse(_ headers: SignedHeaders, _ message: String) -> Refusal {
         refusals.increment()
         // Header text is the caller's: logged only with its control characters made visible.
-        logger.notice("signed request refused", metadata: ["nodeagent.node": "\(InputRules.printable(String(headers.node.prefix(64))))",
-                                                           "nodeagent.reason": "\(message)"])
+        logger.notice(
+            "signed request refused",
+            metadata: [
+                "nodeagent.node": "\(InputRules.printable(String(headers.node.prefix(64))))",
+                "nodeagent.reason": "\(message)",
+            ])
         return Refusal.unauthorized(message)
     }
 

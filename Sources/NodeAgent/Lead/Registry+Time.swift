@@ -22,7 +22,8 @@ extension Registry {
             logger.error("cannot record state changes", metadata: ["nodeagent.error": "\(error.message)"])
         }
         return directives.compactMap { directive in
-            guard case .probe(let name) = directive, let entry = entries[name], let target = Self.probeAddress(entry) else { return nil }
+            guard case .probe(let name) = directive, let entry = entries[name], let target = Self.probeAddress(entry)
+            else { return nil }
             return ProbeTarget(name: name, host: target.host, port: target.port, sentAt: now)
         }
     }
@@ -49,25 +50,41 @@ extension Registry {
         var statements: [(String, [String?])] = []
         let live = seen.compactMap { entries[$0] }
         if !live.isEmpty {
-            statements.append(("""
-                UPDATE nodes SET last_seen = v.seen::timestamptz
-                FROM unnest($1::text[], $2::text[]) AS v(name, seen) WHERE nodes.name = v.name
-                """, ["{" + live.map(\.node.name).joined(separator: ",") + "}", "{" + live.map { ISOTime.string($0.lastSeen) }.joined(separator: ",") + "}"]))
+            statements.append(
+                (
+                    """
+                    UPDATE nodes SET last_seen = v.seen::timestamptz
+                    FROM unnest($1::text[], $2::text[]) AS v(name, seen) WHERE nodes.name = v.name
+                    """,
+                    [
+                        "{" + live.map(\.node.name).joined(separator: ",") + "}",
+                        "{" + live.map { ISOTime.string($0.lastSeen) }.joined(separator: ",") + "}",
+                    ]
+                ))
         }
         for name in records {
             guard let entry = entries[name] else { continue }
-            statements.append(("""
-                UPDATE nodes SET labels = $2::jsonb, capabilities = $3::jsonb, timing = $4::jsonb, version = $5, address = $6,
-                    tls_port = $7::integer WHERE name = $1
-                """, [name, SQL.json(entry.node.labels), SQL.json(entry.node.capabilities), entry.node.timing.map { SQL.json($0) },
-                      entry.node.version, entry.node.address, entry.node.tlsPort.map(String.init)]))
+            statements.append(
+                (
+                    """
+                    UPDATE nodes SET labels = $2::jsonb, capabilities = $3::jsonb, timing = $4::jsonb, version = $5, address = $6,
+                        tls_port = $7::integer WHERE name = $1
+                    """,
+                    [
+                        name, SQL.json(entry.node.labels), SQL.json(entry.node.capabilities),
+                        entry.node.timing.map { SQL.json($0) },
+                        entry.node.version, entry.node.address, entry.node.tlsPort.map(String.init),
+                    ]
+                ))
         }
         do {
             try await store.transaction(statements)
         } catch {
             // One node's row must not hold back everyone's: each statement alone, and only
             // those that fail again wait for the next flush.
-            logger.warning("cannot flush heartbeats in one batch; writing them one by one", metadata: ["nodeagent.error": "\(error.message)"])
+            logger.warning(
+                "cannot flush heartbeats in one batch; writing them one by one",
+                metadata: ["nodeagent.error": "\(error.message)"])
             var failedRecords = Set<String>()
             for (index, statement) in statements.enumerated() {
                 do { try await store.transaction([statement]) } catch {
@@ -76,9 +93,12 @@ extension Registry {
                     } else if let name = statement.1.first ?? nil {
                         failedRecords.insert(name)
                     }
-                    logger.warning("cannot flush a heartbeat row; will retry", metadata: [
-                        "nodeagent.node": "\(statement.1.first.flatMap { $0 } ?? "?")", "nodeagent.error": "\(error.message)",
-                    ])
+                    logger.warning(
+                        "cannot flush a heartbeat row; will retry",
+                        metadata: [
+                            "nodeagent.node": "\(statement.1.first.flatMap { $0 } ?? "?")",
+                            "nodeagent.error": "\(error.message)",
+                        ])
                 }
             }
             recordDirty.formUnion(failedRecords)
@@ -88,7 +108,9 @@ extension Registry {
     /// The lead's own heartbeat, in process.
     /// Called every `heartbeat.interval_s` by the registry service; the lead is not watched by the
     /// detector (it is alive while it answers).
-    func beatLead(capabilities: Capabilities, checks: [CheckResult], postgres: ReplicaHealth?, links: [WireGuardLink]? = nil) async {
+    func beatLead(
+        capabilities: Capabilities, checks: [CheckResult], postgres: ReplicaHealth?, links: [WireGuardLink]? = nil
+    ) async {
         guard var entry = entries[config.name] else { return }
         let now = Date()
         if let links { entry.setLinks(links) }
@@ -110,28 +132,39 @@ extension Registry {
         guard let current else { return }
         var drafts: [EventLog.Draft] = []
         if previous?.state != current.state {
-            var data: [String: JSONValue] = ["from": previous.map { .string($0.state) } ?? .null, "to": .string(current.state),
-                                             "role": .string(current.role.rawValue), "reason": .string(current.reason)]
+            var data: [String: JSONValue] = [
+                "from": previous.map { .string($0.state) } ?? .null, "to": .string(current.state),
+                "role": .string(current.role.rawValue), "reason": .string(current.reason),
+            ]
             if let lag = current.lagBytes { data["lag_bytes"] = .number(Double(lag)) }
             if let lag = current.lagS { data["lag_s"] = .number(lag) }
             drafts.append(EventLog.Draft(type: EventType.replicaStateChanged, node: name, data: data))
-            logger.notice("replica state changed", metadata: [
-                "nodeagent.node": "\(name)", "nodeagent.from": "\(previous?.state ?? "none")", "nodeagent.to": "\(current.state)",
-                "nodeagent.reason": "\(current.reason)",
-            ])
+            logger.notice(
+                "replica state changed",
+                metadata: [
+                    "nodeagent.node": "\(name)", "nodeagent.from": "\(previous?.state ?? "none")",
+                    "nodeagent.to": "\(current.state)",
+                    "nodeagent.reason": "\(current.reason)",
+                ])
         }
         let known = Set((previous?.inactiveSlots ?? []).map(\.name))
         for slot in current.inactiveSlots ?? [] where !known.contains(slot.name) {
-            drafts.append(EventLog.Draft(type: EventType.replicaSlotInactive, node: name, data: [
-                "slot": .string(slot.name), "retained_bytes": slot.retainedBytes.map { .number(Double($0)) } ?? .null,
-            ]))
+            drafts.append(
+                EventLog.Draft(
+                    type: EventType.replicaSlotInactive, node: name,
+                    data: [
+                        "slot": .string(slot.name),
+                        "retained_bytes": slot.retainedBytes.map { .number(Double($0)) } ?? .null,
+                    ]))
         }
         guard !drafts.isEmpty else { return }
         do {
             _ = try await EventLog.commit([], events: drafts, store: store, hub: hub)
         } catch {
             if entries[name]?.node.postgres == current { entries[name]?.node.postgres = previous }
-            logger.warning("cannot record a replica event; will retry with the next heartbeat", metadata: ["nodeagent.error": "\(error.message)"])
+            logger.warning(
+                "cannot record a replica event; will retry with the next heartbeat",
+                metadata: ["nodeagent.error": "\(error.message)"])
         }
     }
 }

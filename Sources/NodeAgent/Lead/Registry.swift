@@ -86,8 +86,11 @@ actor Registry {
 
     /// Reads nothing yet (``load(capabilities:meshID:now:)`` does); throws ``AgentError`` with
     /// code `config` when `wireguard.cidr` is not a network.
-    init(store: Store, hub: EventHub, config: NodeConfig, identity: NodeIdentity, secretsGeneration: SecretsGeneration = SecretsGeneration(),
-         logger: Logger) throws(AgentError) {
+    init(
+        store: Store, hub: EventHub, config: NodeConfig, identity: NodeIdentity,
+        secretsGeneration: SecretsGeneration = SecretsGeneration(),
+        logger: Logger
+    ) throws(AgentError) {
         self.secretsGeneration = secretsGeneration
         self.store = store
         self.hub = hub
@@ -108,23 +111,30 @@ actor Registry {
 
     /// Loads every node from the store and records the lead itself. Nodes that were alive get
     /// a fresh grace period from now: the lead was away, not they.
-    func load(capabilities: Capabilities, meshID: String?, now: ContinuousClock.Instant = .now) async throws(AgentError) {
+    func load(capabilities: Capabilities, meshID: String?, now: ContinuousClock.Instant = .now) async throws(AgentError)
+    {
         self.meshID = meshID
-        let rows = try await store.query("""
+        let rows = try await store.query(
+            """
             SELECT name, role, company, vpn_ip, sign_public_key, box_public_key, wg_public_key, wg_endpoint, wg_listen_port,
                    labels::text, capabilities::text, timing::text, version, address, state, removed, \(SQL.iso("last_seen")), \(SQL.iso("joined_at")),
                    wg_behind_nat, tls_pin, tls_port
             FROM nodes
-            """).rows
+            """
+        ).rows
         for row in rows {
             guard let entry = Self.entry(row) else {
-                logger.error("skipping an unreadable node row", metadata: ["nodeagent.node": "\(row.first.flatMap { $0 } ?? "?")"])
+                logger.error(
+                    "skipping an unreadable node row",
+                    metadata: ["nodeagent.node": "\(row.first.flatMap { $0 } ?? "?")"])
                 continue
             }
             entries[entry.node.name] = entry
             signKeys.set(entry.node.name, entry.signKey)
             if entry.node.name != config.name {
-                detector.add(entry.node.name, policy: entry.policy, state: MemberState(rawValue: entry.node.state.rawValue) ?? .alive, at: now)
+                detector.add(
+                    entry.node.name, policy: entry.policy,
+                    state: MemberState(rawValue: entry.node.state.rawValue) ?? .alive, at: now)
             }
         }
         try await recordLead(capabilities: capabilities)
@@ -138,17 +148,23 @@ actor Registry {
         let now = Date()
         let joinedAt = entries[config.name]?.node.joinedAt ?? ISOTime.string(now)
         let node = Node(
-            name: config.name, role: .lead, company: config.company, vpnIP: vpnIP, state: .alive, lastSeen: ISOTime.string(now),
+            name: config.name, role: .lead, company: config.company, vpnIP: vpnIP, state: .alive,
+            lastSeen: ISOTime.string(now),
             labels: config.labels,
-            wireguard: WireGuardPeer(publicKey: identity.wireguard.publicKey.base64, endpoint: config.wireguardEndpoint, listenPort: config.wireguardListenPort,
-                                     behindNAT: config.wireguardBehindNAT),
-            capabilities: capabilities, version: AuroraVersion.current, address: config.listen.description, joinedAt: joinedAt,
+            wireguard: WireGuardPeer(
+                publicKey: identity.wireguard.publicKey.base64, endpoint: config.wireguardEndpoint,
+                listenPort: config.wireguardListenPort,
+                behindNAT: config.wireguardBehindNAT),
+            capabilities: capabilities, version: AuroraVersion.current, address: config.listen.description,
+            joinedAt: joinedAt,
             signPublicKey: identity.signing.publicKey.base64, boxPublicKey: identity.box.publicKey.base64,
             timing: config.heartbeatTiming, checks: nil)
-        let entry = Entry(node: node, signKey: identity.signing.publicKey, policy: config.detectorPolicy, removed: false,
-                          observedHost: config.listen.host, lastSeen: now)
+        let entry = Entry(
+            node: node, signKey: identity.signing.publicKey, policy: config.detectorPolicy, removed: false,
+            observedHost: config.listen.host, lastSeen: now)
         if let other = entries.values.first(where: { $0.node.vpnIP == vpnIP && $0.node.name != config.name }) {
-            throw AgentError(.config, "the lead's address \(vpnIP) is held by node '\(other.node.name)'; set vpn_ip for the lead")
+            throw AgentError(
+                .config, "the lead's address \(vpnIP) is held by node '\(other.node.name)'; set vpn_ip for the lead")
         }
         try await store.query(Self.upsertSQL, Self.upsertParameters(entry))
         entries[config.name] = entry
@@ -166,21 +182,28 @@ actor Registry {
         let signKey = try Self.publicKey(request.signPublicKey, field: "sign_public_key")
         _ = try Self.publicKey(request.boxPublicKey, field: "box_public_key")
         _ = try Self.publicKey(request.wireguard.publicKey, field: "wireguard.public_key")
-        guard (1...65535).contains(request.wireguard.listenPort) else { throw Refusal.badRequest("wireguard.listen_port must be 1-65535") }
+        guard (1...65535).contains(request.wireguard.listenPort) else {
+            throw Refusal.badRequest("wireguard.listen_port must be 1-65535")
+        }
         let timing = request.timing ?? Self.defaultTiming(for: request.profile)
         let policy = try Self.policy(timing)
         if let address = request.address { _ = try Self.hostPort(address, field: "address") }
-        try Self.validateClaims(company: request.company, labels: request.labels, version: request.version,
-                                endpoint: request.wireguard.endpoint, capabilities: request.capabilities)
+        try Self.validateClaims(
+            company: request.company, labels: request.labels, version: request.version,
+            endpoint: request.wireguard.endpoint, capabilities: request.capabilities)
         let tlsPin = try request.tlsPin.map { text throws(Refusal) -> String in
-            guard let pin = TLSPin(parsing: text) else { throw Refusal.badRequest("tls_pin must be sha256: and 64 hex digits") }
+            guard let pin = TLSPin(parsing: text) else {
+                throw Refusal.badRequest("tls_pin must be sha256: and 64 hex digits")
+            }
             return pin.description
         }
         try Self.validateTLSPort(request.tlsPort)
 
         var asked: UInt32?
         if let text = request.vpnIP, !text.isEmpty {
-            guard let address = IPv4Network.parse(text) else { throw Refusal.badRequest("vpn_ip: '\(text)' is not an IPv4 address") }
+            guard let address = IPv4Network.parse(text) else {
+                throw Refusal.badRequest("vpn_ip: '\(text)' is not an IPv4 address")
+            }
             asked = address
         }
         let requested = asked
@@ -192,10 +215,13 @@ actor Registry {
         var template = Node(
             name: name, role: request.profile, company: "", vpnIP: "", state: .alive,
             lastSeen: ISOTime.string(now), labels: [:],
-            wireguard: WireGuardPeer(publicKey: request.wireguard.publicKey, endpoint: request.wireguard.endpoint, listenPort: request.wireguard.listenPort,
-                                     behindNAT: request.wireguard.behindNAT ?? (request.profile == .edge)),
+            wireguard: WireGuardPeer(
+                publicKey: request.wireguard.publicKey, endpoint: request.wireguard.endpoint,
+                listenPort: request.wireguard.listenPort,
+                behindNAT: request.wireguard.behindNAT ?? (request.profile == .edge)),
             capabilities: request.capabilities, version: request.version ?? "", address: request.address,
-            joinedAt: ISOTime.string(now), signPublicKey: request.signPublicKey, boxPublicKey: request.boxPublicKey, timing: timing, checks: nil)
+            joinedAt: ISOTime.string(now), signPublicKey: request.signPublicKey, boxPublicKey: request.boxPublicKey,
+            timing: timing, checks: nil)
         template.tlsPin = tlsPin
         template.tlsPort = request.tlsPort
         let joining = template
@@ -204,88 +230,110 @@ actor Registry {
         let hub = self.hub
         let outcome: Result<(Node, String, MeshEvent), Refusal>
         do {
-            outcome = try await store.inTransaction({ (connection) throws(AgentError) -> Result<(Node, String, MeshEvent), Refusal> in
-                var node = joining
-                // The token first: without a valid one, nothing else is answered.
-                let grant: TokenGrant
-                switch try JoinTokens.check(hash: tokenHash, for: request.profile, on: connection) {
-                case .failure(let refusal): return .failure(refusal)
-                case .success(let granted): grant = granted
-                }
-                // The company and the trusted labels are the token's, never the node's own claim.
-                let holder = try connection.execute(
-                    "SELECT sign_public_key, removed, vpn_ip, \(SQL.iso("joined_at")), labels::text FROM nodes WHERE name = $1 FOR UPDATE",
-                    [name]).rows.first.map {
-                        JoinRules.Holder(signPublicKey: $0[0] ?? "", removed: $0[1] == "t", vpnIP: $0[2], joinedAt: $0[3],
-                                         labels: SQL.decode([String: String].self, $0[4]))
+            outcome = try await store.inTransaction(
+                { (connection) throws(AgentError) -> Result<(Node, String, MeshEvent), Refusal> in
+                    var node = joining
+                    // The token first: without a valid one, nothing else is answered.
+                    let grant: TokenGrant
+                    switch try JoinTokens.check(hash: tokenHash, for: request.profile, on: connection) {
+                    case .failure(let refusal): return .failure(refusal)
+                    case .success(let granted): grant = granted
                     }
-                let identity: JoinRules.Identity
-                do throws(MeshError) {
-                    identity = try JoinRules.identity(
-                        name: name, signPublicKey: request.signPublicKey, claimedCompany: request.company, requested: requested,
-                        grant: JoinRules.Grant(id: grant.id, company: grant.company, labels: grant.labels), holder: holder, leadName: leadName)
-                } catch {
-                    return .failure(Refusal(error))
-                }
-                let rejoin = identity.rejoin
-                node.company = identity.company
-                node.labels = identity.labels
-                if let kept = identity.keptAddress {
-                    node.vpnIP = kept
-                    if let joined = identity.keptJoinedAt { node.joinedAt = joined }
-                } else {
-                    // Live nodes' addresses are taken; a removed node's address only until the
-                    // grace period after its removal has passed.
-                    let others = try connection.execute("""
-                        SELECT name, vpn_ip, removed, extract(epoch FROM now() - coalesce(removed_at, now()))::float8::text
-                        FROM nodes WHERE name <> $1 AND vpn_ip <> ''
-                        """, [name]).rows.map {
-                            JoinRules.AddressHolder(node: $0[0] ?? "?", vpnIP: $0[1] ?? "", removed: $0[2] == "t",
-                                                    removedAgoS: $0[3].flatMap(Double.init) ?? 0)
-                        }
-                    let allocation: (address: UInt32, reclaimed: String?)
+                    // The company and the trusted labels are the token's, never the node's own claim.
+                    let holder = try connection.execute(
+                        "SELECT sign_public_key, removed, vpn_ip, \(SQL.iso("joined_at")), labels::text FROM nodes WHERE name = $1 FOR UPDATE",
+                        [name]
+                    ).rows.first.map {
+                        JoinRules.Holder(
+                            signPublicKey: $0[0] ?? "", removed: $0[1] == "t", vpnIP: $0[2], joinedAt: $0[3],
+                            labels: SQL.decode([String: String].self, $0[4]))
+                    }
+                    let identity: JoinRules.Identity
                     do throws(MeshError) {
-                        allocation = try JoinRules.address(requested: requested, others: others, allocator: allocator, grace: grace)
+                        identity = try JoinRules.identity(
+                            name: name, signPublicKey: request.signPublicKey, claimedCompany: request.company,
+                            requested: requested,
+                            grant: JoinRules.Grant(id: grant.id, company: grant.company, labels: grant.labels),
+                            holder: holder, leadName: leadName)
                     } catch {
                         return .failure(Refusal(error))
                     }
-                    node.vpnIP = IPv4Network.format(allocation.address)
-                    if let reclaimed = allocation.reclaimed {
-                        _ = try connection.execute("UPDATE nodes SET vpn_ip = '' WHERE name = $1 AND removed", [reclaimed])
+                    let rejoin = identity.rejoin
+                    node.company = identity.company
+                    node.labels = identity.labels
+                    if let kept = identity.keptAddress {
+                        node.vpnIP = kept
+                        if let joined = identity.keptJoinedAt { node.joinedAt = joined }
+                    } else {
+                        // Live nodes' addresses are taken; a removed node's address only until the
+                        // grace period after its removal has passed.
+                        let others = try connection.execute(
+                            """
+                            SELECT name, vpn_ip, removed, extract(epoch FROM now() - coalesce(removed_at, now()))::float8::text
+                            FROM nodes WHERE name <> $1 AND vpn_ip <> ''
+                            """, [name]
+                        ).rows.map {
+                            JoinRules.AddressHolder(
+                                node: $0[0] ?? "?", vpnIP: $0[1] ?? "", removed: $0[2] == "t",
+                                removedAgoS: $0[3].flatMap(Double.init) ?? 0)
+                        }
+                        let allocation: (address: UInt32, reclaimed: String?)
+                        do throws(MeshError) {
+                            allocation = try JoinRules.address(
+                                requested: requested, others: others, allocator: allocator, grace: grace)
+                        } catch {
+                            return .failure(Refusal(error))
+                        }
+                        node.vpnIP = IPv4Network.format(allocation.address)
+                        if let reclaimed = allocation.reclaimed {
+                            _ = try connection.execute(
+                                "UPDATE nodes SET vpn_ip = '' WHERE name = $1 AND removed", [reclaimed])
+                        }
                     }
-                }
-                try JoinTokens.use(grant.id, on: connection)
-                let entry = Entry(node: node, signKey: signKey, policy: policy, removed: false, observedHost: nil, lastSeen: now)
-                _ = try connection.execute(Registry.upsertSQL, Registry.upsertParameters(entry, tokenID: grant.id))
-                let event = try EventLog.insert(EventLog.Draft(type: EventType.nodeJoined, node: name, data: [
-                    "vpn_ip": .string(node.vpnIP), "role": .string(request.profile.rawValue), "token": .string(grant.id),
-                    "rejoin": .bool(rejoin),
-                ]), on: connection)
-                return .success((node, grant.id, event))
-            }, afterCommit: { result in
-                if case .success((_, _, let event)) = result { hub.publish([event]) }
-            })
+                    try JoinTokens.use(grant.id, on: connection)
+                    let entry = Entry(
+                        node: node, signKey: signKey, policy: policy, removed: false, observedHost: nil, lastSeen: now)
+                    _ = try connection.execute(Registry.upsertSQL, Registry.upsertParameters(entry, tokenID: grant.id))
+                    let event = try EventLog.insert(
+                        EventLog.Draft(
+                            type: EventType.nodeJoined, node: name,
+                            data: [
+                                "vpn_ip": .string(node.vpnIP), "role": .string(request.profile.rawValue),
+                                "token": .string(grant.id),
+                                "rejoin": .bool(rejoin),
+                            ]), on: connection)
+                    return .success((node, grant.id, event))
+                },
+                afterCommit: { result in
+                    if case .success((_, _, let event)) = result { hub.publish([event]) }
+                })
         } catch {
             throw Refusal.storeUnavailable(error)
         }
         let node: Node, tokenID: String
         switch outcome {
         case .failure(let refusal):
-            logger.notice("join refused", metadata: ["nodeagent.node": "\(name)", "nodeagent.reason": "\(refusal.code)"])
+            logger.notice(
+                "join refused", metadata: ["nodeagent.node": "\(name)", "nodeagent.reason": "\(refusal.code)"])
             throw refusal
         case .success((let joined, let id, _)):
             (node, tokenID) = (joined, id)
         }
         let vpnIP = node.vpnIP
         // A removed node whose address was given out lets go of it (the store did the same).
-        for (other, held) in entries where other != name && held.removed && held.node.vpnIP == vpnIP { entries[other]?.node.vpnIP = "" }
-        var entry = Entry(node: node, signKey: signKey, policy: policy, removed: false, observedHost: observedHost, lastSeen: now)
+        for (other, held) in entries where other != name && held.removed && held.node.vpnIP == vpnIP {
+            entries[other]?.node.vpnIP = ""
+        }
+        var entry = Entry(
+            node: node, signKey: signKey, policy: policy, removed: false, observedHost: observedHost, lastSeen: now)
         entry.node.reportedLabels = request.labels.flatMap { $0.isEmpty ? nil : $0 }
         entries[name] = entry
         signKeys.set(name, signKey)
         detector.add(name, policy: policy, at: .now)
         version += 1
-        logger.info("node joined", metadata: ["nodeagent.node": "\(name)", "nodeagent.vpn_ip": "\(vpnIP)", "nodeagent.token": "\(tokenID)"])
+        logger.info(
+            "node joined",
+            metadata: ["nodeagent.node": "\(name)", "nodeagent.vpn_ip": "\(vpnIP)", "nodeagent.token": "\(tokenID)"])
         return JoinResponse(node: entry.node, mesh: meshInfo())
     }
 
@@ -293,8 +341,9 @@ actor Registry {
     func meshInfo() -> JoinResponse.Mesh {
         JoinResponse.Mesh(
             cidr: network.description,
-            lead: .init(name: config.name, url: "http://\(config.listen)", signPublicKey: identity.signing.publicKey.base64,
-                        boxPublicKey: identity.box.publicKey.base64),
+            lead: .init(
+                name: config.name, url: "http://\(config.listen)", signPublicKey: identity.signing.publicKey.base64,
+                boxPublicKey: identity.box.publicKey.base64),
             meshID: meshID)
     }
 
@@ -306,11 +355,14 @@ actor Registry {
     /// endpoint; the answer carries it, the secrets generation, and `sendFull` when the lead has
     /// no capabilities of the node (after its restart). 400 for bad claims, 404 for an unknown
     /// node, 503 when a state change cannot be stored.
-    func heartbeat(_ name: String, _ beat: HeartbeatRequest, observedHost: String?, at: ContinuousClock.Instant = .now) async throws(Refusal) -> HeartbeatResponse {
+    func heartbeat(_ name: String, _ beat: HeartbeatRequest, observedHost: String?, at: ContinuousClock.Instant = .now)
+        async throws(Refusal) -> HeartbeatResponse
+    {
         let policy = try Self.policy(beat.timing)
         if let address = beat.address { _ = try Self.hostPort(address, field: "address") }
-        try Self.validateClaims(company: nil, labels: beat.labels, version: beat.version, endpoint: beat.wireguard?.endpoint,
-                                capabilities: beat.capabilities)
+        try Self.validateClaims(
+            company: nil, labels: beat.labels, version: beat.version, endpoint: beat.wireguard?.endpoint,
+            capabilities: beat.capabilities)
         try Self.validateTLSPort(beat.tlsPort)
         guard var entry = entries[name] else { throw Refusal.notFound("no node named '\(name)'") }
         let now = Date()
@@ -320,7 +372,9 @@ actor Registry {
         // only the labels its token or an operator gave it.
         if let reported = beat.labels { entry.node.reportedLabels = reported.isEmpty ? nil : reported }
         if entry.node.capabilities != capabilities || entry.node.version != beat.version
-            || entry.node.address != beat.address || entry.node.timing != beat.timing || entry.node.tlsPort != beat.tlsPort {
+            || entry.node.address != beat.address || entry.node.timing != beat.timing
+            || entry.node.tlsPort != beat.tlsPort
+        {
             recordDirty.insert(name)
             if entry.node.address != beat.address { version += 1 }
         }
@@ -335,7 +389,8 @@ actor Registry {
         if let report = beat.wireguard {
             let endpoint = report.endpoint.flatMap { $0.isEmpty ? nil : $0 }
             if entry.node.wireguard.endpoint != endpoint || entry.node.wireguard.listenPort != report.listenPort
-                || entry.node.wireguard.behindNAT != report.behindNAT || entry.observedHost != observedHost {
+                || entry.node.wireguard.behindNAT != report.behindNAT || entry.observedHost != observedHost
+            {
                 recordDirty.insert(name)
                 version += 1  // peers render another endpoint or keepalive
             }
@@ -353,7 +408,8 @@ actor Registry {
         }
         var worker = beat.worker
         worker?.jobs = []
-        let placementChanged = entry.worker != worker || entry.node.capabilities.gpus != capabilities.gpus
+        let placementChanged =
+            entry.worker != worker || entry.node.capabilities.gpus != capabilities.gpus
             || (entry.peers.isEmpty && !beat.peers.isEmpty)
         entry.worker = worker
         entries[name] = entry
@@ -365,8 +421,9 @@ actor Registry {
             if placementChanged, let update = jobUpdate(name) { await jobs.nodeChanged(update) }
             if let leases = beat.worker?.jobs, !leases.isEmpty { await jobs.renew(name, leases) }
         }
-        return HeartbeatResponse(state: entries[name]?.node.state ?? .alive, registryVersion: version, leadTime: ISOTime.string(now),
-                                 sendFull: capabilities == .unknown, secretsVersion: secretsGeneration.current)
+        return HeartbeatResponse(
+            state: entries[name]?.node.state ?? .alive, registryVersion: version, leadTime: ISOTime.string(now),
+            sendFull: capabilities == .unknown, secretsVersion: secretsGeneration.current)
     }
 
     /// The node leaves on purpose (its own signed call).
@@ -399,12 +456,18 @@ actor Registry {
     func setLabels(_ name: String, _ labels: [String: String]) async throws(Refusal) -> Node {
         try requireLoaded()
         guard entries[name] != nil else { throw Refusal.notFound("no node named '\(InputRules.printable(name))'") }
-        do throws(MeshError) { try InputRules.labels(labels, field: "labels") } catch { throw Refusal.badRequest(error.message) }
+        do throws(MeshError) { try InputRules.labels(labels, field: "labels") } catch {
+            throw Refusal.badRequest(error.message)
+        }
         do {
-            _ = try await EventLog.commit([("UPDATE nodes SET labels = $2::jsonb WHERE name = $1", [name, SQL.json(labels)])],
-                                          events: [EventLog.Draft(type: EventType.nodeLabelsChanged, node: name,
-                                                                  data: ["labels": .object(labels.mapValues { .string($0) }), "by": .string("operator")])],
-                                          store: store, hub: hub)
+            _ = try await EventLog.commit(
+                [("UPDATE nodes SET labels = $2::jsonb WHERE name = $1", [name, SQL.json(labels)])],
+                events: [
+                    EventLog.Draft(
+                        type: EventType.nodeLabelsChanged, node: name,
+                        data: ["labels": .object(labels.mapValues { .string($0) }), "by": .string("operator")])
+                ],
+                store: store, hub: hub)
         } catch {
             throw Refusal.storeUnavailable(error)
         }
@@ -419,7 +482,9 @@ actor Registry {
 
     /// 503 `starting` until the registry has loaded.
     func requireLoaded() throws(Refusal) {
-        guard loaded else { throw Refusal(.unavailable, code: "starting", message: "the registry is starting; retry in a moment") }
+        guard loaded else {
+            throw Refusal(.unavailable, code: "starting", message: "the registry is starting; retry in a moment")
+        }
     }
 
     /// Records state changes: memory, the store (state and event in one transaction), then subscribers.
@@ -434,17 +499,24 @@ actor Registry {
         var statements: [(String, [String?])] = []
         var drafts: [EventLog.Draft] = []
         for transition in transitions {
-            guard var entry = entries[transition.name], let state = NodeState(rawValue: transition.to.rawValue) else { continue }
+            guard var entry = entries[transition.name], let state = NodeState(rawValue: transition.to.rawValue) else {
+                continue
+            }
             entry.node.state = state
             entries[transition.name] = entry
             version += 1
-            statements.append(("UPDATE nodes SET state = $2, last_seen = $3::timestamptz WHERE name = $1",
-                               [transition.name, state.rawValue, ISOTime.string(entry.lastSeen)]))
-            logger.notice("node state changed", metadata: [
-                "nodeagent.node": "\(transition.name)", "nodeagent.from": "\(transition.from.rawValue)",
-                "nodeagent.to": "\(transition.to.rawValue)", "nodeagent.reason": "\(transition.reason.rawValue)",
-                "nodeagent.reported": "\(transition.reported)",
-            ])
+            statements.append(
+                (
+                    "UPDATE nodes SET state = $2, last_seen = $3::timestamptz WHERE name = $1",
+                    [transition.name, state.rawValue, ISOTime.string(entry.lastSeen)]
+                ))
+            logger.notice(
+                "node state changed",
+                metadata: [
+                    "nodeagent.node": "\(transition.name)", "nodeagent.from": "\(transition.from.rawValue)",
+                    "nodeagent.to": "\(transition.to.rawValue)", "nodeagent.reason": "\(transition.reason.rawValue)",
+                    "nodeagent.reported": "\(transition.reported)",
+                ])
             guard transition.reported else { continue }
             var data: [String: JSONValue] = [
                 "from": .string(transition.from.rawValue), "to": .string(transition.to.rawValue),
@@ -459,18 +531,23 @@ actor Registry {
                 drafts.append(EventLog.Draft(type: EventType.nodeStateChanged, node: transition.name, data: data))
             }
         }
-        do { try await EventLog.commit(statements, events: drafts, store: store, hub: hub) } catch { throw Refusal.storeUnavailable(error) }
+        do { try await EventLog.commit(statements, events: drafts, store: store, hub: hub) } catch {
+            throw Refusal.storeUnavailable(error)
+        }
         if let jobs {
-            for transition in transitions { if let update = jobUpdate(transition.name) { await jobs.nodeChanged(update) } }
+            for transition in transitions {
+                if let update = jobUpdate(transition.name) { await jobs.nodeChanged(update) }
+            }
         }
     }
 
     /// What the job coordinator needs to know of a node.
     func jobUpdate(_ name: String) -> JobCoordinator.NodeUpdate? {
         guard let entry = entries[name] else { return nil }
-        return JobCoordinator.NodeUpdate(name: name, state: entry.removed ? .left : entry.node.state, labels: entry.node.labels,
-                                         gpus: entry.node.capabilities.gpus, worker: entry.worker,
-                                         rttMs: entry.peers.first { $0.name == config.name }?.rttMs)
+        return JobCoordinator.NodeUpdate(
+            name: name, state: entry.removed ? .left : entry.node.state, labels: entry.node.labels,
+            gpus: entry.node.capabilities.gpus, worker: entry.worker,
+            rttMs: entry.peers.first { $0.name == config.name }?.rttMs)
     }
 
     /// A node's company and box key (base64), for resolving and sealing its secrets.
@@ -490,7 +567,8 @@ actor Registry {
     /// it joined with: the lead calls it only over TLS to that key.
     func agentTLS(_ name: String) -> (host: String, port: Int, pin: TLSPin)? {
         guard let entry = entries[name], let host = entry.observedHost, let port = entry.node.tlsPort,
-              let pin = entry.node.tlsPin.flatMap(TLSPin.init(parsing:)) else { return nil }
+            let pin = entry.node.tlsPin.flatMap(TLSPin.init(parsing:))
+        else { return nil }
         return (host, port, pin)
     }
 
@@ -502,7 +580,9 @@ actor Registry {
     /// The node's reported port on its observed host, when its reported address is that host or a
     /// wildcard; nil otherwise, so a node cannot make the lead connect to a host it only names.
     static func probeAddress(_ entry: Entry) -> (host: String, port: Int)? {
-        guard let text = entry.node.address, let address = try? HostPort(parsing: text), let observed = entry.observedHost else { return nil }
+        guard let text = entry.node.address, let address = try? HostPort(parsing: text),
+            let observed = entry.observedHost
+        else { return nil }
         if address.host == observed { return (observed, address.port) }
         if address.host == "0.0.0.0" || address.host == "::" { return (observed, address.port) }
         return nil

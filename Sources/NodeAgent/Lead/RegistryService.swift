@@ -17,7 +17,10 @@ final class RegistryService: Service {
     /// Scoped API tokens, loaded with the registry.
     let apiTokens: APITokens?
 
-    init(registry: Registry, apiTokens: APITokens? = nil, state: AgentState, inventory: Inventory, hub: EventHub, logger: Logger) {
+    init(
+        registry: Registry, apiTokens: APITokens? = nil, state: AgentState, inventory: Inventory, hub: EventHub,
+        logger: Logger
+    ) {
         self.apiTokens = apiTokens
         self.registry = registry
         self.state = state
@@ -46,17 +49,21 @@ final class RegistryService: Service {
         let beatEvery = max(1, Int(state.config.heartbeatTiming.intervalS * 10))
         var ticks = 0
         await withDiscardingTaskGroup { group in
-            for await _ in AsyncTimerSequence(interval: .milliseconds(100), clock: .continuous).cancelOnGracefulShutdown() {
+            for await _ in AsyncTimerSequence(interval: .milliseconds(100), clock: .continuous)
+                .cancelOnGracefulShutdown()
+            {
                 ticks += 1
                 for target in await registry.tick() {
                     group.addTask { [registry] in
-                        let outcome = await TCPProbe.connect(host: target.host, port: target.port, timeout: .milliseconds(500))
+                        let outcome = await TCPProbe.connect(
+                            host: target.host, port: target.port, timeout: .milliseconds(500))
                         await registry.probed(target, outcome: outcome)
                     }
                 }
                 if ticks % beatEvery == 0 {
-                    await registry.beatLead(capabilities: await inventory.capabilities(), checks: inventory.checks(),
-                                            postgres: state.postgres?.health, links: state.wireguardReport.peers)
+                    await registry.beatLead(
+                        capabilities: await inventory.capabilities(), checks: inventory.checks(),
+                        postgres: state.postgres?.health, links: state.wireguardReport.peers)
                 }
                 if ticks % 20 == 0 { await registry.flush() }
                 if ticks % 150 == 0 { hub.ping() }

@@ -40,20 +40,26 @@ actor ReportInbox {
     /// Takes `reports` from `node`, in order, stopping at the first one the store cannot take
     /// now (the node sends it again). Throws when not even the first could be taken.
     func receive(from node: String, _ reports: [NodeReport]) async throws(Refusal) -> [ReportOutcome] {
-        guard reports.count <= Self.maxBatch else { throw Refusal.badRequest("a batch holds at most \(Self.maxBatch) reports") }
+        guard reports.count <= Self.maxBatch else {
+            throw Refusal.badRequest("a batch holds at most \(Self.maxBatch) reports")
+        }
         var outcomes: [ReportOutcome] = []
         for report in reports {
             do throws(Refusal) {
                 outcomes.append(try await take(report, from: node))
             } catch {
                 if outcomes.isEmpty { throw error }
-                logger.warning("stopped taking a report batch; the node sends the rest again", metadata: [
-                    "nodeagent.node": "\(node)", "nodeagent.error": "\(error.message)",
-                ])
+                logger.warning(
+                    "stopped taking a report batch; the node sends the rest again",
+                    metadata: [
+                        "nodeagent.node": "\(node)", "nodeagent.error": "\(error.message)",
+                    ])
                 break
             }
         }
-        for outcome in outcomes { Counter(label: "aurora_reports_total", dimensions: [("status", outcome.status.rawValue)]).increment() }
+        for outcome in outcomes {
+            Counter(label: "aurora_reports_total", dimensions: [("status", outcome.status.rawValue)]).increment()
+        }
         await pruneIfDue()
         return outcomes
     }
@@ -61,7 +67,8 @@ actor ReportInbox {
     /// One report: a refusal for good is an outcome; a passing failure (the store) throws.
     private func take(_ report: NodeReport, from node: String) async throws(Refusal) -> ReportOutcome {
         guard UUID(uuidString: report.id) != nil else {
-            return ReportOutcome(id: report.id, status: .refused, code: "bad_request", message: "the report id must be a UUID")
+            return ReportOutcome(
+                id: report.id, status: .refused, code: "bad_request", message: "the report id must be a UUID")
         }
         let id = report.id.lowercased()
         let seen: [String?]?
@@ -71,9 +78,14 @@ actor ReportInbox {
         if seen != nil { return ReportOutcome(id: report.id, status: .duplicate) }
         let outcome = try await apply(report, id: id, from: node)
         do {
-            try await store.query("""
+            try await store.query(
+                """
                 INSERT INTO reports (id, node, kind, status, code, message) VALUES ($1::uuid, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING
-                """, [id, node, report.kind.rawValue, outcome.status.rawValue, outcome.code, outcome.message.map { String($0.prefix(300)) }])
+                """,
+                [
+                    id, node, report.kind.rawValue, outcome.status.rawValue, outcome.code,
+                    outcome.message.map { String($0.prefix(300)) },
+                ])
         } catch {
             // The effect happened; a replay is recognised by its effect (event id, job attempt).
             logger.warning("cannot record a report id", metadata: ["nodeagent.error": "\(error.message)"])
@@ -91,7 +103,9 @@ actor ReportInbox {
         }
         switch report.kind {
         case .jobResult:
-            guard let job = report.job, let result = report.result else { return refused("bad_request", "a job_result report needs 'job' and 'result'") }
+            guard let job = report.job, let result = report.result else {
+                return refused("bad_request", "a job_result report needs 'job' and 'result'")
+            }
             do {
                 _ = try await jobs.result(job, from: node, result)
                 return ReportOutcome(id: report.id, status: .accepted)
@@ -101,13 +115,17 @@ actor ReportInbox {
                 return refused(error.code, error.message)
             }
         case .connectivity:
-            guard let connectivity = report.connectivity else { return refused("bad_request", "a connectivity report needs 'connectivity'") }
+            guard let connectivity = report.connectivity else {
+                return refused("bad_request", "a connectivity report needs 'connectivity'")
+            }
             try await board.report(node, connectivity.results)
             return ReportOutcome(id: report.id, status: .accepted)
         case .event:
             guard let event = report.event else { return refused("bad_request", "an event report needs 'event'") }
             guard NodeEvent.reportable.contains(event.type) else {
-                return refused("event_not_allowed", "nodes may report \(NodeEvent.reportable.sorted().joined(separator: ", ")), not '\(event.type)'")
+                return refused(
+                    "event_not_allowed",
+                    "nodes may report \(NodeEvent.reportable.sorted().joined(separator: ", ")), not '\(event.type)'")
             }
             guard (try? APICoding.encoder().encode(event.data).count) ?? .max <= Self.maxEventBytes else {
                 return refused("payload_too_large", "event data is larger than \(Self.maxEventBytes) bytes")
@@ -115,8 +133,9 @@ actor ReportInbox {
             let draft = EventLog.Draft(type: event.type, node: node, data: event.data)
             let inserted: MeshEvent?
             do {
-                inserted = try await store.withConnection({ connection throws(AgentError) in try EventLog.insertOnce(draft, id: id, on: connection) },
-                                                          after: { [hub] event in if let event { hub.publish([event]) } })
+                inserted = try await store.withConnection(
+                    { connection throws(AgentError) in try EventLog.insertOnce(draft, id: id, on: connection) },
+                    after: { [hub] event in if let event { hub.publish([event]) } })
             } catch {
                 throw Refusal.storeUnavailable(error)
             }

@@ -46,7 +46,8 @@ actor SecretsManager {
     /// Read audit records waiting for the next batch, and who waits for each.
     var pendingReads: [(AuditRecord, @Sendable (Result<Void, AgentError>) -> Void)] = []
     /// Reads waiting for their audit record, oldest first, with the moment they fail closed.
-    var deadlines: [(at: ContinuousClock.Instant, deadline: Duration, fail: @Sendable (Result<Void, AgentError>) -> Void)] = []
+    var deadlines:
+        [(at: ContinuousClock.Instant, deadline: Duration, fail: @Sendable (Result<Void, AgentError>) -> Void)] = []
     var deadlinesHead = 0
     let readAuditSignals = ReadAuditSignals()
     /// The loops have ended: reads are refused at once.
@@ -54,7 +55,10 @@ actor SecretsManager {
     /// True once ``load()`` finished; until then every call answers 503 `starting`.
     private(set) var loaded = false
 
-    init(store: Store, hub: EventHub, master: MasterKey, signing: SigningKey, generation: SecretsGeneration, logger: Logger) {
+    init(
+        store: Store, hub: EventHub, master: MasterKey, signing: SigningKey, generation: SecretsGeneration,
+        logger: Logger
+    ) {
         self.store = store
         self.hub = hub
         self.master = master
@@ -71,12 +75,14 @@ actor SecretsManager {
     /// current versions, the audit chain's head and the key-encryption key in use. Throws
     /// ``AgentError`` with code `store`; the job service retries.
     func load() async throws(AgentError) {
-        let rows = try await store.query("""
+        let rows = try await store.query(
+            """
             SELECT s.service, s.key_name, s.scope, s.scope_id, s.version, s.ciphertext, s.nonce, s.wrapped_key, s.wrap_nonce, s.kek_version,
                    \(SQL.iso("h.updated_at"))
             FROM secret_heads h JOIN secrets s USING (service, key_name, scope, scope_id, version)
             WHERE NOT h.deleted
-            """).rows
+            """
+        ).rows
         var loadedCurrent: [Slot: Current] = [:]
         for row in rows {
             guard let slot = Self.slot(row), let current = Self.current(row, from: 4) else { continue }
@@ -104,12 +110,15 @@ actor SecretsManager {
         var bytes = Array(request.value.utf8)
         let secret = SecureBytes(copying: bytes)
         SecureBytes.zero(&bytes)
-        return try await save(secret, at: Slot(service: request.service, keyName: request.keyName, scope: scope), actor: actor,
-                               action: "write", restoredFrom: nil)
+        return try await save(
+            secret, at: Slot(service: request.service, keyName: request.keyName, scope: scope), actor: actor,
+            action: "write", restoredFrom: nil)
     }
 
     /// A new version with the value of version `request.version`.
-    func rollback(service: String, keyName: String, _ request: SecretRollback, actor: String) async throws(Refusal) -> SecretInfo {
+    func rollback(service: String, keyName: String, _ request: SecretRollback, actor: String) async throws(Refusal)
+        -> SecretInfo
+    {
         try requireLoaded()
         let scope = try Self.scope(request.scope, request.scopeID)
         let slot = Slot(service: service, keyName: keyName, scope: scope)
@@ -119,73 +128,114 @@ actor SecretsManager {
         }
         let row: [String?]?
         do {
-            row = try await store.query("""
+            row = try await store.query(
+                """
                 SELECT service, key_name, scope, scope_id, version, ciphertext, nonce, wrapped_key, wrap_nonce, kek_version, \(SQL.iso("created_at"))
                 FROM secrets WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4 AND version = $5
-                """, [service, keyName, scope.name, scope.id, String(request.version)]).rows.first
+                """, [service, keyName, scope.name, scope.id, String(request.version)]
+            ).rows.first
         } catch { throw Refusal.storeUnavailable(error) }
         guard let row, let old = Self.current(row, from: 4) else {
             throw Refusal.notFound("\(service)/\(keyName) at \(scope) has no version \(request.version)")
         }
         let value: SecureBytes
         do { value = try Envelope.open(old.sealed, for: Self.row(slot, version: old.version), master: master) } catch {
-            throw Refusal(.internalFailure, code: "cannot_open", message: "version \(request.version) does not open: \(error.message)")
+            throw Refusal(
+                .internalFailure, code: "cannot_open",
+                message: "version \(request.version) does not open: \(error.message)")
         }
         return try await save(value, at: slot, actor: actor, action: "rollback", restoredFrom: request.version)
     }
 
     /// Deletes a secret at one scope: reads no longer see it; its versions stay for history.
-    func delete(service: String, keyName: String, scope: SecretScope, actor: String) async throws(Refusal) -> SecretInfo {
+    func delete(service: String, keyName: String, scope: SecretScope, actor: String) async throws(Refusal) -> SecretInfo
+    {
         try requireLoaded()
         let slot = Slot(service: service, keyName: keyName, scope: scope)
-        guard let existing = current[slot] else { throw Refusal.notFound("no secret \(service)/\(keyName) at \(scope)") }
-        let record = nextAudit(actor: actor, action: "delete", service: service, keyName: keyName, scope: scope.description,
-                               version: existing.version, result: "ok")
-        let event = EventLog.Draft(type: EventType.secretChanged, node: nil, data: [
-            "service": .string(service), "key_name": .string(keyName), "scope": .string(scope.name), "scope_id": .string(scope.id),
-            "version": .number(Double(existing.version)), "deleted": .bool(true),
-        ])
+        guard let existing = current[slot] else {
+            throw Refusal.notFound("no secret \(service)/\(keyName) at \(scope)")
+        }
+        let record = nextAudit(
+            actor: actor, action: "delete", service: service, keyName: keyName, scope: scope.description,
+            version: existing.version, result: "ok")
+        let event = EventLog.Draft(
+            type: EventType.secretChanged, node: nil,
+            data: [
+                "service": .string(service), "key_name": .string(keyName), "scope": .string(scope.name),
+                "scope_id": .string(scope.id),
+                "version": .number(Double(existing.version)), "deleted": .bool(true),
+            ])
         do {
-            try await commit([("UPDATE secret_heads SET deleted = true, updated_at = now() WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4",
-                               [service, keyName, scope.name, scope.id])], audit: record, event: event)
+            try await commit(
+                [
+                    (
+                        "UPDATE secret_heads SET deleted = true, updated_at = now() WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4",
+                        [service, keyName, scope.name, scope.id]
+                    )
+                ], audit: record, event: event)
         } catch { throw Refusal.storeUnavailable(error) }
         current[slot] = nil
         generation.bump()
-        return SecretInfo(service: service, keyName: keyName, scope: scope.name, scopeID: scope.id, version: existing.version)
+        return SecretInfo(
+            service: service, keyName: keyName, scope: scope.name, scopeID: scope.id, version: existing.version)
     }
 
-    private func save(_ value: SecureBytes, at slot: Slot, actor: String, action: String, restoredFrom: Int?) async throws(Refusal) -> SecretInfo {
+    private func save(_ value: SecureBytes, at slot: Slot, actor: String, action: String, restoredFrom: Int?)
+        async throws(Refusal) -> SecretInfo
+    {
         let version: Int
         do {
-            version = (Int(try await store.query(
-                "SELECT coalesce(max(version), 0) FROM secrets WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4",
-                [slot.service, slot.keyName, slot.scope.name, slot.scope.id]).scalar ?? "0") ?? 0) + 1
+            version =
+                (Int(
+                    try await store.query(
+                        "SELECT coalesce(max(version), 0) FROM secrets WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4",
+                        [slot.service, slot.keyName, slot.scope.name, slot.scope.id]
+                    ).scalar ?? "0") ?? 0) + 1
         } catch { throw Refusal.storeUnavailable(error) }
         let sealed = Envelope.seal(value, for: Self.row(slot, version: version), master: master, kekVersion: kekVersion)
-        let record = nextAudit(actor: actor, action: action, service: slot.service, keyName: slot.keyName, scope: slot.scope.description,
-                               version: version, result: "ok")
-        let event = EventLog.Draft(type: EventType.secretChanged, node: nil, data: [
-            "service": .string(slot.service), "key_name": .string(slot.keyName), "scope": .string(slot.scope.name),
-            "scope_id": .string(slot.scope.id), "version": .number(Double(version)),
-        ])
+        let record = nextAudit(
+            actor: actor, action: action, service: slot.service, keyName: slot.keyName, scope: slot.scope.description,
+            version: version, result: "ok")
+        let event = EventLog.Draft(
+            type: EventType.secretChanged, node: nil,
+            data: [
+                "service": .string(slot.service), "key_name": .string(slot.keyName), "scope": .string(slot.scope.name),
+                "scope_id": .string(slot.scope.id), "version": .number(Double(version)),
+            ])
         do {
-            try await commit([
-                ("""
-                 INSERT INTO secrets (service, key_name, scope, scope_id, version, ciphertext, nonce, wrapped_key, wrap_nonce, kek_version, created_by, restored_from)
-                 VALUES ($1, $2, $3, $4, $5::integer, $6, $7, $8, $9, $10::integer, $11, $12::integer)
-                 """, [slot.service, slot.keyName, slot.scope.name, slot.scope.id, String(version), Self.b64(sealed.ciphertext), Self.b64(sealed.nonce),
-                       Self.b64(sealed.wrappedKey), Self.b64(sealed.wrapNonce), String(sealed.kekVersion), actor, restoredFrom.map(String.init)]),
-                ("""
-                 INSERT INTO secret_heads (service, key_name, scope, scope_id, version) VALUES ($1, $2, $3, $4, $5::integer)
-                 ON CONFLICT (service, key_name, scope, scope_id) DO UPDATE SET version = EXCLUDED.version, deleted = false, updated_at = now()
-                 """, [slot.service, slot.keyName, slot.scope.name, slot.scope.id, String(version)]),
-            ], audit: record, event: event)
+            try await commit(
+                [
+                    (
+                        """
+                        INSERT INTO secrets (service, key_name, scope, scope_id, version, ciphertext, nonce, wrapped_key, wrap_nonce, kek_version, created_by, restored_from)
+                        VALUES ($1, $2, $3, $4, $5::integer, $6, $7, $8, $9, $10::integer, $11, $12::integer)
+                        """,
+                        [
+                            slot.service, slot.keyName, slot.scope.name, slot.scope.id, String(version),
+                            Self.b64(sealed.ciphertext), Self.b64(sealed.nonce),
+                            Self.b64(sealed.wrappedKey), Self.b64(sealed.wrapNonce), String(sealed.kekVersion), actor,
+                            restoredFrom.map(String.init),
+                        ]
+                    ),
+                    (
+                        """
+                        INSERT INTO secret_heads (service, key_name, scope, scope_id, version) VALUES ($1, $2, $3, $4, $5::integer)
+                        ON CONFLICT (service, key_name, scope, scope_id) DO UPDATE SET version = EXCLUDED.version, deleted = false, updated_at = now()
+                        """, [slot.service, slot.keyName, slot.scope.name, slot.scope.id, String(version)]
+                    ),
+                ], audit: record, event: event)
         } catch { throw Refusal.storeUnavailable(error) }
         current[slot] = Current(version: version, sealed: sealed, updatedAt: ISOTime.string(Date()))
         generation.bump()
-        logger.info("secret written", metadata: ["nodeagent.secret": "\(slot.service)/\(slot.keyName)", "nodeagent.scope": "\(slot.scope)",
-                                                 "nodeagent.version": "\(version)"])
-        return SecretInfo(service: slot.service, keyName: slot.keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: version)
+        logger.info(
+            "secret written",
+            metadata: [
+                "nodeagent.secret": "\(slot.service)/\(slot.keyName)", "nodeagent.scope": "\(slot.scope)",
+                "nodeagent.version": "\(version)",
+            ])
+        return SecretInfo(
+            service: slot.service, keyName: slot.keyName, scope: slot.scope.name, scopeID: slot.scope.id,
+            version: version)
     }
 
     // MARK: Rotation (operator)
@@ -200,10 +250,12 @@ actor SecretsManager {
         kekVersion = to
         let rows: [[String?]]
         do {
-            rows = try await store.query("""
+            rows = try await store.query(
+                """
                 SELECT service, key_name, scope, scope_id, version, ciphertext, nonce, wrapped_key, wrap_nonce, kek_version, \(SQL.iso("created_at"))
                 FROM secrets WHERE kek_version < $1
-                """, [String(to)]).rows
+                """, [String(to)]
+            ).rows
         } catch { throw Refusal.storeUnavailable(error) }
         var rewrapped = 0
         for batch in stride(from: 0, to: rows.count, by: 1000).map({ Array(rows[$0..<min($0 + 1000, rows.count)]) }) {
@@ -212,17 +264,28 @@ actor SecretsManager {
             for row in batch {
                 guard let slot = Self.slot(row), let old = Self.current(row, from: 4) else { continue }
                 let sealed: SealedValue
-                do { sealed = try Envelope.rewrap(old.sealed, for: Self.row(slot, version: old.version), master: master, kekVersion: to) } catch {
-                    throw Refusal(.internalFailure, code: "cannot_open",
-                                   message: "\(slot.service)/\(slot.keyName) version \(old.version) does not open; rotation stopped: \(error.message)")
+                do {
+                    sealed = try Envelope.rewrap(
+                        old.sealed, for: Self.row(slot, version: old.version), master: master, kekVersion: to)
+                } catch {
+                    throw Refusal(
+                        .internalFailure, code: "cannot_open",
+                        message:
+                            "\(slot.service)/\(slot.keyName) version \(old.version) does not open; rotation stopped: \(error.message)"
+                    )
                 }
-                updates.append(["service": .string(slot.service), "key_name": .string(slot.keyName), "scope": .string(slot.scope.name),
-                                "scope_id": .string(slot.scope.id), "version": .number(Double(old.version)),
-                                "wrapped_key": .string(Self.b64(sealed.wrappedKey)), "wrap_nonce": .string(Self.b64(sealed.wrapNonce))])
+                updates.append([
+                    "service": .string(slot.service), "key_name": .string(slot.keyName),
+                    "scope": .string(slot.scope.name),
+                    "scope_id": .string(slot.scope.id), "version": .number(Double(old.version)),
+                    "wrapped_key": .string(Self.b64(sealed.wrappedKey)),
+                    "wrap_nonce": .string(Self.b64(sealed.wrapNonce)),
+                ])
                 fresh.append((slot, old.version, sealed))
             }
             do {
-                try await store.query("""
+                try await store.query(
+                    """
                     UPDATE secrets s SET wrapped_key = v.wrapped_key, wrap_nonce = v.wrap_nonce, kek_version = $2::integer
                     FROM jsonb_to_recordset($1::jsonb) AS v(service text, key_name text, scope text, scope_id text, version integer,
                                                             wrapped_key text, wrap_nonce text)
@@ -231,14 +294,22 @@ actor SecretsManager {
                     """, [SQL.json(updates), String(to)])
             } catch { throw Refusal.storeUnavailable(error) }
             // Current versions switch to the re-wrapped key; the ciphertext is the same.
-            for (slot, version, sealed) in fresh where current[slot]?.version == version { current[slot]?.sealed = sealed }
+            for (slot, version, sealed) in fresh where current[slot]?.version == version {
+                current[slot]?.sealed = sealed
+            }
             rewrapped += fresh.count
         }
-        let record = nextAudit(actor: actor, action: "rotate", service: "*", keyName: "*", version: to, result: "ok: \(rewrapped) data keys re-wrapped")
+        let record = nextAudit(
+            actor: actor, action: "rotate", service: "*", keyName: "*", version: to,
+            result: "ok: \(rewrapped) data keys re-wrapped")
         do { try await commit([], audit: record, event: nil) } catch { throw Refusal.storeUnavailable(error) }
         let elapsed = started.duration(to: .now)
-        logger.notice("secrets key rotated", metadata: ["nodeagent.from": "\(from)", "nodeagent.to": "\(to)", "nodeagent.rewrapped": "\(rewrapped)"])
-        return SecretRotation(fromVersion: from, toVersion: to, rewrapped: rewrapped, seconds: (Double(elapsed / .microseconds(1)) / 1e6).rounded(toPlaces: 3))
+        logger.notice(
+            "secrets key rotated",
+            metadata: ["nodeagent.from": "\(from)", "nodeagent.to": "\(to)", "nodeagent.rewrapped": "\(rewrapped)"])
+        return SecretRotation(
+            fromVersion: from, toVersion: to, rewrapped: rewrapped,
+            seconds: (Double(elapsed / .microseconds(1)) / 1e6).rounded(toPlaces: 3))
     }
 
     // MARK: Reads
@@ -247,68 +318,97 @@ actor SecretsManager {
     /// lead. Audited before it is answered; if the audit cannot be written the read is refused.
     /// Only resolution and the audit run on the actor; the cryptography runs on the caller's
     /// task, so reads proceed in parallel.
-    nonisolated func read(service: String, keyName: String, node: String, company: String, boxKey: PublicKey) async throws(Refusal) -> SecretRead {
-        let (slot, found) = try await resolveAudited(service: service, keyName: keyName, node: node, company: company, actor: "node:\(node)",
-                                                     action: "read")
+    nonisolated func read(service: String, keyName: String, node: String, company: String, boxKey: PublicKey)
+        async throws(Refusal) -> SecretRead
+    {
+        let (slot, found) = try await resolveAudited(
+            service: service, keyName: keyName, node: node, company: company, actor: "node:\(node)",
+            action: "read")
         // The same version for the same node and key: the answer sealed and signed before serves
         // again (the node opens it as before); only a new version is opened, sealed and signed.
-        let cacheKey = "\(node)|\(boxKey.base64)|\(service)|\(keyName)|\(slot.scope.name)|\(slot.scope.id)|\(found.version)"
+        let cacheKey =
+            "\(node)|\(boxKey.base64)|\(service)|\(keyName)|\(slot.scope.name)|\(slot.scope.id)|\(found.version)"
         if let answer = answers.get(cacheKey) { return answer }
         let value = try open(found, at: slot)
         let sealed = value.withUnsafeBytes { BoxKey.seal(Array($0), to: boxKey) }
-        let text = SecretRead.signedText(service: service, keyName: keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: found.version,
-                                         node: node, sealedSHA256Hex: Hex.encode(Crypto.sha256(sealed)))
-        let answer = SecretRead(service: service, keyName: keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: found.version,
-                                sealedValue: Data(sealed).base64EncodedString(), signature: Data(signing.sign(Array(text.utf8))).base64EncodedString())
+        let text = SecretRead.signedText(
+            service: service, keyName: keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: found.version,
+            node: node, sealedSHA256Hex: Hex.encode(Crypto.sha256(sealed)))
+        let answer = SecretRead(
+            service: service, keyName: keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: found.version,
+            sealedValue: Data(sealed).base64EncodedString(),
+            signature: Data(signing.sign(Array(text.utf8))).base64EncodedString())
         answers.put(cacheKey, answer)
         return answer
     }
 
     /// An operator's preview of what resolves for a node or a company, with the value.
-    nonisolated func preview(service: String, keyName: String, node: String?, company: String) async throws(Refusal) -> SecretRead {
-        let (slot, found) = try await resolveAudited(service: service, keyName: keyName, node: node ?? "", company: company, actor: "operator",
-                                                     action: "preview", auditNode: node)
+    nonisolated func preview(service: String, keyName: String, node: String?, company: String) async throws(Refusal)
+        -> SecretRead
+    {
+        let (slot, found) = try await resolveAudited(
+            service: service, keyName: keyName, node: node ?? "", company: company, actor: "operator",
+            action: "preview", auditNode: node)
         let value = try open(found, at: slot)
-        return SecretRead(service: service, keyName: keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: found.version,
-                          value: value.withUnsafeBytes { String(decoding: $0, as: UTF8.self) })
+        return SecretRead(
+            service: service, keyName: keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: found.version,
+            value: value.withUnsafeBytes { String(decoding: $0, as: UTF8.self) })
     }
 
     /// Resolves, then writes the audit record. Fails closed: no audit, no value.
-    private func resolveAudited(service: String, keyName: String, node: String, company: String, actor: String, action: String,
-                                auditNode: String?? = .none) async throws(Refusal) -> (Slot, Current) {
+    private func resolveAudited(
+        service: String, keyName: String, node: String, company: String, actor: String, action: String,
+        auditNode: String?? = .none
+    ) async throws(Refusal) -> (Slot, Current) {
         try requireLoaded()
         let (slot, found) = try resolve(service: service, keyName: keyName, node: node, company: company, actor: actor)
-        let record = nextAudit(actor: actor, action: action, service: service, keyName: keyName, node: auditNode ?? node,
-                               scope: slot.scope.description, version: found.version, result: "ok")
+        let record = nextAudit(
+            actor: actor, action: action, service: service, keyName: keyName, node: auditNode ?? node,
+            scope: slot.scope.description, version: found.version, result: "ok")
         if case .failure(let error) = await appendRead(record, deadline: Self.auditDeadline) {
-            throw Refusal(.unavailable, code: "audit_unavailable", message: "the read was refused: its audit record could not be written (\(error.message))")
+            throw Refusal(
+                .unavailable, code: "audit_unavailable",
+                message: "the read was refused: its audit record could not be written (\(error.message))")
         }
         return (slot, found)
     }
 
     private nonisolated func open(_ found: Current, at slot: Slot) throws(Refusal) -> SecureBytes {
-        do { return try Envelope.open(found.sealed, for: Self.row(slot, version: found.version), master: master) } catch {
-            throw Refusal(.internalFailure, code: "cannot_open", message: "the stored value does not open: \(error.message)")
+        do { return try Envelope.open(found.sealed, for: Self.row(slot, version: found.version), master: master) } catch
+        {
+            throw Refusal(
+                .internalFailure, code: "cannot_open", message: "the stored value does not open: \(error.message)")
         }
     }
 
     /// Records a refused read (another node's override, another company's value) and answers 403.
     func refuse(service: String, keyName: String, node: String, asked: String) async -> Refusal {
-        let record = nextAudit(actor: "node:\(node)", action: "read", service: service, keyName: keyName, node: node, scope: asked,
-                               result: "refused: not this node's scope")
+        let record = nextAudit(
+            actor: "node:\(node)", action: "read", service: service, keyName: keyName, node: node, scope: asked,
+            result: "refused: not this node's scope")
         try? await commit([], audit: record, event: nil)
-        logger.notice("secret read refused", metadata: ["nodeagent.node": "\(node)", "nodeagent.secret": "\(service)/\(keyName)",
-                                                        "nodeagent.asked": "\(asked)"])
-        return Refusal(.forbidden, code: "forbidden_scope", message: "node '\(node)' may read only what resolves for itself, not \(asked)")
+        logger.notice(
+            "secret read refused",
+            metadata: [
+                "nodeagent.node": "\(node)", "nodeagent.secret": "\(service)/\(keyName)",
+                "nodeagent.asked": "\(asked)",
+            ])
+        return Refusal(
+            .forbidden, code: "forbidden_scope",
+            message: "node '\(node)' may read only what resolves for itself, not \(asked)")
     }
 
-    private func resolve(service: String, keyName: String, node: String, company: String, actor: String) throws(Refusal) -> (Slot, Current) {
+    private func resolve(service: String, keyName: String, node: String, company: String, actor: String) throws(Refusal)
+        -> (Slot, Current)
+    {
         var available: [SecretScope: Current] = [:]
         for scope in SecretResolution.chain(node: node, company: company) {
             if let found = current[Slot(service: service, keyName: keyName, scope: scope)] { available[scope] = found }
         }
         guard let (scope, found) = SecretResolution.resolve(available, node: node, company: company) else {
-            throw Refusal.notFound("no secret \(service)/\(keyName) resolves for \(node.isEmpty ? "company '\(company)'" : "node '\(node)'")")
+            throw Refusal.notFound(
+                "no secret \(service)/\(keyName) resolves for \(node.isEmpty ? "company '\(company)'" : "node '\(node)'")"
+            )
         }
         return (Slot(service: service, keyName: keyName, scope: scope), found)
     }
@@ -319,10 +419,15 @@ actor SecretsManager {
     func list() throws(Refusal) -> SecretList {
         try requireLoaded()
         let secrets = current.map { slot, found in
-            SecretInfo(service: slot.service, keyName: slot.keyName, scope: slot.scope.name, scopeID: slot.scope.id, version: found.version,
-                       updatedAt: found.updatedAt)
+            SecretInfo(
+                service: slot.service, keyName: slot.keyName, scope: slot.scope.name, scopeID: slot.scope.id,
+                version: found.version,
+                updatedAt: found.updatedAt)
         }
-        return SecretList(secrets: secrets.sorted { ($0.service, $0.keyName, $0.scope, $0.scopeID) < ($1.service, $1.keyName, $1.scope, $1.scopeID) })
+        return SecretList(
+            secrets: secrets.sorted {
+                ($0.service, $0.keyName, $0.scope, $0.scopeID) < ($1.service, $1.keyName, $1.scope, $1.scopeID)
+            })
     }
 
     /// Every stored version of one slot, oldest first, marking the current one (none after a
@@ -331,18 +436,23 @@ actor SecretsManager {
         try requireLoaded()
         let rows: [[String?]]
         do {
-            rows = try await store.query("""
+            rows = try await store.query(
+                """
                 SELECT version, \(SQL.iso("created_at")), created_by, restored_from FROM secrets
                 WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4 ORDER BY version
-                """, [service, keyName, scope.name, scope.id]).rows
+                """, [service, keyName, scope.name, scope.id]
+            ).rows
         } catch { throw Refusal.storeUnavailable(error) }
         guard !rows.isEmpty else { throw Refusal.notFound("no secret \(service)/\(keyName) at \(scope)") }
         let head = current[Slot(service: service, keyName: keyName, scope: scope)]?.version
-        return SecretVersions(service: service, keyName: keyName, scope: scope.name, scopeID: scope.id, versions: rows.compactMap { row in
-            guard let version = row[0].flatMap({ Int($0) }), let at = row[1] else { return nil }
-            return SecretVersions.Version(version: version, createdAt: at, createdBy: row[2] ?? "", current: version == head,
-                                          restoredFrom: row[3].flatMap { Int($0) })
-        })
+        return SecretVersions(
+            service: service, keyName: keyName, scope: scope.name, scopeID: scope.id,
+            versions: rows.compactMap { row in
+                guard let version = row[0].flatMap({ Int($0) }), let at = row[1] else { return nil }
+                return SecretVersions.Version(
+                    version: version, createdAt: at, createdBy: row[2] ?? "", current: version == head,
+                    restoredFrom: row[3].flatMap { Int($0) })
+            })
     }
 
     /// The audit log, oldest first; with `verify`, whether its chain holds.
@@ -350,12 +460,14 @@ actor SecretsManager {
         let rows: [[String?]]
         do {
             rows = try await store.query(
-                "SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash FROM secret_audit ORDER BY seq").rows
+                "SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash FROM secret_audit ORDER BY seq"
+            ).rows
         } catch { throw Refusal.storeUnavailable(error) }
         let records = rows.compactMap(Self.audit)
         var log = AuditLog(entries: Array(records.suffix(limit)))
         if verify {
-            let problem = records.count == rows.count ? AuditChain.verify(records, head: lastAudit?.seq) : .changed(seq: 0)
+            let problem =
+                records.count == rows.count ? AuditChain.verify(records, head: lastAudit?.seq) : .changed(seq: 0)
             log.verified = problem == nil
             log.problem = problem?.description
         }
@@ -366,26 +478,39 @@ actor SecretsManager {
 
     /// 503 `starting` until ``load()`` finished.
     private func requireLoaded() throws(Refusal) {
-        guard loaded else { throw Refusal(.unavailable, code: "starting", message: "the secrets manager is starting; retry in a moment") }
+        guard loaded else {
+            throw Refusal(.unavailable, code: "starting", message: "the secrets manager is starting; retry in a moment")
+        }
     }
 
     /// The next audit record; memory moves on at once so concurrent appends chain in order.
-    private func nextAudit(actor: String, action: String, service: String, keyName: String, node: String? = nil, scope: String? = nil,
-                           version: Int? = nil, result: String) -> AuditRecord {
-        let record = AuditChain.append(after: lastAudit, at: ISOTime.string(Date()), actor: actor, action: action, service: service,
-                                       keyName: keyName, node: node, scope: scope, version: version, result: result)
+    private func nextAudit(
+        actor: String, action: String, service: String, keyName: String, node: String? = nil, scope: String? = nil,
+        version: Int? = nil, result: String
+    ) -> AuditRecord {
+        let record = AuditChain.append(
+            after: lastAudit, at: ISOTime.string(Date()), actor: actor, action: action, service: service,
+            keyName: keyName, node: node, scope: scope, version: version, result: result)
         lastAudit = record
         return record
     }
 
     /// Writes `statements`, the audit record and the event in one transaction; publishes the
     /// event after the commit. A failed write reloads the audit head from the store.
-    private func commit(_ statements: [(String, [String?])], audit record: AuditRecord, event: EventLog.Draft?) async throws(AgentError) {
-        let audit = ("""
+    private func commit(_ statements: [(String, [String?])], audit record: AuditRecord, event: EventLog.Draft?)
+        async throws(AgentError)
+    {
+        let audit = (
+            """
             INSERT INTO secret_audit (seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash)
             VALUES ($1::bigint, $2, $3, $4, $5, $6, $7, $8, $9::integer, $10, $11, $12)
-            """, [String(record.seq), record.at, record.actor, record.action, record.service, record.keyName, record.node, record.scope,
-                  record.version.map(String.init), record.result, record.previousHash, record.hash])
+            """,
+            [
+                String(record.seq), record.at, record.actor, record.action, record.service, record.keyName, record.node,
+                record.scope,
+                record.version.map(String.init), record.result, record.previousHash, record.hash,
+            ]
+        )
         do {
             try await EventLog.commit(statements + [audit], events: event.map { [$0] } ?? [], store: store, hub: hub)
         } catch {
@@ -397,15 +522,20 @@ actor SecretsManager {
     /// The newest audit record in the store; nil for an empty log.
     static func lastAudit(store: Store) async throws(AgentError) -> AuditRecord? {
         try await store.query(
-            "SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash FROM secret_audit ORDER BY seq DESC LIMIT 1")
-            .rows.first.flatMap(audit)
+            "SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash FROM secret_audit ORDER BY seq DESC LIMIT 1"
+        )
+        .rows.first.flatMap(audit)
     }
 
     private static func audit(_ row: [String?]) -> AuditRecord? {
-        guard row.count == 12, let seq = row[0].flatMap({ Int64($0) }), let at = row[1], let actor = row[2], let action = row[3],
-              let service = row[4], let keyName = row[5], let result = row[9], let previous = row[10], let hash = row[11] else { return nil }
-        return AuditRecord(seq: seq, at: at, actor: actor, action: action, service: service, keyName: keyName, node: row[6], scope: row[7],
-                           version: row[8].flatMap { Int($0) }, result: result, previousHash: previous, hash: hash)
+        guard row.count == 12, let seq = row[0].flatMap({ Int64($0) }), let at = row[1], let actor = row[2],
+            let action = row[3],
+            let service = row[4], let keyName = row[5], let result = row[9], let previous = row[10], let hash = row[11]
+        else { return nil }
+        return AuditRecord(
+            seq: seq, at: at, actor: actor, action: action, service: service, keyName: keyName, node: row[6],
+            scope: row[7],
+            version: row[8].flatMap { Int($0) }, result: result, previousHash: previous, hash: hash)
     }
 
     /// A JSON string literal.
@@ -433,7 +563,9 @@ actor SecretsManager {
     /// The identity a sealed value is bound to (its associated data): a value moved to another
     /// slot or version does not open.
     static func row(_ slot: Slot, version: Int) -> SecretRow {
-        SecretRow(scope: slot.scope.name, scopeID: slot.scope.id, service: slot.service, keyName: slot.keyName, version: version)
+        SecretRow(
+            scope: slot.scope.name, scopeID: slot.scope.id, service: slot.service, keyName: slot.keyName,
+            version: version)
     }
 
     static func scope(_ name: String, _ id: String?) throws(Refusal) -> SecretScope {
@@ -450,21 +582,30 @@ actor SecretsManager {
 
     private static func slot(_ row: [String?]) -> Slot? {
         guard let service = row[0], let keyName = row[1], let scopeName = row[2], let scopeID = row[3],
-              let scope = try? SecretScope(name: scopeName, id: scopeID) else { return nil }
+            let scope = try? SecretScope(name: scopeName, id: scopeID)
+        else { return nil }
         return Slot(service: service, keyName: keyName, scope: scope)
     }
 
     /// Version and sealed value from columns `start`… (version, ciphertext, nonce, wrapped key, wrap nonce, kek version, time).
     private static func current(_ row: [String?], from start: Int) -> Current? {
-        guard row.count >= start + 7, let version = row[start].flatMap({ Int($0) }), let ciphertext = unb64(row[start + 1]),
-              let nonce = unb64(row[start + 2]), let wrapped = unb64(row[start + 3]), let wrapNonce = unb64(row[start + 4]),
-              let kek = row[start + 5].flatMap({ Int($0) }), let at = row[start + 6] else { return nil }
-        return Current(version: version, sealed: SealedValue(ciphertext: ciphertext, nonce: nonce, wrappedKey: wrapped, wrapNonce: wrapNonce,
-                                                             kekVersion: kek), updatedAt: at)
+        guard row.count >= start + 7, let version = row[start].flatMap({ Int($0) }),
+            let ciphertext = unb64(row[start + 1]),
+            let nonce = unb64(row[start + 2]), let wrapped = unb64(row[start + 3]),
+            let wrapNonce = unb64(row[start + 4]),
+            let kek = row[start + 5].flatMap({ Int($0) }), let at = row[start + 6]
+        else { return nil }
+        return Current(
+            version: version,
+            sealed: SealedValue(
+                ciphertext: ciphertext, nonce: nonce, wrappedKey: wrapped, wrapNonce: wrapNonce,
+                kekVersion: kek), updatedAt: at)
     }
 
     private static func b64(_ bytes: [UInt8]) -> String { Data(bytes).base64EncodedString() }
-    private static func unb64(_ text: String?) -> [UInt8]? { text.flatMap { Data(base64Encoded: $0) }.map { [UInt8]($0) } }
+    private static func unb64(_ text: String?) -> [UInt8]? {
+        text.flatMap { Data(base64Encoded: $0) }.map { [UInt8]($0) }
+    }
 }
 
 /// A bounded map of sealed answers; cleared when full (answers are cheap to make again).

@@ -35,29 +35,38 @@ actor ConnectivityBoard {
     /// report brings the change again.
     func report(_ node: String, _ results: [ProbeResult]) async throws(Refusal) {
         guard results.count <= Self.maxServices else {
-            throw Refusal.badRequest("results has \(results.count) entries; the cap is \(Self.maxServices) services per node")
+            throw Refusal.badRequest(
+                "results has \(results.count) entries; the cap is \(Self.maxServices) services per node")
         }
         for (index, result) in results.enumerated() {
             do throws(MeshError) {
                 try InputRules.identifier(result.service, field: "results[\(index)].service", maxBytes: 64)
                 try InputRules.identifier(result.url, field: "results[\(index)].url", maxBytes: 2048)
-                if let error = result.error { try InputRules.freeText(error, field: "results[\(index)].error", maxBytes: 4096) }
+                if let error = result.error {
+                    try InputRules.freeText(error, field: "results[\(index)].error", maxBytes: 4096)
+                }
             } catch {
                 throw Refusal.badRequest(error.message)
             }
-            guard !result.service.isEmpty else { throw Refusal.badRequest("results[\(index)].service must not be empty") }
+            guard !result.service.isEmpty else {
+                throw Refusal.badRequest("results[\(index)].service must not be empty")
+            }
         }
         var drafts: [EventLog.Draft] = []
         var updated = matrix[node] ?? [:]
         let services = Set(updated.keys).union(results.map(\.service))
         guard services.count <= Self.maxServices else {
-            throw Refusal.badRequest("node '\(node)' would report on \(services.count) services; the cap is \(Self.maxServices) services per node")
+            throw Refusal.badRequest(
+                "node '\(node)' would report on \(services.count) services; the cap is \(Self.maxServices) services per node"
+            )
         }
         for result in results {
             let before = updated[result.service]?.state
             if before != result.state {
-                var data: [String: JSONValue] = ["service": .string(result.service), "to": .string(result.state.rawValue),
-                                                 "from": before.map { .string($0.rawValue) } ?? .null]
+                var data: [String: JSONValue] = [
+                    "service": .string(result.service), "to": .string(result.state.rawValue),
+                    "from": before.map { .string($0.rawValue) } ?? .null,
+                ]
                 if let latency = result.latencyMs { data["latency_ms"] = .number(latency) }
                 if let error = result.error { data["error"] = .string(String(error.prefix(200))) }
                 drafts.append(EventLog.Draft(type: EventType.connectivityChanged, node: node, data: data))
@@ -65,7 +74,9 @@ actor ConnectivityBoard {
             updated[result.service] = result
         }
         if !drafts.isEmpty {
-            do { try await EventLog.commit([], events: drafts, store: store, hub: hub) } catch { throw Refusal.storeUnavailable(error) }
+            do { try await EventLog.commit([], events: drafts, store: store, hub: hub) } catch {
+                throw Refusal.storeUnavailable(error)
+            }
         }
         matrix[node] = updated
     }
@@ -125,7 +136,14 @@ final class ConnectivityService: Service {
                 }
                 if changed {
                     pending = true
-                    for outcome in outcomes { logger.info("probe", metadata: ["nodeagent.service": "\(outcome.service)", "nodeagent.state": "\(outcome.state.rawValue)"]) }
+                    for outcome in outcomes {
+                        logger.info(
+                            "probe",
+                            metadata: [
+                                "nodeagent.service": "\(outcome.service)",
+                                "nodeagent.state": "\(outcome.state.rawValue)",
+                            ])
+                    }
                 }
             }
             if pending || lastReport.map({ $0.duration(to: now) >= .seconds(15) }) ?? true {
@@ -145,16 +163,23 @@ final class ConnectivityService: Service {
         let started = ContinuousClock.now
         let checkedAt = ISOTime.string(Date())
         do {
-            let response = try await LeadClient.http.execute(request, timeout: .milliseconds(Int64(probe.timeoutS * 1000)))
+            let response = try await LeadClient.http.execute(
+                request, timeout: .milliseconds(Int64(probe.timeoutS * 1000)))
             _ = try await response.body.collect(upTo: 1 << 20)
             let latency = (Double(started.duration(to: .now) / .microseconds(1)) / 1000).rounded(toPlaces: 1)
             let status = Int(response.status.code)
-            let state: ConnectivityState = status >= 500 ? .down : status != probe.expectStatus || latency > probe.degradedMs ? .degraded : .healthy
-            return ProbeResult(service: probe.name, url: probe.url, state: state, latencyMs: latency, status: status,
-                               error: status == probe.expectStatus ? nil : "status \(status), expected \(probe.expectStatus)", checkedAt: checkedAt)
+            let state: ConnectivityState =
+                status >= 500
+                ? .down : status != probe.expectStatus || latency > probe.degradedMs ? .degraded : .healthy
+            return ProbeResult(
+                service: probe.name, url: probe.url, state: state, latencyMs: latency, status: status,
+                error: status == probe.expectStatus ? nil : "status \(status), expected \(probe.expectStatus)",
+                checkedAt: checkedAt)
         } catch {
-            return ProbeResult(service: probe.name, url: probe.url, state: .down, latencyMs: nil, status: nil, error: LeadClient.reason(error),
-                               checkedAt: checkedAt)
+            return ProbeResult(
+                service: probe.name, url: probe.url, state: .down, latencyMs: nil, status: nil,
+                error: LeadClient.reason(error),
+                checkedAt: checkedAt)
         }
     }
 }

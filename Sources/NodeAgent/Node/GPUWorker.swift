@@ -46,7 +46,10 @@ final class GPUWorker: Service {
     private let polling = Atomic<Bool>(false)
     private let completed = Counter(label: "aurora_worker_jobs_total")
 
-    init(config: NodeConfig, state: AgentState, lead: LeadClient, groups: JobGroups, outbox: Outbox? = nil, logger: Logger) {
+    init(
+        config: NodeConfig, state: AgentState, lead: LeadClient, groups: JobGroups, outbox: Outbox? = nil,
+        logger: Logger
+    ) {
         self.outbox = outbox
         self.config = config
         self.state = state
@@ -62,8 +65,9 @@ final class GPUWorker: Service {
     func report() -> WorkerReport {
         var jobs = Set(running.withLock { $0.map { JobLease(id: $0.key, attempt: $0.value.attempt) } })
         jobs.formUnion(outbox?.pendingJobLeases ?? [])
-        return WorkerReport(accepting: config.acceptJobs && polling.load(ordering: .relaxed), allowExec: config.allowExec,
-                            generate: config.gpuBackend != nil, jobs: jobs.sorted { $0.id < $1.id })
+        return WorkerReport(
+            accepting: config.acceptJobs && polling.load(ordering: .relaxed), allowExec: config.allowExec,
+            generate: config.gpuBackend != nil, jobs: jobs.sorted { $0.id < $1.id })
     }
 
     /// The service: waits until the node has joined, then long-polls `GET /api/gpu/assignments`
@@ -74,20 +78,26 @@ final class GPUWorker: Service {
     func run() async throws {
         guard config.acceptJobs else { return }
         // Pull once the node has joined.
-        for await _ in AsyncTimerSequence(interval: .milliseconds(100), clock: .continuous).cancelOnGracefulShutdown() where state.joined {
+        for await _ in AsyncTimerSequence(interval: .milliseconds(100), clock: .continuous).cancelOnGracefulShutdown()
+        where state.joined {
             break
         }
         guard state.joined else { return }  // stopped before it joined
         polling.store(true, ordering: .relaxed)
-        logger.info("taking GPU jobs", metadata: ["nodeagent.exec": "\(config.allowExec)", "nodeagent.backend": "\(config.gpuBackend ?? "none")"])
+        logger.info(
+            "taking GPU jobs",
+            metadata: ["nodeagent.exec": "\(config.allowExec)", "nodeagent.backend": "\(config.gpuBackend ?? "none")"])
         var delay = Duration.milliseconds(100)
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let answer: Result<AssignmentBatch, LeadCallError>
             do {
-                answer = try await cancelWhenGracefulShutdown { () async throws -> Result<AssignmentBatch, LeadCallError> in
+                answer = try await cancelWhenGracefulShutdown {
+                    () async throws -> Result<AssignmentBatch, LeadCallError> in
                     do throws(LeadCallError) {
-                        return .success(try await self.lead.call(.GET, Routes.gpuAssignments + "?wait=20", as: AssignmentBatch.self,
-                                                                 timeout: .seconds(25)))
+                        return .success(
+                            try await self.lead.call(
+                                .GET, Routes.gpuAssignments + "?wait=20", as: AssignmentBatch.self,
+                                timeout: .seconds(25)))
                     } catch {
                         return .failure(error)
                     }
@@ -110,8 +120,9 @@ final class GPUWorker: Service {
         polling.store(false, ordering: .relaxed)
         // Tell the lead first that this worker takes nothing more, so what it hands back is not
         // placed here again; then hand back what still runs: the lead requeues it at once.
-        let stopping = HeartbeatRequest(capabilities: nil, version: AuroraVersion.current, labels: nil, checks: [], peers: [],
-                                        address: config.listen.description, timing: config.heartbeatTiming, worker: report())
+        let stopping = HeartbeatRequest(
+            capabilities: nil, version: AuroraVersion.current, labels: nil, checks: [], peers: [],
+            address: config.listen.description, timing: config.heartbeatTiming, worker: report())
         if state.leadReachable != false {
             _ = try? await lead.send(.POST, Routes.heartbeat(config.name), body: stopping, timeout: .seconds(2))
         }
@@ -137,8 +148,12 @@ final class GPUWorker: Service {
             return true
         }
         guard fresh else { return }
-        logger.info("job started", metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.kind": "\(assignment.kind.rawValue)",
-                                               "nodeagent.gpus": "\(assignment.gpus)"])
+        logger.info(
+            "job started",
+            metadata: [
+                "nodeagent.job": "\(assignment.id)", "nodeagent.kind": "\(assignment.kind.rawValue)",
+                "nodeagent.gpus": "\(assignment.gpus)",
+            ])
         let task = Task { [self] in
             let result = await execute(assignment)
             let stop = running.withLock { $0[assignment.id]?.stop }
@@ -147,7 +162,9 @@ final class GPUWorker: Service {
                 logger.info("job stopped by the lead", metadata: ["nodeagent.job": "\(assignment.id)"])
             case .shutdown?:
                 // This task is cancelled; the hand-back runs in a fresh one, which is not.
-                let handBack = JobResult(attempt: assignment.attempt, outcome: .failed, error: "the worker on \(config.name) stopped", retry: true)
+                let handBack = JobResult(
+                    attempt: assignment.attempt, outcome: .failed, error: "the worker on \(config.name) stopped",
+                    retry: true)
                 await Task { await self.send(assignment, handBack, attempts: 1) }.value
             case nil:
                 await deliver(assignment, result)
@@ -177,11 +194,17 @@ final class GPUWorker: Service {
         if let outbox {
             do {
                 try await outbox.append(.make(.jobResult, job: assignment.id, result: result))
-                logger.info("job finished; result in the outbox", metadata: ["nodeagent.job": "\(assignment.id)",
-                                                                             "nodeagent.outcome": "\(result.outcome.rawValue)"])
+                logger.info(
+                    "job finished; result in the outbox",
+                    metadata: [
+                        "nodeagent.job": "\(assignment.id)",
+                        "nodeagent.outcome": "\(result.outcome.rawValue)",
+                    ])
                 return
             } catch {
-                logger.error("cannot put a job result in the outbox; posting it directly", metadata: ["nodeagent.error": "\(error.message)"])
+                logger.error(
+                    "cannot put a job result in the outbox; posting it directly",
+                    metadata: ["nodeagent.error": "\(error.message)"])
             }
         }
         await send(assignment, result, attempts: nil)
@@ -195,15 +218,21 @@ final class GPUWorker: Service {
             tries += 1
             do throws(LeadCallError) {
                 _ = try await lead.send(.POST, Routes.gpuJobResult(assignment.id), body: result, timeout: .seconds(5))
-                logger.info("job reported", metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.outcome": "\(result.outcome.rawValue)"])
+                logger.info(
+                    "job reported",
+                    metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.outcome": "\(result.outcome.rawValue)"])
                 return
             } catch {
                 if case .refused(let status, let answer) = error, status < 500 {
-                    logger.notice("job result refused", metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.reason": "\(answer.error.message)"])
+                    logger.notice(
+                        "job result refused",
+                        metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.reason": "\(answer.error.message)"])
                     return
                 }
                 if let attempts, tries >= attempts { return }
-                logger.warning("cannot report a job result; retrying", metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.error": "\(error.message)"])
+                logger.warning(
+                    "cannot report a job result; retrying",
+                    metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.error": "\(error.message)"])
             }
             // Stopped by the lead, or the agent is stopping: the lead requeues it when its lease runs out.
             if Task.isCancelled || running.withLock({ $0[assignment.id]?.stop }) != nil { return }
@@ -229,15 +258,18 @@ final class GPUWorker: Service {
     private func generate(_ assignment: Assignment) async -> JobResult {
         let attempt = assignment.attempt
         guard let backend = config.gpuBackend else {
-            return JobResult(attempt: attempt, outcome: .failed, error: "node \(config.name) has no gpu.backend", retry: true)
+            return JobResult(
+                attempt: attempt, outcome: .failed, error: "node \(config.name) has no gpu.backend", retry: true)
         }
         let call = InferenceCall(backend: backend, payload: assignment.payload)
         var request = HTTPClientRequest(url: call.url)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.body = .bytes(ByteBuffer(bytes: call.body))
-        let timeout = Double(CheckedNumber.clamped(assignment.payload["timeout_s"].flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 600,
-                                                   to: 1...(7 * 86_400)))
+        let timeout = Double(
+            CheckedNumber.clamped(
+                assignment.payload["timeout_s"].flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 600,
+                to: 1...(7 * 86_400)))
         let response: HTTPClientResponse
         let bytes: ByteBuffer
         do {
@@ -247,13 +279,16 @@ final class GPUWorker: Service {
             return JobResult(attempt: attempt, outcome: .failed, error: "cancelled")
         } catch {
             // The backend is this node's problem, not the job's: run it elsewhere.
-            return JobResult(attempt: attempt, outcome: .failed, error: "inference backend: \(LeadClient.reason(error))", retry: true)
+            return JobResult(
+                attempt: attempt, outcome: .failed, error: "inference backend: \(LeadClient.reason(error))", retry: true
+            )
         }
         let status = Int(response.status.code)
         let text = String(buffer: bytes)
         guard (200..<300).contains(status) else {
-            return JobResult(attempt: attempt, outcome: .failed, error: "inference backend answered \(status): \(text.prefix(300))",
-                             retry: status >= 500)
+            return JobResult(
+                attempt: attempt, outcome: .failed, error: "inference backend answered \(status): \(text.prefix(300))",
+                retry: status >= 500)
         }
         guard let answer = try? APICoding.decoder().decode(JSONValue.self, from: Data(buffer: bytes)) else {
             return JobResult(attempt: attempt, outcome: .failed, error: "the inference backend's answer is not JSON")
@@ -270,24 +305,34 @@ final class GPUWorker: Service {
     private func exec(_ assignment: Assignment) async -> JobResult {
         let attempt = assignment.attempt
         guard config.allowExec else {
-            return JobResult(attempt: attempt, outcome: .failed, error: "exec jobs are not allowed on \(config.name) (gpu.allow_exec)", retry: true)
+            return JobResult(
+                attempt: attempt, outcome: .failed,
+                error: "exec jobs are not allowed on \(config.name) (gpu.allow_exec)", retry: true)
         }
         // The worker's own check, beside the lead's: a command runs only for the mesh admin.
         guard assignment.submittedBy == JobAccess.admin else {
-            logger.warning("exec job refused: not submitted by the mesh admin", metadata: [
-                "nodeagent.job": "\(assignment.id)", "nodeagent.submitter": "\(InputRules.printable(assignment.submittedBy ?? "unknown"))",
-            ])
-            return JobResult(attempt: attempt, outcome: .failed, error: "exec jobs run on \(config.name) only when the mesh admin submits them")
+            logger.warning(
+                "exec job refused: not submitted by the mesh admin",
+                metadata: [
+                    "nodeagent.job": "\(assignment.id)",
+                    "nodeagent.submitter": "\(InputRules.printable(assignment.submittedBy ?? "unknown"))",
+                ])
+            return JobResult(
+                attempt: attempt, outcome: .failed,
+                error: "exec jobs run on \(config.name) only when the mesh admin submits them")
         }
         guard case .array(let items)? = assignment.payload["argv"] else {
             return JobResult(attempt: attempt, outcome: .failed, error: "payload.argv is missing")
         }
         let argv = items.compactMap(\.string)
         // The lead checked these at submission; ranges again before any conversion.
-        let timeout = Double(CheckedNumber.clamped(assignment.payload["timeout_s"].flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 3600,
-                                                   to: 1...(7 * 86_400)))
-        let maxOutput = CheckedNumber.clamped(assignment.payload["max_output_bytes"].flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 65_536,
-                                              to: 0...262_144)
+        let timeout = Double(
+            CheckedNumber.clamped(
+                assignment.payload["timeout_s"].flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 3600,
+                to: 1...(7 * 86_400)))
+        let maxOutput = CheckedNumber.clamped(
+            assignment.payload["max_output_bytes"].flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 65_536,
+            to: 0...262_144)
         let devices = assignment.gpus.map(String.init).joined(separator: ",")
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AURORA_") }
         environment["CUDA_VISIBLE_DEVICES"] = devices
@@ -295,8 +340,9 @@ final class GPUWorker: Service {
         environment["AURORA_JOB_ATTEMPT"] = String(attempt)
         let outcome: ExecRunner.Outcome
         do {
-            outcome = try await ExecRunner.run(argv, environment: environment, timeout: .milliseconds(Int64(timeout * 1000)), maxOutput: maxOutput,
-                                               groups: groups)
+            outcome = try await ExecRunner.run(
+                argv, environment: environment, timeout: .milliseconds(Int64(timeout * 1000)), maxOutput: maxOutput,
+                groups: groups)
         } catch {
             return JobResult(attempt: attempt, outcome: .failed, error: error.message)
         }
@@ -304,15 +350,20 @@ final class GPUWorker: Service {
             "stdout": .string(String(decoding: outcome.stdout, as: UTF8.self)),
             "stderr": .string(String(decoding: outcome.stderr, as: UTF8.self)),
             "stdout_truncated": .bool(outcome.stdoutTruncated), "stderr_truncated": .bool(outcome.stderrTruncated),
-            "duration_s": .number(outcome.duration.seconds.rounded(toPlaces: 3)), "cuda_visible_devices": .string(devices),
+            "duration_s": .number(outcome.duration.seconds.rounded(toPlaces: 3)),
+            "cuda_visible_devices": .string(devices),
         ]
         result["exit_code"] = outcome.exitCode.map { .number(Double($0)) } ?? .null
         if let signal = outcome.signal { result["signal"] = .number(Double(signal)) }
         Self.fit(&result, within: Self.maxResultBytes)
         if outcome.timedOut {
-            return JobResult(attempt: attempt, outcome: .failed, result: .object(result), error: "timed out after \(timeout) s; killed")
+            return JobResult(
+                attempt: attempt, outcome: .failed, result: .object(result),
+                error: "timed out after \(timeout) s; killed")
         }
-        if outcome.cancelled { return JobResult(attempt: attempt, outcome: .failed, result: .object(result), error: "cancelled") }
+        if outcome.cancelled {
+            return JobResult(attempt: attempt, outcome: .failed, result: .object(result), error: "cancelled")
+        }
         guard outcome.exitCode == 0 else {
             let reason = outcome.exitCode.map { "exit code \($0)" } ?? "killed by signal \(outcome.signal ?? 0)"
             return JobResult(attempt: attempt, outcome: .failed, result: .object(result), error: reason)
@@ -368,7 +419,9 @@ struct InferenceCall {
                 flavor = base.hasSuffix("/api/chat") ? .ollamaChat : .ollamaGenerate
                 url = base
                 if flavor == .ollamaChat {
-                    body["messages"] = .array([.object(["role": .string("user"), "content": payload["prompt"] ?? .string("")])])
+                    body["messages"] = .array([
+                        .object(["role": .string("user"), "content": payload["prompt"] ?? .string("")])
+                    ])
                 } else {
                     body["prompt"] = payload["prompt"] ?? .string("")
                 }
@@ -381,7 +434,9 @@ struct InferenceCall {
             if case .array(let messages)? = payload["messages"] {
                 body["messages"] = .array(messages)
             } else {
-                body["messages"] = .array([.object(["role": .string("user"), "content": payload["prompt"] ?? .string("")])])
+                body["messages"] = .array([
+                    .object(["role": .string("user"), "content": payload["prompt"] ?? .string("")])
+                ])
             }
         }
         self.body = Array((try? APICoding.encoder().encode(body)) ?? Data())
@@ -394,15 +449,21 @@ struct InferenceCall {
         switch flavor {
         case .openAI:
             if case .array(let choices)? = object["choices"], case .object(let first)? = choices.first {
-                if case .object(let message)? = first["message"] { text = message["content"] ?? .null } else { text = first["text"] ?? .null }
+                if case .object(let message)? = first["message"] {
+                    text = message["content"] ?? .null
+                } else {
+                    text = first["text"] ?? .null
+                }
             }
         case .ollamaGenerate:
             text = object["response"] ?? .null
         case .ollamaChat:
             if case .object(let message)? = object["message"] { text = message["content"] ?? .null }
         }
-        var result: [String: JSONValue] = ["text": text, "backend": .string(flavor == .openAI ? "openai" : "ollama"),
-                                           "model": object["model"] ?? .null]
+        var result: [String: JSONValue] = [
+            "text": text, "backend": .string(flavor == .openAI ? "openai" : "ollama"),
+            "model": object["model"] ?? .null,
+        ]
         if let usage = object["usage"] { result["usage"] = usage }
         if let count = object["eval_count"] { result["usage"] = .object(["completion_tokens": count]) }
         return .object(result)
@@ -425,7 +486,10 @@ extension JobResult {
         case .string(let text): .string(InputRules.sanitizedFreeText(text))
         case .array(let items): .array(items.map(sanitize))
         case .object(let fields):
-            .object(Dictionary(fields.map { (InputRules.sanitizedFreeText($0.key), sanitize($0.value)) }, uniquingKeysWith: { first, _ in first }))
+            .object(
+                Dictionary(
+                    fields.map { (InputRules.sanitizedFreeText($0.key), sanitize($0.value)) },
+                    uniquingKeysWith: { first, _ in first }))
         default: value
         }
     }

@@ -8,9 +8,10 @@ import NIOCore
 import ServiceLifecycle
 import Synchronization
 import Yams
+
 #if canImport(Glibc)
-import Glibc
-import NIOHTTP1
+    import Glibc
+    import NIOHTTP1
 #endif
 
 // MARK: - Configuration
@@ -62,9 +63,11 @@ public struct ServiceCheckConfig: Sendable, Equatable {
     }
 
     /// The keys a `checks:` entry may have; any other is a configuration error.
-    static let keys = ["name", "http", "method", "expect_status", "tcp", "args", "interval_s", "timeout_s", "success_before_passing",
-                       "failures_before_warning", "failures_before_critical", "recovery", "recovery_after", "recovery_window_s",
-                       "recovery_timeout_s"]
+    static let keys = [
+        "name", "http", "method", "expect_status", "tcp", "args", "interval_s", "timeout_s", "success_before_passing",
+        "failures_before_warning", "failures_before_critical", "recovery", "recovery_after", "recovery_window_s",
+        "recovery_timeout_s",
+    ]
 
     /// Parses one `checks:` entry; errors name the file, line, entry and key.
     static func parse(_ node: Yams.Node, position: Int, origin: String) throws(AgentError) -> ServiceCheckConfig {
@@ -76,11 +79,15 @@ public struct ServiceCheckConfig: Sendable, Equatable {
         var lists: [String: [String]] = [:]
         for (keyNode, valueNode) in mapping {
             guard let key = keyNode.string, keys.contains(key) else {
-                throw AgentError(.config, "\(origin): unknown key '\(at).\(keyNode.string ?? "?")'; known: \(keys.joined(separator: ", "))")
+                throw AgentError(
+                    .config,
+                    "\(origin): unknown key '\(at).\(keyNode.string ?? "?")'; known: \(keys.joined(separator: ", "))")
             }
             if key == "args" || key == "recovery" {
                 guard case .sequence(let items) = valueNode, !items.isEmpty else {
-                    throw AgentError(.config, "\(origin): '\(at).\(key)' must be a non-empty list: [program, argument, ...] (no shell)")
+                    throw AgentError(
+                        .config,
+                        "\(origin): '\(at).\(key)' must be a non-empty list: [program, argument, ...] (no shell)")
                 }
                 var argv: [String] = []
                 for item in items {
@@ -89,7 +96,9 @@ public struct ServiceCheckConfig: Sendable, Equatable {
                     }
                     argv.append(scalar.string)
                 }
-                guard !argv[0].isEmpty else { throw AgentError(.config, "\(origin): '\(at).\(key)' must start with a program") }
+                guard !argv[0].isEmpty else {
+                    throw AgentError(.config, "\(origin): '\(at).\(key)' must start with a program")
+                }
                 lists[key] = argv
             } else {
                 guard case .scalar(let scalar) = valueNode else {
@@ -101,7 +110,10 @@ public struct ServiceCheckConfig: Sendable, Equatable {
         func number(_ key: String, _ fallback: Double, _ range: ClosedRange<Double>) throws(AgentError) -> Double {
             guard let text = scalars[key] else { return fallback }
             guard let value = Double(text), range.contains(value) else {
-                throw AgentError(.config, "\(origin): '\(at).\(key)' must be a number in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+                throw AgentError(
+                    .config,
+                    "\(origin): '\(at).\(key)' must be a number in \(range.lowerBound)...\(range.upperBound), got '\(text)'"
+                )
             }
             return value
         }
@@ -112,24 +124,35 @@ public struct ServiceCheckConfig: Sendable, Equatable {
             }
             return value
         }
-        guard let name = scalars["name"], !name.isEmpty else { throw AgentError(.config, "\(origin): \(at) needs 'name'") }
-        guard name.count <= 63, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
-            throw AgentError(.config, "\(origin): '\(at).name' must be letters, digits, '-', '_' or '.' (at most 63), got '\(name)'")
+        guard let name = scalars["name"], !name.isEmpty else {
+            throw AgentError(.config, "\(origin): \(at) needs 'name'")
+        }
+        guard name.count <= 63, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) })
+        else {
+            throw AgentError(
+                .config, "\(origin): '\(at).name' must be letters, digits, '-', '_' or '.' (at most 63), got '\(name)'")
         }
         let targets = [scalars["http"] != nil, scalars["tcp"] != nil, lists["args"] != nil].filter { $0 }.count
         guard targets == 1 else {
-            throw AgentError(.config, "\(origin): check '\(name)' needs exactly one of 'http' (a URL), 'tcp' (HOST:PORT) or 'args' (a command)")
+            throw AgentError(
+                .config,
+                "\(origin): check '\(name)' needs exactly one of 'http' (a URL), 'tcp' (HOST:PORT) or 'args' (a command)"
+            )
         }
         let target: Target
         if let url = scalars["http"] {
-            guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
+            guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil
+            else {
                 throw AgentError(.config, "\(origin): '\(at).http' must be an http(s) URL, got '\(url)'")
             }
             let method = (scalars["method"] ?? "GET").uppercased()
-            guard ["GET", "HEAD", "POST"].contains(method) else { throw AgentError(.config, "\(origin): '\(at).method' must be GET, HEAD or POST") }
+            guard ["GET", "HEAD", "POST"].contains(method) else {
+                throw AgentError(.config, "\(origin): '\(at).method' must be GET, HEAD or POST")
+            }
             let expect = try scalars["expect_status"].map { text throws(AgentError) -> Int in
                 guard let status = Int(text), (100...599).contains(status) else {
-                    throw AgentError(.config, "\(origin): '\(at).expect_status' must be an HTTP status 100...599, got '\(text)'")
+                    throw AgentError(
+                        .config, "\(origin): '\(at).expect_status' must be an HTTP status 100...599, got '\(text)'")
                 }
                 return status
             }
@@ -148,19 +171,27 @@ public struct ServiceCheckConfig: Sendable, Equatable {
         let critical = try count("failures_before_critical", 1)!
         let warning = try count("failures_before_warning", nil)
         if let warning, warning > critical {
-            throw AgentError(.config, "\(origin): '\(at).failures_before_warning' (\(warning)) must not exceed 'failures_before_critical' (\(critical))")
+            throw AgentError(
+                .config,
+                "\(origin): '\(at).failures_before_warning' (\(warning)) must not exceed 'failures_before_critical' (\(critical))"
+            )
         }
         let recovery = lists["recovery"]
-        if recovery == nil, let key = ["recovery_after", "recovery_window_s", "recovery_timeout_s"].first(where: { scalars[$0] != nil }) {
+        if recovery == nil,
+            let key = ["recovery_after", "recovery_window_s", "recovery_timeout_s"].first(where: { scalars[$0] != nil })
+        {
             throw AgentError(.config, "\(origin): '\(at).\(key)' needs 'recovery' (the command to run)")
         }
         let interval = try number("interval_s", 10, 0.05...86_400)
         let timeout = try number("timeout_s", min(2, interval), 0.05...600)
-        let policy = CheckPolicy(successBeforePassing: try count("success_before_passing", 1)!, failuresBeforeWarning: warning,
-                                 failuresBeforeCritical: critical, recoveryAfter: recovery == nil ? nil : try count("recovery_after", critical),
-                                 recoveryWindow: try number("recovery_window_s", 300, 0...604_800))
-        return ServiceCheckConfig(name: name, target: target, interval: interval, timeout: timeout, policy: policy, recovery: recovery,
-                                  recoveryTimeout: try number("recovery_timeout_s", 60, 0.1...3600))
+        let policy = CheckPolicy(
+            successBeforePassing: try count("success_before_passing", 1)!, failuresBeforeWarning: warning,
+            failuresBeforeCritical: critical,
+            recoveryAfter: recovery == nil ? nil : try count("recovery_after", critical),
+            recoveryWindow: try number("recovery_window_s", 300, 0...604_800))
+        return ServiceCheckConfig(
+            name: name, target: target, interval: interval, timeout: timeout, policy: policy, recovery: recovery,
+            recoveryTimeout: try number("recovery_timeout_s", 60, 0.1...3600))
     }
 }
 
@@ -204,7 +235,9 @@ final class CheckBoard: Sendable {
 
     /// Checks with a status, as heartbeats and `/health` carry them.
     var results: [CheckResult] {
-        checks.compactMap { check in check.status.map { CheckResult(name: check.name, status: $0, output: check.output) } }
+        checks.compactMap { check in
+            check.status.map { CheckResult(name: check.name, status: $0, output: check.output) }
+        }
     }
 
     /// Raised alerts sorted by resource (`cpu`, `disk`, `memory`), for `/health` and `/api/checks`.
@@ -262,7 +295,10 @@ final class HealthCheckService: Service {
     let report: @Sendable (NodeEvent) async -> Void
     private let epoch = ContinuousClock.now
 
-    init(checks: [ServiceCheckConfig], board: CheckBoard, logger: Logger, report: @escaping @Sendable (NodeEvent) async -> Void) {
+    init(
+        checks: [ServiceCheckConfig], board: CheckBoard, logger: Logger,
+        report: @escaping @Sendable (NodeEvent) async -> Void
+    ) {
         self.checks = checks
         self.board = board
         var logger = logger
@@ -270,9 +306,11 @@ final class HealthCheckService: Service {
         self.logger = logger
         self.report = report
         for check in checks {
-            board.update(ServiceCheckState(name: check.name, kind: check.kind, target: check.targetDescription, status: nil, lastOutcome: nil,
-                                           output: "not run yet", consecutiveFailures: 0, consecutiveSuccesses: 0, checkedAt: nil,
-                                           recoveries: 0, lastRecoveryAt: nil, lastRecoveryExitCode: nil))
+            board.update(
+                ServiceCheckState(
+                    name: check.name, kind: check.kind, target: check.targetDescription, status: nil, lastOutcome: nil,
+                    output: "not run yet", consecutiveFailures: 0, consecutiveSuccesses: 0, checkedAt: nil,
+                    recoveries: 0, lastRecoveryAt: nil, lastRecoveryExitCode: nil))
         }
     }
 
@@ -313,7 +351,9 @@ final class HealthCheckService: Service {
 
     /// Runs the check, feeds the tracker, updates the board, and turns the tracker's directives
     /// into a `check.changed` report (output cut to 200 characters) or a recovery request.
-    private func runOnce(_ check: ServiceCheckConfig, tracker: inout CheckTracker, requestRecovery: AsyncStream<Int>.Continuation) async {
+    private func runOnce(
+        _ check: ServiceCheckConfig, tracker: inout CheckTracker, requestRecovery: AsyncStream<Int>.Continuation
+    ) async {
         let (outcome, output) = await Self.execute(check)
         let directives = tracker.onResult(outcome, at: now)
         let checkedAt = ISOTime.string(Date())
@@ -330,12 +370,20 @@ final class HealthCheckService: Service {
         for directive in directives {
             switch directive {
             case .changed(let from, let to):
-                logger.notice("check changed", metadata: ["nodeagent.check": "\(check.name)", "nodeagent.from": "\(from?.rawValue ?? "none")",
-                                                          "nodeagent.to": "\(to.rawValue)", "nodeagent.output": "\(output)"])
-                await report(NodeEvent(type: EventType.checkChanged, data: [
-                    "check": .string(check.name), "kind": .string(check.kind), "from": from.map { .string($0.rawValue) } ?? .null,
-                    "to": .string(to.rawValue), "output": .string(String(output.prefix(200))),
-                ]))
+                logger.notice(
+                    "check changed",
+                    metadata: [
+                        "nodeagent.check": "\(check.name)", "nodeagent.from": "\(from?.rawValue ?? "none")",
+                        "nodeagent.to": "\(to.rawValue)", "nodeagent.output": "\(output)",
+                    ])
+                await report(
+                    NodeEvent(
+                        type: EventType.checkChanged,
+                        data: [
+                            "check": .string(check.name), "kind": .string(check.kind),
+                            "from": from.map { .string($0.rawValue) } ?? .null,
+                            "to": .string(to.rawValue), "output": .string(String(output.prefix(200))),
+                        ]))
             case .runRecovery:
                 requestRecovery.yield(tracker.recoveries)
             }
@@ -346,25 +394,41 @@ final class HealthCheckService: Service {
     private func recover(_ check: ServiceCheckConfig, attempt: Int) async {
         guard let argv = check.recovery else { return }
         let startedAt = ISOTime.string(Date())
-        logger.warning("running a recovery action", metadata: ["nodeagent.check": "\(check.name)", "nodeagent.program": "\(argv[0])",
-                                                               "nodeagent.attempt": "\(attempt)"])
+        logger.warning(
+            "running a recovery action",
+            metadata: [
+                "nodeagent.check": "\(check.name)", "nodeagent.program": "\(argv[0])",
+                "nodeagent.attempt": "\(attempt)",
+            ])
         let environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AURORA_") }
-        var data: [String: JSONValue] = ["check": .string(check.name), "program": .string(argv[0]), "attempt": .number(Double(attempt))]
+        var data: [String: JSONValue] = [
+            "check": .string(check.name), "program": .string(argv[0]), "attempt": .number(Double(attempt)),
+        ]
         var exitCode: Int?
         do {
             let outcome = try await cancelWhenGracefulShutdown {
-                try await ExecRunner.run(argv, environment: environment, timeout: .milliseconds(Int64(check.recoveryTimeout * 1000)), maxOutput: 4096)
+                try await ExecRunner.run(
+                    argv, environment: environment, timeout: .milliseconds(Int64(check.recoveryTimeout * 1000)),
+                    maxOutput: 4096)
             }
             exitCode = outcome.exitCode.map(Int.init) ?? outcome.signal.map { 128 + Int($0) }
             data["exit_code"] = exitCode.map { .number(Double($0)) } ?? .null
             data["timed_out"] = .bool(outcome.timedOut)
             data["duration_s"] = .number(outcome.duration.seconds.rounded(toPlaces: 3))
-            logger.notice("recovery action finished", metadata: ["nodeagent.check": "\(check.name)", "nodeagent.exit_code": "\(exitCode ?? -1)",
-                                                                 "nodeagent.timed_out": "\(outcome.timedOut)"])
+            logger.notice(
+                "recovery action finished",
+                metadata: [
+                    "nodeagent.check": "\(check.name)", "nodeagent.exit_code": "\(exitCode ?? -1)",
+                    "nodeagent.timed_out": "\(outcome.timedOut)",
+                ])
         } catch {
             data["error"] = .string((error as? AgentError)?.message ?? "stopped")
-            logger.error("recovery action failed", metadata: ["nodeagent.check": "\(check.name)",
-                                                             "nodeagent.error": "\((error as? AgentError)?.message ?? "stopped")"])
+            logger.error(
+                "recovery action failed",
+                metadata: [
+                    "nodeagent.check": "\(check.name)",
+                    "nodeagent.error": "\((error as? AgentError)?.message ?? "stopped")",
+                ])
         }
         board.change(check.name) { state in
             state.recoveries = attempt
@@ -383,27 +447,33 @@ final class HealthCheckService: Service {
             request.method = .init(rawValue: method)
             let started = ContinuousClock.now
             do {
-                let response = try await LeadClient.http.execute(request, timeout: .milliseconds(Int64(check.timeout * 1000)))
+                let response = try await LeadClient.http.execute(
+                    request, timeout: .milliseconds(Int64(check.timeout * 1000)))
                 _ = try await response.body.collect(upTo: 1 << 20)
                 let status = Int(response.status.code)
                 let ms = Int(started.duration(to: .now) / .milliseconds(1))
-                let outcome: CheckStatus = if let expect { status == expect ? .passing : .critical }
-                    else { (200..<300).contains(status) ? .passing : status == 429 ? .warning : .critical }
+                let outcome: CheckStatus =
+                    if let expect { status == expect ? .passing : .critical } else {
+                        (200..<300).contains(status) ? .passing : status == 429 ? .warning : .critical
+                    }
                 return (outcome, "HTTP \(status) in \(ms) ms")
             } catch {
                 return (.critical, "HTTP \(method) failed: \(LeadClient.reason(error))")
             }
         case .tcp(let host, let port):
             switch await TCPProbe.connect(host: host, port: port, timeout: timeout) {
-            case .connected(let elapsed): return (.passing, String(format: "connected in %.1f ms", Double(elapsed / .microseconds(1)) / 1000))
+            case .connected(let elapsed):
+                return (.passing, String(format: "connected in %.1f ms", Double(elapsed / .microseconds(1)) / 1000))
             case .refused: return (.critical, "connection refused")
             case .inconclusive: return (.critical, "no connection within \(check.timeout) s")
             }
         case .command(let argv):
             let environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AURORA_") }
             do {
-                let outcome = try await ExecRunner.run(argv, environment: environment, timeout: timeout, maxOutput: 4096)
-                let text = String(decoding: outcome.stdout + outcome.stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                let outcome = try await ExecRunner.run(
+                    argv, environment: environment, timeout: timeout, maxOutput: 4096)
+                let text = String(decoding: outcome.stdout + outcome.stderr, as: UTF8.self).trimmingCharacters(
+                    in: .whitespacesAndNewlines)
                 let line = text.split(separator: "\n").first.map { String($0.prefix(200)) } ?? ""
                 if outcome.timedOut { return (.critical, "timed out after \(check.timeout) s") }
                 guard let code = outcome.exitCode else { return (.critical, "killed by signal \(outcome.signal ?? 0)") }
@@ -447,31 +517,53 @@ final class ResourceMonitorService: Service {
     /// between two samples, so the first sample has none. Alerts already on the board (a restart
     /// of the subsystem) stay raised rather than being raised again.
     func run() async throws {
-        var watch = ResourceWatch(thresholds: thresholds, active: Set(board.activeAlerts.compactMap { WatchedResource(rawValue: $0.resource) }))
+        var watch = ResourceWatch(
+            thresholds: thresholds,
+            active: Set(board.activeAlerts.compactMap { WatchedResource(rawValue: $0.resource) }))
         var previous = CPUTimes.read()
-        for await _ in AsyncTimerSequence(interval: .milliseconds(Int64(interval * 1000)), clock: .continuous).cancelOnGracefulShutdown() {
+        for await _ in AsyncTimerSequence(interval: .milliseconds(Int64(interval * 1000)), clock: .continuous)
+            .cancelOnGracefulShutdown()
+        {
             let current = CPUTimes.read()
             let cpu = previous.flatMap { before in current.flatMap { $0.busyPercent(since: before) } }
             previous = current
             let now = Double((ContinuousClock.now - epoch) / .milliseconds(1)) / 1000
-            for directive in watch.onSample(cpuPct: cpu, memoryPct: Self.memoryPercent(), diskPct: Self.diskPercent(dataDir), at: now) {
+            for directive in watch.onSample(
+                cpuPct: cpu, memoryPct: Self.memoryPercent(), diskPct: Self.diskPercent(dataDir), at: now)
+            {
                 switch directive {
                 case .raised(let resource, let value, let threshold):
-                    board.raise(ResourceAlert(resource: resource.rawValue, valuePct: value.rounded(toPlaces: 1), thresholdPct: threshold,
-                                              since: ISOTime.string(Date())))
-                    logger.warning("resource alert raised", metadata: ["nodeagent.resource": "\(resource.rawValue)",
-                                                                       "nodeagent.value_pct": "\(value.rounded(toPlaces: 1))"])
-                    var data: [String: JSONValue] = ["resource": .string(resource.rawValue), "value_pct": .number(value.rounded(toPlaces: 1)),
-                                                     "threshold_pct": .number(threshold)]
+                    board.raise(
+                        ResourceAlert(
+                            resource: resource.rawValue, valuePct: value.rounded(toPlaces: 1), thresholdPct: threshold,
+                            since: ISOTime.string(Date())))
+                    logger.warning(
+                        "resource alert raised",
+                        metadata: [
+                            "nodeagent.resource": "\(resource.rawValue)",
+                            "nodeagent.value_pct": "\(value.rounded(toPlaces: 1))",
+                        ])
+                    var data: [String: JSONValue] = [
+                        "resource": .string(resource.rawValue), "value_pct": .number(value.rounded(toPlaces: 1)),
+                        "threshold_pct": .number(threshold),
+                    ]
                     if resource == .cpu { data["for_s"] = .number(thresholds.cpuFor) }
                     await report(NodeEvent(type: EventType.alertRaised, data: data))
                 case .cleared(let resource, let value, let threshold):
                     board.clear(resource.rawValue)
-                    logger.notice("resource alert cleared", metadata: ["nodeagent.resource": "\(resource.rawValue)",
-                                                                       "nodeagent.value_pct": "\(value.rounded(toPlaces: 1))"])
-                    await report(NodeEvent(type: EventType.alertCleared, data: [
-                        "resource": .string(resource.rawValue), "value_pct": .number(value.rounded(toPlaces: 1)), "threshold_pct": .number(threshold),
-                    ]))
+                    logger.notice(
+                        "resource alert cleared",
+                        metadata: [
+                            "nodeagent.resource": "\(resource.rawValue)",
+                            "nodeagent.value_pct": "\(value.rounded(toPlaces: 1))",
+                        ])
+                    await report(
+                        NodeEvent(
+                            type: EventType.alertCleared,
+                            data: [
+                                "resource": .string(resource.rawValue),
+                                "value_pct": .number(value.rounded(toPlaces: 1)), "threshold_pct": .number(threshold),
+                            ]))
                 }
             }
         }
@@ -511,7 +603,8 @@ struct CPUTimes: Sendable {
     /// fields (guest time is already in user); nil when the file cannot be read.
     static func read() -> CPUTimes? {
         guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
-              let line = text.split(separator: "\n").first, line.hasPrefix("cpu ") else { return nil }
+            let line = text.split(separator: "\n").first, line.hasPrefix("cpu ")
+        else { return nil }
         let values = line.split(separator: " ").dropFirst().compactMap { UInt64($0) }
         guard values.count >= 4 else { return nil }
         let idle = values[3] + (values.count > 4 ? values[4] : 0)  // idle + iowait

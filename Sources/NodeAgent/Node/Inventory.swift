@@ -32,9 +32,10 @@ actor Inventory {
         uname(&system)
         let arch = withUnsafeBytes(of: &system.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         let release = withUnsafeBytes(of: &system.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        self.base = Capabilities(cpuCores: ProcessInfo.processInfo.activeProcessorCount,
-                                 memoryMB: Int(ProcessInfo.processInfo.physicalMemory / (1 << 20)),
-                                 os: Self.osName(kernel: release), arch: arch, gpus: [])
+        self.base = Capabilities(
+            cpuCores: ProcessInfo.processInfo.activeProcessorCount,
+            memoryMB: Int(ProcessInfo.processInfo.physicalMemory / (1 << 20)),
+            os: Self.osName(kernel: release), arch: arch, gpus: [])
     }
 
     /// The capabilities now.
@@ -54,8 +55,12 @@ actor Inventory {
         gpusSampledAt = .now
         guard let smi = Self.which("nvidia-smi") else { return [] }
         do {
-            let result = try await ProcessRunner.run(smi, ["--query-gpu=index,uuid,name,memory.total,memory.used,utilization.gpu",
-                                                           "--format=csv,noheader,nounits"])
+            let result = try await ProcessRunner.run(
+                smi,
+                [
+                    "--query-gpu=index,uuid,name,memory.total,memory.used,utilization.gpu",
+                    "--format=csv,noheader,nounits",
+                ])
             guard result.status == 0 else {
                 logger.warning("nvidia-smi failed", metadata: ["nodeagent.error": "\(result.lastLine)"])
                 return cachedGPUs
@@ -63,7 +68,8 @@ actor Inventory {
             cachedGPUs = GPUQuery.parse(result.output)
             let own = jobGroups.current
             if !own.isEmpty {
-                let apps = try await ProcessRunner.run(smi, ["--query-compute-apps=gpu_uuid,pid,used_memory", "--format=csv,noheader,nounits"])
+                let apps = try await ProcessRunner.run(
+                    smi, ["--query-compute-apps=gpu_uuid,pid,used_memory", "--format=csv,noheader,nounits"])
                 if apps.status == 0 {
                     cachedGPUs = GPUQuery.subtract(cachedGPUs, apps: apps.output) { own.contains(getpgid($0)) }
                 }
@@ -95,7 +101,9 @@ actor Inventory {
     /// The first executable `program` on `PATH`; nil when there is none (no `nvidia-smi`: no GPUs).
     static func which(_ program: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
-        return path.split(separator: ":").map { "\($0)/\(program)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        return path.split(separator: ":").map { "\($0)/\(program)" }.first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
     }
 
     /// `PRETTY_NAME` from `/etc/os-release` with the kernel release, e.g. `Ubuntu 24.04 LTS (Linux 6.8.0)`.
@@ -125,10 +133,13 @@ enum GPUQuery {
     /// Memory is in MiB (nvidia-smi's `nounits`); utilization in percent.
     static func parse(_ output: String) -> [GPU] {
         output.split(separator: "\n").compactMap { line -> GPU? in
-            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map {
+                $0.trimmingCharacters(in: .whitespaces)
+            }
             guard fields.count == 6, let index = Int(fields[0]), let total = Int(fields[3]) else { return nil }
-            return GPU(index: index, uuid: fields[1], name: fields[2], memoryTotalMB: total,
-                       memoryUsedMB: Int(fields[4]) ?? 0, utilizationPct: Int(fields[5]) ?? 0)
+            return GPU(
+                index: index, uuid: fields[1], name: fields[2], memoryTotalMB: total,
+                memoryUsedMB: Int(fields[4]) ?? 0, utilizationPct: Int(fields[5]) ?? 0)
         }
     }
 
@@ -168,7 +179,9 @@ enum TCPProbe {
         do { address = try SocketAddress(ipAddress: host, port: port) } catch { return .inconclusive }
         let started = ContinuousClock.now
         let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.milliseconds(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
+            .connectTimeout(
+                .milliseconds(
+                    timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
         do {
             let channel = try await bootstrap.connect(to: address).get()
             let elapsed = started.duration(to: .now)
@@ -176,7 +189,9 @@ enum TCPProbe {
             return .connected(elapsed)
         } catch let error as IOError where error.errnoCode == ECONNREFUSED {
             return .refused
-        } catch let error as NIOConnectionError where error.connectionErrors.contains(where: { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }) {
+        } catch let error as NIOConnectionError
+            where error.connectionErrors.contains(where: { ($0.error as? IOError)?.errnoCode == ECONNREFUSED })
+        {
             return .refused
         } catch {
             return .inconclusive

@@ -50,7 +50,9 @@ struct Membership: Codable, Sendable, Equatable {
     static func load(dataDir: String) throws(AgentError) -> Membership? {
         guard let text = try SecureFile.read(path(dataDir: dataDir)) else { return nil }
         guard let membership = SQL.decode(Membership.self, text) else {
-            throw AgentError(.identity, "\(path(dataDir: dataDir)) is not readable membership data; remove it and join again with a token")
+            throw AgentError(
+                .identity,
+                "\(path(dataDir: dataDir)) is not readable membership data; remove it and join again with a token")
         }
         return membership
     }
@@ -96,11 +98,17 @@ final class LeadLink: Sendable {
     /// an error once the node has joined (nothing would be verified).
     static func forNode(config: NodeConfig, saved: Membership?) throws(AgentError) -> LeadLink {
         guard let url = config.lead ?? saved?.leadURL else {
-            throw AgentError(.config, "a \(config.role.rawValue) node needs the lead's URL: set --lead, AURORA_LEAD or 'lead' in the node file")
+            throw AgentError(
+                .config,
+                "a \(config.role.rawValue) node needs the lead's URL: set --lead, AURORA_LEAD or 'lead' in the node file"
+            )
         }
         guard let pem = saved?.leadCertificate else {
             if saved != nil, url.lowercased().hasPrefix("https:") {
-                throw AgentError(.config, "this node joined without a pinned lead certificate, so it cannot check \(url); join again with a token from that lead")
+                throw AgentError(
+                    .config,
+                    "this node joined without a pinned lead certificate, so it cannot check \(url); join again with a token from that lead"
+                )
             }
             return LeadLink(url: url)
         }
@@ -108,7 +116,10 @@ final class LeadLink: Sendable {
             let certificate = try NIOSSLCertificate(bytes: Array(pem.utf8), format: .pem)
             return LeadLink(url: url, tls: PinnedTLS.clientConfiguration(trusting: certificate))
         } catch {
-            throw AgentError(.identity, "\(Membership.path(dataDir: config.dataDir)): the pinned lead certificate does not parse; join again with a token")
+            throw AgentError(
+                .identity,
+                "\(Membership.path(dataDir: config.dataDir)): the pinned lead certificate does not parse; join again with a token"
+            )
         }
     }
 }
@@ -149,17 +160,22 @@ struct LeadClient: Sendable {
     }()
 
     /// Sends a request (signed when a signer is set) and decodes a 2xx answer as `T`.
-    func call<T: Decodable>(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none, as type: T.Type,
-                            timeout: Duration) async throws(LeadCallError) -> T {
+    func call<T: Decodable>(
+        _ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none, as type: T.Type,
+        timeout: Duration
+    ) async throws(LeadCallError) -> T {
         let bytes = try await send(method, path, body: body, timeout: timeout)
         do { return try APICoding.decoder().decode(T.self, from: Data(bytes)) } catch {
-            throw .refused(status: 502, ErrorResponse(code: "bad_gateway", message: "the lead's answer to \(path) did not decode"))
+            throw .refused(
+                status: 502, ErrorResponse(code: "bad_gateway", message: "the lead's answer to \(path) did not decode"))
         }
     }
 
     /// Sends a request and returns the lead's status and body as they are, for forwarding a
     /// client's call. Throws only when the lead does not answer.
-    func relay(_ method: HTTPMethod, _ path: String, body: [UInt8], timeout: Duration) async throws(LeadCallError) -> (status: Int, body: [UInt8]) {
+    func relay(_ method: HTTPMethod, _ path: String, body: [UInt8], timeout: Duration) async throws(LeadCallError) -> (
+        status: Int, body: [UInt8]
+    ) {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
         request.tlsConfiguration = link.tls
@@ -168,10 +184,13 @@ struct LeadClient: Sendable {
             request.headers.add(name: "Content-Type", value: "application/json")
         }
         if let signer {
-            for (name, value) in signer.headers(method: method.rawValue, path: path, body: body) { request.headers.add(name: name, value: value) }
+            for (name, value) in signer.headers(method: method.rawValue, path: path, body: body) {
+                request.headers.add(name: name, value: value)
+            }
         }
         do {
-            let response = try await Self.http.execute(request, timeout: .milliseconds(Int64(timeout / .milliseconds(1))))
+            let response = try await Self.http.execute(
+                request, timeout: .milliseconds(Int64(timeout / .milliseconds(1))))
             let collected = try await response.body.collect(upTo: 32 << 20)
             return (Int(response.status.code), Array(collected.readableBytesView))
         } catch {
@@ -180,7 +199,9 @@ struct LeadClient: Sendable {
     }
 
     /// Sends a request; returns the body of a 2xx answer.
-    func send(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none, timeout: Duration) async throws(LeadCallError) -> [UInt8] {
+    func send(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none, timeout: Duration)
+        async throws(LeadCallError) -> [UInt8]
+    {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
         request.tlsConfiguration = link.tls
@@ -191,7 +212,9 @@ struct LeadClient: Sendable {
             request.headers.add(name: "Content-Type", value: "application/json")
         }
         if let signer {
-            for (name, value) in signer.headers(method: method.rawValue, path: path, body: bytes) { request.headers.add(name: name, value: value) }
+            for (name, value) in signer.headers(method: method.rawValue, path: path, body: bytes) {
+                request.headers.add(name: name, value: value)
+            }
         }
         let response: HTTPClientResponse
         let collected: ByteBuffer
@@ -203,7 +226,8 @@ struct LeadClient: Sendable {
         }
         let answer = Array(collected.readableBytesView)
         guard (200..<300).contains(Int(response.status.code)) else {
-            let error = (try? APICoding.decoder().decode(ErrorResponse.self, from: Data(answer)))
+            let error =
+                (try? APICoding.decoder().decode(ErrorResponse.self, from: Data(answer)))
                 ?? ErrorResponse(code: "http_\(response.status.code)", message: response.status.reasonPhrase)
             throw .refused(status: Int(response.status.code), error)
         }
@@ -285,9 +309,12 @@ final class MembershipService: Service {
     /// What the lead last got in full, and when; unchanged capabilities are left out.
     private let lastFull = Mutex<(capabilities: Capabilities?, at: ContinuousClock.Instant?)>((nil, nil))
 
-    init(config: NodeConfig, identity: NodeIdentity, state: AgentState, inventory: Inventory, cache: RegistryCache, worker: GPUWorker?,
-         link: LeadLink, tlsPin: TLSPin? = nil, onSecretsChanged: (@Sendable (MembershipService) async -> Void)? = nil,
-         logger: Logger) throws(AgentError) {
+    init(
+        config: NodeConfig, identity: NodeIdentity, state: AgentState, inventory: Inventory, cache: RegistryCache,
+        worker: GPUWorker?,
+        link: LeadLink, tlsPin: TLSPin? = nil, onSecretsChanged: (@Sendable (MembershipService) async -> Void)? = nil,
+        logger: Logger
+    ) throws(AgentError) {
         self.onSecretsChanged = onSecretsChanged
         self.link = link
         self.tlsPin = tlsPin
@@ -346,7 +373,9 @@ final class MembershipService: Service {
                         knownSecrets = secrets
                         if let refresh = onSecretsChanged { group.addTask { await refresh(self) } }
                     }
-                    if response.registryVersion != knownVersion || lastRefresh.map({ $0.duration(to: .now) > .seconds(10) }) ?? true {
+                    if response.registryVersion != knownVersion
+                        || lastRefresh.map({ $0.duration(to: .now) > .seconds(10) }) ?? true
+                    {
                         if await refreshCache(timeout: timeout) {
                             knownVersion = response.registryVersion
                             lastRefresh = .now
@@ -355,7 +384,8 @@ final class MembershipService: Service {
                 } catch {
                     beatFailures.increment()
                     if state.leadContact(ok: false) {
-                        logger.warning("heartbeat failed; the lead is away", metadata: ["nodeagent.error": "\(error.message)"])
+                        logger.warning(
+                            "heartbeat failed; the lead is away", metadata: ["nodeagent.error": "\(error.message)"])
                     }
                 }
                 if lastRTT.map({ $0.duration(to: .now) >= .seconds(5) }) ?? true {
@@ -366,10 +396,12 @@ final class MembershipService: Service {
         }
         if config.leaveOnStop {
             do {
-                _ = try await lead.send(.POST, Routes.leave(config.name), body: Optional<Int>.none, timeout: .seconds(2))
+                _ = try await lead.send(
+                    .POST, Routes.leave(config.name), body: Optional<Int>.none, timeout: .seconds(2))
                 logger.info("left the mesh")
             } catch {
-                logger.warning("could not tell the lead this node leaves", metadata: ["nodeagent.error": "\(error.message)"])
+                logger.warning(
+                    "could not tell the lead this node leaves", metadata: ["nodeagent.error": "\(error.message)"])
             }
         }
     }
@@ -381,15 +413,24 @@ final class MembershipService: Service {
     private func joinIfNeeded() async throws -> Membership? {
         if let saved = try Membership.load(dataDir: config.dataDir) {
             if saved.name != config.name {
-                throw AgentError(.config, "this data dir joined the mesh as '\(saved.name)', not '\(config.name)'; use --name \(saved.name) or another --data-dir")
+                throw AgentError(
+                    .config,
+                    "this data dir joined the mesh as '\(saved.name)', not '\(config.name)'; use --name \(saved.name) or another --data-dir"
+                )
             }
             return saved
         }
         guard let printed = config.joinToken else {
-            throw AgentError(.config, "this node has not joined a mesh yet: pass --join-token-file (or AURORA_JOIN_TOKEN) from 'aurora-cli token create' on the lead")
+            throw AgentError(
+                .config,
+                "this node has not joined a mesh yet: pass --join-token-file (or AURORA_JOIN_TOKEN) from 'aurora-cli token create' on the lead"
+            )
         }
         guard let token = JoinTokenText(parsing: printed) else {
-            throw AgentError(.config, "the join token's pin is malformed: it should end in :sha256:<64 hex digits>, as 'aurora-cli token create' prints it")
+            throw AgentError(
+                .config,
+                "the join token's pin is malformed: it should end in :sha256:<64 hex digits>, as 'aurora-cli token create' prints it"
+            )
         }
         var delay = Duration.milliseconds(250)
         var pinned: (certificate: String, pin: TLSPin)?
@@ -397,17 +438,23 @@ final class MembershipService: Service {
             // Over https the lead must present the pinned key before the token leaves this node.
             if pinned == nil, let url = URLComponents(string: link.url), url.scheme?.lowercased() == "https" {
                 guard let pin = token.pin else {
-                    throw AgentError(.config, "\(link.url) is https, but the join token carries no pin of the lead's key; "
-                                     + "create the token on a lead that serves TLS (tls.listen): it prints the token with its pin")
+                    throw AgentError(
+                        .config,
+                        "\(link.url) is https, but the join token carries no pin of the lead's key; "
+                            + "create the token on a lead that serves TLS (tls.listen): it prints the token with its pin"
+                    )
                 }
                 let certificate: NIOSSLCertificate
                 do {
-                    certificate = try await PinnedTLS.verifiedCertificate(url: link.url, host: url.host ?? "", port: url.port ?? 443, pin: pin)
+                    certificate = try await PinnedTLS.verifiedCertificate(
+                        url: link.url, host: url.host ?? "", port: url.port ?? 443, pin: pin)
                 } catch let error as PinningError where error.message.contains("refusing") {
                     throw AgentError(.identity, error.message)
                 } catch {
                     _ = state.leadContact(ok: false)
-                    logger.warning("cannot reach the lead yet; retrying", metadata: ["nodeagent.error": "\(error)", "nodeagent.retry_ms": "\(delay.milliseconds)"])
+                    logger.warning(
+                        "cannot reach the lead yet; retrying",
+                        metadata: ["nodeagent.error": "\(error)", "nodeagent.retry_ms": "\(delay.milliseconds)"])
                     guard await Self.backOff(&delay) else { return nil }
                     continue
                 }
@@ -415,16 +462,23 @@ final class MembershipService: Service {
                 pinned = (try certificate.pemText(), pin)
                 logger.info("the lead's key matches the token's pin", metadata: ["nodeagent.pin": "\(pin)"])
             } else if token.pin != nil, link.tls == nil {
-                throw AgentError(.config, "the join token pins the lead's TLS key, but \(link.url) is plain HTTP: use the lead's https URL "
-                                 + "(the one 'aurora-cli token create' prints)")
+                throw AgentError(
+                    .config,
+                    "the join token pins the lead's TLS key, but \(link.url) is plain HTTP: use the lead's https URL "
+                        + "(the one 'aurora-cli token create' prints)")
             }
             let request = JoinRequest(
-                token: token.secret, name: config.name, profile: config.role, company: config.company.isEmpty ? nil : config.company,
+                token: token.secret, name: config.name, profile: config.role,
+                company: config.company.isEmpty ? nil : config.company,
                 labels: config.labels.isEmpty ? nil : config.labels,
-                wireguard: .init(publicKey: identity.wireguard.publicKey.base64, endpoint: config.wireguardEndpoint, listenPort: config.wireguardListenPort,
-                                 behindNAT: config.wireguardBehindNAT),
-                signPublicKey: identity.signing.publicKey.base64, boxPublicKey: identity.box.publicKey.base64, vpnIP: config.vpnIP,
-                capabilities: await inventory.capabilities(), address: config.listen.description, version: AuroraVersion.current,
+                wireguard: .init(
+                    publicKey: identity.wireguard.publicKey.base64, endpoint: config.wireguardEndpoint,
+                    listenPort: config.wireguardListenPort,
+                    behindNAT: config.wireguardBehindNAT),
+                signPublicKey: identity.signing.publicKey.base64, boxPublicKey: identity.box.publicKey.base64,
+                vpnIP: config.vpnIP,
+                capabilities: await inventory.capabilities(), address: config.listen.description,
+                version: AuroraVersion.current,
                 timing: config.heartbeatTiming)
             var pinnedRequest = request
             pinnedRequest.tlsPin = tlsPin?.description
@@ -432,24 +486,31 @@ final class MembershipService: Service {
             let joinRequest = pinnedRequest
             let answer: Result<JoinResponse, LeadCallError>
             do throws(LeadCallError) {
-                answer = .success(try await joinClient.call(.POST, Routes.join, body: joinRequest, as: JoinResponse.self, timeout: .seconds(5)))
+                answer = .success(
+                    try await joinClient.call(
+                        .POST, Routes.join, body: joinRequest, as: JoinResponse.self, timeout: .seconds(5)))
             } catch {
                 answer = .failure(error)
             }
             switch answer {
             case .success(let response):
-                let membership = Membership(name: response.node.name, vpnIP: response.node.vpnIP, leadURL: lead.baseURL,
-                                            lead: response.mesh.lead, cidr: response.mesh.cidr, meshID: response.mesh.meshID,
-                                            joinedAt: response.node.joinedAt, leadCertificate: pinned?.certificate,
-                                            leadPin: pinned?.pin.description)
+                let membership = Membership(
+                    name: response.node.name, vpnIP: response.node.vpnIP, leadURL: lead.baseURL,
+                    lead: response.mesh.lead, cidr: response.mesh.cidr, meshID: response.mesh.meshID,
+                    joinedAt: response.node.joinedAt, leadCertificate: pinned?.certificate,
+                    leadPin: pinned?.pin.description)
                 try membership.save(dataDir: config.dataDir)
-                logger.info("joined the mesh", metadata: ["nodeagent.vpn_ip": "\(membership.vpnIP)", "nodeagent.lead": "\(membership.lead.name)"])
+                logger.info(
+                    "joined the mesh",
+                    metadata: ["nodeagent.vpn_ip": "\(membership.vpnIP)", "nodeagent.lead": "\(membership.lead.name)"])
                 return membership
             case .failure(.refused(let status, let error)) where status < 500:
                 throw AgentError(.identity, "the lead refused the join: \(error.error.message)")
             case .failure(let error):
                 _ = state.leadContact(ok: false)
-                logger.warning("cannot join yet; retrying", metadata: ["nodeagent.error": "\(error.message)", "nodeagent.retry_ms": "\(delay.milliseconds)"])
+                logger.warning(
+                    "cannot join yet; retrying",
+                    metadata: ["nodeagent.error": "\(error.message)", "nodeagent.retry_ms": "\(delay.milliseconds)"])
             }
             guard await Self.backOff(&delay) else { return nil }
         }
@@ -480,10 +541,12 @@ final class MembershipService: Service {
         let beat = HeartbeatRequest(
             capabilities: full ? capabilities : nil, version: AuroraVersion.current, labels: full ? config.labels : nil,
             checks: inventory.checks(), peers: peerRTTs.withLock { $0 }, address: config.listen.description,
-            timing: config.heartbeatTiming, worker: worker?.report(), postgres: state.postgres?.health, wireguard: state.wireguardReport)
+            timing: config.heartbeatTiming, worker: worker?.report(), postgres: state.postgres?.health,
+            wireguard: state.wireguardReport)
         var withTLS = beat
         withTLS.tlsPort = config.tlsListen?.port
-        let response = try await lead.call(.POST, Routes.heartbeat(config.name), body: withTLS, as: HeartbeatResponse.self, timeout: timeout)
+        let response = try await lead.call(
+            .POST, Routes.heartbeat(config.name), body: withTLS, as: HeartbeatResponse.self, timeout: timeout)
         lastFull.withLock { last in
             if response.sendFull { last = (nil, nil) } else if full { last = (capabilities, .now) }
         }
@@ -512,8 +575,11 @@ final class MembershipService: Service {
             for peer in peers {
                 guard let text = peer.address, let address = try? HostPort(parsing: text) else { continue }
                 group.addTask {
-                    if case .connected(let elapsed) = await TCPProbe.connect(host: address.host, port: address.port, timeout: .milliseconds(500)) {
-                        return PeerRTT(name: peer.name, rttMs: (Double(elapsed / .microseconds(1)) / 1000).rounded(toPlaces: 3))
+                    if case .connected(let elapsed) = await TCPProbe.connect(
+                        host: address.host, port: address.port, timeout: .milliseconds(500))
+                    {
+                        return PeerRTT(
+                            name: peer.name, rttMs: (Double(elapsed / .microseconds(1)) / 1000).rounded(toPlaces: 3))
                     }
                     return nil
                 }

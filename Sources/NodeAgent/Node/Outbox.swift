@@ -7,9 +7,10 @@ import Metrics
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
-import NIOHTTP1
+    import Glibc
+    import NIOHTTP1
 #endif
 
 /// The node's durable outbox, `DATA/outbox/reports.log` (0600): every report for the lead (job
@@ -76,7 +77,9 @@ final class Outbox: Sendable {
         path = directory + "/reports.log"
         try DataDirectory.createDirectory(directory, mode: 0o700, what: "outbox directory")
         let descriptor = open(path, O_CREAT | O_RDWR | O_APPEND | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw AgentError(.dataDir, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard descriptor >= 0 else {
+            throw AgentError(.dataDir, "cannot open \(path): \(String(cString: strerror(errno)))")
+        }
         fchmod(descriptor, 0o600)
         let bytes: [UInt8]
         do { bytes = try Self.readAll(descriptor, path: path) } catch {
@@ -91,16 +94,20 @@ final class Outbox: Sendable {
                 Glibc.close(descriptor)
                 throw AgentError(.dataDir, "cannot repair \(path): \(reason)")
             }
-            logger.warning("outbox had a torn record at its end (a crash while writing); cut it off",
-                           metadata: ["nodeagent.bytes": "\(bytes.count - scan.validLength)"])
+            logger.warning(
+                "outbox had a torn record at its end (a crash while writing); cut it off",
+                metadata: ["nodeagent.bytes": "\(bytes.count - scan.validLength)"])
         }
         if scan.corruptRegions > 0 {
-            logger.error("outbox had damaged records; skipped them", metadata: ["nodeagent.regions": "\(scan.corruptRegions)"])
+            logger.error(
+                "outbox had damaged records; skipped them", metadata: ["nodeagent.regions": "\(scan.corruptRegions)"])
         }
         let ledger = OutboxLedger(scan.records)
         var reports: [UInt64: NodeReport] = [:]
         for record in ledger.pending {
-            if let report = try? APICoding.decoder().decode(NodeReport.self, from: Data(record.payload)) { reports[record.sequence] = report }
+            if let report = try? APICoding.decoder().decode(NodeReport.self, from: Data(record.payload)) {
+                reports[record.sequence] = report
+            }
         }
         tornTailRepaired = scan.tornTail
         corruptRegionsSkipped = scan.corruptRegions
@@ -125,14 +132,19 @@ final class Outbox: Sendable {
     /// connectivity service retries on its next tick, and the check and alert services log the loss.
     func append(_ report: NodeReport) async throws(AgentError) {
         let payload: [UInt8]
-        do { payload = Array(try APICoding.encoder().encode(report)) } catch { throw AgentError(.dataDir, "cannot encode a report") }
+        do { payload = Array(try APICoding.encoder().encode(report)) } catch {
+            throw AgentError(.dataDir, "cannot encode a report")
+        }
         try await onIOThread { () throws(AgentError) in
             try self.state.withLock { state throws(AgentError) in
                 guard !state.closed else { throw AgentError(.dataDir, "the outbox is closed") }
                 let record = state.ledger.record(for: payload)
                 let bytes = record.encoded()
                 guard state.fileBytes + bytes.count <= Self.maxBytes else {
-                    throw AgentError(.dataDir, "the outbox is full (\(Self.maxBytes >> 20) MiB of reports the lead has not taken); report dropped")
+                    throw AgentError(
+                        .dataDir,
+                        "the outbox is full (\(Self.maxBytes >> 20) MiB of reports the lead has not taken); report dropped"
+                    )
                 }
                 try Self.write(bytes, to: state.descriptor, path: self.path, restoring: state.fileBytes)
                 state.fileBytes += bytes.count
@@ -173,7 +185,9 @@ final class Outbox: Sendable {
                     let bytes = record.encoded()
                     try Self.write(bytes, to: state.descriptor, path: self.path, restoring: state.fileBytes)
                     state.fileBytes += bytes.count
-                    for pending in state.ledger.pending where pending.sequence <= sequence { state.reports[pending.sequence] = nil }
+                    for pending in state.ledger.pending where pending.sequence <= sequence {
+                        state.reports[pending.sequence] = nil
+                    }
                     state.ledger.acknowledged(record)
                     if state.ledger.shouldCompact(threshold: Self.compactThreshold) { try self.compact(&state) }
                 }
@@ -201,7 +215,9 @@ final class Outbox: Sendable {
         }
         let temporary = path + ".compact"
         let descriptor = open(temporary, O_CREAT | O_TRUNC | O_WRONLY | O_APPEND | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw AgentError(.dataDir, "cannot compact \(path): \(String(cString: strerror(errno)))") }
+        guard descriptor >= 0 else {
+            throw AgentError(.dataDir, "cannot compact \(path): \(String(cString: strerror(errno)))")
+        }
         let bytes = state.ledger.pending.flatMap { $0.encoded() }
         do {
             try Self.write(bytes, to: descriptor, path: temporary, restoring: 0)
@@ -228,7 +244,9 @@ final class Outbox: Sendable {
     /// Up to `limit` reports, oldest first.
     func peek(limit: Int) -> [Pending] {
         state.withLock { state in
-            state.ledger.pending.prefix(limit).map { Pending(sequence: $0.sequence, report: state.reports[$0.sequence], bytes: $0.payload.count) }
+            state.ledger.pending.prefix(limit).map {
+                Pending(sequence: $0.sequence, report: state.reports[$0.sequence], bytes: $0.payload.count)
+            }
         }
     }
 
@@ -243,7 +261,8 @@ final class Outbox: Sendable {
     var pendingJobLeases: [JobLease] {
         state.withLock { state in
             state.ledger.pending.compactMap { record in
-                guard let report = state.reports[record.sequence], report.kind == .jobResult, let job = report.job, let result = report.result
+                guard let report = state.reports[record.sequence], report.kind == .jobResult, let job = report.job,
+                    let result = report.result
                 else { return nil }
                 return JobLease(id: job, attempt: result.attempt)
             }
@@ -262,11 +281,15 @@ final class Outbox: Sendable {
     /// delivered since start, whether delivery is failing and why, and what opening repaired.
     var status: OutboxStatus {
         state.withLock { state in
-            let oldest = state.ledger.pending.first.flatMap { state.reports[$0.sequence] }.flatMap { ISOTime.parse($0.at) }
-            return OutboxStatus(pending: state.ledger.pending.count, pendingBytes: state.ledger.liveBytes,
-                                oldestAgeS: oldest.map { max(0, Date().timeIntervalSince($0)).rounded(toPlaces: 3) }, delivered: state.delivered,
-                                failing: state.failing, lastError: state.lastError, tornTailRepaired: tornTailRepaired,
-                                corruptRegionsSkipped: corruptRegionsSkipped, path: path)
+            let oldest = state.ledger.pending.first.flatMap { state.reports[$0.sequence] }.flatMap {
+                ISOTime.parse($0.at)
+            }
+            return OutboxStatus(
+                pending: state.ledger.pending.count, pendingBytes: state.ledger.liveBytes,
+                oldestAgeS: oldest.map { max(0, Date().timeIntervalSince($0)).rounded(toPlaces: 3) },
+                delivered: state.delivered,
+                failing: state.failing, lastError: state.lastError, tornTailRepaired: tornTailRepaired,
+                corruptRegionsSkipped: corruptRegionsSkipped, path: path)
         }
     }
 
@@ -289,7 +312,9 @@ final class Outbox: Sendable {
 
     /// Runs file work on the outbox's own thread, starting it on first use; throws ``AgentError``
     /// (`the outbox is closed`) after ``close()``.
-    private func onIOThread<R: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> R) async throws(AgentError) -> R {
+    private func onIOThread<R: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> R)
+        async throws(AgentError) -> R
+    {
         let open = lifecycle.withLock { lifecycle -> Bool in
             if !lifecycle.started, !lifecycle.closed {
                 io.start()
@@ -309,7 +334,9 @@ final class Outbox: Sendable {
 
     /// Writes all of `bytes` and fsyncs; on failure cuts the file back to `restoring` bytes so
     /// no partial record stays behind, and throws.
-    private static func write(_ bytes: [UInt8], to descriptor: Int32, path: String, restoring length: Int) throws(AgentError) {
+    private static func write(_ bytes: [UInt8], to descriptor: Int32, path: String, restoring length: Int)
+        throws(AgentError)
+    {
         var written = 0
         while written < bytes.count {
             let n = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress! + written, bytes.count - written) }
@@ -343,7 +370,9 @@ final class Outbox: Sendable {
             if n == 0 { break }
             bytes += chunk[0..<n]
             offset += off_t(n)
-            if bytes.count > maxBytes * 2 { throw AgentError(.dataDir, "\(path) is larger than \(maxBytes * 2 >> 20) MiB; move it away to start") }
+            if bytes.count > maxBytes * 2 {
+                throw AgentError(.dataDir, "\(path) is larger than \(maxBytes * 2 >> 20) MiB; move it away to start")
+            }
         }
         return bytes
     }
@@ -416,9 +445,11 @@ final class OutboxSender: Service {
             failures.increment()
             let message = (error as? LeadCallError)?.message ?? (error as? Refusal)?.message ?? "\(error)"
             if !outbox.status.failing {
-                logger.warning("cannot deliver reports; keeping them in the outbox", metadata: [
-                    "nodeagent.pending": "\(outbox.pendingCount)", "nodeagent.error": "\(message)",
-                ])
+                logger.warning(
+                    "cannot deliver reports; keeping them in the outbox",
+                    metadata: [
+                        "nodeagent.pending": "\(outbox.pendingCount)", "nodeagent.error": "\(message)",
+                    ])
             }
             outbox.noteFailure(message)
             return false
@@ -440,9 +471,12 @@ final class OutboxSender: Service {
             return false
         }
         for outcome in outcomes where outcome.status == .refused {
-            logger.notice("the lead refused a report", metadata: [
-                "nodeagent.report": "\(outcome.id)", "nodeagent.code": "\(outcome.code ?? "")", "nodeagent.reason": "\(outcome.message ?? "")",
-            ])
+            logger.notice(
+                "the lead refused a report",
+                metadata: [
+                    "nodeagent.report": "\(outcome.id)", "nodeagent.code": "\(outcome.code ?? "")",
+                    "nodeagent.reason": "\(outcome.message ?? "")",
+                ])
         }
         logger.debug("reports delivered", metadata: ["nodeagent.count": "\(outcomes.count)"])
         return await outbox.acknowledge(through: through, delivered: outcomes.count)
@@ -456,8 +490,10 @@ extension OutboxSender {
     static func toLead(_ reports: [NodeReport], node: String, lead: LeadClient) async throws -> [ReportOutcome] {
         let answer: Result<ReportAnswer, LeadCallError>
         do throws(LeadCallError) {
-            answer = .success(try await lead.call(.POST, Routes.nodeReports(node), body: ReportBatch(reports: reports), as: ReportAnswer.self,
-                                                  timeout: .seconds(10)))
+            answer = .success(
+                try await lead.call(
+                    .POST, Routes.nodeReports(node), body: ReportBatch(reports: reports), as: ReportAnswer.self,
+                    timeout: .seconds(10)))
         } catch {
             answer = .failure(error)
         }
@@ -484,10 +520,12 @@ extension OutboxSender {
                         _ = try await lead.send(.POST, Routes.gpuJobResult(job), body: result, timeout: .seconds(5))
                     }
                 case .connectivity:
-                    _ = try await lead.send(.POST, Routes.connectivityStatus, body: report.connectivity ?? ConnectivityReport(results: []),
-                                            timeout: .seconds(5))
+                    _ = try await lead.send(
+                        .POST, Routes.connectivityStatus, body: report.connectivity ?? ConnectivityReport(results: []),
+                        timeout: .seconds(5))
                 case .event:
-                    throw LeadCallError.refused(status: 404, ErrorResponse(code: "not_supported", message: "this lead takes no node events"))
+                    throw LeadCallError.refused(
+                        status: 404, ErrorResponse(code: "not_supported", message: "this lead takes no node events"))
                 }
                 sent = .success(())
             } catch {
@@ -497,7 +535,9 @@ extension OutboxSender {
             case .success:
                 outcomes.append(ReportOutcome(id: report.id, status: .accepted))
             case .failure(.refused(let status, let error)) where status < 500:
-                outcomes.append(ReportOutcome(id: report.id, status: .refused, code: error.error.code, message: error.error.message))
+                outcomes.append(
+                    ReportOutcome(id: report.id, status: .refused, code: error.error.code, message: error.error.message)
+                )
             case .failure(let error):
                 if outcomes.isEmpty { throw error }
                 return outcomes
@@ -511,9 +551,12 @@ extension NodeReport {
     /// A new report made now.
     /// The id is a fresh UUID: the lead records each id once, so a report delivered twice (an
     /// acknowledgement lost in a crash) counts once.
-    static func make(_ kind: Kind, job: String? = nil, result: JobResult? = nil, connectivity: ConnectivityReport? = nil,
-                     event: NodeEvent? = nil) -> NodeReport {
-        NodeReport(id: UUID().uuidString.lowercased(), kind: kind, at: ISOTime.string(Date()), job: job, result: result,
-                   connectivity: connectivity, event: event)
+    static func make(
+        _ kind: Kind, job: String? = nil, result: JobResult? = nil, connectivity: ConnectivityReport? = nil,
+        event: NodeEvent? = nil
+    ) -> NodeReport {
+        NodeReport(
+            id: UUID().uuidString.lowercased(), kind: kind, at: ISOTime.string(Date()), job: job, result: result,
+            connectivity: connectivity, event: event)
     }
 }

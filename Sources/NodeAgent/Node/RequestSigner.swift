@@ -19,8 +19,9 @@ struct RequestSigner: Sendable {
     func headers(method: String, path: String, body: [UInt8], now: Date = Date()) -> [(String, String)] {
         let timestamp = String(Int64((now.timeIntervalSince1970 * 1000).rounded()))
         let nonce = Hex.encode(Crypto.randomBytes(16))
-        let canonical = RequestSigning.canonical(method: method, path: path, node: node, timestamp: timestamp, nonce: nonce,
-                                                 bodySHA256: Hex.encode(Crypto.sha256(body)), target: target)
+        let canonical = RequestSigning.canonical(
+            method: method, path: path, node: node, timestamp: timestamp, nonce: nonce,
+            bodySHA256: Hex.encode(Crypto.sha256(body)), target: target)
         let signature = Data(key.sign(Array(canonical.utf8))).base64EncodedString()
         var headers = [
             (RequestSigning.nodeHeader, node),
@@ -56,9 +57,11 @@ struct SignedHeaders: Sendable {
         let nonce = value(RequestSigning.nonceHeader)
         let signature = value(RequestSigning.signatureHeader)
         if node == nil, timestamp == nil, nonce == nil, signature == nil { return nil }
-        let missing = [(RequestSigning.nodeHeader, node), (RequestSigning.timestampHeader, timestamp),
-                       (RequestSigning.nonceHeader, nonce), (RequestSigning.signatureHeader, signature)]
-            .filter { $0.1?.isEmpty ?? true }.map(\.0)
+        let missing = [
+            (RequestSigning.nodeHeader, node), (RequestSigning.timestampHeader, timestamp),
+            (RequestSigning.nonceHeader, nonce), (RequestSigning.signatureHeader, signature),
+        ]
+        .filter { $0.1?.isEmpty ?? true }.map(\.0)
         guard missing.isEmpty, let node, let timestamp, let nonce, let signature else {
             throw Refusal.unauthorized("unsigned request: missing \(missing.joined(separator: ", "))")
         }
@@ -72,15 +75,18 @@ struct SignedHeaders: Sendable {
             throw Refusal.unauthorized("\(RequestSigning.signatureHeader) is not a base64 Ed25519 signature")
         }
         let target = value(RequestSigning.targetHeader).flatMap { $0.isEmpty ? nil : $0 }
-        return SignedHeaders(node: node, timestampMilliseconds: milliseconds, timestamp: timestamp, nonce: nonce, signature: Array(bytes),
-                             target: target)
+        return SignedHeaders(
+            node: node, timestampMilliseconds: milliseconds, timestamp: timestamp, nonce: nonce,
+            signature: Array(bytes),
+            target: target)
     }
 
     /// Whether the signature is `key`'s over this request.
     /// Checks the signature only; the caller checks freshness, the nonce and the target.
     func verifies(method: String, path: String, body: [UInt8], key: PublicKey) -> Bool {
-        let canonical = RequestSigning.canonical(method: method, path: path, node: node, timestamp: timestamp, nonce: nonce,
-                                                 bodySHA256: Hex.encode(Crypto.sha256(body)), target: target)
+        let canonical = RequestSigning.canonical(
+            method: method, path: path, node: node, timestamp: timestamp, nonce: nonce,
+            bodySHA256: Hex.encode(Crypto.sha256(body)), target: target)
         return SigningKey.verify(signature: signature, of: Array(canonical.utf8), by: key)
     }
 }

@@ -59,8 +59,9 @@ final class SecretCache: Sendable {
         if let leadKey = leadSignKey {
             for entry in saved {
                 guard let value = try? Self.open(entry.read, node: node, box: box, leadKey: leadKey) else { continue }
-                opened[Self.key(entry.read.service, entry.read.keyName)] = Opened(entry: entry, value: value, fetched: nil,
-                                                                                  fetchedDate: ISOTime.parse(entry.fetchedAt) ?? Date())
+                opened[Self.key(entry.read.service, entry.read.keyName)] = Opened(
+                    entry: entry, value: value, fetched: nil,
+                    fetchedDate: ISOTime.parse(entry.fetchedAt) ?? Date())
             }
         }
         state.withLock { $0 = opened }
@@ -75,17 +76,23 @@ final class SecretCache: Sendable {
     /// the lead's answer is at fault, not the caller's request.
     static func open(_ read: SecretRead, node: String, box: BoxKey, leadKey: PublicKey) throws(Refusal) -> SecureBytes {
         guard let sealedText = read.sealedValue, let sealed = Data(base64Encoded: sealedText).map({ [UInt8]($0) }),
-              let signatureText = read.signature, let signature = Data(base64Encoded: signatureText).map({ [UInt8]($0) }) else {
-            throw Refusal(.upstreamFailed, code: "bad_gateway", message: "the lead's answer has no sealed value or signature")
+            let signatureText = read.signature, let signature = Data(base64Encoded: signatureText).map({ [UInt8]($0) })
+        else {
+            throw Refusal(
+                .upstreamFailed, code: "bad_gateway", message: "the lead's answer has no sealed value or signature")
         }
-        let text = SecretRead.signedText(service: read.service, keyName: read.keyName, scope: read.scope, scopeID: read.scopeID,
-                                         version: read.version, node: node,
-                                         sealedSHA256Hex: Hex.encode(Crypto.sha256(sealed)))
+        let text = SecretRead.signedText(
+            service: read.service, keyName: read.keyName, scope: read.scope, scopeID: read.scopeID,
+            version: read.version, node: node,
+            sealedSHA256Hex: Hex.encode(Crypto.sha256(sealed)))
         guard SigningKey.verify(signature: signature, of: Array(text.utf8), by: leadKey) else {
-            throw Refusal(.upstreamFailed, code: "bad_signature", message: "the secret is not signed by the lead this node joined")
+            throw Refusal(
+                .upstreamFailed, code: "bad_signature", message: "the secret is not signed by the lead this node joined"
+            )
         }
         do { return try box.open(sealed: sealed) } catch {
-            throw Refusal(.upstreamFailed, code: "cannot_open", message: "the sealed value does not open with this node's key")
+            throw Refusal(
+                .upstreamFailed, code: "cannot_open", message: "the sealed value does not open with this node's key")
         }
     }
 
@@ -96,7 +103,8 @@ final class SecretCache: Sendable {
         let now = Date()
         let entry = Entry(read: read, fetchedAt: ISOTime.string(now))
         let all = state.withLock { cache -> [Entry] in
-            cache[Self.key(read.service, read.keyName)] = Opened(entry: entry, value: value, fetched: .now, fetchedDate: now)
+            cache[Self.key(read.service, read.keyName)] = Opened(
+                entry: entry, value: value, fetched: .now, fetchedDate: now)
             return cache.values.map(\.entry)
         }
         persist(all)

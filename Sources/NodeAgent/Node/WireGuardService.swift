@@ -5,9 +5,10 @@ import Logging
 import Mesh
 import ServiceLifecycle
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
-import Secrets
+    import Glibc
+    import Secrets
 #endif
 
 /// The node's WireGuard interface (`wireguard.mode`):
@@ -48,8 +49,10 @@ final class WireGuardService: Service, Sendable {
         var up = false
     }
 
-    init(config: NodeConfig, identity: NodeIdentity, agent: AgentState, dataDir: String, logger: Logger,
-         network: @escaping @Sendable () -> IPv4Network?, members: @escaping @Sendable () async -> [Node]?) {
+    init(
+        config: NodeConfig, identity: NodeIdentity, agent: AgentState, dataDir: String, logger: Logger,
+        network: @escaping @Sendable () -> IPv4Network?, members: @escaping @Sendable () async -> [Node]?
+    ) {
         self.agent = agent
         self.meshNetwork = network
         self.config = config
@@ -69,10 +72,12 @@ final class WireGuardService: Service, Sendable {
     /// `GET /api/wireguard`.
     var status: WireGuardStatus {
         let observed = state.withLock { $0 }
-        return WireGuardStatus(mode: mode.rawValue, interface: interface, up: observed.up, address: observed.applied?.interface.address,
-                               publicKey: identity.wireguard.publicKey.base64, listenPort: config.wireguardListenPort, configPath: configPath,
-                               appliedAt: observed.appliedAt.map(ISOTime.string), lastError: observed.lastError,
-                               peers: agent.wireguardReport.peers ?? [])
+        return WireGuardStatus(
+            mode: mode.rawValue, interface: interface, up: observed.up, address: observed.applied?.interface.address,
+            publicKey: identity.wireguard.publicKey.base64, listenPort: config.wireguardListenPort,
+            configPath: configPath,
+            appliedAt: observed.appliedAt.map(ISOTime.string), lastError: observed.lastError,
+            peers: agent.wireguardReport.peers ?? [])
     }
 
     /// The configuration as rendered now; nil until one was rendered.
@@ -93,10 +98,12 @@ final class WireGuardService: Service, Sendable {
             if mode == .apply {
                 do {
                     try await apply(withKey, diff: WireGuardDiff(from: nil, to: withKey), ensure: true)
-                    logger.info("applied the last good configuration", metadata: ["nodeagent.peers": "\(withKey.peers.count)"])
+                    logger.info(
+                        "applied the last good configuration", metadata: ["nodeagent.peers": "\(withKey.peers.count)"])
                 } catch {
                     record(error: error.message)
-                    logger.error("cannot apply the last good configuration", metadata: ["nodeagent.error": "\(error.message)"])
+                    logger.error(
+                        "cannot apply the last good configuration", metadata: ["nodeagent.error": "\(error.message)"])
                 }
             }
             state.withLock { $0.applied = withKey }
@@ -115,19 +122,25 @@ final class WireGuardService: Service, Sendable {
             if wanted != last {
                 let diff = WireGuardDiff(from: last, to: wanted)
                 do {
-                    if mode == .apply { try await apply(wanted, diff: diff, ensure: last == nil || !state.withLock { $0.up }) }
+                    if mode == .apply {
+                        try await apply(wanted, diff: diff, ensure: last == nil || !state.withLock { $0.up })
+                    }
                     try SecureFile.write(wanted.wgQuick(), to: configPath)
                     state.withLock {
                         $0.applied = wanted
                         $0.appliedAt = Date()
                         $0.lastError = nil
                     }
-                    logger.info("configuration changed", metadata: ["nodeagent.change": "\(diff.summary)", "nodeagent.mode": "\(mode.rawValue)"])
+                    logger.info(
+                        "configuration changed",
+                        metadata: ["nodeagent.change": "\(diff.summary)", "nodeagent.mode": "\(mode.rawValue)"])
                     if mode == .apply { nudge(wanted.peers.filter { diff.added.contains($0.name) }) }
                 } catch {
                     // Retried every second: logged when the reason changes, not each time.
                     if state.withLock({ $0.lastError }) != error.message {
-                        logger.error("cannot apply the configuration; will retry", metadata: ["nodeagent.error": "\(error.message)"])
+                        logger.error(
+                            "cannot apply the configuration; will retry",
+                            metadata: ["nodeagent.error": "\(error.message)"])
                     }
                     record(error: error.message)
                 }
@@ -142,15 +155,20 @@ final class WireGuardService: Service, Sendable {
             if known == nil { known = meshNetwork() }
             return known
         }
-        guard let network, let nodes = await members(), let me = nodes.first(where: { $0.name == config.name }), !me.vpnIP.isEmpty else { return nil }
+        guard let network, let nodes = await members(), let me = nodes.first(where: { $0.name == config.name }),
+            !me.vpnIP.isEmpty
+        else { return nil }
         let all = nodes.map { node in
-            WireGuardConfig.Member(name: node.name, publicKey: node.wireguard.publicKey, vpnIP: node.vpnIP, endpoint: node.wireguard.endpoint,
-                                   behindNAT: node.wireguard.behindNAT ?? false, active: node.state != .left)
+            WireGuardConfig.Member(
+                name: node.name, publicKey: node.wireguard.publicKey, vpnIP: node.vpnIP,
+                endpoint: node.wireguard.endpoint,
+                behindNAT: node.wireguard.behindNAT ?? false, active: node.state != .left)
         }
         var mine = all.first { $0.name == config.name }!
         mine.behindNAT = config.wireguardBehindNAT
-        return WireGuardConfig.build(for: mine, privateKey: identity.wireguard.base64(), listenPort: config.wireguardListenPort,
-                                     network: network, members: all)
+        return WireGuardConfig.build(
+            for: mine, privateKey: identity.wireguard.base64(), listenPort: config.wireguardListenPort,
+            network: network, members: all)
     }
 
     // MARK: Applying
@@ -184,7 +202,10 @@ final class WireGuardService: Service, Sendable {
         if try await run("ip", ["link", "add", "dev", interface, "type", "wireguard"]).status == 0 { return }
         let result = try await run("wireguard-go", [interface])
         guard result.status == 0, try await run("ip", ["link", "show", "dev", interface]).status == 0 else {
-            throw AgentError(.process, "cannot create WireGuard interface \(interface): no kernel WireGuard and wireguard-go said: \(result.lastLine)")
+            throw AgentError(
+                .process,
+                "cannot create WireGuard interface \(interface): no kernel WireGuard and wireguard-go said: \(result.lastLine)"
+            )
         }
         logger.info("created the interface with wireguard-go", metadata: ["nodeagent.interface": "\(interface)"])
     }
@@ -199,17 +220,26 @@ final class WireGuardService: Service, Sendable {
                 return observed.up
             }
             agent.setWireGuardLinks(nil)
-            if wasUp { logger.warning("the interface is gone; creating it again", metadata: ["nodeagent.interface": "\(interface)"]) }
+            if wasUp {
+                logger.warning(
+                    "the interface is gone; creating it again", metadata: ["nodeagent.interface": "\(interface)"])
+            }
             if let applied = state.withLock({ $0.applied }) {
-                do { try await apply(applied, diff: WireGuardDiff(from: nil, to: applied), ensure: true) } catch { record(error: error.message) }
+                do { try await apply(applied, diff: WireGuardDiff(from: nil, to: applied), ensure: true) } catch {
+                    record(error: error.message)
+                }
             }
             return
         }
-        let names = Dictionary((state.withLock { $0.applied?.peers } ?? []).map { ($0.publicKey, $0.name) }, uniquingKeysWith: { $1 })
+        let names = Dictionary(
+            (state.withLock { $0.applied?.peers } ?? []).map { ($0.publicKey, $0.name) }, uniquingKeysWith: { $1 })
         let now = Int64(Date().timeIntervalSince1970)
         let links = dump.peers.map { peer in
-            WireGuardLink(publicKey: peer.publicKey, name: names[peer.publicKey], endpoint: peer.endpoint, allowedIPs: peer.allowedIPs,
-                          handshakeAgeS: peer.latestHandshake.map { Double(max(0, now - $0)) }, rxBytes: peer.rxBytes, txBytes: peer.txBytes)
+            WireGuardLink(
+                publicKey: peer.publicKey, name: names[peer.publicKey], endpoint: peer.endpoint,
+                allowedIPs: peer.allowedIPs,
+                handshakeAgeS: peer.latestHandshake.map { Double(max(0, now - $0)) }, rxBytes: peer.rxBytes,
+                txBytes: peer.txBytes)
         }
         state.withLock { $0.up = true }
         agent.setWireGuardLinks(links)
@@ -223,14 +253,18 @@ final class WireGuardService: Service, Sendable {
         guard fd >= 0 else { return }
         defer { close(fd) }
         for peer in peers {
-            guard let ip = peer.allowedIPs.first?.split(separator: "/").first, let address = IPv4Network.parse(String(ip)) else { continue }
+            guard let ip = peer.allowedIPs.first?.split(separator: "/").first,
+                let address = IPv4Network.parse(String(ip))
+            else { continue }
             var target = sockaddr_in()
             target.sin_family = sa_family_t(AF_INET)
             target.sin_port = UInt16(9).bigEndian  // discard
             target.sin_addr.s_addr = address.bigEndian
             var byte: UInt8 = 0
             _ = withUnsafePointer(to: &target) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, &byte, 1, Int32(MSG_DONTWAIT), $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd, &byte, 1, Int32(MSG_DONTWAIT), $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
             }
         }
     }
@@ -241,14 +275,18 @@ final class WireGuardService: Service, Sendable {
     /// Runs a tool that must succeed; ``AgentError`` with code `process` and its last output line if not.
     private func check(_ tool: String, _ arguments: [String]) async throws(AgentError) {
         let result = try await run(tool, arguments)
-        guard result.status == 0 else { throw AgentError(.process, "\(tool) \(arguments.joined(separator: " ")) failed: \(result.lastLine)") }
+        guard result.status == 0 else {
+            throw AgentError(.process, "\(tool) \(arguments.joined(separator: " ")) failed: \(result.lastLine)")
+        }
     }
 
     /// Runs `ip`, `wg` or `wireguard-go` from the system directories (not `PATH`); a tool that is
     /// missing is an ``AgentError`` naming the packages to install.
     private func run(_ tool: String, _ arguments: [String]) async throws(AgentError) -> ProcessResult {
         guard let path = Self.find(tool) else {
-            throw AgentError(.process, "\(tool) not found; install iproute2 and wireguard-tools (and wireguard-go without kernel WireGuard)")
+            throw AgentError(
+                .process,
+                "\(tool) not found; install iproute2 and wireguard-tools (and wireguard-go without kernel WireGuard)")
         }
         return try await ProcessRunner.run(path, arguments)
     }

@@ -1,17 +1,18 @@
 import AuroraAPI
-import Mesh
 import Foundation
 import Hummingbird
 import Logging
+import Mesh
 import NIOCore
 import NIOPosix
 import Prometheus
 import Secrets
 import ServiceLifecycle
+
 #if canImport(Glibc)
-import Glibc
-import NIOHTTP1
-import UnixSignals
+    import Glibc
+    import NIOHTTP1
+    import UnixSignals
 #endif
 
 /// The daemon: checks everything it can before it starts (so bad input fails fast, in one
@@ -19,7 +20,9 @@ import UnixSignals
 /// store → HTTP and stops them in reverse on SIGTERM or SIGINT.
 public enum Agent {
     /// Runs until a graceful shutdown; throws ``AgentError`` for anything that stops a start.
-    public static func run(config: NodeConfig, metrics: PrometheusCollectorRegistry?, logger baseLogger: Logger) async throws {
+    public static func run(config: NodeConfig, metrics: PrometheusCollectorRegistry?, logger baseLogger: Logger)
+        async throws
+    {
         var logger = baseLogger
         logger[metadataKey: "nodeagent.node"] = "\(config.name)"
 
@@ -31,9 +34,11 @@ public enum Agent {
         let tls = try TLSIdentity.loadOrCreate(in: dataDir.file("keys"), name: config.name, logger: logger)
         // Every listener that is not loopback speaks TLS, unless the operator says otherwise in so many words.
         if !HTTPServer.isLoopback(config.listen.host), !config.insecurePlain {
-            throw AgentError(.config, "listen \(config.listen) is not a loopback address: plain HTTP there would carry tokens and secrets in clear; "
-                             + "serve nodes and remote operators with tls.listen (--tls-listen \(config.listen)), or set http.insecure_plain: true "
-                             + "inside a network you trust")
+            throw AgentError(
+                .config,
+                "listen \(config.listen) is not a loopback address: plain HTTP there would carry tokens and secrets in clear; "
+                    + "serve nodes and remote operators with tls.listen (--tls-listen \(config.listen)), or set http.insecure_plain: true "
+                    + "inside a network you trust")
         }
         let state = AgentState(config: config, identity: identity)
 
@@ -57,14 +62,18 @@ public enum Agent {
         if config.role == .lead {
             let storeService = try StoreService(config: config, state: state, logger: logger)
             let generation = SecretsGeneration()
-            let registry = try Registry(store: storeService.store, hub: hub, config: config, identity: identity, secretsGeneration: generation,
-                                        logger: logger)
-            let jobs = JobCoordinator(store: storeService.store, hub: hub, leadName: config.name,
-                                      policy: Scheduler.Policy(rawValue: config.gpuPolicy) ?? .binpack, logger: logger)
-            let master = try SecretsMasterKey.loadOrCreate(in: dataDir.file("keys"), passphraseFile: config.secretsPassphraseFile,
-                                                             logger: logger)
-            let secrets = SecretsManager(store: storeService.store, hub: hub, master: master, signing: identity.signing,
-                                         generation: generation, logger: logger)
+            let registry = try Registry(
+                store: storeService.store, hub: hub, config: config, identity: identity, secretsGeneration: generation,
+                logger: logger)
+            let jobs = JobCoordinator(
+                store: storeService.store, hub: hub, leadName: config.name,
+                policy: Scheduler.Policy(rawValue: config.gpuPolicy) ?? .binpack, logger: logger)
+            let master = try SecretsMasterKey.loadOrCreate(
+                in: dataDir.file("keys"), passphraseFile: config.secretsPassphraseFile,
+                logger: logger)
+            let secrets = SecretsManager(
+                store: storeService.store, hub: hub, master: master, signing: identity.signing,
+                generation: generation, logger: logger)
             leadJobs = jobs
             let board = ConnectivityBoard(store: storeService.store, hub: hub, logger: logger)
             let inbox = ReportInbox(store: storeService.store, hub: hub, jobs: jobs, board: board, logger: logger)
@@ -72,100 +81,158 @@ public enum Agent {
             connectivity = ConnectivityService(config: config, logger: logger) { [name = config.name] results, _ in
                 do { try await board.report(name, results); return true } catch { return false }
             }
-            wireguard = WireGuardService(config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,
-                                              network: { [network = registry.network] in network }) {
+            wireguard = WireGuardService(
+                config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,
+                network: { [network = registry.network] in network }
+            ) {
                 try? await registry.list().nodes
             }
-            let backups = BackupArchive(dataDir: dataDir.path, store: storeService.store, source: .init(
-                conninfo: storeService.managed?.conninfo ?? config.storeURL ?? "", binDirectory: storeService.managed?.binDirectory ?? config.pgBinDirectory),
+            let backups = BackupArchive(
+                dataDir: dataDir.path, store: storeService.store,
+                source: .init(
+                    conninfo: storeService.managed?.conninfo ?? config.storeURL ?? "",
+                    binDirectory: storeService.managed?.binDirectory ?? config.pgBinDirectory),
                 logger: logger)
             services.append(.init(service: storeService))
             let apiTokens = APITokens(store: storeService.store)
             token.scoped = apiTokens
-            role = .lead(LeadParts(registry: registry, jobs: jobs, secrets: secrets, connectivity: board, store: storeService.store, inbox: inbox,
-                                   backups: backups, apiTokens: apiTokens,
-                                   leadTLS: config.tlsListen != nil ? LeadTLS(identity: tls, config: config) : nil))
-            services.append(.init(service: RegistryService(registry: registry, apiTokens: apiTokens, state: state, inventory: inventory, hub: hub,
-                                                           logger: logger)))
-            services.append(.init(service: JobService(jobs: jobs, registry: registry, secrets: secrets, state: state, logger: logger)))
+            role = .lead(
+                LeadParts(
+                    registry: registry, jobs: jobs, secrets: secrets, connectivity: board, store: storeService.store,
+                    inbox: inbox,
+                    backups: backups, apiTokens: apiTokens,
+                    leadTLS: config.tlsListen != nil ? LeadTLS(identity: tls, config: config) : nil))
+            services.append(
+                .init(
+                    service: RegistryService(
+                        registry: registry, apiTokens: apiTokens, state: state, inventory: inventory, hub: hub,
+                        logger: logger)))
+            services.append(
+                .init(
+                    service: JobService(jobs: jobs, registry: registry, secrets: secrets, state: state, logger: logger))
+            )
             if let url = config.redisURL {
-                let publisher = try RedisPublisher(url: url, maxLength: config.redisMaxLength, hub: hub, store: storeService.store, state: state,
-                                                   logger: logger)
+                let publisher = try RedisPublisher(
+                    url: url, maxLength: config.redisMaxLength, hub: hub, store: storeService.store, state: state,
+                    logger: logger)
                 services.append(.init(service: subsystems.wrap("redis", publisher, logger: logger)))
             }
         } else {
             let saved = try Membership.load(dataDir: dataDir.path)
             if saved == nil, config.joinToken == nil {
-                throw AgentError(.config, "this node has not joined a mesh yet: pass --join-token-file (or AURORA_JOIN_TOKEN) from 'aurora-cli token create' on the lead")
+                throw AgentError(
+                    .config,
+                    "this node has not joined a mesh yet: pass --join-token-file (or AURORA_JOIN_TOKEN) from 'aurora-cli token create' on the lead"
+                )
             }
             // A joined node finds its lead (and its pinned certificate) in its membership: no --lead needed.
             let link = try LeadLink.forNode(config: config, saved: saved)
             let cache = RegistryCache(dataDir: dataDir.path)
-            let worker = config.acceptJobs
-                ? GPUWorker(config: config, state: state, lead: LeadClient.signed(config: config, identity: identity, link: link), groups: inventory.jobGroups,
-                            outbox: outbox, logger: logger) : nil
-            let secretCache = SecretCache(dataDir: dataDir.path, node: config.name, box: identity.box,
-                                          leadSignKey: saved.flatMap { try? PublicKey(base64: $0.lead.signPublicKey) }, logger: logger)
+            let worker =
+                config.acceptJobs
+                ? GPUWorker(
+                    config: config, state: state,
+                    lead: LeadClient.signed(config: config, identity: identity, link: link),
+                    groups: inventory.jobGroups,
+                    outbox: outbox, logger: logger) : nil
+            let secretCache = SecretCache(
+                dataDir: dataDir.path, node: config.name, box: identity.box,
+                leadSignKey: saved.flatMap { try? PublicKey(base64: $0.lead.signPublicKey) }, logger: logger)
             let membership = try MembershipService(
-                config: config, identity: identity, state: state, inventory: inventory, cache: cache, worker: worker, link: link, tlsPin: tls.pin,
+                config: config, identity: identity, state: state, inventory: inventory, cache: cache, worker: worker,
+                link: link, tlsPin: tls.pin,
                 onSecretsChanged: { [state] membership in
                     for (service, keyName) in secretCache.names {
-                        _ = await HTTPServer.fetchFromLead(service: service, keyName: keyName, state: state, membership: membership, cache: secretCache)
+                        _ = await HTTPServer.fetchFromLead(
+                            service: service, keyName: keyName, state: state, membership: membership, cache: secretCache
+                        )
                     }
                 }, logger: logger)
             role = .node(NodeParts(membership: membership, cache: cache, secretCache: secretCache))
-            wireguard = WireGuardService(config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,
-                                              network: { [path = dataDir.path] in WireGuardService.joinedNetwork(dataDir: path) }) {
+            wireguard = WireGuardService(
+                config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,
+                network: { [path = dataDir.path] in WireGuardService.joinedNetwork(dataDir: path) }
+            ) {
                 cache.current?.nodes.nodes
             }
             services.append(.init(service: membership))
             if let worker { services.append(.init(service: subsystems.wrap("gpu", worker, logger: logger))) }
             let reporter = LeadClient.signed(config: config, identity: identity, link: link)
-            deliverReports = { [name = config.name] reports in try await OutboxSender.toLead(reports, node: name, lead: reporter) }
+            deliverReports = { [name = config.name] reports in
+                try await OutboxSender.toLead(reports, node: name, lead: reporter)
+            }
             connectivity = ConnectivityService(config: config, logger: logger) { results, changed in
                 // A changed state must arrive: through the outbox, in order. A refresh with
                 // nothing new goes directly, and waits while the outbox still holds reports.
                 if changed {
-                    do { try await outbox.append(.make(.connectivity, connectivity: ConnectivityReport(results: results))) } catch { return false }
+                    do {
+                        try await outbox.append(
+                            .make(.connectivity, connectivity: ConnectivityReport(results: results)))
+                    } catch { return false }
                     return true
                 }
                 if !outbox.isEmpty { return true }
                 do {
-                    _ = try await reporter.send(.POST, Routes.connectivityStatus, body: ConnectivityReport(results: results), timeout: .seconds(3))
+                    _ = try await reporter.send(
+                        .POST, Routes.connectivityStatus, body: ConnectivityReport(results: results),
+                        timeout: .seconds(3))
                     return true
                 } catch {
                     return false
                 }
             }
         }
-        if let connectivity, !config.probes.isEmpty { services.append(.init(service: subsystems.wrap("connectivity", connectivity, logger: logger))) }
+        if let connectivity, !config.probes.isEmpty {
+            services.append(.init(service: subsystems.wrap("connectivity", connectivity, logger: logger)))
+        }
         let reportEvent: @Sendable (NodeEvent) async -> Void = { [logger] event in
             do throws(AgentError) { try await outbox.append(.make(.event, event: event)) } catch {
                 logger.error("cannot record an event in the outbox", metadata: ["nodeagent.error": "\(error.message)"])
             }
         }
         if !config.checks.isEmpty {
-            services.append(.init(service: subsystems.wrap("checks", HealthCheckService(checks: config.checks, board: state.checkBoard, logger: logger,
-                                                                                        report: reportEvent), logger: logger)))
+            services.append(
+                .init(
+                    service: subsystems.wrap(
+                        "checks",
+                        HealthCheckService(
+                            checks: config.checks, board: state.checkBoard, logger: logger,
+                            report: reportEvent), logger: logger)))
         }
-        services.append(.init(service: subsystems.wrap("alerts", ResourceMonitorService(config: config, board: state.checkBoard, logger: logger,
-                                                                                        report: reportEvent), logger: logger)))
-        services.append(.init(service: subsystems.wrap("outbox", OutboxSender(outbox: outbox, logger: logger, deliver: deliverReports), logger: logger)))
+        services.append(
+            .init(
+                service: subsystems.wrap(
+                    "alerts",
+                    ResourceMonitorService(
+                        config: config, board: state.checkBoard, logger: logger,
+                        report: reportEvent), logger: logger)))
+        services.append(
+            .init(
+                service: subsystems.wrap(
+                    "outbox", OutboxSender(outbox: outbox, logger: logger, deliver: deliverReports), logger: logger)))
         if wireguard.mode != .off { services.append(.init(service: wireguard)) }
-        if let postgres = config.postgresMonitor { services.append(.init(service: ReplicaMonitor(config: postgres, state: state, logger: logger))) }
+        if let postgres = config.postgresMonitor {
+            services.append(.init(service: ReplicaMonitor(config: postgres, state: state, logger: logger)))
+        }
         for http in try HTTPServer.applications(
-            agent: AgentParts(state: state, token: token, hub: hub, subsystems: subsystems, wireguard: wireguard), role: role,
-            metrics: metrics, tls: tls, logger: logger) {
+            agent: AgentParts(state: state, token: token, hub: hub, subsystems: subsystems, wireguard: wireguard),
+            role: role,
+            metrics: metrics, tls: tls, logger: logger)
+        {
             services.append(.init(service: http))
         }
         services.append(.init(service: StreamCloser(hub: hub, jobs: leadJobs)))
 
-        logger.info("starting", metadata: [
-            "nodeagent.role": "\(config.role.rawValue)", "nodeagent.version": "\(AuroraVersion.current)",
-            "nodeagent.data_dir": "\(config.dataDir)", "nodeagent.profile": "\(config.profileFile)",
-        ])
-        let group = ServiceGroup(configuration: .init(
-            services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
+        logger.info(
+            "starting",
+            metadata: [
+                "nodeagent.role": "\(config.role.rawValue)", "nodeagent.version": "\(AuroraVersion.current)",
+                "nodeagent.data_dir": "\(config.dataDir)", "nodeagent.profile": "\(config.profileFile)",
+            ])
+        let group = ServiceGroup(
+            configuration: .init(
+                services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
+                logger: logger))
         do {
             try await group.run()
         } catch let error as IOError where error.errnoCode == EADDRINUSE {
@@ -192,7 +259,8 @@ enum ListenCheck {
         hints.ai_flags = AI_PASSIVE
         var result: UnsafeMutablePointer<addrinfo>?
         guard getaddrinfo(address.host, String(address.port), &hints, &result) == 0, let info = result else {
-            throw AgentError(.config, "cannot listen on \(address): '\(address.host)' does not resolve to a local address")
+            throw AgentError(
+                .config, "cannot listen on \(address): '\(address.host)' does not resolve to a local address")
         }
         defer { freeaddrinfo(result) }
         let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype, info.pointee.ai_protocol)
@@ -205,7 +273,9 @@ enum ListenCheck {
             switch code {
             case EADDRINUSE: throw AgentError(.portInUse, "cannot listen on \(address): address already in use")
             case EADDRNOTAVAIL: throw AgentError(.config, "cannot listen on \(address): not an address of this machine")
-            case EACCES: throw AgentError(.portInUse, "cannot listen on \(address): permission denied (ports below 1024 need root)")
+            case EACCES:
+                throw AgentError(
+                    .portInUse, "cannot listen on \(address): permission denied (ports below 1024 need root)")
             default: throw AgentError(.portInUse, "cannot listen on \(address): \(String(cString: strerror(code)))")
             }
         }

@@ -32,7 +32,8 @@ public final class AgentState: Sendable {
         self.identity = identity
         self.startedAt = Date()
         self.started = .now
-        let store = config.role == .lead
+        let store =
+            config.role == .lead
             ? StoreHealth(state: .starting, mode: config.storeURL == nil ? .managed : .external)
             : StoreHealth(state: .none, mode: .none)
         self.mutable = Mutex(Mutable(store: store))
@@ -99,8 +100,10 @@ public final class AgentState: Sendable {
     /// What this node tells the lead about its WireGuard side: how to reach it and, when the
     /// interface is applied, its peers' handshakes.
     var wireguardReport: WireGuardReport {
-        WireGuardReport(endpoint: config.wireguardEndpoint, listenPort: config.wireguardListenPort, behindNAT: config.wireguardBehindNAT,
-                        peers: mutable.withLock { $0.wireguardLinks })
+        WireGuardReport(
+            endpoint: config.wireguardEndpoint, listenPort: config.wireguardListenPort,
+            behindNAT: config.wireguardBehindNAT,
+            peers: mutable.withLock { $0.wireguardLinks })
     }
 
     /// Called by ``WireGuardService`` each time it reads the interface (`wg show dump`); nil when it is gone.
@@ -123,16 +126,20 @@ public final class AgentState: Sendable {
     /// `degraded` or `stopping` from the store's state otherwise. Failing checks and active
     /// alerts are listed but do not change `status`: they are the node's services, not the agent.
     public var health: HealthResponse {
-        let (store, registryReady, redis, outbox) = mutable.withLock { ($0.store, $0.registryReady, $0.redis, $0.outbox) }
-        let status: HealthResponse.Status = switch store.state {
-        case .ok where config.role == .lead && !registryReady: .starting
-        case .ok, .none: .ok
-        case .starting: .starting
-        case .failed: .degraded
-        case .stopping: .stopping
+        let (store, registryReady, redis, outbox) = mutable.withLock {
+            ($0.store, $0.registryReady, $0.redis, $0.outbox)
         }
-        var health = HealthResponse(status: status, node: config.name, role: config.role, version: AuroraVersion.current,
-                                    uptimeS: (uptime * 1000).rounded() / 1000, store: store, postgres: postgres?.health)
+        let status: HealthResponse.Status =
+            switch store.state {
+            case .ok where config.role == .lead && !registryReady: .starting
+            case .ok, .none: .ok
+            case .starting: .starting
+            case .failed: .degraded
+            case .stopping: .stopping
+            }
+        var health = HealthResponse(
+            status: status, node: config.name, role: config.role, version: AuroraVersion.current,
+            uptimeS: (uptime * 1000).rounded() / 1000, store: store, postgres: postgres?.health)
         if !config.checks.isEmpty {
             let checks = checkBoard.results
             health.checks = checks

@@ -1,4 +1,5 @@
 import Foundation
+
 #if canImport(Glibc)
 #endif
 
@@ -33,9 +34,14 @@ public final class DataDirectory: Sendable {
             throw AgentError(.dataDir, "cannot open \(lockPath): \(String(cString: strerror(errno)))")
         }
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            let holder = (try? String(contentsOfFile: lockPath, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            let holder =
+                (try? String(contentsOfFile: lockPath, encoding: .utf8))?.trimmingCharacters(
+                    in: .whitespacesAndNewlines) ?? ""
             close(descriptor)
-            throw AgentError(.dataDirLocked, "data dir \(path) is in use by another nodeagent\(holder.isEmpty ? "" : " (pid \(holder))"); stop it or use another --data-dir")
+            throw AgentError(
+                .dataDirLocked,
+                "data dir \(path) is in use by another nodeagent\(holder.isEmpty ? "" : " (pid \(holder))"); stop it or use another --data-dir"
+            )
         }
         let pid = "\(getpid())\n"
         ftruncate(descriptor, 0)
@@ -55,12 +61,16 @@ public final class DataDirectory: Sendable {
     static func createDirectory(_ path: String, mode: mode_t, what: String) throws(AgentError) {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue else { throw AgentError(.dataDir, "\(what) \(path) exists and is not a directory") }
+            guard isDirectory.boolValue else {
+                throw AgentError(.dataDir, "\(what) \(path) exists and is not a directory")
+            }
             return
         }
         var missing: [String] = []
         var current = path
-        while !current.isEmpty, current != "/", !FileManager.default.fileExists(atPath: current, isDirectory: &isDirectory) {
+        while !current.isEmpty, current != "/",
+            !FileManager.default.fileExists(atPath: current, isDirectory: &isDirectory)
+        {
             missing.append(current)
             current = (current as NSString).deletingLastPathComponent
         }

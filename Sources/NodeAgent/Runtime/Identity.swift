@@ -16,8 +16,9 @@ public struct NodeIdentity: Sendable {
 
     /// The public half, as the API shows it.
     public var publicIdentity: AgentStatus.Identity {
-        AgentStatus.Identity(wireguardPublicKey: wireguard.publicKey.base64, signPublicKey: signing.publicKey.base64,
-                             boxPublicKey: box.publicKey.base64)
+        AgentStatus.Identity(
+            wireguardPublicKey: wireguard.publicKey.base64, signPublicKey: signing.publicKey.base64,
+            boxPublicKey: box.publicKey.base64)
     }
 
     /// Loads the keys in `directory`, creating any that are missing. A key file that exists but
@@ -25,12 +26,15 @@ public struct NodeIdentity: Sendable {
     public static func loadOrCreate(in directory: String, logger: Logger) throws(AgentError) -> NodeIdentity {
         try DataDirectory.createDirectory(directory, mode: 0o700, what: "key directory")
         chmod(directory, 0o700)
-        let wireguard = try key(directory, "wireguard", logger: logger, parse: WireGuardPrivateKey.init(base64:),
-                                generate: WireGuardPrivateKey.generate, encode: { $0.base64() }, publicKey: { $0.publicKey })
-        let signing = try key(directory, "sign", logger: logger, parse: SigningKey.init(base64Seed:),
-                              generate: SigningKey.generate, encode: { $0.base64Seed() }, publicKey: { $0.publicKey })
-        let box = try key(directory, "box", logger: logger, parse: BoxKey.init(base64:),
-                          generate: BoxKey.generate, encode: { $0.base64() }, publicKey: { $0.publicKey })
+        let wireguard = try key(
+            directory, "wireguard", logger: logger, parse: WireGuardPrivateKey.init(base64:),
+            generate: WireGuardPrivateKey.generate, encode: { $0.base64() }, publicKey: { $0.publicKey })
+        let signing = try key(
+            directory, "sign", logger: logger, parse: SigningKey.init(base64Seed:),
+            generate: SigningKey.generate, encode: { $0.base64Seed() }, publicKey: { $0.publicKey })
+        let box = try key(
+            directory, "box", logger: logger, parse: BoxKey.init(base64:),
+            generate: BoxKey.generate, encode: { $0.base64() }, publicKey: { $0.publicKey })
         return NodeIdentity(wireguard: wireguard, signing: signing, box: box)
     }
 
@@ -38,20 +42,26 @@ public struct NodeIdentity: Sendable {
     /// `DIR/NAME.pub` in step with the private key, rewriting it when it differs.
     private static func key<Key>(
         _ directory: String, _ name: String, logger: Logger,
-        parse: (String) throws(SecretsError) -> Key, generate: () -> Key, encode: (Key) -> String, publicKey: (Key) -> PublicKey
+        parse: (String) throws(SecretsError) -> Key, generate: () -> Key, encode: (Key) -> String,
+        publicKey: (Key) -> PublicKey
     ) throws(AgentError) -> Key {
         let privatePath = "\(directory)/\(name).key"
         let publicPath = "\(directory)/\(name).pub"
         if let text = try SecureFile.read(privatePath) {
             if let mode = SecureFile.mode(privatePath), mode & 0o077 != 0 {
                 chmod(privatePath, 0o600)
-                logger.warning("key file was readable by others; tightened to 0600", metadata: ["nodeagent.file": "\(privatePath)"])
+                logger.warning(
+                    "key file was readable by others; tightened to 0600", metadata: ["nodeagent.file": "\(privatePath)"]
+                )
             }
             let key: Key
             do {
                 key = try parse(text)
             } catch {
-                throw AgentError(.identity, "\(privatePath) is not a valid key (\(error.message)); restore it from a backup or remove it to make a new identity")
+                throw AgentError(
+                    .identity,
+                    "\(privatePath) is not a valid key (\(error.message)); restore it from a backup or remove it to make a new identity"
+                )
             }
             let derived = publicKey(key).base64
             if (try? SecureFile.read(publicPath))?.trimmingCharacters(in: .whitespacesAndNewlines) != derived {
@@ -62,7 +72,8 @@ public struct NodeIdentity: Sendable {
         let key = generate()
         try SecureFile.write(encode(key) + "\n", to: privatePath)
         try SecureFile.write(publicKey(key).base64 + "\n", to: publicPath)
-        logger.info("generated key", metadata: ["nodeagent.key": "\(name)", "nodeagent.public_key": "\(publicKey(key).base64)"])
+        logger.info(
+            "generated key", metadata: ["nodeagent.key": "\(name)", "nodeagent.public_key": "\(publicKey(key).base64)"])
         return key
     }
 }
@@ -80,7 +91,8 @@ public struct AdminToken: Sendable {
         let hashPath = keysDir + "/admin.token.sha256"
         if let hex = try SecureFile.read(hashPath) {
             guard let hash = Hex.decode(hex.trimmingCharacters(in: .whitespacesAndNewlines)), hash.count == 32 else {
-                throw AgentError(.identity, "\(hashPath) is not a SHA-256 hash; remove it to issue a new operator token")
+                throw AgentError(
+                    .identity, "\(hashPath) is not a SHA-256 hash; remove it to issue a new operator token")
             }
             return AdminToken(hash: hash)
         }
@@ -154,19 +166,25 @@ enum SecretsMasterKey {
     /// Loads (or first makes) the key for ``Agent/run`` on the lead. Throws ``AgentError`` with
     /// code `identity` when the passphrase file is unreadable or under 12 characters, the key file
     /// is damaged, or the key does not open `secrets.check` (a wrong passphrase or key file).
-    static func loadOrCreate(in directory: String, passphraseFile: String?, logger: Logger) throws(AgentError) -> MasterKey {
+    static func loadOrCreate(in directory: String, passphraseFile: String?, logger: Logger) throws(AgentError)
+        -> MasterKey
+    {
         let key: MasterKey
         if let passphraseFile {
             guard let text = try? String(contentsOfFile: passphraseFile, encoding: .utf8) else {
                 throw AgentError(.identity, "cannot read the secrets passphrase file \(passphraseFile)")
             }
             var bytes = Array(text.trimmingCharacters(in: .newlines).utf8)
-            guard bytes.count >= 12 else { throw AgentError(.identity, "the secrets passphrase in \(passphraseFile) is shorter than 12 characters") }
+            guard bytes.count >= 12 else {
+                throw AgentError(.identity, "the secrets passphrase in \(passphraseFile) is shorter than 12 characters")
+            }
             let passphrase = SecureBytes(copying: bytes)
             SecureBytes.zero(&bytes)
             let saltPath = directory + "/secrets.salt"
             let salt: [UInt8]
-            if let saved = try SecureFile.read(saltPath), let decoded = Data(base64Encoded: saved.trimmingCharacters(in: .whitespacesAndNewlines)) {
+            if let saved = try SecureFile.read(saltPath),
+                let decoded = Data(base64Encoded: saved.trimmingCharacters(in: .whitespacesAndNewlines))
+            {
                 salt = [UInt8](decoded)
             } else {
                 salt = MasterKey.newSalt()
@@ -179,7 +197,9 @@ enum SecretsMasterKey {
             let path = directory + "/secrets.master"
             if let text = try SecureFile.read(path) {
                 do { key = try MasterKey(base64: text.trimmingCharacters(in: .whitespacesAndNewlines)) } catch {
-                    throw AgentError(.identity, "\(path) does not hold a secrets master key (\(error.message)); restore it from a backup")
+                    throw AgentError(
+                        .identity,
+                        "\(path) does not hold a secrets master key (\(error.message)); restore it from a backup")
                 }
             } else {
                 key = MasterKey.generate()
@@ -195,21 +215,31 @@ enum SecretsMasterKey {
     private static func check(_ key: MasterKey, directory: String, passphrase: Bool) throws(AgentError) {
         let path = directory + "/secrets.check"
         let row = SecretRow(scope: "check", scopeID: "", service: "aurora", keyName: "master", version: 1)
-        if let text = try SecureFile.read(path), let data = Data(base64Encoded: text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+        if let text = try SecureFile.read(path),
+            let data = Data(base64Encoded: text.trimmingCharacters(in: .whitespacesAndNewlines))
+        {
             let bytes = [UInt8](data)
             let nonceLength = 24, wrapLength = 32 + 16
-            guard bytes.count > 2 * nonceLength + wrapLength else { throw AgentError(.identity, "\(path) is damaged; remove it to start over") }
-            let sealed = SealedValue(ciphertext: Array(bytes[(2 * nonceLength + wrapLength)...]), nonce: Array(bytes[0..<nonceLength]),
-                                     wrappedKey: Array(bytes[(2 * nonceLength)..<(2 * nonceLength + wrapLength)]),
-                                     wrapNonce: Array(bytes[nonceLength..<(2 * nonceLength)]), kekVersion: 1)
+            guard bytes.count > 2 * nonceLength + wrapLength else {
+                throw AgentError(.identity, "\(path) is damaged; remove it to start over")
+            }
+            let sealed = SealedValue(
+                ciphertext: Array(bytes[(2 * nonceLength + wrapLength)...]), nonce: Array(bytes[0..<nonceLength]),
+                wrappedKey: Array(bytes[(2 * nonceLength)..<(2 * nonceLength + wrapLength)]),
+                wrapNonce: Array(bytes[nonceLength..<(2 * nonceLength)]), kekVersion: 1)
             do { _ = try Envelope.open(sealed, for: row, master: key) } catch {
-                throw AgentError(.identity, passphrase
-                    ? "the secrets passphrase does not match the one this lead's secrets were stored with"
-                    : "DATA/keys/secrets.master does not match the key this lead's secrets were stored with")
+                throw AgentError(
+                    .identity,
+                    passphrase
+                        ? "the secrets passphrase does not match the one this lead's secrets were stored with"
+                        : "DATA/keys/secrets.master does not match the key this lead's secrets were stored with")
             }
             return
         }
-        let sealed = Envelope.seal(SecureBytes(copying: Array("aurora-master-check".utf8)), for: row, master: key, kekVersion: 1)
-        try SecureFile.write(Data(sealed.nonce + sealed.wrapNonce + sealed.wrappedKey + sealed.ciphertext).base64EncodedString() + "\n", to: path)
+        let sealed = Envelope.seal(
+            SecureBytes(copying: Array("aurora-master-check".utf8)), for: row, master: key, kekVersion: 1)
+        try SecureFile.write(
+            Data(sealed.nonce + sealed.wrapNonce + sealed.wrappedKey + sealed.ciphertext).base64EncodedString() + "\n",
+            to: path)
     }
 }

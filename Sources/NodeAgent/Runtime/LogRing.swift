@@ -63,7 +63,9 @@ public final class LogRing: Sendable {
         let at = ISOTime.string(Date())
         state.withLock { state in
             guard state.capacity > 0 else { return }
-            let line = LogLine(seq: state.next, at: at, level: level.rawValue, subsystem: subsystem, message: message, metadata: metadata)
+            let line = LogLine(
+                seq: state.next, at: at, level: level.rawValue, subsystem: subsystem, message: message,
+                metadata: metadata)
             state.next += 1
             state.rings[subsystem, default: Ring()].append(line, capacity: state.capacity)
         }
@@ -76,7 +78,8 @@ public final class LogRing: Sendable {
             if let subsystem { return state.rings[subsystem]?.ordered ?? [] }
             return state.rings.values.flatMap(\.ordered)
         }
-        let filtered = selected.filter { $0.seq > since && (Logger.Level(rawValue: $0.level) ?? .trace) >= level }.sorted { $0.seq < $1.seq }
+        let filtered = selected.filter { $0.seq > since && (Logger.Level(rawValue: $0.level) ?? .trace) >= level }
+            .sorted { $0.seq < $1.seq }
         return Array(filtered.suffix(max(0, limit)))
     }
 

@@ -21,13 +21,20 @@ enum ProcessRunner {
     /// Runs `executable` with `arguments`; as `user` (through runuser) when given and the agent
     /// runs as root. Output goes through an unlinked temporary file, so a daemon the child leaves
     /// behind (pg_ctl start) cannot hold a pipe open.
-    static func run(_ executable: String, _ arguments: [String], asUser user: String? = nil,
-                    environment: [String: String]? = nil) async throws(AgentError) -> ProcessResult {
+    static func run(
+        _ executable: String, _ arguments: [String], asUser user: String? = nil,
+        environment: [String: String]? = nil
+    ) async throws(AgentError) -> ProcessResult {
         var program = executable
         var argv = arguments
         if let user, geteuid() == 0 {
-            guard let runuser = ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"].first(where: FileManager.default.isExecutableFile(atPath:)) else {
-                throw AgentError(.process, "runuser not found; it is needed to run \((executable as NSString).lastPathComponent) as '\(user)'")
+            guard
+                let runuser = ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"].first(
+                    where: FileManager.default.isExecutableFile(atPath:))
+            else {
+                throw AgentError(
+                    .process,
+                    "runuser not found; it is needed to run \((executable as NSString).lastPathComponent) as '\(user)'")
             }
             program = runuser
             argv = ["-u", user, "--", executable] + arguments
@@ -47,10 +54,14 @@ enum ProcessRunner {
     /// posix_spawn and a blocking waitpid for exactly this child, on a thread-pool thread.
     /// Output beyond 1 MiB is not read. Throws ``AgentError`` with code `process` only when the
     /// child cannot be started or waited for; a failing child is a result with its status.
-    private static func runBlocking(_ program: String, _ arguments: [String], environment: [String: String]?) throws(AgentError) -> ProcessResult {
+    private static func runBlocking(_ program: String, _ arguments: [String], environment: [String: String]?)
+        throws(AgentError) -> ProcessResult
+    {
         let outputPath = NSTemporaryDirectory() + "nodeagent-\(getpid())-\(UUID().uuidString).out"
         let outputFD = open(outputPath, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0o600)
-        guard outputFD >= 0 else { throw AgentError(.process, "cannot create \(outputPath): \(String(cString: strerror(errno)))") }
+        guard outputFD >= 0 else {
+            throw AgentError(.process, "cannot create \(outputPath): \(String(cString: strerror(errno)))")
+        }
         unlink(outputPath)  // the descriptor keeps it; nothing is left behind
         defer { close(outputFD) }
 
@@ -75,7 +86,9 @@ enum ProcessRunner {
         }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 {
-            guard errno == EINTR else { throw AgentError(.process, "waiting for \(program) failed: \(String(cString: strerror(errno)))") }
+            guard errno == EINTR else {
+                throw AgentError(.process, "waiting for \(program) failed: \(String(cString: strerror(errno)))")
+            }
         }
         let exitCode: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
 
@@ -88,7 +101,9 @@ enum ProcessRunner {
             output.append(contentsOf: buffer[0..<n])
             if output.count > 1 << 20 { break }
         }
-        return ProcessResult(status: exitCode, output: String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+        return ProcessResult(
+            status: exitCode,
+            output: String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
     }
 }
 
@@ -98,13 +113,17 @@ extension ProcessRunner {
     /// and stderr together, through an unlinked file). The child runs in its own process group
     /// from "/"; cancelling the calling task kills the group and throws. No thread is held
     /// while it runs. The result keeps the last 64 KiB of output, for error messages.
-    static func watch(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-                      every interval: Duration = .milliseconds(100),
-                      onPoll: @Sendable ([String]) async -> Void = { _ in }) async throws(AgentError) -> ProcessResult {
+    static func watch(
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+        every interval: Duration = .milliseconds(100),
+        onPoll: @Sendable ([String]) async -> Void = { _ in }
+    ) async throws(AgentError) -> ProcessResult {
         let name = (executable as NSString).lastPathComponent
         let outputPath = NSTemporaryDirectory() + "nodeagent-\(getpid())-\(UUID().uuidString).out"
         let outputFD = open(outputPath, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0o600)
-        guard outputFD >= 0 else { throw AgentError(.process, "cannot create \(outputPath): \(String(cString: strerror(errno)))") }
+        guard outputFD >= 0 else {
+            throw AgentError(.process, "cannot create \(outputPath): \(String(cString: strerror(errno)))")
+        }
         unlink(outputPath)
         defer { close(outputFD) }
 
@@ -123,7 +142,9 @@ extension ProcessRunner {
         defer { environmentPairs.forEach { free($0) } }
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, environmentPairs)
-        guard spawned == 0 else { throw AgentError(.process, "cannot start \(name): \(String(cString: strerror(spawned)))") }
+        guard spawned == 0 else {
+            throw AgentError(.process, "cannot start \(name): \(String(cString: strerror(spawned)))")
+        }
 
         var offset: off_t = 0
         var partial: [UInt8] = [], tail: [UInt8] = []
@@ -138,8 +159,12 @@ extension ProcessRunner {
                 tail.append(contentsOf: chunk[0..<count])
                 if tail.count > 131_072 { tail.removeFirst(tail.count - 65_536) }
             }
-            guard let lastNewline = final ? partial.indices.last : partial.lastIndex(of: UInt8(ascii: "\n")) else { return [] }
-            let lines = partial[...lastNewline].split(separator: UInt8(ascii: "\n")).map { String(decoding: $0, as: UTF8.self) }
+            guard let lastNewline = final ? partial.indices.last : partial.lastIndex(of: UInt8(ascii: "\n")) else {
+                return []
+            }
+            let lines = partial[...lastNewline].split(separator: UInt8(ascii: "\n")).map {
+                String(decoding: $0, as: UTF8.self)
+            }
             partial.removeFirst(lastNewline + 1)
             return lines
         }
@@ -148,11 +173,14 @@ extension ProcessRunner {
         while true {
             let reaped = waitpid(pid, &status, WNOHANG)
             if reaped == pid { break }
-            if reaped < 0 && errno != EINTR { throw AgentError(.process, "waiting for \(name) failed: \(String(cString: strerror(errno)))") }
+            if reaped < 0 && errno != EINTR {
+                throw AgentError(.process, "waiting for \(name) failed: \(String(cString: strerror(errno)))")
+            }
             if Task.isCancelled {
                 kill(-pid, SIGKILL)
                 while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-                throw AgentError(.process, "\(name) was stopped: the request was cancelled or the agent is shutting down")
+                throw AgentError(
+                    .process, "\(name) was stopped: the request was cancelled or the agent is shutting down")
             }
             await onPoll(newLines(final: false))
             try? await Task.sleep(for: interval)
@@ -160,7 +188,8 @@ extension ProcessRunner {
         kill(-pid, SIGKILL)  // anything the tool left behind in its group
         await onPoll(newLines(final: true))
         let exitCode: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        let output = String(decoding: tail.suffix(65_536), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let output = String(decoding: tail.suffix(65_536), as: UTF8.self).trimmingCharacters(
+            in: .whitespacesAndNewlines)
         return ProcessResult(status: exitCode, output: output)
     }
 }
@@ -204,13 +233,17 @@ enum ExecRunner {
     /// end for anything left behind. Called by the GPU worker (jobs) and the health checks.
     /// Throws ``AgentError`` with code `process` only when the command cannot be started.
     /// `groups` holds the child's process group while it runs (its GPU memory is the job's).
-    static func run(_ argv: [String], environment: [String: String], timeout: Duration, maxOutput: Int,
-                    groups: JobGroups? = nil) async throws(AgentError) -> Outcome {
+    static func run(
+        _ argv: [String], environment: [String: String], timeout: Duration, maxOutput: Int,
+        groups: JobGroups? = nil
+    ) async throws(AgentError) -> Outcome {
         guard let program = argv.first, !program.isEmpty else { throw AgentError(.process, "payload.argv is empty") }
         func capture(_ label: String) throws(AgentError) -> Int32 {
             let path = NSTemporaryDirectory() + "nodeagent-job-\(getpid())-\(UUID().uuidString).\(label)"
             let fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw AgentError(.process, "cannot create \(path): \(String(cString: strerror(errno)))") }
+            guard fd >= 0 else {
+                throw AgentError(.process, "cannot create \(path): \(String(cString: strerror(errno)))")
+            }
             unlink(path)
             return fd
         }
@@ -235,7 +268,8 @@ enum ExecRunner {
         sigemptyset(&defaults)
         for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&defaults, signal) }
         posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        posix_spawnattr_setflags(
+            &attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
         let cArguments = argv.map { strdup($0) } + [nil]
         defer { cArguments.forEach { free($0) } }
@@ -244,7 +278,9 @@ enum ExecRunner {
         let started = ContinuousClock.now
         var pid: pid_t = 0
         let spawned = posix_spawnp(&pid, program, &actions, &attributes, cArguments, cEnvironment)
-        guard spawned == 0 else { throw AgentError(.process, "cannot start \(program): \(String(cString: strerror(spawned)))") }
+        guard spawned == 0 else {
+            throw AgentError(.process, "cannot start \(program): \(String(cString: strerror(spawned)))")
+        }
         groups?.add(pid)
         defer { groups?.remove(pid) }
 
@@ -276,8 +312,11 @@ enum ExecRunner {
         let (stdout, stdoutTruncated) = read(out)
         let (stderr, stderrTruncated) = read(err)
         let exited = (status & 0x7f) == 0
-        return Outcome(exitCode: exited ? (status >> 8) & 0xff : nil, signal: exited ? nil : status & 0x7f, stdout: stdout, stderr: stderr,
-                       stdoutTruncated: stdoutTruncated, stderrTruncated: stderrTruncated, timedOut: timedOut, cancelled: cancelled,
-                       duration: started.duration(to: .now))
+        return Outcome(
+            exitCode: exited ? (status >> 8) & 0xff : nil, signal: exited ? nil : status & 0x7f, stdout: stdout,
+            stderr: stderr,
+            stdoutTruncated: stdoutTruncated, stderrTruncated: stderrTruncated, timedOut: timedOut,
+            cancelled: cancelled,
+            duration: started.duration(to: .now))
     }
 }

@@ -47,20 +47,26 @@ struct Refusal: Error, Sendable {
         self.retryAfterSeconds = retryAfterSeconds
     }
 
-    static func unauthorized(_ message: String) -> Refusal { Refusal(.unauthenticated, code: "unauthorized", message: message) }
+    static func unauthorized(_ message: String) -> Refusal {
+        Refusal(.unauthenticated, code: "unauthorized", message: message)
+    }
     static func badRequest(_ message: String) -> Refusal { Refusal(.invalid, code: "bad_request", message: message) }
     static func notFound(_ message: String) -> Refusal { Refusal(.notFound, code: "not_found", message: message) }
     /// A call only the lead serves, made to another agent.
     static func notLead(_ what: String, lead: String?) -> Refusal {
-        Refusal(.notHere, code: "not_lead",
-                message: "\(what) is served by the lead\(lead.map { " (\($0))" } ?? ""); send it there with the lead's operator token")
+        Refusal(
+            .notHere, code: "not_lead",
+            message:
+                "\(what) is served by the lead\(lead.map { " (\($0))" } ?? ""); send it there with the lead's operator token"
+        )
     }
     /// The store failed underneath a request; the store's message names no secret.
     /// The store's own words (which may quote what was sent) go to the log, not to the caller.
     static func storeUnavailable(_ error: AgentError) -> Refusal {
         storeLogger.error("store call failed", metadata: ["nodeagent.error": "\(error.message)"])
-        return Refusal(.unavailable, code: "store_unavailable",
-                       message: "the store is not available; retry in a moment (the lead's log has the details)")
+        return Refusal(
+            .unavailable, code: "store_unavailable",
+            message: "the store is not available; retry in a moment (the lead's log has the details)")
     }
 
     private static let storeLogger = Logger(label: "nodeagent.store")
@@ -73,7 +79,8 @@ extension Refusal {
         case .forbidden: self.init(.forbidden, code: "forbidden", message: error.message)
         case .nameTaken: self.init(.conflict, code: "name_taken", message: error.message)
         case .addressTaken: self.init(.conflict, code: "address_taken", message: error.message)
-        case .invalidName, .invalidAddress, .invalidText, .tooMany: self.init(.invalid, code: "bad_request", message: error.message)
+        case .invalidName, .invalidAddress, .invalidText, .tooMany:
+            self.init(.invalid, code: "bad_request", message: error.message)
         }
     }
 }

@@ -34,8 +34,10 @@ final class RestartableService: Service {
     /// returns by itself is not started again: `run()` then waits for the agent's shutdown.
     func run() async throws {
         while true {
-            let group = ServiceGroup(configuration: .init(services: [.init(service: service)], gracefulShutdownSignals: [], cancellationSignals: [],
-                                                          logger: logger))
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [.init(service: service)], gracefulShutdownSignals: [], cancellationSignals: [],
+                    logger: logger))
             state.withLock { state in
                 state.group = group
                 state.startedAt = Date()
@@ -85,8 +87,9 @@ final class RestartableService: Service {
     /// many restarts it has had and when the current round started.
     var view: SubsystemState {
         state.withLock { state in
-            SubsystemState(name: name, state: state.restarting ? "restarting" : state.group == nil ? "stopped" : "running",
-                           restarts: state.restarts, startedAt: state.startedAt.map(ISOTime.string))
+            SubsystemState(
+                name: name, state: state.restarting ? "restarting" : state.group == nil ? "stopped" : "running",
+                restarts: state.restarts, startedAt: state.startedAt.map(ISOTime.string))
         }
     }
 }

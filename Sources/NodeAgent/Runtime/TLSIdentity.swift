@@ -22,7 +22,9 @@ struct TLSIdentity: Sendable {
             if let keyText = try SecureFile.read(keyPath), let certificateText = try SecureFile.read(certificatePath) {
                 if let mode = SecureFile.mode(keyPath), mode & 0o077 != 0 {
                     chmod(keyPath, 0o600)
-                    logger.warning("TLS key file was readable by others; tightened to 0600", metadata: ["nodeagent.file": "\(keyPath)"])
+                    logger.warning(
+                        "TLS key file was readable by others; tightened to 0600",
+                        metadata: ["nodeagent.file": "\(keyPath)"])
                 }
                 let certificate = try NIOSSLCertificate(bytes: Array(certificateText.utf8), format: .pem)
                 let key = try NIOSSLPrivateKey(bytes: Array(keyText.utf8), format: .pem)
@@ -44,21 +46,26 @@ struct TLSIdentity: Sendable {
             try SecureFile.write(signingKey.pemRepresentation + "\n", to: keyPath)
             try SecureFile.write(certificatePEM + "\n", to: certificatePath, mode: 0o644)
             let loaded = try NIOSSLCertificate(bytes: Array(certificatePEM.utf8), format: .pem)
-            let identity = TLSIdentity(certificate: loaded, privateKey: try NIOSSLPrivateKey(bytes: Array(signingKey.pemRepresentation.utf8), format: .pem),
-                                       pin: try TLSPin(certificate: loaded))
+            let identity = TLSIdentity(
+                certificate: loaded,
+                privateKey: try NIOSSLPrivateKey(bytes: Array(signingKey.pemRepresentation.utf8), format: .pem),
+                pin: try TLSPin(certificate: loaded))
             logger.info("generated TLS certificate", metadata: ["nodeagent.pin": "\(identity.pin)"])
             return identity
         } catch let error as AgentError {
             throw error
         } catch {
-            throw AgentError(.identity, "\(keyPath) / \(certificatePath): cannot load or make the TLS certificate (\(error)); "
-                             + "remove both to make a new one (peers that pinned the old key must be given the new pin)")
+            throw AgentError(
+                .identity,
+                "\(keyPath) / \(certificatePath): cannot load or make the TLS certificate (\(error)); "
+                    + "remove both to make a new one (peers that pinned the old key must be given the new pin)")
         }
     }
 
     /// A TLS 1.3 server configuration with this certificate.
     var serverConfiguration: TLSConfiguration {
-        var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: [.certificate(certificate)], privateKey: .privateKey(privateKey))
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: [.certificate(certificate)], privateKey: .privateKey(privateKey))
         configuration.minimumTLSVersion = .tlsv13
         return configuration
     }

@@ -52,7 +52,8 @@ struct Conninfo: Sendable, Equatable {
     /// `key='value' ...`, quoted as libpq reads it.
     var keywordString: String {
         parameters.map { parameter in
-            let escaped = parameter.value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'")
+            let escaped = parameter.value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(
+                of: "'", with: "\\'")
             return "\(parameter.key)='\(escaped)'"
         }.joined(separator: " ")
     }
@@ -68,10 +69,13 @@ struct Conninfo: Sendable, Equatable {
             skipSpaces()
             guard !characters.isEmpty else { break }
             var key = ""
-            while let first = characters.first, first != "=", !first.isWhitespace { key.append(characters.removeFirst()) }
+            while let first = characters.first, first != "=", !first.isWhitespace {
+                key.append(characters.removeFirst())
+            }
             skipSpaces()
             guard characters.first == "=", !key.isEmpty else {
-                throw AgentError(.config, "the store connection string is neither a postgres:// URL nor key=value pairs")
+                throw AgentError(
+                    .config, "the store connection string is neither a postgres:// URL nor key=value pairs")
             }
             characters.removeFirst()
             skipSpaces()
@@ -91,7 +95,10 @@ struct Conninfo: Sendable, Equatable {
                         value.append(next)
                     }
                 }
-                guard closed else { throw AgentError(.config, "the store connection string has an unterminated quoted value for '\(key)'") }
+                guard closed else {
+                    throw AgentError(
+                        .config, "the store connection string has an unterminated quoted value for '\(key)'")
+                }
             } else {
                 while let next = characters.first, !next.isWhitespace {
                     characters.removeFirst()
@@ -151,8 +158,12 @@ struct Conninfo: Sendable, Equatable {
                 hosts.append(try decode(host, "host"))
                 ports.append(try decode(port, "port"))
             }
-            if hosts.contains(where: { !$0.isEmpty }) { result.append(Parameter(key: "host", value: hosts.joined(separator: ","))) }
-            if ports.contains(where: { !$0.isEmpty }) { result.append(Parameter(key: "port", value: ports.joined(separator: ","))) }
+            if hosts.contains(where: { !$0.isEmpty }) {
+                result.append(Parameter(key: "host", value: hosts.joined(separator: ",")))
+            }
+            if ports.contains(where: { !$0.isEmpty }) {
+                result.append(Parameter(key: "port", value: ports.joined(separator: ",")))
+            }
         }
         if let path, !path.isEmpty { result.append(Parameter(key: "dbname", value: try decode(path, "database name"))) }
         for pair in (query ?? "").split(separator: "&") {

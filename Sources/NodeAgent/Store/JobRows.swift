@@ -23,14 +23,18 @@ enum JobRows {
 
     /// A row of ``columns`` as a job and its payload; nil when unreadable.
     static func job(_ row: [String?]) -> (Job, [String: JSONValue])? {
-        guard row.count == 18, let id = row[0], let kind = row[1].flatMap(JobKind.init(rawValue:)), let priority = row[2].flatMap({ Int($0) }),
-              let state = row[3].flatMap(JobState.init(rawValue:)), let attempt = row[4].flatMap({ Int($0) }),
-              let maxAttempts = row[5].flatMap({ Int($0) }), let requirements = SQL.decode(JobRequirements.self, row[6]),
-              let submittedAt = row[10] else { return nil }
-        let job = Job(id: id, kind: kind, priority: priority, state: state, attempt: attempt, maxAttempts: maxAttempts,
-                      requirements: requirements, idempotencyKey: row[7].map(unscopedKey), node: row[8], gpus: SQL.decode([Int].self, row[9]),
-                      submittedAt: submittedAt, startedAt: row[11], finishedAt: row[12], leaseDeadline: row[13],
-                      result: SQL.decode(JSONValue.self, row[14]), error: row[15], submittedBy: row[16])
+        guard row.count == 18, let id = row[0], let kind = row[1].flatMap(JobKind.init(rawValue:)),
+            let priority = row[2].flatMap({ Int($0) }),
+            let state = row[3].flatMap(JobState.init(rawValue:)), let attempt = row[4].flatMap({ Int($0) }),
+            let maxAttempts = row[5].flatMap({ Int($0) }), let requirements = SQL.decode(JobRequirements.self, row[6]),
+            let submittedAt = row[10]
+        else { return nil }
+        let job = Job(
+            id: id, kind: kind, priority: priority, state: state, attempt: attempt, maxAttempts: maxAttempts,
+            requirements: requirements, idempotencyKey: row[7].map(unscopedKey), node: row[8],
+            gpus: SQL.decode([Int].self, row[9]),
+            submittedAt: submittedAt, startedAt: row[11], finishedAt: row[12], leaseDeadline: row[13],
+            result: SQL.decode(JSONValue.self, row[14]), error: row[15], submittedBy: row[16])
         return (job, SQL.decode([String: JSONValue].self, row[17]) ?? [:])
     }
 }
@@ -51,7 +55,9 @@ struct Writes: Sendable {
     /// One job row and its one event: written as one statement (a data-modifying CTE), which
     /// commits on its own — one round trip instead of BEGIN, two statements and COMMIT.
     var isSingle: Bool {
-        events.count == 1 && ((insertJob != nil && updates.allSatisfy { $0.id == insertJob?.0.id }) || (insertJob == nil && updates.count == 1))
+        events.count == 1
+            && ((insertJob != nil && updates.allSatisfy { $0.id == insertJob?.0.id })
+                || (insertJob == nil && updates.count == 1))
     }
 
     var isEmpty: Bool { insertJob == nil && updates.isEmpty && events.isEmpty }
@@ -62,7 +68,11 @@ struct Writes: Sendable {
     mutating func insert(_ job: Job, payload: [String: JSONValue]) { insertJob = (job, payload) }
 
     mutating func update(_ job: Job) {
-        if let index = updates.firstIndex(where: { $0.id == job.id }) { updates[index] = job } else { updates.append(job) }
+        if let index = updates.firstIndex(where: { $0.id == job.id }) {
+            updates[index] = job
+        } else {
+            updates.append(job)
+        }
     }
 
     mutating func event(_ type: String, _ job: Job, _ extra: [String: JSONValue] = [:]) {
@@ -89,34 +99,41 @@ struct Writes: Sendable {
         let draft = events[0]
         let (eventID, data) = try EventLog.prepare(draft)
         if let (job, payload) = insertJob {
-            return Single(sql: Self.insertWithEventSQL, name: "job_insert_event",
-                          parameters: Self.insertParameters(job, payload) + [eventID, draft.type, draft.node, data],
-                          eventID: eventID, draft: draft, inserted: job)
+            return Single(
+                sql: Self.insertWithEventSQL, name: "job_insert_event",
+                parameters: Self.insertParameters(job, payload) + [eventID, draft.type, draft.node, data],
+                eventID: eventID, draft: draft, inserted: job)
         }
-        return Single(sql: Self.updateWithEventSQL, name: "job_update_event",
-                      parameters: Self.updateParameters(updates[0]) + [eventID, draft.type, draft.node, data],
-                      eventID: eventID, draft: draft, inserted: nil)
+        return Single(
+            sql: Self.updateWithEventSQL, name: "job_update_event",
+            parameters: Self.updateParameters(updates[0]) + [eventID, draft.type, draft.node, data],
+            eventID: eventID, draft: draft, inserted: nil)
     }
 
     static func apply(_ single: Single, on connection: PostgresConnection) throws(AgentError) -> Outcome {
         let rows = try connection.execute(single.sql, single.parameters, prepared: single.name).rows
         if rows.isEmpty {
             // The insert hit an idempotency key; an update found no row (nothing to announce).
-            return try single.inserted.map { job throws(AgentError) in try duplicate(of: job, on: connection) } ?? .committed([])
+            return try single.inserted.map { job throws(AgentError) in try duplicate(of: job, on: connection) }
+                ?? .committed([])
         }
         return .committed([try EventLog.event(single.draft, id: single.eventID, row: rows.first)])
     }
 
-    static let insertWithEventSQL = "WITH job AS (\(insertSQL)) "
+    static let insertWithEventSQL =
+        "WITH job AS (\(insertSQL)) "
         + "INSERT INTO events (id, type, node, data) SELECT $15, $16, $17, $18::jsonb FROM job RETURNING seq, \(SQL.iso("at"))"
-    static let updateWithEventSQL = "WITH job AS (\(updateSQL) RETURNING id) "
+    static let updateWithEventSQL =
+        "WITH job AS (\(updateSQL) RETURNING id) "
         + "INSERT INTO events (id, type, node, data) SELECT $11, $12, $13, $14::jsonb FROM job RETURNING seq, \(SQL.iso("at"))"
 
     /// The job that holds `job`'s idempotency key (the insert did nothing).
     private static func duplicate(of job: Job, on connection: PostgresConnection) throws(AgentError) -> Outcome {
         guard let key = JobRows.scopedKey(job),
-              let row = try connection.execute("SELECT \(JobRows.columns) FROM jobs WHERE idempotency_key = $1", [key]).rows.first,
-              let existing = JobRows.job(row)?.0 else {
+            let row = try connection.execute("SELECT \(JobRows.columns) FROM jobs WHERE idempotency_key = $1", [key])
+                .rows.first,
+            let existing = JobRows.job(row)?.0
+        else {
             throw AgentError(.store, "the job insert wrote nothing and no job holds its key")
         }
         return .duplicate(existing)
@@ -131,9 +148,12 @@ struct Writes: Sendable {
         """
 
     static func insertParameters(_ job: Job, _ payload: [String: JSONValue]) -> [String?] {
-        [job.id, JobRows.scopedKey(job), job.kind.rawValue, String(job.priority), SQL.json(job.requirements), SQL.json(payload),
-         job.state.rawValue, String(job.attempt), String(job.maxAttempts), job.node, job.gpus.map { SQL.json($0) },
-         job.leaseDeadline, job.submittedAt, job.submittedBy]
+        [
+            job.id, JobRows.scopedKey(job), job.kind.rawValue, String(job.priority), SQL.json(job.requirements),
+            SQL.json(payload),
+            job.state.rawValue, String(job.attempt), String(job.maxAttempts), job.node, job.gpus.map { SQL.json($0) },
+            job.leaseDeadline, job.submittedAt, job.submittedBy,
+        ]
     }
 
     static let updateSQL = """
@@ -143,13 +163,17 @@ struct Writes: Sendable {
         """
 
     static func updateParameters(_ job: Job) -> [String?] {
-        [job.id, job.state.rawValue, String(job.attempt), job.node, job.gpus.map { SQL.json($0) }, job.leaseDeadline,
-         job.startedAt, job.finishedAt, job.result.map { SQL.json($0) }, job.error]
+        [
+            job.id, job.state.rawValue, String(job.attempt), job.node, job.gpus.map { SQL.json($0) }, job.leaseDeadline,
+            job.startedAt, job.finishedAt, job.result.map { SQL.json($0) }, job.error,
+        ]
     }
 
     func apply(on connection: PostgresConnection) throws(AgentError) -> Outcome {
         if let (job, payload) = insertJob {
-            let inserted = try connection.execute(Self.insertSQL, Self.insertParameters(job, payload), prepared: "job_insert").rows
+            let inserted = try connection.execute(
+                Self.insertSQL, Self.insertParameters(job, payload), prepared: "job_insert"
+            ).rows
             if inserted.isEmpty {
                 // Still write the other placements of this round.
                 for update in updates where update.id != job.id { try Self.write(update, on: connection) }

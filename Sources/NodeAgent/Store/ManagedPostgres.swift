@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+
 #if canImport(Glibc)
 #endif
 
@@ -29,21 +30,30 @@ struct ManagedPostgres: Sendable {
     /// throwing ``AgentError`` with code `store` otherwise. `runAs` applies only when the agent is root.
     init(dataDir: String, binDirectory: String?, runAs: String, logger: Logger) throws(AgentError) {
         self.directory = dataDir + "/postgres"
-        if let binDirectory { self.binDirectory = binDirectory } else { self.binDirectory = try Self.findBinDirectory() }
+        if let binDirectory {
+            self.binDirectory = binDirectory
+        } else {
+            self.binDirectory = try Self.findBinDirectory()
+        }
         self.runAs = geteuid() == 0 ? runAs : nil
         self.logger = logger
-        for tool in ["initdb", "pg_ctl"] where !FileManager.default.isExecutableFile(atPath: self.binDirectory + "/" + tool) {
+        for tool in ["initdb", "pg_ctl"]
+        where !FileManager.default.isExecutableFile(atPath: self.binDirectory + "/" + tool) {
             throw AgentError(.store, "\(self.binDirectory)/\(tool) not found; install postgresql or set store.pg_bin")
         }
         let socket = directory + "/.s.PGSQL.\(port)"
         guard socket.utf8.count < 108 else {
-            throw AgentError(.store, "data dir path is too long for PostgreSQL's socket (\(socket.utf8.count) bytes, limit 107); use a shorter --data-dir")
+            throw AgentError(
+                .store,
+                "data dir path is too long for PostgreSQL's socket (\(socket.utf8.count) bytes, limit 107); use a shorter --data-dir"
+            )
         }
     }
 
     /// `pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`.
     static func findBinDirectory() throws(AgentError) -> String {
-        for pgConfig in ["/usr/bin/pg_config", "/usr/local/bin/pg_config"] where FileManager.default.isExecutableFile(atPath: pgConfig) {
+        for pgConfig in ["/usr/bin/pg_config", "/usr/local/bin/pg_config"]
+        where FileManager.default.isExecutableFile(atPath: pgConfig) {
             let pipe = Pipe()
             let process = Process()
             process.executableURL = URL(fileURLWithPath: pgConfig)
@@ -61,7 +71,10 @@ struct ManagedPostgres: Sendable {
         if let newest = versions.compactMap(Int.init).sorted().last {
             return "/usr/lib/postgresql/\(newest)/bin"
         }
-        throw AgentError(.store, "PostgreSQL server binaries (initdb, pg_ctl) not found; install postgresql, set store.pg_bin, or use --store URL")
+        throw AgentError(
+            .store,
+            "PostgreSQL server binaries (initdb, pg_ctl) not found; install postgresql, set store.pg_bin, or use --store URL"
+        )
     }
 
     // MARK: Lifecycle
@@ -76,12 +89,17 @@ struct ManagedPostgres: Sendable {
         if let owner { try checkReachable(by: owner) }
         try writeSettings(owner: owner)
         if await isRunning() {
-            logger.notice("reusing the managed PostgreSQL left running by an earlier agent", metadata: ["nodeagent.pid": "\(serverPID.map(String.init) ?? "?")"])
+            logger.notice(
+                "reusing the managed PostgreSQL left running by an earlier agent",
+                metadata: ["nodeagent.pid": "\(serverPID.map(String.init) ?? "?")"])
             return true
         }
-        let result = try await pgctl(["start", "-D", directory, "-l", directory + "/server.log", "-w", "-t", "60", "-s"])
+        let result = try await pgctl([
+            "start", "-D", directory, "-l", directory + "/server.log", "-w", "-t", "60", "-s",
+        ])
         guard result.status == 0 else {
-            let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8))?.split(separator: "\n").last.map(String.init)
+            let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8))?.split(separator: "\n")
+                .last.map(String.init)
             throw AgentError(.store, "managed PostgreSQL did not start: \(log ?? result.lastLine)")
         }
         logger.info("managed PostgreSQL started", metadata: ["nodeagent.pid": "\(serverPID.map(String.init) ?? "?")"])
@@ -91,7 +109,8 @@ struct ManagedPostgres: Sendable {
     /// Creates the database the agent uses, once.
     /// Blocking: ``StoreService`` calls it on the store thread after ``start()``, over the socket.
     func createDatabaseIfNeeded() throws(AgentError) {
-        let admin = try PostgresConnection(conninfo: "host=\(directory) port=\(port) dbname=postgres user=\(Self.superuser)")
+        let admin = try PostgresConnection(
+            conninfo: "host=\(directory) port=\(port) dbname=postgres user=\(Self.superuser)")
         if try admin.execute("SELECT 1 FROM pg_database WHERE datname = $1", [Self.databaseName]).rows.isEmpty {
             _ = try admin.execute("CREATE DATABASE \(Self.databaseName)")
         }
@@ -102,7 +121,9 @@ struct ManagedPostgres: Sendable {
     func stop() async throws(AgentError) {
         guard await isRunning() else { return }
         let result = try await pgctl(["stop", "-D", directory, "-m", "fast", "-w", "-t", "30", "-s"])
-        guard result.status == 0 else { throw AgentError(.store, "managed PostgreSQL did not stop: \(result.lastLine)") }
+        guard result.status == 0 else {
+            throw AgentError(.store, "managed PostgreSQL did not stop: \(result.lastLine)")
+        }
         logger.info("managed PostgreSQL stopped")
     }
 
@@ -130,7 +151,10 @@ struct ManagedPostgres: Sendable {
         if FileManager.default.fileExists(atPath: directory) {
             let contents = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
             guard contents.isEmpty else {
-                throw AgentError(.store, "\(directory) exists but holds no PostgreSQL cluster (no PG_VERSION); move it away to let the agent create one")
+                throw AgentError(
+                    .store,
+                    "\(directory) exists but holds no PostgreSQL cluster (no PG_VERSION); move it away to let the agent create one"
+                )
             }
             try? FileManager.default.removeItem(atPath: directory)
         }
@@ -139,10 +163,12 @@ struct ManagedPostgres: Sendable {
         }
         if let owner { chown(staging, owner.uid, owner.gid) }
         let started = ContinuousClock.now
-        let result = try await ProcessRunner.run(binDirectory + "/initdb", [
-            "-D", staging, "-U", Self.superuser, "--auth-local=trust", "--auth-host=scram-sha-256",
-            "-E", "UTF8", "--locale=C", "--no-instructions",
-        ], asUser: runAs)
+        let result = try await ProcessRunner.run(
+            binDirectory + "/initdb",
+            [
+                "-D", staging, "-U", Self.superuser, "--auth-local=trust", "--auth-host=scram-sha-256",
+                "-E", "UTF8", "--locale=C", "--no-instructions",
+            ], asUser: runAs)
         guard result.status == 0 else {
             try? FileManager.default.removeItem(atPath: staging)
             throw AgentError(.store, "initdb failed: \(result.lastLine)")
@@ -155,9 +181,14 @@ struct ManagedPostgres: Sendable {
         try? handle.synchronize()
         try? handle.close()
         guard rename(staging, directory) == 0 else {
-            throw AgentError(.store, "cannot move the new cluster into \(directory): \(String(cString: strerror(errno)))")
+            throw AgentError(
+                .store, "cannot move the new cluster into \(directory): \(String(cString: strerror(errno)))")
         }
-        logger.info("initialised managed PostgreSQL", metadata: ["nodeagent.dir": "\(directory)", "nodeagent.ms": "\((ContinuousClock.now - started).milliseconds)"])
+        logger.info(
+            "initialised managed PostgreSQL",
+            metadata: [
+                "nodeagent.dir": "\(directory)", "nodeagent.ms": "\((ContinuousClock.now - started).milliseconds)",
+            ])
     }
 
     /// Writes `aurora.conf` (included from `postgresql.conf`): the socket in the cluster directory,
@@ -195,7 +226,10 @@ struct ManagedPostgres: Sendable {
     /// Looks `name` up with `getpwnam`; ``AgentError`` with code `store` when there is no such user.
     static func account(_ name: String) throws(AgentError) -> Account {
         guard let entry = getpwnam(name) else {
-            throw AgentError(.store, "store.run_as user '\(name)' does not exist; create it (apt's postgresql package does) or set store.run_as")
+            throw AgentError(
+                .store,
+                "store.run_as user '\(name)' does not exist; create it (apt's postgresql package does) or set store.run_as"
+            )
         }
         return Account(name: name, uid: entry.pointee.pw_uid, gid: entry.pointee.pw_gid)
     }
@@ -206,9 +240,14 @@ struct ManagedPostgres: Sendable {
         while !path.isEmpty {
             if let info = FileStatus.of(path) {
                 let mode = info.mode
-                let searchable = mode & 0o001 != 0 || (info.uid == owner.uid && mode & 0o100 != 0) || (info.gid == owner.gid && mode & 0o010 != 0)
+                let searchable =
+                    mode & 0o001 != 0 || (info.uid == owner.uid && mode & 0o100 != 0)
+                    || (info.gid == owner.gid && mode & 0o010 != 0)
                 guard searchable else {
-                    throw AgentError(.store, "the managed PostgreSQL runs as '\(owner.name)', which cannot enter \(path) (mode \(String(mode & 0o777, radix: 8))); run 'chmod o+x \(path)' or set store.run_as")
+                    throw AgentError(
+                        .store,
+                        "the managed PostgreSQL runs as '\(owner.name)', which cannot enter \(path) (mode \(String(mode & 0o777, radix: 8))); run 'chmod o+x \(path)' or set store.run_as"
+                    )
                 }
             }
             if path == "/" { break }

@@ -26,20 +26,27 @@ extension Registry {
     /// ``upsertSQL``'s 21 parameters, in order, from a registry entry; JSON columns as JSON text.
     static func upsertParameters(_ entry: Entry, tokenID: String? = nil) -> [String?] {
         let node = entry.node
-        return [node.name, node.role.rawValue, node.company, node.vpnIP, node.signPublicKey, node.boxPublicKey, node.wireguard.publicKey,
-                node.wireguard.endpoint, String(node.wireguard.listenPort), SQL.json(node.labels), SQL.json(node.capabilities),
-                node.timing.map { SQL.json($0) }, node.version, node.address, node.state.rawValue, ISOTime.string(entry.lastSeen), node.joinedAt,
-                tokenID, (node.wireguard.behindNAT ?? false) ? "true" : "false", node.tlsPin, node.tlsPort.map(String.init)]
+        return [
+            node.name, node.role.rawValue, node.company, node.vpnIP, node.signPublicKey, node.boxPublicKey,
+            node.wireguard.publicKey,
+            node.wireguard.endpoint, String(node.wireguard.listenPort), SQL.json(node.labels),
+            SQL.json(node.capabilities),
+            node.timing.map { SQL.json($0) }, node.version, node.address, node.state.rawValue,
+            ISOTime.string(entry.lastSeen), node.joinedAt,
+            tokenID, (node.wireguard.behindNAT ?? false) ? "true" : "false", node.tlsPin, node.tlsPort.map(String.init),
+        ]
     }
 
     /// A registry entry from a row of ``load(capabilities:meshID:now:)``'s SELECT (21 columns in
     /// that order); nil when a required column is missing or does not parse, and the caller skips
     /// the row. Missing or invalid timing falls back to the role's default heartbeat timing.
     static func entry(_ row: [String?]) -> Entry? {
-        guard row.count == 21, let name = row[0], let role = row[1].flatMap(NodeRole.init(rawValue:)), let vpnIP = row[3],
-              let signText = row[4], let signKey = try? PublicKey(base64: signText), let box = row[5], let wg = row[6],
-              let port = row[8].flatMap({ Int($0) }), let state = row[14].flatMap(NodeState.init(rawValue:)),
-              let lastSeenText = row[16], let lastSeen = ISOTime.parse(lastSeenText), let joinedAt = row[17] else { return nil }
+        guard row.count == 21, let name = row[0], let role = row[1].flatMap(NodeRole.init(rawValue:)),
+            let vpnIP = row[3],
+            let signText = row[4], let signKey = try? PublicKey(base64: signText), let box = row[5], let wg = row[6],
+            let port = row[8].flatMap({ Int($0) }), let state = row[14].flatMap(NodeState.init(rawValue:)),
+            let lastSeenText = row[16], let lastSeen = ISOTime.parse(lastSeenText), let joinedAt = row[17]
+        else { return nil }
         let timing = SQL.decode(HeartbeatTiming.self, row[11]) ?? defaultTiming(for: role)
         var node = Node(
             name: name, role: role, company: row[2] ?? "", vpnIP: vpnIP, state: state, lastSeen: lastSeenText,
@@ -49,7 +56,9 @@ extension Registry {
             joinedAt: joinedAt, signPublicKey: signText, boxPublicKey: box, timing: timing)
         node.tlsPin = row[19].flatMap { TLSPin(parsing: $0)?.description }
         node.tlsPort = row[20].flatMap { Int($0) }.flatMap { (1...65535).contains($0) ? $0 : nil }
-        return Entry(node: node, signKey: signKey, policy: (try? policy(timing)) ?? FailureDetector.Policy(defaultTiming(for: role)),
-                     removed: row[15] == "t", lastSeen: lastSeen)
+        return Entry(
+            node: node, signKey: signKey,
+            policy: (try? policy(timing)) ?? FailureDetector.Policy(defaultTiming(for: role)),
+            removed: row[15] == "t", lastSeen: lastSeen)
     }
 }

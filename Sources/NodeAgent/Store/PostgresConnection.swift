@@ -51,9 +51,12 @@ final class PostgresConnection: @unchecked Sendable {  // owns a PGconn; used by
     /// Runs one statement with text parameters (`$1`, `$2`, ...). Without parameters the
     /// text may hold several statements (a migration); the last one's rows are returned.
     func execute(_ sql: String, _ parameters: [String?] = []) throws(AgentError) -> QueryResult {
-        let result: OpaquePointer? = parameters.isEmpty ? PQexec(connection, sql) : withOptionalCStrings(parameters) { pointers in
-            PQexecParams(connection, sql, Int32(parameters.count), nil, pointers, nil, nil, 0)
-        }
+        let result: OpaquePointer? =
+            parameters.isEmpty
+            ? PQexec(connection, sql)
+            : withOptionalCStrings(parameters) { pointers in
+                PQexecParams(connection, sql, Int32(parameters.count), nil, pointers, nil, nil, 0)
+            }
         return try read(result)
     }
 
@@ -85,9 +88,10 @@ final class PostgresConnection: @unchecked Sendable {  // owns a PGconn; used by
             var rows: [[String?]] = []
             rows.reserveCapacity(Int(rowCount))
             for row in 0..<rowCount {
-                rows.append((0..<columnCount).map { column in
-                    PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
-                })
+                rows.append(
+                    (0..<columnCount).map { column in
+                        PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
+                    })
             }
             return QueryResult(columns: columns, rows: rows)
         default:
@@ -102,7 +106,8 @@ final class PostgresConnection: @unchecked Sendable {  // owns a PGconn; used by
     /// The first line of libpq's last error on `connection`, trimmed.
     private static func message(_ connection: OpaquePointer) -> String {
         let text = PQerrorMessage(connection).map { String(cString: $0) } ?? "unknown error"
-        return text.split(separator: "\n").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? "unknown error"
+        return text.split(separator: "\n").first.map { String($0).trimmingCharacters(in: .whitespaces) }
+            ?? "unknown error"
     }
 }
 

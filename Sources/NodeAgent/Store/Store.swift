@@ -53,8 +53,10 @@ public actor Store {
     ///
     /// `afterCommit` runs on the store thread right after the commit, before any later
     /// transaction: publishing events there keeps them in commit order.
-    func inTransaction<R: Sendable>(_ body: @escaping @Sendable (PostgresConnection) throws(AgentError) -> R,
-                                    afterCommit: @escaping @Sendable (R) -> Void = { _ in }) async throws(AgentError) -> R {
+    func inTransaction<R: Sendable>(
+        _ body: @escaping @Sendable (PostgresConnection) throws(AgentError) -> R,
+        afterCommit: @escaping @Sendable (R) -> Void = { _ in }
+    ) async throws(AgentError) -> R {
         guard let connection else { throw AgentError(.store, "the store is not connected") }
         return try await onStoreThread { () throws(AgentError) -> R in
             _ = try connection.execute("BEGIN")
@@ -72,8 +74,10 @@ public actor Store {
 
     /// Runs `body` with the connection outside a transaction (each statement commits on its
     /// own), then `after` on the store thread before any later call: for one-statement writes.
-    func withConnection<R: Sendable>(_ body: @escaping @Sendable (PostgresConnection) throws(AgentError) -> R,
-                                     after: @escaping @Sendable (R) -> Void = { _ in }) async throws(AgentError) -> R {
+    func withConnection<R: Sendable>(
+        _ body: @escaping @Sendable (PostgresConnection) throws(AgentError) -> R,
+        after: @escaping @Sendable (R) -> Void = { _ in }
+    ) async throws(AgentError) -> R {
         guard let connection else { throw AgentError(.store, "the store is not connected") }
         return try await onStoreThread { () throws(AgentError) -> R in
             let result = try body(connection)
@@ -95,7 +99,9 @@ public actor Store {
     }
 
     /// Runs other blocking libpq work on the store thread.
-    func onStoreThread<R: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> R) async throws(AgentError) -> R {
+    func onStoreThread<R: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> R) async throws(AgentError)
+        -> R
+    {
         do {
             return try await thread.runIfActive { try body() }
         } catch let error as AgentError {
@@ -121,153 +127,167 @@ public struct Migration: Sendable {
 /// The schema, in order. Later subsystems append their migrations here.
 public enum Migrations {
     public static let all: [Migration] = [
-        Migration(version: 1, name: "mesh", sql: """
-            CREATE TABLE mesh (
-                singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-                mesh_id    uuid NOT NULL,
-                lead_name  text NOT NULL,
-                created_at timestamptz NOT NULL DEFAULT now()
-            )
-            """),
-        Migration(version: 2, name: "registry", sql: """
-            CREATE TABLE join_tokens (
-                id          text PRIMARY KEY,
-                token_hash  text NOT NULL UNIQUE,
-                profile     text NOT NULL,
-                company     text NOT NULL DEFAULT '',
-                labels      jsonb NOT NULL DEFAULT '{}',
-                reusable    boolean NOT NULL DEFAULT false,
-                uses        integer NOT NULL DEFAULT 0,
-                created_at  timestamptz NOT NULL DEFAULT now(),
-                expires_at  timestamptz NOT NULL,
-                revoked_at  timestamptz
-            );
-            CREATE TABLE nodes (
-                name            text PRIMARY KEY,
-                role            text NOT NULL,
-                company         text NOT NULL DEFAULT '',
-                vpn_ip          text NOT NULL UNIQUE,
-                sign_public_key text NOT NULL,
-                box_public_key  text NOT NULL,
-                wg_public_key   text NOT NULL,
-                wg_endpoint     text,
-                wg_listen_port  integer NOT NULL,
-                labels          jsonb NOT NULL DEFAULT '{}',
-                capabilities    jsonb NOT NULL,
-                timing          jsonb,
-                version         text NOT NULL DEFAULT '',
-                address         text,
-                state           text NOT NULL,
-                removed         boolean NOT NULL DEFAULT false,
-                last_seen       timestamptz NOT NULL,
-                joined_at       timestamptz NOT NULL DEFAULT now(),
-                token_id        text
-            );
-            CREATE TABLE events (
-                seq   bigserial PRIMARY KEY,
-                id    uuid NOT NULL UNIQUE,
-                type  text NOT NULL,
-                at    timestamptz NOT NULL DEFAULT now(),
-                node  text,
-                data  jsonb NOT NULL DEFAULT '{}'
-            );
-            CREATE INDEX events_node ON events (node, seq)
-            """),
-        Migration(version: 3, name: "jobs", sql: """
-            CREATE TABLE jobs (
-                seq             bigserial PRIMARY KEY,
-                id              text NOT NULL UNIQUE,
-                idempotency_key text UNIQUE,
-                kind            text NOT NULL,
-                priority        integer NOT NULL,
-                requirements    jsonb NOT NULL,
-                payload         jsonb NOT NULL,
-                state           text NOT NULL,
-                attempt         integer NOT NULL,
-                max_attempts    integer NOT NULL,
-                node            text,
-                gpus            jsonb,
-                lease_deadline  timestamptz,
-                submitted_at    timestamptz NOT NULL,
-                started_at      timestamptz,
-                finished_at     timestamptz,
-                result          jsonb,
-                error           text,
-                submitted_by    text
-            );
-            CREATE INDEX jobs_open ON jobs (seq) WHERE state IN ('queued', 'assigned', 'running');
-            CREATE INDEX jobs_state ON jobs (state, seq)
-            """),
-        Migration(version: 4, name: "secrets", sql: """
-            CREATE TABLE secrets (
-                service       text NOT NULL,
-                key_name      text NOT NULL,
-                scope         text NOT NULL,
-                scope_id      text NOT NULL,
-                version       integer NOT NULL,
-                ciphertext    text NOT NULL,
-                nonce         text NOT NULL,
-                wrapped_key   text NOT NULL,
-                wrap_nonce    text NOT NULL,
-                kek_version   integer NOT NULL,
-                created_at    timestamptz NOT NULL DEFAULT now(),
-                created_by    text NOT NULL,
-                restored_from integer,
-                PRIMARY KEY (service, key_name, scope, scope_id, version)
-            );
-            CREATE TABLE secret_heads (
-                service    text NOT NULL,
-                key_name   text NOT NULL,
-                scope      text NOT NULL,
-                scope_id   text NOT NULL,
-                version    integer NOT NULL,
-                deleted    boolean NOT NULL DEFAULT false,
-                updated_at timestamptz NOT NULL DEFAULT now(),
-                PRIMARY KEY (service, key_name, scope, scope_id)
-            );
-            CREATE TABLE secret_audit (
-                seq           bigint PRIMARY KEY,
-                at            text NOT NULL,
-                actor         text NOT NULL,
-                action        text NOT NULL,
-                service       text NOT NULL,
-                key_name      text NOT NULL,
-                node          text,
-                scope         text,
-                version       integer,
-                result        text NOT NULL,
-                previous_hash text NOT NULL,
-                hash          text NOT NULL
-            )
-            """),
-        Migration(version: 5, name: "wireguard", sql: """
-            ALTER TABLE nodes ADD COLUMN removed_at timestamptz;
-            ALTER TABLE nodes ADD COLUMN wg_behind_nat boolean NOT NULL DEFAULT false
-            """),
-        Migration(version: 6, name: "reports", sql: """
-            CREATE TABLE reports (
-                id          uuid PRIMARY KEY,
-                node        text NOT NULL,
-                kind        text NOT NULL,
-                status      text NOT NULL,
-                code        text,
-                message     text,
-                received_at timestamptz NOT NULL DEFAULT now()
-            );
-            CREATE INDEX reports_received ON reports (received_at)
-            """),
-        Migration(version: 7, name: "api_tokens", sql: """
-            CREATE TABLE api_tokens (
-                id          text PRIMARY KEY,
-                token_hash  text NOT NULL UNIQUE,
-                role        text NOT NULL,
-                company     text NOT NULL DEFAULT '',
-                created_at  timestamptz NOT NULL DEFAULT now(),
-                expires_at  timestamptz,
-                revoked_at  timestamptz
-            );
-            ALTER TABLE nodes ADD COLUMN tls_pin text, ADD COLUMN tls_port integer
-            """),
+        Migration(
+            version: 1, name: "mesh",
+            sql: """
+                CREATE TABLE mesh (
+                    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                    mesh_id    uuid NOT NULL,
+                    lead_name  text NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now()
+                )
+                """),
+        Migration(
+            version: 2, name: "registry",
+            sql: """
+                CREATE TABLE join_tokens (
+                    id          text PRIMARY KEY,
+                    token_hash  text NOT NULL UNIQUE,
+                    profile     text NOT NULL,
+                    company     text NOT NULL DEFAULT '',
+                    labels      jsonb NOT NULL DEFAULT '{}',
+                    reusable    boolean NOT NULL DEFAULT false,
+                    uses        integer NOT NULL DEFAULT 0,
+                    created_at  timestamptz NOT NULL DEFAULT now(),
+                    expires_at  timestamptz NOT NULL,
+                    revoked_at  timestamptz
+                );
+                CREATE TABLE nodes (
+                    name            text PRIMARY KEY,
+                    role            text NOT NULL,
+                    company         text NOT NULL DEFAULT '',
+                    vpn_ip          text NOT NULL UNIQUE,
+                    sign_public_key text NOT NULL,
+                    box_public_key  text NOT NULL,
+                    wg_public_key   text NOT NULL,
+                    wg_endpoint     text,
+                    wg_listen_port  integer NOT NULL,
+                    labels          jsonb NOT NULL DEFAULT '{}',
+                    capabilities    jsonb NOT NULL,
+                    timing          jsonb,
+                    version         text NOT NULL DEFAULT '',
+                    address         text,
+                    state           text NOT NULL,
+                    removed         boolean NOT NULL DEFAULT false,
+                    last_seen       timestamptz NOT NULL,
+                    joined_at       timestamptz NOT NULL DEFAULT now(),
+                    token_id        text
+                );
+                CREATE TABLE events (
+                    seq   bigserial PRIMARY KEY,
+                    id    uuid NOT NULL UNIQUE,
+                    type  text NOT NULL,
+                    at    timestamptz NOT NULL DEFAULT now(),
+                    node  text,
+                    data  jsonb NOT NULL DEFAULT '{}'
+                );
+                CREATE INDEX events_node ON events (node, seq)
+                """),
+        Migration(
+            version: 3, name: "jobs",
+            sql: """
+                CREATE TABLE jobs (
+                    seq             bigserial PRIMARY KEY,
+                    id              text NOT NULL UNIQUE,
+                    idempotency_key text UNIQUE,
+                    kind            text NOT NULL,
+                    priority        integer NOT NULL,
+                    requirements    jsonb NOT NULL,
+                    payload         jsonb NOT NULL,
+                    state           text NOT NULL,
+                    attempt         integer NOT NULL,
+                    max_attempts    integer NOT NULL,
+                    node            text,
+                    gpus            jsonb,
+                    lease_deadline  timestamptz,
+                    submitted_at    timestamptz NOT NULL,
+                    started_at      timestamptz,
+                    finished_at     timestamptz,
+                    result          jsonb,
+                    error           text,
+                    submitted_by    text
+                );
+                CREATE INDEX jobs_open ON jobs (seq) WHERE state IN ('queued', 'assigned', 'running');
+                CREATE INDEX jobs_state ON jobs (state, seq)
+                """),
+        Migration(
+            version: 4, name: "secrets",
+            sql: """
+                CREATE TABLE secrets (
+                    service       text NOT NULL,
+                    key_name      text NOT NULL,
+                    scope         text NOT NULL,
+                    scope_id      text NOT NULL,
+                    version       integer NOT NULL,
+                    ciphertext    text NOT NULL,
+                    nonce         text NOT NULL,
+                    wrapped_key   text NOT NULL,
+                    wrap_nonce    text NOT NULL,
+                    kek_version   integer NOT NULL,
+                    created_at    timestamptz NOT NULL DEFAULT now(),
+                    created_by    text NOT NULL,
+                    restored_from integer,
+                    PRIMARY KEY (service, key_name, scope, scope_id, version)
+                );
+                CREATE TABLE secret_heads (
+                    service    text NOT NULL,
+                    key_name   text NOT NULL,
+                    scope      text NOT NULL,
+                    scope_id   text NOT NULL,
+                    version    integer NOT NULL,
+                    deleted    boolean NOT NULL DEFAULT false,
+                    updated_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (service, key_name, scope, scope_id)
+                );
+                CREATE TABLE secret_audit (
+                    seq           bigint PRIMARY KEY,
+                    at            text NOT NULL,
+                    actor         text NOT NULL,
+                    action        text NOT NULL,
+                    service       text NOT NULL,
+                    key_name      text NOT NULL,
+                    node          text,
+                    scope         text,
+                    version       integer,
+                    result        text NOT NULL,
+                    previous_hash text NOT NULL,
+                    hash          text NOT NULL
+                )
+                """),
+        Migration(
+            version: 5, name: "wireguard",
+            sql: """
+                ALTER TABLE nodes ADD COLUMN removed_at timestamptz;
+                ALTER TABLE nodes ADD COLUMN wg_behind_nat boolean NOT NULL DEFAULT false
+                """),
+        Migration(
+            version: 6, name: "reports",
+            sql: """
+                CREATE TABLE reports (
+                    id          uuid PRIMARY KEY,
+                    node        text NOT NULL,
+                    kind        text NOT NULL,
+                    status      text NOT NULL,
+                    code        text,
+                    message     text,
+                    received_at timestamptz NOT NULL DEFAULT now()
+                );
+                CREATE INDEX reports_received ON reports (received_at)
+                """),
+        Migration(
+            version: 7, name: "api_tokens",
+            sql: """
+                CREATE TABLE api_tokens (
+                    id          text PRIMARY KEY,
+                    token_hash  text NOT NULL UNIQUE,
+                    role        text NOT NULL,
+                    company     text NOT NULL DEFAULT '',
+                    created_at  timestamptz NOT NULL DEFAULT now(),
+                    expires_at  timestamptz,
+                    revoked_at  timestamptz
+                );
+                ALTER TABLE nodes ADD COLUMN tls_pin text, ADD COLUMN tls_port integer
+                """),
     ]
 
     /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate
@@ -283,24 +303,36 @@ public enum Migrations {
     public static func run(on store: Store, logger: Logger) async throws(AgentError) -> Int {
         try await store.query("SELECT pg_advisory_lock($1)", [lockKey])
         do throws(AgentError) {
-            try await store.query("""
+            try await store.query(
+                """
                 CREATE TABLE IF NOT EXISTS schema_migrations (
                     version    integer PRIMARY KEY,
                     name       text NOT NULL,
                     applied_at timestamptz NOT NULL DEFAULT now()
                 )
                 """)
-            let applied = Set(try await store.query("SELECT version FROM schema_migrations").rows.compactMap { $0[0].flatMap(Int.init) })
+            let applied = Set(
+                try await store.query("SELECT version FROM schema_migrations").rows.compactMap {
+                    $0[0].flatMap(Int.init)
+                })
             let known = all.map(\.version).max() ?? 0
             if let newest = applied.max(), newest > known {
-                throw AgentError(.store, "the store's schema version \(newest) is newer than this nodeagent knows (\(known)); upgrade nodeagent")
+                throw AgentError(
+                    .store,
+                    "the store's schema version \(newest) is newer than this nodeagent knows (\(known)); upgrade nodeagent"
+                )
             }
             for migration in all where !applied.contains(migration.version) {
                 try await store.transaction([
                     (migration.sql, []),
-                    ("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", [String(migration.version), migration.name]),
+                    (
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        [String(migration.version), migration.name]
+                    ),
                 ])
-                logger.info("applied schema migration", metadata: ["nodeagent.migration": "\(migration.version) \(migration.name)"])
+                logger.info(
+                    "applied schema migration",
+                    metadata: ["nodeagent.migration": "\(migration.version) \(migration.name)"])
             }
             _ = try? await store.query("SELECT pg_advisory_unlock($1)", [lockKey])
             return known

@@ -26,7 +26,8 @@ final class StoreService: Service {
             self.managed = nil
             self.store = Store(conninfo: url)
         } else {
-            let managed = try ManagedPostgres(dataDir: config.dataDir, binDirectory: config.pgBinDirectory, runAs: config.storeRunAs, logger: logger)
+            let managed = try ManagedPostgres(
+                dataDir: config.dataDir, binDirectory: config.pgBinDirectory, runAs: config.storeRunAs, logger: logger)
             self.managed = managed
             self.store = Store(conninfo: managed.conninfo)
         }
@@ -44,7 +45,9 @@ final class StoreService: Service {
                 return
             }
         } catch {
-            state.updateStore { $0.state = .failed; $0.message = error.message }
+            state.updateStore {
+                $0.state = .failed; $0.message = error.message
+            }
             await shutDown()
             throw error
         }
@@ -71,8 +74,14 @@ final class StoreService: Service {
                     try await store.connect()
                     break
                 } catch {
-                    state.updateStore { $0.state = .failed; $0.message = error.message }
-                    logger.warning("store not reachable; retrying", metadata: ["nodeagent.error": "\(error.message)", "nodeagent.retry_ms": "\(delay.milliseconds)"])
+                    state.updateStore {
+                        $0.state = .failed; $0.message = error.message
+                    }
+                    logger.warning(
+                        "store not reachable; retrying",
+                        metadata: [
+                            "nodeagent.error": "\(error.message)", "nodeagent.retry_ms": "\(delay.milliseconds)",
+                        ])
                     let wait = delay
                     do {
                         try await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
@@ -88,14 +97,19 @@ final class StoreService: Service {
         state.setMeshID(meshID)
         state.updateStore { $0 = .init(state: .ok, mode: $0.mode, schemaVersion: version, message: nil) }
         up.record(1)
-        logger.info("store ready", metadata: ["nodeagent.schema": "\(version)", "nodeagent.ms": "\((ContinuousClock.now - started).milliseconds)"])
+        logger.info(
+            "store ready",
+            metadata: [
+                "nodeagent.schema": "\(version)", "nodeagent.ms": "\((ContinuousClock.now - started).milliseconds)",
+            ])
         return true
     }
 
     /// The mesh's id: made (a new UUID, with this lead's name) the first time, read ever after.
     private func ensureMeshRow() async throws(AgentError) -> String {
-        try await store.query("INSERT INTO mesh (mesh_id, lead_name) VALUES ($1, $2) ON CONFLICT (singleton) DO NOTHING",
-                              [UUID().uuidString.lowercased(), state.config.name])
+        try await store.query(
+            "INSERT INTO mesh (mesh_id, lead_name) VALUES ($1, $2) ON CONFLICT (singleton) DO NOTHING",
+            [UUID().uuidString.lowercased(), state.config.name])
         guard let id = try await store.query("SELECT mesh_id FROM mesh").scalar else {
             throw AgentError(.store, "the mesh row is missing after insert")
         }
@@ -106,19 +120,25 @@ final class StoreService: Service {
     private func watch() async {
         if await store.ping() {
             if state.store.state != .ok {
-                state.updateStore { $0.state = .ok; $0.message = nil }
+                state.updateStore {
+                    $0.state = .ok; $0.message = nil
+                }
                 logger.notice("store reachable again")
             }
             up.record(1)
             return
         }
         up.record(0)
-        state.updateStore { $0.state = .failed; $0.message = "store connection lost; reconnecting" }
+        state.updateStore {
+            $0.state = .failed; $0.message = "store connection lost; reconnecting"
+        }
         logger.error("store connection lost; reconnecting")
         do {
             if let managed, !(await managed.isRunning()) { _ = try await managed.start() }
             try await store.connect()
-            state.updateStore { $0.state = .ok; $0.message = nil }
+            state.updateStore {
+                $0.state = .ok; $0.message = nil
+            }
             up.record(1)
             logger.notice("store reconnected")
         } catch {
@@ -132,7 +152,9 @@ final class StoreService: Service {
         state.updateStore { $0.state = .stopping }
         await store.close()
         if let managed {
-            do { try await managed.stop() } catch { logger.error("could not stop the managed PostgreSQL", metadata: ["nodeagent.error": "\(error.message)"]) }
+            do { try await managed.stop() } catch {
+                logger.error("could not stop the managed PostgreSQL", metadata: ["nodeagent.error": "\(error.message)"])
+            }
         }
         up.record(0)
     }

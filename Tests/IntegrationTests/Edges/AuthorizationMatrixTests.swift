@@ -2,8 +2,9 @@ import AuroraAPI
 import AuroraTestKit
 import Foundation
 import Testing
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Every route of the lead, called as nobody, with a stranger's token (another agent's operator
@@ -72,24 +73,39 @@ struct AuthorizationMatrixTests {
         Route(method: "GET", path: "/api/tokens", access: .admin),
         Route(method: "DELETE", path: "/api/tokens/jt_000000000000", access: .admin),
         Route(method: "GET", path: "/api/events?follow=false", access: .admin, role: .read),
-        Route(method: "POST", path: "/api/gpu/jobs", body: #"{"kind":"generate","payload":{"model":"m","prompt":"p"},"requirements":{"min_vram_mb":0,"labels":{"zone":"none"}}}"#,
-              access: .adminOrNode, role: .submit),
-        Route(method: "POST", path: "/api/gpu/generate", body: #"{"model":"m","prompt":"p","labels":{"zone":"none"}}"#, access: .adminOrNode, role: .submit),
+        Route(
+            method: "POST", path: "/api/gpu/jobs",
+            body:
+                #"{"kind":"generate","payload":{"model":"m","prompt":"p"},"requirements":{"min_vram_mb":0,"labels":{"zone":"none"}}}"#,
+            access: .adminOrNode, role: .submit),
+        Route(
+            method: "POST", path: "/api/gpu/generate", body: #"{"model":"m","prompt":"p","labels":{"zone":"none"}}"#,
+            access: .adminOrNode, role: .submit),
         Route(method: "GET", path: "/api/gpu/jobs", access: .adminOrNode, role: .read),
-        Route(method: "GET", path: "/api/gpu/jobs/00000000-0000-0000-0000-000000000000", access: .adminOrNode, role: .read),
-        Route(method: "DELETE", path: "/api/gpu/jobs/00000000-0000-0000-0000-000000000000", access: .adminOrNode, role: .submit),
+        Route(
+            method: "GET", path: "/api/gpu/jobs/00000000-0000-0000-0000-000000000000", access: .adminOrNode, role: .read
+        ),
+        Route(
+            method: "DELETE", path: "/api/gpu/jobs/00000000-0000-0000-0000-000000000000", access: .adminOrNode,
+            role: .submit),
         Route(method: "GET", path: "/api/gpu/status", access: .adminOrNode, role: .read),
         Route(method: "GET", path: "/api/gpu/queue", access: .adminOrNode, role: .read),
         Route(method: "GET", path: "/api/gpu/assignments?wait=0", access: .node),
-        Route(method: "POST", path: "/api/gpu/jobs/00000000-0000-0000-0000-000000000000/result", body: #"{"attempt":1,"outcome":"failed"}"#, access: .node),
+        Route(
+            method: "POST", path: "/api/gpu/jobs/00000000-0000-0000-0000-000000000000/result",
+            body: #"{"attempt":1,"outcome":"failed"}"#, access: .node),
         Route(method: "POST", path: "/api/nodes/matrix-node/reports", body: #"{"reports":[]}"#, access: .node),
         Route(method: "POST", path: "/api/nodes/matrix-node/heartbeat", body: nil, access: .node),
-        Route(method: "POST", path: "/api/secrets", body: #"{"service":"m","key_name":"k","value":"v","scope":"global"}"#, access: .admin),
+        Route(
+            method: "POST", path: "/api/secrets", body: #"{"service":"m","key_name":"k","value":"v","scope":"global"}"#,
+            access: .admin),
         Route(method: "GET", path: "/api/secrets", access: .admin),
         Route(method: "GET", path: "/api/secrets/none/none", access: .adminOrNode),
         Route(method: "DELETE", path: "/api/secrets/none/none", access: .admin),
         Route(method: "GET", path: "/api/secrets/none/none/versions", access: .admin),
-        Route(method: "POST", path: "/api/secrets/none/none/rollback", body: #"{"version":1,"scope":"global"}"#, access: .admin),
+        Route(
+            method: "POST", path: "/api/secrets/none/none/rollback", body: #"{"version":1,"scope":"global"}"#,
+            access: .admin),
         Route(method: "POST", path: "/api/secrets/rotate-key", access: .admin),
         Route(method: "GET", path: "/api/audit", access: .admin),
         Route(method: "POST", path: "/api/connectivity/status", body: #"{"results":[]}"#, access: .node),
@@ -99,7 +115,8 @@ struct AuthorizationMatrixTests {
         Route(method: "GET", path: "/api/postgres/replicas", access: .adminOrNode, role: .read),
         Route(method: "GET", path: "/api/backups", access: .admin),
         Route(method: "POST", path: "/api/backups/none.dump/verify", access: .admin),
-        Route(method: "POST", path: "/api/backups/none.dump/restore", body: #"{"into":"matrix_restore"}"#, access: .admin),
+        Route(
+            method: "POST", path: "/api/backups/none.dump/restore", body: #"{"into":"matrix_restore"}"#, access: .admin),
         Route(method: "GET", path: "/api/outbox", access: .admin),
         Route(method: "GET", path: "/api/checks", access: .admin),
         Route(method: "GET", path: "/api/subsystems", access: .admin),
@@ -110,49 +127,78 @@ struct AuthorizationMatrixTests {
         Route(method: "POST", path: "/api/nodes/matrix-node/leave", access: .node),
     ]
 
-    @Test("nobody, a stranger's token, a joined node, read, submit and admin API tokens and the mesh admin on every route")
+    @Test(
+        "nobody, a stranger's token, a joined node, read, submit and admin API tokens and the mesh admin on every route"
+    )
     func matrix() async throws {
         let scratch = try ScratchDirectory("authz")
         defer { scratch.remove() }
         // Many refusals from one address on purpose: the failed-authentication limit is lifted.
         let file = scratch.path + "/lead.yaml"
-        try "limits: {auth_failures_per_min: 1000000, requests_per_s: 100000, burst: 100000}\n".write(toFile: file, atomically: true, encoding: .utf8)
-        let lead = try AgentHarness(profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "lead-1", "--config", file],
-                                    outputDirectory: scratch.path)
+        try "limits: {auth_failures_per_min: 1000000, requests_per_s: 100000, burst: 100000}\n".write(
+            toFile: file, atomically: true, encoding: .utf8)
+        let lead = try AgentHarness(
+            profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "lead-1", "--config", file],
+            outputDirectory: scratch.path)
         defer { if lead.process.isRunning { lead.process.signal(SIGKILL) } }
         try await lead.waitHealthy()
         let adminToken = try lead.adminToken
-        let created = try await http(lead.baseURL + Routes.tokens, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
-                                     body: Array(#"{"profile":"compute"}"#.utf8)).decode(TokenCreated.self)
+        let created = try await http(
+            lead.baseURL + Routes.tokens, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
+            body: Array(#"{"profile":"compute"}"#.utf8)
+        ).decode(TokenCreated.self)
         let node = SimulatedNode(name: "matrix-node")
-        #expect(try await http(lead.baseURL + Routes.join, method: "POST", body: try node.joinBody(token: created.token)).status == 201)
+        #expect(
+            try await http(lead.baseURL + Routes.join, method: "POST", body: try node.joinBody(token: created.token))
+                .status == 201)
         let heartbeat = String(decoding: try node.heartbeatBody(cpuCores: 4), as: UTF8.self)
         // Another agent's operator token is a stranger's token here.
         let strangerToken = "aur_" + String(repeating: "ab", count: 32)
         // Scoped API tokens of each role.
         var apiTokens: [APIRole: String] = [:]
         for role in APIRole.allCases {
-            apiTokens[role] = try await http(lead.baseURL + Routes.tokens, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
-                                             body: Array(try APICoding.encoder().encode(TokenCreateRequest(apiRole: role)))).decode(APITokenCreated.self).token
+            apiTokens[role] = try await http(
+                lead.baseURL + Routes.tokens, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
+                body: Array(try APICoding.encoder().encode(TokenCreateRequest(apiRole: role)))
+            ).decode(APITokenCreated.self).token
         }
 
         // API token requests: bad role, out-of-range lifetime, join-only fields, a control character — 400, nothing stored.
-        for bad in [#"{"kind":"api","role":"root"}"#, #"{"kind":"api","role":"read","ttl_s":99999999999}"#, #"{"kind":"api","role":"read","ttl_s":0}"#,
-                    #"{"kind":"api","role":"read","profile":"compute"}"#, #"{"kind":"api","role":"read","company":"a\u001bb"}"#, #"{"kind":"api"}"#] {
-            let answer = try await http(lead.baseURL + Routes.tokens, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"], body: Array(bad.utf8))
+        for bad in [
+            #"{"kind":"api","role":"root"}"#, #"{"kind":"api","role":"read","ttl_s":99999999999}"#,
+            #"{"kind":"api","role":"read","ttl_s":0}"#,
+            #"{"kind":"api","role":"read","profile":"compute"}"#, #"{"kind":"api","role":"read","company":"a\u001bb"}"#,
+            #"{"kind":"api"}"#,
+        ] {
+            let answer = try await http(
+                lead.baseURL + Routes.tokens, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
+                body: Array(bad.utf8))
             #expect(answer.status == 400, "\(bad): \(answer.status) \(answer.text)")
         }
-        let stored = try await http(lead.baseURL + Routes.tokens, headers: ["Authorization": "Bearer \(adminToken)"]).decode(TokenList.self)
+        let stored = try await http(lead.baseURL + Routes.tokens, headers: ["Authorization": "Bearer \(adminToken)"])
+            .decode(TokenList.self)
         #expect(stored.apiTokens?.count == APIRole.allCases.count, "refused requests stored no token")
         // A read token cannot make tokens; a revoked admin token is refused at once.
-        #expect(try await http(lead.baseURL + Routes.tokens, method: "POST", headers: ["Authorization": "Bearer \(apiTokens[.read]!)"],
-                               body: Array(#"{"kind":"api","role":"admin"}"#.utf8)).status == 401)
-        let extraAdmin = try await http(lead.baseURL + Routes.tokens, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
-                                        body: Array(try APICoding.encoder().encode(TokenCreateRequest(apiRole: .admin)))).decode(APITokenCreated.self)
-        #expect(try await http(lead.baseURL + Routes.agent, headers: ["Authorization": "Bearer \(extraAdmin.token)"]).status == 200)
-        #expect(try await http(lead.baseURL + Routes.tokens + "/" + extraAdmin.info.id, method: "DELETE",
-                               headers: ["Authorization": "Bearer \(adminToken)"]).status == 200)
-        #expect(try await http(lead.baseURL + Routes.agent, headers: ["Authorization": "Bearer \(extraAdmin.token)"]).status == 401)
+        #expect(
+            try await http(
+                lead.baseURL + Routes.tokens, method: "POST", headers: ["Authorization": "Bearer \(apiTokens[.read]!)"],
+                body: Array(#"{"kind":"api","role":"admin"}"#.utf8)
+            ).status == 401)
+        let extraAdmin = try await http(
+            lead.baseURL + Routes.tokens, method: "POST", headers: ["Authorization": "Bearer \(adminToken)"],
+            body: Array(try APICoding.encoder().encode(TokenCreateRequest(apiRole: .admin)))
+        ).decode(APITokenCreated.self)
+        #expect(
+            try await http(lead.baseURL + Routes.agent, headers: ["Authorization": "Bearer \(extraAdmin.token)"]).status
+                == 200)
+        #expect(
+            try await http(
+                lead.baseURL + Routes.tokens + "/" + extraAdmin.info.id, method: "DELETE",
+                headers: ["Authorization": "Bearer \(adminToken)"]
+            ).status == 200)
+        #expect(
+            try await http(lead.baseURL + Routes.agent, headers: ["Authorization": "Bearer \(extraAdmin.token)"]).status
+                == 401)
 
         var failures: [String] = []
         for route in Self.routes {
@@ -160,26 +206,35 @@ struct AuthorizationMatrixTests {
             func call(_ headers: [String: String]) async throws -> Int {
                 var headers = headers
                 if !body.isEmpty { headers["Content-Type"] = "application/json" }
-                return try await http(lead.baseURL + route.path, method: route.method, headers: headers, body: body.isEmpty ? nil : body,
-                                      timeout: .seconds(30)).status
+                return try await http(
+                    lead.baseURL + route.path, method: route.method, headers: headers, body: body.isEmpty ? nil : body,
+                    timeout: .seconds(30)
+                ).status
             }
             let anonymous = try await call([:])
             let stranger = try await call(["Authorization": "Bearer \(strangerToken)"])
-            let signed = try await call(node.headers(method: route.method, path: route.path, body: body).filter { $0.key != "Content-Type" })
+            let signed = try await call(
+                node.headers(method: route.method, path: route.path, body: body).filter { $0.key != "Content-Type" })
             var scoped: [APIRole: Int] = [:]
             for (role, token) in apiTokens { scoped[role] = try await call(["Authorization": "Bearer \(token)"]) }
             let admin = try await call(["Authorization": "Bearer \(adminToken)"])
-            let (anonymousIn, strangerIn, nodeIn, adminIn): (Bool, Bool, Bool, Bool) = switch route.access {
-            case .anyone: (true, true, true, true)
-            case .admin: (false, false, false, true)
-            case .adminOrNode: (false, false, true, true)
-            case .node: (false, false, true, false)
-            }
+            let (anonymousIn, strangerIn, nodeIn, adminIn): (Bool, Bool, Bool, Bool) =
+                switch route.access {
+                case .anyone: (true, true, true, true)
+                case .admin: (false, false, false, true)
+                case .adminOrNode: (false, false, true, true)
+                case .node: (false, false, true, false)
+                }
             // In: anything but 401 and 403; out: 401 (403 where the caller is known but not allowed).
             func check(_ who: String, _ status: Int, _ allowed: Bool) {
                 let got = !(status == 401 || status == 403)
-                if route.access == .anyone { if status == 401 || status == 403 { failures.append("\(route) as \(who): \(status)") }; return }
-                if got != allowed { failures.append("\(route) as \(who): \(status), expected \(allowed ? "in" : "refused") (\(route.access))") }
+                if route.access == .anyone {
+                    if status == 401 || status == 403 { failures.append("\(route) as \(who): \(status)") }; return
+                }
+                if got != allowed {
+                    failures.append(
+                        "\(route) as \(who): \(status), expected \(allowed ? "in" : "refused") (\(route.access))")
+                }
                 if status >= 500 { failures.append("\(route) as \(who): \(status)") }
             }
             check("nobody", anonymous, anonymousIn)

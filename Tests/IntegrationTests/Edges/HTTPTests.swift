@@ -2,8 +2,9 @@ import AuroraAPI
 import AuroraTestKit
 import Foundation
 import Testing
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The HTTP surface of a real agent: JSON errors, the body limit, the token, metrics.
@@ -16,9 +17,10 @@ struct HTTPTests {
         let node = scratch.path + "/node.yaml"
         try "http:\n  max_body_bytes: 2048\n".write(toFile: node, atomically: true, encoding: .utf8)
         // A compute node whose lead is away: it keeps trying to join and serves its own API meanwhile.
-        let agent = try AgentHarness(profile: "compute", dataDir: scratch.path + "/data",
-                                     extraArguments: ["--config", node, "--lead", "http://127.0.0.1:9", "--join-token", "aurjoin_unused"],
-                                     outputDirectory: scratch.path)
+        let agent = try AgentHarness(
+            profile: "compute", dataDir: scratch.path + "/data",
+            extraArguments: ["--config", node, "--lead", "http://127.0.0.1:9", "--join-token", "aurjoin_unused"],
+            outputDirectory: scratch.path)
         try await agent.waitHealthy(timeout: .seconds(30))
 
         let health = try await http(agent.baseURL + Routes.health)
@@ -33,7 +35,8 @@ struct HTTPTests {
         #expect(missing.status == 404)
         #expect(try missing.decode(ErrorResponse.self).error.code == "not_found")
 
-        let large = try await http(agent.baseURL + Routes.health, method: "POST", body: [UInt8](repeating: 65, count: 4096))
+        let large = try await http(
+            agent.baseURL + Routes.health, method: "POST", body: [UInt8](repeating: 65, count: 4096))
         #expect(large.status == 413)
         let largeError = try large.decode(ErrorResponse.self).error
         #expect(largeError.code == "payload_too_large")
@@ -44,7 +47,8 @@ struct HTTPTests {
         #expect(try anonymous.decode(ErrorResponse.self).error.code == "unauthorized")
         let forged = try await http(agent.baseURL + Routes.agent, headers: ["Authorization": "Bearer aur_0000"])
         #expect(forged.status == 401)
-        let authorised = try await http(agent.baseURL + Routes.agent, headers: ["Authorization": "Bearer \(try agent.adminToken)"])
+        let authorised = try await http(
+            agent.baseURL + Routes.agent, headers: ["Authorization": "Bearer \(try agent.adminToken)"])
         #expect(authorised.status == 200)
         #expect(try authorised.decode(AgentStatus.self).dataDir == scratch.path + "/data")
 

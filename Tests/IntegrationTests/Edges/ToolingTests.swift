@@ -2,8 +2,9 @@ import AuroraAPI
 import AuroraTestKit
 import Foundation
 import Testing
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `nodeagent config`, `aurora-cli doctor` and the systemd unit.
@@ -13,14 +14,19 @@ struct ToolingTests {
     func configCommand() async throws {
         let scratch = try ScratchDirectory("config")
         defer { scratch.remove() }
-        let result = try await ChildProcess.run(Binaries.nodeagent,
+        let result = try await ChildProcess.run(
+            Binaries.nodeagent,
             ["config", "--profile", "edge", "--json", "--listen", "127.0.0.1:7777"],
-            environment: ["NODE_NAME": "laptop-3", "AURORA_JOIN_TOKEN": "jt_very_secret", "AURORA_STORE": "postgres://u:pw-secret@h/db"],
+            environment: [
+                "NODE_NAME": "laptop-3", "AURORA_JOIN_TOKEN": "jt_very_secret",
+                "AURORA_STORE": "postgres://u:pw-secret@h/db",
+            ],
             outputDirectory: scratch.path)
         #expect(result.code == 0, "\(result.stderr)")
         #expect(!result.stdout.contains("jt_very_secret"))
         #expect(!result.stdout.contains("pw-secret"))
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: [String: Any]])
+        let object = try #require(
+            try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: [String: Any]])
         #expect(object["listen"]?["value"] as? String == "127.0.0.1:7777")
         #expect(object["listen"]?["source"] as? String == "flag --listen")
         #expect(object["name"]?["value"] as? String == "laptop-3")
@@ -30,7 +36,8 @@ struct ToolingTests {
         #expect((object["role"]?["source"] as? String)?.hasPrefix("profile ") == true)
         #expect(object["heartbeat.interval_s"]?["value"] as? Double == 5)
 
-        let table = try await ChildProcess.run(Binaries.nodeagent, ["config", "--profile", "lead"], outputDirectory: scratch.path)
+        let table = try await ChildProcess.run(
+            Binaries.nodeagent, ["config", "--profile", "lead"], outputDirectory: scratch.path)
         #expect(table.code == 0)
         #expect(table.stdout.contains("wireguard.cidr"))
     }
@@ -39,11 +46,14 @@ struct ToolingTests {
     func doctor() async throws {
         let scratch = try ScratchDirectory("doctor")
         defer { scratch.remove() }
-        let agent = try AgentHarness(profile: "edge", dataDir: scratch.path + "/data",
-                                     extraArguments: ["--lead", "http://127.0.0.1:9", "--join-token", "aurjoin_unused"], outputDirectory: scratch.path)
+        let agent = try AgentHarness(
+            profile: "edge", dataDir: scratch.path + "/data",
+            extraArguments: ["--lead", "http://127.0.0.1:9", "--join-token", "aurjoin_unused"],
+            outputDirectory: scratch.path)
         try await agent.waitHealthy(timeout: .seconds(30))
-        let result = try await ChildProcess.run(Binaries.auroraCLI, ["doctor", "--json", "--agent", agent.baseURL, "--data-dir", agent.dataDir],
-                                                outputDirectory: scratch.path)
+        let result = try await ChildProcess.run(
+            Binaries.auroraCLI, ["doctor", "--json", "--agent", agent.baseURL, "--data-dir", agent.dataDir],
+            outputDirectory: scratch.path)
         #expect(result.code == 0, "\(result.stdout) \(result.stderr)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
         let checks = try #require(report["checks"] as? [[String: String]])
@@ -59,8 +69,9 @@ struct ToolingTests {
 
         // A key file opened up to others is a failure with the fix.
         chmod(agent.dataDir + "/keys/sign.key", 0o644)
-        let loose = try await ChildProcess.run(Binaries.auroraCLI, ["doctor", "--agent", agent.baseURL, "--data-dir", agent.dataDir],
-                                               outputDirectory: scratch.path)
+        let loose = try await ChildProcess.run(
+            Binaries.auroraCLI, ["doctor", "--agent", agent.baseURL, "--data-dir", agent.dataDir],
+            outputDirectory: scratch.path)
         #expect(loose.code == 1)
         #expect(loose.stdout.contains("fail  key files"))
         #expect(loose.stdout.contains("chmod 600"))
@@ -73,19 +84,25 @@ struct ToolingTests {
         try Binaries.requireTool("/usr/bin/systemd-analyze", hint: "install systemd")
         let scratch = try ScratchDirectory("unit")
         defer { scratch.remove() }
-        let render = try await ChildProcess.run(Binaries.repositoryRoot + "/bootstrap",
-            ["unit", "--profile", profile, "--bin-dir", Binaries.directory, "--lead", "http://127.0.0.1:9999"], outputDirectory: scratch.path)
+        let render = try await ChildProcess.run(
+            Binaries.repositoryRoot + "/bootstrap",
+            ["unit", "--profile", profile, "--bin-dir", Binaries.directory, "--lead", "http://127.0.0.1:9999"],
+            outputDirectory: scratch.path)
         #expect(render.code == 0, "\(render.stderr)")
-        #expect(render.stdout.contains("ExecStart=\(Binaries.directory)/nodeagent run --profile \(profile) --data-dir /var/lib/aurora"))
+        #expect(
+            render.stdout.contains(
+                "ExecStart=\(Binaries.directory)/nodeagent run --profile \(profile) --data-dir /var/lib/aurora"))
         #expect(render.stdout.contains("Restart=on-failure"))
         #expect(render.stdout.contains("AmbientCapabilities=CAP_NET_ADMIN"))
         let unit = scratch.path + "/nodeagent.service"
         try render.stdout.write(toFile: unit, atomically: true, encoding: .utf8)
-        let verify = try await ChildProcess.run("/usr/bin/systemd-analyze", ["verify", unit], outputDirectory: scratch.path)
+        let verify = try await ChildProcess.run(
+            "/usr/bin/systemd-analyze", ["verify", unit], outputDirectory: scratch.path)
         #expect(verify.code == 0, "\(verify.stderr)")
         // verify only warns (exit 0) about bad directives: no line may mention the unit.
         #expect(!verify.stderr.contains("nodeagent.service"), "\(verify.stderr)")
-        let bad = try await ChildProcess.run(Binaries.repositoryRoot + "/bootstrap", ["unit", "--profile", "gpu"], outputDirectory: scratch.path)
+        let bad = try await ChildProcess.run(
+            Binaries.repositoryRoot + "/bootstrap", ["unit", "--profile", "gpu"], outputDirectory: scratch.path)
         #expect(bad.code != 0)
         #expect(bad.stderr.contains("--profile must be lead, compute or edge, got 'gpu'"))
     }

@@ -2,8 +2,9 @@ import AuroraAPI
 import AuroraTestKit
 import Foundation
 import Testing
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `--store URL`: the lead uses a PostgreSQL server it does not own.
@@ -16,7 +17,8 @@ struct ExternalStoreTests {
         let server = try await PostgresServer(in: scratch)
         let url = server.url.replacingOccurrences(of: "aurora@", with: "aurora:unused-pw@")  // trust auth ignores it
 
-        let agent = try AgentHarness(dataDir: scratch.path + "/data", extraArguments: ["--store", url], outputDirectory: scratch.path)
+        let agent = try AgentHarness(
+            dataDir: scratch.path + "/data", extraArguments: ["--store", url], outputDirectory: scratch.path)
         let health = try await agent.waitHealthy(timeout: .seconds(30))
         #expect(health.store.mode == .external)
         #expect(health.store.schemaVersion == latestSchemaVersion)
@@ -27,7 +29,8 @@ struct ExternalStoreTests {
         #expect(try await agent.process.waitForExit(timeout: .seconds(5)) == 0)
 
         // The server is not ours: it keeps running; a second start finds the schema and the mesh.
-        let again = try AgentHarness(dataDir: scratch.path + "/data", extraArguments: ["--store", url], outputDirectory: scratch.path)
+        let again = try AgentHarness(
+            dataDir: scratch.path + "/data", extraArguments: ["--store", url], outputDirectory: scratch.path)
         try await again.waitHealthy(timeout: .seconds(30))
         #expect(try await again.agentStatus().meshID == meshID)
         again.process.signal(SIGTERM)
@@ -40,9 +43,12 @@ struct ExternalStoreTests {
         let scratch = try ScratchDirectory("unreachable")
         defer { scratch.remove() }
         let port = try freePort()
-        let agent = try AgentHarness(dataDir: scratch.path + "/data", extraArguments: ["--store", "postgres://aurora@127.0.0.1:\(port)/postgres"],
-                                     outputDirectory: scratch.path)
-        let degraded = try await poll(timeout: .seconds(20), "a degraded /health") { () async throws -> HealthResponse? in
+        let agent = try AgentHarness(
+            dataDir: scratch.path + "/data",
+            extraArguments: ["--store", "postgres://aurora@127.0.0.1:\(port)/postgres"],
+            outputDirectory: scratch.path)
+        let degraded = try await poll(timeout: .seconds(20), "a degraded /health") {
+            () async throws -> HealthResponse? in
             let health = try await http(agent.baseURL + Routes.health).decode(HealthResponse.self)
             return health.status == .degraded ? health : nil
         }

@@ -2,8 +2,9 @@ import AuroraAPI
 import AuroraTestKit
 import Foundation
 import Testing
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The built `nodeagent --profile lead` as a real process with its managed PostgreSQL.
@@ -12,7 +13,8 @@ struct LeadLifecycleTests {
     init() throws {
         let pgBin = ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin"]
             .first { FileManager.default.isExecutableFile(atPath: $0 + "/initdb") }
-        try Binaries.requireTool((pgBin ?? "/usr/lib/postgresql/15/bin") + "/initdb", hint: "install postgresql (./bootstrap does)")
+        try Binaries.requireTool(
+            (pgBin ?? "/usr/lib/postgresql/15/bin") + "/initdb", hint: "install postgresql (./bootstrap does)")
     }
 
     @Test("start, status, SIGTERM, restart with the same keys and data, a second agent refused, kill -9 recovered")
@@ -33,8 +35,9 @@ struct LeadLifecycleTests {
         let meshID = try #require(before.meshID)
 
         // aurora-cli status --json reports it.
-        let cli = try await ChildProcess.run(Binaries.auroraCLI, ["status", "--json", "--agent", first.baseURL, "--data-dir", dataDir],
-                                             outputDirectory: scratch.path)
+        let cli = try await ChildProcess.run(
+            Binaries.auroraCLI, ["status", "--json", "--agent", first.baseURL, "--data-dir", dataDir],
+            outputDirectory: scratch.path)
         #expect(cli.code == 0, "aurora-cli status failed: \(cli.stderr)")
         let output = try JSONSerialization.jsonObject(with: Data(cli.stdout.utf8)) as? [String: Any]
         let reportedHealth = output?["health"] as? [String: Any]
@@ -45,10 +48,15 @@ struct LeadLifecycleTests {
         #expect(output?["token_error"] == nil)
 
         // A second agent on the same data dir is refused, clearly, and the first keeps running.
-        let second = try await ChildProcess.run(Binaries.nodeagent,
-            ["run", "--profile", "lead", "--data-dir", dataDir, "--listen", "127.0.0.1:\(try freePort())"], outputDirectory: scratch.path)
+        let second = try await ChildProcess.run(
+            Binaries.nodeagent,
+            ["run", "--profile", "lead", "--data-dir", dataDir, "--listen", "127.0.0.1:\(try freePort())"],
+            outputDirectory: scratch.path)
         #expect(second.code != 0)
-        #expect(second.stderr == "nodeagent: error: data dir \(dataDir) is in use by another nodeagent (pid \(first.process.pid)); stop it or use another --data-dir\n")
+        #expect(
+            second.stderr
+                == "nodeagent: error: data dir \(dataDir) is in use by another nodeagent (pid \(first.process.pid)); stop it or use another --data-dir\n"
+        )
         #expect(first.process.isRunning)
 
         // SIGTERM: exit 0 within 5 s, and the managed PostgreSQL is gone.
@@ -99,7 +107,10 @@ struct LeadLifecycleTests {
         let data = scratch.path + "/data"
         #expect(mode(data) == 0o711)
         #expect(mode(data + "/keys") == 0o700)
-        for file in ["admin.token", "agent.lock", "keys/wireguard.key", "keys/sign.key", "keys/box.key", "keys/admin.token.sha256"] {
+        for file in [
+            "admin.token", "agent.lock", "keys/wireguard.key", "keys/sign.key", "keys/box.key",
+            "keys/admin.token.sha256",
+        ] {
             #expect(mode(data + "/" + file) == 0o600, "\(file)")
         }
         // The token never reaches the log.

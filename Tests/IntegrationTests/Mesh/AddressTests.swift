@@ -2,8 +2,9 @@ import AuroraAPI
 import AuroraTestKit
 import Foundation
 import Testing
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Mesh addresses on a real lead: a small CIDR, requested, duplicate and outside addresses,
@@ -12,31 +13,45 @@ import Glibc
 struct AddressTests {
     static func key() -> String { Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString() }
 
-    @Test("no room, outside, the lead's or a duplicate address are refused and change nothing; a removed node's address is reused only after the grace period")
+    @Test(
+        "no room, outside, the lead's or a duplicate address are refused and change nothing; a removed node's address is reused only after the grace period"
+    )
     func addresses() async throws {
         let scratch = try ScratchDirectory("addresses")
         defer { scratch.remove() }
         let file = scratch.path + "/lead.yaml"
-        try "wireguard:\n  cidr: 10.88.0.0/29\n  reuse_after_s: 3\n".write(toFile: file, atomically: true, encoding: .utf8)
-        let lead = try AgentHarness(profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "addr-lead", "--config", file],
-                                    outputDirectory: scratch.path)
+        try "wireguard:\n  cidr: 10.88.0.0/29\n  reuse_after_s: 3\n".write(
+            toFile: file, atomically: true, encoding: .utf8)
+        let lead = try AgentHarness(
+            profile: "lead", dataDir: scratch.path + "/lead",
+            extraArguments: ["--name", "addr-lead", "--config", file],
+            outputDirectory: scratch.path)
         defer { if lead.process.isRunning { lead.process.signal(SIGKILL) } }
         try await lead.waitHealthy()
         let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
-        let created = try await http(lead.baseURL + Routes.tokens, method: "POST", headers: admin,
-                                     body: Array(try APICoding.encoder().encode(TokenCreateRequest(profile: .compute, ttlS: 600, reusable: true))))
+        let created = try await http(
+            lead.baseURL + Routes.tokens, method: "POST", headers: admin,
+            body: Array(
+                try APICoding.encoder().encode(TokenCreateRequest(profile: .compute, ttlS: 600, reusable: true))))
         let token = try created.decode(TokenCreated.self).token
 
         func join(_ name: String, vpnIP: String? = nil) async throws -> HTTPAnswer {
-            let request = JoinRequest(token: token, name: name, profile: .compute, company: nil, labels: nil,
-                                      wireguard: .init(publicKey: Self.key(), endpoint: nil, listenPort: 51820), signPublicKey: Self.key(),
-                                      boxPublicKey: Self.key(), vpnIP: vpnIP, capabilities: .unknown, address: nil, version: "test", timing: nil)
-            return try await http(lead.baseURL + Routes.join, method: "POST", body: Array(try APICoding.encoder().encode(request)))
+            let request = JoinRequest(
+                token: token, name: name, profile: .compute, company: nil, labels: nil,
+                wireguard: .init(publicKey: Self.key(), endpoint: nil, listenPort: 51820), signPublicKey: Self.key(),
+                boxPublicKey: Self.key(), vpnIP: vpnIP, capabilities: .unknown, address: nil, version: "test",
+                timing: nil)
+            return try await http(
+                lead.baseURL + Routes.join, method: "POST", body: Array(try APICoding.encoder().encode(request)))
         }
-        func nodeCount() async throws -> Int { try await http(lead.baseURL + Routes.nodes, headers: admin).decode(NodeList.self).nodes.count }
+        func nodeCount() async throws -> Int {
+            try await http(lead.baseURL + Routes.nodes, headers: admin).decode(NodeList.self).nodes.count
+        }
 
         let outside = try await join("n-outside", vpnIP: "10.88.1.5")
-        #expect(outside.status == 400 && outside.text.contains("not inside the mesh network 10.88.0.0/29"), "\(outside.text)")
+        #expect(
+            outside.status == 400 && outside.text.contains("not inside the mesh network 10.88.0.0/29"),
+            "\(outside.text)")
         let leads = try await join("n-lead", vpnIP: "10.88.0.1")
         #expect(leads.status == 409 && leads.text.contains("address_taken"))
         var addresses: [String: String] = [:]
@@ -56,7 +71,8 @@ struct AddressTests {
         #expect(try await http(lead.baseURL + Routes.node("n3"), method: "DELETE", headers: admin).status == 200)
         let held = try await join("n-new", vpnIP: addresses["n3"])
         #expect(held.status == 409 && held.text.contains("n3") && held.text.contains("reuse_after_s"), "\(held.text)")
-        let reused = try await poll(timeout: .seconds(10), every: .milliseconds(250), "n3's address to be free again") { () async throws -> JoinResponse? in
+        let reused = try await poll(timeout: .seconds(10), every: .milliseconds(250), "n3's address to be free again") {
+            () async throws -> JoinResponse? in
             let answer = try await join("n-new")
             return answer.status == 201 ? try answer.decode(JoinResponse.self) : nil
         }

@@ -2,8 +2,9 @@ import AuroraAPI
 import AuroraTestKit
 import Foundation
 import Testing
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A real mesh on loopback: a lead, three compute agents and one edge agent, each its own
@@ -12,9 +13,12 @@ import Glibc
 struct MeshMembershipTests {
     /// `aurora-cli ARGS --agent URL --data-dir DIR`, returning stdout; fails on a non-zero exit.
     static func cli(_ arguments: [String], agent: AgentHarness, scratch: ScratchDirectory) async throws -> String {
-        let result = try await ChildProcess.run(Binaries.auroraCLI, arguments + ["--agent", agent.baseURL, "--data-dir", agent.dataDir],
-                                                outputDirectory: scratch.path)
-        guard result.code == 0 else { throw TestKitError("aurora-cli \(arguments.joined(separator: " ")) exited \(result.code): \(result.stderr)") }
+        let result = try await ChildProcess.run(
+            Binaries.auroraCLI, arguments + ["--agent", agent.baseURL, "--data-dir", agent.dataDir],
+            outputDirectory: scratch.path)
+        guard result.code == 0 else {
+            throw TestKitError("aurora-cli \(arguments.joined(separator: " ")) exited \(result.code): \(result.stderr)")
+        }
         return result.stdout
     }
 
@@ -25,36 +29,45 @@ struct MeshMembershipTests {
 
     static func nodes(in status: [String: Any]) -> [String: [String: Any]] {
         let list = (status["mesh"] as? [String: Any])?["nodes"] as? [[String: Any]] ?? []
-        return Dictionary(uniqueKeysWithValues: list.compactMap { node in (node["name"] as? String).map { ($0, node) } })
+        return Dictionary(
+            uniqueKeysWithValues: list.compactMap { node in (node["name"] as? String).map { ($0, node) } })
     }
 
     static func node(_ name: String, lead: AgentHarness) async throws -> Node {
-        try await http(lead.baseURL + Routes.node(name), headers: ["Authorization": "Bearer \(try lead.adminToken)"]).decode(Node.self)
+        try await http(lead.baseURL + Routes.node(name), headers: ["Authorization": "Bearer \(try lead.adminToken)"])
+            .decode(Node.self)
     }
 
     static func events(since: Int64, lead: AgentHarness) async throws -> [MeshEvent] {
-        let answer = try await http(lead.baseURL + Routes.events + "?since=\(since)&follow=false",
-                                    headers: ["Authorization": "Bearer \(try lead.adminToken)"])
+        let answer = try await http(
+            lead.baseURL + Routes.events + "?since=\(since)&follow=false",
+            headers: ["Authorization": "Bearer \(try lead.adminToken)"])
         return answer.text.split(separator: "\n").compactMap { line in
             guard line.hasPrefix("data: ") else { return nil }
             return try? APICoding.decoder().decode(MeshEvent.self, from: Data(line.dropFirst(6).utf8))
         }
     }
 
-    @Test("five agents join; kill -9 is dead within 3 s with an event; restart keeps name and IP; leave-on-stop is left; lead away gives a stale view")
+    @Test(
+        "five agents join; kill -9 is dead within 3 s with an event; restart keeps name and IP; leave-on-stop is left; lead away gives a stale view"
+    )
     func meshLifecycle() async throws {
         let scratch = try ScratchDirectory("mesh")
         defer { scratch.remove() }
         var agents: [AgentHarness] = []
         defer { for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) } }
 
-        let lead = try AgentHarness(profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "lead-1"], outputDirectory: scratch.path)
+        let lead = try AgentHarness(
+            profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "lead-1"],
+            outputDirectory: scratch.path)
         agents.append(lead)
         try await lead.waitHealthy()
 
         // Join tokens from the CLI: one reusable for the compute nodes, one for the edge node.
-        let computeToken = try await Self.cli(["token", "create", "--profile", "compute", "--reusable", "--ttl", "10m"], agent: lead, scratch: scratch)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let computeToken = try await Self.cli(
+            ["token", "create", "--profile", "compute", "--reusable", "--ttl", "10m"], agent: lead, scratch: scratch
+        )
+        .trimmingCharacters(in: .whitespacesAndNewlines)
         let edgeToken = try await Self.cli(["token", "create", "--profile", "edge"], agent: lead, scratch: scratch)
             .trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(computeToken.hasPrefix("aurjoin_"))
@@ -62,24 +75,28 @@ struct MeshMembershipTests {
         // Fake GPU inventories: two nodes by `gpus:` in their node file, one by a fake nvidia-smi.
         let inventory = scratch.path + "/gpus.yaml"
         try """
-            gpus:
-              - {index: 0, uuid: GPU-aaaa, name: RTX 4090, memory_total_mb: 24564, memory_used_mb: 300, utilization_pct: 1}
-              - {index: 1, uuid: GPU-bbbb, name: RTX 4090, memory_total_mb: 24564, memory_used_mb: 20000, utilization_pct: 97}
-            """.write(toFile: inventory, atomically: true, encoding: .utf8)
+        gpus:
+          - {index: 0, uuid: GPU-aaaa, name: RTX 4090, memory_total_mb: 24564, memory_used_mb: 300, utilization_pct: 1}
+          - {index: 1, uuid: GPU-bbbb, name: RTX 4090, memory_total_mb: 24564, memory_used_mb: 20000, utilization_pct: 97}
+        """.write(toFile: inventory, atomically: true, encoding: .utf8)
         let fakeBin = scratch.path + "/bin"
         try FileManager.default.createDirectory(atPath: fakeBin, withIntermediateDirectories: true)
         try """
-            #!/bin/sh
-            echo "0, GPU-cccc, NVIDIA A100-SXM4-80GB, 81920, 1024, 5"
-            """.write(toFile: fakeBin + "/nvidia-smi", atomically: true, encoding: .utf8)
+        #!/bin/sh
+        echo "0, GPU-cccc, NVIDIA A100-SXM4-80GB, 81920, 1024, 5"
+        """.write(toFile: fakeBin + "/nvidia-smi", atomically: true, encoding: .utf8)
         chmod(fakeBin + "/nvidia-smi", 0o755)
         let fakePath = fakeBin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
 
-        func member(_ name: String, profile: String, token: String?, extra: [String] = [], environment: [String: String?] = [:]) throws -> AgentHarness {
+        func member(
+            _ name: String, profile: String, token: String?, extra: [String] = [], environment: [String: String?] = [:]
+        ) throws -> AgentHarness {
             var arguments = ["--name", name, "--lead", lead.baseURL] + extra
             if let token { arguments += ["--join-token", token] }
-            return try AgentHarness(profile: profile, dataDir: scratch.path + "/" + name, extraArguments: arguments, environment: environment,
-                                    outputDirectory: scratch.path)
+            return try AgentHarness(
+                profile: profile, dataDir: scratch.path + "/" + name, extraArguments: arguments,
+                environment: environment,
+                outputDirectory: scratch.path)
         }
         let gpu1 = try member("gpu-1", profile: "compute", token: computeToken, extra: ["--config", inventory])
         let gpu2 = try member("gpu-2", profile: "compute", token: computeToken, extra: ["--config", inventory])
@@ -90,17 +107,22 @@ struct MeshMembershipTests {
 
         // aurora-cli status --json on the lead lists all five, alive.
         let everyone = ["lead-1", "gpu-1", "gpu-2", "gpu-3", "laptop"]
-        let status = try await poll(timeout: .seconds(20), every: .milliseconds(200), "all five nodes alive") { () async throws -> [String: Any]? in
+        let status = try await poll(timeout: .seconds(20), every: .milliseconds(200), "all five nodes alive") {
+            () async throws -> [String: Any]? in
             let status = try await Self.statusJSON(lead, scratch: scratch)
             let nodes = Self.nodes(in: status)
-            return Set(nodes.keys) == Set(everyone) && nodes.values.allSatisfy({ $0["state"] as? String == "alive" }) ? status : nil
+            return Set(nodes.keys) == Set(everyone) && nodes.values.allSatisfy({ $0["state"] as? String == "alive" })
+                ? status : nil
         }
         #expect((status["mesh"] as? [String: Any])?["stale"] as? Bool == false)
         let nodes = Self.nodes(in: status)
         #expect(nodes["lead-1"]?["vpn_ip"] as? String == "10.0.0.1")
-        #expect(Set(everyone.compactMap { nodes[$0]?["vpn_ip"] as? String }).count == 5, "every node has its own VPN IP")
+        #expect(
+            Set(everyone.compactMap { nodes[$0]?["vpn_ip"] as? String }).count == 5, "every node has its own VPN IP")
         #expect(nodes["laptop"]?["role"] as? String == "edge")
-        let gpus = { (name: String) in ((nodes[name]?["capabilities"] as? [String: Any])?["gpus"] as? [[String: Any]]) ?? [] }
+        let gpus = { (name: String) in
+            ((nodes[name]?["capabilities"] as? [String: Any])?["gpus"] as? [[String: Any]]) ?? []
+        }
         #expect(gpus("gpu-1").count == 2)
         #expect(gpus("gpu-1").first?["memory_used_mb"] as? Int == 300)
         #expect(gpus("gpu-3").first?["name"] as? String == "NVIDIA A100-SXM4-80GB", "from the fake nvidia-smi")
@@ -108,8 +130,10 @@ struct MeshMembershipTests {
 
         // aurora-cli events prints the log: one node.joined per member.
         let log = try await Self.cli(["events", "--since", "0", "--json"], agent: lead, scratch: scratch)
-        let joined = log.split(separator: "\n").compactMap { try? APICoding.decoder().decode(MeshEvent.self, from: Data($0.utf8)) }
-            .filter { $0.type == EventType.nodeJoined }.compactMap(\.node)
+        let joined = log.split(separator: "\n").compactMap {
+            try? APICoding.decoder().decode(MeshEvent.self, from: Data($0.utf8))
+        }
+        .filter { $0.type == EventType.nodeJoined }.compactMap(\.node)
         #expect(Set(joined) == ["gpu-1", "gpu-2", "gpu-3", "laptop"])
 
         // kill -9 of a compute agent: dead within 3 s of the kill, and a node.state_changed event.
@@ -117,12 +141,16 @@ struct MeshMembershipTests {
         let lastSeq = try await Self.events(since: 0, lead: lead).last?.seq ?? 0
         gpu2.process.signal(SIGKILL)
         let killed = ContinuousClock.now
-        _ = try await poll(timeout: .seconds(10), every: .milliseconds(20), "gpu-2 to be dead") { () async throws -> Bool? in
+        _ = try await poll(timeout: .seconds(10), every: .milliseconds(20), "gpu-2 to be dead") {
+            () async throws -> Bool? in
             try await Self.node("gpu-2", lead: lead).state == .dead ? true : nil
         }
         let detection = killed.duration(to: .now)
         #expect(detection < .seconds(3), "dead after \(detection)")
-        let change = try #require(try await Self.events(since: lastSeq, lead: lead).first { $0.type == EventType.nodeStateChanged && $0.node == "gpu-2" })
+        let change = try #require(
+            try await Self.events(since: lastSeq, lead: lead).first {
+                $0.type == EventType.nodeStateChanged && $0.node == "gpu-2"
+            })
         #expect(change.data["to"]?.string == "dead")
         #expect(change.data["from"]?.string == "alive")
 
@@ -130,7 +158,8 @@ struct MeshMembershipTests {
         let gpu2Again = try member("gpu-2", profile: "compute", token: nil, extra: ["--config", inventory])
         agents.append(gpu2Again)
         try await gpu2Again.waitHealthy()
-        let back = try await poll(timeout: .seconds(10), every: .milliseconds(50), "gpu-2 alive again") { () async throws -> Node? in
+        let back = try await poll(timeout: .seconds(10), every: .milliseconds(50), "gpu-2 alive again") {
+            () async throws -> Node? in
             let node = try await Self.node("gpu-2", lead: lead)
             return node.state == .alive ? node : nil
         }
@@ -139,15 +168,20 @@ struct MeshMembershipTests {
         // The edge node stops with --leave-on-stop: left, not dead, and a node.left event.
         laptop.process.signal(SIGTERM)
         #expect(try await laptop.process.waitForExit(timeout: .seconds(10)) == 0)
-        _ = try await poll(timeout: .seconds(5), every: .milliseconds(50), "laptop to be left") { () async throws -> Bool? in
+        _ = try await poll(timeout: .seconds(5), every: .milliseconds(50), "laptop to be left") {
+            () async throws -> Bool? in
             try await Self.node("laptop", lead: lead).state == .left ? true : nil
         }
-        #expect(try await Self.events(since: lastSeq, lead: lead).contains { $0.type == EventType.nodeLeft && $0.node == "laptop" })
+        #expect(
+            try await Self.events(since: lastSeq, lead: lead).contains {
+                $0.type == EventType.nodeLeft && $0.node == "laptop"
+            })
 
         // The lead stops: a compute agent still answers status, from its cache, marked stale.
         lead.process.signal(SIGTERM)
         #expect(try await lead.process.waitForExit(timeout: .seconds(10)) == 0)
-        let stale = try await poll(timeout: .seconds(10), every: .milliseconds(100), "a stale view on gpu-1") { () async throws -> [String: Any]? in
+        let stale = try await poll(timeout: .seconds(10), every: .milliseconds(100), "a stale view on gpu-1") {
+            () async throws -> [String: Any]? in
             let status = try await Self.statusJSON(gpu1, scratch: scratch)
             return (status["mesh"] as? [String: Any])?["stale"] as? Bool == true ? status : nil
         }

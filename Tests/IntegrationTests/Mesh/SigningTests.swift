@@ -3,8 +3,9 @@ import AuroraTestKit
 import Foundation
 import Secrets
 import Testing
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A node the test plays itself, with its own keys, against a real lead.
@@ -20,7 +21,8 @@ struct SimulatedNode {
             wireguard: .init(publicKey: wireguard.publicKey.base64, endpoint: nil, listenPort: 51820),
             signPublicKey: signing.publicKey.base64, boxPublicKey: box.publicKey.base64, vpnIP: nil,
             capabilities: Capabilities(cpuCores: cpuCores, memoryMB: 1024, os: "test", arch: "x86_64", gpus: []),
-            address: nil, version: "test", timing: HeartbeatTiming(intervalS: 1, suspectAfter: 3, awayAfter: 0, deadAfter: 600))
+            address: nil, version: "test",
+            timing: HeartbeatTiming(intervalS: 1, suspectAfter: 3, awayAfter: 0, deadAfter: 600))
         return Array(try APICoding.encoder().encode(request))
     }
 
@@ -33,14 +35,20 @@ struct SimulatedNode {
     }
 
     /// The four signature headers, signed by `key` (default: this node's) as `signer`.
-    func headers(method: String = "POST", path: String, body: [UInt8], signer: String? = nil, key: SigningKey? = nil,
-                 timestamp: Date = Date(), nonce: String = Hex.random()) -> [String: String] {
+    func headers(
+        method: String = "POST", path: String, body: [UInt8], signer: String? = nil, key: SigningKey? = nil,
+        timestamp: Date = Date(), nonce: String = Hex.random()
+    ) -> [String: String] {
         let stamp = String(Int64(timestamp.timeIntervalSince1970 * 1000))
-        let canonical = RequestSigning.canonical(method: method, path: path, node: signer ?? name, timestamp: stamp, nonce: nonce,
-                                                 bodySHA256: Hex.string(Crypto.sha256(body)))
+        let canonical = RequestSigning.canonical(
+            method: method, path: path, node: signer ?? name, timestamp: stamp, nonce: nonce,
+            bodySHA256: Hex.string(Crypto.sha256(body)))
         let signature = (key ?? signing).sign(Array(canonical.utf8))
-        return [RequestSigning.nodeHeader: signer ?? name, RequestSigning.timestampHeader: stamp, RequestSigning.nonceHeader: nonce,
-                RequestSigning.signatureHeader: Data(signature).base64EncodedString(), "Content-Type": "application/json"]
+        return [
+            RequestSigning.nodeHeader: signer ?? name, RequestSigning.timestampHeader: stamp,
+            RequestSigning.nonceHeader: nonce,
+            RequestSigning.signatureHeader: Data(signature).base64EncodedString(), "Content-Type": "application/json",
+        ]
     }
 }
 
@@ -51,23 +59,32 @@ enum Hex {
 
 @Suite("Signed requests and join tokens (real lead)", .serialized)
 struct SigningTests {
-    @Test("unsigned, forged, stale, replayed and wrong-node requests get 401 and change nothing; bad tokens are refused at join")
+    @Test(
+        "unsigned, forged, stale, replayed and wrong-node requests get 401 and change nothing; bad tokens are refused at join"
+    )
     func refusals() async throws {
         let scratch = try ScratchDirectory("signing")
         defer { scratch.remove() }
-        let lead = try AgentHarness(profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "lead-1"], outputDirectory: scratch.path)
+        let lead = try AgentHarness(
+            profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "lead-1"],
+            outputDirectory: scratch.path)
         defer { if lead.process.isRunning { lead.process.signal(SIGKILL) } }
         try await lead.waitHealthy()
         let admin = ["Authorization": "Bearer \(try lead.adminToken)", "Content-Type": "application/json"]
         func createToken(_ body: String) async throws -> TokenCreated {
-            let answer = try await http(lead.baseURL + Routes.tokens, method: "POST", headers: admin, body: Array(body.utf8))
+            let answer = try await http(
+                lead.baseURL + Routes.tokens, method: "POST", headers: admin, body: Array(body.utf8))
             #expect(answer.status == 201, "\(answer.text)")
             return try answer.decode(TokenCreated.self)
         }
         func join(_ node: SimulatedNode, token: String) async throws -> HTTPAnswer {
-            try await http(lead.baseURL + Routes.join, method: "POST", headers: ["Content-Type": "application/json"], body: try node.joinBody(token: token))
+            try await http(
+                lead.baseURL + Routes.join, method: "POST", headers: ["Content-Type": "application/json"],
+                body: try node.joinBody(token: token))
         }
-        func message(_ answer: HTTPAnswer) -> String { (try? answer.decode(ErrorResponse.self).error.message) ?? answer.text }
+        func message(_ answer: HTTPAnswer) -> String {
+            (try? answer.decode(ErrorResponse.self).error.message) ?? answer.text
+        }
 
         // Two nodes join with one single-use token each.
         let alpha = SimulatedNode(name: "alpha"), beta = SimulatedNode(name: "beta")
@@ -81,13 +98,15 @@ struct SigningTests {
         #expect(used.status == 401)
         #expect(message(used).contains("already used"))
         let revoked = try await createToken(#"{"profile":"compute"}"#)
-        let revoke = try await http(lead.baseURL + Routes.tokens + "/" + revoked.info.id, method: "DELETE", headers: admin)
+        let revoke = try await http(
+            lead.baseURL + Routes.tokens + "/" + revoked.info.id, method: "DELETE", headers: admin)
         #expect(try revoke.decode(TokenInfo.self).state == .revoked)
         let refusedRevoked = try await join(gamma, token: revoked.token)
         #expect(refusedRevoked.status == 401)
         #expect(message(refusedRevoked).contains("revoked"))
         let expiring = try await createToken(#"{"profile":"compute","ttl_s":1}"#)
-        _ = try await poll(timeout: .seconds(5), every: .milliseconds(100), "the token to expire") { () async throws -> Bool? in
+        _ = try await poll(timeout: .seconds(5), every: .milliseconds(100), "the token to expire") {
+            () async throws -> Bool? in
             let list = try await http(lead.baseURL + Routes.tokens, headers: admin).decode(TokenList.self)
             return list.tokens.first { $0.id == expiring.info.id }?.state == .expired ? true : nil
         }
@@ -110,7 +129,8 @@ struct SigningTests {
         // A good heartbeat works.
         let path = Routes.heartbeat("beta")
         let good = try beta.heartbeatBody(cpuCores: 8)
-        let first = try await http(lead.baseURL + path, method: "POST", headers: beta.headers(path: path, body: good), body: good)
+        let first = try await http(
+            lead.baseURL + path, method: "POST", headers: beta.headers(path: path, body: good), body: good)
         #expect(first.status == 200, "\(first.text)")
         let before = try await http(lead.baseURL + Routes.nodes, headers: admin).text
         let beforeBeta = try await http(lead.baseURL + Routes.node("beta"), headers: admin).decode(Node.self)
@@ -123,7 +143,10 @@ struct SigningTests {
             ("unsigned", ["Content-Type": "application/json"], "unsigned"),
             ("forged", beta.headers(path: path, body: evil, key: SigningKey.generate()), "bad signature"),
             ("stale", beta.headers(path: path, body: evil, timestamp: Date().addingTimeInterval(-60)), "stale"),
-            ("from the future", beta.headers(path: path, body: evil, timestamp: Date().addingTimeInterval(45)), "stale"),
+            (
+                "from the future", beta.headers(path: path, body: evil, timestamp: Date().addingTimeInterval(45)),
+                "stale"
+            ),
             ("wrong node", alpha.headers(path: path, body: evil), "cannot send heartbeats for 'beta'"),
             ("unknown node", SimulatedNode(name: "ghost").headers(path: path, body: evil), "unknown node"),
             ("body swapped", beta.headers(path: path, body: good), "bad signature"),
@@ -143,14 +166,17 @@ struct SigningTests {
             // The lead's last_seen moves, and so may the state of a node that stopped beating (the
             // failure detector runs on while a loaded machine works through the cases): compare
             // what a request could change. beta is compared whole above.
-            try APICoding.decoder().decode(NodeList.self, from: Data(text.utf8)).nodes.filter { $0.name != "lead-1" }.map { node in
-                var node = node
-                node.lastSeen = ""
-                node.state = .alive
-                return node
-            }
+            try APICoding.decoder().decode(NodeList.self, from: Data(text.utf8)).nodes.filter { $0.name != "lead-1" }
+                .map { node in
+                    var node = node
+                    node.lastSeen = ""
+                    node.state = .alive
+                    return node
+                }
         }
-        #expect(try members(try await http(lead.baseURL + Routes.nodes, headers: admin).text) == members(before), "refused requests changed the registry")
+        #expect(
+            try members(try await http(lead.baseURL + Routes.nodes, headers: admin).text) == members(before),
+            "refused requests changed the registry")
 
         // Replay: the first use of these headers is accepted, the second refused.
         let accepted = try await http(lead.baseURL + path, method: "POST", headers: replayHeaders, body: evil)
@@ -168,11 +194,14 @@ struct SigningTests {
         #expect(try removed.decode(Node.self).state == .left)
         let alphaPath = Routes.heartbeat("alpha")
         let alphaBody = try alpha.heartbeatBody(cpuCores: 2)
-        let afterRemoval = try await http(lead.baseURL + alphaPath, method: "POST", headers: alpha.headers(path: alphaPath, body: alphaBody), body: alphaBody)
+        let afterRemoval = try await http(
+            lead.baseURL + alphaPath, method: "POST", headers: alpha.headers(path: alphaPath, body: alphaBody),
+            body: alphaBody)
         #expect(afterRemoval.status == 401)
         #expect(message(afterRemoval).contains("removed"))
         // Operator endpoints need the operator token, not a node's signature.
-        let tokenList = try await http(lead.baseURL + Routes.tokens, headers: beta.headers(method: "GET", path: Routes.tokens, body: []))
+        let tokenList = try await http(
+            lead.baseURL + Routes.tokens, headers: beta.headers(method: "GET", path: Routes.tokens, body: []))
         #expect(tokenList.status == 401)
 
         // Events resume after Last-Event-ID, then follow live: a join while the stream is open arrives on it.
@@ -187,11 +216,15 @@ struct SigningTests {
         let deltaToken = try await createToken(#"{"profile":"compute"}"#).token
         let deltaBody = try delta.joinBody(token: deltaToken)
         let url = lead.baseURL
-        try await readEvents(lead.baseURL + Routes.events, headers: admin.merging(["Last-Event-ID": String(firstSeq)]) { $1 }, timeout: .seconds(20),
-                             onOpen: {
-            let joined = try await http(url + Routes.join, method: "POST", headers: ["Content-Type": "application/json"], body: deltaBody)
-            #expect(joined.status == 201)
-        }) { data in
+        try await readEvents(
+            lead.baseURL + Routes.events, headers: admin.merging(["Last-Event-ID": String(firstSeq)]) { $1 },
+            timeout: .seconds(20),
+            onOpen: {
+                let joined = try await http(
+                    url + Routes.join, method: "POST", headers: ["Content-Type": "application/json"], body: deltaBody)
+                #expect(joined.status == 201)
+            }
+        ) { data in
             received.append(try APICoding.decoder().decode(MeshEvent.self, from: Data(data.utf8)))
             return received.last?.node == "delta"
         }

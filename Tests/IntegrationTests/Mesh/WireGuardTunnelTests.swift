@@ -2,8 +2,9 @@ import AuroraAPI
 import AuroraTestKit
 import Foundation
 import Testing
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Real tunnels: a lead and compute agents, each in its own network namespace (veth to a
@@ -24,9 +25,12 @@ struct WireGuardTunnelTests {
         var url: String { "http://\(underlay):\(WireGuardTunnelTests.port)" }
     }
 
-    @Test("every pair pings over the mesh; a fourth node joins without resetting sessions; tunnels outlive the lead; a restarted agent brings its interface back from the last good config")
+    @Test(
+        "every pair pings over the mesh; a fourth node joins without resetting sessions; tunnels outlive the lead; a restarted agent brings its interface back from the last good config"
+    )
     func tunnels() async throws {
-        try Binaries.requireTool("/usr/bin/wireguard-go", hint: "apt-get install --no-install-recommends wireguard-go wireguard-tools")
+        try Binaries.requireTool(
+            "/usr/bin/wireguard-go", hint: "apt-get install --no-install-recommends wireguard-go wireguard-tools")
         let scratch = try ScratchDirectory("wireguard")
         defer { scratch.remove() }
         let net = try await NetworkNamespaces(outputDirectory: scratch.path)
@@ -43,30 +47,38 @@ struct WireGuardTunnelTests {
     func scenario(_ net: NetworkNamespaces, scratch: ScratchDirectory) async throws {
         func member(_ name: String, _ index: Int) async throws -> Member {
             let (namespace, underlay) = try await net.node(index)
-            return Member(name: name, index: index, namespace: namespace, underlay: underlay, dataDir: scratch.path + "/" + name,
-                          interface: "\(net.tag)-wg\(index)")
+            return Member(
+                name: name, index: index, namespace: namespace, underlay: underlay, dataDir: scratch.path + "/" + name,
+                interface: "\(net.tag)-wg\(index)")
         }
         func start(_ m: Member, profile: String, extra: [String]) throws -> ChildProcess {
             let file = scratch.path + "/\(m.name).yaml"
             try """
-                wireguard:
-                  mode: apply
-                  interface: \(m.interface)
-                  cidr: 10.77.0.0/24
-                \(profile == "lead" ? "  endpoint: \"\(m.underlay):51820\"" : "")
-                vpn_ip: \(m.meshIP)
-                http:
-                  insecure_plain: true
-                """.write(toFile: file, atomically: true, encoding: .utf8)
-            return try net.spawn(in: m.namespace, Binaries.nodeagent, [
-                "run", "--profile", profile, "--name", m.name, "--data-dir", m.dataDir, "--listen", "\(m.underlay):\(Self.port)",
-                "--config", file,
-            ] + extra)
+            wireguard:
+              mode: apply
+              interface: \(m.interface)
+              cidr: 10.77.0.0/24
+            \(profile == "lead" ? "  endpoint: \"\(m.underlay):51820\"" : "")
+            vpn_ip: \(m.meshIP)
+            http:
+              insecure_plain: true
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+            return try net.spawn(
+                in: m.namespace, Binaries.nodeagent,
+                [
+                    "run", "--profile", profile, "--name", m.name, "--data-dir", m.dataDir, "--listen",
+                    "\(m.underlay):\(Self.port)",
+                    "--config", file,
+                ] + extra)
         }
         func healthy(_ m: Member, _ process: ChildProcess) async throws {
-            _ = try await poll(timeout: .seconds(60), every: .milliseconds(100), "\(m.name) to be healthy") { () async throws -> Bool? in
-                if let code = process.exitCode { throw TestKitError("\(m.name) exited with \(code): \(process.stderr.suffix(600))") }
-                let answer = try await net.run(in: m.namespace, "/usr/bin/curl", ["-s", "-m", "2", m.url + Routes.health])
+            _ = try await poll(timeout: .seconds(60), every: .milliseconds(100), "\(m.name) to be healthy") {
+                () async throws -> Bool? in
+                if let code = process.exitCode {
+                    throw TestKitError("\(m.name) exited with \(code): \(process.stderr.suffix(600))")
+                }
+                let answer = try await net.run(
+                    in: m.namespace, "/usr/bin/curl", ["-s", "-m", "2", m.url + Routes.health])
                 return answer.stdout.contains("\"status\":\"ok\"") ? true : nil
             }
         }
@@ -92,11 +104,16 @@ struct WireGuardTunnelTests {
             return peers
         }
 
-        let lead = try await member("wg-lead", 1), a = try await member("wg-a", 2), b = try await member("wg-b", 3), c = try await member("wg-c", 4)
+        let lead = try await member("wg-lead", 1), a = try await member("wg-a", 2), b = try await member("wg-b", 3),
+            c = try await member("wg-c", 4)
         let leadProcess = try start(lead, profile: "lead", extra: [])
         try await healthy(lead, leadProcess)
-        let tokenAnswer = try await net.run(in: lead.namespace, Binaries.auroraCLI, ["token", "create", "--profile", "compute", "--reusable",
-                                                                                     "--agent", lead.url, "--data-dir", lead.dataDir])
+        let tokenAnswer = try await net.run(
+            in: lead.namespace, Binaries.auroraCLI,
+            [
+                "token", "create", "--profile", "compute", "--reusable",
+                "--agent", lead.url, "--data-dir", lead.dataDir,
+            ])
         let token = tokenAnswer.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(tokenAnswer.code == 0 && !token.isEmpty, "\(tokenAnswer.stderr)")
         var processes: [String: ChildProcess] = [:]
@@ -111,11 +128,17 @@ struct WireGuardTunnelTests {
         let confPath = a.dataDir + "/wireguard/\(a.interface).conf"
         var info = stat()
         #expect(stat(confPath, &info) == 0 && info.st_mode & 0o777 == 0o600)
-        let shown = try await net.run(in: a.namespace, Binaries.auroraCLI, ["wg", "config", "--agent", a.url, "--data-dir", a.dataDir])
-        #expect(shown.code == 0 && shown.stdout.contains("[Peer]") && shown.stdout.contains("hidden") && !shown.stdout.contains(privateKey(a)))
+        let shown = try await net.run(
+            in: a.namespace, Binaries.auroraCLI, ["wg", "config", "--agent", a.url, "--data-dir", a.dataDir])
+        #expect(
+            shown.code == 0 && shown.stdout.contains("[Peer]") && shown.stdout.contains("hidden")
+                && !shown.stdout.contains(privateKey(a)))
         // `wg show` as the agent last observed it (each heartbeat interval).
-        let view = try await poll(timeout: .seconds(10), every: .milliseconds(200), "a's view of its two peers") { () async throws -> WireGuardStatus? in
-            let status = try await net.run(in: a.namespace, Binaries.auroraCLI, ["wg", "show", "--json", "--agent", a.url, "--data-dir", a.dataDir])
+        let view = try await poll(timeout: .seconds(10), every: .milliseconds(200), "a's view of its two peers") {
+            () async throws -> WireGuardStatus? in
+            let status = try await net.run(
+                in: a.namespace, Binaries.auroraCLI,
+                ["wg", "show", "--json", "--agent", a.url, "--data-dir", a.dataDir])
             let view = try APICoding.decoder().decode(WireGuardStatus.self, from: Data(status.stdout.utf8))
             return view.peers.count == 2 && view.peers.allSatisfy({ $0.handshakeAgeS != nil }) ? view : nil
         }
@@ -136,9 +159,14 @@ struct WireGuardTunnelTests {
             #expect(new.rx >= old.rx && new.tx >= old.tx, "counters of \(key) reset: \(old) → \(new)")
         }
         // The lead's registry has the handshakes: the status table shows their age.
-        _ = try await poll(timeout: .seconds(10), every: .milliseconds(200), "handshake ages on the lead") { () async throws -> Bool? in
-            let table = try await net.run(in: lead.namespace, Binaries.auroraCLI, ["nodes", "list", "--json", "--agent", lead.url, "--data-dir", lead.dataDir])
-            guard let list = try? APICoding.decoder().decode(NodeList.self, from: Data(table.stdout.utf8)) else { return nil }
+        _ = try await poll(timeout: .seconds(10), every: .milliseconds(200), "handshake ages on the lead") {
+            () async throws -> Bool? in
+            let table = try await net.run(
+                in: lead.namespace, Binaries.auroraCLI,
+                ["nodes", "list", "--json", "--agent", lead.url, "--data-dir", lead.dataDir])
+            guard let list = try? APICoding.decoder().decode(NodeList.self, from: Data(table.stdout.utf8)) else {
+                return nil
+            }
             return list.nodes.count == 4 && list.nodes.allSatisfy({ $0.wireguard.handshakeAgeS != nil }) ? true : nil
         }
 
@@ -152,8 +180,10 @@ struct WireGuardTunnelTests {
         processes[a.name]!.signal(SIGTERM)
         #expect(try await processes[a.name]!.waitForExit(timeout: .seconds(15)) == 0)
         for pid in AuroraTestKit.processes(mentioning: "wireguard-go \(a.interface)") { kill(pid, SIGTERM) }
-        _ = try await poll(timeout: .seconds(10), every: .milliseconds(100), "a's interface to be gone") { () async throws -> Bool? in
-            try await net.run(in: a.namespace, "/usr/sbin/ip", ["link", "show", "dev", a.interface]).code != 0 ? true : nil
+        _ = try await poll(timeout: .seconds(10), every: .milliseconds(100), "a's interface to be gone") {
+            () async throws -> Bool? in
+            try await net.run(in: a.namespace, "/usr/sbin/ip", ["link", "show", "dev", a.interface]).code != 0
+                ? true : nil
         }
         processes[a.name] = try start(a, profile: "compute", extra: ["--lead", lead.url])
         try await allPing([a, b, c], "a to ping its peers again with the lead away")
@@ -166,6 +196,7 @@ struct WireGuardTunnelTests {
     }
 
     func privateKey(_ m: Member) -> String {
-        ((try? String(contentsOfFile: m.dataDir + "/keys/wireguard.key", encoding: .utf8)) ?? "no key file").trimmingCharacters(in: .whitespacesAndNewlines)
+        ((try? String(contentsOfFile: m.dataDir + "/keys/wireguard.key", encoding: .utf8)) ?? "no key file")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }

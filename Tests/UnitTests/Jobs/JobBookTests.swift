@@ -1,4 +1,5 @@
 import Testing
+
 @testable import Mesh
 
 /// The job book, pure: placement, leases, fencing by attempt, requeues, idempotency,
@@ -15,16 +16,24 @@ struct JobBookTests {
         return Book.Time(instant: origin + .milliseconds(ms), wallMs: 1_700_000_000_000 + ms)
     }
 
-    static func node(_ name: String, vramMB: Int = 24_000, gpus: Int = 1, state: MemberState = .alive, exec: Bool = false,
-                     labels: [String: String] = [:]) -> Book.Node {
-        Book.Node(name: name, state: state, accepting: true, allowExec: exec, canGenerate: true, labels: labels,
-                  gpus: (0..<gpus).map { Scheduler.GPUSlot(index: $0, model: "NVIDIA L4", totalMB: vramMB, usedByOthersMB: 0) })
+    static func node(
+        _ name: String, vramMB: Int = 24_000, gpus: Int = 1, state: MemberState = .alive, exec: Bool = false,
+        labels: [String: String] = [:]
+    ) -> Book.Node {
+        Book.Node(
+            name: name, state: state, accepting: true, allowExec: exec, canGenerate: true, labels: labels,
+            gpus: (0..<gpus).map {
+                Scheduler.GPUSlot(index: $0, model: "NVIDIA L4", totalMB: vramMB, usedByOthersMB: 0)
+            })
     }
 
-    static func submission(_ id: String, priority: Int = 5, vramMB: Int = 16_000, maxAttempts: Int = 3, key: String? = nil,
-                           by submitter: String = "alice") -> Book.Submission {
-        Book.Submission(id: id, spec: "spec-\(id)", priority: priority, requirements: Scheduler.Requirements(minVramMB: vramMB),
-                        maxAttempts: maxAttempts, key: key.map { Book.IdempotencyKey(submitter: submitter, key: $0) })
+    static func submission(
+        _ id: String, priority: Int = 5, vramMB: Int = 16_000, maxAttempts: Int = 3, key: String? = nil,
+        by submitter: String = "alice"
+    ) -> Book.Submission {
+        Book.Submission(
+            id: id, spec: "spec-\(id)", priority: priority, requirements: Scheduler.Requirements(minVramMB: vramMB),
+            maxAttempts: maxAttempts, key: key.map { Book.IdempotencyKey(submitter: submitter, key: $0) })
     }
 
     /// A book with nodes `names` (one 24 GB GPU each, so one 16 GB job each).
@@ -190,7 +199,10 @@ struct JobBookTests {
         _ = book.place(now: Self.at(11))
         let second = try #require(book.record("j1"))
         #expect(second.attempt == 2)
-        guard case .staleAttempt(current: 2) = book.result("j1", from: second.node!, attempt: 1, .succeeded, now: Self.at(12)) else {
+        guard
+            case .staleAttempt(current: 2) = book.result(
+                "j1", from: second.node!, attempt: 1, .succeeded, now: Self.at(12))
+        else {
             Issue.record("expected a stale attempt")
             return
         }
@@ -237,7 +249,8 @@ struct JobBookTests {
         var dead = Self.node("a")
         dead.state = .dead
         let directives = book.nodeChanged(dead, now: Self.at(3))
-        guard case .requeued(let record, "a", "node_dead")? = directives.changes.first, directives.changes.count == 1 else {
+        guard case .requeued(let record, "a", "node_dead")? = directives.changes.first, directives.changes.count == 1
+        else {
             Issue.record("expected one requeue from a, got \(directives.changes)")
             return
         }
@@ -287,8 +300,11 @@ struct JobBookTests {
         var book = Self.book("a")
         _ = Self.submit(&book, Self.submission("j1"))
         _ = book.deliver(to: "a", now: Self.at(0))
-        guard case .requeued(let before, let directives) = book.result("j1", from: "a", attempt: 1,
-                                                                       .failed(error: "backend down", retry: true), now: Self.at(1)) else {
+        guard
+            case .requeued(let before, let directives) = book.result(
+                "j1", from: "a", attempt: 1,
+                .failed(error: "backend down", retry: true), now: Self.at(1))
+        else {
             Issue.record("expected a requeue")
             return
         }
@@ -307,7 +323,10 @@ struct JobBookTests {
         var book = Self.book("a")
         _ = Self.submit(&book, Self.submission("j1", key: "k"))
         _ = book.deliver(to: "a", now: Self.at(0))
-        guard case .finished(let record, let directives) = book.result("j1", from: "a", attempt: 1, .succeeded, now: Self.at(5)) else {
+        guard
+            case .finished(let record, let directives) = book.result(
+                "j1", from: "a", attempt: 1, .succeeded, now: Self.at(5))
+        else {
             Issue.record("expected finished")
             return
         }
@@ -331,7 +350,10 @@ struct JobBookTests {
     func failedResult() throws {
         var book = Self.book("a")
         _ = Self.submit(&book, Self.submission("j1"))
-        guard case .finished(let record, _) = book.result("j1", from: "a", attempt: 1, .failed(error: nil, retry: false), now: Self.at(1)) else {
+        guard
+            case .finished(let record, _) = book.result(
+                "j1", from: "a", attempt: 1, .failed(error: nil, retry: false), now: Self.at(1))
+        else {
             Issue.record("expected finished")
             return
         }
@@ -383,11 +405,13 @@ struct JobBookTests {
     @Test("a restart keeps placed jobs on their node with a fresh lease, and re-offers the undelivered")
     func restore() throws {
         var book = Book(agingSeconds: 0)
-        let assigned = Book.Record(id: "j1", spec: "s", priority: 5, requirements: Scheduler.Requirements(minVramMB: 16_000), key: nil,
-                                   state: .assigned, attempt: 2, maxAttempts: 3, node: "a", gpus: [0], submittedAtMs: 0)
-        let queued = Book.Record(id: "j2", spec: "s", priority: 5, requirements: Scheduler.Requirements(minVramMB: 16_000),
-                                 key: Book.IdempotencyKey(submitter: "alice", key: "k"), state: .queued, attempt: 1, maxAttempts: 3,
-                                 submittedAtMs: 0)
+        let assigned = Book.Record(
+            id: "j1", spec: "s", priority: 5, requirements: Scheduler.Requirements(minVramMB: 16_000), key: nil,
+            state: .assigned, attempt: 2, maxAttempts: 3, node: "a", gpus: [0], submittedAtMs: 0)
+        let queued = Book.Record(
+            id: "j2", spec: "s", priority: 5, requirements: Scheduler.Requirements(minVramMB: 16_000),
+            key: Book.IdempotencyKey(submitter: "alice", key: "k"), state: .queued, attempt: 1, maxAttempts: 3,
+            submittedAtMs: 0)
         book.restore([assigned, queued], nodes: [Self.node("a")], now: Self.at(100))
         #expect(book.openCount == 2)
         #expect(book.record(forKey: Book.IdempotencyKey(submitter: "alice", key: "k"))?.id == "j2")

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import Mesh
 
 /// GPU placement, pure: order, aging, VRAM accounting, policies, labels, no over-commit.
@@ -7,18 +8,24 @@ struct SchedulerTests {
     typealias Job = Scheduler.Job
     typealias Requirements = Scheduler.Requirements
 
-    static func gpu(_ index: Int, _ totalMB: Int, used: Int = 0, model: String = "NVIDIA RTX 4090") -> Scheduler.GPUSlot {
+    static func gpu(_ index: Int, _ totalMB: Int, used: Int = 0, model: String = "NVIDIA RTX 4090") -> Scheduler.GPUSlot
+    {
         Scheduler.GPUSlot(index: index, model: model, totalMB: totalMB, usedByOthersMB: used)
     }
 
-    static func worker(_ name: String, _ gpus: [Scheduler.GPUSlot], labels: [String: String] = [:], exec: Bool = false,
-                       rtt: Double = .infinity) -> Scheduler.Worker {
+    static func worker(
+        _ name: String, _ gpus: [Scheduler.GPUSlot], labels: [String: String] = [:], exec: Bool = false,
+        rtt: Double = .infinity
+    ) -> Scheduler.Worker {
         Scheduler.Worker(name: name, eligible: true, allowExec: exec, labels: labels, gpus: gpus, rttMs: rtt)
     }
 
-    static func job(_ id: String, priority: Int = 5, at: Double = 0, order: Int64 = 0, vram: Int = 0, model: String? = nil,
-                    count: Int = 1, labels: [String: String] = [:], exec: Bool = false) -> Job {
-        Job(id: id, priority: priority, submittedAt: at, order: order,
+    static func job(
+        _ id: String, priority: Int = 5, at: Double = 0, order: Int64 = 0, vram: Int = 0, model: String? = nil,
+        count: Int = 1, labels: [String: String] = [:], exec: Bool = false
+    ) -> Job {
+        Job(
+            id: id, priority: priority, submittedAt: at, order: order,
             requirements: Requirements(minVramMB: vram, gpuModel: model, gpuCount: count, labels: labels, exec: exec))
     }
 
@@ -105,7 +112,8 @@ struct SchedulerTests {
         func first(_ policy: Scheduler.Policy) -> Scheduler.Placement? {
             var scheduler = Scheduler(policy: policy)
             scheduler.upsert(Self.worker("roomy", [Self.gpu(0, 80_000)]))
-            scheduler.upsert(Self.worker("tight", [Self.gpu(0, 24_000, used: 10_000), Self.gpu(1, 24_000, used: 2_000)]))
+            scheduler.upsert(
+                Self.worker("tight", [Self.gpu(0, 24_000, used: 10_000), Self.gpu(1, 24_000, used: 2_000)]))
             scheduler.enqueue(Self.job("j", vram: 8_000))
             return scheduler.place(now: 0).first
         }
@@ -117,8 +125,13 @@ struct SchedulerTests {
     func multiGPU() {
         func place(_ policy: Scheduler.Policy) -> Scheduler.Placement? {
             var scheduler = Scheduler(policy: policy)
-            scheduler.upsert(Self.worker("four", [Self.gpu(0, 24_000, used: 4_000), Self.gpu(1, 24_000), Self.gpu(2, 24_000, used: 12_000),
-                                                  Self.gpu(3, 24_000, used: 2_000)]))
+            scheduler.upsert(
+                Self.worker(
+                    "four",
+                    [
+                        Self.gpu(0, 24_000, used: 4_000), Self.gpu(1, 24_000), Self.gpu(2, 24_000, used: 12_000),
+                        Self.gpu(3, 24_000, used: 2_000),
+                    ]))
             scheduler.upsert(Self.worker("two", [Self.gpu(0, 48_000), Self.gpu(1, 48_000)]))
             scheduler.enqueue(Self.job("pair", vram: 10_000, count: 2))
             return scheduler.place(now: 0).first
@@ -145,7 +158,10 @@ struct SchedulerTests {
     @Test("labels, GPU model patterns, GPU count and exec permission")
     func constraints() {
         var scheduler = Scheduler()
-        scheduler.upsert(Self.worker("a100-box", [Self.gpu(0, 81_920, model: "NVIDIA A100-SXM4-80GB")], labels: ["zone": "fsn1"], exec: true))
+        scheduler.upsert(
+            Self.worker(
+                "a100-box", [Self.gpu(0, 81_920, model: "NVIDIA A100-SXM4-80GB")], labels: ["zone": "fsn1"], exec: true)
+        )
         scheduler.upsert(Self.worker("office", [Self.gpu(0, 24_564), Self.gpu(1, 24_564)], labels: ["zone": "office"]))
 
         scheduler.enqueue(Self.job("zone", at: 1, order: 1, labels: ["zone": "office"]))
@@ -185,7 +201,9 @@ struct SchedulerTests {
         var generator = SplitMix64(seed: 7)
         var scheduler = Scheduler(agingSeconds: 10)
         for i in 0..<300 {
-            scheduler.enqueue(Self.job("j\(i)", priority: Int.random(in: 0...9, using: &generator), at: Double(i) / 3, order: Int64(i)))
+            scheduler.enqueue(
+                Self.job(
+                    "j\(i)", priority: Int.random(in: 0...9, using: &generator), at: Double(i) / 3, order: Int64(i)))
         }
         for now in [100.0, 150.0, 400.0] {
             let order = scheduler.order(now: now)
@@ -214,11 +232,13 @@ struct SchedulerTests {
         func randomWorker(_ name: String) -> Scheduler.Worker {
             let gpus = (0..<Int.random(in: 1...4, using: &generator)).map { index in
                 let total = [24_000, 48_000, 81_920].randomElement(using: &generator)!
-                return Self.gpu(index, total, used: Int.random(in: 0...total / 2, using: &generator),
-                                model: models.randomElement(using: &generator)!)
+                return Self.gpu(
+                    index, total, used: Int.random(in: 0...total / 2, using: &generator),
+                    model: models.randomElement(using: &generator)!)
             }
-            return Self.worker(name, gpus, labels: ["zone": ["a", "b"].randomElement(using: &generator)!],
-                               exec: Bool.random(using: &generator))
+            return Self.worker(
+                name, gpus, labels: ["zone": ["a", "b"].randomElement(using: &generator)!],
+                exec: Bool.random(using: &generator))
         }
         for w in 0..<20 { scheduler.upsert(randomWorker("w\(w)")) }
         var running: [String] = []
@@ -230,12 +250,14 @@ struct SchedulerTests {
             now += 0.01
             for _ in 0..<Int.random(in: 1...8, using: &generator) where scheduler.queuedCount < 100 {
                 order += 1
-                scheduler.enqueue(Self.job(
-                    "j\(order)", priority: Int.random(in: 0...9, using: &generator), at: now, order: order,
-                    vram: Int.random(in: 0...30_000, using: &generator), model: Bool.random(using: &generator) ? nil : "rtx",
-                    count: Int.random(in: 1...2, using: &generator),
-                    labels: Int.random(in: 0..<4, using: &generator) == 0 ? ["zone": "a"] : [:],
-                    exec: Int.random(in: 0..<5, using: &generator) == 0))
+                scheduler.enqueue(
+                    Self.job(
+                        "j\(order)", priority: Int.random(in: 0...9, using: &generator), at: now, order: order,
+                        vram: Int.random(in: 0...30_000, using: &generator),
+                        model: Bool.random(using: &generator) ? nil : "rtx",
+                        count: Int.random(in: 1...2, using: &generator),
+                        labels: Int.random(in: 0..<4, using: &generator) == 0 ? ["zone": "a"] : [:],
+                        exec: Int.random(in: 0..<5, using: &generator) == 0))
             }
             for _ in 0..<Int.random(in: 0...6, using: &generator) where !running.isEmpty {
                 let index = Int.random(in: 0..<running.count, using: &generator)
@@ -248,7 +270,10 @@ struct SchedulerTests {
                 } else {
                     // Other processes' use changes: existing reservations stay.
                     var changed = scheduler.worker(name)!
-                    for i in changed.gpus.indices { changed.gpus[i].usedByOthersMB = Int.random(in: 0...changed.gpus[i].totalMB / 4, using: &generator) }
+                    for i in changed.gpus.indices {
+                        changed.gpus[i].usedByOthersMB = Int.random(
+                            in: 0...changed.gpus[i].totalMB / 4, using: &generator)
+                    }
                     scheduler.upsert(changed)
                 }
             }
@@ -261,7 +286,9 @@ struct SchedulerTests {
             for placement in made {
                 let worker = scheduler.worker(placement.node)!
                 if !worker.eligible { violations.append("\(placement.jobID) on ineligible \(worker.name)") }
-                if Set(placement.gpus).count != placement.gpus.count { violations.append("\(placement.jobID) took a GPU twice") }
+                if Set(placement.gpus).count != placement.gpus.count {
+                    violations.append("\(placement.jobID) took a GPU twice")
+                }
                 for index in placement.gpus where worker.gpus.first(where: { $0.index == index })!.freeMB < 0 {
                     violations.append("\(placement.jobID) over-commits \(worker.name) GPU \(index)")
                 }

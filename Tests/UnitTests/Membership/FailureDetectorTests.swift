@@ -1,4 +1,5 @@
 import Testing
+
 @testable import Mesh
 
 /// The failure detector with a test clock: no sleeps, every transition.
@@ -126,7 +127,9 @@ struct FailureDetectorTests {
         #expect(left.first?.reason == .left)
         #expect(run(&detector, from: 1, to: 30).isEmpty)
         #expect(detector.onLeave("gpu-1", at: at(31)).isEmpty, "leaving twice is one event")
-        #expect(transitions(detector.onHeartbeat("gpu-1", at: at(40))).map(\.to) == [.alive], "a node that returns is alive")
+        #expect(
+            transitions(detector.onHeartbeat("gpu-1", at: at(40))).map(\.to) == [.alive], "a node that returns is alive"
+        )
     }
 
     @Test("flapping is damped: changes happen, events stop, one settling event reports the net change")
@@ -209,15 +212,24 @@ struct ReplayGuardTests {
         var guardian = ReplayGuard(windowSeconds: 30)
         let now: Int64 = 1_000_000_000
         #expect(guardian.admit(node: "a", nonce: "n1", timestampMilliseconds: now, nowMilliseconds: now) == .fresh)
-        #expect(guardian.admit(node: "a", nonce: "n1", timestampMilliseconds: now, nowMilliseconds: now + 5) == .replayed)
+        #expect(
+            guardian.admit(node: "a", nonce: "n1", timestampMilliseconds: now, nowMilliseconds: now + 5) == .replayed)
         #expect(guardian.admit(node: "b", nonce: "n1", timestampMilliseconds: now, nowMilliseconds: now + 5) == .fresh)
-        #expect(guardian.admit(node: "a", nonce: "n2", timestampMilliseconds: now - 31_000, nowMilliseconds: now) == .stale(skewMilliseconds: -31_000))
-        #expect(guardian.admit(node: "a", nonce: "n3", timestampMilliseconds: now + 31_000, nowMilliseconds: now) == .stale(skewMilliseconds: 31_000))
+        #expect(
+            guardian.admit(node: "a", nonce: "n2", timestampMilliseconds: now - 31_000, nowMilliseconds: now)
+                == .stale(skewMilliseconds: -31_000))
+        #expect(
+            guardian.admit(node: "a", nonce: "n3", timestampMilliseconds: now + 31_000, nowMilliseconds: now)
+                == .stale(skewMilliseconds: 31_000))
         #expect(guardian.check(node: "a", nonce: "n4", timestampMilliseconds: now, nowMilliseconds: now) == .fresh)
         #expect(guardian.remembered == 2)
         // 31 s later the old timestamp is stale anyway, and the nonce is forgotten.
-        #expect(guardian.admit(node: "a", nonce: "n1", timestampMilliseconds: now, nowMilliseconds: now + 31_000) == .stale(skewMilliseconds: -31_000))
-        #expect(guardian.admit(node: "c", nonce: "x", timestampMilliseconds: now + 31_000, nowMilliseconds: now + 31_000) == .fresh)
+        #expect(
+            guardian.admit(node: "a", nonce: "n1", timestampMilliseconds: now, nowMilliseconds: now + 31_000)
+                == .stale(skewMilliseconds: -31_000))
+        #expect(
+            guardian.admit(node: "c", nonce: "x", timestampMilliseconds: now + 31_000, nowMilliseconds: now + 31_000)
+                == .fresh)
         #expect(guardian.remembered == 1)
     }
 
@@ -230,11 +242,15 @@ struct ReplayGuardTests {
         #expect(IPv4Network.format(first) == "10.0.0.2")
         let second = try allocator.allocate(requested: nil, taken: [allocator.leadAddress, first])
         #expect(IPv4Network.format(second) == "10.0.0.3")
-        #expect(IPv4Network.format(try allocator.allocate(requested: IPv4Network.parse("10.0.0.50"), taken: [])) == "10.0.0.50")
+        #expect(
+            IPv4Network.format(try allocator.allocate(requested: IPv4Network.parse("10.0.0.50"), taken: []))
+                == "10.0.0.50")
         #expect(throws: MeshError.self) { try allocator.allocate(requested: IPv4Network.parse("10.0.1.5"), taken: []) }
         #expect(throws: MeshError.self) { try allocator.allocate(requested: first, taken: [first]) }
         #expect(throws: MeshError.self) { try IPv4Network(parsing: "10.0.0.0/33") }
         let tiny = AddressAllocator(network: try IPv4Network(parsing: "10.0.0.0/30"))
-        #expect(throws: MeshError.self) { try tiny.allocate(requested: nil, taken: [tiny.network.host(1), tiny.network.host(2)]) }
+        #expect(throws: MeshError.self) {
+            try tiny.allocate(requested: nil, taken: [tiny.network.host(1), tiny.network.host(2)])
+        }
     }
 }

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import Mesh
 
 @Suite("Node names and addresses")

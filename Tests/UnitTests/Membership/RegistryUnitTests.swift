@@ -1,9 +1,10 @@
 import AuroraAPI
 import Foundation
 import HTTPTypes
-@testable import NodeAgent
 import Secrets
 import Testing
+
+@testable import NodeAgent
 
 @Suite("Request signing, GPU inventory parsing, API decoding")
 struct RegistryUnitTests {
@@ -23,22 +24,34 @@ struct RegistryUnitTests {
         #expect(parsed.verifies(method: "POST", path: "/api/nodes/gpu-1/heartbeat", body: body, key: key.publicKey))
         #expect(!parsed.verifies(method: "PUT", path: "/api/nodes/gpu-1/heartbeat", body: body, key: key.publicKey))
         #expect(!parsed.verifies(method: "POST", path: "/api/nodes/gpu-2/heartbeat", body: body, key: key.publicKey))
-        #expect(!parsed.verifies(method: "POST", path: "/api/nodes/gpu-1/heartbeat", body: Array(#"{"x":2}"#.utf8), key: key.publicKey))
-        #expect(!parsed.verifies(method: "POST", path: "/api/nodes/gpu-1/heartbeat", body: body, key: SigningKey.generate().publicKey))
+        #expect(
+            !parsed.verifies(
+                method: "POST", path: "/api/nodes/gpu-1/heartbeat", body: Array(#"{"x":2}"#.utf8), key: key.publicKey))
+        #expect(
+            !parsed.verifies(
+                method: "POST", path: "/api/nodes/gpu-1/heartbeat", body: body, key: SigningKey.generate().publicKey))
         var renamed = headers
         renamed[0].1 = "gpu-2"
-        #expect(try SignedHeaders.parse(headerValue(renamed))?.verifies(method: "POST", path: "/api/nodes/gpu-1/heartbeat", body: body, key: key.publicKey) == false)
+        #expect(
+            try SignedHeaders.parse(headerValue(renamed))?.verifies(
+                method: "POST", path: "/api/nodes/gpu-1/heartbeat", body: body, key: key.publicKey) == false)
         // Two requests never share a nonce.
-        #expect(signer.headers(method: "GET", path: "/nodes", body: [])[2].1 != signer.headers(method: "GET", path: "/nodes", body: [])[2].1)
+        #expect(
+            signer.headers(method: "GET", path: "/nodes", body: [])[2].1
+                != signer.headers(method: "GET", path: "/nodes", body: [])[2].1)
     }
 
     @Test("missing or malformed signature headers are refused with the reason; none at all is not a node request")
     func headerParsing() throws {
         #expect(try SignedHeaders.parse { _ in nil } == nil)
-        let partial = #expect(throws: Refusal.self) { try SignedHeaders.parse { $0 == RequestSigning.nodeHeader ? "gpu-1" : nil } }
+        let partial = #expect(throws: Refusal.self) {
+            try SignedHeaders.parse { $0 == RequestSigning.nodeHeader ? "gpu-1" : nil }
+        }
         #expect(partial?.message.contains("missing X-Aurora-Timestamp, X-Aurora-Nonce, X-Aurora-Signature") == true)
-        let values = [RequestSigning.nodeHeader: "gpu-1", RequestSigning.timestampHeader: "yesterday",
-                      RequestSigning.nonceHeader: String(repeating: "a", count: 32), RequestSigning.signatureHeader: "AAAA"]
+        let values = [
+            RequestSigning.nodeHeader: "gpu-1", RequestSigning.timestampHeader: "yesterday",
+            RequestSigning.nonceHeader: String(repeating: "a", count: 32), RequestSigning.signatureHeader: "AAAA",
+        ]
         let badTime = #expect(throws: Refusal.self) { try SignedHeaders.parse { values[$0] } }
         #expect(badTime?.message.contains("milliseconds") == true)
         var shortSignature = values
@@ -56,7 +69,11 @@ struct RegistryUnitTests {
             """
         let gpus = GPUQuery.parse(output)
         #expect(gpus.count == 2)
-        #expect(gpus[0] == GPU(index: 0, uuid: "GPU-1111", name: "NVIDIA GeForce RTX 4090", memoryTotalMB: 24564, memoryUsedMB: 1200, utilizationPct: 37))
+        #expect(
+            gpus[0]
+                == GPU(
+                    index: 0, uuid: "GPU-1111", name: "NVIDIA GeForce RTX 4090", memoryTotalMB: 24564,
+                    memoryUsedMB: 1200, utilizationPct: 37))
         #expect(gpus[1].memoryUsedMB == 0)
         #expect(GPUQuery.parse("").isEmpty)
 
@@ -74,11 +91,15 @@ struct RegistryUnitTests {
     func decoding() throws {
         func body(_ text: String) -> [UInt8] { Array(text.utf8) }
         let unknown = #expect(throws: Refusal.self) {
-            try HTTPServer.decode(TokenCreateRequest.self, body(#"{"profile":"compute","colour":"red"}"#), allowed: TokenCreateRequest.fields)
+            try HTTPServer.decode(
+                TokenCreateRequest.self, body(#"{"profile":"compute","colour":"red"}"#),
+                allowed: TokenCreateRequest.fields)
         }
         #expect(unknown?.message == "unknown field 'colour'")
         let wrongType = #expect(throws: Refusal.self) {
-            try HTTPServer.decode(TokenCreateRequest.self, body(#"{"profile":"compute","ttl_s":"soon"}"#), allowed: TokenCreateRequest.fields)
+            try HTTPServer.decode(
+                TokenCreateRequest.self, body(#"{"profile":"compute","ttl_s":"soon"}"#),
+                allowed: TokenCreateRequest.fields)
         }
         #expect(wrongType?.message == "field 'ttl_s' must be an integer")
         let missing = #expect(throws: Refusal.self) {
@@ -86,11 +107,15 @@ struct RegistryUnitTests {
         }
         #expect(missing?.message == "missing field 'labels'")
         let badEnum = #expect(throws: Refusal.self) {
-            try HTTPServer.decode(TokenCreateRequest.self, body(#"{"profile":"mainframe"}"#), allowed: TokenCreateRequest.fields)
+            try HTTPServer.decode(
+                TokenCreateRequest.self, body(#"{"profile":"mainframe"}"#), allowed: TokenCreateRequest.fields)
         }
         #expect(badEnum?.message.hasPrefix("field 'profile'") == true)
-        #expect(throws: Refusal.self) { try HTTPServer.decode(TokenCreateRequest.self, body("[1]"), allowed: TokenCreateRequest.fields) }
-        let ok = try HTTPServer.decode(TokenCreateRequest.self, body(#"{"profile":"edge","ttl_s":60}"#), allowed: TokenCreateRequest.fields)
+        #expect(throws: Refusal.self) {
+            try HTTPServer.decode(TokenCreateRequest.self, body("[1]"), allowed: TokenCreateRequest.fields)
+        }
+        let ok = try HTTPServer.decode(
+            TokenCreateRequest.self, body(#"{"profile":"edge","ttl_s":60}"#), allowed: TokenCreateRequest.fields)
         #expect(ok == TokenCreateRequest(profile: .edge, ttlS: 60))
     }
 
@@ -108,8 +133,12 @@ struct RegistryUnitTests {
 struct QuotedJSONTests {
     @Test("quoted strings decode back to themselves, control characters and quotes included")
     func roundTrip() throws {
-        for text in ["plain", "with \"quotes\" and \\ backslash", "tab\tnew\nline\rcr", "\u{01}\u{1F}", "ünïcödé ✓", ""] {
-            let decoded = try JSONSerialization.jsonObject(with: Data(SecretsManager.quoted(text).utf8), options: .fragmentsAllowed) as? String
+        for text in [
+            "plain", "with \"quotes\" and \\ backslash", "tab\tnew\nline\rcr", "\u{01}\u{1F}", "ünïcödé ✓", "",
+        ] {
+            let decoded =
+                try JSONSerialization.jsonObject(
+                    with: Data(SecretsManager.quoted(text).utf8), options: .fragmentsAllowed) as? String
             #expect(decoded == text)
         }
     }

@@ -1,8 +1,9 @@
 import AuroraAPI
 import Foundation
 import Mesh
-@testable import NodeAgent
 import Testing
+
+@testable import NodeAgent
 
 @Suite("Configuration layering and errors")
 struct ConfigTests {
@@ -16,7 +17,9 @@ struct ConfigTests {
           url: postgres://aurora:hunter2@db.example:5432/aurora
         """
 
-    func inputs(nodeFile: String? = nil, environment: [String: String] = [:], flags: [String: String] = [:]) throws -> ConfigInputs {
+    func inputs(nodeFile: String? = nil, environment: [String: String] = [:], flags: [String: String] = [:]) throws
+        -> ConfigInputs
+    {
         ConfigInputs(
             profile: try ConfigFile.parse(profileYAML, file: "profiles/compute.yaml", kind: .profile),
             nodeFile: try nodeFile.map { try ConfigFile.parse($0, file: "/etc/aurora/node.yaml", kind: .nodeFile) },
@@ -25,10 +28,11 @@ struct ConfigTests {
 
     @Test("flags beat environment beat node file beat profile beat defaults, each with its source")
     func precedence() throws {
-        let resolved = try ResolvedConfig.resolve(inputs(
-            nodeFile: "listen: 127.0.0.1:7001\ncompany: globex\nname: from-file\n",
-            environment: ["AURORA_LISTEN": "127.0.0.1:7002", "NODE_NAME": "from-env"],
-            flags: ["listen": "127.0.0.1:7003"]))
+        let resolved = try ResolvedConfig.resolve(
+            inputs(
+                nodeFile: "listen: 127.0.0.1:7001\ncompany: globex\nname: from-file\n",
+                environment: ["AURORA_LISTEN": "127.0.0.1:7002", "NODE_NAME": "from-env"],
+                flags: ["listen": "127.0.0.1:7003"]))
         #expect(resolved["listen"] == .string("127.0.0.1:7003"))
         #expect(resolved.source(of: "listen") == .flag("--listen"))
         #expect(resolved["name"] == .string("from-env"))
@@ -68,7 +72,9 @@ struct ConfigTests {
             try ConfigFile.parse("role: lead\nwireguard:\n  listen_port: 99999\n", file: "p.yaml", kind: .profile)
         }
         #expect(error?.message == "p.yaml:3: 'wireguard.listen_port' must be an integer in 1...65535, got '99999'")
-        let role = #expect(throws: AgentError.self) { try ConfigFile.parse("role: boss\n", file: "p.yaml", kind: .profile) }
+        let role = #expect(throws: AgentError.self) {
+            try ConfigFile.parse("role: boss\n", file: "p.yaml", kind: .profile)
+        }
         #expect(role?.message == "p.yaml:1: 'role' must be one of lead, compute, edge, got 'boss'")
     }
 
@@ -92,25 +98,32 @@ struct ConfigTests {
 
     @Test("a list where a value belongs, and a scalar where a section belongs, are errors")
     func wrongShapes() {
-        let list = #expect(throws: AgentError.self) { try ConfigFile.parse("listen: [a, b]\n", file: "p.yaml", kind: .profile) }
+        let list = #expect(throws: AgentError.self) {
+            try ConfigFile.parse("listen: [a, b]\n", file: "p.yaml", kind: .profile)
+        }
         #expect(list?.message == "p.yaml:1: 'listen' must be HOST:PORT, got a list")
-        let section = #expect(throws: AgentError.self) { try ConfigFile.parse("gpu: yes\n", file: "p.yaml", kind: .profile) }
+        let section = #expect(throws: AgentError.self) {
+            try ConfigFile.parse("gpu: yes\n", file: "p.yaml", kind: .profile)
+        }
         #expect(section?.message.hasPrefix("p.yaml:1: 'gpu' is a section") == true)
     }
 
     @Test("dead_after must exceed suspect_after, naming both sources")
     func crossKey() throws {
         let error = #expect(throws: AgentError.self) {
-            try ResolvedConfig.resolve(ConfigInputs(
-                profile: try ConfigFile.parse("role: lead\nheartbeat:\n  suspect_after: 5\n  dead_after: 5\n", file: "p.yaml", kind: .profile),
-                hostName: "h", workingDirectory: "/"))
+            try ResolvedConfig.resolve(
+                ConfigInputs(
+                    profile: try ConfigFile.parse(
+                        "role: lead\nheartbeat:\n  suspect_after: 5\n  dead_after: 5\n", file: "p.yaml", kind: .profile),
+                    hostName: "h", workingDirectory: "/"))
         }
         #expect(error?.message.contains("'heartbeat.dead_after' (5, profile p.yaml:4)") == true)
     }
 
     @Test("the GPU inventory parses and rejects incomplete entries")
     func gpus() throws {
-        let layer = try ConfigFile.parse("""
+        let layer = try ConfigFile.parse(
+            """
             gpus:
               - {index: 0, name: RTX 4090, memory_total_mb: 24564, memory_used_mb: 512}
               - index: 1
@@ -138,17 +151,22 @@ struct ConfigTests {
         #expect(!table.contains("hunter2"))
         #expect(table.contains("postgres://aurora:<redacted>@db.example:5432/aurora"))
         #expect(!resolved.renderJSON().contains("hunter2"))
-        #expect(Redaction.redact("host=/tmp user=a password='x y' dbname=b") == "host=/tmp user=a password=<redacted> dbname=b")
+        #expect(
+            Redaction.redact("host=/tmp user=a password='x y' dbname=b")
+                == "host=/tmp user=a password=<redacted> dbname=b")
         #expect(Redaction.redact("redis://:pw@127.0.0.1:6379") == "redis://:<redacted>@127.0.0.1:6379")
         #expect(Redaction.redact("tok") == "<redacted>")
     }
 
     @Test("the shipped profiles parse and set their role", arguments: ["lead", "compute", "edge"])
     func shippedProfiles(_ name: String) throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
         let path = root.appendingPathComponent("profiles/\(name).yaml").path
         let config = NodeConfig(
-            resolved: try ResolvedConfig.resolve(ConfigInputs(profile: try ConfigFile.load(path: path, kind: .profile), hostName: "h", workingDirectory: "/")),
+            resolved: try ResolvedConfig.resolve(
+                ConfigInputs(
+                    profile: try ConfigFile.load(path: path, kind: .profile), hostName: "h", workingDirectory: "/")),
             profileFile: path)
         #expect(config.role.rawValue == name)
         #expect(config.listen.description == "127.0.0.1:9999")
@@ -163,9 +181,12 @@ struct ConfigTests {
     @Test("a missing profile lists where it looked")
     func missingProfile() {
         let error = #expect(throws: AgentError.self) {
-            try ProfileLocator.locate("gpu-box", profilesDir: "/nonexistent", environment: [:], executable: "/usr/bin/true")
+            try ProfileLocator.locate(
+                "gpu-box", profilesDir: "/nonexistent", environment: [:], executable: "/usr/bin/true")
         }
         #expect(error?.code == .profileNotFound)
-        #expect(error?.message.hasPrefix("profile 'gpu-box' not found; looked for gpu-box.yaml in /nonexistent, /etc/aurora/profiles") == true)
+        #expect(
+            error?.message.hasPrefix(
+                "profile 'gpu-box' not found; looked for gpu-box.yaml in /nonexistent, /etc/aurora/profiles") == true)
     }
 }

@@ -3,9 +3,11 @@ import Foundation
 import Logging
 import Mesh
 import Testing
+
 @testable import NodeAgent
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("Outbox record format and ledger (pure core)")
@@ -29,7 +31,9 @@ struct OutboxCoreTests {
         #expect(bytes.count == OutboxRecord.headerSize + record.payload.count)
         let decoded = try #require(OutboxRecord.decode(bytes, at: 0))
         #expect(decoded.record == record && decoded.size == bytes.count)
-        for cut in 0..<bytes.count { #expect(OutboxRecord.decode(Array(bytes.prefix(cut)), at: 0) == nil, "prefix \(cut)") }
+        for cut in 0..<bytes.count {
+            #expect(OutboxRecord.decode(Array(bytes.prefix(cut)), at: 0) == nil, "prefix \(cut)")
+        }
         // A flipped bit anywhere makes it invalid.
         for index in 4..<bytes.count {
             var damaged = bytes
@@ -65,7 +69,9 @@ struct OutboxCoreTests {
 
     @Test("the ledger keeps unacknowledged reports in order and numbers new ones after the highest")
     func ledger() throws {
-        let records = [report(1, "a"), report(2, "b"), OutboxRecord(kind: .acknowledgement, sequence: 1), report(3, "c")]
+        let records = [
+            report(1, "a"), report(2, "b"), OutboxRecord(kind: .acknowledgement, sequence: 1), report(3, "c"),
+        ]
         var ledger = OutboxLedger(records)
         #expect(ledger.pending.map(\.sequence) == [2, 3])
         #expect(ledger.acknowledged == 1 && ledger.nextSequence == 4)
@@ -122,12 +128,15 @@ struct OutboxFileTests {
         #expect(all.map(\.sequence) == all.map(\.sequence).sorted() && all.count == 4)
         await again.acknowledge(through: all.last!.sequence, delivered: 4)
         #expect(again.isEmpty)
-        #expect((try FileManager.default.attributesOfItem(atPath: again.path)[.size] as? Int) == 0, "compacted once empty")
+        #expect(
+            (try FileManager.default.attributesOfItem(atPath: again.path)[.size] as? Int) == 0, "compacted once empty")
         #expect(SecureFile.mode(again.path) == 0o600)
         await again.close()
     }
 
-    @Test("a crash in the middle of a write: the torn record is cut off on open and new appends follow the last whole one")
+    @Test(
+        "a crash in the middle of a write: the torn record is cut off on open and new appends follow the last whole one"
+    )
     func tornWrite() async throws {
         let directory = try scratch()
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -137,7 +146,8 @@ struct OutboxFileTests {
         let path = outbox.path
         await outbox.close()
         // Half of a third record, as a crash during write() leaves it.
-        let torn = OutboxRecord(kind: .report, sequence: 3, payload: Array(try APICoding.encoder().encode(event(3)))).encoded()
+        let torn = OutboxRecord(kind: .report, sequence: 3, payload: Array(try APICoding.encoder().encode(event(3))))
+            .encoded()
         let handle = try #require(FileHandle(forWritingAtPath: path))
         handle.seekToEndOfFile()
         handle.write(Data(torn.prefix(torn.count / 2)))
@@ -150,7 +160,9 @@ struct OutboxFileTests {
         await reopened.close()
         let third = try Outbox(dataDir: directory, logger: logger)
         #expect(!third.tornTailRepaired)
-        #expect(third.peek(limit: 10).compactMap(\.report).map(\.event?.data) == [kept[0], kept[1], event(4)].map(\.event?.data))
+        #expect(
+            third.peek(limit: 10).compactMap(\.report).map(\.event?.data)
+                == [kept[0], kept[1], event(4)].map(\.event?.data))
         #expect(third.status.pending == 3)
         await third.close()
     }

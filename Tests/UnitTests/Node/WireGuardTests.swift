@@ -1,44 +1,67 @@
 import Foundation
 import Testing
+
 @testable import Mesh
 
 /// WireGuard, pure: address allocation with a reuse grace period, rendering against golden
 /// files, the diff that decides whether `wg syncconf` runs, and `wg show dump` parsing.
 @Suite("WireGuard core: IPAM, rendering, diff, dump")
 struct WireGuardTests {
-    static let golden = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let golden = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
         .appendingPathComponent("Golden/wireguard").path
     let network = try! IPv4Network(parsing: "10.0.0.0/24")
 
     func members(lead endpoint: String? = "198.51.100.1:51820") -> [WireGuardConfig.Member] {
         [
-            .init(name: "lead", publicKey: "LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL=", vpnIP: "10.0.0.1", endpoint: endpoint, behindNAT: false),
-            .init(name: "gpu-1", publicKey: "GGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGG=", vpnIP: "10.0.0.2", endpoint: "192.0.2.10:51820", behindNAT: false),
-            .init(name: "gpu-2", publicKey: "CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC=", vpnIP: "10.0.0.3", endpoint: "203.0.113.7:51820", behindNAT: false),
-            .init(name: "edge-1", publicKey: "EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE=", vpnIP: "10.0.0.4", endpoint: nil, behindNAT: true),
-            .init(name: "gone", publicKey: "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX=", vpnIP: "10.0.0.5", endpoint: nil, behindNAT: false, active: false),
+            .init(
+                name: "lead", publicKey: "LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL=", vpnIP: "10.0.0.1",
+                endpoint: endpoint, behindNAT: false),
+            .init(
+                name: "gpu-1", publicKey: "GGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGG=", vpnIP: "10.0.0.2",
+                endpoint: "192.0.2.10:51820", behindNAT: false),
+            .init(
+                name: "gpu-2", publicKey: "CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC=", vpnIP: "10.0.0.3",
+                endpoint: "203.0.113.7:51820", behindNAT: false),
+            .init(
+                name: "edge-1", publicKey: "EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE=", vpnIP: "10.0.0.4",
+                endpoint: nil, behindNAT: true),
+            .init(
+                name: "gone", publicKey: "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX=", vpnIP: "10.0.0.5",
+                endpoint: nil, behindNAT: false, active: false),
         ]
     }
 
     func config(_ name: String, port: Int = 51820, members: [WireGuardConfig.Member]? = nil) -> WireGuardConfig {
         let all = members ?? self.members()
-        return WireGuardConfig.build(for: all.first { $0.name == name }!, privateKey: nil, listenPort: port, network: network, members: all)
+        return WireGuardConfig.build(
+            for: all.first { $0.name == name }!, privateKey: nil, listenPort: port, network: network, members: all)
     }
 
-    @Test("addresses: the lead takes .1, nodes the lowest free, a requested one when free and inside; no room, outside and duplicates are refused")
+    @Test(
+        "addresses: the lead takes .1, nodes the lowest free, a requested one when free and inside; no room, outside and duplicates are refused"
+    )
     func allocation() throws {
         let allocator = AddressAllocator(network: network)
         #expect(IPv4Network.format(allocator.leadAddress) == "10.0.0.1")
         let taken: Set<UInt32> = [allocator.leadAddress, IPv4Network.parse("10.0.0.2")!]
         #expect(try IPv4Network.format(allocator.allocate(requested: nil, taken: taken)) == "10.0.0.3")
-        #expect(try IPv4Network.format(allocator.allocate(requested: IPv4Network.parse("10.0.0.77"), taken: taken)) == "10.0.0.77")
-        let outside = #expect(throws: MeshError.self) { try allocator.allocate(requested: IPv4Network.parse("10.0.1.5"), taken: taken) }
+        #expect(
+            try IPv4Network.format(allocator.allocate(requested: IPv4Network.parse("10.0.0.77"), taken: taken))
+                == "10.0.0.77")
+        let outside = #expect(throws: MeshError.self) {
+            try allocator.allocate(requested: IPv4Network.parse("10.0.1.5"), taken: taken)
+        }
         #expect(outside?.message.contains("not inside the mesh network 10.0.0.0/24") == true)
-        let duplicate = #expect(throws: MeshError.self) { try allocator.allocate(requested: IPv4Network.parse("10.0.0.2"), taken: taken) }
+        let duplicate = #expect(throws: MeshError.self) {
+            try allocator.allocate(requested: IPv4Network.parse("10.0.0.2"), taken: taken)
+        }
         #expect(duplicate?.code == .addressTaken)
         let tiny = AddressAllocator(network: try IPv4Network(parsing: "10.9.0.0/30"))  // .1 lead, .2 one node
         #expect(try IPv4Network.format(tiny.allocate(requested: nil, taken: [tiny.leadAddress])) == "10.9.0.2")
-        let full = #expect(throws: MeshError.self) { try tiny.allocate(requested: nil, taken: [tiny.leadAddress, tiny.network.host(2)]) }
+        let full = #expect(throws: MeshError.self) {
+            try tiny.allocate(requested: nil, taken: [tiny.leadAddress, tiny.network.host(2)])
+        }
         #expect(full?.message.contains("no free address") == true)
         #expect(throws: MeshError.self) { try IPv4Network(parsing: "10.0.0.0/31") }
     }
@@ -47,18 +70,22 @@ struct WireGuardTests {
     func reuseAfterGrace() throws {
         let allocator = AddressAllocator(network: network)
         let taken: Set<UInt32> = [allocator.leadAddress]
-        let removed = AddressAllocator.Released(node: "old-box", address: IPv4Network.parse("10.0.0.2")!, removedAgoS: 600)
+        let removed = AddressAllocator.Released(
+            node: "old-box", address: IPv4Network.parse("10.0.0.2")!, removedAgoS: 600)
         let within = try allocator.allocate(requested: nil, taken: taken, released: [removed], grace: 3600)
         #expect(IPv4Network.format(within.address) == "10.0.0.3" && within.reclaimed == nil)
         let asked = #expect(throws: MeshError.self) {
-            try allocator.allocate(requested: IPv4Network.parse("10.0.0.2"), taken: taken, released: [removed], grace: 3600)
+            try allocator.allocate(
+                requested: IPv4Network.parse("10.0.0.2"), taken: taken, released: [removed], grace: 3600)
         }
         #expect(asked?.message.contains("old-box") == true && asked?.message.contains("3000 s") == true)
         let after = try allocator.allocate(requested: nil, taken: taken, released: [removed], grace: 300)
         #expect(IPv4Network.format(after.address) == "10.0.0.2" && after.reclaimed == "old-box")
     }
 
-    @Test("rendering matches the golden files: peers sorted, /32 each, endpoints when known, keepalive with NAT on either side")
+    @Test(
+        "rendering matches the golden files: peers sorted, /32 each, endpoints when known, keepalive with NAT on either side"
+    )
     func golden() throws {
         let gpu = config("gpu-1")
         #expect(gpu.wgQuick() == (try String(contentsOfFile: Self.golden + "/gpu-1.wg-quick.conf", encoding: .utf8)))
@@ -87,7 +114,10 @@ struct WireGuardTests {
         #expect(WireGuardDiff(from: before, to: before).isEmpty)
         #expect(!WireGuardDiff(from: before, to: before).peersOrInterfaceChanged)
         var grown = members()
-        grown.append(.init(name: "gpu-3", publicKey: "NNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNN=", vpnIP: "10.0.0.6", endpoint: nil, behindNAT: false))
+        grown.append(
+            .init(
+                name: "gpu-3", publicKey: "NNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNN=", vpnIP: "10.0.0.6",
+                endpoint: nil, behindNAT: false))
         grown[2].endpoint = "203.0.113.8:51820"  // gpu-2 moved
         grown.removeAll { $0.name == "edge-1" }
         let after = config("gpu-1", members: grown)
@@ -110,9 +140,14 @@ struct WireGuardTests {
             """
         let parsed = try #require(WireGuardDump(parsing: text))
         #expect(parsed.publicKey == "cHVibGlj" && parsed.listenPort == 51820 && parsed.peers.count == 2)
-        #expect(parsed.peers[0] == WireGuardPeerStatus(publicKey: "UEVFUjE=", endpoint: "172.31.0.2:51820", allowedIPs: ["10.0.0.2/32"],
-                                                       latestHandshake: 1_763_760_000, rxBytes: 9124, txBytes: 8876, persistentKeepalive: 25))
-        #expect(parsed.peers[1].endpoint == nil && parsed.peers[1].allowedIPs.isEmpty && parsed.peers[1].latestHandshake == nil)
+        #expect(
+            parsed.peers[0]
+                == WireGuardPeerStatus(
+                    publicKey: "UEVFUjE=", endpoint: "172.31.0.2:51820", allowedIPs: ["10.0.0.2/32"],
+                    latestHandshake: 1_763_760_000, rxBytes: 9124, txBytes: 8876, persistentKeepalive: 25))
+        #expect(
+            parsed.peers[1].endpoint == nil && parsed.peers[1].allowedIPs.isEmpty
+                && parsed.peers[1].latestHandshake == nil)
         #expect(parsed.peers[1].persistentKeepalive == nil)
         #expect(WireGuardDump(parsing: "Unable to access interface: No such device") == nil)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import NodeAgent
 
 /// How backups hand the store's connection string to pg_dump and pg_restore: taken apart,
@@ -9,7 +10,8 @@ import Testing
 struct BackupConninfoTests {
     @Test("a URL with a password, several hosts and query parameters becomes keywords without the password")
     func url() throws {
-        let conninfo = try Conninfo(parsing: "postgres://mesh:p%40ss%3Aw%2Frd@db1.example:5433,[::1]/aurora?sslmode=require&connect_timeout=3")
+        let conninfo = try Conninfo(
+            parsing: "postgres://mesh:p%40ss%3Aw%2Frd@db1.example:5433,[::1]/aurora?sslmode=require&connect_timeout=3")
         #expect(conninfo.password == "p@ss:w/rd")
         #expect(conninfo.value("user") == "mesh")
         #expect(conninfo.value("host") == "db1.example,::1")
@@ -17,7 +19,10 @@ struct BackupConninfoTests {
         #expect(conninfo.value("dbname") == "aurora")
         #expect(conninfo.value("sslmode") == "require")
         let forTool = conninfo.setting("dbname", "restored").removing("password").keywordString
-        #expect(forTool == "user='mesh' host='db1.example,::1' port='5433,' sslmode='require' connect_timeout='3' dbname='restored'")
+        #expect(
+            forTool
+                == "user='mesh' host='db1.example,::1' port='5433,' sslmode='require' connect_timeout='3' dbname='restored'"
+        )
         #expect(!forTool.contains("p@ss"))
     }
 
@@ -39,7 +44,9 @@ struct BackupConninfoTests {
     func managedAndPlain() throws {
         let managed = try Conninfo(parsing: "host=/var/lib/aurora/postgres port=5432 dbname=aurora user=aurora")
         #expect(managed.password == nil)
-        #expect(managed.setting("dbname", "copy").keywordString == "host='/var/lib/aurora/postgres' port='5432' user='aurora' dbname='copy'")
+        #expect(
+            managed.setting("dbname", "copy").keywordString
+                == "host='/var/lib/aurora/postgres' port='5432' user='aurora' dbname='copy'")
         let plain = try Conninfo(parsing: "postgresql://aurora@127.0.0.1:5432/postgres")
         #expect(plain.parameters.map(\.key) == ["user", "host", "port", "dbname"])
         #expect(try Conninfo(parsing: "postgres:///aurora?host=/run/postgresql").value("host") == "/run/postgresql")
@@ -62,7 +69,9 @@ struct BackupConninfoTests {
         for good in ["restored", "aurora_2025_03_12", "_x", String(repeating: "a", count: 63), "Mixed_Case1"] {
             #expect(BackupArchive.isDatabaseName(good), "\(good)")
         }
-        for bad in ["", "1restored", "has-dash", "has space", "quo\"te", "dröp", String(repeating: "a", count: 64), "a;DROP"] {
+        for bad in [
+            "", "1restored", "has-dash", "has space", "quo\"te", "dröp", String(repeating: "a", count: 64), "a;DROP",
+        ] {
             #expect(!BackupArchive.isDatabaseName(bad), "\(bad)")
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Mesh
 
 /// Backup retention, pure: the UTC calendar it computes itself, backup names, and
@@ -51,17 +52,21 @@ struct BackupRetentionTests {
     func agreesWithFoundation() throws {
         var calendar = Calendar(identifier: .iso8601)
         calendar.timeZone = try #require(TimeZone(identifier: "UTC"))
-        let start = CivilDate(year: 1900, month: 1, day: 1)!.daysSinceEpoch, end = CivilDate(year: 2200, month: 12, day: 31)!.daysSinceEpoch
+        let start = CivilDate(year: 1900, month: 1, day: 1)!.daysSinceEpoch,
+            end = CivilDate(year: 2200, month: 12, day: 31)!.daysSinceEpoch
         var mismatches: [String] = []
         for days in stride(from: start, through: end, by: 1) {
             let date = CivilDate(daysSinceEpoch: days)
-            let parts = calendar.dateComponents([.year, .month, .day, .weekOfYear, .yearForWeekOfYear, .weekday],
-                                                from: Date(timeIntervalSince1970: Double(days) * 86_400))
+            let parts = calendar.dateComponents(
+                [.year, .month, .day, .weekOfYear, .yearForWeekOfYear, .weekday],
+                from: Date(timeIntervalSince1970: Double(days) * 86_400))
             let week = date.isoWeek
             // Foundation: Sunday 1 ... Saturday 7; ISO: Monday 1 ... Sunday 7.
             let isoWeekday = (parts.weekday! + 5) % 7 + 1
-            if (date.year, date.month, date.day) != (parts.year!, parts.month!, parts.day!) || week.year != parts.yearForWeekOfYear!
-                || week.week != parts.weekOfYear! || date.isoWeekday != isoWeekday || date.daysSinceEpoch != days {
+            if (date.year, date.month, date.day) != (parts.year!, parts.month!, parts.day!)
+                || week.year != parts.yearForWeekOfYear!
+                || week.week != parts.weekOfYear! || date.isoWeekday != isoWeekday || date.daysSinceEpoch != days
+            {
                 mismatches.append("\(days): \(date) week \(week.year)-\(week.week)")
             }
             if mismatches.count > 5 { break }
@@ -77,9 +82,11 @@ struct BackupRetentionTests {
         #expect(BackupName.fileName(for: stamp) == "aurora-20250312T104507Z.dump")
         #expect(BackupName.timestamp(of: "aurora-20250312T104507Z.dump") == stamp)
         #expect(stamp.iso8601 == "2025-03-12T10:45:07Z")
-        for name in ["aurora-20250230T000000Z.dump", "aurora-20250312T244500Z.dump", "aurora-20250312T104507Z.dump.sha256",
-                     ".aurora-20250312T104507Z.dump.partial", "aurora-2025-03-12.dump", "../aurora-20250312T104507Z.dump",
-                     "aurora-20250312T104507Z.dump/..", "aurora-+0250312T104507Z.dump", "aurora-20250312t104507z.dump", ""] {
+        for name in [
+            "aurora-20250230T000000Z.dump", "aurora-20250312T244500Z.dump", "aurora-20250312T104507Z.dump.sha256",
+            ".aurora-20250312T104507Z.dump.partial", "aurora-2025-03-12.dump", "../aurora-20250312T104507Z.dump",
+            "aurora-20250312T104507Z.dump/..", "aurora-+0250312T104507Z.dump", "aurora-20250312t104507z.dump", "",
+        ] {
             #expect(BackupName.timestamp(of: name) == nil, "\(name)")
         }
     }
@@ -94,12 +101,16 @@ struct BackupRetentionTests {
             return Self.backup(date.year, date.month, date.day)
         }
         let plan = BackupRetention.plan(backups)
-        #expect(Self.days(plan.keep) == [
-            // monthly: the last backup of each of the 11 months before March 2025
-            "2024-04-30", "2024-05-31", "2024-06-30", "2024-07-31", "2024-08-31", "2024-09-30", "2024-10-31", "2024-11-30",
-            "2024-12-31", "2025-01-31", "2025-02-23", "2025-02-28", "2025-03-02",  // + weekly: the Sundays of two earlier weeks
-            "2025-03-06", "2025-03-07", "2025-03-08", "2025-03-09", "2025-03-10", "2025-03-11", "2025-03-12",  // daily
-        ])
+        #expect(
+            Self.days(plan.keep) == [
+                // monthly: the last backup of each of the 11 months before March 2025
+                "2024-04-30", "2024-05-31", "2024-06-30", "2024-07-31", "2024-08-31", "2024-09-30", "2024-10-31",
+                "2024-11-30",
+                // + weekly: the Sundays of two earlier weeks
+                "2024-12-31", "2025-01-31", "2025-02-23", "2025-02-28", "2025-03-02",
+                // daily
+                "2025-03-06", "2025-03-07", "2025-03-08", "2025-03-09", "2025-03-10", "2025-03-11", "2025-03-12",
+            ])
         #expect(plan.keep.count == 20 && plan.delete.count == 380)
         #expect(plan.keep.first?.name == "aurora-20250312T020000Z.dump")  // newest first
         #expect(plan.reasons["aurora-20250312T020000Z.dump"] == [.newest, .daily, .weekly, .monthly])
@@ -115,7 +126,10 @@ struct BackupRetentionTests {
     func severalPerDay() {
         let backups = (10...12).flatMap { day in [0, 6, 12, 18].map { hour in Self.backup(2025, 3, day, hour, 30) } }
         let plan = BackupRetention.plan(backups.shuffled())
-        #expect(plan.keep.map(\.name) == ["aurora-20250312T183000Z.dump", "aurora-20250311T183000Z.dump", "aurora-20250310T183000Z.dump"])
+        #expect(
+            plan.keep.map(\.name) == [
+                "aurora-20250312T183000Z.dump", "aurora-20250311T183000Z.dump", "aurora-20250310T183000Z.dump",
+            ])
         #expect(plan.delete.count == 9)
         #expect(plan.delete.map(\.name) == plan.delete.map(\.name).sorted(by: >), "deletions are listed newest first")
     }
@@ -133,7 +147,10 @@ struct BackupRetentionTests {
 
     @Test("ISO week boundaries: Sunday night and Monday morning are different weeks")
     func weekBoundaries() {
-        let backups = [Self.backup(2025, 3, 3, 10), Self.backup(2025, 3, 9, 23, 59), Self.backup(2025, 3, 10, 0, 1), Self.backup(2025, 3, 12)]
+        let backups = [
+            Self.backup(2025, 3, 3, 10), Self.backup(2025, 3, 9, 23, 59), Self.backup(2025, 3, 10, 0, 1),
+            Self.backup(2025, 3, 12),
+        ]
         let plan = BackupRetention.plan(backups, policy: RetentionPolicy(daily: 0, weekly: 2, monthly: 0))
         #expect(Self.days(plan.keep) == ["2025-03-09", "2025-03-12"])
         #expect(Self.days(plan.delete) == ["2025-03-03", "2025-03-10"])
@@ -141,7 +158,9 @@ struct BackupRetentionTests {
 
     @Test("the year boundary: an ISO week that spans New Year is one week; December and January are two months")
     func yearBoundary() {
-        let backups = [Self.backup(2024, 12, 29), Self.backup(2024, 12, 30), Self.backup(2024, 12, 31), Self.backup(2025, 1, 1)]
+        let backups = [
+            Self.backup(2024, 12, 29), Self.backup(2024, 12, 30), Self.backup(2024, 12, 31), Self.backup(2025, 1, 1),
+        ]
         let weekly = BackupRetention.plan(backups, policy: RetentionPolicy(daily: 0, weekly: 2, monthly: 0))
         #expect(Self.days(weekly.keep) == ["2024-12-29", "2025-01-01"])
         let monthly = BackupRetention.plan(backups, policy: RetentionPolicy(daily: 0, weekly: 0, monthly: 2))

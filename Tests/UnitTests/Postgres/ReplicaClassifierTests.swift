@@ -1,5 +1,6 @@
 import AuroraAPI
 import Testing
+
 @testable import Mesh
 @testable import NodeAgent
 
@@ -10,10 +11,16 @@ struct ReplicaClassifierTests {
     let limits = ReplicaThresholds(maxLagS: 5, maxLagBytes: 16 << 20, stallAfterS: 10, silentAfterS: 30)
 
     /// A streaming standby: replayed up to `replay`, the primary at `end`.
-    static func standby(at: Double, replay: UInt64, end: UInt64, received: UInt64? = nil, heartbeatAge: Double? = 0.5,
-                        status: String? = "streaming", silent: Double? = 0.2) -> ReplicaSample {
-        ReplicaSample(at: at, .standby(.init(receiverStatus: status, receiveLSN: LSN(received ?? end), replayLSN: LSN(replay),
-                                             primaryEndLSN: LSN(end), lastMessageAgeS: silent, heartbeatAgeS: heartbeatAge)))
+    static func standby(
+        at: Double, replay: UInt64, end: UInt64, received: UInt64? = nil, heartbeatAge: Double? = 0.5,
+        status: String? = "streaming", silent: Double? = 0.2
+    ) -> ReplicaSample {
+        ReplicaSample(
+            at: at,
+            .standby(
+                .init(
+                    receiverStatus: status, receiveLSN: LSN(received ?? end), replayLSN: LSN(replay),
+                    primaryEndLSN: LSN(end), lastMessageAgeS: silent, heartbeatAgeS: heartbeatAge)))
     }
 
     func run(_ samples: [ReplicaSample], thresholds: ReplicaThresholds? = nil) -> [ReplicaVerdict] {
@@ -37,7 +44,8 @@ struct ReplicaClassifierTests {
         // 30 s of an idle primary, sampled every 2 s: nothing pending; the heartbeat row is at
         // most a second old while the lead writes it, then 40 s old when the writer is gone.
         let position: UInt64 = 0x3000_0000
-        let samples = (0..<15).map { Self.standby(at: Double($0) * 2, replay: position, end: position, heartbeatAge: 0.9) }
+        let samples =
+            (0..<15).map { Self.standby(at: Double($0) * 2, replay: position, end: position, heartbeatAge: 0.9) }
             + [Self.standby(at: 32, replay: position, end: position, heartbeatAge: 40)]
         let verdicts = run(samples)
         #expect(verdicts.allSatisfy { $0.state == .streaming && $0.lagBytes == 0 && $0.lagS == 0 })
@@ -47,10 +55,14 @@ struct ReplicaClassifierTests {
     func catchingUp() {
         let end: UInt64 = 0x1000_0000
         let lags: [UInt64] = [0, 2 * Self.mb, 40 * Self.mb, 30 * Self.mb, 12 * Self.mb, 9 * Self.mb, 7 * Self.mb, 0]
-        let verdicts = run(lags.enumerated().map { index, lag in
-            Self.standby(at: Double(index) * 2, replay: end - lag, end: end, heartbeatAge: lag == 0 ? 0.5 : 1.5)
-        })
-        #expect(verdicts.map(\.state) == [.streaming, .streaming, .catchingUp, .catchingUp, .catchingUp, .catchingUp, .streaming, .streaming])
+        let verdicts = run(
+            lags.enumerated().map { index, lag in
+                Self.standby(at: Double(index) * 2, replay: end - lag, end: end, heartbeatAge: lag == 0 ? 0.5 : 1.5)
+            })
+        #expect(
+            verdicts.map(\.state) == [
+                .streaming, .streaming, .catchingUp, .catchingUp, .catchingUp, .catchingUp, .streaming, .streaming,
+            ])
         #expect(verdicts[2].lagBytes == 40 * Self.mb)
         #expect(verdicts[2].lagS == 1.5)
         #expect(verdicts[2].reason.contains("lag"))
@@ -75,7 +87,10 @@ struct ReplicaClassifierTests {
         samples.append(Self.standby(at: 14, replay: stuck + 4096, end: end))
         samples.append(Self.standby(at: 16, replay: end, end: end))
         let states = run(samples).map(\.state)
-        #expect(states == [.streaming, .streaming, .streaming, .streaming, .streaming, .stalled, .stalled, .streaming, .streaming])
+        #expect(
+            states == [
+                .streaming, .streaming, .streaming, .streaming, .streaming, .stalled, .stalled, .streaming, .streaming,
+            ])
         // Nothing pending: an unchanged replay position is no stall.
         let idle = run((0...10).map { Self.standby(at: Double($0) * 2, replay: end, end: end) })
         #expect(idle.allSatisfy { $0.state == .streaming })
@@ -105,14 +120,18 @@ struct ReplicaClassifierTests {
         var expectPrimary = limits
         expectPrimary.expectPrimary = true
         #expect(run([ReplicaSample(at: 0, .primary)], thresholds: expectPrimary).map(\.state) == [.primary])
-        #expect(run([ReplicaSample(at: 0, .down("connection refused"))]).first == ReplicaVerdict(state: .down, reason: "connection refused"))
+        #expect(
+            run([ReplicaSample(at: 0, .down("connection refused"))]).first
+                == ReplicaVerdict(state: .down, reason: "connection refused"))
     }
 
     @Test("flapping at the threshold: lag hovering around the limit is one change, not one per sample")
     func flapping() {
         let end: UInt64 = 0x4000_0000
         let lags: [UInt64] = [15, 17, 15, 17, 16, 17, 15, 15, 17, 15].map { $0 * Self.mb }
-        let states = run(lags.enumerated().map { Self.standby(at: Double($0.offset) * 2, replay: end - $0.element, end: end) }).map(\.state)
+        let states = run(
+            lags.enumerated().map { Self.standby(at: Double($0.offset) * 2, replay: end - $0.element, end: end) }
+        ).map(\.state)
         #expect(states.first == .streaming)
         #expect(states.dropFirst().allSatisfy { $0 == .catchingUp })
         let changes = zip(states, states.dropFirst()).filter { $0 != $1 }.count
@@ -139,31 +158,46 @@ struct ReplicaClassifierTests {
         #expect(!LagLimit.seconds(5).admits(lagBytes: 0, lagS: nil))
         #expect(LagLimit.bytes(100).admits(lagBytes: 100, lagS: nil))
 
-        let slots = [SlotCheck.Slot(name: "b", active: false, retainedBytes: 2 << 30), SlotCheck.Slot(name: "a", active: true, retainedBytes: 5 << 30),
-                     SlotCheck.Slot(name: "c", active: false, retainedBytes: 1 << 20), SlotCheck.Slot(name: "d", active: false, retainedBytes: nil)]
+        let slots = [
+            SlotCheck.Slot(name: "b", active: false, retainedBytes: 2 << 30),
+            SlotCheck.Slot(name: "a", active: true, retainedBytes: 5 << 30),
+            SlotCheck.Slot(name: "c", active: false, retainedBytes: 1 << 20),
+            SlotCheck.Slot(name: "d", active: false, retainedBytes: nil),
+        ]
         #expect(SlotCheck.inactive(slots, retainingMoreThan: 1 << 30).map(\.name) == ["b"])
     }
 
     @Test("the mesh-wide view pairs each node with the primary's view of it, by slot, else by name")
     func overview() {
         func node(_ name: String, _ health: ReplicaHealth?) -> Node {
-            Node(name: name, role: .compute, company: "", vpnIP: "10.0.0.2", state: .alive, lastSeen: "", labels: [:],
-                 wireguard: .init(publicKey: "", listenPort: 1), capabilities: .unknown, version: "", address: nil, joinedAt: "",
-                 signPublicKey: "", boxPublicKey: "", postgres: health)
+            Node(
+                name: name, role: .compute, company: "", vpnIP: "10.0.0.2", state: .alive, lastSeen: "", labels: [:],
+                wireguard: .init(publicKey: "", listenPort: 1), capabilities: .unknown, version: "", address: nil,
+                joinedAt: "",
+                signPublicKey: "", boxPublicKey: "", postgres: health)
         }
         func standby(_ application: String, slot: String?) -> StandbyView {
-            StandbyView(applicationName: application, clientAddr: "127.0.0.1", state: "streaming", sentLSN: nil, writeLSN: nil, flushLSN: nil,
-                        replayLSN: nil, lagBytes: 0, writeLagS: nil, flushLagS: nil, replayLagS: nil, slot: slot)
+            StandbyView(
+                applicationName: application, clientAddr: "127.0.0.1", state: "streaming", sentLSN: nil, writeLSN: nil,
+                flushLSN: nil,
+                replayLSN: nil, lagBytes: 0, writeLagS: nil, flushLagS: nil, replayLagS: nil, slot: slot)
         }
-        let primary = ReplicaHealth(role: .primary, state: "primary", reason: "", degraded: false,
-                                    standbys: [standby("walreceiver", slot: "replica_b"), standby("c", slot: nil), standby("walreceiver", slot: "orphan")],
-                                    sampledAt: "")
+        let primary = ReplicaHealth(
+            role: .primary, state: "primary", reason: "", degraded: false,
+            standbys: [
+                standby("walreceiver", slot: "replica_b"), standby("c", slot: nil),
+                standby("walreceiver", slot: "orphan"),
+            ],
+            sampledAt: "")
         func replica(slot: String?) -> ReplicaHealth {
-            ReplicaHealth(role: .replica, state: "streaming", reason: "", degraded: false,
-                          receiver: ReceiverView(status: "streaming", sender: nil, lastMsgAgeS: 0, slot: slot), sampledAt: "")
+            ReplicaHealth(
+                role: .replica, state: "streaming", reason: "", degraded: false,
+                receiver: ReceiverView(status: "streaming", sender: nil, lastMsgAgeS: 0, slot: slot), sampledAt: "")
         }
-        let view = ReplicaOverview.build([node("c", replica(slot: nil)), node("lead", primary), node("b", replica(slot: "replica_b")),
-                                          node("plain", nil)])
+        let view = ReplicaOverview.build([
+            node("c", replica(slot: nil)), node("lead", primary), node("b", replica(slot: "replica_b")),
+            node("plain", nil),
+        ])
         #expect(view.primary == "lead")
         #expect(view.members.map(\.node) == ["b", "c", "lead"])
         #expect(view.members[0].primaryView?.slot == "replica_b")

@@ -1,5 +1,6 @@
 import AuroraTestKit
 import Testing
+
 @testable import NodeAgent
 
 @Suite("Store schema")

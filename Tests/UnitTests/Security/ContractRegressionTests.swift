@@ -1,9 +1,10 @@
 import AuroraAPI
 import HTTPTypes
 import Logging
-@testable import NodeAgent
 import Secrets
 import Testing
+
+@testable import NodeAgent
 
 /// Requests the contract fuzzer (Tests/contract/run) found to fail, kept as pure checks.
 @Suite("Contract fuzzing regressions")
@@ -12,7 +13,9 @@ struct ContractRegressionTests {
     func nulInJobSubmission() throws {
         // schemathesis: POST /api/gpu/jobs {"kind": "generate", "payload": {"model": "m", "prompt": "p", "options": {"\u0000": 1}}}
         func refusal(_ submission: JobSubmission) -> String? {
-            do { _ = try JobCoordinator.validate(submission); return nil } catch { return error.status == .badRequest ? error.message : "\(error.status)" }
+            do { _ = try JobCoordinator.validate(submission); return nil } catch {
+                return error.status == .badRequest ? error.message : "\(error.status)"
+            }
         }
         let nul = "a\u{0}b"
         let payload: [String: JSONValue] = ["model": .string("m"), "prompt": .string("p")]
@@ -20,12 +23,18 @@ struct ContractRegressionTests {
         var nested = payload
         nested["options"] = .object(["x": .array([.object([nul: .number(1)])])])
         #expect(refusal(JobSubmission(kind: .generate, payload: nested)) == "payload must not contain U+0000")
-        #expect(refusal(JobSubmission(kind: .generate, payload: ["model": .string("m"), "prompt": .string(nul)]))
+        #expect(
+            refusal(JobSubmission(kind: .generate, payload: ["model": .string("m"), "prompt": .string(nul)]))
                 == "payload must not contain U+0000")
-        #expect(refusal(JobSubmission(kind: .generate, payload: payload, idempotencyKey: nul)) == "idempotency_key must not contain U+0000")
-        #expect(refusal(JobSubmission(kind: .generate, requirements: JobRequirements(gpuModel: nul), payload: payload))
+        #expect(
+            refusal(JobSubmission(kind: .generate, payload: payload, idempotencyKey: nul))
+                == "idempotency_key must not contain U+0000")
+        #expect(
+            refusal(JobSubmission(kind: .generate, requirements: JobRequirements(gpuModel: nul), payload: payload))
                 == "requirements.gpu_model must not contain U+0000")
-        #expect(refusal(JobSubmission(kind: .generate, requirements: JobRequirements(labels: ["zone": nul]), payload: payload))
+        #expect(
+            refusal(
+                JobSubmission(kind: .generate, requirements: JobRequirements(labels: ["zone": nul]), payload: payload))
                 == "requirements.labels must not contain U+0000")
     }
 
@@ -34,13 +43,17 @@ struct ContractRegressionTests {
         // schemathesis: POST /api/tokens {"profile": "compute", "labels": {"k": "a\u0000b"}} answered 503 store_unavailable.
         let store = Store(conninfo: "host=/nonexistent")
         func answer(_ request: TokenCreateRequest) async -> String {
-            do { _ = try await JoinTokens.create(request, store: store); return "created" } catch { return "\(error.status.code) \(error.code)" }
+            do { _ = try await JoinTokens.create(request, store: store); return "created" } catch {
+                return "\(error.status.code) \(error.code)"
+            }
         }
         #expect(await answer(TokenCreateRequest(profile: .compute, labels: ["k": "a\u{0}b"])) == "400 bad_request")
         #expect(await answer(TokenCreateRequest(profile: .compute, labels: ["a\u{0}b": "v"])) == "400 bad_request")
         #expect(await answer(TokenCreateRequest(profile: .compute, company: "acme\u{0}evil")) == "400 bad_request")
         // A good request gets past validation to the (absent) store.
-        #expect(await answer(TokenCreateRequest(profile: .compute, company: "acme", labels: ["k": "v"])) == "503 store_unavailable")
+        #expect(
+            await answer(TokenCreateRequest(profile: .compute, company: "acme", labels: ["k": "v"]))
+                == "503 store_unavailable")
     }
 
     @Test("a secret scope id holding U+0000 is refused (a 400), not a store failure")
@@ -56,11 +69,15 @@ struct ContractRegressionTests {
     func nulInConnectivityReport() async {
         // schemathesis (signed as a node): POST /api/connectivity/status {"results": [{"service": "s", "url": "u",
         // "state": "down", "error": "a\u0000b", "checked_at": "…"}]} answered 503 store_unavailable.
-        let board = ConnectivityBoard(store: Store(conninfo: "host=/nonexistent"), hub: EventHub(), logger: Logger(label: "test"))
+        let board = ConnectivityBoard(
+            store: Store(conninfo: "host=/nonexistent"), hub: EventHub(), logger: Logger(label: "test"))
         func answer(_ error: String) async -> String {
-            let result = ProbeResult(service: "api", url: "http://127.0.0.1:9/", state: .down, latencyMs: nil, status: nil, error: error,
-                                     checkedAt: "2026-01-01T00:00:00.000Z")
-            do { try await board.report("gpu-1", [result]); return "accepted" } catch { return "\(error.status.code) \(error.code)" }
+            let result = ProbeResult(
+                service: "api", url: "http://127.0.0.1:9/", state: .down, latencyMs: nil, status: nil, error: error,
+                checkedAt: "2026-01-01T00:00:00.000Z")
+            do { try await board.report("gpu-1", [result]); return "accepted" } catch {
+                return "\(error.status.code) \(error.code)"
+            }
         }
         #expect(await answer("a\u{0}b") == "400 bad_request")
         // A good report gets past the check to the (absent) store.

@@ -1,5 +1,5 @@
-import Testing
 import Mesh
+import Testing
 
 /// Inputs that `Fuzz/run` found to break a parser, kept so they stay fixed.
 @Suite("Fuzz findings")
@@ -34,10 +34,15 @@ struct FuzzFindingTests {
         let members: [WireGuardConfig.Member] = [
             .init(name: "lead", publicKey: "TGVhZA==", vpnIP: "10.0.0.1", endpoint: nil, behindNAT: false),
             .init(name: "gpu-01", publicKey: "UGVlcjE=", vpnIP: "10.0.0.2", endpoint: evil, behindNAT: false),
-            .init(name: "gpu-02", publicKey: "UGVlcjI=", vpnIP: "10.0.0.3", endpoint: " 192.0.2.1:51820", behindNAT: false),
-            .init(name: "gpu-03", publicKey: "UGVlcjM=", vpnIP: "10.0.0.4", endpoint: "[2001:db8::1]:51820", behindNAT: false),
+            .init(
+                name: "gpu-02", publicKey: "UGVlcjI=", vpnIP: "10.0.0.3", endpoint: " 192.0.2.1:51820", behindNAT: false
+            ),
+            .init(
+                name: "gpu-03", publicKey: "UGVlcjM=", vpnIP: "10.0.0.4", endpoint: "[2001:db8::1]:51820",
+                behindNAT: false),
         ]
-        let config = WireGuardConfig.build(for: members[0], privateKey: nil, listenPort: 51820, network: network, members: members)
+        let config = WireGuardConfig.build(
+            for: members[0], privateKey: nil, listenPort: 51820, network: network, members: members)
         #expect(config.peers.map(\.endpoint) == [nil, nil, "[2001:db8::1]:51820"])
         #expect(!config.wgQuick().contains("0.0.0.0/0"))
         #expect(WireGuardConfig(wgQuick: config.wgQuick(), node: "lead") == config)
@@ -45,7 +50,8 @@ struct FuzzFindingTests {
 
     @Test("empty AllowedIPs entries ('AllowedIPs = 1, ,') are dropped when the wg-quick file is read back")
     func wireGuardEmptyAllowedIP() throws {
-        let file = "[Interface]\nAddress = 10.0.0.1/24\nListenPort = 51820\n# gpu-01\n[Peer]\nPublicKey = UGVlcjE=\nAllowedIPs = 10.0.0.2/32, ,\n"
+        let file =
+            "[Interface]\nAddress = 10.0.0.1/24\nListenPort = 51820\n# gpu-01\n[Peer]\nPublicKey = UGVlcjE=\nAllowedIPs = 10.0.0.2/32, ,\n"
         let config = try #require(WireGuardConfig(wgQuick: file, node: "lead"))
         #expect(config.peers.map(\.allowedIPs) == [["10.0.0.2/32"]])
         #expect(WireGuardConfig(wgQuick: config.wgQuick(), node: "lead") == config)

@@ -1,12 +1,15 @@
 import Testing
+
 @testable import Mesh
 
 @Suite("Input rules, checked numbers and rate limits (pure)")
 struct InputRulesTests {
     @Test("lag limits out of range are refused, never trap")
     func lagLimitRanges() {
-        for text in ["1e20b", "99999999999999999999GB", "1e300s", "18446744073709551616", "nan", "inf", "-1s", "1e19",
-                     "18446744073709551615gb", "0x1p70b", String(repeating: "9", count: 40), "5\u{0}xyzs", "5 s"] {
+        for text in [
+            "1e20b", "99999999999999999999GB", "1e300s", "18446744073709551616", "nan", "inf", "-1s", "1e19",
+            "18446744073709551615gb", "0x1p70b", String(repeating: "9", count: 40), "5\u{0}xyzs", "5 s",
+        ] {
             #expect(LagLimit(text) == nil, "\(text)")
         }
         #expect(LagLimit("1152921504606846976") == .bytes(1 << 60))
@@ -22,7 +25,9 @@ struct InputRulesTests {
         try InputRules.identifier("gpu-1 ünïcode ok", field: "f")
         #expect(throws: MeshError.self) { try InputRules.identifier(String(repeating: "a", count: 254), field: "f") }
         try InputRules.freeText("line 1\n\tline 2\r\n", field: "f", maxBytes: 100)
-        let refused = #expect(throws: MeshError.self) { try InputRules.freeText("a\u{0}b", field: "prompt", maxBytes: 100) }
+        let refused = #expect(throws: MeshError.self) {
+            try InputRules.freeText("a\u{0}b", field: "prompt", maxBytes: 100)
+        }
         #expect(refused?.message == "prompt contains a control character (U+0000)")
         #expect(InputRules.printable("\u{1B}[2Jgone") == "\\u{001B}[2Jgone")
         #expect(InputRules.sanitizedFreeText("ok\n\u{1B}[31m") == "ok\n\\u{001B}[31m")
@@ -40,7 +45,9 @@ struct InputRulesTests {
 
     @Test("hosts: names, IPv4 and IPv6 only; an endpoint with a newline is no HOST:PORT")
     func hosts() throws {
-        #expect(InputRules.host("gpu-1.example.com") && InputRules.host("10.0.0.1") && InputRules.host("::1") && InputRules.host("fe80::1"))
+        #expect(
+            InputRules.host("gpu-1.example.com") && InputRules.host("10.0.0.1") && InputRules.host("::1")
+                && InputRules.host("fe80::1"))
         for bad in ["a\nb", "a b", "-a", "a..b", "[::1]", "a/b", ""] { #expect(!InputRules.host(bad), "\(bad)") }
         #expect(throws: MeshError.self) { try HostPort(parsing: "1.2.3.4:51820\nPostUp = id") }
         #expect(throws: MeshError.self) { try HostPort(parsing: "1.2.3.4:+80") }
@@ -63,9 +70,12 @@ struct InputRulesTests {
 
     @Test("checked numbers: no conversion traps")
     func numbers() {
-        #expect(CheckedNumber.uint64(1e20) == nil && CheckedNumber.uint64(-1) == nil && CheckedNumber.uint64(.nan) == nil)
+        #expect(
+            CheckedNumber.uint64(1e20) == nil && CheckedNumber.uint64(-1) == nil && CheckedNumber.uint64(.nan) == nil)
         #expect(CheckedNumber.uint64(18_446_744_073_709_549_568) == 18_446_744_073_709_549_568)
-        #expect(CheckedNumber.int64(9.3e18) == nil && CheckedNumber.int64(-9.3e18) == nil && CheckedNumber.int64(.infinity) == nil)
+        #expect(
+            CheckedNumber.int64(9.3e18) == nil && CheckedNumber.int64(-9.3e18) == nil
+                && CheckedNumber.int64(.infinity) == nil)
         #expect(CheckedNumber.clamped(1e300, to: 0...10) == 10 && CheckedNumber.clamped(.nan, to: 0...10) == 0)
         #expect(CheckedNumber.milliseconds(seconds: 1.5, maxSeconds: 60) == 1500)
         #expect(CheckedNumber.milliseconds(seconds: 61, maxSeconds: 60) == nil)

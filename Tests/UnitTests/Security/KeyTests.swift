@@ -1,9 +1,10 @@
+import AuroraTestKit
 import Foundation
 import Logging
 import Testing
+
 @testable import NodeAgent
 @testable import Secrets
-import AuroraTestKit
 
 @Suite("Keys, identity and the operator token")
 struct KeyTests {
@@ -11,7 +12,8 @@ struct KeyTests {
     func wgPubkey(_ privateKey: String, in directory: String) async throws -> String {
         let input = directory + "/wg-in-\(UUID().uuidString)"
         try (privateKey + "\n").write(toFile: input, atomically: true, encoding: .utf8)
-        let result = try await ChildProcess.run("/bin/sh", ["-c", "wg pubkey < '\(input)'"], outputDirectory: directory)
+        let result = try await ChildProcess.run(
+            "/bin/sh", ["-c", "wg pubkey < '\(input)'"], outputDirectory: directory)
         #expect(result.code == 0, "wg pubkey failed: \(result.stderr)")
         return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -27,7 +29,9 @@ struct KeyTests {
         }
         let genkey = try await ChildProcess.run("/usr/bin/wg", ["genkey"], outputDirectory: scratch.path)
         let fromWg = try WireGuardPrivateKey(base64: genkey.stdout)
-        #expect(try await wgPubkey(genkey.stdout.trimmingCharacters(in: .whitespacesAndNewlines), in: scratch.path) == fromWg.publicKey.base64)
+        #expect(
+            try await wgPubkey(genkey.stdout.trimmingCharacters(in: .whitespacesAndNewlines), in: scratch.path)
+                == fromWg.publicKey.base64)
     }
 
     @Test("generated WireGuard keys are clamped like wg genkey")
@@ -95,7 +99,8 @@ struct KeyTests {
         let logger = Logger(label: "test")
         try FileManager.default.createDirectory(atPath: scratch.path + "/keys", withIntermediateDirectories: true)
         let token = try AdminToken.loadOrCreate(dataDir: scratch.path, keysDir: scratch.path + "/keys", logger: logger)
-        let plaintext = try String(contentsOfFile: scratch.path + "/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let plaintext = try String(contentsOfFile: scratch.path + "/admin.token", encoding: .utf8).trimmingCharacters(
+            in: .whitespacesAndNewlines)
         #expect(SecureFile.mode(scratch.path + "/admin.token") == 0o600)
         #expect(plaintext.hasPrefix("aur_") && plaintext.count == 68)
         #expect(token.accepts(plaintext))
@@ -106,7 +111,8 @@ struct KeyTests {
 
         // The operator may delete the clear copy; the agent keeps working and never rewrites it.
         try FileManager.default.removeItem(atPath: scratch.path + "/admin.token")
-        let reloaded = try AdminToken.loadOrCreate(dataDir: scratch.path, keysDir: scratch.path + "/keys", logger: logger)
+        let reloaded = try AdminToken.loadOrCreate(
+            dataDir: scratch.path, keysDir: scratch.path + "/keys", logger: logger)
         #expect(reloaded.accepts(plaintext))
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/admin.token"))
     }

@@ -1,6 +1,7 @@
 import AuroraAPI
-@testable import Secrets
 import Testing
+
+@testable import Secrets
 
 /// The secrets core, pure apart from libsodium: envelope encryption, scope resolution and the
 /// audit hash chain.
@@ -13,22 +14,26 @@ struct SecretsCoreTests {
 
     @Test("a sealed value opens for its row, and the ciphertext does not contain it")
     func roundTrip() throws {
-        let sealed = Envelope.seal(SecureBytes(copying: Array("sk-live-123".utf8)), for: row, master: master, kekVersion: 1)
+        let sealed = Envelope.seal(
+            SecureBytes(copying: Array("sk-live-123".utf8)), for: row, master: master, kekVersion: 1)
         #expect(text(try Envelope.open(sealed, for: row, master: master)) == "sk-live-123")
         #expect(!String(decoding: sealed.ciphertext, as: UTF8.self).contains("sk-live"))
         // Two seals of one value differ (fresh data key and nonces).
-        let again = Envelope.seal(SecureBytes(copying: Array("sk-live-123".utf8)), for: row, master: master, kekVersion: 1)
+        let again = Envelope.seal(
+            SecureBytes(copying: Array("sk-live-123".utf8)), for: row, master: master, kekVersion: 1)
         #expect(again.ciphertext != sealed.ciphertext && again.wrappedKey != sealed.wrappedKey)
     }
 
     @Test("AAD binding: a ciphertext moved to another row does not open")
     func rowSwap() {
         let sealed = Envelope.seal(SecureBytes(copying: Array("value".utf8)), for: row, master: master, kekVersion: 1)
-        for other in [SecretRow(scope: "company", scopeID: "globex", service: "openai", keyName: "api_key", version: 3),
-                      SecretRow(scope: "node", scopeID: "acme", service: "openai", keyName: "api_key", version: 3),
-                      SecretRow(scope: "company", scopeID: "acme", service: "anthropic", keyName: "api_key", version: 3),
-                      SecretRow(scope: "company", scopeID: "acme", service: "openai", keyName: "org", version: 3),
-                      SecretRow(scope: "company", scopeID: "acme", service: "openai", keyName: "api_key", version: 2)] {
+        for other in [
+            SecretRow(scope: "company", scopeID: "globex", service: "openai", keyName: "api_key", version: 3),
+            SecretRow(scope: "node", scopeID: "acme", service: "openai", keyName: "api_key", version: 3),
+            SecretRow(scope: "company", scopeID: "acme", service: "anthropic", keyName: "api_key", version: 3),
+            SecretRow(scope: "company", scopeID: "acme", service: "openai", keyName: "org", version: 3),
+            SecretRow(scope: "company", scopeID: "acme", service: "openai", keyName: "api_key", version: 2),
+        ] {
             #expect(throws: SecretsError.self) { try Envelope.open(sealed, for: other, master: master) }
         }
     }
@@ -55,7 +60,9 @@ struct SecretsCoreTests {
     func rewrap() throws {
         let sealed = Envelope.seal(SecureBytes(copying: Array("value".utf8)), for: row, master: master, kekVersion: 1)
         let rewrapped = try Envelope.rewrap(sealed, for: row, master: master, kekVersion: 2)
-        #expect(rewrapped.kekVersion == 2 && rewrapped.ciphertext == sealed.ciphertext && rewrapped.wrappedKey != sealed.wrappedKey)
+        #expect(
+            rewrapped.kekVersion == 2 && rewrapped.ciphertext == sealed.ciphertext
+                && rewrapped.wrappedKey != sealed.wrappedKey)
         #expect(text(try Envelope.open(rewrapped, for: row, master: master)) == "value")
     }
 
@@ -81,14 +88,18 @@ struct SecretsCoreTests {
         // Every subset of the three scopes, plus values of other nodes and companies that must never win.
         for mask in 0..<8 {
             var available: [SecretScope: String] = [.node("gpu-2"): "other node", .company("globex"): "other company"]
-            for (bit, scope) in scopes.enumerated() where mask & (1 << bit) != 0 { available[scope] = scope.description }
+            for (bit, scope) in scopes.enumerated() where mask & (1 << bit) != 0 {
+                available[scope] = scope.description
+            }
             let expected = scopes.first { available[$0] != nil }
             let resolved = SecretResolution.resolve(available, node: node, company: company)
             #expect(resolved?.scope == expected, "mask \(mask)")
             #expect(resolved?.value == expected?.description)
         }
         // A node without a company reads its own override or the global value.
-        #expect(SecretResolution.resolve([.company("acme"): "x", .global: "g"], node: "edge-1", company: "")?.scope == .global)
+        #expect(
+            SecretResolution.resolve([.company("acme"): "x", .global: "g"], node: "edge-1", company: "")?.scope
+                == .global)
         #expect(SecretResolution.mayRead(.node("gpu-1"), node: "gpu-1", company: "acme"))
         #expect(!SecretResolution.mayRead(.node("gpu-2"), node: "gpu-1", company: "acme"))
         #expect(!SecretResolution.mayRead(.company("globex"), node: "gpu-1", company: "acme"))
@@ -108,9 +119,12 @@ struct SecretsCoreTests {
     func chain(_ count: Int) -> [AuditRecord] {
         var records: [AuditRecord] = []
         for i in 1...count {
-            records.append(AuditChain.append(after: records.last, at: "2026-11-21T10:00:0\(i % 10).000Z", actor: i % 2 == 0 ? "node:gpu-1" : "operator",
-                                             action: i % 2 == 0 ? "read" : "write", service: "openai", keyName: "api_key",
-                                             node: i % 2 == 0 ? "gpu-1" : nil, scope: "company:acme", version: i, result: "ok"))
+            records.append(
+                AuditChain.append(
+                    after: records.last, at: "2026-11-21T10:00:0\(i % 10).000Z",
+                    actor: i % 2 == 0 ? "node:gpu-1" : "operator",
+                    action: i % 2 == 0 ? "read" : "write", service: "openai", keyName: "api_key",
+                    node: i % 2 == 0 ? "gpu-1" : nil, scope: "company:acme", version: i, result: "ok"))
         }
         return records
     }
