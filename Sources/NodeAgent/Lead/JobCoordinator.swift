@@ -44,20 +44,20 @@ actor JobCoordinator {
     let logger: Logger
     let leadName: String
 
-    private var book: Book
-    private var nodes: [String: NodeUpdate] = [:]
+    var book: Book
+    var nodes: [String: NodeUpdate] = [:]
     var waiters = JobWaiters()
-    private var keysInFlight = Set<String>()
+    var keysInFlight = Set<String>()
     private(set) var loaded = false
-    private var reloading = false
+    var reloading = false
     /// Graceful shutdown: long-polls answer at once so the HTTP server can drain.
     private(set) var closing = false
 
-    private let submitted = Counter(label: "aurora_jobs_submitted_total")
-    private let finished = Counter(label: "aurora_jobs_finished_total")
-    private let requeued = Counter(label: "aurora_jobs_requeued_total")
-    private let queuedGauge = Gauge(label: "aurora_jobs_queued")
-    private let placedGauge = Gauge(label: "aurora_jobs_placed")
+    let submitted = Counter(label: "aurora_jobs_submitted_total")
+    let finished = Counter(label: "aurora_jobs_finished_total")
+    let requeued = Counter(label: "aurora_jobs_requeued_total")
+    let queuedGauge = Gauge(label: "aurora_jobs_queued")
+    let placedGauge = Gauge(label: "aurora_jobs_placed")
 
     init(store: Store, hub: EventHub, leadName: String, policy: Scheduler.Policy = .binpack, logger: Logger) {
         self.store = store
@@ -393,14 +393,14 @@ actor JobCoordinator {
 
     // MARK: Carrying out
 
-    private func requireLoaded() throws(Refusal) {
+    func requireLoaded() throws(Refusal) {
         guard loaded else {
             throw Refusal(.unavailable, code: "starting", message: "the job coordinator is starting; retry in a moment")
         }
     }
 
     /// Places what fits, writes the placements, then wakes the nodes that got jobs.
-    private func dispatch() async throws(AgentError) {
+    func dispatch() async throws(AgentError) {
         let placed = book.place(now: Self.now())
         guard !placed.changes.isEmpty else { return }
         var writes = Writes()
@@ -410,7 +410,7 @@ actor JobCoordinator {
     }
 
     /// Wakes the nodes with news (stops), then writes the changes (requeues, cancellations).
-    private func carryOut(_ directives: Book.Directives) async throws(Refusal) {
+    func carryOut(_ directives: Book.Directives) async throws(Refusal) {
         wakeNodes(directives.wake)
         guard !directives.changes.isEmpty else { return }
         var writes = Writes()
@@ -419,7 +419,7 @@ actor JobCoordinator {
     }
 
     /// Adds a change's row and event to a batch, and counts and logs requeues.
-    private func write(_ change: Book.Change, into writes: inout Writes, result: JSONValue? = nil) {
+    func write(_ change: Book.Change, into writes: inout Writes, result: JSONValue? = nil) {
         var job = Self.job(change.record)
         switch change {
         case .queued(let record):
@@ -469,7 +469,7 @@ actor JobCoordinator {
     /// Writes a batch in one transaction and publishes its events after the commit; waiters
     /// on finished jobs wake once it committed, so they read the final row. A failed write
     /// leaves the book ahead of the store: the coordinator reloads.
-    private func commit(_ writes: Writes) async throws(AgentError) -> Writes.Outcome {
+    func commit(_ writes: Writes) async throws(AgentError) -> Writes.Outcome {
         let hub = self.hub
         let publish: @Sendable (Writes.Outcome) -> Void = { outcome in
             if case .committed(let events) = outcome { hub.publish(events) }
@@ -497,7 +497,7 @@ actor JobCoordinator {
         }
     }
 
-    private func fetch(_ id: String, for caller: String) async throws(Refusal) -> Job {
+    func fetch(_ id: String, for caller: String) async throws(Refusal) -> Job {
         let row: [String?]?
         do { row = try await store.query("SELECT \(JobRows.columns) FROM jobs WHERE id = $1", [id]).rows.first } catch {
             throw Refusal.storeUnavailable(error)
@@ -507,33 +507,8 @@ actor JobCoordinator {
     }
 
     /// Another caller's job is answered as if it did not exist: its id tells nothing.
-    private static func notFound(_ id: String) -> Refusal {
+    static func notFound(_ id: String) -> Refusal {
         Refusal.notFound("no job with id '\(InputRules.printable(String(id.prefix(64))))'")
-    }
-
-    // MARK: Views
-
-    /// An open job as the API shows it, with its place in the queue and ETA when queued.
-    private func view(_ record: Book.Record, positions: [String: Int]? = nil) -> Job {
-        var job = Self.job(record)
-        if job.state == .queued {
-            job.position = positions?[job.id] ?? book.scheduler.position(of: job.id, now: Self.now().wallSeconds)
-            job.etaS = job.position.flatMap {
-                Book.eta(position: $0, slots: max(1, book.scheduler.placedCount), mean: book.meanRunTime)
-            }
-        }
-        return job
-    }
-
-    private func queuePositions() -> [String: Int] {
-        var positions: [String: Int] = [:]
-        for (index, id) in book.scheduler.order(now: Self.now().wallSeconds).enumerated() { positions[id] = index + 1 }
-        return positions
-    }
-
-    /// Jobs ahead run `slots` at a time, each for the mean run time.
-    static func eta(position: Int, slots: Int, mean: Double?) -> Double? {
-        Book.eta(position: position, slots: slots, mean: mean)
     }
 }
 

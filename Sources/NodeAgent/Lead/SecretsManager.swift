@@ -34,11 +34,11 @@ actor SecretsManager {
     let logger: Logger
     /// Sealed, signed answers by node, key and version (nothing in them is readable without the
     /// node's private key).
-    private let answers = AnswerCache(limit: 100_000)
+    let answers = AnswerCache(limit: 100_000)
     /// The key-encryption key new values are wrapped with.
-    private var kekVersion = 1
+    var kekVersion = 1
     /// Every slot that is not deleted, with its current version: reads resolve from here alone.
-    private var current: [Slot: Current] = [:]
+    var current: [Slot: Current] = [:]
     /// The head of the audit chain: the next record's `previous_hash` is its hash.
     var lastAudit: AuditRecord?
 
@@ -180,7 +180,7 @@ actor SecretsManager {
             service: service, keyName: keyName, scope: scope.name, scopeID: scope.id, version: existing.version)
     }
 
-    private func save(_ value: SecureBytes, at slot: Slot, actor: String, action: String, restoredFrom: Int?)
+    func save(_ value: SecureBytes, at slot: Slot, actor: String, action: String, restoredFrom: Int?)
         async throws(Refusal) -> SecretInfo
     {
         let version: Int
@@ -356,7 +356,7 @@ actor SecretsManager {
     }
 
     /// Resolves, then writes the audit record. Fails closed: no audit, no value.
-    private func resolveAudited(
+    func resolveAudited(
         service: String, keyName: String, node: String, company: String, actor: String, action: String,
         auditNode: String?? = .none
     ) async throws(Refusal) -> (Slot, Current) {
@@ -373,7 +373,7 @@ actor SecretsManager {
         return (slot, found)
     }
 
-    private nonisolated func open(_ found: Current, at slot: Slot) throws(Refusal) -> SecureBytes {
+    nonisolated func open(_ found: Current, at slot: Slot) throws(Refusal) -> SecureBytes {
         do { return try Envelope.open(found.sealed, for: Self.row(slot, version: found.version), master: master) } catch
         {
             throw Refusal(
@@ -398,7 +398,7 @@ actor SecretsManager {
             message: "node '\(node)' may read only what resolves for itself, not \(asked)")
     }
 
-    private func resolve(service: String, keyName: String, node: String, company: String, actor: String) throws(Refusal)
+    func resolve(service: String, keyName: String, node: String, company: String, actor: String) throws(Refusal)
         -> (Slot, Current)
     {
         var available: [SecretScope: Current] = [:]
@@ -413,78 +413,17 @@ actor SecretsManager {
         return (Slot(service: service, keyName: keyName, scope: scope), found)
     }
 
-    // MARK: Views (operator)
-
-    /// `GET /api/secrets`: every current secret's name, scope and version, never a value.
-    func list() throws(Refusal) -> SecretList {
-        try requireLoaded()
-        let secrets = current.map { slot, found in
-            SecretInfo(
-                service: slot.service, keyName: slot.keyName, scope: slot.scope.name, scopeID: slot.scope.id,
-                version: found.version,
-                updatedAt: found.updatedAt)
-        }
-        return SecretList(
-            secrets: secrets.sorted {
-                ($0.service, $0.keyName, $0.scope, $0.scopeID) < ($1.service, $1.keyName, $1.scope, $1.scopeID)
-            })
-    }
-
-    /// Every stored version of one slot, oldest first, marking the current one (none after a
-    /// delete); 404 when the slot never had a version.
-    func versions(service: String, keyName: String, scope: SecretScope) async throws(Refusal) -> SecretVersions {
-        try requireLoaded()
-        let rows: [[String?]]
-        do {
-            rows = try await store.query(
-                """
-                SELECT version, \(SQL.iso("created_at")), created_by, restored_from FROM secrets
-                WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4 ORDER BY version
-                """, [service, keyName, scope.name, scope.id]
-            ).rows
-        } catch { throw Refusal.storeUnavailable(error) }
-        guard !rows.isEmpty else { throw Refusal.notFound("no secret \(service)/\(keyName) at \(scope)") }
-        let head = current[Slot(service: service, keyName: keyName, scope: scope)]?.version
-        return SecretVersions(
-            service: service, keyName: keyName, scope: scope.name, scopeID: scope.id,
-            versions: rows.compactMap { row in
-                guard let version = row[0].flatMap({ Int($0) }), let at = row[1] else { return nil }
-                return SecretVersions.Version(
-                    version: version, createdAt: at, createdBy: row[2] ?? "", current: version == head,
-                    restoredFrom: row[3].flatMap { Int($0) })
-            })
-    }
-
-    /// The audit log, oldest first; with `verify`, whether its chain holds.
-    func auditLog(verify: Bool, limit: Int) async throws(Refusal) -> AuditLog {
-        let rows: [[String?]]
-        do {
-            rows = try await store.query(
-                "SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash FROM secret_audit ORDER BY seq"
-            ).rows
-        } catch { throw Refusal.storeUnavailable(error) }
-        let records = rows.compactMap(Self.audit)
-        var log = AuditLog(entries: Array(records.suffix(limit)))
-        if verify {
-            let problem =
-                records.count == rows.count ? AuditChain.verify(records, head: lastAudit?.seq) : .changed(seq: 0)
-            log.verified = problem == nil
-            log.problem = problem?.description
-        }
-        return log
-    }
-
     // MARK: Internals
 
     /// 503 `starting` until ``load()`` finished.
-    private func requireLoaded() throws(Refusal) {
+    func requireLoaded() throws(Refusal) {
         guard loaded else {
             throw Refusal(.unavailable, code: "starting", message: "the secrets manager is starting; retry in a moment")
         }
     }
 
     /// The next audit record; memory moves on at once so concurrent appends chain in order.
-    private func nextAudit(
+    func nextAudit(
         actor: String, action: String, service: String, keyName: String, node: String? = nil, scope: String? = nil,
         version: Int? = nil, result: String
     ) -> AuditRecord {
@@ -497,7 +436,7 @@ actor SecretsManager {
 
     /// Writes `statements`, the audit record and the event in one transaction; publishes the
     /// event after the commit. A failed write reloads the audit head from the store.
-    private func commit(_ statements: [(String, [String?])], audit record: AuditRecord, event: EventLog.Draft?)
+    func commit(_ statements: [(String, [String?])], audit record: AuditRecord, event: EventLog.Draft?)
         async throws(AgentError)
     {
         let audit = (
@@ -527,7 +466,7 @@ actor SecretsManager {
         .rows.first.flatMap(audit)
     }
 
-    private static func audit(_ row: [String?]) -> AuditRecord? {
+    static func audit(_ row: [String?]) -> AuditRecord? {
         guard row.count == 12, let seq = row[0].flatMap({ Int64($0) }), let at = row[1], let actor = row[2],
             let action = row[3],
             let service = row[4], let keyName = row[5], let result = row[9], let previous = row[10], let hash = row[11]
@@ -580,7 +519,7 @@ actor SecretsManager {
         }
     }
 
-    private static func slot(_ row: [String?]) -> Slot? {
+    static func slot(_ row: [String?]) -> Slot? {
         guard let service = row[0], let keyName = row[1], let scopeName = row[2], let scopeID = row[3],
             let scope = try? SecretScope(name: scopeName, id: scopeID)
         else { return nil }
@@ -588,7 +527,7 @@ actor SecretsManager {
     }
 
     /// Version and sealed value from columns `start`… (version, ciphertext, nonce, wrapped key, wrap nonce, kek version, time).
-    private static func current(_ row: [String?], from start: Int) -> Current? {
+    static func current(_ row: [String?], from start: Int) -> Current? {
         guard row.count >= start + 7, let version = row[start].flatMap({ Int($0) }),
             let ciphertext = unb64(row[start + 1]),
             let nonce = unb64(row[start + 2]), let wrapped = unb64(row[start + 3]),
@@ -602,16 +541,16 @@ actor SecretsManager {
                 kekVersion: kek), updatedAt: at)
     }
 
-    private static func b64(_ bytes: [UInt8]) -> String { Data(bytes).base64EncodedString() }
-    private static func unb64(_ text: String?) -> [UInt8]? {
+    static func b64(_ bytes: [UInt8]) -> String { Data(bytes).base64EncodedString() }
+    static func unb64(_ text: String?) -> [UInt8]? {
         text.flatMap { Data(base64Encoded: $0) }.map { [UInt8]($0) }
     }
 }
 
 /// A bounded map of sealed answers; cleared when full (answers are cheap to make again).
 final class AnswerCache: Sendable {
-    private let entries = Mutex<[String: SecretRead]>([:])
-    private let limit: Int
+    let entries = Mutex<[String: SecretRead]>([:])
+    let limit: Int
 
     init(limit: Int) { self.limit = limit }
 
