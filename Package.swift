@@ -76,7 +76,7 @@ let package = Package(
         .target(
             name: "NodeAgent",
             dependencies: [
-                "Secrets", "Mesh", "AuroraAPI", "AuroraTLS", "CLibPQ", "CHiredis", "CSpawn",
+                "Secrets", "Mesh", "AuroraAPI", "AuroraTLS", "AuroraClient", "CLibPQ", "CHiredis", "CSpawn",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

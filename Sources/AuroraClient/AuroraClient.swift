@@ -23,6 +23,15 @@ public struct AuroraClient: Sendable {
     /// How long an ordinary call may take; long calls take their own (``restoreBackup(_:into:timeout:)``).
     public var timeout: TimeAmount
     let httpClient: HTTPClient
+    /// Signs each request (a node's calls to its lead): the headers to add for the method, the
+    /// path as sent (with its query) and the body. Nil: only the bearer token, if any.
+    public var signer: Signer?
+    /// A TLS configuration that already trusts exactly one pinned certificate (a node's lead,
+    /// whose certificate it saved at join): used as it is, without the pin handshake.
+    public var pinnedTLS: TLSConfiguration?
+
+    /// Signs a request: `(method, path with query, body) -> headers`.
+    public typealias Signer = @Sendable (_ method: String, _ path: String, _ body: [UInt8]) -> [(String, String)]
 
     public init(
         baseURL: String, token: String? = nil, pin: TLSPin? = nil, timeout: TimeAmount = .seconds(5),
@@ -45,6 +54,7 @@ public struct AuroraClient: Sendable {
     /// For an https agent: a configuration that trusts only the certificate whose key matches
     /// the pin, checked in a handshake before anything is sent. Nil for http.
     func tlsConfiguration() async throws(AuroraClientError) -> TLSConfiguration? {
+        if let pinnedTLS { return pinnedTLS }
         guard let url = URLComponents(string: baseURL), url.scheme?.lowercased() == "https" else { return nil }
         guard let pin else {
             var failure = AuroraClientError(
@@ -74,7 +84,8 @@ public struct AuroraClient: Sendable {
 
     /// One request to be sent: the endpoint, its path as sent, and what goes with it.
     struct Call {
-        var endpoint: Endpoint
+        /// `GET`, `POST`, …: the endpoint's, or a forwarded call's own.
+        var method: String
         var path: String
         var body: Data?
         var accept: String?
@@ -94,7 +105,7 @@ public struct AuroraClient: Sendable {
             throw AuroraClientError(.invalidArgument, "\(endpoint): the request does not encode: \(error)")
         }
         return Call(
-            endpoint: endpoint, path: endpoint.path(parameters, query: query), body: data, accept: accept,
+            method: endpoint.method, path: endpoint.path(parameters, query: query), body: data, accept: accept,
             timeout: timeout)
     }
 
@@ -102,10 +113,15 @@ public struct AuroraClient: Sendable {
     func send(_ call: Call) async throws(AuroraClientError) -> HTTPClientResponse {
         var request = HTTPClientRequest(url: baseURL + call.path)
         request.tlsConfiguration = try await tlsConfiguration()
-        request.method = HTTPMethod(rawValue: call.endpoint.method)
+        request.method = HTTPMethod(rawValue: call.method)
         if let body = call.body {
             request.body = .bytes(ByteBuffer(bytes: body))
             request.headers.add(name: "Content-Type", value: "application/json")
+        }
+        if let signer {
+            for (name, value) in signer(call.method, call.path, call.body.map { [UInt8]($0) } ?? []) {
+                request.headers.add(name: name, value: value)
+            }
         }
         if let token { request.headers.add(name: Headers.authorization, value: "Bearer \(token)") }
         if let accept = call.accept { request.headers.add(name: "Accept", value: accept) }
@@ -123,7 +139,7 @@ public struct AuroraClient: Sendable {
             return Data(try await response.body.collect(upTo: limit).readableBytesView)
         } catch is NIOTooManyBytesError {
             var failure = AuroraClientError(
-                .undecodable, "\(call.endpoint.method) \(call.path): the answer is larger than \(limit) bytes")
+                .undecodable, "\(call.method) \(call.path): the answer is larger than \(limit) bytes")
             failure.status = Int(response.status.code)
             throw failure
         } catch {
@@ -143,9 +159,9 @@ public struct AuroraClient: Sendable {
         }
         if let refusal = try? APICoding.decoder().decode(ErrorResponse.self, from: data) {
             return .refused(
-                refusal.error, status: status, method: call.endpoint.method, path: call.path, baseURL: baseURL)
+                refusal.error, status: status, method: call.method, path: call.path, baseURL: baseURL)
         }
-        return .unexpected(status: status, method: call.endpoint.method, path: call.path, baseURL: baseURL)
+        return .unexpected(status: status, method: call.method, path: call.path, baseURL: baseURL)
     }
 
     /// Sends `call` and decodes `T` from an answer whose status `accepts` takes (any 2xx unless
@@ -161,6 +177,19 @@ public struct AuroraClient: Sendable {
             return value
         }
         throw await failure(response, call, body: body)
+    }
+
+    /// Sends `method path` as it is (a path built from the route table, with its query) and
+    /// returns the status and body whatever the status: for an agent forwarding a client's call
+    /// to its lead verbatim. Throws only when there is no answer (or it is over `limit` bytes).
+    public func exchange(
+        method: String, path: String, body: [UInt8], timeout: TimeAmount? = nil, limit: Int = 32 << 20
+    ) async throws(AuroraClientError) -> (status: Int, body: [UInt8]) {
+        let call = Call(
+            method: method, path: path, body: body.isEmpty ? nil : Data(body), accept: nil, timeout: timeout)
+        let response = try await send(call)
+        let data = try await collect(response, call, upTo: limit)
+        return (Int(response.status.code), [UInt8](data))
     }
 
     /// Sends `call` and returns its body, a stream, once the answer is 200.

@@ -1,6 +1,7 @@
 import AsyncAlgorithms
 import AsyncHTTPClient
 import AuroraAPI
+import AuroraClient
 import AuroraTLS
 import Foundation
 import Logging
@@ -159,6 +160,18 @@ struct LeadClient: Sendable {
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
 
+    /// The typed client this call goes through: the link's URL and pinned TLS, this node's
+    /// signature on every request, the process-wide connection pool.
+    private func client(_ timeout: Duration) -> AuroraClient {
+        var client = AuroraClient(
+            baseURL: baseURL, timeout: .milliseconds(Int64(timeout / .milliseconds(1))), httpClient: Self.http)
+        client.pinnedTLS = link.tls
+        if let signer {
+            client.signer = { method, path, body in signer.headers(method: method, path: path, body: body) }
+        }
+        return client
+    }
+
     /// Sends a request (signed when a signer is set) and decodes a 2xx answer as `T`.
     func call<T: Decodable>(
         _ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none, as type: T.Type,
@@ -176,25 +189,10 @@ struct LeadClient: Sendable {
     func relay(_ method: HTTPMethod, _ path: String, body: [UInt8], timeout: Duration) async throws(LeadCallError) -> (
         status: Int, body: [UInt8]
     ) {
-        var request = HTTPClientRequest(url: baseURL + path)
-        request.method = method
-        request.tlsConfiguration = link.tls
-        if !body.isEmpty {
-            request.body = .bytes(ByteBuffer(bytes: body))
-            request.headers.add(name: "Content-Type", value: "application/json")
-        }
-        if let signer {
-            for (name, value) in signer.headers(method: method.rawValue, path: path, body: body) {
-                request.headers.add(name: name, value: value)
-            }
-        }
         do {
-            let response = try await Self.http.execute(
-                request, timeout: .milliseconds(Int64(timeout / .milliseconds(1))))
-            let collected = try await response.body.collect(upTo: 32 << 20)
-            return (Int(response.status.code), Array(collected.readableBytesView))
+            return try await client(timeout).exchange(method: method.rawValue, path: path, body: body)
         } catch {
-            throw .unreachable(Self.reason(error))
+            throw .unreachable(error.reason ?? error.message)
         }
     }
 
@@ -202,34 +200,14 @@ struct LeadClient: Sendable {
     func send(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none, timeout: Duration)
         async throws(LeadCallError) -> [UInt8]
     {
-        var request = HTTPClientRequest(url: baseURL + path)
-        request.method = method
-        request.tlsConfiguration = link.tls
-        var bytes: [UInt8] = []
-        if let body {
-            bytes = Array((try? APICoding.encoder().encode(body)) ?? Data())
-            request.body = .bytes(ByteBuffer(bytes: bytes))
-            request.headers.add(name: "Content-Type", value: "application/json")
-        }
-        if let signer {
-            for (name, value) in signer.headers(method: method.rawValue, path: path, body: bytes) {
-                request.headers.add(name: name, value: value)
-            }
-        }
-        let response: HTTPClientResponse
-        let collected: ByteBuffer
-        do {
-            response = try await Self.http.execute(request, timeout: .milliseconds(Int64(timeout / .milliseconds(1))))
-            collected = try await response.body.collect(upTo: 32 << 20)
-        } catch {
-            throw .unreachable(Self.reason(error))
-        }
-        let answer = Array(collected.readableBytesView)
-        guard (200..<300).contains(Int(response.status.code)) else {
+        let bytes = body.map { Array((try? APICoding.encoder().encode($0)) ?? Data()) } ?? []
+        let (status, answer) = try await relay(method, path, body: bytes, timeout: timeout)
+        guard (200..<300).contains(status) else {
             let error =
                 (try? APICoding.decoder().decode(ErrorResponse.self, from: Data(answer)))
-                ?? ErrorResponse(code: "http_\(response.status.code)", message: response.status.reasonPhrase)
-            throw .refused(status: Int(response.status.code), error)
+                ?? ErrorResponse(
+                    code: "http_\(status)", message: HTTPResponseStatus(statusCode: status).reasonPhrase)
+            throw .refused(status: status, error)
         }
         return answer
     }
