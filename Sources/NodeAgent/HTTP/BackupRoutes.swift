@@ -7,6 +7,16 @@ import ServiceLifecycle
 extension HTTPServer {
     /// Backup routes (docs/API.md, section 4.13): operator calls on the lead, which owns the
     /// mesh database and DATA/backups. Other agents answer `not_lead`.
+    ///
+    /// Every route needs the operator token; failures map through ``backupError(_:)``.
+    ///
+    /// - `GET /api/backups`: the archive's backups, newest first;
+    /// - `POST /api/backups`: takes one while the request lasts; 201 with it, or, with
+    ///   `Accept: application/x-ndjson`, 200 and progress lines ending in one line with the backup or
+    ///   the error (409 `backup_running` is still a status, checked before the 200);
+    /// - `POST /api/backups/{file}/verify`: the checksum, and that pg_restore reads the backup;
+    /// - `POST /api/backups/{file}/restore`: into the new database the body's `into` names (201),
+    ///   never over an existing one (409 `database_exists`).
     static func addBackupRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, lead: LeadParts) {
         let maxBody = agent.maxBody, token = agent.token
         let backups = lead.backups
@@ -64,6 +74,7 @@ extension HTTPServer {
     }
 
     /// On a compute or edge node every backup call is the lead's.
+    /// All four answer 421 `not_lead` before any token is checked.
     static func addBackupRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, node: NodeParts) {
         leadOnly(router, API.listBackups, "backups", agent: agent)
         leadOnly(router, API.createBackup, "backups", agent: agent)
@@ -72,6 +83,9 @@ extension HTTPServer {
     }
 
     /// Runs the backup for a streamed answer: progress into `sink`, then the last line.
+    ///
+    /// The last line is the backup, or the error as ``backupError(_:)`` maps it; any other error (a
+    /// graceful shutdown stopped pg_dump) is `backup_failed`. `sink` is finished either way.
     private static func streamedBackup(_ backups: BackupArchive, sink: AsyncStream<BackupStreamLine>.Continuation) async
         -> BackupStreamLine
     {
@@ -90,6 +104,7 @@ extension HTTPServer {
         }
     }
 
+    /// One NDJSON line: the JSON object and a newline.
     private static func ndjson(_ line: BackupStreamLine) throws -> ByteBuffer {
         var data = try APICoding.encoder().encode(line)
         data.append(UInt8(ascii: "\n"))
@@ -103,6 +118,10 @@ extension HTTPServer {
     }
 
     /// The HTTP face of a backup failure.
+    ///
+    /// Another backup running and an existing database are 409, a missing backup 404, a corrupt one
+    /// 422 `backup_corrupt`, bad input 400, a store failure 503 `store_unavailable`; anything else
+    /// 500 `backup_failed` with the error's message (never the store's password).
     static func backupError(_ error: AgentError) -> Refusal {
         switch error.code {
         case .backupRunning: Refusal(.conflict, code: "backup_running", message: error.message)

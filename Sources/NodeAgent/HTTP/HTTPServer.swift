@@ -11,9 +11,17 @@ import Prometheus
 import ServiceLifecycle
 
 /// The agent's HTTP API (Hummingbird), on loopback by default.
+///
+/// A namespace: the route groups are its extensions, one file per area (registry, jobs, secrets
+/// and connectivity, backups, PostgreSQL, WireGuard, operator views). Who may call what is
+/// docs/API.md §3a, enforced here by `authorize`, `authenticateNode`, `client` and ``JobAccess``.
 public enum HTTPServer {
     /// Builds the applications, each a `Service` in the agent's `ServiceGroup`: plain HTTP on
     /// `listen`, and TLS 1.3 on `tls.listen` when set. Both serve the same routes.
+    ///
+    /// Connections that stay idle, or send a request head too slowly, close after
+    /// `http.idle_timeout_s`; a request head holds at most 100 fields, 16 KiB per field and 64 KiB
+    /// in all. Throws when the TLS identity does not make a server configuration.
     static func applications(
         agent: AgentParts, role: RoleParts, metrics: PrometheusCollectorRegistry?,
         tls: TLSIdentity, logger: Logger
@@ -62,6 +70,19 @@ public enum HTTPServer {
     /// Every route of the API (docs/openapi.yaml lists the same set; a unit test compares them):
     /// the same paths on every agent, answered by the lead's subsystems on the lead and forwarded,
     /// served from caches or refused with `not_lead` elsewhere.
+    ///
+    /// Middleware, outermost first: ``APIErrorMiddleware`` (so every refusal below it, 429 and 413
+    /// included, gets the error body and is counted), ``RequestLimitMiddleware``, then
+    /// ``BodyLimitMiddleware``. Served here, the same on every agent:
+    ///
+    /// - `GET /health`: anyone; 200 while the agent's status is `ok`, else 503 with the same body;
+    /// - `GET /metrics`: anyone; Prometheus text, `aurora_uptime_seconds` refreshed first;
+    /// - `GET /api/openapi.json`: anyone; 500 `internal` if the built-in document does not convert;
+    /// - `GET /api/agent`: the operator token; this agent's health, pid, data directory, listener,
+    ///   start time, public identity and mesh id.
+    ///
+    /// Then the role's groups (registry, jobs, secrets, backups: one overload per role) and those
+    /// that take the role (PostgreSQL, operator views) or need none (WireGuard).
     static func router(
         agent: AgentParts, role: RoleParts, metrics: PrometheusCollectorRegistry?,
         logger: Logger
@@ -123,12 +144,19 @@ public enum HTTPServer {
     }
 
     /// Whether `host` is a loopback address or name (plain HTTP is fine there).
+    ///
+    /// Textual: no name is resolved, and an IPv4-mapped `::ffff:127.0.0.1` does not count.
     static func isLoopback(_ host: String) -> Bool {
         host.hasPrefix("127.") || host == "::1" || host.lowercased() == "localhost"
     }
 
     /// A bearer token that needs at least `role` (a scoped API token, or the operator token):
     /// the caller's name as jobs record it. 401 for an unknown token, 403 for too small a role.
+    ///
+    /// The operator token is role `admin`, caller `operator`. API tokens exist only on the lead: one
+    /// answers its grant's role and caller (`api:ID[@COMPANY]`, or `operator` for an `admin` one), so
+    /// another agent accepts only its own operator token. A missing header, a scheme other than
+    /// `Bearer` (any case) or an unknown token is 401 `unauthorized`; too small a role 403 `forbidden`.
     static func authorize(_ request: Request, token: AdminToken, role needed: APIRole) throws -> String {
         guard let header = request.headers[.authorization] else {
             throw Refusal.unauthorized("this call needs the operator token or an API token (Authorization: Bearer …)")
@@ -147,6 +175,10 @@ public enum HTTPServer {
     }
 
     /// Operator calls carry `Authorization: Bearer <token>`.
+    ///
+    /// Accepted: this agent's operator token and, on the lead, an API token with role `admin`. A
+    /// missing header, another scheme or any other token is 401 `unauthorized`, never 403: a `read`
+    /// or `submit` API token is simply not an operator. The caller's name is not returned.
     static func authorize(_ request: Request, token: AdminToken) throws {
         guard let header = request.headers[.authorization] else {
             throw Refusal.unauthorized(
@@ -158,6 +190,8 @@ public enum HTTPServer {
         }
     }
 
+    /// A JSON answer with `status`: `Content-Type: application/json`, keys sorted, slashes not
+    /// escaped (``APICoding``). Throws only when `value` does not encode (then a 500 `internal`).
     static func json(_ value: some Encodable, status: HTTPResponse.Status) throws -> Response {
         let data = try APICoding.encoder().encode(value)
         return Response(
@@ -170,6 +204,15 @@ public enum HTTPServer {
 
 /// Turns every error into `{"error": {"code", "message"}}` with the right status, and counts
 /// requests by method and status. Internal errors are logged, never shown.
+///
+/// - a ``Refusal``: its status and code, and `Retry-After` (seconds) when it has one (429);
+/// - Hummingbird's `HTTPError` (no route, a body over the limit, a malformed request): its
+///   status, with the codes of ``describe(_:request:)``;
+/// - anything else: 500 `internal`, logged with the path and the error's type only.
+///
+/// Metrics: `aurora_http_requests_total` by method and status, and
+/// `aurora_http_request_duration_seconds` by method, in whole milliseconds. For a streamed body
+/// (events, backups) the time runs until the response head is ready, not to the stream's end.
 struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let logger: Logger
 
@@ -203,6 +246,10 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         return response
     }
 
+    /// The code and message for an error Hummingbird raised itself: `not_found` and
+    /// `method_not_allowed` name the method and path; `payload_too_large` and `bad_request` use the
+    /// error's body when it has one; any other status its reason phrase in snake case
+    /// (`service_unavailable`), with the body, else the phrase, as the message.
     static func describe(_ error: HTTPError, request: Request) -> (String, String) {
         switch error.status {
         case .notFound: ("not_found", "no route for \(request.method.rawValue) \(request.uri.path)")
@@ -218,6 +265,8 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         }
     }
 
+    /// The error body `{"error": {"code", "message"}}` as a JSON answer with `status`; `{}` should
+    /// it not encode.
     static func render(status: HTTPResponse.Status, code: String, message: String) -> Response {
         let body = (try? APICoding.encoder().encode(ErrorResponse(code: code, message: message))) ?? Data("{}".utf8)
         return Response(
@@ -228,7 +277,11 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 
 /// Refuses bodies over `http.max_body_bytes` with 413 before any handler sees them: at once
 /// from `Content-Length`, or while collecting a chunked body.
+///
+/// The whole body is collected here, in memory, before the route runs, so a handler's own
+/// `collectBody(upTo:)` reads that buffer rather than the connection.
 struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// `http.max_body_bytes`: the largest body accepted, in bytes.
     let maxBytes: Int
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws

@@ -8,6 +8,22 @@ extension HTTPServer {
     /// GPU job routes (docs/API.md). Client calls are answered by the lead (operator token or a
     /// node's signature) and forwarded by every other agent (local operator token) with that
     /// agent's signed identity. Worker calls are signed and served by the lead only.
+    ///
+    /// Clients prove themselves with `client`; which jobs a caller sees is ``JobAccess`` (another's
+    /// job is 404):
+    ///
+    /// - `POST /api/gpu/jobs`: role `submit`, or a node's signature; 201 for a new job, 200 for the
+    ///   job its idempotency key already names; exec jobs only from the mesh admin (403);
+    /// - `POST /api/gpu/generate`: the same callers; a `generate` job built from the request and
+    ///   waited on up to `wait_s` (0 to `JobCoordinator.Limits.maxWait`, else 400): 200 once it
+    ///   finished, 202 while it is still open;
+    /// - `GET /api/gpu/jobs` (`?state=`, `?limit=` 1-10000, default 100), `GET /api/gpu/jobs/{id}`
+    ///   (`?wait=` seconds for it to finish), `GET /api/gpu/status`, `GET /api/gpu/queue`: role
+    ///   `read`, or a node's signature;
+    /// - `DELETE /api/gpu/jobs/{id}`: role `submit`, or a node's signature, for a job it may read;
+    /// - `GET /api/gpu/assignments` (`?wait=` up to 60 s, default 20 s), `POST /api/gpu/jobs/{id}/result`:
+    ///   a worker's signature; the assignments are the signing node's own, and a result is taken only
+    ///   for a job on that node, at its current attempt (else 409).
     static func addJobRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, lead: LeadParts) {
         let maxBody = agent.maxBody, token = agent.token
         let jobs = lead.jobs, registry = lead.registry
@@ -99,6 +115,11 @@ extension HTTPServer {
     /// The same routes on a compute or edge node: client calls are forwarded to the lead with
     /// this node's signed identity (its local operator token required); worker calls are the
     /// lead's.
+    ///
+    /// The lead's status and body are relayed as they are, so its refusals reach the caller
+    /// unchanged. There the call runs as `node:NAME` (this node): it sees only the jobs this node
+    /// submitted and may not submit exec jobs. Timeouts: 10 s; `generate` the longest wait plus 5 s;
+    /// a job read its `?wait=` plus 10 s. Assignments and results: 421 `not_lead`.
     static func addJobRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, node: NodeParts) {
         let maxBody = agent.maxBody, token = agent.token
         let membership = node.membership
@@ -139,6 +160,9 @@ extension HTTPServer {
 
     /// Who calls (`operator`, `api:ID[@COMPANY]` or `node:NAME`) and the body: a bearer token
     /// with at least `role` (reads need `read`, submitting and cancelling `submit`), or a node's signature.
+    ///
+    /// With an `Authorization` header the token decides (401, or 403 for too small a role) and no
+    /// signature is tried; without one the request must be signed (401 otherwise). Lead only.
     static func client(
         _ request: Request, context: AgentRequestContext, token: AdminToken, registry: Registry,
         maxBody: Int, role: APIRole = .read
@@ -153,6 +177,9 @@ extension HTTPServer {
     }
 
     /// `?wait=S`: seconds, 0 to `limit`.
+    ///
+    /// Fractions allowed, kept to the millisecond; nil when absent; 400 `bad_request` when it is not
+    /// a number or out of range.
     static func waitParameter(_ request: Request, limit: Double) throws(Refusal) -> Duration? {
         guard let text = request.uri.queryParameters.get("wait") else { return nil }
         guard let seconds = Double(text), seconds >= 0, seconds <= limit else {
@@ -163,6 +190,11 @@ extension HTTPServer {
 
     /// Forwards a client call to the lead with this node's signed identity, and relays the
     /// lead's answer as it is.
+    ///
+    /// Needs this agent's operator token (401 otherwise). The body (up to `maxBody`) and the path
+    /// with its query go as they came, signed by this node; the answer is labelled
+    /// `application/json`. 503 `lead_unreachable` when the lead does not answer (no connection, or
+    /// nothing within `timeout`).
     static func forwardToLead(
         _ request: Request, membership: MembershipService, token: AdminToken, maxBody: Int,
         timeout: Duration

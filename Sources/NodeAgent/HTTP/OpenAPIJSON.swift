@@ -18,6 +18,8 @@ extension OpenAPIDocument {
         return out
     }
 
+    /// Appends `node` as JSON. An integer too large for `Int` and a float that is not finite (`.inf`,
+    /// `.nan`) are written as strings; an alias, or a mapping key that is not a scalar, throws.
     private static func write(_ node: Node, into out: inout String) throws {
         switch node {
         case .scalar:
@@ -57,6 +59,8 @@ extension OpenAPIDocument {
 }
 
 /// The built-in YAML document does not convert to JSON.
+///
+/// `message` says what: an empty document, a mapping key that is not a scalar, or an alias.
 struct YAMLToJSONError: Error {
     let message: String
 }

@@ -12,6 +12,22 @@ import Synchronization
 
 extension HTTPServer {
     /// Node reports (lead), the outbox, service checks, logs and subsystem restarts (docs/API.md 4.15-4.18).
+    ///
+    /// Registered on every agent:
+    ///
+    /// - `POST /api/nodes/{name}/reports`: on the lead ``addReportRoute(to:agent:lead:)``, elsewhere
+    ///   421 `not_lead`;
+    /// - `GET /api/outbox` (503 `starting` until the outbox is open), `GET /api/checks`,
+    ///   `GET /api/subsystems`, `POST /api/subsystems/{name}/restart` (404 naming the known names):
+    ///   this agent's operator token, about this agent only;
+    /// - `GET /api/logs` (``LogQuery``): this agent's log ring, for its operator token or, on a
+    ///   compute or edge node, a request the lead signed for it (``LeadRequestVerifier``). With
+    ///   `?node=` another node's: on the lead only (421 elsewhere, before any token is checked),
+    ///   for the operator token; 404 for an unknown node. The lead calls that node's agent, signed
+    ///   for it, over TLS pinned to the key it joined with, or in plain HTTP only when it runs on
+    ///   the lead's own machine (503 `no_tls`; 503 `no_address` while the node has reported no
+    ///   address); 502 `node_unreachable` when the key does not match or the node does not answer
+    ///   (5 s). The node's answer is relayed as it is.
     static func addOperatorRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, role: RoleParts) {
         let maxBody = agent.maxBody, token = agent.token, state = agent.state, leadURL = agent.leadURL
         let subsystems = agent.subsystems
@@ -139,6 +155,9 @@ extension HTTPServer {
 
 extension HTTPServer {
     /// `POST /api/nodes/{name}/reports` on the lead: a node's outbox batch, signed by that node.
+    ///
+    /// Another node's signature is 401 and a batch that does not decode 400; the answer holds one
+    /// outcome per report taken, in order (``ReportInbox``), so the node sends the rest again.
     static func addReportRoute(to router: Router<AgentRequestContext>, agent: AgentParts, lead: LeadParts) {
         let maxBody = agent.maxBody, inbox = lead.inbox, registry = lead.registry
         router.on(API.nodeReports) { request, context -> Response in
@@ -155,13 +174,22 @@ extension HTTPServer {
 }
 
 /// `GET /api/logs` parameters.
+///
+/// Each parameter is checked (400 `bad_request` naming the first bad one) before any log is read.
 struct LogQuery: Sendable {
+    /// One subsystem's lines (a name of letters, digits, `-`, `_` and `.`, at most 64); nil, also
+    /// for an empty value, for every subsystem's.
     var subsystem: String?
+    /// Only lines after this log sequence number (default 0).
     var since: Int64
+    /// At most this many lines, 1-10000 (default 200).
     var limit: Int
+    /// The least severe level shown (default `trace`: every line).
     var level: Logger.Level
+    /// Another node whose logs the lead reads for its operator; nil (also when empty) for this agent.
     var node: String?
 
+    /// Reads the query of `GET /api/logs`.
     init(_ request: Request) throws(Refusal) {
         let parameters = request.uri.queryParameters
         subsystem = parameters.get("subsystem").flatMap { $0.isEmpty ? nil : $0 }
@@ -200,6 +228,8 @@ struct LogQuery: Sendable {
     }
 
     /// The query for the node's own agent (without `node`).
+    ///
+    /// Built from the checked values only, so nothing the caller wrote is passed on unparsed.
     var forwarded: String {
         var items = ["since=\(since)", "limit=\(limit)", "level=\(level.rawValue)"]
         if let subsystem { items.append("subsystem=\(subsystem)") }
@@ -209,9 +239,16 @@ struct LogQuery: Sendable {
 
 /// Verifies requests the lead signs to a node (the lead reading this node's logs): the lead's
 /// key from the membership, a fresh timestamp and an unused nonce.
+///
+/// The nonces it has seen are kept for the signing window (`RequestSigning.maxSkewSeconds`), so
+/// a request the lead signed cannot be sent twice.
 final class LeadRequestVerifier: Sendable {
     private let replay = Mutex(ReplayGuard(windowSeconds: RequestSigning.maxSkewSeconds))
 
+    /// Admits a request the lead signed for node `target`, or throws 401 `unauthorized`: no signing
+    /// headers, a request signed for another node, no lead key yet (not joined), a signature that is
+    /// not the lead's over the method, the path with its query and the body, a timestamp outside the
+    /// window, or a nonce already used.
     func verify(_ request: Request, key: PublicKey?, target: String, maxBody: Int) async throws {
         guard let headers = try SignedHeaders.parse({ request.headers[.init($0)!] }) else {
             throw Refusal.unauthorized(
@@ -248,10 +285,14 @@ final class LeadRequestVerifier: Sendable {
 
 /// `GET /api/events?type=T[,T...]&node=N`: which events a stream sends. A type ending in `*`
 /// (`job.*`) matches by prefix.
+///
+/// Without `?type=` every type passes; `node` (nil, also when empty) keeps one node's events only. A type is
+/// 1-64 characters with at most one `*`, at its end; 400 `bad_request` otherwise.
 struct EventFilter: Sendable {
     var types: [String]
     var node: String?
 
+    /// Parses `?type=` (comma-separated, spaces trimmed) and `?node=`.
     init(types: String?, node: String?) throws(Refusal) {
         self.types = (types ?? "").split(separator: ",", omittingEmptySubsequences: false).map {
             $0.trimmingCharacters(in: .whitespaces)
@@ -266,6 +307,7 @@ struct EventFilter: Sendable {
         self.node = node.flatMap { $0.isEmpty ? nil : $0 }
     }
 
+    /// Whether a stream sends `event`: from `node` when one is set, and of one of `types` when any are.
     func matches(_ event: MeshEvent) -> Bool {
         if let node, event.node != node { return false }
         guard !types.isEmpty else { return true }

@@ -5,6 +5,18 @@ import Mesh
 extension HTTPServer {
     /// PostgreSQL replica health (docs/API.md §4.12): the local view, the mesh-wide view on the
     /// lead, and the Patroni-style checks for load balancers.
+    ///
+    /// Registered on every agent; the role decides only the replicas view:
+    ///
+    /// - `GET /api/postgres/health`: the operator token; the latest local sample; 404
+    ///   `not_configured` without `postgres.monitor`, 503 `starting` before the first sample;
+    /// - `GET /api/postgres/replicas`: on the lead a token of role `read` or a node's signature,
+    ///   every node's server beside the primary's view (``ReplicaOverview/build(_:)``); elsewhere
+    ///   the operator token, forwarded to the lead (5 s);
+    /// - `GET /postgres/primary`, `/postgres/replica`, `/postgres/read-only`: no token, for load
+    ///   balancers; 200 or 503 with a ``PostgresCheck`` that says why. `replica` takes a replica that
+    ///   serves reads, `read-only` a primary or a replica; with `?lag=` the replica's lag must be
+    ///   known and within it.
     static func addPostgresRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, role: RoleParts) {
         let maxBody = agent.maxBody, token = agent.token, state = agent.state
 
@@ -65,6 +77,8 @@ extension HTTPServer {
     }
 
     /// `?lag=5s|500ms|16MB|4096`; 400 naming the parameter when it does not parse.
+    ///
+    /// nil when absent: no limit on the lag.
     private static func lagLimit(_ request: Request) throws -> LagLimit? {
         guard let text = request.uri.queryParameters.get("lag") else { return nil }
         guard let limit = LagLimit(text) else {
@@ -73,6 +87,8 @@ extension HTTPServer {
         return limit
     }
 
+    /// Why `health`'s lag is over `limit`, or nil when it is within it or there is no limit. A lag
+    /// unknown in the limit's unit (seconds or bytes) is over.
     private static func lagRefusal(_ limit: LagLimit?, _ health: ReplicaHealth) -> String? {
         guard let limit else { return nil }
         let lagBytes = health.lagBytes.map { UInt64(max(0, $0)) }
@@ -88,6 +104,9 @@ extension HTTPServer {
     }
 
     /// 200 when `refusal` finds nothing wrong with a fresh sample, else 503 with the reason.
+    ///
+    /// A sample older than three monitor intervals plus 5 s is 503 (the monitor is stuck); the state
+    /// is `unmonitored` without `postgres.monitor` and `starting` before the first sample.
     private static func check(_ state: AgentState, _ refusal: (ReplicaHealth) -> String?) throws -> Response {
         guard let monitor = state.config.postgresMonitor else {
             return try json(
@@ -117,6 +136,9 @@ extension HTTPServer {
 extension ReplicaOverview {
     /// Each node that reports a server, beside the primary's view of it: matched by the slot the
     /// standby streams through, else by its application name being the node's name.
+    ///
+    /// The primary is the node whose server's state is `primary`, else one whose role is. Members
+    /// are sorted by name; standbys the primary lists that no node claims are `unmatched`.
     static func build(_ nodes: [Node]) -> ReplicaOverview {
         let watched = nodes.filter { $0.postgres != nil }
         let primaryNode =

@@ -10,18 +10,37 @@ import NIOHTTP1
 /// probes a late node at the address its requests come from).
 public struct AgentRequestContext: RequestContext, RemoteAddressRequestContext {
     public var coreContext: CoreRequestContextStorage
+    /// The connection's peer as the socket reports it; no `X-Forwarded-For` is read, so behind a
+    /// proxy every request would come from the proxy.
     public let remoteAddress: SocketAddress?
 
+    /// Takes the peer address from the channel the request arrived on.
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.remoteAddress = source.channel.remoteAddress
     }
 
+    /// The peer's IP address as text: the key of the per-source limits, and the host the registry
+    /// records for a joining or heartbeating node; nil for a peer without one (a Unix socket).
     var remoteHost: String? { remoteAddress?.ipAddress }
 }
 
 extension HTTPServer {
     /// Registry, join, token and event routes as the lead answers them (docs/API.md).
+    ///
+    /// - `POST /api/nodes/join`: anyone with a join token (the registry checks it: 401 when it is
+    ///   invalid, revoked, expired or used); unknown fields 400; 201 with the registry's answer;
+    /// - `POST /api/nodes/{name}/heartbeat`, `…/leave`: node `{name}`'s own signature (another
+    ///   node's is 401); a heartbeat may carry fields this lead does not know (rolling upgrades);
+    /// - `GET /nodes`, `GET /nodes/{name}`, `GET /topology`: a bearer token of role `read` or more
+    ///   (the operator token is `admin`), or any joined node's signature;
+    /// - `DELETE /nodes/{name}`, `PUT /nodes/{name}/labels`: the operator token;
+    /// - `POST /api/tokens`, `GET /api/tokens`, `DELETE /api/tokens/{id}`: the operator token; join
+    ///   tokens and API tokens (`kind: api`, ids `at_…`) share them; an unknown API token id is 404;
+    /// - `GET /api/events`: a token of role `read` or more. Server-Sent Events after `?since=` or
+    ///   `Last-Event-ID` (else the last `?tail=` events, default 0: only new ones), at most 10 000
+    ///   from the log, filtered by ``EventFilter``, then new ones with `: ping` comments unless
+    ///   `?follow=false`; 503 `store_unavailable` when the event log cannot be read.
     static func addRegistryRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, lead: LeadParts) {
         let maxBody = agent.maxBody, token = agent.token
         let registry = lead.registry, store = lead.store, apiTokens = lead.apiTokens
@@ -170,6 +189,12 @@ extension HTTPServer {
     /// The same routes on a compute or edge node: reads are forwarded to the lead with this
     /// node's signature (or answered from the cached copy, marked stale, while the lead is
     /// away); everything else is the lead's.
+    ///
+    /// - `GET /nodes`, `GET /nodes/{name}`: the local operator token; the lead's list (2 s), else
+    ///   the cached one marked stale (a single node with `X-Aurora-Stale-Age`); 404 for an unknown
+    ///   name; 503 `lead_unreachable` with nothing cached yet;
+    /// - `GET /topology`: the same, from the lead or the cached topology (`stale`, `age_s`);
+    /// - join, heartbeat, leave, removal, labels, tokens and events: 421 `not_lead`.
     static func addRegistryRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, node: NodeParts) {
         let token = agent.token
         leadOnly(router, API.join, "joining", agent: agent)
@@ -224,6 +249,9 @@ extension HTTPServer {
 
     /// The lead's list through this node's signed identity; the cache (marked stale) when the
     /// lead does not answer.
+    ///
+    /// A fresh answer (within 2 s) replaces the cached list; a cached one carries `stale`, `age_s` and,
+    /// as `reason`, why the lead did not answer. 503 `lead_unreachable` with nothing cached yet.
     static func forwardedList(node: NodeParts) async throws(Refusal) -> NodeList {
         let membership = node.membership, cache = node.cache
         do throws(LeadCallError) {
@@ -243,6 +271,11 @@ extension HTTPServer {
     }
 
     /// Verifies a node's signature; returns its name and the body it signed.
+    ///
+    /// The signature covers the method, the path with its query, and the body (collected up to
+    /// `maxBody`); the registry checks it against the node's key, the timestamp's skew, the nonce
+    /// and that the node was not removed. Every failure is 401 `unauthorized`: no signing headers
+    /// (naming them), some but not all, or a signature the registry refuses. Lead only.
     static func authenticateNode(
         _ request: Request, context: AgentRequestContext, registry: Registry,
         maxBody: Int
@@ -260,6 +293,9 @@ extension HTTPServer {
     }
 
     /// Operator token (or an API token that may read), or a node's valid signature.
+    ///
+    /// The `Authorization` header decides: with it the token alone counts (401, or 403 for too small
+    /// a role) and no signature is tried; without it the request must be signed. Any joined node may.
     static func authorizeOperatorOrNode(
         _ request: Request, context: AgentRequestContext, token: AdminToken, registry: Registry,
         maxBody: Int
@@ -272,6 +308,9 @@ extension HTTPServer {
     }
 
     /// Decodes a JSON body; bad JSON, unknown fields and wrong types are 400 naming the field.
+    ///
+    /// Collects the body (up to `maxBody`) and decodes it as the byte form does; `allowed` holds the
+    /// type's field names as JSON spells them.
     static func decode<T: Decodable>(_ type: T.Type, _ request: Request, maxBody: Int, allowed: Set<String>)
         async throws -> T
     {
@@ -280,6 +319,11 @@ extension HTTPServer {
         return try decode(type, body, allowed: allowed)
     }
 
+    /// Decodes `body` as `T`, or refuses with 400 `bad_request`: an empty body; a control character
+    /// in a string (tab, newline and carriage return excepted); with `allowed`, a body that is not a
+    /// JSON object or has a top-level field outside it (nil lets unknown fields pass, for signed
+    /// bodies from newer nodes); then a missing field, a wrong type or null, or an invalid value,
+    /// each named by its path (`a.b`, `list[0].c`).
     static func decode<T: Decodable>(_ type: T.Type, _ body: [UInt8], allowed: Set<String>?) throws(Refusal) -> T {
         guard !body.isEmpty else { throw Refusal.badRequest("the request needs a JSON body") }
         if let control = InputRules.controlCharacter(inJSON: body) {
@@ -310,11 +354,13 @@ extension HTTPServer {
         }
     }
 
+    /// A coding path as messages show it: keys joined with dots, indexes in brackets.
     private static func fieldPath(_ path: [any CodingKey]) -> String {
         path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(
             of: ".[", with: "[")
     }
 
+    /// What a wrong-typed field should have been, in words for the message.
     private static func describe(_ type: Any.Type) -> String {
         switch type {
         case is String.Type: "a string"
@@ -327,6 +373,8 @@ extension HTTPServer {
         }
     }
 
+    /// ``json(_:status:)``, with `X-Aurora-Stale-Age` (seconds) when `ageS` is set: the answer came
+    /// from this node's cache, not from the lead.
     static func json(_ value: some Encodable, status: HTTPResponse.Status, stale ageS: Double?) throws -> Response {
         var response = try json(value, status: status)
         if let ageS { response.headers[.init("X-Aurora-Stale-Age")!] = String(ageS) }

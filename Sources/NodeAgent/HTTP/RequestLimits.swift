@@ -16,12 +16,17 @@ import Synchronization
 /// Settings: `limits.*` in the profile (ConfigSchema). A refusal is `429 rate_limited` with
 /// `Retry-After` in whole seconds.
 final class RequestLimits: Sendable {
+    /// The three limits, each a steady rate per second with a burst on top (``RateLimiter/Limit``).
     struct Settings: Sendable, Equatable {
+        /// Per source address and claimed identity: `limits.requests_per_s`, bursts of `limits.burst`.
         var requests: RateLimiter.Limit
+        /// Join attempts per source address: `limits.joins_per_min`.
         var joins: RateLimiter.Limit
+        /// Failed authentications (any 401) per source address: `limits.auth_failures_per_min`.
         var authFailures: RateLimiter.Limit
     }
 
+    /// The limiters' state, behind one lock, so a request's checks happen in one step.
     private struct Buckets: Sendable {
         var requests: RateLimiter
         var joins: RateLimiter
@@ -29,8 +34,10 @@ final class RequestLimits: Sendable {
     }
 
     private let buckets: Mutex<Buckets>
+    /// The zero of ``now``: a monotonic clock, so a step of the wall clock refills no bucket.
     private let origin = ContinuousClock.now
 
+    /// Limits with `settings`; every bucket starts full.
     init(_ settings: Settings) {
         buckets = Mutex(
             Buckets(
@@ -38,6 +45,8 @@ final class RequestLimits: Sendable {
                 failures: RateLimiter(settings.authFailures)))
     }
 
+    /// The profile's `limits.*`. Per-minute figures become rates per second, with bursts of a
+    /// quarter of the per-minute figure (at least 1).
     convenience init(config: NodeConfig) {
         self.init(
             Settings(
@@ -50,12 +59,19 @@ final class RequestLimits: Sendable {
                     burst: Double(max(1, config.limitAuthFailuresPerMin / 4)))))
     }
 
+    /// Milliseconds since ``origin``, the unit ``RateLimiter`` counts in.
     private var now: Int64 {
         let elapsed = origin.duration(to: .now)
         return elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
     }
 
     /// Checks a request before it is handled; a refusal names the limit.
+    ///
+    /// In order: a request that needs authentication is refused while its source has no failure
+    /// left (peeked, not taken: only a 401 charges it, ``failed(source:)``); a join takes one from its
+    /// source's join bucket; every request takes one from `source|identity`. A join refused by that
+    /// last bucket has still used a join. The refusal is 429 `rate_limited`; its message says
+    /// `this token`, never the token's hash.
     func admit(source: String, identity: String, isJoin: Bool, needsAuthentication: Bool) throws(Refusal) {
         let now = self.now
         let refusal: (String, Int64)? = buckets.withLock { buckets in
@@ -74,11 +90,14 @@ final class RequestLimits: Sendable {
     }
 
     /// Charges a failed authentication to its source.
+    /// Called by ``RequestLimitMiddleware`` for every 401, returned or thrown, on any route.
     func failed(source: String) {
         let now = self.now
         buckets.withLock { _ = $0.failures.take(source, now: now) }
     }
 
+    /// The 429 answer, `rate_limited`: the wait rounded up to whole seconds (at least 1), in the
+    /// message and in `Retry-After`.
     static func limited(_ what: String, retryAfterMilliseconds: Int64) -> Refusal {
         let seconds = max(1, (retryAfterMilliseconds + 999) / 1000)
         return Refusal(
@@ -89,8 +108,15 @@ final class RequestLimits: Sendable {
 
 /// Applies ``RequestLimits`` to every request, before the route and after it (a 401 is a
 /// failed authentication).
+///
+/// The identity is what the request claims, not yet verified: `node 'NAME'` from the signing
+/// header (its first 64 characters, control characters escaped), else a hash of the
+/// `Authorization` header (seeded per process, kept in memory only), else `anonymous`. The source
+/// is the peer address (`unknown` without one). A request needs authentication when it is a join
+/// or carries either header: only those are refused for their source's failed authentications.
 struct RequestLimitMiddleware: RouterMiddleware {
     typealias Context = AgentRequestContext
+    /// Shared by every request of the router: one set of buckets per agent.
     let limits: RequestLimits
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws

@@ -9,6 +9,18 @@ extension HTTPServer {
     /// audit are operator calls on the lead. A value read is a node's signed call on the lead
     /// (sealed to the node's box key), an operator's preview there (`?node=` / `?company=`), or,
     /// on any other agent, its operator asking for what resolves for that node.
+    ///
+    /// - `POST /api/secrets`, `GET /api/secrets`, `DELETE /api/secrets/{service}/{key}` and
+    ///   `GET …/versions` (`?scope=`, `?scope_id=`), `POST …/rollback`, `POST /api/secrets/rotate-key`:
+    ///   the operator token; changes are audited with the actor `operator`;
+    /// - `GET /api/secrets/{service}/{key}`: with a token, the operator's preview, which needs
+    ///   `?node=` or `?company=` (400 otherwise; 404 for an unknown node). Without one, a node's
+    ///   signature: what resolves for that node and its company, sealed to its box key. Asking for
+    ///   another node or company is 403 `forbidden_scope`, audited;
+    /// - `POST /api/connectivity/status`: a node's signature; its report, answered with `accepted`;
+    /// - `GET /api/connectivity/status`, `…/health`: a token of role `read`, or a node's signature;
+    /// - `GET /api/audit` (`?verify=`: check the chain; `?limit=` 1-100000, default 1000): the
+    ///   operator token.
     static func addSecretRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, lead: LeadParts) {
         let maxBody = agent.maxBody, token = agent.token
         let secrets = lead.secrets, registry = lead.registry, board = lead.connectivity
@@ -123,6 +135,13 @@ extension HTTPServer {
     /// The same routes on a compute or edge node: its operator reads what resolves for this
     /// node (through the lead, or from the cache while the lead is away); connectivity views are
     /// forwarded; the rest is the lead's.
+    ///
+    /// - `GET /api/secrets/{service}/{key}`: the local operator token; read through the lead and the
+    ///   cache (``readThroughLead(service:keyName:state:node:)``). `?node=` and `?company=` are not
+    ///   used: a node reads only what resolves for itself;
+    /// - `GET /api/connectivity/status`, `…/health`: the local operator token, forwarded (5 s);
+    /// - writes, the list, deletes, versions, rollbacks, key rotation, connectivity reports and the
+    ///   audit: 421 `not_lead`.
     static func addSecretRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, node: NodeParts) {
         let maxBody = agent.maxBody, token = agent.token, state = agent.state
         leadOnly(router, API.writeSecret, "writing secrets", agent: agent)
@@ -152,6 +171,10 @@ extension HTTPServer {
     /// On a compute or edge node: what resolves for this node, fetched from the lead with its
     /// signed identity and opened with its box key after checking the lead's signature; kept in
     /// the node's cache, which answers (with `cached_age_s`) while the lead is away.
+    ///
+    /// When the last heartbeat found the lead away the cache answers at once. A lead that does not
+    /// answer falls back to the cache (503 `lead_unreachable` when this secret is not cached there);
+    /// any refusal of the lead's is passed on.
     static func readThroughLead(service: String, keyName: String, state: AgentState, node: NodeParts)
         async throws(Refusal) -> SecretRead
     {
@@ -178,6 +201,11 @@ extension HTTPServer {
 
     /// One fetch from the lead, stored in the cache when it succeeds and forgotten when the
     /// lead says it no longer resolves.
+    ///
+    /// 503 `starting` before this node has joined (no lead key). The lead's refusal keeps its status
+    /// and code, and a 403 or 404 also drops the cached copy; no answer at all is
+    /// `lead_unreachable`. A seal or signature that does not check out is refused as
+    /// `SecretCache.open` refuses it. The answer holds the clear value, never the sealed one.
     static func fetchFromLead(
         service: String, keyName: String, state: AgentState, membership: MembershipService,
         cache: SecretCache

@@ -6,6 +6,15 @@ import NIOCore
 extension HTTPServer {
     /// The local WireGuard view (docs/API.md §4.14): the interface and its peers, and the
     /// rendered configuration with the private key hidden unless asked for.
+    ///
+    /// Registered on every agent, both for the operator token:
+    ///
+    /// - `GET /api/wireguard`: the interface's mode, state, address, public key, listen port, last
+    ///   error and peers;
+    /// - `GET /api/wireguard/config`: the configuration the mesh asks for now (else the one last
+    ///   rendered), as a wg-quick file or, with `?setconf=true`, in `wg setconf` form (no `Address`);
+    ///   the private key is hidden unless `?show_private=true`. 503 `starting` while this node's mesh
+    ///   address is not known.
     static func addWireGuardRoutes(to router: Router<AgentRequestContext>, agent: AgentParts) {
         let token = agent.token, wireguard = agent.wireguard
         router.on(API.wireguard) { request, _ -> Response in
@@ -30,7 +39,8 @@ extension HTTPServer {
         }
     }
 
-    /// `?name=true|false|1|0`; 400 for anything else.
+    /// `?name=true|false|1|0`; 400 for anything else. Absent is false; present without a value
+    /// (`?name`, `?name=`) is true.
     private static func flag(_ request: Request, _ name: String) throws -> Bool {
         guard let text = request.uri.queryParameters.get(name) else { return false }
         switch text {
