@@ -29,8 +29,10 @@ final class GPUWorker: Service {
     /// its task, and why the task was stopped, if it was.
     private struct Running: Sendable {
         var attempt: Int
-        var task: Task<Void, Never>?
+        /// Why the job is being stopped (nil: it runs to its end).
         var stop: Stop?
+        /// Ends the job's run early: yielded once by ``stop(_:because:)`` or at shutdown.
+        let stopSignal: AsyncStream<Void>.Continuation
     }
 
     let config: NodeConfig
@@ -87,103 +89,126 @@ final class GPUWorker: Service {
         logger.info(
             "taking GPU jobs",
             metadata: ["nodeagent.exec": "\(config.allowExec)", "nodeagent.backend": "\(config.gpuBackend ?? "none")"])
-        var delay = Duration.milliseconds(100)
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            let answer: Result<AssignmentBatch, LeadCallError>
-            do {
-                answer = try await cancelWhenGracefulShutdown {
-                    () async throws -> Result<AssignmentBatch, LeadCallError> in
-                    do throws(LeadCallError) {
-                        return .success(
-                            try await self.lead.call(
-                                .GET, Routes.gpuAssignments + "?wait=20", as: AssignmentBatch.self,
-                                timeout: .seconds(25)))
-                    } catch {
-                        return .failure(error)
+        // Every job runs as a child task of this service: the loop below adds them, and the
+        // group ends only when the last one has delivered or handed back its result.
+        await withDiscardingTaskGroup { group in
+            var delay = Duration.milliseconds(100)
+            while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                let answer: Result<AssignmentBatch, LeadCallError>
+                do {
+                    answer = try await cancelWhenGracefulShutdown {
+                        () async throws -> Result<AssignmentBatch, LeadCallError> in
+                        do throws(LeadCallError) {
+                            return .success(
+                                try await self.lead.call(
+                                    .GET, Routes.gpuAssignments + "?wait=20", as: AssignmentBatch.self,
+                                    timeout: .seconds(25)))
+                        } catch {
+                            return .failure(error)
+                        }
                     }
+                } catch {
+                    break  // shutting down
                 }
-            } catch {
-                break  // shutting down
+                switch answer {
+                case .success(let batch):
+                    delay = .milliseconds(100)
+                    for lease in batch.cancel { stop(lease, because: .lead) }
+                    for assignment in batch.assignments {
+                        guard let signal = admit(assignment) else { continue }
+                        group.addTask { await self.run(assignment, until: signal) }
+                    }
+                case .failure(let error):
+                    if Task.isShuttingDownGracefully { break }
+                    logger.debug("cannot fetch assignments", metadata: ["nodeagent.error": "\(error.message)"])
+                    try? await Task.sleep(for: delay)
+                    delay = min(delay * 2, .seconds(2))
+                }
             }
-            switch answer {
-            case .success(let batch):
-                delay = .milliseconds(100)
-                for lease in batch.cancel { stop(lease, because: .lead) }
-                for assignment in batch.assignments { start(assignment) }
-            case .failure(let error):
-                if Task.isShuttingDownGracefully { break }
-                logger.debug("cannot fetch assignments", metadata: ["nodeagent.error": "\(error.message)"])
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(2))
+            polling.store(false, ordering: .relaxed)
+            // Tell the lead first that this worker takes nothing more, so what it hands back is not
+            // placed here again; then stop what still runs and hand it back: the lead requeues it
+            // at once. The jobs' children are not cancelled, so their hand-backs go out.
+            let stopping = HeartbeatRequest(
+                capabilities: nil, version: AuroraVersion.current, labels: nil, checks: [], peers: [],
+                address: config.listen.description, timing: config.heartbeatTiming, worker: report())
+            if state.leadReachable != false {
+                _ = try? await lead.send(.POST, Routes.heartbeat(config.name), body: stopping, timeout: .seconds(2))
             }
-        }
-        polling.store(false, ordering: .relaxed)
-        // Tell the lead first that this worker takes nothing more, so what it hands back is not
-        // placed here again; then hand back what still runs: the lead requeues it at once.
-        let stopping = HeartbeatRequest(
-            capabilities: nil, version: AuroraVersion.current, labels: nil, checks: [], peers: [],
-            address: config.listen.description, timing: config.heartbeatTiming, worker: report())
-        if state.leadReachable != false {
-            _ = try? await lead.send(.POST, Routes.heartbeat(config.name), body: stopping, timeout: .seconds(2))
-        }
-        let tasks = running.withLock { jobs in
-            jobs.keys.compactMap { id -> Task<Void, Never>? in
-                jobs[id]?.stop = .shutdown
-                return jobs[id]?.task
+            let signals = running.withLock { jobs in
+                jobs.keys.compactMap { id -> AsyncStream<Void>.Continuation? in
+                    jobs[id]?.stop = .shutdown
+                    return jobs[id]?.stopSignal
+                }
             }
+            for signal in signals { signal.yield() }
         }
-        for task in tasks { task.cancel() }
-        for task in tasks { await task.value }
     }
 
     // MARK: Jobs
 
-    /// Runs an assignment in its own task, once per job id (a repeated assignment is ignored);
-    /// when it ends the result is delivered, or handed back on shutdown, or dropped if the lead
-    /// stopped it.
-    private func start(_ assignment: Assignment) {
+    /// Records a new assignment (a repeated one is ignored: nil) and returns the stream that
+    /// stops its run early.
+    private func admit(_ assignment: Assignment) -> AsyncStream<Void>? {
+        let (signal, stopSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let fresh = running.withLock { jobs -> Bool in
             guard jobs[assignment.id] == nil else { return false }
-            jobs[assignment.id] = Running(attempt: assignment.attempt)
+            jobs[assignment.id] = Running(attempt: assignment.attempt, stop: nil, stopSignal: stopSignal)
             return true
         }
-        guard fresh else { return }
+        return fresh ? signal : nil
+    }
+
+    /// Runs an assignment (a child task of ``run()``) until it ends or `signal` stops it; then
+    /// the result is delivered, or handed back on shutdown, or dropped if the lead stopped it.
+    private func run(_ assignment: Assignment, until signal: AsyncStream<Void>) async {
         logger.info(
             "job started",
             metadata: [
                 "nodeagent.job": "\(assignment.id)", "nodeagent.kind": "\(assignment.kind.rawValue)",
                 "nodeagent.gpus": "\(assignment.gpus)",
             ])
-        let task = Task { [self] in
-            let result = await execute(assignment)
-            let stop = running.withLock { $0[assignment.id]?.stop }
-            switch stop {
-            case .lead?:
-                logger.info("job stopped by the lead", metadata: ["nodeagent.job": "\(assignment.id)"])
-            case .shutdown?:
-                // This task is cancelled; the hand-back runs in a fresh one, which is not.
-                let handBack = JobResult(
-                    attempt: assignment.attempt, outcome: .failed, error: "the worker on \(config.name) stopped",
-                    retry: true)
-                await Task { await self.send(assignment, handBack, attempts: 1) }.value
-            case nil:
-                await deliver(assignment, result)
+        // The job and a watcher of its stop signal race; a stop cancels the job's process (its
+        // result still comes, and is then handed back or dropped below).
+        let finished = await withTaskGroup(of: JobResult?.self) { group -> JobResult? in
+            group.addTask { await self.execute(assignment) }
+            group.addTask {
+                for await _ in signal { return nil }
+                return nil
             }
-            completed.increment()
-            running.withLock { _ = $0.removeValue(forKey: assignment.id) }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            if let first { return first }
+            while let next = await group.next() { if let next { return next } }
+            return nil
         }
-        running.withLock { $0[assignment.id]?.task = task }
+        let result =
+            finished ?? JobResult(attempt: assignment.attempt, outcome: .failed, error: "stopped", retry: true)
+        let stop = running.withLock { $0[assignment.id]?.stop }
+        switch stop {
+        case .lead?:
+            logger.info("job stopped by the lead", metadata: ["nodeagent.job": "\(assignment.id)"])
+        case .shutdown?:
+            let handBack = JobResult(
+                attempt: assignment.attempt, outcome: .failed, error: "the worker on \(config.name) stopped",
+                retry: true)
+            await send(assignment, handBack, attempts: 1)
+        case nil:
+            await deliver(assignment, result)
+        }
+        completed.increment()
+        running.withLock { _ = $0.removeValue(forKey: assignment.id) }
     }
 
     /// Cancels a running job when the lead's cancel names the attempt running here; an older
     /// attempt's cancel does nothing.
     private func stop(_ lease: JobLease, because reason: Stop) {
-        let task = running.withLock { jobs -> Task<Void, Never>? in
+        let signal = running.withLock { jobs -> AsyncStream<Void>.Continuation? in
             guard jobs[lease.id]?.attempt == lease.attempt else { return nil }
             jobs[lease.id]?.stop = reason
-            return jobs[lease.id]?.task
+            return jobs[lease.id]?.stopSignal
         }
-        task?.cancel()
+        signal?.yield()
     }
 
     /// Hands a result to the outbox (durable; it replays until the lead takes it), or posts it
