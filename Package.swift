@@ -139,7 +139,7 @@ let package = Package(
         .target(
             name: "AuroraTestKit",
             dependencies: [
-                "AuroraAPI", "AuroraTLS", "Secrets",
+                "AuroraAPI", "AuroraClient", "AuroraTLS", "Secrets",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

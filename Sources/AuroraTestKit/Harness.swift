@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import AuroraAPI
+import AuroraClient
 import Foundation
 import NIOCore
 import NIOSSL
@@ -222,16 +223,9 @@ public func readEvents(
         request, timeout: .milliseconds(timeout.components.seconds * 1000))
     guard response.status.code == 200 else { throw TestKitError("\(url) answered \(response.status.code)") }
     try await onOpen()
-    var pending = ""
-    for try await chunk in response.body {
-        pending += String(decoding: chunk.readableBytesView, as: UTF8.self)
-        while let end = pending.range(of: "\n\n") {
-            let block = pending[..<end.lowerBound]
-            pending = String(pending[end.upperBound...])
-            for line in block.split(separator: "\n") where line.hasPrefix("data: ") {
-                if try await onData(String(line.dropFirst(6))) { return }
-            }
-        }
+    // The one SSE parser (AuroraClient's), as the CLI reads the stream.
+    for try await event in ServerSentEvents(response.body) {
+        if try await onData(event.data) { return }
     }
     throw TestKitError("the event stream \(url) ended early")
 }

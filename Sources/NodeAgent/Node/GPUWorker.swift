@@ -80,10 +80,7 @@ final class GPUWorker: Service {
     func run() async throws {
         guard config.acceptJobs else { return }
         // Pull once the node has joined.
-        for await _ in AsyncTimerSequence(interval: .milliseconds(100), clock: .continuous).cancelOnGracefulShutdown()
-        where state.joined {
-            break
-        }
+        try? await cancelWhenGracefulShutdown { await self.state.joinedGate.wait() }
         guard state.joined else { return }  // stopped before it joined
         polling.store(true, ordering: .relaxed)
         logger.info(

@@ -53,8 +53,19 @@ public final class AgentState: Sendable {
 
     /// Changes the store's health under the lock; only ``StoreService`` calls it (start, loss, reconnect).
     func updateStore(_ change: (inout StoreHealth) -> Void) {
-        mutable.withLock { change(&$0.store) }
+        let ok = mutable.withLock { mutable -> Bool in
+            change(&mutable.store)
+            return mutable.store.state == .ok
+        }
+        if ok { storeAnswered.open() }
     }
+
+    /// Opens the first time the store is `ok`: the registry loads then.
+    let storeAnswered = Gate()
+    /// Opens once a compute or edge node holds a membership: its GPU worker starts pulling then.
+    let joinedGate = Gate()
+    /// Opens once the lead's registry has loaded: the job coordinator loads then.
+    let registryLoaded = Gate()
 
     /// Set once the store is open (lead) or the membership is loaded (compute and edge nodes).
     func setMeshID(_ id: String) { mutable.withLock { $0.meshID = id } }
@@ -63,7 +74,10 @@ public final class AgentState: Sendable {
     var joined: Bool { mutable.withLock { $0.joined } }
 
     /// Called by the membership service once the node holds a membership (joined now or before).
-    func setJoined() { mutable.withLock { $0.joined = true } }
+    func setJoined() {
+        mutable.withLock { $0.joined = true }
+        joinedGate.open()
+    }
 
     /// The lead's registry and job coordinator have loaded: joins, heartbeats and jobs are answered.
     func setRegistryReady() { mutable.withLock { $0.registryReady = true } }

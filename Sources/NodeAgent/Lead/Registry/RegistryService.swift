@@ -34,15 +34,18 @@ final class RegistryService: Service {
     /// 500 ms TCP connect, in parallel), the lead's own heartbeat every `heartbeat.interval_s`,
     /// a `last_seen` flush every 2 s and an SSE ping every 15 s. Flushes once more at the end.
     func run() async throws {
-        // The store comes first; until it answers the registry answers 503.
-        for await _ in AsyncTimerSequence(interval: .milliseconds(50), clock: .continuous).cancelOnGracefulShutdown() {
-            guard state.store.state == .ok else { continue }
+        // The store comes first; until it answers the registry answers 503. A failed load is
+        // retried after 250 ms.
+        try? await cancelWhenGracefulShutdown { await self.state.storeAnswered.wait() }
+        while state.storeAnswered.isOpen, !Task.isCancelled, !Task.isShuttingDownGracefully {
             do {
                 try await registry.load(capabilities: await inventory.capabilities(), meshID: state.meshID)
                 try await apiTokens?.load()
+                state.registryLoaded.open()
                 break
             } catch {
                 logger.error("cannot load the registry; retrying", metadata: ["nodeagent.error": "\(error.message)"])
+                try? await Task.sleep(for: .milliseconds(250))
             }
         }
         guard await registry.loaded else { return }
@@ -118,13 +121,15 @@ final class JobService: Service {
         }
     }
 
-    /// Waits for the registry, attaches the coordinator to it, loads open jobs and secrets
-    /// versions (retrying every 50 ms, the lead reports `starting` meanwhile), marks the lead
-    /// ready, then ticks the coordinator every 250 ms until graceful shutdown.
+    /// Waits for the registry to load, attaches the coordinator to it, loads open jobs and
+    /// secrets versions (a failure is retried after 250 ms; the lead reports `starting`
+    /// meanwhile), marks the lead ready, then ticks the coordinator every 250 ms until graceful
+    /// shutdown.
     private func runJobs() async {
-        for await _ in AsyncTimerSequence(interval: .milliseconds(50), clock: .continuous).cancelOnGracefulShutdown() {
-            guard await registry.loaded else { continue }
-            await registry.attach(jobs)
+        try? await cancelWhenGracefulShutdown { await self.state.registryLoaded.wait() }
+        guard state.registryLoaded.isOpen else { return }
+        await registry.attach(jobs)
+        while !Task.isCancelled, !Task.isShuttingDownGracefully {
             do {
                 try await jobs.load(nodes: await registry.jobUpdates())
                 try await secrets.load()
@@ -132,6 +137,7 @@ final class JobService: Service {
                 break
             } catch {
                 logger.error("cannot load jobs; retrying", metadata: ["nodeagent.error": "\(error.message)"])
+                try? await Task.sleep(for: .milliseconds(250))
             }
         }
         for await _ in AsyncTimerSequence(interval: .milliseconds(250), clock: .continuous).cancelOnGracefulShutdown() {
