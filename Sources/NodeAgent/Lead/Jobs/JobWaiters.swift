@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Continuations waiting for something about a key (a node's assignments, a job's end), each
 /// resumed exactly once: the first wake removes it, so a later wake of the same id (its timer,
@@ -63,18 +64,23 @@ extension JobCoordinator {
     /// The timeout is a child task, not a sleeping `Task {}`: it ends with this call, and the
     /// waiting request's cancellation reaches it (its sleep throws), so it wakes the waiter at
     /// once. The continuation is registered before the actor is given up, so the timer's wake
-    /// always finds it or finds it already woken (a no-op).
+    /// always finds it or finds it already woken (a no-op). Once the waiter has been woken the
+    /// timer ends without a hop onto this actor, so a busy coordinator does not delay the
+    /// waiter's return.
     func waitOn(_ list: JobWaiters.List, _ key: String, timeout: Duration) async {
         guard timeout > .zero, !closing || list == .key else { return }
         let id = UUID()
+        let woken = WaitDone()
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 try? await Task.sleep(for: timeout)
+                guard !woken.value.load(ordering: .acquiring) else { return }
                 await self.wake(list, key, id)
             }
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 waiters.add(list, key, id, continuation)
             }
+            woken.value.store(true, ordering: .releasing)
             group.cancelAll()
         }
     }
@@ -87,4 +93,9 @@ extension JobCoordinator {
     func wakeNodes(_ nodes: [String]) {
         for node in nodes { waiters.node.wakeAll(node) }
     }
+}
+
+/// Set once a waiter has been woken, so its timer need not wake it.
+final class WaitDone: Sendable {
+    let value = Atomic<Bool>(false)
 }
