@@ -89,12 +89,13 @@ extension AuroraClientError {
     }
 
     /// A transport error as a few words: `timed out`, `connection refused`, or its first line.
-    static func reason(_ error: any Error) -> String {
+    public static func reason(_ error: any Error) -> String {
         let text = String(describing: error)
-        if text.contains("connectTimeout") || text.contains("Timeout") { return "timed out" }
         if text.contains("refused") || text.contains("ECONNREFUSED") || text.contains("errno: 111") {
             return "connection refused"
         }
+        let lowered = text.lowercased()
+        if lowered.contains("timeout") || lowered.contains("deadlineexceeded") { return "timed out" }
         return text.split(separator: "\n").first.map(String.init) ?? "unreachable"
     }
 }

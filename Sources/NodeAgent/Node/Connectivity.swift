@@ -1,6 +1,7 @@
 import AsyncAlgorithms
 import AsyncHTTPClient
 import AuroraAPI
+import AuroraClient
 import Foundation
 import Logging
 import Mesh
@@ -178,7 +179,7 @@ final class ConnectivityService: Service {
         } catch {
             return ProbeResult(
                 service: probe.name, url: probe.url, state: .down, latencyMs: nil, status: nil,
-                error: LeadClient.reason(error),
+                error: AuroraClientError.reason(error),
                 checkedAt: checkedAt)
         }
     }

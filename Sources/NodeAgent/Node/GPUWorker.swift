@@ -1,6 +1,7 @@
 import AsyncAlgorithms
 import AsyncHTTPClient
 import AuroraAPI
+import AuroraClient
 import Foundation
 import Logging
 import Mesh
@@ -302,7 +303,8 @@ final class GPUWorker: Service {
         } catch {
             // The backend is this node's problem, not the job's: run it elsewhere.
             return JobResult(
-                attempt: attempt, outcome: .failed, error: "inference backend: \(LeadClient.reason(error))", retry: true
+                attempt: attempt, outcome: .failed, error: "inference backend: \(AuroraClientError.reason(error))",
+                retry: true
             )
         }
         let status = Int(response.status.code)

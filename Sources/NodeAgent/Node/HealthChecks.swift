@@ -1,6 +1,7 @@
 import AsyncAlgorithms
 import AsyncHTTPClient
 import AuroraAPI
+import AuroraClient
 import Foundation
 import Logging
 import Mesh
@@ -273,7 +274,7 @@ final class HealthCheckService: Service {
                     }
                 return (outcome, "HTTP \(status) in \(ms) ms")
             } catch {
-                return (.critical, "HTTP \(method) failed: \(LeadClient.reason(error))")
+                return (.critical, "HTTP \(method) failed: \(AuroraClientError.reason(error))")
             }
         case .tcp(let host, let port):
             switch await TCPProbe.connect(host: host, port: port, timeout: timeout) {

@@ -211,15 +211,6 @@ struct LeadClient: Sendable {
         }
         return answer
     }
-
-    /// A short, stable reason for a failed call (`connection refused`, `timed out`, or the error's
-    /// first line), for logs and `lead_unreachable` answers.
-    static func reason(_ error: any Error) -> String {
-        let text = String(describing: error)
-        if text.contains("refused") || text.contains("errno: 111") { return "connection refused" }
-        if text.lowercased().contains("timeout") || text.contains("deadlineExceeded") { return "timed out" }
-        return text.split(separator: "\n").first.map(String.init) ?? "unreachable"
-    }
 }
 
 /// The last registry view this node got from the lead, kept in memory and in
