@@ -16,7 +16,64 @@ enum RouterFixture {
             in: .whitespacesAndNewlines)
     }
 
+    /// A role's router from parts that are never started.
     static func router(role: String, in directory: URL, logger: Logger) throws -> Router<AgentRequestContext> {
+        let store = Store(conninfo: "host=/nonexistent")
+        let (agent, config, identity, keys) = try agent(
+            role: role, in: directory, apiTokens: role == "lead" ? APITokens(store: store) : nil, logger: logger)
+        let parts: RoleParts
+        if role == "lead" {
+            parts = .lead(
+                try leadParts(
+                    rows: store, agent: agent, config: config, identity: identity, keys: keys, in: directory,
+                    logger: logger))
+        } else {
+            let cache = RegistryCache(dataDir: directory.path)
+            let membership = try MembershipService(
+                config: config, identity: identity, state: agent.state,
+                inventory: Inventory(config: config, logger: logger),
+                cache: cache, worker: nil,
+                link: try LeadLink.forNode(config: config, saved: nil), tlsPin: nil, onSecretsChanged: nil,
+                logger: logger)
+            parts = .node(
+                NodeParts(
+                    membership: membership, cache: cache,
+                    secretCache: SecretCache(
+                        dataDir: directory.path, node: config.name, box: identity.box, leadSignKey: nil,
+                        logger: logger)))
+        }
+        return HTTPServer.router(agent: agent, role: parts, metrics: nil, logger: logger)
+    }
+
+    /// The lead's parts over `rows` (registry, jobs, tokens, events, reports); secrets and
+    /// backups over a PostgreSQL store that is never connected.
+    static func leadParts(
+        rows: some NodeStore & JobStore & TokenStore & ReportStore, agent: AgentParts, config: NodeConfig,
+        identity: NodeIdentity, keys: String, in directory: URL, logger: Logger
+    ) throws -> LeadParts {
+        let hub = agent.hub
+        let unconnected = Store(conninfo: "host=/nonexistent")
+        let registry = try Registry(store: rows, hub: hub, config: config, identity: identity, logger: logger)
+        let jobs = JobCoordinator(store: rows, hub: hub, leadName: config.name, logger: logger)
+        let master = try SecretsMasterKey.loadOrCreate(in: keys, passphraseFile: nil, logger: logger)
+        let secrets = SecretsManager(
+            store: unconnected, hub: hub, master: master, signing: identity.signing, generation: SecretsGeneration(),
+            logger: logger)
+        let board = ConnectivityBoard(store: rows, hub: hub, logger: logger)
+        guard let apiTokens = agent.token.scoped else { throw AgentError(.config, "the lead's agent needs API tokens") }
+        return LeadParts(
+            registry: registry, jobs: jobs, secrets: secrets, connectivity: board, tokens: rows, events: rows,
+            inbox: ReportInbox(store: rows, hub: hub, jobs: jobs, board: board, logger: logger),
+            backups: BackupArchive(
+                dataDir: directory.path, store: unconnected, source: .init(conninfo: "", binDirectory: nil),
+                logger: logger),
+            apiTokens: apiTokens, leadTLS: nil)
+    }
+
+    /// The parts every role has, from a profile for `role` in `directory`.
+    static func agent(role: String, in directory: URL, apiTokens: APITokens?, logger: Logger) throws -> (
+        AgentParts, NodeConfig, NodeIdentity, String
+    ) {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let text = role == "lead" ? "role: lead\n" : "role: \(role)\n"
         var inputs = ConfigInputs(
@@ -31,7 +88,8 @@ enum RouterFixture {
         let config = NodeConfig(resolved: try ResolvedConfig.resolve(inputs), profileFile: "p.yaml")
         let keys = directory.appendingPathComponent("keys").path
         let identity = try NodeIdentity.loadOrCreate(in: keys, logger: logger)
-        let token = try AdminToken.loadOrCreate(dataDir: directory.path, keysDir: keys, logger: logger)
+        var token = try AdminToken.loadOrCreate(dataDir: directory.path, keysDir: keys, logger: logger)
+        token.scoped = apiTokens
         let state = AgentState(config: config, identity: identity)
         let hub = EventHub()
         let wireguard = WireGuardService(
@@ -39,38 +97,6 @@ enum RouterFixture {
             network: { nil }
         ) { nil }
         let agent = AgentParts(state: state, token: token, hub: hub, subsystems: Subsystems(), wireguard: wireguard)
-        let parts: RoleParts
-        if role == "lead" {
-            let store = Store(conninfo: "host=/nonexistent")
-            let registry = try Registry(store: store, hub: hub, config: config, identity: identity, logger: logger)
-            let jobs = JobCoordinator(store: store, hub: hub, leadName: config.name, logger: logger)
-            let master = try SecretsMasterKey.loadOrCreate(in: keys, passphraseFile: nil, logger: logger)
-            let secrets = SecretsManager(
-                store: store, hub: hub, master: master, signing: identity.signing, generation: SecretsGeneration(),
-                logger: logger)
-            let board = ConnectivityBoard(store: store, hub: hub, logger: logger)
-            parts = .lead(
-                LeadParts(
-                    registry: registry, jobs: jobs, secrets: secrets, connectivity: board, store: store,
-                    inbox: ReportInbox(store: store, hub: hub, jobs: jobs, board: board, logger: logger),
-                    backups: BackupArchive(
-                        dataDir: directory.path, store: store, source: .init(conninfo: "", binDirectory: nil),
-                        logger: logger),
-                    apiTokens: APITokens(store: store), leadTLS: nil))
-        } else {
-            let cache = RegistryCache(dataDir: directory.path)
-            let membership = try MembershipService(
-                config: config, identity: identity, state: state, inventory: Inventory(config: config, logger: logger),
-                cache: cache, worker: nil,
-                link: try LeadLink.forNode(config: config, saved: nil), tlsPin: nil, onSecretsChanged: nil,
-                logger: logger)
-            parts = .node(
-                NodeParts(
-                    membership: membership, cache: cache,
-                    secretCache: SecretCache(
-                        dataDir: directory.path, node: config.name, box: identity.box, leadSignKey: nil,
-                        logger: logger)))
-        }
-        return HTTPServer.router(agent: agent, role: parts, metrics: nil, logger: logger)
+        return (agent, config, identity, keys)
     }
 }

@@ -57,14 +57,15 @@ final class RedisPublisher: Service {
     let endpoint: RedisEndpoint
     /// `events.redis_maxlen`: the stream keeps about this many newest entries.
     let maxLength: Int
-    let store: Store
+    let store: any EventStore
     let state: AgentState
     let logger: Logger
     private let live = Mutex(Live())
     private let written = Counter(label: "aurora_redis_events_written_total")
     private let up = Gauge(label: "aurora_redis_up")
 
-    init(url: String, maxLength: Int, hub: EventHub, store: Store, state: AgentState, logger: Logger) throws(AgentError)
+    init(url: String, maxLength: Int, hub: EventHub, store: any EventStore, state: AgentState, logger: Logger)
+        throws(AgentError)
     {
         endpoint = try RedisEndpoint(url: url)
         self.maxLength = maxLength
@@ -175,7 +176,7 @@ final class RedisPublisher: Service {
             link.scriptSHA = sha
             return last
         }
-        let newest = try await EventLog.latest(store: store)
+        let newest = try await store.latestEventSeq()
         let start = fanOut.connected(streamLast: streamLast, newest: newest)
         if let streamLast, streamLast > newest {
             logger.warning(
@@ -196,7 +197,7 @@ final class RedisPublisher: Service {
     /// Writes what the store has after the stream's end, page by page.
     private func catchUp(_ fanOut: inout EventFanOut, link: Link, thread: NIOThreadPool) async throws {
         while let after = fanOut.written {
-            let events = try await EventLog.since(after, limit: Self.catchUpPage, store: store)
+            let events = try await store.events(since: after, limit: Self.catchUpPage)
             if events.isEmpty { return }
             try await write(events, &fanOut, link: link, thread: thread)
             if events.count < Self.catchUpPage { return }

@@ -43,7 +43,7 @@ extension HTTPServer {
     ///   `?follow=false`; 503 `store_unavailable` when the event log cannot be read.
     static func addRegistryRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, lead: LeadParts) {
         let maxBody = agent.maxBody, token = agent.token
-        let registry = lead.registry, store = lead.store, apiTokens = lead.apiTokens
+        let registry = lead.registry, tokens = lead.tokens, events = lead.events, apiTokens = lead.apiTokens
 
         // MARK: Join and signed node calls (lead)
         router.on(API.join) { request, context -> Response in
@@ -107,11 +107,11 @@ extension HTTPServer {
             let create = try await decode(
                 TokenCreateRequest.self, request, maxBody: maxBody, allowed: TokenCreateRequest.fields)
             if create.kind == .api { return try json(try await apiTokens.create(create), status: .created) }
-            return try json(try await JoinTokens.create(create, store: store, lead: lead.leadTLS), status: .created)
+            return try json(try await JoinTokens.create(create, store: tokens, lead: lead.leadTLS), status: .created)
         }
         router.on(API.listTokens) { request, _ -> Response in
             try authorize(request, token: token)
-            var list = try await JoinTokens.list(store: store)
+            var list = try await JoinTokens.list(store: tokens)
             list.apiTokens = try await apiTokens.list()
             return try json(list, status: .ok)
         }
@@ -124,7 +124,7 @@ extension HTTPServer {
                 }
                 return try json(info, status: .ok)
             }
-            return try json(try await JoinTokens.revoke(id, store: store), status: .ok)
+            return try json(try await JoinTokens.revoke(id, store: tokens), status: .ok)
         }
 
         // MARK: Events (lead, operator token): Server-Sent Events
@@ -144,7 +144,7 @@ extension HTTPServer {
                         }
                         return value
                     } ?? 0
-                do throws(AgentError) { since = max(0, try await EventLog.latest(store: store) - tail) } catch {
+                do throws(AgentError) { since = max(0, try await events.latestEventSeq() - tail) } catch {
                     throw Refusal.storeUnavailable(error)
                 }
             }
@@ -154,7 +154,7 @@ extension HTTPServer {
             let hub = agent.hub
             let (subscription, stream) = hub.subscribe()
             let backlog: [MeshEvent]
-            do throws(AgentError) { backlog = try await EventLog.since(since, limit: 10_000, store: store) } catch {
+            do throws(AgentError) { backlog = try await events.events(since: since, limit: 10_000) } catch {
                 hub.unsubscribe(subscription)
                 throw Refusal.storeUnavailable(error)
             }

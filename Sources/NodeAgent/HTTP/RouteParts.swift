@@ -32,8 +32,10 @@ struct LeadParts: Sendable {
     let secrets: SecretsManager
     /// The nodes' connectivity reports and their mesh-wide summary.
     let connectivity: ConnectivityBoard
-    /// The mesh database (PostgreSQL): join tokens and the event log are read from it directly.
-    let store: Store
+    /// Join tokens (the API tokens' grants are in ``apiTokens``).
+    let tokens: any TokenStore
+    /// The event log, for `GET /api/events`' backlog.
+    let events: any EventStore
     /// Takes the batches of node outboxes (`POST /api/nodes/{name}/reports`), each report id once.
     let inbox: ReportInbox
     /// pg_dump backups of the mesh database in `DATA/backups`.

@@ -22,26 +22,15 @@ final class APITokens: Sendable {
     }
 
     private let grants = Mutex<[String: Grant]>([:])  // hex SHA-256 of the token → grant
-    private let store: Store
+    private let store: any TokenStore
 
-    init(store: Store) { self.store = store }
+    init(store: any TokenStore) { self.store = store }
 
     /// Loads every token from the store (the lead's start).
     /// Rows that do not parse are skipped. Throws ``AgentError`` with code `store`; the registry
     /// service then retries the whole load.
     func load() async throws(AgentError) {
-        let rows = try await store.query(
-            "SELECT id, token_hash, role, company, \(SQL.iso("expires_at")), revoked_at IS NOT NULL FROM api_tokens"
-        ).rows
-        var loaded: [String: Grant] = [:]
-        for row in rows {
-            guard let id = row[0], let hash = row[1], let role = row[2].flatMap(APIRole.init(rawValue:)) else {
-                continue
-            }
-            loaded[hash] = Grant(
-                id: id, role: role, company: row[3] ?? "", expiresAt: row[4].flatMap(ISOTime.parse),
-                revoked: row[5] == "t")
-        }
+        let loaded = try await store.apiTokenGrants()
         grants.withLock { $0 = loaded }
     }
 
@@ -76,20 +65,12 @@ final class APITokens: Sendable {
         let id = "at_" + Hex.encode(Crypto.randomBytes(6))
         let token = "aurapi_" + Hex.encode(Crypto.randomBytes(24))
         let hash = Hex.encode(Crypto.sha256(Array(token.utf8)))
-        let rows: [[String?]]
+        let info: APITokenInfo
         do {
-            rows = try await store.query(
-                """
-                INSERT INTO api_tokens (id, token_hash, role, company, expires_at)
-                VALUES ($1, $2, $3, $4, CASE WHEN $5::integer IS NULL THEN NULL ELSE now() + make_interval(secs => $5::integer) END)
-                RETURNING \(Self.columns)
-                """, [id, hash, role.rawValue, company, request.ttlS.map(String.init)]
-            ).rows
+            info = try await store.insertAPIToken(
+                NewAPIToken(id: id, hash: hash, role: role, company: company, ttlS: request.ttlS))
         } catch {
             throw Refusal.storeUnavailable(error)
-        }
-        guard let row = rows.first, let info = Self.info(row) else {
-            throw Refusal(.internalFailure, code: "internal", message: "the token was not stored")
         }
         grants.withLock {
             $0[hash] = Grant(
@@ -100,44 +81,17 @@ final class APITokens: Sendable {
 
     /// Every API token with its state (`active`, `expired`, `revoked`), oldest first; never a token.
     func list() async throws(Refusal) -> [APITokenInfo] {
-        do {
-            return try await store.query("SELECT \(Self.columns) FROM api_tokens ORDER BY created_at, id").rows
-                .compactMap(Self.info)
-        } catch {
-            throw Refusal.storeUnavailable(error)
-        }
+        do { return try await store.apiTokens() } catch { throw Refusal.storeUnavailable(error) }
     }
 
     /// Revokes by id (`at_...`); nil when no such token exists.
     func revoke(_ id: String) async throws(Refusal) -> APITokenInfo? {
-        let rows: [[String?]]
-        do {
-            rows = try await store.query(
-                "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING \(Self.columns)",
-                [id]
-            ).rows
-        } catch {
-            throw Refusal.storeUnavailable(error)
-        }
-        guard let info = rows.first.flatMap(Self.info) else { return nil }
+        let revoked: APITokenInfo?
+        do { revoked = try await store.revokeAPIToken(id) } catch { throw Refusal.storeUnavailable(error) }
+        guard let info = revoked else { return nil }
         grants.withLock { grants in
             for (hash, grant) in grants where grant.id == id { grants[hash]?.revoked = true }
         }
         return info
-    }
-
-    /// The columns ``info(_:)`` reads, with the state computed by the store's clock.
-    private static let columns = """
-        id, role, company, \(SQL.iso("created_at")), \(SQL.iso("expires_at")),
-        CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN expires_at <= now() THEN 'expired' ELSE 'active' END
-        """
-
-    /// One row of ``columns``; nil when it does not parse.
-    private static func info(_ row: [String?]) -> APITokenInfo? {
-        guard row.count == 6, let id = row[0], let role = row[1].flatMap(APIRole.init(rawValue:)), let created = row[3],
-            let state = row[5].flatMap(TokenInfo.State.init(rawValue:))
-        else { return nil }
-        return APITokenInfo(
-            id: id, role: role, company: row[2] ?? "", state: state, createdAt: created, expiresAt: row[4])
     }
 }

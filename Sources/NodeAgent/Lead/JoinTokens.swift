@@ -26,7 +26,7 @@ enum JoinTokens {
     /// `POST /api/tokens` for a join token. With a TLS listener (`lead`), the printed token carries
     /// the pin of the lead's key and the answer the URL and command a node joins with. 400 for a
     /// lead profile, an API-token field, a bad TTL, company or labels; 503 when the store fails.
-    static func create(_ request: TokenCreateRequest, store: Store, lead: LeadTLS? = nil) async throws(Refusal)
+    static func create(_ request: TokenCreateRequest, store: any TokenStore, lead: LeadTLS? = nil) async throws(Refusal)
         -> TokenCreated
     {
         guard let profile = request.profile else {
@@ -52,24 +52,14 @@ enum JoinTokens {
         let id = "jt_" + Hex.encode(Crypto.randomBytes(6))
         let token = "aurjoin_" + Hex.encode(Crypto.randomBytes(24))
         let hash = Hex.encode(Crypto.sha256(Array(token.utf8)))
-        let rows: [[String?]]
+        let info: TokenInfo
         do {
-            rows = try await store.query(
-                """
-                INSERT INTO join_tokens (id, token_hash, profile, company, labels, reusable, expires_at)
-                VALUES ($1, $2, $3, $4, $5::jsonb, $6, now() + make_interval(secs => $7::integer))
-                RETURNING \(columns)
-                """,
-                [
-                    id, hash, profile.rawValue, request.company ?? "", SQL.json(request.labels ?? [:]),
-                    (request.reusable ?? false) ? "true" : "false", String(ttl),
-                ]
-            ).rows
+            info = try await store.insertJoinToken(
+                NewJoinToken(
+                    id: id, hash: hash, profile: profile, company: request.company ?? "", labels: request.labels ?? [:],
+                    reusable: request.reusable ?? false, ttlS: ttl))
         } catch {
             throw Refusal.storeUnavailable(error)
-        }
-        guard let row = rows.first, let info = info(row) else {
-            throw Refusal(.internalFailure, code: "internal", message: "the token was not stored")
         }
         guard let lead else { return TokenCreated(token: token, info: info) }
         let printed = JoinTokenText(secret: token, pin: lead.pin).description
@@ -86,92 +76,38 @@ enum JoinTokens {
 
     /// Every join token with its state (`active`, `used`, `expired`, `revoked`), oldest first;
     /// never a token. 503 when the store fails.
-    static func list(store: Store) async throws(Refusal) -> TokenList {
-        do {
-            let rows = try await store.query("SELECT \(columns) FROM join_tokens ORDER BY created_at, id").rows
-            return TokenList(tokens: rows.compactMap(info))
-        } catch {
-            throw Refusal.storeUnavailable(error)
-        }
+    static func list(store: any TokenStore) async throws(Refusal) -> TokenList {
+        do { return TokenList(tokens: try await store.joinTokens()) } catch { throw Refusal.storeUnavailable(error) }
     }
 
     /// Revokes by id (`jt_...`); revoking twice is fine, an unknown id is 404.
-    static func revoke(_ id: String, store: Store) async throws(Refusal) -> TokenInfo {
-        do {
-            let rows = try await store.query(
-                "UPDATE join_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING \(columns)",
-                [id]
-            ).rows
-            guard let row = rows.first, let info = info(row) else {
-                throw Refusal.notFound("no join token with id '\(id)'")
-            }
-            return info
-        } catch let error as AgentError {
-            throw Refusal.storeUnavailable(error)
-        } catch let error as Refusal {
-            throw error
-        } catch {
-            throw Refusal(.internalFailure, code: "internal", message: "internal error")
-        }
+    static func revoke(_ id: String, store: any TokenStore) async throws(Refusal) -> TokenInfo {
+        let info: TokenInfo?
+        do { info = try await store.revokeJoinToken(id) } catch { throw Refusal.storeUnavailable(error) }
+        guard let info else { throw Refusal.notFound("no join token with id '\(InputRules.printable(id))'") }
+        return info
     }
 
-    /// Checks a token inside the join's transaction and locks its row; ``use(_:on:)`` counts
-    /// it once the join is certain. The token is checked before anything else about the join,
-    /// so a caller without a valid token learns nothing (not whether a name or address is taken).
-    static func check(hash: String, for role: NodeRole, on connection: PostgresConnection) throws(AgentError) -> Result<
-        TokenGrant, Refusal
-    > {
-        let rows = try connection.execute(
-            """
-            SELECT id, profile, company, labels::text, reusable, uses, revoked_at IS NOT NULL, expires_at <= now()
-            FROM join_tokens WHERE token_hash = $1 FOR UPDATE
-            """, [hash]
-        ).rows
-        guard let row = rows.first, let id = row[0], let profile = row[1].flatMap(NodeRole.init(rawValue:)) else {
-            return .failure(.unauthorized("join token is not valid"))
-        }
-        if row[6] == "t" { return .failure(.unauthorized("join token \(id) was revoked")) }
-        if row[7] == "t" { return .failure(.unauthorized("join token \(id) has expired")) }
-        if row[4] != "t", (row[5].flatMap { Int($0) } ?? 0) > 0 {
+    /// What a join token, as the join's transaction found it, grants a node of `role`; the
+    /// refusal when it grants nothing (unknown, revoked, expired, used up, for another profile).
+    static func grant(_ row: JoinTokenRow?, for role: NodeRole) -> Result<TokenGrant, Refusal> {
+        guard let row else { return .failure(.unauthorized("join token is not valid")) }
+        if row.revoked { return .failure(.unauthorized("join token \(row.id) was revoked")) }
+        if row.expired { return .failure(.unauthorized("join token \(row.id) has expired")) }
+        if !row.reusable, row.uses > 0 {
             return .failure(
                 .unauthorized(
-                    "join token \(id) was already used (it is single-use; create a --reusable one for many nodes)"))
+                    "join token \(row.id) was already used (it is single-use; create a --reusable one for many nodes)"))
         }
-        guard profile == role else {
+        guard row.profile == role else {
             return .failure(
                 Refusal(
                     .forbidden, code: "wrong_profile",
                     message:
-                        "join token \(id) is for \(profile.rawValue) nodes; this node's profile is \(role.rawValue)"))
+                        "join token \(row.id) is for \(row.profile.rawValue) nodes; this node's profile is \(role.rawValue)"
+                ))
         }
-        return .success(
-            TokenGrant(
-                id: id, profile: profile, company: row[2] ?? "",
-                labels: SQL.decode([String: String].self, row[3]) ?? [:]))
-    }
-
-    /// Counts one use of a checked token (in the same transaction).
-    static func use(_ id: String, on connection: PostgresConnection) throws(AgentError) {
-        _ = try connection.execute("UPDATE join_tokens SET uses = uses + 1 WHERE id = $1", [id])
-    }
-
-    /// The columns ``info(_:)`` reads, with the state computed by the store's clock.
-    private static let columns = """
-        id, profile, company, labels::text, reusable, uses, \(SQL.iso("created_at")), \(SQL.iso("expires_at")),
-        CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN expires_at <= now() THEN 'expired'
-             WHEN NOT reusable AND uses > 0 THEN 'used' ELSE 'active' END
-        """
-
-    /// One row of ``columns``; nil when it does not parse.
-    private static func info(_ row: [String?]) -> TokenInfo? {
-        guard row.count == 9, let id = row[0], let profile = row[1].flatMap(NodeRole.init(rawValue:)),
-            let created = row[6],
-            let expires = row[7], let state = row[8].flatMap(TokenInfo.State.init(rawValue:))
-        else { return nil }
-        return TokenInfo(
-            id: id, profile: profile, company: row[2] ?? "", labels: SQL.decode([String: String].self, row[3]) ?? [:],
-            reusable: row[4] == "t", uses: row[5].flatMap { Int($0) } ?? 0, state: state, createdAt: created,
-            expiresAt: expires)
+        return .success(TokenGrant(id: row.id, profile: row.profile, company: row.company, labels: row.labels))
     }
 }
 

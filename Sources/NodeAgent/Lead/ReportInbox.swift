@@ -14,20 +14,20 @@ import Metrics
 ///
 /// Every taken id is kept in the `reports` table for seven days.
 actor ReportInbox {
-    let store: Store
+    let store: any ReportStore
     let hub: EventHub
     let jobs: JobCoordinator
     let board: ConnectivityBoard
     let logger: Logger
     private var lastPrune: ContinuousClock.Instant?
-    /// How long a taken report id is remembered (a PostgreSQL interval).
-    static let keep = "7 days"
+    /// How many days a taken report id is remembered.
+    static let keepDays = 7
     /// The most reports one batch may hold; the node's sender sends 100.
     static let maxBatch = 500
     /// An event's data larger than this (JSON) is refused.
     static let maxEventBytes = 16 * 1024
 
-    init(store: Store, hub: EventHub, jobs: JobCoordinator, board: ConnectivityBoard, logger: Logger) {
+    init(store: any ReportStore, hub: EventHub, jobs: JobCoordinator, board: ConnectivityBoard, logger: Logger) {
         self.store = store
         self.hub = hub
         self.jobs = jobs
@@ -71,21 +71,12 @@ actor ReportInbox {
                 id: report.id, status: .refused, code: "bad_request", message: "the report id must be a UUID")
         }
         let id = report.id.lowercased()
-        let seen: [String?]?
-        do { seen = try await store.query("SELECT status FROM reports WHERE id = $1::uuid", [id]).rows.first } catch {
-            throw Refusal.storeUnavailable(error)
-        }
-        if seen != nil { return ReportOutcome(id: report.id, status: .duplicate) }
+        let seen: Bool
+        do { seen = try await store.reportTaken(id) } catch { throw Refusal.storeUnavailable(error) }
+        if seen { return ReportOutcome(id: report.id, status: .duplicate) }
         let outcome = try await apply(report, id: id, from: node)
         do {
-            try await store.query(
-                """
-                INSERT INTO reports (id, node, kind, status, code, message) VALUES ($1::uuid, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING
-                """,
-                [
-                    id, node, report.kind.rawValue, outcome.status.rawValue, outcome.code,
-                    outcome.message.map { String($0.prefix(300)) },
-                ])
+            try await store.recordReport(id, node: node, kind: report.kind.rawValue, outcome: outcome)
         } catch {
             // The effect happened; a replay is recognised by its effect (event id, job attempt).
             logger.warning("cannot record a report id", metadata: ["nodeagent.error": "\(error.message)"])
@@ -133,9 +124,7 @@ actor ReportInbox {
             let draft = EventLog.Draft(type: event.type, node: node, data: event.data)
             let inserted: MeshEvent?
             do {
-                inserted = try await store.withConnection(
-                    { connection throws(AgentError) in try EventLog.insertOnce(draft, id: id, on: connection) },
-                    after: { [hub] event in if let event { hub.publish([event]) } })
+                inserted = try await store.appendOnce(draft, id: id, published: { [hub] in hub.publish($0) })
             } catch {
                 throw Refusal.storeUnavailable(error)
             }
@@ -147,6 +136,6 @@ actor ReportInbox {
     private func pruneIfDue() async {
         if let last = lastPrune, last.duration(to: .now) < .seconds(600) { return }
         lastPrune = .now
-        _ = try? await store.query("DELETE FROM reports WHERE received_at < now() - $1::interval", [Self.keep])
+        try? await store.pruneReports(olderThanDays: Self.keepDays)
     }
 }

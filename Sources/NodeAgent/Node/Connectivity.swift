@@ -14,13 +14,13 @@ import Synchronization
 /// memory (nodes report again every few seconds); a state change is a `connectivity.changed`
 /// event.
 actor ConnectivityBoard {
-    let store: Store
+    let store: any EventStore
     let hub: EventHub
     let logger: Logger
     /// Node name → service name → latest result. Lost on restart: nodes report again within 15 s.
     private var matrix: [String: [String: ProbeResult]] = [:]
 
-    init(store: Store, hub: EventHub, logger: Logger) {
+    init(store: any EventStore, hub: EventHub, logger: Logger) {
         self.store = store
         self.hub = hub
         self.logger = logger
@@ -75,7 +75,7 @@ actor ConnectivityBoard {
             updated[result.service] = result
         }
         if !drafts.isEmpty {
-            do { try await EventLog.commit([], events: drafts, store: store, hub: hub) } catch {
+            do { try await store.append(drafts, published: { [hub] in hub.publish($0) }) } catch {
                 throw Refusal.storeUnavailable(error)
             }
         }

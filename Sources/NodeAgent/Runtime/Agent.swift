@@ -98,7 +98,8 @@ public enum Agent {
             token.scoped = apiTokens
             role = .lead(
                 LeadParts(
-                    registry: registry, jobs: jobs, secrets: secrets, connectivity: board, store: storeService.store,
+                    registry: registry, jobs: jobs, secrets: secrets, connectivity: board, tokens: storeService.store,
+                    events: storeService.store,
                     inbox: inbox,
                     backups: backups, apiTokens: apiTokens,
                     leadTLS: config.tlsListen != nil ? LeadTLS(identity: tls, config: config) : nil))

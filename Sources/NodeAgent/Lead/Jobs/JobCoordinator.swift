@@ -39,7 +39,7 @@ actor JobCoordinator {
     /// How long a worker may stay silent about a job it holds before the job is requeued.
     static let leaseDuration = Duration.seconds(10)
 
-    let store: Store
+    let store: any JobStore
     let hub: EventHub
     let logger: Logger
     let leadName: String
@@ -59,7 +59,7 @@ actor JobCoordinator {
     let queuedGauge = Gauge(label: "aurora_jobs_queued")
     let placedGauge = Gauge(label: "aurora_jobs_placed")
 
-    init(store: Store, hub: EventHub, leadName: String, policy: Scheduler.Policy = .binpack, logger: Logger) {
+    init(store: any JobStore, hub: EventHub, leadName: String, policy: Scheduler.Policy = .binpack, logger: Logger) {
         self.store = store
         self.hub = hub
         self.leadName = leadName
@@ -78,18 +78,12 @@ actor JobCoordinator {
         var merged = Dictionary(snapshot.map { ($0.name, $0) }, uniquingKeysWith: { $1 })
         for (name, update) in nodes { merged[name] = update }
         nodes = merged
-        let rows = try await store.query(
-            "SELECT \(JobRows.columns) FROM jobs WHERE state IN ('queued', 'assigned', 'running') ORDER BY seq"
-        ).rows
-        let now = Self.now()
-        var records: [Book.Record] = []
-        for row in rows {
-            guard let (job, payload) = JobRows.job(row) else {
-                logger.error("skipping an unreadable job row", metadata: ["nodeagent.job": "\(row[0] ?? "?")"])
-                continue
-            }
-            records.append(Self.record(job, payload, now: now))
+        let (open, unreadable) = try await store.openJobs()
+        for id in unreadable {
+            logger.error("skipping an unreadable job row", metadata: ["nodeagent.job": "\(id)"])
         }
+        let now = Self.now()
+        let records = open.map { Self.record($0.0, $0.1, now: now) }
         let updates = nodes.values.sorted { $0.name < $1.name }
         book.restore(records, nodes: updates.map(Self.bookNode), now: now)
         loaded = true
@@ -290,36 +284,13 @@ actor JobCoordinator {
     /// caller's own for anyone else.
     func list(state: JobState?, limit: Int, for caller: String) async throws(Refusal) -> JobList {
         try requireLoaded()
-        var sql = "SELECT \(JobRows.columns) FROM jobs"
-        var conditions: [String] = []
-        var parameters: [String?] = []
-        if let state {
-            parameters.append(state.rawValue)
-            conditions.append("state = $\(parameters.count)")
+        let stored: [Job]
+        do { stored = try await store.jobs(state: state, visibleTo: caller, limit: max(1, min(limit, 10_000))) } catch {
+            throw Refusal.storeUnavailable(error)
         }
-        if let filter = JobAccess.listFilter(caller) {
-            parameters.append(filter.exact)
-            var condition = "submitted_by = $\(parameters.count)"
-            if let suffix = filter.companySuffix {
-                parameters.append(
-                    "%"
-                        + suffix.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
-                        .replacingOccurrences(of: "_", with: "\\_"))
-                condition = "(\(condition) OR (submitted_by LIKE 'api:%' AND submitted_by LIKE $\(parameters.count)))"
-            }
-            conditions.append(condition)
-        }
-        if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
-        sql += " ORDER BY seq DESC LIMIT \(max(1, min(limit, 10_000)))"
-        let rows: [[String?]]
-        do { rows = try await store.query(sql, parameters).rows } catch { throw Refusal.storeUnavailable(error) }
         let positions = queuePositions()
         return JobList(
-            jobs: rows.compactMap { row in
-                guard var job = JobRows.job(row)?.0 else { return nil }
-                if let record = book.record(job.id) { job = view(record, positions: positions) }
-                return job
-            })
+            jobs: stored.map { job in book.record(job.id).map { view($0, positions: positions) } ?? job })
     }
 
     func queue() throws(Refusal) -> QueueView {
@@ -471,19 +442,8 @@ actor JobCoordinator {
     /// leaves the book ahead of the store: the coordinator reloads.
     func commit(_ writes: Writes) async throws(AgentError) -> Writes.Outcome {
         let hub = self.hub
-        let publish: @Sendable (Writes.Outcome) -> Void = { outcome in
-            if case .committed(let events) = outcome { hub.publish(events) }
-        }
         do {
-            let outcome: Writes.Outcome
-            if writes.isSingle {
-                let single = try writes.single()
-                outcome = try await store.withConnection(
-                    { connection throws(AgentError) in try Writes.apply(single, on: connection) }, after: publish)
-            } else {
-                outcome = try await store.inTransaction(
-                    { connection throws(AgentError) in try writes.apply(on: connection) }, afterCommit: publish)
-            }
+            let outcome = try await store.commit(writes, published: { hub.publish($0) })
             for id in writes.finishedIDs { waiters.job.wakeAll(id) }
             return outcome
         } catch {
@@ -498,11 +458,9 @@ actor JobCoordinator {
     }
 
     func fetch(_ id: String, for caller: String) async throws(Refusal) -> Job {
-        let row: [String?]?
-        do { row = try await store.query("SELECT \(JobRows.columns) FROM jobs WHERE id = $1", [id]).rows.first } catch {
-            throw Refusal.storeUnavailable(error)
-        }
-        guard let row, let job = JobRows.job(row)?.0, JobAccess.mayRead(job, caller) else { throw Self.notFound(id) }
+        let stored: Job?
+        do { stored = try await store.job(id) } catch { throw Refusal.storeUnavailable(error) }
+        guard let job = stored, JobAccess.mayRead(job, caller) else { throw Self.notFound(id) }
         return job
     }
 

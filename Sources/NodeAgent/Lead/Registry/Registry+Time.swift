@@ -40,65 +40,42 @@ extension Registry {
 
     /// Writes `last_seen` of the nodes heard from, and records whose reported data changed.
     /// Called every 2 s by the registry service and once at shutdown. A failed batch is retried
-    /// statement by statement, and what still fails waits for the next flush; heartbeats are
+    /// change by change, and what still fails waits for the next flush; heartbeats are
     /// never refused because the store is slow.
     func flush() async {
         guard loaded, !(seenDirty.isEmpty && recordDirty.isEmpty) else { return }
         let seen = seenDirty, records = recordDirty
         seenDirty = []
         recordDirty = []
-        var statements: [(String, [String?])] = []
+        var changes: [NodeChange] = []
         let live = seen.compactMap { entries[$0] }
-        if !live.isEmpty {
-            statements.append(
-                (
-                    """
-                    UPDATE nodes SET last_seen = v.seen::timestamptz
-                    FROM unnest($1::text[], $2::text[]) AS v(name, seen) WHERE nodes.name = v.name
-                    """,
-                    [
-                        "{" + live.map(\.node.name).joined(separator: ",") + "}",
-                        "{" + live.map { ISOTime.string($0.lastSeen) }.joined(separator: ",") + "}",
-                    ]
-                ))
-        }
+        if !live.isEmpty { changes.append(.seen(live.map { NodeSeen(name: $0.node.name, at: $0.lastSeen) })) }
         for name in records {
             guard let entry = entries[name] else { continue }
-            statements.append(
-                (
-                    """
-                    UPDATE nodes SET labels = $2::jsonb, capabilities = $3::jsonb, timing = $4::jsonb, version = $5, address = $6,
-                        tls_port = $7::integer WHERE name = $1
-                    """,
-                    [
-                        name, SQL.json(entry.node.labels), SQL.json(entry.node.capabilities),
-                        entry.node.timing.map { SQL.json($0) },
-                        entry.node.version, entry.node.address, entry.node.tlsPort.map(String.init),
-                    ]
-                ))
+            changes.append(.reported(entry))
         }
         do {
-            try await store.transaction(statements)
+            try await store.write(changes, events: [], published: { _ in })
         } catch {
-            // One node's row must not hold back everyone's: each statement alone, and only
+            // One node's row must not hold back everyone's: each change alone, and only
             // those that fail again wait for the next flush.
             logger.warning(
                 "cannot flush heartbeats in one batch; writing them one by one",
                 metadata: ["nodeagent.error": "\(error.message)"])
             var failedRecords = Set<String>()
-            for (index, statement) in statements.enumerated() {
-                do { try await store.transaction([statement]) } catch {
-                    if index == 0, !live.isEmpty {
-                        seenDirty.formUnion(seen)
-                    } else if let name = statement.1.first ?? nil {
-                        failedRecords.insert(name)
+            for change in changes {
+                do { try await store.write([change], events: [], published: { _ in }) } catch {
+                    var node = "?"
+                    switch change {
+                    case .seen: seenDirty.formUnion(seen)
+                    case .reported(let entry):
+                        node = entry.node.name
+                        failedRecords.insert(node)
+                    default: break
                     }
                     logger.warning(
                         "cannot flush a heartbeat row; will retry",
-                        metadata: [
-                            "nodeagent.node": "\(statement.1.first.flatMap { $0 } ?? "?")",
-                            "nodeagent.error": "\(error.message)",
-                        ])
+                        metadata: ["nodeagent.node": "\(node)", "nodeagent.error": "\(error.message)"])
                 }
             }
             recordDirty.formUnion(failedRecords)
@@ -159,7 +136,8 @@ extension Registry {
         }
         guard !drafts.isEmpty else { return }
         do {
-            _ = try await EventLog.commit([], events: drafts, store: store, hub: hub)
+            let hub = self.hub
+            try await store.append(drafts, published: { hub.publish($0) })
         } catch {
             if entries[name]?.node.postgres == current { entries[name]?.node.postgres = previous }
             logger.warning(

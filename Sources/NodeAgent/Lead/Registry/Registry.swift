@@ -52,7 +52,7 @@ actor Registry {
         var sentAt: ContinuousClock.Instant
     }
 
-    let store: Store
+    let store: any NodeStore
     let hub: EventHub
     let config: NodeConfig
     let identity: NodeIdentity
@@ -87,7 +87,7 @@ actor Registry {
     /// Reads nothing yet (``load(capabilities:meshID:now:)`` does); throws ``AgentError`` with
     /// code `config` when `wireguard.cidr` is not a network.
     init(
-        store: Store, hub: EventHub, config: NodeConfig, identity: NodeIdentity,
+        store: any NodeStore, hub: EventHub, config: NodeConfig, identity: NodeIdentity,
         secretsGeneration: SecretsGeneration = SecretsGeneration(),
         logger: Logger
     ) throws(AgentError) {
@@ -114,21 +114,11 @@ actor Registry {
     func load(capabilities: Capabilities, meshID: String?, now: ContinuousClock.Instant = .now) async throws(AgentError)
     {
         self.meshID = meshID
-        let rows = try await store.query(
-            """
-            SELECT name, role, company, vpn_ip, sign_public_key, box_public_key, wg_public_key, wg_endpoint, wg_listen_port,
-                   labels::text, capabilities::text, timing::text, version, address, state, removed, \(SQL.iso("last_seen")), \(SQL.iso("joined_at")),
-                   wg_behind_nat, tls_pin, tls_port
-            FROM nodes
-            """
-        ).rows
-        for row in rows {
-            guard let entry = Self.entry(row) else {
-                logger.error(
-                    "skipping an unreadable node row",
-                    metadata: ["nodeagent.node": "\(row.first.flatMap { $0 } ?? "?")"])
-                continue
-            }
+        let (stored, unreadable) = try await store.nodes()
+        for name in unreadable {
+            logger.error("skipping an unreadable node row", metadata: ["nodeagent.node": "\(name)"])
+        }
+        for entry in stored {
             entries[entry.node.name] = entry
             signKeys.set(entry.node.name, entry.signKey)
             if entry.node.name != config.name {
@@ -166,7 +156,7 @@ actor Registry {
             throw AgentError(
                 .config, "the lead's address \(vpnIP) is held by node '\(other.node.name)'; set vpn_ip for the lead")
         }
-        try await store.query(Self.upsertSQL, Self.upsertParameters(entry))
+        try await store.write([.upsert(entry, tokenID: nil)], events: [], published: { _ in })
         entries[config.name] = entry
     }
 
@@ -208,9 +198,8 @@ actor Registry {
         }
         let requested = asked
 
-        // Everything that depends on other nodes (the name, the address) is decided inside the
-        // transaction: the store runs one transaction at a time, so concurrent joins cannot
-        // take the same name or address.
+        // Everything that depends on other nodes (the token, the name, the address) is decided
+        // inside the store's transaction (``JoinAttempt``).
         let now = Date()
         var template = Node(
             name: name, role: request.profile, company: "", vpnIP: "", state: .alive,
@@ -224,89 +213,15 @@ actor Registry {
             timing: timing, checks: nil)
         template.tlsPin = tlsPin
         template.tlsPort = request.tlsPort
-        let joining = template
-        let tokenHash = Hex.encode(Crypto.sha256(Array(JoinTokens.secret(request.token).utf8)))
-        let allocator = AddressAllocator(network: network), leadName = config.name, grace = config.wireguardReuseAfter
+        let attempt = JoinAttempt(
+            tokenHash: Hex.encode(Crypto.sha256(Array(JoinTokens.secret(request.token).utf8))), template: template,
+            signKey: signKey, policy: policy, claimedCompany: request.company, requested: requested,
+            allocator: AddressAllocator(network: network), grace: config.wireguardReuseAfter, leadName: config.name,
+            now: now)
         let hub = self.hub
-        let outcome: Result<(Node, String, MeshEvent), Refusal>
+        let outcome: Result<JoinAttempt.Joined, Refusal>
         do {
-            outcome = try await store.inTransaction(
-                { (connection) throws(AgentError) -> Result<(Node, String, MeshEvent), Refusal> in
-                    var node = joining
-                    // The token first: without a valid one, nothing else is answered.
-                    let grant: TokenGrant
-                    switch try JoinTokens.check(hash: tokenHash, for: request.profile, on: connection) {
-                    case .failure(let refusal): return .failure(refusal)
-                    case .success(let granted): grant = granted
-                    }
-                    // The company and the trusted labels are the token's, never the node's own claim.
-                    let holder = try connection.execute(
-                        "SELECT sign_public_key, removed, vpn_ip, \(SQL.iso("joined_at")), labels::text FROM nodes WHERE name = $1 FOR UPDATE",
-                        [name]
-                    ).rows.first.map {
-                        JoinRules.Holder(
-                            signPublicKey: $0[0] ?? "", removed: $0[1] == "t", vpnIP: $0[2], joinedAt: $0[3],
-                            labels: SQL.decode([String: String].self, $0[4]))
-                    }
-                    let identity: JoinRules.Identity
-                    do throws(MeshError) {
-                        identity = try JoinRules.identity(
-                            name: name, signPublicKey: request.signPublicKey, claimedCompany: request.company,
-                            requested: requested,
-                            grant: JoinRules.Grant(id: grant.id, company: grant.company, labels: grant.labels),
-                            holder: holder, leadName: leadName)
-                    } catch {
-                        return .failure(Refusal(error))
-                    }
-                    let rejoin = identity.rejoin
-                    node.company = identity.company
-                    node.labels = identity.labels
-                    if let kept = identity.keptAddress {
-                        node.vpnIP = kept
-                        if let joined = identity.keptJoinedAt { node.joinedAt = joined }
-                    } else {
-                        // Live nodes' addresses are taken; a removed node's address only until the
-                        // grace period after its removal has passed.
-                        let others = try connection.execute(
-                            """
-                            SELECT name, vpn_ip, removed, extract(epoch FROM now() - coalesce(removed_at, now()))::float8::text
-                            FROM nodes WHERE name <> $1 AND vpn_ip <> ''
-                            """, [name]
-                        ).rows.map {
-                            JoinRules.AddressHolder(
-                                node: $0[0] ?? "?", vpnIP: $0[1] ?? "", removed: $0[2] == "t",
-                                removedAgoS: $0[3].flatMap(Double.init) ?? 0)
-                        }
-                        let allocation: (address: UInt32, reclaimed: String?)
-                        do throws(MeshError) {
-                            allocation = try JoinRules.address(
-                                requested: requested, others: others, allocator: allocator, grace: grace)
-                        } catch {
-                            return .failure(Refusal(error))
-                        }
-                        node.vpnIP = IPv4Network.format(allocation.address)
-                        if let reclaimed = allocation.reclaimed {
-                            _ = try connection.execute(
-                                "UPDATE nodes SET vpn_ip = '' WHERE name = $1 AND removed", [reclaimed])
-                        }
-                    }
-                    try JoinTokens.use(grant.id, on: connection)
-                    let entry = Entry(
-                        node: node, signKey: signKey, policy: policy, removed: false, observedHost: nil, lastSeen: now)
-                    _ = try connection.execute(Registry.upsertSQL, Registry.upsertParameters(entry, tokenID: grant.id))
-                    let event = try EventLog.insert(
-                        EventLog.Draft(
-                            type: EventType.nodeJoined, node: name,
-                            data: [
-                                "vpn_ip": .string(node.vpnIP), "role": .string(request.profile.rawValue),
-                                "token": .string(grant.id),
-                                "rejoin": .bool(rejoin),
-                            ]), on: connection)
-                    return .success((node, grant.id, event))
-                },
-                afterCommit: { result in
-                    if case .success((_, _, let event)) = result { hub.publish([event]) }
-                })
+            outcome = try await store.join(attempt, published: { hub.publish($0) })
         } catch {
             throw Refusal.storeUnavailable(error)
         }
@@ -316,8 +231,8 @@ actor Registry {
             logger.notice(
                 "join refused", metadata: ["nodeagent.node": "\(name)", "nodeagent.reason": "\(refusal.code)"])
             throw refusal
-        case .success((let joined, let id, _)):
-            (node, tokenID) = (joined, id)
+        case .success(let joined):
+            (node, tokenID) = (joined.node, joined.tokenID)
         }
         let vpnIP = node.vpnIP
         // A removed node whose address was given out lets go of it (the store did the same).
@@ -441,7 +356,7 @@ actor Registry {
         entry.removed = true
         entries[name] = entry
         do {
-            try await store.query("UPDATE nodes SET removed = true, removed_at = now() WHERE name = $1", [name])
+            try await store.write([.removed(name: name)], events: [], published: { _ in })
         } catch {
             throw Refusal.storeUnavailable(error)
         }
@@ -460,14 +375,15 @@ actor Registry {
             throw Refusal.badRequest(error.message)
         }
         do {
-            _ = try await EventLog.commit(
-                [("UPDATE nodes SET labels = $2::jsonb WHERE name = $1", [name, SQL.json(labels)])],
+            let hub = self.hub
+            try await store.write(
+                [.labels(name: name, labels: labels)],
                 events: [
                     EventLog.Draft(
                         type: EventType.nodeLabelsChanged, node: name,
                         data: ["labels": .object(labels.mapValues { .string($0) }), "by": .string("operator")])
                 ],
-                store: store, hub: hub)
+                published: { hub.publish($0) })
         } catch {
             throw Refusal.storeUnavailable(error)
         }
@@ -496,7 +412,7 @@ actor Registry {
             if case .transition(let transition) = directive { transition } else { nil }
         }
         guard !transitions.isEmpty else { return }
-        var statements: [(String, [String?])] = []
+        var changes: [NodeChange] = []
         var drafts: [EventLog.Draft] = []
         for transition in transitions {
             guard var entry = entries[transition.name], let state = NodeState(rawValue: transition.to.rawValue) else {
@@ -505,11 +421,7 @@ actor Registry {
             entry.node.state = state
             entries[transition.name] = entry
             version += 1
-            statements.append(
-                (
-                    "UPDATE nodes SET state = $2, last_seen = $3::timestamptz WHERE name = $1",
-                    [transition.name, state.rawValue, ISOTime.string(entry.lastSeen)]
-                ))
+            changes.append(.state(name: transition.name, state: state, lastSeen: entry.lastSeen))
             logger.notice(
                 "node state changed",
                 metadata: [
@@ -531,7 +443,8 @@ actor Registry {
                 drafts.append(EventLog.Draft(type: EventType.nodeStateChanged, node: transition.name, data: data))
             }
         }
-        do { try await EventLog.commit(statements, events: drafts, store: store, hub: hub) } catch {
+        let hub = self.hub
+        do { try await store.write(changes, events: drafts, published: { hub.publish($0) }) } catch {
             throw Refusal.storeUnavailable(error)
         }
         if let jobs {

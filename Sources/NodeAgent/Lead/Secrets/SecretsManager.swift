@@ -451,7 +451,9 @@ actor SecretsManager {
             ]
         )
         do {
-            try await EventLog.commit(statements + [audit], events: event.map { [$0] } ?? [], store: store, hub: hub)
+            let hub = self.hub
+            try await store.commit(
+                statements + [audit], events: event.map { [$0] } ?? [], published: { hub.publish($0) })
         } catch {
             if let reloaded = try? await Self.lastAudit(store: store) { lastAudit = reloaded }
             throw error

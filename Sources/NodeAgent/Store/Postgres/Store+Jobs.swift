@@ -39,48 +39,13 @@ enum JobRows {
     }
 }
 
-/// One transaction's worth of job writes and their events.
-struct Writes: Sendable {
-    /// What a committed batch did.
-    enum Outcome: Sendable {
-        case committed([MeshEvent])
-        /// The insert's idempotency key belongs to an existing (finished) job: nothing written.
-        case duplicate(Job)
-    }
-
-    private var insertJob: (Job, [String: JSONValue])?
-    private var updates: [Job] = []
-    private var events: [EventLog.Draft] = []
-
+extension Writes {
     /// One job row and its one event: written as one statement (a data-modifying CTE), which
     /// commits on its own — one round trip instead of BEGIN, two statements and COMMIT.
     var isSingle: Bool {
         events.count == 1
             && ((insertJob != nil && updates.allSatisfy { $0.id == insertJob?.0.id })
                 || (insertJob == nil && updates.count == 1))
-    }
-
-    var isEmpty: Bool { insertJob == nil && updates.isEmpty && events.isEmpty }
-
-    /// Jobs this batch finishes (succeeded, failed, cancelled).
-    var finishedIDs: [String] { updates.filter(\.state.isTerminal).map(\.id) }
-
-    mutating func insert(_ job: Job, payload: [String: JSONValue]) { insertJob = (job, payload) }
-
-    mutating func update(_ job: Job) {
-        if let index = updates.firstIndex(where: { $0.id == job.id }) {
-            updates[index] = job
-        } else {
-            updates.append(job)
-        }
-    }
-
-    mutating func event(_ type: String, _ job: Job, _ extra: [String: JSONValue] = [:]) {
-        var data = extra
-        data["id"] = .string(job.id)
-        data["kind"] = .string(job.kind.rawValue)
-        data["attempt"] = .number(Double(job.attempt))
-        events.append(EventLog.Draft(type: type, node: job.node, data: data))
     }
 
     /// The batch as one statement, its parameters and event prepared (encoded) up front so the
@@ -188,5 +153,67 @@ struct Writes: Sendable {
 
     private static func write(_ job: Job, on connection: PostgresConnection) throws(AgentError) {
         _ = try connection.execute(updateSQL, updateParameters(job), prepared: "job_update")
+    }
+}
+
+extension Store: JobStore {
+    func openJobs() async throws(AgentError) -> (jobs: [(Job, [String: JSONValue])], unreadable: [String]) {
+        let rows = try await query(
+            "SELECT \(JobRows.columns) FROM jobs WHERE state IN ('queued', 'assigned', 'running') ORDER BY seq"
+        ).rows
+        var jobs: [(Job, [String: JSONValue])] = []
+        var unreadable: [String] = []
+        for row in rows {
+            if let job = JobRows.job(row) {
+                jobs.append(job)
+            } else {
+                unreadable.append(row.first.flatMap { $0 } ?? "?")
+            }
+        }
+        return (jobs, unreadable)
+    }
+
+    func job(_ id: String) async throws(AgentError) -> Job? {
+        try await query("SELECT \(JobRows.columns) FROM jobs WHERE id = $1", [id]).rows.first.flatMap {
+            JobRows.job($0)?.0
+        }
+    }
+
+    func jobs(state: JobState?, visibleTo caller: String, limit: Int) async throws(AgentError) -> [Job] {
+        var sql = "SELECT \(JobRows.columns) FROM jobs"
+        var conditions: [String] = []
+        var parameters: [String?] = []
+        if let state {
+            parameters.append(state.rawValue)
+            conditions.append("state = $\(parameters.count)")
+        }
+        if let filter = JobAccess.listFilter(caller) {
+            parameters.append(filter.exact)
+            var condition = "submitted_by = $\(parameters.count)"
+            if let suffix = filter.companySuffix {
+                parameters.append(
+                    "%"
+                        + suffix.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
+                        .replacingOccurrences(of: "_", with: "\\_"))
+                condition = "(\(condition) OR (submitted_by LIKE 'api:%' AND submitted_by LIKE $\(parameters.count)))"
+            }
+            conditions.append(condition)
+        }
+        if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
+        sql += " ORDER BY seq DESC LIMIT \(max(1, limit))"
+        return try await query(sql, parameters).rows.compactMap { JobRows.job($0)?.0 }
+    }
+
+    func commit(_ writes: Writes, published: @escaping Published) async throws(AgentError) -> Writes.Outcome {
+        let publish: @Sendable (Writes.Outcome) -> Void = { outcome in
+            if case .committed(let events) = outcome { published(events) }
+        }
+        if writes.isSingle {
+            let single = try writes.single()
+            return try await withConnection(
+                { connection throws(AgentError) in try Writes.apply(single, on: connection) }, after: publish)
+        }
+        return try await inTransaction(
+            { connection throws(AgentError) in try writes.apply(on: connection) }, afterCommit: publish)
     }
 }
