@@ -31,6 +31,7 @@ struct LeadHarness: Sendable {
         try await parts.apiTokens.load()
         await parts.registry.attach(parts.jobs)
         try await parts.jobs.load(nodes: await parts.registry.jobUpdates())
+        try await parts.secrets.load()
         return LeadHarness(
             store: store, parts: parts,
             agent: agent,

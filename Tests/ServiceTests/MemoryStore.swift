@@ -57,6 +57,7 @@ final class MemoryStore: Sendable {
         var nodes: [String: NodeRow] = [:]
         var jobs: [JobRow] = []
         var reports: [String: Date] = [:]
+        var secrets = SecretTables()
     }
 
     let tables = Mutex(Tables())
@@ -82,6 +83,18 @@ final class MemoryStore: Sendable {
         if let failing { throw failing }
         let now = self.now
         return try tables.withLock { (tables: inout Tables) throws(AgentError) -> R in try body(&tables, now) }
+    }
+
+    /// Runs `body` on the secret tables and the rest (for events) under the one lock.
+    func lockedSecrets<R: Sendable>(_ body: (inout SecretTables, inout Tables) throws(AgentError) -> R)
+        throws(AgentError) -> R
+    {
+        try locked { (tables, _) throws(AgentError) -> R in
+            var secrets = tables.secrets
+            let result = try body(&secrets, &tables)
+            tables.secrets = secrets
+            return result
+        }
     }
 
     /// Appends `drafts` to the log (inside the caller's lock) and returns them as recorded.

@@ -45,10 +45,10 @@ enum RouterFixture {
         return HTTPServer.router(agent: agent, role: parts, metrics: nil, logger: logger)
     }
 
-    /// The lead's parts over `rows` (registry, jobs, tokens, events, reports); secrets and
-    /// backups over a PostgreSQL store that is never connected.
+    /// The lead's parts over `rows` (registry, jobs, tokens, events, reports, secrets); backups
+    /// (pg_dump) over a PostgreSQL store that is never connected.
     static func leadParts(
-        rows: some NodeStore & JobStore & TokenStore & ReportStore, agent: AgentParts, config: NodeConfig,
+        rows: some NodeStore & JobStore & TokenStore & ReportStore & SecretStore, agent: AgentParts, config: NodeConfig,
         identity: NodeIdentity, keys: String, in directory: URL, logger: Logger
     ) throws -> LeadParts {
         let hub = agent.hub
@@ -57,7 +57,7 @@ enum RouterFixture {
         let jobs = JobCoordinator(store: rows, hub: hub, leadName: config.name, logger: logger)
         let master = try SecretsMasterKey.loadOrCreate(in: keys, passphraseFile: nil, logger: logger)
         let secrets = SecretsManager(
-            store: unconnected, hub: hub, master: master, signing: identity.signing, generation: SecretsGeneration(),
+            store: rows, hub: hub, master: master, signing: identity.signing, generation: SecretsGeneration(),
             logger: logger)
         let board = ConnectivityBoard(store: rows, hub: hub, logger: logger)
         guard let apiTokens = agent.token.scoped else { throw AgentError(.config, "the lead's agent needs API tokens") }

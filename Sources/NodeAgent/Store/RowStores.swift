@@ -1,6 +1,7 @@
 import AuroraAPI
 import Foundation
 import Mesh
+import Secrets
 
 // The lead's subsystems keep their rows through these protocols, one per subsystem. Two
 // implementations exist: ``Store`` (PostgreSQL through libpq, the product) and ``MemoryStore``
@@ -160,4 +161,68 @@ protocol ReportStore: EventStore {
 
     /// Forgets reports taken more than `days` days ago.
     func pruneReports(olderThanDays days: Int) async throws(AgentError)
+}
+
+/// Secret versions (sealed: the store never sees a value), their heads and the audit chain.
+protocol SecretStore: EventStore {
+    /// Every slot's current version (not deleted).
+    func secretHeads() async throws(AgentError) -> [(SecretsManager.Slot, SecretsManager.Current)]
+
+    /// One stored version of a slot (its `updatedAt` is when the version was written); nil when none.
+    func secretVersion(_ slot: SecretsManager.Slot, _ version: Int) async throws(AgentError) -> SecretsManager.Current?
+
+    /// The slot's highest version; 0 when it never had one.
+    func latestSecretVersion(_ slot: SecretsManager.Slot) async throws(AgentError) -> Int
+
+    /// Every version of a slot, oldest first (no values).
+    func secretHistory(_ slot: SecretsManager.Slot) async throws(AgentError) -> [StoredVersion]
+
+    /// Writes a new version and makes it the head, with its audit record and event.
+    func saveSecret(
+        _ version: NewSecretVersion, audit: AuditRecord, event: EventLog.Draft, published: @escaping Published
+    ) async throws(AgentError)
+
+    /// Marks the slot deleted (its versions stay), with its audit record and event.
+    func deleteSecret(
+        _ slot: SecretsManager.Slot, audit: AuditRecord, event: EventLog.Draft, published: @escaping Published
+    ) async throws(AgentError)
+
+    /// The highest key-encryption key version any stored version uses (1 when none).
+    func highestKEKVersion() async throws(AgentError) -> Int
+
+    /// Every version sealed under a key-encryption key older than `kekVersion`.
+    func versionsSealed(below kekVersion: Int) async throws(AgentError) -> [(
+        SecretsManager.Slot, SecretsManager.Current
+    )]
+
+    /// Replaces the wrapped data keys of the given versions (a rotation's batch), all or nothing.
+    func rewrap(_ versions: [(SecretsManager.Slot, Int, SealedValue)], kekVersion: Int) async throws(AgentError)
+
+    /// Appends audit records in order, all or nothing.
+    func appendAudit(_ records: [AuditRecord]) async throws(AgentError)
+
+    /// The audit log, oldest first, and how many stored records did not read.
+    func auditRecords() async throws(AgentError) -> (records: [AuditRecord], unreadable: Int)
+
+    /// The newest audit record; nil for an empty log.
+    func lastAuditRecord() async throws(AgentError) -> AuditRecord?
+}
+
+/// A secret version about to be stored.
+struct NewSecretVersion: Sendable {
+    var slot: SecretsManager.Slot
+    var version: Int
+    var sealed: SealedValue
+    /// Who wrote it (`operator`, `api:ID`).
+    var createdBy: String
+    /// The version a rollback copied.
+    var restoredFrom: Int?
+}
+
+/// One version of a slot as its history lists it.
+struct StoredVersion: Sendable, Equatable {
+    var version: Int
+    var createdAt: String
+    var createdBy: String
+    var restoredFrom: Int?
 }

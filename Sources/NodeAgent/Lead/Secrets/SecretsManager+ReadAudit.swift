@@ -72,35 +72,13 @@ extension SecretsManager {
         while !pendingReads.isEmpty {
             let batch = pendingReads
             pendingReads = []
-            // Written by hand: JSONEncoder over thousands of small records per second showed up
-            // as the lead's biggest cost.
-            var json = "["
-            for (index, (record, _)) in batch.enumerated() {
-                if index > 0 { json += "," }
-                json +=
-                    "{\"seq\":\(record.seq),\"at\":\(Self.quoted(record.at)),\"actor\":\(Self.quoted(record.actor)),"
-                json +=
-                    "\"action\":\(Self.quoted(record.action)),\"service\":\(Self.quoted(record.service)),\"key_name\":\(Self.quoted(record.keyName)),"
-                json +=
-                    "\"node\":\(record.node.map(Self.quoted) ?? "null"),\"scope\":\(record.scope.map(Self.quoted) ?? "null"),"
-                json +=
-                    "\"version\":\(record.version.map(String.init) ?? "null"),\"result\":\(Self.quoted(record.result)),"
-                json += "\"previous_hash\":\(Self.quoted(record.previousHash)),\"hash\":\(Self.quoted(record.hash))}"
-            }
-            json += "]"
             let outcome: Result<Void, AgentError>
             do {
-                try await store.query(
-                    """
-                    INSERT INTO secret_audit (seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash)
-                    SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash
-                    FROM jsonb_to_recordset($1::jsonb) AS r(seq bigint, at text, actor text, action text, service text, key_name text, node text,
-                                                            scope text, version integer, result text, previous_hash text, hash text)
-                    """, [json])
+                try await store.appendAudit(batch.map(\.0))
                 outcome = .success(())
             } catch {
                 outcome = .failure(error)
-                if let reloaded = try? await Self.lastAudit(store: store) { lastAudit = reloaded }
+                if let reloaded = try? await store.lastAuditRecord() { lastAudit = reloaded }
             }
             for (_, done) in batch { done(outcome) }
         }

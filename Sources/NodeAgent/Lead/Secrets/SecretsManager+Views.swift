@@ -27,40 +27,29 @@ extension SecretsManager {
     /// delete); 404 when the slot never had a version.
     func versions(service: String, keyName: String, scope: SecretScope) async throws(Refusal) -> SecretVersions {
         try requireLoaded()
-        let rows: [[String?]]
-        do {
-            rows = try await store.query(
-                """
-                SELECT version, \(SQL.iso("created_at")), created_by, restored_from FROM secrets
-                WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4 ORDER BY version
-                """, [service, keyName, scope.name, scope.id]
-            ).rows
-        } catch { throw Refusal.storeUnavailable(error) }
-        guard !rows.isEmpty else { throw Refusal.notFound("no secret \(service)/\(keyName) at \(scope)") }
-        let head = current[Slot(service: service, keyName: keyName, scope: scope)]?.version
+        let slot = Slot(service: service, keyName: keyName, scope: scope)
+        let history: [StoredVersion]
+        do { history = try await store.secretHistory(slot) } catch { throw Refusal.storeUnavailable(error) }
+        guard !history.isEmpty else { throw Refusal.notFound("no secret \(service)/\(keyName) at \(scope)") }
+        let head = current[slot]?.version
         return SecretVersions(
             service: service, keyName: keyName, scope: scope.name, scopeID: scope.id,
-            versions: rows.compactMap { row in
-                guard let version = row[0].flatMap({ Int($0) }), let at = row[1] else { return nil }
-                return SecretVersions.Version(
-                    version: version, createdAt: at, createdBy: row[2] ?? "", current: version == head,
-                    restoredFrom: row[3].flatMap { Int($0) })
+            versions: history.map { stored in
+                SecretVersions.Version(
+                    version: stored.version, createdAt: stored.createdAt, createdBy: stored.createdBy,
+                    current: stored.version == head, restoredFrom: stored.restoredFrom)
             })
     }
 
     /// The audit log, oldest first; with `verify`, whether its chain holds.
     func auditLog(verify: Bool, limit: Int) async throws(Refusal) -> AuditLog {
-        let rows: [[String?]]
-        do {
-            rows = try await store.query(
-                "SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash FROM secret_audit ORDER BY seq"
-            ).rows
-        } catch { throw Refusal.storeUnavailable(error) }
-        let records = rows.compactMap(Self.audit)
+        let stored: (records: [AuditRecord], unreadable: Int)
+        do { stored = try await store.auditRecords() } catch { throw Refusal.storeUnavailable(error) }
+        let records = stored.records
         var log = AuditLog(entries: Array(records.suffix(limit)))
         if verify {
             let problem =
-                records.count == rows.count ? AuditChain.verify(records, head: lastAudit?.seq) : .changed(seq: 0)
+                stored.unreadable == 0 ? AuditChain.verify(records, head: lastAudit?.seq) : .changed(seq: 0)
             log.verified = problem == nil
             log.problem = problem?.description
         }

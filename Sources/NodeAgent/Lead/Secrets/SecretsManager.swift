@@ -25,7 +25,7 @@ actor SecretsManager {
         var updatedAt: String
     }
 
-    let store: Store
+    let store: any SecretStore
     let hub: EventHub
     let master: MasterKey
     let signing: SigningKey
@@ -56,7 +56,7 @@ actor SecretsManager {
     private(set) var loaded = false
 
     init(
-        store: Store, hub: EventHub, master: MasterKey, signing: SigningKey, generation: SecretsGeneration,
+        store: any SecretStore, hub: EventHub, master: MasterKey, signing: SigningKey, generation: SecretsGeneration,
         logger: Logger
     ) {
         self.store = store
@@ -75,22 +75,9 @@ actor SecretsManager {
     /// current versions, the audit chain's head and the key-encryption key in use. Throws
     /// ``AgentError`` with code `store`; the job service retries.
     func load() async throws(AgentError) {
-        let rows = try await store.query(
-            """
-            SELECT s.service, s.key_name, s.scope, s.scope_id, s.version, s.ciphertext, s.nonce, s.wrapped_key, s.wrap_nonce, s.kek_version,
-                   \(SQL.iso("h.updated_at"))
-            FROM secret_heads h JOIN secrets s USING (service, key_name, scope, scope_id, version)
-            WHERE NOT h.deleted
-            """
-        ).rows
-        var loadedCurrent: [Slot: Current] = [:]
-        for row in rows {
-            guard let slot = Self.slot(row), let current = Self.current(row, from: 4) else { continue }
-            loadedCurrent[slot] = current
-        }
-        current = loadedCurrent
-        lastAudit = try await Self.lastAudit(store: store)
-        kekVersion = Int(try await store.query("SELECT coalesce(max(kek_version), 1) FROM secrets").scalar ?? "1") ?? 1
+        current = Dictionary(try await store.secretHeads(), uniquingKeysWith: { $1 })
+        lastAudit = try await store.lastAuditRecord()
+        kekVersion = try await store.highestKEKVersion()
         loaded = true
         logger.info("secrets loaded", metadata: ["nodeagent.secrets": "\(current.count)"])
     }
@@ -126,16 +113,11 @@ actor SecretsManager {
         guard Int32(exactly: request.version) != nil else {
             throw Refusal.notFound("\(service)/\(keyName) at \(scope) has no version \(request.version)")
         }
-        let row: [String?]?
-        do {
-            row = try await store.query(
-                """
-                SELECT service, key_name, scope, scope_id, version, ciphertext, nonce, wrapped_key, wrap_nonce, kek_version, \(SQL.iso("created_at"))
-                FROM secrets WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4 AND version = $5
-                """, [service, keyName, scope.name, scope.id, String(request.version)]
-            ).rows.first
-        } catch { throw Refusal.storeUnavailable(error) }
-        guard let row, let old = Self.current(row, from: 4) else {
+        let stored: Current?
+        do { stored = try await store.secretVersion(slot, request.version) } catch {
+            throw Refusal.storeUnavailable(error)
+        }
+        guard let old = stored else {
             throw Refusal.notFound("\(service)/\(keyName) at \(scope) has no version \(request.version)")
         }
         let value: SecureBytes
@@ -166,13 +148,9 @@ actor SecretsManager {
                 "version": .number(Double(existing.version)), "deleted": .bool(true),
             ])
         do {
-            try await commit(
-                [
-                    (
-                        "UPDATE secret_heads SET deleted = true, updated_at = now() WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4",
-                        [service, keyName, scope.name, scope.id]
-                    )
-                ], audit: record, event: event)
+            try await committing { (store, published) throws(AgentError) in
+                try await store.deleteSecret(slot, audit: record, event: event, published: published)
+            }
         } catch { throw Refusal.storeUnavailable(error) }
         current[slot] = nil
         generation.bump()
@@ -184,14 +162,7 @@ actor SecretsManager {
         async throws(Refusal) -> SecretInfo
     {
         let version: Int
-        do {
-            version =
-                (Int(
-                    try await store.query(
-                        "SELECT coalesce(max(version), 0) FROM secrets WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4",
-                        [slot.service, slot.keyName, slot.scope.name, slot.scope.id]
-                    ).scalar ?? "0") ?? 0) + 1
-        } catch { throw Refusal.storeUnavailable(error) }
+        do { version = try await store.latestSecretVersion(slot) + 1 } catch { throw Refusal.storeUnavailable(error) }
         let sealed = Envelope.seal(value, for: Self.row(slot, version: version), master: master, kekVersion: kekVersion)
         let record = nextAudit(
             actor: actor, action: action, service: slot.service, keyName: slot.keyName, scope: slot.scope.description,
@@ -203,27 +174,11 @@ actor SecretsManager {
                 "scope_id": .string(slot.scope.id), "version": .number(Double(version)),
             ])
         do {
-            try await commit(
-                [
-                    (
-                        """
-                        INSERT INTO secrets (service, key_name, scope, scope_id, version, ciphertext, nonce, wrapped_key, wrap_nonce, kek_version, created_by, restored_from)
-                        VALUES ($1, $2, $3, $4, $5::integer, $6, $7, $8, $9, $10::integer, $11, $12::integer)
-                        """,
-                        [
-                            slot.service, slot.keyName, slot.scope.name, slot.scope.id, String(version),
-                            Self.b64(sealed.ciphertext), Self.b64(sealed.nonce),
-                            Self.b64(sealed.wrappedKey), Self.b64(sealed.wrapNonce), String(sealed.kekVersion), actor,
-                            restoredFrom.map(String.init),
-                        ]
-                    ),
-                    (
-                        """
-                        INSERT INTO secret_heads (service, key_name, scope, scope_id, version) VALUES ($1, $2, $3, $4, $5::integer)
-                        ON CONFLICT (service, key_name, scope, scope_id) DO UPDATE SET version = EXCLUDED.version, deleted = false, updated_at = now()
-                        """, [slot.service, slot.keyName, slot.scope.name, slot.scope.id, String(version)]
-                    ),
-                ], audit: record, event: event)
+            let stored = NewSecretVersion(
+                slot: slot, version: version, sealed: sealed, createdBy: actor, restoredFrom: restoredFrom)
+            try await committing { (store, published) throws(AgentError) in
+                try await store.saveSecret(stored, audit: record, event: event, published: published)
+            }
         } catch { throw Refusal.storeUnavailable(error) }
         current[slot] = Current(version: version, sealed: sealed, updatedAt: ISOTime.string(Date()))
         generation.bump()
@@ -248,21 +203,14 @@ actor SecretsManager {
         let started = ContinuousClock.now
         let from = kekVersion, to = kekVersion + 1
         kekVersion = to
-        let rows: [[String?]]
-        do {
-            rows = try await store.query(
-                """
-                SELECT service, key_name, scope, scope_id, version, ciphertext, nonce, wrapped_key, wrap_nonce, kek_version, \(SQL.iso("created_at"))
-                FROM secrets WHERE kek_version < $1
-                """, [String(to)]
-            ).rows
-        } catch { throw Refusal.storeUnavailable(error) }
+        let sealedBefore: [(Slot, Current)]
+        do { sealedBefore = try await store.versionsSealed(below: to) } catch { throw Refusal.storeUnavailable(error) }
         var rewrapped = 0
-        for batch in stride(from: 0, to: rows.count, by: 1000).map({ Array(rows[$0..<min($0 + 1000, rows.count)]) }) {
-            var updates: [[String: JSONValue]] = []
+        for batch in stride(from: 0, to: sealedBefore.count, by: 1000).map({
+            sealedBefore[$0..<min($0 + 1000, sealedBefore.count)]
+        }) {
             var fresh: [(Slot, Int, SealedValue)] = []
-            for row in batch {
-                guard let slot = Self.slot(row), let old = Self.current(row, from: 4) else { continue }
+            for (slot, old) in batch {
                 let sealed: SealedValue
                 do {
                     sealed = try Envelope.rewrap(
@@ -274,25 +222,9 @@ actor SecretsManager {
                             "\(slot.service)/\(slot.keyName) version \(old.version) does not open; rotation stopped: \(error.message)"
                     )
                 }
-                updates.append([
-                    "service": .string(slot.service), "key_name": .string(slot.keyName),
-                    "scope": .string(slot.scope.name),
-                    "scope_id": .string(slot.scope.id), "version": .number(Double(old.version)),
-                    "wrapped_key": .string(Self.b64(sealed.wrappedKey)),
-                    "wrap_nonce": .string(Self.b64(sealed.wrapNonce)),
-                ])
                 fresh.append((slot, old.version, sealed))
             }
-            do {
-                try await store.query(
-                    """
-                    UPDATE secrets s SET wrapped_key = v.wrapped_key, wrap_nonce = v.wrap_nonce, kek_version = $2::integer
-                    FROM jsonb_to_recordset($1::jsonb) AS v(service text, key_name text, scope text, scope_id text, version integer,
-                                                            wrapped_key text, wrap_nonce text)
-                    WHERE s.service = v.service AND s.key_name = v.key_name AND s.scope = v.scope AND s.scope_id = v.scope_id
-                      AND s.version = v.version
-                    """, [SQL.json(updates), String(to)])
-            } catch { throw Refusal.storeUnavailable(error) }
+            do { try await store.rewrap(fresh, kekVersion: to) } catch { throw Refusal.storeUnavailable(error) }
             // Current versions switch to the re-wrapped key; the ciphertext is the same.
             for (slot, version, sealed) in fresh where current[slot]?.version == version {
                 current[slot]?.sealed = sealed
@@ -302,7 +234,9 @@ actor SecretsManager {
         let record = nextAudit(
             actor: actor, action: "rotate", service: "*", keyName: "*", version: to,
             result: "ok: \(rewrapped) data keys re-wrapped")
-        do { try await commit([], audit: record, event: nil) } catch { throw Refusal.storeUnavailable(error) }
+        do {
+            try await committing { (store, _) throws(AgentError) in try await store.appendAudit([record]) }
+        } catch { throw Refusal.storeUnavailable(error) }
         let elapsed = started.duration(to: .now)
         logger.notice(
             "secrets key rotated",
@@ -386,7 +320,7 @@ actor SecretsManager {
         let record = nextAudit(
             actor: "node:\(node)", action: "read", service: service, keyName: keyName, node: node, scope: asked,
             result: "refused: not this node's scope")
-        try? await commit([], audit: record, event: nil)
+        try? await committing { (store, _) throws(AgentError) in try await store.appendAudit([record]) }
         logger.notice(
             "secret read refused",
             metadata: [
@@ -434,49 +368,17 @@ actor SecretsManager {
         return record
     }
 
-    /// Writes `statements`, the audit record and the event in one transaction; publishes the
-    /// event after the commit. A failed write reloads the audit head from the store.
-    func commit(_ statements: [(String, [String?])], audit record: AuditRecord, event: EventLog.Draft?)
+    /// Runs one audited write (the record already appended to the chain in memory); publishes
+    /// its event after the commit. A failed write reloads the audit head from the store, so the
+    /// chain goes on from what was stored.
+    func committing(_ write: (any SecretStore, @escaping Published) async throws(AgentError) -> Void)
         async throws(AgentError)
     {
-        let audit = (
-            """
-            INSERT INTO secret_audit (seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash)
-            VALUES ($1::bigint, $2, $3, $4, $5, $6, $7, $8, $9::integer, $10, $11, $12)
-            """,
-            [
-                String(record.seq), record.at, record.actor, record.action, record.service, record.keyName, record.node,
-                record.scope,
-                record.version.map(String.init), record.result, record.previousHash, record.hash,
-            ]
-        )
-        do {
-            let hub = self.hub
-            try await store.commit(
-                statements + [audit], events: event.map { [$0] } ?? [], published: { hub.publish($0) })
-        } catch {
-            if let reloaded = try? await Self.lastAudit(store: store) { lastAudit = reloaded }
+        let hub = self.hub
+        do { try await write(store, { hub.publish($0) }) } catch {
+            if let reloaded = try? await store.lastAuditRecord() { lastAudit = reloaded }
             throw error
         }
-    }
-
-    /// The newest audit record in the store; nil for an empty log.
-    static func lastAudit(store: Store) async throws(AgentError) -> AuditRecord? {
-        try await store.query(
-            "SELECT seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash FROM secret_audit ORDER BY seq DESC LIMIT 1"
-        )
-        .rows.first.flatMap(audit)
-    }
-
-    static func audit(_ row: [String?]) -> AuditRecord? {
-        guard row.count == 12, let seq = row[0].flatMap({ Int64($0) }), let at = row[1], let actor = row[2],
-            let action = row[3],
-            let service = row[4], let keyName = row[5], let result = row[9], let previous = row[10], let hash = row[11]
-        else { return nil }
-        return AuditRecord(
-            seq: seq, at: at, actor: actor, action: action, service: service, keyName: keyName, node: row[6],
-            scope: row[7],
-            version: row[8].flatMap { Int($0) }, result: result, previousHash: previous, hash: hash)
     }
 
     /// A JSON string literal.
@@ -519,33 +421,6 @@ actor SecretsManager {
         guard (1...128).contains(text.count), text.allSatisfy({ allowed.contains($0) }) else {
             throw Refusal.badRequest("\(field) must be 1-128 letters, digits, '.', '_' or '-'")
         }
-    }
-
-    static func slot(_ row: [String?]) -> Slot? {
-        guard let service = row[0], let keyName = row[1], let scopeName = row[2], let scopeID = row[3],
-            let scope = try? SecretScope(name: scopeName, id: scopeID)
-        else { return nil }
-        return Slot(service: service, keyName: keyName, scope: scope)
-    }
-
-    /// Version and sealed value from columns `start`… (version, ciphertext, nonce, wrapped key, wrap nonce, kek version, time).
-    static func current(_ row: [String?], from start: Int) -> Current? {
-        guard row.count >= start + 7, let version = row[start].flatMap({ Int($0) }),
-            let ciphertext = unb64(row[start + 1]),
-            let nonce = unb64(row[start + 2]), let wrapped = unb64(row[start + 3]),
-            let wrapNonce = unb64(row[start + 4]),
-            let kek = row[start + 5].flatMap({ Int($0) }), let at = row[start + 6]
-        else { return nil }
-        return Current(
-            version: version,
-            sealed: SealedValue(
-                ciphertext: ciphertext, nonce: nonce, wrappedKey: wrapped, wrapNonce: wrapNonce,
-                kekVersion: kek), updatedAt: at)
-    }
-
-    static func b64(_ bytes: [UInt8]) -> String { Data(bytes).base64EncodedString() }
-    static func unb64(_ text: String?) -> [UInt8]? {
-        text.flatMap { Data(base64Encoded: $0) }.map { [UInt8]($0) }
     }
 }
 
