@@ -5,7 +5,8 @@ import NIOCore
 import NIOHTTP1
 
 // One method per endpoint the operator's tools use; each builds its path from ``API`` and
-// escapes its query inside.
+// escapes its parameters and query inside. The PostgreSQL views and checks are in
+// AuroraClient+Postgres.swift, a node's signed calls to its lead in AuroraClient+Mesh.swift.
 
 // MARK: - Agent
 
@@ -13,6 +14,17 @@ extension AuroraClient {
     /// `GET /health`: the agent's health, also when it answers 503 (starting, degraded, stopping).
     public func health() async throws(AuroraClientError) -> HealthResponse {
         try await decode(call(API.health), accepting: { $0 == 200 || $0 == 503 })
+    }
+
+    /// `GET /metrics`: the Prometheus text exposition, as text; no token needed.
+    public func metrics() async throws(AuroraClientError) -> String {
+        String(decoding: try await data(call(API.metrics)), as: UTF8.self)
+    }
+
+    /// `GET /api/openapi.json`: the API's OpenAPI 3.1 document, the JSON bytes as served; no
+    /// token needed.
+    public func openAPIDocument() async throws(AuroraClientError) -> Data {
+        try await data(call(API.openAPI))
     }
 
     /// `GET /api/agent`: the local agent's status (operator).
@@ -42,6 +54,11 @@ extension AuroraClient {
     /// `DELETE /nodes/{name}`.
     public func removeNode(_ name: String) async throws(AuroraClientError) -> Node {
         try await decode(call(API.removeNode, name))
+    }
+
+    /// `GET /topology`: the nodes and the links they measured (stale when the lead is away).
+    public func topology() async throws(AuroraClientError) -> Topology {
+        try await decode(call(API.topology))
     }
 }
 
@@ -130,6 +147,13 @@ extension AuroraClient {
         try await decode(call(API.submitJob, body: submission))
     }
 
+    /// `POST /api/gpu/generate`: submits a `generate` job and waits up to the request's `waitS`
+    /// for it to finish (the call's timeout grows by as much); the job comes back finished (200)
+    /// or still open (202).
+    public func generate(_ request: GenerateRequest) async throws(AuroraClientError) -> Job {
+        try await decode(call(API.generate, body: request, timeout: request.waitS.map { .seconds(Int64($0) + 10) }))
+    }
+
     /// `GET /api/gpu/jobs`: recent jobs, newest first.
     public func jobs(state: JobState? = nil, limit: Int? = nil) async throws(AuroraClientError) -> JobList {
         try await decode(call(API.listJobs, query: [("limit", limit.map(String.init)), ("state", state?.rawValue)]))
@@ -185,6 +209,13 @@ extension AuroraClient {
         async throws(AuroraClientError) -> SecretVersions
     {
         try await decode(call(API.secretVersions, service, key, query: [("scope", scope), ("scope_id", scopeID)]))
+    }
+
+    /// `DELETE /api/secrets/{service}/{key}` at one scope.
+    public func deleteSecret(service: String, key: String, scope: String, scopeID: String?)
+        async throws(AuroraClientError) -> SecretInfo
+    {
+        try await decode(call(API.deleteSecret, service, key, query: [("scope", scope), ("scope_id", scopeID)]))
     }
 
     /// `POST /api/secrets/{service}/{key}/rollback`.
@@ -260,12 +291,19 @@ extension AuroraClient {
 
     /// `GET /api/wireguard/config`: the rendered configuration as text.
     public func wireguardConfig(showPrivate: Bool, setconf: Bool) async throws(AuroraClientError) -> String {
-        let request = try call(
-            API.wireguardConfig, query: [("show_private", String(showPrivate)), ("setconf", String(setconf))])
-        let response = try await send(request)
-        let body = try await collect(response, request, upTo: Self.maxAnswerBytes)
-        guard response.status == .ok else { throw await failure(response, request, body: body) }
+        let body = try await data(
+            call(API.wireguardConfig, query: [("show_private", String(showPrivate)), ("setconf", String(setconf))]))
         return String(decoding: body, as: UTF8.self)
+    }
+
+    /// `GET /api/outbox`: this agent's outbox of reports for the lead (503 `starting` until it is open).
+    public func outbox() async throws(AuroraClientError) -> OutboxStatus {
+        try await decode(call(API.outbox))
+    }
+
+    /// `GET /api/checks`: this agent's service checks and resource alerts.
+    public func checks() async throws(AuroraClientError) -> CheckReport {
+        try await decode(call(API.checks))
     }
 
     /// `GET /api/logs`: up to `limit` lines after `since`, of one subsystem and level or more,

@@ -6,9 +6,12 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 
-/// A typed client of one agent's HTTP API: one method per endpoint (see
-/// AuroraClient+Endpoints.swift), paths only from the route table (``API``), query values
-/// escaped inside, and failures as ``AuroraClientError``.
+/// A typed client of one agent's HTTP API: one method per endpoint of the route table (``API``)
+/// (AuroraClient+Endpoints.swift for the operator's calls, AuroraClient+Postgres.swift for the
+/// PostgreSQL views and checks, AuroraClient+Mesh.swift for a node's signed calls to its lead),
+/// paths only from the route table, parameters and query values escaped inside, and failures as
+/// ``AuroraClientError``. Tests/UnitTests/ClientCoverageTests.swift checks that every endpoint
+/// has a method.
 ///
 /// For an https agent the client needs the pin of the agent's TLS key: before each call it reads
 /// the key in a handshake that sends nothing, compares it with the pin, and only then talks to
@@ -190,6 +193,14 @@ public struct AuroraClient: Sendable {
         let response = try await send(call)
         let data = try await collect(response, call, upTo: limit)
         return (Int(response.status.code), [UInt8](data))
+    }
+
+    /// Sends `call` and returns the whole body of a 200 answer as it is (text, a document).
+    func data(_ call: Call) async throws(AuroraClientError) -> Data {
+        let response = try await send(call)
+        let body = try await collect(response, call, upTo: Self.maxAnswerBytes)
+        guard response.status == .ok else { throw await failure(response, call, body: body) }
+        return body
     }
 
     /// Sends `call` and returns its body, a stream, once the answer is 200.

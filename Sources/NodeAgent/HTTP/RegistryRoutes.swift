@@ -221,7 +221,7 @@ extension HTTPServer {
             let answer: Result<Topology, LeadCallError>
             do throws(LeadCallError) {
                 answer = .success(
-                    try await membership.leadClient.call(.GET, Routes.topology, as: Topology.self, timeout: .seconds(2))
+                    try await membership.leadClient.call(API.topology, as: Topology.self, timeout: .seconds(2))
                 )
             } catch {
                 answer = .failure(error)
@@ -255,7 +255,7 @@ extension HTTPServer {
     static func forwardedList(node: NodeParts) async throws(Refusal) -> NodeList {
         let membership = node.membership, cache = node.cache
         do throws(LeadCallError) {
-            let list = try await membership.leadClient.call(.GET, Routes.nodes, as: NodeList.self, timeout: .seconds(2))
+            let list = try await membership.leadClient.call(API.listNodes, as: NodeList.self, timeout: .seconds(2))
             cache.store(nodes: list, topology: nil)
             return list
         } catch {

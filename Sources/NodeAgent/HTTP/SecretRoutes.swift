@@ -216,7 +216,7 @@ extension HTTPServer {
         let sealedRead: SecretRead
         do throws(LeadCallError) {
             sealedRead = try await membership.leadClient.call(
-                .GET, Routes.secret(service, keyName), as: SecretRead.self, timeout: .seconds(3))
+                API.readSecret, service, keyName, as: SecretRead.self, timeout: .seconds(3))
         } catch {
             if case .refused(let status, let answer) = error {
                 if status == 404 || status == 403 { cache.forget(service, keyName) }

@@ -99,7 +99,7 @@ final class GPUWorker: Service {
                         do throws(LeadCallError) {
                             return .success(
                                 try await self.lead.call(
-                                    .GET, Routes.gpuAssignments + "?wait=20", as: AssignmentBatch.self,
+                                    API.gpuAssignments, query: [("wait", "20")], as: AssignmentBatch.self,
                                     timeout: .seconds(25)))
                         } catch {
                             return .failure(error)
@@ -131,7 +131,7 @@ final class GPUWorker: Service {
                 capabilities: nil, version: AuroraVersion.current, labels: nil, checks: [], peers: [],
                 address: config.listen.description, timing: config.heartbeatTiming, worker: report())
             if state.leadReachable != false {
-                _ = try? await lead.send(.POST, Routes.heartbeat(config.name), body: stopping, timeout: .seconds(2))
+                _ = try? await lead.send(API.heartbeat, config.name, body: stopping, timeout: .seconds(2))
             }
             let signals = running.withLock { jobs in
                 jobs.keys.compactMap { id -> AsyncStream<Void>.Continuation? in
@@ -240,7 +240,7 @@ final class GPUWorker: Service {
         while true {
             tries += 1
             do throws(LeadCallError) {
-                _ = try await lead.send(.POST, Routes.gpuJobResult(assignment.id), body: result, timeout: .seconds(5))
+                _ = try await lead.send(API.jobResult, assignment.id, body: result, timeout: .seconds(5))
                 logger.info(
                     "job reported",
                     metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.outcome": "\(result.outcome.rawValue)"])

@@ -184,6 +184,25 @@ struct LeadClient: Sendable {
         }
     }
 
+    /// ``call(_:_:body:as:timeout:)`` of `endpoint`: its method, and its path from the route table
+    /// with `parameters` escaped in and `query` appended (``Endpoint/path(_:query:)``).
+    func call<T: Decodable>(
+        _ endpoint: Endpoint, _ parameters: String..., query: [(name: String, value: String?)] = [],
+        body: (some Encodable)? = Optional<Int>.none, as type: T.Type, timeout: Duration
+    ) async throws(LeadCallError) -> T {
+        try await call(
+            HTTPMethod(rawValue: endpoint.method), endpoint.path(parameters, query: query), body: body, as: type,
+            timeout: timeout)
+    }
+
+    /// ``send(_:_:body:timeout:)`` of `endpoint`: its method, and its path from the route table
+    /// with `parameters` escaped in (``Endpoint/path(_:query:)``).
+    func send(
+        _ endpoint: Endpoint, _ parameters: String..., body: (some Encodable)? = Optional<Int>.none, timeout: Duration
+    ) async throws(LeadCallError) -> [UInt8] {
+        try await send(HTTPMethod(rawValue: endpoint.method), endpoint.path(parameters), body: body, timeout: timeout)
+    }
+
     /// Sends a request and returns the lead's status and body as they are, for forwarding a
     /// client's call. Throws only when the lead does not answer.
     func relay(_ method: HTTPMethod, _ path: String, body: [UInt8], timeout: Duration) async throws(LeadCallError) -> (
@@ -365,8 +384,7 @@ final class MembershipService: Service {
         }
         if config.leaveOnStop {
             do {
-                _ = try await lead.send(
-                    .POST, Routes.leave(config.name), body: Optional<Int>.none, timeout: .seconds(2))
+                _ = try await lead.send(API.leave, config.name, timeout: .seconds(2))
                 logger.info("left the mesh")
             } catch {
                 logger.warning(
@@ -457,7 +475,7 @@ final class MembershipService: Service {
             do throws(LeadCallError) {
                 answer = .success(
                     try await joinClient.call(
-                        .POST, Routes.join, body: joinRequest, as: JoinResponse.self, timeout: .seconds(5)))
+                        API.join, body: joinRequest, as: JoinResponse.self, timeout: .seconds(5)))
             } catch {
                 answer = .failure(error)
             }
@@ -515,7 +533,7 @@ final class MembershipService: Service {
         var withTLS = beat
         withTLS.tlsPort = config.tlsListen?.port
         let response = try await lead.call(
-            .POST, Routes.heartbeat(config.name), body: withTLS, as: HeartbeatResponse.self, timeout: timeout)
+            API.heartbeat, config.name, body: withTLS, as: HeartbeatResponse.self, timeout: timeout)
         lastFull.withLock { last in
             if response.sendFull { last = (nil, nil) } else if full { last = (capabilities, .now) }
         }
@@ -527,8 +545,8 @@ final class MembershipService: Service {
     @discardableResult
     func refreshCache(timeout: Duration) async -> Bool {
         do {
-            let nodes = try await lead.call(.GET, Routes.nodes, as: NodeList.self, timeout: timeout)
-            let topology = try? await lead.call(.GET, Routes.topology, as: Topology.self, timeout: timeout)
+            let nodes = try await lead.call(API.listNodes, as: NodeList.self, timeout: timeout)
+            let topology = try? await lead.call(API.topology, as: Topology.self, timeout: timeout)
             cache.store(nodes: nodes, topology: topology)
             return true
         } catch {

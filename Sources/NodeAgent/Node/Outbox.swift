@@ -492,7 +492,7 @@ extension OutboxSender {
         do throws(LeadCallError) {
             answer = .success(
                 try await lead.call(
-                    .POST, Routes.nodeReports(node), body: ReportBatch(reports: reports), as: ReportAnswer.self,
+                    API.nodeReports, node, body: ReportBatch(reports: reports), as: ReportAnswer.self,
                     timeout: .seconds(10)))
         } catch {
             answer = .failure(error)
@@ -517,11 +517,11 @@ extension OutboxSender {
                 switch report.kind {
                 case .jobResult:
                     if let job = report.job, let result = report.result {
-                        _ = try await lead.send(.POST, Routes.gpuJobResult(job), body: result, timeout: .seconds(5))
+                        _ = try await lead.send(API.jobResult, job, body: result, timeout: .seconds(5))
                     }
                 case .connectivity:
                     _ = try await lead.send(
-                        .POST, Routes.connectivityStatus, body: report.connectivity ?? ConnectivityReport(results: []),
+                        API.reportConnectivity, body: report.connectivity ?? ConnectivityReport(results: []),
                         timeout: .seconds(5))
                 case .event:
                     throw LeadCallError.refused(

@@ -175,7 +175,7 @@ public enum Agent {
                 if !outbox.isEmpty { return true }
                 do {
                     _ = try await reporter.send(
-                        .POST, Routes.connectivityStatus, body: ConnectivityReport(results: results),
+                        API.reportConnectivity, body: ConnectivityReport(results: results),
                         timeout: .seconds(3))
                     return true
                 } catch {
