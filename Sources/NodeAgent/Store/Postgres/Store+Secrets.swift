@@ -14,7 +14,8 @@ extension Store: SecretStore {
         ).rows.compactMap(SecretRows.version)
     }
 
-    func secretVersion(_ slot: SecretsManager.Slot, _ version: Int) async throws(AgentError) -> SecretsManager.Current? {
+    func secretVersion(_ slot: SecretsManager.Slot, _ version: Int) async throws(AgentError) -> SecretsManager.Current?
+    {
         try await query(
             "SELECT \(SecretRows.columns) FROM secrets WHERE service = $1 AND key_name = $2 AND scope = $3 AND scope_id = $4 AND version = $5",
             SecretRows.key(slot) + [String(version)]
@@ -166,7 +167,8 @@ enum SecretRows {
     static let columns =
         "service, key_name, scope, scope_id, version, ciphertext, nonce, wrapped_key, wrap_nonce, kek_version, \(SQL.iso("created_at"))"
 
-    static let auditColumns = "seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash"
+    static let auditColumns =
+        "seq, at, actor, action, service, key_name, node, scope, version, result, previous_hash, hash"
 
     /// A slot's four key columns as parameters `$1`…`$4`.
     static func key(_ slot: SecretsManager.Slot) -> [String?] {
