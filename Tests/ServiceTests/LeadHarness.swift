@@ -18,6 +18,8 @@ struct LeadHarness: Sendable {
     /// The operator token.
     let admin: String
     let leadName: String
+    /// The lead's data directory (keys, admin token); removed when ``session(_:)`` ends.
+    let directory: URL
 
     static func start() async throws -> LeadHarness {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("aurora-svc-\(UUID().uuidString)")
@@ -35,11 +37,12 @@ struct LeadHarness: Sendable {
         return LeadHarness(
             store: store, parts: parts,
             agent: agent,
-            admin: try RouterFixture.adminToken(in: directory), leadName: config.name)
+            admin: try RouterFixture.adminToken(in: directory), leadName: config.name, directory: directory)
     }
 
-    /// Runs `body` with a client of the router.
+    /// Runs `body` with a client of the router, then removes the data directory.
     func session(_ body: @Sendable (Session) async throws -> Void) async throws {
+        defer { try? FileManager.default.removeItem(at: directory) }
         let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
         let router = HTTPServer.router(agent: agent, role: .lead(parts), metrics: nil, logger: logger)
         let app = Application(router: router, logger: logger)

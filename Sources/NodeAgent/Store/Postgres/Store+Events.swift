@@ -4,12 +4,7 @@ import Foundation
 extension Store: EventStore {
     @discardableResult
     func append(_ drafts: [EventLog.Draft], published: @escaping Published) async throws(AgentError) -> [MeshEvent] {
-        try await inTransaction(
-            { connection throws(AgentError) -> [MeshEvent] in
-                var events: [MeshEvent] = []
-                for draft in drafts { events.append(try EventLog.insert(draft, on: connection)) }
-                return events
-            }, afterCommit: published)
+        try await commit([], events: drafts, published: published)
     }
 
     func appendOnce(_ draft: EventLog.Draft, id: String, published: @escaping Published) async throws(AgentError)
@@ -40,8 +35,8 @@ extension Store: EventStore {
     }
 
     /// Runs `statements` and records `drafts` in one transaction, then publishes the events
-    /// (on the store thread, right after the commit). For subsystems not yet behind a row
-    /// store (secrets, reports, connectivity).
+    /// (on the store thread, right after the commit): the write of every protocol whose
+    /// changes are plain statements (nodes, secrets, events alone).
     @discardableResult
     func commit(_ statements: [(String, [String?])], events drafts: [EventLog.Draft], published: @escaping Published)
         async throws(AgentError) -> [MeshEvent]

@@ -86,14 +86,7 @@ extension Store: NodeStore {
     func write(_ changes: [NodeChange], events drafts: [EventLog.Draft], published: @escaping Published)
         async throws(AgentError)
     {
-        let statements = changes.map(NodeRows.statement)
-        try await inTransaction(
-            { connection throws(AgentError) -> [MeshEvent] in
-                for (sql, parameters) in statements { _ = try connection.execute(sql, parameters) }
-                var events: [MeshEvent] = []
-                for draft in drafts { events.append(try EventLog.insert(draft, on: connection)) }
-                return events
-            }, afterCommit: published)
+        try await commit(changes.map(NodeRows.statement), events: drafts, published: published)
     }
 
     func join(_ attempt: JoinAttempt, published: @escaping Published) async throws(AgentError) -> Result<
@@ -102,7 +95,7 @@ extension Store: NodeStore {
         try await inTransaction(
             { (connection) throws(AgentError) -> Result<JoinAttempt.Joined, Refusal> in
                 let token = try TokenRows.joinRow(hash: attempt.tokenHash, on: connection)
-                // Without a valid token nothing else is read (the decision refuses first).
+                // An unknown token reads nothing more; the decision refuses an invalid one first.
                 let holder =
                     token == nil
                     ? nil
