@@ -17,3 +17,116 @@ int aurora_stat(const char *path, int follow, unsigned int *mode, long long *siz
     *gid = (unsigned int)info.st_gid;
     return 0;
 }
+
+// MARK: - Jobs under a shepherd
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+// The agent's lifeline: the agent holds the write end for as long as it lives; every shepherd
+// holds only the read end, which reads end-of-file the moment the agent is gone (also kill -9).
+static int lifeline_read = -1, lifeline_write = -1, lifeline_error = 0;
+static pthread_once_t lifeline_once = PTHREAD_ONCE_INIT;
+
+static void lifeline_open(void) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        lifeline_error = errno;
+        return;
+    }
+    lifeline_read = fds[0];
+    lifeline_write = fds[1];
+}
+
+// Closes every descriptor from 3 up except the `count` in `keep` (sorted, all >= 3).
+static void close_all_but(const int *keep, int count) {
+    unsigned int from = 3;
+    for (int i = 0; i < count; i++) {
+        if ((unsigned int)keep[i] > from) close_range(from, (unsigned int)keep[i] - 1, 0);
+        if ((unsigned int)keep[i] >= from) from = (unsigned int)keep[i] + 1;
+    }
+    close_range(from, ~0U, 0);
+}
+
+static void sort4(int *v) {
+    for (int i = 1; i < 4; i++)
+        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            int t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+}
+
+static void reset_signals(void) {
+    struct sigaction dfl;
+    dfl.sa_handler = SIG_DFL;
+    dfl.sa_flags = 0;
+    sigemptyset(&dfl.sa_mask);
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, NULL);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+int aurora_spawn_job(const char *path, char *const argv[], char *const envp[], int out, int err, int *pid) {
+    pthread_once(&lifeline_once, lifeline_open);
+    if (lifeline_read < 0) return lifeline_error ? lifeline_error : EBADF;
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null < 0) return errno;
+    pid_t shepherd = fork();
+    if (shepherd < 0) {
+        int error = errno;
+        close(null);
+        return error;
+    }
+    if (shepherd == 0) {
+        // The shepherd, a copy of a multithreaded process: async-signal-safe calls only. It keeps
+        // none of the agent's descriptors (listening sockets, store connections) but its own.
+        int keep[4] = {lifeline_read, null, out, err};
+        sort4(keep);
+        close_all_but(keep, 4);
+        setpgid(0, 0);
+        pid_t job = fork();
+        if (job < 0) _exit(127);
+        if (job == 0) {
+            close(lifeline_read);
+            dup2(null, 0);
+            dup2(out, 1);
+            dup2(err, 2);
+            close_range(3, ~0U, 0);
+            reset_signals();
+            execve(path, argv, envp);
+            _exit(127);
+        }
+        close(null);
+        struct pollfd lifeline = {.fd = lifeline_read, .events = POLLIN};
+        int status = 0;
+        for (;;) {
+            pid_t done = waitpid(job, &status, WNOHANG);
+            if (done == job) break;
+            if (done < 0 && errno != EINTR) _exit(127);
+            if (poll(&lifeline, 1, 50) > 0 && lifeline.revents != 0) {
+                // The agent is gone: the job's whole process group ends, the shepherd with it.
+                kill(0, SIGKILL);
+                _exit(137);
+            }
+        }
+        if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
+        // Die of the job's signal, so the agent sees what the job saw.
+        int sig = WTERMSIG(status);
+        reset_signals();
+        kill(getpid(), sig);
+        _exit(128 + sig);
+    }
+    close(null);
+    setpgid(shepherd, shepherd);  // also here: a kill(-pid) right after this call must reach the group
+    *pid = shepherd;
+    return 0;
+}

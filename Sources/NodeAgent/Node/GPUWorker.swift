@@ -80,6 +80,13 @@ final class GPUWorker: Service {
     /// and hands each back for an immediate requeue.
     func run() async throws {
         guard config.acceptJobs else { return }
+        // Before any work: job processes an earlier run of this agent left behind end now.
+        let leftovers = LeftoverJobs.end(tag: LeftoverJobs.tag(dataDir: config.dataDir))
+        if !leftovers.isEmpty {
+            logger.notice(
+                "ended job processes an earlier run left behind",
+                metadata: ["nodeagent.pids": "\(leftovers.map(String.init).joined(separator: ","))"])
+        }
         // Pull once the node has joined.
         try? await cancelWhenGracefulShutdown { await self.state.joinedGate.wait() }
         guard state.joined else { return }  // stopped before it joined
@@ -323,8 +330,9 @@ final class GPUWorker: Service {
     // MARK: exec
 
     /// An `exec` job: only with `gpu.allow_exec` and only when the mesh admin submitted it. Runs
-    /// `payload.argv` with `CUDA_VISIBLE_DEVICES` set to the assigned GPUs and the job's id and
-    /// attempt in `AURORA_JOB_ID`/`AURORA_JOB_ATTEMPT`, no other `AURORA_` variable, for at most
+    /// `payload.argv` with `CUDA_VISIBLE_DEVICES` set to the assigned GPUs, the job's id and
+    /// attempt in `AURORA_JOB_ID`/`AURORA_JOB_ATTEMPT` and its agent in `AURORA_JOB_AGENT`
+    /// (``LeftoverJobs``), no other `AURORA_` variable, for at most
     /// `timeout_s` (default 3600 s), keeping up to `max_output_bytes` (default 64 KiB) of each output.
     private func exec(_ assignment: Assignment) async -> JobResult {
         let attempt = assignment.attempt
@@ -362,6 +370,7 @@ final class GPUWorker: Service {
         environment["CUDA_VISIBLE_DEVICES"] = devices
         environment["AURORA_JOB_ID"] = assignment.id
         environment["AURORA_JOB_ATTEMPT"] = String(attempt)
+        environment[LeftoverJobs.variable] = LeftoverJobs.tag(dataDir: config.dataDir)
         let outcome: ExecRunner.Outcome
         do {
             outcome = try await ExecRunner.run(

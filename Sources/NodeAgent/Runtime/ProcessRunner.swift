@@ -228,6 +228,20 @@ enum ExecRunner {
         var duration: Duration
     }
 
+    /// The executable `program` names: itself when it holds a `/`, else the first executable
+    /// regular file of that name on the agent's `PATH`, as `execvp` would find it.
+    static func resolve(_ program: String) -> String? {
+        if program.contains("/") { return program }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for directory in path.split(separator: ":", omittingEmptySubsequences: false) {
+            let candidate = (directory.isEmpty ? "." : String(directory)) + "/" + program
+            if let status = FileStatus.of(candidate), status.isRegularFile, access(candidate, X_OK) == 0 {
+                return candidate
+            }
+        }
+        return nil
+    }
+
     /// Runs `argv` (found on `PATH` like a shell does) with exactly `environment`, polling every
     /// 10 ms; kills the process group at `timeout` or on cancellation, and always once more at the
     /// end for anything left behind. Called by the GPU worker (jobs) and the health checks.
@@ -252,32 +266,18 @@ enum ExecRunner {
         let err = try capture("err")
         defer { close(err) }
 
-        var actions = posix_spawn_file_actions_t()
-        SpawnActions.setUp(&actions, stdout: out, stderr: err)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setpgroup(&attributes, 0)
-        // The agent's threads block most signals and a child inherits the mask: a job or check
-        // command starts with none blocked and default handlers, as from a shell.
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&defaults, signal) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(
-            &attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
+        guard let path = Self.resolve(program) else {
+            throw AgentError(.process, "cannot start \(program): \(String(cString: strerror(ENOENT)))")
+        }
         let cArguments = argv.map { strdup($0) } + [nil]
         defer { cArguments.forEach { free($0) } }
         let cEnvironment = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { cEnvironment.forEach { free($0) } }
         let started = ContinuousClock.now
-        var pid: pid_t = 0
-        let spawned = posix_spawnp(&pid, program, &actions, &attributes, cArguments, cEnvironment)
+        // Under a shepherd that leads the job's process group and ends it when the agent dies
+        // (aurora_spawn_job): a job never outlives its agent, so a requeued job never runs twice.
+        var pid: Int32 = 0
+        let spawned = aurora_spawn_job(path, cArguments, cEnvironment, out, err, &pid)
         guard spawned == 0 else {
             throw AgentError(.process, "cannot start \(program): \(String(cString: strerror(spawned)))")
         }
