@@ -7,7 +7,8 @@ public enum ProfileLocator {
     /// `--profiles-dir`, then `AURORA_PROFILES_DIR`, then `/etc/aurora/profiles`, then the
     /// installed `../share/aurora/profiles` from the binary's directory, then any `profiles/` with a
     /// `lead.yaml` up to five levels above it (a source checkout). Missing directories stay in the
-    /// list: ``locate(_:profilesDir:environment:executable:)`` names them all in its error.
+    /// list: ``locate(_:profilesDir:environment:executable:)`` names them all in its error. After
+    /// them come the profiles built into the binary.
     public static func searchDirectories(profilesDir: String?, environment: [String: String], executable: String)
         -> [String]
     {
@@ -31,7 +32,9 @@ public enum ProfileLocator {
 
     /// The file for `profile`, or an error listing where it looked.
     /// A name with a `/` or a `.yaml`/`.yml` suffix is a path and must exist; any other name must
-    /// be letters, digits, `-` and `_`. Throws ``AgentError`` with code `profileNotFound`.
+    /// be letters, digits, `-` and `_`. When no directory has `lead`, `compute` or `edge`, the
+    /// answer is `built-in:NAME` (``BuiltInProfiles``). Throws ``AgentError`` with code
+    /// `profileNotFound`.
     public static func locate(
         _ profile: String, profilesDir: String?, environment: [String: String], executable: String
     ) throws(AgentError) -> String {
@@ -51,6 +54,8 @@ public enum ProfileLocator {
             let candidate = (directory as NSString).appendingPathComponent(profile + ".yaml")
             if FileManager.default.fileExists(atPath: candidate) { return candidate }
         }
+        // No file on disk: the profile built into the binary, when there is one by that name.
+        if BuiltInProfiles.all[profile] != nil { return BuiltInProfiles.prefix + profile }
         throw AgentError(
             .profileNotFound,
             "profile '\(profile)' not found; looked for \(profile).yaml in \(directories.joined(separator: ", "))")
@@ -94,7 +99,12 @@ public enum ConfigLoader {
         let executablePath = executable.contains("/") ? executable : (Self.which(executable) ?? executable)
         let profileFile = try ProfileLocator.locate(
             profile, profilesDir: request.profilesDir, environment: environment, executable: executablePath)
-        let profileLayer = try ConfigFile.load(path: profileFile, kind: .profile)
+        let profileLayer: ConfigLayer
+        if let text = BuiltInProfiles.text(at: profileFile) {
+            profileLayer = try ConfigFile.parse(text, file: profileFile, kind: .profile)
+        } else {
+            profileLayer = try ConfigFile.load(path: profileFile, kind: .profile)
+        }
         let nodeLayer: ConfigLayer?
         if let file = request.configFile ?? environment["AURORA_CONFIG"].flatMap({ $0.isEmpty ? nil : $0 }) {
             nodeLayer = try ConfigFile.load(path: file, kind: .nodeFile)

@@ -1,0 +1,34 @@
+import AuroraAPI
+import AuroraTestKit
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A `nodeagent` copied away from the checkout (no profiles/ above it, no share/ beside it, no
+/// AURORA_PROFILES_DIR) starts with the profiles built into it.
+@Suite("A moved nodeagent binary")
+struct MovedBinaryTests {
+    @Test("copied to a bare directory, it starts a lead with its built-in profile")
+    func builtInProfile() async throws {
+        let scratch = try ScratchDirectory("moved-binary")
+        defer { scratch.remove() }
+        let bin = scratch.path + "/bin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Binaries.nodeagent, toPath: bin + "/nodeagent")
+        let lead = try AgentHarness(
+            profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "moved-lead"],
+            environment: ["AURORA_PROFILES_DIR": nil], outputDirectory: scratch.path,
+            executable: bin + "/nodeagent")
+        defer { if lead.process.isRunning { lead.process.signal(SIGKILL) } }
+        let health = try await lead.waitHealthy()
+        #expect(health.role == .lead)
+        #expect(health.node == "moved-lead")
+        let status = try await lead.agentStatus()
+        #expect(status.pid == lead.process.pid)
+        lead.process.signal(SIGTERM)
+        #expect(try await lead.process.waitForExit(timeout: .seconds(10)) == 0)
+    }
+}
