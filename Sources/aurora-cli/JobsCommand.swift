@@ -115,12 +115,13 @@ struct Jobs: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "One job as JSON; --wait waits for it to finish.")
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Jobs
-        @Argument(help: "The job id.") var id: String
+        @Argument(help: "The job id, or a unique prefix of it (the 8 characters the tables show).") var id: String
         @Option(help: "Wait up to this many seconds for the job to finish.") var wait: Double?
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let job = try await options.client().job(id, wait: wait)
+            let client = try options.client()
+            let job = try await client.job(try await JobID.resolve(id, with: client), wait: wait)
             print(try encodePretty(job))
         }
     }
@@ -130,12 +131,13 @@ struct Jobs: AsyncParsableCommand {
             abstract: "Cancel a job; a running one is stopped on its worker.")
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Jobs
-        @Argument(help: "The job id.") var id: String
+        @Argument(help: "The job id, or a unique prefix of it (the 8 characters the tables show).") var id: String
         @Flag(help: "Print the job as JSON.") var json = false
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let job = try await options.client().cancelJob(id)
+            let client = try options.client()
+            let job = try await client.cancelJob(try await JobID.resolve(id, with: client))
             print(json ? try encodePretty(job) : "cancelled \(job.id)")
         }
     }
@@ -201,5 +203,29 @@ enum JobTable {
                 index == cells.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
             }.joined(separator: "  ")
         }.joined(separator: "\n")
+    }
+}
+
+/// Job ids as people type them (``IDPrefix``): the tables print the first 8 characters.
+enum JobID {
+    /// `text` itself when it is a whole id; else the one job among the caller's newest 10,000
+    /// whose id starts with it. No match (exit 3) and several matches are errors naming the
+    /// prefix (and the candidates).
+    static func resolve(_ text: String, with client: AuroraClient) async throws -> String {
+        if IDPrefix.isWholeID(text) { return text.lowercased() }
+        let shown = TerminalText.safe(String(text.prefix(64)))
+        if IDPrefix.match(text, among: []) == .invalid {
+            throw ValidationError(
+                "'\(shown)' is not a job id or a prefix of one (\(IDPrefix.minimumLength) or more hex digits)")
+        }
+        switch IDPrefix.match(text, among: try await client.jobs(limit: 10_000).jobs.map(\.id)) {
+        case .one(let id): return id
+        case .none, .invalid:
+            throw CLIError("no job with an id starting '\(shown)' among your newest 10000 jobs", exitCode: 3)
+        case .several(let ids):
+            throw CLIError(
+                "'\(shown)' names \(ids.count) jobs; give more of the id: "
+                    + ids.prefix(10).joined(separator: ", ") + (ids.count > 10 ? ", …" : ""))
+        }
     }
 }
