@@ -106,4 +106,20 @@ struct ToolingTests {
         #expect(bad.code != 0)
         #expect(bad.stderr.contains("--profile must be lead, compute or edge, got 'gpu'"))
     }
+
+    @Test("./bootstrap --help prints the usage and nothing of the script")
+    func bootstrapHelp() async throws {
+        let scratch = try ScratchDirectory("bootstrap-help")
+        defer { scratch.remove() }
+        for flag in ["--help", "-h", "help"] {
+            let help = try await ChildProcess.run(
+                Binaries.repositoryRoot + "/bootstrap", [flag], outputDirectory: scratch.path)
+            #expect(help.code == 0, "\(help.stderr)")
+            let lines = help.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+            #expect(lines.first?.hasPrefix("Aurora mesh: set up, build, run, test and install.") == true)
+            #expect(help.stdout.contains("./bootstrap test "))
+            #expect(!help.stdout.contains("set -euo pipefail") && !help.stdout.contains("cd \"$(dirname"))
+            #expect(!help.stdout.contains("#"), "comment markers left in: \(help.stdout)")
+        }
+    }
 }
