@@ -53,6 +53,9 @@ static void close_all_but(const int *keep, int count) {
     close_range(from, ~0U, 0);
 }
 
+// The shepherd's SIGCHLD handler: it only interrupts ppoll, so the job's exit is seen at once.
+static void on_child(int sig) { (void)sig; }
+
 static void sort4(int *v) {
     for (int i = 1; i < 4; i++)
         for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
@@ -93,6 +96,18 @@ int aurora_spawn_job(const char *path, char *const argv[], char *const envp[], i
         sort4(keep);
         close_all_but(keep, 4);
         setpgid(0, 0);
+        // SIGCHLD blocked until ppoll: the job's exit interrupts the wait at once, also when it
+        // comes between waitpid and ppoll.
+        struct sigaction child;
+        child.sa_handler = on_child;
+        child.sa_flags = 0;
+        sigemptyset(&child.sa_mask);
+        sigaction(SIGCHLD, &child, NULL);
+        sigset_t chld, waiting;
+        sigemptyset(&chld);
+        sigaddset(&chld, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &chld, &waiting);
+        sigdelset(&waiting, SIGCHLD);
         pid_t job = fork();
         if (job < 0) _exit(127);
         if (job == 0) {
@@ -107,12 +122,13 @@ int aurora_spawn_job(const char *path, char *const argv[], char *const envp[], i
         }
         close(null);
         struct pollfd lifeline = {.fd = lifeline_read, .events = POLLIN};
+        struct timespec second = {.tv_sec = 1, .tv_nsec = 0};
         int status = 0;
         for (;;) {
             pid_t done = waitpid(job, &status, WNOHANG);
             if (done == job) break;
             if (done < 0 && errno != EINTR) _exit(127);
-            if (poll(&lifeline, 1, 50) > 0 && lifeline.revents != 0) {
+            if (ppoll(&lifeline, 1, &second, &waiting) > 0 && lifeline.revents != 0) {
                 // The agent is gone: the job's whole process group ends, the shepherd with it.
                 kill(0, SIGKILL);
                 _exit(137);

@@ -17,7 +17,11 @@ struct MovedBinaryTests {
         defer { scratch.remove() }
         let bin = scratch.path + "/bin"
         try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: Binaries.nodeagent, toPath: bin + "/nodeagent")
+        // Copied by cp, not in this process: another test spawning a child while this process held
+        // the copy open for writing would pass that descriptor on, and exec would fail (ETXTBSY).
+        let copy = try await ChildProcess.run(
+            "/bin/cp", [Binaries.nodeagent, bin + "/nodeagent"], outputDirectory: scratch.path)
+        #expect(copy.code == 0, "\(copy.stderr)")
         let lead = try AgentHarness(
             profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "moved-lead"],
             environment: ["AURORA_PROFILES_DIR": nil], outputDirectory: scratch.path,
