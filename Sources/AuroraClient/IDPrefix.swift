@@ -19,12 +19,15 @@ public enum IDPrefix {
     /// The shortest prefix accepted.
     public static let minimumLength = 4
 
+    /// Whether `text` can be an id or a prefix of one: 4 to 36 hex digits and `-`.
+    public static func isPrefix(_ text: String) -> Bool {
+        (minimumLength...36).contains(text.count) && text.allSatisfy { $0.isHexDigit || $0 == "-" }
+    }
+
     /// Matches `text` (case-insensitive) against `ids` (lower-case UUIDs).
     public static func match(_ text: String, among ids: [String]) -> Match {
         let prefix = text.lowercased()
-        guard prefix.count >= minimumLength, prefix.count <= 36,
-            prefix.allSatisfy({ $0.isHexDigit || $0 == "-" })
-        else { return .invalid }
+        guard isPrefix(prefix) else { return .invalid }
         let found = ids.filter { $0.hasPrefix(prefix) }
         switch found.count {
         case 0: return .none

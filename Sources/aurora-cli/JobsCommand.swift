@@ -214,7 +214,7 @@ enum JobID {
     static func resolve(_ text: String, with client: AuroraClient) async throws -> String {
         if IDPrefix.isWholeID(text) { return text.lowercased() }
         let shown = TerminalText.safe(String(text.prefix(64)))
-        if IDPrefix.match(text, among: []) == .invalid {
+        if !IDPrefix.isPrefix(text) {
             throw ValidationError(
                 "'\(shown)' is not a job id or a prefix of one (\(IDPrefix.minimumLength) or more hex digits)")
         }

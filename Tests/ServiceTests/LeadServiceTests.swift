@@ -259,7 +259,7 @@ struct LeadServiceTests {
             let (token, _) = try await Self.joinToken(session)
             let before = lead.store.tables.withLock { ($0.nodes.count, $0.events.count, $0.joinTokens.count) }
             lead.store.failing = AgentError(.store, "connection to server at 10.9.9.9 failed: password=hunter2")
-            var request = TokenCreateRequest(profile: .compute)
+            let request = TokenCreateRequest(profile: .compute)
             for answer in [
                 try await session.call(.post, "/api/tokens", body: request),
                 try await session.call(.get, "/api/tokens"),

@@ -9,8 +9,7 @@ import Synchronization
 /// the rows in memory, for service tests that drive the lead's routes without a database.
 ///
 /// Writes happen under one lock, one at a time, so a batch is all or nothing and events are
-/// published in `seq` order, as the PostgreSQL store does with its one connection. Times come
-/// from `now`, so a test can move the store's clock (token expiry, a removed node's grace).
+/// published in `seq` order, as the PostgreSQL store does with its one connection.
 /// ``failing`` makes every call throw, as a store that is down does.
 final class MemoryStore: Sendable {
     struct JoinToken {
@@ -61,16 +60,10 @@ final class MemoryStore: Sendable {
     }
 
     let tables = Mutex(Tables())
-    private let clock: Mutex<Date>
     private let failure = Mutex<AgentError?>(nil)
 
-    init(now: Date = Date()) { clock = Mutex(now) }
-
-    /// The store's clock.
-    var now: Date { clock.withLock { $0 } }
-
-    /// Moves the store's clock forward.
-    func advance(by seconds: TimeInterval) { clock.withLock { $0 += seconds } }
+    /// The store's clock (the wall clock, as PostgreSQL's `now()`).
+    var now: Date { Date() }
 
     /// When set, every call throws it (code `store`) and changes nothing.
     var failing: AgentError? {

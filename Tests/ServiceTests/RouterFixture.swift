@@ -18,11 +18,12 @@ enum RouterFixture {
 
     /// A role's router from parts that are never started.
     static func router(role: String, in directory: URL, logger: Logger) throws -> Router<AgentRequestContext> {
-        let store = Store(conninfo: "host=/nonexistent")
+        // Only the lead has a store (never connected here).
+        let store: Store? = role == "lead" ? Store(conninfo: "host=/nonexistent") : nil
         let (agent, config, identity, keys) = try agent(
-            role: role, in: directory, apiTokens: role == "lead" ? APITokens(store: store) : nil, logger: logger)
+            role: role, in: directory, apiTokens: store.map { APITokens(store: $0) }, logger: logger)
         let parts: RoleParts
-        if role == "lead" {
+        if let store {
             parts = .lead(
                 try leadParts(
                     rows: store, agent: agent, config: config, identity: identity, keys: keys, in: directory,

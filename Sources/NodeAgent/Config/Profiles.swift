@@ -96,7 +96,7 @@ public enum ConfigLoader {
         else {
             throw AgentError(.profileNotFound, "no profile given; pass --profile lead|compute|edge (or set NODE_ROLE)")
         }
-        let executablePath = executable.contains("/") ? executable : (Self.which(executable) ?? executable)
+        let executablePath = executable.contains("/") ? executable : (ProcessRunner.find(executable) ?? executable)
         let profileFile = try ProfileLocator.locate(
             profile, profilesDir: request.profilesDir, environment: environment, executable: executablePath)
         let profileLayer: ConfigLayer
@@ -115,13 +115,5 @@ public enum ConfigLoader {
             profile: profileLayer, nodeFile: nodeLayer, environment: environment, flags: request.flags,
             hostName: ProcessInfo.processInfo.hostName, workingDirectory: FileManager.default.currentDirectoryPath)
         return NodeConfig(resolved: try ResolvedConfig.resolve(inputs), profileFile: profileFile)
-    }
-
-    /// The first executable `program` on `PATH`, as a shell would find it; nil when there is none.
-    static func which(_ program: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
-        return path.split(separator: ":").map { "\($0)/\(program)" }.first {
-            FileManager.default.isExecutableFile(atPath: $0)
-        }
     }
 }

@@ -53,7 +53,7 @@ actor Inventory {
         if !config.gpus.isEmpty { return config.gpus }
         if let sampled = gpusSampledAt, sampled.duration(to: .now) < gpuRefresh { return cachedGPUs }
         gpusSampledAt = .now
-        guard let smi = Self.which("nvidia-smi") else { return [] }
+        guard let smi = ProcessRunner.find("nvidia-smi") else { return [] }  // no nvidia-smi: no GPUs
         do {
             let result = try await ProcessRunner.run(
                 smi,
@@ -96,14 +96,6 @@ actor Inventory {
         let used = 100.0 * Double(stats.f_blocks - stats.f_bavail) / Double(stats.f_blocks)
         let status: CheckResult.Status = used >= 95 ? .critical : used >= 85 ? .warning : .passing
         return [CheckResult(name: "data_dir_disk", status: status, output: String(format: "%.0f%% used", used))]
-    }
-
-    /// The first executable `program` on `PATH`; nil when there is none (no `nvidia-smi`: no GPUs).
-    static func which(_ program: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
-        return path.split(separator: ":").map { "\($0)/\(program)" }.first {
-            FileManager.default.isExecutableFile(atPath: $0)
-        }
     }
 
     /// `PRETTY_NAME` from `/etc/os-release` with the kernel release, e.g. `Ubuntu 24.04 LTS (Linux 6.8.0)`.

@@ -108,6 +108,21 @@ enum ProcessRunner {
 }
 
 extension ProcessRunner {
+    /// The executable `program` names: itself when it holds a `/`, else the first executable
+    /// regular file of that name on the agent's `PATH`, as `execvp` would find it. The one PATH
+    /// search of the daemon (jobs and checks, `nvidia-smi`, the binary's own location).
+    static func find(_ program: String) -> String? {
+        if program.contains("/") { return program }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for directory in path.split(separator: ":", omittingEmptySubsequences: false) {
+            let candidate = (directory.isEmpty ? "." : String(directory)) + "/" + program
+            if let status = FileStatus.of(candidate), status.isRegularFile, access(candidate, X_OK) == 0 {
+                return candidate
+            }
+        }
+        return nil
+    }
+
     /// Runs a long helper (pg_dump, pg_restore) that the caller watches as it goes: every
     /// `interval`, `onPoll` gets the complete lines the child wrote since the last call (stdout
     /// and stderr together, through an unlinked file). The child runs in its own process group
@@ -228,20 +243,6 @@ enum ExecRunner {
         var duration: Duration
     }
 
-    /// The executable `program` names: itself when it holds a `/`, else the first executable
-    /// regular file of that name on the agent's `PATH`, as `execvp` would find it.
-    static func resolve(_ program: String) -> String? {
-        if program.contains("/") { return program }
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
-        for directory in path.split(separator: ":", omittingEmptySubsequences: false) {
-            let candidate = (directory.isEmpty ? "." : String(directory)) + "/" + program
-            if let status = FileStatus.of(candidate), status.isRegularFile, access(candidate, X_OK) == 0 {
-                return candidate
-            }
-        }
-        return nil
-    }
-
     /// Runs `argv` (found on `PATH` like a shell does) with exactly `environment`, polling every
     /// 10 ms; kills the process group at `timeout` or on cancellation, and always once more at the
     /// end for anything left behind. Called by the GPU worker (jobs) and the health checks.
@@ -266,7 +267,7 @@ enum ExecRunner {
         let err = try capture("err")
         defer { close(err) }
 
-        guard let path = Self.resolve(program) else {
+        guard let path = ProcessRunner.find(program) else {
             throw AgentError(.process, "cannot start \(program): \(String(cString: strerror(ENOENT)))")
         }
         let cArguments = argv.map { strdup($0) } + [nil]
