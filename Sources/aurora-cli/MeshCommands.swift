@@ -10,8 +10,9 @@ extension APIRole: ExpressibleByArgument {}
 /// `aurora-cli nodes`: the registry.
 struct Nodes: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List, show or remove mesh nodes.",
-        subcommands: [List.self, Show.self, Label.self, Remove.self], defaultSubcommand: List.self)
+        abstract: "List, show, label, cordon, drain or remove mesh nodes.",
+        subcommands: [List.self, Show.self, Label.self, Cordon.self, Drain.self, Uncordon.self, Remove.self],
+        defaultSubcommand: List.self)
 
     @OptionGroup var localOptions: AgentOptions
     @ParentCommand var root: AuroraCLI

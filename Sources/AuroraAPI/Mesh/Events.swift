@@ -57,6 +57,8 @@ public enum EventType {
     public static let nodeLeft = "node.left"
     /// An operator set a node's trusted labels.
     public static let nodeLabelsChanged = "node.labels_changed"
+    /// An operator cordoned, drained or reopened a node.
+    public static let nodeSchedulingChanged = "node.scheduling_changed"
 }
 
 /// One event, as `GET /api/events` sends it in an SSE `data:` line (and Redis later).

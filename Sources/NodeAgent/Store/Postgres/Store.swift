@@ -288,6 +288,12 @@ public enum Migrations {
                 );
                 ALTER TABLE nodes ADD COLUMN tls_pin text, ADD COLUMN tls_port integer
                 """),
+        Migration(
+            version: 8, name: "scheduling",
+            sql: """
+                ALTER TABLE nodes ADD COLUMN scheduling text NOT NULL DEFAULT 'open',
+                    ADD COLUMN drain_deadline timestamptz, ADD COLUMN scheduling_since timestamptz
+                """),
     ]
 
     /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate
