@@ -22,4 +22,11 @@ int aurora_stat(const char *path, int follow, unsigned int *mode, long long *siz
 /// that fails shows as exit code 127.
 int aurora_spawn_job(const char *path, char *const argv[], char *const envp[], int out, int err, int *pid);
 
+/// ``aurora_spawn_job``, with the shepherd (and so the job and everything it starts) moved into
+/// the cgroup v2 directory open as `cgroup` (an O_DIRECTORY descriptor; -1 for none) before the
+/// job starts. When the agent dies the shepherd writes `cgroup.kill` as well, which also ends
+/// processes that left the job's process group (setsid). The descriptor stays the caller's.
+int aurora_spawn_job_in(
+    const char *path, char *const argv[], char *const envp[], int out, int err, int cgroup, int *pid);
+
 #endif

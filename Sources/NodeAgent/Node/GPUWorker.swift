@@ -81,11 +81,20 @@ final class GPUWorker: Service {
     func run() async throws {
         guard config.acceptJobs else { return }
         // Before any work: job processes an earlier run of this agent left behind end now.
-        let leftovers = LeftoverJobs.end(tag: LeftoverJobs.tag(dataDir: config.dataDir))
-        if !leftovers.isEmpty {
+        let tag = LeftoverJobs.tag(dataDir: config.dataDir)
+        let groups = JobCgroup.sweep(tag: tag)
+        let leftovers = LeftoverJobs.end(tag: tag)
+        if !leftovers.isEmpty || groups > 0 {
             logger.notice(
                 "ended job processes an earlier run left behind",
-                metadata: ["nodeagent.pids": "\(leftovers.map(String.init).joined(separator: ","))"])
+                metadata: [
+                    "nodeagent.pids": "\(leftovers.map(String.init).joined(separator: ","))",
+                    "nodeagent.cgroups": "\(groups)",
+                ])
+        }
+        if config.allowExec && !JobCgroup.available(tag: tag) {
+            logger.notice(
+                "exec jobs run in a process group only: no writable cgroup v2 here (under systemd set Delegate=yes)")
         }
         // Pull once the node has joined.
         try? await cancelWhenGracefulShutdown { await self.state.joinedGate.wait() }

@@ -277,8 +277,16 @@ enum ExecRunner {
         let started = ContinuousClock.now
         // Under a shepherd that leads the job's process group and ends it when the agent dies
         // (aurora_spawn_job): a job never outlives its agent, so a requeued job never runs twice.
+        // A job (it carries its agent's tag and id) also gets a cgroup where the machine allows
+        // one (``JobCgroup``): what leaves the process group ends with the job too.
+        let cgroup = environment[LeftoverJobs.variable].flatMap { tag in
+            environment["AURORA_JOB_ID"].flatMap { id in
+                JobCgroup.create(tag: tag, id: id + "." + (environment["AURORA_JOB_ATTEMPT"] ?? "1"))
+            }
+        }
+        defer { cgroup?.remove() }
         var pid: Int32 = 0
-        let spawned = aurora_spawn_job(path, cArguments, cEnvironment, out, err, &pid)
+        let spawned = aurora_spawn_job_in(path, cArguments, cEnvironment, out, err, cgroup?.descriptor ?? -1, &pid)
         guard spawned == 0 else {
             throw AgentError(.process, "cannot start \(program): \(String(cString: strerror(spawned)))")
         }
