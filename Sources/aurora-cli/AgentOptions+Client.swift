@@ -8,15 +8,18 @@ import NIOCore
 extension AgentOptions {
     /// A client with the operator token.
     func client() throws -> AuroraClient {
-        switch resolveToken() {
-        case .success(let (token, _)): AuroraClient(baseURL: agentURL, token: token, pin: resolvedPin)
-        case .failure(let error): throw error
+        do {
+            let settings = try settings()
+            return AuroraClient(baseURL: settings.agentURL, token: try settings.token().token, pin: settings.pin)
+        } catch {
+            throw CLIError(error.message)
         }
     }
 
     /// A client without a token, for `/health`.
-    func anonymousClient(timeout: TimeAmount = .seconds(5)) -> AuroraClient {
-        AuroraClient(baseURL: agentURL, token: nil, pin: resolvedPin, timeout: timeout)
+    func anonymousClient(timeout: TimeAmount = .seconds(5)) throws(AuroraClientError) -> AuroraClient {
+        let settings = try settings()
+        return AuroraClient(baseURL: settings.agentURL, token: nil, pin: settings.pin, timeout: timeout)
     }
 }
 
