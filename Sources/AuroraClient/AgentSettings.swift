@@ -82,51 +82,53 @@ public struct AgentSettings: Sendable {
         throws(AuroraClientError) -> AgentSettings
     {
         func given(_ value: String?) -> String? { value.flatMap { $0.isEmpty ? nil : $0 } }
-        let agentFlag = given(choice.agent).map { ($0, Origin.flag("--agent")) }
-        let agentEnvironment = given(environment["AURORA_AGENT"]).map { ($0, Origin.environment("AURORA_AGENT")) }
-        let tokenGiven =
+        let agentFlag: (String, Origin)? = given(choice.agent).map { ($0, .flag("--agent")) }
+        let agentEnvironment: (String, Origin)? = given(environment["AURORA_AGENT"]).map {
+            ($0, .environment("AURORA_AGENT"))
+        }
+        let tokenGiven: Credential? =
             given(choice.token).map { Credential.token($0, .flag("--token")) }
             ?? given(choice.dataDir).map { Credential.dataDir($0, .flag("--data-dir")) }
             ?? given(environment["AURORA_TOKEN"]).map { Credential.token($0, .environment("AURORA_TOKEN")) }
             ?? given(environment["AURORA_DATA_DIR"]).map { Credential.dataDir($0, .environment("AURORA_DATA_DIR")) }
-        let pinGiven =
-            given(choice.pin).map { ($0, Origin.flag("--pin")) }
-            ?? given(environment["AURORA_PIN"]).map { ($0, Origin.environment("AURORA_PIN")) }
+        let pinGiven: (text: String, origin: Origin)? =
+            given(choice.pin).map { ($0, .flag("--pin")) }
+            ?? given(environment["AURORA_PIN"]).map { ($0, .environment("AURORA_PIN")) }
 
         // The context: explicit choices always load; the current one only when needed.
-        let explicit =
+        let explicit: (name: String, selectedBy: String)? =
             given(choice.context).map { ($0, "--context") }
             ?? given(environment["AURORA_CONTEXT"]).map { ($0, "AURORA_CONTEXT") }
         var selected: (context: AgentContext, selectedBy: String)?
-        if let (name, selectedBy) = explicit {
+        if let explicit {
             do {
-                selected = (try store().context(name), selectedBy)
+                selected = (try store().context(explicit.name), explicit.selectedBy)
             } catch {
-                throw AuroraClientError(.context, "\(error.message) (the context was chosen by \(selectedBy))")
+                throw AuroraClientError(.context, "\(error.message) (the context was chosen by \(explicit.selectedBy))")
             }
         } else if agentFlag == nil && agentEnvironment == nil || tokenGiven == nil {
-            let store = try store()
-            if let name = try store.current() {
+            let contexts = try store()
+            if let name = try contexts.current() {
                 do {
-                    selected = (try store.context(name), store.currentPath)
+                    selected = (try contexts.context(name), contexts.currentPath)
                 } catch {
                     throw AuroraClientError(
                         .context,
-                        "\(error.message) (it is the current context, named in \(store.currentPath); "
+                        "\(error.message) (it is the current context, named in \(contexts.currentPath); "
                             + "'aurora-cli context use NAME' picks another)")
                 }
             }
-        } else if pinGiven == nil, let store = try? store(), let name = try? store.current(),
-            let context = try? store.context(name)
+        } else if pinGiven == nil, let contexts = try? store(), let name = try? contexts.current(),
+            let context = try? contexts.context(name)
         {
             // Agent and token are given: the current context can only add its pin (for its own
             // agent), and a damaged one is no reason to fail.
-            selected = (context, store.currentPath)
+            selected = (context, contexts.currentPath)
         }
 
-        let (agentText, agentOrigin) =
-            agentFlag ?? agentEnvironment ?? selected.map { ($0.context.agent, Origin.context($0.context.name)) }
-            ?? (Defaults.agentURL, .builtIn)
+        let fromContext: (String, Origin)? = selected.map { ($0.context.agent, .context($0.context.name)) }
+        let (agentText, agentOrigin): (String, Origin) =
+            agentFlag ?? agentEnvironment ?? fromContext ?? (Defaults.agentURL, .builtIn)
         let agentURL = agentText.hasSuffix("/") ? String(agentText.dropLast()) : agentText
 
         var contextSetAside: String?
@@ -142,11 +144,11 @@ public struct AgentSettings: Sendable {
             ?? .dataDir(Defaults.dataDir, .builtIn)
         var pin: TLSPin?
         var pinOrigin: Origin?
-        if let (text, origin) = pinGiven {
-            guard let parsed = TLSPin(parsing: text) else {
-                throw AuroraClientError(.context, "\(origin) must be sha256: and 64 hex digits")
+        if let pinGiven {
+            guard let parsed = TLSPin(parsing: pinGiven.text) else {
+                throw AuroraClientError(.context, "\(pinGiven.origin) must be sha256: and 64 hex digits")
             }
-            (pin, pinOrigin) = (parsed, origin)
+            (pin, pinOrigin) = (parsed, pinGiven.origin)
         } else if let context = usable, let contextPin = context.pin {
             (pin, pinOrigin) = (contextPin, .context(context.name))
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import AuroraClient
+import AuroraTLS
 import Foundation
 
 /// `aurora-cli context`: saved agents, so that commands need no `--agent`, `--data-dir` or
@@ -136,28 +137,27 @@ struct ContextCommand: AsyncParsableCommand {
         func run() async throws {
             let store = try ContextCommand.store()
             let current = try? store.current()
-            let entries = try store.names().map { name in
+            let entries = try store.names().map { name -> Entry in
                 do {
                     let context = try store.context(name)
                     return Entry(
                         name: name, agent: context.agent, pin: context.pin?.description, current: name == current)
                 } catch {
-                    return Entry(name: name, current: name == current, error: error.message)
+                    return Entry(
+                        name: name, current: name == current,
+                        error: (error as? AuroraClientError)?.message ?? "\(error)")
                 }
             }
             if json { return print(try encodePretty(ListOutput(current: current, contexts: entries))) }
             guard !entries.isEmpty else {
                 return print("no saved contexts; add one with 'aurora-cli context add NAME --agent URL --token-file F'")
             }
-            print(
-                Table.render(
-                    [["CURRENT", "NAME", "AGENT", "PIN"]]
-                        + entries.map {
-                            [
-                                $0.current ? "*" : "", $0.name, $0.agent ?? "(damaged: see 'context show \($0.name)')",
-                                $0.pin.map { String($0.prefix(19)) + "…" } ?? "-",
-                            ]
-                        }))
+            let rows = entries.map { entry -> [String] in
+                let agent = entry.agent ?? "(damaged: see 'context show \(entry.name)')"
+                let pin = entry.pin.map { String($0.prefix(19)) + "…" } ?? "-"
+                return [entry.current ? "*" : "", entry.name, agent, pin]
+            }
+            print(Table.render([["CURRENT", "NAME", "AGENT", "PIN"]] + rows))
         }
     }
 
@@ -177,8 +177,10 @@ struct ContextCommand: AsyncParsableCommand {
 
         func run() async throws {
             let store = try ContextCommand.store()
-            let current = try store.current()
             let environment = ProcessInfo.processInfo.environment["AURORA_CONTEXT"].flatMap { $0.isEmpty ? nil : $0 }
+            // A damaged pointer matters only when it is what names the context.
+            let current: String?
+            if name == nil && environment == nil { current = try store.current() } else { current = try? store.current() }
             guard let name = name ?? environment ?? current else {
                 throw CLIError(
                     "no current context; name one ('aurora-cli context show NAME') or pick one with 'aurora-cli context use NAME'"

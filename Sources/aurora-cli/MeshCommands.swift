@@ -245,7 +245,7 @@ struct Token: AsyncParsableCommand {
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
             let client = try options.client()
-            let id = try await TokenID.resolve(id, with: client)
+            let id = try await TokenID.resolve(self.id, with: client)
             if id.hasPrefix("at_") {
                 let info = try await client.revokeAPIToken(id)
                 return print(json ? try encodePretty(info) : "revoked \(info.id)")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import AuroraAPI
 import AuroraClient
 
 /// Token ids as people type them (``IDPrefix/matchToken(_:among:)``): `jt_3f2a`, `at_91c0`
