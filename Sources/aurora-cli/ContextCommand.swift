@@ -1,4 +1,5 @@
 import ArgumentParser
+import AuroraAPI
 import AuroraClient
 import AuroraTLS
 import Foundation
@@ -22,6 +23,13 @@ struct ContextCommand: AsyncParsableCommand {
             """,
         subcommands: [Add.self, Use.self, List.self, Show.self, Remove.self])
 
+    /// `--agent` and `--pin` of `context add` are the shared options' (the root command takes
+    /// them too, wherever they are written).
+    @OptionGroup var localOptions: AgentOptions
+    @ParentCommand var root: AuroraCLI
+
+    var options: AgentOptions { localOptions.merged(with: root.options) }
+
     /// The store of the user running the command.
     static func store() throws(AuroraClientError) -> ContextStore {
         try ContextStore(environment: ProcessInfo.processInfo.environment)
@@ -31,32 +39,43 @@ struct ContextCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Save an agent's URL, the pin of its TLS key (https) and a copy of an operator token.",
             discussion: """
-                NAME: 1-32 of a-z, 0-9, '.', '_', '-'. The token file holds one token (an agent's admin.token,
-                or a token from 'aurora-cli token create --kind api'); '-' reads it from stdin. An https agent
-                needs --pin: the agent logs it at start, and 'token create' on the lead prints it.
+                Required: --agent URL (http(s)://HOST:PORT) and the token: --token-file FILE (one token: an
+                agent's admin.token, or one from 'aurora-cli token create --kind api'; '-' reads stdin) or
+                --data-dir DIR (copies DIR/admin.token). An https agent needs --pin sha256:<64 hex>: the agent
+                logs it at start, and 'token create' on the lead prints it. NAME: 1-32 of a-z, 0-9, '.', '_', '-'.
                 """)
+        @OptionGroup var localOptions: AgentOptions
+        @ParentCommand var parent: ContextCommand
         @Argument(help: "The context's name.") var name: String
-        @Option(help: "The agent's URL, http(s)://HOST:PORT.") var agent: String
         @Option(name: .customLong("token-file"), help: "A file holding the operator token ('-': stdin).")
-        var tokenFile: String
-        @Option(help: "Pin of the agent's TLS key, sha256:<64 hex> (https only).") var pin: String?
+        var tokenFile: String?
         @Flag(help: "Replace a context of the same name.") var force = false
         @Flag(help: "Make it the current context as well.") var use = false
 
         func validate() throws {
-            do {
-                try AgentContext.validateName(name)
-                _ = try AgentContext.validateAgentURL(agent)
-            } catch {
-                throw ValidationError(error.message)
-            }
+            do { try AgentContext.validateName(name) } catch { throw ValidationError(error.message) }
         }
 
         func run() async throws {
-            let token = try readToken()
+            let options = localOptions.merged(with: parent.options)
+            guard let agent = options.agent else {
+                throw ValidationError("--agent URL is required: the agent this context talks to")
+            }
+            guard options.token == nil else {
+                throw ValidationError(
+                    "context add takes the token from --token-file (or --data-dir), never from the command line")
+            }
+            guard options.context == nil else { throw ValidationError("--context is not for context add") }
+            let source: String
+            switch (tokenFile, options.dataDir) {
+            case (let file?, nil): source = file
+            case (nil, let directory?): source = directory + "/" + Defaults.adminTokenFile
+            default: throw ValidationError("give the token with --token-file FILE or --data-dir DIR (one of them)")
+            }
+            let token = try readToken(source, shown: tokenFile == nil ? "--data-dir" : "--token-file")
             let context: AgentContext
             do {
-                context = try AgentContext(name: name, agent: agent, pin: pin, token: token)
+                context = try AgentContext(name: name, agent: agent, pin: options.pin, token: token)
             } catch {
                 throw ValidationError(error.message)
             }
@@ -68,16 +87,16 @@ struct ContextCommand: AsyncParsableCommand {
                     + (use ? "; it is the current context" : "; 'aurora-cli context use \(name)' makes it current"))
         }
 
-        /// The token in `--token-file`, trimmed; at most 64 KiB is read.
-        func readToken() throws -> String {
+        /// The token in `path` (`-`: stdin), trimmed; at most 64 KiB is read.
+        func readToken(_ path: String, shown option: String) throws -> String {
+            let shownPath = TerminalText.safe(path)
             let data: Data?
-            if tokenFile == "-" {
+            if path == "-" {
                 data = try? FileHandle.standardInput.read(upToCount: 64 * 1024)
             } else {
-                guard let handle = FileHandle(forReadingAtPath: tokenFile) else {
-                    let reason =
-                        FileManager.default.fileExists(atPath: tokenFile) ? "cannot be read" : "does not exist"
-                    throw CLIError("--token-file \(TerminalText.safe(tokenFile)) \(reason)")
+                guard let handle = FileHandle(forReadingAtPath: path) else {
+                    let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read" : "does not exist"
+                    throw CLIError("\(option): \(shownPath) \(reason)")
                 }
                 defer { try? handle.close() }
                 data = try? handle.read(upToCount: 64 * 1024)
@@ -86,7 +105,7 @@ struct ContextCommand: AsyncParsableCommand {
             do {
                 try AgentContext.validateToken(token)
             } catch {
-                throw CLIError("--token-file \(TerminalText.safe(tokenFile)): \(error.message)")
+                throw CLIError("\(option): \(shownPath): \(error.message)")
             }
             return token
         }
@@ -180,7 +199,11 @@ struct ContextCommand: AsyncParsableCommand {
             let environment = ProcessInfo.processInfo.environment["AURORA_CONTEXT"].flatMap { $0.isEmpty ? nil : $0 }
             // A damaged pointer matters only when it is what names the context.
             let current: String?
-            if name == nil && environment == nil { current = try store.current() } else { current = try? store.current() }
+            if name == nil && environment == nil {
+                current = try store.current()
+            } else {
+                current = try? store.current()
+            }
             guard let name = name ?? environment ?? current else {
                 throw CLIError(
                     "no current context; name one ('aurora-cli context show NAME') or pick one with 'aurora-cli context use NAME'"

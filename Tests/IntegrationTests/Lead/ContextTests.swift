@@ -76,7 +76,17 @@ struct ContextTests {
             #expect(refused.code != 0)
             #expect(refused.stderr.contains(expected), "\(refused.stderr)")
         }
+        let inArgv = try await cli(["context", "add", "x", "--agent", lead.baseURL, "--token", token])
+        #expect(inArgv.code != 0)
+        #expect(inArgv.stderr.contains("never from the command line"), "\(inArgv.stderr)")
+        #expect(!inArgv.stderr.contains(token))
         #expect(!FileManager.default.fileExists(atPath: home + "/.config/aurora/contexts/x.json"))
+        // --data-dir copies DIR/admin.token.
+        let fromDataDir = try await cli([
+            "context", "add", "viadir", "--agent", lead.baseURL, "--data-dir", lead.dataDir,
+        ])
+        #expect(fromDataDir.code == 0, "\(fromDataDir.stderr)")
+        #expect(try await cli(["context", "remove", "viadir"]).code == 0)
 
         let added = try await cli(["context", "add", "lead", "--agent", lead.baseURL + "/", "--token-file", tokenFile])
         #expect(added.code == 0, "\(added.stderr)")
