@@ -198,7 +198,7 @@ public struct AgentSettings: Sendable {
         switch origin {
         case .builtIn:
             why =
-                "\(directory) is the default data dir (no --token, --data-dir, AURORA_TOKEN, AURORA_DATA_DIR or context chose another)"
+                "\(directory) is the default data dir (no --token, --data-dir, AURORA_TOKEN, AURORA_DATA_DIR or usable context chose another)"
         default:
             why = "the data dir \(directory) came from \(origin)"
         }

@@ -15,8 +15,8 @@ struct AuroraCLI: AsyncParsableCommand {
             Which agent, token and pin: each setting comes from the first of
               1. its flag: --agent, --token, --data-dir (token in DATA/admin.token), --pin
               2. the environment: AURORA_AGENT, AURORA_TOKEN, AURORA_DATA_DIR, AURORA_PIN
-              3. the selected context: --context NAME, else AURORA_CONTEXT, else the current one
-                 ('aurora-cli context use NAME'; contexts live in ~/.config/aurora)
+              3. the selected context: --context NAME, else AURORA_CONTEXT, else the
+                 current one ('aurora-cli context use NAME'; see 'aurora-cli context')
               4. the defaults: http://127.0.0.1:9999, token in /var/lib/aurora/admin.token
             A context's token and pin go only to its own agent.
             Ids (jobs, tokens, backups) may be shortened to any unique prefix.
