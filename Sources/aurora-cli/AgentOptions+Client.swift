@@ -38,7 +38,7 @@ extension CLIError {
             self = .notRunning(error.baseURL, error.reason ?? "unreachable")
         case .pinRequired:
             self.init(
-                "\(error.baseURL) is https: pass --pin sha256:... (or set AURORA_PIN) so the agent's key is checked before the token is sent; "
+                "\(error.baseURL) is https: pass --pin sha256:... (or set AURORA_PIN, or save it with 'aurora-cli context add') so the agent's key is checked before the token is sent; "
                     + "the agent logs its pin at start, and 'token create' on the lead prints it")
         case .tlsFailed:
             self.init(error.message, exitCode: 3)
