@@ -11,15 +11,20 @@ struct ContextCommand: AsyncParsableCommand {
         commandName: "context",
         abstract: "Save agents (URL, pin, token) under a name and pick the one commands use.",
         discussion: """
-            aurora-cli context add prod --agent https://lead.example:9999 --token-file ~/prod.token --pin sha256:...
-            aurora-cli context use prod      # now: aurora-cli status, nodes, jobs list ... talk to prod
-            aurora-cli --context local jobs list    # (or AURORA_CONTEXT=local) one command elsewhere
+            aurora-cli context add prod --agent https://lead.example:9443 \\
+                --pin sha256:... --token-file ~/prod.token
+            aurora-cli context use prod          # status, nodes, jobs ... go to prod
+            aurora-cli --context local jobs list # one command elsewhere
+                                                 # (or AURORA_CONTEXT=local)
 
-            The token is copied from the file into the context (delete the file afterwards if you like);
-            it is never printed. Contexts live in $XDG_CONFIG_HOME/aurora (default ~/.config/aurora):
-            contexts/NAME.json and current-context, in a 0700 directory, files 0600.
-            Flags (--agent, --token, --data-dir, --pin) and then AURORA_AGENT, AURORA_TOKEN,
-            AURORA_DATA_DIR, AURORA_PIN beat the context; a context's token and pin go only to its own agent.
+            The token is copied into the context (the file it came from may go)
+            and is never printed. Contexts live in $XDG_CONFIG_HOME/aurora
+            (default ~/.config/aurora): contexts/NAME.json and current-context;
+            the directories are 0700, the files 0600.
+
+            Flags (--agent, --token, --data-dir, --pin), then AURORA_AGENT,
+            AURORA_TOKEN, AURORA_DATA_DIR and AURORA_PIN beat the context. A
+            context's token and pin go only to its own agent.
             """,
         subcommands: [Add.self, Use.self, List.self, Show.self, Remove.self])
 
@@ -39,10 +44,13 @@ struct ContextCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Save an agent's URL, the pin of its TLS key (https) and a copy of an operator token.",
             discussion: """
-                Required: --agent URL (http(s)://HOST:PORT) and the token: --token-file FILE (one token: an
-                agent's admin.token, or one from 'aurora-cli token create --kind api'; '-' reads stdin) or
-                --data-dir DIR (copies DIR/admin.token). An https agent needs --pin sha256:<64 hex>: the agent
-                logs it at start, and 'token create' on the lead prints it. NAME: 1-32 of a-z, 0-9, '.', '_', '-'.
+                Required: --agent URL (http or https) and the token, from either
+                  --token-file FILE  one token: an agent's admin.token, or one from
+                                     'aurora-cli token create --kind api' ('-': stdin)
+                  --data-dir DIR     copies DIR/admin.token
+                An https agent needs --pin sha256:<64 hex>: the agent logs it at
+                start, and 'token create' on the lead prints it.
+                NAME: 1-32 of a-z, 0-9, '.', '_' and '-'.
                 """)
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: ContextCommand
