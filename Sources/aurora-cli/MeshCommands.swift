@@ -235,19 +235,22 @@ struct Token: AsyncParsableCommand {
 
     struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Revoke a join token (jt_...) or an API token (at_...) by id.")
+            abstract: "Revoke a join token (jt_...) or an API token (at_...) by id.",
+            discussion: "Any unique prefix of the id will do: jt_3f2a, or 3f2a (4 or more hex digits).")
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Token
-        @Argument(help: "The token's id, as 'token list' shows it.") var id: String
+        @Argument(help: "The token's id, as 'token list' shows it, or a unique prefix of it.") var id: String
         @Flag(help: "Print the token's record as JSON.") var json = false
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
+            let client = try options.client()
+            let id = try await TokenID.resolve(self.id, with: client)
             if id.hasPrefix("at_") {
-                let info = try await options.client().revokeAPIToken(id)
+                let info = try await client.revokeAPIToken(id)
                 return print(json ? try encodePretty(info) : "revoked \(info.id)")
             }
-            let info = try await options.client().revokeJoinToken(id)
+            let info = try await client.revokeJoinToken(id)
             print(json ? try encodePretty(info) : "revoked \(info.id)")
         }
     }
