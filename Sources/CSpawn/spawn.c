@@ -78,7 +78,8 @@ static void reset_signals(void) {
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-int aurora_spawn_job(const char *path, char *const argv[], char *const envp[], int out, int err, int *pid) {
+int aurora_spawn_job(
+    const char *path, char *const argv[], char *const envp[], int out, int err, const char *cwd, int *pid) {
     pthread_once(&lifeline_once, lifeline_open);
     if (lifeline_read < 0) return lifeline_error ? lifeline_error : EBADF;
     int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -117,6 +118,7 @@ int aurora_spawn_job(const char *path, char *const argv[], char *const envp[], i
             dup2(err, 2);
             close_range(3, ~0U, 0);
             reset_signals();
+            if (cwd != NULL && chdir(cwd) != 0) _exit(126);
             execve(path, argv, envp);
             _exit(127);
         }
