@@ -41,7 +41,7 @@ actor JobOutputs {
         prune(now: now)
         var tail =
             tails[id] ?? Tail(attempt: attempt, node: node, ring: JobOutputRing(capacity: capacity), written: now)
-        if attempt > tail.attempt || node != tail.node {
+        if attempt > tail.attempt {
             tail = Tail(attempt: attempt, node: node, ring: JobOutputRing(capacity: capacity), written: now)
         }
         guard attempt == tail.attempt else { return tail.ring.end }
