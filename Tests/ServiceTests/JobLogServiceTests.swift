@@ -108,7 +108,7 @@ struct JobLogServiceTests {
                 attempt: 1, pieces: [Self.piece(11, .stdout, [0xFF, 0x1B, 0x5B, 0x32, 0x4A, 0x0A, 0xE2, 0x82])])
             #expect(try await session.call(.post, output, signer: gpu1.signer, body: hostile).status == 200)
             let safe = try await session.call(.get, logs + "?offset=11").decode(JobLogs.self)
-            #expect(safe.chunks.map(\.text) == ["\u{FFFD}\\u{1B}[2J\n"])
+            #expect(safe.chunks.map(\.text) == ["\u{FFFD}\\u{001B}[2J\n"])
             #expect(safe.nextOffset == 17)
             // Waiting: nothing new arrives, the answer comes when the wait is over, still open.
             let started = ContinuousClock.now

@@ -128,7 +128,8 @@ public struct JobOutputRing: Sendable, Equatable {
         for back in 1...min(3, bytes.count) {
             let byte = bytes[bytes.count - back]
             if byte & 0xC0 == 0x80 { continue }  // a continuation byte: look further back
-            guard byte >= 0xC0 else { return 0 }  // ASCII, or stray continuations: nothing to wait for
+            // ASCII, stray continuations or bytes that never start a character: nothing to wait for.
+            guard (0xC2...0xF4).contains(byte) else { return 0 }
             let length = byte >= 0xF0 ? 4 : byte >= 0xE0 ? 3 : 2
             return length > back ? back : 0
         }
