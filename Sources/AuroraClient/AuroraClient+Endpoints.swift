@@ -177,6 +177,17 @@ extension AuroraClient {
                 timeout: wait.map { .seconds(Int64($0) + 10) }))
     }
 
+    /// `GET /api/gpu/jobs/{id}/logs`: the job's output tail from byte `offset`; with `wait` (0-30 s)
+    /// the agent holds the answer until there is more or the job ends (the call's timeout grows by
+    /// as much). Follow a job by calling again from `next_offset` until `done`.
+    public func jobLogs(_ id: String, offset: Int = 0, wait: Double? = nil) async throws(AuroraClientError) -> JobLogs {
+        try await decode(
+            call(
+                API.jobLogs, id,
+                query: [("offset", offset > 0 ? String(offset) : nil), ("wait", wait.map { String($0) })],
+                timeout: wait.map { .seconds(Int64($0) + 10) }))
+    }
+
     /// `DELETE /api/gpu/jobs/{id}`.
     public func cancelJob(_ id: String) async throws(AuroraClientError) -> Job {
         try await decode(call(API.cancelJob, id))

@@ -87,12 +87,9 @@ static int write_at(int dir, const char *name, const char *text, size_t length) 
     return written == (ssize_t)length ? 0 : -1;
 }
 
-int aurora_spawn_job(const char *path, char *const argv[], char *const envp[], int out, int err, int *pid) {
-    return aurora_spawn_job_in(path, argv, envp, out, err, -1, pid);
-}
-
-int aurora_spawn_job_in(
-    const char *path, char *const argv[], char *const envp[], int out, int err, int cgroup, int *pid) {
+int aurora_spawn_job(
+    const char *path, char *const argv[], char *const envp[], int out, int err, const char *cwd, int cgroup,
+    int *pid) {
     pthread_once(&lifeline_once, lifeline_open);
     if (lifeline_read < 0) return lifeline_error ? lifeline_error : EBADF;
     int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -137,6 +134,7 @@ int aurora_spawn_job_in(
             dup2(err, 2);
             close_range(3, ~0U, 0);
             reset_signals();
+            if (cwd != NULL && chdir(cwd) != 0) _exit(126);
             execve(path, argv, envp);
             _exit(127);
         }

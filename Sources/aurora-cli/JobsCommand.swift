@@ -10,7 +10,8 @@ extension JobState: ExpressibleByArgument {}
 struct Jobs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Submit, list, show, cancel GPU jobs and see the queue.",
-        subcommands: [Submit.self, List.self, Show.self, Cancel.self, Queue.self], defaultSubcommand: List.self)
+        subcommands: [Submit.self, List.self, Show.self, Cancel.self, Queue.self, Logs.self],
+        defaultSubcommand: List.self)
 
     @OptionGroup var localOptions: AgentOptions
     @ParentCommand var root: AuroraCLI

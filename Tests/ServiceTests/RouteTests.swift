@@ -20,7 +20,7 @@ struct RouteTests {
         "POST /api/nodes/{name}/reports",
         "DELETE /nodes/{name}", "PUT /nodes/{name}/labels", "PUT /nodes/{name}/scheduling",
         "POST /api/tokens", "GET /api/tokens", "DELETE /api/tokens/{id}", "GET /api/events",
-        "GET /api/gpu/assignments", "POST /api/gpu/jobs/{id}/result",
+        "GET /api/gpu/assignments", "POST /api/gpu/jobs/{id}/result", "POST /api/gpu/jobs/{id}/output",
         "POST /api/secrets", "GET /api/secrets", "DELETE /api/secrets/{service}/{key}",
         "GET /api/secrets/{service}/{key}/versions",
         "POST /api/secrets/{service}/{key}/rollback", "POST /api/secrets/rotate-key", "GET /api/audit",
@@ -30,7 +30,8 @@ struct RouteTests {
     /// Calls that only a node's signature may make (a bearer token is not enough).
     static let signedOnly: Set<String> = [
         "POST /api/nodes/{name}/heartbeat", "POST /api/nodes/{name}/leave", "POST /api/nodes/{name}/reports",
-        "GET /api/gpu/assignments", "POST /api/gpu/jobs/{id}/result", "POST /api/connectivity/status",
+        "GET /api/gpu/assignments", "POST /api/gpu/jobs/{id}/result", "POST /api/gpu/jobs/{id}/output",
+        "POST /api/connectivity/status",
     ]
     /// Calls without authentication: probes, metrics, the document, load-balancer checks.
     static let open: Set<String> = [

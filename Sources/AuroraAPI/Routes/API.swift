@@ -61,6 +61,10 @@ public enum API {
     public static let cancelJob = Endpoint("DELETE", "/api/gpu/jobs/{id}")
     /// Signed: a worker's result for a job.
     public static let jobResult = Endpoint("POST", "/api/gpu/jobs/{id}/result")
+    /// The tail of an exec job's output; `?offset=N&wait=S` continues from a byte and waits for more.
+    public static let jobLogs = Endpoint("GET", "/api/gpu/jobs/{id}/logs")
+    /// Signed: new output of a job a worker runs.
+    public static let jobOutput = Endpoint("POST", "/api/gpu/jobs/{id}/output")
     /// Placement's view: free VRAM and jobs per node.
     public static let gpuStatus = Endpoint("GET", "/api/gpu/status")
     /// Queued jobs in placement order.
@@ -143,6 +147,7 @@ public enum API {
         join, heartbeat, leave, nodeReports, listNodes, getNode, removeNode, setNodeLabels, setNodeScheduling, topology,
         createToken, listTokens, revokeToken, events,
         submitJob, listJobs, generate, getJob, cancelJob, jobResult, gpuStatus, gpuQueue, gpuAssignments,
+        jobLogs, jobOutput,
         writeSecret, listSecrets, rotateSecretsKey, readSecret, deleteSecret, secretVersions, rollbackSecret, audit,
         reportConnectivity, connectivityStatus, connectivityHealth,
         listBackups, createBackup, verifyBackup, restoreBackup,

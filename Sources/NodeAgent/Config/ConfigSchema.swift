@@ -217,6 +217,19 @@ public enum ConfigSchema {
             "gpu.policy", .oneOf(["binpack", "spread"]), default: .string("binpack"),
             "lead: placement scoring; binpack fills the tightest GPU, spread the emptiest"),
         ConfigKey("gpus", .gpus, default: .gpus([]), "static GPU inventory used instead of nvidia-smi"),
+        // MARK: Exec jobs
+        ConfigKey(
+            "exec.workdir", .string, default: .string(""),
+            "exec jobs' working directory (absolute); empty: a fresh DATA/jobs/ID-ATTEMPT per job"),
+        ConfigKey(
+            "exec.keep_workdir", .bool, default: .bool(false),
+            "keep each job's fresh working directory after the job (default: removed)"),
+        ConfigKey(
+            "exec.env", .map, default: .map([:]),
+            "variables exec jobs get on top of the base environment (PATH, HOME, TMPDIR, LANG)"),
+        ConfigKey(
+            "exec.output_tail_kib", .int(1...512), default: .int(64),
+            "KiB of each exec job's output (stdout and stderr together) kept for `jobs logs`"),
         ConfigKey(
             "secrets.passphrase_file", .string, default: .string(""), env: "AURORA_SECRETS_PASSPHRASE_FILE",
             flag: "--secrets-passphrase-file",

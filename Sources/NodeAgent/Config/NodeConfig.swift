@@ -104,6 +104,7 @@ public struct ResolvedConfig: Sendable {
     /// Today: `heartbeat.dead_after` must be greater than `heartbeat.suspect_after`; the error
     /// names both values and where each was set.
     private func validateTogether() throws(AgentError) {
+        try validateExec()
         if case .int(let suspect) = self["heartbeat.suspect_after"], case .int(let dead) = self["heartbeat.dead_after"],
             dead <= suspect
         {
@@ -315,6 +316,14 @@ public struct NodeConfig: Sendable {
     public let allowExec: Bool
     /// The local inference server for `generate` jobs; nil: none.
     public let gpuBackend: String?
+    /// Exec jobs' working directory (`exec.workdir`); nil: a fresh one per job under `DATA/jobs`.
+    public let execWorkdir: String?
+    /// Keep a job's fresh working directory after it ends (`exec.keep_workdir`).
+    public let execKeepWorkdir: Bool
+    /// Variables exec jobs get on top of the base environment (`exec.env`).
+    public let execEnvironment: [String: String]
+    /// Bytes of each exec job's output kept for `jobs logs` (`exec.output_tail_kib` × 1024).
+    public let execOutputTailBytes: Int
     /// The lead's placement policy (`gpu.policy`).
     public let gpuPolicy: String
     /// The address this node asks for (`vpn_ip`); nil lets the lead allocate.
@@ -391,6 +400,10 @@ public struct NodeConfig: Sendable {
         self.acceptJobs = bool("gpu.accept_jobs")
         self.allowExec = bool("gpu.allow_exec")
         self.gpuBackend = nonEmpty("gpu.backend")
+        self.execWorkdir = nonEmpty("exec.workdir")
+        self.execKeepWorkdir = bool("exec.keep_workdir")
+        if case .map(let env) = resolved["exec.env"] { self.execEnvironment = env } else { self.execEnvironment = [:] }
+        self.execOutputTailBytes = int("exec.output_tail_kib") * 1024
         self.gpuPolicy = string("gpu.policy")
         self.vpnIP = nonEmpty("vpn_ip")
         self.wireguardCIDR = string("wireguard.cidr")

@@ -741,6 +741,78 @@ paths:
         '429': {$ref: '#/components/responses/TooManyRequests'}
         '503': {$ref: '#/components/responses/Unavailable'}
 
+  /api/gpu/jobs/{id}/logs:
+    get:
+      operationId: jobLogs
+      tags: [jobs]
+      summary: The tail of an exec job's output, from a byte offset, optionally waiting for more (lead; forwarded)
+      description: >-
+        The lead keeps the last exec.output_tail_kib KiB (default 64) of each exec job's stdout and
+        stderr, as its worker sends them while the job runs, and for an hour after. Same callers and
+        rules as GET /api/gpu/jobs/{id} (another submitter's job is 404). Follow a job by calling
+        again with offset = next_offset (and wait) until done is true.
+      security:
+        - operatorToken: []
+        - nodeSignature: []
+          nodeName: []
+          nodeTimestamp: []
+          nodeNonce: []
+      parameters:
+        - $ref: '#/components/parameters/JobIdPath'
+        - name: offset
+          in: query
+          description: the byte of the output to start at (stdout and stderr counted together); default 0
+          schema: {type: integer, minimum: 0, maximum: 9007199254740992}
+        - name: wait
+          in: query
+          description: seconds to wait for output past offset or for the job to end
+          schema: {type: number, minimum: 0, maximum: 30}
+      responses:
+        '200':
+          description: the output held from offset on
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/JobLogs'}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '404': {$ref: '#/components/responses/NotFound'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+
+  /api/gpu/jobs/{id}/output:
+    post:
+      operationId: jobOutput
+      tags: [jobs]
+      summary: New output of a job a worker runs (signed, lead)
+      security:
+        - nodeSignature: []
+          nodeName: []
+          nodeTimestamp: []
+          nodeNonce: []
+      parameters:
+        - $ref: '#/components/parameters/JobIdPath'
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/JobOutputReport'}
+      responses:
+        '200':
+          description: how far the lead's copy of the output reaches
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/JobOutputAccepted'}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '409': {$ref: '#/components/responses/Conflict'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '421': {$ref: '#/components/responses/NotLead'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+
   /api/gpu/status:
     get:
       operationId: gpuStatus
@@ -2281,6 +2353,49 @@ components:
         result: {description: any JSON}
         error: {type: string}
         retry: {type: boolean, description: the node's fault, not the job's; requeue instead of failing}
+    JobLogChunk:
+      type: object
+      required: [offset, bytes, stream, text]
+      properties:
+        offset: {type: integer, description: the first byte's offset in the job's output}
+        bytes: {type: integer, description: how many bytes of output the text covers}
+        stream: {type: string, enum: [stdout, stderr]}
+        text: {type: string, description: 'UTF-8 (invalid bytes as U+FFFD), control characters other than tab, newline and CR as \u{XX}'}
+    JobLogs:
+      type: object
+      required: [id, state, start_offset, next_offset, chunks, done]
+      properties:
+        id: {type: string}
+        state: {$ref: '#/components/schemas/JobState'}
+        attempt: {type: integer, description: the attempt the output comes from; absent before any output arrived}
+        node: {type: string}
+        start_offset: {type: integer, description: the first byte still kept}
+        next_offset: {type: integer, description: where the next call continues}
+        chunks:
+          type: array
+          items: {$ref: '#/components/schemas/JobLogChunk'}
+        done: {type: boolean, description: the job ended and all its output kept has been returned}
+    JobOutputReport:
+      type: object
+      additionalProperties: false
+      required: [attempt, pieces]
+      properties:
+        attempt: {type: integer, minimum: 1, description: the attempt the worker runs (a fencing token)}
+        pieces:
+          type: array
+          maxItems: 64
+          items:
+            type: object
+            required: [offset, stream, data]
+            properties:
+              offset: {type: integer, minimum: 0}
+              stream: {type: string, enum: [stdout, stderr]}
+              data: {type: string, description: base64 of the bytes}
+    JobOutputAccepted:
+      type: object
+      required: [next_offset]
+      properties:
+        next_offset: {type: integer}
 
     # --- secrets -------------------------------------------------------------------------
     SecretWrite:

@@ -44,6 +44,8 @@ struct LeadParts: Sendable {
     let apiTokens: APITokens
     /// The lead's TLS listener, for pinned join tokens (nil: it serves none).
     let leadTLS: LeadTLS?
+    /// Exec jobs' output tails as their workers send them (`GET /api/gpu/jobs/{id}/logs`).
+    var outputs = JobOutputs()
 }
 
 /// A compute or edge node's parts: its membership (the signed client to the lead, for

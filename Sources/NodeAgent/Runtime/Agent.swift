@@ -102,7 +102,8 @@ public enum Agent {
                     events: storeService.store,
                     inbox: inbox,
                     backups: backups, apiTokens: apiTokens,
-                    leadTLS: config.tlsListen != nil ? LeadTLS(identity: tls, config: config) : nil))
+                    leadTLS: config.tlsListen != nil ? LeadTLS(identity: tls, config: config) : nil,
+                    outputs: JobOutputs(capacity: config.execOutputTailBytes)))
             services.append(
                 .init(
                     service: RegistryService(
