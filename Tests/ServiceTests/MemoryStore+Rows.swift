@@ -69,6 +69,10 @@ extension MemoryStore: NodeStore {
         case .removed(let name):
             tables.nodes[name]?.entry.removed = true
             tables.nodes[name]?.removedAt = now
+        case .deleted(let name):
+            tables.nodes[name] = nil
+        case .company(let name, let company):
+            tables.nodes[name]?.entry.node.company = company
         }
     }
 

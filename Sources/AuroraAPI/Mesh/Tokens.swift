@@ -194,3 +194,12 @@ public struct NodeLabelsUpdate: Codable, Sendable, Equatable {
 
     public static let fields: Set<String> = ["labels"]
 }
+
+/// `PUT /nodes/{name}/company`: the node's company, set by an operator ("" for none).
+public struct NodeCompanyUpdate: Codable, Sendable, Equatable {
+    public var company: String
+
+    public init(company: String) { self.company = company }
+
+    public static let fields: Set<String> = ["company"]
+}

@@ -31,6 +31,8 @@ public enum API {
     public static let removeNode = Endpoint("DELETE", "/nodes/{name}")
     /// Replaces a node's trusted labels (admin, lead).
     public static let setNodeLabels = Endpoint("PUT", "/nodes/{name}/labels")
+    /// Sets a node's company (admin, lead).
+    public static let setNodeCompany = Endpoint("PUT", "/nodes/{name}/company")
     /// Nodes and measured links.
     public static let topology = Endpoint("GET", "/topology")
 
@@ -138,7 +140,8 @@ public enum API {
     /// Every endpoint, once.
     public static let all: [Endpoint] = [
         health, metrics, openAPI, agent,
-        join, heartbeat, leave, nodeReports, listNodes, getNode, removeNode, setNodeLabels, topology,
+        join, heartbeat, leave, nodeReports, listNodes, getNode, removeNode, setNodeLabels, setNodeCompany,
+        topology,
         createToken, listTokens, revokeToken, events,
         submitJob, listJobs, generate, getJob, cancelJob, jobResult, gpuStatus, gpuQueue, gpuAssignments,
         writeSecret, listSecrets, rotateSecretsKey, readSecret, deleteSecret, secretVersions, rollbackSecret, audit,

@@ -125,6 +125,10 @@ enum NodeChange: Sendable {
     case labels(name: String, labels: [String: String])
     /// An operator removed the node: its heartbeats are refused until it joins again.
     case removed(name: String)
+    /// An operator removed the node for good: its row is gone, its name and address are free.
+    case deleted(name: String)
+    /// An operator set the node's company (what its secrets resolve through).
+    case company(name: String, company: String)
 }
 
 /// A node and when it was last heard from.

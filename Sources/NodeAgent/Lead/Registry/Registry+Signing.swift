@@ -77,4 +77,5 @@ final class SignKeyTable: Sendable {
 
     func key(_ node: String) -> PublicKey? { keys.withLock { $0[node] } }
     func set(_ node: String, _ key: PublicKey) { keys.withLock { $0[node] = key } }
+    func remove(_ node: String) { keys.withLock { $0[node] = nil } }
 }

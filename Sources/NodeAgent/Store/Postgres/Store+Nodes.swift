@@ -179,6 +179,10 @@ extension NodeRows {
             return ("UPDATE nodes SET labels = $2::jsonb WHERE name = $1", [name, SQL.json(labels)])
         case .removed(let name):
             return ("UPDATE nodes SET removed = true, removed_at = now() WHERE name = $1", [name])
+        case .deleted(let name):
+            return ("DELETE FROM nodes WHERE name = $1", [name])
+        case .company(let name, let company):
+            return ("UPDATE nodes SET company = $2 WHERE name = $1", [name, company])
         }
     }
 }
