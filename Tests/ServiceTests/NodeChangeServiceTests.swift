@@ -33,7 +33,9 @@ struct NodeChangeServiceTests {
             let removed = try await session.call(.delete, "/nodes/gpu-1")
             #expect(removed.status == 200, "\(removed.body)")
             #expect(try removed.decode(Node.self).state == .left)
-            #expect(lead.store.tables.withLock { $0.nodes["gpu-1"] } == nil)
+            // In no view; the store keeps a tombstone that holds only its address for the grace period.
+            #expect(lead.store.tables.withLock { $0.nodes["gpu-1"]?.forgotten } == true)
+            #expect(try await lead.store.nodes().entries.allSatisfy { $0.node.name != "gpu-1" })
             let types = lead.store.tables.withLock { $0.events.filter { $0.node == "gpu-1" }.map(\.type) }
             #expect(Array(types.suffix(2)) == [EventType.nodeLeft, EventType.nodeRemoved])
             #expect(try await session.call(.get, "/nodes/gpu-1").status == 404)
@@ -46,9 +48,11 @@ struct NodeChangeServiceTests {
 
             // The name is free: another key joins under it.
             let newcomer = TestNode(name: "gpu-1")
-            #expect(
-                try await session.call(.post, "/api/nodes/join", token: "", body: newcomer.join(token: token)).status
-                    == 201)
+            let rejoined = try await session.call(
+                .post, "/api/nodes/join", token: "", body: newcomer.join(token: token))
+            #expect(rejoined.status == 201, "\(rejoined.body)")
+            #expect(try rejoined.decode(JoinResponse.self).node.name == "gpu-1")
+            #expect(lead.store.tables.withLock { $0.nodes["gpu-1"]?.forgotten } == false)
 
             // --keep: the record stays as left and removed.
             let kept = try await session.call(.delete, "/nodes/gpu-2?keep=true")
@@ -62,7 +66,7 @@ struct NodeChangeServiceTests {
             #expect(keptBeat.error?.message.contains("removed by an operator") == true)
             // A kept record is deleted by a later removal without --keep.
             #expect(try await session.call(.delete, "/nodes/gpu-2").status == 200)
-            #expect(lead.store.tables.withLock { $0.nodes["gpu-2"] } == nil)
+            #expect(try await session.call(.get, "/nodes/gpu-2").status == 404)
             #expect(try await session.call(.delete, "/nodes/\(lead.leadName)").status == 400)
         }
     }

@@ -349,10 +349,10 @@ actor Registry {
     }
 
     /// An operator removes a node: it is `left` (`node.left` with `by: operator`), its jobs are
-    /// requeued and its signed requests are refused until it joins again. With `keep` its row
-    /// stays as `left` (its address is held for `wireguard.reuse_after_s`); without, the row is
-    /// deleted (`node.removed`) and its name and address are free at once. Answers the record
-    /// as it was removed.
+    /// requeued and its signed requests are refused until it joins again. With `keep` its record
+    /// stays in every view as `left`; without, it leaves every view (`node.removed`) and its name
+    /// is free at once. Either way its address is held for `wireguard.reuse_after_s` (without
+    /// `keep`, by a hidden tombstone row). Answers the record as it was removed.
     func remove(_ name: String, keep: Bool = true) async throws(Refusal) -> Node {
         try requireLoaded()
         guard var entry = entries[name] else { throw Refusal.notFound("no node named '\(name)'") }
@@ -376,7 +376,7 @@ actor Registry {
         let hub = self.hub
         do {
             try await store.write(
-                [.deleted(name: name)],
+                [.forgotten(name: name)],
                 events: [
                     EventLog.Draft(
                         type: EventType.nodeRemoved, node: name,

@@ -288,6 +288,11 @@ public enum Migrations {
                 );
                 ALTER TABLE nodes ADD COLUMN tls_pin text, ADD COLUMN tls_port integer
                 """),
+        Migration(
+            version: 8, name: "node_tombstones",
+            sql: """
+                ALTER TABLE nodes ADD COLUMN forgotten boolean NOT NULL DEFAULT false
+                """),
     ]
 
     /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate
