@@ -26,7 +26,9 @@ extension MemoryStore: NodeStore {
     }
 
     func nodes() async throws(AgentError) -> (entries: [Registry.Entry], unreadable: [String]) {
-        try locked { tables, _ in (tables.nodes.values.filter { !$0.forgotten }.map(\.entry).sorted { $0.node.name < $1.node.name }, []) }
+        try locked { tables, _ in
+            (tables.nodes.values.filter { !$0.forgotten }.map(\.entry).sorted { $0.node.name < $1.node.name }, [])
+        }
     }
 
     func write(_ changes: [NodeChange], events drafts: [EventLog.Draft], published: @escaping Published)

@@ -22,7 +22,8 @@ public enum MetricHelp {
         "aurora_redis_up": "1 while the Redis event publisher is connected, else 0.",
         "aurora_redis_events_written_total": "Events written to the Redis stream aurora:events.",
         "aurora_heartbeats_total": "Heartbeats the lead accepted from its nodes.",
-        "aurora_signed_requests_refused_total": "Node-signed requests the lead refused (bad key, stale, replayed, removed).",
+        "aurora_signed_requests_refused_total":
+            "Node-signed requests the lead refused (bad key, stale, replayed, removed).",
         "aurora_reports_total": "Node reports the lead received, by status.",
         "aurora_jobs_submitted_total": "GPU jobs submitted to the lead.",
         "aurora_jobs_finished_total": "GPU jobs that reached a terminal state.",

@@ -48,7 +48,8 @@ struct NodeLifecycleTests {
         try await lead.waitHealthy()
         let token = try await lead.joinToken(reusable: true, outputDirectory: scratch.path)
         func member(_ name: String, dataDir: String? = nil, joining: Bool) throws -> AgentHarness {
-            let arguments = joining ? ["--name", name, "--lead", lead.baseURL, "--join-token", token] : ["--name", name]
+            let arguments =
+                joining ? ["--name", name, "--lead", lead.baseURL, "--join-token", token] : ["--name", name]
             let agent = try AgentHarness(
                 profile: "compute", dataDir: dataDir ?? scratch.path + "/" + name, extraArguments: arguments,
                 environment: ["AURORA_LEAD": nil, "AURORA_JOIN_TOKEN": nil], outputDirectory: scratch.path)
@@ -130,7 +131,8 @@ struct NodeLifecycleTests {
         try await lead.waitHealthy()
         let admin = ["Authorization": "Bearer \(try lead.adminToken)", "Content-Type": "application/json"]
         for (company, value) in [("acme", "for-acme"), ("globex", "for-globex")] {
-            let write = SecretWrite(service: "db", keyName: "password", value: value, scope: "company", scopeID: company)
+            let write = SecretWrite(
+                service: "db", keyName: "password", value: value, scope: "company", scopeID: company)
             let answer = try await http(
                 lead.baseURL + Routes.secrets, method: "POST", headers: admin,
                 body: Array(try APICoding.encoder().encode(write)))
@@ -146,7 +148,8 @@ struct NodeLifecycleTests {
         try "labels: {zone: a}\n".write(toFile: nodeFile, atomically: true, encoding: .utf8)
         func start(_ arguments: [String]) throws -> AgentHarness {
             let agent = try AgentHarness(
-                profile: "compute", dataDir: dataDir, extraArguments: ["--name", "gpu-1", "--config", nodeFile] + arguments,
+                profile: "compute", dataDir: dataDir,
+                extraArguments: ["--name", "gpu-1", "--config", nodeFile] + arguments,
                 environment: ["AURORA_LEAD": nil, "AURORA_JOIN_TOKEN": nil, "AURORA_COMPANY": nil],
                 outputDirectory: scratch.path)
             agents.append(agent)

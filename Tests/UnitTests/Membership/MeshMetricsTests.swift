@@ -8,7 +8,8 @@ import Testing
 struct MeshMetricsTests {
     @Test("one state series per state (1 for the node's), three VRAM series per GPU, reservations from the status")
     func values() {
-        let gpu = GPU(index: 0, uuid: "GPU-0", name: "RTX 4090", memoryTotalMB: 24564, memoryUsedMB: 300, utilizationPct: 1)
+        let gpu = GPU(
+            index: 0, uuid: "GPU-0", name: "RTX 4090", memoryTotalMB: 24564, memoryUsedMB: 300, utilizationPct: 1)
         let node = Node(
             name: "gpu-1", role: .compute, company: "", vpnIP: "10.0.0.2", state: .suspect, lastSeen: "",
             labels: [:], wireguard: WireGuardPeer(publicKey: "", endpoint: nil, listenPort: 51820),
