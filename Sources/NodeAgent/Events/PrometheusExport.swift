@@ -39,6 +39,11 @@ public enum MetricHelp {
 
     /// The help for `name`; "" (no `# HELP` line) for a name the table does not have.
     public static func help(_ name: String) -> String { text[name] ?? "" }
+
+    /// `name` (used whole) with its help, as swift-prometheus takes them.
+    static func descriptor(_ name: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help(name))
+    }
 }
 
 /// swift-metrics to swift-prometheus, as `PrometheusMetricsFactory` does, but every family gets
@@ -52,34 +57,32 @@ public struct HelpfulMetricsFactory: CoreMetrics.MetricsFactory {
     }
 
     public func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
-        registry.makeCounter(name: label, labels: dimensions, help: MetricHelp.help(label))
+        registry.makeCounter(descriptor: MetricHelp.descriptor(label), labels: dimensions)
     }
 
     public func makeFloatingPointCounter(label: String, dimensions: [(String, String)])
         -> any FloatingPointCounterHandler
     {
-        registry.makeCounter(name: label, labels: dimensions, help: MetricHelp.help(label))
+        registry.makeCounter(descriptor: MetricHelp.descriptor(label), labels: dimensions)
     }
 
     public func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
         guard aggregate else {
-            return registry.makeGauge(name: label, labels: dimensions, help: MetricHelp.help(label))
+            return registry.makeGauge(descriptor: MetricHelp.descriptor(label), labels: dimensions)
         }
         return registry.makeValueHistogram(
-            name: label, labels: dimensions,
-            buckets: base.valueHistogramBuckets[label] ?? base.defaultValueHistogramBuckets,
-            help: MetricHelp.help(label))
+            descriptor: MetricHelp.descriptor(label), labels: dimensions,
+            buckets: base.valueHistogramBuckets[label] ?? base.defaultValueHistogramBuckets)
     }
 
     public func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
-        registry.makeGauge(name: label, labels: dimensions, help: MetricHelp.help(label))
+        registry.makeGauge(descriptor: MetricHelp.descriptor(label), labels: dimensions)
     }
 
     public func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
         registry.makeDurationHistogram(
-            name: label, labels: dimensions,
-            buckets: base.durationHistogramBuckets[label] ?? base.defaultDurationHistogramBuckets,
-            help: MetricHelp.help(label))
+            descriptor: MetricHelp.descriptor(label), labels: dimensions,
+            buckets: base.durationHistogramBuckets[label] ?? base.defaultDurationHistogramBuckets)
     }
 
     public func destroyCounter(_ handler: any CounterHandler) { base.destroyCounter(handler) }
