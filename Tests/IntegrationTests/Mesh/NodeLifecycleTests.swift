@@ -71,6 +71,12 @@ struct NodeLifecycleTests {
         #expect(beating.code == 0, "\(beating.stderr)")
         #expect(!beating.stdout.contains("\"stale\" : true"), "gpu-1 reaches its lead: \(beating.stdout.prefix(400))")
 
+        // Its not_lead answers still name the lead it saved.
+        let notLead = try await http(
+            gpu1Again.baseURL + Routes.tokens, headers: ["Authorization": "Bearer \(try gpu1Again.adminToken)"])
+        #expect(notLead.status == 421)
+        #expect(notLead.text.contains(lead.baseURL), "\(notLead.text)")
+
         // --keep: the record stays, left.
         let kept = try await Self.cli(["nodes", "remove", "gpu-2", "--keep"], agent: lead, scratch: scratch)
         #expect(kept.code == 0, "\(kept.stderr)")
