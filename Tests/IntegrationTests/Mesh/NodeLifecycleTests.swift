@@ -182,7 +182,7 @@ struct NodeLifecycleTests {
         let set = try await Self.cli(["nodes", "set", "gpu-1", "--company", "globex"], agent: lead, scratch: scratch)
         #expect(set.code == 0, "\(set.stderr)")
         #expect(set.stdout.contains("gpu-1: company globex"), "\(set.stdout)")
-        let bad = try await Self.cli(["nodes", "set", "gpu-1", "--company", "a\u{7}b"], agent: lead, scratch: scratch)
+        let bad = try await Self.cli(["nodes", "set", "gpu-1", "--company", "a\tb"], agent: lead, scratch: scratch)
         #expect(bad.code != 0)
         #expect(bad.stderr.contains("company contains a control character"), "\(bad.stderr)")
         let preview = try await Self.cli(
