@@ -72,13 +72,19 @@ struct MetricsTests {
         #expect(first[#"aurora_gpu_vram_total_mb{node="gpu-1",gpu="1"}"#] == 24564)
 
         // A running exec job reserves its VRAM on the GPU it was placed on.
+        _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "an accepting exec worker") {
+            () async throws -> Bool? in
+            let status = try await http(lead.baseURL + Routes.gpuStatus, headers: admin).decode(GPUStatus.self)
+            return status.nodes.contains { $0.accepting && $0.allowExec && $0.state == .alive } ? true : nil
+        }
         let submission = JobSubmission(
             kind: .exec, requirements: JobRequirements(minVramMB: 24400),
             payload: ["argv": .array([.string("/bin/sleep"), .string("60")])])
-        let job = try await http(
+        let submitted = try await http(
             lead.baseURL + Routes.gpuJobs, method: "POST", headers: admin,
-            body: Array(try APICoding.encoder().encode(submission))
-        ).decode(Job.self)
+            body: Array(try APICoding.encoder().encode(submission)))
+        #expect(submitted.status == 201, "\(submitted.text)")
+        let job = try submitted.decode(Job.self)
         let reserved = try await poll(timeout: .seconds(20), every: .milliseconds(100), "a VRAM reservation") {
             () async throws -> [String: Double]? in
             let samples = try await metrics().samples
