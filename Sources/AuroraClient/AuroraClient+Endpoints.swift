@@ -51,6 +51,15 @@ extension AuroraClient {
         try await decode(call(API.setNodeLabels, name, body: NodeLabelsUpdate(labels: labels)))
     }
 
+    /// `PUT /nodes/{name}/scheduling`: cordons, drains (running jobs handed back after
+    /// `deadlineS`) or reopens a node for new jobs.
+    public func setScheduling(_ state: SchedulingState, deadlineS: Double? = nil, of name: String)
+        async throws(AuroraClientError) -> Node
+    {
+        try await decode(
+            call(API.setNodeScheduling, name, body: NodeSchedulingUpdate(state: state, deadlineS: deadlineS)))
+    }
+
     /// `PUT /nodes/{name}/company`: sets the node's company ("" for none).
     public func setCompany(_ company: String, of name: String) async throws(AuroraClientError) -> Node {
         try await decode(call(API.setNodeCompany, name, body: NodeCompanyUpdate(company: company)))

@@ -10,8 +10,11 @@ extension APIRole: ExpressibleByArgument {}
 /// `aurora-cli nodes`: the registry.
 struct Nodes: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List, show, change or remove mesh nodes.",
-        subcommands: [List.self, Show.self, Label.self, Change.self, Remove.self], defaultSubcommand: List.self)
+        abstract: "List, show, label, change, cordon, drain or remove mesh nodes.",
+        subcommands: [
+            List.self, Show.self, Label.self, Change.self, Cordon.self, Drain.self, Uncordon.self, Remove.self,
+        ],
+        defaultSubcommand: List.self)
 
     @OptionGroup var localOptions: AgentOptions
     @ParentCommand var root: AuroraCLI

@@ -47,6 +47,10 @@ extension MemoryStore: NodeStore {
             row.entry.removed = false
             // As the SQL upsert: the first join's time stays.
             if let joined = tables.nodes[entry.node.name]?.entry.node.joinedAt { row.entry.node.joinedAt = joined }
+            // …and so does an operator's cordon or drain, unless the row was removed.
+            if let previous = tables.nodes[entry.node.name], !previous.entry.removed {
+                row.entry.node.scheduling = previous.entry.node.scheduling
+            }
             tables.nodes[entry.node.name] = row
         case .state(let name, let state, let lastSeen):
             tables.nodes[name]?.entry.node.state = state
@@ -68,6 +72,8 @@ extension MemoryStore: NodeStore {
             tables.nodes[entry.node.name] = row
         case .labels(let name, let labels):
             tables.nodes[name]?.entry.node.labels = labels
+        case .scheduling(let name, let scheduling):
+            tables.nodes[name]?.entry.node.scheduling = scheduling
         case .removed(let name):
             tables.nodes[name]?.entry.removed = true
             tables.nodes[name]?.removedAt = now
@@ -173,6 +179,7 @@ extension MemoryStore: JobStore {
         var row = tables.jobs[index].job
         row.state = job.state
         row.attempt = job.attempt
+        row.maxAttempts = job.maxAttempts
         row.node = job.node
         row.gpus = job.gpus
         row.leaseDeadline = job.leaseDeadline

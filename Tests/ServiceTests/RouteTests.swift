@@ -18,7 +18,7 @@ struct RouteTests {
     static let leadOnly: Set<String> = [
         "POST /api/nodes/join", "POST /api/nodes/{name}/heartbeat", "POST /api/nodes/{name}/leave",
         "POST /api/nodes/{name}/reports",
-        "DELETE /nodes/{name}", "PUT /nodes/{name}/labels", "PUT /nodes/{name}/company",
+        "DELETE /nodes/{name}", "PUT /nodes/{name}/labels", "PUT /nodes/{name}/scheduling", "PUT /nodes/{name}/company",
         "POST /api/tokens", "GET /api/tokens", "DELETE /api/tokens/{id}", "GET /api/events",
         "GET /api/gpu/assignments", "POST /api/gpu/jobs/{id}/result",
         "POST /api/secrets", "GET /api/secrets", "DELETE /api/secrets/{service}/{key}",

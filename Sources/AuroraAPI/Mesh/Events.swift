@@ -61,6 +61,8 @@ public enum EventType {
     public static let nodeRemoved = "node.removed"
     /// An operator changed a node's company.
     public static let nodeCompanyChanged = "node.company_changed"
+    /// An operator cordoned, drained or reopened a node.
+    public static let nodeSchedulingChanged = "node.scheduling_changed"
 }
 
 /// One event, as `GET /api/events` sends it in an SSE `data:` line (and Redis later).

@@ -33,6 +33,8 @@ public enum API {
     public static let setNodeLabels = Endpoint("PUT", "/nodes/{name}/labels")
     /// Sets a node's company (admin, lead).
     public static let setNodeCompany = Endpoint("PUT", "/nodes/{name}/company")
+    /// Cordons, drains or reopens a node for new jobs (admin, lead).
+    public static let setNodeScheduling = Endpoint("PUT", "/nodes/{name}/scheduling")
     /// Nodes and measured links.
     public static let topology = Endpoint("GET", "/topology")
 
@@ -140,8 +142,8 @@ public enum API {
     /// Every endpoint, once.
     public static let all: [Endpoint] = [
         health, metrics, openAPI, agent,
-        join, heartbeat, leave, nodeReports, listNodes, getNode, removeNode, setNodeLabels, setNodeCompany,
-        topology,
+        join, heartbeat, leave, nodeReports, listNodes, getNode, removeNode, setNodeLabels, setNodeScheduling,
+        setNodeCompany, topology,
         createToken, listTokens, revokeToken, events,
         submitJob, listJobs, generate, getJob, cancelJob, jobResult, gpuStatus, gpuQueue, gpuAssignments,
         writeSecret, listSecrets, rotateSecretsKey, readSecret, deleteSecret, secretVersions, rollbackSecret, audit,

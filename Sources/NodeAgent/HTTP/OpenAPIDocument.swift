@@ -360,6 +360,45 @@ paths:
         '421': {$ref: '#/components/responses/NotLead'}
         '429': {$ref: '#/components/responses/TooManyRequests'}
         '503': {$ref: '#/components/responses/Unavailable'}
+  /nodes/{name}/scheduling:
+    put:
+      operationId: setNodeScheduling
+      tags: [registry]
+      summary: Cordon, drain or reopen a node for new jobs (operator, lead)
+      description: |
+        `cordoned`: the lead places no new job on the node; running ones go on. `draining`: the same,
+        and jobs still running `deadline_s` seconds later (default 3600) are stopped there and queued
+        again for other nodes, without using up an attempt. `open`: back to normal. The state survives
+        rejoins and lead restarts; a removed node starts open. Each change is a `node.scheduling_changed` event.
+      security:
+        - operatorToken: []
+      parameters:
+        - $ref: '#/components/parameters/NodeNamePath'
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              additionalProperties: false
+              required: [state]
+              properties:
+                state: {type: string, enum: [open, cordoned, draining]}
+                deadline_s: {type: number, minimum: 0, maximum: 604800, description: 'draining only: seconds until running jobs are handed back (default 3600)'}
+      responses:
+        '200':
+          description: the node with its scheduling state
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Node'}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '404': {$ref: '#/components/responses/NotFound'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '421': {$ref: '#/components/responses/NotLead'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
   /nodes/{name}/company:
     put:
       operationId: setNodeCompany
@@ -577,7 +616,7 @@ paths:
             schema: {$ref: '#/components/schemas/JobSubmission'}
       responses:
         '201':
-          description: the new job
+          description: the new job; `warnings` when no node can run it now, or (with `allow_unplaceable`) none that has joined ever could
           content:
             application/json:
               schema: {$ref: '#/components/schemas/Job'}
@@ -590,6 +629,7 @@ paths:
         '401': {$ref: '#/components/responses/Unauthorized'}
         '403': {$ref: '#/components/responses/Forbidden'}
         '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '422': {$ref: '#/components/responses/Unprocessable'}
         '429': {$ref: '#/components/responses/TooManyRequests'}
         '503': {$ref: '#/components/responses/Unavailable'}
     get:
@@ -653,6 +693,7 @@ paths:
         '401': {$ref: '#/components/responses/Unauthorized'}
         '403': {$ref: '#/components/responses/Forbidden'}
         '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '422': {$ref: '#/components/responses/Unprocessable'}
         '429': {$ref: '#/components/responses/TooManyRequests'}
         '503': {$ref: '#/components/responses/Unavailable'}
 
@@ -1814,6 +1855,15 @@ components:
         postgres: {$ref: '#/components/schemas/ReplicaHealth'}
         tls_pin: {type: string, description: the pin of the node's TLS key, from its join}
         tls_port: {type: integer}
+        scheduling: {$ref: '#/components/schemas/NodeScheduling'}
+    NodeScheduling:
+      type: object
+      description: cordoned or draining by an operator; absent while the node is open for new jobs
+      required: [state]
+      properties:
+        state: {type: string, enum: [open, cordoned, draining]}
+        deadline: {type: string, description: 'draining: when running jobs are handed back (ISO 8601)'}
+        since: {type: string}
     NodeList:
       type: object
       required: [nodes, stale]
@@ -2118,6 +2168,9 @@ components:
             - {$ref: '#/components/schemas/ExecPayload'}
         idempotency_key: {type: string, minLength: 1, maxLength: 200, description: 1-200 bytes}
         max_attempts: {type: integer, minimum: 1, maximum: 10, default: 3}
+        allow_unplaceable:
+          type: boolean
+          description: queue the job although no node that has joined could ever run it (it waits for one); without it such a job is 422 `unplaceable` with the reasons
     GenerateRequest:
       type: object
       additionalProperties: false
@@ -2155,10 +2208,37 @@ components:
         finished_at: {type: string}
         lease_deadline: {type: string}
         position: {type: integer}
-        eta_s: {type: number}
+        eta_s: {type: number, description: 'queued: seconds until it is expected to start; absent when unknown'}
         result: {description: 'any JSON: a generate result `{text, model, backend, usage?}` or an exec result'}
         error: {type: string}
         submitted_by: {type: string, description: '`operator` or `node:NAME`'}
+        waiting: {$ref: '#/components/schemas/JobWaiting'}
+        warnings:
+          type: array
+          description: the submit answer only
+          items: {type: string}
+    JobWaiting:
+      type: object
+      description: why a queued job is not running, the nodes grouped by the first rule each fails
+      required: [summary, reasons]
+      properties:
+        summary: {type: string}
+        reasons:
+          type: array
+          items:
+            type: object
+            required: [code, message, count, nodes]
+            properties:
+              code:
+                type: string
+                enum: [fits, labels, gpu_model, gpu_count, vram_total, exec_not_allowed, no_inference, away, unreported,
+                       not_accepting, cordoned, vram_free]
+              message: {type: string}
+              count: {type: integer}
+              nodes:
+                type: array
+                maxItems: 20
+                items: {type: string}
     JobList:
       type: object
       required: [jobs]
@@ -2212,6 +2292,7 @@ components:
                         reserved_mb: {type: integer}
                         free_vram_mb: {type: integer}
               running: {type: integer}
+              scheduling: {$ref: '#/components/schemas/NodeScheduling'}
         queued: {type: integer}
         policy: {type: string}
     AssignmentBatch:

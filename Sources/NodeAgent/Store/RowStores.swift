@@ -123,6 +123,8 @@ enum NodeChange: Sendable {
     case reported(Registry.Entry)
     /// An operator set the node's trusted labels.
     case labels(name: String, labels: [String: String])
+    /// An operator cordoned, drained (nil: reopened) the node.
+    case scheduling(name: String, NodeScheduling?)
     /// An operator removed the node: its heartbeats are refused until it joins again.
     case removed(name: String)
     /// An operator removed the node for good: it leaves every view and its name is free. A row

@@ -170,7 +170,9 @@ struct BackupTests {
                 _ = try await mesh.succeed(["token", "create", "--profile", "compute", "--company", company])
             }
             for prompt in ["one", "two"] {
-                _ = try await mesh.succeed(["jobs", "submit", "--model", "llama3", "--prompt", prompt])
+                _ = try await mesh.succeed([
+                    "jobs", "submit", "--model", "llama3", "--prompt", prompt, "--allow-unplaceable",
+                ])
             }
             let value = mesh.scratch.path + "/cli/value"
             try "sk-backup-test".write(toFile: value, atomically: true, encoding: .utf8)

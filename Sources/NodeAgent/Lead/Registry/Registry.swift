@@ -156,8 +156,10 @@ actor Registry {
             throw AgentError(
                 .config, "the lead's address \(vpnIP) is held by node '\(other.node.name)'; set vpn_ip for the lead")
         }
-        try await store.write([.upsert(entry, tokenID: nil)], events: [], published: { _ in })
-        entries[config.name] = entry
+        var kept = entry
+        kept.node.scheduling = entries[config.name]?.node.scheduling
+        try await store.write([.upsert(kept, tokenID: nil)], events: [], published: { _ in })
+        entries[config.name] = kept
     }
 
     // MARK: Join
@@ -242,6 +244,8 @@ actor Registry {
         var entry = Entry(
             node: node, signKey: signKey, policy: policy, removed: false, observedHost: observedHost, lastSeen: now)
         entry.node.reportedLabels = request.labels.flatMap { $0.isEmpty ? nil : $0 }
+        // A rejoin keeps an operator's cordon or drain (a removed node starts afresh, as its row).
+        if let previous = entries[name], !previous.removed { entry.node.scheduling = previous.node.scheduling }
         entries[name] = entry
         signKeys.set(name, signKey)
         detector.add(name, policy: policy, at: .now)
@@ -418,6 +422,58 @@ actor Registry {
         return try node(name)
     }
 
+    /// An operator cordons, drains or reopens a node: the lead places no new job on a cordoned
+    /// or draining node, and hands a draining node's running jobs back at the deadline.
+    func setScheduling(_ name: String, _ update: NodeSchedulingUpdate) async throws(Refusal) -> Node {
+        try requireLoaded()
+        guard let entry = entries[name], !entry.removed else {
+            throw Refusal.notFound("no node named '\(InputRules.printable(String(name.prefix(64))))'")
+        }
+        let now = Date()
+        var scheduling: NodeScheduling?
+        switch update.state {
+        case .open:
+            guard update.deadlineS == nil else {
+                throw Refusal.badRequest("deadline_s applies to state draining only")
+            }
+            scheduling = nil
+        case .cordoned:
+            guard update.deadlineS == nil else {
+                throw Refusal.badRequest("deadline_s applies to state draining only")
+            }
+            scheduling = NodeScheduling(state: .cordoned, since: ISOTime.string(now))
+        case .draining:
+            let seconds = update.deadlineS ?? NodeSchedulingUpdate.defaultDeadlineS
+            guard seconds.isFinite, (0...NodeSchedulingUpdate.maxDeadlineS).contains(seconds) else {
+                throw Refusal.badRequest(
+                    "deadline_s must be 0-\(Int(NodeSchedulingUpdate.maxDeadlineS)) seconds (a week at most)")
+            }
+            scheduling = NodeScheduling(
+                state: .draining, deadline: ISOTime.string(now.addingTimeInterval(seconds)), since: ISOTime.string(now))
+        }
+        var data: [String: JSONValue] = [
+            "state": .string(update.state.rawValue), "by": .string("operator"),
+            "from": .string(entry.node.scheduling?.state.rawValue ?? SchedulingState.open.rawValue),
+        ]
+        if let deadline = scheduling?.deadline { data["deadline"] = .string(deadline) }
+        do {
+            let hub = self.hub
+            try await store.write(
+                [.scheduling(name: name, scheduling)],
+                events: [EventLog.Draft(type: EventType.nodeSchedulingChanged, node: name, data: data)],
+                published: { hub.publish($0) })
+        } catch {
+            throw Refusal.storeUnavailable(error)
+        }
+        entries[name]?.node.scheduling = scheduling
+        version += 1
+        if let jobs, let update = jobUpdate(name) { await jobs.nodeChanged(update) }
+        logger.notice(
+            "node scheduling set",
+            metadata: ["nodeagent.node": "\(name)", "nodeagent.scheduling": "\(update.state.rawValue)"])
+        return try node(name)
+    }
+
     // MARK: Internals
 
     /// 503 `starting` until the registry has loaded.
@@ -484,7 +540,7 @@ actor Registry {
         return JobCoordinator.NodeUpdate(
             name: name, state: entry.removed ? .left : entry.node.state, labels: entry.node.labels,
             gpus: entry.node.capabilities.gpus, worker: entry.worker,
-            rttMs: entry.peers.first { $0.name == config.name }?.rttMs)
+            rttMs: entry.peers.first { $0.name == config.name }?.rttMs, scheduling: entry.node.scheduling)
     }
 
     /// A node's company and box key (base64), for resolving and sealing its secrets.

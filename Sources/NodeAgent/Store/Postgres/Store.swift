@@ -289,7 +289,13 @@ public enum Migrations {
                 ALTER TABLE nodes ADD COLUMN tls_pin text, ADD COLUMN tls_port integer
                 """),
         Migration(
-            version: 8, name: "node_tombstones",
+            version: 8, name: "scheduling",
+            sql: """
+                ALTER TABLE nodes ADD COLUMN scheduling text NOT NULL DEFAULT 'open',
+                    ADD COLUMN drain_deadline timestamptz, ADD COLUMN scheduling_since timestamptz
+                """),
+        Migration(
+            version: 9, name: "node_tombstones",
             sql: """
                 ALTER TABLE nodes ADD COLUMN forgotten boolean NOT NULL DEFAULT false
                 """),
