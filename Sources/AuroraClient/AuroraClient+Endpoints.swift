@@ -60,9 +60,14 @@ extension AuroraClient {
             call(API.setNodeScheduling, name, body: NodeSchedulingUpdate(state: state, deadlineS: deadlineS)))
     }
 
-    /// `DELETE /nodes/{name}`.
-    public func removeNode(_ name: String) async throws(AuroraClientError) -> Node {
-        try await decode(call(API.removeNode, name))
+    /// `PUT /nodes/{name}/company`: sets the node's company ("" for none).
+    public func setCompany(_ company: String, of name: String) async throws(AuroraClientError) -> Node {
+        try await decode(call(API.setNodeCompany, name, body: NodeCompanyUpdate(company: company)))
+    }
+
+    /// `DELETE /nodes/{name}`: removes the node's record, or (`keep`) keeps it as `left`.
+    public func removeNode(_ name: String, keep: Bool = false) async throws(AuroraClientError) -> Node {
+        try await decode(call(API.removeNode, name, query: keep ? [("keep", "true")] : []))
     }
 
     /// `GET /topology`: the nodes and the links they measured (stale when the lead is away).

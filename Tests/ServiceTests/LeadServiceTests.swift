@@ -147,8 +147,8 @@ struct LeadServiceTests {
             // A key that is not gpu-1's, claiming to be gpu-1.
             let impostor = RequestSigner(node: "gpu-1", key: SigningKey.generate())
             #expect(try await session.call(.post, path, signer: impostor, body: gpu1.heartbeat()).status == 401)
-            // Removed by the operator: its heartbeats are refused until it joins again.
-            #expect(try await session.call(.delete, "/nodes/gpu-1").status == 200)
+            // Removed by the operator (kept as left): its heartbeats are refused until it joins again.
+            #expect(try await session.call(.delete, "/nodes/gpu-1?keep=true").status == 200)
             #expect(lead.store.tables.withLock { $0.nodes["gpu-1"]?.entry.removed } == true)
             #expect(try await session.call(.post, path, signer: gpu1.signer, body: gpu1.heartbeat()).status != 200)
         }

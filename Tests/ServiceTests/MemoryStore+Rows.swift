@@ -26,7 +26,9 @@ extension MemoryStore: NodeStore {
     }
 
     func nodes() async throws(AgentError) -> (entries: [Registry.Entry], unreadable: [String]) {
-        try locked { tables, _ in (tables.nodes.values.map(\.entry).sorted { $0.node.name < $1.node.name }, []) }
+        try locked { tables, _ in
+            (tables.nodes.values.filter { !$0.forgotten }.map(\.entry).sorted { $0.node.name < $1.node.name }, [])
+        }
     }
 
     func write(_ changes: [NodeChange], events drafts: [EventLog.Draft], published: @escaping Published)
@@ -75,6 +77,14 @@ extension MemoryStore: NodeStore {
         case .removed(let name):
             tables.nodes[name]?.entry.removed = true
             tables.nodes[name]?.removedAt = now
+        case .forgotten(let name):
+            if tables.nodes[name]?.entry.node.vpnIP.isEmpty == true {
+                tables.nodes[name] = nil
+            } else {
+                tables.nodes[name]?.forgotten = true
+            }
+        case .company(let name, let company):
+            tables.nodes[name]?.entry.node.company = company
         }
     }
 
@@ -107,6 +117,7 @@ extension MemoryStore: NodeStore {
             }
             if let reclaimed = decision.reclaimed, tables.nodes[reclaimed]?.entry.removed == true {
                 tables.nodes[reclaimed]?.entry.node.vpnIP = ""
+                if tables.nodes[reclaimed]?.forgotten == true { tables.nodes[reclaimed] = nil }
             }
             if let index = tables.joinTokens.firstIndex(where: { $0.id == decision.tokenID }) {
                 tables.joinTokens[index].uses += 1

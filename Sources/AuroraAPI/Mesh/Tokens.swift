@@ -242,3 +242,12 @@ public struct NodeSchedulingUpdate: Codable, Sendable, Equatable {
         case deadlineS = "deadline_s"
     }
 }
+
+/// `PUT /nodes/{name}/company`: the node's company, set by an operator ("" for none).
+public struct NodeCompanyUpdate: Codable, Sendable, Equatable {
+    public var company: String
+
+    public init(company: String) { self.company = company }
+
+    public static let fields: Set<String> = ["company"]
+}

@@ -31,6 +31,8 @@ public enum API {
     public static let removeNode = Endpoint("DELETE", "/nodes/{name}")
     /// Replaces a node's trusted labels (admin, lead).
     public static let setNodeLabels = Endpoint("PUT", "/nodes/{name}/labels")
+    /// Sets a node's company (admin, lead).
+    public static let setNodeCompany = Endpoint("PUT", "/nodes/{name}/company")
     /// Cordons, drains or reopens a node for new jobs (admin, lead).
     public static let setNodeScheduling = Endpoint("PUT", "/nodes/{name}/scheduling")
     /// Nodes and measured links.
@@ -144,7 +146,8 @@ public enum API {
     /// Every endpoint, once.
     public static let all: [Endpoint] = [
         health, metrics, openAPI, agent,
-        join, heartbeat, leave, nodeReports, listNodes, getNode, removeNode, setNodeLabels, setNodeScheduling, topology,
+        join, heartbeat, leave, nodeReports, listNodes, getNode, removeNode, setNodeLabels, setNodeScheduling,
+        setNodeCompany, topology,
         createToken, listTokens, revokeToken, events,
         submitJob, listJobs, generate, getJob, cancelJob, jobResult, gpuStatus, gpuQueue, gpuAssignments,
         jobLogs, jobOutput,

@@ -97,8 +97,10 @@ public enum HTTPServer {
             let health = state.health
             return try json(health, status: health.status == .ok ? .ok : .serviceUnavailable)
         }
+        let meshMetrics = MeshMetrics()
         router.on(API.metrics) { _, _ -> Response in
             Gauge(label: "aurora_uptime_seconds").record(state.uptime)
+            if case .lead(let lead) = role, metrics != nil { await meshMetrics.scrape(lead) }
             var buffer = [UInt8]()
             metrics?.emit(into: &buffer)
             return Response(

@@ -294,14 +294,22 @@ paths:
       operationId: removeNode
       tags: [registry]
       summary: Remove a node (operator, lead)
-      description: The node becomes `left` and its signed requests are refused until it joins again. The lead cannot remove itself (400).
+      description: >-
+        The node becomes `left` (its jobs are requeued) and its signed requests are refused until it joins again
+        with a token. Without `keep` its record then leaves every view (`node.removed`) and its name is free; its
+        address stays held for `wireguard.reuse_after_s`. With `keep` the record stays as `left`. The lead cannot
+        remove itself (400).
       security:
         - operatorToken: []
       parameters:
         - $ref: '#/components/parameters/NodeNamePath'
+        - name: keep
+          in: query
+          description: keep the record as `left` instead of deleting it (an empty value means true)
+          schema: {type: string, enum: ['true', 'false', '1', '0', '']}
       responses:
         '200':
-          description: the node's record, now `left`
+          description: the node's record as it was removed (`left`)
           content:
             application/json:
               schema: {$ref: '#/components/schemas/Node'}
@@ -380,6 +388,43 @@ paths:
       responses:
         '200':
           description: the node with its scheduling state
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Node'}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '404': {$ref: '#/components/responses/NotFound'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '421': {$ref: '#/components/responses/NotLead'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+  /nodes/{name}/company:
+    put:
+      operationId: setNodeCompany
+      tags: [registry]
+      summary: Set a node's company (operator, lead)
+      description: >-
+        A node's company comes from its join token or from this call, never from the node. Its secrets resolve
+        through it from now on; records `node.company_changed` with both values. The lead's own company is its
+        configuration's (400).
+      security:
+        - operatorToken: []
+      parameters:
+        - $ref: '#/components/parameters/NodeNamePath'
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              additionalProperties: false
+              required: [company]
+              properties:
+                company: {type: string, maxLength: 128, description: "'' for none; no control characters, at most 128 bytes"}
+      responses:
+        '200':
+          description: the node with its new company
           content:
             application/json:
               schema: {$ref: '#/components/schemas/Node'}

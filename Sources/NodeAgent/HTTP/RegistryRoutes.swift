@@ -86,8 +86,7 @@ extension HTTPServer {
         router.on(API.removeNode) { request, context -> Response in
             try authorize(request, token: token)
             let name = try context.parameters.decoded("name")
-            try await registry.remove(name)
-            return try json(try await registry.node(name), status: .ok)
+            return try json(try await registry.remove(name, keep: try flag(request, "keep")), status: .ok)
         }
         router.on(API.setNodeLabels) { request, context -> Response in
             try authorize(request, token: token)
@@ -95,6 +94,13 @@ extension HTTPServer {
                 NodeLabelsUpdate.self, request, maxBody: maxBody, allowed: NodeLabelsUpdate.fields)
             return try json(
                 try await registry.setLabels(try context.parameters.decoded("name"), update.labels), status: .ok)
+        }
+        router.on(API.setNodeCompany) { request, context -> Response in
+            try authorize(request, token: token)
+            let update = try await decode(
+                NodeCompanyUpdate.self, request, maxBody: maxBody, allowed: NodeCompanyUpdate.fields)
+            return try json(
+                try await registry.setCompany(try context.parameters.decoded("name"), update.company), status: .ok)
         }
         router.on(API.setNodeScheduling) { request, context -> Response in
             try authorize(request, token: token)
@@ -223,6 +229,7 @@ extension HTTPServer {
         }
         leadOnly(router, API.removeNode, "removing a node", agent: agent)
         leadOnly(router, API.setNodeLabels, "setting a node's labels", agent: agent)
+        leadOnly(router, API.setNodeCompany, "setting a node's company", agent: agent)
         leadOnly(router, API.setNodeScheduling, "cordoning or draining a node", agent: agent)
         router.on(API.topology) { request, _ -> Response in
             try authorize(request, token: token)

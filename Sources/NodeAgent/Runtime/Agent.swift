@@ -158,7 +158,7 @@ public enum Agent {
                 cache.current?.nodes.nodes
             }
             services.append(.init(service: membership))
-            if let worker { services.append(.init(service: subsystems.wrap("gpu", worker, logger: logger))) }
+            if let worker { services.append(.init(service: subsystems.wrap("gpu-worker", worker, logger: logger))) }
             let reporter = LeadClient.signed(config: config, identity: identity, link: link)
             deliverReports = { [name = config.name] reports in
                 try await OutboxSender.toLead(reports, node: name, lead: reporter)

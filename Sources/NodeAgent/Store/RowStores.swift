@@ -127,6 +127,12 @@ enum NodeChange: Sendable {
     case scheduling(name: String, NodeScheduling?)
     /// An operator removed the node: its heartbeats are refused until it joins again.
     case removed(name: String)
+    /// An operator removed the node for good: it leaves every view and its name is free. A row
+    /// that holds an address stays as a hidden tombstone until a join reclaims the address after
+    /// `wireguard.reuse_after_s`; one without an address is deleted.
+    case forgotten(name: String)
+    /// An operator set the node's company (what its secrets resolve through).
+    case company(name: String, company: String)
 }
 
 /// A node and when it was last heard from.

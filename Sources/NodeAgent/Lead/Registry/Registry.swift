@@ -72,7 +72,7 @@ actor Registry {
     var seenDirty = Set<String>()
     var recordDirty = Set<String>()
     /// Grows on every membership change; nodes refresh their cached copy when it moves.
-    private(set) var version = 1
+    var version = 1
     /// True once ``load(capabilities:meshID:now:)`` finished; until then every call answers 503.
     private(set) var loaded = false
     var meshID: String?
@@ -352,8 +352,12 @@ actor Registry {
         try await apply(detector.onLeave(name, at: .now), leftBy: "node")
     }
 
-    /// An operator removes a node: it is `left`, and its heartbeats are refused until it joins again.
-    func remove(_ name: String) async throws(Refusal) {
+    /// An operator removes a node: it is `left` (`node.left` with `by: operator`), its jobs are
+    /// requeued and its signed requests are refused until it joins again. With `keep` its record
+    /// stays in every view as `left`; without, it leaves every view (`node.removed`) and its name
+    /// is free at once. Either way its address is held for `wireguard.reuse_after_s` (without
+    /// `keep`, by a hidden tombstone row). Answers the record as it was removed.
+    func remove(_ name: String, keep: Bool = true) async throws(Refusal) -> Node {
         try requireLoaded()
         guard var entry = entries[name] else { throw Refusal.notFound("no node named '\(name)'") }
         guard name != config.name else { throw Refusal.badRequest("the lead cannot remove itself") }
@@ -365,10 +369,30 @@ actor Registry {
             throw Refusal.storeUnavailable(error)
         }
         let directives = detector.onLeave(name, at: .now)
-        if directives.isEmpty {
-            return  // already left; now removed too
+        if !directives.isEmpty {
+            try await apply(directives, leftBy: "operator")
         }
-        try await apply(directives, leftBy: "operator")
+        let removed = try node(name)
+        guard !keep else {
+            logger.notice("node removed", metadata: ["nodeagent.node": "\(name)", "nodeagent.kept": "true"])
+            return removed
+        }
+        let hub = self.hub
+        do {
+            try await store.write(
+                [.forgotten(name: name)],
+                events: [
+                    EventLog.Draft(
+                        type: EventType.nodeRemoved, node: name,
+                        data: ["vpn_ip": .string(removed.vpnIP), "by": .string("operator")])
+                ],
+                published: { hub.publish($0) })
+        } catch {
+            throw Refusal.storeUnavailable(error)
+        }
+        forget(name)
+        logger.notice("node removed", metadata: ["nodeagent.node": "\(name)", "nodeagent.kept": "false"])
+        return removed
     }
 
     /// An operator sets a node's trusted labels (placement matches only these).

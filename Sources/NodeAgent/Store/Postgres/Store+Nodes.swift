@@ -27,7 +27,7 @@ enum NodeRows {
             sign_public_key = EXCLUDED.sign_public_key, box_public_key = EXCLUDED.box_public_key, wg_public_key = EXCLUDED.wg_public_key,
             wg_endpoint = EXCLUDED.wg_endpoint, wg_listen_port = EXCLUDED.wg_listen_port, labels = EXCLUDED.labels,
             capabilities = EXCLUDED.capabilities, timing = EXCLUDED.timing, version = EXCLUDED.version, address = EXCLUDED.address,
-            state = EXCLUDED.state, removed = false, removed_at = NULL, last_seen = EXCLUDED.last_seen, token_id = EXCLUDED.token_id,
+            state = EXCLUDED.state, removed = false, removed_at = NULL, forgotten = false, last_seen = EXCLUDED.last_seen, token_id = EXCLUDED.token_id,
             wg_behind_nat = EXCLUDED.wg_behind_nat, tls_pin = EXCLUDED.tls_pin, tls_port = EXCLUDED.tls_port,
             scheduling = CASE WHEN nodes.removed THEN 'open' ELSE nodes.scheduling END,
             drain_deadline = CASE WHEN nodes.removed THEN NULL ELSE nodes.drain_deadline END,
@@ -80,7 +80,7 @@ extension Store: NodeStore {
     func nodes() async throws(AgentError) -> (entries: [Registry.Entry], unreadable: [String]) {
         var entries: [Registry.Entry] = []
         var unreadable: [String] = []
-        for row in try await query("SELECT \(NodeRows.columns) FROM nodes").rows {
+        for row in try await query("SELECT \(NodeRows.columns) FROM nodes WHERE NOT forgotten").rows {
             if let entry = NodeRows.entry(row) {
                 entries.append(entry)
             } else {
@@ -134,6 +134,8 @@ extension Store: NodeStore {
                 case .success(let accepted): decision = accepted
                 }
                 if let reclaimed = decision.reclaimed {
+                    // A forgotten node's tombstone held nothing but the address.
+                    _ = try connection.execute("DELETE FROM nodes WHERE name = $1 AND forgotten", [reclaimed])
                     _ = try connection.execute("UPDATE nodes SET vpn_ip = '' WHERE name = $1 AND removed", [reclaimed])
                 }
                 _ = try connection.execute("UPDATE join_tokens SET uses = uses + 1 WHERE id = $1", [decision.tokenID])
@@ -196,6 +198,15 @@ extension NodeRows {
             )
         case .removed(let name):
             return ("UPDATE nodes SET removed = true, removed_at = now() WHERE name = $1", [name])
+        case .forgotten(let name):
+            return (
+                """
+                WITH gone AS (DELETE FROM nodes WHERE name = $1 AND vpn_ip = '' RETURNING name)
+                UPDATE nodes SET forgotten = true WHERE name = $1 AND vpn_ip <> ''
+                """, [name]
+            )
+        case .company(let name, let company):
+            return ("UPDATE nodes SET company = $2 WHERE name = $1", [name, company])
         }
     }
 }

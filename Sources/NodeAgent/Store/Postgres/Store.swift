@@ -294,6 +294,11 @@ public enum Migrations {
                 ALTER TABLE nodes ADD COLUMN scheduling text NOT NULL DEFAULT 'open',
                     ADD COLUMN drain_deadline timestamptz, ADD COLUMN scheduling_since timestamptz
                 """),
+        Migration(
+            version: 9, name: "node_tombstones",
+            sql: """
+                ALTER TABLE nodes ADD COLUMN forgotten boolean NOT NULL DEFAULT false
+                """),
     ]
 
     /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate
