@@ -118,6 +118,12 @@ public enum Agent {
                     logger: logger)
                 services.append(.init(service: subsystems.wrap("redis", publisher, logger: logger)))
             }
+            if !config.webhooks.isEmpty {
+                // After the store: it stops first, so its last cursor write reaches the store.
+                let webhooks = try WebhookDelivery(
+                    webhooks: config.webhooks, store: storeService.store, hub: hub, state: state, logger: logger)
+                services.append(.init(service: subsystems.wrap("webhooks", webhooks, logger: logger)))
+            }
         } else {
             let saved = try Membership.load(dataDir: dataDir.path)
             if saved == nil, config.joinToken == nil {
