@@ -125,6 +125,9 @@ public enum Agent {
                 services.append(.init(service: subsystems.wrap("webhooks", webhooks, logger: logger)))
             }
         } else {
+            if !config.webhooks.isEmpty {
+                logger.warning("alerts.webhooks is set, but only the lead sends webhooks; ignoring it")
+            }
             let saved = try Membership.load(dataDir: dataDir.path)
             if saved == nil, config.joinToken == nil {
                 throw AgentError(
