@@ -30,7 +30,7 @@ public struct WebhookConfig: Sendable, Equatable {
     }
 
     /// Unique among the webhooks: letters, digits, `-`, `_`, `.`, at most 63. The lead keeps the
-    /// webhook's place in the event log under this name: renaming it starts from the newest event.
+    /// webhook's place in the event log under this name: a new name takes the events from the lead's start on.
     public var name: String
     public var target: Target
     public var format: Format

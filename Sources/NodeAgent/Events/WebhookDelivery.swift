@@ -16,8 +16,8 @@ import Synchronization
 ///
 /// The cursor lives in the store (`webhook_cursors`), next to the events it points into: it is
 /// as durable as the log, goes with it into backups and to a standby, and a restarted lead
-/// resumes right after the last event a receiver took. A webhook seen for the first time starts
-/// at the newest event. Events are never skipped: an event that fails (no answer, a timeout,
+/// resumes right after the last event a receiver took. A webhook seen for the first time takes
+/// the events recorded since the lead started. Events are never skipped: an event that fails (no answer, a timeout,
 /// not 2xx) is tried again with ``WebhookBackoff`` (500 ms doubling to 60 s) and holds the
 /// cursor; after three failures in a row the webhook is logged as failing and
 /// `aurora_webhook_failing{webhook}` is 1 until a delivery succeeds. Logs show a webhook's
@@ -47,6 +47,8 @@ final class WebhookDelivery: Service {
     let state: AgentState
     let logger: Logger
     let backoff: WebhookBackoff
+    /// When the agent started (this service was made): a new webhook takes the events from then on.
+    let startedAt = Date()
     /// One wake-up continuation per running webhook loop, fed by the hub's tap.
     private let wakes = Mutex<[AsyncStream<Void>.Continuation]>([])
 
@@ -121,7 +123,7 @@ final class WebhookDelivery: Service {
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             if state.store.state == .ok {
                 do throws(AgentError) {
-                    let cursor = try await store.webhookCursor(hook.config.name)
+                    let cursor = try await store.webhookCursor(hook.config.name, startingBefore: startedAt)
                     logger.info(
                         "webhook delivering",
                         metadata: [
@@ -135,7 +137,7 @@ final class WebhookDelivery: Service {
                 }
             }
             do { try await pause(delay) } catch { return nil }
-            delay = min(delay * 2, .seconds(5))
+            delay = min(delay * 2, .seconds(1))
         }
         return nil
     }

@@ -168,8 +168,9 @@ protocol ReportStore: EventStore {
 /// Each alert webhook's place in the event log (``WebhookDelivery``): every event it takes up to
 /// its cursor was answered with a 2xx.
 protocol WebhookCursorStore: EventStore {
-    /// The webhook's cursor; a webhook seen for the first time gets one at the newest event.
-    func webhookCursor(_ name: String) async throws(AgentError) -> Int64
+    /// The webhook's cursor; a webhook seen for the first time gets one at the newest event
+    /// recorded before `start` (the lead's start: it takes everything from then on).
+    func webhookCursor(_ name: String, startingBefore start: Date) async throws(AgentError) -> Int64
 
     /// Moves the webhook's cursor forward to `seq` (never back).
     func setWebhookCursor(_ name: String, to seq: Int64) async throws(AgentError)

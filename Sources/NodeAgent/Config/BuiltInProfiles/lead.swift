@@ -206,7 +206,7 @@ alerts:
   # replica.state_changed (the default: these four), alert.cleared, check.recovery,
   # node.joined, node.left, replica.slot_inactive. Only a 2xx answer counts; anything else
   # is retried (500 ms doubling to 60 s) and holds the webhook's place in the event log.
-  # A webhook's place is kept in the store by name; a new name starts at the newest event.
+  # A webhook's place is kept in the store by name; a new name takes the events from the lead's start on.
   # Example:
   #   - {name: ops, url_file: /etc/aurora/slack-webhook.url, format: slack}
   webhooks: []
