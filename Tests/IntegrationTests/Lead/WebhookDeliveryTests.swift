@@ -178,12 +178,45 @@ struct WebhookDeliveryTests {
         }
         #expect(afterRestart.contains { $0.status == 200 && Int($0.headers["x-aurora-attempt"] ?? "") ?? 0 > 1 })
 
-        // The webhook's secret path is in no log line, and the metrics show the deliveries.
-        for agent in agents {
-            #expect(!agent.process.stderr.contains("SECRETPATH") && !agent.process.stdout.contains("SECRETPATH"))
-        }
         let metrics = try await http(lead.baseURL + Routes.metrics).text
         #expect(metrics.contains("aurora_webhook_deliveries_total{webhook=\"ops\"}"), "\(metrics.prefix(300))")
         #expect(metrics.contains("aurora_webhook_failures_total{webhook="))
+
+        // A receiver that keeps failing: the node dies again, and its event holds both webhooks'
+        // places (retried, never skipped), which /metrics shows; a SIGTERM between the retries
+        // stops the lead at once. With the receiver back, the held event arrives once.
+        receiver.failNext(1_000_000)
+        node.process.signal(SIGKILL)
+        _ = try await node.process.waitForExit(timeout: .seconds(10))
+        _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the ops webhook to be failing") {
+            () async throws -> Bool? in
+            try await http(lead.baseURL + Routes.metrics).text.contains("aurora_webhook_failing{webhook=\"ops\"} 1")
+                ? true : nil
+        }
+        let held = try await storeEvents(lead).filter {
+            $0.node == "wh-1" && $0.type == EventType.nodeStateChanged && $0.data["to"]?.string == "dead"
+        }
+        #expect(held.count == 2)
+        #expect(!Set(receiver.accepted(path: opsPath).compactMap(\.eventID)).contains(held.last?.id ?? ""))
+        let stopping = ContinuousClock.now
+        lead.process.signal(SIGTERM)
+        #expect(try await lead.process.waitForExit(timeout: .seconds(20)) == 0)
+        #expect(ContinuousClock.now - stopping < .seconds(10), "shutdown does not wait for a failing receiver")
+        receiver.failNext(0)
+        lead = try startLead()
+        try await lead.waitHealthy()
+        let third = try await caughtUp(lead, path: opsPath, types: Self.alertTypes, "the held event") { events in
+            events.contains { $0.id == held.last?.id }
+        }
+        #expect(Array(third.prefix(second.count)).map(\.id) == second.map(\.id))
+        _ = try await caughtUp(lead, path: chatPath, types: [EventType.nodeStateChanged], "the held event") {
+            events in events.contains { $0.id == held.last?.id }
+        }
+
+        // The webhook's secret path is in no log line (the failures were logged, by scheme and host).
+        for agent in agents {
+            #expect(!agent.process.stderr.contains("SECRETPATH") && !agent.process.stdout.contains("SECRETPATH"))
+        }
+        #expect(agents.contains { $0.process.stderr.contains("webhook failing") })
     }
 }
