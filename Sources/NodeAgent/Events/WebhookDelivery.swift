@@ -111,7 +111,7 @@ final class WebhookDelivery: Service {
                 await pump(hook, &progress, client: client, metrics: metrics, logger: logger)
                 if Task.isShuttingDownGracefully || Task.isCancelled { break }
             }
-            if progress.unstored { await storeCursor(hook, &progress, metrics: metrics, logger: logger) }
+            if progress.unstored { await storeCursor(hook, &progress, logger: logger) }
         } onGracefulShutdown: {
             wake.finish()
         }
@@ -162,10 +162,10 @@ final class WebhookDelivery: Service {
                 guard progress.onEvent(seq: event.seq, type: event.type) == .deliver else { continue }
                 let delivered = await send(event, hook, &progress, client: client, metrics: metrics, logger: logger)
                 guard delivered else { return }
-                await storeCursor(hook, &progress, metrics: metrics, logger: logger)
+                await storeCursor(hook, &progress, logger: logger)
             }
             if page.count < Self.page {
-                if progress.unstored { await storeCursor(hook, &progress, metrics: metrics, logger: logger) }
+                if progress.unstored { await storeCursor(hook, &progress, logger: logger) }
                 return
             }
         }
@@ -235,9 +235,7 @@ final class WebhookDelivery: Service {
 
     /// Stores the cursor; a store error leaves it unstored (the next store, or the one at
     /// shutdown, catches up), so a crash before then could repeat events up to it.
-    private func storeCursor(_ hook: Hook, _ progress: inout WebhookProgress, metrics: HookMetrics, logger: Logger)
-        async
-    {
+    private func storeCursor(_ hook: Hook, _ progress: inout WebhookProgress, logger: Logger) async {
         let cursor = progress.cursor
         do throws(AgentError) {
             try await store.setWebhookCursor(hook.config.name, to: cursor)
