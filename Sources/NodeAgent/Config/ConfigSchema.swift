@@ -11,6 +11,7 @@ public enum ConfigValue: Sendable, Equatable {
     case gpus([GPUInventoryEntry])
     case probes([ConnectivityProbe])
     case checks([ServiceCheckConfig])
+    case webhooks([WebhookConfig])
 }
 
 /// One GPU of a static inventory (`gpus:` in a profile), used instead of `nvidia-smi`: the
@@ -39,11 +40,12 @@ public enum ConfigKind: Sendable, Equatable {
     case ipv4
     /// An IPv4 network with a prefix of 8 to 30 bits and its host bits zero.
     case cidr
-    /// `map`, `gpus`, `probes` and `checks` are structured: they can only be set in a YAML file.
+    /// `map`, `gpus`, `probes`, `checks` and `webhooks` are structured: they can only be set in a YAML file.
     case map
     case gpus
     case probes
     case checks
+    case webhooks
 
     /// A short description for errors and documentation.
     var expectation: String {
@@ -64,6 +66,7 @@ public enum ConfigKind: Sendable, Equatable {
         case .gpus: "a list of GPUs"
         case .probes: "a list of probes ({name, url, method?, expect_status?, interval_s?, timeout_s?, degraded_ms?})"
         case .checks: "a list of checks ({name, http | tcp | args, interval_s?, timeout_s?, thresholds?, recovery?})"
+        case .webhooks: "a list of webhooks ({name, url | url_file, format?: json | slack, events?, timeout_s?})"
         }
     }
 }
@@ -279,6 +282,9 @@ public enum ConfigSchema {
             "alerts.disk_pct", .int(1...100), default: .int(85),
             "the data dir's file system above this percentage used raises an alert"),
         ConfigKey("alerts.interval_s", .seconds, default: .double(10), "seconds between resource samples"),
+        ConfigKey(
+            "alerts.webhooks", .webhooks, default: .webhooks([]),
+            "lead: webhooks that get node, check, alert and replica events (JSON or Slack), each once, in order"),
         ConfigKey(
             "log.ring_lines", .int(0...100_000), default: .int(1000),
             "recent log lines kept per subsystem for aurora-cli logs; 0: none"),

@@ -142,6 +142,8 @@ public struct ResolvedConfig: Sendable {
                 ? "[]"
                 : c.map { "\($0.name): \($0.kind) \($0.targetDescription) every \($0.interval) s" }.joined(
                     separator: "; ")
+        case .webhooks(let w):
+            text = w.isEmpty ? "[]" : w.map(\.summary).joined(separator: "; ")
         }
         return entry.key.secret ? Redaction.redact(text) : text
     }
@@ -186,6 +188,8 @@ public struct ResolvedConfig: Sendable {
                         "timeout_s": $0.timeout, "recovery": $0.recovery.map { _ in true } ?? false,
                     ] as [String: Any]
                 }
+            case .webhooks(let w):
+                value = w.map { $0.summary }
             case .gpus(let g):
                 value = g.map {
                     [
@@ -302,6 +306,8 @@ public struct NodeConfig: Sendable {
     /// Resource alert thresholds (`alerts.*`) and the sampling interval in seconds.
     public let alertThresholds: ResourceThresholds
     public let alertInterval: Double
+    /// The lead's alert webhooks (`alerts.webhooks`); their URLs are secrets, never logged.
+    public let webhooks: [WebhookConfig]
     /// The lead's Redis fan-out (`events.redis`, a secret: never logged); nil: none.
     public let redisURL: String?
     /// `events.redis_maxlen`.
@@ -441,6 +447,11 @@ public struct NodeConfig: Sendable {
             cpuPct: Double(int("alerts.cpu_pct")), cpuFor: seconds("alerts.cpu_for_s"),
             memoryPct: Double(int("alerts.memory_pct")), diskPct: Double(int("alerts.disk_pct")))
         self.alertInterval = seconds("alerts.interval_s")
+        if case .webhooks(let webhooks) = resolved["alerts.webhooks"] {
+            self.webhooks = webhooks
+        } else {
+            self.webhooks = []
+        }
         if let conninfo = nonEmpty("postgres.monitor") {
             let expect = string("postgres.expect")
             postgresMonitor = PostgresMonitorConfig(

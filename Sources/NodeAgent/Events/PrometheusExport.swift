@@ -35,6 +35,10 @@ public enum MetricHelp {
         "aurora_gpu_vram_total_mb": "A node's GPU memory in MB, as the node reports it.",
         "aurora_gpu_vram_used_mb": "A node's GPU memory in MB used by processes, as the node reports it.",
         "aurora_gpu_vram_reserved_mb": "A node's GPU memory in MB reserved by the jobs the lead placed there.",
+        "aurora_webhook_deliveries_total": "Events an alert webhook delivered (answered 2xx), by webhook.",
+        "aurora_webhook_failures_total": "Failed attempts to deliver an event to an alert webhook, by webhook.",
+        "aurora_webhook_failing": "1 while an alert webhook has failed three times in a row, else 0, by webhook.",
+        "aurora_webhook_cursor_seq": "The last event sequence number an alert webhook delivered, by webhook.",
     ]
 
     /// The help for `name`; "" (no `# HELP` line) for a name the table does not have.

@@ -119,7 +119,16 @@ public enum Agent {
                     logger: logger)
                 services.append(.init(service: subsystems.wrap("redis", publisher, logger: logger)))
             }
+            if !config.webhooks.isEmpty {
+                // After the store: it stops first, so its last cursor write reaches the store.
+                let webhooks = try WebhookDelivery(
+                    webhooks: config.webhooks, store: storeService.store, hub: hub, state: state, logger: logger)
+                services.append(.init(service: subsystems.wrap("webhooks", webhooks, logger: logger)))
+            }
         } else {
+            if !config.webhooks.isEmpty {
+                logger.warning("alerts.webhooks is set, but only the lead sends webhooks; ignoring it")
+            }
             let saved = try Membership.load(dataDir: dataDir.path)
             if saved == nil, config.joinToken == nil {
                 throw AgentError(

@@ -171,6 +171,17 @@ protocol ReportStore: EventStore {
     func pruneReports(olderThanDays days: Int) async throws(AgentError)
 }
 
+/// Each alert webhook's place in the event log (``WebhookDelivery``): every event it takes up to
+/// its cursor was answered with a 2xx.
+protocol WebhookCursorStore: EventStore {
+    /// The webhook's cursor; a webhook seen for the first time gets one at the newest event
+    /// recorded before `start` (the lead's start: it takes everything from then on).
+    func webhookCursor(_ name: String, startingBefore start: Date) async throws(AgentError) -> Int64
+
+    /// Moves the webhook's cursor forward to `seq` (never back).
+    func setWebhookCursor(_ name: String, to seq: Int64) async throws(AgentError)
+}
+
 /// Secret versions (sealed: the store never sees a value), their heads and the audit chain.
 protocol SecretStore: EventStore {
     /// Every slot's current version (not deleted).

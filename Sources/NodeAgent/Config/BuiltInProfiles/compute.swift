@@ -211,6 +211,8 @@ alerts:
   disk_pct: 85
   # Seconds between samples.
   interval_s: 10
+  # Lead only (see profiles/lead.yaml): webhooks that get events; a non-lead ignores them.
+  webhooks: []
 
 """#
 }

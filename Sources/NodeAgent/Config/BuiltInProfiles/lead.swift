@@ -211,6 +211,20 @@ alerts:
   disk_pct: 85
   # Seconds between samples.
   interval_s: 10
+  # Lead: webhooks that get events as they are recorded, each event once, in order. Each entry:
+  #   {name, url: "https://..." | url_file: /path (0600; the URL's first line),
+  #    format?: json | slack, events?: [...], timeout_s?: 10}
+  # json: the event as the API writes it ({"id","seq","type","at","node","data"}); slack:
+  # {"text": "[aurora] node gpu-1 is dead (was suspect: missed_heartbeats)"}. Every request
+  # carries X-Aurora-Event-ID (the event's id: the same on every retry, so a receiver can
+  # drop a repeat). events: any of node.state_changed, alert.raised, check.changed,
+  # replica.state_changed (the default: these four), alert.cleared, check.recovery,
+  # node.joined, node.left, replica.slot_inactive. Only a 2xx answer counts; anything else
+  # is retried (500 ms doubling to 60 s) and holds the webhook's place in the event log.
+  # A webhook's place is kept in the store by name; a new name takes the events from the lead's start on.
+  # Example:
+  #   - {name: ops, url_file: /etc/aurora/slack-webhook.url, format: slack}
+  webhooks: []
 
 """#
 }

@@ -299,6 +299,15 @@ public enum Migrations {
             sql: """
                 ALTER TABLE nodes ADD COLUMN forgotten boolean NOT NULL DEFAULT false
                 """),
+        Migration(
+            version: 10, name: "webhooks",
+            sql: """
+                CREATE TABLE webhook_cursors (
+                    name       text PRIMARY KEY,
+                    seq        bigint NOT NULL,
+                    updated_at timestamptz NOT NULL DEFAULT now()
+                )
+                """),
     ]
 
     /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate
