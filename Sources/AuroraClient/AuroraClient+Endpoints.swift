@@ -112,6 +112,10 @@ public struct MeshEventStream: AsyncSequence {
         var events: ServerSentEvents<HTTPClientResponse.Body>.AsyncIterator
         let decoder = APICoding.decoder()
 
+        /// The sequence number of the last event (or position marker) the stream sent: resume
+        /// after it with `Last-Event-ID`.
+        public var lastSeq: Int64? { events.lastEventID.flatMap { Int64($0) } }
+
         public mutating func next() async throws -> ReceivedEvent? {
             guard let event = try await events.next() else { return nil }
             guard let decoded = try? decoder.decode(MeshEvent.self, from: Data(event.data.utf8)) else {
@@ -125,16 +129,23 @@ public struct MeshEventStream: AsyncSequence {
 extension AuroraClient {
     /// `GET /api/events`: the events after `since`, or the last `tail` ones; with `follow` the
     /// stream stays open for new events. `types` is comma-separated (`job.*` matches by prefix).
-    public func events(since: Int64? = nil, tail: Int? = nil, follow: Bool, types: String? = nil, node: String? = nil)
+    /// `lastEventID` resumes a stream that broke (`Last-Event-ID`): it wins over `since` and `tail`.
+    public func events(
+        since: Int64? = nil, tail: Int? = nil, follow: Bool, types: String? = nil, node: String? = nil,
+        lastEventID: Int64? = nil
+    )
         async throws(AuroraClientError) -> MeshEventStream
     {
-        let request = try call(
+        let since = lastEventID == nil ? since : nil
+        var request = try call(
             API.events,
             query: [
-                ("since", since.map(String.init)), ("tail", since == nil ? tail.map(String.init) : nil),
+                ("since", since.map(String.init)),
+                ("tail", since == nil && lastEventID == nil ? tail.map(String.init) : nil),
                 ("follow", String(follow)), ("type", types), ("node", node),
             ],
             accept: "text/event-stream", timeout: .hours(24 * 365))
+        if let lastEventID { request.headers.append(("Last-Event-ID", String(lastEventID))) }
         return MeshEventStream(events: ServerSentEvents(try await stream(request)))
     }
 }
