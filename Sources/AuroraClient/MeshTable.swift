@@ -75,7 +75,7 @@ public enum MeshTable {
         }
         let gpus = Column(header: wide ? "GPUS FREE/TOTAL" : "GPUS", minimum: 9) { gpuSummary($0, wide: wide) }
         let vram = Column(header: wide ? "VRAM GB FREE/TOTAL" : "VRAM GB", minimum: nil) {
-            vram($0.node, gpu: $0.worker)
+            MeshTable.vram($0.node, gpu: $0.worker)
         }
         let jobs = Column(header: "JOBS", minimum: nil) { row in
             row.worker.map { String($0.running) + ($0.accepting ? "" : wide ? " (not accepting)" : " off") } ?? "-"
@@ -83,7 +83,7 @@ public enum MeshTable {
         let seen = Column(header: "LAST SEEN", minimum: nil) { lastSeen($0.node.lastSeen, now: now) }
         let name = Column(header: "NODE", minimum: 12) { $0.node.name }
         let role = Column(header: "ROLE", minimum: nil) { $0.node.role.rawValue }
-        let replica = Column(header: "REPLICA", minimum: 9) { replica($0.node) }
+        let replica = Column(header: "REPLICA", minimum: 9) { MeshTable.replica($0.node) }
         guard wide else { return [name, role, state, seen, gpus, vram, jobs, replica] }
         return [
             name, role,
@@ -229,7 +229,7 @@ public enum MeshTable {
     }
 
     /// A byte count in short form: `512B`, `12kB`, `48.0MB`, `1.2GB`.
-    static func bytes(_ count: Int64) -> String {
+    public static func bytes(_ count: Int64) -> String {
         switch count {
         case ..<1024: "\(count)B"
         case ..<(1 << 20): String(format: "%.0fkB", Double(count) / 1024)

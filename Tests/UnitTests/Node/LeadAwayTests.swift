@@ -142,6 +142,16 @@ struct LeadAwayTests {
         #expect(!health.servesWithoutLead)
     }
 
+    @Test("a bare id: moves the resume point (Last-Event-ID) without making an event")
+    func bareID() async throws {
+        let body = ": following from 5\nid: 5\n\nid: 6\nevent: node.joined\ndata: {}\n\n: ping\nid: 9\n\n"
+        var iterator = ServerSentEvents(BodyChunks(body, every: 7)).makeAsyncIterator()
+        #expect(try await iterator.next() == ServerSentEvent(type: "node.joined", data: "{}", id: "6"))
+        #expect(iterator.lastEventID == "6")
+        #expect(try await iterator.next() == nil)
+        #expect(iterator.lastEventID == "9", "the ping's id: the filtered-out events up to 9 are behind it")
+    }
+
     @Test("reconnection doubles its delay up to the maximum, starts over once open, and gives up on time")
     func reconnection() {
         let start = ContinuousClock.now
