@@ -130,9 +130,11 @@ extension AuroraClient {
     /// `GET /api/events`: the events after `since`, or the last `tail` ones; with `follow` the
     /// stream stays open for new events. `types` is comma-separated (`job.*` matches by prefix).
     /// `lastEventID` resumes a stream that broke (`Last-Event-ID`): it wins over `since` and `tail`.
+    /// `timeout` bounds the wait for the answer's head only (AsyncHTTPClient's deadline ends
+    /// there): the stream itself stays open as long as the agent sends.
     public func events(
         since: Int64? = nil, tail: Int? = nil, follow: Bool, types: String? = nil, node: String? = nil,
-        lastEventID: Int64? = nil
+        lastEventID: Int64? = nil, timeout: TimeAmount = .seconds(10)
     )
         async throws(AuroraClientError) -> MeshEventStream
     {
@@ -144,7 +146,7 @@ extension AuroraClient {
                 ("tail", since == nil && lastEventID == nil ? tail.map(String.init) : nil),
                 ("follow", String(follow)), ("type", types), ("node", node),
             ],
-            accept: "text/event-stream", timeout: .hours(24 * 365))
+            accept: "text/event-stream", timeout: timeout)
         if let lastEventID { request.headers.append(("Last-Event-ID", String(lastEventID))) }
         return MeshEventStream(events: ServerSentEvents(try await stream(request)))
     }

@@ -1,4 +1,5 @@
 import AuroraAPI
+import NIOCore
 
 /// When a broken event stream is opened again: after a delay that doubles from `initialDelay` up
 /// to `maximumDelay`, until no stream could be opened for `giveUpAfter` (nil: never). Pure: the
@@ -53,7 +54,8 @@ public enum FollowedEvent: Sendable {
 }
 
 /// `GET /api/events?follow=true` that outlives the agent: when the stream ends or breaks, or the
-/// agent does not answer, it opens a new one with `Last-Event-ID` (the last `id:` read, events
+/// agent does not answer (no answer's head within 5 s: AsyncHTTPClient retries a refused
+/// connection until then), it opens a new one with `Last-Event-ID` (the last `id:` read, events
 /// and position markers alike), so no event is lost or repeated across the gap. It fails at once
 /// when the first stream cannot be opened, when the agent refuses a later one for a reason that
 /// waiting does not change (4xx but 408 and 429: a token revoked, not the lead), on a stream that
@@ -115,7 +117,7 @@ public struct FollowedEvents: AsyncSequence, Sendable {
                 do throws(AuroraClientError) {
                     let opening = try await sequence.client.events(
                         since: sequence.since, tail: sequence.tail, follow: true, types: sequence.types,
-                        node: sequence.node, lastEventID: resumeAfter)
+                        node: sequence.node, lastEventID: resumeAfter, timeout: .seconds(5))
                     stream = opening.makeAsyncIterator()
                     reconnection.opened()
                     if opened { return .reconnected(after: resumeAfter) }

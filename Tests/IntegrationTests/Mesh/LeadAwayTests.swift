@@ -159,6 +159,12 @@ struct LeadAwayTests {
             ["events", "--follow", "--json", "--since", "0", "--agent", lead.baseURL, "--data-dir", dataDir],
             outputDirectory: scratch.path)
         defer { if follower.isRunning { follower.signal(SIGKILL) } }
+        // A second follower that is told to give up after 2 s without a stream.
+        let quitter = try ChildProcess(
+            Binaries.auroraCLI,
+            ["events", "--follow", "--give-up-after", "2s", "--agent", lead.baseURL, "--data-dir", dataDir],
+            outputDirectory: scratch.path)
+        defer { if quitter.isRunning { quitter.signal(SIGKILL) } }
         func printed() -> [MeshEvent] {
             follower.stdout.split(separator: "\n").compactMap {
                 try? APICoding.decoder().decode(MeshEvent.self, from: Data($0.utf8))
@@ -178,6 +184,10 @@ struct LeadAwayTests {
             follower.stderr.contains("lead unreachable, reconnecting") ? true : nil
         }
         #expect(follower.isRunning, "it reconnects instead of exiting: \(follower.stderr)")
+        // The one told to give up exits 3 once the lead has been away for 2 s, saying so.
+        #expect(try await quitter.waitForExit(timeout: .seconds(20)) == 3)
+        #expect(quitter.stderr.contains("gave up"), "\(quitter.stderr)")
+        #expect(follower.isRunning)
 
         // The lead is back on the same port and data dir: the follower resumes.
         let restarted = try AgentHarness(
