@@ -83,7 +83,7 @@ public enum MeshTable {
         let seen = Column(header: "LAST SEEN", minimum: nil) { lastSeen($0.node.lastSeen, now: now) }
         let name = Column(header: "NODE", minimum: 12) { $0.node.name }
         let role = Column(header: "ROLE", minimum: nil) { $0.node.role.rawValue }
-        let replica = Column(header: "REPLICA", minimum: 9) { MeshTable.replica($0.node) }
+        let replica = Column(header: "REPLICA", minimum: 13) { MeshTable.replica($0.node) }
         guard wide else { return [name, role, state, seen, gpus, vram, jobs, replica] }
         return [
             name, role,
@@ -100,8 +100,8 @@ public enum MeshTable {
 
     /// Column widths that fit `limit` with two spaces between columns: the widest column that can
     /// still give a character gives one, until the line fits or every column is at its minimum.
-    /// The narrow columns' minimums (NODE 12, GPUS 9, REPLICA 9, the rest uncut: at most 7 + 17
-    /// + 9 + 13 + 6) add up to less than 100 with the gaps.
+    /// The narrow columns' minimums (NODE 12, GPUS 9, REPLICA 13 so that `not_a_replica` shows
+    /// whole, the rest uncut: at most 7 + 17 + 9 + 13 + 6) add up to 100 with the gaps.
     static func fit(_ widths: [Int], minimums: [Int], limit: Int) -> [Int] {
         var widths = widths
         var total = widths.reduce(0, +) + 2 * max(0, widths.count - 1)
