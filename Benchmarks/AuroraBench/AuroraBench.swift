@@ -278,6 +278,12 @@ extension AuroraBench {
         @Option(help: "Submissions per second.") var rate = 500
         @Option(help: "Seconds of load.") var seconds = 10
         @Option(help: "Simulated workers.") var workers = 4
+        @Option(help: "Nodes with GPUs too small for the jobs, joined first (placement checks walk past them).")
+        var decoys = 0
+        @Option(
+            name: .customLong("min-vram"),
+            help: "MB each job needs; over 12282 a worker takes one job at a time, so jobs queue and are explained.")
+        var minVram = 0
         @Flag(help: "Print the report as JSON.") var json = false
         @OptionGroup var agent: AgentBinary
 
@@ -285,17 +291,25 @@ extension AuroraBench {
             guard (1...20_000).contains(rate) else { throw ValidationError("--rate must be 1...20000") }
             guard (1...600).contains(seconds) else { throw ValidationError("--seconds must be 1...600") }
             guard (1...256).contains(workers) else { throw ValidationError("--workers must be 1...256") }
+            guard (0...10_000).contains(decoys) else { throw ValidationError("--decoys must be 0...10000") }
+            guard (0...24_564).contains(minVram) else { throw ValidationError("--min-vram must be 0...24564") }
         }
 
         func run() async throws {
             let benchmark = DispatchBenchmark(
-                executable: agent.path, rate: rate, seconds: seconds, workers: workers, progress: progressLine)
+                executable: agent.path, rate: rate, seconds: seconds, workers: workers, decoys: decoys,
+                minVramMB: minVram, progress: progressLine)
             let report = try await benchmark.run()
             if json {
                 return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
             }
             print("aurora-bench dispatch (\(rate)/s for \(seconds) s, \(workers) workers, release=\(isReleaseBuild))")
             print("  submitted \(report.submitted), dispatched \(report.dispatched), failed \(report.failed)")
+            if decoys > 0 || minVram > 0 {
+                print(
+                    "  \(decoys) decoy nodes, min VRAM \(minVram) MB: \(report.explained) submissions answered queued with their placement explanation"
+                )
+            }
             print(
                 String(
                     format:

@@ -176,13 +176,18 @@ public struct DispatchBenchmark: Sendable {
         public var submitted: Int
         public var dispatched: Int
         public var failed: Int
+        public var decoys: Int
+        public var minVramMB: Int
+        /// Submissions answered `queued`: their placement explanation (`waiting`) was computed.
+        public var explained: Int
         public var p50Ms: Double
         public var p99Ms: Double
         public var maxMs: Double
         public var leadCPUPercentOfOneCore: Double
 
         enum CodingKeys: String, CodingKey {
-            case rate, seconds, workers, submitted, dispatched, failed
+            case rate, seconds, workers, submitted, dispatched, failed, decoys, explained
+            case minVramMB = "min_vram_mb"
             case p50Ms = "p50_ms", p99Ms = "p99_ms", maxMs = "max_ms", leadCPUPercentOfOneCore =
                 "lead_cpu_pct_of_one_core"
         }
@@ -192,15 +197,24 @@ public struct DispatchBenchmark: Sendable {
     public var rate: Int
     public var seconds: Int
     public var workers: Int
+    /// Nodes that joined first with GPUs too small for the jobs: every submission's placement
+    /// check and explanation walks past them.
+    public var decoys: Int
+    /// What each job needs on one GPU: above 12 282 MB a worker's GPU holds one job at a time,
+    /// so jobs wait in the queue (and are explained) while the workers are busy.
+    public var minVramMB: Int
     public var progress: @Sendable (String) -> Void
 
     public init(
-        executable: String, rate: Int, seconds: Int, workers: Int, progress: @escaping @Sendable (String) -> Void
+        executable: String, rate: Int, seconds: Int, workers: Int, decoys: Int = 0, minVramMB: Int = 0,
+        progress: @escaping @Sendable (String) -> Void
     ) {
         self.executable = executable
         self.rate = rate
         self.seconds = seconds
         self.workers = workers
+        self.decoys = decoys
+        self.minVramMB = minVramMB
         self.progress = progress
     }
 
@@ -208,6 +222,7 @@ public struct DispatchBenchmark: Sendable {
         let submitted = Mutex<[Int: ContinuousClock.Instant]>([:])
         let received = Mutex<[Int: ContinuousClock.Instant]>([:])
         let failures = Mutex(0)
+        let explained = Mutex(0)
     }
 
     public func run() async throws -> Report {
@@ -217,6 +232,16 @@ public struct DispatchBenchmark: Sendable {
         let client = loadClient(connections: 64)
         defer { _ = client.shutdown() }
 
+        if decoys > 0 {
+            progress("joining \(decoys) decoy nodes with 8 GB GPUs…")
+            let small = GPU(
+                index: 0, uuid: "GPU-decoy", name: "RTX 4060", memoryTotalMB: 8_188, memoryUsedMB: 0, utilizationPct: 0)
+            for index in 0..<decoys {
+                let decoy = SimulatedWorker(name: "decoy-\(index)", leadURL: lead.baseURL, client: client)
+                try await decoy.join(token: token, gpus: [small])
+                try await decoy.heartbeat(running: [])
+            }
+        }
         progress("joining \(workers) simulated workers…")
         let gpu = GPU(
             index: 0, uuid: "GPU-bench", name: "RTX 4090", memoryTotalMB: 24_564, memoryUsedMB: 0, utilizationPct: 0)
@@ -227,11 +252,13 @@ public struct DispatchBenchmark: Sendable {
         }
         let clocks = Clocks()
         let total = rate * seconds
-        let leadURL = lead.baseURL, adminToken = lead.token
+        let leadURL = lead.baseURL, adminToken = lead.token, minVramMB = self.minVramMB
         @Sendable func body(_ n: Int) -> [UInt8] {
             Array(
                 (try? APICoding.encoder().encode(
-                    JobSubmission(kind: .generate, payload: ["model": .string("bench"), "prompt": .string(String(n))])))
+                    JobSubmission(
+                        kind: .generate, requirements: minVramMB > 0 ? JobRequirements(minVramMB: minVramMB) : nil,
+                        payload: ["model": .string("bench"), "prompt": .string(String(n))])))
                     ?? Data())
         }
         progress("submitting \(rate) jobs/s for \(seconds) s…")
@@ -274,7 +301,11 @@ public struct DispatchBenchmark: Sendable {
                                     leadURL + Routes.gpuJobs, method: "POST",
                                     headers: ["Authorization": "Bearer \(adminToken)"],
                                     body: submission, timeout: .seconds(10), client: client)
-                                if answer.status != 201 { clocks.failures.withLock { $0 += 1 } }
+                                if answer.status != 201 {
+                                    clocks.failures.withLock { $0 += 1 }
+                                } else if (try? answer.decode(Job.self))?.waiting != nil {
+                                    clocks.explained.withLock { $0 += 1 }
+                                }
                             } catch {
                                 clocks.failures.withLock { $0 += 1 }
                             }
@@ -294,7 +325,8 @@ public struct DispatchBenchmark: Sendable {
         }.sorted()
         return Report(
             rate: rate, seconds: seconds, workers: workers, submitted: submitted.count, dispatched: latencies.count,
-            failed: clocks.failures.withLock { $0 }, p50Ms: Samples.percentile(latencies, 0.5),
+            failed: clocks.failures.withLock { $0 }, decoys: decoys, minVramMB: minVramMB,
+            explained: clocks.explained.withLock { $0 }, p50Ms: Samples.percentile(latencies, 0.5),
             p99Ms: Samples.percentile(latencies, 0.99),
             maxMs: latencies.last ?? .nan,
             leadCPUPercentOfOneCore: 100 * (cpuAfter - cpuBefore) / (Double(wall / .milliseconds(1)) / 1000))

@@ -51,9 +51,23 @@ extension AuroraClient {
         try await decode(call(API.setNodeLabels, name, body: NodeLabelsUpdate(labels: labels)))
     }
 
-    /// `DELETE /nodes/{name}`.
-    public func removeNode(_ name: String) async throws(AuroraClientError) -> Node {
-        try await decode(call(API.removeNode, name))
+    /// `PUT /nodes/{name}/scheduling`: cordons, drains (running jobs handed back after
+    /// `deadlineS`) or reopens a node for new jobs.
+    public func setScheduling(_ state: SchedulingState, deadlineS: Double? = nil, of name: String)
+        async throws(AuroraClientError) -> Node
+    {
+        try await decode(
+            call(API.setNodeScheduling, name, body: NodeSchedulingUpdate(state: state, deadlineS: deadlineS)))
+    }
+
+    /// `PUT /nodes/{name}/company`: sets the node's company ("" for none).
+    public func setCompany(_ company: String, of name: String) async throws(AuroraClientError) -> Node {
+        try await decode(call(API.setNodeCompany, name, body: NodeCompanyUpdate(company: company)))
+    }
+
+    /// `DELETE /nodes/{name}`: removes the node's record, or (`keep`) keeps it as `left`.
+    public func removeNode(_ name: String, keep: Bool = false) async throws(AuroraClientError) -> Node {
+        try await decode(call(API.removeNode, name, query: keep ? [("keep", "true")] : []))
     }
 
     /// `GET /topology`: the nodes and the links they measured (stale when the lead is away).
@@ -178,6 +192,17 @@ extension AuroraClient {
         try await decode(
             call(
                 API.getJob, id, query: [("wait", wait.map { String($0) })],
+                timeout: wait.map { .seconds(Int64($0) + 10) }))
+    }
+
+    /// `GET /api/gpu/jobs/{id}/logs`: the job's output tail from byte `offset`; with `wait` (0-30 s)
+    /// the agent holds the answer until there is more or the job ends (the call's timeout grows by
+    /// as much). Follow a job by calling again from `next_offset` until `done`.
+    public func jobLogs(_ id: String, offset: Int = 0, wait: Double? = nil) async throws(AuroraClientError) -> JobLogs {
+        try await decode(
+            call(
+                API.jobLogs, id,
+                query: [("offset", offset > 0 ? String(offset) : nil), ("wait", wait.map { String($0) })],
                 timeout: wait.map { .seconds(Int64($0) + 10) }))
     }
 

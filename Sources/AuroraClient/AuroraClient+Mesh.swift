@@ -48,6 +48,14 @@ extension AuroraClient {
         try await decode(call(API.jobResult, id, body: result))
     }
 
+    /// `POST /api/gpu/jobs/{id}/output`: new output of the job the signing worker runs, at its
+    /// current attempt (409 otherwise). Returns how far the lead's copy reaches.
+    public func reportJobOutput(_ report: JobOutputReport, for id: String) async throws(AuroraClientError)
+        -> JobOutputAccepted
+    {
+        try await decode(call(API.jobOutput, id, body: report))
+    }
+
     /// `POST /api/connectivity/status`: the signing node's probe results. Returns how many the
     /// lead accepted.
     public func reportConnectivity(_ report: ConnectivityReport) async throws(AuroraClientError) -> Int {

@@ -6,7 +6,8 @@ public struct AuroraClientError: Error, Sendable, CustomStringConvertible {
     /// The kind of failure.
     public struct Code: Sendable, Hashable, CustomStringConvertible {
         private enum Base: String, Sendable, Hashable {
-            case cannotConnect, refused, undecodable, pinRequired, pinMismatch, tlsFailed, lineTooLong, invalidArgument
+            case cannotConnect, refused, undecodable, pinRequired, pinMismatch, tlsFailed, lineTooLong, invalidArgument,
+                context
         }
 
         private let base: Base
@@ -27,6 +28,9 @@ public struct AuroraClientError: Error, Sendable, CustomStringConvertible {
         public static let lineTooLong = Code(base: .lineTooLong)
         /// An argument cannot be put into a path (an empty name).
         public static let invalidArgument = Code(base: .invalidArgument)
+        /// The operator's context store (`~/.config/aurora`) cannot be read or written, a context
+        /// is invalid or missing, or no operator token can be found where the choice points.
+        public static let context = Code(base: .context)
 
         public var description: String { base.rawValue }
     }

@@ -56,8 +56,8 @@ static void close_all_but(const int *keep, int count) {
 // The shepherd's SIGCHLD handler: it only interrupts ppoll, so the job's exit is seen at once.
 static void on_child(int sig) { (void)sig; }
 
-static void sort4(int *v) {
-    for (int i = 1; i < 4; i++)
+static void sort_fds(int *v, int count) {
+    for (int i = 1; i < count; i++)
         for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
             int t = v[j];
             v[j] = v[j - 1];
@@ -78,7 +78,18 @@ static void reset_signals(void) {
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-int aurora_spawn_job(const char *path, char *const argv[], char *const envp[], int out, int err, int *pid) {
+// Writes `text` to the file `name` in the directory `dir` (a cgroup's control files). Async-signal-safe.
+static int write_at(int dir, const char *name, const char *text, size_t length) {
+    int fd = openat(dir, name, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t written = write(fd, text, length);
+    close(fd);
+    return written == (ssize_t)length ? 0 : -1;
+}
+
+int aurora_spawn_job(
+    const char *path, char *const argv[], char *const envp[], int out, int err, const char *cwd, int cgroup,
+    int *pid) {
     pthread_once(&lifeline_once, lifeline_open);
     if (lifeline_read < 0) return lifeline_error ? lifeline_error : EBADF;
     int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -92,10 +103,16 @@ int aurora_spawn_job(const char *path, char *const argv[], char *const envp[], i
     if (shepherd == 0) {
         // The shepherd, a copy of a multithreaded process: async-signal-safe calls only. It keeps
         // none of the agent's descriptors (listening sockets, store connections) but its own.
-        int keep[4] = {lifeline_read, null, out, err};
-        sort4(keep);
-        close_all_but(keep, 4);
+        int keep[5] = {lifeline_read, null, out, err, cgroup >= 0 ? cgroup : lifeline_read};
+        sort_fds(keep, 5);
+        close_all_but(keep, 5);
         setpgid(0, 0);
+        // Into the job's cgroup before the job starts, so everything it starts is in it too,
+        // also what leaves the process group. If that fails the group still holds the job.
+        if (cgroup >= 0 && write_at(cgroup, "cgroup.procs", "0", 1) != 0) {
+            close(cgroup);
+            cgroup = -1;
+        }
         // SIGCHLD blocked until ppoll: the job's exit interrupts the wait at once, also when it
         // comes between waitpid and ppoll.
         struct sigaction child;
@@ -117,6 +134,7 @@ int aurora_spawn_job(const char *path, char *const argv[], char *const envp[], i
             dup2(err, 2);
             close_range(3, ~0U, 0);
             reset_signals();
+            if (cwd != NULL && chdir(cwd) != 0) _exit(126);
             execve(path, argv, envp);
             _exit(127);
         }
@@ -129,7 +147,9 @@ int aurora_spawn_job(const char *path, char *const argv[], char *const envp[], i
             if (done == job) break;
             if (done < 0 && errno != EINTR) _exit(127);
             if (ppoll(&lifeline, 1, &second, &waiting) > 0 && lifeline.revents != 0) {
-                // The agent is gone: the job's whole process group ends, the shepherd with it.
+                // The agent is gone: the job's cgroup (what left the group too) and its whole
+                // process group end, the shepherd with them.
+                if (cgroup >= 0) write_at(cgroup, "cgroup.kill", "1", 1);
                 kill(0, SIGKILL);
                 _exit(137);
             }

@@ -8,15 +8,18 @@ import NIOCore
 extension AgentOptions {
     /// A client with the operator token.
     func client() throws -> AuroraClient {
-        switch resolveToken() {
-        case .success(let (token, _)): AuroraClient(baseURL: agentURL, token: token, pin: resolvedPin)
-        case .failure(let error): throw error
+        do {
+            let settings = try settings()
+            return AuroraClient(baseURL: settings.agentURL, token: try settings.token().token, pin: settings.pin)
+        } catch {
+            throw CLIError(error.message)
         }
     }
 
     /// A client without a token, for `/health`.
-    func anonymousClient(timeout: TimeAmount = .seconds(5)) -> AuroraClient {
-        AuroraClient(baseURL: agentURL, token: nil, pin: resolvedPin, timeout: timeout)
+    func anonymousClient(timeout: TimeAmount = .seconds(5)) throws(AuroraClientError) -> AuroraClient {
+        let settings = try settings()
+        return AuroraClient(baseURL: settings.agentURL, token: nil, pin: settings.pin, timeout: timeout)
     }
 }
 
@@ -35,7 +38,7 @@ extension CLIError {
             self = .notRunning(error.baseURL, error.reason ?? "unreachable")
         case .pinRequired:
             self.init(
-                "\(error.baseURL) is https: pass --pin sha256:... (or set AURORA_PIN) so the agent's key is checked before the token is sent; "
+                "\(error.baseURL) is https: pass --pin sha256:... (or set AURORA_PIN, or save it with 'aurora-cli context add') so the agent's key is checked before the token is sent; "
                     + "the agent logs its pin at start, and 'token create' on the lead prints it")
         case .tlsFailed:
             self.init(error.message, exitCode: 3)

@@ -12,14 +12,19 @@ struct AuroraCLI: AsyncParsableCommand {
         commandName: "aurora-cli",
         abstract: "Operate an Aurora mesh through the local nodeagent.",
         discussion: """
-            The agent is http://127.0.0.1:9999 unless --agent or AURORA_AGENT says otherwise.
-            The operator token comes from --token, AURORA_TOKEN, or DATA/admin.token
-            (DATA: --data-dir, AURORA_DATA_DIR, default /var/lib/aurora).
+            Which agent, token and pin: each setting comes from the first of
+              1. its flag: --agent, --token, --data-dir (token in DATA/admin.token), --pin
+              2. the environment: AURORA_AGENT, AURORA_TOKEN, AURORA_DATA_DIR, AURORA_PIN
+              3. the selected context: --context NAME, else AURORA_CONTEXT, else the
+                 current one ('aurora-cli context use NAME'; see 'aurora-cli context')
+              4. the defaults: http://127.0.0.1:9999, token in /var/lib/aurora/admin.token
+            A context's token and pin go only to its own agent.
+            Ids (jobs, tokens, backups) may be shortened to any unique prefix.
             """,
         version: AuroraVersion.current,
         subcommands: [
             Status.self, Nodes.self, Jobs.self, Secrets.self, Connectivity.self, Token.self, Events.self, Backup.self,
-            WG.self, Doctor.self,
+            WG.self, Doctor.self, ContextCommand.self,
             Logs.self, Restart.self, SSH.self,
         ])
 
@@ -59,29 +64,31 @@ struct AuroraCLI: AsyncParsableCommand {
     }
 }
 
-/// Where the agent is and how to authenticate; shared by every command.
+/// Where the agent is and how to authenticate; shared by every command. Each setting comes
+/// from the first of: its flag, its environment variable, the selected context, the default
+/// (``AgentSettings``).
 struct AgentOptions: ParsableArguments {
-    @Option(help: "Agent URL (env AURORA_AGENT; default http://127.0.0.1:9999).")
+    @Option(help: "Agent URL (env AURORA_AGENT; else the context's; default http://127.0.0.1:9999).")
     var agent: String?
 
     @Option(
         name: .customLong("data-dir"),
-        help: "The agent's data directory, for the token (env AURORA_DATA_DIR; default /var/lib/aurora).")
+        help:
+            "The agent's data directory, for DATA/admin.token (env AURORA_DATA_DIR; else the context's token; default /var/lib/aurora)."
+    )
     var dataDir: String?
 
-    @Option(help: "Operator token (env AURORA_TOKEN; default: DATA/admin.token).")
+    @Option(help: "Operator token (env AURORA_TOKEN); prefer AURORA_TOKEN or a context: argv is visible to others.")
     var token: String?
 
-    @Option(help: "Pin of an https agent's TLS key, sha256:<hex> (env AURORA_PIN); checked before the token is sent.")
+    @Option(
+        help:
+            "Pin of an https agent's TLS key, sha256:<hex> (env AURORA_PIN; else the context's); checked before the token is sent."
+    )
     var pin: String?
 
-    /// `AURORA_PIN`, when it parses.
-    static var environmentPin: TLSPin? {
-        ProcessInfo.processInfo.environment["AURORA_PIN"].flatMap { TLSPin(parsing: $0) }
-    }
-
-    /// `--pin`, else `AURORA_PIN`.
-    var resolvedPin: TLSPin? { pin.flatMap { TLSPin(parsing: $0) } ?? Self.environmentPin }
+    @Option(help: "Use this saved context for this command (env AURORA_CONTEXT; default: the one 'context use' chose).")
+    var context: String?
 
     var environment: [String: String] { ProcessInfo.processInfo.environment }
 
@@ -92,45 +99,63 @@ struct AgentOptions: ParsableArguments {
         merged.dataDir = dataDir ?? outer.dataDir
         merged.token = token ?? outer.token
         merged.pin = pin ?? outer.pin
+        merged.context = context ?? outer.context
         return merged
     }
 
+    /// Agent, pin and token source after flags, environment, context and defaults.
+    func settings() throws(AuroraClientError) -> AgentSettings {
+        let environment = environment
+        return try AgentSettings.resolve(
+            AgentSettings.Choice(agent: agent, token: token, dataDir: dataDir, pin: pin, context: context),
+            environment: environment
+        ) { () throws(AuroraClientError) in try ContextStore(environment: environment) }
+    }
+
+    /// The agent's URL; when the context cannot be read, what flags, environment and default say
+    /// (the call that needs the context reports why).
     var agentURL: String {
+        if let settings = try? settings() { return settings.agentURL }
         let url = agent ?? environment["AURORA_AGENT"].flatMap { $0.isEmpty ? nil : $0 } ?? Defaults.agentURL
         return url.hasSuffix("/") ? String(url.dropLast()) : url
     }
 
+    /// The pin, from --pin, AURORA_PIN or the context.
+    var resolvedPin: TLSPin? { (try? settings())?.pin }
+
+    /// --data-dir, AURORA_DATA_DIR or the default: the local agent's data directory.
     var resolvedDataDir: String {
         dataDir ?? environment["AURORA_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? Defaults.dataDir
     }
 
-    /// The token and where it came from, or why there is none.
+    /// The token and where it came from, or why there is none (which data dir or context was
+    /// tried, what chose it, and how to choose another).
     func resolveToken() -> Result<(token: String, source: String), CLIError> {
-        if let token, !token.isEmpty { return .success((token, "--token")) }
-        if let token = environment["AURORA_TOKEN"], !token.isEmpty { return .success((token, "AURORA_TOKEN")) }
-        let path = resolvedDataDir + "/" + Defaults.adminTokenFile
-        guard FileManager.default.fileExists(atPath: path) else {
-            return .failure(CLIError("no operator token: \(path) does not exist; pass --token or set AURORA_TOKEN"))
+        do {
+            return .success(try settings().token())
+        } catch {
+            return .failure(CLIError(error.message))
         }
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            return .failure(
-                CLIError(
-                    "no operator token: cannot read \(path) (run as the agent's user or root, or set AURORA_TOKEN)"))
-        }
-        return .success((text.trimmingCharacters(in: .whitespacesAndNewlines), path))
     }
 
     func validate() throws {
-        guard let url = URL(string: agentURL), let scheme = url.scheme, ["http", "https"].contains(scheme),
-            url.host != nil
-        else {
-            throw ValidationError("--agent must be an http(s) URL such as http://127.0.0.1:9999, got '\(agentURL)'")
+        if let text = agent ?? environment["AURORA_AGENT"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            guard let url = URL(string: text), let scheme = url.scheme, ["http", "https"].contains(scheme),
+                url.host != nil
+            else {
+                throw ValidationError(
+                    "\(agent == nil ? "AURORA_AGENT" : "--agent") must be an http(s) URL such as http://127.0.0.1:9999, got '\(text)'"
+                )
+            }
         }
         if let pin, TLSPin(parsing: pin) == nil {
             throw ValidationError("--pin must be sha256: and 64 hex digits, got '\(pin)'")
         }
         if let text = environment["AURORA_PIN"], !text.isEmpty, TLSPin(parsing: text) == nil {
             throw ValidationError("AURORA_PIN must be sha256: and 64 hex digits")
+        }
+        if let context {
+            do { try AgentContext.validateName(context) } catch { throw ValidationError("--context: \(error.message)") }
         }
     }
 }

@@ -110,14 +110,16 @@ struct Backup: AsyncParsableCommand {
                 """)
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Backup
-        @Argument(help: "The backup's file name, as 'backup list' shows it.") var file: String
+        @Argument(help: "The backup's file name, as 'backup list' shows it, or a unique prefix (20250312T10).")
+        var file: String
         @Flag(help: "Print the verification as JSON.") var json = false
 
         func validate() throws { try Backup.validateName(file) }
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let result = try await options.client().verifyBackup(file)
+            let client = try options.client()
+            let result = try await client.verifyBackup(try await BackupName.resolve(file, with: client))
             print(
                 json
                     ? try encodePretty(result)
@@ -140,7 +142,8 @@ struct Backup: AsyncParsableCommand {
                 """)
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Backup
-        @Argument(help: "The backup's file name, as 'backup list' shows it.") var file: String
+        @Argument(help: "The backup's file name, as 'backup list' shows it, or a unique prefix (20250312T10).")
+        var file: String
         @Option(help: "The new database: letters, digits and _, at most 63, not starting with a digit.") var into:
             String
         @Flag(help: "Print the result as JSON.") var json = false
@@ -161,7 +164,8 @@ struct Backup: AsyncParsableCommand {
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let restored = try await options.client().restoreBackup(file, into: into)
+            let client = try options.client()
+            let restored = try await client.restoreBackup(try await BackupName.resolve(file, with: client), into: into)
             print(
                 json
                     ? try encodePretty(restored)

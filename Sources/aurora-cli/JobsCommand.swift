@@ -10,7 +10,8 @@ extension JobState: ExpressibleByArgument {}
 struct Jobs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Submit, list, show, cancel GPU jobs and see the queue.",
-        subcommands: [Submit.self, List.self, Show.self, Cancel.self, Queue.self], defaultSubcommand: List.self)
+        subcommands: [Submit.self, List.self, Show.self, Cancel.self, Queue.self, Logs.self],
+        defaultSubcommand: List.self)
 
     @OptionGroup var localOptions: AgentOptions
     @ParentCommand var root: AuroraCLI
@@ -43,6 +44,10 @@ struct Jobs: AsyncParsableCommand {
         @Option(name: .customLong("max-attempts"), help: "Runs before the job fails (default 3).") var maxAttempts: Int?
         @Option(help: "exec: seconds before the command is killed.") var timeout: Double?
         @Option(help: "Wait up to this many seconds for the job to finish.") var wait: Double?
+        @Flag(
+            name: .customLong("allow-unplaceable"),
+            help: "Queue the job even if no node that has joined could ever run it (it waits for one to join).")
+        var allowUnplaceable = false
         @Flag(help: "Print the job as JSON.") var json = false
         @Argument(parsing: .postTerminator, help: "exec: the command and its arguments, after --.") var command:
             [String] = []
@@ -84,9 +89,14 @@ struct Jobs: AsyncParsableCommand {
                 kind: kind, priority: priorityValue,
                 requirements: JobRequirements(
                     minVramMB: minVram, gpuModel: gpuModel, gpuCount: gpus, labels: requiredLabels),
-                payload: payload, idempotencyKey: idempotencyKey, maxAttempts: maxAttempts)
+                payload: payload, idempotencyKey: idempotencyKey, maxAttempts: maxAttempts,
+                allowUnplaceable: allowUnplaceable ? true : nil)
             let client = try options.client()
             var job = try await client.submitJob(submission)
+            for warning in job.warnings ?? [] {
+                FileHandle.standardError.write(
+                    Data(TerminalText.safe("warning: \(warning)\n", keepNewlines: true).utf8))
+            }
             if let wait, !job.state.isTerminal {
                 job = try await client.job(job.id, wait: wait)
             }
@@ -112,17 +122,20 @@ struct Jobs: AsyncParsableCommand {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "One job as JSON; --wait waits for it to finish.")
+        static let configuration = CommandConfiguration(
+            abstract: "One job: its state, and for a queued one its place, ETA and why it is not running.",
+            discussion: "--wait waits for it to finish; --json prints the job as JSON.")
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Jobs
         @Argument(help: "The job id, or a unique prefix of it (the 8 characters the tables show).") var id: String
         @Option(help: "Wait up to this many seconds for the job to finish.") var wait: Double?
+        @Flag(help: "Print the job as JSON.") var json = false
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
             let client = try options.client()
             let job = try await client.job(try await JobID.resolve(id, with: client), wait: wait)
-            print(try encodePretty(job))
+            print(json ? try encodePretty(job) : JobTable.details(job))
         }
     }
 
@@ -157,7 +170,7 @@ struct Jobs: AsyncParsableCommand {
                 [
                     String(entry.position), String(entry.id.prefix(8)), entry.kind.rawValue, String(entry.priority),
                     String(entry.minVramMB),
-                    entry.etaS.map { String(format: "%.0fs", $0) } ?? "-", MeshTable.lastSeen(entry.submittedAt),
+                    JobTable.eta(entry.etaS), MeshTable.lastSeen(entry.submittedAt),
                 ]
             }
             print(JobTable.table(["POS", "ID", "KIND", "PRIO", "VRAM MB", "ETA", "SUBMITTED"], rows))
@@ -193,6 +206,42 @@ enum JobTable {
             if let out = result["stdout"]?.string, !out.isEmpty { text += "\n" + out }
         }
         return TerminalText.safe(text, keepNewlines: true)
+    }
+
+    /// A job as people read it: state, node, attempts; for a queued one its place, ETA and why
+    /// it waits, node by node.
+    static func details(_ job: Job) -> String {
+        var lines = [
+            "\(job.id)  \(job.kind.rawValue)  \(job.state.rawValue)" + (job.node.map { " on \($0)" } ?? "")
+                + "  attempt \(job.attempt)/\(job.maxAttempts)  priority \(job.priority)",
+            "submitted \(MeshTable.lastSeen(job.submittedAt))" + (job.submittedBy.map { " by \($0)" } ?? ""),
+        ]
+        if job.state == .queued {
+            lines.append(
+                "position \(job.position.map(String.init) ?? "?")  ·  ETA \(eta(job.etaS))")
+        }
+        if let waiting = job.waiting {
+            lines.append("waiting: \(waiting.summary)")
+            for reason in waiting.reasons {
+                let more = reason.count > reason.nodes.count ? ", …" : ""
+                lines.append("  \(reason.code): \(reason.nodes.joined(separator: ", "))\(more)")
+            }
+        }
+        if let error = job.error { lines.append("error: \(error)") }
+        if case .object(let result)? = job.result {
+            if let answer = result["text"]?.string { lines.append(answer) }
+            if let out = result["stdout"]?.string, !out.isEmpty { lines.append(out) }
+        }
+        return TerminalText.safe(lines.joined(separator: "\n"), keepNewlines: true)
+    }
+
+    /// An ETA in seconds, or `unknown`.
+    static func eta(_ seconds: Double?) -> String {
+        guard let seconds else { return "unknown" }
+        if seconds < 1 { return "<1s" }
+        if seconds < 120 { return String(format: "%.0fs", seconds) }
+        if seconds < 7200 { return String(format: "%.0fm", seconds / 60) }
+        return String(format: "%.1fh", seconds / 3600)
     }
 
     static func table(_ header: [String], _ rows: [[String]]) -> String {

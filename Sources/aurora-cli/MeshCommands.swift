@@ -10,8 +10,11 @@ extension APIRole: ExpressibleByArgument {}
 /// `aurora-cli nodes`: the registry.
 struct Nodes: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List, show or remove mesh nodes.",
-        subcommands: [List.self, Show.self, Label.self, Remove.self], defaultSubcommand: List.self)
+        abstract: "List, show, label, change, cordon, drain or remove mesh nodes.",
+        subcommands: [
+            List.self, Show.self, Label.self, Change.self, Cordon.self, Drain.self, Uncordon.self, Remove.self,
+        ],
+        defaultSubcommand: List.self)
 
     @OptionGroup var localOptions: AgentOptions
     @ParentCommand var root: AuroraCLI
@@ -108,18 +111,58 @@ struct Nodes: AsyncParsableCommand {
         }
     }
 
-    struct Remove: AsyncParsableCommand {
+    struct Change: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Remove a node (lead, operator token): it becomes 'left' and must join again with a token.")
+            commandName: "set",
+            abstract: "Change what the operator decides of a node (lead, operator token): its company.",
+            discussion: """
+                A node's company comes from its join token or from here, never from its own node file; its
+                secrets resolve through it (node > company > global). Records node.company_changed.
+                Example: aurora-cli nodes set gpu-1 --company acme   ·   --company '' clears it
+                """)
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Nodes
         @Argument(help: "The node's name.") var name: String
+        @Option(help: "The node's company ('' for none).") var company: String?
         @Flag(help: "Print the node's record as JSON.") var json = false
+
+        func validate() throws {
+            guard company != nil else { throw ValidationError("nothing to set: give --company C") }
+        }
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
-            let node = try await options.client().removeNode(name)
-            print(json ? try encodePretty(node) : "removed \(node.name) (state \(node.state.rawValue))")
+            let node = try await options.client().setCompany(company ?? "", of: name)
+            print(
+                json
+                    ? try encodePretty(node)
+                    : TerminalText.safe(
+                        "\(node.name): " + (node.company.isEmpty ? "no company" : "company \(node.company)")))
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a node (lead, operator token): its record is deleted and its name and address are free.",
+            discussion: """
+                The node becomes 'left' (its jobs are requeued), then its record is deleted; its signed calls
+                are refused, and it must join again with a token (it may then get another address). With
+                --keep the record stays in the table as 'left' and holds its address for
+                wireguard.reuse_after_s, so the same node joining again gets it back.
+                """)
+        @OptionGroup var localOptions: AgentOptions
+        @ParentCommand var parent: Nodes
+        @Argument(help: "The node's name.") var name: String
+        @Flag(help: "Keep the record as 'left' instead of deleting it.") var keep = false
+        @Flag(help: "Print the node's record (as it was removed) as JSON.") var json = false
+
+        func run() async throws {
+            let options = localOptions.merged(with: parent.options)
+            let node = try await options.client().removeNode(name, keep: keep)
+            print(
+                json
+                    ? try encodePretty(node)
+                    : keep ? "removed \(node.name) (kept as \(node.state.rawValue))" : "removed \(node.name)")
         }
     }
 }
@@ -251,19 +294,22 @@ struct Token: AsyncParsableCommand {
 
     struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Revoke a join token (jt_...) or an API token (at_...) by id.")
+            abstract: "Revoke a join token (jt_...) or an API token (at_...) by id.",
+            discussion: "Any unique prefix of the id will do: jt_3f2a, or 3f2a (4 or more hex digits).")
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Token
-        @Argument(help: "The token's id, as 'token list' shows it.") var id: String
+        @Argument(help: "The token's id, as 'token list' shows it, or a unique prefix of it.") var id: String
         @Flag(help: "Print the token's record as JSON.") var json = false
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
+            let client = try options.client()
+            let id = try await TokenID.resolve(self.id, with: client)
             if id.hasPrefix("at_") {
-                let info = try await options.client().revokeAPIToken(id)
+                let info = try await client.revokeAPIToken(id)
                 return print(json ? try encodePretty(info) : "revoked \(info.id)")
             }
-            let info = try await options.client().revokeJoinToken(id)
+            let info = try await client.revokeJoinToken(id)
             print(json ? try encodePretty(info) : "revoked \(info.id)")
         }
     }

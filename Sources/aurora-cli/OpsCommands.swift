@@ -66,9 +66,10 @@ struct Logs: AsyncParsableCommand {
 struct Restart: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract:
-            "Restart one subsystem of the local agent (gpu, connectivity, checks, alerts, outbox, redis) without restarting the process.",
+            "Restart one subsystem of the local agent (gpu-worker, connectivity, checks, alerts, outbox, redis) without restarting the process.",
         discussion: """
             The subsystem stops as it would on SIGTERM (the GPU worker hands its running jobs back to the lead) and starts again.
+            The names are those of `aurora-cli logs`; `gpu` is accepted for gpu-worker.
             Without a name it lists the agent's restartable subsystems.
             """)
 

@@ -171,7 +171,7 @@ extension Nodeagent {
                 return MultiplexLogHandler([handler, ring])
             }
             let registry = PrometheusCollectorRegistry()
-            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            MetricsSystem.bootstrap(HelpfulMetricsFactory(registry: registry))
             try await Agent.run(config: config, metrics: registry, logger: Logger(label: "nodeagent"))
         }
     }

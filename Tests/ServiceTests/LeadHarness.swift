@@ -100,7 +100,12 @@ struct Session: Sendable {
         _ method: HTTPRequest.Method, _ uri: String, token: String? = nil, signer: RequestSigner? = nil,
         body: (some Encodable & Sendable)? = String?.none
     ) async throws -> Answer {
-        let bytes = try body.map { Array(try APICoding.encoder().encode($0)) } ?? []
+        var bytes: [UInt8] = []
+        if let raw = body as? RawJSON {
+            bytes = Array(raw.text.utf8)
+        } else if let body {
+            bytes = Array(try APICoding.encoder().encode(body))
+        }
         var headers: HTTPFields = [:]
         if body != nil { headers[.contentType] = "application/json" }
         if let signer {
@@ -117,5 +122,15 @@ struct Session: Sendable {
         ) { response in
             Answer(status: Int(response.status.code), body: String(buffer: response.body))
         }
+    }
+}
+
+/// A request body sent as is, not encoded (malformed and oversized bodies).
+struct RawJSON: Encodable, Sendable {
+    let text: String
+    init(_ text: String) { self.text = text }
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(text)
     }
 }

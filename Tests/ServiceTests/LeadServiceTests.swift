@@ -147,8 +147,8 @@ struct LeadServiceTests {
             // A key that is not gpu-1's, claiming to be gpu-1.
             let impostor = RequestSigner(node: "gpu-1", key: SigningKey.generate())
             #expect(try await session.call(.post, path, signer: impostor, body: gpu1.heartbeat()).status == 401)
-            // Removed by the operator: its heartbeats are refused until it joins again.
-            #expect(try await session.call(.delete, "/nodes/gpu-1").status == 200)
+            // Removed by the operator (kept as left): its heartbeats are refused until it joins again.
+            #expect(try await session.call(.delete, "/nodes/gpu-1?keep=true").status == 200)
             #expect(lead.store.tables.withLock { $0.nodes["gpu-1"]?.entry.removed } == true)
             #expect(try await session.call(.post, path, signer: gpu1.signer, body: gpu1.heartbeat()).status != 200)
         }
@@ -179,6 +179,59 @@ struct LeadServiceTests {
         }
     }
 
+    @Test("scheduling: only the operator cordons or drains; bad states and deadlines are refused and change nothing")
+    func scheduling() async throws {
+        let lead = try await LeadHarness.start()
+        try await lead.session { session in
+            let (token, _) = try await Self.joinToken(session, reusable: true)
+            let gpu1 = TestNode(name: "gpu-1"), gpu2 = TestNode(name: "gpu-2")
+            for node in [gpu1, gpu2] {
+                #expect(
+                    try await session.call(.post, "/api/nodes/join", token: "", body: node.join(token: token)).status
+                        == 201)
+            }
+            func stored() -> NodeScheduling? { lead.store.tables.withLock { $0.nodes["gpu-1"]?.entry.node.scheduling } }
+            let path = "/nodes/gpu-1/scheduling"
+            let cordon = NodeSchedulingUpdate(state: .cordoned)
+            // Unauthenticated, a node for itself, another node, a wrong token: all 401, nothing stored.
+            #expect(try await session.call(.put, path, token: "", body: cordon).status == 401)
+            #expect(try await session.call(.put, path, signer: gpu1.signer, body: cordon).status == 401)
+            #expect(try await session.call(.put, path, signer: gpu2.signer, body: cordon).status == 401)
+            #expect(try await session.call(.put, path, token: "at_nope.nope", body: cordon).status == 401)
+            #expect(stored() == nil)
+            // Malformed, unknown fields, out-of-range deadlines, a deadline on a cordon, oversized.
+            for (body, status) in [
+                (#"{"state":"frozen"}"#, 400), (#"{"state":"draining","deadline_s":-1}"#, 400),
+                (#"{"state":"draining","deadline_s":1e9}"#, 400), (#"{"state":"cordoned","deadline_s":5}"#, 400),
+                (#"{"state":"open","force":true}"#, 400), ("not json", 400),
+                (String(repeating: "x", count: 2_000_000), 413),
+            ] {
+                let answer = try await session.call(.put, path, body: RawJSON(body))
+                #expect(answer.status == status, "\(body.prefix(60)): \(answer.status) \(answer.body.prefix(200))")
+            }
+            #expect(stored() == nil)
+            #expect(try await session.call(.put, "/nodes/nobody/scheduling", body: cordon).status == 404)
+
+            let set = try await session.call(.put, path, body: cordon)
+            #expect(set.status == 200, "\(set.body)")
+            #expect(try set.decode(Node.self).scheduling?.state == .cordoned)
+            #expect(stored()?.state == .cordoned)
+            let drain = try await session.call(.put, path, body: NodeSchedulingUpdate(state: .draining, deadlineS: 60))
+            let draining = try drain.decode(Node.self).scheduling
+            #expect(draining?.state == .draining && draining?.deadline != nil)
+            // A rejoin keeps the operator's choice.
+            #expect(
+                try await session.call(.post, "/api/nodes/join", token: "", body: gpu1.join(token: token)).status == 201
+            )
+            #expect(try await session.call(.get, "/nodes/gpu-1").decode(Node.self).scheduling?.state == .draining)
+            let reopened = try await session.call(.put, path, body: NodeSchedulingUpdate(state: .open))
+            #expect(try reopened.decode(Node.self).scheduling == nil)
+            #expect(stored() == nil)
+            let events = lead.store.tables.withLock { $0.events.filter { $0.type == EventType.nodeSchedulingChanged } }
+            #expect(events.map { $0.data["state"]?.string } == ["cordoned", "draining", "open"])
+        }
+    }
+
     @Test("jobs: stored on submit, one job per idempotency key, another caller's job is not found, cancel is durable")
     func jobs() async throws {
         let lead = try await LeadHarness.start()
@@ -191,10 +244,20 @@ struct LeadServiceTests {
             var submission = JobSubmission(
                 kind: .generate, payload: ["model": .string("llama3"), "prompt": .string("hello")])
             submission.idempotencyKey = "k-1"
+            // No node with a GPU has joined: refused with the reasons, and nothing is stored.
+            let refused = try await session.call(.post, "/api/gpu/jobs", body: submission)
+            #expect(refused.status == 422, "\(refused.body)")
+            #expect(refused.error?.code == "unplaceable")
+            #expect(refused.error?.message.contains(": 1 node no GPU;") == true, "\(refused.body)")
+            #expect(lead.store.tables.withLock { $0.jobs.isEmpty })
+            // Asked to wait for a fitting node, it is queued, with a warning that says why.
+            submission.allowUnplaceable = true
             let created = try await session.call(.post, "/api/gpu/jobs", body: submission)
             #expect(created.status == 201, "\(created.body)")
             let job = try created.decode(Job.self)
             #expect(job.state == .queued)
+            #expect(job.warnings?.first?.contains("no node that has joined could ever run this job") == true)
+            #expect(job.waiting?.reasons.map(\.code) == ["gpu_count"])
             let again = try await session.call(.post, "/api/gpu/jobs", body: submission)
             #expect(again.status == 200)
             #expect(try again.decode(Job.self).id == job.id)
@@ -267,7 +330,9 @@ struct LeadServiceTests {
                     .post, "/api/nodes/join", token: "", body: TestNode(name: "gpu-1").join(token: token)),
                 try await session.call(
                     .post, "/api/gpu/jobs",
-                    body: JobSubmission(kind: .generate, payload: ["model": .string("m"), "prompt": .string("p")])),
+                    body: JobSubmission(
+                        kind: .generate, payload: ["model": .string("m"), "prompt": .string("p")],
+                        allowUnplaceable: true)),
                 try await session.call(.get, "/api/events?since=0&follow=false"),
             ] {
                 #expect(answer.status == 503, "\(answer.body)")

@@ -26,7 +26,9 @@ extension MemoryStore: NodeStore {
     }
 
     func nodes() async throws(AgentError) -> (entries: [Registry.Entry], unreadable: [String]) {
-        try locked { tables, _ in (tables.nodes.values.map(\.entry).sorted { $0.node.name < $1.node.name }, []) }
+        try locked { tables, _ in
+            (tables.nodes.values.filter { !$0.forgotten }.map(\.entry).sorted { $0.node.name < $1.node.name }, [])
+        }
     }
 
     func write(_ changes: [NodeChange], events drafts: [EventLog.Draft], published: @escaping Published)
@@ -45,6 +47,10 @@ extension MemoryStore: NodeStore {
             row.entry.removed = false
             // As the SQL upsert: the first join's time stays.
             if let joined = tables.nodes[entry.node.name]?.entry.node.joinedAt { row.entry.node.joinedAt = joined }
+            // …and so does an operator's cordon or drain, unless the row was removed.
+            if let previous = tables.nodes[entry.node.name], !previous.entry.removed {
+                row.entry.node.scheduling = previous.entry.node.scheduling
+            }
             tables.nodes[entry.node.name] = row
         case .state(let name, let state, let lastSeen):
             tables.nodes[name]?.entry.node.state = state
@@ -66,9 +72,19 @@ extension MemoryStore: NodeStore {
             tables.nodes[entry.node.name] = row
         case .labels(let name, let labels):
             tables.nodes[name]?.entry.node.labels = labels
+        case .scheduling(let name, let scheduling):
+            tables.nodes[name]?.entry.node.scheduling = scheduling
         case .removed(let name):
             tables.nodes[name]?.entry.removed = true
             tables.nodes[name]?.removedAt = now
+        case .forgotten(let name):
+            if tables.nodes[name]?.entry.node.vpnIP.isEmpty == true {
+                tables.nodes[name] = nil
+            } else {
+                tables.nodes[name]?.forgotten = true
+            }
+        case .company(let name, let company):
+            tables.nodes[name]?.entry.node.company = company
         }
     }
 
@@ -101,6 +117,7 @@ extension MemoryStore: NodeStore {
             }
             if let reclaimed = decision.reclaimed, tables.nodes[reclaimed]?.entry.removed == true {
                 tables.nodes[reclaimed]?.entry.node.vpnIP = ""
+                if tables.nodes[reclaimed]?.forgotten == true { tables.nodes[reclaimed] = nil }
             }
             if let index = tables.joinTokens.firstIndex(where: { $0.id == decision.tokenID }) {
                 tables.joinTokens[index].uses += 1
@@ -162,6 +179,7 @@ extension MemoryStore: JobStore {
         var row = tables.jobs[index].job
         row.state = job.state
         row.attempt = job.attempt
+        row.maxAttempts = job.maxAttempts
         row.node = job.node
         row.gpus = job.gpus
         row.leaseDeadline = job.leaseDeadline

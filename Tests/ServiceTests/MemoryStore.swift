@@ -39,6 +39,8 @@ final class MemoryStore: Sendable {
         var entry: Registry.Entry
         var tokenID: String?
         var removedAt: Date?
+        /// Removed for good: in no view, kept only while it holds an address.
+        var forgotten = false
     }
 
     struct JobRow {

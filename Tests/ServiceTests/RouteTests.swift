@@ -18,9 +18,9 @@ struct RouteTests {
     static let leadOnly: Set<String> = [
         "POST /api/nodes/join", "POST /api/nodes/{name}/heartbeat", "POST /api/nodes/{name}/leave",
         "POST /api/nodes/{name}/reports",
-        "DELETE /nodes/{name}", "PUT /nodes/{name}/labels",
+        "DELETE /nodes/{name}", "PUT /nodes/{name}/labels", "PUT /nodes/{name}/scheduling", "PUT /nodes/{name}/company",
         "POST /api/tokens", "GET /api/tokens", "DELETE /api/tokens/{id}", "GET /api/events",
-        "GET /api/gpu/assignments", "POST /api/gpu/jobs/{id}/result",
+        "GET /api/gpu/assignments", "POST /api/gpu/jobs/{id}/result", "POST /api/gpu/jobs/{id}/output",
         "POST /api/secrets", "GET /api/secrets", "DELETE /api/secrets/{service}/{key}",
         "GET /api/secrets/{service}/{key}/versions",
         "POST /api/secrets/{service}/{key}/rollback", "POST /api/secrets/rotate-key", "GET /api/audit",
@@ -30,7 +30,8 @@ struct RouteTests {
     /// Calls that only a node's signature may make (a bearer token is not enough).
     static let signedOnly: Set<String> = [
         "POST /api/nodes/{name}/heartbeat", "POST /api/nodes/{name}/leave", "POST /api/nodes/{name}/reports",
-        "GET /api/gpu/assignments", "POST /api/gpu/jobs/{id}/result", "POST /api/connectivity/status",
+        "GET /api/gpu/assignments", "POST /api/gpu/jobs/{id}/result", "POST /api/gpu/jobs/{id}/output",
+        "POST /api/connectivity/status",
     ]
     /// Calls without authentication: probes, metrics, the document, load-balancer checks.
     static let open: Set<String> = [
@@ -194,6 +195,9 @@ struct RouteTests {
             (.post, "/api/tokens", #"{"profile":"compute","ttl_s":"soon"}"#, "ttl_s"),
             (.post, "/api/tokens", "[1]", "not a JSON object"),
             (.put, "/nodes/gpu-1/labels", "{}", "missing field 'labels'"),
+            (.put, "/nodes/gpu-1/company", "{}", "missing field 'company'"),
+            (.put, "/nodes/gpu-1/company", #"{"company":"acme","role":"lead"}"#, "unknown field 'role'"),
+            (.delete, "/nodes/gpu-1?keep=maybe", nil, "keep must be true or false"),
             (.post, "/api/gpu/jobs", #"{"kind":"exec","payload":{"argv":["a\u0001"]}}"#, "control character"),
             (.post, "/api/gpu/jobs", nil, "needs a JSON body"),
             (.get, "/api/gpu/jobs?limit=0", nil, "limit must be 1-10000"),

@@ -120,10 +120,13 @@ public struct JobSubmission: Codable, Sendable, Equatable {
     public var payload: [String: JSONValue]
     public var idempotencyKey: String?
     public var maxAttempts: Int?
+    /// Queue the job although no known node could ever run it (it waits for a fitting node to
+    /// join); without it such a job is refused with the reasons (422 `unplaceable`).
+    public var allowUnplaceable: Bool?
 
     public init(
         kind: JobKind, priority: Int? = nil, requirements: JobRequirements? = nil, payload: [String: JSONValue],
-        idempotencyKey: String? = nil, maxAttempts: Int? = nil
+        idempotencyKey: String? = nil, maxAttempts: Int? = nil, allowUnplaceable: Bool? = nil
     ) {
         self.kind = kind
         self.priority = priority.map(PriorityValue.init)
@@ -131,16 +134,18 @@ public struct JobSubmission: Codable, Sendable, Equatable {
         self.payload = payload
         self.idempotencyKey = idempotencyKey
         self.maxAttempts = maxAttempts
+        self.allowUnplaceable = allowUnplaceable
     }
 
     public static let fields: Set<String> = [
-        "kind", "priority", "requirements", "payload", "idempotency_key", "max_attempts",
+        "kind", "priority", "requirements", "payload", "idempotency_key", "max_attempts", "allow_unplaceable",
     ]
 
     enum CodingKeys: String, CodingKey {
         case kind, priority, requirements, payload
         case idempotencyKey = "idempotency_key"
         case maxAttempts = "max_attempts"
+        case allowUnplaceable = "allow_unplaceable"
     }
 }
 
@@ -205,12 +210,17 @@ public struct Job: Codable, Sendable, Equatable {
     public var leaseDeadline: String?
     /// Queued jobs: 1 is next.
     public var position: Int?
-    /// Queued jobs: seconds until it is expected to start, from recent run times.
+    /// Queued jobs: seconds until it is expected to start, from the jobs ahead, the running
+    /// jobs' elapsed time and recent run times; absent when unknown.
     public var etaS: Double?
     public var result: JSONValue?
     public var error: String?
     /// `operator` or `node:NAME`.
     public var submittedBy: String?
+    /// Queued jobs: why it is not running, node by node.
+    public var waiting: JobWaiting?
+    /// The submit answer only: what the submitter should know (no node can run it now, …).
+    public var warnings: [String]?
 
     public init(
         id: String, kind: JobKind, priority: Int, state: JobState, attempt: Int, maxAttempts: Int,
@@ -241,7 +251,7 @@ public struct Job: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, kind, priority, state, attempt, requirements, node, gpus, position, result, error
+        case id, kind, priority, state, attempt, requirements, node, gpus, position, result, error, waiting, warnings
         case maxAttempts = "max_attempts"
         case idempotencyKey = "idempotency_key"
         case submittedAt = "submitted_at"
@@ -250,6 +260,38 @@ public struct Job: Codable, Sendable, Equatable {
         case leaseDeadline = "lease_deadline"
         case etaS = "eta_s"
         case submittedBy = "submitted_by"
+    }
+}
+
+/// Why a queued job is not running: the nodes grouped by the first rule each fails.
+public struct JobWaiting: Codable, Sendable, Equatable {
+    public struct Reason: Codable, Sendable, Equatable {
+        /// `labels`, `gpu_model`, `gpu_count`, `vram_total`, `exec_not_allowed`, `no_inference`
+        /// (the node could never run it); `away`, `unreported`, `not_accepting`, `cordoned`,
+        /// `vram_free` (not now); `fits` (it can run there and waits for its turn).
+        public var code: String
+        /// "2 nodes too little free VRAM (need 50000 MB, best 24064)".
+        public var message: String
+        /// How many nodes.
+        public var count: Int
+        /// Their names, sorted; at most 20.
+        public var nodes: [String]
+
+        public init(code: String, message: String, count: Int, nodes: [String]) {
+            self.code = code
+            self.message = message
+            self.count = count
+            self.nodes = nodes
+        }
+    }
+
+    /// The reasons on one line.
+    public var summary: String
+    public var reasons: [Reason]
+
+    public init(summary: String, reasons: [Reason]) {
+        self.summary = summary
+        self.reasons = reasons
     }
 }
 
@@ -354,18 +396,24 @@ public struct GPUStatus: Codable, Sendable, Equatable {
         public var gpus: [GPUView]
         /// Jobs placed on the node (assigned or running).
         public var running: Int
+        /// Cordoned or draining by an operator; absent while open.
+        public var scheduling: NodeScheduling?
 
-        public init(name: String, state: NodeState, accepting: Bool, allowExec: Bool, gpus: [GPUView], running: Int) {
+        public init(
+            name: String, state: NodeState, accepting: Bool, allowExec: Bool, gpus: [GPUView], running: Int,
+            scheduling: NodeScheduling? = nil
+        ) {
             self.name = name
             self.state = state
             self.accepting = accepting
             self.allowExec = allowExec
             self.gpus = gpus
             self.running = running
+            self.scheduling = scheduling
         }
 
         enum CodingKeys: String, CodingKey {
-            case name, state, accepting, gpus, running
+            case name, state, accepting, gpus, running, scheduling
             case allowExec = "allow_exec"
         }
     }

@@ -57,6 +57,12 @@ public enum EventType {
     public static let nodeLeft = "node.left"
     /// An operator set a node's trusted labels.
     public static let nodeLabelsChanged = "node.labels_changed"
+    /// An operator removed a node for good: its record is gone, its name and address are free.
+    public static let nodeRemoved = "node.removed"
+    /// An operator changed a node's company.
+    public static let nodeCompanyChanged = "node.company_changed"
+    /// An operator cordoned, drained or reopened a node.
+    public static let nodeSchedulingChanged = "node.scheduling_changed"
 }
 
 /// One event, as `GET /api/events` sends it in an SSE `data:` line (and Redis later).

@@ -168,6 +168,8 @@ public struct Node: Codable, Sendable, Equatable {
     public var tlsPin: String?
     /// The node's TLS listener port.
     public var tlsPort: Int?
+    /// Cordoned or draining by an operator; nil while open.
+    public var scheduling: NodeScheduling?
 
     public init(
         name: String, role: NodeRole, company: String, vpnIP: String, state: NodeState, lastSeen: String,
@@ -196,6 +198,7 @@ public struct Node: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case name, role, company, state, labels, wireguard, capabilities, version, address, timing, checks, postgres
+        case scheduling
         case reportedLabels = "reported_labels"
         case tlsPin = "tls_pin"
         case tlsPort = "tls_port"

@@ -194,3 +194,60 @@ public struct NodeLabelsUpdate: Codable, Sendable, Equatable {
 
     public static let fields: Set<String> = ["labels"]
 }
+
+/// Whether the lead places new jobs on a node, as an operator set it (`aurora-cli nodes
+/// cordon|drain|uncordon`). Raw values are the API's `state`.
+public enum SchedulingState: String, Codable, Sendable, CaseIterable {
+    /// New jobs may be placed (the default).
+    case open
+    /// No new jobs; running ones go on.
+    case cordoned
+    /// No new jobs; running ones finish or are handed back at the deadline.
+    case draining
+}
+
+/// A node's scheduling state; left out of a node's JSON while it is `open`.
+public struct NodeScheduling: Codable, Sendable, Equatable {
+    public var state: SchedulingState
+    /// Draining: when the running jobs are handed back (ISO 8601).
+    public var deadline: String?
+    /// When an operator set it (ISO 8601).
+    public var since: String?
+
+    public init(state: SchedulingState, deadline: String? = nil, since: String? = nil) {
+        self.state = state
+        self.deadline = deadline
+        self.since = since
+    }
+}
+
+/// `PUT /nodes/{name}/scheduling`.
+public struct NodeSchedulingUpdate: Codable, Sendable, Equatable {
+    public var state: SchedulingState
+    /// `draining`: seconds until running jobs are handed back (0–604800; default 3600).
+    public var deadlineS: Double?
+
+    public init(state: SchedulingState, deadlineS: Double? = nil) {
+        self.state = state
+        self.deadlineS = deadlineS
+    }
+
+    public static let fields: Set<String> = ["state", "deadline_s"]
+    /// The longest drain deadline: a week.
+    public static let maxDeadlineS: Double = 604_800
+    public static let defaultDeadlineS: Double = 3600
+
+    enum CodingKeys: String, CodingKey {
+        case state
+        case deadlineS = "deadline_s"
+    }
+}
+
+/// `PUT /nodes/{name}/company`: the node's company, set by an operator ("" for none).
+public struct NodeCompanyUpdate: Codable, Sendable, Equatable {
+    public var company: String
+
+    public init(company: String) { self.company = company }
+
+    public static let fields: Set<String> = ["company"]
+}

@@ -31,6 +31,10 @@ public enum API {
     public static let removeNode = Endpoint("DELETE", "/nodes/{name}")
     /// Replaces a node's trusted labels (admin, lead).
     public static let setNodeLabels = Endpoint("PUT", "/nodes/{name}/labels")
+    /// Sets a node's company (admin, lead).
+    public static let setNodeCompany = Endpoint("PUT", "/nodes/{name}/company")
+    /// Cordons, drains or reopens a node for new jobs (admin, lead).
+    public static let setNodeScheduling = Endpoint("PUT", "/nodes/{name}/scheduling")
     /// Nodes and measured links.
     public static let topology = Endpoint("GET", "/topology")
 
@@ -59,6 +63,10 @@ public enum API {
     public static let cancelJob = Endpoint("DELETE", "/api/gpu/jobs/{id}")
     /// Signed: a worker's result for a job.
     public static let jobResult = Endpoint("POST", "/api/gpu/jobs/{id}/result")
+    /// The tail of an exec job's output; `?offset=N&wait=S` continues from a byte and waits for more.
+    public static let jobLogs = Endpoint("GET", "/api/gpu/jobs/{id}/logs")
+    /// Signed: new output of a job a worker runs.
+    public static let jobOutput = Endpoint("POST", "/api/gpu/jobs/{id}/output")
     /// Placement's view: free VRAM and jobs per node.
     public static let gpuStatus = Endpoint("GET", "/api/gpu/status")
     /// Queued jobs in placement order.
@@ -138,9 +146,11 @@ public enum API {
     /// Every endpoint, once.
     public static let all: [Endpoint] = [
         health, metrics, openAPI, agent,
-        join, heartbeat, leave, nodeReports, listNodes, getNode, removeNode, setNodeLabels, topology,
+        join, heartbeat, leave, nodeReports, listNodes, getNode, removeNode, setNodeLabels, setNodeScheduling,
+        setNodeCompany, topology,
         createToken, listTokens, revokeToken, events,
         submitJob, listJobs, generate, getJob, cancelJob, jobResult, gpuStatus, gpuQueue, gpuAssignments,
+        jobLogs, jobOutput,
         writeSecret, listSecrets, rotateSecretsKey, readSecret, deleteSecret, secretVersions, rollbackSecret, audit,
         reportConnectivity, connectivityStatus, connectivityHealth,
         listBackups, createBackup, verifyBackup, restoreBackup,

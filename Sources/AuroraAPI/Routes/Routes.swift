@@ -22,6 +22,8 @@ public enum Routes {
     public static let gpuJobs = API.listJobs.pattern
     public static func gpuJob(_ id: String) -> String { API.getJob.path(id) }
     public static func gpuJobResult(_ id: String) -> String { API.jobResult.path(id) }
+    public static func gpuJobLogs(_ id: String) -> String { API.jobLogs.path(id) }
+    public static func gpuJobOutput(_ id: String) -> String { API.jobOutput.path(id) }
     public static let gpuGenerate = API.generate.pattern
     public static let gpuStatus = API.gpuStatus.pattern
     public static let gpuQueue = API.gpuQueue.pattern

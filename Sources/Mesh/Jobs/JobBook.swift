@@ -74,6 +74,37 @@ public struct JobBook<Spec: Sendable>: Sendable {
         }
     }
 
+    /// Why a queued job is not running, node by node; nil when it is not queued.
+    public func explain(_ id: String) -> PlacementExplanation? {
+        guard let record = open[id], record.state == .queued else { return nil }
+        return scheduler.explain(record.requirements)
+    }
+
+    /// Seconds until the queued jobs at positions 1…`count` are expected to start; nil where
+    /// that is unknown.
+    ///
+    /// The jobs ahead take GPUs as the placed jobs end: every placed job holds a slot until the
+    /// mean run time has passed since it started, and each queued job then holds the first slot
+    /// to come free for the mean run time. Unknown: before any job finished (no mean), when
+    /// nothing is placed (no slot will come free: the job waits for a node, see ``explain(_:)``),
+    /// and behind a slot whose job already ran longer than the mean.
+    public func etas(count: Int, now: Time) -> [Double?] {
+        guard count > 0 else { return [] }
+        guard let mean = meanRunTime else { return Array(repeating: nil, count: count) }
+        var free: [Double] = []
+        for record in open.values where record.state.isPlaced {
+            let elapsed = record.startedAtMs.map { max(0, Double(now.wallMs - $0) / 1000) } ?? 0
+            free.append(elapsed <= mean ? mean - elapsed : .infinity)
+        }
+        guard !free.isEmpty else { return Array(repeating: nil, count: count) }
+        var heap = MinHeap(free)
+        return (0..<count).map { _ in
+            let start = heap.popMin()
+            heap.push(start + mean)
+            return start.isFinite ? (start * 10).rounded() / 10 : nil
+        }
+    }
+
     /// The mean of recent run times (s); nil before any job finished.
     public var meanRunTime: Double? {
         runTimes.isEmpty ? nil : runTimes.reduce(0, +) / Double(runTimes.count)
@@ -274,12 +305,22 @@ public struct JobBook<Spec: Sendable>: Sendable {
         return directives
     }
 
-    /// Time passed: jobs whose lease ran out are requeued (or fail, attempts spent).
+    /// Time passed: jobs whose lease ran out are requeued (or fail, attempts spent), and the
+    /// jobs of a draining node whose deadline passed are handed back (without spending an
+    /// attempt).
     public mutating func tick(now: Time) -> Directives {
         let expired = open.values.filter { $0.state.isPlaced && ($0.lease.map { $0 < now.instant } ?? false) }
             .sorted { $0.order < $1.order }.map(\.id)
-        guard !expired.isEmpty else { return Directives() }
-        return requeue(expired, reason: "lease_expired", now: now)
+        var directives = expired.isEmpty ? Directives() : requeue(expired, reason: "lease_expired", now: now)
+        let drained = Set(nodes.values.filter { ($0.drainDeadlineMs ?? .max) <= now.wallMs }.map(\.name))
+        guard !drained.isEmpty else { return directives }
+        let handedBack = open.values.filter { $0.state.isPlaced && $0.node.map(drained.contains) ?? false }
+            .sorted { $0.order < $1.order }.map(\.id)
+        guard !handedBack.isEmpty else { return directives }
+        let more = requeue(handedBack, reason: "drained", now: now, spendsAttempt: false)
+        directives.changes += more.changes
+        directives.addWake(more.wake)
+        return directives
     }
 
     // MARK: Internals
@@ -293,7 +334,7 @@ public struct JobBook<Spec: Sendable>: Sendable {
         nodes[node.name] = node
         scheduler.upsert(
             Scheduler.Worker(
-                name: node.name, eligible: node.state == .alive && node.accepting, allowExec: node.allowExec,
+                name: node.name, standing: node.standing, allowExec: node.allowExec,
                 canGenerate: node.canGenerate,
                 labels: node.labels, gpus: node.gpus, rttMs: node.rttMs))
     }
@@ -307,10 +348,14 @@ public struct JobBook<Spec: Sendable>: Sendable {
 
     /// Puts placed jobs back in the queue with attempt + 1, or fails them when their attempts
     /// are spent. Their old worker is told to stop; every node with stops is woken.
-    private mutating func requeue(_ ids: [String], reason: String, now: Time) -> Directives {
+    private mutating func requeue(_ ids: [String], reason: String, now: Time, spendsAttempt: Bool = true)
+        -> Directives
+    {
         var directives = Directives()
         for id in ids {
             guard var record = open[id] else { continue }
+            // The attempt still grows (it is the fencing token); the allowance grows with it.
+            if !spendsAttempt { record.maxAttempts += 1 }
             let from = record.node
             scheduler.release(id)
             if let from { stops[from, default: []].append(record.asLease) }

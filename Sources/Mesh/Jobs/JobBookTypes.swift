@@ -156,12 +156,22 @@ extension JobBook {
         public var gpus: [Scheduler.GPUSlot]
         /// Round trip to the lead in ms; `.infinity` when unknown.
         public var rttMs: Double
+        /// Its worker has reported (what it allows is known).
+        public var reported: Bool
+        /// An operator cordoned it (or drains it): no new jobs.
+        public var cordoned: Bool
+        /// Draining: when its running jobs are handed back (wall ms since 1970).
+        public var drainDeadlineMs: Int64?
 
         public init(
             name: String, state: MemberState, accepting: Bool, allowExec: Bool, canGenerate: Bool,
             labels: [String: String],
-            gpus: [Scheduler.GPUSlot], rttMs: Double = .infinity
+            gpus: [Scheduler.GPUSlot], rttMs: Double = .infinity, reported: Bool = true, cordoned: Bool = false,
+            drainDeadlineMs: Int64? = nil
         ) {
+            self.reported = reported
+            self.cordoned = cordoned
+            self.drainDeadlineMs = drainDeadlineMs
             self.name = name
             self.state = state
             self.accepting = accepting
@@ -174,6 +184,15 @@ extension JobBook {
 
         /// Dead or departed: its jobs go elsewhere.
         public var isGone: Bool { state == .dead || state == .left }
+
+        /// Why its worker takes no new job now, or `ready`.
+        public var standing: Scheduler.Standing {
+            if state == .left { return .gone }
+            if state != .alive { return .away }
+            if cordoned { return .cordoned }
+            if !reported { return .unreported }
+            return accepting ? .ready : .notAccepting
+        }
     }
 
     /// One change to persist (the job's row) and, for all but ``placed(_:)``, announce.

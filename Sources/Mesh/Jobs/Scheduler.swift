@@ -38,11 +38,27 @@ public struct Scheduler: Sendable {
         public var freeMB: Int { totalMB - usedByOthersMB - reservedMB }
     }
 
+    /// Why a worker takes no new job now, when it does not; `ready` when it does.
+    public enum Standing: String, Sendable, Equatable {
+        case ready
+        /// Suspect or dead: it may come back.
+        case away
+        /// Joined with GPUs but its worker has not reported yet: what it allows is unknown.
+        case unreported
+        /// Its worker does not take jobs now (stopping, or `accept_jobs: false`).
+        case notAccepting
+        /// An operator cordoned or is draining it.
+        case cordoned
+        /// Departed or removed: not counted at all.
+        case gone
+    }
+
     /// A node that can run jobs.
     public struct Worker: Sendable, Equatable {
         public var name: String
         /// Alive and accepting jobs.
-        public var eligible: Bool
+        public var eligible: Bool { standing == .ready }
+        public var standing: Standing
         public var allowExec: Bool
         /// Has a local inference server for `generate` jobs.
         public var canGenerate: Bool
@@ -58,8 +74,17 @@ public struct Scheduler: Sendable {
             gpus: [GPUSlot],
             rttMs: Double = .infinity
         ) {
+            self.init(
+                name: name, standing: eligible ? .ready : .notAccepting, allowExec: allowExec, canGenerate: canGenerate,
+                labels: labels, gpus: gpus, rttMs: rttMs)
+        }
+
+        public init(
+            name: String, standing: Standing, allowExec: Bool, canGenerate: Bool = true, labels: [String: String],
+            gpus: [GPUSlot], rttMs: Double = .infinity
+        ) {
             self.name = name
-            self.eligible = eligible
+            self.standing = standing
             self.allowExec = allowExec
             self.canGenerate = canGenerate
             self.labels = labels
@@ -130,9 +155,10 @@ public struct Scheduler: Sendable {
     public var agingSeconds: Double
 
     /// A worker as the scheduler keeps it: plain values in the hot loop (GPU models interned).
-    private struct Member {
+    struct Member {
         var name: String
-        var eligible: Bool
+        var standing: Standing
+        var eligible: Bool { standing == .ready }
         var allowExec: Bool
         var canGenerate: Bool
         var labels: [String: String]
@@ -141,7 +167,7 @@ public struct Scheduler: Sendable {
         var placed = 0
     }
 
-    private struct Slot: Equatable {
+    struct Slot: Equatable {
         var index: Int
         var model: Int
         var totalMB: Int
@@ -150,13 +176,13 @@ public struct Scheduler: Sendable {
         var freeMB: Int { totalMB - usedByOthersMB - reservedMB }
     }
 
-    private var members: [Member] = []
-    private var memberIndex: [String: Int] = [:]
+    var members: [Member] = []
+    var memberIndex: [String: Int] = [:]
     /// Lowercased GPU model names; slots refer to them by position.
-    private var models: [String] = []
+    var models: [String] = []
     private var modelIDs: [String: Int] = [:]
     /// "key\u{1F}value" → members with that label.
-    private var labelIndex: [String: Set<Int>] = [:]
+    var labelIndex: [String: Set<Int>] = [:]
     /// Queued jobs by id; the buckets hold ids by priority, oldest first.
     private var queued: [String: Job] = [:]
     private var buckets = [[String]](repeating: [], count: 10)
@@ -182,7 +208,7 @@ public struct Scheduler: Sendable {
                 reservedMB: 0)
         }
         var member = Member(
-            name: worker.name, eligible: worker.eligible, allowExec: worker.allowExec, canGenerate: worker.canGenerate,
+            name: worker.name, standing: worker.standing, allowExec: worker.allowExec, canGenerate: worker.canGenerate,
             labels: worker.labels, rttMs: worker.rttMs, slots: [])
         if let index = memberIndex[worker.name] {
             let old = members[index]
@@ -201,7 +227,7 @@ public struct Scheduler: Sendable {
                 for pair in old.labels { labelIndex[Self.labelKey(pair.key, pair.value)]?.remove(index) }
                 for pair in member.labels { labelIndex[Self.labelKey(pair.key, pair.value), default: []].insert(index) }
             }
-            if old.slots != member.slots || old.eligible != member.eligible || old.labels != member.labels
+            if old.slots != member.slots || old.standing != member.standing || old.labels != member.labels
                 || old.allowExec != member.allowExec
                 || old.canGenerate != member.canGenerate
             {
@@ -220,9 +246,14 @@ public struct Scheduler: Sendable {
 
     /// Marks a worker eligible or not (alive and accepting).
     public mutating func setEligible(_ name: String, _ eligible: Bool) {
-        guard let index = memberIndex[name], members[index].eligible != eligible else { return }
-        members[index].eligible = eligible
-        if eligible { capacityGrew = true }
+        setStanding(name, eligible ? .ready : .notAccepting)
+    }
+
+    /// Sets why a worker takes no new job (or `ready`).
+    public mutating func setStanding(_ name: String, _ standing: Standing) {
+        guard let index = memberIndex[name], members[index].standing != standing else { return }
+        members[index].standing = standing
+        if standing == .ready { capacityGrew = true }
     }
 
     /// A worker as the scheduler sees it now, with its reservations.
@@ -231,7 +262,7 @@ public struct Scheduler: Sendable {
     private func view(_ index: Int) -> Worker {
         let member = members[index]
         var worker = Worker(
-            name: member.name, eligible: member.eligible, allowExec: member.allowExec, canGenerate: member.canGenerate,
+            name: member.name, standing: member.standing, allowExec: member.allowExec, canGenerate: member.canGenerate,
             labels: member.labels,
             gpus: member.slots.map { slot in
                 var gpu = GPUSlot(
@@ -252,7 +283,7 @@ public struct Scheduler: Sendable {
         return models.count - 1
     }
 
-    private static func labelKey(_ key: String, _ value: String) -> String { key + "\u{1F}" + value }
+    static func labelKey(_ key: String, _ value: String) -> String { key + "\u{1F}" + value }
 
     // MARK: Jobs
 

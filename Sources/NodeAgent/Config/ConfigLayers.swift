@@ -96,7 +96,7 @@ extension ConfigKind {
             let mask: UInt32 = bits == 0 ? 0 : ~UInt32(0) << (32 - bits)
             guard address & ~mask == 0 else { throw bad("a network address (host bits zero)") }
             return .string(text)
-        case .map, .gpus, .probes, .checks:
+        case .map, .gpus, .probes, .checks, .webhooks:
             throw AgentError(.config, "\(origin): '\(key)' can only be set in a YAML file")
         }
     }
@@ -251,6 +251,21 @@ public enum ConfigFile {
                 throw AgentError(.config, "\(origin): two checks are named '\(duplicate)'")
             }
             return .checks(checks)
+        case .webhooks:
+            if node.null != nil { return .webhooks([]) }
+            guard case .sequence(let sequence) = node else {
+                throw AgentError(.config, "\(origin): 'alerts.webhooks' must be \(key.kind.expectation)")
+            }
+            let webhooks = try sequence.enumerated().map { (offset, entry) throws(AgentError) in
+                try WebhookConfig.parse(
+                    entry, position: offset,
+                    origin: "\(origin.split(separator: ":").dropLast().joined(separator: ":")):\(entry.mark?.line ?? 0)"
+                )
+            }
+            if let duplicate = Dictionary(grouping: webhooks, by: \.name).first(where: { $0.value.count > 1 })?.key {
+                throw AgentError(.config, "\(origin): two webhooks are named '\(duplicate)'")
+            }
+            return .webhooks(webhooks)
         default:
             guard case .scalar(let scalar) = node else {
                 throw AgentError(

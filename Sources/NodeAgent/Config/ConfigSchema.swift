@@ -11,6 +11,7 @@ public enum ConfigValue: Sendable, Equatable {
     case gpus([GPUInventoryEntry])
     case probes([ConnectivityProbe])
     case checks([ServiceCheckConfig])
+    case webhooks([WebhookConfig])
 }
 
 /// One GPU of a static inventory (`gpus:` in a profile), used instead of `nvidia-smi`: the
@@ -39,11 +40,12 @@ public enum ConfigKind: Sendable, Equatable {
     case ipv4
     /// An IPv4 network with a prefix of 8 to 30 bits and its host bits zero.
     case cidr
-    /// `map`, `gpus`, `probes` and `checks` are structured: they can only be set in a YAML file.
+    /// `map`, `gpus`, `probes`, `checks` and `webhooks` are structured: they can only be set in a YAML file.
     case map
     case gpus
     case probes
     case checks
+    case webhooks
 
     /// A short description for errors and documentation.
     var expectation: String {
@@ -64,6 +66,7 @@ public enum ConfigKind: Sendable, Equatable {
         case .gpus: "a list of GPUs"
         case .probes: "a list of probes ({name, url, method?, expect_status?, interval_s?, timeout_s?, degraded_ms?})"
         case .checks: "a list of checks ({name, http | tcp | args, interval_s?, timeout_s?, thresholds?, recovery?})"
+        case .webhooks: "a list of webhooks ({name, url | url_file, format?: json | slack, events?, timeout_s?})"
         }
     }
 }
@@ -217,6 +220,19 @@ public enum ConfigSchema {
             "gpu.policy", .oneOf(["binpack", "spread"]), default: .string("binpack"),
             "lead: placement scoring; binpack fills the tightest GPU, spread the emptiest"),
         ConfigKey("gpus", .gpus, default: .gpus([]), "static GPU inventory used instead of nvidia-smi"),
+        // MARK: Exec jobs
+        ConfigKey(
+            "exec.workdir", .string, default: .string(""),
+            "exec jobs' working directory (absolute); empty: a fresh DATA/jobs/ID-ATTEMPT per job"),
+        ConfigKey(
+            "exec.keep_workdir", .bool, default: .bool(false),
+            "keep each job's fresh working directory after the job (default: removed)"),
+        ConfigKey(
+            "exec.env", .map, default: .map([:]),
+            "variables exec jobs get on top of the base environment (PATH, HOME, TMPDIR, LANG)"),
+        ConfigKey(
+            "exec.output_tail_kib", .int(1...512), default: .int(64),
+            "KiB of each exec job's output (stdout and stderr together) kept for `jobs logs`"),
         ConfigKey(
             "secrets.passphrase_file", .string, default: .string(""), env: "AURORA_SECRETS_PASSPHRASE_FILE",
             flag: "--secrets-passphrase-file",
@@ -266,6 +282,9 @@ public enum ConfigSchema {
             "alerts.disk_pct", .int(1...100), default: .int(85),
             "the data dir's file system above this percentage used raises an alert"),
         ConfigKey("alerts.interval_s", .seconds, default: .double(10), "seconds between resource samples"),
+        ConfigKey(
+            "alerts.webhooks", .webhooks, default: .webhooks([]),
+            "lead: webhooks that get node, check, alert and replica events (JSON or Slack), each once, in order"),
         ConfigKey(
             "log.ring_lines", .int(0...100_000), default: .int(1000),
             "recent log lines kept per subsystem for aurora-cli logs; 0: none"),

@@ -104,6 +104,7 @@ public struct ResolvedConfig: Sendable {
     /// Today: `heartbeat.dead_after` must be greater than `heartbeat.suspect_after`; the error
     /// names both values and where each was set.
     private func validateTogether() throws(AgentError) {
+        try validateExec()
         if case .int(let suspect) = self["heartbeat.suspect_after"], case .int(let dead) = self["heartbeat.dead_after"],
             dead <= suspect
         {
@@ -141,6 +142,8 @@ public struct ResolvedConfig: Sendable {
                 ? "[]"
                 : c.map { "\($0.name): \($0.kind) \($0.targetDescription) every \($0.interval) s" }.joined(
                     separator: "; ")
+        case .webhooks(let w):
+            text = w.isEmpty ? "[]" : w.map(\.summary).joined(separator: "; ")
         }
         return entry.key.secret ? Redaction.redact(text) : text
     }
@@ -185,6 +188,8 @@ public struct ResolvedConfig: Sendable {
                         "timeout_s": $0.timeout, "recovery": $0.recovery.map { _ in true } ?? false,
                     ] as [String: Any]
                 }
+            case .webhooks(let w):
+                value = w.map { $0.summary }
             case .gpus(let g):
                 value = g.map {
                     [
@@ -301,6 +306,8 @@ public struct NodeConfig: Sendable {
     /// Resource alert thresholds (`alerts.*`) and the sampling interval in seconds.
     public let alertThresholds: ResourceThresholds
     public let alertInterval: Double
+    /// The lead's alert webhooks (`alerts.webhooks`); their URLs are secrets, never logged.
+    public let webhooks: [WebhookConfig]
     /// The lead's Redis fan-out (`events.redis`, a secret: never logged); nil: none.
     public let redisURL: String?
     /// `events.redis_maxlen`.
@@ -315,6 +322,14 @@ public struct NodeConfig: Sendable {
     public let allowExec: Bool
     /// The local inference server for `generate` jobs; nil: none.
     public let gpuBackend: String?
+    /// Exec jobs' working directory (`exec.workdir`); nil: a fresh one per job under `DATA/jobs`.
+    public let execWorkdir: String?
+    /// Keep a job's fresh working directory after it ends (`exec.keep_workdir`).
+    public let execKeepWorkdir: Bool
+    /// Variables exec jobs get on top of the base environment (`exec.env`).
+    public let execEnvironment: [String: String]
+    /// Bytes of each exec job's output kept for `jobs logs` (`exec.output_tail_kib` × 1024).
+    public let execOutputTailBytes: Int
     /// The lead's placement policy (`gpu.policy`).
     public let gpuPolicy: String
     /// The address this node asks for (`vpn_ip`); nil lets the lead allocate.
@@ -391,6 +406,10 @@ public struct NodeConfig: Sendable {
         self.acceptJobs = bool("gpu.accept_jobs")
         self.allowExec = bool("gpu.allow_exec")
         self.gpuBackend = nonEmpty("gpu.backend")
+        self.execWorkdir = nonEmpty("exec.workdir")
+        self.execKeepWorkdir = bool("exec.keep_workdir")
+        if case .map(let env) = resolved["exec.env"] { self.execEnvironment = env } else { self.execEnvironment = [:] }
+        self.execOutputTailBytes = int("exec.output_tail_kib") * 1024
         self.gpuPolicy = string("gpu.policy")
         self.vpnIP = nonEmpty("vpn_ip")
         self.wireguardCIDR = string("wireguard.cidr")
@@ -428,6 +447,11 @@ public struct NodeConfig: Sendable {
             cpuPct: Double(int("alerts.cpu_pct")), cpuFor: seconds("alerts.cpu_for_s"),
             memoryPct: Double(int("alerts.memory_pct")), diskPct: Double(int("alerts.disk_pct")))
         self.alertInterval = seconds("alerts.interval_s")
+        if case .webhooks(let webhooks) = resolved["alerts.webhooks"] {
+            self.webhooks = webhooks
+        } else {
+            self.webhooks = []
+        }
         if let conninfo = nonEmpty("postgres.monitor") {
             let expect = string("postgres.expect")
             postgresMonitor = PostgresMonitorConfig(

@@ -92,6 +92,7 @@ extension HTTPServer {
             _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(try await jobs.status(), status: .ok)
         }
+        addJobLogRoutes(to: router, agent: agent, lead: lead)
         router.on(API.gpuQueue) { request, context -> Response in
             _ = try await client(request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(try await jobs.queue(), status: .ok)
@@ -156,6 +157,7 @@ extension HTTPServer {
         }
         leadOnly(router, API.gpuAssignments, "GPU assignments", agent: agent)
         leadOnly(router, API.jobResult, "job results", agent: agent)
+        addJobLogRoutes(to: router, agent: agent, node: node)
     }
 
     /// Who calls (`operator`, `api:ID[@COMPANY]` or `node:NAME`) and the body: a bearer token

@@ -303,14 +303,22 @@ paths:
       operationId: removeNode
       tags: [registry]
       summary: Remove a node (operator, lead)
-      description: The node becomes `left` and its signed requests are refused until it joins again. The lead cannot remove itself (400).
+      description: >-
+        The node becomes `left` (its jobs are requeued) and its signed requests are refused until it joins again
+        with a token. Without `keep` its record then leaves every view (`node.removed`) and its name is free; its
+        address stays held for `wireguard.reuse_after_s`. With `keep` the record stays as `left`. The lead cannot
+        remove itself (400).
       security:
         - operatorToken: []
       parameters:
         - $ref: '#/components/parameters/NodeNamePath'
+        - name: keep
+          in: query
+          description: keep the record as `left` instead of deleting it (an empty value means true)
+          schema: {type: string, enum: ['true', 'false', '1', '0', '']}
       responses:
         '200':
-          description: the node's record, now `left`
+          description: the node's record as it was removed (`left`)
           content:
             application/json:
               schema: {$ref: '#/components/schemas/Node'}
@@ -350,6 +358,82 @@ paths:
       responses:
         '200':
           description: the node with its new labels
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Node'}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '404': {$ref: '#/components/responses/NotFound'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '421': {$ref: '#/components/responses/NotLead'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+  /nodes/{name}/scheduling:
+    put:
+      operationId: setNodeScheduling
+      tags: [registry]
+      summary: Cordon, drain or reopen a node for new jobs (operator, lead)
+      description: |
+        `cordoned`: the lead places no new job on the node; running ones go on. `draining`: the same,
+        and jobs still running `deadline_s` seconds later (default 3600) are stopped there and queued
+        again for other nodes, without using up an attempt. `open`: back to normal. The state survives
+        rejoins and lead restarts; a removed node starts open. Each change is a `node.scheduling_changed` event.
+      security:
+        - operatorToken: []
+      parameters:
+        - $ref: '#/components/parameters/NodeNamePath'
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              additionalProperties: false
+              required: [state]
+              properties:
+                state: {type: string, enum: [open, cordoned, draining]}
+                deadline_s: {type: number, minimum: 0, maximum: 604800, description: 'draining only: seconds until running jobs are handed back (default 3600)'}
+      responses:
+        '200':
+          description: the node with its scheduling state
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Node'}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '404': {$ref: '#/components/responses/NotFound'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '421': {$ref: '#/components/responses/NotLead'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+  /nodes/{name}/company:
+    put:
+      operationId: setNodeCompany
+      tags: [registry]
+      summary: Set a node's company (operator, lead)
+      description: >-
+        A node's company comes from its join token or from this call, never from the node. Its secrets resolve
+        through it from now on; records `node.company_changed` with both values. The lead's own company is its
+        configuration's (400).
+      security:
+        - operatorToken: []
+      parameters:
+        - $ref: '#/components/parameters/NodeNamePath'
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              additionalProperties: false
+              required: [company]
+              properties:
+                company: {type: string, maxLength: 128, description: "'' for none; no control characters, at most 128 bytes"}
+      responses:
+        '200':
+          description: the node with its new company
           content:
             application/json:
               schema: {$ref: '#/components/schemas/Node'}
@@ -543,7 +627,7 @@ paths:
             schema: {$ref: '#/components/schemas/JobSubmission'}
       responses:
         '201':
-          description: the new job
+          description: the new job; `warnings` when no node can run it now, or (with `allow_unplaceable`) none that has joined ever could
           content:
             application/json:
               schema: {$ref: '#/components/schemas/Job'}
@@ -556,6 +640,7 @@ paths:
         '401': {$ref: '#/components/responses/Unauthorized'}
         '403': {$ref: '#/components/responses/Forbidden'}
         '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '422': {$ref: '#/components/responses/Unprocessable'}
         '429': {$ref: '#/components/responses/TooManyRequests'}
         '503': {$ref: '#/components/responses/Unavailable'}
     get:
@@ -619,6 +704,7 @@ paths:
         '401': {$ref: '#/components/responses/Unauthorized'}
         '403': {$ref: '#/components/responses/Forbidden'}
         '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '422': {$ref: '#/components/responses/Unprocessable'}
         '429': {$ref: '#/components/responses/TooManyRequests'}
         '503': {$ref: '#/components/responses/Unavailable'}
 
@@ -705,6 +791,78 @@ paths:
         '401': {$ref: '#/components/responses/Unauthorized'}
         '403': {$ref: '#/components/responses/Forbidden'}
         '404': {$ref: '#/components/responses/NotFound'}
+        '409': {$ref: '#/components/responses/Conflict'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '421': {$ref: '#/components/responses/NotLead'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+
+  /api/gpu/jobs/{id}/logs:
+    get:
+      operationId: jobLogs
+      tags: [jobs]
+      summary: The tail of an exec job's output, from a byte offset, optionally waiting for more (lead; forwarded)
+      description: >-
+        The lead keeps the last exec.output_tail_kib KiB (default 64) of each exec job's stdout and
+        stderr, as its worker sends them while the job runs, and for an hour after. Same callers and
+        rules as GET /api/gpu/jobs/{id} (another submitter's job is 404). Follow a job by calling
+        again with offset = next_offset (and wait) until done is true.
+      security:
+        - operatorToken: []
+        - nodeSignature: []
+          nodeName: []
+          nodeTimestamp: []
+          nodeNonce: []
+      parameters:
+        - $ref: '#/components/parameters/JobIdPath'
+        - name: offset
+          in: query
+          description: the byte of the output to start at (stdout and stderr counted together); default 0
+          schema: {type: integer, minimum: 0, maximum: 9007199254740992}
+        - name: wait
+          in: query
+          description: seconds to wait for output past offset or for the job to end
+          schema: {type: number, minimum: 0, maximum: 30}
+      responses:
+        '200':
+          description: the output held from offset on
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/JobLogs'}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '404': {$ref: '#/components/responses/NotFound'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+
+  /api/gpu/jobs/{id}/output:
+    post:
+      operationId: jobOutput
+      tags: [jobs]
+      summary: New output of a job a worker runs (signed, lead)
+      security:
+        - nodeSignature: []
+          nodeName: []
+          nodeTimestamp: []
+          nodeNonce: []
+      parameters:
+        - $ref: '#/components/parameters/JobIdPath'
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/JobOutputReport'}
+      responses:
+        '200':
+          description: how far the lead's copy of the output reaches
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/JobOutputAccepted'}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
         '409': {$ref: '#/components/responses/Conflict'}
         '413': {$ref: '#/components/responses/PayloadTooLarge'}
         '421': {$ref: '#/components/responses/NotLead'}
@@ -1789,6 +1947,15 @@ components:
         postgres: {$ref: '#/components/schemas/ReplicaHealth'}
         tls_pin: {type: string, description: the pin of the node's TLS key, from its join}
         tls_port: {type: integer}
+        scheduling: {$ref: '#/components/schemas/NodeScheduling'}
+    NodeScheduling:
+      type: object
+      description: cordoned or draining by an operator; absent while the node is open for new jobs
+      required: [state]
+      properties:
+        state: {type: string, enum: [open, cordoned, draining]}
+        deadline: {type: string, description: 'draining: when running jobs are handed back (ISO 8601)'}
+        since: {type: string}
     NodeList:
       type: object
       required: [nodes, stale]
@@ -2093,6 +2260,9 @@ components:
             - {$ref: '#/components/schemas/ExecPayload'}
         idempotency_key: {type: string, minLength: 1, maxLength: 200, description: 1-200 bytes}
         max_attempts: {type: integer, minimum: 1, maximum: 10, default: 3}
+        allow_unplaceable:
+          type: boolean
+          description: queue the job although no node that has joined could ever run it (it waits for one); without it such a job is 422 `unplaceable` with the reasons
     GenerateRequest:
       type: object
       additionalProperties: false
@@ -2130,10 +2300,37 @@ components:
         finished_at: {type: string}
         lease_deadline: {type: string}
         position: {type: integer}
-        eta_s: {type: number}
+        eta_s: {type: number, description: 'queued: seconds until it is expected to start; absent when unknown'}
         result: {description: 'any JSON: a generate result `{text, model, backend, usage?}` or an exec result'}
         error: {type: string}
         submitted_by: {type: string, description: '`operator` or `node:NAME`'}
+        waiting: {$ref: '#/components/schemas/JobWaiting'}
+        warnings:
+          type: array
+          description: the submit answer only
+          items: {type: string}
+    JobWaiting:
+      type: object
+      description: why a queued job is not running, the nodes grouped by the first rule each fails
+      required: [summary, reasons]
+      properties:
+        summary: {type: string}
+        reasons:
+          type: array
+          items:
+            type: object
+            required: [code, message, count, nodes]
+            properties:
+              code:
+                type: string
+                enum: [fits, labels, gpu_model, gpu_count, vram_total, exec_not_allowed, no_inference, away, unreported,
+                       not_accepting, cordoned, vram_free]
+              message: {type: string}
+              count: {type: integer}
+              nodes:
+                type: array
+                maxItems: 20
+                items: {type: string}
     JobList:
       type: object
       required: [jobs]
@@ -2187,6 +2384,7 @@ components:
                         reserved_mb: {type: integer}
                         free_vram_mb: {type: integer}
               running: {type: integer}
+              scheduling: {$ref: '#/components/schemas/NodeScheduling'}
         queued: {type: integer}
         policy: {type: string}
     AssignmentBatch:
@@ -2220,6 +2418,49 @@ components:
         result: {description: any JSON}
         error: {type: string}
         retry: {type: boolean, description: the node's fault, not the job's; requeue instead of failing}
+    JobLogChunk:
+      type: object
+      required: [offset, bytes, stream, text]
+      properties:
+        offset: {type: integer, description: the first byte's offset in the job's output}
+        bytes: {type: integer, description: how many bytes of output the text covers}
+        stream: {type: string, enum: [stdout, stderr]}
+        text: {type: string, description: 'UTF-8 (invalid bytes as U+FFFD), control characters other than tab, newline and CR as \u{XX}'}
+    JobLogs:
+      type: object
+      required: [id, state, start_offset, next_offset, chunks, done]
+      properties:
+        id: {type: string}
+        state: {$ref: '#/components/schemas/JobState'}
+        attempt: {type: integer, description: the attempt the output comes from; absent before any output arrived}
+        node: {type: string}
+        start_offset: {type: integer, description: the first byte still kept}
+        next_offset: {type: integer, description: where the next call continues}
+        chunks:
+          type: array
+          items: {$ref: '#/components/schemas/JobLogChunk'}
+        done: {type: boolean, description: the job ended and all its output kept has been returned}
+    JobOutputReport:
+      type: object
+      additionalProperties: false
+      required: [attempt, pieces]
+      properties:
+        attempt: {type: integer, minimum: 1, description: the attempt the worker runs (a fencing token)}
+        pieces:
+          type: array
+          maxItems: 64
+          items:
+            type: object
+            required: [offset, stream, data]
+            properties:
+              offset: {type: integer, minimum: 0}
+              stream: {type: string, enum: [stdout, stderr]}
+              data: {type: string, description: base64 of the bytes}
+    JobOutputAccepted:
+      type: object
+      required: [next_offset]
+      properties:
+        next_offset: {type: integer}
 
     # --- secrets -------------------------------------------------------------------------
     SecretWrite:

@@ -192,7 +192,7 @@ struct LogQuery: Sendable {
     /// Reads the query of `GET /api/logs`.
     init(_ request: Request) throws(Refusal) {
         let parameters = request.uri.queryParameters
-        subsystem = parameters.get("subsystem").flatMap { $0.isEmpty ? nil : $0 }
+        subsystem = parameters.get("subsystem").flatMap { $0.isEmpty ? nil : Subsystems.canonical($0) }
         node = parameters.get("node").flatMap { $0.isEmpty ? nil : $0 }
         if let text = parameters.get("since") {
             guard let value = Int64(text), value >= 0 else {

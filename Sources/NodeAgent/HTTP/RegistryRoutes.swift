@@ -34,7 +34,8 @@ extension HTTPServer {
     ///   node's is 401); a heartbeat may carry fields this lead does not know (rolling upgrades);
     /// - `GET /nodes`, `GET /nodes/{name}`, `GET /topology`: a bearer token of role `read` or more
     ///   (the operator token is `admin`), or any joined node's signature;
-    /// - `DELETE /nodes/{name}`, `PUT /nodes/{name}/labels`: the operator token;
+    /// - `DELETE /nodes/{name}`, `PUT /nodes/{name}/labels`, `PUT /nodes/{name}/scheduling`: the
+    ///   operator token;
     /// - `POST /api/tokens`, `GET /api/tokens`, `DELETE /api/tokens/{id}`: the operator token; join
     ///   tokens and API tokens (`kind: api`, ids `at_…`) share them; an unknown API token id is 404;
     /// - `GET /api/events`: a token of role `read` or more. Server-Sent Events after `?since=` or
@@ -87,8 +88,7 @@ extension HTTPServer {
         router.on(API.removeNode) { request, context -> Response in
             try authorize(request, token: token)
             let name = try context.parameters.decoded("name")
-            try await registry.remove(name)
-            return try json(try await registry.node(name), status: .ok)
+            return try json(try await registry.remove(name, keep: try flag(request, "keep")), status: .ok)
         }
         router.on(API.setNodeLabels) { request, context -> Response in
             try authorize(request, token: token)
@@ -96,6 +96,20 @@ extension HTTPServer {
                 NodeLabelsUpdate.self, request, maxBody: maxBody, allowed: NodeLabelsUpdate.fields)
             return try json(
                 try await registry.setLabels(try context.parameters.decoded("name"), update.labels), status: .ok)
+        }
+        router.on(API.setNodeCompany) { request, context -> Response in
+            try authorize(request, token: token)
+            let update = try await decode(
+                NodeCompanyUpdate.self, request, maxBody: maxBody, allowed: NodeCompanyUpdate.fields)
+            return try json(
+                try await registry.setCompany(try context.parameters.decoded("name"), update.company), status: .ok)
+        }
+        router.on(API.setNodeScheduling) { request, context -> Response in
+            try authorize(request, token: token)
+            let update = try await decode(
+                NodeSchedulingUpdate.self, request, maxBody: maxBody, allowed: NodeSchedulingUpdate.fields)
+            return try json(
+                try await registry.setScheduling(try context.parameters.decoded("name"), update), status: .ok)
         }
         router.on(API.topology) { request, context -> Response in
             try await authorizeOperatorOrNode(
@@ -219,6 +233,8 @@ extension HTTPServer {
         }
         leadOnly(router, API.removeNode, "removing a node", agent: agent)
         leadOnly(router, API.setNodeLabels, "setting a node's labels", agent: agent)
+        leadOnly(router, API.setNodeCompany, "setting a node's company", agent: agent)
+        leadOnly(router, API.setNodeScheduling, "cordoning or draining a node", agent: agent)
         router.on(API.topology) { request, _ -> Response in
             try authorize(request, token: token)
             let membership = node.membership, cache = node.cache

@@ -18,8 +18,12 @@ struct AgentParts: Sendable {
 
     /// The largest request body a route reads (`http.max_body_bytes`).
     var maxBody: Int { state.config.maxBodyBytes }
-    /// The lead's URL as configured, named in `not_lead` answers (nil on the lead).
-    var leadURL: String? { state.config.lead }
+    /// The lead's URL as configured, else the one a joined node saved in its membership (a
+    /// restart needs no `--lead`), named in `not_lead` answers (nil on the lead).
+    var leadURL: String? {
+        guard state.config.role != .lead else { return nil }
+        return state.config.lead ?? (try? Membership.load(dataDir: state.config.dataDir))?.leadURL
+    }
 }
 
 /// The lead's subsystems, every one present: the lead's routes answer from them.
@@ -44,6 +48,8 @@ struct LeadParts: Sendable {
     let apiTokens: APITokens
     /// The lead's TLS listener, for pinned join tokens (nil: it serves none).
     let leadTLS: LeadTLS?
+    /// Exec jobs' output tails as their workers send them (`GET /api/gpu/jobs/{id}/logs`).
+    var outputs = JobOutputs()
 }
 
 /// A compute or edge node's parts: its membership (the signed client to the lead, for

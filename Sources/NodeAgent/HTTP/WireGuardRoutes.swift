@@ -41,7 +41,7 @@ extension HTTPServer {
 
     /// `?name=true|false|1|0`; 400 for anything else. Absent is false; present without a value
     /// (`?name`, `?name=`) is true.
-    private static func flag(_ request: Request, _ name: String) throws -> Bool {
+    static func flag(_ request: Request, _ name: String) throws -> Bool {
         guard let text = request.uri.queryParameters.get(name) else { return false }
         switch text {
         case "true", "1", "": return true

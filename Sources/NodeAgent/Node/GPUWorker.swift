@@ -81,11 +81,20 @@ final class GPUWorker: Service {
     func run() async throws {
         guard config.acceptJobs else { return }
         // Before any work: job processes an earlier run of this agent left behind end now.
-        let leftovers = LeftoverJobs.end(tag: LeftoverJobs.tag(dataDir: config.dataDir))
-        if !leftovers.isEmpty {
+        let tag = LeftoverJobs.tag(dataDir: config.dataDir)
+        let groups = JobCgroup.sweep(tag: tag)
+        let leftovers = LeftoverJobs.end(tag: tag)
+        if !leftovers.isEmpty || groups > 0 {
             logger.notice(
                 "ended job processes an earlier run left behind",
-                metadata: ["nodeagent.pids": "\(leftovers.map(String.init).joined(separator: ","))"])
+                metadata: [
+                    "nodeagent.pids": "\(leftovers.map(String.init).joined(separator: ","))",
+                    "nodeagent.cgroups": "\(groups)",
+                ])
+        }
+        if config.allowExec && !JobCgroup.available(tag: tag) {
+            logger.notice(
+                "exec jobs run in a process group only: no writable cgroup v2 here (under systemd set Delegate=yes)")
         }
         // Pull once the node has joined.
         try? await cancelWhenGracefulShutdown { await self.state.joinedGate.wait() }
@@ -332,8 +341,9 @@ final class GPUWorker: Service {
     /// An `exec` job: only with `gpu.allow_exec` and only when the mesh admin submitted it. Runs
     /// `payload.argv` with `CUDA_VISIBLE_DEVICES` set to the assigned GPUs, the job's id and
     /// attempt in `AURORA_JOB_ID`/`AURORA_JOB_ATTEMPT` and its agent in `AURORA_JOB_AGENT`
-    /// (``LeftoverJobs``), no other `AURORA_` variable, for at most
-    /// `timeout_s` (default 3600 s), keeping up to `max_output_bytes` (default 64 KiB) of each output.
+    /// (``LeftoverJobs``), in the working directory and clean environment of ``ExecSettings``, for at
+    /// most `timeout_s` (default 3600 s), keeping up to `max_output_bytes` (default 64 KiB) of each
+    /// output in the result; the last `exec.output_tail_kib` KiB also go to the lead as they come.
     private func exec(_ assignment: Assignment) async -> JobResult {
         let attempt = assignment.attempt
         guard config.allowExec else {
@@ -366,18 +376,54 @@ final class GPUWorker: Service {
             assignment.payload["max_output_bytes"].flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 65_536,
             to: 0...262_144)
         let devices = assignment.gpus.map(String.init).joined(separator: ",")
-        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AURORA_") }
-        environment["CUDA_VISIBLE_DEVICES"] = devices
-        environment["AURORA_JOB_ID"] = assignment.id
-        environment["AURORA_JOB_ATTEMPT"] = String(attempt)
-        environment[LeftoverJobs.variable] = LeftoverJobs.tag(dataDir: config.dataDir)
+        let settings = ExecSettings(config: config)
+        let (directory, fresh) = settings.directory(job: assignment.id, attempt: attempt)
+        do { try settings.prepare(directory) } catch {
+            return JobResult(attempt: attempt, outcome: .failed, error: error.message, retry: true)
+        }
+        defer { settings.finish(directory, fresh: fresh) }
+        let environment = settings.environment(
+            directory: directory,
+            job: [
+                "CUDA_VISIBLE_DEVICES": devices, "AURORA_JOB_ID": assignment.id, "AURORA_JOB_ATTEMPT": String(attempt),
+                LeftoverJobs.variable: LeftoverJobs.tag(dataDir: config.dataDir),
+            ])
+        // The output tail fills while the command runs and goes to the lead every quarter second
+        // (`jobs logs`), and once more before the result, so the lead has all of it when the job ends.
+        let tail = JobOutputTail(capacity: config.execOutputTailBytes)
+        let groups = self.groups
+        let ran = await withTaskGroup(of: Result<ExecRunner.Outcome, AgentError>?.self) { group in
+            group.addTask {
+                while (try? await Task.sleep(for: .milliseconds(250))) != nil {
+                    await self.pushOutput(assignment, tail)
+                }
+                return nil
+            }
+            group.addTask {
+                do throws(AgentError) {
+                    return .success(
+                        try await ExecRunner.run(
+                            argv, environment: environment, timeout: .milliseconds(Int64(timeout * 1000)),
+                            maxOutput: maxOutput, groups: groups, directory: directory, outputTail: tail.capacity,
+                            onOutput: { stream, skipped, bytes in tail.append(stream, bytes, skipping: skipped) }))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            var ran: Result<ExecRunner.Outcome, AgentError>?
+            while let next = await group.next() {
+                if let next {
+                    ran = next
+                    group.cancelAll()
+                }
+            }
+            return ran ?? .failure(AgentError(.process, "the job was stopped"))
+        }
+        await pushOutput(assignment, tail)
         let outcome: ExecRunner.Outcome
-        do {
-            outcome = try await ExecRunner.run(
-                argv, environment: environment, timeout: .milliseconds(Int64(timeout * 1000)), maxOutput: maxOutput,
-                groups: groups)
-        } catch {
-            return JobResult(attempt: attempt, outcome: .failed, error: error.message)
+        switch ran {
+        case .success(let done): outcome = done
+        case .failure(let error): return JobResult(attempt: attempt, outcome: .failed, error: error.message)
         }
         var result: [String: JSONValue] = [
             "stdout": .string(String(decoding: outcome.stdout, as: UTF8.self)),
@@ -406,6 +452,27 @@ final class GPUWorker: Service {
 }
 
 extension GPUWorker {
+    /// Sends the output `tail` holds beyond what the lead has (at most 64 pieces, 256 KiB, in one
+    /// signed `POST /api/gpu/jobs/{id}/output`, 2 s timeout). A lead that is away gets it with a
+    /// later push; one that refuses it (the job moved or ended) gets nothing more of this job.
+    func pushOutput(_ assignment: Assignment, _ tail: JobOutputTail) async {
+        guard let (pieces, next) = tail.unsent(maxBytes: 256 * 1024, maxPieces: HTTPServer.maxOutputPieces) else {
+            return
+        }
+        let report = JobOutputReport(attempt: assignment.attempt, pieces: pieces)
+        do throws(LeadCallError) {
+            _ = try await lead.send(API.jobOutput, assignment.id, body: report, timeout: .seconds(2))
+            tail.sent(through: next)
+        } catch {
+            if case .refused(let status, let answer) = error, status < 500 {
+                tail.stop()
+                logger.debug(
+                    "job output refused",
+                    metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.reason": "\(answer.error.message)"])
+            }
+        }
+    }
+
     /// A result must fit in the lead's request body limit (`http.max_body_bytes`, 1 MiB by
     /// default) with room to spare: output that escapes badly in JSON is cut further.
     static let maxResultBytes = 768 * 1024
@@ -526,4 +593,49 @@ extension JobResult {
         default: value
         }
     }
+}
+
+/// A running exec job's output tail on its worker: the ring the command's output fills, and how
+/// far the lead's copy reaches.
+final class JobOutputTail: Sendable {
+    private struct State {
+        var ring: JobOutputRing
+        var sent = 0
+        var stopped = false
+    }
+
+    let capacity: Int
+    private let state: Mutex<State>
+
+    init(capacity: Int) {
+        self.capacity = max(1, capacity)
+        state = Mutex(State(ring: JobOutputRing(capacity: max(1, capacity))))
+    }
+
+    /// What the command wrote, after `skipping` bytes that were never read.
+    func append(_ stream: JobOutputStream, _ bytes: [UInt8], skipping: Int) {
+        state.withLock { $0.ring.append(stream == .stdout ? .stdout : .stderr, bytes, skipping: skipping) }
+    }
+
+    /// The pieces the lead does not have yet (nil: none, or pushing stopped), and the offset
+    /// they reach.
+    func unsent(maxBytes: Int, maxPieces: Int) -> ([JobOutputPiece], Int)? {
+        state.withLock { state in
+            guard !state.stopped else { return nil }
+            let (segments, next) = state.ring.read(from: state.sent, limit: maxBytes, maxSegments: maxPieces)
+            guard !segments.isEmpty else { return nil }
+            let pieces = segments.map {
+                JobOutputPiece(
+                    offset: $0.offset, stream: $0.stream == .stdout ? .stdout : .stderr,
+                    data: Data($0.bytes).base64EncodedString())
+            }
+            return (pieces, next)
+        }
+    }
+
+    /// The lead has everything before `offset`.
+    func sent(through offset: Int) { state.withLock { $0.sent = max($0.sent, offset) } }
+
+    /// The lead refuses this job's output: send nothing more.
+    func stop() { state.withLock { $0.stopped = true } }
 }

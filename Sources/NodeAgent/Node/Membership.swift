@@ -32,9 +32,12 @@ struct Membership: Codable, Sendable, Equatable {
     var leadCertificate: String?
     /// Its pin, `sha256:...`.
     var leadPin: String?
+    /// The company the lead holds for this node (its join token's, or an operator's since); nil
+    /// in a file written before it was recorded, until the node next reads the registry.
+    var company: String?
 
     enum CodingKeys: String, CodingKey {
-        case name, lead, cidr
+        case name, lead, cidr, company
         case vpnIP = "vpn_ip"
         case leadURL = "lead_url"
         case meshID = "mesh_id"
@@ -58,9 +61,23 @@ struct Membership: Codable, Sendable, Equatable {
         return membership
     }
 
-    /// Written once, atomically (0600), right after a successful join.
+    /// Written atomically (0600) right after a successful join, and again when the lead's
+    /// registry shows the node's company changed.
     func save(dataDir: String) throws(AgentError) {
         try SecureFile.write(SQL.json(self) + "\n", to: Membership.path(dataDir: dataDir))
+    }
+
+    /// A joined node's company is the lead's to set (its join token's, or an operator's): a
+    /// `company` in its configuration that differs from the one it holds stops the agent, with
+    /// both values and the way to change it. An empty `company` (unset) is fine.
+    func checkCompany(_ config: NodeConfig) throws(AgentError) {
+        guard !config.company.isEmpty, let held = company, config.company != held else { return }
+        throw AgentError(
+            .config,
+            "company '\(config.company)' (\(config.resolved.source(of: "company"))) is not this node's company "
+                + (held.isEmpty ? "(it has none)" : "'\(held)'")
+                + ": a node cannot choose its company after it joined; remove 'company' from its configuration, "
+                + "or change it on the lead with: aurora-cli nodes set \(name) --company \(config.company)")
     }
 }
 
@@ -291,6 +308,8 @@ final class MembershipService: Service {
     /// Unsigned: only the join, before the lead knows this node's key.
     private let joinClient: LeadClient
     private let beats = Counter(label: "aurora_heartbeats_sent_total")
+    /// The company last written to `membership.json`.
+    private let knownCompany = Mutex<String?>(nil)
     private let beatFailures = Counter(label: "aurora_heartbeat_failures_total")
     /// The last RTT measurement (ms), sent with every heartbeat; refreshed every 5 s.
     private let peerRTTs = Mutex<[PeerRTT]>([])
@@ -405,7 +424,19 @@ final class MembershipService: Service {
                     "this data dir joined the mesh as '\(saved.name)', not '\(config.name)'; use --name \(saved.name) or another --data-dir"
                 )
             }
-            return saved
+            var membership = saved
+            // The lead's record is the truth (an operator may have changed the company while this
+            // node was down); the saved copy answers while the lead is away.
+            if !config.company.isEmpty, config.company != saved.company,
+                let own = try? await lead.call(API.getNode, config.name, as: Node.self, timeout: .seconds(2)),
+                own.company != saved.company
+            {
+                membership.company = own.company
+                try membership.save(dataDir: config.dataDir)
+                knownCompany.withLock { $0 = own.company }
+            }
+            try membership.checkCompany(config)
+            return membership
         }
         guard let printed = config.joinToken else {
             throw AgentError(
@@ -485,7 +516,7 @@ final class MembershipService: Service {
                     name: response.node.name, vpnIP: response.node.vpnIP, leadURL: lead.baseURL,
                     lead: response.mesh.lead, cidr: response.mesh.cidr, meshID: response.mesh.meshID,
                     joinedAt: response.node.joinedAt, leadCertificate: pinned?.certificate,
-                    leadPin: pinned?.pin.description)
+                    leadPin: pinned?.pin.description, company: response.node.company)
                 try membership.save(dataDir: config.dataDir)
                 logger.info(
                     "joined the mesh",
@@ -548,9 +579,27 @@ final class MembershipService: Service {
             let nodes = try await lead.call(API.listNodes, as: NodeList.self, timeout: timeout)
             let topology = try? await lead.call(API.topology, as: Topology.self, timeout: timeout)
             cache.store(nodes: nodes, topology: topology)
+            if let own = nodes.nodes.first(where: { $0.name == config.name }) { recordCompany(own.company) }
             return true
         } catch {
             return false
+        }
+    }
+
+    /// Keeps `membership.json`'s company equal to the lead's record of this node (an operator may
+    /// change it), so the check at the next start compares against the current one.
+    private func recordCompany(_ company: String) {
+        guard knownCompany.withLock({ $0 }) != company else { return }
+        do throws(AgentError) {
+            guard var saved = try Membership.load(dataDir: config.dataDir) else { return }
+            if saved.company != company {
+                saved.company = company
+                try saved.save(dataDir: config.dataDir)
+                logger.notice("company recorded", metadata: ["nodeagent.company": "\(company)"])
+            }
+            knownCompany.withLock { $0 = company }
+        } catch {
+            logger.warning("cannot record the company", metadata: ["nodeagent.error": "\(error.message)"])
         }
     }
 

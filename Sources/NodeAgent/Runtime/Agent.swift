@@ -102,7 +102,8 @@ public enum Agent {
                     events: storeService.store,
                     inbox: inbox,
                     backups: backups, apiTokens: apiTokens,
-                    leadTLS: config.tlsListen != nil ? LeadTLS(identity: tls, config: config) : nil))
+                    leadTLS: config.tlsListen != nil ? LeadTLS(identity: tls, config: config) : nil,
+                    outputs: JobOutputs(capacity: config.execOutputTailBytes)))
             services.append(
                 .init(
                     service: RegistryService(
@@ -118,7 +119,16 @@ public enum Agent {
                     logger: logger)
                 services.append(.init(service: subsystems.wrap("redis", publisher, logger: logger)))
             }
+            if !config.webhooks.isEmpty {
+                // After the store: it stops first, so its last cursor write reaches the store.
+                let webhooks = try WebhookDelivery(
+                    webhooks: config.webhooks, store: storeService.store, hub: hub, state: state, logger: logger)
+                services.append(.init(service: subsystems.wrap("webhooks", webhooks, logger: logger)))
+            }
         } else {
+            if !config.webhooks.isEmpty {
+                logger.warning("alerts.webhooks is set, but only the lead sends webhooks; ignoring it")
+            }
             let saved = try Membership.load(dataDir: dataDir.path)
             if saved == nil, config.joinToken == nil {
                 throw AgentError(
@@ -157,7 +167,7 @@ public enum Agent {
                 cache.current?.nodes.nodes
             }
             services.append(.init(service: membership))
-            if let worker { services.append(.init(service: subsystems.wrap("gpu", worker, logger: logger))) }
+            if let worker { services.append(.init(service: subsystems.wrap("gpu-worker", worker, logger: logger))) }
             let reporter = LeadClient.signed(config: config, identity: identity, link: link)
             deliverReports = { [name = config.name] reports in
                 try await OutboxSender.toLead(reports, node: name, lead: reporter)

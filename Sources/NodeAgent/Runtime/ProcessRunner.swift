@@ -1,3 +1,4 @@
+import AuroraAPI
 import CSpawn
 import Foundation
 import NIOPosix
@@ -248,9 +249,15 @@ enum ExecRunner {
     /// end for anything left behind. Called by the GPU worker (jobs) and the health checks.
     /// Throws ``AgentError`` with code `process` only when the command cannot be started.
     /// `groups` holds the child's process group while it runs (its GPU memory is the job's).
+    ///
+    /// `directory` is the command's working directory (nil: the agent's). `onOutput`, when given,
+    /// gets what the command wrote to each stream as it comes (every poll, and once more at the end),
+    /// in the order read, with the count of bytes skipped just before them: of more than `outputTail`
+    /// new bytes only the last `outputTail` are read. It must not block.
     static func run(
         _ argv: [String], environment: [String: String], timeout: Duration, maxOutput: Int,
-        groups: JobGroups? = nil
+        groups: JobGroups? = nil, directory: String? = nil, outputTail: Int = 65_536,
+        onOutput: (@Sendable (JobOutputStream, Int, [UInt8]) -> Void)? = nil
     ) async throws(AgentError) -> Outcome {
         guard let program = argv.first, !program.isEmpty else { throw AgentError(.process, "payload.argv is empty") }
         func capture(_ label: String) throws(AgentError) -> Int32 {
@@ -277,17 +284,56 @@ enum ExecRunner {
         let started = ContinuousClock.now
         // Under a shepherd that leads the job's process group and ends it when the agent dies
         // (aurora_spawn_job): a job never outlives its agent, so a requeued job never runs twice.
+        // A job (it carries its agent's tag and id) also gets a cgroup where the machine allows
+        // one (``JobCgroup``): what leaves the process group ends with the job too.
+        let cgroup = environment[LeftoverJobs.variable].flatMap { tag in
+            environment["AURORA_JOB_ID"].flatMap { id in
+                JobCgroup.create(tag: tag, id: id + "." + (environment["AURORA_JOB_ATTEMPT"] ?? "1"))
+            }
+        }
+        defer { cgroup?.remove() }
         var pid: Int32 = 0
-        let spawned = aurora_spawn_job(path, cArguments, cEnvironment, out, err, &pid)
+        let cgroupFD = cgroup?.descriptor ?? -1
+        let spawned =
+            directory.map { aurora_spawn_job(path, cArguments, cEnvironment, out, err, $0, cgroupFD, &pid) }
+            ?? aurora_spawn_job(path, cArguments, cEnvironment, out, err, nil, cgroupFD, &pid)
         guard spawned == 0 else {
             throw AgentError(.process, "cannot start \(program): \(String(cString: strerror(spawned)))")
         }
         groups?.add(pid)
         defer { groups?.remove(pid) }
 
+        // What was handed to onOutput so far, per stream.
+        var delivered: [JobOutputStream: off_t] = [.stdout: 0, .stderr: 0]
+        var chunk = onOutput == nil ? [] : [UInt8](repeating: 0, count: 65_536)
+        func deliverNew() {
+            guard let onOutput else { return }
+            for (stream, fd) in [(JobOutputStream.stdout, out), (.stderr, err)] {
+                // The descriptor's offset is where the command writes next (it shares the open
+                // file): SEEK_CUR reads it without moving it.
+                let written = lseek(fd, 0, SEEK_CUR)
+                guard var offset = delivered[stream], written > offset else { continue }
+                var skipped = 0
+                if written - offset > off_t(max(outputTail, 1)) {
+                    skipped = Int(written - offset) - max(outputTail, 1)
+                    offset += off_t(skipped)
+                }
+                while offset < written {
+                    let n = chunk.withUnsafeMutableBytes {
+                        pread(fd, $0.baseAddress!, min($0.count, Int(written - offset)), offset)
+                    }
+                    if n <= 0 { break }
+                    offset += off_t(n)
+                    onOutput(stream, skipped, Array(chunk[0..<n]))
+                    skipped = 0
+                }
+                delivered[stream] = offset
+            }
+        }
         var status: Int32 = 0
         var timedOut = false, cancelled = false
         while true {
+            deliverNew()
             let reaped = waitpid(pid, &status, WNOHANG)
             if reaped == pid || (reaped < 0 && errno != EINTR) { break }
             if started.duration(to: .now) >= timeout {
@@ -303,6 +349,7 @@ enum ExecRunner {
             break
         }
         kill(-pid, SIGKILL)  // what the command left behind in its group
+        deliverNew()
         func read(_ fd: Int32) -> ([UInt8], Bool) {
             let size = Int(lseek(fd, 0, SEEK_END))
             lseek(fd, 0, SEEK_SET)

@@ -105,8 +105,16 @@ final class Subsystems: Sendable {
         return wrapper
     }
 
-    /// The subsystem called `name`, for `POST /api/subsystems/NAME/restart`; nil when unknown.
-    func named(_ name: String) -> RestartableService? { services.withLock { $0[name] } }
+    /// Other names operators use for a subsystem (the GPU worker was `gpu` before it was named
+    /// as its log lines are), mapped to the one it is shown under.
+    static let aliases = ["gpu": "gpu-worker"]
+
+    /// The name a subsystem is shown under, for `name` or one of its ``aliases``.
+    static func canonical(_ name: String) -> String { aliases[name] ?? name }
+
+    /// The subsystem called `name` (or an alias of it), for `POST /api/subsystems/NAME/restart`;
+    /// nil when unknown.
+    func named(_ name: String) -> RestartableService? { services.withLock { $0[Self.canonical(name)] } }
 
     /// Every subsystem's name, sorted.
     var names: [String] { services.withLock { $0.keys.sorted() } }

@@ -123,8 +123,16 @@ enum NodeChange: Sendable {
     case reported(Registry.Entry)
     /// An operator set the node's trusted labels.
     case labels(name: String, labels: [String: String])
+    /// An operator cordoned, drained (nil: reopened) the node.
+    case scheduling(name: String, NodeScheduling?)
     /// An operator removed the node: its heartbeats are refused until it joins again.
     case removed(name: String)
+    /// An operator removed the node for good: it leaves every view and its name is free. A row
+    /// that holds an address stays as a hidden tombstone until a join reclaims the address after
+    /// `wireguard.reuse_after_s`; one without an address is deleted.
+    case forgotten(name: String)
+    /// An operator set the node's company (what its secrets resolve through).
+    case company(name: String, company: String)
 }
 
 /// A node and when it was last heard from.
@@ -161,6 +169,17 @@ protocol ReportStore: EventStore {
 
     /// Forgets reports taken more than `days` days ago.
     func pruneReports(olderThanDays days: Int) async throws(AgentError)
+}
+
+/// Each alert webhook's place in the event log (``WebhookDelivery``): every event it takes up to
+/// its cursor was answered with a 2xx.
+protocol WebhookCursorStore: EventStore {
+    /// The webhook's cursor; a webhook seen for the first time gets one at the newest event
+    /// recorded before `start` (the lead's start: it takes everything from then on).
+    func webhookCursor(_ name: String, startingBefore start: Date) async throws(AgentError) -> Int64
+
+    /// Moves the webhook's cursor forward to `seq` (never back).
+    func setWebhookCursor(_ name: String, to seq: Int64) async throws(AgentError)
 }
 
 /// Secret versions (sealed: the store never sees a value), their heads and the audit chain.

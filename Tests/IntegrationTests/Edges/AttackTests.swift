@@ -236,7 +236,7 @@ struct AttackTests {
             "\(execByNode.status) \(execByNode.text)")
         let operatorJob = try await lead.post(
             Routes.gpuJobs,
-            #"{"kind":"generate","payload":{"model":"m","prompt":"secret plans"},"idempotency_key":"k1","requirements":{"min_vram_mb":0,"labels":{"zone":"nowhere"}}}"#,
+            #"{"kind":"generate","payload":{"model":"m","prompt":"secret plans"},"idempotency_key":"k1","requirements":{"min_vram_mb":0,"labels":{"zone":"nowhere"}},"allow_unplaceable":true}"#,
             headers: lead.admin
         ).decode(Job.self)
         let read = try await lead.signed(spy, "GET", Routes.gpuJob(operatorJob.id))
@@ -249,7 +249,7 @@ struct AttackTests {
         let list = try await lead.signed(spy, "GET", Routes.gpuJobs).decode(JobList.self)
         #expect(!list.jobs.contains { $0.id == operatorJob.id })
         let nodeKeyed =
-            #"{"kind":"generate","payload":{"model":"m","prompt":"mine"},"idempotency_key":"k2","requirements":{"min_vram_mb":0,"labels":{"zone":"nowhere"}}}"#
+            #"{"kind":"generate","payload":{"model":"m","prompt":"mine"},"idempotency_key":"k2","requirements":{"min_vram_mb":0,"labels":{"zone":"nowhere"}},"allow_unplaceable":true}"#
         let nodeJob = try await lead.signed(spy, "POST", Routes.gpuJobs, Array(nodeKeyed.utf8))
         #expect(nodeJob.status == 201, "\(nodeJob.text)")
         let nodeJobID = try nodeJob.decode(Job.self).id
@@ -262,7 +262,7 @@ struct AttackTests {
         let nodeK1 = try await lead.signed(
             spy, "POST", Routes.gpuJobs,
             Array(
-                #"{"kind":"generate","payload":{"model":"m","prompt":"p"},"idempotency_key":"k1","requirements":{"min_vram_mb":0,"labels":{"zone":"nowhere"}}}"#
+                #"{"kind":"generate","payload":{"model":"m","prompt":"p"},"idempotency_key":"k1","requirements":{"min_vram_mb":0,"labels":{"zone":"nowhere"}},"allow_unplaceable":true}"#
                     .utf8))
         #expect(try nodeK1.status == 201 && (try nodeK1.decode(Job.self).id) != operatorJob.id)
         #expect(try await lead.signed(spy, "GET", Routes.gpuJob(nodeJobID)).status == 200)

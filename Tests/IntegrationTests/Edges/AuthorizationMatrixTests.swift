@@ -69,6 +69,7 @@ struct AuthorizationMatrixTests {
         Route(method: "GET", path: "/topology", access: .adminOrNode, role: .read),
         Route(method: "DELETE", path: "/nodes/nobody-here", access: .admin),
         Route(method: "PUT", path: "/nodes/nobody-here/labels", body: #"{"labels":{"zone":"x"}}"#, access: .admin),
+        Route(method: "PUT", path: "/nodes/nobody-here/company", body: #"{"company":"acme"}"#, access: .admin),
         Route(method: "POST", path: "/api/tokens", body: #"{"profile":"compute","ttl_s":60}"#, access: .admin),
         Route(method: "GET", path: "/api/tokens", access: .admin),
         Route(method: "DELETE", path: "/api/tokens/jt_000000000000", access: .admin),

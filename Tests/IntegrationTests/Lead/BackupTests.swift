@@ -170,7 +170,9 @@ struct BackupTests {
                 _ = try await mesh.succeed(["token", "create", "--profile", "compute", "--company", company])
             }
             for prompt in ["one", "two"] {
-                _ = try await mesh.succeed(["jobs", "submit", "--model", "llama3", "--prompt", prompt])
+                _ = try await mesh.succeed([
+                    "jobs", "submit", "--model", "llama3", "--prompt", prompt, "--allow-unplaceable",
+                ])
             }
             let value = mesh.scratch.path + "/cli/value"
             try "sk-backup-test".write(toFile: value, atomically: true, encoding: .utf8)
@@ -263,6 +265,14 @@ struct BackupTests {
             // Retention with injected dates: three older backups on one day, then a backup
             // streamed with progress. Of each day only the newest survives.
             let planted = try ["010000", "020000", "030000"].map { try mesh.plant(copyOf: file, as: "20200105T\($0)Z") }
+            // Names by a unique prefix ('aurora-' may be left out); one several share lists them; none exits 3.
+            let byPrefix = try await mesh.cli(["backup", "verify", String(file.dropFirst(7).prefix(15))])
+            #expect(byPrefix.code == 0 && byPrefix.stdout.hasPrefix("\(file): ok"), "\(byPrefix.stderr)")
+            let shared = try await mesh.cli(["backup", "verify", "aurora-20200105T0"])
+            #expect(shared.code == 1 && shared.stderr.contains("names 3 backups"), "\(shared.stderr)")
+            #expect(planted.allSatisfy { shared.stderr.contains($0) })
+            let unknown = try await mesh.cli(["backup", "restore", "19990101", "--into", "aurora_none"])
+            #expect(unknown.code == 3 && unknown.stderr.contains("no backup with a name starting '19990101'"))
             let stream = try await http(
                 mesh.lead.baseURL + Routes.backups, method: "POST",
                 headers: mesh.admin.merging(["Accept": MediaTypes.ndjson]) { $1 }, timeout: .seconds(120))

@@ -420,9 +420,17 @@ struct GPUJobTests {
             let againJob = try again.decode(Job.self)
             #expect(again.status == 200 && againJob.id == jobIDs.first)
 
-            // Cancel a queued job (nothing matches its label).
-            let stuck = try await mesh.submitted(JobMesh.generate("nowhere", labels: ["zone": "mars"]))
+            // A job no node could ever run is refused with the reasons, and queues nothing.
+            var nowhere = JobMesh.generate("nowhere", labels: ["zone": "mars"])
+            let unplaceable = try await mesh.submit(nowhere)
+            #expect(
+                unplaceable.status == 422 && unplaceable.text.contains("without the labels zone=mars"),
+                "\(unplaceable.text)")
+            // Cancel a queued job (allowed to wait, nothing matches its label).
+            nowhere.allowUnplaceable = true
+            let stuck = try await mesh.submitted(nowhere)
             #expect(stuck.state == .queued && stuck.position == 1)
+            #expect(stuck.waiting?.reasons.first?.code == "labels")
             let cancelled = try await http(
                 mesh.lead.baseURL + Routes.gpuJob(stuck.id), method: "DELETE", headers: mesh.admin
             ).decode(Job.self)

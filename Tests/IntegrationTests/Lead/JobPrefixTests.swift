@@ -22,7 +22,9 @@ struct JobPrefixTests {
         }
         try await lead.waitHealthy()
         // No worker: the job stays queued.
-        let submission = JobSubmission(kind: .generate, payload: ["model": .string("m"), "prompt": .string("p")])
+        // No worker has joined: the job is queued only because it is allowed to wait for one.
+        let submission = JobSubmission(
+            kind: .generate, payload: ["model": .string("m"), "prompt": .string("p")], allowUnplaceable: true)
         let job = try await http(
             lead.baseURL + Routes.gpuJobs, method: "POST", headers: ["Authorization": "Bearer \(try lead.adminToken)"],
             body: Array(try APICoding.encoder().encode(submission))
@@ -34,7 +36,7 @@ struct JobPrefixTests {
             return (result.code, result.stdout, result.stderr)
         }
         let prefix = String(job.id.prefix(8))
-        let shown = try await cli(["jobs", "show", prefix])
+        let shown = try await cli(["jobs", "show", prefix, "--json"])
         #expect(shown.code == 0, "\(shown.stderr)")
         #expect(try APICoding.decoder().decode(Job.self, from: Data(shown.stdout.utf8)).id == job.id)
         let upper = try await cli(["jobs", "show", prefix.uppercased()])

@@ -55,7 +55,7 @@ struct RedisEventTests {
         func submit(_ count: Int, tag: String) async throws {
             for index in 0..<count {
                 let body =
-                    #"{"kind": "generate", "payload": {"model": "m", "prompt": "\#(tag)-\#(index)"}, "requirements": {"min_vram_mb": 0, "labels": {"zone": "nowhere"}}}"#
+                    #"{"kind": "generate", "payload": {"model": "m", "prompt": "\#(tag)-\#(index)"}, "requirements": {"min_vram_mb": 0, "labels": {"zone": "nowhere"}}, "allow_unplaceable": true}"#
                 let answer = try await http(
                     lead.baseURL + Routes.gpuJobs, method: "POST", headers: admin, body: Array(body.utf8))
                 #expect(answer.status == 201, "\(answer.text)")

@@ -29,6 +29,13 @@ struct ExecIsolationTests {
             outputDirectory: scratch.path)
     }
 
+    /// Whether this machine lets the agent make job cgroups (cgroup v2 mounted, root): the CI
+    /// machine does; elsewhere a job that leaves its process group is not expected to end.
+    static var cgroupsWritable: Bool {
+        let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        return getuid() == 0 && mounts.contains(" - cgroup2 ")
+    }
+
     /// The lines `attempt pid` the job wrote, in order.
     static func beats(_ path: String) -> [(attempt: Int, pid: Int)] {
         ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { line in
@@ -69,9 +76,12 @@ struct ExecIsolationTests {
 
         // The job writes `attempt pid` every 100 ms and keeps a child of its own (a sleep in the
         // background) whose pid it records: both must end with the agent.
-        let beatFile = scratch.path + "/beats", pidFile = scratch.path + "/pids"
+        // A third process escapes the group and the tag: a new session and an empty environment.
+        // Only the job's cgroup still holds it.
+        let beatFile = scratch.path + "/beats", pidFile = scratch.path + "/pids", escapeFile = scratch.path + "/escaped"
         let script = """
             sleep 1000 & echo "$AURORA_JOB_ATTEMPT $!" >> \(pidFile); echo "$AURORA_JOB_ATTEMPT $$" >> \(pidFile)
+            setsid env -i /bin/sleep 1001 & echo "$AURORA_JOB_ATTEMPT $!" >> \(escapeFile)
             while true; do echo "$AURORA_JOB_ATTEMPT $$" >> \(beatFile); sleep 0.1; done
             """
         let submission = JobSubmission(
@@ -91,10 +101,22 @@ struct ExecIsolationTests {
         #expect(firstPIDs.count == 2)
         #expect(firstPIDs.allSatisfy(processExists))
 
+        let escaped = Self.beats(escapeFile).filter { $0.attempt == 1 }.map { pid_t($0.pid) }
+        #expect(escaped.count == 1 && escaped.allSatisfy(processExists))
+
         victim.process.signal(SIGKILL)
         let killed = ContinuousClock.now
         for pid in firstPIDs {
             #expect(try await waitGone(pid, timeout: .seconds(2)), "attempt 1's process \(pid) outlived its agent")
+        }
+        if Self.cgroupsWritable {
+            for pid in escaped {
+                #expect(
+                    try await waitGone(pid, timeout: .seconds(2)),
+                    "attempt 1's setsid process \(pid) outlived its agent (the job's cgroup did not end it)")
+            }
+        } else {
+            for pid in escaped { kill(pid, SIGKILL) }
         }
         #expect(killed.duration(to: .now) <= .seconds(2))
 

@@ -120,6 +120,45 @@ struct ConfigTests {
         #expect(error?.message.contains("'heartbeat.dead_after' (5, profile p.yaml:4)") == true)
     }
 
+    @Test("exec settings: a fresh directory by default, exec.env on a clean base; bad paths and names are refused")
+    func execSettings() throws {
+        func resolve(_ yaml: String) throws -> ResolvedConfig {
+            try ResolvedConfig.resolve(
+                ConfigInputs(
+                    profile: try ConfigFile.parse(
+                        "role: compute\ndata_dir: /d\n" + yaml, file: "p.yaml", kind: .profile),
+                    hostName: "h", workingDirectory: "/"))
+        }
+        let plain = NodeConfig(resolved: try resolve(""), profileFile: "p.yaml")
+        #expect(plain.execWorkdir == nil && !plain.execKeepWorkdir && plain.execOutputTailBytes == 65_536)
+        let settings = ExecSettings(config: plain)
+        #expect(settings.directory(job: "j", attempt: 2) == ("/d/jobs/j-2", true))
+        let configured = NodeConfig(
+            resolved: try resolve("exec:\n  workdir: /srv/jobs\n  env: {HF_HOME: /cache}\n"),
+            profileFile: "p.yaml")
+        let fixed = ExecSettings(config: configured)
+        #expect(fixed.directory(job: "j", attempt: 1) == ("/srv/jobs", false))
+        let environment = fixed.environment(directory: "/srv/jobs", job: ["AURORA_JOB_ID": "j"])
+        #expect(environment["HF_HOME"] == "/cache" && environment["HOME"] == "/srv/jobs")
+        #expect(environment["TMPDIR"] == "/srv/jobs" && environment["LANG"] == "C.UTF-8")
+        #expect(environment["AURORA_JOB_ID"] == "j" && environment["PATH"] != nil)
+        #expect(Set(environment.keys) == ["PATH", "HOME", "TMPDIR", "LANG", "HF_HOME", "AURORA_JOB_ID"])
+        let refused: [(String, String)] = [
+            ("exec:\n  workdir: relative/dir\n", "absolute"),
+            ("exec:\n  workdir: /a/../b\n", "'..'"),
+            ("exec:\n  env: {AURORA_TOKEN: x}\n", "AURORA_TOKEN"),
+            ("exec:\n  env: {CUDA_VISIBLE_DEVICES: \"0\"}\n", "CUDA_VISIBLE_DEVICES"),
+            ("exec:\n  env: {\"1ABC\": x}\n", "not a variable name"),
+            ("exec:\n  env: {\"A-B\": x}\n", "not a variable name"),
+            ("exec:\n  env: {A: \"x\\u001by\"}\n", "control character"),
+            ("exec:\n  output_tail_kib: 0\n", "output_tail_kib"),
+        ]
+        for (yaml, expected) in refused {
+            let error = #expect(throws: AgentError.self, "\(yaml)") { try resolve(yaml) }
+            #expect(error?.message.contains(expected) == true, "\(yaml): \(error?.message ?? "")")
+        }
+    }
+
     @Test("the GPU inventory parses and rejects incomplete entries")
     func gpus() throws {
         let layer = try ConfigFile.parse(

@@ -136,6 +136,21 @@ gpu:
 #   {index, name, memory_total_mb, uuid?, memory_used_mb?, utilization_pct?}
 gpus: []
 
+# Exec jobs (gpu.allow_exec): where they run and what they see. `aurora-cli jobs logs ID`.
+exec:
+  # Working directory, an absolute path (created 0700 if missing, never removed). Empty: a
+  # fresh DATA/jobs/ID-ATTEMPT per job (0700), removed when the job ends.
+  workdir: ""
+  # Keep each job's fresh directory after the job (for debugging).
+  keep_workdir: false
+  # Variables on top of the base environment: PATH (the agent's), HOME and TMPDIR (the
+  # working directory), LANG=C.UTF-8. Jobs never see the agent's other variables; the worker
+  # sets CUDA_VISIBLE_DEVICES and AURORA_JOB_ID/_ATTEMPT/_AGENT (names this cannot set).
+  env: {}
+  # KiB of each job's output (stdout and stderr together) kept while it runs and for an
+  # hour after, on its worker and on the lead (1-512).
+  output_tail_kib: 64
+
 secrets:
   # Lead: a file holding the passphrase the secrets master key is derived from (Argon2id).
   # Empty: a random key in DATA/keys/secrets.master (0600), created on first start.
@@ -196,6 +211,8 @@ alerts:
   disk_pct: 85
   # Seconds between samples.
   interval_s: 10
+  # Lead only (see profiles/lead.yaml): webhooks that get events; a non-lead ignores them.
+  webhooks: []
 
 """#
 }

@@ -136,6 +136,21 @@ gpu:
 #   {index, name, memory_total_mb, uuid?, memory_used_mb?, utilization_pct?}
 gpus: []
 
+# Exec jobs (gpu.allow_exec): where they run and what they see. `aurora-cli jobs logs ID`.
+exec:
+  # Working directory, an absolute path (created 0700 if missing, never removed). Empty: a
+  # fresh DATA/jobs/ID-ATTEMPT per job (0700), removed when the job ends.
+  workdir: ""
+  # Keep each job's fresh directory after the job (for debugging).
+  keep_workdir: false
+  # Variables on top of the base environment: PATH (the agent's), HOME and TMPDIR (the
+  # working directory), LANG=C.UTF-8. Jobs never see the agent's other variables; the worker
+  # sets CUDA_VISIBLE_DEVICES and AURORA_JOB_ID/_ATTEMPT/_AGENT (names this cannot set).
+  env: {}
+  # KiB of each job's output (stdout and stderr together) kept while it runs and for an
+  # hour after, on its worker and on the lead (1-512).
+  output_tail_kib: 64
+
 secrets:
   # Lead: a file holding the passphrase the secrets master key is derived from (Argon2id).
   # Empty: a random key in DATA/keys/secrets.master (0600), created on first start.
@@ -196,6 +211,20 @@ alerts:
   disk_pct: 85
   # Seconds between samples.
   interval_s: 10
+  # Lead: webhooks that get events as they are recorded, each event once, in order. Each entry:
+  #   {name, url: "https://..." | url_file: /path (0600; the URL's first line),
+  #    format?: json | slack, events?: [...], timeout_s?: 10}
+  # json: the event as the API writes it ({"id","seq","type","at","node","data"}); slack:
+  # {"text": "[aurora] node gpu-1 is dead (was suspect: missed_heartbeats)"}. Every request
+  # carries X-Aurora-Event-ID (the event's id: the same on every retry, so a receiver can
+  # drop a repeat). events: any of node.state_changed, alert.raised, check.changed,
+  # replica.state_changed (the default: these four), alert.cleared, check.recovery,
+  # node.joined, node.left, replica.slot_inactive. Only a 2xx answer counts; anything else
+  # is retried (500 ms doubling to 60 s) and holds the webhook's place in the event log.
+  # A webhook's place is kept in the store by name; a new name takes the events from the lead's start on.
+  # Example:
+  #   - {name: ops, url_file: /etc/aurora/slack-webhook.url, format: slack}
+  webhooks: []
 
 """#
 }

@@ -34,6 +34,8 @@ actor JobCoordinator {
         var gpus: [GPU]
         var worker: WorkerReport?
         var rttMs: Double?
+        /// Cordoned or draining by an operator; nil while open.
+        var scheduling: NodeScheduling? = nil
     }
 
     /// How long a worker may stay silent about a job it holds before the job is requeued.
@@ -142,9 +144,19 @@ actor JobCoordinator {
             kind: valid.kind, requirements: valid.requirements, payload: valid.payload,
             idempotencyKey: valid.idempotencyKey,
             submittedBy: submitter)
+        let requirements = Self.schedulerRequirements(valid.requirements, valid.kind)
+        // A job no known node could ever run is refused with the reasons, unless asked to wait
+        // for a fitting node to join.
+        let runnable = book.scheduler.couldEverRun(requirements)
+        if !runnable && submission.allowUnplaceable != true {
+            throw Refusal(
+                .unprocessable, code: "unplaceable",
+                message: "no node could ever run this job: \(book.scheduler.explain(requirements).summary); "
+                    + "change its requirements, or pass allow_unplaceable (aurora-cli jobs submit --allow-unplaceable) "
+                    + "to queue it for a node that has not joined yet")
+        }
         let submission = Book.Submission(
-            id: id, spec: spec, priority: valid.priority,
-            requirements: Self.schedulerRequirements(valid.requirements, valid.kind),
+            id: id, spec: spec, priority: valid.priority, requirements: requirements,
             maxAttempts: valid.maxAttempts, key: bookKey)
         let record: Book.Record, placed: Book.Directives
         switch book.submit(submission, now: Self.now()) {
@@ -165,7 +177,23 @@ actor JobCoordinator {
         }
         submitted.increment()
         wakeNodes(placed.wake)
-        return (view(book.record(id) ?? record), true)
+        var job = view(book.record(id) ?? record)
+        job.warnings = Self.warnings(job.waiting, runnable: runnable)
+        return (job, true)
+    }
+
+    /// What a submitter should know of a job that was not placed at once: no known node can
+    /// ever run it (it waits for one to join), or none can now and no running job's end will
+    /// change that (the fitting nodes are away, not accepting or cordoned).
+    static func warnings(_ waiting: JobWaiting?, runnable: Bool) -> [String]? {
+        guard let waiting else { return nil }
+        if !runnable {
+            return ["no node that has joined could ever run this job (\(waiting.summary)); it waits for a fitting node"]
+        }
+        let now = waiting.reasons.contains {
+            $0.code == "fits" || $0.code == PlacementExplanation.Reason.vramFree.rawValue
+        }
+        return now ? nil : ["no node can run this job now (\(waiting.summary)); it waits until one can"]
     }
 
     // MARK: Workers
@@ -288,23 +316,24 @@ actor JobCoordinator {
         do { stored = try await store.jobs(state: state, visibleTo: caller, limit: max(1, min(limit, 10_000))) } catch {
             throw Refusal.storeUnavailable(error)
         }
-        let positions = queuePositions()
+        let estimates = queueEstimates()
         return JobList(
-            jobs: stored.map { job in book.record(job.id).map { view($0, positions: positions) } ?? job })
+            jobs: stored.map { job in book.record(job.id).map { view($0, estimates: estimates) } ?? job })
     }
 
     func queue() throws(Refusal) -> QueueView {
         try requireLoaded()
-        let order = book.scheduler.order(now: Self.now().wallSeconds)
+        let now = Self.now()
+        let order = book.scheduler.order(now: now.wallSeconds)
         let mean = book.meanRunTime
-        let slots = max(1, book.scheduler.placedCount)
+        let etas = book.etas(count: order.count, now: now)
         var byPriority: [String: Int] = [:]
         let entries = order.enumerated().compactMap { index, id -> QueueView.Entry? in
             guard let record = book.record(id) else { return nil }
             byPriority[String(record.priority), default: 0] += 1
             return QueueView.Entry(
                 id: id, kind: record.spec.kind, priority: record.priority, position: index + 1,
-                etaS: Book.eta(position: index + 1, slots: slots, mean: mean),
+                etaS: etas[index],
                 submittedAt: ISOTime.string(milliseconds: record.submittedAtMs),
                 minVramMB: record.spec.requirements.minVramMB)
         }
@@ -323,7 +352,8 @@ actor JobCoordinator {
             }
             return GPUStatus.NodeView(
                 name: node.name, state: node.state, accepting: node.worker?.accepting ?? false,
-                allowExec: node.worker?.allowExec ?? false, gpus: gpus, running: worker.placed)
+                allowExec: node.worker?.allowExec ?? false, gpus: gpus, running: worker.placed,
+                scheduling: node.scheduling)
         }
         return GPUStatus(nodes: views, queued: book.scheduler.queuedCount, policy: book.scheduler.policy.rawValue)
     }
@@ -523,10 +553,15 @@ extension JobCoordinator {
                 index: gpu.index, model: gpu.name, totalMB: gpu.memoryTotalMB, usedByOthersMB: gpu.memoryUsedMB)
         }
         let worker = update.worker
+        let scheduling = update.scheduling
         return Book.Node(
             name: update.name, state: state, accepting: worker?.accepting ?? false,
             allowExec: worker?.allowExec ?? false,
-            canGenerate: worker?.generate ?? false, labels: update.labels, gpus: gpus, rttMs: update.rttMs ?? .infinity)
+            canGenerate: worker?.generate ?? false, labels: update.labels, gpus: gpus, rttMs: update.rttMs ?? .infinity,
+            reported: worker != nil, cordoned: (scheduling?.state ?? .open) != .open,
+            drainDeadlineMs: scheduling?.state == .draining
+                ? scheduling?.deadline.flatMap(ISOTime.parse).map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
+                : nil)
     }
 }
 

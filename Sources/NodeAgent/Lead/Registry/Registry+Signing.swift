@@ -20,8 +20,7 @@ extension Registry {
         now: Date = Date()
     ) async throws(Refusal) -> String {
         guard headers.node != config.name, let key = signKeys.key(headers.node) else {
-            throw await refuse(
-                headers, "unknown node '\(InputRules.printable(String(headers.node.prefix(64))))': join the mesh first")
+            throw await refuse(headers, Self.unknownNode(headers.node))
         }
         guard headers.verifies(method: method, path: path, body: body, key: key) else {
             throw await refuse(headers, "bad signature for node '\(headers.node)'")
@@ -34,8 +33,7 @@ extension Registry {
     func admit(_ headers: SignedHeaders, key: PublicKey, now: Date) throws(Refusal) {
         try requireLoaded()
         guard let entry = entries[headers.node], entry.signKey == key else {
-            throw refuse(
-                headers, "unknown node '\(InputRules.printable(String(headers.node.prefix(64))))': join the mesh first")
+            throw refuse(headers, Self.unknownNode(headers.node))
         }
         switch replay.admit(
             node: headers.node, nonce: headers.nonce, timestampMilliseconds: headers.timestampMilliseconds,
@@ -54,6 +52,12 @@ extension Registry {
         if entry.removed {
             throw refuse(headers, "node '\(headers.node)' was removed by an operator; join again with a token")
         }
+    }
+
+    /// The refusal's words for a name the registry does not hold (the caller's text, made printable).
+    static func unknownNode(_ name: String) -> String {
+        "unknown node '\(InputRules.printable(String(name.prefix(64))))' "
+            + "(it never joined, or an operator removed it): join the mesh with a token"
     }
 
     func refuse(_ headers: SignedHeaders, _ message: String) -> Refusal {
@@ -77,4 +81,5 @@ final class SignKeyTable: Sendable {
 
     func key(_ node: String) -> PublicKey? { keys.withLock { $0[node] } }
     func set(_ node: String, _ key: PublicKey) { keys.withLock { $0[node] = key } }
+    func remove(_ node: String) { keys.withLock { $0[node] = nil } }
 }

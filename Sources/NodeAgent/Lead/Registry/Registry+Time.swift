@@ -142,7 +142,7 @@ extension Registry {
             if entries[name]?.node.postgres == current { entries[name]?.node.postgres = previous }
             logger.warning(
                 "cannot record a replica event; will retry with the next heartbeat",
-                metadata: ["nodeagent.error": "\(error.message)"])
+                metadata: ["nodeagent.node": "\(name)", "nodeagent.error": "\(error.message)"])
         }
     }
 }

@@ -72,7 +72,7 @@ actor Registry {
     var seenDirty = Set<String>()
     var recordDirty = Set<String>()
     /// Grows on every membership change; nodes refresh their cached copy when it moves.
-    private(set) var version = 1
+    var version = 1
     /// True once ``load(capabilities:meshID:now:)`` finished; until then every call answers 503.
     private(set) var loaded = false
     var meshID: String?
@@ -156,8 +156,10 @@ actor Registry {
             throw AgentError(
                 .config, "the lead's address \(vpnIP) is held by node '\(other.node.name)'; set vpn_ip for the lead")
         }
-        try await store.write([.upsert(entry, tokenID: nil)], events: [], published: { _ in })
-        entries[config.name] = entry
+        var kept = entry
+        kept.node.scheduling = entries[config.name]?.node.scheduling
+        try await store.write([.upsert(kept, tokenID: nil)], events: [], published: { _ in })
+        entries[config.name] = kept
     }
 
     // MARK: Join
@@ -242,6 +244,8 @@ actor Registry {
         var entry = Entry(
             node: node, signKey: signKey, policy: policy, removed: false, observedHost: observedHost, lastSeen: now)
         entry.node.reportedLabels = request.labels.flatMap { $0.isEmpty ? nil : $0 }
+        // A rejoin keeps an operator's cordon or drain (a removed node starts afresh, as its row).
+        if let previous = entries[name], !previous.removed { entry.node.scheduling = previous.node.scheduling }
         entries[name] = entry
         signKeys.set(name, signKey)
         detector.add(name, policy: policy, at: .now)
@@ -348,8 +352,12 @@ actor Registry {
         try await apply(detector.onLeave(name, at: .now), leftBy: "node")
     }
 
-    /// An operator removes a node: it is `left`, and its heartbeats are refused until it joins again.
-    func remove(_ name: String) async throws(Refusal) {
+    /// An operator removes a node: it is `left` (`node.left` with `by: operator`), its jobs are
+    /// requeued and its signed requests are refused until it joins again. With `keep` its record
+    /// stays in every view as `left`; without, it leaves every view (`node.removed`) and its name
+    /// is free at once. Either way its address is held for `wireguard.reuse_after_s` (without
+    /// `keep`, by a hidden tombstone row). Answers the record as it was removed.
+    func remove(_ name: String, keep: Bool = true) async throws(Refusal) -> Node {
         try requireLoaded()
         guard var entry = entries[name] else { throw Refusal.notFound("no node named '\(name)'") }
         guard name != config.name else { throw Refusal.badRequest("the lead cannot remove itself") }
@@ -361,10 +369,30 @@ actor Registry {
             throw Refusal.storeUnavailable(error)
         }
         let directives = detector.onLeave(name, at: .now)
-        if directives.isEmpty {
-            return  // already left; now removed too
+        if !directives.isEmpty {
+            try await apply(directives, leftBy: "operator")
         }
-        try await apply(directives, leftBy: "operator")
+        let removed = try node(name)
+        guard !keep else {
+            logger.notice("node removed", metadata: ["nodeagent.node": "\(name)", "nodeagent.kept": "true"])
+            return removed
+        }
+        let hub = self.hub
+        do {
+            try await store.write(
+                [.forgotten(name: name)],
+                events: [
+                    EventLog.Draft(
+                        type: EventType.nodeRemoved, node: name,
+                        data: ["vpn_ip": .string(removed.vpnIP), "by": .string("operator")])
+                ],
+                published: { hub.publish($0) })
+        } catch {
+            throw Refusal.storeUnavailable(error)
+        }
+        forget(name)
+        logger.notice("node removed", metadata: ["nodeagent.node": "\(name)", "nodeagent.kept": "false"])
+        return removed
     }
 
     /// An operator sets a node's trusted labels (placement matches only these).
@@ -391,6 +419,58 @@ actor Registry {
         version += 1
         if let jobs, let update = jobUpdate(name) { await jobs.nodeChanged(update) }
         logger.info("node labels set", metadata: ["nodeagent.node": "\(name)"])
+        return try node(name)
+    }
+
+    /// An operator cordons, drains or reopens a node: the lead places no new job on a cordoned
+    /// or draining node, and hands a draining node's running jobs back at the deadline.
+    func setScheduling(_ name: String, _ update: NodeSchedulingUpdate) async throws(Refusal) -> Node {
+        try requireLoaded()
+        guard let entry = entries[name], !entry.removed else {
+            throw Refusal.notFound("no node named '\(InputRules.printable(String(name.prefix(64))))'")
+        }
+        let now = Date()
+        var scheduling: NodeScheduling?
+        switch update.state {
+        case .open:
+            guard update.deadlineS == nil else {
+                throw Refusal.badRequest("deadline_s applies to state draining only")
+            }
+            scheduling = nil
+        case .cordoned:
+            guard update.deadlineS == nil else {
+                throw Refusal.badRequest("deadline_s applies to state draining only")
+            }
+            scheduling = NodeScheduling(state: .cordoned, since: ISOTime.string(now))
+        case .draining:
+            let seconds = update.deadlineS ?? NodeSchedulingUpdate.defaultDeadlineS
+            guard seconds.isFinite, (0...NodeSchedulingUpdate.maxDeadlineS).contains(seconds) else {
+                throw Refusal.badRequest(
+                    "deadline_s must be 0-\(Int(NodeSchedulingUpdate.maxDeadlineS)) seconds (a week at most)")
+            }
+            scheduling = NodeScheduling(
+                state: .draining, deadline: ISOTime.string(now.addingTimeInterval(seconds)), since: ISOTime.string(now))
+        }
+        var data: [String: JSONValue] = [
+            "state": .string(update.state.rawValue), "by": .string("operator"),
+            "from": .string(entry.node.scheduling?.state.rawValue ?? SchedulingState.open.rawValue),
+        ]
+        if let deadline = scheduling?.deadline { data["deadline"] = .string(deadline) }
+        do {
+            let hub = self.hub
+            try await store.write(
+                [.scheduling(name: name, scheduling)],
+                events: [EventLog.Draft(type: EventType.nodeSchedulingChanged, node: name, data: data)],
+                published: { hub.publish($0) })
+        } catch {
+            throw Refusal.storeUnavailable(error)
+        }
+        entries[name]?.node.scheduling = scheduling
+        version += 1
+        if let jobs, let update = jobUpdate(name) { await jobs.nodeChanged(update) }
+        logger.notice(
+            "node scheduling set",
+            metadata: ["nodeagent.node": "\(name)", "nodeagent.scheduling": "\(update.state.rawValue)"])
         return try node(name)
     }
 
@@ -460,7 +540,7 @@ actor Registry {
         return JobCoordinator.NodeUpdate(
             name: name, state: entry.removed ? .left : entry.node.state, labels: entry.node.labels,
             gpus: entry.node.capabilities.gpus, worker: entry.worker,
-            rttMs: entry.peers.first { $0.name == config.name }?.rttMs)
+            rttMs: entry.peers.first { $0.name == config.name }?.rttMs, scheduling: entry.node.scheduling)
     }
 
     /// A node's company and box key (base64), for resolving and sealing its secrets.

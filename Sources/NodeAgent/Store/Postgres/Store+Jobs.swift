@@ -90,7 +90,7 @@ extension Writes {
         + "INSERT INTO events (id, type, node, data) SELECT $15, $16, $17, $18::jsonb FROM job RETURNING seq, \(SQL.iso("at"))"
     static let updateWithEventSQL =
         "WITH job AS (\(updateSQL) RETURNING id) "
-        + "INSERT INTO events (id, type, node, data) SELECT $11, $12, $13, $14::jsonb FROM job RETURNING seq, \(SQL.iso("at"))"
+        + "INSERT INTO events (id, type, node, data) SELECT $12, $13, $14, $15::jsonb FROM job RETURNING seq, \(SQL.iso("at"))"
 
     /// The job that holds `job`'s idempotency key (the insert did nothing).
     private static func duplicate(of job: Job, on connection: PostgresConnection) throws(AgentError) -> Outcome {
@@ -123,14 +123,15 @@ extension Writes {
 
     static let updateSQL = """
         UPDATE jobs SET state = $2, attempt = $3::integer, node = $4, gpus = $5::jsonb, lease_deadline = $6::timestamptz,
-            started_at = $7::timestamptz, finished_at = $8::timestamptz, result = $9::jsonb, error = $10
+            started_at = $7::timestamptz, finished_at = $8::timestamptz, result = $9::jsonb, error = $10,
+            max_attempts = $11::integer
         WHERE id = $1
         """
 
     static func updateParameters(_ job: Job) -> [String?] {
         [
             job.id, job.state.rawValue, String(job.attempt), job.node, job.gpus.map { SQL.json($0) }, job.leaseDeadline,
-            job.startedAt, job.finishedAt, job.result.map { SQL.json($0) }, job.error,
+            job.startedAt, job.finishedAt, job.result.map { SQL.json($0) }, job.error, String(job.maxAttempts),
         ]
     }
 

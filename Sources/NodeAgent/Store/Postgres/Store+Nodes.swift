@@ -13,7 +13,8 @@ enum NodeRows {
     static let columns = """
         name, role, company, vpn_ip, sign_public_key, box_public_key, wg_public_key, wg_endpoint, wg_listen_port,
         labels::text, capabilities::text, timing::text, version, address, state, removed, \(SQL.iso("last_seen")),
-        \(SQL.iso("joined_at")), wg_behind_nat, tls_pin, tls_port
+        \(SQL.iso("joined_at")), wg_behind_nat, tls_pin, tls_port, scheduling, \(SQL.iso("drain_deadline")),
+        \(SQL.iso("scheduling_since"))
         """
 
     static let upsertSQL = """
@@ -26,8 +27,11 @@ enum NodeRows {
             sign_public_key = EXCLUDED.sign_public_key, box_public_key = EXCLUDED.box_public_key, wg_public_key = EXCLUDED.wg_public_key,
             wg_endpoint = EXCLUDED.wg_endpoint, wg_listen_port = EXCLUDED.wg_listen_port, labels = EXCLUDED.labels,
             capabilities = EXCLUDED.capabilities, timing = EXCLUDED.timing, version = EXCLUDED.version, address = EXCLUDED.address,
-            state = EXCLUDED.state, removed = false, removed_at = NULL, last_seen = EXCLUDED.last_seen, token_id = EXCLUDED.token_id,
-            wg_behind_nat = EXCLUDED.wg_behind_nat, tls_pin = EXCLUDED.tls_pin, tls_port = EXCLUDED.tls_port
+            state = EXCLUDED.state, removed = false, removed_at = NULL, forgotten = false, last_seen = EXCLUDED.last_seen, token_id = EXCLUDED.token_id,
+            wg_behind_nat = EXCLUDED.wg_behind_nat, tls_pin = EXCLUDED.tls_pin, tls_port = EXCLUDED.tls_port,
+            scheduling = CASE WHEN nodes.removed THEN 'open' ELSE nodes.scheduling END,
+            drain_deadline = CASE WHEN nodes.removed THEN NULL ELSE nodes.drain_deadline END,
+            scheduling_since = CASE WHEN nodes.removed THEN NULL ELSE nodes.scheduling_since END
         """
 
     /// ``upsertSQL``'s 21 parameters, in order, from a registry entry; JSON columns as JSON text.
@@ -44,10 +48,10 @@ enum NodeRows {
         ]
     }
 
-    /// A registry entry from a row of ``columns`` (21 columns in that order); nil when a required column is missing or does not parse, and the caller skips
+    /// A registry entry from a row of ``columns`` (24 columns in that order); nil when a required column is missing or does not parse, and the caller skips
     /// the row. Missing or invalid timing falls back to the role's default heartbeat timing.
     static func entry(_ row: [String?]) -> Registry.Entry? {
-        guard row.count == 21, let name = row[0], let role = row[1].flatMap(NodeRole.init(rawValue:)),
+        guard row.count == 24, let name = row[0], let role = row[1].flatMap(NodeRole.init(rawValue:)),
             let vpnIP = row[3],
             let signText = row[4], let signKey = try? PublicKey(base64: signText), let box = row[5], let wg = row[6],
             let port = row[8].flatMap({ Int($0) }), let state = row[14].flatMap(NodeState.init(rawValue:)),
@@ -62,6 +66,9 @@ enum NodeRows {
             joinedAt: joinedAt, signPublicKey: signText, boxPublicKey: box, timing: timing)
         node.tlsPin = row[19].flatMap { TLSPin(parsing: $0)?.description }
         node.tlsPort = row[20].flatMap { Int($0) }.flatMap { (1...65535).contains($0) ? $0 : nil }
+        if let state = row[21].flatMap(SchedulingState.init(rawValue:)), state != .open {
+            node.scheduling = NodeScheduling(state: state, deadline: row[22], since: row[23])
+        }
         return Registry.Entry(
             node: node, signKey: signKey,
             policy: (try? Registry.policy(timing)) ?? FailureDetector.Policy(Registry.defaultTiming(for: role)),
@@ -73,7 +80,7 @@ extension Store: NodeStore {
     func nodes() async throws(AgentError) -> (entries: [Registry.Entry], unreadable: [String]) {
         var entries: [Registry.Entry] = []
         var unreadable: [String] = []
-        for row in try await query("SELECT \(NodeRows.columns) FROM nodes").rows {
+        for row in try await query("SELECT \(NodeRows.columns) FROM nodes WHERE NOT forgotten").rows {
             if let entry = NodeRows.entry(row) {
                 entries.append(entry)
             } else {
@@ -127,6 +134,8 @@ extension Store: NodeStore {
                 case .success(let accepted): decision = accepted
                 }
                 if let reclaimed = decision.reclaimed {
+                    // A forgotten node's tombstone held nothing but the address.
+                    _ = try connection.execute("DELETE FROM nodes WHERE name = $1 AND forgotten", [reclaimed])
                     _ = try connection.execute("UPDATE nodes SET vpn_ip = '' WHERE name = $1 AND removed", [reclaimed])
                 }
                 _ = try connection.execute("UPDATE join_tokens SET uses = uses + 1 WHERE id = $1", [decision.tokenID])
@@ -177,8 +186,27 @@ extension NodeRows {
             )
         case .labels(let name, let labels):
             return ("UPDATE nodes SET labels = $2::jsonb WHERE name = $1", [name, SQL.json(labels)])
+        case .scheduling(let name, let scheduling):
+            return (
+                """
+                UPDATE nodes SET scheduling = $2, drain_deadline = $3::timestamptz, scheduling_since = $4::timestamptz
+                WHERE name = $1
+                """,
+                [
+                    name, (scheduling?.state ?? .open).rawValue, scheduling?.deadline, scheduling?.since,
+                ]
+            )
         case .removed(let name):
             return ("UPDATE nodes SET removed = true, removed_at = now() WHERE name = $1", [name])
+        case .forgotten(let name):
+            return (
+                """
+                WITH gone AS (DELETE FROM nodes WHERE name = $1 AND vpn_ip = '' RETURNING name)
+                UPDATE nodes SET forgotten = true WHERE name = $1 AND vpn_ip <> ''
+                """, [name]
+            )
+        case .company(let name, let company):
+            return ("UPDATE nodes SET company = $2 WHERE name = $1", [name, company])
         }
     }
 }

@@ -288,6 +288,26 @@ public enum Migrations {
                 );
                 ALTER TABLE nodes ADD COLUMN tls_pin text, ADD COLUMN tls_port integer
                 """),
+        Migration(
+            version: 8, name: "scheduling",
+            sql: """
+                ALTER TABLE nodes ADD COLUMN scheduling text NOT NULL DEFAULT 'open',
+                    ADD COLUMN drain_deadline timestamptz, ADD COLUMN scheduling_since timestamptz
+                """),
+        Migration(
+            version: 9, name: "node_tombstones",
+            sql: """
+                ALTER TABLE nodes ADD COLUMN forgotten boolean NOT NULL DEFAULT false
+                """),
+        Migration(
+            version: 10, name: "webhooks",
+            sql: """
+                CREATE TABLE webhook_cursors (
+                    name       text PRIMARY KEY,
+                    seq        bigint NOT NULL,
+                    updated_at timestamptz NOT NULL DEFAULT now()
+                )
+                """),
     ]
 
     /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate

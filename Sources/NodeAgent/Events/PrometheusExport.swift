@@ -1,0 +1,99 @@
+import Metrics
+import Prometheus
+
+/// The `# HELP` text of every metric the agent exports, by name. swift-metrics has no help text,
+/// so ``HelpfulMetricsFactory`` looks it up here when a metric is first made; a metric missing
+/// from this table is exported without `# HELP` (a unit test finds such names in the sources).
+public enum MetricHelp {
+    public static let text: [String: String] = [
+        // Every agent
+        "aurora_uptime_seconds": "Seconds since this agent started.",
+        "aurora_http_requests_total": "HTTP requests answered, by method, route and status class.",
+        "aurora_http_request_duration_seconds": "Time to answer an HTTP request, by method.",
+        "aurora_outbox_appended_total": "Reports written to this node's durable outbox.",
+        "aurora_outbox_pending": "Reports in the outbox that the lead has not taken yet.",
+        "aurora_outbox_delivery_failures_total": "Failed attempts to deliver outbox reports to the lead.",
+        // Compute and edge nodes
+        "aurora_heartbeats_sent_total": "Heartbeats this node sent to its lead.",
+        "aurora_heartbeat_failures_total": "Heartbeats to the lead that failed (the lead away or refusing).",
+        "aurora_worker_jobs_total": "Jobs this node's GPU worker finished, by outcome.",
+        // The lead
+        "aurora_store_up": "1 while the lead's PostgreSQL store answers, else 0.",
+        "aurora_redis_up": "1 while the Redis event publisher is connected, else 0.",
+        "aurora_redis_events_written_total": "Events written to the Redis stream aurora:events.",
+        "aurora_heartbeats_total": "Heartbeats the lead accepted from its nodes.",
+        "aurora_signed_requests_refused_total":
+            "Node-signed requests the lead refused (bad key, stale, replayed, removed).",
+        "aurora_reports_total": "Node reports the lead received, by status.",
+        "aurora_jobs_submitted_total": "GPU jobs submitted to the lead.",
+        "aurora_jobs_finished_total": "GPU jobs that reached a terminal state.",
+        "aurora_jobs_requeued_total": "GPU jobs requeued (node dead or left, lease expired, worker refusal).",
+        "aurora_jobs_queued": "GPU jobs waiting for a placement.",
+        "aurora_jobs_placed": "GPU jobs assigned to or running on a node.",
+        "aurora_node_state":
+            "1 for the state each node of the registry is in (alive, suspect, away, dead, left), 0 for the others.",
+        "aurora_gpu_vram_total_mb": "A node's GPU memory in MB, as the node reports it.",
+        "aurora_gpu_vram_used_mb": "A node's GPU memory in MB used by processes, as the node reports it.",
+        "aurora_gpu_vram_reserved_mb": "A node's GPU memory in MB reserved by the jobs the lead placed there.",
+        "aurora_webhook_deliveries_total": "Events an alert webhook delivered (answered 2xx), by webhook.",
+        "aurora_webhook_failures_total": "Failed attempts to deliver an event to an alert webhook, by webhook.",
+        "aurora_webhook_failing": "1 while an alert webhook has failed three times in a row, else 0, by webhook.",
+        "aurora_webhook_cursor_seq": "The last event sequence number an alert webhook delivered, by webhook.",
+    ]
+
+    /// The help for `name`; "" (no `# HELP` line) for a name the table does not have.
+    public static func help(_ name: String) -> String { text[name] ?? "" }
+
+    /// `name` (used whole) with its help, as swift-prometheus takes them.
+    static func descriptor(_ name: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help(name))
+    }
+}
+
+/// swift-metrics to swift-prometheus, as `PrometheusMetricsFactory` does, but every family gets
+/// its `# HELP` line from ``MetricHelp``. Removals go through the Prometheus factory.
+public struct HelpfulMetricsFactory: CoreMetrics.MetricsFactory {
+    let base: PrometheusMetricsFactory
+    var registry: PrometheusCollectorRegistry { base.registry }
+
+    public init(registry: PrometheusCollectorRegistry) {
+        self.base = PrometheusMetricsFactory(registry: registry)
+    }
+
+    public func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
+        registry.makeCounter(descriptor: MetricHelp.descriptor(label), labels: dimensions)
+    }
+
+    public func makeFloatingPointCounter(label: String, dimensions: [(String, String)])
+        -> any FloatingPointCounterHandler
+    {
+        registry.makeCounter(descriptor: MetricHelp.descriptor(label), labels: dimensions)
+    }
+
+    public func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
+        guard aggregate else {
+            return registry.makeGauge(descriptor: MetricHelp.descriptor(label), labels: dimensions)
+        }
+        return registry.makeValueHistogram(
+            descriptor: MetricHelp.descriptor(label), labels: dimensions,
+            buckets: base.valueHistogramBuckets[label] ?? base.defaultValueHistogramBuckets)
+    }
+
+    public func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
+        registry.makeGauge(descriptor: MetricHelp.descriptor(label), labels: dimensions)
+    }
+
+    public func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
+        registry.makeDurationHistogram(
+            descriptor: MetricHelp.descriptor(label), labels: dimensions,
+            buckets: base.durationHistogramBuckets[label] ?? base.defaultDurationHistogramBuckets)
+    }
+
+    public func destroyCounter(_ handler: any CounterHandler) { base.destroyCounter(handler) }
+    public func destroyFloatingPointCounter(_ handler: any FloatingPointCounterHandler) {
+        base.destroyFloatingPointCounter(handler)
+    }
+    public func destroyRecorder(_ handler: any RecorderHandler) { base.destroyRecorder(handler) }
+    public func destroyMeter(_ handler: any MeterHandler) { base.destroyMeter(handler) }
+    public func destroyTimer(_ handler: any TimerHandler) { base.destroyTimer(handler) }
+}

@@ -1,0 +1,100 @@
+import AuroraAPI
+import Metrics
+import Synchronization
+
+/// The lead's per-node series on `/metrics`, set from the registry and the job coordinator at
+/// every scrape: `aurora_node_state{node,state}` (1 for the node's state, 0 for the others) and
+/// `aurora_gpu_vram_{total,used,reserved}_mb{node,gpu}`. Label values are registered node names
+/// and GPU indexes; the series of a node that left the registry are removed at the next scrape,
+/// so their number follows the registry's size.
+final class MeshMetrics: Sendable {
+    /// One series: a metric name and its labels in a fixed order.
+    struct Series: Hashable, Sendable {
+        var name: String
+        var labels: [String]
+    }
+
+    /// What one scrape exports for one node.
+    struct NodeSample: Sendable, Equatable {
+        var name: String
+        var state: NodeState
+        /// Per GPU: index, total, used and reserved MB.
+        var gpus: [(index: Int, totalMB: Int, usedMB: Int, reservedMB: Int)]
+
+        static func == (lhs: NodeSample, rhs: NodeSample) -> Bool {
+            lhs.name == rhs.name && lhs.state == rhs.state
+                && lhs.gpus.map { [$0.index, $0.totalMB, $0.usedMB, $0.reservedMB] }
+                    == rhs.gpus.map { [$0.index, $0.totalMB, $0.usedMB, $0.reservedMB] }
+        }
+    }
+
+    private let live = Mutex<[Series: Gauge]>([:])
+
+    static let states: [NodeState] = [.alive, .suspect, .away, .dead, .left]
+
+    /// The values a scrape of `nodes` exports, by series (pure, for tests).
+    static func values(_ nodes: [NodeSample]) -> [Series: Double] {
+        var values: [Series: Double] = [:]
+        for node in nodes {
+            for state in states {
+                values[Series(name: "aurora_node_state", labels: [node.name, state.rawValue])] =
+                    node.state == state ? 1 : 0
+            }
+            for gpu in node.gpus {
+                let labels = [node.name, String(gpu.index)]
+                values[Series(name: "aurora_gpu_vram_total_mb", labels: labels)] = Double(gpu.totalMB)
+                values[Series(name: "aurora_gpu_vram_used_mb", labels: labels)] = Double(gpu.usedMB)
+                values[Series(name: "aurora_gpu_vram_reserved_mb", labels: labels)] = Double(gpu.reservedMB)
+            }
+        }
+        return values
+    }
+
+    /// Records this scrape's values and removes the series no node has any more.
+    func record(_ nodes: [NodeSample]) {
+        let values = Self.values(nodes)
+        live.withLock { live in
+            for (series, gauge) in live where values[series] == nil {
+                gauge.destroy()
+                live[series] = nil
+            }
+            for (series, value) in values {
+                let gauge = live[series] ?? Gauge(label: series.name, dimensions: Self.dimensions(series))
+                live[series] = gauge
+                gauge.record(value)
+            }
+        }
+    }
+
+    /// The series' label pairs: `node` and `state` or `gpu`.
+    static func dimensions(_ series: Series) -> [(String, String)] {
+        let second = series.name == "aurora_node_state" ? "state" : "gpu"
+        return [("node", series.labels[0]), (second, series.labels[1])]
+    }
+
+    /// One scrape: the registry's nodes (none while it loads) and the coordinator's reservations.
+    func scrape(_ lead: LeadParts) async {
+        guard let list = try? await lead.registry.list() else { return }
+        record(Self.samples(list, status: try? await lead.jobs.status()))
+    }
+
+    /// The samples of the registry's nodes, with each GPU's reservation from the coordinator's
+    /// status (0 where it has none).
+    static func samples(_ list: NodeList, status: GPUStatus?) -> [NodeSample] {
+        var reserved: [String: [Int: Int]] = [:]
+        for node in status?.nodes ?? [] {
+            reserved[node.name] = Dictionary(
+                node.gpus.map { ($0.gpu.index, $0.reservedMB) }, uniquingKeysWith: { first, _ in first })
+        }
+        return list.nodes.map { node in
+            NodeSample(
+                name: node.name, state: node.state,
+                gpus: node.capabilities.gpus.map {
+                    (
+                        index: $0.index, totalMB: $0.memoryTotalMB, usedMB: $0.memoryUsedMB,
+                        reservedMB: reserved[node.name]?[$0.index] ?? 0
+                    )
+                })
+        }
+    }
+}

@@ -1,0 +1,60 @@
+import AuroraAPI
+import Foundation
+import Testing
+
+@testable import NodeAgent
+
+@Suite("The lead's per-node metrics and every metric's help text")
+struct MeshMetricsTests {
+    @Test("one state series per state (1 for the node's), three VRAM series per GPU, reservations from the status")
+    func values() {
+        let gpu = GPU(
+            index: 0, uuid: "GPU-0", name: "RTX 4090", memoryTotalMB: 24564, memoryUsedMB: 300, utilizationPct: 1)
+        let node = Node(
+            name: "gpu-1", role: .compute, company: "", vpnIP: "10.0.0.2", state: .suspect, lastSeen: "",
+            labels: [:], wireguard: WireGuardPeer(publicKey: "", endpoint: nil, listenPort: 51820),
+            capabilities: Capabilities(cpuCores: 4, memoryMB: 8192, os: "linux", arch: "x86_64", gpus: [gpu]),
+            version: "", address: nil, joinedAt: "", signPublicKey: "", boxPublicKey: "", timing: nil)
+        let status = GPUStatus(
+            nodes: [
+                .init(
+                    name: "gpu-1", state: .suspect, accepting: true, allowExec: false,
+                    gpus: [.init(gpu: gpu, reservedMB: 8000, freeVramMB: 16264)], running: 1)
+            ], queued: 0, policy: "binpack")
+        let values = MeshMetrics.values(
+            MeshMetrics.samples(NodeList(nodes: [node], stale: false, lead: "lead-1"), status: status))
+        func value(_ name: String, _ labels: [String]) -> Double? { values[.init(name: name, labels: labels)] }
+        #expect(value("aurora_node_state", ["gpu-1", "suspect"]) == 1)
+        for state in ["alive", "away", "dead", "left"] { #expect(value("aurora_node_state", ["gpu-1", state]) == 0) }
+        #expect(value("aurora_gpu_vram_total_mb", ["gpu-1", "0"]) == 24564)
+        #expect(value("aurora_gpu_vram_used_mb", ["gpu-1", "0"]) == 300)
+        #expect(value("aurora_gpu_vram_reserved_mb", ["gpu-1", "0"]) == 8000)
+        #expect(values.count == 5 + 3)
+        #expect(MeshMetrics.values([]).isEmpty)
+        #expect(
+            MeshMetrics.dimensions(.init(name: "aurora_gpu_vram_used_mb", labels: ["gpu-1", "0"])).map(\.0) == [
+                "node", "gpu",
+            ])
+    }
+
+    @Test("every metric the sources make has a # HELP text")
+    func helpForEveryMetric() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        let sources = root.appendingPathComponent("Sources")
+        let pattern = try NSRegularExpression(pattern: #"(?:label: |name: )"(aurora_[a-z_]+)""#)
+        var names = Set<String>()
+        let files = FileManager.default.enumerator(at: sources, includingPropertiesForKeys: nil)
+        while let file = files?.nextObject() as? URL {
+            guard file.pathExtension == "swift", !file.path.contains("AuroraTestKit") else { continue }
+            let text = try String(contentsOf: file, encoding: .utf8)
+            for match in pattern.matches(in: text, range: NSRange(text.startIndex..., in: text)) {
+                if let range = Range(match.range(at: 1), in: text) { names.insert(String(text[range])) }
+            }
+        }
+        #expect(names.count > 15, "the scan found the metrics: \(names.sorted())")
+        for name in names.sorted() {
+            #expect(!MetricHelp.help(name).isEmpty, "\(name) has no help text in MetricHelp.text")
+        }
+    }
+}
