@@ -126,6 +126,10 @@ public struct MeshEventStream: AsyncSequence {
         var events: ServerSentEvents<HTTPClientResponse.Body>.AsyncIterator
         let decoder = APICoding.decoder()
 
+        /// The sequence number of the last event (or position marker) the stream sent: resume
+        /// after it with `Last-Event-ID`.
+        public var lastSeq: Int64? { events.lastEventID.flatMap { Int64($0) } }
+
         public mutating func next() async throws -> ReceivedEvent? {
             guard let event = try await events.next() else { return nil }
             guard let decoded = try? decoder.decode(MeshEvent.self, from: Data(event.data.utf8)) else {
@@ -139,16 +143,25 @@ public struct MeshEventStream: AsyncSequence {
 extension AuroraClient {
     /// `GET /api/events`: the events after `since`, or the last `tail` ones; with `follow` the
     /// stream stays open for new events. `types` is comma-separated (`job.*` matches by prefix).
-    public func events(since: Int64? = nil, tail: Int? = nil, follow: Bool, types: String? = nil, node: String? = nil)
+    /// `lastEventID` resumes a stream that broke (`Last-Event-ID`): it wins over `since` and `tail`.
+    /// `timeout` bounds the wait for the answer's head only (AsyncHTTPClient's deadline ends
+    /// there): the stream itself stays open as long as the agent sends.
+    public func events(
+        since: Int64? = nil, tail: Int? = nil, follow: Bool, types: String? = nil, node: String? = nil,
+        lastEventID: Int64? = nil, timeout: TimeAmount = .seconds(10)
+    )
         async throws(AuroraClientError) -> MeshEventStream
     {
-        let request = try call(
+        let since = lastEventID == nil ? since : nil
+        var request = try call(
             API.events,
             query: [
-                ("since", since.map(String.init)), ("tail", since == nil ? tail.map(String.init) : nil),
+                ("since", since.map(String.init)),
+                ("tail", since == nil && lastEventID == nil ? tail.map(String.init) : nil),
                 ("follow", String(follow)), ("type", types), ("node", node),
             ],
-            accept: "text/event-stream", timeout: .hours(24 * 365))
+            accept: "text/event-stream", timeout: timeout)
+        if let lastEventID { request.headers.append(("Last-Event-ID", String(lastEventID))) }
         return MeshEventStream(events: ServerSentEvents(try await stream(request)))
     }
 }

@@ -93,6 +93,8 @@ public struct AuroraClient: Sendable {
         var body: Data?
         var accept: String?
         var timeout: TimeAmount?
+        /// More headers (`Last-Event-ID`).
+        var headers: [(name: String, value: String)] = []
     }
 
     /// A call of `endpoint` with `parameters` filled into its path and `query` appended.
@@ -128,6 +130,7 @@ public struct AuroraClient: Sendable {
         }
         if let token { request.headers.add(name: Headers.authorization, value: "Bearer \(token)") }
         if let accept = call.accept { request.headers.add(name: "Accept", value: accept) }
+        for (name, value) in call.headers { request.headers.add(name: name, value: value) }
         do {
             return try await httpClient.execute(request, timeout: call.timeout ?? timeout)
         } catch {

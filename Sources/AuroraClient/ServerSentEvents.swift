@@ -52,6 +52,10 @@ public struct ServerSentEvents<Base: AsyncSequence>: AsyncSequence where Base.El
         var next = 0
         var finished = false
 
+        /// The last `id:` read so far, also from a blank event (`id: 7` alone): where a new
+        /// request resumes with `Last-Event-ID`, though no event carried it yet.
+        public var lastEventID: String? { assembler.lastEventID }
+
         public mutating func next() async throws -> ServerSentEvent? {
             while true {
                 while next < queued.count {
@@ -81,6 +85,9 @@ struct EventAssembler {
     private var type: String?
     private var retry: Int?
     private var lastID: String?
+
+    /// The last `id:` field read, as the standard's "last event ID buffer".
+    var lastEventID: String? { lastID }
 
     init(maxEventBytes: Int) {
         self.maxEventBytes = maxEventBytes

@@ -39,6 +39,9 @@ struct AuroraCLI: AsyncParsableCommand {
             } else {
                 try command.run()
             }
+        } catch let error as ExitCode {
+            // A command's chosen exit status (status: 4 for a stale view): nothing more to say.
+            Foundation.exit(error.rawValue)
         } catch let error as CLIError {
             fail(error)
         } catch let error as AuroraClientError {

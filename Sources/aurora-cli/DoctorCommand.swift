@@ -13,8 +13,12 @@ import Foundation
 struct Doctor: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract:
-            "Check the local install: binaries, libraries, data dir permissions, agent, store, port, WireGuard and PostgreSQL tools.",
-        discussion: "Exit status: 0 when no check failed (warnings allowed), 1 otherwise.")
+            "Check the local install: binaries, libraries, data dir permissions, agent, lead, store, port, WireGuard and PostgreSQL tools.",
+        discussion: """
+            On a compute or edge node the lead check fails while the node cannot reach its lead
+            (it then serves cached views), saying since when and the last error.
+            Exit status: 0 when no check failed (warnings allowed), 1 otherwise.
+            """)
 
     @OptionGroup var localOptions: AgentOptions
     @ParentCommand var root: AuroraCLI
@@ -62,6 +66,7 @@ struct Doctor: AsyncParsableCommand {
             checks.append(Check(name: "agent", verdict: .warn, detail: CLIError(error, style: .check).message))
         }
         checks.append(await tokenCheck(agentUp: health != nil))
+        checks.append(await leadCheck(health))
         checks.append(Self.store(health))
         checks.append(Self.port(url: url, agentUp: health != nil))
         checks.append(Self.postgresTools())
@@ -187,6 +192,35 @@ struct Doctor: AsyncParsableCommand {
                     name: name, verdict: .fail,
                     detail: "from \(source), refused: \(CLIError(error, style: .check).message)")
             }
+        }
+    }
+
+    /// Whether this node reaches its lead, as its `/health` says; the last error from its (stale)
+    /// node list when the token allows.
+    func leadCheck(_ health: HealthResponse?) async -> Check {
+        let name = "lead"
+        guard let health else { return Check(name: name, verdict: .skip, detail: "agent not running") }
+        guard health.role != .lead else { return Check(name: name, verdict: .ok, detail: "this agent is the lead") }
+        switch health.lead?.state {
+        case .reachable:
+            return Check(name: name, verdict: .ok, detail: "reachable from this node (its last heartbeat was answered)")
+        case .unreachable:
+            var detail = "UNREACHABLE from this node"
+            if let lead = health.lead {
+                detail += lead.since.map { " since \($0)" } ?? ""
+                detail += lead.unreachableS.map { " (\(MeshTable.age($0)))" } ?? ""
+            }
+            if let client = try? options.client(), let list = try? await client.nodes(), list.stale,
+                let reason = list.reason
+            {
+                detail += ": " + TerminalText.safe(reason)
+            }
+            detail +=
+                "; the node serves cached views and keeps its reports in the outbox. Check that the lead runs and that this machine reaches it (network, firewall, TLS pin)"
+            return Check(name: name, verdict: .fail, detail: detail)
+        case .unknown, nil:
+            return Check(
+                name: name, verdict: .warn, detail: "no call to the lead has finished yet (the agent just started)")
         }
     }
 

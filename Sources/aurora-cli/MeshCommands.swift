@@ -24,15 +24,32 @@ struct Nodes: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "One row per node (any agent; stale when the lead is away).",
-            discussion: "Exit status 0; 3 when no agent answers.")
+            discussion: """
+                The table fits 100 columns; --wide shows every column in full. When the lead is
+                unreachable the agent answers from its cached copy: a STALE VIEW warning comes first
+                (on stderr with --json), each state is marked with the copy's age, and the exit status is 4.
+                Exit status 0; 3 when no agent answers; 4 when the view is a cached copy.
+                """)
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Nodes
-        @Flag(help: "Print the NodeList JSON: {nodes, stale, age_s?}.") var json = false
+        @Flag(help: "Print the NodeList JSON: {nodes, stale, age_s?, reason?}.") var json = false
+        @Flag(help: "Show every column (company, VPN IP, version, handshake) and cut no cell.") var wide = false
 
         func run() async throws {
             let options = localOptions.merged(with: parent.options)
             let list = try await options.client().nodes()
-            print(json ? try encodePretty(list) : MeshTable.render(list, colour: MeshTable.colour))
+            // Since when the lead is away: the agent's /health says.
+            let lead = list.stale ? (try? await options.anonymousClient().health())?.lead : nil
+            let warning = MeshTable.staleWarning(list, lead: lead, wide: wide)
+            if json {
+                if let warning { FileHandle.standardError.write(Data((warning.joined(separator: "\n") + "\n").utf8)) }
+                print(try encodePretty(list))
+            } else {
+                print(
+                    (warning.map { MeshTable.paintWarning($0) + "\n\n" } ?? "")
+                        + MeshTable.render(list, wide: wide, colour: MeshTable.colour))
+            }
+            if list.stale { throw ExitCode(Status.staleExitCode) }
         }
     }
 
@@ -302,7 +319,13 @@ struct Token: AsyncParsableCommand {
 struct Events: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print mesh events (node.joined, node.state_changed, node.left, ...) from the lead.",
-        discussion: "Without --since it prints the last 50 events; --follow keeps streaming (Ctrl-C stops).")
+        discussion: """
+            Without --since it prints the last 50 events; --follow keeps streaming (Ctrl-C stops).
+            When the stream ends or the lead stops answering, --follow says so on stderr, tries again
+            (after 0.25 s, doubling up to 5 s) and resumes after the last event it printed
+            (Last-Event-ID), so none is lost or printed twice. It exits only when told to give up:
+            exit status 3 once the lead has been unreachable for --give-up-after.
+            """)
 
     @OptionGroup var localOptions: AgentOptions
     @ParentCommand var root: AuroraCLI
@@ -311,27 +334,84 @@ struct Events: AsyncParsableCommand {
     @Flag(help: "One JSON event per line.") var json = false
     @Option(help: "Only these event types (comma-separated; job.* matches by prefix).") var type: String?
     @Option(help: "Only events of this node.") var node: String?
+    @Option(
+        name: .customLong("give-up-after"),
+        help:
+            "With --follow: exit (status 3) once no stream could be opened for this long: 30s, 5m, 1h (default: never)."
+    )
+    var giveUpAfter: String?
+
+    func validate() throws {
+        if let giveUpAfter {
+            guard follow else { throw ValidationError("--give-up-after needs --follow") }
+            guard TTL.seconds(giveUpAfter) != nil else {
+                throw ValidationError("--give-up-after must look like 30s, 5m or 1h, got '\(giveUpAfter)'")
+            }
+        }
+    }
 
     func run() async throws {
         let options = localOptions.merged(with: root.options)
         let client = try options.client()
-        for try await received in try await client.events(
-            since: since, tail: 50, follow: follow, types: type, node: node)
-        {
-            let event = received.event
-            if json {
-                print(received.json)
-            } else {
-                let details = event.data.sorted { $0.key < $1.key }.map {
-                    "\($0.key)=\($0.value.string ?? String(decoding: (try? APICoding.encoder().encode($0.value)) ?? Data(), as: UTF8.self))"
-                }
-                print(
-                    TerminalText.safe(
-                        "\(event.seq)  \(event.at)  \(event.type)  \(event.node ?? "-")  \(details.joined(separator: " "))"
-                    ))
+        guard follow else {
+            for try await received in try await client.events(
+                since: since, tail: 50, follow: false, types: type, node: node)
+            {
+                show(received)
             }
-            fflush(nil)
+            return
         }
+        let reconnection = Reconnection(giveUpAfter: giveUpAfter.flatMap(TTL.seconds).map { .seconds($0) })
+        var lastReason: String?
+        do {
+            for try await item in client.followEvents(
+                since: since, tail: 50, types: type, node: node, reconnection: reconnection)
+            {
+                switch item {
+                case .event(let received):
+                    show(received)
+                case .disconnected(let reason, let retryIn):
+                    // Once per outage, and again only when the reason changes.
+                    if reason != lastReason {
+                        note(
+                            "event stream from \(options.agentURL) lost (\(reason)); lead unreachable, reconnecting (next try in \(Self.seconds(retryIn)))…"
+                        )
+                    }
+                    lastReason = reason
+                case .reconnected(let after):
+                    lastReason = nil
+                    note("reconnected, resuming after event \(after.map(String.init) ?? "none")")
+                }
+            }
+        } catch let error as AuroraClientError where error.code == .cannotConnect && lastReason != nil {
+            throw CLIError(error.message, exitCode: 3)
+        }
+    }
+
+    func show(_ received: ReceivedEvent) {
+        let event = received.event
+        if json {
+            print(received.json)
+        } else {
+            let details = event.data.sorted { $0.key < $1.key }.map {
+                "\($0.key)=\($0.value.string ?? String(decoding: (try? APICoding.encoder().encode($0.value)) ?? Data(), as: UTF8.self))"
+            }
+            print(
+                TerminalText.safe(
+                    "\(event.seq)  \(event.at)  \(event.type)  \(event.node ?? "-")  \(details.joined(separator: " "))"
+                ))
+        }
+        fflush(nil)
+    }
+
+    /// One line on stderr: stdout carries only events.
+    func note(_ text: String) {
+        FileHandle.standardError.write(Data("aurora-cli: \(text)\n".utf8))
+    }
+
+    static func seconds(_ duration: Duration) -> String {
+        let ms = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        return ms % 1000 == 0 ? "\(ms / 1000)s" : String(format: "%.2fs", Double(ms) / 1000)
     }
 }
 

@@ -3,14 +3,25 @@ import AuroraAPI
 import AuroraClient
 import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// `aurora-cli status`: the local agent and the whole mesh at a glance.
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show the local agent and one table for the whole mesh.",
         discussion: """
-            Works on any node: a compute or edge agent forwards to the lead, or shows its cached
-            copy marked STALE (JSON: "stale": true, "age_s") when the lead is away.
-            Exit status: 0 healthy, 1 reachable but not healthy, 3 no agent answering.
+            Works on any node: a compute or edge agent forwards to the lead. When the lead is
+            unreachable the agent shows its cached copy: a STALE VIEW warning comes first, each
+            row's state is marked with the copy's age ("alive (8s ago)": alive then, not now), and
+            the exit status is 4 (JSON: "stale": true, "lead_unreachable_since", mesh.age_s; the
+            warning goes to stderr).
+            The table fits 100 columns (long cells are cut with …); --wide shows every column in full.
+            GPUS: free/total and the model (a GPU with a job placed on it is not free); VRAM GB:
+            free/total as placement counts it; JOBS: placed jobs ("off": not accepting new ones).
+            Exit status: 0 healthy, 1 reachable but not healthy, 3 no agent answering,
+            4 the lead is unreachable (cached view shown).
             """)
 
     @OptionGroup var localOptions: AgentOptions
@@ -20,9 +31,12 @@ struct Status: AsyncParsableCommand {
 
     @Flag(
         help:
-            "Print JSON: {agent, health, detail?, mesh?: {nodes, stale, age_s?}, gpu?: {nodes, queued}, mesh_error?, token_error?}."
+            "Print JSON: {agent, health, stale, lead_unreachable_since?, detail?, mesh?: {nodes, stale, age_s?}, gpu?: {nodes, queued}, mesh_error?, token_error?}."
     )
     var json = false
+
+    @Flag(help: "Show every column (company, VPN IP, version, handshake) and cut no cell.")
+    var wide = false
 
     @Flag(help: "Redraw every --interval seconds until interrupted (with --json: one JSON document per line).")
     var watch = false
@@ -34,6 +48,10 @@ struct Status: AsyncParsableCommand {
     struct Output: Codable {
         var agent: String
         var health: HealthResponse
+        /// The mesh table is the agent's cached copy: its lead did not answer.
+        var stale = false
+        /// When this node's lead stopped answering (its `/health`), while it does not.
+        var leadUnreachableSince: String?
         var detail: AgentStatus?
         var mesh: NodeList?
         /// GPU placement's view: free VRAM and jobs per node, the queue length.
@@ -42,7 +60,8 @@ struct Status: AsyncParsableCommand {
         var tokenError: String?
 
         enum CodingKeys: String, CodingKey {
-            case agent, health, detail, mesh, gpu
+            case agent, health, stale, detail, mesh, gpu
+            case leadUnreachableSince = "lead_unreachable_since"
             case meshError = "mesh_error"
             case tokenError = "token_error"
         }
@@ -55,10 +74,15 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         guard watch else {
             let output = try await collect()
-            print(
-                json
-                    ? String(decoding: try APICoding.encoder(pretty: true).encode(output), as: UTF8.self)
-                    : render(output))
+            if json {
+                if let warning = output.mesh.flatMap({ MeshTable.staleWarning($0, lead: output.health.lead) }) {
+                    FileHandle.standardError.write(Data((warning.joined(separator: "\n") + "\n").utf8))
+                }
+                print(String(decoding: try APICoding.encoder(pretty: true).encode(output), as: UTF8.self))
+            } else {
+                print(render(output))
+            }
+            if output.stale { throw ExitCode(Self.staleExitCode) }
             if output.health.status != .ok { throw ExitCode(1) }
             return
         }
@@ -93,8 +117,12 @@ struct Status: AsyncParsableCommand {
             if output.mesh?.stale == false {
                 output.gpu = try? await client.gpuStatus()
             }
+            output.stale = output.mesh?.stale == true
         } catch let error as CLIError {
             output.tokenError = error.message
+        }
+        if output.health.lead?.state == .unreachable {
+            output.leadUnreachableSince = output.health.lead?.since
         }
         return output
     }
@@ -104,7 +132,7 @@ struct Status: AsyncParsableCommand {
         var lines: [(String, String)] = [
             ("agent", output.agent + (output.detail.map { " (pid \($0.pid))" } ?? "")),
             ("node", "\(health.node)  role \(health.role.rawValue)  version \(health.version)"),
-            ("health", health.status.rawValue),
+            ("health", Self.healthText(health)),
             ("uptime", Self.duration(health.uptimeS)),
         ]
         var store = health.store.state.rawValue
@@ -127,12 +155,25 @@ struct Status: AsyncParsableCommand {
         var text = lines.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + $0.1 }.joined(
             separator: "\n")
         if let mesh = output.mesh {
-            text += "\n\n" + MeshTable.render(mesh, gpu: output.gpu, colour: MeshTable.colour)
+            text += "\n\n" + MeshTable.render(mesh, gpu: output.gpu, wide: wide, colour: MeshTable.colour)
+            // The warning goes first: a table of rows that say `alive` must not come before it.
+            if let warning = MeshTable.staleWarning(mesh, lead: health.lead, wide: wide) {
+                text = MeshTable.paintWarning(warning) + "\n\n" + text
+            }
         } else if let error = output.meshError {
             text += "\n\nmesh: not shown: \(error)"
         }
         return text
     }
+
+    /// `ok`, or e.g. `degraded (lead unreachable since 2026-11-21T20:22:39.318Z)`.
+    static func healthText(_ health: HealthResponse) -> String {
+        guard let lead = health.lead, lead.state == .unreachable else { return health.status.rawValue }
+        return health.status.rawValue + " (lead unreachable" + (lead.since.map { " since \($0)" } ?? "") + ")"
+    }
+
+    /// The exit status when the mesh shown is a cached copy because the lead is unreachable.
+    static let staleExitCode: Int32 = 4
 
     static func duration(_ seconds: Double) -> String {
         let total = Int(seconds)
@@ -141,5 +182,17 @@ struct Status: AsyncParsableCommand {
         if h > 0 { return "\(h)h \(m)m \(s)s" }
         if m > 0 { return "\(m)m \(s)s" }
         return String(format: "%.1fs", seconds)
+    }
+}
+
+extension MeshTable {
+    /// Whether to colour: a terminal, and NO_COLOR unset.
+    static var colour: Bool {
+        isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
+    }
+
+    /// The stale-view warning as printed: yellow on a terminal.
+    static func paintWarning(_ lines: [String]) -> String {
+        lines.map { colour ? "\u{1B}[33m\($0)\u{1B}[0m" : $0 }.joined(separator: "\n")
     }
 }

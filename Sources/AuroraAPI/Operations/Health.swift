@@ -54,10 +54,56 @@ public struct StoreHealth: Codable, Sendable, Equatable {
     }
 }
 
+/// The lead as a compute or edge node sees it: the `lead` part of ``HealthResponse`` (absent on
+/// the lead itself).
+public struct LeadHealth: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable {
+        /// The last call to the lead (a heartbeat, or the join) got an answer.
+        case reachable
+        /// The last call to the lead got none: the node serves its cached views.
+        case unreachable
+        /// No call to the lead has finished yet (the agent just started).
+        case unknown
+    }
+
+    public var state: State
+    /// When the lead stopped answering (ISO 8601, UTC), while it is `unreachable`.
+    public var since: String?
+    /// Seconds since then, while it is `unreachable`.
+    public var unreachableS: Double?
+
+    public init(state: State, since: String? = nil, unreachableS: Double? = nil) {
+        self.state = state
+        self.since = since
+        self.unreachableS = unreachableS
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case state, since
+        case unreachableS = "unreachable_s"
+    }
+}
+
+/// `GET /health?strict=`: whether a `degraded` agent that still serves (its lead is away) answers
+/// 503 instead of 200.
+public enum HealthStrictness {
+    /// `strict`'s value: absent, `0` or `false` → false; empty (`?strict`), `1` or `true` → true;
+    /// anything else → nil (the agent refuses it with 400).
+    public static func parse(_ text: String?) -> Bool? {
+        switch text?.lowercased() {
+        case nil, "0", "false": false
+        case "", "1", "true": true
+        default: nil
+        }
+    }
+}
+
 /// `GET /health`: the answer of every agent, with no authentication.
 ///
 /// `status` is `ok` when everything this node runs is working, `starting` while it comes up,
-/// `degraded` when a part has failed. The HTTP status is 200 for `ok`, 503 otherwise.
+/// `degraded` when a part has failed or, on a compute or edge node, while its lead is
+/// unreachable (`lead.state`). The HTTP status is 200 for `ok` and for a `degraded` node that
+/// still serves (``servesWithoutLead``), 503 otherwise; with `?strict=1`, 503 for anything but `ok`.
 public struct HealthResponse: Codable, Sendable, Equatable {
     public enum Status: String, Codable, Sendable {
         case ok, starting, degraded, stopping
@@ -82,6 +128,14 @@ public struct HealthResponse: Codable, Sendable, Equatable {
     public var redis: RedisHealth?
     /// Reports waiting in this node's outbox for the lead.
     public var outboxPending: Int?
+    /// Whether this node reaches its lead (compute and edge nodes only).
+    public var lead: LeadHealth?
+
+    /// `degraded` only because the lead is unreachable: the agent itself works and serves its
+    /// cached views, so liveness checks still pass (200) unless they ask `?strict=1`.
+    public var servesWithoutLead: Bool {
+        status == .degraded && lead?.state == .unreachable && store.state != .failed
+    }
 
     public init(
         status: Status, node: String, role: NodeRole, version: String, uptimeS: Double, store: StoreHealth,
@@ -97,7 +151,7 @@ public struct HealthResponse: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case status, node, role, version, store, postgres, checks, alerts, redis
+        case status, node, role, version, store, postgres, checks, alerts, redis, lead
         case uptimeS = "uptime_s"
         case checksStatus = "checks_status"
         case outboxPending = "outbox_pending"

@@ -75,7 +75,9 @@ public enum HTTPServer {
     /// included, gets the error body and is counted), ``RequestLimitMiddleware``, then
     /// ``BodyLimitMiddleware``. Served here, the same on every agent:
     ///
-    /// - `GET /health`: anyone; 200 while the agent's status is `ok`, else 503 with the same body;
+    /// - `GET /health`: anyone; 200 while the agent's status is `ok` (or `degraded` only because its
+    ///   lead is unreachable: it still serves), else 503 with the same body; `?strict=1`: 503 for
+    ///   anything but `ok`; a `strict` other than 1, true, 0, false or empty is 400;
     /// - `GET /metrics`: anyone; Prometheus text, `aurora_uptime_seconds` refreshed first;
     /// - `GET /api/openapi.json`: anyone; 500 `internal` if the built-in document does not convert;
     /// - `GET /api/agent`: the operator token; this agent's health, pid, data directory, listener,
@@ -93,9 +95,16 @@ public enum HTTPServer {
         router.middlewares.add(RequestLimitMiddleware(limits: RequestLimits(config: state.config)))
         router.middlewares.add(BodyLimitMiddleware(maxBytes: state.config.maxBodyBytes))
 
-        router.on(API.health) { _, _ -> Response in
+        router.on(API.health) { request, _ -> Response in
+            let text = request.uri.queryParameters.get("strict")
+            guard let strict = HealthStrictness.parse(text) else {
+                throw Refusal.badRequest(
+                    "strict must be 1, true, 0 or false (or a bare ?strict), got '\(InputRules.printable(String(text?.prefix(64) ?? "")))'"
+                )
+            }
             let health = state.health
-            return try json(health, status: health.status == .ok ? .ok : .serviceUnavailable)
+            let serving = health.status == .ok || (!strict && health.servesWithoutLead)
+            return try json(health, status: serving ? .ok : .serviceUnavailable)
         }
         let meshMetrics = MeshMetrics()
         router.on(API.metrics) { _, _ -> Response in

@@ -47,11 +47,19 @@ paths:
       operationId: getHealth
       tags: [agent]
       summary: Liveness and readiness of this agent
-      description: 200 when `status` is `ok`, 503 otherwise (with the same body). No authentication.
+      description: >-
+        200 when `status` is `ok`, or `degraded` only because this node's lead is unreachable (`lead.state`:
+        the agent still serves its cached views); 503 otherwise (with the same body). With `strict`, 503 for
+        any `status` but `ok`. No authentication.
       security: []
+      parameters:
+        - name: strict
+          in: query
+          description: '`1`, `true` or empty (`?strict`): 503 unless `status` is `ok`; `0` or `false`: the default'
+          schema: {type: string, enum: ['1', 'true', '0', 'false', '']}
       responses:
         '200':
-          description: the agent is ok
+          description: the agent is ok, or degraded only because its lead is unreachable (not with `strict`)
           content:
             application/json:
               schema: {$ref: '#/components/schemas/HealthResponse'}
@@ -60,6 +68,7 @@ paths:
           content:
             application/json:
               schema: {$ref: '#/components/schemas/HealthResponse'}
+        '400': {$ref: '#/components/responses/BadRequest'}
         '403': {$ref: '#/components/responses/Forbidden'}
         '413': {$ref: '#/components/responses/PayloadTooLarge'}
         '429': {$ref: '#/components/responses/TooManyRequests'}
@@ -544,8 +553,10 @@ paths:
       summary: Server-Sent Events (operator, lead)
       description: |
         Each event is `id: SEQ`, `event: TYPE` and `data: MeshEvent` (JSON). With `follow`
-        (the default) the stream stays open: `: following from SEQ`, live events and a
-        `: ping` comment about every 15 s. `since` (or `Last-Event-ID`) wins over `tail`.
+        (the default) the stream stays open: `: following from SEQ` with `id: SEQ` alone, live events
+        and a `: ping` comment with `id: SEQ` alone about every 15 s (the last sequence number considered,
+        filtered out or not: a client resumes after it with `Last-Event-ID`). `since` (or `Last-Event-ID`)
+        wins over `tail`.
       security:
         - operatorToken: []
       parameters:
@@ -1838,6 +1849,15 @@ components:
           items: {type: string, enum: [cpu, memory, disk]}
         redis: {$ref: '#/components/schemas/RedisHealth'}
         outbox_pending: {type: integer}
+        lead: {$ref: '#/components/schemas/LeadHealth'}
+    LeadHealth:
+      type: object
+      description: whether a compute or edge node reaches its lead (absent on the lead)
+      required: [state]
+      properties:
+        state: {type: string, enum: [reachable, unreachable, unknown]}
+        since: {type: string, description: 'ISO 8601: when the lead stopped answering, while unreachable'}
+        unreachable_s: {type: number, description: seconds since then}
     AgentStatus:
       type: object
       required: [health, pid, data_dir, listen, started_at, identity]

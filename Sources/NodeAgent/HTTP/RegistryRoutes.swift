@@ -41,7 +41,9 @@ extension HTTPServer {
     /// - `GET /api/events`: a token of role `read` or more. Server-Sent Events after `?since=` or
     ///   `Last-Event-ID` (else the last `?tail=` events, default 0: only new ones), at most 10 000
     ///   from the log, filtered by ``EventFilter``, then new ones with `: ping` comments unless
-    ///   `?follow=false`; 503 `store_unavailable` when the event log cannot be read.
+    ///   `?follow=false`; the start of the live part and each ping carry `id: SEQ` alone (the last
+    ///   sequence number considered, filtered out or not), so a client resumes after it;
+    ///   503 `store_unavailable` when the event log cannot be read.
     static func addRegistryRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, lead: LeadParts) {
         let maxBody = agent.maxBody, token = agent.token
         let registry = lead.registry, tokens = lead.tokens, events = lead.events, apiTokens = lead.apiTokens
@@ -180,7 +182,9 @@ extension HTTPServer {
                     last = event.seq
                 }
                 if follow {
-                    try await writer.write(ByteBuffer(string: ": following from \(last)\n\n"))
+                    // `id:` alone moves the client's resume point (Last-Event-ID) without an
+                    // event: past the backlog now, past filtered-out events with each ping.
+                    try await writer.write(ByteBuffer(string: ": following from \(last)\nid: \(last)\n\n"))
                     for await item in stream {
                         switch item {
                         case .event(let event) where event.seq > last:
@@ -189,7 +193,7 @@ extension HTTPServer {
                         case .event:
                             continue
                         case .ping:
-                            try await writer.write(ByteBuffer(string: ": ping\n\n"))
+                            try await writer.write(ByteBuffer(string: ": ping\nid: \(last)\n\n"))
                         }
                     }
                 }

@@ -18,6 +18,8 @@ public final class AgentState: Sendable {
         var store: StoreHealth
         var meshID: String?
         var leadReachable: Bool?
+        /// When the lead stopped answering: wall clock for `since`, monotonic for the age.
+        var leadLost: (at: Date, instant: ContinuousClock.Instant)?
         var registryReady = false
         var joined = false
         var postgres: ReplicaHealth?
@@ -86,11 +88,34 @@ public final class AgentState: Sendable {
     var leadReachable: Bool? { mutable.withLock { $0.leadReachable } }
 
     /// Records the outcome of a call to the lead; true when reachability changed (for logging
-    /// once per change, not once per heartbeat).
+    /// once per change, not once per heartbeat). The first failure after an answer (or at start)
+    /// stamps when the lead was lost; an answer clears it.
     func leadContact(ok: Bool) -> Bool {
         mutable.withLock { state in
             defer { state.leadReachable = ok }
+            if ok {
+                state.leadLost = nil
+            } else if state.leadLost == nil {
+                state.leadLost = (Date(), .now)
+            }
             return state.leadReachable != ok
+        }
+    }
+
+    /// The `lead` part of `/health` on a compute or edge node (nil on the lead).
+    var leadHealth: LeadHealth? {
+        guard config.role != .lead else { return nil }
+        return mutable.withLock { state in
+            switch (state.leadReachable, state.leadLost) {
+            case (false, let lost?):
+                let age = lost.instant.duration(to: .now)
+                let seconds = Double(age.components.seconds) + Double(age.components.attoseconds) / 1e18
+                return LeadHealth(
+                    state: .unreachable, since: ISOTime.string(lost.at),
+                    unreachableS: (seconds * 1000).rounded() / 1000)
+            case (true, _): return LeadHealth(state: .reachable)
+            default: return LeadHealth(state: .unknown)
+            }
         }
     }
 
@@ -137,8 +162,10 @@ public final class AgentState: Sendable {
 
     /// `GET /health`.
     /// `ok` once the store is up (and, on the lead, the registry is loaded); `starting`,
-    /// `degraded` or `stopping` from the store's state otherwise. Failing checks and active
-    /// alerts are listed but do not change `status`: they are the node's services, not the agent.
+    /// `degraded` or `stopping` from the store's state otherwise. A compute or edge node whose
+    /// lead is unreachable is `degraded` (`lead.state: unreachable`, since when). Failing checks
+    /// and active alerts are listed but do not change `status`: they are the node's services, not
+    /// the agent.
     public var health: HealthResponse {
         let (store, registryReady, redis, outbox) = mutable.withLock {
             ($0.store, $0.registryReady, $0.redis, $0.outbox)
@@ -151,8 +178,10 @@ public final class AgentState: Sendable {
             case .failed: .degraded
             case .stopping: .stopping
             }
+        let lead = leadHealth
         var health = HealthResponse(
-            status: status, node: config.name, role: config.role, version: AuroraVersion.current,
+            status: status == .ok && lead?.state == .unreachable ? .degraded : status, node: config.name,
+            role: config.role, version: AuroraVersion.current,
             uptimeS: (uptime * 1000).rounded() / 1000, store: store, postgres: postgres?.health)
         if !config.checks.isEmpty {
             let checks = checkBoard.results
@@ -163,6 +192,7 @@ public final class AgentState: Sendable {
         health.alerts = alerts.isEmpty ? nil : alerts.map(\.resource)
         health.redis = redis
         health.outboxPending = outbox?.pendingCount
+        health.lead = lead
         return health
     }
 }

@@ -2,8 +2,8 @@
 /// error come from other machines, and an escape sequence in them must not move the cursor,
 /// change colours, clear the screen or hide the rest of a line. Every control character is
 /// shown as `\u{XX}`; `keepNewlines` keeps line breaks and tabs in free text (a job's output).
-enum TerminalText {
-    static func safe(_ text: String, keepNewlines: Bool = false) -> String {
+public enum TerminalText {
+    public static func safe(_ text: String, keepNewlines: Bool = false) -> String {
         guard text.unicodeScalars.contains(where: { isControl($0, keepNewlines: keepNewlines) }) else { return text }
         var out = ""
         for scalar in text.unicodeScalars {
