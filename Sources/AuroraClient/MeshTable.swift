@@ -71,7 +71,8 @@ public enum MeshTable {
     /// The columns, narrow or wide.
     static func columns(wide: Bool, staleAge: Double?, now: Date) -> [Column] {
         let state = Column(header: "STATE", minimum: nil) { row in
-            row.node.state.rawValue + (staleAge.map { " (\(age($0)) ago)" } ?? "")
+            row.node.state.rawValue + (row.node.scheduling.map { ", \($0.state.rawValue)" } ?? "")
+                + (staleAge.map { " (\(age($0)) ago)" } ?? "")
         }
         let gpus = Column(header: wide ? "GPUS FREE/TOTAL" : "GPUS", minimum: 9) { gpuSummary($0, wide: wide) }
         let vram = Column(header: wide ? "VRAM GB FREE/TOTAL" : "VRAM GB", minimum: nil) {

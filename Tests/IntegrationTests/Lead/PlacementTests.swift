@@ -175,6 +175,13 @@ struct PlacementTests {
         let status = try await http(lead.baseURL + Routes.gpuStatus, headers: admin).decode(GPUStatus.self)
         #expect(status.nodes.first { $0.name == drained }?.scheduling?.state == .draining)
         #expect(status.nodes.first { $0.name == other }?.scheduling?.state == .cordoned)
+        let table = try await Self.cli(["status"], lead: lead, scratch: scratch)
+        #expect(
+            table.stdout.split(separator: "\n").contains { $0.hasPrefix(drained) && $0.contains("alive, draining") },
+            "\(table.stdout)")
+        #expect(
+            table.stdout.split(separator: "\n").contains { $0.hasPrefix(other) && $0.contains("alive, cordoned") },
+            "\(table.stdout)")
         let reopened = try await Self.cli(["nodes", "uncordon", other], lead: lead, scratch: scratch)
         #expect(reopened.code == 0, "\(reopened.stderr)")
         #expect(reopened.stdout.contains("open for new jobs"), "\(reopened.stdout)")
