@@ -112,6 +112,8 @@ struct SimulatedWorker: Sendable {
     /// Pinned TLS to the lead, when it is reached over https.
     var tls: TLSConfiguration? = nil
     static let timing = HeartbeatTiming(intervalS: 1, suspectAfter: 3, awayAfter: 0, deadAfter: 600)
+    /// What it tells the lead about its heartbeats.
+    var timing = SimulatedWorker.timing
 
     init(name: String, leadURL: String, client: HTTPClient, tls: TLSConfiguration? = nil) {
         self.signer = NodeSigner(node: name)
@@ -128,7 +130,7 @@ struct SimulatedWorker: Sendable {
             signPublicKey: signer.key.publicKey.base64, boxPublicKey: box.publicKey.base64, vpnIP: nil,
             capabilities: Capabilities(cpuCores: 8, memoryMB: 32_768, os: "bench", arch: "x86_64", gpus: gpus),
             address: nil,
-            version: "bench", timing: Self.timing)
+            version: "bench", timing: timing)
         let (status, _) = try await send(
             "POST", Routes.join, body: Array(try APICoding.encoder().encode(join)), signed: false)
         guard status == 201 else { throw TestKitError("join of \(signer.node) answered \(status)") }
@@ -136,7 +138,7 @@ struct SimulatedWorker: Sendable {
 
     func heartbeat(running: [JobLease]) async throws {
         let beat = HeartbeatRequest(
-            capabilities: nil, version: "bench", labels: nil, checks: [], peers: [], address: nil, timing: Self.timing,
+            capabilities: nil, version: "bench", labels: nil, checks: [], peers: [], address: nil, timing: timing,
             worker: WorkerReport(accepting: true, allowExec: false, generate: true, jobs: running))
         _ = try await send("POST", Routes.heartbeat(signer.node), body: Array(try APICoding.encoder().encode(beat)))
     }
@@ -237,7 +239,9 @@ public struct DispatchBenchmark: Sendable {
             let small = GPU(
                 index: 0, uuid: "GPU-decoy", name: "RTX 4060", memoryTotalMB: 8_188, memoryUsedMB: 0, utilizationPct: 0)
             for index in 0..<decoys {
-                let decoy = SimulatedWorker(name: "decoy-\(index)", leadURL: lead.baseURL, client: client)
+                // An hour between heartbeats: they stay alive (and in every check) without a beat.
+                var decoy = SimulatedWorker(name: "decoy-\(index)", leadURL: lead.baseURL, client: client)
+                decoy.timing = HeartbeatTiming(intervalS: 3600, suspectAfter: 1, awayAfter: 0, deadAfter: 2)
                 try await decoy.join(token: token, gpus: [small])
                 try await decoy.heartbeat(running: [])
             }
