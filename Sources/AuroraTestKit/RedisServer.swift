@@ -40,7 +40,7 @@ public final class RedisServer: Sendable {
             ], outputDirectory: outputDirectory)
         process.withLock { $0 = child }
         _ = try await poll(
-            timeout: .seconds(10), every: .milliseconds(20), "redis-server on port \(port) to answer PING"
+            timeout: .seconds(30), every: .milliseconds(20), "redis-server on port \(port) to answer PING"
         ) { () async throws -> Bool? in
             if let code = child.exitCode {
                 throw TestKitError("redis-server exited with \(code): \(child.stdout.suffix(400))")

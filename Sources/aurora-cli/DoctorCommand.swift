@@ -58,9 +58,12 @@ struct Doctor: AsyncParsableCommand {
             health = try await options.anonymousClient(timeout: .seconds(3)).health()
             checks.append(
                 Check(
-                    name: "agent", verdict: health!.status == .ok ? .ok : .warn,
+                    // Degraded only because its lead is away: the agent itself is fine (the lead
+                    // check below fails for that).
+                    name: "agent", verdict: health!.status == .ok || health!.servesWithoutLead ? .ok : .warn,
                     detail:
                         "\(url): \(health!.status.rawValue), \(health!.role.rawValue) '\(health!.node)', version \(health!.version)"
+                        + (health!.servesWithoutLead ? " (only its lead is unreachable)" : "")
                 ))
         } catch {
             checks.append(Check(name: "agent", verdict: .warn, detail: CLIError(error, style: .check).message))

@@ -63,7 +63,9 @@ struct ReadmeTests {
             "/bin/bash", [path],
             environment: [
                 "OPENAI_KEY": key, "AURORA_TOKEN": nil, "AURORA_LEAD": nil, "AURORA_JOIN_TOKEN": nil,
-                "AURORA_DATA_DIR": nil, "AURORA_COMPANY": nil,
+                "AURORA_DATA_DIR": nil, "AURORA_COMPANY": nil, "AURORA_CONTEXT": nil, "AURORA_AGENT": nil,
+                // Its `context add` writes here, not into the user's ~/.config.
+                "HOME": scratch.path, "XDG_CONFIG_HOME": scratch.path + "/config",
             ],
             outputDirectory: scratch.path, timeout: .seconds(180))
         #expect(result.code == 0, "\(result.stdout.suffix(1500))\n\(result.stderr.suffix(1500))")

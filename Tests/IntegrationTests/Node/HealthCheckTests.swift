@@ -44,7 +44,7 @@ struct HealthCheckTests {
           - {name: web, http: "\(web.url)/health", interval_s: 0.2, timeout_s: 1, failures_before_critical: 3, success_before_passing: 2,
              recovery: [/bin/sh, -c, "echo ran >> \(recoveries)"], recovery_window_s: 10}
           - {name: port, tcp: "127.0.0.1:\(port.port)", interval_s: 0.2, timeout_s: 1}
-          - {name: script, args: [/bin/sh, -c, "test -e \(flag) || exit 2"], interval_s: 0.2}
+          - {name: script, args: [/bin/sh, -c, "test -e \(flag) || exit 2"], interval_s: 0.2, timeout_s: 2}
         alerts:
           memory_pct: 1
           disk_pct: 1
@@ -76,7 +76,9 @@ struct HealthCheckTests {
                 outputDirectory: scratch.path)
         }
 
-        // Passing web and port, critical script (no flag file).
+        // Passing web and port, critical script (no flag file). (The script's timeout is 2 s, not
+        // the default min(2, interval): a loaded CI machine can take over 0.2 s to start a shell,
+        // and this test is about thresholds and recoveries, not timeouts.)
         let first = try await poll(timeout: .seconds(15), every: .milliseconds(50), "every check to have run") {
             () async throws -> [String: ServiceCheckState]? in
             let checks = try await checks()
