@@ -10,7 +10,10 @@ extension JobCoordinator {
 
     /// An open job as the API shows it; a queued one with its place in the queue, its ETA and
     /// why it is not running.
-    func view(_ record: Book.Record, estimates: QueueEstimates? = nil) -> Job {
+    /// A list passes its `estimates` and no `explain`: explaining is O(nodes) per job, which a
+    /// list of thousands of queued jobs on a large mesh must not pay; `GET /api/gpu/jobs/{id}` and
+    /// the submit answer explain.
+    func view(_ record: Book.Record, estimates: QueueEstimates? = nil, explain: Bool = true) -> Job {
         var job = Self.job(record)
         if job.state == .queued {
             if let estimates {
@@ -21,7 +24,7 @@ extension JobCoordinator {
                 job.position = book.scheduler.position(of: job.id, now: now.wallSeconds)
                 job.etaS = job.position.flatMap { book.etas(count: $0, now: now).last ?? nil }
             }
-            job.waiting = book.explain(job.id).map(Self.waiting)
+            if explain { job.waiting = book.explain(job.id).map(Self.waiting) }
         }
         return job
     }

@@ -318,7 +318,8 @@ actor JobCoordinator {
         }
         let estimates = queueEstimates()
         return JobList(
-            jobs: stored.map { job in book.record(job.id).map { view($0, estimates: estimates) } ?? job })
+            jobs: stored.map { job in book.record(job.id).map { view($0, estimates: estimates, explain: false) } ?? job
+            })
     }
 
     func queue() throws(Refusal) -> QueueView {
