@@ -67,3 +67,33 @@ extension AuroraClient {
 private struct ConnectivityAccepted: Decodable {
     var accepted: Int
 }
+
+// MARK: - Leads
+
+extension AuroraClient {
+    /// `GET /api/lead`: what the agent knows of the mesh's leads (its role, the epoch, the lead,
+    /// the standbys).
+    public func leadStatus() async throws(AuroraClientError) -> LeadStatus {
+        try await decode(call(API.leadStatus))
+    }
+
+    /// `GET /api/lead/handoff`: the lead's signed term (the caller checks the signature).
+    public func leadHandoff() async throws(AuroraClientError) -> LeadHandoff {
+        try await decode(call(API.leadHandoff))
+    }
+
+    /// `POST /api/lead/promote` on a standby's agent: promotes it; the agent restarts as the lead
+    /// right after answering.
+    public func promoteLead(acceptDataLoss: Bool = false) async throws(AuroraClientError) -> PromoteResponse {
+        try await decode(
+            call(
+                API.promoteLead, body: PromoteRequest(acceptDataLoss: acceptDataLoss ? true : nil),
+                timeout: .seconds(30))
+        )
+    }
+
+    /// `POST /api/lead/step-down`, signed by a standby: the lead fences itself.
+    public func stepDown() async throws(AuroraClientError) -> StepDownResponse {
+        try await decode(call(API.stepDown))
+    }
+}

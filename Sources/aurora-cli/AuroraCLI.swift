@@ -24,7 +24,7 @@ struct AuroraCLI: AsyncParsableCommand {
         version: AuroraVersion.current,
         subcommands: [
             Status.self, Nodes.self, Jobs.self, Secrets.self, Connectivity.self, Token.self, Events.self, Backup.self,
-            WG.self, Doctor.self, ContextCommand.self,
+            WG.self, Doctor.self, ContextCommand.self, Lead.self,
             Logs.self, Restart.self, SSH.self,
         ])
 

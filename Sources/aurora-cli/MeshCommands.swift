@@ -191,7 +191,9 @@ struct Token: AsyncParsableCommand {
         @OptionGroup var localOptions: AgentOptions
         @ParentCommand var parent: Token
         @Option(help: "join (default) or api.") var kind: TokenKind = .join
-        @Option(help: "Join tokens: the profile the joining node must run, compute or edge.") var profile: NodeRole?
+        @Option(
+            help: "Join tokens: the profile the joining node must run: compute, edge, or standby (a standby lead).")
+        var profile: NodeRole?
         @Option(help: "API tokens: read, submit or admin.") var role: APIRole?
         @Option(
             help: "Company of the nodes that join with it (a node cannot choose its own), or of the API token's jobs.")
@@ -212,7 +214,7 @@ struct Token: AsyncParsableCommand {
             switch kind {
             case .join:
                 guard let profile else {
-                    throw ValidationError("--profile is required for a join token: compute or edge")
+                    throw ValidationError("--profile is required for a join token: compute, edge or standby")
                 }
                 guard profile != .lead else {
                     throw ValidationError("--profile must be compute or edge; a lead does not join")

@@ -109,6 +109,12 @@ struct ConfigOptions: ParsableArguments {
         help: "On SIGTERM, tell the lead this node leaves (state 'left', not 'dead').")
     var leaveOnStop = false
 
+    @Flag(
+        help:
+            "With --profile lead: join the lead given by --lead as a standby lead (--join-token-file from 'aurora-cli token create --profile standby')."
+    )
+    var standby = false
+
     @Option(
         name: .customLong("secrets-passphrase-file"),
         help:
@@ -145,6 +151,7 @@ struct ConfigOptions: ParsableArguments {
             flags["store.url"] = store
             flags["log.level"] = logLevel
             if leaveOnStop { flags["leave_on_stop"] = "true" }
+            if standby { flags["standby"] = "true" }
             flags["secrets.passphrase_file"] = secretsPassphraseFile
             return ConfigLoader.Request(profile: profile, profilesDir: profilesDir, configFile: config, flags: flags)
         }
@@ -172,7 +179,10 @@ extension Nodeagent {
             }
             let registry = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(HelpfulMetricsFactory(registry: registry))
-            try await Agent.run(config: config, metrics: registry, logger: Logger(label: "nodeagent"))
+            if try await Agent.run(config: config, metrics: registry, logger: Logger(label: "nodeagent")) {
+                // Promoted from standby: the same command line starts the lead.
+                throw Reexec.now()
+            }
         }
     }
 

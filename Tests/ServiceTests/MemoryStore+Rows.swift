@@ -143,6 +143,10 @@ extension MemoryStore: JobStore {
         try locked { tables, _ in tables.jobs.first { $0.job.id == id }?.job }
     }
 
+    func job(byKey scopedKey: String) async throws(AgentError) -> Job? {
+        try locked { tables, _ in tables.jobs.first { JobRows.scopedKey($0.job) == scopedKey }?.job }
+    }
+
     func jobs(state: JobState?, visibleTo caller: String, limit: Int) async throws(AgentError) -> [Job] {
         try locked { tables, _ in
             Array(

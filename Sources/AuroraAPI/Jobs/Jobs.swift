@@ -500,8 +500,11 @@ public struct Assignment: Codable, Sendable, Equatable {
 public struct AssignmentBatch: Codable, Sendable, Equatable {
     public var assignments: [Assignment]
     public var cancel: [JobLease]
+    /// The assigning lead's epoch: a worker takes nothing from a lower one than it has seen.
+    public var epoch: Int64?
 
-    public init(assignments: [Assignment], cancel: [JobLease]) {
+    public init(assignments: [Assignment], cancel: [JobLease], epoch: Int64? = nil) {
+        self.epoch = epoch
         self.assignments = assignments
         self.cancel = cancel
     }

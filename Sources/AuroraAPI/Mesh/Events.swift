@@ -53,6 +53,10 @@ public enum JSONValue: Codable, Sendable, Equatable {
 /// Event types of the registry.
 public enum EventType {
     public static let nodeJoined = "node.joined"
+    /// A standby became the lead (its term's epoch, the old lead).
+    public static let leadPromoted = "lead.promoted"
+    /// A lead saw a newer term and stopped acknowledging writes.
+    public static let leadFenced = "lead.fenced"
     public static let nodeStateChanged = "node.state_changed"
     public static let nodeLeft = "node.left"
     /// An operator set a node's trusted labels.

@@ -115,10 +115,18 @@ public struct JoinResponse: Codable, Sendable, Equatable {
 
     public var node: Node
     public var mesh: Mesh
+    /// For a standby lead only: the secrets master key (base64), sealed to the standby's box key
+    /// (`crypto_box_seal`), so a promoted standby opens every stored secret.
+    public var sealedMasterKey: String?
 
     public init(node: Node, mesh: Mesh) {
         self.node = node
         self.mesh = mesh
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case node, mesh
+        case sealedMasterKey = "sealed_master_key"
     }
 }
 
@@ -202,10 +210,14 @@ public struct HeartbeatResponse: Codable, Sendable, Equatable {
     /// Grows whenever a secret changes (`secret.changed`); nodes refresh their secrets cache
     /// when it moves.
     public var secretsVersion: Int?
+    /// The answering lead's epoch: a node refuses an answer from a lower one than it has seen.
+    public var epoch: Int64?
 
     public init(
-        state: NodeState, registryVersion: Int, leadTime: String, sendFull: Bool = false, secretsVersion: Int? = nil
+        state: NodeState, registryVersion: Int, leadTime: String, sendFull: Bool = false, secretsVersion: Int? = nil,
+        epoch: Int64? = nil
     ) {
+        self.epoch = epoch
         self.state = state
         self.registryVersion = registryVersion
         self.leadTime = leadTime
@@ -219,5 +231,6 @@ public struct HeartbeatResponse: Codable, Sendable, Equatable {
         case leadTime = "lead_time"
         case sendFull = "send_full"
         case secretsVersion = "secrets_version"
+        case epoch
     }
 }

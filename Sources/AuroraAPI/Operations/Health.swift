@@ -6,6 +6,9 @@ public enum NodeRole: String, Codable, Sendable, CaseIterable {
     case compute
     /// A laptop behind NAT: lenient heartbeats, keepalive, secrets cache, no jobs by default.
     case edge
+    /// A standby lead: a node that is lead-eligible (its keys are in every node's cache) and can
+    /// be promoted (`aurora-cli lead promote`).
+    case standby
 }
 
 /// What the agent's store is doing right now.

@@ -143,6 +143,17 @@ public enum API {
     /// Recent structured log lines.
     public static let logs = Endpoint("GET", "/api/logs")
 
+    // MARK: Leads
+
+    /// What this agent knows of the mesh's leads and epoch (operator).
+    public static let leadStatus = Endpoint("GET", "/api/lead")
+    /// The current lead's signed term; no authentication (nodes check the signature).
+    public static let leadHandoff = Endpoint("GET", "/api/lead/handoff")
+    /// Promotes this standby to lead (its operator token).
+    public static let promoteLead = Endpoint("POST", "/api/lead/promote")
+    /// Signed by a standby about to promote: the lead fences itself.
+    public static let stepDown = Endpoint("POST", "/api/lead/step-down")
+
     /// Every endpoint, once.
     public static let all: [Endpoint] = [
         health, metrics, openAPI, agent,
@@ -156,5 +167,6 @@ public enum API {
         listBackups, createBackup, verifyBackup, restoreBackup,
         postgresHealth, postgresReplicas, postgresPrimary, postgresReplica, postgresReadOnly,
         wireguard, wireguardConfig, outbox, checks, subsystems, restartSubsystem, logs,
+        leadStatus, leadHandoff, promoteLead, stepDown,
     ]
 }

@@ -141,6 +141,10 @@ public enum ConfigSchema {
             "join_token", .string, default: .string(""), env: "AURORA_JOIN_TOKEN", flag: "--join-token",
             secret: true, "one-time token for the first join; not needed once joined"),
         ConfigKey(
+            "standby", .bool, default: .bool(false), env: "AURORA_STANDBY", flag: "--standby",
+            "with the lead profile: join the lead as a standby lead (lead-eligible, promotable with 'aurora-cli lead promote')"
+        ),
+        ConfigKey(
             "leave_on_stop", .bool, default: .bool(false), env: "AURORA_LEAVE_ON_STOP", flag: "--leave-on-stop",
             "on SIGTERM tell the lead this node leaves (left, not dead)"),
         ConfigKey("heartbeat.interval_s", .seconds, default: .double(1), "seconds between heartbeats"),

@@ -260,7 +260,9 @@ extension FailureDetector.Policy {
 /// The validated, immutable configuration of one agent, passed down to every component.
 public struct NodeConfig: Sendable {
     /// `lead`, `compute` or `edge`: which services ``Agent/run`` starts.
-    public let role: NodeRole
+    /// The profile's role; `standby` for the lead profile with `standby: true` until this agent
+    /// is promoted (then the agent runs as `lead`).
+    public internal(set) var role: NodeRole
     /// The node's name in the mesh (`name`, default: the host name's first label).
     public let name: String
     public let company: String
@@ -371,7 +373,12 @@ public struct NodeConfig: Sendable {
             return value
         }
         func nonEmpty(_ path: String) -> String? { string(path).isEmpty ? nil : string(path) }
-        self.role = NodeRole(rawValue: string("role"))!
+        let profileRole = NodeRole(rawValue: string("role"))!
+        if case .bool(true) = resolved["standby"], profileRole == .lead {
+            self.role = .standby
+        } else {
+            self.role = profileRole
+        }
         self.name = string("name")
         self.company = string("company")
         if case .map(let labels) = resolved["labels"] { self.labels = labels } else { self.labels = [:] }

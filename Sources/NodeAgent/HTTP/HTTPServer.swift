@@ -94,6 +94,9 @@ public enum HTTPServer {
         router.middlewares.add(APIErrorMiddleware(logger: logger))
         router.middlewares.add(RequestLimitMiddleware(limits: RequestLimits(config: state.config)))
         router.middlewares.add(BodyLimitMiddleware(maxBytes: state.config.maxBodyBytes))
+        if case .lead(let lead) = role, let leadership = lead.leadership {
+            router.middlewares.add(LeadEpochMiddleware(leadership: leadership))
+        }
 
         router.on(API.health) { request, _ -> Response in
             let text = request.uri.queryParameters.get("strict")
@@ -151,6 +154,7 @@ public enum HTTPServer {
         addPostgresRoutes(to: router, agent: agent, role: role)
         addWireGuardRoutes(to: router, agent: agent)
         addOperatorRoutes(to: router, agent: agent, role: role)
+        addLeadRoutes(to: router, agent: agent, role: role)
         return router
     }
 

@@ -102,7 +102,13 @@ extension HTTPServer {
         router.on(API.gpuAssignments) { request, context -> Response in
             let (node, _) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let wait = try waitParameter(request, limit: 60) ?? .seconds(20)
-            return try json(try await jobs.assignments(for: node, wait: wait), status: .ok)
+            var batch = try await jobs.assignments(for: node, wait: wait)
+            if let reason = lead.leadership?.fencedReason {
+                // Fenced while the poll waited: what it holds is not this lead's to give.
+                throw Refusal(.unavailable, code: "fenced", message: "this agent no longer leads the mesh: \(reason)")
+            }
+            batch.epoch = lead.leadership?.epoch
+            return try json(batch, status: .ok)
         }
         router.on(API.jobResult) { request, context -> Response in
             let (node, body) = try await authenticateNode(

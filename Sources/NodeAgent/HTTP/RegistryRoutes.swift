@@ -5,6 +5,7 @@ import Logging
 import Mesh
 import NIOCore
 import NIOHTTP1
+import Secrets
 
 /// The request context of the agent's API: Hummingbird's, plus the peer address (the lead
 /// probes a late node at the address its requests come from).
@@ -51,7 +52,13 @@ extension HTTPServer {
         // MARK: Join and signed node calls (lead)
         router.on(API.join) { request, context -> Response in
             let join = try await decode(JoinRequest.self, request, maxBody: maxBody, allowed: JoinRequest.fields)
-            return try json(try await registry.join(join, observedHost: context.remoteHost), status: .created)
+            var joined = try await registry.join(join, observedHost: context.remoteHost)
+            if joined.node.role == .standby, let box = try? PublicKey(base64: joined.node.boxPublicKey) {
+                // Trust in advance: the standby gets the secrets master key, sealed to its own box key.
+                joined.sealedMasterKey = Data(BoxKey.seal(Array(lead.secrets.master.base64().utf8), to: box))
+                    .base64EncodedString()
+            }
+            return try json(joined, status: .created)
         }
         router.on(API.heartbeat) { request, context -> Response in
             let (name, body) = try await authenticateNode(
@@ -63,7 +70,9 @@ extension HTTPServer {
             // Unknown fields are allowed here: a newer node may report more than this lead knows
             // (rolling upgrades); the body is signed, so nothing in it is a stranger's.
             let beat = try decode(HeartbeatRequest.self, body, allowed: nil)
-            return try json(try await registry.heartbeat(name, beat, observedHost: context.remoteHost), status: .ok)
+            var answer = try await registry.heartbeat(name, beat, observedHost: context.remoteHost)
+            answer.epoch = lead.leadership?.epoch
+            return try json(answer, status: .ok)
         }
         router.on(API.leave) { request, context -> Response in
             let (name, _) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)

@@ -50,6 +50,8 @@ struct LeadParts: Sendable {
     let leadTLS: LeadTLS?
     /// Exec jobs' output tails as their workers send them (`GET /api/gpu/jobs/{id}/logs`).
     var outputs = JobOutputs()
+    /// This lead's term and fence (nil in route tests over in-memory stores: no epochs there).
+    var leadership: Leadership?
 }
 
 /// A compute or edge node's parts: its membership (the signed client to the lead, for

@@ -38,7 +38,10 @@ final class APITokens: Sendable {
     /// Checked on every request that carries a bearer token, from memory only (no store call):
     /// nil for anything that is not an `aurapi_` token, unknown, revoked or expired.
     func grant(for presented: String, now: Date = Date()) -> Grant? {
-        guard presented.hasPrefix("aurapi_"), presented.utf8.count <= 128 else { return nil }
+        // `aur_`: a lead's operator token recorded in the store (another lead's, after a promotion).
+        guard presented.hasPrefix("aurapi_") || presented.hasPrefix("aur_"), presented.utf8.count <= 128 else {
+            return nil
+        }
         let hash = Hex.encode(Crypto.sha256(Array(presented.utf8)))
         guard let grant = grants.withLock({ $0[hash] }), !grant.revoked, grant.expiresAt.map({ $0 > now }) ?? true
         else { return nil }

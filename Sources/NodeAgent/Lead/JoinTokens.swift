@@ -30,9 +30,12 @@ enum JoinTokens {
         -> TokenCreated
     {
         guard let profile = request.profile else {
-            throw Refusal.badRequest("profile: a join token needs the joining node's profile (compute or edge)")
+            throw Refusal.badRequest(
+                "profile: a join token needs the joining node's profile (compute, edge or standby)")
         }
-        guard profile != .lead else { throw Refusal.badRequest("profile: join tokens are for compute or edge nodes") }
+        guard profile != .lead else {
+            throw Refusal.badRequest("profile: join tokens are for compute, edge or standby nodes")
+        }
         guard request.role == nil else {
             throw Refusal.badRequest("role is for API tokens (kind: api), not join tokens")
         }
@@ -65,7 +68,9 @@ enum JoinTokens {
         let printed = JoinTokenText(secret: token, pin: lead.pin).description
         return TokenCreated(
             token: printed, info: info, leadPin: lead.pin.description, leadURL: lead.url,
-            joinCommand: "nodeagent --profile \(info.profile.rawValue) --lead \(lead.url) --join-token-file FILE")
+            joinCommand: info.profile == .standby
+                ? "nodeagent --profile lead --standby --lead \(lead.url) --join-token-file FILE"
+                : "nodeagent --profile \(info.profile.rawValue) --lead \(lead.url) --join-token-file FILE")
     }
 
     /// The secret part of a token as a node or a person may send it (a pinned token's

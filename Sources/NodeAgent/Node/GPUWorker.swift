@@ -125,6 +125,15 @@ final class GPUWorker: Service {
                     break  // shutting down
                 }
                 switch answer {
+                case .success(let batch) where (batch.epoch ?? 0) < (self.lead.link.epoch ?? 0):
+                    // A lead older than one this node has followed: nothing it assigns or cancels counts.
+                    logger.warning(
+                        "refused assignments from a superseded lead",
+                        metadata: [
+                            "nodeagent.epoch": "\(batch.epoch ?? 0)",
+                            "nodeagent.known_epoch": "\(self.lead.link.epoch ?? 0)",
+                        ])
+                    try? await Task.sleep(for: delay)
                 case .success(let batch):
                     delay = .milliseconds(100)
                     for lease in batch.cancel { stop(lease, because: .lead) }

@@ -35,9 +35,11 @@ struct Membership: Codable, Sendable, Equatable {
     /// The company the lead holds for this node (its join token's, or an operator's since); nil
     /// in a file written before it was recorded, until the node next reads the registry.
     var company: String?
+    /// The highest lead epoch this node has seen: it refuses answers and assignments from a lower one.
+    var epoch: Int64?
 
     enum CodingKeys: String, CodingKey {
-        case name, lead, cidr, company
+        case name, lead, cidr, company, epoch
         case vpnIP = "vpn_ip"
         case leadURL = "lead_url"
         case meshID = "mesh_id"
@@ -101,21 +103,44 @@ enum LeadCallError: Error, Sendable {
 /// that trusts only the certificate pinned at join. Set once the node has joined; every
 /// ``LeadClient`` of the node reads it.
 final class LeadLink: Sendable {
-    private let state: Mutex<(url: String, tls: TLSConfiguration?)>
+    private let state: Mutex<(url: String, tls: TLSConfiguration?, epoch: Int64?)>
 
-    init(url: String, tls: TLSConfiguration? = nil) { state = Mutex((LeadClient.base(url), tls)) }
+    init(url: String, tls: TLSConfiguration? = nil, epoch: Int64? = nil) {
+        state = Mutex((LeadClient.base(url), tls, epoch))
+    }
 
     var url: String { state.withLock { $0.url } }
     var tls: TLSConfiguration? { state.withLock { $0.tls } }
+    /// The highest lead epoch this node has seen (sent to the lead as a hint with every call).
+    var epoch: Int64? { state.withLock { $0.epoch } }
 
-    /// Called once during a first join over https, after the lead showed the pinned key.
-    func set(url: String, tls: TLSConfiguration?) { state.withLock { $0 = (LeadClient.base(url), tls) } }
+    /// Called during a first join over https, after the lead showed the pinned key, and when the
+    /// node follows a new lead.
+    func set(url: String, tls: TLSConfiguration?) {
+        state.withLock { state in
+            state.url = LeadClient.base(url)
+            state.tls = tls
+        }
+    }
+
+    /// Raises the known epoch (never lowers it); whether it rose.
+    @discardableResult
+    func raise(epoch: Int64) -> Bool {
+        state.withLock { state in
+            guard epoch > (state.epoch ?? 0) else { return false }
+            state.epoch = epoch
+            return true
+        }
+    }
 
     /// The link for a node: `lead` from the configuration, else the joined lead's URL; pinned to
     /// the saved certificate when there is one. An https lead without a pinned certificate is
     /// an error once the node has joined (nothing would be verified).
     static func forNode(config: NodeConfig, saved: Membership?) throws(AgentError) -> LeadLink {
-        guard let url = config.lead ?? saved?.leadURL else {
+        // A node that has seen a lead's epoch goes to the lead its membership names (it may have
+        // followed a new one), not to the --lead it was first started with.
+        let followed = saved?.epoch != nil ? saved?.leadURL : nil
+        guard let url = followed ?? config.lead ?? saved?.leadURL else {
             throw AgentError(
                 .config,
                 "a \(config.role.rawValue) node needs the lead's URL: set --lead, AURORA_LEAD or 'lead' in the node file"
@@ -128,11 +153,11 @@ final class LeadLink: Sendable {
                     "this node joined without a pinned lead certificate, so it cannot check \(url); join again with a token from that lead"
                 )
             }
-            return LeadLink(url: url)
+            return LeadLink(url: url, epoch: saved?.epoch)
         }
         do {
             let certificate = try NIOSSLCertificate(bytes: Array(pem.utf8), format: .pem)
-            return LeadLink(url: url, tls: PinnedTLS.clientConfiguration(trusting: certificate))
+            return LeadLink(url: url, tls: PinnedTLS.clientConfiguration(trusting: certificate), epoch: saved?.epoch)
         } catch {
             throw AgentError(
                 .identity,
@@ -184,7 +209,12 @@ struct LeadClient: Sendable {
             baseURL: baseURL, timeout: .milliseconds(Int64(timeout / .milliseconds(1))), httpClient: Self.http)
         client.pinnedTLS = link.tls
         if let signer {
-            client.signer = { method, path, body in signer.headers(method: method, path: path, body: body) }
+            let epoch = link.epoch
+            client.signer = { method, path, body in
+                var headers = signer.headers(method: method, path: path, body: body)
+                if let epoch { headers.append((LeadEpochHeader.name, String(epoch))) }
+                return headers
+            }
         }
         return client
     }
@@ -345,6 +375,16 @@ final class MembershipService: Service {
     /// The signed client, for forwarding operator reads to the lead.
     var leadClient: LeadClient { lead }
 
+    /// Missed heartbeats in a row before the node asks the lead-eligible members for a new lead.
+    static let beatsBeforeLooking = 3
+    /// The name of the lead this node follows.
+    private let leadName = Mutex<String?>(nil)
+
+    /// The lead this node follows, its URL and the highest epoch seen.
+    var leadView: (name: String?, url: String, epoch: Int64?) {
+        (leadName.withLock { $0 }, link.url, link.epoch)
+    }
+
     /// The signing key of the lead this node joined (nil until it has): secrets it delivers are
     /// checked against it.
     var leadSignKey: PublicKey? { joinedLeadKey.withLock { $0 } }
@@ -362,12 +402,16 @@ final class MembershipService: Service {
     func run() async throws {
         guard let membership = try await joinIfNeeded() else { return }
         joinedLeadKey.withLock { $0 = try? PublicKey(base64: membership.lead.signPublicKey) }
+        leadName.withLock { $0 = membership.lead.name }
+        if let epoch = membership.epoch { link.raise(epoch: epoch) }
         if let meshID = membership.meshID { state.setMeshID(meshID) }
         state.setJoined()
         var knownVersion = -1
         var knownSecrets: Int?
         var lastRefresh: ContinuousClock.Instant?
         var lastRTT: ContinuousClock.Instant?
+        var failedBeats = 0
+        var lastLook: ContinuousClock.Instant?
         let interval = Duration.milliseconds(Int64(config.heartbeatTiming.intervalS * 1000))
         let timeout = min(interval, .seconds(2))
         // A secrets refresh runs beside the heartbeats as a child task: it ends with them.
@@ -388,11 +432,24 @@ final class MembershipService: Service {
                             lastRefresh = .now
                         }
                     }
+                    failedBeats = 0
                 } catch {
                     beatFailures.increment()
+                    failedBeats += 1
+                    logger.debug("heartbeat failed", metadata: ["nodeagent.error": "\(error.message)"])
                     if state.leadContact(ok: false) {
                         logger.warning(
                             "heartbeat failed; the lead is away", metadata: ["nodeagent.error": "\(error.message)"])
+                    }
+                    // A few beats missed: ask the lead-eligible members whether one of them leads now.
+                    if failedBeats >= Self.beatsBeforeLooking,
+                        lastLook.map({ $0.duration(to: .now) >= .seconds(1) }) ?? true
+                    {
+                        lastLook = .now
+                        if await followNewLead() {
+                            failedBeats = 0
+                            knownVersion = -1
+                        }
                     }
                 }
                 if lastRTT.map({ $0.duration(to: .now) >= .seconds(5) }) ?? true {
@@ -512,6 +569,7 @@ final class MembershipService: Service {
             }
             switch answer {
             case .success(let response):
+                if let sealed = response.sealedMasterKey { try keepMasterKey(sealed) }
                 let membership = Membership(
                     name: response.node.name, vpnIP: response.node.vpnIP, leadURL: lead.baseURL,
                     lead: response.mesh.lead, cidr: response.mesh.cidr, meshID: response.mesh.meshID,
@@ -565,11 +623,129 @@ final class MembershipService: Service {
         withTLS.tlsPort = config.tlsListen?.port
         let response = try await lead.call(
             API.heartbeat, config.name, body: withTLS, as: HeartbeatResponse.self, timeout: timeout)
+        if let epoch = response.epoch {
+            let known = link.epoch ?? 0
+            guard epoch >= known else {
+                throw .refused(
+                    status: 409,
+                    ErrorResponse(
+                        code: "stale_lead",
+                        message: "\(link.url) answered as the lead of epoch \(epoch); this node follows epoch \(known)")
+                )
+            }
+            if link.raise(epoch: epoch) { saveEpoch(epoch) }
+        }
         lastFull.withLock { last in
             if response.sendFull { last = (nil, nil) } else if full { last = (capabilities, .now) }
         }
         beats.increment()
         return response
+    }
+
+    /// A standby's join answer holds the secrets master key sealed to this node's box key: kept
+    /// as `DATA/keys/secrets.master` (0600), where the agent loads it once promoted.
+    private func keepMasterKey(_ sealed: String) throws(AgentError) {
+        guard sealed.utf8.count <= 4096, let bytes = Data(base64Encoded: sealed),
+            let opened = try? identity.box.open(sealed: [UInt8](bytes))
+        else {
+            throw AgentError(.identity, "the lead's sealed secrets master key does not open with this node's box key")
+        }
+        let text = opened.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+        guard (try? MasterKey(base64: text)) != nil else {
+            throw AgentError(.identity, "the lead sent a secrets master key that does not parse")
+        }
+        try SecureFile.write(text + "\n", to: config.dataDir + "/keys/secrets.master")
+        logger.info("kept the secrets master key the lead sealed to this standby")
+    }
+
+    // MARK: Following a new lead
+
+    /// Records a higher epoch in `membership.json`, so a restart refuses older leads too.
+    private func saveEpoch(_ epoch: Int64) {
+        do throws(AgentError) {
+            guard var saved = try Membership.load(dataDir: config.dataDir), (saved.epoch ?? 0) < epoch else { return }
+            saved.epoch = epoch
+            try saved.save(dataDir: config.dataDir)
+        } catch {
+            logger.warning("cannot record the lead's epoch", metadata: ["nodeagent.error": "\(error.message)"])
+        }
+    }
+
+    /// Asks every lead-eligible member of the cached registry (standbys, and leads other than the
+    /// one this node follows) for its signed term, and follows the first whose term is newer than
+    /// the epoch this node knows and is signed by the key the cache holds for that member. The
+    /// cache came from the old lead over the pinned channel, so nothing new is trusted: a member
+    /// the cache does not list, or a term signed by another key, is ignored. Over https the
+    /// member's certificate must match the pin the cache holds for it. True when it followed one.
+    func followNewLead() async -> Bool {
+        let current = leadName.withLock { $0 }
+        let members = (cache.current?.nodes.nodes ?? []).filter {
+            ($0.role == .standby || $0.role == .lead) && $0.name != current && $0.name != config.name
+        }
+        for member in members {
+            guard let adopted = await handoff(from: member) else { continue }
+            await adopt(adopted.handoff, certificate: adopted.certificate, member: member)
+            return true
+        }
+        return false
+    }
+
+    /// `GET /api/lead/handoff` from `member`, checked against what the cache holds for it.
+    private func handoff(from member: Node) async -> (handoff: LeadHandoff, certificate: NIOSSLCertificate?)? {
+        guard let url = HTTPServer.standbyURL(member), let key = try? PublicKey(base64: member.signPublicKey) else {
+            return nil
+        }
+        var certificate: NIOSSLCertificate?
+        var client = AuroraClient(baseURL: url, timeout: .seconds(2), httpClient: LeadClient.http)
+        if let components = URLComponents(string: url), components.scheme == "https" {
+            guard let pinText = member.tlsPin, let pin = TLSPin(parsing: pinText),
+                let shown = try? await PinnedTLS.verifiedCertificate(
+                    url: url, host: components.host ?? "", port: components.port ?? 443, pin: pin)
+            else { return nil }
+            certificate = shown
+            client.pinnedTLS = PinnedTLS.clientConfiguration(trusting: shown)
+        }
+        guard let (status, body) = try? await client.exchange(method: "GET", path: API.leadHandoff.pattern, body: []),
+            status == 200, body.count <= 64 * 1024,
+            let handoff = try? APICoding.decoder().decode(LeadHandoff.self, from: Data(body))
+        else { return nil }
+        let term = handoff.term
+        guard term.lead == member.name, term.signPublicKey == member.signPublicKey, handoff.isSigned(by: key),
+            term.epoch > (link.epoch ?? 0), URLComponents(string: term.url)?.host != nil,
+            term.url.utf8.count <= 512
+        else {
+            logger.warning(
+                "ignored a lead term that does not check out", metadata: ["nodeagent.member": "\(member.name)"])
+            return nil
+        }
+        return (handoff, certificate)
+    }
+
+    /// Points every call to the lead at the new one and records it in `membership.json`.
+    private func adopt(_ handoff: LeadHandoff, certificate: NIOSSLCertificate?, member: Node) async {
+        let term = handoff.term
+        link.set(url: term.url, tls: certificate.map { PinnedTLS.clientConfiguration(trusting: $0) })
+        link.raise(epoch: term.epoch)
+        leadName.withLock { $0 = term.lead }
+        joinedLeadKey.withLock { $0 = try? PublicKey(base64: term.signPublicKey) }
+        do throws(AgentError) {
+            if var saved = try Membership.load(dataDir: config.dataDir) {
+                saved.leadURL = term.url
+                saved.lead = .init(
+                    name: term.lead, url: term.url, signPublicKey: term.signPublicKey, boxPublicKey: term.boxPublicKey)
+                saved.leadCertificate = try? certificate?.pemText()
+                saved.leadPin = certificate != nil ? member.tlsPin : nil
+                saved.epoch = term.epoch
+                try saved.save(dataDir: config.dataDir)
+            }
+        } catch {
+            logger.error("cannot record the new lead", metadata: ["nodeagent.error": "\(error.message)"])
+        }
+        logger.notice(
+            "following a new lead",
+            metadata: [
+                "nodeagent.lead": "\(term.lead)", "nodeagent.epoch": "\(term.epoch)", "nodeagent.url": "\(term.url)",
+            ])
     }
 
     /// Fetches the registry and topology for the cache; false when the lead did not answer.

@@ -20,11 +20,24 @@ import ServiceLifecycle
 /// store → HTTP and stops them in reverse on SIGTERM or SIGINT.
 public enum Agent {
     /// Runs until a graceful shutdown; throws ``AgentError`` for anything that stops a start.
+    ///
+    /// Returns true when the agent stopped to start again as the lead (a standby promoted by
+    /// `POST /api/lead/promote`): the caller executes the same command line again.
+    @discardableResult
     public static func run(config: NodeConfig, metrics: PrometheusCollectorRegistry?, logger baseLogger: Logger)
-        async throws
+        async throws -> Bool
     {
+        var config = config
+        if config.role == .standby, LeadPromotion.promoted(dataDir: config.dataDir) {
+            // Promoted: this agent is the lead now, whatever its command line says.
+            config.role = .lead
+        } else if case .bool(true) = config.resolved["standby"], config.role != .standby {
+            throw AgentError(.config, "--standby (standby: true) is for the lead profile: use --profile lead --standby")
+        }
         var logger = baseLogger
         logger[metadataKey: "nodeagent.node"] = "\(config.name)"
+        // A peer that closes a socket or pipe mid-write is an error to handle, never a silent death.
+        signal(SIGPIPE, SIG_IGN)
 
         // Preflight, in the order a person would fix things.
         try ListenCheck.ensureFree(config.listen)
@@ -94,6 +107,11 @@ public enum Agent {
                     binDirectory: storeService.managed?.binDirectory ?? config.pgBinDirectory),
                 logger: logger)
             services.append(.init(service: storeService))
+            await storeService.store.wantLeadLock()
+            let leadership = Leadership(
+                store: storeService.store, events: storeService.store, signing: identity.signing,
+                template: Leadership.template(config: config, identity: identity, tls: tls), hub: hub, logger: logger)
+            storeService.setReconnected { try? await leadership.begin(operatorTokenHash: nil) }
             let apiTokens = APITokens(store: storeService.store)
             token.scoped = apiTokens
             role = .lead(
@@ -103,11 +121,12 @@ public enum Agent {
                     inbox: inbox,
                     backups: backups, apiTokens: apiTokens,
                     leadTLS: config.tlsListen != nil ? LeadTLS(identity: tls, config: config) : nil,
-                    outputs: JobOutputs(capacity: config.execOutputTailBytes)))
+                    outputs: JobOutputs(capacity: config.execOutputTailBytes), leadership: leadership))
             services.append(
                 .init(
                     service: RegistryService(
-                        registry: registry, apiTokens: apiTokens, state: state, inventory: inventory, hub: hub,
+                        registry: registry, apiTokens: apiTokens, leadership: leadership,
+                        operatorTokenHash: token.hashHex, state: state, inventory: inventory, hub: hub,
                         logger: logger)))
             services.append(
                 .init(
@@ -244,6 +263,7 @@ public enum Agent {
             configuration: .init(
                 services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
                 logger: logger))
+        state.setRestartTrigger { Task { await group.triggerGracefulShutdown() } }
         do {
             try await group.run()
         } catch let error as IOError where error.errnoCode == EADDRINUSE {
@@ -255,7 +275,12 @@ public enum Agent {
         }
         await outbox.close()
         withExtendedLifetime(dataDir) {}  // the lock is held until here
+        if state.restartRequested {
+            logger.notice("stopped to start again as the lead")
+            return true
+        }
         logger.info("stopped")
+        return false
     }
 }
 

@@ -13,6 +13,23 @@ public final class AgentState: Sendable {
     /// The profile's service checks and the resource alerts, as the services last saw them.
     /// Read by `/health` (checks and alerts) and by the inventory that goes into heartbeats.
     let checkBoard = CheckBoard()
+    /// A promoted standby asks for a restart as the lead: the flag, and what ends the service group.
+    private let restart = Mutex<(requested: Bool, trigger: (@Sendable () -> Void)?)>((false, nil))
+
+    /// Whether the agent should start again (as the lead) once its services stopped.
+    var restartRequested: Bool { restart.withLock { $0.requested } }
+
+    /// What ``requestRestart()`` calls to stop the services (the service group's graceful shutdown).
+    func setRestartTrigger(_ trigger: @escaping @Sendable () -> Void) { restart.withLock { $0.trigger = trigger } }
+
+    /// Stops the services gracefully (answers in flight are sent), then the agent starts again.
+    func requestRestart() {
+        let trigger = restart.withLock { state -> (@Sendable () -> Void)? in
+            state.requested = true
+            return state.trigger
+        }
+        trigger?()
+    }
 
     private struct Mutable {
         var store: StoreHealth

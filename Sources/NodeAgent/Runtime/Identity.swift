@@ -104,6 +104,10 @@ public struct AdminToken: Sendable {
         return AdminToken(hash: hash)
     }
 
+    /// The hex SHA-256 of the token: a lead records it in the store, so the mesh admin token
+    /// keeps working on a promoted standby.
+    var hashHex: String { Hex.encode(hash) }
+
     /// Whether `presented` is the token (constant time), or an API token with role `admin`.
     public func accepts(_ presented: String) -> Bool {
         if Crypto.constantTimeEquals(Crypto.sha256(Array(presented.utf8)), hash) { return true }

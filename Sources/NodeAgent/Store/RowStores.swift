@@ -150,6 +150,9 @@ protocol JobStore: EventStore {
     /// One job by id; nil when there is none.
     func job(_ id: String) async throws(AgentError) -> Job?
 
+    /// The job holding an idempotency key in the store's form (``JobRows/scopedKey(_:_:)``); nil when none does.
+    func job(byKey scopedKey: String) async throws(AgentError) -> Job?
+
     /// Newest first, at most `limit`: every job `caller` may read (``JobAccess/mayRead(_:_:)``),
     /// in `state` when given.
     func jobs(state: JobState?, visibleTo caller: String, limit: Int) async throws(AgentError) -> [Job]
@@ -244,4 +247,26 @@ struct StoredVersion: Sendable, Equatable {
     var createdAt: String
     var createdBy: String
     var restoredFrom: Int?
+}
+
+/// The lead's terms (``Leadership``) and the operator tokens every lead accepts.
+protocol LeadTermStore: Sendable {
+    /// The newest term, nil before the first lead began one.
+    func latestTerm() async throws(AgentError) -> LeadTerm?
+
+    /// Inserts `term` at the next epoch when the newest epoch is still `previous` (nil: none yet);
+    /// returns it with its epoch and start time, or nil when another lead began a term first.
+    func beginTerm(_ term: LeadTerm, after previous: Int64?) async throws(AgentError) -> LeadTerm?
+
+    /// Records a lead's operator token hash (hex SHA-256), so every later lead accepts it.
+    func recordOperatorToken(hash: String, agent: String) async throws(AgentError)
+
+    /// Sets a node's role (a promotion makes the old lead a standby and the standby the lead).
+    func setRole(of node: String, to role: NodeRole) async throws(AgentError)
+
+    /// Whether this lead's connection holds the store's lead lock.
+    func holdsLeadLock() async -> Bool
+
+    /// Ends the sessions that hold the lead lock and takes it; whether it was taken.
+    func takeOverLeadLock(timeout: Duration) async throws(AgentError) -> Bool
 }

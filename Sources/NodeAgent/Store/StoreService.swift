@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import Metrics
 import ServiceLifecycle
+import Synchronization
 
 /// Owns the lead's store for the agent's lifetime: starts (or reuses) the managed cluster or
 /// connects to the external one, runs migrations, watches the connection every two seconds,
@@ -16,6 +17,11 @@ final class StoreService: Service {
     let state: AgentState
     let logger: Logger
     private let up = Gauge(label: "aurora_store_up")
+    /// Called after every reconnect (a lead checks its term and the lead lock again).
+    private let reconnected = Mutex<(@Sendable () async -> Void)?>(nil)
+
+    /// Sets what runs after every reconnect.
+    func setReconnected(_ action: @escaping @Sendable () async -> Void) { reconnected.withLock { $0 = action } }
 
     /// Connects to nothing yet; for a managed store it finds the PostgreSQL binaries and checks the
     /// socket path, throwing ``AgentError`` with code `store` before any service starts.
@@ -141,6 +147,7 @@ final class StoreService: Service {
             }
             up.record(1)
             logger.notice("store reconnected")
+            await reconnected.withLock { $0 }?()
         } catch {
             state.updateStore { $0.message = error.message }
         }

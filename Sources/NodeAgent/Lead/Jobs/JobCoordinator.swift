@@ -114,17 +114,9 @@ actor JobCoordinator {
         // Idempotency keys belong to their submitter: another caller's key is another key.
         let scopedKey = valid.idempotencyKey.map { JobRows.scopedKey(submitter, $0) }
         let bookKey = valid.idempotencyKey.map { Book.IdempotencyKey(submitter: submitter, key: $0) }
-        if valid.kind == .exec {
-            let labels = valid.requirements.labels ?? [:]
-            guard book.mayRunExec(labels: labels) else {
-                throw Refusal(
-                    .forbidden, code: "exec_not_allowed",
-                    message:
-                        "kind: exec jobs are not allowed on any \(labels.isEmpty ? "" : "matching ")node (set gpu.allow_exec: true in a worker's profile)"
-                )
-            }
-        }
-        // Duplicates of a key wait for the first submission's outcome, then find its job.
+        // Duplicates of a key wait for the first submission's outcome, then find its job. A
+        // retry of a job that already finished (through another agent, or after a new lead took
+        // over, when no worker may have reported yet) gets that job, before any check of the nodes.
         if let key = scopedKey, let bookKey {
             while keysInFlight.contains(key) {
                 await waitOn(.key, key, timeout: .seconds(30))
@@ -136,6 +128,21 @@ actor JobCoordinator {
             if let key = scopedKey {
                 keysInFlight.remove(key)
                 waiters.key.wakeAll(key)
+            }
+        }
+        if let key = scopedKey {
+            let stored: Job?
+            do { stored = try await store.job(byKey: key) } catch { throw Refusal.storeUnavailable(error) }
+            if let stored { return (stored, false) }
+        }
+        if valid.kind == .exec {
+            let labels = valid.requirements.labels ?? [:]
+            guard book.mayRunExec(labels: labels) else {
+                throw Refusal(
+                    .forbidden, code: "exec_not_allowed",
+                    message:
+                        "kind: exec jobs are not allowed on any \(labels.isEmpty ? "" : "matching ")node (set gpu.allow_exec: true in a worker's profile)"
+                )
             }
         }
 

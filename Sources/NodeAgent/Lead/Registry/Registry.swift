@@ -134,7 +134,10 @@ actor Registry {
 
     /// Inserts or refreshes the lead's own record (it is alive while it answers).
     func recordLead(capabilities: Capabilities) async throws(AgentError) {
-        let vpnIP = config.vpnIP ?? IPv4Network.format(AddressAllocator(network: network).leadAddress)
+        // A promoted standby keeps the address it joined with; the first lead takes the network's first.
+        let vpnIP =
+            config.vpnIP ?? entries[config.name]?.node.vpnIP
+            ?? IPv4Network.format(AddressAllocator(network: network).leadAddress)
         let now = Date()
         let joinedAt = entries[config.name]?.node.joinedAt ?? ISOTime.string(now)
         let node = Node(

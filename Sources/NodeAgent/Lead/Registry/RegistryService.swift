@@ -16,12 +16,19 @@ final class RegistryService: Service {
 
     /// Scoped API tokens, loaded with the registry.
     let apiTokens: APITokens?
+    /// This lead's term, begun (or resumed, or found superseded) once the registry loaded.
+    let leadership: Leadership?
+    /// The operator token's hash, recorded in the store for every later lead.
+    let operatorTokenHash: String?
 
     init(
-        registry: Registry, apiTokens: APITokens? = nil, state: AgentState, inventory: Inventory, hub: EventHub,
+        registry: Registry, apiTokens: APITokens? = nil, leadership: Leadership? = nil,
+        operatorTokenHash: String? = nil, state: AgentState, inventory: Inventory, hub: EventHub,
         logger: Logger
     ) {
         self.apiTokens = apiTokens
+        self.leadership = leadership
+        self.operatorTokenHash = operatorTokenHash
         self.registry = registry
         self.state = state
         self.inventory = inventory
@@ -40,6 +47,8 @@ final class RegistryService: Service {
         while state.storeAnswered.isOpen, !Task.isCancelled, !Task.isShuttingDownGracefully {
             do {
                 try await registry.load(capabilities: await inventory.capabilities(), meshID: state.meshID)
+                try await leadership?.begin(operatorTokenHash: operatorTokenHash)
+                await leadership?.recordFenced()
                 try await apiTokens?.load()
                 state.registryLoaded.open()
                 break

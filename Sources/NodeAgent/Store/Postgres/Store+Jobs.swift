@@ -180,6 +180,11 @@ extension Store: JobStore {
         }
     }
 
+    func job(byKey scopedKey: String) async throws(AgentError) -> Job? {
+        try await query("SELECT \(JobRows.columns) FROM jobs WHERE idempotency_key = $1", [scopedKey]).rows.first
+            .flatMap { JobRows.job($0)?.0 }
+    }
+
     func jobs(state: JobState?, visibleTo caller: String, limit: Int) async throws(AgentError) -> [Job] {
         var sql = "SELECT \(JobRows.columns) FROM jobs"
         var conditions: [String] = []

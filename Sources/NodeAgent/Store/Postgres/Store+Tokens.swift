@@ -55,6 +55,11 @@ extension Store: TokenStore {
                 id: id, role: role, company: row[3] ?? "", expiresAt: row[4].flatMap(ISOTime.parse),
                 revoked: row[5] == "t")
         }
+        // Every lead's operator token (the mesh admin's), so it keeps working on a promoted standby.
+        for row in try await query("SELECT hash FROM operator_tokens").rows {
+            guard let hash = row[0], hash.utf8.count == 64 else { continue }
+            grants[hash] = APITokens.Grant(id: "operator", role: .admin, company: "", expiresAt: nil, revoked: false)
+        }
         return grants
     }
 

@@ -17,10 +17,51 @@ public actor Store {
         self.thread.start()
     }
 
-    /// Connects, replacing a broken connection.
+    /// Connects, replacing a broken connection; a lead's store then tries to take the lead lock.
     public func connect() async throws(AgentError) {
         let conninfo = self.conninfo
+        holdsLeadLockNow = false
         connection = try await onStoreThread { () throws(AgentError) in try PostgresConnection(conninfo: conninfo) }
+        if wantsLeadLock {
+            holdsLeadLockNow =
+                try await query("SELECT pg_try_advisory_lock($1::bigint)", [Self.leadLockKey]).scalar == "t"
+        }
+    }
+
+    // MARK: The lead lock
+
+    /// The session-level advisory lock a lead holds on its one connection while it leads. A
+    /// promotion ends the session that holds it (`pg_terminate_backend`), so an old lead's next
+    /// write fails, and its reconnect finds the newer term and fences it.
+    static let leadLockKey = "742017002"
+    private var wantsLeadLock = false
+    private var holdsLeadLockNow = false
+
+    /// Makes every later ``connect()`` try to take the lead lock (a lead's store).
+    func wantLeadLock() { wantsLeadLock = true }
+
+    /// Whether this connection holds the lead lock.
+    func holdsLeadLock() -> Bool { holdsLeadLockNow }
+
+    /// Ends every other session that holds the lead lock and takes it, trying for up to `timeout`;
+    /// whether it was taken. Needs the right to signal those sessions (the same role, or
+    /// `pg_signal_backend`).
+    func takeOverLeadLock(timeout: Duration = .seconds(10)) async throws(AgentError) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            try await query(
+                """
+                SELECT pg_terminate_backend(pid) FROM pg_locks
+                WHERE locktype = 'advisory' AND classid = 0 AND objid = $1::bigint AND objsubid = 1 AND granted
+                  AND pid <> pg_backend_pid()
+                """, [Self.leadLockKey])
+            if try await query("SELECT pg_try_advisory_lock($1::bigint)", [Self.leadLockKey]).scalar == "t" {
+                holdsLeadLockNow = true
+                return true
+            }
+            guard ContinuousClock.now < deadline else { return false }
+            try? await Task.sleep(for: .milliseconds(50))  // the ended session lets go within milliseconds
+        }
     }
 
     /// Runs one statement with text parameters.
@@ -306,6 +347,25 @@ public enum Migrations {
                     name       text PRIMARY KEY,
                     seq        bigint NOT NULL,
                     updated_at timestamptz NOT NULL DEFAULT now()
+                )
+                """),
+        Migration(
+            version: 11, name: "leads",
+            sql: """
+                CREATE TABLE lead_terms (
+                    epoch           bigint PRIMARY KEY CHECK (epoch > 0),
+                    lead            text NOT NULL,
+                    url             text NOT NULL,
+                    sign_public_key text NOT NULL,
+                    box_public_key  text NOT NULL,
+                    tls_pin         text,
+                    certificate     text,
+                    started_at      timestamptz NOT NULL DEFAULT now()
+                );
+                CREATE TABLE operator_tokens (
+                    hash       text PRIMARY KEY,
+                    agent      text NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now()
                 )
                 """),
     ]

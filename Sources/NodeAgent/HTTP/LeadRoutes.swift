@@ -1,0 +1,143 @@
+import AuroraAPI
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import Mesh
+
+extension HTTPServer {
+    /// The mesh's leads (docs/API.md, "Two leads"):
+    ///
+    /// - `GET /api/lead`: a read, submit or admin credential of this agent; what it knows of the
+    ///   leads (its role, the epoch, the lead, the lead-eligible standbys);
+    /// - `GET /api/lead/handoff`: anyone; on the lead its signed term (503 `fenced` once fenced,
+    ///   503 `starting` before its term began), elsewhere 421 `not_lead`;
+    /// - `POST /api/lead/step-down`: on the lead, signed by a node whose role is `standby` (403 for
+    ///   any other node): the lead fences itself and answers its epoch; 421 elsewhere;
+    /// - `POST /api/lead/promote`: this agent's admin credential; on a standby it promotes it
+    ///   (``LeadPromotion``) and restarts the agent as the lead; 409 `already_lead` on the lead,
+    ///   409 `not_standby` on any other node.
+    static func addLeadRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, role: RoleParts) {
+        let token = agent.token, state = agent.state, maxBody = agent.maxBody
+        let name = state.config.name
+        let storeMode = state.config.storeURL != nil ? "shared" : "managed"
+        @Sendable func standbys(_ nodes: [Node]) -> [LeadStatus.Standby] {
+            nodes.filter { $0.role == .standby }.map {
+                LeadStatus.Standby(name: $0.name, state: $0.state, url: standbyURL($0), lastSeen: $0.lastSeen)
+            }
+        }
+        switch role {
+        case .lead(let lead):
+            router.on(API.leadStatus) { request, _ -> Response in
+                _ = try authorize(request, token: token, role: .read)
+                let leadership = lead.leadership
+                let nodes = (try? await lead.registry.list().nodes) ?? []
+                let status = LeadStatus(
+                    role: leadership?.fencedReason != nil ? .fenced : .lead, agent: name, epoch: leadership?.epoch,
+                    lead: leadership?.term?.lead ?? name, leadURL: leadership?.term?.url,
+                    fencedReason: leadership?.fencedReason, standbys: standbys(nodes), store: storeMode)
+                return try json(status, status: .ok)
+            }
+            router.on(API.leadHandoff) { _, _ -> Response in
+                guard let leadership = lead.leadership else {
+                    throw Refusal(.unavailable, code: "starting", message: "this lead keeps no terms")
+                }
+                if let reason = leadership.fencedReason {
+                    throw Refusal(.unavailable, code: "fenced", message: "this agent no longer leads: \(reason)")
+                }
+                guard let handoff = leadership.handoff else {
+                    throw Refusal(.unavailable, code: "starting", message: "this lead's term has not begun yet")
+                }
+                return try json(handoff, status: .ok)
+            }
+            router.on(API.stepDown) { request, context -> Response in
+                let (caller, _) = try await authenticateNode(
+                    request, context: context, registry: lead.registry, maxBody: maxBody)
+                let callerRole = try? await lead.registry.list().nodes.first(where: { $0.name == caller })?.role
+                guard callerRole == .standby else {
+                    throw Refusal(
+                        .forbidden, code: "forbidden", message: "only a standby lead may ask the lead to step down")
+                }
+                guard let leadership = lead.leadership else {
+                    throw Refusal(.unavailable, code: "starting", message: "this lead keeps no terms")
+                }
+                leadership.fence("standby \(caller) asked this lead to step down for its promotion")
+                await leadership.recordFenced()
+                return try json(StepDownResponse(epoch: leadership.epoch ?? 0, fenced: true), status: .ok)
+            }
+            router.on(API.promoteLead) { request, _ -> Response in
+                _ = try authorize(request, token: token, role: .admin)
+                throw Refusal(
+                    .conflict, code: "already_lead",
+                    message: "this agent is the lead; run 'aurora-cli lead promote' on a standby")
+            }
+        case .node(let node):
+            router.on(API.leadStatus) { request, _ -> Response in
+                _ = try authorize(request, token: token, role: .read)
+                let known = node.membership.leadView
+                let status = LeadStatus(
+                    role: state.config.role == .standby ? .standby : .node, agent: name, epoch: known.epoch,
+                    lead: known.name, leadURL: known.url,
+                    standbys: standbys(node.cache.current?.nodes.nodes ?? []), store: storeMode)
+                return try json(status, status: .ok)
+            }
+            leadOnly(router, API.leadHandoff, "the lead's handoff", agent: agent)
+            leadOnly(router, API.stepDown, "stepping down", agent: agent)
+            router.on(API.promoteLead) { request, _ -> Response in
+                _ = try authorize(request, token: token, role: .admin)
+                guard state.config.role == .standby else {
+                    throw Refusal(
+                        .conflict, code: "not_standby",
+                        message:
+                            "this agent is not a standby lead; promote the agent started with --profile lead --standby")
+                }
+                let promote = try await decode(
+                    PromoteRequest.self, request, maxBody: maxBody, allowed: ["accept_data_loss"])
+                let answer = try await LeadPromotion(state: state, membership: node.membership).run(promote)
+                state.requestRestart()
+                return try json(answer, status: .ok)
+            }
+        }
+    }
+
+    /// Where a standby serves nodes once promoted: its TLS port on its reported host when it has
+    /// one, else its plain listener.
+    static func standbyURL(_ node: Node) -> String? {
+        guard let address = node.address, let parsed = try? HostPort(parsing: address) else { return nil }
+        if let port = node.tlsPort, let secure = try? HostPort(host: parsed.host, port: port) {
+            return "https://\(secure.description)"
+        }
+        return "http://\(parsed.description)"
+    }
+}
+
+/// Paths a fenced lead still answers: they acknowledge nothing.
+private let fencedOpenPaths: Set<String> = [
+    API.health.pattern, API.metrics.pattern, API.openAPI.pattern, API.agent.pattern, API.leadStatus.pattern,
+    API.leadHandoff.pattern, API.logs.pattern, API.subsystems.pattern, API.checks.pattern, API.outbox.pattern,
+]
+
+/// On the lead: every answer carries its epoch (`aurora-epoch`); a request naming a higher one
+/// makes it check its store (``Leadership/observe(claimed:)``); once fenced it answers 503
+/// `fenced` to everything but its own health, metrics, status and logs.
+struct LeadEpochMiddleware<Context: RequestContext>: RouterMiddleware {
+    let leadership: Leadership
+    static var header: HTTPField.Name { HTTPField.Name(LeadEpochHeader.name)! }
+
+    /// Paths a fenced lead still answers: they acknowledge nothing.
+    static var openWhenFenced: Set<String> { fencedOpenPaths }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        if let text = request.headers[Self.header], text.utf8.count <= 19, let claimed = Int64(text), claimed > 0 {
+            await leadership.observe(claimed: claimed)
+        }
+        if let reason = leadership.fencedReason, !Self.openWhenFenced.contains(request.uri.path) {
+            throw Refusal(.unavailable, code: "fenced", message: "this agent no longer leads the mesh: \(reason)")
+        }
+        var response = try await next(request, context)
+        if let epoch = leadership.epoch { response.headers[Self.header] = String(epoch) }
+        return response
+    }
+}

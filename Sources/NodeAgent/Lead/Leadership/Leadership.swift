@@ -1,0 +1,181 @@
+import AuroraAPI
+import AuroraTLS
+import Foundation
+import Logging
+import Mesh
+import Secrets
+import Synchronization
+
+/// This lead's term and whether it is fenced.
+///
+/// A lead begins (or resumes) its term when its registry loads: the first lead of a store takes
+/// epoch 1; a lead that finds the store's newest term names another agent is fenced at once. A
+/// fenced lead acknowledges no writes (``LeadEpochMiddleware`` answers 503 `fenced`), never
+/// unfences itself, and says why in `/health` and `GET /api/lead`. It is fenced when:
+///
+/// - its store shows a newer term (read at start, at every reconnect, and when a node's request
+///   names a higher epoch than its own: a hint it checks in the store, never trusts);
+/// - another agent holds the store's lead lock (``Store/leadLockKey``);
+/// - a standby about to promote asks it to step down.
+final class Leadership: Sendable {
+    struct State: Sendable {
+        var term: LeadTerm?
+        var fenced: String?
+        var lastCheck: ContinuousClock.Instant?
+    }
+
+    private let state = Mutex(State())
+    private let store: any LeadTermStore
+    private let signing: SigningKey
+    /// This lead's term as it would begin one (epoch and start time are the store's).
+    let template: LeadTerm
+    let events: (any EventStore)?
+    let hub: EventHub?
+    let logger: Logger
+
+    init(
+        store: any LeadTermStore, events: (any EventStore)?, signing: SigningKey, template: LeadTerm, hub: EventHub?,
+        logger: Logger
+    ) {
+        self.events = events
+        self.store = store
+        self.signing = signing
+        self.template = template
+        self.hub = hub
+        var logger = logger
+        logger[metadataKey: "nodeagent.subsystem"] = "leadership"
+        self.logger = logger
+    }
+
+    /// The term, once begun.
+    var term: LeadTerm? { state.withLock { $0.term } }
+    /// This lead's epoch, once its term began.
+    var epoch: Int64? { term?.epoch }
+    /// Why this lead acknowledges no writes; nil while it leads.
+    var fencedReason: String? { state.withLock { $0.fenced } }
+
+    /// Begins or resumes the term: called once the store answers (and again after every
+    /// reconnect, where it only checks). Records this lead's operator token so that every later
+    /// lead accepts it.
+    func begin(operatorTokenHash: String?) async throws(AgentError) {
+        if let hash = operatorTokenHash {
+            try await store.recordOperatorToken(hash: hash, agent: template.lead)
+        }
+        let latest = try await store.latestTerm()
+        if let latest, latest.lead != template.lead {
+            fence(
+                "the store's newest term is epoch \(latest.epoch), led by \(latest.lead): this agent is no longer the lead"
+            )
+            return
+        }
+        if !(await store.holdsLeadLock()) {
+            // The term names this agent (a restart, or the first start after its promotion): a
+            // session left by an earlier run, or the old lead's, still holds the lock.
+            guard latest != nil, try await store.takeOverLeadLock(timeout: .seconds(10)) else {
+                fence("another agent holds the store's lead lock")
+                return
+            }
+        }
+        if let latest {
+            if let own = term, own.epoch != latest.epoch {
+                fence("the store's newest term is epoch \(latest.epoch), not this lead's \(own.epoch)")
+                return
+            }
+            adopt(latest)
+            return
+        }
+        guard let begun = try await store.beginTerm(template, after: nil) else {
+            // Another lead began the first term between the read and the insert.
+            try await begin(operatorTokenHash: nil)
+            return
+        }
+        adopt(begun)
+        logger.notice("began the mesh's first lead term", metadata: ["nodeagent.epoch": "1"])
+    }
+
+    private func adopt(_ term: LeadTerm) {
+        let changed = state.withLock { state -> Bool in
+            defer { state.term = term }
+            return state.term?.epoch != term.epoch
+        }
+        if changed { logger.info("leading", metadata: ["nodeagent.epoch": "\(term.epoch)"]) }
+    }
+
+    /// Stops acknowledging writes, for good; the first reason is kept and published as `lead.fenced`.
+    func fence(_ reason: String) {
+        let first = state.withLock { state -> Bool in
+            guard state.fenced == nil else { return false }
+            state.fenced = reason
+            return true
+        }
+        guard first else { return }
+        logger.error("fenced: acknowledging no more writes", metadata: ["nodeagent.reason": "\(reason)"])
+    }
+
+    /// Records `lead.fenced` in the event log (the shared store's, which the new lead serves);
+    /// best effort: a store that does not answer loses only this event.
+    func recordFenced() async {
+        guard let reason = fencedReason, let events, let hub else { return }
+        _ = try? await events.append(
+            [
+                EventLog.Draft(
+                    type: EventType.leadFenced, node: template.lead,
+                    data: ["reason": .string(reason), "epoch": epoch.map { .number(Double($0)) } ?? .null])
+            ], published: hub.publish)
+    }
+
+    /// A request named `claimed` as the highest epoch its sender has seen. Higher than ours: read
+    /// the store's newest term (at most once a second) and fence if it is newer. A claim alone
+    /// fences nothing.
+    func observe(claimed: Int64) async {
+        guard let own = epoch, claimed > own, fencedReason == nil else { return }
+        let due = state.withLock { state -> Bool in
+            if let last = state.lastCheck, last.duration(to: .now) < .seconds(1) { return false }
+            state.lastCheck = .now
+            return true
+        }
+        guard due else { return }
+        do {
+            if let latest = try await store.latestTerm(), latest.epoch > own {
+                fence("a newer term began: epoch \(latest.epoch), led by \(latest.lead)")
+            }
+        } catch {
+            logger.warning(
+                "a request named a newer epoch; the store did not answer to check it",
+                metadata: ["nodeagent.error": "\(error.message)"])
+        }
+    }
+
+    /// The term signed with this lead's key, for `GET /api/lead/handoff`; nil before the term
+    /// began and once fenced.
+    var handoff: LeadHandoff? {
+        guard let term, fencedReason == nil else { return nil }
+        return LeadHandoff(term: term, signature: Data(signing.sign(term.signedMessage)).base64EncodedString())
+    }
+}
+
+extension Leadership {
+    /// Where nodes reach this agent as their lead: its TLS listener when it has one, else its
+    /// plain listener.
+    static func url(config: NodeConfig) -> String {
+        if let secure = config.tlsListen { return "https://\(secure.description)" }
+        return "http://\(config.listen.description)"
+    }
+
+    /// The term this agent would begin (the store sets epoch and start time).
+    static func template(config: NodeConfig, identity: NodeIdentity, tls: TLSIdentity) -> LeadTerm {
+        let serves = config.tlsListen != nil
+        return LeadTerm(
+            epoch: 0, lead: config.name, url: url(config: config), signPublicKey: identity.signing.publicKey.base64,
+            boxPublicKey: identity.box.publicKey.base64, tlsPin: serves ? tls.pin.description : nil,
+            certificate: serves ? try? tls.certificate.pemText() : nil, startedAt: "")
+    }
+}
+
+extension LeadHandoff {
+    /// Whether `signature` is `term`'s, made by `key`.
+    func isSigned(by key: PublicKey) -> Bool {
+        guard let bytes = Data(base64Encoded: signature), bytes.count == 64 else { return false }
+        return SigningKey.verify(signature: [UInt8](bytes), of: term.signedMessage, by: key)
+    }
+}

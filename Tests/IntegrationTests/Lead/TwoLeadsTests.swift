@@ -1,0 +1,225 @@
+import AuroraAPI
+import AuroraTestKit
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Two leads on one external PostgreSQL (the store both reach), a standby joined with a standby
+/// token, and an exec worker: the lead killed with SIGKILL, the standby promoted, the worker
+/// following it by itself, and the old lead fenced when it comes back.
+@Suite("Two leads (external PostgreSQL + lead + standby + an exec worker)", .serialized)
+struct TwoLeadsTests {
+    struct Mesh {
+        var lead: AgentHarness
+        var standby: AgentHarness
+        var worker: AgentHarness
+        var admin: [String: String]
+    }
+
+    static func cli(_ arguments: [String], agent: AgentHarness, scratch: ScratchDirectory) async throws -> (
+        code: Int32, stdout: String, stderr: String
+    ) {
+        try await ChildProcess.run(
+            Binaries.auroraCLI, arguments + ["--agent", agent.baseURL, "--data-dir", agent.dataDir],
+            outputDirectory: scratch.path)
+    }
+
+    static func submit(_ key: String, to agent: AgentHarness, headers: [String: String]) async throws -> HTTPAnswer {
+        let submission = JobSubmission(
+            kind: .exec, payload: ["argv": .array([.string("/bin/sh"), .string("-c"), .string("echo \(key)")])],
+            idempotencyKey: key)
+        return try await http(
+            agent.baseURL + Routes.gpuJobs, method: "POST", headers: headers,
+            body: Array(try APICoding.encoder().encode(submission)))
+    }
+
+    static func leadStatus(_ agent: AgentHarness, _ headers: [String: String]) async throws -> LeadStatus? {
+        let answer = try await http(agent.baseURL + API.leadStatus.pattern, headers: headers)
+        return answer.status == 200 ? try answer.decode(LeadStatus.self) : nil
+    }
+
+    @Test(
+        "kill -9 of the lead: the standby promoted keeps every job, secret and credential; the worker follows it; the old lead comes back fenced"
+    )
+    func failover() async throws {
+        let scratch = try ScratchDirectory("two-leads")
+        let server = try await PostgresServer(in: scratch)
+        var agents: [AgentHarness] = []
+        defer {
+            for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
+        }
+        do {
+            try await scenario(server: server, scratch: scratch, agents: &agents)
+        } catch {
+            for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
+            try? await server.stop()
+            throw error
+        }
+        for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
+        try? await server.stop()
+        scratch.remove()
+    }
+
+    func scenario(server: PostgresServer, scratch: ScratchDirectory, agents: inout [AgentHarness]) async throws {
+        let lead = try AgentHarness(
+            profile: "lead", dataDir: scratch.path + "/lead-a",
+            extraArguments: ["--name", "lead-a", "--store", server.url], outputDirectory: scratch.path)
+        agents.append(lead)
+        try await lead.waitHealthy()
+        let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
+        let first = try #require(try await Self.leadStatus(lead, admin))
+        #expect(first.role == .lead && first.epoch == 1 && first.lead == "lead-a" && first.standbys.isEmpty)
+
+        // The standby joins with a standby token; a compute token is refused for it.
+        let computeToken = try await lead.joinToken(outputDirectory: scratch.path)
+        let standbyToken = try await lead.joinToken(profile: "standby", outputDirectory: scratch.path)
+        let standby = try AgentHarness(
+            profile: "lead", dataDir: scratch.path + "/lead-b",
+            extraArguments: [
+                "--name", "lead-b", "--standby", "--lead", lead.baseURL, "--join-token", standbyToken, "--store",
+                server.url,
+            ], outputDirectory: scratch.path)
+        agents.append(standby)
+        try await standby.waitHealthy()
+        let file = scratch.path + "/gpu-1.yaml"
+        try """
+        gpu:
+          allow_exec: true
+        gpus:
+          - {index: 0, uuid: GPU-two-leads, name: NVIDIA GeForce RTX 4090, memory_total_mb: 24000, memory_used_mb: 0}
+        """.write(toFile: file, atomically: true, encoding: .utf8)
+        let worker = try AgentHarness(
+            profile: "compute", dataDir: scratch.path + "/gpu-1",
+            extraArguments: [
+                "--name", "gpu-1", "--lead", lead.baseURL, "--join-token", computeToken, "--config", file,
+            ],
+            outputDirectory: scratch.path)
+        agents.append(worker)
+        try await worker.waitHealthy()
+        let workerAdmin = ["Authorization": "Bearer \(try worker.adminToken)"]
+        // The standby holds the master key the lead sealed to it, and every node knows the standby.
+        #expect(FileManager.default.fileExists(atPath: standby.dataDir + "/keys/secrets.master"))
+        _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "the worker to know the standby") {
+            () async throws -> Bool? in
+            let seen = try await Self.leadStatus(worker, workerAdmin)
+            return seen?.standbys.contains(where: { $0.name == "lead-b" && $0.state == .alive }) == true
+                && seen?.epoch == 1 ? true : nil
+        }
+
+        // Work acknowledged by the old lead: 10 exec jobs (idempotency keys) and a secret.
+        var acknowledged: [String: String] = [:]
+        for index in 0..<10 {
+            let answer = try await Self.submit("before-\(index)", to: lead, headers: admin)
+            #expect(answer.status == 201, "\(answer.status) \(answer.text)")
+            acknowledged["before-\(index)"] = try answer.decode(Job.self).id
+        }
+        let write = SecretWrite(service: "db", keyName: "password", value: "kept-across-leads", scope: "global")
+        #expect(
+            try await http(
+                lead.baseURL + Routes.secrets, method: "POST", headers: admin,
+                body: Array(try APICoding.encoder().encode(write))
+            ).status == 201)
+
+        // Attacks: a compute node's signature cannot make the lead step down (403); without a
+        // signature 401; promote is refused on the lead, on a compute node, and without a token.
+        let stepDown = try await http(lead.baseURL + API.stepDown.pattern, method: "POST")
+        #expect(stepDown.status == 401, "\(stepDown.status) \(stepDown.text)")
+        let onLead = try await Self.cli(["lead", "promote"], agent: lead, scratch: scratch)
+        #expect(onLead.code != 0 && onLead.stderr.contains("already_lead"), "\(onLead.stderr)")
+        let onWorker = try await Self.cli(["lead", "promote"], agent: worker, scratch: scratch)
+        #expect(onWorker.code != 0 && onWorker.stderr.contains("not_standby"), "\(onWorker.stderr)")
+        let anonymous = try await http(
+            standby.baseURL + API.promoteLead.pattern, method: "POST", body: Array("{}".utf8))
+        #expect(anonymous.status == 401)
+        let unknownField = try await http(
+            standby.baseURL + API.promoteLead.pattern, method: "POST",
+            headers: ["Authorization": "Bearer \(try standby.adminToken)"], body: Array(#"{"force":true}"#.utf8))
+        #expect(unknownField.status == 400 && unknownField.text.contains("force"), "\(unknownField.text)")
+        #expect(try await Self.leadStatus(lead, admin)?.role == .lead, "a refused promotion changed nothing")
+
+        // The lead dies with SIGKILL; the standby is promoted.
+        lead.process.signal(SIGKILL)
+        _ = try await poll(timeout: .seconds(10), every: .milliseconds(20), "the lead to be gone") { () -> Bool? in
+            lead.process.isRunning ? nil : true
+        }
+        let promoted = try await Self.cli(["lead", "promote", "--json"], agent: standby, scratch: scratch)
+        #expect(promoted.code == 0, "\(promoted.stderr)")
+        let answer = try APICoding.decoder().decode(PromoteResponse.self, from: Data(promoted.stdout.utf8))
+        #expect(answer.term.epoch == 2 && answer.term.lead == "lead-b" && !answer.oldLeadSteppedDown)
+
+        // The old admin token works on the new lead (it is in the store); the new lead leads epoch 2.
+        let now = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the standby to lead") {
+            () async throws -> LeadStatus? in
+            let status = try? await Self.leadStatus(standby, admin)
+            return status?.role == .lead && status?.epoch == 2 ? status : nil
+        }
+        #expect(now.lead == "lead-b")
+        // The worker follows by itself (no operator action), and records the new lead and epoch.
+        _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the worker to follow lead-b") {
+            () async throws -> Bool? in
+            let seen = try await Self.leadStatus(worker, workerAdmin)
+            return seen?.lead == "lead-b" && seen?.epoch == 2 ? true : nil
+        }
+        #expect(worker.process.isRunning)
+        let membership = try String(contentsOfFile: worker.dataDir + "/membership.json", encoding: .utf8)
+        #expect(membership.contains("\"epoch\":2") || membership.contains("\"epoch\": 2"), "\(membership)")
+        #expect(membership.contains(standby.baseURL))
+
+        // Every job the old lead acknowledged exists once and succeeds; retrying a key returns the same job.
+        for (key, id) in acknowledged {
+            let done = try await poll(timeout: .seconds(60), every: .milliseconds(100), "job \(key) to finish") {
+                () async throws -> Job? in
+                let job = try await http(standby.baseURL + Routes.gpuJob(id), headers: admin).decode(Job.self)
+                return job.state == .succeeded || job.state == .failed ? job : nil
+            }
+            #expect(done.state == .succeeded, "\(key): \(done.state) \(done.error ?? "")")
+            let retried = try await Self.submit(key, to: standby, headers: admin)
+            #expect([200, 201].contains(retried.status) && (try? retried.decode(Job.self).id) == id, "\(retried.text)")
+        }
+        // The worker heartbeats to the new lead: it is alive and takes exec jobs there.
+        _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "the worker to report to lead-b") {
+            () async throws -> Bool? in
+            let status = try await http(standby.baseURL + Routes.gpuStatus, headers: admin).decode(GPUStatus.self)
+            return status.nodes.contains { $0.name == "gpu-1" && $0.allowExec && $0.state == .alive } ? true : nil
+        }
+        let fresh = try await Self.submit("after-0", to: standby, headers: admin)
+        #expect(fresh.status == 201, "\(fresh.text)")
+        let freshID = try fresh.decode(Job.self).id
+        let freshDone = try await poll(timeout: .seconds(30), every: .milliseconds(100), "a new job to run") {
+            () async throws -> Job? in
+            let job = try await http(standby.baseURL + Routes.gpuJob(freshID), headers: admin).decode(Job.self)
+            return job.state == .succeeded ? job : nil
+        }
+        #expect(freshDone.node == "gpu-1")
+        // The secret opens on the new lead (the master key reached it sealed at its join).
+        let secret = try await http(standby.baseURL + Routes.secret("db", "password") + "?node=gpu-1", headers: admin)
+        #expect(secret.status == 200 && secret.text.contains("kept-across-leads"), "\(secret.status) \(secret.text)")
+        // The worker's agent reads it through the new lead too.
+        let viaWorker = try await http(worker.baseURL + Routes.secret("db", "password"), headers: workerAdmin)
+        #expect(viaWorker.status == 200 && viaWorker.text.contains("kept-across-leads"), "\(viaWorker.text)")
+
+        // The old lead comes back with its old command line: it sees the newer term and is fenced.
+        let returned = try AgentHarness(
+            profile: "lead", dataDir: lead.dataDir, port: lead.port,
+            extraArguments: ["--name", "lead-a", "--store", server.url], outputDirectory: scratch.path)
+        agents.append(returned)
+        let fenced = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the old lead to be fenced") {
+            () async throws -> LeadStatus? in
+            let status = try? await Self.leadStatus(returned, admin)
+            return status?.role == .fenced ? status : nil
+        }
+        #expect(fenced.fencedReason?.contains("lead-b") == true, "\(fenced.fencedReason ?? "")")
+        let refused = try await Self.submit("to-the-old-lead", to: returned, headers: admin)
+        #expect(refused.status == 503 && refused.text.contains("fenced"), "\(refused.status) \(refused.text)")
+        let noHandoff = try await http(returned.baseURL + API.leadHandoff.pattern)
+        #expect(noHandoff.status == 503)
+        let status = try await Self.cli(["lead", "status"], agent: returned, scratch: scratch)
+        #expect(status.code == 1 && status.stdout.contains("FENCED"), "\(status.stdout)")
+        // The new lead's events say what happened.
+        let events = try await http(standby.baseURL + Routes.events + "?follow=false&tail=1000", headers: admin)
+        #expect(events.text.contains("lead.promoted"), "\(events.text.suffix(2000))")
+    }
+}
