@@ -40,6 +40,7 @@ tags:
   - name: postgres
   - name: wireguard
   - name: operations
+  - name: leads
 
 paths:
   /health:
@@ -1617,6 +1618,87 @@ paths:
         '502': {$ref: '#/components/responses/BadGateway'}
         '503': {$ref: '#/components/responses/Unavailable'}
 
+  /api/lead:
+    get:
+      operationId: leadStatus
+      tags: [leads]
+      summary: What this agent knows of the mesh's leads (its role, the epoch, the lead, the standbys) (read token or more, any agent)
+      security:
+        - operatorToken: []
+      responses:
+        '200':
+          description: the view
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/LeadStatus'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+  /api/lead/handoff:
+    get:
+      operationId: leadHandoff
+      tags: [leads]
+      summary: The lead's term signed by its key (no authentication; nodes check the signature against their cached registry)
+      security: []
+      responses:
+        '200':
+          description: the signed term
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/LeadHandoff'}
+        '421': {$ref: '#/components/responses/NotLead'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+  /api/lead/promote:
+    post:
+      operationId: promoteLead
+      tags: [leads]
+      summary: Promotes this standby to lead; the agent restarts as the lead after answering (its admin token)
+      security:
+        - operatorToken: []
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              additionalProperties: false
+              properties:
+                accept_data_loss: {type: boolean}
+      responses:
+        '200':
+          description: the new term
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/PromoteResponse'}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '409': {$ref: '#/components/responses/Conflict'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+  /api/lead/step-down:
+    post:
+      operationId: stepDown
+      tags: [leads]
+      summary: A standby about to promote asks the lead to stop acknowledging writes (signed by a standby; lead)
+      security:
+        - nodeSignature: []
+      responses:
+        '200':
+          description: the lead is fenced
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [epoch, fenced]
+                properties:
+                  epoch: {type: integer}
+                  fenced: {type: boolean}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '421': {$ref: '#/components/responses/NotLead'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+
 components:
   securitySchemes:
     operatorToken:
@@ -1769,6 +1851,52 @@ components:
           schema: {$ref: '#/components/schemas/PostgresCheck'}
 
   schemas:
+    LeadTerm:
+      type: object
+      required: [epoch, lead, url, sign_public_key, box_public_key, started_at]
+      properties:
+        epoch: {type: integer}
+        lead: {type: string}
+        url: {type: string}
+        sign_public_key: {type: string}
+        box_public_key: {type: string}
+        tls_pin: {type: string}
+        certificate: {type: string}
+        started_at: {type: string}
+    LeadHandoff:
+      type: object
+      required: [term, signature]
+      properties:
+        term: {$ref: '#/components/schemas/LeadTerm'}
+        signature: {type: string, description: base64 Ed25519 over the term's fields, one per line after `aurora-lead-term-v1`}
+    LeadStatus:
+      type: object
+      required: [role, agent, standbys]
+      properties:
+        role: {type: string, enum: [lead, standby, fenced, node]}
+        agent: {type: string}
+        epoch: {type: integer}
+        lead: {type: string}
+        lead_url: {type: string}
+        fenced_reason: {type: string}
+        store: {type: string, enum: [shared, managed]}
+        standbys:
+          type: array
+          items:
+            type: object
+            required: [name, state, last_seen]
+            properties:
+              name: {type: string}
+              state: {$ref: '#/components/schemas/NodeState'}
+              url: {type: string}
+              last_seen: {type: string}
+    PromoteResponse:
+      type: object
+      required: [term, old_lead_stepped_down, restarting]
+      properties:
+        term: {$ref: '#/components/schemas/LeadTerm'}
+        old_lead_stepped_down: {type: boolean}
+        restarting: {type: boolean}
     Error:
       type: object
       required: [error]
@@ -1786,7 +1914,7 @@ components:
 
     NodeRole:
       type: string
-      enum: [lead, compute, edge]
+      enum: [lead, compute, edge, standby]
     NodeState:
       type: string
       enum: [alive, suspect, away, dead, left]
@@ -2002,7 +2130,7 @@ components:
         name: {type: string, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$'}
         profile:
           type: string
-          enum: [compute, edge]
+          enum: [compute, edge, standby]
           description: must match the token's profile (`lead` is 400)
         company: {type: string}
         labels: {$ref: '#/components/schemas/StringMap'}
@@ -2028,6 +2156,7 @@ components:
       required: [node, mesh]
       properties:
         node: {$ref: '#/components/schemas/Node'}
+        sealed_master_key: {type: string, description: 'a standby only: the secrets master key sealed to its box key'}
         mesh:
           type: object
           required: [cidr, lead]
@@ -2116,6 +2245,7 @@ components:
         lead_time: {type: string}
         send_full: {type: boolean}
         secrets_version: {type: integer}
+        epoch: {type: integer, description: the answering lead's epoch}
 
     # --- join tokens ---------------------------------------------------------------------
     TokenCreateRequest:
@@ -2126,7 +2256,7 @@ components:
         kind: {type: string, enum: [join, api], default: join}
         profile:
           type: string
-          enum: [compute, edge]
+          enum: [compute, edge, standby]
           description: join tokens (required there); `lead` is 400
         role:
           type: string
@@ -2391,6 +2521,7 @@ components:
       type: object
       required: [assignments, cancel]
       properties:
+        epoch: {type: integer, description: the assigning lead's epoch}
         assignments:
           type: array
           items:

@@ -48,6 +48,8 @@ join_token: ""
 # On SIGTERM, tell the lead this node leaves on purpose (state 'left', not 'dead').
 #                                                                  env AURORA_LEAVE_ON_STOP, --leave-on-stop
 leave_on_stop: false
+# With the lead profile: join --lead as a standby lead (flag --standby; env AURORA_STANDBY).
+standby: false
 
 heartbeat:
   # Seconds between heartbeats.
