@@ -133,6 +133,10 @@ public struct HealthResponse: Codable, Sendable, Equatable {
     public var outboxPending: Int?
     /// Whether this node reaches its lead (compute and edge nodes only).
     public var lead: LeadHealth?
+    /// On a lead: its term's epoch.
+    public var epoch: Int64?
+    /// On a lead that saw a newer term: why it acknowledges nothing (`status` is `degraded`).
+    public var fenced: String?
 
     /// `degraded` only because the lead is unreachable: the agent itself works and serves its
     /// cached views, so liveness checks still pass (200) unless they ask `?strict=1`.
@@ -154,7 +158,7 @@ public struct HealthResponse: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case status, node, role, version, store, postgres, checks, alerts, redis, lead
+        case status, node, role, version, store, postgres, checks, alerts, redis, lead, epoch, fenced
         case uptimeS = "uptime_s"
         case checksStatus = "checks_status"
         case outboxPending = "outbox_pending"

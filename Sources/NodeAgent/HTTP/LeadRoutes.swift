@@ -61,8 +61,7 @@ extension HTTPServer {
                 guard let leadership = lead.leadership else {
                     throw Refusal(.unavailable, code: "starting", message: "this lead keeps no terms")
                 }
-                leadership.fence("standby \(caller) asked this lead to step down for its promotion")
-                await leadership.recordFenced()
+                await leadership.fence("standby \(caller) asked this lead to step down for its promotion")
                 return try json(StepDownResponse(epoch: leadership.epoch ?? 0, fenced: true), status: .ok)
             }
             router.on(API.promoteLead) { request, _ -> Response in

@@ -109,8 +109,9 @@ public enum Agent {
             services.append(.init(service: storeService))
             await storeService.store.wantLeadLock()
             let leadership = Leadership(
-                store: storeService.store, events: storeService.store, signing: identity.signing,
-                template: Leadership.template(config: config, identity: identity, tls: tls), hub: hub, logger: logger)
+                store: storeService.store, signing: identity.signing,
+                template: Leadership.template(config: config, identity: identity, tls: tls),
+                report: { [state] epoch, fenced in state.setLeadTerm(epoch: epoch, fenced: fenced) }, logger: logger)
             storeService.setReconnected { try? await leadership.begin(operatorTokenHash: nil) }
             let apiTokens = APITokens(store: storeService.store)
             token.scoped = apiTokens

@@ -16,6 +16,12 @@ public final class AgentState: Sendable {
     /// A promoted standby asks for a restart as the lead: the flag, and what ends the service group.
     private let restart = Mutex<(requested: Bool, trigger: (@Sendable () -> Void)?)>((false, nil))
 
+    /// The lead's term (epoch) and why it is fenced, for `/health`.
+    private let leadTerm = Mutex<(epoch: Int64?, fenced: String?)>((nil, nil))
+
+    /// Called by ``Leadership`` when its term begins and when it is fenced.
+    func setLeadTerm(epoch: Int64?, fenced: String?) { leadTerm.withLock { $0 = (epoch, fenced) } }
+
     /// Whether the agent should start again (as the lead) once its services stopped.
     var restartRequested: Bool { restart.withLock { $0.requested } }
 
@@ -196,8 +202,10 @@ public final class AgentState: Sendable {
             case .stopping: .stopping
             }
         let lead = leadHealth
+        let term = leadTerm.withLock { $0 }
         var health = HealthResponse(
-            status: status == .ok && lead?.state == .unreachable ? .degraded : status, node: config.name,
+            status: term.fenced != nil || (status == .ok && lead?.state == .unreachable) ? .degraded : status,
+            node: config.name,
             role: config.role, version: AuroraVersion.current,
             uptimeS: (uptime * 1000).rounded() / 1000, store: store, postgres: postgres?.health)
         if !config.checks.isEmpty {
@@ -210,6 +218,8 @@ public final class AgentState: Sendable {
         health.redis = redis
         health.outboxPending = outbox?.pendingCount
         health.lead = lead
+        health.epoch = term.epoch
+        health.fenced = term.fenced
         return health
     }
 }

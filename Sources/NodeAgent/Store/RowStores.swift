@@ -269,4 +269,7 @@ protocol LeadTermStore: Sendable {
 
     /// Ends the sessions that hold the lead lock and takes it; whether it was taken.
     func takeOverLeadLock(timeout: Duration) async throws(AgentError) -> Bool
+
+    /// Refuses every later write of this agent (it is fenced).
+    func fenceWrites() async
 }

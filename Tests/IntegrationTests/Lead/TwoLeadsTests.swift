@@ -63,7 +63,11 @@ struct TwoLeadsTests {
         scratch.remove()
     }
 
-    func scenario(server: PostgresServer, scratch: ScratchDirectory, agents: inout [AgentHarness]) async throws {
+    /// A lead on `server`, a standby joined with a standby token and an exec worker `gpu-1`,
+    /// started and appended to `agents`; returns once the worker knows the standby.
+    static func startMesh(server: PostgresServer, scratch: ScratchDirectory, agents: inout [AgentHarness])
+        async throws -> Mesh
+    {
         let lead = try AgentHarness(
             profile: "lead", dataDir: scratch.path + "/lead-a",
             extraArguments: ["--name", "lead-a", "--store", server.url], outputDirectory: scratch.path)
@@ -108,6 +112,14 @@ struct TwoLeadsTests {
             return seen?.standbys.contains(where: { $0.name == "lead-b" && $0.state == .alive }) == true
                 && seen?.epoch == 1 ? true : nil
         }
+
+        return Mesh(lead: lead, standby: standby, worker: worker, admin: admin)
+    }
+
+    func scenario(server: PostgresServer, scratch: ScratchDirectory, agents: inout [AgentHarness]) async throws {
+        let mesh = try await Self.startMesh(server: server, scratch: scratch, agents: &agents)
+        let (lead, standby, worker, admin) = (mesh.lead, mesh.standby, mesh.worker, mesh.admin)
+        let workerAdmin = ["Authorization": "Bearer \(try worker.adminToken)"]
 
         // Work acknowledged by the old lead: 10 exec jobs (idempotency keys) and a secret.
         var acknowledged: [String: String] = [:]
@@ -221,5 +233,74 @@ struct TwoLeadsTests {
         // The new lead's events say what happened.
         let events = try await http(standby.baseURL + Routes.events + "?follow=false&tail=1000", headers: admin)
         #expect(events.text.contains("lead.promoted"), "\(events.text.suffix(2000))")
+    }
+
+    @Test(
+        "split brain: the lead frozen (SIGSTOP) while the standby takes over; thawed, it acknowledges no write and writes nothing into the store"
+    )
+    func frozenLead() async throws {
+        let scratch = try ScratchDirectory("two-leads-frozen")
+        let server = try await PostgresServer(in: scratch)
+        var agents: [AgentHarness] = []
+        do {
+            try await frozen(server: server, scratch: scratch, agents: &agents)
+        } catch {
+            for agent in agents where agent.process.isRunning {
+                agent.process.signal(SIGCONT)
+                agent.process.signal(SIGKILL)
+            }
+            try? await server.stop()
+            throw error
+        }
+        for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
+        try? await server.stop()
+        scratch.remove()
+    }
+
+    func frozen(server: PostgresServer, scratch: ScratchDirectory, agents: inout [AgentHarness]) async throws {
+        let mesh = try await Self.startMesh(server: server, scratch: scratch, agents: &agents)
+        let (lead, standby, worker, admin) = (mesh.lead, mesh.standby, mesh.worker, mesh.admin)
+        let workerAdmin = ["Authorization": "Bearer \(try worker.adminToken)"]
+        #expect(try await Self.submit("before", to: lead, headers: admin).status == 201)
+
+        lead.process.signal(SIGSTOP)
+        let promoted = try await Self.cli(["lead", "promote", "--json"], agent: standby, scratch: scratch)
+        #expect(promoted.code == 0, "\(promoted.stderr)")
+        _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the standby to lead") {
+            () async throws -> Bool? in
+            try? await Self.leadStatus(standby, admin)?.role == .lead ? true : nil
+        }
+        _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the worker to follow lead-b") {
+            () async throws -> Bool? in
+            try await Self.leadStatus(worker, workerAdmin)?.lead == "lead-b" ? true : nil
+        }
+        let nodesBefore = try await http(standby.baseURL + Routes.nodes, headers: admin).decode(NodeList.self)
+
+        // Thawed, the old lead acknowledges nothing: every write it is sent is refused, and it
+        // ends fenced, naming the new term.
+        lead.process.signal(SIGCONT)
+        var writes: [Int] = []
+        let fenced = try await poll(timeout: .seconds(20), every: .milliseconds(100), "the old lead to be fenced") {
+            () async throws -> LeadStatus? in
+            let write = try await Self.submit("after-\(writes.count)", to: lead, headers: admin)
+            writes.append(write.status)
+            let status = try? await Self.leadStatus(lead, admin)
+            return status?.role == .fenced ? status : nil
+        }
+        #expect(!writes.contains { (200..<300).contains($0) }, "the old lead acknowledged a write: \(writes)")
+        #expect(fenced.fencedReason?.contains("lead-b") == true, "\(fenced.fencedReason ?? "")")
+        let health = try await http(lead.baseURL + Routes.health)
+        #expect(health.status == 503 && health.text.contains("fenced"), "\(health.text)")
+        // No job it was sent exists on the new lead; the worker stays with the new lead.
+        let jobs = try await http(standby.baseURL + Routes.gpuJobs, headers: admin).decode(JobList.self)
+        #expect(!jobs.jobs.contains { $0.idempotencyKey?.hasPrefix("after-") == true })
+        #expect(try await Self.leadStatus(worker, workerAdmin)?.epoch == 2)
+        // Nothing the old lead held in memory reached the store: the registry's roles are the new lead's.
+        let nodesAfter = try await http(standby.baseURL + Routes.nodes, headers: admin).decode(NodeList.self)
+        #expect(nodesAfter.nodes.first { $0.name == "lead-b" }?.role == .lead)
+        #expect(nodesAfter.nodes.first { $0.name == "lead-a" }?.role == .standby)
+        #expect(nodesBefore.nodes.count == nodesAfter.nodes.count)
+        let events = try await http(standby.baseURL + Routes.events + "?follow=false&tail=1000", headers: admin)
+        #expect(events.text.contains("lead.fenced") && events.text.contains("lead.promoted"))
     }
 }

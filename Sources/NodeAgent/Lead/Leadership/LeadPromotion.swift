@@ -83,8 +83,21 @@ struct LeadPromotion {
                 "epoch": .number(Double(term.epoch)), "old_lead_stepped_down": .bool(steppedDown),
             ]
             if let previous = latest?.lead ?? oldLead { data["from"] = .string(previous) }
-            try await store.append(
-                [EventLog.Draft(type: EventType.leadPromoted, node: config.name, data: data)], published: { _ in })
+            var events = [EventLog.Draft(type: EventType.leadPromoted, node: config.name, data: data)]
+            if let previous = latest?.lead ?? oldLead, previous != config.name {
+                // The old lead cannot record its own fencing (its store refuses its writes): this is its record.
+                events.append(
+                    EventLog.Draft(
+                        type: EventType.leadFenced, node: previous,
+                        data: [
+                            "epoch": .number(Double(term.epoch)),
+                            "reason": .string(
+                                steppedDown
+                                    ? "stepped down for \(config.name)'s promotion"
+                                    : "fenced through the store's lead lock by \(config.name)'s promotion"),
+                        ]))
+            }
+            try await store.append(events, published: { _ in })
             try SecureFile.write(
                 SQL.json(term) + "\n", to: Self.markerPath(dataDir: config.dataDir))
         } catch {

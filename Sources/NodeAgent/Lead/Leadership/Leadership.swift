@@ -29,19 +29,19 @@ final class Leadership: Sendable {
     private let signing: SigningKey
     /// This lead's term as it would begin one (epoch and start time are the store's).
     let template: LeadTerm
-    let events: (any EventStore)?
-    let hub: EventHub?
     let logger: Logger
 
+    /// Told the epoch when the term begins and the reason when fenced (`/health`).
+    let report: @Sendable (_ epoch: Int64?, _ fenced: String?) -> Void
+
     init(
-        store: any LeadTermStore, events: (any EventStore)?, signing: SigningKey, template: LeadTerm, hub: EventHub?,
-        logger: Logger
+        store: any LeadTermStore, signing: SigningKey, template: LeadTerm,
+        report: @escaping @Sendable (_ epoch: Int64?, _ fenced: String?) -> Void = { _, _ in }, logger: Logger
     ) {
-        self.events = events
+        self.report = report
         self.store = store
         self.signing = signing
         self.template = template
-        self.hub = hub
         var logger = logger
         logger[metadataKey: "nodeagent.subsystem"] = "leadership"
         self.logger = logger
@@ -58,12 +58,10 @@ final class Leadership: Sendable {
     /// reconnect, where it only checks). Records this lead's operator token so that every later
     /// lead accepts it.
     func begin(operatorTokenHash: String?) async throws(AgentError) {
-        if let hash = operatorTokenHash {
-            try await store.recordOperatorToken(hash: hash, agent: template.lead)
-        }
+        guard fencedReason == nil else { return }
         let latest = try await store.latestTerm()
         if let latest, latest.lead != template.lead {
-            fence(
+            await fence(
                 "the store's newest term is epoch \(latest.epoch), led by \(latest.lead): this agent is no longer the lead"
             )
             return
@@ -72,13 +70,16 @@ final class Leadership: Sendable {
             // The term names this agent (a restart, or the first start after its promotion): a
             // session left by an earlier run, or the old lead's, still holds the lock.
             guard latest != nil, try await store.takeOverLeadLock(timeout: .seconds(10)) else {
-                fence("another agent holds the store's lead lock")
+                await fence("another agent holds the store's lead lock")
                 return
             }
         }
+        if let hash = operatorTokenHash {
+            try await store.recordOperatorToken(hash: hash, agent: template.lead)
+        }
         if let latest {
             if let own = term, own.epoch != latest.epoch {
-                fence("the store's newest term is epoch \(latest.epoch), not this lead's \(own.epoch)")
+                await fence("the store's newest term is epoch \(latest.epoch), not this lead's \(own.epoch)")
                 return
             }
             adopt(latest)
@@ -98,30 +99,22 @@ final class Leadership: Sendable {
             defer { state.term = term }
             return state.term?.epoch != term.epoch
         }
+        report(term.epoch, nil)
         if changed { logger.info("leading", metadata: ["nodeagent.epoch": "\(term.epoch)"]) }
     }
 
-    /// Stops acknowledging writes, for good; the first reason is kept and published as `lead.fenced`.
-    func fence(_ reason: String) {
+    /// Stops acknowledging writes, for good: the HTTP layer answers 503 `fenced` and the store
+    /// refuses this agent's writes. The first reason is kept.
+    func fence(_ reason: String) async {
+        await store.fenceWrites()
         let first = state.withLock { state -> Bool in
             guard state.fenced == nil else { return false }
             state.fenced = reason
             return true
         }
         guard first else { return }
+        report(epoch, reason)
         logger.error("fenced: acknowledging no more writes", metadata: ["nodeagent.reason": "\(reason)"])
-    }
-
-    /// Records `lead.fenced` in the event log (the shared store's, which the new lead serves);
-    /// best effort: a store that does not answer loses only this event.
-    func recordFenced() async {
-        guard let reason = fencedReason, let events, let hub else { return }
-        _ = try? await events.append(
-            [
-                EventLog.Draft(
-                    type: EventType.leadFenced, node: template.lead,
-                    data: ["reason": .string(reason), "epoch": epoch.map { .number(Double($0)) } ?? .null])
-            ], published: hub.publish)
     }
 
     /// A request named `claimed` as the highest epoch its sender has seen. Higher than ours: read
@@ -137,7 +130,7 @@ final class Leadership: Sendable {
         guard due else { return }
         do {
             if let latest = try await store.latestTerm(), latest.epoch > own {
-                fence("a newer term began: epoch \(latest.epoch), led by \(latest.lead)")
+                await fence("a newer term began: epoch \(latest.epoch), led by \(latest.lead)")
             }
         } catch {
             logger.warning(

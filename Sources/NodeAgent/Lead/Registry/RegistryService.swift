@@ -46,9 +46,16 @@ final class RegistryService: Service {
         try? await cancelWhenGracefulShutdown { await self.state.storeAnswered.wait() }
         while state.storeAnswered.isOpen, !Task.isCancelled, !Task.isShuttingDownGracefully {
             do {
-                try await registry.load(capabilities: await inventory.capabilities(), meshID: state.meshID)
+                // The term first: a lead that is no longer the lead loads and writes nothing.
                 try await leadership?.begin(operatorTokenHash: operatorTokenHash)
-                await leadership?.recordFenced()
+                if leadership?.fencedReason != nil {
+                    logger.error(
+                        "this agent is not the lead; it answers 503 fenced until stopped; to serve again, join the new lead as a standby"
+                    )
+                    try? await gracefulShutdown()
+                    return
+                }
+                try await registry.load(capabilities: await inventory.capabilities(), meshID: state.meshID)
                 try await apiTokens?.load()
                 state.registryLoaded.open()
                 break

@@ -8,7 +8,7 @@ extension Store: LeadTermStore {
         """
 
     func latestTerm() async throws(AgentError) -> LeadTerm? {
-        let rows = try await query("SELECT \(Self.termColumns) FROM lead_terms ORDER BY epoch DESC LIMIT 1").rows
+        let rows = try await leadQuery("SELECT \(Self.termColumns) FROM lead_terms ORDER BY epoch DESC LIMIT 1").rows
         return try rows.first.map { row throws(AgentError) in
             guard let term = Self.term(row) else {
                 throw AgentError(.store, "the newest lead_terms row does not parse")
@@ -20,7 +20,7 @@ extension Store: LeadTermStore {
     func beginTerm(_ term: LeadTerm, after previous: Int64?) async throws(AgentError) -> LeadTerm? {
         // One statement: the insert happens only when the newest epoch is still `previous`, so two
         // promotions racing on one store cannot both win.
-        let rows = try await query(
+        let rows = try await leadQuery(
             """
             INSERT INTO lead_terms (epoch, lead, url, sign_public_key, box_public_key, tls_pin, certificate)
             SELECT coalesce(max(epoch), 0) + 1, $1, $2, $3, $4, $5, $6 FROM lead_terms

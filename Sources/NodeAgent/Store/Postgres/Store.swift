@@ -20,11 +20,15 @@ public actor Store {
     /// Connects, replacing a broken connection; a lead's store then tries to take the lead lock.
     public func connect() async throws(AgentError) {
         let conninfo = self.conninfo
+        let held = holdsLeadLockNow
         holdsLeadLockNow = false
         connection = try await onStoreThread { () throws(AgentError) in try PostgresConnection(conninfo: conninfo) }
         if wantsLeadLock {
             holdsLeadLockNow =
-                try await query("SELECT pg_try_advisory_lock($1::bigint)", [Self.leadLockKey]).scalar == "t"
+                try await leadQuery("SELECT pg_try_advisory_lock($1::bigint)", [Self.leadLockKey]).scalar == "t"
+            // The lock went with the old session (a promotion ended it): nothing more is written
+            // until the leadership has checked the store's terms again.
+            if held && !holdsLeadLockNow { writesFenced = true }
         }
     }
 
@@ -36,6 +40,18 @@ public actor Store {
     static let leadLockKey = "742017002"
     private var wantsLeadLock = false
     private var holdsLeadLockNow = false
+    /// Set when this lead is fenced, or lost the lead lock: every statement but the leadership's
+    /// own is refused, so a superseded lead writes nothing into a store another lead serves.
+    private var writesFenced = false
+
+    /// Refuses every later statement but the leadership's own (``leadQuery(_:_:)``).
+    func fenceWrites() { writesFenced = true }
+
+    private func refuseWhenFenced() throws(AgentError) {
+        if writesFenced {
+            throw AgentError(.store, "this agent no longer leads the mesh; its store refuses its writes")
+        }
+    }
 
     /// Makes every later ``connect()`` try to take the lead lock (a lead's store).
     func wantLeadLock() { wantsLeadLock = true }
@@ -49,14 +65,15 @@ public actor Store {
     func takeOverLeadLock(timeout: Duration = .seconds(10)) async throws(AgentError) -> Bool {
         let deadline = ContinuousClock.now + timeout
         while true {
-            try await query(
+            try await leadQuery(
                 """
                 SELECT pg_terminate_backend(pid) FROM pg_locks
                 WHERE locktype = 'advisory' AND classid = 0 AND objid = $1::bigint AND objsubid = 1 AND granted
                   AND pid <> pg_backend_pid()
                 """, [Self.leadLockKey])
-            if try await query("SELECT pg_try_advisory_lock($1::bigint)", [Self.leadLockKey]).scalar == "t" {
+            if try await leadQuery("SELECT pg_try_advisory_lock($1::bigint)", [Self.leadLockKey]).scalar == "t" {
                 holdsLeadLockNow = true
+                writesFenced = false
                 return true
             }
             guard ContinuousClock.now < deadline else { return false }
@@ -69,12 +86,20 @@ public actor Store {
     /// when the statement fails; the connection is not replaced here (``StoreService`` does that).
     @discardableResult
     public func query(_ sql: String, _ parameters: [String?] = []) async throws(AgentError) -> QueryResult {
+        try refuseWhenFenced()
+        return try await leadQuery(sql, parameters)
+    }
+
+    /// ``query(_:_:)`` without the fence check: the leadership's own reads and the lock.
+    @discardableResult
+    func leadQuery(_ sql: String, _ parameters: [String?] = []) async throws(AgentError) -> QueryResult {
         guard let connection else { throw AgentError(.store, "the store is not connected") }
         return try await onStoreThread { () throws(AgentError) in try connection.execute(sql, parameters) }
     }
 
     /// Runs `statements` in one transaction on the store thread, rolling back on error.
     public func transaction(_ statements: [(String, [String?])]) async throws(AgentError) {
+        try refuseWhenFenced()
         guard let connection else { throw AgentError(.store, "the store is not connected") }
         try await onStoreThread { () throws(AgentError) in
             _ = try connection.execute("BEGIN")
@@ -98,6 +123,7 @@ public actor Store {
         _ body: @escaping @Sendable (PostgresConnection) throws(AgentError) -> R,
         afterCommit: @escaping @Sendable (R) -> Void = { _ in }
     ) async throws(AgentError) -> R {
+        try refuseWhenFenced()
         guard let connection else { throw AgentError(.store, "the store is not connected") }
         return try await onStoreThread { () throws(AgentError) -> R in
             _ = try connection.execute("BEGIN")
@@ -119,6 +145,7 @@ public actor Store {
         _ body: @escaping @Sendable (PostgresConnection) throws(AgentError) -> R,
         after: @escaping @Sendable (R) -> Void = { _ in }
     ) async throws(AgentError) -> R {
+        try refuseWhenFenced()
         guard let connection else { throw AgentError(.store, "the store is not connected") }
         return try await onStoreThread { () throws(AgentError) -> R in
             let result = try body(connection)
