@@ -5,7 +5,9 @@ import Logging
 #endif
 
 /// The PostgreSQL cluster a lead owns in `DATA/postgres`: initdb on first start, `pg_ctl start`
-/// and `stop` with the agent, a Unix socket inside the cluster directory and no TCP listener.
+/// and `stop` with the agent, a Unix socket inside the cluster directory and no TCP listener
+/// unless ``replication`` asks for one (TLS, replication connections only: see
+/// `ManagedPostgres+Replication.swift`, which also makes a standby with ``cloneFromPrimary``).
 ///
 /// PostgreSQL refuses to run as root, so when the agent is root the cluster belongs to, and
 /// runs as, `store.run_as` (default `postgres`).
@@ -17,8 +19,10 @@ struct ManagedPostgres: Sendable {
     /// The OS user that runs the server, when the agent is root.
     let runAs: String?
     let logger: Logger
-    /// The port only names the socket file; nothing listens on TCP.
-    let port = 5432
+    /// The TLS listener for standbys' replication connections; nil: nothing listens on TCP.
+    let replication: ReplicationListener?
+    /// The listener's port, else 5432. It also names the socket file (`.s.PGSQL.PORT`).
+    var port: Int { replication?.port ?? 5432 }
     /// The database the agent's tables live in, and (`superuser`) the role initdb makes.
     static let databaseName = "aurora"
     static let superuser = "aurora"
@@ -27,9 +31,15 @@ struct ManagedPostgres: Sendable {
     var conninfo: String { "host=\(directory) port=\(port) dbname=\(Self.databaseName) user=\(Self.superuser)" }
 
     /// Starts nothing: finds `initdb` and `pg_ctl` and checks the socket path fits in 107 bytes,
-    /// throwing ``AgentError`` with code `store` otherwise. `runAs` applies only when the agent is root.
-    init(dataDir: String, binDirectory: String?, runAs: String, logger: Logger) throws(AgentError) {
+    /// throwing ``AgentError`` with code `store` otherwise (`config` for an invalid `replication`).
+    /// `runAs` applies only when the agent is root.
+    init(
+        dataDir: String, binDirectory: String?, runAs: String, logger: Logger,
+        replication: ReplicationListener? = nil
+    ) throws(AgentError) {
+        try replication?.validate()
         self.directory = dataDir + "/postgres"
+        self.replication = replication
         if let binDirectory {
             self.binDirectory = binDirectory
         } else {
@@ -194,15 +204,42 @@ struct ManagedPostgres: Sendable {
     /// Writes `aurora.conf` (included from `postgresql.conf`): the socket in the cluster directory,
     /// no TCP listener, 40 connections, 32 MB of shared buffers. Rewritten at every start, so a
     /// change in a newer agent reaches existing clusters.
+    ///
+    /// With ``replication``: listens on its address and port with TLS 1.3 only (copies of the
+    /// certificate and key in ``replicationFilesDirectory``), streams WAL to standbys, and
+    /// `pg_hba.conf` admits over TCP only TLS replication connections of standby roles
+    /// (``writeReplicationHBA(owner:)``). Last, it includes `aurora-standby.conf`, which only a
+    /// standby has (written by `cloneFromPrimary`, removed by `promote`).
     private func writeSettings(owner: Account?) throws(AgentError) {
-        let settings = """
+        var settings = """
             # Written by nodeagent at every start; edit the profile, not this file.
-            listen_addresses = ''
-            unix_socket_directories = '\(directory.replacingOccurrences(of: "'", with: "''"))'
+            listen_addresses = \(Self.settingLiteral(replication?.host ?? ""))
+            unix_socket_directories = \(Self.settingLiteral(directory))
             port = \(port)
             max_connections = 40
             shared_buffers = 32MB
             logging_collector = off
+
+            """
+        if let replication {
+            let files = try installServerCertificate(replication, owner: owner)
+            settings += """
+                # The replication listener: TLS 1.3 only, pg_hba.conf admits only standby roles.
+                ssl = on
+                ssl_cert_file = \(Self.settingLiteral(files.certificate))
+                ssl_key_file = \(Self.settingLiteral(files.key))
+                ssl_min_protocol_version = 'TLSv1.3'
+                wal_level = replica
+                max_wal_senders = 10
+                max_replication_slots = 10
+                hot_standby = on
+
+                """
+            try writeReplicationHBA(owner: owner)
+        }
+        settings += """
+            # Only on a standby: where it streams from (written when it was cloned, removed at promotion).
+            include_if_exists = '\(Self.standbySettingsFile)'
 
             """
         let path = directory + "/aurora.conf"
@@ -210,7 +247,13 @@ struct ManagedPostgres: Sendable {
         if let owner { chown(path, owner.uid, owner.gid) }
     }
 
-    private func pgctl(_ arguments: [String]) async throws(AgentError) -> ProcessResult {
+    /// A value for a PostgreSQL configuration file: single-quoted, with `\` and `'` escaped.
+    static func settingLiteral(_ value: String) -> String {
+        "'" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "''") + "'"
+    }
+
+    /// Runs `pg_ctl` as the server's user.
+    func pgctl(_ arguments: [String]) async throws(AgentError) -> ProcessResult {
         try await ProcessRunner.run(binDirectory + "/pg_ctl", arguments, asUser: runAs)
     }
 
@@ -235,7 +278,7 @@ struct ManagedPostgres: Sendable {
     }
 
     /// The server's user must be able to reach its directory through every parent.
-    private func checkReachable(by owner: Account) throws(AgentError) {
+    func checkReachable(by owner: Account) throws(AgentError) {
         var path = (directory as NSString).deletingLastPathComponent
         while !path.isEmpty {
             if let info = FileStatus.of(path) {

@@ -100,6 +100,17 @@ final class PostgresConnection: @unchecked Sendable {  // owns a PGconn; used by
         }
     }
 
+    /// The SCRAM-SHA-256 verifier of `password` for role `user` (`PQencryptPasswordConn`, computed
+    /// here), for `ALTER ROLE ... PASSWORD`: the password itself never reaches the server, its log
+    /// or an error.
+    func encryptPassword(_ password: String, user: String) throws(AgentError) -> String {
+        guard let verifier = PQencryptPasswordConn(connection, password, user, "scram-sha-256") else {
+            throw AgentError(.store, "cannot hash a password: \(Self.message(connection))")
+        }
+        defer { PQfreemem(verifier) }
+        return String(cString: verifier)
+    }
+
     /// The server's version number, e.g. 150018.
     var serverVersion: Int { Int(PQserverVersion(connection)) }
 
