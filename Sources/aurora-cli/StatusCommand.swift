@@ -58,9 +58,11 @@ struct Status: AsyncParsableCommand {
         var gpu: GPUStatus?
         var meshError: String?
         var tokenError: String?
+        /// The mesh's leads as this agent knows them (epoch, lead, standbys).
+        var leads: LeadStatus?
 
         enum CodingKeys: String, CodingKey {
-            case agent, health, stale, detail, mesh, gpu
+            case agent, health, stale, detail, mesh, gpu, leads
             case leadUnreachableSince = "lead_unreachable_since"
             case meshError = "mesh_error"
             case tokenError = "token_error"
@@ -117,6 +119,7 @@ struct Status: AsyncParsableCommand {
             if output.mesh?.stale == false {
                 output.gpu = try? await client.gpuStatus()
             }
+            output.leads = try? await client.leadStatus()
             output.stale = output.mesh?.stale == true
         } catch let error as CLIError {
             output.tokenError = error.message
@@ -129,7 +132,16 @@ struct Status: AsyncParsableCommand {
 
     func render(_ output: Output) -> String {
         let health = output.health
-        var lines: [(String, String)] = [
+        var lines: [(String, String)] = []
+        if let leads = output.leads {
+            // The leads first: who leads at which epoch, and who can take over.
+            var lead = "\(leads.lead ?? "-")  epoch \(leads.epoch.map(String.init) ?? "-")"
+            if let reason = leads.fencedReason { lead += "  FENCED: \(reason)" }
+            lines.append(("lead", lead))
+            let standbys = leads.standbys.map { "\($0.name) (\($0.state.rawValue))" }
+            lines.append(("standbys", standbys.isEmpty ? "none" : standbys.joined(separator: ", ")))
+        }
+        lines += [
             ("agent", output.agent + (output.detail.map { " (pid \($0.pid))" } ?? "")),
             ("node", "\(health.node)  role \(health.role.rawValue)  version \(health.version)"),
             ("health", Self.healthText(health)),

@@ -230,6 +230,9 @@ struct TwoLeadsTests {
         #expect(noHandoff.status == 503)
         let status = try await Self.cli(["lead", "status"], agent: returned, scratch: scratch)
         #expect(status.code == 1 && status.stdout.contains("FENCED"), "\(status.stdout)")
+        // `aurora-cli status` names the lead and its epoch first.
+        let table = try await Self.cli(["status"], agent: worker, scratch: scratch)
+        #expect(table.stdout.hasPrefix("lead") && table.stdout.contains("lead-b  epoch 2"), "\(table.stdout)")
         // The new lead's events say what happened.
         let events = try await http(standby.baseURL + Routes.events + "?follow=false&tail=1000", headers: admin)
         #expect(events.text.contains("lead.promoted"), "\(events.text.suffix(2000))")
