@@ -65,7 +65,8 @@ public enum LeadershipState: Sendable, Equatable {
 /// A follower campaigns (grant a lease, create the key only if it does not exist); a win makes
 /// it lead with the key's `create_revision` as its epoch. A lead renews its lease every second
 /// and fences itself (``LeaseFence``) when no renewal came back in time, when etcd says the
-/// lease is gone, or on graceful shutdown; each term fences exactly once. A fenced node gives
+/// lease is gone, when a read shows the key is no longer its own, or on graceful shutdown; each
+/// term fences exactly once. A fenced node gives
 /// its lease up and becomes a follower once the old lease can no longer be alive.
 public struct Leadership: Sendable {
     public typealias Instant = ContinuousClock.Instant
@@ -84,6 +85,10 @@ public struct Leadership: Sendable {
         /// A keepalive sent at `sentAt` was answered with the lease's remaining `ttl`; zero means
         /// etcd no longer has the lease.
         case keepaliveOK(sentAt: Instant, ttl: Duration)
+        /// A read of the key made while leading `epoch` found it created at `createRevision` on
+        /// `lease` (both nil: the key is gone). Any other key than the lead's own ends its term:
+        /// the lease alone does not prove ownership (a key deleted or replaced out of band).
+        case keyRead(epoch: Int64, createRevision: Int64?, lease: Int64?)
         /// A keepalive failed (no endpoint answered, or a bad answer) at `now`.
         case keepaliveFailed(now: Instant)
         /// The clock moved on to `now`.
@@ -147,6 +152,12 @@ public struct Leadership: Sendable {
             self.fence = fence
             // The answer may come after the deadline of the previous renewal; the new one counts.
             return []
+
+        case .keyRead(let readEpoch, let createRevision, let readLease):
+            // A read from an earlier term says nothing about this one.
+            guard case .leading(let epoch, let lease) = state, epoch == readEpoch else { return [] }
+            guard createRevision != epoch || readLease != lease else { return [] }
+            return fenceNow(epoch: epoch, lease: lease)
 
         case .keepaliveFailed(let now), .tick(let now):
             return onTime(now)

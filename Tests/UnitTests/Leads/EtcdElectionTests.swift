@@ -192,10 +192,42 @@ struct EtcdElectionTests {
         }
     }
 
+    @Test("a lead key deleted out of band ends the term at once; a new term has a higher epoch")
+    func keyDeletedOutOfBand() async throws {
+        try await withElection("deleted") { cluster in
+            let endpoints = cluster.endpoints
+            return [
+                try candidate("a", endpoints: endpoints),
+                try candidate("b", endpoints: Array(endpoints[1...] + endpoints[..<1])),
+            ]
+        } _: { cluster, candidates in
+            let observer = try EtcdClient(endpoints: cluster.endpoints)
+            let leader = try await theLeader(candidates)
+            let epoch = try #require(leader.epoch)
+            let deletedAt = ContinuousClock.now
+            try await observer.delete(key: Self.key)
+            let fencedAt = try await poll(timeout: .seconds(5), every: .milliseconds(10), "the lead to fence") {
+                leader.record.firstFence
+            }
+            print("key deleted out of band: fenced after \(seconds(deletedAt.duration(to: fencedAt))) s")
+            #expect(fencedAt < deletedAt + .milliseconds(1500))
+            let next = try await poll(timeout: .seconds(10), every: .milliseconds(20), "a new term") {
+                () async throws -> EtcdClient.KeyValue? in
+                guard let key = try await observer.get(key: Self.key), key.createRevision > epoch else { return nil }
+                return key
+            }
+            let newLeader = try #require(candidates.first { $0.value == next.value })
+            _ = try await poll(timeout: .seconds(5), "the new lead to know it") {
+                newLeader.epoch == next.createRevision ? true : nil
+            }
+            #expect(leader.record.fenceCount == 1)
+        }
+    }
+
     @Test(
         "a lead whose keepalives fail fences before its lease expires; the other leads only after expiry",
-        arguments: [false, true])
-    func fenceBeforeExpiry(cutOffThroughRaftLeader: Bool) async throws {
+        arguments: [Cut.killFollower, .killRaftLeader, .freezeFollower])
+    func fenceBeforeExpiry(cut how: Cut) async throws {
         // b campaigns only once a leads: a's lease is the one to cut off.
         let aLeads = Atomic<Bool>(false)
         let cut = Mutex(0)
@@ -203,7 +235,7 @@ struct EtcdElectionTests {
             // a reaches etcd only through one member (the raft leader, or a follower); b through
             // the two others. Killing that member cuts a off.
             let raftLeader = try await Self.raftLeader(cluster)
-            let member = cutOffThroughRaftLeader ? raftLeader : (raftLeader + 1) % cluster.members.count
+            let member = how == .killRaftLeader ? raftLeader : (raftLeader + 1) % cluster.members.count
             cut.withLock { $0 = member }
             let others = cluster.endpoints.indices.filter { $0 != member }.map { cluster.endpoints[$0] }
             return [
@@ -224,8 +256,8 @@ struct EtcdElectionTests {
             _ = try await poll(timeout: .seconds(5), "a to renew its lease") {
                 (a.election.fence.map { $0.sentAt > ledAt } ?? false) ? true : nil
             }
-            try await cluster.kill(member: member)
-            let killedAt = ContinuousClock.now
+            if how == .freezeFollower { cluster.pause(member: member) } else { try await cluster.kill(member: member) }
+            let cutAt = ContinuousClock.now
 
             // The key stays until the lease expires; find when it goes, as seen from the quorum.
             let goneAt = try await poll(timeout: .seconds(15), every: .milliseconds(20), "the lead key to expire") {
@@ -241,8 +273,8 @@ struct EtcdElectionTests {
             let sentAt = fence.sentAt
             print(
                 """
-                fence test (a's only member \(cutOffThroughRaftLeader ? "the raft leader" : "a raft follower")): \
-                last keepalive sent \(seconds(sentAt.duration(to: killedAt))) s before the kill; \
+                fence test (\(how.rawValue)): \
+                last keepalive sent \(seconds(sentAt.duration(to: cutAt))) s before the cut; \
                 fenced \(seconds(sentAt.duration(to: fencedAt))) s after it (deadline \
                 \(seconds(sentAt.duration(to: fence.deadline))) s); key gone \(seconds(sentAt.duration(to: goneAt))) s \
                 after it; b led \(seconds(sentAt.duration(to: bLedAt))) s after it (lease TTL 5 s, margin 1.5 s)
@@ -289,7 +321,20 @@ struct EtcdElectionTests {
             print("member loss (raft leader \(raftLeader) killed): longest time since a renewal was sent \(longestGap)")
             #expect(leader.record.fenceCount == 0)
             #expect(other.record.leadCount == 0)
+            // The member comes back with its data and rejoins; the lead is undisturbed.
+            try await cluster.start(member: raftLeader)
+            #expect(cluster.isRunning(member: raftLeader))
+            #expect(leader.election.current.isLeading(epoch: epoch))
         }
+    }
+
+    /// How the fence test cuts the lead off from etcd: its only member killed (a raft follower,
+    /// or the raft leader: etcd then extends leases) or frozen (SIGSTOP: its connections stay
+    /// open and nothing answers, so renewals time out instead of being refused).
+    enum Cut: String, Sendable, CaseIterable {
+        case killFollower = "a raft follower killed"
+        case killRaftLeader = "the raft leader killed"
+        case freezeFollower = "a raft follower frozen"
     }
 
     /// The index of the member that is the raft leader now.

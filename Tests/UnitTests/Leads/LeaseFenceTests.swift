@@ -100,6 +100,24 @@ struct LeaseFenceTests {
         #expect(leadership.state == .fenced(epoch: 7))
     }
 
+    @Test("a read that shows the key gone or another's ends the term; one of an older term does not")
+    func keyRead() {
+        var leadership = leading()
+        #expect(leadership.on(.keyRead(epoch: 7, createRevision: 7, lease: 42)).isEmpty)
+        #expect(leadership.on(.keyRead(epoch: 6, createRevision: nil, lease: nil)).isEmpty)
+        #expect(leadership.state == .leading(epoch: 7, lease: 42))
+        #expect(
+            leadership.on(.keyRead(epoch: 7, createRevision: nil, lease: nil)) == [
+                .fence(epoch: 7), .resign(lease: 42),
+            ])
+        var replaced = leading()
+        #expect(
+            replaced.on(.keyRead(epoch: 7, createRevision: 9, lease: 42)) == [.fence(epoch: 7), .resign(lease: 42)])
+        var otherLease = leading()
+        #expect(
+            otherLease.on(.keyRead(epoch: 7, createRevision: 7, lease: 43)) == [.fence(epoch: 7), .resign(lease: 42)])
+    }
+
     @Test("a TTL etcd raised is the one used")
     func raisedTTL() {
         // Asked for 1 s, etcd granted 2 s (its minimum); the margin is 1.5 s.

@@ -165,8 +165,18 @@ final class EtcdClient: Sendable {
     }
 
     /// The key's value and revisions (a linearizable read), or nil when it does not exist.
-    func get(key: String) async throws(AgentError) -> KeyValue? {
-        let answer = try await call("/v3/kv/range", ["key": try Self.encode(key)], as: EtcdWire.Range.self)
+    ///
+    /// With `everyEndpoint`, the read goes to every endpoint at once, each waiting up to
+    /// `timeout`, and the first answer counts (the lead's check that it still owns the key,
+    /// which must not hold up its renewals); otherwise endpoints are tried in turn.
+    func get(key: String, everyEndpoint: Bool = false, timeout: Duration? = nil) async throws(AgentError)
+        -> KeyValue?
+    {
+        let body = ["key": try Self.encode(key)]
+        let answer =
+            everyEndpoint
+            ? try await callEach("/v3/kv/range", body, as: EtcdWire.Range.self, timeout: timeout ?? self.timeout)
+            : try await call("/v3/kv/range", body, as: EtcdWire.Range.self)
         return try Self.single(answer, key: key, in: "get")
     }
 

@@ -14,7 +14,8 @@ import Synchronization
 /// - The lead renews its lease every `interval` (on every endpoint at once, the first answer
 ///   counting; a renewal may wait until the fence's deadline). It fences itself (`onFence`, once per term)
 ///   `margin` before the lease can expire, timed from when it *sent* the last renewal that
-///   succeeded, on the monotonic clock; a watchdog child task checks the deadline every
+///   succeeded, on the monotonic clock, or at once when a read of the key shows it is no
+///   longer its own (deleted or replaced out of band); a watchdog child task checks the deadline every
 ///   ``watchdogInterval``, so a renewal stuck on an unreachable etcd cannot delay the fence.
 /// - On graceful shutdown the lead fences and revokes its lease, so a standby takes over at
 ///   its next campaign instead of after the TTL.
@@ -108,9 +109,12 @@ final class LeaderElection: Service, Sendable {
         let now = ContinuousClock.now
         apply(.tick(now: now), sink)
         switch current {
-        case .leading(_, let lease):
+        case .leading(let epoch, let lease):
             // The renewal may wait until the fence's deadline: an answer after it counts for nothing.
             let left = fence.map { now.duration(to: $0.deadline) } ?? interval
+            // Beside it, a read of the key: a lease alone does not prove the key is still ours
+            // (deleted or replaced out of band). Bounded by `interval`, so it never delays renewals.
+            async let owner = readKey()
             do {
                 let remaining = try await client.keepAlive(lease: lease, timeout: max(left, .milliseconds(100)))
                 apply(.keepaliveOK(sentAt: now, ttl: .seconds(remaining)), sink)
@@ -119,11 +123,25 @@ final class LeaderElection: Service, Sendable {
                 logger.warning("lead lease renewal failed", metadata: ["nodeagent.error": "\(error.message)"])
                 apply(.keepaliveFailed(now: .now), sink)
             }
+            if case .some(let read) = await owner {
+                if read?.createRevision != epoch || read?.lease != lease {
+                    logger.warning("the lead key is no longer this node's", metadata: ["nodeagent.epoch": "\(epoch)"])
+                }
+                apply(.keyRead(epoch: epoch, createRevision: read?.createRevision, lease: read?.lease), sink)
+            }
         case .follower:
             guard await eligible() else { return }
             await campaign(sink)
         case .fenced:
             return
+        }
+    }
+
+    /// The lead key as a read on every endpoint finds it within `interval`: nil when the read
+    /// failed, `.some(nil)` when the key is gone.
+    private func readKey() async -> EtcdClient.KeyValue?? {
+        do { return .some(try await client.get(key: key, everyEndpoint: true, timeout: interval)) } catch {
+            return .none
         }
     }
 
