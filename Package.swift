@@ -154,6 +154,7 @@ let package = Package(
             dependencies: [
                 "Mesh", "Secrets", "AuroraAPI", "AuroraTLS", "AuroraClient", "NodeAgent", "AuroraTestKit",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -31,6 +31,13 @@ public struct AgentError: Error, Sendable, Equatable, CustomStringConvertible {
         case databaseExists
         /// A name or value in a request is not acceptable.
         case invalidInput
+        /// No etcd endpoint answered in time (refused, unreachable, timed out, or 5xx from each).
+        case etcdUnreachable
+        /// etcd answered with an error of its own (a 4xx with its message).
+        case etcdRefused
+        /// etcd's answer is not what its API promises (not JSON, too large, a field missing or of
+        /// the wrong type): the backend is broken or hostile.
+        case etcdInvalidAnswer
     }
 
     /// What kind of failure, for code that must react to one kind (tests, the API's status mapping).

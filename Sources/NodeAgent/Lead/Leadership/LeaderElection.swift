@@ -1,0 +1,208 @@
+import AsyncAlgorithms
+import Logging
+import Mesh
+import ServiceLifecycle
+import Synchronization
+
+/// The election for the lead key on etcd (Patroni's pattern): a Service that shells the pure
+/// ``Leadership`` state machine.
+///
+/// - A follower that is `eligible` campaigns every `interval`: a linearizable read first (a
+///   held key costs one request), then a lease of `ttl` seconds and a transaction that creates
+///   the key on it only if it does not exist. A win makes this node the lead; its epoch is the
+///   key's `create_revision`, which grows with every term.
+/// - The lead renews its lease every `interval` (on every endpoint at once, the first answer
+///   counting; a renewal may wait until the fence's deadline). It fences itself (`onFence`, once per term)
+///   `margin` before the lease can expire, timed from when it *sent* the last renewal that
+///   succeeded, on the monotonic clock, or at once when a read of the key shows it is no
+///   longer its own (deleted or replaced out of band); a watchdog child task checks the deadline every
+///   ``watchdogInterval``, so a renewal stuck on an unreachable etcd cannot delay the fence.
+/// - On graceful shutdown the lead fences and revokes its lease, so a standby takes over at
+///   its next campaign instead of after the TTL.
+///
+/// Directives run one at a time, in the order the state machine gave them, on one child task:
+/// `onLead` of a term always comes before its `onFence`.
+final class LeaderElection: Service, Sendable {
+    let client: EtcdClient
+    let key: String
+    let value: String
+    let ttl: Int
+    let margin: Duration
+    let interval: Duration
+    /// How often the watchdog compares the clock with the fence's deadline.
+    let watchdogInterval: Duration
+    let eligible: @Sendable () async -> Bool
+    let onLead: @Sendable (_ epoch: Int64) async -> Void
+    let onFence: @Sendable () async -> Void
+    let logger: Logger
+    private let machine: Mutex<Leadership>
+
+    /// An election for `key` whose holder writes `value` (this node's name and URL, as JSON).
+    /// `ttl` is in seconds; `margin` must be shorter than it.
+    init(
+        client: EtcdClient, key: String, value: String, ttl: Int = 5, margin: Duration = .milliseconds(1500),
+        interval: Duration = .seconds(1), watchdogInterval: Duration = .milliseconds(50),
+        eligible: @escaping @Sendable () async -> Bool, onLead: @escaping @Sendable (_ epoch: Int64) async -> Void,
+        onFence: @escaping @Sendable () async -> Void, logger: Logger = Logger(label: "nodeagent.leadership")
+    ) throws(AgentError) {
+        guard ttl > 0, margin > .zero, margin < .seconds(ttl) else {
+            throw AgentError(.config, "the lead lease needs 0 < margin < ttl (ttl \(ttl) s, margin \(margin))")
+        }
+        guard interval > .zero, interval < .seconds(ttl) - margin else {
+            throw AgentError(.config, "the lead lease must be renewed more often than ttl − margin")
+        }
+        self.client = client
+        self.key = key
+        self.value = value
+        self.ttl = ttl
+        self.margin = margin
+        self.interval = interval
+        self.watchdogInterval = watchdogInterval
+        self.eligible = eligible
+        self.onLead = onLead
+        self.onFence = onFence
+        var logger = logger
+        logger[metadataKey: "nodeagent.subsystem"] = "leadership"
+        self.logger = logger
+        machine = Mutex(Leadership(margin: margin))
+    }
+
+    /// Where this node stands in the election now (for `/health`).
+    var current: LeadershipState { machine.withLock { $0.state } }
+
+    /// The lead's fence: when the last successful renewal was sent, and the deadline.
+    var fence: LeaseFence? { machine.withLock { $0.fence } }
+
+    /// The holder's value as the last campaign that found the key held saw it.
+    var holder: String? { machine.withLock { $0.holder } }
+
+    // MARK: Service
+
+    /// Campaigns or renews every `interval` until graceful shutdown, with the watchdog beside it
+    /// and the directives carried out in order; on shutdown fences and resigns, then returns.
+    func run() async throws {
+        let (directives, sink) = AsyncStream<[Leadership.Directive]>.makeStream()
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.carryOut(directives) }
+            group.addTask { await self.watch(sink) }
+            await step(sink)
+            for await _ in AsyncTimerSequence(interval: interval, clock: .continuous).cancelOnGracefulShutdown() {
+                await step(sink)
+            }
+            apply(.shutdown, sink)
+            sink.finish()
+        }
+    }
+
+    /// Applies `event` and queues its directives; under the lock, so batches stay in order.
+    private func apply(_ event: Leadership.Event, _ sink: AsyncStream<[Leadership.Directive]>.Continuation) {
+        machine.withLock { machine in
+            let directives = machine.on(event)
+            if !directives.isEmpty { sink.yield(directives) }
+        }
+    }
+
+    // MARK: Steps
+
+    /// One step of the loop: renew when leading, campaign when a follower and eligible.
+    private func step(_ sink: AsyncStream<[Leadership.Directive]>.Continuation) async {
+        let now = ContinuousClock.now
+        apply(.tick(now: now), sink)
+        switch current {
+        case .leading(let epoch, let lease):
+            // The renewal may wait until the fence's deadline: an answer after it counts for nothing.
+            let left = fence.map { now.duration(to: $0.deadline) } ?? interval
+            // Beside it, a read of the key: a lease alone does not prove the key is still ours
+            // (deleted or replaced out of band). Bounded by `interval`, so it never delays renewals.
+            async let owner = readKey()
+            do {
+                let remaining = try await client.keepAlive(lease: lease, timeout: max(left, .milliseconds(100)))
+                apply(.keepaliveOK(sentAt: now, ttl: .seconds(remaining)), sink)
+                if remaining == 0 { logger.warning("etcd no longer has the lead lease") }
+            } catch {
+                logger.warning("lead lease renewal failed", metadata: ["nodeagent.error": "\(error.message)"])
+                apply(.keepaliveFailed(now: .now), sink)
+            }
+            if case .some(let read) = await owner {
+                if read?.createRevision != epoch || read?.lease != lease {
+                    logger.warning("the lead key is no longer this node's", metadata: ["nodeagent.epoch": "\(epoch)"])
+                }
+                apply(.keyRead(epoch: epoch, createRevision: read?.createRevision, lease: read?.lease), sink)
+            }
+        case .follower:
+            guard await eligible() else { return }
+            await campaign(sink)
+        case .fenced:
+            return
+        }
+    }
+
+    /// The lead key as a read on every endpoint finds it within `interval`: nil when the read
+    /// failed, `.some(nil)` when the key is gone.
+    private func readKey() async -> EtcdClient.KeyValue?? {
+        do { return .some(try await client.get(key: key, everyEndpoint: true, timeout: interval)) } catch {
+            return .none
+        }
+    }
+
+    /// Reads the key; when nobody holds it, grants a lease and campaigns on it.
+    private func campaign(_ sink: AsyncStream<[Leadership.Directive]>.Continuation) async {
+        do {
+            if let held = try await client.get(key: key) {
+                apply(.campaignLost(holder: held.value, lease: nil), sink)
+                return
+            }
+        } catch {
+            logger.debug("cannot read the lead key", metadata: ["nodeagent.error": "\(error.message)"])
+            return
+        }
+        let sentAt = ContinuousClock.now
+        let lease: (id: Int64, ttl: Int)
+        do { lease = try await client.grant(ttl: ttl) } catch {
+            logger.debug("cannot grant a lead lease", metadata: ["nodeagent.error": "\(error.message)"])
+            return
+        }
+        do {
+            switch try await client.campaign(key: key, value: value, lease: lease.id) {
+            case .won(let revision):
+                apply(
+                    .campaignWon(
+                        revision: revision, lease: lease.id, ttl: .seconds(lease.ttl), sentAt: sentAt,
+                        now: .now), sink)
+            case .held(let holder, _):
+                apply(.campaignLost(holder: holder, lease: lease.id), sink)
+            }
+        } catch {
+            logger.warning("lead campaign failed", metadata: ["nodeagent.error": "\(error.message)"])
+            apply(.campaignFailed(lease: lease.id), sink)
+        }
+    }
+
+    /// The watchdog: ticks the state machine every ``watchdogInterval`` until graceful shutdown,
+    /// so the fence comes at its deadline whatever the renewal is waiting for.
+    private func watch(_ sink: AsyncStream<[Leadership.Directive]>.Continuation) async {
+        for await _ in AsyncTimerSequence(interval: watchdogInterval, clock: .continuous).cancelOnGracefulShutdown() {
+            apply(.tick(now: .now), sink)
+        }
+    }
+
+    /// Carries the directives out, one at a time, until the stream ends.
+    private func carryOut(_ directives: AsyncStream<[Leadership.Directive]>) async {
+        for await batch in directives {
+            for directive in batch {
+                switch directive {
+                case .startLeading(let epoch):
+                    logger.notice("leading", metadata: ["nodeagent.epoch": "\(epoch)"])
+                    await onLead(epoch)
+                case .fence(let epoch):
+                    logger.warning("fenced: no longer acknowledging writes", metadata: ["nodeagent.epoch": "\(epoch)"])
+                    await onFence()
+                case .resign(let lease):
+                    do { try await client.revoke(lease: lease) } catch {
+                        logger.debug("cannot revoke a lease", metadata: ["nodeagent.error": "\(error.message)"])
+                    }
+                }
+            }
+        }
+    }
+}
