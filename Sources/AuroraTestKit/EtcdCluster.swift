@@ -73,6 +73,14 @@ public final class EtcdCluster: Sendable {
         try await waitHealthy(member)
     }
 
+    /// Starts every member that is not running, all at once (a lone member of a stopped cluster
+    /// is never healthy: it has no quorum), and waits until each is healthy.
+    public func startAll() async throws {
+        let stopped = members.indices.filter { !isRunning(member: $0) }
+        for index in stopped { try launch(index) }
+        for index in stopped { try await waitHealthy(index) }
+    }
+
     /// Stops member `member` with SIGTERM and waits until it has exited.
     public func stop(member: Int) async throws {
         guard let child = processes.withLock({ $0[member] }) else { return }

@@ -45,7 +45,7 @@ public struct LeaseFence: Sendable, Equatable {
     }
 }
 
-// MARK: Leadership
+// MARK: LeaseElection
 
 /// Where this node stands in the election for the lead key.
 public enum LeadershipState: Sendable, Equatable {
@@ -68,7 +68,7 @@ public enum LeadershipState: Sendable, Equatable {
 /// lease is gone, when a read shows the key is no longer its own, or on graceful shutdown; each
 /// term fences exactly once. A fenced node gives
 /// its lease up and becomes a follower once the old lease can no longer be alive.
-public struct Leadership: Sendable {
+public struct LeaseElection: Sendable {
     public typealias Instant = ContinuousClock.Instant
 
     /// What happened, as the shell saw it.

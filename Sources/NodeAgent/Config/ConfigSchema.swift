@@ -159,6 +159,13 @@ public enum ConfigSchema {
             flag: "--store", secret: true,
             "PostgreSQL URL for the lead's store; empty: a managed cluster in DATA/postgres"),
         ConfigKey(
+            "election.etcd", .string, default: .string(""), env: "AURORA_ETCD",
+            "etcd endpoints (http://HOST:PORT, comma-separated) for automatic failover between the lead and its standby; empty: promotion is manual"
+        ),
+        ConfigKey(
+            "election.ttl_s", .int(2...60), default: .int(5),
+            "seconds the lead's etcd lease lives without renewal; the lead fences itself 1.5 s before it can expire"),
+        ConfigKey(
             "store.run_as", .string, default: .string("postgres"),
             "OS user that runs the managed cluster when the agent runs as root"),
         ConfigKey(

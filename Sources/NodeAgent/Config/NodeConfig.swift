@@ -356,6 +356,10 @@ public struct NodeConfig: Sendable {
     public let leaveOnStop: Bool
     /// The local PostgreSQL server to watch (`postgres.*`); nil: none.
     public let postgresMonitor: PostgresMonitorConfig?
+    /// etcd endpoints for automatic failover (`election.etcd`); empty: promotion is manual.
+    public let etcdEndpoints: [String]
+    /// The lead lease's TTL in seconds (`election.ttl_s`).
+    public let electionTTL: Int
     /// The profile file that was used.
     public let profileFile: String
     /// All keys with their sources, for `nodeagent config`.
@@ -387,6 +391,10 @@ public struct NodeConfig: Sendable {
         self.lead = nonEmpty("lead")
         self.joinToken = nonEmpty("join_token")
         self.storeURL = nonEmpty("store.url")
+        self.etcdEndpoints = string("election.etcd").split(separator: ",").map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }.filter { !$0.isEmpty }
+        self.electionTTL = int("election.ttl_s")
         self.storeRunAs = string("store.run_as")
         self.pgBinDirectory = nonEmpty("store.pg_bin")
         self.maxBodyBytes = int("http.max_body_bytes")

@@ -115,6 +115,22 @@ public enum Agent {
             storeService.setReconnected { try? await leadership.begin(operatorTokenHash: nil) }
             let apiTokens = APITokens(store: storeService.store)
             token.scoped = apiTokens
+            if !config.etcdEndpoints.isEmpty {
+                // Automatic failover: the lead holds /aurora/lead on an etcd lease and fences itself
+                // before the lease can expire without a renewal.
+                let election = try LeaderElection(
+                    client: try EtcdClient(endpoints: config.etcdEndpoints), key: LeaderElection.leadKey,
+                    value: config.name, ttl: config.electionTTL,
+                    eligible: { leadership.fencedReason == nil || leadership.recoverable },
+                    onLead: { [state] _ in
+                        if await leadership.mayLiftFence() { state.requestRestart() }
+                    },
+                    onFence: {
+                        await leadership.fence(
+                            "the etcd lead key /aurora/lead was not renewed in time", recoverable: true)
+                    }, logger: logger)
+                services.append(.init(service: election))
+            }
             role = .lead(
                 LeadParts(
                     registry: registry, jobs: jobs, secrets: secrets, connectivity: board, tokens: storeService.store,
@@ -187,6 +203,27 @@ public enum Agent {
                 cache.current?.nodes.nodes
             }
             services.append(.init(service: membership))
+            if config.role == .standby, !config.etcdEndpoints.isEmpty {
+                // Automatic failover: while its lead is unreachable, the standby campaigns for
+                // /aurora/lead; it wins only once the lead's lease expired, and then promotes itself.
+                let election = try LeaderElection(
+                    client: try EtcdClient(endpoints: config.etcdEndpoints), key: LeaderElection.leadKey,
+                    value: config.name, ttl: config.electionTTL,
+                    eligible: { [state] in state.leadHealth?.state == .unreachable },
+                    onLead: { [state, logger] epoch in
+                        logger.notice(
+                            "won the etcd lead key; promoting", metadata: ["nodeagent.etcd_revision": "\(epoch)"])
+                        do throws(Refusal) {
+                            _ = try await LeadPromotion(state: state, membership: membership).run(PromoteRequest())
+                            state.requestRestart()
+                        } catch {
+                            logger.error(
+                                "automatic promotion failed", metadata: ["nodeagent.error": "\(error.message)"])
+                        }
+                    },
+                    onFence: {}, logger: logger)
+                services.append(.init(service: election))
+            }
             if let worker { services.append(.init(service: subsystems.wrap("gpu-worker", worker, logger: logger))) }
             let reporter = LeadClient.signed(config: config, identity: identity, link: link)
             deliverReports = { [name = config.name] reports in

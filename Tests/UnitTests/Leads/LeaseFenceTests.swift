@@ -11,8 +11,8 @@ struct LeaseFenceTests {
     func at(_ seconds: Double) -> ContinuousClock.Instant { t0 + .milliseconds(Int64(seconds * 1000)) }
 
     /// A lead of epoch 7 on lease 42, granted with `ttl` seconds by a request sent at `sentAt`.
-    func leading(ttl: Int = 5, sentAt: Double = 0, answeredAt: Double = 0.05) -> Leadership {
-        var leadership = Leadership(margin: margin)
+    func leading(ttl: Int = 5, sentAt: Double = 0, answeredAt: Double = 0.05) -> LeaseElection {
+        var leadership = LeaseElection(margin: margin)
         let directives = leadership.on(
             .campaignWon(revision: 7, lease: 42, ttl: .seconds(ttl), sentAt: at(sentAt), now: at(answeredAt)))
         #expect(directives == [.startLeading(epoch: 7)])
@@ -49,7 +49,7 @@ struct LeaseFenceTests {
         #expect(fence.isFenced(at: at(2)))
     }
 
-    // MARK: Leadership
+    // MARK: LeaseElection
 
     @Test("a won campaign leads with the key's create_revision as the epoch")
     func winLeads() {
@@ -121,7 +121,7 @@ struct LeaseFenceTests {
     @Test("a TTL etcd raised is the one used")
     func raisedTTL() {
         // Asked for 1 s, etcd granted 2 s (its minimum); the margin is 1.5 s.
-        var leadership = Leadership(margin: margin)
+        var leadership = LeaseElection(margin: margin)
         #expect(
             leadership.on(.campaignWon(revision: 3, lease: 9, ttl: .seconds(2), sentAt: at(0), now: at(0.1)))
                 == [.startLeading(epoch: 3)])
@@ -135,7 +135,7 @@ struct LeaseFenceTests {
 
     @Test("a campaign answered past its lease's deadline never leads")
     func slowCampaign() {
-        var leadership = Leadership(margin: margin)
+        var leadership = LeaseElection(margin: margin)
         #expect(
             leadership.on(.campaignWon(revision: 3, lease: 9, ttl: .seconds(5), sentAt: at(0), now: at(3.6)))
                 == [.resign(lease: 9)])
@@ -161,7 +161,7 @@ struct LeaseFenceTests {
 
     @Test("a lost campaign resigns the unused lease and remembers the holder")
     func lostCampaign() {
-        var leadership = Leadership(margin: margin)
+        var leadership = LeaseElection(margin: margin)
         #expect(leadership.on(.campaignLost(holder: "{\"name\":\"b\"}", lease: 5)) == [.resign(lease: 5)])
         #expect(leadership.on(.campaignLost(holder: "{\"name\":\"b\"}", lease: nil)).isEmpty)
         #expect(leadership.holder == "{\"name\":\"b\"}")
@@ -171,7 +171,7 @@ struct LeaseFenceTests {
 
     @Test("graceful shutdown fences then resigns; a follower has nothing to do")
     func shutdown() {
-        var follower = Leadership(margin: margin)
+        var follower = LeaseElection(margin: margin)
         #expect(follower.on(.shutdown).isEmpty)
         var leadership = leading()
         #expect(leadership.on(.shutdown) == [.fence(epoch: 7), .resign(lease: 42)])

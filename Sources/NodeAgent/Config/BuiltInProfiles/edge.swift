@@ -51,6 +51,13 @@ leave_on_stop: false
 # With the lead profile: join --lead as a standby lead (flag --standby; env AURORA_STANDBY).
 standby: false
 
+# Automatic failover between the lead and its standby (Patroni's pattern): etcd endpoints
+# (http://HOST:PORT, comma-separated; 3 voters), and the lead lease's TTL in seconds (2-60).
+# Empty: promotion is manual (aurora-cli lead promote).                          env AURORA_ETCD
+election:
+  etcd: ""
+  ttl_s: 5
+
 heartbeat:
   # Seconds between heartbeats.
   interval_s: 5

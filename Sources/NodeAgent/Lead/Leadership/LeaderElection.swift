@@ -5,7 +5,7 @@ import ServiceLifecycle
 import Synchronization
 
 /// The election for the lead key on etcd (Patroni's pattern): a Service that shells the pure
-/// ``Leadership`` state machine.
+/// ``LeaseElection`` state machine.
 ///
 /// - A follower that is `eligible` campaigns every `interval`: a linearizable read first (a
 ///   held key costs one request), then a lease of `ttl` seconds and a transaction that creates
@@ -35,10 +35,13 @@ final class LeaderElection: Service, Sendable {
     let onLead: @Sendable (_ epoch: Int64) async -> Void
     let onFence: @Sendable () async -> Void
     let logger: Logger
-    private let machine: Mutex<Leadership>
+    private let machine: Mutex<LeaseElection>
 
     /// An election for `key` whose holder writes `value` (this node's name and URL, as JSON).
     /// `ttl` is in seconds; `margin` must be shorter than it.
+    /// The key the lead holds in etcd.
+    static let leadKey = "/aurora/lead"
+
     init(
         client: EtcdClient, key: String, value: String, ttl: Int = 5, margin: Duration = .milliseconds(1500),
         interval: Duration = .seconds(1), watchdogInterval: Duration = .milliseconds(50),
@@ -64,7 +67,7 @@ final class LeaderElection: Service, Sendable {
         var logger = logger
         logger[metadataKey: "nodeagent.subsystem"] = "leadership"
         self.logger = logger
-        machine = Mutex(Leadership(margin: margin))
+        machine = Mutex(LeaseElection(margin: margin))
     }
 
     /// Where this node stands in the election now (for `/health`).
@@ -81,7 +84,7 @@ final class LeaderElection: Service, Sendable {
     /// Campaigns or renews every `interval` until graceful shutdown, with the watchdog beside it
     /// and the directives carried out in order; on shutdown fences and resigns, then returns.
     func run() async throws {
-        let (directives, sink) = AsyncStream<[Leadership.Directive]>.makeStream()
+        let (directives, sink) = AsyncStream<[LeaseElection.Directive]>.makeStream()
         await withDiscardingTaskGroup { group in
             group.addTask { await self.carryOut(directives) }
             group.addTask { await self.watch(sink) }
@@ -95,7 +98,7 @@ final class LeaderElection: Service, Sendable {
     }
 
     /// Applies `event` and queues its directives; under the lock, so batches stay in order.
-    private func apply(_ event: Leadership.Event, _ sink: AsyncStream<[Leadership.Directive]>.Continuation) {
+    private func apply(_ event: LeaseElection.Event, _ sink: AsyncStream<[LeaseElection.Directive]>.Continuation) {
         machine.withLock { machine in
             let directives = machine.on(event)
             if !directives.isEmpty { sink.yield(directives) }
@@ -105,7 +108,7 @@ final class LeaderElection: Service, Sendable {
     // MARK: Steps
 
     /// One step of the loop: renew when leading, campaign when a follower and eligible.
-    private func step(_ sink: AsyncStream<[Leadership.Directive]>.Continuation) async {
+    private func step(_ sink: AsyncStream<[LeaseElection.Directive]>.Continuation) async {
         let now = ContinuousClock.now
         apply(.tick(now: now), sink)
         switch current {
@@ -146,7 +149,7 @@ final class LeaderElection: Service, Sendable {
     }
 
     /// Reads the key; when nobody holds it, grants a lease and campaigns on it.
-    private func campaign(_ sink: AsyncStream<[Leadership.Directive]>.Continuation) async {
+    private func campaign(_ sink: AsyncStream<[LeaseElection.Directive]>.Continuation) async {
         do {
             if let held = try await client.get(key: key) {
                 apply(.campaignLost(holder: held.value, lease: nil), sink)
@@ -180,14 +183,14 @@ final class LeaderElection: Service, Sendable {
 
     /// The watchdog: ticks the state machine every ``watchdogInterval`` until graceful shutdown,
     /// so the fence comes at its deadline whatever the renewal is waiting for.
-    private func watch(_ sink: AsyncStream<[Leadership.Directive]>.Continuation) async {
+    private func watch(_ sink: AsyncStream<[LeaseElection.Directive]>.Continuation) async {
         for await _ in AsyncTimerSequence(interval: watchdogInterval, clock: .continuous).cancelOnGracefulShutdown() {
             apply(.tick(now: .now), sink)
         }
     }
 
     /// Carries the directives out, one at a time, until the stream ends.
-    private func carryOut(_ directives: AsyncStream<[Leadership.Directive]>) async {
+    private func carryOut(_ directives: AsyncStream<[LeaseElection.Directive]>) async {
         for await batch in directives {
             for directive in batch {
                 switch directive {

@@ -21,6 +21,9 @@ final class Leadership: Sendable {
     struct State: Sendable {
         var term: LeadTerm?
         var fenced: String?
+        /// The fence came from losing the etcd lease, not from a newer term: winning the key
+        /// again lifts it (``rearm()``).
+        var recoverable = false
         var lastCheck: ContinuousClock.Instant?
     }
 
@@ -51,6 +54,8 @@ final class Leadership: Sendable {
     var term: LeadTerm? { state.withLock { $0.term } }
     /// This lead's epoch, once its term began.
     var epoch: Int64? { term?.epoch }
+    /// Whether the fence came only from a lost etcd lease (winning the key again lifts it).
+    var recoverable: Bool { state.withLock { $0.fenced != nil && $0.recoverable } }
     /// Why this lead acknowledges no writes; nil while it leads.
     var fencedReason: String? { state.withLock { $0.fenced } }
 
@@ -105,16 +110,42 @@ final class Leadership: Sendable {
 
     /// Stops acknowledging writes, for good: the HTTP layer answers 503 `fenced` and the store
     /// refuses this agent's writes. The first reason is kept.
-    func fence(_ reason: String) async {
+    func fence(_ reason: String, recoverable: Bool = false) async {
         await store.fenceWrites()
         let first = state.withLock { state -> Bool in
-            guard state.fenced == nil else { return false }
+            guard state.fenced == nil else {
+                if !recoverable { state.recoverable = false }  // a newer term outranks a lost lease
+                return false
+            }
             state.fenced = reason
+            state.recoverable = recoverable
             return true
         }
         guard first else { return }
         report(epoch, reason)
         logger.error("fenced: acknowledging no more writes", metadata: ["nodeagent.reason": "\(reason)"])
+    }
+
+    /// The etcd lead key is this lead's again: whether a fence that came only from losing it
+    /// may be lifted, that is the store's newest term is still this lead's. The caller then
+    /// restarts the agent, so that nothing it held in memory while fenced (nodes it saw as dead,
+    /// leases it saw run out) outlives the fence.
+    func mayLiftFence() async -> Bool {
+        guard state.withLock({ $0.fenced != nil && $0.recoverable }), let own = epoch else { return false }
+        do {
+            guard let latest = try await store.latestTerm(), latest.lead == template.lead, latest.epoch == own else {
+                state.withLock { $0.recoverable = false }
+                return false
+            }
+            logger.notice(
+                "holds the etcd lead key again and its term is current; restarting to serve",
+                metadata: ["nodeagent.epoch": "\(own)"])
+            return true
+        } catch {
+            logger.warning(
+                "cannot check the store's term to lift the fence", metadata: ["nodeagent.error": "\(error.message)"])
+            return false
+        }
     }
 
     /// A request named `claimed` as the highest epoch its sender has seen. Higher than ours: read
