@@ -189,6 +189,14 @@ public enum HTTPServer {
         return caller
     }
 
+    /// The token of an `Authorization: Bearer <token>` header (any case of `Bearer`); nil without one.
+    static func bearerToken(_ request: Request) -> String? {
+        guard let header = request.headers[.authorization] else { return nil }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        return String(parts[1])
+    }
+
     /// Operator calls carry `Authorization: Bearer <token>`.
     ///
     /// Accepted: this agent's operator token and, on the lead, an API token with role `admin`. A

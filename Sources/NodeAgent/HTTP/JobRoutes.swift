@@ -119,13 +119,15 @@ extension HTTPServer {
         }
     }
 
-    /// The same routes on a compute or edge node: client calls are forwarded to the lead with
-    /// this node's signed identity (its local operator token required); worker calls are the
-    /// lead's.
+    /// The same routes on a compute or edge node: client calls are forwarded to the lead; worker
+    /// calls are the lead's.
     ///
     /// The lead's status and body are relayed as they are, so its refusals reach the caller
-    /// unchanged. There the call runs as `node:NAME` (this node): it sees only the jobs this node
-    /// submitted and may not submit exec jobs. Timeouts: 10 s; `generate` the longest wait plus 5 s;
+    /// unchanged. With this node's own operator token the call runs on the lead as `node:NAME`
+    /// (this node, signed): it sees only the jobs this node submitted and may not submit exec
+    /// jobs. Any other bearer token goes to the lead as it is, and the lead decides what it may do
+    /// and records its holder: the mesh admin token or an API token works through every agent,
+    /// and its idempotency keys are its own wherever it retries (also against a new lead). Timeouts: 10 s; `generate` the longest wait plus 5 s;
     /// a job read its `?wait=` plus 10 s. Assignments and results: 421 `not_lead`.
     static func addJobRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, node: NodeParts) {
         let maxBody = agent.maxBody, token = agent.token
@@ -207,7 +209,17 @@ extension HTTPServer {
         _ request: Request, membership: MembershipService, token: AdminToken, maxBody: Int,
         timeout: Duration
     ) async throws -> Response {
-        try authorize(request, token: token)
+        let bearer: String?
+        if let presented = bearerToken(request), !token.accepts(presented) {
+            // Not this node's: the lead checks it (invalid ones get the lead's 401, unchanged).
+            guard presented.utf8.count <= 256, presented.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
+                throw Refusal.unauthorized("the bearer token is malformed")
+            }
+            bearer = presented
+        } else {
+            try authorize(request, token: token)
+            bearer = nil
+        }
         var request = request
         let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
         let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
@@ -216,7 +228,7 @@ extension HTTPServer {
             answer = .success(
                 try await membership.leadClient.relay(
                     NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue), path, body: body,
-                    timeout: timeout))
+                    timeout: timeout, bearer: bearer))
         } catch {
             answer = .failure(error)
         }

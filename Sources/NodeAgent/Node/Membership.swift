@@ -204,11 +204,12 @@ struct LeadClient: Sendable {
 
     /// The typed client this call goes through: the link's URL and pinned TLS, this node's
     /// signature on every request, the process-wide connection pool.
-    private func client(_ timeout: Duration) -> AuroraClient {
+    private func client(_ timeout: Duration, bearer: String? = nil) -> AuroraClient {
         var client = AuroraClient(
-            baseURL: baseURL, timeout: .milliseconds(Int64(timeout / .milliseconds(1))), httpClient: Self.http)
+            baseURL: baseURL, token: bearer, timeout: .milliseconds(Int64(timeout / .milliseconds(1))),
+            httpClient: Self.http)
         client.pinnedTLS = link.tls
-        if let signer {
+        if let signer, bearer == nil {
             let epoch = link.epoch
             client.signer = { method, path, body in
                 var headers = signer.headers(method: method, path: path, body: body)
@@ -252,11 +253,14 @@ struct LeadClient: Sendable {
 
     /// Sends a request and returns the lead's status and body as they are, for forwarding a
     /// client's call. Throws only when the lead does not answer.
-    func relay(_ method: HTTPMethod, _ path: String, body: [UInt8], timeout: Duration) async throws(LeadCallError) -> (
-        status: Int, body: [UInt8]
-    ) {
+    ///
+    /// With `bearer`, the call carries that token instead of this node's signature: the lead
+    /// decides what the caller's own credential may do (and records the caller, not this node).
+    func relay(_ method: HTTPMethod, _ path: String, body: [UInt8], timeout: Duration, bearer: String? = nil)
+        async throws(LeadCallError) -> (status: Int, body: [UInt8])
+    {
         do {
-            return try await client(timeout).exchange(method: method.rawValue, path: path, body: body)
+            return try await client(timeout, bearer: bearer).exchange(method: method.rawValue, path: path, body: body)
         } catch {
             throw .unreachable(error.reason ?? error.message)
         }
