@@ -151,6 +151,17 @@ struct TwoLeadsTests {
             headers: ["Authorization": "Bearer \(try standby.adminToken)"], body: Array(#"{"force":true}"#.utf8))
         #expect(unknownField.status == 400 && unknownField.text.contains("force"), "\(unknownField.text)")
         #expect(try await Self.leadStatus(lead, admin)?.role == .lead, "a refused promotion changed nothing")
+        // A worker passes a caller's own token to the lead for job calls: a stranger's is the
+        // lead's 401, a malformed one is refused on the spot, the mesh admin token works.
+        let stranger = try await Self.submit("via-worker", to: worker, headers: ["Authorization": "Bearer aur_nobody"])
+        #expect(stranger.status == 401, "\(stranger.status) \(stranger.text)")
+        let malformed = try await Self.submit(
+            "via-worker", to: worker, headers: ["Authorization": "Bearer " + String(repeating: "x", count: 300)])
+        #expect(malformed.status == 401, "\(malformed.status) \(malformed.text)")
+        let keyViaWorker = try await Self.submit("before-0", to: worker, headers: admin)
+        #expect(
+            keyViaWorker.status == 200 && (try? keyViaWorker.decode(Job.self).id) == acknowledged["before-0"],
+            "the mesh admin's key through a worker is the same job: \(keyViaWorker.status) \(keyViaWorker.text)")
 
         // The lead dies with SIGKILL; the standby is promoted.
         lead.process.signal(SIGKILL)
