@@ -8,21 +8,25 @@ import Synchronization
 
 /// This lead's term and whether it is fenced.
 ///
-/// A lead begins (or resumes) its term when its registry loads: the first lead of a store takes
-/// epoch 1; a lead that finds the store's newest term names another agent is fenced at once. A
-/// fenced lead acknowledges no writes (``LeadEpochMiddleware`` answers 503 `fenced`), never
-/// unfences itself, and says why in `/health` and `GET /api/lead`. It is fenced when:
+/// A lead begins (or resumes) its term before its registry loads: the first lead of a store
+/// takes epoch 1; a lead that finds the store's newest term names another agent is fenced at
+/// once and loads nothing. A fenced lead acknowledges no writes (``LeadEpochMiddleware`` answers
+/// 503 `fenced`), its store refuses its writes, and it says why in `/health` and
+/// `GET /api/lead`. It is fenced when:
 ///
 /// - its store shows a newer term (read at start, at every reconnect, and when a node's request
 ///   names a higher epoch than its own: a hint it checks in the store, never trusts);
 /// - another agent holds the store's lead lock (``Store/leadLockKey``);
-/// - a standby about to promote asks it to step down.
+/// - a standby about to promote asks it to step down;
+/// - its etcd lease could expire without a renewal (``LeaderElection``). Only this fence is
+///   lifted, by a restart, once the lead holds the key again and the term is still its own
+///   (``mayLiftFence()``).
 final class Leadership: Sendable {
     struct State: Sendable {
         var term: LeadTerm?
         var fenced: String?
         /// The fence came from losing the etcd lease, not from a newer term: winning the key
-        /// again lifts it (``rearm()``).
+        /// again lifts it (``mayLiftFence()``).
         var recoverable = false
         var lastCheck: ContinuousClock.Instant?
     }
