@@ -57,6 +57,16 @@ extension HTTPServer {
                 // Trust in advance: the standby gets the secrets master key, sealed to its own box key.
                 joined.sealedMasterKey = Data(BoxKey.seal(Array(lead.secrets.master.base64().utf8), to: box))
                     .base64EncodedString()
+                if let replication = lead.replication {
+                    // Its replication role and slot on the lead's PostgreSQL, the password sealed to it too.
+                    do throws(AgentError) {
+                        joined.replication = try await replication.credentials(for: joined.node.name, box: box)
+                    } catch {
+                        throw Refusal(
+                            .unavailable, code: "store_unavailable",
+                            message: "cannot set up the standby's replication: \(error.message)")
+                    }
+                }
             }
             return try json(joined, status: .created)
         }
