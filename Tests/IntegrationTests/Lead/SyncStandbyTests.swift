@@ -39,13 +39,14 @@ struct SyncStandbyTests {
         ).status
     }
 
-    /// `psql -Atc SQL` on the managed PostgreSQL in `dataDir/postgres`, over its socket, as `postgres`.
-    static func replicaSQL(_ dataDir: String, _ sql: String, scratch: ScratchDirectory) async throws -> String {
+    /// `psql -Atc SQL` on the managed PostgreSQL in `dataDir/postgres` (socket `.s.PGSQL.port`), as `postgres`.
+    static func replicaSQL(_ dataDir: String, _ sql: String, port: Int = 5432, scratch: ScratchDirectory)
+        async throws -> String
+    {
         let psql = try PostgresServer.binDirectory() + "/psql"
         let command = [
-            "/usr/sbin/runuser", "-u", "postgres", "--", psql, "-h", dataDir + "/postgres", "-p", "5432", "-U",
-            "aurora",
-            "-d", "aurora", "-Atc", sql,
+            "/usr/sbin/runuser", "-u", "postgres", "--", psql, "-h", dataDir + "/postgres", "-p", String(port),
+            "-U", "aurora", "-d", "aurora", "-Atc", sql,
         ]
         let outcome = try await ChildProcess.run(
             "/bin/sh", ["-c", "cd / && exec \"$@\"", "sh"] + command, outputDirectory: scratch.path)
@@ -63,12 +64,22 @@ struct SyncStandbyTests {
         defer {
             for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
         }
-        try await scenario(scratch: scratch, agents: &agents)
+        do {
+            try await scenario(scratch: scratch, agents: &agents)
+        } catch {
+            await Self.stop(agents)
+            throw error
+        }
+        await Self.stop(agents)
+        scratch.remove()
+    }
+
+    /// SIGTERM to each agent still running, which stops its managed PostgreSQL too.
+    static func stop(_ agents: [AgentHarness]) async {
         for agent in agents where agent.process.isRunning {
             agent.process.signal(SIGTERM)
             _ = try? await agent.process.waitForExit(timeout: .seconds(30))
         }
-        scratch.remove()
     }
 
     func scenario(scratch: ScratchDirectory, agents: inout [AgentHarness]) async throws {
@@ -97,7 +108,8 @@ struct SyncStandbyTests {
         #expect(!FileManager.default.fileExists(atPath: worker.dataDir + "/standby.json"))
         #expect(
             try await Self.replicaSQL(
-                lead.dataDir, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'aurora_repl_%'", scratch: scratch)
+                lead.dataDir, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'aurora_repl_%'", port: replicationPort,
+                scratch: scratch)
                 == "0")
 
         // The standby joins with a standby token, clones the lead and streams.
