@@ -58,6 +58,16 @@ struct SynchronousStandbyRuleTests {
                 == [.markIneligible("c", reason: "disconnected for more than 3 s")])
     }
 
+    @Test("a listener on every address offers the address the standby reached")
+    func advertisedHost() {
+        typealias Service = StandbyReplicationService
+        #expect(Service.advertisedHost(listener: "10.0.0.1", reached: "192.0.2.7") == "10.0.0.1")
+        #expect(Service.advertisedHost(listener: "0.0.0.0", reached: "192.0.2.7") == "192.0.2.7")
+        #expect(Service.advertisedHost(listener: "::", reached: "::ffff:192.0.2.7") == "192.0.2.7")
+        #expect(Service.advertisedHost(listener: "::", reached: "2001:db8::1") == "2001:db8::1")
+        #expect(Service.advertisedHost(listener: "0.0.0.0", reached: nil) == "0.0.0.0")
+    }
+
     @Test("the standby refuses hostile replication credentials")
     func hostileCredentials() throws {
         let box = BoxKey.generate()

@@ -68,7 +68,12 @@ final class StandbyReplicationService: Service, Sendable {
     /// Makes (or renews) standby `name`'s replication role and slot with a new random password
     /// (32 bytes, hex) on the store, and answers the credentials with the password sealed to the
     /// standby's box key. The password exists in the clear only here and in the sealed box.
-    func credentials(for name: String, box: PublicKey) async throws(AgentError) -> JoinResponse.Replication {
+    ///
+    /// The host is the listener's, or, when it listens on every address (`0.0.0.0`, `::`), the
+    /// address of this lead the standby reached with its join (`reached`).
+    func credentials(for name: String, box: PublicKey, reached: String? = nil) async throws(AgentError)
+        -> JoinResponse.Replication
+    {
         var generator = SystemRandomNumberGenerator()
         let password = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }
             .joined()
@@ -81,8 +86,19 @@ final class StandbyReplicationService: Service, Sendable {
             metadata: ["nodeagent.standby": "\(name)", "nodeagent.role": "\(user)"]
         )
         return JoinResponse.Replication(
-            host: listener.host, port: listener.port, user: user, slot: slot, certificate: certificatePEM,
+            host: Self.advertisedHost(listener: listener.host, reached: reached), port: listener.port, user: user,
+            slot: slot, certificate: certificatePEM,
             sealedPassword: Data(BoxKey.seal(Array(password.utf8), to: box)).base64EncodedString())
+    }
+
+    /// `listener`, unless it is the unspecified address: then `reached` (an IPv4-mapped IPv6
+    /// address as IPv4), else `listener` all the same.
+    static func advertisedHost(listener: String, reached: String?) -> String {
+        guard ["0.0.0.0", "::", "0:0:0:0:0:0:0:0"].contains(listener), var reached, !reached.isEmpty else {
+            return listener
+        }
+        if reached.hasPrefix("::ffff:"), reached.contains(".") { reached.removeFirst(7) }
+        return reached
     }
 
     /// The replicas as last sampled, by standby name.
