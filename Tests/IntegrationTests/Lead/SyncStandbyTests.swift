@@ -93,6 +93,31 @@ struct SyncStandbyTests {
         }
     }
 
+    @Test("bad replication settings stop the lead before anything starts, in one line")
+    func badSettings() async throws {
+        let scratch = try ScratchDirectory("sync-standby-config")
+        let cases: [(settings: String, arguments: [String], message: String)] = [
+            ("replication_listen: \"lead.example.net:5433\"", [], "must be an IP address"),
+            (
+                "replication_listen: \"127.0.0.1:5433\"", ["--store", "postgres://aurora@127.0.0.1:1/aurora"],
+                "managed store"
+            ),
+            ("standby_ineligible_after_s: 0", [], "standby_ineligible_after_s"),
+        ]
+        for (index, bad) in cases.enumerated() {
+            let file = scratch.path + "/bad-\(index).yaml"
+            try "store:\n  \(bad.settings)\n".write(toFile: file, atomically: true, encoding: .utf8)
+            let agent = try AgentHarness(
+                profile: "lead", dataDir: scratch.path + "/lead-\(index)",
+                extraArguments: ["--name", "lead-\(index)", "--config", file] + bad.arguments,
+                outputDirectory: scratch.path)
+            let code = try await agent.process.waitForExit(timeout: .seconds(30))
+            #expect(code != 0)
+            #expect(agent.process.stderr.contains(bad.message), "\(agent.process.stderr.suffix(400))")
+        }
+        scratch.remove()
+    }
+
     func scenario(scratch: ScratchDirectory, agents: inout [AgentHarness]) async throws {
         let replicationPort = try freePort()
         let leadConfig = scratch.path + "/lead.yaml"
