@@ -57,6 +57,11 @@ public enum EventType {
     public static let leadPromoted = "lead.promoted"
     /// A lead saw a newer term and stopped acknowledging writes.
     public static let leadFenced = "lead.fenced"
+    /// The lead's synchronous standby was disconnected too long: recorded ineligible, and the
+    /// lead commits without waiting for it (asynchronous replication) until it is back.
+    public static let leadStandbyIneligible = "lead.standby_ineligible"
+    /// The standby is streaming and caught up again: eligible, and synchronous again.
+    public static let leadStandbyEligible = "lead.standby_eligible"
     public static let nodeStateChanged = "node.state_changed"
     public static let nodeLeft = "node.left"
     /// An operator set a node's trusted labels.

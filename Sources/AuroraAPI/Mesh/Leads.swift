@@ -79,6 +79,15 @@ public struct LeadStatus: Codable, Sendable, Equatable {
         public var state: NodeState
         public var url: String?
         public var lastSeen: String
+        /// The lead's view of this standby's streaming replica (a lead with
+        /// `store.replication_listen` only): `streaming`, `catching_up`, `disconnected` or `none`.
+        public var replication: String?
+        /// Commits wait for this standby (synchronous replication).
+        public var sync: Bool?
+        /// The standby may be the synchronous standby (false while it is recorded ineligible).
+        public var eligible: Bool?
+        /// Bytes of WAL the standby has not replayed yet; nil when it is not connected.
+        public var lagBytes: UInt64?
 
         public init(name: String, state: NodeState, url: String?, lastSeen: String) {
             self.name = name
@@ -88,8 +97,9 @@ public struct LeadStatus: Codable, Sendable, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case name, state, url
+            case name, state, url, replication, sync, eligible
             case lastSeen = "last_seen"
+            case lagBytes = "lag_bytes"
         }
     }
 

@@ -118,6 +118,9 @@ public struct JoinResponse: Codable, Sendable, Equatable {
     /// For a standby lead only: the secrets master key (base64), sealed to the standby's box key
     /// (`crypto_box_seal`), so a promoted standby opens every stored secret.
     public var sealedMasterKey: String?
+    /// For a standby lead of a lead whose managed store streams its WAL (`store.replication_listen`)
+    /// only: where and as whom the standby clones and streams the lead's PostgreSQL.
+    public var replication: Replication?
 
     public init(node: Node, mesh: Mesh) {
         self.node = node
@@ -125,8 +128,37 @@ public struct JoinResponse: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case node, mesh
+        case node, mesh, replication
         case sealedMasterKey = "sealed_master_key"
+    }
+}
+
+extension JoinResponse {
+    /// A standby's replication credentials: the lead's listener (an IP literal and a port), the
+    /// standby's own replication role and slot, the lead's self-signed certificate (PEM, pinned),
+    /// and the role's password sealed to the standby's box key (`crypto_box_seal`, base64): it is
+    /// never in the clear on the wire, in a file or a log.
+    public struct Replication: Codable, Sendable, Equatable {
+        public var host: String
+        public var port: Int
+        public var user: String
+        public var slot: String
+        public var certificate: String
+        public var sealedPassword: String
+
+        public init(host: String, port: Int, user: String, slot: String, certificate: String, sealedPassword: String) {
+            self.host = host
+            self.port = port
+            self.user = user
+            self.slot = slot
+            self.certificate = certificate
+            self.sealedPassword = sealedPassword
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case host, port, user, slot, certificate
+            case sealedPassword = "sealed_password"
+        }
     }
 }
 

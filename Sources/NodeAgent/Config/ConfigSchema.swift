@@ -171,6 +171,14 @@ public enum ConfigSchema {
         ConfigKey(
             "store.pg_bin", .string, default: .string(""),
             "directory of initdb and pg_ctl; empty: pg_config --bindir, then /usr/lib/postgresql/*/bin"),
+        ConfigKey(
+            "store.replication_listen", .optionalHostPort, default: .string(""),
+            "IP:PORT where the lead's managed PostgreSQL streams its WAL to standby leads (TLS, the lead's certificate); empty: no replication"
+        ),
+        ConfigKey(
+            "store.standby_ineligible_after_s", .int(1...3600), default: .int(30),
+            "seconds a synchronous standby may be disconnected before the lead records it ineligible and commits without it"
+        ),
         // MARK: HTTP
         ConfigKey(
             "http.max_body_bytes", .int(1024...(64 << 20)), default: .int(1 << 20),

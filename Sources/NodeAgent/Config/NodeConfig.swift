@@ -282,6 +282,12 @@ public struct NodeConfig: Sendable {
     public let storeRunAs: String
     /// The directory of `initdb` and `pg_ctl` (`store.pg_bin`); nil: found by ``ManagedPostgres``.
     public let pgBinDirectory: String?
+    /// `store.replication_listen`: where the lead's managed PostgreSQL serves standbys' replication
+    /// connections (an IP literal and a port, checked by ``ReplicationListener``); nil: nowhere.
+    public let storeReplicationListen: HostPort?
+    /// `store.standby_ineligible_after_s`: seconds the synchronous standby may be disconnected
+    /// before the lead records it ineligible and falls back to asynchronous commits.
+    public let standbyIneligibleAfterS: Int
     /// The largest request body accepted, in bytes (`http.max_body_bytes`); larger gets 413.
     public let maxBodyBytes: Int
     /// `http.idle_timeout_s`.
@@ -356,6 +362,9 @@ public struct NodeConfig: Sendable {
     public let leaveOnStop: Bool
     /// The local PostgreSQL server to watch (`postgres.*`); nil: none.
     public let postgresMonitor: PostgresMonitorConfig?
+    /// How a standby lead watches its own streaming replica (`postgres.*` thresholds, expecting a
+    /// replica; the conninfo is the replica's socket, filled in by the agent).
+    public let standbyReplicaMonitor: PostgresMonitorConfig
     /// etcd endpoints for automatic failover (`election.etcd`); empty: promotion is manual.
     public let etcdEndpoints: [String]
     /// The lead lease's TTL in seconds (`election.ttl_s`).
@@ -397,6 +406,8 @@ public struct NodeConfig: Sendable {
         self.electionTTL = int("election.ttl_s")
         self.storeRunAs = string("store.run_as")
         self.pgBinDirectory = nonEmpty("store.pg_bin")
+        self.storeReplicationListen = nonEmpty("store.replication_listen").flatMap { try? HostPort(parsing: $0) }
+        self.standbyIneligibleAfterS = int("store.standby_ineligible_after_s")
         self.maxBodyBytes = int("http.max_body_bytes")
         self.idleTimeoutS = int("http.idle_timeout_s")
         self.tlsListen = nonEmpty("tls.listen").flatMap { try? HostPort(parsing: $0) }
@@ -467,18 +478,22 @@ public struct NodeConfig: Sendable {
         } else {
             self.webhooks = []
         }
+        let replicaThresholds = ReplicaThresholds(
+            maxLagS: seconds("postgres.max_lag_s"), maxLagBytes: UInt64(int("postgres.max_lag_bytes")),
+            stallAfterS: seconds("postgres.stall_after_s"))
         if let conninfo = nonEmpty("postgres.monitor") {
             let expect = string("postgres.expect")
             postgresMonitor = PostgresMonitorConfig(
                 conninfo: conninfo, interval: seconds("postgres.interval_s"),
                 expectPrimary: expect == "auto" ? role == .lead : expect == "primary",
-                thresholds: ReplicaThresholds(
-                    maxLagS: seconds("postgres.max_lag_s"), maxLagBytes: UInt64(int("postgres.max_lag_bytes")),
-                    stallAfterS: seconds("postgres.stall_after_s")),
+                thresholds: replicaThresholds,
                 slotMaxRetainedBytes: UInt64(int("postgres.slot_max_retained_bytes")))
         } else {
             postgresMonitor = nil
         }
+        self.standbyReplicaMonitor = PostgresMonitorConfig(
+            conninfo: "", interval: seconds("postgres.interval_s"), expectPrimary: false,
+            thresholds: replicaThresholds, slotMaxRetainedBytes: UInt64(int("postgres.slot_max_retained_bytes")))
         if case .bool(let leave) = resolved["leave_on_stop"] {
             self.leaveOnStop = leave
         } else {

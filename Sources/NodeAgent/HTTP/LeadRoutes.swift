@@ -32,10 +32,20 @@ extension HTTPServer {
                 _ = try authorize(request, token: token, role: .read)
                 let leadership = lead.leadership
                 let nodes = (try? await lead.registry.list().nodes) ?? []
+                var listed = standbys(nodes)
+                if let replicas = lead.replication?.replicas {
+                    for index in listed.indices {
+                        let replica = replicas[listed[index].name]
+                        listed[index].replication = replica?.replication ?? "none"
+                        listed[index].sync = replica?.sync ?? false
+                        listed[index].eligible = replica?.eligible
+                        listed[index].lagBytes = replica?.lagBytes
+                    }
+                }
                 let status = LeadStatus(
                     role: leadership?.fencedReason != nil ? .fenced : .lead, agent: name, epoch: leadership?.epoch,
                     lead: leadership?.term?.lead ?? name, leadURL: leadership?.term?.url,
-                    fencedReason: leadership?.fencedReason, standbys: standbys(nodes), store: storeMode)
+                    fencedReason: leadership?.fencedReason, standbys: listed, store: storeMode)
                 return try json(status, status: .ok)
             }
             router.on(API.leadHandoff) { _, _ -> Response in

@@ -1890,6 +1890,10 @@ components:
               state: {$ref: '#/components/schemas/NodeState'}
               url: {type: string}
               last_seen: {type: string}
+              replication: {type: string, enum: [streaming, catching_up, disconnected, none], description: 'a lead with store.replication_listen: the standby''s streaming replica as the lead sees it'}
+              sync: {type: boolean, description: 'commits wait for this standby (synchronous replication)'}
+              eligible: {type: boolean, description: 'false while the lead records the standby ineligible (disconnected longer than store.standby_ineligible_after_s)'}
+              lag_bytes: {type: integer, minimum: 0, description: 'WAL bytes the standby has not replayed; absent when it is not connected'}
     PromoteResponse:
       type: object
       required: [term, old_lead_stepped_down, restarting]
@@ -2157,6 +2161,17 @@ components:
       properties:
         node: {$ref: '#/components/schemas/Node'}
         sealed_master_key: {type: string, description: 'a standby only: the secrets master key sealed to its box key'}
+        replication:
+          type: object
+          description: 'a standby of a lead with store.replication_listen only: where and as whom it clones and streams the lead''s PostgreSQL'
+          required: [host, port, user, slot, certificate, sealed_password]
+          properties:
+            host: {type: string, description: an IP literal}
+            port: {type: integer, minimum: 1, maximum: 65535}
+            user: {type: string, description: 'the standby''s replication role, aurora_repl_<name>'}
+            slot: {type: string, description: 'its physical replication slot, aurora_<name>'}
+            certificate: {type: string, description: 'the lead''s self-signed TLS certificate (PEM), pinned by the standby'}
+            sealed_password: {type: string, description: 'the role''s password (64 hex digits) sealed to the standby''s box key (crypto_box_seal), base64'}
         mesh:
           type: object
           required: [cidr, lead]

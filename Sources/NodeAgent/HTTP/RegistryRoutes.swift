@@ -14,11 +14,14 @@ public struct AgentRequestContext: RequestContext, RemoteAddressRequestContext {
     /// The connection's peer as the socket reports it; no `X-Forwarded-For` is read, so behind a
     /// proxy every request would come from the proxy.
     public let remoteAddress: SocketAddress?
+    /// This agent's address the peer reached (the connection's local end).
+    public let localAddress: SocketAddress?
 
     /// Takes the peer address from the channel the request arrived on.
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.remoteAddress = source.channel.remoteAddress
+        self.localAddress = source.channel.localAddress
     }
 
     /// The peer's IP address as text: the key of the per-source limits, and the host the registry
@@ -57,6 +60,17 @@ extension HTTPServer {
                 // Trust in advance: the standby gets the secrets master key, sealed to its own box key.
                 joined.sealedMasterKey = Data(BoxKey.seal(Array(lead.secrets.master.base64().utf8), to: box))
                     .base64EncodedString()
+                if let replication = lead.replication {
+                    // Its replication role and slot on the lead's PostgreSQL, the password sealed to it too.
+                    do throws(AgentError) {
+                        joined.replication = try await replication.credentials(
+                            for: joined.node.name, box: box, reached: context.localAddress?.ipAddress)
+                    } catch {
+                        throw Refusal(
+                            .unavailable, code: "store_unavailable",
+                            message: "cannot set up the standby's replication: \(error.message)")
+                    }
+                }
             }
             return try json(joined, status: .created)
         }

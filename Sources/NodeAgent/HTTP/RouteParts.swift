@@ -52,6 +52,8 @@ struct LeadParts: Sendable {
     var outputs = JobOutputs()
     /// This lead's term and fence (nil in route tests over in-memory stores: no epochs there).
     var leadership: Leadership?
+    /// Streaming standbys of the managed store (`store.replication_listen`); nil: none.
+    var replication: StandbyReplicationService?
 }
 
 /// A compute or edge node's parts: its membership (the signed client to the lead, for

@@ -574,6 +574,7 @@ final class MembershipService: Service {
             switch answer {
             case .success(let response):
                 if let sealed = response.sealedMasterKey { try keepMasterKey(sealed) }
+                if let offer = response.replication { try keepReplication(offer, node: response.node.name) }
                 let membership = Membership(
                     name: response.node.name, vpnIP: response.node.vpnIP, leadURL: lead.baseURL,
                     lead: response.mesh.lead, cidr: response.mesh.cidr, meshID: response.mesh.meshID,
@@ -660,6 +661,20 @@ final class MembershipService: Service {
         }
         try SecureFile.write(text + "\n", to: config.dataDir + "/keys/secrets.master")
         logger.info("kept the secrets master key the lead sealed to this standby")
+    }
+
+    /// A standby's join answer from a lead whose store streams: its replication credentials,
+    /// checked (hostile input) and kept as `DATA/standby.json` (0600, the password still sealed),
+    /// where ``StandbyReplicaService`` finds them. Ignored by a standby that shares `store.url`.
+    private func keepReplication(_ offer: JoinResponse.Replication, node: String) throws(AgentError) {
+        guard config.role == .standby, config.storeURL == nil else {
+            logger.notice("the lead offered replication, but this node shares store.url; ignoring it")
+            return
+        }
+        let kept = try StandbyReplication(checking: offer, node: node, box: identity.box)
+        try kept.save(dataDir: config.dataDir)
+        logger.info(
+            "kept the lead's replication credentials", metadata: ["nodeagent.primary": "\(kept.host):\(kept.port)"])
     }
 
     // MARK: Following a new lead

@@ -115,6 +115,16 @@ public enum Agent {
             storeService.setReconnected { try? await leadership.begin(operatorTokenHash: nil) }
             let apiTokens = APITokens(store: storeService.store)
             token.scoped = apiTokens
+            var replication: StandbyReplicationService?
+            if let managed = storeService.managed, let listener = managed.replication {
+                // Streaming standbys: credentials at their join, synchronous replication while they keep up.
+                let service = try StandbyReplicationService(
+                    managed: managed, listener: listener, store: storeService.store, registry: registry, hub: hub,
+                    ineligibleAfterS: config.standbyIneligibleAfterS, isFenced: { leadership.fencedReason != nil },
+                    logger: logger)
+                services.append(.init(service: service))
+                replication = service
+            }
             if !config.etcdEndpoints.isEmpty {
                 // Automatic failover: the lead holds /aurora/lead on an etcd lease and fences itself
                 // before the lease can expire without a renewal.
@@ -138,7 +148,8 @@ public enum Agent {
                     inbox: inbox,
                     backups: backups, apiTokens: apiTokens,
                     leadTLS: config.tlsListen != nil ? LeadTLS(identity: tls, config: config) : nil,
-                    outputs: JobOutputs(capacity: config.execOutputTailBytes), leadership: leadership))
+                    outputs: JobOutputs(capacity: config.execOutputTailBytes), leadership: leadership,
+                    replication: replication))
             services.append(
                 .init(
                     service: RegistryService(
@@ -203,6 +214,19 @@ public enum Agent {
                 cache.current?.nodes.nodes
             }
             services.append(.init(service: membership))
+            if config.role == .standby, config.storeURL == nil {
+                // A streaming replica of the lead's managed store, once the join carried credentials.
+                do throws(AgentError) {
+                    services.append(
+                        .init(
+                            service: try StandbyReplicaService(
+                                config: config, identity: identity, state: state, logger: logger)))
+                } catch {
+                    logger.warning(
+                        "this standby cannot run a replica of the lead's store",
+                        metadata: ["nodeagent.error": "\(error.message)"])
+                }
+            }
             if config.role == .standby, !config.etcdEndpoints.isEmpty {
                 // Automatic failover: while its lead is unreachable, the standby campaigns for
                 // /aurora/lead; it wins only once the lead's lease expired, and then promotes itself.

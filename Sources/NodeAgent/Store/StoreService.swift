@@ -2,6 +2,7 @@ import AsyncAlgorithms
 import AuroraAPI
 import Foundation
 import Logging
+import Mesh
 import Metrics
 import ServiceLifecycle
 import Synchronization
@@ -29,16 +30,33 @@ final class StoreService: Service {
         var logger = logger
         logger[metadataKey: "nodeagent.subsystem"] = "store"
         if let url = config.storeURL {
+            if let listen = config.storeReplicationListen {
+                throw AgentError(
+                    .config,
+                    "store.replication_listen (\(listen)) is for a managed store; with store.url the standbys share that store"
+                )
+            }
             self.managed = nil
             self.store = Store(conninfo: url)
         } else {
             let managed = try ManagedPostgres(
-                dataDir: config.dataDir, binDirectory: config.pgBinDirectory, runAs: config.storeRunAs, logger: logger)
+                dataDir: config.dataDir, binDirectory: config.pgBinDirectory, runAs: config.storeRunAs, logger: logger,
+                replication: Self.replicationListener(config: config))
             self.managed = managed
             self.store = Store(conninfo: managed.conninfo)
         }
         self.state = state
         self.logger = logger
+    }
+
+    /// The replication listener `store.replication_listen` asks for, serving the agent's own TLS
+    /// certificate (`DATA/keys/tls.crt` and `tls.key`, which standbys pin); nil without the key.
+    static func replicationListener(config: NodeConfig) -> ReplicationListener? {
+        config.storeReplicationListen.map {
+            ReplicationListener(
+                host: $0.host, port: $0.port, certificatePath: config.dataDir + "/keys/tls.crt",
+                keyPath: config.dataDir + "/keys/tls.key")
+        }
     }
 
     /// The service's life: ``startUp()``, then a health probe every 2 s until the agent shuts

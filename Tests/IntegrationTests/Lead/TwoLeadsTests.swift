@@ -106,6 +106,8 @@ struct TwoLeadsTests {
         let workerAdmin = ["Authorization": "Bearer \(try worker.adminToken)"]
         // The standby holds the master key the lead sealed to it, and every node knows the standby.
         #expect(FileManager.default.fileExists(atPath: standby.dataDir + "/keys/secrets.master"))
+        // A lead without store.replication_listen offers no replication: the standby shares the store.
+        #expect(!FileManager.default.fileExists(atPath: standby.dataDir + "/standby.json"))
         _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "the worker to know the standby") {
             () async throws -> Bool? in
             let seen = try await Self.leadStatus(worker, workerAdmin)

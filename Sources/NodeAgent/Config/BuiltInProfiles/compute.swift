@@ -77,6 +77,9 @@ store:
   run_as: postgres
   # Directory with initdb and pg_ctl. Empty: `pg_config --bindir`, then /usr/lib/postgresql/*/bin.
   pg_bin: ""
+  # Only the lead streams its store to standbys; leave empty here.
+  replication_listen: ""
+  standby_ineligible_after_s: 30
 
 http:
   # Largest request body accepted, in bytes; larger requests get 413.

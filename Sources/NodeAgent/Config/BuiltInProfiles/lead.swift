@@ -77,6 +77,13 @@ store:
   run_as: postgres
   # Directory with initdb and pg_ctl. Empty: `pg_config --bindir`, then /usr/lib/postgresql/*/bin.
   pg_bin: ""
+  # Lead with a managed store: IP:PORT where its PostgreSQL streams WAL to standby leads over TLS
+  # (the lead's own certificate, which standbys pin); standbys joined with a standby token clone it
+  # and stream. Empty: no replication (standbys then share store.url).
+  replication_listen: ""
+  # Seconds the synchronous standby may be disconnected before the lead records it ineligible
+  # (event lead.standby_ineligible) and commits without it (1-3600).
+  standby_ineligible_after_s: 30
 
 http:
   # Largest request body accepted, in bytes; larger requests get 413.

@@ -395,6 +395,16 @@ public enum Migrations {
                     created_at timestamptz NOT NULL DEFAULT now()
                 )
                 """),
+        Migration(
+            version: 12, name: "standby_eligibility",
+            sql: """
+                CREATE TABLE standby_eligibility (
+                    name     text PRIMARY KEY,
+                    eligible boolean NOT NULL,
+                    since    timestamptz NOT NULL DEFAULT now(),
+                    reason   text NOT NULL DEFAULT ''
+                )
+                """),
     ]
 
     /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate
