@@ -50,7 +50,7 @@ struct FailoverBenchmark: Sendable {
     private func once(_ index: Int) async throws -> (Double, Double, Double) {
         let scratch = try ScratchDirectory("failover-\(index)", prefix: "aurora-bench")
         let server = try await PostgresServer(in: scratch)
-        let cluster = etcd ? try await EtcdCluster(in: scratch) : nil
+        let cluster = etcd ? try await EtcdCluster.start(in: scratch) : nil
         var agents: [AgentHarness] = []
         func cleanUp() async {
             for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }

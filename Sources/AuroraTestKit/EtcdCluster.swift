@@ -37,6 +37,21 @@ public final class EtcdCluster: Sendable {
     /// Every member's client URL, in member order.
     public var endpoints: [String] { members.map(\.endpoint) }
 
+    /// ``init(in:size:name:)``, tried up to three times on fresh ports and directories: another
+    /// process may take a port between ``freePort()`` and etcd's bind on a busy machine.
+    public static func start(in scratch: ScratchDirectory, size: Int = 3, name: String = "etcd") async throws
+        -> EtcdCluster
+    {
+        var attempt = 1
+        while true {
+            do {
+                return try await EtcdCluster(in: scratch, size: size, name: attempt == 1 ? name : "\(name)-\(attempt)")
+            } catch  where attempt < 3 {
+                attempt += 1
+            }
+        }
+    }
+
     /// Starts `size` members at once (a new cluster needs its quorum to come up) and waits
     /// until every one answers `/health` as healthy.
     public init(in scratch: ScratchDirectory, size: Int = 3, name: String = "etcd") async throws {

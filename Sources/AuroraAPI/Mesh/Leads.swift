@@ -176,10 +176,19 @@ public struct PromoteResponse: Codable, Sendable, Equatable {
 public struct StepDownResponse: Codable, Sendable, Equatable {
     public var epoch: Int64
     public var fenced: Bool
+    /// The lead's WAL position once fenced (a managed store): a streaming standby has everything
+    /// the lead acknowledged once it replayed this far.
+    public var walLSN: String?
 
-    public init(epoch: Int64, fenced: Bool) {
+    public init(epoch: Int64, fenced: Bool, walLSN: String? = nil) {
         self.epoch = epoch
         self.fenced = fenced
+        self.walLSN = walLSN
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case epoch, fenced
+        case walLSN = "wal_lsn"
     }
 }
 

@@ -72,7 +72,10 @@ extension HTTPServer {
                     throw Refusal(.unavailable, code: "starting", message: "this lead keeps no terms")
                 }
                 await leadership.fence("standby \(caller) asked this lead to step down for its promotion")
-                return try json(StepDownResponse(epoch: leadership.epoch ?? 0, fenced: true), status: .ok)
+                return try json(
+                    StepDownResponse(
+                        epoch: leadership.epoch ?? 0, fenced: true, walLSN: await leadership.walPosition()),
+                    status: .ok)
             }
             router.on(API.promoteLead) { request, _ -> Response in
                 _ = try authorize(request, token: token, role: .admin)

@@ -1694,6 +1694,7 @@ paths:
                 properties:
                   epoch: {type: integer}
                   fenced: {type: boolean}
+                  wal_lsn: {type: string, description: the lead's WAL position once fenced (a managed store)}
         '401': {$ref: '#/components/responses/Unauthorized'}
         '403': {$ref: '#/components/responses/Forbidden'}
         '421': {$ref: '#/components/responses/NotLead'}

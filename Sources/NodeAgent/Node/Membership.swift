@@ -711,33 +711,9 @@ final class MembershipService: Service {
 
     /// `GET /api/lead/handoff` from `member`, checked against what the cache holds for it.
     private func handoff(from member: Node) async -> (handoff: LeadHandoff, certificate: NIOSSLCertificate?)? {
-        guard let url = HTTPServer.standbyURL(member), let key = try? PublicKey(base64: member.signPublicKey) else {
-            return nil
-        }
-        var certificate: NIOSSLCertificate?
-        var client = AuroraClient(baseURL: url, timeout: .seconds(2), httpClient: LeadClient.http)
-        if let components = URLComponents(string: url), components.scheme == "https" {
-            guard let pinText = member.tlsPin, let pin = TLSPin(parsing: pinText),
-                let shown = try? await PinnedTLS.verifiedCertificate(
-                    url: url, host: components.host ?? "", port: components.port ?? 443, pin: pin)
-            else { return nil }
-            certificate = shown
-            client.pinnedTLS = PinnedTLS.clientConfiguration(trusting: shown)
-        }
-        guard let (status, body) = try? await client.exchange(method: "GET", path: API.leadHandoff.pattern, body: []),
-            status == 200, body.count <= 64 * 1024,
-            let handoff = try? APICoding.decoder().decode(LeadHandoff.self, from: Data(body))
-        else { return nil }
-        let term = handoff.term
-        guard term.lead == member.name, term.signPublicKey == member.signPublicKey, handoff.isSigned(by: key),
-            term.epoch > (link.epoch ?? 0), URLComponents(string: term.url)?.host != nil,
-            term.url.utf8.count <= 512
-        else {
-            logger.warning(
-                "ignored a lead term that does not check out", metadata: ["nodeagent.member": "\(member.name)"])
-            return nil
-        }
-        return (handoff, certificate)
+        let found = await LeadHandoffProbe.fetch(from: member, newerThan: link.epoch ?? 0)
+        if found == nil { logger.debug("no newer lead term from \(member.name)") }
+        return found
     }
 
     /// Points every call to the lead at the new one and records it in `membership.json`.

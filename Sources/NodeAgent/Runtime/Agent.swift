@@ -111,7 +111,9 @@ public enum Agent {
             let leadership = Leadership(
                 store: storeService.store, signing: identity.signing,
                 template: Leadership.template(config: config, identity: identity, tls: tls),
-                report: { [state] epoch, fenced in state.setLeadTerm(epoch: epoch, fenced: fenced) }, logger: logger)
+                report: { [state] epoch, fenced in state.setLeadTerm(epoch: epoch, fenced: fenced) },
+                newerTermElsewhere: config.storeURL != nil
+                    ? nil : Leadership.standbysTerm(store: storeService.store, name: config.name), logger: logger)
             storeService.setReconnected { try? await leadership.begin(operatorTokenHash: nil) }
             let apiTokens = APITokens(store: storeService.store)
             token.scoped = apiTokens

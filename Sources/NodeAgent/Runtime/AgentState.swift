@@ -47,6 +47,8 @@ public final class AgentState: Sendable {
         var joined = false
         var postgres: ReplicaHealth?
         var postgresAt: ContinuousClock.Instant?
+        /// When the local PostgreSQL last reported itself a streaming replica (a standby's promotion check).
+        var streamingAt: ContinuousClock.Instant?
         var wireguardLinks: [WireGuardLink]?
         var redis: RedisHealth?
         var outbox: Outbox?
@@ -151,11 +153,22 @@ public final class AgentState: Sendable {
         }
     }
 
+    /// Whether the local replica streamed from the lead when the lead was last heard from (within
+    /// `slack` of losing it); false when it never streamed in this run.
+    func replicaStreamedUntilLeadLost(slack: Duration = .seconds(3)) -> Bool {
+        mutable.withLock { state in
+            guard let streamed = state.streamingAt else { return false }
+            guard let lost = state.leadLost?.instant else { return streamed.duration(to: .now) < slack }
+            return streamed >= lost - slack
+        }
+    }
+
     /// Called by ``ReplicaMonitor`` after every sample; stamps it with the monotonic clock for its age.
     func setPostgres(_ health: ReplicaHealth) {
         mutable.withLock { state in
             state.postgres = health
             state.postgresAt = .now
+            if health.role == .replica, health.state == "streaming" { state.streamingAt = .now }
         }
     }
 

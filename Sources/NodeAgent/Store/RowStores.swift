@@ -272,4 +272,7 @@ protocol LeadTermStore: Sendable {
 
     /// Refuses every later write of this agent (it is fenced).
     func fenceWrites() async
+
+    /// The server's current WAL position (`pg_current_wal_lsn()`); nil when it is a standby.
+    func walPosition() async throws(AgentError) -> String?
 }

@@ -35,7 +35,7 @@ struct AutomaticFailoverTests {
     )
     func failover() async throws {
         let scratch = try ScratchDirectory("auto-failover")
-        let etcd = try await EtcdCluster(in: scratch)
+        let etcd = try await EtcdCluster.start(in: scratch)
         let server = try await PostgresServer(in: scratch)
         var agents: [AgentHarness] = []
         do {

@@ -23,7 +23,7 @@ struct FailoverUnderLoadTests {
     )
     func underLoad() async throws {
         let scratch = try ScratchDirectory("failover-load")
-        let etcd = try await EtcdCluster(in: scratch)
+        let etcd = try await EtcdCluster.start(in: scratch)
         let server = try await PostgresServer(in: scratch)
         let redis = try await RedisServer(in: scratch)
         var agents: [AgentHarness] = []

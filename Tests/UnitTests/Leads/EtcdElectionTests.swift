@@ -63,7 +63,7 @@ struct EtcdElectionTests {
     func withCluster(_ label: String, _ body: (EtcdCluster) async throws -> Void) async throws {
         let scratch = try ScratchDirectory("etcd-\(label)")
         defer { scratch.remove() }
-        let cluster = try await EtcdCluster(in: scratch)
+        let cluster = try await EtcdCluster.start(in: scratch)
         do { try await body(cluster) } catch {
             await cluster.stopAll()
             throw error
@@ -94,7 +94,7 @@ struct EtcdElectionTests {
 
     /// The one candidate leading, once exactly one does (within 15 s).
     func theLeader(_ candidates: [Candidate]) async throws -> Candidate {
-        try await poll(timeout: .seconds(15), every: .milliseconds(20), "exactly one candidate to lead") {
+        try await poll(timeout: .seconds(45), every: .milliseconds(20), "exactly one candidate to lead") {
             let leading = candidates.filter(\.isLeading)
             return leading.count == 1 ? leading[0] : nil
         }
@@ -116,8 +116,9 @@ struct EtcdElectionTests {
         // etcd's minimum TTL is 1.5 × the election timeout (1 s here), rounded up: 1 → 2.
         let short = try await client.grant(ttl: 1)
         #expect(short.ttl == 2)
-        let lease = try await client.grant(ttl: 5)
-        #expect(lease.ttl == 5)
+        // Long enough that a loaded machine cannot let it expire before the checks below.
+        let lease = try await client.grant(ttl: 60)
+        #expect(lease.ttl == 60)
         #expect(try await client.get(key: "/aurora/none") == nil)
 
         guard case .won(let revision) = try await client.campaign(key: "/aurora/c", value: "a", lease: lease.id) else {
@@ -134,7 +135,7 @@ struct EtcdElectionTests {
             try await client.campaign(key: "/aurora/c", value: "b", lease: other.id)
                 == .held(by: "a", createRevision: revision))
 
-        #expect(try await client.keepAlive(lease: lease.id) == 5)
+        #expect(try await client.keepAlive(lease: lease.id) == 60)
         try await client.revoke(lease: lease.id)
         #expect(try await client.get(key: "/aurora/c") == nil)
         #expect(try await client.keepAlive(lease: lease.id) == 0)

@@ -1,6 +1,7 @@
 import AuroraAPI
 import Foundation
 import Logging
+import Mesh
 
 #if canImport(Glibc)
     import Glibc
@@ -21,8 +22,12 @@ import Logging
 ///    agent resumes the term, loads the registry, jobs (with fresh leases) and tokens from the
 ///    store, and serves nodes, which find it through its signed term.
 ///
-/// A standby with its own managed PostgreSQL (a streaming replica) is refused with 409: that
-/// path is not built yet.
+/// A standby with its own managed PostgreSQL (a streaming replica of the lead's) first shows it
+/// holds everything the lead acknowledged: the lead stepped down and the replica replayed up to
+/// the lead's WAL position; or, with the lead gone, the replica streamed until the lead was lost
+/// and its copy does not record it ineligible (the lead records that before it stops waiting for
+/// it). Otherwise it needs `accept_data_loss` (409 `not_caught_up`). Then `pg_ctl promote`, and
+/// the next term as the promoted server's first write.
 struct LeadPromotion {
     let state: AgentState
     let membership: MembershipService
@@ -37,15 +42,9 @@ struct LeadPromotion {
 
     func run(_ request: PromoteRequest) async throws(Refusal) -> PromoteResponse {
         let config = state.config
-        guard let url = config.storeURL else {
-            throw Refusal(
-                .conflict, code: "no_shared_store",
-                message:
-                    "this standby has no store.url: promotion needs the PostgreSQL both leads use (a standby with its own streaming replica cannot be promoted yet)"
-            )
-        }
         var logger = Logger(label: "nodeagent")
         logger[metadataKey: "nodeagent.subsystem"] = "leadership"
+        guard let url = config.storeURL else { return try await runManaged(request, logger: logger) }
         let oldLead = membership.leadView.name
         // 1. The lead steps down, if it answers.
         let steppedDown: Bool
@@ -59,7 +58,20 @@ struct LeadPromotion {
                 metadata: ["nodeagent.error": "\(error.message)"])
         }
         // 2. The lead lock, 3. the next term.
-        let store = Store(conninfo: url)
+        let term = try await beginTerm(conninfo: url, oldLead: oldLead, steppedDown: steppedDown, logger: logger)
+        logger.notice(
+            "promoted to lead; restarting as the lead",
+            metadata: ["nodeagent.epoch": "\(term.epoch)", "nodeagent.old_lead_stepped_down": "\(steppedDown)"])
+        return PromoteResponse(term: term, oldLeadSteppedDown: steppedDown, restarting: true)
+    }
+    /// Takes the lead lock on `conninfo`, begins the next term as its first write, makes the old
+    /// lead a standby and this agent the lead, records `lead.promoted` and `lead.fenced`, and
+    /// writes `DATA/lead-term.json`.
+    private func beginTerm(conninfo: String, oldLead: String?, steppedDown: Bool, logger: Logger)
+        async throws(Refusal) -> LeadTerm
+    {
+        let config = state.config
+        let store = Store(conninfo: conninfo)
         defer { Task { await store.close() } }
         let term: LeadTerm
         do throws(AgentError) {
@@ -94,15 +106,111 @@ struct LeadPromotion {
                             "reason": .string(
                                 steppedDown
                                     ? "stepped down for \(config.name)'s promotion"
-                                    : "fenced through the store's lead lock by \(config.name)'s promotion"),
+                                    : "fenced by \(config.name)'s promotion"),
                         ]))
             }
             try await store.append(events, published: { _ in })
-            try SecureFile.write(
-                SQL.json(term) + "\n", to: Self.markerPath(dataDir: config.dataDir))
+            try SecureFile.write(SQL.json(term) + "\n", to: Self.markerPath(dataDir: config.dataDir))
         } catch {
             throw Refusal(.unavailable, code: "promotion_failed", message: "promotion failed: \(error.message)")
         }
+        return term
+    }
+
+    /// The promotion of a standby that runs a streaming replica of the lead's managed store.
+    private func runManaged(_ request: PromoteRequest, logger: Logger) async throws(Refusal) -> PromoteResponse {
+        let config = state.config
+        guard (try? StandbyReplication.load(dataDir: config.dataDir)) ?? nil != nil else {
+            throw Refusal(
+                .conflict, code: "no_store",
+                message:
+                    "this standby has neither store.url nor a replica of the lead's store (its lead has no store.replication_listen)"
+            )
+        }
+        let managed: ManagedPostgres
+        do {
+            managed = try ManagedPostgres(
+                dataDir: config.dataDir, binDirectory: config.pgBinDirectory, runAs: config.storeRunAs, logger: logger)
+        } catch {
+            throw Refusal(.unavailable, code: "promotion_failed", message: "promotion failed: \(error.message)")
+        }
+        if !(await managed.isRunning()) {
+            do { _ = try await managed.start() } catch {
+                throw Refusal(
+                    .unavailable, code: "promotion_failed", message: "the replica does not start: \(error.message)")
+            }
+        }
+        let oldLead = membership.leadView.name
+        // 1. The lead steps down, if it answers, and says how far its WAL reaches.
+        var steppedDown = false
+        var leadLSN: LSN?
+        if let answer = try? await membership.leadClient.call(
+            API.stepDown, as: StepDownResponse.self, timeout: .seconds(2))
+        {
+            steppedDown = true
+            leadLSN = answer.walLSN.flatMap { LSN($0) }
+        }
+        // 2. Does the replica hold everything the lead acknowledged?
+        let replica = Store(conninfo: managed.conninfo)
+        var caughtUp = false
+        var why = ""
+        do throws(AgentError) {
+            try await replica.connect()
+            if let leadLSN {
+                let deadline = ContinuousClock.now + .seconds(10)
+                while true {
+                    let status = try await replica.withConnection { connection throws(AgentError) in
+                        try ReplicationSQL.standbyStatus(on: connection)
+                    }
+                    if let replayed = status.replayLSN, replayed >= leadLSN {
+                        caughtUp = true
+                        break
+                    }
+                    guard ContinuousClock.now < deadline else {
+                        why =
+                            "the replica replayed \(status.replayLSN?.description ?? "nothing") of the lead's \(leadLSN) in 10 s"
+                        break
+                    }
+                    try? await Task.sleep(for: .milliseconds(50))  // replay catches up within milliseconds
+                }
+            } else {
+                let recorded = try await replica.query(
+                    "SELECT eligible, reason FROM standby_eligibility WHERE name = $1", [config.name]
+                ).rows.first
+                let streamed = state.replicaStreamedUntilLeadLost()
+                if recorded?[0] == "f" {
+                    why =
+                        "the lead recorded this standby ineligible (\(recorded?[1] ?? "no reason")): it stopped waiting for it"
+                } else if !streamed {
+                    why =
+                        "the replica was not streaming when the lead was lost (or this agent restarted since), so it may lack what the lead acknowledged"
+                } else {
+                    caughtUp = true
+                }
+            }
+        } catch {
+            why = "the replica does not answer: \(error.message)"
+        }
+        await replica.close()
+        guard caughtUp || request.acceptDataLoss == true else {
+            throw Refusal(
+                .conflict, code: "not_caught_up",
+                message: "\(why); promote with --accept-data-loss to take over anyway and lose what it lacks")
+        }
+        if !caughtUp {
+            logger.warning(
+                "promoting without everything the lead acknowledged", metadata: ["nodeagent.reason": "\(why)"])
+        }
+        // 3. The replica becomes a primary; 4. the next term is its first write.
+        do { try await managed.promote() } catch {
+            throw Refusal(.unavailable, code: "promotion_failed", message: "promotion failed: \(error.message)")
+        }
+        let term = try await beginTerm(
+            conninfo: managed.conninfo, oldLead: oldLead, steppedDown: steppedDown, logger: logger)
+        // The restarted agent is the lead: it no longer runs a replica.
+        _ = rename(
+            StandbyReplication.path(dataDir: config.dataDir),
+            StandbyReplication.path(dataDir: config.dataDir) + ".promoted")
         logger.notice(
             "promoted to lead; restarting as the lead",
             metadata: ["nodeagent.epoch": "\(term.epoch)", "nodeagent.old_lead_stepped_down": "\(steppedDown)"])

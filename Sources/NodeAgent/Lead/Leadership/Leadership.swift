@@ -40,12 +40,17 @@ final class Leadership: Sendable {
 
     /// Told the epoch when the term begins and the reason when fenced (`/health`).
     let report: @Sendable (_ epoch: Int64?, _ fenced: String?) -> Void
+    /// With a store of its own (managed), a newer term is not in it: the lead-eligible members
+    /// are asked at start (their signed terms, checked against the keys the store holds for them).
+    let newerTermElsewhere: (@Sendable (_ epoch: Int64) async -> LeadTerm?)?
 
     init(
         store: any LeadTermStore, signing: SigningKey, template: LeadTerm,
-        report: @escaping @Sendable (_ epoch: Int64?, _ fenced: String?) -> Void = { _, _ in }, logger: Logger
+        report: @escaping @Sendable (_ epoch: Int64?, _ fenced: String?) -> Void = { _, _ in },
+        newerTermElsewhere: (@Sendable (_ epoch: Int64) async -> LeadTerm?)? = nil, logger: Logger
     ) {
         self.report = report
+        self.newerTermElsewhere = newerTermElsewhere
         self.store = store
         self.signing = signing
         self.template = template
@@ -82,6 +87,12 @@ final class Leadership: Sendable {
                 await fence("another agent holds the store's lead lock")
                 return
             }
+        }
+        if let latest, let newer = await newerTermElsewhere?(latest.epoch) {
+            await fence(
+                "a standby leads a newer term: epoch \(newer.epoch), led by \(newer.lead); rejoin this agent as its standby"
+            )
+            return
         }
         if let hash = operatorTokenHash {
             try await store.recordOperatorToken(hash: hash, agent: template.lead)
@@ -174,6 +185,9 @@ final class Leadership: Sendable {
         }
     }
 
+    /// The store's WAL position (for a standby promoting after this lead stepped down).
+    func walPosition() async -> String? { try? await store.walPosition() }
+
     /// The term signed with this lead's key, for `GET /api/lead/handoff`; nil before the term
     /// began and once fenced.
     var handoff: LeadHandoff? {
@@ -183,6 +197,22 @@ final class Leadership: Sendable {
 }
 
 extension Leadership {
+    /// For a managed store: asks the store's lead-eligible members (standbys, and leads other
+    /// than `name`) for a signed term newer than the one given.
+    static func standbysTerm(store: Store, name: String) -> @Sendable (_ epoch: Int64) async -> LeadTerm? {
+        { epoch in
+            let members = ((try? await store.nodes().entries) ?? []).map(\.node).filter {
+                ($0.role == .standby || $0.role == .lead) && $0.name != name
+            }
+            for member in members {
+                if let found = await LeadHandoffProbe.fetch(from: member, newerThan: epoch) {
+                    return found.handoff.term
+                }
+            }
+            return nil
+        }
+    }
+
     /// Where nodes reach this agent as their lead: its TLS listener when it has one, else its
     /// plain listener.
     static func url(config: NodeConfig) -> String {

@@ -35,6 +35,11 @@ extension Store: LeadTermStore {
         return rows.first.flatMap(Self.term)
     }
 
+    func walPosition() async throws(AgentError) -> String? {
+        try await leadQuery("SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END")
+            .scalar
+    }
+
     func recordOperatorToken(hash: String, agent: String) async throws(AgentError) {
         try await query(
             "INSERT INTO operator_tokens (hash, agent) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING", [hash, agent])

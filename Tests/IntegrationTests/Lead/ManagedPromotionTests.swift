@@ -1,0 +1,163 @@
+import AuroraAPI
+import AuroraTestKit
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Promotion of a standby whose managed PostgreSQL streams synchronously from the lead's: a lead
+/// (`store.replication_listen`), a standby lead and a compute node.
+@Suite("Promoting a streaming standby (managed stores)", .serialized)
+struct ManagedPromotionTests {
+    struct Mesh {
+        var lead: AgentHarness
+        var standby: AgentHarness
+        var worker: AgentHarness
+        var admin: [String: String]
+    }
+
+    static func start(scratch: ScratchDirectory, agents: inout [AgentHarness]) async throws -> Mesh {
+        let leadConfig = scratch.path + "/lead.yaml"
+        try "store:\n  replication_listen: \"127.0.0.1:\(try freePort())\"\n  standby_ineligible_after_s: 30\n"
+            .write(toFile: leadConfig, atomically: true, encoding: .utf8)
+        let lead = try AgentHarness(
+            profile: "lead", dataDir: scratch.path + "/lead-a",
+            extraArguments: ["--name", "lead-a", "--config", leadConfig], outputDirectory: scratch.path)
+        agents.append(lead)
+        try await lead.waitHealthy()
+        let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
+        let standby = try AgentHarness(
+            profile: "lead", dataDir: scratch.path + "/lead-b",
+            extraArguments: [
+                "--name", "lead-b", "--standby", "--lead", lead.baseURL, "--join-token",
+                try await lead.joinToken(profile: "standby", outputDirectory: scratch.path),
+            ], outputDirectory: scratch.path)
+        agents.append(standby)
+        try await standby.waitHealthy()
+        let worker = try AgentHarness(
+            profile: "compute", dataDir: scratch.path + "/gpu-1",
+            extraArguments: [
+                "--name", "gpu-1", "--lead", lead.baseURL, "--join-token",
+                try await lead.joinToken(outputDirectory: scratch.path),
+            ], outputDirectory: scratch.path)
+        agents.append(worker)
+        try await worker.waitHealthy()
+        _ = try await SyncStandbyTests.waitStandby(lead, admin, "lead-b", "the standby to stream synchronously") {
+            $0.replication == "streaming" && $0.sync == true && $0.eligible == true
+        }
+        // The standby's own sampler has seen its replica stream (what its promotion relies on).
+        _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "the standby to see itself streaming") {
+            () async throws -> Bool? in
+            let health = try await http(standby.baseURL + Routes.health).decode(HealthResponse.self)
+            return health.postgres?.state == "streaming" ? true : nil
+        }
+        let workerAdmin = ["Authorization": "Bearer \(try worker.adminToken)"]
+        _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "the worker to know the standby") {
+            () async throws -> Bool? in
+            try await TwoLeadsTests.leadStatus(worker, workerAdmin)?.standbys.contains { $0.name == "lead-b" } == true
+                ? true : nil
+        }
+        return Mesh(lead: lead, standby: standby, worker: worker, admin: admin)
+    }
+
+    static func killLead(_ lead: AgentHarness) async throws {
+        let postmaster = lead.postgresPID
+        lead.process.signal(SIGKILL)
+        if let postmaster { kill(postmaster, SIGKILL) }
+        _ = try await poll(timeout: .seconds(10), every: .milliseconds(20), "the lead to be gone") { () -> Bool? in
+            lead.process.isRunning ? nil : true
+        }
+    }
+
+    static func run(_ body: (ScratchDirectory, inout [AgentHarness]) async throws -> Void, label: String) async throws {
+        let scratch = try ScratchDirectory(label)
+        var agents: [AgentHarness] = []
+        do {
+            try await body(scratch, &agents)
+        } catch {
+            for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
+            await SyncStandbyTests.stop(agents)
+            throw error
+        }
+        for agent in agents where agent.process.isRunning { agent.process.signal(SIGTERM) }
+        await SyncStandbyTests.stop(agents)
+        scratch.remove()
+    }
+
+    @Test(
+        "kill -9 of the lead and its PostgreSQL: the synchronous standby promotes without --accept-data-loss, keeps every acknowledged write, the worker follows, the old lead comes back fenced"
+    )
+    func caughtUp() async throws {
+        try await Self.run(
+            { scratch, agents in
+                let mesh = try await Self.start(scratch: scratch, agents: &agents)
+                let (lead, standby, worker, admin) = (mesh.lead, mesh.standby, mesh.worker, mesh.admin)
+                #expect(try await SyncStandbyTests.writeSecret(lead, admin, key: "synced", value: "on-both") == 201)
+                try await Self.killLead(lead)
+                let promoted = try await TwoLeadsTests.cli(
+                    ["lead", "promote", "--json"], agent: standby, scratch: scratch)
+                #expect(promoted.code == 0, "\(promoted.stderr)")
+                _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the standby to lead") {
+                    () async throws -> Bool? in
+                    let status = try? await TwoLeadsTests.leadStatus(standby, admin)
+                    return status?.role == .lead && status?.epoch == 2 ? true : nil
+                }
+                let secret = try await http(
+                    standby.baseURL + Routes.secret("db", "synced") + "?node=gpu-1", headers: admin)
+                #expect(secret.status == 200 && secret.text.contains("on-both"), "\(secret.status) \(secret.text)")
+                let workerAdmin = ["Authorization": "Bearer \(try worker.adminToken)"]
+                _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the worker to follow") {
+                    () async throws -> Bool? in
+                    try await TwoLeadsTests.leadStatus(worker, workerAdmin)?.lead == "lead-b" ? true : nil
+                }
+                #expect(try await SyncStandbyTests.writeSecret(standby, admin, key: "after", value: "new-lead") == 201)
+                // The old lead, started again on its own PostgreSQL, finds the newer term at its standby.
+                let returned = try AgentHarness(
+                    profile: "lead", dataDir: lead.dataDir, port: lead.port,
+                    extraArguments: ["--name", "lead-a", "--config", scratch.path + "/lead.yaml"],
+                    outputDirectory: scratch.path)
+                agents.append(returned)
+                let fenced = try await poll(timeout: .seconds(60), every: .milliseconds(100), "the old lead fenced") {
+                    () async throws -> LeadStatus? in
+                    let status = try? await TwoLeadsTests.leadStatus(returned, admin)
+                    return status?.role == .fenced ? status : nil
+                }
+                #expect(fenced.fencedReason?.contains("lead-b") == true, "\(fenced.fencedReason ?? "")")
+                #expect(try await SyncStandbyTests.writeSecret(returned, admin, key: "split", value: "brain") == 503)
+            }, label: "managed-promotion")
+    }
+
+    @Test(
+        "a standby that cannot show it holds everything (restarted after the lead was lost) is refused without --accept-data-loss, and promotes with it"
+    )
+    func notCaughtUp() async throws {
+        try await Self.run(
+            { scratch, agents in
+                let mesh = try await Self.start(scratch: scratch, agents: &agents)
+                let (lead, admin) = (mesh.lead, mesh.admin)
+                var standby = mesh.standby
+                try await Self.killLead(lead)
+                // The standby restarts: it cannot tell what it missed while it was down.
+                standby.process.signal(SIGTERM)
+                try await standby.process.waitForExit(timeout: .seconds(30))
+                standby = try AgentHarness(
+                    profile: "lead", dataDir: standby.dataDir, port: standby.port,
+                    extraArguments: ["--name", "lead-b", "--standby", "--lead", lead.baseURL],
+                    outputDirectory: scratch.path)
+                agents.append(standby)
+                try await standby.waitHealthy()
+                let refused = try await TwoLeadsTests.cli(["lead", "promote"], agent: standby, scratch: scratch)
+                #expect(refused.code != 0 && refused.stderr.contains("not_caught_up"), "\(refused.stderr)")
+                #expect(refused.stderr.contains("--accept-data-loss"))
+                let forced = try await TwoLeadsTests.cli(
+                    ["lead", "promote", "--accept-data-loss"], agent: standby, scratch: scratch)
+                #expect(forced.code == 0, "\(forced.stderr)")
+                _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the standby to lead") {
+                    () async throws -> Bool? in
+                    try? await TwoLeadsTests.leadStatus(standby, admin)?.role == .lead ? true : nil
+                }
+            }, label: "managed-not-caught-up")
+    }
+}
