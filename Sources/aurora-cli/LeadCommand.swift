@@ -51,9 +51,15 @@ struct Lead: AsyncParsableCommand {
                     lines.append("standbys none (create one: aurora-cli token create --profile standby)")
                 } else {
                     for standby in status.standbys {
-                        lines.append(
+                        var line =
                             "standby  \(standby.name)  \(standby.state.rawValue)  \(standby.url ?? "-")  last seen \(standby.lastSeen)"
-                        )
+                        if let replication = standby.replication {
+                            line += "  replica \(replication)"
+                            if let lag = standby.lagBytes { line += " (lag \(lag) B)" }
+                            if let sync = standby.sync { line += sync ? "  sync" : "  async" }
+                            if standby.eligible == false { line += "  INELIGIBLE: promotion needs --accept-data-loss" }
+                        }
+                        lines.append(line)
                     }
                 }
                 print(TerminalText.safe(lines.joined(separator: "\n")))

@@ -138,7 +138,12 @@ struct Status: AsyncParsableCommand {
             var lead = "\(leads.lead ?? "-")  epoch \(leads.epoch.map(String.init) ?? "-")"
             if let reason = leads.fencedReason { lead += "  FENCED: \(reason)" }
             lines.append(("lead", lead))
-            let standbys = leads.standbys.map { "\($0.name) (\($0.state.rawValue))" }
+            let standbys = leads.standbys.map { standby in
+                var facts = [standby.state.rawValue]
+                if let sync = standby.sync { facts.append(sync ? "sync" : "async") }
+                if standby.eligible == false { facts.append("ineligible") }
+                return "\(standby.name) (\(facts.joined(separator: ", ")))"
+            }
             lines.append(("standbys", standbys.isEmpty ? "none" : standbys.joined(separator: ", ")))
         }
         lines += [

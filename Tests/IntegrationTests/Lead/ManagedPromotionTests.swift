@@ -94,6 +94,10 @@ struct ManagedPromotionTests {
             { scratch, agents in
                 let mesh = try await Self.start(scratch: scratch, agents: &agents)
                 let (lead, standby, worker, admin) = (mesh.lead, mesh.standby, mesh.worker, mesh.admin)
+                let shown = try await TwoLeadsTests.cli(["lead", "status"], agent: lead, scratch: scratch)
+                #expect(
+                    shown.stdout.contains("standby  lead-b") && shown.stdout.contains("replica streaming")
+                        && shown.stdout.contains("  sync"), "\(shown.stdout)")
                 #expect(try await SyncStandbyTests.writeSecret(lead, admin, key: "synced", value: "on-both") == 201)
                 try await Self.killLead(lead)
                 let promoted = try await TwoLeadsTests.cli(
