@@ -130,7 +130,7 @@ struct EtcdElectionTests {
         // A retry on the same lease (its answer lost) is still a win; another lease loses.
         #expect(
             try await client.campaign(key: "/aurora/c", value: "a", lease: lease.id) == .won(createRevision: revision))
-        let other = try await client.grant(ttl: 5)
+        let other = try await client.grant(ttl: 60)
         #expect(
             try await client.campaign(key: "/aurora/c", value: "b", lease: other.id)
                 == .held(by: "a", createRevision: revision))
