@@ -58,8 +58,7 @@ extension HTTPServer {
             var joined = try await registry.join(join, observedHost: context.remoteHost)
             if joined.node.role == .standby, let box = try? PublicKey(base64: joined.node.boxPublicKey) {
                 // Trust in advance: the standby gets the secrets master key, sealed to its own box key.
-                joined.sealedMasterKey = Data(BoxKey.seal(Array(lead.secrets.master.base64().utf8), to: box))
-                    .base64EncodedString()
+                joined.sealedMasterKey = try await lead.secrets.sealMasterKey(for: joined.node.name, to: box)
                 if let replication = lead.replication {
                     // Its replication role and slot on the lead's PostgreSQL, the password sealed to it too.
                     do throws(AgentError) {

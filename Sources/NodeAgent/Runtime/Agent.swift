@@ -235,7 +235,12 @@ public enum Agent {
                 let election = try LeaderElection(
                     client: try EtcdClient(endpoints: config.etcdEndpoints), key: LeaderElection.leadKey,
                     value: config.name, ttl: config.electionTTL,
-                    eligible: { [state] in state.leadHealth?.state == .unreachable },
+                    // Only while the lead is unreachable and, with a replica of its own, only
+                    // when that replica streamed until the lead was lost (it holds what the lead
+                    // acknowledged); a standby that cannot show it leaves the key to an operator.
+                    eligible: { [state, shared = config.storeURL != nil] in
+                        state.leadHealth?.state == .unreachable && (shared || state.replicaStreamedUntilLeadLost())
+                    },
                     onLead: { [state, logger] epoch in
                         logger.notice(
                             "won the etcd lead key; promoting", metadata: ["nodeagent.etcd_revision": "\(epoch)"])

@@ -106,6 +106,11 @@ struct TwoLeadsTests {
         let workerAdmin = ["Authorization": "Bearer \(try worker.adminToken)"]
         // The standby holds the master key the lead sealed to it, and every node knows the standby.
         #expect(FileManager.default.fileExists(atPath: standby.dataDir + "/keys/secrets.master"))
+        let audit = try await http(lead.baseURL + Routes.audit + "?verify=true", headers: admin).decode(AuditLog.self)
+        #expect(
+            audit.verified == true
+                && audit.entries.contains { $0.action == "seal_master_key" && $0.node == "lead-b" },
+            "the master key's sealing to the standby is audited")
         // A lead without store.replication_listen offers no replication: the standby shares the store.
         #expect(!FileManager.default.fileExists(atPath: standby.dataDir + "/standby.json"))
         _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "the worker to know the standby") {

@@ -356,6 +356,24 @@ actor SecretsManager {
         }
     }
 
+    /// The master key sealed to a standby lead's box key (base64 of `crypto_box_seal`), for its
+    /// join answer. Audited first (action `seal_master_key`): without the record nothing is sealed.
+    func sealMasterKey(for node: String, to box: PublicKey) async throws(Refusal) -> String {
+        let record = nextAudit(
+            actor: "lead", action: "seal_master_key", service: "aurora", keyName: "master", node: node,
+            scope: "standby", result: "ok")
+        do {
+            try await committing { (store, _) throws(AgentError) in try await store.appendAudit([record]) }
+        } catch {
+            throw Refusal(
+                .unavailable, code: "audit_unavailable",
+                message:
+                    "the standby's join was not answered with the master key: its audit record could not be written")
+        }
+        logger.notice("sealed the secrets master key to a standby", metadata: ["nodeagent.node": "\(node)"])
+        return Data(BoxKey.seal(Array(master.base64().utf8), to: box)).base64EncodedString()
+    }
+
     /// The next audit record; memory moves on at once so concurrent appends chain in order.
     func nextAudit(
         actor: String, action: String, service: String, keyName: String, node: String? = nil, scope: String? = nil,
