@@ -136,16 +136,13 @@ struct LeadEpochMiddleware<Context: RequestContext>: RouterMiddleware {
     let leadership: Leadership
     static var header: HTTPField.Name { HTTPField.Name(LeadEpochHeader.name)! }
 
-    /// Paths a fenced lead still answers: they acknowledge nothing.
-    static var openWhenFenced: Set<String> { fencedOpenPaths }
-
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
         if let text = request.headers[Self.header], text.utf8.count <= 19, let claimed = Int64(text), claimed > 0 {
             await leadership.observe(claimed: claimed)
         }
-        if let reason = leadership.fencedReason, !Self.openWhenFenced.contains(request.uri.path) {
+        if let reason = leadership.fencedReason, !fencedOpenPaths.contains(request.uri.path) {
             throw Refusal(.unavailable, code: "fenced", message: "this agent no longer leads the mesh: \(reason)")
         }
         var response = try await next(request, context)

@@ -12,18 +12,15 @@ import Testing
 /// recorded ineligible and the lead commits without it; started again, it is synchronous again.
 @Suite("Synchronous standby (managed store streaming to a standby lead)", .serialized)
 struct SyncStandbyTests {
-    static func leadStatus(_ agent: AgentHarness, _ headers: [String: String]) async throws -> LeadStatus? {
-        let answer = try await http(agent.baseURL + API.leadStatus.pattern, headers: headers)
-        return answer.status == 200 ? try answer.decode(LeadStatus.self) : nil
-    }
-
     /// The lead's view of standby `name` once `condition` holds for it.
     static func waitStandby(
         _ lead: AgentHarness, _ admin: [String: String], _ name: String, _ what: String,
         timeout: Duration = .seconds(60), _ condition: @escaping (LeadStatus.Standby) -> Bool
     ) async throws -> LeadStatus.Standby {
         try await poll(timeout: timeout, every: .milliseconds(100), what) { () async throws -> LeadStatus.Standby? in
-            guard let standby = try await Self.leadStatus(lead, admin)?.standbys.first(where: { $0.name == name })
+            guard
+                let standby = try await TwoLeadsTests.leadStatus(lead, admin)?.standbys.first(where: { $0.name == name }
+                )
             else { return nil }
             return condition(standby) ? standby : nil
         }

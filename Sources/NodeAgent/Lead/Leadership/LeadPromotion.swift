@@ -47,16 +47,7 @@ struct LeadPromotion {
         guard let url = config.storeURL else { return try await runManaged(request, logger: logger) }
         let oldLead = membership.leadView.name
         // 1. The lead steps down, if it answers.
-        let steppedDown: Bool
-        do {
-            _ = try await membership.leadClient.call(API.stepDown, as: StepDownResponse.self, timeout: .seconds(2))
-            steppedDown = true
-        } catch {
-            steppedDown = false
-            logger.warning(
-                "the lead did not step down; fencing it through the store",
-                metadata: ["nodeagent.error": "\(error.message)"])
-        }
+        let steppedDown = await stepDown(logger: logger) != nil
         // 2. The lead lock, 3. the next term.
         let term = try await beginTerm(conninfo: url, oldLead: oldLead, steppedDown: steppedDown, logger: logger)
         logger.notice(
@@ -64,6 +55,18 @@ struct LeadPromotion {
             metadata: ["nodeagent.epoch": "\(term.epoch)", "nodeagent.old_lead_stepped_down": "\(steppedDown)"])
         return PromoteResponse(term: term, oldLeadSteppedDown: steppedDown, restarting: true)
     }
+    /// Asks the lead to step down (signed by this standby, 2 s); its answer, nil when it did not answer.
+    private func stepDown(logger: Logger) async -> StepDownResponse? {
+        do {
+            return try await membership.leadClient.call(API.stepDown, as: StepDownResponse.self, timeout: .seconds(2))
+        } catch {
+            logger.warning(
+                "the lead did not step down; fencing it without its help",
+                metadata: ["nodeagent.error": "\(error.message)"])
+            return nil
+        }
+    }
+
     /// Takes the lead lock on `conninfo`, begins the next term as its first write, makes the old
     /// lead a standby and this agent the lead, records `lead.promoted` and `lead.fenced`, and
     /// writes `DATA/lead-term.json`.
@@ -120,7 +123,7 @@ struct LeadPromotion {
     /// The promotion of a standby that runs a streaming replica of the lead's managed store.
     private func runManaged(_ request: PromoteRequest, logger: Logger) async throws(Refusal) -> PromoteResponse {
         let config = state.config
-        guard (try? StandbyReplication.load(dataDir: config.dataDir)) ?? nil != nil else {
+        guard case .some(.some) = try? StandbyReplication.load(dataDir: config.dataDir) else {
             throw Refusal(
                 .conflict, code: "no_store",
                 message:
@@ -142,14 +145,9 @@ struct LeadPromotion {
         }
         let oldLead = membership.leadView.name
         // 1. The lead steps down, if it answers, and says how far its WAL reaches.
-        var steppedDown = false
-        var leadLSN: LSN?
-        if let answer = try? await membership.leadClient.call(
-            API.stepDown, as: StepDownResponse.self, timeout: .seconds(2))
-        {
-            steppedDown = true
-            leadLSN = answer.walLSN.flatMap { LSN($0) }
-        }
+        let answer = await stepDown(logger: logger)
+        let steppedDown = answer != nil
+        let leadLSN = answer?.walLSN.flatMap { LSN($0) }
         // 2. Does the replica hold everything the lead acknowledged?
         let replica = Store(conninfo: managed.conninfo)
         var caughtUp = false
