@@ -13,10 +13,17 @@ import Testing
 @Suite("Job logs (lead + exec worker)", .serialized)
 struct JobLogsTests {
     /// The job: its settings as it sees them, then a line on stdout and one on stderr every 100 ms.
-    static let script = """
-        echo "cwd=$(pwd)"; echo "home=$HOME"; echo "greeting=$GREETING"; echo "secret=${AGENT_SECRET:-none}"
-        i=0; while [ $i -lt 25 ]; do echo "line $i"; echo "err $i" >&2; i=$((i+1)); sleep 0.1; done
+    /// After line 4 it waits for `gate` to exist, so "while it runs" does not depend on how fast a
+    /// loaded machine starts the follower.
+    static func script(gate: String) -> String {
         """
+        echo "cwd=$(pwd)"; echo "home=$HOME"; echo "greeting=$GREETING"; echo "secret=${AGENT_SECRET:-none}"
+        i=0; while [ $i -lt 25 ]; do
+          echo "line $i"; echo "err $i" >&2; i=$((i+1)); sleep 0.1
+          if [ $i -eq 5 ]; then while [ ! -e '\(gate)' ]; do sleep 0.05; done; fi
+        done
+        """
+    }
 
     @Test(
         "jobs logs --follow shows lines while the job runs and ends with it; afterwards jobs logs returns the tail; cwd and env follow exec.*; the routes refuse strangers"
@@ -57,8 +64,10 @@ struct JobLogsTests {
             return status.nodes.contains { $0.accepting && $0.allowExec && $0.state == .alive } ? true : nil
         }
 
+        let gate = scratch.path + "/gate"
         let submission = JobSubmission(
-            kind: .exec, payload: ["argv": .array([.string("/bin/sh"), .string("-c"), .string(Self.script)])])
+            kind: .exec,
+            payload: ["argv": .array([.string("/bin/sh"), .string("-c"), .string(Self.script(gate: gate))])])
         let job = try await http(
             lead.baseURL + Routes.gpuJobs, method: "POST", headers: admin,
             body: Array(try APICoding.encoder().encode(submission))
@@ -82,6 +91,7 @@ struct JobLogsTests {
             return true
         }
         #expect(follower.isRunning)
+        FileManager.default.createFile(atPath: gate, contents: nil)
         let code = try await follower.waitForExit(timeout: .seconds(30))
         #expect(code == 0, "stderr: \(follower.stderr.suffix(500))")
         let lines = follower.stdout.split(separator: "\n").filter { $0.hasPrefix("line ") }
