@@ -96,4 +96,10 @@ extension AuroraClient {
     public func stepDown() async throws(AuroraClientError) -> StepDownResponse {
         try await decode(call(API.stepDown))
     }
+
+    /// `POST /api/lead/failsafe`, signed by the lead for one standby while etcd does not answer
+    /// it: the standby promises not to campaign or promote for `ttlMs`.
+    public func failsafe(_ request: FailsafeRequest) async throws(AuroraClientError) -> FailsafeAnswer {
+        try await decode(call(API.failsafe, body: request))
+    }
 }

@@ -7,10 +7,21 @@ import Secrets
 public struct NodeSigner: Sendable {
     public let node: String
     public let key: SigningKey
+    /// The node the requests are for (`X-Aurora-Target`): a lead's calls to one node.
+    public let target: String?
 
-    public init(node: String, key: SigningKey = .generate()) {
+    public init(node: String, key: SigningKey = .generate(), target: String? = nil) {
         self.node = node
         self.key = key
+        self.target = target
+    }
+
+    /// Signs as the agent whose data directory is `dataDir` (its `keys/sign.key`).
+    public init(agent node: String, dataDir: String, target: String? = nil) throws {
+        let seed = try String(contentsOfFile: dataDir + "/keys/sign.key", encoding: .utf8)
+        self.init(
+            node: node, key: try SigningKey(base64Seed: seed.trimmingCharacters(in: .whitespacesAndNewlines)),
+            target: target)
     }
 
     /// The four signature headers for one request.
@@ -19,12 +30,14 @@ public struct NodeSigner: Sendable {
         let nonce = Self.hex(Crypto.randomBytes(16))
         let canonical = RequestSigning.canonical(
             method: method, path: path, node: node, timestamp: timestamp, nonce: nonce,
-            bodySHA256: Self.hex(Crypto.sha256(body)))
-        return [
+            bodySHA256: Self.hex(Crypto.sha256(body)), target: target)
+        var headers = [
             RequestSigning.nodeHeader: node, RequestSigning.timestampHeader: timestamp,
             RequestSigning.nonceHeader: nonce,
             RequestSigning.signatureHeader: Data(key.sign(Array(canonical.utf8))).base64EncodedString(),
         ]
+        if let target { headers[RequestSigning.targetHeader] = target }
+        return headers
     }
 
     static func hex(_ bytes: [UInt8]) -> String {

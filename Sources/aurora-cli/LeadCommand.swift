@@ -47,6 +47,7 @@ struct Lead: AsyncParsableCommand {
                     "store    \(status.store ?? "-")",
                 ]
                 if let reason = status.fencedReason { lines.append("FENCED   \(reason)") }
+                if let election = status.election { lines.append("etcd     " + Self.electionText(election)) }
                 if status.standbys.isEmpty {
                     lines.append("standbys none (create one: aurora-cli token create --profile standby)")
                 } else {
@@ -65,6 +66,21 @@ struct Lead: AsyncParsableCommand {
                 print(TerminalText.safe(lines.joined(separator: "\n")))
             }
             if status.role == .fenced { throw ExitCode(1) }
+        }
+
+        /// `leading (fences in 3.2 s unless renewed; ttl 5 s)`, `FAILSAFE: etcd silent, …`.
+        static func electionText(_ election: LeadStatus.Election) -> String {
+            let fence = election.fenceInMs.map {
+                String(format: "fences in %.1f s unless renewed; ", Double($0) / 1000)
+            }
+            switch election.state {
+            case "failsafe":
+                return "FAILSAFE: etcd silent; serving on the standbys' promises (\(fence ?? "")ttl \(election.ttlS) s)"
+            case "follower":
+                return "follower (key held by \(election.holder ?? "nobody"); ttl \(election.ttlS) s)"
+            default:
+                return "\(election.state) (\(fence ?? "")ttl \(election.ttlS) s)"
+            }
         }
     }
 

@@ -138,6 +138,9 @@ struct Status: AsyncParsableCommand {
             var lead = "\(leads.lead ?? "-")  epoch \(leads.epoch.map(String.init) ?? "-")"
             if let reason = leads.fencedReason { lead += "  FENCED: \(reason)" }
             lines.append(("lead", lead))
+            if let election = leads.election {
+                lines.append(("etcd", Lead.Status.electionText(election)))
+            }
             let standbys = leads.standbys.map { standby in
                 var facts = [standby.state.rawValue]
                 if let sync = standby.sync { facts.append(sync ? "sync" : "async") }

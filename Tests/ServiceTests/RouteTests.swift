@@ -32,7 +32,7 @@ struct RouteTests {
     static let signedOnly: Set<String> = [
         "POST /api/nodes/{name}/heartbeat", "POST /api/nodes/{name}/leave", "POST /api/nodes/{name}/reports",
         "GET /api/gpu/assignments", "POST /api/gpu/jobs/{id}/result", "POST /api/gpu/jobs/{id}/output",
-        "POST /api/connectivity/status", "POST /api/lead/step-down",
+        "POST /api/connectivity/status", "POST /api/lead/step-down", "POST /api/lead/failsafe",
     ]
     /// Calls without authentication: probes, metrics, the document, load-balancer checks.
     static let open: Set<String> = [

@@ -117,11 +117,41 @@ public struct LeadStatus: Codable, Sendable, Equatable {
     public var standbys: [Standby]
     /// The store's mode for failover: `shared` (both leads use one external PostgreSQL) or `managed`.
     public var store: String?
+    /// This agent's view of the etcd election (`election.etcd` set); nil without etcd.
+    public var election: Election?
+
+    /// Where an agent stands in the etcd election for `/aurora/lead`.
+    public struct Election: Codable, Sendable, Equatable {
+        /// `leading`, `failsafe` (leading while etcd does not answer, on every standby's promise),
+        /// `fenced` (stopped acknowledging; waits for its old lease to run out) or `follower`.
+        public var state: String
+        /// The key's holder as this agent last saw it (a follower).
+        public var holder: String?
+        /// Milliseconds until the lead fences itself unless a renewal (or every standby's promise)
+        /// comes first; leading only.
+        public var fenceInMs: Int64?
+        /// The lease's TTL in seconds.
+        public var ttlS: Int
+
+        public init(state: String, holder: String? = nil, fenceInMs: Int64? = nil, ttlS: Int) {
+            self.state = state
+            self.holder = holder
+            self.fenceInMs = fenceInMs
+            self.ttlS = ttlS
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case state, holder
+            case fenceInMs = "fence_in_ms"
+            case ttlS = "ttl_s"
+        }
+    }
 
     public init(
         role: Role, agent: String, epoch: Int64?, lead: String?, leadURL: String?, fencedReason: String? = nil,
-        standbys: [Standby] = [], store: String? = nil
+        standbys: [Standby] = [], store: String? = nil, election: Election? = nil
     ) {
+        self.election = election
         self.role = role
         self.agent = agent
         self.epoch = epoch
@@ -133,7 +163,7 @@ public struct LeadStatus: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case role, agent, epoch, lead, standbys, store
+        case role, agent, epoch, lead, standbys, store, election
         case leadURL = "lead_url"
         case fencedReason = "fenced_reason"
     }
@@ -189,6 +219,49 @@ public struct StepDownResponse: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case epoch, fenced
         case walLSN = "wal_lsn"
+    }
+}
+
+/// `POST /api/lead/failsafe` from the lead to a standby (signed by the lead, for that standby),
+/// sent every second while etcd does not answer the lead: the standby promises not to campaign
+/// or promote for `ttl_ms` after it received it, or refuses.
+public struct FailsafeRequest: Codable, Sendable, Equatable {
+    /// The lead's epoch: a standby that has seen a higher one refuses.
+    public var epoch: Int64
+    /// How long the promise lasts, in milliseconds (the lead's etcd lease TTL): 1000 to 60000.
+    public var ttlMs: Int64
+
+    public init(epoch: Int64, ttlMs: Int64) {
+        self.epoch = epoch
+        self.ttlMs = ttlMs
+    }
+
+    /// The longest promise a standby gives (ms).
+    public static let maxTTLMs: Int64 = 60_000
+    /// The shortest (ms): etcd's own minimum lease is longer.
+    public static let minTTLMs: Int64 = 1_000
+
+    enum CodingKeys: String, CodingKey {
+        case epoch
+        case ttlMs = "ttl_ms"
+    }
+}
+
+/// A standby's answer to ``FailsafeRequest``: it promised.
+public struct FailsafeAnswer: Codable, Sendable, Equatable {
+    /// The standby's node name.
+    public var agent: String
+    /// The promise, in milliseconds from when the standby received the request.
+    public var promisedMs: Int64
+
+    public init(agent: String, promisedMs: Int64) {
+        self.agent = agent
+        self.promisedMs = promisedMs
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case agent
+        case promisedMs = "promised_ms"
     }
 }
 

@@ -153,6 +153,9 @@ public enum API {
     public static let promoteLead = Endpoint("POST", "/api/lead/promote")
     /// Signed by a standby about to promote: the lead fences itself.
     public static let stepDown = Endpoint("POST", "/api/lead/step-down")
+    /// Signed by the lead for one standby while etcd does not answer the lead: the standby
+    /// promises not to campaign or promote for a TTL (the failsafe).
+    public static let failsafe = Endpoint("POST", "/api/lead/failsafe")
 
     /// Every endpoint, once.
     public static let all: [Endpoint] = [
@@ -167,6 +170,6 @@ public enum API {
         listBackups, createBackup, verifyBackup, restoreBackup,
         postgresHealth, postgresReplicas, postgresPrimary, postgresReplica, postgresReadOnly,
         wireguard, wireguardConfig, outbox, checks, subsystems, restartSubsystem, logs,
-        leadStatus, leadHandoff, promoteLead, stepDown,
+        leadStatus, leadHandoff, promoteLead, stepDown, failsafe,
     ]
 }

@@ -91,10 +91,18 @@ public struct LeaseElection: Sendable {
         case keyRead(epoch: Int64, createRevision: Int64?, lease: Int64?)
         /// A keepalive failed (no endpoint answered, or a bad answer) at `now`.
         case keepaliveFailed(now: Instant)
+        /// etcd did not answer, and every lead-eligible peer promised, for a request sent at
+        /// `sentAt`, not to campaign or promote for the lease's TTL after it received it
+        /// (Patroni's failsafe): the lead may serve as if the lease had been renewed at `sentAt`.
+        /// An answer from etcd always outranks it: a lease etcd says is gone fences at once.
+        case failsafeAcknowledged(sentAt: Instant)
         /// The clock moved on to `now`.
         case tick(now: Instant)
         /// The service is shutting down gracefully: give the key up at once.
         case shutdown
+        /// The shell would not lead on the key it just won (a standby bound by a failsafe
+        /// promise): give it up at once, as on shutdown.
+        case declined
     }
 
     /// What the shell must do, in order.
@@ -114,6 +122,8 @@ public struct LeaseElection: Sendable {
     public private(set) var fence: LeaseFence?
     /// The value of the key's holder as the last lost campaign saw it.
     public private(set) var holder: String?
+    /// The lead serves on its peers' failsafe promises: etcd did not answer its last renewal.
+    public private(set) var failsafe = false
     /// How long before the lease's earliest expiry the lead fences.
     public let margin: Duration
 
@@ -150,7 +160,16 @@ public struct LeaseElection: Sendable {
             guard ttl > .zero else { return fenceNow(epoch: epoch, lease: lease) }
             fence.renewed(sentAt: sentAt, ttl: ttl)
             self.fence = fence
+            failsafe = false
             // The answer may come after the deadline of the previous renewal; the new one counts.
+            return []
+
+        case .failsafeAcknowledged(let sentAt):
+            guard case .leading = state, var fence else { return [] }
+            // Same TTL as the lease: a peer's promise lasts a TTL from when it received the request.
+            fence.renewed(sentAt: sentAt, ttl: fence.ttl)
+            self.fence = fence
+            failsafe = true
             return []
 
         case .keyRead(let readEpoch, let createRevision, let readLease):
@@ -162,7 +181,7 @@ public struct LeaseElection: Sendable {
         case .keepaliveFailed(let now), .tick(let now):
             return onTime(now)
 
-        case .shutdown:
+        case .shutdown, .declined:
             guard case .leading(let epoch, let lease) = state else { return [] }
             return fenceNow(epoch: epoch, lease: lease)
         }
@@ -186,6 +205,56 @@ public struct LeaseElection: Sendable {
 
     private mutating func fenceNow(epoch: Int64, lease: Int64) -> [Directive] {
         state = .fenced(epoch: epoch)
+        failsafe = false
         return [.fence(epoch: epoch), .resign(lease: lease)]
     }
+}
+
+// MARK: FailsafePromise
+
+/// A standby's side of the failsafe (Patroni's `failsafe_mode`): while etcd does not answer its
+/// lead, the lead serves only as long as every lead-eligible peer promises, each second, not to
+/// campaign or promote for a TTL after it received the request. The lead counts the TTL from
+/// when it *sent* the request, which was earlier, so its serving window ends before every
+/// promise does (less its margin).
+///
+/// A promise and a promotion exclude each other: a standby that began promoting promises
+/// nothing more, and one bound by a promise does not begin an automatic promotion.
+/// All instants are on one monotonic clock that the shell reads.
+public struct FailsafePromise: Sendable, Equatable {
+    public typealias Instant = ContinuousClock.Instant
+
+    /// Until when this standby promised not to campaign or promote; nil before any promise.
+    public private(set) var until: Instant?
+    /// A promotion began: no more promises.
+    public private(set) var promoting = false
+
+    public init() {}
+
+    /// Whether a promise binds at `now`.
+    public func binds(at now: Instant) -> Bool { until.map { now < $0 } ?? false }
+
+    /// Promises not to campaign or promote until `now + ttl` (never shortening an earlier
+    /// promise); false, and nothing promised, once a promotion began.
+    public mutating func promise(ttl: Duration, now: Instant) -> Bool {
+        guard !promoting, ttl > .zero else { return false }
+        let end = now + ttl
+        until = max(until ?? end, end)
+        return true
+    }
+
+    /// An automatic promotion may begin at `now`: false while a promise binds. Once begun,
+    /// nothing more is promised.
+    public mutating func beginPromotion(at now: Instant) -> Bool {
+        guard !binds(at: now) else { return false }
+        promoting = true
+        return true
+    }
+
+    /// An operator's promotion: it asks the old lead to step down itself, so no promise stops it;
+    /// from now on nothing more is promised.
+    public mutating func beginManualPromotion() { promoting = true }
+
+    /// The promotion failed before this standby led: it may promise again.
+    public mutating func promotionFailed() { promoting = false }
 }

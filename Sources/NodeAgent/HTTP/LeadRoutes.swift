@@ -14,6 +14,10 @@ extension HTTPServer {
     ///   503 `starting` before its term began), elsewhere 421 `not_lead`;
     /// - `POST /api/lead/step-down`: on the lead, signed by a node whose role is `standby` (403 for
     ///   any other node): the lead fences itself and answers its epoch; 421 elsewhere;
+    /// - `POST /api/lead/failsafe`: on a standby, signed by its lead for it: the standby promises
+    ///   not to campaign or promote for the TTL asked (the lead serves on while etcd does not answer
+    ///   it); 409 `not_standby` on any other agent, 409 `stale_epoch` for an epoch below the one
+    ///   this standby has seen, 409 `promoting` once it began promoting;
     /// - `POST /api/lead/promote`: this agent's admin credential; on a standby it promotes it
     ///   (``LeadPromotion``) and restarts the agent as the lead; 409 `already_lead` on the lead,
     ///   409 `not_standby` on any other node.
@@ -45,7 +49,8 @@ extension HTTPServer {
                 let status = LeadStatus(
                     role: leadership?.fencedReason != nil ? .fenced : .lead, agent: name, epoch: leadership?.epoch,
                     lead: leadership?.term?.lead ?? name, leadURL: leadership?.term?.url,
-                    fencedReason: leadership?.fencedReason, standbys: listed, store: storeMode)
+                    fencedReason: leadership?.fencedReason, standbys: listed, store: storeMode,
+                    election: state.election)
                 return try json(status, status: .ok)
             }
             router.on(API.leadHandoff) { _, _ -> Response in
@@ -83,6 +88,16 @@ extension HTTPServer {
                     .conflict, code: "already_lead",
                     message: "this agent is the lead; run 'aurora-cli lead promote' on a standby")
             }
+            router.on(API.failsafe) { request, _ -> Response in
+                // Only a lead's signature could be meant here, and no lead signs for itself.
+                guard try SignedHeaders.parse({ request.headers[.init($0)!] }) != nil else {
+                    throw Refusal.unauthorized(
+                        "unsigned request: the failsafe needs the lead's signature (\(RequestSigning.signatureHeader))")
+                }
+                throw Refusal(
+                    .conflict, code: "not_standby",
+                    message: "this agent is the lead; only a standby promises a failsafe")
+            }
         case .node(let node):
             router.on(API.leadStatus) { request, _ -> Response in
                 _ = try authorize(request, token: token, role: .read)
@@ -90,8 +105,35 @@ extension HTTPServer {
                 let status = LeadStatus(
                     role: state.config.role == .standby ? .standby : .node, agent: name, epoch: known.epoch,
                     lead: known.name, leadURL: known.url,
-                    standbys: standbys(node.cache.current?.nodes.nodes ?? []), store: storeMode)
+                    standbys: standbys(node.cache.current?.nodes.nodes ?? []), store: storeMode,
+                    election: state.election)
                 return try json(status, status: .ok)
+            }
+            let leadCalls = LeadRequestVerifier()
+            router.on(API.failsafe) { request, _ -> Response in
+                let body = try await leadCalls.verify(
+                    request, key: node.membership.leadSignKey, target: name, maxBody: maxBody)
+                guard state.config.role == .standby else {
+                    throw Refusal(
+                        .conflict, code: "not_standby", message: "this agent is not a standby lead: it never takes over"
+                    )
+                }
+                let asked = try decode(FailsafeRequest.self, body, allowed: ["epoch", "ttl_ms"])
+                guard asked.epoch >= 1 else { throw Refusal.badRequest("epoch must be 1 or more") }
+                guard (FailsafeRequest.minTTLMs...FailsafeRequest.maxTTLMs).contains(asked.ttlMs) else {
+                    throw Refusal.badRequest(
+                        "ttl_ms must be \(FailsafeRequest.minTTLMs)-\(FailsafeRequest.maxTTLMs)")
+                }
+                if let seen = node.membership.leadView.epoch, asked.epoch < seen {
+                    throw Refusal(
+                        .conflict, code: "stale_epoch",
+                        message: "this standby has seen epoch \(seen); a lead of epoch \(asked.epoch) is not its lead")
+                }
+                guard state.promiseFailsafe(ttl: .milliseconds(asked.ttlMs)) else {
+                    throw Refusal(
+                        .conflict, code: "promoting", message: "this standby is promoting itself; it promises nothing")
+                }
+                return try json(FailsafeAnswer(agent: name, promisedMs: asked.ttlMs), status: .ok)
             }
             leadOnly(router, API.leadHandoff, "the lead's handoff", agent: agent)
             leadOnly(router, API.stepDown, "stepping down", agent: agent)
@@ -105,7 +147,12 @@ extension HTTPServer {
                 }
                 let promote = try await decode(
                     PromoteRequest.self, request, maxBody: maxBody, allowed: ["accept_data_loss"])
-                let answer = try await LeadPromotion(state: state, membership: node.membership).run(promote)
+                state.beginManualPromotion()
+                let answer: PromoteResponse
+                do { answer = try await LeadPromotion(state: state, membership: node.membership).run(promote) } catch {
+                    state.promotionFailed()
+                    throw error
+                }
                 state.requestRestart()
                 return try json(answer, status: .ok)
             }

@@ -1699,6 +1699,40 @@ paths:
         '403': {$ref: '#/components/responses/Forbidden'}
         '421': {$ref: '#/components/responses/NotLead'}
         '503': {$ref: '#/components/responses/Unavailable'}
+  /api/lead/failsafe:
+    post:
+      operationId: failsafe
+      tags: [leads]
+      summary: 'The lead, while etcd does not answer it, asks a standby to promise not to campaign or promote for ttl_ms (signed by the lead for that standby, X-Aurora-Target: its name; standby)'
+      description: 'The lead serves on through an etcd outage only while every standby promises each second (Patroni''s failsafe). 409 not_standby on any other agent, stale_epoch for an epoch below the one the standby has seen, promoting once it began promoting.'
+      security:
+        - nodeSignature: []
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              additionalProperties: false
+              required: [epoch, ttl_ms]
+              properties:
+                epoch: {type: integer, minimum: 1}
+                ttl_ms: {type: integer, minimum: 1000, maximum: 60000}
+      responses:
+        '200':
+          description: the standby promised
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [agent, promised_ms]
+                properties:
+                  agent: {type: string}
+                  promised_ms: {type: integer}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '409': {$ref: '#/components/responses/Conflict'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
 
 components:
   securitySchemes:
@@ -1881,6 +1915,15 @@ components:
         lead_url: {type: string}
         fenced_reason: {type: string}
         store: {type: string, enum: [shared, managed]}
+        election:
+          type: object
+          description: 'this agent in the etcd election for /aurora/lead (election.etcd set)'
+          required: [state, ttl_s]
+          properties:
+            state: {type: string, enum: [leading, failsafe, fenced, follower], description: 'failsafe: leading while etcd does not answer, on every standby''s promise'}
+            holder: {type: string, description: the key's holder as a follower last saw it}
+            fence_in_ms: {type: integer, minimum: 0, description: 'leading: time left before the lead fences itself unless etcd (or every standby) renews it'}
+            ttl_s: {type: integer}
         standbys:
           type: array
           items:

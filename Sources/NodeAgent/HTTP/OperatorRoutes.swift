@@ -249,7 +249,9 @@ final class LeadRequestVerifier: Sendable {
     /// headers, a request signed for another node, no lead key yet (not joined), a signature that is
     /// not the lead's over the method, the path with its query and the body, a timestamp outside the
     /// window, or a nonce already used.
-    func verify(_ request: Request, key: PublicKey?, target: String, maxBody: Int) async throws {
+    /// Returns the body it read and verified.
+    @discardableResult
+    func verify(_ request: Request, key: PublicKey?, target: String, maxBody: Int) async throws -> [UInt8] {
         guard let headers = try SignedHeaders.parse({ request.headers[.init($0)!] }) else {
             throw Refusal.unauthorized(
                 "this call needs the operator token (Authorization: Bearer …) or the lead's signature")
@@ -266,7 +268,7 @@ final class LeadRequestVerifier: Sendable {
         let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
         guard headers.verifies(method: request.method.rawValue, path: path, body: body, key: key) else {
             throw Refusal.unauthorized(
-                "only this node's operator or its lead may read its logs (the signature is not the lead's)")
+                "only this node's operator or its lead may call \(request.uri.path) (the signature is not the lead's)")
         }
         let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
         let verdict = replay.withLock {
@@ -275,7 +277,7 @@ final class LeadRequestVerifier: Sendable {
                 nowMilliseconds: now)
         }
         switch verdict {
-        case .fresh: return
+        case .fresh: return body
         case .stale:
             throw Refusal.unauthorized("stale request: the timestamp is outside \(RequestSigning.maxSkewSeconds) s")
         case .replayed: throw Refusal.unauthorized("replayed request: nonce already used")

@@ -130,17 +130,28 @@ public enum Agent {
             if !config.etcdEndpoints.isEmpty {
                 // Automatic failover: the lead holds /aurora/lead on an etcd lease and fences itself
                 // before the lease can expire without a renewal.
+                // etcd down: it serves on only while every standby promises not to take over (FailsafeRound).
+                let failsafe = FailsafeRound(
+                    name: config.name, key: identity.signing,
+                    standbys: { [name = config.name] in
+                        guard let nodes = try? await registry.list().nodes else { return nil }
+                        return nodes.filter { $0.role == .standby && $0.state != .left && $0.name != name }
+                    },
+                    epoch: { leadership.fencedReason == nil ? leadership.epoch : nil }, logger: logger)
                 let election = try LeaderElection(
                     client: try EtcdClient(endpoints: config.etcdEndpoints), key: LeaderElection.leadKey,
                     value: config.name, ttl: config.electionTTL,
                     eligible: { leadership.fencedReason == nil || leadership.recoverable },
                     onLead: { [state] _ in
                         if await leadership.mayLiftFence() { state.requestRestart() }
+                        return true
                     },
                     onFence: {
                         await leadership.fence(
                             "the etcd lead key /aurora/lead was not renewed in time", recoverable: true)
-                    }, logger: logger)
+                    },
+                    failsafe: { ttl, timeout in await failsafe.run(ttl: ttl, timeout: timeout) }, logger: logger)
+                state.setElectionView { election.view }
                 services.append(.init(service: election))
             }
             role = .lead(
@@ -238,21 +249,30 @@ public enum Agent {
                     // Only while the lead is unreachable and, with a replica of its own, only
                     // when that replica streamed until the lead was lost (it holds what the lead
                     // acknowledged); a standby that cannot show it leaves the key to an operator.
+                    // Never while it promised its lead, which etcd does not answer, not to (the failsafe).
                     eligible: { [state, shared = config.storeURL != nil] in
                         state.leadHealth?.state == .unreachable && (shared || state.replicaStreamedUntilLeadLost())
+                            && !state.failsafePromiseBinds
                     },
-                    onLead: { [state, logger] epoch in
-                        logger.notice(
-                            "won the etcd lead key; promoting", metadata: ["nodeagent.etcd_revision": "\(epoch)"])
+                    onLead: { [state, logger] _ in
+                        // A promise made between the campaign's start and its win: the key goes back.
+                        guard state.beginAutomaticPromotion() else {
+                            logger.notice("won the etcd lead key while a failsafe promise binds; not promoting")
+                            return false
+                        }
+                        logger.notice("promoting after winning the etcd lead key")
                         do throws(Refusal) {
                             _ = try await LeadPromotion(state: state, membership: membership).run(PromoteRequest())
                             state.requestRestart()
                         } catch {
+                            state.promotionFailed()
                             logger.error(
                                 "automatic promotion failed", metadata: ["nodeagent.error": "\(error.message)"])
                         }
+                        return true
                     },
                     onFence: {}, logger: logger)
+                state.setElectionView { election.view }
                 services.append(.init(service: election))
             }
             if let worker { services.append(.init(service: subsystems.wrap("gpu-worker", worker, logger: logger))) }

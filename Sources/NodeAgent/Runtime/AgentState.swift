@@ -1,5 +1,6 @@
 import AuroraAPI
 import Foundation
+import Mesh
 import Synchronization
 
 /// What the agent knows about itself right now, shared by its services and read by `/health`.
@@ -18,6 +19,32 @@ public final class AgentState: Sendable {
 
     /// The lead's term (epoch) and why it is fenced, for `/health`.
     private let leadTerm = Mutex<(epoch: Int64?, fenced: String?)>((nil, nil))
+
+    /// A standby's failsafe promise to its lead (``FailsafePromise``).
+    private let failsafe = Mutex(FailsafePromise())
+    /// The etcd election's view, once one runs (``LeaderElection/view``).
+    private let electionView = Mutex<(@Sendable () -> LeadStatus.Election)?>(nil)
+
+    /// Promises the lead not to campaign or promote for `ttl`; false once a promotion began.
+    func promiseFailsafe(ttl: Duration) -> Bool { failsafe.withLock { $0.promise(ttl: ttl, now: .now) } }
+
+    /// Whether a failsafe promise binds this standby now.
+    var failsafePromiseBinds: Bool { failsafe.withLock { $0.binds(at: .now) } }
+
+    /// An automatic promotion may begin (no promise binds); from now on nothing is promised.
+    func beginAutomaticPromotion() -> Bool { failsafe.withLock { $0.beginPromotion(at: .now) } }
+
+    /// An operator's promotion began: nothing more is promised.
+    func beginManualPromotion() { failsafe.withLock { $0.beginManualPromotion() } }
+
+    /// The promotion failed before this agent led: it may promise again.
+    func promotionFailed() { failsafe.withLock { $0.promotionFailed() } }
+
+    /// Where this agent stands in the etcd election; nil without one.
+    var election: LeadStatus.Election? { electionView.withLock { $0 }?() }
+
+    /// Called once the etcd election is set up.
+    func setElectionView(_ view: @escaping @Sendable () -> LeadStatus.Election) { electionView.withLock { $0 = view } }
 
     /// Called by ``Leadership`` when its term begins and when it is fenced.
     func setLeadTerm(epoch: Int64?, fenced: String?) { leadTerm.withLock { $0 = (epoch, fenced) } }

@@ -31,7 +31,7 @@ struct AutomaticFailoverTests {
     }
 
     @Test(
-        "kill -9 of the lead: the standby takes over by itself within 12 s; one etcd member lost changes nothing; etcd fully down fences the lead until etcd is back"
+        "kill -9 of the lead: the standby takes over by itself within 12 s; one etcd member lost changes nothing; etcd fully down: the lead serves on while its standby promises, fences once it cannot, serves again when etcd is back"
     )
     func failover() async throws {
         let scratch = try ScratchDirectory("auto-failover")
@@ -121,9 +121,57 @@ struct AutomaticFailoverTests {
         let retried = try await TwoLeadsTests.submit("before", to: standby, headers: admin)
         #expect([200, 201].contains(retried.status), "\(retried.text)")
 
-        // etcd fully down: the lead cannot show it still holds the key, so it fences itself
-        // (no failsafe: DESIGN's documented rule); when etcd is back it holds the key again and serves.
+        // The dead old lead is a standby now: removed, so that a new standby is the only peer.
+        let removed = try await http(standby.baseURL + Routes.node("lead-a"), method: "DELETE", headers: admin)
+        #expect(removed.status == 200, "\(removed.text)")
+        let third = try AgentHarness(
+            profile: "lead", dataDir: scratch.path + "/lead-c",
+            extraArguments: [
+                "--name", "lead-c", "--standby", "--lead", standby.baseURL, "--join-token",
+                try await standby.joinToken(profile: "standby", outputDirectory: scratch.path), "--store", server.url,
+                "--config", election,
+            ], outputDirectory: scratch.path)
+        agents.append(third)
+        try await third.waitHealthy()
+        _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "the lead to see its new standby") {
+            () async throws -> Bool? in
+            try await TwoLeadsTests.leadStatus(standby, admin)?.standbys.map(\.name) == ["lead-c"] ? true : nil
+        }
+        // The new standby has heard the lead's epoch in a heartbeat answer; the worker reports
+        // to the new lead as an exec worker again.
+        let thirdAdmin = ["Authorization": "Bearer \(try third.adminToken)"]
+        _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "the new standby to know epoch 2") {
+            () async throws -> Bool? in
+            try await TwoLeadsTests.leadStatus(third, thirdAdmin)?.epoch == 2 ? true : nil
+        }
+        _ = try await poll(timeout: .seconds(40), every: .milliseconds(100), "the worker to report to the new lead") {
+            () async throws -> Bool? in
+            let status = try await http(standby.baseURL + Routes.gpuStatus, headers: admin).decode(GPUStatus.self)
+            return status.nodes.contains { $0.name == "gpu-1" && $0.allowExec && $0.state == .alive } ? true : nil
+        }
+        try await Self.failsafeAttacks(lead: standby, standby: third, worker: worker, admin: admin)
+
+        // etcd fully down: the lead serves on while its only standby promises each second not to
+        // take over (the failsafe), well past the lease's TTL.
         await etcd.stopAll()
+        _ = try await poll(timeout: .seconds(10), every: .milliseconds(100), "the lead to serve on the failsafe") {
+            () async throws -> Bool? in
+            try? await TwoLeadsTests.leadStatus(standby, admin)?.election?.state == "failsafe" ? true : nil
+        }
+        let downAt = ContinuousClock.now
+        var writes = 0
+        while downAt.duration(to: .now) < .seconds(8) {
+            let status = try #require(try await TwoLeadsTests.leadStatus(standby, admin))
+            #expect(status.role == .lead && status.election?.state == "failsafe", "\(status)")
+            #expect(try await TwoLeadsTests.leadStatus(third, thirdAdmin)?.role == .standby)
+            let written = try await TwoLeadsTests.submit("etcd-down-\(writes)", to: standby, headers: admin)
+            #expect(written.status == 201, "\(written.status) \(written.text)")
+            writes += 1
+            try await Task.sleep(for: .milliseconds(500))  // sampling a steady state, not waiting for one
+        }
+
+        // The standby gone too: no promise, so the lead fences itself within the TTL.
+        third.process.signal(SIGKILL)
         let fenced = try await poll(timeout: .seconds(15), every: .milliseconds(100), "the lead to fence itself") {
             () async throws -> LeadStatus? in
             let status = try? await TwoLeadsTests.leadStatus(standby, admin)
@@ -145,5 +193,60 @@ struct AutomaticFailoverTests {
         }
         let after = try await TwoLeadsTests.submit("after-etcd", to: standby, headers: admin)
         #expect(after.status == 201, "\(after.status) \(after.text)")
+    }
+
+    /// `POST /api/lead/failsafe` on a standby: only its lead's signature, made for it, with a
+    /// well-formed body of the lead's epoch, gets a promise.
+    static func failsafeAttacks(
+        lead: AgentHarness, standby: AgentHarness, worker: AgentHarness, admin: [String: String]
+    ) async throws {
+        let path = API.failsafe.pattern
+        let good = Array(#"{"epoch":2,"ttl_ms":5000}"#.utf8)
+        func post(_ to: AgentHarness, _ signer: NodeSigner?, _ body: [UInt8], extra: [String: String] = [:])
+            async throws -> HTTPAnswer
+        {
+            var headers = signer?.headers(method: "POST", path: path, body: body) ?? [:]
+            headers["Content-Type"] = "application/json"
+            headers.merge(extra) { $1 }
+            return try await http(to.baseURL + path, method: "POST", headers: headers, body: body)
+        }
+        let asLead = try NodeSigner(agent: "lead-b", dataDir: lead.dataDir, target: "lead-c")
+        // Unauthenticated, the standby's own operator token, a compute node's signature, the
+        // lead's signature made for another node, and a stranger's key under the lead's name.
+        #expect(try await post(standby, nil, good).status == 401)
+        #expect(
+            try await post(standby, nil, good, extra: ["Authorization": "Bearer \(try standby.adminToken)"]).status
+                == 401)
+        let asWorker = try NodeSigner(agent: "gpu-1", dataDir: worker.dataDir, target: "lead-c")
+        #expect(try await post(standby, asWorker, good).status == 401)
+        let forOther = try NodeSigner(agent: "lead-b", dataDir: lead.dataDir, target: "gpu-1")
+        #expect(try await post(standby, forOther, good).status == 401)
+        #expect(try await post(standby, NodeSigner(node: "lead-b", target: "lead-c"), good).status == 401)
+        // Malformed, out of range, unknown fields, oversized.
+        for body in [
+            "{", #"{"epoch":2}"#, #"{"epoch":0,"ttl_ms":5000}"#, #"{"epoch":2,"ttl_ms":999}"#,
+            #"{"epoch":2,"ttl_ms":60001}"#, #"{"epoch":2,"ttl_ms":5000,"forever":true}"#,
+            #"{"epoch":"2","ttl_ms":5000}"#, #"{"epoch":99999999999999999999,"ttl_ms":5000}"#,
+        ] {
+            let answer = try await post(standby, asLead, Array(body.utf8))
+            #expect(answer.status == 400, "\(body): \(answer.status) \(answer.text)")
+        }
+        let huge = Array(
+            ("{\"epoch\":2,\"ttl_ms\":5000,\"pad\":\"" + String(repeating: "x", count: 2 << 20) + "\"}").utf8)
+        #expect(try await post(standby, asLead, huge).status == 413)
+        // An older epoch than the standby has seen; a node that is not a standby; the lead itself.
+        let stale = try await post(standby, asLead, Array(#"{"epoch":1,"ttl_ms":5000}"#.utf8))
+        #expect(stale.status == 409 && stale.text.contains("stale_epoch"), "\(stale.text)")
+        let toWorker = try await post(
+            worker, try NodeSigner(agent: "lead-b", dataDir: lead.dataDir, target: "gpu-1"), good)
+        #expect(toWorker.status == 409 && toWorker.text.contains("not_standby"), "\(toWorker.text)")
+        let toLead = try await post(lead, asLead, good)
+        #expect(toLead.status == 409 && toLead.text.contains("not_standby"), "\(toLead.text)")
+        // The lead's own signature for this standby: a promise.
+        let promised = try await post(standby, asLead, good)
+        #expect(promised.status == 200, "\(promised.text)")
+        let answer = try promised.decode(FailsafeAnswer.self)
+        #expect(answer.agent == "lead-c" && answer.promisedMs == 5000)
+        #expect(try await TwoLeadsTests.leadStatus(lead, admin)?.role == .lead)
     }
 }

@@ -52,7 +52,10 @@ struct EtcdElectionTests {
         let election = try LeaderElection(
             client: try EtcdClient(endpoints: endpoints), key: Self.key, value: value, ttl: 5,
             margin: .milliseconds(1500), eligible: eligible,
-            onLead: { epoch in record.leads.withLock { $0.append((epoch, .now)) } },
+            onLead: { epoch in
+                record.leads.withLock { $0.append((epoch, .now)) }
+                return true
+            },
             onFence: { record.fences.withLock { $0.append(.now) } }, logger: logger)
         let group = ServiceGroup(
             configuration: .init(services: [election], gracefulShutdownSignals: [], logger: Self.quiet))

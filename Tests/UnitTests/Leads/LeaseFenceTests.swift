@@ -186,4 +186,86 @@ struct LeaseFenceTests {
                 == [.resign(lease: 43)])
         #expect(leadership.state == .leading(epoch: 7, lease: 42))
     }
+
+    // MARK: Failsafe
+
+    @Test(
+        "etcd silent, every peer promised: the fence moves to the request's sentAt + ttl − margin; etcd's answer ends it"
+    )
+    func failsafeRenews() {
+        var leadership = leading()
+        #expect(leadership.on(.keepaliveFailed(now: at(1))).isEmpty)
+        #expect(leadership.on(.failsafeAcknowledged(sentAt: at(2))).isEmpty)
+        #expect(leadership.failsafe)
+        #expect(leadership.fence?.deadline == at(5.5))
+        // An older round's answer moves nothing back.
+        #expect(leadership.on(.failsafeAcknowledged(sentAt: at(1))).isEmpty)
+        #expect(leadership.fence?.deadline == at(5.5))
+        // No promise since: fenced at its deadline, like a lease.
+        #expect(leadership.on(.tick(now: at(5.499))).isEmpty)
+        #expect(leadership.on(.tick(now: at(5.5))) == [.fence(epoch: 7), .resign(lease: 42)])
+        #expect(!leadership.failsafe)
+    }
+
+    @Test(
+        "etcd back: a renewal ends the failsafe; etcd saying the lease is gone fences at once, whatever peers promised")
+    func etcdOutranksPeers() {
+        var leadership = leading()
+        _ = leadership.on(.failsafeAcknowledged(sentAt: at(2)))
+        #expect(leadership.on(.keepaliveOK(sentAt: at(3), ttl: .seconds(5))).isEmpty)
+        #expect(!leadership.failsafe && leadership.fence?.deadline == at(6.5))
+        _ = leadership.on(.failsafeAcknowledged(sentAt: at(4)))
+        #expect(leadership.on(.keepaliveOK(sentAt: at(4.5), ttl: .zero)) == [.fence(epoch: 7), .resign(lease: 42)])
+        // A fenced or following node takes no promise as a renewal.
+        #expect(leadership.on(.failsafeAcknowledged(sentAt: at(5))).isEmpty)
+        #expect(leadership.state == .fenced(epoch: 7))
+        var follower = LeaseElection(margin: margin)
+        #expect(follower.on(.failsafeAcknowledged(sentAt: at(0))).isEmpty)
+        #expect(follower.state == .follower && follower.fence == nil)
+    }
+
+    @Test(
+        "a standby's promise binds for the TTL from when it was made and never shrinks; it excludes an automatic promotion"
+    )
+    func promiseBinds() {
+        var promise = FailsafePromise()
+        #expect(!promise.binds(at: at(0)))
+        let answer1 = promise.promise(ttl: .seconds(5), now: at(1))
+        #expect(answer1)
+        #expect(promise.binds(at: at(5.999)) && !promise.binds(at: at(6)))
+        let answer2 = promise.promise(ttl: .seconds(1), now: at(2))
+        #expect(answer2)
+        #expect(promise.until == at(6), "a shorter promise shortened an earlier one")
+        let answer3 = promise.beginPromotion(at: at(5.9))
+        #expect(!answer3)
+        #expect(!promise.promoting)
+        let answer4 = promise.beginPromotion(at: at(6))
+        #expect(answer4)
+        // Promoting: nothing more is promised.
+        let answer5 = promise.promise(ttl: .seconds(5), now: at(7))
+        #expect(!answer5)
+        #expect(!promise.binds(at: at(7)))
+        var manual = FailsafePromise()
+        let answer6 = manual.promise(ttl: .seconds(5), now: at(0))
+        #expect(answer6)
+        manual.beginManualPromotion()
+        let answer7 = manual.promise(ttl: .seconds(5), now: at(1))
+        #expect(!answer7)
+        manual.promotionFailed()
+        let answer8 = manual.promise(ttl: .seconds(5), now: at(2))
+        #expect(answer8 && manual.binds(at: at(6.9)))
+        #expect(!FailsafePromise().binds(at: at(0)))
+        var zero = FailsafePromise()
+        let answer9 = zero.promise(ttl: .zero, now: at(0))
+        #expect(!answer9)
+    }
+
+    @Test("a won key the shell declines is fenced and resigned at once; declining as a follower does nothing")
+    func declined() {
+        var leadership = leading()
+        #expect(leadership.on(.declined) == [.fence(epoch: 7), .resign(lease: 42)])
+        #expect(leadership.state == .fenced(epoch: 7))
+        var follower = LeaseElection(margin: margin)
+        #expect(follower.on(.declined).isEmpty)
+    }
 }

@@ -1,4 +1,5 @@
 import AsyncAlgorithms
+import AuroraAPI
 import Logging
 import Mesh
 import ServiceLifecycle
@@ -19,6 +20,14 @@ import Synchronization
 ///   ``watchdogInterval``, so a renewal stuck on an unreachable etcd cannot delay the fence.
 /// - On graceful shutdown the lead fences and revokes its lease, so a standby takes over at
 ///   its next campaign instead of after the TTL.
+/// - **etcd down (the failsafe, Patroni's `failsafe_mode`).** With `failsafe` set (the lead),
+///   a renewal that fails is followed, every `interval` until etcd answers again, by a round in
+///   which every lead-eligible peer must promise not to campaign or promote for the TTL
+///   (`POST /api/lead/failsafe`). When all did, the fence moves as if the lease had been renewed
+///   when the round was *sent*; one missing promise, and the lead fences at its deadline. An
+///   answer from etcd always outranks the peers: a lease etcd says is gone fences at once.
+/// - A won key that `onLead` declines (false: a standby bound by a failsafe promise) is given up
+///   at once.
 ///
 /// Directives run one at a time, in the order the state machine gave them, on one child task:
 /// `onLead` of a term always comes before its `onFence`.
@@ -32,10 +41,16 @@ final class LeaderElection: Service, Sendable {
     /// How often the watchdog compares the clock with the fence's deadline.
     let watchdogInterval: Duration
     let eligible: @Sendable () async -> Bool
-    let onLead: @Sendable (_ epoch: Int64) async -> Void
+    /// Told the key's `create_revision` when this node won it; false declines it.
+    let onLead: @Sendable (_ etcdRevision: Int64) async -> Bool
     let onFence: @Sendable () async -> Void
+    /// The lead's failsafe round: whether every lead-eligible peer promised not to campaign or
+    /// promote for `ttl`, within `timeout`. Nil: no failsafe (a standby).
+    let failsafe: (@Sendable (_ ttl: Duration, _ timeout: Duration) async -> Bool)?
     let logger: Logger
     private let machine: Mutex<LeaseElection>
+    /// The last renewal failed (etcd did not answer): the next step asks the peers beside it.
+    private let renewalFailing = Mutex(false)
 
     /// An election for `key` whose holder writes `value` (this node's name and URL, as JSON).
     /// `ttl` is in seconds; `margin` must be shorter than it.
@@ -45,8 +60,11 @@ final class LeaderElection: Service, Sendable {
     init(
         client: EtcdClient, key: String, value: String, ttl: Int = 5, margin: Duration = .milliseconds(1500),
         interval: Duration = .seconds(1), watchdogInterval: Duration = .milliseconds(50),
-        eligible: @escaping @Sendable () async -> Bool, onLead: @escaping @Sendable (_ epoch: Int64) async -> Void,
-        onFence: @escaping @Sendable () async -> Void, logger: Logger = Logger(label: "nodeagent.leadership")
+        eligible: @escaping @Sendable () async -> Bool,
+        onLead: @escaping @Sendable (_ etcdRevision: Int64) async -> Bool,
+        onFence: @escaping @Sendable () async -> Void,
+        failsafe: (@Sendable (_ ttl: Duration, _ timeout: Duration) async -> Bool)? = nil,
+        logger: Logger = Logger(label: "nodeagent.leadership")
     ) throws(AgentError) {
         guard ttl > 0, margin > .zero, margin < .seconds(ttl) else {
             throw AgentError(.config, "the lead lease needs 0 < margin < ttl (ttl \(ttl) s, margin \(margin))")
@@ -64,6 +82,7 @@ final class LeaderElection: Service, Sendable {
         self.eligible = eligible
         self.onLead = onLead
         self.onFence = onFence
+        self.failsafe = failsafe
         var logger = logger
         logger[metadataKey: "nodeagent.subsystem"] = "leadership"
         self.logger = logger
@@ -79,6 +98,21 @@ final class LeaderElection: Service, Sendable {
     /// The holder's value as the last campaign that found the key held saw it.
     var holder: String? { machine.withLock { $0.holder } }
 
+    /// This node's place in the election, for `GET /api/lead` and `aurora-cli status`.
+    var view: LeadStatus.Election {
+        machine.withLock { machine in
+            switch machine.state {
+            case .leading:
+                let left = machine.fence.map { ContinuousClock.now.duration(to: $0.deadline) }
+                return LeadStatus.Election(
+                    state: machine.failsafe ? "failsafe" : "leading",
+                    fenceInMs: left.map { max(0, Int64($0 / .milliseconds(1))) }, ttlS: ttl)
+            case .fenced: return LeadStatus.Election(state: "fenced", ttlS: ttl)
+            case .follower: return LeadStatus.Election(state: "follower", holder: machine.holder, ttlS: ttl)
+            }
+        }
+    }
+
     // MARK: Service
 
     /// Campaigns or renews every `interval` until graceful shutdown, with the watchdog beside it
@@ -86,7 +120,7 @@ final class LeaderElection: Service, Sendable {
     func run() async throws {
         let (directives, sink) = AsyncStream<[LeaseElection.Directive]>.makeStream()
         await withDiscardingTaskGroup { group in
-            group.addTask { await self.carryOut(directives) }
+            group.addTask { await self.carryOut(directives, sink) }
             group.addTask { await self.watch(sink) }
             await step(sink)
             for await _ in AsyncTimerSequence(interval: interval, clock: .continuous).cancelOnGracefulShutdown() {
@@ -114,17 +148,39 @@ final class LeaderElection: Service, Sendable {
         switch current {
         case .leading(let epoch, let lease):
             // The renewal may wait until the fence's deadline: an answer after it counts for nothing.
+            // With a failsafe, no longer than `interval`: etcd silent for that long asks the peers.
             let left = fence.map { now.duration(to: $0.deadline) } ?? interval
+            let wait = max(failsafe == nil ? left : min(left, interval), .milliseconds(100))
             // Beside it, a read of the key: a lease alone does not prove the key is still ours
             // (deleted or replaced out of band). Bounded by `interval`, so it never delays renewals.
             async let owner = readKey()
+            // etcd failed the last renewal: the peers are asked beside this one, sent now.
+            let failing = renewalFailing.withLock { $0 }
+            async let promisedBeside = failing ? askPeers(timeout: wait) : false
+            var renewed = false
             do {
-                let remaining = try await client.keepAlive(lease: lease, timeout: max(left, .milliseconds(100)))
+                let remaining = try await client.keepAlive(lease: lease, timeout: wait)
+                renewed = true
                 apply(.keepaliveOK(sentAt: now, ttl: .seconds(remaining)), sink)
                 if remaining == 0 { logger.warning("etcd no longer has the lead lease") }
+                if failing { logger.notice("etcd answers the lead again; the failsafe ends") }
             } catch {
                 logger.warning("lead lease renewal failed", metadata: ["nodeagent.error": "\(error.message)"])
                 apply(.keepaliveFailed(now: .now), sink)
+            }
+            renewalFailing.withLock { $0 = !renewed }
+            let promised = await promisedBeside
+            if !renewed, failsafe != nil {
+                // The round sent with this renewal counts from `now`; a first failure asks now.
+                if promised {
+                    apply(.failsafeAcknowledged(sentAt: now), sink)
+                } else if !failing {
+                    let sent = ContinuousClock.now
+                    let remaining = fence.map { sent.duration(to: $0.deadline) } ?? .zero
+                    if remaining > .zero, await askPeers(timeout: remaining) {
+                        apply(.failsafeAcknowledged(sentAt: sent), sink)
+                    }
+                }
             }
             if case .some(let read) = await owner {
                 if read?.createRevision != epoch || read?.lease != lease {
@@ -138,6 +194,12 @@ final class LeaderElection: Service, Sendable {
         case .fenced:
             return
         }
+    }
+
+    /// The failsafe round: whether every lead-eligible peer promised for the TTL within `timeout`.
+    private func askPeers(timeout: Duration) async -> Bool {
+        guard let failsafe else { return false }
+        return await failsafe(.seconds(ttl), timeout)
     }
 
     /// The lead key as a read on every endpoint finds it within `interval`: nil when the read
@@ -190,15 +252,22 @@ final class LeaderElection: Service, Sendable {
     }
 
     /// Carries the directives out, one at a time, until the stream ends.
-    private func carryOut(_ directives: AsyncStream<[LeaseElection.Directive]>) async {
+    private func carryOut(
+        _ directives: AsyncStream<[LeaseElection.Directive]>,
+        _ sink: AsyncStream<[LeaseElection.Directive]>.Continuation
+    ) async {
         for await batch in directives {
             for directive in batch {
                 switch directive {
-                case .startLeading(let epoch):
-                    logger.notice("leading", metadata: ["nodeagent.epoch": "\(epoch)"])
-                    await onLead(epoch)
-                case .fence(let epoch):
-                    logger.warning("fenced: no longer acknowledging writes", metadata: ["nodeagent.epoch": "\(epoch)"])
+                case .startLeading(let revision):
+                    logger.notice("won the etcd lead key", metadata: ["nodeagent.etcd_revision": "\(revision)"])
+                    if !(await onLead(revision)) {
+                        logger.notice("declined the etcd lead key; giving it up")
+                        apply(.declined, sink)
+                    }
+                case .fence(let revision):
+                    logger.warning(
+                        "gave up the etcd lead key", metadata: ["nodeagent.etcd_revision": "\(revision)"])
                     await onFence()
                 case .resign(let lease):
                     do { try await client.revoke(lease: lease) } catch {
