@@ -284,6 +284,12 @@ extension AuroraBench {
             name: .customLong("min-vram"),
             help: "MB each job needs; over 12282 a worker takes one job at a time, so jobs queue and are explained.")
         var minVram = 0
+        @Flag(
+            name: .customLong("sync-standby"),
+            help:
+                "Run twice in one invocation: a lead alone, then a lead that commits synchronously to a streaming standby lead; prints both and the cost."
+        )
+        var syncStandby = false
         @Flag(help: "Print the report as JSON.") var json = false
         @OptionGroup var agent: AgentBinary
 
@@ -300,6 +306,32 @@ extension AuroraBench {
                 executable: agent.path, rate: rate, seconds: seconds, workers: workers, decoys: decoys,
                 minVramMB: minVram, progress: progressLine)
             let report = try await benchmark.run()
+            if syncStandby {
+                var synchronous = benchmark
+                synchronous.syncStandby = true
+                let withStandby = try await synchronous.run()
+                if json {
+                    return print(
+                        String(
+                            decoding: try APICoding.encoder(pretty: true).encode([report, withStandby]),
+                            as: UTF8.self))
+                }
+                print(
+                    "aurora-bench dispatch --sync-standby (\(rate)/s for \(seconds) s, \(workers) workers, release=\(isReleaseBuild))"
+                )
+                for (label, one) in [("lead alone  ", report), ("sync standby", withStandby)] {
+                    let figures = String(
+                        format: "dispatched %d/%d, failed %d, p50 %.2f ms, p99 %.2f ms, max %.1f ms", one.dispatched,
+                        one.submitted, one.failed, one.p50Ms, one.p99Ms, one.maxMs)
+                    print("  \(label): \(figures)")
+                }
+                if !withStandby.syncStandby { print("  WARNING: the standby was no longer synchronous at the end") }
+                print(
+                    String(
+                        format: "  synchronous replication's cost on submit → worker: p50 %+.2f ms, p99 %+.2f ms",
+                        withStandby.p50Ms - report.p50Ms, withStandby.p99Ms - report.p99Ms))
+                return
+            }
             if json {
                 return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
             }

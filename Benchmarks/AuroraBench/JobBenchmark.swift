@@ -186,9 +186,13 @@ public struct DispatchBenchmark: Sendable {
         public var p99Ms: Double
         public var maxMs: Double
         public var leadCPUPercentOfOneCore: Double
+        /// The lead committed synchronously to a streaming standby lead (`--sync-standby`), and
+        /// still did when the load ended.
+        public var syncStandby = false
 
         enum CodingKeys: String, CodingKey {
             case rate, seconds, workers, submitted, dispatched, failed, decoys, explained
+            case syncStandby = "sync_standby"
             case minVramMB = "min_vram_mb"
             case p50Ms = "p50_ms", p99Ms = "p99_ms", maxMs = "max_ms", leadCPUPercentOfOneCore =
                 "lead_cpu_pct_of_one_core"
@@ -205,12 +209,16 @@ public struct DispatchBenchmark: Sendable {
     /// What each job needs on one GPU: above 12 282 MB a worker's GPU holds one job at a time,
     /// so jobs wait in the queue (and are explained) while the workers are busy.
     public var minVramMB: Int
+    /// The lead's managed PostgreSQL streams to a standby lead that is synchronous: every
+    /// submission is acknowledged only once the standby has it.
+    public var syncStandby: Bool
     public var progress: @Sendable (String) -> Void
 
     public init(
         executable: String, rate: Int, seconds: Int, workers: Int, decoys: Int = 0, minVramMB: Int = 0,
-        progress: @escaping @Sendable (String) -> Void
+        syncStandby: Bool = false, progress: @escaping @Sendable (String) -> Void
     ) {
+        self.syncStandby = syncStandby
         self.executable = executable
         self.rate = rate
         self.seconds = seconds
@@ -228,8 +236,19 @@ public struct DispatchBenchmark: Sendable {
     }
 
     public func run() async throws -> Report {
-        let lead = try await BenchLead.start("dispatch", executable: executable)
+        let replicationPort = syncStandby ? try freePort() : nil
+        let lead = try await BenchLead.start(
+            "dispatch", executable: executable,
+            config: replicationPort.map { "store:\n  replication_listen: \"127.0.0.1:\($0)\"\n" } ?? "")
         defer { lead.discard() }
+        let standby = try await syncStandby ? startSyncStandby(lead) : nil
+        defer {
+            if let standby, standby.process.isRunning {
+                standby.process.signal(SIGTERM)
+                let deadline = ContinuousClock.now + .seconds(30)
+                while standby.process.isRunning, ContinuousClock.now < deadline { usleep(10_000) }
+            }
+        }
         let token = try await lead.joinToken()
         let client = loadClient(connections: 64)
         defer { _ = client.shutdown() }
@@ -321,6 +340,7 @@ public struct DispatchBenchmark: Sendable {
         }
         let wall = started.duration(to: .now)
         let cpuAfter = Measurements.cpuSeconds(pid: lead.process.pid) ?? cpuBefore
+        let stillSync = try await syncStandby ? standbyIsSync(lead) : false
         await lead.stop()
         let submitted = clocks.submitted.withLock { $0 }
         let received = clocks.received.withLock { $0 }
@@ -333,7 +353,38 @@ public struct DispatchBenchmark: Sendable {
             explained: clocks.explained.withLock { $0 }, p50Ms: Samples.percentile(latencies, 0.5),
             p99Ms: Samples.percentile(latencies, 0.99),
             maxMs: latencies.last ?? .nan,
-            leadCPUPercentOfOneCore: 100 * (cpuAfter - cpuBefore) / (Double(wall / .milliseconds(1)) / 1000))
+            leadCPUPercentOfOneCore: 100 * (cpuAfter - cpuBefore) / (Double(wall / .milliseconds(1)) / 1000),
+            syncStandby: stillSync)
+    }
+
+    /// A standby lead (a real `nodeagent --standby`) that clones the lead's store and streams
+    /// from it; returned once the lead commits synchronously to it.
+    private func startSyncStandby(_ lead: BenchLead) async throws -> AgentHarness {
+        progress("starting a standby lead; waiting until the lead commits synchronously to it…")
+        let created: TokenCreated = try await lead.post(
+            Routes.tokens, TokenCreateRequest(profile: .standby, ttlS: 3600, reusable: false))
+        let standby = try AgentHarness(
+            profile: "lead", dataDir: lead.root + "/standby",
+            extraArguments: [
+                "--name", "bench-standby", "--standby", "--lead", lead.baseURL, "--join-token", created.token,
+                "--log-level", "error",
+            ], outputDirectory: lead.root, executable: executable)
+        do {
+            try await standby.waitHealthy(timeout: .seconds(60))
+            try await waitUntil("the lead to commit synchronously to its standby", timeout: .seconds(120)) {
+                try await standbyIsSync(lead)
+            }
+        } catch {
+            standby.process.signal(SIGKILL)
+            throw error
+        }
+        return standby
+    }
+
+    /// Whether the lead's commits wait for its standby now.
+    private func standbyIsSync(_ lead: BenchLead) async throws -> Bool {
+        let status: LeadStatus = try await lead.get(API.leadStatus.pattern)
+        return status.standbys.contains { $0.name == "bench-standby" && $0.sync == true }
     }
 }
 

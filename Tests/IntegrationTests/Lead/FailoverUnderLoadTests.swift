@@ -8,9 +8,11 @@ import Testing
     import Glibc
 #endif
 
-/// The lead killed while a client submits: a lead and its standby on one external PostgreSQL, a
-/// 3-member etcd as the arbiter, Redis for the event stream, three exec workers, and a client
-/// that retries every call against any agent until one acknowledges it.
+/// The lead killed while a client submits: a lead and its standby, a 3-member etcd as the
+/// arbiter, Redis for the event stream, three exec workers, and a client that retries every call
+/// against any agent until one acknowledges it. Twice: with each lead's own managed PostgreSQL
+/// (the standby a synchronous streaming replica; the lead's PostgreSQL killed with it), and with
+/// both leads on one external PostgreSQL.
 /// Job ids by idempotency key, as the clients got them acknowledged.
 final class Acknowledged: Sendable {
     let jobs = Mutex<[String: String]>([:])
@@ -19,12 +21,12 @@ final class Acknowledged: Sendable {
 @Suite("Failover under load (etcd + PostgreSQL + Redis + lead + standby + 3 workers)", .serialized)
 struct FailoverUnderLoadTests {
     @Test(
-        "kill -9 of the lead amid 200 keyed jobs and 20 secret writes: every acknowledged one exists once, every job succeeds exactly once, every node follows, the Redis stream has no gap and no duplicate"
-    )
-    func underLoad() async throws {
-        let scratch = try ScratchDirectory("failover-load")
+        "kill -9 of the lead (and its PostgreSQL) amid 200 keyed jobs and 20 secret writes: every acknowledged one exists once, every job succeeds exactly once, every node follows, the Redis stream has no gap and no duplicate",
+        arguments: [true, false])
+    func underLoad(managed: Bool) async throws {
+        let scratch = try ScratchDirectory(managed ? "failover-load-managed" : "failover-load-shared")
         let etcd = try await EtcdCluster.start(in: scratch)
-        let server = try await PostgresServer(in: scratch)
+        let server = managed ? nil : try await PostgresServer(in: scratch)
         let redis = try await RedisServer(in: scratch)
         var agents: [AgentHarness] = []
         do {
@@ -33,18 +35,20 @@ struct FailoverUnderLoadTests {
             for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
             await etcd.stopAll()
             await redis.stopIfRunning()
-            try? await server.stop()
+            try? await server?.stop()
             throw error
         }
         for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
         await etcd.stopAll()
         await redis.stopIfRunning()
-        try? await server.stop()
+        try? await server?.stop()
         scratch.remove()
     }
 
+    /// With `server`, both leads use it; without, each lead runs its own PostgreSQL and the
+    /// standby's streams synchronously from the lead's.
     func scenario(
-        etcd: EtcdCluster, server: PostgresServer, redis: RedisServer, scratch: ScratchDirectory,
+        etcd: EtcdCluster, server: PostgresServer?, redis: RedisServer, scratch: ScratchDirectory,
         agents: inout [AgentHarness]
     ) async throws {
         let file = scratch.path + "/leads.yaml"
@@ -54,10 +58,12 @@ struct FailoverUnderLoadTests {
           ttl_s: 5
         events:
           redis: "\(redis.url)"
+        \(server == nil ? "store:\n  replication_listen: \"127.0.0.1:\(try freePort())\"\n" : "")
         """.write(toFile: file, atomically: true, encoding: .utf8)
+        let store = server.map { ["--store", $0.url] } ?? []
         let lead = try AgentHarness(
             profile: "lead", dataDir: scratch.path + "/lead-a",
-            extraArguments: ["--name", "lead-a", "--store", server.url, "--config", file],
+            extraArguments: ["--name", "lead-a", "--config", file] + store,
             outputDirectory: scratch.path)
         agents.append(lead)
         try await lead.waitHealthy()
@@ -69,11 +75,15 @@ struct FailoverUnderLoadTests {
             profile: "lead", dataDir: scratch.path + "/lead-b",
             extraArguments: [
                 "--name", "lead-b", "--standby", "--lead", lead.baseURL, "--join-token",
-                try await lead.joinToken(profile: "standby", outputDirectory: scratch.path), "--store", server.url,
-                "--config", file,
-            ], outputDirectory: scratch.path)
+                try await lead.joinToken(profile: "standby", outputDirectory: scratch.path), "--config", file,
+            ] + store, outputDirectory: scratch.path)
         agents.append(standby)
         try await standby.waitHealthy()
+        if server == nil {
+            _ = try await SyncStandbyTests.waitStandby(lead, admin, "lead-b", "the standby to stream synchronously") {
+                $0.replication == "streaming" && $0.sync == true
+            }
+        }
         let token = try await lead.joinToken(reusable: true, outputDirectory: scratch.path)
         var workers: [AgentHarness] = []
         for name in ["w-1", "w-2", "w-3"] {
@@ -157,7 +167,9 @@ struct FailoverUnderLoadTests {
             _ = try await poll(timeout: .seconds(120), every: .milliseconds(10), "60 jobs to be acknowledged") {
                 () -> Bool? in acknowledged.jobs.withLock { $0.count } >= 60 ? true : nil
             }
+            let postmaster = server == nil ? lead.postgresPID : nil
             lead.process.signal(SIGKILL)
+            if let postmaster { kill(postmaster, SIGKILL) }
             try await group.waitForAll()
         }
         let secrets = (0..<20).map { "key-\($0)" }
