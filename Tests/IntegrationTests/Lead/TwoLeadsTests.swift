@@ -146,6 +146,25 @@ struct TwoLeadsTests {
         // signature 401; promote is refused on the lead, on a compute node, and without a token.
         let stepDown = try await http(lead.baseURL + API.stepDown.pattern, method: "POST")
         #expect(stepDown.status == 401, "\(stepDown.status) \(stepDown.text)")
+        let asWorker = try NodeSigner(agent: "gpu-1", dataDir: worker.dataDir)
+        let workerStepDown = try await http(
+            lead.baseURL + API.stepDown.pattern, method: "POST",
+            headers: asWorker.headers(method: "POST", path: API.stepDown.pattern, body: []))
+        #expect(workerStepDown.status == 403, "\(workerStepDown.status) \(workerStepDown.text)")
+        let oversized = try await http(
+            standby.baseURL + API.promoteLead.pattern, method: "POST",
+            headers: ["Authorization": "Bearer \(try standby.adminToken)", "Content-Type": "application/json"],
+            body: Array(
+                ("{\"accept_data_loss\":false,\"pad\":\"" + String(repeating: "x", count: 2 << 20) + "\"}").utf8))
+        #expect(oversized.status == 413, "\(oversized.status) \(oversized.text)")
+        // An epoch a caller claims is only a hint: out of range, malformed or merely higher, the
+        // lead serves the call and stays the lead of epoch 1 (its store says so).
+        for claimed in ["99999999999999999999", "-5", "0", "abc", String(repeating: "9", count: 300), "50"] {
+            let answer = try await http(
+                lead.baseURL + Routes.nodes, headers: admin.merging(["aurora-epoch": claimed]) { $1 })
+            #expect(answer.status == 200 && answer.headers["aurora-epoch"] == "1", "\(claimed): \(answer.status)")
+        }
+        #expect(try await Self.leadStatus(lead, admin)?.role == .lead, "a claimed epoch fenced the lead")
         let onLead = try await Self.cli(["lead", "promote"], agent: lead, scratch: scratch)
         #expect(onLead.code != 0 && onLead.stderr.contains("already_lead"), "\(onLead.stderr)")
         let onWorker = try await Self.cli(["lead", "promote"], agent: worker, scratch: scratch)
