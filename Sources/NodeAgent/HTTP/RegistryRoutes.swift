@@ -110,7 +110,12 @@ extension HTTPServer {
         router.on(API.removeNode) { request, context -> Response in
             try authorize(request, token: token)
             let name = try context.parameters.decoded("name")
-            return try json(try await registry.remove(name, keep: try flag(request, "keep")), status: .ok)
+            let keep = try flag(request, "keep")
+            let wasStandby = (try? await registry.node(name))?.role == .standby
+            let removed = try await registry.remove(name, keep: keep)
+            // A streaming standby's slot would keep WAL for it for ever: its slot and role go too.
+            if wasStandby, let replication = lead.replication { await replication.drop(standby: name) }
+            return try json(removed, status: .ok)
         }
         router.on(API.setNodeLabels) { request, context -> Response in
             try authorize(request, token: token)

@@ -227,5 +227,22 @@ struct SyncStandbyTests {
         }
         #expect(!later.contains(password))
         #expect(!((try? String(contentsOfFile: kept, encoding: .utf8)) ?? "").contains(password))
+
+        // Removed: its slot (which would keep WAL for it for ever) and its role go, the lead stops
+        // waiting for it, and writes go on.
+        let removed = try await http(
+            lead.baseURL + Routes.node("lead-b"), method: "DELETE", headers: admin, timeout: .seconds(20))
+        #expect(removed.status == 200, "\(removed.text)")
+        _ = try await poll(timeout: .seconds(15), every: .milliseconds(100), "the slot and the role to go") {
+            () async throws -> Bool? in
+            let left = try await Self.replicaSQL(
+                lead.dataDir,
+                "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'aurora_lead_b') + "
+                    + "(SELECT count(*) FROM pg_roles WHERE rolname = 'aurora_repl_lead_b')",
+                port: replicationPort, scratch: scratch)
+            return left == "0" ? true : nil
+        }
+        #expect(try await Self.writeSecret(lead, admin, key: "after-remove", value: "written-alone") == 201)
+        #expect(try await TwoLeadsTests.leadStatus(lead, admin)?.standbys.isEmpty == true)
     }
 }

@@ -91,6 +91,24 @@ final class StandbyReplicationService: Service, Sendable {
             sealedPassword: Data(BoxKey.seal(Array(password.utf8), to: box)).base64EncodedString())
     }
 
+    /// Drops removed standby `name`'s replication slot and role (its WAL sender ends) and its
+    /// eligibility record, so the lead keeps no WAL for it. Logged, never thrown: the removal
+    /// itself is done; the next removal or a restart's check tries again.
+    func drop(standby name: String) async {
+        do throws(AgentError) {
+            try await store.withConnection { connection throws(AgentError) in
+                try ReplicationSQL.dropStandby(name: name, on: connection)
+                _ = try connection.execute("DELETE FROM standby_eligibility WHERE name = $1", [name])
+            }
+            logger.notice(
+                "dropped a removed standby's replication slot and role", metadata: ["nodeagent.standby": "\(name)"])
+        } catch {
+            logger.error(
+                "cannot drop a removed standby's replication slot and role",
+                metadata: ["nodeagent.standby": "\(name)", "nodeagent.error": "\(error.message)"])
+        }
+    }
+
     /// `listener`, unless it is the unspecified address: then `reached` (an IPv4-mapped IPv6
     /// address as IPv4), else `listener` all the same.
     static func advertisedHost(listener: String, reached: String?) -> String {
