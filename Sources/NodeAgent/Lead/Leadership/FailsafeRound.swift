@@ -40,9 +40,8 @@ struct FailsafeRound: Sendable {
             return refused.sorted()
         }
         if refused.isEmpty {
-            logger.info(
-                "etcd does not answer; every standby promised not to take over: serving on",
-                metadata: ["nodeagent.standbys": "\(standbys.count)"])
+            logger.debug(
+                "every standby promised not to take over", metadata: ["nodeagent.standbys": "\(standbys.count)"])
             return true
         }
         logger.warning(

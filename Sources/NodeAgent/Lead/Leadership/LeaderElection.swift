@@ -172,13 +172,17 @@ final class LeaderElection: Service, Sendable {
             let promised = await promisedBeside
             if !renewed, failsafe != nil {
                 // The round sent with this renewal counts from `now`; a first failure asks now.
-                if promised {
-                    apply(.failsafeAcknowledged(sentAt: now), sink)
-                } else if !failing {
+                var sentAt: ContinuousClock.Instant? = promised ? now : nil
+                if !promised, !failing {
                     let sent = ContinuousClock.now
                     let remaining = fence.map { sent.duration(to: $0.deadline) } ?? .zero
-                    if remaining > .zero, await askPeers(timeout: remaining) {
-                        apply(.failsafeAcknowledged(sentAt: sent), sink)
+                    if remaining > .zero, await askPeers(timeout: remaining) { sentAt = sent }
+                }
+                if let sentAt {
+                    let entering = !machine.withLock { $0.failsafe }
+                    apply(.failsafeAcknowledged(sentAt: sentAt), sink)
+                    if entering {
+                        logger.warning("etcd does not answer; serving on while every standby promises not to take over")
                     }
                 }
             }
