@@ -74,6 +74,15 @@ public struct JobBook<Spec: Sendable>: Sendable {
         }
     }
 
+    /// Whether a live node that carries `labels` has not reported its worker to this lead yet (a
+    /// lead that just started or took over): it may well allow exec, so refusing an exec job for
+    /// want of one would be wrong; the caller should retry in a moment.
+    public func awaitsWorkerReport(labels: [String: String]) -> Bool {
+        nodes.values.contains { node in
+            !node.reported && !node.isGone && labels.allSatisfy { node.labels[$0.key] == $0.value }
+        }
+    }
+
     /// Why a queued job is not running, node by node; nil when it is not queued.
     public func explain(_ id: String) -> PlacementExplanation? {
         guard let record = open[id], record.state == .queued else { return nil }

@@ -111,6 +111,18 @@ struct AutomaticFailoverTests {
         }
         let toLead = killed.duration(to: .now)
         #expect(toLead < .seconds(12), "the standby led \(toLead) after the kill")
+        // At once, before the worker has followed: an exec job is "retry in a second" (503
+        // nodes_reporting), never a 403 as if no node allowed exec; then it is taken.
+        _ = try await poll(timeout: .seconds(20), every: .milliseconds(50), "an exec job taken by the new lead") {
+            () async throws -> Bool? in
+            let answer = try await TwoLeadsTests.submit("right-after", to: standby, headers: admin)
+            #expect(
+                answer.status == 201
+                    || (answer.status == 503 && answer.text.contains("nodes_reporting")
+                        && answer.headers["retry-after"] == "1"),
+                "\(answer.status) \(answer.text)")
+            return answer.status == 201 ? true : nil
+        }
         _ = try await poll(timeout: .seconds(20), every: .milliseconds(50), "the worker to follow") {
             () async throws -> Bool? in
             try await TwoLeadsTests.leadStatus(worker, workerAdmin)?.lead == "lead-b" ? true : nil

@@ -431,4 +431,22 @@ struct JobBookTests {
         _ = book.nodeChanged(Self.node("x", state: .dead, exec: true, labels: ["zone": "eu"]), now: Self.at(2))
         #expect(!book.mayRunExec(labels: [:]))
     }
+
+    @Test("a live node that has not reported its worker yet (a new lead) may allow exec: not a refusal, a wait")
+    func unreportedWorker() throws {
+        var book = Self.book("a")
+        #expect(!book.awaitsWorkerReport(labels: [:]))
+        var fresh = Self.node("x", labels: ["zone": "eu"])
+        fresh.reported = false
+        _ = book.nodeChanged(fresh, now: Self.at(1))
+        #expect(!book.mayRunExec(labels: [:]))
+        #expect(book.awaitsWorkerReport(labels: [:]) && book.awaitsWorkerReport(labels: ["zone": "eu"]))
+        #expect(!book.awaitsWorkerReport(labels: ["zone": "us"]))
+        // Reported without exec: a plain no. Gone while unreported: nothing to wait for.
+        _ = book.nodeChanged(Self.node("x", labels: ["zone": "eu"]), now: Self.at(2))
+        #expect(!book.awaitsWorkerReport(labels: [:]))
+        fresh.state = .dead
+        _ = book.nodeChanged(fresh, now: Self.at(3))
+        #expect(!book.awaitsWorkerReport(labels: [:]))
+    }
 }

@@ -51,6 +51,12 @@ actor JobCoordinator {
     var waiters = JobWaiters()
     var keysInFlight = Set<String>()
     private(set) var loaded = false
+    /// When the jobs were (last) loaded: for a while after, nodes that have not reported their
+    /// worker to this lead yet may still allow exec.
+    private var loadedAt: ContinuousClock.Instant?
+    /// How long after loading an unreported node counts as "not heard yet" rather than "no worker"
+    /// (an edge node never reports one): a few heartbeats of the slowest default profile.
+    static let reportWindow: Duration = .seconds(15)
     var reloading = false
     /// Graceful shutdown: long-polls answer at once so the HTTP server can drain.
     private(set) var closing = false
@@ -89,6 +95,7 @@ actor JobCoordinator {
         let updates = nodes.values.sorted { $0.name < $1.name }
         book.restore(records, nodes: updates.map(Self.bookNode), now: now)
         loaded = true
+        loadedAt = .now
         reloading = false
         logger.info("jobs loaded", metadata: ["nodeagent.open": "\(book.openCount)"])
         // Jobs on nodes that died while the lead was away go elsewhere.
@@ -138,6 +145,16 @@ actor JobCoordinator {
         if valid.kind == .exec {
             let labels = valid.requirements.labels ?? [:]
             guard book.mayRunExec(labels: labels) else {
+                // A lead that just started or took over has not heard every worker yet: not a "no".
+                if let loadedAt, loadedAt.duration(to: .now) < Self.reportWindow,
+                    book.awaitsWorkerReport(labels: labels)
+                {
+                    throw Refusal(
+                        .unavailable, code: "nodes_reporting",
+                        message:
+                            "not every node has reported its worker to this lead yet (it started or took over moments ago); retry in a second",
+                        retryAfterSeconds: 1)
+                }
                 throw Refusal(
                     .forbidden, code: "exec_not_allowed",
                     message:
