@@ -96,4 +96,10 @@ extension AuroraClient {
     public func stepDown() async throws(AuroraClientError) -> StepDownResponse {
         try await decode(call(API.stepDown))
     }
+
+    /// `POST /api/lead/rejoin`, signed by an old lead that a newer term fenced: the lead takes it
+    /// back as a standby and answers what a standby's join gets.
+    public func rejoinLead(_ request: LeadRejoinRequest) async throws(AuroraClientError) -> JoinResponse {
+        try await decode(call(API.rejoinLead, body: request))
+    }
 }

@@ -153,6 +153,8 @@ public enum API {
     public static let promoteLead = Endpoint("POST", "/api/lead/promote")
     /// Signed by a standby about to promote: the lead fences itself.
     public static let stepDown = Endpoint("POST", "/api/lead/step-down")
+    /// Signed by an old lead fenced by a newer term: the lead takes it back as a standby.
+    public static let rejoinLead = Endpoint("POST", "/api/lead/rejoin")
 
     /// Every endpoint, once.
     public static let all: [Endpoint] = [
@@ -167,6 +169,6 @@ public enum API {
         listBackups, createBackup, verifyBackup, restoreBackup,
         postgresHealth, postgresReplicas, postgresPrimary, postgresReplica, postgresReadOnly,
         wireguard, wireguardConfig, outbox, checks, subsystems, restartSubsystem, logs,
-        leadStatus, leadHandoff, promoteLead, stepDown,
+        leadStatus, leadHandoff, promoteLead, stepDown, rejoinLead,
     ]
 }

@@ -21,14 +21,19 @@ import ServiceLifecycle
 public enum Agent {
     /// Runs until a graceful shutdown; throws ``AgentError`` for anything that stops a start.
     ///
-    /// Returns true when the agent stopped to start again as the lead (a standby promoted by
-    /// `POST /api/lead/promote`): the caller executes the same command line again.
+    /// Returns true when the agent stopped to start again: as the lead (a standby promoted by
+    /// `POST /api/lead/promote`), or as a standby (an old lead that rejoined the new lead,
+    /// ``LeadRejoin``): the caller executes the same command line again.
     @discardableResult
     public static func run(config: NodeConfig, metrics: PrometheusCollectorRegistry?, logger baseLogger: Logger)
         async throws -> Bool
     {
         var config = config
-        if config.role == .standby, LeadPromotion.promoted(dataDir: config.dataDir) {
+        let promoted = LeadPromotion.promoted(dataDir: config.dataDir)
+        if config.role == .lead, !promoted, try RejoinMarker.load(dataDir: config.dataDir) != nil {
+            // Fenced by a newer term, it rejoined the new lead: a standby until promoted again.
+            config.role = .standby
+        } else if config.role == .standby, promoted {
             // Promoted: this agent is the lead now, whatever its command line says.
             config.role = .lead
         } else if case .bool(true) = config.resolved["standby"], config.role != .standby {
@@ -127,6 +132,14 @@ public enum Agent {
                 services.append(.init(service: service))
                 replication = service
             }
+            if config.rejoinAsStandby {
+                // Fenced by a newer term: rejoin that term's lead as its standby, then restart as one.
+                services.append(
+                    .init(
+                        service: LeadRejoinService(
+                            config: config, identity: identity, tls: tls, store: storeService.store,
+                            leadership: leadership, state: state, logger: logger)))
+            }
             if !config.etcdEndpoints.isEmpty {
                 // Automatic failover: the lead holds /aurora/lead on an etcd lease and fences itself
                 // before the lease can expire without a renewal.
@@ -218,6 +231,8 @@ public enum Agent {
             services.append(.init(service: membership))
             if config.role == .standby, config.storeURL == nil {
                 // A streaming replica of the lead's managed store, once the join carried credentials.
+                // A rejoined old lead first moves the data it had as a primary aside (kept).
+                try await LeadRejoin.keepOldData(config: config, logger: logger)
                 do throws(AgentError) {
                     services.append(
                         .init(
@@ -345,7 +360,7 @@ public enum Agent {
         await outbox.close()
         withExtendedLifetime(dataDir) {}  // the lock is held until here
         if state.restartRequested {
-            logger.notice("stopped to start again as the lead")
+            logger.notice("stopped to start again (promoted to lead, or rejoined as a standby)")
             return true
         }
         logger.info("stopped")
