@@ -29,13 +29,13 @@ public enum Agent {
         async throws -> Bool
     {
         var config = config
-        let promoted = LeadPromotion.promoted(dataDir: config.dataDir)
-        if config.role == .lead, !promoted, try RejoinMarker.load(dataDir: config.dataDir) != nil {
-            // Fenced by a newer term, it rejoined the new lead: a standby until promoted again.
-            config.role = .standby
-        } else if config.role == .standby, promoted {
-            // Promoted: this agent is the lead now, whatever its command line says.
-            config.role = .lead
+        // Promoted: the lead now, whatever its command line says. Fenced by a newer term and
+        // rejoined: a standby until promoted again.
+        let starting = LeadRejoin.startingRole(
+            configured: config.role, promoted: LeadPromotion.promoted(dataDir: config.dataDir),
+            rejoined: try RejoinMarker.load(dataDir: config.dataDir) != nil)
+        if starting != config.role {
+            config.role = starting
         } else if case .bool(true) = config.resolved["standby"], config.role != .standby {
             throw AgentError(.config, "--standby (standby: true) is for the lead profile: use --profile lead --standby")
         }
@@ -137,8 +137,9 @@ public enum Agent {
                 services.append(
                     .init(
                         service: LeadRejoinService(
-                            config: config, identity: identity, tls: tls, store: storeService.store,
-                            leadership: leadership, state: state, logger: logger)))
+                            config: config, identity: identity, tls: tls,
+                            conninfo: storeService.managed?.conninfo ?? config.storeURL ?? "", leadership: leadership,
+                            state: state, logger: logger)))
             }
             if !config.etcdEndpoints.isEmpty {
                 // Automatic failover: the lead holds /aurora/lead on an etcd lease and fences itself

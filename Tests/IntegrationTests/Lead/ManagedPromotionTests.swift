@@ -192,10 +192,67 @@ struct ManagedPromotionTests {
                     let status = try? await TwoLeadsTests.leadStatus(again, admin)
                     return status?.role == .lead && status?.epoch == 3 ? true : nil
                 }
-                let kept = try await http(
-                    again.baseURL + Routes.secret("db", "rejoined") + "?node=gpu-1", headers: admin)
+                // Its secrets manager loads right after its term begins: the write is there once it answers.
+                let kept = try await poll(timeout: .seconds(30), every: .milliseconds(100), "lead-a to serve secrets") {
+                    () async throws -> HTTPAnswer? in
+                    let answer = try await http(
+                        again.baseURL + Routes.secret("db", "rejoined") + "?node=gpu-1", headers: admin)
+                    return answer.status == 503 ? nil : answer
+                }
                 #expect(kept.status == 200 && kept.text.contains("on-lead-a"), "\(kept.status) \(kept.text)")
             }, label: "managed-promotion")
+    }
+
+    @Test(
+        "split brain on managed stores: the lead frozen (SIGSTOP) while its standby promotes; thawed, it acknowledges no write, sees the newer term at the new lead, fences itself and rejoins as its standby"
+    )
+    func frozenLead() async throws {
+        try await Self.run(
+            { scratch, agents in
+                let mesh = try await Self.start(scratch: scratch, agents: &agents)
+                let (lead, standby, admin) = (mesh.lead, mesh.standby, mesh.admin)
+                #expect(try await SyncStandbyTests.writeSecret(lead, admin, key: "before", value: "both") == 201)
+                lead.process.signal(SIGSTOP)
+                // The frozen lead's PostgreSQL still runs: the replica has everything. (The check is not
+                // what this test is about, so a refusal does not stop it.)
+                let promoted = try await TwoLeadsTests.cli(
+                    ["lead", "promote", "--accept-data-loss", "--json"], agent: standby, scratch: scratch)
+                #expect(promoted.code == 0, "\(promoted.stderr)")
+                _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the standby to lead") {
+                    () async throws -> Bool? in
+                    try? await TwoLeadsTests.leadStatus(standby, admin)?.role == .lead ? true : nil
+                }
+                // Thawed, the old lead's writes wait for a synchronous standby that is gone: none is
+                // acknowledged. It finds the newer term at the new lead, fences itself and rejoins.
+                lead.process.signal(SIGCONT)
+                var writes: [(key: String, status: Int?)] = []
+                _ = try await poll(timeout: .seconds(60), every: .milliseconds(200), "the old lead to stop leading") {
+                    () async throws -> Bool? in
+                    let status = try? await TwoLeadsTests.leadStatus(lead, admin)
+                    guard status?.role == .lead || status?.role == .fenced else { return status == nil ? nil : true }
+                    let key = "split-\(writes.count)"
+                    let write = SecretWrite(service: "db", keyName: key, value: "old-lead", scope: "global")
+                    let answer = try? await http(
+                        lead.baseURL + Routes.secrets, method: "POST", headers: admin,
+                        body: Array(try APICoding.encoder().encode(write)), timeout: .seconds(2))
+                    writes.append((key, answer?.status))
+                    return status?.role == .fenced ? true : nil
+                }
+                try await Self.waitRejoined(lead, admin, lead: "lead-b", epoch: 2)
+                // A write that raced the restart into a standby went through the new lead (it forwards).
+                for write in writes where (200..<300).contains(write.status ?? 0) {
+                    let onNewLead = try await http(
+                        standby.baseURL + Routes.secret("db", write.key) + "?node=gpu-1", headers: admin)
+                    #expect(onNewLead.status == 200, "the old lead acknowledged \(write.key) itself: \(writes)")
+                }
+                #expect(FileManager.default.fileExists(atPath: lead.dataDir + "/pgdata.before-epoch-2/PG_VERSION"))
+                _ = try await SyncStandbyTests.waitStandby(
+                    standby, admin, "lead-a", "the old lead to stream from the new lead"
+                ) { $0.replication == "streaming" && $0.sync == true }
+                let kept = try await http(
+                    standby.baseURL + Routes.secret("db", "before") + "?node=gpu-1", headers: admin)
+                #expect(kept.status == 200 && kept.text.contains("both"), "\(kept.status) \(kept.text)")
+            }, label: "managed-frozen")
     }
 
     @Test(

@@ -327,6 +327,10 @@ struct TwoLeadsTests {
         #expect(shown.code == 0 && shown.stdout.contains("standby"), "\(shown.stdout)")
         let health = try await http(lead.baseURL + Routes.health)
         #expect(health.status == 200, "\(health.text)")
+        let table = try await Self.cli(["status"], agent: standby, scratch: scratch)
+        #expect(
+            table.stdout.split(separator: "\n").contains { $0.contains("lead-a") && $0.contains("standby") },
+            "\(table.stdout)")
         // The new lead sees it as a live standby again (its heartbeats).
         _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "lead-a alive as a standby") {
             () async throws -> Bool? in

@@ -74,6 +74,18 @@ struct RejoinMarker: Codable, Sendable, Equatable {
 ///    (`DATA/pgdata.before-epoch-N`, kept) and clones the new lead with a fresh `pg_basebackup`
 ///    (``StandbyReplicaService``). With a shared store there is nothing to move.
 enum LeadRejoin {
+    /// The role an agent starts as: its configured role, except that an old lead that rejoined
+    /// (``RejoinMarker``) starts as a standby, and a promoted standby (`DATA/lead-term.json`)
+    /// starts as the lead. A promotion after a rejoin wins; a rejoin moves an earlier
+    /// promotion's marker aside, so the two never disagree about which came last.
+    static func startingRole(configured: NodeRole, promoted: Bool, rejoined: Bool) -> NodeRole {
+        switch configured {
+        case .lead where rejoined && !promoted: .standby
+        case .standby where promoted: .lead
+        default: configured
+        }
+    }
+
     /// The newer term and where to reach its lead: asks every lead-eligible member of `store`
     /// but this agent for a signed term newer than `epoch`.
     static func newerLead(store: Store, name: String, newerThan epoch: Int64) async -> (
@@ -211,24 +223,28 @@ enum LeadRejoin {
 /// With a managed store a newer term is not in this lead's own database (the promoted standby's
 /// term lives in its own): a lead that is not fenced asks the members every 10 s too, so a lead
 /// that was frozen or cut off while its standby was promoted fences itself once it can see the
-/// newer term, and then rejoins.
+/// newer term, and then rejoins. Its commits that still wait for the promoted (synchronous)
+/// standby are ended, never acknowledged.
 final class LeadRejoinService: Service, Sendable {
     private let config: NodeConfig
     private let identity: NodeIdentity
     private let tls: TLSIdentity
-    private let store: Store
+    /// The store's connection string: the service reads on a connection of its own, because the
+    /// store's may be stuck in a commit that waits for a synchronous standby that is gone (a
+    /// managed lead frozen while its standby was promoted).
+    private let conninfo: String
     private let leadership: Leadership
     private let state: AgentState
     private let logger: Logger
 
     init(
-        config: NodeConfig, identity: NodeIdentity, tls: TLSIdentity, store: Store, leadership: Leadership,
+        config: NodeConfig, identity: NodeIdentity, tls: TLSIdentity, conninfo: String, leadership: Leadership,
         state: AgentState, logger: Logger
     ) {
         self.config = config
         self.identity = identity
         self.tls = tls
-        self.store = store
+        self.conninfo = conninfo
         self.leadership = leadership
         self.state = state
         var logger = logger
@@ -236,22 +252,35 @@ final class LeadRejoinService: Service, Sendable {
         self.logger = logger
     }
 
-    /// Until graceful shutdown: one look every 2 s while fenced; after a rejoin it asks for the
-    /// restart and waits for it.
+    /// Until graceful shutdown: one look every 2 s while fenced (every 10 s while leading a
+    /// managed store); after a rejoin it asks for the restart and waits for it.
     func run() async throws {
+        let reader = Store(conninfo: conninfo)
+        var connected = false
         var rejoined = false
         var lastError: String?
         var ticks = 0
         for await _ in AsyncTimerSequence(interval: .seconds(2), clock: .continuous).cancelOnGracefulShutdown() {
             ticks += 1
-            guard !rejoined else { continue }
+            guard !rejoined else {
+                // Until the restart: a commit that began before the fence and waits for the gone
+                // standby would hold the store's connection, and the services' shutdown with it.
+                if config.storeURL == nil, connected { await endWaitingCommits(reader, connected: &connected) }
+                continue
+            }
+            let fenced = leadership.fencedReason != nil
+            guard fenced || (config.storeURL == nil && ticks % 5 == 0) else { continue }
+            if !connected { connected = (try? await reader.connect()) != nil }
+            guard connected else { continue }
             let found: (handoff: LeadHandoff, certificate: NIOSSLCertificate?)?
-            if leadership.fencedReason != nil {
-                found = await look()
-            } else if config.storeURL == nil, ticks % 5 == 0, let own = leadership.epoch {
-                found = await LeadRejoin.newerLead(store: store, name: config.name, newerThan: own)
+            if fenced {
+                if config.storeURL == nil { await endWaitingCommits(reader, connected: &connected) }
+                found = await look(reader, connected: &connected)
+            } else if let own = leadership.epoch {
+                found = await LeadRejoin.newerLead(store: reader, name: config.name, newerThan: own)
                 if let term = found?.handoff.term {
                     await leadership.fence("a newer term began: epoch \(term.epoch), led by \(term.lead)")
+                    await endWaitingCommits(reader, connected: &connected)
                 }
             } else {
                 found = nil
@@ -262,11 +291,12 @@ final class LeadRejoinService: Service, Sendable {
                     found.handoff, certificate: found.certificate, config: config, identity: identity, tls: tls,
                     logger: logger)
                 rejoined = true
+                if config.storeURL == nil { await endWaitingCommits(reader, connected: &connected) }
                 logger.notice(
                     "rejoined the new lead as its standby; restarting as a standby",
                     metadata: [
                         "nodeagent.lead": "\(marker.lead)", "nodeagent.epoch": "\(marker.epoch)",
-                        "nodeagent.old_data_moved_aside": "\(marker.movePending)",
+                        "nodeagent.old_data_to_move_aside": "\(marker.movePending)",
                     ])
                 state.requestRestart()
             } catch {
@@ -278,15 +308,44 @@ final class LeadRejoinService: Service, Sendable {
                 lastError = error.message
             }
         }
+        await reader.close()
     }
 
     /// The newer term, if a lead-eligible member answers one. The floor is this lead's own epoch;
     /// with a store whose newest term is another agent's (a shared store), that term itself counts.
-    private func look() async -> (handoff: LeadHandoff, certificate: NIOSSLCertificate?)? {
+    private func look(_ reader: Store, connected: inout Bool) async -> (
+        handoff: LeadHandoff, certificate: NIOSSLCertificate?
+    )? {
         var floor = leadership.epoch ?? 0
-        if let latest = try? await store.latestTerm() {
-            floor = max(floor, latest.lead == config.name ? latest.epoch : latest.epoch - 1)
+        do throws(AgentError) {
+            if let latest = try await reader.latestTerm() {
+                floor = max(floor, latest.lead == config.name ? latest.epoch : latest.epoch - 1)
+            }
+        } catch {
+            connected = false
+            return nil
         }
-        return await LeadRejoin.newerLead(store: store, name: config.name, newerThan: floor)
+        return await LeadRejoin.newerLead(store: reader, name: config.name, newerThan: floor)
+    }
+
+    /// A fenced lead of a managed store ends the sessions whose commits wait for a synchronous
+    /// standby (that standby was promoted and never answers): their writes are never
+    /// acknowledged, and the agent's own connections are free again (the store's reconnects).
+    private func endWaitingCommits(_ reader: Store, connected: inout Bool) async {
+        do throws(AgentError) {
+            let ended = try await reader.leadQuery(
+                """
+                SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+                WHERE wait_event = 'SyncRep' AND pid <> pg_backend_pid()
+                """
+            ).scalar
+            if let ended, ended != "0" {
+                logger.notice(
+                    "ended the sessions whose commits waited for the old synchronous standby: none is acknowledged",
+                    metadata: ["nodeagent.sessions": "\(ended)"])
+            }
+        } catch {
+            connected = false
+        }
     }
 }
