@@ -1,6 +1,7 @@
 import AuroraAPI
 import AuroraTestKit
 import Foundation
+import Secrets
 import Testing
 
 #if canImport(Glibc)
@@ -157,6 +158,33 @@ struct TwoLeadsTests {
             standby.baseURL + API.promoteLead.pattern, method: "POST",
             headers: ["Authorization": "Bearer \(try standby.adminToken)"], body: Array(#"{"force":true}"#.utf8))
         #expect(unknownField.status == 400 && unknownField.text.contains("force"), "\(unknownField.text)")
+        // Rejoining as a standby: unsigned 401; a compute node's own signature 403; an impostor's key
+        // 401; a standby's malformed or oversized body 400 and 413. None changes a role.
+        let rejoin = API.rejoinLead.pattern
+        func signedRejoin(_ agent: AgentHarness, as name: String, body: [UInt8], key: SigningKey? = nil)
+            async throws -> HTTPAnswer
+        {
+            let seed = try String(contentsOfFile: agent.dataDir + "/keys/sign.key", encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let signer = NodeSigner(node: name, key: try key ?? SigningKey(base64Seed: seed))
+            return try await http(
+                lead.baseURL + rejoin, method: "POST",
+                headers: signer.headers(method: "POST", path: rejoin, body: body), body: body)
+        }
+        let empty = Array("{}".utf8)
+        #expect(try await http(lead.baseURL + rejoin, method: "POST", body: empty).status == 401)
+        let asCompute = try await signedRejoin(worker, as: "gpu-1", body: empty)
+        #expect(asCompute.status == 403, "\(asCompute.status) \(asCompute.text)")
+        let impostor = try await signedRejoin(standby, as: "lead-b", body: empty, key: SigningKey.generate())
+        #expect(impostor.status == 401, "\(impostor.status) \(impostor.text)")
+        let unknown = try await signedRejoin(standby, as: "lead-b", body: Array(#"{"role":"lead"}"#.utf8))
+        #expect(unknown.status == 400 && unknown.text.contains("role"), "\(unknown.status) \(unknown.text)")
+        let oversized = try await signedRejoin(
+            standby, as: "lead-b",
+            body: Array((#"{"address":""# + String(repeating: "x", count: 2 << 20) + #""}"#).utf8))
+        #expect(oversized.status == 413, "\(oversized.status)")
+        let roles = try await http(lead.baseURL + Routes.nodes, headers: admin).decode(NodeList.self)
+        #expect(roles.nodes.first { $0.name == "gpu-1" }?.role == .compute)
         #expect(try await Self.leadStatus(lead, admin)?.role == .lead, "a refused promotion changed nothing")
         // A worker passes a caller's own token to the lead for job calls: a stranger's is the
         // lead's 401, a malformed one is refused on the spot, the mesh admin token works.
