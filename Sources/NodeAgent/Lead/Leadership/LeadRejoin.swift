@@ -87,11 +87,12 @@ enum LeadRejoin {
     }
 
     /// The newer term and where to reach its lead: asks every lead-eligible member of `store`
-    /// but this agent for a signed term newer than `epoch`.
-    static func newerLead(store: Store, name: String, newerThan epoch: Int64) async -> (
+    /// but this agent for a signed term newer than `epoch`. Throws only when the store does not
+    /// answer.
+    static func newerLead(store: Store, name: String, newerThan epoch: Int64) async throws(AgentError) -> (
         handoff: LeadHandoff, certificate: NIOSSLCertificate?
     )? {
-        let members = ((try? await store.leadEligibleMembers()) ?? []).filter { $0.name != name }
+        let members = try await store.leadEligibleMembers().filter { $0.name != name }
         for member in members {
             guard var found = await LeadHandoffProbe.fetch(from: member, newerThan: epoch) else { continue }
             // Reached over plain HTTP at its reported address, it may serve nodes over TLS: its
@@ -277,7 +278,12 @@ final class LeadRejoinService: Service, Sendable {
                 if config.storeURL == nil { await endWaitingCommits(reader, connected: &connected) }
                 found = await look(reader, connected: &connected)
             } else if let own = leadership.epoch {
-                found = await LeadRejoin.newerLead(store: reader, name: config.name, newerThan: own)
+                do throws(AgentError) {
+                    found = try await LeadRejoin.newerLead(store: reader, name: config.name, newerThan: own)
+                } catch {
+                    connected = false
+                    continue
+                }
                 if let term = found?.handoff.term {
                     await leadership.fence("a newer term began: epoch \(term.epoch), led by \(term.lead)")
                     await endWaitingCommits(reader, connected: &connected)
@@ -321,11 +327,11 @@ final class LeadRejoinService: Service, Sendable {
             if let latest = try await reader.latestTerm() {
                 floor = max(floor, latest.lead == config.name ? latest.epoch : latest.epoch - 1)
             }
+            return try await LeadRejoin.newerLead(store: reader, name: config.name, newerThan: floor)
         } catch {
             connected = false
             return nil
         }
-        return await LeadRejoin.newerLead(store: reader, name: config.name, newerThan: floor)
     }
 
     /// A fenced lead of a managed store ends the sessions whose commits wait for a synchronous
