@@ -102,4 +102,10 @@ extension AuroraClient {
     public func failsafe(_ request: FailsafeRequest) async throws(AuroraClientError) -> FailsafeAnswer {
         try await decode(call(API.failsafe, body: request))
     }
+
+    /// `POST /api/lead/rejoin`, signed by an old lead that a newer term fenced: the lead takes it
+    /// back as a standby and answers what a standby's join gets.
+    public func rejoinLead(_ request: LeadRejoinRequest) async throws(AuroraClientError) -> JoinResponse {
+        try await decode(call(API.rejoinLead, body: request))
+    }
 }

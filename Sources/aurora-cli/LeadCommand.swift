@@ -13,7 +13,8 @@ struct Lead: AsyncParsableCommand {
               nodeagent --profile lead --standby --lead URL --join-token-file F --store URL
             Both leads use the same PostgreSQL (--store). 'aurora-cli lead promote' on the standby makes it
             the lead: the old lead is fenced (it acknowledges nothing more) and every node follows the new
-            one by itself.
+            one by itself. When the old lead comes back it rejoins the new lead as its standby by itself
+            (election.rejoin_as_standby), and can be promoted again later.
             """,
         subcommands: [Status.self, Promote.self], defaultSubcommand: Status.self)
 

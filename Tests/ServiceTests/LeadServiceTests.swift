@@ -294,6 +294,75 @@ struct LeadServiceTests {
         }
     }
 
+    @Test(
+        "rejoin: a lead-eligible member's own signature makes it a standby with a sealed master key; unsigned, another node's, an impostor's, the lead's name, malformed and oversized are refused and change nothing"
+    )
+    func rejoin() async throws {
+        let lead = try await LeadHarness.start()
+        try await lead.session { session in
+            let (standbyToken, _) = try await Self.joinToken(session, profile: "standby")
+            let (computeToken, _) = try await Self.joinToken(session)
+            let standby = TestNode(name: "lead-b"), gpu1 = TestNode(name: "gpu-1")
+            #expect(
+                try await session.call(
+                    .post, "/api/nodes/join", token: "", body: standby.join(token: standbyToken, profile: .standby)
+                ).status == 201)
+            #expect(
+                try await session.call(.post, "/api/nodes/join", token: "", body: gpu1.join(token: computeToken))
+                    .status == 201)
+            let path = API.rejoinLead.pattern
+            let pin = "sha256:" + String(repeating: "ab", count: 32)
+            let request = LeadRejoinRequest(address: "127.0.0.1:9444", tlsPin: pin, tlsPort: 9443)
+            let before = lead.store.tables.withLock { $0.events.count }
+
+            // Refusals: nothing is written.
+            #expect(try await session.call(.post, path, token: "", body: request).status == 401)
+            #expect(
+                try await session.call(.post, path, body: request).status == 401, "the operator token is no signature")
+            let compute = try await session.call(.post, path, signer: gpu1.signer, body: request)
+            #expect(compute.status == 403 && compute.error?.code == "forbidden", "\(compute.body)")
+            let impostor = RequestSigner(node: "lead-b", key: SigningKey.generate())
+            #expect(try await session.call(.post, path, signer: impostor, body: request).status == 401)
+            let asLead = RequestSigner(node: lead.leadName, key: SigningKey.generate())
+            #expect(try await session.call(.post, path, signer: asLead, body: request).status == 401)
+            let unknownField = try await session.call(
+                .post, path, signer: standby.signer, body: RawJSON(#"{"role":"lead"}"#))
+            #expect(unknownField.status == 400 && unknownField.body.contains("role"), "\(unknownField.body)")
+            let badPin = try await session.call(
+                .post, path, signer: standby.signer, body: LeadRejoinRequest(tlsPin: "sha256:zz"))
+            #expect(badPin.status == 400 && badPin.body.contains("tls_pin"), "\(badPin.body)")
+            let badPort = try await session.call(
+                .post, path, signer: standby.signer, body: LeadRejoinRequest(tlsPort: 70000))
+            #expect(badPort.status == 400)
+            let badAddress = try await session.call(
+                .post, path, signer: standby.signer, body: LeadRejoinRequest(address: "not an address"))
+            #expect(badAddress.status == 400)
+            let huge = RawJSON(#"{"address":""# + String(repeating: "x", count: 2_000_000) + #""}"#)
+            #expect(try await session.call(.post, path, signer: standby.signer, body: huge).status == 413)
+            #expect(lead.store.tables.withLock { $0.events.count } == before)
+            #expect(lead.store.tables.withLock { $0.nodes["gpu-1"]?.entry.node.role } == .compute)
+
+            // The standby's own signature: a standby's join answer, its record updated, the event.
+            let answer = try await session.call(.post, path, signer: standby.signer, body: request)
+            #expect(answer.status == 200, "\(answer.body)")
+            let joined = try answer.decode(JoinResponse.self)
+            #expect(joined.node.name == "lead-b" && joined.node.role == .standby)
+            #expect(joined.mesh.lead.name == lead.leadName)
+            let sealed = try #require(joined.sealedMasterKey.flatMap { Data(base64Encoded: $0) })
+            #expect((try? standby.box.open(sealed: [UInt8](sealed))) != nil, "the master key is sealed to its box key")
+            let row = try #require(lead.store.tables.withLock { $0.nodes["lead-b"] })
+            #expect(row.entry.node.role == .standby && row.entry.node.tlsPin == pin)
+            #expect(row.entry.node.tlsPort == 9443 && row.entry.node.address == "127.0.0.1:9444")
+            let event = try #require(lead.store.tables.withLock { $0.events.last })
+            #expect(event.type == EventType.leadRejoined && event.node == "lead-b")
+            #expect(try await session.call(.get, "/nodes/lead-b").decode(Node.self).role == .standby)
+
+            // Removed by the operator: refused.
+            #expect(try await session.call(.delete, "/nodes/lead-b?keep=true").status == 200)
+            #expect(try await session.call(.post, path, signer: standby.signer, body: request).status == 401)
+        }
+    }
+
     @Test("events: the backlog comes from the store's log, in order")
     func events() async throws {
         let lead = try await LeadHarness.start()

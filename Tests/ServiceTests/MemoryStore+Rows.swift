@@ -85,6 +85,9 @@ extension MemoryStore: NodeStore {
             }
         case .company(let name, let company):
             tables.nodes[name]?.entry.node.company = company
+        case .rejoined(let name, let tlsPin):
+            tables.nodes[name]?.entry.node.role = .standby
+            tables.nodes[name]?.entry.node.tlsPin = tlsPin
         }
     }
 

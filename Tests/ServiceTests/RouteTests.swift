@@ -26,13 +26,14 @@ struct RouteTests {
         "POST /api/secrets/{service}/{key}/rollback", "POST /api/secrets/rotate-key", "GET /api/audit",
         "POST /api/connectivity/status",
         "GET /api/backups", "POST /api/backups", "POST /api/backups/{file}/verify", "POST /api/backups/{file}/restore",
-        "GET /api/lead/handoff", "POST /api/lead/step-down",
+        "GET /api/lead/handoff", "POST /api/lead/step-down", "POST /api/lead/rejoin",
     ]
     /// Calls that only a node's signature may make (a bearer token is not enough).
     static let signedOnly: Set<String> = [
         "POST /api/nodes/{name}/heartbeat", "POST /api/nodes/{name}/leave", "POST /api/nodes/{name}/reports",
         "GET /api/gpu/assignments", "POST /api/gpu/jobs/{id}/result", "POST /api/gpu/jobs/{id}/output",
         "POST /api/connectivity/status", "POST /api/lead/step-down", "POST /api/lead/failsafe",
+        "POST /api/lead/rejoin",
     ]
     /// Calls without authentication: probes, metrics, the document, load-balancer checks.
     static let open: Set<String> = [

@@ -57,6 +57,8 @@ public enum EventType {
     public static let leadPromoted = "lead.promoted"
     /// A lead saw a newer term and stopped acknowledging writes.
     public static let leadFenced = "lead.fenced"
+    /// An old lead fenced by a newer term came back as a standby of the lead (`POST /api/lead/rejoin`).
+    public static let leadRejoined = "lead.rejoined"
     /// The lead's synchronous standby was disconnected too long: recorded ineligible, and the
     /// lead commits without waiting for it (asynchronous replication) until it is back.
     public static let leadStandbyIneligible = "lead.standby_ineligible"

@@ -265,6 +265,35 @@ public struct FailsafeAnswer: Codable, Sendable, Equatable {
     }
 }
 
+/// `POST /api/lead/rejoin`, signed by an old lead that a newer term fenced: it asks the lead to
+/// take it back as a standby, keeping its name, keys and address. The answer is what a standby's
+/// join gets (``JoinResponse``: the master key sealed to its box key, replication credentials
+/// when the lead's managed store streams).
+public struct LeadRejoinRequest: Codable, Sendable, Equatable {
+    /// Where the caller's agent listens (`HOST:PORT`), as a join reports it.
+    public var address: String?
+    /// The pin of the caller's TLS key (`sha256:…`), when it serves TLS: the lead and the nodes
+    /// reach it only over TLS to that key.
+    public var tlsPin: String?
+    /// The caller's TLS port, when it serves TLS.
+    public var tlsPort: Int?
+
+    public init(address: String? = nil, tlsPin: String? = nil, tlsPort: Int? = nil) {
+        self.address = address
+        self.tlsPin = tlsPin
+        self.tlsPort = tlsPort
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case address
+        case tlsPin = "tls_pin"
+        case tlsPort = "tls_port"
+    }
+
+    /// The field names as JSON spells them (anything else is refused).
+    public static let fields = Set(CodingKeys.allCases.map(\.rawValue))
+}
+
 /// The header every lead answer carries with its epoch, and nodes send with the highest one
 /// they have seen (a hint the lead checks, never trusts).
 public enum LeadEpochHeader {

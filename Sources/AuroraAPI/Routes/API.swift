@@ -156,6 +156,8 @@ public enum API {
     /// Signed by the lead for one standby while etcd does not answer the lead: the standby
     /// promises not to campaign or promote for a TTL (the failsafe).
     public static let failsafe = Endpoint("POST", "/api/lead/failsafe")
+    /// Signed by an old lead fenced by a newer term: the lead takes it back as a standby.
+    public static let rejoinLead = Endpoint("POST", "/api/lead/rejoin")
 
     /// Every endpoint, once.
     public static let all: [Endpoint] = [
@@ -170,6 +172,6 @@ public enum API {
         listBackups, createBackup, verifyBackup, restoreBackup,
         postgresHealth, postgresReplicas, postgresPrimary, postgresReplica, postgresReadOnly,
         wireguard, wireguardConfig, outbox, checks, subsystems, restartSubsystem, logs,
-        leadStatus, leadHandoff, promoteLead, stepDown, failsafe,
+        leadStatus, leadHandoff, promoteLead, stepDown, failsafe, rejoinLead,
     ]
 }

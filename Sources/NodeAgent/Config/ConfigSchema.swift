@@ -166,6 +166,10 @@ public enum ConfigSchema {
             "election.ttl_s", .int(2...60), default: .int(5),
             "seconds the lead's etcd lease lives without renewal; the lead fences itself 1.5 s before it can expire"),
         ConfigKey(
+            "election.rejoin_as_standby", .bool, default: .bool(true),
+            "a lead fenced by a newer term rejoins the new lead as its standby (its managed PostgreSQL data kept aside); false: it stays fenced"
+        ),
+        ConfigKey(
             "store.run_as", .string, default: .string("postgres"),
             "OS user that runs the managed cluster when the agent runs as root"),
         ConfigKey(

@@ -369,6 +369,8 @@ public struct NodeConfig: Sendable {
     public let etcdEndpoints: [String]
     /// The lead lease's TTL in seconds (`election.ttl_s`).
     public let electionTTL: Int
+    /// `election.rejoin_as_standby`: a lead fenced by a newer term rejoins the new lead as its standby.
+    public let rejoinAsStandby: Bool
     /// The profile file that was used.
     public let profileFile: String
     /// All keys with their sources, for `nodeagent config`.
@@ -429,6 +431,7 @@ public struct NodeConfig: Sendable {
             return value
         }
         self.insecurePlain = bool("http.insecure_plain")
+        self.rejoinAsStandby = bool("election.rejoin_as_standby")
         self.acceptJobs = bool("gpu.accept_jobs")
         self.allowExec = bool("gpu.allow_exec")
         self.gpuBackend = nonEmpty("gpu.backend")

@@ -18,6 +18,10 @@ extension HTTPServer {
     ///   not to campaign or promote for the TTL asked (the lead serves on while etcd does not answer
     ///   it); 409 `not_standby` on any other agent, 409 `stale_epoch` for an epoch below the one
     ///   this standby has seen, 409 `promoting` once it began promoting;
+    /// - `POST /api/lead/rejoin`: on the lead, signed by a lead-eligible member (role `lead` or
+    ///   `standby`, not removed, not this lead: 403 for any other node, 401 unsigned): an old lead
+    ///   fenced by a newer term comes back as a standby; answers what a standby's join gets
+    ///   (``JoinResponse``) and records `lead.rejoined`; 421 elsewhere;
     /// - `POST /api/lead/promote`: this agent's admin credential; on a standby it promotes it
     ///   (``LeadPromotion``) and restarts the agent as the lead; 409 `already_lead` on the lead,
     ///   409 `not_standby` on any other node.
@@ -82,6 +86,15 @@ extension HTTPServer {
                         epoch: leadership.epoch ?? 0, fenced: true, walLSN: await leadership.walPosition()),
                     status: .ok)
             }
+            router.on(API.rejoinLead) { request, context -> Response in
+                let (caller, body) = try await authenticateNode(
+                    request, context: context, registry: lead.registry, maxBody: maxBody)
+                let rejoin = try decode(LeadRejoinRequest.self, body, allowed: LeadRejoinRequest.fields)
+                let node = try await lead.registry.rejoinAsStandby(caller, rejoin, observedHost: context.remoteHost)
+                var answer = JoinResponse(node: node, mesh: await lead.registry.meshInfo())
+                try await grantStandby(&answer, lead: lead, reached: context.localAddress?.ipAddress)
+                return try json(answer, status: .ok)
+            }
             router.on(API.promoteLead) { request, _ -> Response in
                 _ = try authorize(request, token: token, role: .admin)
                 throw Refusal(
@@ -137,6 +150,7 @@ extension HTTPServer {
             }
             leadOnly(router, API.leadHandoff, "the lead's handoff", agent: agent)
             leadOnly(router, API.stepDown, "stepping down", agent: agent)
+            leadOnly(router, API.rejoinLead, "rejoining as a standby", agent: agent)
             router.on(API.promoteLead) { request, _ -> Response in
                 _ = try authorize(request, token: token, role: .admin)
                 guard state.config.role == .standby else {

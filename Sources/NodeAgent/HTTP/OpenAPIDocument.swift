@@ -1733,6 +1733,41 @@ paths:
         '401': {$ref: '#/components/responses/Unauthorized'}
         '409': {$ref: '#/components/responses/Conflict'}
         '413': {$ref: '#/components/responses/PayloadTooLarge'}
+  /api/lead/rejoin:
+    post:
+      operationId: rejoinLead
+      tags: [leads]
+      summary: An old lead fenced by a newer term comes back as a standby (signed by a lead-eligible member; lead)
+      description: >-
+        Signed by a node the registry records as `lead` or `standby` (not removed, not this lead;
+        any other node is 403). Its role becomes `standby` (event `lead.rejoined`); the answer is
+        what a standby's join gets: the secrets master key sealed to its box key (audited) and,
+        when this lead's managed store streams, replication credentials.
+      security:
+        - nodeSignature: []
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              additionalProperties: false
+              properties:
+                address: {type: string, description: 'where its agent listens, HOST:PORT'}
+                tls_pin: {type: string, description: 'the pin of its TLS key, sha256: and 64 hex digits'}
+                tls_port: {type: integer, minimum: 1, maximum: 65535}
+      responses:
+        '200':
+          description: the caller is a standby of this lead
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/JoinResponse'}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '421': {$ref: '#/components/responses/NotLead'}
+        '503': {$ref: '#/components/responses/Unavailable'}
 
 components:
   securitySchemes:

@@ -56,20 +56,8 @@ extension HTTPServer {
         router.on(API.join) { request, context -> Response in
             let join = try await decode(JoinRequest.self, request, maxBody: maxBody, allowed: JoinRequest.fields)
             var joined = try await registry.join(join, observedHost: context.remoteHost)
-            if joined.node.role == .standby, let box = try? PublicKey(base64: joined.node.boxPublicKey) {
-                // Trust in advance: the standby gets the secrets master key, sealed to its own box key.
-                joined.sealedMasterKey = try await lead.secrets.sealMasterKey(for: joined.node.name, to: box)
-                if let replication = lead.replication {
-                    // Its replication role and slot on the lead's PostgreSQL, the password sealed to it too.
-                    do throws(AgentError) {
-                        joined.replication = try await replication.credentials(
-                            for: joined.node.name, box: box, reached: context.localAddress?.ipAddress)
-                    } catch {
-                        throw Refusal(
-                            .unavailable, code: "store_unavailable",
-                            message: "cannot set up the standby's replication: \(error.message)")
-                    }
-                }
+            if joined.node.role == .standby {
+                try await grantStandby(&joined, lead: lead, reached: context.localAddress?.ipAddress)
             }
             return try json(joined, status: .created)
         }
@@ -337,6 +325,25 @@ extension HTTPServer {
         let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
         let name = try await registry.authenticate(headers, method: request.method.rawValue, path: path, body: body)
         return (name, body)
+    }
+
+    /// What a standby gets with its join or its rejoin (``Registry/rejoinAsStandby(_:_:observedHost:)``):
+    /// trust in advance, the secrets master key sealed to its own box key (audited), and, when
+    /// this lead's managed store streams, its replication role and slot with the password sealed
+    /// to it too. `reached` is this lead's address the standby reached.
+    static func grantStandby(_ answer: inout JoinResponse, lead: LeadParts, reached: String?) async throws {
+        guard let box = try? PublicKey(base64: answer.node.boxPublicKey) else { return }
+        answer.sealedMasterKey = try await lead.secrets.sealMasterKey(for: answer.node.name, to: box)
+        if let replication = lead.replication {
+            do throws(AgentError) {
+                answer.replication = try await replication.credentials(
+                    for: answer.node.name, box: box, reached: reached)
+            } catch {
+                throw Refusal(
+                    .unavailable, code: "store_unavailable",
+                    message: "cannot set up the standby's replication: \(error.message)")
+            }
+        }
     }
 
     /// Operator token (or an API token that may read), or a node's valid signature.

@@ -650,8 +650,16 @@ final class MembershipService: Service {
     /// A standby's join answer holds the secrets master key sealed to this node's box key: kept
     /// as `DATA/keys/secrets.master` (0600), where the agent loads it once promoted.
     private func keepMasterKey(_ sealed: String) throws(AgentError) {
+        try Self.keepMasterKey(sealed, box: identity.box, dataDir: config.dataDir)
+        logger.info("kept the secrets master key the lead sealed to this standby")
+    }
+
+    /// Opens `sealed` (hostile input: at most 4 KiB of base64) with `box` and keeps the master key
+    /// it holds as `DATA/keys/secrets.master` (0600); ``AgentError`` with code `identity` when it
+    /// does not open or parse. The key is never logged.
+    static func keepMasterKey(_ sealed: String, box: BoxKey, dataDir: String) throws(AgentError) {
         guard sealed.utf8.count <= 4096, let bytes = Data(base64Encoded: sealed),
-            let opened = try? identity.box.open(sealed: [UInt8](bytes))
+            let opened = try? box.open(sealed: [UInt8](bytes))
         else {
             throw AgentError(.identity, "the lead's sealed secrets master key does not open with this node's box key")
         }
@@ -659,8 +667,7 @@ final class MembershipService: Service {
         guard (try? MasterKey(base64: text)) != nil else {
             throw AgentError(.identity, "the lead sent a secrets master key that does not parse")
         }
-        try SecureFile.write(text + "\n", to: config.dataDir + "/keys/secrets.master")
-        logger.info("kept the secrets master key the lead sealed to this standby")
+        try SecureFile.write(text + "\n", to: dataDir + "/keys/secrets.master")
     }
 
     /// A standby's join answer from a lead whose store streams: its replication credentials,

@@ -21,16 +21,21 @@ import ServiceLifecycle
 public enum Agent {
     /// Runs until a graceful shutdown; throws ``AgentError`` for anything that stops a start.
     ///
-    /// Returns true when the agent stopped to start again as the lead (a standby promoted by
-    /// `POST /api/lead/promote`): the caller executes the same command line again.
+    /// Returns true when the agent stopped to start again: as the lead (a standby promoted by
+    /// `POST /api/lead/promote`), or as a standby (an old lead that rejoined the new lead,
+    /// ``LeadRejoin``): the caller executes the same command line again.
     @discardableResult
     public static func run(config: NodeConfig, metrics: PrometheusCollectorRegistry?, logger baseLogger: Logger)
         async throws -> Bool
     {
         var config = config
-        if config.role == .standby, LeadPromotion.promoted(dataDir: config.dataDir) {
-            // Promoted: this agent is the lead now, whatever its command line says.
-            config.role = .lead
+        // Promoted: the lead now, whatever its command line says. Fenced by a newer term and
+        // rejoined: a standby until promoted again.
+        let starting = LeadRejoin.startingRole(
+            configured: config.role, promoted: LeadPromotion.promoted(dataDir: config.dataDir),
+            rejoined: try RejoinMarker.load(dataDir: config.dataDir) != nil)
+        if starting != config.role {
+            config.role = starting
         } else if case .bool(true) = config.resolved["standby"], config.role != .standby {
             throw AgentError(.config, "--standby (standby: true) is for the lead profile: use --profile lead --standby")
         }
@@ -126,6 +131,15 @@ public enum Agent {
                     logger: logger)
                 services.append(.init(service: service))
                 replication = service
+            }
+            if config.rejoinAsStandby {
+                // Fenced by a newer term: rejoin that term's lead as its standby, then restart as one.
+                services.append(
+                    .init(
+                        service: LeadRejoinService(
+                            config: config, identity: identity, tls: tls,
+                            conninfo: storeService.managed?.conninfo ?? config.storeURL ?? "", leadership: leadership,
+                            state: state, logger: logger)))
             }
             if !config.etcdEndpoints.isEmpty {
                 // Automatic failover: the lead holds /aurora/lead on an etcd lease and fences itself
@@ -229,6 +243,8 @@ public enum Agent {
             services.append(.init(service: membership))
             if config.role == .standby, config.storeURL == nil {
                 // A streaming replica of the lead's managed store, once the join carried credentials.
+                // A rejoined old lead first moves the data it had as a primary aside (kept).
+                try await LeadRejoin.keepOldData(config: config, logger: logger)
                 do throws(AgentError) {
                     services.append(
                         .init(
@@ -365,7 +381,7 @@ public enum Agent {
         await outbox.close()
         withExtendedLifetime(dataDir) {}  // the lock is held until here
         if state.restartRequested {
-            logger.notice("stopped to start again as the lead")
+            logger.notice("stopped to start again (promoted to lead, or rejoined as a standby)")
             return true
         }
         logger.info("stopped")

@@ -133,6 +133,9 @@ enum NodeChange: Sendable {
     case forgotten(name: String)
     /// An operator set the node's company (what its secrets resolve through).
     case company(name: String, company: String)
+    /// An old lead came back as a standby (`POST /api/lead/rejoin`): its role, and the pin of
+    /// its TLS key (nil: it serves none).
+    case rejoined(name: String, tlsPin: String?)
 }
 
 /// A node and when it was last heard from.

@@ -28,10 +28,14 @@ struct ManagedPromotionTests {
         agents.append(lead)
         try await lead.waitHealthy()
         let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
+        // The standby's own listener serves once it is promoted (the old lead rejoins through it).
+        let standbyConfig = scratch.path + "/lead-b.yaml"
+        try "store:\n  replication_listen: \"127.0.0.1:\(try freePort())\"\n  standby_ineligible_after_s: 30\n"
+            .write(toFile: standbyConfig, atomically: true, encoding: .utf8)
         let standby = try AgentHarness(
             profile: "lead", dataDir: scratch.path + "/lead-b",
             extraArguments: [
-                "--name", "lead-b", "--standby", "--lead", lead.baseURL, "--join-token",
+                "--name", "lead-b", "--standby", "--lead", lead.baseURL, "--config", standbyConfig, "--join-token",
                 try await lead.joinToken(profile: "standby", outputDirectory: scratch.path),
             ], outputDirectory: scratch.path)
         agents.append(standby)
@@ -71,6 +75,17 @@ struct ManagedPromotionTests {
         }
     }
 
+    /// Waits until `agent` (an old lead) runs as a standby of `lead` at `epoch`.
+    static func waitRejoined(_ agent: AgentHarness, _ admin: [String: String], lead: String, epoch: Int64)
+        async throws
+    {
+        _ = try await poll(timeout: .seconds(90), every: .milliseconds(100), "the old lead to rejoin as a standby") {
+            () async throws -> Bool? in
+            let status = try? await TwoLeadsTests.leadStatus(agent, admin)
+            return status?.role == .standby && status?.lead == lead && status?.epoch == epoch ? true : nil
+        }
+    }
+
     static func run(_ body: (ScratchDirectory, inout [AgentHarness]) async throws -> Void, label: String) async throws {
         let scratch = try ScratchDirectory(label)
         var agents: [AgentHarness] = []
@@ -87,7 +102,7 @@ struct ManagedPromotionTests {
     }
 
     @Test(
-        "kill -9 of the lead and its PostgreSQL: the synchronous standby promotes without --accept-data-loss, keeps every acknowledged write, the worker follows, the old lead comes back fenced"
+        "kill -9 of the lead and its PostgreSQL: the synchronous standby promotes without --accept-data-loss, keeps every acknowledged write, the worker follows; the old lead comes back as its standby (old data kept aside, streaming) and can be promoted again"
     )
     func caughtUp() async throws {
         try await Self.run(
@@ -117,20 +132,127 @@ struct ManagedPromotionTests {
                     try await TwoLeadsTests.leadStatus(worker, workerAdmin)?.lead == "lead-b" ? true : nil
                 }
                 #expect(try await SyncStandbyTests.writeSecret(standby, admin, key: "after", value: "new-lead") == 201)
-                // The old lead, started again on its own PostgreSQL, finds the newer term at its standby.
+                // The old lead, started again on its own PostgreSQL with its old command line, finds the
+                // newer term at its standby and rejoins the new lead as its standby by itself.
                 let returned = try AgentHarness(
                     profile: "lead", dataDir: lead.dataDir, port: lead.port,
                     extraArguments: ["--name", "lead-a", "--config", scratch.path + "/lead.yaml"],
                     outputDirectory: scratch.path)
                 agents.append(returned)
-                let fenced = try await poll(timeout: .seconds(60), every: .milliseconds(100), "the old lead fenced") {
-                    () async throws -> LeadStatus? in
-                    let status = try? await TwoLeadsTests.leadStatus(returned, admin)
-                    return status?.role == .fenced ? status : nil
+                try await Self.waitRejoined(returned, admin, lead: "lead-b", epoch: 2)
+                // Its old primary's data is kept aside; it streams a fresh clone of the new lead's store.
+                #expect(FileManager.default.fileExists(atPath: lead.dataDir + "/pgdata.before-epoch-2/PG_VERSION"))
+                #expect(FileManager.default.fileExists(atPath: lead.dataDir + "/rejoined.json"))
+                _ = try await SyncStandbyTests.waitStandby(
+                    standby, admin, "lead-a", "the old lead to stream synchronously from the new lead"
+                ) { $0.replication == "streaming" && $0.sync == true && $0.eligible == true }
+                _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "lead-a to see itself streaming") {
+                    () async throws -> Bool? in
+                    let health = try await http(returned.baseURL + Routes.health).decode(HealthResponse.self)
+                    return health.postgres?.state == "streaming" ? true : nil
                 }
-                #expect(fenced.fencedReason?.contains("lead-b") == true, "\(fenced.fencedReason ?? "")")
-                #expect(try await SyncStandbyTests.writeSecret(returned, admin, key: "split", value: "brain") == 503)
+                #expect(
+                    try await SyncStandbyTests.writeSecret(standby, admin, key: "rejoined", value: "on-lead-a") == 201)
+                let onReplica = try await poll(
+                    timeout: .seconds(20), every: .milliseconds(100), "the new lead's write on lead-a's replica"
+                ) { () async throws -> String? in
+                    let count = try await SyncStandbyTests.replicaSQL(
+                        returned.dataDir, "SELECT count(*) FROM secrets WHERE key_name = 'rejoined'", scratch: scratch)
+                    return count == "1" ? count : nil
+                }
+                #expect(onReplica == "1")
+                let events = try await http(standby.baseURL + Routes.events + "?follow=false&tail=1000", headers: admin)
+                #expect(events.text.contains("lead.rejoined"), "\(events.text.suffix(2000))")
+
+                // A restart of the same unit (the same command line, without --standby) keeps it a standby.
+                returned.process.signal(SIGTERM)
+                try await returned.process.waitForExit(timeout: .seconds(30))
+                let again = try AgentHarness(
+                    profile: "lead", dataDir: lead.dataDir, port: lead.port,
+                    extraArguments: ["--name", "lead-a", "--config", scratch.path + "/lead.yaml"],
+                    outputDirectory: scratch.path)
+                agents.append(again)
+                try await Self.waitRejoined(again, admin, lead: "lead-b", epoch: 2)
+                _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "lead-a to stream again") {
+                    () async throws -> Bool? in
+                    let health = try await http(again.baseURL + Routes.health).decode(HealthResponse.self)
+                    return health.postgres?.state == "streaming" ? true : nil
+                }
+                _ = try await SyncStandbyTests.waitStandby(standby, admin, "lead-a", "lead-a synchronous again") {
+                    $0.replication == "streaming" && $0.sync == true && $0.eligible == true
+                }
+
+                // It is eligible again: the new lead dies, and lead-a is promoted without data loss.
+                try await Self.killLead(standby)
+                let repromoted = try await TwoLeadsTests.cli(
+                    ["lead", "promote", "--json"], agent: again, scratch: scratch)
+                #expect(repromoted.code == 0, "\(repromoted.stderr)")
+                _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "lead-a to lead again") {
+                    () async throws -> Bool? in
+                    let status = try? await TwoLeadsTests.leadStatus(again, admin)
+                    return status?.role == .lead && status?.epoch == 3 ? true : nil
+                }
+                // Its secrets manager loads right after its term begins: the write is there once it answers.
+                let kept = try await poll(timeout: .seconds(30), every: .milliseconds(100), "lead-a to serve secrets") {
+                    () async throws -> HTTPAnswer? in
+                    let answer = try await http(
+                        again.baseURL + Routes.secret("db", "rejoined") + "?node=gpu-1", headers: admin)
+                    return answer.status == 503 ? nil : answer
+                }
+                #expect(kept.status == 200 && kept.text.contains("on-lead-a"), "\(kept.status) \(kept.text)")
             }, label: "managed-promotion")
+    }
+
+    @Test(
+        "split brain on managed stores: the lead frozen (SIGSTOP) while its standby promotes; thawed, it acknowledges no write, sees the newer term at the new lead, fences itself and rejoins as its standby"
+    )
+    func frozenLead() async throws {
+        try await Self.run(
+            { scratch, agents in
+                let mesh = try await Self.start(scratch: scratch, agents: &agents)
+                let (lead, standby, admin) = (mesh.lead, mesh.standby, mesh.admin)
+                #expect(try await SyncStandbyTests.writeSecret(lead, admin, key: "before", value: "both") == 201)
+                lead.process.signal(SIGSTOP)
+                // The frozen lead's PostgreSQL still runs: the replica has everything. (The check is not
+                // what this test is about, so a refusal does not stop it.)
+                let promoted = try await TwoLeadsTests.cli(
+                    ["lead", "promote", "--accept-data-loss", "--json"], agent: standby, scratch: scratch)
+                #expect(promoted.code == 0, "\(promoted.stderr)")
+                _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the standby to lead") {
+                    () async throws -> Bool? in
+                    try? await TwoLeadsTests.leadStatus(standby, admin)?.role == .lead ? true : nil
+                }
+                // Thawed, the old lead's writes wait for a synchronous standby that is gone: none is
+                // acknowledged. It finds the newer term at the new lead, fences itself and rejoins.
+                lead.process.signal(SIGCONT)
+                var writes: [(key: String, status: Int?)] = []
+                _ = try await poll(timeout: .seconds(60), every: .milliseconds(200), "the old lead to stop leading") {
+                    () async throws -> Bool? in
+                    let status = try? await TwoLeadsTests.leadStatus(lead, admin)
+                    guard status?.role == .lead || status?.role == .fenced else { return status == nil ? nil : true }
+                    let key = "split-\(writes.count)"
+                    let write = SecretWrite(service: "db", keyName: key, value: "old-lead", scope: "global")
+                    let answer = try? await http(
+                        lead.baseURL + Routes.secrets, method: "POST", headers: admin,
+                        body: Array(try APICoding.encoder().encode(write)), timeout: .seconds(2))
+                    writes.append((key, answer?.status))
+                    return status?.role == .fenced ? true : nil
+                }
+                try await Self.waitRejoined(lead, admin, lead: "lead-b", epoch: 2)
+                // A write that raced the restart into a standby went through the new lead (it forwards).
+                for write in writes where (200..<300).contains(write.status ?? 0) {
+                    let onNewLead = try await http(
+                        standby.baseURL + Routes.secret("db", write.key) + "?node=gpu-1", headers: admin)
+                    #expect(onNewLead.status == 200, "the old lead acknowledged \(write.key) itself: \(writes)")
+                }
+                #expect(FileManager.default.fileExists(atPath: lead.dataDir + "/pgdata.before-epoch-2/PG_VERSION"))
+                _ = try await SyncStandbyTests.waitStandby(
+                    standby, admin, "lead-a", "the old lead to stream from the new lead"
+                ) { $0.replication == "streaming" && $0.sync == true }
+                let kept = try await http(
+                    standby.baseURL + Routes.secret("db", "before") + "?node=gpu-1", headers: admin)
+                #expect(kept.status == 200 && kept.text.contains("both"), "\(kept.status) \(kept.text)")
+            }, label: "managed-frozen")
     }
 
     @Test(

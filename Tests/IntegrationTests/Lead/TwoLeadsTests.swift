@@ -1,6 +1,7 @@
 import AuroraAPI
 import AuroraTestKit
 import Foundation
+import Secrets
 import Testing
 
 #if canImport(Glibc)
@@ -176,6 +177,33 @@ struct TwoLeadsTests {
             standby.baseURL + API.promoteLead.pattern, method: "POST",
             headers: ["Authorization": "Bearer \(try standby.adminToken)"], body: Array(#"{"force":true}"#.utf8))
         #expect(unknownField.status == 400 && unknownField.text.contains("force"), "\(unknownField.text)")
+        // Rejoining as a standby: unsigned 401; a compute node's own signature 403; an impostor's key
+        // 401; a standby's malformed or oversized body 400 and 413. None changes a role.
+        let rejoin = API.rejoinLead.pattern
+        func signedRejoin(_ agent: AgentHarness, as name: String, body: [UInt8], key: SigningKey? = nil)
+            async throws -> HTTPAnswer
+        {
+            let seed = try String(contentsOfFile: agent.dataDir + "/keys/sign.key", encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let signer = NodeSigner(node: name, key: try key ?? SigningKey(base64Seed: seed))
+            return try await http(
+                lead.baseURL + rejoin, method: "POST",
+                headers: signer.headers(method: "POST", path: rejoin, body: body), body: body)
+        }
+        let empty = Array("{}".utf8)
+        #expect(try await http(lead.baseURL + rejoin, method: "POST", body: empty).status == 401)
+        let asCompute = try await signedRejoin(worker, as: "gpu-1", body: empty)
+        #expect(asCompute.status == 403, "\(asCompute.status) \(asCompute.text)")
+        let impostor = try await signedRejoin(standby, as: "lead-b", body: empty, key: SigningKey.generate())
+        #expect(impostor.status == 401, "\(impostor.status) \(impostor.text)")
+        let unknown = try await signedRejoin(standby, as: "lead-b", body: Array(#"{"role":"lead"}"#.utf8))
+        #expect(unknown.status == 400 && unknown.text.contains("role"), "\(unknown.status) \(unknown.text)")
+        let oversizedRejoin = try await signedRejoin(
+            standby, as: "lead-b",
+            body: Array((#"{"address":""# + String(repeating: "x", count: 2 << 20) + #""}"#).utf8))
+        #expect(oversizedRejoin.status == 413, "\(oversizedRejoin.status)")
+        let roles = try await http(lead.baseURL + Routes.nodes, headers: admin).decode(NodeList.self)
+        #expect(roles.nodes.first { $0.name == "gpu-1" }?.role == .compute)
         #expect(try await Self.leadStatus(lead, admin)?.role == .lead, "a refused promotion changed nothing")
         // A worker passes a caller's own token to the lead for job calls: a stranger's is the
         // lead's 401, a malformed one is refused on the spot, the mesh admin token works.
@@ -250,10 +278,14 @@ struct TwoLeadsTests {
         let viaWorker = try await http(worker.baseURL + Routes.secret("db", "password"), headers: workerAdmin)
         #expect(viaWorker.status == 200 && viaWorker.text.contains("kept-across-leads"), "\(viaWorker.text)")
 
-        // The old lead comes back with its old command line: it sees the newer term and is fenced.
+        // The old lead comes back with its old command line: it sees the newer term and is fenced
+        // (and, told not to rejoin as a standby, stays fenced).
+        let stayFenced = scratch.path + "/stay-fenced.yaml"
+        try "election:\n  rejoin_as_standby: false\n".write(toFile: stayFenced, atomically: true, encoding: .utf8)
         let returned = try AgentHarness(
             profile: "lead", dataDir: lead.dataDir, port: lead.port,
-            extraArguments: ["--name", "lead-a", "--store", server.url], outputDirectory: scratch.path)
+            extraArguments: ["--name", "lead-a", "--store", server.url, "--config", stayFenced],
+            outputDirectory: scratch.path)
         agents.append(returned)
         let fenced = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the old lead to be fenced") {
             () async throws -> LeadStatus? in
@@ -276,7 +308,7 @@ struct TwoLeadsTests {
     }
 
     @Test(
-        "split brain: the lead frozen (SIGSTOP) while the standby takes over; thawed, it acknowledges no write and writes nothing into the store"
+        "split brain: the lead frozen (SIGSTOP) while the standby takes over; thawed, it acknowledges no write, writes nothing into the store, and rejoins as the new lead's standby"
     )
     func frozenLead() async throws {
         let scratch = try ScratchDirectory("two-leads-frozen")
@@ -316,24 +348,47 @@ struct TwoLeadsTests {
         }
         let nodesBefore = try await http(standby.baseURL + Routes.nodes, headers: admin).decode(NodeList.self)
 
-        // Thawed, the old lead acknowledges nothing: every write it is sent is refused, and it
-        // ends fenced, naming the new term.
+        // Thawed, the old lead acknowledges nothing: every write it is sent while it is still the old
+        // lead's process is refused. It ends fenced by the new term, then rejoins the new lead as its
+        // standby by itself.
         lead.process.signal(SIGCONT)
-        var writes: [Int] = []
-        let fenced = try await poll(timeout: .seconds(20), every: .milliseconds(100), "the old lead to be fenced") {
-            () async throws -> LeadStatus? in
-            let write = try await Self.submit("after-\(writes.count)", to: lead, headers: admin)
-            writes.append(write.status)
+        var writes: [(status: Int, id: String?)] = []
+        _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "the old lead to stop leading") {
+            () async throws -> Bool? in
             let status = try? await Self.leadStatus(lead, admin)
-            return status?.role == .fenced ? status : nil
+            guard status?.role == .lead || status?.role == .fenced else { return status == nil ? nil : true }
+            if let write = try? await Self.submit("after-\(writes.count)", to: lead, headers: admin) {
+                writes.append((write.status, try? write.decode(Job.self).id))
+            }
+            return status?.role == .fenced ? true : nil
         }
-        #expect(!writes.contains { (200..<300).contains($0) }, "the old lead acknowledged a write: \(writes)")
-        #expect(fenced.fencedReason?.contains("lead-b") == true, "\(fenced.fencedReason ?? "")")
+        // A write that raced the restart into a standby went through the new lead (it forwards).
+        for write in writes where (200..<300).contains(write.status) {
+            let id = try #require(write.id)
+            let onNewLead = try await http(standby.baseURL + Routes.gpuJob(id), headers: admin)
+            #expect(onNewLead.status == 200, "the old lead acknowledged a write itself: \(writes)")
+        }
+        try await ManagedPromotionTests.waitRejoined(lead, admin, lead: "lead-b", epoch: 2)
+        #expect(FileManager.default.fileExists(atPath: lead.dataDir + "/rejoined.json"))
+        let shown = try await Self.cli(["lead", "status"], agent: lead, scratch: scratch)
+        #expect(shown.code == 0 && shown.stdout.contains("standby"), "\(shown.stdout)")
         let health = try await http(lead.baseURL + Routes.health)
-        #expect(health.status == 503 && health.text.contains("fenced"), "\(health.text)")
+        #expect(health.status == 200, "\(health.text)")
+        let table = try await Self.cli(["status"], agent: standby, scratch: scratch)
+        #expect(
+            table.stdout.split(separator: "\n").contains { $0.contains("lead-a") && $0.contains("standby") },
+            "\(table.stdout)")
+        // The new lead sees it as a live standby again (its heartbeats).
+        _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "lead-a alive as a standby") {
+            () async throws -> Bool? in
+            try await Self.leadStatus(standby, admin)?.standbys.contains {
+                $0.name == "lead-a" && $0.state == .alive
+            } == true ? true : nil
+        }
         // No job it was sent exists on the new lead; the worker stays with the new lead.
         let jobs = try await http(standby.baseURL + Routes.gpuJobs, headers: admin).decode(JobList.self)
-        #expect(!jobs.jobs.contains { $0.idempotencyKey?.hasPrefix("after-") == true })
+        let forwarded = Set(writes.compactMap(\.id))
+        #expect(!jobs.jobs.contains { $0.idempotencyKey?.hasPrefix("after-") == true && !forwarded.contains($0.id) })
         #expect(try await Self.leadStatus(worker, workerAdmin)?.epoch == 2)
         // Nothing the old lead held in memory reached the store: the registry's roles are the new lead's.
         let nodesAfter = try await http(standby.baseURL + Routes.nodes, headers: admin).decode(NodeList.self)
@@ -341,6 +396,8 @@ struct TwoLeadsTests {
         #expect(nodesAfter.nodes.first { $0.name == "lead-a" }?.role == .standby)
         #expect(nodesBefore.nodes.count == nodesAfter.nodes.count)
         let events = try await http(standby.baseURL + Routes.events + "?follow=false&tail=1000", headers: admin)
-        #expect(events.text.contains("lead.fenced") && events.text.contains("lead.promoted"))
+        #expect(
+            events.text.contains("lead.fenced") && events.text.contains("lead.promoted")
+                && events.text.contains("lead.rejoined"))
     }
 }

@@ -54,9 +54,14 @@ standby: false
 # Automatic failover between the lead and its standby (Patroni's pattern): etcd endpoints
 # (http://HOST:PORT, comma-separated; 3 voters), and the lead lease's TTL in seconds (2-60).
 # Empty: promotion is manual (aurora-cli lead promote).                          env AURORA_ETCD
+# An old lead that a newer term fenced (another agent was promoted) rejoins the new lead as
+# its standby by itself, keeping its name and keys; its managed PostgreSQL data is moved aside
+# (DATA/pgdata.before-epoch-N, never deleted) and it clones the new lead afresh. false: it stays
+# fenced until an operator acts.
 election:
   etcd: ""
   ttl_s: 5
+  rejoin_as_standby: true
 
 heartbeat:
   # Seconds between heartbeats.

@@ -90,7 +90,7 @@ final class Leadership: Sendable {
         }
         if let latest, let newer = await newerTermElsewhere?(latest.epoch) {
             await fence(
-                "a standby leads a newer term: epoch \(newer.epoch), led by \(newer.lead); rejoin this agent as its standby"
+                "a standby leads a newer term: epoch \(newer.epoch), led by \(newer.lead)"
             )
             return
         }

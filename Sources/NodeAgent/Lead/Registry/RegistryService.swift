@@ -50,7 +50,7 @@ final class RegistryService: Service {
                 try await leadership?.begin(operatorTokenHash: operatorTokenHash)
                 if leadership?.fencedReason != nil {
                     logger.error(
-                        "this agent is not the lead; it answers 503 fenced until stopped; to serve again, join the new lead as a standby"
+                        "this agent is not the lead; it answers 503 fenced; with election.rejoin_as_standby it rejoins the new lead as its standby, else it stays fenced until stopped"
                     )
                     try? await gracefulShutdown()
                     return

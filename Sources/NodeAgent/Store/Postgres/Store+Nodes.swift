@@ -90,6 +90,15 @@ extension Store: NodeStore {
         return (entries, unreadable)
     }
 
+    /// The lead-eligible members (role `lead` or `standby`, not removed), read as the leadership
+    /// reads: also once this lead is fenced, when its store refuses every other statement. A
+    /// fenced lead looks among them for the newer term's lead (``LeadRejoin``).
+    func leadEligibleMembers() async throws(AgentError) -> [Node] {
+        try await leadQuery(
+            "SELECT \(NodeRows.columns) FROM nodes WHERE role IN ('lead', 'standby') AND NOT removed AND NOT forgotten"
+        ).rows.compactMap { NodeRows.entry($0)?.node }
+    }
+
     func write(_ changes: [NodeChange], events drafts: [EventLog.Draft], published: @escaping Published)
         async throws(AgentError)
     {
@@ -207,6 +216,10 @@ extension NodeRows {
             )
         case .company(let name, let company):
             return ("UPDATE nodes SET company = $2 WHERE name = $1", [name, company])
+        case .rejoined(let name, let tlsPin):
+            return (
+                "UPDATE nodes SET role = $2, tls_pin = $3 WHERE name = $1", [name, NodeRole.standby.rawValue, tlsPin]
+            )
         }
     }
 }
