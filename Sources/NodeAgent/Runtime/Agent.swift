@@ -281,9 +281,12 @@ public enum Agent {
                             _ = try await LeadPromotion(state: state, membership: membership).run(PromoteRequest())
                             state.requestRestart()
                         } catch {
+                            // The key goes back at once: a lead that cannot promote must not hold it.
                             state.promotionFailed()
                             logger.error(
-                                "automatic promotion failed", metadata: ["nodeagent.error": "\(error.message)"])
+                                "automatic promotion failed; giving the etcd lead key up",
+                                metadata: ["nodeagent.error": "\(error.message)"])
+                            return false
                         }
                         return true
                     },
