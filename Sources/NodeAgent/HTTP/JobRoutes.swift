@@ -103,7 +103,7 @@ extension HTTPServer {
             let (node, _) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
             let wait = try waitParameter(request, limit: 60) ?? .seconds(20)
             var batch = try await jobs.assignments(for: node, wait: wait)
-            if let reason = lead.leadership?.fencedReason {
+            if let reason = lead.leadership?.refusalReason {
                 // Fenced while the poll waited: what it holds is not this lead's to give.
                 throw Refusal(.unavailable, code: "fenced", message: "this agent no longer leads the mesh: \(reason)")
             }

@@ -53,7 +53,7 @@ extension HTTPServer {
                 let status = LeadStatus(
                     role: leadership?.fencedReason != nil ? .fenced : .lead, agent: name, epoch: leadership?.epoch,
                     lead: leadership?.term?.lead ?? name, leadURL: leadership?.term?.url,
-                    fencedReason: leadership?.fencedReason, standbys: listed, store: storeMode,
+                    fencedReason: leadership?.refusalReason, standbys: listed, store: storeMode,
                     election: state.election)
                 return try json(status, status: .ok)
             }
@@ -203,8 +203,16 @@ struct LeadEpochMiddleware<Context: RequestContext>: RouterMiddleware {
         if let text = request.headers[Self.header], text.utf8.count <= 19, let claimed = Int64(text), claimed > 0 {
             await leadership.observe(claimed: claimed)
         }
-        if let reason = leadership.fencedReason, !fencedOpenPaths.contains(request.uri.path) {
-            throw Refusal(.unavailable, code: "fenced", message: "this agent no longer leads the mesh: \(reason)")
+        if !fencedOpenPaths.contains(request.uri.path) {
+            if let reason = leadership.fencedReason {
+                throw Refusal(.unavailable, code: "fenced", message: "this agent no longer leads the mesh: \(reason)")
+            }
+            if leadership.awaitingKey {
+                throw Refusal(
+                    .unavailable, code: "awaiting_election",
+                    message: "this lead acknowledges nothing yet: \(Leadership.awaitingKeyReason)", retryAfterSeconds: 1
+                )
+            }
         }
         var response = try await next(request, context)
         if let epoch = leadership.epoch { response.headers[Self.header] = String(epoch) }

@@ -118,7 +118,9 @@ public enum Agent {
                 template: Leadership.template(config: config, identity: identity, tls: tls),
                 report: { [state] epoch, fenced in state.setLeadTerm(epoch: epoch, fenced: fenced) },
                 newerTermElsewhere: config.storeURL != nil
-                    ? nil : Leadership.standbysTerm(store: storeService.store, name: config.name), logger: logger)
+                    ? nil : Leadership.standbysTerm(store: storeService.store, name: config.name),
+                // With etcd, nothing is acknowledged before this process holds the lead key.
+                awaitsKey: !config.etcdEndpoints.isEmpty, logger: logger)
             storeService.setReconnected { try? await leadership.begin(operatorTokenHash: nil) }
             let apiTokens = APITokens(store: storeService.store)
             token.scoped = apiTokens
@@ -157,6 +159,8 @@ public enum Agent {
                     value: config.name, ttl: config.electionTTL,
                     eligible: { leadership.fencedReason == nil || leadership.recoverable },
                     onLead: { [state] _ in
+                        // The first key of this process: serve. A fence from a lost lease: restart.
+                        if leadership.keyWon() { return true }
                         if await leadership.mayLiftFence() { state.requestRestart() }
                         return true
                     },
@@ -164,6 +168,8 @@ public enum Agent {
                         await leadership.fence(
                             "the etcd lead key /aurora/lead was not renewed in time", recoverable: true)
                     },
+                    // Fenced for good (a newer term, a step-down): the key goes, so the new lead can take it.
+                    keepsKey: { leadership.fencedReason == nil || leadership.recoverable },
                     failsafe: { ttl, timeout in await failsafe.run(ttl: ttl, timeout: timeout) }, logger: logger)
                 state.setElectionView { election.view }
                 services.append(.init(service: election))

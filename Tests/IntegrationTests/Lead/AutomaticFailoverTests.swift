@@ -30,8 +30,23 @@ struct AutomaticFailoverTests {
         throw TestKitError("no etcd member answered")
     }
 
+    /// Puts `/aurora/lead` = `value` on a fresh lease of `ttl` seconds (another holder).
+    static func plantHolder(_ etcd: EtcdCluster, value: String, ttl: Int) async throws {
+        let endpoint = try #require(etcd.endpoints.first)
+        let granted = try await http(
+            endpoint + "/v3/lease/grant", method: "POST", body: Array(#"{"TTL":\#(ttl)}"#.utf8), timeout: .seconds(5))
+        let object = try JSONSerialization.jsonObject(with: Data(granted.body)) as? [String: Any]
+        let lease = try #require(object?["ID"] as? String, "\(granted.text)")
+        let key = Data("/aurora/lead".utf8).base64EncodedString()
+        let text = Data(value.utf8).base64EncodedString()
+        let put = try await http(
+            endpoint + "/v3/kv/put", method: "POST",
+            body: Array(#"{"key":"\#(key)","value":"\#(text)","lease":"\#(lease)"}"#.utf8), timeout: .seconds(5))
+        #expect(put.status == 200, "\(put.text)")
+    }
+
     @Test(
-        "kill -9 of the lead: the standby takes over by itself within 12 s; one etcd member lost changes nothing; etcd fully down: the lead serves on while its standby promises, fences once it cannot, serves again when etcd is back"
+        "a lead acknowledges nothing before it holds the etcd key; kill -9 of the lead: the standby takes over by itself within 12 s; one etcd member lost changes nothing; etcd fully down: the lead serves on while its standby promises, fences once it cannot, serves again when etcd is back"
     )
     func failover() async throws {
         let scratch = try ScratchDirectory("auto-failover")
@@ -52,19 +67,39 @@ struct AutomaticFailoverTests {
         scratch.remove()
     }
 
+    /// The operator token once the agent wrote it.
+    static func adminToken(of agent: AgentHarness) async throws -> String {
+        try await poll(timeout: .seconds(30), every: .milliseconds(50), "the admin token of \(agent.dataDir)") {
+            () -> String? in try? agent.adminToken
+        }
+    }
+
     func scenario(etcd: EtcdCluster, server: PostgresServer, scratch: ScratchDirectory, agents: inout [AgentHarness])
         async throws
     {
         let election = scratch.path + "/election.yaml"
         try "election:\n  etcd: \"\(etcd.endpoints.joined(separator: ","))\"\n  ttl_s: 5\n"
             .write(toFile: election, atomically: true, encoding: .utf8)
+        // Someone else holds the key when the lead starts: it acknowledges nothing until the key
+        // is its own (Patroni's primary runs only while it holds the leader key).
+        try await Self.plantHolder(etcd, value: "intruder", ttl: 6)
         let lead = try AgentHarness(
             profile: "lead", dataDir: scratch.path + "/lead-a",
             extraArguments: ["--name", "lead-a", "--store", server.url, "--config", election],
             outputDirectory: scratch.path)
         agents.append(lead)
+        let admin = ["Authorization": "Bearer \(try await Self.adminToken(of: lead))"]
+        let gated = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the lead to wait for the key") {
+            () async throws -> HTTPAnswer? in
+            let answer = try await TwoLeadsTests.submit("while-gated", to: lead, headers: admin)
+            return answer.status == 503 ? answer : nil
+        }
+        #expect(gated.text.contains("awaiting_election") && gated.headers["retry-after"] == "1", "\(gated.text)")
+        let waiting = try #require(try await TwoLeadsTests.leadStatus(lead, admin))
+        #expect(waiting.election?.state == "follower" && waiting.election?.holder == "intruder", "\(waiting)")
+        #expect(waiting.fencedReason?.contains("etcd lead key") == true)
+        // The planted lease runs out: the lead takes the key and serves.
         try await lead.waitHealthy()
-        let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
         _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "the lead to hold the etcd key") {
             () async throws -> Bool? in try await Self.holder(etcd) == "lead-a" ? true : nil
         }

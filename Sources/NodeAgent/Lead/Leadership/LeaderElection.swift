@@ -47,6 +47,9 @@ final class LeaderElection: Service, Sendable {
     /// The lead's failsafe round: whether every lead-eligible peer promised not to campaign or
     /// promote for `ttl`, within `timeout`. Nil: no failsafe (a standby).
     let failsafe: (@Sendable (_ ttl: Duration, _ timeout: Duration) async -> Bool)?
+    /// Whether the lead may go on holding the key it holds; false gives it up at the next step.
+    /// Nil: always.
+    let keepsKey: (@Sendable () -> Bool)?
     let logger: Logger
     private let machine: Mutex<LeaseElection>
     /// The last renewal failed (etcd did not answer): the next step asks the peers beside it.
@@ -63,6 +66,7 @@ final class LeaderElection: Service, Sendable {
         eligible: @escaping @Sendable () async -> Bool,
         onLead: @escaping @Sendable (_ etcdRevision: Int64) async -> Bool,
         onFence: @escaping @Sendable () async -> Void,
+        keepsKey: (@Sendable () -> Bool)? = nil,
         failsafe: (@Sendable (_ ttl: Duration, _ timeout: Duration) async -> Bool)? = nil,
         logger: Logger = Logger(label: "nodeagent.leadership")
     ) throws(AgentError) {
@@ -83,6 +87,7 @@ final class LeaderElection: Service, Sendable {
         self.onLead = onLead
         self.onFence = onFence
         self.failsafe = failsafe
+        self.keepsKey = keepsKey
         var logger = logger
         logger[metadataKey: "nodeagent.subsystem"] = "leadership"
         self.logger = logger
@@ -147,6 +152,11 @@ final class LeaderElection: Service, Sendable {
         apply(.tick(now: now), sink)
         switch current {
         case .leading(let epoch, let lease):
+            if let keepsKey, !keepsKey() {
+                logger.notice("fenced for good; giving the etcd lead key up")
+                apply(.declined, sink)
+                return
+            }
             // The renewal may wait until the fence's deadline: an answer after it counts for nothing.
             // With a failsafe, no longer than `interval`: etcd silent for that long asks the peers.
             let left = fence.map { now.duration(to: $0.deadline) } ?? interval

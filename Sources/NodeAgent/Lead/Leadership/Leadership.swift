@@ -29,7 +29,14 @@ final class Leadership: Sendable {
         /// again lifts it (``mayLiftFence()``).
         var recoverable = false
         var lastCheck: ContinuousClock.Instant?
+        /// With `election.etcd`: the lead has not held the etcd lead key yet in this process, so
+        /// it acknowledges nothing (``refusalReason``), as Patroni's primary runs only while it
+        /// holds the leader key.
+        var awaitingKey = false
     }
+
+    /// Why a lead that waits for the etcd lead key refuses writes.
+    static let awaitingKeyReason = "it does not hold the etcd lead key /aurora/lead yet"
 
     private let state = Mutex(State())
     private let store: any LeadTermStore
@@ -47,8 +54,10 @@ final class Leadership: Sendable {
     init(
         store: any LeadTermStore, signing: SigningKey, template: LeadTerm,
         report: @escaping @Sendable (_ epoch: Int64?, _ fenced: String?) -> Void = { _, _ in },
-        newerTermElsewhere: (@Sendable (_ epoch: Int64) async -> LeadTerm?)? = nil, logger: Logger
+        newerTermElsewhere: (@Sendable (_ epoch: Int64) async -> LeadTerm?)? = nil, awaitsKey: Bool = false,
+        logger: Logger
     ) {
+        state.withLock { $0.awaitingKey = awaitsKey }
         self.report = report
         self.newerTermElsewhere = newerTermElsewhere
         self.store = store
@@ -67,6 +76,27 @@ final class Leadership: Sendable {
     var recoverable: Bool { state.withLock { $0.fenced != nil && $0.recoverable } }
     /// Why this lead acknowledges no writes; nil while it leads.
     var fencedReason: String? { state.withLock { $0.fenced } }
+    /// Whether the lead still waits for its first etcd lead key in this process.
+    var awaitingKey: Bool { state.withLock { $0.awaitingKey } }
+    /// Why this lead acknowledges nothing now: fenced, or not holding the etcd key yet; nil while
+    /// it leads.
+    var refusalReason: String? {
+        state.withLock { $0.fenced ?? ($0.awaitingKey ? Self.awaitingKeyReason : nil) }
+    }
+
+    /// The etcd lead key is this process's: a lead that waited for it serves from now on.
+    /// Whether it was waiting.
+    func keyWon() -> Bool {
+        let (was, fenced) = state.withLock { state -> (Bool, Bool) in
+            defer { state.awaitingKey = false }
+            return (state.awaitingKey, state.fenced != nil)
+        }
+        guard was, !fenced else { return was }
+        report(epoch, nil)
+        logger.notice(
+            "holds the etcd lead key; serving", metadata: ["nodeagent.epoch": "\(epoch.map(String.init) ?? "-")"])
+        return true
+    }
 
     /// Begins or resumes the term: called once the store answers (and again after every
     /// reconnect, where it only checks). Records this lead's operator token so that every later
@@ -119,7 +149,7 @@ final class Leadership: Sendable {
             defer { state.term = term }
             return state.term?.epoch != term.epoch
         }
-        report(term.epoch, nil)
+        report(term.epoch, awaitingKey ? Self.awaitingKeyReason : nil)
         if changed { logger.info("leading", metadata: ["nodeagent.epoch": "\(term.epoch)"]) }
     }
 
@@ -190,6 +220,8 @@ final class Leadership: Sendable {
 
     /// The term signed with this lead's key, for `GET /api/lead/handoff`; nil before the term
     /// began and once fenced.
+    /// A lead that waits for its etcd key still shows its term: a newer one must be found by an
+    /// old lead that holds the key, so that it fences itself and gives the key up.
     var handoff: LeadHandoff? {
         guard let term, fencedReason == nil else { return nil }
         return LeadHandoff(term: term, signature: Data(signing.sign(term.signedMessage)).base64EncodedString())
