@@ -1,6 +1,5 @@
 import AuroraAPI
 import AuroraClient
-import AuroraTLS
 import Foundation
 import Logging
 import Mesh
@@ -52,17 +51,10 @@ struct FailsafeRound: Sendable {
 
     /// Asks one standby; true when it promised.
     private func ask(_ standby: Node, _ request: FailsafeRequest, timeout: Duration) async -> Bool {
-        guard let url = HTTPServer.standbyURL(standby) else { return false }
-        var client = AuroraClient(
-            baseURL: url, timeout: .milliseconds(max(Int64(timeout / .milliseconds(1)), 50)),
-            httpClient: LeadClient.http)
-        if let components = URLComponents(string: url), components.scheme == "https" {
-            guard let pinText = standby.tlsPin, let pin = TLSPin(parsing: pinText),
-                let shown = try? await PinnedTLS.verifiedCertificate(
-                    url: url, host: components.host ?? "", port: components.port ?? 443, pin: pin)
-            else { return false }
-            client.pinnedTLS = PinnedTLS.clientConfiguration(trusting: shown)
-        }
+        guard
+            var (client, _) = await LeadHandoffProbe.client(
+                for: standby, timeout: .milliseconds(max(Int64(timeout / .milliseconds(1)), 50)))
+        else { return false }
         let signer = RequestSigner(node: name, key: key, target: standby.name)
         client.signer = { method, path, body in signer.headers(method: method, path: path, body: body) }
         do {

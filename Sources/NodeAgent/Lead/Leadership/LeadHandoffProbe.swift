@@ -17,19 +17,9 @@ enum LeadHandoffProbe {
     static func fetch(from member: Node, newerThan epoch: Int64) async -> (
         handoff: LeadHandoff, certificate: NIOSSLCertificate?
     )? {
-        guard let url = HTTPServer.standbyURL(member), let key = try? PublicKey(base64: member.signPublicKey) else {
-            return nil
-        }
-        var certificate: NIOSSLCertificate?
-        var client = AuroraClient(baseURL: url, timeout: .seconds(2), httpClient: LeadClient.http)
-        if let components = URLComponents(string: url), components.scheme == "https" {
-            guard let pinText = member.tlsPin, let pin = TLSPin(parsing: pinText),
-                let shown = try? await PinnedTLS.verifiedCertificate(
-                    url: url, host: components.host ?? "", port: components.port ?? 443, pin: pin)
-            else { return nil }
-            certificate = shown
-            client.pinnedTLS = PinnedTLS.clientConfiguration(trusting: shown)
-        }
+        guard let key = try? PublicKey(base64: member.signPublicKey),
+            let (client, certificate) = await client(for: member, timeout: .seconds(2))
+        else { return nil }
         guard let (status, body) = try? await client.exchange(method: "GET", path: API.leadHandoff.pattern, body: []),
             status == 200, body.count <= 64 * 1024,
             let handoff = try? APICoding.decoder().decode(LeadHandoff.self, from: Data(body))
@@ -39,5 +29,22 @@ enum LeadHandoffProbe {
             term.epoch > epoch, term.url.utf8.count <= 512, URLComponents(string: term.url)?.host != nil
         else { return nil }
         return (handoff, certificate)
+    }
+
+    /// A client for `member`'s agent: the URL its registry entry gives and, over https, TLS
+    /// pinned to the key it joined with (the certificate it showed is returned). Nil when it has
+    /// no URL, or its TLS key is not the pinned one.
+    static func client(for member: Node, timeout: TimeAmount) async -> (
+        client: AuroraClient, certificate: NIOSSLCertificate?
+    )? {
+        guard let url = HTTPServer.standbyURL(member) else { return nil }
+        var client = AuroraClient(baseURL: url, timeout: timeout, httpClient: LeadClient.http)
+        guard let components = URLComponents(string: url), components.scheme == "https" else { return (client, nil) }
+        guard let pinText = member.tlsPin, let pin = TLSPin(parsing: pinText),
+            let shown = try? await PinnedTLS.verifiedCertificate(
+                url: url, host: components.host ?? "", port: components.port ?? 443, pin: pin)
+        else { return nil }
+        client.pinnedTLS = PinnedTLS.clientConfiguration(trusting: shown)
+        return (client, shown)
     }
 }
