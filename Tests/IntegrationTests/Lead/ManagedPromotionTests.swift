@@ -66,6 +66,20 @@ struct ManagedPromotionTests {
         return Mesh(lead: lead, standby: standby, worker: worker, admin: admin)
     }
 
+    /// `aurora-cli lead promote` (with `flags`) on `agent`, which must exit 0; then waits until the
+    /// agent leads, at `epoch` when one is given.
+    static func promote(
+        _ agent: AgentHarness, _ flags: [String] = [], epoch: Int64? = nil, admin: [String: String],
+        scratch: ScratchDirectory, _ what: String
+    ) async throws {
+        let promoted = try await TwoLeadsTests.cli(["lead", "promote"] + flags, agent: agent, scratch: scratch)
+        #expect(promoted.code == 0, "\(promoted.stderr)")
+        _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), what) { () async throws -> Bool? in
+            let status = try? await TwoLeadsTests.leadStatus(agent, admin)
+            return status?.role == .lead && (epoch == nil || status?.epoch == epoch) ? true : nil
+        }
+    }
+
     static func killLead(_ lead: AgentHarness) async throws {
         let postmaster = lead.postgresPID
         lead.process.signal(SIGKILL)
@@ -115,14 +129,8 @@ struct ManagedPromotionTests {
                         && shown.stdout.contains("  sync"), "\(shown.stdout)")
                 #expect(try await SyncStandbyTests.writeSecret(lead, admin, key: "synced", value: "on-both") == 201)
                 try await Self.killLead(lead)
-                let promoted = try await TwoLeadsTests.cli(
-                    ["lead", "promote", "--json"], agent: standby, scratch: scratch)
-                #expect(promoted.code == 0, "\(promoted.stderr)")
-                _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the standby to lead") {
-                    () async throws -> Bool? in
-                    let status = try? await TwoLeadsTests.leadStatus(standby, admin)
-                    return status?.role == .lead && status?.epoch == 2 ? true : nil
-                }
+                try await Self.promote(
+                    standby, ["--json"], epoch: 2, admin: admin, scratch: scratch, "the standby to lead")
                 let secret = try await http(
                     standby.baseURL + Routes.secret("db", "synced") + "?node=gpu-1", headers: admin)
                 #expect(secret.status == 200 && secret.text.contains("on-both"), "\(secret.status) \(secret.text)")
@@ -184,14 +192,8 @@ struct ManagedPromotionTests {
 
                 // It is eligible again: the new lead dies, and lead-a is promoted without data loss.
                 try await Self.killLead(standby)
-                let repromoted = try await TwoLeadsTests.cli(
-                    ["lead", "promote", "--json"], agent: again, scratch: scratch)
-                #expect(repromoted.code == 0, "\(repromoted.stderr)")
-                _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "lead-a to lead again") {
-                    () async throws -> Bool? in
-                    let status = try? await TwoLeadsTests.leadStatus(again, admin)
-                    return status?.role == .lead && status?.epoch == 3 ? true : nil
-                }
+                try await Self.promote(
+                    again, ["--json"], epoch: 3, admin: admin, scratch: scratch, "lead-a to lead again")
                 // Its secrets manager loads right after its term begins: the write is there once it answers.
                 let kept = try await poll(timeout: .seconds(30), every: .milliseconds(100), "lead-a to serve secrets") {
                     () async throws -> HTTPAnswer? in
@@ -215,13 +217,8 @@ struct ManagedPromotionTests {
                 lead.process.signal(SIGSTOP)
                 // The frozen lead's PostgreSQL still runs: the replica has everything. (The check is not
                 // what this test is about, so a refusal does not stop it.)
-                let promoted = try await TwoLeadsTests.cli(
-                    ["lead", "promote", "--accept-data-loss", "--json"], agent: standby, scratch: scratch)
-                #expect(promoted.code == 0, "\(promoted.stderr)")
-                _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the standby to lead") {
-                    () async throws -> Bool? in
-                    try? await TwoLeadsTests.leadStatus(standby, admin)?.role == .lead ? true : nil
-                }
+                try await Self.promote(
+                    standby, ["--accept-data-loss", "--json"], admin: admin, scratch: scratch, "the standby to lead")
                 // Thawed, the old lead's writes wait for a synchronous standby that is gone: none is
                 // acknowledged. It finds the newer term at the new lead, fences itself and rejoins.
                 lead.process.signal(SIGCONT)
@@ -277,13 +274,8 @@ struct ManagedPromotionTests {
                 let refused = try await TwoLeadsTests.cli(["lead", "promote"], agent: standby, scratch: scratch)
                 #expect(refused.code != 0 && refused.stderr.contains("not_caught_up"), "\(refused.stderr)")
                 #expect(refused.stderr.contains("--accept-data-loss"))
-                let forced = try await TwoLeadsTests.cli(
-                    ["lead", "promote", "--accept-data-loss"], agent: standby, scratch: scratch)
-                #expect(forced.code == 0, "\(forced.stderr)")
-                _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the standby to lead") {
-                    () async throws -> Bool? in
-                    try? await TwoLeadsTests.leadStatus(standby, admin)?.role == .lead ? true : nil
-                }
+                try await Self.promote(
+                    standby, ["--accept-data-loss"], admin: admin, scratch: scratch, "the standby to lead")
             }, label: "managed-not-caught-up")
     }
 }

@@ -51,17 +51,6 @@ struct SyncStandbyTests {
         return outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// The `to` of each `replica.state_changed` event of `node` in an SSE dump, in order.
-    static func replicaStates(_ sse: String, node: String) -> [String] {
-        sse.split(separator: "\n").compactMap { line -> String? in
-            guard line.hasPrefix("data: "), let data = line.dropFirst(6).data(using: .utf8),
-                let event = try? JSONDecoder().decode(MeshEvent.self, from: data),
-                event.type == EventType.replicaStateChanged, event.node == node
-            else { return nil }
-            return event.data["to"]?.string
-        }
-    }
-
     @Test(
         "the standby streams and is synchronous; stopped, it is ineligible and commits go on; back, it is synchronous again"
     )
@@ -160,7 +149,7 @@ struct SyncStandbyTests {
         _ = try await poll(timeout: .seconds(20), every: .milliseconds(200), "the standby's replica health") {
             () async throws -> Bool? in
             let text = try await http(lead.baseURL + Routes.events + "?follow=false&tail=1000", headers: admin).text
-            return Self.replicaStates(text, node: "lead-b").last == "streaming" ? true : nil
+            return ReplicaHealthTests.replicaStates(text, node: "lead-b").last == "streaming" ? true : nil
         }
         let kept = standby.dataDir + "/standby.json"
         #expect(FileManager.default.fileExists(atPath: kept))
