@@ -61,20 +61,7 @@ extension HTTPServer {
         router.on(API.listJobs) { request, context -> Response in
             let (who, _) = try await client(
                 request, context: context, token: token, registry: registry, maxBody: maxBody)
-            let filter = try request.uri.queryParameters.get("state").map { text throws(Refusal) -> JobState in
-                guard let state = JobState(rawValue: text) else {
-                    throw Refusal.badRequest(
-                        "state must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
-                }
-                return state
-            }
-            let limit =
-                try request.uri.queryParameters.get("limit").map { text throws(Refusal) -> Int in
-                    guard let value = Int(text), (1...10_000).contains(value) else {
-                        throw Refusal.badRequest("limit must be 1-10000")
-                    }
-                    return value
-                } ?? 100
+            let (filter, limit) = try listParameters(request)
             return try json(try await jobs.list(state: filter, limit: limit, for: who), status: .ok)
         }
         router.on(API.getJob) { request, context -> Response in
@@ -128,7 +115,9 @@ extension HTTPServer {
     /// jobs. Any other bearer token goes to the lead as it is, and the lead decides what it may do
     /// and records its holder: the mesh admin token or an API token works through every agent,
     /// and its idempotency keys are its own wherever it retries (also against a new lead). Timeouts: 10 s; `generate` the longest wait plus 5 s;
-    /// a job read its `?wait=` plus 10 s. Assignments and results: 421 `not_lead`.
+    /// a job read its `?wait=` plus 10 s. Assignments and results: 421 `not_lead`. A standby lead
+    /// answers the job list and a job read without `?wait=` from its own copy of the lead's store
+    /// while it can (``standbyJobs(_:state:limit:token:node:reads:)``).
     static func addJobRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, node: NodeParts) {
         let maxBody = agent.maxBody, token = agent.token
         let membership = node.membership
@@ -142,11 +131,26 @@ extension HTTPServer {
                 timeout: .seconds(Int64(JobCoordinator.Limits.maxWait) + 5))
         }
         router.on(API.listJobs) { request, _ -> Response in
-            try await forwardToLead(
+            if let reads = node.standbyReads {
+                let (state, limit) = try listParameters(request)
+                if let answer = try await standbyJobs(
+                    request, state: state, limit: limit, token: token, node: node, reads: reads)
+                {
+                    return answer
+                }
+            }
+            return try await forwardToLead(
                 request, membership: membership, token: token, maxBody: maxBody, timeout: .seconds(10))
         }
-        router.on(API.getJob) { request, _ -> Response in
+        router.on(API.getJob) { request, context -> Response in
             let wait = try waitParameter(request, limit: JobCoordinator.Limits.maxWait)
+            // Waiting on a job is the lead's: only it hears the job end.
+            if let reads = node.standbyReads, wait == nil,
+                let answer = try await standbyJob(
+                    request, id: try context.parameters.decoded("id"), token: token, node: node, reads: reads)
+            {
+                return answer
+            }
             return try await forwardToLead(
                 request, membership: membership, token: token, maxBody: maxBody, timeout: (wait ?? .zero) + .seconds(10)
             )
@@ -184,6 +188,26 @@ extension HTTPServer {
         }
         let (node, body) = try await authenticateNode(request, context: context, registry: registry, maxBody: maxBody)
         return ("node:\(node)", body)
+    }
+
+    /// `GET /gpu/jobs`'s `?state=` (a job state) and `?limit=` (1-10000, default 100); 400
+    /// `bad_request` naming the parameter otherwise.
+    static func listParameters(_ request: Request) throws(Refusal) -> (state: JobState?, limit: Int) {
+        let state = try request.uri.queryParameters.get("state").map { text throws(Refusal) -> JobState in
+            guard let state = JobState(rawValue: text) else {
+                throw Refusal.badRequest(
+                    "state must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return state
+        }
+        let limit =
+            try request.uri.queryParameters.get("limit").map { text throws(Refusal) -> Int in
+                guard let value = Int(text), (1...10_000).contains(value) else {
+                    throw Refusal.badRequest("limit must be 1-10000")
+                }
+                return value
+            } ?? 100
+        return (state, limit)
     }
 
     /// `?wait=S`: seconds, 0 to `limit`.

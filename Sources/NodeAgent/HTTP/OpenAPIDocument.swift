@@ -262,6 +262,13 @@ paths:
       responses:
         '200':
           description: the node list
+          headers:
+            X-Aurora-Read-From:
+              description: on a standby lead answering from its own copy of the lead's store, `replica` or `store`
+              schema: {type: string, enum: [replica, store]}
+            X-Aurora-Replica-State:
+              description: on a standby answering from a replica that is not streaming, the replica's state
+              schema: {type: string}
           content:
             application/json:
               schema: {$ref: '#/components/schemas/NodeList'}
@@ -290,6 +297,12 @@ paths:
           headers:
             X-Aurora-Stale-Age:
               description: on a compute or edge agent answering from its cache, the cache's age in seconds
+              schema: {type: string}
+            X-Aurora-Read-From:
+              description: on a standby lead answering from its own copy of the lead's store, `replica` or `store`
+              schema: {type: string, enum: [replica, store]}
+            X-Aurora-Replica-State:
+              description: on a standby answering from a replica that is not streaming, the replica's state
               schema: {type: string}
           content:
             application/json:
@@ -664,6 +677,13 @@ paths:
       responses:
         '200':
           description: the jobs
+          headers:
+            X-Aurora-Read-From:
+              description: on a standby lead answering from its own copy of the lead's store, `replica` or `store`
+              schema: {type: string, enum: [replica, store]}
+            X-Aurora-Replica-State:
+              description: on a standby answering from a replica that is not streaming, the replica's state
+              schema: {type: string}
           content:
             application/json:
               schema: {$ref: '#/components/schemas/JobList'}
@@ -729,6 +749,13 @@ paths:
       responses:
         '200':
           description: the job
+          headers:
+            X-Aurora-Read-From:
+              description: on a standby lead answering from its own copy of the lead's store, `replica` or `store`
+              schema: {type: string, enum: [replica, store]}
+            X-Aurora-Replica-State:
+              description: on a standby answering from a replica that is not streaming, the replica's state
+              schema: {type: string}
           content:
             application/json:
               schema: {$ref: '#/components/schemas/Job'}

@@ -221,7 +221,8 @@ extension HTTPServer {
 
     /// The same routes on a compute or edge node: reads are forwarded to the lead with this
     /// node's signature (or answered from the cached copy, marked stale, while the lead is
-    /// away); everything else is the lead's.
+    /// away); everything else is the lead's. A standby lead answers the node reads from its own
+    /// copy of the lead's store (``standbyNodes(_:name:token:node:reads:)``) while it can.
     ///
     /// - `GET /nodes`, `GET /nodes/{name}`: the local operator token; the lead's list (2 s), else
     ///   the cached one marked stale (a single node with `X-Aurora-Stale-Age`); 404 for an unknown
@@ -234,11 +235,21 @@ extension HTTPServer {
         leadOnly(router, API.heartbeat, "heartbeats", agent: agent)
         leadOnly(router, API.leave, "leaving", agent: agent)
         router.on(API.listNodes) { request, _ -> Response in
+            if let reads = node.standbyReads,
+                let answer = try await standbyNodes(request, name: nil, token: token, node: node, reads: reads)
+            {
+                return answer
+            }
             try authorize(request, token: token)
             return try json(try await forwardedList(node: node), status: .ok)
         }
         router.on(API.getNode) { request, context -> Response in
             let name = try context.parameters.decoded("name")
+            if let reads = node.standbyReads,
+                let answer = try await standbyNodes(request, name: name, token: token, node: node, reads: reads)
+            {
+                return answer
+            }
             try authorize(request, token: token)
             let list = try await forwardedList(node: node)
             guard let found = list.nodes.first(where: { $0.name == name }) else {

@@ -66,6 +66,8 @@ struct NodeParts: Sendable {
     let cache: RegistryCache
     /// Secrets read through the lead, kept sealed, served with their age while it is away.
     let secretCache: SecretCache
+    /// On a standby lead: node and job reads answered from its own copy of the lead's store.
+    var standbyReads: StandbyReads? = nil
 }
 
 /// Which role's routes an agent serves.

@@ -72,6 +72,8 @@ public enum Agent {
 
         // Services start in this order and stop in reverse: store → registry or membership → HTTP.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        // A standby's reads from its own copy: their connection closes when the agent stops.
+        var standbyReads: StandbyReads?
         var connectivity: ConnectivityService?
         // What the routes serve from: the role's parts, each present (built below).
         let role: RoleParts
@@ -219,6 +221,7 @@ public enum Agent {
             // A joined node finds its lead (and its pinned certificate) in its membership: no --lead needed.
             let link = try LeadLink.forNode(config: config, saved: saved)
             let cache = RegistryCache(dataDir: dataDir.path)
+            var replicaService: StandbyReplicaService?
             let worker =
                 config.acceptJobs
                 ? GPUWorker(
@@ -239,7 +242,30 @@ public enum Agent {
                         )
                     }
                 }, logger: logger)
-            role = .node(NodeParts(membership: membership, cache: cache, secretCache: secretCache))
+            // A standby lead reads from its own copy of the lead's store: the store both leads
+            // use, or its streaming replica of the lead's managed store (once the join carried
+            // credentials; a rejoined old lead first moves the data it had as a primary aside).
+            if config.role == .standby, let url = config.storeURL {
+                standbyReads = StandbyReads(
+                    copy: .store, conninfo: url, node: config.name, state: state, logger: logger)
+            } else if config.role == .standby {
+                try await LeadRejoin.keepOldData(config: config, logger: logger)
+                do throws(AgentError) {
+                    let replica = try StandbyReplicaService(
+                        config: config, identity: identity, state: state, logger: logger)
+                    replicaService = replica
+                    standbyReads = StandbyReads(
+                        copy: .replica, conninfo: replica.managed.conninfo, node: config.name, state: state,
+                        logger: logger)
+                } catch {
+                    logger.warning(
+                        "this standby cannot run a replica of the lead's store",
+                        metadata: ["nodeagent.error": "\(error.message)"])
+                }
+            }
+            role = .node(
+                NodeParts(
+                    membership: membership, cache: cache, secretCache: secretCache, standbyReads: standbyReads))
             wireguard = WireGuardService(
                 config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,
                 network: { [path = dataDir.path] in WireGuardService.joinedNetwork(dataDir: path) }
@@ -247,21 +273,7 @@ public enum Agent {
                 cache.current?.nodes.nodes
             }
             services.append(.init(service: membership))
-            if config.role == .standby, config.storeURL == nil {
-                // A streaming replica of the lead's managed store, once the join carried credentials.
-                // A rejoined old lead first moves the data it had as a primary aside (kept).
-                try await LeadRejoin.keepOldData(config: config, logger: logger)
-                do throws(AgentError) {
-                    services.append(
-                        .init(
-                            service: try StandbyReplicaService(
-                                config: config, identity: identity, state: state, logger: logger)))
-                } catch {
-                    logger.warning(
-                        "this standby cannot run a replica of the lead's store",
-                        metadata: ["nodeagent.error": "\(error.message)"])
-                }
-            }
+            if let replicaService { services.append(.init(service: replicaService)) }
             if config.role == .standby, !config.etcdEndpoints.isEmpty {
                 // Automatic failover: while its lead is unreachable, the standby campaigns for
                 // /aurora/lead; it wins only once the lead's lease expired, and then promotes itself.
@@ -388,6 +400,7 @@ public enum Agent {
             throw error
         }
         await outbox.close()
+        await standbyReads?.close()
         withExtendedLifetime(dataDir) {}  // the lock is held until here
         if state.restartRequested {
             logger.notice("stopped to start again (promoted to lead, or rejoined as a standby)")

@@ -167,6 +167,8 @@ struct SyncStandbyTests {
         #expect(
             try await Self.replicaSQL(standby.dataDir, "SELECT pg_is_in_recovery()", scratch: scratch) == "t")
 
+        try await Self.readsFromItsReplica(lead: lead, standby: standby, admin: admin)
+
         // Stopped: ineligible and not synchronous within seconds, an event, and writes go on.
         let replicaPID = try #require(standby.postgresPID)
         standby.process.signal(SIGTERM)
@@ -233,5 +235,93 @@ struct SyncStandbyTests {
         }
         #expect(try await Self.writeSecret(lead, admin, key: "after-remove", value: "written-alone") == 201)
         #expect(try await TwoLeadsTests.leadStatus(lead, admin)?.standbys.isEmpty == true)
+    }
+
+    /// The standby answers node and job reads from its own replica (`X-Aurora-Read-From:
+    /// replica`), with the lead's credentials and visibility rules, and goes on answering them
+    /// while the lead is frozen.
+    static func readsFromItsReplica(
+        lead: AgentHarness, standby: AgentHarness, admin: [String: String]
+    ) async throws {
+        func token(_ request: TokenCreateRequest) async throws -> APITokenCreated {
+            try await http(
+                lead.baseURL + Routes.tokens, method: "POST", headers: admin,
+                body: Array(try APICoding.encoder().encode(request))
+            ).decode(APITokenCreated.self)
+        }
+        // A job that waits in the queue (no node here runs it).
+        let submission = JobSubmission(
+            kind: .generate, payload: ["model": .string("m"), "prompt": .string("p")], idempotencyKey: "replica-read",
+            allowUnplaceable: true)
+        let submitted = try await http(
+            lead.baseURL + Routes.gpuJobs, method: "POST", headers: admin,
+            body: Array(try APICoding.encoder().encode(submission)))
+        #expect([200, 201, 202].contains(submitted.status), "\(submitted.text)")
+        let job = try submitted.decode(Job.self)
+        let acme = try await token(TokenCreateRequest(apiRole: .read, company: "acme"))
+        let revoked = try await token(TokenCreateRequest(apiRole: .read))
+        let own = ["Authorization": "Bearer \(try standby.adminToken)"]
+
+        // The mesh admin token (the lead's, recorded in the store) reads from the replica.
+        let read = try await http(standby.baseURL + Routes.gpuJob(job.id), headers: admin)
+        #expect(read.status == 200, "\(read.text)")
+        #expect(read.headers["x-aurora-read-from"] == "replica")
+        #expect(try read.decode(Job.self).id == job.id)
+        let list = try await http(standby.baseURL + Routes.gpuJobs + "?limit=50", headers: admin)
+        #expect(list.headers["x-aurora-read-from"] == "replica")
+        #expect(try list.decode(JobList.self).jobs.contains { $0.id == job.id })
+        let nodes = try await http(standby.baseURL + Routes.nodes, headers: admin)
+        #expect(nodes.headers["x-aurora-read-from"] == "replica")
+        #expect(Set(try nodes.decode(NodeList.self).nodes.map(\.name)).isSuperset(of: ["lead-a", "lead-b", "gpu-1"]))
+        let one = try await http(standby.baseURL + Routes.node("gpu-1"), headers: own)
+        #expect(one.status == 200 && one.headers["x-aurora-read-from"] == "replica", "\(one.text)")
+        let atLead = try await http(lead.baseURL + Routes.node("gpu-1"), headers: admin).decode(Node.self)
+        #expect(try one.decode(Node.self).vpnIP == atLead.vpnIP)
+        #expect(try await http(standby.baseURL + Routes.node("no-such-node"), headers: admin).status == 404)
+
+        // Visibility as on the lead: the standby's own token reads as node:lead-b, a company's
+        // read token sees its company's jobs only; another's job is 404, never 403.
+        #expect(try await http(standby.baseURL + Routes.gpuJob(job.id), headers: own).status == 404)
+        #expect(
+            try await http(standby.baseURL + Routes.gpuJobs, headers: own).decode(JobList.self).jobs.contains {
+                $0.id == job.id
+            } == false)
+        let acmeHeaders = ["Authorization": "Bearer \(acme.token)"]
+        #expect(try await http(standby.baseURL + Routes.gpuJob(job.id), headers: acmeHeaders).status == 404)
+        #expect(try await http(standby.baseURL + Routes.nodes, headers: acmeHeaders).status == 200)
+
+        // Attacks: no token, an unknown token, another agent's operator token, a malformed and an
+        // oversized one (401); a revoked token once the revocation is on the replica (synchronous:
+        // at once); bad parameters (400). None of them reaches data.
+        let revokedHeaders = ["Authorization": "Bearer \(revoked.token)"]
+        #expect(try await http(standby.baseURL + Routes.gpuJobs, headers: revokedHeaders).status == 200)
+        #expect(
+            try await http(
+                lead.baseURL + API.revokeToken.path(revoked.info.id), method: "DELETE", headers: admin
+            ).status == 200)
+        for headers in [
+            [:], ["Authorization": "Bearer aurapi_" + String(repeating: "0", count: 48)],
+            ["Authorization": "Bearer aur_" + String(repeating: "ab", count: 32)],
+            ["Authorization": "Basic \(try lead.adminToken)"],
+            ["Authorization": "Bearer " + String(repeating: "x", count: 300)], revokedHeaders,
+        ] {
+            for path in [Routes.gpuJobs, Routes.gpuJob(job.id), Routes.nodes, Routes.node("gpu-1")] {
+                let refused = try await http(standby.baseURL + path, headers: headers)
+                #expect(
+                    refused.status == 401, "\(path) with \(headers.keys.sorted()): \(refused.status) \(refused.text)")
+                #expect(!refused.text.contains(job.id))
+            }
+        }
+        for query in ["?state=bogus", "?limit=0", "?limit=10001", "?limit=99999999999999999999", "?limit=-1"] {
+            #expect(try await http(standby.baseURL + Routes.gpuJobs + query, headers: admin).status == 400, "\(query)")
+        }
+
+        // The lead frozen: the standby still answers from its replica, at once.
+        lead.process.signal(SIGSTOP)
+        defer { lead.process.signal(SIGCONT) }
+        let frozen = try await http(standby.baseURL + Routes.gpuJob(job.id), headers: admin, timeout: .seconds(3))
+        #expect(frozen.status == 200 && frozen.headers["x-aurora-read-from"] == "replica", "\(frozen.text)")
+        let frozenNodes = try await http(standby.baseURL + Routes.nodes, headers: admin, timeout: .seconds(3))
+        #expect(frozenNodes.status == 200 && frozenNodes.headers["x-aurora-read-from"] == "replica")
     }
 }

@@ -136,6 +136,12 @@ struct TwoLeadsTests {
             #expect(answer.status == 201, "\(answer.status) \(answer.text)")
             acknowledged["before-\(index)"] = try answer.decode(Job.self).id
         }
+        // The standby reads jobs and nodes from the store both leads share, not through the lead.
+        let fromStore = try await http(standby.baseURL + Routes.gpuJob(acknowledged["before-0"]!), headers: admin)
+        #expect(fromStore.status == 200 && fromStore.headers["x-aurora-read-from"] == "store", "\(fromStore.text)")
+        let storeList = try await http(standby.baseURL + Routes.gpuJobs + "?limit=100", headers: admin)
+        #expect(Set(try storeList.decode(JobList.self).jobs.map(\.id)).isSuperset(of: Set(acknowledged.values)))
+        #expect(try await http(standby.baseURL + Routes.nodes, headers: admin).headers["x-aurora-read-from"] == "store")
         let write = SecretWrite(service: "db", keyName: "password", value: "kept-across-leads", scope: "global")
         #expect(
             try await http(

@@ -63,6 +63,24 @@ extension Store: TokenStore {
         return grants
     }
 
+    /// One token's grant by its hex SHA-256: an API token, or a lead's operator token (the mesh
+    /// admin's); nil for an unknown hash. A standby checks presented tokens against its copy with it.
+    func tokenGrant(hash: String) async throws(AgentError) -> APITokens.Grant? {
+        let row = try await query(
+            "SELECT id, role, company, \(SQL.iso("expires_at")), revoked_at IS NOT NULL FROM api_tokens WHERE token_hash = $1",
+            [hash]
+        ).rows.first
+        if let row, let id = row[0], let role = row[1].flatMap(APIRole.init(rawValue:)) {
+            return APITokens.Grant(
+                id: id, role: role, company: row[2] ?? "", expiresAt: row[3].flatMap(ISOTime.parse),
+                revoked: row[4] == "t")
+        }
+        guard try await query("SELECT 1 FROM operator_tokens WHERE hash = $1", [hash]).rows.first != nil else {
+            return nil
+        }
+        return APITokens.Grant(id: "operator", role: .admin, company: "", expiresAt: nil, revoked: false)
+    }
+
     func apiTokens() async throws(AgentError) -> [APITokenInfo] {
         try await query("SELECT \(TokenRows.apiColumns) FROM api_tokens ORDER BY created_at, id").rows.compactMap(
             TokenRows.apiInfo)
