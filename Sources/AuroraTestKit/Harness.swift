@@ -64,7 +64,9 @@ public struct ScratchDirectory: Sendable {
         StartedProcesses.addScratch(path)
     }
 
+    /// Removes the directory, unless `AURORA_KEEP_SCRATCH=1` asks to keep it for a post-mortem.
     public func remove() {
+        if ProcessInfo.processInfo.environment["AURORA_KEEP_SCRATCH"] == "1" { return }
         try? FileManager.default.removeItem(atPath: path)
         StartedProcesses.removeScratch(path)
     }

@@ -441,17 +441,22 @@ public struct WorkerReport: Codable, Sendable, Equatable {
     public var generate: Bool
     /// The jobs it is running; their leases are extended.
     public var jobs: [JobLease]
+    /// When this worker started (ISO 8601): a lead that took over tells from it whether a job
+    /// delivered before the takeover ever reached the worker.
+    public var startedAt: String?
 
-    public init(accepting: Bool, allowExec: Bool, generate: Bool, jobs: [JobLease]) {
+    public init(accepting: Bool, allowExec: Bool, generate: Bool, jobs: [JobLease], startedAt: String? = nil) {
         self.accepting = accepting
         self.allowExec = allowExec
         self.generate = generate
         self.jobs = jobs
+        self.startedAt = startedAt
     }
 
     enum CodingKeys: String, CodingKey {
         case accepting, jobs, generate
         case allowExec = "allow_exec"
+        case startedAt = "started_at"
     }
 }
 

@@ -40,6 +40,8 @@ public struct JobBook<Spec: Sendable>: Sendable {
     /// Jobs placed on each node and not yet handed over, in placement order (ids may have gone
     /// stale through a cancel or requeue; they are checked when taken).
     private var undelivered: [String: [String]] = [:]
+    /// Nodes with jobs restored as running that their worker has not reported on yet (``reattach``).
+    private var unconfirmedNodes = Set<String>()
     /// Recent run times (s), for ETAs.
     private var runTimes: [Double] = []
 
@@ -142,6 +144,8 @@ public struct JobBook<Spec: Sendable>: Sendable {
             record.order = nextOrder
             nextOrder += 1
             record.delivered = record.state == .running
+            record.unconfirmed = record.state == .running
+            if record.unconfirmed, let node = record.node { unconfirmedNodes.insert(node) }
             if record.state == .queued {
                 scheduler.enqueue(schedulerJob(record))
             } else if let node = record.node {
@@ -232,6 +236,7 @@ public struct JobBook<Spec: Sendable>: Sendable {
             record.state = .running
             record.startedAtMs = now.wallMs
             record.delivered = true
+            record.unconfirmed = false
             record.lease = now.instant + leaseDuration
             record.leaseDeadlineMs = now.wallMs + leaseMs
             open[id] = record
@@ -264,6 +269,40 @@ public struct JobBook<Spec: Sendable>: Sendable {
         for lease in stopping where !list.contains(lease) { list.append(lease) }
         stops[node] = list
         return Directives(wake: [node])
+    }
+
+    /// A worker's first report to this lead process after ``restore(_:nodes:now:)``: a job an
+    /// earlier lead process delivered to `node` (state running) that the worker neither holds
+    /// nor has a result for (`leases` names both), while the worker has run since before that
+    /// delivery (`workerStartedAtMs`), never reached it: the lead died between writing the
+    /// delivery and answering. It is delivered again as the same attempt, not requeued when its
+    /// lease runs out: a lead change alone costs no attempt.
+    ///
+    /// A worker that started after the delivery (it restarted, and its job ended with it) or
+    /// that does not say when it started leaves the job to its lease, as before. Each restored
+    /// job is considered once, at its node's first report. The two times come from two clocks;
+    /// a skew between them errs either way harmlessly: the job waits for its lease (a second
+    /// attempt, as before), or a restarted worker runs the attempt its crash ended once more.
+    public mutating func reattach(node: String, leases: [Lease], workerStartedAtMs: Int64?, now: Time) -> Directives {
+        var directives = Directives()
+        guard unconfirmedNodes.remove(node) != nil else { return directives }
+        let held = Set(leases)
+        for (id, record) in open where record.unconfirmed && record.node == node {
+            var record = record
+            record.unconfirmed = false
+            if !held.contains(record.asLease), record.state == .running, let started = workerStartedAtMs,
+                let delivered = record.startedAtMs, started < delivered
+            {
+                record.state = .assigned
+                record.delivered = false
+                record.startedAtMs = nil
+                record.lease = now.instant + leaseDuration
+                undelivered[node, default: []].append(id)
+                directives.addWake([node])
+            }
+            open[id] = record
+        }
+        return directives
     }
 
     /// A worker reports how attempt `attempt` of job `id` ended. The attempt is a fencing
@@ -379,6 +418,7 @@ public struct JobBook<Spec: Sendable>: Sendable {
             }
             record.attempt += 1
             record.state = .queued
+            record.unconfirmed = false
             record.node = nil
             record.gpus = nil
             record.startedAtMs = nil

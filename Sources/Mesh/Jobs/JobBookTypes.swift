@@ -111,6 +111,9 @@ extension JobBook {
         public internal(set) var delivered: Bool
         /// Submission order, for FIFO among jobs submitted in the same instant.
         public internal(set) var order: Int64 = 0
+        /// Restored as running by ``JobBook/restore(_:nodes:now:)`` (an earlier lead process
+        /// delivered it) and not yet confirmed by its worker's first report to this one.
+        public internal(set) var unconfirmed = false
 
         /// A job as stored, for ``JobBook/restore(_:nodes:now:)``.
         public init(

@@ -2314,6 +2314,7 @@ components:
         jobs:
           type: array
           items: {$ref: '#/components/schemas/JobLease'}
+        started_at: {type: string, format: date-time, maxLength: 40, description: when the worker started}
     WireGuardLink:
       type: object
       required: [public_key, rx_bytes, tx_bytes]

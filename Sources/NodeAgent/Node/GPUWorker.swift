@@ -48,6 +48,8 @@ final class GPUWorker: Service {
     /// True while the long-poll loop runs; heartbeats report it as `accepting`.
     private let polling = Atomic<Bool>(false)
     private let completed = Counter(label: "aurora_worker_jobs_total")
+    /// When this worker was made (before it can receive any job), for ``WorkerReport/startedAt``.
+    private let startedAt = ISOTime.string(Date())
 
     init(
         config: NodeConfig, state: AgentState, lead: LeadClient, groups: JobGroups, outbox: Outbox? = nil,
@@ -70,7 +72,7 @@ final class GPUWorker: Service {
         jobs.formUnion(outbox?.pendingJobLeases ?? [])
         return WorkerReport(
             accepting: config.acceptJobs && polling.load(ordering: .relaxed), allowExec: config.allowExec,
-            generate: config.gpuBackend != nil, jobs: jobs.sorted { $0.id < $1.id })
+            generate: config.gpuBackend != nil, jobs: jobs.sorted { $0.id < $1.id }, startedAt: startedAt)
     }
 
     /// The service: waits until the node has joined, then long-polls `GET /api/gpu/assignments`

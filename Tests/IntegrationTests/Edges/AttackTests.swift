@@ -200,6 +200,17 @@ struct AttackTests {
                 answer.status == 400 && Self.message(answer).contains("control character"),
                 "\(label): \(answer.status) \(answer.text)")
         }
+        // A worker's start time that is not a time (or is huge): 400, changes nothing.
+        for startedAt in ["yesterday", String(repeating: "9", count: 500), "2026-13-45T99:99:99Z"] {
+            let body = try Self.heartbeatJSON {
+                $0["worker"] = [
+                    "accepting": true, "allow_exec": true, "generate": true, "jobs": [], "started_at": startedAt,
+                ]
+            }
+            let answer = try await lead.signed(spy, "POST", beatPath, body)
+            #expect(
+                answer.status == 400 && Self.message(answer).contains("started_at"), "\(answer.status) \(answer.text)")
+        }
         let afterControls = try await lead.node("spy").decode(Node.self)
         #expect(afterControls.version == "test" && afterControls.capabilities.gpus.first?.name == "NVIDIA H100")
         // The batched last_seen flush keeps working for everyone (a clean heartbeat still lands).

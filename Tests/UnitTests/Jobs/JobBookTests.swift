@@ -420,6 +420,49 @@ struct JobBookTests {
         #expect(book.deliver(to: "a", now: Self.at(109)).started.map(\.attempt) == [2])
     }
 
+    @Test(
+        "after a restart, a job delivered before it that its long-running worker does not hold is delivered again, same attempt"
+    )
+    func reattachUndelivered() throws {
+        func running(_ id: String, node: String, startedAtMs: Int64) -> Book.Record {
+            Book.Record(
+                id: id, spec: "s", priority: 5, requirements: Scheduler.Requirements(minVramMB: 1_000), key: nil,
+                state: .running, attempt: 1, maxAttempts: 3, node: node, gpus: [0], submittedAtMs: 0,
+                startedAtMs: startedAtMs)
+        }
+        let delivered = Self.at(50).wallMs
+        var book = Book(agingSeconds: 0)
+        book.restore(
+            [
+                running("lost", node: "a", startedAtMs: delivered), running("held", node: "a", startedAtMs: delivered),
+                running("restarted", node: "b", startedAtMs: delivered),
+                running("unsaid", node: "c", startedAtMs: delivered),
+            ], nodes: [Self.node("a"), Self.node("b"), Self.node("c")], now: Self.at(100))
+        // a has run since long before the delivery and holds only "held": "lost" never reached it.
+        let woken = book.reattach(
+            node: "a", leases: [Book.Lease(id: "held", attempt: 1)], workerStartedAtMs: Self.at(0).wallMs,
+            now: Self.at(101))
+        #expect(woken.wake == ["a"])
+        #expect(book.record("lost")?.state == .assigned)
+        #expect(book.record("held")?.state == .running)
+        let again = book.deliver(to: "a", now: Self.at(102))
+        #expect(again.started.map(\.id) == ["lost"])
+        #expect(again.started.map(\.attempt) == [1])
+        // Only the first report counts: a later one without "held" changes nothing here.
+        #expect(book.reattach(node: "a", leases: [], workerStartedAtMs: Self.at(0).wallMs, now: Self.at(103)).isEmpty)
+        #expect(book.record("held")?.state == .running)
+        // b started after the delivery (it restarted; its job ended with it), or c did not say
+        // when: the lease decides, as before.
+        #expect(
+            book.reattach(node: "b", leases: [], workerStartedAtMs: delivered + 1_000, now: Self.at(101)).isEmpty)
+        #expect(book.reattach(node: "c", leases: [], workerStartedAtMs: nil, now: Self.at(101)).isEmpty)
+        #expect(book.record("restarted")?.state == .running && book.record("unsaid")?.state == .running)
+        _ = book.renew(node: "a", leases: [Book.Lease(id: "held", attempt: 1)], now: Self.at(103))
+        _ = book.tick(now: Self.at(111))  // b's and c's leases ran out: requeued, a second attempt
+        #expect(book.record("restarted")?.attempt == 2 && book.record("unsaid")?.attempt == 2)
+        #expect(book.record("lost")?.attempt == 1 && book.record("held")?.attempt == 1)
+    }
+
     @Test("exec jobs need a live node that allows exec and carries the labels")
     func execRule() throws {
         var book = Self.book("a")

@@ -255,12 +255,24 @@ actor JobCoordinator {
     }
 
     /// A worker's heartbeat names the jobs it holds: their leases are extended; jobs it should
-    /// not hold (cancelled, requeued elsewhere, unknown) are added to its stop list.
-    func renew(_ node: String, _ leases: [JobLease]) {
+    /// not hold (cancelled, requeued elsewhere, unknown) are added to its stop list. Its first
+    /// report after this lead loaded also finds jobs an earlier lead delivered that never reached
+    /// it (``JobBook/reattach(node:leases:workerStartedAtMs:now:)``): delivered again, same attempt.
+    func renew(_ node: String, _ leases: [JobLease], workerStartedAt: Date? = nil) {
         guard loaded else { return }
-        let directives = book.renew(
-            node: node, leases: leases.map { Book.Lease(id: $0.id, attempt: $0.attempt) }, now: Self.now())
-        wakeNodes(directives.wake)
+        let held = leases.map { Book.Lease(id: $0.id, attempt: $0.attempt) }
+        let now = Self.now()
+        let reattached = book.reattach(
+            node: node, leases: held,
+            workerStartedAtMs: workerStartedAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }, now: now)
+        if !reattached.wake.isEmpty {
+            logger.notice(
+                "a job delivered before this lead took over never reached its worker; delivering it again",
+                metadata: ["nodeagent.node": "\(node)"])
+        }
+        wakeNodes(reattached.wake)
+        guard !held.isEmpty else { return }
+        wakeNodes(book.renew(node: node, leases: held, now: now).wake)
     }
 
     /// A worker reports how a job ended. The attempt is a fencing token: a stale one is

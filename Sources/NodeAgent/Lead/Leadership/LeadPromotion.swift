@@ -70,7 +70,16 @@ struct LeadPromotion {
     /// Takes the lead lock on `conninfo`, begins the next term as its first write, makes the old
     /// lead a standby and this agent the lead, records `lead.promoted` and `lead.fenced`, and
     /// writes `DATA/lead-term.json`.
-    private func beginTerm(conninfo: String, oldLead: String?, steppedDown: Bool, logger: Logger)
+    ///
+    /// `promotedReplica`: the store is this standby's replica, just promoted. PostgreSQL logs a
+    /// sequence 32 values ahead, so a promoted replica's `events.seq` would jump; it is set back
+    /// to follow the last committed event before the new term's first event, so the event
+    /// sequence (SSE ids, the Redis stream) goes on without a gap. Only this process writes to
+    /// the promoted server at that point; a shared store is left alone (the old lead may still
+    /// hold a value it drew).
+    private func beginTerm(
+        conninfo: String, oldLead: String?, steppedDown: Bool, promotedReplica: Bool = false, logger: Logger
+    )
         async throws(Refusal) -> LeadTerm
     {
         let config = state.config
@@ -83,6 +92,7 @@ struct LeadPromotion {
             guard try await store.takeOverLeadLock(timeout: .seconds(10)) else {
                 throw AgentError(.store, "another session kept the store's lead lock for 10 s")
             }
+            if promotedReplica { try await store.continueEventSequence() }
             let latest = try await store.latestTerm()
             let tls = try TLSIdentity.loadOrCreate(in: config.dataDir + "/keys", name: config.name, logger: logger)
             let template = Leadership.template(config: config, identity: state.identity, tls: tls)
@@ -204,7 +214,8 @@ struct LeadPromotion {
             throw Refusal(.unavailable, code: "promotion_failed", message: "promotion failed: \(error.message)")
         }
         let term = try await beginTerm(
-            conninfo: managed.conninfo, oldLead: oldLead, steppedDown: steppedDown, logger: logger)
+            conninfo: managed.conninfo, oldLead: oldLead, steppedDown: steppedDown, promotedReplica: true,
+            logger: logger)
         // The restarted agent is the lead: it no longer runs a replica.
         _ = rename(
             StandbyReplication.path(dataDir: config.dataDir),

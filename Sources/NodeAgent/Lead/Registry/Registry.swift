@@ -286,6 +286,9 @@ actor Registry {
             company: nil, labels: beat.labels, version: beat.version, endpoint: beat.wireguard?.endpoint,
             capabilities: beat.capabilities)
         try Self.validateTLSPort(beat.tlsPort)
+        if let started = beat.worker?.startedAt, started.utf8.count > 40 || ISOTime.parse(started) == nil {
+            throw Refusal.badRequest("worker.started_at must be an ISO 8601 time")
+        }
         guard var entry = entries[name] else { throw Refusal.notFound("no node named '\(name)'") }
         let now = Date()
         heartbeats.increment()
@@ -341,7 +344,9 @@ actor Registry {
         await recordPostgres(name, from: previousPostgres, to: beat.postgres)
         if let jobs {
             if placementChanged, let update = jobUpdate(name) { await jobs.nodeChanged(update) }
-            if let leases = beat.worker?.jobs, !leases.isEmpty { await jobs.renew(name, leases) }
+            if let report = beat.worker {
+                await jobs.renew(name, report.jobs, workerStartedAt: report.startedAt.flatMap(ISOTime.parse))
+            }
         }
         return HeartbeatResponse(
             state: entries[name]?.node.state ?? .alive, registryVersion: version, leadTime: ISOTime.string(now),

@@ -35,6 +35,13 @@ extension Store: LeadTermStore {
         return rows.first.flatMap(Self.term)
     }
 
+    /// Sets `events.seq`'s sequence so that the next event follows the last committed one (a
+    /// promoted replica's sequence is up to 32 ahead). Only for a server no other lead writes to.
+    func continueEventSequence() async throws(AgentError) {
+        try await query(
+            "SELECT setval(pg_get_serial_sequence('events', 'seq'), coalesce(max(seq), 0) + 1, false) FROM events")
+    }
+
     func walPosition() async throws(AgentError) -> String? {
         try await leadQuery("SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END")
             .scalar
