@@ -70,6 +70,11 @@ extension AuroraClient {
         try await decode(call(API.removeNode, name, query: keep ? [("keep", "true")] : []))
     }
 
+    /// `GET /v1/models`: the mesh's models and the nodes that serve each (stale when the lead is away).
+    public func models() async throws(AuroraClientError) -> ModelList {
+        try await decode(call(API.listModels))
+    }
+
     /// `GET /topology`: the nodes and the links they measured (stale when the lead is away).
     public func topology() async throws(AuroraClientError) -> Topology {
         try await decode(call(API.topology))

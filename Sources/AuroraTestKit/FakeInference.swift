@@ -8,7 +8,18 @@ import Synchronization
 /// `POST /v1/chat/completions` and Ollama-style `POST /api/generate`. The answer echoes the
 /// prompt. `options.delay_ms` in the request (or `defaultDelay`) makes it take that long, so
 /// tests can keep jobs running. Every request is recorded.
+///
+/// With `models`, it lists them as Ollama does (`GET /api/tags`, and `loaded` as `GET /api/ps`)
+/// and as an OpenAI-style server does (`GET /v1/models`); with `openAIOnly` only the latter (the
+/// Ollama paths are 404). Without `models` every listing is 404: a server that does not say.
 public final class FakeInference: Sendable {
+    /// What the model listings say.
+    struct Catalog: Sendable {
+        var models: [String]?
+        var loaded: [String]
+        var openAIOnly: Bool
+    }
+
     public struct Request: Sendable {
         public var path: String
         public var prompt: String
@@ -24,15 +35,18 @@ public final class FakeInference: Sendable {
         let entries = Mutex<[Request]>([])
     }
 
-    public init(defaultDelay: Duration = .zero) async throws {
+    public init(
+        defaultDelay: Duration = .zero, models: [String]? = nil, loaded: [String] = [], openAIOnly: Bool = false
+    ) async throws {
         let log = RequestLog()
+        let catalog = Catalog(models: models, loaded: loaded, openAIOnly: openAIOnly)
         let delayMs =
             defaultDelay.components.seconds * 1000 + defaultDelay.components.attoseconds / 1_000_000_000_000_000
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(Handler(log: log, defaultDelayMs: delayMs))
+                    channel.pipeline.addHandler(Handler(log: log, defaultDelayMs: delayMs, catalog: catalog))
                 }
             }
         self.channel = try await bootstrap.bind(host: "127.0.0.1", port: try freePort()).get()
@@ -40,7 +54,7 @@ public final class FakeInference: Sendable {
         self.log = log
     }
 
-    /// Every request so far.
+    /// Every inference request so far (the model listings agents poll are not counted).
     public var requests: [Request] { log.entries.withLock { $0 } }
 
     public func stop() async {
@@ -53,12 +67,14 @@ public final class FakeInference: Sendable {
 
         let log: RequestLog
         let defaultDelayMs: Int64
+        let catalog: Catalog
         var head: HTTPRequestHead?
         var body = ByteBuffer()
 
-        init(log: RequestLog, defaultDelayMs: Int64) {
+        init(log: RequestLog, defaultDelayMs: Int64, catalog: Catalog) {
             self.log = log
             self.defaultDelayMs = defaultDelayMs
+            self.catalog = catalog
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -86,12 +102,30 @@ public final class FakeInference: Sendable {
             let delay =
                 (options["delay_ms"] as? Int).map(Int64.init) ?? (object["delay_ms"] as? Int).map(Int64.init)
                 ?? defaultDelayMs
-            log.entries.withLock {
-                $0.append(Request(path: head.uri, prompt: prompt, body: object.mapValues { "\($0)" }))
+            if head.method != .GET {
+                log.entries.withLock {
+                    $0.append(Request(path: head.uri, prompt: prompt, body: object.mapValues { "\($0)" }))
+                }
             }
             let answer: [String: Any]
             let status: HTTPResponseStatus
             switch head.uri {
+            case "/api/tags" where !catalog.openAIOnly && catalog.models != nil,
+                "/api/ps" where !catalog.openAIOnly && catalog.models != nil:
+                status = .ok
+                answer = [
+                    "models": (head.uri == "/api/ps" ? catalog.loaded : catalog.models ?? []).map {
+                        ["name": $0, "model": $0, "size": 4_000_000_000]
+                    }
+                ]
+            case "/v1/models" where catalog.models != nil:
+                status = .ok
+                answer = [
+                    "object": "list",
+                    "data": (catalog.models ?? []).map {
+                        ["id": $0, "object": "model", "created": 0, "owned_by": "fake"]
+                    },
+                ]
             case "/v1/chat/completions":
                 status = .ok
                 answer = [

@@ -167,7 +167,7 @@ struct RouteTests {
         for route in [
             "GET /nodes", "GET /api/gpu/jobs", "GET /api/gpu/status", "GET /api/gpu/queue",
             "GET /api/connectivity/status",
-            "GET /api/postgres/replicas", "GET /topology",
+            "GET /api/postgres/replicas", "GET /topology", "GET /v1/models",
         ] {
             let answer = try await Self.call(router, route: route, token: token)
             #expect(

@@ -50,19 +50,25 @@ public struct Capabilities: Codable, Sendable, Equatable {
     public var os: String
     public var arch: String
     public var gpus: [GPU]
+    /// The models the node's inference backend (`gpu.backend`) serves, as discovered and named
+    /// by its profile (`gpu.models`); nil without a backend. Sent, like the rest, only when it changes.
+    public var models: [ServedModel]?
 
-    public init(cpuCores: Int, memoryMB: Int, os: String, arch: String, gpus: [GPU]) {
+    public init(
+        cpuCores: Int, memoryMB: Int, os: String, arch: String, gpus: [GPU], models: [ServedModel]? = nil
+    ) {
         self.cpuCores = cpuCores
         self.memoryMB = memoryMB
         self.os = os
         self.arch = arch
         self.gpus = gpus
+        self.models = models
     }
 
     public static let unknown = Capabilities(cpuCores: 0, memoryMB: 0, os: "", arch: "", gpus: [])
 
     enum CodingKeys: String, CodingKey {
-        case os, arch, gpus
+        case os, arch, gpus, models
         case cpuCores = "cpu_cores"
         case memoryMB = "memory_mb"
     }

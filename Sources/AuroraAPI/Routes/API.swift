@@ -159,6 +159,9 @@ public enum API {
     /// Signed by an old lead fenced by a newer term: the lead takes it back as a standby.
     public static let rejoinLead = Endpoint("POST", "/api/lead/rejoin")
 
+    /// The mesh's models (OpenAI's list shape), with the nodes that serve each.
+    public static let listModels = Endpoint("GET", "/v1/models")
+
     /// Every endpoint, once.
     public static let all: [Endpoint] = [
         health, metrics, openAPI, agent,
@@ -172,6 +175,6 @@ public enum API {
         listBackups, createBackup, verifyBackup, restoreBackup,
         postgresHealth, postgresReplicas, postgresPrimary, postgresReplica, postgresReadOnly,
         wireguard, wireguardConfig, outbox, checks, subsystems, restartSubsystem, logs,
-        leadStatus, leadHandoff, promoteLead, stepDown, failsafe, rejoinLead,
+        leadStatus, leadHandoff, promoteLead, stepDown, failsafe, rejoinLead, listModels,
     ]
 }

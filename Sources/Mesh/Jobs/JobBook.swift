@@ -384,7 +384,7 @@ public struct JobBook<Spec: Sendable>: Sendable {
             Scheduler.Worker(
                 name: node.name, standing: node.standing, allowExec: node.allowExec,
                 canGenerate: node.canGenerate,
-                labels: node.labels, gpus: node.gpus, rttMs: node.rttMs))
+                labels: node.labels, gpus: node.gpus, rttMs: node.rttMs, models: node.models))
     }
 
     private func schedulerJob(_ record: Record) -> Scheduler.Job {

@@ -165,13 +165,16 @@ extension JobBook {
         public var cordoned: Bool
         /// Draining: when its running jobs are handed back (wall ms since 1970).
         public var drainDeadlineMs: Int64?
+        /// Its inference server's models, loaded or not (nil: it does not say).
+        public var models: [String: Bool]?
 
         public init(
             name: String, state: MemberState, accepting: Bool, allowExec: Bool, canGenerate: Bool,
             labels: [String: String],
-            gpus: [Scheduler.GPUSlot], rttMs: Double = .infinity, reported: Bool = true, cordoned: Bool = false,
-            drainDeadlineMs: Int64? = nil
+            gpus: [Scheduler.GPUSlot], rttMs: Double = .infinity, models: [String: Bool]? = nil,
+            reported: Bool = true, cordoned: Bool = false, drainDeadlineMs: Int64? = nil
         ) {
+            self.models = models
             self.reported = reported
             self.cordoned = cordoned
             self.drainDeadlineMs = drainDeadlineMs

@@ -15,6 +15,7 @@ public struct PlacementExplanation: Sendable, Equatable {
         case vramTotal = "vram_total"
         case noExec = "exec_not_allowed"
         case noInference = "no_inference"
+        case noModel = "no_model"
         case away
         case unreported
         case notAccepting = "not_accepting"
@@ -24,7 +25,7 @@ public struct PlacementExplanation: Sendable, Equatable {
         /// The node could never run the job as it is: more capacity or time will not help.
         public var isPermanent: Bool {
             switch self {
-            case .labels, .gpuModel, .gpuCount, .vramTotal, .noExec, .noInference: true
+            case .labels, .gpuModel, .gpuCount, .vramTotal, .noExec, .noInference, .noModel: true
             case .away, .unreported, .notAccepting, .cordoned, .vramFree: false
             }
         }
@@ -95,6 +96,7 @@ public struct PlacementExplanation: Sendable, Equatable {
             return "\(nodes) too little VRAM (need \(need.minVramMB) MB, largest \(entry.bestMB ?? 0))"
         case .noExec: return "\(nodes) not allowing exec jobs"
         case .noInference: return "\(nodes) without an inference server"
+        case .noModel: return "\(nodes) not serving the model '\(need.model ?? "")'"
         case .away: return "\(nodes) away"
         case .unreported: return "\(nodes) not reported yet"
         case .notAccepting: return "\(nodes) not accepting"
@@ -159,6 +161,7 @@ extension Scheduler {
         if member.standing != .unreported {
             if need.exec && !member.allowExec { return (.noExec, nil) }
             if !need.exec && !member.canGenerate { return (.noInference, nil) }
+            if !need.exec && member.serving(need.model) == nil { return (.noModel, nil) }
         }
         switch member.standing {
         case .away: return (.away, nil)

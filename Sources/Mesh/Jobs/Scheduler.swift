@@ -64,6 +64,9 @@ public struct Scheduler: Sendable {
         public var canGenerate: Bool
         public var labels: [String: String]
         public var gpus: [GPUSlot]
+        /// The models its inference server serves, each with whether it is loaded now; nil when
+        /// the server does not say (it may serve any: it is tried after those that list the model).
+        public var models: [String: Bool]?
         /// Jobs placed here; kept by the scheduler.
         public internal(set) var placed: Int = 0
         /// Round trip to the lead in ms; `.infinity` when unknown.
@@ -72,17 +75,18 @@ public struct Scheduler: Sendable {
         public init(
             name: String, eligible: Bool, allowExec: Bool, canGenerate: Bool = true, labels: [String: String],
             gpus: [GPUSlot],
-            rttMs: Double = .infinity
+            rttMs: Double = .infinity, models: [String: Bool]? = nil
         ) {
             self.init(
                 name: name, standing: eligible ? .ready : .notAccepting, allowExec: allowExec, canGenerate: canGenerate,
-                labels: labels, gpus: gpus, rttMs: rttMs)
+                labels: labels, gpus: gpus, rttMs: rttMs, models: models)
         }
 
         public init(
             name: String, standing: Standing, allowExec: Bool, canGenerate: Bool = true, labels: [String: String],
-            gpus: [GPUSlot], rttMs: Double = .infinity
+            gpus: [GPUSlot], rttMs: Double = .infinity, models: [String: Bool]? = nil
         ) {
+            self.models = models
             self.name = name
             self.standing = standing
             self.allowExec = allowExec
@@ -101,11 +105,15 @@ public struct Scheduler: Sendable {
         public var gpuCount: Int
         public var labels: [String: String]
         public var exec: Bool
+        /// The inference model a `generate` job asks for: only a worker that serves it (or does not
+        /// say what it serves) takes the job; one with it loaded first.
+        public var model: String?
 
         public init(
             minVramMB: Int = 0, gpuModel: String? = nil, gpuCount: Int = 1, labels: [String: String] = [:],
-            exec: Bool = false
+            exec: Bool = false, model: String? = nil
         ) {
+            self.model = model
             self.minVramMB = minVramMB
             self.gpuModel = gpuModel
             self.gpuCount = gpuCount
@@ -165,6 +173,15 @@ public struct Scheduler: Sendable {
         var rttMs: Double
         var slots: [Slot]
         var placed = 0
+        var models: [String: Bool]? = nil
+
+        /// For a job asking for `model`: 2 loaded, 1 served, 0 unknown (the server lists
+        /// nothing); nil when the worker lists models and not this one.
+        func serving(_ model: String?) -> Int? {
+            guard let model else { return 0 }
+            guard let models else { return 0 }
+            return models[model].map { $0 ? 2 : 1 }
+        }
     }
 
     struct Slot: Equatable {
@@ -209,7 +226,7 @@ public struct Scheduler: Sendable {
         }
         var member = Member(
             name: worker.name, standing: worker.standing, allowExec: worker.allowExec, canGenerate: worker.canGenerate,
-            labels: worker.labels, rttMs: worker.rttMs, slots: [])
+            labels: worker.labels, rttMs: worker.rttMs, slots: [], models: worker.models)
         if let index = memberIndex[worker.name] {
             let old = members[index]
             member.placed = old.placed
@@ -229,7 +246,7 @@ public struct Scheduler: Sendable {
             }
             if old.slots != member.slots || old.standing != member.standing || old.labels != member.labels
                 || old.allowExec != member.allowExec
-                || old.canGenerate != member.canGenerate
+                || old.canGenerate != member.canGenerate || old.models != member.models
             {
                 capacityGrew = true
             }
@@ -270,7 +287,7 @@ public struct Scheduler: Sendable {
                     usedByOthersMB: slot.usedByOthersMB)
                 gpu.reservedMB = slot.reservedMB
                 return gpu
-            }, rttMs: member.rttMs)
+            }, rttMs: member.rttMs, models: member.models)
         worker.placed = member.placed
         return worker
     }
@@ -412,12 +429,21 @@ public struct Scheduler: Sendable {
             let lowered = pattern.lowercased()
             return models.map { Self.matches($0, lowered) }
         }
-        var best: (worker: Int, fit: Int)?
+        var best: (worker: Int, fit: Int, serving: Int)?
         func consider(_ w: Int) {
             guard members[w].eligible, need.exec ? members[w].allowExec : members[w].canGenerate else { return }
+            // A worker that lists its models and not this one cannot take the job; one that has
+            // it loaded beats one that must load it, which beats one that does not say.
+            guard let serving = members[w].serving(need.exec ? nil : need.model) else { return }
             guard let fit = fit(w, need: need.minVramMB, count: count, modelFits: modelFits) else { return }
-            if let current = best, !better(w, fit: fit, than: current.worker, fit: current.fit) { return }
-            best = (w, fit)
+            if let current = best {
+                if serving != current.serving {
+                    guard serving > current.serving else { return }
+                } else if !better(w, fit: fit, than: current.worker, fit: current.fit) {
+                    return
+                }
+            }
+            best = (w, fit, serving)
         }
         if need.labels.isEmpty {
             for w in members.indices { consider(w) }

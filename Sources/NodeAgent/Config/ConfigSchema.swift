@@ -240,6 +240,9 @@ public enum ConfigSchema {
             "gpu.backend", .url(schemes: ["http", "https"]), default: .string(""),
             "local inference server (OpenAI-compatible or Ollama) for generate jobs"),
         ConfigKey(
+            "gpu.models", .map, default: .map([:]),
+            "mesh name: backend name; renames a model the backend serves, or adds one it does not list"),
+        ConfigKey(
             "gpu.policy", .oneOf(["binpack", "spread"]), default: .string("binpack"),
             "lead: placement scoring; binpack fills the tightest GPU, spread the emptiest"),
         ConfigKey("gpus", .gpus, default: .gpus([]), "static GPU inventory used instead of nvidia-smi"),

@@ -330,6 +330,8 @@ public struct NodeConfig: Sendable {
     public let allowExec: Bool
     /// The local inference server for `generate` jobs; nil: none.
     public let gpuBackend: String?
+    /// `gpu.models`: mesh name → the backend's name, for models renamed or added by the profile.
+    public let gpuModelNames: [String: String]
     /// Exec jobs' working directory (`exec.workdir`); nil: a fresh one per job under `DATA/jobs`.
     public let execWorkdir: String?
     /// Keep a job's fresh working directory after it ends (`exec.keep_workdir`).
@@ -435,6 +437,7 @@ public struct NodeConfig: Sendable {
         self.acceptJobs = bool("gpu.accept_jobs")
         self.allowExec = bool("gpu.allow_exec")
         self.gpuBackend = nonEmpty("gpu.backend")
+        if case .map(let names) = resolved["gpu.models"] { self.gpuModelNames = names } else { self.gpuModelNames = [:] }
         self.execWorkdir = nonEmpty("exec.workdir")
         self.execKeepWorkdir = bool("exec.keep_workdir")
         if case .map(let env) = resolved["exec.env"] { self.execEnvironment = env } else { self.execEnvironment = [:] }

@@ -155,6 +155,7 @@ public enum HTTPServer {
         addWireGuardRoutes(to: router, agent: agent)
         addOperatorRoutes(to: router, agent: agent, role: role)
         addLeadRoutes(to: router, agent: agent, role: role)
+        addInferenceRoutes(to: router, agent: agent, role: role)
         return router
     }
 

@@ -41,6 +41,7 @@ tags:
   - name: wireguard
   - name: operations
   - name: leads
+  - name: inference
 
 paths:
   /health:
@@ -457,6 +458,28 @@ paths:
         '404': {$ref: '#/components/responses/NotFound'}
         '413': {$ref: '#/components/responses/PayloadTooLarge'}
         '421': {$ref: '#/components/responses/NotLead'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+  /v1/models:
+    get:
+      operationId: listModels
+      tags: [inference]
+      summary: The mesh's models (OpenAI's list shape) and the alive nodes that serve each (every agent)
+      security:
+        - operatorToken: []
+        - nodeSignature: []
+          nodeName: []
+          nodeTimestamp: []
+          nodeNonce: []
+      responses:
+        '200':
+          description: the models
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ModelList'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
         '429': {$ref: '#/components/responses/TooManyRequests'}
         '503': {$ref: '#/components/responses/Unavailable'}
   /topology:
@@ -2136,6 +2159,41 @@ components:
         gpus:
           type: array
           items: {$ref: '#/components/schemas/GPU'}
+        models:
+          type: array
+          maxItems: 256
+          items: {$ref: '#/components/schemas/ServedModel'}
+    ServedModel:
+      type: object
+      required: [name, loaded]
+      properties:
+        name: {type: string, minLength: 1, maxLength: 200}
+        backend_name: {type: string, minLength: 1, maxLength: 200}
+        loaded: {type: boolean}
+    ModelList:
+      type: object
+      required: [object, data]
+      properties:
+        object: {type: string, enum: [list]}
+        stale: {type: boolean}
+        data:
+          type: array
+          items:
+            type: object
+            required: [id, object, created, owned_by, nodes]
+            properties:
+              id: {type: string}
+              object: {type: string, enum: [model]}
+              created: {type: integer}
+              owned_by: {type: string}
+              nodes:
+                type: array
+                items:
+                  type: object
+                  required: [node, loaded]
+                  properties:
+                    node: {type: string}
+                    loaded: {type: boolean}
     WireGuardPeer:
       type: object
       required: [public_key, listen_port]

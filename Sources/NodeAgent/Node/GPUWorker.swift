@@ -311,7 +311,12 @@ final class GPUWorker: Service {
             return JobResult(
                 attempt: attempt, outcome: .failed, error: "node \(config.name) has no gpu.backend", retry: true)
         }
-        let call = InferenceCall(backend: backend, payload: assignment.payload)
+        // The mesh's name for a model the profile renamed is not the backend's (`gpu.models`).
+        var payload = assignment.payload
+        if case .string(let model)? = payload["model"], let own = config.gpuModelNames[model] {
+            payload["model"] = .string(own)
+        }
+        let call = InferenceCall(backend: backend, payload: payload)
         var request = HTTPClientRequest(url: call.url)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")

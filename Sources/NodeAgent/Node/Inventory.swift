@@ -24,8 +24,12 @@ actor Inventory {
     /// nvidia-smi is asked at most this often.
     private let gpuRefresh = Duration.seconds(2)
 
-    init(config: NodeConfig, logger: Logger, board: CheckBoard? = nil) {
+    /// What the inference backend serves (`gpu.backend`), reported as ``Capabilities/models``.
+    nonisolated let models: ModelDiscovery?
+
+    init(config: NodeConfig, logger: Logger, board: CheckBoard? = nil, models: ModelDiscovery? = nil) {
         self.board = board
+        self.models = models
         self.config = config
         self.logger = logger
         var system = utsname()
@@ -44,6 +48,7 @@ actor Inventory {
     func capabilities() async -> Capabilities {
         var capabilities = base
         capabilities.gpus = await gpus()
+        capabilities.models = models?.models
         return capabilities
     }
 

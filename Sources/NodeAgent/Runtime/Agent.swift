@@ -60,7 +60,11 @@ public enum Agent {
         }
         let state = AgentState(config: config, identity: identity)
 
-        let inventory = Inventory(config: config, logger: logger, board: state.checkBoard)
+        // What the inference backend serves, asked every 15 s; a bad gpu.models entry stops the start here.
+        let models = try config.gpuBackend.map { backend throws(AgentError) in
+            try ModelDiscovery(backend: backend, names: config.gpuModelNames, logger: logger)
+        }
+        let inventory = Inventory(config: config, logger: logger, board: state.checkBoard, models: models)
         let hub = EventHub()
         // Reports for the lead (job results, connectivity changes, check and alert events) go
         // through the durable outbox; restartable subsystems are known by name.
@@ -72,6 +76,7 @@ public enum Agent {
 
         // Services start in this order and stop in reverse: store → registry or membership → HTTP.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let models { services.append(.init(service: models)) }
         // A standby's reads from its own copy: their connection closes when the agent stops.
         var standbyReads: StandbyReads?
         var connectivity: ConnectivityService?

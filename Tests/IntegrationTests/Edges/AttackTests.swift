@@ -211,8 +211,27 @@ struct AttackTests {
             #expect(
                 answer.status == 400 && Self.message(answer).contains("started_at"), "\(answer.status) \(answer.text)")
         }
+        // Models a node claims: a control character, an empty or oversized name, 300 of them: 400.
+        func capabilities(_ models: [[String: Any]]) -> [String: Any] {
+            ["cpu_cores": 4, "memory_mb": 1024, "os": "test", "arch": "x86_64", "gpus": [], "models": models]
+        }
+        for (label, models) in [
+            ("escape in a model name", [["name": "llama\u{1B}[2J", "loaded": true]]),
+            ("empty model name", [["name": "", "loaded": true]]),
+            ("oversized model name", [["name": String(repeating: "m", count: 201), "loaded": true]]),
+            ("NUL in a backend name", [["name": "m", "backend_name": "a\u{0}b", "loaded": true]]),
+            ("300 models", (0..<300).map { ["name": "m\($0)", "loaded": false] }),
+        ] {
+            let body = try Self.heartbeatJSON { $0["capabilities"] = capabilities(models) }
+            let answer = try await lead.signed(spy, "POST", beatPath, body)
+            let message = Self.message(answer)
+            #expect(
+                answer.status == 400 && (message.contains("models") || message.contains("control character")),
+                "\(label): \(answer.text)")
+        }
         let afterControls = try await lead.node("spy").decode(Node.self)
         #expect(afterControls.version == "test" && afterControls.capabilities.gpus.first?.name == "NVIDIA H100")
+        #expect(afterControls.capabilities.models == nil)
         // The batched last_seen flush keeps working for everyone (a clean heartbeat still lands).
         #expect(try await lead.signed(spy, "POST", beatPath, good).status == 200)
         let nulKey = try await lead.post(

@@ -67,6 +67,7 @@ struct AuthorizationMatrixTests {
         Route(method: "GET", path: "/nodes", access: .adminOrNode, role: .read),
         Route(method: "GET", path: "/nodes/matrix-node", access: .adminOrNode, role: .read),
         Route(method: "GET", path: "/topology", access: .adminOrNode, role: .read),
+        Route(method: "GET", path: "/v1/models", access: .adminOrNode, role: .read),
         Route(method: "DELETE", path: "/nodes/nobody-here", access: .admin),
         Route(method: "PUT", path: "/nodes/nobody-here/labels", body: #"{"labels":{"zone":"x"}}"#, access: .admin),
         Route(method: "PUT", path: "/nodes/nobody-here/company", body: #"{"company":"acme"}"#, access: .admin),

@@ -29,6 +29,47 @@ struct SchedulerTests {
             requirements: Requirements(minVramMB: vram, gpuModel: model, gpuCount: count, labels: labels, exec: exec))
     }
 
+    @Test(
+        "a generate job asking for a model: only nodes that serve it (or do not say); loaded beats not loaded beats unknown"
+    )
+    func modelRouting() {
+        func generate(_ id: String, _ model: String?) -> Job {
+            Job(id: id, priority: 5, submittedAt: 0, order: 0, requirements: Requirements(model: model))
+        }
+        var scheduler = Scheduler(policy: .binpack, agingSeconds: 0)
+        var cold = Self.worker("cold", [Self.gpu(0, 24_000)])
+        cold.models = ["llama3": false, "qwen": true]
+        var warm = Self.worker("warm", [Self.gpu(0, 80_000)])  // binpack alone would prefer cold
+        warm.models = ["llama3": true]
+        var silent = Self.worker("silent", [Self.gpu(0, 8_000)])  // its server lists nothing
+        silent.models = nil
+        var other = Self.worker("other", [Self.gpu(0, 8_000)])
+        other.models = ["mistral": true]
+        for worker in [cold, warm, silent, other] { scheduler.upsert(worker) }
+        #expect(scheduler.decide(generate("a", "llama3"))?.node == "warm")
+        #expect(scheduler.decide(generate("b", "qwen"))?.node == "cold")
+        #expect(scheduler.decide(generate("c", "mistral"))?.node == "other")
+        // Nobody lists it: only the node that does not say may serve it.
+        #expect(scheduler.decide(generate("d", "phi3"))?.node == "silent")
+        // Without a model, routing is as before (binpack: the tightest GPUs, 8 GB; then the name).
+        #expect(scheduler.decide(generate("e", nil))?.node == "other")
+        // An exec job ignores models.
+        var exec = Self.worker("exec", [Self.gpu(0, 4_000)], exec: true)
+        exec.models = [:]
+        scheduler.upsert(exec)
+        #expect(scheduler.decide(Self.job("f", exec: true))?.node == "exec")
+        // Explained: nodes that list other models are "not serving the model".
+        scheduler.upsert(Self.worker("silent", [Self.gpu(0, 8_000)], labels: ["x": "y"]))
+        var gone = silent
+        gone.models = ["mistral": true]
+        scheduler.upsert(gone)
+        #expect(scheduler.decide(generate("g", "phi3")) == nil)
+        #expect(!scheduler.couldEverRun(Requirements(model: "phi3")))
+        let why = scheduler.explain(Requirements(model: "phi3"))
+        #expect(why.entries.first { $0.reason == .noModel }?.nodes == ["cold", "exec", "other", "silent", "warm"])
+        #expect(why.summary.contains("not serving the model 'phi3'"))
+    }
+
     @Test("higher priority first, FIFO within one priority")
     func priorityAndFIFO() {
         var scheduler = Scheduler(agingSeconds: 0)

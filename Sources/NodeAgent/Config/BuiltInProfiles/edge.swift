@@ -145,6 +145,10 @@ gpu:
   allow_exec: false
   # Local inference server for `generate` jobs (OpenAI-compatible or Ollama URL).
   backend: ""
+  # Models the mesh routes here: found by asking the backend every 15 s (Ollama /api/tags and
+  # /api/ps, else an OpenAI-style /v1/models). An entry renames one (mesh name: backend name)
+  # or adds one the backend does not list (it loads on demand). GET /v1/models lists the mesh's.
+  models: {}
   # Lead: how placement scores GPUs that fit. binpack fills the tightest GPU first (keeps
   # big GPUs free for big jobs); spread takes the emptiest.
   policy: binpack

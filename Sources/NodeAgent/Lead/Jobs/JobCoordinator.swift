@@ -32,6 +32,8 @@ actor JobCoordinator {
         var state: NodeState
         var labels: [String: String]
         var gpus: [GPU]
+        /// What its inference server serves (nil: it does not say).
+        var models: [ServedModel]? = nil
         var worker: WorkerReport?
         var rttMs: Double?
         /// Cordoned or draining by an operator; nil while open.
@@ -168,7 +170,7 @@ actor JobCoordinator {
             kind: valid.kind, requirements: valid.requirements, payload: valid.payload,
             idempotencyKey: valid.idempotencyKey,
             submittedBy: submitter)
-        let requirements = Self.schedulerRequirements(valid.requirements, valid.kind)
+        let requirements = Self.schedulerRequirements(valid.requirements, valid.kind, payload: valid.payload)
         // A job no known node could ever run is refused with the reasons, unless asked to wait
         // for a fitting node to join.
         let runnable = book.scheduler.couldEverRun(requirements)
@@ -567,7 +569,7 @@ extension JobCoordinator {
             spec: JobSpec(
                 kind: job.kind, requirements: job.requirements, payload: payload, idempotencyKey: job.idempotencyKey,
                 submittedBy: job.submittedBy),
-            priority: job.priority, requirements: schedulerRequirements(job.requirements, job.kind),
+            priority: job.priority, requirements: schedulerRequirements(job.requirements, job.kind, payload: payload),
             key: job.idempotencyKey.map { Book.IdempotencyKey(submitter: job.submittedBy ?? JobAccess.admin, key: $0) },
             state: Book.State(rawValue: job.state.rawValue) ?? .queued, attempt: job.attempt,
             maxAttempts: job.maxAttempts,
@@ -576,10 +578,15 @@ extension JobCoordinator {
             finishedAtMs: ms(job.finishedAt), leaseDeadlineMs: ms(job.leaseDeadline), error: job.error)
     }
 
-    static func schedulerRequirements(_ requirements: JobRequirements, _ kind: JobKind) -> Scheduler.Requirements {
-        Scheduler.Requirements(
+    /// A `generate` job's `model` routes it: only to a node that serves it (or does not say).
+    static func schedulerRequirements(
+        _ requirements: JobRequirements, _ kind: JobKind, payload: [String: JSONValue] = [:]
+    ) -> Scheduler.Requirements {
+        var model: String?
+        if kind == .generate, case .string(let name)? = payload["model"], !name.isEmpty { model = name }
+        return Scheduler.Requirements(
             minVramMB: requirements.minVramMB, gpuModel: requirements.gpuModel, gpuCount: requirements.gpuCount ?? 1,
-            labels: requirements.labels ?? [:], exec: kind == .exec)
+            labels: requirements.labels ?? [:], exec: kind == .exec, model: model)
     }
 
     /// A node as the book sees it.
@@ -595,6 +602,7 @@ extension JobCoordinator {
             name: update.name, state: state, accepting: worker?.accepting ?? false,
             allowExec: worker?.allowExec ?? false,
             canGenerate: worker?.generate ?? false, labels: update.labels, gpus: gpus, rttMs: update.rttMs ?? .infinity,
+            models: update.models.map { Dictionary($0.map { ($0.name, $0.loaded) }, uniquingKeysWith: { $0 || $1 }) },
             reported: worker != nil, cordoned: (scheduling?.state ?? .open) != .open,
             drainDeadlineMs: scheduling?.state == .draining
                 ? scheduling?.deadline.flatMap(ISOTime.parse).map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }

@@ -64,6 +64,16 @@ extension Registry {
                     try InputRules.identifier(gpu.name, field: "capabilities.gpus[\(index)].name", maxBytes: 128)
                     try InputRules.identifier(gpu.uuid, field: "capabilities.gpus[\(index)].uuid", maxBytes: 128)
                 }
+                let models = capabilities.models ?? []
+                guard models.count <= ModelDiscovery.maxModels else {
+                    throw MeshError(.tooMany, "capabilities.models has more than \(ModelDiscovery.maxModels) entries")
+                }
+                for (index, model) in models.enumerated() {
+                    try ModelDiscovery.checkName(model.name, field: "capabilities.models[\(index)].name")
+                    if let backend = model.backendName {
+                        try ModelDiscovery.checkName(backend, field: "capabilities.models[\(index)].backend_name")
+                    }
+                }
             }
         } catch {
             throw Refusal.badRequest(error.message)

@@ -303,6 +303,7 @@ actor Registry {
             recordDirty.insert(name)
             if entry.node.address != beat.address { version += 1 }
         }
+        let previousCapabilities = entry.node.capabilities
         entry.node.capabilities = capabilities
         entry.node.version = beat.version
         entry.node.address = beat.address
@@ -334,7 +335,8 @@ actor Registry {
         var worker = beat.worker
         worker?.jobs = []
         let placementChanged =
-            entry.worker != worker || entry.node.capabilities.gpus != capabilities.gpus
+            entry.worker != worker || previousCapabilities.gpus != capabilities.gpus
+            || previousCapabilities.models != capabilities.models
             || (entry.peers.isEmpty && !beat.peers.isEmpty)
         entry.worker = worker
         entries[name] = entry
@@ -547,7 +549,7 @@ actor Registry {
         guard let entry = entries[name] else { return nil }
         return JobCoordinator.NodeUpdate(
             name: name, state: entry.removed ? .left : entry.node.state, labels: entry.node.labels,
-            gpus: entry.node.capabilities.gpus, worker: entry.worker,
+            gpus: entry.node.capabilities.gpus, models: entry.node.capabilities.models, worker: entry.worker,
             rttMs: entry.peers.first { $0.name == config.name }?.rttMs, scheduling: entry.node.scheduling)
     }
 

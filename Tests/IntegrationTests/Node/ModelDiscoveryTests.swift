@@ -1,0 +1,131 @@
+import AuroraAPI
+import AuroraTestKit
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A lead and two compute agents, each with its own fake inference backend (one Ollama, one
+/// OpenAI-style): the nodes find their backends' models, the profile renames and adds, and
+/// `GET /v1/models` on every agent lists the mesh's models with where they live; a dead node's
+/// models drop out.
+@Suite("Model discovery (lead + 2 compute agents + fake Ollama and OpenAI backends)", .serialized)
+struct ModelDiscoveryIntegrationTests {
+    @Test("each node's backend models reach GET /v1/models on every agent; renamed, added, loaded; a dead node's go")
+    func discovery() async throws {
+        let scratch = try ScratchDirectory("models")
+        let ollama = try await FakeInference(
+            models: ["llama3:8b-instruct", "qwen2:7b"], loaded: ["llama3:8b-instruct"])
+        let vllm = try await FakeInference(models: ["mistral-7b", "llama3:8b-instruct"], openAIOnly: true)
+        var agents: [AgentHarness] = []
+        defer {
+            for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
+        }
+        let lead = try AgentHarness(
+            profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "lead"],
+            outputDirectory: scratch.path)
+        agents.append(lead)
+        try await lead.waitHealthy()
+        let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
+        let token = try await lead.joinToken(reusable: true, outputDirectory: scratch.path)
+        for (name, settings) in [
+            (
+                "gpu-a",
+                "gpu: {backend: \"\(ollama.url)/api/generate\", models: {llama3: \"llama3:8b-instruct\", big: \"llama3:70b\"}}"
+            ),
+            ("gpu-b", "gpu: {backend: \"\(vllm.url)\"}"),
+        ] {
+            let file = scratch.path + "/\(name).yaml"
+            let gpus = "gpus:\n  - {index: 0, uuid: GPU-\(name), name: NVIDIA L4, memory_total_mb: 24000}\n"
+            try (settings + "\n" + gpus).write(toFile: file, atomically: true, encoding: .utf8)
+            let node = try AgentHarness(
+                profile: "compute", dataDir: scratch.path + "/" + name,
+                extraArguments: ["--name", name, "--lead", lead.baseURL, "--join-token", token, "--config", file],
+                outputDirectory: scratch.path)
+            agents.append(node)
+            try await node.waitHealthy()
+        }
+        let (gpuA, gpuB) = (agents[1], agents[2])
+
+        let expected = [
+            "big": [ModelList.Placement(node: "gpu-a", loaded: false)],
+            "llama3": [ModelList.Placement(node: "gpu-a", loaded: true)],
+            "llama3:8b-instruct": [ModelList.Placement(node: "gpu-b", loaded: true)],
+            "mistral-7b": [ModelList.Placement(node: "gpu-b", loaded: true)],
+            "qwen2:7b": [ModelList.Placement(node: "gpu-a", loaded: false)],
+        ]
+        func models(_ agent: AgentHarness, _ headers: [String: String]) async throws -> [String: [ModelList.Placement]]
+        {
+            let list = try await http(agent.baseURL + API.listModels.pattern, headers: headers).decode(ModelList.self)
+            #expect(list.object == "list" && list.data.allSatisfy { $0.object == "model" })
+            return Dictionary(uniqueKeysWithValues: list.data.map { ($0.id, $0.nodes) })
+        }
+        _ = try await poll(timeout: .seconds(30), every: .milliseconds(200), "both nodes' models at the lead") {
+            () async throws -> Bool? in try await models(lead, admin) == expected ? true : nil
+        }
+        // Any agent answers, with its own operator token; the CLI prints the same.
+        let headersB = ["Authorization": "Bearer \(try gpuB.adminToken)"]
+        #expect(try await models(gpuB, headersB) == expected)
+        let cli = try await ChildProcess.run(
+            Binaries.auroraCLI, ["models", "--json", "--agent", gpuA.baseURL, "--data-dir", gpuA.dataDir],
+            outputDirectory: scratch.path)
+        #expect(cli.code == 0, "\(cli.stderr)")
+        let printed = try APICoding.decoder().decode(ModelList.self, from: Data(cli.stdout.utf8))
+        #expect(Set(printed.data.map(\.id)) == Set(expected.keys))
+        let table = try await ChildProcess.run(
+            Binaries.auroraCLI, ["models", "--agent", gpuA.baseURL, "--data-dir", gpuA.dataDir],
+            outputDirectory: scratch.path)
+        #expect(table.code == 0 && table.stdout.contains("llama3") && table.stdout.contains("gpu-a*"))
+
+        // Routing by model: each generate job runs where its model is, under the backend's own
+        // name; a model no node serves is refused with the reason.
+        for (model, backend, expectedNode, expectedBackendModel) in [
+            ("mistral-7b", vllm, "gpu-b", "mistral-7b"), ("llama3", ollama, "gpu-a", "llama3:8b-instruct"),
+            ("qwen2:7b", ollama, "gpu-a", "qwen2:7b"), ("llama3:8b-instruct", vllm, "gpu-b", "llama3:8b-instruct"),
+        ] {
+            let before = backend.requests.count
+            let answer = try await http(
+                lead.baseURL + Routes.gpuGenerate, method: "POST", headers: admin,
+                body: Array(try APICoding.encoder().encode(GenerateRequest(model: model, prompt: "hi", waitS: 30))),
+                timeout: .seconds(40))
+            let job = try answer.decode(Job.self)
+            #expect(job.state == .succeeded && job.node == expectedNode, "\(model): \(answer.text)")
+            let sent = backend.requests.dropFirst(before)
+            #expect(sent.count == 1, "\(model): \(sent.map(\.path))")
+            #expect(sent.last?.body["model"] as? String == expectedBackendModel, "\(model): \(sent.map(\.body))")
+        }
+        let unknown = try await http(
+            lead.baseURL + Routes.gpuGenerate, method: "POST", headers: admin,
+            body: Array(try APICoding.encoder().encode(GenerateRequest(model: "phi3", prompt: "hi", waitS: 1))))
+        #expect(unknown.status == 422 && unknown.text.contains("not serving the model 'phi3'"), "\(unknown.text)")
+
+        // Attacks: no token, a wrong one, another agent's operator token at a node (401).
+        for (agent, headers) in [
+            (lead, [String: String]()), (lead, ["Authorization": "Bearer aur_" + String(repeating: "0", count: 64)]),
+            (gpuA, [:]), (gpuA, headersB),
+        ] {
+            let refused = try await http(agent.baseURL + API.listModels.pattern, headers: headers)
+            #expect(refused.status == 401, "\(refused.status) \(refused.text)")
+            #expect(!refused.text.contains("mistral"))
+        }
+
+        // gpu-b dies: its models leave the list once the lead counts it dead.
+        gpuB.process.signal(SIGKILL)
+        _ = try await poll(timeout: .seconds(40), every: .milliseconds(200), "gpu-b's models to go") {
+            () async throws -> Bool? in
+            let now = try await models(lead, admin)
+            return now["mistral-7b"] == nil && now["llama3"] != nil ? true : nil
+        }
+        #expect(try await models(lead, admin)["llama3:8b-instruct"] == nil)
+
+        await ollama.stop()
+        await vllm.stop()
+        for agent in agents where agent.process.isRunning {
+            agent.process.signal(SIGTERM)
+            _ = try? await agent.process.waitForExit(timeout: .seconds(20))
+        }
+        scratch.remove()
+    }
+}
