@@ -437,7 +437,11 @@ public struct NodeConfig: Sendable {
         self.acceptJobs = bool("gpu.accept_jobs")
         self.allowExec = bool("gpu.allow_exec")
         self.gpuBackend = nonEmpty("gpu.backend")
-        if case .map(let names) = resolved["gpu.models"] { self.gpuModelNames = names } else { self.gpuModelNames = [:] }
+        if case .map(let names) = resolved["gpu.models"] {
+            self.gpuModelNames = names
+        } else {
+            self.gpuModelNames = [:]
+        }
         self.execWorkdir = nonEmpty("exec.workdir")
         self.execKeepWorkdir = bool("exec.keep_workdir")
         if case .map(let env) = resolved["exec.env"] { self.execEnvironment = env } else { self.execEnvironment = [:] }
