@@ -75,6 +75,21 @@ extension AuroraClient {
         try await decode(call(API.listModels))
     }
 
+    /// `POST /v1/chat/completions` through the mesh: the backend's answer as it is (OpenAI's shape).
+    public func chatCompletion(_ body: [String: JSONValue]) async throws(AuroraClientError) -> JSONValue {
+        try await decode(call(API.chatCompletions, body: body, timeout: .seconds(310)))
+    }
+
+    /// `POST /v1/completions` through the mesh.
+    public func completion(_ body: [String: JSONValue]) async throws(AuroraClientError) -> JSONValue {
+        try await decode(call(API.completions, body: body, timeout: .seconds(310)))
+    }
+
+    /// `POST /v1/embeddings` through the mesh.
+    public func embeddings(_ body: [String: JSONValue]) async throws(AuroraClientError) -> JSONValue {
+        try await decode(call(API.embeddings, body: body, timeout: .seconds(310)))
+    }
+
     /// `GET /topology`: the nodes and the links they measured (stale when the lead is away).
     public func topology() async throws(AuroraClientError) -> Topology {
         try await decode(call(API.topology))

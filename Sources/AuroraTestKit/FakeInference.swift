@@ -141,6 +141,27 @@ public final class FakeInference: Sendable {
                         "total_tokens": 2 * prompt.count + 6,
                     ],
                 ]
+            case "/v1/completions":
+                status = .ok
+                answer = [
+                    "id": "cmpl-fake", "object": "text_completion", "model": model,
+                    "choices": [["index": 0, "text": "echo: \(prompt)", "finish_reason": "stop"]],
+                    "usage": [
+                        "prompt_tokens": prompt.count, "completion_tokens": prompt.count + 6,
+                        "total_tokens": 2 * prompt.count + 6,
+                    ],
+                ]
+            case "/v1/embeddings":
+                // One vector per input: its length, then two fixed numbers (exact in binary).
+                let inputs = (object["input"] as? [String]) ?? [(object["input"] as? String) ?? ""]
+                status = .ok
+                answer = [
+                    "object": "list", "model": model,
+                    "data": inputs.enumerated().map { index, text in
+                        ["object": "embedding", "index": index, "embedding": [Double(text.count), 0.5, -0.25]]
+                    },
+                    "usage": ["prompt_tokens": inputs.joined().count, "total_tokens": inputs.joined().count],
+                ]
             case "/api/generate":
                 status = .ok
                 answer = ["model": model, "response": "echo: \(prompt)", "done": true, "eval_count": prompt.count + 6]

@@ -87,3 +87,9 @@ public struct ModelList: Codable, Sendable, Equatable {
             }, stale: stale)
     }
 }
+
+/// The OpenAI-style calls the gateway passes through to a node's backend unchanged (but for
+/// the model's name there): a `generate` job's `payload.openai` is `{path, body}`.
+public enum OpenAIPassthrough {
+    public static let paths = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+}

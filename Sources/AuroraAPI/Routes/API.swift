@@ -161,6 +161,10 @@ public enum API {
 
     /// The mesh's models (OpenAI's list shape), with the nodes that serve each.
     public static let listModels = Endpoint("GET", "/v1/models")
+    /// OpenAI-compatible calls, routed by model to a node that serves it (not streaming yet).
+    public static let chatCompletions = Endpoint("POST", "/v1/chat/completions")
+    public static let completions = Endpoint("POST", "/v1/completions")
+    public static let embeddings = Endpoint("POST", "/v1/embeddings")
 
     /// Every endpoint, once.
     public static let all: [Endpoint] = [
@@ -175,6 +179,7 @@ public enum API {
         listBackups, createBackup, verifyBackup, restoreBackup,
         postgresHealth, postgresReplicas, postgresPrimary, postgresReplica, postgresReadOnly,
         wireguard, wireguardConfig, outbox, checks, subsystems, restartSubsystem, logs,
-        leadStatus, leadHandoff, promoteLead, stepDown, failsafe, rejoinLead, listModels,
+        leadStatus, leadHandoff, promoteLead, stepDown, failsafe, rejoinLead, listModels, chatCompletions,
+        completions, embeddings,
     ]
 }

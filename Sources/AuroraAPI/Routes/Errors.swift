@@ -6,16 +6,20 @@ public struct ErrorResponse: Codable, Sendable, Equatable, Error {
         public var code: String
         /// A sentence for a person. Never contains a secret.
         public var message: String
+        /// OpenAI's error type (`invalid_request_error`, `authentication_error`, …): only on the
+        /// OpenAI-compatible routes (`/v1/…`), whose clients read it.
+        public var type: String?
 
-        public init(code: String, message: String) {
+        public init(code: String, message: String, type: String? = nil) {
             self.code = code
             self.message = message
+            self.type = type
         }
     }
 
     public var error: Detail
 
-    public init(code: String, message: String) {
-        self.error = Detail(code: code, message: message)
+    public init(code: String, message: String, type: String? = nil) {
+        self.error = Detail(code: code, message: message, type: type)
     }
 }

@@ -23,6 +23,7 @@ extension Refusal.Kind {
         case .notHere: .misdirectedRequest
         case .unavailable: .serviceUnavailable
         case .upstreamFailed: .badGateway
+        case .timedOut: .gatewayTimeout
         case .internalFailure: .internalServerError
         }
     }

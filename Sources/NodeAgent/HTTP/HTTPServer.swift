@@ -248,11 +248,11 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch let error as Refusal {
-            response = Self.render(status: error.status, code: error.code, message: error.message)
+            response = Self.render(status: error.status, code: error.code, message: error.message, request: request)
             if let seconds = error.retryAfterSeconds { response.headers[.retryAfter] = String(seconds) }
         } catch let error as HTTPError {
             let (code, message) = Self.describe(error, request: request)
-            response = Self.render(status: error.status, code: code, message: message)
+            response = Self.render(status: error.status, code: code, message: message, request: request)
         } catch {
             logger.error(
                 "request failed",
@@ -261,13 +261,26 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                     "nodeagent.error": "\(String(reflecting: type(of: error)))",
                 ])
             response = Self.render(
-                status: .internalServerError, code: "internal", message: "internal error; see the agent's log")
+                status: .internalServerError, code: "internal", message: "internal error; see the agent's log",
+                request: request)
         }
         let dimensions = [("method", request.method.rawValue), ("status", String(response.status.code))]
         Counter(label: "aurora_http_requests_total", dimensions: dimensions).increment()
         Timer(label: "aurora_http_request_duration_seconds", dimensions: [("method", request.method.rawValue)])
             .recordNanoseconds((ContinuousClock.now - started).milliseconds * 1_000_000)
         return response
+    }
+
+    /// OpenAI's error type for a status.
+    static func openAIType(_ status: HTTPResponse.Status) -> String {
+        switch status.code {
+        case 401: "authentication_error"
+        case 403: "permission_error"
+        case 404: "invalid_request_error"
+        case 429: "rate_limit_error"
+        case 400..<500: "invalid_request_error"
+        default: "api_error"
+        }
     }
 
     /// The code and message for an error Hummingbird raised itself: `not_found` and
@@ -290,9 +303,14 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     /// The error body `{"error": {"code", "message"}}` as a JSON answer with `status`; `{}` should
-    /// it not encode.
-    static func render(status: HTTPResponse.Status, code: String, message: String) -> Response {
-        let body = (try? APICoding.encoder().encode(ErrorResponse(code: code, message: message))) ?? Data("{}".utf8)
+    /// it not encode. On the OpenAI-compatible routes (`/v1/…`) it also has OpenAI's `type`.
+    static func render(status: HTTPResponse.Status, code: String, message: String, request: Request? = nil)
+        -> Response
+    {
+        let type = request.flatMap { $0.uri.path.hasPrefix("/v1/") ? Self.openAIType(status) : nil }
+        let body =
+            (try? APICoding.encoder().encode(ErrorResponse(code: code, message: message, type: type)))
+            ?? Data("{}".utf8)
         return Response(
             status: status, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(bytes: body)))

@@ -482,6 +482,153 @@ paths:
         '413': {$ref: '#/components/responses/PayloadTooLarge'}
         '429': {$ref: '#/components/responses/TooManyRequests'}
         '503': {$ref: '#/components/responses/Unavailable'}
+  /v1/chat/completions:
+    post:
+      operationId: createChatCompletion
+      tags: [inference]
+      summary: A chat completion, OpenAI-compatible, routed by model to a node that serves it (every agent; forwarded to the lead)
+      security:
+        - operatorToken: []
+        - nodeSignature: []
+          nodeName: []
+          nodeTimestamp: []
+          nodeNonce: []
+      parameters:
+        - name: X-Aurora-Wait
+          in: header
+          required: false
+          description: seconds to wait for a node's answer, 1-300 (default 300)
+          schema: {type: number, minimum: 1, maximum: 300}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/OpenAIRequest'}
+      responses:
+        '200':
+          description: the backend's answer, unchanged but for `model` (the mesh's name)
+          headers:
+            X-Aurora-Served-By:
+              description: '`node`'
+              schema: {type: string}
+            X-Aurora-Node:
+              description: the node whose backend answered
+              schema: {type: string}
+          content:
+            application/json:
+              schema: {type: object}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '404': {$ref: '#/components/responses/NotFound'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '422': {$ref: '#/components/responses/Unprocessable'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '502': {$ref: '#/components/responses/BadGateway'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+        '504':
+          description: '`timeout`: no node answered within X-Aurora-Wait (the job was cancelled)'
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Error'}
+  /v1/completions:
+    post:
+      operationId: createCompletion
+      tags: [inference]
+      summary: A text completion, OpenAI-compatible, routed by model to a node that serves it (every agent; forwarded to the lead)
+      security:
+        - operatorToken: []
+        - nodeSignature: []
+          nodeName: []
+          nodeTimestamp: []
+          nodeNonce: []
+      parameters:
+        - name: X-Aurora-Wait
+          in: header
+          required: false
+          description: seconds to wait for a node's answer, 1-300 (default 300)
+          schema: {type: number, minimum: 1, maximum: 300}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/OpenAIRequest'}
+      responses:
+        '200':
+          description: the backend's answer, unchanged but for `model` (the mesh's name)
+          headers:
+            X-Aurora-Served-By:
+              description: '`node`'
+              schema: {type: string}
+            X-Aurora-Node:
+              description: the node whose backend answered
+              schema: {type: string}
+          content:
+            application/json:
+              schema: {type: object}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '404': {$ref: '#/components/responses/NotFound'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '422': {$ref: '#/components/responses/Unprocessable'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '502': {$ref: '#/components/responses/BadGateway'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+        '504':
+          description: '`timeout`: no node answered within X-Aurora-Wait (the job was cancelled)'
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Error'}
+  /v1/embeddings:
+    post:
+      operationId: createEmbeddings
+      tags: [inference]
+      summary: Embeddings, OpenAI-compatible, routed by model to a node that serves it (every agent; forwarded to the lead)
+      security:
+        - operatorToken: []
+        - nodeSignature: []
+          nodeName: []
+          nodeTimestamp: []
+          nodeNonce: []
+      parameters:
+        - name: X-Aurora-Wait
+          in: header
+          required: false
+          description: seconds to wait for a node's answer, 1-300 (default 300)
+          schema: {type: number, minimum: 1, maximum: 300}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/OpenAIRequest'}
+      responses:
+        '200':
+          description: the backend's answer, unchanged but for `model` (the mesh's name)
+          headers:
+            X-Aurora-Served-By:
+              description: '`node`'
+              schema: {type: string}
+            X-Aurora-Node:
+              description: the node whose backend answered
+              schema: {type: string}
+          content:
+            application/json:
+              schema: {type: object}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '404': {$ref: '#/components/responses/NotFound'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '422': {$ref: '#/components/responses/Unprocessable'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '502': {$ref: '#/components/responses/BadGateway'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+        '504':
+          description: '`timeout`: no node answered within X-Aurora-Wait (the job was cancelled)'
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Error'}
   /topology:
     get:
       operationId: getTopology
@@ -2040,6 +2187,7 @@ components:
           properties:
             code: {type: string, description: stable and machine-readable}
             message: {type: string, description: a sentence for a person; never a secret}
+            type: {type: string, description: 'OpenAI''s error type, on the /v1/ routes only'}
 
     StringMap:
       type: object
@@ -2163,6 +2311,14 @@ components:
           type: array
           maxItems: 256
           items: {$ref: '#/components/schemas/ServedModel'}
+    OpenAIRequest:
+      type: object
+      description: an OpenAI request body; passed to the backend unchanged but for `model`
+      required: [model]
+      properties:
+        model: {type: string, minLength: 1, maxLength: 200}
+        stream: {type: boolean, description: 'true is refused (400 streaming_unsupported) for now'}
+      additionalProperties: true
     ServedModel:
       type: object
       required: [name, loaded]

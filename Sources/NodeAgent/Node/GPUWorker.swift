@@ -514,7 +514,11 @@ extension GPUWorker {
 struct InferenceCall {
     /// The server's API: OpenAI chat completions, Ollama generate, or Ollama chat (also for an
     /// Ollama URL when the payload has `messages`).
-    enum Flavor: String { case openAI = "openai", ollamaGenerate = "ollama", ollamaChat = "ollama-chat" }
+    enum Flavor: String {
+        case openAI = "openai", ollamaGenerate = "ollama", ollamaChat = "ollama-chat"
+        /// The gateway's OpenAI-style call (`payload.openai`), passed to the server's own path as it is.
+        case passthrough = "openai-passthrough"
+    }
 
     let url: String
     let flavor: Flavor
@@ -523,6 +527,16 @@ struct InferenceCall {
     /// Builds the URL and the JSON body (never streaming) from `gpu.backend` and the job's payload.
     init(backend: String, payload: [String: JSONValue]) {
         let base = backend.hasSuffix("/") ? String(backend.dropLast()) : backend
+        if case .object(let call)? = payload["openai"], case .string(let path)? = call["path"],
+            OpenAIPassthrough.paths.contains(path), case .object(var body)? = call["body"]
+        {
+            // Ollama serves the same OpenAI-compatible paths; only the model's name is ours to set.
+            flavor = .passthrough
+            url = Self.origin(of: base) + path
+            body["model"] = payload["model"]
+            self.body = Array((try? APICoding.encoder().encode(body)) ?? Data())
+            return
+        }
         var options: [String: JSONValue] = [:]
         if case .object(let given)? = payload["options"] { options = given }
         var body: [String: JSONValue] = ["model": payload["model"] ?? .null, "stream": .bool(false)]
@@ -558,6 +572,13 @@ struct InferenceCall {
         self.body = Array((try? APICoding.encoder().encode(body)) ?? Data())
     }
 
+    /// `scheme://host[:port]` of a backend URL (the URL itself when it does not parse).
+    static func origin(of url: String) -> String {
+        guard let parsed = URL(string: url), let scheme = parsed.scheme, let host = parsed.host else { return url }
+        let hostPart = host.contains(":") ? "[\(host)]" : host
+        return "\(scheme)://\(hostPart)" + (parsed.port.map { ":\($0)" } ?? "")
+    }
+
     /// `{"text", "model", "backend", "usage"?}` from the server's answer.
     func result(from answer: JSONValue) -> JSONValue {
         guard case .object(let object) = answer else { return .object(["raw": answer]) }
@@ -575,6 +596,8 @@ struct InferenceCall {
             text = object["response"] ?? .null
         case .ollamaChat:
             if case .object(let message)? = object["message"] { text = message["content"] ?? .null }
+        case .passthrough:
+            return answer
         }
         var result: [String: JSONValue] = [
             "text": text, "backend": .string(flavor == .openAI ? "openai" : "ollama"),

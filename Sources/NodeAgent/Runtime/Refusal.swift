@@ -30,6 +30,8 @@ struct Refusal: Error, Sendable {
         case unavailable
         /// Another agent or server answered wrongly or not at all (502).
         case upstreamFailed
+        /// Nothing answered within the time the caller gave (504).
+        case timedOut
         /// A fault of this agent; the message says what, the log says more (500).
         case internalFailure
     }

@@ -68,6 +68,15 @@ struct AuthorizationMatrixTests {
         Route(method: "GET", path: "/nodes/matrix-node", access: .adminOrNode, role: .read),
         Route(method: "GET", path: "/topology", access: .adminOrNode, role: .read),
         Route(method: "GET", path: "/v1/models", access: .adminOrNode, role: .read),
+        Route(
+            method: "POST", path: "/v1/chat/completions", body: #"{"model":"m","messages":[]}"#, access: .adminOrNode,
+            role: .submit),
+        Route(
+            method: "POST", path: "/v1/completions", body: #"{"model":"m","prompt":"p"}"#, access: .adminOrNode,
+            role: .submit),
+        Route(
+            method: "POST", path: "/v1/embeddings", body: #"{"model":"m","input":"i"}"#, access: .adminOrNode,
+            role: .submit),
         Route(method: "DELETE", path: "/nodes/nobody-here", access: .admin),
         Route(method: "PUT", path: "/nodes/nobody-here/labels", body: #"{"labels":{"zone":"x"}}"#, access: .admin),
         Route(method: "PUT", path: "/nodes/nobody-here/company", body: #"{"company":"acme"}"#, access: .admin),

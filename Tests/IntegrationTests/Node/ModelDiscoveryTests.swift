@@ -101,6 +101,91 @@ struct ModelDiscoveryIntegrationTests {
             body: Array(try APICoding.encoder().encode(GenerateRequest(model: "phi3", prompt: "hi", waitS: 1))))
         #expect(unknown.status == 422 && unknown.text.contains("not serving the model 'phi3'"), "\(unknown.text)")
 
+        // The official openai client (PyPI) through a compute agent: chat and a completion on
+        // gpu-a (renamed model), embeddings on gpu-b; the backends' exact content; an unknown
+        // model is OpenAI's 404 listing what exists; stream: true is refused for now.
+        let key = try await http(
+            lead.baseURL + Routes.tokens, method: "POST", headers: admin,
+            body: Array(try APICoding.encoder().encode(TokenCreateRequest(apiRole: .submit)))
+        ).decode(APITokenCreated.self).token
+        let python = try await ChildProcess.run(
+            Binaries.repositoryRoot + "/Tests/openai/run", [gpuB.baseURL + "/v1", key, "llama3", "mistral-7b"],
+            outputDirectory: scratch.path, timeout: .seconds(240))
+        #expect(python.code == 0, "\(python.stderr.suffix(2000))")
+        struct Seen: Decodable {
+            struct Missing: Decodable {
+                var status: Int
+                var message: String?
+                var type: String?
+            }
+            var chat: String
+            var chat_model: String
+            var chat_tokens: Int
+            var completion: String
+            var embeddings: [[Double]]
+            var missing: Missing?
+            var streamed: [String: Int]?
+        }
+        let seen = try JSONDecoder().decode(Seen.self, from: Data(python.stdout.utf8))
+        #expect(seen.chat == "echo: hello mesh" && seen.chat_model == "llama3" && seen.chat_tokens == 26)
+        #expect(seen.completion == "echo: complete me")
+        #expect(seen.embeddings == [[3, 0.5, -0.25], [5, 0.5, -0.25]])
+        #expect(seen.missing?.status == 404 && seen.missing?.type == "invalid_request_error")
+        #expect(seen.missing?.message?.contains("mistral-7b") == true, "\(String(describing: seen.missing))")
+        #expect(seen.streamed?["status"] == 400)
+        #expect(
+            ollama.requests.contains {
+                $0.path == "/v1/chat/completions" && $0.body["model"] as? String == "llama3:8b-instruct"
+            })
+        #expect(vllm.requests.contains { $0.path == "/v1/embeddings" })
+
+        // Attacks on the gateway: OpenAI-shaped refusals, nothing queued.
+        let readToken = try await http(
+            lead.baseURL + Routes.tokens, method: "POST", headers: admin,
+            body: Array(try APICoding.encoder().encode(TokenCreateRequest(apiRole: .read)))
+        ).decode(APITokenCreated.self).token
+        let chatPath = API.chatCompletions.pattern
+        let jobsBefore = try await http(lead.baseURL + Routes.gpuJobs + "?limit=1000", headers: admin)
+            .decode(JobList.self).jobs.count
+        let withKey = ["Authorization": "Bearer \(key)"]
+        for (label, agent, headers, body, status, type) in [
+            ("no token", lead, [String: String](), #"{"model":"llama3"}"#, 401, "authentication_error"),
+            ("no token at a node", gpuA, [:], #"{"model":"llama3"}"#, 401, "authentication_error"),
+            (
+                "a read-only token", lead, ["Authorization": "Bearer \(readToken)"], #"{"model":"llama3"}"#, 403,
+                "permission_error"
+            ),
+            ("not JSON", lead, withKey, "model=llama3", 400, "invalid_request_error"),
+            ("an array", lead, withKey, #"[{"model":"llama3"}]"#, 400, "invalid_request_error"),
+            ("no model", lead, withKey, #"{"messages":[]}"#, 400, "invalid_request_error"),
+            ("a model that is a number", lead, withKey, #"{"model":7}"#, 400, "invalid_request_error"),
+            ("an escape in the model", lead, withKey, #"{"model":"a\u001b[2J"}"#, 400, "invalid_request_error"),
+            (
+                "a 300-byte model", lead, withKey, "{\"model\":\"" + String(repeating: "m", count: 300) + "\"}", 400,
+                "invalid_request_error"
+            ),
+            (
+                "oversized", lead, withKey,
+                "{\"model\":\"llama3\",\"pad\":\"" + String(repeating: "x", count: 2 << 20) + "\"}",
+                413, "invalid_request_error"
+            ),
+        ] {
+            let answer = try await http(
+                agent.baseURL + chatPath, method: "POST", headers: headers, body: Array(body.utf8))
+            #expect(answer.status == status, "\(label): \(answer.status) \(answer.text.prefix(300))")
+            let error = try? answer.decode(ErrorResponse.self).error
+            #expect(error?.type == type, "\(label): \(answer.text.prefix(300))")
+        }
+        for wait in ["0", "301", "abc", "1e999"] {
+            let answer = try await http(
+                lead.baseURL + chatPath, method: "POST", headers: withKey.merging(["X-Aurora-Wait": wait]) { $1 },
+                body: Array(#"{"model":"llama3","messages":[]}"#.utf8))
+            #expect(answer.status == 400, "X-Aurora-Wait \(wait): \(answer.text)")
+        }
+        let jobsAfter = try await http(lead.baseURL + Routes.gpuJobs + "?limit=1000", headers: admin)
+            .decode(JobList.self).jobs.count
+        #expect(jobsAfter == jobsBefore, "a refused gateway call queued a job")
+
         // Attacks: no token, a wrong one, another agent's operator token at a node (401).
         for (agent, headers) in [
             (lead, [String: String]()), (lead, ["Authorization": "Bearer aur_" + String(repeating: "0", count: 64)]),

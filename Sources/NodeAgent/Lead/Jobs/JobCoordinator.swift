@@ -256,6 +256,12 @@ actor JobCoordinator {
         }
     }
 
+    /// Whether some known node could ever run a `generate` job for `model`: it serves the model,
+    /// or its backend does not say what it serves (the gateway's 404 `model_not_found` otherwise).
+    func couldServe(model: String) -> Bool {
+        book.scheduler.couldEverRun(Scheduler.Requirements(model: model))
+    }
+
     /// A worker's heartbeat names the jobs it holds: their leases are extended; jobs it should
     /// not hold (cancelled, requeued elsewhere, unknown) are added to its stop list. Its first
     /// report after this lead loaded also finds jobs an earlier lead delivered that never reached

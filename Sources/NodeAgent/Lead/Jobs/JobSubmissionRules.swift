@@ -55,6 +55,20 @@ extension JobCoordinator {
             guard case .string(let model)? = payload["model"], !model.isEmpty else {
                 throw Refusal.badRequest("payload.model must be a non-empty string")
             }
+            if let openAI = payload["openai"] {
+                // An OpenAI-style request passed through to the backend as it is (the gateway's).
+                guard case .object(let call) = openAI, call.count == 2, case .string(let path)? = call["path"],
+                    OpenAIPassthrough.paths.contains(path), case .object? = call["body"]
+                else {
+                    throw Refusal.badRequest(
+                        "payload.openai must be {path: \(OpenAIPassthrough.paths.joined(separator: " | ")), body: {…}}")
+                }
+                if let unknown = payload.keys.sorted().first(where: { !["model", "openai", "timeout_s"].contains($0) })
+                {
+                    throw Refusal.badRequest("unknown field 'payload.\(unknown)' next to payload.openai")
+                }
+                break
+            }
             switch (payload["prompt"], payload["messages"]) {
             case (.string?, nil), (nil, .array?): break
             case (nil, nil): throw Refusal.badRequest("payload needs 'prompt' (a string) or 'messages' (a list)")
