@@ -40,7 +40,7 @@ struct AuroraBench: AsyncParsableCommand {
         subcommands: [
             Startup.self, Heartbeat.self, Detection.self, Placement.self, Dispatch.self, Requeue.self, Queue.self,
             ReplicaBench.self,
-            SecretsBench.self, RedisBench.self, Failover.self,
+            SecretsBench.self, RedisBench.self, Failover.self, Gateway.self,
         ])
 }
 
@@ -444,6 +444,68 @@ extension AuroraBench {
                     String(
                         format: "  the promotion call alone: median %.0f ms, max %.0f ms",
                         Samples.median(report.promoteCallMs), report.promoteCallMs.max() ?? .nan))
+            }
+        }
+    }
+
+    struct Gateway: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "gateway",
+            abstract:
+                "Latency the OpenAI-compatible gateway adds: a fake backend direct, through the mesh, and through LiteLLM.",
+            discussion: """
+                One fake OpenAI-style backend that answers at once; the same chat completions, from N concurrent
+                clients, sent to it directly, through the mesh (a compute agent, the lead, a worker) and, with
+                --litellm PATH (the `litellm` executable of a virtualenv with litellm[proxy]), through LiteLLM's
+                proxy configured with the same backend. Prints p50/p99 per path, what each adds to the direct call,
+                and requests/s. Streaming (time to first token) is not measured: the gateway does not stream yet.
+                """)
+
+        @Option(help: "Concurrent clients.") var clients = 50
+        @Option(help: "Chat completions per path.") var requests = 2000
+        @Option(help: "Compute agents serving the model.") var nodes = 2
+        @Option(help: "The litellm executable (litellm[proxy]); without it LiteLLM is not measured.")
+        var litellm: String?
+        @Flag(help: "Print the report as JSON.") var json = false
+        @OptionGroup var agent: AgentBinary
+
+        func validate() throws {
+            guard (1...500).contains(clients) else { throw ValidationError("--clients must be 1...500") }
+            guard (1...1_000_000).contains(requests) else { throw ValidationError("--requests must be 1...1000000") }
+            guard (1...20).contains(nodes) else { throw ValidationError("--nodes must be 1...20") }
+            if let litellm, !FileManager.default.isExecutableFile(atPath: litellm) {
+                throw ValidationError("--litellm \(litellm) is not an executable")
+            }
+        }
+
+        func run() async throws {
+            let report = try await GatewayBenchmark(
+                executable: agent.path, clients: clients, requests: requests, nodes: nodes, liteLLM: litellm,
+                progress: progressLine
+            ).run()
+            if json {
+                return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
+            }
+            print("aurora-bench gateway (\(clients) clients, \(requests) requests per path, release=\(isReleaseBuild))")
+            for path in report.paths {
+                print(
+                    "  " + path.name.padding(toLength: 8, withPad: " ", startingAt: 0)
+                        + String(
+                            format: "p50 %7.2f ms, p99 %7.2f ms, %7.0f requests/s, %d failed", path.p50Ms, path.p99Ms,
+                            path.requestsPerSecond, path.failed))
+            }
+            print(
+                String(
+                    format: "  the mesh adds p50 %.2f ms, p99 %.2f ms (target p99 <= 5 ms)", report.meshAddedP50Ms,
+                    report.meshAddedP99Ms))
+            if let p50 = report.liteLLMAddedP50Ms, let p99 = report.liteLLMAddedP99Ms {
+                print(String(format: "  LiteLLM adds p50 %.2f ms, p99 %.2f ms", p50, p99))
+                print(
+                    String(
+                        format: "  mesh / LiteLLM added: p50 %.2f, p99 %.2f (target p99 <= 0.20)",
+                        report.meshAddedP50Ms / p50, report.meshAddedP99Ms / p99))
+            } else {
+                print("  LiteLLM not measured (pass --litellm PATH)")
             }
         }
     }
