@@ -106,7 +106,11 @@ struct GatewayBenchmark {
             if let liteLLM {
                 let port = try freePort()
                 let config = scratch.path + "/litellm.yaml"
+                // Its proxy refuses to start without a master key; the clients present it.
+                let master = "sk-bench-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
                 try """
+                general_settings:
+                  master_key: \(master)
                 model_list:
                   - model_name: bench-model
                     litellm_params:
@@ -125,7 +129,9 @@ struct GatewayBenchmark {
                     let answer = try? await http("http://127.0.0.1:\(port)/health/liveliness")
                     return answer?.status == 200 ? true : nil
                 }
-                targets.append(("litellm", "http://127.0.0.1:\(port)/v1/chat/completions", []))
+                targets.append(
+                    ("litellm", "http://127.0.0.1:\(port)/v1/chat/completions", [("Authorization", "Bearer \(master)")])
+                )
             }
 
             var configuration = HTTPClient.Configuration()
