@@ -106,7 +106,7 @@ extension HTTPServer {
                 "model": .string(model), "openai": .object(["path": .string(path), "body": .object(object)]),
                 "timeout_s": .number(wait),
             ])
-        let (submitted, _) = try await lead.jobs.submit(submission, by: caller)
+        let (submitted, _) = try await lead.jobs.submit(submission, by: caller, ephemeral: true)
         var job = try await lead.jobs.job(submitted.id, wait: .milliseconds(Int64(wait * 1000)), for: caller)
         if !job.state.isTerminal {
             job = (try? await lead.jobs.cancel(job.id, by: caller)) ?? job

@@ -108,6 +108,8 @@ struct ModelDiscoveryIntegrationTests {
             lead.baseURL + Routes.tokens, method: "POST", headers: admin,
             body: Array(try APICoding.encoder().encode(TokenCreateRequest(apiRole: .submit)))
         ).decode(APITokenCreated.self).token
+        let storedBefore = try await http(lead.baseURL + Routes.gpuJobs + "?limit=1000", headers: admin)
+            .decode(JobList.self).jobs.count
         let python = try await ChildProcess.run(
             Binaries.repositoryRoot + "/Tests/openai/run", [gpuB.baseURL + "/v1", key, "llama3", "mistral-7b"],
             outputDirectory: scratch.path, timeout: .seconds(240))
@@ -138,6 +140,10 @@ struct ModelDiscoveryIntegrationTests {
                 $0.path == "/v1/chat/completions" && $0.body["model"] as? String == "llama3:8b-instruct"
             })
         #expect(vllm.requests.contains { $0.path == "/v1/embeddings" })
+        // Gateway calls are ephemeral jobs: nothing of them is written to the store.
+        let storedAfter = try await http(lead.baseURL + Routes.gpuJobs + "?limit=1000", headers: admin)
+            .decode(JobList.self).jobs.count
+        #expect(storedAfter == storedBefore)
 
         // Attacks on the gateway: OpenAI-shaped refusals, nothing queued.
         let readToken = try await http(

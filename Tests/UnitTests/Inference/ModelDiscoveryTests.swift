@@ -89,3 +89,28 @@ struct ModelDiscoveryTests {
         #expect(list.data[0].object == "model" && list.data[0].ownedBy == "aurora")
     }
 }
+
+/// Where an ephemeral (gateway) job's end waits for its waiter: bounded in number and time.
+@Suite("Ephemeral job ends")
+struct EphemeralEndsTests {
+    static func job(_ id: String) -> Job {
+        Job(
+            id: id, kind: .generate, priority: 5, state: .succeeded, attempt: 1, maxAttempts: 3,
+            requirements: JobRequirements(), submittedAt: "2026-12-01T00:00:00Z")
+    }
+
+    @Test("kept for 60 s, at most 1024, the oldest going first")
+    func bounded() {
+        var ends = EphemeralEnds()
+        let start = ContinuousClock.now
+        ends.keep(Self.job("a"), now: start)
+        #expect(ends.job("a", now: start + .seconds(59))?.id == "a")
+        #expect(ends.job("a", now: start + .seconds(61)) == nil)
+        #expect(ends.job("nope", now: start) == nil)
+        for index in 0..<1100 { ends.keep(Self.job("j\(index)"), now: start + .seconds(1)) }
+        #expect(ends.job("j0", now: start + .seconds(2)) == nil)
+        #expect(ends.job("j75", now: start + .seconds(2)) == nil)
+        #expect(ends.job("j76", now: start + .seconds(2))?.id == "j76")
+        #expect(ends.job("j1099", now: start + .seconds(2))?.id == "j1099")
+    }
+}

@@ -22,6 +22,9 @@ actor JobCoordinator {
         var payload: [String: JSONValue]
         var idempotencyKey: String?
         var submittedBy: String?
+        /// A gateway call (`/v1/…`): kept in memory only, never written to the store and without
+        /// events. Its client waits on its connection, which a lost lead ends anyway.
+        var ephemeral = false
     }
 
     typealias Book = JobBook<JobSpec>
@@ -52,6 +55,8 @@ actor JobCoordinator {
     var nodes: [String: NodeUpdate] = [:]
     var waiters = JobWaiters()
     var keysInFlight = Set<String>()
+    /// How ephemeral (gateway) jobs ended, for their waiters: the last 1024, for 60 s.
+    var ephemeralEnds = EphemeralEnds()
     private(set) var loaded = false
     /// When the jobs were (last) loaded: for a while after, nodes that have not reported their
     /// worker to this lead yet may still allow exec.
@@ -111,7 +116,9 @@ actor JobCoordinator {
 
     /// Queues a job, or returns the job already submitted with the same idempotency key
     /// (`created` false).
-    func submit(_ submission: JobSubmission, by submitter: String) async throws(Refusal) -> (job: Job, created: Bool) {
+    func submit(_ submission: JobSubmission, by submitter: String, ephemeral: Bool = false) async throws(Refusal) -> (
+        job: Job, created: Bool
+    ) {
         try requireLoaded()
         let valid = try Self.validate(submission)
         if valid.kind == .exec, !JobAccess.mayRunExec(submitter) {
@@ -169,7 +176,7 @@ actor JobCoordinator {
         let spec = JobSpec(
             kind: valid.kind, requirements: valid.requirements, payload: valid.payload,
             idempotencyKey: valid.idempotencyKey,
-            submittedBy: submitter)
+            submittedBy: submitter, ephemeral: ephemeral && valid.idempotencyKey == nil)
         let requirements = Self.schedulerRequirements(valid.requirements, valid.kind, payload: valid.payload)
         // A job no known node could ever run is refused with the reasons, unless asked to wait
         // for a fitting node to join.
@@ -464,9 +471,28 @@ actor JobCoordinator {
         do { _ = try await commit(writes) } catch { throw Refusal.storeUnavailable(error) }
     }
 
-    /// Adds a change's row and event to a batch, and counts and logs requeues.
+    /// Adds a change's row and event to a batch, and counts and logs requeues. An ephemeral job
+    /// writes nothing: its end is kept in memory for its waiter (``ephemeralEnds``).
     func write(_ change: Book.Change, into writes: inout Writes, result: JSONValue? = nil) {
         var job = Self.job(change.record)
+        if change.record.spec.ephemeral {
+            switch change {
+            case .finished, .exhausted, .cancelled:
+                job.result = result
+                ephemeralEnds.keep(job)
+                writes.wake(job.id)
+            case .requeued(_, let from, let reason):
+                requeued.increment()
+                logger.notice(
+                    "gateway job requeued",
+                    metadata: [
+                        "nodeagent.job": "\(job.id)", "nodeagent.from": "\(from ?? "?")",
+                        "nodeagent.reason": "\(reason)",
+                    ])
+            case .queued, .placed, .started: break
+            }
+            return
+        }
         switch change {
         case .queued(let record):
             writes.insert(job, payload: record.spec.payload)
@@ -517,6 +543,11 @@ actor JobCoordinator {
     /// leaves the book ahead of the store: the coordinator reloads.
     func commit(_ writes: Writes) async throws(AgentError) -> Writes.Outcome {
         let hub = self.hub
+        guard !writes.isEmpty else {
+            // Ephemeral jobs only: nothing to write, only waiters to wake.
+            for id in writes.finishedIDs { waiters.job.wakeAll(id) }
+            return .committed([])
+        }
         do {
             let outcome = try await store.commit(writes, published: { hub.publish($0) })
             for id in writes.finishedIDs { waiters.job.wakeAll(id) }
@@ -533,6 +564,10 @@ actor JobCoordinator {
     }
 
     func fetch(_ id: String, for caller: String) async throws(Refusal) -> Job {
+        if let ended = ephemeralEnds.job(id) {
+            guard JobAccess.mayRead(ended, caller) else { throw Self.notFound(id) }
+            return ended
+        }
         let stored: Job?
         do { stored = try await store.job(id) } catch { throw Refusal.storeUnavailable(error) }
         guard let job = stored, JobAccess.mayRead(job, caller) else { throw Self.notFound(id) }
@@ -618,4 +653,24 @@ extension JobCoordinator {
 
 extension Duration {
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+/// The ends of ephemeral (gateway) jobs, kept in memory for their waiters: at most 1024, each
+/// for 60 s (the waiter reads it at once; a later read is 404).
+struct EphemeralEnds: Sendable {
+    private var ends: [String: (job: Job, at: ContinuousClock.Instant)] = [:]
+    private var order: [String] = []
+
+    mutating func keep(_ job: Job, now: ContinuousClock.Instant = .now) {
+        if ends[job.id] == nil { order.append(job.id) }
+        ends[job.id] = (job, now)
+        while order.count > 1024 || (order.first.flatMap { ends[$0] }.map { now - $0.at > .seconds(60) } ?? false) {
+            ends[order.removeFirst()] = nil
+        }
+    }
+
+    func job(_ id: String, now: ContinuousClock.Instant = .now) -> Job? {
+        guard let end = ends[id], now - end.at <= .seconds(60) else { return nil }
+        return end.job
+    }
 }

@@ -17,11 +17,16 @@ struct Writes: Sendable {
     private(set) var updates: [Job] = []
     /// The batch's events, in order.
     private(set) var events: [EventLog.Draft] = []
+    /// Ephemeral jobs that ended: nothing is written for them, but their waiters wake.
+    private(set) var woken: [String] = []
 
+    /// Nothing to write (there may be ephemeral jobs' waiters to wake).
     var isEmpty: Bool { insertJob == nil && updates.isEmpty && events.isEmpty }
 
-    /// Jobs this batch finishes (succeeded, failed, cancelled).
-    var finishedIDs: [String] { updates.filter(\.state.isTerminal).map(\.id) }
+    /// Jobs this batch finishes (succeeded, failed, cancelled), ephemeral ones included.
+    var finishedIDs: [String] { updates.filter(\.state.isTerminal).map(\.id) + woken }
+
+    mutating func wake(_ id: String) { woken.append(id) }
 
     mutating func insert(_ job: Job, payload: [String: JSONValue]) { insertJob = (job, payload) }
 
