@@ -191,11 +191,23 @@ public struct AuroraClient: Sendable {
     public func exchange(
         method: String, path: String, body: [UInt8], timeout: TimeAmount? = nil, limit: Int = 32 << 20
     ) async throws(AuroraClientError) -> (status: Int, body: [UInt8]) {
+        let answer = try await exchange(
+            method: method, path: path, body: body, timeout: timeout, limit: limit, keep: [])
+        return (answer.status, answer.body)
+    }
+
+    /// ``exchange(method:path:body:timeout:limit:)`` that also returns the answer's headers named
+    /// in `keep` (lower-case), in the order they came.
+    public func exchange(
+        method: String, path: String, body: [UInt8], timeout: TimeAmount? = nil, limit: Int = 32 << 20,
+        keep: Set<String>
+    ) async throws(AuroraClientError) -> (status: Int, body: [UInt8], headers: [(name: String, value: String)]) {
         let call = Call(
             method: method, path: path, body: body.isEmpty ? nil : Data(body), accept: nil, timeout: timeout)
         let response = try await send(call)
         let data = try await collect(response, call, upTo: limit)
-        return (Int(response.status.code), [UInt8](data))
+        let headers = response.headers.filter { keep.contains($0.name.lowercased()) }.map { ($0.name, $0.value) }
+        return (Int(response.status.code), [UInt8](data), headers)
     }
 
     /// Sends `call` and returns the whole body of a 200 answer as it is (text, a document).

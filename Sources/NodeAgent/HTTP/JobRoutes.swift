@@ -1,5 +1,6 @@
 import AuroraAPI
 import Foundation
+import HTTPTypes
 import Hummingbird
 import NIOCore
 import NIOHTTP1
@@ -229,6 +230,10 @@ extension HTTPServer {
     /// with its query go as they came, signed by this node; the answer is labelled
     /// `application/json`. 503 `lead_unreachable` when the lead does not answer (no connection, or
     /// nothing within `timeout`).
+    /// The lead's answer headers a forwarding agent passes on: when to retry, and where a
+    /// gateway call ran.
+    static let relayedHeaders: Set<String> = ["retry-after", "x-aurora-served-by", "x-aurora-node"]
+
     static func forwardToLead(
         _ request: Request, membership: MembershipService, token: AdminToken, maxBody: Int,
         timeout: Duration
@@ -247,20 +252,24 @@ extension HTTPServer {
         var request = request
         let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
         let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
-        let answer: Result<(status: Int, body: [UInt8]), LeadCallError>
+        let answer: Result<(status: Int, body: [UInt8], headers: [(name: String, value: String)]), LeadCallError>
         do throws(LeadCallError) {
             answer = .success(
                 try await membership.leadClient.relay(
                     NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue), path, body: body,
-                    timeout: timeout, bearer: bearer))
+                    timeout: timeout, bearer: bearer, keep: relayedHeaders))
         } catch {
             answer = .failure(error)
         }
         switch answer {
-        case .success(let (status, bytes)):
-            return Response(
+        case .success(let (status, bytes, headers)):
+            var response = Response(
                 status: .init(code: status), headers: [.contentType: "application/json"],
                 body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+            for (name, value) in headers {
+                if let field = HTTPField.Name(name) { response.headers[field] = value }
+            }
+            return response
         case .failure(let error):
             throw Refusal(
                 .unavailable, code: "lead_unreachable", message: "\(error.message); GPU jobs are served by the lead")

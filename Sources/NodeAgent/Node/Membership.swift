@@ -266,6 +266,20 @@ struct LeadClient: Sendable {
         }
     }
 
+    /// ``relay(_:_:body:timeout:bearer:)`` that also returns the answer's headers named in `keep`
+    /// (lower-case): a forwarding agent passes them on.
+    func relay(
+        _ method: HTTPMethod, _ path: String, body: [UInt8], timeout: Duration, bearer: String? = nil,
+        keep: Set<String>
+    ) async throws(LeadCallError) -> (status: Int, body: [UInt8], headers: [(name: String, value: String)]) {
+        do {
+            return try await client(timeout, bearer: bearer).exchange(
+                method: method.rawValue, path: path, body: body, keep: keep)
+        } catch {
+            throw .unreachable(error.reason ?? error.message)
+        }
+    }
+
     /// Sends a request; returns the body of a 2xx answer.
     func send(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none, timeout: Duration)
         async throws(LeadCallError) -> [UInt8]

@@ -140,6 +140,12 @@ struct ModelDiscoveryIntegrationTests {
                 $0.path == "/v1/chat/completions" && $0.body["model"] as? String == "llama3:8b-instruct"
             })
         #expect(vllm.requests.contains { $0.path == "/v1/embeddings" })
+        // A forwarding agent passes on where the call ran.
+        let relayed = try await http(
+            gpuB.baseURL + API.chatCompletions.pattern, method: "POST", headers: ["Authorization": "Bearer \(key)"],
+            body: Array(#"{"model":"llama3","messages":[{"role":"user","content":"where"}]}"#.utf8))
+        #expect(relayed.status == 200, "\(relayed.text)")
+        #expect(relayed.headers["x-aurora-served-by"] == "node" && relayed.headers["x-aurora-node"] == "gpu-a")
         // Gateway calls are ephemeral jobs: nothing of them is written to the store.
         let storedAfter = try await http(lead.baseURL + Routes.gpuJobs + "?limit=1000", headers: admin)
             .decode(JobList.self).jobs.count
