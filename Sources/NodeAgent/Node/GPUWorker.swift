@@ -532,7 +532,7 @@ struct InferenceCall {
         {
             // Ollama serves the same OpenAI-compatible paths; only the model's name is ours to set.
             flavor = .passthrough
-            url = Self.origin(of: base) + path
+            url = (Self.origin(of: base) ?? base) + path
             body["model"] = payload["model"]
             self.body = Array((try? APICoding.encoder().encode(body)) ?? Data())
             return
@@ -572,9 +572,9 @@ struct InferenceCall {
         self.body = Array((try? APICoding.encoder().encode(body)) ?? Data())
     }
 
-    /// `scheme://host[:port]` of a backend URL (the URL itself when it does not parse).
-    static func origin(of url: String) -> String {
-        guard let parsed = URL(string: url), let scheme = parsed.scheme, let host = parsed.host else { return url }
+    /// `scheme://host[:port]` of a backend URL; nil when it does not parse.
+    static func origin(of url: String) -> String? {
+        guard let parsed = URL(string: url), let scheme = parsed.scheme, let host = parsed.host else { return nil }
         let hostPart = host.contains(":") ? "[\(host)]" : host
         return "\(scheme)://\(hostPart)" + (parsed.port.map { ":\($0)" } ?? "")
     }

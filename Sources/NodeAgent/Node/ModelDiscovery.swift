@@ -36,11 +36,10 @@ final class ModelDiscovery: Service, Sendable {
 
     /// Throws ``AgentError`` (`config`) for a `gpu.models` entry that is not a model name.
     init(backend: String, names: [String: String], logger: Logger) throws(AgentError) {
-        guard let url = URL(string: backend), let scheme = url.scheme, let host = url.host else {
+        guard let origin = InferenceCall.origin(of: backend), let url = URL(string: backend) else {
             throw AgentError(.config, "gpu.backend is not a URL")
         }
-        let hostPart = host.contains(":") ? "[\(host)]" : host
-        self.origin = "\(scheme)://\(hostPart)" + (url.port.map { ":\($0)" } ?? "")
+        self.origin = origin
         self.ollama = url.path.hasPrefix("/api/") ? true : (url.path.hasPrefix("/v1") ? false : nil)
         for (mesh, backend) in names {
             do throws(MeshError) {

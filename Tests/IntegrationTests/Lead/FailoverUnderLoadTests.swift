@@ -204,27 +204,25 @@ struct FailoverUnderLoadTests {
             let seen = try await TwoLeadsTests.leadStatus(worker, headers)
             #expect(seen?.lead == "lead-b" && seen?.epoch == 2, "\(worker.dataDir): \(String(describing: seen))")
         }
+        // Every event the new lead's store holds, in order.
+        func storedEvents() async throws -> [MeshEvent] {
+            try await http(standby.baseURL + Routes.events + "?since=0&follow=false", headers: admin)
+                .text.split(separator: "\n").compactMap { line -> MeshEvent? in
+                    guard line.hasPrefix("data: ") else { return nil }
+                    return try? APICoding.decoder().decode(MeshEvent.self, from: Data(line.dropFirst(6).utf8))
+                }
+        }
         // The Redis stream holds exactly the store's events: no gap, no duplicate, in order.
         _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the stream to hold every event") {
             () async throws -> Bool? in
-            let stored = try await http(
-                standby.baseURL + Routes.events + "?since=0&follow=false", headers: admin
-            ).text.split(separator: "\n").compactMap { line -> Int64? in
-                guard line.hasPrefix("data: ") else { return nil }
-                return try? APICoding.decoder().decode(MeshEvent.self, from: Data(line.dropFirst(6).utf8)).seq
-            }
+            let stored = try await storedEvents().map(\.seq)
             let streamed = try await redis.streamSeqs("aurora:events")
             return !stored.isEmpty && streamed == stored ? true : nil
         }
         // A promoted replica's event sequence goes on from the last committed event: the new
         // term's first event (lead.promoted) follows the old term's last one without a gap.
         if server == nil {
-            let events = try await http(
-                standby.baseURL + Routes.events + "?since=0&follow=false", headers: admin
-            ).text.split(separator: "\n").compactMap { line -> MeshEvent? in
-                guard line.hasPrefix("data: ") else { return nil }
-                return try? APICoding.decoder().decode(MeshEvent.self, from: Data(line.dropFirst(6).utf8))
-            }
+            let events = try await storedEvents()
             let promoted = try #require(events.firstIndex { $0.type == EventType.leadPromoted })
             #expect(promoted > 0 && events[promoted].seq == events[promoted - 1].seq + 1)
         }
