@@ -276,7 +276,7 @@ public struct WireGuardDump: Sendable, Equatable {
             else { return nil }
             return WireGuardPeerStatus(
                 publicKey: fields[0], endpoint: fields[2] == "(none)" ? nil : fields[2],
-                allowedIPs: fields[3] == "(none)" ? [] : fields[3].split(separator: ",").map(String.init),
+                allowedIPs: fields[3].split(separator: ",").map(String.init).filter { $0 != "(none)" },
                 latestHandshake: handshake == 0 ? nil : handshake, rxBytes: rx, txBytes: tx,
                 persistentKeepalive: Int(fields[7]))
         }

@@ -150,5 +150,8 @@ struct WireGuardTests {
                 && parsed.peers[1].latestHandshake == nil)
         #expect(parsed.peers[1].persistentKeepalive == nil)
         #expect(WireGuardDump(parsing: "Unable to access interface: No such device") == nil)
+        // A "(none)" or empty item inside a list is no address (found by the fuzzer).
+        let odd = try #require(WireGuardDump(parsing: "k\tp\t1\toff\nA\t\t\t,(none),,10.0.0.3/32\t0\t1\t2\toff\n"))
+        #expect(odd.peers.first?.allowedIPs == ["10.0.0.3/32"])
     }
 }
