@@ -56,6 +56,15 @@ extension AuroraClient {
         try await decode(call(API.jobOutput, id, body: report))
     }
 
+    /// `POST /api/gpu/jobs/{id}/stream`: the next chunks of the streamed call the signing worker
+    /// runs, at its current attempt (409 otherwise). Returns the index the lead expects next and
+    /// whether to stop.
+    public func pushJobStream(_ push: InferenceStreamPush, for id: String) async throws(AuroraClientError)
+        -> InferenceStreamAck
+    {
+        try await decode(call(API.jobStream, id, body: push))
+    }
+
     /// `POST /api/connectivity/status`: the signing node's probe results. Returns how many the
     /// lead accepted.
     public func reportConnectivity(_ report: ConnectivityReport) async throws(AuroraClientError) -> Int {

@@ -210,6 +210,21 @@ public struct AuroraClient: Sendable {
         return (Int(response.status.code), [UInt8](data), headers)
     }
 
+    /// ``exchange(method:path:body:timeout:limit:keep:)`` that hands back the answer's body as it
+    /// arrives, whatever the status: for an agent relaying a stream (server-sent events) to its
+    /// client. Dropping the body ends the request.
+    public func open(
+        method: String, path: String, body: [UInt8], timeout: TimeAmount? = nil, keep: Set<String>
+    ) async throws(AuroraClientError) -> (
+        status: Int, headers: [(name: String, value: String)], body: HTTPClientResponse.Body
+    ) {
+        let call = Call(
+            method: method, path: path, body: body.isEmpty ? nil : Data(body), accept: nil, timeout: timeout)
+        let response = try await send(call)
+        let headers = response.headers.filter { keep.contains($0.name.lowercased()) }.map { ($0.name, $0.value) }
+        return (Int(response.status.code), headers, response.body)
+    }
+
     /// Sends `call` and returns the whole body of a 200 answer as it is (text, a document).
     func data(_ call: Call) async throws(AuroraClientError) -> Data {
         let response = try await send(call)

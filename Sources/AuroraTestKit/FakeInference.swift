@@ -9,6 +9,12 @@ import Synchronization
 /// prompt. `options.delay_ms` in the request (or `defaultDelay`) makes it take that long, so
 /// tests can keep jobs running. Every request is recorded.
 ///
+/// With `"stream": true`, chat and text completions answer as OpenAI does, with server-sent
+/// events: one chunk per piece of ``streamPieces(_:)``, the first after the delay, the next
+/// `chunk_delay_ms` (in the body or `options`, else `chunkDelay`) apart, then a chunk with
+/// `finish_reason`, a `usage` chunk when `stream_options.include_usage` asks, and `[DONE]`. A
+/// client that closes the connection before the end is recorded (``cancelledStreams``).
+///
 /// With `models`, it lists them as Ollama does (`GET /api/tags`, and `loaded` as `GET /api/ps`)
 /// and as an OpenAI-style server does (`GET /v1/models`); with `openAIOnly` only the latter (the
 /// Ollama paths are 404). Without `models` every listing is 404: a server that does not say.
@@ -33,11 +39,16 @@ public final class FakeInference: Sendable {
 
     private final class RequestLog: Sendable {
         let entries = Mutex<[Request]>([])
+        /// Prompts of streams that ran to their end, and of those whose client went away first.
+        let finishedStreams = Mutex<[String]>([])
+        let cancelledStreams = Mutex<[String]>([])
     }
 
     public init(
-        defaultDelay: Duration = .zero, models: [String]? = nil, loaded: [String] = [], openAIOnly: Bool = false
+        defaultDelay: Duration = .zero, models: [String]? = nil, loaded: [String] = [], openAIOnly: Bool = false,
+        chunkDelay: Duration = .zero
     ) async throws {
+        let chunkMs = chunkDelay.components.seconds * 1000 + chunkDelay.components.attoseconds / 1_000_000_000_000_000
         let log = RequestLog()
         let catalog = Catalog(models: models, loaded: loaded, openAIOnly: openAIOnly)
         let delayMs =
@@ -46,7 +57,8 @@ public final class FakeInference: Sendable {
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(Handler(log: log, defaultDelayMs: delayMs, catalog: catalog))
+                    channel.pipeline.addHandler(
+                        Handler(log: log, defaultDelayMs: delayMs, chunkDelayMs: chunkMs, catalog: catalog))
                 }
             }
         self.channel = try await bootstrap.bind(host: "127.0.0.1", port: try freePort()).get()
@@ -56,6 +68,26 @@ public final class FakeInference: Sendable {
 
     /// Every inference request so far (the model listings agents poll are not counted).
     public var requests: [Request] { log.entries.withLock { $0 } }
+    /// The prompts of streamed answers sent to their end.
+    public var finishedStreams: [String] { log.finishedStreams.withLock { $0 } }
+    /// The prompts of streamed answers whose client closed the connection before the end.
+    public var cancelledStreams: [String] { log.cancelledStreams.withLock { $0 } }
+
+    /// The pieces a streamed answer to `prompt` comes in, in order: `echo: PROMPT` cut after each
+    /// space (what the chunks' `content`, or `text`, hold).
+    public static func streamPieces(_ prompt: String) -> [String] {
+        var pieces: [String] = []
+        var current = ""
+        for character in "echo: \(prompt)" {
+            current.append(character)
+            if character == " " {
+                pieces.append(current)
+                current = ""
+            }
+        }
+        if !current.isEmpty { pieces.append(current) }
+        return pieces
+    }
 
     public func stop() async {
         try? await channel.close()
@@ -70,9 +102,13 @@ public final class FakeInference: Sendable {
         let catalog: Catalog
         var head: HTTPRequestHead?
         var body = ByteBuffer()
+        /// The prompt of the stream being sent on this connection.
+        var streaming: String?
+        let chunkDelayMs: Int64
 
-        init(log: RequestLog, defaultDelayMs: Int64, catalog: Catalog) {
+        init(log: RequestLog, defaultDelayMs: Int64, chunkDelayMs: Int64, catalog: Catalog) {
             self.log = log
+            self.chunkDelayMs = chunkDelayMs
             self.defaultDelayMs = defaultDelayMs
             self.catalog = catalog
         }
@@ -106,6 +142,18 @@ public final class FakeInference: Sendable {
                 log.entries.withLock {
                     $0.append(Request(path: head.uri, prompt: prompt, body: object.mapValues { "\($0)" }))
                 }
+            }
+            if object["stream"] as? Bool == true, head.uri == "/v1/chat/completions" || head.uri == "/v1/completions" {
+                let chunkDelay =
+                    (options["chunk_delay_ms"] as? Int).map(Int64.init) ?? (object["chunk_delay_ms"] as? Int).map(
+                        Int64.init)
+                    ?? chunkDelayMs
+                let usage = (object["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true
+                stream(
+                    context: context, head: head, prompt: prompt, model: model,
+                    chat: head.uri == "/v1/chat/completions",
+                    delay: delay, chunkDelay: chunkDelay, usage: usage)
+                return
             }
             let answer: [String: Any]
             let status: HTTPResponseStatus
@@ -189,6 +237,83 @@ public final class FakeInference: Sendable {
                     if !keepAlive { channel.close(promise: nil) }
                 }
             }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            if let prompt = streaming {
+                streaming = nil
+                log.cancelledStreams.withLock { $0.append(prompt) }
+            }
+            context.fireChannelInactive()
+        }
+
+        /// A streamed answer: events written `chunkDelay` apart after `delay`, while the client stays.
+        private func stream(
+            context: ChannelHandlerContext, head: HTTPRequestHead, prompt: String, model: String, chat: Bool,
+            delay: Int64, chunkDelay: Int64, usage: Bool
+        ) {
+            let pieces = FakeInference.streamPieces(prompt)
+            func chunk(_ choice: [String: Any], usage: [String: Any]? = nil) -> String {
+                var object: [String: Any] = [
+                    "id": chat ? "chatcmpl-fake" : "cmpl-fake",
+                    "object": chat ? "chat.completion.chunk" : "text_completion",
+                    "created": 0, "model": model, "choices": choice.isEmpty ? [] : [choice],
+                ]
+                if let usage { object["usage"] = usage }
+                let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+                return "data: \(String(decoding: data, as: UTF8.self))\n\n"
+            }
+            var events = pieces.enumerated().map { index, piece in
+                chat
+                    ? chunk([
+                        "index": 0, "delta": index == 0 ? ["role": "assistant", "content": piece] : ["content": piece],
+                        "finish_reason": NSNull(),
+                    ])
+                    : chunk(["index": 0, "text": piece, "finish_reason": NSNull()])
+            }
+            events.append(
+                chat
+                    ? chunk(["index": 0, "delta": [String: Any](), "finish_reason": "stop"])
+                    : chunk(["index": 0, "text": "", "finish_reason": "stop"]))
+            if usage {
+                let completion = pieces.count
+                events.append(
+                    chunk(
+                        [:],
+                        usage: [
+                            "prompt_tokens": prompt.count, "completion_tokens": completion,
+                            "total_tokens": prompt.count + completion,
+                        ]))
+            }
+            events.append("data: [DONE]\n\n")
+            streaming = prompt
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            let handlerBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let log = self.log
+            func send(_ index: Int) {
+                let context = loopBound.value, handler = handlerBound.value
+                guard handler.streaming == prompt, context.channel.isActive else { return }
+                if index == 0 {
+                    context.write(
+                        handler.wrapOutboundOut(
+                            .head(
+                                HTTPResponseHead(
+                                    version: head.version, status: .ok,
+                                    headers: HTTPHeaders([
+                                        ("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+                                    ])))), promise: nil)
+                }
+                context.writeAndFlush(
+                    handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: events[index])))), promise: nil)
+                if index + 1 < events.count {
+                    context.eventLoop.scheduleTask(in: .milliseconds(chunkDelay)) { send(index + 1) }
+                } else {
+                    handler.streaming = nil
+                    log.finishedStreams.withLock { $0.append(prompt) }
+                    context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)
+                }
+            }
+            context.eventLoop.scheduleTask(in: .milliseconds(delay)) { send(0) }
         }
     }
 }

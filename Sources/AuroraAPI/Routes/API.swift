@@ -67,6 +67,8 @@ public enum API {
     public static let jobLogs = Endpoint("GET", "/api/gpu/jobs/{id}/logs")
     /// Signed: new output of a job a worker runs.
     public static let jobOutput = Endpoint("POST", "/api/gpu/jobs/{id}/output")
+    /// Signed: the next chunks of a streamed gateway call a worker runs.
+    public static let jobStream = Endpoint("POST", "/api/gpu/jobs/{id}/stream")
     /// Placement's view: free VRAM and jobs per node.
     public static let gpuStatus = Endpoint("GET", "/api/gpu/status")
     /// Queued jobs in placement order.
@@ -161,7 +163,8 @@ public enum API {
 
     /// The mesh's models (OpenAI's list shape), with the nodes that serve each.
     public static let listModels = Endpoint("GET", "/v1/models")
-    /// OpenAI-compatible calls, routed by model to a node that serves it (not streaming yet).
+    /// OpenAI-compatible calls, routed by model to a node that serves it (`"stream": true` for
+    /// server-sent events).
     public static let chatCompletions = Endpoint("POST", "/v1/chat/completions")
     public static let completions = Endpoint("POST", "/v1/completions")
     public static let embeddings = Endpoint("POST", "/v1/embeddings")
@@ -173,7 +176,7 @@ public enum API {
         setNodeCompany, topology,
         createToken, listTokens, revokeToken, events,
         submitJob, listJobs, generate, getJob, cancelJob, jobResult, gpuStatus, gpuQueue, gpuAssignments,
-        jobLogs, jobOutput,
+        jobLogs, jobOutput, jobStream,
         writeSecret, listSecrets, rotateSecretsKey, readSecret, deleteSecret, secretVersions, rollbackSecret, audit,
         reportConnectivity, connectivityStatus, connectivityHealth,
         listBackups, createBackup, verifyBackup, restoreBackup,

@@ -1,9 +1,11 @@
+import AsyncHTTPClient
 import AuroraAPI
 import Foundation
 import HTTPTypes
 import Hummingbird
 import Mesh
 import NIOCore
+import NIOHTTP1
 
 /// The OpenAI-compatible gateway's routes (docs/API.md, "Inference gateway").
 ///
@@ -19,9 +21,16 @@ import NIOCore
 ///   to that node's backend unchanged but for the model's name there. The answer is the
 ///   backend's, unchanged, with `X-Aurora-Served-By: node` and `X-Aurora-Node`. Errors follow
 ///   OpenAI's shape (`{"error": {"message", "type", "code"}}`): 400 for a body that is not an
-///   object or a bad `model`, or `stream: true` (not yet supported); 404 `model_not_found` listing
+///   object, a bad `model` or `stream`; 404 `model_not_found` listing
 ///   the mesh's models; 502 when the backend failed on every attempt; 504 when no node finished
 ///   within `X-Aurora-Wait` seconds (default and most 300; the job is cancelled).
+/// - With `"stream": true` (chat and completions) the answer is `text/event-stream`: the
+///   backend's events as its worker posts them (``InferenceStreams``), each `data:` unchanged but
+///   for the model's name, then `data: [DONE]`. The status waits for the first chunk, so a call
+///   that never starts still gets an error status; a node lost before it (or a backend that
+///   fails before it) sends the call to another node. After it, a lost node or a failing backend
+///   ends the stream with one `data: {"error": …}` event, never silently. A client that goes
+///   away cancels the job, and its worker the backend's request.
 extension HTTPServer {
     static let servedByHeader = HTTPField.Name("X-Aurora-Served-By")!
     static let servedNodeHeader = HTTPField.Name("X-Aurora-Node")!
@@ -56,9 +65,17 @@ extension HTTPServer {
             for endpoint in calls {
                 router.on(endpoint) { request, _ -> Response in
                     let wait = try gatewayWait(request)
-                    return try await forwardToLead(
-                        request, membership: node.membership, token: token, maxBody: maxBody,
-                        timeout: .seconds(Int64(wait) + 10))
+                    let bearer = try forwardedBearer(request, token: token)
+                    var request = request
+                    let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
+                    guard asksToStream(body) else {
+                        return try await relayToLead(
+                            request, body: body, bearer: bearer, membership: node.membership,
+                            timeout: .seconds(Int64(wait) + 10))
+                    }
+                    return try await relayStream(
+                        request, body: body, bearer: bearer, membership: node.membership,
+                        timeout: .seconds(Int64(wait + streamLifetime) + 10))
                 }
             }
         }
@@ -87,10 +104,14 @@ extension HTTPServer {
         do throws(MeshError) { try ModelDiscovery.checkName(model, field: "model") } catch {
             throw Refusal.badRequest(error.message)
         }
-        if case .bool(true)? = object["stream"] {
-            throw Refusal(
-                .invalid, code: "streaming_unsupported",
-                message: "stream: true is not supported by this mesh yet; ask without stream")
+        let streaming: Bool
+        switch object["stream"] {
+        case nil, .null?, .bool(false)?: streaming = false
+        case .bool(true)?: streaming = true
+        default: throw Refusal.badRequest("stream must be true or false")
+        }
+        if streaming && path == API.embeddings.pattern {
+            throw Refusal.badRequest("stream: embeddings are not streamed")
         }
         // A model no node serves (every node with a backend says what it serves): 404.
         if !(await lead.jobs.couldServe(model: model)) {
@@ -104,9 +125,13 @@ extension HTTPServer {
             kind: .generate,
             payload: [
                 "model": .string(model), "openai": .object(["path": .string(path), "body": .object(object)]),
-                "timeout_s": .number(wait),
+                // A stream may run long after its first chunk: the wait bounds only that.
+                "timeout_s": .number(streaming ? max(wait, streamLifetime) : wait),
             ])
         let (submitted, _) = try await lead.jobs.submit(submission, by: caller, ephemeral: true)
+        if streaming {
+            return try await stream(submitted.id, model: model, caller: caller, wait: wait, jobs: lead.jobs)
+        }
         var job = try await lead.jobs.job(submitted.id, wait: .milliseconds(Int64(wait * 1000)), for: caller)
         if !job.state.isTerminal {
             job = (try? await lead.jobs.cancel(job.id, by: caller)) ?? job
@@ -130,5 +155,181 @@ extension HTTPServer {
         response.headers[servedByHeader] = "node"
         if let node = job.node { response.headers[servedNodeHeader] = node }
         return response
+    }
+
+    /// How long a streamed call may run after its first chunk, in seconds.
+    static let streamLifetime = 3600.0
+
+    /// A streamed call's answer: waits up to `wait` seconds for the first chunk of job `id`
+    /// (from whichever attempt gets that far), then relays the stream as server-sent events.
+    static func stream(_ id: String, model: String, caller: String, wait: Double, jobs: JobCoordinator)
+        async throws -> Response
+    {
+        let streams = jobs.streams
+        streams.open(id)
+        let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
+        // Attempts before `minAttempt` were requeued before they sent anything: ignored.
+        var minAttempt = 1
+        var attempt = 0
+        var first: [InferenceStreams.Event] = []
+        waiting: while true {
+            let left = deadline - ContinuousClock.now
+            let events = left > .zero ? await streams.next(id, timeout: left) : []
+            if events.isEmpty {
+                streams.close(id)
+                _ = try? await jobs.cancel(id, by: caller)
+                if Task.isCancelled { throw CancellationError() }
+                throw Refusal(
+                    .timedOut, code: "timeout",
+                    message: "no node began the answer within \(Int(wait)) s (job \(id) was cancelled)")
+            }
+            for (index, event) in events.enumerated() {
+                switch event {
+                case .chunks(let from, _) where from >= minAttempt, .done(let from, nil) where from >= minAttempt:
+                    attempt = from
+                    first = Array(events[index...])
+                    break waiting
+                case .done(let from, let error?) where from >= minAttempt:
+                    // It failed before its first chunk, and said so.
+                    streams.close(id)
+                    _ = try? await jobs.cancel(id, by: caller)
+                    throw Refusal(
+                        .upstreamFailed, code: "backend_failed",
+                        message: "the model's backend failed: \(InputRules.printable(String(error.prefix(300))))")
+                case .requeued(let next):
+                    minAttempt = next
+                case .ended:
+                    streams.close(id)
+                    let job = try? await jobs.job(id, for: caller)
+                    let reason = job?.state == .cancelled ? "the call was cancelled" : (job?.error ?? "no answer")
+                    throw Refusal(
+                        .upstreamFailed, code: "backend_failed",
+                        message:
+                            "the model's backend failed: \(InputRules.printable(String(reason.prefix(300))))")
+                case .chunks, .done:
+                    continue
+                }
+            }
+        }
+        let relayed = attempt, opening = first
+        let body = ResponseBody { writer in
+            var events = opening
+            var open = true
+            // Only a backend's own clean end leaves the job to finish by itself.
+            var clean = false
+            do {
+                relay: while true {
+                    var out = ByteBuffer()
+                    for event in events {
+                        switch event {
+                        case .chunks(let from, let chunks) where from == relayed:
+                            for chunk in chunks {
+                                out.writeStaticString("data: ")
+                                out.writeString(chunk)
+                                out.writeStaticString("\n\n")
+                            }
+                        case .done(let from, let error) where from == relayed:
+                            if let error {
+                                out.writeString(streamError("the model's backend failed: \(error)"))
+                            } else {
+                                out.writeStaticString("data: [DONE]\n\n")
+                                clean = true
+                            }
+                            open = false
+                        case .requeued:
+                            out.writeString(
+                                streamError("the node serving this answer was lost after it began; ask again"))
+                            open = false
+                        case .ended:
+                            out.writeString(streamError("the call ended before its answer did"))
+                            open = false
+                        case .chunks, .done:
+                            continue
+                        }
+                        if !open { break }
+                    }
+                    if out.readableBytes > 0 { try await writer.write(out) }
+                    if !open { break relay }
+                    events = await streams.next(id, timeout: .seconds(Int64(streamLifetime)))
+                    if events.isEmpty {
+                        if Task.isCancelled { throw CancellationError() }
+                        try await writer.write(ByteBuffer(string: streamError("the answer took longer than an hour")))
+                        open = false
+                        break relay
+                    }
+                }
+            } catch {
+                // The client went away (or the request was cancelled): stop the worker's backend call.
+                streams.cancel(id)
+                streams.close(id)
+                _ = try? await jobs.cancel(id, by: caller)
+                throw error
+            }
+            streams.close(id)
+            // Interrupted: the job is not run again for a client that has had its error.
+            if !clean { _ = try? await jobs.cancel(id, by: caller) }
+            try await writer.finish(nil)
+        }
+        var response = Response(
+            status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
+        response.headers[servedByHeader] = "node"
+        if let node = try? await jobs.job(id, for: caller).node { response.headers[servedNodeHeader] = node }
+        return response
+    }
+
+    /// One server-sent event in OpenAI's error shape (`type` `server_error`, `code`
+    /// `stream_interrupted`): how a stream that began ends when it cannot finish.
+    static func streamError(_ message: String) -> String {
+        let detail: JSONValue = .object([
+            "error": .object([
+                "message": .string(InputRules.printable(String(message.prefix(500)))),
+                "type": .string("server_error"), "code": .string("stream_interrupted"),
+            ])
+        ])
+        let text = (try? APICoding.encoder().encode(detail)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        return "data: \(text)\n\n"
+    }
+
+    /// Whether a gateway call's body asks for `"stream": true` (the lead checks the rest).
+    static func asksToStream(_ body: [UInt8]) -> Bool {
+        guard case .object(let object)? = try? APICoding.decoder().decode(JSONValue.self, from: Data(body)),
+            case .bool(true)? = object["stream"]
+        else { return false }
+        return true
+    }
+
+    /// A streamed gateway call forwarded to the lead: its events are passed on as they come; any
+    /// other answer (an error) as it is. The client going away ends the lead's request, which
+    /// cancels the call.
+    static func relayStream(
+        _ request: Request, body: [UInt8], bearer: String?, membership: MembershipService, timeout: Duration
+    ) async throws -> Response {
+        let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
+        let answer: (status: Int, headers: [(name: String, value: String)], body: HTTPClientResponse.Body)
+        do throws(LeadCallError) {
+            answer = try await membership.leadClient.open(
+                NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue), path, body: body, timeout: timeout,
+                bearer: bearer, keep: relayedHeaders.union(["content-type"]))
+        } catch {
+            throw Refusal(
+                .unavailable, code: "lead_unreachable", message: "\(error.message); GPU jobs are served by the lead")
+        }
+        var headers: HTTPFields = [:]
+        for (name, value) in answer.headers {
+            if let field = HTTPField.Name(name) { headers[field] = value }
+        }
+        guard answer.status == 200 else {
+            let bytes = try await answer.body.collect(upTo: 1 << 20)
+            headers[.contentType] = "application/json"
+            return Response(status: .init(code: answer.status), headers: headers, body: .init(byteBuffer: bytes))
+        }
+        headers[.cacheControl] = "no-cache"
+        let upstream = answer.body
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                for try await piece in upstream { try await writer.write(piece) }
+                try await writer.finish(nil)
+            })
     }
 }

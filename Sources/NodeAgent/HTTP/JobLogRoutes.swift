@@ -20,6 +20,10 @@ extension HTTPServer {
     /// - `POST /api/gpu/jobs/{id}/output`: a worker's signature; taken only for a job running on
     ///   that node at the report's attempt (409 `not_assigned`, `stale_attempt`); at most 64 pieces,
     ///   each valid base64, offsets 0-2^53 (400).
+    /// - `POST /api/gpu/jobs/{id}/stream`: a worker's signature; the next chunks of a streamed
+    ///   gateway call running on that node at the push's attempt (409 `not_assigned`,
+    ///   `stale_attempt`, `not_streaming`, `stream_gap`; 429 `stream_full` while the client lags);
+    ///   at most 256 chunks, each a one-line JSON object of at most 64 KiB (400).
     static func addJobLogRoutes(to router: Router<AgentRequestContext>, agent: AgentParts, lead: LeadParts) {
         let maxBody = agent.maxBody, token = agent.token
         let jobs = lead.jobs, registry = lead.registry, outputs = lead.outputs
@@ -52,6 +56,50 @@ extension HTTPServer {
             let next = await outputs.take(id, node: node, attempt: report.attempt, pieces)
             return try json(JobOutputAccepted(nextOffset: next), status: .ok)
         }
+        router.on(API.jobStream) { request, context -> Response in
+            let (node, body) = try await authenticateNode(
+                request, context: context, registry: registry, maxBody: maxBody)
+            let push = try decode(InferenceStreamPush.self, body, allowed: InferenceStreamPush.fields)
+            try checkStreamPush(push)
+            let id = try context.parameters.decoded("id")
+            try await jobs.checkStream(id, from: node, attempt: push.attempt)
+            switch jobs.streams.take(id, push) {
+            case .ack(let ack):
+                return try json(ack, status: .ok)
+            case .gap(let expected):
+                throw Refusal(
+                    .conflict, code: "stream_gap",
+                    message: "seq \(push.seq) is past \(expected), the index of the next chunk expected")
+            case .full:
+                throw Refusal(
+                    .tooMany, code: "stream_full",
+                    message: "the client has not read what came before; send these chunks again shortly",
+                    retryAfterSeconds: 1)
+            }
+        }
+    }
+
+    /// A stream push's numbers, chunks and error within bounds (400 `bad_request`).
+    static func checkStreamPush(_ push: InferenceStreamPush) throws(Refusal) {
+        guard push.attempt >= 1, push.attempt <= 1_000_000 else {
+            throw Refusal.badRequest("attempt must be 1-1000000")
+        }
+        guard (0...(1 << 53)).contains(push.seq) else { throw Refusal.badRequest("seq must be 0-\(1 << 53)") }
+        guard push.chunks.count <= InferenceStreamPush.maxChunks else {
+            throw Refusal.badRequest(
+                "chunks has \(push.chunks.count) entries; at most \(InferenceStreamPush.maxChunks) are allowed")
+        }
+        for (index, chunk) in push.chunks.enumerated() {
+            if let problem = InferenceStreamPush.problem(with: chunk) {
+                throw Refusal.badRequest("chunks[\(index)] \(problem)")
+            }
+        }
+        if let error = push.error {
+            do throws(MeshError) { try InputRules.freeText(error, field: "error", maxBytes: 1000) } catch {
+                throw Refusal.badRequest(error.message)
+            }
+            guard push.done else { throw Refusal.badRequest("error comes only with done: true") }
+        }
     }
 
     /// On a compute or edge node: logs are forwarded to the lead like `GET /api/gpu/jobs/{id}`
@@ -68,6 +116,7 @@ extension HTTPServer {
             )
         }
         leadOnly(router, API.jobOutput, "job output", agent: agent)
+        leadOnly(router, API.jobStream, "streamed chunks", agent: agent)
     }
 
     /// `?offset=N`: a byte offset, 0 to 2^53; 0 when absent; 400 `bad_request` otherwise.

@@ -223,6 +223,10 @@ extension HTTPServer {
         return .milliseconds(Int64(seconds * 1000))
     }
 
+    /// The lead's answer headers a forwarding agent passes on: when to retry, and where a
+    /// gateway call ran.
+    static let relayedHeaders: Set<String> = ["retry-after", "x-aurora-served-by", "x-aurora-node"]
+
     /// Forwards a client call to the lead with this node's signed identity, and relays the
     /// lead's answer as it is.
     ///
@@ -230,27 +234,35 @@ extension HTTPServer {
     /// with its query go as they came, signed by this node; the answer is labelled
     /// `application/json`. 503 `lead_unreachable` when the lead does not answer (no connection, or
     /// nothing within `timeout`).
-    /// The lead's answer headers a forwarding agent passes on: when to retry, and where a
-    /// gateway call ran.
-    static let relayedHeaders: Set<String> = ["retry-after", "x-aurora-served-by", "x-aurora-node"]
-
     static func forwardToLead(
         _ request: Request, membership: MembershipService, token: AdminToken, maxBody: Int,
         timeout: Duration
     ) async throws -> Response {
-        let bearer: String?
+        let bearer = try forwardedBearer(request, token: token)
+        var request = request
+        let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
+        return try await relayToLead(request, body: body, bearer: bearer, membership: membership, timeout: timeout)
+    }
+
+    /// The caller's token to pass on to the lead: nil for this node's own operator token (the
+    /// call goes out signed as this node), the token itself when it is not this node's (the lead
+    /// checks it; invalid ones get the lead's 401, unchanged). 401 when there is none, or it is
+    /// malformed.
+    static func forwardedBearer(_ request: Request, token: AdminToken) throws -> String? {
         if let presented = bearerToken(request), !token.accepts(presented) {
-            // Not this node's: the lead checks it (invalid ones get the lead's 401, unchanged).
             guard presented.utf8.count <= 256, presented.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
                 throw Refusal.unauthorized("the bearer token is malformed")
             }
-            bearer = presented
-        } else {
-            try authorize(request, token: token)
-            bearer = nil
+            return presented
         }
-        var request = request
-        let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
+        try authorize(request, token: token)
+        return nil
+    }
+
+    /// Sends a checked call with its collected body to the lead and answers with what it said.
+    static func relayToLead(
+        _ request: Request, body: [UInt8], bearer: String?, membership: MembershipService, timeout: Duration
+    ) async throws -> Response {
         let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
         let answer: Result<(status: Int, body: [UInt8], headers: [(name: String, value: String)]), LeadCallError>
         do throws(LeadCallError) {

@@ -325,6 +325,11 @@ final class GPUWorker: Service {
             CheckedNumber.clamped(
                 assignment.payload["timeout_s"].flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 600,
                 to: 1...(7 * 86_400)))
+        if call.streams {
+            let own = payload["model"], mesh = assignment.payload["model"]
+            return await generateStream(
+                assignment, request: request, timeout: timeout, rename: own == mesh ? nil : mesh)
+        }
         let response: HTTPClientResponse
         let bytes: ByteBuffer
         do {
@@ -350,6 +355,113 @@ final class GPUWorker: Service {
             return JobResult(attempt: attempt, outcome: .failed, error: "the inference backend's answer is not JSON")
         }
         return JobResult(attempt: attempt, outcome: .succeeded, result: call.result(from: answer))
+    }
+
+    /// A streamed gateway call: the backend's server-sent events go to the lead as they come
+    /// (``StreamPusher``), each `data:` a one-line JSON object (re-encoded when the backend split
+    /// it over lines, or named the model otherwise: `rename`). A failure before the first chunk
+    /// reached the lead is retried elsewhere; after it, the lead is told (its client gets an error
+    /// event) and the job fails. The lead saying stop (the client went away) ends the backend's
+    /// request. The result counts the chunks and keeps the last `usage` a chunk carried.
+    private func generateStream(
+        _ assignment: Assignment, request: HTTPClientRequest, timeout: Double, rename: JSONValue?
+    ) async -> JobResult {
+        let attempt = assignment.attempt
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(Int64(timeout * 1000)))
+        } catch is CancellationError {
+            return JobResult(attempt: attempt, outcome: .failed, error: "cancelled")
+        } catch {
+            return JobResult(
+                attempt: attempt, outcome: .failed, error: "inference backend: \(AuroraClientError.reason(error))",
+                retry: true)
+        }
+        let status = Int(response.status.code)
+        guard (200..<300).contains(status) else {
+            let text = (try? await response.body.collect(upTo: 64 * 1024)).map { String(buffer: $0) } ?? ""
+            return JobResult(
+                attempt: attempt, outcome: .failed, error: "inference backend answered \(status): \(text.prefix(300))",
+                retry: status >= 500)
+        }
+        let pusher = StreamPusher(attempt: attempt)
+        let lead = self.lead, id = assignment.id
+        enum Part: Sendable {
+            case read
+            case pushed(StreamPusher.End)
+        }
+        let end = await withTaskGroup(of: Part.self) { group -> StreamPusher.End in
+            group.addTask {
+                await .pushed(
+                    pusher.run { push async throws(LeadCallError) -> InferenceStreamAck in
+                        try await lead.call(
+                            API.jobStream, id, body: push, as: InferenceStreamAck.self, timeout: .seconds(5))
+                    })
+            }
+            group.addTask {
+                do {
+                    let events = ServerSentEvents(
+                        response.body, maxLineBytes: InferenceStreamPush.maxChunkBytes + 16,
+                        maxEventBytes: InferenceStreamPush.maxChunkBytes)
+                    for try await event in events {
+                        let data = event.data.trimmingCharacters(in: .whitespaces)
+                        if data == "[DONE]" { break }
+                        guard let chunk = Self.streamChunk(data, rename: rename) else {
+                            pusher.finish(error: "the backend sent an event that is not a one-line JSON object")
+                            return .read
+                        }
+                        pusher.add(chunk, usage: chunk.contains(#""usage""#) ? Self.usage(in: chunk) : nil)
+                    }
+                    pusher.finish(error: nil)
+                } catch {
+                    pusher.finish(error: "inference backend: \(AuroraClientError.reason(error))")
+                }
+                return .read
+            }
+            var result = StreamPusher.End.stopped
+            while let part = await group.next() {
+                guard case .pushed(let end) = part else { continue }
+                result = end
+                // The lead has it all, or wants no more: the backend's request ends here.
+                group.cancelAll()
+            }
+            return result
+        }
+        let (chunks, usage) = pusher.counted
+        switch end {
+        case .delivered:
+            var result: [String: JSONValue] = ["streamed": .bool(true), "chunks": .number(Double(chunks))]
+            if let usage { result["usage"] = usage }
+            return JobResult(attempt: attempt, outcome: .succeeded, result: .object(result))
+        case .stopped:
+            return JobResult(attempt: attempt, outcome: .failed, error: "cancelled")
+        case .failed(let reason):
+            // Nothing reached the client yet: another node may do better.
+            return JobResult(
+                attempt: attempt, outcome: .failed, error: "stream: \(reason)", retry: pusher.acknowledged == 0)
+        }
+    }
+
+    /// A backend event's data as the chunk the lead relays: a JSON object on one line (re-encoded
+    /// when it was not, or when the model's name changes); nil when it is no JSON object or
+    /// cannot be one line of at most ``InferenceStreamPush/maxChunkBytes``.
+    static func streamChunk(_ data: String, rename: JSONValue?) -> String? {
+        if rename == nil, InferenceStreamPush.problem(with: data) == nil { return data }
+        guard case .object(var object)? = try? APICoding.decoder().decode(JSONValue.self, from: Data(data.utf8))
+        else { return nil }
+        if let rename, object["model"] != nil { object["model"] = rename }
+        guard let encoded = try? APICoding.encoder().encode(JSONValue.object(object)) else { return nil }
+        let chunk = String(decoding: encoded, as: UTF8.self)
+        return InferenceStreamPush.problem(with: chunk) == nil ? chunk : nil
+    }
+
+    /// The `usage` object of a chunk (OpenAI sends it in the last one when asked with
+    /// `stream_options.include_usage`); nil when it has none.
+    static func usage(in chunk: String) -> JSONValue? {
+        guard case .object(let object)? = try? APICoding.decoder().decode(JSONValue.self, from: Data(chunk.utf8)),
+            case .object(let usage)? = object["usage"]
+        else { return nil }
+        return .object(usage)
     }
 
     // MARK: exec
@@ -523,6 +635,8 @@ struct InferenceCall {
     let url: String
     let flavor: Flavor
     let body: [UInt8]
+    /// A gateway call with `"stream": true`: the answer is server-sent events.
+    var streams = false
 
     /// Builds the URL and the JSON body (never streaming) from `gpu.backend` and the job's payload.
     init(backend: String, payload: [String: JSONValue]) {
@@ -534,6 +648,7 @@ struct InferenceCall {
             flavor = .passthrough
             url = (Self.origin(of: base) ?? base) + path
             body["model"] = payload["model"]
+            streams = body["stream"] == .bool(true)
             self.body = Array((try? APICoding.encoder().encode(body)) ?? Data())
             return
         }

@@ -280,6 +280,21 @@ struct LeadClient: Sendable {
         }
     }
 
+    /// ``relay(_:_:body:timeout:bearer:keep:)`` whose answer's body comes as it arrives.
+    func open(
+        _ method: HTTPMethod, _ path: String, body: [UInt8], timeout: Duration, bearer: String? = nil,
+        keep: Set<String>
+    ) async throws(LeadCallError) -> (
+        status: Int, headers: [(name: String, value: String)], body: HTTPClientResponse.Body
+    ) {
+        do {
+            return try await client(timeout, bearer: bearer).open(
+                method: method.rawValue, path: path, body: body, keep: keep)
+        } catch {
+            throw .unreachable(error.reason ?? error.message)
+        }
+    }
+
     /// Sends a request; returns the body of a 2xx answer.
     func send(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<Int>.none, timeout: Duration)
         async throws(LeadCallError) -> [UInt8]

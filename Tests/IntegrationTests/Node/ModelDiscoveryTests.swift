@@ -103,7 +103,8 @@ struct ModelDiscoveryIntegrationTests {
 
         // The official openai client (PyPI) through a compute agent: chat and a completion on
         // gpu-a (renamed model), embeddings on gpu-b; the backends' exact content; an unknown
-        // model is OpenAI's 404 listing what exists; stream: true is refused for now.
+        // model is OpenAI's 404 listing what exists; a streamed chat (with its usage chunk) and a
+        // streamed completion come in the backend's pieces, in order, naming the mesh's model.
         let key = try await http(
             lead.baseURL + Routes.tokens, method: "POST", headers: admin,
             body: Array(try APICoding.encoder().encode(TokenCreateRequest(apiRole: .submit)))
@@ -126,7 +127,12 @@ struct ModelDiscoveryIntegrationTests {
             var completion: String
             var embeddings: [[Double]]
             var missing: Missing?
-            var streamed: [String: Int]?
+            struct Streamed: Decodable {
+                var pieces: [String]
+                var usage: Int?
+                var text_pieces: [String]
+            }
+            var streamed: Streamed
         }
         let seen = try JSONDecoder().decode(Seen.self, from: Data(python.stdout.utf8))
         #expect(seen.chat == "echo: hello mesh" && seen.chat_model == "llama3" && seen.chat_tokens == 26)
@@ -134,7 +140,9 @@ struct ModelDiscoveryIntegrationTests {
         #expect(seen.embeddings == [[3, 0.5, -0.25], [5, 0.5, -0.25]])
         #expect(seen.missing?.status == 404 && seen.missing?.type == "invalid_request_error")
         #expect(seen.missing?.message?.contains("mistral-7b") == true, "\(String(describing: seen.missing))")
-        #expect(seen.streamed?["status"] == 400)
+        #expect(seen.streamed.pieces == FakeInference.streamPieces("stream me please"), "\(seen.streamed)")
+        #expect(seen.streamed.usage == 16 + FakeInference.streamPieces("stream me please").count)
+        #expect(seen.streamed.text_pieces == FakeInference.streamPieces("text stream"), "\(seen.streamed)")
         #expect(
             ollama.requests.contains {
                 $0.path == "/v1/chat/completions" && $0.body["model"] as? String == "llama3:8b-instruct"

@@ -57,6 +57,8 @@ actor JobCoordinator {
     var keysInFlight = Set<String>()
     /// How ephemeral (gateway) jobs ended, for their waiters: the last 1024, for 60 s.
     var ephemeralEnds = EphemeralEnds()
+    /// Streamed gateway calls: their workers' chunks, on their way to the waiting requests.
+    nonisolated let streams = InferenceStreams()
     private(set) var loaded = false
     /// When the jobs were (last) loaded: for a while after, nodes that have not reported their
     /// worker to this lead yet may still allow exec.
@@ -481,7 +483,9 @@ actor JobCoordinator {
                 job.result = result
                 ephemeralEnds.keep(job)
                 writes.wake(job.id)
-            case .requeued(_, let from, let reason):
+                streams.ended(job.id)
+            case .requeued(let record, let from, let reason):
+                streams.requeued(job.id, attempt: record.attempt)
                 requeued.increment()
                 logger.notice(
                     "gateway job requeued",

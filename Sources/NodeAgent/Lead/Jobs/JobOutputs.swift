@@ -104,4 +104,21 @@ extension JobCoordinator {
                 message: "job \(id) is at attempt \(record.attempt); output of attempt \(attempt) is refused")
         }
     }
+
+    /// ``checkOutput(_:from:attempt:)`` for a stream's chunks, which only a gateway call asking
+    /// for `"stream": true` has: 409 `not_streaming` for any other job.
+    func checkStream(_ id: String, from node: String, attempt: Int) throws(Refusal) {
+        try checkOutput(id, from: node, attempt: attempt)
+        guard let record = book.record(id), record.spec.ephemeral, Self.streams(record.spec.payload) else {
+            throw Refusal(.conflict, code: "not_streaming", message: "job \(id) is not a streamed gateway call")
+        }
+    }
+
+    /// Whether a job's payload is a gateway call with `"stream": true`.
+    static func streams(_ payload: [String: JSONValue]) -> Bool {
+        guard case .object(let call)? = payload["openai"], case .object(let body)? = call["body"],
+            case .bool(true)? = body["stream"]
+        else { return false }
+        return true
+    }
 }
