@@ -21,6 +21,7 @@ struct RouteTests {
         "DELETE /nodes/{name}", "PUT /nodes/{name}/labels", "PUT /nodes/{name}/scheduling", "PUT /nodes/{name}/company",
         "POST /api/tokens", "GET /api/tokens", "DELETE /api/tokens/{id}", "GET /api/events",
         "GET /api/gpu/assignments", "POST /api/gpu/jobs/{id}/result", "POST /api/gpu/jobs/{id}/output",
+        "POST /api/gpu/jobs/{id}/stream",
         "POST /api/secrets", "GET /api/secrets", "DELETE /api/secrets/{service}/{key}",
         "GET /api/secrets/{service}/{key}/versions",
         "POST /api/secrets/{service}/{key}/rollback", "POST /api/secrets/rotate-key", "GET /api/audit",
@@ -32,6 +33,7 @@ struct RouteTests {
     static let signedOnly: Set<String> = [
         "POST /api/nodes/{name}/heartbeat", "POST /api/nodes/{name}/leave", "POST /api/nodes/{name}/reports",
         "GET /api/gpu/assignments", "POST /api/gpu/jobs/{id}/result", "POST /api/gpu/jobs/{id}/output",
+        "POST /api/gpu/jobs/{id}/stream",
         "POST /api/connectivity/status", "POST /api/lead/step-down", "POST /api/lead/failsafe",
         "POST /api/lead/rejoin",
     ]

@@ -517,6 +517,13 @@ paths:
           content:
             application/json:
               schema: {type: object}
+            text/event-stream:
+              schema:
+                type: string
+                description: >-
+                  with "stream": true, the backend's events (`data: {chunk}`), then `data: [DONE]`;
+                  a stream that cannot finish ends with one `data: {"error": ...}` event
+                  (code `stream_interrupted`)
         '400': {$ref: '#/components/responses/BadRequest'}
         '401': {$ref: '#/components/responses/Unauthorized'}
         '403': {$ref: '#/components/responses/Forbidden'}
@@ -566,6 +573,13 @@ paths:
           content:
             application/json:
               schema: {type: object}
+            text/event-stream:
+              schema:
+                type: string
+                description: >-
+                  with "stream": true, the backend's events (`data: {chunk}`), then `data: [DONE]`;
+                  a stream that cannot finish ends with one `data: {"error": ...}` event
+                  (code `stream_interrupted`)
         '400': {$ref: '#/components/responses/BadRequest'}
         '401': {$ref: '#/components/responses/Unauthorized'}
         '403': {$ref: '#/components/responses/Forbidden'}
@@ -1058,6 +1072,42 @@ paths:
           content:
             application/json:
               schema: {$ref: '#/components/schemas/JobOutputAccepted'}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '409': {$ref: '#/components/responses/Conflict'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '421': {$ref: '#/components/responses/NotLead'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+
+  /api/gpu/jobs/{id}/stream:
+    post:
+      operationId: jobStream
+      tags: [jobs]
+      summary: The next chunks of a streamed gateway call a worker runs (signed, lead)
+      description: >-
+        Taken only for a gateway call with "stream": true running on the signing node at the
+        push's attempt, and only at the index expected next (a repeat is answered as taken).
+        `cancel: true` in the answer tells the worker to stop (the client went away).
+      security:
+        - nodeSignature: []
+          nodeName: []
+          nodeTimestamp: []
+          nodeNonce: []
+      parameters:
+        - $ref: '#/components/parameters/JobIdPath'
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/InferenceStreamPush'}
+      responses:
+        '200':
+          description: the index expected next, and whether to stop
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/InferenceStreamAck'}
         '400': {$ref: '#/components/responses/BadRequest'}
         '401': {$ref: '#/components/responses/Unauthorized'}
         '403': {$ref: '#/components/responses/Forbidden'}
@@ -2317,7 +2367,7 @@ components:
       required: [model]
       properties:
         model: {type: string, minLength: 1, maxLength: 200}
-        stream: {type: boolean, description: 'true is refused (400 streaming_unsupported) for now'}
+        stream: {type: boolean, description: 'true (chat and text completions): the answer is text/event-stream'}
       additionalProperties: true
     ServedModel:
       type: object
@@ -2928,6 +2978,25 @@ components:
       required: [next_offset]
       properties:
         next_offset: {type: integer}
+    InferenceStreamPush:
+      type: object
+      additionalProperties: false
+      required: [attempt, seq, chunks, done]
+      properties:
+        attempt: {type: integer, minimum: 1, maximum: 1000000, description: the attempt the worker runs}
+        seq: {type: integer, minimum: 0, description: 'index of the first chunk in the stream'}
+        chunks:
+          type: array
+          maxItems: 256
+          items: {type: string, maxLength: 65536, description: 'one backend event''s data: a JSON object on one line'}
+        done: {type: boolean, description: the backend ended the stream after these chunks}
+        error: {type: string, maxLength: 1000, description: with done, the backend failed after the stream began}
+    InferenceStreamAck:
+      type: object
+      required: [next, cancel]
+      properties:
+        next: {type: integer}
+        cancel: {type: boolean}
 
     # --- secrets -------------------------------------------------------------------------
     SecretWrite:

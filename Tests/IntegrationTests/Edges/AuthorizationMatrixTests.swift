@@ -105,6 +105,9 @@ struct AuthorizationMatrixTests {
         Route(
             method: "POST", path: "/api/gpu/jobs/00000000-0000-0000-0000-000000000000/result",
             body: #"{"attempt":1,"outcome":"failed"}"#, access: .node),
+        Route(
+            method: "POST", path: "/api/gpu/jobs/00000000-0000-0000-0000-000000000000/stream",
+            body: #"{"attempt":1,"seq":0,"chunks":[],"done":false}"#, access: .node),
         Route(method: "POST", path: "/api/nodes/matrix-node/reports", body: #"{"reports":[]}"#, access: .node),
         Route(method: "POST", path: "/api/nodes/matrix-node/heartbeat", body: nil, access: .node),
         Route(
