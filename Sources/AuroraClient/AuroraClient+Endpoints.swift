@@ -75,6 +75,28 @@ extension AuroraClient {
         try await decode(call(API.listModels))
     }
 
+    /// `POST /api/keys`: a gateway key, shown once.
+    public func createGatewayKey(_ request: GatewayKeyCreateRequest) async throws(AuroraClientError)
+        -> GatewayKeyCreated
+    {
+        try await decode(call(API.createKey, body: request))
+    }
+
+    /// `GET /api/keys`: every gateway key (never a key itself).
+    public func gatewayKeys() async throws(AuroraClientError) -> GatewayKeyList {
+        try await decode(call(API.listKeys))
+    }
+
+    /// `DELETE /api/keys/{id}`: revokes a gateway key at once.
+    public func revokeGatewayKey(_ id: String) async throws(AuroraClientError) -> GatewayKeyInfo {
+        try await decode(call(API.revokeKey, id))
+    }
+
+    /// `GET /api/keys/usage`: requests and tokens per key (or other caller) and model.
+    public func gatewayUsage() async throws(AuroraClientError) -> GatewayUsageList {
+        try await decode(call(API.keyUsage))
+    }
+
     /// `POST /v1/chat/completions` through the mesh: the backend's answer as it is (OpenAI's shape).
     public func chatCompletion(_ body: [String: JSONValue]) async throws(AuroraClientError) -> JSONValue {
         try await decode(call(API.chatCompletions, body: body, timeout: .seconds(310)))

@@ -25,7 +25,7 @@ struct AuroraCLI: AsyncParsableCommand {
         subcommands: [
             Status.self, Nodes.self, Jobs.self, Secrets.self, Connectivity.self, Token.self, Events.self, Backup.self,
             WG.self, Doctor.self, ContextCommand.self, Lead.self,
-            Logs.self, Restart.self, SSH.self, Models.self,
+            Logs.self, Restart.self, SSH.self, Models.self, Keys.self,
         ])
 
     /// Accepted before the command too: `aurora-cli --data-dir D status`.

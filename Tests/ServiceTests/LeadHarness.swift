@@ -31,6 +31,7 @@ struct LeadHarness: Sendable {
             rows: store, agent: agent, config: config, identity: identity, keys: keys, in: directory, logger: logger)
         try await parts.registry.load(capabilities: .unknown, meshID: nil)
         try await parts.apiTokens.load()
+        try await parts.gatewayKeys.load()
         await parts.registry.attach(parts.jobs)
         try await parts.jobs.load(nodes: await parts.registry.jobUpdates())
         try await parts.secrets.load()

@@ -51,7 +51,15 @@ final class MemoryStore: Sendable {
         var key: String?
     }
 
+    struct GatewayKey {
+        var hash: String
+        var info: GatewayKeyInfo
+        var expiresAt: Date?
+    }
+
     struct Tables {
+        var gatewayKeys: [GatewayKey] = []
+        var gatewayUsage: [String: GatewayUsage] = [:]
         var events: [MeshEvent] = []
         var joinTokens: [JoinToken] = []
         var apiTokens: [APIToken] = []
@@ -233,5 +241,59 @@ extension MemoryStore: TokenStore {
             tables.apiTokens[index].revokedAt = tables.apiTokens[index].revokedAt ?? now
             return Self.info(tables.apiTokens[index], now: now)
         }
+    }
+}
+
+// MARK: - Gateway keys
+
+extension MemoryStore: GatewayKeyStore {
+    private static func current(_ key: GatewayKey, now: Date) -> GatewayKeyInfo {
+        var info = key.info
+        if info.state == .active, let expires = key.expiresAt, expires <= now { info.state = .expired }
+        return info
+    }
+
+    func insertGatewayKey(_ key: NewGatewayKey) async throws(AgentError) -> GatewayKeyInfo {
+        try locked { tables, now in
+            let info = GatewayKeyInfo(
+                id: key.id, app: key.app, company: key.company, models: key.models, rpm: key.rpm, tpm: key.tpm,
+                state: .active, createdAt: ISOTime.string(now),
+                expiresAt: key.ttlS.map { ISOTime.string(now + Double($0)) })
+            tables.gatewayKeys.append(
+                GatewayKey(hash: key.hash, info: info, expiresAt: key.ttlS.map { now + Double($0) }))
+            return info
+        }
+    }
+
+    func gatewayKeys() async throws(AgentError) -> [(hash: String, info: GatewayKeyInfo)] {
+        try locked { tables, now in tables.gatewayKeys.map { ($0.hash, Self.current($0, now: now)) } }
+    }
+
+    func revokeGatewayKey(_ id: String) async throws(AgentError) -> GatewayKeyInfo? {
+        try locked { tables, now in
+            guard let index = tables.gatewayKeys.firstIndex(where: { $0.info.id == id }) else { return nil }
+            tables.gatewayKeys[index].info.state = .revoked
+            return tables.gatewayKeys[index].info
+        }
+    }
+
+    func addGatewayUsage(_ usage: [GatewayUsage]) async throws(AgentError) {
+        try locked { tables, _ in
+            for row in usage {
+                let id = row.key + "\u{0}" + row.model
+                var total =
+                    tables.gatewayUsage[id]
+                    ?? GatewayUsage(
+                        key: row.key, app: row.app, model: row.model, requests: 0, promptTokens: 0, completionTokens: 0)
+                total.requests += row.requests
+                total.promptTokens += row.promptTokens
+                total.completionTokens += row.completionTokens
+                tables.gatewayUsage[id] = total
+            }
+        }
+    }
+
+    func gatewayUsage() async throws(AgentError) -> [GatewayUsage] {
+        try locked { tables, _ in Array(tables.gatewayUsage.values) }
     }
 }

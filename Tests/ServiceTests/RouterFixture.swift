@@ -49,7 +49,8 @@ enum RouterFixture {
     /// The lead's parts over `rows` (registry, jobs, tokens, events, reports, secrets); backups
     /// (pg_dump) over a PostgreSQL store that is never connected.
     static func leadParts(
-        rows: some NodeStore & JobStore & TokenStore & ReportStore & SecretStore, agent: AgentParts, config: NodeConfig,
+        rows: some NodeStore & JobStore & TokenStore & ReportStore & SecretStore & GatewayKeyStore, agent: AgentParts,
+        config: NodeConfig,
         identity: NodeIdentity, keys: String, in directory: URL, logger: Logger
     ) throws -> LeadParts {
         let hub = agent.hub
@@ -68,7 +69,7 @@ enum RouterFixture {
             backups: BackupArchive(
                 dataDir: directory.path, store: unconnected, source: .init(conninfo: "", binDirectory: nil),
                 logger: logger),
-            apiTokens: apiTokens, leadTLS: nil)
+            apiTokens: apiTokens, gatewayKeys: GatewayKeys(store: rows), leadTLS: nil)
     }
 
     /// The parts every role has, from a profile for `role` in `directory`.

@@ -168,6 +168,11 @@ public enum API {
     public static let chatCompletions = Endpoint("POST", "/v1/chat/completions")
     public static let completions = Endpoint("POST", "/v1/completions")
     public static let embeddings = Endpoint("POST", "/v1/embeddings")
+    /// Gateway keys (`aurk_…`, for the `/v1/` routes only): create, list, revoke, usage.
+    public static let createKey = Endpoint("POST", "/api/keys")
+    public static let listKeys = Endpoint("GET", "/api/keys")
+    public static let revokeKey = Endpoint("DELETE", "/api/keys/{id}")
+    public static let keyUsage = Endpoint("GET", "/api/keys/usage")
 
     /// Every endpoint, once.
     public static let all: [Endpoint] = [
@@ -183,6 +188,6 @@ public enum API {
         postgresHealth, postgresReplicas, postgresPrimary, postgresReplica, postgresReadOnly,
         wireguard, wireguardConfig, outbox, checks, subsystems, restartSubsystem, logs,
         leadStatus, leadHandoff, promoteLead, stepDown, failsafe, rejoinLead, listModels, chatCompletions,
-        completions, embeddings,
+        completions, embeddings, createKey, listKeys, revokeKey, keyUsage,
     ]
 }

@@ -93,3 +93,47 @@ public struct RateLimiter: Sendable {
         }
     }
 }
+
+/// A per-minute budget (a gateway key's requests or tokens per minute): a token bucket that
+/// holds one minute's worth and refills continuously, so a full minute's budget may be spent at
+/// once and then comes back at the steady rate. Pure: the caller passes monotonic milliseconds.
+///
+/// A use whose size is known only afterwards (tokens) is ``charge(_:now:)``d in full even when
+/// that drives the budget below zero: the debt is paid back by time before anything more is let
+/// through, so a limit cannot be beaten by asking for much at once.
+public struct MinuteBudget: Sendable, Equatable {
+    public let perMinute: Double
+    private var level: Double
+    private var at: Int64
+
+    public init(perMinute: Int, now: Int64) {
+        self.perMinute = Double(max(1, perMinute))
+        self.level = self.perMinute
+        self.at = now
+    }
+
+    /// What is left now (negative: a debt).
+    public mutating func available(now: Int64) -> Double {
+        refill(now: now)
+        return level
+    }
+
+    /// Nil when one more unit fits now; else the milliseconds until it does.
+    public mutating func check(now: Int64) -> Int64? {
+        refill(now: now)
+        guard level < 1 else { return nil }
+        return max(1, Int64(((1 - level) * 60_000 / perMinute).rounded(.up)))
+    }
+
+    /// Spends `amount` (at least 0), whatever is left.
+    public mutating func charge(_ amount: Double, now: Int64) {
+        refill(now: now)
+        level -= max(0, amount)
+    }
+
+    private mutating func refill(now: Int64) {
+        guard now > at else { return }
+        level = min(perMinute, level + Double(now - at) * perMinute / 60_000)
+        at = now
+    }
+}

@@ -156,6 +156,7 @@ public enum HTTPServer {
         addOperatorRoutes(to: router, agent: agent, role: role)
         addLeadRoutes(to: router, agent: agent, role: role)
         addInferenceRoutes(to: router, agent: agent, role: role)
+        addGatewayKeyRoutes(to: router, agent: agent, role: role)
         return router
     }
 

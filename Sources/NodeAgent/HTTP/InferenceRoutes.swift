@@ -43,22 +43,42 @@ extension HTTPServer {
         case .lead(let lead):
             let registry = lead.registry
             router.on(API.listModels) { request, context -> Response in
-                try await authorizeOperatorOrNode(
-                    request, context: context, token: token, registry: registry, maxBody: maxBody)
-                return try json(ModelList.mesh(try await registry.list().nodes), status: .ok)
+                var list = ModelList.mesh(try await registry.list().nodes)
+                if let presented = bearerToken(request), GatewayKeys.looksLikeKey(presented) {
+                    // A key sees the models it may call.
+                    let grant = try lead.gatewayKeys.grant(for: presented)
+                    if let allowed = grant.models { list.data.removeAll { !allowed.contains($0.id) } }
+                } else {
+                    try await authorizeOperatorOrNode(
+                        request, context: context, token: token, registry: registry, maxBody: maxBody)
+                }
+                return try json(list, status: .ok)
             }
             for endpoint in calls {
                 router.on(endpoint) { request, context -> Response in
+                    let wait = try gatewayWait(request)
+                    if let presented = bearerToken(request), GatewayKeys.looksLikeKey(presented) {
+                        let grant = try lead.gatewayKeys.grant(for: presented)
+                        var request = request
+                        let body = Array(try await request.collectBody(upTo: maxBody).readableBytesView)
+                        return try await gateway(
+                            path: endpoint.pattern, body: body, caller: grant.caller, grant: grant, wait: wait,
+                            lead: lead)
+                    }
                     let (who, body) = try await client(
                         request, context: context, token: token, registry: registry, maxBody: maxBody,
                         role: .submit)
                     return try await gateway(
-                        path: endpoint.pattern, body: body, caller: who, wait: try gatewayWait(request), lead: lead)
+                        path: endpoint.pattern, body: body, caller: who, grant: nil, wait: wait, lead: lead)
                 }
             }
         case .node(let node):
             router.on(API.listModels) { request, _ -> Response in
-                try authorize(request, token: token)
+                if let bearer = try forwardedBearer(request, token: token) {
+                    // Not this agent's token (a gateway key, an API token): the lead decides.
+                    return try await relayToLead(
+                        request, body: [], bearer: bearer, membership: node.membership, timeout: .seconds(10))
+                }
                 let list = try await forwardedList(node: node)
                 return try json(ModelList.mesh(list.nodes, stale: list.stale ? true : nil), status: .ok)
             }
@@ -92,9 +112,9 @@ extension HTTPServer {
 
     /// One OpenAI-style call on the lead: checked, queued as a `generate` job for a node that
     /// serves the model, waited for, and answered with what the backend said.
-    static func gateway(path: String, body: [UInt8], caller: String, wait: Double, lead: LeadParts)
-        async throws -> Response
-    {
+    static func gateway(
+        path: String, body: [UInt8], caller: String, grant: GatewayKeys.Grant?, wait: Double, lead: LeadParts
+    ) async throws -> Response {
         guard case .object(let object)? = try? APICoding.decoder().decode(JSONValue.self, from: Data(body)) else {
             throw Refusal.badRequest("the body must be a JSON object")
         }
@@ -113,6 +133,8 @@ extension HTTPServer {
         if streaming && path == API.embeddings.pattern {
             throw Refusal.badRequest("stream: embeddings are not streamed")
         }
+        // A key's models and budgets first: a refused call queues nothing.
+        if let grant { try lead.gatewayKeys.admit(grant, model: model) }
         // A model no node serves (every node with a backend says what it serves): 404.
         if !(await lead.jobs.couldServe(model: model)) {
             let names = ModelList.mesh(try await lead.registry.list().nodes).data.map(\.id)
@@ -130,7 +152,12 @@ extension HTTPServer {
             ])
         let (submitted, _) = try await lead.jobs.submit(submission, by: caller, ephemeral: true)
         if streaming {
-            return try await stream(submitted.id, model: model, caller: caller, wait: wait, jobs: lead.jobs)
+            return try await stream(
+                submitted.id, model: model, caller: caller, wait: wait, jobs: lead.jobs,
+                usage: { prompt, completion in
+                    lead.gatewayKeys.record(
+                        caller: caller, grant: grant, model: model, prompt: prompt, completion: completion)
+                })
         }
         var job = try await lead.jobs.job(submitted.id, wait: .milliseconds(Int64(wait * 1000)), for: caller)
         if !job.state.isTerminal {
@@ -151,6 +178,8 @@ extension HTTPServer {
             answer["model"] = .string(model)
             result = .object(answer)
         }
+        let (prompt, completion) = Self.tokens(in: result)
+        lead.gatewayKeys.record(caller: caller, grant: grant, model: model, prompt: prompt, completion: completion)
         var response = try json(result, status: .ok)
         response.headers[servedByHeader] = "node"
         if let node = job.node { response.headers[servedNodeHeader] = node }
@@ -162,9 +191,10 @@ extension HTTPServer {
 
     /// A streamed call's answer: waits up to `wait` seconds for the first chunk of job `id`
     /// (from whichever attempt gets that far), then relays the stream as server-sent events.
-    static func stream(_ id: String, model: String, caller: String, wait: Double, jobs: JobCoordinator)
-        async throws -> Response
-    {
+    static func stream(
+        _ id: String, model: String, caller: String, wait: Double, jobs: JobCoordinator,
+        usage: @escaping @Sendable (_ prompt: Int64, _ completion: Int64) -> Void
+    ) async throws -> Response {
         let streams = jobs.streams
         streams.open(id)
         let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
@@ -215,6 +245,10 @@ extension HTTPServer {
         let body = ResponseBody { writer in
             var events = opening
             var open = true
+            // Tokens: the backend's last `usage`, else one per content chunk relayed.
+            var reported: (Int64, Int64)?
+            var counted: Int64 = 0
+            defer { usage(reported?.0 ?? 0, reported?.1 ?? counted) }
             // Only a backend's own clean end leaves the job to finish by itself.
             var clean = false
             do {
@@ -224,6 +258,11 @@ extension HTTPServer {
                         switch event {
                         case .chunks(let from, let chunks) where from == relayed:
                             for chunk in chunks {
+                                if chunk.contains(#""usage""#), let tokens = Self.usage(inChunk: chunk) {
+                                    reported = tokens
+                                } else if chunk.contains(#""choices""#) {
+                                    counted += 1
+                                }
                                 out.writeStaticString("data: ")
                                 out.writeString(chunk)
                                 out.writeStaticString("\n\n")
@@ -331,5 +370,28 @@ extension HTTPServer {
                 for try await piece in upstream { try await writer.write(piece) }
                 try await writer.finish(nil)
             })
+    }
+
+    /// `usage.prompt_tokens` and `usage.completion_tokens` of a backend's answer (an embedding's
+    /// `total_tokens` beyond its prompt counts as completion); zero for what it does not say.
+    static func tokens(in answer: JSONValue) -> (Int64, Int64) {
+        guard case .object(let object) = answer, case .object(let usage)? = object["usage"] else { return (0, 0) }
+        func number(_ key: String) -> Int64 {
+            guard case .number(let value)? = usage[key], value.isFinite, value >= 0, value < 1e12 else { return 0 }
+            return Int64(value)
+        }
+        let prompt = number("prompt_tokens")
+        let completion =
+            usage["completion_tokens"] != nil ? number("completion_tokens") : max(0, number("total_tokens") - prompt)
+        return (prompt, completion)
+    }
+
+    /// The tokens of a stream chunk's non-null `usage` (OpenAI's last chunk with
+    /// `stream_options.include_usage`); nil when it has none.
+    static func usage(inChunk chunk: String) -> (Int64, Int64)? {
+        guard case .object(let object)? = try? APICoding.decoder().decode(JSONValue.self, from: Data(chunk.utf8)),
+            case .object? = object["usage"]
+        else { return nil }
+        return tokens(in: .object(object))
     }
 }

@@ -46,6 +46,8 @@ struct LeadParts: Sendable {
     let backups: BackupArchive
     /// Scoped API tokens (ids `at_…`), managed through the join tokens' routes.
     let apiTokens: APITokens
+    /// Keys for the OpenAI-compatible gateway (`/v1/`), their limits and usage.
+    let gatewayKeys: GatewayKeys
     /// The lead's TLS listener, for pinned join tokens (nil: it serves none).
     let leadTLS: LeadTLS?
     /// Exec jobs' output tails as their workers send them (`GET /api/gpu/jobs/{id}/logs`).

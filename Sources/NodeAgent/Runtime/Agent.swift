@@ -181,12 +181,13 @@ public enum Agent {
                 state.setElectionView { election.view }
                 services.append(.init(service: election))
             }
+            let gatewayKeys = GatewayKeys(store: storeService.store)
             role = .lead(
                 LeadParts(
                     registry: registry, jobs: jobs, secrets: secrets, connectivity: board, tokens: storeService.store,
                     events: storeService.store,
                     inbox: inbox,
-                    backups: backups, apiTokens: apiTokens,
+                    backups: backups, apiTokens: apiTokens, gatewayKeys: gatewayKeys,
                     leadTLS: config.tlsListen != nil ? LeadTLS(identity: tls, config: config) : nil,
                     outputs: JobOutputs(capacity: config.execOutputTailBytes), leadership: leadership,
                     replication: replication))
@@ -200,6 +201,7 @@ public enum Agent {
                 .init(
                     service: JobService(jobs: jobs, registry: registry, secrets: secrets, state: state, logger: logger))
             )
+            services.append(.init(service: GatewayKeysService(keys: gatewayKeys, logger: logger)))
             if let url = config.redisURL {
                 let publisher = try RedisPublisher(
                     url: url, maxLength: config.redisMaxLength, hub: hub, store: storeService.store, state: state,

@@ -405,6 +405,32 @@ public enum Migrations {
                     reason   text NOT NULL DEFAULT ''
                 )
                 """),
+        Migration(
+            version: 13, name: "gateway_keys",
+            sql: """
+                CREATE TABLE gateway_keys (
+                    id          text PRIMARY KEY,
+                    key_hash    text NOT NULL UNIQUE,
+                    app         text NOT NULL,
+                    company     text NOT NULL DEFAULT '',
+                    models      jsonb,
+                    rpm         integer,
+                    tpm         integer,
+                    created_at  timestamptz NOT NULL DEFAULT now(),
+                    expires_at  timestamptz,
+                    revoked_at  timestamptz
+                );
+                CREATE TABLE gateway_usage (
+                    key_id            text NOT NULL,
+                    model             text NOT NULL,
+                    app               text,
+                    requests          bigint NOT NULL DEFAULT 0,
+                    prompt_tokens     bigint NOT NULL DEFAULT 0,
+                    completion_tokens bigint NOT NULL DEFAULT 0,
+                    updated_at        timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (key_id, model)
+                )
+                """),
     ]
 
     /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate
