@@ -28,6 +28,7 @@ struct RouteTests {
         "POST /api/connectivity/status",
         "GET /api/backups", "POST /api/backups", "POST /api/backups/{file}/verify", "POST /api/backups/{file}/restore",
         "GET /api/lead/handoff", "POST /api/lead/step-down", "POST /api/lead/rejoin",
+        "POST /api/keys", "GET /api/keys", "DELETE /api/keys/{id}", "GET /api/keys/usage",
     ]
     /// Calls that only a node's signature may make (a bearer token is not enough).
     static let signedOnly: Set<String> = [

@@ -18,6 +18,10 @@ public enum MetricHelp {
         "aurora_heartbeat_failures_total": "Heartbeats to the lead that failed (the lead away or refusing).",
         "aurora_worker_jobs_total": "Jobs this node's GPU worker finished, by outcome.",
         // The lead
+        "aurora_gateway_requests_total": "Gateway (/v1/) calls answered, by key (or caller) and model.",
+        "aurora_gateway_tokens_total":
+            "Tokens of gateway calls as the backends reported them, by key (or caller), model and kind (prompt, completion).",
+        "aurora_gateway_rate_limited_total": "Gateway calls refused because a key's rpm or tpm was spent.",
         "aurora_store_up": "1 while the lead's PostgreSQL store answers, else 0.",
         "aurora_redis_up": "1 while the Redis event publisher is connected, else 0.",
         "aurora_redis_events_written_total": "Events written to the Redis stream aurora:events.",

@@ -43,15 +43,16 @@ extension HTTPServer {
         case .lead(let lead):
             let registry = lead.registry
             router.on(API.listModels) { request, context -> Response in
-                var list = ModelList.mesh(try await registry.list().nodes)
+                var allowed: Set<String>?
                 if let presented = bearerToken(request), GatewayKeys.looksLikeKey(presented) {
                     // A key sees the models it may call.
-                    let grant = try lead.gatewayKeys.grant(for: presented)
-                    if let allowed = grant.models { list.data.removeAll { !allowed.contains($0.id) } }
+                    allowed = try lead.gatewayKeys.grant(for: presented).models
                 } else {
                     try await authorizeOperatorOrNode(
                         request, context: context, token: token, registry: registry, maxBody: maxBody)
                 }
+                var list = ModelList.mesh(try await registry.list().nodes)
+                if let allowed { list.data.removeAll { !allowed.contains($0.id) } }
                 return try json(list, status: .ok)
             }
             for endpoint in calls {

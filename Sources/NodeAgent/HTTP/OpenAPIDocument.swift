@@ -744,6 +744,97 @@ paths:
         '429': {$ref: '#/components/responses/TooManyRequests'}
         '503': {$ref: '#/components/responses/Unavailable'}
 
+  /api/keys:
+    post:
+      operationId: createGatewayKey
+      tags: [inference]
+      summary: Create a gateway key (`aurk_…`, for the /v1/ routes only) (operator, lead)
+      security:
+        - operatorToken: []
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/GatewayKeyCreateRequest'}
+      responses:
+        '201':
+          description: the key (shown only here) and its record
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/GatewayKeyCreated'}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '421': {$ref: '#/components/responses/NotLead'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+    get:
+      operationId: listGatewayKeys
+      tags: [inference]
+      summary: Every gateway key, oldest first, without the keys (operator, lead)
+      security:
+        - operatorToken: []
+      responses:
+        '200':
+          description: the keys
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/GatewayKeyList'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '421': {$ref: '#/components/responses/NotLead'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+
+  /api/keys/usage:
+    get:
+      operationId: gatewayKeyUsage
+      tags: [inference]
+      summary: Requests and tokens per gateway key (or other caller) and model (operator, lead)
+      security:
+        - operatorToken: []
+      responses:
+        '200':
+          description: the totals
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/GatewayUsageList'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '421': {$ref: '#/components/responses/NotLead'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+
+  /api/keys/{id}:
+    delete:
+      operationId: revokeGatewayKey
+      tags: [inference]
+      summary: Revoke a gateway key (`gk_…`), refused from the next call on (operator, lead)
+      security:
+        - operatorToken: []
+      parameters:
+        - name: id
+          in: path
+          required: true
+          description: the key's id (`gk_…`)
+          schema: {type: string, minLength: 1}
+      responses:
+        '200':
+          description: the key's record, now `revoked`
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/GatewayKeyInfo'}
+        '404': {$ref: '#/components/responses/NotFound'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '421': {$ref: '#/components/responses/NotLead'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+
   /api/events:
     get:
       operationId: streamEvents
@@ -2369,6 +2460,62 @@ components:
         model: {type: string, minLength: 1, maxLength: 200}
         stream: {type: boolean, description: 'true (chat and text completions): the answer is text/event-stream'}
       additionalProperties: true
+    GatewayKeyCreateRequest:
+      type: object
+      additionalProperties: false
+      required: [app]
+      properties:
+        app: {type: string, minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._-]+$'}
+        company: {type: string, maxLength: 128, pattern: '^[A-Za-z0-9._-]*$'}
+        models:
+          type: array
+          minItems: 1
+          maxItems: 64
+          items: {type: string, minLength: 1, maxLength: 200}
+        rpm: {type: integer, minimum: 1, maximum: 1000000}
+        tpm: {type: integer, minimum: 1, maximum: 1000000000}
+        ttl_s: {type: integer, minimum: 1, maximum: 31622400}
+    GatewayKeyInfo:
+      type: object
+      required: [id, app, company, state, created_at]
+      properties:
+        id: {type: string}
+        app: {type: string}
+        company: {type: string}
+        models: {type: array, items: {type: string}}
+        rpm: {type: integer}
+        tpm: {type: integer}
+        state: {type: string, enum: [active, expired, revoked]}
+        created_at: {type: string}
+        expires_at: {type: string}
+    GatewayKeyCreated:
+      type: object
+      required: [key, info]
+      properties:
+        key: {type: string, description: '`aurk_` + 48 hex; shown only here'}
+        info: {$ref: '#/components/schemas/GatewayKeyInfo'}
+    GatewayKeyList:
+      type: object
+      required: [keys]
+      properties:
+        keys: {type: array, items: {$ref: '#/components/schemas/GatewayKeyInfo'}}
+    GatewayUsageList:
+      type: object
+      required: [usage]
+      properties:
+        usage:
+          type: array
+          items:
+            type: object
+            required: [key, model, requests, prompt_tokens, completion_tokens, total_tokens]
+            properties:
+              key: {type: string, description: 'a key''s id, or the caller of another credential'}
+              app: {type: string}
+              model: {type: string}
+              requests: {type: integer}
+              prompt_tokens: {type: integer}
+              completion_tokens: {type: integer}
+              total_tokens: {type: integer}
     ServedModel:
       type: object
       required: [name, loaded]

@@ -77,6 +77,10 @@ struct AuthorizationMatrixTests {
         Route(
             method: "POST", path: "/v1/embeddings", body: #"{"model":"m","input":"i"}"#, access: .adminOrNode,
             role: .submit),
+        Route(method: "POST", path: "/api/keys", body: #"{"app":"matrix"}"#, access: .admin),
+        Route(method: "GET", path: "/api/keys", access: .admin),
+        Route(method: "GET", path: "/api/keys/usage", access: .admin),
+        Route(method: "DELETE", path: "/api/keys/gk_000000000000", access: .admin),
         Route(method: "DELETE", path: "/nodes/nobody-here", access: .admin),
         Route(method: "PUT", path: "/nodes/nobody-here/labels", body: #"{"labels":{"zone":"x"}}"#, access: .admin),
         Route(method: "PUT", path: "/nodes/nobody-here/company", body: #"{"company":"acme"}"#, access: .admin),

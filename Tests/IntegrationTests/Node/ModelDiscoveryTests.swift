@@ -105,10 +105,16 @@ struct ModelDiscoveryIntegrationTests {
         // gpu-a (renamed model), embeddings on gpu-b; the backends' exact content; an unknown
         // model is OpenAI's 404 listing what exists; a streamed chat (with its usage chunk) and a
         // streamed completion come in the backend's pieces, in order, naming the mesh's model.
-        let key = try await http(
-            lead.baseURL + Routes.tokens, method: "POST", headers: admin,
-            body: Array(try APICoding.encoder().encode(TokenCreateRequest(apiRole: .submit)))
-        ).decode(APITokenCreated.self).token
+        // A gateway key made with the CLI: for /v1/ only.
+        let made = try await ChildProcess.run(
+            Binaries.auroraCLI,
+            [
+                "keys", "create", "--app", "pytest", "--rpm", "1000", "--json",
+                "--agent", lead.baseURL, "--data-dir", lead.dataDir,
+            ], outputDirectory: scratch.path)
+        #expect(made.code == 0, "\(made.stderr)")
+        let created = try APICoding.decoder().decode(GatewayKeyCreated.self, from: Data(made.stdout.utf8))
+        let key = created.key
         let storedBefore = try await http(lead.baseURL + Routes.gpuJobs + "?limit=1000", headers: admin)
             .decode(JobList.self).jobs.count
         let python = try await ChildProcess.run(
@@ -148,6 +154,33 @@ struct ModelDiscoveryIntegrationTests {
                 $0.path == "/v1/chat/completions" && $0.body["model"] as? String == "llama3:8b-instruct"
             })
         #expect(vllm.requests.contains { $0.path == "/v1/embeddings" })
+        // The key's usage is what the backends reported (chat 26 tokens, the completion 11+17,
+        // the streamed chat's usage chunk 16+4; embeddings 8) and what the streamed completion's
+        // chunks counted (3 pieces and the finish chunk); the unknown model was refused, uncounted.
+        let usage = try await ChildProcess.run(
+            Binaries.auroraCLI, ["keys", "usage", "--json", "--agent", lead.baseURL, "--data-dir", lead.dataDir],
+            outputDirectory: scratch.path)
+        #expect(usage.code == 0, "\(usage.stderr)")
+        let rows = try APICoding.decoder().decode(GatewayUsageList.self, from: Data(usage.stdout.utf8)).usage
+        let mine = Dictionary(uniqueKeysWithValues: rows.filter { $0.key == created.info.id }.map { ($0.model, $0) })
+        #expect(mine["llama3"]?.requests == 4, "\(rows)")
+        let llama = try #require(mine["llama3"], "\(rows)")
+        #expect(llama.promptTokens == Int64(10 + 11 + 16), "\(rows)")
+        #expect(llama.completionTokens == Int64(16 + 17 + 4 + 4), "\(rows)")
+        #expect(mine["mistral-7b"]?.requests == 1 && mine["mistral-7b"]?.promptTokens == 8, "\(rows)")
+        #expect(mine["llama3"]?.app == "pytest")
+        // A key for one model: another is refused in OpenAI's shape; a key opens nothing else.
+        let narrow = try await http(
+            lead.baseURL + API.createKey.pattern, method: "POST", headers: admin,
+            body: Array(try APICoding.encoder().encode(GatewayKeyCreateRequest(app: "narrow", models: ["llama3"])))
+        ).decode(GatewayKeyCreated.self).key
+        let notMine = try await http(
+            gpuB.baseURL + API.chatCompletions.pattern, method: "POST", headers: ["Authorization": "Bearer \(narrow)"],
+            body: Array(#"{"model":"qwen2:7b","messages":[]}"#.utf8))
+        #expect(notMine.status == 403 && notMine.text.contains("model_not_allowed"), "\(notMine.text)")
+        #expect(try await http(lead.baseURL + "/nodes", headers: ["Authorization": "Bearer \(key)"]).status == 401)
+        let metrics = try await http(lead.baseURL + "/metrics").text
+        #expect(metrics.contains("aurora_gateway_tokens_total"), "no gateway metrics")
         // A forwarding agent passes on where the call ran.
         let relayed = try await http(
             gpuB.baseURL + API.chatCompletions.pattern, method: "POST", headers: ["Authorization": "Bearer \(key)"],
