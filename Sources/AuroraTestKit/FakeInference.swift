@@ -24,12 +24,16 @@ public final class FakeInference: Sendable {
         var models: [String]?
         var loaded: [String]
         var openAIOnly: Bool
+        /// A cloud provider's key: other requests get 401 (the message repeats what came, as some do).
+        var requiredKey: String? = nil
     }
 
     public struct Request: Sendable {
         public var path: String
         public var prompt: String
         public var body: [String: any Sendable]
+        /// The `Authorization` header it came with.
+        public var authorization: String? = nil
     }
 
     public let port: Int
@@ -46,11 +50,11 @@ public final class FakeInference: Sendable {
 
     public init(
         defaultDelay: Duration = .zero, models: [String]? = nil, loaded: [String] = [], openAIOnly: Bool = false,
-        chunkDelay: Duration = .zero
+        chunkDelay: Duration = .zero, requiredKey: String? = nil
     ) async throws {
         let chunkMs = chunkDelay.components.seconds * 1000 + chunkDelay.components.attoseconds / 1_000_000_000_000_000
         let log = RequestLog()
-        let catalog = Catalog(models: models, loaded: loaded, openAIOnly: openAIOnly)
+        let catalog = Catalog(models: models, loaded: loaded, openAIOnly: openAIOnly, requiredKey: requiredKey)
         let delayMs =
             defaultDelay.components.seconds * 1000 + defaultDelay.components.attoseconds / 1_000_000_000_000_000
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -138,10 +142,35 @@ public final class FakeInference: Sendable {
             let delay =
                 (options["delay_ms"] as? Int).map(Int64.init) ?? (object["delay_ms"] as? Int).map(Int64.init)
                 ?? defaultDelayMs
+            let authorization = head.headers.first(name: "authorization")
             if head.method != .GET {
                 log.entries.withLock {
-                    $0.append(Request(path: head.uri, prompt: prompt, body: object.mapValues { "\($0)" }))
+                    $0.append(
+                        Request(
+                            path: head.uri, prompt: prompt, body: object.mapValues { "\($0)" },
+                            authorization: authorization))
                 }
+            }
+            if let key = catalog.requiredKey, authorization != "Bearer \(key)" {
+                let presented = authorization.map { String($0.dropFirst("Bearer ".count)) } ?? ""
+                let data =
+                    (try? JSONSerialization.data(withJSONObject: [
+                        "error": [
+                            "message": "Incorrect API key provided: \(presented)", "type": "invalid_request_error",
+                        ]
+                    ])) ?? Data()
+                var headers = HTTPHeaders([
+                    ("Content-Type", "application/json"), ("Content-Length", String(data.count)),
+                ])
+                headers.add(name: "Connection", value: "close")
+                context.write(
+                    wrapOutboundOut(
+                        .head(HTTPResponseHead(version: head.version, status: .unauthorized, headers: headers))),
+                    promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: data)))), promise: nil)
+                let channel = context.channel
+                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+                return
             }
             if object["stream"] as? Bool == true, head.uri == "/v1/chat/completions" || head.uri == "/v1/completions" {
                 let chunkDelay =

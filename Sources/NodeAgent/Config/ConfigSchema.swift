@@ -246,6 +246,16 @@ public enum ConfigSchema {
             "gpu.policy", .oneOf(["binpack", "spread"]), default: .string("binpack"),
             "lead: placement scoring; binpack fills the tightest GPU, spread the emptiest"),
         ConfigKey("gpus", .gpus, default: .gpus([]), "static GPU inventory used instead of nvidia-smi"),
+        // MARK: Inference gateway (lead)
+        ConfigKey(
+            "gateway.providers", .map, default: .map([:]),
+            "lead: cloud providers (name: OpenAI-compatible base URL); a provider's key is the secret NAME/api_key"),
+        ConfigKey(
+            "gateway.fallback", .map, default: .map([:]),
+            "lead: mesh model: provider[/model there], called when no GPU node takes the call in time"),
+        ConfigKey(
+            "gateway.fallback_after_s", .seconds, default: .double(5),
+            "lead: seconds a call with a fallback waits for a GPU node to start it"),
         // MARK: Exec jobs
         ConfigKey(
             "exec.workdir", .string, default: .string(""),

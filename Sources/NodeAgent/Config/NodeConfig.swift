@@ -330,6 +330,12 @@ public struct NodeConfig: Sendable {
     public let allowExec: Bool
     /// The local inference server for `generate` jobs; nil: none.
     public let gpuBackend: String?
+    /// `gateway.providers`: cloud provider name → OpenAI-compatible base URL (the lead's).
+    public let gatewayProviders: [String: String]
+    /// `gateway.fallback`: mesh model → `provider` or `provider/model-there`.
+    public let gatewayFallback: [String: String]
+    /// `gateway.fallback_after_s`.
+    public let gatewayFallbackAfter: Double
     /// `gpu.models`: mesh name → the backend's name, for models renamed or added by the profile.
     public let gpuModelNames: [String: String]
     /// Exec jobs' working directory (`exec.workdir`); nil: a fresh one per job under `DATA/jobs`.
@@ -437,6 +443,17 @@ public struct NodeConfig: Sendable {
         self.acceptJobs = bool("gpu.accept_jobs")
         self.allowExec = bool("gpu.allow_exec")
         self.gpuBackend = nonEmpty("gpu.backend")
+        if case .map(let providers) = resolved["gateway.providers"] {
+            self.gatewayProviders = providers
+        } else {
+            self.gatewayProviders = [:]
+        }
+        if case .map(let routes) = resolved["gateway.fallback"] {
+            self.gatewayFallback = routes
+        } else {
+            self.gatewayFallback = [:]
+        }
+        self.gatewayFallbackAfter = seconds("gateway.fallback_after_s")
         if case .map(let names) = resolved["gpu.models"] {
             self.gpuModelNames = names
         } else {

@@ -136,8 +136,12 @@ extension HTTPServer {
         }
         // A key's models and budgets first: a refused call queues nothing.
         if let grant { try lead.gatewayKeys.admit(grant, model: model) }
-        // A model no node serves (every node with a backend says what it serves): 404.
+        let fallback = lead.fallback?.route(for: model)
+        let call = ProviderCall(
+            path: path, body: object, model: model, streaming: streaming, caller: caller, grant: grant, wait: wait)
+        // A model no node serves (every node with a backend says what it serves): its fallback, or 404.
         if !(await lead.jobs.couldServe(model: model)) {
+            if let fallback { return try await viaProvider(fallback, call, lead: lead) }
             let names = ModelList.mesh(try await lead.registry.list().nodes).data.map(\.id)
             throw Refusal(
                 .notFound, code: "model_not_found",
@@ -152,15 +156,28 @@ extension HTTPServer {
                 "timeout_s": .number(streaming ? max(wait, streamLifetime) : wait),
             ])
         let (submitted, _) = try await lead.jobs.submit(submission, by: caller, ephemeral: true)
+        let fallbackAt = fallback.flatMap { _ in lead.fallback.map { ContinuousClock.now + $0.after } }
         if streaming {
-            return try await stream(
-                submitted.id, model: model, caller: caller, wait: wait, jobs: lead.jobs,
+            let answer = try await stream(
+                submitted.id, model: model, caller: caller, wait: wait, jobs: lead.jobs, fallbackAt: fallbackAt,
                 usage: { prompt, completion in
                     lead.gatewayKeys.record(
                         caller: caller, grant: grant, model: model, prompt: prompt, completion: completion)
                 })
+            if let answer { return answer }
+            // No GPU node started it in time.
+            return try await viaProvider(try fallback.unwrapped(), call, lead: lead)
         }
-        var job = try await lead.jobs.job(submitted.id, wait: .milliseconds(Int64(wait * 1000)), for: caller)
+        let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
+        if let fallback, let fallbackAt {
+            let early = try await lead.jobs.job(submitted.id, wait: fallbackAt - .now, for: caller)
+            if early.state == .queued, let cancelled = try? await lead.jobs.cancel(early.id, by: caller),
+                cancelled.state == .cancelled
+            {
+                return try await viaProvider(fallback, call, lead: lead)
+            }
+        }
+        var job = try await lead.jobs.job(submitted.id, wait: max(.zero, deadline - .now), for: caller)
         if !job.state.isTerminal {
             job = (try? await lead.jobs.cancel(job.id, by: caller)) ?? job
             throw Refusal(
@@ -194,8 +211,9 @@ extension HTTPServer {
     /// (from whichever attempt gets that far), then relays the stream as server-sent events.
     static func stream(
         _ id: String, model: String, caller: String, wait: Double, jobs: JobCoordinator,
+        fallbackAt: ContinuousClock.Instant? = nil,
         usage: @escaping @Sendable (_ prompt: Int64, _ completion: Int64) -> Void
-    ) async throws -> Response {
+    ) async throws -> Response? {
         let streams = jobs.streams
         streams.open(id)
         let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
@@ -203,9 +221,22 @@ extension HTTPServer {
         var minAttempt = 1
         var attempt = 0
         var first: [InferenceStreams.Event] = []
+        var fallbackAt = fallbackAt
         waiting: while true {
-            let left = deadline - ContinuousClock.now
+            let until = min(deadline, fallbackAt ?? deadline)
+            let left = until - ContinuousClock.now
             let events = left > .zero ? await streams.next(id, timeout: left) : []
+            if events.isEmpty, let at = fallbackAt, ContinuousClock.now >= at, !Task.isCancelled {
+                // Its fallback's time: a call no node has taken goes to the provider instead.
+                fallbackAt = nil
+                if (try? await jobs.job(id, for: caller))?.state == .queued,
+                    (try? await jobs.cancel(id, by: caller))?.state == .cancelled
+                {
+                    streams.close(id)
+                    return nil
+                }
+                continue waiting
+            }
             if events.isEmpty {
                 streams.close(id)
                 _ = try? await jobs.cancel(id, by: caller)
@@ -394,5 +425,83 @@ extension HTTPServer {
             case .object? = object["usage"]
         else { return nil }
         return tokens(in: .object(object))
+    }
+
+    /// A gateway call as the provider gets it.
+    struct ProviderCall: Sendable {
+        var path: String
+        var body: [String: JSONValue]
+        var model: String
+        var streaming: Bool
+        var caller: String
+        var grant: GatewayKeys.Grant?
+        var wait: Double
+    }
+
+    /// Serves `call` through its cloud provider: the provider's answer with `model` the mesh's
+    /// name (a stream as it comes), `X-Aurora-Served-By: provider` and `X-Aurora-Provider`; its
+    /// refusal as 502 `provider_failed` with its message (the key cut out).
+    static func viaProvider(_ route: CloudFallback.Route, _ call: ProviderCall, lead: LeadParts) async throws
+        -> Response
+    {
+        let key = try await CloudFallback.key(for: route, secrets: lead.secrets, lead: lead.jobs.leadName)
+        let timeout: Duration = .milliseconds(Int64((call.streaming ? call.wait + streamLifetime : call.wait) * 1000))
+        let answer = try await CloudFallback.send(route, path: call.path, body: call.body, key: key, timeout: timeout)
+        var headers: HTTPFields = [servedByHeader: "provider", providerHeader: route.provider]
+        let status = Int(answer.status.code)
+        guard (200..<300).contains(status) else {
+            let text = (try? await answer.body.collect(upTo: 64 * 1024)).map { String(buffer: $0) } ?? ""
+            var message = text
+            if case .object(let object)? = try? APICoding.decoder().decode(JSONValue.self, from: Data(text.utf8)),
+                case .object(let error)? = object["error"], case .string(let said)? = error["message"]
+            {
+                message = said
+            }
+            throw Refusal(
+                .upstreamFailed, code: "provider_failed",
+                message: CloudFallback.redact(
+                    "the fallback provider '\(route.provider)' answered \(status): \(InputRules.printable(String(message.prefix(300))))",
+                    key: key))
+        }
+        if call.streaming {
+            headers[.contentType] = answer.headers.first(name: "content-type") ?? "text/event-stream"
+            headers[.cacheControl] = "no-cache"
+            lead.gatewayKeys.record(caller: call.caller, grant: call.grant, model: call.model, prompt: 0, completion: 0)
+            let upstream = answer.body
+            return Response(
+                status: .ok, headers: headers,
+                body: ResponseBody { writer in
+                    for try await piece in upstream { try await writer.write(piece) }
+                    try await writer.finish(nil)
+                })
+        }
+        let bytes = try await answer.body.collect(upTo: 16 << 20)
+        guard
+            case .object(var object)? = try? APICoding.decoder().decode(
+                JSONValue.self, from: Data(bytes.readableBytesView))
+        else {
+            throw Refusal(
+                .upstreamFailed, code: "provider_failed",
+                message: "the fallback provider '\(route.provider)' answered with something that is not JSON")
+        }
+        if object["model"] != nil { object["model"] = .string(call.model) }
+        let (prompt, completion) = tokens(in: .object(object))
+        lead.gatewayKeys.record(
+            caller: call.caller, grant: call.grant, model: call.model, prompt: prompt, completion: completion)
+        var response = try json(JSONValue.object(object), status: .ok)
+        for field in headers { response.headers[field.name] = field.value }
+        return response
+    }
+
+    static let providerHeader = HTTPField.Name("X-Aurora-Provider")!
+}
+
+extension Optional {
+    /// The value; a 500 `internal` when there is none (a state the caller ruled out).
+    func unwrapped() throws(Refusal) -> Wrapped {
+        guard let self else {
+            throw Refusal(.internalFailure, code: "internal", message: "an expected value is missing")
+        }
+        return self
     }
 }

@@ -50,6 +50,8 @@ struct LeadParts: Sendable {
     let gatewayKeys: GatewayKeys
     /// The lead's TLS listener, for pinned join tokens (nil: it serves none).
     let leadTLS: LeadTLS?
+    /// The gateway's cloud fallback (`gateway.fallback`); nil: none.
+    var fallback: CloudFallback? = nil
     /// Exec jobs' output tails as their workers send them (`GET /api/gpu/jobs/{id}/logs`).
     var outputs = JobOutputs()
     /// This lead's term and fence (nil in route tests over in-memory stores: no epochs there).

@@ -182,13 +182,19 @@ public enum Agent {
                 services.append(.init(service: election))
             }
             let gatewayKeys = GatewayKeys(store: storeService.store)
+            let fallback =
+                config.gatewayFallback.isEmpty
+                ? nil
+                : try CloudFallback(
+                    providers: config.gatewayProviders, fallback: config.gatewayFallback,
+                    after: config.gatewayFallbackAfter)
             role = .lead(
                 LeadParts(
                     registry: registry, jobs: jobs, secrets: secrets, connectivity: board, tokens: storeService.store,
                     events: storeService.store,
                     inbox: inbox,
                     backups: backups, apiTokens: apiTokens, gatewayKeys: gatewayKeys,
-                    leadTLS: config.tlsListen != nil ? LeadTLS(identity: tls, config: config) : nil,
+                    leadTLS: config.tlsListen != nil ? LeadTLS(identity: tls, config: config) : nil, fallback: fallback,
                     outputs: JobOutputs(capacity: config.execOutputTailBytes), leadership: leadership,
                     replication: replication))
             services.append(

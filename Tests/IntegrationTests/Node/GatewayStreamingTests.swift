@@ -104,7 +104,8 @@ struct GatewayStreamingTests {
         #expect(server(of: first) == stream.headers["x-aurora-node"])
 
         // 2. The client goes away after the first chunk: the backend sees its request closed.
-        let leaving = "leave now one two three four five six seven eight nine ten eleven"
+        // (40 pieces, 10 s: time for the close to travel client → agent → lead → worker under load.)
+        let leaving = "leave now " + (1...38).map { "w\($0)" }.joined(separator: " ")
         let abandoned = try await EventStream(forwarder.baseURL + chat, headers: withKey, body: Self.body(leaving))
         #expect(abandoned.status == 200, "\(abandoned.errorBody)")
         _ = try #require(try await abandoned.next())

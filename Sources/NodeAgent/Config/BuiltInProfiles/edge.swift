@@ -153,6 +153,19 @@ gpu:
   # big GPUs free for big jobs); spread takes the emptiest.
   policy: binpack
 
+# OpenAI-compatible gateway (the lead): cloud fallback for models the GPU nodes cannot take in time.
+gateway:
+  # Providers by name: an OpenAI-compatible base URL (https://api.groq.com/openai/v1). The key is
+  # the mesh secret NAME/api_key, resolved for the lead at each call (audited; never logged):
+  #   printf %s "$KEY" | aurora-cli secrets set NAME api_key
+  providers: {}
+  # Mesh model: provider, or provider/model-name-there (llama3: groq/llama-3.1-8b-instant). A
+  # call for such a model that no GPU node has started within fallback_after_s (or that no node
+  # serves at all) goes to the provider; X-Aurora-Served-By says which answered.
+  fallback: {}
+  # Seconds a call with a fallback waits for a GPU node to start it.
+  fallback_after_s: 5
+
 # Static GPU inventory, used instead of nvidia-smi when set. Each entry:
 #   {index, name, memory_total_mb, uuid?, memory_used_mb?, utilization_pct?}
 gpus: []
