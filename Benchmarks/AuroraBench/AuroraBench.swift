@@ -492,7 +492,11 @@ extension AuroraBench {
                     "  " + path.name.padding(toLength: 8, withPad: " ", startingAt: 0)
                         + String(
                             format: "p50 %7.2f ms, p99 %7.2f ms, %7.0f requests/s, %d failed", path.p50Ms, path.p99Ms,
-                            path.requestsPerSecond, path.failed))
+                            path.requestsPerSecond, path.failed)
+                        + String(
+                            format: "; streamed: first event p50 %7.2f ms, p99 %7.2f ms, %d failed",
+                            path.ttftP50Ms ?? 0,
+                            path.ttftP99Ms ?? 0, path.streamFailed ?? 0))
             }
             print(
                 String(
@@ -506,6 +510,17 @@ extension AuroraBench {
                         report.meshAddedP50Ms / p50, report.meshAddedP99Ms / p99))
             } else {
                 print("  LiteLLM not measured (pass --litellm PATH)")
+            }
+            if let p50 = report.meshAddedTTFTP50Ms, let p99 = report.meshAddedTTFTP99Ms {
+                print(String(format: "  streamed, the mesh adds to the first token p50 %.2f ms, p99 %.2f ms", p50, p99))
+            }
+            if let p50 = report.liteLLMAddedTTFTP50Ms, let p99 = report.liteLLMAddedTTFTP99Ms,
+                let mesh50 = report.meshAddedTTFTP50Ms, let mesh99 = report.meshAddedTTFTP99Ms
+            {
+                print(
+                    String(
+                        format: "  streamed, LiteLLM adds p50 %.2f ms, p99 %.2f ms; mesh / LiteLLM: p50 %.2f, p99 %.2f",
+                        p50, p99, mesh50 / p50, mesh99 / p99))
             }
         }
     }

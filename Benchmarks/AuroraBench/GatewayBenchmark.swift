@@ -21,6 +21,10 @@ struct GatewayBenchmark {
         var p99Ms: Double
         var requestsPerSecond: Double
         var failed: Int
+        /// Streamed (`"stream": true`): time to the first event.
+        var ttftP50Ms: Double?
+        var ttftP99Ms: Double?
+        var streamFailed: Int?
     }
 
     struct Report: Codable, Sendable {
@@ -32,6 +36,11 @@ struct GatewayBenchmark {
         var meshAddedP99Ms: Double
         var liteLLMAddedP50Ms: Double?
         var liteLLMAddedP99Ms: Double?
+        /// Added time to first token (mesh or LiteLLM TTFT minus direct TTFT).
+        var meshAddedTTFTP50Ms: Double?
+        var meshAddedTTFTP99Ms: Double?
+        var liteLLMAddedTTFTP50Ms: Double?
+        var liteLLMAddedTTFTP99Ms: Double?
     }
 
     let executable: String
@@ -68,10 +77,11 @@ struct GatewayBenchmark {
                 lead.baseURL + Routes.tokens, method: "POST", headers: admin,
                 body: Array(#"{"profile":"compute","ttl_s":600,"reusable":true}"#.utf8)
             ).decode(TokenCreated.self).token
+            // A gateway key without limits: the path a program takes (its usage is counted).
             let key = try await http(
-                lead.baseURL + Routes.tokens, method: "POST", headers: admin,
-                body: Array(try APICoding.encoder().encode(TokenCreateRequest(apiRole: .submit)))
-            ).decode(APITokenCreated.self).token
+                lead.baseURL + API.createKey.pattern, method: "POST", headers: admin,
+                body: Array(try APICoding.encoder().encode(GatewayKeyCreateRequest(app: "bench")))
+            ).decode(GatewayKeyCreated.self).key
             let file = scratch.path + "/gpu.yaml"
             try """
             gpu: {backend: "\(backend.url)"}
@@ -146,11 +156,19 @@ struct GatewayBenchmark {
                 let (samples, failed) = try await load(client, target.url, target.headers, total: requests)
                 let seconds = Measurements.ms(ContinuousClock.now - started) / 1000
                 let sorted = samples.sorted()
+                // Streamed: the time to the first event, same load.
+                _ = try await load(client, target.url, target.headers, total: clients, stream: true)
+                progress("\(target.name): \(requests) streamed requests from \(clients) clients…")
+                let (firsts, streamFailed) = try await load(
+                    client, target.url, target.headers, total: requests, stream: true)
+                let ttft = firsts.sorted()
                 figures.append(
                     PathFigures(
                         name: target.name, p50Ms: Samples.percentile(sorted, 0.5),
                         p99Ms: Samples.percentile(sorted, 0.99),
-                        requestsPerSecond: Double(samples.count) / seconds, failed: failed))
+                        requestsPerSecond: Double(samples.count) / seconds, failed: failed,
+                        ttftP50Ms: Samples.percentile(ttft, 0.5), ttftP99Ms: Samples.percentile(ttft, 0.99),
+                        streamFailed: streamFailed))
             }
             try await client.shutdown()
             await cleanUp()
@@ -159,19 +177,29 @@ struct GatewayBenchmark {
             return Report(
                 clients: clients, requests: requests, paths: figures, meshAddedP50Ms: mesh.p50Ms - direct.p50Ms,
                 meshAddedP99Ms: mesh.p99Ms - direct.p99Ms, liteLLMAddedP50Ms: lite.map { $0.p50Ms - direct.p50Ms },
-                liteLLMAddedP99Ms: lite.map { $0.p99Ms - direct.p99Ms })
+                liteLLMAddedP99Ms: lite.map { $0.p99Ms - direct.p99Ms },
+                meshAddedTTFTP50Ms: Self.minus(mesh.ttftP50Ms, direct.ttftP50Ms),
+                meshAddedTTFTP99Ms: Self.minus(mesh.ttftP99Ms, direct.ttftP99Ms),
+                liteLLMAddedTTFTP50Ms: Self.minus(lite?.ttftP50Ms, direct.ttftP50Ms),
+                liteLLMAddedTTFTP99Ms: Self.minus(lite?.ttftP99Ms, direct.ttftP99Ms))
         } catch {
             await cleanUp()
             throw error
         }
     }
 
-    /// `total` chat completions from `clients` concurrent clients; each latency in ms, and how
-    /// many did not answer 200.
-    private func load(_ client: HTTPClient, _ url: String, _ headers: [(String, String)], total: Int) async throws
-        -> ([Double], Int)
-    {
-        let body = Array(#"{"model":"bench-model","messages":[{"role":"user","content":"hello"}]}"#.utf8)
+    static func minus(_ a: Double?, _ b: Double?) -> Double? {
+        guard let a, let b else { return nil }
+        return a - b
+    }
+
+    /// `total` chat completions from `clients` concurrent clients; each latency in ms (streamed:
+    /// to the first piece of the body), and how many did not answer 200.
+    private func load(
+        _ client: HTTPClient, _ url: String, _ headers: [(String, String)], total: Int, stream: Bool = false
+    ) async throws -> ([Double], Int) {
+        let body = Array(
+            #"{"model":"bench-model","stream":\#(stream),"messages":[{"role":"user","content":"hello"}]}"#.utf8)
         let next = ManagedCounter()
         return try await withThrowingTaskGroup(of: ([Double], Int).self) { group in
             for _ in 0..<clients {
@@ -187,13 +215,23 @@ struct GatewayBenchmark {
                         let started = ContinuousClock.now
                         do {
                             let response = try await client.execute(request, timeout: .seconds(60))
-                            _ = try await response.body.collect(upTo: 1 << 20)
-                            if response.status == .ok {
-                                samples.append(Measurements.ms(ContinuousClock.now - started))
+                            var first: Duration?
+                            var text = ""
+                            for try await piece in response.body {
+                                if first == nil, piece.readableBytes > 0 { first = ContinuousClock.now - started }
+                                if stream || text.utf8.count < 4096 { text += String(buffer: piece) }
+                            }
+                            let whole = ContinuousClock.now - started
+                            if response.status == .ok, !stream || text.contains("[DONE]") {
+                                samples.append(Measurements.ms(stream ? (first ?? whole) : whole))
                             } else {
+                                if failed == 0 {
+                                    progress("a failed call: \(response.status.code) \(text.prefix(300))")
+                                }
                                 failed += 1
                             }
                         } catch {
+                            if failed == 0 { progress("a failed call: \(error)") }
                             failed += 1
                         }
                     }

@@ -200,14 +200,14 @@ public enum Agent {
             services.append(
                 .init(
                     service: RegistryService(
-                        registry: registry, apiTokens: apiTokens, leadership: leadership,
+                        registry: registry, apiTokens: apiTokens, gatewayKeys: gatewayKeys, leadership: leadership,
                         operatorTokenHash: token.hashHex, state: state, inventory: inventory, hub: hub,
                         logger: logger)))
             services.append(
                 .init(
                     service: JobService(jobs: jobs, registry: registry, secrets: secrets, state: state, logger: logger))
             )
-            services.append(.init(service: GatewayKeysService(keys: gatewayKeys, logger: logger)))
+            services.append(.init(service: GatewayKeysService(keys: gatewayKeys, state: state, logger: logger)))
             if let url = config.redisURL {
                 let publisher = try RedisPublisher(
                     url: url, maxLength: config.redisMaxLength, hub: hub, store: storeService.store, state: state,

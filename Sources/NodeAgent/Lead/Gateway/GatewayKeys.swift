@@ -300,25 +300,16 @@ final class GatewayKeys: Sendable {
     }
 }
 
-/// Loads the gateway keys (retrying while the store is away), then writes the usage counts
-/// every 5 s, and once more on the way out.
+/// Writes the gateway's usage counts every 5 s, and once more on the way out. (The keys are
+/// loaded with the registry, by ``RegistryService``.)
 struct GatewayKeysService: Service {
     let keys: GatewayKeys
+    let state: AgentState
     let logger: Logger
 
     func run() async throws {
-        var delay = Duration.milliseconds(200)
-        while !keys.loaded {
-            do throws(AgentError) {
-                try await keys.load()
-            } catch {
-                logger.warning(
-                    "cannot load the gateway keys; retrying", metadata: ["nodeagent.error": "\(error.message)"])
-                do { try await Task.sleep(for: delay) } catch { return }
-                delay = min(delay * 2, .seconds(5))
-            }
-            if Task.isShuttingDownGracefully { return }
-        }
+        try? await cancelWhenGracefulShutdown { await state.registryLoaded.wait() }
+        guard keys.loaded else { return }
         let ticks = AsyncTimerSequence(interval: .seconds(5), clock: .continuous).cancelOnGracefulShutdown()
         for await _ in ticks { await flush() }
         await flush()
@@ -327,8 +318,7 @@ struct GatewayKeysService: Service {
     private func flush() async {
         do throws(AgentError) { try await keys.flush() } catch {
             logger.warning(
-                "cannot write the gateway usage; kept for the next try",
-                metadata: ["nodeagent.error": "\(error.message)"])
+                "cannot write the gateway usage; kept for the next try", metadata: ["nodeagent.error": "\(error.message)"])
         }
     }
 }

@@ -21,12 +21,16 @@ final class RegistryService: Service {
     /// The operator token's hash, recorded in the store for every later lead.
     let operatorTokenHash: String?
 
+    /// Gateway keys, loaded with the API tokens (so a healthy lead knows every key).
+    let gatewayKeys: GatewayKeys?
+
     init(
-        registry: Registry, apiTokens: APITokens? = nil, leadership: Leadership? = nil,
-        operatorTokenHash: String? = nil, state: AgentState, inventory: Inventory, hub: EventHub,
-        logger: Logger
+        registry: Registry, apiTokens: APITokens? = nil, gatewayKeys: GatewayKeys? = nil,
+        leadership: Leadership? = nil, operatorTokenHash: String? = nil, state: AgentState, inventory: Inventory,
+        hub: EventHub, logger: Logger
     ) {
         self.apiTokens = apiTokens
+        self.gatewayKeys = gatewayKeys
         self.leadership = leadership
         self.operatorTokenHash = operatorTokenHash
         self.registry = registry
@@ -57,6 +61,7 @@ final class RegistryService: Service {
                 }
                 try await registry.load(capabilities: await inventory.capabilities(), meshID: state.meshID)
                 try await apiTokens?.load()
+                try await gatewayKeys?.load()
                 state.registryLoaded.open()
                 break
             } catch {
