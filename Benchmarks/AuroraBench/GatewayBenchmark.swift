@@ -65,7 +65,7 @@ struct GatewayBenchmark {
             scratch.remove()
         }
         do {
-            let quiet = ["--log-level", "error"]
+            let quiet = ["--log-level", ProcessInfo.processInfo.environment["AURORA_BENCH_LOG_LEVEL"] ?? "error"]
             progress("starting a lead and \(nodes) compute agents with the fake backend…")
             let lead = try AgentHarness(
                 profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "lead"] + quiet,

@@ -316,10 +316,11 @@ public final class FakeInference: Sendable {
             }
             events.append("data: [DONE]\n\n")
             streaming = prompt
+            let sending = events
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
             let handlerBound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let log = self.log
-            func send(_ index: Int) {
+            @Sendable func send(_ index: Int) {
                 let context = loopBound.value, handler = handlerBound.value
                 guard handler.streaming == prompt, context.channel.isActive else { return }
                 if index == 0 {
@@ -333,8 +334,8 @@ public final class FakeInference: Sendable {
                                     ])))), promise: nil)
                 }
                 context.writeAndFlush(
-                    handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: events[index])))), promise: nil)
-                if index + 1 < events.count {
+                    handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: sending[index])))), promise: nil)
+                if index + 1 < sending.count {
                     context.eventLoop.scheduleTask(in: .milliseconds(chunkDelay)) { send(index + 1) }
                 } else {
                     handler.streaming = nil

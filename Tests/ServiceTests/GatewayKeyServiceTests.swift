@@ -70,6 +70,9 @@ struct GatewayKeyServiceTests {
                 let refused = try await session.call(.post, "/api/keys", body: RawJSON(body))
                 #expect(refused.status == 400, "\(body): \(refused.body)")
             }
+            let oversized = try await session.call(
+                .post, "/api/keys", body: RawJSON(#"{"app":""# + String(repeating: "a", count: 2 << 20) + #""}"#))
+            #expect(oversized.status == 413)
             #expect(try await session.call(.get, "/api/keys").decode(GatewayKeyList.self).keys.count == 1)
 
             // A key is nothing outside /v1/.

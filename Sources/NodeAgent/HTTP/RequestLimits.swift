@@ -71,8 +71,13 @@ final class RequestLimits: Sendable {
     /// left (peeked, not taken: only a 401 charges it, ``failed(source:)``); a join takes one from its
     /// source's join bucket; every request takes one from `source|identity`. A join refused by that
     /// last bucket has still used a join. The refusal is 429 `rate_limited`; its message says
-    /// `this token`, never the token's hash.
-    func admit(source: String, identity: String, isJoin: Bool, needsAuthentication: Bool) throws(Refusal) {
+    /// `this token`, never the token's hash. Gateway traffic (`ownBudget`) skips that last
+    /// bucket: a gateway key's call to a `/v1/` route (the key's own `rpm` and `tpm` limit it, and
+    /// a forwarding agent carries every client of a key from one address) and a worker's stream
+    /// push (one in flight per streamed call the lead gave it).
+    func admit(
+        source: String, identity: String, isJoin: Bool, needsAuthentication: Bool, ownBudget: Bool = false
+    ) throws(Refusal) {
         let now = self.now
         let refusal: (String, Int64)? = buckets.withLock { buckets in
             if needsAuthentication, case .limited(let wait) = buckets.failures.peek(source, now: now) {
@@ -81,7 +86,7 @@ final class RequestLimits: Sendable {
             if isJoin, case .limited(let wait) = buckets.joins.take(source, now: now) {
                 return ("join attempts from \(source)", wait)
             }
-            if case .limited(let wait) = buckets.requests.take(source + "|" + identity, now: now) {
+            if !ownBudget, case .limited(let wait) = buckets.requests.take(source + "|" + identity, now: now) {
                 return ("requests from \(source) as \(identity.hasPrefix("token") ? "this token" : identity)", wait)
             }
             return nil
@@ -135,7 +140,16 @@ struct RequestLimitMiddleware: RouterMiddleware {
         let path = request.uri.path
         let isJoin = request.method == .post && path == Routes.join
         let needsAuthentication = isJoin || request.headers[.authorization] != nil || node != nil
-        try limits.admit(source: source, identity: identity, isJoin: isJoin, needsAuthentication: needsAuthentication)
+        // Gateway traffic has budgets of its own: a key's rpm and tpm; a worker's stream pushes,
+        // one in flight per call the lead gave it. (A forged claim fails its check and is charged
+        // to its source's failures.)
+        let ownBudget =
+            (path.hasPrefix("/v1/")
+                && (request.headers[.authorization]?.lowercased().hasPrefix("bearer aurk_") ?? false))
+            || (node != nil && request.method == .post && path.hasPrefix("/api/gpu/jobs/") && path.hasSuffix("/stream"))
+        try limits.admit(
+            source: source, identity: identity, isJoin: isJoin, needsAuthentication: needsAuthentication,
+            ownBudget: ownBudget)
         do {
             let response = try await next(request, context)
             if response.status == .unauthorized { limits.failed(source: source) }

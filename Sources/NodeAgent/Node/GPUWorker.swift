@@ -50,12 +50,15 @@ final class GPUWorker: Service {
     private let completed = Counter(label: "aurora_worker_jobs_total")
     /// When this worker was made (before it can receive any job), for ``WorkerReport/startedAt``.
     private let startedAt = ISOTime.string(Date())
+    /// Gateway calls' results, batched in memory.
+    private let gatewayResults: ResultBatcher
 
     init(
         config: NodeConfig, state: AgentState, lead: LeadClient, groups: JobGroups, outbox: Outbox? = nil,
         logger: Logger
     ) {
         self.outbox = outbox
+        self.gatewayResults = ResultBatcher(node: config.name, lead: lead, logger: logger)
         self.config = config
         self.state = state
         self.lead = lead
@@ -237,10 +240,16 @@ final class GPUWorker: Service {
     }
 
     /// Hands a result to the outbox (durable; it replays until the lead takes it), or posts it
-    /// directly when there is no outbox or it cannot take the result.
+    /// directly when there is no outbox or it cannot take the result, or it is a gateway call's.
     private func deliver(_ assignment: Assignment, _ result: JobResult) async {
         // What a program or a backend printed crosses the mesh without control characters.
         let result = result.sanitized()
+        // A gateway call's client waits on its connection to the lead, which keeps the call in
+        // memory only: its result goes to the lead from memory, batched with the others that
+        // come meanwhile (``ResultBatcher``), without the outbox's fsync.
+        if assignment.payload["openai"] != nil {
+            return await gatewayResults.deliver(result, for: assignment.id)
+        }
         if let outbox {
             do {
                 try await outbox.append(.make(.jobResult, job: assignment.id, result: result))
@@ -273,7 +282,7 @@ final class GPUWorker: Service {
                     metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.outcome": "\(result.outcome.rawValue)"])
                 return
             } catch {
-                if case .refused(let status, let answer) = error, status < 500 {
+                if case .refused(let status, let answer) = error, status < 500, status != 429 {
                     logger.notice(
                         "job result refused",
                         metadata: ["nodeagent.job": "\(assignment.id)", "nodeagent.reason": "\(answer.error.message)"])

@@ -196,18 +196,33 @@ struct LeadClient: Sendable {
     /// One client for every call to the lead, for the life of the process. A refused connection
     /// fails at once instead of being retried until the call's deadline: a lead that is away
     /// is known in a millisecond, so caches answer without waiting.
+    ///
+    /// This node's own calls (heartbeats, assignments, results, streamed chunks) have this pool to
+    /// themselves: calls it forwards for its clients (``forwarding``), which may each wait minutes
+    /// for a model's answer, can never take the connections a heartbeat or a result needs.
     static let http: HTTPClient = {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
+    /// The pool for clients' calls this node forwards to its lead: one connection per call in
+    /// flight, up to 1024 (beyond them a call waits for one).
+    static let forwarding: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 1024
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
 
     /// The typed client this call goes through: the link's URL and pinned TLS, this node's
-    /// signature on every request, the process-wide connection pool.
-    private func client(_ timeout: Duration, bearer: String? = nil) -> AuroraClient {
+    /// signature on every request, the process-wide connection pool (`forwarded`: the pool for
+    /// clients' calls).
+    private func client(_ timeout: Duration, bearer: String? = nil, forwarded: Bool = false) -> AuroraClient {
         var client = AuroraClient(
             baseURL: baseURL, token: bearer, timeout: .milliseconds(Int64(timeout / .milliseconds(1))),
-            httpClient: Self.http)
+            httpClient: forwarded ? Self.forwarding : Self.http)
         client.pinnedTLS = link.tls
         if let signer, bearer == nil {
             let epoch = link.epoch
@@ -273,7 +288,7 @@ struct LeadClient: Sendable {
         keep: Set<String>
     ) async throws(LeadCallError) -> (status: Int, body: [UInt8], headers: [(name: String, value: String)]) {
         do {
-            return try await client(timeout, bearer: bearer).exchange(
+            return try await client(timeout, bearer: bearer, forwarded: true).exchange(
                 method: method.rawValue, path: path, body: body, keep: keep)
         } catch {
             throw .unreachable(error.reason ?? error.message)
@@ -288,7 +303,7 @@ struct LeadClient: Sendable {
         status: Int, headers: [(name: String, value: String)], body: HTTPClientResponse.Body
     ) {
         do {
-            return try await client(timeout, bearer: bearer).open(
+            return try await client(timeout, bearer: bearer, forwarded: true).open(
                 method: method.rawValue, path: path, body: body, keep: keep)
         } catch {
             throw .unreachable(error.reason ?? error.message)

@@ -91,7 +91,7 @@ struct GatewayStreamingTests {
         // 1. Through a forwarding agent: the first chunk arrives while the backend is still
         //    streaming; then every piece, in order, and [DONE].
         let forwarder = try #require(agents["gpu-c"])
-        let first = "alpha beta gamma delta epsilon"
+        let first = "alpha beta gamma delta epsilon " + (1...15).map { "w\($0)" }.joined(separator: " ")
         let stream = try await EventStream(forwarder.baseURL + chat, headers: withKey, body: Self.body(first))
         #expect(stream.status == 200, "\(stream.errorBody)")
         #expect(stream.headers["content-type"]?.hasPrefix("text/event-stream") == true)

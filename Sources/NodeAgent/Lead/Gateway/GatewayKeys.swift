@@ -318,7 +318,8 @@ struct GatewayKeysService: Service {
     private func flush() async {
         do throws(AgentError) { try await keys.flush() } catch {
             logger.warning(
-                "cannot write the gateway usage; kept for the next try", metadata: ["nodeagent.error": "\(error.message)"])
+                "cannot write the gateway usage; kept for the next try",
+                metadata: ["nodeagent.error": "\(error.message)"])
         }
     }
 }
