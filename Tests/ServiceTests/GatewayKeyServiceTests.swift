@@ -2,6 +2,7 @@ import AuroraAPI
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
+import Mesh
 import NIOCore
 import Testing
 
@@ -151,5 +152,32 @@ struct GatewayKeyServiceTests {
             let text = try await session.call(.get, "/api/keys/usage").body
             #expect(text.contains(#""total_tokens":26"#), "\(text)")
         }
+    }
+
+    @Test("gateway traffic skips the per-identity bucket (a key on /v1/, a worker's stream push); the rest runs out")
+    func ownBudget() throws {
+        let limits = RequestLimits(
+            .init(
+                requests: .init(ratePerSecond: 0.001, burst: 3), joins: .init(ratePerSecond: 1, burst: 1),
+                authFailures: .init(ratePerSecond: 1, burst: 10)))
+        for _ in 0..<3 {
+            try limits.admit(source: "10.0.0.9", identity: "token:1", isJoin: false, needsAuthentication: true)
+        }
+        #expect(throws: Refusal.self) {
+            try limits.admit(source: "10.0.0.9", identity: "token:1", isJoin: false, needsAuthentication: true)
+        }
+        for _ in 0..<100 {
+            try limits.admit(
+                source: "10.0.0.9", identity: "token:1", isJoin: false, needsAuthentication: true, ownBudget: true)
+        }
+        let key = "Bearer aurk_" + String(repeating: "0", count: 48)
+        let own = RequestLimitMiddleware.hasOwnBudget
+        #expect(own("POST", "/v1/chat/completions", key, false))
+        #expect(own("GET", "/v1/models", "bearer AURK_x", false))
+        #expect(!own("GET", "/nodes", key, false))
+        #expect(!own("POST", "/v1/chat/completions", "Bearer aurapi_0", false))
+        #expect(own("POST", "/api/gpu/jobs/x/stream", nil, true))
+        #expect(!own("POST", "/api/gpu/jobs/x/stream", nil, false))
+        #expect(!own("POST", "/api/gpu/jobs/x/result", nil, true))
     }
 }

@@ -140,13 +140,9 @@ struct RequestLimitMiddleware: RouterMiddleware {
         let path = request.uri.path
         let isJoin = request.method == .post && path == Routes.join
         let needsAuthentication = isJoin || request.headers[.authorization] != nil || node != nil
-        // Gateway traffic has budgets of its own: a key's rpm and tpm; a worker's stream pushes,
-        // one in flight per call the lead gave it. (A forged claim fails its check and is charged
-        // to its source's failures.)
-        let ownBudget =
-            (path.hasPrefix("/v1/")
-                && (request.headers[.authorization]?.lowercased().hasPrefix("bearer aurk_") ?? false))
-            || (node != nil && request.method == .post && path.hasPrefix("/api/gpu/jobs/") && path.hasSuffix("/stream"))
+        let ownBudget = Self.hasOwnBudget(
+            method: request.method.rawValue, path: path, authorization: request.headers[.authorization],
+            signed: node != nil)
         try limits.admit(
             source: source, identity: identity, isJoin: isJoin, needsAuthentication: needsAuthentication,
             ownBudget: ownBudget)
@@ -158,5 +154,15 @@ struct RequestLimitMiddleware: RouterMiddleware {
             limits.failed(source: source)
             throw error
         }
+    }
+
+    /// Gateway traffic has budgets of its own: a gateway key's call to a `/v1/` route (the key's
+    /// rpm and tpm) and a worker's signed stream push (one in flight per call the lead gave it).
+    /// A forged claim fails its check and is charged to its source's failures.
+    static func hasOwnBudget(method: String, path: String, authorization: String?, signed: Bool) -> Bool {
+        if path.hasPrefix("/v1/"), let authorization, authorization.lowercased().hasPrefix("bearer aurk_") {
+            return true
+        }
+        return signed && method == "POST" && path.hasPrefix("/api/gpu/jobs/") && path.hasSuffix("/stream")
     }
 }
