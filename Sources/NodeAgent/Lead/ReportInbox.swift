@@ -71,6 +71,11 @@ actor ReportInbox {
                 id: report.id, status: .refused, code: "bad_request", message: "the report id must be a UUID")
         }
         let id = report.id.lowercased()
+        // A gateway call's result: the job lives in memory only, and its attempt fences a replay
+        // (a second result for it is refused), so its id is neither looked up nor written.
+        if report.kind == .jobResult, let job = report.job, await jobs.isEphemeral(job) {
+            return try await apply(report, id: id, from: node)
+        }
         let seen: Bool
         do { seen = try await store.reportTaken(id) } catch { throw Refusal.storeUnavailable(error) }
         if seen { return ReportOutcome(id: report.id, status: .duplicate) }
