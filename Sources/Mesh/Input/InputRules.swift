@@ -18,6 +18,17 @@ public enum InputRules {
         }
     }
 
+    /// Whether `text` is 1-`maxBytes` bytes of ASCII letters, digits and the characters of
+    /// `also` (an app's, a company's or a provider's name).
+    public static func isPlainName(_ text: String, maxBytes: Int, also: String = "._-") -> Bool {
+        let extra = Set(also.utf8)
+        return (1...max(1, maxBytes)).contains(text.utf8.count)
+            && text.utf8.allSatisfy { byte in
+                (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                    || extra.contains(byte)
+            }
+    }
+
     /// Free text: newlines and tabs are fine; NUL, escapes and other controls are not.
     public static func freeText(_ text: String, field: String, maxBytes: Int) throws(MeshError) {
         guard text.utf8.count <= maxBytes else {

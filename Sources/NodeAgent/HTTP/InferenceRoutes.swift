@@ -394,8 +394,14 @@ extension HTTPServer {
             headers[.contentType] = "application/json"
             return Response(status: .init(code: answer.status), headers: headers, body: .init(byteBuffer: bytes))
         }
+        return passOn(answer.body, headers: headers)
+    }
+
+    /// A 200 answer whose body is `upstream`'s, passed on as it comes (an event stream from the
+    /// lead or a provider). The client going away ends `upstream`'s request.
+    static func passOn(_ upstream: HTTPClientResponse.Body, headers: HTTPFields) -> Response {
+        var headers = headers
         headers[.cacheControl] = "no-cache"
-        let upstream = answer.body
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
@@ -465,15 +471,8 @@ extension HTTPServer {
         }
         if call.streaming {
             headers[.contentType] = answer.headers.first(name: "content-type") ?? "text/event-stream"
-            headers[.cacheControl] = "no-cache"
             lead.gatewayKeys.record(caller: call.caller, grant: call.grant, model: call.model, prompt: 0, completion: 0)
-            let upstream = answer.body
-            return Response(
-                status: .ok, headers: headers,
-                body: ResponseBody { writer in
-                    for try await piece in upstream { try await writer.write(piece) }
-                    try await writer.finish(nil)
-                })
+            return passOn(answer.body, headers: headers)
         }
         let bytes = try await answer.body.collect(upTo: 16 << 20)
         guard

@@ -31,12 +31,7 @@ struct CloudFallback: Sendable {
     init(providers: [String: String], fallback: [String: String], after seconds: Double) throws(AgentError) {
         var bases: [String: String] = [:]
         for (name, url) in providers {
-            guard !name.isEmpty, name.utf8.count <= 64,
-                name.utf8.allSatisfy({
-                    $0 < 0x80
-                        && (Character(UnicodeScalar($0)).isLetter || Character(UnicodeScalar($0)).isNumber
-                            || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_"))
-                })
+            guard InputRules.isPlainName(name, maxBytes: 64, also: "_-")
             else {
                 throw AgentError(
                     .config, "gateway.providers: '\(InputRules.printable(name))' must be 1-64 letters, digits, - or _")

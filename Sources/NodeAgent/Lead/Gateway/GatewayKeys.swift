@@ -229,12 +229,7 @@ final class GatewayKeys: Sendable {
     func create(_ request: GatewayKeyCreateRequest) async throws(Refusal) -> GatewayKeyCreated {
         for (field, value) in [("app", request.app), ("company", request.company)] {
             guard let value, field == "app" || !value.isEmpty else { continue }
-            guard (1...128).contains(value.utf8.count),
-                value.utf8.allSatisfy({
-                    $0 < 0x80
-                        && (Character(UnicodeScalar($0)).isLetter || Character(UnicodeScalar($0)).isNumber
-                            || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-"))
-                })
+            guard InputRules.isPlainName(value, maxBytes: 128)
             else {
                 throw Refusal.badRequest("\(field) must be 1-128 bytes of letters, digits, '.', '_' and '-'")
             }
