@@ -87,6 +87,7 @@ struct GatewayBenchmark {
             gpu: {backend: "\(backend.url)"}
             gpus:
               - {index: 0, uuid: GPU-bench, name: NVIDIA L4, memory_total_mb: 24000}
+            \(ProcessInfo.processInfo.environment["AURORA_BENCH_NODE_EXTRA"] ?? "")
             """.write(toFile: file, atomically: true, encoding: .utf8)
             var computes: [AgentHarness] = []
             for number in 1...nodes {
@@ -106,10 +107,12 @@ struct GatewayBenchmark {
                 return list.data.first { $0.id == "bench-model" }?.nodes.count == nodes ? true : nil
             }
 
+            // AURORA_BENCH_VIA=lead sends the mesh's calls to the lead itself (no forwarding agent).
+            let via = ProcessInfo.processInfo.environment["AURORA_BENCH_VIA"]
             var targets: [(name: String, url: String, headers: [(String, String)])] = [
                 ("direct", backend.url + "/v1/chat/completions", []),
                 (
-                    "mesh", computes[0].baseURL + API.chatCompletions.pattern,
+                    "mesh", (via == "lead" ? lead.baseURL : computes[0].baseURL) + API.chatCompletions.pattern,
                     [("Authorization", "Bearer \(key)")]
                 ),
             ]

@@ -179,5 +179,26 @@ struct GatewayKeyServiceTests {
         #expect(own("POST", "/api/gpu/jobs/x/stream", nil, true))
         #expect(!own("POST", "/api/gpu/jobs/x/stream", nil, false))
         #expect(!own("POST", "/api/gpu/jobs/x/result", nil, true))
+        // A worker's polls, results and report batches take a tenth each: ten times as many fit.
+        let worker = RequestLimitMiddleware.isWorkerCall
+        #expect(worker("GET", "/api/gpu/assignments", true) && !worker("GET", "/api/gpu/assignments", false))
+        #expect(worker("POST", "/api/gpu/jobs/x/result", true) && worker("POST", "/api/nodes/gpu-1/reports", true))
+        #expect(!worker("GET", "/api/gpu/jobs", true) && !worker("POST", "/api/nodes/gpu-1/heartbeat", true))
+        let tenth = RequestLimits(
+            .init(
+                requests: .init(ratePerSecond: 0.001, burst: 3), joins: .init(ratePerSecond: 1, burst: 1),
+                authFailures: .init(ratePerSecond: 1, burst: 10)))
+        for _ in 0..<29 {
+            try tenth.admit(
+                source: "10.0.0.9", identity: "node 'gpu-1'", isJoin: false, needsAuthentication: true,
+                cost: RequestLimits.workerCallCost)
+        }
+        #expect(throws: Refusal.self) {
+            for _ in 0..<3 {
+                try tenth.admit(
+                    source: "10.0.0.9", identity: "node 'gpu-1'", isJoin: false, needsAuthentication: true,
+                    cost: RequestLimits.workerCallCost)
+            }
+        }
     }
 }

@@ -16,6 +16,10 @@ import Synchronization
 /// Settings: `limits.*` in the profile (ConfigSchema). A refusal is `429 rate_limited` with
 /// `Retry-After` in whole seconds.
 final class RequestLimits: Sendable {
+    /// What a worker's call (``RequestLimitMiddleware/isWorkerCall(method:path:signed:)``) takes
+    /// from its node's per-identity bucket.
+    static let workerCallCost = 0.1
+
     /// The three limits, each a steady rate per second with a burst on top (``RateLimiter/Limit``).
     struct Settings: Sendable, Equatable {
         /// Per source address and claimed identity: `limits.requests_per_s`, bursts of `limits.burst`.
@@ -74,9 +78,11 @@ final class RequestLimits: Sendable {
     /// `this token`, never the token's hash. Gateway traffic (`ownBudget`) skips that last
     /// bucket: a gateway key's call to a `/v1/` route (the key's own `rpm` and `tpm` limit it, and
     /// a forwarding agent carries every client of a key from one address) and a worker's stream
-    /// push (one in flight per streamed call the lead gave it).
+    /// push (one in flight per streamed call the lead gave it). A worker's other calls, whose
+    /// number grows with the jobs the lead gives it (`cost`: ``workerCallCost``), take a tenth each.
     func admit(
-        source: String, identity: String, isJoin: Bool, needsAuthentication: Bool, ownBudget: Bool = false
+        source: String, identity: String, isJoin: Bool, needsAuthentication: Bool, ownBudget: Bool = false,
+        cost: Double = 1
     ) throws(Refusal) {
         let now = self.now
         let refusal: (String, Int64)? = buckets.withLock { buckets in
@@ -86,7 +92,9 @@ final class RequestLimits: Sendable {
             if isJoin, case .limited(let wait) = buckets.joins.take(source, now: now) {
                 return ("join attempts from \(source)", wait)
             }
-            if !ownBudget, case .limited(let wait) = buckets.requests.take(source + "|" + identity, now: now) {
+            if !ownBudget,
+                case .limited(let wait) = buckets.requests.take(source + "|" + identity, cost: cost, now: now)
+            {
                 return ("requests from \(source) as \(identity.hasPrefix("token") ? "this token" : identity)", wait)
             }
             return nil
@@ -145,7 +153,9 @@ struct RequestLimitMiddleware: RouterMiddleware {
             signed: node != nil)
         try limits.admit(
             source: source, identity: identity, isJoin: isJoin, needsAuthentication: needsAuthentication,
-            ownBudget: ownBudget)
+            ownBudget: ownBudget,
+            cost: Self.isWorkerCall(method: request.method.rawValue, path: path, signed: node != nil)
+                ? RequestLimits.workerCallCost : 1)
         do {
             let response = try await next(request, context)
             if response.status == .unauthorized { limits.failed(source: source) }
@@ -164,5 +174,16 @@ struct RequestLimitMiddleware: RouterMiddleware {
             return true
         }
         return signed && method == "POST" && path.hasPrefix("/api/gpu/jobs/") && path.hasSuffix("/stream")
+    }
+
+    /// A worker's signed call whose number grows with the work the lead gives it: its assignment
+    /// polls, its job results and its report batches. A GPU node serving a hundred gateway calls a
+    /// second makes two hundred of them; the per-identity bucket counts each as a tenth.
+    static func isWorkerCall(method: String, path: String, signed: Bool) -> Bool {
+        guard signed else { return false }
+        if method == "GET" { return path == Routes.gpuAssignments }
+        guard method == "POST" else { return false }
+        return (path.hasPrefix("/api/gpu/jobs/") && path.hasSuffix("/result"))
+            || (path.hasPrefix("/api/nodes/") && path.hasSuffix("/reports"))
     }
 }

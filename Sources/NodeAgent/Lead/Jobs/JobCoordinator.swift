@@ -265,13 +265,13 @@ actor JobCoordinator {
         }
     }
 
-    /// Whether some known node could ever run a `generate` job for `model`: it serves the model,
-    /// or its backend does not say what it serves (the gateway's 404 `model_not_found` otherwise).
     /// Whether job `id` is a gateway call held in memory only (false for an unknown id).
     func isEphemeral(_ id: String) -> Bool {
         book.record(id)?.spec.ephemeral ?? false
     }
 
+    /// Whether some known node could ever run a `generate` job for `model`: it serves the model,
+    /// or its backend does not say what it serves (the gateway's 404 `model_not_found` otherwise).
     func couldServe(model: String) -> Bool {
         book.scheduler.couldEverRun(Scheduler.Requirements(model: model))
     }
