@@ -36,7 +36,7 @@ struct OutboxMesh {
         checks:
           - {name: flag, args: [/bin/sh, -c, "test -e \(flag) || exit 2"], interval_s: 0.2, timeout_s: 2}
         connectivity:
-          - {name: api, url: "\(api.url)/health", interval_s: 0.3, timeout_s: 1}
+          - {name: api, url: "\(api.url)/health", interval_s: 0.3, timeout_s: 5, degraded_ms: 4000}
         """.write(toFile: nodeFile, atomically: true, encoding: .utf8)
     }
 
