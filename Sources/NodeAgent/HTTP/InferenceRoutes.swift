@@ -156,7 +156,7 @@ extension HTTPServer {
                 "timeout_s": .number(streaming ? max(wait, streamLifetime) : wait),
             ])
         let (submitted, _) = try await lead.jobs.submit(submission, by: caller, ephemeral: true)
-        let fallbackAt = fallback.flatMap { _ in lead.fallback.map { ContinuousClock.now + $0.after } }
+        let fallbackAt = fallback == nil ? nil : lead.fallback.map { ContinuousClock.now + $0.after }
         if streaming {
             let answer = try await stream(
                 submitted.id, model: model, caller: caller, wait: wait, jobs: lead.jobs, fallbackAt: fallbackAt,
@@ -164,9 +164,9 @@ extension HTTPServer {
                     lead.gatewayKeys.record(
                         caller: caller, grant: grant, model: model, prompt: prompt, completion: completion)
                 })
-            if let answer { return answer }
-            // No GPU node started it in time.
-            return try await viaProvider(try fallback.unwrapped(), call, lead: lead)
+            // Nil only when a fallback's time came before any GPU node started the call.
+            guard let answer else { return try await viaProvider(route(fallback), call, lead: lead) }
+            return answer
         }
         let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
         if let fallback, let fallbackAt {
@@ -493,14 +493,10 @@ extension HTTPServer {
     }
 
     static let providerHeader = HTTPField.Name("X-Aurora-Provider")!
-}
 
-extension Optional {
-    /// The value; a 500 `internal` when there is none (a state the caller ruled out).
-    func unwrapped() throws(Refusal) -> Wrapped {
-        guard let self else {
-            throw Refusal(.internalFailure, code: "internal", message: "an expected value is missing")
-        }
-        return self
+    /// The route a call fell back on (set whenever the stream gave way to it).
+    private static func route(_ route: CloudFallback.Route?) throws(Refusal) -> CloudFallback.Route {
+        guard let route else { throw Refusal(.internalFailure, code: "internal", message: "no fallback route") }
+        return route
     }
 }
