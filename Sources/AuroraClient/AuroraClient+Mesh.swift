@@ -91,6 +91,12 @@ extension AuroraClient {
         try await decode(call(API.leadHandoff))
     }
 
+    /// `GET /api/lead/followed`: the newest signed term the agent holds (the lead's own, or the
+    /// one a node followed at a handoff); the caller checks the signature.
+    public func followedTerm() async throws(AuroraClientError) -> LeadHandoff {
+        try await decode(call(API.followedTerm))
+    }
+
     /// `POST /api/lead/promote` on a standby's agent: promotes it; the agent restarts as the lead
     /// right after answering.
     public func promoteLead(acceptDataLoss: Bool = false) async throws(AuroraClientError) -> PromoteResponse {

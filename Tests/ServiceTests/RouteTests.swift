@@ -41,7 +41,7 @@ struct RouteTests {
     /// Calls without authentication: probes, metrics, the document, load-balancer checks.
     static let open: Set<String> = [
         "GET /health", "GET /metrics", "GET /api/openapi.json", "GET /postgres/primary", "GET /postgres/replica",
-        "GET /postgres/read-only", "GET /api/lead/handoff",
+        "GET /postgres/read-only", "GET /api/lead/handoff", "GET /api/lead/followed",
     ]
 
     struct Answer {
@@ -137,7 +137,7 @@ struct RouteTests {
             // (Route tests keep no lead terms: the handoff answers 503 starting here.)
             #expect(
                 answer.status != 503 || route.hasPrefix("GET /postgres") || route == "GET /health"
-                    || route == "GET /api/lead/handoff")
+                    || route.hasPrefix("GET /api/lead/"))
         }
     }
 
@@ -166,6 +166,9 @@ struct RouteTests {
                     "\(route) without a token: \(answer.status) \(answer.body)")
             }
         }
+        // A node that never followed a handoff has none to show.
+        let followed = try await Self.call(router, .get, "/api/lead/followed")
+        #expect(followed.status == 404 && followed.error?.code == "no_handoff", "\(followed.status) \(followed.body)")
         // Forwarded reads find the lead away (nothing listens on its port) and say so.
         for route in [
             "GET /nodes", "GET /api/gpu/jobs", "GET /api/gpu/status", "GET /api/gpu/queue",

@@ -121,14 +121,17 @@ public struct JoinResponse: Codable, Sendable, Equatable {
     /// For a standby lead of a lead whose managed store streams its WAL (`store.replication_listen`)
     /// only: where and as whom the standby clones and streams the lead's PostgreSQL.
     public var replication: Replication?
+    /// The answering lead's epoch: the node refuses any lead of a lower one from its join on.
+    public var epoch: Int64?
 
-    public init(node: Node, mesh: Mesh) {
+    public init(node: Node, mesh: Mesh, epoch: Int64? = nil) {
         self.node = node
         self.mesh = mesh
+        self.epoch = epoch
     }
 
     enum CodingKeys: String, CodingKey {
-        case node, mesh, replication
+        case node, mesh, replication, epoch
         case sealedMasterKey = "sealed_master_key"
     }
 }

@@ -151,6 +151,9 @@ public enum API {
     public static let leadStatus = Endpoint("GET", "/api/lead")
     /// The current lead's signed term; no authentication (nodes check the signature).
     public static let leadHandoff = Endpoint("GET", "/api/lead/handoff")
+    /// The newest signed term this agent holds: the lead's own, or the one a node followed at a
+    /// handoff; no authentication (an old lead checks the signature against its own store).
+    public static let followedTerm = Endpoint("GET", "/api/lead/followed")
     /// Promotes this standby to lead (its operator token).
     public static let promoteLead = Endpoint("POST", "/api/lead/promote")
     /// Signed by a standby about to promote: the lead fences itself.
@@ -187,7 +190,7 @@ public enum API {
         listBackups, createBackup, verifyBackup, restoreBackup,
         postgresHealth, postgresReplicas, postgresPrimary, postgresReplica, postgresReadOnly,
         wireguard, wireguardConfig, outbox, checks, subsystems, restartSubsystem, logs,
-        leadStatus, leadHandoff, promoteLead, stepDown, failsafe, rejoinLead, listModels, chatCompletions,
+        leadStatus, leadHandoff, followedTerm, promoteLead, stepDown, failsafe, rejoinLead, listModels, chatCompletions,
         completions, embeddings, createKey, listKeys, revokeKey, keyUsage,
     ]
 }

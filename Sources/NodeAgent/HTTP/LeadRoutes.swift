@@ -12,12 +12,16 @@ extension HTTPServer {
     ///   leads (its role, the epoch, the lead, the lead-eligible standbys);
     /// - `GET /api/lead/handoff`: anyone; on the lead its signed term (503 `fenced` once fenced,
     ///   503 `starting` before its term began), elsewhere 421 `not_lead`;
+    /// - `GET /api/lead/followed`: anyone; the newest signed term this agent holds: on the lead its
+    ///   own (as the handoff), on a node the one it followed at a handoff (404 `no_handoff` for a
+    ///   node still on the lead it joined);
     /// - `POST /api/lead/step-down`: on the lead, signed by a node whose role is `standby` (403 for
     ///   any other node): the lead fences itself and answers its epoch; 421 elsewhere;
     /// - `POST /api/lead/failsafe`: on a standby, signed by its lead for it: the standby promises
     ///   not to campaign or promote for the TTL asked (the lead serves on while etcd does not answer
     ///   it); 409 `not_standby` on any other agent, 409 `stale_epoch` for an epoch below the one
-    ///   this standby has seen, 409 `promoting` once it began promoting;
+    ///   this standby has seen, 409 `unknown_epoch` before it heard any, 409 `promoting` once it began
+    ///   promoting;
     /// - `POST /api/lead/rejoin`: on the lead, signed by a lead-eligible member (role `lead` or
     ///   `standby`, not removed, not this lead: 403 for any other node, 401 unsigned): an old lead
     ///   fenced by a newer term comes back as a standby; answers what a standby's join gets
@@ -57,7 +61,7 @@ extension HTTPServer {
                     election: state.election)
                 return try json(status, status: .ok)
             }
-            router.on(API.leadHandoff) { _, _ -> Response in
+            @Sendable func handoff() throws -> Response {
                 guard let leadership = lead.leadership else {
                     throw Refusal(.unavailable, code: "starting", message: "this lead keeps no terms")
                 }
@@ -69,6 +73,9 @@ extension HTTPServer {
                 }
                 return try json(handoff, status: .ok)
             }
+            router.on(API.leadHandoff) { _, _ in try handoff() }
+            // The newest term a lead holds is its own.
+            router.on(API.followedTerm) { _, _ in try handoff() }
             router.on(API.stepDown) { request, context -> Response in
                 let (caller, _) = try await authenticateNode(
                     request, context: context, registry: lead.registry, maxBody: maxBody)
@@ -91,7 +98,8 @@ extension HTTPServer {
                     request, context: context, registry: lead.registry, maxBody: maxBody)
                 let rejoin = try decode(LeadRejoinRequest.self, body, allowed: LeadRejoinRequest.fields)
                 let node = try await lead.registry.rejoinAsStandby(caller, rejoin, observedHost: context.remoteHost)
-                var answer = JoinResponse(node: node, mesh: await lead.registry.meshInfo())
+                var answer = JoinResponse(
+                    node: node, mesh: await lead.registry.meshInfo(), epoch: lead.leadership?.epoch)
                 try await grantStandby(&answer, lead: lead, reached: context.localAddress?.ipAddress)
                 return try json(answer, status: .ok)
             }
@@ -137,7 +145,12 @@ extension HTTPServer {
                     throw Refusal.badRequest(
                         "ttl_ms must be \(FailsafeRequest.minTTLMs)-\(FailsafeRequest.maxTTLMs)")
                 }
-                if let seen = node.membership.leadView.epoch, asked.epoch < seen {
+                guard let seen = node.membership.leadView.epoch else {
+                    throw Refusal(
+                        .conflict, code: "unknown_epoch",
+                        message: "this standby has heard no lead epoch yet; it promises nothing before it has")
+                }
+                guard asked.epoch >= seen else {
                     throw Refusal(
                         .conflict, code: "stale_epoch",
                         message: "this standby has seen epoch \(seen); a lead of epoch \(asked.epoch) is not its lead")
@@ -149,6 +162,14 @@ extension HTTPServer {
                 return try json(FailsafeAnswer(agent: name, promisedMs: asked.ttlMs), status: .ok)
             }
             leadOnly(router, API.leadHandoff, "the lead's handoff", agent: agent)
+            router.on(API.followedTerm) { _, _ -> Response in
+                guard let followed = node.membership.followedTerm else {
+                    throw Refusal(
+                        .notFound, code: "no_handoff",
+                        message: "this node follows the lead it joined; it holds no handoff to another lead")
+                }
+                return try json(followed, status: .ok)
+            }
             leadOnly(router, API.stepDown, "stepping down", agent: agent)
             leadOnly(router, API.rejoinLead, "rejoining as a standby", agent: agent)
             router.on(API.promoteLead) { request, _ -> Response in

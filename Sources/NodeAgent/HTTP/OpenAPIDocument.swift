@@ -1986,6 +1986,20 @@ paths:
               schema: {$ref: '#/components/schemas/LeadHandoff'}
         '421': {$ref: '#/components/responses/NotLead'}
         '503': {$ref: '#/components/responses/Unavailable'}
+  /api/lead/followed:
+    get:
+      operationId: followedTerm
+      tags: [leads]
+      summary: The newest signed term this agent holds (no authentication); the lead's own, or the one a node followed at a handoff, so that an old lead cut off from the new one learns of it from the nodes
+      security: []
+      responses:
+        '200':
+          description: the signed term
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/LeadHandoff'}
+        '404': {$ref: '#/components/responses/NotFound'}
+        '503': {$ref: '#/components/responses/Unavailable'}
   /api/lead/promote:
     post:
       operationId: promoteLead
@@ -2042,7 +2056,7 @@ paths:
       operationId: failsafe
       tags: [leads]
       summary: 'The lead, while etcd does not answer it, asks a standby to promise not to campaign or promote for ttl_ms (signed by the lead for that standby, X-Aurora-Target: its name; standby)'
-      description: 'The lead serves on through an etcd outage only while every standby promises each second (Patroni''s failsafe). 409 not_standby on any other agent, stale_epoch for an epoch below the one the standby has seen, promoting once it began promoting.'
+      description: 'The lead serves on through an etcd outage only while every standby promises each second (Patroni''s failsafe). 409 not_standby on any other agent, stale_epoch for an epoch below the one the standby has seen, unknown_epoch while it has heard none, promoting once it began promoting.'
       security:
         - nodeSignature: []
       requestBody:
@@ -2677,6 +2691,7 @@ components:
       required: [node, mesh]
       properties:
         node: {$ref: '#/components/schemas/Node'}
+        epoch: {type: integer, format: int64, minimum: 1, description: 'the answering lead''s epoch: the node refuses any lead of a lower one from its join on'}
         sealed_master_key: {type: string, description: 'a standby only: the secrets master key sealed to its box key'}
         replication:
           type: object

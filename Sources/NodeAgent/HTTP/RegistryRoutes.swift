@@ -56,6 +56,7 @@ extension HTTPServer {
         router.on(API.join) { request, context -> Response in
             let join = try await decode(JoinRequest.self, request, maxBody: maxBody, allowed: JoinRequest.fields)
             var joined = try await registry.join(join, observedHost: context.remoteHost)
+            joined.epoch = lead.leadership?.epoch
             if joined.node.role == .standby {
                 try await grantStandby(&joined, lead: lead, reached: context.localAddress?.ipAddress)
             }

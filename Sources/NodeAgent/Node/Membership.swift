@@ -37,9 +37,13 @@ struct Membership: Codable, Sendable, Equatable {
     var company: String?
     /// The highest lead epoch this node has seen: it refuses answers and assignments from a lower one.
     var epoch: Int64?
+    /// The signed term of the lead this node followed at a handoff (nil for the lead it joined):
+    /// `GET /api/lead/followed` shows it, so an old lead that cannot reach the new one still
+    /// learns of the newer term from the nodes that follow it.
+    var handoff: LeadHandoff?
 
     enum CodingKeys: String, CodingKey {
-        case name, lead, cidr, company, epoch
+        case name, lead, cidr, company, epoch, handoff
         case vpnIP = "vpn_ip"
         case leadURL = "lead_url"
         case meshID = "mesh_id"
@@ -438,6 +442,10 @@ final class MembershipService: Service {
     var leadSignKey: PublicKey? { joinedLeadKey.withLock { $0 } }
     private let joinedLeadKey = Mutex<PublicKey?>(nil)
 
+    /// The signed term this node followed at its last handoff (`GET /api/lead/followed`).
+    var followedTerm: LeadHandoff? { followed.withLock { $0 } }
+    private let followed = Mutex<LeadHandoff?>(nil)
+
     /// Called (beside the heartbeats, as a child task of `run()`) when the lead says secrets changed: refresh the cache.
     let onSecretsChanged: (@Sendable (MembershipService) async -> Void)?
 
@@ -452,6 +460,7 @@ final class MembershipService: Service {
         joinedLeadKey.withLock { $0 = try? PublicKey(base64: membership.lead.signPublicKey) }
         leadName.withLock { $0 = membership.lead.name }
         if let epoch = membership.epoch { link.raise(epoch: epoch) }
+        followed.withLock { $0 = membership.handoff }
         if let meshID = membership.meshID { state.setMeshID(meshID) }
         state.setJoined()
         var knownVersion = -1
@@ -623,7 +632,8 @@ final class MembershipService: Service {
                     name: response.node.name, vpnIP: response.node.vpnIP, leadURL: lead.baseURL,
                     lead: response.mesh.lead, cidr: response.mesh.cidr, meshID: response.mesh.meshID,
                     joinedAt: response.node.joinedAt, leadCertificate: pinned?.certificate,
-                    leadPin: pinned?.pin.description, company: response.node.company)
+                    leadPin: pinned?.pin.description, company: response.node.company,
+                    epoch: response.epoch.flatMap { $0 > 0 ? $0 : nil })
                 try membership.save(dataDir: config.dataDir)
                 logger.info(
                     "joined the mesh",
@@ -774,6 +784,7 @@ final class MembershipService: Service {
         link.raise(epoch: term.epoch)
         leadName.withLock { $0 = term.lead }
         joinedLeadKey.withLock { $0 = try? PublicKey(base64: term.signPublicKey) }
+        followed.withLock { $0 = handoff }
         do throws(AgentError) {
             if var saved = try Membership.load(dataDir: config.dataDir) {
                 saved.leadURL = term.url
@@ -782,6 +793,7 @@ final class MembershipService: Service {
                 saved.leadCertificate = try? certificate?.pemText()
                 saved.leadPin = certificate != nil ? member.tlsPin : nil
                 saved.epoch = term.epoch
+                saved.handoff = handoff
                 try saved.save(dataDir: config.dataDir)
             }
         } catch {

@@ -116,7 +116,7 @@ struct ManagedPromotionTests {
     }
 
     @Test(
-        "kill -9 of the lead and its PostgreSQL: the synchronous standby promotes without --accept-data-loss, keeps every acknowledged write, the worker follows; the old lead comes back as its standby (old data kept aside, streaming) and can be promoted again"
+        "kill -9 of the lead and its PostgreSQL: the synchronous standby promotes without --accept-data-loss, keeps every acknowledged write, the worker follows; the old lead, started while the new one is frozen, learns the newer term from the worker and fences, then comes back as its standby (old data kept aside, streaming) and can be promoted again"
     )
     func caughtUp() async throws {
         try await Self.run(
@@ -140,14 +140,31 @@ struct ManagedPromotionTests {
                     try await TwoLeadsTests.leadStatus(worker, workerAdmin)?.lead == "lead-b" ? true : nil
                 }
                 #expect(try await SyncStandbyTests.writeSecret(standby, admin, key: "after", value: "new-lead") == 201)
-                // The old lead, started again on its own PostgreSQL with its old command line, finds the
-                // newer term at its standby and rejoins the new lead as its standby by itself.
+                // The old lead starts again on its own PostgreSQL with its old command line while the new
+                // lead is out of reach (frozen). The worker passes on the newer term it followed, signed
+                // by lead-b: the old lead fences at its start and acknowledges nothing.
+                standby.process.signal(SIGSTOP)
                 let returned = try AgentHarness(
                     profile: "lead", dataDir: lead.dataDir, port: lead.port,
                     extraArguments: ["--name", "lead-a", "--config", scratch.path + "/lead.yaml"],
                     outputDirectory: scratch.path)
                 agents.append(returned)
+                let cutOff = try await poll(
+                    timeout: .seconds(30), every: .milliseconds(100), "the old lead to fence at its start"
+                ) { () async throws -> LeadStatus? in
+                    let status = try? await TwoLeadsTests.leadStatus(returned, admin)
+                    #expect(
+                        status?.role != .lead || status?.epoch == nil, "the old lead led again beside the new one")
+                    return status?.role == .fenced ? status : nil
+                }
+                #expect(cutOff.fencedReason?.contains("epoch 2") == true, "\(cutOff.fencedReason ?? "-")")
+                #expect(try await SyncStandbyTests.writeSecret(returned, admin, key: "cut-off", value: "old") == 503)
+                // Once the new lead answers again, the old lead rejoins it as its standby by itself.
+                standby.process.signal(SIGCONT)
                 try await Self.waitRejoined(returned, admin, lead: "lead-b", epoch: 2)
+                let lost = try await http(
+                    standby.baseURL + Routes.secret("db", "cut-off") + "?node=gpu-1", headers: admin)
+                #expect(lost.status == 404, "\(lost.status) \(lost.text)")
                 // Its old primary's data is kept aside; it streams a fresh clone of the new lead's store.
                 #expect(FileManager.default.fileExists(atPath: lead.dataDir + "/pgdata.before-epoch-2/PG_VERSION"))
                 #expect(FileManager.default.fileExists(atPath: lead.dataDir + "/rejoined.json"))

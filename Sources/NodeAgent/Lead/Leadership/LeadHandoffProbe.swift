@@ -31,6 +31,32 @@ enum LeadHandoffProbe {
         return (handoff, certificate)
     }
 
+    /// A term relayed by `node` (`GET /api/lead/followed`, the term it followed at a handoff):
+    /// the node only passes it on, so it counts only as ``LeadHandoff/relayedTerm(members:newerThan:)``
+    /// allows. Nil for no answer, a refusal, or an answer that does not check out.
+    static func relayed(by node: Node, members: [Node], newerThan epoch: Int64) async -> LeadTerm? {
+        guard let (client, _) = await client(for: node, timeout: .seconds(2)),
+            let (status, body) = try? await client.exchange(
+                method: "GET", path: API.followedTerm.pattern, body: []),
+            status == 200, body.count <= 64 * 1024,
+            let handoff = try? APICoding.decoder().decode(LeadHandoff.self, from: Data(body))
+        else { return nil }
+        return handoff.relayedTerm(members: members, newerThan: epoch)
+    }
+
+    /// Asks `nodes` at once; the first term that checks out, or nil once every one answered
+    /// (at most 2 s each) without one.
+    static func relayed(by nodes: [Node], members: [Node], newerThan epoch: Int64) async -> LeadTerm? {
+        await withTaskGroup(of: LeadTerm?.self) { group in
+            for node in nodes { group.addTask { await relayed(by: node, members: members, newerThan: epoch) } }
+            for await case let term? in group {
+                group.cancelAll()
+                return term
+            }
+            return nil
+        }
+    }
+
     /// A client for `member`'s agent: the URL its registry entry gives and, over https, TLS
     /// pinned to the key it joined with (the certificate it showed is returned). Nil when it has
     /// no URL, or its TLS key is not the pinned one.

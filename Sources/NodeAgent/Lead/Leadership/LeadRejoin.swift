@@ -157,7 +157,7 @@ enum LeadRejoin {
                 name: term.lead, url: term.url, signPublicKey: term.signPublicKey, boxPublicKey: term.boxPublicKey),
             cidr: answer.mesh.cidr, meshID: answer.mesh.meshID, joinedAt: answer.node.joinedAt,
             leadCertificate: try? certificate?.pemText(), leadPin: certificate != nil ? term.tlsPin : nil,
-            company: answer.node.company, epoch: term.epoch)
+            company: answer.node.company, epoch: term.epoch, handoff: handoff)
         try membership.save(dataDir: config.dataDir)
         // A promotion of this agent is over: it does not start as the lead again.
         let promotion = LeadPromotion.markerPath(dataDir: config.dataDir)
@@ -224,8 +224,11 @@ enum LeadRejoin {
 /// With a managed store a newer term is not in this lead's own database (the promoted standby's
 /// term lives in its own): a lead that is not fenced asks the members every 10 s too, so a lead
 /// that was frozen or cut off while its standby was promoted fences itself once it can see the
-/// newer term, and then rejoins. Its commits that still wait for the promoted (synchronous)
-/// standby are ended, never acknowledged.
+/// newer term, and then rejoins. When no member shows one, the nodes seen last are asked for the
+/// term they follow (``Leadership/newerTermRelayed(store:name:members:newerThan:)``): a lead cut
+/// off from its promoted standby but not from its nodes fences all the same, and rejoins once the
+/// new lead answers. Its commits that still wait for the promoted (synchronous) standby are
+/// ended, never acknowledged.
 final class LeadRejoinService: Service, Sendable {
     private let config: NodeConfig
     private let identity: NodeIdentity
@@ -286,6 +289,15 @@ final class LeadRejoinService: Service, Sendable {
                 }
                 if let term = found?.handoff.term {
                     await leadership.fence("a newer term began: epoch \(term.epoch), led by \(term.lead)")
+                    await endWaitingCommits(reader, connected: &connected)
+                } else if let members = try? await reader.leadEligibleMembers(),
+                    let term = await Leadership.newerTermRelayed(
+                        store: reader, name: config.name, members: members.filter { $0.name != config.name },
+                        newerThan: own)
+                {
+                    // The new lead is out of reach, but nodes follow it: fence now, rejoin once it answers.
+                    await leadership.fence(
+                        "nodes follow a newer term: epoch \(term.epoch), led by \(term.lead)")
                     await endWaitingCommits(reader, connected: &connected)
                 }
             } else {

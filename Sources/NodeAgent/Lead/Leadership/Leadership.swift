@@ -229,20 +229,35 @@ final class Leadership: Sendable {
 }
 
 extension Leadership {
-    /// For a managed store: asks the store's lead-eligible members (standbys, and leads other
-    /// than `name`) for a signed term newer than the one given.
+    /// For a managed store: asks the store's lead-eligible members (standbys, and leads other than
+    /// `name`) for a signed term newer than the one given; when none has one, the nodes that
+    /// follow a lead of the mesh (``newerTermRelayed(store:name:members:newerThan:)``).
     static func standbysTerm(store: Store, name: String) -> @Sendable (_ epoch: Int64) async -> LeadTerm? {
         { epoch in
-            let members = ((try? await store.nodes().entries) ?? []).map(\.node).filter {
-                ($0.role == .standby || $0.role == .lead) && $0.name != name
-            }
+            let members = ((try? await store.leadEligibleMembers()) ?? []).filter { $0.name != name }
             for member in members {
                 if let found = await LeadHandoffProbe.fetch(from: member, newerThan: epoch) {
                     return found.handoff.term
                 }
             }
-            return nil
+            return await newerTermRelayed(store: store, name: name, members: members, newerThan: epoch)
         }
+    }
+
+    /// How many nodes an old lead asks for the term they follow.
+    static let relayAskLimit = 16
+
+    /// A newer term relayed by the nodes of the store seen last (at most ``relayAskLimit``, asked
+    /// at once): a lead that cannot reach its promoted standby (frozen, cut off, or restarted while
+    /// the new lead is away) still learns of the newer term from the nodes that followed it, and
+    /// fences. The term counts only when signed by the key the store holds for the lead it names.
+    static func newerTermRelayed(store: Store, name: String, members: [Node], newerThan epoch: Int64) async
+        -> LeadTerm?
+    {
+        guard !members.isEmpty,
+            let nodes = try? await store.recentlySeenNodes(limit: relayAskLimit, excluding: name), !nodes.isEmpty
+        else { return nil }
+        return await LeadHandoffProbe.relayed(by: nodes, members: members, newerThan: epoch)
     }
 
     /// Where nodes reach this agent as their lead: its TLS listener when it has one, else its
@@ -267,5 +282,18 @@ extension LeadHandoff {
     func isSigned(by key: PublicKey) -> Bool {
         guard let bytes = Data(base64Encoded: signature), bytes.count == 64 else { return false }
         return SigningKey.verify(signature: [UInt8](bytes), of: term.signedMessage, by: key)
+    }
+
+    /// The term, when a node that merely passes it on could not have made it up: its lead is one
+    /// of `members` (the asker's own record of the lead-eligible members), under the signing key
+    /// recorded for it, the signature is that key's, the epoch is above `epoch` and its URL is
+    /// sane. A node's say-so alone never fences a lead.
+    func relayedTerm(members: [Node], newerThan epoch: Int64) -> LeadTerm? {
+        guard term.epoch > epoch, term.url.utf8.count <= 512, URLComponents(string: term.url)?.host != nil,
+            let member = members.first(where: { $0.name == term.lead }),
+            member.signPublicKey == term.signPublicKey, let key = try? PublicKey(base64: member.signPublicKey),
+            isSigned(by: key)
+        else { return nil }
+        return term
     }
 }

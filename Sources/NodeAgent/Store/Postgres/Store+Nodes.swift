@@ -99,6 +99,18 @@ extension Store: NodeStore {
         ).rows.compactMap { NodeRows.entry($0)?.node }
     }
 
+    /// Up to `limit` nodes that are neither leads nor standbys, not removed, last seen first
+    /// (an old lead asks them for the term they follow).
+    func recentlySeenNodes(limit: Int, excluding name: String) async throws(AgentError) -> [Node] {
+        try await leadQuery(
+            """
+            SELECT \(NodeRows.columns) FROM nodes
+            WHERE role NOT IN ('lead', 'standby') AND NOT removed AND NOT forgotten AND name <> $1
+            ORDER BY last_seen DESC LIMIT $2::integer
+            """, [name, String(limit)]
+        ).rows.compactMap { NodeRows.entry($0)?.node }
+    }
+
     func write(_ changes: [NodeChange], events drafts: [EventLog.Draft], published: @escaping Published)
         async throws(AgentError)
     {
