@@ -118,10 +118,15 @@ func portIsFree(_ port: Int) -> Bool {
     }
 }
 
-/// A listening socket on 127.0.0.1 that holds a port for as long as it lives.
+/// A listening socket on 127.0.0.1 that holds a port until ``close()`` (or its end): a thread
+/// accepts every connection and closes it at once, so connects succeed however many come (a
+/// socket that never accepts fills its backlog, and later connects hang). After ``close()``
+/// connections are refused.
 public final class PortHolder: @unchecked Sendable {  // owns a file descriptor
     public let port: Int
     private let fd: Int32
+    private let closed = Mutex(false)
+    private let acceptorDone = DispatchSemaphore(value: 0)
 
     public init() throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -129,18 +134,41 @@ public final class PortHolder: @unchecked Sendable {  // owns a file descriptor
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let ok = withUnsafeMutablePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, $0, &length) == 0
+                bind(fd, $0, length) == 0 && listen(fd, 128) == 0 && getsockname(fd, $0, &length) == 0
             }
         }
         guard ok else {
-            close(fd)
+            Glibc.close(fd)
             throw TestKitError("cannot hold a port")
         }
         self.fd = fd
         self.port = Int(UInt16(bigEndian: address.sin_port))
+        Thread.detachNewThread { [acceptorDone] in
+            while true {
+                let client = accept(fd, nil, nil)
+                if client >= 0 {
+                    Glibc.close(client)
+                } else if errno != EINTR && errno != ECONNABORTED {
+                    break  // shut down by close()
+                }
+            }
+            acceptorDone.signal()
+        }
     }
 
-    deinit { close(fd) }
+    /// Stops listening: from now on connections to the port are refused.
+    public func close() {
+        let first = closed.withLock { closed in
+            defer { closed = true }
+            return !closed
+        }
+        guard first else { return }
+        shutdown(fd, Int32(SHUT_RDWR))  // wakes the accepting thread
+        acceptorDone.wait()
+        Glibc.close(fd)
+    }
+
+    deinit { close() }
 }
 
 /// A plain HTTP answer.

@@ -16,9 +16,9 @@ struct ConnectivityTests {
         defer { scratch.remove() }
         let fast = try await FakeInference()
         let slow = try await FakeInference(defaultDelay: .milliseconds(800))
-        let closed = try PortHolder()  // bound and listening but never accepting…
+        let closed = try PortHolder()  // a port of this machine…
         let refusing = closed.port
-        _ = consume closed  // …then closed: connections are refused
+        closed.close()  // …closed: connections are refused
         let lead = try AgentHarness(
             profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "lead-1"],
             outputDirectory: scratch.path)

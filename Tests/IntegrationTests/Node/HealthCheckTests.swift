@@ -146,7 +146,7 @@ struct HealthCheckTests {
         #expect(runs == 2)
 
         // The TCP check: the port closes, critical at once (threshold 1).
-        _ = consume port
+        port.close()
         _ = try await poll(timeout: .seconds(5), every: .milliseconds(50), "the port check to fail") {
             () async throws -> Bool? in
             try await checks()["port"]?.status == .critical ? true : nil
