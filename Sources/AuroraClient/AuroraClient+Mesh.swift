@@ -77,6 +77,16 @@ private struct ConnectivityAccepted: Decodable {
     var accepted: Int
 }
 
+// MARK: - Prometheus
+
+extension AuroraClient {
+    /// `GET /api/prometheus/targets`: every agent's metrics endpoint, as Prometheus's HTTP service
+    /// discovery reads it.
+    public func prometheusTargets() async throws(AuroraClientError) -> [PrometheusTargetGroup] {
+        try await decode(call(API.prometheusTargets))
+    }
+}
+
 // MARK: - Leads
 
 extension AuroraClient {

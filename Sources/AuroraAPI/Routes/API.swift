@@ -145,6 +145,9 @@ public enum API {
     /// Recent structured log lines.
     public static let logs = Endpoint("GET", "/api/logs")
 
+    /// Every agent's metrics endpoint in Prometheus's HTTP service-discovery format (read token).
+    public static let prometheusTargets = Endpoint("GET", "/api/prometheus/targets")
+
     // MARK: Leads
 
     /// What this agent knows of the mesh's leads and epoch (operator).
@@ -189,7 +192,7 @@ public enum API {
         reportConnectivity, connectivityStatus, connectivityHealth,
         listBackups, createBackup, verifyBackup, restoreBackup,
         postgresHealth, postgresReplicas, postgresPrimary, postgresReplica, postgresReadOnly,
-        wireguard, wireguardConfig, outbox, checks, subsystems, restartSubsystem, logs,
+        wireguard, wireguardConfig, outbox, checks, subsystems, restartSubsystem, logs, prometheusTargets,
         leadStatus, leadHandoff, followedTerm, promoteLead, stepDown, failsafe, rejoinLead, listModels, chatCompletions,
         completions, embeddings, createKey, listKeys, revokeKey, keyUsage,
     ]

@@ -377,6 +377,8 @@ public struct Scheduler: Sendable {
     }
     public func isQueued(_ id: String) -> Bool { queued[id] != nil }
     public var queuedCount: Int { queued.count }
+    /// When the job queued longest was submitted (the scheduler's clock); nil with none queued.
+    public var oldestQueuedAt: Double? { queued.values.lazy.map(\.submittedAt).min() }
 
     // MARK: Placing
 

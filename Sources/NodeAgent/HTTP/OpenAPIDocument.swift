@@ -1956,6 +1956,24 @@ paths:
         '502': {$ref: '#/components/responses/BadGateway'}
         '503': {$ref: '#/components/responses/Unavailable'}
 
+  /api/prometheus/targets:
+    get:
+      operationId: prometheusTargets
+      tags: [operations]
+      summary: Every agent's metrics endpoint in Prometheus's HTTP service-discovery format (read token or more, any agent; a node answers from its cached registry while the lead is away)
+      security:
+        - operatorToken: []
+      responses:
+        '200':
+          description: one group per agent that is not left and whose API address is known
+          content:
+            application/json:
+              schema:
+                type: array
+                items: {$ref: '#/components/schemas/PrometheusTargetGroup'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '503': {$ref: '#/components/responses/Unavailable'}
   /api/lead:
     get:
       operationId: leadStatus
@@ -2686,6 +2704,17 @@ components:
         timing: {$ref: '#/components/schemas/HeartbeatTiming'}
         tls_pin: {type: string, description: '`sha256:` and 64 hex digits: the pin of the node''s TLS key; the lead calls the node only over TLS to it'}
         tls_port: {type: integer, minimum: 1, maximum: 65535, description: the node's TLS listener port (tls.listen)}
+    PrometheusTargetGroup:
+      type: object
+      required: [targets, labels]
+      properties:
+        targets:
+          type: array
+          items: {type: string, description: 'HOST:PORT of the agent''s /metrics'}
+        labels:
+          type: object
+          description: 'node, role, company, vpn_ip, __scheme__ (http or https) and __metrics_path__ (/metrics)'
+          additionalProperties: {type: string}
     JoinResponse:
       type: object
       required: [node, mesh]

@@ -132,6 +132,10 @@ extension HTTPServer {
                 request, context: context, token: token, registry: registry, maxBody: maxBody)
             return try json(try await registry.topology(), status: .ok)
         }
+        router.on(API.prometheusTargets) { request, _ -> Response in
+            _ = try authorize(request, token: token, role: .read)
+            return try json(PrometheusTargets.groups(try await registry.list().nodes), status: .ok)
+        }
 
         // MARK: Join tokens (lead, operator token)
         router.on(API.createToken) { request, _ -> Response in
@@ -257,6 +261,11 @@ extension HTTPServer {
                 throw Refusal.notFound("no node named '\(name)'")
             }
             return try json(found, status: .ok, stale: list.stale ? list.ageS ?? 0 : nil)
+        }
+        // From the cached registry while the lead is away: Prometheus keeps its targets.
+        router.on(API.prometheusTargets) { request, _ -> Response in
+            _ = try authorize(request, token: token, role: .read)
+            return try json(PrometheusTargets.groups(try await forwardedList(node: node).nodes), status: .ok)
         }
         leadOnly(router, API.removeNode, "removing a node", agent: agent)
         leadOnly(router, API.setNodeLabels, "setting a node's labels", agent: agent)

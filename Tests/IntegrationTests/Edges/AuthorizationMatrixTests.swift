@@ -64,6 +64,7 @@ struct AuthorizationMatrixTests {
         Route(method: "GET", path: "/postgres/replica", access: .anyone),
         Route(method: "GET", path: "/postgres/read-only", access: .anyone),
         Route(method: "GET", path: "/api/lead/followed", access: .anyone),
+        Route(method: "GET", path: "/api/prometheus/targets", access: .admin, role: .read),
         Route(method: "GET", path: "/api/agent", access: .admin),
         Route(method: "GET", path: "/nodes", access: .adminOrNode, role: .read),
         Route(method: "GET", path: "/nodes/matrix-node", access: .adminOrNode, role: .read),

@@ -71,10 +71,14 @@ actor JobCoordinator {
     private(set) var closing = false
 
     let submitted = Counter(label: "aurora_jobs_submitted_total")
-    let finished = Counter(label: "aurora_jobs_finished_total")
+    /// Jobs a worker finished, by their state (`succeeded`, `failed`).
+    func countFinished(_ state: String) {
+        Counter(label: "aurora_jobs_finished_total", dimensions: [("state", state)]).increment()
+    }
     let requeued = Counter(label: "aurora_jobs_requeued_total")
     let queuedGauge = Gauge(label: "aurora_jobs_queued")
     let placedGauge = Gauge(label: "aurora_jobs_placed")
+    let oldestQueuedGauge = Gauge(label: "aurora_jobs_oldest_queued_seconds")
 
     init(store: any JobStore, hub: EventHub, leadName: String, policy: Scheduler.Policy = .binpack, logger: Logger) {
         self.store = store
@@ -327,7 +331,7 @@ actor JobCoordinator {
             var writes = Writes()
             for change in directives.changes { write(change, into: &writes, result: report.result) }
             do { _ = try await commit(writes) } catch { throw Refusal.storeUnavailable(error) }
-            finished.increment()
+            countFinished(record.state.rawValue)
             try? await dispatch()
             var job = Self.job(record)
             job.result = report.result
@@ -438,10 +442,13 @@ actor JobCoordinator {
             }
             return
         }
-        try? await carryOut(book.tick(now: Self.now()))
+        let now = Self.now()
+        try? await carryOut(book.tick(now: now))
         try? await dispatch()
         queuedGauge.record(book.scheduler.queuedCount)
         placedGauge.record(book.scheduler.placedCount)
+        let oldest = book.scheduler.oldestQueuedAt.map { max(0, Double(now.wallMs) / 1000 - $0) }
+        oldestQueuedGauge.record(oldest ?? 0)
     }
 
     /// Graceful shutdown: every long-poll answers now, and later ones do not wait.
