@@ -102,4 +102,20 @@ struct RouteTableTests {
         #expect(API.getJob.path("j1", query: [("wait", String(60.0))]) == "/api/gpu/jobs/j1?wait=60.0")
         #expect(API.health.path() == "/health")
     }
+
+    @Test("a request's route label is its endpoint's pattern, or other: a bounded set whatever the path")
+    func routeLabels() {
+        for endpoint in API.all {
+            let filled = endpoint.path(endpoint.parameterNames.map { "x-\($0)" })
+            #expect(API.route(method: endpoint.method, path: filled) == endpoint.pattern, "\(endpoint)")
+        }
+        #expect(API.route(method: "GET", path: "/api/keys/usage") == "/api/keys/usage")
+        #expect(API.route(method: "DELETE", path: "/api/keys/gk_1") == "/api/keys/{id}")
+        for (method, path) in [
+            ("GET", "/nope"), ("GET", "/api/gpu/jobs/a/b/c"), ("PATCH", "/health"), ("GET", ""),
+            ("GET", "/" + String(repeating: "a", count: 5000)), ("GET", "/api/gpu/jobs/"),
+        ] {
+            #expect(API.route(method: method, path: path) == "other", "\(method) \(path.prefix(30))")
+        }
+    }
 }

@@ -197,3 +197,35 @@ public enum API {
         completions, embeddings, createKey, listKeys, revokeKey, keyUsage,
     ]
 }
+
+extension API {
+    /// The route `path` (no query) takes with `method`, as its pattern (`/api/gpu/jobs/{id}`), or
+    /// `other` for a path no endpoint has: a bounded label for metrics, whatever a client sends.
+    public static func route(method: String, path: String) -> String {
+        guard path.utf8.count <= 2048 else { return "other" }
+        if let fixed = RouteIndex.fixed[method + " " + path] { return fixed }
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        for (endpointMethod, pattern, shape) in RouteIndex.parameterized
+        where endpointMethod == method && shape.count == segments.count {
+            if zip(shape, segments).allSatisfy({ fixed, segment in fixed.map { $0 == segment } ?? !segment.isEmpty }) {
+                return pattern
+            }
+        }
+        return "other"
+    }
+}
+
+/// ``API/route(method:path:)``'s tables, built once from ``API/all``.
+private enum RouteIndex {
+    static let fixed: [String: String] = Dictionary(
+        API.all.filter { $0.parameterNames.isEmpty }.map { ($0.method + " " + $0.pattern, $0.pattern) },
+        uniquingKeysWith: { first, _ in first })
+    /// Method, pattern and its segments (nil for a parameter).
+    static let parameterized: [(String, String, [Substring?])] = API.all.filter { !$0.parameterNames.isEmpty }.map {
+        endpoint in
+        (
+            endpoint.method, endpoint.pattern,
+            endpoint.segments.map { $0.first == "{" && $0.last == "}" ? nil : $0 }
+        )
+    }
+}

@@ -9,7 +9,7 @@ public enum MetricHelp {
         // Every agent
         "aurora_uptime_seconds": "Seconds since this agent started.",
         "aurora_http_requests_total": "HTTP requests answered, by method, route and status class.",
-        "aurora_http_request_duration_seconds": "Time to answer an HTTP request, by method.",
+        "aurora_http_request_duration_seconds": "Time to answer an HTTP request, by method and route.",
         "aurora_outbox_appended_total": "Reports written to this node's durable outbox.",
         "aurora_outbox_pending": "Reports in the outbox that the lead has not taken yet.",
         "aurora_outbox_delivery_failures_total": "Failed attempts to deliver outbox reports to the lead.",
@@ -31,6 +31,15 @@ public enum MetricHelp {
         "aurora_reports_total": "Node reports the lead received, by status.",
         "aurora_jobs_submitted_total": "GPU jobs submitted to the lead.",
         "aurora_jobs_finished_total": "GPU jobs a worker finished, by state (succeeded, failed).",
+        "aurora_job_queue_wait_seconds": "Time a finished GPU job waited from submission to its start, by priority.",
+        "aurora_job_run_seconds": "Time a finished GPU job ran on its node, by priority.",
+        "aurora_store_query_duration_seconds":
+            "Time of a call on the lead's PostgreSQL store (a query or a transaction, with the wait for the store's thread).",
+        "aurora_heartbeat_rtt_seconds": "Round trip of a heartbeat this node sent to its lead, answered.",
+        "aurora_secrets_audit_failures_total":
+            "Secret reads refused and writes failed because their audit record could not be stored.",
+        "aurora_tls_certificate_expiry_timestamp_seconds":
+            "When this agent's TLS certificate expires (Unix seconds; agents with a TLS listener only).",
         "aurora_jobs_oldest_queued_seconds": "Seconds the longest-waiting queued GPU job has waited (0: none queued).",
         "aurora_jobs_requeued_total": "GPU jobs requeued (node dead or left, lease expired, worker refusal).",
         "aurora_jobs_queued": "GPU jobs waiting for a placement.",
@@ -40,6 +49,12 @@ public enum MetricHelp {
         "aurora_gpu_vram_total_mb": "A node's GPU memory in MB, as the node reports it.",
         "aurora_gpu_vram_used_mb": "A node's GPU memory in MB used by processes, as the node reports it.",
         "aurora_gpu_vram_reserved_mb": "A node's GPU memory in MB reserved by the jobs the lead placed there.",
+        "aurora_gpu_utilization_pct": "A node's GPU utilisation in percent, as the node reports it.",
+        "aurora_postgres_replica_streaming":
+            "1 while a node's PostgreSQL replica streams from its primary, else 0 (nodes with a replica only).",
+        "aurora_postgres_replica_lag_bytes": "WAL bytes a node's PostgreSQL replica has not replayed yet.",
+        "aurora_postgres_replica_lag_seconds": "Seconds a node's PostgreSQL replica's replay is behind its primary.",
+        "aurora_wireguard_handshake_age_seconds": "Seconds since the lead's last WireGuard handshake with a node.",
         "aurora_webhook_deliveries_total": "Events an alert webhook delivered (answered 2xx), by webhook.",
         "aurora_webhook_failures_total": "Failed attempts to deliver an event to an alert webhook, by webhook.",
         "aurora_webhook_failing": "1 while an alert webhook has failed three times in a row, else 0, by webhook.",

@@ -235,8 +235,9 @@ public enum HTTPServer {
 ///   status, with the codes of ``describe(_:request:)``;
 /// - anything else: 500 `internal`, logged with the path and the error's type only.
 ///
-/// Metrics: `aurora_http_requests_total` by method and status, and
-/// `aurora_http_request_duration_seconds` by method, in whole milliseconds. For a streamed body
+/// Metrics: `aurora_http_requests_total` by method, route (the endpoint's pattern, `other` for
+/// none) and status, and `aurora_http_request_duration_seconds` by method and route, in whole
+/// milliseconds. For a streamed body
 /// (events, backups) the time runs until the response head is ready, not to the stream's end.
 struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let logger: Logger
@@ -265,9 +266,11 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 status: .internalServerError, code: "internal", message: "internal error; see the agent's log",
                 request: request)
         }
-        let dimensions = [("method", request.method.rawValue), ("status", String(response.status.code))]
+        let method = request.method.rawValue
+        let route = API.route(method: method, path: request.uri.path)
+        let dimensions = [("method", method), ("route", route), ("status", String(response.status.code))]
         Counter(label: "aurora_http_requests_total", dimensions: dimensions).increment()
-        Timer(label: "aurora_http_request_duration_seconds", dimensions: [("method", request.method.rawValue)])
+        Timer(label: "aurora_http_request_duration_seconds", dimensions: [("method", method), ("route", route)])
             .recordNanoseconds((ContinuousClock.now - started).milliseconds * 1_000_000)
         return response
     }

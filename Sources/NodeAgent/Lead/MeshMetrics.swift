@@ -3,8 +3,12 @@ import Metrics
 import Synchronization
 
 /// The lead's per-node series on `/metrics`, set from the registry and the job coordinator at
-/// every scrape: `aurora_node_state{node,state}` (1 for the node's state, 0 for the others) and
-/// `aurora_gpu_vram_{total,used,reserved}_mb{node,gpu}`. Label values are registered node names
+/// every scrape: `aurora_node_state{node,state}` (1 for the node's state, 0 for the others),
+/// `aurora_gpu_vram_{total,used,reserved}_mb{node,gpu}` and `aurora_gpu_utilization_pct{node,gpu}`;
+/// for a node with a PostgreSQL replica `aurora_postgres_replica_streaming{node}` (1 while
+/// streaming) and, as it reports them, `aurora_postgres_replica_lag_bytes{node}` and
+/// `aurora_postgres_replica_lag_seconds{node}`; and `aurora_wireguard_handshake_age_seconds{node}`
+/// for the lead's tunnel to a node that has had a handshake. Label values are registered node names
 /// and GPU indexes; the series of a node that left the registry are removed at the next scrape,
 /// so their number follows the registry's size.
 final class MeshMetrics: Sendable {
@@ -18,13 +22,19 @@ final class MeshMetrics: Sendable {
     struct NodeSample: Sendable, Equatable {
         var name: String
         var state: NodeState
-        /// Per GPU: index, total, used and reserved MB.
-        var gpus: [(index: Int, totalMB: Int, usedMB: Int, reservedMB: Int)]
+        /// Per GPU: index, total, used and reserved MB, utilisation in percent.
+        var gpus: [(index: Int, totalMB: Int, usedMB: Int, reservedMB: Int, utilizationPct: Int)]
+        /// The node's PostgreSQL replica, when it runs one.
+        var replica: (streaming: Bool, lagBytes: Int64?, lagS: Double?)?
+        /// Seconds since the lead's last WireGuard handshake with the node.
+        var handshakeAgeS: Double?
 
         static func == (lhs: NodeSample, rhs: NodeSample) -> Bool {
             lhs.name == rhs.name && lhs.state == rhs.state
-                && lhs.gpus.map { [$0.index, $0.totalMB, $0.usedMB, $0.reservedMB] }
-                    == rhs.gpus.map { [$0.index, $0.totalMB, $0.usedMB, $0.reservedMB] }
+                && lhs.gpus.map { [$0.index, $0.totalMB, $0.usedMB, $0.reservedMB, $0.utilizationPct] }
+                    == rhs.gpus.map { [$0.index, $0.totalMB, $0.usedMB, $0.reservedMB, $0.utilizationPct] }
+                && lhs.replica?.streaming == rhs.replica?.streaming && lhs.replica?.lagBytes == rhs.replica?.lagBytes
+                && lhs.replica?.lagS == rhs.replica?.lagS && lhs.handshakeAgeS == rhs.handshakeAgeS
         }
     }
 
@@ -45,6 +55,20 @@ final class MeshMetrics: Sendable {
                 values[Series(name: "aurora_gpu_vram_total_mb", labels: labels)] = Double(gpu.totalMB)
                 values[Series(name: "aurora_gpu_vram_used_mb", labels: labels)] = Double(gpu.usedMB)
                 values[Series(name: "aurora_gpu_vram_reserved_mb", labels: labels)] = Double(gpu.reservedMB)
+                values[Series(name: "aurora_gpu_utilization_pct", labels: labels)] = Double(gpu.utilizationPct)
+            }
+            if let replica = node.replica {
+                values[Series(name: "aurora_postgres_replica_streaming", labels: [node.name])] =
+                    replica.streaming ? 1 : 0
+                if let bytes = replica.lagBytes {
+                    values[Series(name: "aurora_postgres_replica_lag_bytes", labels: [node.name])] = Double(bytes)
+                }
+                if let seconds = replica.lagS {
+                    values[Series(name: "aurora_postgres_replica_lag_seconds", labels: [node.name])] = seconds
+                }
+            }
+            if let age = node.handshakeAgeS {
+                values[Series(name: "aurora_wireguard_handshake_age_seconds", labels: [node.name])] = age
             }
         }
         return values
@@ -66,8 +90,9 @@ final class MeshMetrics: Sendable {
         }
     }
 
-    /// The series' label pairs: `node` and `state` or `gpu`.
+    /// The series' label pairs: `node`, then `state` or `gpu` for the series that have a second.
     static func dimensions(_ series: Series) -> [(String, String)] {
+        guard series.labels.count > 1 else { return [("node", series.labels[0])] }
         let second = series.name == "aurora_node_state" ? "state" : "gpu"
         return [("node", series.labels[0]), (second, series.labels[1])]
     }
@@ -92,9 +117,13 @@ final class MeshMetrics: Sendable {
                 gpus: node.capabilities.gpus.map {
                     (
                         index: $0.index, totalMB: $0.memoryTotalMB, usedMB: $0.memoryUsedMB,
-                        reservedMB: reserved[node.name]?[$0.index] ?? 0
+                        reservedMB: reserved[node.name]?[$0.index] ?? 0, utilizationPct: $0.utilizationPct
                     )
-                })
+                },
+                replica: node.postgres.flatMap { health in
+                    health.role == .replica ? (health.state == "streaming", health.lagBytes, health.lagS) : nil
+                },
+                handshakeAgeS: node.wireguard.handshakeAgeS)
         }
     }
 }

@@ -390,6 +390,7 @@ final class MembershipService: Service {
     /// Unsigned: only the join, before the lead knows this node's key.
     private let joinClient: LeadClient
     private let beats = Counter(label: "aurora_heartbeats_sent_total")
+    private let rtt = Timer(label: "aurora_heartbeat_rtt_seconds")
     /// The company last written to `membership.json`.
     private let knownCompany = Mutex<String?>(nil)
     private let beatFailures = Counter(label: "aurora_heartbeat_failures_total")
@@ -680,8 +681,10 @@ final class MembershipService: Service {
             wireguard: state.wireguardReport)
         var withTLS = beat
         withTLS.tlsPort = config.tlsListen?.port
+        let sent = ContinuousClock.now
         let response = try await lead.call(
             API.heartbeat, config.name, body: withTLS, as: HeartbeatResponse.self, timeout: timeout)
+        rtt.recordNanoseconds((ContinuousClock.now - sent).nanoseconds)
         if let epoch = response.epoch {
             let known = link.epoch ?? 0
             guard epoch >= known else {

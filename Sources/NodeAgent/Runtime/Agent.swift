@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import Logging
 import Mesh
+import Metrics
 import NIOCore
 import NIOPosix
 import Prometheus
@@ -50,6 +51,10 @@ public enum Agent {
         let identity = try NodeIdentity.loadOrCreate(in: dataDir.file("keys"), logger: logger)
         var token = try AdminToken.loadOrCreate(dataDir: dataDir.path, keysDir: dataDir.file("keys"), logger: logger)
         let tls = try TLSIdentity.loadOrCreate(in: dataDir.file("keys"), name: config.name, logger: logger)
+        if config.tlsListen != nil {
+            Gauge(label: "aurora_tls_certificate_expiry_timestamp_seconds").record(
+                tls.expiresAt)
+        }
         // Every listener that is not loopback speaks TLS, unless the operator says otherwise in so many words.
         if !HTTPServer.isLoopback(config.listen.host), !config.insecurePlain {
             throw AgentError(

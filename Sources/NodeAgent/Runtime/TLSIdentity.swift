@@ -63,6 +63,9 @@ struct TLSIdentity: Sendable {
     }
 
     /// A TLS 1.3 server configuration with this certificate.
+    /// When the certificate expires, in Unix seconds.
+    var expiresAt: Double { Double(certificate.notValidAfter) }
+
     var serverConfiguration: TLSConfiguration {
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: [.certificate(certificate)], privateKey: .privateKey(privateKey))

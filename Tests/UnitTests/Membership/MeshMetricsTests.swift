@@ -29,11 +29,42 @@ struct MeshMetricsTests {
         #expect(value("aurora_gpu_vram_total_mb", ["gpu-1", "0"]) == 24564)
         #expect(value("aurora_gpu_vram_used_mb", ["gpu-1", "0"]) == 300)
         #expect(value("aurora_gpu_vram_reserved_mb", ["gpu-1", "0"]) == 8000)
-        #expect(values.count == 5 + 3)
+        #expect(value("aurora_gpu_utilization_pct", ["gpu-1", "0"]) == 1)
+        #expect(values.count == 5 + 4)
         #expect(MeshMetrics.values([]).isEmpty)
         #expect(
             MeshMetrics.dimensions(.init(name: "aurora_gpu_vram_used_mb", labels: ["gpu-1", "0"])).map(\.0) == [
                 "node", "gpu",
+            ])
+    }
+
+    @Test("a node's replica (streaming, lag) and the lead's handshake age with it are series by node alone")
+    func replicaAndHandshake() {
+        var replica = Node(
+            name: "db-2", role: .compute, company: "", vpnIP: "10.0.0.3", state: .alive, lastSeen: "", labels: [:],
+            wireguard: WireGuardPeer(publicKey: "", endpoint: nil, listenPort: 51820, handshakeAgeS: 42.5),
+            capabilities: Capabilities(cpuCores: 4, memoryMB: 8192, os: "linux", arch: "x86_64", gpus: []),
+            version: "", address: nil, joinedAt: "", signPublicKey: "", boxPublicKey: "", timing: nil)
+        replica.postgres = ReplicaHealth(
+            role: .replica, state: "catching_up", reason: "behind", degraded: true, lagBytes: 4096, lagS: 3.5,
+            sampledAt: "")
+        var primary = replica
+        primary.name = "db-1"
+        primary.wireguard.handshakeAgeS = nil
+        primary.postgres = ReplicaHealth(role: .primary, state: "primary", reason: "", degraded: false, sampledAt: "")
+        let values = MeshMetrics.values(
+            MeshMetrics.samples(NodeList(nodes: [replica, primary], stale: false, lead: "lead-1"), status: nil))
+        func value(_ name: String, _ node: String) -> Double? { values[.init(name: name, labels: [node])] }
+        #expect(value("aurora_postgres_replica_streaming", "db-2") == 0)
+        #expect(value("aurora_postgres_replica_lag_bytes", "db-2") == 4096)
+        #expect(value("aurora_postgres_replica_lag_seconds", "db-2") == 3.5)
+        #expect(value("aurora_wireguard_handshake_age_seconds", "db-2") == 42.5)
+        // A primary has no replica series; no handshake, no age.
+        #expect(value("aurora_postgres_replica_streaming", "db-1") == nil)
+        #expect(value("aurora_wireguard_handshake_age_seconds", "db-1") == nil)
+        #expect(
+            MeshMetrics.dimensions(.init(name: "aurora_postgres_replica_lag_bytes", labels: ["db-2"])).map(\.0) == [
+                "node"
             ])
     }
 

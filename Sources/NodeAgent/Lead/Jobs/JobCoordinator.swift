@@ -72,8 +72,17 @@ actor JobCoordinator {
 
     let submitted = Counter(label: "aurora_jobs_submitted_total")
     /// Jobs a worker finished, by their state (`succeeded`, `failed`).
-    func countFinished(_ state: String) {
-        Counter(label: "aurora_jobs_finished_total", dimensions: [("state", state)]).increment()
+    /// And the job's time in the queue and on its node, by priority
+    /// (`aurora_job_queue_wait_seconds`, `aurora_job_run_seconds`).
+    func countFinished(_ record: Book.Record) {
+        Counter(label: "aurora_jobs_finished_total", dimensions: [("state", record.state.rawValue)]).increment()
+        let priority = [("priority", String(record.priority))]
+        guard let started = record.startedAtMs else { return }
+        let waited = max(0, started - record.submittedAtMs)
+        Timer(label: "aurora_job_queue_wait_seconds", dimensions: priority).recordMilliseconds(waited)
+        if let finished = record.finishedAtMs {
+            Timer(label: "aurora_job_run_seconds", dimensions: priority).recordMilliseconds(max(0, finished - started))
+        }
     }
     let requeued = Counter(label: "aurora_jobs_requeued_total")
     let queuedGauge = Gauge(label: "aurora_jobs_queued")
@@ -331,7 +340,7 @@ actor JobCoordinator {
             var writes = Writes()
             for change in directives.changes { write(change, into: &writes, result: report.result) }
             do { _ = try await commit(writes) } catch { throw Refusal.storeUnavailable(error) }
-            countFinished(record.state.rawValue)
+            countFinished(record)
             try? await dispatch()
             var job = Self.job(record)
             job.result = report.result

@@ -1,6 +1,7 @@
 import AuroraAPI
 import Foundation
 import Logging
+import Metrics
 import Secrets
 import Synchronization
 
@@ -300,6 +301,7 @@ actor SecretsManager {
             actor: actor, action: action, service: service, keyName: keyName, node: auditNode ?? node,
             scope: slot.scope.description, version: found.version, result: "ok")
         if case .failure(let error) = await appendRead(record, deadline: Self.auditDeadline) {
+            Self.auditFailures.increment()
             throw Refusal(
                 .unavailable, code: "audit_unavailable",
                 message: "the read was refused: its audit record could not be written (\(error.message))")
@@ -386,6 +388,10 @@ actor SecretsManager {
         return record
     }
 
+    /// `aurora_secrets_audit_failures_total`: reads refused and writes failed because their audit
+    /// record could not be stored.
+    static let auditFailures = Counter(label: "aurora_secrets_audit_failures_total")
+
     /// Runs one audited write (the record already appended to the chain in memory); publishes
     /// its event after the commit. A failed write reloads the audit head from the store, so the
     /// chain goes on from what was stored.
@@ -394,6 +400,7 @@ actor SecretsManager {
     {
         let hub = self.hub
         do { try await write(store, { hub.publish($0) }) } catch {
+            Self.auditFailures.increment()
             if let reloaded = try? await store.lastAuditRecord() { lastAudit = reloaded }
             throw error
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import NIOPosix
 
 /// The lead's store: PostgreSQL through libpq, every blocking call on the store's own thread.
@@ -167,9 +168,15 @@ public actor Store {
     }
 
     /// Runs other blocking libpq work on the store thread.
+    /// `aurora_store_query_duration_seconds`: every call on the store's thread (a query, a
+    /// transaction), including the wait for the thread.
+    static let queryTimer = Timer(label: "aurora_store_query_duration_seconds")
+
     func onStoreThread<R: Sendable>(_ body: @escaping @Sendable () throws(AgentError) -> R) async throws(AgentError)
         -> R
     {
+        let started = ContinuousClock.now
+        defer { Self.queryTimer.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
         do {
             return try await thread.runIfActive { try body() }
         } catch let error as AgentError {
