@@ -8,8 +8,9 @@ import Testing
 #endif
 
 /// A real Prometheus (Debian's) on the shipped configuration (deploy/prometheus) finds a lead and
-/// two compute agents through the lead's service discovery, scrapes them, evaluates the shipped
-/// alert rules, and fires the node-dead alert when a compute agent is killed.
+/// two compute agents through the lead's service discovery, scrapes them, answers every query of
+/// the shipped Grafana dashboards (deploy/grafana), evaluates the shipped alert rules, and fires
+/// the node-dead alert when a compute agent is killed.
 @Suite("Prometheus discovers, scrapes and alerts on a mesh (real Prometheus, lead + 2 compute agents)")
 struct PrometheusDiscoveryTests {
     static let deploy = Binaries.repositoryRoot + "/deploy/prometheus"
@@ -35,18 +36,41 @@ struct PrometheusDiscoveryTests {
     }
 
     @Test(
-        "discovery lists the three agents with their labels, every target is scraped, the lead's per-node series keep their node; kill -9 of a compute agent fires AuroraNodeDead and AuroraAgentDown goes pending"
+        "discovery lists the three agents with their labels, every target is scraped, the lead's per-node series keep their node, every dashboard panel's query returns data; kill -9 of a compute agent fires AuroraNodeDead and AuroraAgentDown goes pending"
     )
     func discoverAndAlert() async throws {
         let scratch = try ScratchDirectory("prometheus")
+        defer { scratch.remove() }
+        // gpu-2 watches a streaming replica (the PostgreSQL dashboard's series).
+        let primary = try await PostgresServer(in: scratch, name: "primary-pg")
+        var servers = [primary]
         var agents: [AgentHarness] = []
-        defer {
+        do {
+            let standby = try await PostgresServer(standbyOf: primary, slot: "prom_replica", in: scratch)
+            servers.append(standby)
+            try await Self.mesh(scratch: scratch, replica: standby, agents: &agents)
+        } catch {
             for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
-            scratch.remove()
+            for server in servers { await server.stopIfRunning() }
+            throw error
         }
-        let timing = scratch.path + "/timing.yaml"
-        try "heartbeat: {interval_s: 0.5, suspect_after: 2, dead_after: 4}\n".write(
-            toFile: timing, atomically: true, encoding: .utf8)
+        for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
+        for server in servers { await server.stopIfRunning() }
+    }
+
+    static func mesh(scratch: ScratchDirectory, replica: PostgresServer, agents: inout [AgentHarness]) async throws {
+        let timing = "heartbeat: {interval_s: 0.5, suspect_after: 2, dead_after: 4}\n"
+        try (timing + """
+            gpu:
+              allow_exec: true
+            gpus:
+              - {index: 0, uuid: GPU-prom-0, name: NVIDIA GeForce RTX 4090, memory_total_mb: 24000, memory_used_mb: 512}
+            """).write(toFile: scratch.path + "/gpu-1.yaml", atomically: true, encoding: .utf8)
+        try (timing + """
+            postgres:
+              monitor: "\(replica.conninfo)"
+              interval_s: 0.5
+            """).write(toFile: scratch.path + "/gpu-2.yaml", atomically: true, encoding: .utf8)
         let lead = try AgentHarness(
             profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "prom-lead"],
             outputDirectory: scratch.path)
@@ -57,7 +81,10 @@ struct PrometheusDiscoveryTests {
         for name in ["gpu-1", "gpu-2"] {
             let worker = try AgentHarness(
                 profile: "compute", dataDir: scratch.path + "/" + name,
-                extraArguments: ["--name", name, "--lead", lead.baseURL, "--join-token", token, "--config", timing],
+                extraArguments: [
+                    "--name", name, "--lead", lead.baseURL, "--join-token", token, "--config",
+                    scratch.path + "/\(name).yaml",
+                ],
                 outputDirectory: scratch.path)
             agents.append(worker)
             try await worker.waitHealthy()
@@ -102,7 +129,7 @@ struct PrometheusDiscoveryTests {
                 "aurora-rules.yml": try String(contentsOfFile: Self.deploy + "/aurora-rules.yml", encoding: .utf8),
             ])
         do {
-            try await Self.scrapeAndAlert(server, lead: lead, victim: agents[2], listed: listed)
+            try await Self.scrapeAndAlert(server, lead: lead, admin: admin, victim: agents[2], listed: listed)
         } catch {
             await server.stop()
             throw error
@@ -110,8 +137,30 @@ struct PrometheusDiscoveryTests {
         await server.stop()
     }
 
+    /// Every PromQL expression of every panel of deploy/grafana/dashboards, with its dashboard's file.
+    static func dashboardExpressions() throws -> [(String, String)] {
+        let folder = Binaries.repositoryRoot + "/deploy/grafana/dashboards"
+        var found: [(String, String)] = []
+        func walk(_ panels: [[String: Any]], board: String) {
+            for panel in panels {
+                for target in panel["targets"] as? [[String: Any]] ?? [] {
+                    if let expression = target["expr"] as? String { found.append((board, expression)) }
+                }
+                walk(panel["panels"] as? [[String: Any]] ?? [], board: board)
+            }
+        }
+        for file in try FileManager.default.contentsOfDirectory(atPath: folder).sorted() where file.hasSuffix(".json") {
+            let data = try Data(contentsOf: URL(fileURLWithPath: folder + "/" + file))
+            let board = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(file)")
+            #expect(board["uid"] is String && board["title"] is String, "\(file) has a uid and a title")
+            walk(board["panels"] as? [[String: Any]] ?? [], board: file)
+        }
+        return found
+    }
+
     static func scrapeAndAlert(
-        _ server: PrometheusServer, lead: AgentHarness, victim: AgentHarness, listed: [PrometheusTargetGroup]
+        _ server: PrometheusServer, lead: AgentHarness, admin: [String: String], victim: AgentHarness,
+        listed: [PrometheusTargetGroup]
     ) async throws {
         let targets = try await poll(timeout: .seconds(30), every: .milliseconds(250), "three targets up") {
             () async throws -> [(labels: [String: String], health: String)]? in
@@ -130,6 +179,30 @@ struct PrometheusDiscoveryTests {
             return Set(alive.compactMap { $0.labels["node"] }).isSuperset(of: ["gpu-1", "gpu-2"]) ? alive : nil
         }
         #expect(states.allSatisfy { $0.labels["instance"] == listed[2].targets[0] })
+
+        // A job runs to its end on gpu-1 (the job dashboard's series), then every panel of every
+        // shipped dashboard must return data.
+        let submitted = try await TwoLeadsTests.submit("prom-job", to: lead, headers: admin)
+        #expect(submitted.status == 201, "\(submitted.text)")
+        let id = try submitted.decode(Job.self).id
+        let ran = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the job to finish") {
+            () async throws -> Job? in
+            let job = try await http(lead.baseURL + Routes.gpuJob(id), headers: admin).decode(Job.self)
+            return job.state == .succeeded || job.state == .failed ? job : nil
+        }
+        #expect(ran.state == .succeeded)
+        let expressions = try Self.dashboardExpressions()
+        #expect(expressions.count >= 25, "the dashboards' queries were found: \(expressions.count)")
+        var empty: [String] = []
+        _ = try? await poll(timeout: .seconds(30), every: .milliseconds(500), "every dashboard query to return data") {
+            () async throws -> Bool? in
+            empty = []
+            for (board, expression) in expressions where try await server.query(expression).isEmpty {
+                empty.append("\(board): \(expression)")
+            }
+            return empty.isEmpty ? true : nil
+        }
+        #expect(empty.isEmpty, "dashboard queries without data: \(empty)")
 
         // kill -9 of gpu-2: the lead's failure detector calls it dead, and the alert fires.
         victim.process.signal(SIGKILL)
