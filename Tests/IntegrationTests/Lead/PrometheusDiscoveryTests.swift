@@ -60,17 +60,21 @@ struct PrometheusDiscoveryTests {
 
     static func mesh(scratch: ScratchDirectory, replica: PostgresServer, agents: inout [AgentHarness]) async throws {
         let timing = "heartbeat: {interval_s: 0.5, suspect_after: 2, dead_after: 4}\n"
-        try (timing + """
+        let gpu = """
             gpu:
               allow_exec: true
             gpus:
               - {index: 0, uuid: GPU-prom-0, name: NVIDIA GeForce RTX 4090, memory_total_mb: 24000, memory_used_mb: 512}
-            """).write(toFile: scratch.path + "/gpu-1.yaml", atomically: true, encoding: .utf8)
-        try (timing + """
+
+            """
+        let watcher = """
             postgres:
               monitor: "\(replica.conninfo)"
               interval_s: 0.5
-            """).write(toFile: scratch.path + "/gpu-2.yaml", atomically: true, encoding: .utf8)
+
+            """
+        try (timing + gpu).write(toFile: scratch.path + "/gpu-1.yaml", atomically: true, encoding: .utf8)
+        try (timing + watcher).write(toFile: scratch.path + "/gpu-2.yaml", atomically: true, encoding: .utf8)
         let lead = try AgentHarness(
             profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "prom-lead"],
             outputDirectory: scratch.path)
