@@ -40,7 +40,7 @@ struct AuroraBench: AsyncParsableCommand {
         subcommands: [
             Startup.self, Heartbeat.self, Detection.self, Placement.self, Dispatch.self, Requeue.self, Queue.self,
             ReplicaBench.self,
-            SecretsBench.self, RedisBench.self, Failover.self, Gateway.self,
+            SecretsBench.self, RedisBench.self, Failover.self, Gateway.self, Scrape.self,
         ])
 }
 
@@ -194,6 +194,38 @@ extension AuroraBench {
             print(
                 String(format: "  lead CPU %.1f %% of one core (target < 25 %%)", report.leadCPUPercentOfOneCore)
                     + (report.leadRSSMB.map { String(format: ", RSS %.1f MB", $0) } ?? ""))
+        }
+    }
+
+    struct Scrape: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Prometheus's cost of scraping one agent: GET /metrics durations (p50/p99) and size.",
+            discussion:
+                "A lead with N simulated compute nodes (one GPU each: the lead exports their per-node and per-GPU series) is scraped one request after another, as Prometheus does; --nodes 0 is an agent's own metrics."
+        )
+
+        @Option(help: "Simulated compute nodes in the lead's registry.") var nodes = 1000
+        @Option(help: "Scrapes to time.") var scrapes = 200
+        @Flag(help: "Print the report as JSON.") var json = false
+        @OptionGroup var agent: AgentBinary
+
+        func validate() throws {
+            guard (0...20_000).contains(nodes) else { throw ValidationError("--nodes must be 0...20000") }
+            guard (1...100_000).contains(scrapes) else { throw ValidationError("--scrapes must be 1...100000") }
+        }
+
+        func run() async throws {
+            let report = try await ScrapeBenchmark(
+                executable: agent.path, nodes: nodes, scrapes: scrapes, progress: progressLine
+            ).run()
+            if json {
+                return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
+            }
+            print("aurora-bench scrape (\(nodes) nodes, \(scrapes) scrapes, release=\(isReleaseBuild))")
+            print(
+                String(
+                    format: "  GET /metrics p50 %.2f ms, p99 %.2f ms, max %.1f ms; %d series, %.1f KB", report.p50Ms,
+                    report.p99Ms, report.maxMs, report.series, Double(report.bytes) / 1024))
         }
     }
 

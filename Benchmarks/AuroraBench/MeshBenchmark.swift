@@ -116,6 +116,46 @@ struct BenchLead {
         return try answer.decode(T.self)
     }
 
+    /// Joins `count` simulated compute nodes (`sim-0`, `sim-1`, …; 16 at a time), each with one
+    /// 24 GB GPU and `timing`; their signers, in order.
+    func joinSimulated(_ count: Int, timing: HeartbeatTiming, client: HTTPClient, tls: TLSConfiguration?)
+        async throws -> [NodeSigner]
+    {
+        let token = String(try await joinToken().prefix { $0 != ":" })
+        let leadURL = nodeURL
+        let capabilities = Capabilities(
+            cpuCores: 8, memoryMB: 32_768, os: "bench", arch: "x86_64",
+            gpus: [
+                GPU(
+                    index: 0, uuid: "GPU-bench", name: "RTX 4090", memoryTotalMB: 24_564, memoryUsedMB: 100,
+                    utilizationPct: 0)
+            ])
+        let signers = (0..<count).map { NodeSigner(node: "sim-\($0)") }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, signer) in signers.enumerated() {
+                if index >= 16 { try await group.next() }
+                group.addTask {
+                    let join = JoinRequest(
+                        token: token, name: signer.node, profile: .compute, company: nil, labels: nil,
+                        wireguard: .init(
+                            publicKey: WireGuardPrivateKey.generate().publicKey.base64, endpoint: nil, listenPort: 51820
+                        ),
+                        signPublicKey: signer.key.publicKey.base64, boxPublicKey: BoxKey.generate().publicKey.base64,
+                        vpnIP: nil,
+                        capabilities: capabilities, address: nil, version: "bench", timing: timing)
+                    let answer = try await http(
+                        leadURL + Routes.join, method: "POST", body: Array(try APICoding.encoder().encode(join)),
+                        timeout: .seconds(30), client: client, tlsConfiguration: tls)
+                    guard answer.status == 201 else {
+                        throw TestKitError("join of \(signer.node) answered \(answer.status)")
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        return signers
+    }
+
     func get<T: Decodable>(_ path: String) async throws -> T { try await call("GET", path) }
     func post<T: Decodable>(_ path: String, _ body: some Encodable) async throws -> T {
         try await call("POST", path, body: Array(try APICoding.encoder().encode(body)))
@@ -178,46 +218,15 @@ public struct HeartbeatBenchmark: Sendable {
     public func run() async throws -> Report {
         let lead = try await BenchLead.start("hb", executable: executable, tls: tls)
         defer { lead.discard() }
-        let token = String(try await lead.joinToken().prefix { $0 != ":" })
         let leadURL = lead.nodeURL
         let nodeTLS = try lead.nodeTLS()
 
         let client = loadClient(connections: 64)
         defer { _ = client.shutdown() }
 
-        // Join the simulated nodes (16 at a time).
         progress("joining \(nodes) simulated nodes…")
         let timing = HeartbeatTiming(intervalS: 1, suspectAfter: 3, awayAfter: 0, deadAfter: 600)
-        let capabilities = Capabilities(
-            cpuCores: 8, memoryMB: 32_768, os: "bench", arch: "x86_64",
-            gpus: [
-                GPU(
-                    index: 0, uuid: "GPU-bench", name: "RTX 4090", memoryTotalMB: 24_564, memoryUsedMB: 100,
-                    utilizationPct: 0)
-            ])
-        let signers = (0..<nodes).map { NodeSigner(node: "sim-\($0)") }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for (index, signer) in signers.enumerated() {
-                if index >= 16 { try await group.next() }
-                group.addTask {
-                    let join = JoinRequest(
-                        token: token, name: signer.node, profile: .compute, company: nil, labels: nil,
-                        wireguard: .init(
-                            publicKey: WireGuardPrivateKey.generate().publicKey.base64, endpoint: nil, listenPort: 51820
-                        ),
-                        signPublicKey: signer.key.publicKey.base64, boxPublicKey: BoxKey.generate().publicKey.base64,
-                        vpnIP: nil,
-                        capabilities: capabilities, address: nil, version: "bench", timing: timing)
-                    let answer = try await http(
-                        leadURL + Routes.join, method: "POST", body: Array(try APICoding.encoder().encode(join)),
-                        timeout: .seconds(30), client: client, tlsConfiguration: nodeTLS)
-                    guard answer.status == 201 else {
-                        throw TestKitError("join of \(signer.node) answered \(answer.status)")
-                    }
-                }
-            }
-            try await group.waitForAll()
-        }
+        let signers = try await lead.joinSimulated(nodes, timing: timing, client: client, tls: nodeTLS)
 
         // Load: N heartbeats per second, spread evenly, for `seconds`.
         progress("sending \(nodes) heartbeats/s for \(seconds) s…")

@@ -109,12 +109,11 @@ public enum HTTPServer {
             let serving = health.status == .ok || (!strict && health.servesWithoutLead)
             return try json(health, status: serving ? .ok : .serviceUnavailable)
         }
-        let meshMetrics = MeshMetrics()
         router.on(API.metrics) { _, _ -> Response in
             Gauge(label: "aurora_uptime_seconds").record(state.uptime)
-            if case .lead(let lead) = role, metrics != nil { await meshMetrics.scrape(lead) }
             var buffer = [UInt8]()
             metrics?.emit(into: &buffer)
+            if case .lead(let lead) = role, metrics != nil { buffer += await MeshMetrics.scrape(lead) }
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(bytes: buffer)))

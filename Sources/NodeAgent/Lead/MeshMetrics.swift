@@ -1,6 +1,5 @@
 import AuroraAPI
-import Metrics
-import Synchronization
+import Foundation
 
 /// The lead's per-node series on `/metrics`, set from the registry and the job coordinator at
 /// every scrape: `aurora_node_state{node,state}` (1 for the node's state, 0 for the others),
@@ -9,9 +8,9 @@ import Synchronization
 /// streaming) and, as it reports them, `aurora_postgres_replica_lag_bytes{node}` and
 /// `aurora_postgres_replica_lag_seconds{node}`; and `aurora_wireguard_handshake_age_seconds{node}`
 /// for the lead's tunnel to a node that has had a handshake. Label values are registered node names
-/// and GPU indexes; the series of a node that left the registry are removed at the next scrape,
-/// so their number follows the registry's size.
-final class MeshMetrics: Sendable {
+/// and GPU indexes; a node that left the registry has no series from the next scrape on, so their
+/// number follows the registry's size.
+enum MeshMetrics {
     /// One series: a metric name and its labels in a fixed order.
     struct Series: Hashable, Sendable {
         var name: String
@@ -37,8 +36,6 @@ final class MeshMetrics: Sendable {
                 && lhs.replica?.lagS == rhs.replica?.lagS && lhs.handshakeAgeS == rhs.handshakeAgeS
         }
     }
-
-    private let live = Mutex<[Series: Gauge]>([:])
 
     static let states: [NodeState] = [.alive, .suspect, .away, .dead, .left]
 
@@ -74,20 +71,30 @@ final class MeshMetrics: Sendable {
         return values
     }
 
-    /// Records this scrape's values and removes the series no node has any more.
-    func record(_ nodes: [NodeSample]) {
-        let values = Self.values(nodes)
-        live.withLock { live in
-            for (series, gauge) in live where values[series] == nil {
-                gauge.destroy()
-                live[series] = nil
-            }
-            for (series, value) in values {
-                let gauge = live[series] ?? Gauge(label: series.name, dimensions: Self.dimensions(series))
-                live[series] = gauge
-                gauge.record(value)
+    /// `values` in Prometheus's text format: each family once, by name, with its `# HELP` and
+    /// `# TYPE` lines, its series ordered by label values. Written here rather than kept as one
+    /// swift-prometheus gauge per series: the registry copies a family on every new series, which
+    /// made a lead's first scrape of 10,000 nodes take over 30 s.
+    static func render(_ values: [Series: Double]) -> [UInt8] {
+        var text = ""
+        let families = Dictionary(grouping: values.keys, by: \.name)
+        for name in families.keys.sorted() {
+            let help = MetricHelp.help(name)
+            if !help.isEmpty { text += "# HELP \(name) \(help)\n" }
+            text += "# TYPE \(name) gauge\n"
+            for series in families[name, default: []].sorted(by: { $0.labels.lexicographicallyPrecedes($1.labels) }) {
+                let labels = dimensions(series).map { "\($0.0)=\"\(escaped($0.1))\"" }.joined(separator: ",")
+                text += "\(name){\(labels)} \(values[series] ?? 0)\n"
             }
         }
+        return Array(text.utf8)
+    }
+
+    /// A label value as the text format writes it: backslash, double quote and newline escaped.
+    static func escaped(_ value: String) -> String {
+        guard value.contains(where: { $0 == "\\" || $0 == "\"" || $0 == "\n" }) else { return value }
+        return value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
     }
 
     /// The series' label pairs: `node`, then `state` or `gpu` for the series that have a second.
@@ -97,10 +104,11 @@ final class MeshMetrics: Sendable {
         return [("node", series.labels[0]), (second, series.labels[1])]
     }
 
-    /// One scrape: the registry's nodes (none while it loads) and the coordinator's reservations.
-    func scrape(_ lead: LeadParts) async {
-        guard let list = try? await lead.registry.list() else { return }
-        record(Self.samples(list, status: try? await lead.jobs.status()))
+    /// One scrape's text: the registry's nodes (none while it loads) and the coordinator's
+    /// reservations.
+    static func scrape(_ lead: LeadParts) async -> [UInt8] {
+        guard let list = try? await lead.registry.list() else { return [] }
+        return render(values(samples(list, status: try? await lead.jobs.status())))
     }
 
     /// The samples of the registry's nodes, with each GPU's reservation from the coordinator's

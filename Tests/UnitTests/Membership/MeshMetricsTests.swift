@@ -68,6 +68,28 @@ struct MeshMetricsTests {
             ])
     }
 
+    @Test("rendered as Prometheus text: each family once with HELP and TYPE, series in label order, values escaped")
+    func rendered() {
+        let text = String(
+            decoding: MeshMetrics.render([
+                .init(name: "aurora_node_state", labels: ["b", "alive"]): 1,
+                .init(name: "aurora_node_state", labels: ["a", "dead"]): 0,
+                .init(name: "aurora_wireguard_handshake_age_seconds", labels: ["q\"\\\n"]): 2.5,
+            ]), as: UTF8.self)
+        #expect(
+            text == """
+                # HELP aurora_node_state \(MetricHelp.help("aurora_node_state"))
+                # TYPE aurora_node_state gauge
+                aurora_node_state{node="a",state="dead"} 0.0
+                aurora_node_state{node="b",state="alive"} 1.0
+                # HELP aurora_wireguard_handshake_age_seconds \(MetricHelp.help("aurora_wireguard_handshake_age_seconds"))
+                # TYPE aurora_wireguard_handshake_age_seconds gauge
+                aurora_wireguard_handshake_age_seconds{node="q\\"\\\\\\n"} 2.5
+
+                """)
+        #expect(MeshMetrics.render([:]).isEmpty)
+    }
+
     @Test("every metric the sources make has a # HELP text")
     func helpForEveryMetric() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
