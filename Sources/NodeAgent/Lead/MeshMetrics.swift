@@ -39,55 +39,85 @@ enum MeshMetrics {
 
     static let states: [NodeState] = [.alive, .suspect, .away, .dead, .left]
 
-    /// The values a scrape of `nodes` exports, by series (pure, for tests).
-    static func values(_ nodes: [NodeSample]) -> [Series: Double] {
-        var values: [Series: Double] = [:]
-        for node in nodes {
-            for state in states {
-                values[Series(name: "aurora_node_state", labels: [node.name, state.rawValue])] =
-                    node.state == state ? 1 : 0
-            }
+    /// One metric family of a scrape: its series in node order, each with its node, its second
+    /// label's value (`state` or `gpu`, for the families that have one) and its value.
+    struct Family: Sendable {
+        var name: String
+        var secondLabel: String?
+        var series: [(node: String, second: String?, value: Double)] = []
+    }
+
+    /// What a scrape of `nodes` exports: the families that have series, by name, each in one pass
+    /// over the nodes by name (pure).
+    static func families(_ nodes: [NodeSample]) -> [Family] {
+        var state = Family(name: "aurora_node_state", secondLabel: "state")
+        var total = Family(name: "aurora_gpu_vram_total_mb", secondLabel: "gpu")
+        var used = Family(name: "aurora_gpu_vram_used_mb", secondLabel: "gpu")
+        var reserved = Family(name: "aurora_gpu_vram_reserved_mb", secondLabel: "gpu")
+        var utilization = Family(name: "aurora_gpu_utilization_pct", secondLabel: "gpu")
+        var streaming = Family(name: "aurora_postgres_replica_streaming")
+        var lagBytes = Family(name: "aurora_postgres_replica_lag_bytes")
+        var lagSeconds = Family(name: "aurora_postgres_replica_lag_seconds")
+        var handshake = Family(name: "aurora_wireguard_handshake_age_seconds")
+        for node in nodes.sorted(by: { $0.name < $1.name }) {
+            let name = node.name
+            for each in states { state.series.append((name, each.rawValue, node.state == each ? 1 : 0)) }
             for gpu in node.gpus {
-                let labels = [node.name, String(gpu.index)]
-                values[Series(name: "aurora_gpu_vram_total_mb", labels: labels)] = Double(gpu.totalMB)
-                values[Series(name: "aurora_gpu_vram_used_mb", labels: labels)] = Double(gpu.usedMB)
-                values[Series(name: "aurora_gpu_vram_reserved_mb", labels: labels)] = Double(gpu.reservedMB)
-                values[Series(name: "aurora_gpu_utilization_pct", labels: labels)] = Double(gpu.utilizationPct)
+                let index = String(gpu.index)
+                total.series.append((name, index, Double(gpu.totalMB)))
+                used.series.append((name, index, Double(gpu.usedMB)))
+                reserved.series.append((name, index, Double(gpu.reservedMB)))
+                utilization.series.append((name, index, Double(gpu.utilizationPct)))
             }
             if let replica = node.replica {
-                values[Series(name: "aurora_postgres_replica_streaming", labels: [node.name])] =
-                    replica.streaming ? 1 : 0
-                if let bytes = replica.lagBytes {
-                    values[Series(name: "aurora_postgres_replica_lag_bytes", labels: [node.name])] = Double(bytes)
-                }
-                if let seconds = replica.lagS {
-                    values[Series(name: "aurora_postgres_replica_lag_seconds", labels: [node.name])] = seconds
-                }
+                streaming.series.append((name, nil, replica.streaming ? 1 : 0))
+                if let bytes = replica.lagBytes { lagBytes.series.append((name, nil, Double(bytes))) }
+                if let seconds = replica.lagS { lagSeconds.series.append((name, nil, seconds)) }
             }
-            if let age = node.handshakeAgeS {
-                values[Series(name: "aurora_wireguard_handshake_age_seconds", labels: [node.name])] = age
+            if let age = node.handshakeAgeS { handshake.series.append((name, nil, age)) }
+        }
+        return [state, total, used, reserved, utilization, streaming, lagBytes, lagSeconds, handshake]
+            .filter { !$0.series.isEmpty }.sorted { $0.name < $1.name }
+    }
+
+    /// The values a scrape of `nodes` exports, by series (for tests).
+    static func values(_ nodes: [NodeSample]) -> [Series: Double] {
+        var values: [Series: Double] = [:]
+        for family in families(nodes) {
+            for series in family.series {
+                values[Series(name: family.name, labels: [series.node] + (series.second.map { [$0] } ?? []))] =
+                    series.value
             }
         }
         return values
     }
 
-    /// `values` in Prometheus's text format: each family once, by name, with its `# HELP` and
-    /// `# TYPE` lines, its series ordered by label values. Written here rather than kept as one
-    /// swift-prometheus gauge per series: the registry copies a family on every new series, which
-    /// made a lead's first scrape of 10,000 nodes take over 30 s.
-    static func render(_ values: [Series: Double]) -> [UInt8] {
-        var text = ""
-        let families = Dictionary(grouping: values.keys, by: \.name)
-        for name in families.keys.sorted() {
-            let help = MetricHelp.help(name)
-            if !help.isEmpty { text += "# HELP \(name) \(help)\n" }
-            text += "# TYPE \(name) gauge\n"
-            for series in families[name, default: []].sorted(by: { $0.labels.lexicographicallyPrecedes($1.labels) }) {
-                let labels = dimensions(series).map { "\($0.0)=\"\(escaped($0.1))\"" }.joined(separator: ",")
-                text += "\(name){\(labels)} \(values[series] ?? 0)\n"
+    /// `families` in Prometheus's text format: each family once, with its `# HELP` and `# TYPE`
+    /// lines. Written at each scrape rather than kept as one swift-prometheus gauge per series:
+    /// the registry copies a family on every new series, which made a lead's first scrape of
+    /// 10,000 nodes take over 30 s.
+    static func render(_ families: [Family]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(families.reduce(0) { $0 + $1.series.count * 64 })
+        for family in families {
+            let help = MetricHelp.help(family.name)
+            if !help.isEmpty { out += Array("# HELP \(family.name) \(help)\n".utf8) }
+            out += Array("# TYPE \(family.name) gauge\n".utf8)
+            let prefix = Array((family.name + "{node=\"").utf8)
+            let second = family.secondLabel.map { Array("\",\($0)=\"".utf8) }
+            for series in family.series {
+                out += prefix
+                out += escaped(series.node).utf8
+                if let second, let value = series.second {
+                    out += second
+                    out += escaped(value).utf8
+                }
+                out += "\"} ".utf8
+                out += String(series.value).utf8
+                out.append(UInt8(ascii: "\n"))
             }
         }
-        return Array(text.utf8)
+        return out
     }
 
     /// A label value as the text format writes it: backslash, double quote and newline escaped.
@@ -108,7 +138,7 @@ enum MeshMetrics {
     /// reservations.
     static func scrape(_ lead: LeadParts) async -> [UInt8] {
         guard let list = try? await lead.registry.list() else { return [] }
-        return render(values(samples(list, status: try? await lead.jobs.status())))
+        return render(families(samples(list, status: try? await lead.jobs.status())))
     }
 
     /// The samples of the registry's nodes, with each GPU's reservation from the coordinator's

@@ -68,26 +68,32 @@ struct MeshMetricsTests {
             ])
     }
 
-    @Test("rendered as Prometheus text: each family once with HELP and TYPE, series in label order, values escaped")
+    @Test("rendered as Prometheus text: each family once with HELP and TYPE, nodes in name order, values escaped")
     func rendered() {
-        let text = String(
-            decoding: MeshMetrics.render([
-                .init(name: "aurora_node_state", labels: ["b", "alive"]): 1,
-                .init(name: "aurora_node_state", labels: ["a", "dead"]): 0,
-                .init(name: "aurora_wireguard_handshake_age_seconds", labels: ["q\"\\\n"]): 2.5,
-            ]), as: UTF8.self)
+        let samples = [
+            MeshMetrics.NodeSample(name: "b", state: .alive, gpus: []),
+            MeshMetrics.NodeSample(
+                name: "a", state: .dead, gpus: [(index: 0, totalMB: 100, usedMB: 1, reservedMB: 2, utilizationPct: 3)]),
+            MeshMetrics.NodeSample(name: "q\"\\\n", state: .alive, gpus: [], handshakeAgeS: 2.5),
+        ]
+        let text = String(decoding: MeshMetrics.render(MeshMetrics.families(samples)), as: UTF8.self)
+        let lines = text.split(separator: "\n").map(String.init)
+        // Each family once, by name, HELP then TYPE, before its series.
+        let families = lines.filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] }
         #expect(
-            text == """
-                # HELP aurora_node_state \(MetricHelp.help("aurora_node_state"))
-                # TYPE aurora_node_state gauge
-                aurora_node_state{node="a",state="dead"} 0.0
-                aurora_node_state{node="b",state="alive"} 1.0
-                # HELP aurora_wireguard_handshake_age_seconds \(MetricHelp.help("aurora_wireguard_handshake_age_seconds"))
-                # TYPE aurora_wireguard_handshake_age_seconds gauge
-                aurora_wireguard_handshake_age_seconds{node="q\\"\\\\\\n"} 2.5
-
-                """)
-        #expect(MeshMetrics.render([:]).isEmpty)
+            families == [
+                "aurora_gpu_utilization_pct", "aurora_gpu_vram_reserved_mb", "aurora_gpu_vram_total_mb",
+                "aurora_gpu_vram_used_mb", "aurora_node_state", "aurora_wireguard_handshake_age_seconds",
+            ])
+        #expect(lines.contains("# HELP aurora_node_state \(MetricHelp.help("aurora_node_state"))"))
+        #expect(lines.contains(#"aurora_gpu_vram_total_mb{node="a",gpu="0"} 100.0"#))
+        #expect(lines.contains(#"aurora_wireguard_handshake_age_seconds{node="q\"\\\n"} 2.5"#))
+        let states = lines.filter { $0.hasPrefix("aurora_node_state{") }
+        #expect(states.first == #"aurora_node_state{node="a",state="alive"} 0.0"#)
+        #expect(states.count == 15 && states[5] == #"aurora_node_state{node="b",state="alive"} 1.0"#)
+        // What is written is exactly what values() holds: one line per series.
+        #expect(lines.filter { !$0.hasPrefix("#") }.count == MeshMetrics.values(samples).count)
+        #expect(MeshMetrics.render([]).isEmpty)
     }
 
     @Test("every metric the sources make has a # HELP text")
