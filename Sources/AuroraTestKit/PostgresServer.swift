@@ -131,3 +131,31 @@ public final class PostgresServer: Sendable {
         return outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
+
+extension PostgresServer {
+    /// A primary (`primary-pg`) and a standby streaming from it through `slot`, both in `scratch`,
+    /// for `body`. Afterwards, whether `body` threw or not, every agent it appended to its list is
+    /// killed and both servers are stopped.
+    public static func withStreamingPair(
+        in scratch: ScratchDirectory, slot: String,
+        _ body: (_ primary: PostgresServer, _ standby: PostgresServer, _ agents: inout [AgentHarness]) async throws
+            -> Void
+    ) async throws {
+        let primary = try await PostgresServer(in: scratch, name: "primary-pg")
+        var servers = [primary]
+        var agents: [AgentHarness] = []
+        func cleanUp() async {
+            for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
+            for server in servers { await server.stopIfRunning() }
+        }
+        do {
+            let standby = try await PostgresServer(standbyOf: primary, slot: slot, in: scratch)
+            servers.append(standby)
+            try await body(primary, standby, &agents)
+        } catch {
+            await cleanUp()
+            throw error
+        }
+        await cleanUp()
+    }
+}

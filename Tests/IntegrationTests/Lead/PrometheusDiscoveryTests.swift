@@ -42,20 +42,9 @@ struct PrometheusDiscoveryTests {
         let scratch = try ScratchDirectory("prometheus")
         defer { scratch.remove() }
         // gpu-2 watches a streaming replica (the PostgreSQL dashboard's series).
-        let primary = try await PostgresServer(in: scratch, name: "primary-pg")
-        var servers = [primary]
-        var agents: [AgentHarness] = []
-        do {
-            let standby = try await PostgresServer(standbyOf: primary, slot: "prom_replica", in: scratch)
-            servers.append(standby)
+        try await PostgresServer.withStreamingPair(in: scratch, slot: "prom_replica") { _, standby, agents in
             try await Self.mesh(scratch: scratch, replica: standby, agents: &agents)
-        } catch {
-            for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
-            for server in servers { await server.stopIfRunning() }
-            throw error
         }
-        for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
-        for server in servers { await server.stopIfRunning() }
     }
 
     static func mesh(scratch: ScratchDirectory, replica: PostgresServer, agents: inout [AgentHarness]) async throws {

@@ -19,20 +19,9 @@ struct ReplicaHealthTests {
     func replicaHealth() async throws {
         let scratch = try ScratchDirectory("replica")
         defer { scratch.remove() }
-        let primary = try await PostgresServer(in: scratch, name: "primary-pg")
-        var servers = [primary]
-        var agents: [AgentHarness] = []
-        do {
-            let standby = try await PostgresServer(standbyOf: primary, slot: Self.slot, in: scratch)
-            servers.append(standby)
+        try await PostgresServer.withStreamingPair(in: scratch, slot: Self.slot) { primary, standby, agents in
             try await scenario(scratch: scratch, primary: primary, standby: standby, agents: &agents)
-        } catch {
-            for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
-            for server in servers { await server.stopIfRunning() }
-            throw error
         }
-        for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
-        for server in servers { await server.stopIfRunning() }
     }
 
     func scenario(
