@@ -180,6 +180,19 @@ public enum API {
     public static let revokeKey = Endpoint("DELETE", "/api/keys/{id}")
     public static let keyUsage = Endpoint("GET", "/api/keys/usage")
 
+    // MARK: Console
+
+    /// The web console's page (its assets are built into the binary); no authentication.
+    public static let consolePage = Endpoint("GET", "/ui/")
+    /// One of the console's scripts, styles or icons, by file name; no authentication.
+    public static let consoleAsset = Endpoint("GET", "/ui/assets/{file}")
+    /// Signs in to the console with a token: a session cookie (HttpOnly, SameSite=Strict).
+    public static let consoleSignIn = Endpoint("POST", "/ui/session")
+    /// The console session of the cookie: its role, caller, CSRF token and expiry.
+    public static let consoleSession = Endpoint("GET", "/ui/session")
+    /// Signs out: the session ends and its cookie is cleared.
+    public static let consoleSignOut = Endpoint("DELETE", "/ui/session")
+
     /// Every endpoint, once.
     public static let all: [Endpoint] = [
         health, metrics, openAPI, agent,
@@ -195,6 +208,7 @@ public enum API {
         wireguard, wireguardConfig, outbox, checks, subsystems, restartSubsystem, logs, prometheusTargets,
         leadStatus, leadHandoff, followedTerm, promoteLead, stepDown, failsafe, rejoinLead, listModels, chatCompletions,
         completions, embeddings, createKey, listKeys, revokeKey, keyUsage,
+        consolePage, consoleAsset, consoleSignIn, consoleSession, consoleSignOut,
     ]
 }
 

@@ -94,6 +94,7 @@ public enum HTTPServer {
         router.middlewares.add(APIErrorMiddleware(logger: logger))
         router.middlewares.add(RequestLimitMiddleware(limits: RequestLimits(config: state.config)))
         router.middlewares.add(BodyLimitMiddleware(maxBytes: state.config.maxBodyBytes))
+        router.middlewares.add(ConsoleSessionMiddleware(sessions: token.sessions))
         if case .lead(let lead) = role, let leadership = lead.leadership {
             router.middlewares.add(LeadEpochMiddleware(leadership: leadership))
         }
@@ -156,6 +157,7 @@ public enum HTTPServer {
         addLeadRoutes(to: router, agent: agent, role: role)
         addInferenceRoutes(to: router, agent: agent, role: role)
         addGatewayKeyRoutes(to: router, agent: agent, role: role)
+        addConsoleRoutes(to: router, agent: agent)
         return router
     }
 

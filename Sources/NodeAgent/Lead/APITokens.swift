@@ -42,7 +42,12 @@ final class APITokens: Sendable {
         guard presented.hasPrefix("aurapi_") || presented.hasPrefix("aur_"), presented.utf8.count <= 128 else {
             return nil
         }
-        let hash = Hex.encode(Crypto.sha256(Array(presented.utf8)))
+        return grant(hash: Hex.encode(Crypto.sha256(Array(presented.utf8))), now: now)
+    }
+
+    /// The grant of the token whose hex SHA-256 is `hash`, when it is valid now (a console
+    /// session checks the token it signed in with this way, holding only its hash).
+    func grant(hash: String, now: Date = Date()) -> Grant? {
         guard let grant = grants.withLock({ $0[hash] }), !grant.revoked, grant.expiresAt.map({ $0 > now }) ?? true
         else { return nil }
         return grant

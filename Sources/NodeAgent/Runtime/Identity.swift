@@ -85,6 +85,8 @@ public struct AdminToken: Sendable {
     private let hash: [UInt8]
     /// On the lead, the scoped API tokens: one with role `admin` is accepted wherever this token is.
     var scoped: APITokens?
+    /// The web console's sessions: a session id (`aurses_…`) stands for the token it signed in with.
+    let sessions = ConsoleSessions()
 
     /// Loads the hash, or creates the token on first start.
     public static func loadOrCreate(dataDir: String, keysDir: String, logger: Logger) throws(AgentError) -> AdminToken {
@@ -110,16 +112,41 @@ public struct AdminToken: Sendable {
 
     /// Whether `presented` is the token (constant time), or an API token with role `admin`.
     public func accepts(_ presented: String) -> Bool {
-        if Crypto.constantTimeEquals(Crypto.sha256(Array(presented.utf8)), hash) { return true }
-        return scoped?.grant(for: presented)?.role == .admin
+        role(of: presented)?.role == .admin
     }
 
     /// What a presented bearer token may do: `admin` for this token, the role of a valid API
     /// token, nil for anything else.
+    ///
+    /// A console session's id answers for the token it signed in with, checked again now: a
+    /// revoked or expired token ends its sessions.
     func role(of presented: String) -> (role: APIRole, caller: String)? {
-        if Crypto.constantTimeEquals(Crypto.sha256(Array(presented.utf8)), hash) { return (.admin, JobAccess.admin) }
-        guard let grant = scoped?.grant(for: presented) else { return nil }
+        if presented.hasPrefix(ConsoleWire.sessionPrefix) {
+            guard let session = sessions.session(presented) else { return nil }
+            return role(ofCredential: session.credential)
+        }
+        guard presented.utf8.count <= 256 else { return nil }
+        return role(ofCredential: Crypto.sha256(Array(presented.utf8)))
+    }
+
+    /// What the token whose SHA-256 is `credential` may do (``role(of:)`` without the token).
+    func role(ofCredential credential: [UInt8]) -> (role: APIRole, caller: String)? {
+        if Crypto.constantTimeEquals(credential, hash) { return (.admin, JobAccess.admin) }
+        guard let grant = scoped?.grant(hash: Hex.encode(credential)) else { return nil }
         return (grant.role, grant.caller)
+    }
+
+    /// Signs in to the console with `presented`: a new session, with the token's role and caller;
+    /// nil for a token this agent does not take, and for a session id (a session does not open
+    /// another).
+    func openSession(with presented: String, now: Date = Date()) -> (
+        id: String, session: ConsoleSessions.Session, role: APIRole, caller: String
+    )? {
+        guard !presented.hasPrefix(ConsoleWire.sessionPrefix), presented.utf8.count <= 256 else { return nil }
+        let credential = Crypto.sha256(Array(presented.utf8))
+        guard let (role, caller) = role(ofCredential: credential) else { return nil }
+        let (id, session) = sessions.open(credential: credential, now: now)
+        return (id, session, role, caller)
     }
 }
 
