@@ -95,6 +95,8 @@ public struct AuroraClient: Sendable {
         var timeout: TimeAmount?
         /// More headers (`Last-Event-ID`).
         var headers: [(name: String, value: String)] = []
+        /// Whether the client's token goes with the call (a console call carries a cookie instead).
+        var sendsToken = true
     }
 
     /// A call of `endpoint` with `parameters` filled into its path and `query` appended.
@@ -128,7 +130,7 @@ public struct AuroraClient: Sendable {
                 request.headers.add(name: name, value: value)
             }
         }
-        if let token { request.headers.add(name: Headers.authorization, value: "Bearer \(token)") }
+        if let token, call.sendsToken { request.headers.add(name: Headers.authorization, value: "Bearer \(token)") }
         if let accept = call.accept { request.headers.add(name: "Accept", value: accept) }
         for (name, value) in call.headers { request.headers.add(name: name, value: value) }
         do {

@@ -41,7 +41,8 @@ struct RouteTests {
     /// Calls without authentication: probes, metrics, the document, load-balancer checks.
     static let open: Set<String> = [
         "GET /health", "GET /metrics", "GET /api/openapi.json", "GET /postgres/primary", "GET /postgres/replica",
-        "GET /postgres/read-only", "GET /api/lead/handoff", "GET /api/lead/followed",
+        "GET /postgres/read-only", "GET /api/lead/handoff", "GET /api/lead/followed", "GET /ui",
+        "GET /ui/assets/{file}",
     ]
 
     struct Answer {
@@ -113,7 +114,8 @@ struct RouteTests {
         let token = try RouterFixture.adminToken(in: directory)
         let routes = Self.routes(router)
         #expect(routes.count > 40)
-        for route in routes where !Self.open.contains(route) && route != "POST /api/nodes/join" {
+        for route in routes
+        where !Self.open.contains(route) && route != "POST /api/nodes/join" && route != "POST /ui/session" {
             for presented in [nil, "aur_" + String(repeating: "0", count: 64)] {
                 let answer = try await Self.call(router, route: route, token: presented)
                 #expect(
@@ -131,8 +133,16 @@ struct RouteTests {
         // Joining needs no credential but a body; the open calls answer without one.
         let join = try await Self.call(router, .post, "/api/nodes/join")
         #expect(join.status == 400 && join.error?.code == "bad_request")
+        // Signing in to the console needs no credential but a token in a JSON body.
+        let signIn = try await Self.call(router, .post, "/ui/session")
+        #expect(signIn.status == 400 && signIn.error?.code == "bad_request")
         for route in Self.open {
             let answer = try await Self.call(router, route: route)
+            // (A console file that does not exist: the route is open, the file is not found.)
+            if route == "GET /ui/assets/{file}" {
+                #expect(answer.status == 404 && answer.error?.code == "not_found", "\(route): \(answer.status)")
+                continue
+            }
             #expect([200, 503].contains(answer.status), "\(route): \(answer.status)")
             // (Route tests keep no lead terms: the handoff answers 503 starting here.)
             #expect(
@@ -160,7 +170,7 @@ struct RouteTests {
                     answer.status == 421 && answer.error?.code == "not_lead"
                         && answer.error?.message.contains("http://127.0.0.1:9") == true,
                     "\(route): \(answer.status) \(answer.body)")
-            } else if !Self.open.contains(route) {
+            } else if !Self.open.contains(route) && route != "POST /ui/session" {
                 #expect(
                     answer.status == 401 && answer.error?.code == "unauthorized",
                     "\(route) without a token: \(answer.status) \(answer.body)")

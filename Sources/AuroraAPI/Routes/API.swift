@@ -183,7 +183,7 @@ public enum API {
     // MARK: Console
 
     /// The web console's page (its assets are built into the binary); no authentication.
-    public static let consolePage = Endpoint("GET", "/ui/")
+    public static let consolePage = Endpoint("GET", "/ui")
     /// One of the console's scripts, styles or icons, by file name; no authentication.
     public static let consoleAsset = Endpoint("GET", "/ui/assets/{file}")
     /// Signs in to the console with a token: a session cookie (HttpOnly, SameSite=Strict).

@@ -44,9 +44,11 @@ extension ConsoleAssets {
             .contentSecurityPolicy: securityPolicy, .xContentTypeOptions: "nosniff",
             .init("Referrer-Policy")!: "no-referrer", .init("X-Frame-Options")!: "DENY",
         ]
-        if let match = request.headers[.ifNoneMatch], match.split(separator: ",").contains(where: {
-            $0.trimmingCharacters(in: .whitespaces) == asset.etag
-        }) {
+        if let match = request.headers[.ifNoneMatch],
+            match.split(separator: ",").contains(where: {
+                $0.trimmingCharacters(in: .whitespaces) == asset.etag
+            })
+        {
             headers[.contentType] = nil
             return Response(status: .notModified, headers: headers)
         }

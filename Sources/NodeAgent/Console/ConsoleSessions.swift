@@ -89,7 +89,9 @@ final class ConsoleSessions: Sendable {
     static func isSessionID(_ text: String) -> Bool {
         let prefix = ConsoleWire.sessionPrefix
         guard text.utf8.count == prefix.utf8.count + 64, text.hasPrefix(prefix) else { return false }
-        return text.utf8.dropFirst(prefix.utf8.count).allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+        return text.utf8.dropFirst(prefix.utf8.count).allSatisfy {
+            (0x30...0x39).contains($0) || (0x61...0x66).contains($0)
+        }
     }
 
     private func live(_ session: Session, now: Date) -> Bool {

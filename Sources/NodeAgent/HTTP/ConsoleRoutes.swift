@@ -8,7 +8,7 @@ import Secrets
 
 /// The web console (docs/API.md §4.15): its page and assets, and its sign-in sessions.
 ///
-/// - `GET /ui/` and `GET /ui/assets/{file}`: anyone; the files built into the binary
+/// - `GET /ui` (also `/ui/`) and `GET /ui/assets/{file}`: anyone; the files built into the binary
 ///   (``ConsoleAssets``), with a strict Content-Security-Policy (scripts and styles from this
 ///   agent only, no inline code, no framing);
 /// - `POST /ui/session` `{"token"}`: anyone with a token this agent takes (its operator token; on
@@ -32,9 +32,15 @@ extension HTTPServer {
         router.on(API.consoleSignIn) { request, context -> Response in
             try ConsoleSessionMiddleware.checkOrigin(request)
             guard request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true else {
-                throw Refusal.badRequest("sign in with a JSON body (Content-Type: application/json): {\"token\": \"…\"}")
+                throw Refusal.badRequest(
+                    "sign in with a JSON body (Content-Type: application/json): {\"token\": \"…\"}")
             }
-            let body = try await decode(ConsoleSignIn.self, request, maxBody: 4096, allowed: ["token"])
+            var request = request
+            let bytes: [UInt8]
+            do { bytes = Array(try await request.collectBody(upTo: 4096).readableBytesView) } catch {
+                throw Refusal(.tooLarge, code: "payload_too_large", message: "a sign-in body is at most 4096 bytes")
+            }
+            let body = try decode(ConsoleSignIn.self, bytes, allowed: ["token"])
             guard let (id, session, role, caller) = token.openSession(with: body.token) else {
                 throw Refusal.unauthorized("the token is not valid for this agent")
             }
@@ -142,7 +148,8 @@ struct ConsoleSessionMiddleware: RouterMiddleware {
             guard Crypto.constantTimeEquals(Array(presented.utf8), Array(session.csrf.utf8)) else {
                 throw Refusal(
                     .forbidden, code: "csrf",
-                    message: "a console call that changes something needs the session's \(ConsoleWire.csrfHeader) header")
+                    message:
+                        "a console call that changes something needs the session's \(ConsoleWire.csrfHeader) header")
             }
             try Self.checkOrigin(request)
         }

@@ -42,6 +42,7 @@ tags:
   - name: operations
   - name: leads
   - name: inference
+  - name: console
 
 paths:
   /health:
@@ -2139,8 +2140,132 @@ paths:
         '421': {$ref: '#/components/responses/NotLead'}
         '503': {$ref: '#/components/responses/Unavailable'}
 
+  /ui:
+    get:
+      operationId: consolePage
+      tags: [console]
+      summary: The web console's page, also at /ui/ (built into the binary; no authentication)
+      description: >-
+        The console signs in with `POST /ui/session` and then calls this API with its session
+        cookie. Every console answer carries a Content-Security-Policy that allows scripts, styles
+        and calls from this agent only, `X-Content-Type-Options: nosniff` and `X-Frame-Options: DENY`.
+      security: []
+      responses:
+        '200':
+          description: the page
+          content:
+            text/html:
+              schema: {type: string}
+        '304': {description: 'the `If-None-Match` tag is the page''s: not changed'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+  /ui/assets/{file}:
+    get:
+      operationId: consoleAsset
+      tags: [console]
+      summary: One of the console's scripts, styles or icons, by file name (no authentication)
+      security: []
+      parameters:
+        - name: file
+          in: path
+          required: true
+          description: a file name of the console (app.js, app.css, icon.svg)
+          schema: {type: string}
+      responses:
+        '200':
+          description: the file, with its `ETag`
+          content:
+            text/javascript:
+              schema: {type: string}
+            text/css:
+              schema: {type: string}
+            image/svg+xml:
+              schema: {type: string}
+            text/html:
+              schema: {type: string}
+        '304': {description: 'the `If-None-Match` tag is the file''s: not changed'}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '404': {$ref: '#/components/responses/NotFound'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+  /ui/session:
+    post:
+      operationId: consoleSignIn
+      tags: [console]
+      summary: Signs in to the console with a token; answers the session and sets its cookie (anyone with a token this agent takes)
+      description: >-
+        The token is this agent's operator token or, on the lead, an API token (any role). The
+        session keeps the token's SHA-256, never the token, and checks it again on every call: a
+        revoked or expired token ends its sessions. The cookie `aurora_session` is HttpOnly,
+        SameSite=Strict, Path=/, `Secure` on the TLS listener, and lives 8 hours (1 hour without a
+        call). The body must be JSON (`Content-Type: application/json`), and a browser's `Origin`
+        must be this agent's own (403 `csrf` otherwise). A session id is not a token to sign in with.
+      security: []
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              additionalProperties: false
+              required: [token]
+              properties:
+                token: {type: string, maxLength: 256}
+      responses:
+        '201':
+          description: signed in; `Set-Cookie` carries the session id
+          headers:
+            Set-Cookie:
+              schema: {type: string}
+              description: '`aurora_session=aurses_…; Path=/; Max-Age=28800; HttpOnly; SameSite=Strict[; Secure]`'
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ConsoleSessionInfo'}
+        '400': {$ref: '#/components/responses/BadRequest'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+    get:
+      operationId: consoleSession
+      tags: [console]
+      summary: The cookie's console session (its role, caller, CSRF token and expiry)
+      security:
+        - consoleSession: []
+      responses:
+        '200':
+          description: the session
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ConsoleSessionInfo'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+    delete:
+      operationId: consoleSignOut
+      tags: [console]
+      summary: Signs out; the session ends and its cookie is cleared (needs `X-Aurora-CSRF`)
+      security:
+        - consoleSession: []
+      responses:
+        '204': {description: 'signed out; `Set-Cookie` clears the cookie'}
+        '401': {$ref: '#/components/responses/Unauthorized'}
+        '403': {$ref: '#/components/responses/Forbidden'}
+        '413': {$ref: '#/components/responses/PayloadTooLarge'}
+        '429': {$ref: '#/components/responses/TooManyRequests'}
+        '503': {$ref: '#/components/responses/Unavailable'}
+
 components:
   securitySchemes:
+    consoleSession:
+      type: apiKey
+      in: cookie
+      name: aurora_session
+      description: 'the web console''s session cookie (`POST /ui/session`). It stands for the token it signed in with on every route; calls that change something also need the session''s `X-Aurora-CSRF` header.'
     operatorToken:
       type: http
       scheme: bearer
@@ -2291,6 +2416,17 @@ components:
           schema: {$ref: '#/components/schemas/PostgresCheck'}
 
   schemas:
+    ConsoleSessionInfo:
+      type: object
+      required: [role, caller, csrf, expires_at, idle_s, agent, agent_role]
+      properties:
+        role: {type: string, enum: [read, submit, admin]}
+        caller: {type: string, description: '`operator`, or `api:ID[@COMPANY]`'}
+        csrf: {type: string, description: 'sent back as `X-Aurora-CSRF` on every POST, PUT and DELETE the cookie authenticates'}
+        expires_at: {type: string, format: date-time}
+        idle_s: {type: integer, description: 'the session also ends after this many seconds without a call'}
+        agent: {type: string, description: this agent's node name}
+        agent_role: {type: string, enum: [lead, standby, compute, edge]}
     LeadTerm:
       type: object
       required: [epoch, lead, url, sign_public_key, box_public_key, started_at]

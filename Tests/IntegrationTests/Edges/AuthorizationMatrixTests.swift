@@ -64,6 +64,8 @@ struct AuthorizationMatrixTests {
         Route(method: "GET", path: "/postgres/replica", access: .anyone),
         Route(method: "GET", path: "/postgres/read-only", access: .anyone),
         Route(method: "GET", path: "/api/lead/followed", access: .anyone),
+        Route(method: "GET", path: "/ui/", access: .anyone),
+        Route(method: "GET", path: "/ui/assets/app.js", access: .anyone),
         Route(method: "GET", path: "/api/prometheus/targets", access: .admin, role: .read),
         Route(method: "GET", path: "/api/agent", access: .admin),
         Route(method: "GET", path: "/nodes", access: .adminOrNode, role: .read),
@@ -220,6 +222,26 @@ struct AuthorizationMatrixTests {
             try await http(lead.baseURL + Routes.agent, headers: ["Authorization": "Bearer \(extraAdmin.token)"]).status
                 == 401)
 
+        // A console session signed in with each token: its cookie (with the session's CSRF token)
+        // must get in exactly where its token does.
+        var sessions: [(String, [String: String], (Route) -> Bool)] = []
+        for (role, token) in apiTokens.sorted(by: { $0.key < $1.key }) {
+            sessions.append(
+                (
+                    "a console session (\(role.rawValue))", try await Self.consoleHeaders(lead.baseURL, token: token),
+                    {
+                        $0.role.map { role >= $0 } ?? false
+                    }
+                ))
+        }
+        sessions.append(
+            (
+                "a console session (operator)", try await Self.consoleHeaders(lead.baseURL, token: adminToken),
+                {
+                    $0.access == .anyone || $0.access == .admin || $0.access == .adminOrNode
+                }
+            ))
+
         var failures: [String] = []
         for route in Self.routes {
             let body = Array((route.path.hasSuffix("/heartbeat") ? heartbeat : route.body ?? "").utf8)
@@ -264,8 +286,22 @@ struct AuthorizationMatrixTests {
             for role in APIRole.allCases {
                 check("an API token (\(role.rawValue))", scoped[role]!, route.role.map { role >= $0 } ?? false)
             }
+            for (who, headers, allowed) in sessions { check(who, try await call(headers), allowed(route)) }
         }
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
         #expect(lead.process.isRunning)
+    }
+
+    /// Signs in to the console with `token`: the headers a browser sends with its session (the
+    /// cookie, and the CSRF token the console adds to calls that change something).
+    static func consoleHeaders(_ base: String, token: String) async throws -> [String: String] {
+        let answer = try await http(
+            base + API.consoleSignIn.pattern, method: "POST", headers: ["Content-Type": "application/json"],
+            body: Array(try APICoding.encoder().encode(ConsoleSignIn(token: token))))
+        #expect(answer.status == 201, "console sign-in: \(answer.status) \(answer.text)")
+        let info = try answer.decode(ConsoleSessionInfo.self)
+        let cookie = try #require(
+            answer.headers["set-cookie"]?.split(separator: ";").first.map(String.init))
+        return ["Cookie": cookie, ConsoleWire.csrfHeader: info.csrf]
     }
 }
