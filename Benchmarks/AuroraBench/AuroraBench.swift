@@ -40,7 +40,7 @@ struct AuroraBench: AsyncParsableCommand {
         subcommands: [
             Startup.self, Heartbeat.self, Detection.self, Placement.self, Dispatch.self, Requeue.self, Queue.self,
             ReplicaBench.self,
-            SecretsBench.self, RedisBench.self, Failover.self, Gateway.self, Scrape.self,
+            SecretsBench.self, RedisBench.self, Failover.self, Gateway.self, Scrape.self, ConsoleBench.self,
         ])
 }
 
@@ -226,6 +226,63 @@ extension AuroraBench {
                 String(
                     format: "  GET /metrics p50 %.2f ms, p99 %.2f ms, max %.1f ms; %d series, %.1f KB", report.p50Ms,
                     report.p99Ms, report.maxMs, report.series, Double(report.bytes) / 1024))
+        }
+    }
+
+    /// `aurora-bench console`.
+    struct ConsoleBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "console",
+            abstract:
+                "The web console's cost: first load (bytes, time) and the lead's RSS with N consoles on the live stream.",
+            discussion:
+                "First load: the page and its files on a fresh connection each time (an empty cache), then with the sign-in and the Mesh page's first calls. Then N consoles sign in, load the page and follow GET /api/events; the benchmark writes --events secrets (one event each) and times each event's arrival on every stream."
+        )
+
+        @Option(help: "Simulated compute nodes in the lead's registry (the Mesh page's data).") var nodes = 20
+        @Option(help: "First loads to time.") var loads = 50
+        @Option(help: "Consoles open on the live stream.") var consoles = 10
+        @Option(help: "Events written while they are open.") var events = 200
+        @Flag(help: "Print the report as JSON.") var json = false
+        @OptionGroup var agent: AgentBinary
+
+        func validate() throws {
+            guard (0...10_000).contains(nodes) else { throw ValidationError("--nodes must be 0...10000") }
+            guard (1...10_000).contains(loads) else { throw ValidationError("--loads must be 1...10000") }
+            guard (1...200).contains(consoles) else { throw ValidationError("--consoles must be 1...200") }
+            guard (1...100_000).contains(events) else { throw ValidationError("--events must be 1...100000") }
+        }
+
+        func run() async throws {
+            let report = try await ConsoleBenchmark(
+                executable: agent.path, nodes: nodes, loads: loads, consoles: consoles, events: events,
+                progress: progressLine
+            ).run()
+            if json {
+                return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
+            }
+            print(
+                "aurora-bench console (\(nodes) nodes, \(loads) loads, \(consoles) consoles, \(events) events, release=\(isReleaseBuild))"
+            )
+            print(
+                String(
+                    format: "  first load, page + 3 files: %.1f KB, p50 %.2f ms, p99 %.2f ms",
+                    Double(report.assetBytes) / 1024,
+                    report.assetsP50Ms, report.assetsP99Ms))
+            print(
+                String(
+                    format:
+                        "  first view (+ sign-in, session, nodes, topology, GPU status): %.1f KB, p50 %.2f ms, p99 %.2f ms",
+                    Double(report.firstViewBytes) / 1024, report.firstViewP50Ms, report.firstViewP99Ms))
+            print(
+                String(
+                    format: "  lead RSS: %.1f MB idle, %.1f MB with %d consoles, %.1f MB after %d events",
+                    report.rssIdleMB, report.rssConsolesMB, report.consoles, report.rssAfterEventsMB, report.events))
+            print(
+                String(
+                    format: "  event fan-out to %d consoles: p50 %.2f ms, p99 %.2f ms", report.consoles,
+                    report.fanoutP50Ms,
+                    report.fanoutP99Ms))
         }
     }
 
