@@ -33,6 +33,29 @@ class Failed(Exception):
     pass
 
 
+CONTRAST_SCRIPT = """
+const parse = (s) => { const m = /rgba?\\(([^)]+)\\)/.exec(s); if (!m) return null;
+  const p = m[1].split(',').map(parseFloat); return {rgb: p.slice(0, 3), a: p.length > 3 ? p[3] : 1}; };
+const lum = (rgb) => { const [r, g, b] = rgb.map((v) => { v /= 255;
+  return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+const background = (el) => { for (; el; el = el.parentElement) { const c = parse(getComputedStyle(el).backgroundColor);
+  if (c && c.a > 0.9) return c.rgb; } return [255, 255, 255]; };
+let worst = {ratio: 21, text: '', need: 4.5};
+for (const el of document.querySelectorAll('body *')) {
+  if (el instanceof SVGElement || el.getClientRects().length === 0) continue;
+  if (![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+  const style = getComputedStyle(el), fg = parse(style.color);
+  if (!fg || style.visibility === 'hidden' || el.closest('button:disabled')) continue;
+  const a = lum(fg.rgb), b = lum(background(el));
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight, 10) >= 700;
+  const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+  if (ratio / need < worst.ratio / worst.need) worst = {ratio, text: el.textContent.trim().slice(0, 40), need};
+}
+return worst;
+"""
+
+
 def read(path):
     with open(path, encoding="utf-8") as f:
         return f.read().strip()
@@ -70,6 +93,7 @@ class Console:
         self.out = out
         self.allowed = []  # log messages provoked on purpose (substrings)
         self.errors = []
+        self.contrast = 21.0
 
     def wait(self, what, condition, timeout=15):
         def probe(_):
@@ -106,6 +130,11 @@ class Console:
         self.go(page)
 
     def shot(self, name):
+        if name.startswith("desktop-"):
+            worst = self.min_contrast()
+            self.contrast = min(self.contrast, worst["ratio"])
+            if worst["ratio"] < worst["need"]:
+                raise Failed("on %s, text %r has a contrast of %.2f (needs %.1f)" % (name, worst["text"], worst["ratio"], worst["need"]))
         path = os.path.join(self.out, name + ".png")
         self.driver.save_screenshot(path)
         return path
@@ -137,6 +166,11 @@ class Console:
               done({status: response.status, body});
             })().catch((e) => done({status: -1, body: String(e)}));
             """, method, path, csrf)
+
+    def min_contrast(self):
+        """The lowest WCAG contrast ratio of any visible text on the page against its background,
+        with what it is; large text (24 px, or 18.66 px bold) needs 3, the rest 4.5."""
+        return self.driver.execute_script(CONTRAST_SCRIPT)
 
     def sign_in(self, base, token):
         self.driver.get(base + "/ui/")
@@ -289,6 +323,10 @@ def run(console, report, lead, admin, node, node_token, lead_pid):
         expect(shown == str(s["version"]), "secret %s shows version %r, the API says %d" % (key, shown, s["version"]))
     expect("verified" in c.text("#audit"), "the audit chain is not shown verified: %r" % c.text("#audit"))
     expect(c.one("#resolution-table") is not None, "no resolution table")
+    c.one("#rotate").click()
+    c.wait("the key rotation's result", lambda: "re-wrapped" in (c.text("#rotation") or ""), timeout=30)
+    _, audit = api(lead, admin, "GET", "/api/audit?limit=5")
+    expect(any("rotat" in e["action"] for e in audit["entries"]), "the rotation is not in the audit chain: %r" % audit)
     page_text = c.one("body").text
     expect("console-secret-value" not in page_text, "a secret's value is on the page")
     report["pages"].append("secrets")
@@ -296,7 +334,14 @@ def run(console, report, lead, admin, node, node_token, lead_pid):
 
     # --- PostgreSQL and Health ----------------------------------------------------------------
     c.go("postgres")
-    expect(c.one("#replicas-table") is not None, "no replica table")
+    _, replicas = api(lead, admin, "GET", "/api/postgres/replicas")
+    expect(replicas["members"], "the API lists no replica member")
+    for member in replicas["members"]:
+        want = (member.get("local") or {}).get("state") or (member.get("primary_view") or {}).get("state")
+        c.wait("replica member %s" % member["node"], lambda: c.one("#replicas-table tr[data-node='%s']" % member["node"]) is not None)
+        shown = c.text("#replicas-table tr[data-node='%s'] td[data-col='state']" % member["node"])
+        expect(shown == want, "replica %s shows %r, the API says %r" % (member["node"], shown, want))
+        expect(c.one("#replicas-table tr[data-node='%s'] svg.spark polyline" % member["node"]) is not None, "no lag graph")
     report["pages"].append("postgres")
     report["screenshots"].append(c.shot("desktop-postgres"))
     c.go("health")
@@ -396,6 +441,7 @@ def run(console, report, lead, admin, node, node_token, lead_pid):
 
     expect(not c.errors, "the browser logged errors: %s" % c.errors)
     report["browser_errors"] = 0
+    report["min_contrast"] = round(c.contrast, 2)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ struct ConsoleBrowserTests {
         var event_latency_s: Double
         var read_only: [String: Int]
         var browser_errors: Int
+        var min_contrast: Double
     }
 
     @Test(
@@ -34,11 +35,14 @@ struct ConsoleBrowserTests {
         try Binaries.requireTool("/usr/bin/chromium", hint: "install chromium and chromium-driver (./bootstrap does)")
         try Binaries.requireTool("/usr/bin/chromedriver", hint: "install chromium-driver (./bootstrap does)")
         let scratch = try ScratchDirectory("console")
-        var agents: [AgentHarness] = []
-        defer {
-            for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
-            scratch.remove()
+        defer { scratch.remove() }
+        // gpu-2 watches a streaming replica (the PostgreSQL page's member).
+        try await PostgresServer.withStreamingPair(in: scratch, slot: "console_replica") { _, standby, agents in
+            try await Self.mesh(scratch: scratch, replica: standby, agents: &agents)
         }
+    }
+
+    static func mesh(scratch: ScratchDirectory, replica: PostgresServer, agents: inout [AgentHarness]) async throws {
         let timing = "heartbeat: {interval_s: 0.5, suspect_after: 2, dead_after: 4}\n"
         let gpu = """
             gpu:
@@ -48,7 +52,13 @@ struct ConsoleBrowserTests {
 
             """
         try (timing + gpu).write(toFile: scratch.path + "/gpu-1.yaml", atomically: true, encoding: .utf8)
-        try timing.write(toFile: scratch.path + "/gpu-2.yaml", atomically: true, encoding: .utf8)
+        let watcher = """
+            postgres:
+              monitor: "\(replica.conninfo)"
+              interval_s: 0.5
+
+            """
+        try (timing + watcher).write(toFile: scratch.path + "/gpu-2.yaml", atomically: true, encoding: .utf8)
         let lead = try AgentHarness(
             profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "console-lead"],
             outputDirectory: scratch.path)
@@ -83,6 +93,12 @@ struct ConsoleBrowserTests {
                 body: Array(try APICoding.encoder().encode(request)))
             #expect(written.status == 201, "\(written.text)")
         }
+        // The replica reported through gpu-2's heartbeats (the PostgreSQL page's row).
+        _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "gpu-2's replica on the lead") {
+            () async throws -> Bool? in
+            let nodes = try await http(lead.baseURL + Routes.nodes, headers: admin).decode(NodeList.self)
+            return nodes.nodes.first { $0.name == "gpu-2" }?.postgres?.state == "streaming" ? true : nil
+        }
         try? FileManager.default.removeItem(atPath: Self.output)
         let check = try await ChildProcess.run(
             Binaries.repositoryRoot + "/Tests/console/run",
@@ -103,6 +119,7 @@ struct ConsoleBrowserTests {
         #expect(report.event_latency_s <= 2.0)
         #expect(report.read_only["cancel_status"] == 403 && report.read_only["no_csrf_status"] == 403)
         #expect(report.browser_errors == 0)
+        #expect(report.min_contrast >= 4.5)
         for name in [
             "desktop-mesh", "desktop-gpus", "desktop-secrets", "narrow-mesh", "narrow-gpus", "desktop-lead-away",
         ] {
