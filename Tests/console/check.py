@@ -114,12 +114,24 @@ class Console:
         return found[0] if found else None
 
     def text(self, selector):
-        element = self.one(selector)
-        return element.text if element else None
+        """The rendered text of the first match, read in one step in the page (the console
+        re-renders parts when events arrive, so an element found earlier may be gone)."""
+        return self.driver.execute_script(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : null", selector)
 
     def visible(self, selector):
-        element = self.one(selector)
-        return element is not None and element.is_displayed()
+        return self.driver.execute_script(
+            "const e = document.querySelector(arguments[0]); return !!e && e.getClientRects().length > 0", selector)
+
+    def click(self, what, selector):
+        """Clicks the first match as a user does, finding it again if the page re-rendered it."""
+        def attempt():
+            element = self.one(selector)
+            if element is None:
+                return False
+            element.click()
+            return True
+        self.wait(what, attempt)
 
     def go(self, page):
         self.driver.execute_script("location.hash = arguments[0]", "#/" + page)
@@ -182,7 +194,7 @@ class Console:
         self.wait("the console after signing in", lambda: self.visible("#app") and self.one("main[data-loaded]"))
 
     def sign_out(self):
-        self.one("#signout").click()
+        self.click("the sign-out button", "#signout")
         self.wait("the sign-in form after signing out", lambda: self.visible("#signin-form"))
 
     def quit(self):
@@ -280,7 +292,7 @@ def run(console, report, lead, admin, node, node_token, lead_pid):
                    "GPU %s on %s shows %r free, the API says %d MB" % (gpu["uuid"], n["name"], free, gpu["free_vram_mb"]))
     argv = c.one("#submit-argv")
     argv.send_keys("echo console-check-output")
-    c.one("#submit-button").click()
+    c.click("the submit button", "#submit-button")
     c.wait("the submitted job's id", lambda: c.one("#submit-result a[data-submitted]") is not None)
     job_id = c.one("#submit-result a[data-submitted]").get_attribute("data-submitted")
     code, job = api(lead, admin, "GET", "/api/gpu/jobs/" + job_id)
@@ -301,15 +313,13 @@ def run(console, report, lead, admin, node, node_token, lead_pid):
                          {"kind": "exec", "payload": {"argv": ["sleep", "120"]}, "requirements": {"gpu_count": 1}})
     expect(code == 201, "submitting the long job: %s %r" % (code, long_job))
     gpu_node = status["nodes"][0]["name"]
-    c.wait("the cordon button", lambda: c.one("button[data-action='cordoned'][data-node='%s']" % gpu_node) is not None)
-    c.one("button[data-action='cordoned'][data-node='%s']" % gpu_node).click()
+    c.click("the cordon button", "button[data-action='cordoned'][data-node='%s']" % gpu_node)
 
     def cordoned():
         _, n = api(lead, admin, "GET", "/nodes/" + gpu_node)
         return (n.get("scheduling") or {}).get("state") == "cordoned"
     c.wait("the node cordoned through the page", cordoned)
-    c.wait("the reopen button", lambda: c.one("button[data-action='open'][data-node='%s']" % gpu_node) is not None)
-    c.one("button[data-action='open'][data-node='%s']" % gpu_node).click()
+    c.click("the reopen button", "button[data-action='open'][data-node='%s']" % gpu_node)
     c.wait("the node reopened through the page", lambda: not cordoned())
 
     # --- Secrets: the API's versions, the audit chain verified, no value anywhere -------------
@@ -323,7 +333,7 @@ def run(console, report, lead, admin, node, node_token, lead_pid):
         expect(shown == str(s["version"]), "secret %s shows version %r, the API says %d" % (key, shown, s["version"]))
     expect("verified" in c.text("#audit"), "the audit chain is not shown verified: %r" % c.text("#audit"))
     expect(c.one("#resolution-table") is not None, "no resolution table")
-    c.one("#rotate").click()
+    c.click("the rotate button", "#rotate")
     c.wait("the key rotation's result", lambda: "re-wrapped" in (c.text("#rotation") or ""), timeout=30)
     _, audit = api(lead, admin, "GET", "/api/audit?limit=5")
     expect(any("rotat" in e["action"] for e in audit["entries"]), "the rotation is not in the audit chain: %r" % audit)

@@ -6,7 +6,7 @@ import Mesh
 import NIOCore
 import Secrets
 
-/// The web console (docs/API.md §4.15): its page and assets, and its sign-in sessions.
+/// The web console (docs/API.md §4.21): its page and assets, and its sign-in sessions.
 ///
 /// - `GET /ui` (also `/ui/`) and `GET /ui/assets/{file}`: anyone; the files built into the binary
 ///   (``ConsoleAssets``), with a strict Content-Security-Policy (scripts and styles from this
