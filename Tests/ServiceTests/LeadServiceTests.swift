@@ -154,6 +154,46 @@ struct LeadServiceTests {
         }
     }
 
+    @Test(
+        "a heartbeat's metrics_address: kept for a wildcard or the node's mesh address, dropped for a host it only names, 400 when malformed; discovery lists it"
+    )
+    func metricsAddress() async throws {
+        let lead = try await LeadHarness.start()
+        try await lead.session { session in
+            let (token, _) = try await Self.joinToken(session)
+            let gpu1 = TestNode(name: "gpu-1")
+            #expect(
+                try await session.call(.post, "/api/nodes/join", token: "", body: gpu1.join(token: token)).status == 201
+            )
+            let vpnIP = try #require(lead.store.tables.withLock { $0.nodes["gpu-1"]?.entry.node.vpnIP })
+            let path = "/api/nodes/gpu-1/heartbeat"
+            func beat(_ address: String?) async throws -> Int {
+                var heartbeat = gpu1.heartbeat()
+                heartbeat.metricsAddress = address
+                return try await session.call(.post, path, signer: gpu1.signer, body: heartbeat).status
+            }
+            func kept() async throws -> String? {
+                try await session.call(.get, "/nodes/gpu-1").decode(Node.self).metricsAddress
+            }
+            #expect(try await beat("0.0.0.0:9464") == 200)
+            #expect(try await kept() == "0.0.0.0:9464")
+            #expect(try await beat("\(vpnIP):9465") == 200)
+            #expect(try await kept() == "\(vpnIP):9465")
+            let targets = try await session.call(.get, "/api/prometheus/targets")
+            #expect(targets.status == 200 && targets.body.contains("\"\(vpnIP):9465\""), "\(targets.body)")
+            // A host that is neither: a node cannot point Prometheus at someone else.
+            #expect(try await beat("203.0.113.7:9464") == 200)
+            #expect(try await kept() == nil)
+            #expect(try await beat("\(vpnIP):9465") == 200)
+            for malformed in ["no-port", "10.0.0.1:0", "a b:9464", String(repeating: "a", count: 400) + ":1"] {
+                #expect(try await beat(malformed) == 400, "\(malformed)")
+                #expect(try await kept() == "\(vpnIP):9465", "a refused heartbeat changed nothing")
+            }
+            #expect(try await beat(nil) == 200)
+            #expect(try await kept() == nil)
+        }
+    }
+
     @Test("labels: only the operator sets them; bad labels are refused and change nothing")
     func labels() async throws {
         let lead = try await LeadHarness.start()

@@ -21,6 +21,7 @@ extension MemoryStore: NodeStore {
             signPublicKey: node.signPublicKey, boxPublicKey: node.boxPublicKey, timing: node.timing)
         kept.tlsPin = node.tlsPin
         kept.tlsPort = node.tlsPort
+        kept.metricsAddress = node.metricsAddress
         return Registry.Entry(
             node: kept, signKey: entry.signKey, policy: entry.policy, removed: entry.removed, lastSeen: entry.lastSeen)
     }
@@ -69,6 +70,7 @@ extension MemoryStore: NodeStore {
             row.entry.node.version = entry.node.version
             row.entry.node.address = entry.node.address
             row.entry.node.tlsPort = entry.node.tlsPort
+            row.entry.node.metricsAddress = entry.node.metricsAddress
             tables.nodes[entry.node.name] = row
         case .labels(let name, let labels):
             tables.nodes[name]?.entry.node.labels = labels

@@ -24,10 +24,18 @@ struct ContextStoreTests {
         try body(store, scratch.path)
     }
 
+    // FileManager rather than lstat(2): which C module `stat` comes from depends on the order the
+    // compiler loads modules in, and member-import checking then asks for that module.
     func mode(_ path: String) -> mode_t {
-        var info = stat()
-        guard lstat(path, &info) == 0 else { return 0 }
-        return info.st_mode & 0o777
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+            (attributes[.type] as? FileAttributeType) != .typeSymbolicLink,
+            let permissions = attributes[.posixPermissions] as? Int
+        else { return 0 }
+        return mode_t(permissions) & 0o777
+    }
+
+    func inode(_ path: String) -> UInt64? {
+        (try? FileManager.default.attributesOfItem(atPath: path))?[.systemFileNumber] as? UInt64
     }
 
     func context(_ name: String, agent: String = "http://127.0.0.1:9999", pin: String? = nil, token: String = "tok-1")
@@ -154,12 +162,10 @@ struct ContextStoreTests {
     func atomicWrite() throws {
         try withStore { store, _ in
             try store.add(try context("a", token: "first"))
-            var before = stat()
-            lstat(store.path(of: "a"), &before)
+            let before = inode(store.path(of: "a"))
             try store.add(try context("a", token: "second"), replace: true)
-            var after = stat()
-            lstat(store.path(of: "a"), &after)
-            #expect(before.st_ino != after.st_ino, "rewritten in place, not renamed over")
+            let after = inode(store.path(of: "a"))
+            #expect(before != nil && before != after, "rewritten in place, not renamed over")
             #expect(try store.context("a").token == "second")
 
             // What a write interrupted before its rename leaves: a dot-file beside the context.

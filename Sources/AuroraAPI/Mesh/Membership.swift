@@ -204,6 +204,8 @@ public struct HeartbeatRequest: Codable, Sendable, Equatable {
     public var wireguard: WireGuardReport?
     /// The node's TLS listener port, when it has one.
     public var tlsPort: Int?
+    /// Where the node serves `/metrics` alone (`metrics.listen`), when it does.
+    public var metricsAddress: String?
 
     public init(
         capabilities: Capabilities?, version: String, labels: [String: String]?, checks: [CheckResult],
@@ -229,6 +231,7 @@ public struct HeartbeatRequest: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case capabilities, version, labels, checks, peers, address, timing, worker, postgres, wireguard
         case tlsPort = "tls_port"
+        case metricsAddress = "metrics_address"
     }
 }
 

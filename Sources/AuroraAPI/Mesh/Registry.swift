@@ -174,6 +174,8 @@ public struct Node: Codable, Sendable, Equatable {
     public var tlsPin: String?
     /// The node's TLS listener port.
     public var tlsPort: Int?
+    /// Where the node serves `/metrics` alone (`metrics.listen`, `HOST:PORT`), as it reports it.
+    public var metricsAddress: String?
     /// Cordoned or draining by an operator; nil while open.
     public var scheduling: NodeScheduling?
 
@@ -208,6 +210,7 @@ public struct Node: Codable, Sendable, Equatable {
         case reportedLabels = "reported_labels"
         case tlsPin = "tls_pin"
         case tlsPort = "tls_port"
+        case metricsAddress = "metrics_address"
         case vpnIP = "vpn_ip"
         case lastSeen = "last_seen"
         case joinedAt = "joined_at"

@@ -33,16 +33,33 @@ public enum PrometheusTargets {
     }
 
     /// `HOST:PORT` and scheme of `node`'s metrics; nil without a usable address.
+    ///
+    /// A node's metrics-only listener (`metrics_address`, plain HTTP: what a Prometheus on the
+    /// mesh scrapes, the tunnel encrypting it) comes first; then its TLS listener; then its API's
+    /// plain listener. A wildcard host is the node's mesh address.
     static func target(_ node: Node) -> (address: String, scheme: String)? {
-        guard let address = node.address, address.utf8.count <= 300, let colon = address.lastIndex(of: ":"),
-            let plainPort = Int(address[address.index(after: colon)...]), (1...65535).contains(plainPort)
-        else { return nil }
-        var host = String(address[..<colon])
-        if ["0.0.0.0", "[::]", "::", ""].contains(host) { host = node.vpnIP }
-        guard !host.isEmpty, host.allSatisfy({ $0.isASCII && !$0.isWhitespace && $0 != "/" }) else { return nil }
+        if let metrics = node.metricsAddress, let target = hostPort(metrics, vpnIP: node.vpnIP) {
+            return ("\(target.host):\(target.port)", "http")
+        }
+        guard let address = node.address, let (host, plainPort) = hostPort(address, vpnIP: node.vpnIP) else {
+            return nil
+        }
         if let secure = node.tlsPort, (1...65535).contains(secure) {
             return ("\(host):\(secure)", "https")
         }
         return ("\(host):\(plainPort)", "http")
+    }
+
+    /// The host and port of `address` (`HOST:PORT`, `[V6]:PORT`), a wildcard host replaced by
+    /// `vpnIP`; nil for anything else (over 300 bytes, no port, a port out of range, a host with
+    /// a space, a slash or a character outside ASCII).
+    static func hostPort(_ address: String, vpnIP: String) -> (host: String, port: Int)? {
+        guard address.utf8.count <= 300, let colon = address.lastIndex(of: ":"),
+            let port = Int(address[address.index(after: colon)...]), (1...65535).contains(port)
+        else { return nil }
+        var host = String(address[..<colon])
+        if ["0.0.0.0", "[::]", "::", ""].contains(host) { host = vpnIP }
+        guard !host.isEmpty, host.allSatisfy({ $0.isASCII && !$0.isWhitespace && $0 != "/" }) else { return nil }
+        return (host, port)
     }
 }

@@ -129,7 +129,7 @@ public enum ConfigSchema {
             "keys, tokens, caches, outbox and the managed PostgreSQL cluster"),
         ConfigKey(
             "listen", .hostPort, default: .string("127.0.0.1:9999"), env: "AURORA_LISTEN", flag: "--listen",
-            "HTTP API address (loopback; the VPN address is added once WireGuard is up)"),
+            "HTTP API address (loopback; remote callers use tls.listen, Prometheus metrics.listen)"),
         ConfigKey(
             "vpn_ip", .ipv4, default: .string(""), env: "VPN_IP",
             "the mesh address to ask the lead for; empty: the lead allocates one"),
@@ -195,6 +195,11 @@ public enum ConfigSchema {
         ConfigKey(
             "tls.listen", .optionalHostPort, default: .string(""), env: "AURORA_TLS_LISTEN", flag: "--tls-listen",
             "HOST:PORT of the TLS 1.3 listener for nodes and remote operators (self-signed; peers pin its key); empty: none"
+        ),
+        // MARK: Metrics
+        ConfigKey(
+            "metrics.listen", .optionalHostPort, default: .string(""), env: "AURORA_METRICS_LISTEN",
+            "HOST:PORT of a plain HTTP listener that serves GET /metrics only (for Prometheus over the mesh); empty: none"
         ),
         ConfigKey(
             "tls.advertise", .url(schemes: ["https"]), default: .string(""),

@@ -296,6 +296,8 @@ public struct NodeConfig: Sendable {
     public let insecurePlain: Bool
     /// `tls.listen`: the TLS listener, when there is one.
     public let tlsListen: HostPort?
+    /// `metrics.listen`: a plain HTTP listener serving `/metrics` alone, when there is one.
+    public let metricsListen: HostPort?
     /// `tls.advertise`: the https URL of this agent for nodes.
     public let tlsAdvertise: String?
     /// `limits.*`: see ``RequestLimits``.
@@ -421,6 +423,7 @@ public struct NodeConfig: Sendable {
         self.maxBodyBytes = int("http.max_body_bytes")
         self.idleTimeoutS = int("http.idle_timeout_s")
         self.tlsListen = nonEmpty("tls.listen").flatMap { try? HostPort(parsing: $0) }
+        self.metricsListen = nonEmpty("metrics.listen").flatMap { try? HostPort(parsing: $0) }
         self.tlsAdvertise = nonEmpty("tls.advertise")
         self.limitRequestsPerS = int("limits.requests_per_s")
         self.limitBurst = int("limits.burst")

@@ -17,7 +17,8 @@ import ServiceLifecycle
 /// docs/API.md §3a, enforced here by `authorize`, `authenticateNode`, `client` and ``JobAccess``.
 public enum HTTPServer {
     /// Builds the applications, each a `Service` in the agent's `ServiceGroup`: plain HTTP on
-    /// `listen`, and TLS 1.3 on `tls.listen` when set. Both serve the same routes.
+    /// `listen`, and TLS 1.3 on `tls.listen` when set (both serve the same routes), and plain
+    /// HTTP on `metrics.listen` when set (`GET /metrics` only).
     ///
     /// Connections that stay idle, or send a request head too slowly, close after
     /// `http.idle_timeout_s`; a request head holds at most 100 fields, 16 KiB per field and 64 KiB
@@ -63,6 +64,23 @@ public enum HTTPServer {
                             ])
                     },
                     logger: logger))
+        }
+        if let scrape = state.config.metricsListen {
+            let responder = metricsRouter(state: state, role: role, metrics: metrics, logger: logger).buildResponder()
+            services.append(
+                MetricsListener(address: scrape, logger: logger) {
+                    Application(
+                        responder: responder, server: .http1(configuration: http1),
+                        configuration: .init(address: .hostname(scrape.host, port: scrape.port), serverName: nil),
+                        onServerRunning: { channel in
+                            logger.info(
+                                "serving /metrics",
+                                metadata: [
+                                    "nodeagent.address": "\(channel.localAddress?.description ?? scrape.description)"
+                                ])
+                        },
+                        logger: logger)
+                })
         }
         return services
     }
@@ -111,13 +129,7 @@ public enum HTTPServer {
             return try json(health, status: serving ? .ok : .serviceUnavailable)
         }
         router.on(API.metrics) { _, _ -> Response in
-            Gauge(label: "aurora_uptime_seconds").record(state.uptime)
-            var buffer = [UInt8]()
-            metrics?.emit(into: &buffer)
-            if case .lead(let lead) = role, metrics != nil { buffer += await MeshMetrics.scrape(lead) }
-            return Response(
-                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
+            await metricsResponse(state: state, role: role, metrics: metrics)
         }
         router.on(API.openAPI) { _, _ -> Response in
             guard let document = OpenAPIDocument.served else {
@@ -158,6 +170,34 @@ public enum HTTPServer {
         addInferenceRoutes(to: router, agent: agent, role: role)
         addGatewayKeyRoutes(to: router, agent: agent, role: role)
         addConsoleRoutes(to: router, agent: agent)
+        return router
+    }
+
+    /// `GET /metrics`: Prometheus text, `aurora_uptime_seconds` refreshed first; on the lead, the
+    /// per-node series follow the registry's.
+    static func metricsResponse(state: AgentState, role: RoleParts, metrics: PrometheusCollectorRegistry?) async
+        -> Response
+    {
+        Gauge(label: "aurora_uptime_seconds").record(state.uptime)
+        var buffer = [UInt8]()
+        metrics?.emit(into: &buffer)
+        if case .lead(let lead) = role, metrics != nil { buffer += await MeshMetrics.scrape(lead) }
+        return Response(
+            status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
+    }
+
+    /// The router of `metrics.listen`: `GET /metrics` and nothing else (404 for every other
+    /// path), behind the same error body and request limits as the API.
+    static func metricsRouter(
+        state: AgentState, role: RoleParts, metrics: PrometheusCollectorRegistry?, logger: Logger
+    ) -> Router<AgentRequestContext> {
+        let router = Router(context: AgentRequestContext.self)
+        router.middlewares.add(APIErrorMiddleware(logger: logger))
+        router.middlewares.add(RequestLimitMiddleware(limits: RequestLimits(config: state.config)))
+        router.on(API.metrics) { _, _ -> Response in
+            await metricsResponse(state: state, role: role, metrics: metrics)
+        }
         return router
     }
 
@@ -345,5 +385,42 @@ struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
             throw tooLarge
         }
         return try await next(request, context)
+    }
+}
+
+/// The `metrics.listen` server, bound again every 2 s until it can be: a mesh address exists
+/// only once the agent's WireGuard interface is up, and the agent must not stop for want of it.
+/// Ends at the agent's graceful shutdown.
+struct MetricsListener: Service {
+    let address: HostPort
+    let logger: Logger
+    let makeApplication: @Sendable () -> Application<RouterResponder<AgentRequestContext>>
+
+    init(
+        address: HostPort, logger: Logger,
+        makeApplication: @escaping @Sendable () -> Application<RouterResponder<AgentRequestContext>>
+    ) {
+        self.address = address
+        self.logger = logger
+        self.makeApplication = makeApplication
+    }
+
+    func run() async throws {
+        var logged = false
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                try await makeApplication().run()
+                return
+            } catch {
+                if Task.isShuttingDownGracefully || Task.isCancelled { return }
+                if !logged {
+                    logger.warning(
+                        "cannot serve /metrics yet; trying again every 2 s",
+                        metadata: ["nodeagent.address": "\(address)", "nodeagent.error": "\(error)"])
+                    logged = true
+                }
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(2)) }
+            }
+        }
     }
 }

@@ -2764,6 +2764,7 @@ components:
         postgres: {$ref: '#/components/schemas/ReplicaHealth'}
         tls_pin: {type: string, description: the pin of the node's TLS key, from its join}
         tls_port: {type: integer}
+        metrics_address: {type: string, description: 'where the node serves GET /metrics alone (metrics.listen), HOST:PORT; a wildcard host is its mesh address'}
         scheduling: {$ref: '#/components/schemas/NodeScheduling'}
     NodeScheduling:
       type: object
@@ -2949,6 +2950,7 @@ components:
         postgres: {$ref: '#/components/schemas/ReplicaHealth'}
         wireguard: {$ref: '#/components/schemas/WireGuardReport'}
         tls_port: {type: integer, minimum: 1, maximum: 65535, description: the node's TLS listener port}
+        metrics_address: {type: string, maxLength: 300, description: 'HOST:PORT of the node''s metrics listener (metrics.listen); kept only for a wildcard host, the node''s mesh address or the host its requests come from'}
     HeartbeatResponse:
       type: object
       required: [state, registry_version, lead_time, send_full]

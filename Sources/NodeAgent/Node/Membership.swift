@@ -681,6 +681,7 @@ final class MembershipService: Service {
             wireguard: state.wireguardReport)
         var withTLS = beat
         withTLS.tlsPort = config.tlsListen?.port
+        withTLS.metricsAddress = config.metricsListen?.description
         let sent = ContinuousClock.now
         let response = try await lead.call(
             API.heartbeat, config.name, body: withTLS, as: HeartbeatResponse.self, timeout: timeout)

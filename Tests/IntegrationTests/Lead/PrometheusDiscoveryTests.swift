@@ -62,7 +62,11 @@ struct PrometheusDiscoveryTests {
               interval_s: 0.5
 
             """
-        try (timing + gpu).write(toFile: scratch.path + "/gpu-1.yaml", atomically: true, encoding: .utf8)
+        // gpu-1 also serves /metrics alone on a listener of its own (metrics.listen): discovery
+        // lists that one for it.
+        let metricsPort = try freePort()
+        let scrapeOnly = "metrics:\n  listen: \"127.0.0.1:\(metricsPort)\"\n"
+        try (timing + gpu + scrapeOnly).write(toFile: scratch.path + "/gpu-1.yaml", atomically: true, encoding: .utf8)
         try (timing + watcher).write(toFile: scratch.path + "/gpu-2.yaml", atomically: true, encoding: .utf8)
         let lead = try AgentHarness(
             profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "prom-lead"],
@@ -94,7 +98,14 @@ struct PrometheusDiscoveryTests {
             let groups = try await http(
                 lead.baseURL + API.prometheusTargets.pattern, headers: ["Authorization": "Bearer \(readToken)"]
             ).decode([PrometheusTargetGroup].self)
-            return groups.count == 3 ? groups : nil
+            return groups.count == 3 && groups[0].targets == ["127.0.0.1:\(metricsPort)"] ? groups : nil
+        }
+        // The metrics listener serves /metrics and nothing else.
+        let scraped = try await http("http://127.0.0.1:\(metricsPort)/metrics")
+        #expect(scraped.status == 200 && scraped.text.contains("aurora_uptime_seconds"))
+        for path in ["/api/agent", "/health", "/nodes", "/ui"] {
+            let answer = try await http("http://127.0.0.1:\(metricsPort)" + path, headers: admin)
+            #expect(answer.status == 404, "\(path) on the metrics listener: \(answer.status)")
         }
         #expect(listed.map { $0.labels["node"] } == ["gpu-1", "gpu-2", "prom-lead"])
         #expect(listed.map { $0.labels["role"] } == ["compute", "compute", "lead"])

@@ -6,7 +6,7 @@ import Testing
 struct PrometheusTargetsTests {
     static func node(
         _ name: String, role: NodeRole = .compute, state: NodeState = .alive, address: String?, tlsPort: Int? = nil,
-        company: String = ""
+        company: String = "", metrics: String? = nil
     ) -> Node {
         var node = Node(
             name: name, role: role, company: company, vpnIP: "10.0.0.9", state: state, lastSeen: "", labels: [:],
@@ -14,6 +14,7 @@ struct PrometheusTargetsTests {
             capabilities: Capabilities(cpuCores: 1, memoryMB: 1024, os: "linux", arch: "x86_64", gpus: []),
             version: "", address: address, joinedAt: "", signPublicKey: "", boxPublicKey: "", timing: nil)
         node.tlsPort = tlsPort
+        node.metricsAddress = metrics
         return node
     }
 
@@ -55,5 +56,16 @@ struct PrometheusTargetsTests {
             PrometheusTargets.groups([Self.node("n", address: "127.0.0.1:9", tlsPort: 0)]).first?.targets == [
                 "127.0.0.1:9"
             ])
+    }
+
+    @Test("a metrics-only listener comes first, over plain HTTP (the mesh encrypts it); a wildcard is the mesh address")
+    func metricsListener() {
+        let listed = PrometheusTargets.groups([
+            Self.node("a", address: "127.0.0.1:9999", tlsPort: 9443, metrics: "10.0.0.9:9464"),
+            Self.node("b", address: "127.0.0.1:9998", metrics: "0.0.0.0:9464"),
+            Self.node("c", address: "127.0.0.1:9997", tlsPort: 9443, metrics: "not an address"),
+        ])
+        #expect(listed.map(\.targets) == [["10.0.0.9:9464"], ["10.0.0.9:9464"], ["127.0.0.1:9443"]])
+        #expect(listed.map { $0.labels["__scheme__"] } == ["http", "http", "https"])
     }
 }

@@ -31,7 +31,7 @@ labels: {}
 #                                                                  env AURORA_DATA_DIR, --data-dir
 data_dir: /var/lib/aurora
 
-# HTTP API address. Keep it on loopback; the VPN address is added once WireGuard is up.
+# HTTP API address. Keep it on loopback: remote callers use tls.listen, Prometheus metrics.listen.
 #                                                                  env AURORA_LISTEN, --listen
 listen: 127.0.0.1:9999
 
@@ -103,6 +103,13 @@ tls:
   listen: ""
   # The https URL nodes use for this agent (printed by `aurora-cli token create`); empty: from listen.
   advertise: ""
+
+# Prometheus: a plain HTTP listener that serves GET /metrics and nothing else, e.g. on the
+# mesh address (10.0.0.3:9464; 0.0.0.0:9464 is scraped at the mesh address), where WireGuard
+# encrypts the scrape. The lead lists it for Prometheus's discovery (GET /api/prometheus/targets).
+metrics:
+  # HOST:PORT; empty: none (metrics stay on the API listeners).       env AURORA_METRICS_LISTEN
+  listen: ""
 
 # Request limits (token buckets). A refusal is 429 rate_limited with Retry-After.
 limits:

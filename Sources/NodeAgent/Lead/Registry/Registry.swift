@@ -286,6 +286,9 @@ actor Registry {
             company: nil, labels: beat.labels, version: beat.version, endpoint: beat.wireguard?.endpoint,
             capabilities: beat.capabilities)
         try Self.validateTLSPort(beat.tlsPort)
+        if let metrics = beat.metricsAddress, try Self.hostPort(metrics, field: "metrics_address").port == 0 {
+            throw Refusal.badRequest("metrics_address: the port must be 1-65535")
+        }
         if let started = beat.worker?.startedAt, started.utf8.count > 40 || ISOTime.parse(started) == nil {
             throw Refusal.badRequest("worker.started_at must be an ISO 8601 time")
         }
@@ -296,12 +299,14 @@ actor Registry {
         // What a node says of its labels is shown as `reported_labels`; placement and rights use
         // only the labels its token or an operator gave it.
         if let reported = beat.labels { entry.node.reportedLabels = reported.isEmpty ? nil : reported }
+        let metricsAddress = Self.metricsAddress(beat.metricsAddress, node: entry.node, observed: observedHost)
         if entry.node.capabilities != capabilities || entry.node.version != beat.version
             || entry.node.address != beat.address || entry.node.timing != beat.timing
-            || entry.node.tlsPort != beat.tlsPort
+            || entry.node.tlsPort != beat.tlsPort || entry.node.metricsAddress != metricsAddress
         {
             recordDirty.insert(name)
-            if entry.node.address != beat.address { version += 1 }
+            // Where to reach a node changed: nodes refresh their cached registry.
+            if entry.node.address != beat.address || entry.node.metricsAddress != metricsAddress { version += 1 }
         }
         let previousCapabilities = entry.node.capabilities
         entry.node.capabilities = capabilities
@@ -309,6 +314,7 @@ actor Registry {
         entry.node.address = beat.address
         entry.node.timing = beat.timing
         entry.node.tlsPort = beat.tlsPort
+        entry.node.metricsAddress = metricsAddress
         entry.node.checks = beat.checks
         let previousPostgres = entry.node.postgres
         entry.node.postgres = beat.postgres
@@ -576,6 +582,15 @@ actor Registry {
     }
 
     /// A reported `tls_port` must be 1–65535 (400 otherwise); nil is no TLS listener.
+    /// The metrics address a heartbeat reports, as the registry keeps it for Prometheus: only
+    /// when its host is a wildcard, the node's mesh address or the host its requests come from,
+    /// so that a node cannot send a scraper to a host it only names; nil otherwise.
+    static func metricsAddress(_ reported: String?, node: Node, observed: String?) -> String? {
+        guard let reported, let address = try? HostPort(parsing: reported) else { return nil }
+        let allowed = ["0.0.0.0", "::", node.vpnIP] + (observed.map { [$0] } ?? [])
+        return allowed.contains(address.host) ? address.description : nil
+    }
+
     static func validateTLSPort(_ port: Int?) throws(Refusal) {
         if let port, !(1...65535).contains(port) { throw Refusal.badRequest("tls_port must be 1-65535") }
     }

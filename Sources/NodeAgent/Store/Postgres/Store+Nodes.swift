@@ -14,27 +14,28 @@ enum NodeRows {
         name, role, company, vpn_ip, sign_public_key, box_public_key, wg_public_key, wg_endpoint, wg_listen_port,
         labels::text, capabilities::text, timing::text, version, address, state, removed, \(SQL.iso("last_seen")),
         \(SQL.iso("joined_at")), wg_behind_nat, tls_pin, tls_port, scheduling, \(SQL.iso("drain_deadline")),
-        \(SQL.iso("scheduling_since"))
+        \(SQL.iso("scheduling_since")), metrics_address
         """
 
     static let upsertSQL = """
         INSERT INTO nodes (name, role, company, vpn_ip, sign_public_key, box_public_key, wg_public_key, wg_endpoint, wg_listen_port,
                            labels, capabilities, timing, version, address, state, removed, last_seen, joined_at, token_id, wg_behind_nat,
-                           tls_pin, tls_port)
+                           tls_pin, tls_port, metrics_address)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::integer, $10::jsonb, $11::jsonb, $12::jsonb, $13, $14, $15, false, $16::timestamptz,
-                $17::timestamptz, $18, $19::boolean, $20, $21::integer)
+                $17::timestamptz, $18, $19::boolean, $20, $21::integer, $22)
         ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role, company = EXCLUDED.company, vpn_ip = EXCLUDED.vpn_ip,
             sign_public_key = EXCLUDED.sign_public_key, box_public_key = EXCLUDED.box_public_key, wg_public_key = EXCLUDED.wg_public_key,
             wg_endpoint = EXCLUDED.wg_endpoint, wg_listen_port = EXCLUDED.wg_listen_port, labels = EXCLUDED.labels,
             capabilities = EXCLUDED.capabilities, timing = EXCLUDED.timing, version = EXCLUDED.version, address = EXCLUDED.address,
             state = EXCLUDED.state, removed = false, removed_at = NULL, forgotten = false, last_seen = EXCLUDED.last_seen, token_id = EXCLUDED.token_id,
             wg_behind_nat = EXCLUDED.wg_behind_nat, tls_pin = EXCLUDED.tls_pin, tls_port = EXCLUDED.tls_port,
+            metrics_address = EXCLUDED.metrics_address,
             scheduling = CASE WHEN nodes.removed THEN 'open' ELSE nodes.scheduling END,
             drain_deadline = CASE WHEN nodes.removed THEN NULL ELSE nodes.drain_deadline END,
             scheduling_since = CASE WHEN nodes.removed THEN NULL ELSE nodes.scheduling_since END
         """
 
-    /// ``upsertSQL``'s 21 parameters, in order, from a registry entry; JSON columns as JSON text.
+    /// ``upsertSQL``'s 22 parameters, in order, from a registry entry; JSON columns as JSON text.
     static func upsertParameters(_ entry: Registry.Entry, tokenID: String? = nil) -> [String?] {
         let node = entry.node
         return [
@@ -45,13 +46,14 @@ enum NodeRows {
             node.timing.map { SQL.json($0) }, node.version, node.address, node.state.rawValue,
             ISOTime.string(entry.lastSeen), node.joinedAt,
             tokenID, (node.wireguard.behindNAT ?? false) ? "true" : "false", node.tlsPin, node.tlsPort.map(String.init),
+            node.metricsAddress,
         ]
     }
 
-    /// A registry entry from a row of ``columns`` (24 columns in that order); nil when a required column is missing or does not parse, and the caller skips
+    /// A registry entry from a row of ``columns`` (25 columns in that order); nil when a required column is missing or does not parse, and the caller skips
     /// the row. Missing or invalid timing falls back to the role's default heartbeat timing.
     static func entry(_ row: [String?]) -> Registry.Entry? {
-        guard row.count == 24, let name = row[0], let role = row[1].flatMap(NodeRole.init(rawValue:)),
+        guard row.count == 25, let name = row[0], let role = row[1].flatMap(NodeRole.init(rawValue:)),
             let vpnIP = row[3],
             let signText = row[4], let signKey = try? PublicKey(base64: signText), let box = row[5], let wg = row[6],
             let port = row[8].flatMap({ Int($0) }), let state = row[14].flatMap(NodeState.init(rawValue:)),
@@ -66,6 +68,7 @@ enum NodeRows {
             joinedAt: joinedAt, signPublicKey: signText, boxPublicKey: box, timing: timing)
         node.tlsPin = row[19].flatMap { TLSPin(parsing: $0)?.description }
         node.tlsPort = row[20].flatMap { Int($0) }.flatMap { (1...65535).contains($0) ? $0 : nil }
+        node.metricsAddress = row[24].flatMap { try? HostPort(parsing: $0) }.map(\.description)
         if let state = row[21].flatMap(SchedulingState.init(rawValue:)), state != .open {
             node.scheduling = NodeScheduling(state: state, deadline: row[22], since: row[23])
         }
@@ -197,12 +200,12 @@ extension NodeRows {
             return (
                 """
                 UPDATE nodes SET labels = $2::jsonb, capabilities = $3::jsonb, timing = $4::jsonb, version = $5, address = $6,
-                    tls_port = $7::integer WHERE name = $1
+                    tls_port = $7::integer, metrics_address = $8 WHERE name = $1
                 """,
                 [
                     entry.node.name, SQL.json(entry.node.labels), SQL.json(entry.node.capabilities),
                     entry.node.timing.map { SQL.json($0) }, entry.node.version, entry.node.address,
-                    entry.node.tlsPort.map(String.init),
+                    entry.node.tlsPort.map(String.init), entry.node.metricsAddress,
                 ]
             )
         case .labels(let name, let labels):

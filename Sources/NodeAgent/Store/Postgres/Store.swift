@@ -438,6 +438,11 @@ public enum Migrations {
                     PRIMARY KEY (key_id, model)
                 )
                 """),
+        Migration(
+            version: 14, name: "metrics_address",
+            sql: """
+                ALTER TABLE nodes ADD COLUMN metrics_address text
+                """),
     ]
 
     /// An arbitrary constant for `pg_advisory_lock`: two agents on one external store migrate
