@@ -10,6 +10,37 @@ import Testing
 /// The HTTP surface of a real agent: JSON errors, the body limit, the token, metrics.
 @Suite("HTTP API of a running agent")
 struct HTTPTests {
+    @Test(
+        "metrics.listen on a taken port: the agent serves its API meanwhile and binds the metrics listener once the port is free"
+    )
+    func metricsListenerWaits() async throws {
+        let scratch = try ScratchDirectory("metrics-listen")
+        defer { scratch.remove() }
+        let taken = try PortHolder()
+        defer { taken.close() }
+        let node = scratch.path + "/node.yaml"
+        try "metrics:\n  listen: \"127.0.0.1:\(taken.port)\"\n".write(toFile: node, atomically: true, encoding: .utf8)
+        let agent = try AgentHarness(
+            profile: "compute", dataDir: scratch.path + "/data",
+            extraArguments: ["--config", node, "--lead", "http://127.0.0.1:9", "--join-token", "aurjoin_unused"],
+            outputDirectory: scratch.path)
+        defer { agent.process.signal(SIGKILL) }
+        try await agent.waitHealthy(timeout: .seconds(30))
+        // The port is someone else's: the agent keeps serving and says why metrics wait.
+        _ = try await poll(timeout: .seconds(10), every: .milliseconds(50), "the agent's warning") {
+            (agent.process.stdout + agent.process.stderr).contains("cannot serve /metrics yet") ? true : nil
+        }
+        #expect(try await http(agent.baseURL + Routes.health).status == 200)
+        taken.close()
+        let served = try await poll(timeout: .seconds(10), every: .milliseconds(100), "the metrics listener") {
+            () async throws -> HTTPAnswer? in
+            let answer = try? await http("http://127.0.0.1:\(taken.port)/metrics")
+            return answer?.status == 200 ? answer : nil
+        }
+        #expect(served.text.contains("aurora_uptime_seconds"))
+        #expect(try await http("http://127.0.0.1:\(taken.port)/api/agent").status == 404)
+    }
+
     @Test("errors are JSON with code and message; 404, 413, 401; metrics are Prometheus text")
     func httpSurface() async throws {
         let scratch = try ScratchDirectory("http")
