@@ -8,13 +8,13 @@
     'lead.standby_ineligible', 'lead.standby_eligible', 'job.queued', 'job.started', 'job.succeeded',
     'job.failed', 'job.cancelled', 'job.requeued', 'secret.changed', 'replica.state_changed',
     'replica.slot_inactive', 'check.changed', 'check.recovery', 'alert.raised', 'alert.cleared',
-    'connectivity.changed', 'gateway.fallback',
+    'connectivity.changed',
   ];
   // Which pages an event's type makes stale.
   const REFRESHES = {
     node: ['mesh', 'gpus', 'health', 'secrets'], lead: ['mesh', 'gpus', 'postgres'], job: ['gpus'],
     secret: ['secrets'], replica: ['postgres', 'mesh'], check: ['health', 'mesh'], alert: ['health'],
-    connectivity: ['health'], gateway: [],
+    connectivity: ['health'],
   };
   // Measurements that change without an event (last seen, lag, handshake age) are sampled this
   // often while their page is open and the tab visible.

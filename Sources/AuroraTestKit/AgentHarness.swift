@@ -96,3 +96,34 @@ public func processes(mentioning text: String) -> [pid_t] {
         return commandLine.contains(text) ? pid : nil
     }
 }
+
+extension AgentHarness {
+    /// A lead named `leadName` and compute agents that joined it with one reusable join token,
+    /// each started with its node file (`config`, written to `SCRATCH/NAME.yaml`) and healthy.
+    /// Every agent goes into `agents` as soon as it starts, so the caller stops them however
+    /// this ends. Returns the lead and the workers, in order.
+    public static func leadWithWorkers(
+        in scratch: ScratchDirectory, lead leadName: String, workers: [(name: String, config: String)],
+        agents: inout [AgentHarness]
+    ) async throws -> (lead: AgentHarness, workers: [AgentHarness]) {
+        let lead = try AgentHarness(
+            profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", leadName],
+            outputDirectory: scratch.path)
+        agents.append(lead)
+        try await lead.waitHealthy()
+        let join = try await lead.joinToken(reusable: true, outputDirectory: scratch.path)
+        var started: [AgentHarness] = []
+        for (name, config) in workers {
+            let file = scratch.path + "/\(name).yaml"
+            try config.write(toFile: file, atomically: true, encoding: .utf8)
+            let worker = try AgentHarness(
+                profile: "compute", dataDir: scratch.path + "/" + name,
+                extraArguments: ["--name", name, "--lead", lead.baseURL, "--join-token", join, "--config", file],
+                outputDirectory: scratch.path)
+            agents.append(worker)
+            started.append(worker)
+            try await worker.waitHealthy()
+        }
+        return (lead, started)
+    }
+}

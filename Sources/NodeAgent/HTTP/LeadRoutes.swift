@@ -205,15 +205,22 @@ extension HTTPServer {
     }
 }
 
-/// Paths a fenced lead still answers: they acknowledge nothing.
+/// Paths a fenced lead still answers: they acknowledge nothing. The web console's page, files
+/// and sessions (`/ui`, `/ui/…`) are among them: its pages then show the 503 of every mesh call.
 private let fencedOpenPaths: Set<String> = [
     API.health.pattern, API.metrics.pattern, API.openAPI.pattern, API.agent.pattern, API.leadStatus.pattern,
     API.leadHandoff.pattern, API.logs.pattern, API.subsystems.pattern, API.checks.pattern, API.outbox.pattern,
+    API.consolePage.pattern,
 ]
+
+/// Whether a fenced lead still answers `path` (``fencedOpenPaths``, and the console's files and session).
+private func openWhenFenced(_ path: String) -> Bool {
+    fencedOpenPaths.contains(path) || path.hasPrefix("/ui/")
+}
 
 /// On the lead: every answer carries its epoch (`aurora-epoch`); a request naming a higher one
 /// makes it check its store (``Leadership/observe(claimed:)``); once fenced it answers 503
-/// `fenced` to everything but its own health, metrics, status and logs.
+/// `fenced` to everything but its own health, metrics, status and logs, and its web console.
 struct LeadEpochMiddleware<Context: RequestContext>: RouterMiddleware {
     let leadership: Leadership
     static var header: HTTPField.Name { HTTPField.Name(LeadEpochHeader.name)! }
@@ -224,7 +231,7 @@ struct LeadEpochMiddleware<Context: RequestContext>: RouterMiddleware {
         if let text = request.headers[Self.header], text.utf8.count <= 19, let claimed = Int64(text), claimed > 0 {
             await leadership.observe(claimed: claimed)
         }
-        if !fencedOpenPaths.contains(request.uri.path) {
+        if !openWhenFenced(request.uri.path) {
             if let reason = leadership.fencedReason {
                 throw Refusal(.unavailable, code: "fenced", message: "this agent no longer leads the mesh: \(reason)")
             }

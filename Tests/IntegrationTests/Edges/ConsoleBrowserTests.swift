@@ -51,32 +51,16 @@ struct ConsoleBrowserTests {
               - {index: 0, uuid: GPU-console-0, name: NVIDIA GeForce RTX 4090, memory_total_mb: 24000, memory_used_mb: 512}
 
             """
-        try (timing + gpu).write(toFile: scratch.path + "/gpu-1.yaml", atomically: true, encoding: .utf8)
         let watcher = """
             postgres:
               monitor: "\(replica.conninfo)"
               interval_s: 0.5
 
             """
-        try (timing + watcher).write(toFile: scratch.path + "/gpu-2.yaml", atomically: true, encoding: .utf8)
-        let lead = try AgentHarness(
-            profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "console-lead"],
-            outputDirectory: scratch.path)
-        agents.append(lead)
-        try await lead.waitHealthy()
+        let (lead, workers) = try await AgentHarness.leadWithWorkers(
+            in: scratch, lead: "console-lead", workers: [("gpu-1", timing + gpu), ("gpu-2", timing + watcher)],
+            agents: &agents)
         let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
-        let join = try await lead.joinToken(reusable: true, outputDirectory: scratch.path)
-        for name in ["gpu-1", "gpu-2"] {
-            let worker = try AgentHarness(
-                profile: "compute", dataDir: scratch.path + "/" + name,
-                extraArguments: [
-                    "--name", name, "--lead", lead.baseURL, "--join-token", join, "--config",
-                    scratch.path + "/\(name).yaml",
-                ],
-                outputDirectory: scratch.path)
-            agents.append(worker)
-            try await worker.waitHealthy()
-        }
         // Both workers registered with the lead's GPU coordinator, gpu-1 with its GPU.
         _ = try await poll(timeout: .seconds(20), every: .milliseconds(100), "both workers and the GPU reported") {
             () async throws -> Bool? in
@@ -104,8 +88,8 @@ struct ConsoleBrowserTests {
             Binaries.repositoryRoot + "/Tests/console/run",
             [
                 "--lead", lead.baseURL, "--lead-token-file", lead.dataDir + "/admin.token",
-                "--node", agents[1].baseURL,
-                "--node-token-file", agents[1].dataDir + "/admin.token", "--lead-pid", String(lead.process.pid),
+                "--node", workers[0].baseURL,
+                "--node-token-file", workers[0].dataDir + "/admin.token", "--lead-pid", String(lead.process.pid),
                 "--out", Self.output,
             ],
             outputDirectory: scratch.path, timeout: .seconds(300))

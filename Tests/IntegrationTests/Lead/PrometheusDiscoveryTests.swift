@@ -66,26 +66,11 @@ struct PrometheusDiscoveryTests {
         // lists that one for it.
         let metricsPort = try freePort()
         let scrapeOnly = "metrics:\n  listen: \"127.0.0.1:\(metricsPort)\"\n"
-        try (timing + gpu + scrapeOnly).write(toFile: scratch.path + "/gpu-1.yaml", atomically: true, encoding: .utf8)
-        try (timing + watcher).write(toFile: scratch.path + "/gpu-2.yaml", atomically: true, encoding: .utf8)
-        let lead = try AgentHarness(
-            profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", "prom-lead"],
-            outputDirectory: scratch.path)
-        agents.append(lead)
-        try await lead.waitHealthy()
+        let (lead, workers) = try await AgentHarness.leadWithWorkers(
+            in: scratch, lead: "prom-lead",
+            workers: [("gpu-1", timing + gpu + scrapeOnly), ("gpu-2", timing + watcher)],
+            agents: &agents)
         let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
-        let token = try await lead.joinToken(reusable: true, outputDirectory: scratch.path)
-        for name in ["gpu-1", "gpu-2"] {
-            let worker = try AgentHarness(
-                profile: "compute", dataDir: scratch.path + "/" + name,
-                extraArguments: [
-                    "--name", name, "--lead", lead.baseURL, "--join-token", token, "--config",
-                    scratch.path + "/\(name).yaml",
-                ],
-                outputDirectory: scratch.path)
-            agents.append(worker)
-            try await worker.waitHealthy()
-        }
         // A read-only API token is what the shipped configuration expects.
         let readToken = try await http(
             lead.baseURL + Routes.tokens, method: "POST", headers: admin,
@@ -112,8 +97,8 @@ struct PrometheusDiscoveryTests {
         #expect(listed[2].targets == [lead.baseURL.replacingOccurrences(of: "http://", with: "")])
         #expect(try await http(lead.baseURL + API.prometheusTargets.pattern).status == 401)
         // A compute agent answers the same list (the lead's, or its cache).
-        let workerAdmin = ["Authorization": "Bearer \(try agents[1].adminToken)"]
-        let fromWorker = try await http(agents[1].baseURL + API.prometheusTargets.pattern, headers: workerAdmin)
+        let workerAdmin = ["Authorization": "Bearer \(try workers[0].adminToken)"]
+        let fromWorker = try await http(workers[0].baseURL + API.prometheusTargets.pattern, headers: workerAdmin)
             .decode([PrometheusTargetGroup].self)
         #expect(fromWorker.map(\.targets) == listed.map(\.targets))
 
@@ -133,7 +118,7 @@ struct PrometheusDiscoveryTests {
                 "aurora-rules.yml": try String(contentsOfFile: Self.deploy + "/aurora-rules.yml", encoding: .utf8),
             ])
         do {
-            try await Self.scrapeAndAlert(server, lead: lead, admin: admin, victim: agents[2], listed: listed)
+            try await Self.scrapeAndAlert(server, lead: lead, admin: admin, victim: workers[1], listed: listed)
         } catch {
             await server.stop()
             throw error

@@ -303,6 +303,15 @@ struct TwoLeadsTests {
         #expect(refused.status == 503 && refused.text.contains("fenced"), "\(refused.status) \(refused.text)")
         let noHandoff = try await http(returned.baseURL + API.leadHandoff.pattern)
         #expect(noHandoff.status == 503)
+        // Its web console still loads and signs in (acknowledging nothing); the mesh's pages get 503.
+        #expect(try await http(returned.baseURL + API.consolePage.pattern).status == 200)
+        #expect(try await http(returned.baseURL + "/ui/assets/app.js").status == 200)
+        let signIn = try await http(
+            returned.baseURL + API.consoleSignIn.pattern, method: "POST", headers: ["Content-Type": "application/json"],
+            body: Array(try APICoding.encoder().encode(ConsoleSignIn(token: try returned.adminToken))))
+        #expect(signIn.status == 201, "\(signIn.status) \(signIn.text)")
+        let cookie = signIn.headers["set-cookie"]?.split(separator: ";").first.map(String.init) ?? ""
+        #expect(try await http(returned.baseURL + Routes.nodes, headers: ["Cookie": cookie]).status == 503)
         let status = try await Self.cli(["lead", "status"], agent: returned, scratch: scratch)
         #expect(status.code == 1 && status.stdout.contains("FENCED"), "\(status.stdout)")
         // `aurora-cli status` names the lead and its epoch first.

@@ -35,4 +35,34 @@ struct ConsoleAssetTests {
             #expect(!text.contains("innerHTML") && !text.contains("eval("), "\(name) builds markup from text")
         }
     }
+
+    /// Every event type the API declares (`EventType`'s constants in Sources/AuroraAPI).
+    static func declaredEventTypes() throws -> Set<String> {
+        let folder = folder.deletingLastPathComponent().appendingPathComponent("Sources/AuroraAPI")
+        let block = try Regex(#"(?:enum|extension) EventType \{(.*?)\n\}"#).dotMatchesNewlines()
+        let constant = try Regex(#"static let \w+ = "([a-z_]+\.[a-z_]+)""#)
+        var types: Set<String> = []
+        let files = FileManager.default.enumerator(atPath: folder.path)?.compactMap { $0 as? String } ?? []
+        for file in files where file.hasSuffix(".swift") {
+            let text = try String(contentsOf: folder.appendingPathComponent(file), encoding: .utf8)
+            for match in text.matches(of: block) {
+                let body = String(text[match.range])
+                for found in body.matches(of: constant) {
+                    if let type = found.output[1].substring { types.insert(String(type)) }
+                }
+            }
+        }
+        return types
+    }
+
+    @Test("the console listens for every event type the API declares (an EventSource hears only the names it asks for)")
+    func everyEventType() throws {
+        let declared = try Self.declaredEventTypes()
+        #expect(declared.count >= 25 && declared.contains("job.queued") && declared.contains("secret.changed"))
+        let script = try #require(ConsoleAssets.files["app.js"])
+        let list = try #require(script.firstMatch(of: /const EVENT_TYPES = \[([^\]]*)\]/)).output.1
+        let listened = Set(list.matches(of: /'([a-z_]+\.[a-z_]+)'/).map { String($0.output.1) })
+        #expect(declared.subtracting(listened).sorted() == [], "add these to EVENT_TYPES in console/app.js")
+        #expect(listened.subtracting(declared).sorted() == [], "EVENT_TYPES names types the API does not have")
+    }
 }
