@@ -57,13 +57,7 @@ struct ConsoleBenchmark: Sendable {
     func run() async throws -> Report {
         let lead = try await BenchLead.start("console", executable: executable)
         defer { lead.discard() }
-        if nodes > 0 {
-            progress("joining \(nodes) simulated nodes…")
-            let client = loadClient(connections: 16)
-            defer { _ = client.shutdown() }
-            let timing = HeartbeatTiming(intervalS: 1, suspectAfter: 3, awayAfter: 0, deadAfter: 600)
-            _ = try await lead.joinSimulated(nodes, timing: timing, client: client, tls: nil)
-        }
+        try await lead.joinIdleSimulated(nodes, progress: progress)
         progress("timing \(loads) first loads…")
         var assetTimes: [Double] = [], viewTimes: [Double] = []
         var assetBytes = 0, viewBytes = 0

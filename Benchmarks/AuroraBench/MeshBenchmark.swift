@@ -116,6 +116,17 @@ struct BenchLead {
         return try answer.decode(T.self)
     }
 
+    /// Joins `count` simulated compute nodes that stay alive without heartbeats (dead after 600
+    /// s): a lead whose registry holds them, for benchmarks that read what the lead makes of them.
+    func joinIdleSimulated(_ count: Int, progress: @Sendable (String) -> Void) async throws {
+        guard count > 0 else { return }
+        progress("joining \(count) simulated nodes…")
+        let client = loadClient(connections: 16)
+        defer { _ = client.shutdown() }
+        let timing = HeartbeatTiming(intervalS: 1, suspectAfter: 3, awayAfter: 0, deadAfter: 600)
+        _ = try await joinSimulated(count, timing: timing, client: client, tls: nil)
+    }
+
     /// Joins `count` simulated compute nodes (`sim-0`, `sim-1`, …; 16 at a time), each with one
     /// 24 GB GPU and `timing`; their signers, in order.
     func joinSimulated(_ count: Int, timing: HeartbeatTiming, client: HTTPClient, tls: TLSConfiguration?)

@@ -32,13 +32,7 @@ struct ScrapeBenchmark: Sendable {
     func run() async throws -> Report {
         let lead = try await BenchLead.start("scrape", executable: executable)
         defer { lead.discard() }
-        if nodes > 0 {
-            progress("joining \(nodes) simulated nodes…")
-            let client = loadClient(connections: 16)
-            defer { _ = client.shutdown() }
-            let timing = HeartbeatTiming(intervalS: 1, suspectAfter: 3, awayAfter: 0, deadAfter: 600)
-            _ = try await lead.joinSimulated(nodes, timing: timing, client: client, tls: nil)
-        }
+        try await lead.joinIdleSimulated(nodes, progress: progress)
         progress("scraping \(scrapes) times…")
         var durations: [Double] = []
         var text = ""

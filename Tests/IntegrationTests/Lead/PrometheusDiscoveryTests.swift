@@ -48,20 +48,9 @@ struct PrometheusDiscoveryTests {
     }
 
     static func mesh(scratch: ScratchDirectory, replica: PostgresServer, agents: inout [AgentHarness]) async throws {
-        let timing = "heartbeat: {interval_s: 0.5, suspect_after: 2, dead_after: 4}\n"
-        let gpu = """
-            gpu:
-              allow_exec: true
-            gpus:
-              - {index: 0, uuid: GPU-prom-0, name: NVIDIA GeForce RTX 4090, memory_total_mb: 24000, memory_used_mb: 512}
-
-            """
-        let watcher = """
-            postgres:
-              monitor: "\(replica.conninfo)"
-              interval_s: 0.5
-
-            """
+        let timing = NodeFiles.fastHeartbeats
+        let gpu = NodeFiles.execWorker(gpu: "GPU-prom-0")
+        let watcher = NodeFiles.replicaWatcher(replica.conninfo)
         // gpu-1 also serves /metrics alone on a listener of its own (metrics.listen): discovery
         // lists that one for it.
         let metricsPort = try freePort()
