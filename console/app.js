@@ -204,7 +204,15 @@
     const source = new EventSource('/api/events?tail=100', { withCredentials: true });
     state.source = source;
     source.onopen = () => setLive('on', 'live: following the mesh\'s events');
-    source.onerror = () => setLive('off', 'live stream interrupted; reconnecting…');
+    source.onerror = () => {
+      setLive('off', 'live stream interrupted; reconnecting…');
+      // A refused stream (the session ended) is not retried by the browser: ask why.
+      if (source.readyState === EventSource.CLOSED) {
+        api('GET', '/ui/session').then(
+          () => setTimeout(() => { if (state.source === source) openStream(); }, 5000),
+          () => signedOut('Your session ended. Sign in again.'));
+      }
+    };
     for (const type of EVENT_TYPES) source.addEventListener(type, (message) => received(message));
   }
   function closeStream() {

@@ -107,6 +107,13 @@ struct ConsoleRouteTests {
         #expect(try await Self.call(router, .get, "/api/agent", headers: [.cookie: cookie]).status == 401)
         #expect(try await Self.call(router, .get, "/ui/session", headers: [.cookie: cookie]).status == 401)
         #expect(try await Self.call(router, .get, "/api/agent", headers: [.cookie: otherCookie]).status == 200)
+        // A compute node passes a token it does not know on to the lead, but never one of its own
+        // console sessions: an ended one is refused here.
+        let ended = cookie.dropFirst("aurora_session=".count)
+        let forwarded = try await Self.call(router, .get, "/api/gpu/jobs", headers: [.authorization: "Bearer \(ended)"])
+        #expect(forwarded.status == 401 && forwarded.body.contains("console session has ended"), "\(forwarded.body)")
+        let live = try await Self.call(router, .get, "/api/gpu/jobs", headers: [.cookie: otherCookie])
+        #expect(live.status != 401, "the node's own session goes out signed as the node: \(live.status) \(live.body)")
     }
 
     @Test(

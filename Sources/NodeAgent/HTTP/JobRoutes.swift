@@ -250,6 +250,10 @@ extension HTTPServer {
     /// malformed.
     static func forwardedBearer(_ request: Request, token: AdminToken) throws -> String? {
         if let presented = bearerToken(request), !token.accepts(presented) {
+            // A console session is this agent's own: one that ended is not passed on.
+            guard !presented.hasPrefix(ConsoleWire.sessionPrefix) else {
+                throw Refusal.unauthorized("the console session has ended; sign in again")
+            }
             guard presented.utf8.count <= 256, presented.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
                 throw Refusal.unauthorized("the bearer token is malformed")
             }
