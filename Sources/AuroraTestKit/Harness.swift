@@ -47,7 +47,7 @@ public enum Binaries {
 
 /// The store's schema version after every migration (NodeAgent's `Migrations.all`): tests
 /// check that a fresh or upgraded store reaches it.
-public let latestSchemaVersion = 13
+public let latestSchemaVersion = 14
 
 /// A scratch directory under /tmp, traversable by the managed PostgreSQL's user (0755),
 /// removed by `remove()` (or by ``StartedProcesses/endAll(grace:)`` when a benchmark is interrupted).
