@@ -41,6 +41,7 @@ struct AuroraBench: AsyncParsableCommand {
             Startup.self, Heartbeat.self, Detection.self, Placement.self, Dispatch.self, Requeue.self, Queue.self,
             ReplicaBench.self,
             SecretsBench.self, RedisBench.self, Failover.self, Gateway.self, Scrape.self, ConsoleBench.self,
+            DNSBench.self,
         ])
 }
 
@@ -283,6 +284,46 @@ extension AuroraBench {
                     format: "  event fan-out to %d consoles: p50 %.2f ms, p99 %.2f ms", report.consoles,
                     report.fanoutP50Ms,
                     report.fanoutP99Ms))
+        }
+    }
+
+    /// `aurora-bench dns`.
+    struct DNSBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "dns",
+            abstract: "The mesh DNS server against dnsmasq on the same names, with dnsperf: queries/s and p50/p99.",
+            discussion:
+                "A lead with N simulated nodes serves NAME.aurora.internal from its registry; dnsmasq serves the same names from a hosts file. dnsperf asks each for --seconds with 100 queries outstanding (queries/s), then at --rate queries/s with every answer timed (p50/p99)."
+        )
+
+        @Option(help: "Simulated compute nodes (names to ask for).") var nodes = 100
+        @Option(help: "Seconds of each dnsperf run.") var seconds = 10
+        @Option(help: "Queries per second of the latency run.") var rate = 5000
+        @Flag(help: "Print the report as JSON.") var json = false
+        @OptionGroup var agent: AgentBinary
+
+        func validate() throws {
+            guard (1...10_000).contains(nodes) else { throw ValidationError("--nodes must be 1...10000") }
+            guard (1...600).contains(seconds) else { throw ValidationError("--seconds must be 1...600") }
+            guard (1...1_000_000).contains(rate) else { throw ValidationError("--rate must be 1...1000000") }
+        }
+
+        func run() async throws {
+            let report = try await DNSBenchmark(
+                executable: agent.path, nodes: nodes, seconds: seconds, rate: rate, progress: progressLine
+            ).run()
+            if json {
+                return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
+            }
+            print(
+                "aurora-bench dns (\(report.nodes) names, \(seconds) s runs, \(rate)/s latency run, release=\(isReleaseBuild))"
+            )
+            for (name, server) in [("nodeagent", report.agent), ("dnsmasq", report.dnsmasq)] {
+                print(
+                    String(
+                        format: "  %@: %.0f queries/s (%d lost); at %d/s p50 %.3f ms, p99 %.3f ms", name,
+                        server.queriesPerSecond, server.lost, rate, server.p50Ms, server.p99Ms))
+            }
         }
     }
 

@@ -98,17 +98,22 @@ public func processes(mentioning text: String) -> [pid_t] {
 }
 
 extension AgentHarness {
-    /// A lead named `leadName` and compute agents that joined it with one reusable join token,
-    /// each started with its node file (`config`, written to `SCRATCH/NAME.yaml`) and healthy.
+    /// A lead named `leadName` (with the node file `leadConfig`, when given) and compute agents
+    /// that joined it with one reusable join token, each started with its node file (`config`,
+    /// written to `SCRATCH/NAME.yaml`) and healthy.
     /// Every agent goes into `agents` as soon as it starts, so the caller stops them however
     /// this ends. Returns the lead and the workers, in order.
     public static func leadWithWorkers(
-        in scratch: ScratchDirectory, lead leadName: String, workers: [(name: String, config: String)],
-        agents: inout [AgentHarness]
+        in scratch: ScratchDirectory, lead leadName: String, leadConfig: String? = nil,
+        workers: [(name: String, config: String)], agents: inout [AgentHarness]
     ) async throws -> (lead: AgentHarness, workers: [AgentHarness]) {
+        var arguments = ["--name", leadName]
+        if let leadConfig {
+            try leadConfig.write(toFile: scratch.path + "/\(leadName).yaml", atomically: true, encoding: .utf8)
+            arguments += ["--config", scratch.path + "/\(leadName).yaml"]
+        }
         let lead = try AgentHarness(
-            profile: "lead", dataDir: scratch.path + "/lead", extraArguments: ["--name", leadName],
-            outputDirectory: scratch.path)
+            profile: "lead", dataDir: scratch.path + "/lead", extraArguments: arguments, outputDirectory: scratch.path)
         agents.append(lead)
         try await lead.waitHealthy()
         let join = try await lead.joinToken(reusable: true, outputDirectory: scratch.path)

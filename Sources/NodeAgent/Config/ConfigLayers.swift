@@ -52,6 +52,17 @@ extension ConfigKind {
             return .string(text)
         case .nodeName:
             do { return .string(try NodeName(text).value) } catch { throw bad(error.message) }
+        case .domain:
+            let labels = text.lowercased().split(separator: ".", omittingEmptySubsequences: false)
+            guard !text.isEmpty, text.utf8.count <= 253,
+                labels.allSatisfy({ label in
+                    (1...63).contains(label.utf8.count) && label.first != "-" && label.last != "-"
+                        && label.utf8.allSatisfy {
+                            (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x2D
+                        }
+                })
+            else { throw bad() }
+            return .string(text.lowercased())
         case .path:
             guard !text.isEmpty else { throw bad() }
             return .string(text)

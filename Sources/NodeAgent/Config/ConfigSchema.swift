@@ -25,6 +25,8 @@ public enum ConfigKind: Sendable, Equatable {
     case string
     /// A valid ``NodeName`` (the name the mesh knows the node by).
     case nodeName
+    /// A DNS domain: dot-separated labels of letters, digits and '-', lower-cased.
+    case domain
     /// A non-empty path; a relative one is resolved against the working directory at resolution.
     case path
     case int(ClosedRange<Int>)
@@ -52,6 +54,7 @@ public enum ConfigKind: Sendable, Equatable {
         switch self {
         case .string: "a string"
         case .nodeName: "a node name (letters, digits, '-', '_', '.'; at most 63)"
+        case .domain: "a DNS domain (labels of 1-63 letters, digits or '-', at most 253 bytes), e.g. aurora.internal"
         case .path: "an absolute path"
         case .int(let range): "an integer in \(range.lowerBound)...\(range.upperBound)"
         case .seconds: "a positive number of seconds, at most 31536000 (a year)"
@@ -196,6 +199,13 @@ public enum ConfigSchema {
             "tls.listen", .optionalHostPort, default: .string(""), env: "AURORA_TLS_LISTEN", flag: "--tls-listen",
             "HOST:PORT of the TLS 1.3 listener for nodes and remote operators (self-signed; peers pin its key); empty: none"
         ),
+        // MARK: DNS
+        ConfigKey(
+            "dns.listen", .optionalHostPort, default: .string(""), env: "AURORA_DNS_LISTEN",
+            "HOST:PORT the mesh DNS server answers on (UDP and TCP; names from the registry); empty: none"),
+        ConfigKey(
+            "dns.domain", .domain, default: .string("aurora.internal"), env: "AURORA_DNS_DOMAIN",
+            "the domain of the mesh's names: NAME.DOMAIN, lead.DOMAIN, ROLE.DOMAIN, company.C.DOMAIN"),
         // MARK: Metrics
         ConfigKey(
             "metrics.listen", .optionalHostPort, default: .string(""), env: "AURORA_METRICS_LISTEN",

@@ -298,6 +298,10 @@ public struct NodeConfig: Sendable {
     public let tlsListen: HostPort?
     /// `metrics.listen`: a plain HTTP listener serving `/metrics` alone, when there is one.
     public let metricsListen: HostPort?
+    /// `dns.listen`: where the mesh DNS server answers (UDP and TCP), when it does.
+    public let dnsListen: HostPort?
+    /// `dns.domain`: the mesh's names' domain, lower case.
+    public let dnsDomain: String
     /// `tls.advertise`: the https URL of this agent for nodes.
     public let tlsAdvertise: String?
     /// `limits.*`: see ``RequestLimits``.
@@ -424,6 +428,8 @@ public struct NodeConfig: Sendable {
         self.idleTimeoutS = int("http.idle_timeout_s")
         self.tlsListen = nonEmpty("tls.listen").flatMap { try? HostPort(parsing: $0) }
         self.metricsListen = nonEmpty("metrics.listen").flatMap { try? HostPort(parsing: $0) }
+        self.dnsListen = nonEmpty("dns.listen").flatMap { try? HostPort(parsing: $0) }
+        self.dnsDomain = string("dns.domain")
         self.tlsAdvertise = nonEmpty("tls.advertise")
         self.limitRequestsPerS = int("limits.requests_per_s")
         self.limitBurst = int("limits.burst")

@@ -395,6 +395,11 @@ public enum Agent {
         {
             services.append(.init(service: http))
         }
+        if let dns = config.dnsListen {
+            let settled = config
+            let zones = DNSServer.ZoneSource { await DNSServer.zone(role: role, config: settled) }
+            services.append(.init(service: DNSServer(address: dns, zones: zones, logger: logger)))
+        }
         services.append(.init(service: StreamCloser(hub: hub, jobs: leadJobs)))
 
         logger.info(

@@ -111,6 +111,15 @@ metrics:
   # HOST:PORT; empty: none (metrics stay on the API listeners).       env AURORA_METRICS_LISTEN
   listen: ""
 
+# Mesh DNS: this agent answers NAME.DOMAIN (a node), lead.DOMAIN, ROLE.DOMAIN (every live node of
+# the role), company.C.DOMAIN and SRV _aurora._tcp.DOMAIN from its registry (a node: its cached
+# copy, so names resolve while the lead is away). Dead nodes drop out; other domains are refused.
+dns:
+  # HOST:PORT for UDP and TCP, e.g. 127.0.0.1:5353; empty: no DNS server.  env AURORA_DNS_LISTEN
+  listen: ""
+  # The domain of the mesh's names.                                   env AURORA_DNS_DOMAIN
+  domain: aurora.internal
+
 # Request limits (token buckets). A refusal is 429 rate_limited with Retry-After.
 limits:
   # Requests per second from one source address as one identity (node, token or anonymous).

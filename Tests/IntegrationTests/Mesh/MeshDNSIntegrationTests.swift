@@ -1,0 +1,111 @@
+import AuroraAPI
+import AuroraTestKit
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Every agent's DNS server (`dns.listen`), asked with `dig` (Debian's bind9-dnsutils) over UDP
+/// and TCP: a lead and two compute agents on loopback. Names from the registry on the lead and
+/// from the cached copy on a node, also while the lead is stopped; a node killed with -9 drops
+/// out of its role's answer within 3 s; other domains are refused.
+@Suite("Mesh DNS (real agents, dig)", .serialized)
+struct MeshDNSIntegrationTests {
+    static let dig = "/usr/bin/dig"
+
+    /// `dig @127.0.0.1 -p PORT NAME TYPE +short` (and `+tcp`): the answer's lines.
+    static func short(_ port: Int, _ name: String, _ type: String = "A", tcp: Bool = false, scratch: ScratchDirectory)
+        async throws -> [String]
+    {
+        let outcome = try await ChildProcess.run(
+            dig,
+            ["@127.0.0.1", "-p", String(port), name, type, "+short", "+tries=1", "+time=2"] + (tcp ? ["+tcp"] : []),
+            outputDirectory: scratch.path)
+        #expect(outcome.code == 0, "dig \(name): \(outcome.stdout) \(outcome.stderr)")
+        return outcome.stdout.split(separator: "\n").map(String.init).sorted()
+    }
+
+    /// The status dig reports (`NOERROR`, `NXDOMAIN`, `REFUSED`, …).
+    static func status(_ port: Int, _ name: String, scratch: ScratchDirectory) async throws -> String {
+        let outcome = try await ChildProcess.run(
+            dig, ["@127.0.0.1", "-p", String(port), name, "+tries=1", "+time=2"], outputDirectory: scratch.path)
+        guard let range = outcome.stdout.range(of: "status: ") else { return "no answer: \(outcome.stdout)" }
+        return String(outcome.stdout[range.upperBound...].prefix { $0 != "," })
+    }
+
+    @Test(
+        "dig answers names, the lead, roles and SRV from every agent over UDP and TCP; NXDOMAIN and REFUSED; a node answers with the lead stopped; kill -9 drops a node from its role within 3 s"
+    )
+    func names() async throws {
+        try Binaries.requireTool(Self.dig, hint: "install bind9-dnsutils (./bootstrap does)")
+        let scratch = try ScratchDirectory("mesh-dns")
+        var agents: [AgentHarness] = []
+        defer {
+            for agent in agents where agent.process.isRunning {
+                kill(agent.process.pid, SIGCONT)
+                agent.process.signal(SIGKILL)
+            }
+            scratch.remove()
+        }
+        let ports = try (0..<3).map { _ in try freePort() }
+        // Dead after 1.5 s without heartbeats: the answer must drop the node within 3 s of the kill.
+        let timing = "heartbeat: {interval_s: 0.5, suspect_after: 2, dead_after: 3}\n"
+        func dns(_ port: Int) -> String { timing + "dns:\n  listen: \"127.0.0.1:\(port)\"\n" }
+        let (lead, workers) = try await AgentHarness.leadWithWorkers(
+            in: scratch, lead: "dns-lead", leadConfig: dns(ports[0]),
+            workers: [("gpu-1", dns(ports[1])), ("gpu-2", dns(ports[2]))], agents: &agents)
+        let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
+        let nodes = try await http(lead.baseURL + Routes.nodes, headers: admin).decode(NodeList.self).nodes
+        let address = Dictionary(uniqueKeysWithValues: nodes.map { ($0.name, $0.vpnIP) })
+        #expect(address.count == 3)
+
+        // Every agent answers every name: the lead from its registry, the nodes from their copy
+        // (which they fetch when the membership changes).
+        for port in ports {
+            for (name, ip) in address {
+                let answer = try await poll(timeout: .seconds(10), every: .milliseconds(100), "\(name) on \(port)") {
+                    () async throws -> [String]? in
+                    let found = try await Self.short(port, name + ".aurora.internal", scratch: scratch)
+                    return found == [ip] ? found : nil
+                }
+                #expect(answer == [ip])
+            }
+            #expect(try await Self.short(port, "lead.aurora.internal", scratch: scratch) == [address["dns-lead"]!])
+            #expect(
+                try await Self.short(port, "compute.aurora.internal", tcp: true, scratch: scratch)
+                    == [address["gpu-1"]!, address["gpu-2"]!].sorted())
+            #expect(try await Self.status(port, "nobody.aurora.internal", scratch: scratch) == "NXDOMAIN")
+            #expect(try await Self.status(port, "example.com", scratch: scratch) == "REFUSED")
+        }
+        let services = try await Self.short(ports[0], "_aurora._tcp.aurora.internal", "SRV", scratch: scratch)
+        #expect(services.contains("0 0 \(lead.port) dns-lead.aurora.internal."), "\(services)")
+        #expect(services.count == 3)
+
+        // Garbage to the UDP port changes nothing: it keeps answering.
+        let garbage = try await ChildProcess.run(
+            "/bin/bash", ["-c", "printf '\\001\\002\\003' > /dev/udp/127.0.0.1/\(ports[1])"],
+            outputDirectory: scratch.path)
+        #expect(garbage.code == 0, "\(garbage.stderr)")
+        #expect(try await Self.short(ports[1], "gpu-2.aurora.internal", scratch: scratch) == [address["gpu-2"]!])
+
+        // The lead stopped: gpu-1 answers from its cached copy.
+        kill(lead.process.pid, SIGSTOP)
+        #expect(try await Self.short(ports[1], "gpu-2.aurora.internal", scratch: scratch) == [address["gpu-2"]!])
+        #expect(try await Self.short(ports[1], "lead.aurora.internal", scratch: scratch) == [address["dns-lead"]!])
+        kill(lead.process.pid, SIGCONT)
+
+        // kill -9 of gpu-2: within 3 s it is gone from compute.aurora.internal on the lead.
+        let killed = ContinuousClock.now
+        workers[1].process.signal(SIGKILL)
+        _ = try await poll(timeout: .seconds(3), every: .milliseconds(50), "gpu-2 out of the compute answer") {
+            () async throws -> Bool? in
+            try await Self.short(ports[0], "compute.aurora.internal", scratch: scratch) == [address["gpu-1"]!]
+                ? true : nil
+        }
+        let gone = killed.duration(to: .now)
+        #expect(gone < .seconds(3), "\(gone)")
+        #expect(try await Self.status(ports[0], "gpu-2.aurora.internal", scratch: scratch) == "NXDOMAIN")
+    }
+}
