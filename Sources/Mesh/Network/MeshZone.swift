@@ -44,11 +44,26 @@ public struct MeshZone: Sendable, Equatable {
     /// Seconds answers may be cached: short, so that a dead node drops out quickly.
     public var ttl: UInt32
 
+    /// Live entries by lower-case name, role and company: built once, read by every answer.
+    private let byName: [String: Entry]
+    private let byRole: [String: [Entry]]
+    private let byCompany: [String: [Entry]]
+    private let live: [Entry]
+
     public init(domain: String, entries: [Entry], lead: String?, ttl: UInt32 = 5) {
         self.domain = Self.labels(domain)
         self.entries = entries.sorted { $0.name < $1.name }
         self.lead = lead
         self.ttl = ttl
+        let live = self.entries.filter(\.live)
+        self.live = live
+        byName = Dictionary(live.map { ($0.name.lowercased(), $0) }, uniquingKeysWith: { first, _ in first })
+        byRole = Dictionary(grouping: live, by: \.role)
+        byCompany = Dictionary(grouping: live.filter { !$0.company.isEmpty }, by: { $0.company.lowercased() })
+    }
+
+    public static func == (lhs: MeshZone, rhs: MeshZone) -> Bool {
+        lhs.domain == rhs.domain && lhs.entries == rhs.entries && lhs.lead == rhs.lead && lhs.ttl == rhs.ttl
     }
 
     /// `text` as lower-case labels, without empty ones (a trailing dot).
@@ -92,27 +107,23 @@ public struct MeshZone: Sendable, Equatable {
 
     /// What the name relative to the domain stands for; nil when nothing (NXDOMAIN).
     private func match(_ relative: [String]) -> Match? {
-        let live = entries.filter(\.live)
         switch relative.count {
         case 0:
             return .apex
         case 1:
             let name = relative[0]
-            if let node = live.first(where: { $0.name.lowercased() == name }) { return .hosts([node]) }
+            if let node = byName[name] { return .hosts([node]) }
             if name == "lead" {
-                guard let lead, let node = live.first(where: { $0.name == lead }) else { return nil }
+                guard let lead, let node = byName[lead.lowercased()] else { return nil }
                 return .hosts([node])
             }
-            let role = live.filter { $0.role == name }
-            return role.isEmpty ? nil : .hosts(role)
+            return byRole[name].map { .hosts($0) }
         case 2 where relative[0] == "company":
-            let members = live.filter { !$0.company.isEmpty && $0.company.lowercased() == relative[1] }
-            return members.isEmpty ? nil : .hosts(members)
+            return byCompany[relative[1]].map { .hosts($0) }
         case 2 where relative == ["_aurora", "_tcp"]:
             return live.isEmpty ? nil : .services(live)
-        case 3 where Array(relative.prefix(2)) == ["_aurora", "_tcp"]:
-            guard let node = live.first(where: { $0.name.lowercased() == relative[2] }) else { return nil }
-            return .services([node])
+        case 3 where relative[0] == "_aurora" && relative[1] == "_tcp":
+            return byName[relative[2]].map { .services([$0]) }
         default:
             return nil
         }

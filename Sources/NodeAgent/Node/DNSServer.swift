@@ -17,19 +17,40 @@ struct DNSServer: Service {
     let zones: ZoneSource
     let logger: Logger
 
-    /// Where answers come from: rebuilt from the registry at most every 250 ms, so that a burst
-    /// of queries reads one view.
+    /// Where answers come from: a snapshot of the registry view, read without waiting by every
+    /// query. A query that finds it older than 250 ms starts one rebuild in the background and
+    /// is answered from the snapshot it found, so a burst of queries never waits on the registry.
     final class ZoneSource: Sendable {
+        private struct State {
+            var zone: MeshZone?
+            var builtAt: ContinuousClock.Instant = .now
+            var rebuilding = false
+        }
         private let build: @Sendable () async -> MeshZone
-        private let cached = Mutex<(zone: MeshZone, at: ContinuousClock.Instant)?>(nil)
+        private let state = Mutex(State())
 
         init(build: @escaping @Sendable () async -> MeshZone) { self.build = build }
 
-        func current() async -> MeshZone {
-            if let (zone, at) = cached.withLock({ $0 }), at.duration(to: .now) < .milliseconds(250) { return zone }
-            let zone = await build()
-            cached.withLock { $0 = (zone, .now) }
+        /// The snapshot, when there is one; starts a rebuild when it is stale.
+        func snapshot() -> MeshZone? {
+            let (zone, stale) = state.withLock { state -> (MeshZone?, Bool) in
+                let stale =
+                    state.zone != nil && !state.rebuilding && state.builtAt.duration(to: .now) > .milliseconds(250)
+                if stale { state.rebuilding = true }
+                return (state.zone, stale)
+            }
+            if stale { Task { await self.refresh() } }
             return zone
+        }
+
+        /// Builds the snapshot from the registry view now.
+        func refresh() async {
+            let zone = await build()
+            state.withLock {
+                $0.zone = zone
+                $0.builtAt = .now
+                $0.rebuilding = false
+            }
         }
     }
 
@@ -69,14 +90,16 @@ struct DNSServer: Service {
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup.singleton
+        await zones.refresh()
+        let zones = self.zones
         let udp = try await DatagramBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            .bind(host: address.host, port: address.port) { channel in
+            .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(
-                        wrappingChannelSynchronously: channel)
+                    try channel.pipeline.syncOperations.addHandler(DNSDatagramHandler(zones: zones))
                 }
             }
+            .bind(host: address.host, port: address.port).get()
         let tcp = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: address.host, port: address.port) { channel in
@@ -89,22 +112,9 @@ struct DNSServer: Service {
                 }
             }
         logger.info("answering DNS", metadata: ["nodeagent.address": "\(address)"])
-        let zones = self.zones
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { tasks in
-                tasks.addTask {
-                    try await udp.executeThenClose { inbound, outbound in
-                        for try await envelope in inbound {
-                            let bytes = Array(envelope.data.readableBytesView)
-                            guard let reply = Self.answer(bytes, zone: await zones.current(), udp: true) else {
-                                continue
-                            }
-                            try await outbound.write(
-                                AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: ByteBuffer(bytes: reply))
-                            )
-                        }
-                    }
-                }
+                tasks.addTask { try await udp.closeFuture.get() }
                 tasks.addTask {
                     try await tcp.executeThenClose { connections in
                         try await withThrowingDiscardingTaskGroup { clients in
@@ -113,8 +123,8 @@ struct DNSServer: Service {
                                     try? await connection.executeThenClose { inbound, outbound in
                                         for try await frame in inbound {
                                             let bytes = Array(frame.readableBytesView)
-                                            guard
-                                                let reply = Self.answer(bytes, zone: await zones.current(), udp: false)
+                                            guard let zone = zones.snapshot(),
+                                                let reply = Self.answer(bytes, zone: zone, udp: false)
                                             else { return }
                                             var out = ByteBuffer()
                                             out.writeInteger(UInt16(reply.count))
@@ -129,10 +139,37 @@ struct DNSServer: Service {
                 }
             }
         } onGracefulShutdown: {
-            udp.channel.close(promise: nil)
+            udp.close(promise: nil)
             tcp.channel.close(promise: nil)
         }
     }
+}
+
+/// Answers each datagram on its event loop, from the zone's snapshot: no task, no await.
+final class DNSDatagramHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+    let zones: DNSServer.ZoneSource
+
+    init(zones: DNSServer.ZoneSource) { self.zones = zones }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        guard let zone = zones.snapshot(),
+            let reply = DNSServer.answer(Array(envelope.data.readableBytesView), zone: zone, udp: true)
+        else { return }
+        var buffer = context.channel.allocator.buffer(capacity: reply.count)
+        buffer.writeBytes(reply)
+        context.write(
+            wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: buffer)), promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    /// A datagram that could not be sent (its client went away): the server goes on.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {}
 }
 
 /// Closes a connection on the idle event of the ``IdleStateHandler`` before it.
