@@ -206,6 +206,12 @@ public enum ConfigSchema {
         ConfigKey(
             "dns.domain", .domain, default: .string("aurora.internal"), env: "AURORA_DNS_DOMAIN",
             "the domain of the mesh's names: NAME.DOMAIN, lead.DOMAIN, ROLE.DOMAIN, company.C.DOMAIN"),
+        ConfigKey(
+            "dns.configure", .oneOf(["off", "hosts"]), default: .string("off"), env: "AURORA_DNS_CONFIGURE",
+            "hosts: keep the mesh's names in a marked block of dns.hosts_file while the agent runs; off: leave it"),
+        ConfigKey(
+            "dns.hosts_file", .path, default: .string("/etc/hosts"),
+            "the hosts file dns.configure: hosts writes its block into"),
         // MARK: Metrics
         ConfigKey(
             "metrics.listen", .optionalHostPort, default: .string(""), env: "AURORA_METRICS_LISTEN",

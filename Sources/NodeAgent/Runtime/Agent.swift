@@ -395,10 +395,15 @@ public enum Agent {
         {
             services.append(.init(service: http))
         }
-        if let dns = config.dnsListen {
+        if config.dnsListen != nil || config.dnsHostsFile != nil {
             let settled = config
             let zones = DNSServer.ZoneSource { await DNSServer.zone(role: role, config: settled) }
-            services.append(.init(service: DNSServer(address: dns, zones: zones, logger: logger)))
+            if let dns = config.dnsListen {
+                services.append(.init(service: DNSServer(address: dns, zones: zones, logger: logger)))
+            }
+            if let hosts = config.dnsHostsFile {
+                services.append(.init(service: HostsFileService(path: hosts, zones: zones, logger: logger)))
+            }
         }
         services.append(.init(service: StreamCloser(hub: hub, jobs: leadJobs)))
 

@@ -108,4 +108,49 @@ struct MeshDNSIntegrationTests {
         #expect(gone < .seconds(3), "\(gone)")
         #expect(try await Self.status(ports[0], "gpu-2.aurora.internal", scratch: scratch) == "NXDOMAIN")
     }
+
+    @Test(
+        "dns.configure: hosts writes the mesh's names into a marked block of the hosts file, follows the mesh, and removes it at stop"
+    )
+    func hostsFile() async throws {
+        let scratch = try ScratchDirectory("mesh-hosts")
+        var agents: [AgentHarness] = []
+        defer {
+            for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
+            scratch.remove()
+        }
+        let hosts = scratch.path + "/hosts"
+        let original = "127.0.0.1 localhost\n# the machine's own line\n"
+        try original.write(toFile: hosts, atomically: true, encoding: .utf8)
+        let timing = "heartbeat: {interval_s: 0.5, suspect_after: 2, dead_after: 3}\n"
+        let configured = timing + "dns:\n  configure: hosts\n  hosts_file: \"\(hosts)\"\n"
+        let (lead, workers) = try await AgentHarness.leadWithWorkers(
+            in: scratch, lead: "hosts-lead", workers: [("gpu-1", configured), ("gpu-2", timing)], agents: &agents)
+        let nodes = try await http(
+            lead.baseURL + Routes.nodes, headers: ["Authorization": "Bearer \(try lead.adminToken)"]
+        )
+        .decode(NodeList.self).nodes
+        let address = Dictionary(uniqueKeysWithValues: nodes.map { ($0.name, $0.vpnIP) })
+        let expected = [
+            "\(address["gpu-1"]!) gpu-1.aurora.internal", "\(address["gpu-2"]!) gpu-2.aurora.internal",
+            "\(address["hosts-lead"]!) hosts-lead.aurora.internal", "\(address["hosts-lead"]!) lead.aurora.internal",
+        ]
+        let written = try await poll(timeout: .seconds(10), every: .milliseconds(100), "the hosts block") {
+            () async throws -> String? in
+            let text = try String(contentsOfFile: hosts, encoding: .utf8)
+            return expected.allSatisfy(text.contains) ? text : nil
+        }
+        #expect(written.hasPrefix(original), "the machine's lines stay first and unchanged: \(written)")
+        #expect(written.contains("# BEGIN aurora-mesh") && written.hasSuffix("# END aurora-mesh\n"))
+        // gpu-2 dies: its line goes.
+        workers[1].process.signal(SIGKILL)
+        _ = try await poll(timeout: .seconds(10), every: .milliseconds(100), "gpu-2's line to go") {
+            () async throws -> Bool? in
+            try String(contentsOfFile: hosts, encoding: .utf8).contains("gpu-2.aurora.internal") ? nil : true
+        }
+        // A graceful stop takes the block away: the file is what it was.
+        workers[0].process.signal(SIGTERM)
+        #expect(try await workers[0].process.waitForExit(timeout: .seconds(20)) == 0)
+        #expect(try String(contentsOfFile: hosts, encoding: .utf8) == original)
+    }
 }

@@ -1,6 +1,8 @@
 import Mesh
 import Testing
 
+@testable import NodeAgent
+
 /// The mesh DNS server's pure core: the wire format (hostile queries included) and the zone.
 @Suite("Mesh DNS (pure: wire format and zone)")
 struct MeshDNSTests {
@@ -140,5 +142,39 @@ struct MeshDNSTests {
         refused(Array(good.prefix(12)) + [0x80, 0, 0, 1, 0, 1], .formatError, "a reserved label type")
         // FORMERR carries the id when it was readable.
         #expect(DNSMessage.failure(id: 7, code: .formatError) == [0, 7, 0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    }
+}
+
+/// `dns.configure: hosts`: the marked block of the hosts file.
+@Suite("Hosts file block (pure)")
+struct HostsBlockTests {
+    @Test("the block replaces an old one and keeps every other line; removing it restores the file")
+    func block() {
+        let original = "127.0.0.1 localhost\n::1 localhost ip6-localhost\n"
+        let added = HostsFileService.replacing(block: ["10.0.0.2 gpu-1.aurora.internal"], in: original)
+        #expect(
+            added == original + HostsFileService.begin + "\n10.0.0.2 gpu-1.aurora.internal\n" + HostsFileService.end
+                + "\n")
+        let replaced = HostsFileService.replacing(block: ["10.0.0.3 gpu-2.aurora.internal"], in: added + "# mine\n")
+        #expect(replaced.contains("# mine") && !replaced.contains("gpu-1") && replaced.contains("gpu-2"))
+        #expect(HostsFileService.replacing(block: nil, in: added) == original)
+        #expect(HostsFileService.replacing(block: nil, in: original) == original)
+        #expect(HostsFileService.replacing(block: nil, in: "a") == "a\n")
+    }
+
+    @Test("live nodes and the lead's alias; a dead node and a name that is not a plain host name are left out")
+    func lines() {
+        let zone = MeshZone(
+            domain: "aurora.internal",
+            entries: [
+                .init(name: "lead-1", role: "lead", company: "", address: 0x0A00_0001, live: true, apiPort: nil),
+                .init(name: "GPU-1", role: "compute", company: "", address: 0x0A00_0002, live: true, apiPort: nil),
+                .init(name: "gpu-2", role: "compute", company: "", address: 0x0A00_0003, live: false, apiPort: nil),
+                .init(name: "a b\nc", role: "compute", company: "", address: 0x0A00_0004, live: true, apiPort: nil),
+            ], lead: "lead-1")
+        #expect(
+            HostsFileService.lines(zone) == [
+                "10.0.0.2 gpu-1.aurora.internal", "10.0.0.1 lead-1.aurora.internal", "10.0.0.1 lead.aurora.internal",
+            ])
     }
 }

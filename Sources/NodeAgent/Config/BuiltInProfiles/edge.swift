@@ -119,6 +119,11 @@ dns:
   listen: ""
   # The domain of the mesh's names.                                   env AURORA_DNS_DOMAIN
   domain: aurora.internal
+  # hosts: keep the mesh's names (NAME.DOMAIN, lead.DOMAIN) in a marked block of hosts_file
+  # while the agent runs, removed when it stops; off: leave the system's resolver alone.
+  #                                                                  env AURORA_DNS_CONFIGURE
+  configure: "off"
+  hosts_file: /etc/hosts
 
 # Request limits (token buckets). A refusal is 429 rate_limited with Retry-After.
 limits:
