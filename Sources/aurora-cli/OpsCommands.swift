@@ -102,9 +102,13 @@ struct Restart: AsyncParsableCommand {
 struct SSH: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ssh",
-        abstract: "Run ssh to a node's mesh address (its vpn_ip from the registry).",
-        discussion:
-            "Example: aurora-cli ssh gpu-1 --user root -- -L 8080:127.0.0.1:8080. --dry-run prints the command instead."
+        abstract: "Run ssh to a node by its mesh name, or its mesh address (vpn_ip from the registry).",
+        discussion: """
+            The node's mesh name (NAME.aurora.internal, or --domain) is used when this machine resolves it to \
+            the node's mesh address (the agent's dns.configure: hosts, or a resolver asking its DNS server); \
+            otherwise the address itself.
+            Example: aurora-cli ssh gpu-1 --user root -- -L 8080:127.0.0.1:8080. --dry-run prints the command instead.
+            """
     )
 
     @OptionGroup var localOptions: AgentOptions
@@ -112,6 +116,7 @@ struct SSH: AsyncParsableCommand {
     @Argument(help: "The node's name.") var node: String
     @Option(help: "Remote user (ssh -l).") var user: String?
     @Flag(name: .customLong("dry-run"), help: "Print the ssh command line and exit.") var dryRun = false
+    @Option(help: "The mesh's DNS domain (the agents' dns.domain).") var domain = "aurora.internal"
     @Argument(parsing: .postTerminator, help: "More arguments for ssh, after --.") var sshArguments: [String] = []
 
     func validate() throws {
@@ -124,7 +129,9 @@ struct SSH: AsyncParsableCommand {
         let options = localOptions.merged(with: root.options)
         let record = try await options.client().node(node)
         guard !record.vpnIP.isEmpty else { throw CLIError("node '\(node)' has no mesh address yet") }
-        let argv = ["ssh"] + (user.map { ["-l", $0] } ?? []) + sshArguments + [record.vpnIP]
+        let name = record.name.lowercased() + "." + domain.lowercased()
+        let host = Self.resolvesIPv4(name) == record.vpnIP ? name : record.vpnIP
+        let argv = ["ssh"] + (user.map { ["-l", $0] } ?? []) + sshArguments + [host]
         if dryRun {
             print(argv.map(Self.quote).joined(separator: " "))
             return
@@ -141,6 +148,24 @@ struct SSH: AsyncParsableCommand {
         let arguments = argv.map { strdup($0) } + [nil]
         execv(ssh, arguments)
         throw CLIError("cannot run \(ssh): \(String(cString: strerror(errno)))")
+    }
+
+    /// The first IPv4 address the system's resolver gives `name` (hosts file, DNS), or nil.
+    static func resolvesIPv4(_ name: String) -> String? {
+        guard name.utf8.count <= 253, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
+        var hints = addrinfo()
+        hints.ai_family = AF_INET
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(name, nil, &hints, &result) == 0, let first = result else { return nil }
+        defer { freeaddrinfo(result) }
+        guard let address = first.pointee.ai_addr else { return nil }
+        return address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { pointer in
+            var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+            var raw = pointer.pointee.sin_addr
+            guard inet_ntop(AF_INET, &raw, &text, socklen_t(text.count)) != nil else { return nil }
+            return String(cString: text)
+        }
     }
 
     /// Shell quoting for printing, only where needed.

@@ -142,6 +142,23 @@ struct MeshDNSIntegrationTests {
         }
         #expect(written.hasPrefix(original), "the machine's lines stay first and unchanged: \(written)")
         #expect(written.contains("# BEGIN aurora-mesh") && written.hasSuffix("# END aurora-mesh\n"))
+        // With that file as /etc/hosts (a private mount namespace), the system's resolver knows the
+        // names, and `aurora-cli ssh` uses the name.
+        try Binaries.requireTool("/usr/bin/unshare", hint: "util-linux")
+        let script = """
+            mount --bind \(hosts) /etc/hosts && getent hosts gpu-2.aurora.internal \
+            && \(Binaries.auroraCLI) ssh gpu-2 --dry-run --agent \(lead.baseURL) --data-dir \(lead.dataDir) -- -p 2222
+            """
+        let resolved = try await ChildProcess.run(
+            "/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c", script],
+            outputDirectory: scratch.path)
+        #expect(resolved.code == 0, "\(resolved.stdout) \(resolved.stderr)")
+        let shown = resolved.stdout.split(separator: "\n").map(String.init)
+        #expect(
+            shown.first?.hasPrefix(address["gpu-2"]!) == true && shown.first?.hasSuffix("gpu-2.aurora.internal") == true
+        )
+        #expect(shown.last == "ssh -p 2222 gpu-2.aurora.internal", "\(shown)")
+
         // gpu-2 dies: its line goes.
         workers[1].process.signal(SIGKILL)
         _ = try await poll(timeout: .seconds(10), every: .milliseconds(100), "gpu-2's line to go") {
