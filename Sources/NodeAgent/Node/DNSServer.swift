@@ -69,11 +69,8 @@ struct DNSServer: Service {
                 name: node.name, role: node.role.rawValue, company: node.company, address: address,
                 live: node.state != .dead && node.state != .left, apiPort: apiPort)
         }
-        let lead: String? =
-            switch role {
-            case .lead: config.name
-            case .node: list?.lead
-            }
+        // The registry names its lead (a standby's copy names the lead it follows, not itself).
+        let lead = list?.lead ?? (nodes.first { $0.role == .lead }?.name)
         return MeshZone(domain: config.dnsDomain, entries: entries, lead: lead)
     }
 
