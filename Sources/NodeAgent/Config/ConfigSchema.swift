@@ -207,6 +207,12 @@ public enum ConfigSchema {
             "dns.domain", .domain, default: .string("aurora.internal"), env: "AURORA_DNS_DOMAIN",
             "the domain of the mesh's names: NAME.DOMAIN, lead.DOMAIN, ROLE.DOMAIN, company.C.DOMAIN"),
         ConfigKey(
+            "dns.mesh", .bool, default: .bool(false), env: "AURORA_DNS_MESH",
+            "also answer DNS on this agent's mesh address (dns.mesh_port), once its tunnel is up"),
+        ConfigKey(
+            "dns.mesh_port", .int(1...65535), default: .int(53),
+            "the port of the DNS server on the mesh address (dns.mesh)"),
+        ConfigKey(
             "dns.configure", .oneOf(["off", "hosts"]), default: .string("off"), env: "AURORA_DNS_CONFIGURE",
             "hosts: keep the mesh's names in a marked block of dns.hosts_file while the agent runs; off: leave it"),
         ConfigKey(

@@ -302,6 +302,8 @@ public struct NodeConfig: Sendable {
     public let dnsListen: HostPort?
     /// `dns.domain`: the mesh's names' domain, lower case.
     public let dnsDomain: String
+    /// `dns.mesh`: the port to answer DNS on at this agent's mesh address; nil when it does not.
+    public let dnsMeshPort: Int?
     /// `dns.configure: hosts`: the hosts file to keep the mesh's names in; nil for `off`.
     public let dnsHostsFile: String?
     /// `tls.advertise`: the https URL of this agent for nodes.
@@ -433,6 +435,7 @@ public struct NodeConfig: Sendable {
         self.dnsListen = nonEmpty("dns.listen").flatMap { try? HostPort(parsing: $0) }
         self.dnsDomain = string("dns.domain")
         self.dnsHostsFile = string("dns.configure") == "hosts" ? string("dns.hosts_file") : nil
+        self.dnsMeshPort = bool("dns.mesh") ? int("dns.mesh_port") : nil
         self.tlsAdvertise = nonEmpty("tls.advertise")
         self.limitRequestsPerS = int("limits.requests_per_s")
         self.limitBurst = int("limits.burst")

@@ -97,17 +97,23 @@ struct DNSServer: Service {
                 }
             }
             .bind(host: address.host, port: address.port).get()
-        let tcp = try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .bind(host: address.host, port: address.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    // A client that sends nothing for 10 s is closed: it must not hold a shutdown.
-                    try channel.pipeline.syncOperations.addHandlers(
-                        IdleStateHandler(readTimeout: .seconds(10)), CloseWhenIdle(),
-                        ByteToMessageHandler(DNSFrameDecoder()))
-                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+        let tcp: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+        do {
+            tcp = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: address.host, port: address.port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        // A client that sends nothing for 10 s is closed: it must not hold a shutdown.
+                        try channel.pipeline.syncOperations.addHandlers(
+                            IdleStateHandler(readTimeout: .seconds(10)), CloseWhenIdle(),
+                            ByteToMessageHandler(DNSFrameDecoder()))
+                        return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
                 }
-            }
+        } catch {
+            try? await udp.close()
+            throw error
+        }
         logger.info("answering DNS", metadata: ["nodeagent.address": "\(address)"])
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { tasks in
@@ -198,4 +204,41 @@ struct DNSFrameDecoder: ByteToMessageDecoder {
     }
 
     struct DNSFrameTooLarge: Error {}
+}
+
+/// `dns.mesh`: the DNS server on this agent's own mesh address (`dns.mesh_port`, 53 by default),
+/// where every node of the mesh can ask it. The address comes from the registry view, and exists
+/// on the machine only once the WireGuard interface is up: until the server can bind, it tries
+/// again every 2 s (saying why once). Ends at the agent's graceful shutdown.
+struct MeshDNSListener: Service {
+    let name: String
+    let port: Int
+    let zones: DNSServer.ZoneSource
+    let logger: Logger
+
+    func run() async throws {
+        var logged = false
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            await zones.refresh()
+            var reason = "this node has no mesh address yet"
+            if let own = zones.snapshot()?.entries.first(where: { $0.name == name }),
+                let address = try? HostPort(host: IPv4Network.format(own.address), port: port)
+            {
+                do {
+                    try await DNSServer(address: address, zones: zones, logger: logger).run()
+                    return
+                } catch {
+                    if Task.isShuttingDownGracefully || Task.isCancelled { return }
+                    reason = "\(address): \(error)"
+                }
+            }
+            if !logged {
+                logger.warning(
+                    "cannot answer DNS on the mesh address yet; trying again every 2 s",
+                    metadata: ["nodeagent.reason": "\(reason)"])
+                logged = true
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(2)) }
+        }
+    }
 }

@@ -395,11 +395,15 @@ public enum Agent {
         {
             services.append(.init(service: http))
         }
-        if config.dnsListen != nil || config.dnsHostsFile != nil {
+        if config.dnsListen != nil || config.dnsHostsFile != nil || config.dnsMeshPort != nil {
             let settled = config
             let zones = DNSServer.ZoneSource { await DNSServer.zone(role: role, config: settled) }
             if let dns = config.dnsListen {
                 services.append(.init(service: DNSServer(address: dns, zones: zones, logger: logger)))
+            }
+            if let port = config.dnsMeshPort {
+                services.append(
+                    .init(service: MeshDNSListener(name: config.name, port: port, zones: zones, logger: logger)))
             }
             if let hosts = config.dnsHostsFile {
                 services.append(.init(service: HostsFileService(path: hosts, zones: zones, logger: logger)))

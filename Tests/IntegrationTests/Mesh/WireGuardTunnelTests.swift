@@ -62,6 +62,8 @@ struct WireGuardTunnelTests {
             vpn_ip: \(m.meshIP)
             http:
               insecure_plain: true
+            dns:
+              mesh: true
             """.write(toFile: file, atomically: true, encoding: .utf8)
             return try net.spawn(
                 in: m.namespace, Binaries.nodeagent,
@@ -124,6 +126,27 @@ struct WireGuardTunnelTests {
 
         // After join every pair pings over the mesh addresses.
         try await allPing([lead, a, b], "lead, a and b to ping each other over the mesh")
+        // Every agent answers DNS on its mesh address (dns.mesh): a asks b for a's own name over
+        // the tunnel; with its own agent as the namespace's resolver, a resolves and pings b by name.
+        _ = try await poll(timeout: .seconds(20), every: .milliseconds(200), "b's DNS server on its mesh address") {
+            () async throws -> Bool? in
+            let asked = try await net.run(
+                in: a.namespace, "/usr/bin/dig",
+                ["@\(b.meshIP)", "wg-a.aurora.internal", "+short", "+tries=1", "+time=1"])
+            return asked.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == a.meshIP ? true : nil
+        }
+        let resolverDirectory = "/etc/netns/\(a.namespace)"
+        try FileManager.default.createDirectory(atPath: resolverDirectory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: resolverDirectory) }
+        try "nameserver \(a.meshIP)\n".write(
+            toFile: resolverDirectory + "/resolv.conf", atomically: true, encoding: .utf8)
+        let byName = try await poll(timeout: .seconds(20), every: .milliseconds(200), "a to resolve wg-b by name") {
+            () async throws -> String? in
+            let found = try await net.run(in: a.namespace, "/usr/bin/getent", ["hosts", "wg-b.aurora.internal"]).stdout
+            return found.hasPrefix(b.meshIP + " ") ? found : nil
+        }
+        #expect(byName.contains("wg-b.aurora.internal"))
+        #expect(await net.pings(from: a.namespace, "wg-b.aurora.internal"), "ping by name over the mesh")
         // The rendered file is 0600 and holds the node's own key; the CLI hides it unless asked.
         let confPath = a.dataDir + "/wireguard/\(a.interface).conf"
         var info = stat()

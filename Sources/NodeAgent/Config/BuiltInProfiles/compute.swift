@@ -119,6 +119,10 @@ dns:
   listen: ""
   # The domain of the mesh's names.                                   env AURORA_DNS_DOMAIN
   domain: aurora.internal
+  # Also answer on this agent's mesh address (port mesh_port), once its tunnel is up, so every
+  # node can ask every other.                                         env AURORA_DNS_MESH
+  mesh: false
+  mesh_port: 53
   # hosts: keep the mesh's names (NAME.DOMAIN, lead.DOMAIN) in a marked block of hosts_file
   # while the agent runs, removed when it stops; off: leave the system's resolver alone.
   #                                                                  env AURORA_DNS_CONFIGURE
