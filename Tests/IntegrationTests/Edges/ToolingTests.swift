@@ -96,7 +96,7 @@ struct ToolingTests {
             render.stdout.contains(
                 "ExecStart=\(Binaries.directory)/nodeagent run --profile \(profile) --data-dir /var/lib/aurora"))
         #expect(render.stdout.contains("Restart=on-failure"))
-        #expect(render.stdout.contains("AmbientCapabilities=CAP_NET_ADMIN"))
+        #expect(render.stdout.contains("AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE"))
         let unit = scratch.path + "/nodeagent.service"
         try render.stdout.write(toFile: unit, atomically: true, encoding: .utf8)
         let verify = try await ChildProcess.run(
