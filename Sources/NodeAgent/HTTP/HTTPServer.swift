@@ -406,21 +406,35 @@ struct MetricsListener: Service {
     }
 
     func run() async throws {
-        var logged = false
+        await Rebinding.serve(
+            until: "cannot serve /metrics yet; trying again every 2 s", address: address.description, logger: logger
+        ) {
+            try await makeApplication().run()
+        }
+    }
+}
+
+/// Listeners on addresses that may not exist yet (a mesh address before the tunnel is up).
+enum Rebinding {
+    /// Runs `serve` until it returns; while it throws (it cannot bind yet), runs it again every
+    /// 2 s, logging `warning` once with the first error. Returns at the agent's graceful shutdown.
+    static func serve(
+        until warning: Logger.Message, address: String, logger: Logger, _ serve: () async throws -> Void
+    ) async {
+        var warned = false
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
-                try await makeApplication().run()
+                try await serve()
                 return
             } catch {
                 if Task.isShuttingDownGracefully || Task.isCancelled { return }
-                if !logged {
+                if !warned {
                     logger.warning(
-                        "cannot serve /metrics yet; trying again every 2 s",
-                        metadata: ["nodeagent.address": "\(address)", "nodeagent.error": "\(error)"])
-                    logged = true
+                        warning, metadata: ["nodeagent.address": "\(address)", "nodeagent.error": "\(error)"])
+                    warned = true
                 }
-                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(2)) }
             }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(2)) }
         }
     }
 }

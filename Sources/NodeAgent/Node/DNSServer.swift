@@ -217,28 +217,20 @@ struct MeshDNSListener: Service {
     let logger: Logger
 
     func run() async throws {
-        var logged = false
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+        await Rebinding.serve(
+            until: "cannot answer DNS on the mesh address yet; trying again every 2 s", address: "mesh:\(port)",
+            logger: logger
+        ) {
             await zones.refresh()
-            var reason = "this node has no mesh address yet"
-            if let own = zones.snapshot()?.entries.first(where: { $0.name == name }),
-                let address = try? HostPort(host: IPv4Network.format(own.address), port: port)
-            {
-                do {
-                    try await DNSServer(address: address, zones: zones, logger: logger).run()
-                    return
-                } catch {
-                    if Task.isShuttingDownGracefully || Task.isCancelled { return }
-                    reason = "\(address): \(error)"
-                }
+            guard let own = zones.snapshot()?.entries.first(where: { $0.name == name }) else {
+                throw NoMeshAddress()
             }
-            if !logged {
-                logger.warning(
-                    "cannot answer DNS on the mesh address yet; trying again every 2 s",
-                    metadata: ["nodeagent.reason": "\(reason)"])
-                logged = true
-            }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(2)) }
+            let address = try HostPort(host: IPv4Network.format(own.address), port: port)
+            try await DNSServer(address: address, zones: zones, logger: logger).run()
         }
+    }
+
+    struct NoMeshAddress: Error, CustomStringConvertible {
+        var description: String { "this node has no mesh address yet" }
     }
 }
