@@ -105,7 +105,7 @@ struct SigningTests {
         #expect(refusedRevoked.status == 401)
         #expect(message(refusedRevoked).contains("revoked"))
         let expiring = try await createToken(#"{"profile":"compute","ttl_s":1}"#)
-        _ = try await poll(timeout: .seconds(5), every: .milliseconds(100), "the token to expire") {
+        _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "the token to expire") {
             () async throws -> Bool? in
             let list = try await http(lead.baseURL + Routes.tokens, headers: admin).decode(TokenList.self)
             return list.tokens.first { $0.id == expiring.info.id }?.state == .expired ? true : nil
