@@ -447,6 +447,35 @@ final class MembershipService: Service {
     var followedTerm: LeadHandoff? { followed.withLock { $0 } }
     private let followed = Mutex<LeadHandoff?>(nil)
 
+    /// How long one refresh of the registry copy may take (it runs beside the beats).
+    static let cacheRefreshTimeout = Duration.seconds(10)
+
+    /// The registry copy's refreshes: at most one in flight; another starts on a new registry
+    /// version, or 10 s after the last success.
+    struct CacheRefresh {
+        var knownVersion = -1
+        var lastSuccess: ContinuousClock.Instant?
+        var inFlight = false
+
+        /// The version to fetch when a refresh should start now (and marks it in flight); nil otherwise.
+        mutating func start(registryVersion: Int, now: ContinuousClock.Instant = .now) -> Int? {
+            guard !inFlight,
+                registryVersion != knownVersion || lastSuccess.map({ $0.duration(to: now) > .seconds(10) }) ?? true
+            else { return nil }
+            inFlight = true
+            return registryVersion
+        }
+
+        /// The refresh ended: with the version it fetched, or nil when it failed (retried next beat).
+        mutating func finish(_ version: Int?, now: ContinuousClock.Instant = .now) {
+            inFlight = false
+            guard let version else { return }
+            knownVersion = version
+            lastSuccess = now
+        }
+    }
+    private let cacheRefresh = Mutex(CacheRefresh())
+
     /// Called (beside the heartbeats, as a child task of `run()`) when the lead says secrets changed: refresh the cache.
     let onSecretsChanged: (@Sendable (MembershipService) async -> Void)?
 
@@ -464,9 +493,7 @@ final class MembershipService: Service {
         followed.withLock { $0 = membership.handoff }
         if let meshID = membership.meshID { state.setMeshID(meshID) }
         state.setJoined()
-        var knownVersion = -1
         var knownSecrets: Int?
-        var lastRefresh: ContinuousClock.Instant?
         var lastRTT: ContinuousClock.Instant?
         var failedBeats = 0
         var lastLook: ContinuousClock.Instant?
@@ -482,12 +509,14 @@ final class MembershipService: Service {
                         knownSecrets = secrets
                         if let refresh = onSecretsChanged { group.addTask { await refresh(self) } }
                     }
-                    if response.registryVersion != knownVersion
-                        || lastRefresh.map({ $0.duration(to: .now) > .seconds(10) }) ?? true
-                    {
-                        if await refreshCache(timeout: timeout) {
-                            knownVersion = response.registryVersion
-                            lastRefresh = .now
+                    // The registry copy is fetched beside the beats, never within their timeout:
+                    // a large registry or a loaded lead needs longer than one beat, and a copy
+                    // that never arrives leaves the node without tunnels (and without names).
+                    if let version = cacheRefresh.withLock({ $0.start(registryVersion: response.registryVersion) }) {
+                        group.addTask {
+                            let ok = await self.refreshCache(timeout: Self.cacheRefreshTimeout)
+                            self.cacheRefresh.withLock { $0.finish(ok ? version : nil) }
+                            if !ok { self.logger.debug("registry copy refresh failed; retried next beat") }
                         }
                     }
                     failedBeats = 0
@@ -506,7 +535,7 @@ final class MembershipService: Service {
                         lastLook = .now
                         if await followNewLead() {
                             failedBeats = 0
-                            knownVersion = -1
+                            cacheRefresh.withLock { $0.knownVersion = -1 }
                         }
                     }
                 }

@@ -38,6 +38,10 @@ final class WireGuardService: Service, Sendable {
     /// The mesh network once learned; it does not change while the agent runs.
     private let knownNetwork = Mutex<IPv4Network?>(nil)
     private let state = Mutex(Observed())
+    /// Since when nothing could be rendered, and whether that was said.
+    private let waitingSince = Mutex<(at: ContinuousClock.Instant, reported: Bool)?>(nil)
+    /// How long one `ip`, `wg` or `wireguard-go` may run before it is killed and the step retried.
+    static let toolTimeout = Duration.seconds(15)
 
     /// What the service last did and saw: the configuration in force (`applied`), when it changed,
     /// the last error (shown by `GET /api/wireguard`, cleared by the next success), and whether
@@ -117,33 +121,45 @@ final class WireGuardService: Service, Sendable {
     /// mode) and write `IF.conf`; only a success makes it the one in force, so a failure is retried
     /// next second. New peers get a nudge. In `apply` mode the interface is then observed.
     private func tick() async {
-        if let wanted = await desired() {
-            let last = state.withLock { $0.applied }
-            if wanted != last {
-                let diff = WireGuardDiff(from: last, to: wanted)
-                do {
-                    if mode == .apply {
-                        try await apply(wanted, diff: diff, ensure: last == nil || !state.withLock { $0.up })
-                    }
-                    try SecureFile.write(wanted.wgQuick(), to: configPath)
-                    state.withLock {
-                        $0.applied = wanted
-                        $0.appliedAt = Date()
-                        $0.lastError = nil
-                    }
-                    logger.info(
-                        "configuration changed",
-                        metadata: ["nodeagent.change": "\(diff.summary)", "nodeagent.mode": "\(mode.rawValue)"])
-                    if mode == .apply { nudge(wanted.peers.filter { diff.added.contains($0.name) }) }
-                } catch {
-                    // Retried every second: logged when the reason changes, not each time.
-                    if state.withLock({ $0.lastError }) != error.message {
-                        logger.error(
-                            "cannot apply the configuration; will retry",
-                            metadata: ["nodeagent.error": "\(error.message)"])
-                    }
-                    record(error: error.message)
+        let wanted: WireGuardConfig
+        switch await self.wanted() {
+        case .ready(let config):
+            wanted = config
+            waitingSince.withLock { $0 = nil }
+        case .waiting(let reason):
+            // Nothing to render yet: said once it lasts 5 s (and shown by `GET /api/wireguard`),
+            // so a node without tunnels always says why.
+            let since = waitingSince.withLock { since in
+                if since == nil { since = (.now, false) }
+                return since!
+            }
+            if !since.reported, since.at.duration(to: .now) >= .seconds(5) {
+                waitingSince.withLock { $0?.reported = true }
+                logger.warning("no configuration to apply yet", metadata: ["nodeagent.reason": "\(reason)"])
+                record(error: reason)
+            }
+            if mode == .apply { await observe() }
+            return
+        }
+        let last = state.withLock { $0.applied }
+        if wanted != last {
+            let diff = WireGuardDiff(from: last, to: wanted)
+            do {
+                if mode == .apply {
+                    try await apply(wanted, diff: diff, ensure: last == nil || !state.withLock { $0.up })
                 }
+                try SecureFile.write(wanted.wgQuick(), to: configPath)
+                state.withLock {
+                    $0.applied = wanted
+                    $0.appliedAt = Date()
+                    $0.lastError = nil
+                }
+                logger.info(
+                    "configuration changed",
+                    metadata: ["nodeagent.change": "\(diff.summary)", "nodeagent.mode": "\(mode.rawValue)"])
+                if mode == .apply { nudge(wanted.peers.filter { diff.added.contains($0.name) }) }
+            } catch {
+                report(error.message)  // retried every second: logged when the reason changes
             }
         }
         if mode == .apply { await observe() }
@@ -151,13 +167,30 @@ final class WireGuardService: Service, Sendable {
 
     /// The configuration the mesh asks for now; nil while this node's own entry is unknown.
     func desired() async -> WireGuardConfig? {
+        if case .ready(let wanted) = await wanted() { return wanted }
+        return nil
+    }
+
+    /// What the mesh asks for, or what is still missing to know it.
+    enum Wanted {
+        case ready(WireGuardConfig)
+        /// Why nothing can be rendered yet (shown as the last error once it lasts).
+        case waiting(String)
+    }
+
+    /// The configuration the mesh asks for now, or why it is not known yet.
+    func wanted() async -> Wanted {
         let network = knownNetwork.withLock { known in
             if known == nil { known = meshNetwork() }
             return known
         }
-        guard let network, let nodes = await members(), let me = nodes.first(where: { $0.name == config.name }),
-            !me.vpnIP.isEmpty
-        else { return nil }
+        guard let network else { return .waiting("the mesh network is not known yet (the node has not joined)") }
+        guard let nodes = await members() else {
+            return .waiting("no copy of the registry yet (the lead has not answered a registry fetch)")
+        }
+        guard let me = nodes.first(where: { $0.name == config.name }), !me.vpnIP.isEmpty else {
+            return .waiting("the registry has no mesh address for \(config.name) yet")
+        }
         let all = nodes.map { node in
             WireGuardConfig.Member(
                 name: node.name, publicKey: node.wireguard.publicKey, vpnIP: node.vpnIP,
@@ -166,9 +199,10 @@ final class WireGuardService: Service, Sendable {
         }
         var mine = all.first { $0.name == config.name }!
         mine.behindNAT = config.wireguardBehindNAT
-        return WireGuardConfig.build(
-            for: mine, privateKey: identity.wireguard.base64(), listenPort: config.wireguardListenPort,
-            network: network, members: all)
+        return .ready(
+            WireGuardConfig.build(
+                for: mine, privateKey: identity.wireguard.base64(), listenPort: config.wireguardListenPort,
+                network: network, members: all))
     }
 
     // MARK: Applying
@@ -213,7 +247,11 @@ final class WireGuardService: Service, Sendable {
     /// `wg show IF dump` into the links the heartbeat carries; a missing interface is created
     /// again from the configuration in force.
     private func observe() async {
-        guard let result = try? await run("wg", ["show", interface, "dump"]) else { return }
+        let result: ProcessResult
+        do { result = try await run("wg", ["show", interface, "dump"]) } catch {
+            report(error.message)
+            return
+        }
         guard result.status == 0, let dump = WireGuardDump(parsing: result.output) else {
             let wasUp = state.withLock { observed in
                 defer { observed.up = false }
@@ -226,7 +264,7 @@ final class WireGuardService: Service, Sendable {
             }
             if let applied = state.withLock({ $0.applied }) {
                 do { try await apply(applied, diff: WireGuardDiff(from: nil, to: applied), ensure: true) } catch {
-                    record(error: error.message)
+                    report(error.message)
                 }
             }
             return
@@ -269,6 +307,14 @@ final class WireGuardService: Service, Sendable {
         }
     }
 
+    /// Logs a failure when it differs from the last one (it is retried every second) and keeps it.
+    private func report(_ message: String) {
+        if state.withLock({ $0.lastError }) != message {
+            logger.error("WireGuard step failed; will retry", metadata: ["nodeagent.error": "\(message)"])
+        }
+        record(error: message)
+    }
+
     /// Keeps the last failure for `GET /api/wireguard`.
     private func record(error: String) { state.withLock { $0.lastError = error } }
 
@@ -288,7 +334,7 @@ final class WireGuardService: Service, Sendable {
                 .process,
                 "\(tool) not found; install iproute2 and wireguard-tools (and wireguard-go without kernel WireGuard)")
         }
-        return try await ProcessRunner.run(path, arguments)
+        return try await ProcessRunner.run(path, arguments, timeout: Self.toolTimeout)
     }
 
     /// A node's mesh network, from the join answer it saved; nil before it joined.

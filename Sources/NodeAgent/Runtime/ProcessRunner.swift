@@ -24,7 +24,7 @@ enum ProcessRunner {
     /// behind (pg_ctl start) cannot hold a pipe open.
     static func run(
         _ executable: String, _ arguments: [String], asUser user: String? = nil,
-        environment: [String: String]? = nil
+        environment: [String: String]? = nil, timeout: Duration? = nil
     ) async throws(AgentError) -> ProcessResult {
         var program = executable
         var argv = arguments
@@ -43,7 +43,7 @@ enum ProcessRunner {
         let finalProgram = program, finalArguments = argv
         do {
             return try await NIOThreadPool.singleton.runIfActive { () throws(AgentError) in
-                try runBlocking(finalProgram, finalArguments, environment: environment)
+                try runBlocking(finalProgram, finalArguments, environment: environment, timeout: timeout)
             }
         } catch let error as AgentError {
             throw error
@@ -53,11 +53,12 @@ enum ProcessRunner {
     }
 
     /// posix_spawn and a blocking waitpid for exactly this child, on a thread-pool thread.
-    /// Output beyond 1 MiB is not read. Throws ``AgentError`` with code `process` only when the
-    /// child cannot be started or waited for; a failing child is a result with its status.
-    private static func runBlocking(_ program: String, _ arguments: [String], environment: [String: String]?)
-        throws(AgentError) -> ProcessResult
-    {
+    /// Output beyond 1 MiB is not read. Throws ``AgentError`` with code `process` when the child
+    /// cannot be started or waited for, or (with `timeout`) ran longer and was killed; a failing
+    /// child is a result with its status.
+    private static func runBlocking(
+        _ program: String, _ arguments: [String], environment: [String: String]?, timeout: Duration?
+    ) throws(AgentError) -> ProcessResult {
         let outputPath = NSTemporaryDirectory() + "nodeagent-\(getpid())-\(UUID().uuidString).out"
         let outputFD = open(outputPath, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0o600)
         guard outputFD >= 0 else {
@@ -86,9 +87,32 @@ enum ProcessRunner {
             throw AgentError(.process, "cannot start \(program): \(String(cString: strerror(spawned)))")
         }
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            guard errno == EINTR else {
-                throw AgentError(.process, "waiting for \(program) failed: \(String(cString: strerror(errno)))")
+        if let timeout {
+            // Polled (1 ms, growing to 20 ms) so a hung tool cannot hold this thread, or its
+            // caller, for ever: past the deadline it is killed and the call fails.
+            let deadline = ContinuousClock.now + timeout
+            var pause: UInt32 = 1000
+            while true {
+                let reaped = waitpid(pid, &status, WNOHANG)
+                if reaped == pid { break }
+                if reaped < 0, errno != EINTR {
+                    throw AgentError(.process, "waiting for \(program) failed: \(String(cString: strerror(errno)))")
+                }
+                if ContinuousClock.now >= deadline {
+                    kill(pid, SIGKILL)
+                    while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+                    throw AgentError(
+                        .process,
+                        "\((program as NSString).lastPathComponent) did not finish within \(timeout) and was killed")
+                }
+                usleep(pause)
+                pause = min(pause * 2, 20_000)
+            }
+        } else {
+            while waitpid(pid, &status, 0) < 0 {
+                guard errno == EINTR else {
+                    throw AgentError(.process, "waiting for \(program) failed: \(String(cString: strerror(errno)))")
+                }
             }
         }
         let exitCode: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
