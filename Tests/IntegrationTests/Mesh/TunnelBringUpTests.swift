@@ -88,7 +88,8 @@ struct TunnelBringUpTests {
         _ = try await poll(timeout: .seconds(90), every: .milliseconds(200), "round \(round): the lead to be healthy") {
             () async throws -> Bool? in
             if let code = processes[0].exitCode { throw TestKitError("the lead exited with \(code)") }
-            let answer = try await net.run(in: lead.namespace, "/usr/bin/curl", ["-s", "-m", "2", lead.url + "/health"])
+            let answer = try await net.run(
+                in: lead.namespace, "/usr/bin/curl", ["-s", "-m", "2", lead.url + "/health"])
             return answer.stdout.contains("\"status\":\"ok\"") ? true : nil
         }
         let token = try await net.run(
