@@ -46,6 +46,71 @@ public final class NetworkNamespaces: Sendable {
         return (namespace, address)
     }
 
+    /// A home behind NAT: a router namespace `TAG-rI` on the hub with the public address
+    /// `SUBNET.(100+I)`, and the node's namespace `TAG-nI` behind it on `192.168.I.0/24`
+    /// (the node is `192.168.I.2`, its default route the router). The router masquerades what
+    /// leaves and lets in only replies (no inbound); `symmetric` gives each destination its own
+    /// random source port (a symmetric NAT), else Linux keeps the port (endpoint-independent
+    /// mapping, so hole punching works). Returns the node's namespace and the router's.
+    @discardableResult
+    public func home(_ index: Int, symmetric: Bool) async throws -> (namespace: String, router: String, public: String)
+    {
+        let router = "\(tag)-r\(index)", namespace = "\(tag)-n\(index)", address = "\(subnet).\(100 + index)"
+        let wan = "\(tag)w\(index)", lan = "\(tag)l\(index)", inside = "\(tag)v\(index)"
+        try await ip(["netns", "add", router])
+        try await ip(["netns", "add", namespace])
+        try await ip([
+            "link", "add", wan, "netns", router, "type", "veth", "peer", "name", "\(tag)x\(index)", "netns", hub,
+        ])
+        try await ip(["-n", hub, "link", "set", "\(tag)x\(index)", "master", "br0"])
+        try await ip(["-n", hub, "link", "set", "\(tag)x\(index)", "up"])
+        try await ip(["link", "add", lan, "netns", router, "type", "veth", "peer", "name", inside, "netns", namespace])
+        for (ns, links) in [(router, ["lo", wan, lan]), (namespace, ["lo", inside])] {
+            for link in links { try await ip(["-n", ns, "link", "set", link, "up"]) }
+        }
+        try await ip(["-n", router, "address", "add", "\(address)/24", "dev", wan])
+        try await ip(["-n", router, "address", "add", "192.168.\(index).1/24", "dev", lan])
+        try await ip(["-n", namespace, "address", "add", "192.168.\(index).2/24", "dev", inside])
+        try await ip(["-n", namespace, "route", "add", "default", "via", "192.168.\(index).1"])
+        try await exec(router, "/usr/sbin/sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"])
+        // Unsolicited packets are dropped before conntrack confirms them, so they leave no entry
+        // that would make the NAT pick another port for the node's own next packet.
+        let rules = """
+            table ip aurora {
+              chain postrouting { type nat hook postrouting priority 100; oifname "\(wan)" masquerade\(symmetric ? " fully-random" : ""); }
+              chain forward { type filter hook forward priority 0; policy drop; iifname "\(lan)" accept; ct state established,related accept; }
+              chain input { type filter hook input priority 0; policy drop; iifname "lo" accept; ct state established,related accept; }
+            }
+            """
+        let file = outputDirectory + "/\(router).nft"
+        try rules.write(toFile: file, atomically: true, encoding: .utf8)
+        try await exec(router, "/usr/sbin/nft", ["-f", file])
+        return (namespace, router, address)
+    }
+
+    /// The home's router gets another public address (`SUBNET.(150+I)`, or back to 100+I with
+    /// `back`), and its NAT forgets every mapping: the node's traffic comes from the new address.
+    @discardableResult
+    public func renumber(home index: Int, back: Bool = false) async throws -> String {
+        let router = "\(tag)-r\(index)", wan = "\(tag)w\(index)"
+        let old = "\(subnet).\(back ? 150 + index : 100 + index)", new = "\(subnet).\(back ? 100 + index : 150 + index)"
+        // The old address goes first: deleting a subnet's primary address also deletes the
+        // secondaries (promote_secondaries is off).
+        try await ip(["-n", router, "address", "del", "\(old)/24", "dev", wan])
+        try await ip(["-n", router, "address", "add", "\(new)/24", "dev", wan])
+        _ = try? await ChildProcess.run(
+            "/usr/sbin/ip", ["netns", "exec", router, "/usr/sbin/conntrack", "-F"], outputDirectory: outputDirectory)
+        return new
+    }
+
+    private func exec(_ namespace: String, _ program: String, _ arguments: [String]) async throws {
+        let outcome = try await run(in: namespace, program, arguments)
+        guard outcome.code == 0 else {
+            throw TestKitError(
+                "\(program) \(arguments.joined(separator: " ")) in \(namespace) failed: \(outcome.stderr.suffix(300))")
+        }
+    }
+
     /// `ip netns exec NS PROGRAM ARGS...` to completion.
     public func run(in namespace: String, _ program: String, _ arguments: [String]) async throws -> (
         code: Int32, stdout: String, stderr: String

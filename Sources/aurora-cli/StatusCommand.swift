@@ -31,7 +31,7 @@ struct Status: AsyncParsableCommand {
 
     @Flag(
         help:
-            "Print JSON: {agent, health, stale, lead_unreachable_since?, detail?, mesh?: {nodes, stale, age_s?}, gpu?: {nodes, queued}, mesh_error?, token_error?}."
+            "Print JSON: {agent, health, stale, lead_unreachable_since?, detail?, mesh?: {nodes, stale, age_s?}, gpu?: {nodes, queued}, paths?, mesh_error?, token_error?}."
     )
     var json = false
 
@@ -60,9 +60,11 @@ struct Status: AsyncParsableCommand {
         var tokenError: String?
         /// The mesh's leads as this agent knows them (epoch, lead, standbys).
         var leads: LeadStatus?
+        /// How each pair of nodes behind NAT reaches each other (relayed, trying, direct).
+        var paths: [MeshPath]?
 
         enum CodingKeys: String, CodingKey {
-            case agent, health, stale, detail, mesh, gpu, leads
+            case agent, health, stale, detail, mesh, gpu, leads, paths
             case leadUnreachableSince = "lead_unreachable_since"
             case meshError = "mesh_error"
             case tokenError = "token_error"
@@ -120,6 +122,7 @@ struct Status: AsyncParsableCommand {
                 output.gpu = try? await client.gpuStatus()
             }
             output.leads = try? await client.leadStatus()
+            if let paths = try? await client.topology().paths, !paths.isEmpty { output.paths = paths }
             output.stale = output.mesh?.stale == true
         } catch let error as CLIError {
             output.tokenError = error.message
@@ -183,7 +186,26 @@ struct Status: AsyncParsableCommand {
         } else if let error = output.meshError {
             text += "\n\nmesh: not shown: \(error)"
         }
+        if let paths = output.paths {
+            text += "\n\n" + Self.pathsText(paths)
+        }
         return text
+    }
+
+    /// One line per pair of nodes behind NAT: `gpu-a ↔ gpu-b  relayed via relay-1 (41012, 41013)  why`.
+    static func pathsText(_ paths: [MeshPath]) -> String {
+        let pairs = paths.map { "\($0.a) ↔ \($0.b)" }
+        let width = (pairs.map(\.count).max() ?? 0) + 2
+        return
+            (["PATHS (pairs behind NAT)"]
+            + zip(pairs, paths).map { pair, path in
+                var how = path.mode.rawValue
+                if path.mode != .direct, let relay = path.relay {
+                    let ports = [path.relayA, path.relayB].compactMap { $0?.split(separator: ":").last }
+                    how += " via \(relay) (\(ports.joined(separator: ", ")))"
+                }
+                return pair.padding(toLength: width, withPad: " ", startingAt: 0) + how + "  " + path.reason
+            }).joined(separator: "\n")
     }
 
     /// `ok`, or e.g. `degraded (lead unreachable since 2026-11-21T20:22:39.318Z)`.

@@ -83,11 +83,14 @@ public struct WireGuardPeer: Codable, Sendable, Equatable {
     public var handshakeAgeS: Double?
     /// The node is behind NAT: it and its peers keep the tunnel open (PersistentKeepalive 25).
     public var behindNAT: Bool?
+    /// The relay ports it offers, as it reported them.
+    public var relay: RelayOffer?
 
     public init(
         publicKey: String, endpoint: String? = nil, listenPort: Int, handshakeAgeS: Double? = nil,
-        behindNAT: Bool? = nil
+        behindNAT: Bool? = nil, relay: RelayOffer? = nil
     ) {
+        self.relay = relay
         self.publicKey = publicKey
         self.endpoint = endpoint
         self.listenPort = listenPort
@@ -96,7 +99,7 @@ public struct WireGuardPeer: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case endpoint
+        case endpoint, relay
         case publicKey = "public_key"
         case listenPort = "listen_port"
         case handshakeAgeS = "handshake_age_s"
@@ -291,18 +294,21 @@ public struct Topology: Codable, Sendable, Equatable {
 
     public var nodes: [Member]
     public var links: [Link]
+    /// How each pair of nodes behind NAT reaches each other (relayed, trying, direct).
+    public var paths: [MeshPath]?
     public var stale: Bool
     public var ageS: Double?
 
-    public init(nodes: [Member], links: [Link], stale: Bool, ageS: Double? = nil) {
+    public init(nodes: [Member], links: [Link], paths: [MeshPath]? = nil, stale: Bool, ageS: Double? = nil) {
         self.nodes = nodes
         self.links = links
+        self.paths = paths
         self.stale = stale
         self.ageS = ageS
     }
 
     enum CodingKeys: String, CodingKey {
-        case nodes, links, stale
+        case nodes, links, stale, paths
         case ageS = "age_s"
     }
 }

@@ -79,15 +79,21 @@ public struct WireGuardConfig: Sendable, Equatable {
     /// with a key and an address is a peer with AllowedIPs = its /32. Keepalive 25 s when
     /// either side is behind NAT. An endpoint that is not a plain `HOST:PORT` is left out (the
     /// peer is then reached when it connects), so what a node reports cannot add lines to the file.
+    ///
+    /// `paths` maps a peer's name to the endpoint the lead's path decision gives it (the relay's
+    /// port for a relayed pair, the peer's outside endpoint for a direct or trying one); it wins
+    /// over the endpoint the registry has.
     public static func build(
-        for me: Member, privateKey: String?, listenPort: Int, network: IPv4Network, members: [Member]
+        for me: Member, privateKey: String?, listenPort: Int, network: IPv4Network, members: [Member],
+        paths: [String: String] = [:]
     ) -> WireGuardConfig {
         let peers = members.filter {
             $0.name != me.name && $0.active && !$0.publicKey.isEmpty && IPv4Network.parse($0.vpnIP) != nil
         }
         .map { member in
             WireGuardPeerConfig(
-                name: member.name, publicKey: member.publicKey, endpoint: member.endpoint.flatMap(validEndpoint),
+                name: member.name, publicKey: member.publicKey,
+                endpoint: (paths[member.name] ?? member.endpoint).flatMap(validEndpoint),
                 allowedIPs: [member.vpnIP + "/32"],
                 persistentKeepalive: me.behindNAT || member.behindNAT ? keepaliveSeconds : nil)
         }

@@ -218,6 +218,16 @@ public enum ConfigSchema {
         ConfigKey(
             "dns.hosts_file", .path, default: .string("/etc/hosts"),
             "the hosts file dns.configure: hosts writes its block into"),
+        // MARK: Relay
+        ConfigKey(
+            "relay.enabled", .bool, default: .bool(false), env: "AURORA_RELAY",
+            "relay WireGuard datagrams for pairs of nodes behind NAT (needs a public endpoint; a node also needs the trusted label relay=true)"
+        ),
+        ConfigKey(
+            "relay.port_base", .int(1024...65534), default: .int(41000),
+            "the first UDP port of the relay's table: pair i uses port_base+2i and port_base+2i+1"),
+        ConfigKey(
+            "relay.pairs", .int(1...4096), default: .int(256), "how many pairs the relay carries at most"),
         // MARK: Metrics
         ConfigKey(
             "metrics.listen", .optionalHostPort, default: .string(""), env: "AURORA_METRICS_LISTEN",

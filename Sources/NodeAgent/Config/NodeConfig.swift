@@ -113,6 +113,14 @@ public struct ResolvedConfig: Sendable {
                 "'heartbeat.dead_after' (\(dead), \(source(of: "heartbeat.dead_after"))) must be greater than 'heartbeat.suspect_after' (\(suspect), \(source(of: "heartbeat.suspect_after")))"
             )
         }
+        if case .bool(true) = self["relay.enabled"], case .int(let base) = self["relay.port_base"],
+            case .int(let pairs) = self["relay.pairs"], base + 2 * pairs - 1 > 65535
+        {
+            throw AgentError(
+                .config,
+                "'relay.port_base' (\(base), \(source(of: "relay.port_base"))) + 2 × 'relay.pairs' (\(pairs), \(source(of: "relay.pairs"))) runs past port 65535"
+            )
+        }
     }
 
     // MARK: Printing
@@ -304,6 +312,8 @@ public struct NodeConfig: Sendable {
     public let dnsDomain: String
     /// `dns.mesh`: the port to answer DNS on at this agent's mesh address; nil when it does not.
     public let dnsMeshPort: Int?
+    /// The relay table this agent offers (`relay.enabled`); nil when it relays nothing.
+    public let relayOffer: RelayOffer?
     /// `dns.configure: hosts`: the hosts file to keep the mesh's names in; nil for `off`.
     public let dnsHostsFile: String?
     /// `tls.advertise`: the https URL of this agent for nodes.
@@ -436,6 +446,8 @@ public struct NodeConfig: Sendable {
         self.dnsDomain = string("dns.domain")
         self.dnsHostsFile = string("dns.configure") == "hosts" ? string("dns.hosts_file") : nil
         self.dnsMeshPort = bool("dns.mesh") ? int("dns.mesh_port") : nil
+        let relay = RelayOffer(portBase: int("relay.port_base"), pairs: int("relay.pairs"))
+        self.relayOffer = bool("relay.enabled") && relay.isValid ? relay : nil
         self.tlsAdvertise = nonEmpty("tls.advertise")
         self.limitRequestsPerS = int("limits.requests_per_s")
         self.limitBurst = int("limits.burst")

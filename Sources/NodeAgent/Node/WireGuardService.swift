@@ -30,6 +30,8 @@ final class WireGuardService: Service, Sendable {
     let logger: Logger
     /// Members of the mesh: the lead's registry, or a node's cached copy; nil while unknown.
     let members: @Sendable () async -> [Node]?
+    /// The lead's decisions for this node's pairs behind NAT (relayed, trying, direct); empty when none.
+    let paths: @Sendable () async -> [MeshPath]
     let agent: AgentState
     /// `DATA/wireguard` (0700): the rendered `IF.conf` and, briefly, the `syncconf` input.
     let directory: String
@@ -51,12 +53,21 @@ final class WireGuardService: Service, Sendable {
         var appliedAt: Date?
         var lastError: String?
         var up = false
+        /// This node's pairs behind NAT as last read.
+        var paths: [MeshPath] = []
     }
+
+    /// The relay this agent runs (`relay.enabled`), shown with the interface.
+    let relay: RelayService?
 
     init(
         config: NodeConfig, identity: NodeIdentity, agent: AgentState, dataDir: String, logger: Logger,
-        network: @escaping @Sendable () -> IPv4Network?, members: @escaping @Sendable () async -> [Node]?
+        network: @escaping @Sendable () -> IPv4Network?,
+        paths: @escaping @Sendable () async -> [MeshPath] = { [] }, relay: RelayService? = nil,
+        members: @escaping @Sendable () async -> [Node]?
     ) {
+        self.paths = paths
+        self.relay = relay
         self.agent = agent
         self.meshNetwork = network
         self.config = config
@@ -81,7 +92,8 @@ final class WireGuardService: Service, Sendable {
             publicKey: identity.wireguard.publicKey.base64, listenPort: config.wireguardListenPort,
             configPath: configPath,
             appliedAt: observed.appliedAt.map(ISOTime.string), lastError: observed.lastError,
-            peers: agent.wireguardReport.peers ?? [])
+            peers: agent.wireguardReport.peers ?? [], relay: relay?.status,
+            paths: observed.paths.isEmpty ? nil : observed.paths)
     }
 
     /// The configuration as rendered now; nil until one was rendered.
@@ -162,7 +174,16 @@ final class WireGuardService: Service, Sendable {
                 report(error.message)  // retried every second: logged when the reason changes
             }
         }
-        if mode == .apply { await observe() }
+        if mode == .apply {
+            // A pair trying a direct path needs traffic both ways to show it works (and to open
+            // both NATs): a datagram to each such peer every second.
+            let trying = Set(
+                await paths().filter { $0.mode == .trying && ($0.a == config.name || $0.b == config.name) }.map {
+                    $0.other(than: config.name)
+                })
+            if !trying.isEmpty { nudge(wanted.peers.filter { trying.contains($0.name) }) }
+            await observe()
+        }
     }
 
     /// The configuration the mesh asks for now; nil while this node's own entry is unknown.
@@ -199,10 +220,16 @@ final class WireGuardService: Service, Sendable {
         }
         var mine = all.first { $0.name == config.name }!
         mine.behindNAT = config.wireguardBehindNAT
+        var endpoints: [String: String] = [:]
+        let ours = await paths().filter { $0.a == config.name || $0.b == config.name }
+        state.withLock { $0.paths = ours }
+        for path in ours {
+            if let endpoint = path.endpoint(for: config.name) { endpoints[path.other(than: config.name)] = endpoint }
+        }
         return .ready(
             WireGuardConfig.build(
                 for: mine, privateKey: identity.wireguard.base64(), listenPort: config.wireguardListenPort,
-                network: network, members: all))
+                network: network, members: all, paths: endpoints))
     }
 
     // MARK: Applying

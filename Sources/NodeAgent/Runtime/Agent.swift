@@ -88,6 +88,7 @@ public enum Agent {
         // What the routes serve from: the role's parts, each present (built below).
         let role: RoleParts
         let wireguard: WireGuardService
+        let relay: RelayService?
         var leadJobs: JobCoordinator?
         if config.role == .lead {
             let storeService = try StoreService(config: config, state: state, logger: logger)
@@ -111,9 +112,12 @@ public enum Agent {
             connectivity = ConnectivityService(config: config, logger: logger) { [name = config.name] results, _ in
                 do { try await board.report(name, results); return true } catch { return false }
             }
+            relay = config.relayOffer.map { _ in
+                RelayService(name: config.name, logger: logger) { await registry.paths }
+            }
             wireguard = WireGuardService(
                 config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,
-                network: { [network = registry.network] in network }
+                network: { [network = registry.network] in network }, paths: { await registry.paths }, relay: relay
             ) {
                 try? await registry.list().nodes
             }
@@ -284,9 +288,13 @@ public enum Agent {
             role = .node(
                 NodeParts(
                     membership: membership, cache: cache, secretCache: secretCache, standbyReads: standbyReads))
+            relay = config.relayOffer.map { _ in
+                RelayService(name: config.name, logger: logger) { cache.current?.topology?.paths }
+            }
             wireguard = WireGuardService(
                 config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,
-                network: { [path = dataDir.path] in WireGuardService.joinedNetwork(dataDir: path) }
+                network: { [path = dataDir.path] in WireGuardService.joinedNetwork(dataDir: path) },
+                paths: { cache.current?.topology?.paths ?? [] }, relay: relay
             ) {
                 cache.current?.nodes.nodes
             }
@@ -385,6 +393,7 @@ public enum Agent {
                 service: subsystems.wrap(
                     "outbox", OutboxSender(outbox: outbox, logger: logger, deliver: deliverReports), logger: logger)))
         if wireguard.mode != .off { services.append(.init(service: wireguard)) }
+        if let relay { services.append(.init(service: relay)) }
         if let postgres = config.postgresMonitor {
             services.append(.init(service: ReplicaMonitor(config: postgres, state: state, logger: logger)))
         }

@@ -205,7 +205,7 @@ public final class AgentState: Sendable {
         WireGuardReport(
             endpoint: config.wireguardEndpoint, listenPort: config.wireguardListenPort,
             behindNAT: config.wireguardBehindNAT,
-            peers: mutable.withLock { $0.wireguardLinks })
+            peers: mutable.withLock { $0.wireguardLinks }, relay: config.relayOffer)
     }
 
     /// Called by ``WireGuardService`` each time it reads the interface (`wg show dump`); nil when it is gone.

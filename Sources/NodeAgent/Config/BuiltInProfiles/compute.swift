@@ -129,6 +129,17 @@ dns:
   configure: "off"
   hosts_file: /etc/hosts
 
+# Relay: carry WireGuard datagrams for pairs of nodes that are both behind NAT (a pair of UDP
+# ports per pair; ciphertext only, never the pair's keys). Needs a public endpoint. The lead
+# relays when enabled; another node only when an operator or its join token gave it the
+# trusted label relay=true. The lead prefers such nodes: their pairs keep flowing while it is away.
+relay:
+  # env AURORA_RELAY
+  enabled: false
+  # Pair i of the table uses UDP ports port_base+2i and port_base+2i+1.
+  port_base: 41000
+  pairs: 256
+
 # Request limits (token buckets). A refusal is 429 rate_limited with Retry-After.
 limits:
   # Requests per second from one source address as one identity (node, token or anonymous).

@@ -63,6 +63,6 @@ extension Registry {
                             .rounded(toPlaces: 3)))
             }
         }
-        return Topology(nodes: members, links: links, stale: false)
+        return Topology(nodes: members, links: links, paths: paths, stale: false)
     }
 }

@@ -81,6 +81,11 @@ actor Registry {
     /// Heartbeat answers carry it so nodes refresh their secrets cache.
     let secretsGeneration: SecretsGeneration
 
+    /// Pairs of nodes behind NAT: relayed, trying or direct (see ``planPaths(now:)``).
+    var planner = PathPlanner()
+    /// The last plan, published in the topology (nodes and relays cache it).
+    var paths: [MeshPath] = []
+
     let heartbeats = Counter(label: "aurora_heartbeats_total")
     let refusals = Counter(label: "aurora_signed_requests_refused_total")
 
@@ -147,7 +152,7 @@ actor Registry {
             wireguard: WireGuardPeer(
                 publicKey: identity.wireguard.publicKey.base64, endpoint: config.wireguardEndpoint,
                 listenPort: config.wireguardListenPort,
-                behindNAT: config.wireguardBehindNAT),
+                behindNAT: config.wireguardBehindNAT, relay: config.relayOffer),
             capabilities: capabilities, version: AuroraVersion.current, address: config.listen.description,
             joinedAt: joinedAt,
             signPublicKey: identity.signing.publicKey.base64, boxPublicKey: identity.box.publicKey.base64,
@@ -318,8 +323,15 @@ actor Registry {
         entry.node.checks = beat.checks
         let previousPostgres = entry.node.postgres
         entry.node.postgres = beat.postgres
+        if let relay = beat.wireguard?.relay, !relay.isValid {
+            throw Refusal.badRequest("wireguard.relay: port_base 1024+ and 1-4096 pairs, all ports within 65535")
+        }
         if let report = beat.wireguard {
             let endpoint = report.endpoint.flatMap { $0.isEmpty ? nil : $0 }
+            if entry.node.wireguard.relay != report.relay {
+                recordDirty.insert(name)
+                entry.node.wireguard.relay = report.relay
+            }
             if entry.node.wireguard.endpoint != endpoint || entry.node.wireguard.listenPort != report.listenPort
                 || entry.node.wireguard.behindNAT != report.behindNAT || entry.observedHost != observedHost
             {

@@ -89,6 +89,7 @@ final class RegistryService: Service {
                         capabilities: await inventory.capabilities(), checks: inventory.checks(),
                         postgres: state.postgres?.health, links: state.wireguardReport.peers)
                 }
+                if ticks % 10 == 0 { await registry.planPaths() }
                 if ticks % 20 == 0 { await registry.flush() }
                 if ticks % 150 == 0 { hub.ping() }
             }
