@@ -2724,6 +2724,50 @@ components:
         listen_port: {type: integer}
         handshake_age_s: {type: number}
         behind_nat: {type: boolean}
+        relay: {$ref: '#/components/schemas/RelayOffer'}
+    RelayOffer:
+      type: object
+      description: the relay ports a node offers (relay.enabled); pair i uses port_base+2i and port_base+2i+1
+      required: [port_base, pairs]
+      properties:
+        port_base: {type: integer, minimum: 1024, maximum: 65534}
+        pairs: {type: integer, minimum: 1, maximum: 4096}
+    MeshPath:
+      type: object
+      description: >-
+        How two nodes that are both behind NAT reach each other, as the lead decided: relayed
+        (each side's peer entry points at the relay's port for the other), trying (hole punching:
+        both send to the other's outside endpoint) or direct.
+      required: [a, b, mode, reason]
+      properties:
+        a: {type: string}
+        b: {type: string}
+        mode: {type: string, enum: [direct, relayed, trying]}
+        relay: {type: string}
+        relay_a: {type: string, description: 'HOST:PORT on the relay where a sends'}
+        relay_b: {type: string, description: 'HOST:PORT on the relay where b sends'}
+        direct_a: {type: string, description: "a's WireGuard endpoint as seen from outside"}
+        direct_b: {type: string}
+        host_a: {type: string, description: "the public host a's traffic comes from"}
+        host_b: {type: string}
+        nat_a: {type: string, enum: [endpoint-independent, symmetric]}
+        nat_b: {type: string, enum: [endpoint-independent, symmetric]}
+        reason: {type: string}
+    RelayPairStatus:
+      type: object
+      required: [a, b, port_a, port_b, forwarded_a_to_b, forwarded_b_to_a, bytes_a_to_b, bytes_b_to_a, dropped]
+      properties:
+        a: {type: string}
+        b: {type: string}
+        port_a: {type: integer}
+        port_b: {type: integer}
+        latched_a: {type: string}
+        latched_b: {type: string}
+        forwarded_a_to_b: {type: integer, format: int64}
+        forwarded_b_to_a: {type: integer, format: int64}
+        bytes_a_to_b: {type: integer, format: int64}
+        bytes_b_to_a: {type: integer, format: int64}
+        dropped: {type: integer, format: int64, description: 'not WireGuard, from a host that is not the side''s, or for a side not seen yet'}
     HeartbeatTiming:
       type: object
       required: [interval_s, suspect_after, away_after, dead_after]
@@ -2809,6 +2853,10 @@ components:
               rtt_ms: {type: number}
               handshake_age_s: {type: number}
               measured_age_s: {type: number}
+        paths:
+          type: array
+          description: each pair of nodes behind NAT and how it is reached; pairs with a reachable side are direct and not listed
+          items: {$ref: '#/components/schemas/MeshPath'}
         stale: {type: boolean}
         age_s: {type: number}
     JoinRequest:
@@ -2930,6 +2978,7 @@ components:
         peers:
           type: array
           items: {$ref: '#/components/schemas/WireGuardLink'}
+        relay: {$ref: '#/components/schemas/RelayOffer'}
     HeartbeatRequest:
       type: object
       description: Unknown fields are ignored (a newer node may report more; the body is signed).
@@ -3656,6 +3705,14 @@ components:
         peers:
           type: array
           items: {$ref: '#/components/schemas/WireGuardLink'}
+        relay:
+          type: array
+          description: the pairs this agent relays (relay.enabled)
+          items: {$ref: '#/components/schemas/RelayPairStatus'}
+        paths:
+          type: array
+          description: this node's pairs behind NAT, as the lead decided
+          items: {$ref: '#/components/schemas/MeshPath'}
 
     # --- reports, outbox, checks, logs, subsystems ---------------------------------------
     NodeReport:
