@@ -213,8 +213,13 @@ public enum ConfigSchema {
             "dns.mesh_port", .int(1...65535), default: .int(53),
             "the port of the DNS server on the mesh address (dns.mesh)"),
         ConfigKey(
-            "dns.configure", .oneOf(["off", "hosts"]), default: .string("off"), env: "AURORA_DNS_CONFIGURE",
-            "hosts: keep the mesh's names in a marked block of dns.hosts_file while the agent runs; off: leave it"),
+            "dns.configure", .oneOf(["off", "auto", "resolved", "hosts"]), default: .string("off"),
+            env: "AURORA_DNS_CONFIGURE",
+            "resolved: route DOMAIN to this agent through systemd-resolved (per-link DNS and ~DOMAIN on the WireGuard interface); hosts: a marked block of dns.hosts_file; auto: resolved where it runs, else hosts; all undone at stop"
+        ),
+        ConfigKey(
+            "dns.resolvectl", .path, default: .string("/usr/bin/resolvectl"),
+            "the resolvectl that dns.configure: resolved runs"),
         ConfigKey(
             "dns.hosts_file", .path, default: .string("/etc/hosts"),
             "the hosts file dns.configure: hosts writes its block into"),

@@ -113,6 +113,14 @@ public struct ResolvedConfig: Sendable {
                 "'heartbeat.dead_after' (\(dead), \(source(of: "heartbeat.dead_after"))) must be greater than 'heartbeat.suspect_after' (\(suspect), \(source(of: "heartbeat.suspect_after")))"
             )
         }
+        if case .string("resolved") = self["dns.configure"], case .string(let listen) = self["dns.listen"],
+            listen.isEmpty, self["dns.mesh"] != .bool(true)
+        {
+            throw AgentError(
+                .config,
+                "'dns.configure: resolved' (\(source(of: "dns.configure"))) needs a DNS server to route to: set dns.listen (e.g. 127.0.0.1:5353) or dns.mesh: true"
+            )
+        }
         if case .bool(true) = self["relay.enabled"], case .int(let base) = self["relay.port_base"],
             case .int(let pairs) = self["relay.pairs"], base + 2 * pairs - 1 > 65535
         {
@@ -316,6 +324,8 @@ public struct NodeConfig: Sendable {
     public let relayOffer: RelayOffer?
     /// `dns.configure: hosts`: the hosts file to keep the mesh's names in; nil for `off`.
     public let dnsHostsFile: String?
+    /// `dns.configure: resolved` (or `auto` where systemd-resolved runs): the resolvectl to run.
+    public let dnsResolvectl: String?
     /// `tls.advertise`: the https URL of this agent for nodes.
     public let tlsAdvertise: String?
     /// `limits.*`: see ``RequestLimits``.
@@ -444,7 +454,14 @@ public struct NodeConfig: Sendable {
         self.metricsListen = nonEmpty("metrics.listen").flatMap { try? HostPort(parsing: $0) }
         self.dnsListen = nonEmpty("dns.listen").flatMap { try? HostPort(parsing: $0) }
         self.dnsDomain = string("dns.domain")
-        self.dnsHostsFile = string("dns.configure") == "hosts" ? string("dns.hosts_file") : nil
+        // auto: systemd-resolved where it runs (its resolvectl and its runtime directory), else the hosts file.
+        let resolvedRuns =
+            FileManager.default.isExecutableFile(atPath: string("dns.resolvectl"))
+            && FileManager.default.fileExists(atPath: "/run/systemd/resolve")
+        let configure =
+            string("dns.configure") == "auto" ? (resolvedRuns ? "resolved" : "hosts") : string("dns.configure")
+        self.dnsHostsFile = configure == "hosts" ? string("dns.hosts_file") : nil
+        self.dnsResolvectl = configure == "resolved" ? string("dns.resolvectl") : nil
         self.dnsMeshPort = bool("dns.mesh") ? int("dns.mesh_port") : nil
         let relay = RelayOffer(portBase: int("relay.port_base"), pairs: int("relay.pairs"))
         self.relayOffer = bool("relay.enabled") && relay.isValid ? relay : nil

@@ -59,6 +59,12 @@ public enum MetricHelp {
         "aurora_webhook_failures_total": "Failed attempts to deliver an event to an alert webhook, by webhook.",
         "aurora_webhook_failing": "1 while an alert webhook has failed three times in a row, else 0, by webhook.",
         "aurora_webhook_cursor_seq": "The last event sequence number an alert webhook delivered, by webhook.",
+        "aurora_relay_pairs": "Pairs of nodes behind NAT this agent relays now (relay.enabled).",
+        "aurora_relay_forwarded_datagrams_total":
+            "WireGuard datagrams this relay forwarded between the sides of its pairs.",
+        "aurora_relay_forwarded_bytes_total": "Bytes of WireGuard datagrams this relay forwarded.",
+        "aurora_relay_dropped_datagrams_total":
+            "Datagrams this relay did not forward: not WireGuard, from a host that is not the side's, or for a side not seen yet.",
     ]
 
     /// The help for `name`; "" (no `# HELP` line) for a name the table does not have.

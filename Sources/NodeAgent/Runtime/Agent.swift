@@ -404,6 +404,20 @@ public enum Agent {
         {
             services.append(.init(service: http))
         }
+        if let resolvectl = config.dnsResolvectl {
+            let listen = config.dnsListen, meshPort = config.dnsMeshPort
+            services.append(
+                .init(
+                    service: ResolvedLinkService(
+                        resolvectl: resolvectl, interface: config.wireguardInterface, domain: config.dnsDomain,
+                        server: { [wireguard] in
+                            if let listen { return ResolvedLinkService.server(host: listen.host, port: listen.port) }
+                            guard let meshPort, let address = wireguard.rendered?.interface.address,
+                                let ip = address.split(separator: "/").first
+                            else { return nil }
+                            return ResolvedLinkService.server(host: String(ip), port: meshPort)
+                        }, logger: logger)))
+        }
         if config.dnsListen != nil || config.dnsHostsFile != nil || config.dnsMeshPort != nil {
             let settled = config
             let zones = DNSServer.ZoneSource { await DNSServer.zone(role: role, config: settled) }

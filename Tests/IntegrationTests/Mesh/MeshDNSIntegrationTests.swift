@@ -170,4 +170,66 @@ struct MeshDNSIntegrationTests {
         #expect(try await workers[0].process.waitForExit(timeout: .seconds(20)) == 0)
         #expect(try String(contentsOfFile: hosts, encoding: .utf8) == original)
     }
+
+    @Test(
+        "dns.configure: resolved routes ~DOMAIN on the WireGuard interface to the agent through resolvectl, retries until the link exists, and reverts at stop"
+    )
+    func resolved() async throws {
+        // systemd-resolved needs systemd as init and D-Bus, which this machine does not run: a
+        // stand-in resolvectl records its calls and refuses the link until it "exists".
+        let scratch = try ScratchDirectory("mesh-resolved")
+        var agents: [AgentHarness] = []
+        defer {
+            for agent in agents where agent.process.isRunning { agent.process.signal(SIGKILL) }
+            scratch.remove()
+        }
+        let calls = scratch.path + "/resolvectl.log", ready = scratch.path + "/link-exists"
+        let fake = scratch.path + "/resolvectl"
+        try """
+        #!/bin/sh
+        echo "$*" >> \(calls)
+        if [ "$1" != revert ] && [ ! -e \(ready) ]; then echo "Failed to resolve interface \\"$2\\": No such device" >&2; exit 1; fi
+        exit 0
+        """.write(toFile: fake, atomically: true, encoding: .utf8)
+        chmod(fake, 0o755)
+        let port = try freePort()
+        let config = """
+            heartbeat: {interval_s: 0.5, suspect_after: 2, dead_after: 3}
+            wireguard:
+              interface: aurora-rs0
+            dns:
+              listen: "127.0.0.1:\(port)"
+              configure: resolved
+              resolvectl: "\(fake)"
+            """
+        let (lead, _) = try await AgentHarness.leadWithWorkers(
+            in: scratch, lead: "resolved-lead", leadConfig: config, workers: [], agents: &agents)
+        func log() -> [String] {
+            ((try? String(contentsOfFile: calls, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+        // Refused while the link is missing: tried again (every 2 s), and said once.
+        _ = try await poll(timeout: .seconds(15), every: .milliseconds(100), "a second attempt") {
+            log().filter { $0 == "dns aurora-rs0 127.0.0.1:\(port)" }.count >= 2 ? true : nil
+        }
+        #expect(!log().contains { $0.hasPrefix("domain") }, "nothing more after a refusal")
+        FileManager.default.createFile(atPath: ready, contents: Data())
+        _ = try await poll(timeout: .seconds(15), every: .milliseconds(100), "the domain route") {
+            log().contains("default-route aurora-rs0 false") ? true : nil
+        }
+        let wired = log()
+        let domain = try #require(wired.firstIndex(of: "domain aurora-rs0 ~aurora.internal"))
+        #expect(
+            wired[domain - 1] == "dns aurora-rs0 127.0.0.1:\(port)"
+                && wired[domain + 1] == "default-route aurora-rs0 false")
+        #expect(lead.process.stderr.components(separatedBy: "cannot route the mesh's domain").count == 2, "said once")
+        lead.process.signal(SIGTERM)
+        #expect(try await lead.process.waitForExit(timeout: .seconds(20)) == 0)
+        #expect(log().last == "revert aurora-rs0", "undone at stop")
+        // Without a DNS server to route to, the agent refuses the configuration and says what to set.
+        try "dns: {configure: resolved}\n".write(toFile: scratch.path + "/bad.yaml", atomically: true, encoding: .utf8)
+        let refused = try await ChildProcess.run(
+            Binaries.nodeagent, ["config", "--profile", "compute", "--config", scratch.path + "/bad.yaml"],
+            outputDirectory: scratch.path)
+        #expect(refused.code != 0 && refused.stderr.contains("needs a DNS server to route to"), "\(refused.stderr)")
+    }
 }

@@ -123,11 +123,14 @@ dns:
   # node can ask every other.                                         env AURORA_DNS_MESH
   mesh: false
   mesh_port: 53
-  # hosts: keep the mesh's names (NAME.DOMAIN, lead.DOMAIN) in a marked block of hosts_file
-  # while the agent runs, removed when it stops; off: leave the system's resolver alone.
-  #                                                                  env AURORA_DNS_CONFIGURE
+  # resolved: systemd-resolved sends DOMAIN (and only it) to this agent: per-link DNS and a
+  # ~DOMAIN route on the WireGuard interface, through resolvectl (needs listen or mesh);
+  # hosts: keep the mesh's names (NAME.DOMAIN, lead.DOMAIN) in a marked block of hosts_file;
+  # auto: resolved where it runs, else hosts; off: leave the system's resolver alone.
+  # Whatever was wired is undone when the agent stops.             env AURORA_DNS_CONFIGURE
   configure: "off"
   hosts_file: /etc/hosts
+  resolvectl: /usr/bin/resolvectl
 
 # Relay: carry WireGuard datagrams for pairs of nodes that are both behind NAT (a pair of UDP
 # ports per pair; ciphertext only, never the pair's keys). Needs a public endpoint. The lead
