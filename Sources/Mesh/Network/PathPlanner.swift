@@ -130,11 +130,15 @@ public struct PathPlanner: Sendable {
 
     public let timing: Timing
     private var pairs: [String: PairState] = [:]
+    /// Each node's NAT type when last known: a node that moved is seen by one observer before
+    /// the other, and must not look punchable in between.
+    private var knownNAT: [String: String] = [:]
 
     public init(timing: Timing = Timing()) { self.timing = timing }
 
     /// The decision for every pair of alive nodes that are both behind NAT, sorted by pair.
     public mutating func plan(_ nodes: [NodeView], now: ContinuousClock.Instant) -> [Path] {
+        for node in nodes { if let type = node.natType { knownNAT[node.name] = type } }
         let alive = nodes.filter(\.alive).sorted { $0.name < $1.name }
         let byName = Dictionary(alive.map { ($0.name, $0) }, uniquingKeysWith: { $1 })
         let natted = alive.filter(\.behindNAT)
@@ -216,7 +220,7 @@ public struct PathPlanner: Sendable {
     /// One pair's state machine for this round.
     private func step(_ state: inout PairState, a: NodeView, b: NodeView, now: ContinuousClock.Instant) {
         let outsideA = a.outside.first, outsideB = b.outside.first
-        let symmetric = [a, b].first { $0.natType == "symmetric" }
+        let symmetric = [a, b].first { ($0.natType ?? knownNAT[$0.name]) == "symmetric" }
         let aLink = a.links[b.name], bLink = b.links[a.name]
         if let symmetric, state.mode == .trying {
             state.mode = .relayed

@@ -42,6 +42,9 @@ final class WireGuardService: Service, Sendable {
     private let state = Mutex(Observed())
     /// Since when nothing could be rendered, and whether that was said.
     private let waitingSince = Mutex<(at: ContinuousClock.Instant, reported: Bool)?>(nil)
+    /// A pair trying a direct path longer than this goes back to its relay on this node's own
+    /// decision (the lead ends a trial after 12 s; this covers a lead that went away meanwhile).
+    static let trialGiveUp = Duration.seconds(20)
     /// How long one `ip`, `wg` or `wireguard-go` may run before it is killed and the step retried.
     static let toolTimeout = Duration.seconds(15)
 
@@ -55,6 +58,13 @@ final class WireGuardService: Service, Sendable {
         var up = false
         /// This node's pairs behind NAT as last read.
         var paths: [MeshPath] = []
+        /// Since when each peer's pair has been trying a direct path.
+        var tryingSince: [String: ContinuousClock.Instant] = [:]
+        /// This node's endpoint as the registry has it (its public address), as last read.
+        var seenFrom: String?
+        /// Rounds left in which to send to every peer (the node moved): a few, since a relay may
+        /// learn the node's new public host a moment after the node does.
+        var announce = 0
     }
 
     /// The relay this agent runs (`relay.enabled`), shown with the interface.
@@ -182,6 +192,11 @@ final class WireGuardService: Service, Sendable {
                     $0.other(than: config.name)
                 })
             if !trying.isEmpty { nudge(wanted.peers.filter { trying.contains($0.name) }) }
+            let announce = state.withLock { observed in
+                defer { observed.announce = max(0, observed.announce - 1) }
+                return observed.announce > 0
+            }
+            if announce { nudge(wanted.peers) }
             await observe()
         }
     }
@@ -212,6 +227,19 @@ final class WireGuardService: Service, Sendable {
         guard let me = nodes.first(where: { $0.name == config.name }), !me.vpnIP.isEmpty else {
             return .waiting("the registry has no mesh address for \(config.name) yet")
         }
+        // Where the mesh sees this node from: when it moves (roaming, re-NAT), every peer hears
+        // from the new address at once, so relays latch it and peers' WireGuard roams to it.
+        let seenFrom = me.wireguard.endpoint
+        let moved = state.withLock { observed in
+            defer { observed.seenFrom = seenFrom }
+            return observed.seenFrom != nil && seenFrom != nil && observed.seenFrom != seenFrom
+        }
+        if moved {
+            logger.notice(
+                "this node's address as the mesh sees it changed; sending to every peer from the new one",
+                metadata: ["nodeagent.endpoint": "\(seenFrom ?? "")"])
+            state.withLock { $0.announce = 5 }
+        }
         let all = nodes.map { node in
             WireGuardConfig.Member(
                 name: node.name, publicKey: node.wireguard.publicKey, vpnIP: node.vpnIP,
@@ -222,9 +250,28 @@ final class WireGuardService: Service, Sendable {
         mine.behindNAT = config.wireguardBehindNAT
         var endpoints: [String: String] = [:]
         let ours = await paths().filter { $0.a == config.name || $0.b == config.name }
-        state.withLock { $0.paths = ours }
+        let now = ContinuousClock.now
+        let tryingSince = state.withLock { observed in
+            observed.paths = ours
+            // When each pair started trying, as this node saw it.
+            var since: [String: ContinuousClock.Instant] = [:]
+            for path in ours where path.mode == .trying {
+                since[path.other(than: config.name)] = observed.tryingSince[path.other(than: config.name)] ?? now
+            }
+            observed.tryingSince = since
+            return since
+        }
         for path in ours {
-            if let endpoint = path.endpoint(for: config.name) { endpoints[path.other(than: config.name)] = endpoint }
+            let other = path.other(than: config.name)
+            var path = path
+            // A trial that outlasts its time (the lead went away in the middle and cannot end it)
+            // is given up here: the pair goes back to its relay.
+            if path.mode == .trying, let since = tryingSince[other], since.duration(to: now) > Self.trialGiveUp,
+                path.relay != nil
+            {
+                path.mode = .relayed
+            }
+            if let endpoint = path.endpoint(for: config.name) { endpoints[other] = endpoint }
         }
         return .ready(
             WireGuardConfig.build(

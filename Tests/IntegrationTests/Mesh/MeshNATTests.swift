@@ -14,146 +14,33 @@ import Testing
 /// its own agent.
 @Suite("Nodes behind NAT: relays, hole punching, re-NAT, names (namespaces, nftables, wireguard-go)", .serialized)
 struct MeshNATTests {
-    static let port = 7000
-
-    struct Member {
-        var name: String
-        var namespace: String
-        /// The address its agent listens on (public, or its LAN address in a home).
-        var address: String
-        var dataDir: String
-        var interface: String
-        var meshIP: String
-        var url: String { "http://\(address):\(MeshNATTests.port)" }
-        var fqdn: String { "\(name).aurora.internal" }
-        var operatorToken: String {
-            ((try? String(contentsOfFile: dataDir + "/" + Defaults.adminTokenFile, encoding: .utf8)) ?? "")
-                .trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-    }
-
     @Test(
         "names resolve and every pair pings; NATed pairs are relayed and a punchable pair turns direct; the relay carries only WireGuard and refuses strangers; re-NAT recovers; the lead away, names and relayed traffic go on"
     )
     func nat() async throws {
-        try Binaries.requireTool(
-            "/usr/bin/wireguard-go", hint: "apt-get install --no-install-recommends wireguard-go wireguard-tools")
-        try Binaries.requireTool("/usr/sbin/nft", hint: "apt-get install --no-install-recommends nftables conntrack")
         let scratch = try ScratchDirectory("nat")
         defer { scratch.remove() }
-        let net = try await NetworkNamespaces(outputDirectory: scratch.path)
-        var resolvers: [String] = []
+        // Homes 1 and 2 are endpoint-independent NATs, home 3 symmetric.
+        let mesh = try await NATMesh(
+            root: scratch.path, homes: [false, false, true], executable: Binaries.nodeagent, cli: Binaries.auroraCLI)
         do {
-            try await scenario(net, scratch: scratch, resolvers: &resolvers)
+            try await scenario(mesh, scratch: scratch)
         } catch {
-            for directory in resolvers { try? FileManager.default.removeItem(atPath: directory) }
-            await net.remove()
+            await mesh.stop()
             throw error
         }
-        for directory in resolvers { try? FileManager.default.removeItem(atPath: directory) }
-        await net.remove()
+        await mesh.stop()
     }
 
-    func scenario(_ net: NetworkNamespaces, scratch: ScratchDirectory, resolvers: inout [String]) async throws {
-        let (leadNS, leadAddress) = try await net.node(1)
-        let (relayNS, relayAddress) = try await net.node(2)
-        var homes: [(namespace: String, router: String, public: String)] = []
-        for index in 3...5 { homes.append(try await net.home(index, symmetric: index == 5)) }
-        func member(_ name: String, _ namespace: String, _ address: String, _ index: Int) -> Member {
-            Member(
-                name: name, namespace: namespace, address: address, dataDir: scratch.path + "/" + name,
-                interface: "\(net.tag)-wg\(index)", meshIP: "10.79.0.\(index)")
+    func scenario(_ mesh: NATMesh, scratch: ScratchDirectory) async throws {
+        let net = mesh.net, lead = mesh.lead, relay = mesh.relay, everyone = mesh.everyone
+        let home1 = mesh.homes[0], home2 = mesh.homes[1], home3 = mesh.homes[2]
+        let relayAddress = relay.address
+        func api<T: Decodable>(_ m: NATMesh.Member, _ path: String, as type: T.Type) async throws -> T {
+            try await mesh.api(m, path, as: type)
         }
-        let lead = member("lead", leadNS, leadAddress, 1), relay = member("gpu-1", relayNS, relayAddress, 2)
-        let home1 = member("home-1", homes[0].namespace, "192.168.3.2", 3)
-        let home2 = member("home-2", homes[1].namespace, "192.168.4.2", 4)
-        let home3 = member("home-3", homes[2].namespace, "192.168.5.2", 5)
-        let everyone = [lead, relay, home1, home2, home3]
-
-        func start(_ m: Member, profile: String, extra: [String], wireguard: String = "", yaml: String = "") throws
-            -> ChildProcess
-        {
-            let file = scratch.path + "/\(m.name).yaml"
-            try """
-            wireguard:
-              mode: apply
-              interface: \(m.interface)
-              cidr: 10.79.0.0/24
-              \(wireguard)
-            vpn_ip: \(m.meshIP)
-            http:
-              insecure_plain: true
-            dns:
-              mesh: true
-            heartbeat: {interval_s: 0.5, suspect_after: 4, dead_after: 8}
-            \(yaml)
-            """.write(toFile: file, atomically: true, encoding: .utf8)
-            return try net.spawn(
-                in: m.namespace, Binaries.nodeagent,
-                [
-                    "run", "--profile", profile, "--name", m.name, "--data-dir", m.dataDir, "--listen",
-                    "\(m.address):\(Self.port)", "--config", file,
-                ] + extra)
-        }
-        func healthy(_ m: Member, _ process: ChildProcess) async throws {
-            _ = try await poll(timeout: .seconds(90), every: .milliseconds(200), "\(m.name) to be healthy") {
-                () async throws -> Bool? in
-                if let code = process.exitCode {
-                    throw TestKitError("\(m.name) exited with \(code): \(process.stderr.suffix(600))")
-                }
-                let answer = try await net.run(in: m.namespace, "/usr/bin/curl", ["-s", "-m", "2", m.url + "/health"])
-                return answer.stdout.contains("\"status\":\"ok\"") ? true : nil
-            }
-        }
-        func api<T: Decodable>(_ m: Member, _ path: String, as type: T.Type) async throws -> T {
-            let answer = try await net.run(
-                in: m.namespace, "/usr/bin/curl",
-                ["-s", "-m", "5", "-H", "Authorization: Bearer \(m.operatorToken)", m.url + path])
-            return try APICoding.decoder().decode(T.self, from: Data(answer.stdout.utf8))
-        }
-        func paths() async throws -> [String: MeshPath] {
-            let topology = try await api(lead, Routes.topology, as: Topology.self)
-            return Dictionary((topology.paths ?? []).map { ("\($0.a)|\($0.b)", $0) }, uniquingKeysWith: { a, _ in a })
-        }
-        func byName(_ from: Member, _ to: Member) async -> Bool {
-            let found = try? await net.run(in: from.namespace, "/usr/bin/getent", ["hosts", to.fqdn])
-            guard found?.stdout.hasPrefix(to.meshIP + " ") == true else { return false }
-            return await net.pings(from: from.namespace, to.fqdn)
-        }
-
-        var processes: [String: ChildProcess] = [:]
-        defer { for process in processes.values where process.isRunning { process.signal(SIGKILL) } }
-        processes[lead.name] = try start(
-            lead, profile: "lead", extra: [], wireguard: "endpoint: \"\(leadAddress):51820\"")
-        try await healthy(lead, processes[lead.name]!)
-        func token(_ arguments: [String]) async throws -> String {
-            let answer = try await net.run(
-                in: lead.namespace, Binaries.auroraCLI,
-                ["token", "create", "--profile", "compute", "--agent", lead.url, "--data-dir", lead.dataDir] + arguments
-            )
-            let token = answer.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-            #expect(answer.code == 0 && !token.isEmpty, "\(answer.stderr)")
-            return token
-        }
-        let relayToken = try await token(["--labels", "relay=true"])
-        let homeToken = try await token(["--reusable"])
-        processes[relay.name] = try start(
-            relay, profile: "compute", extra: ["--lead", lead.url, "--join-token", relayToken],
-            yaml: "relay: {enabled: true, port_base: 41000, pairs: 64}\n")
-        for home in [home1, home2, home3] {
-            processes[home.name] = try start(
-                home, profile: "compute", extra: ["--lead", lead.url, "--join-token", homeToken],
-                wireguard: "behind_nat: true")
-        }
-        for m in everyone.dropFirst() { try await healthy(m, processes[m.name]!) }
-        // Each namespace asks its own agent (on its mesh address) for names.
-        for m in everyone {
-            let directory = "/etc/netns/\(m.namespace)"
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            resolvers.append(directory)
-            try "nameserver \(m.meshIP)\noptions timeout:1 attempts:2\n".write(
-                toFile: directory + "/resolv.conf", atomically: true, encoding: .utf8)
-        }
+        func paths() async throws -> [String: MeshPath] { try await mesh.paths() }
+        func byName(_ from: NATMesh.Member, _ to: NATMesh.Member) async -> Bool { await mesh.reachesByName(from, to) }
 
         // 1. Every node resolves and pings every other by name: NAT to NAT included.
         _ = try await poll(timeout: .seconds(90), every: .milliseconds(500), "every pair to resolve and ping by name") {
@@ -188,7 +75,7 @@ struct MeshNATTests {
         let wgShow = try await net.run(in: home1.namespace, "/usr/bin/wg", ["show", home1.interface, "endpoints"])
             .stdout
         #expect(wgShow.contains("\(home3Key)\t\(relayed.relayA ?? "?")"), "\(wgShow)")
-        #expect(wgShow.contains("\(home2Key)\t\(homes[1].public):51820"), "\(wgShow)")
+        #expect(wgShow.contains("\(home2Key)\t\(home2.publicAddress ?? "?"):51820"), "\(wgShow)")
         #expect(home1Status.paths?.count == 2)
         // `aurora-cli status` shows each pair's path.
         let status = try await net.run(
@@ -228,7 +115,7 @@ struct MeshNATTests {
                 $0.a == "home-1" && $0.b == "home-3"
             })
         #expect(relayView.forwardedAToB > 0 && relayView.forwardedBToA > 0)
-        #expect(relayView.latchedA?.hasPrefix(homes[0].public + ":") == true)
+        #expect(relayView.latchedA?.hasPrefix((home1.publicAddress ?? "?") + ":") == true)
 
         // 4. Strangers at the relay's ports: not WireGuard, or WireGuard-shaped from a host that is
         //    not the side's: dropped, counted, and the pair keeps its addresses.
@@ -253,13 +140,16 @@ struct MeshNATTests {
         #expect(await net.pings(from: home1.namespace, home3.meshIP), "the pair still flows")
 
         // 5. Re-NAT: home-3's router gets another public address and forgets its mappings.
-        //    Pings from home-3 (relayed to home-1, direct to the lead) recover within 10 s.
+        //    Pings from home-3 (relayed to home-1, direct to the lead) and to it (relayed from
+        //    home-2) recover within 10 s.
         let renumbered = try await net.renumber(home: 5)
         let moved = ContinuousClock.now
         _ = try await poll(timeout: .seconds(10), every: .milliseconds(100), "home-3's pings to recover") {
             () async throws -> Bool? in
             guard await net.pings(from: home3.namespace, home1.meshIP),
-                await net.pings(from: home3.namespace, lead.meshIP)
+                await net.pings(from: home3.namespace, lead.meshIP),
+                // The other way round, on the other relayed pair: home-3 told its peers where it is now.
+                await net.pings(from: home2.namespace, home3.meshIP)
             else { return nil }
             return true
         }
@@ -276,8 +166,7 @@ struct MeshNATTests {
 
         // 6. The lead stops: names still resolve on every node, and the relayed pair keeps
         //    flowing through the relay node.
-        processes[lead.name]!.signal(SIGTERM)
-        #expect(try await processes[lead.name]!.waitForExit(timeout: .seconds(20)) == 0)
+        #expect(try await mesh.stop(lead.name) == 0)
         for a in everyone.dropFirst() {
             for b in everyone where a.name != b.name {
                 let found = try await net.run(in: a.namespace, "/usr/bin/getent", ["hosts", b.fqdn]).stdout
@@ -293,10 +182,6 @@ struct MeshNATTests {
         #expect(flowing)
         #expect(await net.pings(from: home1.namespace, home2.fqdn), "the direct pair, lead away")
 
-        for process in processes.values where process.isRunning {
-            process.signal(SIGTERM)
-            _ = try await process.waitForExit(timeout: .seconds(20))
-        }
     }
 }
 

@@ -128,6 +128,9 @@ struct PathPlannerTests {
         let path = planner.plan(mesh(homes: seen), now: start + .seconds(6)).first
         #expect(path?.mode == .relayed && path?.reason.contains("home-3 is behind a symmetric NAT") == true)
         #expect(planner.plan(mesh(homes: seen), now: start + .seconds(600)).first?.mode == .relayed)
+        // home-3 moves: one observer sees its new mapping first. It is still known symmetric.
+        let moving = ["home-1": seen["home-1"]!, "home-3": ["198.51.100.33:40777"]]
+        #expect(planner.plan(mesh(homes: moving), now: start + .seconds(700)).first?.mode == .relayed)
         #expect(mesh(homes: seen).last?.natType == "symmetric")
         #expect(mesh(homes: seen).dropLast().last?.natType == "endpoint-independent")
         #expect(mesh(homes: ["x": ["198.51.100.1:1"]]).last?.natType == nil, "one observer says nothing")
