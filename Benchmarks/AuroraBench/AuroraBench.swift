@@ -41,7 +41,7 @@ struct AuroraBench: AsyncParsableCommand {
             Startup.self, Heartbeat.self, Detection.self, Placement.self, Dispatch.self, Requeue.self, Queue.self,
             ReplicaBench.self,
             SecretsBench.self, RedisBench.self, Failover.self, Gateway.self, Scrape.self, ConsoleBench.self,
-            DNSBench.self,
+            DNSBench.self, RelayBench.self,
         ])
 }
 
@@ -324,6 +324,53 @@ extension AuroraBench {
                         format: "  %@: %.0f queries/s (%d lost); at %d/s p50 %.3f ms, p99 %.3f ms", name,
                         server.queriesPerSecond, server.lost, rate, server.p50Ms, server.p99Ms))
             }
+        }
+    }
+
+    struct RelayBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "relay",
+            abstract: "Relayed against direct between homes behind NAT (ping, iperf3, relay CPU), and re-NAT recovery.",
+            discussion:
+                "Network namespaces (root): a public lead and relay, two endpoint-independent homes whose pair turns direct and two symmetric homes whose pair stays relayed. Ping RTT p50/p99 and iperf3 throughput for each pair, the relay agent's CPU share during the relayed iperf3 run, then --runs re-NATs of a symmetric home: the time until the relayed pair answers again (median). Needs wireguard-go, nftables, conntrack and iperf3; aurora-cli next to nodeagent."
+        )
+
+        @Option(help: "Seconds of each iperf3 run.") var seconds = 5
+        @Option(help: "Pings per path (5 ms apart).") var pings = 200
+        @Option(help: "Re-NATs to time.") var runs = 10
+        @Flag(help: "Print the report as JSON.") var json = false
+        @OptionGroup var agent: AgentBinary
+
+        func validate() throws {
+            guard (1...120).contains(seconds) else { throw ValidationError("--seconds must be 1...120") }
+            guard (1...10_000).contains(pings) else { throw ValidationError("--pings must be 1...10000") }
+            guard (1...100).contains(runs) else { throw ValidationError("--runs must be 1...100") }
+            guard geteuid() == 0 else {
+                throw ValidationError("the relay benchmark makes network namespaces: run it as root")
+            }
+        }
+
+        func run() async throws {
+            let cli = URL(fileURLWithPath: agent.path).deletingLastPathComponent().appendingPathComponent("aurora-cli")
+                .path
+            let report = try await RelayBenchmark(
+                executable: agent.path, cli: cli, seconds: seconds, pings: pings, runs: runs, progress: progressLine
+            ).run()
+            if json {
+                return print(String(decoding: try APICoding.encoder(pretty: true).encode(report), as: UTF8.self))
+            }
+            print(
+                "aurora-bench relay (\(pings) pings, \(seconds) s iperf3, \(runs) re-NATs, release=\(isReleaseBuild))")
+            for (name, path) in [("direct ", report.direct), ("relayed", report.relayed)] {
+                print(
+                    String(
+                        format: "  %@: ping p50 %.3f ms, p99 %.3f ms; iperf3 %.0f Mbit/s; relay CPU %.1f%%", name,
+                        path.rttP50Ms, path.rttP99Ms, path.megabitsPerSecond, path.relayCPUPercent))
+            }
+            print(
+                String(
+                    format: "  re-NAT → relayed pings again: median %.0f ms (%@)", report.roamingMedianMs,
+                    report.roamingMs.map { String(format: "%.0f", $0) }.joined(separator: ", ")))
         }
     }
 

@@ -306,7 +306,7 @@ extension HostPort {
 
 /// The shape of a WireGuard datagram, as a relay checks it before forwarding: a message type of
 /// 1 (handshake initiation, 148 bytes), 2 (response, 92), 3 (cookie reply, 64) or 4 (transport
-/// data: a 16-byte header and a whole number of 16-byte blocks, at least 32 bytes), and three
+/// data: a 16-byte header, the padded ciphertext and a 16-byte tag, at least 32 bytes), and three
 /// zero bytes after the type. Anything else is not forwarded.
 public enum WireGuardFrame {
     public static func isValid(_ bytes: some Collection<UInt8>) -> Bool {
@@ -318,7 +318,8 @@ public enum WireGuardFrame {
         case 1: return bytes.count == 148
         case 2: return bytes.count == 92
         case 3: return bytes.count == 64
-        case 4: return bytes.count >= 32 && (bytes.count - 16) % 16 == 0 && bytes.count <= 65535
+        // Padding to 16 stops at the interface MTU, so a full-size packet is not a multiple of 16.
+        case 4: return bytes.count >= 32 && bytes.count <= 65535
         default: return false
         }
     }

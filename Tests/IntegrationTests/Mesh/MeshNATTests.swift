@@ -97,6 +97,12 @@ struct MeshNATTests {
         }
         _ = try await net.run(
             in: home1.namespace, "/usr/bin/ping", ["-c", "3", "-i", "0.2", "-p", "deadbeefcafe", "-q", home3.meshIP])
+        // Full-size packets too: 1420 bytes of IP in the tunnel (WireGuard pads to 16 only up to
+        // the MTU, so such a datagram is no multiple of 16; a relay that assumed so dropped TCP).
+        let large = try await net.run(
+            in: home1.namespace, "/usr/bin/ping",
+            ["-c", "3", "-i", "0.2", "-s", "1392", "-M", "do", "-q", home3.meshIP])
+        #expect(large.code == 0, "full-MTU packets cross the relay: \(large.stdout)")
         // Every forwarded datagram is written as it comes (--immediate-mode, -U): wait for them.
         _ = try await poll(timeout: .seconds(10), every: .milliseconds(100), "the capture to hold the pings") {
             () async throws -> Bool? in
@@ -194,7 +200,7 @@ extension PCAP {
         case 1: return bytes.count == 148
         case 2: return bytes.count == 92
         case 3: return bytes.count == 64
-        case 4: return bytes.count >= 32 && bytes.count % 16 == 0
+        case 4: return bytes.count >= 32  // padded to 16, but never past the MTU
         default: return false
         }
     }

@@ -170,7 +170,9 @@ struct PathPlannerTests {
         #expect(WireGuardFrame.isValid(message(3, 64)) && WireGuardFrame.isValid(message(4, 32)))
         #expect(WireGuardFrame.isValid(message(4, 32 + 16 * 90)))
         #expect(!WireGuardFrame.isValid(message(1, 147)) && !WireGuardFrame.isValid(message(2, 93)))
-        #expect(!WireGuardFrame.isValid(message(4, 33)) && !WireGuardFrame.isValid(message(4, 16)))
+        // A full-MTU packet (1420 bytes of plaintext, padding capped at the MTU) is 1452 bytes.
+        #expect(WireGuardFrame.isValid(message(4, 1452)))
+        #expect(!WireGuardFrame.isValid(message(4, 31)) && !WireGuardFrame.isValid(message(4, 16)))
         #expect(!WireGuardFrame.isValid(message(5, 148)) && !WireGuardFrame.isValid(message(0, 148)))
         #expect(!WireGuardFrame.isValid([1, 0, 1, 0] + [UInt8](repeating: 0, count: 144)), "reserved bytes")
         #expect(!WireGuardFrame.isValid([UInt8]()) && !WireGuardFrame.isValid([4, 0, 0]))
