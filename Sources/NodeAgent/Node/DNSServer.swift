@@ -74,6 +74,9 @@ struct DNSServer: Service {
         return MeshZone(domain: config.dnsDomain, entries: entries, lead: lead)
     }
 
+    /// Queries read per `recvmmsg` on the UDP socket.
+    static let vectorRead = 32
+
     /// The answer to one message, or nil when there is nothing to answer (not even an id).
     static func answer(_ bytes: [UInt8], zone: MeshZone, udp: Bool) -> [UInt8]? {
         do {
@@ -91,10 +94,12 @@ struct DNSServer: Service {
         let zones = self.zones
         let udp = try await DatagramBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            // Up to 32 queries per recvmmsg, answered and flushed as one batch (sendmmsg).
-            .channelOption(.datagramVectorReadMessageCount, value: 32)
+            // Up to 32 queries per recvmmsg, answered and flushed as one batch. NIO splits one
+            // receive buffer evenly between the messages: 32 × 1 KiB, so no query is cut short.
+            .channelOption(.datagramVectorReadMessageCount, value: DNSServer.vectorRead)
             .channelOption(.maxMessagesPerRead, value: 4)
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 1024))
+            .channelOption(
+                .recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: DNSServer.vectorRead * 1024))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(DNSDatagramHandler(zones: zones))

@@ -77,6 +77,10 @@ struct MeshDNSIntegrationTests {
                 try await Self.short(port, "compute.aurora.internal", tcp: true, scratch: scratch)
                     == [address["gpu-1"]!, address["gpu-2"]!].sorted())
             #expect(try await Self.status(port, "nobody.aurora.internal", scratch: scratch) == "NXDOMAIN")
+            // A long name (a 250-byte query with dig's EDNS and cookie) is read whole, not cut
+            // short by the server's batched reads.
+            let long = [String](repeating: String(repeating: "a", count: 60), count: 3).joined(separator: ".")
+            #expect(try await Self.status(port, long + ".x.aurora.internal", scratch: scratch) == "NXDOMAIN")
             #expect(try await Self.status(port, "example.com", scratch: scratch) == "REFUSED")
         }
         let services = try await Self.short(ports[0], "_aurora._tcp.aurora.internal", "SRV", scratch: scratch)
