@@ -99,7 +99,8 @@ struct DNSServer: Service {
             .channelOption(.datagramVectorReadMessageCount, value: DNSServer.vectorRead)
             .channelOption(.maxMessagesPerRead, value: 4)
             .channelOption(
-                .recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: DNSServer.vectorRead * 1024))
+                .recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: DNSServer.vectorRead * 1024)
+            )
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(DNSDatagramHandler(zones: zones))
