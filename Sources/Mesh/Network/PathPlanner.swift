@@ -128,8 +128,14 @@ public struct PathPlanner: Sendable {
         var reason = "both sides are behind NAT: relayed"
     }
 
+    /// At most this many nodes behind NAT are planned (their pairs grow with the square): the
+    /// first by name; the others' pairs keep the registry's endpoints (see ``overflow``).
+    public static let maxPlannedNodes = 128
+
     public let timing: Timing
     private var pairs: [String: PairState] = [:]
+    /// How many nodes behind NAT the last round left out for ``maxPlannedNodes``.
+    public private(set) var overflow = 0
     /// Each node's NAT type when last known: a node that moved is seen by one observer before
     /// the other, and must not look punchable in between.
     private var knownNAT: [String: String] = [:]
@@ -141,7 +147,9 @@ public struct PathPlanner: Sendable {
         for node in nodes { if let type = node.natType { knownNAT[node.name] = type } }
         let alive = nodes.filter(\.alive).sorted { $0.name < $1.name }
         let byName = Dictionary(alive.map { ($0.name, $0) }, uniquingKeysWith: { $1 })
-        let natted = alive.filter(\.behindNAT)
+        let allNatted = alive.filter(\.behindNAT)
+        let natted = Array(allNatted.prefix(Self.maxPlannedNodes))
+        overflow = allNatted.count - natted.count
         let relays = alive.filter { $0.relay != nil && !$0.behindNAT }.sorted {
             ($0.relayLast ? 1 : 0, $0.name) < ($1.relayLast ? 1 : 0, $1.name)
         }

@@ -161,6 +161,16 @@ struct PathPlannerTests {
         #expect(planner.plan(views, now: start + .seconds(85)).isEmpty)
     }
 
+    @Test("at most 128 nodes behind NAT are planned (their pairs grow with the square); the rest are counted")
+    func bounded() {
+        var planner = PathPlanner(timing: Self.timing)
+        var homes: [String: [String]] = [:]
+        for i in 0..<130 { homes["home-\(1000 + i)"] = ["198.51.100.\(i % 250):51820"] }
+        let paths = planner.plan(mesh(homes: homes), now: .now)
+        #expect(paths.count == 128 * 127 / 2 && planner.overflow == 2)
+        #expect(!paths.contains { $0.b == "home-1128" || $0.b == "home-1129" })
+    }
+
     @Test("the relay's check: WireGuard message types with their lengths, nothing else")
     func frames() {
         func message(_ type: UInt8, _ length: Int) -> [UInt8] {

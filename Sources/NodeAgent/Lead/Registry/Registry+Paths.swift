@@ -55,6 +55,14 @@ extension Registry {
                 hostA: path.hostA, hostB: path.hostB, natA: natTypes[path.a] ?? nil, natB: natTypes[path.b] ?? nil,
                 reason: path.reason)
         }
+        if planner.overflow > 0, !pathOverflowSaid {
+            pathOverflowSaid = true
+            logger.warning(
+                "more nodes behind NAT than the path planner takes; the rest keep their registry endpoints (no relay)",
+                metadata: [
+                    "nodeagent.planned": "\(PathPlanner.maxPlannedNodes)", "nodeagent.left_out": "\(planner.overflow)",
+                ])
+        }
         if planned != paths {
             let before = Dictionary(paths.map { ("\($0.a)|\($0.b)", $0.mode) }, uniquingKeysWith: { a, _ in a })
             for path in planned where before["\(path.a)|\(path.b)"] != path.mode {

@@ -85,6 +85,8 @@ actor Registry {
     var planner = PathPlanner()
     /// The last plan, published in the topology (nodes and relays cache it).
     var paths: [MeshPath] = []
+    /// The planner's overflow was logged.
+    var pathOverflowSaid = false
 
     let heartbeats = Counter(label: "aurora_heartbeats_total")
     let refusals = Counter(label: "aurora_signed_requests_refused_total")
