@@ -100,7 +100,7 @@ public func processes(mentioning text: String) -> [pid_t] {
 extension AgentHarness {
     /// A lead named `leadName` (with the node file `leadConfig`, when given) and compute agents
     /// that joined it with one reusable join token, each started with its node file (`config`,
-    /// written to `SCRATCH/NAME.yaml`) and healthy.
+    /// written to `SCRATCH/NAME.yaml`), healthy, and listed by the lead.
     /// Every agent goes into `agents` as soon as it starts, so the caller stops them however
     /// this ends. Returns the lead and the workers, in order.
     public static func leadWithWorkers(
@@ -128,6 +128,14 @@ extension AgentHarness {
             agents.append(worker)
             started.append(worker)
             try await worker.waitHealthy()
+        }
+        // A compute agent is healthy before its join is through: wait until the lead lists them all.
+        let admin = ["Authorization": "Bearer \(try lead.adminToken)"]
+        _ = try await poll(timeout: .seconds(60), every: .milliseconds(50), "the workers to join the lead") {
+            () async throws -> Bool? in
+            let listed = try? await http(lead.baseURL + Routes.nodes, headers: admin).decode(NodeList.self)
+            let names = Set(listed?.nodes.map(\.name) ?? [])
+            return workers.allSatisfy { names.contains($0.name) } ? true : nil
         }
         return (lead, started)
     }

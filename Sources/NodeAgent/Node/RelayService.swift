@@ -22,6 +22,8 @@ import Synchronization
 /// topology, so relayed pairs keep flowing while the lead is away.
 final class RelayService: Service, Sendable {
     let name: String
+    /// The ports this agent offers: it opens none outside them, whatever a plan says.
+    let table: RelayOffer
     let bindHost: String
     let logger: Logger
     /// The mesh's paths: the lead's current decisions, or a node's cached copy; nil while unknown.
@@ -30,10 +32,12 @@ final class RelayService: Service, Sendable {
     private let group: any EventLoopGroup
 
     init(
-        name: String, bindHost: String = "0.0.0.0", group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        name: String, table: RelayOffer, bindHost: String = "0.0.0.0",
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger, paths: @escaping @Sendable () async -> [MeshPath]?
     ) {
         self.name = name
+        self.table = table
         self.bindHost = bindHost
         self.group = group
         self.paths = paths
@@ -59,7 +63,8 @@ final class RelayService: Service, Sendable {
         var wanted: [String: (MeshPath, Int, Int)] = [:]
         for path in paths where path.relay == name {
             guard let a = path.relayA.flatMap({ try? HostPort(parsing: $0) }),
-                let b = path.relayB.flatMap({ try? HostPort(parsing: $0) })
+                let b = path.relayB.flatMap({ try? HostPort(parsing: $0) }),
+                [a.port, b.port].allSatisfy({ (table.portBase..<(table.portBase + 2 * table.pairs)).contains($0) })
             else { continue }
             wanted["\(path.a)|\(path.b)|\(a.port)|\(b.port)"] = (path, a.port, b.port)
         }

@@ -147,6 +147,10 @@ final class WireGuardService: Service, Sendable {
         switch await self.wanted() {
         case .ready(let config):
             wanted = config
+            // A waiting reason that was shown goes once there is something to render.
+            if waitingSince.withLock({ $0 })?.reported == true {
+                state.withLock { if $0.lastError != nil { $0.lastError = nil } }
+            }
             waitingSince.withLock { $0 = nil }
         case .waiting(let reason):
             // Nothing to render yet: said once it lasts 5 s (and shown by `GET /api/wireguard`),
@@ -188,9 +192,7 @@ final class WireGuardService: Service, Sendable {
             // A pair trying a direct path needs traffic both ways to show it works (and to open
             // both NATs): a datagram to each such peer every second.
             let trying = Set(
-                await paths().filter { $0.mode == .trying && ($0.a == config.name || $0.b == config.name) }.map {
-                    $0.other(than: config.name)
-                })
+                state.withLock { $0.paths }.filter { $0.mode == .trying }.map { $0.other(than: config.name) })
             if !trying.isEmpty { nudge(wanted.peers.filter { trying.contains($0.name) }) }
             let announce = state.withLock { observed in
                 defer { observed.announce = max(0, observed.announce - 1) }

@@ -112,8 +112,8 @@ public enum Agent {
             connectivity = ConnectivityService(config: config, logger: logger) { [name = config.name] results, _ in
                 do { try await board.report(name, results); return true } catch { return false }
             }
-            relay = config.relayOffer.map { _ in
-                RelayService(name: config.name, logger: logger) { await registry.paths }
+            relay = config.relayOffer.map { table in
+                RelayService(name: config.name, table: table, logger: logger) { await registry.paths }
             }
             wireguard = WireGuardService(
                 config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,
@@ -288,8 +288,8 @@ public enum Agent {
             role = .node(
                 NodeParts(
                     membership: membership, cache: cache, secretCache: secretCache, standbyReads: standbyReads))
-            relay = config.relayOffer.map { _ in
-                RelayService(name: config.name, logger: logger) { cache.current?.topology?.paths }
+            relay = config.relayOffer.map { table in
+                RelayService(name: config.name, table: table, logger: logger) { cache.current?.topology?.paths }
             }
             wireguard = WireGuardService(
                 config: config, identity: identity, agent: state, dataDir: dataDir.path, logger: logger,

@@ -175,6 +175,62 @@ struct AttackTests {
         let refusedBeat = try await lead.signed(spy, "POST", beatPath, badEndpoint)
         #expect(refusedBeat.status == 400, "\(refusedBeat.text)")
         #expect(try await lead.node("spy").decode(Node.self).wireguard.endpoint == record.wireguard.endpoint)
+        // A relay offer out of range (ports past 65535, no pairs, a privileged base) is refused
+        // and changes nothing; a valid one is recorded but grants nothing without the trusted label.
+        for offer: [String: Any] in [
+            ["port_base": 65000, "pairs": 4096], ["port_base": 41000, "pairs": 0], ["port_base": 53, "pairs": 1],
+        ] {
+            let beat = try Self.heartbeatJSON {
+                $0["wireguard"] = ["listen_port": 51820, "behind_nat": false, "relay": offer]
+            }
+            let refused = try await lead.signed(spy, "POST", beatPath, beat)
+            #expect(refused.status == 400 && Self.message(refused).contains("relay"), "\(offer): \(refused.text)")
+        }
+        #expect(try await lead.node("spy").decode(Node.self).wireguard.relay == nil)
+        let offering = try Self.heartbeatJSON {
+            $0["wireguard"] = ["listen_port": 51820, "behind_nat": false, "relay": ["port_base": 41000, "pairs": 8]]
+        }
+        #expect(try await lead.signed(spy, "POST", beatPath, offering).status == 200)
+        #expect(try await lead.node("spy").decode(Node.self).wireguard.relay == RelayOffer(portBase: 41000, pairs: 8))
+        // The offer alone makes spy no relay: two nodes behind NAT get a path without one. Only
+        // an operator's trusted label relay=true does.
+        for name in ["home-a", "home-b"] {
+            let home = SimulatedNode(name: name)
+            let joined = try await lead.post(
+                Routes.join,
+                try Self.joinJSON(home, token: acme.token) {
+                    var wireguard = $0["wireguard"] as? [String: Any] ?? [:]
+                    wireguard["behind_nat"] = true
+                    $0["wireguard"] = wireguard
+                })
+            #expect(joined.status == 201, "\(joined.text)")
+        }
+        func homePath() async throws -> MeshPath? {
+            try await http(lead.url + Routes.topology, headers: lead.admin).decode(Topology.self).paths?.first {
+                $0.a == "home-a" && $0.b == "home-b"
+            }
+        }
+        let untrusted = try await poll(timeout: .seconds(10), every: .milliseconds(100), "a path for the homes") {
+            try await homePath()
+        }
+        #expect(untrusted.relay == nil && untrusted.reason.contains("no relay"), "\(untrusted)")
+        let relayLabelled = try await http(
+            lead.url + Routes.nodeLabels("spy"), method: "PUT",
+            headers: lead.admin.merging(["Content-Type": "application/json"]) { $1 },
+            body: Array(#"{"labels":{"zone":"public","relay":"true"}}"#.utf8))
+        #expect(relayLabelled.status == 200, "\(relayLabelled.text)")
+        #expect(try await lead.signed(spy, "POST", beatPath, offering).status == 200)
+        let trusted = try await poll(timeout: .seconds(10), every: .milliseconds(100), "spy to relay the homes") {
+            try await homePath().flatMap { $0.relay == "spy" ? $0 : nil }
+        }
+        let ports = [trusted.relayA, trusted.relayB].compactMap { $0?.split(separator: ":").last.flatMap { Int($0) } }
+        #expect(ports.count == 2 && (41000..<41016).contains(ports[0]) && ports[1] == ports[0] + 1, "\(trusted)")
+        // The label goes again: the placement checks below hold spy to its token's labels.
+        let unlabelled = try await http(
+            lead.url + Routes.nodeLabels("spy"), method: "PUT",
+            headers: lead.admin.merging(["Content-Type": "application/json"]) { $1 },
+            body: Array(#"{"labels":{"zone":"public"}}"#.utf8))
+        #expect(unlabelled.status == 200, "\(unlabelled.text)")
 
         // 5. NUL and escape sequences: 400 at the edge, for heartbeats and every other body.
         for (label, body) in [

@@ -11,10 +11,25 @@ extension Registry {
     func planPaths(now: ContinuousClock.Instant = .now) {
         guard loaded else { return }
         let live = entries.values.filter { !$0.removed && $0.node.state != .left }
+        // Nothing to plan without two nodes behind NAT (a fleet of public machines pays nothing).
+        let natted = live.filter { $0.node.wireguard.behindNAT == true }
+        guard natted.count >= 2 else {
+            if !paths.isEmpty {
+                paths = []
+                version += 1
+            }
+            return
+        }
+        // Only nodes behind NAT are looked up in what observers and peers report.
         let byKey = Dictionary(
-            live.map { ($0.node.wireguard.publicKey, $0.node.name) }, uniquingKeysWith: { a, _ in a })
-        // Public observers (not behind NAT) with a tunnel: what their interfaces see of each node.
-        let observers = live.filter { $0.node.wireguard.behindNAT != true }.sorted {
+            natted.map { ($0.node.wireguard.publicKey, $0.node.name) }, uniquingKeysWith: { a, _ in a })
+        // The observers: the lead and the trusted relays (public, with a tunnel to each node),
+        // the lead first. Their interfaces see each node's mapping from outside.
+        let observers = live.filter {
+            $0.node.wireguard.behindNAT != true
+                && ($0.node.name == config.name
+                    || ($0.node.labels["relay"] == "true" && $0.node.wireguard.relay != nil))
+        }.sorted {
             ($0.node.name == config.name ? 0 : 1, $0.node.name) < ($1.node.name == config.name ? 0 : 1, $1.node.name)
         }
         var seen: [String: [String]] = [:]
@@ -28,7 +43,7 @@ extension Registry {
                 seen[name, default: []].append(endpoint)
             }
         }
-        let views = live.map { entry -> PathPlanner.NodeView in
+        let views = (natted + observers).map { entry -> PathPlanner.NodeView in
             let node = entry.node
             var relay: (host: String, portBase: Int, pairs: Int)?
             if let offer = node.wireguard.relay, offer.isValid, node.role == .lead || node.labels["relay"] == "true",
@@ -37,7 +52,7 @@ extension Registry {
                 relay = (host, offer.portBase, offer.pairs)
             }
             var links: [String: PathPlanner.NodeView.Link] = [:]
-            for link in entry.links {
+            for link in entry.links where node.wireguard.behindNAT == true {
                 if let name = byKey[link.publicKey] {
                     links[name] = .init(endpoint: link.endpoint, rxBytes: link.rxBytes)
                 }
