@@ -25,8 +25,10 @@ struct TunnelBringUpTests {
         let scratch = try ScratchDirectory("bringup")
         defer { scratch.remove() }
         // Two busy loops: the load under which the failures were seen (2 cores busy elsewhere).
+        // Each ends by itself after 5 minutes, should this process die before it kills them.
         let burners = try (0..<2).map { _ in
-            try ChildProcess("/bin/sh", ["-c", "while :; do :; done"], outputDirectory: scratch.path)
+            try ChildProcess(
+                "/bin/bash", ["-c", "while [ $SECONDS -lt 300 ]; do :; done"], outputDirectory: scratch.path)
         }
         defer { for burner in burners { burner.signal(SIGKILL) } }
         for round in 1...Self.rounds {
