@@ -236,9 +236,24 @@ public func processExists(_ pid: pid_t) -> Bool {
 
 /// Waits until the process with this PID is gone; false if it is still alive after `timeout`.
 public func waitGone(_ pid: pid_t, timeout: Duration) async throws -> Bool {
-    (try? await poll(timeout: timeout, every: .milliseconds(10), "pid \(pid) to exit") {
-        processExists(pid) ? nil : true
-    }) ?? false
+    await goneAt(pid, timeout: timeout) != nil
+}
+
+/// The instant the process with this PID was seen gone, or nil if it was still alive after
+/// `timeout`. A thread of its own watches it every 5 ms: the instant does not wait for a turn on
+/// the (two-thread, on this machine) cooperative pool, which other suites may hold for seconds.
+public func goneAt(_ pid: pid_t, timeout: Duration) async -> ContinuousClock.Instant? {
+    await withCheckedContinuation { (continuation: CheckedContinuation<ContinuousClock.Instant?, Never>) in
+        let watcher = Thread {
+            let deadline = ContinuousClock.now + timeout
+            while processExists(pid) {
+                guard ContinuousClock.now < deadline else { return continuation.resume(returning: nil) }
+                usleep(5_000)
+            }
+            continuation.resume(returning: ContinuousClock.now)
+        }
+        watcher.start()
+    }
 }
 
 /// Reads a Server-Sent Events stream, calling `onData` with every `data:` payload and

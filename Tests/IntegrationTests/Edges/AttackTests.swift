@@ -413,7 +413,7 @@ struct AttackTests {
         }
         var closed = 0
         for socket in sockets {
-            if Self.waitClosed(socket, seconds: 8) { closed += 1 }
+            if try await Self.waitClosed(socket, seconds: 8) { closed += 1 }
             close(socket)
         }
         let held = started.duration(to: .now)
@@ -550,15 +550,19 @@ struct AttackTests {
     }
 
     /// Whether the peer closes `fd` within `seconds` (a read returns 0 or an error).
-    static func waitClosed(_ fd: Int32, seconds: Int) -> Bool {
+    /// Polls without blocking and sleeps between looks: a blocking poll(2) here would hold one of
+    /// the cooperative pool's threads (two on this machine) from every other suite for seconds.
+    static func waitClosed(_ fd: Int32, seconds: Int) async throws -> Bool {
         var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         let deadline = ContinuousClock.now + .seconds(seconds)
         while ContinuousClock.now < deadline {
-            guard Glibc.poll(&descriptor, 1, 200) >= 0 else { return true }
+            guard Glibc.poll(&descriptor, 1, 0) >= 0 else { return true }
             if descriptor.revents != 0 {
                 var buffer = [UInt8](repeating: 0, count: 512)
                 let count = recv(fd, &buffer, buffer.count, 0)
                 if count <= 0 { return true }
+            } else {
+                try await Task.sleep(for: .milliseconds(20))
             }
         }
         return false

@@ -210,9 +210,16 @@ struct ReplicaHealthTests {
         let expected = [
             "streaming", "catching_up", "stalled", "streaming", "disconnected", "streaming", "not_a_replica",
         ]
-        #expect(
-            events.filter { expected.contains($0) }.reduce(into: [String]()) { if $0.last != $1 { $0.append($1) } }
-                == expected)
+        // Once replay resumes, a replica may show `catching_up` for a report or two before
+        // `streaming` (the backlog of the stall is replayed): that is the truth, not a skipped state.
+        let resumedThroughCatchingUp = [
+            "streaming", "catching_up", "stalled", "catching_up", "streaming", "disconnected", "streaming",
+            "not_a_replica",
+        ]
+        let seen = events.filter { expected.contains($0) }.reduce(into: [String]()) {
+            if $0.last != $1 { $0.append($1) }
+        }
+        #expect(seen == expected || seen == resumedThroughCatchingUp, "\(seen)")
 
         // The status table shows the replica column.
         let table = try await ChildProcess.run(
