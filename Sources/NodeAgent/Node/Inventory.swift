@@ -19,15 +19,30 @@ actor Inventory {
     /// The last `nvidia-smi` answer (own jobs' memory taken out), kept when a later call fails.
     private var cachedGPUs: [GPU] = []
     private var gpusSampledAt: ContinuousClock.Instant?
+    /// The `nvidia-smi` run in flight, if any. Only the first sample is waited for (a join must
+    /// not report a GPU box as having none); later callers take the last sample at once, so an
+    /// `nvidia-smi` that hangs (a GPU fallen off the bus) never holds up a heartbeat.
+    private var sampling: Task<[GPU], Never>?
+    private var firstSampleDone = false
     /// CPU cores, memory in MB, OS and architecture: read once at start, they do not change.
     private let base: Capabilities
     /// nvidia-smi is asked at most this often.
-    private let gpuRefresh = Duration.seconds(2)
+    private let gpuRefresh: Duration
+    /// How long one nvidia-smi run may take before it is killed and the last sample kept.
+    private let smiTimeout: Duration
+    /// nil: `nvidia-smi` from PATH, looked up at each sample.
+    private let smiPath: String?
 
     /// What the inference backend serves (`gpu.backend`), reported as ``Capabilities/models``.
     nonisolated let models: ModelDiscovery?
 
-    init(config: NodeConfig, logger: Logger, board: CheckBoard? = nil, models: ModelDiscovery? = nil) {
+    init(
+        config: NodeConfig, logger: Logger, board: CheckBoard? = nil, models: ModelDiscovery? = nil,
+        nvidiaSMI: String? = nil, gpuRefresh: Duration = .seconds(2), smiTimeout: Duration = .seconds(10)
+    ) {
+        self.smiPath = nvidiaSMI
+        self.gpuRefresh = gpuRefresh
+        self.smiTimeout = smiTimeout
         self.board = board
         self.models = models
         self.config = config
@@ -54,18 +69,40 @@ actor Inventory {
 
     /// The static `gpus:` inventory when set; else `nvidia-smi`, with the memory of this node's own
     /// `exec` jobs subtracted; else none. A failing `nvidia-smi` is logged and the last sample kept.
+    /// A stale sample starts a new run beside the caller; only the very first is waited for.
     private func gpus() async -> [GPU] {
         if !config.gpus.isEmpty { return config.gpus }
-        if let sampled = gpusSampledAt, sampled.duration(to: .now) < gpuRefresh { return cachedGPUs }
-        gpusSampledAt = .now
-        guard let smi = ProcessRunner.find("nvidia-smi") else { return [] }  // no nvidia-smi: no GPUs
+        let stale = gpusSampledAt.map { $0.duration(to: .now) >= gpuRefresh } ?? true
+        if stale, sampling == nil {
+            gpusSampledAt = .now
+            sampling = Task {
+                let gpus = await self.sampleGPUs()
+                await self.sampled()
+                return gpus
+            }
+        }
+        if !firstSampleDone, let sampling { return await sampling.value }
+        return cachedGPUs
+    }
+
+    private func sampled() {
+        sampling = nil
+        firstSampleDone = true
+    }
+
+    /// One `nvidia-smi` run into `cachedGPUs`.
+    private func sampleGPUs() async -> [GPU] {
+        guard let smi = smiPath ?? ProcessRunner.find("nvidia-smi") else {  // no nvidia-smi: no GPUs
+            cachedGPUs = []
+            return []
+        }
         do {
             let result = try await ProcessRunner.run(
                 smi,
                 [
                     "--query-gpu=index,uuid,name,memory.total,memory.used,utilization.gpu",
                     "--format=csv,noheader,nounits",
-                ])
+                ], timeout: smiTimeout)
             guard result.status == 0 else {
                 logger.warning("nvidia-smi failed", metadata: ["nodeagent.error": "\(result.lastLine)"])
                 return cachedGPUs
@@ -74,7 +111,8 @@ actor Inventory {
             let own = jobGroups.current
             if !own.isEmpty {
                 let apps = try await ProcessRunner.run(
-                    smi, ["--query-compute-apps=gpu_uuid,pid,used_memory", "--format=csv,noheader,nounits"])
+                    smi, ["--query-compute-apps=gpu_uuid,pid,used_memory", "--format=csv,noheader,nounits"],
+                    timeout: smiTimeout)
                 if apps.status == 0 {
                     cachedGPUs = GPUQuery.subtract(cachedGPUs, apps: apps.output) { own.contains(getpgid($0)) }
                 }

@@ -112,12 +112,16 @@ struct MeshMembershipTests {
 
         // aurora-cli status --json on the lead lists all five, alive.
         let everyone = ["lead-1", "gpu-1", "gpu-2", "gpu-3", "laptop"]
-        let status = try await poll(timeout: .seconds(20), every: .milliseconds(200), "all five nodes alive") {
-            () async throws -> [String: Any]? in
+        // gpu-3's GPUs come from its first nvidia-smi run, which its join waits for; should that run
+        // fail (a loaded machine), the next heartbeat's sample brings them.
+        let status = try await poll(
+            timeout: .seconds(20), every: .milliseconds(200), "all five nodes alive, gpu-3 with its GPU"
+        ) { () async throws -> [String: Any]? in
             let status = try await Self.statusJSON(lead, scratch: scratch)
             let nodes = Self.nodes(in: status)
+            let gpu3 = (nodes["gpu-3"]?["capabilities"] as? [String: Any])?["gpus"] as? [[String: Any]]
             return Set(nodes.keys) == Set(everyone) && nodes.values.allSatisfy({ $0["state"] as? String == "alive" })
-                ? status : nil
+                && gpu3?.isEmpty == false ? status : nil
         }
         #expect((status["mesh"] as? [String: Any])?["stale"] as? Bool == false)
         let nodes = Self.nodes(in: status)
