@@ -140,7 +140,7 @@ let package = Package(
         .target(
             name: "AuroraTestKit",
             dependencies: [
-                "AuroraAPI", "AuroraClient", "AuroraTLS", "Secrets",
+                "AuroraAPI", "AuroraClient", "AuroraTLS", "Secrets", "CSpawn",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -33,7 +33,7 @@ public final class AgentHarness: Sendable {
     deinit { StartedProcesses.unregister(postgresRegistration) }
 
     /// Polls `/health` every `interval` until it says `ok` (or, on a node, `degraded` only because
-    /// its lead is unreachable: the agent itself is up); fails early if the process exits.
+    /// its lead is unreachable: the agent itself is up); fails at once if the process exits.
     @discardableResult
     public func waitHealthy(timeout: Duration = .seconds(60), every interval: Duration = .milliseconds(25)) async throws
         -> HealthResponse
@@ -41,7 +41,8 @@ public final class AgentHarness: Sendable {
         try await poll(timeout: timeout, every: interval, "nodeagent on port \(port) to be healthy") {
             () async throws -> HealthResponse? in
             if let code = process.exitCode {
-                throw TestKitError("nodeagent exited with \(code) before it was healthy: \(process.stderr.suffix(800))")
+                throw PollStop(
+                    TestKitError("nodeagent exited with \(code) before it was healthy: \(process.stderr.suffix(800))"))
             }
             let answer = try await http(baseURL + Routes.health)
             let health = try answer.decode(HealthResponse.self)

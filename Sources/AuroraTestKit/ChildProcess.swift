@@ -1,3 +1,4 @@
+import CSpawn
 import Foundation
 
 #if canImport(Glibc)
@@ -31,6 +32,10 @@ public final class ChildProcess: @unchecked Sendable {  // PID and exit status g
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        // Nothing else of this process: a socket another test has bound at this instant (a
+        // port being checked, a held port) would otherwise stay bound in the child for as long
+        // as it lives, and the agent given that port could not listen on it.
+        aurora_spawn_closefrom(&actions, 3)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]

@@ -12,7 +12,7 @@ public enum DNSProbe {
     /// The IPv4 addresses in the answer to an A question for `name`, sorted; nil when no answer
     /// came within `timeout` or it could not be read.
     public static func addresses(port: Int, name: String, timeout: Duration = .seconds(1)) -> [String]? {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         let micros =

@@ -158,7 +158,7 @@ public final class EtcdCluster: Sendable {
         _ = try await poll(timeout: .seconds(30), every: .milliseconds(50), "etcd \(member.name) to be healthy") {
             () async throws -> Bool? in
             if let code = child.exitCode {
-                throw TestKitError("etcd \(member.name) exited with \(code): \(child.stderr.suffix(600))")
+                throw PollStop(TestKitError("etcd \(member.name) exited with \(code): \(child.stderr.suffix(600))"))
             }
             let answer = try? await http(member.endpoint + "/health", timeout: .seconds(2))
             return answer?.status == 200 && answer?.text.contains("\"true\"") == true ? true : nil

@@ -107,7 +107,7 @@ func loopbackAddress(port: Int) -> sockaddr_in {
 }
 
 func portIsFree(_ port: Int) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { return false }
     defer { close(fd) }
     var address = loopbackAddress(port: port)
@@ -129,7 +129,7 @@ public final class PortHolder: @unchecked Sendable {  // owns a file descriptor
     private let acceptorDone = DispatchSemaphore(value: 0)
 
     public init() throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
         var address = loopbackAddress(port: 0)
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let ok = withUnsafeMutablePointer(to: &address) { pointer in
@@ -206,6 +206,13 @@ public func http(
         headers: Dictionary(response.headers.map { ($0.name.lowercased(), $0.value) }, uniquingKeysWith: { $1 }))
 }
 
+/// Thrown by a ``poll(timeout:every:_:_:)`` condition that can never hold (the process it
+/// waits for has exited): the poll throws `error` at once instead of waiting out its deadline.
+public struct PollStop: Error {
+    public let error: any Error
+    public init(_ error: any Error) { self.error = error }
+}
+
 /// Polls `condition` until it returns a value or `timeout` passes.
 public func poll<T>(
     timeout: Duration, every interval: Duration = .milliseconds(25), _ what: String,
@@ -216,6 +223,8 @@ public func poll<T>(
     while ContinuousClock.now < deadline {
         do {
             if let value = try await condition() { return value }
+        } catch let stop as PollStop {
+            throw stop.error
         } catch {
             lastError = error
         }

@@ -142,7 +142,7 @@ public final class NATMesh: @unchecked Sendable {
         _ = try await poll(timeout: .seconds(90), every: .milliseconds(200), "\(m.name) to be healthy") {
             () async throws -> Bool? in
             if let code = process.exitCode {
-                throw TestKitError("\(m.name) exited with \(code): \(process.stderr.suffix(600))")
+                throw PollStop(TestKitError("\(m.name) exited with \(code): \(process.stderr.suffix(600))"))
             }
             let answer = try await net.run(in: m.namespace, "/usr/bin/curl", ["-s", "-m", "2", m.url + "/health"])
             return answer.stdout.contains("\"status\":\"ok\"") ? true : nil

@@ -39,7 +39,7 @@ public final class PrometheusServer: Sendable {
         _ = try await poll(timeout: .seconds(30), every: .milliseconds(100), "prometheus to be ready") {
             () async throws -> Bool? in
             if let code = child.exitCode {
-                throw TestKitError("prometheus exited with \(code): \(child.stderr.suffix(600))")
+                throw PollStop(TestKitError("prometheus exited with \(code): \(child.stderr.suffix(600))"))
             }
             return (try? await http(url + "/-/ready"))?.status == 200 ? true : nil
         }

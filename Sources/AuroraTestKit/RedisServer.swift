@@ -43,7 +43,7 @@ public final class RedisServer: Sendable {
             timeout: .seconds(30), every: .milliseconds(20), "redis-server on port \(port) to answer PING"
         ) { () async throws -> Bool? in
             if let code = child.exitCode {
-                throw TestKitError("redis-server exited with \(code): \(child.stdout.suffix(400))")
+                throw PollStop(TestKitError("redis-server exited with \(code): \(child.stdout.suffix(400))"))
             }
             return (try? await self.cli(["PING"])) == "PONG" ? true : nil
         }

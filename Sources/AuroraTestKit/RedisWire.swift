@@ -32,7 +32,7 @@ public final class RedisWire: @unchecked Sendable {  // owns a socket; used by o
 
     /// Connects; every read or write fails after `timeout` without progress.
     public init(port: Int, timeout: Duration) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw TestKitError("cannot create a socket: \(String(cString: strerror(errno)))") }
         var limit = timeval(
             tv_sec: Int(timeout.components.seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))

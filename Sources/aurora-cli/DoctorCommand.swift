@@ -332,7 +332,7 @@ struct Doctor: AsyncParsableCommand {
 
     /// nil when 127.0.0.1:port can be bound, else the reason.
     static func bindFails(port: Int) -> String? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return "socket failed" }
         defer { close(fd) }
         var yes: Int32 = 1

@@ -363,7 +363,7 @@ final class WireGuardService: Service, Sendable {
     /// rather than waiting for the new peer's first attempt to be retried (5 s) after it was
     /// dropped by a side that did not know it yet.
     private func nudge(_ peers: [WireGuardPeerConfig]) {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return }
         defer { close(fd) }
         for peer in peers {

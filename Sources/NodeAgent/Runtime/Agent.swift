@@ -481,7 +481,8 @@ enum ListenCheck {
                 .config, "cannot listen on \(address): '\(address.host)' does not resolve to a local address")
         }
         defer { freeaddrinfo(result) }
-        let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype, info.pointee.ai_protocol)
+        let fd = socket(
+            info.pointee.ai_family, info.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue), info.pointee.ai_protocol)
         guard fd >= 0 else { return }
         defer { close(fd) }
         var yes: Int32 = 1
