@@ -98,7 +98,7 @@ enum PortCursor {
 }
 
 /// 127.0.0.1:`port` (0: any port) as a socket address.
-func loopbackAddress(port: Int) -> sockaddr_in {
+public func loopbackAddress(port: Int) -> sockaddr_in {
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
@@ -106,7 +106,8 @@ func loopbackAddress(port: Int) -> sockaddr_in {
     return address
 }
 
-func portIsFree(_ port: Int) -> Bool {
+/// Whether a fresh socket can bind 127.0.0.1:`port` now (as an agent given it will).
+public func portIsFree(_ port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { return false }
     defer { close(fd) }

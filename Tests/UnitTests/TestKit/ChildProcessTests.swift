@@ -14,9 +14,7 @@ struct ChildProcessTests {
     static func boundSocket() throws -> (fd: Int32, port: Int) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         try #require(fd >= 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var address = loopbackAddress(port: 0)
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
@@ -25,22 +23,6 @@ struct ChildProcessTests {
         }
         try #require(bound, "bind: \(String(cString: strerror(errno)))")
         return (fd, Int(UInt16(bigEndian: address.sin_port)))
-    }
-
-    /// Whether a fresh socket can bind 127.0.0.1:`port` (as the agent given it will).
-    static func canBind(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        return withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-            }
-        }
     }
 
     @Test(
@@ -58,7 +40,7 @@ struct ChildProcessTests {
             Int($0)
         }
         #expect(descriptors.sorted() == [0, 1, 2], "the child holds \(descriptors.sorted())")
-        #expect(Self.canBind(port), "port \(port) is still bound after the test closed its socket")
+        #expect(portIsFree(port), "port \(port) is still bound after the test closed its socket")
         child.signal(SIGKILL)
         _ = try await child.waitForExit(timeout: .seconds(10))
     }
